@@ -1,0 +1,167 @@
+//! Positional file I/O with errors that name the file and offset, and hole finding.
+//!
+//! Every driver reads its image with `pread`-style calls on a shared `&File`, so reads from
+//! many threads never race on a file cursor.
+
+use crate::{Error, Result};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+/// A file opened by a driver, remembered with its path for error messages.
+#[derive(Debug)]
+pub struct ImageFile {
+    file: File,
+    path: PathBuf,
+}
+
+impl ImageFile {
+    /// Opens `path` read-only.
+    pub fn open(path: &Path) -> Result<Self> {
+        let file = File::open(path).map_err(|e| Error::io("cannot open", e).with_file(path))?;
+        Ok(ImageFile { file, path: path.to_path_buf() })
+    }
+
+    /// Wraps an already open file.
+    pub fn from_file(file: File, path: &Path) -> Self {
+        ImageFile { file, path: path.to_path_buf() }
+    }
+
+    /// The path it was opened with.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The underlying file.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// Current length of the file in bytes.
+    pub fn len(&self) -> Result<u64> {
+        self.file
+            .metadata()
+            .map(|m| m.len())
+            .map_err(|e| Error::io("cannot stat", e).with_file(&self.path))
+    }
+
+    /// Bytes the file occupies on disk (its allocated blocks).
+    pub fn allocated_bytes(&self) -> Result<u64> {
+        use std::os::unix::fs::MetadataExt;
+        self.file
+            .metadata()
+            .map(|m| m.blocks().saturating_mul(512))
+            .map_err(|e| Error::io("cannot stat", e).with_file(&self.path))
+    }
+
+    /// Reads exactly `buf.len()` bytes at `offset`; a short file is an
+    /// [`crate::ErrorKind::OutOfBounds`] error naming the offset.
+    pub fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        self.file.read_exact_at(buf, offset).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                Error::out_of_bounds(format!("read of {} bytes runs past the end of the file", buf.len()))
+            } else {
+                Error::io("read failed", e)
+            }
+            .with_offset(offset)
+            .with_file(&self.path)
+        })
+    }
+
+    /// Writes all of `buf` at `offset`.
+    pub fn write_all_at(&self, buf: &[u8], offset: u64) -> Result<()> {
+        self.file
+            .write_all_at(buf, offset)
+            .map_err(|e| Error::io("write failed", e).with_offset(offset).with_file(&self.path))
+    }
+
+    /// Sets the file length (extending with a hole, or truncating).
+    pub fn set_len(&self, len: u64) -> Result<()> {
+        self.file.set_len(len).map_err(|e| Error::io("cannot set length", e).with_file(&self.path))
+    }
+
+    /// Flushes data and metadata to stable storage.
+    pub fn sync(&self) -> Result<()> {
+        self.file.sync_all().map_err(|e| Error::io("fsync failed", e).with_file(&self.path))
+    }
+
+    /// The next offset at or after `offset` that holds data (`None`: only a hole follows).
+    /// Falls back to "all data" on filesystems without SEEK_DATA.
+    pub fn next_data(&self, offset: u64) -> Result<Option<u64>> {
+        match rustix::fs::seek(&self.file, rustix::fs::SeekFrom::Data(offset)) {
+            Ok(pos) => Ok(Some(pos)),
+            Err(rustix::io::Errno::NXIO) => Ok(None),
+            Err(rustix::io::Errno::INVAL | rustix::io::Errno::OPNOTSUPP) => Ok(Some(offset)),
+            Err(e) => Err(Error::io("SEEK_DATA failed", e.into()).with_offset(offset).with_file(&self.path)),
+        }
+    }
+
+    /// The next hole at or after `offset` (the file's end counts as a hole).
+    pub fn next_hole(&self, offset: u64) -> Result<u64> {
+        match rustix::fs::seek(&self.file, rustix::fs::SeekFrom::Hole(offset)) {
+            Ok(pos) => Ok(pos),
+            Err(rustix::io::Errno::NXIO | rustix::io::Errno::INVAL | rustix::io::Errno::OPNOTSUPP) => {
+                self.len()
+            }
+            Err(e) => Err(Error::io("SEEK_HOLE failed", e.into()).with_offset(offset).with_file(&self.path)),
+        }
+    }
+
+    /// Deallocates `[offset, offset+len)` so it reads as zeros without using space.
+    pub fn punch_hole(&self, offset: u64, len: u64) -> Result<()> {
+        use rustix::fs::FallocateFlags;
+        rustix::fs::fallocate(&self.file, FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE, offset, len)
+            .map_err(|e| Error::io("cannot punch hole", e.into()).with_offset(offset).with_file(&self.path))
+    }
+}
+
+/// True when every byte of `buf` is zero (fast path over 16-byte words).
+pub fn is_zero(buf: &[u8]) -> bool {
+    let (chunks, rest) = buf.split_at(buf.len() - buf.len() % 16);
+    chunks.chunks_exact(16).all(|c| u128::from_ne_bytes(c.try_into().unwrap_or([1; 16])) == 0)
+        && rest.iter().all(|&b| b == 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn is_zero_finds_a_single_set_byte_anywhere() {
+        let mut buf = vec![0u8; 4099];
+        assert!(is_zero(&buf));
+        for i in [0, 15, 16, 4095, 4098] {
+            buf[i] = 1;
+            assert!(!is_zero(&buf), "byte {i}");
+            buf[i] = 0;
+        }
+        assert!(is_zero(&[]));
+    }
+
+    #[test]
+    fn short_read_is_out_of_bounds_with_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        std::fs::write(&p, [1u8; 10]).unwrap();
+        let f = ImageFile::open(&p).unwrap();
+        let mut buf = [0u8; 8];
+        let e = f.read_exact_at(&mut buf, 5).unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::OutOfBounds);
+        assert_eq!(e.offset(), Some(5));
+        assert_eq!(e.file(), Some(p.as_path()));
+    }
+
+    #[test]
+    fn holes_are_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        let file = File::create(&p).unwrap();
+        file.set_len(8 << 20).unwrap();
+        file.write_all_at(&[7u8; 4096], 4 << 20).unwrap();
+        let f = ImageFile::from_file(file, &p);
+        let d = f.next_data(0).unwrap().unwrap();
+        assert!(d <= 4 << 20);
+        assert!(f.next_hole(4 << 20).unwrap() > 4 << 20);
+        assert!(f.next_data((4 << 20) + (1 << 20)).unwrap().is_none());
+    }
+}

@@ -1,0 +1,208 @@
+//! diskcast's block layer: what every disk format reads into and writes out of.
+//!
+//! - [`BlockRead`]: a virtual disk that many threads read at once (`&self`), and that
+//!   answers which ranges hold data, read as zero, are unallocated, or come from a
+//!   backing file ([`Extent`]).
+//! - [`BlockWrite`]: a new virtual disk being written; it says whether it needs its data
+//!   in order ([`WriteOrder`]) and may do CPU-heavy work such as compression in parallel
+//!   through [`BlockWrite::encode`].
+//! - [`registry`]: format drivers that probe, open and create images.
+//! - [`gate`]: the only way a driver may open another file (backing files, extents).
+//! - [`copy`]: the parallel, sparse-aware copy engine behind `convert`.
+//! - [`output`]: temporary files renamed into place only when everything succeeded.
+#![forbid(unsafe_code)]
+
+pub mod copy;
+pub mod error;
+pub mod gate;
+pub mod io;
+pub mod output;
+pub mod progress;
+pub mod registry;
+pub mod size;
+
+pub use error::{Error, ErrorKind, Result, ResultExt};
+
+use serde::Serialize;
+
+/// What a range of a virtual disk holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Alloc {
+    /// Allocated in this image; must be read.
+    Data,
+    /// Allocated or marked as zero in this image: reads as zeros, nothing to read.
+    Zero,
+    /// Not allocated in this image and no backing file: reads as zeros.
+    Unallocated,
+    /// Not allocated in this image: the data comes from the backing file.
+    Backing,
+}
+
+impl Alloc {
+    /// True when the range reads as zeros without looking anywhere else.
+    pub fn reads_zero(self) -> bool {
+        matches!(self, Alloc::Zero | Alloc::Unallocated)
+    }
+}
+
+/// A guest range `[offset, offset + len)` with one allocation status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Extent {
+    /// Guest byte offset.
+    pub offset: u64,
+    /// Length in bytes, never 0.
+    pub len: u64,
+    /// What the range holds.
+    pub alloc: Alloc,
+}
+
+impl Extent {
+    /// One past the last byte.
+    pub fn end(&self) -> u64 {
+        self.offset.saturating_add(self.len)
+    }
+}
+
+/// Facts about an opened image, shown by `diskcast info`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ImageInfo {
+    /// Driver name (`raw`, `qcow2`, ...).
+    pub format: String,
+    /// Guest-visible size in bytes.
+    pub virtual_size: u64,
+    /// Allocation unit of the format, if it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_size: Option<u64>,
+    /// Compression used by compressed clusters (`zlib`, `zstd`), if the format has any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compression: Option<String>,
+    /// The backing file name as written in the image.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backing_file: Option<String>,
+    /// The backing file format as written in the image.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backing_format: Option<String>,
+    /// Format-specific facts (qcow2 version, refcount bits, features...), as key/values.
+    #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
+    pub specific: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A virtual disk being read. All methods take `&self` so many threads can read at once.
+pub trait BlockRead: Send + Sync + std::fmt::Debug {
+    /// Guest-visible size in bytes.
+    fn size(&self) -> u64;
+
+    /// Fills `buf` with guest bytes starting at `offset`. Reading past [`size`](Self::size)
+    /// is an [`ErrorKind::OutOfBounds`] error. Backing data is read through.
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()>;
+
+    /// The allocation status of the range starting at `offset`: an extent that starts at
+    /// `offset` with a length in `1..=max_len` (clamped to the disk's end). Drivers return
+    /// runs as long as they cheaply can, so a 1 TiB empty image maps in a few calls.
+    fn extent_at(&self, offset: u64, max_len: u64) -> Result<Extent>;
+
+    /// The image below this one, already opened through the [`gate`].
+    fn backing(&self) -> Option<&dyn BlockRead> {
+        None
+    }
+
+    /// Facts for `diskcast info`.
+    fn info(&self) -> ImageInfo;
+}
+
+/// Whether a writer takes data in any order or only front to back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteOrder {
+    /// `write_encoded`/`write_zeroes` may come from many threads in any order.
+    Any,
+    /// `write_encoded`/`write_zeroes` must come in increasing offset order, one at a time
+    /// (compressed qcow2 laid out in guest order, streamOptimized VMDK, pipes).
+    Sequential,
+}
+
+/// Guest data after [`BlockWrite::encode`], ready for [`BlockWrite::write_encoded`].
+#[derive(Debug)]
+pub enum Encoded {
+    /// Data to store as is.
+    Plain {
+        /// Guest offset of `data[0]`.
+        offset: u64,
+        /// The bytes.
+        data: Vec<u8>,
+    },
+    /// Data cut into the format's units (clusters, grains), each stored in its final form.
+    Units(Vec<EncodedUnit>),
+}
+
+/// One cluster or grain as the writer will store it.
+#[derive(Debug)]
+pub struct EncodedUnit {
+    /// Guest offset of the unit.
+    pub offset: u64,
+    /// Guest bytes the unit covers.
+    pub len: u64,
+    /// The bytes to store: compressed if `compressed`, otherwise exactly `len` guest bytes.
+    pub stored: Vec<u8>,
+    /// Whether `stored` is compressed.
+    pub compressed: bool,
+}
+
+/// A virtual disk being written. Created by a [`registry::Driver`] into temporary files
+/// that [`output::OutputFiles`] renames into place after [`finish`](Self::finish).
+pub trait BlockWrite: Send + Sync + std::fmt::Debug {
+    /// Guest-visible size in bytes.
+    fn size(&self) -> u64;
+
+    /// Order the writer needs (see [`WriteOrder`]).
+    fn order(&self) -> WriteOrder {
+        WriteOrder::Any
+    }
+
+    /// The allocation unit: the copy engine aligns its chunks to it and drops all-zero
+    /// units, so a writer is never asked to allocate a unit that would hold only zeros.
+    fn granularity(&self) -> u64 {
+        4096
+    }
+
+    /// True when a range never written reads as zeros (every new image without a backing
+    /// file). The copy engine then skips zero ranges entirely.
+    fn zero_initialized(&self) -> bool {
+        true
+    }
+
+    /// CPU-heavy, order-free preparation of `data` at guest `offset` (compression).
+    /// Called from many threads at once, even for sequential writers. `offset` and
+    /// `data.len()` are multiples of [`granularity`](Self::granularity) except at the
+    /// disk's end.
+    fn encode(&self, offset: u64, data: Vec<u8>) -> Result<Encoded> {
+        Ok(Encoded::Plain { offset, data })
+    }
+
+    /// Stores what [`encode`](Self::encode) produced.
+    fn write_encoded(&self, encoded: Encoded) -> Result<()>;
+
+    /// Makes `[offset, offset+len)` read as zeros.
+    fn write_zeroes(&self, offset: u64, len: u64) -> Result<()>;
+
+    /// Writes the remaining metadata and syncs the data to stable storage.
+    fn finish(self: Box<Self>) -> Result<()>;
+}
+
+/// The extent at `offset` with backing files resolved: `Backing` becomes whatever the
+/// backing chain holds there (or `Unallocated` past the end of a shorter backing file).
+pub fn resolved_extent(image: &dyn BlockRead, offset: u64, max_len: u64) -> Result<Extent> {
+    let ext = image.extent_at(offset, max_len)?;
+    if ext.alloc != Alloc::Backing {
+        return Ok(ext);
+    }
+    let Some(backing) = image.backing() else {
+        return Err(Error::corrupt("driver reported a backing range but has no backing file")
+            .with_offset(offset));
+    };
+    if offset >= backing.size() {
+        return Ok(Extent { alloc: Alloc::Unallocated, ..ext });
+    }
+    let below = resolved_extent(backing, offset, ext.len)?;
+    Ok(Extent { offset, len: below.len.min(ext.len), alloc: below.alloc })
+}

@@ -1,0 +1,129 @@
+//! Output files that appear under their names only when the whole job succeeded.
+//!
+//! Drivers never create their output files directly: they ask [`OutputFiles::create`],
+//! which makes a temporary file beside the target. [`OutputFiles::commit`] syncs each file,
+//! renames it over its target and syncs the directory. If anything fails, or the process is
+//! interrupted, dropping the [`OutputFiles`] removes the temporaries: no half-written image
+//! is ever left under the target's name, and an existing target stays untouched.
+
+use crate::io::ImageFile;
+use crate::{Error, Result};
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Temporary outputs waiting to be renamed into place.
+#[derive(Debug, Default)]
+pub struct OutputFiles {
+    pending: Mutex<Vec<Pending>>,
+}
+
+#[derive(Debug)]
+struct Pending {
+    temp: PathBuf,
+    target: PathBuf,
+    file: File,
+}
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+impl OutputFiles {
+    /// An empty set.
+    pub fn new() -> Self {
+        OutputFiles::default()
+    }
+
+    /// Creates a temporary file that [`commit`](Self::commit) will rename to `target`.
+    pub fn create(&self, target: &Path) -> Result<ImageFile> {
+        let name = target
+            .file_name()
+            .ok_or_else(|| Error::argument("output path has no file name").with_file(target))?;
+        let dir = target.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let temp = dir.join(format!(".{}.diskcast-{}-{n}.tmp", name.to_string_lossy(), std::process::id()));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&temp)
+            .map_err(|e| Error::io("cannot create temporary output file", e).with_file(&temp))?;
+        let clone = file
+            .try_clone()
+            .map_err(|e| Error::io("cannot duplicate file handle", e).with_file(&temp))?;
+        self.lock().push(Pending { temp: temp.clone(), target: target.to_path_buf(), file: clone });
+        Ok(ImageFile::from_file(file, target))
+    }
+
+    /// Temporary paths not yet committed (for tests and for cleanup on a signal).
+    pub fn temp_paths(&self) -> Vec<PathBuf> {
+        self.lock().iter().map(|p| p.temp.clone()).collect()
+    }
+
+    /// Syncs every file, renames it over its target, and syncs the target directories.
+    pub fn commit(self) -> Result<()> {
+        let pending = std::mem::take(&mut *self.lock());
+        for p in &pending {
+            p.file.sync_all().map_err(|e| Error::io("fsync failed", e).with_file(&p.temp))?;
+        }
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        for p in &pending {
+            std::fs::rename(&p.temp, &p.target)
+                .map_err(|e| Error::io(format!("cannot rename {} into place", p.temp.display()), e).with_file(&p.target))?;
+            let dir = p.target.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            if !dirs.iter().any(|d| d == dir) {
+                dirs.push(dir.to_path_buf());
+            }
+        }
+        for dir in dirs {
+            File::open(&dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| Error::io("cannot sync directory", e).with_file(&dir))?;
+        }
+        Ok(())
+    }
+
+    /// Removes every temporary file now (also done on drop).
+    pub fn discard(&self) {
+        for p in std::mem::take(&mut *self.lock()) {
+            let _ = std::fs::remove_file(&p.temp);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Pending>> {
+        self.pending.lock().unwrap_or_else(|poison| poison.into_inner())
+    }
+}
+
+impl Drop for OutputFiles {
+    fn drop(&mut self) {
+        self.discard();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nothing_appears_until_commit_and_drop_cleans_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("out.img");
+        std::fs::write(&target, b"old").unwrap();
+        {
+            let out = OutputFiles::new();
+            let f = out.create(&target).unwrap();
+            f.write_all_at(b"new", 0).unwrap();
+            assert_eq!(std::fs::read(&target).unwrap(), b"old");
+        }
+        assert_eq!(std::fs::read(&target).unwrap(), b"old");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "temporary file left behind");
+
+        let out = OutputFiles::new();
+        let f = out.create(&target).unwrap();
+        f.write_all_at(b"new", 0).unwrap();
+        out.commit().unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), b"new");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+}

@@ -1,0 +1,251 @@
+//! Format drivers and the registry that probes, opens and creates images with them.
+
+use crate::gate::Gate;
+use crate::io::ImageFile;
+use crate::output::OutputFiles;
+use crate::{BlockRead, BlockWrite, Error, Extent, Result, ResultExt};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Bytes from the start of a file that probes see.
+pub const PROBE_HEAD: usize = 64 * 1024;
+/// Bytes from the end of a file that probes see (VHD footers live there).
+pub const PROBE_TAIL: usize = 512;
+
+/// The start and end of a file, for probing by magic.
+#[derive(Debug)]
+pub struct ProbeData<'a> {
+    /// Up to [`PROBE_HEAD`] bytes from offset 0.
+    pub head: &'a [u8],
+    /// Up to [`PROBE_TAIL`] bytes ending at the file's end.
+    pub tail: &'a [u8],
+    /// The file's length.
+    pub file_len: u64,
+}
+
+/// How `create`/`convert` were asked to build an image.
+#[derive(Debug, Clone, Default)]
+pub struct CreateOptions {
+    /// `-o key=value` pairs, validated by the driver against [`Driver::options`].
+    pub options: BTreeMap<String, String>,
+    /// `-c`: compress data clusters.
+    pub compress: bool,
+    /// `-b`: the backing file name to record in the image.
+    pub backing_file: Option<String>,
+    /// `-F`: the backing file's format to record.
+    pub backing_format: Option<String>,
+}
+
+impl CreateOptions {
+    /// Rejects any `-o` key the driver does not know, listing those it does.
+    pub fn check_keys(&self, driver: &dyn Driver) -> Result<()> {
+        for key in self.options.keys() {
+            if !driver.options().iter().any(|o| o.name == key) {
+                let known: Vec<_> = driver.options().iter().map(|o| o.name).collect();
+                return Err(Error::argument(format!(
+                    "format {} has no option {key:?} (it takes: {})",
+                    driver.name(),
+                    if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One `-o` option a driver accepts, for validation and `--help`.
+#[derive(Debug, Clone, Copy)]
+pub struct OptionSpec {
+    /// Key as typed after `-o`.
+    pub name: &'static str,
+    /// One line of help.
+    pub help: &'static str,
+}
+
+/// What `check` found, with qemu-img's meaning for the counts.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CheckReport {
+    /// Metadata that contradicts itself or the file (refcount too low, entry past EOF...).
+    pub corruptions: u64,
+    /// Clusters allocated but used by nothing.
+    pub leaks: u64,
+    /// Errors that stopped the check from looking at something.
+    pub check_errors: u64,
+    /// One line per problem found.
+    pub messages: Vec<String>,
+    /// Clusters in use / total guest clusters, as qemu-img prints them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allocated_clusters: Option<u64>,
+    /// Guest clusters in the image.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total_clusters: Option<u64>,
+    /// Compressed clusters among the allocated ones.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compressed_clusters: Option<u64>,
+    /// First byte after the last used cluster.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_end_offset: Option<u64>,
+}
+
+/// How large an image of a format would be, as `qemu-img measure` reports it.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Measure {
+    /// Bytes needed for the data the source really holds plus metadata.
+    pub required: u64,
+    /// Bytes needed if every guest byte were allocated.
+    pub fully_allocated: u64,
+}
+
+/// A disk image format.
+pub trait Driver: Send + Sync {
+    /// The name used with `-f`/`-O` (`raw`, `qcow2`, ...).
+    fn name(&self) -> &'static str;
+
+    /// True when the file's magic says it is this format. Raw never claims a file.
+    fn probe(&self, data: &ProbeData<'_>) -> bool;
+
+    /// Opens an image for reading. Backing files go through `ctx`.
+    fn open(&self, path: &Path, ctx: &OpenContext<'_>) -> Result<Box<dyn BlockRead>>;
+
+    /// The `-o` options [`create`](Self::create) accepts.
+    fn options(&self) -> &'static [OptionSpec] {
+        &[]
+    }
+
+    /// Creates a new image of `size` guest bytes. Every file it writes must come from
+    /// `out`, which renames them into place only after the caller commits.
+    fn create(&self, path: &Path, size: u64, opts: &CreateOptions, out: &OutputFiles) -> Result<Box<dyn BlockWrite>>;
+
+    /// Checks the image's metadata; formats without a checker say so (qemu-img exit 63).
+    fn check(&self, path: &Path, _ctx: &OpenContext<'_>) -> Result<CheckReport> {
+        Err(Error::unsupported(format!("format {} has no consistency check", self.name())).with_file(path))
+    }
+
+    /// How large a new image holding the `data` extents of a `size`-byte disk would be.
+    fn measure(&self, size: u64, data: &[Extent], opts: &CreateOptions) -> Result<Measure>;
+}
+
+impl std::fmt::Debug for dyn Driver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Driver({})", self.name())
+    }
+}
+
+/// Everything opening an image may need: the registry for backing files of another
+/// format, the gate that decides which files may be opened, and the chain so far.
+#[derive(Debug)]
+pub struct OpenContext<'a> {
+    /// Drivers for backing files.
+    pub registry: &'a Registry,
+    /// Which referenced files may be opened.
+    pub gate: &'a Gate,
+    /// Canonical paths of the images above the one being opened.
+    chain: Vec<PathBuf>,
+}
+
+impl<'a> OpenContext<'a> {
+    /// A context for opening a top-level image the user named.
+    pub fn new(registry: &'a Registry, gate: &'a Gate) -> Self {
+        OpenContext { registry, gate, chain: Vec::new() }
+    }
+
+    /// Opens the file `name` that image `referrer` names in its field `field`, through
+    /// the gate. `format` is the format recorded in the image, or `None` to probe.
+    pub fn open_referenced(
+        &self,
+        referrer: &Path,
+        name: &str,
+        format: Option<&str>,
+        field: &'static str,
+    ) -> Result<Box<dyn BlockRead>> {
+        let path = self.gate.resolve(referrer, name, field, &self.chain)?;
+        let mut chain = self.chain.clone();
+        chain.push(referrer.canonicalize().map_err(|e| Error::io("cannot resolve path", e).with_file(referrer))?);
+        let child = OpenContext { registry: self.registry, gate: self.gate, chain };
+        self.registry.open(&path, format, &child)
+    }
+}
+
+/// The set of known drivers.
+#[derive(Debug)]
+pub struct Registry {
+    drivers: Vec<Box<dyn Driver>>,
+}
+
+impl Registry {
+    /// A registry of `drivers`; names must be unique.
+    pub fn new(drivers: Vec<Box<dyn Driver>>) -> Self {
+        Registry { drivers }
+    }
+
+    /// All drivers, in registration order.
+    pub fn drivers(&self) -> impl Iterator<Item = &dyn Driver> {
+        self.drivers.iter().map(|d| d.as_ref())
+    }
+
+    /// The driver called `name`.
+    pub fn get(&self, name: &str) -> Result<&dyn Driver> {
+        self.drivers().find(|d| d.name() == name).ok_or_else(|| {
+            let names: Vec<_> = self.drivers().map(|d| d.name()).collect();
+            Error::argument(format!("unknown format {name:?} (known: {})", names.join(", ")))
+        })
+    }
+
+    /// Finds the format of `path` by magic. A file no driver claims is raw only when it
+    /// plainly is one (see [`looks_raw`]); when several drivers claim it, that is an error
+    /// rather than a guess.
+    pub fn probe(&self, path: &Path) -> Result<&dyn Driver> {
+        let file = ImageFile::open(path)?;
+        let file_len = file.len()?;
+        let head_len = file_len.min(PROBE_HEAD as u64);
+        let mut head = vec![0u8; usize::try_from(head_len).unwrap_or(PROBE_HEAD)];
+        file.read_exact_at(&mut head, 0)?;
+        let tail_len = file_len.min(PROBE_TAIL as u64);
+        let mut tail = vec![0u8; usize::try_from(tail_len).unwrap_or(PROBE_TAIL)];
+        file.read_exact_at(&mut tail, file_len - tail_len)?;
+        let data = ProbeData { head: &head, tail: &tail, file_len };
+        let matches: Vec<&dyn Driver> = self.drivers().filter(|d| d.probe(&data)).collect();
+        match matches.as_slice() {
+            [one] => Ok(*one),
+            [] if looks_raw(&data) => self.get("raw"),
+            [] => Err(Error::invalid(
+                "cannot tell the image format: no known magic and it does not look like a raw disk \
+                 (no partition table or filesystem signature); pass -f raw if it is one",
+            )
+            .with_file(path)),
+            many => {
+                let names: Vec<_> = many.iter().map(|d| d.name()).collect();
+                Err(Error::invalid(format!(
+                    "the file matches several formats ({}); pass -f to choose",
+                    names.join(", ")
+                ))
+                .with_file(path))
+            }
+        }
+    }
+
+    /// Opens `path` as `format`, or as the probed format when `format` is `None`.
+    pub fn open(&self, path: &Path, format: Option<&str>, ctx: &OpenContext<'_>) -> Result<Box<dyn BlockRead>> {
+        let driver = match format {
+            Some(name) => self.get(name)?,
+            None => self.probe(path)?,
+        };
+        driver.open(path, ctx).file(path)
+    }
+}
+
+/// True when a file no driver claims is plainly a raw disk: empty, blank at the start,
+/// or carrying a partition table or a well-known filesystem signature.
+pub fn looks_raw(data: &ProbeData<'_>) -> bool {
+    let h = data.head;
+    let at = |off: usize, magic: &[u8]| h.get(off..off + magic.len()) == Some(magic);
+    data.file_len == 0
+        || crate::io::is_zero(h)
+        || at(510, &[0x55, 0xaa]) // MBR or protective MBR, FAT/NTFS boot sector
+        || at(512, b"EFI PART") // GPT header at LBA 1
+        || at(0x8001, b"CD001") // ISO 9660 primary volume descriptor
+        || at(0x438, &[0x53, 0xef]) // ext2/3/4 superblock magic
+        || at(0, b"XFSB")
+        || at(0, b"hsqs") // squashfs
+}

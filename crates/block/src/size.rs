@@ -1,0 +1,70 @@
+//! Sizes as users type them: `512`, `64K`, `10G`, `1.5T`, `4096b`.
+
+use crate::{Error, Result};
+
+/// Parses a size with an optional binary suffix (K, M, G, T, P, E; `b`/`B` for bytes),
+/// as `qemu-img` accepts them. A plain number is bytes.
+pub fn parse_size(text: &str) -> Result<u64> {
+    let t = text.trim();
+    let bad = || Error::argument(format!("{text:?} is not a size (examples: 4096, 64K, 10G, 1.5T)"));
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, suffix) = t.split_at(split);
+    let shift = match suffix {
+        "" | "b" | "B" => 0,
+        "k" | "K" | "KiB" => 10,
+        "M" | "MiB" => 20,
+        "G" | "GiB" => 30,
+        "T" | "TiB" => 40,
+        "P" | "PiB" => 50,
+        "E" | "EiB" => 60,
+        _ => return Err(bad()),
+    };
+    if num.is_empty() {
+        return Err(bad());
+    }
+    if let Ok(n) = num.parse::<u64>() {
+        return n.checked_mul(1u64 << shift).ok_or_else(bad);
+    }
+    let f: f64 = num.parse().map_err(|_| bad())?;
+    let bytes = f * (1u64 << shift) as f64;
+    if !bytes.is_finite() || bytes < 0.0 || bytes >= u64::MAX as f64 || bytes.fract() != 0.0 {
+        return Err(bad());
+    }
+    Ok(bytes as u64)
+}
+
+/// Formats bytes for people: `1.5 GiB`, `512 B`.
+pub fn human(bytes: u64) -> String {
+    const UNITS: [&str; 7] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    let mut v = bytes as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{bytes} B") } else { format!("{v:.3} {}", UNITS[unit]).replace(".000 ", " ") }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_suffixes() {
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert_eq!(parse_size("64K").unwrap(), 65536);
+        assert_eq!(parse_size("10G").unwrap(), 10 << 30);
+        assert_eq!(parse_size("1.5T").unwrap(), 3 << 39);
+        assert_eq!(parse_size("512b").unwrap(), 512);
+        for bad in ["", "G", "1Q", "-1", "1.3b", "99999999999999999999", "20E"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn formats_for_people() {
+        assert_eq!(human(512), "512 B");
+        assert_eq!(human(1 << 30), "1 GiB");
+        assert_eq!(human(3 << 29), "1.500 GiB");
+    }
+}
