@@ -1,1 +1,58 @@
-fn main() {}
+//! The `diskcast` command: argument parsing, output and exit codes. All format and copy
+//! logic lives in the library crates.
+#![forbid(unsafe_code)]
+
+mod args;
+mod cmd;
+mod progress;
+
+use clap::Parser;
+use diskcast_block::{Error, ErrorKind};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = args::Cli::parse();
+    match cmd::run(cli.command) {
+        Ok(code) => ExitCode::from(code),
+        Err(failure) => {
+            if is_broken_pipe(&failure.error) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("diskcast: {}", chain(&failure.error));
+            ExitCode::from(failure.exit_code)
+        }
+    }
+}
+
+/// An error and the exit status it maps to (1 for most commands, 2 for `compare`).
+#[derive(Debug)]
+pub struct Failure {
+    pub error: Error,
+    pub exit_code: u8,
+}
+
+impl From<Error> for Failure {
+    fn from(error: Error) -> Self {
+        Failure { error, exit_code: 1 }
+    }
+}
+
+/// The error and its causes, `outer: inner: innermost`.
+fn chain(e: &Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// A reader of our standard output went away (`diskcast convert x - | head`): not an error.
+fn is_broken_pipe(e: &Error) -> bool {
+    e.kind() == ErrorKind::Io
+        && std::error::Error::source(e)
+            .and_then(|s| s.downcast_ref::<std::io::Error>())
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+}

@@ -1,1 +1,290 @@
-//! placeholder
+//! Raw disk images: the guest's bytes, as they are, in a plain file.
+//!
+//! Reading finds holes with `SEEK_DATA`/`SEEK_HOLE` so unallocated ranges are never read;
+//! writing leaves ranges that are never written as holes, so the output stays sparse.
+//! [`RawStream`] writes raw bytes to a pipe (`convert ... -`), front to back, filling holes
+//! with zeros because a pipe cannot seek.
+#![forbid(unsafe_code)]
+
+use diskcast_block::io::ImageFile;
+use diskcast_block::output::OutputFiles;
+use diskcast_block::registry::{CreateOptions, Driver, Measure, OpenContext, ProbeData};
+use diskcast_block::{Alloc, BlockRead, BlockWrite, Encoded, Error, Extent, ImageInfo, Result, WriteOrder};
+use std::io::Write;
+use std::path::Path;
+use std::sync::Mutex;
+
+/// The raw format driver.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RawDriver;
+
+impl Driver for RawDriver {
+    fn name(&self) -> &'static str {
+        "raw"
+    }
+
+    /// Raw has no magic; the registry decides when a file is plainly raw.
+    fn probe(&self, _data: &ProbeData<'_>) -> bool {
+        false
+    }
+
+    fn open(&self, path: &Path, _ctx: &OpenContext<'_>) -> Result<Box<dyn BlockRead>> {
+        Ok(Box::new(RawReader::open(path)?))
+    }
+
+    fn create(&self, path: &Path, size: u64, opts: &CreateOptions, out: &OutputFiles) -> Result<Box<dyn BlockWrite>> {
+        opts.check_keys(self)?;
+        if opts.compress {
+            return Err(Error::argument("raw images cannot be compressed (-c)"));
+        }
+        if opts.backing_file.is_some() {
+            return Err(Error::argument("raw images cannot have a backing file (-b)"));
+        }
+        let file = out.create(path)?;
+        file.set_len(size)?;
+        Ok(Box::new(RawWriter { file, size }))
+    }
+
+    /// A raw file is always as long as the disk (holes or not), as qemu-img measure says.
+    fn measure(&self, size: u64, _data: &[Extent], _opts: &CreateOptions) -> Result<Measure> {
+        Ok(Measure { required: size, fully_allocated: size })
+    }
+}
+
+/// A raw image open for reading.
+#[derive(Debug)]
+pub struct RawReader {
+    file: ImageFile,
+    size: u64,
+}
+
+impl RawReader {
+    /// Opens `path`; its length is the virtual size.
+    pub fn open(path: &Path) -> Result<Self> {
+        let file = ImageFile::open(path)?;
+        let size = file.len()?;
+        Ok(RawReader { file, size })
+    }
+}
+
+impl BlockRead for RawReader {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        check_range(offset, buf.len() as u64, self.size)?;
+        self.file.read_exact_at(buf, offset)
+    }
+
+    fn extent_at(&self, offset: u64, max_len: u64) -> Result<Extent> {
+        check_range(offset, 1, self.size)?;
+        let end = offset.saturating_add(max_len).min(self.size);
+        let (alloc, stop) = match self.file.next_data(offset)? {
+            Some(data) if data <= offset => (Alloc::Data, self.file.next_hole(offset)?),
+            Some(data) => (Alloc::Unallocated, data),
+            None => (Alloc::Unallocated, end),
+        };
+        let stop = stop.clamp(offset + 1, end.max(offset + 1));
+        Ok(Extent { offset, len: stop - offset, alloc })
+    }
+
+    fn info(&self) -> ImageInfo {
+        ImageInfo { format: "raw".into(), virtual_size: self.size, ..ImageInfo::default() }
+    }
+}
+
+/// `[offset, offset+len)` must lie inside a disk of `size` bytes.
+fn check_range(offset: u64, len: u64, size: u64) -> Result<()> {
+    match offset.checked_add(len) {
+        Some(end) if end <= size => Ok(()),
+        _ => Err(Error::out_of_bounds(format!("range of {len} bytes at {offset:#x} is past the disk's end ({size:#x})"))
+            .with_offset(offset)),
+    }
+}
+
+/// A raw image being written to a file: sparse, any order.
+#[derive(Debug)]
+pub struct RawWriter {
+    file: ImageFile,
+    size: u64,
+}
+
+impl BlockWrite for RawWriter {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn write_encoded(&self, encoded: Encoded) -> Result<()> {
+        for_each_plain(encoded, self.size, |offset, data| self.file.write_all_at(data, offset))
+    }
+
+    fn write_zeroes(&self, offset: u64, len: u64) -> Result<()> {
+        check_range(offset, len, self.size)?;
+        self.file.punch_hole(offset, len)
+    }
+
+    fn finish(self: Box<Self>) -> Result<()> {
+        self.file.sync()
+    }
+}
+
+/// Calls `f` for each stretch of guest bytes in `encoded` (raw stores nothing compressed).
+fn for_each_plain(encoded: Encoded, size: u64, mut f: impl FnMut(u64, &[u8]) -> Result<()>) -> Result<()> {
+    match encoded {
+        Encoded::Plain { offset, data } => {
+            check_range(offset, data.len() as u64, size)?;
+            f(offset, &data)
+        }
+        Encoded::Units(units) => units.iter().try_for_each(|u| {
+            if u.compressed {
+                return Err(Error::argument("raw cannot store compressed data"));
+            }
+            check_range(u.offset, u.stored.len() as u64, size)?;
+            f(u.offset, &u.stored)
+        }),
+    }
+}
+
+/// Raw bytes to a stream (a pipe, standard output), strictly front to back.
+pub struct RawStream {
+    inner: Mutex<StreamState>,
+    size: u64,
+}
+
+struct StreamState {
+    out: Box<dyn Write + Send>,
+    pos: u64,
+}
+
+impl std::fmt::Debug for RawStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawStream").field("size", &self.size).finish_non_exhaustive()
+    }
+}
+
+/// Zeros written per call when filling a hole in a stream.
+const ZERO_FILL: usize = 1 << 20;
+
+impl RawStream {
+    /// A stream of a `size`-byte disk into `out`.
+    pub fn new(out: Box<dyn Write + Send>, size: u64) -> Self {
+        RawStream { inner: Mutex::new(StreamState { out, pos: 0 }), size }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, StreamState> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl StreamState {
+    /// Writes zeros up to `offset`; going backwards is a bug in the caller.
+    fn fill_to(&mut self, offset: u64) -> Result<()> {
+        if offset < self.pos {
+            return Err(Error::argument(format!(
+                "stream output needs sequential writes: {offset:#x} after {:#x}",
+                self.pos
+            )));
+        }
+        let zeros = vec![0u8; ZERO_FILL.min(usize::try_from(offset - self.pos).unwrap_or(ZERO_FILL))];
+        while self.pos < offset {
+            let n = zeros.len().min(usize::try_from(offset - self.pos).unwrap_or(usize::MAX));
+            self.write(&zeros[..n])?;
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, data: &[u8]) -> Result<()> {
+        self.out.write_all(data).map_err(|e| Error::io("cannot write to the output stream", e))?;
+        self.pos += data.len() as u64;
+        Ok(())
+    }
+}
+
+impl BlockWrite for RawStream {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn order(&self) -> WriteOrder {
+        WriteOrder::Sequential
+    }
+
+    fn write_encoded(&self, encoded: Encoded) -> Result<()> {
+        let mut s = self.lock();
+        for_each_plain(encoded, self.size, |offset, data| {
+            s.fill_to(offset)?;
+            s.write(data)
+        })
+    }
+
+    /// Holes are filled when the next data (or the end) comes.
+    fn write_zeroes(&self, offset: u64, len: u64) -> Result<()> {
+        check_range(offset, len, self.size)
+    }
+
+    fn finish(self: Box<Self>) -> Result<()> {
+        let mut s = self.lock();
+        s.fill_to(self.size)?;
+        s.out.flush().map_err(|e| Error::io("cannot flush the output stream", e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use diskcast_block::copy::{CopyOptions, copy};
+    use diskcast_block::progress::NoProgress;
+    use std::os::unix::fs::FileExt;
+
+    fn sparse_source(dir: &Path) -> std::path::PathBuf {
+        let p = dir.join("src.raw");
+        let f = std::fs::File::create(&p).unwrap();
+        f.set_len((16 << 20) + 123).unwrap();
+        f.write_all_at(&[0xab; 5000], 1 << 20).unwrap();
+        f.write_all_at(&[0xcd; 100], 16 << 20).unwrap();
+        p
+    }
+
+    #[test]
+    fn extents_follow_holes() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = RawReader::open(&sparse_source(dir.path())).unwrap();
+        let first = r.extent_at(0, u64::MAX).unwrap();
+        assert_eq!(first.alloc, Alloc::Unallocated);
+        assert!(first.len <= 1 << 20);
+        let data = r.extent_at(1 << 20, u64::MAX).unwrap();
+        assert_eq!(data.alloc, Alloc::Data);
+        let e = r.read_at(&mut [0u8; 2], r.size() - 1).unwrap_err();
+        assert_eq!(e.kind(), diskcast_block::ErrorKind::OutOfBounds);
+    }
+
+    #[test]
+    fn copy_keeps_content_and_holes() {
+        let dir = tempfile::tempdir().unwrap();
+        let src_path = sparse_source(dir.path());
+        let src = RawReader::open(&src_path).unwrap();
+        let out = OutputFiles::new();
+        let dst_path = dir.path().join("dst.raw");
+        let dst = RawDriver.create(&dst_path, src.size(), &CreateOptions::default(), &out).unwrap();
+        let stats = copy(&src, dst.as_ref(), &CopyOptions { threads: 3, ..Default::default() }, &NoProgress).unwrap();
+        dst.finish().unwrap();
+        out.commit().unwrap();
+        assert_eq!(std::fs::read(&src_path).unwrap(), std::fs::read(&dst_path).unwrap());
+        assert!(stats.read < 1 << 20, "read {} bytes of a mostly empty disk", stats.read);
+        let blocks = std::os::unix::fs::MetadataExt::blocks(&std::fs::metadata(&dst_path).unwrap());
+        assert!(blocks * 512 < 1 << 20, "output is not sparse: {} bytes", blocks * 512);
+    }
+
+    #[test]
+    fn stream_fills_holes_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let src_path = sparse_source(dir.path());
+        let src = RawReader::open(&src_path).unwrap();
+        let sink = std::fs::File::create(dir.path().join("stream.raw")).unwrap();
+        let dst = RawStream::new(Box::new(sink), src.size());
+        copy(&src, &dst, &CopyOptions { threads: 4, chunk_size: 64 << 10, ..Default::default() }, &NoProgress).unwrap();
+        Box::new(dst).finish().unwrap();
+        assert_eq!(std::fs::read(&src_path).unwrap(), std::fs::read(dir.path().join("stream.raw")).unwrap());
+    }
+}

@@ -1,0 +1,255 @@
+//! What the command line says, as clap parses it. Validation into plans happens in `cmd/`.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+const AFTER_HELP: &str = "\
+Examples:
+  diskcast info disk.qcow2
+  diskcast convert -p -O qcow2 -c -o compression_type=zstd disk.raw disk.qcow2
+  diskcast convert -O raw disk.qcow2 - | gzip > disk.raw.gz
+  diskcast compare disk.raw disk.qcow2
+  diskcast create -f qcow2 -b base.qcow2 -F qcow2 overlay.qcow2
+
+Formats: raw, qcow2. Errors exit with status 1 (compare and check have their own codes).";
+
+/// Convert between disk, VM, optical and container images.
+#[derive(Debug, Parser)]
+#[command(name = "diskcast", version, about, after_help = AFTER_HELP, max_term_width = 100)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show an image's format, sizes, cluster size, compression and backing chain.
+    #[command(after_help = "Examples:\n  diskcast info disk.qcow2\n  diskcast info --output json overlay.qcow2 | jq '.\"backing-chain\"'")]
+    Info(InfoArgs),
+    /// Convert an image to another format (or the same one, compacted).
+    #[command(after_help = "\
+Examples:
+  diskcast convert -O qcow2 disk.raw disk.qcow2              # sparse qcow2, all cores
+  diskcast convert -p -c -O qcow2 -o compression_type=zstd disk.raw small.qcow2
+  diskcast convert -O qcow2 -o compat=0.10,cluster_size=2M disk.img old-qemu.qcow2
+  diskcast convert -O raw overlay.qcow2 flat.raw             # flattens the backing chain
+  diskcast convert -O raw disk.qcow2 - | ssh host 'dd of=/dev/sdb bs=4M'
+
+The output is written to a temporary file beside DST and renamed into place only when
+everything succeeded; on an error or Ctrl-C no file is left under DST's name.")]
+    Convert(ConvertArgs),
+    /// Compare the guest-visible content of two images (exit 0 same, 1 different, 2 error).
+    #[command(after_help = "\
+Only content counts, not format or allocation: a raw file and a qcow2 holding the same
+bytes are identical. When the sizes differ, the extra part of the larger image must read
+as zeros. The first differing offset is printed.
+
+Example:
+  diskcast compare disk.raw disk.qcow2 && echo same")]
+    Compare(CompareArgs),
+    /// Check an image's metadata for corruption and leaked clusters.
+    #[command(after_help = "\
+Exit status, as qemu-img check: 0 no problems, 1 the check could not finish,
+2 corruptions found, 3 only leaked clusters found, 63 the format has no check.
+
+Example:
+  diskcast check --output json disk.qcow2")]
+    Check(CheckArgs),
+    /// Show which ranges of an image hold data, zeros, or nothing.
+    #[command(after_help = "\
+Each range is data (stored), zero (reads as zeros, stored as such), unallocated, or
+comes from a backing file (depth says how far down the chain).
+
+Example:
+  diskcast map --output json disk.qcow2")]
+    Map(MapArgs),
+    /// Create a new, empty image.
+    #[command(after_help = "\
+SIZE takes K, M, G, T suffixes (powers of 1024). With -b, SIZE may be left out and the
+backing file's size is used; the backing name is stored as given, relative names
+resolve against the new image's directory.
+
+Examples:
+  diskcast create -f qcow2 disk.qcow2 20G
+  diskcast create -f qcow2 -o cluster_size=2M,compat=0.10 big.qcow2 1T
+  diskcast create -f qcow2 -b base.qcow2 -F qcow2 overlay.qcow2")]
+    Create(CreateArgs),
+    /// Say how large an image would be after converting to a format.
+    #[command(after_help = "\
+Examples:
+  diskcast measure -O qcow2 disk.raw
+  diskcast measure -O qcow2 --size 100G --output json")]
+    Measure(MeasureArgs),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum OutputFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum ProgressMode {
+    /// A bar on stderr when it is a terminal.
+    Auto,
+    /// Always a bar on stderr.
+    Bar,
+    /// JSON lines on stderr: {"done":..,"total":..,"rate":..}.
+    Json,
+    /// Nothing.
+    None,
+}
+
+/// Options every command that opens images takes.
+#[derive(Debug, Args)]
+pub struct OpenArgs {
+    /// Allow opening this backing file (or any file under this directory) even though it is
+    /// outside the directory of the image that names it. May be repeated.
+    #[arg(long = "allow-backing", value_name = "PATH")]
+    pub allow_backing: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    /// Format of FILE (probed from its magic if not given).
+    #[arg(short = 'f', long = "format", value_name = "FMT")]
+    pub format: Option<String>,
+    /// Output as human text or JSON.
+    #[arg(long, value_enum, default_value = "human")]
+    pub output: OutputFormat,
+    /// Also show every image of the backing chain.
+    #[arg(long)]
+    pub backing_chain: bool,
+    #[command(flatten)]
+    pub open: OpenArgs,
+    /// The image.
+    pub file: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ConvertArgs {
+    /// Format of SRC (probed if not given).
+    #[arg(short = 'f', long = "format", value_name = "FMT")]
+    pub format: Option<String>,
+    /// Format of DST.
+    #[arg(short = 'O', long = "output-format", value_name = "FMT", default_value = "raw")]
+    pub output_format: String,
+    /// Format options, comma separated (see `diskcast create --help` and docs/).
+    #[arg(short = 'o', value_name = "KEY=VALUE,..")]
+    pub options: Vec<String>,
+    /// Compress the output (qcow2: zlib by default, `-o compression_type=zstd` for zstd).
+    #[arg(short = 'c')]
+    pub compress: bool,
+    /// Show a progress bar (same as --progress=bar).
+    #[arg(short = 'p')]
+    pub progress_bar: bool,
+    /// How to report progress.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub progress: ProgressMode,
+    /// Worker threads (default: one per core).
+    #[arg(short = 'j', long = "threads", value_name = "N")]
+    pub threads: Option<usize>,
+    /// Zero runs at least this long become holes; 0 writes every byte (fully allocated).
+    #[arg(short = 'S', value_name = "SIZE", default_value = "4K")]
+    pub min_sparse: String,
+    #[command(flatten)]
+    pub open: OpenArgs,
+    /// The source image.
+    pub src: PathBuf,
+    /// The new image, or `-` to write raw bytes to standard output.
+    pub dst: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// Format of the first image.
+    #[arg(short = 'f', value_name = "FMT")]
+    pub format_a: Option<String>,
+    /// Format of the second image.
+    #[arg(short = 'F', value_name = "FMT")]
+    pub format_b: Option<String>,
+    /// Show a progress bar.
+    #[arg(short = 'p')]
+    pub progress_bar: bool,
+    /// Worker threads (default: one per core).
+    #[arg(short = 'j', long = "threads", value_name = "N")]
+    pub threads: Option<usize>,
+    /// Print nothing, only set the exit status.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub open: OpenArgs,
+    pub a: PathBuf,
+    pub b: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Format of FILE (probed if not given).
+    #[arg(short = 'f', long = "format", value_name = "FMT")]
+    pub format: Option<String>,
+    /// Output as human text or JSON.
+    #[arg(long, value_enum, default_value = "human")]
+    pub output: OutputFormat,
+    #[command(flatten)]
+    pub open: OpenArgs,
+    pub file: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct MapArgs {
+    /// Format of FILE (probed if not given).
+    #[arg(short = 'f', long = "format", value_name = "FMT")]
+    pub format: Option<String>,
+    /// Output as human text or JSON.
+    #[arg(long, value_enum, default_value = "human")]
+    pub output: OutputFormat,
+    #[command(flatten)]
+    pub open: OpenArgs,
+    pub file: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// Format of the new image.
+    #[arg(short = 'f', long = "format", value_name = "FMT", default_value = "raw")]
+    pub format: String,
+    /// Format options, comma separated.
+    #[arg(short = 'o', value_name = "KEY=VALUE,..")]
+    pub options: Vec<String>,
+    /// Backing file to record in the new image.
+    #[arg(short = 'b', value_name = "BACKING")]
+    pub backing: Option<String>,
+    /// Format of the backing file (probed if not given).
+    #[arg(short = 'F', value_name = "FMT")]
+    pub backing_format: Option<String>,
+    pub file: PathBuf,
+    /// Virtual size, e.g. 10G (taken from the backing file if left out).
+    pub size: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct MeasureArgs {
+    /// Format to measure for.
+    #[arg(short = 'O', long = "output-format", value_name = "FMT")]
+    pub output_format: String,
+    /// Format options of the new image, comma separated.
+    #[arg(short = 'o', value_name = "KEY=VALUE,..")]
+    pub options: Vec<String>,
+    /// Compressed output (measured as uncompressed: an upper bound, as qemu-img does).
+    #[arg(short = 'c')]
+    pub compress: bool,
+    /// Format of SRC (probed if not given).
+    #[arg(short = 'f', long = "format", value_name = "FMT")]
+    pub format: Option<String>,
+    /// Measure an empty image of this size instead of a source.
+    #[arg(long, value_name = "SIZE", conflicts_with = "src")]
+    pub size: Option<String>,
+    /// Output as human text or JSON.
+    #[arg(long, value_enum, default_value = "human")]
+    pub output: OutputFormat,
+    #[command(flatten)]
+    pub open: OpenArgs,
+    #[arg(required_unless_present = "size")]
+    pub src: Option<PathBuf>,
+}

@@ -1,0 +1,74 @@
+//! `diskcast check`: metadata consistency, with qemu-img's exit codes.
+
+use super::{Images, print_json};
+use crate::Failure;
+use crate::args::{CheckArgs, OutputFormat};
+use diskcast_block::ErrorKind;
+use serde_json::json;
+
+/// qemu-img check's exit statuses.
+const CHECK_INCOMPLETE: u8 = 1;
+const CORRUPTIONS: u8 = 2;
+const LEAKS: u8 = 3;
+const NO_CHECK: u8 = 63;
+
+pub fn run(a: CheckArgs) -> Result<u8, Failure> {
+    let fail = |error, exit_code| Failure { error, exit_code };
+    let images = Images::new(&a.open).map_err(|e| fail(e, CHECK_INCOMPLETE))?;
+    let driver = match a.format.as_deref() {
+        Some(f) => images.registry.get(f),
+        None => images.registry.probe(&a.file),
+    }
+    .map_err(|e| fail(e, CHECK_INCOMPLETE))?;
+    let report = match driver.check(&a.file, &images.context()) {
+        Ok(r) => r,
+        Err(e) if e.kind() == ErrorKind::Unsupported => return Err(fail(e, NO_CHECK)),
+        Err(e) => return Err(fail(e.with_file(&a.file), CHECK_INCOMPLETE)),
+    };
+    match a.output {
+        OutputFormat::Json => {
+            let mut v = serde_json::to_value(&report).unwrap_or_default();
+            if let Some(m) = v.as_object_mut() {
+                m.insert("filename".into(), json!(a.file.display().to_string()));
+                m.insert("format".into(), json!(driver.name()));
+            }
+            print_json(&v);
+        }
+        OutputFormat::Human => {
+            for m in &report.messages {
+                println!("{m}");
+            }
+            if report.corruptions == 0 && report.leaks == 0 && report.check_errors == 0 {
+                println!("No errors were found on the image.");
+            }
+            if report.corruptions > 0 {
+                println!("\n{} errors were found on the image.", report.corruptions);
+                println!("Data may be corrupted, or further writes to the image may corrupt it.");
+            }
+            if report.leaks > 0 {
+                println!("\n{} leaked clusters were found on the image.", report.leaks);
+                println!("This means waste of disk space, but no harm to data.");
+            }
+            if report.check_errors > 0 {
+                println!("\n{} internal errors have occurred during the check.", report.check_errors);
+            }
+            if let (Some(used), Some(total)) = (report.allocated_clusters, report.total_clusters) {
+                let pct = if total > 0 { used as f64 * 100.0 / total as f64 } else { 0.0 };
+                let compressed = report.compressed_clusters.unwrap_or(0);
+                println!("{used}/{total} = {pct:.2}% allocated, {compressed} compressed clusters");
+            }
+            if let Some(end) = report.image_end_offset {
+                println!("Image end offset: {end}");
+            }
+        }
+    }
+    Ok(if report.check_errors > 0 {
+        CHECK_INCOMPLETE
+    } else if report.corruptions > 0 {
+        CORRUPTIONS
+    } else if report.leaks > 0 {
+        LEAKS
+    } else {
+        0
+    })
+}

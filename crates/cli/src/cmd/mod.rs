@@ -1,0 +1,85 @@
+//! One module per command. Each turns parsed arguments into a call to the libraries and
+//! prints the result; shared pieces (opening images, `-o` parsing) are here.
+
+mod check;
+mod compare;
+mod convert;
+mod create;
+mod info;
+mod map;
+mod measure;
+
+use crate::Failure;
+use crate::args::{Command, OpenArgs};
+use diskcast_block::gate::Gate;
+use diskcast_block::registry::{CreateOptions, OpenContext, Registry};
+use diskcast_block::{BlockRead, Error, Result};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// Runs a command; `Ok` carries the exit status.
+pub fn run(command: Command) -> Result<u8, Failure> {
+    match command {
+        Command::Info(a) => info::run(a).map_err(Failure::from),
+        Command::Convert(a) => convert::run(a).map_err(Failure::from),
+        Command::Compare(a) => compare::run(a).map_err(|error| Failure { error, exit_code: 2 }),
+        Command::Check(a) => check::run(a),
+        Command::Map(a) => map::run(a).map_err(Failure::from),
+        Command::Create(a) => create::run(a).map_err(Failure::from),
+        Command::Measure(a) => measure::run(a).map_err(Failure::from),
+    }
+}
+
+/// The registry and the backing gate a command opens images with.
+pub struct Images {
+    pub registry: Registry,
+    pub gate: Gate,
+}
+
+impl Images {
+    pub fn new(open: &OpenArgs) -> Result<Self> {
+        let mut gate = Gate::new();
+        for p in &open.allow_backing {
+            gate.allow(p)?;
+        }
+        Ok(Images { registry: diskcast_formats::registry(), gate })
+    }
+
+    /// Opens `path` as `format` (probed when `None`) with its backing chain.
+    pub fn open(&self, path: &Path, format: Option<&str>) -> Result<Box<dyn BlockRead>> {
+        let ctx = OpenContext::new(&self.registry, &self.gate);
+        self.registry.open(path, format, &ctx)
+    }
+
+    pub fn context(&self) -> OpenContext<'_> {
+        OpenContext::new(&self.registry, &self.gate)
+    }
+}
+
+/// Parses `-o a=b,c=d` (repeatable) plus the flags that map to options.
+pub fn create_options(options: &[String], compress: bool) -> Result<CreateOptions> {
+    let mut map = BTreeMap::new();
+    for group in options {
+        for pair in group.split(',').filter(|p| !p.is_empty()) {
+            let (k, v) = pair
+                .split_once('=')
+                .ok_or_else(|| Error::argument(format!("-o {pair:?}: expected KEY=VALUE")))?;
+            map.insert(k.trim().to_string(), v.trim().to_string());
+        }
+    }
+    Ok(CreateOptions { options: map, compress, ..CreateOptions::default() })
+}
+
+/// Threads to use: the user's `-j`, or one per core.
+pub fn threads(requested: Option<usize>) -> Result<usize> {
+    match requested {
+        Some(0) => Err(Error::argument("-j must be at least 1")),
+        Some(n) => Ok(n),
+        None => Ok(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)),
+    }
+}
+
+/// Prints pretty JSON on standard output.
+pub fn print_json(value: &serde_json::Value) {
+    println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+}

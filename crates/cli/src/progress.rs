@@ -1,0 +1,122 @@
+//! Drawing progress: an indicatif bar for people, JSON lines for programs.
+
+use crate::args::ProgressMode;
+use diskcast_block::progress::{NoProgress, Progress};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::io::{IsTerminal, Write};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// The reporter for `mode` (`-p` forces a bar). A bar asked for when stderr is not a
+/// terminal (a log file, CI) becomes one line per percent instead of escape codes.
+pub fn reporter(mode: ProgressMode, force_bar: bool) -> Box<dyn Progress> {
+    let tty = std::io::stderr().is_terminal();
+    match (mode, force_bar) {
+        (ProgressMode::Json, _) => Box::new(JsonLines::default()),
+        (_, true) | (ProgressMode::Bar, _) if tty => Box::new(Bar::new()),
+        (_, true) | (ProgressMode::Bar, _) => Box::new(Percent::default()),
+        (ProgressMode::Auto, false) if tty => Box::new(Bar::new()),
+        _ => Box::new(NoProgress),
+    }
+}
+
+/// `(42/100%)` lines on stderr, one per percent, for logs.
+#[derive(Default)]
+struct Percent {
+    total: AtomicU64,
+    done: AtomicU64,
+    shown: Mutex<Option<u64>>,
+}
+
+impl Progress for Percent {
+    fn start(&self, total: u64) {
+        self.total.store(total, Ordering::Relaxed);
+        self.advance(0);
+    }
+    fn advance(&self, bytes: u64) {
+        let done = self.done.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        let total = self.total.load(Ordering::Relaxed).max(1);
+        let pct = (u128::from(done.min(total)) * 100 / u128::from(total)) as u64;
+        let mut shown = self.shown.lock().unwrap_or_else(|p| p.into_inner());
+        if *shown != Some(pct) {
+            *shown = Some(pct);
+            let _ = writeln!(std::io::stderr().lock(), "    ({pct}/100%)");
+        }
+    }
+}
+
+/// Bytes, rate and ETA on stderr.
+struct Bar(ProgressBar);
+
+impl Bar {
+    fn new() -> Self {
+        let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr_with_hz(10));
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {wide_bar} {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} eta {eta}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        Bar(bar)
+    }
+}
+
+impl Progress for Bar {
+    fn start(&self, total: u64) {
+        self.0.set_length(total);
+    }
+    fn advance(&self, bytes: u64) {
+        self.0.inc(bytes);
+    }
+    fn finish(&self) {
+        self.0.finish();
+    }
+}
+
+/// One JSON object per line on stderr, at most every 200 ms and once at the end:
+/// `{"done":N,"total":N,"rate":BYTES_PER_SEC}`.
+struct JsonLines {
+    total: AtomicU64,
+    done: AtomicU64,
+    state: Mutex<(Option<Instant>, Option<Instant>)>, // (start, last emitted)
+}
+
+impl Default for JsonLines {
+    fn default() -> Self {
+        JsonLines { total: AtomicU64::new(0), done: AtomicU64::new(0), state: Mutex::new((None, None)) }
+    }
+}
+
+const JSON_INTERVAL: Duration = Duration::from_millis(200);
+
+impl JsonLines {
+    fn emit(&self, force: bool) {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        if !force && st.1.is_some_and(|last| now.duration_since(last) < JSON_INTERVAL) {
+            return;
+        }
+        st.1 = Some(now);
+        let done = self.done.load(Ordering::Relaxed);
+        let secs = st.0.map_or(0.0, |s| now.duration_since(s).as_secs_f64());
+        let rate = if secs > 0.0 { (done as f64 / secs) as u64 } else { 0 };
+        let line = serde_json::json!({"done": done, "total": self.total.load(Ordering::Relaxed), "rate": rate});
+        let _ = writeln!(std::io::stderr().lock(), "{line}");
+    }
+}
+
+impl Progress for JsonLines {
+    fn start(&self, total: u64) {
+        self.total.store(total, Ordering::Relaxed);
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).0 = Some(Instant::now());
+        self.emit(true);
+    }
+    fn advance(&self, bytes: u64) {
+        self.done.fetch_add(bytes, Ordering::Relaxed);
+        self.emit(false);
+    }
+    fn finish(&self) {
+        self.emit(true);
+    }
+}
