@@ -87,10 +87,11 @@ struct Planner<'a> {
 
 impl Planner<'_> {
     fn extent(&mut self, offset: u64) -> Result<Extent> {
-        if let Some(e) = self.cached {
-            if e.offset <= offset && offset < e.end() {
-                return Ok(Extent { offset, len: e.end() - offset, alloc: e.alloc });
-            }
+        if let Some(e) = self.cached
+            && e.offset <= offset
+            && offset < e.end()
+        {
+            return Ok(Extent { offset, len: e.end() - offset, alloc: e.alloc });
         }
         let e = resolved_extent(self.src, offset, self.size - offset)?;
         if e.len == 0 || e.offset != offset {
@@ -287,10 +288,10 @@ fn prepare(src: &dyn BlockRead, dst: &dyn BlockWrite, item: Item, sparse_block: 
         }
         pos = next;
     }
-    if let [(0, end, true)] = runs.as_slice() {
-        if *end == len {
-            return Ok(vec![Write::Data(dst.encode(item.offset, buf)?)]);
-        }
+    if let [(0, end, true)] = runs.as_slice()
+        && *end == len
+    {
+        return Ok(vec![Write::Data(dst.encode(item.offset, buf)?)]);
     }
     let mut writes = Vec::new();
     for (start, end, data) in runs {

@@ -2,6 +2,8 @@
 //! never read, sequential writers see strictly increasing offsets, errors and Ctrl-C stop
 //! every worker.
 
+#![allow(clippy::unwrap_used, clippy::collapsible_if)] // test doubles panic on misuse by design
+
 use diskcast_block::copy::{CopyOptions, copy, extents, first_difference};
 use diskcast_block::progress::{NoProgress, Progress};
 use diskcast_block::{Alloc, BlockRead, BlockWrite, Encoded, EncodedUnit, Error, ErrorKind, Extent, ImageInfo, Result, WriteOrder};
