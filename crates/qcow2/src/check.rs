@@ -1,0 +1,285 @@
+//! `check`: recompute what every host cluster's refcount should be from the header, the
+//! L1/L2 tables (active and snapshots) and the refcount structures themselves, and compare
+//! with the refcounts on disk, reporting like `qemu-img check`.
+//!
+//! Works on images with the corrupt bit set (that is what it is for). Not checked: the
+//! OFLAG_COPIED bits and persistent bitmaps (whose clusters would show up as leaks).
+
+use crate::header::{Header, L1_RESERVED, MAX_L1_BYTES, OFFSET_MASK, OFLAG_COMPRESSED, OFLAG_ZERO, read_u64_table};
+use crate::reader::compressed_range;
+use diskcast_block::io::ImageFile;
+use diskcast_block::registry::CheckReport;
+use diskcast_block::{Error, Result};
+use std::path::Path;
+
+/// Largest file, in clusters, whose refcounts we recompute: 2^30 16-bit counters are
+/// 2 GiB of memory, the most a check should ever take.
+const MAX_CHECK_CLUSTERS: u64 = 1 << 30;
+/// qemu's QCOW_MAX_SNAPSHOTS.
+const MAX_SNAPSHOTS: u32 = 65536;
+/// Messages kept in the report; counts keep going past it.
+const MAX_MESSAGES: usize = 1000;
+/// Fixed part of a snapshot table entry.
+const SNAPSHOT_FIXED: u64 = 40;
+
+struct Checker {
+    file: ImageFile,
+    h: Header,
+    cs: u64,
+    file_len: u64,
+    refs: Vec<u16>,
+    r: CheckReport,
+}
+
+impl Checker {
+    fn corruption(&mut self, msg: String) {
+        self.r.corruptions += 1;
+        self.note(msg);
+    }
+
+    fn note(&mut self, msg: String) {
+        if self.r.messages.len() < MAX_MESSAGES {
+            self.r.messages.push(msg);
+        }
+    }
+
+    /// Counts one reference to every cluster overlapping `[start, start + len)`.
+    fn inc(&mut self, start: u64, len: u64, what: &str) {
+        if len == 0 {
+            return;
+        }
+        let Some(last) = start.checked_add(len - 1) else {
+            self.corruption(format!("ERROR {what} at {start:#x} has an impossible length"));
+            return;
+        };
+        for c in start / self.cs..=last / self.cs {
+            match self.refs.get_mut(c as usize) {
+                Some(x) => *x = x.saturating_add(1),
+                None => {
+                    self.corruption(format!("ERROR {what} at {start:#x}: cluster {c} lies past the end of the file"));
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Walks one L1 table and its L2 tables; `active` counts guest allocation stats.
+    fn walk_l1(&mut self, l1_off: u64, l1_size: u64, active: bool) -> Result<()> {
+        if l1_size == 0 {
+            return Ok(());
+        }
+        if l1_off % self.cs != 0 || l1_off.checked_add(l1_size * 8).is_none_or(|e| e > self.file_len) {
+            self.corruption(format!("ERROR L1 table at {l1_off:#x} ({l1_size} entries) is misaligned or past EOF"));
+            return Ok(());
+        }
+        self.inc(l1_off, l1_size * 8, "L1 table");
+        let l1 = read_u64_table(&self.file, l1_off, l1_size, "l1_table_offset")?;
+        let es = self.h.l2_entry_size();
+        for (i, e) in l1.into_iter().enumerate() {
+            let off = e & OFFSET_MASK;
+            if off == 0 {
+                continue;
+            }
+            if e & L1_RESERVED != 0 {
+                self.corruption(format!("ERROR L1 entry {i} has reserved bits set: {e:#x}"));
+            }
+            if off % self.cs != 0 {
+                self.corruption(format!("ERROR l2_offset={off:#x}: Table is not cluster aligned; L1 entry corrupted"));
+                continue;
+            }
+            if off + self.cs > self.file_len {
+                self.corruption(format!("ERROR l2_offset={off:#x}: L2 table lies past the end of the file"));
+                continue;
+            }
+            self.inc(off, self.cs, "L2 table");
+            let l2 = read_u64_table(&self.file, off, self.cs / 8, "l2_table")?;
+            let step = (es / 8) as usize;
+            for (j, pair) in l2.chunks_exact(step).enumerate() {
+                let entry = pair[0];
+                let bitmap = pair.get(1).copied().unwrap_or(0);
+                self.l2_entry(entry, bitmap, off + j as u64 * es, active);
+            }
+        }
+        Ok(())
+    }
+
+    fn l2_entry(&mut self, entry: u64, bitmap: u64, at: u64, active: bool) {
+        let cs = self.cs;
+        if entry & OFLAG_COMPRESSED != 0 {
+            let (host, len) = compressed_range(&self.h, entry);
+            let end_sector = self.file_len.div_ceil(512) * 512;
+            if host < cs || host + len > end_sector {
+                self.corruption(format!(
+                    "ERROR compressed cluster at {host:#x} ({len} bytes, L2 entry at {at:#x}) is outside the file"
+                ));
+                return;
+            }
+            if entry & crate::header::OFLAG_COPIED != 0 {
+                self.corruption(format!("ERROR coffset={host:#x}: copied flag must never be set for compressed clusters"));
+            }
+            self.inc(host, len, "compressed cluster");
+            if active {
+                *self.r.allocated_clusters.get_or_insert(0) += 1;
+                *self.r.compressed_clusters.get_or_insert(0) += 1;
+            }
+            return;
+        }
+        let host = entry & OFFSET_MASK;
+        if self.h.extended_l2() {
+            let (alloc, zero) = (bitmap as u32, (bitmap >> 32) as u32);
+            if alloc & zero != 0 {
+                self.corruption(format!("ERROR L2 entry at {at:#x}: subclusters both allocated and zero"));
+            }
+            if host == 0 && alloc != 0 {
+                self.corruption(format!("ERROR L2 entry at {at:#x}: allocated subclusters without a host cluster"));
+            }
+        } else if host == 0 && entry & OFLAG_ZERO == 0 && entry & !crate::header::OFLAG_COPIED != 0 {
+            self.corruption(format!("ERROR L2 entry at {at:#x} has reserved bits set: {entry:#x}"));
+        }
+        if host == 0 {
+            return;
+        }
+        if host % cs != 0 {
+            self.corruption(format!("ERROR offset={host:#x}: Cluster is not properly aligned; L2 entry corrupted"));
+            return;
+        }
+        if host < cs || host >= self.file_len {
+            self.corruption(format!("ERROR offset={host:#x}: data cluster (L2 entry at {at:#x}) is outside the file"));
+            return;
+        }
+        self.inc(host, cs, "data cluster");
+        if active {
+            *self.r.allocated_clusters.get_or_insert(0) += 1;
+        }
+    }
+
+    /// Walks the snapshot table, counting it and every snapshot's L1/L2 tables.
+    fn snapshots(&mut self) -> Result<()> {
+        let n = self.h.nb_snapshots;
+        if n == 0 {
+            return Ok(());
+        }
+        let start = self.h.snapshots_offset;
+        if n > MAX_SNAPSHOTS || start % self.cs != 0 || start == 0 || start >= self.file_len {
+            self.corruption(format!("ERROR snapshot table at {start:#x} with {n} snapshots is invalid"));
+            return Ok(());
+        }
+        let mut pos = start;
+        let mut snaps = Vec::new();
+        for _ in 0..n {
+            let mut fixed = [0u8; SNAPSHOT_FIXED as usize];
+            self.file.read_exact_at(&mut fixed, pos).map_err(|e| e.with_field("snapshots_offset"))?;
+            let u64_at = |i: usize| u64::from_be_bytes(fixed[i..i + 8].try_into().unwrap_or([0; 8]));
+            let u32_at = |i: usize| u32::from_be_bytes(fixed[i..i + 4].try_into().unwrap_or([0; 4]));
+            let u16_at = |i: usize| u16::from_be_bytes(fixed[i..i + 2].try_into().unwrap_or([0; 2]));
+            let l1_off = u64_at(0);
+            let l1_size = u64::from(u32_at(8));
+            let var = u64::from(u32_at(36)) + u64::from(u16_at(12)) + u64::from(u16_at(14));
+            pos = (pos + SNAPSHOT_FIXED + var).div_ceil(8) * 8;
+            if pos > self.file_len {
+                self.corruption("ERROR snapshot table runs past the end of the file".into());
+                return Ok(());
+            }
+            snaps.push((l1_off, l1_size));
+        }
+        self.inc(start, pos - start, "snapshot table");
+        for (off, size) in snaps {
+            if size * 8 > MAX_L1_BYTES {
+                self.corruption(format!("ERROR snapshot L1 table at {off:#x} has {size} entries, too many"));
+                continue;
+            }
+            self.walk_l1(off, size, false)?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads refcount entry `i` of a refcount block of `1 << order`-bit entries.
+pub(crate) fn get_refcount(block: &[u8], order: u32, i: usize) -> u64 {
+    let bits = 1usize << order;
+    if bits < 8 {
+        let per_byte = 8 / bits;
+        let mask = ((1u16 << bits) - 1) as u8;
+        block.get(i / per_byte).map_or(0, |b| u64::from((b >> ((i % per_byte) * bits)) & mask))
+    } else {
+        let bytes = bits / 8;
+        block.get(i * bytes..(i + 1) * bytes).map_or(0, |s| s.iter().fold(0u64, |a, &b| (a << 8) | u64::from(b)))
+    }
+}
+
+/// Checks the image at `path`.
+pub fn check(path: &Path) -> Result<CheckReport> {
+    let file = ImageFile::open(path)?;
+    let h = Header::read(&file)?;
+    h.check_supported()?;
+    let cs = h.cluster_size();
+    let file_len = file.len()?;
+    let nb_clusters = file_len.div_ceil(cs);
+    if nb_clusters > MAX_CHECK_CLUSTERS {
+        return Err(Error::unsupported(format!(
+            "file has {nb_clusters} clusters; checking more than {MAX_CHECK_CLUSTERS} is not supported"
+        )));
+    }
+    let mut c = Checker { file, cs, file_len, refs: vec![0; nb_clusters as usize], r: CheckReport::default(), h };
+    c.r.total_clusters = Some(c.h.size.div_ceil(cs));
+    c.r.allocated_clusters = Some(0);
+    c.r.compressed_clusters = Some(0);
+    c.inc(0, cs, "header");
+    c.walk_l1(c.h.l1_table_offset, u64::from(c.h.l1_size), true)?;
+    c.snapshots()?;
+    if c.h.autoclear & 1 != 0 {
+        c.note("note: persistent bitmaps are not checked; their clusters are reported as leaks".into());
+    }
+    // Refcount structures count themselves.
+    let rt_off = c.h.refcount_table_offset;
+    let rt_bytes = u64::from(c.h.refcount_table_clusters) * cs;
+    c.inc(rt_off, rt_bytes, "refcount table");
+    let reftable = read_u64_table(&c.file, rt_off, rt_bytes / 8, "refcount_table_offset")?;
+    let mut blocks = vec![None; reftable.len()];
+    for (i, &e) in reftable.iter().enumerate() {
+        let off = e & !0x1ff;
+        if off == 0 {
+            continue;
+        }
+        if e & 0x1ff != 0 || off % cs != 0 {
+            c.corruption(format!("ERROR refcount block {i} is not cluster aligned; refcount table entry corrupted"));
+            continue;
+        }
+        if off + cs > file_len {
+            c.corruption(format!("ERROR refcount block {i} at {off:#x} is past the end of the file"));
+            continue;
+        }
+        c.inc(off, cs, "refcount block");
+        blocks[i] = Some(off);
+    }
+    // Compare.
+    let order = c.h.refcount_order;
+    let per_block = (cs * 8) >> order;
+    let nb_blocks = (blocks.len() as u64).max(nb_clusters.div_ceil(per_block));
+    let mut highest: Option<u64> = None;
+    let mut buf = vec![0u8; cs as usize];
+    for b in 0..nb_blocks {
+        let block = blocks.get(b as usize).copied().flatten();
+        match block {
+            Some(off) => c.file.read_exact_at(&mut buf, off)?,
+            None if b * per_block >= nb_clusters => continue,
+            None => buf.fill(0),
+        }
+        for j in 0..per_block {
+            let cl = b * per_block + j;
+            let disk = get_refcount(&buf, order, j as usize);
+            let want = u64::from(c.refs.get(cl as usize).copied().unwrap_or(0));
+            if disk > 0 || want > 0 {
+                highest = Some(cl);
+            }
+            if disk < want {
+                c.corruption(format!("ERROR cluster {cl} refcount={disk} reference={want}"));
+            } else if disk > want {
+                c.r.leaks += 1;
+                c.note(format!("Leaked cluster {cl} refcount={disk} reference={want}"));
+            }
+        }
+    }
+    c.r.image_end_offset = Some(highest.map_or(0, |h| (h + 1) * cs));
+    Ok(c.r)
+}

@@ -1,0 +1,469 @@
+//! Reading qcow2 images: L1/L2 lookup with a shared bounded L2 cache, coalesced reads
+//! of contiguous host clusters, compressed clusters, subclusters and backing files.
+
+use crate::header::{
+    Compression, Header, INCOMPAT_CORRUPT, INCOMPAT_DIRTY, OFFSET_MASK, OFLAG_COMPRESSED, OFLAG_ZERO, SUBCLUSTERS,
+    read_u64_table,
+};
+use diskcast_block::io::ImageFile;
+use diskcast_block::registry::OpenContext;
+use diskcast_block::{Alloc, BlockRead, Error, Extent, ImageInfo, Result};
+use std::collections::{HashMap, VecDeque};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+/// Bytes of L2 tables kept in memory: 32 MiB maps 256 GiB of guest data with 64 KiB
+/// clusters, like qemu's default cache for large images, and bounds memory for any file.
+const L2_CACHE_BYTES: u64 = 32 << 20;
+
+/// What one (sub)cluster of guest data maps to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Map {
+    /// Not allocated here (backing file or zeros).
+    Unallocated,
+    /// Reads as zeros.
+    Zero,
+    /// Stored uncompressed at this host offset (of the piece's first byte).
+    Data(u64),
+    /// Stored compressed: `host` is the descriptor's offset, `len` the bytes to read.
+    /// `skip` is where the piece starts inside the decompressed cluster.
+    Compressed { host: u64, len: u64, skip: u64 },
+}
+
+/// Bounded cache of L2 tables keyed by host offset, evicted oldest first.
+#[derive(Debug, Default)]
+struct L2Cache {
+    tables: HashMap<u64, Arc<[u64]>>,
+    order: VecDeque<u64>,
+    bytes: u64,
+}
+
+/// An open qcow2 image.
+#[derive(Debug)]
+pub struct Qcow2Reader {
+    file: ImageFile,
+    file_len: u64,
+    header: Header,
+    l1: Vec<u64>,
+    cache: Mutex<L2Cache>,
+    backing: Option<Box<dyn BlockRead>>,
+}
+
+impl Qcow2Reader {
+    /// Opens `path` for reading; backing files go through `ctx`'s gate.
+    pub fn open(path: &Path, ctx: &OpenContext<'_>) -> Result<Self> {
+        let file = ImageFile::open(path)?;
+        let header = Header::read(&file)?;
+        header.check_supported()?;
+        if header.incompatible & INCOMPAT_CORRUPT != 0 {
+            return Err(Error::corrupt(
+                "image is marked corrupt (incompatible feature bit 1); run `diskcast check` to see what is wrong",
+            )
+            .with_field("incompatible_features")
+            .with_offset(72));
+        }
+        let reader = Self::from_parts(file, header)?;
+        let backing = match &reader.header.backing_file {
+            Some(name) => Some(ctx.open_referenced(path, name, reader.header.backing_format.as_deref(), "backing_file")?),
+            None => None,
+        };
+        Ok(Qcow2Reader { backing, ..reader })
+    }
+
+    /// A reader over an already parsed header, without backing file (also used by check).
+    pub(crate) fn from_parts(file: ImageFile, header: Header) -> Result<Self> {
+        let file_len = file.len()?;
+        let l1 = read_u64_table(&file, header.l1_table_offset, u64::from(header.l1_size), "l1_table_offset")?;
+        Ok(Qcow2Reader { file, file_len, header, l1, cache: Mutex::new(L2Cache::default()), backing: None })
+    }
+
+    /// The parsed header.
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// The L2 table at L1 index `idx`, or `None` when unallocated.
+    fn l2_table(&self, idx: u64) -> Result<Option<Arc<[u64]>>> {
+        let entry = usize::try_from(idx).ok().and_then(|i| self.l1.get(i)).copied().unwrap_or(0);
+        let offset = entry & OFFSET_MASK;
+        if offset == 0 {
+            return Ok(None);
+        }
+        let cs = self.header.cluster_size();
+        let l1_pos = self.header.l1_table_offset + idx * 8;
+        if offset % cs != 0 {
+            return Err(Error::corrupt(format!("L1 entry {idx} points to unaligned L2 table offset {offset:#x}"))
+                .with_field("l1_entry")
+                .with_offset(l1_pos));
+        }
+        if offset < cs {
+            return Err(Error::corrupt(format!("L1 entry {idx} points into the header cluster"))
+                .with_field("l1_entry")
+                .with_offset(l1_pos));
+        }
+        if offset.checked_add(cs).is_none_or(|end| end > self.file_len) {
+            return Err(Error::out_of_bounds(format!(
+                "L1 entry {idx} points to an L2 table at {offset:#x}, past the end of the {}-byte file",
+                self.file_len
+            ))
+            .with_field("l1_entry")
+            .with_offset(l1_pos));
+        }
+        if let Some(t) = lock(&self.cache).tables.get(&offset) {
+            return Ok(Some(t.clone()));
+        }
+        let words = cs / 8;
+        let table: Arc<[u64]> = read_u64_table(&self.file, offset, words, "l2_table")?.into();
+        let mut cache = lock(&self.cache);
+        if !cache.tables.contains_key(&offset) {
+            while cache.bytes + cs > L2_CACHE_BYTES {
+                let Some(old) = cache.order.pop_front() else { break };
+                if cache.tables.remove(&old).is_some() {
+                    cache.bytes -= cs;
+                }
+            }
+            cache.tables.insert(offset, table.clone());
+            cache.order.push_back(offset);
+            cache.bytes += cs;
+        }
+        Ok(Some(table))
+    }
+
+    /// Calls `f(guest_offset, len, map)` for consecutive pieces covering `[off, end)`,
+    /// each a (sub)cluster or a whole unallocated L2 range, until `f` returns false.
+    pub(crate) fn walk(&self, off: u64, end: u64, mut f: impl FnMut(u64, u64, Map) -> Result<bool>) -> Result<()> {
+        let h = &self.header;
+        let cs = h.cluster_size();
+        let span = h.l2_span();
+        let ext = h.extended_l2();
+        let mut pos = off;
+        while pos < end {
+            let l1_idx = pos / span;
+            let Some(table) = self.l2_table(l1_idx)? else {
+                let stop = ((l1_idx + 1) * span).min(end);
+                if !f(pos, stop - pos, Map::Unallocated)? {
+                    return Ok(());
+                }
+                pos = stop;
+                continue;
+            };
+            let table_end = ((l1_idx + 1) * span).min(end);
+            while pos < table_end {
+                let cluster_start = pos - pos % cs;
+                let idx = ((pos % span) / cs) as usize;
+                let (entry, bitmap) = if ext {
+                    (table.get(idx * 2).copied().unwrap_or(0), table.get(idx * 2 + 1).copied().unwrap_or(0))
+                } else {
+                    (table.get(idx).copied().unwrap_or(0), 0)
+                };
+                let l2_pos = (self.l1[l1_idx as usize] & OFFSET_MASK) + idx as u64 * h.l2_entry_size();
+                let cluster_end = (cluster_start + cs).min(table_end);
+                let (piece_end, map) = if entry & OFLAG_COMPRESSED != 0 {
+                    let (host, len) = self.compressed_location(entry, l2_pos)?;
+                    (cluster_end, Map::Compressed { host, len, skip: pos - cluster_start })
+                } else if ext {
+                    let sc = cs / u64::from(SUBCLUSTERS);
+                    let sub = ((pos - cluster_start) / sc) as u32;
+                    let alloc = (bitmap >> sub) & 1 != 0;
+                    let zero = (bitmap >> (32 + sub)) & 1 != 0;
+                    let host = entry & OFFSET_MASK;
+                    let piece_end = (cluster_start + u64::from(sub + 1) * sc).min(table_end);
+                    let map = match (alloc, zero) {
+                        (true, true) => {
+                            return Err(Error::corrupt(format!(
+                                "subcluster {sub} is marked both allocated and zero"
+                            ))
+                            .with_field("l2_bitmap")
+                            .with_offset(l2_pos + 8));
+                        }
+                        (true, false) => {
+                            if host == 0 {
+                                return Err(Error::corrupt("subcluster allocated in a cluster without host offset")
+                                    .with_field("l2_bitmap")
+                                    .with_offset(l2_pos + 8));
+                            }
+                            self.check_data(host, l2_pos)?;
+                            Map::Data(host + (pos - cluster_start))
+                        }
+                        (false, true) => Map::Zero,
+                        (false, false) => Map::Unallocated,
+                    };
+                    (piece_end, map)
+                } else if entry & OFLAG_ZERO != 0 {
+                    (cluster_end, Map::Zero)
+                } else if entry & OFFSET_MASK == 0 {
+                    (cluster_end, Map::Unallocated)
+                } else {
+                    let host = entry & OFFSET_MASK;
+                    self.check_data(host, l2_pos)?;
+                    (cluster_end, Map::Data(host + (pos - cluster_start)))
+                };
+                if !f(pos, piece_end - pos, map)? {
+                    return Ok(());
+                }
+                pos = piece_end;
+            }
+        }
+        Ok(())
+    }
+
+    /// A data cluster must be aligned, after the header, and start inside the file.
+    fn check_data(&self, host: u64, l2_pos: u64) -> Result<()> {
+        let cs = self.header.cluster_size();
+        if host % cs != 0 {
+            return Err(Error::corrupt(format!("L2 entry points to unaligned data cluster {host:#x}"))
+                .with_field("l2_entry")
+                .with_offset(l2_pos));
+        }
+        if host < cs {
+            return Err(Error::corrupt("L2 entry points into the header cluster")
+                .with_field("l2_entry")
+                .with_offset(l2_pos));
+        }
+        if host >= self.file_len {
+            return Err(Error::out_of_bounds(format!(
+                "L2 entry points to data cluster {host:#x}, past the end of the {}-byte file",
+                self.file_len
+            ))
+            .with_field("l2_entry")
+            .with_offset(l2_pos));
+        }
+        Ok(())
+    }
+
+    /// Host offset and byte count of a compressed cluster, validated against the file.
+    fn compressed_location(&self, entry: u64, l2_pos: u64) -> Result<(u64, u64)> {
+        let (host, len) = compressed_range(&self.header, entry);
+        if host < self.header.cluster_size() {
+            return Err(Error::corrupt("compressed cluster descriptor points into the header cluster")
+                .with_field("l2_entry")
+                .with_offset(l2_pos));
+        }
+        // The last sector may legitimately stop short at EOF (qemu writes only the
+        // compressed bytes), but no more than that.
+        let file_end_sector = self.file_len.div_ceil(512) * 512;
+        if host >= self.file_len || host + len > file_end_sector {
+            return Err(Error::out_of_bounds(format!(
+                "compressed cluster at {host:#x} of {len} bytes runs past the end of the {}-byte file",
+                self.file_len
+            ))
+            .with_field("l2_entry")
+            .with_offset(l2_pos));
+        }
+        Ok((host, len.min(self.file_len - host)))
+    }
+
+    /// Reads and decompresses one compressed cluster.
+    fn read_compressed(&self, host: u64, len: u64) -> Result<Vec<u8>> {
+        let mut input = vec![0u8; len as usize];
+        self.file.read_exact_at(&mut input, host)?;
+        let cs = self.header.cluster_size() as usize;
+        decompress(self.header.compression, &input, cs).map_err(|e| e.with_field("compressed_cluster").with_offset(host))
+    }
+
+    /// Fills `buf` from the backing file at guest `off` (zeros past its end or without one).
+    fn read_below(&self, buf: &mut [u8], off: u64) -> Result<()> {
+        let Some(b) = &self.backing else {
+            buf.fill(0);
+            return Ok(());
+        };
+        let avail = b.size().saturating_sub(off).min(buf.len() as u64) as usize;
+        if avail > 0 {
+            b.read_at(&mut buf[..avail], off)?;
+        }
+        buf[avail..].fill(0);
+        Ok(())
+    }
+}
+
+/// Host offset and length (to the end of its last 512-byte sector) of a compressed
+/// cluster descriptor, as qemu and `check` count it.
+pub(crate) fn compressed_range(h: &Header, entry: u64) -> (u64, u64) {
+    let shift = h.csize_shift();
+    let host = entry & ((1u64 << shift) - 1);
+    let sectors = ((entry >> shift) & ((1u64 << (h.cluster_bits - 8)) - 1)) + 1;
+    (host, sectors * 512 - (host & 511))
+}
+
+/// Decompresses one cluster of `out_len` bytes; trailing bytes after the stream (sector
+/// padding) are ignored, as qemu does.
+pub(crate) fn decompress(kind: Compression, input: &[u8], out_len: usize) -> Result<Vec<u8>> {
+    let mut out = vec![0u8; out_len];
+    match kind {
+        Compression::Zlib => {
+            let mut d = flate2::Decompress::new(false);
+            let r = d.decompress(input, &mut out, flate2::FlushDecompress::Finish);
+            let written = d.total_out() as usize;
+            match r {
+                Ok(_) if written == out_len => Ok(out),
+                Ok(_) => Err(Error::corrupt(format!(
+                    "compressed cluster inflates to {written} bytes, not {out_len}"
+                ))),
+                Err(e) => Err(Error::corrupt(format!("compressed cluster does not inflate: {e}"))),
+            }
+        }
+        Compression::Zstd => {
+            use zstd::stream::raw::Operation;
+            let mut d = zstd::stream::raw::Decoder::new()
+                .map_err(|e| Error::io("cannot create a zstd decoder", e))?;
+            let (mut read, mut written) = (0usize, 0usize);
+            while written < out_len {
+                let st = d
+                    .run_on_buffers(&input[read..], &mut out[written..])
+                    .map_err(|e| Error::corrupt(format!("zstd cluster does not decode: {e}")))?;
+                read += st.bytes_read;
+                written += st.bytes_written;
+                if st.bytes_read == 0 && st.bytes_written == 0 {
+                    return Err(Error::corrupt(format!(
+                        "zstd cluster decodes to {written} bytes, not {out_len}"
+                    )));
+                }
+            }
+            Ok(out)
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl BlockRead for Qcow2Reader {
+    fn size(&self) -> u64 {
+        self.header.size
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        self.read_inner(buf, offset).map_err(|e| e.with_file(self.file.path()))
+    }
+
+    fn extent_at(&self, offset: u64, max_len: u64) -> Result<Extent> {
+        self.extent_inner(offset, max_len).map_err(|e| e.with_file(self.file.path()))
+    }
+
+    fn backing(&self) -> Option<&dyn BlockRead> {
+        self.backing.as_deref()
+    }
+
+    fn info(&self) -> ImageInfo {
+        self.info_inner()
+    }
+}
+
+impl Qcow2Reader {
+    fn read_inner(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        let end = offset.checked_add(buf.len() as u64).filter(|&e| e <= self.header.size).ok_or_else(|| {
+            Error::out_of_bounds(format!("read of {} bytes past the {}-byte disk", buf.len(), self.header.size))
+                .with_offset(offset)
+        })?;
+        // A pending run: (guest start, len, map at start), extended while host-contiguous.
+        let mut run: Option<(u64, u64, Map)> = None;
+        let flush = |run: (u64, u64, Map), buf: &mut [u8]| -> Result<()> {
+            let (g, len, map) = run;
+            let at = (g - offset) as usize;
+            let dst = &mut buf[at..at + len as usize];
+            match map {
+                Map::Zero => dst.fill(0),
+                Map::Unallocated => self.read_below(dst, g)?,
+                Map::Data(host) => {
+                    let in_file = self.file_len.saturating_sub(host).min(len) as usize;
+                    self.file.read_exact_at(&mut dst[..in_file], host)?;
+                    dst[in_file..].fill(0);
+                }
+                Map::Compressed { host, len: clen, skip } => {
+                    let data = self.read_compressed(host, clen)?;
+                    let s = skip as usize;
+                    dst.copy_from_slice(&data[s..s + dst.len()]);
+                }
+            }
+            Ok(())
+        };
+        let mut pending_err = Ok(());
+        self.walk(offset, end, |g, len, map| {
+            let merged = match (&mut run, map) {
+                (Some((_, rlen, Map::Data(h0))), Map::Data(h)) if *h0 + *rlen == h => {
+                    *rlen += len;
+                    true
+                }
+                (Some((_, rlen, Map::Zero)), Map::Zero) | (Some((_, rlen, Map::Unallocated)), Map::Unallocated) => {
+                    *rlen += len;
+                    true
+                }
+                _ => false,
+            };
+            if !merged {
+                if let Some(r) = run.take() {
+                    if let Err(e) = flush(r, buf) {
+                        pending_err = Err(e);
+                        return Ok(false);
+                    }
+                }
+                run = Some((g, len, map));
+            }
+            Ok(true)
+        })?;
+        pending_err?;
+        if let Some(r) = run {
+            flush(r, buf)?;
+        }
+        Ok(())
+    }
+
+    fn extent_inner(&self, offset: u64, max_len: u64) -> Result<Extent> {
+        let size = self.header.size;
+        if offset >= size {
+            return Err(Error::out_of_bounds(format!("extent query past the {size}-byte disk")).with_offset(offset));
+        }
+        let end = offset.saturating_add(max_len.max(1)).min(size);
+        let to_alloc = |m: Map| match m {
+            Map::Data(_) | Map::Compressed { .. } => Alloc::Data,
+            Map::Zero => Alloc::Zero,
+            Map::Unallocated if self.backing.is_some() => Alloc::Backing,
+            Map::Unallocated => Alloc::Unallocated,
+        };
+        let mut ext: Option<Extent> = None;
+        self.walk(offset, end, |_, len, map| {
+            let a = to_alloc(map);
+            match &mut ext {
+                None => ext = Some(Extent { offset, len, alloc: a }),
+                Some(e) if e.alloc == a => e.len += len,
+                Some(_) => return Ok(false),
+            }
+            Ok(true)
+        })?;
+        let mut ext = ext.ok_or_else(|| Error::corrupt("empty extent").with_offset(offset))?;
+        // Past the end of a smaller backing file nothing is inherited: say so, as qemu does.
+        if let (Alloc::Backing, Some(b)) = (ext.alloc, &self.backing) {
+            let bsize = b.size();
+            if offset >= bsize {
+                ext.alloc = Alloc::Unallocated;
+            } else {
+                ext.len = ext.len.min(bsize - offset);
+            }
+        }
+        Ok(ext)
+    }
+
+    fn info_inner(&self) -> ImageInfo {
+        let h = &self.header;
+        let mut specific = serde_json::Map::new();
+        specific.insert("compat".into(), (if h.version == 2 { "0.10" } else { "1.1" }).into());
+        specific.insert("refcount_bits".into(), h.refcount_bits().into());
+        specific.insert(
+            "lazy_refcounts".into(),
+            (h.compatible & crate::header::COMPAT_LAZY_REFCOUNTS != 0).into(),
+        );
+        specific.insert("corrupt".into(), (h.incompatible & INCOMPAT_CORRUPT != 0).into());
+        specific.insert("dirty".into(), (h.incompatible & INCOMPAT_DIRTY != 0).into());
+        specific.insert("extended_l2".into(), h.extended_l2().into());
+        ImageInfo {
+            format: "qcow2".into(),
+            virtual_size: h.size,
+            cluster_size: Some(h.cluster_size()),
+            compression: Some(h.compression.name().into()),
+            backing_file: h.backing_file.clone(),
+            backing_format: h.backing_format.clone(),
+            specific,
+        }
+    }
+}
