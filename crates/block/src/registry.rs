@@ -208,10 +208,11 @@ impl Registry {
         let matches: Vec<&dyn Driver> = self.drivers().filter(|d| d.probe(&data)).collect();
         match matches.as_slice() {
             [one] => Ok(*one),
-            [] if looks_raw(&data) => self.get("raw"),
+            [] if looks_raw(&data) || has_raw_extension(path) => self.get("raw"),
             [] => Err(Error::invalid(
-                "cannot tell the image format: no known magic and it does not look like a raw disk \
-                 (no partition table or filesystem signature); pass -f raw if it is one",
+                "cannot tell the image format: no known magic, and neither its content (no partition \
+                 table or filesystem signature) nor its name (.raw, .img, ...) says raw disk; \
+                 pass -f raw if it is one",
             )
             .with_file(path)),
             many => {
@@ -233,6 +234,17 @@ impl Registry {
         };
         driver.open(path, ctx).file(path)
     }
+}
+
+/// File name endings that say "raw disk" when no magic says otherwise. Only consulted
+/// after every driver declined the file, so a raw disk whose guest wrote a qcow2 header
+/// at offset 0 is still never taken for qcow2 by its name.
+const RAW_EXTENSIONS: &[&str] = &["raw", "img", "bin", "dd", "iso"];
+
+fn has_raw_extension(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| RAW_EXTENSIONS.iter().any(|r| r.eq_ignore_ascii_case(e)))
 }
 
 /// True when a file no driver claims is plainly a raw disk: empty, blank at the start,
