@@ -11,7 +11,7 @@ Examples:
   diskcast compare disk.raw disk.qcow2
   diskcast create -f qcow2 -b base.qcow2 -F qcow2 overlay.qcow2
 
-Formats: raw, qcow2. Errors exit with status 1 (compare and check have their own codes).";
+Formats: raw, qcow2 (`diskcast formats` lists their -o options). Errors exit with status 1 (compare and check have their own codes).";
 
 /// Convert between disk, VM, optical and container images.
 #[derive(Debug, Parser)]
@@ -74,6 +74,9 @@ Examples:
   diskcast create -f qcow2 -o cluster_size=2M,compat=0.10 big.qcow2 1T
   diskcast create -f qcow2 -b base.qcow2 -F qcow2 overlay.qcow2")]
     Create(CreateArgs),
+    /// List the formats and the `-o` options each one takes.
+    #[command(after_help = "Example:\n  diskcast formats\n  diskcast formats --output json")]
+    Formats(FormatsArgs),
     /// Say how large an image would be after converting to a format.
     #[command(after_help = "\
 Examples:
@@ -134,7 +137,7 @@ pub struct ConvertArgs {
     /// Format of DST.
     #[arg(short = 'O', long = "output-format", value_name = "FMT", default_value = "raw")]
     pub output_format: String,
-    /// Format options, comma separated (see `diskcast create --help` and docs/).
+    /// Format options, comma separated (`diskcast formats` lists them).
     #[arg(short = 'o', value_name = "KEY=VALUE,..")]
     pub options: Vec<String>,
     /// Compress the output (qcow2: zlib by default, `-o compression_type=zstd` for zstd).
@@ -214,7 +217,7 @@ pub struct CreateArgs {
     /// Format of the new image.
     #[arg(short = 'f', long = "format", value_name = "FMT", default_value = "raw")]
     pub format: String,
-    /// Format options, comma separated.
+    /// Format options, comma separated (`diskcast formats` lists them).
     #[arg(short = 'o', value_name = "KEY=VALUE,..")]
     pub options: Vec<String>,
     /// Backing file to record in the new image.
@@ -233,7 +236,7 @@ pub struct MeasureArgs {
     /// Format to measure for.
     #[arg(short = 'O', long = "output-format", value_name = "FMT")]
     pub output_format: String,
-    /// Format options of the new image, comma separated.
+    /// Format options of the new image, comma separated (`diskcast formats` lists them).
     #[arg(short = 'o', value_name = "KEY=VALUE,..")]
     pub options: Vec<String>,
     /// Compressed output (measured as uncompressed: an upper bound, as qemu-img does).
@@ -252,4 +255,11 @@ pub struct MeasureArgs {
     pub open: OpenArgs,
     #[arg(required_unless_present = "size")]
     pub src: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct FormatsArgs {
+    /// Output as human text or JSON.
+    #[arg(long, value_enum, default_value = "human")]
+    pub output: OutputFormat,
 }

@@ -5,6 +5,7 @@ mod check;
 mod compare;
 mod convert;
 mod create;
+mod formats;
 mod info;
 mod map;
 mod measure;
@@ -27,6 +28,7 @@ pub fn run(command: Command) -> Result<u8, Failure> {
         Command::Map(a) => map::run(a).map_err(Failure::from),
         Command::Create(a) => create::run(a).map_err(Failure::from),
         Command::Measure(a) => measure::run(a).map_err(Failure::from),
+        Command::Formats(a) => formats::run(a).map_err(Failure::from),
     }
 }
 
