@@ -28,7 +28,21 @@ struct Checker {
     cs: u64,
     file_len: u64,
     refs: Vec<u16>,
+    /// Host clusters the active tables use as L2 tables or uncompressed data, and which of
+    /// those carry OFLAG_COPIED: qemu requires the flag exactly when the refcount is 1.
+    active: Vec<u64>,
+    copied: Vec<u64>,
     r: CheckReport,
+}
+
+fn bit_set(v: &mut [u64], i: u64) {
+    if let Some(w) = v.get_mut((i / 64) as usize) {
+        *w |= 1 << (i % 64);
+    }
+}
+
+fn bit(v: &[u64], i: u64) -> bool {
+    v.get((i / 64) as usize).is_some_and(|w| w & (1 << (i % 64)) != 0)
 }
 
 impl Checker {
@@ -68,7 +82,7 @@ impl Checker {
         if l1_size == 0 {
             return Ok(());
         }
-        if l1_off % self.cs != 0 || l1_off.checked_add(l1_size * 8).is_none_or(|e| e > self.file_len) {
+        if !l1_off.is_multiple_of(self.cs) || l1_off.checked_add(l1_size * 8).is_none_or(|e| e > self.file_len) {
             self.corruption(format!("ERROR L1 table at {l1_off:#x} ({l1_size} entries) is misaligned or past EOF"));
             return Ok(());
         }
@@ -83,7 +97,7 @@ impl Checker {
             if e & L1_RESERVED != 0 {
                 self.corruption(format!("ERROR L1 entry {i} has reserved bits set: {e:#x}"));
             }
-            if off % self.cs != 0 {
+            if !off.is_multiple_of(self.cs) {
                 self.corruption(format!("ERROR l2_offset={off:#x}: Table is not cluster aligned; L1 entry corrupted"));
                 continue;
             }
@@ -92,6 +106,9 @@ impl Checker {
                 continue;
             }
             self.inc(off, self.cs, "L2 table");
+            if active {
+                self.mark(off, e & crate::header::OFLAG_COPIED != 0);
+            }
             let l2 = read_u64_table(&self.file, off, self.cs / 8, "l2_table")?;
             let step = (es / 8) as usize;
             for (j, pair) in l2.chunks_exact(step).enumerate() {
@@ -139,7 +156,7 @@ impl Checker {
         if host == 0 {
             return;
         }
-        if host % cs != 0 {
+        if !host.is_multiple_of(cs) {
             self.corruption(format!("ERROR offset={host:#x}: Cluster is not properly aligned; L2 entry corrupted"));
             return;
         }
@@ -149,7 +166,16 @@ impl Checker {
         }
         self.inc(host, cs, "data cluster");
         if active {
+            self.mark(host, entry & crate::header::OFLAG_COPIED != 0);
             *self.r.allocated_clusters.get_or_insert(0) += 1;
+        }
+    }
+
+    fn mark(&mut self, host: u64, copied: bool) {
+        let c = host / self.cs;
+        bit_set(&mut self.active, c);
+        if copied {
+            bit_set(&mut self.copied, c);
         }
     }
 
@@ -160,7 +186,7 @@ impl Checker {
             return Ok(());
         }
         let start = self.h.snapshots_offset;
-        if n > MAX_SNAPSHOTS || start % self.cs != 0 || start == 0 || start >= self.file_len {
+        if n > MAX_SNAPSHOTS || !start.is_multiple_of(self.cs) || start == 0 || start >= self.file_len {
             self.corruption(format!("ERROR snapshot table at {start:#x} with {n} snapshots is invalid"));
             return Ok(());
         }
@@ -220,7 +246,10 @@ pub fn check(path: &Path) -> Result<CheckReport> {
             "file has {nb_clusters} clusters; checking more than {MAX_CHECK_CLUSTERS} is not supported"
         )));
     }
-    let mut c = Checker { file, cs, file_len, refs: vec![0; nb_clusters as usize], r: CheckReport::default(), h };
+    let mut c = Checker { file, cs, file_len, refs: vec![0; nb_clusters as usize],
+        active: vec![0; nb_clusters.div_ceil(64) as usize],
+        copied: vec![0; nb_clusters.div_ceil(64) as usize],
+        r: CheckReport::default(), h };
     c.r.total_clusters = Some(c.h.size.div_ceil(cs));
     c.r.allocated_clusters = Some(0);
     c.r.compressed_clusters = Some(0);
@@ -278,8 +307,40 @@ pub fn check(path: &Path) -> Result<CheckReport> {
                 c.r.leaks += 1;
                 c.note(format!("Leaked cluster {cl} refcount={disk} reference={want}"));
             }
+            if bit(&c.active, cl) && (disk == 1) != bit(&c.copied, cl) {
+                c.corruption(format!(
+                    "ERROR OFLAG_COPIED cluster {cl}: refcount={disk} but the copied flag is {}",
+                    if bit(&c.copied, cl) { "set" } else { "clear" }
+                ));
+            }
         }
     }
     c.r.image_end_offset = Some(highest.map_or(0, |h| (h + 1) * cs));
     Ok(c.r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::get_refcount;
+    use crate::writer::put_refcount;
+
+    #[test]
+    fn refcount_packing_roundtrips_for_every_width() {
+        for order in 0..=6u32 {
+            let bits = 1u32 << order;
+            let max = if bits == 64 { u64::MAX } else { (1u64 << bits) - 1 };
+            let mut block = vec![0u8; 512];
+            let n = 512 * 8 / bits as usize;
+            for i in 0..n {
+                put_refcount(&mut block, order, i, (i as u64 * 7) & max);
+            }
+            for i in 0..n {
+                assert_eq!(get_refcount(&block, order, i), (i as u64 * 7) & max, "order {order} entry {i}");
+            }
+        }
+        // qemu's layout for 1-bit refcounts: entry 0 is the lowest bit of byte 0.
+        let mut b = [0u8; 1];
+        put_refcount(&mut b, 0, 0, 1);
+        assert_eq!(b[0], 1);
+    }
 }

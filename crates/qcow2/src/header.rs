@@ -245,7 +245,7 @@ impl Header {
             h.autoclear = be64(&fixed, 88);
             h.refcount_order = be32(&fixed, 96);
             h.header_length = be32(&fixed, 100);
-            if h.header_length < 104 || u64::from(h.header_length) > cs || h.header_length % 8 != 0 {
+            if h.header_length < 104 || u64::from(h.header_length) > cs || !h.header_length.is_multiple_of(8) {
                 return Err(Error::invalid(format!(
                     "header_length {} must be a multiple of 8 between 104 and the cluster size",
                     h.header_length
@@ -383,21 +383,18 @@ impl Header {
                     .with_field("header_extension")
                     .with_offset(start + pos as u64));
             };
-            match typ {
-                EXT_BACKING_FORMAT => {
-                    if len > MAX_FORMAT_NAME {
-                        return Err(Error::invalid("backing format name is too long")
-                            .with_field("backing_format")
-                            .with_offset(start + pos as u64));
-                    }
-                    let name = String::from_utf8(data.to_vec()).map_err(|_| {
-                        Error::invalid("backing format name is not UTF-8")
-                            .with_field("backing_format")
-                            .with_offset(start + pos as u64)
-                    })?;
-                    self.backing_format = Some(name.trim_end_matches('\0').to_string());
+            if typ == EXT_BACKING_FORMAT {
+                if len > MAX_FORMAT_NAME {
+                    return Err(Error::invalid("backing format name is too long")
+                        .with_field("backing_format")
+                        .with_offset(start + pos as u64));
                 }
-                _ => {}
+                let name = String::from_utf8(data.to_vec()).map_err(|_| {
+                    Error::invalid("backing format name is not UTF-8")
+                        .with_field("backing_format")
+                        .with_offset(start + pos as u64)
+                })?;
+                self.backing_format = Some(name.trim_end_matches('\0').to_string());
             }
             pos = data_at + len.div_ceil(8) * 8;
         }
@@ -513,7 +510,7 @@ fn check_table(offset: u64, len: u64, cs: u64, file_len: u64, field: &'static st
     if len == 0 {
         return Ok(());
     }
-    if offset % cs != 0 || offset == 0 {
+    if !offset.is_multiple_of(cs) || offset == 0 {
         return Err(Error::corrupt(format!("{field} {offset:#x} is not a cluster-aligned offset after the header"))
             .with_field(field)
             .with_offset(at));

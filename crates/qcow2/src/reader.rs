@@ -91,7 +91,7 @@ impl Qcow2Reader {
         }
         let cs = self.header.cluster_size();
         let l1_pos = self.header.l1_table_offset + idx * 8;
-        if offset % cs != 0 {
+        if !offset.is_multiple_of(cs) {
             return Err(Error::corrupt(format!("L1 entry {idx} points to unaligned L2 table offset {offset:#x}"))
                 .with_field("l1_entry")
                 .with_offset(l1_pos));
@@ -210,7 +210,7 @@ impl Qcow2Reader {
     /// A data cluster must be aligned, after the header, and start inside the file.
     fn check_data(&self, host: u64, l2_pos: u64) -> Result<()> {
         let cs = self.header.cluster_size();
-        if host % cs != 0 {
+        if !host.is_multiple_of(cs) {
             return Err(Error::corrupt(format!("L2 entry points to unaligned data cluster {host:#x}"))
                 .with_field("l2_entry")
                 .with_offset(l2_pos));
@@ -392,12 +392,11 @@ impl Qcow2Reader {
                 _ => false,
             };
             if !merged {
-                if let Some(r) = run.take() {
-                    if let Err(e) = flush(r, buf) {
+                if let Some(r) = run.take()
+                    && let Err(e) = flush(r, buf) {
                         pending_err = Err(e);
                         return Ok(false);
                     }
-                }
                 run = Some((g, len, map));
             }
             Ok(true)

@@ -225,7 +225,7 @@ impl Qcow2Writer {
         // The source may be smaller than the 512-rounded size: a write may end anywhere
         // inside the last cluster (the rest of a new cluster reads as zeros).
         let in_last_cluster = end.div_ceil(self.cs) == self.p.size.div_ceil(self.cs);
-        if offset % self.cs != 0 || (end % self.cs != 0 && !in_last_cluster) {
+        if !offset.is_multiple_of(self.cs) || (end % self.cs != 0 && !in_last_cluster) {
             return Err(Error::argument(format!(
                 "qcow2 writes must cover whole {}-byte clusters",
                 self.cs
@@ -301,13 +301,13 @@ impl Qcow2Writer {
             let mut s = st.byte_pos;
             let sectors = len.div_ceil(SECTOR);
             // Start in a fresh cluster if the current one's refcount is at its maximum.
-            if s % cs != 0 {
+            if !s.is_multiple_of(cs) {
                 let cur = (s / cs) as usize;
                 if st.refs.as_ref().is_some_and(|r| r.get(cur).copied().unwrap_or(0) >= self.max_ref) {
                     s = st.next_cluster * cs;
                 }
             }
-            if s % cs == 0 && s < st.next_cluster * cs {
+            if s.is_multiple_of(cs) && s < st.next_cluster * cs {
                 s = st.next_cluster * cs;
             }
             let mut e = s + sectors * SECTOR;
