@@ -298,8 +298,9 @@ impl Qcow2Writer {
                 return Err(Error::unsupported("writing a compressed cluster twice").with_offset(unit.offset));
             }
             let cs = self.cs;
+            // Packed byte by byte, as qemu does: the descriptor counts the 512-byte
+            // sectors the bytes touch, so no padding is stored between clusters.
             let mut s = st.byte_pos;
-            let sectors = len.div_ceil(SECTOR);
             // Start in a fresh cluster if the current one's refcount is at its maximum.
             if !s.is_multiple_of(cs) {
                 let cur = (s / cs) as usize;
@@ -310,11 +311,11 @@ impl Qcow2Writer {
             if s.is_multiple_of(cs) && s < st.next_cluster * cs {
                 s = st.next_cluster * cs;
             }
-            let mut e = s + sectors * SECTOR;
+            let mut e = s + len;
             // Never run into a following cluster already given to uncompressed data.
             if (e - 1) / cs > s / cs && s / cs + 1 < st.next_cluster {
                 s = st.next_cluster * cs;
-                e = s + sectors * SECTOR;
+                e = s + len;
             }
             let last = (e - 1) / cs;
             while st.next_cluster <= last {
@@ -329,7 +330,8 @@ impl Qcow2Writer {
                 }
             }
             st.byte_pos = e;
-            *self.slot(&mut st, c) = OFLAG_COMPRESSED | ((sectors - 1) << (62 - (self.p.cluster_bits - 8))) | s;
+            let extra_sectors = (e - 1) / SECTOR - s / SECTOR;
+            *self.slot(&mut st, c) = OFLAG_COMPRESSED | (extra_sectors << (62 - (self.p.cluster_bits - 8))) | s;
             start = s;
         }
         self.file.write_all_at(&unit.stored, start)
