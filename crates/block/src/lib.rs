@@ -185,7 +185,8 @@ pub trait BlockWrite: Send + Sync + std::fmt::Debug {
     /// Makes `[offset, offset+len)` read as zeros.
     fn write_zeroes(&self, offset: u64, len: u64) -> Result<()>;
 
-    /// Writes the remaining metadata and syncs the data to stable storage.
+    /// Writes the remaining metadata. Syncing is not the writer's job: [`output::OutputFiles::commit`]
+    /// syncs every output file once, before renaming it into place.
     fn finish(self: Box<Self>) -> Result<()>;
 }
 

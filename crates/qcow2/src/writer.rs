@@ -591,7 +591,7 @@ impl BlockWrite for Qcow2Writer {
             u32::try_from(table).map_err(|_| Error::unsupported("refcount table too large"))?,
         )?;
         self.file.set_len(total * cs)?;
-        self.file.write_all_at(&header.serialize()?, 0)?;
-        self.file.sync()
+        // The output layer syncs the file once before renaming it into place.
+        self.file.write_all_at(&header.serialize()?, 0)
     }
 }
