@@ -13,7 +13,9 @@
 #   PAIRS=         space/comma separated pair names or globs (default: all in PAIR_TABLE)
 #   THREADS=       if set, passed to diskcast as `-j N` (qemu-img keeps its defaults)
 #   KEEP=1         keep the last output of each tool (bench/work/out/) instead of deleting it
-#   QEMU_CACHE=    if set, passed to qemu-img convert as `-t MODE` (e.g. writeback, see README)
+#   QEMU_CACHE=writeback  passed to qemu-img convert as `-t MODE`. writeback makes qemu-img
+#                  fdatasync its output like diskcast always does (qemu-img's own default,
+#                  unsafe, never syncs); QEMU_CACHE=unsafe measures that default instead
 #   DISKCAST=      use this diskcast binary instead of building target/release/diskcast
 #   WORK=          work directory (default bench/work, gitignored)
 set -euo pipefail
@@ -28,7 +30,7 @@ RUNS=${RUNS:-3}
 PAIRS=${PAIRS:-}
 THREADS=${THREADS:-}
 KEEP=${KEEP:-0}
-QEMU_CACHE=${QEMU_CACHE:-}
+QEMU_CACHE=${QEMU_CACHE-writeback}
 DISKCAST=${DISKCAST:-}
 
 # One line per conversion pair. Adding a format is one line here; a source image in any
