@@ -12,6 +12,7 @@
 //! - [`output`]: temporary files renamed into place only when everything succeeded.
 #![forbid(unsafe_code)]
 
+pub mod compress;
 pub mod copy;
 pub mod error;
 pub mod gate;

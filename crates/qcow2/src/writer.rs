@@ -339,6 +339,9 @@ impl Qcow2Writer {
 
     /// Compresses one cluster; `None` if it does not get smaller (stored as is).
     fn compress(&self, data: &[u8]) -> Option<Vec<u8>> {
+        if diskcast_block::compress::looks_incompressible(data) {
+            return None;
+        }
         let cs = self.cs as usize;
         let mut input = data.to_vec();
         input.resize(cs, 0); // the last cluster of an unaligned disk is zero-padded
