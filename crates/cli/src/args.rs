@@ -54,7 +54,7 @@ Exit status, as qemu-img check: 0 no problems, 1 the check could not finish,
 
 Example:
   diskcast check --output json disk.qcow2")]
-    Check(CheckArgs),
+    Check(ImageArgs),
     /// Show which ranges of an image hold data, zeros, or nothing.
     #[command(after_help = "\
 Each range is data (stored), zero (reads as zeros, stored as such), unallocated, or
@@ -62,7 +62,7 @@ comes from a backing file (depth says how far down the chain).
 
 Example:
   diskcast map --output json disk.qcow2")]
-    Map(MapArgs),
+    Map(ImageArgs),
     /// Create a new, empty image.
     #[command(after_help = "\
 SIZE takes K, M, G, T suffixes (powers of 1024). With -b, SIZE may be left out and the
@@ -186,21 +186,9 @@ pub struct CompareArgs {
     pub b: PathBuf,
 }
 
+/// One image to look at (`check`, `map`).
 #[derive(Debug, Args)]
-pub struct CheckArgs {
-    /// Format of FILE (probed if not given).
-    #[arg(short = 'f', long = "format", value_name = "FMT")]
-    pub format: Option<String>,
-    /// Output as human text or JSON.
-    #[arg(long, value_enum, default_value = "human")]
-    pub output: OutputFormat,
-    #[command(flatten)]
-    pub open: OpenArgs,
-    pub file: PathBuf,
-}
-
-#[derive(Debug, Args)]
-pub struct MapArgs {
+pub struct ImageArgs {
     /// Format of FILE (probed if not given).
     #[arg(short = 'f', long = "format", value_name = "FMT")]
     pub format: Option<String>,

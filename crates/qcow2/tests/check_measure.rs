@@ -36,15 +36,6 @@ fn assert_same(p: &Path) {
     }
 }
 
-fn be64(b: &[u8], at: usize) -> u64 {
-    u64::from_be_bytes(b[at..at + 8].try_into().unwrap())
-}
-
-fn patch(path: &Path, at: u64, bytes: &[u8]) {
-    use std::os::unix::fs::FileExt;
-    std::fs::OpenOptions::new().write(true).open(path).unwrap().write_all_at(bytes, at).unwrap();
-}
-
 #[test]
 fn clean_images_agree_with_qemu() {
     let dir = tempfile::tempdir().unwrap();

@@ -9,16 +9,6 @@ use diskcast_block::registry::{Driver, OpenContext};
 use diskcast_qcow2::Qcow2Driver;
 use std::path::{Path, PathBuf};
 
-fn be64(b: &[u8], at: usize) -> u64 {
-    u64::from_be_bytes(b[at..at + 8].try_into().unwrap())
-}
-
-fn patch(path: &Path, at: u64, bytes: &[u8]) {
-    use std::os::unix::fs::FileExt;
-    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
-    f.write_all_at(bytes, at).unwrap();
-}
-
 /// A 64 KiB-cluster image with data in its first cluster.
 fn base(dir: &Path, name: &str) -> PathBuf {
     let p = dir.join(name);

@@ -2,7 +2,7 @@
 
 use super::{Images, print_json};
 use crate::Failure;
-use crate::args::{CheckArgs, OutputFormat};
+use crate::args::{ImageArgs, OutputFormat};
 use diskcast_block::ErrorKind;
 use serde_json::json;
 
@@ -12,7 +12,7 @@ const CORRUPTIONS: u8 = 2;
 const LEAKS: u8 = 3;
 const NO_CHECK: u8 = 63;
 
-pub fn run(a: CheckArgs) -> Result<u8, Failure> {
+pub fn run(a: ImageArgs) -> Result<u8, Failure> {
     let fail = |error, exit_code| Failure { error, exit_code };
     let images = Images::new(&a.open).map_err(|e| fail(e, CHECK_INCOMPLETE))?;
     let driver = match a.format.as_deref() {

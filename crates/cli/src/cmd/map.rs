@@ -1,12 +1,12 @@
 //! `diskcast map`: the allocation map, with how deep in the backing chain each range lives.
 
 use super::Images;
-use crate::args::{MapArgs, OutputFormat};
+use crate::args::{ImageArgs, OutputFormat};
 use diskcast_block::{Alloc, BlockRead, Extent, Result};
 use serde_json::json;
 use std::io::Write;
 
-pub fn run(a: MapArgs) -> Result<u8> {
+pub fn run(a: ImageArgs) -> Result<u8> {
     let images = Images::new(&a.open)?;
     let image = images.open(&a.file, a.format.as_deref())?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());

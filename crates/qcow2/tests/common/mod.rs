@@ -194,3 +194,14 @@ pub fn opts(pairs: &[(&str, &str)]) -> CreateOptions {
     }
     o
 }
+
+/// Big-endian u64 at `at` (qcow2 headers and tables are big-endian).
+pub fn be64(b: &[u8], at: usize) -> u64 {
+    u64::from_be_bytes(b[at..at + 8].try_into().unwrap())
+}
+
+/// Overwrites bytes of a file in place, to build broken images from good ones.
+pub fn patch(path: &Path, at: u64, bytes: &[u8]) {
+    use std::os::unix::fs::FileExt;
+    std::fs::OpenOptions::new().write(true).open(path).unwrap().write_all_at(bytes, at).unwrap();
+}
