@@ -1,0 +1,569 @@
+//! Helpers shared by every area: running diskcast and qemu's tools, temp dirs, patterns,
+//! and a small qcow2 header reader used to patch qemu-made images into hostile ones.
+//!
+//! Verdicts come from qemu-img/qemu-io. A test that needs them FAILS (never skips) when
+//! they are missing: CI installs them.
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::io::Write;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const KIB: u64 = 1024;
+pub const MIB: u64 = 1024 * 1024;
+pub const GIB: u64 = 1024 * MIB;
+
+/// A command's result, with stderr as text for messages.
+#[derive(Debug)]
+pub struct Run {
+    pub cmdline: String,
+    pub code: Option<i32>,
+    pub stdout: Vec<u8>,
+    pub stderr: String,
+    pub elapsed: Duration,
+}
+
+impl Run {
+    pub fn stdout_str(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "`{}` printed invalid JSON ({e}):\n{}\nstderr: {}",
+                self.cmdline,
+                self.stdout_str(),
+                self.stderr
+            )
+        })
+    }
+    fn describe(&self) -> String {
+        format!(
+            "`{}` exited with {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.cmdline,
+            self.code,
+            truncate(&self.stdout_str(), 4000),
+            truncate(&self.stderr, 4000)
+        )
+    }
+    /// Asserts the exit status.
+    pub fn expect_code(self, code: i32) -> Self {
+        assert_eq!(
+            self.code,
+            Some(code),
+            "expected exit {code}\n{}",
+            self.describe()
+        );
+        self
+    }
+    pub fn expect_ok(self) -> Self {
+        self.expect_code(0)
+    }
+    /// Asserts stderr (lowercased) contains at least one of `words` (lowercase).
+    pub fn expect_stderr_any(self, words: &[&str]) -> Self {
+        let low = self.stderr.to_lowercase();
+        assert!(
+            words.iter().any(|w| low.contains(&w.to_lowercase())),
+            "stderr should name the problem (one of {words:?})\n{}",
+            self.describe()
+        );
+        self
+    }
+    pub fn expect_stderr_all(self, words: &[&str]) -> Self {
+        let low = self.stderr.to_lowercase();
+        for w in words {
+            assert!(
+                low.contains(&w.to_lowercase()),
+                "stderr should contain {w:?}\n{}",
+                self.describe()
+            );
+        }
+        self
+    }
+    /// diskcast's error line format: `diskcast: ...`.
+    pub fn expect_diskcast_error(self) -> Self {
+        assert!(
+            self.stderr.lines().any(|l| l.starts_with("diskcast: ")),
+            "expected a `diskcast: <file>: <message>` line on stderr\n{}",
+            self.describe()
+        );
+        self
+    }
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.len() <= n {
+        s.to_string()
+    } else {
+        let mut end = n;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{}... [{} more bytes]", &s[..end], s.len() - end)
+    }
+}
+
+fn cmdline(prog: &str, args: &[&str]) -> String {
+    let mut s = prog.to_string();
+    for a in args {
+        s.push(' ');
+        if a.contains(' ') || a.is_empty() {
+            s.push_str(&format!("'{a}'"));
+        } else {
+            s.push_str(a);
+        }
+    }
+    s
+}
+
+fn run_cmd(mut cmd: Command, line: String) -> Run {
+    cmd.stdin(Stdio::null());
+    let start = Instant::now();
+    let out: Output = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run `{line}`: {e}"));
+    Run {
+        cmdline: line,
+        code: out.status.code(),
+        stdout: out.stdout,
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        elapsed: start.elapsed(),
+    }
+}
+
+pub fn diskcast_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_diskcast")
+}
+
+/// Runs diskcast (any exit status). Asserts it never panics and is never killed by a signal.
+pub fn dc(args: &[&str]) -> Run {
+    dc_in(None, args)
+}
+
+/// Runs diskcast in `dir`.
+pub fn dc_in(dir: Option<&Path>, args: &[&str]) -> Run {
+    let mut cmd = Command::new(diskcast_bin());
+    cmd.args(args);
+    if let Some(d) = dir {
+        cmd.current_dir(d);
+    }
+    let r = run_cmd(cmd, cmdline("diskcast", args));
+    assert!(
+        !r.stderr.contains("panicked"),
+        "diskcast panicked\n{}",
+        r.describe()
+    );
+    assert!(
+        r.code.is_some(),
+        "diskcast was killed by a signal\n{}",
+        r.describe()
+    );
+    r
+}
+
+/// Runs diskcast and asserts exit 0.
+pub fn dc_ok(args: &[&str]) -> Run {
+    dc(args).expect_ok()
+}
+
+fn tool(name: &str) -> &'static str {
+    // Fail loudly (never skip) when qemu's tools are missing.
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
+        .unwrap_or(false);
+    assert!(
+        found,
+        "{name} is required by this test but was not found in PATH. Install qemu-utils \
+         (Debian/Ubuntu: apt-get install qemu-utils); CI installs it."
+    );
+    match name {
+        "qemu-img" => "qemu-img",
+        "qemu-io" => "qemu-io",
+        _ => unreachable!(),
+    }
+}
+
+/// Runs qemu-img (any exit status).
+pub fn qemu_img_status(args: &[&str]) -> Run {
+    qemu_img_in(None, args)
+}
+
+/// qemu's tools run under `timeout`, so a qemu hang fails the test instead of the suite.
+fn qemu_command(name: &str) -> Command {
+    let mut cmd = Command::new("timeout");
+    cmd.args(["-k", "5", "120", tool(name)]);
+    cmd
+}
+
+pub fn qemu_img_in(dir: Option<&Path>, args: &[&str]) -> Run {
+    let mut cmd = qemu_command("qemu-img");
+    cmd.args(args);
+    if let Some(d) = dir {
+        cmd.current_dir(d);
+    }
+    run_cmd(cmd, cmdline("qemu-img", args))
+}
+
+/// Runs qemu-img and asserts success.
+pub fn qemu_img(args: &[&str]) -> Run {
+    qemu_img_status(args).expect_ok()
+}
+
+/// Runs `qemu-io -f FMT -c CMD... FILE` and asserts success (qemu-io exits 0 even when a
+/// command fails, so its output is checked too).
+pub fn qemu_io(fmt: &str, file: &Path, cmds: &[&str]) {
+    let mut args: Vec<String> = vec!["-f".into(), fmt.into()];
+    for c in cmds {
+        args.push("-c".into());
+        args.push((*c).to_string());
+    }
+    args.push(file.display().to_string());
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut cmd = qemu_command("qemu-io");
+    cmd.args(&refs);
+    let r = run_cmd(cmd, cmdline("qemu-io", &refs));
+    let text = format!("{}{}", r.stdout_str(), r.stderr);
+    assert!(
+        r.code == Some(0) && !text.contains("failed") && !text.contains("error"),
+        "qemu-io failed\n{}",
+        r.describe()
+    );
+}
+
+/// `qemu-img compare -f FA -F FB A B` must exit 0.
+pub fn qemu_compare(a: &Path, fa: &str, b: &Path, fb: &str) {
+    let r = qemu_img_status(&["compare", "-f", fa, "-F", fb, &s(a), &s(b)]);
+    assert_eq!(
+        r.code,
+        Some(0),
+        "qemu-img compare says the images differ\n{}",
+        r.describe()
+    );
+}
+
+/// `qemu-img check` must exit 0 with no corruptions and no leaks. Returns its JSON.
+pub fn qemu_check_clean(img: &Path) -> Value {
+    let r = qemu_img_status(&["check", "-f", "qcow2", "--output=json", &s(img)]);
+    assert_eq!(
+        r.code,
+        Some(0),
+        "qemu-img check found problems in {}\n{}",
+        img.display(),
+        r.describe()
+    );
+    let v = r.json();
+    assert_eq!(
+        v.get("corruptions").and_then(Value::as_u64).unwrap_or(0),
+        0,
+        "{v}"
+    );
+    assert_eq!(
+        v.get("leaks").and_then(Value::as_u64).unwrap_or(0),
+        0,
+        "{v}"
+    );
+    assert_eq!(
+        v.get("check-errors").and_then(Value::as_u64).unwrap_or(0),
+        0,
+        "{v}"
+    );
+    v
+}
+
+/// `qemu-img info --output=json`.
+pub fn qemu_info(img: &Path) -> Value {
+    qemu_img(&["info", "--output=json", &s(img)]).json()
+}
+
+pub fn qemu_info_fmt(img: &Path, fmt: &str) -> Value {
+    qemu_img(&["info", "-f", fmt, "--output=json", &s(img)]).json()
+}
+
+/// Path as &str-able String.
+pub fn s(p: &Path) -> String {
+    p.to_str().expect("test paths are UTF-8").to_string()
+}
+
+pub fn tmp() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("diskcast-it-")
+        .tempdir()
+        .expect("cannot create a temp dir")
+}
+
+/// Bytes the file occupies on disk.
+pub fn allocated(p: &Path) -> u64 {
+    std::fs::metadata(p)
+        .unwrap_or_else(|e| panic!("stat {}: {e}", p.display()))
+        .blocks()
+        * 512
+}
+
+pub fn file_len(p: &Path) -> u64 {
+    std::fs::metadata(p)
+        .unwrap_or_else(|e| panic!("stat {}: {e}", p.display()))
+        .len()
+}
+
+pub fn read(p: &Path) -> Vec<u8> {
+    std::fs::read(p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()))
+}
+
+/// Files in `dir` whose name starts with '.' and ends with ".tmp" (diskcast's temporaries)
+/// or contains "diskcast-".
+pub fn stray_temps(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .expect("read_dir")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| (n.starts_with('.') && n.ends_with(".tmp")) || n.contains(".diskcast-"))
+        .collect()
+}
+
+/// Asserts that `dst` does not exist and that no temporary file was left beside it.
+pub fn assert_no_output(dst: &Path) {
+    assert!(
+        !dst.exists(),
+        "{} must not exist after a failed convert",
+        dst.display()
+    );
+    let dir = dst.parent().expect("dst has a parent");
+    let stray = stray_temps(dir);
+    assert!(
+        stray.is_empty(),
+        "temporary files left in {}: {stray:?}",
+        dir.display()
+    );
+}
+
+/// A raw file of `size` bytes where every 4 KiB block starts with its own index (u64 LE)
+/// and its byte offset (u64 LE), then a fill byte derived from the index, so a misplaced
+/// block tells where it came from. Blocks whose index is a multiple of `hole_every` are
+/// left as holes (zeros) when `hole_every > 0`.
+pub fn write_index_pattern(path: &Path, size: u64, hole_every: u64) {
+    let f = std::fs::File::create(path).expect("create pattern file");
+    f.set_len(size).expect("set_len");
+    let mut block = vec![0u8; 4096];
+    let mut idx = 0u64;
+    let mut off = 0u64;
+    while off < size {
+        let n = (size - off).min(4096) as usize;
+        if hole_every == 0 || idx.rem_euclid(hole_every) != 0 {
+            block.fill((idx % 251) as u8 + 1);
+            block[..8].copy_from_slice(&idx.to_le_bytes());
+            block[8..16].copy_from_slice(&off.to_le_bytes());
+            f.write_all_at(&block[..n], off).expect("write pattern");
+        }
+        idx += 1;
+        off += 4096;
+    }
+}
+
+/// If two byte buffers differ, the first differing offset (or the shorter length).
+pub fn first_diff(a: &[u8], b: &[u8]) -> Option<usize> {
+    let n = a.len().min(b.len());
+    (0..n)
+        .find(|&i| a[i] != b[i])
+        .or(if a.len() == b.len() { None } else { Some(n) })
+}
+
+/// Asserts two files are byte-identical, explaining where they differ (for index patterns,
+/// which block landed there).
+pub fn assert_same_bytes(expected: &Path, got: &Path) {
+    let a = read(expected);
+    let b = read(got);
+    if let Some(off) = first_diff(&a, &b) {
+        let blk = off & !4095;
+        let got_idx = b
+            .get(blk..blk + 8)
+            .map(|x| u64::from_le_bytes(x.try_into().expect("8")));
+        panic!(
+            "{} (len {}) and {} (len {}) differ first at offset {off} (block {}): got block header {:?}",
+            expected.display(),
+            a.len(),
+            got.display(),
+            b.len(),
+            blk / 4096,
+            got_idx
+        );
+    }
+}
+
+/// Simple deterministic pseudo-random bytes (xorshift).
+pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut v = Vec::with_capacity(len + 8);
+    while v.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.truncate(len);
+    v
+}
+
+pub fn write_file(p: &Path, data: &[u8]) {
+    let mut f = std::fs::File::create(p).unwrap_or_else(|e| panic!("create {}: {e}", p.display()));
+    f.write_all(data).expect("write");
+}
+
+// ---------- qcow2 byte patching ----------
+
+pub fn read_be_u32(p: &Path, off: u64) -> u32 {
+    let f = std::fs::File::open(p).expect("open");
+    let mut b = [0u8; 4];
+    f.read_exact_at(&mut b, off).expect("read u32");
+    u32::from_be_bytes(b)
+}
+
+pub fn read_be_u64(p: &Path, off: u64) -> u64 {
+    let f = std::fs::File::open(p).expect("open");
+    let mut b = [0u8; 8];
+    f.read_exact_at(&mut b, off).expect("read u64");
+    u64::from_be_bytes(b)
+}
+
+pub fn patch(p: &Path, off: u64, bytes: &[u8]) {
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(p)
+        .expect("open for patch");
+    f.write_all_at(bytes, off).expect("patch");
+}
+
+pub fn patch_u32(p: &Path, off: u64, v: u32) {
+    patch(p, off, &v.to_be_bytes());
+}
+
+pub fn patch_u64(p: &Path, off: u64, v: u64) {
+    patch(p, off, &v.to_be_bytes());
+}
+
+pub const L2_OFFSET_MASK: u64 = 0x00ff_ffff_ffff_fe00;
+pub const L1_OFFSET_MASK: u64 = 0x00ff_ffff_ffff_fe00;
+pub const OFLAG_COPIED: u64 = 1 << 63;
+pub const OFLAG_COMPRESSED: u64 = 1 << 62;
+
+/// The header fields tests patch, read from the file (never hard-coded).
+#[derive(Debug, Clone)]
+pub struct Qcow2Header {
+    pub version: u32,
+    pub cluster_bits: u32,
+    pub size: u64,
+    pub l1_size: u32,
+    pub l1_table_offset: u64,
+    pub refcount_table_offset: u64,
+    pub refcount_table_clusters: u32,
+    pub incompatible: u64,
+    pub refcount_order: u32,
+}
+
+impl Qcow2Header {
+    pub fn read(p: &Path) -> Self {
+        let magic = read_be_u32(p, 0);
+        assert_eq!(magic, 0x5146_49fb, "{} is not a qcow2 file", p.display());
+        let version = read_be_u32(p, 4);
+        Qcow2Header {
+            version,
+            cluster_bits: read_be_u32(p, 20),
+            size: read_be_u64(p, 24),
+            l1_size: read_be_u32(p, 36),
+            l1_table_offset: read_be_u64(p, 40),
+            refcount_table_offset: read_be_u64(p, 48),
+            refcount_table_clusters: read_be_u32(p, 56),
+            incompatible: if version >= 3 { read_be_u64(p, 72) } else { 0 },
+            refcount_order: if version >= 3 { read_be_u32(p, 96) } else { 4 },
+        }
+    }
+    pub fn cluster_size(&self) -> u64 {
+        1 << self.cluster_bits
+    }
+    /// File offset of L1 entry `i`.
+    pub fn l1_entry_pos(&self, i: u64) -> u64 {
+        self.l1_table_offset + 8 * i
+    }
+    /// File offset of the L2 entry that maps guest offset `guest` (panics if its L2 table
+    /// is not allocated).
+    pub fn l2_entry_pos(&self, p: &Path, guest: u64) -> u64 {
+        let cs = self.cluster_size();
+        let l2_entries = cs / 8;
+        let cluster = guest / cs;
+        let l1_idx = cluster / l2_entries;
+        let l1 = read_be_u64(p, self.l1_entry_pos(l1_idx)) & L1_OFFSET_MASK;
+        assert_ne!(l1, 0, "no L2 table for guest offset {guest}");
+        l1 + 8 * (cluster % l2_entries)
+    }
+    /// File offset of the refcount entry (16-bit refcounts only) for host cluster `idx`.
+    pub fn refcount_entry_pos(&self, p: &Path, idx: u64) -> u64 {
+        assert_eq!(self.refcount_order, 4, "only 16-bit refcounts are patched");
+        let cs = self.cluster_size();
+        let per_block = cs / 2;
+        let block = read_be_u64(p, self.refcount_table_offset + 8 * (idx / per_block)) & !(cs - 1);
+        assert_ne!(block, 0, "no refcount block for cluster {idx}");
+        block + 2 * (idx % per_block)
+    }
+}
+
+/// A small qcow2 made by qemu with data in the first clusters: (path, header).
+pub fn qemu_qcow2_with_data(
+    dir: &Path,
+    name: &str,
+    extra_create: &[&str],
+) -> (PathBuf, Qcow2Header) {
+    let p = dir.join(name);
+    let mut args = vec!["create", "-q", "-f", "qcow2"];
+    args.extend_from_slice(extra_create);
+    let ps = s(&p);
+    args.push(&ps);
+    args.push("4M");
+    qemu_img(&args);
+    qemu_io(
+        "qcow2",
+        &p,
+        &["write -P 0x5a 0 128K", "write -P 0x6b 1M 64K"],
+    );
+    let h = Qcow2Header::read(&p);
+    (p, h)
+}
+
+/// Parses diskcast's or qemu's map JSON into (start, length, depth, present, zero, data).
+pub fn map_entries(v: &Value) -> Vec<(u64, u64, u64, bool, bool, bool)> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("map JSON is not an array: {v}"))
+        .iter()
+        .map(|e| {
+            (
+                e["start"].as_u64().expect("start"),
+                e["length"].as_u64().expect("length"),
+                e["depth"].as_u64().expect("depth"),
+                e["present"].as_bool().expect("present"),
+                e["zero"].as_bool().expect("zero"),
+                e["data"].as_bool().expect("data"),
+            )
+        })
+        .collect()
+}
+
+/// The map entry covering guest offset `off`.
+pub fn map_at(entries: &[(u64, u64, u64, bool, bool, bool)], off: u64) -> (u64, bool, bool, bool) {
+    let e = entries
+        .iter()
+        .find(|e| e.0 <= off && off < e.0 + e.1)
+        .unwrap_or_else(|| panic!("no map entry covers offset {off}: {entries:?}"));
+    (e.2, e.3, e.4, e.5)
+}
+
+/// Asserts map entries are contiguous from 0 to `size`.
+pub fn assert_map_covers(entries: &[(u64, u64, u64, bool, bool, bool)], size: u64) {
+    let mut pos = 0;
+    for e in entries {
+        assert_eq!(e.0, pos, "map has a gap or overlap at {pos}: {entries:?}");
+        assert!(e.1 > 0, "empty map entry: {entries:?}");
+        pos += e.1;
+    }
+    assert_eq!(pos, size, "map does not cover the image: {entries:?}");
+}
