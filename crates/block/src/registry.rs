@@ -126,7 +126,7 @@ pub trait Driver: Send + Sync {
     fn measure(&self, size: u64, data: &[Extent], opts: &CreateOptions) -> Result<Measure>;
 }
 
-impl std::fmt::Debug for dyn Driver {
+impl std::fmt::Debug for dyn Driver + '_ {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Driver({})", self.name())
     }
@@ -260,4 +260,66 @@ pub fn looks_raw(data: &ProbeData<'_>) -> bool {
         || at(0x438, &[0x53, 0xef]) // ext2/3/4 superblock magic
         || at(0, b"XFSB")
         || at(0, b"hsqs") // squashfs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorKind;
+
+    /// A driver that claims files starting with its magic (none if empty) and opens nothing.
+    struct Fake(&'static str, &'static [u8]);
+
+    impl Driver for Fake {
+        fn name(&self) -> &'static str {
+            self.0
+        }
+        fn probe(&self, data: &ProbeData<'_>) -> bool {
+            !self.1.is_empty() && data.head.starts_with(self.1)
+        }
+        fn open(&self, _: &Path, _: &OpenContext<'_>) -> Result<Box<dyn BlockRead>> {
+            Err(Error::unsupported("fake"))
+        }
+        fn create(&self, _: &Path, _: u64, _: &CreateOptions, _: &OutputFiles) -> Result<Box<dyn BlockWrite>> {
+            Err(Error::unsupported("fake"))
+        }
+        fn measure(&self, _: u64, _: &[Extent], _: &CreateOptions) -> Result<Measure> {
+            Err(Error::unsupported("fake"))
+        }
+    }
+
+    fn registry() -> Registry {
+        Registry::new(vec![Box::new(Fake("raw", b"")), Box::new(Fake("one", b"MAGIC")), Box::new(Fake("two", b"MAG"))])
+    }
+
+    fn file(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p
+    }
+
+    #[test]
+    fn two_claims_are_an_error_not_a_guess() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = registry();
+        let e = r.probe(&file(dir.path(), "x", b"MAGIC and more")).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidFormat);
+        assert!(e.to_string().contains("several formats (one, two)"), "{e}");
+        assert_eq!(r.probe(&file(dir.path(), "y", b"MAGxx")).unwrap().name(), "two");
+    }
+
+    #[test]
+    fn unclaimed_files_are_raw_only_when_plainly_raw() {
+        let dir = tempfile::tempdir().unwrap();
+        let noise = b"\x13\x37 no magic, no partition table";
+        let r = registry();
+        let e = r.probe(&file(dir.path(), "noise", noise)).unwrap_err();
+        assert!(e.to_string().contains("pass -f raw"), "{e}");
+        assert_eq!(r.probe(&file(dir.path(), "noise.img", noise)).unwrap().name(), "raw");
+        assert_eq!(r.probe(&file(dir.path(), "empty", b"")).unwrap().name(), "raw");
+        let mut mbr = vec![0x33u8; 1024];
+        mbr[510] = 0x55;
+        mbr[511] = 0xaa;
+        assert_eq!(r.probe(&file(dir.path(), "disk", &mbr)).unwrap().name(), "raw");
+    }
 }

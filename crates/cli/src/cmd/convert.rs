@@ -59,6 +59,9 @@ pub fn run(a: ConvertArgs) -> Result<u8> {
 /// or hard link): renaming over it would destroy the input.
 fn refuse_same_file(src_path: &Path, dst: &Path) -> Result<()> {
     let Ok(target) = std::fs::metadata(dst) else { return Ok(()) };
+    if target.is_dir() {
+        return Err(Error::argument("the target is a directory; name the image file to write").with_file(dst));
+    }
     let source = std::fs::metadata(src_path).map_err(|e| Error::io("cannot stat", e).with_file(src_path))?;
     if (source.dev(), source.ino()) == (target.dev(), target.ino()) {
         return Err(Error::argument(format!(

@@ -12,7 +12,7 @@ pub fn run(a: ImageArgs) -> Result<u8> {
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let write_err = |e| diskcast_block::Error::io("cannot write to standard output", e);
     if a.output == OutputFormat::Human {
-        writeln!(out, "{:<20}{:<20}{:<8}{}", "Offset", "Length", "Depth", "Holds").map_err(write_err)?;
+        writeln!(out, "{:<20}{:<20}{:<8}Holds", "Offset", "Length", "Depth").map_err(write_err)?;
     } else {
         writeln!(out, "[").map_err(write_err)?;
     }
