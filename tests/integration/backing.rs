@@ -8,51 +8,11 @@ use std::path::Path;
 /// with different writes at each level.
 pub fn make_chain(dir: &Path) {
     qemu_img_in(Some(dir), &["create", "-q", "-f", "raw", "base.raw", "4M"]).expect_ok();
-    qemu_io(
-        "raw",
-        &dir.join("base.raw"),
-        &["write -P 0xb0 0 1M", "write -P 0xb1 3M 64K"],
-    );
-    qemu_img_in(
-        Some(dir),
-        &[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-b",
-            "base.raw",
-            "-F",
-            "raw",
-            "mid.qcow2",
-        ],
-    )
-    .expect_ok();
-    qemu_io(
-        "qcow2",
-        &dir.join("mid.qcow2"),
-        &["write -P 0x4d 512K 256K", "write -z 2M 64K"],
-    );
-    qemu_img_in(
-        Some(dir),
-        &[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-b",
-            "mid.qcow2",
-            "-F",
-            "qcow2",
-            "top.qcow2",
-        ],
-    )
-    .expect_ok();
-    qemu_io(
-        "qcow2",
-        &dir.join("top.qcow2"),
-        &["write -P 0x70 640K 64K", "write -z 0 64K"],
-    );
+    qemu_io("raw", &dir.join("base.raw"), &["write -P 0xb0 0 1M", "write -P 0xb1 3M 64K"]);
+    qemu_img_in(Some(dir), &["create", "-q", "-f", "qcow2", "-b", "base.raw", "-F", "raw", "mid.qcow2"]).expect_ok();
+    qemu_io("qcow2", &dir.join("mid.qcow2"), &["write -P 0x4d 512K 256K", "write -z 2M 64K"]);
+    qemu_img_in(Some(dir), &["create", "-q", "-f", "qcow2", "-b", "mid.qcow2", "-F", "qcow2", "top.qcow2"]).expect_ok();
+    qemu_io("qcow2", &dir.join("top.qcow2"), &["write -P 0x70 640K 64K", "write -z 0 64K"]);
 }
 
 #[test]
@@ -67,18 +27,10 @@ fn info_json_shows_chain() {
     assert_eq!(v["backing-filename"], "mid.qcow2", "{v}");
     assert_eq!(v["backing-filename-format"], "qcow2", "{v}");
     assert_eq!(v["backing-filename"], q["backing-filename"]);
-    let chain = v["backing-chain"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no backing-chain array: {v}"));
+    let chain = v["backing-chain"].as_array().unwrap_or_else(|| panic!("no backing-chain array: {v}"));
     assert_eq!(chain.len(), 2, "chain below top should be mid, base: {v}");
-    let names: Vec<String> = chain
-        .iter()
-        .map(|e| e["filename"].as_str().unwrap_or_default().to_string())
-        .collect();
-    assert!(
-        names[0].ends_with("mid.qcow2") && names[1].ends_with("base.raw"),
-        "{names:?}"
-    );
+    let names: Vec<String> = chain.iter().map(|e| e["filename"].as_str().unwrap_or_default().to_string()).collect();
+    assert!(names[0].ends_with("mid.qcow2") && names[1].ends_with("base.raw"), "{names:?}");
     assert_eq!(chain[0]["format"], "qcow2");
     assert_eq!(chain[0]["backing-filename"], "base.raw");
     assert_eq!(chain[0]["backing-filename-format"], "raw");
@@ -137,34 +89,14 @@ fn map_of_plain_qcow2_matches_qemu() {
     let d = tmp();
     let p = d.path().join("m.qcow2");
     qemu_img(&["create", "-q", "-f", "qcow2", &s(&p), "8M"]);
-    qemu_io(
-        "qcow2",
-        &p,
-        &[
-            "write -P 1 64K 128K",
-            "write -z 1M 64K",
-            "write -P 2 7M 64K",
-        ],
-    );
+    qemu_io("qcow2", &p, &["write -P 1 64K 128K", "write -z 1M 64K", "write -P 2 7M 64K"]);
     let ours = map_entries(&dc_ok(&["map", "--output", "json", &s(&p)]).json());
     assert_map_covers(&ours, 8 * MIB);
     let theirs = map_entries(&qemu_img(&["map", "--output=json", &s(&p)]).json());
-    for off in [
-        0,
-        64 * KIB,
-        150 * KIB,
-        200 * KIB,
-        MIB,
-        MIB + 70 * KIB,
-        5 * MIB,
-        7 * MIB + 1,
-    ] {
+    for off in [0, 64 * KIB, 150 * KIB, 200 * KIB, MIB, MIB + 70 * KIB, 5 * MIB, 7 * MIB + 1] {
         let a = map_at(&ours, off);
         let b = map_at(&theirs, off);
-        assert_eq!(
-            a, b,
-            "map at {off} differs\nours: {ours:?}\nqemu: {theirs:?}"
-        );
+        assert_eq!(a, b, "map at {off} differs\nours: {ours:?}\nqemu: {theirs:?}");
     }
 }
 
@@ -186,20 +118,7 @@ fn create_with_backing() {
     let d = tmp();
     make_chain(d.path());
     // Without size: takes the backing file's size.
-    dc_in(
-        Some(d.path()),
-        &[
-            "create",
-            "-f",
-            "qcow2",
-            "-b",
-            "top.qcow2",
-            "-F",
-            "qcow2",
-            "over.qcow2",
-        ],
-    )
-    .expect_ok();
+    dc_in(Some(d.path()), &["create", "-f", "qcow2", "-b", "top.qcow2", "-F", "qcow2", "over.qcow2"]).expect_ok();
     let over = d.path().join("over.qcow2");
     qemu_check_clean(&over);
     let info = qemu_info(&over);
@@ -208,21 +127,7 @@ fn create_with_backing() {
     assert_eq!(info["backing-filename-format"], "qcow2", "{info}");
     qemu_compare(&over, "qcow2", &d.path().join("top.qcow2"), "qcow2");
     // With a size larger than the backing file.
-    dc_in(
-        Some(d.path()),
-        &[
-            "create",
-            "-f",
-            "qcow2",
-            "-b",
-            "base.raw",
-            "-F",
-            "raw",
-            "big.qcow2",
-            "8M",
-        ],
-    )
-    .expect_ok();
+    dc_in(Some(d.path()), &["create", "-f", "qcow2", "-b", "base.raw", "-F", "raw", "big.qcow2", "8M"]).expect_ok();
     let big = d.path().join("big.qcow2");
     qemu_check_clean(&big);
     let info = qemu_info(&big);
@@ -230,40 +135,16 @@ fn create_with_backing() {
     assert_eq!(info["backing-filename"], "base.raw");
     assert_eq!(info["backing-filename-format"], "raw");
     // qemu can write through it and read the backing data.
-    qemu_io(
-        "qcow2",
-        &big,
-        &[
-            "read -P 0xb0 0 1M",
-            "write -P 0xee 6M 64K",
-            "read -P 0xee 6M 64K",
-        ],
-    );
+    qemu_io("qcow2", &big, &["read -P 0xb0 0 1M", "write -P 0xee 6M 64K", "read -P 0xee 6M 64K"]);
     qemu_check_clean(&big);
     // -F left out: probed and recorded.
-    dc_in(
-        Some(d.path()),
-        &["create", "-f", "qcow2", "-b", "mid.qcow2", "probed.qcow2"],
-    )
-    .expect_ok();
+    dc_in(Some(d.path()), &["create", "-f", "qcow2", "-b", "mid.qcow2", "probed.qcow2"]).expect_ok();
     let info = qemu_info(&d.path().join("probed.qcow2"));
     assert_eq!(info["backing-filename-format"], "qcow2", "{info}");
     // A missing backing file is an error and creates nothing.
     let missing = d.path().join("missing.qcow2");
-    dc_in(
-        Some(d.path()),
-        &[
-            "create",
-            "-f",
-            "qcow2",
-            "-b",
-            "nope.raw",
-            "-F",
-            "raw",
-            "missing.qcow2",
-        ],
-    )
-    .expect_code(1)
-    .expect_stderr_any(&["nope.raw"]);
+    dc_in(Some(d.path()), &["create", "-f", "qcow2", "-b", "nope.raw", "-F", "raw", "missing.qcow2"])
+        .expect_code(1)
+        .expect_stderr_any(&["nope.raw"]);
     assert_no_output(&missing);
 }

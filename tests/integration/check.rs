@@ -10,31 +10,14 @@ fn dc_check(p: &Path) -> Run {
 #[test]
 fn qemu_made_qcow2_is_clean() {
     let d = tmp();
-    for opts in [
-        "cluster_size=65536",
-        "compat=0.10",
-        "cluster_size=512",
-        "cluster_size=2M",
-    ] {
-        let p = d
-            .path()
-            .join(format!("{}.qcow2", opts.replace(['=', '.'], "_")));
+    for opts in ["cluster_size=65536", "compat=0.10", "cluster_size=512", "cluster_size=2M"] {
+        let p = d.path().join(format!("{}.qcow2", opts.replace(['=', '.'], "_")));
         qemu_img(&["create", "-q", "-f", "qcow2", "-o", opts, &s(&p), "8M"]);
-        qemu_io(
-            "qcow2",
-            &p,
-            &["write -P 1 0 100K", "write -z 1M 64K", "write -P 2 5M 3M"],
-        );
+        qemu_io("qcow2", &p, &["write -P 1 0 100K", "write -z 1M 64K", "write -P 2 5M 3M"]);
         qemu_check_clean(&p);
         let r = dc_check(&p).expect_ok();
-        assert!(
-            r.stdout_str().contains("No errors were found"),
-            "{}",
-            r.stdout_str()
-        );
-        let v = dc(&["check", "--output", "json", &s(&p)])
-            .expect_ok()
-            .json();
+        assert!(r.stdout_str().contains("No errors were found"), "{}", r.stdout_str());
+        let v = dc(&["check", "--output", "json", &s(&p)]).expect_ok().json();
         let q = qemu_check_clean(&p);
         for key in ["allocated-clusters", "total-clusters", "image-end-offset"] {
             if v.get(key).is_some() {
@@ -76,10 +59,7 @@ fn diskcast_made_qcow2_is_clean() {
     for (name, args) in [
         ("plain", &["-O", "qcow2"][..]),
         ("v2", &["-O", "qcow2", "-o", "compat=0.10"][..]),
-        (
-            "zstd",
-            &["-O", "qcow2", "-c", "-o", "compression_type=zstd"][..],
-        ),
+        ("zstd", &["-O", "qcow2", "-c", "-o", "compression_type=zstd"][..]),
     ] {
         let out = d.path().join(format!("{name}.qcow2"));
         let mut a = vec!["convert", "-f", "raw"];
@@ -107,30 +87,15 @@ fn leaked_cluster_is_exit_3() {
         .expect("open")
         .set_len((idx + 1) * h.cluster_size())
         .expect("grow");
-    assert!(
-        idx < h.cluster_size() / 2,
-        "refcount block does not cover cluster {idx}"
-    );
+    assert!(idx < h.cluster_size() / 2, "refcount block does not cover cluster {idx}");
     let pos = h.refcount_entry_pos(&p, idx);
-    assert_eq!(
-        read_be_u32(&p, pos) >> 16,
-        0,
-        "cluster {idx} already has a refcount"
-    );
+    assert_eq!(read_be_u32(&p, pos) >> 16, 0, "cluster {idx} already has a refcount");
     patch(&p, pos, &1u16.to_be_bytes());
     let q = qemu_img_status(&["check", "-f", "qcow2", &s(&p)]);
-    assert_eq!(
-        q.code,
-        Some(3),
-        "qemu-img check should report a leak: {}{}",
-        q.stdout_str(),
-        q.stderr
-    );
+    assert_eq!(q.code, Some(3), "qemu-img check should report a leak: {}{}", q.stdout_str(), q.stderr);
     let r = dc_check(&p).expect_code(3);
     assert!(r.stdout_str().contains("leaked"), "{}", r.stdout_str());
-    let v = dc(&["check", "--output", "json", &s(&p)])
-        .expect_code(3)
-        .json();
+    let v = dc(&["check", "--output", "json", &s(&p)]).expect_code(3).json();
     assert_eq!(v["leaks"].as_u64(), Some(1), "{v}");
     assert_eq!(v["corruptions"].as_u64().unwrap_or(0), 0, "{v}");
 }
@@ -143,16 +108,8 @@ fn zero_refcount_on_used_cluster_is_exit_2() {
     let pos = h.refcount_entry_pos(&p, h.l1_table_offset / h.cluster_size());
     patch(&p, pos, &0u16.to_be_bytes());
     let q = qemu_img_status(&["check", "-f", "qcow2", &s(&p)]);
-    assert_eq!(
-        q.code,
-        Some(2),
-        "qemu-img check should report corruption: {}{}",
-        q.stdout_str(),
-        q.stderr
-    );
-    let v = dc(&["check", "--output", "json", &s(&p)])
-        .expect_code(2)
-        .json();
+    assert_eq!(q.code, Some(2), "qemu-img check should report corruption: {}{}", q.stdout_str(), q.stderr);
+    let v = dc(&["check", "--output", "json", &s(&p)]).expect_code(2).json();
     assert!(v["corruptions"].as_u64().unwrap_or(0) > 0, "{v}");
 }
 
@@ -161,10 +118,7 @@ fn check_on_raw_is_63() {
     let d = tmp();
     let p = d.path().join("r.raw");
     qemu_img(&["create", "-q", "-f", "raw", &s(&p), "1M"]);
-    assert_eq!(
-        qemu_img_status(&["check", "-f", "raw", &s(&p)]).code,
-        Some(63)
-    );
+    assert_eq!(qemu_img_status(&["check", "-f", "raw", &s(&p)]).code, Some(63));
     dc(&["check", &s(&p)]).expect_code(63);
     dc(&["check", "-f", "raw", &s(&p)]).expect_code(63);
 }
@@ -172,7 +126,5 @@ fn check_on_raw_is_63() {
 #[test]
 fn check_on_missing_file_is_1() {
     let d = tmp();
-    dc(&["check", &s(&d.path().join("missing.qcow2"))])
-        .expect_code(1)
-        .expect_stderr_any(&["missing.qcow2"]);
+    dc(&["check", &s(&d.path().join("missing.qcow2"))]).expect_code(1).expect_stderr_any(&["missing.qcow2"]);
 }

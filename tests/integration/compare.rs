@@ -11,9 +11,7 @@ fn mismatch_offset(stdout: &str) -> u64 {
         .unwrap_or_else(|| panic!("no 'Content mismatch at offset N' line in: {stdout}"));
     let rest = &line[line.find("offset ").expect("offset") + 7..];
     let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-    digits
-        .parse()
-        .unwrap_or_else(|_| panic!("no offset number in {line:?}"))
+    digits.parse().unwrap_or_else(|_| panic!("no offset number in {line:?}"))
 }
 
 fn flip_byte(p: &Path, off: u64) {
@@ -45,19 +43,10 @@ fn one_flipped_byte_raw() {
         std::fs::copy(&a, &b).expect("copy");
         flip_byte(&b, off);
         let q = qemu_img_status(&["compare", "-f", "raw", "-F", "raw", &s(&a), &s(&b)]);
-        assert_eq!(
-            q.code,
-            Some(1),
-            "qemu-img compare should see a difference at {off}"
-        );
+        assert_eq!(q.code, Some(1), "qemu-img compare should see a difference at {off}");
         for j in ["1", "2"] {
-            let r =
-                dc(&["compare", "-j", j, "-f", "raw", "-F", "raw", &s(&a), &s(&b)]).expect_code(1);
-            assert_eq!(
-                mismatch_offset(&r.stdout_str()),
-                off,
-                "wrong offset reported (-j {j})"
-            );
+            let r = dc(&["compare", "-j", j, "-f", "raw", "-F", "raw", &s(&a), &s(&b)]).expect_code(1);
+            assert_eq!(mismatch_offset(&r.stdout_str()), off, "wrong offset reported (-j {j})");
         }
         dc(&["compare", "-q", "-f", "raw", "-F", "raw", &s(&a), &s(&b)]).expect_code(1);
     }
@@ -73,10 +62,7 @@ fn flipped_byte_in_hole() {
     qemu_img(&["create", "-q", "-f", "raw", &s(&b), "16M"]);
     let off = 9 * MIB + 777;
     patch(&b, off, &[1]);
-    assert_eq!(
-        qemu_img_status(&["compare", "-f", "raw", "-F", "raw", &s(&a), &s(&b)]).code,
-        Some(1)
-    );
+    assert_eq!(qemu_img_status(&["compare", "-f", "raw", "-F", "raw", &s(&a), &s(&b)]).code, Some(1));
     let r = dc(&["compare", "-f", "raw", "-F", "raw", &s(&a), &s(&b)]).expect_code(1);
     assert_eq!(mismatch_offset(&r.stdout_str()), off);
     // And the other way round.
@@ -91,24 +77,13 @@ fn different_sizes_zero_tail_is_same_nonzero_tail_differs() {
     let b = d.path().join("b.raw");
     write_index_pattern(&a, 2 * MIB, 0);
     std::fs::copy(&a, &b).expect("copy");
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&b)
-        .expect("open")
-        .set_len(3 * MIB)
-        .expect("grow");
-    assert_eq!(
-        qemu_img_status(&["compare", "-f", "raw", "-F", "raw", &s(&a), &s(&b)]).code,
-        Some(0)
-    );
+    std::fs::OpenOptions::new().write(true).open(&b).expect("open").set_len(3 * MIB).expect("grow");
+    assert_eq!(qemu_img_status(&["compare", "-f", "raw", "-F", "raw", &s(&a), &s(&b)]).code, Some(0));
     dc(&["compare", "-f", "raw", "-F", "raw", &s(&a), &s(&b)]).expect_ok();
     dc(&["compare", "-f", "raw", "-F", "raw", &s(&b), &s(&a)]).expect_ok();
     let off = 2 * MIB + 4321;
     patch(&b, off, &[0xff]);
-    assert_eq!(
-        qemu_img_status(&["compare", "-f", "raw", "-F", "raw", &s(&a), &s(&b)]).code,
-        Some(1)
-    );
+    assert_eq!(qemu_img_status(&["compare", "-f", "raw", "-F", "raw", &s(&a), &s(&b)]).code, Some(1));
     let r = dc(&["compare", "-f", "raw", "-F", "raw", &s(&a), &s(&b)]).expect_code(1);
     assert_eq!(mismatch_offset(&r.stdout_str()), off);
     let r = dc(&["compare", "-f", "raw", "-F", "raw", &s(&b), &s(&a)]).expect_code(1);
@@ -121,21 +96,12 @@ fn unreadable_is_exit_2() {
     let a = d.path().join("a.raw");
     write_index_pattern(&a, MIB, 0);
     let missing = d.path().join("missing.raw");
-    dc(&["compare", &s(&a), &s(&missing)])
-        .expect_code(2)
-        .expect_diskcast_error()
-        .expect_stderr_any(&["missing.raw"]);
-    dc(&["compare", "-f", "raw", "-F", "raw", &s(&missing), &s(&a)])
-        .expect_code(2)
-        .expect_stderr_any(&["missing.raw"]);
+    dc(&["compare", &s(&a), &s(&missing)]).expect_code(2).expect_diskcast_error().expect_stderr_any(&["missing.raw"]);
+    dc(&["compare", "-f", "raw", "-F", "raw", &s(&missing), &s(&a)]).expect_code(2).expect_stderr_any(&["missing.raw"]);
     // A directory is not an image.
-    dc(&["compare", "-f", "raw", "-F", "raw", &s(&a), &s(d.path())])
-        .expect_code(2)
-        .expect_diskcast_error();
+    dc(&["compare", "-f", "raw", "-F", "raw", &s(&a), &s(d.path())]).expect_code(2).expect_diskcast_error();
     // Unknown format name.
-    dc(&["compare", "-f", "nosuchfmt", &s(&a), &s(&a)])
-        .expect_code(2)
-        .expect_stderr_any(&["nosuchfmt"]);
+    dc(&["compare", "-f", "nosuchfmt", &s(&a), &s(&a)]).expect_code(2).expect_stderr_any(&["nosuchfmt"]);
 }
 
 /// raw vs qcow2 holding the same bytes; then one byte flipped in the qcow2 by qemu-io.
@@ -153,10 +119,7 @@ fn raw_vs_qcow2() {
         let q2 = d.path().join("b.qcow2");
         std::fs::copy(&q, &q2).expect("copy");
         qemu_io("qcow2", &q2, &[&format!("write -P 0xfe {off} 1")]);
-        assert_eq!(
-            qemu_img_status(&["compare", "-f", "raw", "-F", "qcow2", &s(&raw), &s(&q2)]).code,
-            Some(1)
-        );
+        assert_eq!(qemu_img_status(&["compare", "-f", "raw", "-F", "qcow2", &s(&raw), &s(&q2)]).code, Some(1));
         let r = dc(&["compare", "-f", "raw", &s(&raw), &s(&q2)]).expect_code(1);
         assert_eq!(mismatch_offset(&r.stdout_str()), off);
     }

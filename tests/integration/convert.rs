@@ -17,11 +17,11 @@ fn fill(fmt: &str, p: &Path) {
         "write -P 0x11 1000 3000".to_string(),
         "write -P 0x22 65535 70001".to_string(),
         "write -P 0x33 1M 1M".to_string(),
-        "write -z 1536K 128K".to_string(), // zeros punched into data
-        "write -P 0 3584K 64K".to_string(), // zeros written as data
-        "write -z 4M 64K".to_string(),     // zero range over a hole
+        "write -z 1536K 128K".to_string(),     // zeros punched into data
+        "write -P 0 3584K 64K".to_string(),    // zeros written as data
+        "write -z 4M 64K".to_string(),         // zero range over a hole
         "write -P 0x44 4259839 3".to_string(), // 3 bytes straddling a 64K boundary
-        format!("write -P 0x55 {tail} 777"), // the last bytes of the image
+        format!("write -P 0x55 {tail} 777"),   // the last bytes of the image
     ];
     let refs: Vec<&str> = cmds.iter().map(String::as_str).collect();
     qemu_io(fmt, p, &refs);
@@ -40,11 +40,7 @@ fn make_sources(dir: &Path) -> Vec<Source> {
     let raw = dir.join("src.raw");
     qemu_img(&["create", "-q", "-f", "raw", &s(&raw), &size]);
     fill("raw", &raw);
-    v.push(Source {
-        name: "raw",
-        path: raw,
-        fmt: "raw",
-    });
+    v.push(Source { name: "raw", path: raw, fmt: "raw" });
     // qcow2 v3 with three cluster sizes, and v2
     for (name, opts) in [
         ("v3-512", "cluster_size=512"),
@@ -56,48 +52,19 @@ fn make_sources(dir: &Path) -> Vec<Source> {
         let p = dir.join(format!("src-{name}.qcow2"));
         qemu_img(&["create", "-q", "-f", "qcow2", "-o", opts, &s(&p), &size]);
         fill("qcow2", &p);
-        v.push(Source {
-            name,
-            path: p,
-            fmt: "qcow2",
-        });
+        v.push(Source { name, path: p, fmt: "qcow2" });
     }
     // compressed sources made by qemu-img convert -c
     let base = dir.join("src-v3-64k.qcow2");
-    for (name, ctype, cs) in [
-        ("zlib", "zlib", "65536"),
-        ("zstd", "zstd", "65536"),
-        ("zstd-4k", "zstd", "4096"),
-    ] {
+    for (name, ctype, cs) in [("zlib", "zlib", "65536"), ("zstd", "zstd", "65536"), ("zstd-4k", "zstd", "4096")] {
         let p = dir.join(format!("src-{name}.qcow2"));
         let o = format!("compression_type={ctype},cluster_size={cs}");
-        qemu_img(&[
-            "convert",
-            "-c",
-            "-f",
-            "qcow2",
-            "-O",
-            "qcow2",
-            "-o",
-            &o,
-            &s(&base),
-            &s(&p),
-        ]);
+        qemu_img(&["convert", "-c", "-f", "qcow2", "-O", "qcow2", "-o", &o, &s(&base), &s(&p)]);
         let info = qemu_info(&p);
-        assert_eq!(
-            info["format-specific"]["data"]["compression-type"], ctype,
-            "{info}"
-        );
+        assert_eq!(info["format-specific"]["data"]["compression-type"], ctype, "{info}");
         let chk = qemu_check_clean(&p);
-        assert!(
-            chk["compressed-clusters"].as_u64().unwrap_or(0) > 0,
-            "source not compressed: {chk}"
-        );
-        v.push(Source {
-            name,
-            path: p,
-            fmt: "qcow2",
-        });
+        assert!(chk["compressed-clusters"].as_u64().unwrap_or(0) > 0, "source not compressed: {chk}");
+        v.push(Source { name, path: p, fmt: "qcow2" });
     }
     v
 }
@@ -113,14 +80,7 @@ struct Target {
 }
 
 const TARGETS: &[Target] = &[
-    Target {
-        name: "raw",
-        args: &["-O", "raw"],
-        fmt: "raw",
-        compat: None,
-        cluster: None,
-        compression: None,
-    },
+    Target { name: "raw", args: &["-O", "raw"], fmt: "raw", compat: None, cluster: None, compression: None },
     Target {
         name: "qcow2",
         args: &["-O", "qcow2"],
@@ -186,11 +146,7 @@ fn convert_all(dir: &Path, src: &Source, targets: &[&Target]) -> Vec<String> {
             dc_ok(&refs);
             qemu_compare(&src.path, src.fmt, &out, t.fmt);
             let info = qemu_info_fmt(&out, t.fmt);
-            assert_eq!(
-                info["virtual-size"].as_u64(),
-                Some(SIZE),
-                "virtual size: {info}"
-            );
+            assert_eq!(info["virtual-size"].as_u64(), Some(SIZE), "virtual size: {info}");
             if t.fmt == "qcow2" {
                 let chk = qemu_check_clean(&out);
                 let data = &info["format-specific"]["data"];
@@ -198,11 +154,7 @@ fn convert_all(dir: &Path, src: &Source, targets: &[&Target]) -> Vec<String> {
                     assert_eq!(data["compat"], c, "compat: {info}");
                 }
                 if let Some(c) = t.cluster {
-                    assert_eq!(
-                        info["cluster-size"].as_u64(),
-                        Some(c),
-                        "cluster size: {info}"
-                    );
+                    assert_eq!(info["cluster-size"].as_u64(), Some(c), "cluster size: {info}");
                 }
                 match t.compression {
                     Some(c) => {
@@ -237,16 +189,7 @@ fn convert_all(dir: &Path, src: &Source, targets: &[&Target]) -> Vec<String> {
                 );
             }
             // diskcast agrees with itself, too.
-            dc(&[
-                "compare",
-                "-f",
-                src.fmt,
-                "-F",
-                t.fmt,
-                &s(&src.path),
-                &s(&out),
-            ])
-            .expect_ok();
+            dc(&["compare", "-f", src.fmt, "-F", t.fmt, &s(&src.path), &s(&out)]).expect_ok();
         });
         if let Err(e) = r {
             let msg = e
@@ -269,12 +212,7 @@ fn run_matrix(source_filter: &dyn Fn(&Source) -> bool, target_filter: &dyn Fn(&T
     for src in sources.iter().filter(|s| source_filter(s)) {
         failures.extend(convert_all(d.path(), src, &targets));
     }
-    assert!(
-        failures.is_empty(),
-        "{} conversions failed:\n\n{}",
-        failures.len(),
-        failures.join("\n\n")
-    );
+    assert!(failures.is_empty(), "{} conversions failed:\n\n{}", failures.len(), failures.join("\n\n"));
 }
 
 #[test]
@@ -305,25 +243,12 @@ fn index_pattern_survives_qcow2_round_trip() {
     let size = 3 * MIB + 5 * 4096 + 512; // odd number of blocks, not a cluster multiple
     write_index_pattern(&raw, size, 7);
     let src = d.path().join("pattern.qcow2");
-    qemu_img(&[
-        "convert",
-        "-f",
-        "raw",
-        "-O",
-        "qcow2",
-        "-o",
-        "cluster_size=4096",
-        &s(&raw),
-        &s(&src),
-    ]);
+    qemu_img(&["convert", "-f", "raw", "-O", "qcow2", "-o", "cluster_size=4096", &s(&raw), &s(&src)]);
     for (name, extra) in [
         ("raw", &["-O", "raw"][..]),
         ("q64k", &["-O", "qcow2"][..]),
         ("q512", &["-O", "qcow2", "-o", "cluster_size=512"][..]),
-        (
-            "qzstd",
-            &["-O", "qcow2", "-c", "-o", "compression_type=zstd"][..],
-        ),
+        ("qzstd", &["-O", "qcow2", "-c", "-o", "compression_type=zstd"][..]),
     ] {
         let out = d.path().join(format!("out-{name}"));
         let mut args = vec!["convert", "-f", "qcow2"];
@@ -351,17 +276,7 @@ fn index_pattern_raw_to_raw_threads() {
     write_index_pattern(&raw, 8 * MIB + 12345, 5);
     for j in ["1", "2", "7"] {
         let out = d.path().join(format!("out-{j}.raw"));
-        dc_ok(&[
-            "convert",
-            "-f",
-            "raw",
-            "-O",
-            "raw",
-            "-j",
-            j,
-            &s(&raw),
-            &s(&out),
-        ]);
+        dc_ok(&["convert", "-f", "raw", "-O", "raw", "-j", j, &s(&raw), &s(&out)]);
         assert_same_bytes(&raw, &out);
         qemu_compare(&raw, "raw", &out, "raw");
     }
@@ -380,27 +295,12 @@ fn odd_size_raw_to_qcow2() {
     qemu_check_clean(&out);
     let info = qemu_info(&out);
     let vs = info["virtual-size"].as_u64().expect("virtual-size");
-    assert!(
-        vs >= size && vs < size + 512,
-        "virtual size {vs} for a {size}-byte source: {info}"
-    );
+    assert!(vs >= size && vs < size + 512, "virtual size {vs} for a {size}-byte source: {info}");
     // qemu-img compare (non-strict) accepts a zero tail.
     qemu_compare(&raw, "raw", &out, "qcow2");
     let reference = d.path().join("ref.qcow2");
-    qemu_img(&[
-        "convert",
-        "-f",
-        "raw",
-        "-O",
-        "qcow2",
-        &s(&raw),
-        &s(&reference),
-    ]);
-    assert_eq!(
-        vs,
-        qemu_info(&reference)["virtual-size"].as_u64().expect("vs"),
-        "qemu rounds differently"
-    );
+    qemu_img(&["convert", "-f", "raw", "-O", "qcow2", &s(&raw), &s(&reference)]);
+    assert_eq!(vs, qemu_info(&reference)["virtual-size"].as_u64().expect("vs"), "qemu rounds differently");
 }
 
 /// raw -> raw keeps holes; -S 0 allocates everything.
@@ -410,43 +310,19 @@ fn raw_to_raw_stays_sparse_and_s0_allocates() {
     let src = d.path().join("sparse.raw");
     let size = 64 * MIB;
     qemu_img(&["create", "-q", "-f", "raw", &s(&src), &size.to_string()]);
-    qemu_io(
-        "raw",
-        &src,
-        &[
-            "write -P 0x77 1M 64K",
-            "write -P 0x78 40M 4K",
-            "write -P 0 50M 1M",
-        ],
-    );
+    qemu_io("raw", &src, &["write -P 0x77 1M 64K", "write -P 0x78 40M 4K", "write -P 0 50M 1M"]);
     let out = d.path().join("sparse-out.raw");
     dc_ok(&["convert", "-f", "raw", "-O", "raw", &s(&src), &s(&out)]);
     qemu_compare(&src, "raw", &out, "raw");
     assert_eq!(file_len(&out), size);
     let used = allocated(&out);
-    assert!(
-        used < 2 * MIB,
-        "raw -> raw allocated {used} bytes for 68 KiB of data (written zeros must become holes)"
-    );
+    assert!(used < 2 * MIB, "raw -> raw allocated {used} bytes for 68 KiB of data (written zeros must become holes)");
 
     let full = d.path().join("full.raw");
-    dc_ok(&[
-        "convert",
-        "-f",
-        "raw",
-        "-O",
-        "raw",
-        "-S",
-        "0",
-        &s(&src),
-        &s(&full),
-    ]);
+    dc_ok(&["convert", "-f", "raw", "-O", "raw", "-S", "0", &s(&src), &s(&full)]);
     qemu_compare(&src, "raw", &full, "raw");
     let used = allocated(&full);
-    assert!(
-        used >= size,
-        "-S 0 must allocate every block: {used} of {size} bytes allocated"
-    );
+    assert!(used >= size, "-S 0 must allocate every block: {used} of {size} bytes allocated");
 }
 
 /// A zero-sized image converts to an empty image of each format.
@@ -473,24 +349,12 @@ fn empty_qcow2_image_converts() {
             assert!(r.elapsed < Duration::from_secs(20));
             qemu_compare(&src, "qcow2", &out, ofmt);
             let info = qemu_info_fmt(&out, ofmt);
-            assert_eq!(
-                info["virtual-size"],
-                qemu_info(&src)["virtual-size"],
-                "{info}"
-            );
+            assert_eq!(info["virtual-size"], qemu_info(&src)["virtual-size"], "{info}");
             if ofmt == "qcow2" {
                 qemu_check_clean(&out);
-                assert!(
-                    file_len(&out) <= 1024 * KIB,
-                    "empty qcow2 output is {} bytes",
-                    file_len(&out)
-                );
+                assert!(file_len(&out) <= 1024 * KIB, "empty qcow2 output is {} bytes", file_len(&out));
             } else {
-                assert!(
-                    allocated(&out) <= 64 * KIB,
-                    "empty raw output allocates {} bytes",
-                    allocated(&out)
-                );
+                assert!(allocated(&out) <= 64 * KIB, "empty raw output allocates {} bytes", allocated(&out));
             }
         }
     }
@@ -504,35 +368,15 @@ fn one_tib_sparse_qcow2_is_fast() {
     qemu_img(&["create", "-q", "-f", "qcow2", &s(&src), "1T"]);
     let tib = 1u64 << 40;
     let near_end = (tib - 64 * KIB).to_string();
-    qemu_io(
-        "qcow2",
-        &src,
-        &[
-            "write -P 0x01 0 64K",
-            "write -P 0x02 500G 1M",
-            &format!("write -P 0x03 {near_end} 64K"),
-        ],
-    );
+    qemu_io("qcow2", &src, &["write -P 0x01 0 64K", "write -P 0x02 500G 1M", &format!("write -P 0x03 {near_end} 64K")]);
     let out = d.path().join("big-out.qcow2");
     let r = dc_ok(&["convert", "-O", "qcow2", &s(&src), &s(&out)]);
-    assert!(
-        r.elapsed < Duration::from_secs(20),
-        "convert of a sparse 1 TiB image took {:?}",
-        r.elapsed
-    );
-    assert!(
-        file_len(&out) < 8 * MIB,
-        "output of 1.1 MiB data is {} bytes",
-        file_len(&out)
-    );
+    assert!(r.elapsed < Duration::from_secs(20), "convert of a sparse 1 TiB image took {:?}", r.elapsed);
+    assert!(file_len(&out) < 8 * MIB, "output of 1.1 MiB data is {} bytes", file_len(&out));
     assert_eq!(qemu_info(&out)["virtual-size"].as_u64(), Some(tib));
     qemu_check_clean(&out);
     let r = dc(&["compare", &s(&src), &s(&out)]).expect_ok();
-    assert!(
-        r.elapsed < Duration::from_secs(20),
-        "compare of a sparse 1 TiB image took {:?}",
-        r.elapsed
-    );
+    assert!(r.elapsed < Duration::from_secs(20), "compare of a sparse 1 TiB image took {:?}", r.elapsed);
     qemu_compare(&src, "qcow2", &out, "qcow2");
 }
 
@@ -566,15 +410,7 @@ fn stdout_odd_raw_source_is_exact() {
     write_file(&piped, &r.stdout);
     assert_same_bytes(&src, &piped);
     let reference = d.path().join("reference.bin");
-    qemu_img(&[
-        "convert",
-        "-f",
-        "raw",
-        "-O",
-        "raw",
-        &s(&src),
-        &s(&reference),
-    ]);
+    qemu_img(&["convert", "-f", "raw", "-O", "raw", &s(&src), &s(&reference)]);
     let q = read(&reference);
     assert_eq!(&q[..r.stdout.len()], &r.stdout[..]);
     assert!(q[r.stdout.len()..].iter().all(|&b| b == 0) && q.len() - r.stdout.len() < 512);
@@ -586,22 +422,8 @@ fn stdout_qcow2_source_equals_qemu() {
     let raw = d.path().join("p.raw");
     write_index_pattern(&raw, 3 * MIB + 512, 3);
     let src = d.path().join("p.qcow2");
-    qemu_img(&[
-        "convert",
-        "-f",
-        "raw",
-        "-O",
-        "qcow2",
-        "-o",
-        "cluster_size=4096",
-        &s(&raw),
-        &s(&src),
-    ]);
-    qemu_io(
-        "qcow2",
-        &src,
-        &["write -z 8K 64K", "write -P 0x99 1000000 333"],
-    );
+    qemu_img(&["convert", "-f", "raw", "-O", "qcow2", "-o", "cluster_size=4096", &s(&raw), &s(&src)]);
+    qemu_io("qcow2", &src, &["write -z 8K 64K", "write -P 0x99 1000000 333"]);
     stdout_equals_qemu(&src, "qcow2", d.path());
 }
 
@@ -610,9 +432,11 @@ fn stdout_refuses_non_raw() {
     let d = tmp();
     let src = d.path().join("p.raw");
     write_index_pattern(&src, MIB, 0);
-    dc(&["convert", "-f", "raw", "-O", "qcow2", &s(&src), "-"])
-        .expect_code(1)
-        .expect_stderr_any(&["standard output", "-o raw", "-O raw"]);
+    dc(&["convert", "-f", "raw", "-O", "qcow2", &s(&src), "-"]).expect_code(1).expect_stderr_any(&[
+        "standard output",
+        "-o raw",
+        "-O raw",
+    ]);
 }
 
 /// `diskcast convert X - | head -c 1000`: the reader going away is not an error.
@@ -637,12 +461,7 @@ fn stdout_broken_pipe_exits_zero() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(&head[..], &read(&src)[..1000], "first 1000 bytes differ");
     assert!(!stderr.contains("panicked"), "panic: {stderr}");
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "broken pipe must exit 0, got {:?}; stderr: {stderr}",
-        out.status
-    );
+    assert_eq!(out.status.code(), Some(0), "broken pipe must exit 0, got {:?}; stderr: {stderr}", out.status);
 
     // Same through a real shell pipeline with head (pipefail: diskcast's status counts).
     let sh = std::process::Command::new("bash")
@@ -656,16 +475,9 @@ fn stdout_broken_pipe_exits_zero() {
         .expect("bash");
     let text = String::from_utf8_lossy(&sh.stdout);
     let err = String::from_utf8_lossy(&sh.stderr);
-    assert!(
-        sh.status.success(),
-        "pipeline failed ({:?}): {text} {err}",
-        sh.status
-    );
+    assert!(sh.status.success(), "pipeline failed ({:?}): {text} {err}", sh.status);
     assert_eq!(text.trim(), "1000");
-    assert!(
-        !err.contains("panicked") && !err.contains("diskcast:"),
-        "stderr: {err}"
-    );
+    assert!(!err.contains("panicked") && !err.contains("diskcast:"), "stderr: {err}");
 }
 
 /// A backing chain of three made by qemu, flattened by diskcast.
@@ -683,10 +495,7 @@ fn backing_chain_flattens() {
     dc_ok(&["convert", "-O", "qcow2", &s(&top), &s(&flat_q)]);
     qemu_check_clean(&flat_q);
     let info = qemu_info(&flat_q);
-    assert!(
-        info.get("backing-filename").is_none(),
-        "flattened image still has a backing file: {info}"
-    );
+    assert!(info.get("backing-filename").is_none(), "flattened image still has a backing file: {info}");
     qemu_compare(&top, "qcow2", &flat_q, "qcow2");
     qemu_compare(&reference, "raw", &flat_q, "qcow2");
 }
@@ -698,11 +507,7 @@ fn qcow2_output_any_thread_count() {
     let raw = d.path().join("pattern.raw");
     write_index_pattern(&raw, 6 * MIB + 4096 * 3, 3);
     for j in ["1", "3", "8"] {
-        for (name, extra) in [
-            ("plain", &[][..]),
-            ("c512", &["-o", "cluster_size=512"][..]),
-            ("zlib", &["-c"][..]),
-        ] {
+        for (name, extra) in [("plain", &[][..]), ("c512", &["-o", "cluster_size=512"][..]), ("zlib", &["-c"][..])] {
             let out = d.path().join(format!("out-{j}-{name}.qcow2"));
             let mut args = vec!["convert", "-f", "raw", "-O", "qcow2", "-j", j];
             args.extend_from_slice(extra);
@@ -727,23 +532,10 @@ fn small_clusters_many_metadata_clusters() {
     let raw = d.path().join("dense.raw");
     write_file(&raw, &pseudo_random(24 * MIB as usize, 5));
     let out = d.path().join("dense.qcow2");
-    dc_ok(&[
-        "convert",
-        "-f",
-        "raw",
-        "-O",
-        "qcow2",
-        "-o",
-        "cluster_size=512",
-        &s(&raw),
-        &s(&out),
-    ]);
+    dc_ok(&["convert", "-f", "raw", "-O", "qcow2", "-o", "cluster_size=512", &s(&raw), &s(&out)]);
     qemu_check_clean(&out);
     let h = Qcow2Header::read(&out);
-    assert!(
-        h.refcount_table_clusters > 1,
-        "premise: refcount table should span clusters: {h:?}"
-    );
+    assert!(h.refcount_table_clusters > 1, "premise: refcount table should span clusters: {h:?}");
     qemu_compare(&raw, "raw", &out, "qcow2");
 }
 
@@ -754,19 +546,12 @@ fn huge_virtual_size_l1_spans_clusters() {
     let src = d.path().join("huge.qcow2");
     qemu_img(&["create", "-q", "-f", "qcow2", &s(&src), "8T"]);
     let end = (8u64 << 40) - 64 * KIB;
-    qemu_io(
-        "qcow2",
-        &src,
-        &["write -P 0x21 0 64K", &format!("write -P 0x22 {end} 64K")],
-    );
+    qemu_io("qcow2", &src, &["write -P 0x21 0 64K", &format!("write -P 0x22 {end} 64K")]);
     let out = d.path().join("huge-out.qcow2");
     let r = dc_ok(&["convert", "-O", "qcow2", &s(&src), &s(&out)]);
     assert!(r.elapsed < Duration::from_secs(20), "took {:?}", r.elapsed);
     let h = Qcow2Header::read(&out);
-    assert!(
-        u64::from(h.l1_size) * 8 > h.cluster_size(),
-        "premise: L1 spans clusters: {h:?}"
-    );
+    assert!(u64::from(h.l1_size) * 8 > h.cluster_size(), "premise: L1 spans clusters: {h:?}");
     qemu_check_clean(&out);
     qemu_compare(&src, "qcow2", &out, "qcow2");
 }
@@ -778,11 +563,9 @@ fn qemu_can_keep_writing_diskcast_output() {
     let d = tmp();
     let raw = d.path().join("p.raw");
     write_index_pattern(&raw, 4 * MIB, 2);
-    for (name, extra) in [
-        ("v3", &[][..]),
-        ("v2", &["-o", "compat=0.10"][..]),
-        ("zstd", &["-c", "-o", "compression_type=zstd"][..]),
-    ] {
+    for (name, extra) in
+        [("v3", &[][..]), ("v2", &["-o", "compat=0.10"][..]), ("zstd", &["-c", "-o", "compression_type=zstd"][..])]
+    {
         let out = d.path().join(format!("w-{name}.qcow2"));
         let mut args = vec!["convert", "-f", "raw", "-O", "qcow2"];
         args.extend_from_slice(extra);

@@ -13,21 +13,9 @@ fn create_qcow2_1g_passes_qemu_check() {
     assert_eq!(info["virtual-size"].as_u64(), Some(GIB), "{info}");
     assert_eq!(info["cluster-size"].as_u64(), Some(65536), "{info}");
     assert_eq!(info["format-specific"]["data"]["compat"], "1.1", "{info}");
-    assert!(
-        file_len(&p) < MIB,
-        "empty 1G qcow2 is {} bytes",
-        file_len(&p)
-    );
+    assert!(file_len(&p) < MIB, "empty 1G qcow2 is {} bytes", file_len(&p));
     // qemu can use it: write, read back, still clean.
-    qemu_io(
-        "qcow2",
-        &p,
-        &[
-            "write -P 0x42 100M 64K",
-            "read -P 0x42 100M 64K",
-            "read -P 0 0 1M",
-        ],
-    );
+    qemu_io("qcow2", &p, &["write -P 0x42 100M 64K", "read -P 0x42 100M 64K", "read -P 0 0 1M"]);
     qemu_check_clean(&p);
     // diskcast reads what qemu wrote.
     let raw = d.path().join("x.raw");
@@ -45,31 +33,15 @@ fn create_qcow2_options() {
         ("compat=0.10,cluster_size=4096", "0.10", 4096),
         ("compression_type=zstd", "1.1", 65536),
     ] {
-        let p = d
-            .path()
-            .join(format!("{}.qcow2", opts.replace([',', '=', '.'], "_")));
+        let p = d.path().join(format!("{}.qcow2", opts.replace([',', '=', '.'], "_")));
         dc_ok(&["create", "-f", "qcow2", "-o", opts, &s(&p), "3G"]);
         qemu_check_clean(&p);
         let info = qemu_info(&p);
-        assert_eq!(
-            info["virtual-size"].as_u64(),
-            Some(3 * GIB),
-            "{opts}: {info}"
-        );
-        assert_eq!(
-            info["cluster-size"].as_u64(),
-            Some(cluster),
-            "{opts}: {info}"
-        );
-        assert_eq!(
-            info["format-specific"]["data"]["compat"], compat,
-            "{opts}: {info}"
-        );
+        assert_eq!(info["virtual-size"].as_u64(), Some(3 * GIB), "{opts}: {info}");
+        assert_eq!(info["cluster-size"].as_u64(), Some(cluster), "{opts}: {info}");
+        assert_eq!(info["format-specific"]["data"]["compat"], compat, "{opts}: {info}");
         if opts.contains("zstd") {
-            assert_eq!(
-                info["format-specific"]["data"]["compression-type"], "zstd",
-                "{info}"
-            );
+            assert_eq!(info["format-specific"]["data"]["compression-type"], "zstd", "{info}");
         }
         qemu_io("qcow2", &p, &["write -P 7 1G 128K", "read -P 7 1G 128K"]);
         qemu_check_clean(&p);
@@ -96,20 +68,12 @@ fn create_size_suffixes() {
         dc_ok(&["create", "-f", fmt, &s(&p), size]);
         let info = qemu_info_fmt(&p, fmt);
         // qemu reports raw sizes in whole 512-byte sectors; the file length is exact.
-        assert_eq!(
-            info["virtual-size"].as_u64(),
-            Some(bytes.next_multiple_of(512)),
-            "{fmt} {size}: {info}"
-        );
+        assert_eq!(info["virtual-size"].as_u64(), Some(bytes.next_multiple_of(512)), "{fmt} {size}: {info}");
         if fmt == "qcow2" {
             qemu_check_clean(&p);
         } else {
             assert_eq!(file_len(&p), bytes);
-            assert!(
-                allocated(&p) < MIB,
-                "raw create allocated {} bytes",
-                allocated(&p)
-            );
+            assert!(allocated(&p) < MIB, "raw create allocated {} bytes", allocated(&p));
         }
         std::fs::remove_file(&p).expect("rm");
     }
@@ -127,12 +91,7 @@ fn create_raw_default_format() {
 #[test]
 fn create_bad_size_is_exit_1() {
     let d = tmp();
-    for (fmt, bad) in [
-        ("raw", "12Q"),
-        ("raw", "abc"),
-        ("qcow2", "1.3b"),
-        ("qcow2", "99999999999999999999"),
-    ] {
+    for (fmt, bad) in [("raw", "12Q"), ("raw", "abc"), ("qcow2", "1.3b"), ("qcow2", "99999999999999999999")] {
         let p = d.path().join(format!("bad.{fmt}"));
         dc(&["create", "-f", fmt, &s(&p), bad])
             .expect_code(1)
@@ -142,9 +101,7 @@ fn create_bad_size_is_exit_1() {
     }
     // No size and no backing file.
     let p = d.path().join("nosize.qcow2");
-    dc(&["create", "-f", "qcow2", &s(&p)])
-        .expect_code(1)
-        .expect_stderr_any(&["size"]);
+    dc(&["create", "-f", "qcow2", &s(&p)]).expect_code(1).expect_stderr_any(&["size"]);
     assert_no_output(&p);
 }
 
@@ -160,24 +117,12 @@ fn create_qcow2_bad_options() {
         ("compression_type=lzma", "compression"),
         ("nonsense=1", "nonsense"),
     ] {
-        dc(&["create", "-f", "qcow2", "-o", opt, &s(&p), "1G"])
-            .expect_code(1)
-            .expect_stderr_any(&[word]);
+        dc(&["create", "-f", "qcow2", "-o", opt, &s(&p), "1G"]).expect_code(1).expect_stderr_any(&[word]);
         assert_no_output(&p);
     }
     // qemu itself refuses these too.
     assert_ne!(
-        qemu_img_status(&[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-o",
-            "cluster_size=3000",
-            &s(&p),
-            "1G"
-        ])
-        .code,
+        qemu_img_status(&["create", "-q", "-f", "qcow2", "-o", "cluster_size=3000", &s(&p), "1G"]).code,
         Some(0)
     );
     let _ = std::fs::remove_file(&p);

@@ -17,37 +17,18 @@ fn assert_refused_opts(bad: &Path, words: &[&str], qemu_refuses: bool, qemu_chec
     let dir = bad.parent().expect("parent");
     for ofmt in ["raw", "qcow2"] {
         let out = dir.join(format!("hostile-out.{ofmt}"));
-        dc(&["convert", "-O", ofmt, &s(bad), &s(&out)])
-            .expect_code(1)
-            .expect_diskcast_error()
-            .expect_stderr_any(words);
+        dc(&["convert", "-O", ofmt, &s(bad), &s(&out)]).expect_code(1).expect_diskcast_error().expect_stderr_any(words);
         assert_no_output(&out);
     }
-    dc(&["convert", "-O", "raw", &s(bad), "-"])
-        .expect_code(1)
-        .expect_stderr_any(words);
+    dc(&["convert", "-O", "raw", &s(bad), "-"]).expect_code(1).expect_stderr_any(words);
     // The other commands: no panic, no success claiming a clean bill of health.
     let info = dc(&["info", "--output", "json", &s(bad)]);
-    assert!(
-        matches!(info.code, Some(0 | 1)),
-        "info exit {:?}: {}",
-        info.code,
-        info.stderr
-    );
+    assert!(matches!(info.code, Some(0 | 1)), "info exit {:?}: {}", info.code, info.stderr);
     let map = dc(&["map", "--output", "json", &s(bad)]);
-    assert!(
-        matches!(map.code, Some(0 | 1)),
-        "map exit {:?}: {}",
-        map.code,
-        map.stderr
-    );
+    assert!(matches!(map.code, Some(0 | 1)), "map exit {:?}: {}", map.code, map.stderr);
     // check: when qemu-img check finds a problem, diskcast check must not call it clean.
     let chk = dc(&["check", &s(bad)]);
-    let qchk = if qemu_check {
-        qemu_img_status(&["check", &s(bad)])
-    } else {
-        dc(&["--version"])
-    };
+    let qchk = if qemu_check { qemu_img_status(&["check", &s(bad)]) } else { dc(&["--version"]) };
     if qemu_check && qchk.code != Some(0) {
         assert_ne!(
             chk.code,
@@ -60,20 +41,11 @@ fn assert_refused_opts(bad: &Path, words: &[&str], qemu_refuses: bool, qemu_chec
         );
     }
     let cmp = dc(&["compare", &s(bad), &s(bad)]);
-    assert!(
-        matches!(cmp.code, Some(0 | 2)),
-        "compare exit {:?}: {}",
-        cmp.code,
-        cmp.stderr
-    );
+    assert!(matches!(cmp.code, Some(0 | 2)), "compare exit {:?}: {}", cmp.code, cmp.stderr);
     if qemu_refuses {
         let qout = dir.join("qemu-out.raw");
         let q = qemu_img_status(&["convert", "-O", "raw", &s(bad), &s(&qout)]);
-        assert_ne!(
-            q.code,
-            Some(0),
-            "test premise: qemu-img accepts this image too"
-        );
+        assert_ne!(q.code, Some(0), "test premise: qemu-img accepts this image too");
         let _ = std::fs::remove_file(&qout);
     }
 }
@@ -86,24 +58,10 @@ fn base(dir: &Path) -> (PathBuf, Qcow2Header) {
 fn truncated_header() {
     let d = tmp();
     let (p, _) = base(d.path());
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&p)
-        .expect("open")
-        .set_len(50)
-        .expect("truncate");
-    assert_refused(
-        &p,
-        &["truncat", "short", "header", "too small", "end of file"],
-        true,
-    );
+    std::fs::OpenOptions::new().write(true).open(&p).expect("open").set_len(50).expect("truncate");
+    assert_refused(&p, &["truncat", "short", "header", "too small", "end of file"], true);
     let info = dc(&["info", &s(&p)]);
-    assert_eq!(
-        info.code,
-        Some(1),
-        "info on a 50-byte qcow2: {}",
-        info.stdout_str()
-    );
+    assert_eq!(info.code, Some(1), "info on a 50-byte qcow2: {}", info.stdout_str());
 }
 
 #[test]
@@ -145,18 +103,10 @@ fn l2_entry_past_eof() {
     let d = tmp();
     let (p, h) = base(d.path());
     let pos = h.l2_entry_pos(&p, 64 * KIB);
-    assert_ne!(
-        read_be_u64(&p, pos) & L2_OFFSET_MASK,
-        0,
-        "guest cluster 1 should be allocated"
-    );
+    assert_ne!(read_be_u64(&p, pos) & L2_OFFSET_MASK, 0, "guest cluster 1 should be allocated");
     patch_u64(&p, pos, OFLAG_COPIED | (1 << 40));
     // qemu reads zeros past EOF and converts this; diskcast must refuse it.
-    assert_refused(
-        &p,
-        &["l2", "end of file", "past", "beyond", "outside"],
-        false,
-    );
+    assert_refused(&p, &["l2", "end of file", "past", "beyond", "outside"], false);
 }
 
 #[test]
@@ -164,19 +114,11 @@ fn l2_entry_into_header_cluster() {
     let d = tmp();
     let (p, h) = base(d.path());
     let pos = h.l2_entry_pos(&p, 0);
-    assert_ne!(
-        read_be_u64(&p, pos) & L2_OFFSET_MASK,
-        0,
-        "guest cluster 0 should be allocated"
-    );
+    assert_ne!(read_be_u64(&p, pos) & L2_OFFSET_MASK, 0, "guest cluster 0 should be allocated");
     // Host offset 512: inside the header cluster (and unaligned). qemu calls it corrupt.
     // (Offset 0 itself means "unallocated" to qemu, so it cannot express the header.)
     patch_u64(&p, pos, OFLAG_COPIED | 512);
-    assert_refused(
-        &p,
-        &["l2", "header", "overlap", "metadata", "invalid"],
-        true,
-    );
+    assert_refused(&p, &["l2", "header", "overlap", "metadata", "invalid"], true);
 }
 
 #[test]
@@ -188,20 +130,12 @@ fn compressed_descriptor_past_eof() {
     let h = Qcow2Header::read(&p);
     let pos = h.l2_entry_pos(&p, 0);
     let entry = read_be_u64(&p, pos);
-    assert_ne!(
-        entry & OFLAG_COMPRESSED,
-        0,
-        "guest cluster 0 should be compressed: {entry:#x}"
-    );
+    assert_ne!(entry & OFLAG_COMPRESSED, 0, "guest cluster 0 should be compressed: {entry:#x}");
     let x = 62 - (h.cluster_bits - 8);
     let len = file_len(&p);
     let desc = OFLAG_COMPRESSED | (20u64 << x) | (len - 100);
     patch_u64(&p, pos, desc);
-    assert_refused(
-        &p,
-        &["compress", "end of file", "past", "beyond", "outside"],
-        true,
-    );
+    assert_refused(&p, &["compress", "end of file", "past", "beyond", "outside"], true);
 }
 
 #[test]
@@ -225,41 +159,14 @@ fn corrupt_bit_set() {
 fn backing_etc_passwd_refused_unless_allowed() {
     let d = tmp();
     let p = d.path().join("evil.qcow2");
-    qemu_img(&[
-        "create",
-        "-q",
-        "-f",
-        "qcow2",
-        "-b",
-        "/etc/passwd",
-        "-F",
-        "raw",
-        &s(&p),
-        "1M",
-    ]);
+    qemu_img(&["create", "-q", "-f", "qcow2", "-b", "/etc/passwd", "-F", "raw", &s(&p), "1M"]);
     assert_refused(&p, &["outside", "allow-backing"], false);
     let out = d.path().join("ok.raw");
-    dc_ok(&[
-        "convert",
-        "--allow-backing",
-        "/etc/passwd",
-        "-O",
-        "raw",
-        &s(&p),
-        &s(&out),
-    ]);
+    dc_ok(&["convert", "--allow-backing", "/etc/passwd", "-O", "raw", &s(&p), &s(&out)]);
     let reference = d.path().join("ref.raw");
     qemu_img(&["convert", "-O", "raw", &s(&p), &s(&reference)]);
     assert_same_bytes(&reference, &out);
-    let v = dc_ok(&[
-        "info",
-        "--allow-backing",
-        "/etc/passwd",
-        "--output",
-        "json",
-        &s(&p),
-    ])
-    .json();
+    let v = dc_ok(&["info", "--allow-backing", "/etc/passwd", "--output", "json", &s(&p)]).json();
     assert_eq!(v["backing-filename"], "/etc/passwd");
 }
 
@@ -283,17 +190,7 @@ fn backing_json_name_refused() {
     assert_refused(&p, &["json"], false);
     // Even --allow-backing / does not make a protocol name a file.
     let out = d.path().join("o.raw");
-    dc(&[
-        "convert",
-        "--allow-backing",
-        "/",
-        "-O",
-        "raw",
-        &s(&p),
-        &s(&out),
-    ])
-    .expect_code(1)
-    .expect_stderr_any(&["json"]);
+    dc(&["convert", "--allow-backing", "/", "-O", "raw", &s(&p), &s(&out)]).expect_code(1).expect_stderr_any(&["json"]);
     assert_no_output(&out);
 }
 
@@ -304,35 +201,19 @@ fn backing_loop_refused() {
     // that it names, then rename it to that name.
     qemu_img_in(
         Some(d.path()),
-        &[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-u",
-            "-b",
-            "self.qcow2",
-            "-F",
-            "qcow2",
-            "tmp.qcow2",
-            "1M",
-        ],
+        &["create", "-q", "-f", "qcow2", "-u", "-b", "self.qcow2", "-F", "qcow2", "tmp.qcow2", "1M"],
     )
     .expect_ok();
     std::fs::rename(d.path().join("tmp.qcow2"), d.path().join("self.qcow2")).expect("rename");
     assert_refused_opts(&d.path().join("self.qcow2"), &["loop"], false, false);
     qemu_img_in(
         Some(d.path()),
-        &[
-            "create", "-q", "-f", "qcow2", "-u", "-b", "b.qcow2", "-F", "qcow2", "a.qcow2", "1M",
-        ],
+        &["create", "-q", "-f", "qcow2", "-u", "-b", "b.qcow2", "-F", "qcow2", "a.qcow2", "1M"],
     )
     .expect_ok();
     qemu_img_in(
         Some(d.path()),
-        &[
-            "create", "-q", "-f", "qcow2", "-u", "-b", "a.qcow2", "-F", "qcow2", "b.qcow2", "1M",
-        ],
+        &["create", "-q", "-f", "qcow2", "-u", "-b", "a.qcow2", "-F", "qcow2", "b.qcow2", "1M"],
     )
     .expect_ok();
     assert_refused_opts(&d.path().join("a.qcow2"), &["loop"], false, false);
@@ -341,38 +222,21 @@ fn backing_loop_refused() {
 #[test]
 fn chain_deeper_than_16_refused_16_accepted() {
     let d = tmp();
-    qemu_img_in(
-        Some(d.path()),
-        &["create", "-q", "-f", "qcow2", "c0.qcow2", "1M"],
-    )
-    .expect_ok();
+    qemu_img_in(Some(d.path()), &["create", "-q", "-f", "qcow2", "c0.qcow2", "1M"]).expect_ok();
     qemu_io("qcow2", &d.path().join("c0.qcow2"), &["write -P 0xc0 0 4K"]);
     for i in 1..20 {
         let (me, below) = (format!("c{i}.qcow2"), format!("c{}.qcow2", i - 1));
-        qemu_img_in(
-            Some(d.path()),
-            &[
-                "create", "-q", "-f", "qcow2", "-u", "-b", &below, "-F", "qcow2", &me, "1M",
-            ],
-        )
-        .expect_ok();
+        qemu_img_in(Some(d.path()), &["create", "-q", "-f", "qcow2", "-u", "-b", &below, "-F", "qcow2", &me, "1M"])
+            .expect_ok();
     }
-    qemu_io(
-        "qcow2",
-        &d.path().join("c10.qcow2"),
-        &["write -P 0xca 64K 4K"],
-    );
+    qemu_io("qcow2", &d.path().join("c10.qcow2"), &["write -P 0xca 64K 4K"]);
     // 16 images (c15 on top of c0): a real snapshot chain, must work and match qemu.
     let ok = d.path().join("c15.qcow2");
     let out = d.path().join("flat16.raw");
     dc_ok(&["convert", "-O", "raw", &s(&ok), &s(&out)]);
     qemu_compare(&ok, "qcow2", &out, "raw");
     // 20 images: refused.
-    assert_refused(
-        &d.path().join("c19.qcow2"),
-        &["deeper", "depth", "16"],
-        false,
-    );
+    assert_refused(&d.path().join("c19.qcow2"), &["deeper", "depth", "16"], false);
 }
 
 /// Random bytes are no image: refused without -f raw.

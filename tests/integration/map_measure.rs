@@ -5,14 +5,8 @@ use std::path::Path;
 
 fn parse_human(text: &str) -> (u64, u64) {
     let get = |key: &str| -> u64 {
-        let line = text
-            .lines()
-            .find(|l| l.starts_with(key))
-            .unwrap_or_else(|| panic!("no {key:?} line in:\n{text}"));
-        line[key.len()..]
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("bad number in {line:?}"))
+        let line = text.lines().find(|l| l.starts_with(key)).unwrap_or_else(|| panic!("no {key:?} line in:\n{text}"));
+        line[key.len()..].trim().parse().unwrap_or_else(|_| panic!("bad number in {line:?}"))
     };
     (get("required size:"), get("fully allocated size:"))
 }
@@ -35,10 +29,7 @@ fn assert_measure_equal(args: &[&str]) {
     d_args.extend_from_slice(&["--output", "json"]);
     let qj = qemu_img(&q_args).json();
     let dj = dc_ok(&d_args).json();
-    assert_eq!(
-        dj["required"], qj["required"],
-        "JSON required differs for {args:?}\nours {dj}\nqemu {qj}"
-    );
+    assert_eq!(dj["required"], qj["required"], "JSON required differs for {args:?}\nours {dj}\nqemu {qj}");
     assert_eq!(
         dj["fully-allocated"], qj["fully-allocated"],
         "JSON fully-allocated differs for {args:?}\nours {dj}\nqemu {qj}"
@@ -59,18 +50,10 @@ fn measure_size_only() {
 fn measure_sources(dir: &Path) -> Vec<(String, &'static str)> {
     let raw = dir.join("m.raw");
     qemu_img(&["create", "-q", "-f", "raw", &s(&raw), "20M"]);
-    qemu_io(
-        "raw",
-        &raw,
-        &["write -P 1 0 1M", "write -P 2 5M 100K", "write -P 3 19M 1M"],
-    );
+    qemu_io("raw", &raw, &["write -P 1 0 1M", "write -P 2 5M 100K", "write -P 3 19M 1M"]);
     let q = dir.join("m.qcow2");
     qemu_img(&["create", "-q", "-f", "qcow2", &s(&q), "20M"]);
-    qemu_io(
-        "qcow2",
-        &q,
-        &["write -P 1 4K 1M", "write -z 3M 1M", "write -P 2 10M 64K"],
-    );
+    qemu_io("qcow2", &q, &["write -P 1 4K 1M", "write -z 3M 1M", "write -P 2 10M 64K"]);
     let empty = dir.join("empty.qcow2");
     qemu_img(&["create", "-q", "-f", "qcow2", &s(&empty), "1G"]);
     vec![(s(&raw), "raw"), (s(&q), "qcow2"), (s(&empty), "qcow2")]
@@ -99,33 +82,20 @@ fn measure_sources_to_raw() {
 fn measure_bounds_actual_output() {
     let d = tmp();
     for (src, fmt) in measure_sources(d.path()) {
-        let m = dc_ok(&[
-            "measure", "-O", "qcow2", "-f", fmt, "--output", "json", &src,
-        ])
-        .json();
+        let m = dc_ok(&["measure", "-O", "qcow2", "-f", fmt, "--output", "json", &src]).json();
         let out = d.path().join("out.qcow2");
         dc_ok(&["convert", "-f", fmt, "-O", "qcow2", &src, &s(&out)]);
         let required = m["required"].as_u64().expect("required");
-        assert!(
-            file_len(&out) <= required,
-            "{src}: output {} bytes > measured {required}",
-            file_len(&out)
-        );
+        assert!(file_len(&out) <= required, "{src}: output {} bytes > measured {required}", file_len(&out));
         std::fs::remove_file(&out).expect("rm");
     }
 }
 
 #[test]
 fn measure_bad_arguments() {
-    dc(&["measure", "-O", "qcow2", "--size", "12Q"])
-        .expect_code(1)
-        .expect_stderr_any(&["12Q"]);
-    dc(&["measure", "-O", "qcow2", "-o", "bogus=1", "--size", "1G"])
-        .expect_code(1)
-        .expect_stderr_any(&["bogus"]);
-    dc(&["measure", "-O", "nosuch", "--size", "1G"])
-        .expect_code(1)
-        .expect_stderr_any(&["nosuch"]);
+    dc(&["measure", "-O", "qcow2", "--size", "12Q"]).expect_code(1).expect_stderr_any(&["12Q"]);
+    dc(&["measure", "-O", "qcow2", "-o", "bogus=1", "--size", "1G"]).expect_code(1).expect_stderr_any(&["bogus"]);
+    dc(&["measure", "-O", "nosuch", "--size", "1G"]).expect_code(1).expect_stderr_any(&["nosuch"]);
 }
 
 #[test]
@@ -134,11 +104,7 @@ fn map_of_zero_qcow2_is_one_unallocated_range() {
     let p = d.path().join("z.qcow2");
     qemu_img(&["create", "-q", "-f", "qcow2", &s(&p), "1T"]);
     let r = dc_ok(&["map", "--output", "json", &s(&p)]);
-    assert!(
-        r.elapsed.as_secs() < 20,
-        "map of an empty 1 TiB image took {:?}",
-        r.elapsed
-    );
+    assert!(r.elapsed.as_secs() < 20, "map of an empty 1 TiB image took {:?}", r.elapsed);
     let e = map_entries(&r.json());
     assert_map_covers(&e, 1 << 40);
     let q = map_entries(&qemu_img(&["map", "--output=json", &s(&p)]).json());

@@ -17,11 +17,7 @@ fn failed_convert_keeps_existing_target_raw() {
     write_file(&dst, b"precious contents");
     dc(&["convert", "-O", "raw", &s(&src), &s(&dst)]).expect_code(1);
     assert_eq!(read(&dst), b"precious contents");
-    assert!(
-        stray_temps(d.path()).is_empty(),
-        "{:?}",
-        stray_temps(d.path())
-    );
+    assert!(stray_temps(d.path()).is_empty(), "{:?}", stray_temps(d.path()));
 }
 
 /// Same with a qcow2 whose data cluster points past EOF: the failure happens mid-copy,
@@ -35,19 +31,9 @@ fn failed_convert_keeps_existing_target_qcow2() {
     for ofmt in ["raw", "qcow2"] {
         let dst = d.path().join(format!("precious.{ofmt}"));
         write_file(&dst, b"precious contents");
-        dc(&["convert", "-O", ofmt, &s(&p), &s(&dst)])
-            .expect_code(1)
-            .expect_diskcast_error();
-        assert_eq!(
-            read(&dst),
-            b"precious contents",
-            "-O {ofmt} touched the existing target"
-        );
-        assert!(
-            stray_temps(d.path()).is_empty(),
-            "{:?}",
-            stray_temps(d.path())
-        );
+        dc(&["convert", "-O", ofmt, &s(&p), &s(&dst)]).expect_code(1).expect_diskcast_error();
+        assert_eq!(read(&dst), b"precious contents", "-O {ofmt} touched the existing target");
+        assert!(stray_temps(d.path()).is_empty(), "{:?}", stray_temps(d.path()));
     }
 }
 
@@ -58,21 +44,12 @@ fn sigint_case(ofmt: &str, extra: &[&str]) {
     let size = 2 * GIB;
     qemu_img(&["create", "-q", "-f", "raw", &s(&src), &size.to_string()]);
     // Non-zero data everywhere, a different pattern per 128 MiB, written by qemu-io.
-    let cmds: Vec<String> = (0..16)
-        .map(|i| format!("write -P {} {}M 128M", 0x11 + i, i * 128))
-        .collect();
+    let cmds: Vec<String> = (0..16).map(|i| format!("write -P {} {}M 128M", 0x11 + i, i * 128)).collect();
     let refs: Vec<&str> = cmds.iter().map(String::as_str).collect();
     qemu_io("raw", &src, &refs);
     let dst = d.path().join(format!("out.{ofmt}"));
-    let mut args = vec![
-        "convert".to_string(),
-        "-f".into(),
-        "raw".into(),
-        "-O".into(),
-        ofmt.into(),
-        "-j".into(),
-        "1".into(),
-    ];
+    let mut args =
+        vec!["convert".to_string(), "-f".into(), "raw".into(), "-O".into(), ofmt.into(), "-j".into(), "1".into()];
     args.extend(extra.iter().map(|a| a.to_string()));
     args.push(s(&src));
     args.push(s(&dst));
@@ -89,35 +66,17 @@ fn sigint_case(ofmt: &str, extra: &[&str]) {
         "convert of 2 GiB finished within 0.5 s; the test needs a slower job"
     );
     let tmp_seen = !stray_temps(d.path()).is_empty();
-    let kill = Command::new("kill")
-        .arg("-INT")
-        .arg(child.id().to_string())
-        .status()
-        .expect("kill");
+    let kill = Command::new("kill").arg("-INT").arg(child.id().to_string()).status().expect("kill");
     assert!(kill.success());
     let start = Instant::now();
     let out = child.wait_with_output().expect("wait");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        start.elapsed() < Duration::from_secs(10),
-        "diskcast took {:?} to stop after SIGINT",
-        start.elapsed()
-    );
+    assert!(start.elapsed() < Duration::from_secs(10), "diskcast took {:?} to stop after SIGINT", start.elapsed());
     assert!(!stderr.contains("panicked"), "{stderr}");
-    assert!(
-        !out.status.success(),
-        "interrupted convert exited 0; stderr: {stderr}"
-    );
+    assert!(!out.status.success(), "interrupted convert exited 0; stderr: {stderr}");
     assert!(!dst.exists(), "interrupted convert left {}", dst.display());
-    assert!(
-        stray_temps(d.path()).is_empty(),
-        "temporaries left: {:?}",
-        stray_temps(d.path())
-    );
-    assert!(
-        tmp_seen,
-        "no temporary file existed while converting (test premise)"
-    );
+    assert!(stray_temps(d.path()).is_empty(), "temporaries left: {:?}", stray_temps(d.path()));
+    assert!(tmp_seen, "no temporary file existed while converting (test premise)");
 }
 
 #[test]
@@ -136,9 +95,11 @@ fn convert_onto_itself_refused() {
     let src = d.path().join("self.raw");
     write_index_pattern(&src, 2 * MIB, 3);
     let before = read(&src);
-    dc(&["convert", "-f", "raw", "-O", "raw", &s(&src), &s(&src)])
-        .expect_code(1)
-        .expect_stderr_any(&["source image itself", "same file", "itself"]);
+    dc(&["convert", "-f", "raw", "-O", "raw", &s(&src), &s(&src)]).expect_code(1).expect_stderr_any(&[
+        "source image itself",
+        "same file",
+        "itself",
+    ]);
     assert_eq!(read(&src), before);
     // Through another spelling of the path.
     let other = d.path().join(".").join("self.raw");
@@ -147,9 +108,11 @@ fn convert_onto_itself_refused() {
     // Through a hard link.
     let link = d.path().join("link.raw");
     std::fs::hard_link(&src, &link).expect("hard link");
-    dc(&["convert", "-f", "raw", "-O", "raw", &s(&src), &s(&link)])
-        .expect_code(1)
-        .expect_stderr_any(&["source image itself", "same file", "itself"]);
+    dc(&["convert", "-f", "raw", "-O", "raw", &s(&src), &s(&link)]).expect_code(1).expect_stderr_any(&[
+        "source image itself",
+        "same file",
+        "itself",
+    ]);
     assert_eq!(read(&src), before);
     assert_eq!(read(&link), before);
     // Through a symlink.
@@ -165,9 +128,7 @@ fn convert_qcow2_onto_itself_refused() {
     let d = tmp();
     let (p, _) = qemu_qcow2_with_data(d.path(), "self.qcow2", &[]);
     let before = read(&p);
-    dc(&["convert", "-O", "qcow2", &s(&p), &s(&p)])
-        .expect_code(1)
-        .expect_stderr_any(&["itself", "same file"]);
+    dc(&["convert", "-O", "qcow2", &s(&p), &s(&p)]).expect_code(1).expect_stderr_any(&["itself", "same file"]);
     assert_eq!(read(&p), before);
     qemu_check_clean(&p);
 }
@@ -178,33 +139,13 @@ fn unknown_o_key_lists_known_raw() {
     let src = d.path().join("a.raw");
     write_index_pattern(&src, MIB, 0);
     let out = d.path().join("o.raw");
-    dc(&[
-        "convert",
-        "-f",
-        "raw",
-        "-O",
-        "raw",
-        "-o",
-        "bogus_key=1",
-        &s(&src),
-        &s(&out),
-    ])
-    .expect_code(1)
-    .expect_stderr_all(&["bogus_key", "takes"]);
+    dc(&["convert", "-f", "raw", "-O", "raw", "-o", "bogus_key=1", &s(&src), &s(&out)])
+        .expect_code(1)
+        .expect_stderr_all(&["bogus_key", "takes"]);
     assert_no_output(&out);
-    dc(&[
-        "convert",
-        "-f",
-        "raw",
-        "-O",
-        "raw",
-        "-o",
-        "novalue",
-        &s(&src),
-        &s(&out),
-    ])
-    .expect_code(1)
-    .expect_stderr_any(&["key=value"]);
+    dc(&["convert", "-f", "raw", "-O", "raw", "-o", "novalue", &s(&src), &s(&out)])
+        .expect_code(1)
+        .expect_stderr_any(&["key=value"]);
     assert_no_output(&out);
 }
 
@@ -214,19 +155,9 @@ fn unknown_o_key_lists_known_qcow2() {
     let src = d.path().join("a.raw");
     write_index_pattern(&src, MIB, 0);
     let out = d.path().join("o.qcow2");
-    dc(&[
-        "convert",
-        "-f",
-        "raw",
-        "-O",
-        "qcow2",
-        "-o",
-        "bogus_key=1",
-        &s(&src),
-        &s(&out),
-    ])
-    .expect_code(1)
-    .expect_stderr_all(&["bogus_key", "cluster_size", "compat", "compression_type"]);
+    dc(&["convert", "-f", "raw", "-O", "qcow2", "-o", "bogus_key=1", &s(&src), &s(&out)])
+        .expect_code(1)
+        .expect_stderr_all(&["bogus_key", "cluster_size", "compat", "compression_type"]);
     assert_no_output(&out);
 }
 
@@ -244,12 +175,8 @@ fn unknown_format_lists_known() {
         .expect_code(1)
         .expect_stderr_all(&["nosuch", "known", "raw", "qcow2"]);
     assert_no_output(&out);
-    dc(&["info", "-f", "nosuch", &s(&src)])
-        .expect_code(1)
-        .expect_stderr_all(&["nosuch", "raw"]);
-    dc(&["create", "-f", "nosuch", &s(&out), "1M"])
-        .expect_code(1)
-        .expect_stderr_all(&["nosuch", "raw"]);
+    dc(&["info", "-f", "nosuch", &s(&src)]).expect_code(1).expect_stderr_all(&["nosuch", "raw"]);
+    dc(&["create", "-f", "nosuch", &s(&out), "1M"]).expect_code(1).expect_stderr_all(&["nosuch", "raw"]);
     assert_no_output(&out);
 }
 
@@ -261,31 +188,14 @@ fn progress_json_lines() {
     write_file(&src, &pseudo_random(size as usize, 11));
     let out = d.path().join("p.out");
     let child = Command::new(diskcast_bin())
-        .args([
-            "convert",
-            "--progress",
-            "json",
-            "-f",
-            "raw",
-            "-O",
-            "raw",
-            "-j",
-            "1",
-            &s(&src),
-            &s(&out),
-        ])
+        .args(["convert", "--progress", "json", "-f", "raw", "-O", "raw", "-j", "1", &s(&src), &s(&out)])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn");
     let out_put = child.wait_with_output().expect("wait");
-    assert_eq!(
-        out_put.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out_put.stderr)
-    );
+    assert_eq!(out_put.status.code(), Some(0), "{}", String::from_utf8_lossy(&out_put.stderr));
     assert!(out_put.stdout.is_empty(), "progress must not go to stdout");
     let mut lines = Vec::new();
     for line in BufReader::new(&out_put.stderr[..]).lines() {
@@ -293,22 +203,16 @@ fn progress_json_lines() {
         if line.trim().is_empty() {
             continue;
         }
-        let v: serde_json::Value = serde_json::from_str(&line)
-            .unwrap_or_else(|e| panic!("progress line is not JSON ({e}): {line:?}"));
-        let get = |k: &str| {
-            v[k].as_u64()
-                .unwrap_or_else(|| panic!("no numeric {k:?} in {line}"))
-        };
+        let v: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("progress line is not JSON ({e}): {line:?}"));
+        let get = |k: &str| v[k].as_u64().unwrap_or_else(|| panic!("no numeric {k:?} in {line}"));
         lines.push((get("done"), get("total"), get("rate")));
     }
     assert!(!lines.is_empty(), "no progress lines");
     let (done, total, _) = *lines.last().expect("last");
     assert_eq!(total, size, "total should be the image size: {lines:?}");
     assert_eq!(done, total, "last line must have done == total: {lines:?}");
-    assert!(
-        lines.windows(2).all(|w| w[0].0 <= w[1].0),
-        "done went backwards: {lines:?}"
-    );
+    assert!(lines.windows(2).all(|w| w[0].0 <= w[1].0), "done went backwards: {lines:?}");
     assert!(lines.iter().all(|l| l.0 <= l.1), "done > total: {lines:?}");
     assert_same_bytes(&src, &out);
 }
@@ -319,22 +223,8 @@ fn progress_json_lines_qcow2() {
     let src = d.path().join("p.raw");
     write_index_pattern(&src, 16 * MIB, 2);
     let out = d.path().join("p.qcow2");
-    let r = dc_ok(&[
-        "convert",
-        "--progress",
-        "json",
-        "-f",
-        "raw",
-        "-O",
-        "qcow2",
-        &s(&src),
-        &s(&out),
-    ]);
-    let last = r
-        .stderr
-        .lines()
-        .rfind(|l| !l.trim().is_empty())
-        .expect("progress lines");
+    let r = dc_ok(&["convert", "--progress", "json", "-f", "raw", "-O", "qcow2", &s(&src), &s(&out)]);
+    let last = r.stderr.lines().rfind(|l| !l.trim().is_empty()).expect("progress lines");
     let v: serde_json::Value = serde_json::from_str(last).expect("JSON");
     assert_eq!(v["done"], v["total"], "{}", r.stderr);
     assert_eq!(v["total"].as_u64(), Some(16 * MIB));

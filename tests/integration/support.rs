@@ -32,12 +32,7 @@ impl Run {
     }
     pub fn json(&self) -> Value {
         serde_json::from_slice(&self.stdout).unwrap_or_else(|e| {
-            panic!(
-                "`{}` printed invalid JSON ({e}):\n{}\nstderr: {}",
-                self.cmdline,
-                self.stdout_str(),
-                self.stderr
-            )
+            panic!("`{}` printed invalid JSON ({e}):\n{}\nstderr: {}", self.cmdline, self.stdout_str(), self.stderr)
         })
     }
     fn describe(&self) -> String {
@@ -51,12 +46,7 @@ impl Run {
     }
     /// Asserts the exit status.
     pub fn expect_code(self, code: i32) -> Self {
-        assert_eq!(
-            self.code,
-            Some(code),
-            "expected exit {code}\n{}",
-            self.describe()
-        );
+        assert_eq!(self.code, Some(code), "expected exit {code}\n{}", self.describe());
         self
     }
     pub fn expect_ok(self) -> Self {
@@ -75,11 +65,7 @@ impl Run {
     pub fn expect_stderr_all(self, words: &[&str]) -> Self {
         let low = self.stderr.to_lowercase();
         for w in words {
-            assert!(
-                low.contains(&w.to_lowercase()),
-                "stderr should contain {w:?}\n{}",
-                self.describe()
-            );
+            assert!(low.contains(&w.to_lowercase()), "stderr should contain {w:?}\n{}", self.describe());
         }
         self
     }
@@ -122,9 +108,7 @@ fn cmdline(prog: &str, args: &[&str]) -> String {
 fn run_cmd(mut cmd: Command, line: String) -> Run {
     cmd.stdin(Stdio::null());
     let start = Instant::now();
-    let out: Output = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run `{line}`: {e}"));
+    let out: Output = cmd.output().unwrap_or_else(|e| panic!("cannot run `{line}`: {e}"));
     Run {
         cmdline: line,
         code: out.status.code(),
@@ -151,16 +135,8 @@ pub fn dc_in(dir: Option<&Path>, args: &[&str]) -> Run {
         cmd.current_dir(d);
     }
     let r = run_cmd(cmd, cmdline("diskcast", args));
-    assert!(
-        !r.stderr.contains("panicked"),
-        "diskcast panicked\n{}",
-        r.describe()
-    );
-    assert!(
-        r.code.is_some(),
-        "diskcast was killed by a signal\n{}",
-        r.describe()
-    );
+    assert!(!r.stderr.contains("panicked"), "diskcast panicked\n{}", r.describe());
+    assert!(r.code.is_some(), "diskcast was killed by a signal\n{}", r.describe());
     r
 }
 
@@ -171,9 +147,8 @@ pub fn dc_ok(args: &[&str]) -> Run {
 
 fn tool(name: &str) -> &'static str {
     // Fail loudly (never skip) when qemu's tools are missing.
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
-        .unwrap_or(false);
+    let found =
+        std::env::var_os("PATH").map(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file())).unwrap_or(false);
     assert!(
         found,
         "{name} is required by this test but was not found in PATH. Install qemu-utils \
@@ -236,40 +211,17 @@ pub fn qemu_io(fmt: &str, file: &Path, cmds: &[&str]) {
 /// `qemu-img compare -f FA -F FB A B` must exit 0.
 pub fn qemu_compare(a: &Path, fa: &str, b: &Path, fb: &str) {
     let r = qemu_img_status(&["compare", "-f", fa, "-F", fb, &s(a), &s(b)]);
-    assert_eq!(
-        r.code,
-        Some(0),
-        "qemu-img compare says the images differ\n{}",
-        r.describe()
-    );
+    assert_eq!(r.code, Some(0), "qemu-img compare says the images differ\n{}", r.describe());
 }
 
 /// `qemu-img check` must exit 0 with no corruptions and no leaks. Returns its JSON.
 pub fn qemu_check_clean(img: &Path) -> Value {
     let r = qemu_img_status(&["check", "-f", "qcow2", "--output=json", &s(img)]);
-    assert_eq!(
-        r.code,
-        Some(0),
-        "qemu-img check found problems in {}\n{}",
-        img.display(),
-        r.describe()
-    );
+    assert_eq!(r.code, Some(0), "qemu-img check found problems in {}\n{}", img.display(), r.describe());
     let v = r.json();
-    assert_eq!(
-        v.get("corruptions").and_then(Value::as_u64).unwrap_or(0),
-        0,
-        "{v}"
-    );
-    assert_eq!(
-        v.get("leaks").and_then(Value::as_u64).unwrap_or(0),
-        0,
-        "{v}"
-    );
-    assert_eq!(
-        v.get("check-errors").and_then(Value::as_u64).unwrap_or(0),
-        0,
-        "{v}"
-    );
+    assert_eq!(v.get("corruptions").and_then(Value::as_u64).unwrap_or(0), 0, "{v}");
+    assert_eq!(v.get("leaks").and_then(Value::as_u64).unwrap_or(0), 0, "{v}");
+    assert_eq!(v.get("check-errors").and_then(Value::as_u64).unwrap_or(0), 0, "{v}");
     v
 }
 
@@ -288,24 +240,16 @@ pub fn s(p: &Path) -> String {
 }
 
 pub fn tmp() -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix("diskcast-it-")
-        .tempdir()
-        .expect("cannot create a temp dir")
+    tempfile::Builder::new().prefix("diskcast-it-").tempdir().expect("cannot create a temp dir")
 }
 
 /// Bytes the file occupies on disk.
 pub fn allocated(p: &Path) -> u64 {
-    std::fs::metadata(p)
-        .unwrap_or_else(|e| panic!("stat {}: {e}", p.display()))
-        .blocks()
-        * 512
+    std::fs::metadata(p).unwrap_or_else(|e| panic!("stat {}: {e}", p.display())).blocks() * 512
 }
 
 pub fn file_len(p: &Path) -> u64 {
-    std::fs::metadata(p)
-        .unwrap_or_else(|e| panic!("stat {}: {e}", p.display()))
-        .len()
+    std::fs::metadata(p).unwrap_or_else(|e| panic!("stat {}: {e}", p.display())).len()
 }
 
 pub fn read(p: &Path) -> Vec<u8> {
@@ -325,18 +269,10 @@ pub fn stray_temps(dir: &Path) -> Vec<String> {
 
 /// Asserts that `dst` does not exist and that no temporary file was left beside it.
 pub fn assert_no_output(dst: &Path) {
-    assert!(
-        !dst.exists(),
-        "{} must not exist after a failed convert",
-        dst.display()
-    );
+    assert!(!dst.exists(), "{} must not exist after a failed convert", dst.display());
     let dir = dst.parent().expect("dst has a parent");
     let stray = stray_temps(dir);
-    assert!(
-        stray.is_empty(),
-        "temporary files left in {}: {stray:?}",
-        dir.display()
-    );
+    assert!(stray.is_empty(), "temporary files left in {}: {stray:?}", dir.display());
 }
 
 /// A raw file of `size` bytes where every 4 KiB block starts with its own index (u64 LE)
@@ -365,9 +301,7 @@ pub fn write_index_pattern(path: &Path, size: u64, hole_every: u64) {
 /// If two byte buffers differ, the first differing offset (or the shorter length).
 pub fn first_diff(a: &[u8], b: &[u8]) -> Option<usize> {
     let n = a.len().min(b.len());
-    (0..n)
-        .find(|&i| a[i] != b[i])
-        .or(if a.len() == b.len() { None } else { Some(n) })
+    (0..n).find(|&i| a[i] != b[i]).or(if a.len() == b.len() { None } else { Some(n) })
 }
 
 /// Asserts two files are byte-identical, explaining where they differ (for index patterns,
@@ -377,9 +311,7 @@ pub fn assert_same_bytes(expected: &Path, got: &Path) {
     let b = read(got);
     if let Some(off) = first_diff(&a, &b) {
         let blk = off & !4095;
-        let got_idx = b
-            .get(blk..blk + 8)
-            .map(|x| u64::from_le_bytes(x.try_into().expect("8")));
+        let got_idx = b.get(blk..blk + 8).map(|x| u64::from_le_bytes(x.try_into().expect("8")));
         panic!(
             "{} (len {}) and {} (len {}) differ first at offset {off} (block {}): got block header {:?}",
             expected.display(),
@@ -428,10 +360,7 @@ pub fn read_be_u64(p: &Path, off: u64) -> u64 {
 }
 
 pub fn patch(p: &Path, off: u64, bytes: &[u8]) {
-    let f = std::fs::OpenOptions::new()
-        .write(true)
-        .open(p)
-        .expect("open for patch");
+    let f = std::fs::OpenOptions::new().write(true).open(p).expect("open for patch");
     f.write_all_at(bytes, off).expect("patch");
 }
 
@@ -509,11 +438,7 @@ impl Qcow2Header {
 }
 
 /// A small qcow2 made by qemu with data in the first clusters: (path, header).
-pub fn qemu_qcow2_with_data(
-    dir: &Path,
-    name: &str,
-    extra_create: &[&str],
-) -> (PathBuf, Qcow2Header) {
+pub fn qemu_qcow2_with_data(dir: &Path, name: &str, extra_create: &[&str]) -> (PathBuf, Qcow2Header) {
     let p = dir.join(name);
     let mut args = vec!["create", "-q", "-f", "qcow2"];
     args.extend_from_slice(extra_create);
@@ -521,11 +446,7 @@ pub fn qemu_qcow2_with_data(
     args.push(&ps);
     args.push("4M");
     qemu_img(&args);
-    qemu_io(
-        "qcow2",
-        &p,
-        &["write -P 0x5a 0 128K", "write -P 0x6b 1M 64K"],
-    );
+    qemu_io("qcow2", &p, &["write -P 0x5a 0 128K", "write -P 0x6b 1M 64K"]);
     let h = Qcow2Header::read(&p);
     (p, h)
 }

@@ -69,7 +69,12 @@ mod tests {
 
     #[test]
     fn text_zeros_and_small_blocks_are_compressed() {
-        let text: Vec<u8> = b"the quick brown fox jumps over the lazy dog 0123456789\n".iter().copied().cycle().take(64 << 10).collect();
+        let text: Vec<u8> = b"the quick brown fox jumps over the lazy dog 0123456789\n"
+            .iter()
+            .copied()
+            .cycle()
+            .take(64 << 10)
+            .collect();
         assert!(!looks_incompressible(&text));
         assert!(!looks_incompressible(&vec![0u8; 64 << 10]));
         assert!(!looks_incompressible(&random(4096, 3)), "too small to judge");

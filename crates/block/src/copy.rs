@@ -135,7 +135,8 @@ impl Planner<'_> {
             let mut end = self.align_up(pos + 1).min(cap);
             while end < cap {
                 let e = self.extent(end)?;
-                let whole_zero_granule = e.alloc.reads_zero() && (e.end() >= self.size || self.align_down(e.end()) > end);
+                let whole_zero_granule =
+                    e.alloc.reads_zero() && (e.end() >= self.size || self.align_down(e.end()) > end);
                 if whole_zero_granule {
                     break;
                 }
@@ -162,13 +163,15 @@ struct Turn {
 }
 
 /// Copies every guest byte of `src` into `dst` (backing chains flattened).
-pub fn copy(src: &dyn BlockRead, dst: &dyn BlockWrite, opts: &CopyOptions, progress: &dyn Progress) -> Result<CopyStats> {
+pub fn copy(
+    src: &dyn BlockRead,
+    dst: &dyn BlockWrite,
+    opts: &CopyOptions,
+    progress: &dyn Progress,
+) -> Result<CopyStats> {
     let size = src.size();
     if dst.size() < size {
-        return Err(Error::argument(format!(
-            "target is {} bytes, smaller than the {size}-byte source",
-            dst.size()
-        )));
+        return Err(Error::argument(format!("target is {} bytes, smaller than the {size}-byte source", dst.size())));
     }
     let granule = dst.granularity().max(1);
     let chunk = opts.chunk_size.max(granule).div_ceil(granule).saturating_mul(granule).min(MAX_CHUNK.max(granule));
@@ -211,9 +214,8 @@ pub fn copy(src: &dyn BlockRead, dst: &dyn BlockWrite, opts: &CopyOptions, progr
             let writes = prepare(src, dst, item, sparse_block, &stats)?;
             if sequential {
                 let (m, cv) = &turn;
-                let mut t = cv
-                    .wait_while(lock(m), |t| t.next != item.seq && !t.failed)
-                    .unwrap_or_else(|p| p.into_inner());
+                let mut t =
+                    cv.wait_while(lock(m), |t| t.next != item.seq && !t.failed).unwrap_or_else(|p| p.into_inner());
                 if t.failed {
                     return Ok(());
                 }
@@ -263,7 +265,13 @@ enum Write {
 }
 
 /// Reads an item, drops all-zero blocks, and encodes the data runs (the parallel part).
-fn prepare(src: &dyn BlockRead, dst: &dyn BlockWrite, item: Item, sparse_block: Option<u64>, stats: &[AtomicU64; 3]) -> Result<Vec<Write>> {
+fn prepare(
+    src: &dyn BlockRead,
+    dst: &dyn BlockWrite,
+    item: Item,
+    sparse_block: Option<u64>,
+    stats: &[AtomicU64; 3],
+) -> Result<Vec<Write>> {
     if !item.data {
         return Ok(vec![Write::Zeroes(item.offset, item.len)]);
     }
@@ -379,7 +387,12 @@ pub fn extents(image: &dyn BlockRead, resolve_backing: bool) -> impl Iterator<It
 
 /// Where two images first differ, comparing guest content only (allocation ignored).
 /// Past the end of the smaller image, the larger must read as zeros.
-pub fn first_difference(a: &dyn BlockRead, b: &dyn BlockRead, threads: usize, progress: &dyn Progress) -> Result<Option<u64>> {
+pub fn first_difference(
+    a: &dyn BlockRead,
+    b: &dyn BlockRead,
+    threads: usize,
+    progress: &dyn Progress,
+) -> Result<Option<u64>> {
     let common = a.size().min(b.size());
     let total = a.size().max(b.size());
     progress.start(total);

@@ -201,10 +201,7 @@ mod tests {
             .with_field("l2_entry")
             .with_offset(0x30000)
             .with_file("a.qcow2");
-        assert_eq!(
-            e.to_string(),
-            "a.qcow2: L2 entry points past the end of the file (field l2_entry, offset 0x30000)"
-        );
+        assert_eq!(e.to_string(), "a.qcow2: L2 entry points past the end of the file (field l2_entry, offset 0x30000)");
         assert_eq!(e.kind(), ErrorKind::Corrupt);
     }
 

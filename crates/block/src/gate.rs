@@ -31,9 +31,8 @@ impl Gate {
 
     /// Also allows `path` (a file, or a directory and everything below it).
     pub fn allow(&mut self, path: &Path) -> Result<()> {
-        let canon = path.canonicalize().map_err(|e| {
-            Error::io("cannot resolve --allow-backing path", e).with_file(path)
-        })?;
+        let canon =
+            path.canonicalize().map_err(|e| Error::io("cannot resolve --allow-backing path", e).with_file(path))?;
         self.allowed.push(canon);
         Ok(())
     }
@@ -55,9 +54,7 @@ impl Gate {
             return Err(refuse(format!("file name {name:?} contains a NUL byte")));
         }
         if let Some(proto) = protocol_prefix(name) {
-            return Err(refuse(format!(
-                "{name:?} is a {proto}: name, not a file; diskcast opens only plain files"
-            )));
+            return Err(refuse(format!("{name:?} is a {proto}: name, not a file; diskcast opens only plain files")));
         }
         let dir = referrer.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         let joined = dir.join(name);
@@ -69,9 +66,8 @@ impl Gate {
         if chain.contains(&canon) {
             return Err(refuse(format!("backing chain loops back to {}", canon.display())));
         }
-        let canon_dir = dir
-            .canonicalize()
-            .map_err(|e| Error::io("cannot resolve the image's directory", e).with_file(referrer))?;
+        let canon_dir =
+            dir.canonicalize().map_err(|e| Error::io("cannot resolve the image's directory", e).with_file(referrer))?;
         let inside = canon.starts_with(&canon_dir) || self.allowed.iter().any(|a| canon.starts_with(a));
         if !inside {
             return Err(refuse(format!(
@@ -92,8 +88,8 @@ fn protocol_prefix(name: &str) -> Option<&str> {
     let first = Path::new(name).components().next();
     // "dir/a:b" is a plain relative path; "a:b" and "json:{...}" are protocol names.
     let is_first_component = !proto.contains('/') && matches!(first, Some(Component::Normal(_)));
-    let looks_like_proto = !proto.is_empty()
-        && proto.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.' | '_'));
+    let looks_like_proto =
+        !proto.is_empty() && proto.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.' | '_'));
     (is_first_component && looks_like_proto).then_some(proto)
 }
 

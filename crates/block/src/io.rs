@@ -47,10 +47,7 @@ impl ImageFile {
     /// Current length of the file in bytes.
     #[allow(clippy::len_without_is_empty)] // a file, not a collection
     pub fn len(&self) -> Result<u64> {
-        self.file
-            .metadata()
-            .map(|m| m.len())
-            .map_err(|e| Error::io("cannot stat", e).with_file(&self.path))
+        self.file.metadata().map(|m| m.len()).map_err(|e| Error::io("cannot stat", e).with_file(&self.path))
     }
 
     /// Bytes the file occupies on disk (its allocated blocks).
@@ -119,9 +116,7 @@ impl ImageFile {
     pub fn next_hole(&self, offset: u64) -> Result<u64> {
         match rustix::fs::seek(&self.file, rustix::fs::SeekFrom::Hole(offset)) {
             Ok(pos) => Ok(pos),
-            Err(rustix::io::Errno::NXIO | rustix::io::Errno::INVAL | rustix::io::Errno::OPNOTSUPP) => {
-                self.len()
-            }
+            Err(rustix::io::Errno::NXIO | rustix::io::Errno::INVAL | rustix::io::Errno::OPNOTSUPP) => self.len(),
             Err(e) => Err(Error::io("SEEK_HOLE failed", e.into()).with_offset(offset).with_file(&self.path)),
         }
     }

@@ -199,8 +199,7 @@ pub fn resolved_extent(image: &dyn BlockRead, offset: u64, max_len: u64) -> Resu
         return Ok(ext);
     }
     let Some(backing) = image.backing() else {
-        return Err(Error::corrupt("driver reported a backing range but has no backing file")
-            .with_offset(offset));
+        return Err(Error::corrupt("driver reported a backing range but has no backing file").with_offset(offset));
     };
     if offset >= backing.size() {
         return Ok(Extent { alloc: Alloc::Unallocated, ..ext });

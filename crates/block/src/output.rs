@@ -36,9 +36,8 @@ impl OutputFiles {
 
     /// Creates a temporary file that [`commit`](Self::commit) will rename to `target`.
     pub fn create(&self, target: &Path) -> Result<ImageFile> {
-        let name = target
-            .file_name()
-            .ok_or_else(|| Error::argument("output path has no file name").with_file(target))?;
+        let name =
+            target.file_name().ok_or_else(|| Error::argument("output path has no file name").with_file(target))?;
         let dir = target.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let temp = dir.join(format!(".{}.diskcast-{}-{n}.tmp", name.to_string_lossy(), std::process::id()));
@@ -48,9 +47,7 @@ impl OutputFiles {
             .create_new(true)
             .open(&temp)
             .map_err(|e| Error::io("cannot create temporary output file", e).with_file(&temp))?;
-        let clone = file
-            .try_clone()
-            .map_err(|e| Error::io("cannot duplicate file handle", e).with_file(&temp))?;
+        let clone = file.try_clone().map_err(|e| Error::io("cannot duplicate file handle", e).with_file(&temp))?;
         self.lock().push(Pending { temp: temp.clone(), target: target.to_path_buf(), file: clone });
         Ok(ImageFile::from_file(file, target))
     }
@@ -68,8 +65,9 @@ impl OutputFiles {
         }
         let mut dirs: Vec<PathBuf> = Vec::new();
         for p in &pending {
-            std::fs::rename(&p.temp, &p.target)
-                .map_err(|e| Error::io(format!("cannot rename {} into place", p.temp.display()), e).with_file(&p.target))?;
+            std::fs::rename(&p.temp, &p.target).map_err(|e| {
+                Error::io(format!("cannot rename {} into place", p.temp.display()), e).with_file(&p.target)
+            })?;
             let dir = p.target.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
             if !dirs.iter().any(|d| d == dir) {
                 dirs.push(dir.to_path_buf());

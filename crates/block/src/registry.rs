@@ -242,9 +242,7 @@ impl Registry {
 const RAW_EXTENSIONS: &[&str] = &["raw", "img", "bin", "dd", "iso"];
 
 fn has_raw_extension(path: &Path) -> bool {
-    path.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| RAW_EXTENSIONS.iter().any(|r| r.eq_ignore_ascii_case(e)))
+    path.extension().and_then(|e| e.to_str()).is_some_and(|e| RAW_EXTENSIONS.iter().any(|r| r.eq_ignore_ascii_case(e)))
 }
 
 /// True when a file no driver claims is plainly a raw disk: empty, blank at the start,

@@ -6,7 +6,9 @@
 
 use diskcast_block::copy::{CopyOptions, copy, extents, first_difference};
 use diskcast_block::progress::{NoProgress, Progress};
-use diskcast_block::{Alloc, BlockRead, BlockWrite, Encoded, EncodedUnit, Error, ErrorKind, Extent, ImageInfo, Result, WriteOrder};
+use diskcast_block::{
+    Alloc, BlockRead, BlockWrite, Encoded, EncodedUnit, Error, ErrorKind, Extent, ImageInfo, Result, WriteOrder,
+};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -96,7 +98,13 @@ struct MemWriter {
 
 impl MemWriter {
     fn new(size: u64, order: WriteOrder, granule: u64) -> Self {
-        MemWriter { data: Mutex::new(vec![0; size as usize]), written: Mutex::new(vec![]), order, granule, compress: false }
+        MemWriter {
+            data: Mutex::new(vec![0; size as usize]),
+            written: Mutex::new(vec![]),
+            order,
+            granule,
+            compress: false,
+        }
     }
 }
 
@@ -299,11 +307,23 @@ fn first_difference_finds_the_lowest_differing_byte() {
     let b = sample();
     assert_eq!(first_difference(&a, &b, 3, &NoProgress).unwrap(), None);
     // Same map, one extra data range where `a` has a hole.
-    let c = MapDisk::new(a.size, &[(0, 4096), (100_000, 70_000), (3 << 20, 2 << 20), ((10 << 20) + 10, 990), (9 << 20, 7)], &[(6 << 20, 1 << 20)]);
+    let c = MapDisk::new(
+        a.size,
+        &[(0, 4096), (100_000, 70_000), (3 << 20, 2 << 20), ((10 << 20) + 10, 990), (9 << 20, 7)],
+        &[(6 << 20, 1 << 20)],
+    );
     assert_eq!(first_difference(&a, &c, 3, &NoProgress).unwrap(), Some(9 << 20));
     // A larger disk whose tail is zero compares equal; a data byte in the tail does not.
-    let big = MapDisk::new(a.size + 5000, &[(0, 4096), (100_000, 70_000), (3 << 20, 2 << 20), ((10 << 20) + 10, 990)], &[(6 << 20, 1 << 20)]);
+    let big = MapDisk::new(
+        a.size + 5000,
+        &[(0, 4096), (100_000, 70_000), (3 << 20, 2 << 20), ((10 << 20) + 10, 990)],
+        &[(6 << 20, 1 << 20)],
+    );
     assert_eq!(first_difference(&a, &big, 2, &NoProgress).unwrap(), None);
-    let big_tail = MapDisk::new(a.size + 5000, &[(0, 4096), (100_000, 70_000), (3 << 20, 2 << 20), ((10 << 20) + 10, 990), (a.size + 4000, 1)], &[(6 << 20, 1 << 20)]);
+    let big_tail = MapDisk::new(
+        a.size + 5000,
+        &[(0, 4096), (100_000, 70_000), (3 << 20, 2 << 20), ((10 << 20) + 10, 990), (a.size + 4000, 1)],
+        &[(6 << 20, 1 << 20)],
+    );
     assert_eq!(first_difference(&a, &big_tail, 2, &NoProgress).unwrap(), Some(a.size + 4000));
 }

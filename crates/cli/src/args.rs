@@ -24,7 +24,9 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Show an image's format, sizes, cluster size, compression and backing chain.
-    #[command(after_help = "Examples:\n  diskcast info disk.qcow2\n  diskcast info --output json overlay.qcow2 | jq '.\"backing-chain\"'")]
+    #[command(
+        after_help = "Examples:\n  diskcast info disk.qcow2\n  diskcast info --output json overlay.qcow2 | jq '.\"backing-chain\"'"
+    )]
     Info(InfoArgs),
     /// Convert an image to another format (or the same one, compacted).
     #[command(after_help = "\

@@ -98,8 +98,10 @@ impl BlockRead for RawReader {
 fn check_range(offset: u64, len: u64, size: u64) -> Result<()> {
     match offset.checked_add(len) {
         Some(end) if end <= size => Ok(()),
-        _ => Err(Error::out_of_bounds(format!("range of {len} bytes at {offset:#x} is past the disk's end ({size:#x})"))
-            .with_offset(offset)),
+        _ => {
+            Err(Error::out_of_bounds(format!("range of {len} bytes at {offset:#x} is past the disk's end ({size:#x})"))
+                .with_offset(offset))
+        }
     }
 }
 

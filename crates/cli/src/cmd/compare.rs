@@ -18,7 +18,10 @@ pub fn run(a: CompareArgs) -> Result<u8> {
                 if first.size() == second.size() {
                     println!("Images are identical.");
                 } else {
-                    println!("Images are identical (the larger one reads as zeros past {} bytes).", first.size().min(second.size()));
+                    println!(
+                        "Images are identical (the larger one reads as zeros past {} bytes).",
+                        first.size().min(second.size())
+                    );
                 }
             }
             Ok(0)

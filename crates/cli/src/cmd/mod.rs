@@ -63,9 +63,8 @@ pub fn create_options(options: &[String], compress: bool) -> Result<CreateOption
     let mut map = BTreeMap::new();
     for group in options {
         for pair in group.split(',').filter(|p| !p.is_empty()) {
-            let (k, v) = pair
-                .split_once('=')
-                .ok_or_else(|| Error::argument(format!("-o {pair:?}: expected KEY=VALUE")))?;
+            let (k, v) =
+                pair.split_once('=').ok_or_else(|| Error::argument(format!("-o {pair:?}: expected KEY=VALUE")))?;
             map.insert(k.trim().to_string(), v.trim().to_string());
         }
     }
