@@ -10,6 +10,7 @@ use crate::reader::compressed_range;
 use diskcast_block::io::ImageFile;
 use diskcast_block::registry::CheckReport;
 use diskcast_block::{Error, Result};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 /// Largest file, in clusters, whose refcounts we recompute: 2^30 16-bit counters are
@@ -32,6 +33,15 @@ struct Checker {
     /// those carry OFLAG_COPIED: qemu requires the flag exactly when the refcount is 1.
     active: Vec<u64>,
     copied: Vec<u64>,
+    /// Every L2 table referenced by an L1 table, walked once after all L1 tables are read:
+    /// host offset -> (references from all L1 tables, references from the active one).
+    /// Walking per reference instead lets a hostile image of a million L1 entries that all
+    /// name one table cost a million table walks.
+    l2_refs: BTreeMap<u64, (u64, u64)>,
+    /// Snapshot L1 entries we may still read. In a consistent image L1 tables never
+    /// overlap, so together they fit in the file; more means tables are shared, and reading
+    /// them all could mean 65536 snapshots times a 32 MiB table.
+    snapshot_l1_budget: u64,
     r: CheckReport,
 }
 
@@ -47,7 +57,12 @@ fn bit(v: &[u64], i: u64) -> bool {
 
 impl Checker {
     fn corruption(&mut self, msg: String) {
-        self.r.corruptions += 1;
+        self.corruptions(msg, 1);
+    }
+
+    /// A problem in an L2 table referenced `n` times counts `n` times, as qemu counts it.
+    fn corruptions(&mut self, msg: String, n: u64) {
+        self.r.corruptions = self.r.corruptions.saturating_add(n);
         self.note(msg);
     }
 
@@ -59,7 +74,13 @@ impl Checker {
 
     /// Counts one reference to every cluster overlapping `[start, start + len)`.
     fn inc(&mut self, start: u64, len: u64, what: &str) {
-        if len == 0 {
+        self.inc_n(start, len, what, 1);
+    }
+
+    /// Counts `n` references to every cluster overlapping `[start, start + len)`.
+    fn inc_n(&mut self, start: u64, len: u64, what: &str, n: u64) {
+        let n = u16::try_from(n).unwrap_or(u16::MAX);
+        if len == 0 || n == 0 {
             return;
         }
         let Some(last) = start.checked_add(len - 1) else {
@@ -68,7 +89,7 @@ impl Checker {
         };
         for c in start / self.cs..=last / self.cs {
             match self.refs.get_mut(c as usize) {
-                Some(x) => *x = x.saturating_add(1),
+                Some(x) => *x = x.saturating_add(n),
                 None => {
                     self.corruption(format!("ERROR {what} at {start:#x}: cluster {c} lies past the end of the file"));
                     return;
@@ -77,7 +98,8 @@ impl Checker {
         }
     }
 
-    /// Walks one L1 table and its L2 tables; `active` counts guest allocation stats.
+    /// Walks one L1 table and records its L2 tables for [`Self::walk_l2_tables`]; `active`
+    /// counts guest allocation stats.
     fn walk_l1(&mut self, l1_off: u64, l1_size: u64, active: bool) -> Result<()> {
         if l1_size == 0 {
             return Ok(());
@@ -88,7 +110,6 @@ impl Checker {
         }
         self.inc(l1_off, l1_size * 8, "L1 table");
         let l1 = read_u64_table(&self.file, l1_off, l1_size, "l1_table_offset")?;
-        let es = self.h.l2_entry_size();
         for (i, e) in l1.into_iter().enumerate() {
             let off = e & OFFSET_MASK;
             if off == 0 {
@@ -101,7 +122,7 @@ impl Checker {
                 self.corruption(format!("ERROR l2_offset={off:#x}: Table is not cluster aligned; L1 entry corrupted"));
                 continue;
             }
-            if off + self.cs > self.file_len {
+            if off.checked_add(self.cs).is_none_or(|end| end > self.file_len) {
                 self.corruption(format!("ERROR l2_offset={off:#x}: L2 table lies past the end of the file"));
                 continue;
             }
@@ -109,65 +130,85 @@ impl Checker {
             if active {
                 self.mark(off, e & crate::header::OFLAG_COPIED != 0);
             }
+            let refs = self.l2_refs.entry(off).or_default();
+            refs.0 += 1;
+            refs.1 += u64::from(active);
+        }
+        Ok(())
+    }
+
+    /// Walks every distinct L2 table once, counting its clusters as many times as L1
+    /// entries reference the table.
+    fn walk_l2_tables(&mut self) -> Result<()> {
+        let es = self.h.l2_entry_size();
+        let step = (es / 8) as usize;
+        for (off, (n, n_active)) in std::mem::take(&mut self.l2_refs) {
             let l2 = read_u64_table(&self.file, off, self.cs / 8, "l2_table")?;
-            let step = (es / 8) as usize;
             for (j, pair) in l2.chunks_exact(step).enumerate() {
                 let entry = pair[0];
                 let bitmap = pair.get(1).copied().unwrap_or(0);
-                self.l2_entry(entry, bitmap, off + j as u64 * es, active);
+                self.l2_entry(entry, bitmap, off + j as u64 * es, n, n_active);
             }
         }
         Ok(())
     }
 
-    fn l2_entry(&mut self, entry: u64, bitmap: u64, at: u64, active: bool) {
+    /// One L2 entry of a table referenced `n` times, `n_active` of them from the active L1.
+    fn l2_entry(&mut self, entry: u64, bitmap: u64, at: u64, n: u64, n_active: u64) {
         let cs = self.cs;
         if entry & OFLAG_COMPRESSED != 0 {
             let (host, len) = compressed_range(&self.h, entry);
             let end_sector = self.file_len.div_ceil(512) * 512;
             if host < cs || host + len > end_sector {
-                self.corruption(format!(
-                    "ERROR compressed cluster at {host:#x} ({len} bytes, L2 entry at {at:#x}) is outside the file"
-                ));
+                self.corruptions(
+                    format!(
+                        "ERROR compressed cluster at {host:#x} ({len} bytes, L2 entry at {at:#x}) is outside the file"
+                    ),
+                    n,
+                );
                 return;
             }
             if entry & crate::header::OFLAG_COPIED != 0 {
-                self.corruption(format!("ERROR coffset={host:#x}: copied flag must never be set for compressed clusters"));
+                self.corruptions(
+                    format!("ERROR coffset={host:#x}: copied flag must never be set for compressed clusters"),
+                    n,
+                );
             }
-            self.inc(host, len, "compressed cluster");
-            if active {
-                *self.r.allocated_clusters.get_or_insert(0) += 1;
-                *self.r.compressed_clusters.get_or_insert(0) += 1;
-            }
+            self.inc_n(host, len, "compressed cluster", n);
+            *self.r.allocated_clusters.get_or_insert(0) += n_active;
+            *self.r.compressed_clusters.get_or_insert(0) += n_active;
             return;
         }
         let host = entry & OFFSET_MASK;
         if self.h.extended_l2() {
             let (alloc, zero) = (bitmap as u32, (bitmap >> 32) as u32);
             if alloc & zero != 0 {
-                self.corruption(format!("ERROR L2 entry at {at:#x}: subclusters both allocated and zero"));
+                self.corruptions(format!("ERROR L2 entry at {at:#x}: subclusters both allocated and zero"), n);
             }
             if host == 0 && alloc != 0 {
-                self.corruption(format!("ERROR L2 entry at {at:#x}: allocated subclusters without a host cluster"));
+                self.corruptions(format!("ERROR L2 entry at {at:#x}: allocated subclusters without a host cluster"), n);
             }
         } else if host == 0 && entry & OFLAG_ZERO == 0 && entry & !crate::header::OFLAG_COPIED != 0 {
-            self.corruption(format!("ERROR L2 entry at {at:#x} has reserved bits set: {entry:#x}"));
+            self.corruptions(format!("ERROR L2 entry at {at:#x} has reserved bits set: {entry:#x}"), n);
         }
         if host == 0 {
             return;
         }
         if !host.is_multiple_of(cs) {
-            self.corruption(format!("ERROR offset={host:#x}: Cluster is not properly aligned; L2 entry corrupted"));
+            self.corruptions(format!("ERROR offset={host:#x}: Cluster is not properly aligned; L2 entry corrupted"), n);
             return;
         }
         if host < cs || host >= self.file_len {
-            self.corruption(format!("ERROR offset={host:#x}: data cluster (L2 entry at {at:#x}) is outside the file"));
+            self.corruptions(
+                format!("ERROR offset={host:#x}: data cluster (L2 entry at {at:#x}) is outside the file"),
+                n,
+            );
             return;
         }
-        self.inc(host, cs, "data cluster");
-        if active {
+        self.inc_n(host, cs, "data cluster", n);
+        if n_active > 0 {
             self.mark(host, entry & crate::header::OFLAG_COPIED != 0);
-            *self.r.allocated_clusters.get_or_insert(0) += 1;
+            *self.r.allocated_clusters.get_or_insert(0) += n_active;
         }
     }
 
@@ -214,6 +255,16 @@ impl Checker {
                 self.corruption(format!("ERROR snapshot L1 table at {off:#x} has {size} entries, too many"));
                 continue;
             }
+            let Some(left) = self.snapshot_l1_budget.checked_sub(size) else {
+                self.corruption(format!(
+                    "ERROR snapshot L1 tables add up to more than the {}-byte file: they overlap; \
+                     the remaining snapshots are not checked",
+                    self.file_len
+                ));
+                self.r.check_errors += 1;
+                return Ok(());
+            };
+            self.snapshot_l1_budget = left;
             self.walk_l1(off, size, false)?;
         }
         Ok(())
@@ -246,16 +297,25 @@ pub fn check(path: &Path) -> Result<CheckReport> {
             "file has {nb_clusters} clusters; checking more than {MAX_CHECK_CLUSTERS} is not supported"
         )));
     }
-    let mut c = Checker { file, cs, file_len, refs: vec![0; nb_clusters as usize],
+    let mut c = Checker {
+        file,
+        cs,
+        file_len,
+        refs: vec![0; nb_clusters as usize],
         active: vec![0; nb_clusters.div_ceil(64) as usize],
         copied: vec![0; nb_clusters.div_ceil(64) as usize],
-        r: CheckReport::default(), h };
+        l2_refs: BTreeMap::new(),
+        snapshot_l1_budget: file_len / 8,
+        r: CheckReport::default(),
+        h,
+    };
     c.r.total_clusters = Some(c.h.size.div_ceil(cs));
     c.r.allocated_clusters = Some(0);
     c.r.compressed_clusters = Some(0);
     c.inc(0, cs, "header");
     c.walk_l1(c.h.l1_table_offset, u64::from(c.h.l1_size), true)?;
     c.snapshots()?;
+    c.walk_l2_tables()?;
     if c.h.autoclear & 1 != 0 {
         c.note("note: persistent bitmaps are not checked; their clusters are reported as leaks".into());
     }
@@ -274,27 +334,27 @@ pub fn check(path: &Path) -> Result<CheckReport> {
             c.corruption(format!("ERROR refcount block {i} is not cluster aligned; refcount table entry corrupted"));
             continue;
         }
-        if off + cs > file_len {
+        if off.checked_add(cs).is_none_or(|end| end > file_len) {
             c.corruption(format!("ERROR refcount block {i} at {off:#x} is past the end of the file"));
             continue;
         }
         c.inc(off, cs, "refcount block");
         blocks[i] = Some(off);
     }
-    // Compare.
+    // Compare the refcounts of the clusters in the file, as qemu does. Refcount blocks
+    // for clusters past the end are counted above but not read: a table of a million
+    // entries naming one block would otherwise mean a million block scans.
     let order = c.h.refcount_order;
     let per_block = (cs * 8) >> order;
-    let nb_blocks = (blocks.len() as u64).max(nb_clusters.div_ceil(per_block));
+    let nb_blocks = nb_clusters.div_ceil(per_block);
     let mut highest: Option<u64> = None;
     let mut buf = vec![0u8; cs as usize];
     for b in 0..nb_blocks {
-        let block = blocks.get(b as usize).copied().flatten();
-        match block {
+        match blocks.get(b as usize).copied().flatten() {
             Some(off) => c.file.read_exact_at(&mut buf, off)?,
-            None if b * per_block >= nb_clusters => continue,
             None => buf.fill(0),
         }
-        for j in 0..per_block {
+        for j in 0..per_block.min(nb_clusters - b * per_block) {
             let cl = b * per_block + j;
             let disk = get_refcount(&buf, order, j as usize);
             let want = u64::from(c.refs.get(cl as usize).copied().unwrap_or(0));

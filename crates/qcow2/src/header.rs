@@ -427,12 +427,9 @@ impl Header {
         let unknown = self.incompatible & !INCOMPAT_KNOWN;
         if unknown != 0 {
             let bits: Vec<String> = (0..64).filter(|b| unknown & (1u64 << b) != 0).map(|b| b.to_string()).collect();
-            return Err(Error::unsupported(format!(
-                "unknown incompatible feature bit(s) {} are set",
-                bits.join(", ")
-            ))
-            .with_field("incompatible_features")
-            .with_offset(72));
+            return Err(Error::unsupported(format!("unknown incompatible feature bit(s) {} are set", bits.join(", ")))
+                .with_field("incompatible_features")
+                .with_offset(72));
         }
         if self.version == 2 && self.refcount_order != 4 {
             return Err(Error::invalid("version 2 images have 16-bit refcounts").with_field("refcount_order"));
@@ -476,9 +473,7 @@ impl Header {
         b.extend_from_slice(&[0u8; 8]); // end of extensions
         if let Some(name) = &self.backing_file {
             if name.is_empty() || name.len() > MAX_BACKING_NAME as usize {
-                return Err(Error::argument(format!(
-                    "backing file name must be 1..={MAX_BACKING_NAME} bytes long"
-                )));
+                return Err(Error::argument(format!("backing file name must be 1..={MAX_BACKING_NAME} bytes long")));
             }
             let at = b.len() as u64;
             b[8..16].copy_from_slice(&at.to_be_bytes());
@@ -527,9 +522,10 @@ fn check_table(offset: u64, len: u64, cs: u64, file_len: u64, field: &'static st
 
 /// Reads a table of big-endian u64 entries.
 pub fn read_u64_table(file: &ImageFile, offset: u64, entries: u64, field: &'static str) -> Result<Vec<u64>> {
-    let bytes = entries.checked_mul(8).and_then(|b| usize::try_from(b).ok()).ok_or_else(|| {
-        Error::invalid("table too large").with_field(field).with_offset(offset)
-    })?;
+    let bytes = entries
+        .checked_mul(8)
+        .and_then(|b| usize::try_from(b).ok())
+        .ok_or_else(|| Error::invalid("table too large").with_field(field).with_offset(offset))?;
     let mut buf = vec![0u8; bytes];
     file.read_exact_at(&mut buf, offset).map_err(|e| e.with_field(field))?;
     Ok(buf.chunks_exact(8).map(|c| be64(c, 0)).collect())

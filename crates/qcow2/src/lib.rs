@@ -18,8 +18,8 @@ pub mod measure;
 pub mod reader;
 pub mod writer;
 
-use diskcast_block::registry::{CheckReport, CreateOptions, Driver, Measure, OpenContext, OptionSpec, ProbeData};
 use diskcast_block::output::OutputFiles;
+use diskcast_block::registry::{CheckReport, CreateOptions, Driver, Measure, OpenContext, OptionSpec, ProbeData};
 use diskcast_block::{BlockRead, BlockWrite, Extent, Result};
 use std::path::Path;
 

@@ -15,6 +15,15 @@ use std::sync::{Arc, Mutex};
 /// Bytes of L2 tables kept in memory: 32 MiB maps 256 GiB of guest data with 64 KiB
 /// clusters, like qemu's default cache for large images, and bounds memory for any file.
 const L2_CACHE_BYTES: u64 = 32 << 20;
+/// (Sub)cluster pieces one `extent_at` call looks at before returning the run found so
+/// far (callers continue from its end). Hostile metadata can map petabytes as one run,
+/// e.g. every L1 entry naming one L2 table full of data entries; this keeps each call to
+/// milliseconds while a 1 TiB run of 64 KiB clusters still takes only 16 calls.
+const MAX_EXTENT_PIECES: u64 = 1 << 20;
+/// Largest zstd window we accept: a cluster is at most 2 MiB (qemu compresses each one as
+/// a single frame whose window is at most the cluster), so a frame asking for more is
+/// corrupt and would only make the decoder allocate up to 128 MiB.
+const ZSTD_WINDOW_LOG_MAX: u32 = crate::header::MAX_CLUSTER_BITS;
 
 /// What one (sub)cluster of guest data maps to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,7 +73,19 @@ impl Qcow2Reader {
         }
         let reader = Self::from_parts(file, header)?;
         let backing = match &reader.header.backing_file {
-            Some(name) => Some(ctx.open_referenced(path, name, reader.header.backing_format.as_deref(), "backing_file")?),
+            Some(name) => {
+                let format = reader.header.backing_format.as_deref();
+                Some(ctx.open_referenced(path, name, format, "backing_file").map_err(|e| {
+                    // An unknown format name comes from the image, not from the user.
+                    if e.kind() == diskcast_block::ErrorKind::InvalidArgument && format.is_some() {
+                        Error::unsupported(format!("backing file format recorded in the image: {}", e.message()))
+                            .with_field("backing_format")
+                            .with_file(path)
+                    } else {
+                        e
+                    }
+                })?)
+            }
             None => None,
         };
         Ok(Qcow2Reader { backing, ..reader })
@@ -170,11 +191,9 @@ impl Qcow2Reader {
                     let piece_end = (cluster_start + u64::from(sub + 1) * sc).min(table_end);
                     let map = match (alloc, zero) {
                         (true, true) => {
-                            return Err(Error::corrupt(format!(
-                                "subcluster {sub} is marked both allocated and zero"
-                            ))
-                            .with_field("l2_bitmap")
-                            .with_offset(l2_pos + 8));
+                            return Err(Error::corrupt(format!("subcluster {sub} is marked both allocated and zero"))
+                                .with_field("l2_bitmap")
+                                .with_offset(l2_pos + 8));
                         }
                         (true, false) => {
                             if host == 0 {
@@ -258,7 +277,8 @@ impl Qcow2Reader {
         let mut input = vec![0u8; len as usize];
         self.file.read_exact_at(&mut input, host)?;
         let cs = self.header.cluster_size() as usize;
-        decompress(self.header.compression, &input, cs).map_err(|e| e.with_field("compressed_cluster").with_offset(host))
+        decompress(self.header.compression, &input, cs)
+            .map_err(|e| e.with_field("compressed_cluster").with_offset(host))
     }
 
     /// Fills `buf` from the backing file at guest `off` (zeros past its end or without one).
@@ -296,16 +316,15 @@ pub(crate) fn decompress(kind: Compression, input: &[u8], out_len: usize) -> Res
             let written = d.total_out() as usize;
             match r {
                 Ok(_) if written == out_len => Ok(out),
-                Ok(_) => Err(Error::corrupt(format!(
-                    "compressed cluster inflates to {written} bytes, not {out_len}"
-                ))),
+                Ok(_) => Err(Error::corrupt(format!("compressed cluster inflates to {written} bytes, not {out_len}"))),
                 Err(e) => Err(Error::corrupt(format!("compressed cluster does not inflate: {e}"))),
             }
         }
         Compression::Zstd => {
             use zstd::stream::raw::Operation;
-            let mut d = zstd::stream::raw::Decoder::new()
-                .map_err(|e| Error::io("cannot create a zstd decoder", e))?;
+            let mut d = zstd::stream::raw::Decoder::new().map_err(|e| Error::io("cannot create a zstd decoder", e))?;
+            d.set_parameter(zstd::zstd_safe::DParameter::WindowLogMax(ZSTD_WINDOW_LOG_MAX))
+                .map_err(|e| Error::io("cannot limit the zstd window", e))?;
             let (mut read, mut written) = (0usize, 0usize);
             while written < out_len {
                 let st = d
@@ -314,9 +333,7 @@ pub(crate) fn decompress(kind: Compression, input: &[u8], out_len: usize) -> Res
                 read += st.bytes_read;
                 written += st.bytes_written;
                 if st.bytes_read == 0 && st.bytes_written == 0 {
-                    return Err(Error::corrupt(format!(
-                        "zstd cluster decodes to {written} bytes, not {out_len}"
-                    )));
+                    return Err(Error::corrupt(format!("zstd cluster decodes to {written} bytes, not {out_len}")));
                 }
             }
             Ok(out)
@@ -393,10 +410,11 @@ impl Qcow2Reader {
             };
             if !merged {
                 if let Some(r) = run.take()
-                    && let Err(e) = flush(r, buf) {
-                        pending_err = Err(e);
-                        return Ok(false);
-                    }
+                    && let Err(e) = flush(r, buf)
+                {
+                    pending_err = Err(e);
+                    return Ok(false);
+                }
                 run = Some((g, len, map));
             }
             Ok(true)
@@ -421,7 +439,12 @@ impl Qcow2Reader {
             Map::Unallocated => Alloc::Unallocated,
         };
         let mut ext: Option<Extent> = None;
+        let mut pieces = 0u64;
         self.walk(offset, end, |_, len, map| {
+            pieces += 1;
+            if pieces > MAX_EXTENT_PIECES {
+                return Ok(false);
+            }
             let a = to_alloc(map);
             match &mut ext {
                 None => ext = Some(Extent { offset, len, alloc: a }),
@@ -448,10 +471,7 @@ impl Qcow2Reader {
         let mut specific = serde_json::Map::new();
         specific.insert("compat".into(), (if h.version == 2 { "0.10" } else { "1.1" }).into());
         specific.insert("refcount_bits".into(), h.refcount_bits().into());
-        specific.insert(
-            "lazy_refcounts".into(),
-            (h.compatible & crate::header::COMPAT_LAZY_REFCOUNTS != 0).into(),
-        );
+        specific.insert("lazy_refcounts".into(), (h.compatible & crate::header::COMPAT_LAZY_REFCOUNTS != 0).into());
         specific.insert("corrupt".into(), (h.incompatible & INCOMPAT_CORRUPT != 0).into());
         specific.insert("dirty".into(), (h.incompatible & INCOMPAT_DIRTY != 0).into());
         specific.insert("extended_l2".into(), h.extended_l2().into());

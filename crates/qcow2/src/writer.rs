@@ -69,9 +69,7 @@ impl Params {
             Some(v) => {
                 let cs = parse_size(v)?;
                 if !cs.is_power_of_two() || !(1u64 << MIN_CLUSTER_BITS..=1u64 << MAX_CLUSTER_BITS).contains(&cs) {
-                    return Err(Error::argument(format!(
-                        "cluster_size={v}: must be a power of two from 512 to 2M"
-                    )));
+                    return Err(Error::argument(format!("cluster_size={v}: must be a power of two from 512 to 2M")));
                 }
                 cs.trailing_zeros()
             }
@@ -218,19 +216,16 @@ impl Qcow2Writer {
     /// Checks a guest range: cluster aligned, inside the disk, ending on a cluster
     /// boundary or at the disk's end.
     fn check_range(&self, offset: u64, len: u64) -> Result<u64> {
-        let end = offset
-            .checked_add(len)
-            .filter(|&e| e <= self.p.size)
-            .ok_or_else(|| Error::out_of_bounds(format!("write past the {}-byte disk", self.p.size)).with_offset(offset))?;
+        let end = offset.checked_add(len).filter(|&e| e <= self.p.size).ok_or_else(|| {
+            Error::out_of_bounds(format!("write past the {}-byte disk", self.p.size)).with_offset(offset)
+        })?;
         // The source may be smaller than the 512-rounded size: a write may end anywhere
         // inside the last cluster (the rest of a new cluster reads as zeros).
         let in_last_cluster = end.div_ceil(self.cs) == self.p.size.div_ceil(self.cs);
         if !offset.is_multiple_of(self.cs) || (end % self.cs != 0 && !in_last_cluster) {
-            return Err(Error::argument(format!(
-                "qcow2 writes must cover whole {}-byte clusters",
-                self.cs
-            ))
-            .with_offset(offset));
+            return Err(
+                Error::argument(format!("qcow2 writes must cover whole {}-byte clusters", self.cs)).with_offset(offset)
+            );
         }
         Ok(end)
     }
@@ -348,7 +343,8 @@ impl Qcow2Writer {
         let mut out = vec![0u8; cs - 1];
         let n = match self.p.compression {
             Compression::Zlib => {
-                let mut c = flate2::Compress::new_with_window_bits(flate2::Compression::default(), false, ZLIB_WINDOW_BITS);
+                let mut c =
+                    flate2::Compress::new_with_window_bits(flate2::Compression::default(), false, ZLIB_WINDOW_BITS);
                 match c.compress(&input, &mut out, flate2::FlushCompress::Finish) {
                     Ok(flate2::Status::StreamEnd) => c.total_out() as usize,
                     _ => return None,

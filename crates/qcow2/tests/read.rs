@@ -58,8 +58,14 @@ fn compressed_zlib_and_zstd() {
             let src = patterned(dir.path(), &format!("s{i}{cs}.qcow2"), "5000001", &format!("cluster_size={cs}"));
             let c = dir.path().join(format!("c{i}{cs}.qcow2"));
             qemu_img(&[
-                "convert", "-c", "-O", "qcow2", "-o", &format!("compression_type={ct},cluster_size={cs}"),
-                src.to_str().unwrap(), c.to_str().unwrap(),
+                "convert",
+                "-c",
+                "-O",
+                "qcow2",
+                "-o",
+                &format!("compression_type={ct},cluster_size={cs}"),
+                src.to_str().unwrap(),
+                c.to_str().unwrap(),
             ]);
             assert_matches_qemu(&c, dir.path());
             assert_eq!(open(&c).unwrap().info().compression.as_deref(), Some(*ct));

@@ -20,8 +20,13 @@ fn roundtrip(name: &str, data: Vec<u8>, opts: &CreateOptions) -> std::path::Path
     assert_qemu_compare(&raw, &out);
     let ours = read_all(open(&out).unwrap().as_ref());
     assert_eq!(ours.len() as u64, src.0.len().div_ceil(512) as u64 * 512, "{name}: size not rounded to 512");
-    assert!(ours[..src.0.len()] == src.0[..] && ours[src.0.len()..].iter().all(|&b| b == 0), "{name}: our reader disagrees");
-    let report = Qcow2Driver.check(&out, &diskcast_block::registry::OpenContext::new(&registry(), &diskcast_block::gate::Gate::new())).unwrap();
+    assert!(
+        ours[..src.0.len()] == src.0[..] && ours[src.0.len()..].iter().all(|&b| b == 0),
+        "{name}: our reader disagrees"
+    );
+    let report = Qcow2Driver
+        .check(&out, &diskcast_block::registry::OpenContext::new(&registry(), &diskcast_block::gate::Gate::new()))
+        .unwrap();
     assert_eq!((report.corruptions, report.leaks), (0, 0), "{name}: {:?}", report.messages);
     out
 }
@@ -139,9 +144,8 @@ fn options_are_validated() {
         let e = Qcow2Driver.create(&p, 1 << 20, &opts(&[(k, v)]), &out).unwrap_err();
         assert_eq!(e.kind(), kind, "{k}={v}: {e}");
     }
-    let e = Qcow2Driver
-        .create(&p, 1 << 20, &opts(&[("compat", "0.10"), ("compression_type", "zstd")]), &out)
-        .unwrap_err();
+    let e =
+        Qcow2Driver.create(&p, 1 << 20, &opts(&[("compat", "0.10"), ("compression_type", "zstd")]), &out).unwrap_err();
     assert!(e.to_string().contains("compat=1.1"), "{e}");
     assert!(Qcow2Driver.create(&p, 1 << 20, &opts(&[("cluster_size", "128K"), ("compat", "v3")]), &out).is_ok());
 }

@@ -158,7 +158,12 @@ pub fn assert_qemu_check_clean(path: &Path) {
         .output()
         .expect("qemu-img is required");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "qemu-img check failed on {}: {stdout}{}", path.display(), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "qemu-img check failed on {}: {stdout}{}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(v.get("leaks").and_then(|x| x.as_u64()).unwrap_or(0), 0, "{stdout}");
     assert_eq!(v.get("corruptions").and_then(|x| x.as_u64()).unwrap_or(0), 0, "{stdout}");
