@@ -20,7 +20,7 @@ fn info_json_shows_chain() {
     let d = tmp();
     make_chain(d.path());
     let top = d.path().join("top.qcow2");
-    let v = dc_ok(&["info", "--output", "json", &s(&top)]).json();
+    let v = dc_ok(&["info", "--backing-chain", "--output", "json", &s(&top)]).json();
     let q = qemu_info(&top);
     assert_eq!(v["format"], "qcow2");
     assert_eq!(v["virtual-size"], q["virtual-size"]);

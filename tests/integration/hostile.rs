@@ -168,6 +168,13 @@ fn backing_etc_passwd_refused_unless_allowed() {
     assert_same_bytes(&reference, &out);
     let v = dc_ok(&["info", "--allow-backing", "/etc/passwd", "--output", "json", &s(&p)]).json();
     assert_eq!(v["backing-filename"], "/etc/passwd");
+    // Plain info opens no backing file, so the hostile image can be inspected as it is;
+    // asking for the chain goes through the gate again.
+    let v = dc_ok(&["info", "--output", "json", &s(&p)]).json();
+    assert_eq!(v["backing-filename"], "/etc/passwd", "{v}");
+    assert!(v.get("backing-chain").is_none(), "{v}");
+    assert!(dc_ok(&["info", &s(&p)]).stdout_str().contains("backing file: /etc/passwd"));
+    dc(&["info", "--backing-chain", &s(&p)]).expect_code(1).expect_stderr_any(&["allow-backing"]);
 }
 
 #[test]

@@ -142,12 +142,35 @@ pub struct OpenContext<'a> {
     pub gate: &'a Gate,
     /// Canonical paths of the images above the one being opened.
     chain: Vec<PathBuf>,
+    /// Whether backing files are opened at all (not for `info` without `--backing-chain`).
+    follow_backing: bool,
 }
 
 impl<'a> OpenContext<'a> {
-    /// A context for opening a top-level image the user named.
+    /// A context for opening a top-level image the user named, with its backing chain.
     pub fn new(registry: &'a Registry, gate: &'a Gate) -> Self {
-        OpenContext { registry, gate, chain: Vec::new() }
+        OpenContext { registry, gate, chain: Vec::new(), follow_backing: true }
+    }
+
+    /// A context that opens no backing file: enough to describe an image (as `qemu-img
+    /// info` does by default), not to read it. Lets a user inspect an untrusted image
+    /// whose backing name the gate would refuse.
+    pub fn without_backing(registry: &'a Registry, gate: &'a Gate) -> Self {
+        OpenContext { follow_backing: false, ..Self::new(registry, gate) }
+    }
+
+    /// Opens the backing file `name` recorded in `referrer` (through the gate), or returns
+    /// `None` when this context does not follow backing files.
+    pub fn open_backing(
+        &self,
+        referrer: &Path,
+        name: &str,
+        format: Option<&str>,
+    ) -> Result<Option<Box<dyn BlockRead>>> {
+        if !self.follow_backing {
+            return Ok(None);
+        }
+        self.open_referenced(referrer, name, format, "backing_file").map(Some)
     }
 
     /// Opens the file `name` that image `referrer` names in its field `field`, through
@@ -162,7 +185,7 @@ impl<'a> OpenContext<'a> {
         let path = self.gate.resolve(referrer, name, field, &self.chain)?;
         let mut chain = self.chain.clone();
         chain.push(referrer.canonicalize().map_err(|e| Error::io("cannot resolve path", e).with_file(referrer))?);
-        let child = OpenContext { registry: self.registry, gate: self.gate, chain };
+        let child = OpenContext { chain, ..*self };
         self.registry.open(&path, format, &child)
     }
 }

@@ -25,7 +25,7 @@ pub struct Cli {
 pub enum Command {
     /// Show an image's format, sizes, cluster size, compression and backing chain.
     #[command(
-        after_help = "Examples:\n  diskcast info disk.qcow2\n  diskcast info --output json overlay.qcow2 | jq '.\"backing-chain\"'"
+        after_help = "Examples:\n  diskcast info disk.qcow2\n  diskcast info --backing-chain --output json overlay.qcow2 | jq '.\"backing-chain\"'"
     )]
     Info(InfoArgs),
     /// Convert an image to another format (or the same one, compacted).
@@ -122,7 +122,8 @@ pub struct InfoArgs {
     /// Output as human text or JSON.
     #[arg(long, value_enum, default_value = "human")]
     pub output: OutputFormat,
-    /// Also show every image of the backing chain.
+    /// Also open and show every image of the backing chain (JSON: a "backing-chain" array).
+    /// Without it no backing file is opened, so any image can be inspected safely.
     #[arg(long)]
     pub backing_chain: bool,
     #[command(flatten)]

@@ -75,7 +75,7 @@ impl Qcow2Reader {
         let backing = match &reader.header.backing_file {
             Some(name) => {
                 let format = reader.header.backing_format.as_deref();
-                Some(ctx.open_referenced(path, name, format, "backing_file").map_err(|e| {
+                ctx.open_backing(path, name, format).map_err(|e| {
                     // An unknown format name comes from the image, not from the user.
                     if e.kind() == diskcast_block::ErrorKind::InvalidArgument && format.is_some() {
                         Error::unsupported(format!("backing file format recorded in the image: {}", e.message()))
@@ -84,7 +84,7 @@ impl Qcow2Reader {
                     } else {
                         e
                     }
-                })?)
+                })?
             }
             None => None,
         };

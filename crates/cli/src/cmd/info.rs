@@ -2,6 +2,7 @@
 
 use super::{Images, print_json};
 use crate::args::{InfoArgs, OutputFormat};
+use diskcast_block::registry::OpenContext;
 use diskcast_block::size::human;
 use diskcast_block::{BlockRead, ImageInfo, Result};
 use serde_json::{Value, json};
@@ -10,7 +11,14 @@ use std::path::{Path, PathBuf};
 
 pub fn run(a: InfoArgs) -> Result<u8> {
     let images = Images::new(&a.open)?;
-    let image = images.open(&a.file, a.format.as_deref())?;
+    // Like qemu-img info, describe the image without opening its backing file unless the
+    // chain is asked for: so an untrusted image can be inspected whatever it names.
+    let ctx = if a.backing_chain {
+        OpenContext::new(&images.registry, &images.gate)
+    } else {
+        OpenContext::without_backing(&images.registry, &images.gate)
+    };
+    let image = images.registry.open(&a.file, a.format.as_deref(), &ctx)?;
     // The chain: (display name, image), top first. Backing names resolve against the
     // directory of the image that names them, as the gate resolved them.
     let mut chain: Vec<(PathBuf, &dyn BlockRead)> = vec![(a.file.clone(), image.as_ref())];
@@ -23,21 +31,17 @@ pub fn run(a: InfoArgs) -> Result<u8> {
     match a.output {
         OutputFormat::Json => {
             let mut top = entries.first().cloned().unwrap_or(Value::Null);
-            if let Value::Object(m) = &mut top {
+            if let (Value::Object(m), true) = (&mut top, a.backing_chain) {
                 m.insert("backing-chain".into(), Value::Array(entries.iter().skip(1).cloned().collect()));
             }
             print_json(&top);
         }
         OutputFormat::Human => {
-            let shown = if a.backing_chain { chain.len() } else { 1 };
-            for (i, (path, img)) in chain.iter().take(shown).enumerate() {
+            for (i, (path, img)) in chain.iter().enumerate() {
                 if i > 0 {
                     println!();
                 }
                 print_human(path, &img.info());
-            }
-            if !a.backing_chain && chain.len() > 1 {
-                println!("backing chain: {} images below (--backing-chain shows them)", chain.len() - 1);
             }
         }
     }
