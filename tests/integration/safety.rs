@@ -60,10 +60,16 @@ fn sigint_case(ofmt: &str, extra: &[&str]) {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn diskcast");
-    std::thread::sleep(Duration::from_millis(500));
+    // Interrupt as soon as the copy is under way (its temporary output exists), rather
+    // than after a fixed sleep that a fast machine could outrun.
+    let started = Instant::now();
+    while stray_temps(d.path()).is_empty() && started.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(100));
     assert!(
         child.try_wait().expect("try_wait").is_none(),
-        "convert of 2 GiB finished within 0.5 s; the test needs a slower job"
+        "convert of 2 GiB finished before it could be interrupted; the test needs a slower job"
     );
     let tmp_seen = !stray_temps(d.path()).is_empty();
     let kill = Command::new("kill").arg("-INT").arg(child.id().to_string()).status().expect("kill");
