@@ -13,9 +13,11 @@ use diskcast_block::{Error, Result};
 use std::collections::BTreeMap;
 use std::path::Path;
 
-/// Largest file, in clusters, whose refcounts we recompute: 2^30 16-bit counters are
-/// 2 GiB of memory, the most a check should ever take.
-const MAX_CHECK_CLUSTERS: u64 = 1 << 30;
+/// Largest file, in clusters, whose refcounts we recompute: 2^27 16-bit counters are
+/// 256 MiB, the memory bound the rest of diskcast keeps too. That is an 8 TiB file with
+/// the default 64 KiB clusters; a (possibly sparse, possibly hostile) larger file is
+/// refused rather than allowed to take gigabytes.
+const MAX_CHECK_CLUSTERS: u64 = 1 << 27;
 /// qemu's QCOW_MAX_SNAPSHOTS.
 const MAX_SNAPSHOTS: u32 = 65536;
 /// Messages kept in the report; counts keep going past it.
