@@ -29,7 +29,8 @@ const DEFAULT_CLUSTER_BITS: u32 = 16;
 const ZSTD_LEVEL: i32 = 3;
 /// qemu inflates compressed clusters with a 4 KiB window (-12), so we deflate with one.
 const ZLIB_WINDOW_BITS: u8 = 12;
-/// Compressed data is placed on 512-byte boundaries (the descriptor counts sectors).
+/// The unit compressed-cluster descriptors count in (the data itself is packed byte by
+/// byte), and the granularity of the virtual size.
 const SECTOR: u64 = 512;
 
 /// Validated creation parameters (shared with `measure`).
@@ -151,7 +152,7 @@ struct State {
     next_cluster: u64,
     /// L2 tables that have at least one entry, by L1 index.
     l2: HashMap<u64, Box<[u64]>>,
-    /// Compressed mode: next free byte for packing compressed data (512-aligned).
+    /// Compressed mode: next free byte for packing compressed data (byte-granular).
     byte_pos: u64,
     /// Compressed mode: refcount of every host cluster below `next_cluster`.
     refs: Option<Vec<u16>>,
