@@ -69,8 +69,10 @@ impl Progress for Bar {
     fn advance(&self, bytes: u64) {
         self.0.inc(bytes);
     }
+    /// Leaves the bar where the work got to: full on success, short of it on an error or
+    /// Ctrl-C (indicatif's `finish` would draw it full either way).
     fn finish(&self) {
-        self.0.finish();
+        self.0.abandon();
     }
 }
 
