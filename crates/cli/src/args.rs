@@ -69,7 +69,8 @@ Example:
     #[command(after_help = "\
 SIZE takes K, M, G, T suffixes (powers of 1024). With -b, SIZE may be left out and the
 backing file's size is used; the backing name is stored as given, relative names
-resolve against the new image's directory.
+resolve against the new image's directory. Reading the new image later opens a backing
+file outside its directory only with --allow-backing PATH.
 
 Examples:
   diskcast create -f qcow2 disk.qcow2 20G
