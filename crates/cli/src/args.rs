@@ -107,7 +107,7 @@ pub enum ProgressMode {
 }
 
 /// Options every command that opens images takes.
-#[derive(Debug, Args)]
+#[derive(Debug, Default, Args)]
 pub struct OpenArgs {
     /// Allow opening this backing file (or any file under this directory) even though it is
     /// outside the directory of the image that names it. May be repeated.

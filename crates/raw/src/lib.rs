@@ -46,7 +46,8 @@ impl Driver for RawDriver {
     }
 
     /// A raw file is always as long as the disk (holes or not), as qemu-img measure says.
-    fn measure(&self, size: u64, _data: &[Extent], _opts: &CreateOptions) -> Result<Measure> {
+    fn measure(&self, size: u64, _data: &[Extent], opts: &CreateOptions) -> Result<Measure> {
+        opts.check_keys(self)?;
         Ok(Measure { required: size, fully_allocated: size })
     }
 }

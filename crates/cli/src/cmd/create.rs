@@ -8,7 +8,7 @@ use diskcast_block::{Error, Result, ResultExt};
 use std::path::Path;
 
 pub fn run(a: CreateArgs) -> Result<u8> {
-    let images = Images::new(&OpenArgs { allow_backing: Vec::new() })?;
+    let images = Images::new(&OpenArgs::default())?;
     let driver = images.registry.get(&a.format)?;
     let mut opts = create_options(&a.options, false)?;
     let mut size = a.size.as_deref().map(parse_size).transpose()?;

@@ -13,11 +13,8 @@ pub fn run(a: InfoArgs) -> Result<u8> {
     let images = Images::new(&a.open)?;
     // Like qemu-img info, describe the image without opening its backing file unless the
     // chain is asked for: so an untrusted image can be inspected whatever it names.
-    let ctx = if a.backing_chain {
-        OpenContext::new(&images.registry, &images.gate)
-    } else {
-        OpenContext::without_backing(&images.registry, &images.gate)
-    };
+    let ctx =
+        if a.backing_chain { images.context() } else { OpenContext::without_backing(&images.registry, &images.gate) };
     let image = images.registry.open(&a.file, a.format.as_deref(), &ctx)?;
     // The chain: (display name, image), top first. Backing names resolve against the
     // directory of the image that names them, as the gate resolved them.

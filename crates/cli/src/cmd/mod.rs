@@ -49,10 +49,10 @@ impl Images {
 
     /// Opens `path` as `format` (probed when `None`) with its backing chain.
     pub fn open(&self, path: &Path, format: Option<&str>) -> Result<Box<dyn BlockRead>> {
-        let ctx = OpenContext::new(&self.registry, &self.gate);
-        self.registry.open(path, format, &ctx)
+        self.registry.open(path, format, &self.context())
     }
 
+    /// A context that opens backing files through this command's gate.
     pub fn context(&self) -> OpenContext<'_> {
         OpenContext::new(&self.registry, &self.gate)
     }
