@@ -82,6 +82,43 @@ impl Gate {
     }
 }
 
+impl Gate {
+    /// Resolves the data file `name` that the descriptor `referrer` lists in `field` (a
+    /// VMDK extent). Stricter than [`resolve`](Self::resolve): an extent is part of the
+    /// image itself, so it must be a relative name that stays beneath the descriptor's
+    /// directory after following symlinks; `--allow-backing` does not widen this.
+    pub fn resolve_extent(&self, referrer: &Path, name: &str, field: &'static str) -> Result<PathBuf> {
+        let refuse = |why: String| Error::refused(why).with_field(field).with_file(referrer);
+        if name.is_empty() || name.contains('\0') {
+            return Err(refuse(format!("extent file name {name:?} is empty or contains a NUL byte")));
+        }
+        let rel = Path::new(name);
+        if !rel.components().all(|c| matches!(c, Component::Normal(_) | Component::CurDir)) {
+            return Err(refuse(format!(
+                "extent file {name:?} is not a plain name beneath the descriptor's directory; \
+                 extents are opened only there"
+            )));
+        }
+        let dir = referrer.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let joined = dir.join(rel);
+        let canon = joined.canonicalize().map_err(|e| {
+            Error::io(format!("cannot open extent file {name:?} (looked for {})", joined.display()), e)
+                .with_field(field)
+                .with_file(referrer)
+        })?;
+        let canon_dir =
+            dir.canonicalize().map_err(|e| Error::io("cannot resolve the image's directory", e).with_file(referrer))?;
+        if !canon.starts_with(&canon_dir) {
+            return Err(refuse(format!(
+                "extent file {name:?} resolves to {}, outside the descriptor's directory {}",
+                canon.display(),
+                canon_dir.display()
+            )));
+        }
+        Ok(canon)
+    }
+}
+
 /// The protocol of `name` if it looks like `proto:...` (qemu's protocol syntax).
 fn protocol_prefix(name: &str) -> Option<&str> {
     let (proto, _) = name.split_once(':')?;
@@ -141,6 +178,21 @@ mod tests {
             let e = Gate::new().resolve(&img, name, "backing_file", &[]).unwrap_err();
             assert_eq!(e.kind(), ErrorKind::Refused, "{name}");
         }
+    }
+
+    #[test]
+    fn extents_stay_beneath_the_descriptor_even_when_allowed() {
+        let (dir, img) = setup();
+        let mut g = Gate::new();
+        g.allow(Path::new("/etc")).unwrap();
+        for name in ["/etc/hosts", "../x", "a/../../x", ""] {
+            let e = g.resolve_extent(&img, name, "extent").unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Refused, "{name}: {e}");
+        }
+        std::os::unix::fs::symlink("/etc/hosts", dir.path().join("link")).unwrap();
+        assert_eq!(g.resolve_extent(&img, "link", "extent").unwrap_err().kind(), ErrorKind::Refused);
+        let p = g.resolve_extent(&img, "./base.raw", "extent").unwrap();
+        assert_eq!(p, dir.path().join("base.raw").canonicalize().unwrap());
     }
 
     #[test]

@@ -29,6 +29,17 @@ impl ImageFile {
         Ok(ImageFile { file, path: path.to_path_buf() })
     }
 
+    /// Opens an existing `path` for reading and writing (only to replay a pending log the
+    /// user allowed; new images come from [`crate::output::OutputFiles`]).
+    pub fn open_rw(path: &Path) -> Result<Self> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|e| Error::io("cannot open for writing", e).with_file(path))?;
+        Ok(ImageFile { file, path: path.to_path_buf() })
+    }
+
     /// Wraps an already open file.
     pub fn from_file(file: File, path: &Path) -> Self {
         ImageFile { file, path: path.to_path_buf() }

@@ -102,6 +102,11 @@ pub trait Driver: Send + Sync {
     /// The name used with `-f`/`-O` (`raw`, `qcow2`, ...).
     fn name(&self) -> &'static str;
 
+    /// Other names `-f`/`-O` accept for this format (qemu's `vpc` for VHD).
+    fn aliases(&self) -> &'static [&'static str] {
+        &[]
+    }
+
     /// True when the file's magic says it is this format. Raw never claims a file.
     fn probe(&self, data: &ProbeData<'_>) -> bool;
 
@@ -144,12 +149,15 @@ pub struct OpenContext<'a> {
     chain: Vec<PathBuf>,
     /// Whether backing files are opened at all (not for `info` without `--backing-chain`).
     follow_backing: bool,
+    /// Whether a driver may write to an image it opens to finish an interrupted update
+    /// (replaying a VHDX log). Off unless the user asked for it.
+    replay_log: bool,
 }
 
 impl<'a> OpenContext<'a> {
     /// A context for opening a top-level image the user named, with its backing chain.
     pub fn new(registry: &'a Registry, gate: &'a Gate) -> Self {
-        OpenContext { registry, gate, chain: Vec::new(), follow_backing: true }
+        OpenContext { registry, gate, chain: Vec::new(), follow_backing: true, replay_log: false }
     }
 
     /// A context that opens no backing file: enough to describe an image (as `qemu-img
@@ -157,6 +165,16 @@ impl<'a> OpenContext<'a> {
     /// whose backing name the gate would refuse.
     pub fn without_backing(registry: &'a Registry, gate: &'a Gate) -> Self {
         OpenContext { follow_backing: false, ..Self::new(registry, gate) }
+    }
+
+    /// Lets drivers write to the images they open to replay a pending log (`--replay-log`).
+    pub fn with_log_replay(self, replay_log: bool) -> Self {
+        OpenContext { replay_log, ..self }
+    }
+
+    /// True when the user allowed replaying a pending log into the image file.
+    pub fn replay_log(&self) -> bool {
+        self.replay_log
     }
 
     /// Opens the backing file `name` recorded in `referrer` (through the gate), or returns
@@ -209,7 +227,7 @@ impl Registry {
 
     /// The driver called `name`.
     pub fn get(&self, name: &str) -> Result<&dyn Driver> {
-        self.drivers().find(|d| d.name() == name).ok_or_else(|| {
+        self.drivers().find(|d| d.name() == name || d.aliases().contains(&name)).ok_or_else(|| {
             let names: Vec<_> = self.drivers().map(|d| d.name()).collect();
             Error::argument(format!("unknown format {name:?} (known: {})", names.join(", ")))
         })

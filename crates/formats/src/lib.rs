@@ -9,7 +9,14 @@ pub use diskcast_block::registry::Registry;
 /// A registry with every driver. Order does not matter for probing: a file claimed by
 /// two drivers is reported as ambiguous, never guessed.
 pub fn registry() -> Registry {
-    Registry::new(vec![Box::new(diskcast_raw::RawDriver), Box::new(diskcast_qcow2::Qcow2Driver)])
+    Registry::new(vec![
+        Box::new(diskcast_raw::RawDriver),
+        Box::new(diskcast_qcow2::Qcow2Driver),
+        Box::new(diskcast_vmdk::VmdkDriver),
+        Box::new(diskcast_vhd::VhdDriver),
+        Box::new(diskcast_vhdx::VhdxDriver),
+        Box::new(diskcast_vdi::VdiDriver),
+    ])
 }
 
 #[cfg(test)]
