@@ -1,0 +1,218 @@
+//! Reading static and dynamic VDI images: the whole block map is loaded at open (it is
+//! at most [`MAX_BLOCKS`](crate::header::MAX_BLOCKS) entries and must lie inside the
+//! file), so reads and extent queries need no lock and no I/O but the data itself.
+
+use crate::header::{BLOCK_FREE, BLOCK_ZERO, Header, read_block_map};
+use diskcast_block::io::ImageFile;
+use diskcast_block::{Alloc, BlockRead, Error, Extent, ImageInfo, Result};
+use serde_json::json;
+use std::path::Path;
+
+/// What one guest block maps to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Map {
+    /// Never written (`0xffffffff`): reads as zeros, nothing stored.
+    Free,
+    /// Marked zero (`0xfffffffe`, discarded): reads as zeros.
+    Zero,
+    /// Stored at this file offset (of the block's first byte).
+    Data(u64),
+}
+
+/// An open VDI image.
+#[derive(Debug)]
+pub struct VdiReader {
+    file: ImageFile,
+    file_len: u64,
+    header: Header,
+    size: u64,
+    bmap: Vec<u32>,
+}
+
+impl VdiReader {
+    /// Opens `path` for reading.
+    pub fn open(path: &Path) -> Result<Self> {
+        let file = ImageFile::open(path)?;
+        let file_len = file.len()?;
+        let header = Header::read(&file)?;
+        header.validate(file_len)?;
+        if header.blocks_allocated > header.blocks_in_image {
+            return Err(Error::corrupt(format!(
+                "blocks_allocated {} is more than the {} blocks in the image",
+                header.blocks_allocated, header.blocks_in_image
+            ))
+            .with_field("blocks_allocated")
+            .with_offset(0x184));
+        }
+        let bmap = read_block_map(&file, &header)?;
+        let size = header.size();
+        Ok(VdiReader { file, file_len, header, size, bmap })
+    }
+
+    /// The parsed header.
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// What guest block `block` maps to, with the entry checked against
+    /// `blocks_allocated` and the file's length.
+    fn map(&self, block: u64) -> Result<Map> {
+        let bs = self.header.block_size;
+        let entry_pos = self.header.offset_bmap + block * 4;
+        let entry = usize::try_from(block).ok().and_then(|i| self.bmap.get(i)).copied().ok_or_else(|| {
+            Error::out_of_bounds(format!("guest block {block} is outside the block map")).with_offset(entry_pos)
+        })?;
+        match entry {
+            BLOCK_FREE => Ok(Map::Free),
+            BLOCK_ZERO => Ok(Map::Zero),
+            e if e >= self.header.blocks_allocated => Err(Error::corrupt(format!(
+                "block map entry {block} names data block {e}, but the image has only {} allocated blocks",
+                self.header.blocks_allocated
+            ))
+            .with_field("block_map")
+            .with_offset(entry_pos)),
+            e => {
+                let host = self.header.offset_data + u64::from(e) * bs;
+                // The guest-visible part of the block must be in the file.
+                let visible = bs.min(self.size - block * bs);
+                if host + visible > self.file_len {
+                    return Err(Error::out_of_bounds(format!(
+                        "block map entry {block} puts its data at {host:#x}..{:#x}, past the end of the {}-byte file",
+                        host + visible,
+                        self.file_len
+                    ))
+                    .with_field("block_map")
+                    .with_offset(entry_pos));
+                }
+                Ok(Map::Data(host))
+            }
+        }
+    }
+
+    fn read_inner(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        let end = offset.checked_add(buf.len() as u64).filter(|&e| e <= self.size).ok_or_else(|| {
+            Error::out_of_bounds(format!("read of {} bytes past the {}-byte disk", buf.len(), self.size))
+                .with_offset(offset)
+        })?;
+        let bs = self.header.block_size;
+        let mut pos = offset;
+        // A pending run of host-contiguous data: (guest start, host start, len).
+        let mut run: Option<(u64, u64, u64)> = None;
+        let flush = |run: (u64, u64, u64), buf: &mut [u8]| -> Result<()> {
+            let (g, h, len) = run;
+            let at = (g - offset) as usize;
+            let dst = buf.get_mut(at..at + len as usize).ok_or_else(|| Error::corrupt("read run outside buffer"))?;
+            self.file.read_exact_at(dst, h)
+        };
+        while pos < end {
+            let block = pos / bs;
+            let in_block = pos % bs;
+            let piece_end = ((block + 1) * bs).min(end);
+            let len = piece_end - pos;
+            match self.map(block)? {
+                Map::Data(host) => {
+                    let h = host + in_block;
+                    match &mut run {
+                        Some((_, rh, rlen)) if *rh + *rlen == h => *rlen += len,
+                        _ => {
+                            if let Some(r) = run.replace((pos, h, len)) {
+                                flush(r, buf)?;
+                            }
+                        }
+                    }
+                }
+                Map::Free | Map::Zero => {
+                    if let Some(r) = run.take() {
+                        flush(r, buf)?;
+                    }
+                    let at = (pos - offset) as usize;
+                    if let Some(dst) = buf.get_mut(at..at + len as usize) {
+                        dst.fill(0);
+                    }
+                }
+            }
+            pos = piece_end;
+        }
+        if let Some(r) = run {
+            flush(r, buf)?;
+        }
+        Ok(())
+    }
+
+    fn extent_inner(&self, offset: u64, max_len: u64) -> Result<Extent> {
+        if offset >= self.size {
+            return Err(
+                Error::out_of_bounds(format!("extent query past the {}-byte disk", self.size)).with_offset(offset)
+            );
+        }
+        let end = offset.saturating_add(max_len.max(1)).min(self.size);
+        let bs = self.header.block_size;
+        let class = |m: Map| match m {
+            Map::Data(_) => Alloc::Data,
+            Map::Zero => Alloc::Zero,
+            Map::Free => Alloc::Unallocated,
+        };
+        let first = offset / bs;
+        let alloc = class(self.map(first)?);
+        let mut stop = ((first + 1) * bs).min(end);
+        // At most one pass over the block map (bounded by MAX_BLOCKS) per call.
+        while stop < end {
+            if class(self.map(stop / bs)?) != alloc {
+                break;
+            }
+            stop = (stop + bs).min(end);
+        }
+        Ok(Extent { offset, len: stop - offset, alloc })
+    }
+
+    fn info_inner(&self) -> ImageInfo {
+        let h = &self.header;
+        let mut s = serde_json::Map::new();
+        s.insert("image-type".into(), h.type_name().into());
+        s.insert("version".into(), format!("{}.{}", h.version >> 16, h.version & 0xffff).into());
+        s.insert("header-size".into(), h.header_size.into());
+        s.insert("block-size".into(), h.block_size.into());
+        s.insert("blocks-in-image".into(), h.blocks_in_image.into());
+        s.insert("blocks-allocated".into(), h.blocks_allocated.into());
+        s.insert("block-map-offset".into(), h.offset_bmap.into());
+        s.insert("data-offset".into(), h.offset_data.into());
+        s.insert("sector-size".into(), h.legacy.sector_size.into());
+        s.insert("uuid".into(), h.uuid_image.to_string().into());
+        s.insert("modification-uuid".into(), h.uuid_last_snap.to_string().into());
+        let geo = |g: &crate::header::Geometry| json!({ "cylinders": g.cylinders, "heads": g.heads, "sectors": g.sectors, "sector-size": g.sector_size });
+        s.insert("legacy-geometry".into(), geo(&h.legacy));
+        if let Some(g) = &h.lchs {
+            s.insert("lchs-geometry".into(), geo(g));
+        }
+        s.insert("image-flags".into(), h.image_flags.into());
+        if !h.description.is_empty() {
+            s.insert("description".into(), h.description.clone().into());
+        }
+        s.insert("creator-text".into(), h.text.clone().into());
+        ImageInfo {
+            format: "vdi".into(),
+            virtual_size: self.size,
+            cluster_size: Some(h.block_size),
+            specific: s,
+            ..ImageInfo::default()
+        }
+    }
+}
+
+impl BlockRead for VdiReader {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        self.read_inner(buf, offset).map_err(|e| e.with_file(self.file.path()))
+    }
+
+    fn extent_at(&self, offset: u64, max_len: u64) -> Result<Extent> {
+        self.extent_inner(offset, max_len).map_err(|e| e.with_file(self.file.path()))
+    }
+
+    fn info(&self) -> ImageInfo {
+        self.info_inner()
+    }
+}

@@ -1,0 +1,253 @@
+//! Writing new static and dynamic VDI images.
+//!
+//! Layout as qemu writes it: the 512-byte header, the block map at 0x200 (padded to whole
+//! sectors), then the data blocks of 1 MiB. Dynamic images take blocks in the order
+//! writes first touch them: a block index is handed out under a short lock and the data
+//! is written outside it, so many threads write at once. Static images map guest block
+//! `i` to data block `i` from the start. Parts of a block never written stay holes in the
+//! file (they read as zeros), so no zeros are written. `finish` sets the file length,
+//! then writes the block map and the header last.
+
+use crate::header::{
+    BLOCK_FREE, Geometry, HEADER_SIZE_V1, Header, MAX_BLOCKS, SECTOR, TEXT, TYPE_DYNAMIC, TYPE_STATIC, VERSION_1_1,
+};
+use diskcast_block::io::ImageFile;
+use diskcast_block::registry::CreateOptions;
+use diskcast_block::{BlockWrite, Encoded, Error, Result};
+use std::sync::Mutex;
+use uuid::Uuid;
+
+/// The block size qemu and VirtualBox write (and the only one qemu reads).
+pub const BLOCK_SIZE: u64 = 1 << 20;
+/// Where the block map starts: right after the 512-byte header, as qemu puts it.
+const BMAP_OFFSET: u64 = 0x200;
+/// Unit of the copy engine's work: data runs are 4 KiB aligned, so zero 4 KiB pieces
+/// inside a block are never written and stay holes in the file.
+const GRANULARITY: u64 = 4096;
+/// Largest buffer of zeros written at once by `write_zeroes`.
+const ZERO_CHUNK: u64 = 1 << 20;
+
+/// Validated creation parameters (shared with `measure`).
+#[derive(Debug, Clone)]
+pub struct Params {
+    /// Guest size, rounded up to whole sectors as qemu does.
+    pub size: u64,
+    /// `static=on`: every block allocated up front.
+    pub is_static: bool,
+}
+
+impl Params {
+    /// Parses `-o static=on|off` and refuses what VDI cannot hold.
+    pub fn from_options(size: u64, opts: &CreateOptions) -> Result<Params> {
+        if opts.compress {
+            return Err(Error::argument("vdi images cannot be compressed (-c)"));
+        }
+        if opts.backing_file.is_some() || opts.backing_format.is_some() {
+            return Err(Error::argument("vdi images cannot have a backing file (-b)"));
+        }
+        let is_static = match opts.options.get("static").map(String::as_str) {
+            None => false,
+            Some("on" | "true" | "yes") => true,
+            Some("off" | "false" | "no") => false,
+            Some(v) => return Err(Error::argument(format!("static={v}: use on or off"))),
+        };
+        let size = size
+            .checked_next_multiple_of(SECTOR)
+            .ok_or_else(|| Error::argument(format!("size {size} is too large for vdi")))?;
+        let blocks = size.div_ceil(BLOCK_SIZE);
+        if blocks > MAX_BLOCKS {
+            return Err(Error::argument(format!(
+                "size {size} needs {blocks} blocks of 1 MiB; diskcast writes at most {MAX_BLOCKS} ({} TiB)",
+                MAX_BLOCKS >> 20
+            )));
+        }
+        Ok(Params { size, is_static })
+    }
+
+    /// Guest blocks of the image.
+    pub fn blocks(&self) -> u64 {
+        self.size.div_ceil(BLOCK_SIZE)
+    }
+
+    /// File offset of data block 0: after the block map, padded to whole sectors.
+    pub fn offset_data(&self) -> u64 {
+        BMAP_OFFSET + (self.blocks() * 4).next_multiple_of(SECTOR)
+    }
+}
+
+/// Allocation state of a dynamic image, under one short lock.
+#[derive(Debug)]
+struct State {
+    /// Block map: data block index per guest block, or [`BLOCK_FREE`].
+    bmap: Vec<u32>,
+    /// Data blocks handed out so far.
+    allocated: u32,
+}
+
+/// A VDI image being written.
+#[derive(Debug)]
+pub struct VdiWriter {
+    file: ImageFile,
+    p: Params,
+    offset_data: u64,
+    state: Mutex<State>,
+}
+
+impl VdiWriter {
+    /// Prepares a new image in `file` (an empty temporary from `OutputFiles`).
+    pub fn new(file: ImageFile, p: Params) -> Result<Self> {
+        let blocks = u32::try_from(p.blocks()).map_err(|_| Error::argument("too many blocks"))?;
+        let (bmap, allocated) =
+            if p.is_static { ((0..blocks).collect(), blocks) } else { (vec![BLOCK_FREE; blocks as usize], 0) };
+        Ok(VdiWriter { file, offset_data: p.offset_data(), p, state: Mutex::new(State { bmap, allocated }) })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// File offsets of the data blocks behind guest blocks `first..last`, allocating
+    /// those not yet allocated (in one short critical section).
+    fn hosts(&self, first: u64, last: u64) -> Result<Vec<u64>> {
+        let mut st = self.lock();
+        let mut hosts = Vec::with_capacity((last - first) as usize);
+        for b in first..last {
+            let slot = st
+                .bmap
+                .get(b as usize)
+                .copied()
+                .ok_or_else(|| Error::out_of_bounds("write past the block map").with_offset(b * BLOCK_SIZE))?;
+            let idx = if slot == BLOCK_FREE {
+                let idx = st.allocated;
+                st.allocated += 1;
+                if let Some(s) = st.bmap.get_mut(b as usize) {
+                    *s = idx;
+                }
+                idx
+            } else {
+                slot
+            };
+            hosts.push(self.offset_data + u64::from(idx) * BLOCK_SIZE);
+        }
+        Ok(hosts)
+    }
+
+    /// Checks `[offset, offset + len)` is inside the disk; returns its end.
+    fn check_range(&self, offset: u64, len: u64) -> Result<u64> {
+        offset.checked_add(len).filter(|&e| e <= self.p.size).ok_or_else(|| {
+            Error::out_of_bounds(format!("write past the {}-byte disk", self.p.size)).with_offset(offset)
+        })
+    }
+
+    /// Writes `data` at guest `offset`: one pwrite per run of host-contiguous blocks.
+    fn write_plain(&self, offset: u64, data: &[u8]) -> Result<()> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        let end = self.check_range(offset, data.len() as u64)?;
+        let first = offset / BLOCK_SIZE;
+        let last = end.div_ceil(BLOCK_SIZE);
+        let hosts = self.hosts(first, last)?;
+        let mut i = 0;
+        while i < hosts.len() {
+            let mut j = i + 1;
+            while j < hosts.len() && hosts[j] == hosts[j - 1] + BLOCK_SIZE {
+                j += 1;
+            }
+            // Guest range of blocks first+i .. first+j, clipped to the write.
+            let g0 = ((first + i as u64) * BLOCK_SIZE).max(offset);
+            let g1 = ((first + j as u64) * BLOCK_SIZE).min(end);
+            let a = (g0 - offset) as usize;
+            let b = (g1 - offset) as usize;
+            self.file.write_all_at(&data[a..b], hosts[i] + g0 % BLOCK_SIZE)?;
+            i = j;
+        }
+        Ok(())
+    }
+
+    /// The header for the current state.
+    fn header(&self, blocks_allocated: u32) -> Result<Header> {
+        let too_big = || Error::argument("image too large for a VDI header");
+        Ok(Header {
+            text: TEXT.to_string(),
+            version: VERSION_1_1,
+            header_size: HEADER_SIZE_V1,
+            image_type: if self.p.is_static { TYPE_STATIC } else { TYPE_DYNAMIC },
+            image_flags: 0,
+            description: String::new(),
+            offset_bmap: BMAP_OFFSET,
+            offset_data: self.offset_data,
+            legacy: Geometry { cylinders: 0, heads: 0, sectors: 0, sector_size: SECTOR as u32 },
+            disk_size: self.p.size,
+            block_size: BLOCK_SIZE,
+            block_extra: 0,
+            blocks_in_image: u32::try_from(self.p.blocks()).map_err(|_| too_big())?,
+            blocks_allocated,
+            uuid_image: Uuid::new_v4(),
+            uuid_last_snap: Uuid::new_v4(),
+            uuid_link: Uuid::nil(),
+            uuid_parent: Uuid::nil(),
+            lchs: None,
+        })
+    }
+}
+
+impl BlockWrite for VdiWriter {
+    fn size(&self) -> u64 {
+        self.p.size
+    }
+
+    fn granularity(&self) -> u64 {
+        GRANULARITY
+    }
+
+    fn write_encoded(&self, encoded: Encoded) -> Result<()> {
+        match encoded {
+            Encoded::Plain { offset, data } => self.write_plain(offset, &data),
+            Encoded::Units(units) => {
+                for u in units {
+                    if u.compressed || u.stored.len() as u64 != u.len {
+                        return Err(Error::argument("vdi cannot store compressed data").with_offset(u.offset));
+                    }
+                    self.write_plain(u.offset, &u.stored)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Unallocated blocks already read as zeros; allocated ones get zeros written.
+    fn write_zeroes(&self, offset: u64, len: u64) -> Result<()> {
+        let end = self.check_range(offset, len)?;
+        let mut pos = offset;
+        let zeros = vec![0u8; ZERO_CHUNK.min(len) as usize];
+        while pos < end {
+            let block = pos / BLOCK_SIZE;
+            let piece_end = ((block + 1) * BLOCK_SIZE).min(end);
+            let entry = self.lock().bmap.get(block as usize).copied().unwrap_or(BLOCK_FREE);
+            if entry != BLOCK_FREE {
+                let host = self.offset_data + u64::from(entry) * BLOCK_SIZE + pos % BLOCK_SIZE;
+                let n = (piece_end - pos) as usize;
+                self.file.write_all_at(&zeros[..n.min(zeros.len())], host)?;
+            }
+            pos = piece_end;
+        }
+        Ok(())
+    }
+
+    fn finish(self: Box<Self>) -> Result<()> {
+        let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let header = self.header(st.allocated)?;
+        // Blocks partly written end in holes: the file must still hold every block whole.
+        self.file.set_len(self.offset_data + u64::from(st.allocated) * BLOCK_SIZE)?;
+        let mut map = vec![0u8; (self.offset_data - BMAP_OFFSET) as usize];
+        for (dst, e) in map.chunks_exact_mut(4).zip(&st.bmap) {
+            dst.copy_from_slice(&e.to_le_bytes());
+        }
+        if !map.is_empty() {
+            self.file.write_all_at(&map, BMAP_OFFSET)?;
+        }
+        // The output layer syncs the file once before renaming it into place.
+        self.file.write_all_at(&header.serialize(), 0)
+    }
+}
