@@ -1,40 +1,75 @@
-//! Microsoft VHDX driver for diskcast. Work in progress: every operation is refused until
-//! the reader and writer land.
+//! Microsoft VHDX driver for diskcast, following [MS-VHDX] v1.0
+//! (<https://learn.microsoft.com/en-us/openspecs/windows_protocols/ms-vhdx/83e061f8-f6e2-4de1-91bd-5d518a43d477>).
+//!
+//! - Reading: dynamic, fixed and differencing images; headers and region tables are
+//!   CRC-32C checked (the valid header with the highest sequence number wins), metadata
+//!   and every BAT entry are validated against the file. A pending log is replayed only
+//!   when the user allows writing to the image (`--replay-log`), otherwise refused.
+//! - Writing: dynamic (default) or fixed, 512 or 4096-byte logical sectors, with qemu-img's
+//!   option names; payload blocks are allocated on first write, metadata written by `finish`.
+//! - `check`: pending log, BAT entries past the end of the file, overlapping blocks.
+//! - `measure`: our own arithmetic (qemu-img cannot measure VHDX).
 #![forbid(unsafe_code)]
 
+pub mod check;
+pub mod format;
+pub mod layout;
+pub mod log;
+pub mod reader;
+pub mod writer;
+
 use diskcast_block::output::OutputFiles;
-use diskcast_block::registry::{CreateOptions, Driver, Measure, OpenContext, ProbeData};
-use diskcast_block::{BlockRead, BlockWrite, Error, Extent, Result};
+use diskcast_block::registry::{CheckReport, CreateOptions, Driver, Measure, OpenContext, OptionSpec, ProbeData};
+use diskcast_block::{BlockRead, BlockWrite, Extent, Result};
 use std::path::Path;
+
+pub use reader::VhdxReader;
+pub use writer::VhdxWriter;
 
 /// The Microsoft VHDX format driver.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct VhdxDriver;
+
+/// `-o` options accepted by `create`, as qemu-img names them (plus `logical_sector_size`).
+const OPTIONS: &[OptionSpec] = &[
+    OptionSpec { name: "subformat", help: "dynamic (default) or fixed" },
+    OptionSpec { name: "block_size", help: "payload block size, a power of two from 1M to 256M (default: as qemu)" },
+    OptionSpec { name: "log_size", help: "log size, a multiple of 1M (default 1M)" },
+    OptionSpec { name: "block_state_zero", help: "on: mark blocks without data ZERO instead of NOT_PRESENT (dynamic)" },
+    OptionSpec { name: "logical_sector_size", help: "512 (default) or 4096" },
+];
 
 impl Driver for VhdxDriver {
     fn name(&self) -> &'static str {
         "vhdx"
     }
 
-    fn probe(&self, _data: &ProbeData<'_>) -> bool {
-        false
+    fn probe(&self, data: &ProbeData<'_>) -> bool {
+        data.head.starts_with(format::FILE_SIGNATURE)
     }
 
-    fn open(&self, path: &Path, _ctx: &OpenContext<'_>) -> Result<Box<dyn BlockRead>> {
-        Err(Error::unsupported("vhdx is not implemented yet").with_file(path))
+    fn open(&self, path: &Path, ctx: &OpenContext<'_>) -> Result<Box<dyn BlockRead>> {
+        Ok(Box::new(VhdxReader::open(path, ctx)?))
     }
 
-    fn create(
-        &self,
-        path: &Path,
-        _size: u64,
-        _opts: &CreateOptions,
-        _out: &OutputFiles,
-    ) -> Result<Box<dyn BlockWrite>> {
-        Err(Error::unsupported("vhdx is not implemented yet").with_file(path))
+    fn options(&self) -> &'static [OptionSpec] {
+        OPTIONS
     }
 
-    fn measure(&self, _size: u64, _data: &[Extent], _opts: &CreateOptions) -> Result<Measure> {
-        Err(Error::unsupported("vhdx is not implemented yet"))
+    fn create(&self, path: &Path, size: u64, opts: &CreateOptions, out: &OutputFiles) -> Result<Box<dyn BlockWrite>> {
+        opts.check_keys(self)?;
+        let params = writer::Params::from_options(size, opts)?;
+        let file = out.create(path)?;
+        Ok(Box::new(VhdxWriter::new(file, params)?))
+    }
+
+    fn check(&self, path: &Path, _ctx: &OpenContext<'_>) -> Result<CheckReport> {
+        check::check(path)
+    }
+
+    fn measure(&self, size: u64, data: &[Extent], opts: &CreateOptions) -> Result<Measure> {
+        opts.check_keys(self)?;
+        let params = writer::Params::from_options(size, opts)?;
+        writer::measure(&params, data)
     }
 }

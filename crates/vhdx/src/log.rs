@@ -1,0 +1,275 @@
+//! The VHDX metadata log: finding the active sequence of entries and replaying it.
+//!
+//! The log is a circular buffer of 4 KiB sectors. An entry starts with a 64-byte header
+//! ("loge", CRC-32C over the whole entry, its length, the tail offset, a sequence number,
+//! the descriptor count, the log GUID, the flushed and last file offsets), then 32-byte
+//! descriptors ("desc" for a data sector, "zero" for a zeroed range) filling whole sectors,
+//! then one "data" sector per data descriptor. The active sequence is the chain of
+//! consecutive entries (sequence numbers +1) whose head has the highest sequence number
+//! and whose head's tail field names an entry of the chain; replay applies the entries
+//! from that tail to the head.
+
+use crate::format::{HEADER_OFFSETS, Header, MIB, crc_with_hole, guid, le32, le64};
+use crate::layout::{ActiveHeader, log_region};
+use diskcast_block::io::ImageFile;
+use diskcast_block::{Error, Result};
+use uuid::Uuid;
+
+/// Log sectors are 4 KiB.
+pub const SECTOR: u64 = 4096;
+/// Largest log we read into memory; qemu and Hyper-V make 1 MiB logs.
+pub const MAX_LOG_BYTES: u64 = 64 * MIB;
+
+/// One validated entry of the active sequence.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// Byte offset of the entry inside the log.
+    pub pos: u64,
+    /// Entry length in bytes.
+    pub len: u64,
+    /// Sequence number.
+    pub seq: u64,
+    /// Tail offset the entry records.
+    pub tail: u64,
+    /// File size the writer had flushed.
+    pub flushed_file_offset: u64,
+    /// File size the writer needed.
+    pub last_file_offset: u64,
+    /// What to write.
+    pub ops: Vec<Op>,
+}
+
+/// One write of a log entry.
+#[derive(Debug, Clone)]
+pub enum Op {
+    /// 4 KiB of data at a file offset.
+    Data { file_offset: u64, data: Vec<u8> },
+    /// Zeros over a range.
+    Zero { file_offset: u64, len: u64 },
+}
+
+/// The log read into memory.
+struct Log {
+    buf: Vec<u8>,
+    guid: Uuid,
+}
+
+impl Log {
+    fn len(&self) -> u64 {
+        self.buf.len() as u64
+    }
+
+    /// `len` bytes from log offset `pos`, wrapping around the end.
+    fn bytes(&self, pos: u64, len: u64) -> Vec<u8> {
+        let n = self.len().max(1);
+        let mut out = Vec::with_capacity(len as usize);
+        let mut p = pos % n;
+        let mut left = len;
+        while left > 0 {
+            let take = left.min(n - p);
+            out.extend_from_slice(self.buf.get(p as usize..(p + take) as usize).unwrap_or(&[]));
+            left -= take;
+            p = (p + take) % n;
+        }
+        out
+    }
+
+    /// The valid entry at `pos`, if any.
+    fn entry(&self, pos: u64) -> Option<Entry> {
+        let head = self.bytes(pos, 64);
+        if head.get(0..4) != Some(b"loge") {
+            return None;
+        }
+        let len = u64::from(le32(&head, 8));
+        let seq = le64(&head, 16);
+        let count = u64::from(le32(&head, 24));
+        if len == 0 || len % SECTOR != 0 || len > self.len() || seq == 0 || guid(&head, 32) != self.guid {
+            return None;
+        }
+        // The header and descriptors fill whole sectors: 126 in the first, 128 after.
+        let desc_sectors = (count + 2).div_ceil(128);
+        if desc_sectors * SECTOR > len {
+            return None;
+        }
+        // Structure first (cheap, and every sector it accepts belongs to this entry alone:
+        // descriptor and data sectors cannot also start an entry), the CRC last. This keeps
+        // a log full of fake headers from costing a CRC of the whole log per sector.
+        let descs = self.bytes(pos, desc_sectors * SECTOR);
+        let mut crc = crc_with_hole(&descs, 4);
+        let mut data_sector = desc_sectors;
+        let mut ops = Vec::new();
+        for i in 0..count as usize {
+            let d = descs.get(64 + 32 * i..96 + 32 * i)?;
+            let file_offset = le64(d, 16);
+            if le64(d, 24) != seq || !file_offset.is_multiple_of(SECTOR) {
+                return None;
+            }
+            match d.get(0..4)? {
+                b"zero" => {
+                    let zlen = le64(d, 8);
+                    if !zlen.is_multiple_of(SECTOR) {
+                        return None;
+                    }
+                    ops.push(Op::Zero { file_offset, len: zlen });
+                }
+                b"desc" => {
+                    if (data_sector + 1) * SECTOR > len {
+                        return None;
+                    }
+                    let s = self.bytes(pos + data_sector * SECTOR, SECTOR);
+                    let sseq = (u64::from(le32(&s, 4)) << 32) | u64::from(le32(&s, 4092));
+                    if s.get(0..4) != Some(b"data") || sseq != seq {
+                        return None;
+                    }
+                    crc = crc32c::crc32c_append(crc, &s);
+                    let mut data = Vec::with_capacity(SECTOR as usize);
+                    data.extend_from_slice(d.get(8..16)?);
+                    data.extend_from_slice(s.get(8..4092)?);
+                    data.extend_from_slice(d.get(4..8)?);
+                    ops.push(Op::Data { file_offset, data });
+                    data_sector += 1;
+                }
+                _ => return None,
+            }
+        }
+        // Every sector after the descriptors is one data descriptor's sector.
+        if data_sector * SECTOR != len || crc != le32(&head, 4) {
+            return None;
+        }
+        Some(Entry {
+            pos,
+            len,
+            seq,
+            tail: u64::from(le32(&head, 12)),
+            flushed_file_offset: le64(&head, 48),
+            last_file_offset: le64(&head, 56),
+            ops,
+        })
+    }
+}
+
+/// The entries to replay (tail to head) when the log holds an active sequence.
+pub fn active_sequence(file: &ImageFile, active: &ActiveHeader) -> Result<Option<Vec<Entry>>> {
+    let hdr = &active.header;
+    if hdr.log_guid.is_nil() {
+        return Ok(None);
+    }
+    let Some((off, len)) = log_region(active, file.len()?)? else {
+        return Ok(None);
+    };
+    if len > MAX_LOG_BYTES {
+        return Err(Error::unsupported(format!("log of {len} bytes is larger than the {MAX_LOG_BYTES} we read"))
+            .with_field("log_length"));
+    }
+    let mut buf = vec![0u8; len as usize];
+    file.read_exact_at(&mut buf, off)?;
+    let log = Log { buf, guid: hdr.log_guid };
+    let sectors = len / SECTOR;
+    let mut visited = vec![false; sectors as usize];
+    let mut best: Option<Vec<Entry>> = None;
+    for start in 0..sectors {
+        if visited.get(start as usize).copied().unwrap_or(true) {
+            continue;
+        }
+        let mut chain: Vec<Entry> = Vec::new();
+        let mut pos = start * SECTOR;
+        let mut total = 0u64;
+        // Bounded: every entry is at least one sector and the chain stops at one lap.
+        while let Some(e) = log.entry(pos) {
+            if chain.last().is_some_and(|p| p.seq.checked_add(1) != Some(e.seq)) || total + e.len > len {
+                break;
+            }
+            if let Some(v) = visited.get_mut((pos / SECTOR) as usize) {
+                *v = true;
+            }
+            total += e.len;
+            pos = (pos + e.len) % len;
+            chain.push(e);
+        }
+        let Some(head) = chain.last() else { continue };
+        let Some(tail_idx) = chain.iter().position(|e| e.pos == head.tail) else { continue };
+        let better = best.as_ref().and_then(|b| b.last()).is_none_or(|b| head.seq > b.seq);
+        if better {
+            chain.drain(..tail_idx);
+            best = Some(chain);
+        }
+    }
+    Ok(best)
+}
+
+/// Writes the entries into the file, extends it if the log says so, and writes new
+/// headers with a zero log GUID. The file must be open for writing.
+pub fn replay(file: &ImageFile, active: &ActiveHeader, entries: &[Entry]) -> Result<()> {
+    let file_len = file.len()?;
+    let log = log_region(active, file_len)?;
+    let head_last = entries.last().map(|e| e.last_file_offset).unwrap_or(0);
+    let limit = file_len.max(head_last.div_ceil(MIB).saturating_mul(MIB));
+    // Validate every write before writing any.
+    for e in entries {
+        if e.flushed_file_offset > file_len {
+            return Err(Error::corrupt(format!(
+                "log entry {} says the file was {} bytes, but it is {file_len}: the file was truncated",
+                e.seq, e.flushed_file_offset
+            ))
+            .with_field("flushed_file_offset"));
+        }
+        for op in &e.ops {
+            let (off, len) = match op {
+                Op::Data { file_offset, .. } => (*file_offset, SECTOR),
+                Op::Zero { file_offset, len } => (*file_offset, *len),
+            };
+            let end = off.checked_add(len).filter(|&end| end <= limit).ok_or_else(|| {
+                Error::corrupt(format!(
+                    "log entry {} writes {len} bytes at {off:#x}, past the file's end {limit:#x}",
+                    e.seq
+                ))
+                .with_field("log_descriptor")
+            })?;
+            let hits_log = log.is_some_and(|(lo, ll)| off < lo + ll && lo < end);
+            if off < MIB || hits_log {
+                return Err(Error::corrupt(format!(
+                    "log entry {} writes at {off:#x} into the header area or the log itself",
+                    e.seq
+                ))
+                .with_field("log_descriptor"));
+            }
+        }
+    }
+    for e in entries {
+        for op in &e.ops {
+            match op {
+                Op::Data { file_offset, data } => file.write_all_at(data, *file_offset)?,
+                Op::Zero { file_offset, len } => {
+                    let zeros = vec![0u8; MIB as usize];
+                    let mut done = 0;
+                    while done < *len {
+                        let n = (*len - done).min(MIB);
+                        file.write_all_at(&zeros[..n as usize], file_offset + done)?;
+                        done += n;
+                    }
+                }
+            }
+        }
+    }
+    if file.len()? < head_last {
+        file.set_len(head_last.div_ceil(MIB) * MIB)?;
+    }
+    file.sync()?;
+    clear_log_guid(file, active)
+}
+
+/// Writes both headers with a zero log GUID and higher sequence numbers, the inactive
+/// slot first, syncing after each, so a crash leaves one valid header.
+pub fn clear_log_guid(file: &ImageFile, active: &ActiveHeader) -> Result<()> {
+    let mut h: Header = active.header;
+    h.log_guid = Uuid::nil();
+    h.file_write_guid = Uuid::new_v4();
+    for slot in [1 - active.slot, active.slot] {
+        h.sequence_number = h.sequence_number.checked_add(1).ok_or_else(|| {
+            Error::corrupt("header sequence number cannot be incremented").with_field("sequence_number")
+        })?;
+        file.write_all_at(&h.to_bytes(), HEADER_OFFSETS[slot])?;
+        file.sync()?;
+    }
+    Ok(())
+}

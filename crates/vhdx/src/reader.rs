@@ -1,0 +1,292 @@
+//! Reading VHDX images: dynamic, fixed and differencing.
+
+use crate::format::MIB;
+use crate::layout::{BlockMap, Layout, read_headers};
+use crate::log;
+use diskcast_block::io::ImageFile;
+use diskcast_block::registry::OpenContext;
+use diskcast_block::{Alloc, BlockRead, Error, Extent, ImageInfo, Result, ResultExt};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+
+/// Most payload blocks one `extent_at` call looks at: long runs still come back in a few
+/// calls, and no single call walks a whole 32-million-entry BAT.
+const MAX_EXTENT_BLOCKS: u32 = 1 << 20;
+
+/// An open VHDX image.
+#[derive(Debug)]
+pub struct VhdxReader {
+    path: PathBuf,
+    file: ImageFile,
+    layout: Layout,
+    parent: Option<Box<dyn BlockRead>>,
+    parent_name: Option<String>,
+    log_replayed: bool,
+}
+
+/// The message for an image with a pending log, shared with `check`.
+pub fn pending_log_message(path: &Path) -> String {
+    format!(
+        "the image has a pending log (it was not closed cleanly): reading it without replaying the log \
+         would return stale data. Pass --replay-log to replay it (this writes to {}), or run \
+         `qemu-img check -r all` on it",
+        path.display()
+    )
+}
+
+impl VhdxReader {
+    /// Opens `path`, replaying a pending log only if `ctx` allows it.
+    pub fn open(path: &Path, ctx: &OpenContext<'_>) -> Result<VhdxReader> {
+        let file = ImageFile::open(path)?;
+        let mut active = read_headers(&file).file(path)?;
+        let mut log_replayed = false;
+        if let Some(entries) = log::active_sequence(&file, &active).file(path)? {
+            if !ctx.replay_log() {
+                return Err(Error::refused(pending_log_message(path)).with_field("log_guid").with_file(path));
+            }
+            let rw = ImageFile::open_rw(path)?;
+            log::replay(&rw, &active, &entries).file(path)?;
+            drop(rw);
+            active = read_headers(&file).file(path)?;
+            log_replayed = true;
+        } else if !active.header.log_guid.is_nil() && ctx.replay_log() {
+            // A log GUID with no valid entry: nothing to replay; mark the log empty.
+            let rw = ImageFile::open_rw(path)?;
+            log::clear_log_guid(&rw, &active).file(path)?;
+            drop(rw);
+            active = read_headers(&file).file(path)?;
+        }
+        let layout = Layout::load(&file, active).file(path)?;
+        if let Some((at, msg)) = layout.bat_problems(1).0.into_iter().next() {
+            return Err(Error::corrupt(msg).with_field("bat_entry").with_offset(at).with_file(path));
+        }
+        let mut reader =
+            VhdxReader { path: path.to_path_buf(), file, layout, parent: None, parent_name: None, log_replayed };
+        if reader.layout.meta.has_parent {
+            reader.open_parent(ctx)?;
+        }
+        Ok(reader)
+    }
+
+    fn open_parent(&mut self, ctx: &OpenContext<'_>) -> Result<()> {
+        let l = &self.layout;
+        let Some(rel) = l.locator("relative_path") else {
+            let other = l.locator("absolute_win32_path").or(l.locator("volume_path")).unwrap_or("none");
+            return Err(Error::unsupported(format!(
+                "parent locator has no relative_path (absolute path {other:?} is a Windows path we do not follow)"
+            ))
+            .with_field("parent_locator")
+            .with_file(&self.path));
+        };
+        let name = rel.replace('\\', "/");
+        self.parent_name = Some(name.clone());
+        let Some(parent) = ctx.open_backing(&self.path, &name, Some("vhdx"))? else {
+            return Ok(());
+        };
+        if let Some(linkage) = l.locator("parent_linkage") {
+            let theirs = parent.info().specific.get("data-write-guid").and_then(|v| v.as_str()).map(str::to_string);
+            let norm = |s: &str| s.trim_matches(|c| c == '{' || c == '}').to_ascii_lowercase();
+            let alt = l.locator("parent_linkage2").map(norm);
+            if let Some(theirs) = theirs
+                && norm(linkage) != norm(&theirs)
+                && alt.as_deref() != Some(norm(&theirs).as_str())
+            {
+                return Err(Error::corrupt(format!(
+                    "parent {name:?} has data write GUID {theirs}, but this image expects {linkage}: \
+                     the parent changed since this differencing image was made"
+                ))
+                .with_field("parent_linkage")
+                .with_file(&self.path));
+            }
+        }
+        self.parent = Some(parent);
+        Ok(())
+    }
+
+    /// The layout (for `check` and tests).
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// Reads the bitmap bits of block `block` (one bit per logical sector).
+    fn bitmap(&self, block: u64, sb_off: u64) -> Result<Vec<u8>> {
+        let g = &self.layout.geo;
+        let spb = g.block_size / g.logical_sector;
+        let start = (block % g.chunk_ratio) * spb / 8;
+        let mut bits = vec![0u8; (spb / 8) as usize];
+        if start + spb / 8 > MIB {
+            return Err(Error::corrupt("sector bitmap range runs past its 1 MiB block").with_offset(sb_off));
+        }
+        self.file.read_exact_at(&mut bits, sb_off + start)?;
+        Ok(bits)
+    }
+
+    /// Runs inside a partially present block: (start in block, len, present in this file).
+    fn partial_runs(&self, block: u64, sb_off: u64, from: u64, to: u64) -> Result<Vec<(u64, u64, bool)>> {
+        let bits = self.bitmap(block, sb_off)?;
+        let ss = self.layout.geo.logical_sector;
+        let bit = |s: u64| bits.get((s / 8) as usize).is_some_and(|b| b & (1 << (s % 8)) != 0);
+        let mut runs: Vec<(u64, u64, bool)> = Vec::new();
+        let mut pos = from;
+        while pos < to {
+            let s = pos / ss;
+            let end = ((s + 1) * ss).min(to);
+            let present = bit(s);
+            match runs.last_mut() {
+                Some(last) if last.2 == present => last.1 = end - last.0,
+                _ => runs.push((pos, end - pos, present)),
+            }
+            pos = end;
+        }
+        Ok(runs)
+    }
+
+    fn read_parent(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        let Some(parent) = &self.parent else {
+            return Err(Error::unsupported("differencing image opened without its parent: cannot read it")
+                .with_file(&self.path));
+        };
+        let psize = parent.size();
+        let n = usize::try_from(psize.saturating_sub(offset)).unwrap_or(usize::MAX).min(buf.len());
+        let (inside, past) = buf.split_at_mut(n);
+        if !inside.is_empty() {
+            parent.read_at(inside, offset)?;
+        }
+        past.fill(0);
+        Ok(())
+    }
+}
+
+impl BlockRead for VhdxReader {
+    fn size(&self) -> u64 {
+        self.layout.geo.virtual_size
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        let size = self.size();
+        let len = buf.len() as u64;
+        if offset.checked_add(len).is_none_or(|e| e > size) {
+            return Err(Error::out_of_bounds(format!("read of {len} bytes at {offset} past the {size}-byte disk"))
+                .with_file(&self.path));
+        }
+        let bs = self.layout.geo.block_size;
+        let mut done = 0usize;
+        while done < buf.len() {
+            let pos = offset + done as u64;
+            let block = pos / bs;
+            let in_block = pos % bs;
+            let n = ((bs - in_block) as usize).min(buf.len() - done);
+            let chunk = &mut buf[done..done + n];
+            match self.layout.block_map(block) {
+                BlockMap::Data(off) => self.file.read_exact_at(chunk, off + in_block)?,
+                BlockMap::Zero | BlockMap::Unallocated => chunk.fill(0),
+                BlockMap::Backing => self.read_parent(chunk, pos)?,
+                BlockMap::Partial(off, sb) => {
+                    for (start, rlen, present) in self.partial_runs(block, sb, in_block, in_block + n as u64)? {
+                        let a = (start - in_block) as usize;
+                        let piece = &mut chunk[a..a + rlen as usize];
+                        if present {
+                            self.file.read_exact_at(piece, off + start)?;
+                        } else {
+                            self.read_parent(piece, block * bs + start)?;
+                        }
+                    }
+                }
+            }
+            done += n;
+        }
+        Ok(())
+    }
+
+    fn extent_at(&self, offset: u64, max_len: u64) -> Result<Extent> {
+        let size = self.size();
+        if offset >= size {
+            return Err(Error::out_of_bounds(format!("extent at {offset} past the {size}-byte disk")));
+        }
+        let end = offset.saturating_add(max_len.max(1)).min(size);
+        let bs = self.layout.geo.block_size;
+        let mut pos = offset;
+        let mut kind: Option<Alloc> = None;
+        let mut blocks = 0u32;
+        while pos < end && blocks < MAX_EXTENT_BLOCKS {
+            blocks += 1;
+            let block = pos / bs;
+            let in_block = pos % bs;
+            let block_end = (block * bs + bs).min(end);
+            let alloc = match self.layout.block_map(block) {
+                BlockMap::Data(_) => Alloc::Data,
+                BlockMap::Zero => Alloc::Zero,
+                BlockMap::Unallocated => Alloc::Unallocated,
+                BlockMap::Backing => Alloc::Backing,
+                BlockMap::Partial(_, sb) => {
+                    let runs = self.partial_runs(block, sb, in_block, block_end - block * bs)?;
+                    let mut stop = None;
+                    for (start, rlen, present) in runs {
+                        let a = if present { Alloc::Data } else { Alloc::Backing };
+                        match kind {
+                            None => kind = Some(a),
+                            Some(k) if k != a => {
+                                stop = Some(block * bs + start);
+                                break;
+                            }
+                            _ => {}
+                        }
+                        pos = block * bs + start + rlen;
+                    }
+                    if let Some(s) = stop {
+                        return Ok(Extent { offset, len: s - offset, alloc: kind.unwrap_or(Alloc::Data) });
+                    }
+                    continue;
+                }
+            };
+            match kind {
+                None => kind = Some(alloc),
+                Some(k) if k != alloc => break,
+                _ => {}
+            }
+            pos = block_end;
+        }
+        Ok(Extent { offset, len: pos - offset, alloc: kind.unwrap_or(Alloc::Unallocated) })
+    }
+
+    fn backing(&self) -> Option<&dyn BlockRead> {
+        self.parent.as_deref()
+    }
+
+    fn info(&self) -> ImageInfo {
+        let l = &self.layout;
+        let h = &l.active.header;
+        let mut s = serde_json::Map::new();
+        s.insert("subformat".into(), json!(l.subformat()));
+        s.insert("block-size".into(), json!(l.geo.block_size));
+        s.insert("logical-sector-size".into(), json!(l.meta.logical_sector));
+        s.insert("physical-sector-size".into(), json!(l.meta.physical_sector));
+        s.insert("log-size".into(), json!(h.log_length));
+        s.insert("has-parent".into(), json!(l.meta.has_parent));
+        if let Some(p) = &self.parent_name {
+            s.insert("parent".into(), json!(p));
+        }
+        if let Some(p) = l.locator("parent_linkage") {
+            s.insert("parent-linkage".into(), json!(p));
+        }
+        s.insert("data-write-guid".into(), json!(h.data_write_guid.to_string()));
+        s.insert("file-write-guid".into(), json!(h.file_write_guid.to_string()));
+        if let Some(p) = l.meta.page83 {
+            s.insert("page83-data".into(), json!(p.to_string()));
+        }
+        s.insert("header-sequence".into(), json!(h.sequence_number));
+        s.insert("active-header".into(), json!(l.active.slot + 1));
+        if self.log_replayed {
+            s.insert("log-replayed".into(), json!(true));
+        }
+        ImageInfo {
+            format: "vhdx".into(),
+            virtual_size: l.geo.virtual_size,
+            cluster_size: Some(l.geo.block_size),
+            backing_file: self.parent_name.clone(),
+            backing_format: self.parent_name.as_ref().map(|_| "vhdx".to_string()),
+            specific: s,
+            ..ImageInfo::default()
+        }
+    }
+}
