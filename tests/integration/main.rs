@@ -13,4 +13,5 @@ mod create;
 mod hostile;
 mod info;
 mod map_measure;
+mod pairs;
 mod safety;
