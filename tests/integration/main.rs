@@ -13,4 +13,6 @@ mod create;
 mod hostile;
 mod info;
 mod map_measure;
+mod mutants;
+mod pairs;
 mod safety;

@@ -36,6 +36,14 @@ Examples:
   diskcast convert -O qcow2 -o compat=0.10,cluster_size=2M disk.img old-qemu.qcow2
   diskcast convert -O raw overlay.qcow2 flat.raw             # flattens the backing chain
   diskcast convert -O raw disk.qcow2 - | ssh host 'dd of=/dev/sdb bs=4M'
+  diskcast convert -O vmdk -o subformat=streamOptimized disk.qcow2 disk.vmdk   # OVA/vSphere
+  diskcast convert -O vmdk -o subformat=streamOptimized disk.qcow2 - | curl -T - URL
+  diskcast convert -O vhd -o subformat=fixed,force_size=on,round_size=1M disk.qcow2 azure.vhd
+  diskcast convert -O vhdx disk.vmdk disk.vhdx                 # VMware -> Hyper-V
+  diskcast convert -O vdi disk.vhdx disk.vdi                   # Hyper-V -> VirtualBox
+
+Formats: raw, qcow2, vmdk, vhd (also called vpc), vhdx, vdi; `diskcast formats` lists
+each one's -o options. DST `-` is standard output, for raw and streamOptimized VMDK.
 
 The output is written to a temporary file beside DST and renamed into place only when
 everything succeeded; on an error or Ctrl-C no file is left under DST's name.")]
@@ -113,6 +121,11 @@ pub struct OpenArgs {
     /// outside the directory of the image that names it. May be repeated.
     #[arg(long = "allow-backing", value_name = "PATH")]
     pub allow_backing: Vec<PathBuf>,
+    /// If an image has a pending log (a VHDX that was not closed cleanly), replay the log
+    /// into the image file before reading it. This WRITES TO THE INPUT FILE, as Hyper-V and
+    /// qemu do when they open it; without this flag such an image is refused.
+    #[arg(long = "replay-log")]
+    pub replay_log: bool,
 }
 
 #[derive(Debug, Args)]
@@ -163,7 +176,7 @@ pub struct ConvertArgs {
     pub open: OpenArgs,
     /// The source image.
     pub src: PathBuf,
-    /// The new image, or `-` to write raw bytes to standard output.
+    /// The new image, or `-` for standard output (raw, or streamOptimized VMDK).
     pub dst: PathBuf,
 }
 

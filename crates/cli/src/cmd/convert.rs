@@ -5,6 +5,7 @@ use crate::args::ConvertArgs;
 use crate::progress::reporter;
 use diskcast_block::copy::{CopyOptions, copy};
 use diskcast_block::output::OutputFiles;
+use diskcast_block::registry::CreateOptions;
 use diskcast_block::size::parse_size;
 use diskcast_block::{BlockWrite, Error, Result, ResultExt};
 use std::os::unix::fs::MetadataExt;
@@ -32,15 +33,9 @@ pub fn run(a: ConvertArgs) -> Result<u8> {
     let create_opts = create_options(&a.options, a.compress)?;
 
     if a.dst.as_os_str() == "-" {
-        if driver.name() != "raw" {
-            return Err(Error::argument(format!(
-                "writing {} to standard output is not supported; use -O raw",
-                driver.name()
-            )));
-        }
         create_opts.check_keys(driver)?;
-        let out = std::io::BufWriter::with_capacity(STDOUT_BUFFER, std::io::stdout());
-        let dst = Box::new(diskcast_raw::RawStream::new(Box::new(out), src.size()));
+        let out = Box::new(std::io::BufWriter::with_capacity(STDOUT_BUFFER, std::io::stdout()));
+        let dst = stream_writer(driver.name(), out, src.size(), &create_opts)?;
         copy(src.as_ref(), dst.as_ref(), &opts, progress.as_ref())?;
         dst.finish()?;
         return Ok(0);
@@ -53,6 +48,27 @@ pub fn run(a: ConvertArgs) -> Result<u8> {
     dst.finish().file(&a.dst)?;
     out.commit()?;
     Ok(0)
+}
+
+/// A writer for standard output: only formats written strictly front to back can go down
+/// a pipe, which are raw and streamOptimized VMDK.
+fn stream_writer(
+    format: &str,
+    out: Box<dyn std::io::Write + Send>,
+    size: u64,
+    opts: &CreateOptions,
+) -> Result<Box<dyn BlockWrite>> {
+    let subformat = opts.options.get("subformat").map(String::as_str);
+    match (format, subformat) {
+        ("raw", _) => Ok(Box::new(diskcast_raw::RawStream::new(out, size))),
+        ("vmdk", Some(s)) if s.eq_ignore_ascii_case("streamOptimized") => {
+            diskcast_vmdk::stream_optimized_to(out, size, opts)
+        }
+        _ => Err(Error::argument(format!(
+            "writing {format} to standard output is not supported: it needs to seek back into the file; \
+             use -O raw or -O vmdk -o subformat=streamOptimized"
+        ))),
+    }
 }
 
 /// Refuses a target that is the source itself (same device and inode, through any name

@@ -13,14 +13,17 @@ pub fn run(a: FormatsArgs) -> Result<u8> {
                 .drivers()
                 .map(|d| {
                     let opts: Vec<_> = d.options().iter().map(|o| json!({"name": o.name, "help": o.help})).collect();
-                    json!({"name": d.name(), "options": opts})
+                    json!({"name": d.name(), "aliases": d.aliases(), "options": opts})
                 })
                 .collect();
             print_json(&json!(list));
         }
         OutputFormat::Human => {
             for d in registry.drivers() {
-                println!("{}", d.name());
+                match d.aliases() {
+                    [] => println!("{}", d.name()),
+                    aliases => println!("{} (also: {})", d.name(), aliases.join(", ")),
+                }
                 if d.options().is_empty() {
                     println!("    (no -o options)");
                 }

@@ -2,7 +2,6 @@
 
 use super::{Images, print_json};
 use crate::args::{InfoArgs, OutputFormat};
-use diskcast_block::registry::OpenContext;
 use diskcast_block::size::human;
 use diskcast_block::{BlockRead, ImageInfo, Result};
 use serde_json::{Value, json};
@@ -13,8 +12,7 @@ pub fn run(a: InfoArgs) -> Result<u8> {
     let images = Images::new(&a.open)?;
     // Like qemu-img info, describe the image without opening its backing file unless the
     // chain is asked for: so an untrusted image can be inspected whatever it names.
-    let ctx =
-        if a.backing_chain { images.context() } else { OpenContext::without_backing(&images.registry, &images.gate) };
+    let ctx = if a.backing_chain { images.context() } else { images.context_without_backing() };
     let image = images.registry.open(&a.file, a.format.as_deref(), &ctx)?;
     // The chain: (display name, image), top first. Backing names resolve against the
     // directory of the image that names them, as the gate resolved them.
@@ -100,12 +98,40 @@ fn print_human(path: &Path, info: &ImageInfo) {
     }
     if !info.specific.is_empty() {
         println!("Format specific information:");
-        for (k, v) in &info.specific {
-            let text = match v {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
-            println!("    {k}: {text}");
+        print_fields(&info.specific, 1);
+    }
+}
+
+/// Prints format-specific facts as an indented tree, as qemu-img info does: scalars on
+/// their key's line, objects and lists (VMDK extents, say) nested below it.
+fn print_fields(map: &serde_json::Map<String, Value>, depth: usize) {
+    let pad = "    ".repeat(depth);
+    for (k, v) in map {
+        match v {
+            Value::Object(inner) => {
+                println!("{pad}{k}:");
+                print_fields(inner, depth + 1);
+            }
+            Value::Array(items) if items.iter().any(|i| i.is_object()) => {
+                println!("{pad}{k}:");
+                for (i, item) in items.iter().enumerate() {
+                    match item {
+                        Value::Object(inner) => {
+                            println!("{pad}    [{i}]:");
+                            print_fields(inner, depth + 2);
+                        }
+                        other => println!("{pad}    [{i}]: {}", scalar(other)),
+                    }
+                }
+            }
+            other => println!("{pad}{k}: {}", scalar(other)),
         }
+    }
+}
+
+fn scalar(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
     }
 }

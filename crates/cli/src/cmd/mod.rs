@@ -36,6 +36,8 @@ pub fn run(command: Command) -> Result<u8, Failure> {
 pub struct Images {
     pub registry: Registry,
     pub gate: Gate,
+    /// `--replay-log`: drivers may write a pending log into the image they open.
+    pub replay_log: bool,
 }
 
 impl Images {
@@ -44,7 +46,7 @@ impl Images {
         for p in &open.allow_backing {
             gate.allow(p)?;
         }
-        Ok(Images { registry: diskcast_formats::registry(), gate })
+        Ok(Images { registry: diskcast_formats::registry(), gate, replay_log: open.replay_log })
     }
 
     /// Opens `path` as `format` (probed when `None`) with its backing chain.
@@ -54,7 +56,12 @@ impl Images {
 
     /// A context that opens backing files through this command's gate.
     pub fn context(&self) -> OpenContext<'_> {
-        OpenContext::new(&self.registry, &self.gate)
+        OpenContext::new(&self.registry, &self.gate).with_log_replay(self.replay_log)
+    }
+
+    /// A context that opens no backing file (`info` without `--backing-chain`).
+    pub fn context_without_backing(&self) -> OpenContext<'_> {
+        OpenContext::without_backing(&self.registry, &self.gate).with_log_replay(self.replay_log)
     }
 }
 
