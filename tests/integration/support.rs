@@ -35,7 +35,7 @@ impl Run {
             panic!("`{}` printed invalid JSON ({e}):\n{}\nstderr: {}", self.cmdline, self.stdout_str(), self.stderr)
         })
     }
-    fn describe(&self) -> String {
+    pub fn describe(&self) -> String {
         format!(
             "`{}` exited with {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
             self.cmdline,

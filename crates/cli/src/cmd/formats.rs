@@ -28,7 +28,7 @@ pub fn run(a: FormatsArgs) -> Result<u8> {
                     println!("    (no -o options)");
                 }
                 for o in d.options() {
-                    println!("    -o {:<18} {}", format!("{}=", o.name), o.help);
+                    println!("    -o {:<22} {}", format!("{}=", o.name), o.help);
                 }
             }
         }
