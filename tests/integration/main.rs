@@ -4,6 +4,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
+/// The VHDX crate's log-crafting helpers, shared rather than copied.
+#[path = "../../crates/vhdx/tests/common/mod.rs"]
+mod vhdx_common;
 
 mod backing;
 mod check;
@@ -15,4 +18,5 @@ mod info;
 mod map_measure;
 mod mutants;
 mod pairs;
+mod replay_log;
 mod safety;
