@@ -1,56 +1,26 @@
-//! Test helpers: run qemu-img/qemu-io (tests fail, never skip, when they are missing),
-//! open images through a registry, write images with our writer through the copy engine.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! Test helpers: the shared ones come from `diskcast-testkit` (qemu tools fail the test,
+//! never skip, when missing); here the VDI pattern, map and vdi-specific wrappers.
+// Each test binary uses a different subset of these helpers and re-exports.
+#![allow(dead_code, unused_imports, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use diskcast_block::copy::{CopyOptions, copy};
 use diskcast_block::gate::Gate;
-use diskcast_block::output::OutputFiles;
-use diskcast_block::progress::NoProgress;
 use diskcast_block::registry::{CheckReport, CreateOptions, Driver, OpenContext, Registry};
-use diskcast_block::{Alloc, BlockRead, Extent, ImageInfo, Result};
+use diskcast_block::{Alloc, BlockRead, Result};
 use diskcast_raw::RawDriver;
+use diskcast_testkit as tk;
 use diskcast_vdi::VdiDriver;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-/// Runs a tool and returns its stdout; panics (fails the test) on any failure.
-pub fn run(tool: &str, args: &[&str]) -> String {
-    let out = Command::new(tool)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{tool} is required for this test and could not run: {e}"));
-    assert!(
-        out.status.success(),
-        "{tool} {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-pub fn qemu_img(args: &[&str]) -> String {
-    run("qemu-img", args)
-}
+pub use tk::{VecDisk, le32, opts, patch, qemu_img, qemu_raw, read_all, run};
 
 /// `qemu-io -f <fmt> path -c cmd ...`
 pub fn qemu_io(fmt: &str, path: &Path, cmds: &[&str]) {
-    let mut args = vec!["-f", fmt];
-    for c in cmds {
-        args.push("-c");
-        args.push(c);
-    }
-    args.push(path.to_str().unwrap());
-    run("qemu-io", &args);
+    tk::qemu_io(fmt, path, cmds);
 }
 
 /// `qemu-img create -f vdi` (with `-o static=on` when asked).
 pub fn create(path: &Path, size: &str, is_static: bool) {
-    let p = path.to_str().unwrap();
-    if is_static {
-        qemu_img(&["create", "-q", "-f", "vdi", "-o", "static=on", p, size]);
-    } else {
-        qemu_img(&["create", "-q", "-f", "vdi", p, size]);
-    }
+    tk::qemu_create("vdi", path, size, if is_static { "static=on" } else { "" });
 }
 
 /// The pattern every test image gets: data at odd offsets, a zero range, data across a
@@ -78,10 +48,7 @@ pub fn registry() -> Registry {
 
 /// Opens `path` as `format` (`None`: probe).
 pub fn open_as(path: &Path, format: Option<&str>) -> Result<Box<dyn BlockRead>> {
-    let reg = registry();
-    let gate = Gate::new();
-    let ctx = OpenContext::new(&reg, &gate);
-    reg.open(path, format, &ctx)
+    tk::open_with(&registry(), path, format)
 }
 
 pub fn open(path: &Path) -> Result<Box<dyn BlockRead>> {
@@ -93,26 +60,6 @@ pub fn check(path: &Path) -> Result<CheckReport> {
     let reg = registry();
     let gate = Gate::new();
     VdiDriver.check(path, &OpenContext::new(&reg, &gate))
-}
-
-/// Every guest byte through our reader, in odd-sized pieces.
-pub fn read_all(img: &dyn BlockRead) -> Vec<u8> {
-    let mut buf = vec![0u8; img.size() as usize];
-    let step = 3 * 65536 + 4096 + 17;
-    let mut off = 0;
-    while off < buf.len() {
-        let end = (off + step).min(buf.len());
-        img.read_at(&mut buf[off..end], off as u64).unwrap();
-        off = end;
-    }
-    buf
-}
-
-/// Guest bytes as qemu-img sees them.
-pub fn qemu_raw(path: &Path, fmt: &str, dir: &Path) -> Vec<u8> {
-    let out = dir.join(format!("{}.qemu.raw", path.file_name().unwrap().to_str().unwrap()));
-    qemu_img(&["convert", "-f", fmt, "-O", "raw", path.to_str().unwrap(), out.to_str().unwrap()]);
-    std::fs::read(out).unwrap()
 }
 
 /// `qemu-img map --output=json` as (start, length, data, zero) tuples.
@@ -159,63 +106,24 @@ pub fn assert_matches_qemu(path: &Path, dir: &Path) {
     }
 }
 
-/// A disk held in memory, for feeding our writer.
-#[derive(Debug)]
-pub struct VecDisk(pub Vec<u8>);
-
-impl BlockRead for VecDisk {
-    fn size(&self) -> u64 {
-        self.0.len() as u64
-    }
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        buf.copy_from_slice(&self.0[offset as usize..offset as usize + buf.len()]);
-        Ok(())
-    }
-    fn extent_at(&self, offset: u64, max_len: u64) -> Result<Extent> {
-        Ok(Extent { offset, len: max_len.min(self.size() - offset), alloc: Alloc::Data })
-    }
-    fn info(&self) -> ImageInfo {
-        ImageInfo::default()
-    }
-}
-
 /// Writes `src` into a new VDI at `path` with our writer, through the copy engine.
 pub fn write_with_ours(src: &dyn BlockRead, path: &Path, opts: &CreateOptions) {
-    let out = OutputFiles::new();
-    let w = VdiDriver.create(path, src.size(), opts, &out).unwrap();
-    let copy_opts = CopyOptions { threads: 4, chunk_size: 256 << 10, ..CopyOptions::default() };
-    copy(src, w.as_ref(), &copy_opts, &NoProgress).unwrap();
-    w.finish().unwrap();
-    out.commit().unwrap();
+    tk::write_with(&VdiDriver, src, path, opts);
 }
 
 /// `qemu-img check -f vdi` must exit 0 and report nothing.
 pub fn assert_qemu_check_clean(path: &Path) {
-    let out = Command::new("qemu-img")
-        .args(["check", "--output=json", "-f", "vdi", path.to_str().unwrap()])
-        .output()
-        .expect("qemu-img is required");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "qemu-img check failed on {}: {stdout}{}",
-        path.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
-    for k in ["leaks", "corruptions", "check-errors"] {
-        assert_eq!(v.get(k).and_then(|x| x.as_u64()).unwrap_or(0), 0, "{k}: {stdout}");
-    }
+    tk::assert_qemu_check_clean(path, "vdi");
 }
 
 /// `qemu-img compare` of a raw file against a VDI must say identical (exit 0).
 pub fn assert_qemu_compare(raw: &Path, vdi: &Path) {
-    qemu_img(&["compare", "-q", "-f", "raw", "-F", "vdi", raw.to_str().unwrap(), vdi.to_str().unwrap()]);
+    tk::assert_qemu_compare(raw, "raw", vdi, "vdi");
 }
 
 /// `qemu-img info --output=json`.
 pub fn qemu_info(path: &Path) -> serde_json::Value {
-    serde_json::from_str(&qemu_img(&["info", "--output=json", "-f", "vdi", path.to_str().unwrap()])).unwrap()
+    tk::qemu_info(path, "vdi")
 }
 
 /// Deterministic test data: each 4 KiB piece starts with its own index (so a misplaced
@@ -239,23 +147,4 @@ pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
         chunk[..n].copy_from_slice(&tag[..n]);
     }
     v
-}
-
-pub fn opts(pairs: &[(&str, &str)]) -> CreateOptions {
-    let mut o = CreateOptions::default();
-    for (k, v) in pairs {
-        o.options.insert(k.to_string(), v.to_string());
-    }
-    o
-}
-
-/// Little-endian u32 at `at`.
-pub fn le32(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(b[at..at + 4].try_into().unwrap())
-}
-
-/// Overwrites bytes of a file in place, to build broken images from good ones.
-pub fn patch(path: &Path, at: u64, bytes: &[u8]) {
-    use std::os::unix::fs::FileExt;
-    std::fs::OpenOptions::new().write(true).open(path).unwrap().write_all_at(bytes, at).unwrap();
 }

@@ -1,59 +1,25 @@
-//! Test helpers: run qemu-img/qemu-io (tests fail, never skip, when they are missing),
-//! open images through a registry and the gate, write images with our writer.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! Test helpers: the shared ones come from `diskcast-testkit` (qemu tools fail the test,
+//! never skip, when missing); here the VHDX pattern, structure lookups and log crafting.
+// Each test binary uses a different subset of these helpers and re-exports.
+#![allow(dead_code, unused_imports, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use diskcast_block::copy::{CopyOptions, copy};
 use diskcast_block::gate::Gate;
-use diskcast_block::output::OutputFiles;
-use diskcast_block::progress::NoProgress;
-use diskcast_block::registry::{CreateOptions, Driver, OpenContext, Registry};
+use diskcast_block::registry::{CreateOptions, OpenContext, Registry};
 use diskcast_block::{BlockRead, Result};
 use diskcast_raw::RawDriver;
+use diskcast_testkit as tk;
 use diskcast_vhdx::VhdxDriver;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-/// Runs a tool and returns its stdout; panics (fails the test) on any failure.
-pub fn run(tool: &str, args: &[&str]) -> String {
-    let out = Command::new(tool)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{tool} is required for this test and could not run: {e}"));
-    assert!(
-        out.status.success(),
-        "{tool} {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-pub fn qemu_img(args: &[&str]) -> String {
-    run("qemu-img", args)
-}
-
-/// `qemu-io -f fmt path -c cmd ...`
-pub fn qemu_io_fmt(fmt: &str, path: &Path, cmds: &[&str]) -> String {
-    let mut args = vec!["-f", fmt];
-    for c in cmds {
-        args.push("-c");
-        args.push(c);
-    }
-    args.push(path.to_str().unwrap());
-    run("qemu-io", &args)
-}
+pub use tk::qemu_io as qemu_io_fmt;
+pub use tk::{assert_qemu_compare, le32, le64, opts, patch, qemu_img, qemu_raw, read_all, read_bytes, run};
 
 pub fn qemu_io(path: &Path, cmds: &[&str]) -> String {
     qemu_io_fmt("vhdx", path, cmds)
 }
 
 pub fn create(path: &Path, size: &str, opts: &str) {
-    let p = path.to_str().unwrap();
-    if opts.is_empty() {
-        qemu_img(&["create", "-q", "-f", "vhdx", p, size]);
-    } else {
-        qemu_img(&["create", "-q", "-f", "vhdx", "-o", opts, p, size]);
-    }
+    tk::qemu_create("vhdx", path, size, opts);
 }
 
 /// The test pattern: data at odd offsets, explicit zero ranges, holes, on a disk whose
@@ -91,29 +57,6 @@ pub fn open(path: &Path) -> Result<Box<dyn BlockRead>> {
     open_with(path, false, true)
 }
 
-/// Every guest byte through our reader.
-pub fn read_all(img: &dyn BlockRead) -> Vec<u8> {
-    let mut buf = vec![0u8; img.size() as usize];
-    // Read in odd-sized pieces to exercise unaligned reads.
-    let step = 3 * 65536 + 4096 + 17;
-    let mut off = 0;
-    while off < buf.len() {
-        let end = (off + step).min(buf.len());
-        img.read_at(&mut buf[off..end], off as u64).unwrap();
-        off = end;
-    }
-    buf
-}
-
-/// Guest bytes as qemu-img sees them.
-pub fn qemu_raw(path: &Path, fmt: &str, dir: &Path) -> Vec<u8> {
-    let out = dir.join(format!("{}.qemu.raw", path.file_name().unwrap().to_str().unwrap()));
-    qemu_img(&["convert", "-f", fmt, "-O", "raw", path.to_str().unwrap(), out.to_str().unwrap()]);
-    let v = std::fs::read(&out).unwrap();
-    std::fs::remove_file(out).unwrap();
-    v
-}
-
 pub fn assert_same(ours: &[u8], theirs: &[u8], what: &str) {
     assert_eq!(ours.len(), theirs.len(), "{what}: size");
     if let Some(i) = ours.iter().zip(theirs).position(|(a, b)| a != b) {
@@ -142,76 +85,21 @@ pub fn assert_matches_qemu(path: &Path, dir: &Path) {
 
 /// Writes `src` into a new VHDX at `path` with our writer, through the copy engine.
 pub fn write_with_ours(src: &dyn BlockRead, path: &Path, opts: &CreateOptions) {
-    let out = OutputFiles::new();
-    let w = VhdxDriver.create(path, src.size(), opts, &out).unwrap();
-    let copy_opts = CopyOptions { threads: 4, chunk_size: 256 << 10, ..CopyOptions::default() };
-    copy(src, w.as_ref(), &copy_opts, &NoProgress).unwrap();
-    w.finish().unwrap();
-    out.commit().unwrap();
+    tk::write_with(&VhdxDriver, src, path, opts);
 }
 
-/// Opens any image (raw, qcow2 by qemu convert to raw first is not needed: raw only).
+/// Opens a raw image.
 pub fn open_raw(path: &Path) -> Box<dyn BlockRead> {
-    let reg = registry();
-    let gate = Gate::new();
-    let ctx = OpenContext::new(&reg, &gate);
-    reg.open(path, Some("raw"), &ctx).unwrap()
+    tk::open_with(&registry(), path, Some("raw")).unwrap()
 }
 
 /// `qemu-img check` must pass with no errors.
 pub fn assert_qemu_check_clean(path: &Path) {
-    let out = Command::new("qemu-img")
-        .args(["check", "--output=json", "-f", "vhdx", path.to_str().unwrap()])
-        .output()
-        .expect("qemu-img is required");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "qemu-img check failed on {}: {stdout}{}",
-        path.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
-    for k in ["leaks", "corruptions", "check-errors"] {
-        assert_eq!(v.get(k).and_then(|x| x.as_u64()).unwrap_or(0), 0, "{k}: {stdout}");
-    }
-}
-
-/// `qemu-img compare` (exit 0 = identical).
-pub fn assert_qemu_compare(a: &Path, afmt: &str, b: &Path, bfmt: &str) {
-    qemu_img(&["compare", "-q", "-f", afmt, "-F", bfmt, a.to_str().unwrap(), b.to_str().unwrap()]);
+    tk::assert_qemu_check_clean(path, "vhdx");
 }
 
 pub fn qemu_info(path: &Path) -> serde_json::Value {
-    serde_json::from_str(&qemu_img(&["info", "--output=json", "-f", "vhdx", path.to_str().unwrap()])).unwrap()
-}
-
-pub fn opts(pairs: &[(&str, &str)]) -> CreateOptions {
-    let mut o = CreateOptions::default();
-    for (k, v) in pairs {
-        o.options.insert(k.to_string(), v.to_string());
-    }
-    o
-}
-
-pub fn le32(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(b[at..at + 4].try_into().unwrap())
-}
-pub fn le64(b: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
-}
-
-/// Overwrites bytes of a file in place, to build broken images from good ones.
-pub fn patch(path: &Path, at: u64, bytes: &[u8]) {
-    use std::os::unix::fs::FileExt;
-    std::fs::OpenOptions::new().write(true).open(path).unwrap().write_all_at(bytes, at).unwrap();
-}
-
-pub fn read_bytes(path: &Path, at: u64, len: usize) -> Vec<u8> {
-    use std::os::unix::fs::FileExt;
-    let mut b = vec![0u8; len];
-    std::fs::File::open(path).unwrap().read_exact_at(&mut b, at).unwrap();
-    b
+    tk::qemu_info(path, "vhdx")
 }
 
 /// Recomputes the CRC-32C of the structure of `len` bytes at `at` (checksum at +4).

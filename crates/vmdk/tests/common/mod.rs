@@ -1,50 +1,23 @@
-//! Test helpers: run qemu-img/qemu-io (tests fail, never skip, when they are missing),
-//! build the source pattern, open images through a registry and the gate, write images
-//! with our writers through the copy engine.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! Test helpers: the shared ones come from `diskcast-testkit` (qemu tools fail the test,
+//! never skip, when missing); here the vmdk source pattern and vmdk-specific wrappers.
+// Each test binary uses a different subset of these helpers and re-exports.
+#![allow(dead_code, unused_imports, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use diskcast_block::copy::{CopyOptions, copy};
-use diskcast_block::gate::Gate;
-use diskcast_block::output::OutputFiles;
-use diskcast_block::progress::NoProgress;
-use diskcast_block::registry::{CreateOptions, Driver, OpenContext, Registry};
+use diskcast_block::registry::{CreateOptions, Registry};
 use diskcast_block::{Alloc, BlockRead, Result};
 use diskcast_raw::RawDriver;
+use diskcast_testkit as tk;
 use diskcast_vmdk::VmdkDriver;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+
+pub use tk::{le32, le64, opts, patch, qemu_img, read_all, run};
 
 /// Virtual size of the pattern disk: 40 MiB + 7 sectors (not a multiple of a grain).
 pub const SIZE: u64 = 40 * 1024 * 1024 + 7 * 512;
 
-/// Runs a tool and returns its stdout; panics (fails the test) on any failure.
-pub fn run(tool: &str, args: &[&str]) -> String {
-    let out = Command::new(tool)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{tool} is required for this test and could not run: {e}"));
-    assert!(
-        out.status.success(),
-        "{tool} {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-pub fn qemu_img(args: &[&str]) -> String {
-    run("qemu-img", args)
-}
-
 /// `qemu-io -f fmt path -c cmd ...`
 pub fn qemu_io(path: &Path, fmt: &str, cmds: &[&str]) {
-    let mut args = vec!["-f", fmt];
-    for c in cmds {
-        args.push("-c");
-        args.push(c);
-    }
-    args.push(path.to_str().unwrap());
-    run("qemu-io", &args);
+    tk::qemu_io(fmt, path, cmds);
 }
 
 /// The qemu-io commands of the test pattern: data at odd offsets, zero ranges over data,
@@ -75,8 +48,7 @@ pub fn pattern_raw(dir: &Path) -> PathBuf {
             (x >> 24) as u8
         })
         .collect();
-    use std::os::unix::fs::FileExt;
-    std::fs::OpenOptions::new().write(true).open(&p).unwrap().write_all_at(&noise, 10 * 1024 * 1024 + 512).unwrap();
+    patch(&p, 10 * 1024 * 1024 + 512, &noise);
     p
 }
 
@@ -85,37 +57,16 @@ pub fn registry() -> Registry {
 }
 
 pub fn open(path: &Path) -> Result<Box<dyn BlockRead>> {
-    let reg = registry();
-    let gate = Gate::new();
-    let ctx = OpenContext::new(&reg, &gate);
-    reg.open(path, Some("vmdk"), &ctx)
+    tk::open_with(&registry(), path, Some("vmdk"))
 }
 
 pub fn open_raw(path: &Path) -> Box<dyn BlockRead> {
-    let reg = registry();
-    let gate = Gate::new();
-    let ctx = OpenContext::new(&reg, &gate);
-    reg.open(path, Some("raw"), &ctx).unwrap()
-}
-
-/// Every guest byte through our reader, in odd-sized pieces.
-pub fn read_all(img: &dyn BlockRead) -> Vec<u8> {
-    let mut buf = vec![0u8; img.size() as usize];
-    let step = 3 * 65536 + 4096 + 17;
-    let mut off = 0;
-    while off < buf.len() {
-        let end = (off + step).min(buf.len());
-        img.read_at(&mut buf[off..end], off as u64).unwrap();
-        off = end;
-    }
-    buf
+    tk::open_with(&registry(), path, Some("raw")).unwrap()
 }
 
 /// Guest bytes as qemu-img sees them.
 pub fn qemu_raw(path: &Path, dir: &Path) -> Vec<u8> {
-    let out = dir.join(format!("{}.qemu.raw", path.file_name().unwrap().to_str().unwrap()));
-    qemu_img(&["convert", "-f", "vmdk", "-O", "raw", path.to_str().unwrap(), out.to_str().unwrap()]);
-    std::fs::read(out).unwrap()
+    tk::qemu_raw(path, "vmdk", dir)
 }
 
 /// Asserts our reader returns qemu's bytes, and that our allocation map agrees with
@@ -161,61 +112,20 @@ pub fn assert_matches_qemu(path: &Path, dir: &Path) {
 
 /// Writes `src` into a new vmdk at `path` with our writer, through the copy engine.
 pub fn write_with_ours(src: &dyn BlockRead, path: &Path, opts: &CreateOptions) {
-    let out = OutputFiles::new();
-    let w = VmdkDriver.create(path, src.size(), opts, &out).unwrap();
-    let copy_opts = CopyOptions { threads: 4, chunk_size: 256 << 10, ..CopyOptions::default() };
-    copy(src, w.as_ref(), &copy_opts, &NoProgress).unwrap();
-    w.finish().unwrap();
-    out.commit().unwrap();
+    tk::write_with(&VmdkDriver, src, path, opts);
 }
 
 /// `qemu-img check` must pass with no errors.
 pub fn assert_qemu_check_clean(path: &Path) {
-    let out = Command::new("qemu-img")
-        .args(["check", "--output=json", "-f", "vmdk", path.to_str().unwrap()])
-        .output()
-        .expect("qemu-img is required");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "qemu-img check failed on {}: {stdout}{}",
-        path.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
-    for k in ["leaks", "corruptions", "check-errors"] {
-        assert_eq!(v.get(k).and_then(|x| x.as_u64()).unwrap_or(0), 0, "{k}: {stdout}");
-    }
+    tk::assert_qemu_check_clean(path, "vmdk");
 }
 
 /// `qemu-img compare` of a raw file against our vmdk must succeed (exit 0).
 pub fn assert_qemu_compare(raw: &Path, vmdk: &Path) {
-    qemu_img(&["compare", "-q", "-f", "raw", "-F", "vmdk", raw.to_str().unwrap(), vmdk.to_str().unwrap()]);
+    tk::assert_qemu_compare(raw, "raw", vmdk, "vmdk");
 }
 
 /// `qemu-img info --output=json` as JSON.
 pub fn qemu_info(path: &Path) -> serde_json::Value {
-    serde_json::from_str(&qemu_img(&["info", "--output=json", "-f", "vmdk", path.to_str().unwrap()])).unwrap()
-}
-
-pub fn opts(pairs: &[(&str, &str)]) -> CreateOptions {
-    let mut o = CreateOptions::default();
-    for (k, v) in pairs {
-        o.options.insert(k.to_string(), v.to_string());
-    }
-    o
-}
-
-/// Overwrites bytes of a file in place, to build broken images from good ones.
-pub fn patch(path: &Path, at: u64, bytes: &[u8]) {
-    use std::os::unix::fs::FileExt;
-    std::fs::OpenOptions::new().write(true).open(path).unwrap().write_all_at(bytes, at).unwrap();
-}
-
-pub fn le32(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(b[at..at + 4].try_into().unwrap())
-}
-
-pub fn le64(b: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
+    tk::qemu_info(path, "vmdk")
 }

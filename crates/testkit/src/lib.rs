@@ -1,0 +1,210 @@
+//! Test helpers shared by the format crates (dev-only, never published).
+//!
+//! qemu-img and qemu-io serve as oracles: a missing tool FAILS the test with a message
+//! saying to install qemu-utils, it never skips. Images are read whole through our
+//! readers, written with our writers through the copy engine, and patched in place to
+//! build broken images from good ones. Each crate's `tests/common/mod.rs` keeps only
+//! what is specific to its format.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use diskcast_block::copy::{CopyOptions, copy};
+use diskcast_block::gate::Gate;
+use diskcast_block::output::OutputFiles;
+use diskcast_block::progress::NoProgress;
+use diskcast_block::registry::{CreateOptions, Driver, OpenContext, Registry};
+use diskcast_block::{Alloc, BlockRead, Extent, ImageInfo, Result};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::process::Command;
+
+/// Runs a tool and returns its stdout; panics (fails the test) on any failure,
+/// including the tool being missing.
+pub fn run(tool: &str, args: &[&str]) -> String {
+    let out = Command::new(tool)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{tool} is required for this test and could not run: {e} (install qemu-utils)"));
+    assert!(
+        out.status.success(),
+        "{tool} {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// `qemu-img args...`, returning its stdout.
+pub fn qemu_img(args: &[&str]) -> String {
+    run("qemu-img", args)
+}
+
+/// `qemu-io -f fmt -c cmd ... path`, returning its stdout.
+pub fn qemu_io(fmt: &str, path: &Path, cmds: &[&str]) -> String {
+    let mut args = vec!["-f", fmt];
+    for c in cmds {
+        args.push("-c");
+        args.push(c);
+    }
+    args.push(path.to_str().unwrap());
+    run("qemu-io", &args)
+}
+
+/// `qemu-img create -q -f fmt [-o opts] path size` (no `-o` when `opts` is empty).
+pub fn qemu_create(fmt: &str, path: &Path, size: &str, opts: &str) {
+    let p = path.to_str().unwrap();
+    if opts.is_empty() {
+        qemu_img(&["create", "-q", "-f", fmt, p, size]);
+    } else {
+        qemu_img(&["create", "-q", "-f", fmt, "-o", opts, p, size]);
+    }
+}
+
+/// Guest bytes as qemu-img sees them (`qemu-img convert -f fmt -O raw`, via a scratch
+/// file in `dir` that is removed afterwards).
+pub fn qemu_raw(path: &Path, fmt: &str, dir: &Path) -> Vec<u8> {
+    let out = dir.join(format!("{}.qemu.raw", path.file_name().unwrap().to_str().unwrap()));
+    qemu_img(&["convert", "-f", fmt, "-O", "raw", path.to_str().unwrap(), out.to_str().unwrap()]);
+    let v = std::fs::read(&out).unwrap();
+    std::fs::remove_file(out).unwrap();
+    v
+}
+
+/// `qemu-img info --output=json -f fmt` as JSON.
+pub fn qemu_info(path: &Path, fmt: &str) -> serde_json::Value {
+    serde_json::from_str(&qemu_img(&["info", "--output=json", "-f", fmt, path.to_str().unwrap()])).unwrap()
+}
+
+/// `qemu-img check -f fmt` must exit 0 and report no leaks, corruptions or errors.
+pub fn assert_qemu_check_clean(path: &Path, fmt: &str) {
+    let out = Command::new("qemu-img")
+        .args(["check", "--output=json", "-f", fmt, path.to_str().unwrap()])
+        .output()
+        .unwrap_or_else(|e| panic!("qemu-img is required for this test and could not run: {e} (install qemu-utils)"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "qemu-img check failed on {}: {stdout}{}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    for k in ["leaks", "corruptions", "check-errors"] {
+        assert_eq!(v.get(k).and_then(|x| x.as_u64()).unwrap_or(0), 0, "{k}: {stdout}");
+    }
+}
+
+/// `qemu-img compare -f fa -F fb a b` must say identical (exit 0).
+pub fn assert_qemu_compare(a: &Path, fa: &str, b: &Path, fb: &str) {
+    qemu_img(&["compare", "-q", "-f", fa, "-F", fb, a.to_str().unwrap(), b.to_str().unwrap()]);
+}
+
+/// Opens `path` as `format` (`None`: probe) through `registry` and a fresh gate.
+pub fn open_with(registry: &Registry, path: &Path, format: Option<&str>) -> Result<Box<dyn BlockRead>> {
+    let gate = Gate::new();
+    let ctx = OpenContext::new(registry, &gate);
+    registry.open(path, format, &ctx)
+}
+
+/// Every guest byte through our reader, read in odd-sized pieces to exercise unaligned
+/// reads.
+pub fn read_all(img: &dyn BlockRead) -> Vec<u8> {
+    let mut buf = vec![0u8; img.size() as usize];
+    let step = 3 * 65536 + 4096 + 17;
+    let mut off = 0;
+    while off < buf.len() {
+        let end = (off + step).min(buf.len());
+        img.read_at(&mut buf[off..end], off as u64).unwrap();
+        off = end;
+    }
+    buf
+}
+
+/// Writes `src` into a new image at `path` with `driver`'s writer, through the copy
+/// engine, and commits the output files.
+pub fn write_with(driver: &dyn Driver, src: &dyn BlockRead, path: &Path, opts: &CreateOptions) {
+    let out = OutputFiles::new();
+    let w = driver.create(path, src.size(), opts, &out).unwrap();
+    let copy_opts = CopyOptions { threads: 4, chunk_size: 256 << 10, ..CopyOptions::default() };
+    copy(src, w.as_ref(), &copy_opts, &NoProgress).unwrap();
+    w.finish().unwrap();
+    out.commit().unwrap();
+}
+
+/// A disk held in memory, for feeding our writers.
+#[derive(Debug)]
+pub struct VecDisk(pub Vec<u8>);
+
+impl BlockRead for VecDisk {
+    fn size(&self) -> u64 {
+        self.0.len() as u64
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        buf.copy_from_slice(&self.0[offset as usize..offset as usize + buf.len()]);
+        Ok(())
+    }
+    fn extent_at(&self, offset: u64, max_len: u64) -> Result<Extent> {
+        Ok(Extent { offset, len: max_len.min(self.size() - offset), alloc: Alloc::Data })
+    }
+    fn info(&self) -> ImageInfo {
+        ImageInfo::default()
+    }
+}
+
+/// Deterministic, partly compressible, partly random test data: every third 4 KiB unit
+/// is pseudo-random, the others repeat a byte derived from the unit index and `seed`.
+pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut v = vec![0u8; len];
+    for (i, b) in v.iter_mut().enumerate() {
+        if (i / 4096) % 3 == 0 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *b = x as u8;
+        } else {
+            *b = (i / 4096) as u8 ^ (seed as u8);
+        }
+    }
+    v
+}
+
+/// Create options from `key=value` pairs.
+pub fn opts(pairs: &[(&str, &str)]) -> CreateOptions {
+    let mut o = CreateOptions::default();
+    for (k, v) in pairs {
+        o.options.insert(k.to_string(), v.to_string());
+    }
+    o
+}
+
+/// Overwrites bytes of a file in place, to build broken images from good ones.
+pub fn patch(path: &Path, at: u64, bytes: &[u8]) {
+    std::fs::OpenOptions::new().write(true).open(path).unwrap().write_all_at(bytes, at).unwrap();
+}
+
+/// `len` bytes of a file at `at`.
+pub fn read_bytes(path: &Path, at: u64, len: usize) -> Vec<u8> {
+    let mut b = vec![0u8; len];
+    std::fs::File::open(path).unwrap().read_exact_at(&mut b, at).unwrap();
+    b
+}
+
+/// Little-endian u32 at `at`.
+pub fn le32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().unwrap())
+}
+
+/// Little-endian u64 at `at`.
+pub fn le64(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
+}
+
+/// Big-endian u32 at `at`.
+pub fn be32(b: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes(b[at..at + 4].try_into().unwrap())
+}
+
+/// Big-endian u64 at `at`.
+pub fn be64(b: &[u8], at: usize) -> u64 {
+    u64::from_be_bytes(b[at..at + 8].try_into().unwrap())
+}
