@@ -20,6 +20,7 @@ pub mod io;
 pub mod output;
 pub mod progress;
 pub mod registry;
+pub mod runs;
 pub mod size;
 
 pub use error::{Error, ErrorKind, Result, ResultExt};

@@ -7,6 +7,7 @@ use crate::header::{
 };
 use diskcast_block::io::ImageFile;
 use diskcast_block::registry::OpenContext;
+use diskcast_block::runs::{ReadRun, ReadRuns};
 use diskcast_block::{Alloc, BlockRead, Error, Extent, ImageInfo, Result};
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
@@ -373,10 +374,8 @@ impl Qcow2Reader {
             Error::out_of_bounds(format!("read of {} bytes past the {}-byte disk", buf.len(), self.header.size))
                 .with_offset(offset)
         })?;
-        // A pending run: (guest start, len, map at start), extended while host-contiguous.
-        let mut run: Option<(u64, u64, Map)> = None;
-        let flush = |run: (u64, u64, Map), buf: &mut [u8]| -> Result<()> {
-            let (g, len, map) = run;
+        let flush = |run: ReadRun<Map>, buf: &mut [u8]| -> Result<()> {
+            let ReadRun { offset: g, len, map } = run;
             let at = (g - offset) as usize;
             let dst = &mut buf[at..at + len as usize];
             match map {
@@ -395,33 +394,21 @@ impl Qcow2Reader {
             }
             Ok(())
         };
-        let mut pending_err = Ok(());
+        // Host-contiguous data and like unallocated/zero pieces are served together.
+        let joins = |run: &ReadRun<Map>, map: Map| match (run.map, map) {
+            (Map::Data(h0), Map::Data(h)) => h0 + run.len == h,
+            (Map::Zero, Map::Zero) | (Map::Unallocated, Map::Unallocated) => true,
+            _ => false,
+        };
+        let mut runs = ReadRuns::default();
         self.walk(offset, end, |g, len, map| {
-            let merged = match (&mut run, map) {
-                (Some((_, rlen, Map::Data(h0))), Map::Data(h)) if *h0 + *rlen == h => {
-                    *rlen += len;
-                    true
-                }
-                (Some((_, rlen, Map::Zero)), Map::Zero) | (Some((_, rlen, Map::Unallocated)), Map::Unallocated) => {
-                    *rlen += len;
-                    true
-                }
-                _ => false,
-            };
-            if !merged {
-                if let Some(r) = run.take()
-                    && let Err(e) = flush(r, buf)
-                {
-                    pending_err = Err(e);
-                    return Ok(false);
-                }
-                run = Some((g, len, map));
+            if let Some(run) = runs.push(g, len, map, joins) {
+                flush(run, buf)?;
             }
             Ok(true)
         })?;
-        pending_err?;
-        if let Some(r) = run {
-            flush(r, buf)?;
+        if let Some(run) = runs.finish() {
+            flush(run, buf)?;
         }
         Ok(())
     }

@@ -4,6 +4,7 @@
 
 use crate::header::{BLOCK_FREE, BLOCK_ZERO, Header, read_block_map};
 use diskcast_block::io::ImageFile;
+use diskcast_block::runs::{ReadRun, ReadRuns};
 use diskcast_block::{Alloc, BlockRead, Error, Extent, ImageInfo, Result};
 use serde_json::json;
 use std::path::Path;
@@ -95,46 +96,39 @@ impl VdiReader {
                 .with_offset(offset)
         })?;
         let bs = self.header.block_size;
-        let mut pos = offset;
-        // A pending run of host-contiguous data: (guest start, host start, len).
-        let mut run: Option<(u64, u64, u64)> = None;
-        let flush = |run: (u64, u64, u64), buf: &mut [u8]| -> Result<()> {
-            let (g, h, len) = run;
+        // Pieces with their data's host offset (`None`: reads as zeros).
+        let flush = |ReadRun { offset: g, len, map }: ReadRun<Option<u64>>, buf: &mut [u8]| -> Result<()> {
             let at = (g - offset) as usize;
             let dst = buf.get_mut(at..at + len as usize).ok_or_else(|| Error::corrupt("read run outside buffer"))?;
-            self.file.read_exact_at(dst, h)
+            match map {
+                Some(host) => self.file.read_exact_at(dst, host),
+                None => {
+                    dst.fill(0);
+                    Ok(())
+                }
+            }
         };
+        let joins = |run: &ReadRun<Option<u64>>, map: Option<u64>| match (run.map, map) {
+            (Some(h0), Some(h)) => h0 + run.len == h,
+            (None, None) => true,
+            _ => false,
+        };
+        let mut runs = ReadRuns::default();
+        let mut pos = offset;
         while pos < end {
             let block = pos / bs;
-            let in_block = pos % bs;
             let piece_end = ((block + 1) * bs).min(end);
-            let len = piece_end - pos;
-            match self.map(block)? {
-                Map::Data(host) => {
-                    let h = host + in_block;
-                    match &mut run {
-                        Some((_, rh, rlen)) if *rh + *rlen == h => *rlen += len,
-                        _ => {
-                            if let Some(r) = run.replace((pos, h, len)) {
-                                flush(r, buf)?;
-                            }
-                        }
-                    }
-                }
-                Map::Free | Map::Zero => {
-                    if let Some(r) = run.take() {
-                        flush(r, buf)?;
-                    }
-                    let at = (pos - offset) as usize;
-                    if let Some(dst) = buf.get_mut(at..at + len as usize) {
-                        dst.fill(0);
-                    }
-                }
+            let host = match self.map(block)? {
+                Map::Data(host) => Some(host + pos % bs),
+                Map::Free | Map::Zero => None,
+            };
+            if let Some(run) = runs.push(pos, piece_end - pos, host, joins) {
+                flush(run, buf)?;
             }
             pos = piece_end;
         }
-        if let Some(r) = run {
-            flush(r, buf)?;
+        if let Some(run) = runs.finish() {
+            flush(run, buf)?;
         }
         Ok(())
     }

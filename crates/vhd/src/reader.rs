@@ -12,6 +12,7 @@ use crate::format::{
 };
 use diskcast_block::io::ImageFile;
 use diskcast_block::registry::OpenContext;
+use diskcast_block::runs::{ReadRun, ReadRuns};
 use diskcast_block::{Alloc, BlockRead, Error, ErrorKind, Extent, ImageInfo, Result};
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
@@ -467,8 +468,7 @@ impl VhdReader {
         let Some(s) = &self.sparse else {
             return self.file.read_exact_at(buf, offset);
         };
-        let mut run: Option<(u64, u64, Map)> = None;
-        let flush = |(g, len, map): (u64, u64, Map), buf: &mut [u8]| -> Result<()> {
+        let flush = |ReadRun { offset: g, len, map }: ReadRun<Map>, buf: &mut [u8]| -> Result<()> {
             let at = (g - offset) as usize;
             let dst = &mut buf[at..at + len as usize];
             match map {
@@ -476,33 +476,20 @@ impl VhdReader {
                 Map::Absent => self.read_below(dst, g),
             }
         };
-        let mut pending = Ok(());
+        let joins = |run: &ReadRun<Map>, map: Map| match (run.map, map) {
+            (Map::Data(h0), Map::Data(h)) => h0 + run.len == h,
+            (Map::Absent, Map::Absent) => true,
+            _ => false,
+        };
+        let mut runs = ReadRuns::default();
         self.walk(s, offset, end, |g, len, map| {
-            let merged = match (&mut run, map) {
-                (Some((_, rlen, Map::Data(h0))), Map::Data(h)) if *h0 + *rlen == h => {
-                    *rlen += len;
-                    true
-                }
-                (Some((_, rlen, Map::Absent)), Map::Absent) => {
-                    *rlen += len;
-                    true
-                }
-                _ => false,
-            };
-            if !merged {
-                if let Some(r) = run.take()
-                    && let Err(e) = flush(r, buf)
-                {
-                    pending = Err(e);
-                    return Ok(false);
-                }
-                run = Some((g, len, map));
+            if let Some(run) = runs.push(g, len, map, joins) {
+                flush(run, buf)?;
             }
             Ok(true)
         })?;
-        pending?;
-        if let Some(r) = run {
-            flush(r, buf)?;
+        if let Some(run) = runs.finish() {
+            flush(run, buf)?;
         }
         Ok(())
     }
