@@ -192,6 +192,16 @@ pub trait BlockWrite: Send + Sync + std::fmt::Debug {
     fn finish(self: Box<Self>) -> Result<()>;
 }
 
+/// The end of the guest range `[offset, offset + len)`, or an [`ErrorKind::OutOfBounds`]
+/// error when the range does not fit in a disk of `size` bytes. Every reader and writer
+/// checks the ranges it is handed through this one function.
+pub fn range_end(offset: u64, len: u64, size: u64) -> Result<u64> {
+    offset.checked_add(len).filter(|&end| end <= size).ok_or_else(|| {
+        Error::out_of_bounds(format!("range of {len} bytes at {offset:#x} is past the disk's end ({size:#x})"))
+            .with_offset(offset)
+    })
+}
+
 /// The extent at `offset` with backing files resolved: `Backing` becomes whatever the
 /// backing chain holds there (or `Unallocated` past the end of a shorter backing file).
 pub fn resolved_extent(image: &dyn BlockRead, offset: u64, max_len: u64) -> Result<Extent> {

@@ -6,6 +6,7 @@ use crate::header::{
     read_u64_table,
 };
 use diskcast_block::io::ImageFile;
+use diskcast_block::range_end;
 use diskcast_block::registry::OpenContext;
 use diskcast_block::runs::{ReadRun, ReadRuns};
 use diskcast_block::{Alloc, BlockRead, Error, Extent, ImageInfo, Result};
@@ -370,10 +371,7 @@ impl BlockRead for Qcow2Reader {
 
 impl Qcow2Reader {
     fn read_inner(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        let end = offset.checked_add(buf.len() as u64).filter(|&e| e <= self.header.size).ok_or_else(|| {
-            Error::out_of_bounds(format!("read of {} bytes past the {}-byte disk", buf.len(), self.header.size))
-                .with_offset(offset)
-        })?;
+        let end = range_end(offset, buf.len() as u64, self.header.size)?;
         let flush = |run: ReadRun<Map>, buf: &mut [u8]| -> Result<()> {
             let ReadRun { offset: g, len, map } = run;
             let at = (g - offset) as usize;

@@ -17,6 +17,7 @@ use crate::header::{
 };
 use crate::measure::refcount_metadata_clusters;
 use diskcast_block::io::ImageFile;
+use diskcast_block::range_end;
 use diskcast_block::registry::CreateOptions;
 use diskcast_block::size::parse_size;
 use diskcast_block::{BlockWrite, Encoded, EncodedUnit, Error, Result, WriteOrder};
@@ -217,9 +218,7 @@ impl Qcow2Writer {
     /// Checks a guest range: cluster aligned, inside the disk, ending on a cluster
     /// boundary or at the disk's end.
     fn check_range(&self, offset: u64, len: u64) -> Result<u64> {
-        let end = offset.checked_add(len).filter(|&e| e <= self.p.size).ok_or_else(|| {
-            Error::out_of_bounds(format!("write past the {}-byte disk", self.p.size)).with_offset(offset)
-        })?;
+        let end = range_end(offset, len, self.p.size)?;
         // The source may be smaller than the 512-rounded size: a write may end anywhere
         // inside the last cluster (the rest of a new cluster reads as zeros).
         let in_last_cluster = end.div_ceil(self.cs) == self.p.size.div_ceil(self.cs);
@@ -503,10 +502,7 @@ impl BlockWrite for Qcow2Writer {
     }
 
     fn write_zeroes(&self, offset: u64, len: u64) -> Result<()> {
-        let end = offset
-            .checked_add(len)
-            .filter(|&e| e <= self.p.size)
-            .ok_or_else(|| Error::out_of_bounds("zeroing past the end of the disk").with_offset(offset))?;
+        let end = range_end(offset, len, self.p.size)?;
         let mut st = self.lock();
         let mut pos = offset;
         while pos < end {

@@ -8,6 +8,7 @@
 
 use diskcast_block::io::ImageFile;
 use diskcast_block::output::OutputFiles;
+use diskcast_block::range_end;
 use diskcast_block::registry::{CreateOptions, Driver, Measure, OpenContext, ProbeData};
 use diskcast_block::{Alloc, BlockRead, BlockWrite, Encoded, Error, Extent, ImageInfo, Result, WriteOrder};
 use std::io::Write;
@@ -74,12 +75,12 @@ impl BlockRead for RawReader {
     }
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        check_range(offset, buf.len() as u64, self.size)?;
+        range_end(offset, buf.len() as u64, self.size)?;
         self.file.read_exact_at(buf, offset)
     }
 
     fn extent_at(&self, offset: u64, max_len: u64) -> Result<Extent> {
-        check_range(offset, 1, self.size)?;
+        range_end(offset, 1, self.size)?;
         let end = offset.saturating_add(max_len).min(self.size);
         let (alloc, stop) = match self.file.next_data(offset)? {
             Some(data) if data <= offset => (Alloc::Data, self.file.next_hole(offset)?),
@@ -92,17 +93,6 @@ impl BlockRead for RawReader {
 
     fn info(&self) -> ImageInfo {
         ImageInfo { format: "raw".into(), virtual_size: self.size, ..ImageInfo::default() }
-    }
-}
-
-/// `[offset, offset+len)` must lie inside a disk of `size` bytes.
-fn check_range(offset: u64, len: u64, size: u64) -> Result<()> {
-    match offset.checked_add(len) {
-        Some(end) if end <= size => Ok(()),
-        _ => {
-            Err(Error::out_of_bounds(format!("range of {len} bytes at {offset:#x} is past the disk's end ({size:#x})"))
-                .with_offset(offset))
-        }
     }
 }
 
@@ -123,7 +113,7 @@ impl BlockWrite for RawWriter {
     }
 
     fn write_zeroes(&self, offset: u64, len: u64) -> Result<()> {
-        check_range(offset, len, self.size)?;
+        range_end(offset, len, self.size)?;
         self.file.punch_hole(offset, len)
     }
 
@@ -137,14 +127,14 @@ impl BlockWrite for RawWriter {
 fn for_each_plain(encoded: Encoded, size: u64, mut f: impl FnMut(u64, &[u8]) -> Result<()>) -> Result<()> {
     match encoded {
         Encoded::Plain { offset, data } => {
-            check_range(offset, data.len() as u64, size)?;
+            range_end(offset, data.len() as u64, size)?;
             f(offset, &data)
         }
         Encoded::Units(units) => units.iter().try_for_each(|u| {
             if u.compressed {
                 return Err(Error::argument("raw cannot store compressed data"));
             }
-            check_range(u.offset, u.stored.len() as u64, size)?;
+            range_end(u.offset, u.stored.len() as u64, size)?;
             f(u.offset, &u.stored)
         }),
     }
@@ -224,7 +214,7 @@ impl BlockWrite for RawStream {
 
     /// Holes are filled when the next data (or the end) comes.
     fn write_zeroes(&self, offset: u64, len: u64) -> Result<()> {
-        check_range(offset, len, self.size)
+        range_end(offset, len, self.size).map(|_| ())
     }
 
     fn finish(self: Box<Self>) -> Result<()> {

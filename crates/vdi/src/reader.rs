@@ -4,6 +4,7 @@
 
 use crate::header::{BLOCK_FREE, BLOCK_ZERO, Header, read_block_map};
 use diskcast_block::io::ImageFile;
+use diskcast_block::range_end;
 use diskcast_block::runs::{ReadRun, ReadRuns};
 use diskcast_block::{Alloc, BlockRead, Error, Extent, ImageInfo, Result};
 use serde_json::json;
@@ -91,10 +92,7 @@ impl VdiReader {
     }
 
     fn read_inner(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        let end = offset.checked_add(buf.len() as u64).filter(|&e| e <= self.size).ok_or_else(|| {
-            Error::out_of_bounds(format!("read of {} bytes past the {}-byte disk", buf.len(), self.size))
-                .with_offset(offset)
-        })?;
+        let end = range_end(offset, buf.len() as u64, self.size)?;
         let bs = self.header.block_size;
         // Pieces with their data's host offset (`None`: reads as zeros).
         let flush = |ReadRun { offset: g, len, map }: ReadRun<Option<u64>>, buf: &mut [u8]| -> Result<()> {

@@ -12,6 +12,7 @@ use crate::header::{
     BLOCK_FREE, Geometry, HEADER_SIZE_V1, Header, MAX_BLOCKS, SECTOR, TEXT, TYPE_DYNAMIC, TYPE_STATIC, VERSION_1_1,
 };
 use diskcast_block::io::ImageFile;
+use diskcast_block::range_end;
 use diskcast_block::registry::CreateOptions;
 use diskcast_block::{BlockWrite, Encoded, Error, Result};
 use std::sync::Mutex;
@@ -132,19 +133,12 @@ impl VdiWriter {
         Ok(hosts)
     }
 
-    /// Checks `[offset, offset + len)` is inside the disk; returns its end.
-    fn check_range(&self, offset: u64, len: u64) -> Result<u64> {
-        offset.checked_add(len).filter(|&e| e <= self.p.size).ok_or_else(|| {
-            Error::out_of_bounds(format!("write past the {}-byte disk", self.p.size)).with_offset(offset)
-        })
-    }
-
     /// Writes `data` at guest `offset`: one pwrite per run of host-contiguous blocks.
     fn write_plain(&self, offset: u64, data: &[u8]) -> Result<()> {
         if data.is_empty() {
             return Ok(());
         }
-        let end = self.check_range(offset, data.len() as u64)?;
+        let end = range_end(offset, data.len() as u64, self.p.size)?;
         let first = offset / BLOCK_SIZE;
         let last = end.div_ceil(BLOCK_SIZE);
         let hosts = self.hosts(first, last)?;
@@ -218,7 +212,7 @@ impl BlockWrite for VdiWriter {
 
     /// Unallocated blocks already read as zeros; allocated ones get zeros written.
     fn write_zeroes(&self, offset: u64, len: u64) -> Result<()> {
-        let end = self.check_range(offset, len)?;
+        let end = range_end(offset, len, self.p.size)?;
         let mut pos = offset;
         let zeros = vec![0u8; ZERO_CHUNK.min(len) as usize];
         while pos < end {

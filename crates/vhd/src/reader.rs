@@ -11,6 +11,7 @@ use crate::format::{
     PLAT_W2RU, SECTOR, TYPE_DIFFERENCING, TYPE_DYNAMIC, TYPE_FIXED, fourcc, uuid_text,
 };
 use diskcast_block::io::ImageFile;
+use diskcast_block::range_end;
 use diskcast_block::registry::OpenContext;
 use diskcast_block::runs::{ReadRun, ReadRuns};
 use diskcast_block::{Alloc, BlockRead, Error, ErrorKind, Extent, ImageInfo, Result};
@@ -461,10 +462,7 @@ impl VhdReader {
     }
 
     fn read_inner(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        let end = offset.checked_add(buf.len() as u64).filter(|&e| e <= self.size).ok_or_else(|| {
-            Error::out_of_bounds(format!("read of {} bytes past the {}-byte disk", buf.len(), self.size))
-                .with_offset(offset)
-        })?;
+        let end = range_end(offset, buf.len() as u64, self.size)?;
         let Some(s) = &self.sparse else {
             return self.file.read_exact_at(buf, offset);
         };

@@ -14,6 +14,7 @@ use crate::format::{
     TYPE_DYNAMIC, TYPE_FIXED, VHD_EPOCH, geometry_product, rounded_geometry,
 };
 use diskcast_block::io::ImageFile;
+use diskcast_block::range_end;
 use diskcast_block::registry::CreateOptions;
 use diskcast_block::size::parse_size;
 use diskcast_block::{BlockWrite, Encoded, Error, Result};
@@ -236,17 +237,6 @@ impl VhdWriter {
         Ok(VhdWriter { file, p, state: Mutex::new(state) })
     }
 
-    fn check_range(&self, offset: u64, len: u64) -> Result<()> {
-        if offset.checked_add(len).is_none_or(|e| e > self.p.size) {
-            return Err(Error::out_of_bounds(format!(
-                "write of {len} bytes at {offset:#x} past the {}-byte disk",
-                self.p.size
-            ))
-            .with_offset(offset));
-        }
-        Ok(())
-    }
-
     /// Host offsets for `[offset, offset+len)`: allocates blocks and marks (or, for
     /// zeroes, clears) the sectors in their bitmaps. Returns (guest, host, len) pieces;
     /// with `alloc` false, unallocated blocks are skipped.
@@ -301,7 +291,7 @@ impl VhdWriter {
     }
 
     fn write_data(&self, offset: u64, data: &[u8]) -> Result<()> {
-        self.check_range(offset, data.len() as u64)?;
+        range_end(offset, data.len() as u64, self.p.size)?;
         if data.is_empty() {
             return Ok(());
         }
@@ -357,7 +347,7 @@ impl BlockWrite for VhdWriter {
     }
 
     fn write_zeroes(&self, offset: u64, len: u64) -> Result<()> {
-        self.check_range(offset, len)?;
+        range_end(offset, len, self.p.size)?;
         if self.p.subformat == Subformat::Fixed {
             return self.zero_file(offset, len);
         }

@@ -4,6 +4,7 @@ use crate::format::MIB;
 use crate::layout::{BlockMap, Layout, read_headers};
 use crate::log;
 use diskcast_block::io::ImageFile;
+use diskcast_block::range_end;
 use diskcast_block::registry::OpenContext;
 use diskcast_block::{Alloc, BlockRead, Error, Extent, ImageInfo, Result, ResultExt};
 use serde_json::json;
@@ -165,10 +166,7 @@ impl BlockRead for VhdxReader {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
         let size = self.size();
         let len = buf.len() as u64;
-        if offset.checked_add(len).is_none_or(|e| e > size) {
-            return Err(Error::out_of_bounds(format!("read of {len} bytes at {offset} past the {size}-byte disk"))
-                .with_file(&self.path));
-        }
+        range_end(offset, len, size).map_err(|e| e.with_file(&self.path))?;
         let bs = self.layout.geo.block_size;
         let mut done = 0usize;
         while done < buf.len() {

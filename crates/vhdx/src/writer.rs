@@ -13,6 +13,7 @@ use crate::format::{
     VIRTUAL_DISK_SIZE, put_guid, put16, put32, put64,
 };
 use diskcast_block::io::ImageFile;
+use diskcast_block::range_end;
 use diskcast_block::registry::{CreateOptions, Measure};
 use diskcast_block::size::parse_size;
 use diskcast_block::{BlockWrite, Encoded, Error, Extent, Result};
@@ -214,9 +215,7 @@ impl VhdxWriter {
 
     fn write_data(&self, data: &[u8], offset: u64) -> Result<()> {
         let len = data.len() as u64;
-        if offset.checked_add(len).is_none_or(|e| e > self.params.size) {
-            return Err(Error::out_of_bounds(format!("write of {len} bytes at {offset} past the disk's end")));
-        }
+        range_end(offset, len, self.params.size)?;
         let bs = self.params.block_size;
         let mut done = 0usize;
         while done < data.len() {
@@ -258,10 +257,7 @@ impl BlockWrite for VhdxWriter {
     fn write_zeroes(&self, offset: u64, len: u64) -> Result<()> {
         // A new image reads zero everywhere: blocks not allocated are NOT_PRESENT (or ZERO),
         // allocated ones are sparse holes until data lands in them. Nothing to write.
-        if offset.checked_add(len).is_none_or(|e| e > self.params.size) {
-            return Err(Error::out_of_bounds(format!("zero range at {offset} past the disk's end")));
-        }
-        Ok(())
+        range_end(offset, len, self.params.size).map(|_| ())
     }
 
     fn finish(self: Box<Self>) -> Result<()> {

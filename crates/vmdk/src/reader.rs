@@ -5,6 +5,7 @@ use crate::descriptor::{Descriptor, ExtentLine};
 use crate::header::{MAGIC, MAX_DESCRIPTOR_BYTES, SECTOR};
 use crate::sparse::SparseExtent;
 use diskcast_block::io::ImageFile;
+use diskcast_block::range_end;
 use diskcast_block::registry::OpenContext;
 use diskcast_block::{Alloc, BlockRead, Error, Extent, ImageInfo, Result};
 use serde_json::{Value, json};
@@ -152,17 +153,6 @@ impl VmdkReader {
         (i < self.extents.len()).then_some(i)
     }
 
-    fn check_range(&self, offset: u64, len: u64) -> Result<()> {
-        match offset.checked_add(len) {
-            Some(end) if end <= self.size => Ok(()),
-            _ => Err(Error::out_of_bounds(format!(
-                "range of {len} bytes at {offset:#x} is past the disk's end ({:#x})",
-                self.size
-            ))
-            .with_offset(offset)),
-        }
-    }
-
     /// Facts for `info`.
     fn info_inner(&self) -> ImageInfo {
         let mut s = serde_json::Map::new();
@@ -300,7 +290,7 @@ impl BlockRead for VmdkReader {
     }
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        self.check_range(offset, buf.len() as u64)?;
+        range_end(offset, buf.len() as u64, self.size)?;
         let mut done = 0usize;
         while done < buf.len() {
             let pos = offset + done as u64;
@@ -327,7 +317,7 @@ impl BlockRead for VmdkReader {
     }
 
     fn extent_at(&self, offset: u64, max_len: u64) -> Result<Extent> {
-        self.check_range(offset, 1)?;
+        range_end(offset, 1, self.size)?;
         let Some(i) = self.find(offset) else {
             return Err(Error::out_of_bounds("offset past the last extent").with_offset(offset));
         };

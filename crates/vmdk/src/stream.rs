@@ -15,6 +15,7 @@ use crate::header::{
 };
 use crate::writer::{DESC_SECTORS, GRAIN_SECTORS, GTES_PER_GT, Params};
 use diskcast_block::io::ImageFile;
+use diskcast_block::range_end;
 use diskcast_block::{BlockWrite, Encoded, EncodedUnit, Error, Result, WriteOrder};
 use std::io::{BufWriter, Write};
 use std::sync::Mutex;
@@ -271,10 +272,7 @@ impl BlockWrite for StreamWriter {
     }
 
     fn write_zeroes(&self, offset: u64, len: u64) -> Result<()> {
-        let end = offset
-            .checked_add(len)
-            .filter(|&e| e <= self.p.size)
-            .ok_or_else(|| Error::out_of_bounds("zeroing past the end of the disk").with_offset(offset))?;
+        let end = range_end(offset, len, self.p.size)?;
         if !self.p.zeroed_grain {
             // Grains not written read as zeros; written ones cannot be rewritten.
             let st = self.lock();

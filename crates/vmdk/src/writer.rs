@@ -11,6 +11,7 @@ use crate::descriptor::{NewDescriptor, new_cid};
 use crate::header::{FLAG_NL_DETECT, FLAG_RGD, FLAG_ZERO_GRAIN, GTE_ZEROED, SECTOR, SparseHeader};
 use diskcast_block::io::ImageFile;
 use diskcast_block::output::OutputFiles;
+use diskcast_block::range_end;
 use diskcast_block::registry::CreateOptions;
 use diskcast_block::{BlockWrite, Encoded, Error, Result};
 use std::collections::HashMap;
@@ -238,9 +239,7 @@ impl SparseWriter {
     }
 
     fn check_range(&self, offset: u64, len: u64) -> Result<u64> {
-        let end = offset.checked_add(len).filter(|&e| e <= self.p.size).ok_or_else(|| {
-            Error::out_of_bounds(format!("write past the {}-byte disk", self.p.size)).with_offset(offset)
-        })?;
+        let end = range_end(offset, len, self.p.size)?;
         let at_end = end.div_ceil(self.grain) == self.p.size.div_ceil(self.grain);
         if !offset.is_multiple_of(self.grain) || (!end.is_multiple_of(self.grain) && !at_end) {
             return Err(
@@ -320,10 +319,7 @@ impl BlockWrite for SparseWriter {
     }
 
     fn write_zeroes(&self, offset: u64, len: u64) -> Result<()> {
-        let end = offset
-            .checked_add(len)
-            .filter(|&e| e <= self.p.size)
-            .ok_or_else(|| Error::out_of_bounds("zeroing past the end of the disk").with_offset(offset))?;
+        let end = range_end(offset, len, self.p.size)?;
         let mut pos = offset;
         while pos < end {
             let g = pos / self.grain;
@@ -418,9 +414,7 @@ impl BlockWrite for FlatWriter {
 
     fn write_encoded(&self, encoded: Encoded) -> Result<()> {
         let write = |offset: u64, data: &[u8]| -> Result<()> {
-            if offset.checked_add(data.len() as u64).is_none_or(|e| e > self.size) {
-                return Err(Error::out_of_bounds("write past the end of the disk").with_offset(offset));
-            }
+            range_end(offset, data.len() as u64, self.size)?;
             self.data.write_all_at(data, offset)
         };
         match encoded {
@@ -438,9 +432,7 @@ impl BlockWrite for FlatWriter {
     }
 
     fn write_zeroes(&self, offset: u64, len: u64) -> Result<()> {
-        if offset.checked_add(len).is_none_or(|e| e > self.size) {
-            return Err(Error::out_of_bounds("zeroing past the end of the disk").with_offset(offset));
-        }
+        range_end(offset, len, self.size)?;
         if self.data.punch_hole(offset, len).is_err() {
             let mut pos = offset;
             while pos < offset + len {
