@@ -202,6 +202,21 @@ pub fn range_end(offset: u64, len: u64, size: u64) -> Result<u64> {
     })
 }
 
+/// Fills `buf` with the guest bytes at `offset` of the image below (a backing file or
+/// parent): bytes past the end of a shorter backing image, or all of them when there is
+/// none, read as zeros, as in qemu.
+pub fn read_backing(backing: Option<&dyn BlockRead>, buf: &mut [u8], offset: u64) -> Result<()> {
+    let avail = backing.map_or(0, |b| b.size().saturating_sub(offset).min(buf.len() as u64) as usize);
+    let (inside, past) = buf.split_at_mut(avail);
+    if let Some(b) = backing
+        && !inside.is_empty()
+    {
+        b.read_at(inside, offset)?;
+    }
+    past.fill(0);
+    Ok(())
+}
+
 /// The extent at `offset` with backing files resolved: `Backing` becomes whatever the
 /// backing chain holds there (or `Unallocated` past the end of a shorter backing file).
 pub fn resolved_extent(image: &dyn BlockRead, offset: u64, max_len: u64) -> Result<Extent> {

@@ -7,6 +7,7 @@ use crate::header::{
 };
 use diskcast_block::io::ImageFile;
 use diskcast_block::range_end;
+use diskcast_block::read_backing;
 use diskcast_block::registry::OpenContext;
 use diskcast_block::runs::{ReadRun, ReadRuns};
 use diskcast_block::{Alloc, BlockRead, Error, Extent, ImageInfo, Result};
@@ -282,20 +283,6 @@ impl Qcow2Reader {
         decompress(self.header.compression, &input, cs)
             .map_err(|e| e.with_field("compressed_cluster").with_offset(host))
     }
-
-    /// Fills `buf` from the backing file at guest `off` (zeros past its end or without one).
-    fn read_below(&self, buf: &mut [u8], off: u64) -> Result<()> {
-        let Some(b) = &self.backing else {
-            buf.fill(0);
-            return Ok(());
-        };
-        let avail = b.size().saturating_sub(off).min(buf.len() as u64) as usize;
-        if avail > 0 {
-            b.read_at(&mut buf[..avail], off)?;
-        }
-        buf[avail..].fill(0);
-        Ok(())
-    }
 }
 
 /// Host offset and length (to the end of its last 512-byte sector) of a compressed
@@ -378,7 +365,7 @@ impl Qcow2Reader {
             let dst = &mut buf[at..at + len as usize];
             match map {
                 Map::Zero => dst.fill(0),
-                Map::Unallocated => self.read_below(dst, g)?,
+                Map::Unallocated => read_backing(self.backing.as_deref(), dst, g)?,
                 Map::Data(host) => {
                     let in_file = self.file_len.saturating_sub(host).min(len) as usize;
                     self.file.read_exact_at(&mut dst[..in_file], host)?;

@@ -12,6 +12,7 @@ use crate::format::{
 };
 use diskcast_block::io::ImageFile;
 use diskcast_block::range_end;
+use diskcast_block::read_backing;
 use diskcast_block::registry::OpenContext;
 use diskcast_block::runs::{ReadRun, ReadRuns};
 use diskcast_block::{Alloc, BlockRead, Error, ErrorKind, Extent, ImageInfo, Result};
@@ -447,20 +448,6 @@ impl VhdReader {
         Ok(())
     }
 
-    /// Fills `buf` from the parent at guest `off` (zeros without one or past its end).
-    fn read_below(&self, buf: &mut [u8], off: u64) -> Result<()> {
-        let Some(b) = &self.backing else {
-            buf.fill(0);
-            return Ok(());
-        };
-        let avail = b.size().saturating_sub(off).min(buf.len() as u64) as usize;
-        if avail > 0 {
-            b.read_at(&mut buf[..avail], off)?;
-        }
-        buf[avail..].fill(0);
-        Ok(())
-    }
-
     fn read_inner(&self, buf: &mut [u8], offset: u64) -> Result<()> {
         let end = range_end(offset, buf.len() as u64, self.size)?;
         let Some(s) = &self.sparse else {
@@ -471,7 +458,7 @@ impl VhdReader {
             let dst = &mut buf[at..at + len as usize];
             match map {
                 Map::Data(host) => self.file.read_exact_at(dst, host),
-                Map::Absent => self.read_below(dst, g),
+                Map::Absent => read_backing(self.backing.as_deref(), dst, g),
             }
         };
         let joins = |run: &ReadRun<Map>, map: Map| match (run.map, map) {

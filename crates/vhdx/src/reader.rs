@@ -5,6 +5,7 @@ use crate::layout::{BlockMap, Layout, read_headers};
 use crate::log;
 use diskcast_block::io::ImageFile;
 use diskcast_block::range_end;
+use diskcast_block::read_backing;
 use diskcast_block::registry::OpenContext;
 use diskcast_block::{Alloc, BlockRead, Error, Extent, ImageInfo, Result, ResultExt};
 use serde_json::json;
@@ -147,14 +148,7 @@ impl VhdxReader {
             return Err(Error::unsupported("differencing image opened without its parent: cannot read it")
                 .with_file(&self.path));
         };
-        let psize = parent.size();
-        let n = usize::try_from(psize.saturating_sub(offset)).unwrap_or(usize::MAX).min(buf.len());
-        let (inside, past) = buf.split_at_mut(n);
-        if !inside.is_empty() {
-            parent.read_at(inside, offset)?;
-        }
-        past.fill(0);
-        Ok(())
+        read_backing(Some(parent.as_ref()), buf, offset)
     }
 }
 
