@@ -3,7 +3,7 @@
 use crate::gate::Gate;
 use crate::io::ImageFile;
 use crate::output::OutputFiles;
-use crate::{BlockRead, BlockWrite, Error, Extent, Result, ResultExt};
+use crate::{Alloc, BlockRead, BlockWrite, Error, Extent, Result, ResultExt};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -95,6 +95,28 @@ pub struct Measure {
     pub required: u64,
     /// Bytes needed if every guest byte were allocated.
     pub fully_allocated: u64,
+}
+
+/// How many `unit`-byte units (clusters, grains, blocks) of a `size`-byte disk the `Data`
+/// and `Backing` extents in `data` touch, each unit counted once: what a format that
+/// allocates whole units needs for that data, as `Driver::measure` reports it.
+pub fn units_touched(data: &[Extent], size: u64, unit: u64) -> u64 {
+    let mut ext: Vec<&Extent> = data.iter().filter(|e| matches!(e.alloc, Alloc::Data | Alloc::Backing)).collect();
+    ext.sort_by_key(|e| e.offset);
+    let (mut units, mut covered) = (0u64, 0u64); // `covered`: first unit not yet counted
+    for e in ext {
+        let end = e.end().min(size);
+        if e.offset >= end {
+            continue;
+        }
+        let first = (e.offset / unit).max(covered);
+        let last = end.div_ceil(unit);
+        if last > first {
+            units += last - first;
+            covered = last;
+        }
+    }
+    units
 }
 
 /// A disk image format.
@@ -335,6 +357,20 @@ mod tests {
         let p = dir.join(name);
         std::fs::write(&p, bytes).unwrap();
         p
+    }
+
+    #[test]
+    fn units_touched_counts_each_unit_once() {
+        let e = |offset, len, alloc| Extent { offset, len, alloc };
+        let data = [
+            e(100, 10, Alloc::Data),    // unit 1 (of 64 bytes)
+            e(0, 10, Alloc::Data),      // unit 0, out of order
+            e(120, 20, Alloc::Backing), // units 1..2, unit 1 already counted
+            e(200, 50, Alloc::Zero),    // not data
+            e(250, 100, Alloc::Data),   // units 3..4, clipped at the 300-byte end
+        ];
+        assert_eq!(units_touched(&data, 300, 64), 5);
+        assert_eq!(units_touched(&[], 300, 64), 0);
     }
 
     #[test]

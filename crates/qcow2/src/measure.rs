@@ -3,7 +3,8 @@
 
 use crate::writer::Params;
 use diskcast_block::registry::Measure;
-use diskcast_block::{Alloc, Extent, Result};
+use diskcast_block::registry::units_touched;
+use diskcast_block::{Extent, Result};
 
 /// Refcount blocks and refcount table clusters needed to count `clusters` clusters plus
 /// themselves: the fixed point qemu's qcow2_refcount_metadata_size finds.
@@ -44,24 +45,8 @@ pub fn measure(p: &Params, data: &[Extent]) -> Result<Measure> {
     let required = if p.backing_file.is_some() {
         virtual_size
     } else {
-        // Same walk as qemu: a data run is extended to its cluster's end and counted from
-        // its cluster's start; runs already covered are skipped.
-        let mut covered = 0u64;
-        let mut total = 0u64;
-        let mut ext: Vec<&Extent> = data.iter().filter(|e| matches!(e.alloc, Alloc::Data | Alloc::Backing)).collect();
-        ext.sort_by_key(|e| e.offset);
-        for e in ext {
-            let start = e.offset.max(covered);
-            let end = e.end().min(p.size);
-            if start >= end {
-                continue;
-            }
-            let first = start - start % cs;
-            let last = end.div_ceil(cs) * cs;
-            total += last - first;
-            covered = last;
-        }
-        total
+        // As qemu counts: every cluster a data run touches, once.
+        units_touched(data, p.size, cs) * cs
     };
     let fully = prealloc_size(virtual_size, p);
     Ok(Measure { required: fully - virtual_size + required, fully_allocated: fully })

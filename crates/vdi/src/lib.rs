@@ -18,8 +18,9 @@ pub mod reader;
 pub mod writer;
 
 use diskcast_block::output::OutputFiles;
+use diskcast_block::registry::units_touched;
 use diskcast_block::registry::{CheckReport, CreateOptions, Driver, Measure, OpenContext, OptionSpec, ProbeData};
-use diskcast_block::{Alloc, BlockRead, BlockWrite, Extent, Result};
+use diskcast_block::{BlockRead, BlockWrite, Extent, Result};
 use std::path::Path;
 
 pub use reader::VdiReader;
@@ -71,21 +72,7 @@ impl Driver for VdiDriver {
         if p.is_static {
             return Ok(Measure { required: fully, fully_allocated: fully });
         }
-        let mut ext: Vec<&Extent> = data.iter().filter(|e| matches!(e.alloc, Alloc::Data | Alloc::Backing)).collect();
-        ext.sort_by_key(|e| e.offset);
-        // Blocks touched, counting a block shared by two extents once.
-        let (mut blocks, mut covered) = (0u64, 0u64);
-        for e in ext {
-            let start = e.offset.max(covered);
-            let end = e.end().min(p.size);
-            if start >= end {
-                continue;
-            }
-            let first = start / bs;
-            let last = end.div_ceil(bs);
-            blocks += last - first;
-            covered = last * bs;
-        }
+        let blocks = units_touched(data, p.size, bs);
         Ok(Measure { required: p.offset_data() + blocks * bs, fully_allocated: fully })
     }
 }

@@ -19,8 +19,9 @@ pub mod reader;
 pub mod writer;
 
 use diskcast_block::output::OutputFiles;
+use diskcast_block::registry::units_touched;
 use diskcast_block::registry::{CheckReport, CreateOptions, Driver, Measure, OpenContext, OptionSpec, ProbeData};
-use diskcast_block::{Alloc, BlockRead, BlockWrite, Extent, Result};
+use diskcast_block::{BlockRead, BlockWrite, Extent, Result};
 use format::{FOOTER_SIZE, Footer, OLD_FOOTER_SIZE, TYPE_FIXED};
 use std::path::Path;
 
@@ -104,22 +105,7 @@ impl Driver for VhdDriver {
             let n = p.size + FOOTER_SIZE;
             return Ok(Measure { required: n, fully_allocated: n });
         }
-        let mut ext: Vec<&Extent> = data.iter().filter(|e| matches!(e.alloc, Alloc::Data | Alloc::Backing)).collect();
-        ext.sort_by_key(|e| e.offset);
-        let mut blocks = 0u64;
-        let mut covered = 0u64; // first block index not yet counted
-        for e in ext {
-            let end = e.end().min(p.size);
-            if e.offset >= end {
-                continue;
-            }
-            let first = (e.offset / BLOCK_SIZE).max(covered);
-            let last = end.div_ceil(BLOCK_SIZE);
-            if last > first {
-                blocks += last - first;
-                covered = last;
-            }
-        }
+        let blocks = units_touched(data, p.size, BLOCK_SIZE);
         Ok(Measure { required: p.dynamic_file_len(blocks), fully_allocated: p.dynamic_file_len(p.bat_entries()) })
     }
 }

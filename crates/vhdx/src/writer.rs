@@ -14,6 +14,7 @@ use crate::format::{
 };
 use diskcast_block::io::ImageFile;
 use diskcast_block::range_end;
+use diskcast_block::registry::units_touched;
 use diskcast_block::registry::{CreateOptions, Measure};
 use diskcast_block::size::parse_size;
 use diskcast_block::{BlockWrite, Encoded, Error, Extent, Result};
@@ -138,25 +139,7 @@ impl Params {
 pub fn measure(p: &Params, data: &[Extent]) -> Result<Measure> {
     let geo = p.geometry()?;
     let (_, _, _, _, data_start) = p.offsets()?;
-    let mut blocks = 0u64;
-    let mut last: Option<u64> = None;
-    let mut sorted: Vec<&Extent> = data.iter().filter(|e| e.alloc == diskcast_block::Alloc::Data).collect();
-    sorted.sort_by_key(|e| e.offset);
-    for e in sorted {
-        if e.len == 0 {
-            continue;
-        }
-        let first = e.offset / p.block_size;
-        let lastb = (e.end().min(p.size).max(e.offset + 1) - 1) / p.block_size;
-        let from = match last {
-            Some(l) if l >= first => l + 1,
-            _ => first,
-        };
-        if lastb >= from {
-            blocks += lastb - from + 1;
-        }
-        last = Some(last.map_or(lastb, |l| l.max(lastb)));
-    }
+    let blocks = units_touched(data, p.size, p.block_size);
     let full = data_start + geo.data_blocks * p.block_size;
     let required = if p.fixed { full } else { data_start + blocks * p.block_size };
     Ok(Measure { required, fully_allocated: full })

@@ -22,8 +22,9 @@ pub mod stream;
 pub mod writer;
 
 use diskcast_block::output::OutputFiles;
+use diskcast_block::registry::units_touched;
 use diskcast_block::registry::{CheckReport, CreateOptions, Driver, Measure, OpenContext, OptionSpec, ProbeData};
-use diskcast_block::{Alloc, BlockRead, BlockWrite, Error, Extent, Result};
+use diskcast_block::{BlockRead, BlockWrite, Error, Extent, Result};
 use header::SECTOR;
 use std::path::Path;
 use writer::{FlatWriter, GRAIN_SECTORS, Params, SparseWriter, Subformat};
@@ -139,17 +140,7 @@ impl Driver for VmdkDriver {
         let p = Params::from_options(size, opts)?;
         let grain = GRAIN_SECTORS * SECTOR;
         let all_grains = p.size.div_ceil(grain);
-        // Grains the data touches (extents are sorted; neighbours may share a grain).
-        let mut used = 0u64;
-        let mut next_free = 0u64;
-        for e in data.iter().filter(|e| e.alloc == Alloc::Data) {
-            let first = (e.offset / grain).max(next_free);
-            let last = e.end().min(p.size).div_ceil(grain);
-            if last > first {
-                used += last - first;
-                next_free = last;
-            }
-        }
+        let used = units_touched(data, p.size, grain);
         let gt_count = all_grains.div_ceil(writer::GTES_PER_GT);
         let gd_sectors = (gt_count * 4).div_ceil(SECTOR);
         match p.subformat {
