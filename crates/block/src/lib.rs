@@ -217,6 +217,21 @@ pub fn read_backing(backing: Option<&dyn BlockRead>, buf: &mut [u8], offset: u64
     Ok(())
 }
 
+/// `ext` with a `Backing` range cut at the end of the image below: past a shorter backing
+/// image nothing is inherited, so that part reads as `Unallocated` (as `qemu-img map`
+/// reports it).
+pub fn clip_to_backing(mut ext: Extent, backing: Option<&dyn BlockRead>) -> Extent {
+    if let (Alloc::Backing, Some(b)) = (ext.alloc, backing) {
+        let bsize = b.size();
+        if ext.offset >= bsize {
+            ext.alloc = Alloc::Unallocated;
+        } else {
+            ext.len = ext.len.min(bsize - ext.offset);
+        }
+    }
+    ext
+}
+
 /// The extent at `offset` with backing files resolved: `Backing` becomes whatever the
 /// backing chain holds there (or `Unallocated` past the end of a shorter backing file).
 pub fn resolved_extent(image: &dyn BlockRead, offset: u64, max_len: u64) -> Result<Extent> {

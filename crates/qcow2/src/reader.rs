@@ -5,6 +5,7 @@ use crate::header::{
     Compression, Header, INCOMPAT_CORRUPT, INCOMPAT_DIRTY, OFFSET_MASK, OFLAG_COMPRESSED, OFLAG_ZERO, SUBCLUSTERS,
     read_u64_table,
 };
+use diskcast_block::clip_to_backing;
 use diskcast_block::io::ImageFile;
 use diskcast_block::range_end;
 use diskcast_block::read_backing;
@@ -425,17 +426,8 @@ impl Qcow2Reader {
             }
             Ok(true)
         })?;
-        let mut ext = ext.ok_or_else(|| Error::corrupt("empty extent").with_offset(offset))?;
-        // Past the end of a smaller backing file nothing is inherited: say so, as qemu does.
-        if let (Alloc::Backing, Some(b)) = (ext.alloc, &self.backing) {
-            let bsize = b.size();
-            if offset >= bsize {
-                ext.alloc = Alloc::Unallocated;
-            } else {
-                ext.len = ext.len.min(bsize - offset);
-            }
-        }
-        Ok(ext)
+        let ext = ext.ok_or_else(|| Error::corrupt("empty extent").with_offset(offset))?;
+        Ok(clip_to_backing(ext, self.backing.as_deref()))
     }
 
     fn info_inner(&self) -> ImageInfo {

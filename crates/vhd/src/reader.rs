@@ -10,6 +10,7 @@ use crate::format::{
     BAT_UNUSED, DYN_HEADER_SIZE, DynHeader, FOOTER_SIZE, Footer, Locator, OLD_FOOTER_SIZE, PLAT_MACX, PLAT_W2KU,
     PLAT_W2RU, SECTOR, TYPE_DIFFERENCING, TYPE_DYNAMIC, TYPE_FIXED, fourcc, uuid_text,
 };
+use diskcast_block::clip_to_backing;
 use diskcast_block::io::ImageFile;
 use diskcast_block::range_end;
 use diskcast_block::read_backing;
@@ -519,16 +520,8 @@ impl VhdReader {
             }
             Ok(true)
         })?;
-        let mut ext = ext.ok_or_else(|| Error::corrupt("empty extent").with_offset(offset))?;
-        if let (Alloc::Backing, Some(b)) = (ext.alloc, &self.backing) {
-            let bsize = b.size();
-            if offset >= bsize {
-                ext.alloc = Alloc::Unallocated;
-            } else {
-                ext.len = ext.len.min(bsize - offset);
-            }
-        }
-        Ok(ext)
+        let ext = ext.ok_or_else(|| Error::corrupt("empty extent").with_offset(offset))?;
+        Ok(clip_to_backing(ext, self.backing.as_deref()))
     }
 
     fn info_inner(&self) -> ImageInfo {
