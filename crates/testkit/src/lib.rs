@@ -12,7 +12,7 @@ use diskcast_block::gate::Gate;
 use diskcast_block::output::OutputFiles;
 use diskcast_block::progress::NoProgress;
 use diskcast_block::registry::{CreateOptions, Driver, OpenContext, Registry};
-use diskcast_block::{Alloc, BlockRead, Extent, ImageInfo, Result};
+use diskcast_block::{Alloc, BlockRead, Error, ErrorKind, Extent, ImageInfo, Result};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::process::Command;
@@ -207,4 +207,31 @@ pub fn be32(b: &[u8], at: usize) -> u32 {
 /// Big-endian u64 at `at`.
 pub fn be64(b: &[u8], at: usize) -> u64 {
     u64::from_be_bytes(b[at..at + 8].try_into().unwrap())
+}
+
+/// The first error from opening an image (the result of `opened`), mapping every extent
+/// and reading every byte: what a hostile-input test expects to get. Fails the test when
+/// the broken image reads without error.
+pub fn first_error(opened: Result<Box<dyn BlockRead>>) -> Error {
+    let img = match opened {
+        Err(e) => return e,
+        Ok(img) => img,
+    };
+    let mut buf = vec![0u8; img.size() as usize];
+    let r = img.extent_at(0, img.size()).map(|_| ()).and_then(|_| img.read_at(&mut buf, 0));
+    let r = r.and_then(|_| {
+        let mut off = 0;
+        while off < img.size() {
+            off = img.extent_at(off, img.size() - off)?.end();
+        }
+        Ok(())
+    });
+    r.expect_err("reading a broken image succeeded")
+}
+
+/// Asserts that `e` is of `kind`, mentions `needle` and names the file it is about.
+pub fn assert_error(e: &Error, kind: ErrorKind, needle: &str) {
+    assert_eq!(e.kind(), kind, "{e}");
+    assert!(e.to_string().contains(needle), "{e:?} should mention {needle:?}");
+    assert!(e.file().is_some(), "{e} names no file");
 }

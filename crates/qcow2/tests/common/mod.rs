@@ -9,7 +9,7 @@ use diskcast_qcow2::Qcow2Driver;
 use diskcast_testkit as tk;
 use std::path::Path;
 
-pub use tk::{VecDisk, be64, opts, patch, pattern, qemu_img, read_all, run};
+pub use tk::{VecDisk, assert_error, be64, first_error, opts, patch, pattern, qemu_img, read_all, run};
 
 /// `qemu-io -f qcow2 path -c cmd ...`
 pub fn qemu_io(path: &Path, cmds: &[&str]) {

@@ -11,7 +11,7 @@ use diskcast_testkit as tk;
 use diskcast_vdi::VdiDriver;
 use std::path::{Path, PathBuf};
 
-pub use tk::{VecDisk, le32, opts, patch, qemu_img, qemu_raw, read_all, run};
+pub use tk::{VecDisk, assert_error, first_error, le32, opts, patch, qemu_img, qemu_raw, read_all, run};
 
 /// `qemu-io -f <fmt> path -c cmd ...`
 pub fn qemu_io(fmt: &str, path: &Path, cmds: &[&str]) {

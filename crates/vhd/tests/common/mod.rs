@@ -10,7 +10,7 @@ use diskcast_testkit as tk;
 use diskcast_vhd::VhdDriver;
 use std::path::Path;
 
-pub use tk::{VecDisk, be32, be64, opts, patch, pattern, qemu_img, read_all, run};
+pub use tk::{VecDisk, assert_error, be32, be64, first_error, opts, patch, pattern, qemu_img, read_all, run};
 
 /// `qemu-io -f <fmt> path -c cmd ...`
 pub fn qemu_io_fmt(fmt: &str, path: &Path, cmds: &[&str]) {

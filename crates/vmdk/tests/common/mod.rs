@@ -10,7 +10,7 @@ use diskcast_testkit as tk;
 use diskcast_vmdk::VmdkDriver;
 use std::path::{Path, PathBuf};
 
-pub use tk::{le32, le64, opts, patch, qemu_img, read_all, run};
+pub use tk::{assert_error, first_error, le32, le64, opts, patch, qemu_img, read_all, run};
 
 /// Virtual size of the pattern disk: 40 MiB + 7 sectors (not a multiple of a grain).
 pub const SIZE: u64 = 40 * 1024 * 1024 + 7 * 512;
