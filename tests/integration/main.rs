@@ -10,6 +10,7 @@ mod vhdx_common;
 
 mod backing;
 mod check;
+mod cli;
 mod compare;
 mod convert;
 mod create;
