@@ -499,12 +499,29 @@ impl QemuHolder {
     /// Starts `qemu-io -f FMT FILE` and waits until qemu's own `qemu-img info` sees the
     /// image locked.
     pub fn start(fmt: &str, file: &Path) -> Self {
+        let log = file.with_extension("qemu-io.log");
+        let err = std::fs::File::create(&log).expect("create qemu-io log");
         let mut cmd = qemu_command("qemu-io");
-        cmd.args(["-f", fmt, &s(file)]).stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::null());
+        cmd.args(["-f", fmt, &s(file)]).stdin(Stdio::piped()).stdout(Stdio::null()).stderr(err);
         let child = cmd.spawn().expect("spawn qemu-io");
-        let holder = QemuHolder { child };
-        wait_until_qemu_sees_lock(fmt, file);
-        holder
+        let mut holder = QemuHolder { child };
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(status)) = holder.child.try_wait() {
+                panic!("qemu-io exited early ({status}): {}", std::fs::read_to_string(&log).unwrap_or_default());
+            }
+            let r = qemu_img_status(&["info", "-f", fmt, &s(file)]);
+            if r.code != Some(0) && r.stderr.contains("lock") {
+                return holder;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "qemu-img never saw {} locked\n{}",
+                file.display(),
+                r.describe()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 }
 
