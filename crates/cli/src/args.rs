@@ -93,6 +93,9 @@ Examples:
   diskcast measure -O qcow2 disk.raw
   diskcast measure -O qcow2 --size 100G --output json")]
     Measure(MeasureArgs),
+    /// Optical discs: show and extract El Torito boot images.
+    #[command(subcommand)]
+    Iso(crate::cmd::iso::IsoCommand),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]

@@ -7,6 +7,7 @@ mod convert;
 mod create;
 mod formats;
 mod info;
+pub mod iso;
 mod map;
 mod measure;
 
@@ -29,6 +30,7 @@ pub fn run(command: Command) -> Result<u8, Failure> {
         Command::Create(a) => create::run(a).map_err(Failure::from),
         Command::Measure(a) => measure::run(a).map_err(Failure::from),
         Command::Formats(a) => formats::run(a).map_err(Failure::from),
+        Command::Iso(c) => iso::run(c).map_err(Failure::from),
     }
 }
 
