@@ -21,4 +21,5 @@ mod map_measure;
 mod mutants;
 mod pairs;
 mod replay_log;
+mod reproducible;
 mod safety;

@@ -3,6 +3,7 @@
 use crate::gate::Gate;
 use crate::io::ImageFile;
 use crate::output::OutputFiles;
+use crate::provenance::Provenance;
 use crate::{Alloc, BlockRead, BlockWrite, Error, Extent, Result, ResultExt};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -36,6 +37,9 @@ pub struct CreateOptions {
     pub backing_file: Option<String>,
     /// `-F`: the backing file's format to record.
     pub backing_format: Option<String>,
+    /// The clock and identifier source for timestamps, UUIDs and content IDs the image
+    /// records (fixed by `SOURCE_DATE_EPOCH`; see [`crate::provenance`]).
+    pub provenance: Provenance,
 }
 
 impl CreateOptions {

@@ -1,19 +1,28 @@
 //! One module per command. Each turns parsed arguments into a call to the libraries and
 //! prints the result; shared pieces (opening images, `-o` parsing) are here.
 
+mod cat;
 mod check;
 mod compare;
 mod convert;
 mod create;
+mod extract;
 mod formats;
 mod info;
 pub mod iso;
+mod ls;
 mod map;
 mod measure;
+mod tree_source;
+
+pub use cat::CatArgs;
+pub use extract::ExtractArgs;
+pub use ls::LsArgs;
 
 use crate::Failure;
 use crate::args::{Command, OpenArgs};
 use diskcast_block::gate::Gate;
+use diskcast_block::provenance::Provenance;
 use diskcast_block::registry::{CreateOptions, OpenContext, Registry};
 use diskcast_block::{BlockRead, Error, Result};
 use std::collections::BTreeMap;
@@ -31,6 +40,9 @@ pub fn run(command: Command) -> Result<u8, Failure> {
         Command::Measure(a) => measure::run(a).map_err(Failure::from),
         Command::Formats(a) => formats::run(a).map_err(Failure::from),
         Command::Iso(c) => iso::run(c).map_err(Failure::from),
+        Command::Ls(a) => ls::run(a).map_err(Failure::from),
+        Command::Cat(a) => cat::run(a).map_err(Failure::from),
+        Command::Extract(a) => extract::run(a).map_err(Failure::from),
     }
 }
 
@@ -77,7 +89,9 @@ pub fn create_options(options: &[String], compress: bool) -> Result<CreateOption
             map.insert(k.trim().to_string(), v.trim().to_string());
         }
     }
-    Ok(CreateOptions { options: map, compress, ..CreateOptions::default() })
+    // The one place SOURCE_DATE_EPOCH is read: every writer gets its clock and ids from here.
+    let provenance = Provenance::from_env()?;
+    Ok(CreateOptions { options: map, compress, provenance, ..CreateOptions::default() })
 }
 
 /// Threads to use: the user's `-j`, or one per core.
