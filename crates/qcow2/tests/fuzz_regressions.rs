@@ -103,7 +103,7 @@ fn exercise(path: &Path, read_budget: u64) -> Vec<(ErrorKind, String)> {
     let gate = Gate::new();
     let ctx = OpenContext::new(&reg, &gate);
     let mut errs = Vec::new();
-    match Qcow2Driver.open(path, &ctx) {
+    match Qcow2Driver.open(diskcast_block::source::open_file(path).unwrap(), &ctx) {
         Err(e) => errs.push((e.kind(), e.to_string())),
         Ok(img) => {
             let size = img.size();
@@ -175,7 +175,7 @@ fn exercise(path: &Path, read_budget: u64) -> Vec<(ErrorKind, String)> {
             }
         }
     }
-    if let Err(e) = Qcow2Driver.check(path, &ctx) {
+    if let Err(e) = Qcow2Driver.check(diskcast_block::source::open_file(path).unwrap(), &ctx) {
         errs.push((e.kind(), e.to_string()));
     }
     errs
@@ -662,13 +662,13 @@ fn within<T: Send + 'static>(secs: u64, what: &str, f: impl FnOnce() -> T + Send
 fn open_in(path: &Path) -> diskcast_block::Result<Box<dyn BlockRead>> {
     let reg = registry();
     let gate = Gate::new();
-    Qcow2Driver.open(path, &OpenContext::new(&reg, &gate))
+    Qcow2Driver.open(diskcast_block::source::open_file(path).unwrap(), &OpenContext::new(&reg, &gate))
 }
 
 fn check_of(path: &Path) -> diskcast_block::Result<diskcast_block::registry::CheckReport> {
     let reg = registry();
     let gate = Gate::new();
-    Qcow2Driver.check(path, &OpenContext::new(&reg, &gate))
+    Qcow2Driver.check(diskcast_block::source::open_file(path).unwrap(), &OpenContext::new(&reg, &gate))
 }
 
 fn expect_err(r: diskcast_block::Result<impl std::fmt::Debug>, kind: ErrorKind, field: &str) {

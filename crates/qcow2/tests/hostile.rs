@@ -138,7 +138,7 @@ fn corrupt_bit_refuses_open_but_check_works() {
     expect(&p, ErrorKind::Corrupt, "diskcast check");
     let reg = registry();
     let gate = Gate::new();
-    let r = Qcow2Driver.check(&p, &OpenContext::new(&reg, &gate)).unwrap();
+    let r = Qcow2Driver.check(diskcast_block::source::open_file(&p).unwrap(), &OpenContext::new(&reg, &gate)).unwrap();
     assert_eq!((r.corruptions, r.leaks), (0, 0), "{:?}", r.messages);
 }
 
@@ -201,7 +201,7 @@ fn mutated_metadata_never_panics() {
                 let _ = img.read_at(&mut buf, 0);
                 let _ = img.extent_at(0, n as u64);
             }
-            let _ = Qcow2Driver.check(&p, &OpenContext::new(&reg, &gate));
+            let _ = Qcow2Driver.check(diskcast_block::source::open_file(&p).unwrap(), &OpenContext::new(&reg, &gate));
         }
     }
 }

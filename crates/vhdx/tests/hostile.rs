@@ -106,7 +106,7 @@ fn bat_entry_past_eof() {
     assert_eq!(e.field(), Some("bat_entry"));
     assert_eq!(e.offset(), Some(bat + 24));
     // check reports it instead of failing.
-    let rep = diskcast_vhdx::check::check(&p).unwrap();
+    let rep = diskcast_vhdx::check::check(diskcast_block::source::open_file(&p).unwrap()).unwrap();
     assert_eq!(rep.corruptions, 1, "{:?}", rep.messages);
     // An undefined state is refused too.
     patch(&p, bat + 8 * 3, &5u64.to_le_bytes());
@@ -120,13 +120,13 @@ fn overlapping_blocks_are_found_by_check() {
     let (bat, _) = region(&p, &BAT_GUID_LE);
     let b0 = read_bytes(&p, bat, 8);
     patch(&p, bat + 8 * 7, &b0);
-    let rep = diskcast_vhdx::check::check(&p).unwrap();
+    let rep = diskcast_vhdx::check::check(diskcast_block::source::open_file(&p).unwrap()).unwrap();
     assert_eq!(rep.corruptions, 1, "{:?}", rep.messages);
     assert!(rep.messages[0].contains("block 7") || rep.messages[0].contains("block 0"), "{:?}", rep.messages);
     // A block inside the metadata region.
     let (meta, _) = region(&p, &META_GUID_LE);
     patch(&p, bat + 8 * 7, &(meta | 6).to_le_bytes());
-    let rep = diskcast_vhdx::check::check(&p).unwrap();
+    let rep = diskcast_vhdx::check::check(diskcast_block::source::open_file(&p).unwrap()).unwrap();
     assert!(rep.messages.iter().any(|m| m.contains("metadata region")), "{:?}", rep.messages);
 }
 
@@ -249,7 +249,7 @@ fn mutated_metadata_never_panics() {
             }
             Err(_) => outcomes[1] += 1,
         }
-        let _ = diskcast_vhdx::check::check(&p);
+        let _ = diskcast_vhdx::check::check(diskcast_block::source::open_file(&p).unwrap());
         patch(&p, at, &[old]);
         if let Some((s, l)) = crc {
             fix_crc(&p, s, l);

@@ -79,7 +79,9 @@ fn grain_table_offset_past_eof() {
     expect(&p, ErrorKind::OutOfBounds, "grain table 0");
     // qemu reads the table past EOF as zeros and calls the image clean; ours reports it.
     let reg = registry();
-    let r = VmdkDriver.check(&p, &OpenContext::new(&reg, &Gate::new())).unwrap();
+    let r = VmdkDriver
+        .check(diskcast_block::source::open_file(&p).unwrap(), &OpenContext::new(&reg, &Gate::new()))
+        .unwrap();
     assert!(r.corruptions >= 1, "{r:?}");
 }
 
@@ -88,7 +90,9 @@ fn grain_past_eof_is_caught_by_read_and_check() {
     let dir = tempfile::tempdir().unwrap();
     let p = base(dir.path(), "g.vmdk", "monolithicSparse");
     let reg = registry();
-    let clean = VmdkDriver.check(&p, &OpenContext::new(&reg, &Gate::new())).unwrap();
+    let clean = VmdkDriver
+        .check(diskcast_block::source::open_file(&p).unwrap(), &OpenContext::new(&reg, &Gate::new()))
+        .unwrap();
     assert_eq!((clean.corruptions, clean.allocated_clusters, clean.total_clusters), (0, Some(3), Some(64)));
     assert_qemu_check_clean(&p);
     patch(&p, gt0(&p) + 4, &0x7000_0000u32.to_le_bytes());
@@ -97,7 +101,9 @@ fn grain_past_eof_is_caught_by_read_and_check() {
         std::process::Command::new("qemu-img").args(["check", "-f", "vmdk", p.to_str().unwrap()]).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("points after EOF"), "{out:?}");
-    let r = VmdkDriver.check(&p, &OpenContext::new(&reg, &Gate::new())).unwrap();
+    let r = VmdkDriver
+        .check(diskcast_block::source::open_file(&p).unwrap(), &OpenContext::new(&reg, &Gate::new()))
+        .unwrap();
     assert_eq!(r.corruptions, 1, "{r:?}");
     assert!(r.messages[0].contains("points after EOF"), "{:?}", r.messages);
 }
@@ -107,13 +113,25 @@ fn stream_marker_sizes() {
     let dir = tempfile::tempdir().unwrap();
     let p = base(dir.path(), "m.vmdk", "streamOptimized");
     let reg = registry();
-    assert_eq!(VmdkDriver.check(&p, &OpenContext::new(&reg, &Gate::new())).unwrap().corruptions, 0);
+    assert_eq!(
+        VmdkDriver
+            .check(diskcast_block::source::open_file(&p).unwrap(), &OpenContext::new(&reg, &Gate::new()))
+            .unwrap()
+            .corruptions,
+        0
+    );
     let first = u64::from(le32(&std::fs::read(&p).unwrap(), gt0(&p) as usize)) * 512;
     // Larger than any compressed grain can be.
     let good = std::fs::read(&p).unwrap();
     patch(&p, first + 8, &0x7fff_ffffu32.to_le_bytes());
     expect(&p, ErrorKind::Corrupt, "marker size");
-    assert!(VmdkDriver.check(&p, &OpenContext::new(&reg, &Gate::new())).unwrap().corruptions >= 1);
+    assert!(
+        VmdkDriver
+            .check(diskcast_block::source::open_file(&p).unwrap(), &OpenContext::new(&reg, &Gate::new()))
+            .unwrap()
+            .corruptions
+            >= 1
+    );
     // Plausible, but runs past the end of the file (the last grain).
     std::fs::write(&p, &good).unwrap();
     let b = std::fs::read(&p).unwrap();
@@ -223,7 +241,9 @@ fn check_is_clean_on_qemu_images() {
     for sub in ["monolithicSparse", "streamOptimized", "monolithicFlat"] {
         let p = base(dir.path(), &format!("c-{sub}.vmdk"), sub);
         assert_qemu_check_clean(&p);
-        let r = VmdkDriver.check(&p, &OpenContext::new(&reg, &Gate::new())).unwrap();
+        let r = VmdkDriver
+            .check(diskcast_block::source::open_file(&p).unwrap(), &OpenContext::new(&reg, &Gate::new()))
+            .unwrap();
         assert_eq!(r.corruptions, 0, "{sub}: {:?}", r.messages);
         if sub != "monolithicFlat" {
             assert_eq!(r.allocated_clusters, Some(3), "{sub}");
