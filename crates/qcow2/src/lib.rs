@@ -21,7 +21,7 @@ pub mod writer;
 use diskcast_block::output::OutputFiles;
 use diskcast_block::registry::{CheckReport, CreateOptions, Driver, Measure, OpenContext, OptionSpec, ProbeData};
 use diskcast_block::source::Source;
-use diskcast_block::{BlockRead, BlockWrite, Extent, Result};
+use diskcast_block::{BlockRead, BlockWrite, Extent, Result, ResultExt};
 use std::path::Path;
 
 pub use reader::Qcow2Reader;
@@ -67,7 +67,8 @@ impl Driver for Qcow2Driver {
     }
 
     fn check(&self, src: Source, _ctx: &OpenContext<'_>) -> Result<CheckReport> {
-        check::check(src)
+        let name = src.name().to_path_buf();
+        check::check(src).file(name)
     }
 
     fn measure(&self, size: u64, data: &[Extent], opts: &CreateOptions) -> Result<Measure> {

@@ -15,6 +15,7 @@ use diskcast_block::gate::Gate;
 use diskcast_block::registry::{CreateOptions, Driver, OpenContext};
 use diskcast_block::{Alloc, BlockRead, ErrorKind, Extent};
 use diskcast_qcow2::Qcow2Driver;
+use diskcast_testkit::hostile::within;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -645,19 +646,6 @@ thread_local! {
 
 // ---------------------------------------------------------------------------------------
 // Regression tests (fast, not ignored).
-
-/// Runs `f` on another thread and fails if it takes longer than `secs` (a hang).
-fn within<T: Send + 'static>(secs: u64, what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    match rx.recv_timeout(Duration::from_secs(secs)) {
-        Ok(v) => v,
-        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("{what} took more than {secs} s"),
-        Err(e) => panic!("{what} panicked: {e}"),
-    }
-}
 
 fn open_in(path: &Path) -> diskcast_block::Result<Box<dyn BlockRead>> {
     let reg = registry();

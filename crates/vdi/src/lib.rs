@@ -21,7 +21,7 @@ use diskcast_block::output::OutputFiles;
 use diskcast_block::registry::units_touched;
 use diskcast_block::registry::{CheckReport, CreateOptions, Driver, Measure, OpenContext, OptionSpec, ProbeData};
 use diskcast_block::source::Source;
-use diskcast_block::{BlockRead, BlockWrite, Extent, Result};
+use diskcast_block::{BlockRead, BlockWrite, Extent, Result, ResultExt};
 use std::path::Path;
 
 pub use reader::VdiReader;
@@ -60,7 +60,8 @@ impl Driver for VdiDriver {
     }
 
     fn check(&self, src: Source, _ctx: &OpenContext<'_>) -> Result<CheckReport> {
-        check::check(src)
+        let name = src.name().to_path_buf();
+        check::check(src).file(name)
     }
 
     /// The file our writer makes: header and block map, plus one whole block for every

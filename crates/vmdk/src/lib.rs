@@ -25,7 +25,7 @@ use diskcast_block::output::OutputFiles;
 use diskcast_block::registry::units_touched;
 use diskcast_block::registry::{CheckReport, CreateOptions, Driver, Measure, OpenContext, OptionSpec, ProbeData};
 use diskcast_block::source::Source;
-use diskcast_block::{BlockRead, BlockWrite, Error, Extent, Result};
+use diskcast_block::{BlockRead, BlockWrite, Error, Extent, Result, ResultExt};
 use header::SECTOR;
 use std::path::Path;
 use writer::{FlatWriter, GRAIN_SECTORS, Params, SparseWriter, Subformat};
@@ -133,7 +133,8 @@ impl Driver for VmdkDriver {
     }
 
     fn check(&self, src: Source, ctx: &OpenContext<'_>) -> Result<CheckReport> {
-        check::check(src, ctx)
+        let name = src.name().to_path_buf();
+        check::check(src, ctx).file(name)
     }
 
     fn measure(&self, size: u64, data: &[Extent], opts: &CreateOptions) -> Result<Measure> {
