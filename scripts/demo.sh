@@ -5,7 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 cargo build --release --locked -q -p diskcast
-dc=target/release/diskcast
+# Wherever cargo puts it: CARGO_TARGET_DIR, build.target-dir in a config, or ./target.
+target_dir=$(cargo metadata --format-version 1 --no-deps --locked | grep -o '"target_directory":"[^"]*"' | cut -d'"' -f4)
+dc="$target_dir/release/diskcast"
 w=$(mktemp -d)
 trap 'rm -rf "$w"' EXIT
 qemu-img create -q -f qcow2 "$w/disk.qcow2" 256M

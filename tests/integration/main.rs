@@ -10,6 +10,7 @@ mod vhdx_common;
 
 mod backing;
 mod check;
+mod cli;
 mod compare;
 mod convert;
 mod create;
@@ -19,4 +20,5 @@ mod map_measure;
 mod mutants;
 mod pairs;
 mod replay_log;
+mod reproducible;
 mod safety;

@@ -30,6 +30,25 @@ fn pending_vhdx_log_is_refused_until_replay_is_allowed() {
     assert_no_output(&out);
     assert_eq!(read(&src), before, "refusing must not write to the image");
 
+    // A command that is wrong anywhere is refused before the log is replayed: the whole
+    // command line is checked before the input is opened.
+    let bad_dir = d.path().join("no-such-dir").join("out.raw");
+    for (args, names) in [
+        (vec!["-O", "nosuch", ss.as_str(), os.as_str()], "nosuch"),
+        (vec!["-O", "qcow2", "-o", "cluster_size=3", ss.as_str(), os.as_str()], "cluster_size"),
+        (vec!["-O", "qcow2", "-o", "bogus=1", ss.as_str(), os.as_str()], "bogus"),
+        (vec!["-c", "-O", "raw", ss.as_str(), "-"], "compress"),
+        (vec!["-O", "qcow2", ss.as_str(), "-"], "standard output"),
+        (vec!["-S", "12Q", ss.as_str(), os.as_str()], "12Q"),
+        (vec!["-O", "raw", ss.as_str(), bad_dir.to_str().unwrap()], "no-such-dir"),
+    ] {
+        let mut full = vec!["convert", "--replay-log"];
+        full.extend(args);
+        dc(&full).expect_code(1).expect_stderr_all(&[names]);
+        assert_eq!(read(&src), before, "an invalid command must not replay the log: {full:?}");
+    }
+    assert_no_output(&out);
+
     dc_ok(&["convert", "--replay-log", "-O", "raw", &s(&src), &s(&out)]);
     qemu_compare(&theirs, "vhdx", &out, "raw");
     // The log is replayed into the file: it now opens without the flag, and qemu agrees.

@@ -140,6 +140,22 @@ pub fn dc_in(dir: Option<&Path>, args: &[&str]) -> Run {
     r
 }
 
+/// Runs diskcast with `SOURCE_DATE_EPOCH` set to `epoch`, or removed from its environment
+/// when `None` (so a CI machine that exports it cannot change what a test sees).
+pub fn dc_epoch(epoch: Option<&str>, args: &[&str]) -> Run {
+    let mut cmd = Command::new(diskcast_bin());
+    cmd.args(args);
+    match epoch {
+        Some(e) => cmd.env("SOURCE_DATE_EPOCH", e),
+        None => cmd.env_remove("SOURCE_DATE_EPOCH"),
+    };
+    let line = format!("SOURCE_DATE_EPOCH={} {}", epoch.unwrap_or("(unset)"), cmdline("diskcast", args));
+    let r = run_cmd(cmd, line);
+    assert!(!r.stderr.contains("panicked"), "diskcast panicked\n{}", r.describe());
+    assert!(r.code.is_some(), "diskcast was killed by a signal\n{}", r.describe());
+    r
+}
+
 /// Runs diskcast and asserts exit 0.
 pub fn dc_ok(args: &[&str]) -> Run {
     dc(args).expect_ok()

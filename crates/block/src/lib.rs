@@ -12,6 +12,7 @@
 //! - [`gate`]: the only way a driver may open another file (backing files, extents).
 //! - [`copy`]: the parallel, sparse-aware copy engine behind `convert`.
 //! - [`output`]: temporary files renamed into place only when everything succeeded.
+//! - [`provenance`]: the one clock and identifier source writers use (`SOURCE_DATE_EPOCH`).
 #![forbid(unsafe_code)]
 
 pub mod compress;
@@ -21,6 +22,7 @@ pub mod gate;
 pub mod io;
 pub mod output;
 pub mod progress;
+pub mod provenance;
 pub mod registry;
 pub mod runs;
 pub mod size;

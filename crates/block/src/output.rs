@@ -41,13 +41,10 @@ impl OutputFiles {
         let dir = target.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let temp = dir.join(format!(".{}.diskcast-{}-{n}.tmp", name.to_string_lossy(), std::process::id()));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&temp)
-            .map_err(|e| Error::io("cannot create temporary output file", e).with_file(&temp))?;
-        let clone = file.try_clone().map_err(|e| Error::io("cannot duplicate file handle", e).with_file(&temp))?;
+        let file = OpenOptions::new().read(true).write(true).create_new(true).open(&temp).map_err(|e| {
+            Error::io(format!("cannot create the temporary file {}", temp.display()), e).with_file(target)
+        })?;
+        let clone = file.try_clone().map_err(|e| Error::io("cannot duplicate file handle", e).with_file(target))?;
         self.lock().push(Pending { temp: temp.clone(), target: target.to_path_buf(), file: clone });
         Ok(ImageFile::from_file(file, target))
     }
@@ -61,7 +58,7 @@ impl OutputFiles {
     pub fn commit(self) -> Result<()> {
         let pending = std::mem::take(&mut *self.lock());
         for p in &pending {
-            p.file.sync_all().map_err(|e| Error::io("fsync failed", e).with_file(&p.temp))?;
+            p.file.sync_all().map_err(|e| Error::io("fsync failed", e).with_file(&p.target))?;
         }
         let mut dirs: Vec<PathBuf> = Vec::new();
         for p in &pending {

@@ -3,10 +3,12 @@
 use crate::gate::Gate;
 use crate::io::ImageFile;
 use crate::output::OutputFiles;
+use crate::provenance::Provenance;
 use crate::source::{ByteSource, Source, open_file, refuse_referenced};
 use crate::{Alloc, BlockRead, BlockWrite, Error, Extent, Result, ResultExt};
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// Bytes from the start of a file that probes see.
@@ -36,18 +38,25 @@ pub struct CreateOptions {
     pub backing_file: Option<String>,
     /// `-F`: the backing file's format to record.
     pub backing_format: Option<String>,
+    /// The clock and identifier source for timestamps, UUIDs and content IDs the image
+    /// records (fixed by `SOURCE_DATE_EPOCH`; see [`crate::provenance`]).
+    pub provenance: Provenance,
 }
 
 impl CreateOptions {
     /// Rejects any `-o` key the driver does not know, listing those it does.
     pub fn check_keys(&self, driver: &dyn Driver) -> Result<()> {
+        self.check_keys_of(driver.name(), driver.options())
+    }
+
+    /// Rejects any `-o` key not in `known`, the options of format `format`.
+    pub fn check_keys_of(&self, format: &str, known: &[OptionSpec]) -> Result<()> {
         for key in self.options.keys() {
-            if !driver.options().iter().any(|o| o.name == key) {
-                let known: Vec<_> = driver.options().iter().map(|o| o.name).collect();
+            if !known.iter().any(|o| o.name == key) {
+                let names: Vec<_> = known.iter().map(|o| o.name).collect();
                 return Err(Error::argument(format!(
-                    "format {} has no option {key:?} (it takes: {})",
-                    driver.name(),
-                    if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                    "format {format} has no option {key:?} (it takes: {})",
+                    if names.is_empty() { "none".to_string() } else { names.join(", ") }
                 )));
             }
         }
@@ -141,9 +150,46 @@ pub trait Driver: Send + Sync {
         &[]
     }
 
+    /// Checks `-o` keys and values and flags such as `-c` without touching any file, so a
+    /// command can refuse a bad option before it opens (or replays a log into) an input.
+    /// Only checks that need the disk's size are left to [`create`](Self::create).
+    fn validate(&self, opts: &CreateOptions) -> Result<()> {
+        opts.check_keys_of(self.name(), self.options())
+    }
+
     /// Creates a new image of `size` guest bytes. Every file it writes must come from
     /// `out`, which renames them into place only after the caller commits.
     fn create(&self, path: &Path, size: u64, opts: &CreateOptions, out: &OutputFiles) -> Result<Box<dyn BlockWrite>>;
+
+    /// Whether an image with `opts` can be written front to back into a stream that
+    /// cannot seek (standard output, a pipe): `Ok` when [`create_stream`](Self::create_stream)
+    /// will accept it, otherwise an error saying why and what would work. Most formats
+    /// seek back to write their metadata and cannot.
+    fn check_stream(&self, _opts: &CreateOptions) -> Result<()> {
+        Err(Error::argument(format!(
+            "format {} cannot be written to standard output or a pipe: its writer seeks back into the file",
+            self.name()
+        )))
+    }
+
+    /// The `-o` options under which this format can be streamed, for messages and
+    /// `diskcast formats`: `None` never, `Some("")` always, `Some("subformat=...")` with
+    /// those options. [`check_stream`](Self::check_stream) decides.
+    fn stream_options(&self) -> Option<&'static str> {
+        None
+    }
+
+    /// Writes a new image of `size` guest bytes into `out`, strictly in order (see
+    /// [`check_stream`](Self::check_stream)).
+    fn create_stream(
+        &self,
+        _out: Box<dyn Write + Send>,
+        _size: u64,
+        opts: &CreateOptions,
+    ) -> Result<Box<dyn BlockWrite>> {
+        self.check_stream(opts)?;
+        Err(Error::unsupported(format!("format {} has no stream writer", self.name())))
+    }
 
     /// Checks the metadata of the image held in `src`; formats without a checker say so
     /// (qemu-img exit 63).
@@ -259,6 +305,17 @@ impl Registry {
             let names: Vec<_> = self.drivers().map(|d| d.name()).collect();
             Error::argument(format!("unknown format {name:?} (known: {})", names.join(", ")))
         })
+    }
+
+    /// The formats that can be written to a stream, each with the options it needs
+    /// (`raw`, `vmdk -o subformat=streamOptimized`).
+    pub fn stream_formats(&self) -> Vec<String> {
+        self.drivers()
+            .filter_map(|d| match d.stream_options()? {
+                "" => Some(d.name().to_string()),
+                o => Some(format!("{} -o {o}", d.name())),
+            })
+            .collect()
     }
 
     /// Finds the format of the file at `path` by magic (see [`probe_source`](Self::probe_source)).

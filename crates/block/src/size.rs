@@ -2,21 +2,21 @@
 
 use crate::{Error, Result};
 
-/// Parses a size with an optional binary suffix (K, M, G, T, P, E; `b`/`B` for bytes),
-/// as `qemu-img` accepts them. A plain number is bytes.
+/// Parses a size with an optional binary suffix (K, M, G, T, P, E in either case, or
+/// KiB..EiB; `b`/`B` for bytes), as `qemu-img` accepts them. A plain number is bytes.
 pub fn parse_size(text: &str) -> Result<u64> {
     let t = text.trim();
     let bad = || Error::argument(format!("{text:?} is not a size (examples: 4096, 64K, 10G, 1.5T)"));
     let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
     let (num, suffix) = t.split_at(split);
-    let shift = match suffix {
-        "" | "b" | "B" => 0,
-        "k" | "K" | "KiB" => 10,
-        "M" | "MiB" => 20,
-        "G" | "GiB" => 30,
-        "T" | "TiB" => 40,
-        "P" | "PiB" => 50,
-        "E" | "EiB" => 60,
+    let shift = match suffix.to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kib" => 10,
+        "m" | "mib" => 20,
+        "g" | "gib" => 30,
+        "t" | "tib" => 40,
+        "p" | "pib" => 50,
+        "e" | "eib" => 60,
         _ => return Err(bad()),
     };
     if num.is_empty() {
@@ -56,6 +56,9 @@ mod tests {
         assert_eq!(parse_size("10G").unwrap(), 10 << 30);
         assert_eq!(parse_size("1.5T").unwrap(), 3 << 39);
         assert_eq!(parse_size("512b").unwrap(), 512);
+        assert_eq!(parse_size("1g").unwrap(), 1 << 30);
+        assert_eq!(parse_size("64k").unwrap(), 65536);
+        assert_eq!(parse_size("2m").unwrap(), 2 << 20);
         for bad in ["", "G", "1Q", "-1", "1.3b", "99999999999999999999", "20E"] {
             assert!(parse_size(bad).is_err(), "{bad}");
         }

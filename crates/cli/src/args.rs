@@ -3,19 +3,18 @@
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
-const AFTER_HELP: &str = "\
+/// The top-level examples; `main` appends the list of formats from the registry.
+pub const EXAMPLES: &str = "\
 Examples:
   diskcast info disk.qcow2
   diskcast convert -p -O qcow2 -c -o compression_type=zstd disk.raw disk.qcow2
   diskcast convert -O raw disk.qcow2 - | gzip > disk.raw.gz
   diskcast compare disk.raw disk.qcow2
-  diskcast create -f qcow2 -b base.qcow2 -F qcow2 overlay.qcow2
-
-Formats: raw, qcow2 (`diskcast formats` lists their -o options). Errors exit with status 1 (compare and check have their own codes).";
+  diskcast create -f qcow2 -b base.qcow2 -F qcow2 overlay.qcow2";
 
 /// Convert between disk, VM, optical and container images.
 #[derive(Debug, Parser)]
-#[command(name = "diskcast", version, about, after_help = AFTER_HELP, max_term_width = 100)]
+#[command(name = "diskcast", version, about, max_term_width = 100)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -6,12 +6,19 @@ mod args;
 mod cmd;
 mod progress;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use diskcast_block::{Error, ErrorKind};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let cli = args::Cli::parse();
+    let cli = match parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            // Usage errors exit 1, as qemu-img's do (2 means "corruptions" to `check`).
+            return ExitCode::from(if e.use_stderr() { 1 } else { 0 });
+        }
+    };
     match cmd::run(cli.command) {
         Ok(code) => ExitCode::from(code),
         Err(failure) => {
@@ -22,6 +29,26 @@ fn main() -> ExitCode {
             ExitCode::from(failure.exit_code)
         }
     }
+}
+
+/// Parses the command line; the top-level help lists every format the registry has.
+fn parse() -> Result<args::Cli, clap::Error> {
+    let registry = diskcast_formats::registry();
+    let formats: Vec<String> = registry
+        .drivers()
+        .map(|d| match d.aliases() {
+            [] => d.name().to_string(),
+            aliases => format!("{} (also {})", d.name(), aliases.join(", ")),
+        })
+        .collect();
+    let help = format!(
+        "{}\n\nFormats: {}; `diskcast formats` lists their -o options.\n\
+         Errors, usage errors included, exit with status 1 (compare and check have their own codes).",
+        args::EXAMPLES,
+        formats.join(", ")
+    );
+    let matches = args::Cli::command().after_help(help).try_get_matches()?;
+    args::Cli::from_arg_matches(&matches)
 }
 
 /// An error and the exit status it maps to (1 for most commands, 2 for `compare`).

@@ -55,6 +55,10 @@ pub struct Params {
     pub backing_file: Option<String>,
     /// Backing format to record.
     pub backing_format: Option<String>,
+    /// `SOURCE_DATE_EPOCH` is set: clusters are allocated in guest order, not in the
+    /// order the copy engine's workers happen to deliver them, so the file is the same
+    /// every time. (qcow2 records no time or identifier.)
+    pub reproducible: bool,
 }
 
 impl Params {
@@ -142,6 +146,7 @@ impl Params {
             extended_l2,
             backing_file,
             backing_format,
+            reproducible: opts.provenance.is_reproducible(),
         })
     }
 }
@@ -453,7 +458,7 @@ impl BlockWrite for Qcow2Writer {
     }
 
     fn order(&self) -> WriteOrder {
-        if self.p.compress { WriteOrder::Sequential } else { WriteOrder::Any }
+        if self.p.compress || self.p.reproducible { WriteOrder::Sequential } else { WriteOrder::Any }
     }
 
     fn granularity(&self) -> u64 {

@@ -34,7 +34,7 @@ impl Driver for RawDriver {
         Ok(Box::new(RawReader::new(src)?))
     }
 
-    fn create(&self, path: &Path, size: u64, opts: &CreateOptions, out: &OutputFiles) -> Result<Box<dyn BlockWrite>> {
+    fn validate(&self, opts: &CreateOptions) -> Result<()> {
         opts.check_keys(self)?;
         if opts.compress {
             return Err(Error::argument("raw images cannot be compressed (-c)"));
@@ -42,14 +42,38 @@ impl Driver for RawDriver {
         if opts.backing_file.is_some() {
             return Err(Error::argument("raw images cannot have a backing file (-b)"));
         }
+        Ok(())
+    }
+
+    fn create(&self, path: &Path, size: u64, opts: &CreateOptions, out: &OutputFiles) -> Result<Box<dyn BlockWrite>> {
+        self.validate(opts)?;
         let file = out.create(path)?;
         file.set_len(size)?;
         Ok(Box::new(RawWriter { file, size }))
     }
 
+    fn stream_options(&self) -> Option<&'static str> {
+        Some("")
+    }
+
+    /// Raw bytes go down a pipe as they are, holes as zeros.
+    fn check_stream(&self, opts: &CreateOptions) -> Result<()> {
+        self.validate(opts)
+    }
+
+    fn create_stream(
+        &self,
+        out: Box<dyn Write + Send>,
+        size: u64,
+        opts: &CreateOptions,
+    ) -> Result<Box<dyn BlockWrite>> {
+        self.validate(opts)?;
+        Ok(Box::new(RawStream::new(out, size)))
+    }
+
     /// A raw file is always as long as the disk (holes or not), as qemu-img measure says.
     fn measure(&self, size: u64, _data: &[Extent], opts: &CreateOptions) -> Result<Measure> {
-        opts.check_keys(self)?;
+        self.validate(opts)?;
         Ok(Measure { required: size, fully_allocated: size })
     }
 }

@@ -12,9 +12,10 @@ use crate::header::{
     BLOCK_FREE, Geometry, HEADER_SIZE_V1, Header, MAX_BLOCKS, SECTOR, TEXT, TYPE_DYNAMIC, TYPE_STATIC, VERSION_1_1,
 };
 use diskcast_block::io::ImageFile;
+use diskcast_block::provenance::{ContentDigest, Provenance};
 use diskcast_block::range_end;
 use diskcast_block::registry::CreateOptions;
-use diskcast_block::{BlockWrite, Encoded, Error, Result};
+use diskcast_block::{BlockWrite, Encoded, Error, Result, WriteOrder};
 use std::sync::Mutex;
 use uuid::Uuid;
 
@@ -35,6 +36,8 @@ pub struct Params {
     pub size: u64,
     /// `static=on`: every block allocated up front.
     pub is_static: bool,
+    /// Where the UUIDs come from (derived when `SOURCE_DATE_EPOCH` is set).
+    pub provenance: Provenance,
 }
 
 impl Params {
@@ -62,7 +65,7 @@ impl Params {
                 MAX_BLOCKS >> 20
             )));
         }
-        Ok(Params { size, is_static })
+        Ok(Params { size, is_static, provenance: opts.provenance })
     }
 
     /// Guest blocks of the image.
@@ -92,6 +95,8 @@ pub struct VdiWriter {
     p: Params,
     offset_data: u64,
     state: Mutex<State>,
+    /// What was written, for the UUIDs of a reproducible image.
+    content: ContentDigest,
 }
 
 impl VdiWriter {
@@ -100,7 +105,13 @@ impl VdiWriter {
         let blocks = u32::try_from(p.blocks()).map_err(|_| Error::argument("too many blocks"))?;
         let (bmap, allocated) =
             if p.is_static { ((0..blocks).collect(), blocks) } else { (vec![BLOCK_FREE; blocks as usize], 0) };
-        Ok(VdiWriter { file, offset_data: p.offset_data(), p, state: Mutex::new(State { bmap, allocated }) })
+        Ok(VdiWriter {
+            file,
+            offset_data: p.offset_data(),
+            content: p.provenance.content_digest(),
+            p,
+            state: Mutex::new(State { bmap, allocated }),
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -138,6 +149,7 @@ impl VdiWriter {
         if data.is_empty() {
             return Ok(());
         }
+        self.content.add(offset, data);
         let end = range_end(offset, data.len() as u64, self.p.size)?;
         let first = offset / BLOCK_SIZE;
         let last = end.div_ceil(BLOCK_SIZE);
@@ -162,6 +174,8 @@ impl VdiWriter {
     /// The header for the current state.
     fn header(&self, blocks_allocated: u32) -> Result<Header> {
         let too_big = || Error::argument("image too large for a VDI header");
+        let shape = format!("vdi {} {}", self.p.size, self.p.is_static);
+        let id = |purpose| self.p.provenance.uuid(purpose, shape.as_bytes(), Some(&self.content));
         Ok(Header {
             text: TEXT.to_string(),
             version: VERSION_1_1,
@@ -177,8 +191,8 @@ impl VdiWriter {
             block_extra: 0,
             blocks_in_image: u32::try_from(self.p.blocks()).map_err(|_| too_big())?,
             blocks_allocated,
-            uuid_image: Uuid::new_v4(),
-            uuid_last_snap: Uuid::new_v4(),
+            uuid_image: id("vdi.uuid_image"),
+            uuid_last_snap: id("vdi.uuid_last_snap"),
             uuid_link: Uuid::nil(),
             uuid_parent: Uuid::nil(),
             lchs: None,
@@ -193,6 +207,12 @@ impl BlockWrite for VdiWriter {
 
     fn granularity(&self) -> u64 {
         GRANULARITY
+    }
+
+    /// Dynamic blocks are numbered in the order they arrive: in guest order when the
+    /// output must be reproducible.
+    fn order(&self) -> WriteOrder {
+        if !self.p.is_static && self.p.provenance.is_reproducible() { WriteOrder::Sequential } else { WriteOrder::Any }
     }
 
     fn write_encoded(&self, encoded: Encoded) -> Result<()> {

@@ -14,10 +14,11 @@ use crate::format::{
     TYPE_DYNAMIC, TYPE_FIXED, VHD_EPOCH, geometry_product, rounded_geometry,
 };
 use diskcast_block::io::ImageFile;
+use diskcast_block::provenance::{ContentDigest, Provenance};
 use diskcast_block::range_end;
 use diskcast_block::registry::CreateOptions;
 use diskcast_block::size::parse_size;
-use diskcast_block::{BlockWrite, Encoded, Error, Result};
+use diskcast_block::{BlockWrite, Encoded, Error, Result, WriteOrder};
 use std::sync::Mutex;
 
 /// Block size of the dynamic disks we write: the spec's and qemu's default.
@@ -49,6 +50,8 @@ pub struct Params {
     pub force_size: bool,
     /// CHS geometry written to the footer.
     pub geometry: (u16, u8, u8),
+    /// The clock and unique-id source for the footer.
+    pub provenance: Provenance,
 }
 
 fn parse_bool(key: &str, v: &str) -> Result<bool> {
@@ -128,7 +131,7 @@ impl Params {
         if size > MAX_SECTORS * SECTOR {
             return Err(too_big());
         }
-        Ok(Params { size, subformat, force_size, geometry })
+        Ok(Params { size, subformat, force_size, geometry, provenance: opts.provenance })
     }
 
     /// BAT entries of a dynamic disk.
@@ -165,12 +168,11 @@ impl Params {
         }
     }
 
-    /// The footer of the new image.
-    pub fn footer(&self) -> Footer {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(VHD_EPOCH);
+    /// The footer of the new image; its unique id derives from `content` when the output
+    /// must be reproducible.
+    pub fn footer(&self, content: &ContentDigest) -> Footer {
+        let now = self.provenance.now();
+        let shape = format!("vhd {:?} {} {}", self.subformat, self.size, self.force_size);
         Footer {
             features: 2,
             format_version: 0x0001_0000,
@@ -194,7 +196,7 @@ impl Params {
                 Subformat::Dynamic => TYPE_DYNAMIC,
             },
             checksum: 0,
-            unique_id: *uuid::Uuid::new_v4().as_bytes(),
+            unique_id: *self.provenance.uuid("vhd.unique_id", shape.as_bytes(), Some(content)).as_bytes(),
             saved_state: 0,
         }
     }
@@ -219,6 +221,8 @@ pub struct VhdWriter {
     file: ImageFile,
     p: Params,
     state: Mutex<State>,
+    /// What was written, for the unique id of a reproducible image.
+    content: ContentDigest,
 }
 
 impl VhdWriter {
@@ -234,7 +238,7 @@ impl VhdWriter {
                 State { data_at: vec![0; blocks], bitmaps: vec![None; blocks], next_data: p.first_data(), blocks: 0 }
             }
         };
-        Ok(VhdWriter { file, p, state: Mutex::new(state) })
+        Ok(VhdWriter { file, content: p.provenance.content_digest(), p, state: Mutex::new(state) })
     }
 
     /// Host offsets for `[offset, offset+len)`: allocates blocks and marks (or, for
@@ -295,6 +299,7 @@ impl VhdWriter {
         if data.is_empty() {
             return Ok(());
         }
+        self.content.add(offset, data);
         if self.p.subformat == Subformat::Fixed {
             return self.file.write_all_at(data, offset);
         }
@@ -324,6 +329,16 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl BlockWrite for VhdWriter {
     fn size(&self) -> u64 {
         self.p.size
+    }
+
+    /// Dynamic blocks are placed in the order they arrive: in guest order when the
+    /// output must be reproducible.
+    fn order(&self) -> WriteOrder {
+        if self.p.subformat == Subformat::Dynamic && self.p.provenance.is_reproducible() {
+            WriteOrder::Sequential
+        } else {
+            WriteOrder::Any
+        }
     }
 
     fn granularity(&self) -> u64 {
@@ -360,7 +375,7 @@ impl BlockWrite for VhdWriter {
     }
 
     fn finish(self: Box<Self>) -> Result<()> {
-        let footer = self.p.footer().to_bytes();
+        let footer = self.p.footer(&self.content).to_bytes();
         if self.p.subformat == Subformat::Fixed {
             return self.file.write_all_at(&footer, self.p.size);
         }

@@ -57,6 +57,12 @@ impl Driver for VhdxDriver {
         OPTIONS
     }
 
+    /// Parses the options for a nominal 1 GiB disk: only the options are checked here.
+    fn validate(&self, opts: &CreateOptions) -> Result<()> {
+        opts.check_keys(self)?;
+        writer::Params::from_options(1 << 30, opts).map(drop)
+    }
+
     fn create(&self, path: &Path, size: u64, opts: &CreateOptions, out: &OutputFiles) -> Result<Box<dyn BlockWrite>> {
         opts.check_keys(self)?;
         let params = writer::Params::from_options(size, opts)?;

@@ -13,11 +13,12 @@ use crate::format::{
     VIRTUAL_DISK_SIZE, put_guid, put16, put32, put64,
 };
 use diskcast_block::io::ImageFile;
+use diskcast_block::provenance::{ContentDigest, Provenance};
 use diskcast_block::range_end;
 use diskcast_block::registry::units_touched;
 use diskcast_block::registry::{CreateOptions, Measure};
 use diskcast_block::size::parse_size;
-use diskcast_block::{BlockWrite, Encoded, Error, Extent, Result};
+use diskcast_block::{BlockWrite, Encoded, Error, Extent, Result, WriteOrder};
 use std::sync::Mutex;
 use uuid::Uuid;
 
@@ -41,6 +42,8 @@ pub struct Params {
     pub block_state_zero: bool,
     /// 512 or 4096.
     pub logical_sector: u64,
+    /// Where the GUIDs come from (derived when `SOURCE_DATE_EPOCH` is set).
+    pub provenance: Provenance,
 }
 
 /// qemu's choice of block size for a disk of `size` bytes.
@@ -117,7 +120,7 @@ impl Params {
                  use a larger block_size"
             )));
         }
-        Ok(Params { size, block_size, log_size, fixed, block_state_zero, logical_sector })
+        Ok(Params { size, block_size, log_size, fixed, block_state_zero, logical_sector, provenance: opts.provenance })
     }
 
     fn geometry(&self) -> Result<Geometry> {
@@ -161,6 +164,8 @@ pub struct VhdxWriter {
     params: Params,
     geo: Geometry,
     alloc: Mutex<Alloc>,
+    /// What was written, for the GUIDs of a reproducible image.
+    content: ContentDigest,
 }
 
 impl VhdxWriter {
@@ -177,7 +182,13 @@ impl VhdxWriter {
                 next += params.block_size;
             }
         }
-        Ok(VhdxWriter { file, params, geo, alloc: Mutex::new(Alloc { blocks, next }) })
+        Ok(VhdxWriter {
+            file,
+            content: params.provenance.content_digest(),
+            params,
+            geo,
+            alloc: Mutex::new(Alloc { blocks, next }),
+        })
     }
 
     /// File offset of payload block `block`, allocating it if needed.
@@ -199,6 +210,7 @@ impl VhdxWriter {
     fn write_data(&self, data: &[u8], offset: u64) -> Result<()> {
         let len = data.len() as u64;
         range_end(offset, len, self.params.size)?;
+        self.content.add(offset, data);
         let bs = self.params.block_size;
         let mut done = 0usize;
         while done < data.len() {
@@ -220,6 +232,16 @@ impl VhdxWriter {
 impl BlockWrite for VhdxWriter {
     fn size(&self) -> u64 {
         self.params.size
+    }
+
+    /// Dynamic blocks are placed in the order they arrive: in guest order when the
+    /// output must be reproducible.
+    fn order(&self) -> WriteOrder {
+        if !self.params.fixed && self.params.provenance.is_reproducible() {
+            WriteOrder::Sequential
+        } else {
+            WriteOrder::Any
+        }
     }
 
     fn write_encoded(&self, encoded: Encoded) -> Result<()> {
@@ -267,7 +289,12 @@ impl BlockWrite for VhdxWriter {
         // Metadata region: the table, then the items at 64 KiB.
         let mut meta = vec![0u8; (KIB64 + 64) as usize];
         meta[0..8].copy_from_slice(b"metadata");
-        let page83 = Uuid::new_v4();
+        let shape = format!(
+            "vhdx {} {} {} {} {} {}",
+            p.size, p.block_size, p.log_size, p.fixed, p.block_state_zero, p.logical_sector
+        );
+        let id = |purpose| p.provenance.uuid(purpose, shape.as_bytes(), Some(&self.content));
+        let page83 = id("vhdx.page83");
         let leave_allocated = u32::from(p.fixed);
         let items: [(Uuid, u32, u32); 5] = [
             (FILE_PARAMETERS, 8, 4),
@@ -322,8 +349,8 @@ impl BlockWrite for VhdxWriter {
         self.file.write_all_at(&ident, 0)?;
         let mut h = Header {
             sequence_number: 1,
-            file_write_guid: Uuid::new_v4(),
-            data_write_guid: Uuid::new_v4(),
+            file_write_guid: id("vhdx.file_write_guid"),
+            data_write_guid: id("vhdx.data_write_guid"),
             log_guid: Uuid::nil(),
             log_version: 0,
             version: 1,

@@ -145,15 +145,11 @@ impl NewDescriptor<'_> {
     }
 }
 
-/// A content ID that differs between images (no RNG dependency: the standard hasher's
-/// random keys plus the clock).
-pub fn new_cid() -> u32 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
-    let v = h.finish();
+/// A content ID from an identifier of the [`Provenance`](diskcast_block::provenance::Provenance)
+/// (random, or derived when the output must be reproducible).
+pub fn cid_from(b: &[u8; 16]) -> u32 {
     // 0xffffffff means "no parent" in parentCID; never use it as a CID.
-    ((v >> 32) as u32 ^ v as u32).min(0xffff_fffe)
+    u32::from_le_bytes([b[0], b[1], b[2], b[3]]).min(0xffff_fffe)
 }
 
 #[cfg(test)]

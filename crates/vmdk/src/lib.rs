@@ -114,6 +114,38 @@ impl Driver for VmdkDriver {
         OPTIONS
     }
 
+    /// Parses the options for a nominal 1 GiB disk: only the options are checked here.
+    fn validate(&self, opts: &CreateOptions) -> Result<()> {
+        opts.check_keys(self)?;
+        Params::from_options(1 << 30, opts).map(drop)
+    }
+
+    /// Only streamOptimized is written strictly in order; it must be asked for by name,
+    /// since a plain `-O vmdk` means monolithicSparse everywhere else.
+    fn check_stream(&self, opts: &CreateOptions) -> Result<()> {
+        self.validate(opts)?;
+        match opts.options.get("subformat") {
+            Some(s) if s == "streamOptimized" => Ok(()),
+            _ => Err(Error::argument(
+                "vmdk can be written to standard output or a pipe only as -o subformat=streamOptimized (the other subformats seek back)",
+            )),
+        }
+    }
+
+    fn stream_options(&self) -> Option<&'static str> {
+        Some("subformat=streamOptimized")
+    }
+
+    fn create_stream(
+        &self,
+        out: Box<dyn std::io::Write + Send>,
+        size: u64,
+        opts: &CreateOptions,
+    ) -> Result<Box<dyn BlockWrite>> {
+        self.check_stream(opts)?;
+        stream_optimized_to(out, size, opts)
+    }
+
     fn create(&self, path: &Path, size: u64, opts: &CreateOptions, out: &OutputFiles) -> Result<Box<dyn BlockWrite>> {
         opts.check_keys(self)?;
         let p = Params::from_options(size, opts)?;

@@ -87,7 +87,7 @@ impl StreamWriter {
         let capacity = p.size / SECTOR;
         let grains = capacity.div_ceil(GRAIN_SECTORS);
         let gt_count = grains.div_ceil(GTES_PER_GT);
-        let text = p.descriptor(vec![format!("RW {capacity} SPARSE \"{name}\"")]);
+        let text = p.descriptor(vec![format!("RW {capacity} SPARSE \"{name}\"")], None);
         if text.len() as u64 > DESC_SECTORS * SECTOR {
             return Err(Error::argument("the VMDK descriptor does not fit in 20 sectors (file name too long?)"));
         }

@@ -7,13 +7,14 @@
 //! boundary. Grains are handed out under a short lock and written from many threads;
 //! `finish` writes the tables, both directories, the descriptor and the header.
 
-use crate::descriptor::{NewDescriptor, new_cid};
+use crate::descriptor::{NewDescriptor, cid_from};
 use crate::header::{FLAG_NL_DETECT, FLAG_RGD, FLAG_ZERO_GRAIN, GTE_ZEROED, SECTOR, SparseHeader};
 use diskcast_block::io::ImageFile;
 use diskcast_block::output::OutputFiles;
+use diskcast_block::provenance::{ContentDigest, Provenance};
 use diskcast_block::range_end;
 use diskcast_block::registry::CreateOptions;
-use diskcast_block::{BlockWrite, Encoded, Error, Result};
+use diskcast_block::{BlockWrite, Encoded, Error, Result, WriteOrder};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Mutex;
@@ -63,6 +64,8 @@ pub struct Params {
     pub hwversion: String,
     /// Mark zero grains with GTE 1 (and set the header flag).
     pub zeroed_grain: bool,
+    /// Where the content ID comes from (derived when `SOURCE_DATE_EPOCH` is set).
+    pub provenance: Provenance,
 }
 
 impl Params {
@@ -120,13 +123,23 @@ impl Params {
                 MAX_SPARSE_SECTORS * SECTOR
             )));
         }
-        Ok(Params { size, subformat, adapter, hwversion, zeroed_grain })
+        Ok(Params { size, subformat, adapter, hwversion, zeroed_grain, provenance: opts.provenance })
     }
 
-    /// The descriptor for this image with these extent lines.
-    pub fn descriptor(&self, extents: Vec<String>) -> String {
+    /// The descriptor for this image with these extent lines. Its CID derives from
+    /// `content` (what was written) when the descriptor is written after the data and the
+    /// output must be reproducible; a stream's descriptor precedes its data.
+    pub fn descriptor(&self, extents: Vec<String>, content: Option<&ContentDigest>) -> String {
+        let shape = format!(
+            "vmdk {} {} {} {} {}",
+            self.size,
+            self.subformat.create_type(),
+            self.adapter,
+            self.hwversion,
+            self.zeroed_grain
+        );
         NewDescriptor {
-            cid: new_cid(),
+            cid: cid_from(self.provenance.uuid("vmdk.cid", shape.as_bytes(), content).as_bytes()),
             create_type: self.subformat.create_type(),
             extents,
             hwversion: &self.hwversion,
@@ -194,6 +207,8 @@ pub struct SparseWriter {
     layout: Layout,
     grain: u64,
     state: Mutex<SparseState>,
+    /// What was written, for the CID of a reproducible image.
+    content: ContentDigest,
 }
 
 impl SparseWriter {
@@ -207,6 +222,7 @@ impl SparseWriter {
             layout,
             grain: GRAIN_SECTORS * SECTOR,
             state: Mutex::new(SparseState { next: layout.overhead, gts: HashMap::new() }),
+            content: p.provenance.content_digest(),
             p,
         };
         // Fail on an oversized descriptor now rather than after the copy.
@@ -216,7 +232,7 @@ impl SparseWriter {
 
     fn descriptor_bytes(&self) -> Result<Vec<u8>> {
         let line = format!("RW {} SPARSE \"{}\"", self.p.size / SECTOR, self.name);
-        let text = self.p.descriptor(vec![line]);
+        let text = self.p.descriptor(vec![line], Some(&self.content));
         if text.len() as u64 > DESC_SECTORS * SECTOR {
             return Err(Error::argument("the VMDK descriptor does not fit in 20 sectors (file name too long?)"));
         }
@@ -254,6 +270,7 @@ impl SparseWriter {
             return Ok(());
         }
         let end = self.check_range(offset, data.len() as u64)?;
+        self.content.add(offset, data);
         let first = offset / self.grain;
         let last = end.div_ceil(self.grain);
         let mut hosts = Vec::with_capacity((last - first) as usize);
@@ -299,6 +316,12 @@ impl BlockWrite for SparseWriter {
 
     fn granularity(&self) -> u64 {
         self.grain
+    }
+
+    /// Grains are placed in the order they arrive: in guest order when the output must
+    /// be reproducible.
+    fn order(&self) -> WriteOrder {
+        if self.p.provenance.is_reproducible() { WriteOrder::Sequential } else { WriteOrder::Any }
     }
 
     fn write_encoded(&self, encoded: Encoded) -> Result<()> {
@@ -388,8 +411,12 @@ impl BlockWrite for SparseWriter {
 pub struct FlatWriter {
     data: ImageFile,
     desc: ImageFile,
-    text: String,
+    /// The descriptor's extent line.
+    extent: String,
     size: u64,
+    p: Params,
+    /// What was written, for the CID of a reproducible image.
+    content: ContentDigest,
 }
 
 impl FlatWriter {
@@ -399,11 +426,11 @@ impl FlatWriter {
         let stem = name.strip_suffix(".vmdk").unwrap_or(&name);
         let flat_name = format!("{stem}-flat.vmdk");
         let flat_path = path.with_file_name(&flat_name);
-        let text = p.descriptor(vec![format!("RW {} FLAT \"{flat_name}\" 0", p.size / SECTOR)]);
+        let extent = format!("RW {} FLAT \"{flat_name}\" 0", p.size / SECTOR);
         let desc = out.create(path)?;
         let data = out.create(&flat_path)?;
         data.set_len(p.size)?;
-        Ok(FlatWriter { data, desc, text, size: p.size })
+        Ok(FlatWriter { data, desc, extent, size: p.size, content: p.provenance.content_digest(), p })
     }
 }
 
@@ -415,6 +442,7 @@ impl BlockWrite for FlatWriter {
     fn write_encoded(&self, encoded: Encoded) -> Result<()> {
         let write = |offset: u64, data: &[u8]| -> Result<()> {
             range_end(offset, data.len() as u64, self.size)?;
+            self.content.add(offset, data);
             self.data.write_all_at(data, offset)
         };
         match encoded {
@@ -445,6 +473,7 @@ impl BlockWrite for FlatWriter {
     }
 
     fn finish(self: Box<Self>) -> Result<()> {
-        self.desc.write_all_at(self.text.as_bytes(), 0)
+        let text = self.p.descriptor(vec![self.extent.clone()], Some(&self.content));
+        self.desc.write_all_at(text.as_bytes(), 0)
     }
 }

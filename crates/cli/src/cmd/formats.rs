@@ -13,7 +13,7 @@ pub fn run(a: FormatsArgs) -> Result<u8> {
                 .drivers()
                 .map(|d| {
                     let opts: Vec<_> = d.options().iter().map(|o| json!({"name": o.name, "help": o.help})).collect();
-                    json!({"name": d.name(), "aliases": d.aliases(), "options": opts})
+                    json!({"name": d.name(), "aliases": d.aliases(), "options": opts, "stream": d.stream_options()})
                 })
                 .collect();
             print_json(&json!(list));
@@ -23,6 +23,11 @@ pub fn run(a: FormatsArgs) -> Result<u8> {
                 match d.aliases() {
                     [] => println!("{}", d.name()),
                     aliases => println!("{} (also: {})", d.name(), aliases.join(", ")),
+                }
+                match d.stream_options() {
+                    Some("") => println!("    writes to standard output"),
+                    Some(o) => println!("    writes to standard output with -o {o}"),
+                    None => {}
                 }
                 if d.options().is_empty() {
                     println!("    (no -o options)");

@@ -11,7 +11,7 @@ pub fn run(a: MeasureArgs) -> Result<u8> {
     let images = Images::new(&a.open)?;
     let driver = images.registry.get(&a.output_format)?;
     let opts = create_options(&a.options, a.compress)?;
-    opts.check_keys(driver)?;
+    driver.validate(&opts)?;
     let (size, data) = match (&a.src, &a.size) {
         (_, Some(s)) => (parse_size(s)?, Vec::new()),
         (Some(src), None) => {

@@ -13,6 +13,7 @@ mod measure;
 use crate::Failure;
 use crate::args::{Command, OpenArgs};
 use diskcast_block::gate::Gate;
+use diskcast_block::provenance::Provenance;
 use diskcast_block::registry::{CreateOptions, OpenContext, Registry};
 use diskcast_block::{BlockRead, Error, Result};
 use std::collections::BTreeMap;
@@ -75,7 +76,9 @@ pub fn create_options(options: &[String], compress: bool) -> Result<CreateOption
             map.insert(k.trim().to_string(), v.trim().to_string());
         }
     }
-    Ok(CreateOptions { options: map, compress, ..CreateOptions::default() })
+    // The one place SOURCE_DATE_EPOCH is read: every writer gets its clock and ids from here.
+    let provenance = Provenance::from_env()?;
+    Ok(CreateOptions { options: map, compress, provenance, ..CreateOptions::default() })
 }
 
 /// Threads to use: the user's `-j`, or one per core.

@@ -1,0 +1,160 @@
+//! GPT and MBR partition tables: reading them out of any virtual disk, planning and
+//! writing new ones, and partitions as [`BlockRead`] views of their byte range.
+//!
+//! - [`read_table`] finds a GPT (512- or 4096-byte sectors; a broken primary header or
+//!   array falls back to the backup, with a warning) or an MBR (primary, extended and
+//!   logical partitions). Every field from the disk is checked: entry sizes, counts,
+//!   CRC32s, and ranges against the disk's size.
+//! - [`DiskPlan`] lays out partitions at 1 MiB boundaries and produces the table's bytes
+//!   (protective MBR, primary and backup GPT headers and arrays; or an MBR with the
+//!   active flag), to be placed into a planned disk image.
+//! - [`PartitionView`] reads one partition as a disk of its own, so filesystems are read
+//!   from it exactly as from a whole disk.
+//!
+//! Specifications: UEFI 2.10 chapter 5 (GPT), the UAPI Discoverable Partitions
+//! Specification (type GUIDs), and the classic MBR/EBR layout.
+#![forbid(unsafe_code)]
+
+mod crc;
+pub use crc::crc32;
+mod gpt;
+mod mbr;
+mod plan;
+mod types;
+mod view;
+
+pub use plan::{DiskPlan, PartSpec, PlannedPart};
+pub use types::PartType;
+pub use uuid::Uuid;
+pub use view::PartitionView;
+
+use diskcast_block::{BlockRead, Result};
+
+/// Which kind of partition table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TableKind {
+    /// GUID Partition Table (with a protective MBR).
+    Gpt,
+    /// Classic DOS/MBR table.
+    Mbr,
+}
+
+impl TableKind {
+    /// `gpt` or `mbr`.
+    pub fn name(self) -> &'static str {
+        match self {
+            TableKind::Gpt => "gpt",
+            TableKind::Mbr => "mbr",
+        }
+    }
+}
+
+/// One partition as read from a table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Partition {
+    /// 1-based number (GPT: slot index + 1; MBR: 1-4 primary, 5.. logical).
+    pub number: u32,
+    /// Byte offset on the disk.
+    pub start: u64,
+    /// Length in bytes.
+    pub len: u64,
+    /// GPT partition type GUID.
+    pub type_guid: Option<Uuid>,
+    /// MBR system id byte.
+    pub mbr_type: Option<u8>,
+    /// GPT unique partition GUID.
+    pub uuid: Option<Uuid>,
+    /// GPT partition name (empty for MBR).
+    pub name: String,
+    /// GPT attribute bits.
+    pub attributes: u64,
+    /// MBR active (boot) flag.
+    pub bootable: bool,
+}
+
+impl Partition {
+    /// The short name of the partition's type (`esp`, `root-x86-64`, `linux`, `swap`,
+    /// `fat`...), if diskcast knows it.
+    pub fn known_type(&self) -> Option<PartType> {
+        match (self.type_guid, self.mbr_type) {
+            (Some(g), _) => PartType::from_guid(&g),
+            (None, Some(t)) => PartType::from_mbr(t),
+            _ => None,
+        }
+    }
+
+    /// A type description for listings: the short name, or the GUID / MBR id.
+    pub fn type_label(&self) -> String {
+        if let Some(t) = self.known_type() {
+            return t.name().to_string();
+        }
+        match (self.type_guid, self.mbr_type) {
+            (Some(g), _) => g.to_string().to_uppercase(),
+            (None, Some(t)) => format!("0x{t:02x}"),
+            _ => "unknown".into(),
+        }
+    }
+
+    /// True when `selector` names this partition: its number, its GPT name, or its type
+    /// (`esp`, `root` for any root type, `linux`, `swap`, or a type GUID).
+    pub fn matches(&self, selector: &str) -> bool {
+        if selector.parse::<u32>().is_ok_and(|n| n == self.number) {
+            return true;
+        }
+        if !self.name.is_empty() && self.name == selector {
+            return true;
+        }
+        if let Some(t) = self.known_type()
+            && t.answers_to(selector)
+        {
+            return true;
+        }
+        match (Uuid::parse_str(selector), self.type_guid) {
+            (Ok(u), Some(g)) => u == g,
+            _ => false,
+        }
+    }
+}
+
+/// A partition table read from a disk.
+#[derive(Debug, Clone)]
+pub struct Table {
+    /// GPT or MBR.
+    pub kind: TableKind,
+    /// Bytes per logical sector the table was found with (512 or 4096).
+    pub sector_size: u64,
+    /// GPT disk GUID.
+    pub disk_guid: Option<Uuid>,
+    /// Used entries, in slot order.
+    pub partitions: Vec<Partition>,
+    /// Problems that did not stop reading (broken primary GPT, backup differs).
+    pub warnings: Vec<String>,
+}
+
+/// The partition table of `disk`, or `None` when it has none (no `55 AA` signature, no
+/// GPT header). A GPT whose primary header or array is damaged is read from its backup
+/// and says so in [`Table::warnings`]; a table that is present but unreadable is an
+/// error naming the bad field.
+pub fn read_table(disk: &dyn BlockRead) -> Result<Option<Table>> {
+    if let Some(t) = gpt::read(disk)? {
+        return Ok(Some(t));
+    }
+    mbr::read(disk)
+}
+
+/// Reads `len` bytes at `offset` of `disk`, refusing ranges past its end.
+fn read_vec(disk: &dyn BlockRead, offset: u64, len: usize) -> Result<Vec<u8>> {
+    diskcast_block::range_end(offset, len as u64, disk.size())?;
+    let mut b = vec![0u8; len];
+    disk.read_at(&mut b, offset)?;
+    Ok(b)
+}
+
+fn le32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+fn le64(b: &[u8], at: usize) -> u64 {
+    let mut x = [0u8; 8];
+    x.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(x)
+}

@@ -1,0 +1,152 @@
+//! Planning a new partitioned disk: where each partition goes and the table's bytes.
+
+use crate::{PartType, TableKind, gpt, mbr};
+use diskcast_block::{Error, Result};
+use uuid::Uuid;
+
+/// Partitions start on 1 MiB boundaries, as every current partitioning tool does.
+pub const ALIGN: u64 = 1 << 20;
+const SECTOR: u64 = 512;
+/// Sectors the GPT entry array takes (128 entries x 128 bytes).
+const ARRAY_SECTORS: u64 = (gpt::ENTRY_COUNT as u64 * gpt::ENTRY_SIZE as u64) / SECTOR;
+
+/// One partition to create.
+#[derive(Debug, Clone)]
+pub struct PartSpec {
+    /// GPT partition name (ignored for MBR).
+    pub name: String,
+    /// Type.
+    pub kind: PartType,
+    /// Size in bytes (rounded up to whole sectors).
+    pub size: u64,
+    /// GPT unique partition GUID.
+    pub uuid: Uuid,
+    /// MBR active flag (BIOS boots the active partition); GPT: the legacy BIOS bootable
+    /// attribute (bit 2).
+    pub bootable: bool,
+}
+
+/// A partition placed on the disk.
+#[derive(Debug, Clone)]
+pub struct PlannedPart {
+    /// What was asked for.
+    pub spec: PartSpec,
+    /// 1-based partition number.
+    pub number: u32,
+    /// Byte offset on the disk (a multiple of 1 MiB).
+    pub start: u64,
+    /// Length in bytes (a multiple of 512).
+    pub len: u64,
+}
+
+/// A partition table laid out for a new disk.
+#[derive(Debug, Clone)]
+pub struct DiskPlan {
+    /// GPT or MBR.
+    pub kind: TableKind,
+    /// Total disk size in bytes.
+    pub disk_size: u64,
+    /// GPT disk GUID (its first four bytes are the MBR disk signature).
+    pub disk_guid: Uuid,
+    /// The partitions in order.
+    pub parts: Vec<PlannedPart>,
+}
+
+fn round_up(x: u64, to: u64) -> Result<u64> {
+    x.div_ceil(to).checked_mul(to).ok_or_else(|| Error::argument("size overflows"))
+}
+
+impl DiskPlan {
+    /// Places `specs` one after another from 1 MiB, each on a 1 MiB boundary. The disk is
+    /// `disk_size` bytes when given (an error if they do not fit), else just large enough
+    /// (plus the backup GPT), rounded up to 1 MiB.
+    pub fn new(kind: TableKind, specs: Vec<PartSpec>, disk_size: Option<u64>, disk_guid: Uuid) -> Result<Self> {
+        if specs.is_empty() {
+            return Err(Error::argument("a disk needs at least one partition"));
+        }
+        let max = match kind {
+            TableKind::Gpt => gpt::ENTRY_COUNT as usize,
+            TableKind::Mbr => 4,
+        };
+        if specs.len() > max {
+            return Err(Error::argument(format!("a {} table holds at most {max} partitions here", kind.name())));
+        }
+        let mut pos = ALIGN;
+        let mut parts = Vec::with_capacity(specs.len());
+        for (i, spec) in specs.into_iter().enumerate() {
+            if spec.size == 0 {
+                return Err(Error::argument(format!("partition {} has size 0", i + 1)));
+            }
+            let start = round_up(pos, ALIGN)?;
+            let len = round_up(spec.size, SECTOR)?;
+            pos = start.checked_add(len).ok_or_else(|| Error::argument("partitions overflow"))?;
+            parts.push(PlannedPart { spec, number: i as u32 + 1, start, len });
+        }
+        // The backup GPT (array + header) takes the last 33 sectors.
+        let tail = if kind == TableKind::Gpt { (ARRAY_SECTORS + 1) * SECTOR } else { 0 };
+        let need = pos.checked_add(tail).ok_or_else(|| Error::argument("partitions overflow"))?;
+        let disk_size = match disk_size {
+            Some(s) if s < need => {
+                return Err(Error::argument(format!("the partitions need a disk of at least {need} bytes, not {s}")));
+            }
+            Some(s) => round_up(s, SECTOR)?,
+            None => round_up(need, ALIGN)?,
+        };
+        if kind == TableKind::Mbr && disk_size / SECTOR > u64::from(u32::MAX) {
+            return Err(Error::argument("an MBR table addresses at most 2 TiB; use GPT"));
+        }
+        Ok(DiskPlan { kind, disk_size, disk_guid, parts })
+    }
+
+    /// The table's sectors as `(byte offset, bytes)`: for GPT the protective MBR, the
+    /// primary header and array at LBA 1-33 and the backup array and header in the last
+    /// 33 sectors; for MBR sector 0.
+    pub fn table_bytes(&self) -> Vec<(u64, Vec<u8>)> {
+        let sectors = self.disk_size / SECTOR;
+        let signature = u32::from_le_bytes(self.disk_guid.as_bytes()[..4].try_into().unwrap_or_default());
+        match self.kind {
+            TableKind::Mbr => {
+                let entries: Vec<[u8; 16]> = self
+                    .parts
+                    .iter()
+                    .map(|p| {
+                        let status = if p.spec.bootable { 0x80 } else { 0 };
+                        mbr::entry(status, p.spec.kind.mbr_id(), (p.start / SECTOR) as u32, (p.len / SECTOR) as u32)
+                    })
+                    .collect();
+                vec![(0, mbr::sector(signature, &entries))]
+            }
+            TableKind::Gpt => {
+                let mut prot = mbr::entry(0, 0xee, 1, (sectors - 1).min(u64::from(u32::MAX)) as u32);
+                prot[5..8].copy_from_slice(&[0xff, 0xff, 0xff]);
+                let mut array = Vec::with_capacity((ARRAY_SECTORS * SECTOR) as usize);
+                for p in &self.parts {
+                    let attrs = if p.spec.bootable { 1 << 2 } else { 0 };
+                    let first = p.start / SECTOR;
+                    let last = first + p.len / SECTOR - 1;
+                    array.extend_from_slice(&gpt::entry(
+                        p.spec.kind.guid(),
+                        p.spec.uuid,
+                        first,
+                        last,
+                        attrs,
+                        &p.spec.name,
+                    ));
+                }
+                array.resize((ARRAY_SECTORS * SECTOR) as usize, 0);
+                let crc = crate::crc::crc32(&array);
+                let (first_usable, last_usable) = (2 + ARRAY_SECTORS, sectors - 2 - ARRAY_SECTORS);
+                let backup_array = sectors - 1 - ARRAY_SECTORS;
+                let primary = gpt::header(1, sectors - 1, first_usable, last_usable, self.disk_guid, 2, crc);
+                let backup = gpt::header(sectors - 1, 1, first_usable, last_usable, self.disk_guid, backup_array, crc);
+                vec![
+                    (0, mbr::sector(0, &[prot])),
+                    (SECTOR, primary),
+                    (2 * SECTOR, array.clone()),
+                    (backup_array * SECTOR, array),
+                    ((sectors - 1) * SECTOR, backup),
+                ]
+            }
+        }
+    }
+}

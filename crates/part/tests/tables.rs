@@ -1,0 +1,268 @@
+//! Partition tables made by sgdisk and sfdisk read back; tables we plan judged by
+//! `sgdisk -v` and `sfdisk --dump`; hostile tables refused with clear errors.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use diskcast_block::{BlockRead, ErrorKind, Result, ResultExt};
+use diskcast_part::{DiskPlan, PartSpec, PartType, Table, TableKind, Uuid, crc32, read_table};
+use diskcast_raw::RawReader;
+use diskcast_testkit::{le32, patch, read_bytes, run, within};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn blank(dir: &Path, name: &str, size: u64) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::File::create(&p).unwrap().set_len(size).unwrap();
+    p
+}
+
+fn table_of(path: &Path) -> Result<Option<Table>> {
+    let disk = RawReader::open(path)?;
+    read_table(&disk).file(path)
+}
+
+fn sfdisk(path: &Path, script: &str) {
+    use std::io::Write;
+    let mut c = Command::new("sfdisk")
+        .arg("--quiet")
+        .arg(path)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("sfdisk is required (install fdisk)");
+    c.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
+    assert!(c.wait().unwrap().success(), "sfdisk failed");
+}
+
+fn sgdisk_disk(dir: &Path) -> PathBuf {
+    let p = blank(dir, "gpt.img", 64 << 20);
+    let s = p.to_str().unwrap();
+    run(
+        "sgdisk",
+        &["-n", "1:2048:+16M", "-t", "1:ef00", "-c", "1:EFI system", "-n", "2:0:0", "-t", "2:8304", "-c", "2:root", s],
+    );
+    p
+}
+
+#[test]
+fn sgdisk_gpt_reads_with_types_names_and_uuids() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = sgdisk_disk(dir.path());
+    let t = table_of(&p).unwrap().unwrap();
+    assert_eq!(t.kind, TableKind::Gpt);
+    assert!(t.warnings.is_empty(), "{:?}", t.warnings);
+    assert_eq!(t.partitions.len(), 2);
+    let (esp, root) = (&t.partitions[0], &t.partitions[1]);
+    assert_eq!((esp.start, esp.len, esp.name.as_str()), (1 << 20, 16 << 20, "EFI system"));
+    assert_eq!(esp.known_type(), Some(PartType::Esp));
+    assert_eq!(root.known_type(), Some(PartType::RootX86_64));
+    assert!(root.matches("root") && root.matches("2") && esp.matches("esp") && esp.matches("EFI system"));
+    // sgdisk -i names the unique GUID we read.
+    let info = run("sgdisk", &["-i", "2", p.to_str().unwrap()]);
+    let uuid = root.uuid.unwrap().to_string().to_uppercase();
+    assert!(info.contains(&uuid), "{info} lacks {uuid}");
+    assert!(info.contains(&format!("First sector: {} ", root.start / 512)), "{info}");
+}
+
+#[test]
+fn sfdisk_mbr_with_logical_partitions_and_active_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = blank(dir.path(), "mbr.img", 64 << 20);
+    sfdisk(&p, "label: dos\n,8M,c,*\n,8M,83\n,,5\n,10M,83\n,10M,82\n");
+    let t = table_of(&p).unwrap().unwrap();
+    assert_eq!(t.kind, TableKind::Mbr);
+    let got: Vec<_> = t.partitions.iter().map(|p| (p.number, p.mbr_type.unwrap(), p.bootable, p.len >> 20)).collect();
+    assert_eq!(got, [(1, 0x0c, true, 8), (2, 0x83, false, 8), (5, 0x83, false, 10), (6, 0x82, false, 10)]);
+    let dump = run("sfdisk", &["--dump", p.to_str().unwrap()]);
+    for part in &t.partitions {
+        assert!(dump.contains(&format!("start={:>12}, size={:>12}", part.start / 512, part.len / 512)), "{dump}");
+    }
+}
+
+fn spec(name: &str, kind: PartType, size: u64, bootable: bool) -> PartSpec {
+    PartSpec { name: name.into(), kind, size, uuid: Uuid::new_v4(), bootable }
+}
+
+fn write_plan(plan: &DiskPlan, path: &Path) {
+    let f = std::fs::File::create(path).unwrap();
+    f.set_len(plan.disk_size).unwrap();
+    use std::os::unix::fs::FileExt;
+    for (off, bytes) in plan.table_bytes() {
+        f.write_all_at(&bytes, off).unwrap();
+    }
+}
+
+#[test]
+fn planned_gpt_passes_sgdisk_verify_and_reads_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let parts = vec![
+        spec("ESP", PartType::Esp, 33 << 20, false),
+        spec("root", PartType::RootX86_64, 20 << 20, false),
+        spec("swap", PartType::Swap, 3 << 20, false),
+    ];
+    let plan = DiskPlan::new(TableKind::Gpt, parts, None, Uuid::new_v4()).unwrap();
+    let p = dir.path().join("ours.img");
+    write_plan(&plan, &p);
+    let verify = run("sgdisk", &["-v", p.to_str().unwrap()]);
+    assert!(verify.contains("No problems found"), "{verify}");
+    let dump = run("sfdisk", &["--dump", p.to_str().unwrap()]);
+    assert!(dump.contains("label: gpt"), "{dump}");
+    assert!(dump.contains("type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B"), "{dump}");
+    assert!(dump.contains("type=4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709"), "{dump}");
+    assert!(dump.contains("name=\"ESP\""), "{dump}");
+    assert!(dump.contains(&format!("label-id: {}", plan.disk_guid.to_string().to_uppercase())), "{dump}");
+    for pp in &plan.parts {
+        assert_eq!(pp.start % (1 << 20), 0);
+        let line = format!("start={:>12}, size={:>12}, type=", pp.start / 512, pp.len / 512);
+        assert!(dump.contains(&line), "{dump} lacks {line}");
+        assert!(dump.contains(&format!("uuid={}", pp.spec.uuid.to_string().to_uppercase())), "{dump}");
+    }
+    let t = table_of(&p).unwrap().unwrap();
+    assert!(t.warnings.is_empty(), "{:?}", t.warnings);
+    assert_eq!(t.partitions.len(), 3);
+    assert_eq!(t.partitions[2].known_type(), Some(PartType::Swap));
+}
+
+#[test]
+fn planned_mbr_has_the_active_flag_for_sfdisk() {
+    let dir = tempfile::tempdir().unwrap();
+    let parts = vec![spec("", PartType::Fat, 8 << 20, true), spec("", PartType::Linux, 8 << 20, false)];
+    let plan = DiskPlan::new(TableKind::Mbr, parts, Some(32 << 20), Uuid::new_v4()).unwrap();
+    let p = dir.path().join("mbr.img");
+    write_plan(&plan, &p);
+    let dump = run("sfdisk", &["--dump", p.to_str().unwrap()]);
+    assert!(dump.contains("label: dos"), "{dump}");
+    assert!(dump.contains("start=        2048, size=       16384, type=c, bootable"), "{dump}");
+    assert!(dump.contains("start=       18432, size=       16384, type=83\n"), "{dump}");
+    let t = table_of(&p).unwrap().unwrap();
+    assert!(t.partitions[0].bootable && !t.partitions[1].bootable);
+}
+
+#[test]
+fn broken_primary_gpt_falls_back_to_the_backup_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = sgdisk_disk(dir.path());
+    patch(&p, 512 + 40, &[0x55]); // first_usable_lba, header CRC now wrong
+    let t = within(20, "broken primary", move || table_of(&p)).unwrap().unwrap();
+    assert_eq!(t.partitions.len(), 2);
+    assert!(
+        t.warnings.iter().any(|w| w.contains("primary GPT is damaged") && w.contains("backup")),
+        "{:?}",
+        t.warnings
+    );
+    // A damaged array (CRC mismatch) also falls back.
+    let p = sgdisk_disk(dir.path());
+    patch(&p, 1024 + 60, b"X");
+    let t = table_of(&p).unwrap().unwrap();
+    assert_eq!(t.partitions[0].name, "EFI system");
+    assert!(t.warnings[0].contains("entry array CRC32"), "{:?}", t.warnings);
+}
+
+/// A GPT disk with its backup header wiped and the primary patched by `f` (header CRC
+/// recomputed): only the hostile primary is left to read.
+fn hostile(dir: &Path, f: impl Fn(&mut Vec<u8>)) -> PathBuf {
+    let p = sgdisk_disk(dir);
+    let size = std::fs::metadata(&p).unwrap().len();
+    patch(&p, size - 512, &[0u8; 512]);
+    let mut h = read_bytes(&p, 512, 92);
+    f(&mut h);
+    h[16..20].fill(0);
+    let crc = crc32(&h);
+    h[16..20].copy_from_slice(&crc.to_le_bytes());
+    patch(&p, 512, &h);
+    p
+}
+
+fn hostile_error(p: PathBuf, what: &str) -> diskcast_block::Error {
+    let shown = p.clone();
+    let e = within(20, what, move || table_of(&p)).expect_err("hostile table read without error");
+    assert_eq!(e.file(), Some(shown.as_path()), "{e}");
+    e
+}
+
+#[test]
+fn hostile_entry_size_below_128() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = hostile(dir.path(), |h| h[84..88].copy_from_slice(&64u32.to_le_bytes()));
+    let e = hostile_error(p, "entry size");
+    assert_eq!(e.kind(), ErrorKind::Corrupt);
+    assert_eq!(e.field(), Some("size_of_partition_entry"), "{e}");
+}
+
+#[test]
+fn hostile_entry_count_times_size_overflows() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = hostile(dir.path(), |h| {
+        h[80..84].copy_from_slice(&u32::MAX.to_le_bytes());
+        h[84..88].copy_from_slice(&0xffff_fff8u32.to_le_bytes());
+    });
+    let e = hostile_error(p, "entry count");
+    assert_eq!(e.kind(), ErrorKind::OutOfBounds, "{e}");
+    assert_eq!(e.field(), Some("number_of_partition_entries"), "{e}");
+}
+
+#[test]
+fn hostile_bad_crcs_in_both_copies() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = sgdisk_disk(dir.path());
+    let size = std::fs::metadata(&p).unwrap().len();
+    patch(&p, 512 + 16, &[1, 2, 3, 4]);
+    patch(&p, size - 512 + 16, &[1, 2, 3, 4]);
+    let e = hostile_error(p, "bad CRCs");
+    assert_eq!(e.kind(), ErrorKind::Corrupt);
+    assert!(e.to_string().contains("header CRC32") && e.to_string().contains("backup GPT is damaged too"), "{e}");
+}
+
+#[test]
+fn hostile_entry_beyond_the_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = hostile(dir.path(), |_| {});
+    // Partition 2 ends far past the disk; fix the array CRC in the header.
+    patch(&p, 1024 + 128 + 40, &(1u64 << 40).to_le_bytes());
+    let array = read_bytes(&p, 1024, 128 * 128);
+    let mut h = read_bytes(&p, 512, 92);
+    h[88..92].copy_from_slice(&crc32(&array).to_le_bytes());
+    h[16..20].fill(0);
+    let c = crc32(&h);
+    h[16..20].copy_from_slice(&c.to_le_bytes());
+    patch(&p, 512, &h);
+    let e = hostile_error(p, "entry beyond disk");
+    assert_eq!(e.kind(), ErrorKind::OutOfBounds, "{e}");
+    assert!(e.to_string().contains("GPT partition 2"), "{e}");
+}
+
+#[test]
+fn hostile_mbr_partition_past_the_end_and_ebr_loop() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = blank(dir.path(), "m.img", 16 << 20);
+    sfdisk(&p, "label: dos\n,4M,83\n,,5\n,4M,83\n");
+    // Primary 1 claims 2^31 sectors.
+    let mut q = dir.path().join("past.img");
+    std::fs::copy(&p, &q).unwrap();
+    patch(&q, 446 + 12, &0x8000_0000u32.to_le_bytes());
+    let e = hostile_error(q.clone(), "mbr past end");
+    assert_eq!(e.kind(), ErrorKind::OutOfBounds, "{e}");
+    // The first EBR's link points back at itself.
+    q = dir.path().join("loop.img");
+    std::fs::copy(&p, &q).unwrap();
+    let ext_lba = u64::from(le32(&read_bytes(&q, 446 + 16 + 8, 4), 0));
+    let link = [0u8, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0]; // back to itself (relative LBA 0)
+    patch(&q, ext_lba * 512 + 446 + 16, &link);
+    let e = hostile_error(q, "ebr loop");
+    assert!(e.to_string().contains("loops"), "{e}");
+}
+
+#[test]
+fn partition_view_reads_its_range() {
+    use diskcast_part::PartitionView;
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let p = sgdisk_disk(dir.path());
+    patch(&p, (1 << 20) + 5, b"hello");
+    let disk: Arc<dyn BlockRead> = Arc::new(RawReader::open(&p).unwrap());
+    let v = PartitionView::new(disk.clone(), 1 << 20, 16 << 20, "partition 1").unwrap();
+    let mut b = [0u8; 5];
+    v.read_at(&mut b, 5).unwrap();
+    assert_eq!(&b, b"hello");
+    assert!(v.read_at(&mut b, (16 << 20) - 2).is_err());
+    assert!(PartitionView::new(disk, 60 << 20, 8 << 20, "x").is_err());
+}
