@@ -16,6 +16,7 @@ mod convert;
 mod create;
 mod hostile;
 mod info;
+mod locking;
 mod map_measure;
 mod mutants;
 mod pairs;

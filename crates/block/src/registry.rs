@@ -2,6 +2,7 @@
 
 use crate::gate::Gate;
 use crate::io::ImageFile;
+use crate::lock::Locks;
 use crate::output::OutputFiles;
 use crate::provenance::Provenance;
 use crate::source::{ByteSource, Source, open_file, refuse_referenced};
@@ -222,12 +223,15 @@ pub struct OpenContext<'a> {
     /// Whether a driver may write to an image it opens to finish an interrupted update
     /// (replaying a VHDX log). Off unless the user asked for it.
     replay_log: bool,
+    /// Where the locks on every image opened through this context are kept, when
+    /// images are locked at all (the binary does; library callers may not).
+    locks: Option<&'a Locks>,
 }
 
 impl<'a> OpenContext<'a> {
     /// A context for opening a top-level image the user named, with its backing chain.
     pub fn new(registry: &'a Registry, gate: &'a Gate) -> Self {
-        OpenContext { registry, gate, chain: Vec::new(), follow_backing: true, replay_log: false }
+        OpenContext { registry, gate, chain: Vec::new(), follow_backing: true, replay_log: false, locks: None }
     }
 
     /// A context that opens no backing file: enough to describe an image (as `qemu-img
@@ -240,6 +244,17 @@ impl<'a> OpenContext<'a> {
     /// Lets drivers write to the images they open to replay a pending log (`--replay-log`).
     pub fn with_log_replay(self, replay_log: bool) -> Self {
         OpenContext { replay_log, ..self }
+    }
+
+    /// Locks every image opened through this context (backing files too) as qemu does,
+    /// keeping the locks in `locks`.
+    pub fn with_locks(self, locks: &'a Locks) -> Self {
+        OpenContext { locks: Some(locks), ..self }
+    }
+
+    /// Locks `path` as this context's images are locked (nothing without locks).
+    pub fn lock(&self, path: &Path) -> Result<()> {
+        self.locks.map_or(Ok(()), |l| l.lock(path))
     }
 
     /// True when the user allowed replaying a pending log into the image file.
@@ -359,11 +374,13 @@ impl Registry {
 
     /// Opens the file at `path` as `format`, or as the probed format when `format` is `None`.
     pub fn open(&self, path: &Path, format: Option<&str>, ctx: &OpenContext<'_>) -> Result<Box<dyn BlockRead>> {
+        ctx.lock(path)?;
         self.open_source(open_file(path)?, format, ctx)
     }
 
     /// Opens the image held in `src` as `format`, or as the probed format when `format` is
-    /// `None`.
+    /// `None`. Only [`open`](Self::open) locks: a source that is not a path is the
+    /// caller's to lock (the file it lies in, say).
     pub fn open_source(&self, src: Source, format: Option<&str>, ctx: &OpenContext<'_>) -> Result<Box<dyn BlockRead>> {
         let driver = match format {
             Some(name) => self.get(name)?,

@@ -164,8 +164,14 @@ pub struct OpenArgs {
     /// If an image has a pending log (a VHDX that was not closed cleanly), replay the log
     /// into the image file before reading it. This WRITES TO THE INPUT FILE, as Hyper-V and
     /// qemu do when they open it; without this flag such an image is refused.
-    #[arg(long = "replay-log")]
+    #[arg(long = "replay-log", conflicts_with = "force_share")]
     pub replay_log: bool,
+    /// Read an image even though another process (a running VM, qemu-io) has it open for
+    /// writing, as qemu-img -U does. Without it such an image is refused, since what is
+    /// read may be torn. diskcast locks the images it uses the way qemu does, so each
+    /// sees the other.
+    #[arg(short = 'U', long = "force-share")]
+    pub force_share: bool,
 }
 
 #[derive(Debug, Args)]
