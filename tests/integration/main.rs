@@ -22,3 +22,4 @@ mod pairs;
 mod replay_log;
 mod reproducible;
 mod safety;
+mod trees;
