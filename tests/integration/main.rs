@@ -24,3 +24,4 @@ mod pairs;
 mod replay_log;
 mod reproducible;
 mod safety;
+mod trees;
