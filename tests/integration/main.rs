@@ -14,6 +14,7 @@ mod cli;
 mod compare;
 mod convert;
 mod create;
+mod ext4;
 mod hostile;
 mod info;
 mod iso;
