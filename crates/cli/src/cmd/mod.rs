@@ -12,6 +12,7 @@ mod info;
 mod ls;
 mod map;
 mod measure;
+mod oci;
 mod tree_source;
 
 pub use cat::CatArgs;
