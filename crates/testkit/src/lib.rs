@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod hostile;
+pub mod manifest;
 
 use diskcast_block::copy::{CopyOptions, copy};
 use diskcast_block::gate::Gate;
