@@ -188,3 +188,21 @@ fn extract_as_an_ordinary_user_skips_devices_and_setuid_and_says_so() {
     assert!(std::fs::symlink_metadata(dir.join("pipe")).unwrap().file_type().is_fifo());
     assert_eq!(std::fs::metadata(dir.join("su")).unwrap().uid(), 65534);
 }
+
+#[test]
+fn an_unreadable_entry_of_a_directory_source_is_an_error_naming_it() {
+    let t = tmp();
+    let src = t.path().join("src");
+    std::fs::create_dir_all(src.join("locked/inner")).unwrap();
+    std::fs::write(src.join("open.txt"), b"x").unwrap();
+    tool("chmod", &["a+rwx", t.path().to_str().unwrap(), src.to_str().unwrap()]);
+    tool("chmod", &["0700", src.join("locked").to_str().unwrap()]);
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", crate::support::diskcast_bin(), "ls", "-R"])
+        .arg(&src)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("locked") && stderr.contains("cannot read directory"), "{stderr}");
+}
