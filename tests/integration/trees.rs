@@ -152,7 +152,7 @@ fn sources_without_a_readable_tree_get_clear_errors() {
     let disk = t.path().join("blank.raw");
     std::fs::write(&disk, vec![0u8; 1 << 20]).unwrap();
     dc(&["ls", &s(&disk)]).expect_code(1).expect_stderr_any(&["no filesystem diskcast can read found in"]);
-    dc(&["ls", "docker://alpine:3"]).expect_code(1).expect_stderr_any(&["not supported yet"]);
+    dc(&["ls", "docker-daemon:alpine"]).expect_code(1).expect_stderr_any(&["not supported"]);
     dc(&["ls", &s(&t.path().join("missing"))]).expect_code(1).expect_stderr_any(&["cannot open"]);
     let xz = t.path().join("a.tar.xz");
     std::fs::write(&xz, b"\xfd7zXZ\0rest").unwrap();
