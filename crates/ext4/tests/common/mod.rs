@@ -72,3 +72,17 @@ pub fn path_in(dir: &tempfile::TempDir, name: &str) -> PathBuf {
 pub fn size_of(img: &dyn BlockRead) -> u64 {
     img.size()
 }
+
+/// What `plan` says when it fails (tests of refusals).
+pub trait PlanErr {
+    fn plan_checked(&self, tree: &Tree, opts: &BuildOptions) -> String;
+}
+
+impl PlanErr for Ext4Builder {
+    fn plan_checked(&self, tree: &Tree, opts: &BuildOptions) -> String {
+        match self.plan(tree, opts) {
+            Ok(_) => panic!("planning should have failed"),
+            Err(e) => e.to_string(),
+        }
+    }
+}
