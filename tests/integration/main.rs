@@ -14,6 +14,7 @@ mod cli;
 mod compare;
 mod convert;
 mod create;
+mod disks;
 mod hostile;
 mod info;
 mod map_measure;

@@ -12,11 +12,15 @@ mod info;
 mod ls;
 mod map;
 mod measure;
+mod mkdisk;
+mod mkfs;
 mod tree_source;
 
 pub use cat::CatArgs;
 pub use extract::ExtractArgs;
 pub use ls::LsArgs;
+pub use mkdisk::MkdiskArgs;
+pub use mkfs::MkfsArgs;
 
 use crate::Failure;
 use crate::args::{Command, OpenArgs};
@@ -41,6 +45,8 @@ pub fn run(command: Command) -> Result<u8, Failure> {
         Command::Ls(a) => ls::run(a).map_err(Failure::from),
         Command::Cat(a) => cat::run(a).map_err(Failure::from),
         Command::Extract(a) => extract::run(a).map_err(Failure::from),
+        Command::Mkfs(a) => mkfs::run(a).map_err(Failure::from),
+        Command::Mkdisk(a) => mkdisk::run(a).map_err(Failure::from),
     }
 }
 
