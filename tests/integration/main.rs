@@ -17,6 +17,8 @@ mod create;
 mod disks;
 mod hostile;
 mod info;
+mod iso;
+mod locking;
 mod map_measure;
 mod mutants;
 mod pairs;

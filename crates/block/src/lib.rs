@@ -18,6 +18,7 @@ pub mod copy;
 pub mod error;
 pub mod gate;
 pub mod io;
+pub mod lock;
 pub mod output;
 pub mod progress;
 pub mod provenance;

@@ -2,6 +2,7 @@
 
 use crate::gate::Gate;
 use crate::io::ImageFile;
+use crate::lock::Locks;
 use crate::output::OutputFiles;
 use crate::provenance::Provenance;
 use crate::{Alloc, BlockRead, BlockWrite, Error, Extent, Result, ResultExt};
@@ -220,12 +221,15 @@ pub struct OpenContext<'a> {
     /// Whether a driver may write to an image it opens to finish an interrupted update
     /// (replaying a VHDX log). Off unless the user asked for it.
     replay_log: bool,
+    /// Where the locks on every image opened through this context are kept, when
+    /// images are locked at all (the binary does; library callers may not).
+    locks: Option<&'a Locks>,
 }
 
 impl<'a> OpenContext<'a> {
     /// A context for opening a top-level image the user named, with its backing chain.
     pub fn new(registry: &'a Registry, gate: &'a Gate) -> Self {
-        OpenContext { registry, gate, chain: Vec::new(), follow_backing: true, replay_log: false }
+        OpenContext { registry, gate, chain: Vec::new(), follow_backing: true, replay_log: false, locks: None }
     }
 
     /// A context that opens no backing file: enough to describe an image (as `qemu-img
@@ -238,6 +242,17 @@ impl<'a> OpenContext<'a> {
     /// Lets drivers write to the images they open to replay a pending log (`--replay-log`).
     pub fn with_log_replay(self, replay_log: bool) -> Self {
         OpenContext { replay_log, ..self }
+    }
+
+    /// Locks every image opened through this context (backing files too) as qemu does,
+    /// keeping the locks in `locks`.
+    pub fn with_locks(self, locks: &'a Locks) -> Self {
+        OpenContext { locks: Some(locks), ..self }
+    }
+
+    /// Locks `path` as this context's images are locked (nothing without locks).
+    pub fn lock(&self, path: &Path) -> Result<()> {
+        self.locks.map_or(Ok(()), |l| l.lock(path))
     }
 
     /// True when the user allowed replaying a pending log into the image file.
@@ -348,6 +363,7 @@ impl Registry {
 
     /// Opens `path` as `format`, or as the probed format when `format` is `None`.
     pub fn open(&self, path: &Path, format: Option<&str>, ctx: &OpenContext<'_>) -> Result<Box<dyn BlockRead>> {
+        ctx.lock(path)?;
         let driver = match format {
             Some(name) => self.get(name)?,
             None => self.probe(path)?,

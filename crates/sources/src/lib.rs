@@ -25,7 +25,7 @@ use std::sync::Arc;
 /// Every filesystem diskcast can read out of a disk image, a partition or a disc. Each
 /// filesystem crate adds its reader here (one line plus the dependency).
 pub fn fs_readers() -> Vec<Box<dyn FsReader>> {
-    vec![Box::new(diskcast_fat::FatReader)]
+    vec![Box::new(diskcast_iso9660::Iso9660Reader), Box::new(diskcast_fat::FatReader)]
 }
 
 /// How to open a source.
