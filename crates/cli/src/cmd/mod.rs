@@ -15,6 +15,7 @@ mod map;
 mod measure;
 mod mkdisk;
 mod mkfs;
+mod oci;
 mod tree_source;
 
 pub use cat::CatArgs;
