@@ -328,3 +328,59 @@ fn iso_create_bootable_hybrid_boots_on_uefi_as_cd_and_usb_and_on_bios() {
     assert!(boots_to_marker(&iso, "uefi-usb", "DISKCAST_UEFI_OK", t.path()), "no UEFI boot from USB");
     assert!(boots_to_marker(&iso, "bios-cd", "Loading DISKCAST_BIOS_OK", t.path()), "no BIOS boot from CD");
 }
+
+#[test]
+fn iso_remaster_keeps_the_boot_setup_of_a_xorriso_disc() {
+    let t = tempfile::tempdir().unwrap();
+    let (s, iso, out, add) =
+        (t.path().join("stage"), t.path().join("in.iso"), t.path().join("out.iso"), t.path().join("add"));
+    sh(&format!(
+        "mkdir -p '{s}/boot' '{s}/isolinux' '{a}/extra'; cd '{t}'
+         printf 'serial --unit=0 --speed=115200\\nterminal_output serial console\\necho DISKCAST_REMASTER_OK\\nhalt\\n' > grub.cfg
+         grub-mkstandalone -O x86_64-efi --modules='serial echo halt' --locales= --fonts= --themes= \
+           -o BOOTX64.EFI boot/grub/grub.cfg=grub.cfg
+         mkfs.fat -C '{s}/boot/efiboot.img' 4096 >/dev/null
+         MTOOLS_SKIP_CHECK=1 mmd -i '{s}/boot/efiboot.img' ::/EFI ::/EFI/BOOT
+         MTOOLS_SKIP_CHECK=1 mcopy -i '{s}/boot/efiboot.img' BOOTX64.EFI ::/EFI/BOOT/BOOTX64.EFI
+         cp /usr/lib/ISOLINUX/isolinux.bin '{s}/isolinux/'; echo old > '{s}/README.txt'; echo keep > '{s}/keep.txt'
+         echo new > '{a}/extra/new.txt'; echo replaced > '{a}/keep.txt'
+         xorriso -as mkisofs -quiet -o '{i}' -V REMASTER -R -J -b isolinux/isolinux.bin -c isolinux/boot.cat \
+           -no-emul-boot -boot-load-size 4 -boot-info-table -isohybrid-mbr /usr/lib/ISOLINUX/isohdpfx.bin \
+           -eltorito-alt-boot -e boot/efiboot.img -no-emul-boot -isohybrid-gpt-basdat '{s}'",
+        s = s.display(),
+        a = add.display(),
+        t = t.path().display(),
+        i = iso.display()
+    ));
+    dc_ok(&[
+        "iso",
+        "remaster",
+        iso.to_str().unwrap(),
+        "--add",
+        add.to_str().unwrap(),
+        "--remove",
+        "/README.txt",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    let report = tool_out("xorriso", &["-indev", out.to_str().unwrap(), "-report_el_torito", "plain"]);
+    for want in [
+        "El Torito boot img :   1  BIOS  y   none",
+        "El Torito boot img :   2  UEFI  y   none",
+        "El Torito img path :   1  /isolinux/isolinux.bin",
+        "El Torito img path :   2  /boot/efiboot.img",
+        "El Torito img opts :   1  boot-info-table",
+    ] {
+        assert!(report.contains(want), "{want}\n{report}");
+    }
+    assert!(tool_out("isoinfo", &["-d", "-i", out.to_str().unwrap()]).contains("Volume id: REMASTER"));
+    assert!(tool_out("sgdisk", &["-v", out.to_str().unwrap()]).contains("No problems found"));
+    let listing = tool_out("bsdtar", &["-tf", out.to_str().unwrap()]);
+    assert!(listing.contains("extra/new.txt") && !listing.contains("README.txt"), "{listing}");
+    let x = t.path().join("x");
+    std::fs::create_dir(&x).unwrap();
+    tool_out("bsdtar", &["-xf", out.to_str().unwrap(), "-C", x.to_str().unwrap()]);
+    assert_eq!(std::fs::read(x.join("keep.txt")).unwrap(), b"replaced\n");
+    assert_eq!(std::fs::read(x.join("boot/efiboot.img")).unwrap(), std::fs::read(s.join("boot/efiboot.img")).unwrap());
+    assert!(boots_to_marker(&out, "uefi-usb", "DISKCAST_REMASTER_OK", t.path()), "the remastered disc does not boot");
+}
