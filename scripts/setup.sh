@@ -13,6 +13,8 @@
 #   dosfstools, mtools, gdisk, fdisk, e2fsprogs: FAT, GPT/MBR and ext4 makers and checkers
 #   skopeo, umoci, docker-registry: OCI images, transports and a registry on loopback
 #   busybox-static, cpio, attr: small root filesystems, initramfs, xattrs in test trees
+#   tar, gzip, xz-utils, zstd, util-linux (setpriv): GNU tar archives of every flavour as
+#                             tar-reader oracles; extraction as an ordinary user
 #   syslinux*, isolinux, systemd-boot-efi, grub-efi-amd64-bin: boot loaders for boot tests
 #   grub-rescue-pc:           a real Debian-made bootable ISO (/usr/lib/grub-rescue) to read
 set -euo pipefail
@@ -22,6 +24,7 @@ packages=(
   dosfstools mtools gdisk fdisk e2fsprogs
   skopeo umoci docker-registry
   busybox-static cpio attr
+  tar gzip xz-utils zstd util-linux
   syslinux syslinux-common isolinux extlinux syslinux-efi systemd-boot-efi grub-efi-amd64-bin
   grub-rescue-pc
 )
@@ -71,7 +74,7 @@ fi
 
 for tool in qemu-img qemu-io qemu-system-x86_64 kill timeout xorriso genisoimage isoinfo bsdtar 7zz \
   mkudffs udfinfo mkfs.fat fsck.fat mdir mcopy sgdisk sfdisk mke2fs e2fsck debugfs skopeo umoci \
-  docker-registry busybox cpio setfattr getfattr; do
+  docker-registry busybox cpio setfattr getfattr tar gzip xz zstd setpriv mkfifo mknod; do
   command -v "$tool" >/dev/null || { echo "setup: $tool is still missing after install" >&2; exit 1; }
 done
 [ -e /usr/lib/grub-rescue/grub-rescue-cdrom.iso ] || { echo "setup: grub-rescue-pc's ISO is missing after install" >&2; exit 1; }

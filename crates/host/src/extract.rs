@@ -7,6 +7,7 @@
 //! with a symlink to `/etc` and a file under it writes nothing outside the directory.
 //! Symlinks are created as the data they are (absolute targets included).
 
+use diskcast_block::io::ImageFile;
 use diskcast_block::progress::Progress;
 use diskcast_block::{Error, Result};
 use diskcast_tree::{Content, FileData, Kind, Meta, Node, NodeId, StreamCursor, Tree, display_name};
@@ -223,6 +224,22 @@ pub fn extract(tree: &Tree, dir: &Path, opts: &ExtractOptions, progress: &dyn Pr
     Ok(report)
 }
 
+/// The ranges of a host file that hold data (SEEK_DATA/SEEK_HOLE), within `size`.
+fn host_ranges(f: &ImageFile, size: u64) -> Result<Vec<(u64, u64)>> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos < size {
+        let Some(start) = f.next_data(pos)? else { break };
+        if start >= size {
+            break;
+        }
+        let end = f.next_hole(start)?.clamp(start + 1, size);
+        out.push((start, end - start));
+        pos = end;
+    }
+    Ok(out)
+}
+
 /// DIR must be an empty directory, or is created.
 fn prepare_dir(dir: &Path) -> Result<()> {
     match std::fs::symlink_metadata(dir) {
@@ -426,18 +443,20 @@ fn write_data(
     progress: &dyn Progress,
 ) -> Result<(u64, u64)> {
     use std::os::unix::fs::FileExt;
+    // A host file is opened once, for its holes and its bytes.
     let host = match &f.content {
-        Content::Host(p) => Some(std::fs::File::open(p).map_err(|e| Error::io("cannot open", e).with_file(p))?),
+        Content::Host(p) => Some(ImageFile::open(p)?),
         _ => None,
     };
-    let ranges = match &f.content {
-        Content::Stream { .. } => {
+    let ranges = match (&f.content, &host) {
+        (Content::Stream { .. }, _) => {
             if f.size == 0 {
                 Vec::new()
             } else {
                 vec![(0, f.size)]
             }
         }
+        (_, Some(h)) => host_ranges(h, f.size)?,
         _ => f.data_ranges()?,
     };
     let mut written = 0u64;
@@ -459,10 +478,9 @@ fn write_data(
                     };
                     c.read_exact_at(chunk, offset + pos)?;
                 }
-                (_, Some(h)) => {
-                    h.read_exact_at(chunk, pos)
-                        .map_err(|e| Error::io("cannot read (did the file change while it was being read?)", e))?;
-                }
+                (_, Some(h)) => h.read_exact_at(chunk, pos).map_err(|e| {
+                    Error::new(e.kind(), format!("{} (did the file change while it was being read?)", e.message()))
+                })?,
                 _ => f.read_at(chunk, pos)?,
             }
             if !chunk.iter().all(|&b| b == 0) {
