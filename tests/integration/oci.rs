@@ -82,3 +82,37 @@ fn oci_inspect_prints_what_skopeo_sees() {
         assert!(human.contains(want), "{want} missing from:\n{human}");
     }
 }
+
+#[test]
+fn extract_from_a_local_registry_with_tls_verify_false() {
+    let t = tmp();
+    let img = t.path().join("img");
+    make_image(&img);
+    let rootfs = umoci_unpack(&format!("{}:t", s(&img)), &t.path().join("bundle"));
+    let mut theirs = dir_manifest(&rootfs);
+    theirs.remove("dev/null");
+    let reg = crate::oci_common::start_registry(&t.path().join("registry"));
+    let src = format!("docker://{}/test/img:t", reg.addr);
+    run("skopeo", &["copy", "--quiet", "--dest-tls-verify=false", &format!("oci:{}:t", s(&img)), &src]);
+    let out = t.path().join("out");
+    let status = std::process::Command::new(diskcast_bin())
+        .args(["extract", "--tls-verify=false", &src, &s(&out)])
+        .env("XDG_CACHE_HOME", t.path().join("cache"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut ours = dir_manifest(&out);
+    ours.remove("dev/null");
+    crate::oci_common::assert_same(&ours, &theirs, "extract docker:// vs umoci unpack");
+    assert!(t.path().join("cache/diskcast/blobs/sha256").read_dir().unwrap().count() >= 8, "blobs not cached");
+    // With TLS verification (the default) a plain-HTTP registry is refused.
+    let out2 = t.path().join("out2");
+    let status = std::process::Command::new(diskcast_bin())
+        .args(["ls", &src, &s(&out2)])
+        .env("XDG_CACHE_HOME", t.path().join("cache"))
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(1));
+    drop(reg);
+}

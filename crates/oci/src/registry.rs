@@ -1,18 +1,39 @@
-//! Pulling from a registry over the OCI distribution API (filled in by the next step).
+//! Pulling from a registry over the OCI distribution API
+//! (<https://github.com/opencontainers/distribution-spec>, spec.md): manifests by tag or
+//! digest, blobs by digest, anonymous or with credentials (Basic, or a Bearer token from
+//! the realm a `WWW-Authenticate` challenge names).
+//!
+//! Blobs go to a content-addressed cache (`$XDG_CACHE_HOME/diskcast/blobs/sha256/HEX`):
+//! a blob already there is not downloaded again; a download goes to `HEX.partial` and an
+//! interrupted one resumes with a `Range` request. A blob enters the cache only after its
+//! size and digest were checked; layers download in parallel.
 
-use crate::image::{Image, OpenOptions};
-use crate::source::RegistryRef;
-use crate::spec::Platform;
+use crate::blobs::{DirStore, read_verified};
+use crate::digest::{Digest, Hasher};
+use crate::image::{Image, OpenOptions, from_manifest, select_platform};
+use crate::source::{Reference, RegistryRef};
+use crate::spec::{DocKind, Index, MAX_MANIFEST_BYTES, Manifest, Platform, doc_kind, media, parse_json};
+use diskcast_block::progress::Progress;
 use diskcast_block::{Error, Result};
-use std::path::PathBuf;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How many times a blob download is retried after a transport error or a corrupt
+/// partial file.
+const MAX_ATTEMPTS: u32 = 3;
 
 /// How to reach registries.
 #[derive(Debug, Clone)]
 pub struct RegistryOptions {
-    /// Verify TLS certificates and refuse plain HTTP (`--tls-verify=false` turns it off).
+    /// Verify TLS certificates and refuse plain HTTP (`--tls-verify=false` turns both off).
     pub tls_verify: bool,
-    /// `USER:PASSWORD` from `--creds`; otherwise `~/.docker/config.json` is consulted.
+    /// `USER:PASSWORD` from `--creds`; otherwise the Docker and containers auth files.
     pub creds: Option<String>,
+    /// `--authfile`: the one auth file to read (instead of `$REGISTRY_AUTH_FILE`,
+    /// `$XDG_RUNTIME_DIR/containers/auth.json` and `~/.docker/config.json`).
+    pub auth_file: Option<PathBuf>,
     /// The blob cache directory; `None`: `$XDG_CACHE_HOME/diskcast` (or `~/.cache/diskcast`).
     pub cache_dir: Option<PathBuf>,
     /// Parallel downloads.
@@ -21,11 +42,498 @@ pub struct RegistryOptions {
 
 impl Default for RegistryOptions {
     fn default() -> Self {
-        RegistryOptions { tls_verify: true, creds: None, cache_dir: None, jobs: 4 }
+        RegistryOptions { tls_verify: true, creds: None, auth_file: None, cache_dir: None, jobs: 4 }
     }
 }
 
-/// Opens an image on a registry.
-pub fn open(r: &RegistryRef, _platform: &Platform, _strict: bool, _opts: &OpenOptions) -> Result<Image> {
-    Err(Error::unsupported(format!("docker://{}/{}: registry pulls are not implemented yet", r.registry, r.repository)))
+/// The cache directory these options use.
+pub fn cache_dir(o: &RegistryOptions) -> Result<PathBuf> {
+    if let Some(d) = &o.cache_dir {
+        return Ok(d.clone());
+    }
+    let base = match std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
+        Some(x) => PathBuf::from(x),
+        None => PathBuf::from(
+            std::env::var_os("HOME").ok_or_else(|| Error::argument("neither XDG_CACHE_HOME nor HOME is set"))?,
+        )
+        .join(".cache"),
+    };
+    Ok(base.join("diskcast"))
+}
+
+/// Opens an image on a registry: the manifest (through an index for `platform`), then
+/// every blob into the cache, then the image from the cache.
+pub fn open(r: &RegistryRef, platform: &Platform, strict: bool, opts: &OpenOptions) -> Result<Image> {
+    let label = format!("docker://{}/{}:{}", r.registry, r.repository, r.reference);
+    let client = Client::connect(r, &opts.registry)?;
+    let mut reference = r.reference.clone();
+    let mut depth = 0;
+    let (digest, manifest) = loop {
+        let (bytes, served_type) = client.manifest(&reference)?;
+        let digest = match &reference {
+            Reference::Digest(d) => {
+                d.verify(&bytes, &format!("manifest {d}"))?;
+                d.clone()
+            }
+            Reference::Tag(_) => Digest::sha256(&bytes),
+        };
+        match doc_kind(served_type.as_deref(), &bytes)? {
+            DocKind::Index => {
+                depth += 1;
+                if depth > 4 {
+                    return Err(Error::invalid("image indexes nest too deep"));
+                }
+                let index: Index = parse_json(&bytes, "image index")?;
+                let all: Vec<_> = index.manifests.iter().collect();
+                let chosen = select_platform(&all, platform, &format!("{label} (index {})", digest.short()))?;
+                reference = Reference::Digest(chosen.digest.clone());
+            }
+            DocKind::Manifest => break (digest, parse_json::<Manifest>(&bytes, "manifest")?),
+        }
+    };
+    let cache = cache_dir(&opts.registry)?;
+    let store = DirStore::new(&cache);
+    let mut blobs = vec![manifest.config.clone()];
+    blobs.extend(manifest.layers.iter().cloned());
+    for b in &blobs {
+        if !b.urls.is_empty() || b.media_type == media::DOCKER_LAYER_FOREIGN {
+            return Err(Error::unsupported(format!("layer {} is a foreign layer fetched from elsewhere", b.digest)));
+        }
+    }
+    client.fetch_all(&store, &blobs, opts.progress.as_ref(), opts.registry.jobs.max(1))?;
+    // The config is small: read it now so a bad one fails before anything else.
+    read_verified(&store, &manifest.config, crate::spec::MAX_CONFIG_BYTES, "image config")?;
+    from_manifest(Arc::new(store), digest, false, manifest, platform, strict, label, opts)
+}
+
+/// Where credentials are looked up: `--creds`, then Docker's and skopeo's auth files.
+fn credentials(r: &RegistryRef, o: &RegistryOptions) -> Result<Option<(String, String)>> {
+    if let Some(c) = &o.creds {
+        let (u, p) = c.split_once(':').unwrap_or((c.as_str(), ""));
+        return Ok(Some((u.to_string(), p.to_string())));
+    }
+    let mut files = Vec::new();
+    if let Some(f) = &o.auth_file {
+        files.push(f.clone());
+    } else if let Some(d) = std::env::var_os("REGISTRY_AUTH_FILE") {
+        files.push(PathBuf::from(d));
+    }
+    if let Some(d) = std::env::var_os("XDG_RUNTIME_DIR") {
+        files.push(PathBuf::from(d).join("containers/auth.json"));
+    }
+    if o.auth_file.is_none() {
+        match std::env::var_os("DOCKER_CONFIG") {
+            Some(d) => files.push(PathBuf::from(d).join("config.json")),
+            None => {
+                if let Some(h) = std::env::var_os("HOME") {
+                    files.push(PathBuf::from(h).join(".docker/config.json"));
+                }
+            }
+        }
+    }
+    let keys: Vec<String> = if r.registry_name == "docker.io" {
+        vec![
+            "docker.io".into(),
+            "https://index.docker.io/v1/".into(),
+            "index.docker.io".into(),
+            "registry-1.docker.io".into(),
+        ]
+    } else {
+        vec![r.registry_name.clone(), format!("https://{}", r.registry_name), format!("http://{}", r.registry_name)]
+    };
+    for f in files {
+        let bytes = match std::fs::read(&f) {
+            Ok(b) => b,
+            Err(e) if o.auth_file.is_some() => return Err(Error::io("cannot read the auth file", e).with_file(&f)),
+            Err(_) => continue,
+        };
+        let v: serde_json::Value = parse_json(&bytes, &f.display().to_string())?;
+        for k in &keys {
+            if let Some(auth) =
+                v.get("auths").and_then(|a| a.get(k)).and_then(|e| e.get("auth")).and_then(|a| a.as_str())
+            {
+                use base64::Engine;
+                let raw = base64::engine::general_purpose::STANDARD
+                    .decode(auth)
+                    .map_err(|_| Error::invalid(format!("{}: auth for {k} is not base64", f.display())))?;
+                let text = String::from_utf8_lossy(&raw).into_owned();
+                let (u, p) = text.split_once(':').unwrap_or((&text, ""));
+                return Ok(Some((u.to_string(), p.to_string())));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// A connection to one repository of one registry.
+struct Client {
+    agent: ureq::Agent,
+    base: String,
+    repo: String,
+    creds: Option<(String, String)>,
+    /// The `Authorization` header value once a challenge was answered.
+    auth: Mutex<Option<String>>,
+    label: String,
+}
+
+fn transport_error(what: &str, e: ureq::Error) -> Error {
+    Error::io(format!("{what}: {e}"), std::io::Error::other(e.to_string()))
+}
+
+impl Client {
+    fn connect(r: &RegistryRef, o: &RegistryOptions) -> Result<Client> {
+        let tls = ureq::tls::TlsConfig::builder().disable_verification(!o.tls_verify).build();
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .tls_config(tls)
+            .http_status_as_error(false)
+            .timeout_connect(Some(Duration::from_secs(30)))
+            .timeout_recv_response(Some(Duration::from_secs(120)))
+            .max_redirects(8)
+            .user_agent(concat!("diskcast/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .into();
+        let label = format!("{}/{}", r.registry, r.repository);
+        let mut c = Client {
+            agent,
+            base: format!("https://{}", r.registry),
+            repo: r.repository.clone(),
+            creds: credentials(r, o)?,
+            auth: Mutex::new(None),
+            label,
+        };
+        // A ping tells whether the registry speaks TLS; without verification, plain
+        // HTTP is tried when TLS fails (as skopeo does with --tls-verify=false).
+        let ping = format!("{}/v2/", c.base);
+        if let Err(e) = c.agent.get(&ping).call() {
+            if o.tls_verify {
+                return Err(transport_error(&format!("cannot reach registry {}", r.registry), e));
+            }
+            c.base = format!("http://{}", r.registry);
+            c.agent
+                .get(&format!("{}/v2/", c.base))
+                .call()
+                .map_err(|e| transport_error(&format!("cannot reach registry {} (https or http)", r.registry), e))?;
+        }
+        Ok(c)
+    }
+
+    /// A GET with the current authorization; answers one 401 challenge and retries.
+    fn get(&self, url: &str, accept: Option<&str>, range_from: u64) -> Result<ureq::http::Response<ureq::Body>> {
+        for attempt in 0..2 {
+            let mut req = self.agent.get(url);
+            if let Some(a) = accept {
+                req = req.header("Accept", a);
+            }
+            if range_from > 0 {
+                req = req.header("Range", &format!("bytes={range_from}-"));
+            }
+            if let Some(h) = self.auth.lock().map_err(|_| Error::invalid("poisoned"))?.clone() {
+                req = req.header("Authorization", &h);
+            }
+            let resp = req.call().map_err(|e| transport_error(&format!("GET {url}"), e))?;
+            if resp.status() == 401 && attempt == 0 {
+                let challenge =
+                    resp.headers().get("www-authenticate").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+                let header = self.answer(&challenge)?;
+                *self.auth.lock().map_err(|_| Error::invalid("poisoned"))? = Some(header);
+                continue;
+            }
+            return Ok(resp);
+        }
+        Err(Error::refused(format!("{}: authentication failed", self.label)))
+    }
+
+    /// The `Authorization` header that answers a `WWW-Authenticate` challenge.
+    fn answer(&self, challenge: &str) -> Result<String> {
+        use base64::Engine;
+        let basic = self
+            .creds
+            .as_ref()
+            .map(|(u, p)| format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))));
+        let (scheme, params) = challenge.split_once(' ').unwrap_or((challenge, ""));
+        if scheme.eq_ignore_ascii_case("basic") {
+            return basic.ok_or_else(|| {
+                Error::refused(format!("{} needs credentials (--creds USER:PASSWORD or docker login)", self.label))
+            });
+        }
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return Err(Error::unsupported(format!("{}: authentication scheme {scheme:?}", self.label)));
+        }
+        let p = parse_challenge(params);
+        let realm = p
+            .iter()
+            .find(|(k, _)| k == "realm")
+            .map(|(_, v)| v.clone())
+            .ok_or_else(|| Error::invalid(format!("{}: Bearer challenge without a realm", self.label)))?;
+        if !(realm.starts_with("https://") || realm.starts_with("http://")) {
+            return Err(Error::invalid(format!("{}: token realm {realm:?} is not an http(s) URL", self.label)));
+        }
+        let mut url = realm.clone();
+        let mut sep = if url.contains('?') { '&' } else { '?' };
+        for key in ["service", "scope"] {
+            if let Some((_, v)) = p.iter().find(|(k, _)| k == key) {
+                url.push(sep);
+                url.push_str(&format!("{key}={}", urlencode(v)));
+                sep = '&';
+            }
+        }
+        if !p.iter().any(|(k, _)| k == "scope") {
+            url.push(sep);
+            url.push_str(&format!("scope={}", urlencode(&format!("repository:{}:pull", self.repo))));
+        }
+        let mut req = self.agent.get(&url);
+        if let Some(b) = &basic {
+            req = req.header("Authorization", b);
+        }
+        let mut resp = req.call().map_err(|e| transport_error(&format!("token request to {realm}"), e))?;
+        if resp.status() != 200 {
+            return Err(Error::refused(format!(
+                "{}: the token service {realm} answered {}{}",
+                self.label,
+                resp.status(),
+                if basic.is_none() { " (no credentials given: --creds USER:PASSWORD or docker login)" } else { "" }
+            )));
+        }
+        let body = resp
+            .body_mut()
+            .with_config()
+            .limit(1 << 20)
+            .read_to_vec()
+            .map_err(|e| transport_error("token response", e))?;
+        let v: serde_json::Value = parse_json(&body, "token response")?;
+        let token = v
+            .get("token")
+            .or_else(|| v.get("access_token"))
+            .and_then(|t| t.as_str())
+            .ok_or_else(|| Error::invalid(format!("{}: token response has no token", self.label)))?;
+        Ok(format!("Bearer {token}"))
+    }
+
+    fn manifest(&self, reference: &Reference) -> Result<(Vec<u8>, Option<String>)> {
+        let url = format!("{}/v2/{}/manifests/{reference}", self.base, self.repo);
+        let mut resp = self.get(&url, Some(media::ACCEPT_MANIFESTS), 0)?;
+        if resp.status() == 404 {
+            return Err(Error::invalid(format!("{}: no manifest {reference}", self.label)).with_field("reference"));
+        }
+        if resp.status() != 200 {
+            return Err(Error::io(
+                format!("{}: GET manifest {reference} answered {}", self.label, resp.status()),
+                std::io::Error::other("http status"),
+            ));
+        }
+        let mt = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .map(|s| s.split(';').next().unwrap_or(s).trim().to_string());
+        let body = resp
+            .body_mut()
+            .with_config()
+            .limit(MAX_MANIFEST_BYTES)
+            .read_to_vec()
+            .map_err(|e| transport_error(&format!("manifest {reference}"), e))?;
+        Ok((body, mt))
+    }
+
+    /// Downloads every blob not yet in the cache, `jobs` at a time.
+    fn fetch_all(
+        &self,
+        store: &DirStore,
+        blobs: &[crate::spec::Descriptor],
+        progress: &dyn Progress,
+        jobs: usize,
+    ) -> Result<()> {
+        let todo: Vec<&crate::spec::Descriptor> = blobs
+            .iter()
+            .filter(|d| std::fs::metadata(store.path(&d.digest)).map(|m| m.len() != d.size).unwrap_or(true))
+            .collect();
+        if todo.is_empty() {
+            return Ok(());
+        }
+        let dir = store.path(&todo[0].digest).parent().map(Path::to_path_buf).unwrap_or_default();
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io("cannot create the blob cache", e).with_file(&dir))?;
+        progress.start(todo.iter().map(|d| d.size).sum());
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let failed: Mutex<Option<Error>> = Mutex::new(None);
+        std::thread::scope(|s| {
+            for _ in 0..jobs.min(todo.len()) {
+                s.spawn(|| {
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if i >= todo.len() || failed.lock().map(|f| f.is_some()).unwrap_or(true) {
+                            break;
+                        }
+                        if let Err(e) = self.fetch(store, todo[i], progress)
+                            && let Ok(mut f) = failed.lock()
+                        {
+                            f.get_or_insert(e);
+                        }
+                    }
+                });
+            }
+        });
+        progress.finish();
+        match failed.into_inner().ok().flatten() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Downloads one blob into the cache, resuming a partial download, checking size and
+    /// digest before the rename that makes it visible.
+    fn fetch(&self, store: &DirStore, d: &crate::spec::Descriptor, progress: &dyn Progress) -> Result<()> {
+        let dest = store.path(&d.digest);
+        let partial = dest.with_extension("partial");
+        let mut last = None;
+        for _ in 0..MAX_ATTEMPTS {
+            match self.fetch_once(d, &partial, progress) {
+                Ok(()) => {
+                    std::fs::rename(&partial, &dest)
+                        .map_err(|e| Error::io("cannot move a downloaded blob into the cache", e).with_file(&dest))?;
+                    return Ok(());
+                }
+                Err(e) if e.kind() == diskcast_block::ErrorKind::Corrupt => {
+                    // A partial file that does not lead to the right digest: start over.
+                    let _ = std::fs::remove_file(&partial);
+                    last = Some(e);
+                }
+                Err(e) if e.kind() == diskcast_block::ErrorKind::Io => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::invalid("download failed")))
+    }
+
+    fn fetch_once(&self, d: &crate::spec::Descriptor, partial: &Path, progress: &dyn Progress) -> Result<()> {
+        let what = format!("blob {}", d.digest);
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .read(true)
+            .open(partial)
+            .map_err(|e| Error::io("cannot open the cache", e).with_file(partial))?;
+        let have = file.metadata().map_err(|e| Error::io("cannot stat", e).with_file(partial))?.len();
+        let mut hasher = Hasher::new(d.digest.algorithm());
+        if have > d.size {
+            return Err(Error::corrupt(format!("{what}: partial download is larger than the blob")));
+        }
+        if have > 0 {
+            let mut r = std::fs::File::open(partial).map_err(|e| Error::io("cannot read", e).with_file(partial))?;
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = r.read(&mut buf).map_err(|e| Error::io("cannot read", e).with_file(partial))?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buf[..n]);
+            }
+        }
+        let url = format!("{}/v2/{}/blobs/{}", self.base, self.repo, d.digest);
+        let mut done = have;
+        if have < d.size {
+            let resp = self.get(&url, None, have)?;
+            match resp.status().as_u16() {
+                206 if have > 0 => {}
+                200 => {
+                    if have > 0 {
+                        // The server ignored the range: start from the beginning.
+                        file.set_len(0).map_err(|e| Error::io("cannot truncate", e).with_file(partial))?;
+                        hasher = Hasher::new(d.digest.algorithm());
+                        done = 0;
+                    }
+                }
+                404 => return Err(Error::invalid(format!("{}: {what} not found", self.label))),
+                s => {
+                    return Err(Error::io(
+                        format!("{}: GET {what} answered {s}", self.label),
+                        std::io::Error::other("http status"),
+                    ));
+                }
+            }
+            progress.advance(done - have);
+            let mut body = resp.into_body().into_reader();
+            let mut buf = vec![0u8; 256 * 1024];
+            loop {
+                let n = body
+                    .read(&mut buf)
+                    .map_err(|e| Error::io(format!("{}: download of {what} broke off", self.label), e))?;
+                if n == 0 {
+                    break;
+                }
+                done += n as u64;
+                if done > d.size {
+                    return Err(Error::corrupt(format!(
+                        "{what}: the registry sent more than the {} bytes described",
+                        d.size
+                    )));
+                }
+                hasher.update(&buf[..n]);
+                file.write_all(&buf[..n]).map_err(|e| Error::io("cannot write to the cache", e).with_file(partial))?;
+                progress.advance(n as u64);
+            }
+        }
+        if done != d.size {
+            return Err(Error::io(
+                format!("{what}: download ended after {done} of {} bytes", d.size),
+                std::io::Error::from(std::io::ErrorKind::UnexpectedEof),
+            ));
+        }
+        let got = hasher.finish();
+        if got != d.digest {
+            return Err(crate::digest::mismatch(&what, &d.digest, &got));
+        }
+        file.sync_all().map_err(|e| Error::io("cannot sync the cache", e).with_file(partial))?;
+        Ok(())
+    }
+}
+
+/// `realm="https://x",service="y",scope="a:b:pull"` as key/value pairs.
+fn parse_challenge(s: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut rest = s.trim();
+    while !rest.is_empty() {
+        let Some(eq) = rest.find('=') else { break };
+        let key = rest[..eq].trim().trim_start_matches(',').trim().to_ascii_lowercase();
+        rest = &rest[eq + 1..];
+        let value;
+        if let Some(r) = rest.strip_prefix('"') {
+            let end = r.find('"').unwrap_or(r.len());
+            value = r[..end].to_string();
+            rest = r.get(end + 1..).unwrap_or("");
+        } else {
+            let end = rest.find(',').unwrap_or(rest.len());
+            value = rest[..end].trim().to_string();
+            rest = &rest[end..];
+        }
+        rest = rest.trim_start_matches([',', ' ']);
+        out.push((key, value));
+    }
+    out
+}
+
+fn urlencode(s: &str) -> String {
+    let mut o = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            o.push(b as char);
+        } else {
+            o.push_str(&format!("%{b:02X}"));
+        }
+    }
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn challenges_parse() {
+        let p = parse_challenge(
+            r#"realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/busybox:pull""#,
+        );
+        assert_eq!(p[0], ("realm".into(), "https://auth.docker.io/token".into()));
+        assert_eq!(p[2].1, "repository:library/busybox:pull");
+        assert_eq!(urlencode("repository:a/b:pull"), "repository%3Aa%2Fb%3Apull");
+    }
 }

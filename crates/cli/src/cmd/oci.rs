@@ -15,6 +15,10 @@ pub struct ContainerArgs {
     /// Registry credentials USER:PASSWORD (default: ~/.docker/config.json, else anonymous).
     #[arg(long = "creds", value_name = "USER:PASSWORD")]
     pub creds: Option<String>,
+    /// Registry credentials file (Docker's config.json format; default: $REGISTRY_AUTH_FILE,
+    /// $XDG_RUNTIME_DIR/containers/auth.json, ~/.docker/config.json).
+    #[arg(long = "authfile", value_name = "FILE")]
+    pub authfile: Option<std::path::PathBuf>,
     /// Verify registry TLS certificates; false also allows plain HTTP (local registries).
     #[arg(long = "tls-verify", value_name = "BOOL", action = ArgAction::Set, default_value_t = true)]
     pub tls_verify: bool,
@@ -28,6 +32,9 @@ impl ContainerArgs {
             ..OpenOptions::default()
         };
         o.registry.creds = self.creds.clone();
+        o.registry.auth_file = self.authfile.clone();
+        // Downloads show a bar on a terminal.
+        o.progress = std::sync::Arc::from(crate::progress::reporter(crate::args::ProgressMode::Auto, false));
         o.registry.tls_verify = self.tls_verify;
         Ok(o)
     }

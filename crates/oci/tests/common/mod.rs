@@ -6,11 +6,13 @@ use diskcast_tree::{Kind, NodeId, Tree};
 use sha2::{Digest as _, Sha256};
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
+use std::io::Write as _;
+use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Runs a tool (failing the test if it is missing or fails) and returns its stdout.
 pub fn run(tool: &str, args: &[&str]) -> String {
@@ -354,4 +356,70 @@ pub fn write_plain_layout(dir: &Path, tars: &[Vec<u8>]) {
     let layers: Vec<(Vec<u8>, &str)> =
         tars.iter().map(|t| (t.clone(), "application/vnd.oci.image.layer.v1.tar")).collect();
     write_layout(dir, &layers, tars);
+}
+
+/// A registry process, killed (by its PID) when dropped.
+pub struct Registry {
+    child: Child,
+    /// `127.0.0.1:PORT`.
+    pub addr: String,
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn http_ok(addr: &str) -> bool {
+    let Ok(mut s) = TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_millis(500)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let _ = write!(s, "GET /v2/ HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+    let mut buf = [0u8; 32];
+    matches!(s.read(&mut buf), Ok(n) if n > 12 && buf.starts_with(b"HTTP/1.") && &buf[9..12] == b"200")
+}
+
+/// Starts Debian's docker-registry on a free port of 127.0.0.1 with storage under `dir`.
+pub fn start_registry(dir: &Path) -> Registry {
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr = format!("127.0.0.1:{port}");
+    let storage = dir.join("storage");
+    std::fs::create_dir_all(&storage).unwrap();
+    let config = dir.join("config.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 0.1\nlog: {{level: warn, accesslog: {{disabled: true}}}}\nstorage: {{filesystem: {{rootdirectory: {}}}, delete: {{enabled: true}}}}\nhttp: {{addr: \"{addr}\"}}\n",
+            storage.display()
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.join("registry.log")).unwrap();
+    let child = Command::new("docker-registry")
+        .arg("serve")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("docker-registry is required for this test (scripts/setup.sh installs it)");
+    let reg = Registry { child, addr };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !http_ok(&reg.addr) {
+        assert!(
+            Instant::now() < deadline,
+            "registry did not come up: {}",
+            std::fs::read_to_string(dir.join("registry.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    reg
 }

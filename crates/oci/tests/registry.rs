@@ -1,0 +1,245 @@
+//! Pulls from a real registry (Debian's docker-registry, the CNCF distribution server)
+//! started on 127.0.0.1 by the test, after pushing with skopeo: the flattened pull must
+//! match umoci's unpack of the pushed image; a second pull downloads nothing; a partial
+//! download resumes; a multi-platform index is resolved by --platform.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::*;
+use diskcast_block::progress::Progress;
+use diskcast_oci::{OpenOptions, Platform, flatten, open};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+#[derive(Default)]
+struct Count(AtomicU64);
+impl Progress for Count {
+    fn start(&self, _total: u64) {}
+    fn advance(&self, bytes: u64) {
+        self.0.fetch_add(bytes, Ordering::Relaxed);
+    }
+}
+
+fn options(cache: &Path, count: &Arc<Count>) -> OpenOptions {
+    let mut o = OpenOptions { progress: count.clone(), ..OpenOptions::default() };
+    o.registry.tls_verify = false;
+    o.registry.cache_dir = Some(cache.to_path_buf());
+    o
+}
+
+fn cached_blob(cache: &Path, digest: &str) -> PathBuf {
+    cache.join("blobs/sha256").join(digest.trim_start_matches("sha256:"))
+}
+
+#[test]
+fn pull_from_a_local_registry_matches_umoci_and_caches() {
+    let tmp = tempfile::tempdir().unwrap();
+    let img = tmp.path().join("img");
+    make_image(&img);
+    run("/usr/bin/python3", &[fixture("make-index.py").to_str().unwrap(), img.to_str().unwrap(), "t", "multi"]);
+    let rootfs = umoci_unpack(&format!("{}:t", img.display()), &tmp.path().join("bundle"));
+    let theirs = dir_manifest(&rootfs);
+
+    let reg = start_registry(&tmp.path().join("registry"));
+    let src = format!("docker://{}/test/img:t", reg.addr);
+    run("skopeo", &["copy", "--quiet", "--dest-tls-verify=false", &format!("oci:{}:t", img.display()), &src]);
+    let cache = tmp.path().join("cache");
+
+    // First pull downloads every blob; the result is umoci's rootfs.
+    let count = Arc::new(Count::default());
+    let image = open(&src, &options(&cache, &count)).unwrap();
+    let total: u64 = image.layers.iter().map(|l| l.descriptor.size).sum::<u64>() + image.manifest.config.size;
+    assert_eq!(count.0.load(Ordering::Relaxed), total);
+    let tree = flatten(&image, 2).unwrap();
+    assert_same(&tree_manifest(&tree, Devices::AsEmptyFiles), &theirs, "registry pull");
+    let digest = run("skopeo", &["inspect", "--tls-verify=false", "--format", "{{.Digest}}", &src]);
+    assert_eq!(image.manifest_digest.as_str(), digest.trim());
+
+    // Second pull: nothing downloaded.
+    let count = Arc::new(Count::default());
+    let again = open(&src, &options(&cache, &count)).unwrap();
+    assert_eq!(count.0.load(Ordering::Relaxed), 0);
+    assert_eq!(again.manifest_digest, image.manifest_digest);
+
+    // An interrupted download resumes: half of the largest layer is left as a partial.
+    let big = image.layers.iter().max_by_key(|l| l.descriptor.size).unwrap().descriptor.clone();
+    let path = cached_blob(&cache, big.digest.as_str());
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let half = bytes.len() / 2;
+    std::fs::write(path.with_extension("partial"), &bytes[..half]).unwrap();
+    let count = Arc::new(Count::default());
+    let resumed = open(&src, &options(&cache, &count)).unwrap();
+    assert_eq!(count.0.load(Ordering::Relaxed), (bytes.len() - half) as u64, "did not resume");
+    assert_eq!(std::fs::read(&path).unwrap(), bytes);
+    assert_same(&tree_manifest(&flatten(&resumed, 2).unwrap(), Devices::AsEmptyFiles), &theirs, "resumed pull");
+
+    // A partial file of wrong bytes is thrown away and the blob fetched again.
+    std::fs::remove_file(&path).unwrap();
+    std::fs::write(path.with_extension("partial"), vec![0x55u8; half]).unwrap();
+    open(&src, &options(&cache, &Arc::new(Count::default()))).unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), bytes);
+
+    // By digest.
+    let by_digest = format!("docker://{}/test/img@{}", reg.addr, image.manifest_digest);
+    assert_eq!(
+        open(&by_digest, &options(&cache, &Arc::new(Count::default()))).unwrap().manifest_digest,
+        image.manifest_digest
+    );
+
+    // A multi-platform index: each platform gets its own config; an absent one lists them.
+    let multi = format!("docker://{}/test/img:multi", reg.addr);
+    run(
+        "skopeo",
+        &["copy", "--quiet", "--all", "--dest-tls-verify=false", &format!("oci:{}:multi", img.display()), &multi],
+    );
+    let mut o = options(&cache, &Arc::new(Count::default()));
+    o.platform = Some(Platform::parse("linux/arm64").unwrap());
+    let arm = open(&multi, &o).unwrap();
+    assert_eq!((arm.config.architecture.as_str(), arm.config.variant.as_deref()), ("arm64", Some("v8")));
+    o.platform = Some(Platform::parse("linux/amd64").unwrap());
+    assert_eq!(open(&multi, &o).unwrap().config.architecture, "amd64");
+    o.platform = Some(Platform::parse("linux/s390x").unwrap());
+    let e = open(&multi, &o).unwrap_err();
+    assert!(e.to_string().contains("linux/amd64, linux/arm64/v8"), "{e}");
+
+    // Missing tag and missing repository: clear errors.
+    let e = open(&format!("docker://{}/test/img:nope", reg.addr), &options(&cache, &Arc::new(Count::default())))
+        .unwrap_err();
+    assert!(e.to_string().contains("no manifest nope"), "{e}");
+    drop(reg);
+}
+
+/// A front for the registry that demands a Bearer token, as Docker Hub and most hosted
+/// registries do: `/v2/...` without the token answers 401 with a challenge naming
+/// `/token`, which hands out the token only for Basic credentials alice:secret.
+/// Everything else is forwarded to the real registry.
+fn start_token_front(backend: String) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let me = addr.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().take(500) {
+            let Ok(conn) = conn else { continue };
+            let (backend, me) = (backend.clone(), me.clone());
+            std::thread::spawn(move || serve_front(conn, &backend, &me));
+        }
+    });
+    addr
+}
+
+fn serve_front(mut c: TcpStream, backend: &str, me: &str) {
+    let _ = c.set_read_timeout(Some(Duration::from_secs(10)));
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && head.len() < 65536 {
+        match c.read(&mut b) {
+            // A TLS ClientHello: this front speaks plain HTTP only.
+            Ok(1) if head.is_empty() && b[0] == 0x16 => return,
+            Ok(1) => head.push(b[0]),
+            _ => return,
+        }
+    }
+    let text = String::from_utf8_lossy(&head).into_owned();
+    let mut lines = text.split("\r\n");
+    let request = lines.next().unwrap_or("").to_string();
+    let path = request.split(' ').nth(1).unwrap_or("").to_string();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string())))
+        .collect();
+    let auth = headers.iter().find(|(k, _)| k == "authorization").map(|(_, v)| v.as_str()).unwrap_or("");
+    let reply = |c: &mut TcpStream, status: &str, extra: &str, body: &str| {
+        let _ =
+            write!(c, "HTTP/1.1 {status}\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+    };
+    if path.starts_with("/token") {
+        // base64("alice:secret")
+        if auth == "Basic YWxpY2U6c2VjcmV0" {
+            reply(&mut c, "200 OK", "Content-Type: application/json\r\n", r#"{"token":"tok-123"}"#);
+        } else {
+            reply(&mut c, "401 Unauthorized", "", "");
+        }
+        return;
+    }
+    if auth != "Bearer tok-123" {
+        let challenge = format!(
+            "WWW-Authenticate: Bearer realm=\"http://{me}/token\",service=\"front\",scope=\"repository:test/img:pull\"\r\n"
+        );
+        reply(&mut c, "401 Unauthorized", &challenge, "");
+        return;
+    }
+    let Ok(mut up) = TcpStream::connect(backend) else { return };
+    let method = request.split(' ').next().unwrap_or("GET");
+    let mut fwd = format!("{method} {path} HTTP/1.0\r\nHost: {backend}\r\n");
+    for (k, v) in &headers {
+        if k == "accept" || k == "range" {
+            fwd.push_str(&format!("{k}: {v}\r\n"));
+        }
+    }
+    fwd.push_str("\r\n");
+    let _ = up.write_all(fwd.as_bytes());
+    let _ = std::io::copy(&mut up, &mut c);
+}
+
+#[test]
+fn pull_through_bearer_token_auth_with_creds_or_an_auth_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let img = tmp.path().join("img");
+    make_image(&img);
+    let reg = start_registry(&tmp.path().join("registry"));
+    run(
+        "skopeo",
+        &[
+            "copy",
+            "--quiet",
+            "--dest-tls-verify=false",
+            &format!("oci:{}:t", img.display()),
+            &format!("docker://{}/test/img:t", reg.addr),
+        ],
+    );
+    let front = start_token_front(reg.addr.clone());
+    let src = format!("docker://{front}/test/img:t");
+    let want = tree_manifest(
+        &flatten(&open(&format!("oci:{}:t", img.display()), &OpenOptions::default()).unwrap(), 2).unwrap(),
+        Devices::AsEmptyFiles,
+    );
+
+    // Anonymous: refused, and the message says how to log in.
+    let mut o = options(&tmp.path().join("cache1"), &Arc::new(Count::default()));
+    o.registry.auth_file = Some(tmp.path().join("none.json"));
+    std::fs::write(tmp.path().join("none.json"), "{}").unwrap();
+    let e = open(&src, &o).unwrap_err();
+    assert!(e.to_string().contains("--creds"), "{e}");
+
+    // --creds.
+    let mut o = options(&tmp.path().join("cache2"), &Arc::new(Count::default()));
+    o.registry.creds = Some("alice:secret".into());
+    assert_same(
+        &tree_manifest(&flatten(&open(&src, &o).unwrap(), 2).unwrap(), Devices::AsEmptyFiles),
+        &want,
+        "bearer --creds",
+    );
+
+    // Docker's config.json format.
+    let auth = tmp.path().join("config.json");
+    std::fs::write(&auth, format!(r#"{{"auths":{{"{front}":{{"auth":"YWxpY2U6c2VjcmV0"}}}}}}"#)).unwrap();
+    let mut o = options(&tmp.path().join("cache3"), &Arc::new(Count::default()));
+    o.registry.auth_file = Some(auth);
+    assert_same(
+        &tree_manifest(&flatten(&open(&src, &o).unwrap(), 2).unwrap(), Devices::AsEmptyFiles),
+        &want,
+        "bearer authfile",
+    );
+
+    // Wrong password: the token service says no.
+    let mut o = options(&tmp.path().join("cache4"), &Arc::new(Count::default()));
+    o.registry.creds = Some("alice:wrong".into());
+    let e = open(&src, &o).unwrap_err();
+    assert_eq!(e.kind(), diskcast_block::ErrorKind::Refused, "{e}");
+    drop(reg);
+}
