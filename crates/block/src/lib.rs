@@ -113,6 +113,14 @@ pub trait BlockRead: Send + Sync + std::fmt::Debug {
 
     /// Facts for `diskcast info`.
     fn info(&self) -> ImageInfo;
+
+    /// The identifier a child image records to name this image as its parent, read from
+    /// the image's own header: a VHD footer's unique id (its 16 bytes as stored), a VHDX
+    /// header's data write GUID (RFC 4122 byte order). Parent checks compare it with the
+    /// child's field; they never read it back out of [`info`](Self::info)'s display map.
+    fn unique_id(&self) -> Option<[u8; 16]> {
+        None
+    }
 }
 
 /// Whether a writer takes data in any order or only front to back.

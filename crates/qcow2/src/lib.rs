@@ -8,10 +8,12 @@
 //! - Writing: v3 (default) or v2, any cluster size, optional zlib/zstd compression,
 //!   backing file name and format, refcount widths 1..64 bits. Data goes first, metadata
 //!   (L2, L1, refcounts) is written by `finish`, with exact refcounts.
-//! - `check`: recomputes every refcount from L1/L2 tables (and snapshots) and compares.
+//! - `check`: recomputes every refcount from L1/L2 tables (and snapshots) and persistent
+//!   bitmaps, and compares.
 //! - `measure`: qemu-img measure's arithmetic.
 #![forbid(unsafe_code)]
 
+pub mod bitmap;
 pub mod check;
 pub mod header;
 pub mod measure;

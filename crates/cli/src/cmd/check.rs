@@ -22,7 +22,9 @@ pub fn run(a: ImageArgs) -> Result<u8, Failure> {
     .map_err(|e| fail(e, CHECK_INCOMPLETE))?;
     let report = match driver.check(&a.file, &images.context()) {
         Ok(r) => r,
-        Err(e) if e.kind() == ErrorKind::Unsupported => return Err(fail(e, NO_CHECK)),
+        // 63 only when the format has no checker; an image the checker cannot read (an
+        // encrypted qcow2, an unsupported feature) is an error like any other, as in qemu-img.
+        Err(e) if e.kind() == ErrorKind::NotApplicable => return Err(fail(e, NO_CHECK)),
         Err(e) => return Err(fail(e.with_file(&a.file), CHECK_INCOMPLETE)),
     };
     match a.output {
@@ -52,10 +54,15 @@ pub fn run(a: ImageArgs) -> Result<u8, Failure> {
             if report.check_errors > 0 {
                 println!("\n{} internal errors have occurred during the check.", report.check_errors);
             }
-            if let (Some(used), Some(total)) = (report.allocated_clusters, report.total_clusters) {
-                let pct = if total > 0 { used as f64 * 100.0 / total as f64 } else { 0.0 };
-                let compressed = report.compressed_clusters.unwrap_or(0);
-                println!("{used}/{total} = {pct:.2}% allocated, {compressed} compressed clusters");
+            // qemu-img's line, printed only when both counts are non-zero.
+            if let (Some(used @ 1..), Some(total @ 1..)) = (report.allocated_clusters, report.total_clusters) {
+                let pct = |n: u64, of: u64| n as f64 * 100.0 / of as f64;
+                println!(
+                    "{used}/{total} = {:.2}% allocated, {:.2}% fragmented, {:.2}% compressed clusters",
+                    pct(used, total),
+                    pct(report.fragmented_clusters.unwrap_or(0), used),
+                    pct(report.compressed_clusters.unwrap_or(0), used)
+                );
             }
             if let Some(end) = report.image_end_offset {
                 println!("Image end offset: {end}");
