@@ -93,7 +93,48 @@ Examples:
   diskcast measure -O qcow2 disk.raw
   diskcast measure -O qcow2 --size 100G --output json")]
     Measure(MeasureArgs),
+    /// List the files of a directory, tar or disk image's filesystem (like ls).
+    #[command(after_help = LS_HELP)]
+    Ls(crate::cmd::LsArgs),
+    /// Print one file of a directory, tar or disk image's filesystem.
+    #[command(after_help = CAT_HELP)]
+    Cat(crate::cmd::CatArgs),
+    /// Extract a tree into a directory (safely), or write it as a tar.
+    #[command(after_help = EXTRACT_HELP)]
+    Extract(crate::cmd::ExtractArgs),
 }
+
+const LS_HELP: &str = "\
+Examples:
+  diskcast ls rootfs.tar.gz                   # names in the root directory
+  diskcast ls -l rootfs.tar.gz etc            # mode, uid/gid, size, mtime, name -> target
+  diskcast ls -lR ./srv/root                  # a host directory, everything below it
+  diskcast ls --output json disk.qcow2 /boot | jq '.[].path'
+
+SRC is a directory, a tar (plain, .gz or .zst, recognised by content), or a disk image
+of any block format (raw, qcow2, vmdk, vhd, vhdx, vdi) holding a filesystem diskcast
+reads. Symlinks in PATH are followed inside the tree, never out of it.";
+
+const CAT_HELP: &str = "\
+Examples:
+  diskcast cat rootfs.tar.gz etc/os-release
+  diskcast cat disk.qcow2 /etc/fstab | grep root
+
+Symlinks are followed inside the tree (an absolute target starts at the tree's root).
+Directories and special files are refused.";
+
+const EXTRACT_HELP: &str = "\
+Examples:
+  diskcast extract rootfs.tar.gz ./root       # into a new (or empty) directory
+  diskcast extract -p disk.qcow2 ./files      # the filesystem of a disk image
+  diskcast extract ./root -o root.tar         # a directory as a reproducible PAX tar
+  diskcast extract layer.tar.zst -o - | tar -tvf -
+
+Extraction never writes outside DIR: every path is opened beneath DIR without following
+symlinks, members with '..' are skipped (with a warning), absolute symlinks are created
+as they are but never followed. As a non-root user, owners are not set and device nodes
+and setuid/setgid bits are skipped; everything skipped is listed on stderr. Sparse files
+stay sparse; the files of a tar are written in one pass over it.";
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
 pub enum OutputFormat {

@@ -216,6 +216,53 @@ fn skip(r: &mut dyn Read, n: u64, stream: &dyn StreamSource) -> Result<()> {
     Ok(())
 }
 
+/// Reads one [`StreamSource`] at increasing offsets with a single open reader: sinks
+/// that write many files of one stream (a tar, a layer) sort them by offset and pay one
+/// pass over the stream. Reading backwards reopens the stream.
+pub struct StreamCursor {
+    stream: Arc<dyn StreamSource>,
+    reader: Option<Box<dyn Read + Send>>,
+    pos: u64,
+}
+
+impl std::fmt::Debug for StreamCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamCursor").field("stream", &self.stream.name()).field("pos", &self.pos).finish()
+    }
+}
+
+impl StreamCursor {
+    /// A cursor that opens `stream` on its first read.
+    pub fn new(stream: Arc<dyn StreamSource>) -> Self {
+        StreamCursor { stream, reader: None, pos: 0 }
+    }
+
+    /// The stream this cursor reads.
+    pub fn stream(&self) -> &Arc<dyn StreamSource> {
+        &self.stream
+    }
+
+    /// Fills `buf` with the stream's bytes at `offset`; an early end is a `Corrupt` error.
+    pub fn read_exact_at(&mut self, buf: &mut [u8], offset: u64) -> Result<()> {
+        if self.reader.is_none() || offset < self.pos {
+            self.reader = Some(self.stream.open()?);
+            self.pos = 0;
+        }
+        let r = self.reader.as_mut().ok_or_else(|| Error::invalid("stream not open"))?;
+        if let Err(e) = skip(r.as_mut(), offset - self.pos, self.stream.as_ref()) {
+            self.reader = None;
+            return Err(e);
+        }
+        self.pos = offset;
+        if let Err(e) = r.read_exact(buf) {
+            self.reader = None;
+            return Err(stream_error(self.stream.as_ref(), e));
+        }
+        self.pos += buf.len() as u64;
+        Ok(())
+    }
+}
+
 /// Reads a file through [`FileData::read_at`] in chunks.
 struct Positional<'a> {
     file: &'a FileData,
@@ -356,6 +403,20 @@ mod tests {
         let mut v = Vec::new();
         let e = short.reader().unwrap().read_to_end(&mut v).unwrap_err();
         assert!(e.to_string().contains("ends before"), "{e}");
+    }
+
+    #[test]
+    fn a_cursor_reads_forward_and_reopens_to_go_back() {
+        let s: Arc<dyn StreamSource> = Arc::new(Bytes(b"0123456789".to_vec()));
+        let mut c = StreamCursor::new(s);
+        let mut b = [0u8; 3];
+        c.read_exact_at(&mut b, 2).unwrap();
+        assert_eq!(&b, b"234");
+        c.read_exact_at(&mut b, 7).unwrap();
+        assert_eq!(&b, b"789");
+        c.read_exact_at(&mut b, 0).unwrap();
+        assert_eq!(&b, b"012");
+        assert!(c.read_exact_at(&mut b, 8).is_err());
     }
 
     #[test]

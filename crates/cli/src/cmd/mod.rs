@@ -1,14 +1,22 @@
 //! One module per command. Each turns parsed arguments into a call to the libraries and
 //! prints the result; shared pieces (opening images, `-o` parsing) are here.
 
+mod cat;
 mod check;
 mod compare;
 mod convert;
 mod create;
+mod extract;
 mod formats;
 mod info;
+mod ls;
 mod map;
 mod measure;
+mod tree_source;
+
+pub use cat::CatArgs;
+pub use extract::ExtractArgs;
+pub use ls::LsArgs;
 
 use crate::Failure;
 use crate::args::{Command, OpenArgs};
@@ -30,6 +38,9 @@ pub fn run(command: Command) -> Result<u8, Failure> {
         Command::Create(a) => create::run(a).map_err(Failure::from),
         Command::Measure(a) => measure::run(a).map_err(Failure::from),
         Command::Formats(a) => formats::run(a).map_err(Failure::from),
+        Command::Ls(a) => ls::run(a).map_err(Failure::from),
+        Command::Cat(a) => cat::run(a).map_err(Failure::from),
+        Command::Extract(a) => extract::run(a).map_err(Failure::from),
     }
 }
 

@@ -1,0 +1,81 @@
+//! `diskcast extract`: a tree into a directory (safely) or into a tar.
+
+use super::tree_source::{self, SourceArgs};
+use crate::args::ProgressMode;
+use clap::Args;
+use diskcast_block::output::OutputFiles;
+use diskcast_block::{Error, Result};
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+
+#[derive(Debug, Args)]
+pub struct ExtractArgs {
+    /// Write a tar (PAX) instead of a directory; `-` is standard output.
+    #[arg(short = 'o', long = "output", value_name = "OUT.tar", conflicts_with = "dir")]
+    pub output: Option<PathBuf>,
+    /// Show a progress bar (same as --progress=bar).
+    #[arg(short = 'p')]
+    pub progress_bar: bool,
+    /// How to report progress.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub progress: ProgressMode,
+    /// Threads writing files (default: one per core).
+    #[arg(short = 'j', long = "threads", value_name = "N")]
+    pub threads: Option<usize>,
+    #[command(flatten)]
+    pub source: SourceArgs,
+    /// The source: directory, tar, or disk image.
+    pub src: String,
+    /// The directory to extract into: created, or an existing empty one.
+    #[arg(required_unless_present = "output")]
+    pub dir: Option<PathBuf>,
+}
+
+pub fn run(a: ExtractArgs) -> Result<u8> {
+    let opened = tree_source::open(&a.src, &a.source)?;
+    let progress = crate::progress::reporter(a.progress, a.progress_bar);
+    if let Some(out) = &a.output {
+        let report = if out.as_os_str() == "-" {
+            let stdout = std::io::stdout();
+            let mut w = BufWriter::with_capacity(1 << 20, stdout.lock());
+            let r = diskcast_tar::write_tar(&opened.tree, &mut w, progress.as_ref())?;
+            w.flush().map_err(|e| Error::io("cannot write to standard output", e))?;
+            r
+        } else {
+            let outputs = OutputFiles::new();
+            let file = outputs.create(out)?;
+            let mut w = BufWriter::with_capacity(1 << 20, file.file());
+            let r = diskcast_tar::write_tar(&opened.tree, &mut w, progress.as_ref()).map_err(|e| e.with_file(out))?;
+            w.flush().map_err(|e| Error::io("cannot write", e).with_file(out))?;
+            drop(w);
+            outputs.commit()?;
+            r
+        };
+        for s in &report.skipped {
+            eprintln!("diskcast: skipped {s}");
+        }
+        return Ok(0);
+    }
+    let Some(dir) = &a.dir else { return Err(Error::argument("give a directory DIR or -o OUT.tar")) };
+    let opts = diskcast_host::ExtractOptions { threads: super::threads(a.threads)? };
+    let r = diskcast_host::extract(&opened.tree, dir, &opts, progress.as_ref())?;
+    for s in &r.skipped {
+        eprintln!("diskcast: skipped {s}");
+    }
+    eprintln!(
+        "extracted {} files ({} bytes), {} directories, {} symlinks, {} hard links, {} special files into {}{}",
+        r.files,
+        r.bytes,
+        r.dirs,
+        r.symlinks,
+        r.hardlinks,
+        r.specials,
+        dir.display(),
+        if r.skipped.is_empty() {
+            String::new()
+        } else {
+            format!("; {} things skipped (listed above)", r.skipped.len())
+        }
+    );
+    Ok(0)
+}

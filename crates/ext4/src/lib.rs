@@ -1,0 +1,13 @@
+//! ext4: a writer that plans a whole filesystem from a tree (for `diskcast mkfs ext4` and
+//! `mkdisk`), and a reader of ext2/3/4 on any virtual disk.
+//!
+//! The layout follows the kernel's "ext4 Data Structures and Algorithms"
+//! (<https://www.kernel.org/doc/html/latest/filesystems/ext4/>); docs/ext4.md says what
+//! we write and read, and why we wrote our own.
+#![forbid(unsafe_code)]
+
+#[allow(dead_code)] // the reader (next) uses the rest
+mod layout;
+mod writer;
+
+pub use writer::Ext4Builder;

@@ -1,0 +1,95 @@
+//! The volume descriptor set (ECMA-119 §8): from sector 16 until the terminator, the
+//! primary descriptor, Joliet's supplementary one and El Torito's boot record.
+
+use crate::dir::{DirRecord, parse_record};
+use crate::{SECTOR, le16, le32, read_bytes};
+use diskcast_block::{BlockRead, Error, Result};
+use serde::Serialize;
+
+/// Most descriptors read before giving up on finding the terminator.
+const MAX_DESCRIPTORS: u64 = 64;
+
+/// What the volume descriptor set holds.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Volumes {
+    /// The primary volume descriptor's volume identifier.
+    pub volume_id: String,
+    /// Volume space size in sectors.
+    pub blocks: u32,
+    /// The primary tree's root directory.
+    #[serde(skip)]
+    pub(crate) root: Option<DirRecord>,
+    /// The Joliet tree's root directory and its UCS-2 level (1 to 3).
+    #[serde(skip)]
+    pub(crate) joliet: Option<(DirRecord, u8)>,
+    /// The El Torito boot catalog's sector.
+    pub boot_catalog: Option<u32>,
+}
+
+/// True when sector 16 holds an ISO 9660 volume descriptor.
+pub fn has_iso_magic(disk: &dyn BlockRead) -> Result<bool> {
+    if disk.size() < 17 * SECTOR {
+        return Ok(false);
+    }
+    let mut b = [0u8; 6];
+    disk.read_at(&mut b, 16 * SECTOR)?;
+    Ok(&b[1..6] == b"CD001")
+}
+
+/// Reads the volume descriptor set.
+pub fn read_volumes(disk: &dyn BlockRead) -> Result<Volumes> {
+    let mut v = Volumes::default();
+    let mut seen_primary = false;
+    for i in 0..MAX_DESCRIPTORS {
+        let at = (16 + i) * SECTOR;
+        if at + SECTOR > disk.size() {
+            break;
+        }
+        let d = read_bytes(disk, at, SECTOR, "volume descriptor")?;
+        if &d[1..6] != b"CD001" {
+            break;
+        }
+        match d[0] {
+            0 if d[7..30] == *b"EL TORITO SPECIFICATION" => v.boot_catalog = Some(le32(&d, 71)),
+            1 if !seen_primary => {
+                seen_primary = true;
+                if le16(&d, 128) != 2048 {
+                    return Err(Error::unsupported(format!(
+                        "logical block size {} (only 2048 is in use)",
+                        le16(&d, 128)
+                    ))
+                    .with_field("logical_block_size")
+                    .with_offset(at + 128));
+                }
+                v.volume_id = String::from_utf8_lossy(&d[40..72]).trim_end().to_string();
+                v.blocks = le32(&d, 80);
+                v.root = Some(root_record(&d, at)?);
+            }
+            2 if d[88] == 0x25 && d[89] == 0x2f && matches!(d[90], 0x40 | 0x43 | 0x45) => {
+                let level = match d[90] {
+                    0x40 => 1,
+                    0x43 => 2,
+                    _ => 3,
+                };
+                if v.joliet.is_none() {
+                    v.joliet = Some((root_record(&d, at)?, level));
+                }
+            }
+            255 => break,
+            _ => {}
+        }
+    }
+    if v.root.is_none() {
+        return Err(Error::invalid("no primary volume descriptor").with_offset(16 * SECTOR));
+    }
+    Ok(v)
+}
+
+fn root_record(d: &[u8], at: u64) -> Result<DirRecord> {
+    let r = parse_record(&d[156..190], at + 156)?
+        .ok_or_else(|| Error::corrupt("root directory record is empty").with_offset(at + 156))?;
+    if !r.is_dir() {
+        return Err(Error::corrupt("root directory record is not a directory").with_offset(at + 156));
+    }
+    Ok(r)
+}

@@ -1,0 +1,187 @@
+//! Broken and hostile discs (made by xorriso/genisoimage, then patched): each gets a
+//! clear error naming the disc and the field, within a time limit, never a panic or a
+//! hang.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::*;
+use diskcast_block::{Error, ErrorKind};
+use diskcast_iso9660::Iso9660Reader;
+use diskcast_testkit::assert_error;
+use diskcast_tree::{FsReader, ReadOptions};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const SECTOR: usize = 2048;
+
+/// An ISO made by xorriso (Rock Ridge) from a small tree, as bytes, plus a scratch dir.
+fn base_iso(zisofs: bool) -> (tempfile::TempDir, Vec<u8>) {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    sh(&format!(
+        "cd '{}'; mkdir sub; echo hello > hello.txt; echo two > xy; seq 1 30000 > numbers.txt
+         for i in $(seq 1 40); do echo $i > \"some-longer-file-name-number-$i.txt\"; done",
+        src.display()
+    ));
+    let iso = t.path().join("base.iso");
+    if zisofs {
+        let z = t.path().join("z");
+        run("mkzftree", &[src.to_str().unwrap(), z.to_str().unwrap()]);
+        run("genisoimage", &["-quiet", "-R", "-z", "-o", iso.to_str().unwrap(), z.to_str().unwrap()]);
+    } else {
+        run("xorriso", &["-as", "mkisofs", "-quiet", "-R", "-o", iso.to_str().unwrap(), src.to_str().unwrap()]);
+    }
+    let bytes = std::fs::read(&iso).unwrap();
+    (t, bytes)
+}
+
+fn le32(b: &[u8], at: usize) -> usize {
+    u32::from_le_bytes(b[at..at + 4].try_into().unwrap()) as usize
+}
+
+fn root_dir(img: &[u8]) -> usize {
+    le32(img, 16 * SECTOR + 156 + 2) * SECTOR
+}
+
+/// Byte offset of the directory record of `ident` in the root directory.
+fn record_of(img: &[u8], ident: &[u8]) -> usize {
+    let root = root_dir(img);
+    let mut pos = root;
+    loop {
+        let len = img[pos] as usize;
+        if len == 0 {
+            pos = (pos / SECTOR + 1) * SECTOR;
+            assert!(pos < root + 4 * SECTOR, "no record {ident:?}");
+            continue;
+        }
+        let n = img[pos + 32] as usize;
+        if &img[pos + 33..pos + 33 + n] == ident {
+            return pos;
+        }
+        pos += len;
+    }
+}
+
+/// Offset of the SUSP entry `sig` inside the record at `rec`.
+fn entry_in(img: &[u8], rec: usize, sig: &[u8; 2]) -> usize {
+    let len = img[rec] as usize;
+    (rec + 34..rec + len - 1).find(|&i| &img[i..i + 2] == sig).unwrap_or_else(|| panic!("no {sig:?} entry"))
+}
+
+fn put_both32(img: &mut [u8], at: usize, v: u32) {
+    img[at..at + 4].copy_from_slice(&v.to_le_bytes());
+    img[at + 4..at + 8].copy_from_slice(&v.to_be_bytes());
+}
+
+/// Reads the patched disc in a thread and returns its error; fails after 10 seconds.
+fn read_error(dir: &Path, img: &[u8]) -> Error {
+    let path: PathBuf = dir.join("hostile.iso");
+    std::fs::write(&path, img).unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let disk = open(&path);
+        let opts = ReadOptions { tree: None, label: path.display().to_string() };
+        let r = Iso9660Reader.read(disk, &opts).map(|t| {
+            // Reading succeeded: read every file too, the error may be there.
+            let mut first = None;
+            for (_, id) in t.walk(t.root()) {
+                if let Some(f) = t.node(id).as_file() {
+                    let mut buf = vec![0u8; f.size.min(1 << 20) as usize];
+                    if let Err(e) = f.read_at(&mut buf, 0) {
+                        first.get_or_insert(e);
+                    }
+                }
+            }
+            first
+        });
+        let _ = tx.send(r);
+    });
+    match rx.recv_timeout(Duration::from_secs(10)).expect("reading the hostile disc hung") {
+        Err(e) => e,
+        Ok(Some(e)) => e,
+        Ok(None) => panic!("the hostile disc read without error"),
+    }
+}
+
+#[test]
+fn directory_record_of_length_zero() {
+    let (t, mut img) = base_iso(false);
+    let root = root_dir(&img);
+    img[root] = 0;
+    let e = read_error(t.path(), &img);
+    assert_error(&e, ErrorKind::Corrupt, "does not start with its '.' record");
+}
+
+#[test]
+fn directory_record_running_past_its_block() {
+    let (t, mut img) = base_iso(false);
+    // The padding after the first sector's last record becomes a 255-byte record.
+    let root = root_dir(&img);
+    let mut pos = root;
+    while img[pos] != 0 {
+        pos += img[pos] as usize;
+    }
+    assert!(pos < root + SECTOR && pos + 255 > root + SECTOR, "the first sector has no tail gap");
+    img[pos] = 255;
+    let e = read_error(t.path(), &img);
+    assert_error(&e, ErrorKind::Corrupt, "runs past the end of its sector");
+    assert_eq!(e.field(), Some("record_length"));
+}
+
+#[test]
+fn directory_cycle() {
+    let (t, mut img) = base_iso(false);
+    let root_lba = (root_dir(&img) / SECTOR) as u32;
+    let sub = record_of(&img, b"SUB");
+    put_both32(&mut img, sub + 2, root_lba);
+    let e = read_error(t.path(), &img);
+    assert_error(&e, ErrorKind::Corrupt, "directory cycle");
+}
+
+#[test]
+fn rock_ridge_continuation_loop() {
+    let (t, mut img) = base_iso(false);
+    let rec = record_of(&img, b"HELLO.TXT;1");
+    // PX (36 or 44 bytes) becomes a CE pointing at itself plus padding.
+    let px = entry_in(&img, rec, b"PX");
+    let px_len = img[px + 2] as usize;
+    assert!(px_len >= 32);
+    let mut ce = vec![b'C', b'E', 28, 1];
+    ce.extend_from_slice(&[0; 24]);
+    put_both32(&mut ce, 4, (px / SECTOR) as u32);
+    put_both32(&mut ce, 12, (px % SECTOR) as u32);
+    put_both32(&mut ce, 20, 28);
+    img[px..px + 28].copy_from_slice(&ce);
+    img[px + 28..px + px_len].fill(0);
+    img[px + 28..px + 32].copy_from_slice(&[b'P', b'D', (px_len - 28) as u8, 1]);
+    let e = read_error(t.path(), &img);
+    assert_error(&e, ErrorKind::Corrupt, "loop");
+    assert_eq!(e.field(), Some("CE"));
+}
+
+#[test]
+fn names_with_slash_or_dot_dot() {
+    for (ident, name) in [(&b"HELLO.TXT;1"[..], &b"hel/o.txt"[..]), (b"XY.;1", b"..")] {
+        let (t, mut img) = base_iso(false);
+        let rec = record_of(&img, ident);
+        let nm = entry_in(&img, rec, b"NM");
+        assert_eq!(img[nm + 2] as usize, 5 + name.len());
+        img[nm + 5..nm + 5 + name.len()].copy_from_slice(name);
+        let e = read_error(t.path(), &img);
+        assert_error(&e, ErrorKind::InvalidFormat, "name");
+        assert_eq!(e.field(), Some("name"));
+    }
+}
+
+#[test]
+fn zisofs_block_count_overflow() {
+    let (t, mut img) = base_iso(true);
+    let rec = record_of(&img, b"NUMBERS.TXT;1");
+    let zf = entry_in(&img, rec, b"ZF");
+    put_both32(&mut img, zf + 8, u32::MAX);
+    let e = read_error(t.path(), &img);
+    assert_error(&e, ErrorKind::Corrupt, "zisofs block table");
+}

@@ -1,0 +1,191 @@
+//! Discs made by xorriso and genisoimage, read by us and by bsdtar, 7-Zip, xorriso's own
+//! extractor and isoinfo: the trees must agree in paths, types, modes, times, link
+//! targets, hard links and content.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::*;
+use diskcast_iso9660::{Iso9660Reader, TreeKind, available_trees};
+use diskcast_tree::{Content, FsReader, Kind, NodeId, ReadOptions};
+
+const ALL: Check = Check { modes: true, mtimes: true, symlinks: true, hardlinks: true };
+
+#[test]
+fn xorriso_rock_ridge_and_joliet_match_bsdtar_xorriso_and_7zip() {
+    let t = tempfile::tempdir().unwrap();
+    let (src, iso) = (t.path().join("src"), t.path().join("x.iso"));
+    std::fs::create_dir(&src).unwrap();
+    make_source(&src);
+    let iso_s = iso.to_str().unwrap();
+    run(
+        "xorriso",
+        &["-as", "mkisofs", "-quiet", "-R", "-J", "-joliet-long", "-V", "XTEST", "-o", iso_s, src.to_str().unwrap()],
+    );
+    let disk = open(&iso);
+    assert_eq!(available_trees(disk.as_ref()).unwrap(), [TreeKind::RockRidge, TreeKind::Joliet, TreeKind::Iso9660]);
+
+    let rr = read(&iso, None);
+    let hello = rr.resolve(b"hello.txt", false).unwrap();
+    assert_eq!(rr.node(hello).meta.mode, 0o4755);
+    assert!(matches!(rr.node(hello).as_file().unwrap().content, Content::Blocks { .. }));
+    assert_eq!(rr.resolve(b"hard-link", false).unwrap(), hello, "hard link shares the node");
+    let deep = rr.resolve(b"d1/d2/d3/d4/d5/d6/d7/d8/d9/d10/deep.txt", false).unwrap();
+    assert_eq!(file_bytes(&rr, deep), b"deep\n");
+
+    let bsd = t.path().join("bsdtar");
+    std::fs::create_dir(&bsd).unwrap();
+    run("bsdtar", &["-xf", iso_s, "-C", bsd.to_str().unwrap()]);
+    assert_same(&rr, &bsd, ALL, &|_| false);
+
+    let osirrox = t.path().join("osirrox");
+    run("xorriso", &["-osirrox", "on", "-indev", iso_s, "-extract", "/", osirrox.to_str().unwrap()]);
+    assert_same(&rr, &osirrox, ALL, &|_| false);
+
+    // 7-Zip reads the Joliet tree: names, directories and content, no Unix attributes
+    // (symlinks and the fifo are empty files there).
+    let joliet = read(&iso, Some("joliet"));
+    let sz = t.path().join("7z");
+    run("7zz", &["x", "-y", &format!("-o{}", sz.display()), iso_s]);
+    let none = Check { modes: false, mtimes: false, symlinks: false, hardlinks: false };
+    assert_same(&joliet, &sz, none, &|_| false);
+    assert!(joliet.resolve("sub dir/héllo wörld.txt".as_bytes(), false).is_ok());
+
+    // Plain ISO 9660 names, as isoinfo lists them (without the ;1 version).
+    let plain = read(&iso, Some("iso9660"));
+    let mut ours: Vec<String> =
+        plain.walk(NodeId::ROOT).skip(1).map(|(p, _)| format!("/{}", String::from_utf8(p).unwrap())).collect();
+    let mut theirs: Vec<String> = run("isoinfo", &["-f", "-i", iso_s])
+        .lines()
+        .map(|l| {
+            let l = l.split(';').next().unwrap();
+            l.strip_suffix('.').unwrap_or(l).to_string()
+        })
+        .collect();
+    ours.sort();
+    theirs.sort();
+    assert_eq!(ours, theirs);
+}
+
+#[test]
+fn genisoimage_relocated_deep_directories_match_bsdtar() {
+    let t = tempfile::tempdir().unwrap();
+    let (src, iso) = (t.path().join("src"), t.path().join("g.iso"));
+    std::fs::create_dir(&src).unwrap();
+    make_source(&src);
+    let iso_s = iso.to_str().unwrap();
+    // genisoimage moves directories deeper than 8 levels to rr_moved (CL/PL/RE).
+    run("genisoimage", &["-quiet", "-R", "-J", "-o", iso_s, src.to_str().unwrap()]);
+    let dump = run("isoinfo", &["-l", "-i", iso_s]);
+    assert!(dump.contains("RR_MOVED"), "genisoimage relocated nothing");
+    let rr = read(&iso, None);
+    assert!(rr.lookup(NodeId::ROOT, b"rr_moved").is_none(), "relocation directory is hidden");
+    let bsd = t.path().join("bsdtar");
+    std::fs::create_dir(&bsd).unwrap();
+    run("bsdtar", &["-xf", iso_s, "-C", bsd.to_str().unwrap()]);
+    assert_same(&rr, &bsd, ALL, &|_| false);
+    let deep = rr.resolve(b"d1/d2/d3/d4/d5/d6/d7/d8/d9/d10/deep.txt", false).unwrap();
+    assert_eq!(file_bytes(&rr, deep), b"deep\n");
+}
+
+#[test]
+fn zisofs_files_decompress_like_bsdtar() {
+    let t = tempfile::tempdir().unwrap();
+    let (src, z, iso) = (t.path().join("src"), t.path().join("z"), t.path().join("z.iso"));
+    std::fs::create_dir(&src).unwrap();
+    sh(&format!(
+        "cd '{}'; seq 1 200000 > numbers.txt; head -c 100000 /dev/urandom > random.bin; \
+         head -c 70000 /dev/zero > zeros.bin; echo small > small.txt",
+        src.display()
+    ));
+    run("mkzftree", &[src.to_str().unwrap(), z.to_str().unwrap()]);
+    run("genisoimage", &["-quiet", "-R", "-z", "-o", iso.to_str().unwrap(), z.to_str().unwrap()]);
+    let tree = read(&iso, None);
+    let id = tree.resolve(b"numbers.txt", false).unwrap();
+    assert!(matches!(tree.node(id).as_file().unwrap().content, Content::Reader(_)), "zisofs file not decompressed");
+    for name in ["numbers.txt", "random.bin", "zeros.bin", "small.txt"] {
+        let id = tree.resolve(name.as_bytes(), false).unwrap();
+        assert_eq!(file_bytes(&tree, id), std::fs::read(src.join(name)).unwrap(), "{name}");
+        // Reads that start inside a block and cross into the next.
+        let f = tree.node(id).as_file().unwrap();
+        if f.size > 40000 {
+            let mut part = vec![0u8; 10000];
+            f.read_at(&mut part, 30000).unwrap();
+            assert_eq!(part, std::fs::read(src.join(name)).unwrap()[30000..40000]);
+        }
+    }
+    let bsd = t.path().join("bsdtar");
+    std::fs::create_dir(&bsd).unwrap();
+    run("bsdtar", &["-xf", iso.to_str().unwrap(), "-C", bsd.to_str().unwrap()]);
+    assert_same(&tree, &bsd, Check { modes: true, mtimes: true, symlinks: true, hardlinks: false }, &|_| false);
+}
+
+#[test]
+fn iso_inside_a_qcow2_reads_the_same() {
+    let t = tempfile::tempdir().unwrap();
+    let (src, iso, q) = (t.path().join("src"), t.path().join("x.iso"), t.path().join("x.qcow2"));
+    std::fs::create_dir(&src).unwrap();
+    make_source(&src);
+    run("xorriso", &["-as", "mkisofs", "-quiet", "-R", "-J", "-o", iso.to_str().unwrap(), src.to_str().unwrap()]);
+    run("qemu-img", &["convert", "-O", "qcow2", iso.to_str().unwrap(), q.to_str().unwrap()]);
+    let disk = diskcast_testkit::open_with(&diskcast_formats::registry(), &q, None).unwrap();
+    let tree = Iso9660Reader.read(disk.into(), &ReadOptions::default()).unwrap();
+    let plain = read(&iso, None);
+    let a: Vec<_> = tree.walk(NodeId::ROOT).map(|(p, _)| p).collect();
+    let b: Vec<_> = plain.walk(NodeId::ROOT).map(|(p, _)| p).collect();
+    assert_eq!(a, b);
+    let id = tree.resolve(b"random.bin", false).unwrap();
+    assert_eq!(file_bytes(&tree, id), std::fs::read(src.join("random.bin")).unwrap());
+    assert!(matches!(tree.node(tree.resolve(b"rel-link", false).unwrap()).kind, Kind::Symlink(_)));
+}
+
+#[test]
+fn multi_extent_file_over_4_gib() {
+    let t = tempfile::tempdir().unwrap();
+    let (src, iso) = (t.path().join("src"), t.path().join("big.iso"));
+    std::fs::create_dir(&src).unwrap();
+    // A sparse 4.3 GiB file with data at both ends; the ISO is piped through a sparse
+    // copy so the test writes almost nothing.
+    sh(&format!(
+        "cd '{s}'; echo head > big.bin; truncate -s 4200M big.bin; echo tail >> big.bin; echo x > small
+         xorriso -as mkisofs -quiet -iso-level 3 -R -J -o - '{s}' | cp --sparse=always /dev/stdin '{i}'",
+        s = src.display(),
+        i = iso.display()
+    ));
+    let listing = run("bsdtar", &["-tvf", iso.to_str().unwrap()]);
+    let size = std::fs::metadata(src.join("big.bin")).unwrap().len();
+    assert!(listing.lines().any(|l| l.contains(&size.to_string()) && l.ends_with("big.bin")), "{listing}");
+    for tree_name in ["rockridge", "joliet"] {
+        let tree = read(&iso, Some(tree_name));
+        let id = tree.resolve(b"big.bin", false).unwrap();
+        let f = tree.node(id).as_file().unwrap();
+        assert_eq!(f.size, size);
+        let Content::Blocks { extents, .. } = &f.content else { panic!("not extents") };
+        assert!(extents.len() >= 2, "one extent cannot hold 4.3 GiB");
+        let mut head = [0u8; 5];
+        f.read_at(&mut head, 0).unwrap();
+        assert_eq!(&head, b"head\n");
+        // The last MiB, against xorriso's own extraction of the same range.
+        let cut = t.path().join("cut");
+        let off = size - (1 << 20);
+        run(
+            "xorriso",
+            &[
+                "-osirrox",
+                "on",
+                "-indev",
+                iso.to_str().unwrap(),
+                "-extract_cut",
+                "/big.bin",
+                &off.to_string(),
+                "1048576",
+                cut.to_str().unwrap(),
+            ],
+        );
+        let mut ours = vec![0u8; 1 << 20];
+        f.read_at(&mut ours, off).unwrap();
+        assert_eq!(ours, std::fs::read(&cut).unwrap());
+        assert!(ours.ends_with(b"tail\n"));
+        std::fs::remove_file(&cut).unwrap();
+    }
+}

@@ -1,0 +1,293 @@
+//! Where blobs come from (a layout directory, members of a tar archive, the download
+//! cache), and the checked ways to read them: small JSON blobs whole, layers as
+//! decompressed streams.
+
+use crate::digest::{Digest, Verify, from_io};
+use crate::spec::{Compression, Descriptor};
+use diskcast_block::{Error, Result};
+use diskcast_tree::StreamSource;
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// A place blobs are read from, by digest.
+pub trait BlobStore: Send + Sync + std::fmt::Debug {
+    /// The raw bytes of the blob `digest`, unchecked (callers wrap them in [`Verify`]).
+    fn open_raw(&self, digest: &Digest) -> Result<Box<dyn Read + Send>>;
+    /// The stored size of the blob, when the store knows it without reading.
+    fn stored_size(&self, digest: &Digest) -> Option<u64>;
+}
+
+/// Reads a small blob (manifest, config) whole and checks its size and digest.
+pub fn read_verified(store: &dyn BlobStore, desc: &Descriptor, max: u64, what: &str) -> Result<Vec<u8>> {
+    if desc.size > max {
+        return Err(Error::out_of_bounds(format!(
+            "{what} {} is {} bytes, more than the {max}-byte limit",
+            desc.digest, desc.size
+        ))
+        .with_field("size"));
+    }
+    check_stored_size(store, desc, what)?;
+    let mut out = Vec::with_capacity(desc.size as usize);
+    let mut r = Verify::new(store.open_raw(&desc.digest)?, &desc.digest, desc.size, format!("{what} {}", desc.digest));
+    r.read_to_end(&mut out).map_err(|e| from_io(e, what))?;
+    Ok(out)
+}
+
+fn check_stored_size(store: &dyn BlobStore, desc: &Descriptor, what: &str) -> Result<()> {
+    match store.stored_size(&desc.digest) {
+        Some(n) if n != desc.size => Err(Error::corrupt(format!(
+            "{what} {}: size mismatch: descriptor says {} bytes, the stored blob has {n}",
+            desc.digest, desc.size
+        ))
+        .with_field("size")),
+        _ => Ok(()),
+    }
+}
+
+/// Blobs of an OCI layout directory (`blobs/ALG/HEX`) or of the download cache.
+#[derive(Debug)]
+pub struct DirStore {
+    root: PathBuf,
+}
+
+impl DirStore {
+    /// Blobs under `root/blobs`.
+    pub fn new(root: &Path) -> Self {
+        DirStore { root: root.to_path_buf() }
+    }
+
+    /// Where the blob `d` lives. The digest was validated, so this stays under `blobs/`.
+    pub fn path(&self, d: &Digest) -> PathBuf {
+        self.root.join("blobs").join(d.algorithm_name()).join(d.hex())
+    }
+}
+
+impl BlobStore for DirStore {
+    fn open_raw(&self, digest: &Digest) -> Result<Box<dyn Read + Send>> {
+        let p = self.path(digest);
+        let f = File::open(&p).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Error::corrupt(format!("blob {digest} is missing from the layout")).with_file(&p)
+            } else {
+                Error::io(format!("cannot open blob {digest}"), e).with_file(&p)
+            }
+        })?;
+        Ok(Box::new(f))
+    }
+
+    fn stored_size(&self, digest: &Digest) -> Option<u64> {
+        std::fs::metadata(self.path(digest)).ok().map(|m| m.len())
+    }
+}
+
+/// Blobs stored as members of an uncompressed tar file (oci-archive, docker-archive):
+/// read in place, never copied out.
+#[derive(Debug)]
+pub struct ArchiveStore {
+    file: Arc<File>,
+    path: PathBuf,
+    members: HashMap<Digest, (u64, u64)>,
+}
+
+impl ArchiveStore {
+    /// A store over `file` whose blob `d` is at `members[d] = (offset, len)`.
+    pub fn new(file: Arc<File>, path: &Path, members: HashMap<Digest, (u64, u64)>) -> Self {
+        ArchiveStore { file, path: path.to_path_buf(), members }
+    }
+}
+
+impl BlobStore for ArchiveStore {
+    fn open_raw(&self, digest: &Digest) -> Result<Box<dyn Read + Send>> {
+        let &(offset, len) = self.members.get(digest).ok_or_else(|| {
+            Error::corrupt(format!("blob {digest} is missing from the archive")).with_file(&self.path)
+        })?;
+        Ok(Box::new(FileRange { file: self.file.clone(), pos: offset, end: offset + len }))
+    }
+
+    fn stored_size(&self, digest: &Digest) -> Option<u64> {
+        self.members.get(digest).map(|m| m.1)
+    }
+}
+
+/// Reads `pos..end` of a shared file with `pread`, so many readers share one handle.
+#[derive(Debug)]
+pub struct FileRange {
+    /// The file.
+    pub file: Arc<File>,
+    /// Next byte to read.
+    pub pos: u64,
+    /// End of the range.
+    pub end: u64,
+}
+
+impl Read for FileRange {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = (buf.len() as u64).min(self.end.saturating_sub(self.pos)) as usize;
+        if n == 0 {
+            return Ok(0);
+        }
+        let got = self.file.read_at(&mut buf[..n], self.pos)?;
+        self.pos += got as u64;
+        Ok(got)
+    }
+}
+
+/// Bounds on decompression, so a small hostile layer cannot expand without end.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Most bytes one layer may decompress to.
+    pub max_layer_bytes: u64,
+    /// Most bytes per compressed byte (plus 64 MiB of slack for tiny layers). Deflate
+    /// cannot exceed about 1032:1, so this only ever stops zstd bombs.
+    pub max_ratio: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        // 1 TiB: larger than any real layer; zstd reaches 1000:1 only on runs of zeros.
+        Limits { max_layer_bytes: 1 << 40, max_ratio: 4096 }
+    }
+}
+
+impl Limits {
+    /// The decompressed-size bound of a layer of `compressed` bytes.
+    pub fn layer_cap(&self, compressed: u64) -> u64 {
+        compressed.saturating_mul(self.max_ratio).saturating_add(64 << 20).min(self.max_layer_bytes)
+    }
+}
+
+/// Detects the compression from the first bytes when the media type does not say (docker
+/// save tarballs name layers `layer.tar` whatever they hold).
+pub fn sniff(head: &[u8]) -> Compression {
+    if head.starts_with(&[0x1f, 0x8b]) {
+        Compression::Gzip
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Compression::Zstd
+    } else {
+        Compression::None
+    }
+}
+
+/// Wraps a checked blob reader in the right decompressor and a size cap.
+pub fn decompress(
+    raw: BufReader<Box<dyn Read + Send>>,
+    compression: Compression,
+    cap: u64,
+    what: &str,
+) -> Result<Box<dyn Read + Send>> {
+    let inner: Box<dyn Read + Send> = match compression {
+        Compression::None => Box::new(raw),
+        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(raw)),
+        Compression::Zstd => Box::new(
+            zstd::stream::read::Decoder::with_buffer(raw)
+                .map_err(|e| Error::io(format!("cannot start zstd decompression of {what}"), e))?,
+        ),
+    };
+    Ok(Box::new(Capped { inner, left: cap, cap, what: what.to_string() }))
+}
+
+/// Fails once more than `cap` bytes came out.
+struct Capped {
+    inner: Box<dyn Read + Send>,
+    left: u64,
+    cap: u64,
+    what: String,
+}
+
+impl Read for Capped {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf).map_err(|e| {
+            if e.get_ref().is_some_and(|i| i.is::<Error>()) {
+                e
+            } else {
+                std::io::Error::other(Error::corrupt(format!("{}: decompression failed: {e}", self.what)))
+            }
+        })?;
+        if n as u64 > self.left {
+            return Err(std::io::Error::other(Error::out_of_bounds(format!(
+                "{} decompresses to more than {} bytes: refused as a decompression bomb",
+                self.what, self.cap
+            ))));
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+/// A layer as a front-to-back stream of its decompressed tar: file contents of a
+/// flattened image point into it.
+#[derive(Debug)]
+pub struct LayerStream {
+    /// Where the blob is.
+    pub store: Arc<dyn BlobStore>,
+    /// The blob.
+    pub digest: Digest,
+    /// Its size.
+    pub size: u64,
+    /// How it is compressed.
+    pub compression: Compression,
+    /// Decompression bound.
+    pub cap: u64,
+}
+
+impl LayerStream {
+    /// Opens the blob checked against its descriptor (the digest and size are checked
+    /// when the stream is read to its end) and decompressed.
+    pub fn open_checked(&self) -> Result<(Box<dyn Read + Send>, VerifiedRaw)> {
+        let raw = self.store.open_raw(&self.digest)?;
+        let verify = Verify::new(raw, &self.digest, self.size, format!("layer {}", self.digest));
+        let shared = VerifiedRaw(Arc::new(std::sync::Mutex::new(verify)));
+        let reader: Box<dyn Read + Send> = Box::new(shared.clone());
+        let buffered = BufReader::with_capacity(256 * 1024, reader);
+        Ok((decompress(buffered, self.compression, self.cap, &self.name())?, shared))
+    }
+}
+
+/// The checked compressed stream under a decompressor, shared so the flattener can read
+/// it to its end (running the digest check) after the tar ends.
+#[derive(Clone)]
+pub struct VerifiedRaw(Arc<std::sync::Mutex<Verify<Box<dyn Read + Send>>>>);
+
+impl std::fmt::Debug for VerifiedRaw {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("VerifiedRaw")
+    }
+}
+
+impl Read for VerifiedRaw {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.lock().map_err(|_| std::io::Error::other("poisoned"))?.read(buf)
+    }
+}
+
+impl VerifiedRaw {
+    /// Reads what is left of the compressed blob, so the size and digest check runs.
+    pub fn finish(&self, what: &str) -> Result<()> {
+        let mut me = self.clone();
+        std::io::copy(&mut me, &mut std::io::sink()).map_err(|e| from_io(e, what))?;
+        Ok(())
+    }
+}
+
+impl StreamSource for LayerStream {
+    fn name(&self) -> String {
+        format!("layer {}", self.digest.short())
+    }
+
+    fn open(&self) -> Result<Box<dyn Read + Send>> {
+        let raw = self.store.open_raw(&self.digest)?;
+        let buffered = BufReader::with_capacity(256 * 1024, raw);
+        decompress(buffered, self.compression, self.cap, &self.name())
+    }
+}
+
+/// The first bytes of a blob, for [`sniff`].
+pub fn peek(store: &dyn BlobStore, digest: &Digest) -> Result<Vec<u8>> {
+    let mut r = BufReader::new(store.open_raw(digest)?);
+    let head = r.fill_buf().map_err(|e| from_io(e, "blob"))?;
+    Ok(head[..head.len().min(8)].to_vec())
+}

@@ -1,0 +1,409 @@
+//! Flattening: the image's layers applied in order into one [`Tree`], in memory, as the
+//! OCI image spec's layer.md defines it. Nothing is written to disk and no privilege is
+//! needed: file content stays a reference into its layer blob.
+//!
+//! Each layer is read once, front to back (decompressed, its compressed digest and its
+//! uncompressed diff_id checked at the end); layers are read in parallel and applied in
+//! order. Per layer, whiteouts (`.wh.NAME`) and opaque markers (`.wh..wh..opq`) apply
+//! first, to what the lower layers made (the spec: a whiteout never hides an entry of its
+//! own layer), then the layer's entries in archive order.
+//!
+//! Paths are confined to the tree: `..` components in a member's name or hard link target
+//! are refused; an absolute name is taken relative to the root (as every runtime does);
+//! symbolic links met on the way to a member's parent are followed inside the tree only,
+//! as umoci and containerd resolve them within the root filesystem.
+
+use crate::blobs::{LayerStream, VerifiedRaw};
+use crate::digest::{Hasher, from_io, mismatch};
+use crate::image::{Image, Layer};
+use crate::tar::{Entry, EntryKind, TarReader};
+use diskcast_block::{Error, Result};
+use diskcast_tree::{
+    Content, ContentRead, FileData, Kind, Meta, Node, NodeId, StreamSource, Timestamp, Tree, check_name, display_name,
+};
+use std::io::Read;
+use std::sync::Arc;
+
+const WHITEOUT: &[u8] = b".wh.";
+const OPAQUE: &[u8] = b".wh..wh..opq";
+/// Most members one layer may hold before it is refused (a tree holds at most
+/// `diskcast_tree::MAX_NODES` anyway).
+const MAX_MEMBERS_PER_LAYER: usize = 10_000_000;
+
+/// One layer read through: its members, in archive order.
+#[derive(Debug)]
+pub struct ScannedLayer {
+    /// The stream file contents refer to.
+    pub stream: Arc<LayerStream>,
+    /// The members.
+    pub entries: Vec<Entry>,
+    /// The uncompressed size.
+    pub uncompressed: u64,
+}
+
+/// Reads `layer` once: collects its members and checks the blob's size and digest and
+/// the uncompressed diff_id.
+pub fn scan_layer(image: &Image, layer: &Layer) -> Result<ScannedLayer> {
+    let d = &layer.descriptor;
+    let stream = Arc::new(LayerStream {
+        store: image.store.clone(),
+        digest: d.digest.clone(),
+        size: d.size,
+        compression: layer.compression,
+        cap: image.limits.layer_cap(d.size),
+    });
+    let what = format!("layer {}", d.digest);
+    let (reader, raw) = stream.open_checked()?;
+    let hashing =
+        DiffHash { inner: reader, hasher: layer.diff_id.as_ref().map(|id| Hasher::new(id.algorithm())), n: 0 };
+    let mut tar = TarReader::new(hashing, what.clone());
+    let mut entries = Vec::new();
+    let scanned = (|| -> Result<()> {
+        while let Some(e) = tar.next_entry()? {
+            if entries.len() >= MAX_MEMBERS_PER_LAYER {
+                return Err(Error::out_of_bounds(format!("{what} has more than {MAX_MEMBERS_PER_LAYER} members")));
+            }
+            entries.push(e);
+        }
+        Ok(())
+    })();
+    let mut hashing = tar.into_inner();
+    if let Err(e) = scanned {
+        // A digest mismatch explains a broken tar better than the tar error does.
+        finish_raw(&raw, &what)?;
+        return Err(e);
+    }
+    // What follows the end-of-archive marker (zero padding) is part of the diff_id.
+    std::io::copy(&mut hashing, &mut std::io::sink()).map_err(|e| from_io(e, &what))?;
+    finish_raw(&raw, &what)?;
+    if let (Some(want), Some(h)) = (&layer.diff_id, hashing.hasher.take()) {
+        let got = h.finish();
+        if &got != want {
+            return Err(mismatch(&format!("{what} (uncompressed, diff_id)"), want, &got));
+        }
+    }
+    Ok(ScannedLayer { stream, entries, uncompressed: hashing.n })
+}
+
+fn finish_raw(raw: &VerifiedRaw, what: &str) -> Result<()> {
+    raw.finish(what)
+}
+
+struct DiffHash {
+    inner: Box<dyn Read + Send>,
+    hasher: Option<Hasher>,
+    n: u64,
+}
+
+impl Read for DiffHash {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(h) = &mut self.hasher {
+            h.update(&buf[..n]);
+        }
+        self.n += n as u64;
+        Ok(n)
+    }
+}
+
+impl crate::tar::TarInput for DiffHash {}
+
+/// Scans every layer of `image` (in parallel, at most `threads` at once) and applies them
+/// in order into a new tree.
+pub fn flatten(image: &Image, threads: usize) -> Result<Tree> {
+    let scanned = scan_all(image, threads)?;
+    let mut tree = Tree::new(Meta::new(0o755, Timestamp::default()));
+    for layer in &scanned {
+        apply_layer(&mut tree, layer)?;
+    }
+    Ok(tree)
+}
+
+/// Scans all layers, keeping their order.
+pub fn scan_all(image: &Image, threads: usize) -> Result<Vec<ScannedLayer>> {
+    let n = image.layers.len();
+    let threads = threads.clamp(1, n.max(1));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<std::sync::Mutex<Option<Result<ScannedLayer>>>> =
+        (0..n).map(|_| std::sync::Mutex::new(None)).collect();
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= n {
+                        break;
+                    }
+                    let r = scan_layer(image, &image.layers[i]);
+                    let failed = r.is_err();
+                    if let Ok(mut slot) = results[i].lock() {
+                        *slot = Some(r);
+                    }
+                    if failed {
+                        // Later layers are not needed once one failed.
+                        next.store(n, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+    });
+    let mut out = Vec::with_capacity(n);
+    for (i, slot) in results.into_iter().enumerate() {
+        match slot.into_inner().ok().flatten() {
+            Some(Ok(l)) => out.push(l),
+            Some(Err(e)) => return Err(e),
+            None => return Err(Error::invalid(format!("layer {i} was not read"))),
+        }
+    }
+    Ok(out)
+}
+
+/// A member's path as tree components: leading `/` and `.` components dropped, `..`
+/// refused.
+fn components<'a>(path: &'a [u8], what: &dyn Fn() -> String) -> Result<Vec<&'a [u8]>> {
+    let mut out = Vec::new();
+    for c in path.split(|&b| b == b'/') {
+        if c.is_empty() || c == b"." {
+            continue;
+        }
+        if c == b".." {
+            return Err(Error::corrupt(format!(
+                "{}: member name {} climbs out of the root with '..'",
+                what(),
+                display_name(path)
+            ))
+            .with_field("name"));
+        }
+        check_name(c).map_err(|e| Error::corrupt(format!("{}: {}", what(), e.message())).with_field("name"))?;
+        out.push(c);
+    }
+    Ok(out)
+}
+
+/// Applies one scanned layer to `tree`.
+pub fn apply_layer(tree: &mut Tree, layer: &ScannedLayer) -> Result<()> {
+    let what = || format!("layer {}", layer.stream.digest);
+    // Whiteouts first: they hide only what lower layers made.
+    for e in &layer.entries {
+        let comps = components(&e.path, &what)?;
+        let Some((last, parents)) = comps.split_last() else { continue };
+        if *last == OPAQUE {
+            if let Some(dir) = lookup_dir(tree, parents) {
+                tree.clear_dir(dir)?;
+            }
+        } else if let Some(name) = last.strip_prefix(WHITEOUT) {
+            check_name(name).map_err(|err| {
+                Error::corrupt(format!(
+                    "{}: whiteout {} names no valid entry: {}",
+                    what(),
+                    display_name(&e.path),
+                    err.message()
+                ))
+            })?;
+            if name.starts_with(WHITEOUT) {
+                return Err(Error::unsupported(format!(
+                    "{}: {} is an AUFS metadata file, not part of an OCI layer",
+                    what(),
+                    display_name(&e.path)
+                )));
+            }
+            if let Some(dir) = lookup_dir(tree, parents) {
+                tree.unlink(dir, name);
+            }
+        }
+    }
+    for e in &layer.entries {
+        let comps = components(&e.path, &what)?;
+        let Some((last, parents)) = comps.split_last() else {
+            // `./` itself: the root directory's metadata.
+            if e.kind == EntryKind::Dir {
+                let root = tree.node_mut(NodeId::ROOT);
+                root.meta = meta_of(e);
+                root.xattrs = e.xattrs.clone();
+            }
+            continue;
+        };
+        if last.starts_with(WHITEOUT) {
+            continue;
+        }
+        let parent = make_parents(tree, parents, &what, e)?;
+        if e.kind == EntryKind::HardLink {
+            let tcomps = components(&e.link, &|| format!("{}: hard link {}", what(), display_name(&e.path)))?;
+            let target = resolve_components(tree, &tcomps, false).ok_or_else(|| {
+                Error::corrupt(format!(
+                    "{}: hard link {} points to {}, which does not exist",
+                    what(),
+                    display_name(&e.path),
+                    display_name(&e.link)
+                ))
+            })?;
+            if tree.node(target).as_dir().is_some() {
+                return Err(Error::corrupt(format!(
+                    "{}: hard link {} points to a directory",
+                    what(),
+                    display_name(&e.path)
+                )));
+            }
+            if tree.lookup(parent, last) == Some(target) {
+                continue;
+            }
+            tree.link(parent, last, target)?;
+            continue;
+        }
+        let kind = match e.kind {
+            EntryKind::Dir => {
+                if let Some(existing) = tree.lookup(parent, last)
+                    && tree.node(existing).as_dir().is_some()
+                {
+                    // A directory over a directory keeps its entries and takes the new metadata.
+                    let n = tree.node_mut(existing);
+                    n.meta = meta_of(e);
+                    n.xattrs = e.xattrs.clone();
+                    continue;
+                }
+                Kind::empty_dir()
+            }
+            EntryKind::File => Kind::File(file_data(layer, e)),
+            EntryKind::Symlink => Kind::Symlink(e.link.clone()),
+            EntryKind::CharDev => Kind::CharDev { major: e.dev_major, minor: e.dev_minor },
+            EntryKind::BlockDev => Kind::BlockDev { major: e.dev_major, minor: e.dev_minor },
+            EntryKind::Fifo => Kind::Fifo,
+            EntryKind::HardLink => unreachable_kind()?,
+        };
+        let mut node = Node::new(meta_of(e), kind);
+        node.xattrs = e.xattrs.clone();
+        tree.insert(parent, last, node)?;
+    }
+    Ok(())
+}
+
+fn unreachable_kind() -> Result<Kind> {
+    Err(Error::invalid("hard link handled above"))
+}
+
+fn meta_of(e: &Entry) -> Meta {
+    Meta { mode: e.mode & 0o7777, uid: e.uid, gid: e.gid, mtime: e.mtime, atime: e.atime, ctime: e.ctime }
+}
+
+fn file_data(layer: &ScannedLayer, e: &Entry) -> FileData {
+    let stream: Arc<dyn StreamSource> = layer.stream.clone();
+    let content = match &e.sparse {
+        _ if e.size == 0 => Content::Zero,
+        Some(map) => Content::Reader(Arc::new(SparseMember {
+            stream,
+            data_offset: e.data_offset,
+            map: map.iter().filter(|s| s.1 > 0).copied().collect::<Vec<_>>().into(),
+        })),
+        None => Content::Stream { stream, offset: e.data_offset },
+    };
+    FileData { size: e.size, content }
+}
+
+/// Walks `comps` from the root without creating anything; `None` when some component
+/// is missing. Symbolic links on the way are followed inside the tree, and the last one
+/// too when `follow_last`.
+fn resolve_components(tree: &Tree, comps: &[&[u8]], follow_last: bool) -> Option<NodeId> {
+    if comps.is_empty() {
+        return Some(NodeId::ROOT);
+    }
+    let path = comps.join(&b'/');
+    tree.resolve(&path, follow_last).ok()
+}
+
+/// The directory at `comps`, for a whiteout: `None` when it does not exist (nothing to
+/// hide).
+fn lookup_dir(tree: &Tree, comps: &[&[u8]]) -> Option<NodeId> {
+    let id = resolve_components(tree, comps, true)?;
+    tree.node(id).as_dir().map(|_| id)
+}
+
+/// The parent directory of a member, made when missing (mode 0755, as a runtime's
+/// `mkdir -p` would).
+fn make_parents(tree: &mut Tree, parents: &[&[u8]], what: &dyn Fn() -> String, e: &Entry) -> Result<NodeId> {
+    let mut cur = NodeId::ROOT;
+    for (i, comp) in parents.iter().enumerate() {
+        cur = match tree.lookup(cur, comp) {
+            Some(id) => match &tree.node(id).kind {
+                Kind::Dir(_) => id,
+                Kind::Symlink(_) => {
+                    let path = parents[..=i].join(&b'/');
+                    let t = tree.resolve(&path, true).map_err(|err| {
+                        Error::corrupt(format!(
+                            "{}: parent of {} is a symbolic link that leads nowhere: {}",
+                            what(),
+                            display_name(&e.path),
+                            err.message()
+                        ))
+                    })?;
+                    if tree.node(t).as_dir().is_none() {
+                        return Err(Error::corrupt(format!(
+                            "{}: parent of {} is a symbolic link to a non-directory",
+                            what(),
+                            display_name(&e.path)
+                        )));
+                    }
+                    t
+                }
+                _ => {
+                    return Err(Error::corrupt(format!(
+                        "{}: parent of {} is not a directory",
+                        what(),
+                        display_name(&e.path)
+                    )));
+                }
+            },
+            None => tree.insert(cur, comp, Node::new(Meta::new(0o755, e.mtime), Kind::empty_dir()))?,
+        };
+    }
+    Ok(cur)
+}
+
+/// A sparse tar member: its data segments are stored back to back in the layer stream.
+#[derive(Debug)]
+struct SparseMember {
+    stream: Arc<dyn StreamSource>,
+    data_offset: u64,
+    /// `(file offset, len)`, sorted, non-overlapping (checked by the tar reader).
+    map: Arc<[(u64, u64)]>,
+}
+
+impl ContentRead for SparseMember {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        buf.fill(0);
+        let end = offset + buf.len() as u64;
+        let mut stored = 0u64;
+        let mut reader: Option<(Box<dyn Read + Send>, u64)> = None;
+        for &(o, l) in self.map.iter() {
+            let seg_stored = stored;
+            stored += l;
+            if o + l <= offset {
+                continue;
+            }
+            if o >= end {
+                break;
+            }
+            let lo = o.max(offset);
+            let hi = (o + l).min(end);
+            let want_pos = self.data_offset + seg_stored + (lo - o);
+            let (r, pos) = match reader.take() {
+                Some(x) => x,
+                None => (self.stream.open()?, 0),
+            };
+            let mut r = r;
+            let skip = want_pos.checked_sub(pos).ok_or_else(|| Error::invalid("sparse read went backwards"))?;
+            let got = std::io::copy(&mut (&mut r).take(skip), &mut std::io::sink())
+                .map_err(|e| from_io(e, &self.stream.name()))?;
+            if got < skip {
+                return Err(Error::corrupt(format!("{} ends before a sparse file it holds", self.stream.name())));
+            }
+            let dst = &mut buf[(lo - offset) as usize..(hi - offset) as usize];
+            r.read_exact(dst).map_err(|e| from_io(e, &self.stream.name()))?;
+            reader = Some((r, want_pos + (hi - lo)));
+        }
+        Ok(())
+    }
+
+    fn data_ranges(&self, _size: u64) -> Result<Vec<(u64, u64)>> {
+        Ok(self.map.to_vec())
+    }
+}

@@ -1,0 +1,38 @@
+//! Container images as trees: OCI image layouts (`oci:`), OCI archives (`oci-archive:`),
+//! `docker save` tarballs (`docker-archive:`) and registries (`docker://`), in skopeo's
+//! transport syntax.
+//!
+//! [`open`] resolves a reference to one image (picking a platform from an index) with
+//! every manifest, config and layer checked against its digest and size; [`flatten`]
+//! applies the layers into a [`diskcast_tree::Tree`] whose file contents are references
+//! into the layer blobs. Specs: OCI image-spec (image-layout.md, manifest.md,
+//! image-index.md, config.md, layer.md) and distribution-spec.
+#![forbid(unsafe_code)]
+
+pub mod blobs;
+pub mod digest;
+pub mod flatten;
+pub mod image;
+pub mod registry;
+pub mod source;
+pub mod spec;
+pub mod tar;
+
+pub use digest::Digest;
+pub use flatten::flatten;
+pub use image::{Image, Layer, OpenOptions};
+pub use source::{ImageRef, RegistryRef, is_image_ref};
+pub use spec::Platform;
+
+use diskcast_block::Result;
+
+/// Opens the image a reference string names (`oci:DIR[:REF]`, `docker://...`).
+pub fn open(spec: &str, opts: &OpenOptions) -> Result<Image> {
+    image::open(&ImageRef::parse(spec)?, opts)
+}
+
+/// Opens and flattens: the image's root filesystem as a tree.
+pub fn open_tree(spec: &str, opts: &OpenOptions) -> Result<diskcast_tree::Tree> {
+    let img = open(spec, opts)?;
+    flatten(&img, std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2))
+}

@@ -1,0 +1,159 @@
+//! The one place a user's SRC string becomes a [`Tree`]: `ls`, `cat`, `extract` and
+//! every command that takes a tree source call [`open_tree`].
+//!
+//! - `oci:DIR[:REF]`, `oci-archive:FILE`, `docker-archive:FILE`, `docker://REF`:
+//!   container images (not yet supported here: the OCI crate adds them).
+//! - An existing directory: read as is ([`diskcast_host::read_dir`]).
+//! - A tar (plain, gzip or zstd, by magic): [`diskcast_tar::read_tar`].
+//! - Anything else is a disk image of any block format ([`diskcast_formats::registry`]:
+//!   raw, qcow2, VMDK, VHD, VHDX, VDI), and the filesystem on it is found by probing each
+//!   reader in [`fs_readers`].
+#![forbid(unsafe_code)]
+
+use diskcast_block::gate::Gate;
+use diskcast_block::registry::OpenContext;
+use diskcast_block::{BlockRead, Error, Result};
+use diskcast_tree::{FsReader, ReadOptions, Tree};
+use std::io::Read;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Every filesystem diskcast can read out of a disk image, a partition or a disc. Each
+/// filesystem crate adds its reader here (one line plus the dependency).
+pub fn fs_readers() -> Vec<Box<dyn FsReader>> {
+    Vec::new()
+}
+
+/// How to open a source.
+#[derive(Debug, Clone, Default)]
+pub struct SourceOptions {
+    /// Which tree of a medium with several (`--tree`: `udf`, `rockridge`, `joliet`,
+    /// `iso9660` on discs). Only media with several trees accept it.
+    pub tree: Option<String>,
+    /// `-f`: the block format of a disk image, instead of probing.
+    pub format: Option<String>,
+}
+
+/// A source read into a tree.
+#[derive(Debug)]
+pub struct Opened {
+    /// The tree.
+    pub tree: Tree,
+    /// What the source was (`directory /srv/root`, `tar (gzip) rootfs.tar.gz`,
+    /// `ext4 on qcow2 disk.qcow2`).
+    pub description: String,
+    /// Entries that could not be taken over (a tar member with `..`), one message each.
+    pub warnings: Vec<String>,
+}
+
+/// Container image prefixes handled by the OCI source.
+const OCI_PREFIXES: &[&str] = &["oci:", "oci-archive:", "docker-archive:", "docker://", "docker-daemon:"];
+
+/// Opens `spec` as a tree (see the crate docs for what `spec` may be).
+pub fn open_tree(spec: &str, opts: &SourceOptions) -> Result<Opened> {
+    if let Some(p) = OCI_PREFIXES.iter().find(|p| spec.starts_with(*p)) {
+        return Err(Error::unsupported(format!(
+            "{spec}: container image sources ({p}...) are not supported yet; unpack the image first (umoci unpack, skopeo copy) and use the directory or a layer tar"
+        )));
+    }
+    let path = Path::new(spec);
+    let md = std::fs::metadata(path).map_err(|e| Error::io("cannot open", e).with_file(path))?;
+    if md.is_dir() {
+        if opts.tree.is_some() {
+            return Err(tree_not_applicable("a directory"));
+        }
+        let tree = diskcast_host::read_dir(path, &diskcast_host::DirOptions::default())?;
+        return Ok(Opened { tree, description: format!("directory {spec}"), warnings: Vec::new() });
+    }
+    if opts.format.is_none() && looks_like_tar(path)? {
+        if opts.tree.is_some() {
+            return Err(tree_not_applicable("a tar"));
+        }
+        let t = diskcast_tar::read_tar(path)?;
+        let description = match t.compression {
+            diskcast_tar::Compression::None => format!("tar {spec}"),
+            c => format!("tar ({}) {spec}", c.name()),
+        };
+        return Ok(Opened { tree: t.tree, description, warnings: t.warnings });
+    }
+    let registry = diskcast_formats::registry();
+    let gate = Gate::new();
+    let disk = registry.open(path, opts.format.as_deref(), &OpenContext::new(&registry, &gate))?;
+    let format = disk.info().format.clone();
+    let disk: Arc<dyn BlockRead> = Arc::from(disk);
+    let read = ReadOptions { tree: opts.tree.clone(), label: spec.to_string() };
+    let (tree, fs) = read_filesystem(disk, &read)?;
+    Ok(Opened { tree, description: format!("{fs} on {format} {spec}"), warnings: Vec::new() })
+}
+
+/// The tree of the filesystem on `disk`: the first of [`fs_readers`] whose probe
+/// recognises it. Returns the tree and the reader's name.
+pub fn read_filesystem(disk: Arc<dyn BlockRead>, opts: &ReadOptions) -> Result<(Tree, &'static str)> {
+    let readers = fs_readers();
+    for r in &readers {
+        if r.probe(disk.as_ref())? {
+            return Ok((r.read(disk, opts)?, r.name()));
+        }
+    }
+    let tried: Vec<&str> = readers.iter().map(|r| r.name()).collect();
+    let tried = if tried.is_empty() { "no filesystem readers yet".to_string() } else { tried.join(", ") };
+    Err(Error::unsupported(format!(
+        "no filesystem diskcast can read found in {} (tried: {tried}; a tar, a directory or a container image reference are also accepted)",
+        opts.label
+    )))
+}
+
+fn tree_not_applicable(what: &str) -> Error {
+    Error::argument(format!("--tree chooses between the trees of a disc; {what} has only one"))
+}
+
+/// True when the file is a tar: its first block (decompressed when it starts with a
+/// gzip or zstd magic) is a tar header with a valid checksum.
+fn looks_like_tar(path: &Path) -> Result<bool> {
+    let mut head = [0u8; 512];
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io("cannot open", e).with_file(path))?;
+    let n = read_up_to(&mut f, &mut head).map_err(|e| Error::io("cannot read", e).with_file(path))?;
+    let compression = match diskcast_tar::Compression::detect(&head[..n]) {
+        Ok(c) => c,
+        // xz/bzip2/lz4: nothing else of ours starts like that: say why it cannot be read.
+        Err(e) => return Err(e.with_file(path)),
+    };
+    if compression == diskcast_tar::Compression::None {
+        return Ok(n == 512 && diskcast_tar::is_tar_header(&head));
+    }
+    let stream = diskcast_tar::FileStream::open(path)?;
+    let mut r = diskcast_tree::StreamSource::open(&stream)?;
+    let n = read_up_to(&mut r, &mut head).map_err(|e| Error::io("cannot decompress", e).with_file(path))?;
+    if n == 512 && diskcast_tar::is_tar_header(&head) {
+        return Ok(true);
+    }
+    Err(Error::unsupported(format!("{} data that is not a tar", compression.name())).with_file(path))
+}
+
+fn read_up_to(r: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn container_prefixes_and_unknown_disks_get_clear_errors() {
+        let e = open_tree("docker://alpine", &SourceOptions::default()).unwrap_err();
+        assert!(e.to_string().contains("not supported yet"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("disk.raw");
+        std::fs::write(&p, vec![0u8; 1 << 20]).unwrap();
+        let e = open_tree(p.to_str().unwrap(), &SourceOptions::default()).unwrap_err();
+        assert!(e.to_string().contains("no filesystem diskcast can read found in"), "{e}");
+        assert!(e.to_string().contains("(tried: "), "{e}");
+    }
+}

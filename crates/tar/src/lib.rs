@@ -1,0 +1,39 @@
+//! Tar streams read into a [`diskcast_tree::Tree`] and written from one.
+//!
+//! Formats: POSIX ustar, PAX extended headers (POSIX.1-2001 `pax` interchange format:
+//! `path`, `linkpath`, `size`, times with fractions, ids, `SCHILY.xattr.*`,
+//! `LIBARCHIVE.xattr.*`), GNU long names and links (`L`/`K`), GNU sparse files (old
+//! `S` headers and PAX sparse 0.0, 0.1 and 1.0), hard links, symlinks, devices, fifos.
+//! Streams may be plain, gzip or zstd, recognised by their magic.
+//!
+//! Reading never copies file content: a member is a [`diskcast_tree::Content::Stream`]
+//! offset into the decompressed stream, which a sink reads when it needs the bytes.
+//!
+//! - [`TarReader`] yields one [`Member`] at a time (header, metadata, data offset): the
+//!   OCI layer code applies members to a tree with its own whiteout rules.
+//! - [`insert_member`] adds one member to a tree (path checks, parents, hard links).
+//! - [`read_tar`] does both for a whole archive file.
+//! - [`write_tar`] writes a tree as a PAX tar in tree walk order (reproducible).
+#![forbid(unsafe_code)]
+
+mod build;
+mod compress;
+mod header;
+mod reader;
+mod sparse;
+mod writer;
+
+pub use build::{TarTree, insert_member, is_tar_header, normalize_path, read_tar, read_tar_stream};
+pub use compress::{Compression, FileStream};
+pub use reader::{Member, MemberKind, SparseRun, TarReader};
+pub use writer::{WriteReport, write_tar};
+
+/// Largest PAX extended header (`x`/`g`) accepted. Real ones hold a path and a few
+/// xattrs; ACL- and capability-heavy files stay far below this.
+pub const MAX_PAX_HEADER: u64 = 16 << 20;
+
+/// Largest GNU long name or link (`L`/`K`) accepted (Linux's PATH_MAX is 4096).
+pub const MAX_LONG_NAME: u64 = 64 << 10;
+
+/// Most sparse runs one member may declare (each costs 16 bytes of memory).
+pub const MAX_SPARSE_RUNS: usize = 1 << 20;
