@@ -19,6 +19,7 @@ mod info;
 mod map_measure;
 mod mutants;
 mod pairs;
+mod qemu_json;
 mod replay_log;
 mod reproducible;
 mod safety;

@@ -206,6 +206,18 @@ pub trait Driver: Send + Sync {
 
     /// How large a new image holding the `data` extents of a `size`-byte disk would be.
     fn measure(&self, size: u64, data: &[Extent], opts: &CreateOptions) -> Result<Measure>;
+
+    /// Bytes a new image would need to carry the source's persistent `bitmaps` over
+    /// (qemu-img measure's `bitmaps`), or `None` when this format (or these options)
+    /// cannot store them.
+    fn measure_bitmaps(
+        &self,
+        _size: u64,
+        _bitmaps: &[crate::PersistentBitmap],
+        _opts: &CreateOptions,
+    ) -> Result<Option<u64>> {
+        Ok(None)
+    }
 }
 
 impl std::fmt::Debug for dyn Driver + '_ {

@@ -22,7 +22,7 @@ pub mod writer;
 
 use diskcast_block::output::OutputFiles;
 use diskcast_block::registry::{CheckReport, CreateOptions, Driver, Measure, OpenContext, OptionSpec, ProbeData};
-use diskcast_block::{BlockRead, BlockWrite, Extent, Result};
+use diskcast_block::{BlockRead, BlockWrite, Extent, PersistentBitmap, Result};
 use std::path::Path;
 
 pub use reader::Qcow2Reader;
@@ -81,5 +81,11 @@ impl Driver for Qcow2Driver {
         opts.check_keys(self)?;
         let params = writer::Params::from_options(size, opts)?;
         measure::measure(&params, data)
+    }
+
+    fn measure_bitmaps(&self, size: u64, bitmaps: &[PersistentBitmap], opts: &CreateOptions) -> Result<Option<u64>> {
+        opts.check_keys(self)?;
+        let params = writer::Params::from_options(size, opts)?;
+        Ok((params.version >= 3).then(|| measure::bitmaps(&params, bitmaps)))
     }
 }

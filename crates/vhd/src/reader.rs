@@ -567,6 +567,7 @@ impl VhdReader {
             backing_file: self.parent.clone(),
             backing_format: self.parent.as_ref().map(|_| "vhd".into()),
             specific: m,
+            ..ImageInfo::default()
         }
     }
 }

@@ -32,7 +32,7 @@ pub fn run(a: ImageArgs) -> Result<u8, Failure> {
             let mut v = serde_json::to_value(&report).unwrap_or_default();
             if let Some(m) = v.as_object_mut() {
                 m.insert("filename".into(), json!(a.file.display().to_string()));
-                m.insert("format".into(), json!(driver.name()));
+                m.insert("format".into(), json!(super::qemu_format_name(driver.name())));
             }
             print_json(&v);
         }
