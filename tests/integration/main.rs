@@ -3,6 +3,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+/// The OCI crate's image builders and tree/directory manifests, shared rather than copied.
+#[path = "../../crates/oci/tests/common/mod.rs"]
+mod oci_common;
 mod support;
 /// The VHDX crate's log-crafting helpers, shared rather than copied.
 #[path = "../../crates/vhdx/tests/common/mod.rs"]
@@ -14,12 +17,17 @@ mod cli;
 mod compare;
 mod convert;
 mod create;
+mod ext4;
 mod hostile;
 mod info;
+mod iso;
+mod locking;
 mod map_measure;
 mod mutants;
+mod oci;
 mod pairs;
 mod qemu_json;
 mod replay_log;
 mod reproducible;
 mod safety;
+mod trees;

@@ -504,3 +504,73 @@ pub fn assert_map_covers(entries: &[(u64, u64, u64, bool, bool, bool)], size: u6
     }
     assert_eq!(pos, size, "map does not cover the image: {entries:?}");
 }
+
+/// A `qemu-io` that holds an image open read-write (as a running VM would) until dropped:
+/// it reads commands from a pipe we keep open, and quits at its end.
+pub struct QemuHolder {
+    child: std::process::Child,
+}
+
+impl QemuHolder {
+    /// Starts `qemu-io -f FMT FILE` and waits until qemu's own `qemu-img info` sees the
+    /// image locked.
+    pub fn start(fmt: &str, file: &Path) -> Self {
+        let log = file.with_extension("qemu-io.log");
+        let err = std::fs::File::create(&log).expect("create qemu-io log");
+        let mut cmd = qemu_command("qemu-io");
+        cmd.args(["-f", fmt, &s(file)]).stdin(Stdio::piped()).stdout(Stdio::null()).stderr(err);
+        let child = cmd.spawn().expect("spawn qemu-io");
+        let mut holder = QemuHolder { child };
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(status)) = holder.child.try_wait() {
+                panic!("qemu-io exited early ({status}): {}", std::fs::read_to_string(&log).unwrap_or_default());
+            }
+            let r = qemu_img_status(&["info", "-f", fmt, &s(file)]);
+            if r.code != Some(0) && r.stderr.contains("lock") {
+                return holder;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "qemu-img never saw {} locked\n{}",
+                file.display(),
+                r.describe()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for QemuHolder {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take()); // end of commands: qemu-io quits
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits (up to 20 s) until `qemu-img info` refuses `file` because someone holds a lock.
+/// Returns qemu-img's complaint.
+pub fn wait_until_qemu_sees_lock(fmt: &str, file: &Path) -> String {
+    let start = Instant::now();
+    loop {
+        let r = qemu_img_status(&["info", "-f", fmt, &s(file)]);
+        if r.code != Some(0) && r.stderr.contains("lock") {
+            return r.stderr;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "qemu-img never saw {} locked\n{}",
+            file.display(),
+            r.describe()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

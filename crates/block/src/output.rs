@@ -44,6 +44,8 @@ impl OutputFiles {
         let file = OpenOptions::new().read(true).write(true).create_new(true).open(&temp).map_err(|e| {
             Error::io(format!("cannot create the temporary file {}", temp.display()), e).with_file(target)
         })?;
+        // Locked as qemu locks an image being written: `qemu-img info` on it refuses.
+        crate::lock::apply(&file, target, crate::lock::LockMode::Write)?;
         let clone = file.try_clone().map_err(|e| Error::io("cannot duplicate file handle", e).with_file(target))?;
         self.lock().push(Pending { temp: temp.clone(), target: target.to_path_buf(), file: clone });
         Ok(ImageFile::from_file(file, target))

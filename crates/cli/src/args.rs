@@ -93,6 +93,9 @@ Examples:
   diskcast measure -O qcow2 disk.raw
   diskcast measure -O qcow2 --size 100G --output json")]
     Measure(MeasureArgs),
+    /// Optical discs: show and extract El Torito boot images.
+    #[command(subcommand)]
+    Iso(crate::cmd::iso::IsoCommand),
     /// List the files of a directory, tar or disk image's filesystem (like ls).
     #[command(after_help = LS_HELP)]
     Ls(crate::cmd::LsArgs),
@@ -102,6 +105,9 @@ Examples:
     /// Extract a tree into a directory (safely), or write it as a tar.
     #[command(after_help = EXTRACT_HELP)]
     Extract(crate::cmd::ExtractArgs),
+    /// Container images: inspect an OCI or Docker image.
+    #[command(subcommand)]
+    Oci(crate::cmd::oci::OciCommand),
 }
 
 const LS_HELP: &str = "\
@@ -164,8 +170,14 @@ pub struct OpenArgs {
     /// If an image has a pending log (a VHDX that was not closed cleanly), replay the log
     /// into the image file before reading it. This WRITES TO THE INPUT FILE, as Hyper-V and
     /// qemu do when they open it; without this flag such an image is refused.
-    #[arg(long = "replay-log")]
+    #[arg(long = "replay-log", conflicts_with = "force_share")]
     pub replay_log: bool,
+    /// Read an image even though another process (a running VM, qemu-io) has it open for
+    /// writing, as qemu-img -U does. Without it such an image is refused, since what is
+    /// read may be torn. diskcast locks the images it uses the way qemu does, so each
+    /// sees the other.
+    #[arg(short = 'U', long = "force-share")]
+    pub force_share: bool,
 }
 
 #[derive(Debug, Args)]

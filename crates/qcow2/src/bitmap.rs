@@ -8,7 +8,7 @@
 //! leaks). We follow the same rule.
 
 use crate::header::Header;
-use diskcast_block::io::ImageFile;
+use diskcast_block::source::ByteSource;
 use diskcast_block::{Error, Result, range_end};
 
 /// Header extension type of the bitmaps extension.
@@ -86,7 +86,7 @@ impl Bitmap {
 
 /// The bitmaps the image carries, or none when the extension is absent or stale
 /// (autoclear bit clear). The directory must lie inside the file.
-pub fn directory(file: &ImageFile, h: &Header, file_len: u64) -> Result<Vec<Bitmap>> {
+pub fn directory(file: &dyn ByteSource, h: &Header, file_len: u64) -> Result<Vec<Bitmap>> {
     let Some(ext) = h.bitmaps.filter(|_| h.autoclear & AUTOCLEAR_BITMAPS != 0) else { return Ok(Vec::new()) };
     let bad = |msg: String| Error::corrupt(msg).with_field("bitmap_directory_offset");
     if ext.nb_bitmaps > MAX_BITMAPS || ext.directory_size > MAX_DIRECTORY_SIZE {
@@ -132,7 +132,7 @@ pub fn directory(file: &ImageFile, h: &Header, file_len: u64) -> Result<Vec<Bitm
 
 /// Host offsets of the data clusters bitmap `b`'s table names (entries with no cluster,
 /// all zeros or all ones, are skipped). The table must lie inside the file.
-pub fn data_clusters(file: &ImageFile, b: &Bitmap, file_len: u64) -> Result<Vec<u64>> {
+pub fn data_clusters(file: &dyn ByteSource, b: &Bitmap, file_len: u64) -> Result<Vec<u64>> {
     let bytes = u64::from(b.table_size) * 8;
     range_end(b.table_offset, bytes, file_len).map_err(|_| {
         Error::corrupt(format!("bitmap {:?}: table at {:#x} runs past the end of the file", b.name, b.table_offset))

@@ -15,12 +15,14 @@ const NO_CHECK: u8 = 63;
 pub fn run(a: ImageArgs) -> Result<u8, Failure> {
     let fail = |error, exit_code| Failure { error, exit_code };
     let images = Images::new(&a.open).map_err(|e| fail(e, CHECK_INCOMPLETE))?;
+    images.locks.lock(&a.file).map_err(|e| fail(e, CHECK_INCOMPLETE))?;
     let driver = match a.format.as_deref() {
         Some(f) => images.registry.get(f),
         None => images.registry.probe(&a.file),
     }
     .map_err(|e| fail(e, CHECK_INCOMPLETE))?;
-    let report = match driver.check(&a.file, &images.context()) {
+    let src = diskcast_block::source::open_file(&a.file).map_err(|e| fail(e, CHECK_INCOMPLETE))?;
+    let report = match driver.check(src, &images.context()) {
         Ok(r) => r,
         // 63 only when the format has no checker; an image the checker cannot read (an
         // encrypted qcow2, an unsupported feature) is an error like any other, as in qemu-img.

@@ -5,7 +5,7 @@
 //! plan is [`run`](Plan::run), which opens the source (the only moment a `--replay-log`
 //! may write into it) and then writes the target.
 
-use super::{Images, create_options, threads};
+use super::{Images, create_options, lock_target, threads};
 use crate::args::ConvertArgs;
 use crate::progress::reporter;
 use diskcast_block::copy::{CopyOptions, copy};
@@ -82,6 +82,12 @@ impl<'r> Plan<'r> {
             .map_err(|e| Error::argument(format!("cannot install the Ctrl-C handler: {e}")))?;
         let opts = CopyOptions { cancel: Some(cancel), ..self.copy };
         let progress = reporter(a.progress, a.progress_bar);
+        // The target first: an image a VM uses is refused before the source is opened
+        // (and before any log is replayed into it). Held until the new file replaced it.
+        let _target_lock = match &self.target {
+            Target::File(path) => lock_target(path)?,
+            Target::Stdout => None,
+        };
         let src = images.open(&a.src, a.format.as_deref())?;
         match &self.target {
             Target::Stdout => {

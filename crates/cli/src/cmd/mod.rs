@@ -9,9 +9,11 @@ mod create;
 mod extract;
 mod formats;
 mod info;
+pub mod iso;
 mod ls;
 mod map;
 mod measure;
+pub mod oci;
 mod tree_source;
 
 pub use cat::CatArgs;
@@ -21,6 +23,7 @@ pub use ls::LsArgs;
 use crate::Failure;
 use crate::args::{Command, OpenArgs};
 use diskcast_block::gate::Gate;
+use diskcast_block::lock::{ImageLock, LockMode, Locks};
 use diskcast_block::provenance::Provenance;
 use diskcast_block::registry::{CreateOptions, OpenContext, Registry};
 use diskcast_block::{BlockRead, Error, Result};
@@ -38,9 +41,11 @@ pub fn run(command: Command) -> Result<u8, Failure> {
         Command::Create(a) => create::run(a).map_err(Failure::from),
         Command::Measure(a) => measure::run(a).map_err(Failure::from),
         Command::Formats(a) => formats::run(a).map_err(Failure::from),
+        Command::Iso(c) => iso::run(c).map_err(Failure::from),
         Command::Ls(a) => ls::run(a).map_err(Failure::from),
         Command::Cat(a) => cat::run(a).map_err(Failure::from),
         Command::Extract(a) => extract::run(a).map_err(Failure::from),
+        Command::Oci(c) => oci::run(c).map_err(Failure::from),
     }
 }
 
@@ -50,6 +55,8 @@ pub struct Images {
     pub gate: Gate,
     /// `--replay-log`: drivers may write a pending log into the image they open.
     pub replay_log: bool,
+    /// The qemu-compatible locks on every image opened, held until the command ends.
+    pub locks: Locks,
 }
 
 impl Images {
@@ -58,7 +65,18 @@ impl Images {
         for p in &open.allow_backing {
             gate.allow(p)?;
         }
-        Ok(Images { registry: diskcast_formats::registry(), gate, replay_log: open.replay_log })
+        // Replaying a log writes to the input, so it is locked as a target is.
+        let mode = match (open.replay_log, open.force_share) {
+            (true, _) => LockMode::Write,
+            (false, true) => LockMode::ReadShared,
+            (false, false) => LockMode::Read,
+        };
+        Ok(Images {
+            registry: diskcast_formats::registry(),
+            gate,
+            replay_log: open.replay_log,
+            locks: Locks::new(mode),
+        })
     }
 
     /// Opens `path` as `format` (probed when `None`) with its backing chain.
@@ -68,12 +86,26 @@ impl Images {
 
     /// A context that opens backing files through this command's gate.
     pub fn context(&self) -> OpenContext<'_> {
-        OpenContext::new(&self.registry, &self.gate).with_log_replay(self.replay_log)
+        OpenContext::new(&self.registry, &self.gate).with_log_replay(self.replay_log).with_locks(&self.locks)
     }
 
     /// A context that opens no backing file (`info` without `--backing-chain`).
     pub fn context_without_backing(&self) -> OpenContext<'_> {
-        OpenContext::without_backing(&self.registry, &self.gate).with_log_replay(self.replay_log)
+        OpenContext::without_backing(&self.registry, &self.gate)
+            .with_log_replay(self.replay_log)
+            .with_locks(&self.locks)
+    }
+}
+
+/// Locks an existing file that a command is about to replace (or write into) as qemu
+/// locks an image it writes: refused while a VM or another tool uses it. `None` when
+/// there is no such file yet.
+pub fn lock_target(path: &Path) -> Result<Option<ImageLock>> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_file() || std::os::unix::fs::FileTypeExt::is_block_device(&m.file_type()) => {
+            ImageLock::acquire(path, LockMode::Write).map(Some)
+        }
+        _ => Ok(None),
     }
 }
 
