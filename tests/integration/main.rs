@@ -27,6 +27,7 @@ mod map_measure;
 mod mutants;
 mod oci;
 mod pairs;
+mod qemu_json;
 mod replay_log;
 mod reproducible;
 mod safety;

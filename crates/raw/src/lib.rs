@@ -11,7 +11,7 @@ use diskcast_block::output::OutputFiles;
 use diskcast_block::range_end;
 use diskcast_block::registry::{CreateOptions, Driver, Measure, OpenContext, ProbeData};
 use diskcast_block::source::{Source, open_file};
-use diskcast_block::{Alloc, BlockRead, BlockWrite, Encoded, Error, Extent, ImageInfo, Result, WriteOrder};
+use diskcast_block::{Alloc, BlockRead, BlockWrite, Encoded, Error, Extent, ImageInfo, MapExtent, Result, WriteOrder};
 use std::io::Write;
 use std::path::Path;
 use std::sync::Mutex;
@@ -113,11 +113,19 @@ impl BlockRead for RawReader {
         let end = offset.saturating_add(max_len).min(self.size);
         let (alloc, stop) = match self.file.next_data(offset)? {
             Some(data) if data <= offset => (Alloc::Data, self.file.next_hole(offset)?),
-            Some(data) => (Alloc::Unallocated, data),
-            None => (Alloc::Unallocated, end),
+            // A hole in a raw file is part of the image and reads as zeros: "zero" (present
+            // in this image), as qemu-img map reports it, not "unallocated".
+            Some(data) => (Alloc::Zero, data),
+            None => (Alloc::Zero, end),
         };
         let stop = stop.clamp(offset + 1, end.max(offset + 1));
         Ok(Extent { offset, len: stop - offset, alloc })
+    }
+
+    /// Every byte of a raw image is stored at its own offset, holes included.
+    fn map_extent(&self, offset: u64, max_len: u64) -> Result<MapExtent> {
+        let extent = self.extent_at(offset, max_len)?;
+        Ok(MapExtent { extent, host: Some(offset), compressed: false })
     }
 
     fn info(&self) -> ImageInfo {
@@ -274,7 +282,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let r = RawReader::open(&sparse_source(dir.path())).unwrap();
         let first = r.extent_at(0, u64::MAX).unwrap();
-        assert_eq!(first.alloc, Alloc::Unallocated);
+        assert_eq!(first.alloc, Alloc::Zero);
+        assert_eq!(r.map_extent(0, u64::MAX).unwrap().host, Some(0), "a hole has its place too, as qemu maps it");
         assert!(first.len <= 1 << 20);
         let data = r.extent_at(1 << 20, u64::MAX).unwrap();
         assert_eq!(data.alloc, Alloc::Data);
