@@ -16,6 +16,7 @@ mod convert;
 mod create;
 mod hostile;
 mod info;
+mod inputs;
 mod locking;
 mod map_measure;
 mod mutants;
