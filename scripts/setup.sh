@@ -14,6 +14,7 @@
 #   skopeo, umoci, docker-registry: OCI images, transports and a registry on loopback
 #   busybox-static, cpio, attr: small root filesystems, initramfs, xattrs in test trees
 #   syslinux*, isolinux, systemd-boot-efi, grub-efi-amd64-bin: boot loaders for boot tests
+#   grub-rescue-pc:           a real Debian-made bootable ISO (/usr/lib/grub-rescue) to read
 set -euo pipefail
 packages=(
   qemu-utils qemu-system-x86 ovmf seabios procps coreutils
@@ -22,6 +23,7 @@ packages=(
   skopeo umoci docker-registry
   busybox-static cpio attr
   syslinux syslinux-common isolinux extlinux syslinux-efi systemd-boot-efi grub-efi-amd64-bin
+  grub-rescue-pc
 )
 # Packages that must come from backports on bookworm (older releases there are too old).
 backports=(qemu-system-x86 qemu-system-common qemu-system-data seabios e2fsprogs libext2fs2)
@@ -72,6 +74,7 @@ for tool in qemu-img qemu-io qemu-system-x86_64 kill timeout xorriso genisoimage
   docker-registry busybox cpio setfattr getfattr; do
   command -v "$tool" >/dev/null || { echo "setup: $tool is still missing after install" >&2; exit 1; }
 done
+[ -e /usr/lib/grub-rescue/grub-rescue-cdrom.iso ] || { echo "setup: grub-rescue-pc's ISO is missing after install" >&2; exit 1; }
 [ -e /usr/share/OVMF/OVMF_CODE_4M.fd ] || [ -e /usr/share/OVMF/OVMF_CODE.fd ] ||
   { echo "setup: OVMF firmware is missing after install" >&2; exit 1; }
 # Debian's python (tests call /usr/bin/python3: a pyenv python on PATH lacks Debian's modules).

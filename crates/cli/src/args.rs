@@ -99,6 +99,9 @@ Examples:
   diskcast measure -O qcow2 disk.raw
   diskcast measure -O qcow2 --size 100G --output json")]
     Measure(MeasureArgs),
+    /// Optical discs: show and extract El Torito boot images.
+    #[command(subcommand)]
+    Iso(crate::cmd::iso::IsoCommand),
     /// List the files of a directory, tar or disk image's filesystem (like ls).
     #[command(after_help = LS_HELP)]
     Ls(crate::cmd::LsArgs),

@@ -1,11 +1,12 @@
 //! The El Torito boot catalog (El Torito 1.0 §2): a validation entry, the initial/default
 //! entry (BIOS, usually), then sections of further entries (UEFI is platform 0xEF).
 
-use crate::dir::parse_record;
 use crate::volume::read_volumes;
 use crate::{SECTOR, le16, le32, read_bytes};
 use diskcast_block::{BlockRead, Error, Result};
+use diskcast_tree::Content;
 use serde::Serialize;
+use std::sync::Arc;
 
 /// Most catalog sectors read: 64 entries each, far more than any disc uses.
 const MAX_CATALOG_SECTORS: u64 = 16;
@@ -67,7 +68,9 @@ pub struct Catalog {
 
 /// Reads the boot catalog of `disk`, if it has one. Every entry is checked to lie inside
 /// the disc.
-pub fn read_catalog(disk: &dyn BlockRead) -> Result<Option<Catalog>> {
+pub fn read_catalog(disk: &Arc<dyn BlockRead>) -> Result<Option<Catalog>> {
+    let files = boot_files(disk);
+    let disk = disk.as_ref();
     let vols = read_volumes(disk)?;
     let Some(lba) = vols.boot_catalog else { return Ok(None) };
     let at = u64::from(lba) * SECTOR;
@@ -84,7 +87,6 @@ pub fn read_catalog(disk: &dyn BlockRead) -> Result<Option<Catalog>> {
     if v[0] != 1 || v[30] != 0x55 || v[31] != 0xAA || sum != 0 {
         return Err(bad("validation entry is broken (header, key bytes or checksum)", 0).with_field("validation_entry"));
     }
-    let files = boot_files(disk).unwrap_or_default();
     let mut entries = vec![entry(disk, &cat[32..64], v[1], id_string(&v[4..28]), &files, at + 32)?];
     let mut pos = 64;
     let mut last_section = false;
@@ -180,41 +182,23 @@ fn hard_disk_size(disk: &dyn BlockRead, lba: u32, at: u64) -> Result<u64> {
         .ok_or_else(|| Error::corrupt("El Torito hard-disk image has no partition").with_offset(at))
 }
 
-/// (first sector, size, path) of the files in the primary tree's root and one level
-/// below, where boot images live (`/isolinux/isolinux.bin`, `/boot/grub/efi.img`).
-/// Only to name and size boot images; never an error.
-fn boot_files(disk: &dyn BlockRead) -> Result<Vec<(u32, u64, String)>> {
-    let vols = read_volumes(disk)?;
-    let Some(root) = vols.root else { return Ok(Vec::new()) };
+/// (first sector, size, path) of every file in the disc's best ISO 9660 tree, to name and
+/// size boot images. Only a help: a disc whose tree does not read still shows its
+/// catalog.
+fn boot_files(disk: &Arc<dyn BlockRead>) -> Vec<(u32, u64, String)> {
+    let Ok(tree) = crate::read::read_iso_tree(disk) else { return Vec::new() };
     let mut out = Vec::new();
-    let mut dirs = vec![(root, String::new(), 0)];
-    while let Some((d, path, depth)) = dirs.pop() {
-        let data = read_bytes(disk, d.data_offset(), u64::from(d.len.min(1 << 20)), "directory")?;
-        let mut pos = 0;
-        while pos < data.len() {
-            let end = ((pos / 2048) + 1) * 2048;
-            match parse_record(&data[pos..end.min(data.len())], 0) {
-                Ok(Some(r)) => {
-                    pos += usize::from(data[pos]);
-                    if r.is_dot() {
-                        continue;
-                    }
-                    let name = String::from_utf8_lossy(crate::read::strip_version(&r.ident)).to_string();
-                    let p = format!("{path}/{name}");
-                    if r.is_dir() {
-                        if depth < 3 {
-                            dirs.push((r, p, depth + 1));
-                        }
-                    } else {
-                        out.push((r.lba, u64::from(r.len), p));
-                    }
-                }
-                Ok(None) => pos = end,
-                Err(_) => break,
-            }
+    for (path, id) in tree.walk(tree.root()) {
+        if let Some(Content::Blocks { extents, .. }) = tree.node(id).as_file().map(|f| &f.content)
+            && let Some(first) = extents.first()
+            && first.file_offset == 0
+            && let Ok(lba) = u32::try_from(first.source_offset / SECTOR)
+        {
+            let size = tree.node(id).as_file().map(|f| f.size).unwrap_or(0);
+            out.push((lba, size, format!("/{}", String::from_utf8_lossy(&path))));
         }
     }
-    Ok(out)
+    out
 }
 
 /// The boot information table isolinux wants patched into its image at byte 8 (56

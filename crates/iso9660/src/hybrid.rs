@@ -46,7 +46,7 @@ pub fn read_hybrid(disk: &dyn BlockRead) -> Result<Hybrid> {
     if h.mbr {
         for i in 0..4 {
             let p = &sa[446 + 16 * i..462 + 16 * i];
-            if p[4] == 0 {
+            if p.iter().all(|&b| b == 0) {
                 continue;
             }
             h.partitions.push(HybridPartition {

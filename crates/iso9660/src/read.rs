@@ -107,6 +107,19 @@ pub fn read_tree(disk: Arc<dyn BlockRead>, opts: &ReadOptions) -> Result<Tree> {
     Walker::new(disk, kind, skip).walk(root, &vols)
 }
 
+/// The best ISO 9660 tree (Rock Ridge, Joliet, plain) of a disc, UDF left aside.
+pub(crate) fn read_iso_tree(disk: &Arc<dyn BlockRead>) -> Result<Tree> {
+    let vols = read_volumes(disk.as_ref())?;
+    let root = vols.root.clone().ok_or_else(|| Error::invalid("no root directory"))?;
+    let skip = rock_ridge_skip(disk.as_ref(), &root)?;
+    let (kind, root) = match (&skip, &vols.joliet) {
+        (None, Some((j, _))) => (TreeKind::Joliet, j.clone()),
+        (None, None) => (TreeKind::Iso9660, root),
+        (Some(_), _) => (TreeKind::RockRidge, root),
+    };
+    Walker::new(disk.clone(), kind, skip).walk(root, &vols)
+}
+
 /// SP's skip count when the primary tree uses Rock Ridge (its root `.` starts with SP).
 fn rock_ridge_skip(disk: &dyn BlockRead, root: &DirRecord) -> Result<Option<usize>> {
     let first = read_bytes(disk, root.data_offset(), SECTOR.min(u64::from(root.len.max(34))), "root directory")?;

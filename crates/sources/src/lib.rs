@@ -21,7 +21,7 @@ use std::sync::Arc;
 /// Every filesystem diskcast can read out of a disk image, a partition or a disc. Each
 /// filesystem crate adds its reader here (one line plus the dependency).
 pub fn fs_readers() -> Vec<Box<dyn FsReader>> {
-    Vec::new()
+    vec![Box::new(diskcast_iso9660::Iso9660Reader), Box::new(diskcast_ext4::Ext4Reader)]
 }
 
 /// How to open a source.

@@ -7,6 +7,8 @@
 //! what is specific to its format.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod manifest;
+
 use diskcast_block::copy::{CopyOptions, copy};
 use diskcast_block::gate::Gate;
 use diskcast_block::output::OutputFiles;

@@ -9,6 +9,7 @@ mod create;
 mod extract;
 mod formats;
 mod info;
+pub mod iso;
 mod ls;
 mod map;
 mod measure;
@@ -39,6 +40,7 @@ pub fn run(command: Command) -> Result<u8, Failure> {
         Command::Create(a) => create::run(a).map_err(Failure::from),
         Command::Measure(a) => measure::run(a).map_err(Failure::from),
         Command::Formats(a) => formats::run(a).map_err(Failure::from),
+        Command::Iso(c) => iso::run(c).map_err(Failure::from),
         Command::Ls(a) => ls::run(a).map_err(Failure::from),
         Command::Cat(a) => cat::run(a).map_err(Failure::from),
         Command::Extract(a) => extract::run(a).map_err(Failure::from),

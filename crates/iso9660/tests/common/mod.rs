@@ -139,3 +139,21 @@ fn collect(base: &Path, dir: &Path, out: &mut BTreeMap<String, ()>) {
         }
     }
 }
+
+/// A bootable hybrid disc as installers are made: isolinux for BIOS with a boot info
+/// table, a FAT image as the UEFI El Torito entry, isohybrid MBR and GPT.
+pub fn make_boot_iso(dir: &Path) -> std::path::PathBuf {
+    let stage = dir.join("stage");
+    let iso = dir.join("boot.iso");
+    sh(&format!(
+        "mkdir -p '{s}/isolinux' '{s}/boot'; cp /usr/lib/ISOLINUX/isolinux.bin '{s}/isolinux/'
+         mkfs.fat -C -n EFIBOOT '{s}/boot/efiboot.img' 2048 >/dev/null; echo hi > '{s}/hello'
+         xorriso -as mkisofs -quiet -o '{i}' -V BOOTISO -R -J \
+           -b isolinux/isolinux.bin -c isolinux/boot.cat -no-emul-boot -boot-load-size 4 -boot-info-table \
+           -isohybrid-mbr /usr/lib/ISOLINUX/isohdpfx.bin \
+           -eltorito-alt-boot -e boot/efiboot.img -no-emul-boot -isohybrid-gpt-basdat '{s}'",
+        s = stage.display(),
+        i = iso.display()
+    ));
+    iso
+}

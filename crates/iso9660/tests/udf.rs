@@ -1,0 +1,141 @@
+//! UDF discs made by genisoimage (UDF 1.02 bridge), pycdlib (UDF 2.60, Windows-installer
+//! shaped) and mkudffs (2.01 to 2.60, metadata partitions, 512-byte blocks), read by us
+//! and by 7-Zip and udfinfo.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::*;
+use diskcast_iso9660::{TreeKind, available_trees};
+use diskcast_tree::{Content, NodeId};
+use std::path::Path;
+
+const NONE: Check = Check { modes: false, mtimes: false, symlinks: false, hardlinks: false };
+
+fn fixture(name: &str) -> String {
+    format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn seven_zip_udf(iso: &Path, out: &Path) {
+    run("7zz", &["x", "-y", "-tUdf", &format!("-o{}", out.display()), iso.to_str().unwrap()]);
+}
+
+#[test]
+fn genisoimage_udf_bridge_is_preferred_and_matches_7zip() {
+    let t = tempfile::tempdir().unwrap();
+    let (src, iso) = (t.path().join("src"), t.path().join("u.iso"));
+    sh(&format!(
+        "mkdir -p '{s}/sub dir/deeper' '{s}/empty'; cd '{s}'; echo hello > hello.txt
+         head -c 300000 /dev/urandom > random.bin; printf 'é' > 'sub dir/héllo wörld.txt'
+         seq 1 5000 > 'sub dir/deeper/numbers.txt'; : > zero-length",
+        s = src.display()
+    ));
+    run(
+        "genisoimage",
+        &["-quiet", "-R", "-J", "-udf", "-V", "BRIDGE", "-o", iso.to_str().unwrap(), src.to_str().unwrap()],
+    );
+    let disk = open(&iso);
+    let trees = available_trees(disk.as_ref()).unwrap();
+    assert_eq!(trees, [TreeKind::Udf, TreeKind::RockRidge, TreeKind::Joliet, TreeKind::Iso9660]);
+    let udf = read(&iso, None);
+    let out = t.path().join("7z");
+    seven_zip_udf(&iso, &out);
+    assert_same(&udf, &out, NONE, &|_| false);
+    // The same files as the Rock Ridge tree, byte for byte.
+    let rr = read(&iso, Some("rockridge"));
+    let a: Vec<_> = udf.walk(NodeId::ROOT).map(|(p, _)| p).collect();
+    let b: Vec<_> = rr.walk(NodeId::ROOT).map(|(p, _)| p).collect();
+    assert_eq!(a, b);
+    let id = udf.resolve(b"random.bin", false).unwrap();
+    assert!(matches!(udf.node(id).as_file().unwrap().content, Content::Blocks { .. }));
+}
+
+#[test]
+fn pycdlib_udf_2_60_windows_like_disc() {
+    let t = tempfile::tempdir().unwrap();
+    let iso = t.path().join("win.iso");
+    run("/usr/bin/python3", &[&fixture("udf-windows-like.py"), iso.to_str().unwrap(), "3000000"]);
+    let udf = read(&iso, None);
+    let out = t.path().join("7z");
+    seven_zip_udf(&iso, &out);
+    assert_same(&udf, &out, NONE, &|_| false);
+    // The ISO 9660 side holds only the README.
+    let iso_side = read(&iso, Some("iso9660"));
+    let names: Vec<_> = iso_side.walk(NodeId::ROOT).skip(1).map(|(p, _)| String::from_utf8(p).unwrap()).collect();
+    assert_eq!(names, ["README.TXT"]);
+}
+
+#[test]
+fn mkudffs_revisions_and_block_sizes() {
+    let t = tempfile::tempdir().unwrap();
+    for (rev, media, bs) in
+        [("1.02", "dvd", "2048"), ("2.01", "hd", "512"), ("2.01", "hd", "4096"), ("2.01", "dvdram", "2048")]
+    {
+        let img = t.path().join(format!("udf-{rev}-{bs}.img"));
+        run("truncate", &["-s", "16M", img.to_str().unwrap()]);
+        run(
+            "mkudffs",
+            &[
+                &format!("--media-type={media}"),
+                &format!("--udfrev={rev}"),
+                &format!("--blocksize={bs}"),
+                "--label=DCUDF",
+                "--uid=1000",
+                "--gid=100",
+                "--mode=0750",
+                img.to_str().unwrap(),
+            ],
+        );
+        let info = run("udfinfo", &[img.to_str().unwrap()]);
+        assert!(info.contains("label=DCUDF"), "{info}");
+        let tree = read(&img, None);
+        let root = tree.node(NodeId::ROOT);
+        assert_eq!((root.meta.mode, root.meta.uid, root.meta.gid), (0o750, 1000, 100), "UDF {rev} {bs}");
+        assert_eq!(
+            tree.dir(NodeId::ROOT).unwrap().len(),
+            0,
+            "UDF {rev} {bs}: {:?}",
+            tree.walk(NodeId::ROOT).map(|p| p.0).collect::<Vec<_>>()
+        );
+    }
+}
+
+#[test]
+fn write_once_media_with_a_virtual_allocation_table_are_refused_clearly() {
+    let t = tempfile::tempdir().unwrap();
+    let img = t.path().join("bdr.img");
+    run("truncate", &["-s", "16M", img.to_str().unwrap()]);
+    run("mkudffs", &["--media-type=bdr", "--udfrev=2.50", img.to_str().unwrap()]);
+    let disk = open(&img);
+    let opts = diskcast_tree::ReadOptions { tree: None, label: img.display().to_string() };
+    use diskcast_tree::FsReader;
+    let e = diskcast_iso9660::Iso9660Reader.read(disk, &opts).unwrap_err();
+    diskcast_testkit::assert_error(&e, diskcast_block::ErrorKind::Unsupported, "Virtual Partition");
+}
+
+#[test]
+fn udf_partition_reference_out_of_range() {
+    let t = tempfile::tempdir().unwrap();
+    let (src, iso) = (t.path().join("src"), t.path().join("u.iso"));
+    sh(&format!("mkdir -p '{s}/d'; echo x > '{s}/d/f'", s = src.display()));
+    run("genisoimage", &["-quiet", "-udf", "-o", iso.to_str().unwrap(), src.to_str().unwrap()]);
+    let mut img = std::fs::read(&iso).unwrap();
+    // The file set descriptor (tag 256): its root ICB names partition reference 9.
+    let fsd = (0..img.len() / 2048)
+        .map(|s| s * 2048)
+        .find(|&at| u16::from_le_bytes([img[at], img[at + 1]]) == 256 && img[at + 4] != 0)
+        .expect("no file set descriptor");
+    img[fsd + 408..fsd + 410].copy_from_slice(&9u16.to_le_bytes());
+    let bad = t.path().join("bad.iso");
+    std::fs::write(&bad, &img).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let b = bad.clone();
+    std::thread::spawn(move || {
+        use diskcast_tree::FsReader;
+        let opts = diskcast_tree::ReadOptions { tree: Some("udf".into()), label: b.display().to_string() };
+        tx.send(diskcast_iso9660::Iso9660Reader.read(open(&b), &opts).map(|_| ()))
+    });
+    let e = rx.recv_timeout(std::time::Duration::from_secs(10)).expect("hung").unwrap_err();
+    diskcast_testkit::assert_error(&e, diskcast_block::ErrorKind::Corrupt, "partition reference 9 is out of range");
+    assert_eq!(e.field(), Some("partition_reference"));
+}
