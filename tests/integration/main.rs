@@ -3,6 +3,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+/// The OCI crate's image builders and tree/directory manifests, shared rather than copied.
+#[path = "../../crates/oci/tests/common/mod.rs"]
+mod oci_common;
 mod support;
 /// The VHDX crate's log-crafting helpers, shared rather than copied.
 #[path = "../../crates/vhdx/tests/common/mod.rs"]
@@ -22,6 +25,7 @@ mod iso;
 mod locking;
 mod map_measure;
 mod mutants;
+mod oci;
 mod pairs;
 mod replay_log;
 mod reproducible;

@@ -16,13 +16,13 @@
 use crate::blobs::{LayerStream, VerifiedRaw};
 use crate::digest::{Hasher, from_io, mismatch};
 use crate::image::{Image, Layer};
-use crate::tar::{Entry, EntryKind, TarReader};
 use diskcast_block::{Error, Result};
+use diskcast_tar::{Member, MemberKind, SparseContent, TarReader, normalize_path};
 use diskcast_tree::{
-    Content, ContentRead, FileData, Kind, Meta, Node, NodeId, StreamSource, Timestamp, Tree, check_name, display_name,
+    Content, FileData, Kind, Meta, Node, NodeId, StreamSource, Timestamp, Tree, check_name, display_name,
 };
 use std::io::Read;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 const WHITEOUT: &[u8] = b".wh.";
 const OPAQUE: &[u8] = b".wh..wh..opq";
@@ -36,7 +36,7 @@ pub struct ScannedLayer {
     /// The stream file contents refer to.
     pub stream: Arc<LayerStream>,
     /// The members.
-    pub entries: Vec<Entry>,
+    pub entries: Vec<Member>,
     /// The uncompressed size.
     pub uncompressed: u64,
 }
@@ -54,35 +54,57 @@ pub fn scan_layer(image: &Image, layer: &Layer) -> Result<ScannedLayer> {
     });
     let what = format!("layer {}", d.digest);
     let (reader, raw) = stream.open_checked()?;
-    let hashing =
-        DiffHash { inner: reader, hasher: layer.diff_id.as_ref().map(|id| Hasher::new(id.algorithm())), n: 0 };
-    let mut tar = TarReader::new(hashing, what.clone());
+    let hash = Arc::new(Mutex::new(DiffHash {
+        inner: reader,
+        hasher: layer.diff_id.as_ref().map(|id| Hasher::new(id.algorithm())),
+        n: 0,
+    }));
+    let mut tar = TarReader::new(Box::new(SharedRead(hash.clone())), what.clone());
     let mut entries = Vec::new();
     let scanned = (|| -> Result<()> {
-        while let Some(e) = tar.next_entry()? {
+        while let Some(m) = tar.next_member()? {
             if entries.len() >= MAX_MEMBERS_PER_LAYER {
                 return Err(Error::out_of_bounds(format!("{what} has more than {MAX_MEMBERS_PER_LAYER} members")));
             }
-            entries.push(e);
+            entries.push(m);
         }
         Ok(())
     })();
-    let mut hashing = tar.into_inner();
+    drop(tar);
     if let Err(e) = scanned {
-        // A digest mismatch explains a broken tar better than the tar error does.
+        // A digest mismatch or a decompression bomb explains a broken tar better than
+        // the tar error that it caused.
         finish_raw(&raw, &what)?;
-        return Err(e);
+        return Err(root_cause(e));
     }
     // What follows the end-of-archive marker (zero padding) is part of the diff_id.
-    std::io::copy(&mut hashing, &mut std::io::sink()).map_err(|e| from_io(e, &what))?;
+    let mut rest = SharedRead(hash.clone());
+    std::io::copy(&mut rest, &mut std::io::sink()).map_err(|e| from_io(e, &what))?;
     finish_raw(&raw, &what)?;
-    if let (Some(want), Some(h)) = (&layer.diff_id, hashing.hasher.take()) {
-        let got = h.finish();
+    let mut h = hash.lock().map_err(|_| Error::invalid("layer hash poisoned"))?;
+    let uncompressed = h.n;
+    if let (Some(want), Some(hasher)) = (&layer.diff_id, h.hasher.take()) {
+        let got = hasher.finish();
         if &got != want {
             return Err(mismatch(&format!("{what} (uncompressed, diff_id)"), want, &got));
         }
     }
-    Ok(ScannedLayer { stream, entries, uncompressed: hashing.n })
+    Ok(ScannedLayer { stream, entries, uncompressed })
+}
+
+/// The error a reader below the tar reader reported (digest, size, decompression bomb),
+/// when the tar reader passed it on as a plain I/O error.
+fn root_cause(e: Error) -> Error {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(&e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && let Some(inner) = io.get_ref().and_then(|i| i.downcast_ref::<Error>())
+        {
+            return Error::new(inner.kind(), inner.message().to_string());
+        }
+        cur = err.source();
+    }
+    e
 }
 
 fn finish_raw(raw: &VerifiedRaw, what: &str) -> Result<()> {
@@ -106,7 +128,15 @@ impl Read for DiffHash {
     }
 }
 
-impl crate::tar::TarInput for DiffHash {}
+/// The decompressed layer, shared between the tar reader and the scan that drains what
+/// follows the archive's end.
+struct SharedRead(Arc<Mutex<DiffHash>>);
+
+impl Read for SharedRead {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.lock().map_err(|_| std::io::Error::other("layer reader poisoned"))?.read(buf)
+    }
+}
 
 /// Scans every layer of `image` (in parallel, at most `threads` at once) and applies them
 /// in order into a new tree.
@@ -158,26 +188,14 @@ pub fn scan_all(image: &Image, threads: usize) -> Result<Vec<ScannedLayer>> {
     Ok(out)
 }
 
-/// A member's path as tree components: leading `/` and `.` components dropped, `..`
-/// refused.
+/// A member's path as tree components (leading `/` and `.` dropped, `..` refused),
+/// each a valid name.
 fn components<'a>(path: &'a [u8], what: &dyn Fn() -> String) -> Result<Vec<&'a [u8]>> {
-    let mut out = Vec::new();
-    for c in path.split(|&b| b == b'/') {
-        if c.is_empty() || c == b"." {
-            continue;
-        }
-        if c == b".." {
-            return Err(Error::corrupt(format!(
-                "{}: member name {} climbs out of the root with '..'",
-                what(),
-                display_name(path)
-            ))
-            .with_field("name"));
-        }
+    let comps = normalize_path(path).map_err(|e| Error::new(e.kind(), format!("{}: {}", what(), e.message())))?;
+    for c in &comps {
         check_name(c).map_err(|e| Error::corrupt(format!("{}: {}", what(), e.message())).with_field("name"))?;
-        out.push(c);
     }
-    Ok(out)
+    Ok(comps)
 }
 
 /// Applies one scanned layer to `tree`.
@@ -216,9 +234,9 @@ pub fn apply_layer(tree: &mut Tree, layer: &ScannedLayer) -> Result<()> {
         let comps = components(&e.path, &what)?;
         let Some((last, parents)) = comps.split_last() else {
             // `./` itself: the root directory's metadata.
-            if e.kind == EntryKind::Dir {
+            if e.kind == MemberKind::Dir {
                 let root = tree.node_mut(NodeId::ROOT);
-                root.meta = meta_of(e);
+                root.meta = e.meta.clone();
                 root.xattrs = e.xattrs.clone();
             }
             continue;
@@ -227,14 +245,14 @@ pub fn apply_layer(tree: &mut Tree, layer: &ScannedLayer) -> Result<()> {
             continue;
         }
         let parent = make_parents(tree, parents, &what, e)?;
-        if e.kind == EntryKind::HardLink {
-            let tcomps = components(&e.link, &|| format!("{}: hard link {}", what(), display_name(&e.path)))?;
+        if let MemberKind::HardLink(link) = &e.kind {
+            let tcomps = components(link, &|| format!("{}: hard link {}", what(), display_name(&e.path)))?;
             let target = resolve_components(tree, &tcomps, false).ok_or_else(|| {
                 Error::corrupt(format!(
                     "{}: hard link {} points to {}, which does not exist",
                     what(),
                     display_name(&e.path),
-                    display_name(&e.link)
+                    display_name(link)
                 ))
             })?;
             if tree.node(target).as_dir().is_some() {
@@ -250,27 +268,27 @@ pub fn apply_layer(tree: &mut Tree, layer: &ScannedLayer) -> Result<()> {
             tree.link(parent, last, target)?;
             continue;
         }
-        let kind = match e.kind {
-            EntryKind::Dir => {
+        let kind = match &e.kind {
+            MemberKind::Dir => {
                 if let Some(existing) = tree.lookup(parent, last)
                     && tree.node(existing).as_dir().is_some()
                 {
                     // A directory over a directory keeps its entries and takes the new metadata.
                     let n = tree.node_mut(existing);
-                    n.meta = meta_of(e);
+                    n.meta = e.meta.clone();
                     n.xattrs = e.xattrs.clone();
                     continue;
                 }
                 Kind::empty_dir()
             }
-            EntryKind::File => Kind::File(file_data(layer, e)),
-            EntryKind::Symlink => Kind::Symlink(e.link.clone()),
-            EntryKind::CharDev => Kind::CharDev { major: e.dev_major, minor: e.dev_minor },
-            EntryKind::BlockDev => Kind::BlockDev { major: e.dev_major, minor: e.dev_minor },
-            EntryKind::Fifo => Kind::Fifo,
-            EntryKind::HardLink => unreachable_kind()?,
+            MemberKind::File => Kind::File(file_data(layer, e)?),
+            MemberKind::Symlink(target) => Kind::Symlink(target.clone()),
+            MemberKind::CharDev { major, minor } => Kind::CharDev { major: *major, minor: *minor },
+            MemberKind::BlockDev { major, minor } => Kind::BlockDev { major: *major, minor: *minor },
+            MemberKind::Fifo => Kind::Fifo,
+            MemberKind::HardLink(_) => unreachable_kind()?,
         };
-        let mut node = Node::new(meta_of(e), kind);
+        let mut node = Node::new(e.meta.clone(), kind);
         node.xattrs = e.xattrs.clone();
         tree.insert(parent, last, node)?;
     }
@@ -281,22 +299,14 @@ fn unreachable_kind() -> Result<Kind> {
     Err(Error::invalid("hard link handled above"))
 }
 
-fn meta_of(e: &Entry) -> Meta {
-    Meta { mode: e.mode & 0o7777, uid: e.uid, gid: e.gid, mtime: e.mtime, atime: e.atime, ctime: e.ctime }
-}
-
-fn file_data(layer: &ScannedLayer, e: &Entry) -> FileData {
+fn file_data(layer: &ScannedLayer, e: &Member) -> Result<FileData> {
     let stream: Arc<dyn StreamSource> = layer.stream.clone();
     let content = match &e.sparse {
         _ if e.size == 0 => Content::Zero,
-        Some(map) => Content::Reader(Arc::new(SparseMember {
-            stream,
-            data_offset: e.data_offset,
-            map: map.iter().filter(|s| s.1 > 0).copied().collect::<Vec<_>>().into(),
-        })),
+        Some(runs) => Content::Reader(Arc::new(SparseContent::new(stream, e.data_offset, runs)?)),
         None => Content::Stream { stream, offset: e.data_offset },
     };
-    FileData { size: e.size, content }
+    Ok(FileData { size: e.size, content })
 }
 
 /// Walks `comps` from the root without creating anything; `None` when some component
@@ -319,7 +329,7 @@ fn lookup_dir(tree: &Tree, comps: &[&[u8]]) -> Option<NodeId> {
 
 /// The parent directory of a member, made when missing (mode 0755, as a runtime's
 /// `mkdir -p` would).
-fn make_parents(tree: &mut Tree, parents: &[&[u8]], what: &dyn Fn() -> String, e: &Entry) -> Result<NodeId> {
+fn make_parents(tree: &mut Tree, parents: &[&[u8]], what: &dyn Fn() -> String, e: &Member) -> Result<NodeId> {
     let mut cur = NodeId::ROOT;
     for (i, comp) in parents.iter().enumerate() {
         cur = match tree.lookup(cur, comp) {
@@ -352,58 +362,8 @@ fn make_parents(tree: &mut Tree, parents: &[&[u8]], what: &dyn Fn() -> String, e
                     )));
                 }
             },
-            None => tree.insert(cur, comp, Node::new(Meta::new(0o755, e.mtime), Kind::empty_dir()))?,
+            None => tree.insert(cur, comp, Node::new(Meta::new(0o755, e.meta.mtime), Kind::empty_dir()))?,
         };
     }
     Ok(cur)
-}
-
-/// A sparse tar member: its data segments are stored back to back in the layer stream.
-#[derive(Debug)]
-struct SparseMember {
-    stream: Arc<dyn StreamSource>,
-    data_offset: u64,
-    /// `(file offset, len)`, sorted, non-overlapping (checked by the tar reader).
-    map: Arc<[(u64, u64)]>,
-}
-
-impl ContentRead for SparseMember {
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        buf.fill(0);
-        let end = offset + buf.len() as u64;
-        let mut stored = 0u64;
-        let mut reader: Option<(Box<dyn Read + Send>, u64)> = None;
-        for &(o, l) in self.map.iter() {
-            let seg_stored = stored;
-            stored += l;
-            if o + l <= offset {
-                continue;
-            }
-            if o >= end {
-                break;
-            }
-            let lo = o.max(offset);
-            let hi = (o + l).min(end);
-            let want_pos = self.data_offset + seg_stored + (lo - o);
-            let (r, pos) = match reader.take() {
-                Some(x) => x,
-                None => (self.stream.open()?, 0),
-            };
-            let mut r = r;
-            let skip = want_pos.checked_sub(pos).ok_or_else(|| Error::invalid("sparse read went backwards"))?;
-            let got = std::io::copy(&mut (&mut r).take(skip), &mut std::io::sink())
-                .map_err(|e| from_io(e, &self.stream.name()))?;
-            if got < skip {
-                return Err(Error::corrupt(format!("{} ends before a sparse file it holds", self.stream.name())));
-            }
-            let dst = &mut buf[(lo - offset) as usize..(hi - offset) as usize];
-            r.read_exact(dst).map_err(|e| from_io(e, &self.stream.name()))?;
-            reader = Some((r, want_pos + (hi - lo)));
-        }
-        Ok(())
-    }
-
-    fn data_ranges(&self, _size: u64) -> Result<Vec<(u64, u64)>> {
-        Ok(self.map.to_vec())
-    }
 }

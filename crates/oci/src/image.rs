@@ -8,7 +8,6 @@ use crate::spec::{
     Compression, Descriptor, DocKind, DockerArchiveEntry, ImageConfig, Index, MAX_CONFIG_BYTES, MAX_LAYERS,
     MAX_MANIFEST_BYTES, Manifest, Platform, REF_NAME, doc_kind, media, parse_json,
 };
-use crate::tar::{EntryKind, TarReader};
 use diskcast_block::progress::{NoProgress, Progress};
 use diskcast_block::{Error, Result};
 use std::collections::{BTreeMap, HashMap};
@@ -354,27 +353,27 @@ fn clean(name: &[u8]) -> String {
 impl Archive {
     pub(crate) fn index(path: &Path) -> Result<Self> {
         let file = Arc::new(File::open(path).map_err(|e| Error::io("cannot open", e).with_file(path))?);
-        let len = file.metadata().map_err(|e| Error::io("cannot stat", e).with_file(path))?.len();
-        let mut tar = TarReader::new(FileRange { file: file.clone(), pos: 0, end: len }, path.display().to_string());
+        let handle = file.try_clone().map_err(|e| Error::io("cannot open", e).with_file(path))?;
+        let mut tar = diskcast_tar::TarReader::from_file(handle, path.display().to_string())?;
         let mut members = HashMap::new();
         let mut links = HashMap::new();
-        while let Some(e) = tar.next_entry()? {
+        while let Some(e) = tar.next_member()? {
             if members.len() + links.len() >= MAX_ARCHIVE_MEMBERS {
                 return Err(Error::out_of_bounds(format!("archive has more than {MAX_ARCHIVE_MEMBERS} members")));
             }
             let name = clean(&e.path);
-            match e.kind {
-                EntryKind::File if e.sparse.is_none() => {
+            match &e.kind {
+                diskcast_tar::MemberKind::File if e.sparse.is_none() => {
                     members.insert(name, (e.data_offset, e.data_len));
                 }
-                EntryKind::Symlink => {
+                diskcast_tar::MemberKind::Symlink(link) => {
                     let dir = name.rsplit_once('/').map_or("", |(d, _)| d);
-                    let target = String::from_utf8_lossy(&e.link);
+                    let target = String::from_utf8_lossy(link);
                     let joined = if target.starts_with('/') { target.to_string() } else { format!("{dir}/{target}") };
                     links.insert(name, normalize(&joined));
                 }
-                EntryKind::HardLink => {
-                    links.insert(name, clean(&e.link));
+                diskcast_tar::MemberKind::HardLink(link) => {
+                    links.insert(name, clean(link));
                 }
                 _ => {}
             }

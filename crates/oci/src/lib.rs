@@ -16,7 +16,6 @@ pub mod image;
 pub mod registry;
 pub mod source;
 pub mod spec;
-pub mod tar;
 
 pub use digest::Digest;
 pub use flatten::flatten;

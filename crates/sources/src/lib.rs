@@ -1,8 +1,9 @@
 //! The one place a user's SRC string becomes a [`Tree`]: `ls`, `cat`, `extract` and
 //! every command that takes a tree source call [`open_tree`].
 //!
-//! - `oci:DIR[:REF]`, `oci-archive:FILE`, `docker-archive:FILE`, `docker://REF`:
-//!   container images (not yet supported here: the OCI crate adds them).
+//! - `oci:DIR[:REF]`, `oci-archive:FILE[:REF]`, `docker-archive:FILE[:REF]`,
+//!   `docker://REGISTRY/REPO[:TAG|@DIGEST]`: container images, flattened
+//!   ([`diskcast_oci`]).
 //! - An existing directory: read as is ([`diskcast_host::read_dir`]).
 //! - A tar (plain, gzip or zstd, by magic): [`diskcast_tar::read_tar`].
 //! - Anything else is a disk image of any block format ([`diskcast_formats::registry`]:
@@ -32,6 +33,8 @@ pub struct SourceOptions {
     pub tree: Option<String>,
     /// `-f`: the block format of a disk image, instead of probing.
     pub format: Option<String>,
+    /// Container images: platform, registry credentials and TLS, decompression limits.
+    pub image: diskcast_oci::OpenOptions,
 }
 
 /// A source read into a tree.
@@ -46,14 +49,26 @@ pub struct Opened {
     pub warnings: Vec<String>,
 }
 
-/// Container image prefixes handled by the OCI source.
-const OCI_PREFIXES: &[&str] = &["oci:", "oci-archive:", "docker-archive:", "docker://", "docker-daemon:"];
-
 /// Opens `spec` as a tree (see the crate docs for what `spec` may be).
 pub fn open_tree(spec: &str, opts: &SourceOptions) -> Result<Opened> {
-    if let Some(p) = OCI_PREFIXES.iter().find(|p| spec.starts_with(*p)) {
+    if diskcast_oci::is_image_ref(spec) {
+        if opts.tree.is_some() || opts.format.is_some() {
+            return Err(Error::argument("--tree and -f do not apply to a container image"));
+        }
+        let image = diskcast_oci::open(spec, &opts.image)?;
+        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        let tree = diskcast_oci::flatten(&image, threads)?;
+        let description = format!(
+            "container image {spec} ({}, {}, {} layers)",
+            image.manifest_digest.short(),
+            image.platform(),
+            image.layers.len()
+        );
+        return Ok(Opened { tree, description, warnings: Vec::new() });
+    }
+    if spec.starts_with("docker-daemon:") {
         return Err(Error::unsupported(format!(
-            "{spec}: container image sources ({p}...) are not supported yet; unpack the image first (umoci unpack, skopeo copy) and use the directory or a layer tar"
+            "{spec}: reading from the Docker daemon is not supported; `docker save IMAGE -o FILE` and use docker-archive:FILE"
         )));
     }
     let path = Path::new(spec);
@@ -147,8 +162,10 @@ mod tests {
 
     #[test]
     fn container_prefixes_and_unknown_disks_get_clear_errors() {
-        let e = open_tree("docker://alpine", &SourceOptions::default()).unwrap_err();
-        assert!(e.to_string().contains("not supported yet"), "{e}");
+        let e = open_tree("docker-daemon:alpine", &SourceOptions::default()).unwrap_err();
+        assert!(e.to_string().contains("docker save"), "{e}");
+        let e = open_tree("oci:/nonexistent/layout", &SourceOptions::default()).unwrap_err();
+        assert!(e.to_string().contains("not an OCI image layout"), "{e}");
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("disk.raw");
         std::fs::write(&p, vec![0u8; 1 << 20]).unwrap();

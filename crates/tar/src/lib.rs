@@ -26,6 +26,7 @@ mod writer;
 pub use build::{TarTree, insert_member, is_tar_header, normalize_path, read_tar, read_tar_stream};
 pub use compress::{Compression, FileStream};
 pub use reader::{Member, MemberKind, SparseRun, TarReader};
+pub use sparse::SparseContent;
 pub use writer::{WriteReport, write_tar};
 
 /// Largest PAX extended header (`x`/`g`) accepted. Real ones hold a path and a few

@@ -90,6 +90,8 @@ pub struct TarReader {
     pos: u64,
     /// Where the next header starts.
     next: u64,
+    /// Where the previous member's data ends (before its padding).
+    data_end: u64,
     done: bool,
     global: Pax,
 }
@@ -123,7 +125,7 @@ impl TarReader {
     }
 
     fn with_input(input: Input, name: String) -> Self {
-        TarReader { input, name, pos: 0, next: 0, done: false, global: Pax::default() }
+        TarReader { input, name, pos: 0, next: 0, data_end: 0, done: false, global: Pax::default() }
     }
 
     fn err(&self, e: Error, offset: u64) -> Error {
@@ -202,6 +204,17 @@ impl TarReader {
             }
             let at = self.next;
             if !self.skip_to(at)? {
+                // umoci 0.4 ends a layer right after the last member's data, with no
+                // padding and no end-of-archive blocks; Go's reader (so every container
+                // runtime) accepts that, and so do we.
+                let have = match &self.input {
+                    Input::File { len, .. } => *len,
+                    Input::Stream(_) => self.pos,
+                };
+                if have >= self.data_end && long_name.is_none() && long_link.is_none() && local.records.is_empty() {
+                    self.done = true;
+                    return Ok(None);
+                }
                 return Err(self.truncated("a member's data", at));
             }
             let mut h = [0u8; BLOCK];
@@ -473,6 +486,7 @@ impl TarReader {
             check_runs(runs, size, data_len).map_err(e)?;
         }
         self.next = stored_end;
+        self.data_end = data_offset.saturating_add(data_len);
         Ok(Member {
             path,
             kind,
@@ -732,5 +746,31 @@ mod tests {
         assert!(base64_decode(b"a*").is_none());
         assert_eq!(percent_decode(b"user.a%3Db"), b"user.a=b");
         assert_eq!(percent_decode(b"x%"), b"x%");
+    }
+
+    fn header(name: &[u8], size: usize) -> Vec<u8> {
+        let mut h = vec![0u8; BLOCK];
+        h[..name.len()].copy_from_slice(name);
+        h[100..108].copy_from_slice(b"0000644\0");
+        h[124..136].copy_from_slice(format!("{size:011o}\0").as_bytes());
+        h[156] = b'0';
+        h[257..263].copy_from_slice(b"ustar\0");
+        h[263..265].copy_from_slice(b"00");
+        header::set_checksum(&mut h);
+        h
+    }
+
+    #[test]
+    fn an_archive_ending_right_after_the_last_data_is_accepted_as_umoci_writes_it() {
+        let mut tar = header(b"a", 3);
+        tar.extend_from_slice(b"abc");
+        let mut r = TarReader::new(Box::new(std::io::Cursor::new(tar.clone())), "t");
+        assert_eq!(r.next_member().unwrap().unwrap().size, 3);
+        assert!(r.next_member().unwrap().is_none());
+        // Data cut short is still an error.
+        tar.pop();
+        let mut r = TarReader::new(Box::new(std::io::Cursor::new(tar)), "t");
+        r.next_member().unwrap().unwrap();
+        assert!(r.next_member().unwrap_err().to_string().contains("truncated"));
     }
 }

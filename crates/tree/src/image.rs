@@ -12,9 +12,10 @@
 //! [`FsBuilder`] is what every filesystem writer implements, so `mkfs` and `mkdisk` take
 //! any of them from one list.
 
-use crate::{FileData, Tree};
+use crate::{Content, FileData, StreamSource, Tree};
 use diskcast_block::{Alloc, BlockRead, Error, Extent, ImageInfo, Result, range_end};
-use std::sync::Arc;
+use std::io::Read;
+use std::sync::{Arc, Mutex};
 
 /// Where a piece of a planned image reads its bytes from.
 #[derive(Debug, Clone)]
@@ -52,12 +53,19 @@ pub struct PlannedImage {
     format: String,
     pieces: Vec<Placed>,
     sorted: bool,
+    streams: Arc<StreamCursors>,
 }
 
 impl PlannedImage {
     /// An all-zero image of `size` bytes; `format` names it in `info` (`fat32`, `gpt`).
     pub fn new(size: u64, format: impl Into<String>) -> Self {
-        PlannedImage { size, format: format.into(), pieces: Vec::new(), sorted: true }
+        PlannedImage {
+            size,
+            format: format.into(),
+            pieces: Vec::new(),
+            sorted: true,
+            streams: Arc::new(StreamCursors::default()),
+        }
     }
 
     /// Places `len` bytes of `piece` at `start`. Pieces must not overlap (checked when
@@ -135,7 +143,12 @@ impl BlockRead for PlannedImage {
                     let from = foff.saturating_add(at);
                     let n = data.size.saturating_sub(from).min(dst.len() as u64) as usize;
                     if n > 0 {
-                        data.read_at(&mut dst[..n], from)?;
+                        match &data.content {
+                            Content::Stream { stream, offset } => {
+                                self.streams.read(stream, offset.saturating_add(from), &mut dst[..n])?
+                            }
+                            _ => data.read_at(&mut dst[..n], from)?,
+                        }
                     }
                 }
                 Piece::Disk { disk, offset: doff } => disk.read_at(dst, doff + at)?,
@@ -169,6 +182,75 @@ impl BlockRead for PlannedImage {
 
     fn info(&self) -> ImageInfo {
         ImageInfo { format: self.format.clone(), virtual_size: self.size, ..ImageInfo::default() }
+    }
+}
+
+/// Most open readers kept per image: a few per copy worker, so files laid out in stream
+/// order are read with one pass over each stream instead of one pass per read.
+const MAX_CURSORS: usize = 32;
+
+/// Open readers of [`StreamSource`]s, each at a known position. A read at stream offset
+/// `p` takes the reader furthest along that is not past `p` (or opens a new one), skips
+/// forward and puts it back at its new position. Writers that place the files of a
+/// stream in stream order (ext4, FAT) are then read front to back.
+#[derive(Default)]
+struct StreamCursors {
+    pool: Mutex<Vec<Cursor>>,
+}
+
+struct Cursor {
+    /// The stream's identity (its `Arc` address).
+    key: usize,
+    pos: u64,
+    reader: Box<dyn Read + Send>,
+}
+
+impl std::fmt::Debug for StreamCursors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.pool.lock().map_or(0, |p| p.len());
+        f.debug_struct("StreamCursors").field("open", &n).finish()
+    }
+}
+
+impl StreamCursors {
+    fn read(&self, stream: &Arc<dyn StreamSource>, at: u64, buf: &mut [u8]) -> Result<()> {
+        let key = Arc::as_ptr(stream) as *const () as usize;
+        let taken = {
+            let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+            let best = pool
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.key == key && c.pos <= at)
+                .max_by_key(|(_, c)| c.pos)
+                .map(|(i, _)| i);
+            best.map(|i| pool.swap_remove(i))
+        };
+        let mut cur = match taken {
+            Some(c) => c,
+            None => Cursor { key, pos: 0, reader: stream.open()? },
+        };
+        let io = |e: std::io::Error| {
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                Error::corrupt(format!("{} ends before a file it holds", stream.name()))
+            } else {
+                Error::io(format!("cannot read {}", stream.name()), e)
+            }
+        };
+        let gap = at - cur.pos;
+        let skipped = std::io::copy(&mut (&mut cur.reader).take(gap), &mut std::io::sink()).map_err(io)?;
+        if skipped < gap {
+            return Err(io(std::io::ErrorKind::UnexpectedEof.into()));
+        }
+        cur.reader.read_exact(buf).map_err(io)?;
+        cur.pos = at + buf.len() as u64;
+        let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+        if pool.len() >= MAX_CURSORS
+            && let Some(i) = pool.iter().enumerate().min_by_key(|(_, c)| c.pos).map(|(i, _)| i)
+        {
+            pool.swap_remove(i);
+        }
+        pool.push(cur);
+        Ok(())
     }
 }
 
@@ -250,5 +332,41 @@ mod tests {
         img.place_bytes(15, vec![1u8; 10]).unwrap();
         assert!(img.seal().is_err());
         assert!(PlannedImage::new(10, "t").place_bytes(5, vec![0u8; 6]).is_err());
+    }
+
+    #[derive(Debug, Default)]
+    struct Counted {
+        data: Vec<u8>,
+        opens: std::sync::atomic::AtomicUsize,
+    }
+    impl StreamSource for Counted {
+        fn name(&self) -> String {
+            "counted".into()
+        }
+        fn open(&self) -> Result<Box<dyn Read + Send>> {
+            self.opens.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Ok(Box::new(std::io::Cursor::new(self.data.clone())))
+        }
+    }
+
+    #[test]
+    fn files_of_a_stream_in_stream_order_read_it_once() {
+        let data: Vec<u8> = (0..30_000u32).map(|i| (i % 251) as u8).collect();
+        let counted = Arc::new(Counted { data: data.clone(), ..Counted::default() });
+        let stream: Arc<dyn StreamSource> = counted.clone();
+        let mut img = PlannedImage::new(40_000, "test");
+        for (k, (off, len)) in [(0u64, 10_000u64), (10_000, 5_000), (20_000, 10_000)].into_iter().enumerate() {
+            let f = FileData { size: len, content: Content::Stream { stream: stream.clone(), offset: off } };
+            img.place(k as u64 * 12_000, len, Piece::File { data: f, offset: 0 }).unwrap();
+        }
+        let img = img.seal().unwrap();
+        let mut all = vec![0u8; 40_000];
+        for (i, chunk) in all.chunks_mut(3000).enumerate() {
+            img.read_at(chunk, i as u64 * 3000).unwrap();
+        }
+        assert_eq!(&all[..10_000], &data[..10_000]);
+        assert_eq!(&all[12_000..17_000], &data[10_000..15_000]);
+        assert_eq!(&all[24_000..34_000], &data[20_000..30_000]);
+        assert_eq!(counted.opens.load(std::sync::atomic::Ordering::Relaxed), 1);
     }
 }

@@ -13,6 +13,7 @@ pub mod iso;
 mod ls;
 mod map;
 mod measure;
+mod oci;
 mod tree_source;
 
 pub use cat::CatArgs;

@@ -15,11 +15,14 @@ pub struct SourceArgs {
     /// Block format of a disk image SRC (probed if not given).
     #[arg(short = 'f', long = "format", value_name = "FMT")]
     pub format: Option<String>,
+    #[command(flatten)]
+    pub container: super::oci::ContainerArgs,
 }
 
 /// Opens `src`, printing the source's warnings (skipped tar members) on stderr.
 pub fn open(src: &str, a: &SourceArgs) -> Result<Opened> {
-    let opened = open_tree(src, &SourceOptions { tree: a.tree.clone(), format: a.format.clone() })?;
+    let opts = SourceOptions { tree: a.tree.clone(), format: a.format.clone(), image: a.container.open_options()? };
+    let opened = open_tree(src, &opts)?;
     for w in &opened.warnings {
         eprintln!("diskcast: warning: {src}: {w}");
     }

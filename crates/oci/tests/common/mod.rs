@@ -27,9 +27,10 @@ pub fn run(tool: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// `crates/oci/tests/fixtures/NAME`.
+/// `crates/oci/tests/fixtures/NAME` (from this crate's tests or the CLI's, which share
+/// this module: both crates live in `crates/`).
 pub fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../oci/tests/fixtures").join(name)
 }
 
 /// The multi-layer test image (see fixtures/mkimage.sh) as an OCI layout at `dir`, tag `t`.
