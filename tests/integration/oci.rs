@@ -65,3 +65,20 @@ fn image_errors_name_what_is_wrong() {
 fn rustix_is_root() -> bool {
     std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0).unwrap_or(false)
 }
+
+#[test]
+fn oci_inspect_prints_what_skopeo_sees() {
+    let t = tmp();
+    let img = t.path().join("img");
+    make_image(&img);
+    let src = format!("oci:{}:t", s(&img));
+    let j = dc_ok(&["oci", "inspect", "--output", "json", &src]).json();
+    let sk: serde_json::Value = serde_json::from_str(&run("skopeo", &["inspect", &src])).unwrap();
+    assert_eq!(j["manifest_digest"], sk["Digest"]);
+    assert_eq!(j["layers"].as_array().unwrap().len(), sk["Layers"].as_array().unwrap().len());
+    assert_eq!(j["config"]["Entrypoint"][0], "/bin/sh");
+    let human = dc_ok(&["oci", "inspect", &src]).stdout_str();
+    for want in ["Manifest:", sk["Digest"].as_str().unwrap(), "Entrypoint:", "History:", "umoci raw add-layer"] {
+        assert!(human.contains(want), "{want} missing from:\n{human}");
+    }
+}

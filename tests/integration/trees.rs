@@ -152,9 +152,57 @@ fn sources_without_a_readable_tree_get_clear_errors() {
     let disk = t.path().join("blank.raw");
     std::fs::write(&disk, vec![0u8; 1 << 20]).unwrap();
     dc(&["ls", &s(&disk)]).expect_code(1).expect_stderr_any(&["no filesystem diskcast can read found in"]);
-    dc(&["ls", "docker://alpine:3"]).expect_code(1).expect_stderr_any(&["not supported yet"]);
+    dc(&["ls", "docker-daemon:alpine"]).expect_code(1).expect_stderr_any(&["not supported"]);
     dc(&["ls", &s(&t.path().join("missing"))]).expect_code(1).expect_stderr_any(&["cannot open"]);
     let xz = t.path().join("a.tar.xz");
     std::fs::write(&xz, b"\xfd7zXZ\0rest").unwrap();
     dc(&["ls", &s(&xz)]).expect_code(1).expect_stderr_any(&["xz"]);
+}
+
+#[test]
+fn extract_as_an_ordinary_user_skips_devices_and_setuid_and_says_so() {
+    // Run the binary as nobody (CI runs as root; setpriv drops to an ordinary user).
+    let t = tmp();
+    let work = t.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    let tar = work.join("special.tar");
+    let script = format!(
+        "import tarfile, io\nt = tarfile.open({:?}, 'w', format=tarfile.PAX_FORMAT)\ni = tarfile.TarInfo('null'); i.type = tarfile.CHRTYPE; i.devmajor = 1; i.devminor = 3; t.addfile(i)\ni = tarfile.TarInfo('su'); i.mode = 0o4755; i.uid = 0; i.size = 2; t.addfile(i, io.BytesIO(b'#!'))\ni = tarfile.TarInfo('pipe'); i.type = tarfile.FIFOTYPE; t.addfile(i)\nt.close()\n",
+        tar.to_str().unwrap()
+    );
+    tool("/usr/bin/python3", &["-c", &script]);
+    tool("chmod", &["-R", "a+rwX", t.path().to_str().unwrap()]);
+    let dir = work.join("out");
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", crate::support::diskcast_bin(), "extract"])
+        .args([&tar, &dir])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("\"null\": device node not created (needs root)"), "{stderr}");
+    assert!(stderr.contains("\"su\": setuid/setgid bits dropped"), "{stderr}");
+    assert!(!dir.join("null").exists());
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    assert_eq!(std::fs::metadata(dir.join("su")).unwrap().mode() & 0o7777, 0o755);
+    assert!(std::fs::symlink_metadata(dir.join("pipe")).unwrap().file_type().is_fifo());
+    assert_eq!(std::fs::metadata(dir.join("su")).unwrap().uid(), 65534);
+}
+
+#[test]
+fn an_unreadable_entry_of_a_directory_source_is_an_error_naming_it() {
+    let t = tmp();
+    let src = t.path().join("src");
+    std::fs::create_dir_all(src.join("locked/inner")).unwrap();
+    std::fs::write(src.join("open.txt"), b"x").unwrap();
+    tool("chmod", &["a+rwx", t.path().to_str().unwrap(), src.to_str().unwrap()]);
+    tool("chmod", &["0700", src.join("locked").to_str().unwrap()]);
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", crate::support::diskcast_bin(), "ls", "-R"])
+        .arg(&src)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("locked") && stderr.contains("cannot read directory"), "{stderr}");
 }

@@ -90,14 +90,28 @@ mod tests {
     #[test]
     fn the_verdict_agrees_with_deflate() {
         use std::io::Write;
-        // Whatever we call incompressible, real deflate must not shrink by more than 1 %.
-        for seed in 1..20 {
-            let data = random(64 << 10, seed);
-            if looks_incompressible(&data) {
-                let mut enc = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
-                enc.write_all(&data).unwrap();
-                let out = enc.finish().unwrap();
-                assert!(out.len() * 100 >= data.len() * 99, "deflate shrank it to {}", out.len());
+        let deflated = |data: &[u8]| {
+            let mut enc = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+            enc.write_all(data).unwrap();
+            enc.finish().unwrap().len()
+        };
+        // Random blocks must be called incompressible, and deflate must agree (it cannot
+        // shrink them by 1 %); every block with something for LZ77 or Huffman to use
+        // must be compressed, and deflate must shrink it by at least a tenth.
+        let mut half_zero = random(64 << 10, 5);
+        half_zero[32 << 10..].fill(0);
+        let mut skewed = random(64 << 10, 6);
+        skewed.iter_mut().for_each(|b| *b &= 0x3f);
+        let repeated: Vec<u8> = random(4096, 11).iter().copied().cycle().take(64 << 10).collect();
+        let mut cases: Vec<(Vec<u8>, bool)> = (1..20).map(|seed| (random(64 << 10, seed), true)).collect();
+        cases.extend([(half_zero, false), (skewed, false), (repeated, false)]);
+        for (i, (data, incompressible)) in cases.iter().enumerate() {
+            assert_eq!(looks_incompressible(data), *incompressible, "case {i}");
+            let out = deflated(data);
+            if *incompressible {
+                assert!(out * 100 >= data.len() * 99, "case {i}: deflate shrank it to {out}");
+            } else {
+                assert!(out * 10 <= data.len() * 9, "case {i}: deflate only got it to {out}");
             }
         }
     }

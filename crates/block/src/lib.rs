@@ -7,6 +7,8 @@
 //!   in order ([`WriteOrder`]) and may do CPU-heavy work such as compression in parallel
 //!   through [`BlockWrite::encode`].
 //! - [`registry`]: format drivers that probe, open and create images.
+//! - [`source`]: where an image's bytes come from (a file, memory, a range of another
+//!   source or of a virtual disk); drivers open images from a [`source::ByteSource`].
 //! - [`gate`]: the only way a driver may open another file (backing files, extents).
 //! - [`copy`]: the parallel, sparse-aware copy engine behind `convert`.
 //! - [`output`]: temporary files renamed into place only when everything succeeded.
@@ -25,6 +27,7 @@ pub mod provenance;
 pub mod registry;
 pub mod runs;
 pub mod size;
+pub mod source;
 
 pub use error::{Error, ErrorKind, Result, ResultExt};
 

@@ -5,6 +5,7 @@ use crate::io::ImageFile;
 use crate::lock::Locks;
 use crate::output::OutputFiles;
 use crate::provenance::Provenance;
+use crate::source::{ByteSource, Source, open_file, refuse_referenced};
 use crate::{Alloc, BlockRead, BlockWrite, Error, Extent, Result, ResultExt};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -142,8 +143,8 @@ pub trait Driver: Send + Sync {
     /// True when the file's magic says it is this format. Raw never claims a file.
     fn probe(&self, data: &ProbeData<'_>) -> bool;
 
-    /// Opens an image for reading. Backing files go through `ctx`.
-    fn open(&self, path: &Path, ctx: &OpenContext<'_>) -> Result<Box<dyn BlockRead>>;
+    /// Opens the image held in `src` for reading. Backing files go through `ctx`.
+    fn open(&self, src: Source, ctx: &OpenContext<'_>) -> Result<Box<dyn BlockRead>>;
 
     /// The `-o` options [`create`](Self::create) accepts.
     fn options(&self) -> &'static [OptionSpec] {
@@ -206,9 +207,10 @@ pub trait Driver: Send + Sync {
         Err(Error::unsupported(format!("format {} has no stream writer", self.name())))
     }
 
-    /// Checks the image's metadata; formats without a checker say so (qemu-img exit 63).
-    fn check(&self, path: &Path, _ctx: &OpenContext<'_>) -> Result<CheckReport> {
-        Err(Error::unsupported(format!("format {} has no consistency check", self.name())).with_file(path))
+    /// Checks the metadata of the image held in `src`; formats without a checker say so
+    /// (qemu-img exit 63).
+    fn check(&self, src: Source, _ctx: &OpenContext<'_>) -> Result<CheckReport> {
+        Err(Error::unsupported(format!("format {} has no consistency check", self.name())).with_file(src.name()))
     }
 
     /// How large a new image holding the `data` extents of a `size`-byte disk would be.
@@ -279,7 +281,7 @@ impl<'a> OpenContext<'a> {
     /// `None` when this context does not follow backing files.
     pub fn open_backing(
         &self,
-        referrer: &Path,
+        referrer: &dyn ByteSource,
         name: &str,
         format: Option<&str>,
     ) -> Result<Option<Box<dyn BlockRead>>> {
@@ -290,14 +292,18 @@ impl<'a> OpenContext<'a> {
     }
 
     /// Opens the file `name` that image `referrer` names in its field `field`, through
-    /// the gate. `format` is the format recorded in the image, or `None` to probe.
+    /// the gate. `format` is the format recorded in the image, or `None` to probe. Only an
+    /// image read from a file on disk can name other files: they are looked up beside it.
     pub fn open_referenced(
         &self,
-        referrer: &Path,
+        referrer: &dyn ByteSource,
         name: &str,
         format: Option<&str>,
         field: &'static str,
     ) -> Result<Box<dyn BlockRead>> {
+        let Some(referrer) = referrer.file_path() else {
+            return Err(refuse_referenced(referrer, "the file", name, field));
+        };
         let path = self.gate.resolve(referrer, name, field, &self.chain)?;
         let mut chain = self.chain.clone();
         chain.push(referrer.canonicalize().map_err(|e| Error::io("cannot resolve path", e).with_file(referrer))?);
@@ -342,11 +348,16 @@ impl Registry {
             .collect()
     }
 
-    /// Finds the format of `path` by magic. A file no driver claims is raw only when it
+    /// Finds the format of the file at `path` by magic (see [`probe_source`](Self::probe_source)).
+    pub fn probe(&self, path: &Path) -> Result<&dyn Driver> {
+        self.probe_source(&ImageFile::open(path)?)
+    }
+
+    /// Finds the format of `file` by magic. A source no driver claims is raw only when it
     /// plainly is one (see [`looks_raw`]); when several drivers claim it, that is an error
     /// rather than a guess.
-    pub fn probe(&self, path: &Path) -> Result<&dyn Driver> {
-        let file = ImageFile::open(path)?;
+    pub fn probe_source(&self, file: &dyn ByteSource) -> Result<&dyn Driver> {
+        let path = file.name();
         let file_len = file.len()?;
         let head_len = file_len.min(PROBE_HEAD as u64);
         let mut head = vec![0u8; usize::try_from(head_len).unwrap_or(PROBE_HEAD)];
@@ -376,14 +387,22 @@ impl Registry {
         }
     }
 
-    /// Opens `path` as `format`, or as the probed format when `format` is `None`.
+    /// Opens the file at `path` as `format`, or as the probed format when `format` is `None`.
     pub fn open(&self, path: &Path, format: Option<&str>, ctx: &OpenContext<'_>) -> Result<Box<dyn BlockRead>> {
         ctx.lock(path)?;
+        self.open_source(open_file(path)?, format, ctx)
+    }
+
+    /// Opens the image held in `src` as `format`, or as the probed format when `format` is
+    /// `None`. Only [`open`](Self::open) locks: a source that is not a path is the
+    /// caller's to lock (the file it lies in, say).
+    pub fn open_source(&self, src: Source, format: Option<&str>, ctx: &OpenContext<'_>) -> Result<Box<dyn BlockRead>> {
         let driver = match format {
             Some(name) => self.get(name)?,
-            None => self.probe(path)?,
+            None => self.probe_source(src.as_ref())?,
         };
-        driver.open(path, ctx).file(path)
+        let name = src.name().to_path_buf();
+        driver.open(src, ctx).file(name)
     }
 }
 
@@ -426,7 +445,7 @@ mod tests {
         fn probe(&self, data: &ProbeData<'_>) -> bool {
             !self.1.is_empty() && data.head.starts_with(self.1)
         }
-        fn open(&self, _: &Path, _: &OpenContext<'_>) -> Result<Box<dyn BlockRead>> {
+        fn open(&self, _: Source, _: &OpenContext<'_>) -> Result<Box<dyn BlockRead>> {
             Err(Error::unsupported("fake"))
         }
         fn create(&self, _: &Path, _: u64, _: &CreateOptions, _: &OutputFiles) -> Result<Box<dyn BlockWrite>> {

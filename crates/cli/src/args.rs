@@ -111,6 +111,9 @@ Examples:
     /// Extract a tree into a directory (safely), or write it as a tar.
     #[command(after_help = EXTRACT_HELP)]
     Extract(crate::cmd::ExtractArgs),
+    /// Container images: inspect an OCI or Docker image.
+    #[command(subcommand)]
+    Oci(crate::cmd::oci::OciCommand),
 }
 
 const LS_HELP: &str = "\

@@ -18,6 +18,10 @@ pub const ROOT_INO: u32 = 2;
 pub const JOURNAL_INO: u32 = 8;
 /// lost+found's inode as mke2fs makes it.
 pub const LOST_FOUND_INO: u32 = 11;
+/// The orphan file's inode as mke2fs makes it (the first after lost+found).
+pub const ORPHAN_INO: u32 = 12;
+/// Magic in the tail of each orphan file block.
+pub const ORPHAN_MAGIC: u32 = 0x0B10_CA04;
 /// Superblock magic.
 pub const MAGIC: u16 = 0xEF53;
 /// Groups per flex group (`s_log_groups_per_flex` 4, mke2fs's default).
@@ -135,6 +139,7 @@ pub mod sb {
     pub const LOG_GROUPS_PER_FLEX: usize = 0x174;
     pub const CHECKSUM_TYPE: usize = 0x175;
     pub const CHECKSUM_SEED: usize = 0x270;
+    pub const ORPHAN_FILE_INUM: usize = 0x280;
     pub const CHECKSUM: usize = 0x3FC;
     /// Size of the superblock record.
     pub const SIZE: usize = 1024;

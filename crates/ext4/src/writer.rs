@@ -87,6 +87,8 @@ enum Body {
     File { data: FileData, runs: Vec<(u64, u64)> },
     /// The journal: its first block is the jbd2 superblock, the rest zeros.
     Journal(u64),
+    /// The orphan file: empty orphan blocks, each with its magic and checksum tail.
+    Orphan(u64),
 }
 
 /// A planned inode.
@@ -136,7 +138,7 @@ impl Ino {
             Body::None => 0,
             Body::Dir(b) | Body::Symlink(b) => b.len() as u64 / BLOCK,
             Body::File { runs, .. } => runs.iter().map(|r| r.1).sum(),
-            Body::Journal(n) => *n,
+            Body::Journal(n) | Body::Orphan(n) => *n,
         }
     }
 }
@@ -226,6 +228,18 @@ fn journal_blocks(blocks: u64) -> u64 {
         8_388_608..16_777_216 => 65536,
         16_777_216..33_554_432 => 131_072,
         _ => 262_144,
+    }
+}
+
+/// Largest orphan file mke2fs makes, in blocks.
+const MAX_ORPHAN_BLOCKS: u64 = 512;
+
+/// mke2fs's orphan file size for a filesystem of `blocks` blocks.
+fn orphan_blocks(blocks: u64) -> u64 {
+    match blocks {
+        0..131_072 => 32,
+        131_072..2_097_152 => blocks / 4096,
+        _ => MAX_ORPHAN_BLOCKS,
     }
 }
 
@@ -479,6 +493,10 @@ impl Planner<'_> {
         let lf_ino =
             self.push(Ino::new(0x4000 | (lf_node.meta.mode & 0o7777) as u16, lf_node.meta.clone(), Body::None));
         debug_assert_eq!(lf_ino, LOST_FOUND_INO);
+        // The orphan file right after it, as mke2fs makes it (sized in `layout`).
+        let ometa = Meta { atime: Some(self.now), ctime: Some(self.now), ..Meta::new(0o600, self.now) };
+        let orphan = self.push(Ino::new(0o100600, ometa, Body::Orphan(MAX_ORPHAN_BLOCKS)));
+        debug_assert_eq!(orphan, ORPHAN_INO);
         if let Some(id) = lf {
             self.node_ino[id.index()] = LOST_FOUND_INO;
             let attrs = self.attrs(id, b"lost+found")?;
@@ -749,15 +767,17 @@ fn layout(p: &mut Planner, geo: Geo, fs_seed: u32) -> Result<Fs> {
     let mut journal = Ino::new(0o100600, jmeta, Body::Journal(jblocks));
     journal.size = jblocks * BLOCK;
     p.inos[JOURNAL_INO as usize] = Some(journal);
+    let oblocks = orphan_blocks(geo.blocks);
+    let orphan = p.ino(ORPHAN_INO);
+    orphan.body = Body::Orphan(oblocks);
+    orphan.size = oblocks * BLOCK;
 
     // Metadata-like bodies first (journal, directories, slow symlinks), then file data in
     // placement order, then xattr blocks and extent tree blocks.
     let mut order: Vec<u32> = vec![JOURNAL_INO];
-    order.extend(
-        (FIRST_INO..p.inos.len() as u32).filter(|&n| {
-            p.inos[n as usize].as_ref().is_some_and(|i| matches!(i.body, Body::Dir(_) | Body::Symlink(_)))
-        }),
-    );
+    order.extend((FIRST_INO..p.inos.len() as u32).filter(|&n| {
+        p.inos[n as usize].as_ref().is_some_and(|i| matches!(i.body, Body::Dir(_) | Body::Symlink(_) | Body::Orphan(_)))
+    }));
     order.insert(1, ROOT_INO);
     order.extend(p.data_order.iter().copied());
     for n in order {
@@ -798,6 +818,20 @@ fn layout(p: &mut Planner, geo: Geo, fs_seed: u32) -> Result<Fs> {
             Body::Journal(n) => {
                 let first = ino.extents.first().map_or(0, |e| e.1);
                 fs.blocks.insert(first, journal_superblock(*n, &[0; 16]));
+            }
+            Body::Orphan(_) => {
+                // Empty orphan blocks: the magic, and crc32c (seeded by the inode) of the
+                // block number and the entries.
+                let seed = inode_csum_seed(fs_seed, ORPHAN_INO, 0);
+                for &(_, phys, len) in &ino.extents {
+                    for blk in phys..phys + len {
+                        let mut b = vec![0u8; BLOCK as usize];
+                        put32(&mut b, BLOCK as usize - 8, ORPHAN_MAGIC);
+                        let c = csum(csum(seed, &blk.to_le_bytes()), &b[..BLOCK as usize - 8]);
+                        put32(&mut b, BLOCK as usize - 4, c);
+                        fs.blocks.insert(blk, b);
+                    }
+                }
             }
             _ => {}
         }
@@ -1179,7 +1213,8 @@ fn superblock(s: &SuperInfo, group: u16) -> Vec<u8> {
     put32(&mut b, sb::FIRST_INO, FIRST_INO);
     put16(&mut b, sb::INODE_SIZE, INODE_SIZE as u16);
     put16(&mut b, sb::BLOCK_GROUP_NR, group);
-    put32(&mut b, sb::FEATURE_COMPAT, compat::HAS_JOURNAL | compat::EXT_ATTR | compat::DIR_INDEX);
+    put32(&mut b, sb::FEATURE_COMPAT, compat::HAS_JOURNAL | compat::EXT_ATTR | compat::DIR_INDEX | compat::ORPHAN_FILE);
+    put32(&mut b, sb::ORPHAN_FILE_INUM, ORPHAN_INO);
     put32(
         &mut b,
         sb::FEATURE_INCOMPAT,

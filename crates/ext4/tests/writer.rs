@@ -26,6 +26,7 @@ fn a_small_tree_passes_e2fsck() {
     let features = tool("dumpe2fs", &["-h", img.to_str().unwrap()]).1;
     for f in [
         "has_journal",
+        "orphan_file",
         "ext_attr",
         "dir_index",
         "filetype",
@@ -301,4 +302,24 @@ fn same_tree_and_time_give_the_same_bytes_and_sizes_are_honoured() {
     let tiny = diskcast_tree::BuildOptions { size: Some(1 << 20), ..opts() };
     let e = diskcast_ext4::Ext4Builder.plan_checked(&t, &tiny);
     assert!(e.contains("at least"), "{e}");
+}
+
+#[test]
+fn a_hundred_thousand_small_files() {
+    let mut t = Tree::new(meta(0o755));
+    for d in 0..100 {
+        let dd = dir(&mut t, NodeId::ROOT, format!("d{d:03}").as_bytes());
+        for f in 0..1000 {
+            file(&mut t, dd, format!("file-{f:04}").as_bytes(), format!("{d}/{f}\n").into_bytes());
+        }
+    }
+    let d = tempdir();
+    let img = path_in(&d, "fs.img");
+    let start = std::time::Instant::now();
+    let built = write(&t, &opts(), &img, "raw");
+    let took = start.elapsed();
+    assert_fsck_clean(&img);
+    assert!(built.description.contains("100"), "{}", built.description);
+    assert_eq!(debugfs(&img, "cat /d042/file-0777").lines().find(|l| l.contains('/')), Some("42/777"));
+    assert!(took.as_secs() < 60, "planning and writing 100k files took {took:?}");
 }

@@ -13,6 +13,7 @@ pub mod blobs;
 pub mod digest;
 pub mod flatten;
 pub mod image;
+pub mod inspect;
 pub mod registry;
 pub mod source;
 pub mod spec;
@@ -27,7 +28,9 @@ use diskcast_block::Result;
 
 /// Opens the image a reference string names (`oci:DIR[:REF]`, `docker://...`).
 pub fn open(spec: &str, opts: &OpenOptions) -> Result<Image> {
-    image::open(&ImageRef::parse(spec)?, opts)
+    let mut img = image::open(&ImageRef::parse(spec)?, opts)?;
+    img.source = spec.to_string();
+    Ok(img)
 }
 
 /// Opens and flattens: the image's root filesystem as a tree.

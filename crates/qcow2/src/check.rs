@@ -7,11 +7,10 @@
 
 use crate::header::{Header, L1_RESERVED, MAX_L1_BYTES, OFFSET_MASK, OFLAG_COMPRESSED, OFLAG_ZERO, read_u64_table};
 use crate::reader::compressed_range;
-use diskcast_block::io::ImageFile;
 use diskcast_block::registry::CheckReport;
+use diskcast_block::source::Source;
 use diskcast_block::{Error, Result};
 use std::collections::BTreeMap;
-use std::path::Path;
 
 /// Largest file, in clusters, whose refcounts we recompute: 2^27 16-bit counters are
 /// 256 MiB, the memory bound the rest of diskcast keeps too. That is an 8 TiB file with
@@ -26,7 +25,7 @@ const MAX_MESSAGES: usize = 1000;
 const SNAPSHOT_FIXED: u64 = 40;
 
 struct Checker {
-    file: ImageFile,
+    file: Source,
     h: Header,
     cs: u64,
     file_len: u64,
@@ -111,7 +110,7 @@ impl Checker {
             return Ok(());
         }
         self.inc(l1_off, l1_size * 8, "L1 table");
-        let l1 = read_u64_table(&self.file, l1_off, l1_size, "l1_table_offset")?;
+        let l1 = read_u64_table(self.file.as_ref(), l1_off, l1_size, "l1_table_offset")?;
         for (i, e) in l1.into_iter().enumerate() {
             let off = e & OFFSET_MASK;
             if off == 0 {
@@ -145,7 +144,7 @@ impl Checker {
         let es = self.h.l2_entry_size();
         let step = (es / 8) as usize;
         for (off, (n, n_active)) in std::mem::take(&mut self.l2_refs) {
-            let l2 = read_u64_table(&self.file, off, self.cs / 8, "l2_table")?;
+            let l2 = read_u64_table(self.file.as_ref(), off, self.cs / 8, "l2_table")?;
             for (j, pair) in l2.chunks_exact(step).enumerate() {
                 let entry = pair[0];
                 let bitmap = pair.get(1).copied().unwrap_or(0);
@@ -286,10 +285,9 @@ pub(crate) fn get_refcount(block: &[u8], order: u32, i: usize) -> u64 {
     }
 }
 
-/// Checks the image at `path`.
-pub fn check(path: &Path) -> Result<CheckReport> {
-    let file = ImageFile::open(path)?;
-    let h = Header::read(&file)?;
+/// Checks the image in `file`.
+pub fn check(file: Source) -> Result<CheckReport> {
+    let h = Header::read(file.as_ref())?;
     h.check_supported()?;
     let cs = h.cluster_size();
     let file_len = file.len()?;
@@ -325,7 +323,7 @@ pub fn check(path: &Path) -> Result<CheckReport> {
     let rt_off = c.h.refcount_table_offset;
     let rt_bytes = u64::from(c.h.refcount_table_clusters) * cs;
     c.inc(rt_off, rt_bytes, "refcount table");
-    let reftable = read_u64_table(&c.file, rt_off, rt_bytes / 8, "refcount_table_offset")?;
+    let reftable = read_u64_table(c.file.as_ref(), rt_off, rt_bytes / 8, "refcount_table_offset")?;
     let mut blocks = vec![None; reftable.len()];
     for (i, &e) in reftable.iter().enumerate() {
         let off = e & !0x1ff;

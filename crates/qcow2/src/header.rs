@@ -1,7 +1,7 @@
 //! The qcow2 header (cluster 0): parse, validate and serialize, with the limits that keep
 //! a hostile file from making us allocate or loop without bound.
 
-use diskcast_block::io::ImageFile;
+use diskcast_block::source::ByteSource;
 use diskcast_block::{Error, Result};
 
 /// `QFI\xfb`, the first four bytes of every qcow2 file.
@@ -183,7 +183,7 @@ impl Header {
 
     /// Reads and validates the header of `file`. Corrupt-bit handling is left to callers
     /// (reading refuses, checking proceeds).
-    pub fn read(file: &ImageFile) -> Result<Header> {
+    pub fn read(file: &dyn ByteSource) -> Result<Header> {
         let file_len = file.len()?;
         let mut fixed = [0u8; V3_HEADER_LEN as usize];
         let want = file_len.min(fixed.len() as u64) as usize;
@@ -354,7 +354,7 @@ impl Header {
     }
 
     /// Walks the header extensions (between the fixed header and the end of cluster 0).
-    fn read_extensions(&mut self, file: &ImageFile, file_len: u64) -> Result<()> {
+    fn read_extensions(&mut self, file: &dyn ByteSource, file_len: u64) -> Result<()> {
         let cs = self.cluster_size();
         let start = u64::from(self.header_length);
         // Extensions end at the backing file name when there is one, else at cluster end.
@@ -521,7 +521,7 @@ fn check_table(offset: u64, len: u64, cs: u64, file_len: u64, field: &'static st
 }
 
 /// Reads a table of big-endian u64 entries.
-pub fn read_u64_table(file: &ImageFile, offset: u64, entries: u64, field: &'static str) -> Result<Vec<u64>> {
+pub fn read_u64_table(file: &dyn ByteSource, offset: u64, entries: u64, field: &'static str) -> Result<Vec<u64>> {
     let bytes = entries
         .checked_mul(8)
         .and_then(|b| usize::try_from(b).ok())

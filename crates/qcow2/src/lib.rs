@@ -20,7 +20,8 @@ pub mod writer;
 
 use diskcast_block::output::OutputFiles;
 use diskcast_block::registry::{CheckReport, CreateOptions, Driver, Measure, OpenContext, OptionSpec, ProbeData};
-use diskcast_block::{BlockRead, BlockWrite, Extent, Result};
+use diskcast_block::source::Source;
+use diskcast_block::{BlockRead, BlockWrite, Extent, Result, ResultExt};
 use std::path::Path;
 
 pub use reader::Qcow2Reader;
@@ -50,8 +51,8 @@ impl Driver for Qcow2Driver {
         data.head.starts_with(&header::MAGIC)
     }
 
-    fn open(&self, path: &Path, ctx: &OpenContext<'_>) -> Result<Box<dyn BlockRead>> {
-        Ok(Box::new(Qcow2Reader::open(path, ctx)?))
+    fn open(&self, src: Source, ctx: &OpenContext<'_>) -> Result<Box<dyn BlockRead>> {
+        Ok(Box::new(Qcow2Reader::open(src, ctx)?))
     }
 
     fn options(&self) -> &'static [OptionSpec] {
@@ -71,8 +72,9 @@ impl Driver for Qcow2Driver {
         Ok(Box::new(Qcow2Writer::new(file, params)?))
     }
 
-    fn check(&self, path: &Path, _ctx: &OpenContext<'_>) -> Result<CheckReport> {
-        check::check(path)
+    fn check(&self, src: Source, _ctx: &OpenContext<'_>) -> Result<CheckReport> {
+        let name = src.name().to_path_buf();
+        check::check(src).file(name)
     }
 
     fn measure(&self, size: u64, data: &[Extent], opts: &CreateOptions) -> Result<Measure> {

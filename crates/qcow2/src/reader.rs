@@ -6,14 +6,13 @@ use crate::header::{
     read_u64_table,
 };
 use diskcast_block::clip_to_backing;
-use diskcast_block::io::ImageFile;
 use diskcast_block::range_end;
 use diskcast_block::read_backing;
 use diskcast_block::registry::OpenContext;
 use diskcast_block::runs::{ReadRun, ReadRuns};
+use diskcast_block::source::Source;
 use diskcast_block::{Alloc, BlockRead, Error, Extent, ImageInfo, Result};
 use std::collections::{HashMap, VecDeque};
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 /// Bytes of L2 tables kept in memory: 32 MiB maps 256 GiB of guest data with 64 KiB
@@ -54,7 +53,7 @@ struct L2Cache {
 /// An open qcow2 image.
 #[derive(Debug)]
 pub struct Qcow2Reader {
-    file: ImageFile,
+    file: Source,
     file_len: u64,
     header: Header,
     l1: Vec<u64>,
@@ -63,10 +62,9 @@ pub struct Qcow2Reader {
 }
 
 impl Qcow2Reader {
-    /// Opens `path` for reading; backing files go through `ctx`'s gate.
-    pub fn open(path: &Path, ctx: &OpenContext<'_>) -> Result<Self> {
-        let file = ImageFile::open(path)?;
-        let header = Header::read(&file)?;
+    /// Opens the image in `file` for reading; backing files go through `ctx`'s gate.
+    pub fn open(file: Source, ctx: &OpenContext<'_>) -> Result<Self> {
+        let header = Header::read(file.as_ref())?;
         header.check_supported()?;
         if header.incompatible & INCOMPAT_CORRUPT != 0 {
             return Err(Error::corrupt(
@@ -79,12 +77,12 @@ impl Qcow2Reader {
         let backing = match &reader.header.backing_file {
             Some(name) => {
                 let format = reader.header.backing_format.as_deref();
-                ctx.open_backing(path, name, format).map_err(|e| {
+                ctx.open_backing(reader.file.as_ref(), name, format).map_err(|e| {
                     // An unknown format name comes from the image, not from the user.
                     if e.kind() == diskcast_block::ErrorKind::InvalidArgument && format.is_some() {
                         Error::unsupported(format!("backing file format recorded in the image: {}", e.message()))
                             .with_field("backing_format")
-                            .with_file(path)
+                            .with_file(reader.file.name())
                     } else {
                         e
                     }
@@ -96,9 +94,9 @@ impl Qcow2Reader {
     }
 
     /// A reader over an already parsed header, without backing file (also used by check).
-    pub(crate) fn from_parts(file: ImageFile, header: Header) -> Result<Self> {
+    pub(crate) fn from_parts(file: Source, header: Header) -> Result<Self> {
         let file_len = file.len()?;
-        let l1 = read_u64_table(&file, header.l1_table_offset, u64::from(header.l1_size), "l1_table_offset")?;
+        let l1 = read_u64_table(file.as_ref(), header.l1_table_offset, u64::from(header.l1_size), "l1_table_offset")?;
         Ok(Qcow2Reader { file, file_len, header, l1, cache: Mutex::new(L2Cache::default()), backing: None })
     }
 
@@ -138,7 +136,7 @@ impl Qcow2Reader {
             return Ok(Some(t.clone()));
         }
         let words = cs / 8;
-        let table: Arc<[u64]> = read_u64_table(&self.file, offset, words, "l2_table")?.into();
+        let table: Arc<[u64]> = read_u64_table(self.file.as_ref(), offset, words, "l2_table")?.into();
         let mut cache = lock(&self.cache);
         if !cache.tables.contains_key(&offset) {
             while cache.bytes + cs > L2_CACHE_BYTES {
@@ -341,11 +339,11 @@ impl BlockRead for Qcow2Reader {
     }
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        self.read_inner(buf, offset).map_err(|e| e.with_file(self.file.path()))
+        self.read_inner(buf, offset).map_err(|e| e.with_file(self.file.name()))
     }
 
     fn extent_at(&self, offset: u64, max_len: u64) -> Result<Extent> {
-        self.extent_inner(offset, max_len).map_err(|e| e.with_file(self.file.path()))
+        self.extent_inner(offset, max_len).map_err(|e| e.with_file(self.file.name()))
     }
 
     fn backing(&self) -> Option<&dyn BlockRead> {

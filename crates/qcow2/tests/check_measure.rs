@@ -12,7 +12,7 @@ use std::path::Path;
 fn ours(p: &Path) -> CheckReport {
     let reg = registry();
     let gate = Gate::new();
-    Qcow2Driver.check(p, &OpenContext::new(&reg, &gate)).unwrap()
+    Qcow2Driver.check(diskcast_block::source::open_file(p).unwrap(), &OpenContext::new(&reg, &gate)).unwrap()
 }
 
 fn theirs(p: &Path) -> serde_json::Value {

@@ -15,6 +15,10 @@ use diskcast_block::gate::Gate;
 use diskcast_block::registry::{CreateOptions, Driver, OpenContext};
 use diskcast_block::{Alloc, BlockRead, ErrorKind, Extent};
 use diskcast_qcow2::Qcow2Driver;
+use diskcast_testkit::hostile::within;
+
+/// Seconds each regression test may take: a hang fails the test instead of stalling the suite.
+const LIMIT_SECS: u64 = 120;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -103,7 +107,7 @@ fn exercise(path: &Path, read_budget: u64) -> Vec<(ErrorKind, String)> {
     let gate = Gate::new();
     let ctx = OpenContext::new(&reg, &gate);
     let mut errs = Vec::new();
-    match Qcow2Driver.open(path, &ctx) {
+    match Qcow2Driver.open(diskcast_block::source::open_file(path).unwrap(), &ctx) {
         Err(e) => errs.push((e.kind(), e.to_string())),
         Ok(img) => {
             let size = img.size();
@@ -175,7 +179,7 @@ fn exercise(path: &Path, read_budget: u64) -> Vec<(ErrorKind, String)> {
             }
         }
     }
-    if let Err(e) = Qcow2Driver.check(path, &ctx) {
+    if let Err(e) = Qcow2Driver.check(diskcast_block::source::open_file(path).unwrap(), &ctx) {
         errs.push((e.kind(), e.to_string()));
     }
     errs
@@ -646,29 +650,16 @@ thread_local! {
 // ---------------------------------------------------------------------------------------
 // Regression tests (fast, not ignored).
 
-/// Runs `f` on another thread and fails if it takes longer than `secs` (a hang).
-fn within<T: Send + 'static>(secs: u64, what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    match rx.recv_timeout(Duration::from_secs(secs)) {
-        Ok(v) => v,
-        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("{what} took more than {secs} s"),
-        Err(e) => panic!("{what} panicked: {e}"),
-    }
-}
-
 fn open_in(path: &Path) -> diskcast_block::Result<Box<dyn BlockRead>> {
     let reg = registry();
     let gate = Gate::new();
-    Qcow2Driver.open(path, &OpenContext::new(&reg, &gate))
+    Qcow2Driver.open(diskcast_block::source::open_file(path).unwrap(), &OpenContext::new(&reg, &gate))
 }
 
 fn check_of(path: &Path) -> diskcast_block::Result<diskcast_block::registry::CheckReport> {
     let reg = registry();
     let gate = Gate::new();
-    Qcow2Driver.check(path, &OpenContext::new(&reg, &gate))
+    Qcow2Driver.check(diskcast_block::source::open_file(path).unwrap(), &OpenContext::new(&reg, &gate))
 }
 
 fn expect_err(r: diskcast_block::Result<impl std::fmt::Debug>, kind: ErrorKind, field: &str) {
@@ -722,288 +713,315 @@ fn read_everything(img: &dyn BlockRead) -> diskcast_block::Result<Vec<Extent>> {
 
 #[test]
 fn refcount_table_entry_near_u64_max_is_a_corruption() {
-    // check() added the cluster size to a refcount block offset of 0xffff_ffff_ffff_fe00
-    // (an aligned 512-byte cluster) without checking, which overflows.
-    let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("rt.qcow2");
-    create(&p, "1M", "cluster_size=512");
-    qemu_io(&p, &["write -P 1 0 4k"]);
-    let rt = be64(&std::fs::read(&p).unwrap(), 48);
-    patch(&p, rt + 8, &0xffff_ffff_ffff_fe00u64.to_be_bytes());
-    let r = check_of(&p).unwrap();
-    assert!(r.corruptions >= 1, "{:?}", r.messages);
-    assert!(r.messages.iter().any(|m| m.contains("refcount block 1")), "{:?}", r.messages);
+    within(LIMIT_SECS, "refcount_table_entry_near_u64_max_is_a_corruption", || {
+        // check() added the cluster size to a refcount block offset of 0xffff_ffff_ffff_fe00
+        // (an aligned 512-byte cluster) without checking, which overflows.
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("rt.qcow2");
+        create(&p, "1M", "cluster_size=512");
+        qemu_io(&p, &["write -P 1 0 4k"]);
+        let rt = be64(&std::fs::read(&p).unwrap(), 48);
+        patch(&p, rt + 8, &0xffff_ffff_ffff_fe00u64.to_be_bytes());
+        let r = check_of(&p).unwrap();
+        assert!(r.corruptions >= 1, "{:?}", r.messages);
+        assert!(r.messages.iter().any(|m| m.contains("refcount block 1")), "{:?}", r.messages);
+    });
 }
 
 #[test]
 fn refcount_table_of_one_block_repeated_checks_fast() {
-    // An 8 MiB refcount table whose million entries all name the same refcount block:
-    // check compared a whole block per entry (a million times 32768 refcounts).
-    let dir = tempfile::tempdir().unwrap();
-    let p = base64k(dir.path(), "rt.qcow2", "8M", "");
-    let b = std::fs::read(&p).unwrap();
-    let rb = be64(&b, be64(&b, 48) as usize);
-    let rt = append_table(&p, 65536, 1 << 20, rb);
-    patch(&p, 48, &rt.to_be_bytes());
-    patch(&p, 56, &128u32.to_be_bytes());
-    let r = within(5, "check", move || check_of(&p)).unwrap();
-    assert!(r.corruptions >= 1, "the refcount block is referenced 2^20 times: {:?}", r.messages);
+    within(LIMIT_SECS, "refcount_table_of_one_block_repeated_checks_fast", || {
+        // An 8 MiB refcount table whose million entries all name the same refcount block:
+        // check compared a whole block per entry (a million times 32768 refcounts).
+        let dir = tempfile::tempdir().unwrap();
+        let p = base64k(dir.path(), "rt.qcow2", "8M", "");
+        let b = std::fs::read(&p).unwrap();
+        let rb = be64(&b, be64(&b, 48) as usize);
+        let rt = append_table(&p, 65536, 1 << 20, rb);
+        patch(&p, 48, &rt.to_be_bytes());
+        patch(&p, 56, &128u32.to_be_bytes());
+        let r = within(5, "check", move || check_of(&p)).unwrap();
+        assert!(r.corruptions >= 1, "the refcount block is referenced 2^20 times: {:?}", r.messages);
+    });
 }
 
 #[test]
 fn l1_entries_sharing_one_l2_table_check_fast() {
-    // A million L1 entries (beyond the virtual size) all pointing at one L2 table: check
-    // read and walked that table a million times.
-    let dir = tempfile::tempdir().unwrap();
-    let p = base64k(dir.path(), "l1.qcow2", "8M", "");
-    let b = std::fs::read(&p).unwrap();
-    let l2 = be64(&b, be64(&b, 40) as usize) & 0x00ff_ffff_ffff_fe00;
-    let l1 = append_table(&p, 65536, 1 << 20, l2);
-    patch(&p, 40, &l1.to_be_bytes());
-    patch(&p, 36, &(1u32 << 20).to_be_bytes());
-    let q = p.clone();
-    let r = within(5, "check", move || check_of(&q)).unwrap();
-    assert!(r.corruptions >= 1, "{:?}", r.messages);
-    // Reading is correct: only the first L1 entry is inside the 8 MiB disk.
-    let img = open_in(&p).unwrap();
-    let ext = read_everything(img.as_ref()).unwrap();
-    assert_eq!(ext.iter().map(|e| e.len).sum::<u64>(), 8 << 20);
-    let mut buf = vec![0u8; 64 << 10];
-    img.read_at(&mut buf, 1 << 20).unwrap();
-    assert!(buf.iter().all(|&x| x == 0x43));
+    within(LIMIT_SECS, "l1_entries_sharing_one_l2_table_check_fast", || {
+        // A million L1 entries (beyond the virtual size) all pointing at one L2 table: check
+        // read and walked that table a million times.
+        let dir = tempfile::tempdir().unwrap();
+        let p = base64k(dir.path(), "l1.qcow2", "8M", "");
+        let b = std::fs::read(&p).unwrap();
+        let l2 = be64(&b, be64(&b, 40) as usize) & 0x00ff_ffff_ffff_fe00;
+        let l1 = append_table(&p, 65536, 1 << 20, l2);
+        patch(&p, 40, &l1.to_be_bytes());
+        patch(&p, 36, &(1u32 << 20).to_be_bytes());
+        let q = p.clone();
+        let r = within(5, "check", move || check_of(&q)).unwrap();
+        assert!(r.corruptions >= 1, "{:?}", r.messages);
+        // Reading is correct: only the first L1 entry is inside the 8 MiB disk.
+        let img = open_in(&p).unwrap();
+        let ext = read_everything(img.as_ref()).unwrap();
+        assert_eq!(ext.iter().map(|e| e.len).sum::<u64>(), 8 << 20);
+        let mut buf = vec![0u8; 64 << 10];
+        img.read_at(&mut buf, 1 << 20).unwrap();
+        assert!(buf.iter().all(|&x| x == 0x43));
+    });
 }
 
 #[test]
 fn terabyte_disk_of_one_shared_l2_table_maps_fast() {
-    // 1 TiB whose 2048 L1 entries all point at one L2 table full of data entries (every
-    // one naming the same host cluster): mapping and extent_at must take seconds at most,
-    // and a single extent_at call over 2 PiB must return promptly.
-    let dir = tempfile::tempdir().unwrap();
-    let p = base64k(dir.path(), "tb.qcow2", "8M", "");
-    let b = std::fs::read(&p).unwrap();
-    let l1_at = be64(&b, 40);
-    let l2 = be64(&b, l1_at as usize) & 0x00ff_ffff_ffff_fe00;
-    let data = be64(&b, l2 as usize) & 0x00ff_ffff_ffff_fe00;
-    let full: Vec<u8> = (0..8192).flat_map(|_| (data | (1 << 63)).to_be_bytes()).collect();
-    patch(&p, l2, &full);
-    let l1 = append_table(&p, 65536, 1 << 22, l2);
-    patch(&p, 40, &l1.to_be_bytes());
-    patch(&p, 36, &(1u32 << 22).to_be_bytes());
-    patch(&p, 24, &(1u64 << 40).to_be_bytes());
-    let q = p.clone();
-    within(10, "mapping 1 TiB", move || {
-        let img = open_in(&q).unwrap();
-        let n: u64 = extents(img.as_ref(), false).map(|e| e.unwrap().len).sum();
-        assert_eq!(n, 1 << 40);
-        let e = img.extent_at((1 << 40) - 65536 - 7, u64::MAX).unwrap();
-        assert_eq!((e.alloc, e.end()), (Alloc::Data, 1 << 40));
+    within(LIMIT_SECS, "terabyte_disk_of_one_shared_l2_table_maps_fast", || {
+        // 1 TiB whose 2048 L1 entries all point at one L2 table full of data entries (every
+        // one naming the same host cluster): mapping and extent_at must take seconds at most,
+        // and a single extent_at call over 2 PiB must return promptly.
+        let dir = tempfile::tempdir().unwrap();
+        let p = base64k(dir.path(), "tb.qcow2", "8M", "");
+        let b = std::fs::read(&p).unwrap();
+        let l1_at = be64(&b, 40);
+        let l2 = be64(&b, l1_at as usize) & 0x00ff_ffff_ffff_fe00;
+        let data = be64(&b, l2 as usize) & 0x00ff_ffff_ffff_fe00;
+        let full: Vec<u8> = (0..8192).flat_map(|_| (data | (1 << 63)).to_be_bytes()).collect();
+        patch(&p, l2, &full);
+        let l1 = append_table(&p, 65536, 1 << 22, l2);
+        patch(&p, 40, &l1.to_be_bytes());
+        patch(&p, 36, &(1u32 << 22).to_be_bytes());
+        patch(&p, 24, &(1u64 << 40).to_be_bytes());
+        let q = p.clone();
+        within(10, "mapping 1 TiB", move || {
+            let img = open_in(&q).unwrap();
+            let n: u64 = extents(img.as_ref(), false).map(|e| e.unwrap().len).sum();
+            assert_eq!(n, 1 << 40);
+            let e = img.extent_at((1 << 40) - 65536 - 7, u64::MAX).unwrap();
+            assert_eq!((e.alloc, e.end()), (Alloc::Data, 1 << 40));
+        });
+        // 2 PiB: the whole L1 table.
+        patch(&p, 24, &(1u64 << 51).to_be_bytes());
+        let q = p.clone();
+        within(5, "one extent_at over 2 PiB", move || {
+            let img = open_in(&q).unwrap();
+            let e = img.extent_at(0, u64::MAX).unwrap();
+            assert_eq!((e.offset, e.alloc), (0, Alloc::Data));
+            let mut buf = vec![0u8; 4096];
+            img.read_at(&mut buf, (1 << 51) - 4096).unwrap();
+            assert!(buf.iter().all(|&x| x == 0x42));
+        });
+        let q = p.clone();
+        let r = within(10, "check", move || check_of(&q)).unwrap();
+        assert!(r.corruptions >= 1, "{:?}", r.messages);
     });
-    // 2 PiB: the whole L1 table.
-    patch(&p, 24, &(1u64 << 51).to_be_bytes());
-    let q = p.clone();
-    within(5, "one extent_at over 2 PiB", move || {
-        let img = open_in(&q).unwrap();
-        let e = img.extent_at(0, u64::MAX).unwrap();
-        assert_eq!((e.offset, e.alloc), (0, Alloc::Data));
-        let mut buf = vec![0u8; 4096];
-        img.read_at(&mut buf, (1 << 51) - 4096).unwrap();
-        assert!(buf.iter().all(|&x| x == 0x42));
-    });
-    let q = p.clone();
-    let r = within(10, "check", move || check_of(&q)).unwrap();
-    assert!(r.corruptions >= 1, "{:?}", r.messages);
 }
 
 #[test]
 fn many_snapshots_sharing_one_big_l1_table_check_fast() {
-    // 65536 snapshots, each naming the same 1M-entry L1 table: check read 8 MiB and
-    // walked a million entries per snapshot.
-    let dir = tempfile::tempdir().unwrap();
-    let p = base64k(dir.path(), "sn.qcow2", "8M", "");
-    let b = std::fs::read(&p).unwrap();
-    let l2 = be64(&b, be64(&b, 40) as usize) & 0x00ff_ffff_ffff_fe00;
-    let l1 = append_table(&p, 65536, 1 << 20, l2);
-    let snaps = file_len(&p);
-    let mut e = [0u8; 40];
-    e[0..8].copy_from_slice(&l1.to_be_bytes());
-    e[8..12].copy_from_slice(&(1u32 << 20).to_be_bytes());
-    let table: Vec<u8> = (0..65536).flat_map(|_| e).collect();
-    patch(&p, snaps, &table);
-    patch(&p, 60, &65536u32.to_be_bytes());
-    patch(&p, 64, &snaps.to_be_bytes());
-    let r = within(5, "check", move || check_of(&p)).unwrap();
-    assert!(r.corruptions >= 1, "{:?}", r.messages);
+    within(LIMIT_SECS, "many_snapshots_sharing_one_big_l1_table_check_fast", || {
+        // 65536 snapshots, each naming the same 1M-entry L1 table: check read 8 MiB and
+        // walked a million entries per snapshot.
+        let dir = tempfile::tempdir().unwrap();
+        let p = base64k(dir.path(), "sn.qcow2", "8M", "");
+        let b = std::fs::read(&p).unwrap();
+        let l2 = be64(&b, be64(&b, 40) as usize) & 0x00ff_ffff_ffff_fe00;
+        let l1 = append_table(&p, 65536, 1 << 20, l2);
+        let snaps = file_len(&p);
+        let mut e = [0u8; 40];
+        e[0..8].copy_from_slice(&l1.to_be_bytes());
+        e[8..12].copy_from_slice(&(1u32 << 20).to_be_bytes());
+        let table: Vec<u8> = (0..65536).flat_map(|_| e).collect();
+        patch(&p, snaps, &table);
+        patch(&p, 60, &65536u32.to_be_bytes());
+        patch(&p, 64, &snaps.to_be_bytes());
+        let r = within(5, "check", move || check_of(&p)).unwrap();
+        assert!(r.corruptions >= 1, "{:?}", r.messages);
+    });
 }
 
 #[test]
 fn zstd_frame_asking_for_a_huge_window_is_corrupt() {
-    // A zstd frame may declare a window of up to 128 MiB, which the decoder allocates.
-    // qemu writes one frame per cluster with a window no larger than the cluster, so the
-    // window is capped at 2 MiB: a 128 MiB one is Corrupt, a 2 MiB one still reads.
-    let dir = tempfile::tempdir().unwrap();
-    let src = base64k(dir.path(), "s.qcow2", "4M", "");
-    for (window_desc, ok) in [(0x88u8, false), (0x58u8, true)] {
-        let p = dir.path().join(format!("z{window_desc:x}.qcow2"));
-        qemu_img(&[
-            "convert",
-            "-c",
-            "-O",
-            "qcow2",
-            "-o",
-            "compression_type=zstd",
-            src.to_str().unwrap(),
-            p.to_str().unwrap(),
-        ]);
-        let b = std::fs::read(&p).unwrap();
-        let l2 = be64(&b, be64(&b, 40) as usize) & 0x00ff_ffff_ffff_fe00;
-        assert!(be64(&b, l2 as usize) & (1 << 62) != 0, "qemu did not compress");
-        // Frame: magic, descriptor (no content size, not single segment), window
-        // descriptor, then one last raw block of the whole 64 KiB cluster.
-        let mut frame = vec![0x28, 0xb5, 0x2f, 0xfd, 0x00, window_desc];
-        frame.extend_from_slice(&(1u32 | (65536 << 3)).to_le_bytes()[..3]);
-        frame.extend(std::iter::repeat_n(0x5au8, 65536));
-        let host = file_len(&p).div_ceil(512) * 512;
-        patch(&p, host, &frame);
-        let sectors = (frame.len() as u64).div_ceil(512);
-        patch(&p, l2, &((1u64 << 62) | ((sectors - 1) << 54) | host).to_be_bytes());
-        let img = open_in(&p).unwrap();
-        let mut buf = vec![0u8; 65536];
-        let r = img.read_at(&mut buf, 0);
-        if ok {
-            r.unwrap();
-            assert!(buf.iter().all(|&x| x == 0x5a));
-        } else {
-            let e = r.expect_err("128 MiB zstd window accepted");
-            assert_eq!((e.kind(), e.field()), (ErrorKind::Corrupt, Some("compressed_cluster")), "{e}");
+    within(LIMIT_SECS, "zstd_frame_asking_for_a_huge_window_is_corrupt", || {
+        // A zstd frame may declare a window of up to 128 MiB, which the decoder allocates.
+        // qemu writes one frame per cluster with a window no larger than the cluster, so the
+        // window is capped at 2 MiB: a 128 MiB one is Corrupt, a 2 MiB one still reads.
+        let dir = tempfile::tempdir().unwrap();
+        let src = base64k(dir.path(), "s.qcow2", "4M", "");
+        for (window_desc, ok) in [(0x88u8, false), (0x58u8, true)] {
+            let p = dir.path().join(format!("z{window_desc:x}.qcow2"));
+            qemu_img(&[
+                "convert",
+                "-c",
+                "-O",
+                "qcow2",
+                "-o",
+                "compression_type=zstd",
+                src.to_str().unwrap(),
+                p.to_str().unwrap(),
+            ]);
+            let b = std::fs::read(&p).unwrap();
+            let l2 = be64(&b, be64(&b, 40) as usize) & 0x00ff_ffff_ffff_fe00;
+            assert!(be64(&b, l2 as usize) & (1 << 62) != 0, "qemu did not compress");
+            // Frame: magic, descriptor (no content size, not single segment), window
+            // descriptor, then one last raw block of the whole 64 KiB cluster.
+            let mut frame = vec![0x28, 0xb5, 0x2f, 0xfd, 0x00, window_desc];
+            frame.extend_from_slice(&(1u32 | (65536 << 3)).to_le_bytes()[..3]);
+            frame.extend(std::iter::repeat_n(0x5au8, 65536));
+            let host = file_len(&p).div_ceil(512) * 512;
+            patch(&p, host, &frame);
+            let sectors = (frame.len() as u64).div_ceil(512);
+            patch(&p, l2, &((1u64 << 62) | ((sectors - 1) << 54) | host).to_be_bytes());
+            let img = open_in(&p).unwrap();
+            let mut buf = vec![0u8; 65536];
+            let r = img.read_at(&mut buf, 0);
+            if ok {
+                r.unwrap();
+                assert!(buf.iter().all(|&x| x == 0x5a));
+            } else {
+                let e = r.expect_err("128 MiB zstd window accepted");
+                assert_eq!((e.kind(), e.field()), (ErrorKind::Corrupt, Some("compressed_cluster")), "{e}");
+            }
         }
-    }
+    });
 }
 
 #[test]
 fn unknown_backing_format_name_is_unsupported() {
-    // The backing format comes from the image, so a garbled name is a property of the
-    // file (Unsupported, naming backing_format), not a bad user argument.
-    let dir = tempfile::tempdir().unwrap();
-    let base = base64k(dir.path(), "base.qcow2", "4M", "");
-    let top = dir.path().join("top.qcow2");
-    create(&top, "4M", "backing_file=base.qcow2,backing_fmt=qcow2");
-    let _ = base;
-    let b = std::fs::read(&top).unwrap();
-    let at = b.windows(5).position(|w| w == b"qcow2").unwrap();
-    patch(&top, at as u64 + 3, b"g");
-    expect_err(open_in(&top), ErrorKind::Unsupported, "backing_format");
+    within(LIMIT_SECS, "unknown_backing_format_name_is_unsupported", || {
+        // The backing format comes from the image, so a garbled name is a property of the
+        // file (Unsupported, naming backing_format), not a bad user argument.
+        let dir = tempfile::tempdir().unwrap();
+        let base = base64k(dir.path(), "base.qcow2", "4M", "");
+        let top = dir.path().join("top.qcow2");
+        create(&top, "4M", "backing_file=base.qcow2,backing_fmt=qcow2");
+        let _ = base;
+        let b = std::fs::read(&top).unwrap();
+        let at = b.windows(5).position(|w| w == b"qcow2").unwrap();
+        patch(&top, at as u64 + 3, b"g");
+        expect_err(open_in(&top), ErrorKind::Unsupported, "backing_format");
+    });
 }
 
 #[test]
 fn virtual_size_near_u64_max_is_invalid() {
-    let dir = tempfile::tempdir().unwrap();
-    for size in [u64::MAX, u64::MAX - 511, (1u64 << 61) + 512, 1 << 63] {
+    within(LIMIT_SECS, "virtual_size_near_u64_max_is_invalid", || {
+        let dir = tempfile::tempdir().unwrap();
+        for size in [u64::MAX, u64::MAX - 511, (1u64 << 61) + 512, 1 << 63] {
+            let p = base64k(dir.path(), "big.qcow2", "4M", "");
+            patch(&p, 24, &size.to_be_bytes());
+            expect_err(open_in(&p), ErrorKind::InvalidFormat, "size");
+            expect_err(check_of(&p), ErrorKind::InvalidFormat, "size");
+        }
+        // 2^61 itself is allowed by the size check but needs a 32 MiB+ L1 table.
         let p = base64k(dir.path(), "big.qcow2", "4M", "");
-        patch(&p, 24, &size.to_be_bytes());
-        expect_err(open_in(&p), ErrorKind::InvalidFormat, "size");
-        expect_err(check_of(&p), ErrorKind::InvalidFormat, "size");
-    }
-    // 2^61 itself is allowed by the size check but needs a 32 MiB+ L1 table.
-    let p = base64k(dir.path(), "big.qcow2", "4M", "");
-    patch(&p, 24, &(1u64 << 61).to_be_bytes());
-    expect_err(open_in(&p), ErrorKind::Corrupt, "l1_size");
+        patch(&p, 24, &(1u64 << 61).to_be_bytes());
+        expect_err(open_in(&p), ErrorKind::Corrupt, "l1_size");
+    });
 }
 
 #[test]
 fn l2_table_shared_by_two_l1_entries_reads_and_checks() {
-    let dir = tempfile::tempdir().unwrap();
-    let p = base64k(dir.path(), "sh.qcow2", "1G", "");
-    let b = std::fs::read(&p).unwrap();
-    let l1 = be64(&b, 40);
-    patch(&p, l1 + 8, &be64(&b, l1 as usize).to_be_bytes());
-    let img = open_in(&p).unwrap();
-    let mut lo = vec![0u8; 2 << 20];
-    let mut hi = vec![0u8; 2 << 20];
-    img.read_at(&mut lo, 0).unwrap();
-    img.read_at(&mut hi, 512 << 20).unwrap();
-    assert!(lo == hi && lo[0] == 0x42 && lo[1 << 20] == 0x43);
-    let e = img.extent_at(512 << 20, u64::MAX).unwrap();
-    assert_eq!((e.alloc, e.len), (Alloc::Data, 128 << 10));
-    let r = check_of(&p).unwrap();
-    // The L2 table and its three data clusters are referenced twice but counted once.
-    assert_eq!(r.corruptions, 4, "{:?}", r.messages);
-    assert_eq!(r.allocated_clusters, Some(6));
+    within(LIMIT_SECS, "l2_table_shared_by_two_l1_entries_reads_and_checks", || {
+        let dir = tempfile::tempdir().unwrap();
+        let p = base64k(dir.path(), "sh.qcow2", "1G", "");
+        let b = std::fs::read(&p).unwrap();
+        let l1 = be64(&b, 40);
+        patch(&p, l1 + 8, &be64(&b, l1 as usize).to_be_bytes());
+        let img = open_in(&p).unwrap();
+        let mut lo = vec![0u8; 2 << 20];
+        let mut hi = vec![0u8; 2 << 20];
+        img.read_at(&mut lo, 0).unwrap();
+        img.read_at(&mut hi, 512 << 20).unwrap();
+        assert!(lo == hi && lo[0] == 0x42 && lo[1 << 20] == 0x43);
+        let e = img.extent_at(512 << 20, u64::MAX).unwrap();
+        assert_eq!((e.alloc, e.len), (Alloc::Data, 128 << 10));
+        let r = check_of(&p).unwrap();
+        // The L2 table and its three data clusters are referenced twice but counted once.
+        assert_eq!(r.corruptions, 4, "{:?}", r.messages);
+        assert_eq!(r.allocated_clusters, Some(6));
+    });
 }
 
 #[test]
 fn refcount_order_7_is_invalid() {
-    let dir = tempfile::tempdir().unwrap();
-    let p = base64k(dir.path(), "ro.qcow2", "4M", "");
-    patch(&p, 96, &7u32.to_be_bytes());
-    expect_err(open_in(&p), ErrorKind::InvalidFormat, "refcount_order");
-    expect_err(check_of(&p), ErrorKind::InvalidFormat, "refcount_order");
+    within(LIMIT_SECS, "refcount_order_7_is_invalid", || {
+        let dir = tempfile::tempdir().unwrap();
+        let p = base64k(dir.path(), "ro.qcow2", "4M", "");
+        patch(&p, 96, &7u32.to_be_bytes());
+        expect_err(open_in(&p), ErrorKind::InvalidFormat, "refcount_order");
+        expect_err(check_of(&p), ErrorKind::InvalidFormat, "refcount_order");
+    });
 }
 
 #[test]
 fn header_length_out_of_range_is_invalid() {
-    let dir = tempfile::tempdir().unwrap();
-    for (opts, len) in [("", 0u32), ("", 72), ("", 100), ("", 65536 + 8), ("", u32::MAX - 7), ("cluster_size=512", 520)]
-    {
-        let p = base64k(dir.path(), "hl.qcow2", "4M", opts);
-        patch(&p, 100, &len.to_be_bytes());
-        expect_err(open_in(&p), ErrorKind::InvalidFormat, "header_length");
-        expect_err(check_of(&p), ErrorKind::InvalidFormat, "header_length");
-    }
-    // 104 (no compression type byte) is valid for a zlib image.
-    let p = base64k(dir.path(), "hl.qcow2", "4M", "");
-    patch(&p, 100, &104u32.to_be_bytes());
-    read_everything(open_in(&p).unwrap().as_ref()).unwrap();
+    within(LIMIT_SECS, "header_length_out_of_range_is_invalid", || {
+        let dir = tempfile::tempdir().unwrap();
+        for (opts, len) in
+            [("", 0u32), ("", 72), ("", 100), ("", 65536 + 8), ("", u32::MAX - 7), ("cluster_size=512", 520)]
+        {
+            let p = base64k(dir.path(), "hl.qcow2", "4M", opts);
+            patch(&p, 100, &len.to_be_bytes());
+            expect_err(open_in(&p), ErrorKind::InvalidFormat, "header_length");
+            expect_err(check_of(&p), ErrorKind::InvalidFormat, "header_length");
+        }
+        // 104 (no compression type byte) is valid for a zlib image.
+        let p = base64k(dir.path(), "hl.qcow2", "4M", "");
+        patch(&p, 100, &104u32.to_be_bytes());
+        read_everything(open_in(&p).unwrap().as_ref()).unwrap();
+    });
 }
 
 #[test]
 fn backing_file_size_over_1023_is_invalid() {
-    let dir = tempfile::tempdir().unwrap();
-    base64k(dir.path(), "base.qcow2", "4M", "");
-    let top = dir.path().join("top.qcow2");
-    for (size, field) in
-        [(1024u32, "backing_file_size"), (u32::MAX, "backing_file_size"), (1023, "backing_file_offset")]
-    {
-        create(&top, "4M", "backing_file=base.qcow2,backing_fmt=qcow2,cluster_size=512");
-        patch(&top, 16, &size.to_be_bytes());
-        // 1023 bytes from the name's offset runs past the 512-byte header cluster.
-        expect_err(open_in(&top), ErrorKind::InvalidFormat, field);
-        expect_err(check_of(&top), ErrorKind::InvalidFormat, field);
-    }
+    within(LIMIT_SECS, "backing_file_size_over_1023_is_invalid", || {
+        let dir = tempfile::tempdir().unwrap();
+        base64k(dir.path(), "base.qcow2", "4M", "");
+        let top = dir.path().join("top.qcow2");
+        for (size, field) in
+            [(1024u32, "backing_file_size"), (u32::MAX, "backing_file_size"), (1023, "backing_file_offset")]
+        {
+            create(&top, "4M", "backing_file=base.qcow2,backing_fmt=qcow2,cluster_size=512");
+            patch(&top, 16, &size.to_be_bytes());
+            // 1023 bytes from the name's offset runs past the 512-byte header cluster.
+            expect_err(open_in(&top), ErrorKind::InvalidFormat, field);
+            expect_err(check_of(&top), ErrorKind::InvalidFormat, field);
+        }
+    });
 }
 
 #[test]
 fn two_mib_clusters_with_512_mib_of_l2_tables_map_fast() {
-    // 256 distinct 2 MiB L2 tables (512 MiB, 16 times the L2 cache) behind a 128 TiB
-    // disk: mapping loads each table once, without thrashing, and stays fast.
-    let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("big2m.qcow2");
-    create(&p, "1G", "cluster_size=2M");
-    qemu_io(&p, &["write -P 0x61 0 2M"]);
-    let b = std::fs::read(&p).unwrap();
-    let cs = 2u64 << 20;
-    let l2 = be64(&b, be64(&b, 40) as usize) & 0x00ff_ffff_ffff_fe00;
-    let data = be64(&b, l2 as usize) & 0x00ff_ffff_ffff_fe00;
-    let base = file_len(&p).div_ceil(cs) * cs;
-    // Table i maps one data cluster at entry i (the same host cluster everywhere).
-    let mut l1 = Vec::new();
-    for i in 0..256u64 {
-        let t = base + i * cs;
-        patch(&p, t + i * 8, &(data | (1 << 63)).to_be_bytes());
-        l1.extend_from_slice(&(t | (1 << 63)).to_be_bytes());
-    }
-    set_file_len(&p, base + 256 * cs);
-    let l1_at = append_table(&p, cs, 256, 0);
-    patch(&p, l1_at, &l1);
-    patch(&p, 40, &l1_at.to_be_bytes());
-    patch(&p, 36, &256u32.to_be_bytes());
-    patch(&p, 24, &(256u64 << 39).to_be_bytes());
-    within(20, "mapping 128 TiB over 256 L2 tables", move || {
-        let img = open_in(&p).unwrap();
-        let ext: Vec<Extent> = extents(img.as_ref(), false).map(|e| e.unwrap()).collect();
-        let data: Vec<u64> = ext.iter().filter(|e| e.alloc == Alloc::Data).map(|e| e.offset).collect();
-        assert_eq!(data, (0..256u64).map(|i| (i << 39) + i * cs).collect::<Vec<_>>());
-        let mut buf = vec![0u8; 4096];
-        img.read_at(&mut buf, (255u64 << 39) + 255 * cs).unwrap();
-        assert!(buf.iter().all(|&x| x == 0x61));
+    within(LIMIT_SECS, "two_mib_clusters_with_512_mib_of_l2_tables_map_fast", || {
+        // 256 distinct 2 MiB L2 tables (512 MiB, 16 times the L2 cache) behind a 128 TiB
+        // disk: mapping loads each table once, without thrashing, and stays fast.
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("big2m.qcow2");
+        create(&p, "1G", "cluster_size=2M");
+        qemu_io(&p, &["write -P 0x61 0 2M"]);
+        let b = std::fs::read(&p).unwrap();
+        let cs = 2u64 << 20;
+        let l2 = be64(&b, be64(&b, 40) as usize) & 0x00ff_ffff_ffff_fe00;
+        let data = be64(&b, l2 as usize) & 0x00ff_ffff_ffff_fe00;
+        let base = file_len(&p).div_ceil(cs) * cs;
+        // Table i maps one data cluster at entry i (the same host cluster everywhere).
+        let mut l1 = Vec::new();
+        for i in 0..256u64 {
+            let t = base + i * cs;
+            patch(&p, t + i * 8, &(data | (1 << 63)).to_be_bytes());
+            l1.extend_from_slice(&(t | (1 << 63)).to_be_bytes());
+        }
+        set_file_len(&p, base + 256 * cs);
+        let l1_at = append_table(&p, cs, 256, 0);
+        patch(&p, l1_at, &l1);
+        patch(&p, 40, &l1_at.to_be_bytes());
+        patch(&p, 36, &256u32.to_be_bytes());
+        patch(&p, 24, &(256u64 << 39).to_be_bytes());
+        within(20, "mapping 128 TiB over 256 L2 tables", move || {
+            let img = open_in(&p).unwrap();
+            let ext: Vec<Extent> = extents(img.as_ref(), false).map(|e| e.unwrap()).collect();
+            let data: Vec<u64> = ext.iter().filter(|e| e.alloc == Alloc::Data).map(|e| e.offset).collect();
+            assert_eq!(data, (0..256u64).map(|i| (i << 39) + i * cs).collect::<Vec<_>>());
+            let mut buf = vec![0u8; 4096];
+            img.read_at(&mut buf, (255u64 << 39) + 255 * cs).unwrap();
+            assert!(buf.iter().all(|&x| x == 0x61));
+        });
     });
 }

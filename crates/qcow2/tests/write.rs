@@ -25,7 +25,10 @@ fn roundtrip(name: &str, data: Vec<u8>, opts: &CreateOptions) -> std::path::Path
         "{name}: our reader disagrees"
     );
     let report = Qcow2Driver
-        .check(&out, &diskcast_block::registry::OpenContext::new(&registry(), &diskcast_block::gate::Gate::new()))
+        .check(
+            diskcast_block::source::open_file(&out).unwrap(),
+            &diskcast_block::registry::OpenContext::new(&registry(), &diskcast_block::gate::Gate::new()),
+        )
         .unwrap();
     assert_eq!((report.corruptions, report.leaks), (0, 0), "{name}: {:?}", report.messages);
     out

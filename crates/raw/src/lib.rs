@@ -10,6 +10,7 @@ use diskcast_block::io::ImageFile;
 use diskcast_block::output::OutputFiles;
 use diskcast_block::range_end;
 use diskcast_block::registry::{CreateOptions, Driver, Measure, OpenContext, ProbeData};
+use diskcast_block::source::{Source, open_file};
 use diskcast_block::{Alloc, BlockRead, BlockWrite, Encoded, Error, Extent, ImageInfo, Result, WriteOrder};
 use std::io::Write;
 use std::path::Path;
@@ -29,8 +30,8 @@ impl Driver for RawDriver {
         false
     }
 
-    fn open(&self, path: &Path, _ctx: &OpenContext<'_>) -> Result<Box<dyn BlockRead>> {
-        Ok(Box::new(RawReader::open(path)?))
+    fn open(&self, src: Source, _ctx: &OpenContext<'_>) -> Result<Box<dyn BlockRead>> {
+        Ok(Box::new(RawReader::new(src)?))
     }
 
     fn validate(&self, opts: &CreateOptions) -> Result<()> {
@@ -96,20 +97,20 @@ impl Driver for RawDriver {
 /// A raw image open for reading.
 #[derive(Debug)]
 pub struct RawReader {
-    file: ImageFile,
+    file: Source,
     size: u64,
 }
 
 impl RawReader {
-    /// Opens `path`; its length is the virtual size.
+    /// Opens the file at `path`; its length is the virtual size.
     pub fn open(path: &Path) -> Result<Self> {
-        Self::from_file(ImageFile::open(path)?)
+        Self::new(open_file(path)?)
     }
 
-    /// Reads an open file (a spooled pipe, say); its length is the virtual size.
-    pub fn from_file(file: ImageFile) -> Result<Self> {
-        let size = file.len()?;
-        Ok(RawReader { file, size })
+    /// Reads the bytes of `src` as a disk of its length.
+    pub fn new(src: Source) -> Result<Self> {
+        let size = src.len()?;
+        Ok(RawReader { file: src, size })
     }
 }
 

@@ -7,10 +7,12 @@
 //! what is specific to its format.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod hostile;
 pub mod manifest;
 
 use diskcast_block::copy::{CopyOptions, copy};
 use diskcast_block::gate::Gate;
+use diskcast_block::io::is_zero;
 use diskcast_block::output::OutputFiles;
 use diskcast_block::progress::NoProgress;
 use diskcast_block::registry::{CreateOptions, Driver, OpenContext, Registry};
@@ -98,6 +100,94 @@ pub fn assert_qemu_check_clean(path: &Path, fmt: &str) {
 /// `qemu-img compare -f fa -F fb a b` must say identical (exit 0).
 pub fn assert_qemu_compare(a: &Path, fa: &str, b: &Path, fb: &str) {
     qemu_img(&["compare", "-q", "-f", fa, "-F", fb, a.to_str().unwrap(), b.to_str().unwrap()]);
+}
+
+/// One entry of `qemu-img map --output=json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QemuMapEntry {
+    /// Guest offset.
+    pub start: u64,
+    /// Length in bytes.
+    pub length: u64,
+    /// 0: this image; 1 and more: a backing file.
+    pub depth: u64,
+    /// qemu says the range holds data (it must be read).
+    pub data: bool,
+    /// qemu says the range reads as zeros.
+    pub zero: bool,
+}
+
+/// `qemu-img map --output=json -f fmt path`.
+pub fn qemu_map(path: &Path, fmt: &str) -> Vec<QemuMapEntry> {
+    let v: serde_json::Value =
+        serde_json::from_str(&qemu_img(&["map", "--output=json", "-f", fmt, path.to_str().unwrap()])).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|e| QemuMapEntry {
+            start: e["start"].as_u64().unwrap(),
+            length: e["length"].as_u64().unwrap(),
+            depth: e["depth"].as_u64().unwrap(),
+            data: e["data"].as_bool().unwrap(),
+            zero: e["zero"].as_bool().unwrap(),
+        })
+        .collect()
+}
+
+/// Asserts that `img`, our reader of the image at `path` (opened from that file or from
+/// any other source holding the same bytes), agrees with qemu about it:
+/// - content: the same size and every guest byte equal to `qemu-img convert -O raw`'s;
+/// - allocation, against `qemu-img map --output=json` range by range: where qemu reads
+///   the backing file (depth > 0) we say [`Alloc::Backing`]; where qemu says no data we
+///   say the range reads zero; where qemu says data that is not zero we say
+///   [`Alloc::Data`]; where qemu says allocated zeros we say data or zero, never backing;
+/// - and every range we call zero is zero in qemu's bytes.
+///
+/// Two formats where qemu knows less than we do:
+/// - VHD (`vpc`): qemu maps a whole allocated block as data and ignores its sector
+///   bitmap, while our reader honours the bitmap, so inside a block qemu calls data we
+///   may say a range is unallocated;
+/// - VHDX: qemu's driver reports no allocation at all (one data entry for the whole
+///   disk), so where it says data we may say anything.
+///
+/// Either way, a range we call zero is still checked to be zero in qemu's bytes.
+pub fn assert_matches_qemu(img: &dyn BlockRead, path: &Path, qemu_fmt: &str, dir: &Path) {
+    let what = path.display();
+    let ours = read_all(img);
+    let theirs = qemu_raw(path, qemu_fmt, dir);
+    assert_eq!(ours.len(), theirs.len(), "{what}: virtual size, ours against qemu's");
+    if let Some(i) = ours.iter().zip(&theirs).position(|(a, b)| a != b) {
+        panic!("{what}: first differing byte at {i:#x}: ours {:#x}, qemu's {:#x}", ours[i], theirs[i]);
+    }
+    let map = qemu_map(path, qemu_fmt);
+    let data_may_read_zero = qemu_fmt == "vpc";
+    let data_means_nothing = qemu_fmt == "vhdx";
+    let mut covered = 0;
+    for e in &map {
+        assert_eq!(e.start, covered, "{what}: qemu map has a gap or overlap at {covered:#x}");
+        let end = e.start + e.length;
+        covered = end;
+        let mut off = e.start;
+        while off < end {
+            let ext = img.extent_at(off, end - off).unwrap();
+            assert_eq!(ext.offset, off, "{what}: extent asked at {off:#x}");
+            assert!(ext.len > 0 && ext.end() <= end, "{what}: {ext:?} leaves qemu's entry {e:?}");
+            let ok = match (e.depth > 0, e.data, e.zero) {
+                (true, _, _) => ext.alloc == Alloc::Backing,
+                (false, false, _) => ext.alloc.reads_zero(),
+                (false, true, _) if data_means_nothing => true,
+                (false, true, false) => ext.alloc == Alloc::Data || (data_may_read_zero && ext.alloc.reads_zero()),
+                (false, true, true) => ext.alloc != Alloc::Backing,
+            };
+            assert!(ok, "{what}: our {ext:?} against qemu's map entry {e:?}");
+            if ext.alloc.reads_zero() {
+                let r = ext.offset as usize..ext.end() as usize;
+                assert!(is_zero(&theirs[r]), "{what}: we call {ext:?} zero but qemu reads data there");
+            }
+            off = ext.end();
+        }
+    }
+    assert_eq!(covered, img.size(), "{what}: qemu's map ends at {covered:#x}");
 }
 
 /// Opens `path` as `format` (`None`: probe) through `registry` and a fresh gate.

@@ -10,10 +10,9 @@
 //! The header itself must be readable (qemu cannot open the image otherwise either).
 
 use crate::header::{BLOCK_ZERO, Header, read_block_map};
-use diskcast_block::io::ImageFile;
 use diskcast_block::registry::CheckReport;
+use diskcast_block::source::{ByteSource, Source};
 use diskcast_block::{Result, ResultExt};
-use std::path::Path;
 
 /// Messages kept in the report; counts keep going past it.
 const MAX_MESSAGES: usize = 1000;
@@ -25,17 +24,16 @@ fn note(r: &mut CheckReport, msg: String) {
     }
 }
 
-/// Checks the VDI image at `path`.
-pub fn check(path: &Path) -> Result<CheckReport> {
-    check_inner(path).file(path)
+/// Checks the VDI image in `file`.
+pub fn check(file: Source) -> Result<CheckReport> {
+    check_inner(file.as_ref()).file(file.name())
 }
 
-fn check_inner(path: &Path) -> Result<CheckReport> {
-    let file = ImageFile::open(path)?;
+fn check_inner(file: &dyn ByteSource) -> Result<CheckReport> {
     let file_len = file.len()?;
-    let h = Header::read(&file)?;
+    let h = Header::read(file)?;
     h.validate(file_len)?;
-    let bmap = read_block_map(&file, &h)?;
+    let bmap = read_block_map(file, &h)?;
     let mut r = CheckReport::default();
     let blocks = h.blocks_in_image;
     // One bit per possible data block: at most MAX_BLOCKS / 8 bytes.

@@ -27,7 +27,7 @@
 //! UUIDs are stored as VirtualBox's `RTUUID` in memory: the first three fields
 //! little-endian (what [`Uuid::from_bytes_le`] reads).
 
-use diskcast_block::io::ImageFile;
+use diskcast_block::source::ByteSource;
 use diskcast_block::{Error, Result};
 use uuid::Uuid;
 
@@ -177,7 +177,7 @@ pub fn probe(head: &[u8]) -> bool {
 impl Header {
     /// Reads the header of `file` and checks signature and version only; call
     /// [`validate`](Self::validate) before trusting any offset or size.
-    pub fn read(file: &ImageFile) -> Result<Header> {
+    pub fn read(file: &dyn ByteSource) -> Result<Header> {
         let file_len = file.len()?;
         if file_len < PRE_HEADER {
             return Err(Error::invalid(format!("file too short for a VDI header ({file_len} bytes)")));
@@ -400,7 +400,7 @@ impl Header {
 }
 
 /// Reads the block map of `h` (already validated) as host-order entries.
-pub fn read_block_map(file: &ImageFile, h: &Header) -> Result<Vec<u32>> {
+pub fn read_block_map(file: &dyn ByteSource, h: &Header) -> Result<Vec<u32>> {
     let n = usize::try_from(h.blocks_in_image).map_err(|_| Error::unsupported("block map too large"))?;
     let mut raw = vec![0u8; n.checked_mul(4).ok_or_else(|| Error::unsupported("block map too large"))?];
     file.read_exact_at(&mut raw, h.offset_bmap).map_err(|e| e.with_field("offset_bmap"))?;

@@ -20,7 +20,8 @@ pub mod writer;
 use diskcast_block::output::OutputFiles;
 use diskcast_block::registry::units_touched;
 use diskcast_block::registry::{CheckReport, CreateOptions, Driver, Measure, OpenContext, OptionSpec, ProbeData};
-use diskcast_block::{BlockRead, BlockWrite, Extent, Result};
+use diskcast_block::source::Source;
+use diskcast_block::{BlockRead, BlockWrite, Extent, Result, ResultExt};
 use std::path::Path;
 
 pub use reader::VdiReader;
@@ -43,8 +44,8 @@ impl Driver for VdiDriver {
         header::probe(data.head)
     }
 
-    fn open(&self, path: &Path, _ctx: &OpenContext<'_>) -> Result<Box<dyn BlockRead>> {
-        Ok(Box::new(VdiReader::open(path)?))
+    fn open(&self, src: Source, _ctx: &OpenContext<'_>) -> Result<Box<dyn BlockRead>> {
+        Ok(Box::new(VdiReader::open(src)?))
     }
 
     fn options(&self) -> &'static [OptionSpec] {
@@ -64,8 +65,9 @@ impl Driver for VdiDriver {
         Ok(Box::new(VdiWriter::new(file, params)?))
     }
 
-    fn check(&self, path: &Path, _ctx: &OpenContext<'_>) -> Result<CheckReport> {
-        check::check(path)
+    fn check(&self, src: Source, _ctx: &OpenContext<'_>) -> Result<CheckReport> {
+        let name = src.name().to_path_buf();
+        check::check(src).file(name)
     }
 
     /// The file our writer makes: header and block map, plus one whole block for every

@@ -3,12 +3,11 @@
 //! file), so reads and extent queries need no lock and no I/O but the data itself.
 
 use crate::header::{BLOCK_FREE, BLOCK_ZERO, Header, read_block_map};
-use diskcast_block::io::ImageFile;
 use diskcast_block::range_end;
 use diskcast_block::runs::{ReadRun, ReadRuns};
+use diskcast_block::source::Source;
 use diskcast_block::{Alloc, BlockRead, Error, Extent, ImageInfo, Result};
 use serde_json::json;
-use std::path::Path;
 
 /// What one guest block maps to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,7 +23,7 @@ enum Map {
 /// An open VDI image.
 #[derive(Debug)]
 pub struct VdiReader {
-    file: ImageFile,
+    file: Source,
     file_len: u64,
     header: Header,
     size: u64,
@@ -32,11 +31,10 @@ pub struct VdiReader {
 }
 
 impl VdiReader {
-    /// Opens `path` for reading.
-    pub fn open(path: &Path) -> Result<Self> {
-        let file = ImageFile::open(path)?;
+    /// Opens the image in `file` for reading.
+    pub fn open(file: Source) -> Result<Self> {
         let file_len = file.len()?;
-        let header = Header::read(&file)?;
+        let header = Header::read(file.as_ref())?;
         header.validate(file_len)?;
         if header.blocks_allocated > header.blocks_in_image {
             return Err(Error::corrupt(format!(
@@ -46,7 +44,7 @@ impl VdiReader {
             .with_field("blocks_allocated")
             .with_offset(0x184));
         }
-        let bmap = read_block_map(&file, &header)?;
+        let bmap = read_block_map(file.as_ref(), &header)?;
         let size = header.size();
         Ok(VdiReader { file, file_len, header, size, bmap })
     }
@@ -197,11 +195,11 @@ impl BlockRead for VdiReader {
     }
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        self.read_inner(buf, offset).map_err(|e| e.with_file(self.file.path()))
+        self.read_inner(buf, offset).map_err(|e| e.with_file(self.file.name()))
     }
 
     fn extent_at(&self, offset: u64, max_len: u64) -> Result<Extent> {
-        self.extent_inner(offset, max_len).map_err(|e| e.with_file(self.file.path()))
+        self.extent_inner(offset, max_len).map_err(|e| e.with_file(self.file.name()))
     }
 
     fn info(&self) -> ImageInfo {

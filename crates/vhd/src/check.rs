@@ -5,10 +5,9 @@
 
 use crate::format::{BAT_UNUSED, DYN_HEADER_SIZE, FOOTER_SIZE, SECTOR};
 use crate::reader::VhdReader;
-use diskcast_block::io::ImageFile;
 use diskcast_block::registry::CheckReport;
+use diskcast_block::source::Source;
 use diskcast_block::{Result, ResultExt};
-use std::path::Path;
 
 /// Messages kept in the report; counts keep going past it.
 const MAX_MESSAGES: usize = 1000;
@@ -20,10 +19,10 @@ fn corrupt(r: &mut CheckReport, msg: String) {
     }
 }
 
-/// Checks the image at `path` (its parent, if any, is not opened).
-pub fn check(path: &Path) -> Result<CheckReport> {
-    let img = VhdReader::open_file(ImageFile::open(path)?)?;
-    check_inner(&img).file(path)
+/// Checks the image in `file` (its parent, if any, is not opened).
+pub fn check(file: Source) -> Result<CheckReport> {
+    let img = VhdReader::open_file(file)?;
+    check_inner(&img).file(img.file.name())
 }
 
 fn check_inner(img: &VhdReader) -> Result<CheckReport> {

@@ -21,7 +21,8 @@ pub mod writer;
 use diskcast_block::output::OutputFiles;
 use diskcast_block::registry::units_touched;
 use diskcast_block::registry::{CheckReport, CreateOptions, Driver, Measure, OpenContext, OptionSpec, ProbeData};
-use diskcast_block::{BlockRead, BlockWrite, Extent, Result};
+use diskcast_block::source::Source;
+use diskcast_block::{BlockRead, BlockWrite, Extent, Result, ResultExt};
 use format::{FOOTER_SIZE, Footer, OLD_FOOTER_SIZE, TYPE_FIXED};
 use std::path::Path;
 
@@ -76,8 +77,8 @@ impl Driver for VhdDriver {
         })
     }
 
-    fn open(&self, path: &Path, ctx: &OpenContext<'_>) -> Result<Box<dyn BlockRead>> {
-        Ok(Box::new(VhdReader::open(path, ctx)?))
+    fn open(&self, src: Source, ctx: &OpenContext<'_>) -> Result<Box<dyn BlockRead>> {
+        Ok(Box::new(VhdReader::open(src, ctx)?))
     }
 
     fn options(&self) -> &'static [OptionSpec] {
@@ -98,8 +99,9 @@ impl Driver for VhdDriver {
     }
 
     /// Our own consistency check (qemu-img has none for vpc): see [`check`].
-    fn check(&self, path: &Path, _ctx: &OpenContext<'_>) -> Result<CheckReport> {
-        check::check(path)
+    fn check(&self, src: Source, _ctx: &OpenContext<'_>) -> Result<CheckReport> {
+        let name = src.name().to_path_buf();
+        check::check(src).file(name)
     }
 
     /// Fixed: the disk plus its footer either way. Dynamic: the blocks that data extents

@@ -11,11 +11,11 @@ use crate::format::{
     PLAT_W2RU, SECTOR, TYPE_DIFFERENCING, TYPE_DYNAMIC, TYPE_FIXED, fourcc, uuid_text,
 };
 use diskcast_block::clip_to_backing;
-use diskcast_block::io::ImageFile;
 use diskcast_block::range_end;
 use diskcast_block::read_backing;
 use diskcast_block::registry::OpenContext;
 use diskcast_block::runs::{ReadRun, ReadRuns};
+use diskcast_block::source::{ByteSource, Source};
 use diskcast_block::{Alloc, BlockRead, Error, ErrorKind, Extent, ImageInfo, Result};
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
@@ -68,7 +68,7 @@ enum Map {
 /// An open VHD.
 #[derive(Debug)]
 pub struct VhdReader {
-    pub(crate) file: ImageFile,
+    pub(crate) file: Source,
     pub(crate) footer: Footer,
     /// File offset of the footer that was used.
     pub(crate) footer_at: u64,
@@ -87,15 +87,16 @@ impl VhdReader {
     /// Opens `path`; a differencing disk's parent goes through `ctx`'s gate. Parent
     /// names are tried in locator preference order; a name whose file does not exist
     /// (an I/O error) falls through to the next one, any other refusal stops.
-    pub fn open(path: &Path, ctx: &OpenContext<'_>) -> Result<Self> {
-        let file = ImageFile::open(path)?;
+    pub fn open(file: Source, ctx: &OpenContext<'_>) -> Result<Self> {
         let mut r = Self::open_file(file)?;
+        let src = r.file.clone();
+        let path = src.name();
         let names = r.parent_candidates.clone();
         let Some(first) = names.first() else { return Ok(r) };
         r.parent = Some(first.clone());
         let mut last_err = None;
         for name in &names {
-            match ctx.open_backing(path, name, Some("vhd")) {
+            match ctx.open_backing(src.as_ref(), name, Some("vhd")) {
                 Ok(parent) => {
                     r.check_parent(path, name, parent.as_deref())?;
                     r.parent = Some(name.clone());
@@ -135,12 +136,12 @@ impl VhdReader {
     }
 
     /// Parses footer, header and BAT (no parent is opened).
-    pub(crate) fn open_file(file: ImageFile) -> Result<Self> {
-        let path = file.path().to_path_buf();
+    pub(crate) fn open_file(file: Source) -> Result<Self> {
+        let path = file.name().to_path_buf();
         Self::parse(file).map_err(|e| e.with_file(path))
     }
 
-    fn parse(file: ImageFile) -> Result<Self> {
+    fn parse(file: Source) -> Result<Self> {
         let file_len = file.len()?;
         if file_len < OLD_FOOTER_SIZE {
             return Err(Error::invalid(format!("a {file_len}-byte file is too small for a VHD footer")));
@@ -155,11 +156,11 @@ impl VhdReader {
         let head_footer = (Footer::has_cookie(&head) && head_len == 512).then(|| Footer::parse(&head, 0));
         let (footer, footer_at) = match head_footer {
             Some(Ok(f)) if matches!(f.disk_type, TYPE_DYNAMIC | TYPE_DIFFERENCING) => (f, 0),
-            Some(Err(e)) => match Self::tail_footer(&file, file_len) {
+            Some(Err(e)) => match Self::tail_footer(file.as_ref(), file_len) {
                 Ok(found) => found,
                 Err(_) => return Err(e),
             },
-            _ => Self::tail_footer(&file, file_len)?,
+            _ => Self::tail_footer(file.as_ref(), file_len)?,
         };
         let size = footer.virtual_size()?;
         let old_footer = footer_at != 0 && file_len - footer_at == OLD_FOOTER_SIZE;
@@ -201,7 +202,7 @@ impl VhdReader {
     }
 
     /// The footer at the end of the file (512 bytes, or the old 511-byte form).
-    fn tail_footer(file: &ImageFile, file_len: u64) -> Result<(Footer, u64)> {
+    fn tail_footer(file: &dyn ByteSource, file_len: u64) -> Result<(Footer, u64)> {
         let mut tail = [0u8; 512];
         let n = file_len.min(512);
         file.read_exact_at(&mut tail[..n as usize], file_len - n)?;
@@ -585,11 +586,11 @@ impl BlockRead for VhdReader {
     }
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        self.read_inner(buf, offset).map_err(|e| e.with_file(self.file.path()))
+        self.read_inner(buf, offset).map_err(|e| e.with_file(self.file.name()))
     }
 
     fn extent_at(&self, offset: u64, max_len: u64) -> Result<Extent> {
-        self.extent_inner(offset, max_len).map_err(|e| e.with_file(self.file.path()))
+        self.extent_inner(offset, max_len).map_err(|e| e.with_file(self.file.name()))
     }
 
     fn backing(&self) -> Option<&dyn BlockRead> {

@@ -10,7 +10,7 @@ use diskcast_vhd::VhdDriver;
 fn check(p: &std::path::Path) -> diskcast_block::registry::CheckReport {
     let reg = registry();
     let gate = Gate::new();
-    VhdDriver.check(p, &OpenContext::new(&reg, &gate)).unwrap()
+    VhdDriver.check(diskcast_block::source::open_file(p).unwrap(), &OpenContext::new(&reg, &gate)).unwrap()
 }
 
 #[test]

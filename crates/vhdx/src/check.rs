@@ -6,24 +6,23 @@ use crate::format::{MIB, PAYLOAD_FULLY_PRESENT, PAYLOAD_PARTIALLY_PRESENT, SB_PR
 use crate::layout::{Layout, read_headers};
 use crate::log;
 use crate::reader::pending_log_message;
-use diskcast_block::io::ImageFile;
 use diskcast_block::registry::CheckReport;
+use diskcast_block::source::Source;
 use diskcast_block::{Result, ResultExt};
-use std::path::Path;
 
 /// Most problems listed one by one; the counts keep going.
 const MAX_MESSAGES: usize = 100;
 
-/// Checks the image at `path` without writing to it.
-pub fn check(path: &Path) -> Result<CheckReport> {
-    let file = ImageFile::open(path)?;
-    let active = read_headers(&file).file(path)?;
+/// Checks the image in `file` without writing to it.
+pub fn check(file: Source) -> Result<CheckReport> {
+    let path = file.name();
+    let active = read_headers(file.as_ref()).file(path)?;
     let mut report = CheckReport::default();
-    if log::active_sequence(&file, &active).file(path)?.is_some() {
+    if log::active_sequence(file.as_ref(), &active).file(path)?.is_some() {
         report.corruptions += 1;
         report.messages.push(pending_log_message(path));
     }
-    let layout = Layout::load(&file, active).file(path)?;
+    let layout = Layout::load(file.as_ref(), active).file(path)?;
     let (problems, total) = layout.bat_problems(MAX_MESSAGES);
     report.corruptions += total;
     for (at, msg) in problems {

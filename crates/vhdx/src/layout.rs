@@ -8,7 +8,7 @@ use crate::format::{
     PAYLOAD_PARTIALLY_PRESENT, PAYLOAD_UNDEFINED, PAYLOAD_UNMAPPED, PAYLOAD_ZERO, PHYSICAL_SECTOR_SIZE,
     REGION_TABLE_OFFSETS, REGION_TABLE_SIZE, Region, SB_PRESENT, STATE_MASK, VIRTUAL_DISK_SIZE, bat_offset, le32, le64,
 };
-use diskcast_block::io::ImageFile;
+use diskcast_block::source::ByteSource;
 use diskcast_block::{Error, Result};
 use uuid::Uuid;
 
@@ -27,7 +27,7 @@ pub struct ActiveHeader {
 }
 
 /// Checks the file type identifier and picks the active header.
-pub fn read_headers(file: &ImageFile) -> Result<ActiveHeader> {
+pub fn read_headers(file: &dyn ByteSource) -> Result<ActiveHeader> {
     let file_len = file.len()?;
     let mut sig = [0u8; 8];
     if file_len < 8 {
@@ -168,7 +168,7 @@ pub enum BlockMap {
 
 impl Layout {
     /// Loads the region table, metadata and BAT after the header (and log) are settled.
-    pub fn load(file: &ImageFile, active: ActiveHeader) -> Result<Layout> {
+    pub fn load(file: &dyn ByteSource, active: ActiveHeader) -> Result<Layout> {
         let file_len = file.len()?;
         let log = log_region(&active, file_len)?;
         let (regions, table_off) = read_region_table(file)?;
@@ -357,7 +357,7 @@ impl Layout {
 }
 
 /// Reads the first valid region table (the second is the fallback) and its offset.
-fn read_region_table(file: &ImageFile) -> Result<(Vec<Region>, u64)> {
+fn read_region_table(file: &dyn ByteSource) -> Result<(Vec<Region>, u64)> {
     let mut last_err = None;
     for &off in &REGION_TABLE_OFFSETS {
         let mut b = vec![0u8; REGION_TABLE_SIZE];
@@ -375,7 +375,7 @@ fn read_region_table(file: &ImageFile) -> Result<(Vec<Region>, u64)> {
     }))
 }
 
-fn read_metadata(file: &ImageFile, region: &Region) -> Result<Metadata> {
+fn read_metadata(file: &dyn ByteSource, region: &Region) -> Result<Metadata> {
     let base = region.offset;
     let rlen = u64::from(region.length);
     let mut table = vec![0u8; KIB64 as usize];

@@ -20,7 +20,8 @@ pub mod writer;
 
 use diskcast_block::output::OutputFiles;
 use diskcast_block::registry::{CheckReport, CreateOptions, Driver, Measure, OpenContext, OptionSpec, ProbeData};
-use diskcast_block::{BlockRead, BlockWrite, Extent, Result};
+use diskcast_block::source::Source;
+use diskcast_block::{BlockRead, BlockWrite, Extent, Result, ResultExt};
 use std::path::Path;
 
 pub use reader::VhdxReader;
@@ -48,8 +49,8 @@ impl Driver for VhdxDriver {
         data.head.starts_with(format::FILE_SIGNATURE)
     }
 
-    fn open(&self, path: &Path, ctx: &OpenContext<'_>) -> Result<Box<dyn BlockRead>> {
-        Ok(Box::new(VhdxReader::open(path, ctx)?))
+    fn open(&self, src: Source, ctx: &OpenContext<'_>) -> Result<Box<dyn BlockRead>> {
+        Ok(Box::new(VhdxReader::open(src, ctx)?))
     }
 
     fn options(&self) -> &'static [OptionSpec] {
@@ -69,8 +70,9 @@ impl Driver for VhdxDriver {
         Ok(Box::new(VhdxWriter::new(file, params)?))
     }
 
-    fn check(&self, path: &Path, _ctx: &OpenContext<'_>) -> Result<CheckReport> {
-        check::check(path)
+    fn check(&self, src: Source, _ctx: &OpenContext<'_>) -> Result<CheckReport> {
+        let name = src.name().to_path_buf();
+        check::check(src).file(name)
     }
 
     fn measure(&self, size: u64, data: &[Extent], opts: &CreateOptions) -> Result<Measure> {

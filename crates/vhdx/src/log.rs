@@ -12,6 +12,7 @@
 use crate::format::{HEADER_OFFSETS, Header, MIB, crc_with_hole, guid, le32, le64};
 use crate::layout::{ActiveHeader, log_region};
 use diskcast_block::io::ImageFile;
+use diskcast_block::source::ByteSource;
 use diskcast_block::{Error, Result};
 use uuid::Uuid;
 
@@ -149,7 +150,7 @@ impl Log {
 }
 
 /// The entries to replay (tail to head) when the log holds an active sequence.
-pub fn active_sequence(file: &ImageFile, active: &ActiveHeader) -> Result<Option<Vec<Entry>>> {
+pub fn active_sequence(file: &dyn ByteSource, active: &ActiveHeader) -> Result<Option<Vec<Entry>>> {
     let hdr = &active.header;
     if hdr.log_guid.is_nil() {
         return Ok(None);

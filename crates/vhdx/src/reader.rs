@@ -7,6 +7,7 @@ use diskcast_block::io::ImageFile;
 use diskcast_block::range_end;
 use diskcast_block::read_backing;
 use diskcast_block::registry::OpenContext;
+use diskcast_block::source::{ByteSource, Source};
 use diskcast_block::{Alloc, BlockRead, Error, Extent, ImageInfo, Result, ResultExt};
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -19,7 +20,7 @@ const MAX_EXTENT_BLOCKS: u32 = 1 << 20;
 #[derive(Debug)]
 pub struct VhdxReader {
     path: PathBuf,
-    file: ImageFile,
+    file: Source,
     layout: Layout,
     parent: Option<Box<dyn BlockRead>>,
     parent_name: Option<String>,
@@ -36,34 +37,49 @@ pub fn pending_log_message(path: &Path) -> String {
     )
 }
 
+/// The image's file opened for writing, to replay its log into: only a source that is a
+/// file on disk can be written; a partition or member is refused.
+fn open_for_replay(src: &dyn ByteSource) -> Result<ImageFile> {
+    match src.file_path() {
+        Some(path) => ImageFile::open_rw(path),
+        None => Err(Error::refused(
+            "cannot replay the pending log: the image is not read from a file on disk, so it cannot be written; \
+             extract it to a file first",
+        )
+        .with_field("log_guid")
+        .with_file(src.name())),
+    }
+}
+
 impl VhdxReader {
-    /// Opens `path`, replaying a pending log only if `ctx` allows it.
-    pub fn open(path: &Path, ctx: &OpenContext<'_>) -> Result<VhdxReader> {
-        let file = ImageFile::open(path)?;
-        let mut active = read_headers(&file).file(path)?;
+    /// Opens the image in `file`, replaying a pending log only if `ctx` allows it (and
+    /// `file` is a file on disk that can be written).
+    pub fn open(file: Source, ctx: &OpenContext<'_>) -> Result<VhdxReader> {
+        let path = file.name();
+        let mut active = read_headers(file.as_ref()).file(path)?;
         let mut log_replayed = false;
-        if let Some(entries) = log::active_sequence(&file, &active).file(path)? {
+        if let Some(entries) = log::active_sequence(file.as_ref(), &active).file(path)? {
             if !ctx.replay_log() {
                 return Err(Error::refused(pending_log_message(path)).with_field("log_guid").with_file(path));
             }
-            let rw = ImageFile::open_rw(path)?;
+            let rw = open_for_replay(file.as_ref())?;
             log::replay(&rw, &active, &entries).file(path)?;
             drop(rw);
-            active = read_headers(&file).file(path)?;
+            active = read_headers(file.as_ref()).file(path)?;
             log_replayed = true;
         } else if !active.header.log_guid.is_nil() && ctx.replay_log() {
             // A log GUID with no valid entry: nothing to replay; mark the log empty.
-            let rw = ImageFile::open_rw(path)?;
+            let rw = open_for_replay(file.as_ref())?;
             log::clear_log_guid(&rw, &active).file(path)?;
             drop(rw);
-            active = read_headers(&file).file(path)?;
+            active = read_headers(file.as_ref()).file(path)?;
         }
-        let layout = Layout::load(&file, active).file(path)?;
+        let layout = Layout::load(file.as_ref(), active).file(path)?;
+        let path = path.to_path_buf();
         if let Some((at, msg)) = layout.bat_problems(1).0.into_iter().next() {
             return Err(Error::corrupt(msg).with_field("bat_entry").with_offset(at).with_file(path));
         }
-        let mut reader =
-            VhdxReader { path: path.to_path_buf(), file, layout, parent: None, parent_name: None, log_replayed };
+        let mut reader = VhdxReader { path, file, layout, parent: None, parent_name: None, log_replayed };
         if reader.layout.meta.has_parent {
             reader.open_parent(ctx)?;
         }
@@ -82,7 +98,7 @@ impl VhdxReader {
         };
         let name = rel.replace('\\', "/");
         self.parent_name = Some(name.clone());
-        let Some(parent) = ctx.open_backing(&self.path, &name, Some("vhdx"))? else {
+        let Some(parent) = ctx.open_backing(self.file.as_ref(), &name, Some("vhdx"))? else {
             return Ok(());
         };
         if let Some(linkage) = l.locator("parent_linkage") {

@@ -100,7 +100,7 @@ fn merged_read_matches_qemu_reads_of_both_files() {
     assert_eq!((e.len, e.alloc), (MIB - 1000 * 512 + 4 * MIB, Alloc::Backing));
     assert_eq!(resolved_extent(img.as_ref(), 0, MIB).unwrap().alloc, Alloc::Data);
     // Check is clean (the sector bitmap does not overlap anything).
-    assert_eq!(diskcast_vhdx::check::check(&child).unwrap().corruptions, 0);
+    assert_eq!(diskcast_vhdx::check::check(diskcast_block::source::open_file(&child).unwrap()).unwrap().corruptions, 0);
 
     // Converted by our writer, the result equals the merged view (qemu reads it).
     let out = dir.path().join("flat.vhdx");

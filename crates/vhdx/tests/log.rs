@@ -24,7 +24,7 @@ fn pending_log_is_refused_then_replayed_like_qemu() {
         assert!(msg.contains(want), "{msg}");
     }
     assert_eq!(std::fs::read(&ours).unwrap(), before, "refusing must not write");
-    let rep = diskcast_vhdx::check::check(&ours).unwrap();
+    let rep = diskcast_vhdx::check::check(diskcast_block::source::open_file(&ours).unwrap()).unwrap();
     assert_eq!(rep.corruptions, 1, "{:?}", rep.messages);
     assert!(rep.messages[0].contains("pending log"));
     // qemu agrees the image needs a replay.
@@ -50,7 +50,25 @@ fn pending_log_is_refused_then_replayed_like_qemu() {
     // The log is closed now: a plain open works, and our check is clean.
     let again = open(&ours).unwrap();
     assert!(again.info().specific.get("log-replayed").is_none());
-    assert_eq!(diskcast_vhdx::check::check(&ours).unwrap().corruptions, 0);
+    assert_eq!(diskcast_vhdx::check::check(diskcast_block::source::open_file(&ours).unwrap()).unwrap().corruptions, 0);
+}
+
+#[test]
+fn a_pending_log_in_an_image_that_is_not_a_file_cannot_be_replayed() {
+    use diskcast_block::gate::Gate;
+    use diskcast_block::registry::OpenContext;
+    use diskcast_block::source::MemSource;
+    let dir = tempfile::tempdir().unwrap();
+    let p = patterned(dir.path(), "m.vhdx", "14M", "block_size=1M");
+    add_pending_log(&p);
+    let reg = registry();
+    let gate = Gate::new();
+    let ctx = OpenContext::new(&reg, &gate).with_log_replay(true);
+    let mem = std::sync::Arc::new(MemSource::new("m.vhdx in memory", std::fs::read(&p).unwrap()));
+    let e = reg.open_source(mem, Some("vhdx"), &ctx).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Refused, "{e}");
+    assert!(e.to_string().contains("cannot replay the pending log"), "{e}");
+    assert_eq!(e.file(), Some(std::path::Path::new("m.vhdx in memory")));
 }
 
 #[test]

@@ -27,7 +27,7 @@ fn dynamic_and_fixed_with_several_block_sizes() {
             // Probing finds it, and our check agrees with qemu-img check (clean).
             assert_eq!(registry().probe(&p).unwrap().name(), "vhdx");
             assert_qemu_check_clean(&p);
-            let rep = diskcast_vhdx::check::check(&p).unwrap();
+            let rep = diskcast_vhdx::check::check(diskcast_block::source::open_file(&p).unwrap()).unwrap();
             assert_eq!((rep.corruptions, rep.leaks, rep.check_errors), (0, 0, 0), "{:?}", rep.messages);
             let bsz = diskcast_block::size::parse_size(bs).unwrap();
             assert_eq!(rep.total_clusters, Some(10000896u64.div_ceil(bsz)));

@@ -38,7 +38,7 @@ fn check_4k(src: &Path, out: &Path, block_size: u64) {
     let img = open(out).unwrap();
     assert_same(&read_all(img.as_ref()), &std::fs::read(src).unwrap(), "4K image vs source");
     assert_eq!(img.info().cluster_size, Some(block_size));
-    let rep = diskcast_vhdx::check::check(out).unwrap();
+    let rep = diskcast_vhdx::check::check(diskcast_block::source::open_file(out).unwrap()).unwrap();
     assert_eq!(rep.corruptions, 0, "{:?}", rep.messages);
 }
 
@@ -52,7 +52,7 @@ fn check_ours(src: &Path, srcfmt: &str, out: &Path, size: u64, block_size: u64) 
     // Our own reader and check agree too.
     let img = open(out).unwrap();
     assert_eq!(img.info().cluster_size, Some(block_size));
-    let rep = diskcast_vhdx::check::check(out).unwrap();
+    let rep = diskcast_vhdx::check::check(diskcast_block::source::open_file(out).unwrap()).unwrap();
     assert_eq!(rep.corruptions, 0, "{:?}", rep.messages);
 }
 

@@ -6,14 +6,14 @@ use crate::reader::{Backing, VmdkReader};
 use crate::sparse::{GrainMap, SparseExtent};
 use diskcast_block::Result;
 use diskcast_block::registry::{CheckReport, OpenContext};
-use std::path::Path;
+use diskcast_block::source::Source;
 
 /// Messages kept in a report; the counts go on.
 const MAX_MESSAGES: usize = 100;
 
-/// Checks the image at `path`.
-pub fn check(path: &Path, ctx: &OpenContext<'_>) -> Result<CheckReport> {
-    let img = VmdkReader::open(path, ctx)?;
+/// Checks the image in `file`.
+pub fn check(file: Source, ctx: &OpenContext<'_>) -> Result<CheckReport> {
+    let img = VmdkReader::open(file, ctx)?;
     let mut r = CheckReport::default();
     let (mut allocated, mut total, mut compressed) = (0u64, 0u64, 0u64);
     for e in &img.extents {

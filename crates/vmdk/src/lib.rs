@@ -24,7 +24,8 @@ pub mod writer;
 use diskcast_block::output::OutputFiles;
 use diskcast_block::registry::units_touched;
 use diskcast_block::registry::{CheckReport, CreateOptions, Driver, Measure, OpenContext, OptionSpec, ProbeData};
-use diskcast_block::{BlockRead, BlockWrite, Error, Extent, Result};
+use diskcast_block::source::Source;
+use diskcast_block::{BlockRead, BlockWrite, Error, Extent, Result, ResultExt};
 use header::SECTOR;
 use std::path::Path;
 use writer::{FlatWriter, GRAIN_SECTORS, Params, SparseWriter, Subformat};
@@ -105,8 +106,8 @@ impl Driver for VmdkDriver {
         data.head.starts_with(&header::MAGIC) || looks_like_descriptor(data)
     }
 
-    fn open(&self, path: &Path, ctx: &OpenContext<'_>) -> Result<Box<dyn BlockRead>> {
-        Ok(Box::new(VmdkReader::open(path, ctx)?))
+    fn open(&self, src: Source, ctx: &OpenContext<'_>) -> Result<Box<dyn BlockRead>> {
+        Ok(Box::new(VmdkReader::open(src, ctx)?))
     }
 
     fn options(&self) -> &'static [OptionSpec] {
@@ -163,8 +164,9 @@ impl Driver for VmdkDriver {
         }
     }
 
-    fn check(&self, path: &Path, ctx: &OpenContext<'_>) -> Result<CheckReport> {
-        check::check(path, ctx)
+    fn check(&self, src: Source, ctx: &OpenContext<'_>) -> Result<CheckReport> {
+        let name = src.name().to_path_buf();
+        check::check(src, ctx).file(name)
     }
 
     fn measure(&self, size: u64, data: &[Extent], opts: &CreateOptions) -> Result<Measure> {

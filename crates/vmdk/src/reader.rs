@@ -7,6 +7,7 @@ use crate::sparse::SparseExtent;
 use diskcast_block::io::ImageFile;
 use diskcast_block::range_end;
 use diskcast_block::registry::OpenContext;
+use diskcast_block::source::{ByteSource, Source, refuse_referenced};
 use diskcast_block::{Alloc, BlockRead, Error, Extent, ImageInfo, Result};
 use serde_json::{Value, json};
 use std::path::Path;
@@ -22,7 +23,7 @@ pub(crate) enum Backing {
     /// Reads as zeros (`ZERO` extents).
     Zero,
     /// A flat file, from byte `base`.
-    Flat { file: ImageFile, base: u64, file_len: u64 },
+    Flat { file: Source, base: u64, file_len: u64 },
     /// A hosted sparse extent.
     Sparse(Box<SparseExtent>),
 }
@@ -49,9 +50,11 @@ pub struct VmdkReader {
 }
 
 impl VmdkReader {
-    /// Opens `path`; extent files go through `ctx`'s gate.
-    pub fn open(path: &Path, ctx: &OpenContext<'_>) -> Result<Self> {
-        let file = ImageFile::open(path)?;
+    /// Opens the image in `file`; extent files go through `ctx`'s gate, and only a
+    /// descriptor read from a file on disk may name any.
+    pub fn open(file: Source, ctx: &OpenContext<'_>) -> Result<Self> {
+        let path_buf = file.name().to_path_buf();
+        let path = path_buf.as_path();
         let file_len = file.len()?;
         let mut head = [0u8; 4];
         let n = file_len.min(4) as usize;
@@ -91,7 +94,7 @@ impl VmdkReader {
                         .with_field("extent")
                         .with_file(path)
                 })?;
-            let backing = open_extent(path, line, len, ctx)?;
+            let backing = open_extent(file.as_ref(), line, len, ctx)?;
             if let Backing::Sparse(sp) = &backing {
                 gd_bytes += sp.gd.len() as u64 * 4;
                 if gd_bytes > MAX_TOTAL_GD_BYTES {
@@ -118,7 +121,7 @@ impl VmdkReader {
         Ok(VmdkReader { size: start, extents, desc, create_type })
     }
 
-    fn open_sparse_file(path: &Path, file: ImageFile) -> Result<Self> {
+    fn open_sparse_file(path: &Path, file: Source) -> Result<Self> {
         let (sparse, text) = SparseExtent::open(file)?;
         let desc = match &text {
             Some(t) => Descriptor::parse(t).unwrap_or_default(),
@@ -239,17 +242,21 @@ fn refuse_delta(desc: &Descriptor, path: &Path) -> Result<()> {
     Ok(())
 }
 
-fn open_extent(desc_path: &Path, line: &ExtentLine, len: u64, ctx: &OpenContext<'_>) -> Result<Backing> {
+fn open_extent(desc: &dyn ByteSource, line: &ExtentLine, len: u64, ctx: &OpenContext<'_>) -> Result<Backing> {
+    let desc_path = desc.name();
     let kind = line.kind.to_ascii_uppercase();
     if line.access == "NOACCESS" {
         return Err(Error::unsupported("NOACCESS extents are not supported").with_field("extent").with_file(desc_path));
     }
-    let open = || -> Result<ImageFile> {
+    let open = || -> Result<Source> {
         let name = line.file.as_deref().ok_or_else(|| {
             Error::invalid(format!("{kind} extent has no file name")).with_field("extent").with_file(desc_path)
         })?;
-        let p = ctx.gate.resolve_extent(desc_path, name, "extent")?;
-        ImageFile::open(&p)
+        let Some(desc_file) = desc.file_path() else {
+            return Err(refuse_referenced(desc, "the extent file", name, "extent"));
+        };
+        let p = ctx.gate.resolve_extent(desc_file, name, "extent")?;
+        Ok(std::sync::Arc::new(ImageFile::open(&p)?))
     };
     match kind.as_str() {
         "ZERO" => Ok(Backing::Zero),

@@ -5,7 +5,7 @@ use crate::header::{
     GD_AT_END, GTE_ZEROED, MARKER_EOS, MARKER_FOOTER, MAX_DESCRIPTOR_BYTES, MAX_GD_BYTES, SECTOR, SparseHeader,
     get_u32, get_u64,
 };
-use diskcast_block::io::ImageFile;
+use diskcast_block::source::{ByteSource, Source};
 use diskcast_block::{Alloc, Error, Result};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -36,7 +36,7 @@ pub enum GrainMap {
 /// An open sparse extent.
 #[derive(Debug)]
 pub struct SparseExtent {
-    pub(crate) file: ImageFile,
+    pub(crate) file: Source,
     pub(crate) file_len: u64,
     /// The header in effect (the footer's, for streamOptimized with GD_AT_END).
     pub(crate) header: SparseHeader,
@@ -56,26 +56,26 @@ pub struct SparseExtent {
 
 impl SparseExtent {
     /// Opens the sparse extent in `file`; also returns its embedded descriptor text.
-    pub fn open(file: ImageFile) -> Result<(Self, Option<String>)> {
+    pub fn open(file: Source) -> Result<(Self, Option<String>)> {
         let file_len = file.len()?;
         let mut hb = [0u8; 512];
         if file_len < 512 {
-            return Err(Error::invalid("file is too short for a VMDK sparse extent header").with_file(file.path()));
+            return Err(Error::invalid("file is too short for a VMDK sparse extent header").with_file(file.name()));
         }
         file.read_exact_at(&mut hb, 0)?;
-        let first = SparseHeader::parse(&hb).map_err(|e| e.with_file(file.path()))?;
+        let first = SparseHeader::parse(&hb).map_err(|e| e.with_file(file.name()))?;
         let mut header = first;
         let mut footer_used = false;
         if first.gd_offset == GD_AT_END {
-            header = read_footer(&file, file_len)?;
+            header = read_footer(file.as_ref(), file_len)?;
             footer_used = true;
         }
-        let gd_entries = header.validate().map_err(|e| e.with_file(file.path()))?;
+        let gd_entries = header.validate().map_err(|e| e.with_file(file.name()))?;
         let gd_bytes = gd_entries.saturating_mul(4);
         let gd_at = header.gd_offset.checked_mul(SECTOR).filter(|&o| o < u64::MAX / 2).ok_or_else(|| {
             Error::out_of_bounds(format!("grain directory offset {} is impossible", header.gd_offset))
                 .with_field("gdOffset")
-                .with_file(file.path())
+                .with_file(file.name())
         })?;
         if gd_bytes > MAX_GD_BYTES || gd_at.saturating_add(gd_bytes) > file_len {
             return Err(Error::out_of_bounds(format!(
@@ -85,12 +85,12 @@ impl SparseExtent {
             ))
             .with_field("gdOffset")
             .with_offset(56)
-            .with_file(file.path()));
+            .with_file(file.name()));
         }
         let mut raw = vec![0u8; gd_bytes as usize];
         file.read_exact_at(&mut raw, gd_at)?;
         let gd: Vec<u32> = raw.chunks_exact(4).map(|c| get_u32(c, 0)).collect();
-        let desc = read_embedded_descriptor(&file, file_len, &first)?;
+        let desc = read_embedded_descriptor(file.as_ref(), file_len, &first)?;
         let grain = header.grain_size * SECTOR;
         let ext = SparseExtent {
             file_len,
@@ -116,7 +116,7 @@ impl SparseExtent {
     pub(crate) fn gt(&self, t: u64) -> Result<Option<Arc<[u32]>>> {
         let Some(&entry) = usize::try_from(t).ok().and_then(|i| self.gd.get(i)) else {
             return Err(
-                Error::corrupt(format!("grain table {t} is beyond the grain directory")).with_file(self.file.path())
+                Error::corrupt(format!("grain table {t} is beyond the grain directory")).with_file(self.file.name())
             );
         };
         if entry == 0 {
@@ -134,7 +134,7 @@ impl SparseExtent {
             ))
             .with_field("grain_directory_entry")
             .with_offset(self.header.gd_offset * SECTOR + t * 4)
-            .with_file(self.file.path()));
+            .with_file(self.file.name()));
         }
         let mut raw = vec![0u8; len as usize];
         self.file.read_exact_at(&mut raw, at)?;
@@ -172,7 +172,7 @@ impl SparseExtent {
                 self.file_len
             ))
             .with_field("grain_table_entry")
-            .with_file(self.file.path()));
+            .with_file(self.file.name()));
         }
         Ok(if self.header.compressed() { GrainMap::Compressed(at) } else { GrainMap::Data(at) })
     }
@@ -272,7 +272,7 @@ impl SparseExtent {
             Error::corrupt(format!("compressed grain {g} at byte {at:#x} cannot be inflated: {why}"))
                 .with_field("grain")
                 .with_offset(at)
-                .with_file(self.file.path())
+                .with_file(self.file.name())
         };
         match status {
             Ok(flate2::Status::StreamEnd) => {}
@@ -300,7 +300,7 @@ impl SparseExtent {
         self.file.read_exact_at(&mut m, at)?;
         let size = u64::from(get_u32(&m, 8));
         let data_at = at + 12;
-        let err = |e: Error| e.with_field("grain_marker.size").with_offset(at).with_file(self.file.path());
+        let err = |e: Error| e.with_field("grain_marker.size").with_offset(at).with_file(self.file.name());
         if size == 0 || size > max {
             return Err(err(Error::corrupt(format!(
                 "grain {g}: marker size {size} is not a valid compressed grain size (1..={max})"
@@ -318,12 +318,12 @@ impl SparseExtent {
 
 /// Reads the streamOptimized footer: footer marker, header copy, end-of-stream marker in
 /// the last three sectors, as qemu and VMware place them.
-fn read_footer(file: &ImageFile, file_len: u64) -> Result<SparseHeader> {
+fn read_footer(file: &dyn ByteSource, file_len: u64) -> Result<SparseHeader> {
     let end = file_len / SECTOR * SECTOR;
     let bad = |why: &str| {
         Error::invalid(format!("the header says the grain directory is at the end, but {why}"))
             .with_field("footer")
-            .with_file(file.path())
+            .with_file(file.name())
     };
     if end < 4 * SECTOR {
         return Err(bad("the file is too short for a footer"));
@@ -336,14 +336,14 @@ fn read_footer(file: &ImageFile, file_len: u64) -> Result<SparseHeader> {
     if !marker_ok || !eos_ok {
         return Err(bad("no footer marker and end-of-stream marker end the file").with_offset(at));
     }
-    let h = SparseHeader::parse(&b[512..1024]).map_err(|e| e.with_offset(at + 512).with_file(file.path()))?;
+    let h = SparseHeader::parse(&b[512..1024]).map_err(|e| e.with_offset(at + 512).with_file(file.name()))?;
     if h.gd_offset == GD_AT_END {
         return Err(bad("the footer does not say where it is either").with_offset(at + 512 + 56));
     }
     Ok(h)
 }
 
-fn read_embedded_descriptor(file: &ImageFile, file_len: u64, h: &SparseHeader) -> Result<Option<String>> {
+fn read_embedded_descriptor(file: &dyn ByteSource, file_len: u64, h: &SparseHeader) -> Result<Option<String>> {
     if h.desc_offset == 0 || h.desc_size == 0 {
         return Ok(None);
     }
@@ -355,13 +355,13 @@ fn read_embedded_descriptor(file: &ImageFile, file_len: u64, h: &SparseHeader) -
             h.desc_size, h.desc_offset
         ))
         .with_field("descriptorSize")
-        .with_file(file.path()));
+        .with_file(file.name()));
     };
     if at.saturating_add(len) > file_len {
         return Err(Error::out_of_bounds("the embedded descriptor runs past the end of the file")
             .with_field("descriptorOffset")
             .with_offset(28)
-            .with_file(file.path()));
+            .with_file(file.name()));
     }
     let mut b = vec![0u8; len as usize];
     file.read_exact_at(&mut b, at)?;

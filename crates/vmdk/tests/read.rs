@@ -111,7 +111,10 @@ fn split_five_gib_disks_across_extent_boundaries() {
         // qemu-img check accepts it, and so does ours.
         assert_qemu_check_clean(&p);
         let r = diskcast_vmdk::VmdkDriver
-            .check(&p, &diskcast_block::registry::OpenContext::new(&registry(), &diskcast_block::gate::Gate::new()))
+            .check(
+                diskcast_block::source::open_file(&p).unwrap(),
+                &diskcast_block::registry::OpenContext::new(&registry(), &diskcast_block::gate::Gate::new()),
+            )
             .unwrap();
         assert_eq!(r.corruptions, 0, "{:?}", r.messages);
     }

@@ -29,7 +29,12 @@ fn roundtrip(dir: &Path, name: &str, opts: &CreateOptions, create_type: &str) ->
     assert!(ours == std::fs::read(&raw).unwrap(), "{name}: our reader disagrees");
     let reg = registry();
     let gate = diskcast_block::gate::Gate::new();
-    let r = VmdkDriver.check(&out, &diskcast_block::registry::OpenContext::new(&reg, &gate)).unwrap();
+    let r = VmdkDriver
+        .check(
+            diskcast_block::source::open_file(&out).unwrap(),
+            &diskcast_block::registry::OpenContext::new(&reg, &gate),
+        )
+        .unwrap();
     assert_eq!(r.corruptions, 0, "{name}: {:?}", r.messages);
     out
 }

@@ -21,7 +21,8 @@ pub fn run(a: ImageArgs) -> Result<u8, Failure> {
         None => images.registry.probe(&a.file),
     }
     .map_err(|e| fail(e, CHECK_INCOMPLETE))?;
-    let report = match driver.check(&a.file, &images.context()) {
+    let src = diskcast_block::source::open_file(&a.file).map_err(|e| fail(e, CHECK_INCOMPLETE))?;
+    let report = match driver.check(src, &images.context()) {
         Ok(r) => r,
         Err(e) if e.kind() == ErrorKind::Unsupported => return Err(fail(e, NO_CHECK)),
         Err(e) => return Err(fail(e.with_file(&a.file), CHECK_INCOMPLETE)),

@@ -172,7 +172,7 @@ impl<'r> Plan<'r> {
         if !format_given {
             refuse_other_formats(images, &spool)?;
         }
-        Ok(Box::new(diskcast_raw::RawReader::from_file(spool)?))
+        images.registry.open_source(Arc::new(spool), Some("raw"), &images.context())
     }
 }
 

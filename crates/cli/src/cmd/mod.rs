@@ -13,7 +13,7 @@ pub mod iso;
 mod ls;
 mod map;
 mod measure;
-mod oci;
+pub mod oci;
 mod tree_source;
 
 pub use cat::CatArgs;
@@ -45,6 +45,7 @@ pub fn run(command: Command) -> Result<u8, Failure> {
         Command::Ls(a) => ls::run(a).map_err(Failure::from),
         Command::Cat(a) => cat::run(a).map_err(Failure::from),
         Command::Extract(a) => extract::run(a).map_err(Failure::from),
+        Command::Oci(c) => oci::run(c).map_err(Failure::from),
     }
 }
 

@@ -33,41 +33,10 @@ pub fn qemu_raw(path: &Path, dir: &Path) -> Vec<u8> {
     tk::qemu_raw(path, "qcow2", dir)
 }
 
-/// Asserts our reader returns qemu's bytes and an allocation map matching `qemu-img map`.
+/// Our reader of `path` against qemu: content and `qemu-img map` (see
+/// [`tk::assert_matches_qemu`]).
 pub fn assert_matches_qemu(path: &Path, dir: &Path) {
-    let img = open(path).unwrap();
-    let ours = read_all(img.as_ref());
-    let theirs = qemu_raw(path, dir);
-    assert_eq!(ours.len(), theirs.len(), "size");
-    if let Some(i) = ours.iter().zip(&theirs).position(|(a, b)| a != b) {
-        panic!("{}: first differing byte at {i:#x}", path.display());
-    }
-    let map: serde_json::Value =
-        serde_json::from_str(&qemu_img(&["map", "--output=json", "-f", "qcow2", path.to_str().unwrap()])).unwrap();
-    for e in map.as_array().unwrap() {
-        let start = e["start"].as_u64().unwrap();
-        let len = e["length"].as_u64().unwrap();
-        let depth = e["depth"].as_u64().unwrap();
-        let data = e["data"].as_bool().unwrap();
-        let zero = e["zero"].as_bool().unwrap();
-        let present = e["present"].as_bool().unwrap();
-        let want = if depth > 0 {
-            Alloc::Backing
-        } else if data {
-            Alloc::Data
-        } else if zero && present {
-            Alloc::Zero
-        } else {
-            Alloc::Unallocated
-        };
-        let mut off = start;
-        while off < start + len {
-            let ext = img.extent_at(off, start + len - off).unwrap();
-            assert_eq!(ext.offset, off);
-            assert_eq!(ext.alloc, want, "{}: extent at {off:#x} (qemu map entry {e})", path.display());
-            off += ext.len;
-        }
-    }
+    tk::assert_matches_qemu(open(path).unwrap().as_ref(), path, "qcow2", dir);
 }
 
 /// Writes `src` into a new qcow2 at `path` with our writer, through the copy engine.

@@ -59,51 +59,13 @@ pub fn open(path: &Path) -> Result<Box<dyn BlockRead>> {
 pub fn check(path: &Path) -> Result<CheckReport> {
     let reg = registry();
     let gate = Gate::new();
-    VdiDriver.check(path, &OpenContext::new(&reg, &gate))
+    VdiDriver.check(diskcast_block::source::open_file(path).unwrap(), &OpenContext::new(&reg, &gate))
 }
 
-/// `qemu-img map --output=json` as (start, length, data, zero) tuples.
-pub fn qemu_map(path: &Path) -> Vec<(u64, u64, bool, bool)> {
-    let v: serde_json::Value =
-        serde_json::from_str(&qemu_img(&["map", "--output=json", "-f", "vdi", path.to_str().unwrap()])).unwrap();
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            (
-                e["start"].as_u64().unwrap(),
-                e["length"].as_u64().unwrap(),
-                e["data"].as_bool().unwrap(),
-                e["zero"].as_bool().unwrap(),
-            )
-        })
-        .collect()
-}
-
-/// Asserts our reader returns qemu's bytes, and that our map says Data exactly where
-/// `qemu-img map` says data (qemu reports free and zero blocks alike as zero).
+/// Our reader of `path` against qemu: content and `qemu-img map` (see
+/// [`tk::assert_matches_qemu`]).
 pub fn assert_matches_qemu(path: &Path, dir: &Path) {
-    let img = open(path).unwrap();
-    let ours = read_all(img.as_ref());
-    let theirs = qemu_raw(path, "vdi", dir);
-    assert_eq!(ours.len(), theirs.len(), "{}: size", path.display());
-    if let Some(i) = ours.iter().zip(&theirs).position(|(a, b)| a != b) {
-        panic!("{}: first differing byte at {i:#x}", path.display());
-    }
-    for (start, len, data, zero) in qemu_map(path) {
-        let mut off = start;
-        while off < start + len {
-            let ext = img.extent_at(off, start + len - off).unwrap();
-            assert_eq!(ext.offset, off);
-            assert!(ext.len > 0 && ext.end() <= img.size());
-            if data {
-                assert_eq!(ext.alloc, Alloc::Data, "{}: extent at {off:#x}", path.display());
-            } else {
-                assert!(zero && ext.alloc.reads_zero(), "{}: extent at {off:#x} is {:?}", path.display(), ext.alloc);
-            }
-            off += ext.len;
-        }
-    }
+    tk::assert_matches_qemu(open(path).unwrap().as_ref(), path, "vdi", dir);
 }
 
 /// Writes `src` into a new VDI at `path` with our writer, through the copy engine.

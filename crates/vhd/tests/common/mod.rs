@@ -65,17 +65,10 @@ pub fn qemu_size(path: &Path) -> u64 {
     qemu_info(path)["virtual-size"].as_u64().unwrap()
 }
 
-/// Asserts our reader returns qemu's bytes and size, and that what qemu maps as data
-/// (whole allocated blocks, qemu ignores bitmaps) we map as data too.
+/// Our reader of `path` against qemu: content and `qemu-img map` (see
+/// [`tk::assert_matches_qemu`]).
 pub fn assert_matches_qemu(path: &Path, dir: &Path) {
-    let img = open(path).unwrap();
-    assert_eq!(img.size(), qemu_size(path), "{}: virtual size", path.display());
-    let ours = read_all(img.as_ref());
-    let theirs = qemu_raw(path, dir);
-    assert_eq!(ours.len(), theirs.len(), "size");
-    if let Some(i) = ours.iter().zip(&theirs).position(|(a, b)| a != b) {
-        panic!("{}: first differing byte at {i:#x}", path.display());
-    }
+    tk::assert_matches_qemu(open(path).unwrap().as_ref(), path, "vpc", dir);
 }
 
 /// Our allocation map, merged.

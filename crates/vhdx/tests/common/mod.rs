@@ -64,23 +64,10 @@ pub fn assert_same(ours: &[u8], theirs: &[u8], what: &str) {
     }
 }
 
-/// Asserts our reader returns qemu's bytes, and that extents agree with the bytes.
+/// Our reader of `path` against qemu: content and `qemu-img map` (see
+/// [`tk::assert_matches_qemu`]).
 pub fn assert_matches_qemu(path: &Path, dir: &Path) {
-    let img = open(path).unwrap();
-    let ours = read_all(img.as_ref());
-    let theirs = qemu_raw(path, "vhdx", dir);
-    assert_same(&ours, &theirs, &path.display().to_string());
-    // Every range the map calls zero must read as zero.
-    let mut off = 0;
-    while off < img.size() {
-        let e = img.extent_at(off, img.size() - off).unwrap();
-        assert_eq!(e.offset, off);
-        assert!(e.len > 0);
-        if e.alloc.reads_zero() {
-            assert!(ours[off as usize..e.end() as usize].iter().all(|&b| b == 0), "zero extent {e:?} holds data");
-        }
-        off = e.end();
-    }
+    tk::assert_matches_qemu(open(path).unwrap().as_ref(), path, "vhdx", dir);
 }
 
 /// Writes `src` into a new VHDX at `path` with our writer, through the copy engine.

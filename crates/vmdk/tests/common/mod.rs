@@ -69,45 +69,10 @@ pub fn qemu_raw(path: &Path, dir: &Path) -> Vec<u8> {
     tk::qemu_raw(path, "vmdk", dir)
 }
 
-/// Asserts our reader returns qemu's bytes, and that our allocation map agrees with
-/// `qemu-img map`: where qemu says no data we say zero; where qemu says data that is not
-/// zero we say data; and every range we call zero is zero in qemu's bytes.
+/// Our reader of `path` against qemu: content and `qemu-img map` (see
+/// [`tk::assert_matches_qemu`]).
 pub fn assert_matches_qemu(path: &Path, dir: &Path) {
-    let img = open(path).unwrap();
-    let ours = read_all(img.as_ref());
-    let theirs = qemu_raw(path, dir);
-    assert_eq!(ours.len(), theirs.len(), "{}: size", path.display());
-    if let Some(i) = ours.iter().zip(&theirs).position(|(a, b)| a != b) {
-        panic!("{}: first differing byte at {i:#x}", path.display());
-    }
-    let map: serde_json::Value =
-        serde_json::from_str(&qemu_img(&["map", "--output=json", "-f", "vmdk", path.to_str().unwrap()])).unwrap();
-    for e in map.as_array().unwrap() {
-        let start = e["start"].as_u64().unwrap();
-        let len = e["length"].as_u64().unwrap();
-        let data = e["data"].as_bool().unwrap();
-        let zero = e["zero"].as_bool().unwrap();
-        let mut off = start;
-        while off < start + len {
-            let ext = img.extent_at(off, start + len - off).unwrap();
-            assert_eq!(ext.offset, off);
-            assert!(ext.len > 0 && ext.end() <= start + len);
-            if !data {
-                assert!(ext.alloc.reads_zero(), "{}: {ext:?} but qemu says {e}", path.display());
-            } else if !zero {
-                assert_eq!(ext.alloc, Alloc::Data, "{}: qemu map entry {e}", path.display());
-            }
-            off += ext.len;
-        }
-    }
-    let mut off = 0;
-    while off < img.size() {
-        let ext = img.extent_at(off, img.size() - off).unwrap();
-        if ext.alloc.reads_zero() {
-            assert!(theirs[off as usize..ext.end() as usize].iter().all(|&b| b == 0), "{ext:?} is not zero");
-        }
-        off = ext.end();
-    }
+    tk::assert_matches_qemu(open(path).unwrap().as_ref(), path, "vmdk", dir);
 }
 
 /// Writes `src` into a new vmdk at `path` with our writer, through the copy engine.

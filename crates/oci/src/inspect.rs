@@ -1,0 +1,273 @@
+//! `oci inspect`: what an image is made of. The layers are read once (to measure them
+//! and to check their digests), flattened, and the package databases of the result are
+//! read: dpkg (`/var/lib/dpkg/status`), apk (`/lib/apk/db/installed`).
+
+use crate::digest::Digest;
+use crate::flatten::{apply_layer, scan_all};
+use crate::image::Image;
+use crate::spec::{History, Platform, RunConfig};
+use diskcast_block::{Error, Result};
+use diskcast_tree::{Kind, Meta, NodeId, Timestamp, Tree};
+use serde::Serialize;
+use std::io::Read;
+
+/// Largest package database read (Debian's full status file is a few MiB).
+const MAX_DB_BYTES: u64 = 64 << 20;
+
+/// Everything `oci inspect` shows.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    /// The reference it was opened from.
+    pub source: String,
+    /// The manifest digest.
+    pub manifest_digest: Digest,
+    /// True for legacy `docker save` archives, which carry no manifest.
+    pub manifest_synthesized: bool,
+    /// The manifest media type.
+    pub media_type: Option<String>,
+    /// The config digest.
+    pub config_digest: Digest,
+    /// OS and architecture.
+    pub platform: Platform,
+    /// When the image was made.
+    pub created: Option<String>,
+    /// Who made it.
+    pub author: Option<String>,
+    /// Run-time defaults.
+    pub config: RunConfig,
+    /// The layers, bottom first.
+    pub layers: Vec<LayerReport>,
+    /// The build history, with the layer each step made.
+    pub history: Vec<HistoryReport>,
+    /// Totals of the flattened root filesystem.
+    pub rootfs: diskcast_tree::TreeStats,
+    /// `PRETTY_NAME` from `/etc/os-release`.
+    pub os_release: Option<String>,
+    /// Packages installed in the flattened image.
+    pub packages: Vec<Package>,
+    /// Where the package list came from (`dpkg`, `apk`), or why there is none.
+    pub package_manager: Option<String>,
+}
+
+/// One layer.
+#[derive(Debug, Serialize)]
+pub struct LayerReport {
+    /// Blob digest.
+    pub digest: Digest,
+    /// Media type.
+    pub media_type: String,
+    /// Compressed size.
+    pub size: u64,
+    /// Uncompressed tar size.
+    pub uncompressed_size: u64,
+    /// Digest of the uncompressed tar (checked).
+    pub diff_id: Option<Digest>,
+    /// Members of the tar.
+    pub entries: usize,
+    /// Whiteouts and opaque markers among them.
+    pub whiteouts: usize,
+}
+
+/// One history step.
+#[derive(Debug, Serialize)]
+pub struct HistoryReport {
+    /// When.
+    pub created: Option<String>,
+    /// The command.
+    pub created_by: Option<String>,
+    /// Comment.
+    pub comment: Option<String>,
+    /// True when the step made no layer.
+    pub empty_layer: bool,
+    /// Which layer (index) it made.
+    pub layer: Option<usize>,
+}
+
+/// An installed package.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Package {
+    /// Name.
+    pub name: String,
+    /// Version.
+    pub version: String,
+    /// Architecture.
+    pub architecture: String,
+}
+
+/// Reads every layer, flattens, and gathers the report.
+pub fn inspect(image: &Image, threads: usize) -> Result<Report> {
+    let scanned = scan_all(image, threads)?;
+    let mut tree = Tree::new(Meta::new(0o755, Timestamp::default()));
+    let mut layers = Vec::with_capacity(scanned.len());
+    for (layer, s) in image.layers.iter().zip(&scanned) {
+        apply_layer(&mut tree, s)?;
+        layers.push(LayerReport {
+            digest: layer.descriptor.digest.clone(),
+            media_type: layer.descriptor.media_type.clone(),
+            size: layer.descriptor.size,
+            uncompressed_size: s.uncompressed,
+            diff_id: layer.diff_id.clone(),
+            entries: s.entries.len(),
+            whiteouts: s
+                .entries
+                .iter()
+                .filter(|m| {
+                    m.path.rsplit(|&b| b == b'/').find(|c| !c.is_empty()).is_some_and(|n| n.starts_with(b".wh."))
+                })
+                .count(),
+        });
+    }
+    let history = history(&image.config.history, image.layers.len());
+    let (packages, package_manager) = packages(&tree)?;
+    Ok(Report {
+        source: image.source.clone(),
+        manifest_digest: image.manifest_digest.clone(),
+        manifest_synthesized: image.manifest_synthesized,
+        media_type: image.manifest.media_type.clone(),
+        config_digest: image.config_digest.clone(),
+        platform: image.platform(),
+        created: image.config.created.clone(),
+        author: image.config.author.clone(),
+        config: image.config.config.clone().unwrap_or_default(),
+        layers,
+        history,
+        rootfs: tree.stats(),
+        os_release: os_release(&tree),
+        packages,
+        package_manager,
+    })
+}
+
+fn history(h: &[History], layers: usize) -> Vec<HistoryReport> {
+    let mut next = 0;
+    h.iter()
+        .map(|e| {
+            let layer = if e.empty_layer || next >= layers {
+                None
+            } else {
+                next += 1;
+                Some(next - 1)
+            };
+            HistoryReport {
+                created: e.created.clone(),
+                created_by: e.created_by.clone(),
+                comment: e.comment.clone(),
+                empty_layer: e.empty_layer,
+                layer,
+            }
+        })
+        .collect()
+}
+
+/// The content of the regular file at `path` (symlinks followed inside the tree), or
+/// `None` when there is none.
+fn read_file(tree: &Tree, path: &[u8], max: u64) -> Result<Option<Vec<u8>>> {
+    let Ok(id) = tree.resolve(path, true) else { return Ok(None) };
+    let Kind::File(f) = &tree.node(id).kind else { return Ok(None) };
+    if f.size > max {
+        return Err(Error::out_of_bounds(format!(
+            "{} is {} bytes, more than the {max}-byte limit",
+            String::from_utf8_lossy(path),
+            f.size
+        )));
+    }
+    let mut out = Vec::with_capacity(f.size as usize);
+    f.reader()?.read_to_end(&mut out).map_err(|e| crate::digest::from_io(e, &String::from_utf8_lossy(path)))?;
+    Ok(Some(out))
+}
+
+fn os_release(tree: &Tree) -> Option<String> {
+    let bytes = [&b"etc/os-release"[..], b"usr/lib/os-release"]
+        .iter()
+        .find_map(|p| read_file(tree, p, 1 << 20).ok().flatten())?;
+    let text = String::from_utf8_lossy(&bytes);
+    text.lines().find_map(|l| l.strip_prefix("PRETTY_NAME=")).map(|v| v.trim_matches('"').to_string())
+}
+
+/// The installed packages, from whichever database the image has.
+pub fn packages(tree: &Tree) -> Result<(Vec<Package>, Option<String>)> {
+    if let Some(b) = read_file(tree, b"var/lib/dpkg/status", MAX_DB_BYTES)? {
+        return Ok((parse_dpkg(&String::from_utf8_lossy(&b)), Some("dpkg".into())));
+    }
+    if let Some(b) = read_file(tree, b"lib/apk/db/installed", MAX_DB_BYTES)? {
+        return Ok((parse_apk(&String::from_utf8_lossy(&b)), Some("apk".into())));
+    }
+    for rpm in [&b"var/lib/rpm/rpmdb.sqlite"[..], b"usr/lib/sysimage/rpm/rpmdb.sqlite", b"var/lib/rpm/Packages"] {
+        if tree.resolve(rpm, true).is_ok_and(|id| tree.node(id).as_file().is_some()) {
+            return Ok((
+                Vec::new(),
+                Some(format!("rpm ({} found; reading rpm databases is not supported)", String::from_utf8_lossy(rpm))),
+            ));
+        }
+    }
+    let _ = NodeId::ROOT;
+    Ok((Vec::new(), None))
+}
+
+/// dpkg's status file: RFC 822-style paragraphs; only `install ok installed` counts.
+pub fn parse_dpkg(text: &str) -> Vec<Package> {
+    let mut out = Vec::new();
+    for para in text.split("\n\n") {
+        let mut name = "";
+        let mut version = "";
+        let mut arch = "";
+        let mut installed = false;
+        for line in para.lines() {
+            if let Some(v) = line.strip_prefix("Package:") {
+                name = v.trim();
+            } else if let Some(v) = line.strip_prefix("Version:") {
+                version = v.trim();
+            } else if let Some(v) = line.strip_prefix("Architecture:") {
+                arch = v.trim();
+            } else if let Some(v) = line.strip_prefix("Status:") {
+                installed = v.split_whitespace().last() == Some("installed");
+            }
+        }
+        if installed && !name.is_empty() {
+            out.push(Package { name: name.into(), version: version.into(), architecture: arch.into() });
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+/// apk's installed database: blank-line separated records of `K:value` lines.
+pub fn parse_apk(text: &str) -> Vec<Package> {
+    let mut out = Vec::new();
+    for para in text.split("\n\n") {
+        let mut p = Package { name: String::new(), version: String::new(), architecture: String::new() };
+        for line in para.lines() {
+            match line.split_once(':') {
+                Some(("P", v)) => p.name = v.to_string(),
+                Some(("V", v)) => p.version = v.to_string(),
+                Some(("A", v)) => p.architecture = v.to_string(),
+                _ => {}
+            }
+        }
+        if !p.name.is_empty() {
+            out.push(p);
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dpkg_and_apk_databases() {
+        let dpkg = "Package: zlib1g\nStatus: install ok installed\nVersion: 1:1.2.13\nArchitecture: amd64\nDescription: x\n more\n\nPackage: gone\nStatus: deinstall ok config-files\nVersion: 1\n\nPackage: bash\nStatus: install ok installed\nArchitecture: amd64\nVersion: 5.2.15-2+b7\n";
+        let p = parse_dpkg(dpkg);
+        assert_eq!(p.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["bash", "zlib1g"]);
+        assert_eq!(p[0].version, "5.2.15-2+b7");
+        let apk = "C:Q1abc=\nP:musl\nV:1.2.4-r2\nA:x86_64\nT:the musl c library\n\nP:busybox\nV:1.36.1-r5\nA:x86_64\n";
+        let p = parse_apk(apk);
+        assert_eq!(
+            p[0],
+            Package { name: "busybox".into(), version: "1.36.1-r5".into(), architecture: "x86_64".into() }
+        );
+        assert_eq!(p.len(), 2);
+    }
+}

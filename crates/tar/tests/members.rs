@@ -1,0 +1,77 @@
+//! The member iterator as other crates use it: offsets that point at each member's
+//! bytes, plain and compressed, and global PAX headers applied as GNU tar applies them.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use diskcast_tar::{FileStream, MemberKind, TarReader};
+use diskcast_tree::StreamSource;
+use std::io::Read;
+use std::process::Command;
+
+fn run(tool: &str, args: &[&str]) -> String {
+    let out = Command::new(tool).args(args).output().unwrap_or_else(|e| panic!("{tool} is required: {e}"));
+    assert!(out.status.success(), "{tool} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn data_offsets_point_at_member_bytes_plain_and_gzip() {
+    let d = tempfile::tempdir().unwrap();
+    let src = d.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    let files: Vec<(String, Vec<u8>)> =
+        (0..5).map(|i| (format!("f{i}"), (0..(i * 1000 + 7)).map(|b| (b * 31 + i) as u8).collect())).collect();
+    for (n, data) in &files {
+        std::fs::write(src.join(n), data).unwrap();
+    }
+    for (name, flag) in [("a.tar", "-c"), ("a.tar.gz", "-cz")] {
+        let tar = d.path().join(name);
+        run("tar", &["--format=pax", flag, "-f", tar.to_str().unwrap(), "-C", src.to_str().unwrap(), "."]);
+        let stream = FileStream::open(&tar).unwrap();
+        let mut all = Vec::new();
+        stream.open().unwrap().read_to_end(&mut all).unwrap();
+        let mut r = TarReader::new(stream.open().unwrap(), name);
+        let mut seen = 0;
+        while let Some(m) = r.next_member().unwrap() {
+            if m.kind != MemberKind::File {
+                continue;
+            }
+            let want = &files.iter().find(|(n, _)| m.path.ends_with(n.as_bytes())).unwrap().1;
+            let at = usize::try_from(m.data_offset).unwrap();
+            assert_eq!(&all[at..at + want.len()], &want[..], "{name} {:?}", String::from_utf8_lossy(&m.path));
+            assert_eq!(m.size, want.len() as u64);
+            seen += 1;
+        }
+        assert_eq!(seen, files.len());
+    }
+}
+
+#[test]
+fn global_pax_headers_apply_to_later_members_as_gnu_tar_reads_them() {
+    let d = tempfile::tempdir().unwrap();
+    let tar = d.path().join("g.tar");
+    let script = format!(
+        "import tarfile, io\nt = tarfile.open({:?}, 'w', format=tarfile.PAX_FORMAT, pax_headers={{'uid': '4242', 'comment': 'made by python'}})\nfor n in ['a', 'b']:\n    i = tarfile.TarInfo(n); i.size = 1; t.addfile(i, io.BytesIO(b'x'))\nt.close()\n",
+        tar.to_str().unwrap()
+    );
+    run("/usr/bin/python3", &["-c", &script]);
+    let listing = run("tar", &["-tvf", tar.to_str().unwrap(), "--numeric-owner"]);
+    assert_eq!(listing.matches("4242/0").count(), 2, "{listing}");
+    let t = diskcast_tar::read_tar(&tar).unwrap();
+    for n in [&b"a"[..], b"b"] {
+        let id = t.tree.resolve(n, false).unwrap();
+        assert_eq!(t.tree.node(id).meta.uid, 4242);
+    }
+}
+
+#[test]
+fn a_gzip_stream_that_is_not_a_tar_is_refused_and_xz_is_named() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("x.gz");
+    run("sh", &["-c", &format!("echo hello | gzip > {}", p.display())]);
+    let e = diskcast_tar::read_tar(&p).unwrap_err();
+    assert!(e.to_string().contains("truncated") || e.to_string().contains("checksum"), "{e}");
+    let x = d.path().join("y.xz");
+    run("sh", &["-c", &format!("echo hello | xz > {}", x.display())]);
+    let e = diskcast_tar::read_tar(&x).unwrap_err();
+    assert!(e.to_string().contains("xz -d"), "{e}");
+}

@@ -1,0 +1,245 @@
+//! Running drivers on hostile bytes: every outcome is fine except a panic, a hang, or an
+//! error that does not say what is wrong with the input.
+//!
+//! [`exercise`] opens an in-memory image the way the CLI would use it (open, map every
+//! extent, read the data, info, check) on its own thread under a time limit, and asserts
+//! that every error it gets is one a damaged image may give (never `Io`,
+//! `InvalidArgument` or `Cancelled`: nothing here does I/O or takes arguments) and
+//! names the image. [`Mutator`] makes reproducible mutants of a seed image.
+
+use diskcast_block::gate::Gate;
+use diskcast_block::registry::{OpenContext, Registry};
+use diskcast_block::source::{MemSource, Source};
+use diskcast_block::{BlockRead, Error, ErrorKind};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Runs `f` on its own thread and returns its result; fails the test when it takes more
+/// than `secs` seconds or panics. `what` names the case in the failure message.
+pub fn within<T: Send + 'static>(secs: u64, what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let worker = std::thread::Builder::new().name(what.chars().take(60).collect()).spawn(move || {
+        let _ = tx.send(f());
+    });
+    if let Err(e) = worker {
+        panic!("{what}: cannot start a thread: {e}");
+    }
+    match rx.recv_timeout(Duration::from_secs(secs)) {
+        Ok(v) => v,
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("{what}: took more than {secs} s"),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => panic!("{what}: panicked (see above)"),
+    }
+}
+
+/// Asserts that `e`, from reading the hostile image `name`, is an error about the input:
+/// not an I/O, argument or cancel error, and naming the image.
+pub fn assert_input_error(e: &Error, name: &str, what: &str) {
+    assert!(
+        !matches!(e.kind(), ErrorKind::Io | ErrorKind::InvalidArgument | ErrorKind::Cancelled),
+        "{what}: {e} is a {} error, not an error about the image",
+        e.kind().as_str()
+    );
+    let file = e.file().map(|f| f.display().to_string()).unwrap_or_default();
+    assert!(file.contains(name), "{what}: {e} does not name the image {name:?}");
+}
+
+/// What [`exercise`] saw.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    /// The image opened.
+    pub opened: bool,
+    /// Errors from open, map, read, info and check together.
+    pub errors: usize,
+    /// Guest bytes read.
+    pub bytes_read: u64,
+}
+
+/// Most extents walked and guest bytes read per image: a mutant may claim a huge disk.
+const MAX_EXTENTS: usize = 20_000;
+const READ_BUDGET: u64 = 32 << 20;
+
+/// Opens `bytes` as `format` from memory (named `name`) with the drivers `registry()`
+/// makes, maps every extent, reads up to 32 MiB of data, asks for info, runs the
+/// driver's check; each under `secs` seconds, and asserting every error with
+/// [`assert_input_error`]. `what` names the case in failures (say, the mutation).
+pub fn exercise(
+    registry: fn() -> Registry,
+    format: &str,
+    name: &str,
+    bytes: Arc<[u8]>,
+    secs: u64,
+    what: &str,
+) -> Outcome {
+    let (format, name, label) = (format.to_string(), name.to_string(), what.to_string());
+    within(secs, what, move || run(registry(), &format, &name, bytes, &label))
+}
+
+fn run(reg: Registry, format: &str, name: &str, bytes: Arc<[u8]>, what: &str) -> Outcome {
+    let gate = Gate::new();
+    let ctx = OpenContext::new(&reg, &gate);
+    let src: Source = Arc::new(MemSource::new(name, bytes));
+    let (mut opened, mut bytes_read, mut errors) = (false, 0, 0);
+    let mut seen = |e: Error| {
+        assert_input_error(&e, name, what);
+        errors += 1;
+    };
+    match reg.open_source(src.clone(), Some(format), &ctx) {
+        Err(e) => seen(e),
+        Ok(img) => {
+            opened = true;
+            let _ = img.info();
+            if let Err(e) = walk(img.as_ref(), &mut bytes_read, what) {
+                seen(e);
+            }
+            // Past the end is always out of bounds.
+            let e = img.read_at(&mut [0u8; 1], img.size()).expect_err("a read past the end succeeded");
+            assert_eq!(e.kind(), ErrorKind::OutOfBounds, "{what}: {e}");
+        }
+    }
+    match reg.get(format).map(|d| d.check(src, &ctx)) {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) if e.kind() == ErrorKind::Unsupported && e.message().contains("no consistency check") => {}
+        Ok(Err(e)) => seen(e),
+        Err(e) => panic!("{what}: unknown format: {e}"),
+    }
+    Outcome { opened, errors, bytes_read }
+}
+
+/// Maps every extent (at most [`MAX_EXTENTS`]) and reads the data ones, checking that
+/// extents tile the disk; stops at the first error.
+fn walk(img: &dyn BlockRead, bytes_read: &mut u64, what: &str) -> diskcast_block::Result<()> {
+    let size = img.size();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut off = 0;
+    for _ in 0..MAX_EXTENTS {
+        if off >= size {
+            break;
+        }
+        let e = img.extent_at(off, size - off)?;
+        assert!(e.offset == off && e.len > 0 && e.end() <= size, "{what}: extent {e:?} at {off:#x} of {size:#x}");
+        let mut at = e.offset;
+        while at < e.end() && *bytes_read < READ_BUDGET {
+            let n = (e.end() - at).min(buf.len() as u64).min(READ_BUDGET - *bytes_read);
+            img.read_at(&mut buf[..n as usize], at)?;
+            *bytes_read += n;
+            at += n;
+        }
+        off = e.end();
+    }
+    Ok(())
+}
+
+/// A reproducible xorshift generator for mutations.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator from `seed` (any value).
+    pub fn new(seed: u64) -> Self {
+        Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
+    }
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    /// A number in `0..n` (0 when `n` is 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        if n == 0 { 0 } else { self.next_u64() % n }
+    }
+}
+
+/// Values that break parsers: sizes and offsets at the edges.
+const INTERESTING: &[u64] = &[
+    0,
+    1,
+    0x7f,
+    0x80,
+    0xff,
+    0x100,
+    0x1ff,
+    0x200,
+    0x1000,
+    0xffff,
+    0x1_0000,
+    0x7fff_ffff,
+    0x8000_0000,
+    0xffff_fffe,
+    0xffff_ffff,
+    0x1_0000_0000,
+    0x7fff_ffff_ffff_ffff,
+    0x8000_0000_0000_0000,
+    u64::MAX - 1,
+    u64::MAX,
+];
+
+/// Mutations of one seed image, aimed at its metadata: `hot` lists byte ranges that
+/// hold metadata (headers, tables); most mutations land there, a few anywhere.
+#[derive(Debug)]
+pub struct Mutator {
+    seed: Vec<u8>,
+    hot: Vec<(usize, usize)>,
+}
+
+impl Mutator {
+    /// Mutates `seed`, mostly inside the `hot` ranges (clipped to the seed).
+    pub fn new(seed: Vec<u8>, hot: &[(usize, usize)]) -> Self {
+        let len = seed.len();
+        let mut hot: Vec<(usize, usize)> =
+            hot.iter().map(|&(a, n)| (a.min(len), a.saturating_add(n).min(len))).filter(|(a, b)| a < b).collect();
+        if hot.is_empty() {
+            hot.push((0, len.min(4096)));
+        }
+        Mutator { seed, hot }
+    }
+
+    /// The seed with one to three mutations from `rng`, and what they were.
+    pub fn mutant(&self, rng: &mut Rng) -> (Vec<u8>, String) {
+        let mut m = self.seed.clone();
+        let mut what = Vec::new();
+        for _ in 0..1 + rng.below(3) {
+            if m.is_empty() {
+                break;
+            }
+            let at = if rng.below(8) == 0 {
+                rng.below(m.len() as u64) as usize
+            } else {
+                let (a, b) = self.hot[rng.below(self.hot.len() as u64) as usize];
+                a + rng.below((b - a) as u64) as usize
+            };
+            // An earlier truncation may have cut the hot range off.
+            let at = at % m.len();
+            match rng.below(6) {
+                0 | 1 => {
+                    let bit = 1u8 << rng.below(8);
+                    m[at] ^= bit;
+                    what.push(format!("flip {bit:#x} at {at:#x}"));
+                }
+                2 => {
+                    let v = rng.next_u64() as u8;
+                    m[at] = v;
+                    what.push(format!("byte {v:#x} at {at:#x}"));
+                }
+                3 | 4 => {
+                    let width = [2usize, 4, 8][rng.below(3) as usize];
+                    let at = at - at % width;
+                    let v = INTERESTING[rng.below(INTERESTING.len() as u64) as usize];
+                    let big = rng.below(2) == 0;
+                    let bytes = if big { v.to_be_bytes() } else { v.to_le_bytes() };
+                    let bytes = if big { &bytes[8 - width..] } else { &bytes[..width] };
+                    let end = (at + width).min(m.len());
+                    m[at..end].copy_from_slice(&bytes[..end - at]);
+                    what.push(format!("{}{} {v:#x} at {at:#x}", if big { "be" } else { "le" }, width * 8));
+                }
+                _ => {
+                    let len = rng.below(m.len() as u64) as usize;
+                    m.truncate(len);
+                    what.push(format!("truncate to {len}"));
+                }
+            }
+        }
+        (m, what.join(", "))
+    }
+}
