@@ -17,6 +17,7 @@ mod cli;
 mod compare;
 mod convert;
 mod create;
+mod disks;
 mod ext4;
 mod hostile;
 mod info;

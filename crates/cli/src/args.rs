@@ -114,7 +114,40 @@ Examples:
     /// Container images: inspect an OCI or Docker image.
     #[command(subcommand)]
     Oci(crate::cmd::oci::OciCommand),
+    /// Build a filesystem image (FAT32, FAT16, ext4) from a tree, in any block format.
+    #[command(after_help = MKFS_HELP)]
+    Mkfs(crate::cmd::MkfsArgs),
+    /// Build a partitioned disk (GPT or MBR) with filesystems from trees, in one pass.
+    #[command(after_help = MKDISK_HELP)]
+    Mkdisk(crate::cmd::MkdiskArgs),
 }
+
+const MKFS_HELP: &str = "\
+Examples:
+  diskcast mkfs fat32 ./efi -o esp.img --size 100M --label ESP
+  diskcast mkfs ext4 rootfs.tar.gz -o root.qcow2 -O qcow2
+  diskcast mkfs fat32 disk.vmdk:esp -o esp-copy.img     # a partition of another disk
+
+SRC is a directory, a tar, or a disk image (DISK or DISK:PART). Without --size the
+filesystem is sized to its content plus headroom. FAT32 needs about 33 MiB: smaller sizes
+give FAT16 (with a warning). Entries a filesystem cannot hold (symlinks, devices and
+case-colliding names on FAT) are listed on stderr. The image is written straight into
+the output format (-O), no raw intermediate; SOURCE_DATE_EPOCH makes it reproducible.";
+
+const MKDISK_HELP: &str = "\
+Examples:
+  diskcast mkdisk -o disk.qcow2 -O qcow2 --part esp:fat32:100M:./efi --part root:ext4:auto:rootfs.tar
+  diskcast mkdisk -o usb.img --table mbr --bootable 1 --part fat:fat32:1G:./files
+  diskcast mkdisk -o vm.vmdk -O vmdk --part ESP=esp:fat32:64M:./efi --part swap:none:512M \\
+      --part root:ext4:2G:./root
+
+--part [NAME=]TYPE:FS:SIZE[:SRC], once per partition, in order:
+  TYPE  esp, root (this machine), root-x86-64, root-arm64, linux, swap, fat
+  FS    fat32, fat16, ext4, or none (left zeroed)
+  SIZE  a size (K, M, G) or auto (content plus headroom)
+  SRC   a directory, tar or disk image (DISK:PART); none: an empty filesystem
+Partitions start on 1 MiB boundaries; GPT type GUIDs follow the Discoverable Partitions
+Specification. Read the result back with `diskcast ls disk.qcow2:esp`.";
 
 const LS_HELP: &str = "\
 Examples:

@@ -375,28 +375,35 @@ fn parse_dir(bytes: &[u8], fat32: bool) -> Vec<Entry> {
     out
 }
 
-/// An 8.3 name with Windows NT's case bits (0x08 lowercase base, 0x10 lowercase
-/// extension); bytes past ASCII are kept as they are.
+/// Code page 437 (Linux's default `codepage=`) from 0x80: how bytes past ASCII in short
+/// names are read.
+const CP437_HIGH: &str = "ÇüéâäàåçêëèïîìÄÅÉæÆôöòûùÿÖÜ¢£¥₧ƒáíóúñÑªº¿⌐¬½¼¡«»░▒▓│┤╡╢╖╕╣║╗╝╜╛┐└┴┬├─┼╞╟╚╔╩╦╠═╬╧╨╤╥╙╘╒╓╫╪┘┌█▄▌▐▀αßΓπΣσµτΦΘΩδ∞φε∩≡±≥≤⌠⌡÷≈°∙·√ⁿ²■\u{a0}";
+
+/// An 8.3 name as UTF-8: bytes past ASCII through code page 437, lowercased where
+/// Windows NT's case bits say (0x08 base, 0x10 extension), as Linux and mtools show it.
 fn short_name(s: &[u8; 11], case: u8) -> Vec<u8> {
-    let mut base: Vec<u8> = s[..8].to_vec();
-    if base[0] == 0x05 {
-        base[0] = 0xe5;
+    let mut raw = *s;
+    if raw[0] == 0x05 {
+        raw[0] = 0xe5;
     }
-    let trim = |v: &[u8]| v.iter().rposition(|&c| c != b' ').map_or(0, |i| i + 1);
-    base.truncate(trim(&base));
-    let mut ext = s[8..].to_vec();
-    ext.truncate(trim(&ext));
-    if case & 0x08 != 0 {
-        base.make_ascii_lowercase();
-    }
-    if case & 0x10 != 0 {
-        ext.make_ascii_lowercase();
-    }
+    let decode =
+        |part: &[u8], lower: bool| -> String {
+            let end = part.iter().rposition(|&c| c != b' ').map_or(0, |i| i + 1);
+            part[..end]
+                .iter()
+                .map(|&b| {
+                    if b < 0x80 { char::from(b) } else { CP437_HIGH.chars().nth(usize::from(b - 0x80)).unwrap_or('_') }
+                })
+                .flat_map(|c| if lower { c.to_lowercase().collect::<Vec<_>>() } else { vec![c] })
+                .collect()
+        };
+    let mut name = decode(&raw[..8], case & 0x08 != 0);
+    let ext = decode(&raw[8..], case & 0x10 != 0);
     if !ext.is_empty() {
-        base.push(b'.');
-        base.extend_from_slice(&ext);
+        name.push('.');
+        name.push_str(&ext);
     }
-    base
+    name.into_bytes()
 }
 
 /// Reads the whole FAT filesystem on `disk` into a tree; file content stays extents of
@@ -483,4 +490,16 @@ pub(crate) fn read_tree(disk: Arc<dyn BlockRead>) -> Result<(Tree, Geometry)> {
         }
     }
     Ok((tree, geo))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::short_name;
+
+    #[test]
+    fn short_names_decode_code_page_437_and_case_bits() {
+        assert_eq!(short_name(b"CAF\x82    TXT", 0x18), "café.txt".as_bytes());
+        assert_eq!(short_name(b"\x05BC     D  ", 0), "σBC.D".as_bytes());
+        assert_eq!(short_name(b"README     ", 0x08), b"readme");
+    }
 }

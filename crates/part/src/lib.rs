@@ -23,12 +23,12 @@ mod plan;
 mod types;
 mod view;
 
-pub use plan::{DiskPlan, PartSpec, PlannedPart};
+pub use plan::{ALIGN, DiskPlan, PartSpec, PlannedPart};
 pub use types::PartType;
 pub use uuid::Uuid;
 pub use view::PartitionView;
 
-use diskcast_block::{BlockRead, Result};
+use diskcast_block::{BlockRead, Error, Result};
 
 /// Which kind of partition table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,6 +129,45 @@ pub struct Table {
     pub partitions: Vec<Partition>,
     /// Problems that did not stop reading (broken primary GPT, backup differs).
     pub warnings: Vec<String>,
+}
+
+impl Table {
+    /// The partition `selector` names (see [`Partition::matches`]): a number first, else
+    /// the one partition whose name or type matches. None or several is an error that
+    /// lists the partitions.
+    pub fn select(&self, selector: &str) -> Result<&Partition> {
+        if let Ok(n) = selector.parse::<u32>()
+            && let Some(p) = self.partitions.iter().find(|p| p.number == n)
+        {
+            return Ok(p);
+        }
+        let hits: Vec<&Partition> = self.partitions.iter().filter(|p| p.matches(selector)).collect();
+        match hits.as_slice() {
+            [one] => Ok(one),
+            [] => Err(Error::argument(format!("no partition {selector:?}; the disk has: {}", self.listing()))),
+            _ => Err(Error::argument(format!(
+                "{selector:?} names several partitions; pick one by number: {}",
+                self.listing()
+            ))),
+        }
+    }
+
+    /// One line per partition: number, type, name, size and start.
+    pub fn listing(&self) -> String {
+        let parts: Vec<String> = self
+            .partitions
+            .iter()
+            .map(|p| {
+                let name = if p.name.is_empty() { String::new() } else { format!(" {:?}", p.name) };
+                format!("{} {}{name} ({} at {})", p.number, p.type_label(), human(p.len), human(p.start))
+            })
+            .collect();
+        if parts.is_empty() { format!("an empty {} table", self.kind.name()) } else { parts.join("; ") }
+    }
+}
+
+fn human(b: u64) -> String {
+    diskcast_block::size::human(b)
 }
 
 /// The partition table of `disk`, or `None` when it has none (no `55 AA` signature, no

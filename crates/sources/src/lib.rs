@@ -8,8 +8,12 @@
 //! - A tar (plain, gzip or zstd, by magic): [`diskcast_tar::read_tar`].
 //! - Anything else is a disk image of any block format ([`diskcast_formats::registry`]:
 //!   raw, qcow2, VMDK, VHD, VHDX, VDI), and the filesystem on it is found by probing each
-//!   reader in [`fs_readers`].
+//!   reader in [`fs_readers`]; failing that, its GPT or MBR partition table is read and
+//!   `DISK:PART` picks a partition by number, GPT name or type (`esp`, `root`), or
+//!   without PART the only partition holding a filesystem diskcast reads.
 #![forbid(unsafe_code)]
+
+mod disk;
 
 use diskcast_block::gate::Gate;
 use diskcast_block::registry::OpenContext;
@@ -22,7 +26,11 @@ use std::sync::Arc;
 /// Every filesystem diskcast can read out of a disk image, a partition or a disc. Each
 /// filesystem crate adds its reader here (one line plus the dependency).
 pub fn fs_readers() -> Vec<Box<dyn FsReader>> {
-    vec![Box::new(diskcast_iso9660::Iso9660Reader), Box::new(diskcast_ext4::Ext4Reader)]
+    vec![
+        Box::new(diskcast_iso9660::Iso9660Reader),
+        Box::new(diskcast_ext4::Ext4Reader),
+        Box::new(diskcast_fat::FatReader),
+    ]
 }
 
 /// How to open a source.
@@ -71,8 +79,12 @@ pub fn open_tree(spec: &str, opts: &SourceOptions) -> Result<Opened> {
             "{spec}: reading from the Docker daemon is not supported; `docker save IMAGE -o FILE` and use docker-archive:FILE"
         )));
     }
-    let path = Path::new(spec);
+    let (disk_path, part) = disk::split_spec(spec);
+    let path = Path::new(disk_path);
     let md = std::fs::metadata(path).map_err(|e| Error::io("cannot open", e).with_file(path))?;
+    if part.is_some() && (md.is_dir() || (opts.format.is_none() && looks_like_tar(path)?)) {
+        return Err(Error::argument(format!("{disk_path} is not a disk image, so :PART names nothing")));
+    }
     if md.is_dir() {
         if opts.tree.is_some() {
             return Err(tree_not_applicable("a directory"));
@@ -96,9 +108,9 @@ pub fn open_tree(spec: &str, opts: &SourceOptions) -> Result<Opened> {
     let disk = registry.open(path, opts.format.as_deref(), &OpenContext::new(&registry, &gate))?;
     let format = disk.info().format.clone();
     let disk: Arc<dyn BlockRead> = Arc::from(disk);
-    let read = ReadOptions { tree: opts.tree.clone(), label: spec.to_string() };
-    let (tree, fs) = read_filesystem(disk, &read)?;
-    Ok(Opened { tree, description: format!("{fs} on {format} {spec}"), warnings: Vec::new() })
+    let read = ReadOptions { tree: opts.tree.clone(), label: disk_path.to_string() };
+    let d = disk::read_disk(disk, part, &read)?;
+    Ok(Opened { tree: d.tree, description: format!("{} on {format} {disk_path}", d.what), warnings: d.warnings })
 }
 
 /// The tree of the filesystem on `disk`: the first of [`fs_readers`] whose probe

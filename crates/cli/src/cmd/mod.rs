@@ -13,12 +13,16 @@ pub mod iso;
 mod ls;
 mod map;
 mod measure;
+mod mkdisk;
+mod mkfs;
 pub mod oci;
 mod tree_source;
 
 pub use cat::CatArgs;
 pub use extract::ExtractArgs;
 pub use ls::LsArgs;
+pub use mkdisk::MkdiskArgs;
+pub use mkfs::MkfsArgs;
 
 use crate::Failure;
 use crate::args::{Command, OpenArgs};
@@ -46,6 +50,8 @@ pub fn run(command: Command) -> Result<u8, Failure> {
         Command::Cat(a) => cat::run(a).map_err(Failure::from),
         Command::Extract(a) => extract::run(a).map_err(Failure::from),
         Command::Oci(c) => oci::run(c).map_err(Failure::from),
+        Command::Mkfs(a) => mkfs::run(a).map_err(Failure::from),
+        Command::Mkdisk(a) => mkdisk::run(a).map_err(Failure::from),
     }
 }
 
