@@ -21,6 +21,7 @@ mod disks;
 mod ext4;
 mod hostile;
 mod info;
+mod inputs;
 mod iso;
 mod locking;
 mod map_measure;

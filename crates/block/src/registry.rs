@@ -179,6 +179,21 @@ pub trait Driver: Send + Sync {
         )))
     }
 
+    /// Whether [`write_into`](Self::write_into) works: the image is the guest bytes
+    /// themselves, so it can be written over an existing file or block device.
+    fn writes_in_place(&self) -> bool {
+        false
+    }
+
+    /// Writes a new image of `size` guest bytes straight into `file`, an existing file or
+    /// block device holding at least `size` bytes (`convert -n`). Nothing is renamed into
+    /// place and nothing starts out zeroed: the writer must write zeros where the disk
+    /// reads as zero.
+    fn write_into(&self, file: ImageFile, _size: u64, _opts: &CreateOptions) -> Result<Box<dyn BlockWrite>> {
+        Err(Error::argument(format!("format {} cannot be written into an existing image (-n)", self.name()))
+            .with_file(file.path()))
+    }
+
     /// The `-o` options under which this format can be streamed, for messages and
     /// `diskcast formats`: `None` never, `Some("")` always, `Some("subformat=...")` with
     /// those options. [`check_stream`](Self::check_stream) decides.

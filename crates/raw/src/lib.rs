@@ -49,11 +49,27 @@ impl Driver for RawDriver {
         self.validate(opts)?;
         let file = out.create(path)?;
         file.set_len(size)?;
-        Ok(Box::new(RawWriter { file, size }))
+        Ok(Box::new(RawWriter { file, size, in_place: false }))
     }
 
     fn stream_options(&self) -> Option<&'static str> {
         Some("")
+    }
+
+    fn writes_in_place(&self) -> bool {
+        true
+    }
+
+    fn write_into(&self, file: ImageFile, size: u64, opts: &CreateOptions) -> Result<Box<dyn BlockWrite>> {
+        self.validate(opts)?;
+        let have = file.len()?;
+        if have < size {
+            return Err(Error::argument(format!(
+                "the target holds {have} bytes, less than the {size} bytes of the source"
+            ))
+            .with_file(file.path()));
+        }
+        Ok(Box::new(RawWriter { file, size, in_place: true }))
     }
 
     /// Raw bytes go down a pipe as they are, holes as zeros.
@@ -138,6 +154,8 @@ impl BlockRead for RawReader {
 pub struct RawWriter {
     file: ImageFile,
     size: u64,
+    /// Writing over an existing file or device (`-n`): it is not zero to begin with.
+    in_place: bool,
 }
 
 impl BlockWrite for RawWriter {
@@ -149,14 +167,19 @@ impl BlockWrite for RawWriter {
         for_each_plain(encoded, self.size, |offset, data| self.file.write_all_at(data, offset))
     }
 
-    fn write_zeroes(&self, offset: u64, len: u64) -> Result<()> {
-        range_end(offset, len, self.size)?;
-        self.file.punch_hole(offset, len)
+    fn zero_initialized(&self) -> bool {
+        !self.in_place
     }
 
-    /// Nothing left to write: the data is in place and holes are holes.
+    fn write_zeroes(&self, offset: u64, len: u64) -> Result<()> {
+        range_end(offset, len, self.size)?;
+        if self.in_place { self.file.write_zeroes(offset, len) } else { self.file.punch_hole(offset, len) }
+    }
+
+    /// Nothing left to write: the data is in place and holes are holes. Written in
+    /// place, nothing else will sync it, so this does.
     fn finish(self: Box<Self>) -> Result<()> {
-        Ok(())
+        if self.in_place { self.file.sync() } else { Ok(()) }
     }
 }
 
