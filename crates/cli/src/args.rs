@@ -259,9 +259,12 @@ pub struct ConvertArgs {
     pub min_sparse: String,
     #[command(flatten)]
     pub open: OpenArgs,
-    /// The source image.
+    #[command(flatten)]
+    pub image: crate::cmd::oci::ImageWriteArgs,
+    /// The source image (for a container image DST: a directory, tar, disk image or image).
     pub src: PathBuf,
-    /// The new image, or `-` for standard output (raw, or streamOptimized VMDK).
+    /// The new image, or `-` for standard output (raw, or streamOptimized VMDK); a
+    /// container image when it starts with oci:, oci-archive: or docker-archive:.
     pub dst: PathBuf,
 }
 
