@@ -139,3 +139,248 @@ fn ls_cat_extract_an_iso_like_bsdtar_and_7zip() {
     assert_eq!(manifest(&joliet, false, false), manifest(&sz, false, false));
     dc(&["ls", "--tree", "udf", iso.to_str().unwrap()]).expect_code(1).expect_stderr_any(&["has no udf tree"]);
 }
+
+fn tool_out(cmd: &str, args: &[&str]) -> String {
+    let out = Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("cannot run {cmd}: {e}"));
+    assert!(out.status.success(), "{cmd} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A source tree with every kind of entry the writer stores.
+fn make_tree(s: &Path) {
+    sh(&format!(
+        "mkdir -p '{s}/d1/d2/d3/d4/d5/d6/d7/d8/d9/d10' '{s}/sub dir' '{s}/empty-dir'; cd '{s}'
+         echo hello > hello.txt; chmod 4755 hello.txt; head -c 300000 /dev/urandom > random.bin
+         echo deep > d1/d2/d3/d4/d5/d6/d7/d8/d9/d10/deep.txt; printf long > {long}.txt
+         ln -s hello.txt rel-link; ln -s /etc/passwd abs-link; ln -s ../hello.txt 'sub dir/up'
+         ln hello.txt hard-link; mkfifo fifo; : > empty; printf 'é' > 'sub dir/héllo wörld.txt'
+         printf a > 'sub dir/Same'; printf b > 'sub dir/same'; chmod 700 'sub dir'; chmod 640 random.bin
+         touch -d '2001-02-03 04:05:06' random.bin",
+        s = s.display(),
+        long = "l".repeat(180)
+    ));
+}
+
+#[test]
+fn iso_create_reads_back_through_xorriso_isoinfo_bsdtar_and_7zip() {
+    let t = tempfile::tempdir().unwrap();
+    let (src, iso) = (t.path().join("src"), t.path().join("out.iso"));
+    make_tree(&src);
+    dc_ok(&["iso", "create", src.to_str().unwrap(), "-o", iso.to_str().unwrap(), "-V", "MY_DISC"]);
+    let iso_s = iso.to_str().unwrap();
+    // bsdtar and xorriso extract the Rock Ridge tree: everything as in the source.
+    let bsd = t.path().join("bsdtar");
+    std::fs::create_dir(&bsd).unwrap();
+    tool_out("bsdtar", &["-xf", iso_s, "-C", bsd.to_str().unwrap()]);
+    assert_eq!(manifest(&bsd, true, true), manifest(&src, true, true));
+    let x = t.path().join("osirrox");
+    tool_out("xorriso", &["-osirrox", "on", "-indev", iso_s, "-extract", "/", x.to_str().unwrap()]);
+    assert_eq!(manifest(&x, true, true), manifest(&src, true, true));
+    let bsd_md = std::fs::metadata(bsd.join("hard-link")).unwrap();
+    assert_eq!(std::os::unix::fs::MetadataExt::nlink(&bsd_md), 2, "hard link kept");
+    // xorriso -find lists every path.
+    let mut found: Vec<String> = tool_out("xorriso", &["-indev", iso_s, "-find", "/"])
+        .lines()
+        .map(|l| l.trim_matches('\'').trim_start_matches('/').to_string())
+        .filter(|l| !l.is_empty())
+        .collect();
+    found.sort();
+    let mut want: Vec<String> = manifest(&src, false, false).into_iter().map(|(p, _)| p).collect();
+    want.sort();
+    assert_eq!(found, want);
+    // isoinfo reads the Rock Ridge and the Joliet trees and the volume label.
+    let rr = tool_out("isoinfo", &["-l", "-R", "-i", iso_s]);
+    assert!(rr.contains("drwx------") && rr.contains("rel-link -> hello.txt") && rr.contains(&"l".repeat(180)), "{rr}");
+    // (isoinfo prints Joliet names in a single-byte charset.)
+    let jl = Command::new("isoinfo").args(["-l", "-J", "-j", "iso8859-1", "-i", iso_s]).output().unwrap().stdout;
+    let has = |needle: &[u8]| jl.windows(needle.len()).any(|w| w == needle);
+    assert!(has(b"h\xe9llo w\xf6rld.txt") && has(b" Same") && has(b" same"), "{}", String::from_utf8_lossy(&jl));
+    assert!(tool_out("isoinfo", &["-d", "-i", iso_s]).contains("Volume id: MY_DISC"));
+    // 7-Zip reads the Joliet tree: names (up to 64 characters) and content.
+    let sz = t.path().join("7z");
+    tool_out("7zz", &["x", "-y", &format!("-o{}", sz.display()), iso_s]);
+    let ours_j: Vec<_> = manifest(&sz, false, false).into_iter().filter(|(p, _)| !p.starts_with("lll")).collect();
+    let want_j: Vec<_> = manifest(&src, false, false)
+        .into_iter()
+        .filter(|(p, _)| !p.starts_with("lll"))
+        .map(|(p, w)| if w.starts_with('L') || w.starts_with('O') { (p, "F  0 []".into()) } else { (p, w) })
+        .collect();
+    assert_eq!(ours_j, want_j);
+    let listing = tool_out("7zz", &["l", iso_s]);
+    assert!(listing.contains(&"l".repeat(64)), "{listing}");
+    // And our own reader.
+    let ours = t.path().join("ours");
+    dc_ok(&["extract", iso_s, ours.to_str().unwrap()]);
+    assert_eq!(manifest(&ours, true, true), manifest(&src, true, true));
+}
+
+#[test]
+fn iso_create_is_reproducible_with_source_date_epoch_and_writes_qcow2() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    make_tree(&src);
+    let run = |name: &str, extra: &[&str]| {
+        let out = t.path().join(name);
+        let mut args = vec!["iso", "create", src.to_str().unwrap(), "-o", out.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let st = Command::new(diskcast_bin()).args(&args).env("SOURCE_DATE_EPOCH", "1700000000").output().unwrap();
+        assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+        out
+    };
+    let a = run("a.iso", &[]);
+    let b = run("b.iso", &[]);
+    assert!(std::fs::read(&a).unwrap() == std::fs::read(&b).unwrap(), "two builds differ");
+    let pvd = tool_out("xorriso", &["-indev", a.to_str().unwrap(), "-pvd_info"]);
+    assert!(pvd.contains("Creation Time: 2023111422132000"), "{pvd}");
+    let q = run("c.qcow2", &["-O", "qcow2"]);
+    qemu_img(&["compare", "-f", "raw", "-F", "qcow2", a.to_str().unwrap(), q.to_str().unwrap()]);
+}
+
+/// Boots `disk` in QEMU (TCG) and returns true when `marker` shows on the serial console
+/// within two minutes. `how`: "uefi-cd", "uefi-usb" or "bios-cd".
+fn boots_to_marker(disk: &Path, how: &str, marker: &str, scratch: &Path) -> bool {
+    use std::io::Read;
+    let vars = scratch.join(format!("vars-{how}.fd"));
+    std::fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", &vars).unwrap();
+    let mut cmd = Command::new("qemu-system-x86_64");
+    cmd.args(["-machine", "q35", "-accel", "tcg", "-m", "512", "-nodefaults", "-display", "none", "-no-reboot"]);
+    cmd.args(["-serial", "stdio", "-monitor", "none"]);
+    if how.starts_with("uefi") {
+        cmd.args(["-drive", "if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd"]);
+        cmd.arg("-drive").arg(format!("if=pflash,format=raw,unit=1,file={}", vars.display()));
+    }
+    if how.ends_with("cd") {
+        cmd.arg("-drive").arg(format!("file={},format=raw,if=none,id=d0,media=cdrom,readonly=on", disk.display()));
+        cmd.args(["-device", "ide-cd,drive=d0,bus=ide.0"]);
+    } else {
+        cmd.arg("-drive").arg(format!("file={},format=raw,if=none,id=d0,snapshot=on", disk.display()));
+        cmd.args(["-device", "qemu-xhci", "-device", "usb-storage,drive=d0,removable=on"]);
+    }
+    let mut child = cmd.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::piped()).spawn().expect("qemu");
+    let mut out = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let m = marker.to_string();
+    std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = out.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            seen.extend_from_slice(&buf[..n]);
+            if seen.windows(m.len()).any(|w| w == m.as_bytes()) {
+                let _ = tx.send(true);
+                return;
+            }
+        }
+        let _ = tx.send(false);
+    });
+    let found = rx.recv_timeout(std::time::Duration::from_secs(120)).unwrap_or(false);
+    let _ = child.kill();
+    let _ = child.wait();
+    found
+}
+
+#[test]
+fn iso_create_bootable_hybrid_boots_on_uefi_as_cd_and_usb_and_on_bios() {
+    let t = tempfile::tempdir().unwrap();
+    let (s, iso) = (t.path().join("stage"), t.path().join("boot.iso"));
+    // UEFI: GRUB built standalone with a config that prints the marker on the serial port;
+    // BIOS: isolinux (which finds itself through the boot info table), then ldlinux.c32
+    // and isolinux.cfg read from the disc; the config's default label is the marker, which
+    // isolinux prints as it tries to load it ("Loading DISKCAST_BIOS_OK...").
+    sh(&format!(
+        "mkdir -p '{s}/boot' '{s}/isolinux'; cd '{t}'
+         printf 'serial --unit=0 --speed=115200\\nterminal_output serial console\\necho DISKCAST_UEFI_OK\\nhalt\\n' > grub.cfg
+         grub-mkstandalone -O x86_64-efi --modules='serial echo halt' --locales= --fonts= --themes= \
+           -o BOOTX64.EFI boot/grub/grub.cfg=grub.cfg
+         mkfs.fat -C '{s}/boot/efiboot.img' 4096 >/dev/null
+         MTOOLS_SKIP_CHECK=1 mmd -i '{s}/boot/efiboot.img' ::/EFI ::/EFI/BOOT
+         MTOOLS_SKIP_CHECK=1 mcopy -i '{s}/boot/efiboot.img' BOOTX64.EFI ::/EFI/BOOT/BOOTX64.EFI
+         cp /usr/lib/ISOLINUX/isolinux.bin /usr/lib/syslinux/modules/bios/ldlinux.c32 '{s}/isolinux/'
+         printf 'SERIAL 0 115200\\nDEFAULT DISKCAST_BIOS_OK\\nPROMPT 0\\nTIMEOUT 0\\n' > '{s}/isolinux/isolinux.cfg'
+         echo payload > '{s}/readme.txt'",
+        s = s.display(),
+        t = t.path().display()
+    ));
+    dc_ok(&[
+        "iso",
+        "create",
+        s.to_str().unwrap(),
+        "-o",
+        iso.to_str().unwrap(),
+        "-V",
+        "BOOTTEST",
+        "--boot-bios",
+        "isolinux/isolinux.bin",
+        "--boot-uefi",
+        "boot/efiboot.img",
+        "--hybrid",
+    ]);
+    let report = tool_out("xorriso", &["-indev", iso.to_str().unwrap(), "-report_el_torito", "plain"]);
+    assert!(report.contains("El Torito boot img :   1  BIOS  y   none"), "{report}");
+    assert!(report.contains("El Torito boot img :   2  UEFI  y   none"), "{report}");
+    assert!(report.contains("El Torito img opts :   1  boot-info-table"), "{report}");
+    assert!(tool_out("sgdisk", &["-v", iso.to_str().unwrap()]).contains("No problems found"));
+    let gpt = tool_out("sfdisk", &["-d", iso.to_str().unwrap()]);
+    assert!(gpt.contains("C12A7328-F81F-11D2-BA4B-00A0C93EC93B"), "{gpt}");
+    assert!(boots_to_marker(&iso, "uefi-cd", "DISKCAST_UEFI_OK", t.path()), "no UEFI boot from CD");
+    assert!(boots_to_marker(&iso, "uefi-usb", "DISKCAST_UEFI_OK", t.path()), "no UEFI boot from USB");
+    assert!(boots_to_marker(&iso, "bios-cd", "Loading DISKCAST_BIOS_OK", t.path()), "no BIOS boot from CD");
+}
+
+#[test]
+fn iso_remaster_keeps_the_boot_setup_of_a_xorriso_disc() {
+    let t = tempfile::tempdir().unwrap();
+    let (s, iso, out, add) =
+        (t.path().join("stage"), t.path().join("in.iso"), t.path().join("out.iso"), t.path().join("add"));
+    sh(&format!(
+        "mkdir -p '{s}/boot' '{s}/isolinux' '{a}/extra'; cd '{t}'
+         printf 'serial --unit=0 --speed=115200\\nterminal_output serial console\\necho DISKCAST_REMASTER_OK\\nhalt\\n' > grub.cfg
+         grub-mkstandalone -O x86_64-efi --modules='serial echo halt' --locales= --fonts= --themes= \
+           -o BOOTX64.EFI boot/grub/grub.cfg=grub.cfg
+         mkfs.fat -C '{s}/boot/efiboot.img' 4096 >/dev/null
+         MTOOLS_SKIP_CHECK=1 mmd -i '{s}/boot/efiboot.img' ::/EFI ::/EFI/BOOT
+         MTOOLS_SKIP_CHECK=1 mcopy -i '{s}/boot/efiboot.img' BOOTX64.EFI ::/EFI/BOOT/BOOTX64.EFI
+         cp /usr/lib/ISOLINUX/isolinux.bin '{s}/isolinux/'; echo old > '{s}/README.txt'; echo keep > '{s}/keep.txt'
+         echo new > '{a}/extra/new.txt'; echo replaced > '{a}/keep.txt'
+         xorriso -as mkisofs -quiet -o '{i}' -V REMASTER -R -J -b isolinux/isolinux.bin -c isolinux/boot.cat \
+           -no-emul-boot -boot-load-size 4 -boot-info-table -isohybrid-mbr /usr/lib/ISOLINUX/isohdpfx.bin \
+           -eltorito-alt-boot -e boot/efiboot.img -no-emul-boot -isohybrid-gpt-basdat '{s}'",
+        s = s.display(),
+        a = add.display(),
+        t = t.path().display(),
+        i = iso.display()
+    ));
+    dc_ok(&[
+        "iso",
+        "remaster",
+        iso.to_str().unwrap(),
+        "--add",
+        add.to_str().unwrap(),
+        "--remove",
+        "/README.txt",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    let report = tool_out("xorriso", &["-indev", out.to_str().unwrap(), "-report_el_torito", "plain"]);
+    for want in [
+        "El Torito boot img :   1  BIOS  y   none",
+        "El Torito boot img :   2  UEFI  y   none",
+        "El Torito img path :   1  /isolinux/isolinux.bin",
+        "El Torito img path :   2  /boot/efiboot.img",
+        "El Torito img opts :   1  boot-info-table",
+    ] {
+        assert!(report.contains(want), "{want}\n{report}");
+    }
+    assert!(tool_out("isoinfo", &["-d", "-i", out.to_str().unwrap()]).contains("Volume id: REMASTER"));
+    assert!(tool_out("sgdisk", &["-v", out.to_str().unwrap()]).contains("No problems found"));
+    let listing = tool_out("bsdtar", &["-tf", out.to_str().unwrap()]);
+    assert!(listing.contains("extra/new.txt") && !listing.contains("README.txt"), "{listing}");
+    let x = t.path().join("x");
+    std::fs::create_dir(&x).unwrap();
+    tool_out("bsdtar", &["-xf", out.to_str().unwrap(), "-C", x.to_str().unwrap()]);
+    assert_eq!(std::fs::read(x.join("keep.txt")).unwrap(), b"replaced\n");
+    assert_eq!(std::fs::read(x.join("boot/efiboot.img")).unwrap(), std::fs::read(s.join("boot/efiboot.img")).unwrap());
+    assert!(boots_to_marker(&out, "uefi-usb", "DISKCAST_REMASTER_OK", t.path()), "the remastered disc does not boot");
+}

@@ -19,6 +19,7 @@ mod read;
 mod susp;
 mod udf;
 mod volume;
+pub mod write;
 mod zisofs;
 
 pub use read::{TreeKind, available_trees};

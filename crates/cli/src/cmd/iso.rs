@@ -24,6 +24,84 @@ Examples:
   diskcast iso boot --output json --extract boot/ debian.iso
   diskcast iso boot installer.qcow2          # the disc may be inside any image format")]
     Boot(BootArgs),
+    /// Create an ISO 9660 disc (Rock Ridge + Joliet) from a directory, tar or any tree
+    /// diskcast reads, optionally bootable on BIOS and UEFI.
+    #[command(after_help = "\
+SRC is anything `diskcast ls` reads: a directory, a tar, a disk image's filesystem, an ISO.
+Boot images are paths inside SRC, as xorriso's -b and -e take them: --boot-bios names a
+no-emulation image (isolinux/isolinux.bin; its boot info table is filled in), --boot-uefi
+a FAT image holding EFI/BOOT/BOOTX64.EFI. --hybrid adds a protective MBR and a GPT whose
+EFI System Partition is that image, so the disc written raw to a USB stick boots on UEFI.
+With SOURCE_DATE_EPOCH set the output is byte-for-byte reproducible.
+
+Examples:
+  diskcast iso create ./root -o data.iso -V DATA
+  diskcast iso create ./stage -o boot.iso --boot-bios isolinux/isolinux.bin \\
+      --boot-uefi boot/efiboot.img --hybrid
+  diskcast iso create rootfs.tar.gz -o rootfs.iso -O qcow2")]
+    Create(CreateIsoArgs),
+    /// Rebuild a disc with files added and removed, keeping its label and boot setup.
+    #[command(after_help = "\
+The disc's best tree (Rock Ridge, else Joliet or plain names; UDF is not rewritten) is
+read, every --remove PATH is taken out, then every --add DIR is merged in (DIR's contents
+go to the root, or below DEST with --add DIR=DEST; added files replace existing ones).
+The El Torito entries are kept: the BIOS image (with a fresh boot info table) and the UEFI
+image must be files of the disc, as they are on discs made by xorriso or genisoimage, and
+a GPT in the system area is written again when the input had one.
+
+Example:
+  diskcast iso remaster debian.iso --add preseed/ --remove /README.txt -o custom.iso")]
+    Remaster(RemasterArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RemasterArgs {
+    /// The disc to start from.
+    pub input: PathBuf,
+    /// A directory whose contents are added (DIR, or DIR=DEST to add below DEST).
+    #[arg(long = "add", value_name = "DIR[=DEST]")]
+    pub add: Vec<String>,
+    /// A path to take out of the disc (directories with everything below them).
+    #[arg(long = "remove", value_name = "PATH")]
+    pub remove: Vec<String>,
+    /// The new disc.
+    #[arg(short = 'o', long = "output", value_name = "OUT.iso")]
+    pub output: PathBuf,
+    /// Block format of the input (probed if not given).
+    #[arg(short = 'f', long = "format", value_name = "FMT")]
+    pub format: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CreateIsoArgs {
+    /// The tree to put on the disc.
+    pub src: String,
+    /// The disc image to write.
+    #[arg(short = 'o', long = "output", value_name = "OUT.iso")]
+    pub output: PathBuf,
+    /// Volume label.
+    #[arg(short = 'V', long = "label", default_value = "CDROM")]
+    pub label: String,
+    /// Path in SRC of a no-emulation BIOS boot image (isolinux.bin).
+    #[arg(long = "boot-bios", value_name = "PATH")]
+    pub boot_bios: Option<String>,
+    /// Path in SRC of an EFI System Partition image (the UEFI El Torito entry).
+    #[arg(long = "boot-uefi", value_name = "PATH")]
+    pub boot_uefi: Option<String>,
+    /// A GPT in the system area naming the UEFI image, for USB sticks.
+    #[arg(long)]
+    pub hybrid: bool,
+    /// Leave out Rock Ridge (Unix names, modes, symlinks).
+    #[arg(long = "no-rock-ridge")]
+    pub no_rock_ridge: bool,
+    /// Leave out the Joliet tree.
+    #[arg(long = "no-joliet")]
+    pub no_joliet: bool,
+    /// Block format of the output (raw by default; any `diskcast formats` writes).
+    #[arg(short = 'O', long = "output-format", value_name = "FMT", default_value = "raw")]
+    pub output_format: String,
+    #[command(flatten)]
+    pub source: super::tree_source::SourceArgs,
 }
 
 #[derive(Debug, Args)]
@@ -46,6 +124,8 @@ pub struct BootArgs {
 pub fn run(c: IsoCommand) -> Result<u8> {
     match c {
         IsoCommand::Boot(a) => boot(a),
+        IsoCommand::Create(a) => create(a),
+        IsoCommand::Remaster(a) => remaster(a),
     }
 }
 
@@ -146,6 +226,150 @@ fn save(disk: &dyn BlockRead, e: &BootEntry, path: &Path) -> Result<()> {
         disk.read_at(&mut buf[..n], off)?;
         f.write_all(&buf[..n]).map_err(|err| Error::io("cannot write", err).with_file(path))?;
         off += n as u64;
+    }
+    Ok(())
+}
+
+fn create(a: CreateIsoArgs) -> Result<u8> {
+    use diskcast_iso9660::write::IsoOptions;
+    // The output format is checked before the source is read.
+    diskcast_formats::registry().get(&a.output_format)?;
+    let provenance = diskcast_block::provenance::Provenance::from_env()?;
+    let opened = super::tree_source::open(&a.src, &a.source)?;
+    let opts = IsoOptions {
+        label: a.label.clone(),
+        rock_ridge: !a.no_rock_ridge,
+        joliet: !a.no_joliet,
+        now: i64::try_from(provenance.now()).unwrap_or(i64::MAX),
+        boot_bios: a.boot_bios.clone(),
+        boot_uefi: a.boot_uefi.clone(),
+        hybrid: a.hybrid,
+    };
+    write_iso(&opened.tree, &opts, &a.output, &a.output_format, provenance)
+}
+
+/// Plans the disc and writes it through the copy engine into `output` as `format`.
+fn write_iso(
+    tree: &diskcast_tree::Tree,
+    opts: &diskcast_iso9660::write::IsoOptions,
+    output: &Path,
+    format: &str,
+    provenance: diskcast_block::provenance::Provenance,
+) -> Result<u8> {
+    use diskcast_block::copy::{CopyOptions, copy};
+    use diskcast_block::output::OutputFiles;
+    use diskcast_block::progress::NoProgress;
+    use diskcast_block::registry::CreateOptions;
+    use diskcast_block::{BlockWrite, ResultExt};
+    let registry = diskcast_formats::registry();
+    let driver = registry.get(format)?;
+    let built = diskcast_iso9660::write::plan_iso(tree, opts)?;
+    for w in &built.warnings {
+        eprintln!("diskcast: warning: {w}");
+    }
+    let _lock = super::lock_target(output)?;
+    let out = OutputFiles::new();
+    let image = built.image;
+    let create = CreateOptions { provenance, ..CreateOptions::default() };
+    let dst: Box<dyn BlockWrite> = driver.create(output, image.size(), &create, &out).file(output)?;
+    copy(&image, dst.as_ref(), &CopyOptions::default(), &NoProgress).file(output)?;
+    dst.finish().file(output)?;
+    out.commit()?;
+    Ok(0)
+}
+
+fn remaster(a: RemasterArgs) -> Result<u8> {
+    use diskcast_iso9660::write::IsoOptions;
+    use diskcast_tree::{FsReader, ReadOptions};
+    let images = Images::new(&OpenArgs::default())?;
+    let disk: std::sync::Arc<dyn BlockRead> = images.open(&a.input, a.format.as_deref())?.into();
+    let named = |e: Error| if e.file().is_none() { e.with_file(&a.input) } else { e };
+    let vols = diskcast_iso9660::read_volumes(disk.as_ref()).map_err(named)?;
+    // The tree the boot images are named in: the best ISO 9660 one, never UDF.
+    let kinds = diskcast_iso9660::available_trees(disk.as_ref()).map_err(named)?;
+    let kind = kinds.iter().find(|k| **k != diskcast_iso9660::TreeKind::Udf).copied();
+    let ropts = ReadOptions { tree: kind.map(|k| k.name().to_string()), label: a.input.display().to_string() };
+    let mut tree = diskcast_iso9660::Iso9660Reader.read(disk.clone(), &ropts)?;
+    let catalog = read_catalog(&disk).map_err(named)?;
+    let hybrid = read_hybrid(disk.as_ref()).map_err(named)?;
+    let mut boot_bios = None;
+    let mut boot_uefi = None;
+    for e in catalog.iter().flat_map(|c| &c.entries) {
+        let path = e.path.clone().ok_or_else(|| {
+            Error::unsupported(format!(
+                "the {} boot image at sector {} is not a file of the disc; remaster cannot keep it",
+                e.platform_name(),
+                e.lba
+            ))
+            .with_file(&a.input)
+        })?;
+        match e.platform {
+            0 if boot_bios.is_none() => boot_bios = Some(path),
+            0xef if boot_uefi.is_none() => boot_uefi = Some(path),
+            _ => eprintln!("diskcast: warning: boot entry for platform {} ({path}) is not kept", e.platform_name()),
+        }
+    }
+    for p in &a.remove {
+        let id =
+            tree.resolve(p.as_bytes(), false).map_err(|e| Error::argument(format!("--remove {p}: {}", e.message())))?;
+        if id == tree.root() {
+            return Err(Error::argument("--remove /: the root cannot be removed"));
+        }
+        let (parent, name) = match p.trim_end_matches('/').rsplit_once('/') {
+            Some((dir, name)) => (tree.resolve(dir.as_bytes(), true)?, name.to_string()),
+            None => (tree.root(), p.clone()),
+        };
+        tree.unlink(parent, name.as_bytes());
+    }
+    for spec in &a.add {
+        let (dir, dest) = spec.split_once('=').unwrap_or((spec.as_str(), ""));
+        let src = diskcast_host::read_dir(Path::new(dir), &diskcast_host::DirOptions::default())?;
+        let meta = tree.node(tree.root()).meta.clone();
+        let at = tree.mkdir_all(dest.as_bytes(), &meta)?;
+        graft(&mut tree, at, &src)?;
+    }
+    let opts = IsoOptions {
+        label: vols.volume_id.clone(),
+        rock_ridge: kind == Some(diskcast_iso9660::TreeKind::RockRidge),
+        joliet: true,
+        now: 0,
+        boot_bios,
+        boot_uefi,
+        hybrid: hybrid.gpt,
+    };
+    let provenance = diskcast_block::provenance::Provenance::from_env()?;
+    let opts = IsoOptions { now: i64::try_from(provenance.now()).unwrap_or(i64::MAX), ..opts };
+    write_iso(&tree, &opts, &a.output, "raw", provenance)
+}
+
+/// Copies every entry of `src` into directory `at` of `dst`: directories merge, anything
+/// else replaces what has its name; hard links stay hard links.
+fn graft(dst: &mut diskcast_tree::Tree, at: diskcast_tree::NodeId, src: &diskcast_tree::Tree) -> Result<()> {
+    use diskcast_tree::{Kind, Node, NodeId};
+    use std::collections::HashMap;
+    let mut map: HashMap<NodeId, NodeId> = HashMap::new();
+    map.insert(src.root(), at);
+    for (path, id) in src.walk(src.root()).skip(1) {
+        let (parent_path, name) = match path.iter().rposition(|&b| b == b'/') {
+            Some(i) => (&path[..i], &path[i + 1..]),
+            None => (&path[..0], &path[..]),
+        };
+        let parent_src = if parent_path.is_empty() { src.root() } else { src.resolve(parent_path, false)? };
+        let parent = map[&parent_src];
+        let node = src.node(id);
+        if let Some(&done) = map.get(&id) {
+            dst.link(parent, name, done)?;
+            continue;
+        }
+        let new = match (&node.kind, dst.lookup(parent, name)) {
+            (Kind::Dir(_), Some(existing)) if dst.node(existing).as_dir().is_some() => existing,
+            _ => dst.insert(
+                parent,
+                name,
+                Node { meta: node.meta.clone(), kind: node.kind.clone(), xattrs: node.xattrs.clone() },
+            )?,
+        };
+        map.insert(id, new);
     }
     Ok(())
 }

@@ -78,6 +78,10 @@ pub struct MkfsArgs {
     /// Volume label.
     #[arg(long, value_name = "LABEL")]
     pub label: Option<String>,
+    /// The filesystem's UUID (ext4's s_uuid; FAT derives its volume ID from it). Default:
+    /// random, or derived from SOURCE_DATE_EPOCH when that is set.
+    #[arg(long, value_name = "UUID")]
+    pub uuid: Option<String>,
     #[command(flatten)]
     pub out: OutputArgs,
     #[command(flatten)]
@@ -87,10 +91,12 @@ pub struct MkfsArgs {
 pub fn run(a: MkfsArgs) -> Result<u8> {
     let builder = builder(&a.fs)?;
     let size = a.size.as_deref().map(parse_size).transpose()?;
+    let uuid = a.uuid.as_deref().map(parse_uuid).transpose()?;
     let writer = Writer::new(&a.out)?;
     let opened = open_source(&a.src, &a.source)?;
     let prov = Provenance::from_env()?;
-    let (now, id) = identity(&prov, &format!("mkfs {} {:?} {:?}", a.fs, size, a.label));
+    let (now, derived) = identity(&prov, &format!("mkfs {} {:?} {:?}", a.fs, size, a.label));
+    let id = uuid.unwrap_or(derived);
     let opts = BuildOptions { size, label: a.label.clone(), now, id, ..BuildOptions::default() };
     let built = builder.plan(&opened.tree, &opts)?;
     for w in &built.warnings {
@@ -149,4 +155,23 @@ impl<'a> Writer<'a> {
 pub fn identity(prov: &Provenance, what: &str) -> (i64, [u8; 16]) {
     let now = i64::try_from(prov.now()).unwrap_or(i64::MAX);
     (now, *prov.uuid("filesystem.id", what.as_bytes(), None).as_bytes())
+}
+
+/// `--uuid`: 32 hex digits, hyphens anywhere (`0f1e2d3c-4b5a-...`).
+fn parse_uuid(text: &str) -> Result<[u8; 16]> {
+    let hex: Vec<u8> = text.bytes().filter(|&b| b != b'-').collect();
+    let bad = || {
+        Error::argument(format!(
+            "--uuid {text:?} is not a UUID (32 hex digits, e.g. 0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0)"
+        ))
+    };
+    if hex.len() != 32 {
+        return Err(bad());
+    }
+    let mut out = [0u8; 16];
+    for (i, pair) in hex.chunks(2).enumerate() {
+        let s = std::str::from_utf8(pair).map_err(|_| bad())?;
+        out[i] = u8::from_str_radix(s, 16).map_err(|_| bad())?;
+    }
+    Ok(out)
 }

@@ -1,0 +1,971 @@
+//! Writing ISO 9660 discs from a [`Tree`]: the primary tree with Rock Ridge (RRIP 1.10
+//! entries as genisoimage and xorriso write them: NM, PX, TF, SL, PN, with CE areas for
+//! what does not fit a record), a Joliet tree, El Torito BIOS (no emulation, boot info
+//! table) and UEFI entries, and a GPT in the system area for UEFI booting from a USB
+//! stick. The result is a [`PlannedImage`]: metadata synthesized in memory, file data read
+//! through from the tree, so the copy engine writes it to any block format.
+
+use crate::eltorito::boot_info_table;
+use diskcast_block::{Error, Result};
+use diskcast_tree::{FileData, Kind, Meta, NodeId, Piece, PlannedImage, Timestamp, Tree, display_name};
+use std::collections::{HashMap, HashSet};
+
+const SECTOR: u64 = 2048;
+/// Largest extent one directory record describes; bigger files get several records.
+const MAX_EXTENT: u64 = 0xFFFF_F800;
+/// ER entry of RRIP 1.10 (the identifier, description and source strings the RRIP
+/// standard gives for "RRIP_1991A").
+const ER_ID: &[u8] = b"RRIP_1991A";
+const ER_DES: &[u8] = b"THE ROCK RIDGE INTERCHANGE PROTOCOL PROVIDES SUPPORT FOR POSIX FILE SYSTEM SEMANTICS";
+const ER_SRC: &[u8] = b"PLEASE CONTACT DISC PUBLISHER FOR SPECIFICATION SOURCE.  SEE PUBLISHER IDENTIFIER IN PRIMARY VOLUME DESCRIPTOR FOR CONTACT INFORMATION.";
+
+/// What to write.
+#[derive(Debug, Clone)]
+pub struct IsoOptions {
+    /// Volume identifier (upper-cased into d-characters for the primary descriptor).
+    pub label: String,
+    /// Rock Ridge entries in the primary tree (Unix names, modes, owners, links, times).
+    pub rock_ridge: bool,
+    /// A Joliet tree (UCS-2 names for Windows).
+    pub joliet: bool,
+    /// The time recorded in the volume descriptors (seconds since 1970).
+    pub now: i64,
+    /// Path in the tree of a no-emulation BIOS boot image (isolinux.bin); a boot info
+    /// table is patched into it.
+    pub boot_bios: Option<String>,
+    /// Path in the tree of a FAT image holding `EFI/BOOT/BOOTX64.EFI`: the UEFI entry.
+    pub boot_uefi: Option<String>,
+    /// Put a protective MBR and a GPT naming the UEFI image as EFI System Partition in
+    /// the system area, so the image written raw to a USB stick boots on UEFI.
+    pub hybrid: bool,
+}
+
+impl Default for IsoOptions {
+    fn default() -> Self {
+        IsoOptions {
+            label: "CDROM".into(),
+            rock_ridge: true,
+            joliet: true,
+            now: 0,
+            boot_bios: None,
+            boot_uefi: None,
+            hybrid: false,
+        }
+    }
+}
+
+/// A planned disc and what it could not hold.
+#[derive(Debug)]
+pub struct BuiltIso {
+    pub image: PlannedImage,
+    pub warnings: Vec<String>,
+}
+
+/// One entry of a directory in the written trees.
+struct Entry {
+    node: NodeId,
+    /// Index into `dirs` when a directory.
+    dir: Option<usize>,
+    iso_name: Vec<u8>,
+    joliet_name: Vec<u8>,
+    /// Rock Ridge system use bytes (NM, PX, TF, SL, PN).
+    rr: Vec<u8>,
+}
+
+struct Dir {
+    node: NodeId,
+    parent: usize,
+    entries: Vec<Entry>,
+    /// Sizes and locations, filled in by the layout.
+    size: u64,
+    lba: u32,
+    jsize: u64,
+    jlba: u32,
+}
+
+/// Plans an ISO of `tree`.
+pub fn plan_iso(tree: &Tree, opts: &IsoOptions) -> Result<BuiltIso> {
+    let mut warnings = Vec::new();
+    let mut dirs: Vec<Dir> =
+        vec![Dir { node: NodeId::ROOT, parent: 0, entries: Vec::new(), size: 0, lba: 0, jsize: 0, jlba: 0 }];
+    // Breadth first, so directory numbers are in path table order.
+    let mut i = 0;
+    let links = tree.link_counts();
+    while i < dirs.len() {
+        let node = dirs[i].node;
+        let mut entries = Vec::new();
+        let mut kept: Vec<(Vec<u8>, bool)> = Vec::new();
+        for (name, child) in tree.dir(node)?.entries() {
+            let n = tree.node(child);
+            let is_dir = n.as_dir().is_some();
+            if !opts.rock_ridge && !matches!(n.kind, Kind::Dir(_) | Kind::File(_)) {
+                warnings.push(format!("{}: a {} needs Rock Ridge; skipped", display_name(name), n.kind.name()));
+                continue;
+            }
+            let dir = if is_dir {
+                dirs.push(Dir { node: child, parent: i, entries: Vec::new(), size: 0, lba: 0, jsize: 0, jlba: 0 });
+                Some(dirs.len() - 1)
+            } else {
+                None
+            };
+            let rr =
+                if opts.rock_ridge { rr_entries(name, &n.meta, &n.kind, links[child.index()]) } else { Vec::new() };
+            entries.push(Entry { node: child, dir, iso_name: Vec::new(), joliet_name: Vec::new(), rr });
+            kept.push((name.to_vec(), is_dir));
+        }
+        let iso = unique(kept.iter().map(|(n, d)| iso_name(n, *d)).collect());
+        let jol = unique(kept.iter().map(|(n, d)| joliet_name(n, *d)).collect());
+        for ((e, a), b) in entries.iter_mut().zip(iso).zip(jol) {
+            e.iso_name = a;
+            e.joliet_name = b;
+        }
+        dirs[i].entries = entries;
+        i += 1;
+    }
+    Layout::new(tree, opts, dirs, warnings)?.build()
+}
+
+/// The d-character name of the primary tree: upper case, `[A-Z0-9_]`, one dot, `;1` for
+/// files.
+fn iso_name(name: &[u8], dir: bool) -> Vec<u8> {
+    let s = String::from_utf8_lossy(name);
+    let clean = |t: &str, max: usize| -> String {
+        t.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).take(max).collect()
+    };
+    if dir {
+        return clean(&s, 31).into_bytes();
+    }
+    let (base, ext) = match s.rfind('.') {
+        Some(i) if i > 0 => (&s[..i], &s[i + 1..]),
+        _ => (&s[..], ""),
+    };
+    let ext = clean(ext, 8);
+    let base = clean(base, 30 - ext.len().min(8));
+    format!("{base}.{ext}").into_bytes()
+}
+
+/// The Joliet name in UCS-2 big-endian: at most 64 characters, the characters Joliet
+/// forbids replaced by `_`.
+fn joliet_name(name: &[u8], _dir: bool) -> Vec<u8> {
+    let s = String::from_utf8_lossy(name);
+    let units: Vec<u16> = s
+        .chars()
+        .map(|c| if matches!(c, '*' | '/' | ':' | ';' | '?' | '\\') { '_' } else { c })
+        .collect::<String>()
+        .encode_utf16()
+        .take(64)
+        .collect();
+    // Never end in the middle of a surrogate pair.
+    let units =
+        if units.last().is_some_and(|u| (0xD800..0xDC00).contains(u)) { &units[..units.len() - 1] } else { &units[..] };
+    units.iter().flat_map(|u| u.to_be_bytes()).collect()
+}
+
+/// Makes names unique within a directory (ISO names are case-folded and truncated, so
+/// different tree names can collide) by replacing their tail with a counter.
+fn unique(names: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::with_capacity(names.len());
+    for n in names {
+        let mut cand = n.clone();
+        let mut k = 1u32;
+        while !seen.insert(cand.clone()) {
+            let suffix = format!("{k:03}");
+            let mut c = n.clone();
+            let joliet = n.len() % 2 == 0 && n.chunks(2).all(|p| p[0] == 0);
+            if joliet {
+                let sfx: Vec<u8> = suffix.encode_utf16().flat_map(|u| u.to_be_bytes()).collect();
+                c.truncate(c.len().saturating_sub(sfx.len()) & !1);
+                c.extend_from_slice(&sfx);
+            } else {
+                let dot = c.iter().rposition(|&b| b == b'.').unwrap_or(c.len());
+                let keep = dot.saturating_sub(suffix.len());
+                c.splice(keep..dot, suffix.bytes());
+            }
+            cand = c;
+            k += 1;
+        }
+        out.push(cand);
+    }
+    out
+}
+
+fn both16(v: u16) -> [u8; 4] {
+    let mut b = [0u8; 4];
+    b[..2].copy_from_slice(&v.to_le_bytes());
+    b[2..].copy_from_slice(&v.to_be_bytes());
+    b
+}
+
+fn both32(v: u32) -> [u8; 8] {
+    let mut b = [0u8; 8];
+    b[..4].copy_from_slice(&v.to_le_bytes());
+    b[4..].copy_from_slice(&v.to_be_bytes());
+    b
+}
+
+/// A 7-byte directory record date in UTC.
+fn short_date(t: Timestamp) -> [u8; 7] {
+    let days = t.sec.div_euclid(86400);
+    let secs = t.sec.rem_euclid(86400);
+    let (y, m, d) = civil(days);
+    let year = (y - 1900).clamp(0, 255) as u8;
+    [year, m as u8, d as u8, (secs / 3600) as u8, (secs / 60 % 60) as u8, (secs % 60) as u8, 0]
+}
+
+/// A 17-byte volume descriptor date in UTC.
+fn long_date(t: i64) -> [u8; 17] {
+    let (y, m, d) = civil(t.div_euclid(86400));
+    let s = t.rem_euclid(86400);
+    let text = format!("{:04}{:02}{:02}{:02}{:02}{:02}00", y.clamp(0, 9999), m, d, s / 3600, s / 60 % 60, s % 60);
+    let mut b = [0u8; 17];
+    b[..16].copy_from_slice(text.as_bytes());
+    b
+}
+
+fn civil(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// Rock Ridge entries for one node: NM (split into pieces of 250 bytes), PX, TF, and SL
+/// or PN by kind.
+fn rr_entries(name: &[u8], meta: &Meta, kind: &Kind, nlink: u32) -> Vec<u8> {
+    // PX and TF first, so they stay in the record when a long name moves to a
+    // continuation area.
+    let mut out = px(meta, kind.type_bits() | (meta.mode & 0o7777), nlink);
+    out.extend_from_slice(&tf(meta));
+    let mut rest = name;
+    while !rest.is_empty() {
+        let n = rest.len().min(250);
+        let cont = u8::from(n < rest.len());
+        out.extend_from_slice(&[b'N', b'M', (5 + n) as u8, 1, cont]);
+        out.extend_from_slice(&rest[..n]);
+        rest = &rest[n..];
+    }
+    match kind {
+        Kind::Symlink(target) => out.extend_from_slice(&sl(target)),
+        Kind::CharDev { major, minor } | Kind::BlockDev { major, minor } => {
+            // Linux's dev_t encoding, split in two 32-bit halves.
+            let (ma, mi) = (u64::from(*major), u64::from(*minor));
+            let dev = (mi & 0xff) | ((ma & 0xfff) << 8) | ((mi & !0xff) << 12) | ((ma & !0xfff) << 32);
+            out.extend_from_slice(&[b'P', b'N', 20, 1]);
+            out.extend_from_slice(&both32((dev >> 32) as u32));
+            out.extend_from_slice(&both32(dev as u32));
+        }
+        _ => {}
+    }
+    out
+}
+
+fn px(meta: &Meta, mode: u32, nlink: u32) -> Vec<u8> {
+    let mut e = vec![b'P', b'X', 36, 1];
+    e.extend_from_slice(&both32(mode));
+    e.extend_from_slice(&both32(nlink.max(1)));
+    e.extend_from_slice(&both32(meta.uid));
+    e.extend_from_slice(&both32(meta.gid));
+    e
+}
+
+fn tf(meta: &Meta) -> Vec<u8> {
+    // Modify, access, attributes, in short form. The access time is written as the
+    // modification time: reading the source changes it, and two builds of one tree must
+    // be identical.
+    let mut e = vec![b'T', b'F', 26, 1, 0x0E];
+    e.extend_from_slice(&short_date(meta.mtime));
+    e.extend_from_slice(&short_date(meta.mtime));
+    e.extend_from_slice(&short_date(meta.ctime.unwrap_or(meta.mtime)));
+    e
+}
+
+/// SL entries for a link target, components split at `/`, each entry at most 255 bytes.
+fn sl(target: &[u8]) -> Vec<u8> {
+    let mut comps: Vec<Vec<u8>> = Vec::new();
+    if target.starts_with(b"/") {
+        comps.push(vec![8, 0]);
+    }
+    for c in target.split(|&b| b == b'/').filter(|c| !c.is_empty()) {
+        let mut rest = c;
+        loop {
+            match rest {
+                b"." => comps.push(vec![2, 0]),
+                b".." => comps.push(vec![4, 0]),
+                _ => {
+                    let n = rest.len().min(248);
+                    let mut r = vec![u8::from(n < rest.len()), n as u8];
+                    r.extend_from_slice(&rest[..n]);
+                    comps.push(r);
+                    rest = &rest[n..];
+                    if !rest.is_empty() {
+                        continue;
+                    }
+                }
+            }
+            break;
+        }
+    }
+    let mut out = Vec::new();
+    let mut cur: Vec<u8> = Vec::new();
+    let flush = |cur: &mut Vec<u8>, out: &mut Vec<u8>, more: bool| {
+        out.extend_from_slice(&[b'S', b'L', (5 + cur.len()) as u8, 1, u8::from(more)]);
+        out.append(cur);
+    };
+    for c in comps {
+        if 5 + cur.len() + c.len() > 255 {
+            flush(&mut cur, &mut out, true);
+        }
+        cur.extend_from_slice(&c);
+    }
+    flush(&mut cur, &mut out, false);
+    out
+}
+
+struct Layout<'t> {
+    tree: &'t Tree,
+    opts: &'t IsoOptions,
+    dirs: Vec<Dir>,
+    warnings: Vec<String>,
+    /// Continuation areas: (record key, bytes); placed in CE sectors.
+    ce: Vec<Vec<u8>>,
+    ce_pos: Vec<(u32, u32)>,
+    ce_sizes: Vec<u32>,
+    /// File data: node → (lba, size).
+    files: HashMap<NodeId, (u32, u64)>,
+    /// Boot image overrides (the BIOS image with its boot info table).
+    patched: HashMap<NodeId, Vec<u8>>,
+}
+
+/// A record before layout: identifier, flags, data location/size key, system use.
+struct Rec {
+    ident: Vec<u8>,
+    flags: u8,
+    lba: u32,
+    len: u32,
+    time: Timestamp,
+    su: Vec<u8>,
+}
+
+impl<'t> Layout<'t> {
+    fn new(tree: &'t Tree, opts: &'t IsoOptions, dirs: Vec<Dir>, warnings: Vec<String>) -> Result<Self> {
+        Ok(Layout {
+            tree,
+            opts,
+            dirs,
+            warnings,
+            ce: Vec::new(),
+            ce_pos: Vec::new(),
+            ce_sizes: Vec::new(),
+            files: HashMap::new(),
+            patched: HashMap::new(),
+        })
+    }
+
+    /// Splits system use bytes into what fits in a record (with `base` bytes before it)
+    /// and a continuation area, returning the in-record bytes with a CE placeholder.
+    fn split_su(&mut self, su: Vec<u8>, base: usize) -> Vec<u8> {
+        let room = 255 - base;
+        if su.len() <= room {
+            return su;
+        }
+        // Keep whole entries that fit with 28 bytes left for the CE entry.
+        let mut pos = 0;
+        while pos + 4 <= su.len() {
+            let len = usize::from(su[pos + 2]);
+            if pos + len + 28 > room {
+                break;
+            }
+            pos += len;
+        }
+        let mut inline = su[..pos].to_vec();
+        let idx = self.ce.len() as u32;
+        self.ce.push(su[pos..].to_vec());
+        // CE with the area's index for now; patched once areas are placed.
+        inline.extend_from_slice(&[b'C', b'E', 28, 1]);
+        inline.extend_from_slice(&both32(idx));
+        inline.extend_from_slice(&both32(0));
+        inline.extend_from_slice(&both32(0));
+        inline
+    }
+
+    fn records(&mut self, d: usize, joliet: bool) -> Vec<Rec> {
+        let rr = self.opts.rock_ridge && !joliet;
+        let node = self.dirs[d].node;
+        let parent = self.dirs[d].parent;
+        let meta = &self.tree.node(node).meta;
+        let mut dot_su = Vec::new();
+        if rr {
+            if d == 0 {
+                dot_su.extend_from_slice(&[b'S', b'P', 7, 1, 0xBE, 0xEF, 0]);
+            }
+            dot_su.extend_from_slice(&px(meta, 0o040000 | meta.mode & 0o7777, 2));
+            dot_su.extend_from_slice(&tf(meta));
+            if d == 0 {
+                let mut er = vec![b'E', b'R', (8 + ER_ID.len() + ER_DES.len() + ER_SRC.len()) as u8, 1];
+                er.extend_from_slice(&[ER_ID.len() as u8, ER_DES.len() as u8, ER_SRC.len() as u8, 1]);
+                er.extend_from_slice(ER_ID);
+                er.extend_from_slice(ER_DES);
+                er.extend_from_slice(ER_SRC);
+                dot_su.extend_from_slice(&er);
+            }
+        }
+        let dot_su = if rr { self.split_su(dot_su, 34) } else { dot_su };
+        let (lba, size, plba, psize) = if joliet {
+            (self.dirs[d].jlba, self.dirs[d].jsize, self.dirs[parent].jlba, self.dirs[parent].jsize)
+        } else {
+            (self.dirs[d].lba, self.dirs[d].size, self.dirs[parent].lba, self.dirs[parent].size)
+        };
+        let pmeta = &self.tree.node(self.dirs[parent].node).meta;
+        let mut out = vec![
+            Rec { ident: vec![0], flags: 2, lba, len: size as u32, time: meta.mtime, su: dot_su },
+            Rec {
+                ident: vec![1],
+                flags: 2,
+                lba: plba,
+                len: psize as u32,
+                time: pmeta.mtime,
+                su: if rr { px(pmeta, 0o040000 | pmeta.mode & 0o7777, 2) } else { Vec::new() },
+            },
+        ];
+        let mut entries: Vec<(Vec<u8>, usize)> = (0..self.dirs[d].entries.len())
+            .map(|i| {
+                let e = &self.dirs[d].entries[i];
+                let mut id = if joliet { e.joliet_name.clone() } else { e.iso_name.clone() };
+                // Plain names carry the ;1 version; Joliet names go without, as
+                // xorriso and genisoimage write them.
+                if e.dir.is_none() && !joliet {
+                    id.extend_from_slice(b";1");
+                }
+                (id, i)
+            })
+            .collect();
+        entries.sort();
+        for (ident, i) in entries {
+            let (node, dir, su) = {
+                let e = &self.dirs[d].entries[i];
+                (e.node, e.dir, if rr { e.rr.clone() } else { Vec::new() })
+            };
+            let n = self.tree.node(node);
+            let base = 33 + ident.len() + (1 - ident.len() % 2);
+            let su = if rr { self.split_su(su, base) } else { su };
+            let time = n.meta.mtime;
+            if let Some(cd) = dir {
+                let (l, s) = if joliet {
+                    (self.dirs[cd].jlba, self.dirs[cd].jsize)
+                } else {
+                    (self.dirs[cd].lba, self.dirs[cd].size)
+                };
+                out.push(Rec { ident, flags: 2, lba: l, len: s as u32, time, su });
+                continue;
+            }
+            // The size from the tree, so the dry run makes as many records as the real one.
+            let size = n.as_file().map(|f| f.size).unwrap_or(0);
+            let lba = self.files.get(&node).map(|f| f.0).unwrap_or(0);
+            // Files over 4 GiB: one record per extent, all but the last flagged.
+            let mut left = size;
+            let mut at = lba;
+            loop {
+                let part = left.min(MAX_EXTENT);
+                left -= part;
+                out.push(Rec {
+                    ident: ident.clone(),
+                    flags: if left > 0 { 0x80 } else { 0 },
+                    lba: at,
+                    len: part as u32,
+                    time,
+                    su: su.clone(),
+                });
+                if left == 0 {
+                    break;
+                }
+                at += (part / SECTOR) as u32;
+            }
+        }
+        out
+    }
+
+    /// Serializes records into sectors; records never cross a sector boundary.
+    fn dir_bytes(recs: &[Rec]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for r in recs {
+            let pad = 1 - r.ident.len() % 2;
+            let len = 33 + r.ident.len() + pad + r.su.len();
+            let used = out.len() % SECTOR as usize;
+            if used + len > SECTOR as usize {
+                out.resize(out.len() + SECTOR as usize - used, 0);
+            }
+            let mut b = vec![0u8; len];
+            b[0] = len as u8;
+            b[2..10].copy_from_slice(&both32(r.lba));
+            b[10..18].copy_from_slice(&both32(r.len));
+            b[18..25].copy_from_slice(&short_date(r.time));
+            b[25] = r.flags;
+            b[28..32].copy_from_slice(&both16(1));
+            b[32] = r.ident.len() as u8;
+            b[33..33 + r.ident.len()].copy_from_slice(&r.ident);
+            b[33 + r.ident.len() + pad..].copy_from_slice(&r.su);
+            out.extend_from_slice(&b);
+        }
+        let n = out.len().next_multiple_of(SECTOR as usize);
+        out.resize(n, 0);
+        out
+    }
+
+    fn find(&self, path: &str, what: &str) -> Result<(NodeId, FileData)> {
+        let id = self
+            .tree
+            .resolve(path.as_bytes(), true)
+            .map_err(|e| Error::argument(format!("{what} {path}: {}", e.message())))?;
+        let f = self
+            .tree
+            .node(id)
+            .as_file()
+            .ok_or_else(|| Error::argument(format!("{what} {path} is not a regular file")))?;
+        Ok((id, f.clone()))
+    }
+
+    fn build(mut self) -> Result<BuiltIso> {
+        let opts = self.opts;
+        let bios = opts.boot_bios.as_deref().map(|p| self.find(p, "--boot-bios")).transpose()?;
+        let uefi = opts.boot_uefi.as_deref().map(|p| self.find(p, "--boot-uefi")).transpose()?;
+        if opts.hybrid && uefi.is_none() {
+            return Err(Error::argument("--hybrid needs --boot-uefi (the GPT names the UEFI image)"));
+        }
+        let booting = bios.is_some() || uefi.is_some();
+        // Sizes first (records have fixed sizes whatever the locations): a dry run, which
+        // also makes each directory's continuation areas.
+        let n = self.dirs.len();
+        let mut ce_of_dir: Vec<std::ops::Range<usize>> = Vec::with_capacity(n);
+        for d in 0..n {
+            let first = self.ce.len();
+            let recs = self.records(d, false);
+            self.dirs[d].size = Self::dir_bytes(&recs).len() as u64;
+            ce_of_dir.push(first..self.ce.len());
+            if opts.joliet {
+                let recs = self.records(d, true);
+                self.dirs[d].jsize = Self::dir_bytes(&recs).len() as u64;
+            }
+        }
+        let ce_areas = std::mem::take(&mut self.ce);
+        self.ce_pos = vec![(0, 0); ce_areas.len()];
+        self.ce_sizes = ce_areas.iter().map(|a| a.len() as u32).collect();
+        // Volume descriptors: PVD, boot record, SVD, terminator.
+        let mut lba: u32 = 16;
+        let pvd = lba;
+        lba += 1;
+        let boot_record = booting.then(|| {
+            lba += 1;
+            lba - 1
+        });
+        let svd = opts.joliet.then(|| {
+            lba += 1;
+            lba - 1
+        });
+        let term = lba;
+        lba += 1;
+        let catalog = booting.then(|| {
+            lba += 1;
+            lba - 1
+        });
+        // Path tables.
+        let pt = self.path_table(false, true);
+        let pt_sectors = (pt.len() as u64).div_ceil(SECTOR) as u32;
+        let (l_pt, m_pt) = (lba, lba + pt_sectors);
+        lba += 2 * pt_sectors;
+        let (jl_pt, jm_pt) = if opts.joliet {
+            let jpt = self.path_table(true, true);
+            let s = (jpt.len() as u64).div_ceil(SECTOR) as u32;
+            let r = (lba, lba + s);
+            lba += 2 * s;
+            r
+        } else {
+            (0, 0)
+        };
+        // Each directory, then its continuation areas right after it: readers that go
+        // through the disc front to back (libarchive) read them there.
+        let mut ce_blobs: Vec<(u32, Vec<u8>)> = Vec::new();
+        for (d, areas) in ce_of_dir.iter().enumerate() {
+            self.dirs[d].lba = lba;
+            lba += (self.dirs[d].size / SECTOR) as u32;
+            let mut bytes: Vec<u8> = Vec::new();
+            for i in areas.clone() {
+                let a = &ce_areas[i];
+                if a.len() > SECTOR as usize {
+                    return Err(Error::unsupported(
+                        "the Rock Ridge entries of one file (name, link target) exceed 2048 bytes",
+                    ));
+                }
+                let used = bytes.len() % SECTOR as usize;
+                if used + a.len() > SECTOR as usize {
+                    bytes.resize(bytes.len() + SECTOR as usize - used, 0);
+                }
+                let at = bytes.len() as u64;
+                self.ce_pos[i] = (lba + (at / SECTOR) as u32, (at % SECTOR) as u32);
+                bytes.extend_from_slice(a);
+            }
+            if !bytes.is_empty() {
+                bytes.resize(bytes.len().next_multiple_of(SECTOR as usize), 0);
+                let start = lba;
+                lba += (bytes.len() as u64 / SECTOR) as u32;
+                ce_blobs.push((start, bytes));
+            }
+        }
+        if opts.joliet {
+            for d in 0..n {
+                self.dirs[d].jlba = lba;
+                lba += (self.dirs[d].jsize / SECTOR) as u32;
+            }
+        }
+        // File data, in tree order, each hard-linked file once; the BIOS image gets its
+        // boot info table.
+        let mut data: Vec<(u32, NodeId, FileData)> = Vec::new();
+        let mut empty_lba = None;
+        for (_, id) in self.tree.walk(NodeId::ROOT) {
+            let Some(f) = self.tree.node(id).as_file() else { continue };
+            if self.files.contains_key(&id) {
+                continue;
+            }
+            if f.size == 0 {
+                let e = *empty_lba.get_or_insert(term);
+                self.files.insert(id, (e, 0));
+                continue;
+            }
+            let sectors = u32::try_from(f.size.div_ceil(SECTOR))
+                .ok()
+                .and_then(|s| lba.checked_add(s))
+                .ok_or_else(|| Error::unsupported("the disc would be larger than 8 TiB"))?;
+            self.files.insert(id, (lba, f.size));
+            data.push((lba, id, f.clone()));
+            lba = sectors;
+        }
+        if let Some((id, f)) = &bios {
+            if f.size > 64 << 20 {
+                return Err(Error::argument("--boot-bios image is larger than 64 MiB"));
+            }
+            let mut b = vec![0u8; f.size as usize];
+            f.read_at(&mut b, 0)?;
+            if b.len() >= 64 {
+                let t = boot_info_table(&b, pvd, self.files[id].0);
+                b[8..64].copy_from_slice(&t);
+            }
+            self.patched.insert(*id, b);
+        }
+        // A backup GPT needs 33 sectors of 512 bytes at the end.
+        let gpt_tail = if opts.hybrid { 9 } else { 0 };
+        let total = lba + gpt_tail;
+        // Second pass with every location known; CE placeholders patched.
+        let mut img = PlannedImage::new(u64::from(total) * SECTOR, "iso9660");
+        let mut dir_bytes = Vec::new();
+        for joliet in [false, true] {
+            if joliet && !opts.joliet {
+                continue;
+            }
+            for d in 0..n {
+                let recs = self.records(d, joliet);
+                let mut b = Self::dir_bytes(&recs);
+                self.patch_ce(&mut b);
+                let at = if joliet { self.dirs[d].jlba } else { self.dirs[d].lba };
+                dir_bytes.push((at, b));
+            }
+        }
+        self.ce.clear();
+        for (at, b) in dir_bytes {
+            img.place_bytes(u64::from(at) * SECTOR, b)?;
+        }
+        for (at, b) in ce_blobs {
+            img.place_bytes(u64::from(at) * SECTOR, b)?;
+        }
+        let root = |s: &Self, joliet: bool| -> Vec<u8> {
+            let d = &s.dirs[0];
+            let (l, z) = if joliet { (d.jlba, d.jsize) } else { (d.lba, d.size) };
+            let r = Rec {
+                ident: vec![0],
+                flags: 2,
+                lba: l,
+                len: z as u32,
+                time: s.tree.node(NodeId::ROOT).meta.mtime,
+                su: Vec::new(),
+            };
+            Self::dir_bytes(&[r])[..34].to_vec()
+        };
+        let pt_l = self.path_table(false, true);
+        let pt_m = self.path_table(false, false);
+        img.place_bytes(u64::from(l_pt) * SECTOR, pad(pt_l.clone()))?;
+        img.place_bytes(u64::from(m_pt) * SECTOR, pad(pt_m))?;
+        img.place_bytes(
+            u64::from(pvd) * SECTOR,
+            self.descriptor(1, total, pt_l.len() as u32, l_pt, m_pt, &root(&self, false)),
+        )?;
+        if let Some(s) = svd {
+            let jl = self.path_table(true, true);
+            let jm = self.path_table(true, false);
+            img.place_bytes(u64::from(jl_pt) * SECTOR, pad(jl.clone()))?;
+            img.place_bytes(u64::from(jm_pt) * SECTOR, pad(jm))?;
+            img.place_bytes(
+                u64::from(s) * SECTOR,
+                self.descriptor(2, total, jl.len() as u32, jl_pt, jm_pt, &root(&self, true)),
+            )?;
+        }
+        let mut t = vec![0u8; SECTOR as usize];
+        t[0] = 255;
+        t[1..6].copy_from_slice(b"CD001");
+        t[6] = 1;
+        img.place_bytes(u64::from(term) * SECTOR, t)?;
+        if let (Some(br), Some(cat)) = (boot_record, catalog) {
+            let mut b = vec![0u8; SECTOR as usize];
+            b[1..6].copy_from_slice(b"CD001");
+            b[6] = 1;
+            b[7..30].copy_from_slice(b"EL TORITO SPECIFICATION");
+            b[71..75].copy_from_slice(&cat.to_le_bytes());
+            img.place_bytes(u64::from(br) * SECTOR, b)?;
+            let bios_e = bios.as_ref().map(|(id, f)| (self.files[id].0, f.size));
+            let uefi_e = uefi.as_ref().map(|(id, f)| (self.files[id].0, f.size));
+            img.place_bytes(u64::from(cat) * SECTOR, catalog_bytes(bios_e, uefi_e))?;
+        }
+        for (at, id, f) in data {
+            let start = u64::from(at) * SECTOR;
+            match self.patched.remove(&id) {
+                Some(b) => img.place_bytes(start, b)?,
+                None => img.place(start, f.size, Piece::File { data: f, offset: 0 })?,
+            }
+        }
+        if opts.hybrid
+            && let Some((id, f)) = &uefi
+        {
+            let esp = (u64::from(self.files[id].0) * 4, f.size.div_ceil(512));
+            let (head, tail) = gpt(u64::from(total) * 4, esp, opts.now);
+            img.place_bytes(0, head)?;
+            img.place_bytes(u64::from(total) * SECTOR - tail.len() as u64, tail)?;
+        }
+        Ok(BuiltIso { image: img.seal()?, warnings: self.warnings })
+    }
+
+    /// Replaces CE placeholders (area index in the block field) with real locations.
+    fn patch_ce(&self, b: &mut [u8]) {
+        let mut pos = 0;
+        while pos < b.len() {
+            let len = usize::from(b[pos]);
+            if len == 0 {
+                pos = (pos / SECTOR as usize + 1) * SECTOR as usize;
+                continue;
+            }
+            let rec = &mut b[pos..pos + len];
+            let id_len = usize::from(rec[32]);
+            let mut s = 33 + id_len + (1 - id_len % 2);
+            while s + 4 <= rec.len() {
+                let l = usize::from(rec[s + 2]);
+                if l < 4 {
+                    break;
+                }
+                if &rec[s..s + 2] == b"CE" && l == 28 {
+                    let idx = u32::from_le_bytes([rec[s + 4], rec[s + 5], rec[s + 6], rec[s + 7]]) as usize;
+                    let (blk, off) = self.ce_pos[idx];
+                    rec[s + 4..s + 12].copy_from_slice(&both32(blk));
+                    rec[s + 12..s + 20].copy_from_slice(&both32(off));
+                    rec[s + 20..s + 28].copy_from_slice(&both32(self.ce_len(idx)));
+                }
+                s += l;
+            }
+            pos += len;
+        }
+    }
+
+    fn ce_len(&self, idx: usize) -> u32 {
+        self.ce_sizes.get(idx).copied().unwrap_or(0)
+    }
+
+    /// The path table (L: little-endian, M: big-endian).
+    fn path_table(&self, joliet: bool, little: bool) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (i, d) in self.dirs.iter().enumerate() {
+            let ident: Vec<u8> = if i == 0 {
+                vec![0]
+            } else {
+                let p = &self.dirs[d.parent];
+                let e = p.entries.iter().find(|e| e.dir == Some(i));
+                e.map(|e| if joliet { e.joliet_name.clone() } else { e.iso_name.clone() }).unwrap_or_default()
+            };
+            let lba = if joliet { d.jlba } else { d.lba };
+            out.push(ident.len() as u8);
+            out.push(0);
+            out.extend_from_slice(&if little { lba.to_le_bytes() } else { lba.to_be_bytes() });
+            let parent = (d.parent + 1) as u16;
+            out.extend_from_slice(&if little { parent.to_le_bytes() } else { parent.to_be_bytes() });
+            out.extend_from_slice(&ident);
+            if ident.len() % 2 == 1 {
+                out.push(0);
+            }
+        }
+        out
+    }
+
+    /// A primary (1) or Joliet supplementary (2) volume descriptor.
+    fn descriptor(&self, ty: u8, total: u32, pt_size: u32, l_pt: u32, m_pt: u32, root: &[u8]) -> Vec<u8> {
+        let mut b = vec![0u8; SECTOR as usize];
+        b[0] = ty;
+        b[1..6].copy_from_slice(b"CD001");
+        b[6] = 1;
+        let text = |b: &mut [u8], at: usize, len: usize, s: &str| {
+            if ty == 2 {
+                let units: Vec<u8> = s
+                    .encode_utf16()
+                    .flat_map(|u| u.to_be_bytes())
+                    .chain(std::iter::repeat([0u8, 0x20]).flatten())
+                    .take(len)
+                    .collect();
+                b[at..at + len].copy_from_slice(&units);
+            } else {
+                let v: Vec<u8> = s.bytes().chain(std::iter::repeat(b' ')).take(len).collect();
+                b[at..at + len].copy_from_slice(&v);
+            }
+        };
+        let label: String = if ty == 1 {
+            self.opts
+                .label
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' })
+                .take(32)
+                .collect()
+        } else {
+            self.opts.label.chars().take(16).collect()
+        };
+        text(&mut b, 8, 32, "LINUX");
+        text(&mut b, 40, 32, &label);
+        b[80..88].copy_from_slice(&both32(total));
+        if ty == 2 {
+            b[88..91].copy_from_slice(b"%/E");
+        }
+        b[120..124].copy_from_slice(&both16(1));
+        b[124..128].copy_from_slice(&both16(1));
+        b[128..132].copy_from_slice(&both16(2048));
+        b[132..140].copy_from_slice(&both32(pt_size));
+        b[140..144].copy_from_slice(&l_pt.to_le_bytes());
+        b[148..152].copy_from_slice(&m_pt.to_be_bytes());
+        b[156..190].copy_from_slice(root);
+        for (at, len) in [(190, 128), (318, 128), (446, 128), (702, 37), (739, 37), (776, 37)] {
+            text(&mut b, at, len, "");
+        }
+        text(&mut b, 574, 128, "DISKCAST");
+        let now = long_date(self.opts.now);
+        b[813..830].copy_from_slice(&now);
+        b[830..847].copy_from_slice(&now);
+        b[847..863].copy_from_slice(b"0000000000000000");
+        b[864..880].copy_from_slice(b"0000000000000000");
+        b[881] = 1;
+        b
+    }
+}
+
+fn pad(mut b: Vec<u8>) -> Vec<u8> {
+    b.resize(b.len().next_multiple_of(SECTOR as usize).max(SECTOR as usize), 0);
+    b
+}
+
+/// The boot catalog: validation entry, default entry (BIOS, else UEFI), and a UEFI
+/// section when both are present.
+fn catalog_bytes(bios: Option<(u32, u64)>, uefi: Option<(u32, u64)>) -> Vec<u8> {
+    let mut c = vec![0u8; SECTOR as usize];
+    let first_platform = if bios.is_some() { 0 } else { 0xEF };
+    c[0] = 1;
+    c[1] = first_platform;
+    c[30] = 0x55;
+    c[31] = 0xAA;
+    let sum = c[..32].chunks_exact(2).fold(0u16, |s, w| s.wrapping_add(u16::from_le_bytes([w[0], w[1]])));
+    c[28..30].copy_from_slice(&0u16.wrapping_sub(sum).to_le_bytes());
+    let entry = |e: &mut [u8], (lba, size): (u32, u64), bios: bool| {
+        e[0] = 0x88;
+        // BIOS loads the first 2048 bytes (isolinux loads the rest itself); UEFI gets
+        // the whole image when its size fits the field.
+        let count = if bios { 4 } else { u16::try_from(size.div_ceil(512)).unwrap_or(0) };
+        e[6..8].copy_from_slice(&count.to_le_bytes());
+        e[8..12].copy_from_slice(&lba.to_le_bytes());
+    };
+    match (bios, uefi) {
+        (Some(b), u) => {
+            entry(&mut c[32..64], b, true);
+            if let Some(u) = u {
+                c[64] = 0x91;
+                c[65] = 0xEF;
+                c[66..68].copy_from_slice(&1u16.to_le_bytes());
+                entry(&mut c[96..128], u, false);
+            }
+        }
+        (None, Some(u)) => entry(&mut c[32..64], u, false),
+        (None, None) => {}
+    }
+    c
+}
+
+/// A protective MBR plus primary GPT (for the first 32 KiB) and the backup GPT (for the
+/// end), in 512-byte sectors: one EFI System Partition over the UEFI image.
+fn gpt(disk_sectors: u64, (esp_start, esp_len): (u64, u64), now: i64) -> (Vec<u8>, Vec<u8>) {
+    let crc = |b: &[u8]| {
+        let mut c = flate2::Crc::new();
+        c.update(b);
+        c.sum()
+    };
+    let last = disk_sectors - 1;
+    let first_usable = 34u64;
+    let last_usable = disk_sectors - 34;
+    // GUIDs derived from the build time, so SOURCE_DATE_EPOCH builds are identical.
+    let seed = (now as u64).to_le_bytes();
+    let guid = |k: u8| -> [u8; 16] {
+        let mut g = [0u8; 16];
+        for (i, b) in g.iter_mut().enumerate() {
+            *b = seed[i % 8].wrapping_mul(31).wrapping_add(k.wrapping_mul(17)).wrapping_add(i as u8 * 7);
+        }
+        g[7] = (g[7] & 0x0f) | 0x40;
+        g[8] = (g[8] & 0x3f) | 0x80;
+        g
+    };
+    let esp_type: [u8; 16] =
+        [0x28, 0x73, 0x2A, 0xC1, 0x1F, 0xF8, 0xD2, 0x11, 0xBA, 0x4B, 0x00, 0xA0, 0xC9, 0x3E, 0xC9, 0x3B];
+    let mut entries = vec![0u8; 128 * 128];
+    entries[..16].copy_from_slice(&esp_type);
+    entries[16..32].copy_from_slice(&guid(1));
+    entries[32..40].copy_from_slice(&esp_start.to_le_bytes());
+    entries[40..48].copy_from_slice(&(esp_start + esp_len - 1).to_le_bytes());
+    for (i, u) in "EFI System".encode_utf16().enumerate() {
+        entries[56 + 2 * i..58 + 2 * i].copy_from_slice(&u.to_le_bytes());
+    }
+    let ecrc = crc(&entries);
+    let header = |current: u64, backup: u64, entries_at: u64| -> Vec<u8> {
+        let mut h = vec![0u8; 512];
+        h[..8].copy_from_slice(b"EFI PART");
+        h[8..12].copy_from_slice(&0x0001_0000u32.to_le_bytes());
+        h[12..16].copy_from_slice(&92u32.to_le_bytes());
+        h[24..32].copy_from_slice(&current.to_le_bytes());
+        h[32..40].copy_from_slice(&backup.to_le_bytes());
+        h[40..48].copy_from_slice(&first_usable.to_le_bytes());
+        h[48..56].copy_from_slice(&last_usable.to_le_bytes());
+        h[56..72].copy_from_slice(&guid(0));
+        h[72..80].copy_from_slice(&entries_at.to_le_bytes());
+        h[80..84].copy_from_slice(&128u32.to_le_bytes());
+        h[84..88].copy_from_slice(&128u32.to_le_bytes());
+        h[88..92].copy_from_slice(&ecrc.to_le_bytes());
+        let c = crc(&h[..92]);
+        h[16..20].copy_from_slice(&c.to_le_bytes());
+        h
+    };
+    let mut head = vec![0u8; 34 * 512];
+    // Protective MBR: one 0xEE partition over the disk.
+    let p = &mut head[446..462];
+    p[1..4].copy_from_slice(&[0, 2, 0]);
+    p[4] = 0xEE;
+    p[5..8].copy_from_slice(&[0xFF, 0xFF, 0xFF]);
+    p[8..12].copy_from_slice(&1u32.to_le_bytes());
+    p[12..16].copy_from_slice(&u32::try_from(disk_sectors - 1).unwrap_or(u32::MAX).to_le_bytes());
+    head[510] = 0x55;
+    head[511] = 0xAA;
+    head[512..1024].copy_from_slice(&header(1, last, 2));
+    head[1024..1024 + entries.len()].copy_from_slice(&entries);
+    let mut tail = entries.clone();
+    tail.extend_from_slice(&header(last, 1, last - 32));
+    (head, tail)
+}
