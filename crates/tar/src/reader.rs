@@ -438,7 +438,10 @@ impl TarReader {
             // PAX sparse 1.0: the map is text at the start of the data.
             let (runs, map_len) = self.read_sparse_text_map(data_offset, size, at)?;
             data_offset = data_offset.checked_add(map_len).ok_or_else(|| e(Error::out_of_bounds("sparse map")))?;
-            data_len = size - map_len;
+            data_len = size.checked_sub(map_len).ok_or_else(|| {
+                e(Error::corrupt(format!("PAX sparse map ({map_len} bytes) is larger than the member ({size} bytes)"))
+                    .with_field("size"))
+            })?;
             sparse = Some(runs);
             size = match get("GNU.sparse.realsize").or_else(|| get("GNU.sparse.size")) {
                 Some(v) => pax_u64(v, "GNU.sparse.realsize").map_err(e)?,
