@@ -270,10 +270,14 @@ pub struct ConvertArgs {
     pub no_create: bool,
     #[command(flatten)]
     pub open: OpenArgs,
+    #[command(flatten)]
+    pub image: crate::cmd::oci::ImageWriteArgs,
     /// The source image. `-`, a pipe or a character device is read to its end first (into
-    /// an unnamed temporary file beside DST, or in $TMPDIR) and taken as a raw disk.
+    /// an unnamed temporary file beside DST, or in $TMPDIR) and taken as a raw disk. For a
+    /// container image DST: a directory, tar, disk image or image.
     pub src: PathBuf,
-    /// The new image, or `-` for standard output (raw, or streamOptimized VMDK).
+    /// The new image, or `-` for standard output (raw, or streamOptimized VMDK); a
+    /// container image when it starts with oci:, oci-archive: or docker-archive:.
     pub dst: PathBuf,
 }
 
