@@ -42,6 +42,14 @@ fn a_pipe_is_read_whole_as_a_raw_disk() {
     sh(&format!("cat '{}' | \"$DC\" convert -O vhdx - '{}'", s(&src), s(&out2))).expect_ok();
     qemu_compare(&src, "raw", &out2, "vhdx");
 
+    // Commands that read at any offset refuse a pipe instead of showing an empty disk.
+    for cmd in ["info", "map", "check"] {
+        sh(&format!("cat '{}' | \"$DC\" {cmd} /dev/stdin", s(&src))).expect_code(1).expect_stderr_all(&["pipe"]);
+    }
+    sh(&format!("cat '{}' | \"$DC\" compare /dev/stdin '{}'", s(&src), s(&src)))
+        .expect_code(2)
+        .expect_stderr_all(&["pipe"]);
+
     // Pipe to pipe.
     let r = sh(&format!("cat '{}' | \"$DC\" convert -O raw - -", s(&src))).expect_ok();
     assert_eq!(r.stdout, read(&src));

@@ -47,6 +47,10 @@ fn pending_vhdx_log_is_refused_until_replay_is_allowed() {
         dc(&full).expect_code(1).expect_stderr_all(&[names]);
         assert_eq!(read(&src), before, "an invalid command must not replay the log: {full:?}");
     }
+    dc(&["compare", "--replay-log", ss.as_str(), "-F", "nosuch", ts.as_str()])
+        .expect_code(2)
+        .expect_stderr_all(&["nosuch"]);
+    assert_eq!(read(&src), before, "compare with a bad -F must not replay the log");
     assert_no_output(&out);
 
     dc_ok(&["convert", "--replay-log", "-O", "raw", &s(&src), &s(&out)]);

@@ -15,6 +15,7 @@ const NO_CHECK: u8 = 63;
 pub fn run(a: ImageArgs) -> Result<u8, Failure> {
     let fail = |error, exit_code| Failure { error, exit_code };
     let images = Images::new(&a.open).map_err(|e| fail(e, CHECK_INCOMPLETE))?;
+    super::refuse_stream(&a.file).map_err(|e| fail(e, CHECK_INCOMPLETE))?;
     images.locks.lock(&a.file).map_err(|e| fail(e, CHECK_INCOMPLETE))?;
     let driver = match a.format.as_deref() {
         Some(f) => images.registry.get(f),

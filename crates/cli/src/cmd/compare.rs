@@ -8,6 +8,11 @@ use diskcast_block::copy::first_difference;
 
 pub fn run(a: CompareArgs) -> Result<u8> {
     let images = Images::new(&a.open)?;
+    // Both formats and -j are checked before either image is opened (and a log replayed).
+    for f in [&a.format_a, &a.format_b].into_iter().flatten() {
+        images.registry.get(f)?;
+    }
+    threads(a.threads)?;
     let first = images.open(&a.a, a.format_a.as_deref())?;
     let second = images.open(&a.b, a.format_b.as_deref())?;
     let progress = reporter(if a.progress_bar { ProgressMode::Bar } else { ProgressMode::None }, false);

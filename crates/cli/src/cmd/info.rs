@@ -13,6 +13,7 @@ pub fn run(a: InfoArgs) -> Result<u8> {
     // Like qemu-img info, describe the image without opening its backing file unless the
     // chain is asked for: so an untrusted image can be inspected whatever it names.
     let ctx = if a.backing_chain { images.context() } else { images.context_without_backing() };
+    super::refuse_stream(&a.file)?;
     let image = images.registry.open(&a.file, a.format.as_deref(), &ctx)?;
     // The chain: (display name, image), top first. Backing names resolve against the
     // directory of the image that names them, as the gate resolved them.

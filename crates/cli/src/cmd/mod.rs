@@ -87,6 +87,7 @@ impl Images {
 
     /// Opens `path` as `format` (probed when `None`) with its backing chain.
     pub fn open(&self, path: &Path, format: Option<&str>) -> Result<Box<dyn BlockRead>> {
+        refuse_stream(path)?;
         self.registry.open(path, format, &self.context())
     }
 
@@ -100,6 +101,23 @@ impl Images {
         OpenContext::without_backing(&self.registry, &self.gate)
             .with_log_replay(self.replay_log)
             .with_locks(&self.locks)
+    }
+}
+
+/// Refuses a pipe, socket or character device where an image is read at any offset:
+/// its length says nothing (a pipe reads as an empty disk). Only `convert` reads them,
+/// whole, as raw.
+pub fn refuse_stream(path: &Path) -> Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    match std::fs::metadata(path) {
+        Ok(m) if m.file_type().is_fifo() || m.file_type().is_char_device() || m.file_type().is_socket() => {
+            Err(Error::argument(
+                "is a pipe or character device, which can only be read front to back; convert reads one \
+                 as a raw disk (diskcast convert -f raw SRC out.raw), other commands need a file",
+            )
+            .with_file(path))
+        }
+        _ => Ok(()),
     }
 }
 
