@@ -57,10 +57,10 @@ pub fn run(a: LsArgs) -> Result<u8> {
                 if a.long {
                     line.extend_from_slice(long_prefix(tree.node(*id), links[id.index()]).as_bytes());
                 }
-                line.extend_from_slice(p);
+                escape_into(&mut line, p);
                 if let (true, Kind::Symlink(t)) = (a.long, &tree.node(*id).kind) {
                     line.extend_from_slice(b" -> ");
-                    line.extend_from_slice(t);
+                    escape_into(&mut line, t);
                 }
                 line.push(b'\n');
                 out.write_all(&line).map_err(w)?;
@@ -68,6 +68,18 @@ pub fn run(a: LsArgs) -> Result<u8> {
         }
     }
     Ok(0)
+}
+
+/// Appends a name with control characters (a newline in a hostile name) and backslashes
+/// as `\ooo`, so each entry stays one line; other bytes are written as they are.
+fn escape_into(out: &mut Vec<u8>, name: &[u8]) {
+    for &c in name {
+        if c < 0x20 || c == 0x7f || c == b'\\' {
+            out.extend_from_slice(format!("\\{c:03o}").as_bytes());
+        } else {
+            out.push(c);
+        }
+    }
 }
 
 /// `drwxr-xr-x  2 0/0        4096 2024-01-02 03:04 `
@@ -166,6 +178,13 @@ fn hex(b: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_characters_are_escaped() {
+        let mut v = Vec::new();
+        escape_into(&mut v, b"a\nb\\c\xff");
+        assert_eq!(v, b"a\\012b\\134c\xff");
+    }
 
     #[test]
     fn civil_dates() {
