@@ -186,5 +186,5 @@ fn convert_a_directory_and_a_tar_to_images_skopeo_and_umoci_accept() {
     );
 
     // Block options make no sense for an image.
-    dc(&["convert", "-O", "qcow2", &s(&root), &out]).expect_code(1).expect_stderr_any(&["-O, -o and -c"]);
+    dc(&["convert", "-O", "qcow2", &s(&root), &out]).expect_code(1).expect_stderr_any(&["-O, -o, -c and -n"]);
 }

@@ -26,8 +26,8 @@ pub fn run(a: ConvertArgs) -> Result<u8> {
     // A container image DST (its transport prefix says so) makes this a tree conversion.
     let dst = a.dst.to_string_lossy();
     if diskcast_oci::is_image_ref(&dst) {
-        if a.output_format != "raw" || !a.options.is_empty() || a.compress {
-            return Err(Error::argument("-O, -o and -c apply to disk images, not to a container image DST"));
+        if a.output_format != "raw" || !a.options.is_empty() || a.compress || a.no_create {
+            return Err(Error::argument("-O, -o, -c and -n apply to disk images, not to a container image DST"));
         }
         let progress = reporter(a.progress, a.progress_bar);
         return super::oci::convert(&a.src.to_string_lossy(), &dst, a.format.clone(), &a.image, progress.as_ref());

@@ -1,0 +1,52 @@
+#!/bin/bash
+# OCI flatten benchmark (not a test): a 3-layer image of about SIZE_MB MiB uncompressed,
+# made with umoci, unpacked three ways, RUNS timed runs each (after one warm-up):
+#   diskcast extract oci:IMG:t DIR
+#   umoci unpack --rootless --image IMG:t BUNDLE
+#   skopeo copy oci:IMG:t dir:D, then tar -x of each layer in order (no whiteouts applied)
+# Prints the median seconds of each and the ratio to umoci. Run it on a quiet machine.
+# Env: SIZE_MB (1024), RUNS (3), WORK (bench/work/oci), DISKCAST (target/release/diskcast)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SIZE_MB=${SIZE_MB:-1024}; RUNS=${RUNS:-3}; WORK=${WORK:-bench/work/oci}
+DISKCAST=${DISKCAST:-target/release/diskcast}
+[ -x "$DISKCAST" ] || cargo build --release -p diskcast
+mkdir -p "$WORK"; IMG=$WORK/img
+if [ ! -f "$IMG/index.json" ] || [ "$(cat "$WORK/size" 2>/dev/null)" != "$SIZE_MB" ]; then
+  rm -rf "$IMG" "$WORK/layers"; umoci init --layout "$IMG" >/dev/null; umoci new --image "$IMG:t"
+  for l in 1 2 3; do
+    D=$WORK/layers/l$l; mkdir -p "$D"
+    # Half-compressible files (base64 of random bytes) from 4 KiB to 4 MiB, a third each.
+    /usr/bin/python3 - "$D" $((SIZE_MB / 3)) "$l" <<'PY'
+import base64, os, random, sys
+d, mb, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+rnd = random.Random(seed); left = mb << 20; i = 0
+while left > 0:
+    n = min(left, rnd.choice([4096, 65536, 1 << 20, 4 << 20]))
+    sub = os.path.join(d, f"dir{i % 64}"); os.makedirs(sub, exist_ok=True)
+    with open(os.path.join(sub, f"f{i}"), "wb") as f:
+        f.write(base64.b64encode(rnd.randbytes(n * 3 // 4 + 3))[:n])
+    left -= n; i += 1
+PY
+    umoci insert --image "$IMG:t" "$D" "/layer$l" >/dev/null
+  done
+  rm -rf "$WORK/layers"; echo "$SIZE_MB" > "$WORK/size"
+fi
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+timeit() { local s e; s=$(date +%s.%N); "$@" >/dev/null 2>&1; e=$(date +%s.%N); echo "$e - $s" | bc; }
+dc_run() { rm -rf "$WORK/out"; timeit "$DISKCAST" extract "oci:$IMG:t" "$WORK/out"; }
+umoci_run() { rm -rf "$WORK/bundle"; timeit umoci unpack --rootless --image "$IMG:t" "$WORK/bundle"; }
+skopeo_run() {
+  rm -rf "$WORK/dir" "$WORK/tarx"; mkdir -p "$WORK/tarx"
+  timeit bash -c "skopeo copy --quiet oci:$IMG:t dir:$WORK/dir && for l in \$(/usr/bin/python3 -c 'import json,sys; [print(x[\"digest\"].split(\":\")[1]) for x in json.load(open(sys.argv[1]))[\"layers\"]]' $WORK/dir/manifest.json); do tar -xzf $WORK/dir/\$l -C $WORK/tarx; done"
+}
+declare -A med
+for tool in dc umoci skopeo; do
+  ${tool}_run >/dev/null   # warm-up
+  med[$tool]=$(for _ in $(seq "$RUNS"); do ${tool}_run; done | median)
+done
+printf 'size %s MiB, %s runs, median seconds\n' "$SIZE_MB" "$RUNS"
+printf '  diskcast extract      %6.2f  (%.2fx umoci)\n' "${med[dc]}" "$(echo "${med[dc]} / ${med[umoci]}" | bc -l)"
+printf '  umoci unpack          %6.2f\n' "${med[umoci]}"
+printf '  skopeo copy + tar -x  %6.2f  (%.2fx umoci)\n' "${med[skopeo]}" "$(echo "${med[skopeo]} / ${med[umoci]}" | bc -l)"
+rm -rf "$WORK/out" "$WORK/bundle" "$WORK/dir" "$WORK/tarx"
