@@ -79,7 +79,7 @@ best_of() {
 ISO=$WORK/input.iso
 [ -f "$ISO" ] || xorriso -as mkisofs -quiet -R -J -joliet-long -o "$ISO" "$SRC"
 OUT=$WORK/out
-same_tree='diff -r "$SRC" "$OUT" >/dev/null'
+same_tree='diff -r --no-dereference "$SRC" "$OUT" >/dev/null'
 CLEAN='rm -rf "$OUT"'
 
 echo "== extract $(du -h "$ISO" | cut -f1) ISO"
