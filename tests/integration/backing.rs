@@ -20,14 +20,16 @@ fn info_json_shows_chain() {
     let d = tmp();
     make_chain(d.path());
     let top = d.path().join("top.qcow2");
-    let v = dc_ok(&["info", "--backing-chain", "--output", "json", &s(&top)]).json();
+    // As qemu-img: with --backing-chain, an array of images, top first.
+    let all = dc_ok(&["info", "--backing-chain", "--output", "json", &s(&top)]).json();
+    let all = all.as_array().unwrap_or_else(|| panic!("--backing-chain should print an array: {all}"));
+    let (v, chain) = (&all[0], &all[1..]);
     let q = qemu_info(&top);
     assert_eq!(v["format"], "qcow2");
     assert_eq!(v["virtual-size"], q["virtual-size"]);
     assert_eq!(v["backing-filename"], "mid.qcow2", "{v}");
     assert_eq!(v["backing-filename-format"], "qcow2", "{v}");
     assert_eq!(v["backing-filename"], q["backing-filename"]);
-    let chain = v["backing-chain"].as_array().unwrap_or_else(|| panic!("no backing-chain array: {v}"));
     assert_eq!(chain.len(), 2, "chain below top should be mid, base: {v}");
     let names: Vec<String> = chain.iter().map(|e| e["filename"].as_str().unwrap_or_default().to_string()).collect();
     assert!(names[0].ends_with("mid.qcow2") && names[1].ends_with("base.raw"), "{names:?}");

@@ -123,6 +123,45 @@ fn check_on_raw_is_63() {
     dc(&["check", "-f", "raw", &s(&p)]).expect_code(63);
 }
 
+/// A healthy qcow2 with persistent bitmaps (qemu-img bitmap --add, then writes that
+/// fill them): exit 0 and no leaks, like qemu-img check.
+#[test]
+fn check_with_persistent_bitmaps_is_clean() {
+    let d = tmp();
+    let p = d.path().join("bm.qcow2");
+    qemu_img(&["create", "-q", "-f", "qcow2", &s(&p), "64M"]);
+    qemu_io("qcow2", &p, &["write -P 1 0 3M"]);
+    qemu_img(&["bitmap", "--add", &s(&p), "b0"]);
+    qemu_img(&["bitmap", "--add", "-g", "512", &s(&p), "b1"]);
+    qemu_io("qcow2", &p, &["write -P 2 8M 1M"]);
+    qemu_check_clean(&p);
+    let v = dc(&["check", "--output", "json", &s(&p)]).expect_ok().json();
+    assert_eq!(v["leaks"].as_u64(), Some(0), "{v}");
+    assert_eq!(v["corruptions"].as_u64(), Some(0), "{v}");
+}
+
+/// An encrypted qcow2 cannot be read without its key: qemu-img check exits 1 (it cannot
+/// open the image), and so do we. 63 would claim qcow2 had no checker.
+#[test]
+fn check_on_encrypted_qcow2_is_1_not_63() {
+    let d = tmp();
+    let p = d.path().join("enc.qcow2");
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "--object",
+        "secret,id=sec0,data=abc123",
+        "-o",
+        "encrypt.format=luks,encrypt.key-secret=sec0",
+        &s(&p),
+        "16M",
+    ]);
+    assert_eq!(qemu_img_status(&["check", &s(&p)]).code, Some(1));
+    dc(&["check", &s(&p)]).expect_code(1).expect_stderr_all(&["encrypted"]);
+}
+
 #[test]
 fn check_on_missing_file_is_1() {
     let d = tmp();

@@ -222,3 +222,33 @@ fn broken_primary_gpt_is_read_from_the_backup_with_a_warning() {
     assert_eq!(r.stdout, "crème".as_bytes());
     assert!(r.stderr.contains("primary GPT is damaged") && r.stderr.contains("backup"), "{}", r.stderr);
 }
+
+#[test]
+fn mkfs_from_a_tar_and_mkdisk_are_reproducible_under_source_date_epoch() {
+    let dir = tmp();
+    let src = src_tree(dir.path(), "src");
+    let tgz = dir.path().join("src.tar.gz");
+    let out = Command::new("tar").args(["czf", &s(&tgz), "-C", &s(&src), "."]).status().expect("tar is required");
+    assert!(out.success());
+    let (a, b) = (dir.path().join("a.img"), dir.path().join("b.img"));
+    for img in [&a, &b] {
+        dc_epoch(Some("1700000000"), &["mkfs", "fat32", &s(&tgz), "-o", &s(img), "--label", "REPRO"]).expect_ok();
+    }
+    assert_same_bytes(&a, &b);
+    let fsck = tool("fsck.fat", &["-n", &s(&a)]);
+    assert!(!fsck.contains("differ"), "{fsck}");
+    let back = dir.path().join("back.efi");
+    tool("mcopy", &["-n", "-i", &s(&a), "::/EFI/BOOT/BOOTX64.EFI", &s(&back)]);
+    assert_same_bytes(&src.join("EFI/BOOT/BOOTX64.EFI"), &back);
+    // Same file name in two directories: the VMDK descriptor names its extent file.
+    let (c, d) = (dir.path().join("c/disk.vmdk"), dir.path().join("d/disk.vmdk"));
+    for img in [&c, &d] {
+        std::fs::create_dir(img.parent().unwrap()).unwrap();
+        let part = format!("esp:fat32:auto:{}", s(&tgz));
+        dc_epoch(Some("1700000000"), &["mkdisk", "-o", &s(img), "-O", "vmdk", "--part", &part]).expect_ok();
+    }
+    qemu_img(&["check", "-f", "vmdk", &s(&c)]).expect_ok();
+    assert_same_bytes(&c, &d);
+    let cat = dc_ok(&["cat", &format!("{}:esp", s(&c)), "café.txt"]);
+    assert_eq!(cat.stdout, "crème".as_bytes());
+}

@@ -78,13 +78,16 @@ fn qemu_refuses_a_target_diskcast_holds() {
     assert!(complaint.contains("\"write\" lock"), "{complaint}");
 
     let data = pseudo_random(3 * MIB as usize, 7);
-    // TODO(part 3): until pipes are read whole, the reader may hang up early.
-    let _ = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap().write_all(&data);
+    std::fs::OpenOptions::new().write(true).open(&fifo).unwrap().write_all(&data).unwrap();
     let start = Instant::now();
     while child.try_wait().unwrap().is_none() {
         assert!(start.elapsed() < Duration::from_secs(60), "convert did not finish");
         std::thread::sleep(Duration::from_millis(50));
     }
-    child.wait_with_output().unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let raw = d.path().join("fed.raw");
+    write_file(&raw, &data);
+    qemu_compare(&raw, "raw", &target, "qcow2"); // the pipe was read whole
     qemu_img(&["info", &s(&target)]); // no lock left behind
 }

@@ -116,3 +116,75 @@ fn extract_from_a_local_registry_with_tls_verify_false() {
     assert_eq!(status.code(), Some(1));
     drop(reg);
 }
+
+fn without_times(m: std::collections::BTreeMap<String, String>) -> std::collections::BTreeMap<String, String> {
+    m.into_iter()
+        .map(|(k, v)| (k, v.split(' ').filter(|w| !w.starts_with("t=")).collect::<Vec<_>>().join(" ")))
+        .collect()
+}
+
+#[test]
+fn convert_a_directory_and_a_tar_to_images_skopeo_and_umoci_accept() {
+    let t = tmp();
+    let root = t.path().join("root");
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
+    std::os::unix::fs::symlink("busybox", root.join("bin/sh")).unwrap();
+    std::fs::write(root.join("etc/hostname"), "image\n").unwrap();
+    let args = |dst: &str| -> Vec<String> {
+        [
+            "convert",
+            "--entrypoint",
+            "[\"/bin/sh\",\"-c\"]",
+            "--cmd",
+            "echo hello",
+            "--env",
+            "A=1",
+            "--arch",
+            "arm64",
+            &s(&root),
+            dst,
+        ]
+        .iter()
+        .map(|x| x.to_string())
+        .collect()
+    };
+    let out = format!("oci:{}:v1", s(&t.path().join("layout")));
+    let a = args(&out);
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    dc_epoch(Some("1700000000"), &a).expect_ok();
+    let first = run("skopeo", &["inspect", "--format", "{{.Digest}} {{.Architecture}} {{.Created}}", &out]);
+    assert!(first.contains(" arm64 2023-11-14 22:13:20"), "{first}");
+    dc_epoch(Some("1700000000"), &a).expect_ok();
+    assert_eq!(
+        run("skopeo", &["inspect", "--format", "{{.Digest}} {{.Architecture}} {{.Created}}", &out]),
+        first,
+        "not reproducible"
+    );
+    let cfg: serde_json::Value = serde_json::from_str(&run("skopeo", &["inspect", "--config", &out])).unwrap();
+    assert_eq!(cfg["config"]["Entrypoint"], serde_json::json!(["/bin/sh", "-c"]));
+    assert_eq!(cfg["config"]["Cmd"], serde_json::json!(["echo hello"]));
+    let rootfs = umoci_unpack(&format!("{}:v1", s(&t.path().join("layout"))), &t.path().join("bundle"));
+    crate::oci_common::assert_same_min(
+        &without_times(dir_manifest(&rootfs)),
+        &without_times(dir_manifest(&root)),
+        "dir -> oci:",
+    );
+
+    // A tar to a docker save archive that skopeo can load by tag.
+    let tar = t.path().join("root.tar");
+    run("tar", &["-C", &s(&root), "-cf", &s(&tar), "."]);
+    let d = format!("docker-archive:{}:example/root:v1", s(&t.path().join("d.tar")));
+    dc_ok(&["convert", &s(&tar), &d]);
+    run("skopeo", &["copy", "--quiet", &d, &format!("oci:{}:x", s(&t.path().join("back")))]);
+    let rootfs = umoci_unpack(&format!("{}:x", s(&t.path().join("back"))), &t.path().join("bundle2"));
+    crate::oci_common::assert_same_min(
+        &without_times(dir_manifest(&rootfs)),
+        &without_times(dir_manifest(&root)),
+        "tar -> docker-archive:",
+    );
+
+    // Block options make no sense for an image.
+    dc(&["convert", "-O", "qcow2", &s(&root), &out]).expect_code(1).expect_stderr_any(&["-O, -o and -c"]);
+}

@@ -361,7 +361,7 @@ fn fixed_vhd_is_probed_by_its_footer() {
     assert_eq!(file_len(&out), SIZE, "the footer must not be copied into the disk");
     qemu_compare(&src, "vpc", &out, "raw");
     let info = dc_ok(&["info", "--output", "json", &s(&src)]).json();
-    assert_eq!(info["format"], "vhd", "{info}");
+    assert_eq!(info["format"], "vpc", "qemu-img's name for VHD: {info}");
 }
 
 /// `-` writes a streamOptimized VMDK to standard output, for uploads without a temp file.

@@ -521,24 +521,29 @@ impl QemuHolder {
         cmd.args(["-f", fmt, &s(file)]).stdin(Stdio::piped()).stdout(Stdio::null()).stderr(err);
         let child = cmd.spawn().expect("spawn qemu-io");
         let mut holder = QemuHolder { child };
+        // Watched in /proc/locks, not by polling with qemu-img: its own brief locks would
+        // make qemu-io's start fail.
         let start = Instant::now();
-        loop {
+        while !lock_byte_held(file, 101) {
             if let Ok(Some(status)) = holder.child.try_wait() {
                 panic!("qemu-io exited early ({status}): {}", std::fs::read_to_string(&log).unwrap_or_default());
             }
-            let r = qemu_img_status(&["info", "-f", fmt, &s(file)]);
-            if r.code != Some(0) && r.stderr.contains("lock") {
-                return holder;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "qemu-img never saw {} locked\n{}",
-                file.display(),
-                r.describe()
-            );
-            std::thread::sleep(Duration::from_millis(100));
+            assert!(start.elapsed() < Duration::from_secs(30), "qemu-io never locked {}", file.display());
+            std::thread::sleep(Duration::from_millis(50));
         }
+        holder
     }
+}
+
+/// True when some process holds a lock on byte `byte` of `file` (from /proc/locks).
+pub fn lock_byte_held(file: &Path, byte: u64) -> bool {
+    let ino = format!(":{} ", std::fs::metadata(file).map(|m| m.ino()).unwrap_or(0));
+    let locks = std::fs::read_to_string("/proc/locks").unwrap_or_default();
+    locks.lines().filter(|l| l.contains(&ino)).any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        let (Some(a), Some(b)) = (f.get(f.len().wrapping_sub(2)), f.last()) else { return false };
+        matches!((a.parse::<u64>(), b.parse::<u64>()), (Ok(a), Ok(b)) if a <= byte && byte <= b)
+    })
 }
 
 impl Drop for QemuHolder {
@@ -556,21 +561,15 @@ impl Drop for QemuHolder {
     }
 }
 
-/// Waits (up to 20 s) until `qemu-img info` refuses `file` because someone holds a lock.
-/// Returns qemu-img's complaint.
+/// Waits (up to 30 s) until someone holds the "write" lock byte of `file`, then returns
+/// what `qemu-img info` says about it.
 pub fn wait_until_qemu_sees_lock(fmt: &str, file: &Path) -> String {
     let start = Instant::now();
-    loop {
-        let r = qemu_img_status(&["info", "-f", fmt, &s(file)]);
-        if r.code != Some(0) && r.stderr.contains("lock") {
-            return r.stderr;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "qemu-img never saw {} locked\n{}",
-            file.display(),
-            r.describe()
-        );
-        std::thread::sleep(Duration::from_millis(100));
+    while !lock_byte_held(file, 101) {
+        assert!(start.elapsed() < Duration::from_secs(30), "{} never got locked", file.display());
+        std::thread::sleep(Duration::from_millis(50));
     }
+    let r = qemu_img_status(&["info", "-f", fmt, &s(file)]);
+    assert_ne!(r.code, Some(0), "qemu-img info should refuse a locked image\n{}", r.describe());
+    r.stderr
 }

@@ -8,15 +8,21 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-/// What went wrong, stable across releases (also printed in JSON output).
+/// What went wrong, stable across releases (also printed in JSON output). New kinds may
+/// be added, so matches need a catch-all arm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum ErrorKind {
     /// The operating system refused a read, write, open or sync.
     Io,
     /// The file is not of the format it was opened as (bad magic, impossible header).
     InvalidFormat,
-    /// A valid file uses a feature diskcast does not implement.
+    /// A valid file uses a feature diskcast does not implement (an encrypted qcow2), or the
+    /// options ask for one. A property of the file or the request.
     Unsupported,
+    /// The format has no such operation at all, whatever the file holds: a raw image has
+    /// no metadata to `check` (qemu-img check exits 63 for it). A property of the format.
+    NotApplicable,
     /// The file is of the right format but its metadata contradicts itself.
     Corrupt,
     /// An offset or size points outside the image or the file.
@@ -36,6 +42,7 @@ impl ErrorKind {
             ErrorKind::Io => "io",
             ErrorKind::InvalidFormat => "invalid-format",
             ErrorKind::Unsupported => "unsupported",
+            ErrorKind::NotApplicable => "not-applicable",
             ErrorKind::Corrupt => "corrupt",
             ErrorKind::OutOfBounds => "out-of-bounds",
             ErrorKind::Refused => "refused",
@@ -75,6 +82,10 @@ impl Error {
     /// Shorthand for [`ErrorKind::Unsupported`].
     pub fn unsupported(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Unsupported, message)
+    }
+    /// Shorthand for [`ErrorKind::NotApplicable`].
+    pub fn not_applicable(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::NotApplicable, message)
     }
     /// Shorthand for [`ErrorKind::OutOfBounds`].
     pub fn out_of_bounds(message: impl Into<String>) -> Self {

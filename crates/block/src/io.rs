@@ -55,10 +55,72 @@ impl ImageFile {
         &self.file
     }
 
-    /// Current length of the file in bytes.
+    /// Current length of the file in bytes; for a block device (a disk, an LV, a loop
+    /// device), the device's size, which stat reports as 0.
     #[allow(clippy::len_without_is_empty)] // a file, not a collection
     pub fn len(&self) -> Result<u64> {
-        self.file.metadata().map(|m| m.len()).map_err(|e| Error::io("cannot stat", e).with_file(&self.path))
+        use std::os::unix::fs::FileTypeExt;
+        let meta = self.file.metadata().map_err(|e| Error::io("cannot stat", e).with_file(&self.path))?;
+        if !meta.file_type().is_block_device() {
+            return Ok(meta.len());
+        }
+        // The end of a block device is its size, the value the BLKGETSIZE64 ioctl returns;
+        // seeking there needs no unsafe ioctl call. Reads use pread, so moving the shared
+        // file cursor disturbs nothing.
+        rustix::fs::seek(&self.file, rustix::fs::SeekFrom::End(0))
+            .map_err(|e| Error::io("cannot read the block device's size", e.into()).with_file(&self.path))
+    }
+
+    /// Makes `[offset, offset+len)` read as zeros: a hole where the file system (or the
+    /// device, as a discard that zeroes) supports it, written zeros otherwise. For writing
+    /// into a file or device that already holds data (`convert -n`).
+    pub fn write_zeroes(&self, offset: u64, len: u64) -> Result<()> {
+        if self.punch_hole(offset, len).is_ok() {
+            return Ok(());
+        }
+        let zeros = vec![0u8; usize::try_from(len.min(1 << 20)).unwrap_or(1 << 20)];
+        let mut done = 0u64;
+        while done < len {
+            let n = zeros.len().min(usize::try_from(len - done).unwrap_or(usize::MAX));
+            self.write_all_at(&zeros[..n], offset + done)?;
+            done += n as u64;
+        }
+        Ok(())
+    }
+
+    /// Copies everything `reader` yields (a pipe, a character device, standard input) into
+    /// a new unnamed temporary file in `dir`, which is deleted when the returned file is
+    /// closed and never appears in the directory. All-zero blocks become holes; memory
+    /// stays at one 1 MiB buffer whatever the size. `name` is what errors will call it.
+    pub fn spool(reader: &mut dyn std::io::Read, dir: &Path, name: &Path) -> Result<Self> {
+        const BLOCK: usize = 1 << 20;
+        let file = tempfile::tempfile_in(dir).map_err(|e| {
+            Error::io(format!("cannot create a temporary file in {} to hold the input", dir.display()), e)
+                .with_file(name)
+        })?;
+        let spool = ImageFile::from_file(file, name);
+        let mut buf = vec![0u8; BLOCK];
+        let mut pos = 0u64;
+        loop {
+            let mut filled = 0;
+            while filled < BLOCK {
+                match reader.read(&mut buf[filled..]) {
+                    Ok(0) => break,
+                    Ok(n) => filled += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(Error::io("read failed", e).with_offset(pos + filled as u64).with_file(name)),
+                }
+            }
+            if !is_zero(&buf[..filled]) {
+                spool.write_all_at(&buf[..filled], pos)?;
+            }
+            pos += filled as u64;
+            if filled < BLOCK {
+                break;
+            }
+        }
+        spool.set_len(pos)?;
+        Ok(spool)
     }
 
     /// Bytes the file occupies on disk (its allocated blocks).
@@ -174,6 +236,23 @@ mod tests {
         assert_eq!(e.kind(), crate::ErrorKind::OutOfBounds);
         assert_eq!(e.offset(), Some(5));
         assert_eq!(e.file(), Some(p.as_path()));
+    }
+
+    #[test]
+    fn spool_keeps_every_byte_and_makes_zeros_holes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut data = vec![0u8; (3 << 20) + 123];
+        data[5] = 1;
+        data[(3 << 20) + 100] = 9; // in the short last block
+        let f = ImageFile::spool(&mut &data[..], dir.path(), Path::new("standard input")).unwrap();
+        assert_eq!(f.len().unwrap(), data.len() as u64);
+        let mut back = vec![0u8; data.len()];
+        f.read_exact_at(&mut back, 0).unwrap();
+        assert_eq!(back, data);
+        assert!(f.allocated_bytes().unwrap() < 3 << 20, "the zero blocks should be holes");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "the spool must not appear");
+        let empty = ImageFile::spool(&mut &[][..], dir.path(), Path::new("-")).unwrap();
+        assert_eq!(empty.len().unwrap(), 0);
     }
 
     #[test]

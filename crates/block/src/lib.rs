@@ -92,8 +92,30 @@ pub struct ImageInfo {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub backing_format: Option<String>,
     /// Format-specific facts (qcow2 version, refcount bits, features...), as key/values.
+    /// Keys qemu-img info also prints under `format-specific.data` carry qemu's names and
+    /// types (kebab-case; a VMDK CID is a number); others are diskcast's own.
     #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
     pub specific: serde_json::Map<String, serde_json::Value>,
+    /// The image says it was not closed cleanly (qcow2's dirty bit): qemu-img's `dirty-flag`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub dirty: bool,
+    /// Files that hold the image besides the one opened (VMDK extent files), as paths
+    /// the caller can stat: `info` counts their disk usage and lists them as children.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub extent_files: Vec<std::path::PathBuf>,
+    /// Persistent dirty bitmaps: `None` when the format cannot store them, else the list
+    /// (qcow2 v3). `measure` sizes them for a target that can.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub persistent_bitmaps: Option<Vec<PersistentBitmap>>,
+}
+
+/// A persistent dirty bitmap of an image, as `measure` needs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PersistentBitmap {
+    /// Its name.
+    pub name: String,
+    /// Guest bytes per bit.
+    pub granularity: u64,
 }
 
 /// A virtual disk being read. All methods take `&self` so many threads can read at once.
@@ -117,6 +139,33 @@ pub trait BlockRead: Send + Sync + std::fmt::Debug {
 
     /// Facts for `diskcast info`.
     fn info(&self) -> ImageInfo;
+
+    /// The identifier a child image records to name this image as its parent, read from
+    /// the image's own header: a VHD footer's unique id (its 16 bytes as stored), a VHDX
+    /// header's data write GUID (RFC 4122 byte order). Parent checks compare it with the
+    /// child's field; they never read it back out of [`info`](Self::info)'s display map.
+    fn unique_id(&self) -> Option<[u8; 16]> {
+        None
+    }
+
+    /// [`extent_at`](Self::extent_at) plus where the range is stored, for `map` (qemu-img
+    /// map's `offset` and `compressed`). The returned range is stored in one piece: its
+    /// host bytes are contiguous. Formats that do not say keep the default: no offset.
+    fn map_extent(&self, offset: u64, max_len: u64) -> Result<MapExtent> {
+        Ok(MapExtent { extent: self.extent_at(offset, max_len)?, host: None, compressed: false })
+    }
+}
+
+/// A guest range and where it is stored, as `map` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MapExtent {
+    /// The range and what it holds.
+    pub extent: Extent,
+    /// Byte offset of the range's first byte in the file that holds it (the image file,
+    /// or the VMDK extent file), when it is stored there uncompressed.
+    pub host: Option<u64>,
+    /// The range is stored compressed (then it has no single host offset).
+    pub compressed: bool,
 }
 
 /// Whether a writer takes data in any order or only front to back.

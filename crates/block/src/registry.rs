@@ -74,8 +74,10 @@ pub struct OptionSpec {
     pub help: &'static str,
 }
 
-/// What `check` found, with qemu-img's meaning for the counts.
+/// What `check` found, with qemu-img's meaning for the counts. Serialized with qemu-img
+/// check's JSON key names (`check-errors`, `image-end-offset`, ...).
 #[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct CheckReport {
     /// Metadata that contradicts itself or the file (refcount too low, entry past EOF...).
     pub corruptions: u64,
@@ -94,6 +96,10 @@ pub struct CheckReport {
     /// Compressed clusters among the allocated ones.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub compressed_clusters: Option<u64>,
+    /// Allocated clusters not right after the previous one in their L2 table (every
+    /// compressed cluster counts), as qemu-img counts them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fragmented_clusters: Option<u64>,
     /// First byte after the last used cluster.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub image_end_offset: Option<u64>,
@@ -173,6 +179,21 @@ pub trait Driver: Send + Sync {
         )))
     }
 
+    /// Whether [`write_into`](Self::write_into) works: the image is the guest bytes
+    /// themselves, so it can be written over an existing file or block device.
+    fn writes_in_place(&self) -> bool {
+        false
+    }
+
+    /// Writes a new image of `size` guest bytes straight into `file`, an existing file or
+    /// block device holding at least `size` bytes (`convert -n`). Nothing is renamed into
+    /// place and nothing starts out zeroed: the writer must write zeros where the disk
+    /// reads as zero.
+    fn write_into(&self, file: ImageFile, _size: u64, _opts: &CreateOptions) -> Result<Box<dyn BlockWrite>> {
+        Err(Error::argument(format!("format {} cannot be written into an existing image (-n)", self.name()))
+            .with_file(file.path()))
+    }
+
     /// The `-o` options under which this format can be streamed, for messages and
     /// `diskcast formats`: `None` never, `Some("")` always, `Some("subformat=...")` with
     /// those options. [`check_stream`](Self::check_stream) decides.
@@ -192,14 +213,28 @@ pub trait Driver: Send + Sync {
         Err(Error::unsupported(format!("format {} has no stream writer", self.name())))
     }
 
-    /// Checks the metadata of the image held in `src`; formats without a checker say so
-    /// (qemu-img exit 63).
+    /// Checks the metadata of the image held in `src`. Formats without a checker return
+    /// [`ErrorKind::NotApplicable`](crate::ErrorKind::NotApplicable) (qemu-img exit 63);
+    /// an image the checker cannot read (an encrypted qcow2) is `Unsupported` like any
+    /// other open failure (exit 1).
     fn check(&self, src: Source, _ctx: &OpenContext<'_>) -> Result<CheckReport> {
-        Err(Error::unsupported(format!("format {} has no consistency check", self.name())).with_file(src.name()))
+        Err(Error::not_applicable(format!("format {} has no consistency check", self.name())).with_file(src.name()))
     }
 
     /// How large a new image holding the `data` extents of a `size`-byte disk would be.
     fn measure(&self, size: u64, data: &[Extent], opts: &CreateOptions) -> Result<Measure>;
+
+    /// Bytes a new image would need to carry the source's persistent `bitmaps` over
+    /// (qemu-img measure's `bitmaps`), or `None` when this format (or these options)
+    /// cannot store them.
+    fn measure_bitmaps(
+        &self,
+        _size: u64,
+        _bitmaps: &[crate::PersistentBitmap],
+        _opts: &CreateOptions,
+    ) -> Result<Option<u64>> {
+        Ok(None)
+    }
 }
 
 impl std::fmt::Debug for dyn Driver + '_ {

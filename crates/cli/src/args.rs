@@ -40,9 +40,15 @@ Examples:
   diskcast convert -O vhd -o subformat=fixed,force_size=on,round_size=1M disk.qcow2 azure.vhd
   diskcast convert -O vhdx disk.vmdk disk.vhdx                 # VMware -> Hyper-V
   diskcast convert -O vdi disk.vhdx disk.vdi                   # Hyper-V -> VirtualBox
+  diskcast convert -n -O raw disk.qcow2 /dev/vg0/vm-disk        # into an existing LV or disk
+  zcat disk.raw.gz | diskcast convert -f raw -O qcow2 - disk.qcow2   # a pipe is a raw disk
 
 Formats: raw, qcow2, vmdk, vhd (also called vpc), vhdx, vdi; `diskcast formats` lists
 each one's -o options. DST `-` is standard output, for raw and streamOptimized VMDK.
+SRC `-` (or a pipe, or a character device) is read whole into an unnamed temporary file
+first, so every target format works; it is a raw disk (a piped image of another format
+is refused: save it to a file). A block device is read and written at its full size.
+Images in use by qemu (a running VM) are refused; -U reads a source anyway.
 
 The output is written to a temporary file beside DST and renamed into place only when
 everything succeeded; on an error or Ctrl-C no file is left under DST's name.")]
@@ -257,11 +263,21 @@ pub struct ConvertArgs {
     /// Zero runs at least this long become holes; 0 writes every byte (fully allocated).
     #[arg(short = 'S', value_name = "SIZE", default_value = "4K")]
     pub min_sparse: String,
+    /// Do not create DST: write into it as it is (an existing raw file, or a block device
+    /// such as a disk or an LV), which must hold at least the source's size. Raw only;
+    /// written in place, not through a temporary file.
+    #[arg(short = 'n')]
+    pub no_create: bool,
     #[command(flatten)]
     pub open: OpenArgs,
-    /// The source image.
+    #[command(flatten)]
+    pub image: crate::cmd::oci::ImageWriteArgs,
+    /// The source image. `-`, a pipe or a character device is read to its end first (into
+    /// an unnamed temporary file beside DST, or in $TMPDIR) and taken as a raw disk. For a
+    /// container image DST: a directory, tar, disk image or image.
     pub src: PathBuf,
-    /// The new image, or `-` for standard output (raw, or streamOptimized VMDK).
+    /// The new image, or `-` for standard output (raw, or streamOptimized VMDK); a
+    /// container image when it starts with oci:, oci-archive: or docker-archive:.
     pub dst: PathBuf,
 }
 

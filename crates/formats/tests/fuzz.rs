@@ -64,7 +64,7 @@ fn fuzz(format: &str, name: &str, seed_bytes: Vec<u8>, hot: &[(usize, usize)], f
     assert!(clean.opened && clean.errors == 0, "{name}: the seed does not read cleanly: {clean:?}");
     let m = Mutator::new(seed_bytes, hot);
     let mut rng = Rng::new(seed() ^ name.bytes().fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b))));
-    let mut opened = 0;
+    let (mut opened, mut errors) = (0, 0);
     for i in 0..mutants() {
         let (mut bytes, what) = m.mutant(&mut rng);
         if i % 2 == 0 {
@@ -73,7 +73,9 @@ fn fuzz(format: &str, name: &str, seed_bytes: Vec<u8>, hot: &[(usize, usize)], f
         let what = format!("{name} mutant {i}: {what}{}", if i % 2 == 0 { " (checksums fixed)" } else { "" });
         let out = exercise(diskcast_formats::registry, format, name, Arc::from(bytes), LIMIT_SECS, &what);
         opened += u64::from(out.opened);
+        errors += out.errors;
     }
+    eprintln!("{name}: {opened} of {} mutants opened, {errors} errors, none unclear", mutants());
     opened
 }
 

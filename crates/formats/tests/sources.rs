@@ -165,3 +165,41 @@ fn images_not_in_a_file_refuse_the_files_they_name() {
     tk::assert_error(&e, ErrorKind::Refused, "not read from a file on disk");
     assert_eq!(e.field(), Some("extent"), "{e}");
 }
+
+#[test]
+fn vmdk_in_an_ova_reads_from_its_tar_member_as_qemu_reads_it_alone() {
+    // An OVA is a tar of an OVF descriptor and streamOptimized disks, made here by bsdtar.
+    let dir = tempfile::tempdir().unwrap();
+    let reg = diskcast_formats::registry();
+    let disk = converted(dir.path(), "disk1.vmdk", "5M", "vmdk", "subformat=streamOptimized");
+    std::fs::write(dir.path().join("appliance.ovf"), "<Envelope/>\n").unwrap();
+    let ova = dir.path().join("appliance.ova");
+    tk::run(
+        "bsdtar",
+        &[
+            "--format",
+            "ustar",
+            "-cf",
+            ova.to_str().unwrap(),
+            "-C",
+            dir.path().to_str().unwrap(),
+            "appliance.ovf",
+            "disk1.vmdk",
+        ],
+    );
+    let mut tar = diskcast_tar::TarReader::from_file(std::fs::File::open(&ova).unwrap(), "appliance.ova").unwrap();
+    let mut member = None;
+    while let Some(m) = tar.next_member().unwrap() {
+        if m.path == b"disk1.vmdk" {
+            member = Some(m);
+        }
+    }
+    let m = member.expect("disk1.vmdk in the OVA");
+    assert!(m.sparse.is_none() && m.data_len == m.size);
+    let src: Source = Arc::new(
+        SliceSource::new("appliance.ova:disk1.vmdk", open_file(&ova).unwrap(), m.data_offset, m.size).unwrap(),
+    );
+    let img = open_source(&reg, src, None).unwrap();
+    assert_eq!(img.info().format, "vmdk");
+    tk::assert_matches_qemu(img.as_ref(), &disk, "vmdk", dir.path());
+}

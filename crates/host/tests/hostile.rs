@@ -249,6 +249,14 @@ fn huge_claims_are_bounded() {
     );
     let e = a.run(&tar).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
+    // A PAX 1.0 sparse map that claims more bytes than its member holds.
+    let tar = a.python(
+        "sparse1.tar",
+        "with tarfile.open(OUT, 'w', format=tarfile.PAX_FORMAT) as t:\n    i = tarfile.TarInfo('GNUSparseFile.0/s')\n    i.size = 11\n    i.pax_headers = {'GNU.sparse.major': '1', 'GNU.sparse.minor': '0', 'GNU.sparse.realsize': '10', 'GNU.sparse.name': 's'}\n    t.addfile(i, io.BytesIO(b'1\\n0\\n5\\nhello'))",
+    );
+    let e = a.run(&tar).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
+    assert!(e.to_string().contains("sparse map"), "{e}");
 }
 
 #[test]

@@ -17,6 +17,7 @@ pub mod inspect;
 pub mod registry;
 pub mod source;
 pub mod spec;
+pub mod write;
 
 pub use digest::Digest;
 pub use flatten::flatten;

@@ -266,3 +266,53 @@ fn partition_view_reads_its_range() {
     assert!(v.read_at(&mut b, (16 << 20) - 2).is_err());
     assert!(PartitionView::new(disk, 60 << 20, 8 << 20, "x").is_err());
 }
+
+/// A GPT header for 4096-byte sectors, built by hand (sgdisk and sfdisk cannot make one
+/// in a file).
+fn header_4k(my: u64, alt: u64, first: u64, last: u64, entries: u64, array_crc: u32, guid: Uuid) -> Vec<u8> {
+    let mut h = vec![0u8; 92];
+    h[..8].copy_from_slice(b"EFI PART");
+    h[8..12].copy_from_slice(&0x0001_0000u32.to_le_bytes());
+    h[12..16].copy_from_slice(&92u32.to_le_bytes());
+    for (at, v) in [(24, my), (32, alt), (40, first), (48, last), (72, entries)] {
+        h[at..at + 8].copy_from_slice(&v.to_le_bytes());
+    }
+    h[56..72].copy_from_slice(&guid.to_bytes_le());
+    h[80..84].copy_from_slice(&128u32.to_le_bytes());
+    h[84..88].copy_from_slice(&128u32.to_le_bytes());
+    h[88..92].copy_from_slice(&array_crc.to_le_bytes());
+    let crc = crc32(&h);
+    h[16..20].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
+#[test]
+fn gpt_with_4096_byte_sectors_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = blank(dir.path(), "4k.img", 16 << 20);
+    let n = (16u64 << 20) / 4096;
+    let mut array = vec![0u8; 128 * 128];
+    array[..16].copy_from_slice(&PartType::Esp.guid().to_bytes_le());
+    array[16..32].copy_from_slice(&Uuid::new_v4().to_bytes_le());
+    array[32..40].copy_from_slice(&256u64.to_le_bytes());
+    array[40..48].copy_from_slice(&2303u64.to_le_bytes());
+    for (i, u) in "esp4k".encode_utf16().enumerate() {
+        array[56 + 2 * i..58 + 2 * i].copy_from_slice(&u.to_le_bytes());
+    }
+    let crc = crc32(&array);
+    let guid = Uuid::new_v4();
+    patch(&p, 510, &[0x55, 0xaa]);
+    patch(&p, 446, &[0, 0, 2, 0, 0xee, 0xff, 0xff, 0xff, 1, 0, 0, 0, 0xff, 0x0f, 0, 0]);
+    patch(&p, 4096, &header_4k(1, n - 1, 6, n - 6, 2, crc, guid));
+    patch(&p, 8192, &array);
+    patch(&p, (n - 5) * 4096, &array);
+    patch(&p, (n - 1) * 4096, &header_4k(n - 1, 1, 6, n - 6, n - 5, crc, guid));
+    let t = table_of(&p).unwrap().unwrap();
+    assert_eq!(t.sector_size, 4096);
+    assert!(t.warnings.is_empty(), "{:?}", t.warnings);
+    let esp = t.select("esp4k").unwrap();
+    assert_eq!((esp.start, esp.len), (1 << 20, 8 << 20));
+    assert_eq!(t.select("esp").unwrap().number, 1);
+    let e = t.select("root").unwrap_err();
+    assert!(e.to_string().contains("no partition") && e.to_string().contains("esp4k"), "{e}");
+}

@@ -2,8 +2,9 @@
 //! L1/L2 tables (active and snapshots) and the refcount structures themselves, and compare
 //! with the refcounts on disk, reporting like `qemu-img check`.
 //!
-//! Works on images with the corrupt bit set (that is what it is for). Not checked: the
-//! OFLAG_COPIED bits and persistent bitmaps (whose clusters would show up as leaks).
+//! Persistent bitmaps count too: their directory, tables and data clusters (qemu-img check
+//! counts them, so a healthy image with bitmaps has no leaks). Works on images with the
+//! corrupt bit set (that is what it is for).
 
 use crate::header::{Header, L1_RESERVED, MAX_L1_BYTES, OFFSET_MASK, OFLAG_COMPRESSED, OFLAG_ZERO, read_u64_table};
 use crate::reader::compressed_range;
@@ -145,17 +146,20 @@ impl Checker {
         let step = (es / 8) as usize;
         for (off, (n, n_active)) in std::mem::take(&mut self.l2_refs) {
             let l2 = read_u64_table(self.file.as_ref(), off, self.cs / 8, "l2_table")?;
+            let mut next = 0;
             for (j, pair) in l2.chunks_exact(step).enumerate() {
                 let entry = pair[0];
                 let bitmap = pair.get(1).copied().unwrap_or(0);
-                self.l2_entry(entry, bitmap, off + j as u64 * es, n, n_active);
+                self.l2_entry(entry, bitmap, off + j as u64 * es, n, n_active, &mut next);
             }
         }
         Ok(())
     }
 
     /// One L2 entry of a table referenced `n` times, `n_active` of them from the active L1.
-    fn l2_entry(&mut self, entry: u64, bitmap: u64, at: u64, n: u64, n_active: u64) {
+    /// `next` is the host offset that would continue the table's previous data cluster
+    /// (0 at the table's start): a data cluster elsewhere counts as fragmented, as qemu counts.
+    fn l2_entry(&mut self, entry: u64, bitmap: u64, at: u64, n: u64, n_active: u64, next: &mut u64) {
         let cs = self.cs;
         if entry & OFLAG_COMPRESSED != 0 {
             let (host, len) = compressed_range(&self.h, entry);
@@ -178,6 +182,8 @@ impl Checker {
             self.inc_n(host, len, "compressed cluster", n);
             *self.r.allocated_clusters.get_or_insert(0) += n_active;
             *self.r.compressed_clusters.get_or_insert(0) += n_active;
+            // Compressed clusters are fragmented by nature, qemu says.
+            *self.r.fragmented_clusters.get_or_insert(0) += n_active;
             return;
         }
         let host = entry & OFFSET_MASK;
@@ -210,6 +216,10 @@ impl Checker {
         if n_active > 0 {
             self.mark(host, entry & crate::header::OFLAG_COPIED != 0);
             *self.r.allocated_clusters.get_or_insert(0) += n_active;
+            if *next != 0 && host != *next {
+                *self.r.fragmented_clusters.get_or_insert(0) += n_active;
+            }
+            *next = host + cs;
         }
     }
 
@@ -219,6 +229,55 @@ impl Checker {
         if copied {
             bit_set(&mut self.copied, c);
         }
+    }
+
+    /// Counts the persistent bitmaps' directory, tables and data clusters. A directory
+    /// or table that lies outside the file is a corruption, as in qemu.
+    fn bitmaps(&mut self) -> Result<()> {
+        let bitmaps = match crate::bitmap::directory(self.file.as_ref(), &self.h, self.file_len) {
+            Ok(b) => b,
+            Err(e) if e.kind() == diskcast_block::ErrorKind::Corrupt => {
+                self.corruption(format!("ERROR {}", e.message()));
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        if let Some(ext) = self.h.bitmaps.filter(|_| !bitmaps.is_empty()) {
+            self.inc(ext.directory_offset, ext.directory_size, "bitmap directory");
+        }
+        // Tables together fit in the file in a consistent image; more means overlap.
+        let mut budget = self.file_len / 8;
+        for b in &bitmaps {
+            let Some(left) = budget.checked_sub(u64::from(b.table_size)) else {
+                self.corruption(format!(
+                    "ERROR bitmap tables add up to more than the file; {:?} is not checked",
+                    b.name
+                ));
+                self.r.check_errors += 1;
+                return Ok(());
+            };
+            budget = left;
+            match crate::bitmap::data_clusters(self.file.as_ref(), b, self.file_len) {
+                Ok(clusters) => {
+                    self.inc(b.table_offset, u64::from(b.table_size) * 8, "bitmap table");
+                    for off in clusters {
+                        if !off.is_multiple_of(self.cs) {
+                            self.corruption(format!(
+                                "ERROR bitmap {:?}: data cluster at {off:#x} is not aligned",
+                                b.name
+                            ));
+                            continue;
+                        }
+                        self.inc(off, self.cs, "bitmap data cluster");
+                    }
+                }
+                Err(e) if e.kind() == diskcast_block::ErrorKind::Corrupt => {
+                    self.corruption(format!("ERROR {}", e.message()))
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     /// Walks the snapshot table, counting it and every snapshot's L1/L2 tables.
@@ -312,13 +371,12 @@ pub fn check(file: Source) -> Result<CheckReport> {
     c.r.total_clusters = Some(c.h.size.div_ceil(cs));
     c.r.allocated_clusters = Some(0);
     c.r.compressed_clusters = Some(0);
+    c.r.fragmented_clusters = Some(0);
     c.inc(0, cs, "header");
     c.walk_l1(c.h.l1_table_offset, u64::from(c.h.l1_size), true)?;
     c.snapshots()?;
     c.walk_l2_tables()?;
-    if c.h.autoclear & 1 != 0 {
-        c.note("note: persistent bitmaps are not checked; their clusters are reported as leaks".into());
-    }
+    c.bitmaps()?;
     // Refcount structures count themselves.
     let rt_off = c.h.refcount_table_offset;
     let rt_bytes = u64::from(c.h.refcount_table_clusters) * cs;

@@ -128,6 +128,8 @@ pub struct Header {
     pub backing_file: Option<String>,
     /// Backing format from the header extension, if any.
     pub backing_format: Option<String>,
+    /// The persistent bitmaps extension, if any (honoured only with autoclear bit 0).
+    pub bitmaps: Option<crate::bitmap::BitmapsExt>,
 }
 
 fn be32(b: &[u8], at: usize) -> u32 {
@@ -238,6 +240,7 @@ impl Header {
             compression: Compression::Zlib,
             backing_file: None,
             backing_format: None,
+            bitmaps: None,
         };
         if version == 3 {
             h.incompatible = be64(&fixed, 72);
@@ -395,6 +398,10 @@ impl Header {
                         .with_offset(start + pos as u64)
                 })?;
                 self.backing_format = Some(name.trim_end_matches('\0').to_string());
+            }
+            if typ == crate::bitmap::EXT_BITMAPS {
+                self.bitmaps =
+                    Some(crate::bitmap::BitmapsExt::parse(data).map_err(|e| e.with_offset(start + pos as u64))?);
             }
             pos = data_at + len.div_ceil(8) * 8;
         }

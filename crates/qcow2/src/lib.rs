@@ -8,10 +8,12 @@
 //! - Writing: v3 (default) or v2, any cluster size, optional zlib/zstd compression,
 //!   backing file name and format, refcount widths 1..64 bits. Data goes first, metadata
 //!   (L2, L1, refcounts) is written by `finish`, with exact refcounts.
-//! - `check`: recomputes every refcount from L1/L2 tables (and snapshots) and compares.
+//! - `check`: recomputes every refcount from L1/L2 tables (and snapshots) and persistent
+//!   bitmaps, and compares.
 //! - `measure`: qemu-img measure's arithmetic.
 #![forbid(unsafe_code)]
 
+pub mod bitmap;
 pub mod check;
 pub mod header;
 pub mod measure;
@@ -21,7 +23,7 @@ pub mod writer;
 use diskcast_block::output::OutputFiles;
 use diskcast_block::registry::{CheckReport, CreateOptions, Driver, Measure, OpenContext, OptionSpec, ProbeData};
 use diskcast_block::source::Source;
-use diskcast_block::{BlockRead, BlockWrite, Extent, Result, ResultExt};
+use diskcast_block::{BlockRead, BlockWrite, Extent, PersistentBitmap, Result, ResultExt};
 use std::path::Path;
 
 pub use reader::Qcow2Reader;
@@ -81,5 +83,11 @@ impl Driver for Qcow2Driver {
         opts.check_keys(self)?;
         let params = writer::Params::from_options(size, opts)?;
         measure::measure(&params, data)
+    }
+
+    fn measure_bitmaps(&self, size: u64, bitmaps: &[PersistentBitmap], opts: &CreateOptions) -> Result<Option<u64>> {
+        opts.check_keys(self)?;
+        let params = writer::Params::from_options(size, opts)?;
+        Ok((params.version >= 3).then(|| measure::bitmaps(&params, bitmaps)))
     }
 }

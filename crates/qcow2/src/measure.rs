@@ -51,3 +51,21 @@ pub fn measure(p: &Params, data: &[Extent]) -> Result<Measure> {
     let fully = prealloc_size(virtual_size, p);
     Ok(Measure { required: fully - virtual_size + required, fully_allocated: fully })
 }
+
+/// Bytes the persistent `bitmaps` of a source take in a new image: each bitmap fully
+/// allocated plus its table, and the directory, each rounded to clusters (qemu's
+/// qcow2_get_persistent_dirty_bitmap_size).
+pub fn bitmaps(p: &Params, bitmaps: &[diskcast_block::PersistentBitmap]) -> u64 {
+    let cs = 1u64 << p.cluster_bits;
+    let mut total = 0u64;
+    let mut dir = 0u64;
+    for b in bitmaps {
+        let bits = p.size.div_ceil(b.granularity.max(1));
+        let clusters = bits.div_ceil(8).div_ceil(cs);
+        total = total.saturating_add(clusters.saturating_mul(cs));
+        total = total.saturating_add(clusters.saturating_mul(8).next_multiple_of(cs));
+        // A directory entry: 24 fixed bytes and the name, padded to 8.
+        dir += (24 + b.name.len() as u64).next_multiple_of(8);
+    }
+    total.saturating_add(dir.next_multiple_of(cs))
+}

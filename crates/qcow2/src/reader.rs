@@ -11,7 +11,7 @@ use diskcast_block::read_backing;
 use diskcast_block::registry::OpenContext;
 use diskcast_block::runs::{ReadRun, ReadRuns};
 use diskcast_block::source::Source;
-use diskcast_block::{Alloc, BlockRead, Error, Extent, ImageInfo, Result};
+use diskcast_block::{Alloc, BlockRead, Error, Extent, ImageInfo, MapExtent, PersistentBitmap, Result};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
@@ -353,6 +353,10 @@ impl BlockRead for Qcow2Reader {
     fn info(&self) -> ImageInfo {
         self.info_inner()
     }
+
+    fn map_extent(&self, offset: u64, max_len: u64) -> Result<MapExtent> {
+        self.map_inner(offset, max_len).map_err(|e| e.with_file(self.file.name()))
+    }
 }
 
 impl Qcow2Reader {
@@ -397,6 +401,50 @@ impl Qcow2Reader {
         Ok(())
     }
 
+    /// Like [`Self::extent_inner`], but a run also stays in one host-contiguous piece and
+    /// says where (qemu-img map's `offset`) or that it is compressed.
+    fn map_inner(&self, offset: u64, max_len: u64) -> Result<MapExtent> {
+        let size = self.header.size;
+        if offset >= size {
+            return Err(Error::out_of_bounds(format!("extent query past the {size}-byte disk")).with_offset(offset));
+        }
+        let end = offset.saturating_add(max_len.max(1)).min(size);
+        let mut out: Option<MapExtent> = None;
+        let mut pieces = 0u64;
+        self.walk(offset, end, |_, len, map| {
+            pieces += 1;
+            if pieces > MAX_EXTENT_PIECES {
+                return Ok(false);
+            }
+            let (alloc, host, compressed) = match map {
+                Map::Data(h) => (Alloc::Data, Some(h), false),
+                Map::Compressed { .. } => (Alloc::Data, None, true),
+                Map::Zero => (Alloc::Zero, None, false),
+                Map::Unallocated if self.backing.is_some() => (Alloc::Backing, None, false),
+                Map::Unallocated => (Alloc::Unallocated, None, false),
+            };
+            match &mut out {
+                None => out = Some(MapExtent { extent: Extent { offset, len, alloc }, host, compressed }),
+                Some(m)
+                    if m.extent.alloc == alloc
+                        && m.compressed == compressed
+                        && match (m.host, host) {
+                            (None, None) => true,
+                            (Some(a), Some(b)) => a + m.extent.len == b,
+                            _ => false,
+                        } =>
+                {
+                    m.extent.len += len
+                }
+                Some(_) => return Ok(false),
+            }
+            Ok(true)
+        })?;
+        let mut m = out.ok_or_else(|| Error::corrupt("empty extent").with_offset(offset))?;
+        m.extent = clip_to_backing(m.extent, self.backing.as_deref());
+        Ok(m)
+    }
+
     fn extent_inner(&self, offset: u64, max_len: u64) -> Result<Extent> {
         let size = self.header.size;
         if offset >= size {
@@ -431,12 +479,28 @@ impl Qcow2Reader {
     fn info_inner(&self) -> ImageInfo {
         let h = &self.header;
         let mut specific = serde_json::Map::new();
+        let mut persistent = None;
+        // qemu-img info's keys; v2 images have no feature bits, so qemu shows only the
+        // first three for them.
         specific.insert("compat".into(), (if h.version == 2 { "0.10" } else { "1.1" }).into());
-        specific.insert("refcount_bits".into(), h.refcount_bits().into());
-        specific.insert("lazy_refcounts".into(), (h.compatible & crate::header::COMPAT_LAZY_REFCOUNTS != 0).into());
-        specific.insert("corrupt".into(), (h.incompatible & INCOMPAT_CORRUPT != 0).into());
-        specific.insert("dirty".into(), (h.incompatible & INCOMPAT_DIRTY != 0).into());
-        specific.insert("extended_l2".into(), h.extended_l2().into());
+        specific.insert("compression-type".into(), h.compression.name().into());
+        specific.insert("refcount-bits".into(), h.refcount_bits().into());
+        if h.version >= 3 {
+            specific.insert("lazy-refcounts".into(), (h.compatible & crate::header::COMPAT_LAZY_REFCOUNTS != 0).into());
+            specific.insert("corrupt".into(), (h.incompatible & INCOMPAT_CORRUPT != 0).into());
+            specific.insert("extended-l2".into(), h.extended_l2().into());
+            // Bitmaps whose directory cannot be read are left out; `check` reports why.
+            let bitmaps = crate::bitmap::directory(self.file.as_ref(), h, self.file_len).unwrap_or_default();
+            persistent = Some(
+                bitmaps.iter().map(|b| PersistentBitmap { name: b.name.clone(), granularity: b.granularity }).collect(),
+            );
+            if !bitmaps.is_empty() {
+                let list = bitmaps
+                    .iter()
+                    .map(|b| serde_json::json!({"flags": b.flags(), "name": b.name, "granularity": b.granularity}));
+                specific.insert("bitmaps".into(), list.collect::<Vec<_>>().into());
+            }
+        }
         ImageInfo {
             format: "qcow2".into(),
             virtual_size: h.size,
@@ -445,6 +509,9 @@ impl Qcow2Reader {
             backing_file: h.backing_file.clone(),
             backing_format: h.backing_format.clone(),
             specific,
+            dirty: h.incompatible & INCOMPAT_DIRTY != 0,
+            extent_files: Vec::new(),
+            persistent_bitmaps: persistent,
         }
     }
 }

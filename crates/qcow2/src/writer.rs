@@ -430,6 +430,7 @@ fn header_for(p: &Params, l1_entries: u64, reftable_offset: u64, reftable_cluste
         compression: p.compression,
         backing_file: p.backing_file.clone(),
         backing_format: p.backing_format.clone(),
+        bitmaps: None,
     })
 }
 

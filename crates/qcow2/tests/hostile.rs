@@ -236,3 +236,43 @@ fn mutated_metadata_never_panics() {
         }
     });
 }
+
+/// A qcow2 with a persistent bitmap, and the file offset of its bitmaps extension body.
+fn with_bitmap(dir: &Path, name: &str) -> (PathBuf, u64) {
+    let p = base(dir, name);
+    qemu_img(&["bitmap", "--add", p.to_str().unwrap(), "b0"]);
+    qemu_io(&p, &["write -P 7 1M 64k"]);
+    let b = std::fs::read(&p).unwrap();
+    let at = b[..65536].windows(4).position(|w| w == [0x23, 0x85, 0x28, 0x75]).expect("bitmaps extension");
+    (p, at as u64 + 8)
+}
+
+/// `check` on a qcow2 whose bitmap directory or table points outside the file, or claims
+/// absurd sizes: corruptions reported, no panic, no huge allocation, quickly.
+#[test]
+fn hostile_bitmap_directory_and_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let check = |p: PathBuf| {
+        diskcast_testkit::within(20, "check of a hostile bitmap", move || {
+            let reg = registry();
+            let gate = Gate::new();
+            Qcow2Driver.check(diskcast_block::source::open_file(&p)?, &OpenContext::new(&reg, &gate))
+        })
+    };
+    // Directory past the end of the file.
+    let (p, ext) = with_bitmap(dir.path(), "d.qcow2");
+    patch(&p, ext + 16, &(1u64 << 50).to_be_bytes());
+    let r = check(p).unwrap();
+    assert!(r.corruptions > 0 && r.messages.iter().any(|m| m.contains("bitmap directory")), "{:?}", r.messages);
+    // A directory claiming more bitmaps and bytes than qemu allows.
+    let (p, ext) = with_bitmap(dir.path(), "n.qcow2");
+    patch(&p, ext, &u32::MAX.to_be_bytes());
+    patch(&p, ext + 8, &u64::MAX.to_be_bytes());
+    assert!(check(p).unwrap().corruptions > 0);
+    // A table of 2^32-1 entries, far past the end of the file.
+    let (p, ext) = with_bitmap(dir.path(), "t.qcow2");
+    let dir_off = be64(&std::fs::read(&p).unwrap(), (ext + 16) as usize);
+    patch(&p, dir_off + 8, &u32::MAX.to_be_bytes());
+    let r = check(p).unwrap();
+    assert!(r.corruptions > 0, "{:?}", r.messages);
+}

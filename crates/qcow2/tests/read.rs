@@ -84,7 +84,7 @@ fn extended_l2_subclusters() {
     qemu_io(&p, &["write -P 0x11 2k 2k", "write -P 0x22 70k 10k", "write -z 200k 6k", "write -P 0x33 1M 100k"]);
     assert_matches_qemu(&p, dir.path());
     let img = open(&p).unwrap();
-    assert_eq!(img.info().specific["extended_l2"], true);
+    assert_eq!(img.info().specific["extended-l2"], true);
     let flat = dir.path().join("ext2.qcow2");
     create(&flat, "3000000", "cluster_size=128k,extended_l2=on");
     qemu_io(&flat, &["write -P 0x11 4k 4k", "write -z 8k 64k", "write -P 0x44 1M 1M"]);
@@ -142,8 +142,8 @@ fn info_reports_format_details() {
     assert_eq!(i.cluster_size, Some(128 << 10));
     assert_eq!(i.compression.as_deref(), Some("zstd"));
     assert_eq!(i.specific["compat"], "1.1");
-    assert_eq!(i.specific["refcount_bits"], 8);
-    assert_eq!(i.specific["lazy_refcounts"], true);
+    assert_eq!(i.specific["refcount-bits"], 8);
+    assert_eq!(i.specific["lazy-refcounts"], true);
     let p2 = dir.path().join("v2.qcow2");
     create(&p2, "1G", "compat=0.10");
     assert_eq!(open(&p2).unwrap().info().specific["compat"], "0.10");

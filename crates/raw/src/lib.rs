@@ -11,7 +11,7 @@ use diskcast_block::output::OutputFiles;
 use diskcast_block::range_end;
 use diskcast_block::registry::{CreateOptions, Driver, Measure, OpenContext, ProbeData};
 use diskcast_block::source::{Source, open_file};
-use diskcast_block::{Alloc, BlockRead, BlockWrite, Encoded, Error, Extent, ImageInfo, Result, WriteOrder};
+use diskcast_block::{Alloc, BlockRead, BlockWrite, Encoded, Error, Extent, ImageInfo, MapExtent, Result, WriteOrder};
 use std::io::Write;
 use std::path::Path;
 use std::sync::Mutex;
@@ -49,11 +49,27 @@ impl Driver for RawDriver {
         self.validate(opts)?;
         let file = out.create(path)?;
         file.set_len(size)?;
-        Ok(Box::new(RawWriter { file, size }))
+        Ok(Box::new(RawWriter { file, size, in_place: false }))
     }
 
     fn stream_options(&self) -> Option<&'static str> {
         Some("")
+    }
+
+    fn writes_in_place(&self) -> bool {
+        true
+    }
+
+    fn write_into(&self, file: ImageFile, size: u64, opts: &CreateOptions) -> Result<Box<dyn BlockWrite>> {
+        self.validate(opts)?;
+        let have = file.len()?;
+        if have < size {
+            return Err(Error::argument(format!(
+                "the target holds {have} bytes, less than the {size} bytes of the source"
+            ))
+            .with_file(file.path()));
+        }
+        Ok(Box::new(RawWriter { file, size, in_place: true }))
     }
 
     /// Raw bytes go down a pipe as they are, holes as zeros.
@@ -113,11 +129,19 @@ impl BlockRead for RawReader {
         let end = offset.saturating_add(max_len).min(self.size);
         let (alloc, stop) = match self.file.next_data(offset)? {
             Some(data) if data <= offset => (Alloc::Data, self.file.next_hole(offset)?),
-            Some(data) => (Alloc::Unallocated, data),
-            None => (Alloc::Unallocated, end),
+            // A hole in a raw file is part of the image and reads as zeros: "zero" (present
+            // in this image), as qemu-img map reports it, not "unallocated".
+            Some(data) => (Alloc::Zero, data),
+            None => (Alloc::Zero, end),
         };
         let stop = stop.clamp(offset + 1, end.max(offset + 1));
         Ok(Extent { offset, len: stop - offset, alloc })
+    }
+
+    /// Every byte of a raw image is stored at its own offset, holes included.
+    fn map_extent(&self, offset: u64, max_len: u64) -> Result<MapExtent> {
+        let extent = self.extent_at(offset, max_len)?;
+        Ok(MapExtent { extent, host: Some(offset), compressed: false })
     }
 
     fn info(&self) -> ImageInfo {
@@ -130,6 +154,8 @@ impl BlockRead for RawReader {
 pub struct RawWriter {
     file: ImageFile,
     size: u64,
+    /// Writing over an existing file or device (`-n`): it is not zero to begin with.
+    in_place: bool,
 }
 
 impl BlockWrite for RawWriter {
@@ -141,14 +167,19 @@ impl BlockWrite for RawWriter {
         for_each_plain(encoded, self.size, |offset, data| self.file.write_all_at(data, offset))
     }
 
-    fn write_zeroes(&self, offset: u64, len: u64) -> Result<()> {
-        range_end(offset, len, self.size)?;
-        self.file.punch_hole(offset, len)
+    fn zero_initialized(&self) -> bool {
+        !self.in_place
     }
 
-    /// Nothing left to write: the data is in place and holes are holes.
+    fn write_zeroes(&self, offset: u64, len: u64) -> Result<()> {
+        range_end(offset, len, self.size)?;
+        if self.in_place { self.file.write_zeroes(offset, len) } else { self.file.punch_hole(offset, len) }
+    }
+
+    /// Nothing left to write: the data is in place and holes are holes. Written in
+    /// place, nothing else will sync it, so this does.
     fn finish(self: Box<Self>) -> Result<()> {
-        Ok(())
+        if self.in_place { self.file.sync() } else { Ok(()) }
     }
 }
 
@@ -274,7 +305,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let r = RawReader::open(&sparse_source(dir.path())).unwrap();
         let first = r.extent_at(0, u64::MAX).unwrap();
-        assert_eq!(first.alloc, Alloc::Unallocated);
+        assert_eq!(first.alloc, Alloc::Zero);
+        assert_eq!(r.map_extent(0, u64::MAX).unwrap().host, Some(0), "a hole has its place too, as qemu maps it");
         assert!(first.len <= 1 << 20);
         let data = r.extent_at(1 << 20, u64::MAX).unwrap();
         assert_eq!(data.alloc, Alloc::Data);

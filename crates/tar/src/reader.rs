@@ -409,11 +409,11 @@ impl TarReader {
         }
 
         // Where the data is, and for sparse files where it goes.
+        let data_start = data_offset;
+        let data_len_stored = size;
         let mut data_offset = data_offset;
         let mut data_len = size;
         let mut sparse = None;
-        let stored_end =
-            data_end(data_offset, size).ok_or_else(|| e(Error::out_of_bounds("member size").with_field("size")))?;
         if typeflag == b'S' {
             // Old GNU sparse: map in the header and in extension blocks after it.
             let mut runs = Vec::new();
@@ -438,7 +438,10 @@ impl TarReader {
             // PAX sparse 1.0: the map is text at the start of the data.
             let (runs, map_len) = self.read_sparse_text_map(data_offset, size, at)?;
             data_offset = data_offset.checked_add(map_len).ok_or_else(|| e(Error::out_of_bounds("sparse map")))?;
-            data_len = size - map_len;
+            data_len = size.checked_sub(map_len).ok_or_else(|| {
+                e(Error::corrupt(format!("PAX sparse map ({map_len} bytes) is larger than the member ({size} bytes)"))
+                    .with_field("size"))
+            })?;
             sparse = Some(runs);
             size = match get("GNU.sparse.realsize").or_else(|| get("GNU.sparse.size")) {
                 Some(v) => pax_u64(v, "GNU.sparse.realsize").map_err(e)?,
@@ -485,6 +488,11 @@ impl TarReader {
         if let Some(runs) = &sparse {
             check_runs(runs, size, data_len).map_err(e)?;
         }
+        // Old GNU sparse extension blocks sit between the header and the data and are not
+        // counted in the size; every other stored size starts right after the header.
+        let stored_end =
+            if typeflag == b'S' { data_end(data_offset, data_len) } else { data_end(data_start, data_len_stored) }
+                .ok_or_else(|| e(Error::out_of_bounds("member size").with_field("size")))?;
         self.next = stored_end;
         self.data_end = data_offset.saturating_add(data_len);
         Ok(Member {

@@ -3,8 +3,10 @@
 //! qemu-img and qemu-io serve as oracles: a missing tool FAILS the test with a message
 //! saying to install qemu-utils, it never skips. Images are read whole through our
 //! readers, written with our writers through the copy engine, and patched in place to
-//! build broken images from good ones. Each crate's `tests/common/mod.rs` keeps only
-//! what is specific to its format.
+//! build broken images from good ones. [`assert_matches_qemu`] is the one comparison of
+//! a reader with qemu (content and `qemu-img map`) for every format; [`hostile`] runs
+//! drivers on mutated bytes from memory under time limits. Each crate's
+//! `tests/common/mod.rs` keeps only what is specific to its format.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod hostile;

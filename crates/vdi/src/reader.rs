@@ -6,7 +6,7 @@ use crate::header::{BLOCK_FREE, BLOCK_ZERO, Header, read_block_map};
 use diskcast_block::range_end;
 use diskcast_block::runs::{ReadRun, ReadRuns};
 use diskcast_block::source::Source;
-use diskcast_block::{Alloc, BlockRead, Error, Extent, ImageInfo, Result};
+use diskcast_block::{Alloc, BlockRead, Error, Extent, ImageInfo, MapExtent, Result};
 use serde_json::json;
 
 /// What one guest block maps to.
@@ -143,7 +143,11 @@ impl VdiReader {
             Map::Free => Alloc::Unallocated,
         };
         let first = offset / bs;
-        let alloc = class(self.map(first)?);
+        let m = self.map(first)?;
+        if let Map::Data(_) = m {
+            return self.data_extent(offset, end);
+        }
+        let alloc = class(m);
         let mut stop = ((first + 1) * bs).min(end);
         // At most one pass over the block map (bounded by MAX_BLOCKS) per call.
         while stop < end {
@@ -153,6 +157,36 @@ impl VdiReader {
             stop = (stop + bs).min(end);
         }
         Ok(Extent { offset, len: stop - offset, alloc })
+    }
+
+    /// The extent at `offset` inside allocated blocks: holes in the file there read as
+    /// zeros (qemu and our writer leave never-written parts of a block as holes). A run
+    /// goes on into the next blocks while they are allocated and the kind stays the same.
+    fn data_extent(&self, offset: u64, end: u64) -> Result<Extent> {
+        let bs = self.header.block_size;
+        let mut pos = offset;
+        let mut kind = None;
+        while pos < end {
+            let block = pos / bs;
+            let Map::Data(host) = self.map(block)? else { break };
+            let at = host + pos % bs;
+            let block_end = ((block + 1) * bs).min(end);
+            let (alloc, host_stop) = match self.file.next_data(at)? {
+                Some(d) if d <= at => (Alloc::Data, self.file.next_hole(at)?),
+                Some(d) => (Alloc::Zero, d),
+                None => (Alloc::Zero, u64::MAX),
+            };
+            if kind.is_some_and(|k| k != alloc) {
+                break;
+            }
+            kind = Some(alloc);
+            let stop = pos.saturating_add(host_stop.saturating_sub(at)).clamp(pos + 1, block_end);
+            pos = stop;
+            if stop < block_end {
+                break;
+            }
+        }
+        Ok(Extent { offset, len: pos - offset, alloc: kind.unwrap_or(Alloc::Data) })
     }
 
     fn info_inner(&self) -> ImageInfo {
@@ -200,6 +234,21 @@ impl BlockRead for VdiReader {
 
     fn extent_at(&self, offset: u64, max_len: u64) -> Result<Extent> {
         self.extent_inner(offset, max_len).map_err(|e| e.with_file(self.file.name()))
+    }
+
+    /// Data at the block's place in the file plus the offset inside it; a run stops
+    /// at the end of its block (the next block may lie anywhere).
+    fn map_extent(&self, offset: u64, max_len: u64) -> Result<MapExtent> {
+        let bs = self.header.block_size;
+        let mut extent = self.extent_at(offset, max_len)?;
+        let host = match (extent.alloc, self.map(offset / bs)) {
+            (Alloc::Data, Ok(Map::Data(h))) => {
+                extent.len = extent.len.min(bs - offset % bs);
+                Some(h + offset % bs)
+            }
+            _ => None,
+        };
+        Ok(MapExtent { extent, host, compressed: false })
     }
 
     fn info(&self) -> ImageInfo {

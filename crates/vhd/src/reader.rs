@@ -121,12 +121,13 @@ impl VhdReader {
     /// The parent's unique id must be the one this disk was made against.
     fn check_parent(&self, path: &Path, name: &str, parent: Option<&dyn BlockRead>) -> Result<()> {
         let (Some(p), Some(s)) = (parent, &self.sparse) else { return Ok(()) };
-        let want = uuid_text(&s.header.parent_unique_id);
-        let got = p.info().specific.get("uuid").and_then(|v| v.as_str().map(str::to_string));
-        if got.as_deref() != Some(want.as_str()) {
+        let want = s.header.parent_unique_id;
+        let got = p.unique_id();
+        if got != Some(want) {
             return Err(Error::corrupt(format!(
-                "parent {name:?} has unique id {}, but this disk expects {want}",
-                got.unwrap_or_else(|| "none".into())
+                "parent {name:?} has unique id {}, but this disk expects {}",
+                got.map_or_else(|| "none".into(), |g| uuid_text(&g)),
+                uuid_text(&want)
             ))
             .with_field("parent_unique_id")
             .with_offset(self.footer.data_offset + 40)
@@ -567,6 +568,7 @@ impl VhdReader {
             backing_file: self.parent.clone(),
             backing_format: self.parent.as_ref().map(|_| "vhd".into()),
             specific: m,
+            ..ImageInfo::default()
         }
     }
 }
@@ -599,5 +601,9 @@ impl BlockRead for VhdReader {
 
     fn info(&self) -> ImageInfo {
         self.info_inner()
+    }
+
+    fn unique_id(&self) -> Option<[u8; 16]> {
+        Some(self.footer.unique_id)
     }
 }

@@ -102,12 +102,13 @@ impl VhdxReader {
             return Ok(());
         };
         if let Some(linkage) = l.locator("parent_linkage") {
-            let theirs = parent.info().specific.get("data-write-guid").and_then(|v| v.as_str()).map(str::to_string);
-            let norm = |s: &str| s.trim_matches(|c| c == '{' || c == '}').to_ascii_lowercase();
-            let alt = l.locator("parent_linkage2").map(norm);
+            // The locator holds GUIDs as text ("{...}"); the parent's header holds one in
+            // binary. Compare them as GUIDs; text that is not a GUID matches nothing.
+            let guid = |s: &str| uuid::Uuid::parse_str(s.trim().trim_matches(|c| c == '{' || c == '}')).ok();
+            let want = [Some(linkage), l.locator("parent_linkage2")].into_iter().flatten().filter_map(guid);
+            let theirs = parent.unique_id().map(uuid::Uuid::from_bytes);
             if let Some(theirs) = theirs
-                && norm(linkage) != norm(&theirs)
-                && alt.as_deref() != Some(norm(&theirs).as_str())
+                && !want.clone().any(|w| w == theirs)
             {
                 return Err(Error::corrupt(format!(
                     "parent {name:?} has data write GUID {theirs}, but this image expects {linkage}: \
@@ -259,6 +260,10 @@ impl BlockRead for VhdxReader {
 
     fn backing(&self) -> Option<&dyn BlockRead> {
         self.parent.as_deref()
+    }
+
+    fn unique_id(&self) -> Option<[u8; 16]> {
+        Some(*self.layout.active.header.data_write_guid.as_bytes())
     }
 
     fn info(&self) -> ImageInfo {

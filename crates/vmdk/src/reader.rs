@@ -3,12 +3,12 @@
 
 use crate::descriptor::{Descriptor, ExtentLine};
 use crate::header::{MAGIC, MAX_DESCRIPTOR_BYTES, SECTOR};
-use crate::sparse::SparseExtent;
+use crate::sparse::{GrainMap, SparseExtent};
 use diskcast_block::io::ImageFile;
 use diskcast_block::range_end;
 use diskcast_block::registry::OpenContext;
 use diskcast_block::source::{ByteSource, Source, refuse_referenced};
-use diskcast_block::{Alloc, BlockRead, Error, Extent, ImageInfo, Result};
+use diskcast_block::{Alloc, BlockRead, Error, Extent, ImageInfo, MapExtent, Result};
 use serde_json::{Value, json};
 use std::path::Path;
 
@@ -47,6 +47,10 @@ pub struct VmdkReader {
     pub(crate) extents: Vec<DiskExtent>,
     desc: Descriptor,
     create_type: String,
+    /// The path the image was opened as: extent file names are shown relative to it.
+    path: std::path::PathBuf,
+    /// A bare sparse file (its descriptor embedded), not a descriptor naming extents.
+    embedded: bool,
 }
 
 impl VmdkReader {
@@ -118,7 +122,7 @@ impl VmdkReader {
             }
         }
         let create_type = desc.get("createType").unwrap_or("unknown").to_string();
-        Ok(VmdkReader { size: start, extents, desc, create_type })
+        Ok(VmdkReader { size: start, extents, desc, create_type, path: path.to_path_buf(), embedded: false })
     }
 
     fn open_sparse_file(path: &Path, file: Source) -> Result<Self> {
@@ -147,7 +151,7 @@ impl VmdkReader {
         } else {
             Vec::new()
         };
-        Ok(VmdkReader { size, extents, desc, create_type })
+        Ok(VmdkReader { size, extents, desc, create_type, path: path.to_path_buf(), embedded: true })
     }
 
     /// The index of the extent holding guest byte `off`.
@@ -160,8 +164,9 @@ impl VmdkReader {
     fn info_inner(&self) -> ImageInfo {
         let mut s = serde_json::Map::new();
         s.insert("create-type".into(), json!(self.create_type));
+        // qemu-img info prints the CIDs as numbers; one that is not hex is left out.
         for (key, field) in [("cid", "CID"), ("parent-cid", "parentCID")] {
-            if let Some(v) = self.desc.get(field) {
+            if let Some(v) = self.desc.get(field).and_then(|v| u32::from_str_radix(v.trim(), 16).ok()) {
                 s.insert(key.into(), json!(v));
             }
         }
@@ -182,19 +187,31 @@ impl VmdkReader {
         let mut cluster = None;
         let mut compressed = false;
         let mut list = Vec::new();
+        let mut files = Vec::new();
         for e in &self.extents {
+            // qemu-img info's keys: `filename` (the path as opened, beside the descriptor),
+            // `format` (the extent type; empty for a bare sparse file, as qemu shows it),
+            // `cluster-size` for sparse extents, `compressed`; the rest are ours.
             let mut o = serde_json::Map::new();
-            o.insert("type".into(), json!(e.line.kind));
+            o.insert("format".into(), json!(if self.embedded { "" } else { e.line.kind.as_str() }));
             o.insert("access".into(), json!(e.line.access));
-            if let Some(f) = &e.line.file {
-                o.insert("file".into(), json!(f));
+            let file = match (&e.line.file, self.embedded) {
+                (Some(f), false) => Some(self.path.parent().map_or_else(|| f.into(), |d| d.join(f))),
+                (Some(_), true) => Some(self.path.clone()),
+                (None, _) => None, // ZERO extents have no file
+            };
+            if let Some(f) = file {
+                o.insert("filename".into(), json!(f.display().to_string()));
+                if !self.embedded {
+                    files.push(f);
+                }
             }
             o.insert("virtual-size".into(), json!(e.len));
             if let Backing::Sparse(sp) = &e.backing {
                 cluster.get_or_insert(sp.grain);
                 compressed |= sp.header.compressed();
                 o.insert("version".into(), json!(sp.header.version));
-                o.insert("grain-size".into(), json!(sp.grain));
+                o.insert("cluster-size".into(), json!(sp.grain));
                 o.insert("compressed".into(), json!(sp.header.compressed()));
                 o.insert("zeroed-grain".into(), json!(sp.header.zero_grain()));
                 if sp.footer_used {
@@ -217,6 +234,7 @@ impl VmdkReader {
             cluster_size: cluster,
             compression: compressed.then(|| "zlib".to_string()),
             specific: s,
+            extent_files: files,
             ..ImageInfo::default()
         }
     }
@@ -354,5 +372,47 @@ impl BlockRead for VmdkReader {
 
     fn info(&self) -> ImageInfo {
         self.info_inner()
+    }
+
+    /// Flat data sits at the extent's base plus the offset; a sparse run is cut where
+    /// its grains stop following each other in the file (or stop being compressed).
+    fn map_extent(&self, offset: u64, max_len: u64) -> Result<MapExtent> {
+        let extent = self.extent_at(offset, max_len)?;
+        let none = MapExtent { extent, host: None, compressed: false };
+        if extent.alloc != Alloc::Data {
+            return Ok(none);
+        }
+        let Some(i) = self.find(offset) else { return Ok(none) };
+        let e = &self.extents[i];
+        let rel = offset - e.start;
+        match &e.backing {
+            Backing::Flat { base, .. } => Ok(MapExtent { host: Some(base + rel), ..none }),
+            Backing::Zero => Ok(none),
+            Backing::Sparse(sp) => {
+                let grain = sp.grain;
+                let first = sp.lookup(rel / grain)?;
+                let mut run = (grain - rel % grain).min(extent.len);
+                let mut g = rel / grain + 1;
+                while run < extent.len {
+                    let next = sp.lookup(g)?;
+                    let follows = match (first, next) {
+                        (GrainMap::Data(a), GrainMap::Data(b)) => b == a + (g - rel / grain) * grain,
+                        (GrainMap::Compressed(_), GrainMap::Compressed(_)) => true,
+                        _ => false,
+                    };
+                    if !follows {
+                        break;
+                    }
+                    run = (run + grain).min(extent.len);
+                    g += 1;
+                }
+                let extent = Extent { len: run, ..extent };
+                Ok(match first {
+                    GrainMap::Data(h) => MapExtent { extent, host: Some(h + rel % grain), compressed: false },
+                    GrainMap::Compressed(_) => MapExtent { extent, host: None, compressed: true },
+                    _ => MapExtent { extent, ..none },
+                })
+            }
+        }
     }
 }

@@ -94,8 +94,8 @@ fn stream_optimized_vs_qemu() {
 
 /// Single-thread deflate cost and size per zlib level on the same kind of data, to pick
 /// the stream writer's level: every level must give back the input, and the writer's
-/// level ([`diskcast_vmdk::stream::LEVEL`]) must earn its place: output within 3 % of
-/// level 9's, in less time than level 9 takes.
+/// level ([`diskcast_vmdk::stream::LEVEL`]) must earn its place against qemu's level 6:
+/// output within 2 % of its size, in less time.
 #[test]
 #[ignore]
 fn deflate_levels() {
@@ -126,13 +126,12 @@ fn deflate_levels() {
         }
         results.push((level, secs, total));
     }
+    // qemu writes level 6 (zlib's default); ours must stay as small to within 2 % and be
+    // faster, as the comment on LEVEL says.
     let find = |l: u32| results.iter().find(|r| r.0 == l).copied().unwrap();
-    let (_, ours_s, ours_b) = find(diskcast_vmdk::stream::LEVEL);
-    let (_, best_s, best_b) = find(9);
-    assert!(
-        ours_b as f64 <= best_b as f64 * 1.03,
-        "level {}: {ours_b} bytes, level 9: {best_b}",
-        diskcast_vmdk::stream::LEVEL
-    );
-    assert!(ours_s < best_s, "level {} took {ours_s:.2}s, level 9 {best_s:.2}s", diskcast_vmdk::stream::LEVEL);
+    let level = diskcast_vmdk::stream::LEVEL;
+    let (_, ours_s, ours_b) = find(level);
+    let (_, qemu_s, qemu_b) = find(6);
+    assert!(ours_b as f64 <= qemu_b as f64 * 1.02, "level {level}: {ours_b} bytes, level 6: {qemu_b}");
+    assert!(ours_s < qemu_s, "level {level} took {ours_s:.2}s, level 6 {qemu_s:.2}s");
 }

@@ -154,8 +154,8 @@ fn esxi_vmfs_descriptors_and_zero_extents() {
         assert_eq!(info.specific["adapter-type"], "lsilogic");
         assert_eq!(info.specific["hwversion"], "13");
         assert_eq!(info.specific["geometry"]["heads"], 255);
-        assert_eq!(info.specific["extents"][0]["type"], "VMFS");
-        assert_eq!(info.specific["extents"][0]["file"], "esx-flat.vmdk");
+        assert_eq!(info.specific["extents"][0]["format"], "VMFS");
+        assert!(info.specific["extents"][0]["filename"].as_str().unwrap().ends_with("/esx-flat.vmdk"));
     }
     // FLAT pieces at offsets with a ZERO extent between them.
     let d = dir.path().join("zero.vmdk");

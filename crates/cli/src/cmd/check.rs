@@ -24,7 +24,9 @@ pub fn run(a: ImageArgs) -> Result<u8, Failure> {
     let src = diskcast_block::source::open_file(&a.file).map_err(|e| fail(e, CHECK_INCOMPLETE))?;
     let report = match driver.check(src, &images.context()) {
         Ok(r) => r,
-        Err(e) if e.kind() == ErrorKind::Unsupported => return Err(fail(e, NO_CHECK)),
+        // 63 only when the format has no checker; an image the checker cannot read (an
+        // encrypted qcow2, an unsupported feature) is an error like any other, as in qemu-img.
+        Err(e) if e.kind() == ErrorKind::NotApplicable => return Err(fail(e, NO_CHECK)),
         Err(e) => return Err(fail(e.with_file(&a.file), CHECK_INCOMPLETE)),
     };
     match a.output {
@@ -32,7 +34,7 @@ pub fn run(a: ImageArgs) -> Result<u8, Failure> {
             let mut v = serde_json::to_value(&report).unwrap_or_default();
             if let Some(m) = v.as_object_mut() {
                 m.insert("filename".into(), json!(a.file.display().to_string()));
-                m.insert("format".into(), json!(driver.name()));
+                m.insert("format".into(), json!(super::qemu_format_name(driver.name())));
             }
             print_json(&v);
         }
@@ -54,10 +56,15 @@ pub fn run(a: ImageArgs) -> Result<u8, Failure> {
             if report.check_errors > 0 {
                 println!("\n{} internal errors have occurred during the check.", report.check_errors);
             }
-            if let (Some(used), Some(total)) = (report.allocated_clusters, report.total_clusters) {
-                let pct = if total > 0 { used as f64 * 100.0 / total as f64 } else { 0.0 };
-                let compressed = report.compressed_clusters.unwrap_or(0);
-                println!("{used}/{total} = {pct:.2}% allocated, {compressed} compressed clusters");
+            // qemu-img's line, printed only when both counts are non-zero.
+            if let (Some(used @ 1..), Some(total @ 1..)) = (report.allocated_clusters, report.total_clusters) {
+                let pct = |n: u64, of: u64| n as f64 * 100.0 / of as f64;
+                println!(
+                    "{used}/{total} = {:.2}% allocated, {:.2}% fragmented, {:.2}% compressed clusters",
+                    pct(used, total),
+                    pct(report.fragmented_clusters.unwrap_or(0), used),
+                    pct(report.compressed_clusters.unwrap_or(0), used)
+                );
             }
             if let Some(end) = report.image_end_offset {
                 println!("Image end offset: {end}");

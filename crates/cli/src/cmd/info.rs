@@ -1,6 +1,6 @@
 //! `diskcast info`: what an image is, in human text or JSON.
 
-use super::{Images, print_json};
+use super::{Images, print_json, qemu_format_name};
 use crate::args::{InfoArgs, OutputFormat};
 use diskcast_block::size::human;
 use diskcast_block::{BlockRead, ImageInfo, Result};
@@ -22,14 +22,15 @@ pub fn run(a: InfoArgs) -> Result<u8> {
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         chain.push((dir.join(name), below));
     }
-    let entries: Vec<Value> = chain.iter().map(|(p, img)| entry_json(p, &img.info())).collect();
     match a.output {
         OutputFormat::Json => {
-            let mut top = entries.first().cloned().unwrap_or(Value::Null);
-            if let (Value::Object(m), true) = (&mut top, a.backing_chain) {
-                m.insert("backing-chain".into(), Value::Array(entries.iter().skip(1).cloned().collect()));
+            // As qemu-img: one object, or with --backing-chain an array of them, top first.
+            let mut entries: Vec<Value> = chain.iter().map(|(p, img)| entry_json(p, &img.info())).collect();
+            if a.backing_chain {
+                print_json(&Value::Array(entries));
+            } else {
+                print_json(&entries.swap_remove(0));
             }
-            print_json(&top);
         }
         OutputFormat::Human => {
             for (i, (path, img)) in chain.iter().enumerate() {
@@ -43,36 +44,73 @@ pub fn run(a: InfoArgs) -> Result<u8> {
     Ok(0)
 }
 
-/// Bytes the file takes on disk (allocated blocks), if it can be stat'ed.
-fn disk_usage(path: &Path) -> Option<u64> {
-    std::fs::metadata(path).ok().map(|m| m.blocks().saturating_mul(512))
+/// Bytes the image takes on disk: its file plus its extent files (allocated blocks),
+/// as qemu-img info's `actual-size` counts them; `None` if the file cannot be stat'ed.
+fn disk_usage(path: &Path, info: &ImageInfo) -> Option<u64> {
+    let usage = |p: &Path| std::fs::metadata(p).ok().map(|m| m.blocks().saturating_mul(512));
+    let extents: u64 = info.extent_files.iter().filter(|f| f.as_path() != path).filter_map(|f| usage(f)).sum();
+    usage(path).map(|n| n + extents)
 }
 
+/// One image as `qemu-img info --output=json` describes it: the same keys with the same
+/// types (a script written for qemu-img reads ours unchanged), plus diskcast's own facts
+/// under keys qemu does not use.
 fn entry_json(path: &Path, info: &ImageInfo) -> Value {
+    let format = qemu_format_name(&info.format);
+    let mut m = serde_json::Map::new();
+    m.insert("filename".into(), path.display().to_string().into());
+    m.insert("format".into(), format.into());
+    m.insert("virtual-size".into(), info.virtual_size.into());
+    if let Some(n) = disk_usage(path, info) {
+        m.insert("actual-size".into(), n.into());
+    }
+    m.insert("dirty-flag".into(), info.dirty.into());
+    if let Some(c) = info.cluster_size {
+        m.insert("cluster-size".into(), c.into());
+    }
+    if let Some(c) = &info.compression {
+        m.insert("compression-type".into(), c.clone().into());
+    }
+    if let Some(b) = &info.backing_file {
+        m.insert("backing-filename".into(), b.clone().into());
+        // qemu's full name: relative names are relative to the image's directory.
+        let full = path.parent().map_or_else(|| PathBuf::from(b), |d| d.join(b));
+        m.insert("full-backing-filename".into(), full.display().to_string().into());
+    }
+    if let Some(b) = &info.backing_format {
+        m.insert("backing-filename-format".into(), b.clone().into());
+    }
+    if !info.specific.is_empty() {
+        m.insert("format-specific".into(), json!({"type": format, "data": info.specific}));
+    }
+    // The files below the image, as qemu's block graph shows them: extent files, then the
+    // image's own file.
+    let mut children: Vec<Value> = info
+        .extent_files
+        .iter()
+        .filter(|f| f.as_path() != path)
+        .enumerate()
+        .map(|(i, f)| json!({"name": format!("extents.{i}"), "info": file_json(f)}))
+        .collect();
+    children.push(json!({"name": "file", "info": file_json(path)}));
+    m.insert("children".into(), children.into());
+    Value::Object(m)
+}
+
+/// A plain file as qemu-img info shows the protocol layer below an image.
+fn file_json(path: &Path) -> Value {
+    let meta = std::fs::metadata(path).ok();
     let mut v = json!({
+        "children": [],
         "filename": path.display().to_string(),
-        "format": info.format,
-        "virtual-size": info.virtual_size,
+        "format": "file",
+        "format-specific": {"type": "file", "data": {}},
+        "dirty-flag": false,
     });
-    if let Some(m) = v.as_object_mut() {
-        if let Some(n) = disk_usage(path) {
-            m.insert("actual-size".into(), n.into());
-        }
-        if let Some(c) = info.cluster_size {
-            m.insert("cluster-size".into(), c.into());
-        }
-        if let Some(c) = &info.compression {
-            m.insert("compression-type".into(), c.clone().into());
-        }
-        if let Some(b) = &info.backing_file {
-            m.insert("backing-filename".into(), b.clone().into());
-        }
-        if let Some(b) = &info.backing_format {
-            m.insert("backing-filename-format".into(), b.clone().into());
-        }
-        if !info.specific.is_empty() {
-            m.insert("format-specific".into(), Value::Object(info.specific.clone()));
-        }
+    if let (Some(m), Some(obj)) = (meta, v.as_object_mut()) {
+        // qemu counts a file's length in whole 512-byte sectors.
+        obj.insert("virtual-size".into(), m.len().next_multiple_of(512).into());
+        obj.insert("actual-size".into(), m.blocks().saturating_mul(512).into());
     }
     v
 }
@@ -81,7 +119,7 @@ fn print_human(path: &Path, info: &ImageInfo) {
     println!("image: {}", path.display());
     println!("file format: {}", info.format);
     println!("virtual size: {} ({} bytes)", human(info.virtual_size), info.virtual_size);
-    if let Some(n) = disk_usage(path) {
+    if let Some(n) = disk_usage(path, info) {
         println!("disk size: {}", human(n));
     }
     if let Some(c) = info.cluster_size {

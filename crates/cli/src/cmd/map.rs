@@ -1,8 +1,10 @@
 //! `diskcast map`: the allocation map, with how deep in the backing chain each range lives.
+//! The JSON is qemu-img map's: `start`, `length`, `depth`, `present`, `zero`, `data`,
+//! `compressed`, and `offset` where the data has one place in a file.
 
 use super::Images;
 use crate::args::{ImageArgs, OutputFormat};
-use diskcast_block::{Alloc, BlockRead, Extent, Result};
+use diskcast_block::{Alloc, BlockRead, Extent, MapExtent, Result};
 use serde_json::json;
 use std::io::Write;
 
@@ -17,27 +19,43 @@ pub fn run(a: ImageArgs) -> Result<u8> {
         writeln!(out, "[").map_err(write_err)?;
     }
     let mut pos = 0;
-    let mut pending: Option<(Extent, usize)> = None;
+    let mut pending: Option<(MapExtent, usize)> = None;
     let mut first = true;
     let size = image.size();
-    let mut emit = |(e, depth): (Extent, usize), out: &mut dyn Write| -> std::io::Result<()> {
+    let mut emit = |(m, depth): (MapExtent, usize), out: &mut dyn Write| -> std::io::Result<()> {
+        let e = m.extent;
         if a.output == OutputFormat::Human {
             writeln!(out, "{:<#20x}{:<#20x}{:<8}{}", e.offset, e.len, depth, name(e.alloc))
         } else {
-            let line = json!({"start": e.offset, "length": e.len, "depth": depth,
+            let mut line = json!({"start": e.offset, "length": e.len, "depth": depth,
                 "present": e.alloc != Alloc::Unallocated, "zero": e.alloc.reads_zero(),
-                "data": e.alloc == Alloc::Data});
+                "data": e.alloc == Alloc::Data, "compressed": m.compressed});
+            if let (Some(host), Some(obj)) = (m.host, line.as_object_mut()) {
+                obj.insert("offset".into(), host.into());
+            }
             let sep = if std::mem::take(&mut first) { "" } else { ",\n" };
             write!(out, "{sep}  {line}")
         }
     };
     while pos < size {
-        let (e, depth) = resolve(image.as_ref(), pos, size - pos, 0)?;
-        pos = e.end();
+        let (m, depth) = resolve(image.as_ref(), pos, size - pos, 0)?;
+        pos = m.extent.end();
         match &mut pending {
-            Some((p, d)) if p.alloc == e.alloc && *d == depth => p.len += e.len,
+            // As qemu-img merges: same kind, same depth, and stored right after.
+            Some((p, d))
+                if p.extent.alloc == m.extent.alloc
+                    && *d == depth
+                    && p.compressed == m.compressed
+                    && match (p.host, m.host) {
+                        (None, None) => true,
+                        (Some(a), Some(b)) => a + p.extent.len == b,
+                        _ => false,
+                    } =>
+            {
+                p.extent.len += m.extent.len
+            }
             _ => {
-                if let Some(prev) = pending.replace((e, depth)) {
+                if let Some(prev) = pending.replace((m, depth)) {
                     emit(prev, &mut out).map_err(write_err)?;
                 }
             }
@@ -53,16 +71,17 @@ pub fn run(a: ImageArgs) -> Result<u8> {
     Ok(0)
 }
 
-/// The extent at `offset` and the depth of the image that holds it (0 = top).
-fn resolve(image: &dyn BlockRead, offset: u64, max: u64, depth: usize) -> Result<(Extent, usize)> {
-    let e = image.extent_at(offset, max)?;
+/// Where the range at `offset` is and the depth of the image that holds it (0 = top).
+fn resolve(image: &dyn BlockRead, offset: u64, max: u64, depth: usize) -> Result<(MapExtent, usize)> {
+    let m = image.map_extent(offset, max)?;
+    let e = m.extent;
     match (e.alloc, image.backing()) {
         (Alloc::Backing, Some(b)) if offset < b.size() => {
             let (below, d) = resolve(b, offset, e.len, depth + 1)?;
-            Ok((Extent { len: below.len.min(e.len), ..below }, d))
+            Ok((MapExtent { extent: Extent { len: below.extent.len.min(e.len), ..below.extent }, ..below }, d))
         }
-        (Alloc::Backing, _) => Ok((Extent { alloc: Alloc::Unallocated, ..e }, depth)),
-        _ => Ok((e, depth)),
+        (Alloc::Backing, _) => Ok((MapExtent { extent: Extent { alloc: Alloc::Unallocated, ..e }, ..m }, depth)),
+        _ => Ok((m, depth)),
     }
 }
 

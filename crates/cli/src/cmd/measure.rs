@@ -12,23 +12,38 @@ pub fn run(a: MeasureArgs) -> Result<u8> {
     let driver = images.registry.get(&a.output_format)?;
     let opts = create_options(&a.options, a.compress)?;
     driver.validate(&opts)?;
-    let (size, data) = match (&a.src, &a.size) {
-        (_, Some(s)) => (parse_size(s)?, Vec::new()),
+    let (size, data, bitmaps) = match (&a.src, &a.size) {
+        (_, Some(s)) => (parse_size(s)?, Vec::new(), None),
         (Some(src), None) => {
             let image = images.open(src, a.format.as_deref())?;
             let data = extents(image.as_ref(), true)
                 .filter(|e| e.as_ref().map_or(true, |e| e.alloc == Alloc::Data))
                 .collect::<Result<Vec<_>>>()?;
-            (image.size(), data)
+            (image.size(), data, image.info().persistent_bitmaps)
         }
         (None, None) => return Err(Error::argument("give a source image or --size")),
     };
     let m = driver.measure(size, &data, &opts)?;
+    // As qemu-img: `bitmaps` appears when the source can hold persistent bitmaps and the
+    // target can carry them over (0 when it has none).
+    let bitmap_bytes = match &bitmaps {
+        Some(list) => driver.measure_bitmaps(size, list, &opts)?,
+        None => None,
+    };
     match a.output {
-        OutputFormat::Json => print_json(&json!({"required": m.required, "fully-allocated": m.fully_allocated})),
+        OutputFormat::Json => {
+            let mut v = json!({"required": m.required, "fully-allocated": m.fully_allocated});
+            if let (Some(n), Some(obj)) = (bitmap_bytes, v.as_object_mut()) {
+                obj.insert("bitmaps".into(), n.into());
+            }
+            print_json(&v)
+        }
         OutputFormat::Human => {
             println!("required size: {}", m.required);
             println!("fully allocated size: {}", m.fully_allocated);
+            if let Some(n) = bitmap_bytes {
+                println!("bitmaps size: {n}");
+            }
         }
     }
     Ok(0)

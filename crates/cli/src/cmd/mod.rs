@@ -139,7 +139,25 @@ pub fn threads(requested: Option<usize>) -> Result<usize> {
     }
 }
 
-/// Prints pretty JSON on standard output.
+/// The name qemu-img gives a format in its output (`vpc` for VHD), so JSON written for
+/// qemu-img reads ours unchanged.
+pub fn qemu_format_name(name: &str) -> &str {
+    match name {
+        "vhd" => "vpc",
+        other => other,
+    }
+}
+
+/// Prints pretty JSON on standard output. A reader that went away (`| head`) ends the
+/// output quietly; any other write error is reported and exits 1.
 pub fn print_json(value: &serde_json::Value) {
-    println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+    use std::io::Write;
+    let text = serde_json::to_string_pretty(value).unwrap_or_default();
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{text}").and_then(|()| out.flush())
+        && e.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        eprintln!("diskcast: cannot write to standard output: {e}");
+        std::process::exit(1);
+    }
 }

@@ -60,6 +60,12 @@ pub fn make_source(src: &Path) {
     shs("mkfifo", &[src.join("fifo").to_str().unwrap()]);
     let sparse = std::fs::File::create(src.join("sparse")).unwrap();
     sparse.set_len(16 << 20).unwrap();
+    // Ten islands of data: more runs than an old GNU sparse header holds (4), so the
+    // map continues in extension blocks.
+    for i in 0..10u64 {
+        std::os::unix::fs::FileExt::write_all_at(&sparse, format!("island {i}").as_bytes(), i * (3 << 19) + 4096)
+            .unwrap();
+    }
     std::os::unix::fs::FileExt::write_all_at(&sparse, b"in the middle", 8 << 20).unwrap();
     drop(sparse);
     std::fs::write(src.join("empty"), b"").unwrap();

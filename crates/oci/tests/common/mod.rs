@@ -241,6 +241,12 @@ pub fn dir_manifest(root: &Path) -> BTreeMap<String, String> {
 
 /// Asserts two manifests are equal, listing every difference.
 pub fn assert_same(ours: &BTreeMap<String, String>, theirs: &BTreeMap<String, String>, what: &str) {
+    let diffs = differences(ours, theirs);
+    assert!(diffs.is_empty(), "{what}: {} differences:\n{}", diffs.len(), diffs.join("\n"));
+    assert!(ours.len() > 10, "{what}: suspiciously few paths ({})", ours.len());
+}
+
+fn differences(ours: &BTreeMap<String, String>, theirs: &BTreeMap<String, String>) -> Vec<String> {
     let mut diffs = Vec::new();
     for (p, l) in ours {
         match theirs.get(p) {
@@ -254,8 +260,14 @@ pub fn assert_same(ours: &BTreeMap<String, String>, theirs: &BTreeMap<String, St
             diffs.push(format!("only theirs: {p}: {l}"));
         }
     }
+    diffs
+}
+
+/// [`assert_same`] for small trees (no minimum path count).
+pub fn assert_same_min(ours: &BTreeMap<String, String>, theirs: &BTreeMap<String, String>, what: &str) {
+    let diffs = differences(ours, theirs);
     assert!(diffs.is_empty(), "{what}: {} differences:\n{}", diffs.len(), diffs.join("\n"));
-    assert!(ours.len() > 10, "{what}: suspiciously few paths ({})", ours.len());
+    assert!(!ours.is_empty(), "{what}: no paths");
 }
 
 /// Runs `f` on another thread and fails the test if it takes longer than `secs`.

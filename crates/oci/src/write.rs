@@ -1,0 +1,451 @@
+//! Writing a tree as a single-layer container image: an OCI layout (`oci:DIR:TAG`, added
+//! to an existing layout or a new one), an OCI archive (`oci-archive:FILE:TAG`) or a
+//! `docker load`-able tarball (`docker-archive:FILE:REPO:TAG`).
+//!
+//! The layer is the tree as a PAX tar (crates/tar's writer), gzip-compressed for OCI and
+//! plain for Docker archives, written once while both its digests are computed. With
+//! `SOURCE_DATE_EPOCH` set, the config's dates are that time and file times newer than
+//! it are clamped to it, so the same tree gives the same image digest.
+
+use crate::digest::{Algorithm, Digest, Hasher};
+use crate::source::ImageRef;
+use crate::spec::{Descriptor, History, ImageConfig, Index, Manifest, REF_NAME, RootFs, RunConfig, media};
+use diskcast_block::output::OutputFiles;
+use diskcast_block::progress::Progress;
+use diskcast_block::{Error, Result};
+use diskcast_tree::{Content, FileData, Kind, Meta, Node, NodeId, Timestamp, Tree};
+use std::collections::BTreeMap;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// What goes into the image config.
+#[derive(Debug, Clone, Default)]
+pub struct WriteConfig {
+    /// `--arch` (Go's names; default: this machine's).
+    pub architecture: Option<String>,
+    /// `--entrypoint`.
+    pub entrypoint: Option<Vec<String>>,
+    /// `--cmd`.
+    pub cmd: Option<Vec<String>>,
+    /// `--env NAME=VALUE`.
+    pub env: Vec<String>,
+    /// `--workdir`.
+    pub working_dir: Option<String>,
+    /// `--user`.
+    pub user: Option<String>,
+    /// `--label KEY=VALUE`.
+    pub labels: BTreeMap<String, String>,
+    /// `SOURCE_DATE_EPOCH`, or the current time.
+    pub epoch: u64,
+    /// True when `epoch` came from `SOURCE_DATE_EPOCH` (clamp file times to it).
+    pub reproducible: bool,
+}
+
+/// What was written.
+#[derive(Debug, Clone)]
+pub struct WriteReport {
+    /// The manifest digest (the image's identity for OCI outputs).
+    pub manifest_digest: Digest,
+    /// The layer blob's digest and size.
+    pub layer: Descriptor,
+    /// The uncompressed layer's digest.
+    pub diff_id: Digest,
+    /// What the tar writer could not store, one message each.
+    pub skipped: Vec<String>,
+}
+
+/// A writer that hashes what passes through it.
+struct HashWrite<W> {
+    inner: W,
+    hasher: Hasher,
+    n: u64,
+}
+
+impl<W: Write> Write for HashWrite<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.n += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` for seconds since the epoch.
+pub fn rfc3339(secs: u64) -> String {
+    let days = secs / 86400;
+    let rem = secs % 86400;
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// A copy of `tree` with every time after `epoch` set to `epoch`.
+fn clamp_times(tree: &Tree, epoch: u64) -> Tree {
+    let mut t = tree.clone();
+    let max = Timestamp::from_secs(i64::try_from(epoch).unwrap_or(i64::MAX));
+    let ids: Vec<NodeId> = tree.walk(NodeId::ROOT).map(|(_, id)| id).collect();
+    for id in ids {
+        let m = &mut t.node_mut(id).meta;
+        for ts in [Some(&mut m.mtime), m.atime.as_mut(), m.ctime.as_mut()].into_iter().flatten() {
+            if *ts > max {
+                *ts = max;
+            }
+        }
+    }
+    t
+}
+
+/// Writes the layer tar of `tree` to `out`, gzip-compressed when `gzip`; returns the
+/// blob's digest and size, the diff_id, and what the tar could not hold.
+fn write_layer(
+    tree: &Tree,
+    out: &mut dyn Write,
+    gzip: bool,
+    progress: &dyn Progress,
+) -> Result<(Digest, u64, Digest, Vec<String>)> {
+    let mut blob = HashWrite { inner: out, hasher: Hasher::new(Algorithm::Sha256), n: 0 };
+    let (diff, skipped) = if gzip {
+        let enc = flate2::write::GzEncoder::new(&mut blob, flate2::Compression::new(6));
+        let mut plain = HashWrite { inner: enc, hasher: Hasher::new(Algorithm::Sha256), n: 0 };
+        let report = diskcast_tar::write_tar(tree, &mut plain, progress)?;
+        let HashWrite { inner: enc, hasher, .. } = plain;
+        enc.finish().map_err(|e| Error::io("cannot compress the layer", e))?;
+        (hasher.finish(), report.skipped)
+    } else {
+        let report = diskcast_tar::write_tar(tree, &mut blob, progress)?;
+        (blob.hasher.clone().finish(), report.skipped)
+    };
+    blob.flush().map_err(|e| Error::io("cannot write the layer", e))?;
+    let n = blob.n;
+    Ok((blob.hasher.finish(), n, diff, skipped))
+}
+
+fn json(v: &impl serde::Serialize) -> Result<Vec<u8>> {
+    serde_json::to_vec(v).map_err(|e| Error::invalid(format!("cannot encode JSON: {e}")))
+}
+
+fn descriptor(media_type: &str, bytes: &[u8]) -> Descriptor {
+    Descriptor {
+        media_type: media_type.to_string(),
+        digest: Digest::sha256(bytes),
+        size: bytes.len() as u64,
+        urls: vec![],
+        annotations: BTreeMap::new(),
+        platform: None,
+    }
+}
+
+/// The config of a one-layer image.
+fn config_json(cfg: &WriteConfig, diff_id: &Digest, docker: bool) -> Result<Vec<u8>> {
+    let created = rfc3339(cfg.epoch);
+    let run = RunConfig {
+        user: cfg.user.clone(),
+        env: (!cfg.env.is_empty()).then(|| cfg.env.clone()),
+        entrypoint: cfg.entrypoint.clone(),
+        cmd: cfg.cmd.clone(),
+        working_dir: cfg.working_dir.clone(),
+        labels: (!cfg.labels.is_empty()).then(|| cfg.labels.clone()),
+        ..RunConfig::default()
+    };
+    let arch = cfg.architecture.clone().unwrap_or_else(|| crate::spec::Platform::host().architecture);
+    let c = ImageConfig {
+        created: Some(created.clone()),
+        author: None,
+        architecture: crate::spec::normalize_arch(&arch).to_string(),
+        os: "linux".into(),
+        variant: None,
+        config: Some(run),
+        rootfs: RootFs { kind: "layers".into(), diff_ids: vec![diff_id.clone()] },
+        history: vec![History {
+            created: Some(created),
+            created_by: Some(format!("diskcast convert ({})", if docker { "docker-archive" } else { "oci" })),
+            ..History::default()
+        }],
+    };
+    json(&c)
+}
+
+/// Writes `tree` as the image `dst` names.
+pub fn write_image(tree: &Tree, dst: &ImageRef, cfg: &WriteConfig, progress: &dyn Progress) -> Result<WriteReport> {
+    let clamped;
+    let tree = if cfg.reproducible {
+        clamped = clamp_times(tree, cfg.epoch);
+        &clamped
+    } else {
+        tree
+    };
+    match dst {
+        ImageRef::Layout { dir, reference } => {
+            write_layout(tree, dir, reference.as_deref().unwrap_or("latest"), cfg, progress)
+        }
+        ImageRef::OciArchive { file, reference } => {
+            write_oci_archive(tree, file, reference.as_deref().unwrap_or("latest"), cfg, progress)
+        }
+        ImageRef::DockerArchive { file, reference } => {
+            write_docker_archive(tree, file, reference.as_deref(), cfg, progress)
+        }
+        ImageRef::Registry(_) => Err(Error::unsupported(
+            "pushing to a registry is not supported; write oci:DIR and push it with skopeo copy",
+        )),
+    }
+}
+
+fn check_tag(tag: &str) -> Result<()> {
+    if tag.is_empty() || tag.len() > 128 || tag.contains(['/', '\0', '\n']) {
+        return Err(Error::argument(format!("image reference {tag:?} is not a valid tag")));
+    }
+    Ok(())
+}
+
+/// One blob file of a layout, written under a temporary name and renamed to its digest.
+fn put_blob(blobs: &Path, bytes: &[u8]) -> Result<Digest> {
+    let d = Digest::sha256(bytes);
+    let path = blobs.join(d.hex());
+    if !path.exists() {
+        let outputs = OutputFiles::new();
+        let f = outputs.create(&path)?;
+        f.write_all_at(bytes, 0)?;
+        outputs.commit()?;
+    }
+    Ok(d)
+}
+
+fn write_layout(tree: &Tree, dir: &Path, tag: &str, cfg: &WriteConfig, progress: &dyn Progress) -> Result<WriteReport> {
+    check_tag(tag)?;
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).map_err(|e| Error::io("cannot create the layout", e).with_file(dir))?;
+    let marker = dir.join("oci-layout");
+    if !marker.exists() {
+        std::fs::write(&marker, br#"{"imageLayoutVersion":"1.0.0"}"#)
+            .map_err(|e| Error::io("cannot write", e).with_file(&marker))?;
+    }
+    // The layer goes to a temporary file in blobs/, renamed to its digest when done.
+    let tmp = blobs.join(format!(".layer-{}.tmp", std::process::id()));
+    let outputs = OutputFiles::new();
+    let (ldigest, lsize, diff, skipped) = {
+        let f = outputs.create(&tmp)?;
+        let mut w = BufWriter::with_capacity(1 << 20, f.file());
+        let r = write_layer(tree, &mut w, true, progress)?;
+        w.flush().map_err(|e| Error::io("cannot write the layer", e).with_file(&tmp))?;
+        r
+    };
+    outputs.commit()?;
+    let lpath = blobs.join(ldigest.hex());
+    std::fs::rename(&tmp, &lpath).map_err(|e| Error::io("cannot rename the layer", e).with_file(&lpath))?;
+    let config = config_json(cfg, &diff, false)?;
+    put_blob(&blobs, &config)?;
+    let layer =
+        Descriptor { media_type: media::OCI_LAYER_GZIP.into(), digest: ldigest, size: lsize, ..descriptor("", b"") };
+    let manifest = Manifest {
+        schema_version: 2,
+        media_type: Some(media::OCI_MANIFEST.into()),
+        config: descriptor(media::OCI_CONFIG, &config),
+        layers: vec![layer.clone()],
+        annotations: BTreeMap::new(),
+    };
+    let mbytes = json(&manifest)?;
+    let mdigest = put_blob(&blobs, &mbytes)?;
+    // index.json: this tag replaces an older image of the same name, others stay.
+    let index_path = dir.join("index.json");
+    let mut index: Index = match std::fs::read(&index_path) {
+        Ok(b) => crate::spec::parse_json(&b, "index.json")?,
+        Err(_) => Index {
+            schema_version: 2,
+            media_type: Some(media::OCI_INDEX.into()),
+            manifests: vec![],
+            annotations: BTreeMap::new(),
+        },
+    };
+    index.manifests.retain(|m| m.annotations.get(REF_NAME).map(String::as_str) != Some(tag));
+    let mut d = descriptor(media::OCI_MANIFEST, &mbytes);
+    d.annotations.insert(REF_NAME.into(), tag.into());
+    index.manifests.push(d);
+    let outputs = OutputFiles::new();
+    let f = outputs.create(&index_path)?;
+    f.write_all_at(&json(&index)?, 0)?;
+    outputs.commit()?;
+    Ok(WriteReport { manifest_digest: mdigest, layer, diff_id: diff, skipped })
+}
+
+/// A tree of files for an archive: every entry owned by root, dated `epoch`.
+struct ArchiveTree {
+    tree: Tree,
+    meta: Meta,
+}
+
+impl ArchiveTree {
+    fn new(epoch: u64) -> Self {
+        let mtime = Timestamp::from_secs(i64::try_from(epoch).unwrap_or(0));
+        ArchiveTree { tree: Tree::new(Meta::new(0o755, mtime)), meta: Meta::new(0o644, mtime) }
+    }
+
+    fn add(&mut self, path: &str, data: FileData) -> Result<()> {
+        let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
+        let mut dmeta = self.meta.clone();
+        dmeta.mode = 0o755;
+        let parent = self.tree.mkdir_all(dir.as_bytes(), &dmeta)?;
+        self.tree.insert(parent, name.as_bytes(), Node::new(self.meta.clone(), Kind::File(data)))?;
+        Ok(())
+    }
+
+    fn write(self, file: &Path) -> Result<()> {
+        let outputs = OutputFiles::new();
+        let f = outputs.create(file)?;
+        let mut w = BufWriter::with_capacity(1 << 20, f.file());
+        diskcast_tar::write_tar(&self.tree, &mut w, &diskcast_block::progress::NoProgress)?;
+        w.flush().map_err(|e| Error::io("cannot write", e).with_file(file))?;
+        drop(w);
+        outputs.commit()
+    }
+}
+
+/// Writes the layer to a temporary file beside `file`; returns it with the digests.
+fn layer_file(
+    tree: &Tree,
+    file: &Path,
+    gzip: bool,
+    progress: &dyn Progress,
+) -> Result<(TempPath, Digest, u64, Digest, Vec<String>)> {
+    let dir = file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let tmp = TempPath(dir.join(format!(
+        ".{}.layer-{}.tmp",
+        file.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
+        std::process::id()
+    )));
+    let f =
+        std::fs::File::create(&tmp.0).map_err(|e| Error::io("cannot create a temporary file", e).with_file(&tmp.0))?;
+    let mut w = BufWriter::with_capacity(1 << 20, f);
+    let (d, n, diff, skipped) = write_layer(tree, &mut w, gzip, progress)?;
+    w.flush().map_err(|e| Error::io("cannot write", e).with_file(&tmp.0))?;
+    Ok((tmp, d, n, diff, skipped))
+}
+
+/// Removed when dropped.
+struct TempPath(PathBuf);
+
+impl Drop for TempPath {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn write_oci_archive(
+    tree: &Tree,
+    file: &Path,
+    tag: &str,
+    cfg: &WriteConfig,
+    progress: &dyn Progress,
+) -> Result<WriteReport> {
+    check_tag(tag)?;
+    let (tmp, ldigest, lsize, diff, skipped) = layer_file(tree, file, true, progress)?;
+    let config = config_json(cfg, &diff, false)?;
+    let layer = Descriptor {
+        media_type: media::OCI_LAYER_GZIP.into(),
+        digest: ldigest.clone(),
+        size: lsize,
+        ..descriptor("", b"")
+    };
+    let manifest = Manifest {
+        schema_version: 2,
+        media_type: Some(media::OCI_MANIFEST.into()),
+        config: descriptor(media::OCI_CONFIG, &config),
+        layers: vec![layer.clone()],
+        annotations: BTreeMap::new(),
+    };
+    let mbytes = json(&manifest)?;
+    let mut d = descriptor(media::OCI_MANIFEST, &mbytes);
+    d.annotations.insert(REF_NAME.into(), tag.into());
+    let index = Index {
+        schema_version: 2,
+        media_type: Some(media::OCI_INDEX.into()),
+        manifests: vec![d.clone()],
+        annotations: BTreeMap::new(),
+    };
+    let mut a = ArchiveTree::new(cfg.epoch);
+    a.add("oci-layout", FileData::inline(br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec()))?;
+    a.add("index.json", FileData::inline(json(&index)?))?;
+    a.add(&format!("blobs/sha256/{}", Digest::sha256(&config).hex()), FileData::inline(config))?;
+    a.add(&format!("blobs/sha256/{}", d.digest.hex()), FileData::inline(mbytes))?;
+    a.add(
+        &format!("blobs/sha256/{}", ldigest.hex()),
+        FileData { size: lsize, content: Content::Host(Arc::from(tmp.0.as_path())) },
+    )?;
+    a.write(file)?;
+    Ok(WriteReport { manifest_digest: d.digest, layer, diff_id: diff, skipped })
+}
+
+fn write_docker_archive(
+    tree: &Tree,
+    file: &Path,
+    reference: Option<&str>,
+    cfg: &WriteConfig,
+    progress: &dyn Progress,
+) -> Result<WriteReport> {
+    let (tmp, ldigest, lsize, diff, skipped) = layer_file(tree, file, false, progress)?;
+    let config = config_json(cfg, &diff, true)?;
+    let cdigest = Digest::sha256(&config);
+    let repo_tags: Vec<String> = match reference {
+        Some(r) => {
+            let tagged = if r.rsplit('/').next().is_some_and(|last| last.contains(':')) {
+                r.to_string()
+            } else {
+                format!("{r}:latest")
+            };
+            vec![tagged]
+        }
+        None => vec![],
+    };
+    let entry = serde_json::json!([{
+        "Config": format!("{}.json", cdigest.hex()),
+        "RepoTags": repo_tags,
+        "Layers": [format!("{}.tar", diff.hex())],
+    }]);
+    let mut a = ArchiveTree::new(cfg.epoch);
+    a.add(&format!("{}.json", cdigest.hex()), FileData::inline(config.clone()))?;
+    a.add(
+        &format!("{}.tar", diff.hex()),
+        FileData { size: lsize, content: Content::Host(Arc::from(tmp.0.as_path())) },
+    )?;
+    a.add("manifest.json", FileData::inline(json(&entry)?))?;
+    a.write(file)?;
+    // The manifest a registry would get for this image (Docker v2 schema 2).
+    let layer = Descriptor {
+        media_type: "application/vnd.docker.image.rootfs.diff.tar".into(),
+        digest: ldigest,
+        size: lsize,
+        ..descriptor("", b"")
+    };
+    let manifest = Manifest {
+        schema_version: 2,
+        media_type: Some(media::DOCKER_MANIFEST.into()),
+        config: descriptor(media::DOCKER_CONFIG, &config),
+        layers: vec![layer.clone()],
+        annotations: BTreeMap::new(),
+    };
+    Ok(WriteReport { manifest_digest: Digest::sha256(&json(&manifest)?), layer, diff_id: diff, skipped })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    }
+}
