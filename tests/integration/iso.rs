@@ -384,3 +384,37 @@ fn iso_remaster_keeps_the_boot_setup_of_a_xorriso_disc() {
     assert_eq!(std::fs::read(x.join("boot/efiboot.img")).unwrap(), std::fs::read(s.join("boot/efiboot.img")).unwrap());
     assert!(boots_to_marker(&out, "uefi-usb", "DISKCAST_REMASTER_OK", t.path()), "the remastered disc does not boot");
 }
+
+#[test]
+fn iso_create_writes_a_file_over_4_gib_as_multi_extent() {
+    let t = tempfile::tempdir().unwrap();
+    let (src, iso) = (t.path().join("src"), t.path().join("big.iso"));
+    sh(&format!(
+        "mkdir -p '{s}'; cd '{s}'; echo head > big.bin; truncate -s 4200M big.bin; echo tail >> big.bin; echo x > small",
+        s = src.display()
+    ));
+    let size = std::fs::metadata(src.join("big.bin")).unwrap().len();
+    dc_ok(&["iso", "create", src.to_str().unwrap(), "-o", iso.to_str().unwrap()]);
+    let listing = tool_out("bsdtar", &["-tvf", iso.to_str().unwrap()]);
+    assert!(listing.lines().any(|l| l.contains(&size.to_string()) && l.ends_with("big.bin")), "{listing}");
+    let isoinfo = tool_out("isoinfo", &["-l", "-i", iso.to_str().unwrap()]);
+    assert!(isoinfo.matches("BIG.BIN;1").count() >= 2, "not split into extents:\n{isoinfo}");
+    let cut = t.path().join("cut");
+    tool_out(
+        "xorriso",
+        &[
+            "-osirrox",
+            "on",
+            "-indev",
+            iso.to_str().unwrap(),
+            "-extract_cut",
+            "/big.bin",
+            &(size - 5).to_string(),
+            "5",
+            cut.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(std::fs::read(&cut).unwrap(), b"tail\n");
+    let head = dc_ok(&["cat", iso.to_str().unwrap(), "small"]);
+    assert_eq!(head.stdout, b"x\n");
+}

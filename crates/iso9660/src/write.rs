@@ -541,6 +541,9 @@ impl<'t> Layout<'t> {
         // Sizes first (records have fixed sizes whatever the locations): a dry run, which
         // also makes each directory's continuation areas.
         let n = self.dirs.len();
+        if n > usize::from(u16::MAX) {
+            return Err(Error::unsupported(format!("{n} directories: an ISO 9660 path table numbers at most 65535")));
+        }
         let mut ce_of_dir: Vec<std::ops::Range<usize>> = Vec::with_capacity(n);
         for d in 0..n {
             let first = self.ce.len();
