@@ -74,6 +74,21 @@ fn skopeo_copies_flatten_the_same_in_every_transport_and_compression() {
     assert_same(&flatten_manifest(&format!("docker-archive:{d}")), &theirs, "docker-archive without ref");
     let e = open(&format!("docker-archive:{d}:nope:1"), &OpenOptions::default()).unwrap_err();
     assert!(e.to_string().contains("example/img:t"), "{e}");
+    let legacy = open(&format!("docker-archive:{d}"), &OpenOptions::default()).unwrap();
+    assert!(legacy.manifest_synthesized);
+
+    // Docker 25+'s OCI-style docker save: the real manifest is found and used.
+    let d25 = p("d25.tar");
+    run(
+        "/usr/bin/python3",
+        &[fixture("docker25-archive.py").to_str().unwrap(), img.to_str().unwrap(), "t", "example/img:t", &d25],
+    );
+    let spec = format!("docker-archive:{d25}:example/img:t");
+    let oci = open(&src, &OpenOptions::default()).unwrap();
+    let modern = open(&spec, &OpenOptions::default()).unwrap();
+    assert!(!modern.manifest_synthesized);
+    assert_eq!(modern.manifest_digest, oci.manifest_digest);
+    assert_same(&flatten_manifest(&spec), &theirs, "docker 25 archive");
 }
 
 #[test]
