@@ -330,16 +330,5 @@ pub fn assert_error(e: &Error, kind: ErrorKind, needle: &str) {
     assert!(e.file().is_some(), "{e} names no file");
 }
 
-/// Runs `f` on another thread and fails the test if it takes longer than `secs` (a hang
-/// on hostile input) or panics.
-pub fn within<T: Send + 'static>(secs: u64, what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    match rx.recv_timeout(std::time::Duration::from_secs(secs)) {
-        Ok(v) => v,
-        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("{what} took more than {secs} s"),
-        Err(e) => panic!("{what} panicked: {e}"),
-    }
-}
+/// The one time limit for tests: see [`hostile::within`].
+pub use hostile::within;
