@@ -39,6 +39,26 @@ pub fn run(tool: &str, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// Runs an oracle tool with `TZ=UTC` (mtools shows and stores local time) and
+/// `MTOOLS_SKIP_CHECK=1`, returning its stdout decoded lossily (mtools may print names in
+/// a legacy code page); panics (fails the test) on any failure, including the tool being
+/// missing.
+pub fn run_utc(tool: &str, args: &[&str]) -> String {
+    let out = Command::new(tool)
+        .args(args)
+        .env("TZ", "UTC")
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .output()
+        .unwrap_or_else(|e| panic!("{tool} is required (scripts/setup.sh installs it): {e}"));
+    assert!(
+        out.status.success(),
+        "{tool} {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// `qemu-img args...`, returning its stdout.
 pub fn qemu_img(args: &[&str]) -> String {
     run("qemu-img", args)
