@@ -3,25 +3,9 @@
 //! disks we read are made by those tools.
 
 use crate::support::*;
+use diskcast_testkit::run_utc;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-/// Runs an oracle tool (TZ=UTC for mtools), failing the test on error or absence.
-fn tool(cmd: &str, args: &[&str]) -> String {
-    let out = Command::new(cmd)
-        .args(args)
-        .env("TZ", "UTC")
-        .env("MTOOLS_SKIP_CHECK", "1")
-        .output()
-        .unwrap_or_else(|e| panic!("{cmd} is required (scripts/setup.sh installs it): {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// A small host tree with long and non-ASCII names and a nested file.
 fn src_tree(dir: &Path, name: &str) -> PathBuf {
@@ -44,7 +28,7 @@ fn slice(disk: &Path, start: u64, len: u64, out: &Path) {
 
 /// `sfdisk --json` partitions: (start sector, sectors, type, name).
 fn sfdisk_parts(disk: &Path) -> Vec<(u64, u64, String, String)> {
-    let v: serde_json::Value = serde_json::from_str(&tool("sfdisk", &["--json", &s(disk)])).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&run_utc("sfdisk", &["--json", &s(disk)])).unwrap();
     v["partitiontable"]["partitions"]
         .as_array()
         .unwrap()
@@ -69,15 +53,15 @@ fn mkfs_fat32_into_qcow2_passes_fsck_and_mtools() {
     qemu_check_clean(&out);
     let raw = dir.path().join("esp.raw");
     qemu_img(&["convert", "-O", "raw", &s(&out), &s(&raw)]).expect_ok();
-    let fsck = tool("fsck.fat", &["-n", &s(&raw)]);
+    let fsck = run_utc("fsck.fat", &["-n", &s(&raw)]);
     assert!(!fsck.contains("differ") && !fsck.contains("wrong"), "{fsck}");
     let back = dir.path().join("back");
     std::fs::create_dir(&back).unwrap();
-    tool("mcopy", &["-s", "-n", "-i", &s(&raw), "::/*", &s(&back)]);
+    run_utc("mcopy", &["-s", "-n", "-i", &s(&raw), "::/*", &s(&back)]);
     for f in ["EFI/BOOT/BOOTX64.EFI", "loader entry with a long name.conf", "café.txt"] {
         assert_same_bytes(&src.join(f), &back.join(f));
     }
-    let label = tool("mlabel", &["-s", "-i", &s(&raw), "::"]);
+    let label = run_utc("mlabel", &["-s", "-i", &s(&raw), "::"]);
     assert!(label.contains("ESP"), "{label}");
     // Our own reader, through the qcow2.
     let ls = dc_ok(&["ls", "-R", &s(&out)]).stdout_str();
@@ -110,7 +94,7 @@ fn mkdisk_gpt_esp_and_root_in_one_pass() {
     qemu_check_clean(&out);
     let raw = dir.path().join("disk.raw");
     qemu_img(&["convert", "-O", "raw", &s(&out), &s(&raw)]).expect_ok();
-    let verify = tool("sgdisk", &["-v", &s(&raw)]);
+    let verify = run_utc("sgdisk", &["-v", &s(&raw)]);
     assert!(verify.contains("No problems found"), "{verify}");
     let parts = sfdisk_parts(&raw);
     assert_eq!(parts.len(), 2, "{parts:?}");
@@ -120,14 +104,14 @@ fn mkdisk_gpt_esp_and_root_in_one_pass() {
     assert_eq!(parts[1].0 % 2048, 0);
     let esp_img = dir.path().join("p1.img");
     slice(&raw, parts[0].0 * 512, parts[0].1 * 512, &esp_img);
-    let fsck = tool("fsck.fat", &["-n", &s(&esp_img)]);
+    let fsck = run_utc("fsck.fat", &["-n", &s(&esp_img)]);
     assert!(!fsck.contains("differ"), "{fsck}");
-    let listing = tool("mdir", &["-/", "-b", "-i", &s(&esp_img), "::"]);
+    let listing = run_utc("mdir", &["-/", "-b", "-i", &s(&esp_img), "::"]);
     assert!(listing.contains("BOOTX64.EFI"), "{listing}");
     let root_img = dir.path().join("p2.img");
     slice(&raw, parts[1].0 * 512, parts[1].1 * 512, &root_img);
-    tool("e2fsck", &["-fn", &s(&root_img)]);
-    let host = tool("debugfs", &["-R", "cat /etc/hostname", &s(&root_img)]);
+    run_utc("e2fsck", &["-fn", &s(&root_img)]);
+    let host = run_utc("debugfs", &["-R", "cat /etc/hostname", &s(&root_img)]);
     assert_eq!(host, "diskcast\n");
     // Read back with DISK:PART by type and by number.
     let cat = dc_ok(&["cat", &format!("{}:esp", s(&out)), "EFI/BOOT/BOOTX64.EFI"]);
@@ -154,11 +138,11 @@ fn mkdisk_mbr_marks_the_active_partition() {
         "--part",
         "swap:none:8M",
     ]);
-    let dump = tool("sfdisk", &["--dump", &s(&out)]);
+    let dump = run_utc("sfdisk", &["--dump", &s(&out)]);
     assert!(dump.contains("label: dos"), "{dump}");
     assert!(dump.contains("start=        2048, size=       69632, type=c, bootable"), "{dump}");
     assert!(dump.contains("type=82"), "{dump}");
-    let listing = tool("mdir", &["-/", "-b", "-i", &format!("{}@@1M", s(&out)), "::"]);
+    let listing = run_utc("mdir", &["-/", "-b", "-i", &format!("{}@@1M", s(&out)), "::"]);
     assert!(listing.contains("café.txt"), "{listing}");
     // Without PART: the only partition with a readable filesystem.
     let ls = dc_ok(&["ls", &s(&out)]).stdout_str();
@@ -170,15 +154,18 @@ fn mkdisk_mbr_marks_the_active_partition() {
 fn sgdisk_fat_disk(dir: &Path, src: &Path) -> PathBuf {
     let disk = dir.join("tools.raw");
     std::fs::File::create(&disk).unwrap().set_len(64 * MIB).unwrap();
-    tool("sgdisk", &["-n", "1:2048:+8M", "-t", "1:8300", "-n", "2:0:+40M", "-t", "2:ef00", "-c", "2:data", &s(&disk)]);
+    run_utc(
+        "sgdisk",
+        &["-n", "1:2048:+8M", "-t", "1:8300", "-n", "2:0:+40M", "-t", "2:ef00", "-c", "2:data", &s(&disk)],
+    );
     let start = 2048 + 8 * 2048;
     let fs = dir.join("fs.img");
-    tool("mkfs.fat", &["-F", "32", "-C", &s(&fs), &(40 * 1024).to_string()]);
+    run_utc("mkfs.fat", &["-F", "32", "-C", &s(&fs), &(40 * 1024).to_string()]);
     let names: Vec<String> = std::fs::read_dir(src).unwrap().map(|e| s(&e.unwrap().path())).collect();
     let mut args = vec!["-s", "-i", fs.to_str().unwrap()];
     args.extend(names.iter().map(String::as_str));
     args.push("::/");
-    tool("mcopy", &args);
+    run_utc("mcopy", &args);
     use std::os::unix::fs::FileExt;
     let f = std::fs::OpenOptions::new().write(true).open(&disk).unwrap();
     f.write_all_at(&std::fs::read(&fs).unwrap(), start * 512).unwrap();
@@ -235,10 +222,10 @@ fn mkfs_from_a_tar_and_mkdisk_are_reproducible_under_source_date_epoch() {
         dc_epoch(Some("1700000000"), &["mkfs", "fat32", &s(&tgz), "-o", &s(img), "--label", "REPRO"]).expect_ok();
     }
     assert_same_bytes(&a, &b);
-    let fsck = tool("fsck.fat", &["-n", &s(&a)]);
+    let fsck = run_utc("fsck.fat", &["-n", &s(&a)]);
     assert!(!fsck.contains("differ"), "{fsck}");
     let back = dir.path().join("back.efi");
-    tool("mcopy", &["-n", "-i", &s(&a), "::/EFI/BOOT/BOOTX64.EFI", &s(&back)]);
+    run_utc("mcopy", &["-n", "-i", &s(&a), "::/EFI/BOOT/BOOTX64.EFI", &s(&back)]);
     assert_same_bytes(&src.join("EFI/BOOT/BOOTX64.EFI"), &back);
     // Same file name in two directories: the VMDK descriptor names its extent file.
     let (c, d) = (dir.path().join("c/disk.vmdk"), dir.path().join("d/disk.vmdk"));

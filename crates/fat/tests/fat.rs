@@ -5,31 +5,13 @@
 use diskcast_block::{BlockRead, ErrorKind};
 use diskcast_fat::{FatBuilder, FatReader, Geometry};
 use diskcast_raw::RawReader;
-use diskcast_testkit::{patch, pattern, read_all, within};
+use diskcast_testkit::{patch, pattern, read_all, run_utc, within};
 use diskcast_tree::{
     BuildOptions, FileData, FsBuilder, FsReader, Kind, Meta, Node, NodeId, ReadOptions, Timestamp, Tree,
 };
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
-
-/// Runs a tool with TZ=UTC (mtools stores local time), failing on error.
-fn tool(cmd: &str, args: &[&str]) -> String {
-    let out = Command::new(cmd)
-        .args(args)
-        .env("TZ", "UTC")
-        .env("MTOOLS_SKIP_CHECK", "1")
-        .output()
-        .unwrap_or_else(|e| panic!("{cmd} is required (dosfstools/mtools): {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 const MTIME: i64 = 1_600_000_000; // 2020-09-13 12:26:40 UTC
 
@@ -59,9 +41,9 @@ fn host_tree(dir: &Path) -> PathBuf {
     for i in 0..150 {
         std::fs::write(root.join("dir").join(format!("many file number {i:03}.txt")), format!("{i}")).unwrap();
     }
-    tool("touch", &["-d", "@1600000000", root.to_str().unwrap()]);
+    run_utc("touch", &["-d", "@1600000000", root.to_str().unwrap()]);
     for e in walk(&root) {
-        tool("touch", &["-h", "-d", "@1600000000", e.to_str().unwrap()]);
+        run_utc("touch", &["-h", "-d", "@1600000000", e.to_str().unwrap()]);
     }
     root
 }
@@ -114,13 +96,13 @@ fn mkfs_and_copy(dir: &Path, name: &str, mkfs: &[&str], kib: &str, src: &Path) -
     let img = dir.join(name);
     let mut args: Vec<&str> = mkfs.to_vec();
     args.extend(["-C", img.to_str().unwrap(), kib]);
-    tool("mkfs.fat", &args);
+    run_utc("mkfs.fat", &args);
     let mut cp = vec!["-s", "-m", "-i", img.to_str().unwrap()];
     let entries: Vec<String> =
         std::fs::read_dir(src).unwrap().map(|e| e.unwrap().path().to_str().unwrap().to_string()).collect();
     cp.extend(entries.iter().map(String::as_str));
     cp.push("::/");
-    tool("mcopy", &cp);
+    run_utc("mcopy", &cp);
     img
 }
 
@@ -210,9 +192,9 @@ fn expected_of_generated() -> BTreeMap<String, Option<Vec<u8>>> {
 }
 
 fn judge(img: &Path, label: Option<&str>) {
-    let fsck = tool("fsck.fat", &["-n", "-v", img.to_str().unwrap()]);
+    let fsck = run_utc("fsck.fat", &["-n", "-v", img.to_str().unwrap()]);
     assert!(!fsck.contains("differ") && !fsck.contains("Free cluster summary"), "{fsck}");
-    let listing = tool("mdir", &["-/", "-a", "-i", img.to_str().unwrap(), "::"]);
+    let listing = run_utc("mdir", &["-/", "-a", "-i", img.to_str().unwrap(), "::"]);
     assert!(listing.contains("A very long file name with spaces and more than thirty characters.data"), "{listing}");
     assert!(listing.contains("Ünïcödé ファイル.txt"), "{listing}");
     if let Some(l) = label {
@@ -220,14 +202,14 @@ fn judge(img: &Path, label: Option<&str>) {
     }
     let out = img.with_extension("out");
     std::fs::create_dir(&out).unwrap();
-    tool("mcopy", &["-s", "-n", "-m", "-i", img.to_str().unwrap(), "::/*", out.to_str().unwrap()]);
+    run_utc("mcopy", &["-s", "-n", "-m", "-i", img.to_str().unwrap(), "::/*", out.to_str().unwrap()]);
     let got = host_contents(&out);
     assert_eq!(got, expected_of_generated());
     let nested = std::fs::metadata(out.join("dir/sub/nested.bin")).unwrap();
     use std::os::unix::fs::MetadataExt;
     assert_eq!(nested.mtime(), MTIME);
     // Read-only attribute.
-    let attrs = tool("mattrib", &["-i", img.to_str().unwrap(), "::/ro.txt"]);
+    let attrs = run_utc("mattrib", &["-i", img.to_str().unwrap(), "::/ro.txt"]);
     assert!(attrs.contains('R'), "{attrs}");
 }
 
@@ -244,7 +226,7 @@ fn fat32_written_passes_fsck_and_mtools_reads_it_back() {
     judge(&img, Some("diskcast"));
     // Our reader agrees, and so does the FSInfo free count with fsck's count.
     assert_eq!(contents(&read_fat(&img)), expected_of_generated());
-    let v = tool("fsck.fat", &["-n", "-v", img.to_str().unwrap()]);
+    let v = run_utc("fsck.fat", &["-n", "-v", img.to_str().unwrap()]);
     assert!(v.contains("32 bit entries") && v.contains("Checking free cluster summary"), "{v}");
 }
 

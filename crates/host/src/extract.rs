@@ -10,7 +10,7 @@
 use diskcast_block::io::ImageFile;
 use diskcast_block::progress::Progress;
 use diskcast_block::{Error, Result};
-use diskcast_tree::{Content, FileData, Kind, Meta, Node, NodeId, StreamCursor, Tree, display_name};
+use diskcast_tree::{Content, FileData, Kind, Meta, Node, NodeId, StreamCursor, Tree, display_name, host_data_ranges};
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, Timespec, Timestamps, XattrFlags};
 use std::collections::HashMap;
@@ -222,22 +222,6 @@ pub fn extract(tree: &Tree, dir: &Path, opts: &ExtractOptions, progress: &dyn Pr
         report.skipped.push(format!("... and {dropped} more"));
     }
     Ok(report)
-}
-
-/// The ranges of a host file that hold data (SEEK_DATA/SEEK_HOLE), within `size`.
-fn host_ranges(f: &ImageFile, size: u64) -> Result<Vec<(u64, u64)>> {
-    let mut out = Vec::new();
-    let mut pos = 0;
-    while pos < size {
-        let Some(start) = f.next_data(pos)? else { break };
-        if start >= size {
-            break;
-        }
-        let end = f.next_hole(start)?.clamp(start + 1, size);
-        out.push((start, end - start));
-        pos = end;
-    }
-    Ok(out)
 }
 
 /// DIR must be an empty directory, or is created.
@@ -456,7 +440,7 @@ fn write_data(
                 vec![(0, f.size)]
             }
         }
-        (_, Some(h)) => host_ranges(h, f.size)?,
+        (_, Some(h)) => host_data_ranges(h, f.size)?,
         _ => f.data_ranges()?,
     };
     let mut written = 0u64;

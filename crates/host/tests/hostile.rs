@@ -5,10 +5,11 @@
 
 mod common;
 
-use common::{shs, within};
+use common::shs;
 use diskcast_block::ErrorKind;
 use diskcast_block::progress::NoProgress;
 use diskcast_host::{ExtractOptions, extract};
+use diskcast_testkit::within;
 use std::path::{Path, PathBuf};
 
 /// A work area: `root/out` is the extraction directory, `root/outside` must stay empty.
@@ -46,7 +47,7 @@ impl Area {
     /// the error of reading.
     fn run(&self, archive: &Path) -> Result<(Vec<String>, diskcast_host::ExtractReport), diskcast_block::Error> {
         let (a, out) = (archive.to_path_buf(), self.out());
-        let r = within(30, move || {
+        let r = within(30, "reading and extracting a hostile tar", move || {
             let t = diskcast_tar::read_tar(&a)?;
             let rep = extract(&t.tree, &out, &ExtractOptions { threads: 2 }, &NoProgress)?;
             Ok((t.warnings, rep))

@@ -5,10 +5,11 @@
 
 mod common;
 
-use common::{is_root, make_source, shs, within};
+use common::{is_root, make_source, shs};
 use diskcast_block::progress::NoProgress;
 use diskcast_host::{DirOptions, ExtractOptions, extract, read_dir};
 use diskcast_testkit::manifest::{Compare, assert_same, manifest};
+use diskcast_testkit::within;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
@@ -36,7 +37,7 @@ fn check(name: &str, create: &[&str], oracle: &str, oracle_x: &[&str], cmp: Comp
     let b = d.path().join("ours");
     let arch = archive.clone();
     let b2 = b.clone();
-    let report = within(60, move || ours(&arch, &b2));
+    let report = within(60, "reading and extracting with diskcast", move || ours(&arch, &b2));
     let (ma, mb) = (manifest(&a), manifest(&b));
     assert!(
         ma.len() >= 18 && ma.contains_key(&b"caf\xe9-latin1"[..]),

@@ -149,6 +149,38 @@ fn descriptor(media_type: &str, bytes: &[u8]) -> Descriptor {
 }
 
 /// The config of a one-layer image.
+/// The media types of a one-layer image we write.
+struct OneLayer {
+    manifest: &'static str,
+    config: &'static str,
+    layer: &'static str,
+}
+
+/// An OCI image with a gzip layer (layouts and OCI archives).
+const OCI_GZIP: OneLayer =
+    OneLayer { manifest: media::OCI_MANIFEST, config: media::OCI_CONFIG, layer: media::OCI_LAYER_GZIP };
+
+/// A Docker v2 schema 2 image with a plain tar layer (`docker save` archives).
+const DOCKER_TAR: OneLayer = OneLayer {
+    manifest: media::DOCKER_MANIFEST,
+    config: media::DOCKER_CONFIG,
+    layer: "application/vnd.docker.image.rootfs.diff.tar",
+};
+
+/// The descriptor of the one layer (`digest`, `size`) and the schema-2 manifest over it
+/// and `config`.
+fn one_layer_manifest(types: &OneLayer, config: &[u8], digest: Digest, size: u64) -> (Descriptor, Manifest) {
+    let layer = Descriptor { media_type: types.layer.into(), digest, size, ..descriptor("", b"") };
+    let manifest = Manifest {
+        schema_version: 2,
+        media_type: Some(types.manifest.into()),
+        config: descriptor(types.config, config),
+        layers: vec![layer.clone()],
+        annotations: BTreeMap::new(),
+    };
+    (layer, manifest)
+}
+
 fn config_json(cfg: &WriteConfig, diff_id: &Digest, docker: bool) -> Result<Vec<u8>> {
     let created = rfc3339(cfg.epoch);
     let run = RunConfig {
@@ -247,15 +279,7 @@ fn write_layout(tree: &Tree, dir: &Path, tag: &str, cfg: &WriteConfig, progress:
     std::fs::rename(&tmp, &lpath).map_err(|e| Error::io("cannot rename the layer", e).with_file(&lpath))?;
     let config = config_json(cfg, &diff, false)?;
     put_blob(&blobs, &config)?;
-    let layer =
-        Descriptor { media_type: media::OCI_LAYER_GZIP.into(), digest: ldigest, size: lsize, ..descriptor("", b"") };
-    let manifest = Manifest {
-        schema_version: 2,
-        media_type: Some(media::OCI_MANIFEST.into()),
-        config: descriptor(media::OCI_CONFIG, &config),
-        layers: vec![layer.clone()],
-        annotations: BTreeMap::new(),
-    };
+    let (layer, manifest) = one_layer_manifest(&OCI_GZIP, &config, ldigest, lsize);
     let mbytes = json(&manifest)?;
     let mdigest = put_blob(&blobs, &mbytes)?;
     // index.json: this tag replaces an older image of the same name, others stay.
@@ -352,19 +376,7 @@ fn write_oci_archive(
     check_tag(tag)?;
     let (tmp, ldigest, lsize, diff, skipped) = layer_file(tree, file, true, progress)?;
     let config = config_json(cfg, &diff, false)?;
-    let layer = Descriptor {
-        media_type: media::OCI_LAYER_GZIP.into(),
-        digest: ldigest.clone(),
-        size: lsize,
-        ..descriptor("", b"")
-    };
-    let manifest = Manifest {
-        schema_version: 2,
-        media_type: Some(media::OCI_MANIFEST.into()),
-        config: descriptor(media::OCI_CONFIG, &config),
-        layers: vec![layer.clone()],
-        annotations: BTreeMap::new(),
-    };
+    let (layer, manifest) = one_layer_manifest(&OCI_GZIP, &config, ldigest.clone(), lsize);
     let mbytes = json(&manifest)?;
     let mut d = descriptor(media::OCI_MANIFEST, &mbytes);
     d.annotations.insert(REF_NAME.into(), tag.into());
@@ -422,19 +434,7 @@ fn write_docker_archive(
     a.add("manifest.json", FileData::inline(json(&entry)?))?;
     a.write(file)?;
     // The manifest a registry would get for this image (Docker v2 schema 2).
-    let layer = Descriptor {
-        media_type: "application/vnd.docker.image.rootfs.diff.tar".into(),
-        digest: ldigest,
-        size: lsize,
-        ..descriptor("", b"")
-    };
-    let manifest = Manifest {
-        schema_version: 2,
-        media_type: Some(media::DOCKER_MANIFEST.into()),
-        config: descriptor(media::DOCKER_CONFIG, &config),
-        layers: vec![layer.clone()],
-        annotations: BTreeMap::new(),
-    };
+    let (layer, manifest) = one_layer_manifest(&DOCKER_TAR, &config, ldigest, lsize);
     Ok(WriteReport { manifest_digest: Digest::sha256(&json(&manifest)?), layer, diff_id: diff, skipped })
 }
 

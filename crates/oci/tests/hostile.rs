@@ -7,12 +7,13 @@ mod common;
 use common::*;
 use diskcast_block::ErrorKind;
 use diskcast_oci::{OpenOptions, open_tree};
+use diskcast_testkit::within;
 use diskcast_tree::{Kind, Tree};
 use std::path::Path;
 
 fn flatten_dir(dir: &Path) -> diskcast_block::Result<Tree> {
     let spec = format!("oci:{}:t", dir.display());
-    within(60, move || open_tree(&spec, &OpenOptions::default()))
+    within(60, "opening a hostile layout", move || open_tree(&spec, &OpenOptions::default()))
 }
 
 fn one_layer(members: &[Vec<u8>]) -> (tempfile::TempDir, diskcast_block::Result<Tree>) {
@@ -142,7 +143,7 @@ fn decompression_bomb_is_capped() {
     let tmp = tempfile::tempdir().unwrap();
     write_layout(tmp.path(), &[(blob, "application/vnd.oci.image.layer.v1.tar+zstd")], &[Vec::new()]);
     let spec = format!("oci:{}:t", tmp.path().display());
-    let r = within(60, move || open_tree(&spec, &OpenOptions::default()));
+    let r = within(60, "opening a zstd bomb", move || open_tree(&spec, &OpenOptions::default()));
     let e = r.expect_err("bomb accepted");
     assert_eq!(e.kind(), ErrorKind::OutOfBounds, "{e}");
     assert!(e.to_string().contains("decompression bomb"), "{e}");

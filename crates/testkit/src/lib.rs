@@ -39,6 +39,26 @@ pub fn run(tool: &str, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// Runs an oracle tool with `TZ=UTC` (mtools shows and stores local time) and
+/// `MTOOLS_SKIP_CHECK=1`, returning its stdout decoded lossily (mtools may print names in
+/// a legacy code page); panics (fails the test) on any failure, including the tool being
+/// missing.
+pub fn run_utc(tool: &str, args: &[&str]) -> String {
+    let out = Command::new(tool)
+        .args(args)
+        .env("TZ", "UTC")
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .output()
+        .unwrap_or_else(|e| panic!("{tool} is required (scripts/setup.sh installs it): {e}"));
+    assert!(
+        out.status.success(),
+        "{tool} {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// `qemu-img args...`, returning its stdout.
 pub fn qemu_img(args: &[&str]) -> String {
     run("qemu-img", args)
@@ -330,16 +350,5 @@ pub fn assert_error(e: &Error, kind: ErrorKind, needle: &str) {
     assert!(e.file().is_some(), "{e} names no file");
 }
 
-/// Runs `f` on another thread and fails the test if it takes longer than `secs` (a hang
-/// on hostile input) or panics.
-pub fn within<T: Send + 'static>(secs: u64, what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    match rx.recv_timeout(std::time::Duration::from_secs(secs)) {
-        Ok(v) => v,
-        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("{what} took more than {secs} s"),
-        Err(e) => panic!("{what} panicked: {e}"),
-    }
-}
+/// The one time limit for tests: see [`hostile::within`].
+pub use hostile::within;

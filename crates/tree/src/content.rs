@@ -158,7 +158,7 @@ impl FileData {
             Content::Inline(b) => {
                 Ok(if b.is_empty() { Vec::new() } else { vec![(0, (b.len() as u64).min(self.size))] })
             }
-            Content::Host(path) => host_data_ranges(path, self.size),
+            Content::Host(path) => host_data_ranges(&ImageFile::open(path)?, self.size),
             Content::Blocks { extents, .. } => {
                 let mut out: Vec<(u64, u64)> = Vec::with_capacity(extents.len());
                 for e in extents.iter().filter(|e| e.len > 0) {
@@ -184,8 +184,9 @@ fn read_host(path: &Path, buf: &mut [u8], offset: u64) -> Result<()> {
     })
 }
 
-fn host_data_ranges(path: &Path, size: u64) -> Result<Vec<(u64, u64)>> {
-    let f = ImageFile::open(path)?;
+/// The ranges of an open host file that hold data (SEEK_DATA/SEEK_HOLE), within `size`, as
+/// `(offset, len)` in order.
+pub fn host_data_ranges(f: &ImageFile, size: u64) -> Result<Vec<(u64, u64)>> {
     let mut out = Vec::new();
     let mut pos = 0;
     while pos < size {

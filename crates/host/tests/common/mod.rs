@@ -5,7 +5,6 @@
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
 
 /// Runs a tool; panics (fails the test) if it is missing or fails.
 pub fn sh(tool: &str, args: &[&std::ffi::OsStr]) -> Vec<u8> {
@@ -30,15 +29,6 @@ pub fn shs(tool: &str, args: &[&str]) -> Vec<u8> {
 
 pub fn is_root() -> bool {
     rustix::process::geteuid().is_root()
-}
-
-/// Runs `f` on a thread and fails the test if it takes longer than `secs`.
-pub fn within<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    rx.recv_timeout(Duration::from_secs(secs)).unwrap_or_else(|_| panic!("took longer than {secs} s (or panicked)"))
 }
 
 /// A long directory name (over ustar's 100-byte name field).

@@ -11,7 +11,6 @@ use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// Runs a tool (failing the test if it is missing or fails) and returns its stdout.
@@ -268,15 +267,6 @@ pub fn assert_same_min(ours: &BTreeMap<String, String>, theirs: &BTreeMap<String
     let diffs = differences(ours, theirs);
     assert!(diffs.is_empty(), "{what}: {} differences:\n{}", diffs.len(), diffs.join("\n"));
     assert!(!ours.is_empty(), "{what}: no paths");
-}
-
-/// Runs `f` on another thread and fails the test if it takes longer than `secs`.
-pub fn within<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    rx.recv_timeout(Duration::from_secs(secs)).unwrap_or_else(|_| panic!("did not finish within {secs} s"))
 }
 
 /// A tar header block (ustar) for hand-made hostile layers.
