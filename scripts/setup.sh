@@ -17,6 +17,12 @@
 #                             tar-reader oracles; extraction as an ordinary user
 #   syslinux*, isolinux, systemd-boot-efi, grub-efi-amd64-bin: boot loaders for boot tests
 #   grub-rescue-pc:           a real Debian-made bootable ISO (/usr/lib/grub-rescue) to read
+#   grub-pc-bin:              GRUB's BIOS (i386-pc) images, which `diskcast vm --boot bios` installs
+#   mmdebstrap:               a Debian root filesystem for the VM boot test
+#
+# It also downloads (never installs) Debian's linux-image-cloud-amd64 and unpacks it under
+# $DISKCAST_TEST_ASSETS (default /var/cache/diskcast-tests)/kernel/cloud-amd64: the kernel
+# the VM boot tests put into their guests.
 set -euo pipefail
 packages=(
   qemu-utils qemu-system-x86 ovmf seabios procps coreutils
@@ -26,7 +32,7 @@ packages=(
   busybox-static cpio attr
   tar gzip xz-utils zstd util-linux
   syslinux syslinux-common isolinux extlinux syslinux-efi systemd-boot-efi grub-efi-amd64-bin
-  grub-rescue-pc
+  grub-rescue-pc grub-pc-bin mmdebstrap
 )
 # Packages that must come from backports on bookworm (older releases there are too old).
 backports=(qemu-system-x86 qemu-system-common qemu-system-data seabios e2fsprogs libext2fs2)
@@ -74,7 +80,8 @@ fi
 
 for tool in qemu-img qemu-io qemu-system-x86_64 kill timeout xorriso genisoimage isoinfo bsdtar 7zz \
   mkudffs udfinfo mkfs.fat fsck.fat mdir mcopy sgdisk sfdisk mke2fs e2fsck debugfs skopeo umoci \
-  docker-registry busybox cpio setfattr getfattr tar gzip xz zstd setpriv mkfifo mknod; do
+  docker-registry busybox cpio setfattr getfattr tar gzip xz zstd setpriv mkfifo mknod \
+  grub-mkimage mmdebstrap; do
   command -v "$tool" >/dev/null || { echo "setup: $tool is still missing after install" >&2; exit 1; }
 done
 [ -e /usr/lib/grub-rescue/grub-rescue-cdrom.iso ] || { echo "setup: grub-rescue-pc's ISO is missing after install" >&2; exit 1; }
@@ -83,5 +90,24 @@ done
 # Debian's python (tests call /usr/bin/python3: a pyenv python on PATH lacks Debian's modules).
 /usr/bin/python3 -c 'import pycdlib' 2>/dev/null || { echo "setup: python3-pycdlib is missing after install" >&2; exit 1; }
 mke2fs -V 2>&1 | awk 'NR==1 { split($2, v, "."); if (v[1] < 1 || (v[1] == 1 && (v[2] < 47 || (v[2] == 47 && v[3] < 1)))) { print "setup: mke2fs " $2 " is older than 1.47.1" > "/dev/stderr"; exit 1 } }'
+
+# The VM boot tests' kernel: ext4, NVMe and virtio are built in, so no initramfs is needed.
+assets=${DISKCAST_TEST_ASSETS:-/var/cache/diskcast-tests}
+kdir=$assets/kernel/cloud-amd64
+if ! ls "$kdir"/boot/vmlinuz-* >/dev/null 2>&1; then
+  kpkg=$(apt-cache depends linux-image-cloud-amd64 | awk '/Depends: linux-image-[0-9]/{print $2; exit}')
+  [ -n "$kpkg" ] || { echo "setup: cannot resolve linux-image-cloud-amd64 to a kernel package" >&2; exit 1; }
+  kdl=$(mktemp -d)
+  chmod 777 "$kdl"   # apt-get download as root hands the download to the _apt user
+  (cd "$kdl" && apt-get download -qq "$kpkg" 2>&1 | grep -v 'unsandboxed' || true)
+  ls "$kdl"/*.deb >/dev/null 2>&1 || { echo "setup: could not download $kpkg" >&2; exit 1; }
+  $sudo rm -rf "$kdir"
+  $sudo mkdir -p "$kdir"
+  $sudo dpkg-deb -x "$kdl"/*.deb "$kdir"
+  rm -rf "$kdl"
+fi
+ls "$kdir"/boot/vmlinuz-* >/dev/null 2>&1 || { echo "setup: no kernel under $kdir/boot" >&2; exit 1; }
+[ -e /usr/lib/grub/i386-pc/boot.img ] || { echo "setup: grub-pc-bin's i386-pc images are missing after install" >&2; exit 1; }
+
 command -v cargo >/dev/null || { echo "setup: cargo not found: install Rust (https://rustup.rs) first" >&2; exit 1; }
 echo "setup: $(qemu-img --version | head -1); $(mke2fs -V 2>&1 | head -1); $(cargo --version)"

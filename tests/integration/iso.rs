@@ -239,46 +239,15 @@ fn iso_create_is_reproducible_with_source_date_epoch_and_writes_qcow2() {
 /// Boots `disk` in QEMU (TCG) and returns true when `marker` shows on the serial console
 /// within two minutes. `how`: "uefi-cd", "uefi-usb" or "bios-cd".
 fn boots_to_marker(disk: &Path, how: &str, marker: &str, scratch: &Path) -> bool {
-    use std::io::Read;
-    let vars = scratch.join(format!("vars-{how}.fd"));
-    std::fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", &vars).unwrap();
-    let mut cmd = Command::new("qemu-system-x86_64");
-    cmd.args(["-machine", "q35", "-accel", "tcg", "-m", "512", "-nodefaults", "-display", "none", "-no-reboot"]);
-    cmd.args(["-serial", "stdio", "-monitor", "none"]);
-    if how.starts_with("uefi") {
-        cmd.args(["-drive", "if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd"]);
-        cmd.arg("-drive").arg(format!("if=pflash,format=raw,unit=1,file={}", vars.display()));
-    }
-    if how.ends_with("cd") {
-        cmd.arg("-drive").arg(format!("file={},format=raw,if=none,id=d0,media=cdrom,readonly=on", disk.display()));
-        cmd.args(["-device", "ide-cd,drive=d0,bus=ide.0"]);
-    } else {
-        cmd.arg("-drive").arg(format!("file={},format=raw,if=none,id=d0,snapshot=on", disk.display()));
-        cmd.args(["-device", "qemu-xhci", "-device", "usb-storage,drive=d0,removable=on"]);
-    }
-    let mut child = cmd.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::piped()).spawn().expect("qemu");
-    let mut out = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let m = marker.to_string();
-    std::thread::spawn(move || {
-        let mut seen = Vec::new();
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = out.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            seen.extend_from_slice(&buf[..n]);
-            if seen.windows(m.len()).any(|w| w == m.as_bytes()) {
-                let _ = tx.send(true);
-                return;
-            }
+    let fw = if how.starts_with("uefi") { Firmware::Uefi } else { Firmware::Bios };
+    let bus = if how.ends_with("cd") { Bus::Cdrom } else { Bus::Usb };
+    match boot_to_marker(disk, "raw", fw, bus, marker, scratch, std::time::Duration::from_secs(120)) {
+        Ok(_) => true,
+        Err(e) => {
+            eprintln!("{e}");
+            false
         }
-        let _ = tx.send(false);
-    });
-    let found = rx.recv_timeout(std::time::Duration::from_secs(120)).unwrap_or(false);
-    let _ = child.kill();
-    let _ = child.wait();
-    found
+    }
 }
 
 #[test]

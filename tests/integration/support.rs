@@ -573,3 +573,107 @@ pub fn wait_until_qemu_sees_lock(fmt: &str, file: &Path) -> String {
     assert_ne!(r.code, Some(0), "qemu-img info should refuse a locked image\n{}", r.describe());
     r.stderr
 }
+
+/// Where `scripts/setup.sh` unpacks the test kernel: Debian's `linux-image-cloud-amd64`
+/// (ext4, NVMe and virtio built in, so a guest boots without an initramfs).
+pub fn test_kernel_dir() -> PathBuf {
+    let base = std::env::var_os("DISKCAST_TEST_ASSETS").map(PathBuf::from);
+    base.unwrap_or_else(|| PathBuf::from("/var/cache/diskcast-tests")).join("kernel/cloud-amd64")
+}
+
+/// The test kernel's `vmlinuz`; fails (never skips) when setup has not fetched it.
+pub fn test_kernel() -> PathBuf {
+    let boot = test_kernel_dir().join("boot");
+    let found = std::fs::read_dir(&boot).ok().and_then(|d| {
+        d.flatten().map(|e| e.path()).find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-")))
+    });
+    found.unwrap_or_else(|| panic!("no vmlinuz-* in {}: run scripts/setup.sh", boot.display()))
+}
+
+/// How a boot test attaches the disk and which firmware starts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Firmware {
+    /// OVMF (UEFI).
+    Uefi,
+    /// SeaBIOS, QEMU's default.
+    Bios,
+}
+
+/// The bus a boot test puts the disk on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bus {
+    Nvme,
+    Virtio,
+    Usb,
+    Cdrom,
+}
+
+/// Boots `disk` (any format QEMU reads; `fmt` names it) under `qemu-system-x86_64` (TCG:
+/// KVM does not work on these machines) and waits up to `timeout` for `marker` on the
+/// serial console. `Ok(console)` when it shows, `Err(last lines)` otherwise. The image is
+/// never written (snapshot=on, or read-only for a CD).
+pub fn boot_to_marker(
+    disk: &Path,
+    fmt: &str,
+    fw: Firmware,
+    bus: Bus,
+    marker: &str,
+    scratch: &Path,
+    timeout: Duration,
+) -> Result<String, String> {
+    use std::io::Read;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let mut cmd = Command::new("qemu-system-x86_64");
+    cmd.args(["-machine", "q35", "-accel", "tcg", "-m", "512", "-nodefaults", "-display", "none", "-no-reboot"]);
+    cmd.args(["-serial", "stdio", "-monitor", "none"]);
+    if fw == Firmware::Uefi {
+        let vars = scratch.join(format!("ovmf-vars-{}.fd", N.fetch_add(1, Ordering::Relaxed)));
+        std::fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", &vars).expect("OVMF_VARS_4M.fd (ovmf package)");
+        cmd.args(["-drive", "if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd"]);
+        cmd.arg("-drive").arg(format!("if=pflash,format=raw,unit=1,file={}", vars.display()));
+    }
+    let media = if bus == Bus::Cdrom { ",media=cdrom,readonly=on" } else { ",snapshot=on" };
+    cmd.arg("-drive").arg(format!("file={},format={fmt},if=none,id=d0{media}", disk.display()));
+    match bus {
+        Bus::Nvme => cmd.args(["-device", "nvme,drive=d0,serial=diskcast0"]),
+        Bus::Virtio => cmd.args(["-device", "virtio-blk-pci,drive=d0"]),
+        Bus::Usb => cmd.args(["-device", "qemu-xhci", "-device", "usb-storage,drive=d0,removable=on"]),
+        Bus::Cdrom => cmd.args(["-device", "ide-cd,drive=d0,bus=ide.0"]),
+    };
+    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("qemu-system-x86_64");
+    let mut out = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let m = marker.as_bytes().to_vec();
+    let reader = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        let mut sent = false;
+        while let Ok(n) = out.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            seen.extend_from_slice(&buf[..n]);
+            if !sent && seen.windows(m.len()).any(|w| w == m) {
+                let _ = tx.send(true);
+                sent = true;
+                // Give the guest a moment to print what follows (e.g. a power-off).
+            }
+        }
+        if !sent {
+            let _ = tx.send(false);
+        }
+        seen
+    });
+    let found = rx.recv_timeout(timeout).unwrap_or(false);
+    let _ = child.kill();
+    let _ = child.wait();
+    let seen = String::from_utf8_lossy(&reader.join().unwrap_or_default()).replace('\r', "");
+    if found {
+        Ok(seen)
+    } else {
+        let tail: Vec<&str> = seen.lines().rev().take(30).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        Err(format!("{marker:?} not on the serial console of {} ({fw:?}/{bus:?}/{fmt}); last lines:\n{}", disk.display(), tail.join("\n")))
+    }
+}
