@@ -1,0 +1,6 @@
+//! `diskcast vm`: a container image or root filesystem made into a bootable VM disk.
+#![forbid(unsafe_code)]
+
+pub mod profile;
+
+pub use profile::Profile;

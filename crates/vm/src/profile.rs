@@ -1,0 +1,85 @@
+//! Target profiles: what each platform demands of an uploaded disk.
+
+use diskcast_block::{Error, Result};
+
+/// A platform a disk is made for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    /// Azure: fixed VHD whose virtual size is a whole number of MiB.
+    Azure,
+    /// VMware ESXi: streamOptimized VMDK.
+    Esxi,
+    /// AWS (VM import): streamOptimized VMDK.
+    Aws,
+    /// Hyper-V generation 2: VHDX, UEFI, GPT.
+    Hyperv,
+    /// KubeVirt: a qcow2 wrapped as a containerDisk OCI image.
+    Kubevirt,
+    /// QEMU/KVM: qcow2 with zstd compression.
+    Qemu,
+}
+
+/// The block format and options a profile writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutputSpec {
+    /// Format name as `-O` takes it.
+    pub format: &'static str,
+    /// `-o` options.
+    pub options: &'static [(&'static str, &'static str)],
+    /// Compressed clusters/grains.
+    pub compress: bool,
+}
+
+impl Profile {
+    /// Every profile, in the order `--help` lists them.
+    pub const ALL: [Profile; 6] =
+        [Profile::Azure, Profile::Esxi, Profile::Aws, Profile::Hyperv, Profile::Kubevirt, Profile::Qemu];
+
+    /// The profile called `name`.
+    pub fn parse(name: &str) -> Result<Self> {
+        Self::ALL.into_iter().find(|p| p.name() == name).ok_or_else(|| {
+            let names: Vec<&str> = Self::ALL.iter().map(|p| p.name()).collect();
+            Error::argument(format!("--profile {name:?}: one of {}", names.join(", ")))
+        })
+    }
+
+    /// The name `--profile` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Profile::Azure => "azure",
+            Profile::Esxi => "esxi",
+            Profile::Aws => "aws",
+            Profile::Hyperv => "hyperv",
+            Profile::Kubevirt => "kubevirt",
+            Profile::Qemu => "qemu",
+        }
+    }
+
+    /// The format the disk is written in.
+    pub fn output(self) -> OutputSpec {
+        match self {
+            Profile::Azure => {
+                OutputSpec { format: "vhd", options: &[("subformat", "fixed"), ("force_size", "on")], compress: false }
+            }
+            Profile::Esxi | Profile::Aws => {
+                OutputSpec { format: "vmdk", options: &[("subformat", "streamOptimized")], compress: true }
+            }
+            Profile::Hyperv => OutputSpec { format: "vhdx", options: &[], compress: false },
+            Profile::Kubevirt => OutputSpec { format: "qcow2", options: &[], compress: false },
+            Profile::Qemu => OutputSpec { format: "qcow2", options: &[("compression_type", "zstd")], compress: true },
+        }
+    }
+
+    /// Whether the platform boots only UEFI guests.
+    pub fn requires_uefi(self) -> bool {
+        matches!(self, Profile::Hyperv)
+    }
+
+    /// The disk size to write for a disk that needs `size` bytes.
+    pub fn disk_size(self, size: u64) -> u64 {
+        match self {
+            Profile::Azure => size.next_multiple_of(1 << 20),
+            _ => size,
+        }
+    }
+}
