@@ -28,6 +28,7 @@ mod map_measure;
 mod mutants;
 mod oci;
 mod pairs;
+mod profiles;
 mod qemu_json;
 mod replay_log;
 mod reproducible;

@@ -67,9 +67,18 @@ Example:
 Exit status, as qemu-img check: 0 no problems, 1 the check could not finish,
 2 corruptions found, 3 only leaked clusters found, 63 the format has no check.
 
-Example:
-  diskcast check --output json disk.qcow2")]
-    Check(ImageArgs),
+With --profile P: whether platform P would take IMAGE, and if not, why (one reason per
+line, `--output json` an array of {code, message}). Exit status 0 accepted, 4 rejected,
+1 the image could not be read. Profiles: azure (fixed VHD, N MiB + footer), esxi and aws
+(streamOptimized VMDK), hyperv (VHDX, GPT, ESP with EFI/BOOT/BOOTX64.EFI), kubevirt (a
+containerDisk image: qcow2 or raw under /disk/), qemu (qcow2 v3, zstd). Every disk also
+needs a partition table, a UEFI loader or MBR boot code, and a clean format check.
+
+Examples:
+  diskcast check --output json disk.qcow2
+  diskcast check --profile azure disk.vhd
+  diskcast check --profile kubevirt --output json oci:./vm-image:latest")]
+    Check(crate::cmd::CheckArgs),
     /// Show which ranges of an image hold data, zeros, or nothing.
     #[command(after_help = "\
 Each range is data (stored), zero (reads as zeros, stored as such), unallocated, or

@@ -1,6 +1,7 @@
 //! `diskcast vm`: a container image or root filesystem made into a bootable VM disk.
 #![forbid(unsafe_code)]
 
+pub mod check;
 pub mod profile;
 
 pub use profile::Profile;

@@ -4,6 +4,7 @@ use super::{Images, print_json};
 use crate::Failure;
 use crate::args::{ImageArgs, OutputFormat};
 use diskcast_block::ErrorKind;
+use diskcast_vm::Profile;
 use serde_json::json;
 
 /// qemu-img check's exit statuses.
@@ -11,9 +12,30 @@ const CHECK_INCOMPLETE: u8 = 1;
 const CORRUPTIONS: u8 = 2;
 const LEAKS: u8 = 3;
 const NO_CHECK: u8 = 63;
+/// `--profile`: the platform would reject the image.
+const REJECTED: u8 = 4;
 
-pub fn run(a: ImageArgs) -> Result<u8, Failure> {
+/// `diskcast check [--profile P] IMAGE`.
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    /// Say whether platform P would accept the image, and why not: azure, esxi, aws,
+    /// hyperv, kubevirt (IMAGE is then a container image: oci:DIR:TAG, oci-archive:...),
+    /// qemu.
+    #[arg(long = "profile", value_name = "P")]
+    pub profile: Option<String>,
+    #[command(flatten)]
+    pub container: super::oci::ContainerArgs,
+    #[command(flatten)]
+    pub image: ImageArgs,
+}
+
+pub fn run(c: CheckArgs) -> Result<u8, Failure> {
     let fail = |error, exit_code| Failure { error, exit_code };
+    if let Some(p) = &c.profile {
+        let profile = Profile::parse(p).map_err(|e| fail(e, CHECK_INCOMPLETE))?;
+        return profile_check(profile, &c).map_err(|e| fail(e, CHECK_INCOMPLETE));
+    }
+    let a = c.image;
     let images = Images::new(&a.open).map_err(|e| fail(e, CHECK_INCOMPLETE))?;
     super::refuse_stream(&a.file).map_err(|e| fail(e, CHECK_INCOMPLETE))?;
     images.locks.lock(&a.file).map_err(|e| fail(e, CHECK_INCOMPLETE))?;
@@ -81,4 +103,26 @@ pub fn run(a: ImageArgs) -> Result<u8, Failure> {
     } else {
         0
     })
+}
+
+/// `check --profile P IMAGE`: the reasons the platform would refuse IMAGE.
+fn profile_check(profile: Profile, c: &CheckArgs) -> diskcast_block::Result<u8> {
+    let a = &c.image;
+    let images = Images::new(&a.open)?;
+    let image = a.file.to_string_lossy();
+    if !diskcast_oci::is_image_ref(&image) {
+        super::refuse_stream(&a.file)?;
+    }
+    let oci = c.container.open_options()?;
+    let reasons = diskcast_vm::check::check_image(profile, &image, a.format.as_deref(), &oci, &images.context())?;
+    match a.output {
+        OutputFormat::Json => print_json(&serde_json::to_value(&reasons).unwrap_or_default()),
+        OutputFormat::Human if reasons.is_empty() => println!("{image}: {} would accept it", profile.name()),
+        OutputFormat::Human => {
+            for r in &reasons {
+                println!("{}: {}", r.code, r.message);
+            }
+        }
+    }
+    Ok(if reasons.is_empty() { 0 } else { REJECTED })
 }

@@ -19,6 +19,7 @@ pub mod oci;
 mod tree_source;
 
 pub use cat::CatArgs;
+pub use check::CheckArgs;
 pub use extract::ExtractArgs;
 pub use ls::LsArgs;
 pub use mkdisk::MkdiskArgs;

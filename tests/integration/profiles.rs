@@ -1,0 +1,185 @@
+//! Target profiles: `check --profile P` on images made by qemu-img from disks built by
+//! sgdisk, sfdisk, mkfs.fat and mtools (never by diskcast); qemu-img check confirms the
+//! integrity verdicts.
+
+use crate::support::*;
+use diskcast_testkit::run_utc;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+/// A 32 MiB (+ `extra` bytes) GPT disk by sgdisk: partition 1 an ESP (FAT by mkfs.fat)
+/// holding `EFI/BOOT/BOOTX64.EFI` (copied with mtools) when `loader`, partition 2 an
+/// empty x86-64 root.
+fn uefi_disk(dir: &Path, name: &str, extra: u64, loader: bool) -> PathBuf {
+    let disk = dir.join(name);
+    std::fs::File::create(&disk).unwrap().set_len(32 * MIB + extra).unwrap();
+    run_utc(
+        "sgdisk",
+        &["-n", "1:2048:+20M", "-t", "1:ef00", "-c", "1:esp", "-n", "2:0:0", "-t", "2:8304", "-c", "2:root", &s(&disk)],
+    );
+    let esp = dir.join(format!("{name}.esp"));
+    run_utc("mkfs.fat", &["-C", &s(&esp), &(20 * 1024).to_string()]);
+    run_utc("mmd", &["-i", &s(&esp), "::/EFI", "::/EFI/BOOT"]);
+    if loader {
+        let efi = dir.join("BOOTX64.EFI");
+        std::fs::write(&efi, pseudo_random(64 * 1024, 3)).unwrap();
+        run_utc("mcopy", &["-i", &s(&esp), &s(&efi), "::/EFI/BOOT/BOOTX64.EFI"]);
+    }
+    let f = std::fs::OpenOptions::new().write(true).open(&disk).unwrap();
+    f.write_all_at(&std::fs::read(&esp).unwrap(), MIB).unwrap();
+    disk
+}
+
+/// A 32 MiB MBR disk by sfdisk with one Linux partition and GRUB's BIOS boot code
+/// (grub-pc-bin's boot.img) in the first 440 bytes.
+fn bios_disk(dir: &Path) -> PathBuf {
+    let disk = dir.join("bios.raw");
+    std::fs::File::create(&disk).unwrap().set_len(32 * MIB).unwrap();
+    let mut child = std::process::Command::new("sfdisk")
+        .args(["-q", &s(&disk)])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("sfdisk is required");
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"label: dos\nstart=2048, type=83, bootable\n").unwrap();
+    assert!(child.wait().unwrap().success());
+    let boot = std::fs::read("/usr/lib/grub/i386-pc/boot.img").expect("grub-pc-bin's boot.img (scripts/setup.sh)");
+    let f = std::fs::OpenOptions::new().write(true).open(&disk).unwrap();
+    f.write_all_at(&boot[..440], 0).unwrap();
+    disk
+}
+
+/// `qemu-img convert` of `raw` into `out` with `args` (format and options).
+fn qconvert(raw: &Path, out: &Path, args: &[&str]) -> PathBuf {
+    let mut a = vec!["convert", "-f", "raw"];
+    a.extend_from_slice(args);
+    let (r, o) = (s(raw), s(out));
+    a.push(&r);
+    a.push(&o);
+    qemu_img(&a).expect_ok();
+    out.to_path_buf()
+}
+
+/// The reason codes of `check --profile P IMAGE --output json`, and the exit status
+/// (0 accepted, 4 rejected), with the human output saying the same.
+fn codes(profile: &str, image: &str) -> Vec<String> {
+    let r = dc(&["check", "--profile", profile, "--output", "json", image]);
+    let v = r.json();
+    let codes: Vec<String> = v
+        .as_array()
+        .unwrap_or_else(|| panic!("not an array: {v}"))
+        .iter()
+        .map(|r| {
+            assert!(r["message"].as_str().is_some_and(|m| !m.is_empty()), "{r}");
+            r["code"].as_str().unwrap().to_string()
+        })
+        .collect();
+    let human = dc(&["check", "--profile", profile, image]);
+    let want = if codes.is_empty() { 0 } else { 4 };
+    assert_eq!(r.code, Some(want), "{profile} {image}: {}", r.describe());
+    assert_eq!(human.code, Some(want), "{profile} {image}: {}", human.describe());
+    let lines = human.stdout_str();
+    if codes.is_empty() {
+        assert!(lines.contains("would accept"), "{lines}");
+    } else {
+        assert_eq!(lines.lines().count(), codes.len(), "one reason per line: {lines}");
+        for c in &codes {
+            assert!(lines.contains(&format!("{c}: ")), "{lines}");
+        }
+    }
+    codes
+}
+
+#[test]
+fn azure_takes_fixed_vhds_of_whole_mib_only() {
+    let dir = tmp();
+    let d = dir.path();
+    let raw = uefi_disk(d, "boot.raw", 0, true);
+    let ok = qconvert(&raw, &d.join("ok.vhd"), &["-O", "vpc", "-o", "subformat=fixed,force_size=on"]);
+    assert_eq!(codes("azure", &s(&ok)), Vec::<String>::new());
+    // The same disk, dynamic: only the subformat is wrong.
+    let dynamic = qconvert(&raw, &d.join("dyn.vhd"), &["-O", "vpc", "-o", "force_size=on"]);
+    assert_eq!(codes("azure", &s(&dynamic)), ["vhd-subformat"]);
+    // A disk 64 KiB longer than 32 MiB: a fixed VHD that is not a whole number of MiB.
+    let odd_raw = uefi_disk(d, "odd.raw", 64 * KIB, true);
+    let odd = qconvert(&odd_raw, &d.join("odd.vhd"), &["-O", "vpc", "-o", "subformat=fixed,force_size=on"]);
+    assert_eq!(codes("azure", &s(&odd)), ["size-not-whole-mib"]);
+    // qemu-img create with a size that is not whole MiB (and an empty, unbootable disk).
+    let made = d.join("made.vhd");
+    qemu_img(&["create", "-q", "-f", "vpc", "-o", "subformat=fixed", &s(&made), "100M"]).expect_ok();
+    let c = codes("azure", &s(&made));
+    assert!(c.contains(&"size-not-whole-mib".to_string()) && c.contains(&"no-partition-table".to_string()), "{c:?}");
+    // Not a VHD at all.
+    assert_eq!(codes("azure", &s(&raw)), ["format"]);
+}
+
+#[test]
+fn esxi_and_aws_take_stream_optimized_vmdks() {
+    let dir = tmp();
+    let d = dir.path();
+    let raw = uefi_disk(d, "boot.raw", 0, true);
+    let stream = qconvert(&raw, &d.join("s.vmdk"), &["-O", "vmdk", "-o", "subformat=streamOptimized"]);
+    let sparse = qconvert(&raw, &d.join("m.vmdk"), &["-O", "vmdk"]);
+    for p in ["esxi", "aws"] {
+        assert_eq!(codes(p, &s(&stream)), Vec::<String>::new(), "{p}");
+        assert_eq!(codes(p, &s(&sparse)), ["vmdk-create-type"], "{p}");
+    }
+    // BIOS boot code is enough where UEFI is not required.
+    let bios = qconvert(&bios_disk(d), &d.join("bios.vmdk"), &["-O", "vmdk", "-o", "subformat=streamOptimized"]);
+    assert_eq!(codes("esxi", &s(&bios)), Vec::<String>::new());
+}
+
+#[test]
+fn hyperv_takes_vhdx_with_gpt_and_a_uefi_loader() {
+    let dir = tmp();
+    let d = dir.path();
+    let raw = uefi_disk(d, "boot.raw", 0, true);
+    let ok = qconvert(&raw, &d.join("ok.vhdx"), &["-O", "vhdx"]);
+    assert_eq!(codes("hyperv", &s(&ok)), Vec::<String>::new());
+    let bios = qconvert(&bios_disk(d), &d.join("bios.vhdx"), &["-O", "vhdx"]);
+    assert_eq!(codes("hyperv", &s(&bios)), ["not-gpt", "no-uefi-loader"]);
+    let empty_esp = qconvert(&uefi_disk(d, "noloader.raw", 0, false), &d.join("noloader.vhdx"), &["-O", "vhdx"]);
+    let r = dc(&["check", "--profile", "hyperv", &s(&empty_esp)]).expect_code(4);
+    assert!(r.stdout_str().contains("no-uefi-loader: ") && r.stdout_str().contains("EFI/BOOT/BOOTX64.EFI"), "{r:?}");
+    assert_eq!(codes("hyperv", &s(&raw)), ["format"]);
+}
+
+#[test]
+fn qemu_takes_zstd_qcow2_v3_without_leaks() {
+    let dir = tmp();
+    let d = dir.path();
+    let raw = uefi_disk(d, "boot.raw", 0, true);
+    let zstd = qconvert(&raw, &d.join("z.qcow2"), &["-c", "-O", "qcow2", "-o", "compression_type=zstd"]);
+    assert_eq!(codes("qemu", &s(&zstd)), Vec::<String>::new());
+    let zlib = qconvert(&raw, &d.join("zlib.qcow2"), &["-c", "-O", "qcow2"]);
+    assert_eq!(codes("qemu", &s(&zlib)), ["qcow2-compression"]);
+    let v2 = qconvert(&raw, &d.join("v2.qcow2"), &["-O", "qcow2", "-o", "compat=0.10"]);
+    assert_eq!(codes("qemu", &s(&v2)), ["qcow2-version", "qcow2-compression"]);
+    // A leaked cluster (qemu-img check says 3): the format's own check rejects it.
+    let h = Qcow2Header::read(&zstd);
+    let idx = file_len(&zstd).div_ceil(h.cluster_size());
+    std::fs::OpenOptions::new().write(true).open(&zstd).unwrap().set_len((idx + 1) * h.cluster_size()).unwrap();
+    patch(&zstd, h.refcount_entry_pos(&zstd, idx), &1u16.to_be_bytes());
+    assert_eq!(qemu_img_status(&["check", "-f", "qcow2", &s(&zstd)]).code, Some(3));
+    assert_eq!(codes("qemu", &s(&zstd)), ["leaks"]);
+}
+
+#[test]
+fn every_disk_profile_wants_a_table_and_a_way_to_boot() {
+    let dir = tmp();
+    let d = dir.path();
+    let blank = d.join("blank.qcow2");
+    qemu_img(&["create", "-q", "-f", "qcow2", "-o", "compression_type=zstd", &s(&blank), "32M"]).expect_ok();
+    assert_eq!(codes("qemu", &s(&blank)), ["no-partition-table"]);
+    let noloader = qconvert(
+        &uefi_disk(d, "noloader.raw", 0, false),
+        &d.join("n.qcow2"),
+        &["-O", "qcow2", "-o", "compression_type=zstd"],
+    );
+    assert_eq!(codes("qemu", &s(&noloader)), ["not-bootable"]);
+    // A container image is not a disk for these profiles, and kubevirt wants one.
+    assert_eq!(codes("qemu", "oci:./nowhere:latest"), ["format"]);
+    assert_eq!(codes("kubevirt", &s(&noloader)), ["not-container-disk"]);
+    // Unknown profiles and unreadable images are errors (exit 1), not verdicts.
+    dc(&["check", "--profile", "vbox", &s(&blank)]).expect_code(1).expect_stderr_all(&["azure", "kubevirt"]);
+    dc(&["check", "--profile", "qemu", &s(&d.join("missing.qcow2"))]).expect_code(1);
+}
