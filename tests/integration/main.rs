@@ -33,3 +33,4 @@ mod replay_log;
 mod reproducible;
 mod safety;
 mod trees;
+mod vm;
