@@ -585,9 +585,7 @@ pub fn test_kernel_dir() -> PathBuf {
 pub fn test_kernel() -> PathBuf {
     let boot = test_kernel_dir().join("boot");
     let found = std::fs::read_dir(&boot).ok().and_then(|d| {
-        d.flatten()
-            .map(|e| e.path())
-            .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-")))
+        d.flatten().map(|e| e.path()).find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-")))
     });
     found.unwrap_or_else(|| panic!("no vmlinuz-* in {}: run scripts/setup.sh", boot.display()))
 }
@@ -643,8 +641,7 @@ pub fn boot_to_marker(
         Bus::Usb => cmd.args(["-device", "qemu-xhci", "-device", "usb-storage,drive=d0,removable=on"]),
         Bus::Cdrom => cmd.args(["-device", "ide-cd,drive=d0,bus=ide.0"]),
     };
-    let mut child =
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("qemu-system-x86_64");
+    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("qemu-system-x86_64");
     let mut out = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     let m = marker.as_bytes().to_vec();
@@ -677,10 +674,6 @@ pub fn boot_to_marker(
     } else {
         let tail: Vec<&str> = seen.lines().rev().take(30).collect();
         let tail: Vec<&str> = tail.into_iter().rev().collect();
-        Err(format!(
-            "{marker:?} not on the serial console of {} ({fw:?}/{bus:?}/{fmt}); last lines:\n{}",
-            disk.display(),
-            tail.join("\n")
-        ))
+        Err(format!("{marker:?} not on the serial console of {} ({fw:?}/{bus:?}/{fmt}); last lines:\n{}", disk.display(), tail.join("\n")))
     }
 }
