@@ -213,8 +213,8 @@ impl ImageFile {
         use std::sync::atomic::Ordering;
         if let Some(d) = &self.direct
             && buf.len() >= DIRECT_MIN
-            && buf.len() % DIRECT_ALIGN == 0
-            && offset % DIRECT_ALIGN as u64 == 0
+            && buf.len().is_multiple_of(DIRECT_ALIGN)
+            && offset.is_multiple_of(DIRECT_ALIGN as u64)
             && !d.off.load(Ordering::Relaxed)
         {
             match d.write(buf, offset) {
