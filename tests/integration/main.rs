@@ -34,4 +34,5 @@ mod replay_log;
 mod reproducible;
 mod safety;
 mod trees;
+mod vm;
 mod vm_bios;
