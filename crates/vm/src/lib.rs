@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 pub mod check;
+pub mod container_disk;
 pub mod profile;
 
 pub use profile::Profile;
