@@ -19,6 +19,9 @@
 #   grub-rescue-pc:           a real Debian-made bootable ISO (/usr/lib/grub-rescue) to read
 #   grub-pc-bin:              GRUB's BIOS (i386-pc) images, which `diskcast vm --boot bios` installs
 #   mmdebstrap:               a Debian root filesystem for the VM boot test
+#   rpm, sqlite3, gpg, gpg-agent: rpm package databases (rpmdb.sqlite) made by rpmbuild and
+#                             `rpm -i --justdb`, a gpg-pubkey to import; rpm -qa and sqlite3
+#                             as oracles of the rpmdb and SQLite readers
 #
 # It also downloads (never installs) Debian's linux-image-cloud-amd64 and unpacks it under
 # $DISKCAST_TEST_ASSETS (default /var/cache/diskcast-tests)/kernel/cloud-amd64: the kernel
@@ -33,6 +36,7 @@ packages=(
   tar gzip xz-utils zstd util-linux
   syslinux syslinux-common isolinux extlinux syslinux-efi systemd-boot-efi grub-efi-amd64-bin
   grub-rescue-pc grub-pc-bin mmdebstrap
+  rpm sqlite3 gpg gpg-agent
 )
 # Packages that must come from backports on bookworm (older releases there are too old).
 backports=(qemu-system-x86 qemu-system-common qemu-system-data seabios e2fsprogs libext2fs2)
@@ -81,7 +85,7 @@ fi
 for tool in qemu-img qemu-io qemu-system-x86_64 kill timeout xorriso genisoimage isoinfo bsdtar 7zz \
   mkudffs udfinfo mkfs.fat fsck.fat mdir mcopy sgdisk sfdisk mke2fs e2fsck debugfs skopeo umoci \
   docker-registry busybox cpio setfattr getfattr tar gzip xz zstd setpriv mkfifo mknod \
-  grub-mkimage mmdebstrap; do
+  grub-mkimage mmdebstrap rpm rpmbuild sqlite3 gpg gpg-agent gpgconf; do
   command -v "$tool" >/dev/null || { echo "setup: $tool is still missing after install" >&2; exit 1; }
 done
 [ -e /usr/lib/grub-rescue/grub-rescue-cdrom.iso ] || { echo "setup: grub-rescue-pc's ISO is missing after install" >&2; exit 1; }

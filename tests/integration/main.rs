@@ -34,3 +34,4 @@ mod replay_log;
 mod reproducible;
 mod safety;
 mod trees;
+mod vm;

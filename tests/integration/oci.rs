@@ -188,3 +188,45 @@ fn convert_a_directory_and_a_tar_to_images_skopeo_and_umoci_accept() {
     // Block options make no sense for an image.
     dc(&["convert", "-O", "qcow2", &s(&root), &out]).expect_code(1).expect_stderr_any(&["-O, -o, -c and -n"]);
 }
+
+/// `oci inspect` of an image holding an rpm database written by Debian's rpm: the JSON
+/// package list is what `rpm -qa` prints, and the human listing shows EPOCH:VERSION-RELEASE.
+#[test]
+fn oci_inspect_lists_rpm_packages_as_rpm_qa() {
+    let t = tmp();
+    let img = t.path().join("img");
+    make_image(&img);
+    let root = t.path().join("root");
+    let dbdir = root.join("var/lib/rpm");
+    crate::oci_common::make_rpmdb(&dbdir, 6);
+    let image_ref = format!("{}:t", s(&img));
+    run("umoci", &["insert", "--image", &image_ref, &s(&root.join("var")), "/var"]);
+    let src = format!("oci:{image_ref}");
+    let j = dc_ok(&["oci", "inspect", "--output", "json", &src]).json();
+    assert_eq!(j["package_manager"], "rpm");
+    let opt = |v: &serde_json::Value| v.as_str().map(str::to_string);
+    let mut got: Vec<String> = j["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            crate::oci_common::rpm_line(
+                p["name"].as_str().unwrap(),
+                p["epoch"].as_u64(),
+                p["version"].as_str().unwrap(),
+                p["architecture"].as_str().unwrap(),
+                p["size"].as_u64(),
+                opt(&p["summary"]).as_deref(),
+                opt(&p["license"]).as_deref(),
+                opt(&p["source"]).as_deref(),
+            )
+        })
+        .collect();
+    got.sort();
+    assert_eq!(got, crate::oci_common::rpm_qa(&dbdir));
+    let human = dc_ok(&["oci", "inspect", &src]).stdout_str();
+    // tiny-003 has epoch 4 (see mkrpmdb.sh).
+    for want in ["Packages:     8 (rpm)", "tiny-003", "4:3.3-4.dc", "gpg-pubkey"] {
+        assert!(human.contains(want), "{want} missing from:\n{human}");
+    }
+}

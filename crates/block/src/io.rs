@@ -15,18 +15,67 @@ use std::path::{Path, PathBuf};
 /// works while the copy goes on.
 const WRITEBACK_MIN: usize = 1 << 20;
 
+/// Writes at least this large, at offsets and lengths that are multiples of
+/// [`DIRECT_ALIGN`], bypass the page cache when the file allows it. On the machines we
+/// measured, a buffered write costs several times the device's own time (copying into
+/// the page cache and reclaiming it again); a direct write goes from our buffer to the
+/// device. Small writes (metadata) stay buffered; the kernel keeps both views coherent.
+const DIRECT_MIN: usize = 256 << 10;
+/// Alignment of direct writes: the largest logical block size in common use.
+const DIRECT_ALIGN: usize = 4096;
+/// Direct writes go through an aligned bounce buffer of this size per thread.
+const BOUNCE: usize = 2 << 20;
+
+/// A second handle on an output file, opened with `O_DIRECT`.
+#[derive(Debug)]
+struct Direct {
+    file: File,
+    /// Set after a direct write failed: everything goes buffered from then on.
+    off: std::sync::atomic::AtomicBool,
+}
+
+thread_local! {
+    static BOUNCE_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+impl Direct {
+    /// Writes `buf` (aligned offset and length) through the page-cache-bypassing handle,
+    /// copying it into an aligned per-thread buffer first (a `Vec<u8>` has no alignment
+    /// we could rely on without unsafe code; the copy costs a fraction of what it saves).
+    fn write(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
+        BOUNCE_BUF.with(|cell| {
+            let mut bounce = cell.borrow_mut();
+            if bounce.len() < BOUNCE + DIRECT_ALIGN {
+                bounce.resize(BOUNCE + DIRECT_ALIGN, 0);
+            }
+            let skew = (DIRECT_ALIGN - bounce.as_ptr() as usize % DIRECT_ALIGN) % DIRECT_ALIGN;
+            let mut done = 0usize;
+            while done < buf.len() {
+                let n = (buf.len() - done).min(BOUNCE);
+                let aligned = &mut bounce[skew..skew + n];
+                aligned.copy_from_slice(&buf[done..done + n]);
+                self.file.write_all_at(aligned, offset + done as u64)?;
+                done += n;
+            }
+            Ok(())
+        })
+    }
+}
+
 /// A file opened by a driver, remembered with its path for error messages.
 #[derive(Debug)]
 pub struct ImageFile {
     file: File,
     path: PathBuf,
+    /// For new outputs: a handle for large aligned writes that bypass the page cache.
+    direct: Option<Direct>,
 }
 
 impl ImageFile {
     /// Opens `path` read-only.
     pub fn open(path: &Path) -> Result<Self> {
         let file = File::open(path).map_err(|e| Error::io("cannot open", e).with_file(path))?;
-        Ok(ImageFile { file, path: path.to_path_buf() })
+        Ok(ImageFile { file, path: path.to_path_buf(), direct: None })
     }
 
     /// Opens an existing `path` for reading and writing (only to replay a pending log the
@@ -37,12 +86,24 @@ impl ImageFile {
             .write(true)
             .open(path)
             .map_err(|e| Error::io("cannot open for writing", e).with_file(path))?;
-        Ok(ImageFile { file, path: path.to_path_buf() })
+        Ok(ImageFile { file, path: path.to_path_buf(), direct: None })
     }
 
     /// Wraps an already open file.
     pub fn from_file(file: File, path: &Path) -> Self {
-        ImageFile { file, path: path.to_path_buf() }
+        ImageFile { file, path: path.to_path_buf(), direct: None }
+    }
+
+    /// Lets large aligned writes bypass the page cache through a second handle on
+    /// `open_path` (the file itself, by the path it was created under). A filesystem
+    /// without `O_DIRECT` simply keeps every write buffered.
+    pub fn with_direct_writes(mut self, open_path: &Path) -> Self {
+        use std::os::unix::fs::OpenOptionsExt;
+        let flags = rustix::fs::OFlags::DIRECT.bits() as i32;
+        if let Ok(file) = std::fs::OpenOptions::new().write(true).custom_flags(flags).open(open_path) {
+            self.direct = Some(Direct { file, off: std::sync::atomic::AtomicBool::new(false) });
+        }
+        self
     }
 
     /// The path it was opened with.
@@ -149,6 +210,20 @@ impl ImageFile {
     /// Writes all of `buf` at `offset`. Large writes also start writeback of what they
     /// wrote (see [`WRITEBACK_MIN`]).
     pub fn write_all_at(&self, buf: &[u8], offset: u64) -> Result<()> {
+        use std::sync::atomic::Ordering;
+        if let Some(d) = &self.direct
+            && buf.len() >= DIRECT_MIN
+            && buf.len().is_multiple_of(DIRECT_ALIGN)
+            && offset.is_multiple_of(DIRECT_ALIGN as u64)
+            && !d.off.load(Ordering::Relaxed)
+        {
+            match d.write(buf, offset) {
+                Ok(()) => return Ok(()),
+                // Not supported here after all (or a real error, which the buffered
+                // write below reports with the file's name): stay buffered from now on.
+                Err(_) => d.off.store(true, Ordering::Relaxed),
+            }
+        }
         self.file
             .write_all_at(buf, offset)
             .map_err(|e| Error::io("write failed", e).with_offset(offset).with_file(&self.path))?;

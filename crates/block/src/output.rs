@@ -48,7 +48,7 @@ impl OutputFiles {
         crate::lock::apply(&file, target, crate::lock::LockMode::Write)?;
         let clone = file.try_clone().map_err(|e| Error::io("cannot duplicate file handle", e).with_file(target))?;
         self.lock().push(Pending { temp: temp.clone(), target: target.to_path_buf(), file: clone });
-        Ok(ImageFile::from_file(file, target))
+        Ok(ImageFile::from_file(file, target).with_direct_writes(&temp))
     }
 
     /// Temporary paths not yet committed (for tests and for cleanup on a signal).
@@ -122,5 +122,33 @@ mod tests {
         out.commit().unwrap();
         assert_eq!(std::fs::read(&target).unwrap(), b"new");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    /// Large aligned writes take the page-cache-bypassing handle, small ones the buffered
+    /// one; reads through either see every write in order, whichever handle wrote it.
+    #[test]
+    fn direct_and_buffered_writes_stay_coherent() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("out.img");
+        let out = OutputFiles::new();
+        let f = out.create(&target).unwrap();
+        let big: Vec<u8> = (0..(1usize << 20) + 4096).map(|i| (i * 7 % 251) as u8).collect();
+        let mut expect = vec![0u8; 3 << 20];
+        // Direct (aligned, large), then buffered bytes inside it, then direct over part
+        // of those again, then an unaligned large write (buffered).
+        f.write_all_at(&big[..1 << 20], 0).unwrap();
+        expect[..1 << 20].copy_from_slice(&big[..1 << 20]);
+        f.write_all_at(b"buffered", 100).unwrap();
+        expect[100..108].copy_from_slice(b"buffered");
+        f.write_all_at(&big[4096..4096 + (512 << 10)], 1 << 20).unwrap();
+        expect[1 << 20..(1 << 20) + (512 << 10)].copy_from_slice(&big[4096..4096 + (512 << 10)]);
+        let mut back = vec![0u8; 108];
+        f.read_exact_at(&mut back, 0).unwrap();
+        assert_eq!(back, expect[..108]);
+        f.write_all_at(&big[..(256 << 10) + 1], (2 << 20) + 1).unwrap();
+        expect[(2 << 20) + 1..(2 << 20) + 1 + (256 << 10) + 1].copy_from_slice(&big[..(256 << 10) + 1]);
+        f.set_len(3 << 20).unwrap();
+        out.commit().unwrap();
+        assert!(std::fs::read(&target).unwrap() == expect, "content differs");
     }
 }

@@ -129,7 +129,30 @@ Examples:
     /// Build a partitioned disk (GPT or MBR) with filesystems from trees, in one pass.
     #[command(after_help = MKDISK_HELP)]
     Mkdisk(crate::cmd::MkdiskArgs),
+    /// Make a container image or root filesystem a bootable VM disk, in any format.
+    #[command(after_help = VM_HELP)]
+    Vm(crate::cmd::VmArgs),
 }
+
+const VM_HELP: &str = "\
+Examples:
+  diskcast vm oci:./image:latest -o vm.qcow2 -O qcow2          # kernel from the image
+  diskcast vm docker://docker.io/library/debian:12 -o vm.vhd --profile azure \\
+      --kernel /boot/vmlinuz-6.1.0-27-cloud-amd64
+  diskcast vm rootfs.tar -o vm.vmdk --profile esxi --cmdline 'init=/sbin/myinit'
+  diskcast vm ./root -o vm.vhdx --profile hyperv --output json | jq .partitions
+
+SRC is a container image (oci:, oci-archive:, docker-archive:, docker://) flattened with
+its whiteouts, or a directory or tar holding a root filesystem. The disk is GPT: an ESP
+(FAT32) with systemd-boot (from the image, else this machine's systemd-boot-efi package,
+else --loader), the kernel and initramfs in /diskcast/, and the root filesystem as ext4
+(Discoverable Partitions root type), booted with root=PARTUUID=... and the serial console.
+The kernel is the image's newest /boot/vmlinuz-*, /usr/lib/modules/*/vmlinuz or /vmlinuz
+unless --kernel names one; --cmdline is appended to the command line diskcast builds.
+
+Profiles pick the format: azure (fixed VHD, whole MiB), esxi and aws (streamOptimized
+VMDK), hyperv (VHDX, UEFI only), kubevirt (qcow2), qemu (qcow2, zstd-compressed).
+Everything is written in one pass: no root, no mount, no loop device, no raw intermediate.";
 
 const MKFS_HELP: &str = "\
 Examples:

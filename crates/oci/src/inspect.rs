@@ -1,6 +1,7 @@
 //! `oci inspect`: what an image is made of. The layers are read once (to measure them
 //! and to check their digests), flattened, and the package databases of the result are
-//! read: dpkg (`/var/lib/dpkg/status`), apk (`/lib/apk/db/installed`).
+//! read: dpkg (`/var/lib/dpkg/status`), apk (`/lib/apk/db/installed`), rpm
+//! (`rpmdb.sqlite` under `/var/lib/rpm` or `/usr/lib/sysimage/rpm`; see [`crate::rpmdb`]).
 
 use crate::digest::Digest;
 use crate::flatten::{apply_layer, scan_all};
@@ -45,8 +46,12 @@ pub struct Report {
     pub os_release: Option<String>,
     /// Packages installed in the flattened image.
     pub packages: Vec<Package>,
-    /// Where the package list came from (`dpkg`, `apk`), or why there is none.
+    /// Where the package list came from (`dpkg`, `apk`, `rpm`), or why there is none.
     pub package_manager: Option<String>,
+    /// Why the package database that was found could not be read (the rest of the
+    /// report stands).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub package_error: Option<String>,
 }
 
 /// One layer.
@@ -83,15 +88,47 @@ pub struct HistoryReport {
     pub layer: Option<usize>,
 }
 
-/// An installed package.
+/// An installed package. Every database gives name, version and architecture; rpm also
+/// gives the rest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Package {
     /// Name.
     pub name: String,
-    /// Version.
+    /// Version: dpkg's full version (with its epoch), apk's, or rpm's `VERSION-RELEASE`.
     pub version: String,
-    /// Architecture.
+    /// Architecture (empty for rpm's `gpg-pubkey` entries, which have none).
     pub architecture: String,
+    /// rpm's epoch, when the package sets one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u32>,
+    /// Installed size in bytes (rpm's `LONGSIZE`, else `SIZE`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    /// One-line summary.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
+    /// License.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub license: Option<String>,
+    /// The source package (rpm's `SOURCERPM`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+}
+
+impl Package {
+    /// A package known by name, version and architecture only.
+    pub fn new(name: &str, version: &str, architecture: &str) -> Package {
+        Package {
+            name: name.into(),
+            version: version.into(),
+            architecture: architecture.into(),
+            epoch: None,
+            size: None,
+            summary: None,
+            license: None,
+            source: None,
+        }
+    }
 }
 
 /// Reads every layer, flattens, and gathers the report.
@@ -118,7 +155,7 @@ pub fn inspect(image: &Image, threads: usize) -> Result<Report> {
         });
     }
     let history = history(&image.config.history, image.layers.len());
-    let (packages, package_manager) = packages(&tree)?;
+    let found = packages(&tree)?;
     Ok(Report {
         source: image.source.clone(),
         manifest_digest: image.manifest_digest.clone(),
@@ -133,8 +170,9 @@ pub fn inspect(image: &Image, threads: usize) -> Result<Report> {
         history,
         rootfs: tree.stats(),
         os_release: os_release(&tree),
-        packages,
-        package_manager,
+        packages: found.packages,
+        package_manager: found.manager,
+        package_error: found.error,
     })
 }
 
@@ -184,24 +222,76 @@ fn os_release(tree: &Tree) -> Option<String> {
     text.lines().find_map(|l| l.strip_prefix("PRETTY_NAME=")).map(|v| v.trim_matches('"').to_string())
 }
 
-/// The installed packages, from whichever database the image has.
-pub fn packages(tree: &Tree) -> Result<(Vec<Package>, Option<String>)> {
+/// What [`packages`] found.
+#[derive(Debug, Default)]
+pub struct Found {
+    /// The packages, sorted by name.
+    pub packages: Vec<Package>,
+    /// Which database (`dpkg`, `apk`, `rpm`), or what was found and is not read.
+    pub manager: Option<String>,
+    /// Why the database found could not be read.
+    pub error: Option<String>,
+}
+
+/// Where rpm keeps its sqlite database (Fedora 36+ moved it to /usr/lib/sysimage/rpm and
+/// left /var/lib/rpm a symlink to it).
+const RPMDB_SQLITE: [&[u8]; 2] = [b"var/lib/rpm/rpmdb.sqlite", b"usr/lib/sysimage/rpm/rpmdb.sqlite"];
+
+/// The installed packages, from whichever database the image has. A damaged rpm
+/// database is reported in [`Found::error`] rather than failing the whole inspection.
+pub fn packages(tree: &Tree) -> Result<Found> {
     if let Some(b) = read_file(tree, b"var/lib/dpkg/status", MAX_DB_BYTES)? {
-        return Ok((parse_dpkg(&String::from_utf8_lossy(&b)), Some("dpkg".into())));
+        return Ok(Found {
+            packages: parse_dpkg(&String::from_utf8_lossy(&b)),
+            manager: Some("dpkg".into()),
+            error: None,
+        });
     }
     if let Some(b) = read_file(tree, b"lib/apk/db/installed", MAX_DB_BYTES)? {
-        return Ok((parse_apk(&String::from_utf8_lossy(&b)), Some("apk".into())));
+        return Ok(Found {
+            packages: parse_apk(&String::from_utf8_lossy(&b)),
+            manager: Some("apk".into()),
+            error: None,
+        });
     }
-    for rpm in [&b"var/lib/rpm/rpmdb.sqlite"[..], b"usr/lib/sysimage/rpm/rpmdb.sqlite", b"var/lib/rpm/Packages"] {
-        if tree.resolve(rpm, true).is_ok_and(|id| tree.node(id).as_file().is_some()) {
-            return Ok((
-                Vec::new(),
-                Some(format!("rpm ({} found; reading rpm databases is not supported)", String::from_utf8_lossy(rpm))),
-            ));
+    for path in RPMDB_SQLITE {
+        let shown = format!("/{}", String::from_utf8_lossy(path));
+        let read = || -> Result<Option<Vec<Package>>> {
+            let Some(main) = read_file(tree, path, crate::rpmdb::MAX_DB_BYTES)? else { return Ok(None) };
+            let mut wal_path = path.to_vec();
+            wal_path.extend_from_slice(b"-wal");
+            let wal = read_file(tree, &wal_path, crate::rpmdb::MAX_DB_BYTES)?;
+            crate::rpmdb::read_sqlite(&shown, main, wal).map(Some)
+        };
+        match read() {
+            Ok(None) => continue,
+            Ok(Some(packages)) => return Ok(Found { packages, manager: Some("rpm".into()), error: None }),
+            Err(e) => {
+                return Ok(Found { packages: Vec::new(), manager: Some("rpm".into()), error: Some(e.to_string()) });
+            }
+        }
+    }
+    // rpm before 4.16 (RHEL/CentOS 7 and 8, older Fedora): a BerkeleyDB hash database;
+    // openSUSE Leap 15's rpm: its own "ndb" format. Named, not read.
+    for (path, what) in [
+        (&b"var/lib/rpm/Packages"[..], "a BerkeleyDB database (rpm before 4.16: RHEL/CentOS 7 and 8)"),
+        (b"usr/lib/sysimage/rpm/Packages", "a BerkeleyDB database (rpm before 4.16)"),
+        (b"var/lib/rpm/Packages.db", "an ndb database (openSUSE Leap 15)"),
+        (b"usr/lib/sysimage/rpm/Packages.db", "an ndb database (openSUSE Leap 15)"),
+    ] {
+        if tree.resolve(path, true).is_ok_and(|id| tree.node(id).as_file().is_some()) {
+            return Ok(Found {
+                packages: Vec::new(),
+                manager: Some("rpm".into()),
+                error: Some(format!(
+                    "/{} is {what}; only rpm's sqlite database (rpm 4.16 and later) is read",
+                    String::from_utf8_lossy(path)
+                )),
+            });
         }
     }
     let _ = NodeId::ROOT;
-    Ok((Vec::new(), None))
+    Ok(Found::default())
 }
 
 /// dpkg's status file: RFC 822-style paragraphs; only `install ok installed` counts.
@@ -224,7 +314,7 @@ pub fn parse_dpkg(text: &str) -> Vec<Package> {
             }
         }
         if installed && !name.is_empty() {
-            out.push(Package { name: name.into(), version: version.into(), architecture: arch.into() });
+            out.push(Package::new(name, version, arch));
         }
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -235,7 +325,7 @@ pub fn parse_dpkg(text: &str) -> Vec<Package> {
 pub fn parse_apk(text: &str) -> Vec<Package> {
     let mut out = Vec::new();
     for para in text.split("\n\n") {
-        let mut p = Package { name: String::new(), version: String::new(), architecture: String::new() };
+        let mut p = Package::new("", "", "");
         for line in para.lines() {
             match line.split_once(':') {
                 Some(("P", v)) => p.name = v.to_string(),
@@ -264,10 +354,7 @@ mod tests {
         assert_eq!(p[0].version, "5.2.15-2+b7");
         let apk = "C:Q1abc=\nP:musl\nV:1.2.4-r2\nA:x86_64\nT:the musl c library\n\nP:busybox\nV:1.36.1-r5\nA:x86_64\n";
         let p = parse_apk(apk);
-        assert_eq!(
-            p[0],
-            Package { name: "busybox".into(), version: "1.36.1-r5".into(), architecture: "x86_64".into() }
-        );
+        assert_eq!(p[0], Package::new("busybox", "1.36.1-r5", "x86_64"));
         assert_eq!(p.len(), 2);
     }
 }

@@ -15,6 +15,7 @@ pub mod flatten;
 pub mod image;
 pub mod inspect;
 pub mod registry;
+pub mod rpmdb;
 pub mod source;
 pub mod spec;
 pub mod write;

@@ -1,8 +1,19 @@
 //! `diskcast vm`: a container image or root filesystem made into a bootable VM disk.
+//!
+//! [`plan`] takes the flattened root [`Tree`](diskcast_tree::Tree) and returns the whole
+//! disk as one planned image: GPT, an ESP with systemd-boot, the kernel and initramfs,
+//! and the (prepared) root filesystem as ext4. The CLI writes it into any block format
+//! in one pass.
 #![forbid(unsafe_code)]
 
+mod build;
 pub mod check;
 pub mod container_disk;
+pub mod disk;
+pub mod edit;
+pub mod guest;
+pub mod kernel;
 pub mod profile;
 
+pub use build::{BootMode, ESP_INITRD, ESP_KERNEL, PartSummary, VmDisk, VmOptions, cmdline, host_file, plan};
 pub use profile::Profile;

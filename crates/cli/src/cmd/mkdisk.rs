@@ -2,8 +2,9 @@
 //! pass, written straight into any block format.
 //!
 //! Each partition's filesystem is planned by its [`FsBuilder`] (knowing where on the
-//! disk it will sit), the table by [`DiskPlan`], and all of it is one [`PlannedImage`]
-//! that the copy engine writes: no intermediate files, no root, no loop device.
+//! disk it will sit), and [`DiskComposer`] (shared with `vm`) makes the table and all of
+//! it one planned image that the copy engine writes: no intermediate files, no root, no
+//! loop device.
 
 use super::mkfs::{OutputArgs, Writer, builder, identity};
 use super::tree_source::{SourceArgs, open as open_source};
@@ -11,8 +12,9 @@ use clap::Args;
 use diskcast_block::provenance::Provenance;
 use diskcast_block::size::{human, parse_size};
 use diskcast_block::{BlockRead, Error, Result};
-use diskcast_part::{DiskPlan, PartSpec, PartType, TableKind, Uuid};
-use diskcast_tree::{BuildOptions, FsBuilder, Meta, Piece, PlannedImage, Timestamp, Tree};
+use diskcast_part::{PartSpec, PartType, TableKind, Uuid};
+use diskcast_tree::{BuildOptions, FsBuilder, Meta, Timestamp, Tree};
+use diskcast_vm::disk::{ComposedDisk, DiskComposer};
 use std::sync::Arc;
 
 #[derive(Debug, Args)]
@@ -94,15 +96,13 @@ pub fn run(a: MkdiskArgs) -> Result<u8> {
     let prov = Provenance::from_env()?;
     let (now, disk_id) = identity(&prov, &format!("mkdisk {:?} {:?}", a.parts, a.size));
 
-    // Plan each filesystem where it will sit: partition i starts at the 1 MiB boundary
-    // after partition i-1, so its start is known once the sizes before it are.
-    let mut images: Vec<Option<Arc<dyn BlockRead>>> = Vec::new();
-    let mut specs = Vec::new();
-    let mut pos = diskcast_part::ALIGN;
+    // Plan each filesystem where it will sit: the composer knows where the next
+    // partition starts once the sizes before it are.
+    let mut disk = DiskComposer::new(kind);
     for (i, p) in parts.iter().enumerate() {
-        let start = pos.next_multiple_of(diskcast_part::ALIGN);
+        let start = disk.next_start();
         let (_, id) = identity(&prov, &format!("mkdisk {:?} {:?} part {i}", a.parts, a.size));
-        let len = match &p.fs {
+        let (len, image) = match &p.fs {
             Some(b) => {
                 let (tree, from) = match &p.src {
                     Some(src) => {
@@ -120,32 +120,16 @@ pub fn run(a: MkdiskArgs) -> Result<u8> {
                     eprintln!("diskcast: warning: partition {} ({}): {w}", i + 1, p.name);
                 }
                 eprintln!("diskcast: partition {} ({}): {} from {from}", i + 1, p.name, built.description);
-                let len = built.image.size();
-                images.push(Some(Arc::new(built.image)));
-                len
+                let image: Arc<dyn BlockRead> = Arc::new(built.image);
+                (image.size(), Some(image))
             }
-            None => {
-                images.push(None);
-                p.size.unwrap_or(0)
-            }
+            None => (p.size.unwrap_or(0), None),
         };
         let uuid = Uuid::from_bytes(id);
         let bootable = a.bootable == Some(i as u32 + 1);
-        specs.push(PartSpec { name: p.name.clone(), kind: p.kind, size: len, uuid, bootable });
-        pos = start + len.next_multiple_of(512);
+        disk.push(PartSpec { name: p.name.clone(), kind: p.kind, size: len, uuid, bootable }, image)?;
     }
-    let plan = DiskPlan::new(kind, specs, disk_size, Uuid::from_bytes(disk_id))?;
-    let mut disk = PlannedImage::new(plan.disk_size, format!("{} disk", kind.name()));
-    for (off, bytes) in plan.table_bytes() {
-        disk.place_bytes(off, bytes)?;
-    }
-    for (pp, img) in plan.parts.iter().zip(images) {
-        if let Some(img) = img {
-            let len = img.size();
-            disk.place(pp.start, len, Piece::Disk { disk: img, offset: 0 })?;
-        }
-    }
-    let disk = disk.seal()?;
+    let ComposedDisk { plan, image: disk } = disk.finish(disk_size, Uuid::from_bytes(disk_id))?;
     writer.write(&disk)?;
     eprintln!(
         "diskcast: wrote {} ({} {}, {} partitions)",

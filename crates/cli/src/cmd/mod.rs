@@ -17,6 +17,7 @@ mod mkdisk;
 mod mkfs;
 pub mod oci;
 mod tree_source;
+mod vm;
 
 pub use cat::CatArgs;
 pub use check::CheckArgs;
@@ -24,6 +25,7 @@ pub use extract::ExtractArgs;
 pub use ls::LsArgs;
 pub use mkdisk::MkdiskArgs;
 pub use mkfs::MkfsArgs;
+pub use vm::VmArgs;
 
 use crate::Failure;
 use crate::args::{Command, OpenArgs};
@@ -53,6 +55,7 @@ pub fn run(command: Command) -> Result<u8, Failure> {
         Command::Oci(c) => oci::run(c).map_err(Failure::from),
         Command::Mkfs(a) => mkfs::run(a).map_err(Failure::from),
         Command::Mkdisk(a) => mkdisk::run(a).map_err(Failure::from),
+        Command::Vm(a) => vm::run(a).map_err(Failure::from),
     }
 }
 

@@ -52,7 +52,7 @@ Examples:
   diskcast oci inspect --output json oci-archive:img.tar | jq '.packages[].name'
 
 Every layer is read once: its digest and diff_id are checked and its uncompressed size
-measured; the layers are flattened in memory to list the packages installed (dpkg, apk).")]
+measured; the layers are flattened in memory to list the packages installed (dpkg, apk, rpm's sqlite database).")]
     Inspect(InspectArgs),
 }
 
@@ -158,14 +158,26 @@ fn inspect(a: InspectArgs) -> Result<u8> {
         s.hardlinks,
         s.specials
     );
-    match &r.package_manager {
-        Some(pm) => {
+    match (&r.package_manager, &r.package_error) {
+        (Some(pm), Some(err)) => println!("Packages:     not read ({pm}): {err}"),
+        (Some(pm), None) => {
             println!("Packages:     {} ({pm})", r.packages.len());
             for p in &r.packages {
-                println!("  {:<32} {:<32} {}", p.name, p.version, p.architecture);
+                // rpm shows an epoch as EPOCH:VERSION-RELEASE.
+                let version = match p.epoch {
+                    Some(e) => format!("{e}:{}", p.version),
+                    None => p.version.clone(),
+                };
+                let size = match p.size {
+                    Some(b) if b < 1 << 10 => format!("{b} B"),
+                    Some(b) if b < 1 << 20 => format!("{:.1} KiB", b as f64 / 1024.0),
+                    Some(b) => mib(b),
+                    None => String::new(),
+                };
+                println!("  {:<32} {:<32} {:<8} {size}", p.name, version, p.architecture);
             }
         }
-        None => println!("Packages:     none found (no dpkg or apk database)"),
+        (None, _) => println!("Packages:     none found (no dpkg, apk or rpm database)"),
     }
     Ok(0)
 }

@@ -425,3 +425,44 @@ pub fn start_registry(dir: &Path) -> Registry {
     }
     reg
 }
+
+/// An rpm database made by Debian's rpm (see fixtures/mkrpmdb.sh) in `dir`: `n` tiny
+/// packages and one gpg-pubkey.
+pub fn make_rpmdb(dir: &Path, n: usize) {
+    run("bash", &[fixture("mkrpmdb.sh").to_str().unwrap(), dir.to_str().unwrap(), &n.to_string()]);
+}
+
+/// What `rpm -qa` lists from the database in `dbdir`, one sorted line per package:
+/// `NAME|EPOCH|VERSION-RELEASE|ARCH|LONGSIZE|SUMMARY|LICENSE|SOURCERPM`, with rpm's
+/// `(none)` for absent tags.
+pub fn rpm_qa(dbdir: &Path) -> Vec<String> {
+    let qf = "%{NAME}|%{EPOCH}|%{VERSION}-%{RELEASE}|%{ARCH}|%{LONGSIZE}|%{SUMMARY}|%{LICENSE}|%{SOURCERPM}\n";
+    let out = run("rpm", &["--define", "_db_backend sqlite", "--dbpath", dbdir.to_str().unwrap(), "-qa", "--qf", qf]);
+    let mut lines: Vec<String> = out.lines().map(str::to_string).collect();
+    lines.sort();
+    lines
+}
+
+/// One package in [`rpm_qa`]'s format, from its fields.
+#[allow(clippy::too_many_arguments)]
+pub fn rpm_line(
+    name: &str,
+    epoch: Option<u64>,
+    version: &str,
+    arch: &str,
+    size: Option<u64>,
+    summary: Option<&str>,
+    license: Option<&str>,
+    source: Option<&str>,
+) -> String {
+    let none = |s: Option<String>| s.unwrap_or_else(|| "(none)".into());
+    format!(
+        "{name}|{}|{version}|{}|{}|{}|{}|{}",
+        none(epoch.map(|e| e.to_string())),
+        if arch.is_empty() { "(none)" } else { arch },
+        none(size.map(|s| s.to_string())),
+        none(summary.map(str::to_string)),
+        none(license.map(str::to_string)),
+        none(source.map(str::to_string)),
+    )
+}

@@ -1,0 +1,213 @@
+//! `diskcast vm SRC -o OUT`: a container image or root filesystem made into a bootable
+//! VM disk, written in one pass into any block format.
+//!
+//! The library ([`diskcast_vm::plan`]) does the work: kernel discovery, guest
+//! preparation, the ESP with systemd-boot, the ext4 root, the GPT. Here the arguments
+//! are checked, the profile picks the output format, and the [`Writer`] writes the plan.
+
+use super::mkfs::{OutputArgs, Writer};
+use super::print_json;
+use super::tree_source::{SourceArgs, open as open_source};
+use crate::args::{OutputFormat, ProgressMode};
+use clap::Args;
+use diskcast_block::provenance::Provenance;
+use diskcast_block::size::{human, parse_size};
+use diskcast_block::{Error, Result};
+use diskcast_vm::guest::GuestOptions;
+use diskcast_vm::{BootMode, Profile, VmOptions};
+use serde_json::json;
+use std::path::PathBuf;
+
+#[derive(Debug, Args)]
+pub struct VmArgs {
+    /// The root filesystem: oci:DIR[:TAG], oci-archive:FILE, docker-archive:FILE,
+    /// docker://REF, a directory or a tar.
+    pub src: String,
+    /// The disk image to write.
+    #[arg(short = 'o', long = "out", value_name = "OUT")]
+    pub out: PathBuf,
+    /// Block format of OUT: raw, qcow2, vmdk, vhd, vhdx, vdi (default: the profile's, else raw).
+    #[arg(short = 'O', long = "output-format", value_name = "FMT")]
+    pub output_format: Option<String>,
+    /// Format options of OUT, comma separated (`diskcast formats` lists them).
+    #[arg(long = "format-options", value_name = "KEY=VALUE,..")]
+    pub format_options: Vec<String>,
+    /// The platform the disk is for: azure, esxi, aws, hyperv, kubevirt, qemu. Picks the
+    /// format and its options.
+    #[arg(long, value_name = "PROFILE")]
+    pub profile: Option<String>,
+    /// Disk size (K, M, G); default: the content plus headroom.
+    #[arg(long, value_name = "SIZE")]
+    pub size: Option<String>,
+    /// Firmware the disk boots with: uefi (systemd-boot), bios or hybrid (GRUB).
+    #[arg(long, value_name = "uefi|bios|hybrid", default_value = "uefi")]
+    pub boot: String,
+    /// Boot this kernel (a file on this machine) instead of the image's.
+    #[arg(long, value_name = "PATH")]
+    pub kernel: Option<PathBuf>,
+    /// The initramfs to boot with (a file on this machine).
+    #[arg(long, value_name = "PATH")]
+    pub initrd: Option<PathBuf>,
+    /// Appended to the kernel command line diskcast builds (root=PARTUUID=..., consoles).
+    #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
+    pub cmdline: Option<String>,
+    /// The systemd-boot EFI binary to install, instead of the image's or this machine's.
+    #[arg(long, value_name = "PATH")]
+    pub loader: Option<PathBuf>,
+    #[command(flatten)]
+    pub guest: GuestArgs,
+    /// Compress the output (qcow2, streamOptimized VMDK).
+    #[arg(short = 'c')]
+    pub compress: bool,
+    /// Show a progress bar (same as --progress=bar).
+    #[arg(short = 'p')]
+    pub progress_bar: bool,
+    /// How to report progress.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub progress: ProgressMode,
+    /// Worker threads (default: one per core).
+    #[arg(short = 'j', long = "threads", value_name = "N")]
+    pub threads: Option<usize>,
+    /// The summary on stdout: human text or JSON (partitions, sizes, kernel, command line).
+    #[arg(long, value_enum, default_value = "human")]
+    pub output: OutputFormat,
+    #[command(flatten)]
+    pub source: SourceArgs,
+}
+
+/// How the guest is prepared.
+#[derive(Debug, Args)]
+pub struct GuestArgs {}
+
+impl GuestArgs {
+    fn options(&self) -> Result<GuestOptions> {
+        Ok(GuestOptions::default())
+    }
+}
+
+/// The output format and options: the profile's, checked against `-O`.
+fn output_args(a: &VmArgs, profile: Option<Profile>) -> Result<OutputArgs> {
+    let mut format_options = Vec::new();
+    let mut compress = a.compress;
+    let format = match profile {
+        Some(p) => {
+            let spec = p.output();
+            if let Some(f) = &a.output_format
+                && f != spec.format
+            {
+                return Err(Error::argument(format!(
+                    "-O {f} contradicts --profile {}, which writes {}; drop one of them",
+                    p.name(),
+                    spec.format
+                )));
+            }
+            let mine: Vec<String> = a.format_options.iter().flat_map(|g| g.split(',')).map(str::to_string).collect();
+            for (k, v) in spec.options {
+                if let Some(o) =
+                    mine.iter().find(|o| o.split_once('=').is_some_and(|(mk, mv)| mk.trim() == *k && mv.trim() != *v))
+                {
+                    return Err(Error::argument(format!(
+                        "--format-options {o} contradicts --profile {}, which needs {k}={v}",
+                        p.name()
+                    )));
+                }
+                format_options.push(format!("{k}={v}"));
+            }
+            compress |= spec.compress;
+            spec.format.to_string()
+        }
+        None => a.output_format.clone().unwrap_or_else(|| "raw".to_string()),
+    };
+    format_options.extend(a.format_options.iter().cloned());
+    Ok(OutputArgs {
+        output: a.out.clone(),
+        output_format: format,
+        format_options,
+        compress,
+        progress_bar: a.progress_bar,
+        progress: a.progress,
+        threads: a.threads,
+    })
+}
+
+pub fn run(a: VmArgs) -> Result<u8> {
+    let profile = a.profile.as_deref().map(Profile::parse).transpose()?;
+    let boot = BootMode::parse(&a.boot)?;
+    let out = output_args(&a, profile)?;
+    let writer = Writer::new(&out)?;
+    let opts = VmOptions {
+        boot,
+        kernel: a.kernel.clone(),
+        initrd: a.initrd.clone(),
+        cmdline: a.cmdline.clone(),
+        loader: a.loader.clone(),
+        disk_size: a.size.as_deref().map(parse_size).transpose()?,
+        profile,
+        guest: a.guest.options()?,
+    };
+    opts.validate()?;
+    let opened = open_source(&a.src, &a.source)?;
+    let prov = Provenance::from_env()?;
+    let seed = format!("vm {} {:?} {:?} {:?}", a.src, a.size, a.cmdline, a.boot);
+    let vm = diskcast_vm::plan(opened.tree, &opts, &prov, &seed)?;
+    for w in &vm.warnings {
+        eprintln!("diskcast: warning: {w}");
+    }
+    eprintln!("diskcast: {} from {}; loader from {}", vm.kernel, opened.description, vm.loader);
+    for c in &vm.guest_changes {
+        eprintln!("diskcast: guest: {c}");
+    }
+    writer.write(&vm.image)?;
+    let disk_size = vm.plan.disk_size;
+    match a.output {
+        OutputFormat::Human => {
+            eprintln!(
+                "diskcast: wrote {} ({} {}, GPT, {} boot)",
+                out.output.display(),
+                human(disk_size),
+                out.output_format,
+                boot.name()
+            );
+            for p in &vm.partitions {
+                eprintln!(
+                    "  {} {:<5} {:>9} at {:>9}  PARTUUID={}  {}",
+                    p.number,
+                    p.name,
+                    human(p.size),
+                    human(p.start),
+                    p.uuid,
+                    p.filesystem
+                );
+            }
+            eprintln!("  kernel command line: {}", vm.entry.cmdline);
+        }
+        OutputFormat::Json => {
+            let parts: Vec<_> = vm
+                .partitions
+                .iter()
+                .map(|p| {
+                    json!({
+                        "number": p.number, "name": p.name, "type": p.type_guid.to_string(),
+                        "partuuid": p.uuid.to_string(), "start": p.start, "size": p.size,
+                        "filesystem": p.filesystem,
+                    })
+                })
+                .collect();
+            print_json(&json!({
+                "output": out.output.display().to_string(),
+                "format": out.output_format,
+                "profile": profile.map(Profile::name),
+                "boot": boot.name(),
+                "virtual-size": disk_size,
+                "source": opened.description,
+                "partitions": parts,
+                "kernel": vm.kernel,
+                "loader": vm.loader,
+                "cmdline": vm.entry.cmdline,
+                "guest-changes": vm.guest_changes,
+                "warnings": vm.warnings,
+            }));
+        }
+    }
+    Ok(0)
+}

@@ -1,0 +1,213 @@
+//! rpm's sqlite package database against Debian's rpm and sqlite3: a database of 200
+//! packages written by `rpm -i --justdb` (headers spill onto overflow pages, the
+//! Packages b-tree has interior pages) lists exactly as `rpm -qa` does, alone and inside
+//! an umoci-built image through `inspect`; a WAL left next to it is applied as rpm (that
+//! is, SQLite) would; damaged headers and databases give errors that name the file.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::*;
+use diskcast_oci::inspect::{Package, inspect};
+use diskcast_oci::{OpenOptions, open, rpmdb};
+use diskcast_sqlite::{Db, Limits, Value};
+use diskcast_testkit::hostile::{assert_input_error, within};
+use std::path::Path;
+
+fn line(p: &Package) -> String {
+    rpm_line(
+        &p.name,
+        p.epoch.map(u64::from),
+        &p.version,
+        &p.architecture,
+        p.size,
+        p.summary.as_deref(),
+        p.license.as_deref(),
+        p.source.as_deref(),
+    )
+}
+
+fn lines(ps: &[Package]) -> Vec<String> {
+    let mut v: Vec<String> = ps.iter().map(line).collect();
+    v.sort();
+    v
+}
+
+fn read(dbdir: &Path) -> Vec<Package> {
+    let main = std::fs::read(dbdir.join("rpmdb.sqlite")).unwrap();
+    let wal = std::fs::read(dbdir.join("rpmdb.sqlite-wal")).ok();
+    rpmdb::read_sqlite("rpmdb.sqlite", main, wal).unwrap()
+}
+
+#[test]
+fn two_hundred_packages_list_as_rpm_qa_and_sqlite3_see_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dbdir = tmp.path().join("db");
+    make_rpmdb(&dbdir, 200);
+    let file = dbdir.join("rpmdb.sqlite");
+    let f = file.to_str().unwrap();
+
+    // The shape this test is about, as sqlite3 reports it: headers larger than a page
+    // (overflow chains) and a Packages tree whose root is an interior page.
+    let page: u64 = run("sqlite3", &[f, "PRAGMA page_size"]).trim().parse().unwrap();
+    let biggest: u64 = run("sqlite3", &[f, "SELECT max(length(blob)) FROM Packages"]).trim().parse().unwrap();
+    assert!(biggest > page, "largest header {biggest} fits a {page}-byte page: no overflow exercised");
+    let root: u64 =
+        run("sqlite3", &[f, "SELECT rootpage FROM sqlite_schema WHERE name = 'Packages'"]).trim().parse().unwrap();
+    let bytes = std::fs::read(&file).unwrap();
+    assert_eq!(bytes[((root - 1) * page) as usize], 0x05, "Packages root is an interior page");
+
+    // Row by row, the blobs are the ones sqlite3 holds.
+    let db = Db::open_path(&file, Limits::default()).unwrap();
+    let rows = db.rows(db.table_root("Packages").unwrap().unwrap()).unwrap();
+    let ours: Vec<String> = rows
+        .iter()
+        .map(|r| match &r.values[1] {
+            Value::Blob(b) => {
+                format!("{}|{}|{}", r.rowid, b.len(), b.iter().map(|x| format!("{x:02X}")).collect::<String>())
+            }
+            v => panic!("hnum {}: {v:?}", r.rowid),
+        })
+        .collect();
+    let theirs: Vec<String> = run("sqlite3", &[f, "SELECT hnum, length(blob), hex(blob) FROM Packages ORDER BY hnum"])
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(ours.len(), 202);
+    assert_eq!(ours, theirs);
+
+    // Package by package, what rpm -qa says (the gpg-pubkey included).
+    let packages = read(&dbdir);
+    assert_eq!(lines(&packages), rpm_qa(&dbdir));
+    assert!(packages.iter().any(|p| p.name == "gpg-pubkey" && p.architecture.is_empty()));
+    assert!(packages.iter().any(|p| p.epoch.is_some()));
+}
+
+#[test]
+fn inspect_lists_the_rpm_packages_of_an_umoci_image() {
+    let tmp = tempfile::tempdir().unwrap();
+    let img = tmp.path().join("img");
+    make_image(&img);
+    let root = tmp.path().join("root");
+    let dbdir = root.join("var/lib/rpm");
+    make_rpmdb(&dbdir, 40);
+    let image_ref = format!("{}:t", img.display());
+    run("umoci", &["insert", "--image", &image_ref, root.join("var").to_str().unwrap(), "/var"]);
+    let r = inspect(&open(&format!("oci:{image_ref}"), &OpenOptions::default()).unwrap(), 2).unwrap();
+    assert_eq!(r.package_manager.as_deref(), Some("rpm"));
+    assert_eq!(r.package_error, None);
+    assert_eq!(lines(&r.packages), rpm_qa(&dbdir));
+    assert_eq!(r.packages.len(), 42);
+}
+
+/// A copy taken while a writer held the database open: the last transaction (one
+/// package removed, one header rewritten) lives only in the -wal file. rpm -qa on the
+/// copy applies it; so do we.
+#[test]
+fn a_wal_left_next_to_the_database_is_applied() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dbdir = tmp.path().join("db");
+    make_rpmdb(&dbdir, 12);
+    let snap = tmp.path().join("snap");
+    std::fs::create_dir(&snap).unwrap();
+    let live = dbdir.join("rpmdb.sqlite");
+    let script = format!(
+        "PRAGMA wal_autocheckpoint=0;\nDELETE FROM Packages WHERE hnum = 3;\n\
+         UPDATE Packages SET blob = (SELECT blob FROM Packages WHERE hnum = 1) WHERE hnum = 2;\n\
+         .shell cp '{l}' '{s}/rpmdb.sqlite' && cp '{l}-wal' '{s}/rpmdb.sqlite-wal'\n",
+        l = live.display(),
+        s = snap.display()
+    );
+    let mut child = std::process::Command::new("sqlite3")
+        .arg(&live)
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), script.as_bytes()).unwrap();
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(std::fs::metadata(snap.join("rpmdb.sqlite-wal")).unwrap().len() > 0);
+    let packages = read(&snap);
+    let want = rpm_qa(&snap);
+    assert_eq!(want.len(), 13, "rpm sees the WAL's transaction: {want:?}");
+    assert_eq!(lines(&packages), want);
+    // Without the WAL the old state shows: the WAL was really read.
+    let bare = rpmdb::read_sqlite("x", std::fs::read(snap.join("rpmdb.sqlite")).unwrap(), None).unwrap();
+    assert_eq!(bare.len(), 14);
+}
+
+#[test]
+fn hostile_rpm_headers_and_databases() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dbdir = tmp.path().join("db");
+    make_rpmdb(&dbdir, 3);
+    let file = dbdir.join("rpmdb.sqlite");
+    for (what, set, field) in [
+        ("index count 2^20", "CAST(X'00100000' || substr(blob, 5) AS BLOB)", "index_count"),
+        (
+            "data length past the blob",
+            "CAST(substr(blob, 1, 4) || X'0FFFFFF0' || substr(blob, 9) AS BLOB)",
+            "data_length",
+        ),
+        (
+            "entry offset past the data",
+            "CAST(substr(blob, 1, 16) || X'7FFFFFFF' || substr(blob, 21) AS BLOB)",
+            "index_offset",
+        ),
+        ("too short", "X'000000'", "header_intro"),
+        ("not a blob", "42", "blob"),
+    ] {
+        let d = tmp.path().join(field);
+        std::fs::create_dir_all(&d).unwrap();
+        let copy = d.join("rpmdb.sqlite");
+        std::fs::copy(&file, &copy).unwrap();
+        run(
+            "sqlite3",
+            &[
+                copy.to_str().unwrap(),
+                &format!("PRAGMA journal_mode=DELETE; UPDATE Packages SET blob = {set} WHERE hnum = 2"),
+            ],
+        );
+        let bytes = std::fs::read(&copy).unwrap();
+        let e = within(10, what, move || rpmdb::read_sqlite("hostile/rpmdb.sqlite", bytes, None)).unwrap_err();
+        assert_input_error(&e, "hostile/rpmdb.sqlite", what);
+        assert_eq!(e.field(), Some(field), "{what}: {e}");
+        if field != "blob" {
+            assert!(e.to_string().contains("hnum 2"), "{what}: {e}");
+        }
+    }
+    // Not an rpm database at all.
+    let plain = tmp.path().join("plain.db");
+    run("sqlite3", &[plain.to_str().unwrap(), "CREATE TABLE t(x)"]);
+    let e = rpmdb::read_sqlite("plain.db", std::fs::read(&plain).unwrap(), None).unwrap_err();
+    assert_input_error(&e, "plain.db", "plain");
+    assert_eq!(e.field(), Some("Packages"), "{e}");
+}
+
+/// A damaged rpmdb inside an image: inspect still reports the image and says why the
+/// packages are missing.
+#[test]
+fn hostile_rpmdb_in_an_image_is_reported_not_fatal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let img = tmp.path().join("img");
+    make_image(&img);
+    let root = tmp.path().join("root");
+    let dbdir = root.join("var/lib/rpm");
+    make_rpmdb(&dbdir, 3);
+    // Truncate to two pages: the Packages tree now points past the end of the file.
+    let f = std::fs::OpenOptions::new().write(true).open(dbdir.join("rpmdb.sqlite")).unwrap();
+    f.set_len(2 * 4096).unwrap();
+    drop(f);
+    let image_ref = format!("{}:t", img.display());
+    run("umoci", &["insert", "--image", &image_ref, root.join("var").to_str().unwrap(), "/var"]);
+    let r = within(60, "damaged rpmdb in an image", move || {
+        inspect(&open(&format!("oci:{image_ref}"), &OpenOptions::default()).unwrap(), 2).unwrap()
+    });
+    assert_eq!(r.package_manager.as_deref(), Some("rpm"));
+    assert!(r.packages.is_empty());
+    let err = r.package_error.unwrap();
+    assert!(err.contains("/var/lib/rpm/rpmdb.sqlite") && err.contains("page"), "{err}");
+    assert!(!r.layers.is_empty());
+}

@@ -1,0 +1,373 @@
+//! The whole `diskcast vm` plan: a root tree in, a bootable GPT disk out, as one
+//! [`PlannedImage`] the copy engine writes into any format.
+//!
+//! Layout (partitions 1 MiB aligned): the ESP (FAT32: the loader at the removable-media
+//! path, its configuration, the kernel and initramfs under `/diskcast/`), then the root
+//! filesystem (ext4, the Discoverable Partitions root type for x86-64, named by PARTUUID
+//! on the kernel command line). A BIOS boot partition and MBR boot code go in front for
+//! `--boot bios|hybrid`.
+
+use crate::disk::DiskComposer;
+use crate::kernel::{FoundKernel, describe, find_kernel};
+use crate::{Profile, edit};
+use diskcast_block::provenance::Provenance;
+use diskcast_block::{BlockRead, Error, Result};
+use diskcast_bootloader::{BootEntry, systemd_boot};
+use diskcast_ext4::Ext4Builder;
+use diskcast_fat::FatBuilder;
+use diskcast_part::{ALIGN, DiskPlan, PartSpec, PartType, TableKind, Uuid};
+use diskcast_tree::{BuildOptions, Content, FileData, FsBuilder, Meta, PlannedImage, Timestamp, Tree};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Where the kernel and initramfs go on the ESP, for every loader.
+pub const ESP_KERNEL: &str = "/diskcast/vmlinuz";
+/// See [`ESP_KERNEL`].
+pub const ESP_INITRD: &str = "/diskcast/initrd.img";
+
+/// Smallest ESP written: FAT32 needs 65525 clusters, and some firmware refuses smaller
+/// ESPs; 64 MiB leaves room for a kernel update.
+const ESP_MIN: u64 = 64 << 20;
+/// Bytes the backup GPT takes at the end of the disk.
+const GPT_TAIL: u64 = 33 * 512;
+
+/// How the disk boots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BootMode {
+    /// UEFI: systemd-boot on the ESP.
+    #[default]
+    Uefi,
+    /// Legacy BIOS: GRUB's i386-pc core image in a BIOS boot partition, boot code in the MBR.
+    Bios,
+    /// Both on one disk.
+    Hybrid,
+}
+
+impl BootMode {
+    /// The mode `--boot` names.
+    pub fn parse(name: &str) -> Result<Self> {
+        match name {
+            "uefi" | "efi" => Ok(BootMode::Uefi),
+            "bios" | "legacy" => Ok(BootMode::Bios),
+            "hybrid" => Ok(BootMode::Hybrid),
+            _ => Err(Error::argument(format!("--boot {name:?}: uefi, bios or hybrid"))),
+        }
+    }
+
+    /// The name `--boot` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            BootMode::Uefi => "uefi",
+            BootMode::Bios => "bios",
+            BootMode::Hybrid => "hybrid",
+        }
+    }
+}
+
+/// What `diskcast vm` was asked for.
+#[derive(Debug, Clone, Default)]
+pub struct VmOptions {
+    /// Firmware the disk boots with.
+    pub boot: BootMode,
+    /// A host kernel to boot instead of the image's.
+    pub kernel: Option<PathBuf>,
+    /// A host initramfs (with `kernel`, or instead of the image's).
+    pub initrd: Option<PathBuf>,
+    /// Appended to the command line diskcast builds.
+    pub cmdline: Option<String>,
+    /// A systemd-boot binary to install instead of the image's or the host's.
+    pub loader: Option<PathBuf>,
+    /// The disk's size; `None`: the content plus headroom.
+    pub disk_size: Option<u64>,
+    /// The platform the disk is for (size rounding, UEFI requirement).
+    pub profile: Option<Profile>,
+    /// How the guest is prepared to run as a VM.
+    pub guest: crate::guest::GuestOptions,
+}
+
+impl VmOptions {
+    /// Checks what can be checked before the source is read: the boot mode against the
+    /// profile, the files named on the command line.
+    pub fn validate(&self) -> Result<()> {
+        if let Some(p) = self.profile
+            && p.requires_uefi()
+            && self.boot != BootMode::Uefi
+        {
+            return Err(Error::argument(format!(
+                "--profile {} boots only UEFI guests; --boot {} cannot be used with it",
+                p.name(),
+                self.boot.name()
+            )));
+        }
+        if self.boot != BootMode::Uefi {
+            return Err(Error::unsupported(format!(
+                "--boot {} is not supported yet; --boot uefi (the default) is",
+                self.boot.name()
+            )));
+        }
+        for (p, what) in [
+            (&self.kernel, "kernel (--kernel)"),
+            (&self.initrd, "initramfs (--initrd)"),
+            (&self.loader, "loader (--loader)"),
+        ] {
+            if let Some(p) = p {
+                host_file(p, what)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One partition of the planned disk, for messages and `--output json`.
+#[derive(Debug, Clone)]
+pub struct PartSummary {
+    /// 1-based number.
+    pub number: u32,
+    /// GPT name.
+    pub name: String,
+    /// GPT type GUID.
+    pub type_guid: Uuid,
+    /// Unique partition GUID.
+    pub uuid: Uuid,
+    /// Byte offset on the disk.
+    pub start: u64,
+    /// Length in bytes.
+    pub size: u64,
+    /// What the filesystem is (`FAT32, 4096-byte clusters`).
+    pub filesystem: String,
+}
+
+/// A planned bootable disk.
+#[derive(Debug)]
+pub struct VmDisk {
+    /// The disk, ready for the copy engine.
+    pub image: PlannedImage,
+    /// The partition table's layout.
+    pub plan: DiskPlan,
+    /// Every partition.
+    pub partitions: Vec<PartSummary>,
+    /// What the loaders boot.
+    pub entry: BootEntry,
+    /// Which kernel and initramfs, from where.
+    pub kernel: String,
+    /// Where the UEFI loader came from.
+    pub loader: String,
+    /// What was changed in the guest, one line each.
+    pub guest_changes: Vec<String>,
+    /// Entries a filesystem could not store, one line each.
+    pub warnings: Vec<String>,
+}
+
+/// The kernel command line: the root partition by PARTUUID, the serial console last (so
+/// `/dev/console`, where init and systemd write, is the serial port every platform's
+/// console log shows), then the user's `extra`.
+pub fn cmdline(root: Uuid, extra: Option<&str>) -> String {
+    let mut s = format!("root=PARTUUID={root} rootfstype=ext4 rootwait rw console=tty0 console=ttyS0,115200");
+    if let Some(e) = extra.map(str::trim).filter(|e| !e.is_empty()) {
+        s.push(' ');
+        s.push_str(e);
+    }
+    s
+}
+
+/// A regular file of the host as tree content (read when the disk is written).
+pub fn host_file(path: &Path, what: &str) -> Result<FileData> {
+    let md = std::fs::metadata(path).map_err(|e| Error::io(format!("cannot open the {what}"), e).with_file(path))?;
+    if !md.is_file() || md.len() == 0 {
+        return Err(Error::argument(format!("the {what} must be a non-empty regular file")).with_file(path));
+    }
+    Ok(FileData { size: md.len(), content: Content::Host(Arc::from(path)) })
+}
+
+/// The kernel and initramfs to boot: given on the command line, or found in the tree.
+fn choose_kernel(tree: &Tree, opts: &VmOptions) -> Result<FoundKernel> {
+    let initrd =
+        opts.initrd.as_deref().map(|p| host_file(p, "initramfs (--initrd)").map(|f| (show(p), f))).transpose()?;
+    if let Some(k) = &opts.kernel {
+        return Ok(FoundKernel {
+            version: None,
+            kernel_path: show(k),
+            kernel: host_file(k, "kernel (--kernel)")?,
+            initrd,
+        });
+    }
+    let mut found = find_kernel(tree).ok_or_else(|| {
+        Error::argument(
+            "no kernel in the image; pass --kernel (looked for /boot/vmlinuz-*, /usr/lib/modules/*/vmlinuz and /vmlinuz)",
+        )
+    })?;
+    if initrd.is_some() {
+        found.initrd = initrd;
+    }
+    Ok(found)
+}
+
+fn show(p: &Path) -> String {
+    p.display().to_string()
+}
+
+/// The systemd-boot binary: `--loader`, else the image's, else the host's.
+fn choose_loader(tree: &Tree, explicit: Option<&Path>) -> Result<(FileData, String)> {
+    if let Some(p) = explicit {
+        let f = host_file(p, "loader (--loader)")?;
+        check_pe(&f, p)?;
+        return Ok((f, show(p)));
+    }
+    let path = systemd_boot::DIST_PATH;
+    if let Ok(id) = tree.resolve(path.as_bytes(), true)
+        && let Some(f) = tree.node(id).as_file().filter(|f| f.size > 0)
+    {
+        return Ok((f.clone(), format!("the image's {path}")));
+    }
+    let host = Path::new(path);
+    if host.is_file() {
+        let f = host_file(host, "host's systemd-boot")?;
+        check_pe(&f, host)?;
+        return Ok((f, format!("this machine's {path}")));
+    }
+    Err(Error::unsupported(format!(
+        "no systemd-boot to install: neither the image nor this machine has {path}; install Debian's {} package \
+         (apt install {}) or pass --loader PATH",
+        systemd_boot::PACKAGE,
+        systemd_boot::PACKAGE
+    )))
+}
+
+/// A UEFI application is a PE file: it starts with `MZ`.
+fn check_pe(f: &FileData, path: &Path) -> Result<()> {
+    let mut head = [0u8; 2];
+    if f.size < 64 {
+        return Err(Error::invalid("the loader is too small to be a UEFI application").with_file(path));
+    }
+    f.read_at(&mut head, 0)?;
+    if &head != b"MZ" {
+        return Err(Error::invalid("the loader is not a UEFI application (no MZ header)").with_file(path));
+    }
+    Ok(())
+}
+
+/// The ESP's tree: loader, its configuration, kernel and initramfs.
+fn esp_tree(loader: FileData, entry: &BootEntry, kernel: &FoundKernel, now: i64) -> Result<Tree> {
+    let mut t = Tree::new(Meta::new(0o755, Timestamp::from_secs(now)));
+    edit::put(&mut t, &format!("/{}", systemd_boot::REMOVABLE_PATH), loader, 0o755, now)?;
+    for (path, bytes) in systemd_boot::config_files(entry)? {
+        edit::put_bytes(&mut t, &format!("/{path}"), bytes, 0o644, now)?;
+    }
+    edit::put(&mut t, ESP_KERNEL, kernel.kernel.clone(), 0o644, now)?;
+    if let Some((_, f)) = &kernel.initrd {
+        edit::put(&mut t, ESP_INITRD, f.clone(), 0o644, now)?;
+    }
+    Ok(t)
+}
+
+/// The ESP's size for `content` bytes of files: room for a kernel update, whole MiB.
+fn esp_size(content: u64) -> u64 {
+    let want = content.saturating_add(content / 4).saturating_add(16 << 20);
+    want.max(ESP_MIN).next_multiple_of(ALIGN)
+}
+
+/// Plans the bootable disk holding `tree`. Nothing is read from the files' sources but
+/// small configuration files; nothing is written.
+pub fn plan(mut tree: Tree, opts: &VmOptions, prov: &Provenance, seed: &str) -> Result<VmDisk> {
+    opts.validate()?;
+    let now = i64::try_from(prov.now()).unwrap_or(i64::MAX);
+    let id = |what: &str| prov.uuid("vm", format!("{seed} {what}").as_bytes(), None);
+    let (disk_guid, esp_uuid, root_uuid) = (id("disk"), id("esp partition"), id("root partition"));
+
+    let kernel = choose_kernel(&tree, opts)?;
+    let entry = BootEntry {
+        title: "diskcast".into(),
+        kernel: ESP_KERNEL.into(),
+        initrd: kernel.initrd.as_ref().map(|_| ESP_INITRD.to_string()),
+        cmdline: cmdline(root_uuid, opts.cmdline.as_deref()),
+    };
+    let (loader, loader_from) = choose_loader(&tree, opts.loader.as_deref())?;
+    let guest_changes =
+        crate::guest::prepare(&mut tree, &opts.guest, &crate::guest::Ids { root: root_uuid, esp: esp_uuid }, now)?;
+
+    let mut warnings = Vec::new();
+    let mut disk = DiskComposer::new(TableKind::Gpt);
+    // --boot bios|hybrid: the BIOS boot partition goes here, first, and its loader's
+    // boot code into sector 0 (DiskComposer::set_boot_code).
+
+    let esp = esp_tree(loader, &entry, &kernel, now)?;
+    let esp_bytes = esp.stats().file_bytes;
+    let esp_start = disk.next_start();
+    let esp_opts = BuildOptions {
+        size: Some(esp_size(esp_bytes)),
+        label: Some("ESP".into()),
+        now,
+        id: *id("esp filesystem").as_bytes(),
+        disk_offset: esp_start,
+        variant: Some("fat32".into()),
+    };
+    let esp_fs = FatBuilder::FAT32.plan(&esp, &esp_opts)?;
+    warnings.extend(esp_fs.warnings.iter().map(|w| format!("ESP: {w}")));
+    let esp_len = esp_fs.image.size();
+    let esp_desc = esp_fs.description.clone();
+    let esp_img: Arc<dyn BlockRead> = Arc::new(esp_fs.image);
+    disk.push(
+        PartSpec { name: "esp".into(), kind: PartType::Esp, size: esp_len, uuid: esp_uuid, bootable: false },
+        Some(esp_img),
+    )?;
+
+    let root_start = disk.next_start();
+    let disk_size = opts.disk_size.map(|s| opts.profile.map_or(s, |p| p.disk_size(s)));
+    let root_size = match disk_size {
+        Some(s) => {
+            let room = s.checked_sub(root_start + GPT_TAIL).filter(|r| *r >= ALIGN).ok_or_else(|| {
+                Error::argument(format!(
+                    "--size {s}: too small; the ESP alone takes up to {} bytes of the disk",
+                    root_start + GPT_TAIL
+                ))
+            })?;
+            Some(room / 4096 * 4096)
+        }
+        None => None,
+    };
+    let root_opts = BuildOptions {
+        size: root_size,
+        label: Some("root".into()),
+        now,
+        id: *id("root filesystem").as_bytes(),
+        disk_offset: root_start,
+        variant: None,
+    };
+    let root_fs = Ext4Builder.plan(&tree, &root_opts)?;
+    warnings.extend(root_fs.warnings.iter().map(|w| format!("root: {w}")));
+    let root_len = root_fs.image.size();
+    let root_desc = root_fs.description.clone();
+    let root_img: Arc<dyn BlockRead> = Arc::new(root_fs.image);
+    disk.push(
+        PartSpec { name: "root".into(), kind: PartType::RootX86_64, size: root_len, uuid: root_uuid, bootable: false },
+        Some(root_img),
+    )?;
+
+    let composed = disk.finish(disk_size, disk_guid)?;
+    let descs = [esp_desc, root_desc];
+    let partitions = composed
+        .plan
+        .parts
+        .iter()
+        .zip(descs)
+        .map(|(p, fs)| PartSummary {
+            number: p.number,
+            name: p.spec.name.clone(),
+            type_guid: p.spec.kind.guid(),
+            uuid: p.spec.uuid,
+            start: p.start,
+            size: p.len,
+            filesystem: fs,
+        })
+        .collect();
+    Ok(VmDisk {
+        image: composed.image,
+        plan: composed.plan,
+        partitions,
+        entry,
+        kernel: describe(&kernel),
+        loader: loader_from,
+        guest_changes,
+        warnings,
+    })
+}

@@ -1,0 +1,139 @@
+//! A partitioned disk as one planned image: the partition table's sectors and each
+//! partition's (planned) filesystem placed at its offset. `mkdisk` and `vm` both compose
+//! their disks here, so the copy engine writes the whole disk in one pass into any format.
+
+use diskcast_block::{BlockRead, Error, Result};
+use diskcast_part::{ALIGN, DiskPlan, PartSpec, TableKind, Uuid};
+use diskcast_tree::{Piece, PlannedImage};
+use std::sync::Arc;
+
+/// Bytes of MBR boot code in sector 0, before the disk signature and partition entries.
+pub const BOOT_CODE_LEN: usize = 440;
+
+/// Collects partitions in disk order and composes them into a [`PlannedImage`].
+///
+/// Partition i starts at the 1 MiB boundary after partition i-1, so its start is known
+/// as soon as the partitions before it are: a filesystem that records where it sits
+/// (FAT's hidden sectors) is planned with [`next_start`](Self::next_start).
+#[derive(Debug)]
+pub struct DiskComposer {
+    kind: TableKind,
+    pos: u64,
+    specs: Vec<PartSpec>,
+    starts: Vec<u64>,
+    contents: Vec<Option<Arc<dyn BlockRead>>>,
+    boot_code: Option<Vec<u8>>,
+}
+
+/// A composed disk: its layout and the image to write.
+#[derive(Debug)]
+pub struct ComposedDisk {
+    /// Where every partition went.
+    pub plan: DiskPlan,
+    /// The whole disk.
+    pub image: PlannedImage,
+}
+
+impl DiskComposer {
+    /// An empty disk with a `kind` partition table.
+    pub fn new(kind: TableKind) -> Self {
+        DiskComposer { kind, pos: ALIGN, specs: Vec::new(), starts: Vec::new(), contents: Vec::new(), boot_code: None }
+    }
+
+    /// Byte offset on the disk where the next partition will start.
+    pub fn next_start(&self) -> u64 {
+        self.pos.next_multiple_of(ALIGN)
+    }
+
+    /// Adds the next partition; `content` (a planned filesystem, a boot loader's core
+    /// image) fills its start and must not be larger than `spec.size`. Returns the
+    /// partition's 1-based number.
+    pub fn push(&mut self, spec: PartSpec, content: Option<Arc<dyn BlockRead>>) -> Result<u32> {
+        if let Some(c) = &content
+            && c.size() > spec.size
+        {
+            return Err(Error::invalid(format!(
+                "partition {:?} holds {} bytes but is only {} bytes long",
+                spec.name,
+                c.size(),
+                spec.size
+            )));
+        }
+        let start = self.next_start();
+        self.pos =
+            start.checked_add(spec.size.next_multiple_of(512)).ok_or_else(|| Error::argument("partitions overflow"))?;
+        self.starts.push(start);
+        self.specs.push(spec);
+        self.contents.push(content);
+        Ok(self.specs.len() as u32)
+    }
+
+    /// MBR boot code (a BIOS loader's first stage) for sector 0's first 440 bytes.
+    pub fn set_boot_code(&mut self, code: &[u8]) -> Result<()> {
+        if code.len() > BOOT_CODE_LEN {
+            return Err(Error::invalid(format!("MBR boot code is {} bytes, at most {BOOT_CODE_LEN}", code.len())));
+        }
+        self.boot_code = Some(code.to_vec());
+        Ok(())
+    }
+
+    /// Lays out the table (`disk_size`, when given, must hold the partitions) and places
+    /// the table's sectors and every partition's content.
+    pub fn finish(self, disk_size: Option<u64>, disk_guid: Uuid) -> Result<ComposedDisk> {
+        let plan = DiskPlan::new(self.kind, self.specs, disk_size, disk_guid)?;
+        let mut image = PlannedImage::new(plan.disk_size, format!("{} disk", self.kind.name()));
+        for (off, mut bytes) in plan.table_bytes() {
+            if off == 0
+                && let Some(code) = &self.boot_code
+            {
+                bytes[..code.len()].copy_from_slice(code);
+            }
+            image.place_bytes(off, bytes)?;
+        }
+        for ((part, start), content) in plan.parts.iter().zip(self.starts).zip(self.contents) {
+            if part.start != start {
+                return Err(Error::invalid(format!(
+                    "partition {} was planned at {start} but the table puts it at {}",
+                    part.number, part.start
+                )));
+            }
+            if let Some(c) = content {
+                let len = c.size();
+                image.place(part.start, len, Piece::Disk { disk: c, offset: 0 })?;
+            }
+        }
+        Ok(ComposedDisk { image: image.seal()?, plan })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use diskcast_part::PartType;
+
+    fn spec(name: &str, size: u64) -> PartSpec {
+        PartSpec { name: name.into(), kind: PartType::Linux, size, uuid: Uuid::nil(), bootable: false }
+    }
+
+    #[test]
+    fn partitions_sit_where_next_start_said_and_boot_code_lands_in_sector_0() {
+        let mut c = DiskComposer::new(TableKind::Gpt);
+        assert_eq!(c.next_start(), ALIGN);
+        let fs: Arc<dyn BlockRead> = Arc::new(PlannedImage::new(4096, "x"));
+        c.push(spec("a", 3 * ALIGN + 512), Some(fs)).unwrap();
+        assert_eq!(c.next_start(), 5 * ALIGN);
+        c.push(spec("b", ALIGN), None).unwrap();
+        c.set_boot_code(&[0xeb; 440]).unwrap();
+        let d = c.finish(None, Uuid::nil()).unwrap();
+        assert_eq!(d.plan.parts[1].start, 5 * ALIGN);
+        let mut s0 = [0u8; 512];
+        d.image.read_at(&mut s0, 0).unwrap();
+        assert_eq!(s0[439], 0xeb);
+        assert_eq!(&s0[510..], &[0x55, 0xaa]);
+        assert_eq!(s0[450], 0xee, "protective MBR entry kept");
+        let mut c = DiskComposer::new(TableKind::Gpt);
+        let big: Arc<dyn BlockRead> = Arc::new(PlannedImage::new(8192, "x"));
+        assert!(c.push(spec("small", 4096), Some(big)).is_err());
+        assert!(c.set_boot_code(&[0; 441]).is_err());
+    }
+}
