@@ -183,3 +183,46 @@ fn every_disk_profile_wants_a_table_and_a_way_to_boot() {
     dc(&["check", "--profile", "vbox", &s(&blank)]).expect_code(1).expect_stderr_all(&["azure", "kubevirt"]);
     dc(&["check", "--profile", "qemu", &s(&d.join("missing.qcow2"))]).expect_code(1);
 }
+
+/// `umoci new` + `umoci insert FILE TARGET` into the layout `layout` as tag `tag`.
+fn umoci_image(layout: &Path, tag: &str, file: &Path, target: &str) -> String {
+    if !layout.exists() {
+        run_utc("umoci", &["init", "--layout", &s(layout)]);
+    }
+    let image = format!("{}:{tag}", s(layout));
+    run_utc("umoci", &["new", "--image", &image]);
+    run_utc("umoci", &["insert", "--image", &image, &s(file), target]);
+    format!("oci:{image}")
+}
+
+#[test]
+fn kubevirt_takes_a_container_disk_with_one_readable_bootable_disk_under_disk() {
+    let dir = tmp();
+    let d = dir.path();
+    let layout = d.join("layout");
+    let qcow2 = qconvert(&uefi_disk(d, "boot.raw", 0, true), &d.join("disk.qcow2"), &["-O", "qcow2"]);
+    std::fs::set_permissions(&qcow2, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    // Made by umoci: a world-readable disk under /disk/.
+    let good = umoci_image(&layout, "good", &qcow2, "/disk/disk.qcow2");
+    assert_eq!(codes("kubevirt", &good), Vec::<String>::new());
+    // The same image through skopeo as an OCI archive.
+    let archive = d.join("good.tar");
+    run_utc("skopeo", &["copy", "--quiet", &good, &format!("oci-archive:{}:good", s(&archive))]);
+    assert_eq!(codes("kubevirt", &format!("oci-archive:{}:good", s(&archive))), Vec::<String>::new());
+
+    let private = d.join("private.qcow2");
+    std::fs::copy(&qcow2, &private).unwrap();
+    std::fs::set_permissions(&private, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    assert_eq!(
+        codes("kubevirt", &umoci_image(&layout, "private", &private, "/disk/disk.qcow2")),
+        ["disk-not-readable"]
+    );
+    assert_eq!(codes("kubevirt", &umoci_image(&layout, "elsewhere", &qcow2, "/images/disk.qcow2")), ["no-disk-dir"]);
+    let vmdk = qconvert(&uefi_disk(d, "v.raw", 0, true), &d.join("disk.vmdk"), &["-O", "vmdk"]);
+    std::fs::set_permissions(&vmdk, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    assert_eq!(codes("kubevirt", &umoci_image(&layout, "vmdk", &vmdk, "/disk/disk.vmdk")), ["disk-format"]);
+    let blank = d.join("blank.qcow2");
+    qemu_img(&["create", "-q", "-f", "qcow2", &s(&blank), "32M"]).expect_ok();
+    std::fs::set_permissions(&blank, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    assert_eq!(codes("kubevirt", &umoci_image(&layout, "blank", &blank, "/disk/disk.qcow2")), ["no-partition-table"]);
+}
