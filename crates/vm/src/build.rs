@@ -105,6 +105,7 @@ impl VmOptions {
                 self.boot.name()
             )));
         }
+        crate::guest::validate(&self.guest)?;
         for (p, what) in [
             (&self.kernel, "kernel (--kernel)"),
             (&self.initrd, "initramfs (--initrd)"),
@@ -275,15 +276,19 @@ pub fn plan(mut tree: Tree, opts: &VmOptions, prov: &Provenance, seed: &str) -> 
     let (disk_guid, esp_uuid, root_uuid) = (id("disk"), id("esp partition"), id("root partition"));
 
     let kernel = choose_kernel(&tree, opts)?;
+    let (loader, loader_from) = choose_loader(&tree, opts.loader.as_deref())?;
+    let ids = crate::guest::Ids { root: root_uuid, esp: esp_uuid };
+    let prepared = crate::guest::prepare(&mut tree, &opts.guest, &ids, now)?;
+    let mut extra = prepared.cmdline.join(" ");
+    if let Some(user) = opts.cmdline.as_deref() {
+        extra = format!("{extra} {user}");
+    }
     let entry = BootEntry {
         title: "diskcast".into(),
         kernel: ESP_KERNEL.into(),
         initrd: kernel.initrd.as_ref().map(|_| ESP_INITRD.to_string()),
-        cmdline: cmdline(root_uuid, opts.cmdline.as_deref()),
+        cmdline: cmdline(root_uuid, Some(&extra)),
     };
-    let (loader, loader_from) = choose_loader(&tree, opts.loader.as_deref())?;
-    let guest_changes =
-        crate::guest::prepare(&mut tree, &opts.guest, &crate::guest::Ids { root: root_uuid, esp: esp_uuid }, now)?;
 
     let mut warnings = Vec::new();
     let mut disk = DiskComposer::new(TableKind::Gpt);
@@ -367,7 +372,7 @@ pub fn plan(mut tree: Tree, opts: &VmOptions, prov: &Provenance, seed: &str) -> 
         entry,
         kernel: describe(&kernel),
         loader: loader_from,
-        guest_changes,
+        guest_changes: prepared.changes,
         warnings,
     })
 }
