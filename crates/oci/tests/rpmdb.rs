@@ -211,3 +211,50 @@ fn hostile_rpmdb_in_an_image_is_reported_not_fatal() {
     assert!(err.contains("/var/lib/rpm/rpmdb.sqlite") && err.contains("page"), "{err}");
     assert!(!r.layers.is_empty());
 }
+
+/// 3000 reproducible mutants of a small database holding only rpm's Packages table
+/// (1 KiB pages, so every page is a b-tree or overflow page that matters): none may
+/// panic or hang, and every error must be about the input and name it.
+#[test]
+fn mutated_rpm_databases_never_panic() {
+    use diskcast_testkit::hostile::{Mutator, Rng};
+    let tmp = tempfile::tempdir().unwrap();
+    let dbdir = tmp.path().join("db");
+    make_rpmdb(&dbdir, 5);
+    let small = tmp.path().join("small.db");
+    run(
+        "sqlite3",
+        &[
+            small.to_str().unwrap(),
+            &format!(
+                "PRAGMA page_size=1024; ATTACH '{}' AS r; \
+                 CREATE TABLE Packages (hnum INTEGER PRIMARY KEY AUTOINCREMENT, blob BLOB NOT NULL); \
+                 INSERT INTO Packages SELECT * FROM r.Packages;",
+                dbdir.join("rpmdb.sqlite").display()
+            ),
+        ],
+    );
+    let seed = std::fs::read(&small).unwrap();
+    assert_eq!(rpmdb::read_sqlite("m.db", seed.clone(), None).unwrap().len(), 7);
+    let len = seed.len();
+    let mutator = Mutator::new(seed, &[(0, 1024), (1024, len)]);
+    let mut rng = Rng::new(0x5eed_4b9d);
+    let (mut ok, mut failed) = (0, 0);
+    let mutants: Vec<(Vec<u8>, String)> = (0..3000).map(|_| mutator.mutant(&mut rng)).collect();
+    let results = within(120, "3000 rpmdb mutants", move || {
+        mutants
+            .into_iter()
+            .map(|(m, what)| (rpmdb::read_sqlite("m.db", m, None).map(|p| p.len()), what))
+            .collect::<Vec<_>>()
+    });
+    for (r, what) in results {
+        match r {
+            Ok(_) => ok += 1,
+            Err(e) => {
+                failed += 1;
+                assert_input_error(&e, "m.db", &what);
+            }
+        }
+    }
+    assert!(failed > 500 && ok > 100, "{ok} read, {failed} refused");
+}
