@@ -5,8 +5,8 @@
 //! kernel on the ESP (FAT) means every loader, UEFI or BIOS, reads it the same way.
 #![forbid(unsafe_code)]
 
-pub mod systemd_boot;
 pub mod grub_bios;
+pub mod systemd_boot;
 
 /// One bootable entry, as every loader sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]

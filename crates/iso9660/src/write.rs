@@ -553,7 +553,9 @@ impl<'t> Layout<'t> {
         let uefi = opts.boot_uefi.as_deref().map(|p| self.find(p, "--boot-uefi")).transpose()?;
         if let Some(code) = &opts.hybrid_mbr {
             if !opts.hybrid || bios.is_none() {
-                return Err(Error::argument("an isohybrid MBR needs --hybrid and --boot-bios (it starts the BIOS image)"));
+                return Err(Error::argument(
+                    "an isohybrid MBR needs --hybrid and --boot-bios (it starts the BIOS image)",
+                ));
             }
             if code.len() > HYBRID_MBR_CODE {
                 return Err(Error::argument(format!(

@@ -277,7 +277,8 @@ fn hybrid_mbr_code(
     uefi: bool,
 ) -> Result<Option<Vec<u8>>> {
     let read_code = |p: &Path, hint: &str| -> Result<Vec<u8>> {
-        let mut b = std::fs::read(p).map_err(|e| Error::io(format!("cannot read the hybrid MBR code{hint}"), e).with_file(p))?;
+        let mut b = std::fs::read(p)
+            .map_err(|e| Error::io(format!("cannot read the hybrid MBR code{hint}"), e).with_file(p))?;
         if b.is_empty() || b.len() > 512 {
             return Err(Error::invalid(format!("{} bytes of MBR code; expected 1 to 512", b.len())).with_file(p));
         }
