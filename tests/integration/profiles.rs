@@ -226,3 +226,86 @@ fn kubevirt_takes_a_container_disk_with_one_readable_bootable_disk_under_disk() 
     std::fs::set_permissions(&blank, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
     assert_eq!(codes("kubevirt", &umoci_image(&layout, "blank", &blank, "/disk/disk.qcow2")), ["no-partition-table"]);
 }
+
+/// A small busybox root directory with an init script (the vm tests' guest, minus the
+/// boot: these disks are judged by the checker and by qemu-img, skopeo and umoci).
+fn busybox_dir(dir: &Path) -> PathBuf {
+    let root = dir.join("root");
+    for d in ["bin", "sbin", "etc", "dev", "proc", "sys"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("busybox-static is required (/bin/busybox)");
+    std::os::unix::fs::symlink("busybox", root.join("bin/sh")).unwrap();
+    std::fs::write(root.join("sbin/init"), "#!/bin/sh\necho profiles-ok >/dev/console\n/bin/busybox poweroff -f\n")
+        .unwrap();
+    std::fs::set_permissions(root.join("sbin/init"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    root
+}
+
+#[test]
+fn every_profile_of_diskcast_vm_passes_its_own_check() {
+    let dir = tmp();
+    let d = dir.path();
+    let root = busybox_dir(d);
+    let kernel = s(&test_kernel());
+    for (profile, file, fmt) in [
+        ("azure", "vm.vhd", "vpc"),
+        ("esxi", "vm.vmdk", "vmdk"),
+        ("hyperv", "vm.vhdx", "vhdx"),
+        ("qemu", "vm.qcow2", "qcow2"),
+    ] {
+        let out = d.join(file);
+        dc_ok(&["vm", &s(&root), "--kernel", &kernel, "--profile", profile, "-o", &s(&out)]);
+        assert_eq!(codes(profile, &s(&out)), Vec::<String>::new(), "{profile}");
+        assert_eq!(qemu_info_fmt(&out, fmt)["format"], fmt, "{profile}");
+        if fmt != "vpc" {
+            let c = qemu_img_status(&["check", "-f", fmt, &s(&out)]);
+            assert_eq!(c.code, Some(0), "{profile}: {}", c.describe());
+        }
+    }
+    // aws takes what esxi takes.
+    assert_eq!(codes("aws", &s(&d.join("vm.vmdk"))), Vec::<String>::new());
+}
+
+#[test]
+fn vm_profile_kubevirt_writes_a_container_disk() {
+    let dir = tmp();
+    let d = dir.path();
+    let root = busybox_dir(d);
+    let kernel = s(&test_kernel());
+    let layout = d.join("layout");
+    let target = format!("oci:{}:disk", s(&layout));
+    dc_ok(&["vm", &s(&root), "--kernel", &kernel, "--profile", "kubevirt", "-o", &target]);
+    assert_eq!(codes("kubevirt", &target), Vec::<String>::new());
+    let v: serde_json::Value = serde_json::from_str(&run_utc("skopeo", &["inspect", &target])).unwrap();
+    assert_eq!((v["Architecture"].as_str(), v["Os"].as_str()), (Some("amd64"), Some("linux")), "{v}");
+    let bundle = d.join("bundle");
+    run_utc("umoci", &["unpack", "--rootless", "--image", &format!("{}:disk", s(&layout)), &s(&bundle)]);
+    let disk = bundle.join("rootfs/disk/disk.qcow2");
+    qemu_check_clean(&disk);
+    let ls = dc_ok(&["ls", &format!("{}:root", s(&disk)), "/sbin"]).stdout_str();
+    assert!(ls.contains("init"), "{ls}");
+    // Only the layout is left beside it: the temporary qcow2 is gone.
+    let names: Vec<String> =
+        std::fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    assert!(!names.iter().any(|n| n.contains("containerdisk")), "{names:?}");
+
+    // An OCI archive, reproducible under SOURCE_DATE_EPOCH.
+    let (a, b) = (d.join("a.tar"), d.join("b.tar"));
+    for f in [&a, &b] {
+        let t = format!("oci-archive:{}:disk", s(f));
+        dc_epoch(Some("1700000000"), &["vm", &s(&root), "--kernel", &kernel, "--profile", "kubevirt", "-o", &t])
+            .expect_ok();
+    }
+    assert_same_bytes(&a, &b);
+    // Wrong pairings write nothing.
+    let plain = d.join("vm.qcow2");
+    dc(&["vm", &s(&root), "--kernel", &kernel, "--profile", "kubevirt", "-o", &s(&plain)])
+        .expect_code(1)
+        .expect_stderr_all(&["oci:DIR:TAG"]);
+    assert_no_output(&plain);
+    let other = format!("oci:{}:x", s(&d.join("other")));
+    dc(&["vm", &s(&root), "--kernel", &kernel, "--profile", "qemu", "-o", &other]).expect_code(1);
+    dc(&["vm", &s(&root), "--profile", "kubevirt", "-o", &other]).expect_code(1);
+    assert!(!d.join("other").exists());
+}

@@ -135,9 +135,14 @@ fn check_disk(disk: &Path, fmt: &str, summary: &Value, work: &Path) -> (PathBuf,
     (root, esp)
 }
 
-/// `debugfs -R CMD IMAGE`.
+/// What `debugfs -R CMD IMAGE` prints on stdout (its banner goes to stderr).
 fn debugfs(img: &Path, cmd: &str) -> String {
-    tool("debugfs", &["-R", cmd, &s(img)])
+    let out = Command::new("timeout")
+        .args(["-k", "5", "60", "debugfs", "-R", cmd, &s(img)])
+        .output()
+        .expect("debugfs is required");
+    assert!(out.status.success(), "debugfs -R {cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn boot(disk: &Path, fmt: &str, marker: &str, work: &Path) -> String {
@@ -186,4 +191,267 @@ fn a_distroless_image_without_kernel_is_refused_and_writes_nothing() {
         .expect_diskcast_error()
         .expect_stderr_all(&["contradicts --profile azure"]);
     assert_no_output(&out);
+}
+
+/// Makes an OCI image of directory `root` (one layer) with umoci, with `entrypoint` and
+/// `cmd` in its config. Returns `oci:DIR:TAG`.
+fn oci_of_dir(work: &Path, root: &Path, name: &str, config: &[&str]) -> String {
+    let layout = work.join(name);
+    let image = format!("{}:t", s(&layout));
+    tool("umoci", &["init", "--layout", &s(&layout)]);
+    tool("umoci", &["new", "--image", &image]);
+    tool("umoci", &["insert", "--rootless", "--image", &image, &s(root), "/"]);
+    let mut args = vec!["config", "--image", &image, "--os", "linux", "--architecture", "amd64"];
+    args.extend(config);
+    tool("umoci", &args);
+    format!("oci:{image}")
+}
+
+fn write(root: &Path, path: &str, text: &str) {
+    let p = root.join(path.trim_start_matches('/'));
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, text).unwrap();
+}
+
+/// debugfs `stat` of `path`: (mode bits as printed, size).
+fn stat(img: &Path, path: &str) -> String {
+    debugfs(img, &format!("stat {path}"))
+}
+
+#[test]
+fn guest_is_prepared_for_a_vm_on_the_tree_not_the_source() {
+    let t = tmp();
+    let root = t.path().join("root");
+    busybox_root(&root);
+    write(&root, "/usr/lib/systemd/systemd", "not really systemd\n");
+    write(&root, "/usr/lib/systemd/systemd-networkd", "not really networkd\n");
+    write(&root, "/usr/lib/systemd/system/systemd-networkd.service", "[Unit]\n");
+    write(&root, "/usr/lib/systemd/system/systemd-networkd.socket", "[Unit]\n");
+    write(&root, "/usr/sbin/sshd", "not really sshd\n");
+    write(&root, "/etc/shadow", "root:*:19000:0:99999:7:::\nnobody:*:19000:0:99999:7:::\n");
+    write(
+        &root,
+        "/etc/fstab",
+        "# UNCONFIGURED FSTAB FOR BASE SYSTEM\n/dev/sdb1 /data ext4 defaults 0 2\n/dev/sda1 / ext4 ro 0 1\n",
+    );
+    write(&root, "/etc/machine-id", "0123456789abcdef0123456789abcdef\n");
+    write(&root, "/var/lib/dbus/machine-id", "0123456789abcdef0123456789abcdef\n");
+    write(&root, "/etc/hostname", "container\n");
+    let image = oci_of_dir(
+        t.path(),
+        &root,
+        "sd",
+        &[
+            "--config.entrypoint",
+            "/usr/bin/app",
+            "--config.entrypoint",
+            "--flag",
+            "--config.cmd",
+            "arg with space",
+            "--config.cmd",
+            "$HOME",
+            "--config.env",
+            "MODE=vm",
+            "--config.workingdir",
+            "/srv",
+        ],
+    );
+    let key = t.path().join("id.pub");
+    std::fs::write(&key, "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDiskcastTestKeyOnly test@diskcast\n").unwrap();
+    let hash = "$6$saltsalt$QvIyQ1mXkX0fDiskcastTestHashNotARealOne";
+    let disk = t.path().join("vm.raw");
+    let kernel = s(&test_kernel());
+    let r = dc_ok(&[
+        "vm",
+        &image,
+        "-o",
+        &s(&disk),
+        "--kernel",
+        &kernel,
+        "--hostname",
+        "vm-test",
+        "--root-password-hash",
+        hash,
+        "--ssh-key",
+        &s(&key),
+        "--run-entrypoint",
+        "--output",
+        "json",
+    ]);
+    assert!(
+        !r.stderr.contains(hash) && !r.stdout_str().contains(hash),
+        "the hash must never be printed\n{}",
+        r.describe()
+    );
+    let summary = r.json();
+    let (root_img, _esp) = check_disk(&disk, "raw", &summary, t.path());
+    let (root_uuid, esp_uuid) = (
+        summary["partitions"][1]["partuuid"].as_str().unwrap(),
+        summary["partitions"][0]["partuuid"].as_str().unwrap(),
+    );
+
+    let fstab = debugfs(&root_img, "cat /etc/fstab");
+    assert!(fstab.contains(&format!("PARTUUID={root_uuid}\t/\text4")), "{fstab}");
+    assert!(fstab.contains(&format!("PARTUUID={esp_uuid}\t/boot/efi\tvfat")), "{fstab}");
+    assert!(fstab.contains("/dev/sdb1 /data ext4") && !fstab.contains("/dev/sda1"), "{fstab}");
+    assert!(stat(&root_img, "/boot/efi").contains("Type: directory"));
+    assert!(
+        stat(&root_img, "/etc/machine-id").contains("Size: 0\n")
+            || stat(&root_img, "/etc/machine-id").contains("Size: 0 ")
+    );
+    assert!(!debugfs(&root_img, "ls /var/lib/dbus").contains("machine-id"));
+    assert_eq!(debugfs(&root_img, "cat /etc/hostname").lines().last(), Some("vm-test"));
+    assert!(debugfs(&root_img, "cat /etc/hosts").contains("127.0.1.1\tvm-test"));
+    let shadow = debugfs(&root_img, "cat /etc/shadow");
+    assert!(shadow.lines().any(|l| l.starts_with(&format!("root:{hash}:"))), "{shadow}");
+    assert!(shadow.contains("nobody:*:19000"), "{shadow}");
+    assert!(stat(&root_img, "/root/.ssh").contains("Mode:  0700"), "{}", stat(&root_img, "/root/.ssh"));
+    let st = stat(&root_img, "/root/.ssh/authorized_keys");
+    assert!(st.contains("Mode:  0600") && st.contains("User:     0"), "{st}");
+    assert!(
+        debugfs(&root_img, "cat /root/.ssh/authorized_keys")
+            .contains("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDiskcastTestKeyOnly")
+    );
+    let net = debugfs(&root_img, "cat /etc/systemd/network/80-diskcast-dhcp.network");
+    assert!(net.contains("[Match]") && net.contains("DHCP=yes"), "{net}");
+    let link = stat(&root_img, "/etc/systemd/system/multi-user.target.wants/systemd-networkd.service");
+    assert!(
+        link.contains("Type: symlink") && link.contains("/usr/lib/systemd/system/systemd-networkd.service"),
+        "{link}"
+    );
+    let unit = debugfs(&root_img, "cat /etc/systemd/system/diskcast-entrypoint.service");
+    assert!(unit.contains(r#"ExecStart="/usr/bin/app" "--flag" "arg with space" "$$HOME""#), "{unit}");
+    assert!(unit.contains("Environment=\"MODE=vm\"") && unit.contains("WorkingDirectory=/srv"), "{unit}");
+    assert!(
+        stat(&root_img, "/etc/systemd/system/multi-user.target.wants/diskcast-entrypoint.service")
+            .contains("Type: symlink")
+    );
+    // The source image is untouched: flattening it again gives the old files.
+    let old = dc_ok(&["cat", &image, "/etc/hostname"]).stdout_str();
+    assert_eq!(old, "container\n");
+}
+
+#[test]
+fn ifupdown_guests_get_a_stanza_and_entrypoints_need_systemd_and_an_image() {
+    let t = tmp();
+    let root = t.path().join("root");
+    busybox_root(&root);
+    write(&root, "/sbin/ifup", "not really ifup\n");
+    write(&root, "/etc/network/interfaces", "source /etc/network/interfaces.d/*\n");
+    let tar = t.path().join("root.tar");
+    tool("tar", &["-cf", &s(&tar), "-C", &s(&root), "."]);
+    let disk = t.path().join("vm.raw");
+    let kernel = s(&test_kernel());
+    let summary = dc_ok(&["vm", &s(&tar), "-o", &s(&disk), "--kernel", &kernel, "--output", "json"]).json();
+    assert!(summary["cmdline"].as_str().unwrap().contains(" net.ifnames=0"), "{summary}");
+    let (root_img, _) = check_disk(&disk, "raw", &summary, t.path());
+    let ifaces = debugfs(&root_img, "cat /etc/network/interfaces");
+    assert!(
+        ifaces.contains("source /etc/network/interfaces.d/*") && ifaces.contains("iface eth0 inet dhcp"),
+        "{ifaces}"
+    );
+
+    let out = t.path().join("no.raw");
+    dc(&["vm", &s(&tar), "-o", &s(&out), "--kernel", &kernel, "--run-entrypoint"])
+        .expect_diskcast_error()
+        .expect_stderr_all(&["not a container image"]);
+    let image = oci_of_dir(t.path(), &root, "nosd", &["--config.cmd", "/bin/sh"]);
+    dc(&["vm", &image, "-o", &s(&out), "--kernel", &kernel, "--run-entrypoint"])
+        .expect_diskcast_error()
+        .expect_stderr_all(&["no systemd"]);
+    dc(&["vm", &image, "-o", &s(&out), "--kernel", &kernel, "--hostname", "bad_name"])
+        .expect_diskcast_error()
+        .expect_stderr_all(&["--hostname"]);
+    assert_no_output(&out);
+}
+
+/// A busybox guest as a tar (one boot per format needs no image layers).
+fn guest_tar(work: &Path, marker: &str) -> PathBuf {
+    let root = work.join("root");
+    busybox_root(&root);
+    std::fs::remove_file(root.join("etc/removed-later")).unwrap();
+    write(&root, "/sbin/init", &init_script(marker));
+    std::fs::set_permissions(root.join("sbin/init"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let tar = work.join("root.tar");
+    tool("tar", &["--owner=0", "--group=0", "-cf", &s(&tar), "-C", &s(&root), "."]);
+    tar
+}
+
+/// Writes the busybox guest with `args` (format or profile), checks it with qemu-img
+/// check (`check`: qemu checks this format), sgdisk, e2fsck and fsck.fat, boots it, and
+/// returns `qemu-img info` and the summary.
+fn format_boots(fmt: &str, qemu_fmt: &str, args: &[&str], check: bool) -> (Value, Value) {
+    let t = tmp();
+    let marker = format!("DISKCAST_VM_{}_OK", fmt.to_uppercase());
+    let tar = guest_tar(t.path(), &marker);
+    let disk = t.path().join(format!("vm.{fmt}"));
+    let kernel = s(&test_kernel());
+    let mut all =
+        vec!["vm", tar.to_str().unwrap(), "-o", disk.to_str().unwrap(), "--kernel", &kernel, "--output", "json"];
+    all.extend(args);
+    let summary = dc_ok(&all).json();
+    assert_eq!(summary["format"], fmt, "{summary}");
+    if check {
+        let r = qemu_img(&["check", "-f", qemu_fmt, &s(&disk)]);
+        assert!(r.stdout_str().contains("No errors were found"), "{}", r.describe());
+    }
+    let info = qemu_img(&["info", "-f", qemu_fmt, "--output=json", &s(&disk)]).json();
+    assert_eq!(info["virtual-size"].as_u64(), summary["virtual-size"].as_u64(), "{info}");
+    check_disk(&disk, qemu_fmt, &summary, t.path());
+    boot(&disk, qemu_fmt, &marker, t.path());
+    (info, summary)
+}
+
+#[test]
+fn esxi_profile_writes_a_stream_optimized_vmdk_that_boots() {
+    let (info, summary) = format_boots("vmdk", "vmdk", &["--profile", "esxi"], true);
+    assert_eq!(info["format-specific"]["data"]["create-type"], "streamOptimized", "{info}");
+    assert_eq!(summary["profile"], "esxi");
+}
+
+#[test]
+fn azure_profile_writes_a_fixed_vhd_of_whole_mib_that_boots() {
+    // 100 000 000 bytes is not a whole MiB: the profile rounds it up.
+    let (info, _) = format_boots("vhd", "vpc", &["--profile", "azure", "--size", "100000000"], false);
+    let size = info["virtual-size"].as_u64().unwrap();
+    assert_eq!(size, 96 << 20, "{info}");
+    // A fixed VHD is the disk's bytes plus a 512-byte footer (sparse on the host).
+    let file = info["children"][0]["info"]["virtual-size"].as_u64().unwrap();
+    assert_eq!(file, size + 512, "{info}");
+}
+
+#[test]
+fn hyperv_profile_writes_a_vhdx_that_boots() {
+    format_boots("vhdx", "vhdx", &["--profile", "hyperv"], true);
+}
+
+#[test]
+fn vdi_output_boots() {
+    format_boots("vdi", "vdi", &["-O", "vdi"], true);
+}
+
+#[test]
+fn qemu_profile_writes_zstd_compressed_qcow2() {
+    let t = tmp();
+    let tar = guest_tar(t.path(), "unused");
+    let disk = t.path().join("vm.qcow2");
+    let summary = dc_ok(&[
+        "vm",
+        &s(&tar),
+        "-o",
+        &s(&disk),
+        "--kernel",
+        &s(&test_kernel()),
+        "--profile",
+        "qemu",
+        "--output",
+        "json",
+    ])
+    .json();
+    assert_eq!((summary["format"].as_str(), summary["profile"].as_str()), (Some("qcow2"), Some("qemu")));
+    let check = qemu_check_clean(&disk);
+    assert!(check["compressed-clusters"].as_u64().unwrap_or(0) > 0, "{check}");
+    let info = qemu_img(&["info", "--output=json", &s(&disk)]).json();
+    assert_eq!(info["format-specific"]["data"]["compression-type"], "zstd", "{info}");
+    check_disk(&disk, "qcow2", &summary, t.path());
 }

@@ -55,6 +55,9 @@ pub struct Opened {
     pub description: String,
     /// Entries that could not be taken over (a tar member with `..`), one message each.
     pub warnings: Vec<String>,
+    /// A container image's run-time defaults (ENTRYPOINT, CMD, Env...); `None` for other
+    /// sources.
+    pub config: Option<diskcast_oci::spec::RunConfig>,
 }
 
 /// Opens `spec` as a tree (see the crate docs for what `spec` may be).
@@ -72,7 +75,8 @@ pub fn open_tree(spec: &str, opts: &SourceOptions) -> Result<Opened> {
             image.platform(),
             image.layers.len()
         );
-        return Ok(Opened { tree, description, warnings: Vec::new() });
+        let config = Some(image.config.config.clone().unwrap_or_default());
+        return Ok(Opened { tree, description, warnings: Vec::new(), config });
     }
     if spec.starts_with("docker-daemon:") {
         return Err(Error::unsupported(format!(
@@ -90,7 +94,7 @@ pub fn open_tree(spec: &str, opts: &SourceOptions) -> Result<Opened> {
             return Err(tree_not_applicable("a directory"));
         }
         let tree = diskcast_host::read_dir(path, &diskcast_host::DirOptions::default())?;
-        return Ok(Opened { tree, description: format!("directory {spec}"), warnings: Vec::new() });
+        return Ok(Opened { tree, description: format!("directory {spec}"), warnings: Vec::new(), config: None });
     }
     if opts.format.is_none() && looks_like_tar(path)? {
         if opts.tree.is_some() {
@@ -101,7 +105,7 @@ pub fn open_tree(spec: &str, opts: &SourceOptions) -> Result<Opened> {
             diskcast_tar::Compression::None => format!("tar {spec}"),
             c => format!("tar ({}) {spec}", c.name()),
         };
-        return Ok(Opened { tree: t.tree, description, warnings: t.warnings });
+        return Ok(Opened { tree: t.tree, description, warnings: t.warnings, config: None });
     }
     let registry = diskcast_formats::registry();
     let gate = Gate::new();
@@ -110,7 +114,12 @@ pub fn open_tree(spec: &str, opts: &SourceOptions) -> Result<Opened> {
     let disk: Arc<dyn BlockRead> = Arc::from(disk);
     let read = ReadOptions { tree: opts.tree.clone(), label: disk_path.to_string() };
     let d = disk::read_disk(disk, part, &read)?;
-    Ok(Opened { tree: d.tree, description: format!("{} on {format} {disk_path}", d.what), warnings: d.warnings })
+    Ok(Opened {
+        tree: d.tree,
+        description: format!("{} on {format} {disk_path}", d.what),
+        warnings: d.warnings,
+        config: None,
+    })
 }
 
 /// The tree of the filesystem on `disk`: the first of [`fs_readers`] whose probe

@@ -109,6 +109,7 @@ impl VmOptions {
                  machine's /usr/lib/grub/i386-pc)",
             ));
         }
+        crate::guest::validate(&self.guest)?;
         for (p, what) in [
             (&self.kernel, "kernel (--kernel)"),
             (&self.initrd, "initramfs (--initrd)"),
@@ -282,16 +283,22 @@ pub fn plan(mut tree: Tree, opts: &VmOptions, prov: &Provenance, seed: &str) -> 
     let (disk_guid, esp_uuid, root_uuid) = (id("disk"), id("esp partition"), id("root partition"));
 
     let kernel = choose_kernel(&tree, opts)?;
-    let entry = BootEntry {
-        title: "diskcast".into(),
-        kernel: ESP_KERNEL.into(),
-        initrd: kernel.initrd.as_ref().map(|_| ESP_INITRD.to_string()),
-        cmdline: cmdline(root_uuid, opts.cmdline.as_deref()),
-    };
     let uefi = opts.boot != BootMode::Bios;
     let (loader, mut loader_from) = match uefi {
         true => choose_loader(&tree, opts.loader.as_deref()).map(|(f, from)| (Some(f), from))?,
         false => (None, String::new()),
+    };
+    let ids = crate::guest::Ids { root: root_uuid, esp: esp_uuid };
+    let prepared = crate::guest::prepare(&mut tree, &opts.guest, &ids, now)?;
+    let mut extra = prepared.cmdline.join(" ");
+    if let Some(user) = opts.cmdline.as_deref() {
+        extra = format!("{extra} {user}");
+    }
+    let entry = BootEntry {
+        title: "diskcast".into(),
+        kernel: ESP_KERNEL.into(),
+        initrd: kernel.initrd.as_ref().map(|_| ESP_INITRD.to_string()),
+        cmdline: cmdline(root_uuid, Some(&extra)),
     };
     // --boot bios|hybrid: GRUB's core image (built from the image's GRUB modules when it
     // has them, else the host's) for a BIOS boot partition in front of the ESP, which is
@@ -306,8 +313,6 @@ pub fn plan(mut tree: Tree, opts: &VmOptions, prov: &Provenance, seed: &str) -> 
             Some(grub)
         }
     };
-    let guest_changes =
-        crate::guest::prepare(&mut tree, &opts.guest, &crate::guest::Ids { root: root_uuid, esp: esp_uuid }, now)?;
 
     let mut warnings = Vec::new();
     let mut disk = DiskComposer::new(TableKind::Gpt);
@@ -405,7 +410,7 @@ pub fn plan(mut tree: Tree, opts: &VmOptions, prov: &Provenance, seed: &str) -> 
         entry,
         kernel: describe(&kernel),
         loader: loader_from,
-        guest_changes,
+        guest_changes: prepared.changes,
         warnings,
     })
 }

@@ -7,13 +7,14 @@
 //! writer ([`diskcast_oci::write`]): the disk file stays a reference to the host file and
 //! is streamed once into the gzip layer.
 
+use crate::Profile;
 use diskcast_block::progress::Progress;
 use diskcast_block::provenance::Provenance;
 use diskcast_block::{Error, Result};
 use diskcast_oci::ImageRef;
 use diskcast_oci::write::{WriteConfig, WriteReport, write_image};
 use diskcast_tree::{Content, FileData, Kind, Meta, Node, Timestamp, Tree};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// The qemu user and group KubeVirt runs the VM as.
@@ -63,4 +64,61 @@ pub fn write(disk: &Path, format: &str, dst: &str, clock: &Provenance, progress:
         ..WriteConfig::default()
     };
     write_image(&tree, &dst_ref, &cfg, progress)
+}
+
+/// `diskcast vm --profile kubevirt -o oci:DIR:TAG`: the qcow2 is written to a temporary
+/// file beside the image target, then wrapped. The temporary file is removed when this
+/// is dropped, on success or error, so no half-written output stays behind.
+#[derive(Debug)]
+pub struct Staged {
+    /// Where the disk is written first.
+    pub disk: PathBuf,
+    /// The image target (`oci:DIR:TAG`, `oci-archive:FILE:TAG`).
+    pub target: String,
+}
+
+impl Staged {
+    /// Checks `out` for `profile`: an image target exactly when the profile is kubevirt.
+    /// `Ok(None)` means `out` is a plain disk file.
+    pub fn for_output(profile: Option<Profile>, out: &str) -> Result<Option<Self>> {
+        let is_image = diskcast_oci::is_image_ref(out);
+        match (profile == Some(Profile::Kubevirt), is_image) {
+            (false, false) => Ok(None),
+            (true, false) => Err(Error::argument(format!(
+                "--profile kubevirt writes a containerDisk image: -o oci:DIR:TAG or -o oci-archive:FILE:TAG, not {out}"
+            ))),
+            (false, true) => Err(Error::argument(format!(
+                "-o {out} is a container image; only --profile kubevirt writes one (a containerDisk)"
+            ))),
+            (true, true) => {
+                let beside = match ImageRef::parse(out)? {
+                    ImageRef::Layout { dir, .. } => dir,
+                    ImageRef::OciArchive { file, .. } => file,
+                    _ => {
+                        return Err(Error::argument(format!(
+                            "{out}: a containerDisk is written as oci:DIR:TAG or oci-archive:FILE:TAG"
+                        )));
+                    }
+                };
+                let parent = beside.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+                if !parent.is_dir() {
+                    return Err(Error::argument(format!("the directory {} does not exist", parent.display())));
+                }
+                let name = beside.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                let disk = parent.join(format!(".{name}.{}.containerdisk.qcow2", std::process::id()));
+                Ok(Some(Staged { disk, target: out.to_string() }))
+            }
+        }
+    }
+
+    /// Wraps the written qcow2 into the image target.
+    pub fn finish(&self, clock: &Provenance, progress: &dyn Progress) -> Result<WriteReport> {
+        write(&self.disk, "qcow2", &self.target, clock, progress)
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.disk);
+    }
 }

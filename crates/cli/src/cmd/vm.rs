@@ -13,7 +13,8 @@ use clap::Args;
 use diskcast_block::provenance::Provenance;
 use diskcast_block::size::{human, parse_size};
 use diskcast_block::{Error, Result};
-use diskcast_vm::guest::GuestOptions;
+use diskcast_oci::spec::RunConfig;
+use diskcast_vm::guest::{Entrypoint, GuestOptions};
 use diskcast_vm::{BootMode, Profile, VmOptions};
 use serde_json::json;
 use std::path::PathBuf;
@@ -75,13 +76,61 @@ pub struct VmArgs {
     pub source: SourceArgs,
 }
 
-/// How the guest is prepared.
+/// How the guest is prepared (besides fstab, an empty machine-id and DHCP, which every
+/// disk gets).
 #[derive(Debug, Args)]
-pub struct GuestArgs {}
+pub struct GuestArgs {
+    /// The guest's host name (/etc/hostname, /etc/hosts).
+    #[arg(long, value_name = "NAME")]
+    pub hostname: Option<String>,
+    /// root's password as a crypt(3) hash (`openssl passwd -6`), set in /etc/shadow.
+    #[arg(long = "root-password-hash", value_name = "HASH")]
+    pub root_password_hash: Option<String>,
+    /// An OpenSSH public key file (e.g. ~/.ssh/id_ed25519.pub) for
+    /// /root/.ssh/authorized_keys.
+    #[arg(long = "ssh-key", value_name = "FILE")]
+    pub ssh_key: Option<PathBuf>,
+    /// Run the image's ENTRYPOINT and CMD as a systemd service at boot (the image needs
+    /// systemd).
+    #[arg(long = "run-entrypoint")]
+    pub run_entrypoint: bool,
+}
 
 impl GuestArgs {
+    /// The options; the entrypoint is filled in once the image's config is known.
     fn options(&self) -> Result<GuestOptions> {
-        Ok(GuestOptions::default())
+        let ssh_keys = match &self.ssh_key {
+            Some(p) => {
+                let md =
+                    std::fs::metadata(p).map_err(|e| Error::io("cannot open the --ssh-key file", e).with_file(p))?;
+                if !md.is_file() || md.len() > diskcast_vm::guest::SSH_KEYS_LIMIT {
+                    return Err(
+                        Error::argument("--ssh-key: not a public key file (a regular file up to 1 MiB)").with_file(p)
+                    );
+                }
+                Some(std::fs::read(p).map_err(|e| Error::io("cannot read the --ssh-key file", e).with_file(p))?)
+            }
+            None => None,
+        };
+        Ok(GuestOptions {
+            hostname: self.hostname.clone(),
+            root_password_hash: self.root_password_hash.clone(),
+            ssh_keys,
+            run_entrypoint: None,
+            run_entrypoint_without_config: false,
+        })
+    }
+}
+
+/// ENTRYPOINT followed by CMD, with Env, WorkingDir and User, from an image's config.
+fn entrypoint(config: &RunConfig) -> Entrypoint {
+    let mut argv = config.entrypoint.clone().unwrap_or_default();
+    argv.extend(config.cmd.clone().unwrap_or_default());
+    Entrypoint {
+        argv,
+        env: config.env.clone().unwrap_or_default(),
+        workdir: config.working_dir.clone(),
+        user: config.user.clone(),
     }
 }
 
@@ -133,7 +182,12 @@ fn output_args(a: &VmArgs, profile: Option<Profile>) -> Result<OutputArgs> {
 pub fn run(a: VmArgs) -> Result<u8> {
     let profile = a.profile.as_deref().map(Profile::parse).transpose()?;
     let boot = BootMode::parse(&a.boot)?;
-    let out = output_args(&a, profile)?;
+    // kubevirt: the qcow2 goes to a temporary file beside the oci:/oci-archive: target.
+    let staged = diskcast_vm::container_disk::Staged::for_output(profile, &a.out.to_string_lossy())?;
+    let mut out = output_args(&a, profile)?;
+    if let Some(s) = &staged {
+        out.output = s.disk.clone();
+    }
     let writer = Writer::new(&out)?;
     let opts = VmOptions {
         boot,
@@ -143,10 +197,21 @@ pub fn run(a: VmArgs) -> Result<u8> {
         loader: a.loader.clone(),
         disk_size: a.size.as_deref().map(parse_size).transpose()?,
         profile,
-        guest: a.guest.options()?,
+        guest: GuestOptions {
+            // Known before the source is read: only container images have an entrypoint.
+            run_entrypoint_without_config: a.guest.run_entrypoint && !diskcast_oci::is_image_ref(&a.src),
+            ..a.guest.options()?
+        },
     };
     opts.validate()?;
     let opened = open_source(&a.src, &a.source)?;
+    let mut opts = opts;
+    if a.guest.run_entrypoint {
+        match &opened.config {
+            Some(c) => opts.guest.run_entrypoint = Some(entrypoint(c)),
+            None => opts.guest.run_entrypoint_without_config = true,
+        }
+    }
     let prov = Provenance::from_env()?;
     let seed = format!("vm {} {:?} {:?} {:?}", a.src, a.size, a.cmdline, a.boot);
     let vm = diskcast_vm::plan(opened.tree, &opts, &prov, &seed)?;
@@ -158,12 +223,16 @@ pub fn run(a: VmArgs) -> Result<u8> {
         eprintln!("diskcast: guest: {c}");
     }
     writer.write(&vm.image)?;
+    if let Some(s) = &staged {
+        let r = s.finish(&prov, crate::progress::reporter(a.progress, a.progress_bar).as_ref())?;
+        eprintln!("diskcast: containerDisk {} (manifest {})", s.target, r.manifest_digest);
+    }
     let disk_size = vm.plan.disk_size;
     match a.output {
         OutputFormat::Human => {
             eprintln!(
                 "diskcast: wrote {} ({} {}, GPT, {} boot)",
-                out.output.display(),
+                a.out.display(),
                 human(disk_size),
                 out.output_format,
                 boot.name()
@@ -194,7 +263,7 @@ pub fn run(a: VmArgs) -> Result<u8> {
                 })
                 .collect();
             print_json(&json!({
-                "output": out.output.display().to_string(),
+                "output": a.out.display().to_string(),
                 "format": out.output_format,
                 "profile": profile.map(Profile::name),
                 "boot": boot.name(),
