@@ -136,3 +136,38 @@ fn vm_boot_hybrid_boots_under_seabios_and_ovmf() {
             .unwrap_or_else(|e| panic!("{e}"));
     }
 }
+
+/// GRUB comes from the image when it has `/usr/lib/grub/i386-pc` (here the host's copied
+/// in, its boot.img marked in the BPB bytes the code jumps over, so sector 0 shows which
+/// boot.img was used); a broken copy is refused with an error naming it, and no output.
+#[test]
+fn vm_boot_bios_takes_grub_from_the_image_and_refuses_a_broken_one() {
+    let t = tmp();
+    let (root, out) = (t.path().join("root"), t.path().join("disk.raw"));
+    guest_root(&root);
+    let grub = root.join("usr/lib/grub/i386-pc");
+    std::fs::create_dir_all(&grub).unwrap();
+    for e in std::fs::read_dir("/usr/lib/grub/i386-pc").unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_file() {
+            std::fs::copy(e.path(), grub.join(e.file_name())).unwrap();
+        }
+    }
+    let mut boot_img = std::fs::read(grub.join("boot.img")).unwrap();
+    boot_img[0x10..0x18].copy_from_slice(b"GUESTBPB");
+    std::fs::write(grub.join("boot.img"), &boot_img).unwrap();
+    let kernel = s(&test_kernel());
+    let args = ["vm", &s(&root), "-o", &s(&out), "--boot", "bios", "--kernel", &kernel, "--output", "json"];
+    let summary = dc_ok(&args).json();
+    assert!(
+        summary["loader"].as_str().unwrap().contains("the image's /usr/lib/grub/i386-pc (GRUB i386-pc)"),
+        "{summary}"
+    );
+    assert_eq!(&read(&out)[0x10..0x18], b"GUESTBPB");
+    std::fs::remove_file(&out).unwrap();
+    std::fs::write(grub.join("kernel.img"), b"not a GRUB kernel").unwrap();
+    dc(&args)
+        .expect_code(1)
+        .expect_stderr_all(&["grub-mkimage", "the image's /usr/lib/grub/i386-pc"]);
+    assert_no_output(&out);
+}

@@ -235,7 +235,7 @@ impl GrubBios {
             })?;
         if !out.status.success() {
             return Err(Error::unsupported(format!(
-                "grub-mkimage -O i386-pc -d {} failed: {}",
+                "grub-mkimage -O i386-pc failed on {}: {}",
                 modules.origin,
                 String::from_utf8_lossy(&out.stderr).trim()
             )));
