@@ -184,9 +184,6 @@ fn a_distroless_image_without_kernel_is_refused_and_writes_nothing() {
         .expect_diskcast_error()
         .expect_stderr_all(&["no kernel in the image; pass --kernel"]);
     assert_no_output(&out);
-    dc(&["vm", &s(&tar), "-o", &s(&out), "--boot", "bios", "--kernel", &s(&test_kernel())])
-        .expect_diskcast_error()
-        .expect_stderr_all(&["--boot bios", "not supported yet"]);
     dc(&["vm", &s(&tar), "-o", &s(&out), "--profile", "hyperv", "--boot", "bios"])
         .expect_diskcast_error()
         .expect_stderr_all(&["hyperv", "UEFI"]);
@@ -366,4 +363,95 @@ fn ifupdown_guests_get_a_stanza_and_entrypoints_need_systemd_and_an_image() {
         .expect_diskcast_error()
         .expect_stderr_all(&["--hostname"]);
     assert_no_output(&out);
+}
+
+/// A busybox guest as a tar (one boot per format needs no image layers).
+fn guest_tar(work: &Path, marker: &str) -> PathBuf {
+    let root = work.join("root");
+    busybox_root(&root);
+    std::fs::remove_file(root.join("etc/removed-later")).unwrap();
+    write(&root, "/sbin/init", &init_script(marker));
+    std::fs::set_permissions(root.join("sbin/init"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let tar = work.join("root.tar");
+    tool("tar", &["--owner=0", "--group=0", "-cf", &s(&tar), "-C", &s(&root), "."]);
+    tar
+}
+
+/// Writes the busybox guest with `args` (format or profile), checks it with qemu-img
+/// check (`check`: qemu checks this format), sgdisk, e2fsck and fsck.fat, boots it, and
+/// returns `qemu-img info` and the summary.
+fn format_boots(fmt: &str, qemu_fmt: &str, args: &[&str], check: bool) -> (Value, Value) {
+    let t = tmp();
+    let marker = format!("DISKCAST_VM_{}_OK", fmt.to_uppercase());
+    let tar = guest_tar(t.path(), &marker);
+    let disk = t.path().join(format!("vm.{fmt}"));
+    let kernel = s(&test_kernel());
+    let mut all =
+        vec!["vm", tar.to_str().unwrap(), "-o", disk.to_str().unwrap(), "--kernel", &kernel, "--output", "json"];
+    all.extend(args);
+    let summary = dc_ok(&all).json();
+    assert_eq!(summary["format"], fmt, "{summary}");
+    if check {
+        let r = qemu_img(&["check", "-f", qemu_fmt, &s(&disk)]);
+        assert!(r.stdout_str().contains("No errors were found"), "{}", r.describe());
+    }
+    let info = qemu_img(&["info", "-f", qemu_fmt, "--output=json", &s(&disk)]).json();
+    assert_eq!(info["virtual-size"].as_u64(), summary["virtual-size"].as_u64(), "{info}");
+    check_disk(&disk, qemu_fmt, &summary, t.path());
+    boot(&disk, qemu_fmt, &marker, t.path());
+    (info, summary)
+}
+
+#[test]
+fn esxi_profile_writes_a_stream_optimized_vmdk_that_boots() {
+    let (info, summary) = format_boots("vmdk", "vmdk", &["--profile", "esxi"], true);
+    assert_eq!(info["format-specific"]["data"]["create-type"], "streamOptimized", "{info}");
+    assert_eq!(summary["profile"], "esxi");
+}
+
+#[test]
+fn azure_profile_writes_a_fixed_vhd_of_whole_mib_that_boots() {
+    // 100 000 000 bytes is not a whole MiB: the profile rounds it up.
+    let (info, _) = format_boots("vhd", "vpc", &["--profile", "azure", "--size", "100000000"], false);
+    let size = info["virtual-size"].as_u64().unwrap();
+    assert_eq!(size, 96 << 20, "{info}");
+    // A fixed VHD is the disk's bytes plus a 512-byte footer (sparse on the host).
+    let file = info["children"][0]["info"]["virtual-size"].as_u64().unwrap();
+    assert_eq!(file, size + 512, "{info}");
+}
+
+#[test]
+fn hyperv_profile_writes_a_vhdx_that_boots() {
+    format_boots("vhdx", "vhdx", &["--profile", "hyperv"], true);
+}
+
+#[test]
+fn vdi_output_boots() {
+    format_boots("vdi", "vdi", &["-O", "vdi"], true);
+}
+
+#[test]
+fn qemu_profile_writes_zstd_compressed_qcow2() {
+    let t = tmp();
+    let tar = guest_tar(t.path(), "unused");
+    let disk = t.path().join("vm.qcow2");
+    let summary = dc_ok(&[
+        "vm",
+        &s(&tar),
+        "-o",
+        &s(&disk),
+        "--kernel",
+        &s(&test_kernel()),
+        "--profile",
+        "qemu",
+        "--output",
+        "json",
+    ])
+    .json();
+    assert_eq!((summary["format"].as_str(), summary["profile"].as_str()), (Some("qcow2"), Some("qemu")));
+    let check = qemu_check_clean(&disk);
+    assert!(check["compressed-clusters"].as_u64().unwrap_or(0) > 0, "{check}");
+    let info = qemu_img(&["info", "--output=json", &s(&disk)]).json();
+    assert_eq!(info["format-specific"]["data"]["compression-type"], "zstd", "{info}");
+    check_disk(&disk, "qcow2", &summary, t.path());
 }

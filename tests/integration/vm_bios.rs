@@ -3,10 +3,9 @@
 //! SeaBIOS under QEMU reaching the guest's marker, and by sgdisk -v.
 
 use crate::support::*;
-use diskcast_bootloader::BootEntry;
-use diskcast_bootloader::grub_bios::{GrubBios, GrubModules};
-use std::os::unix::fs::FileExt;
+use serde_json::Value;
 use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 const MARKER: &str = "DISKCAST_BIOS_GUEST_OK";
@@ -25,63 +24,115 @@ fn guest_root(root: &Path) {
     std::fs::set_permissions(root.join("sbin/init"), std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
-/// `sfdisk --dump` line of partition `n`: (start sector, size in sectors, uuid).
-fn part_of(disk: &Path, n: u32) -> (u64, u64, String) {
-    let dump =
-        String::from_utf8(std::process::Command::new("sfdisk").arg("-d").arg(disk).output().unwrap().stdout).unwrap();
-    let line = dump
-        .lines()
-        .find(|l| l.starts_with(&format!("{}{n} :", disk.display())))
-        .unwrap_or_else(|| panic!("no partition {n}: {dump}"));
-    let field = |k: &str| {
-        let at = line.find(&format!("{k}=")).unwrap() + k.len() + 1;
-        line[at..].split(',').next().unwrap().trim().to_string()
-    };
-    (field("start").parse().unwrap(), field("size").parse().unwrap(), field("uuid"))
+fn tool(name: &str, args: &[&str]) -> String {
+    let out = Command::new("timeout").args(["-k", "5", "300", name]).args(args).output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{name} {args:?} failed ({:?}):\n{text}", out.status.code());
+    text
 }
 
-/// The loader alone, before `diskcast vm` wires it: a disk composed by `diskcast mkdisk`
-/// (BIOS boot, ESP with the kernel, ext4 root), GRUB installed into it by the library,
-/// converted to qcow2 and booted by SeaBIOS from NVMe to the guest's marker.
-#[test]
-fn grub_bios_on_a_mkdisk_disk_boots_under_seabios() {
-    let t = tmp();
-    let (esp, root, raw, q) =
-        (t.path().join("esp"), t.path().join("root"), t.path().join("disk.img"), t.path().join("disk.qcow2"));
-    std::fs::create_dir_all(esp.join("diskcast")).unwrap();
-    std::fs::copy(test_kernel(), esp.join("diskcast/vmlinuz")).unwrap();
+/// Writes `diskcast vm --boot BOOT` of a busybox guest with the test kernel as qcow2 and
+/// checks the layout: BIOS boot partition (GRUB's core image at its start, boot.img's
+/// code in sector 0 pointing at it), ESP, root; `sgdisk -v` and `fsck.fat -n` clean.
+/// Returns the qcow2 and the ESP's root directory listing (mtools).
+fn vm_disk(dir: &Path, boot: &str) -> (std::path::PathBuf, String) {
+    let (root, q, raw, esp) = (dir.join("root"), dir.join("disk.qcow2"), dir.join("disk.raw"), dir.join("esp.img"));
     guest_root(&root);
-    dc_ok(&[
-        "mkdisk",
+    let kernel = test_kernel();
+    let summary = dc_ok(&[
+        "vm",
+        &s(&root),
         "-o",
-        &s(&raw),
-        "--part",
-        "bios:none:1M",
-        "--part",
-        &format!("esp:fat32:64M:{}", s(&esp)),
-        "--part",
-        &format!("root:ext4:auto:{}", s(&root)),
-    ]);
-    let (bios_start, bios_len, _) = part_of(&raw, 1);
-    let (_, _, root_uuid) = part_of(&raw, 3);
-    let entry = BootEntry {
-        title: "test".into(),
-        kernel: "/diskcast/vmlinuz".into(),
-        initrd: None,
-        cmdline: format!("root=PARTUUID={} rootfstype=ext4 rw console=ttyS0,115200", root_uuid.to_lowercase()),
-    };
-    let grub = GrubBios::build(&GrubModules::host().unwrap(), 2, &entry).unwrap();
-    let inst = grub.install(bios_start, bios_len * 512).unwrap();
-    let f = std::fs::OpenOptions::new().write(true).open(&raw).unwrap();
-    f.write_all_at(&inst.mbr_code, 0).unwrap();
-    f.write_all_at(&inst.core, bios_start * 512).unwrap();
-    drop(f);
-    let v =
-        String::from_utf8(std::process::Command::new("sgdisk").arg("-v").arg(&raw).output().unwrap().stdout).unwrap();
-    assert!(v.contains("No problems found"), "{v}");
-    assert_eq!(read(&raw)[..440], inst.mbr_code[..]);
-    dc_ok(&["convert", "-O", "qcow2", &s(&raw), &s(&q)]);
-    let console = boot_to_marker(&q, "qcow2", Firmware::Bios, Bus::Nvme, MARKER, t.path(), Duration::from_secs(180))
+        &s(&q),
+        "-O",
+        "qcow2",
+        "--boot",
+        boot,
+        "--kernel",
+        &s(&kernel),
+        "--output",
+        "json",
+    ])
+    .json();
+    let parts: Vec<&Value> = summary["partitions"].as_array().unwrap().iter().collect();
+    let got: Vec<(u64, &str, String)> = parts
+        .iter()
+        .map(|p| {
+            (p["number"].as_u64().unwrap(), p["name"].as_str().unwrap(), p["type"].as_str().unwrap().to_uppercase())
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (1, "bios", "21686148-6449-6E6F-744E-656564454649".to_string()),
+            (2, "esp", "C12A7328-F81F-11D2-BA4B-00A0C93EC93B".to_string()),
+            (3, "root", "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709".to_string()),
+        ],
+        "{summary}"
+    );
+    assert_eq!(summary["boot"], boot);
+    assert!(summary["loader"].as_str().unwrap().contains("/usr/lib/grub/i386-pc (GRUB i386-pc)"), "{summary}");
+    qemu_check_clean(&q);
+    qemu_img(&["convert", "-f", "qcow2", "-O", "raw", &s(&q), &s(&raw)]);
+    assert!(tool("sgdisk", &["-v", &s(&raw)]).contains("No problems found"));
+    let disk = read(&raw);
+    let (bios_start, esp_start, esp_size) = (
+        parts[0]["start"].as_u64().unwrap() as usize,
+        parts[1]["start"].as_u64().unwrap() as usize,
+        parts[1]["size"].as_u64().unwrap() as usize,
+    );
+    // boot.img's code (the same bytes as the host's file but for the fields grub-install
+    // patches: the core image's LBA at 0x5c, the drive-check jump at 0x66 NOPed) and the
+    // diskboot blocklist pointing at the sector after it.
+    let boot_img = std::fs::read("/usr/lib/grub/i386-pc/boot.img").unwrap();
+    for (i, (a, b)) in disk[..440].iter().zip(&boot_img[..440]).enumerate() {
+        if !(0x5c..0x64).contains(&i) && !(0x66..0x68).contains(&i) {
+            assert_eq!(a, b, "sector 0 byte {i:#x} differs from boot.img");
+        }
+    }
+    assert_eq!(u64::from_le_bytes(disk[0x5c..0x64].try_into().unwrap()), (bios_start / 512) as u64);
+    assert_eq!(disk[0x66..0x68], [0x90, 0x90]);
+    let diskboot = std::fs::read("/usr/lib/grub/i386-pc/diskboot.img").unwrap();
+    assert_eq!(disk[bios_start..bios_start + 0x1f4], diskboot[..0x1f4], "core image starts with diskboot");
+    let bl = &disk[bios_start + 0x1f4..bios_start + 512];
+    assert_eq!(u64::from_le_bytes(bl[..8].try_into().unwrap()), (bios_start / 512 + 1) as u64);
+    assert_eq!(u16::from_le_bytes([bl[10], bl[11]]), 0x820);
+    let rest = u64::from(u16::from_le_bytes([bl[8], bl[9]]));
+    assert!((100..2047).contains(&rest), "core image of {rest}+1 sectors");
+    std::fs::write(&esp, &disk[esp_start..esp_start + esp_size]).unwrap();
+    tool("fsck.fat", &["-n", &s(&esp)]);
+    let listing = tool("mdir", &["-i", &s(&esp), "-/", "-b", "::/"]);
+    assert!(listing.contains("::/diskcast/vmlinuz"), "{listing}");
+    std::fs::remove_file(&raw).unwrap();
+    (q, listing)
+}
+
+/// `diskcast vm --boot bios`: GRUB only, no UEFI loader on the ESP; SeaBIOS boots the
+/// qcow2 from NVMe (the cloud kernel's built-in disk driver) to the guest's marker.
+#[test]
+fn vm_boot_bios_qcow2_boots_under_seabios() {
+    let t = tmp();
+    let (q, esp) = vm_disk(t.path(), "bios");
+    assert!(!esp.to_uppercase().contains("BOOTX64.EFI"), "a BIOS-only ESP has no UEFI loader:\n{esp}");
+    let console = boot_to_marker(&q, "qcow2", Firmware::Bios, Bus::Nvme, MARKER, t.path(), Duration::from_secs(240))
         .unwrap_or_else(|e| panic!("{e}"));
-    assert!(console.contains("diskcast: booting test"), "GRUB's early config did not run:\n{console}");
+    assert!(console.contains("diskcast: booting"), "GRUB's early config did not run:\n{console}");
+    // A systemd-boot binary means nothing to a BIOS-only disk.
+    dc(&["vm", &s(&t.path().join("root")), "-o", &s(&t.path().join("x.raw")), "--boot", "bios", "--loader", "/bin/sh"])
+        .expect_code(1)
+        .expect_stderr_all(&["--loader", "--boot bios installs grub"]);
+    assert_no_output(&t.path().join("x.raw"));
+}
+
+/// `diskcast vm --boot hybrid`: the same disk boots under SeaBIOS (GRUB) and OVMF
+/// (systemd-boot from the ESP's removable-media path).
+#[test]
+fn vm_boot_hybrid_boots_under_seabios_and_ovmf() {
+    let t = tmp();
+    let (q, esp) = vm_disk(t.path(), "hybrid");
+    assert!(esp.to_uppercase().contains("::/EFI/BOOT/BOOTX64.EFI"), "{esp}");
+    for fw in [Firmware::Bios, Firmware::Uefi] {
+        boot_to_marker(&q, "qcow2", fw, Bus::Nvme, MARKER, t.path(), Duration::from_secs(240))
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
 }
