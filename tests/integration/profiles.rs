@@ -335,8 +335,8 @@ fn rootdir(dir: &Path) -> PathBuf {
     root
 }
 
-/// A VM disk assembled by independent tools: sgdisk (ESP + partition 2 of `root_type`
-/// + optionally a third `8300` partition with the same ext4), mkfs.fat + mtools for the
+/// A VM disk assembled by independent tools: sgdisk (ESP, partition 2 of `root_type`
+/// and optionally a third `8300` partition with the same ext4), mkfs.fat + mtools for the
 /// ESP, `mke2fs -d ROOTDIR` for the root, dd to put them in place, qemu-img to qcow2.
 fn tool_made_vm_disk(dir: &Path, root: &Path, root_type: &str, third: bool) -> PathBuf {
     let ext4 = dir.join("root.ext4");
