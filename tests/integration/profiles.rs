@@ -309,3 +309,122 @@ fn vm_profile_kubevirt_writes_a_container_disk() {
     dc(&["vm", &s(&root), "--profile", "kubevirt", "-o", &other]).expect_code(1);
     assert!(!d.join("other").exists());
 }
+
+/// A root directory with the kinds a system tree has: nested dirs, files of several
+/// modes (one empty), relative and absolute symlinks, a hard link.
+fn rootdir(dir: &Path) -> PathBuf {
+    let root = dir.join("rootdir");
+    for d in ["etc/ssh", "usr/bin", "usr/lib/x", "var/empty", "home/user"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    let files: [(&str, u32, Vec<u8>); 5] = [
+        ("etc/os-release", 0o644, b"ID=test\n".to_vec()),
+        ("etc/ssh/key", 0o600, pseudo_random(3000, 1)),
+        ("usr/bin/tool", 0o755, pseudo_random(200_000, 2)),
+        ("usr/lib/x/empty", 0o644, Vec::new()),
+        ("home/user/notes", 0o640, b"hello\n".to_vec()),
+    ];
+    for (p, mode, data) in files {
+        std::fs::write(root.join(p), data).unwrap();
+        std::fs::set_permissions(root.join(p), std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap();
+    }
+    std::fs::set_permissions(root.join("var/empty"), std::os::unix::fs::PermissionsExt::from_mode(0o711)).unwrap();
+    std::os::unix::fs::symlink("../usr/bin/tool", root.join("etc/tool-link")).unwrap();
+    std::os::unix::fs::symlink("/usr/lib/x", root.join("lib")).unwrap();
+    std::fs::hard_link(root.join("usr/bin/tool"), root.join("usr/bin/tool-again")).unwrap();
+    root
+}
+
+/// A VM disk assembled by independent tools: sgdisk (ESP, partition 2 of `root_type`
+/// and optionally a third `8300` partition with the same ext4), mkfs.fat + mtools for the
+/// ESP, `mke2fs -d ROOTDIR` for the root, dd to put them in place, qemu-img to qcow2.
+fn tool_made_vm_disk(dir: &Path, root: &Path, root_type: &str, third: bool) -> PathBuf {
+    let ext4 = dir.join("root.ext4");
+    if !ext4.exists() {
+        run_utc("mke2fs", &["-q", "-t", "ext4", "-d", &s(root), &s(&ext4), "16M"]);
+    }
+    let esp = dir.join("esp.fat");
+    if !esp.exists() {
+        run_utc("mkfs.fat", &["-C", &s(&esp), "20480"]);
+        run_utc("mmd", &["-i", &s(&esp), "::/EFI", "::/EFI/BOOT"]);
+        let efi = dir.join("BOOTX64.EFI");
+        std::fs::write(&efi, pseudo_random(4096, 9)).unwrap();
+        run_utc("mcopy", &["-i", &s(&esp), &s(&efi), "::/EFI/BOOT/BOOTX64.EFI"]);
+    }
+    let raw = dir.join(format!("vm-{root_type}-{third}.raw"));
+    std::fs::File::create(&raw).unwrap().set_len(64 * MIB).unwrap();
+    let mut args = vec!["-n", "1:2048:+20M", "-t", "1:ef00", "-n", "2:0:+16M"];
+    let t2 = format!("2:{root_type}");
+    args.extend(["-t", &t2]);
+    if third {
+        args.extend(["-n", "3:0:+16M", "-t", "3:8300"]);
+    }
+    let r = s(&raw);
+    args.push(&r);
+    run_utc("sgdisk", &args);
+    let dd = |img: &Path, mib: u64| {
+        run_utc(
+            "dd",
+            &[
+                &format!("if={}", s(img)),
+                &format!("of={r}"),
+                "bs=1M",
+                &format!("seek={mib}"),
+                "conv=notrunc",
+                "status=none",
+            ],
+        );
+    };
+    dd(&esp, 1);
+    dd(&ext4, 21);
+    if third {
+        dd(&ext4, 37);
+    }
+    let qcow2 = raw.with_extension("qcow2");
+    qemu_img(&["convert", "-f", "raw", "-O", "qcow2", &r, &s(&qcow2)]).expect_ok();
+    qcow2
+}
+
+#[test]
+fn convert_vm_disk_to_oci_takes_the_root_partition() {
+    use crate::oci_common::{assert_same_min, dir_manifest};
+    let dir = tmp();
+    let d = dir.path();
+    let root = rootdir(d);
+    let want = dir_manifest(&root);
+    // The root found by its Discoverable Partitions type (8304), then by its ext4 alone
+    // (generic Linux type 8300) next to the FAT ESP.
+    for root_type in ["8304", "8300"] {
+        let disk = tool_made_vm_disk(d, &root, root_type, false);
+        let layout = d.join(format!("out-{root_type}"));
+        dc_ok(&["convert", &s(&disk), &format!("oci:{}:latest", s(&layout))]);
+        let bundle = d.join(format!("bundle-{root_type}"));
+        run_utc("umoci", &["unpack", "--rootless", "--image", &format!("{}:latest", s(&layout)), &s(&bundle)]);
+        let mut got = dir_manifest(&bundle.join("rootfs"));
+        // mke2fs makes lost+found; it is part of the filesystem, empty.
+        let lf = got.remove("lost+found").unwrap_or_else(|| panic!("no lost+found: {got:?}"));
+        assert!(lf.starts_with("d 700 0:0"), "{lf}");
+        assert_same_min(&got, &want, &format!("rootfs of a {root_type} root via convert + umoci"));
+    }
+    // Two Linux partitions: an error naming them and DISK:PART; naming one works.
+    let two = tool_made_vm_disk(d, &root, "8300", true);
+    let out = format!("oci:{}:latest", s(&d.join("two")));
+    dc(&["convert", &s(&two), &out]).expect_code(1).expect_stderr_all(&["several", "2 (linux)", "3 (linux)", ":PART"]);
+    assert!(!d.join("two").exists());
+    dc_ok(&["convert", &format!("{}:3", s(&two)), &out]);
+    let bundle = d.join("bundle-two");
+    run_utc("umoci", &["unpack", "--rootless", "--image", &format!("{}:latest", s(&d.join("two"))), &s(&bundle)]);
+    let mut got = dir_manifest(&bundle.join("rootfs"));
+    got.remove("lost+found");
+    assert_same_min(&got, &want, "rootfs of DISK:3");
+    // An XFS root (its magic; ext4's wiped) is chosen over the ESP, and refused by name.
+    let xfs = d.join("xfs.raw");
+    std::fs::copy(d.join("vm-8300-false.raw"), &xfs).unwrap();
+    patch(&xfs, 21 * MIB, b"XFSB");
+    patch(&xfs, 21 * MIB + 1024 + 56, &[0, 0]);
+    let out = format!("oci:{}:latest", s(&d.join("xfs")));
+    dc(&["convert", &s(&xfs), &out])
+        .expect_code(1)
+        .expect_stderr_all(&["partition 2", "holds XFS, which diskcast cannot read"]);
+    assert!(!d.join("xfs").exists());
+}
