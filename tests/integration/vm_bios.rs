@@ -166,8 +166,6 @@ fn vm_boot_bios_takes_grub_from_the_image_and_refuses_a_broken_one() {
     assert_eq!(&read(&out)[0x10..0x18], b"GUESTBPB");
     std::fs::remove_file(&out).unwrap();
     std::fs::write(grub.join("kernel.img"), b"not a GRUB kernel").unwrap();
-    dc(&args)
-        .expect_code(1)
-        .expect_stderr_all(&["grub-mkimage", "the image's /usr/lib/grub/i386-pc"]);
+    dc(&args).expect_code(1).expect_stderr_all(&["grub-mkimage", "the image's /usr/lib/grub/i386-pc"]);
     assert_no_output(&out);
 }
