@@ -110,6 +110,28 @@ fn azure_takes_fixed_vhds_of_whole_mib_only() {
     assert!(c.contains(&"size-not-whole-mib".to_string()) && c.contains(&"no-partition-table".to_string()), "{c:?}");
     // Not a VHD at all.
     assert_eq!(codes("azure", &s(&raw)), ["format"]);
+
+    // 1 MiB of zeros slipped in before the footer: the file no longer matches the
+    // footer's current size.
+    let mut bytes = read(&ok);
+    let footer = bytes.split_off(bytes.len() - 512);
+    bytes.extend(std::iter::repeat_n(0u8, MIB as usize));
+    bytes.extend(&footer);
+    let padded = d.join("padded.vhd");
+    write_file(&padded, &bytes);
+    assert_eq!(codes("azure", &s(&padded)), ["footer-size-mismatch"]);
+
+    // A qemu-made fixed VHD without force_size (CHS geometry, 32 MiB rounded to
+    // 33562624 bytes) whose current size is then set to 32 MiB, checksum fixed: the
+    // geometry and the file now disagree with the current size.
+    let chs = qconvert(&raw, &d.join("chs.vhd"), &["-O", "vpc", "-o", "subformat=fixed"]);
+    assert_eq!(codes("azure", &s(&chs)), ["size-not-whole-mib"]);
+    let at = file_len(&chs) - 512;
+    patch(&chs, at + 48, &(32 * MIB).to_be_bytes());
+    patch(&chs, at + 64, &[0; 4]);
+    let sum = read(&chs)[at as usize..].iter().fold(0u32, |a, &b| a.wrapping_add(u32::from(b)));
+    patch(&chs, at + 64, &(!sum).to_be_bytes());
+    assert_eq!(codes("azure", &s(&chs)), ["footer-size-mismatch", "geometry-size-mismatch"]);
 }
 
 #[test]
