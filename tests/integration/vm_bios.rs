@@ -139,7 +139,8 @@ fn vm_boot_hybrid_boots_under_seabios_and_ovmf() {
 
 /// GRUB comes from the image when it has `/usr/lib/grub/i386-pc` (here the host's copied
 /// in, its boot.img marked in the BPB bytes the code jumps over, so sector 0 shows which
-/// boot.img was used); a broken copy is refused with an error naming it, and no output.
+/// boot.img was used); builds are reproducible; a broken copy is refused with an error
+/// naming it, and no output.
 #[test]
 fn vm_boot_bios_takes_grub_from_the_image_and_refuses_a_broken_one() {
     let t = tmp();
@@ -164,6 +165,15 @@ fn vm_boot_bios_takes_grub_from_the_image_and_refuses_a_broken_one() {
         "{summary}"
     );
     assert_eq!(&read(&out)[0x10..0x18], b"GUESTBPB");
+    std::fs::remove_file(&out).unwrap();
+    // Under SOURCE_DATE_EPOCH two builds (GRUB's core image included) are identical.
+    let again = t.path().join("again.raw");
+    let (a2, o2) = (s(&out), s(&again));
+    for o in [&a2, &o2] {
+        let args = ["vm", &s(&root), "-o", o, "--boot", "hybrid", "--kernel", &kernel];
+        dc_epoch(Some("1700000000"), &args).expect_ok();
+    }
+    assert!(read(&out) == read(&again), "two --boot hybrid builds under SOURCE_DATE_EPOCH differ");
     std::fs::remove_file(&out).unwrap();
     std::fs::write(grub.join("kernel.img"), b"not a GRUB kernel").unwrap();
     dc(&args).expect_code(1).expect_stderr_all(&["grub-mkimage", "the image's /usr/lib/grub/i386-pc"]);
