@@ -428,6 +428,14 @@ fn convert_vm_disk_to_oci_takes_the_root_partition() {
         assert!(lf.starts_with("d 700 0:0"), "{lf}");
         assert_same_min(&got, &want, &format!("rootfs of a {root_type} root via convert + umoci"));
     }
+    // The other image targets take the same root: a docker save archive skopeo reads.
+    let disk = d.join("vm-8304-false.qcow2");
+    let archive = format!("docker-archive:{}:vm/root:1", s(&d.join("docker.tar")));
+    dc_ok(&["convert", &s(&disk), &archive]);
+    let v: serde_json::Value = serde_json::from_str(&run_utc("skopeo", &["inspect", &archive])).unwrap();
+    assert_eq!(v["Layers"].as_array().map(Vec::len), Some(1), "{v}");
+    let ls = dc_ok(&["ls", &archive, "/usr/bin"]).stdout_str();
+    assert!(ls.contains("tool-again"), "{ls}");
     // Two Linux partitions: an error naming them and DISK:PART; naming one works.
     let two = tool_made_vm_disk(d, &root, "8300", true);
     let out = format!("oci:{}:latest", s(&d.join("two")));

@@ -15,6 +15,7 @@ pub mod digest;
 pub mod flatten;
 pub mod image;
 pub mod inspect;
+pub mod pargz;
 pub mod registry;
 pub mod rpmdb;
 pub mod source;

@@ -2,8 +2,8 @@
 //! to an existing layout or a new one), an OCI archive (`oci-archive:FILE:TAG`) or a
 //! `docker load`-able tarball (`docker-archive:FILE:REPO:TAG`).
 //!
-//! The layer is the tree as a PAX tar (crates/tar's writer), gzip-compressed for OCI and
-//! plain for Docker archives, written once while both its digests are computed. With
+//! The layer is the tree as a PAX tar (crates/tar's writer), gzip-compressed on every
+//! core for OCI ([`crate::pargz`]) and plain for Docker archives, written once while both its digests are computed. With
 //! `SOURCE_DATE_EPOCH` set, the config's dates are that time and file times newer than
 //! it are clamped to it, so the same tree gives the same image digest.
 
@@ -118,7 +118,8 @@ fn write_layer(
 ) -> Result<(Digest, u64, Digest, Vec<String>)> {
     let mut blob = HashWrite { inner: out, hasher: Hasher::new(Algorithm::Sha256), n: 0 };
     let (diff, skipped) = if gzip {
-        let enc = flate2::write::GzEncoder::new(&mut blob, flate2::Compression::new(6));
+        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        let enc = crate::pargz::ParGzWriter::new(&mut blob, 6, threads);
         let mut plain = HashWrite { inner: enc, hasher: Hasher::new(Algorithm::Sha256), n: 0 };
         let report = diskcast_tar::write_tar(tree, &mut plain, progress)?;
         let HashWrite { inner: enc, hasher, .. } = plain;
