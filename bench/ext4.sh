@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# diskcast mkfs ext4 vs mke2fs -d (+ qemu-img convert for qcow2): wall time and output
-# size for one tree. A benchmark, not a test: CI does not run it.
+# diskcast mkfs ext4 vs mke2fs -d (+ qemu-img convert for qcow2): median wall time, its
+# spread, and output size for one tree. A benchmark, not a test: CI does not run it.
 #
-#   bench/ext4.sh                   # a ~2 GiB copy of /usr/lib, 1 timed run each
-#   TREE_MB=512 RUNS=3 bench/ext4.sh
+#   bench/ext4.sh                   # a ~2 GiB copy of /usr/lib, 3 timed runs each
+#   TREE_MB=512 RUNS=5 bench/ext4.sh
 #
 # Knobs (environment):
 #   TREE_MB=2048   how much of /usr/lib to copy into the source tree (reused if present)
-#   RUNS=1         timed runs per command (after one uncounted warm-up run of each)
+#   RUNS=3         timed runs per command (after one uncounted warm-up run of each), a
+#                  sync before each
 #   DISKCAST=      use this binary instead of building target/release/diskcast
 #   WORK=          work directory (default bench/work/ext4, gitignored)
 #
@@ -20,7 +21,8 @@ BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$BENCH_DIR")
 WORK=${WORK:-$BENCH_DIR/work/ext4}
 TREE_MB=${TREE_MB:-2048}
-RUNS=${RUNS:-1}
+# shellcheck source=bench/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 DISKCAST=${DISKCAST:-}
 mkdir -p "$WORK"
 
@@ -50,51 +52,32 @@ SIZE_BYTES=$(stat -c %s "$OUT/probe.raw")
 rm -f "$OUT/probe.raw"
 echo "filesystem size: $((SIZE_BYTES >> 20)) MiB"
 
-seconds() { # runs "$@", prints wall seconds
-    local t0 t1
-    t0=$(date +%s.%N)
-    "$@" >/dev/null 2>&1
-    t1=$(date +%s.%N)
-    echo "$t1 - $t0" | bc -l
-}
-
-declare -A BEST
-run() { # name, check-image, command...
-    local name=$1 img=$2 && shift 2
-    seconds "$@" >/dev/null # warm-up
-    local best=
-    for _ in $(seq "$RUNS"); do
-        rm -f "$img"
-        local s
-        s=$(seconds "$@")
-        if [ -z "$best" ] || (($(echo "$s < $best" | bc -l))); then best=$s; fi
-    done
-    local raw=$img
+# Every output must pass e2fsck -fn (a qcow2 through a raw copy).
+fsck_ok() {
+    local img=$1 raw=$1
     if [[ $img == *.qcow2 ]]; then
         raw=$OUT/check.raw
         qemu-img convert -O raw "$img" "$raw"
     fi
-    e2fsck -fn "$raw" >/dev/null 2>&1 || { echo "e2fsck -fn failed on $name's output" >&2; exit 1; }
-    [ "$raw" != "$img" ] && rm -f "$raw"
-    BEST[$name]=$best
-    printf '%-28s %8.2f s  %8d MiB on disk\n' "$name" "$best" "$(($(du -k "$img" | cut -f1) / 1024))"
+    e2fsck -fn "$raw" >/dev/null 2>&1 || { echo "e2fsck -fn failed on $img" >&2; return 1; }
+    [ "$raw" = "$img" ] || rm -f "$raw"
 }
 
-mke2fs_raw() { rm -f "$OUT/m.raw"; mke2fs -q -F -t ext4 -d "$SRC" "$OUT/m.raw" "$((SIZE_BYTES / 1024))k"; }
+mke2fs_raw() { mke2fs -q -F -t ext4 -d "$SRC" "$OUT/m.raw" "$((SIZE_BYTES / 1024))k"; }
 mke2fs_qcow2() {
     mke2fs_raw
     qemu-img convert -O qcow2 "$OUT/m.raw" "$OUT/m.qcow2"
     rm -f "$OUT/m.raw"
 }
-run "mke2fs -d (raw)" "$OUT/m.raw" mke2fs_raw
-run "diskcast mkfs (raw)" "$OUT/d.raw" "$DISKCAST" mkfs ext4 "$SRC" -o "$OUT/d.raw" --size "$SIZE_BYTES"
-run "mke2fs -d + qemu-img (qcow2)" "$OUT/m.qcow2" mke2fs_qcow2
-run "diskcast mkfs (qcow2)" "$OUT/d.qcow2" "$DISKCAST" mkfs ext4 "$SRC" -O qcow2 -o "$OUT/d.qcow2" --size "$SIZE_BYTES"
-
-for f in raw qcow2; do
-    m=${BEST["mke2fs -d (raw)"]}
-    [ $f = qcow2 ] && m=${BEST["mke2fs -d + qemu-img (qcow2)"]}
-    d=${BEST["diskcast mkfs ($f)"]}
-    printf '%s: diskcast / mke2fs = %.2f (goal <= 0.5)\n' "$f" "$(echo "$d / $m" | bc -l)"
+measure "mke2fs -d (raw)" 'rm -f "$OUT/m.raw"' 'fsck_ok "$OUT/m.raw"' mke2fs_raw
+measure "diskcast mkfs (raw)" 'rm -f "$OUT/d.raw"' 'fsck_ok "$OUT/d.raw"' \
+    "$DISKCAST" mkfs ext4 "$SRC" -o "$OUT/d.raw" --size "$SIZE_BYTES"
+measure "mke2fs -d + qemu-img (qcow2)" 'rm -f "$OUT/m.qcow2"' 'fsck_ok "$OUT/m.qcow2"' mke2fs_qcow2
+measure "diskcast mkfs (qcow2)" 'rm -f "$OUT/d.qcow2"' 'fsck_ok "$OUT/d.qcow2"' \
+    "$DISKCAST" mkfs ext4 "$SRC" -O qcow2 -o "$OUT/d.qcow2" --size "$SIZE_BYTES"
+for f in d.raw m.raw d.qcow2 m.qcow2; do
+    [ -e "$OUT/$f" ] && printf '%-10s %6d MiB allocated\n' "$f" "$(($(du -k "$OUT/$f" | cut -f1) / 1024))"
 done
+echo "raw:   diskcast / mke2fs -d = $(ratio "diskcast mkfs (raw)" "mke2fs -d (raw)") (goal <= 0.5)"
+echo "qcow2: diskcast / (mke2fs -d + qemu-img convert) = $(ratio "diskcast mkfs (qcow2)" "mke2fs -d + qemu-img (qcow2)") (goal <= 0.5)"
 echo "nproc $(nproc), $(mke2fs -V 2>&1 | head -1), diskcast $(cd "$ROOT" && git rev-parse --short HEAD)"

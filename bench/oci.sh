@@ -1,15 +1,18 @@
 #!/bin/bash
 # OCI flatten benchmark (not a test): a 3-layer image of about SIZE_MB MiB uncompressed,
-# made with umoci, unpacked three ways, RUNS timed runs each (after one warm-up):
+# made with umoci, unpacked three ways, RUNS timed runs each (after one warm-up, a sync
+# before each):
 #   diskcast extract oci:IMG:t DIR
 #   umoci unpack --rootless --image IMG:t BUNDLE
 #   skopeo copy oci:IMG:t dir:D, then tar -x of each layer in order (no whiteouts applied)
-# Prints the median seconds of each and the ratio to umoci. Run it on a quiet machine.
+# Prints the median seconds of each, the spread, and the ratio to umoci. Run it on a quiet machine.
 # Env: SIZE_MB (1024), RUNS (3), WORK (bench/work/oci), DISKCAST (target/release/diskcast)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SIZE_MB=${SIZE_MB:-1024}; RUNS=${RUNS:-3}; WORK=${WORK:-bench/work/oci}
+SIZE_MB=${SIZE_MB:-1024}; WORK=${WORK:-bench/work/oci}
 DISKCAST=${DISKCAST:-target/release/diskcast}
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 [ -x "$DISKCAST" ] || cargo build --release -p diskcast
 mkdir -p "$WORK"; IMG=$WORK/img
 if [ ! -f "$IMG/index.json" ] || [ "$(cat "$WORK/size" 2>/dev/null)" != "$SIZE_MB" ]; then
@@ -32,21 +35,19 @@ PY
   done
   rm -rf "$WORK/layers"; echo "$SIZE_MB" > "$WORK/size"
 fi
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-timeit() { local s e; s=$(date +%s.%N); "$@" >/dev/null 2>&1; e=$(date +%s.%N); echo "$e - $s" | bc; }
-dc_run() { rm -rf "$WORK/out"; timeit "$DISKCAST" extract "oci:$IMG:t" "$WORK/out"; }
-umoci_run() { rm -rf "$WORK/bundle"; timeit umoci unpack --rootless --image "$IMG:t" "$WORK/bundle"; }
-skopeo_run() {
-  rm -rf "$WORK/dir" "$WORK/tarx"; mkdir -p "$WORK/tarx"
-  timeit bash -c "skopeo copy --quiet oci:$IMG:t dir:$WORK/dir && for l in \$(/usr/bin/python3 -c 'import json,sys; [print(x[\"digest\"].split(\":\")[1]) for x in json.load(open(sys.argv[1]))[\"layers\"]]' $WORK/dir/manifest.json); do tar -xzf $WORK/dir/\$l -C $WORK/tarx; done"
+skopeo_tar() {
+  skopeo copy --quiet "oci:$IMG:t" "dir:$WORK/dir"
+  mkdir -p "$WORK/tarx"
+  for l in $(/usr/bin/python3 -c 'import json,sys; [print(x["digest"].split(":")[1]) for x in json.load(open(sys.argv[1]))["layers"]]' "$WORK/dir/manifest.json"); do
+    tar -xzf "$WORK/dir/$l" -C "$WORK/tarx"
+  done
 }
-declare -A med
-for tool in dc umoci skopeo; do
-  ${tool}_run >/dev/null   # warm-up
-  med[$tool]=$(for _ in $(seq "$RUNS"); do ${tool}_run; done | median)
-done
-printf 'size %s MiB, %s runs, median seconds\n' "$SIZE_MB" "$RUNS"
-printf '  diskcast extract      %6.2f  (%.2fx umoci)\n' "${med[dc]}" "$(echo "${med[dc]} / ${med[umoci]}" | bc -l)"
-printf '  umoci unpack          %6.2f\n' "${med[umoci]}"
-printf '  skopeo copy + tar -x  %6.2f  (%.2fx umoci)\n' "${med[skopeo]}" "$(echo "${med[skopeo]} / ${med[umoci]}" | bc -l)"
+# Every output holds the last layer's files.
+measure "diskcast extract" 'rm -rf "$WORK/out"' '[ -d "$WORK/out/layer3" ]' "$DISKCAST" extract "oci:$IMG:t" "$WORK/out"
+measure "umoci unpack --rootless" 'rm -rf "$WORK/bundle"' '[ -d "$WORK/bundle/rootfs/layer3" ]' \
+  umoci unpack --rootless --image "$IMG:t" "$WORK/bundle"
+measure "skopeo copy + tar -x" 'rm -rf "$WORK/dir" "$WORK/tarx"' '[ -d "$WORK/tarx/layer3" ]' skopeo_tar
+printf 'size %s MiB, %s runs\n' "$SIZE_MB" "$RUNS"
+echo "diskcast extract / umoci unpack = $(ratio "diskcast extract" "umoci unpack --rootless") (goal <= 0.5)"
+echo "skopeo copy + tar -x / umoci unpack = $(ratio "skopeo copy + tar -x" "umoci unpack --rootless")"
 rm -rf "$WORK/out" "$WORK/bundle" "$WORK/dir" "$WORK/tarx"

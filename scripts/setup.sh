@@ -22,6 +22,7 @@
 #   rpm, sqlite3, gpg, gpg-agent: rpm package databases (rpmdb.sqlite) made by rpmbuild and
 #                             `rpm -i --justdb`, a gpg-pubkey to import; rpm -qa and sqlite3
 #                             as oracles of the rpmdb and SQLite readers
+#   db5.3-util:               db5.3_load/db5.3_dump: rpm's older Berkeley DB Packages files
 #
 # It also downloads (never installs) Debian's linux-image-cloud-amd64 and unpacks it under
 # $DISKCAST_TEST_ASSETS (default /var/cache/diskcast-tests)/kernel/cloud-amd64: the kernel
@@ -36,7 +37,7 @@ packages=(
   tar gzip xz-utils zstd util-linux
   syslinux syslinux-common isolinux extlinux syslinux-efi systemd-boot-efi grub-efi-amd64-bin
   grub-rescue-pc grub-pc-bin mmdebstrap
-  rpm sqlite3 gpg gpg-agent
+  rpm sqlite3 gpg gpg-agent db5.3-util
 )
 # Packages that must come from backports on bookworm (older releases there are too old).
 backports=(qemu-system-x86 qemu-system-common qemu-system-data seabios e2fsprogs libext2fs2)
@@ -85,7 +86,8 @@ fi
 for tool in qemu-img qemu-io qemu-system-x86_64 kill timeout xorriso genisoimage isoinfo bsdtar 7zz \
   mkudffs udfinfo mkfs.fat fsck.fat mdir mcopy sgdisk sfdisk mke2fs e2fsck debugfs skopeo umoci \
   docker-registry busybox cpio setfattr getfattr tar gzip xz zstd setpriv mkfifo mknod \
-  grub-mkimage mmdebstrap rpm rpmbuild sqlite3 gpg gpg-agent gpgconf; do
+  grub-mkimage mmdebstrap rpm rpmbuild sqlite3 gpg gpg-agent gpgconf \
+  db5.3_load db5.3_dump; do
   command -v "$tool" >/dev/null || { echo "setup: $tool is still missing after install" >&2; exit 1; }
 done
 [ -e /usr/lib/grub-rescue/grub-rescue-cdrom.iso ] || { echo "setup: grub-rescue-pc's ISO is missing after install" >&2; exit 1; }

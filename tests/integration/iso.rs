@@ -237,7 +237,7 @@ fn iso_create_is_reproducible_with_source_date_epoch_and_writes_qcow2() {
 }
 
 /// Boots `disk` in QEMU (TCG) and returns true when `marker` shows on the serial console
-/// within two minutes. `how`: "uefi-cd", "uefi-usb" or "bios-cd".
+/// within two minutes. `how`: "uefi-cd", "uefi-usb", "bios-cd" or "bios-usb".
 fn boots_to_marker(disk: &Path, how: &str, marker: &str, scratch: &Path) -> bool {
     let fw = if how.starts_with("uefi") { Firmware::Uefi } else { Firmware::Bios };
     let bus = if how.ends_with("cd") { Bus::Cdrom } else { Bus::Usb };
@@ -293,9 +293,64 @@ fn iso_create_bootable_hybrid_boots_on_uefi_as_cd_and_usb_and_on_bios() {
     assert!(tool_out("sgdisk", &["-v", iso.to_str().unwrap()]).contains("No problems found"));
     let gpt = tool_out("sfdisk", &["-d", iso.to_str().unwrap()]);
     assert!(gpt.contains("C12A7328-F81F-11D2-BA4B-00A0C93EC93B"), "{gpt}");
+    // isolinux's isohybrid MBR code in the protective MBR, pointing at isolinux.bin.
+    assert_isohybrid_mbr(&iso, "/isolinux/isolinux.bin");
     assert!(boots_to_marker(&iso, "uefi-cd", "DISKCAST_UEFI_OK", t.path()), "no UEFI boot from CD");
     assert!(boots_to_marker(&iso, "uefi-usb", "DISKCAST_UEFI_OK", t.path()), "no UEFI boot from USB");
     assert!(boots_to_marker(&iso, "bios-cd", "Loading DISKCAST_BIOS_OK", t.path()), "no BIOS boot from CD");
+    assert!(boots_to_marker(&iso, "bios-usb", "Loading DISKCAST_BIOS_OK", t.path()), "no BIOS boot from USB");
+}
+
+/// Sector 0 of `iso` holds isolinux's isohdpfx.bin code and, at byte 432, the 512-byte LBA
+/// of `bios_image` as xorriso locates the file; xorriso calls the system area isohybrid.
+fn assert_isohybrid_mbr(iso: &Path, bios_image: &str) {
+    let s0 = read(iso)[..512].to_vec();
+    assert_eq!(s0[..432], std::fs::read("/usr/lib/ISOLINUX/isohdpfx.bin").unwrap()[..], "MBR code");
+    let lba = tool_out("xorriso", &["-indev", iso.to_str().unwrap(), "-find", bios_image, "-exec", "report_lba"]);
+    let lba: u64 = lba
+        .lines()
+        .find(|l| l.starts_with("File data lba:"))
+        .and_then(|l| l.split(',').nth(1))
+        .unwrap_or_else(|| panic!("{lba}"))
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(u64::from_le_bytes(s0[432..440].try_into().unwrap()), lba * 4, "boot image LBA at 432");
+    assert_ne!(s0[440..444], [0, 0, 0, 0], "MBR disk signature");
+    let area = tool_out("xorriso", &["-indev", iso.to_str().unwrap(), "-report_system_area", "plain"]);
+    assert!(area.contains("System area summary: MBR isohybrid"), "{area}");
+}
+
+#[test]
+fn iso_create_hybrid_bios_only_writes_isohybrids_mbr_and_refuses_bad_code() {
+    let t = tempfile::tempdir().unwrap();
+    let (s, iso) = (t.path().join("stage"), t.path().join("bios.iso"));
+    std::fs::create_dir_all(s.join("isolinux")).unwrap();
+    std::fs::copy("/usr/lib/ISOLINUX/isolinux.bin", s.join("isolinux/isolinux.bin")).unwrap();
+    let (src, out) = (s.to_str().unwrap(), iso.to_str().unwrap());
+    dc_ok(&["iso", "create", src, "-o", out, "--boot-bios", "isolinux/isolinux.bin", "--hybrid"]);
+    assert_isohybrid_mbr(&iso, "/isolinux/isolinux.bin");
+    // One active partition of type 0x17 over the whole disc, as isohybrid writes it; the
+    // two tools agree on it.
+    let sectors = std::fs::metadata(&iso).unwrap().len() / 512;
+    let area = tool_out("xorriso", &["-indev", out, "-report_system_area", "plain"]);
+    let want = format!("MBR partition      :   1   0x80  0x17            0 {sectors:>12}");
+    assert!(area.contains(&want), "{want}\n{area}");
+    let fdisk = tool_out("fdisk", &["-l", out]);
+    let row = fdisk.lines().find(|l| l.starts_with(&format!("{out}1"))).unwrap_or_else(|| panic!("{fdisk}"));
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cols[1..5], ["*", "0", &(sectors - 1).to_string(), &sectors.to_string()], "{fdisk}");
+    assert_eq!(cols[6], "17", "{fdisk}");
+    // --hybrid-mbr: a file that is no MBR code, or one that is missing, is refused by name.
+    let big = t.path().join("big.bin");
+    std::fs::write(&big, vec![0u8; 600]).unwrap();
+    let bad = [src, "-o", out, "--boot-bios", "isolinux/isolinux.bin", "--hybrid", "--hybrid-mbr"];
+    let run = |extra: &str| dc(&[&["iso", "create"][..], &bad[..], &[extra]].concat());
+    run(big.to_str().unwrap()).expect_code(1).expect_stderr_all(&["big.bin", "600 bytes"]);
+    run("/nonexistent/isohdpfx.bin").expect_code(1).expect_stderr_all(&["/nonexistent/isohdpfx.bin"]);
+    dc(&["iso", "create", src, "-o", out, "--hybrid-mbr", big.to_str().unwrap()])
+        .expect_code(1)
+        .expect_stderr_all(&["--hybrid-mbr needs --hybrid and --boot-bios"]);
 }
 
 #[test]
@@ -344,6 +399,8 @@ fn iso_remaster_keeps_the_boot_setup_of_a_xorriso_disc() {
     }
     assert!(tool_out("isoinfo", &["-d", "-i", out.to_str().unwrap()]).contains("Volume id: REMASTER"));
     assert!(tool_out("sgdisk", &["-v", out.to_str().unwrap()]).contains("No problems found"));
+    // xorriso's isohybrid MBR code is kept, pointing at where isolinux.bin is now.
+    assert_isohybrid_mbr(&out, "/isolinux/isolinux.bin");
     let listing = tool_out("bsdtar", &["-tf", out.to_str().unwrap()]);
     assert!(listing.contains("extra/new.txt") && !listing.contains("README.txt"), "{listing}");
     let x = t.path().join("x");

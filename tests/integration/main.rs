@@ -35,3 +35,4 @@ mod reproducible;
 mod safety;
 mod trees;
 mod vm;
+mod vm_bios;

@@ -110,6 +110,28 @@ fn azure_takes_fixed_vhds_of_whole_mib_only() {
     assert!(c.contains(&"size-not-whole-mib".to_string()) && c.contains(&"no-partition-table".to_string()), "{c:?}");
     // Not a VHD at all.
     assert_eq!(codes("azure", &s(&raw)), ["format"]);
+
+    // 1 MiB of zeros slipped in before the footer: the file no longer matches the
+    // footer's current size.
+    let mut bytes = read(&ok);
+    let footer = bytes.split_off(bytes.len() - 512);
+    bytes.extend(std::iter::repeat_n(0u8, MIB as usize));
+    bytes.extend(&footer);
+    let padded = d.join("padded.vhd");
+    write_file(&padded, &bytes);
+    assert_eq!(codes("azure", &s(&padded)), ["footer-size-mismatch"]);
+
+    // A qemu-made fixed VHD without force_size (CHS geometry, 32 MiB rounded to
+    // 33562624 bytes) whose current size is then set to 32 MiB, checksum fixed: the
+    // geometry and the file now disagree with the current size.
+    let chs = qconvert(&raw, &d.join("chs.vhd"), &["-O", "vpc", "-o", "subformat=fixed"]);
+    assert_eq!(codes("azure", &s(&chs)), ["size-not-whole-mib"]);
+    let at = file_len(&chs) - 512;
+    patch(&chs, at + 48, &(32 * MIB).to_be_bytes());
+    patch(&chs, at + 64, &[0; 4]);
+    let sum = read(&chs)[at as usize..].iter().fold(0u32, |a, &b| a.wrapping_add(u32::from(b)));
+    patch(&chs, at + 64, &(!sum).to_be_bytes());
+    assert_eq!(codes("azure", &s(&chs)), ["footer-size-mismatch", "geometry-size-mismatch"]);
 }
 
 #[test]
@@ -182,4 +204,249 @@ fn every_disk_profile_wants_a_table_and_a_way_to_boot() {
     // Unknown profiles and unreadable images are errors (exit 1), not verdicts.
     dc(&["check", "--profile", "vbox", &s(&blank)]).expect_code(1).expect_stderr_all(&["azure", "kubevirt"]);
     dc(&["check", "--profile", "qemu", &s(&d.join("missing.qcow2"))]).expect_code(1);
+}
+
+/// `umoci new` + `umoci insert FILE TARGET` into the layout `layout` as tag `tag`.
+fn umoci_image(layout: &Path, tag: &str, file: &Path, target: &str) -> String {
+    if !layout.exists() {
+        run_utc("umoci", &["init", "--layout", &s(layout)]);
+    }
+    let image = format!("{}:{tag}", s(layout));
+    run_utc("umoci", &["new", "--image", &image]);
+    run_utc("umoci", &["insert", "--image", &image, &s(file), target]);
+    format!("oci:{image}")
+}
+
+#[test]
+fn kubevirt_takes_a_container_disk_with_one_readable_bootable_disk_under_disk() {
+    let dir = tmp();
+    let d = dir.path();
+    let layout = d.join("layout");
+    let qcow2 = qconvert(&uefi_disk(d, "boot.raw", 0, true), &d.join("disk.qcow2"), &["-O", "qcow2"]);
+    std::fs::set_permissions(&qcow2, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    // Made by umoci: a world-readable disk under /disk/.
+    let good = umoci_image(&layout, "good", &qcow2, "/disk/disk.qcow2");
+    assert_eq!(codes("kubevirt", &good), Vec::<String>::new());
+    // The same image through skopeo as an OCI archive.
+    let archive = d.join("good.tar");
+    run_utc("skopeo", &["copy", "--quiet", &good, &format!("oci-archive:{}:good", s(&archive))]);
+    assert_eq!(codes("kubevirt", &format!("oci-archive:{}:good", s(&archive))), Vec::<String>::new());
+
+    let private = d.join("private.qcow2");
+    std::fs::copy(&qcow2, &private).unwrap();
+    std::fs::set_permissions(&private, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    assert_eq!(
+        codes("kubevirt", &umoci_image(&layout, "private", &private, "/disk/disk.qcow2")),
+        ["disk-not-readable"]
+    );
+    assert_eq!(codes("kubevirt", &umoci_image(&layout, "elsewhere", &qcow2, "/images/disk.qcow2")), ["no-disk-dir"]);
+    let vmdk = qconvert(&uefi_disk(d, "v.raw", 0, true), &d.join("disk.vmdk"), &["-O", "vmdk"]);
+    std::fs::set_permissions(&vmdk, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    assert_eq!(codes("kubevirt", &umoci_image(&layout, "vmdk", &vmdk, "/disk/disk.vmdk")), ["disk-format"]);
+    let blank = d.join("blank.qcow2");
+    qemu_img(&["create", "-q", "-f", "qcow2", &s(&blank), "32M"]).expect_ok();
+    std::fs::set_permissions(&blank, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    assert_eq!(codes("kubevirt", &umoci_image(&layout, "blank", &blank, "/disk/disk.qcow2")), ["no-partition-table"]);
+}
+
+/// A small busybox root directory with an init script (the vm tests' guest, minus the
+/// boot: these disks are judged by the checker and by qemu-img, skopeo and umoci).
+fn busybox_dir(dir: &Path) -> PathBuf {
+    let root = dir.join("root");
+    for d in ["bin", "sbin", "etc", "dev", "proc", "sys"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("busybox-static is required (/bin/busybox)");
+    std::os::unix::fs::symlink("busybox", root.join("bin/sh")).unwrap();
+    std::fs::write(root.join("sbin/init"), "#!/bin/sh\necho profiles-ok >/dev/console\n/bin/busybox poweroff -f\n")
+        .unwrap();
+    std::fs::set_permissions(root.join("sbin/init"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    root
+}
+
+#[test]
+fn every_profile_of_diskcast_vm_passes_its_own_check() {
+    let dir = tmp();
+    let d = dir.path();
+    let root = busybox_dir(d);
+    let kernel = s(&test_kernel());
+    for (profile, file, fmt) in [
+        ("azure", "vm.vhd", "vpc"),
+        ("esxi", "vm.vmdk", "vmdk"),
+        ("hyperv", "vm.vhdx", "vhdx"),
+        ("qemu", "vm.qcow2", "qcow2"),
+    ] {
+        let out = d.join(file);
+        dc_ok(&["vm", &s(&root), "--kernel", &kernel, "--profile", profile, "-o", &s(&out)]);
+        assert_eq!(codes(profile, &s(&out)), Vec::<String>::new(), "{profile}");
+        assert_eq!(qemu_info_fmt(&out, fmt)["format"], fmt, "{profile}");
+        if fmt != "vpc" {
+            let c = qemu_img_status(&["check", "-f", fmt, &s(&out)]);
+            assert_eq!(c.code, Some(0), "{profile}: {}", c.describe());
+        }
+    }
+    // aws takes what esxi takes.
+    assert_eq!(codes("aws", &s(&d.join("vm.vmdk"))), Vec::<String>::new());
+}
+
+#[test]
+fn vm_profile_kubevirt_writes_a_container_disk() {
+    let dir = tmp();
+    let d = dir.path();
+    let root = busybox_dir(d);
+    let kernel = s(&test_kernel());
+    let layout = d.join("layout");
+    let target = format!("oci:{}:disk", s(&layout));
+    dc_ok(&["vm", &s(&root), "--kernel", &kernel, "--profile", "kubevirt", "-o", &target]);
+    assert_eq!(codes("kubevirt", &target), Vec::<String>::new());
+    let v: serde_json::Value = serde_json::from_str(&run_utc("skopeo", &["inspect", &target])).unwrap();
+    assert_eq!((v["Architecture"].as_str(), v["Os"].as_str()), (Some("amd64"), Some("linux")), "{v}");
+    let bundle = d.join("bundle");
+    run_utc("umoci", &["unpack", "--rootless", "--image", &format!("{}:disk", s(&layout)), &s(&bundle)]);
+    let disk = bundle.join("rootfs/disk/disk.qcow2");
+    qemu_check_clean(&disk);
+    let ls = dc_ok(&["ls", &format!("{}:root", s(&disk)), "/sbin"]).stdout_str();
+    assert!(ls.contains("init"), "{ls}");
+    // Only the layout is left beside it: the temporary qcow2 is gone.
+    let names: Vec<String> =
+        std::fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    assert!(!names.iter().any(|n| n.contains("containerdisk")), "{names:?}");
+
+    // An OCI archive, reproducible under SOURCE_DATE_EPOCH.
+    let (a, b) = (d.join("a.tar"), d.join("b.tar"));
+    for f in [&a, &b] {
+        let t = format!("oci-archive:{}:disk", s(f));
+        dc_epoch(Some("1700000000"), &["vm", &s(&root), "--kernel", &kernel, "--profile", "kubevirt", "-o", &t])
+            .expect_ok();
+    }
+    assert_same_bytes(&a, &b);
+    // Wrong pairings write nothing.
+    let plain = d.join("vm.qcow2");
+    dc(&["vm", &s(&root), "--kernel", &kernel, "--profile", "kubevirt", "-o", &s(&plain)])
+        .expect_code(1)
+        .expect_stderr_all(&["oci:DIR:TAG"]);
+    assert_no_output(&plain);
+    let other = format!("oci:{}:x", s(&d.join("other")));
+    dc(&["vm", &s(&root), "--kernel", &kernel, "--profile", "qemu", "-o", &other]).expect_code(1);
+    dc(&["vm", &s(&root), "--profile", "kubevirt", "-o", &other]).expect_code(1);
+    assert!(!d.join("other").exists());
+}
+
+/// A root directory with the kinds a system tree has: nested dirs, files of several
+/// modes (one empty), relative and absolute symlinks, a hard link.
+fn rootdir(dir: &Path) -> PathBuf {
+    let root = dir.join("rootdir");
+    for d in ["etc/ssh", "usr/bin", "usr/lib/x", "var/empty", "home/user"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    let files: [(&str, u32, Vec<u8>); 5] = [
+        ("etc/os-release", 0o644, b"ID=test\n".to_vec()),
+        ("etc/ssh/key", 0o600, pseudo_random(3000, 1)),
+        ("usr/bin/tool", 0o755, pseudo_random(200_000, 2)),
+        ("usr/lib/x/empty", 0o644, Vec::new()),
+        ("home/user/notes", 0o640, b"hello\n".to_vec()),
+    ];
+    for (p, mode, data) in files {
+        std::fs::write(root.join(p), data).unwrap();
+        std::fs::set_permissions(root.join(p), std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap();
+    }
+    std::fs::set_permissions(root.join("var/empty"), std::os::unix::fs::PermissionsExt::from_mode(0o711)).unwrap();
+    std::os::unix::fs::symlink("../usr/bin/tool", root.join("etc/tool-link")).unwrap();
+    std::os::unix::fs::symlink("/usr/lib/x", root.join("lib")).unwrap();
+    std::fs::hard_link(root.join("usr/bin/tool"), root.join("usr/bin/tool-again")).unwrap();
+    root
+}
+
+/// A VM disk assembled by independent tools: sgdisk (ESP, partition 2 of `root_type`
+/// and optionally a third `8300` partition with the same ext4), mkfs.fat + mtools for the
+/// ESP, `mke2fs -d ROOTDIR` for the root, dd to put them in place, qemu-img to qcow2.
+fn tool_made_vm_disk(dir: &Path, root: &Path, root_type: &str, third: bool) -> PathBuf {
+    let ext4 = dir.join("root.ext4");
+    if !ext4.exists() {
+        run_utc("mke2fs", &["-q", "-t", "ext4", "-d", &s(root), &s(&ext4), "16M"]);
+    }
+    let esp = dir.join("esp.fat");
+    if !esp.exists() {
+        run_utc("mkfs.fat", &["-C", &s(&esp), "20480"]);
+        run_utc("mmd", &["-i", &s(&esp), "::/EFI", "::/EFI/BOOT"]);
+        let efi = dir.join("BOOTX64.EFI");
+        std::fs::write(&efi, pseudo_random(4096, 9)).unwrap();
+        run_utc("mcopy", &["-i", &s(&esp), &s(&efi), "::/EFI/BOOT/BOOTX64.EFI"]);
+    }
+    let raw = dir.join(format!("vm-{root_type}-{third}.raw"));
+    std::fs::File::create(&raw).unwrap().set_len(64 * MIB).unwrap();
+    let mut args = vec!["-n", "1:2048:+20M", "-t", "1:ef00", "-n", "2:0:+16M"];
+    let t2 = format!("2:{root_type}");
+    args.extend(["-t", &t2]);
+    if third {
+        args.extend(["-n", "3:0:+16M", "-t", "3:8300"]);
+    }
+    let r = s(&raw);
+    args.push(&r);
+    run_utc("sgdisk", &args);
+    let dd = |img: &Path, mib: u64| {
+        run_utc(
+            "dd",
+            &[
+                &format!("if={}", s(img)),
+                &format!("of={r}"),
+                "bs=1M",
+                &format!("seek={mib}"),
+                "conv=notrunc",
+                "status=none",
+            ],
+        );
+    };
+    dd(&esp, 1);
+    dd(&ext4, 21);
+    if third {
+        dd(&ext4, 37);
+    }
+    let qcow2 = raw.with_extension("qcow2");
+    qemu_img(&["convert", "-f", "raw", "-O", "qcow2", &r, &s(&qcow2)]).expect_ok();
+    qcow2
+}
+
+#[test]
+fn convert_vm_disk_to_oci_takes_the_root_partition() {
+    use crate::oci_common::{assert_same_min, dir_manifest};
+    let dir = tmp();
+    let d = dir.path();
+    let root = rootdir(d);
+    let want = dir_manifest(&root);
+    // The root found by its Discoverable Partitions type (8304), then by its ext4 alone
+    // (generic Linux type 8300) next to the FAT ESP.
+    for root_type in ["8304", "8300"] {
+        let disk = tool_made_vm_disk(d, &root, root_type, false);
+        let layout = d.join(format!("out-{root_type}"));
+        dc_ok(&["convert", &s(&disk), &format!("oci:{}:latest", s(&layout))]);
+        let bundle = d.join(format!("bundle-{root_type}"));
+        run_utc("umoci", &["unpack", "--rootless", "--image", &format!("{}:latest", s(&layout)), &s(&bundle)]);
+        let mut got = dir_manifest(&bundle.join("rootfs"));
+        // mke2fs makes lost+found; it is part of the filesystem, empty.
+        let lf = got.remove("lost+found").unwrap_or_else(|| panic!("no lost+found: {got:?}"));
+        assert!(lf.starts_with("d 700 0:0"), "{lf}");
+        assert_same_min(&got, &want, &format!("rootfs of a {root_type} root via convert + umoci"));
+    }
+    // Two Linux partitions: an error naming them and DISK:PART; naming one works.
+    let two = tool_made_vm_disk(d, &root, "8300", true);
+    let out = format!("oci:{}:latest", s(&d.join("two")));
+    dc(&["convert", &s(&two), &out]).expect_code(1).expect_stderr_all(&["several", "2 (linux)", "3 (linux)", ":PART"]);
+    assert!(!d.join("two").exists());
+    dc_ok(&["convert", &format!("{}:3", s(&two)), &out]);
+    let bundle = d.join("bundle-two");
+    run_utc("umoci", &["unpack", "--rootless", "--image", &format!("{}:latest", s(&d.join("two"))), &s(&bundle)]);
+    let mut got = dir_manifest(&bundle.join("rootfs"));
+    got.remove("lost+found");
+    assert_same_min(&got, &want, "rootfs of DISK:3");
+    // An XFS root (its magic; ext4's wiped) is chosen over the ESP, and refused by name.
+    let xfs = d.join("xfs.raw");
+    std::fs::copy(d.join("vm-8300-false.raw"), &xfs).unwrap();
+    patch(&xfs, 21 * MIB, b"XFSB");
+    patch(&xfs, 21 * MIB + 1024 + 56, &[0, 0]);
+    let out = format!("oci:{}:latest", s(&d.join("xfs")));
+    dc(&["convert", &s(&xfs), &out])
+        .expect_code(1)
+        .expect_stderr_all(&["partition 2", "holds XFS, which diskcast cannot read"]);
+    assert!(!d.join("xfs").exists());
 }

@@ -97,12 +97,19 @@ impl ImageFile {
     /// Lets large aligned writes bypass the page cache through a second handle on
     /// `open_path` (the file itself, by the path it was created under). A filesystem
     /// without `O_DIRECT` simply keeps every write buffered.
-    pub fn with_direct_writes(mut self, open_path: &Path) -> Self {
+    pub fn with_direct_writes(self, open_path: &Path) -> Self {
         use std::os::unix::fs::OpenOptionsExt;
         let flags = rustix::fs::OFlags::DIRECT.bits() as i32;
-        if let Ok(file) = std::fs::OpenOptions::new().write(true).custom_flags(flags).open(open_path) {
-            self.direct = Some(Direct { file, off: std::sync::atomic::AtomicBool::new(false) });
+        match std::fs::OpenOptions::new().write(true).custom_flags(flags).open(open_path) {
+            Ok(file) => self.with_direct_handle(file),
+            Err(_) => self,
         }
+    }
+
+    /// The same with a handle the caller opened with `O_DIRECT` on this very file (for
+    /// files opened relative to a directory handle, as extraction does).
+    pub fn with_direct_handle(mut self, file: File) -> Self {
+        self.direct = Some(Direct { file, off: std::sync::atomic::AtomicBool::new(false) });
         self
     }
 

@@ -5,6 +5,7 @@
 //! kernel on the ESP (FAT) means every loader, UEFI or BIOS, reads it the same way.
 #![forbid(unsafe_code)]
 
+pub mod grub_bios;
 pub mod systemd_boot;
 
 /// One bootable entry, as every loader sees it.

@@ -14,6 +14,7 @@ use diskcast_tree::{Content, FileData, Kind, Meta, Node, NodeId, StreamCursor, T
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, Timespec, Timestamps, XattrFlags};
 use std::collections::HashMap;
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -55,6 +56,8 @@ pub struct ExtractReport {
 const MAX_MESSAGES: usize = 1000;
 
 /// Bytes read and written at a time per file.
+/// Files at least this large are written bypassing the page cache.
+const DIRECT_FILE_MIN: u64 = 1 << 20;
 const CHUNK: usize = 1 << 20;
 
 /// Writes `tree` into `dir`, which must be an empty directory or not exist yet (it is
@@ -340,14 +343,23 @@ impl Extractor {
         .map_err(|e| sys(e, "cannot create", path))?;
         let file = std::fs::File::from(fd);
         file.set_len(f.size).map_err(|e| Error::io(format!("cannot size {}", display_name(path)), e))?;
-        let (written, covered) = write_data(f, &file, cursor, buf, progress)
+        let mut out = ImageFile::from_file(file, Path::new(std::ffi::OsStr::from_bytes(path)));
+        if f.size >= DIRECT_FILE_MIN {
+            // Large files skip the page cache (see ImageFile::write_all_at); where the
+            // filesystem refuses O_DIRECT the file is written buffered as before.
+            let flags = OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::DIRECT;
+            if let Ok(d) = rustix::fs::openat2(&self.root, path, flags, Mode::empty(), BENEATH) {
+                out = out.with_direct_handle(std::fs::File::from(d));
+            }
+        }
+        let (written, covered) = write_data(f, &out, cursor, buf, progress)
             .map_err(|e| Error::new(e.kind(), format!("{}: {}", display_name(path), e.message())))?;
         progress.advance(f.size.saturating_sub(covered));
         self.count(|r| {
             r.files += 1;
             r.bytes += written;
         });
-        self.fd_meta(&file, node, path);
+        self.fd_meta(out.file(), node, path);
         Ok(())
     }
 
@@ -421,12 +433,11 @@ impl Extractor {
 /// data ranges covered.
 fn write_data(
     f: &FileData,
-    file: &std::fs::File,
+    file: &ImageFile,
     cursor: &mut Option<StreamCursor>,
     buf: &mut [u8],
     progress: &dyn Progress,
 ) -> Result<(u64, u64)> {
-    use std::os::unix::fs::FileExt;
     // A host file is opened once, for its holes and its bytes.
     let host = match &f.content {
         Content::Host(p) => Some(ImageFile::open(p)?),
@@ -468,7 +479,7 @@ fn write_data(
                 _ => f.read_at(chunk, pos)?,
             }
             if !chunk.iter().all(|&b| b == 0) {
-                file.write_all_at(chunk, pos).map_err(|e| Error::io("cannot write", e))?;
+                file.write_all_at(chunk, pos)?;
                 written += n as u64;
             }
             progress.advance(n as u64);

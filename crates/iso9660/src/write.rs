@@ -38,6 +38,22 @@ pub struct IsoOptions {
     /// Put a protective MBR and a GPT naming the UEFI image as EFI System Partition in
     /// the system area, so the image written raw to a USB stick boots on UEFI.
     pub hybrid: bool,
+    /// With `hybrid`: MBR boot code (isolinux's isohdpfx.bin, at most 432 bytes) that
+    /// starts the BIOS image from a USB stick, patched as isohybrid does.
+    pub hybrid_mbr: Option<Vec<u8>>,
+}
+
+/// Bytes of MBR boot code isohybrid's MBR holds: the boot image's 512-byte LBA follows
+/// at 432 (8 bytes), then the disk signature at 440.
+pub const HYBRID_MBR_CODE: usize = 432;
+/// isolinux.bin carries this little-endian word at byte 0x40 when it has the entry point
+/// the isohybrid MBR code jumps to (isolinux 3.72 and later).
+pub const ISOLINUX_HYBRID_MAGIC: u32 = 0x7078_c0fb;
+
+/// True when `image` (the start of a BIOS boot image) is an isolinux.bin the isohybrid MBR
+/// code can start.
+pub fn is_isohybrid_capable(image: &[u8]) -> bool {
+    image.get(0x40..0x44).is_some_and(|m| u32::from_le_bytes([m[0], m[1], m[2], m[3]]) == ISOLINUX_HYBRID_MAGIC)
 }
 
 impl Default for IsoOptions {
@@ -50,6 +66,7 @@ impl Default for IsoOptions {
             boot_bios: None,
             boot_uefi: None,
             hybrid: false,
+            hybrid_mbr: None,
         }
     }
 }
@@ -534,8 +551,23 @@ impl<'t> Layout<'t> {
         let opts = self.opts;
         let bios = opts.boot_bios.as_deref().map(|p| self.find(p, "--boot-bios")).transpose()?;
         let uefi = opts.boot_uefi.as_deref().map(|p| self.find(p, "--boot-uefi")).transpose()?;
-        if opts.hybrid && uefi.is_none() {
-            return Err(Error::argument("--hybrid needs --boot-uefi (the GPT names the UEFI image)"));
+        if let Some(code) = &opts.hybrid_mbr {
+            if !opts.hybrid || bios.is_none() {
+                return Err(Error::argument(
+                    "an isohybrid MBR needs --hybrid and --boot-bios (it starts the BIOS image)",
+                ));
+            }
+            if code.len() > HYBRID_MBR_CODE {
+                return Err(Error::argument(format!(
+                    "the hybrid MBR code is {} bytes; an isohybrid MBR holds {HYBRID_MBR_CODE}",
+                    code.len()
+                )));
+            }
+        }
+        if opts.hybrid && uefi.is_none() && opts.hybrid_mbr.is_none() {
+            return Err(Error::argument(
+                "--hybrid needs --boot-uefi (the GPT names the UEFI image) or a BIOS image with isolinux's hybrid MBR",
+            ));
         }
         let booting = bios.is_some() || uefi.is_some();
         // Sizes first (records have fixed sizes whatever the locations): a dry run, which
@@ -657,6 +689,12 @@ impl<'t> Layout<'t> {
                 let t = boot_info_table(&b, pvd, self.files[id].0);
                 b[8..64].copy_from_slice(&t);
             }
+            if opts.hybrid_mbr.is_some() && !is_isohybrid_capable(&b) {
+                self.warnings.push(format!(
+                    "--boot-bios {}: no isolinux hybrid signature at byte 0x40; the MBR code may not start it from a USB stick",
+                    opts.boot_bios.as_deref().unwrap_or_default()
+                ));
+            }
             self.patched.insert(*id, b);
         }
         // A backup GPT needs 33 sectors of 512 bytes at the end.
@@ -738,13 +776,27 @@ impl<'t> Layout<'t> {
                 None => img.place(start, f.size, Piece::File { data: f, offset: 0 })?,
             }
         }
+        let mbr_code = opts.hybrid_mbr.as_deref().zip(bios.as_ref().map(|(id, _)| self.files[id].0));
         if opts.hybrid
             && let Some((id, f)) = &uefi
         {
             let esp = (u64::from(self.files[id].0) * 4, f.size.div_ceil(512));
-            let (head, tail) = gpt(u64::from(total) * 4, esp, opts.now);
+            let (mut head, tail) = gpt(u64::from(total) * 4, esp, opts.now);
+            if let Some((code, bios_lba)) = mbr_code {
+                isohybrid_mbr(&mut head[..512], code, bios_lba, opts.now);
+            }
             img.place_bytes(0, head)?;
             img.place_bytes(u64::from(total) * SECTOR - tail.len() as u64, tail)?;
+        } else if let Some((code, bios_lba)) = mbr_code {
+            // BIOS only: an MBR whose one active partition spans the disc, as isohybrid
+            // writes it.
+            let mut mbr = vec![0u8; 512];
+            isohybrid_mbr(&mut mbr, code, bios_lba, opts.now);
+            let sectors = u64::from(total) * 4;
+            mbr[446..462].copy_from_slice(&mbr_entry(0x80, 0x17, 0, sectors));
+            mbr[510] = 0x55;
+            mbr[511] = 0xAA;
+            img.place_bytes(0, mbr)?;
         }
         Ok(BuiltIso { image: img.seal()?, warnings: self.warnings })
     }
@@ -903,6 +955,38 @@ fn catalog_bytes(bios: Option<(u32, u64)>, uefi: Option<(u32, u64)>) -> Vec<u8> 
         (None, None) => {}
     }
     c
+}
+
+/// Puts isohybrid's MBR code into `mbr` (sector 0): the code, the BIOS image's LBA in
+/// 512-byte sectors at 432 (where the code looks for it), and a disk signature derived
+/// from the build time at 440. The partition entries and 55 AA are the caller's.
+fn isohybrid_mbr(mbr: &mut [u8], code: &[u8], bios_lba: u32, now: i64) {
+    mbr[..HYBRID_MBR_CODE].fill(0);
+    mbr[..code.len()].copy_from_slice(code);
+    mbr[432..440].copy_from_slice(&(u64::from(bios_lba) * 4).to_le_bytes());
+    let sig = ((now as u64).wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as u32 | 1;
+    mbr[440..444].copy_from_slice(&sig.to_le_bytes());
+    mbr[444..446].fill(0);
+}
+
+/// A 16-byte MBR entry with CHS values for isohybrid's geometry (64 heads, 32 sectors),
+/// clamped past 1024 cylinders.
+fn mbr_entry(status: u8, kind: u8, lba: u64, sectors: u64) -> [u8; 16] {
+    let chs = |l: u64| -> [u8; 3] {
+        let (c, h, s) = (l / (64 * 32), (l / 32) % 64, l % 32 + 1);
+        if c > 1023 {
+            return [0xfe, 0xff, 0xff];
+        }
+        [h as u8, (s as u8) | (((c >> 2) & 0xc0) as u8), c as u8]
+    };
+    let mut e = [0u8; 16];
+    e[0] = status;
+    e[1..4].copy_from_slice(&chs(lba));
+    e[4] = kind;
+    e[5..8].copy_from_slice(&chs(lba + sectors.saturating_sub(1)));
+    e[8..12].copy_from_slice(&u32::try_from(lba).unwrap_or(u32::MAX).to_le_bytes());
+    e[12..16].copy_from_slice(&u32::try_from(sectors).unwrap_or(u32::MAX).to_le_bytes());
+    e
 }
 
 /// A protective MBR plus primary GPT (for the first 32 KiB) and the backup GPT (for the

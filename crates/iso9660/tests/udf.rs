@@ -139,3 +139,52 @@ fn udf_partition_reference_out_of_range() {
     diskcast_testkit::assert_error(&e, diskcast_block::ErrorKind::Corrupt, "partition reference 9 is out of range");
     assert_eq!(e.field(), Some("partition_reference"));
 }
+
+/// A file over 4 GiB in UDF, as genisoimage writes it with `-allow-limited-size`: one file
+/// entry with a 64-bit length in UDF, the ISO 9660 side shrunk to the length modulo 4 GiB.
+/// The UDF tree's file is compared byte for byte with the source, its size with 7-Zip's
+/// listing; the Rock Ridge tree shows the shrunk size, as genisoimage documents.
+#[test]
+fn udf_file_over_4_gib_from_genisoimage() {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    const SIZE: u64 = (4 << 30) + 123_456;
+    let t = tempfile::tempdir().unwrap();
+    let (src, iso) = (t.path().join("src"), t.path().join("big.iso"));
+    std::fs::create_dir_all(src.join("sources")).unwrap();
+    let wim = src.join("sources/install.wim");
+    {
+        let mut f = std::fs::File::create(&wim).unwrap();
+        f.set_len(SIZE).unwrap();
+        f.write_all(b"MSWIM\0\0\0").unwrap();
+        // Marks on both sides of the 4 GiB boundary and at the end.
+        for (off, mark) in [((4u64 << 30) - 3, &b"EDGE"[..]), (SIZE - 4, b"TAIL")] {
+            f.seek(SeekFrom::Start(off)).unwrap();
+            f.write_all(mark).unwrap();
+        }
+    }
+    std::fs::write(src.join("README.TXT"), b"UDF holds the big file\n").unwrap();
+    run(
+        "genisoimage",
+        &["-quiet", "-udf", "-allow-limited-size", "-R", "-J", "-o", iso.to_str().unwrap(), src.to_str().unwrap()],
+    );
+
+    let listing = run("7zz", &["l", "-tUdf", iso.to_str().unwrap()]);
+    assert!(listing.lines().any(|l| l.contains(&SIZE.to_string()) && l.ends_with("install.wim")), "{listing}");
+    let udf = read(&iso, None);
+    let id = udf.resolve(b"sources/install.wim", false).unwrap();
+    let file = udf.node(id).as_file().unwrap();
+    assert_eq!(file.size, SIZE);
+    let mut expect = std::fs::File::open(&wim).unwrap();
+    let (mut a, mut b) = (vec![0u8; 8 << 20], vec![0u8; 8 << 20]);
+    let mut pos = 0u64;
+    while pos < SIZE {
+        let n = (SIZE - pos).min(a.len() as u64) as usize;
+        file.read_at(&mut a[..n], pos).unwrap();
+        expect.read_exact(&mut b[..n]).unwrap();
+        assert!(a[..n] == b[..n], "install.wim differs in the 8 MiB at {pos}");
+        pos += n as u64;
+    }
+    let rr = read(&iso, Some("rockridge"));
+    let id = rr.resolve(b"sources/install.wim", false).unwrap();
+    assert_eq!(rr.node(id).as_file().unwrap().size, SIZE % (4 << 30));
+}

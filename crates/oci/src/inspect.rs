@@ -1,7 +1,8 @@
 //! `oci inspect`: what an image is made of. The layers are read once (to measure them
 //! and to check their digests), flattened, and the package databases of the result are
 //! read: dpkg (`/var/lib/dpkg/status`), apk (`/lib/apk/db/installed`), rpm
-//! (`rpmdb.sqlite` under `/var/lib/rpm` or `/usr/lib/sysimage/rpm`; see [`crate::rpmdb`]).
+//! (`rpmdb.sqlite`, or the older Berkeley DB `Packages`, under `/var/lib/rpm` or
+//! `/usr/lib/sysimage/rpm`; see [`crate::rpmdb`]).
 
 use crate::digest::Digest;
 use crate::flatten::{apply_layer, scan_all};
@@ -236,9 +237,12 @@ pub struct Found {
 /// Where rpm keeps its sqlite database (Fedora 36+ moved it to /usr/lib/sysimage/rpm and
 /// left /var/lib/rpm a symlink to it).
 const RPMDB_SQLITE: [&[u8]; 2] = [b"var/lib/rpm/rpmdb.sqlite", b"usr/lib/sysimage/rpm/rpmdb.sqlite"];
+/// Where rpm before 4.16 kept its Berkeley DB `Packages`.
+const RPMDB_BDB: [&[u8]; 2] = [b"var/lib/rpm/Packages", b"usr/lib/sysimage/rpm/Packages"];
 
-/// The installed packages, from whichever database the image has. A damaged rpm
-/// database is reported in [`Found::error`] rather than failing the whole inspection.
+/// The installed packages, from whichever database the image has (dpkg, apk, rpm's
+/// sqlite, rpm's Berkeley DB). A damaged rpm database is reported in [`Found::error`]
+/// rather than failing the whole inspection.
 pub fn packages(tree: &Tree) -> Result<Found> {
     if let Some(b) = read_file(tree, b"var/lib/dpkg/status", MAX_DB_BYTES)? {
         return Ok(Found {
@@ -254,37 +258,38 @@ pub fn packages(tree: &Tree) -> Result<Found> {
             error: None,
         });
     }
-    for path in RPMDB_SQLITE {
+    // rpm 4.16+ (sqlite), then rpm before 4.16 (RHEL/CentOS 7 and 8, older Fedora: a
+    // Berkeley DB hash file); the first one present is read.
+    let rpm = RPMDB_SQLITE.iter().map(|p| (*p, true)).chain(RPMDB_BDB.iter().map(|p| (*p, false)));
+    for (path, sqlite) in rpm {
         let shown = format!("/{}", String::from_utf8_lossy(path));
         let read = || -> Result<Option<Vec<Package>>> {
-            let Some(main) = read_file(tree, path, crate::rpmdb::MAX_DB_BYTES)? else { return Ok(None) };
+            let max = if sqlite { crate::rpmdb::MAX_DB_BYTES } else { crate::rpmdb::MAX_BDB_BYTES };
+            let Some(main) = read_file(tree, path, max)? else { return Ok(None) };
+            if !sqlite {
+                return crate::rpmdb::read_bdb(&shown, &main).map(Some);
+            }
             let mut wal_path = path.to_vec();
             wal_path.extend_from_slice(b"-wal");
-            let wal = read_file(tree, &wal_path, crate::rpmdb::MAX_DB_BYTES)?;
+            let wal = read_file(tree, &wal_path, max)?;
             crate::rpmdb::read_sqlite(&shown, main, wal).map(Some)
         };
+        let rpm = Some("rpm".to_string());
         match read() {
             Ok(None) => continue,
-            Ok(Some(packages)) => return Ok(Found { packages, manager: Some("rpm".into()), error: None }),
-            Err(e) => {
-                return Ok(Found { packages: Vec::new(), manager: Some("rpm".into()), error: Some(e.to_string()) });
-            }
+            Ok(Some(packages)) => return Ok(Found { packages, manager: rpm, error: None }),
+            Err(e) => return Ok(Found { packages: Vec::new(), manager: rpm, error: Some(e.to_string()) }),
         }
     }
-    // rpm before 4.16 (RHEL/CentOS 7 and 8, older Fedora): a BerkeleyDB hash database;
     // openSUSE Leap 15's rpm: its own "ndb" format. Named, not read.
-    for (path, what) in [
-        (&b"var/lib/rpm/Packages"[..], "a BerkeleyDB database (rpm before 4.16: RHEL/CentOS 7 and 8)"),
-        (b"usr/lib/sysimage/rpm/Packages", "a BerkeleyDB database (rpm before 4.16)"),
-        (b"var/lib/rpm/Packages.db", "an ndb database (openSUSE Leap 15)"),
-        (b"usr/lib/sysimage/rpm/Packages.db", "an ndb database (openSUSE Leap 15)"),
-    ] {
+    for path in [&b"var/lib/rpm/Packages.db"[..], b"usr/lib/sysimage/rpm/Packages.db"] {
         if tree.resolve(path, true).is_ok_and(|id| tree.node(id).as_file().is_some()) {
             return Ok(Found {
                 packages: Vec::new(),
                 manager: Some("rpm".into()),
                 error: Some(format!(
-                    "/{} is {what}; only rpm's sqlite database (rpm 4.16 and later) is read",
+                    "/{} is an rpm ndb database (openSUSE Leap 15), which is not read; rpm's sqlite and \
+                     Berkeley DB databases are",
                     String::from_utf8_lossy(path)
                 )),
             });

@@ -9,6 +9,7 @@
 //! image-index.md, config.md, layer.md) and distribution-spec.
 #![forbid(unsafe_code)]
 
+pub mod bdb;
 pub mod blobs;
 pub mod digest;
 pub mod flatten;

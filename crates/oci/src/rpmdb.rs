@@ -4,6 +4,10 @@
 //! 8-byte magic: index count and data length (big-endian u32s), that many 16-byte index
 //! entries (tag, type, offset into the data, count), then the data.
 //!
+//! rpm before 4.16 (RHEL/CentOS 7 and 8) kept the same header blobs in a Berkeley DB
+//! hash file, `Packages`, keyed by the 4-byte instance number in the machine's byte
+//! order; key 0 holds rpm's next-instance counter, not a package ([`read_bdb`]).
+//!
 //! `gpg-pubkey` pseudo-packages (imported signing keys) are listed, as `rpm -qa` lists
 //! them; they have no architecture.
 
@@ -171,6 +175,33 @@ pub fn read_sqlite(name: &str, main: Vec<u8>, wal: Option<Vec<u8>>) -> Result<Ve
         out.push(Header::parse(blob).and_then(|h| h.package()).map_err(bad)?);
         Ok(())
     })?;
+    out.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.version.cmp(&b.version)));
+    Ok(out)
+}
+
+/// Largest BerkeleyDB `Packages` read (they run to a few hundred MiB on big hosts,
+/// rarely over 100 MiB in images).
+pub const MAX_BDB_BYTES: u64 = 512 << 20;
+
+/// The packages in a Berkeley DB `Packages` hash file (named `name` in errors).
+pub fn read_bdb(name: &str, bytes: &[u8]) -> Result<Vec<Package>> {
+    let db = crate::bdb::hash_pairs(name, bytes)?;
+    let mut out = Vec::new();
+    for (key, blob) in &db.pairs {
+        let Ok(k) = <[u8; 4]>::try_from(key.as_slice()) else {
+            return Err(Error::corrupt(format!("a Packages key of {} bytes (4 expected)", key.len()))
+                .with_file(name)
+                .with_field("key"));
+        };
+        let hnum = if db.big_endian { u32::from_be_bytes(k) } else { u32::from_le_bytes(k) };
+        if hnum == 0 {
+            continue; // rpm's next-instance counter
+        }
+        let bad = |(field, m): Bad| {
+            Error::corrupt(format!("package header hnum {hnum}: {m}")).with_file(name).with_field(field)
+        };
+        out.push(Header::parse(blob).and_then(|h| h.package()).map_err(bad)?);
+    }
     out.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.version.cmp(&b.version)));
     Ok(out)
 }

@@ -211,3 +211,213 @@ fn hostile_rpmdb_in_an_image_is_reported_not_fatal() {
     assert!(err.contains("/var/lib/rpm/rpmdb.sqlite") && err.contains("page"), "{err}");
     assert!(!r.layers.is_empty());
 }
+
+/// 3000 reproducible mutants of a small database holding only rpm's Packages table
+/// (1 KiB pages, so every page is a b-tree or overflow page that matters): none may
+/// panic or hang, and every error must be about the input and name it.
+#[test]
+fn mutated_rpm_databases_never_panic() {
+    use diskcast_testkit::hostile::{Mutator, Rng};
+    let tmp = tempfile::tempdir().unwrap();
+    let dbdir = tmp.path().join("db");
+    make_rpmdb(&dbdir, 5);
+    let small = tmp.path().join("small.db");
+    run(
+        "sqlite3",
+        &[
+            small.to_str().unwrap(),
+            &format!(
+                "PRAGMA page_size=1024; ATTACH '{}' AS r; \
+                 CREATE TABLE Packages (hnum INTEGER PRIMARY KEY AUTOINCREMENT, blob BLOB NOT NULL); \
+                 INSERT INTO Packages SELECT * FROM r.Packages;",
+                dbdir.join("rpmdb.sqlite").display()
+            ),
+        ],
+    );
+    let seed = std::fs::read(&small).unwrap();
+    assert_eq!(rpmdb::read_sqlite("m.db", seed.clone(), None).unwrap().len(), 7);
+    let len = seed.len();
+    let mutator = Mutator::new(seed, &[(0, 1024), (1024, len)]);
+    let mut rng = Rng::new(0x5eed_4b9d);
+    let (mut ok, mut failed) = (0, 0);
+    let mutants: Vec<(Vec<u8>, String)> = (0..3000).map(|_| mutator.mutant(&mut rng)).collect();
+    let results = within(120, "3000 rpmdb mutants", move || {
+        mutants
+            .into_iter()
+            .map(|(m, what)| (rpmdb::read_sqlite("m.db", m, None).map(|p| p.len()), what))
+            .collect::<Vec<_>>()
+    });
+    for (r, what) in results {
+        match r {
+            Ok(_) => ok += 1,
+            Err(e) => {
+                failed += 1;
+                assert_input_error(&e, "m.db", &what);
+            }
+        }
+    }
+    assert!(failed > 500 && ok > 100, "{ok} read, {failed} refused");
+}
+
+// ---- rpm's Berkeley DB Packages (rpm before 4.16) ----
+
+/// db5.3_dump's key/data pairs (hex), sorted.
+fn db_dump(path: &Path) -> Vec<(String, String)> {
+    let out = run("db5.3_dump", &[path.to_str().unwrap()]);
+    let items: Vec<&str> = out
+        .lines()
+        .skip_while(|l| *l != "HEADER=END")
+        .skip(1)
+        .take_while(|l| *l != "DATA=END")
+        .map(|l| l.trim_start())
+        .collect();
+    let mut pairs: Vec<(String, String)> = items.chunks(2).map(|c| (c[0].to_string(), c[1].to_string())).collect();
+    pairs.sort();
+    pairs
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[test]
+fn berkeley_db_packages_list_as_rpm_qa_and_db_dump() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dbdir = tmp.path().join("db");
+    make_rpmdb(&dbdir, 60);
+    let want = rpm_qa(&dbdir);
+    assert_eq!(want.len(), 62);
+    for (ps, lorder) in [(4096, 1234), (512, 4321), (16384, 1234)] {
+        let out = tmp.path().join(format!("Packages-{ps}-{lorder}"));
+        make_rpm_bdb(&dbdir.join("rpmdb.sqlite"), &out, ps, lorder);
+        let bytes = std::fs::read(&out).unwrap();
+        let db = diskcast_oci::bdb::hash_pairs("Packages", &bytes).unwrap();
+        assert_eq!(db.big_endian, lorder == 4321);
+        let mut ours: Vec<(String, String)> = db.pairs.iter().map(|(k, d)| (hex(k), hex(d))).collect();
+        ours.sort();
+        assert_eq!(ours, db_dump(&out), "page size {ps}, byte order {lorder}");
+        assert_eq!(lines(&rpmdb::read_bdb("Packages", &bytes).unwrap()), want, "page size {ps}, byte order {lorder}");
+    }
+}
+
+#[test]
+fn inspect_lists_the_packages_of_a_berkeley_db_rpmdb_in_an_image() {
+    let tmp = tempfile::tempdir().unwrap();
+    let img = tmp.path().join("img");
+    make_image(&img);
+    let dbdir = tmp.path().join("db");
+    make_rpmdb(&dbdir, 10);
+    let root = tmp.path().join("root");
+    std::fs::create_dir_all(root.join("var/lib/rpm")).unwrap();
+    make_rpm_bdb(&dbdir.join("rpmdb.sqlite"), &root.join("var/lib/rpm/Packages"), 4096, 1234);
+    let image_ref = format!("{}:t", img.display());
+    run("umoci", &["insert", "--image", &image_ref, root.join("var").to_str().unwrap(), "/var"]);
+    let r = inspect(&open(&format!("oci:{image_ref}"), &OpenOptions::default()).unwrap(), 2).unwrap();
+    assert_eq!((r.package_manager.as_deref(), r.package_error.as_deref()), (Some("rpm"), None));
+    assert_eq!(lines(&r.packages), rpm_qa(&dbdir));
+}
+
+/// Big-endian 512-byte pages: (a hash page, the offset of an off-page data item on it,
+/// an overflow page with a successor), found by walking the pages' type bytes.
+fn bdb_landmarks(b: &[u8]) -> (usize, usize, usize) {
+    let pages = b.len() / 512;
+    let be16 = |at: usize| usize::from(u16::from_be_bytes([b[at], b[at + 1]]));
+    let (hash, item) = (1..pages)
+        .filter(|&n| b[n * 512 + 25] == 13)
+        .find_map(|n| {
+            let entries = be16(n * 512 + 20);
+            (1..entries).step_by(2).map(|i| be16(n * 512 + 26 + 2 * i)).find(|&o| b[n * 512 + o] == 3).map(|o| (n, o))
+        })
+        .unwrap();
+    let ov = (1..pages).find(|&n| b[n * 512 + 25] == 7 && b[n * 512 + 16..n * 512 + 20] != [0; 4]).unwrap();
+    (hash, item, ov)
+}
+
+#[test]
+fn hostile_berkeley_db_packages() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dbdir = tmp.path().join("db");
+    make_rpmdb(&dbdir, 4);
+    let file = tmp.path().join("Packages");
+    make_rpm_bdb(&dbdir.join("rpmdb.sqlite"), &file, 512, 4321);
+    let seed = std::fs::read(&file).unwrap();
+    let (hash, inp1, ov) = bdb_landmarks(&seed);
+    let set = |b: &mut Vec<u8>, at: usize, v: &[u8]| b[at..at + v.len()].copy_from_slice(v);
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "last page past the end",
+            {
+                let mut b = seed.clone();
+                set(&mut b, 32, &100_000u32.to_be_bytes());
+                b
+            },
+            "last_pgno",
+        ),
+        (
+            "item offset past the page",
+            {
+                let mut b = seed.clone();
+                set(&mut b, hash * 512 + 26, &0x7000u16.to_be_bytes());
+                b
+            },
+            "item_offset",
+        ),
+        (
+            "off-page length 4 GiB",
+            {
+                let mut b = seed.clone();
+                set(&mut b, hash * 512 + inp1 + 8, &u32::MAX.to_be_bytes());
+                b
+            },
+            "tlen",
+        ),
+        (
+            "overflow chain cycle",
+            {
+                let mut b = seed.clone();
+                set(&mut b, ov * 512 + 16, &(ov as u32).to_be_bytes());
+                b
+            },
+            "overflow_pgno",
+        ),
+        (
+            "overflow page 0",
+            {
+                let mut b = seed.clone();
+                set(&mut b, hash * 512 + inp1 + 4, &0u32.to_be_bytes());
+                b
+            },
+            "overflow_pgno",
+        ),
+        (
+            "odd item count",
+            {
+                let mut b = seed.clone();
+                b[hash * 512 + 21] |= 1;
+                b
+            },
+            "entries",
+        ),
+    ];
+    for (what, bytes, field) in cases {
+        let e = within(10, what, move || rpmdb::read_bdb("bad/Packages", &bytes)).unwrap_err();
+        assert_input_error(&e, "bad/Packages", what);
+        assert_eq!(e.field(), Some(field), "{what}: {e}");
+    }
+    // 3000 mutants: no panic, no hang, errors about the input.
+    use diskcast_testkit::hostile::{Mutator, Rng};
+    let mutator = Mutator::new(seed.clone(), &[(0, 512), (512, seed.len())]);
+    let mut rng = Rng::new(0xbdb);
+    let mutants: Vec<(Vec<u8>, String)> = (0..3000).map(|_| mutator.mutant(&mut rng)).collect();
+    let results = within(120, "3000 bdb mutants", move || {
+        mutants
+            .into_iter()
+            .map(|(m, what)| (rpmdb::read_bdb("m/Packages", &m).map(|p| p.len()), what))
+            .collect::<Vec<_>>()
+    });
+    for (r, what) in results {
+        if let Err(e) = r {
+            assert_input_error(&e, "m/Packages", &what);
+        }
+    }
+}

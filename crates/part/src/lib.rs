@@ -23,7 +23,7 @@ mod plan;
 mod types;
 mod view;
 
-pub use plan::{ALIGN, DiskPlan, PartSpec, PlannedPart};
+pub use plan::{ALIGN, BOOT_CODE_LEN, DiskPlan, PartSpec, PlannedPart};
 pub use types::PartType;
 pub use uuid::Uuid;
 pub use view::PartitionView;

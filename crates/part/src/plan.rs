@@ -50,7 +50,13 @@ pub struct DiskPlan {
     pub disk_guid: Uuid,
     /// The partitions in order.
     pub parts: Vec<PlannedPart>,
+    /// Boot code for the first bytes of sector 0 (the protective MBR of a GPT, or the
+    /// MBR): what a BIOS runs when it boots the disk.
+    boot_code: Option<Vec<u8>>,
 }
+
+/// Bytes of sector 0 that hold boot code: the disk signature follows at 440.
+pub const BOOT_CODE_LEN: usize = 440;
 
 fn round_up(x: u64, to: u64) -> Result<u64> {
     x.div_ceil(to).checked_mul(to).ok_or_else(|| Error::argument("size overflows"))
@@ -68,6 +74,9 @@ impl DiskPlan {
             TableKind::Gpt => gpt::ENTRY_COUNT as usize,
             TableKind::Mbr => 4,
         };
+        if kind == TableKind::Mbr && specs.iter().any(|s| s.kind == PartType::BiosBoot) {
+            return Err(Error::argument("a BIOS boot partition is a GPT partition type; an MBR disk has none"));
+        }
         if specs.len() > max {
             return Err(Error::argument(format!("a {} table holds at most {max} partitions here", kind.name())));
         }
@@ -95,13 +104,40 @@ impl DiskPlan {
         if kind == TableKind::Mbr && disk_size / SECTOR > u64::from(u32::MAX) {
             return Err(Error::argument("an MBR table addresses at most 2 TiB; use GPT"));
         }
-        Ok(DiskPlan { kind, disk_size, disk_guid, parts })
+        Ok(DiskPlan { kind, disk_size, disk_guid, parts, boot_code: None })
+    }
+
+    /// Puts `code` (at most [`BOOT_CODE_LEN`] bytes, e.g. GRUB's boot.img patched for this
+    /// disk) at the start of sector 0; the disk signature and partition entries after it
+    /// stay the table's.
+    pub fn set_boot_code(&mut self, code: &[u8]) -> Result<()> {
+        if code.len() > BOOT_CODE_LEN {
+            return Err(Error::argument(format!(
+                "MBR boot code is {} bytes; sector 0 has room for {BOOT_CODE_LEN} before the disk signature",
+                code.len()
+            )));
+        }
+        self.boot_code = Some(code.to_vec());
+        Ok(())
+    }
+
+    /// The partition of type `kind` (the first one), if planned.
+    pub fn find(&self, kind: PartType) -> Option<&PlannedPart> {
+        self.parts.iter().find(|p| p.spec.kind == kind)
     }
 
     /// The table's sectors as `(byte offset, bytes)`: for GPT the protective MBR, the
     /// primary header and array at LBA 1-33 and the backup array and header in the last
     /// 33 sectors; for MBR sector 0.
     pub fn table_bytes(&self) -> Vec<(u64, Vec<u8>)> {
+        let mut out = self.bare_table_bytes();
+        if let (Some(code), Some((0, sector0))) = (&self.boot_code, out.first_mut()) {
+            sector0[..code.len()].copy_from_slice(code);
+        }
+        out
+    }
+
+    fn bare_table_bytes(&self) -> Vec<(u64, Vec<u8>)> {
         let sectors = self.disk_size / SECTOR;
         let signature = u32::from_le_bytes(self.disk_guid.as_bytes()[..4].try_into().unwrap_or_default());
         match self.kind {

@@ -18,15 +18,19 @@ pub enum PartType {
     Swap,
     /// A FAT filesystem (MBR ids 0x01, 0x04, 0x06, 0x0b, 0x0c, 0x0e; GPT "basic data").
     Fat,
+    /// BIOS boot partition: raw space where GRUB's core image sits on a GPT disk booted by
+    /// a BIOS (GPT only; its MBR id 0xda, "non-FS data", is never written).
+    BiosBoot,
 }
 
-const TYPES: [(PartType, &str, &str, u8); 6] = [
+const TYPES: [(PartType, &str, &str, u8); 7] = [
     (PartType::Esp, "esp", "c12a7328-f81f-11d2-ba4b-00a0c93ec93b", 0xef),
     (PartType::RootX86_64, "root-x86-64", "4f68bce3-e8cd-4db1-96e7-fbcaf984b709", 0x83),
     (PartType::RootArm64, "root-arm64", "b921b045-1df0-41c3-af44-4c6f280d3fae", 0x83),
     (PartType::Linux, "linux", "0fc63daf-8483-4772-8e79-3d69d8477de4", 0x83),
     (PartType::Swap, "swap", "0657fd6d-a4ab-43c4-84e5-0933c84b4f4f", 0x82),
     (PartType::Fat, "fat", "ebd0a0a2-b9e5-4433-87c0-68b6b72699c7", 0x0c),
+    (PartType::BiosBoot, "bios", "21686148-6449-6e6f-744e-656564454649", 0xda),
 ];
 
 impl PartType {
@@ -74,6 +78,7 @@ impl PartType {
             "root-aarch64" => Some(PartType::RootArm64),
             "root-amd64" | "root-x86_64" => Some(PartType::RootX86_64),
             "data" | "basic" => Some(PartType::Fat),
+            "bios-boot" | "bios_grub" => Some(PartType::BiosBoot),
             _ => TYPES.iter().find(|r| r.1 == n).map(|r| r.0),
         }
     }
@@ -102,5 +107,7 @@ mod tests {
         assert_eq!(PartType::Esp.guid().to_string(), "c12a7328-f81f-11d2-ba4b-00a0c93ec93b");
         assert!(PartType::RootArm64.answers_to("root"));
         assert!(!PartType::Linux.answers_to("root"));
+        assert_eq!(PartType::BiosBoot.guid().to_string(), "21686148-6449-6e6f-744e-656564454649");
+        assert_eq!(PartType::parse("bios_grub"), Some(PartType::BiosBoot));
     }
 }

@@ -123,6 +123,54 @@ fn planned_gpt_passes_sgdisk_verify_and_reads_back() {
 }
 
 #[test]
+fn planned_gpt_with_bios_boot_partition_and_boot_code_passes_sgdisk() {
+    let dir = tempfile::tempdir().unwrap();
+    let parts = vec![
+        spec("bios", PartType::BiosBoot, 1 << 20, false),
+        spec("esp", PartType::Esp, 8 << 20, false),
+        spec("root", PartType::RootX86_64, 8 << 20, false),
+    ];
+    let mut plan = DiskPlan::new(TableKind::Gpt, parts, None, Uuid::new_v4()).unwrap();
+    let code: Vec<u8> = (0..440u32).map(|i| (i % 251) as u8 | 1).collect();
+    plan.set_boot_code(&code).unwrap();
+    assert!(plan.set_boot_code(&[0u8; 441]).is_err(), "441 bytes overwrite the disk signature");
+    let p = dir.path().join("bios.img");
+    write_plan(&plan, &p);
+    let verify = run("sgdisk", &["-v", p.to_str().unwrap()]);
+    assert!(verify.contains("No problems found"), "{verify}");
+    // sgdisk's own short code for the BIOS boot partition.
+    let info = run("sgdisk", &["-p", p.to_str().unwrap()]);
+    assert!(info.lines().any(|l| l.contains("EF02") && l.trim_start().starts_with('1')), "{info}");
+    let sector0 = read_bytes(&p, 0, 512);
+    assert_eq!(&sector0[..440], &code[..]);
+    assert_eq!(sector0[446 + 4], 0xee, "the protective entry stays");
+    assert_eq!(&sector0[510..], &[0x55, 0xaa]);
+    let t = table_of(&p).unwrap().unwrap();
+    assert_eq!(t.partitions[0].known_type(), Some(PartType::BiosBoot));
+    assert!(t.partitions[0].matches("bios"));
+    // An MBR disk has no BIOS boot partition type.
+    let e = DiskPlan::new(TableKind::Mbr, vec![spec("", PartType::BiosBoot, 1 << 20, false)], None, Uuid::new_v4())
+        .unwrap_err();
+    assert!(e.to_string().contains("GPT"), "{e}");
+}
+
+#[test]
+fn planned_mbr_carries_boot_code_before_its_signature() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut plan =
+        DiskPlan::new(TableKind::Mbr, vec![spec("", PartType::Linux, 8 << 20, true)], Some(16 << 20), Uuid::new_v4())
+            .unwrap();
+    plan.set_boot_code(&[0xfa; 300]).unwrap();
+    let p = dir.path().join("mbr.img");
+    write_plan(&plan, &p);
+    let dump = run("sfdisk", &["--dump", p.to_str().unwrap()]);
+    assert!(dump.contains("start=        2048, size=       16384, type=83, bootable"), "{dump}");
+    let s0 = read_bytes(&p, 0, 512);
+    assert!(s0[..300].iter().all(|&b| b == 0xfa) && s0[300..440].iter().all(|&b| b == 0));
+    assert_eq!(le32(&s0, 440), u32::from_le_bytes(plan.disk_guid.as_bytes()[..4].try_into().unwrap()));
+}
+
+#[test]
 fn planned_mbr_has_the_active_flag_for_sfdisk() {
     let dir = tempfile::tempdir().unwrap();
     let parts = vec![spec("", PartType::Fat, 8 << 20, true), spec("", PartType::Linux, 8 << 20, false)];

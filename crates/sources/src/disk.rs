@@ -3,7 +3,7 @@
 
 use crate::{fs_readers, read_filesystem};
 use diskcast_block::{BlockRead, Error, Result};
-use diskcast_part::{PartitionView, Table, read_table};
+use diskcast_part::{PartType, PartitionView, Table, read_table};
 use diskcast_tree::{ReadOptions, Tree};
 use std::path::Path;
 use std::sync::Arc;
@@ -33,7 +33,7 @@ pub(crate) struct DiskTree {
 }
 
 /// The tree on `disk`: with `part`, the filesystem of that partition; without, a
-/// filesystem on the whole disk, else the only partition holding one.
+/// filesystem on the whole disk, else the partition [`choose_partition`] picks.
 pub(crate) fn read_disk(disk: Arc<dyn BlockRead>, part: Option<&str>, opts: &ReadOptions) -> Result<DiskTree> {
     let label = opts.label.clone();
     if part.is_none() {
@@ -52,39 +52,95 @@ pub(crate) fn read_disk(disk: Arc<dyn BlockRead>, part: Option<&str>, opts: &Rea
     };
     let chosen = match part {
         Some(sel) => table.select(sel).map_err(|e| e.with_file(&label))?.clone(),
-        None => only_readable(&disk, &table, &label)?,
+        None => choose_partition(&disk, &table, &label)?,
     };
     let name = if chosen.name.is_empty() { chosen.type_label() } else { chosen.name.clone() };
     let where_ = format!("partition {} ({name})", chosen.number);
     let view = PartitionView::new(disk, chosen.start, chosen.len, where_.clone()).map_err(|e| e.with_file(&label))?;
     let sub = ReadOptions { label: format!("{label}:{}", chosen.number), ..opts.clone() };
+    if let Some(fs) = other_linux_fs(&view)
+        && !fs_readers().iter().any(|r| r.probe(&view).unwrap_or(false))
+    {
+        return Err(Error::unsupported(format!(
+            "{label}:{} ({where_}) holds {fs}, which diskcast cannot read (ext2/3/4, FAT and ISO 9660 only)",
+            chosen.number
+        )));
+    }
     let (tree, fs) = read_filesystem(Arc::new(view), &sub)?;
     Ok(DiskTree { tree, what: format!("{fs} on {where_} of {} table", table.kind.name()), warnings: table.warnings })
 }
 
-/// The one partition a filesystem reader recognises, or an error listing them all.
-fn only_readable(disk: &Arc<dyn BlockRead>, table: &Table, label: &str) -> Result<diskcast_part::Partition> {
+/// The partition a disk's tree comes from when the user named none: the root
+/// filesystem of a whole VM disk, so `convert vm.qcow2 oci:DIR:TAG` takes the system and
+/// not its ESP. In order:
+/// 1. the one partition whose GPT type is this architecture's root type (UAPI
+///    Discoverable Partitions Specification), whatever it holds;
+/// 2. else the one partition holding a Linux filesystem (ext2/3/4, or XFS or Btrfs,
+///    which then fail to read with a clear error);
+/// 3. else the one partition holding any filesystem diskcast reads.
+///
+/// Several candidates at the first step that has any is an error listing them and
+/// asking for `DISK:PART`.
+fn choose_partition(disk: &Arc<dyn BlockRead>, table: &Table, label: &str) -> Result<diskcast_part::Partition> {
+    let several = |what: &str, hits: &[&diskcast_part::Partition]| {
+        let list: Vec<String> = hits.iter().map(|p| format!("{} ({})", p.number, p.type_label())).collect();
+        Err(Error::argument(format!(
+            "{label} has several {what} (partitions {}); name one as {label}:PART (number, name or type). \
+             The disk has: {}",
+            list.join(", "),
+            table.listing()
+        )))
+    };
+    let root_type = PartType::parse("root");
+    let roots: Vec<&diskcast_part::Partition> =
+        table.partitions.iter().filter(|p| p.type_guid.is_some() && p.known_type() == root_type).collect();
+    match roots.as_slice() {
+        [one] => return Ok((*one).clone()),
+        [] => {}
+        many => return several("root partitions", many),
+    }
     let readers = fs_readers();
-    let mut hits = Vec::new();
+    let mut linux = Vec::new();
+    let mut readable = Vec::new();
     for p in &table.partitions {
         let Ok(view) = PartitionView::new(disk.clone(), p.start, p.len, "") else { continue };
-        for r in &readers {
-            if r.probe(&view).unwrap_or(false) {
-                hits.push(p.clone());
-                break;
-            }
+        let reader = readers.iter().find(|r| r.probe(&view).unwrap_or(false));
+        if reader.is_some_and(|r| r.name() == "ext4") || other_linux_fs(&view).is_some() {
+            linux.push(p);
+        }
+        if reader.is_some() {
+            readable.push(p);
         }
     }
-    match hits.len() {
-        1 => Ok(hits.remove(0)),
-        0 => Err(Error::unsupported(format!(
+    match linux.as_slice() {
+        [one] => return Ok((*one).clone()),
+        [] => {}
+        many => return several("partitions with Linux filesystems", many),
+    }
+    match readable.as_slice() {
+        [one] => Ok((*one).clone()),
+        [] => Err(Error::unsupported(format!(
             "no partition of {label} holds a filesystem diskcast reads; partitions: {}",
             table.listing()
         ))),
-        _ => Err(Error::argument(format!(
-            "{label} has several partitions with filesystems; name one as {label}:PART (number, name or type): {}",
-            table.listing()
-        ))),
+        many => several("partitions with filesystems", many),
+    }
+}
+
+/// XFS (`XFSB` at 0) or Btrfs (`_BHRfS_M` at 64 KiB + 64): Linux root filesystems
+/// diskcast does not read, recognised so that they are chosen (and refused by name)
+/// rather than passed over for the ESP.
+fn other_linux_fs(part: &dyn BlockRead) -> Option<&'static str> {
+    let magic_at = |offset: u64, magic: &[u8]| {
+        let mut b = vec![0u8; magic.len()];
+        offset + magic.len() as u64 <= part.size() && part.read_at(&mut b, offset).is_ok() && b == magic
+    };
+    if magic_at(0, b"XFSB") {
+        Some("XFS")
+    } else if magic_at(0x10040, b"_BHRfS_M") {
+        Some("Btrfs")
+    } else {
+        None
     }
 }
 

@@ -10,7 +10,8 @@
 //!   raw, qcow2, VMDK, VHD, VHDX, VDI), and the filesystem on it is found by probing each
 //!   reader in [`fs_readers`]; failing that, its GPT or MBR partition table is read and
 //!   `DISK:PART` picks a partition by number, GPT name or type (`esp`, `root`), or
-//!   without PART the only partition holding a filesystem diskcast reads.
+//!   without PART the root partition (the Discoverable Partitions root type, else the
+//!   only Linux filesystem, else the only filesystem diskcast reads).
 #![forbid(unsafe_code)]
 
 mod disk;

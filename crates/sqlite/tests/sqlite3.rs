@@ -417,3 +417,17 @@ fn hostile_headers() {
         assert_eq!(e.field(), Some(field), "{what}: {e}");
     }
 }
+
+/// The depth cap: a 512-byte-page table three levels deep, read with a cap of one level.
+#[test]
+fn hostile_depth_cap() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = make(tmp.path(), "deep.db", "PRAGMA page_size=512;");
+    let e = within(10, "depth cap", move || {
+        let db = Db::open_path(&p, Limits { max_depth: 1, ..Limits::default() })?;
+        db.rows(db.table_root("t")?.expect("t")).map(|_| ())
+    })
+    .unwrap_err();
+    assert_input_error(&e, "deep.db", "depth cap");
+    assert_eq!(e.field(), Some("btree_depth"), "{e}");
+}

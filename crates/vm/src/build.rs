@@ -12,6 +12,7 @@ use crate::kernel::{FoundKernel, describe, find_kernel};
 use crate::{Profile, edit};
 use diskcast_block::provenance::Provenance;
 use diskcast_block::{BlockRead, Error, Result};
+use diskcast_bootloader::grub_bios::{GrubBios, GrubModules};
 use diskcast_bootloader::{BootEntry, systemd_boot};
 use diskcast_ext4::Ext4Builder;
 use diskcast_fat::FatBuilder;
@@ -28,6 +29,9 @@ pub const ESP_INITRD: &str = "/diskcast/initrd.img";
 /// Smallest ESP written: FAT32 needs 65525 clusters, and some firmware refuses smaller
 /// ESPs; 64 MiB leaves room for a kernel update.
 const ESP_MIN: u64 = 64 << 20;
+/// The BIOS boot partition for `--boot bios|hybrid`: 1 MiB, as grub-install wants it
+/// (GRUB's core image with our modules is about 150 KiB).
+const BIOS_BOOT_SIZE: u64 = 1 << 20;
 /// Bytes the backup GPT takes at the end of the disk.
 const GPT_TAIL: u64 = 33 * 512;
 
@@ -99,11 +103,11 @@ impl VmOptions {
                 self.boot.name()
             )));
         }
-        if self.boot != BootMode::Uefi {
-            return Err(Error::unsupported(format!(
-                "--boot {} is not supported yet; --boot uefi (the default) is",
-                self.boot.name()
-            )));
+        if self.boot == BootMode::Bios && self.loader.is_some() {
+            return Err(Error::argument(
+                "--loader names a systemd-boot binary for UEFI; --boot bios installs GRUB (from the image's or this \
+                 machine's /usr/lib/grub/i386-pc)",
+            ));
         }
         crate::guest::validate(&self.guest)?;
         for (p, what) in [
@@ -247,12 +251,15 @@ fn check_pe(f: &FileData, path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The ESP's tree: loader, its configuration, kernel and initramfs.
-fn esp_tree(loader: FileData, entry: &BootEntry, kernel: &FoundKernel, now: i64) -> Result<Tree> {
+/// The ESP's tree: the UEFI loader and its configuration (none for BIOS-only disks),
+/// kernel and initramfs.
+fn esp_tree(loader: Option<FileData>, entry: &BootEntry, kernel: &FoundKernel, now: i64) -> Result<Tree> {
     let mut t = Tree::new(Meta::new(0o755, Timestamp::from_secs(now)));
-    edit::put(&mut t, &format!("/{}", systemd_boot::REMOVABLE_PATH), loader, 0o755, now)?;
-    for (path, bytes) in systemd_boot::config_files(entry)? {
-        edit::put_bytes(&mut t, &format!("/{path}"), bytes, 0o644, now)?;
+    if let Some(loader) = loader {
+        edit::put(&mut t, &format!("/{}", systemd_boot::REMOVABLE_PATH), loader, 0o755, now)?;
+        for (path, bytes) in systemd_boot::config_files(entry)? {
+            edit::put_bytes(&mut t, &format!("/{path}"), bytes, 0o644, now)?;
+        }
     }
     edit::put(&mut t, ESP_KERNEL, kernel.kernel.clone(), 0o644, now)?;
     if let Some((_, f)) = &kernel.initrd {
@@ -276,7 +283,11 @@ pub fn plan(mut tree: Tree, opts: &VmOptions, prov: &Provenance, seed: &str) -> 
     let (disk_guid, esp_uuid, root_uuid) = (id("disk"), id("esp partition"), id("root partition"));
 
     let kernel = choose_kernel(&tree, opts)?;
-    let (loader, loader_from) = choose_loader(&tree, opts.loader.as_deref())?;
+    let uefi = opts.boot != BootMode::Bios;
+    let (loader, mut loader_from) = match uefi {
+        true => choose_loader(&tree, opts.loader.as_deref()).map(|(f, from)| (Some(f), from))?,
+        false => (None, String::new()),
+    };
     let ids = crate::guest::Ids { root: root_uuid, esp: esp_uuid };
     let prepared = crate::guest::prepare(&mut tree, &opts.guest, &ids, now)?;
     let mut extra = prepared.cmdline.join(" ");
@@ -289,11 +300,38 @@ pub fn plan(mut tree: Tree, opts: &VmOptions, prov: &Provenance, seed: &str) -> 
         initrd: kernel.initrd.as_ref().map(|_| ESP_INITRD.to_string()),
         cmdline: cmdline(root_uuid, Some(&extra)),
     };
+    // --boot bios|hybrid: GRUB's core image (built from the image's GRUB modules when it
+    // has them, else the host's) for a BIOS boot partition in front of the ESP, which is
+    // then partition 2.
+    let grub = match opts.boot {
+        BootMode::Uefi => None,
+        BootMode::Bios | BootMode::Hybrid => {
+            let modules = GrubModules::find(Some(&tree))?;
+            let grub = GrubBios::build(&modules, 2, &entry)?;
+            let from = format!("{} (GRUB i386-pc)", modules.origin);
+            loader_from = if loader_from.is_empty() { from } else { format!("{loader_from} and {from}") };
+            Some(grub)
+        }
+    };
 
     let mut warnings = Vec::new();
     let mut disk = DiskComposer::new(TableKind::Gpt);
-    // --boot bios|hybrid: the BIOS boot partition goes here, first, and its loader's
-    // boot code into sector 0 (DiskComposer::set_boot_code).
+    let mut descs = Vec::new();
+    if let Some(grub) = &grub {
+        let start = disk.next_start();
+        let installed = grub.install(start / 512, BIOS_BOOT_SIZE)?;
+        disk.set_boot_code(&installed.mbr_code)?;
+        let len = installed.core.len() as u64;
+        let mut core = PlannedImage::new(len, "GRUB core image");
+        core.place_bytes(0, installed.core)?;
+        let core: Arc<dyn BlockRead> = Arc::new(core.seal()?);
+        let uuid = id("bios boot partition");
+        disk.push(
+            PartSpec { name: "bios".into(), kind: PartType::BiosBoot, size: BIOS_BOOT_SIZE, uuid, bootable: false },
+            Some(core),
+        )?;
+        descs.push(format!("GRUB i386-pc core image, {} KiB", len.div_ceil(1024)));
+    }
 
     let esp = esp_tree(loader, &entry, &kernel, now)?;
     let esp_bytes = esp.stats().file_bytes;
@@ -349,7 +387,7 @@ pub fn plan(mut tree: Tree, opts: &VmOptions, prov: &Provenance, seed: &str) -> 
     )?;
 
     let composed = disk.finish(disk_size, disk_guid)?;
-    let descs = [esp_desc, root_desc];
+    descs.extend([esp_desc, root_desc]);
     let partitions = composed
         .plan
         .parts

@@ -8,6 +8,7 @@
 
 mod build;
 pub mod check;
+pub mod container_disk;
 pub mod disk;
 pub mod edit;
 pub mod guest;

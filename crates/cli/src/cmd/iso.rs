@@ -31,7 +31,10 @@ SRC is anything `diskcast ls` reads: a directory, a tar, a disk image's filesyst
 Boot images are paths inside SRC, as xorriso's -b and -e take them: --boot-bios names a
 no-emulation image (isolinux/isolinux.bin; its boot info table is filled in), --boot-uefi
 a FAT image holding EFI/BOOT/BOOTX64.EFI. --hybrid adds a protective MBR and a GPT whose
-EFI System Partition is that image, so the disc written raw to a USB stick boots on UEFI.
+EFI System Partition is that image, so the disc written raw to a USB stick boots on UEFI;
+when the BIOS image is isolinux.bin, the MBR also gets isolinux's isohybrid boot code
+(/usr/lib/ISOLINUX/isohdpfx.bin from the isolinux package, or --hybrid-mbr PATH), so the
+stick boots on BIOS too. --hybrid with only --boot-bios writes isohybrid's plain MBR.
 With SOURCE_DATE_EPOCH set the output is byte-for-byte reproducible.
 
 Examples:
@@ -88,9 +91,14 @@ pub struct CreateIsoArgs {
     /// Path in SRC of an EFI System Partition image (the UEFI El Torito entry).
     #[arg(long = "boot-uefi", value_name = "PATH")]
     pub boot_uefi: Option<String>,
-    /// A GPT in the system area naming the UEFI image, for USB sticks.
+    /// A GPT in the system area naming the UEFI image, and isolinux's MBR boot code when
+    /// the BIOS image is isolinux.bin, for USB sticks.
     #[arg(long)]
     pub hybrid: bool,
+    /// MBR boot code for --hybrid (first 432 bytes used; default: the isolinux package's
+    /// /usr/lib/ISOLINUX/isohdpfx.bin when the BIOS image is isolinux.bin).
+    #[arg(long = "hybrid-mbr", value_name = "PATH")]
+    pub hybrid_mbr: Option<PathBuf>,
     /// Leave out Rock Ridge (Unix names, modes, symlinks).
     #[arg(long = "no-rock-ridge")]
     pub no_rock_ridge: bool,
@@ -235,7 +243,14 @@ fn create(a: CreateIsoArgs) -> Result<u8> {
     // The output format is checked before the source is read.
     diskcast_formats::registry().get(&a.output_format)?;
     let provenance = diskcast_block::provenance::Provenance::from_env()?;
+    if a.hybrid_mbr.is_some() && !(a.hybrid && a.boot_bios.is_some()) {
+        return Err(Error::argument("--hybrid-mbr needs --hybrid and --boot-bios"));
+    }
     let opened = super::tree_source::open(&a.src, &a.source)?;
+    let hybrid_mbr = match (&a.boot_bios, a.hybrid) {
+        (Some(bios), true) => hybrid_mbr_code(&opened.tree, bios, a.hybrid_mbr.as_deref(), a.boot_uefi.is_some())?,
+        _ => None,
+    };
     let opts = IsoOptions {
         label: a.label.clone(),
         rock_ridge: !a.no_rock_ridge,
@@ -244,8 +259,57 @@ fn create(a: CreateIsoArgs) -> Result<u8> {
         boot_bios: a.boot_bios.clone(),
         boot_uefi: a.boot_uefi.clone(),
         hybrid: a.hybrid,
+        hybrid_mbr,
     };
     write_iso(&opened.tree, &opts, &a.output, &a.output_format, provenance)
+}
+
+/// Where Debian's isolinux package puts isohybrid's MBR code.
+const ISOHDPFX: &str = "/usr/lib/ISOLINUX/isohdpfx.bin";
+
+/// The MBR code for `--hybrid` with BIOS image `bios`: `--hybrid-mbr`'s file, else the
+/// host's isohdpfx.bin when the image is isolinux.bin (an error naming the package when
+/// missing), else none (with a warning when the disc still boots on UEFI from USB).
+fn hybrid_mbr_code(
+    tree: &diskcast_tree::Tree,
+    bios: &str,
+    given: Option<&Path>,
+    uefi: bool,
+) -> Result<Option<Vec<u8>>> {
+    let read_code = |p: &Path, hint: &str| -> Result<Vec<u8>> {
+        let mut b = std::fs::read(p)
+            .map_err(|e| Error::io(format!("cannot read the hybrid MBR code{hint}"), e).with_file(p))?;
+        if b.is_empty() || b.len() > 512 {
+            return Err(Error::invalid(format!("{} bytes of MBR code; expected 1 to 512", b.len())).with_file(p));
+        }
+        b.truncate(diskcast_iso9660::write::HYBRID_MBR_CODE);
+        Ok(b)
+    };
+    if let Some(p) = given {
+        return read_code(p, "").map(Some);
+    }
+    if boot_image_is_isolinux(tree, bios)? {
+        return read_code(Path::new(ISOHDPFX), "; install the isolinux package or pass --hybrid-mbr PATH").map(Some);
+    }
+    if uefi {
+        eprintln!(
+            "diskcast: warning: --boot-bios {bios} is not isolinux.bin: the USB stick boots on UEFI only (--hybrid-mbr PATH adds MBR code)"
+        );
+    }
+    Ok(None)
+}
+
+/// True when the tree's file `path` is an isolinux.bin with the isohybrid entry point. A
+/// missing image is false here; the planner reports it, naming the option.
+fn boot_image_is_isolinux(tree: &diskcast_tree::Tree, path: &str) -> Result<bool> {
+    match tree.resolve(path.as_bytes(), true).ok().and_then(|id| tree.node(id).as_file()) {
+        Some(f) if f.size >= 0x44 => {
+            let mut head = [0u8; 0x44];
+            f.read_at(&mut head, 0)?;
+            Ok(diskcast_iso9660::write::is_isohybrid_capable(&head))
+        }
+        _ => Ok(false),
+    }
 }
 
 /// Plans the disc and writes it through the copy engine into `output` as `format`.
@@ -309,6 +373,17 @@ fn remaster(a: RemasterArgs) -> Result<u8> {
             _ => eprintln!("diskcast: warning: boot entry for platform {} ({path}) is not kept", e.platform_name()),
         }
     }
+    // isohybrid MBR code on the input (MBR code in front of an isolinux BIOS image) is
+    // kept, re-pointed at the new BIOS image. Other loaders' MBR code (GRUB's) is not.
+    let mbr_code = match (&boot_bios, hybrid.mbr) {
+        (Some(bios), true) if boot_image_is_isolinux(&tree, bios)? => {
+            let mut s0 = vec![0u8; 512];
+            disk.read_at(&mut s0, 0).map_err(named)?;
+            let code = &s0[..diskcast_iso9660::write::HYBRID_MBR_CODE];
+            code.iter().any(|&b| b != 0).then(|| code.to_vec())
+        }
+        _ => None,
+    };
     for p in &a.remove {
         let id =
             tree.resolve(p.as_bytes(), false).map_err(|e| Error::argument(format!("--remove {p}: {}", e.message())))?;
@@ -333,9 +408,10 @@ fn remaster(a: RemasterArgs) -> Result<u8> {
         rock_ridge: kind == Some(diskcast_iso9660::TreeKind::RockRidge),
         joliet: true,
         now: 0,
+        hybrid: hybrid.gpt || mbr_code.is_some(),
+        hybrid_mbr: mbr_code,
         boot_bios,
         boot_uefi,
-        hybrid: hybrid.gpt,
     };
     let provenance = diskcast_block::provenance::Provenance::from_env()?;
     let opts = IsoOptions { now: i64::try_from(provenance.now()).unwrap_or(i64::MAX), ..opts };

@@ -52,7 +52,7 @@ Examples:
   diskcast oci inspect --output json oci-archive:img.tar | jq '.packages[].name'
 
 Every layer is read once: its digest and diff_id are checked and its uncompressed size
-measured; the layers are flattened in memory to list the packages installed (dpkg, apk, rpm's sqlite database).")]
+measured; the layers are flattened in memory to list the packages installed (dpkg, apk, rpm's sqlite or Berkeley DB database).")]
     Inspect(InspectArgs),
 }
 

@@ -182,7 +182,12 @@ fn output_args(a: &VmArgs, profile: Option<Profile>) -> Result<OutputArgs> {
 pub fn run(a: VmArgs) -> Result<u8> {
     let profile = a.profile.as_deref().map(Profile::parse).transpose()?;
     let boot = BootMode::parse(&a.boot)?;
-    let out = output_args(&a, profile)?;
+    // kubevirt: the qcow2 goes to a temporary file beside the oci:/oci-archive: target.
+    let staged = diskcast_vm::container_disk::Staged::for_output(profile, &a.out.to_string_lossy())?;
+    let mut out = output_args(&a, profile)?;
+    if let Some(s) = &staged {
+        out.output = s.disk.clone();
+    }
     let writer = Writer::new(&out)?;
     let opts = VmOptions {
         boot,
@@ -218,12 +223,16 @@ pub fn run(a: VmArgs) -> Result<u8> {
         eprintln!("diskcast: guest: {c}");
     }
     writer.write(&vm.image)?;
+    if let Some(s) = &staged {
+        let r = s.finish(&prov, crate::progress::reporter(a.progress, a.progress_bar).as_ref())?;
+        eprintln!("diskcast: containerDisk {} (manifest {})", s.target, r.manifest_digest);
+    }
     let disk_size = vm.plan.disk_size;
     match a.output {
         OutputFormat::Human => {
             eprintln!(
                 "diskcast: wrote {} ({} {}, GPT, {} boot)",
-                out.output.display(),
+                a.out.display(),
                 human(disk_size),
                 out.output_format,
                 boot.name()
@@ -254,7 +263,7 @@ pub fn run(a: VmArgs) -> Result<u8> {
                 })
                 .collect();
             print_json(&json!({
-                "output": out.output.display().to_string(),
+                "output": a.out.display().to_string(),
                 "format": out.output_format,
                 "profile": profile.map(Profile::name),
                 "boot": boot.name(),

@@ -466,3 +466,18 @@ pub fn rpm_line(
         none(source.map(str::to_string)),
     )
 }
+
+/// rpm's older Berkeley DB `Packages` at `out`, written by db5.3_load from the headers of
+/// the rpmdb.sqlite `src` (see fixtures/mkrpmbdb.sh); `lorder` 1234 or 4321.
+pub fn make_rpm_bdb(src: &Path, out: &Path, page_size: u32, lorder: u32) {
+    run(
+        "bash",
+        &[
+            fixture("mkrpmbdb.sh").to_str().unwrap(),
+            src.to_str().unwrap(),
+            out.to_str().unwrap(),
+            &page_size.to_string(),
+            &lorder.to_string(),
+        ],
+    );
+}

@@ -1,0 +1,42 @@
+# Shared by the tree benchmarks (ext4.sh, iso.sh, oci.sh): timed runs with a sync before
+# each, medians and spread. Source it; needs bc.
+#
+#   measure NAME "CLEAN" "CHECK" CMD...
+#       runs CLEAN (shell text), sync, then CMD timed; one uncounted warm-up, then RUNS
+#       timed runs. CHECK (shell text) must succeed on the warm-up's output and on the
+#       last run's, or the benchmark fails (checking every run would double a big
+#       benchmark's time for the same binary on the same input). Prints "NAME: median MED s (min MIN, max MAX, N runs)" to stderr and
+#       records the median in MEDIAN[NAME] and the spread in SPREAD[NAME].
+#   ratio A B   prints MEDIAN[A] / MEDIAN[B] with two decimals.
+declare -A MEDIAN SPREAD
+RUNS=${RUNS:-3}
+
+measure() {
+    local name=$1 clean=$2 check=$3
+    shift 3
+    local times=() r t0 t1
+    for r in $(seq 0 "$RUNS"); do
+        eval "$clean"
+        sync
+        t0=$(date +%s.%N)
+        "$@" >/dev/null 2>&1 || { echo "FAIL: $name: $* exited with an error" >&2; exit 1; }
+        t1=$(date +%s.%N)
+        if [ "$r" = 0 ] || [ "$r" = "$RUNS" ]; then
+            eval "$check" || { echo "FAIL: $name produced a wrong result" >&2; exit 1; }
+        fi
+        [ "$r" = 0 ] && continue
+        times+=("$(echo "$t1 - $t0" | bc)")
+    done
+    local sorted n med
+    sorted=$(printf '%s\n' "${times[@]}" | sort -g)
+    n=${#times[@]}
+    med=$(echo "$sorted" | awk -v n="$n" '{a[NR]=$1} END {if (n % 2) print a[(n+1)/2]; else print (a[n/2]+a[n/2+1])/2}')
+    MEDIAN[$name]=$med
+    SPREAD[$name]="$(echo "$sorted" | head -1)-$(echo "$sorted" | tail -1)"
+    printf '%-36s median %7.2f s  (min %s, max %s, %d runs)\n' "$name" "$med" \
+        "$(echo "$sorted" | head -1)" "$(echo "$sorted" | tail -1)" "$n" >&2
+}
+
+ratio() {
+    printf '%.2f' "$(echo "${MEDIAN[$1]} / ${MEDIAN[$2]}" | bc -l)"
+}
