@@ -67,7 +67,7 @@ Example:
 Exit status, as qemu-img check: 0 no problems, 1 the check could not finish,
 2 corruptions found, 3 only leaked clusters found, 63 the format has no check.
 
-With --profile P: whether platform P would take IMAGE, and if not, why (one reason per
+With --profile P: whether platform P would take FILE, and if not, why (one reason per
 line, `--output json` an array of {code, message}). Exit status 0 accepted, 4 rejected,
 1 the image could not be read. Profiles: azure (fixed VHD, N MiB + footer), esxi and aws
 (streamOptimized VMDK), hyperv (VHDX, GPT, ESP with EFI/BOOT/BOOTX64.EFI), kubevirt (a

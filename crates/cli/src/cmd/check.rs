@@ -19,7 +19,7 @@ const REJECTED: u8 = 4;
 #[derive(Debug, clap::Args)]
 pub struct CheckArgs {
     /// Say whether platform P would accept the image, and why not: azure, esxi, aws,
-    /// hyperv, kubevirt (IMAGE is then a container image: oci:DIR:TAG, oci-archive:...),
+    /// hyperv, kubevirt (FILE is then a container image: oci:DIR:TAG, oci-archive:...),
     /// qemu.
     #[arg(long = "profile", value_name = "P")]
     pub profile: Option<String>,

@@ -24,7 +24,8 @@ pub struct VmArgs {
     /// The root filesystem: oci:DIR[:TAG], oci-archive:FILE, docker-archive:FILE,
     /// docker://REF, a directory or a tar.
     pub src: String,
-    /// The disk image to write.
+    /// The disk image to write (with --profile kubevirt: the containerDisk image,
+    /// oci:DIR:TAG or oci-archive:FILE:TAG).
     #[arg(short = 'o', long = "out", value_name = "OUT")]
     pub out: PathBuf,
     /// Block format of OUT: raw, qcow2, vmdk, vhd, vhdx, vdi (default: the profile's, else raw).
