@@ -374,7 +374,11 @@ pub fn check_container_disk(
     let Kind::File(data) = &node.kind else { return Ok(out) };
     let label = Path::new(spec).join("disk").join(&name);
     let mut reader = data.reader()?;
-    let spooled: Source = Arc::new(diskcast_block::io::ImageFile::spool(&mut reader, scratch, &label)?);
+    let file: Source = Arc::new(diskcast_block::io::ImageFile::spool(&mut reader, scratch, &label)?);
+    // Seen through a slice, the copy is not "a file on disk": a backing file the disk
+    // names is refused rather than looked up beside a path that is not a directory.
+    let len = file.len()?;
+    let spooled: Source = Arc::new(diskcast_block::source::SliceSource::new(&label, file, 0, len)?);
     match ctx.registry.probe_source(spooled.as_ref()) {
         Ok(d) if matches!(d.name(), "qcow2" | "raw") => {
             out.extend(check_source(Profile::Kubevirt, spooled, Some(d.name()), ctx)?);

@@ -84,3 +84,38 @@ fn a_container_disk_holding_a_hostile_qcow2_is_an_input_error() {
     diskcast_testkit::hostile::assert_input_error(&e, "disk/disk.qcow2", "hostile qcow2 in a containerDisk");
     assert!(e.to_string().contains("l1_table_offset"), "{e}");
 }
+
+#[test]
+fn a_container_disk_naming_a_backing_file_opens_nothing_beside_it() {
+    let t = tempfile::tempdir().unwrap();
+    let base = t.path().join("base.qcow2");
+    let q = t.path().join("disk.qcow2");
+    diskcast_testkit::qemu_img(&["create", "-q", "-f", "qcow2", base.to_str().unwrap(), "64M"]);
+    diskcast_testkit::qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-b",
+        "base.qcow2",
+        "-F",
+        "qcow2",
+        q.to_str().unwrap(),
+    ]);
+    std::fs::set_permissions(&q, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let layout = t.path().join("layout");
+    let image = format!("{}:t", layout.to_str().unwrap());
+    run_utc("umoci", &["init", "--layout", layout.to_str().unwrap()]);
+    run_utc("umoci", &["new", "--image", &image]);
+    run_utc("umoci", &["insert", "--image", &image, q.to_str().unwrap(), "/disk/disk.qcow2"]);
+    // The disk was copied out of its layer: no file beside it can be its backing file.
+    let e = within(30, "backing file in a containerDisk", move || {
+        let registry = diskcast_formats::registry();
+        let gate = Gate::new();
+        let ctx = OpenContext::new(&registry, &gate);
+        check_image(Profile::Kubevirt, &format!("oci:{image}"), None, &diskcast_oci::OpenOptions::default(), &ctx)
+    })
+    .unwrap_err();
+    assert_eq!(e.kind(), diskcast_block::ErrorKind::Refused, "{e}");
+    assert!(e.to_string().contains("base.qcow2"), "{e}");
+}
