@@ -520,6 +520,9 @@ fn debian_image_with_its_own_kernel_and_initramfs_boots_systemd() {
     eprintln!("diskcast vm: {:.1} s", t0.elapsed().as_secs_f64());
     let kernel = summary["kernel"].as_str().unwrap();
     assert!(kernel.contains("/boot/vmlinuz-") && kernel.contains("initramfs /boot/initrd.img-"), "{summary}");
+    let version = summary["kernel-version"].as_str().unwrap();
+    assert_eq!(summary["kernel-path"].as_str().unwrap(), format!("/boot/vmlinuz-{version}"));
+    assert_eq!(summary["initrd"].as_str().unwrap(), format!("/boot/initrd.img-{version}"));
     assert!(summary["loader"].as_str().unwrap().contains("systemd-bootx64.efi"), "{summary}");
     qemu_check_clean(&disk);
     check_disk(&disk, "qcow2", &summary, t.path());

@@ -155,6 +155,12 @@ pub struct VmDisk {
     pub entry: BootEntry,
     /// Which kernel and initramfs, from where.
     pub kernel: String,
+    /// The kernel's path (in the image, or on the host with `--kernel`).
+    pub kernel_path: String,
+    /// Its release, when the file name says it.
+    pub kernel_version: Option<String>,
+    /// The initramfs's path, if any.
+    pub initrd_path: Option<String>,
     /// Where the UEFI loader came from.
     pub loader: String,
     /// What was changed in the guest, one line each.
@@ -409,6 +415,9 @@ pub fn plan(mut tree: Tree, opts: &VmOptions, prov: &Provenance, seed: &str) -> 
         partitions,
         entry,
         kernel: describe(&kernel),
+        kernel_path: kernel.kernel_path.clone(),
+        kernel_version: kernel.version.clone(),
+        initrd_path: kernel.initrd.as_ref().map(|(p, _)| p.clone()),
         loader: loader_from,
         guest_changes: prepared.changes,
         warnings,
