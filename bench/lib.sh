@@ -43,11 +43,12 @@ ratio() {
 
 # Where extraction benchmarks write their trees: $TARGET_DIR if set, else a tmpfs
 # (/dev/shm) when it has room for NEED_MB, else the work directory. Why not the work
-# directory's ext4 by default: every timed run deletes the previous run's tens of
-# thousands of files first, and for minutes afterwards ext4's inode allocator skips the
-# recently deleted inodes one by one (perf showed 75% of both diskcast's and xorriso's
-# time in the kernel's recently_deleted/find_inode_bit), which measures the host
-# filesystem, not the extractor. TARGET_DIR=$WORK measures that case anyway.
+# directory's filesystem by default: every timed run deletes the previous run's tens of
+# thousands of files first, and an ext4 without a journal (the development machine's
+# root filesystem) then skips recently deleted inodes one by one for minutes (perf showed
+# 75% of both diskcast's and xorriso's time in the kernel's recently_deleted and
+# find_inode_bit), which measures the host filesystem, not the extractor.
+# TARGET_DIR=$WORK measures that case anyway.
 target_dir() { # NEED_MB FALLBACK
     local need=$1 fallback=$2
     if [ -n "${TARGET_DIR:-}" ]; then
