@@ -12,6 +12,7 @@
 #                  sync before each
 #   DISKCAST=      use this binary instead of building target/release/diskcast
 #   WORK=          work directory (default bench/work/iso, gitignored)
+#   TARGET_DIR=    where extractions go (default: /dev/shm when it has room; see lib.sh)
 #
 # Extraction: the same ISO (made by xorriso, Rock Ridge + Joliet) extracted by
 # `diskcast extract`, `bsdtar -xf` and `xorriso -osirrox on -extract`; every output is
@@ -60,7 +61,9 @@ echo "tree: $(du -sh "$SRC" | cut -f1), $files files"
 
 ISO=$WORK/input.iso
 [ -f "$ISO" ] || xorriso -as mkisofs -quiet -R -J -joliet-long -o "$ISO" "$SRC"
-OUT=$WORK/out
+OUT=$(target_dir "$(du -sm "$SRC" | cut -f1)" "$WORK")/out
+mkdir -p "$(dirname "$OUT")"
+echo "extracting into $OUT"
 same_tree='diff -r --no-dereference "$SRC" "$OUT" >/dev/null'
 CLEAN='rm -rf "$OUT"'
 

@@ -40,3 +40,23 @@ measure() {
 ratio() {
     printf '%.2f' "$(echo "${MEDIAN[$1]} / ${MEDIAN[$2]}" | bc -l)"
 }
+
+# Where extraction benchmarks write their trees: $TARGET_DIR if set, else a tmpfs
+# (/dev/shm) when it has room for NEED_MB, else the work directory. Why not the work
+# directory's filesystem by default: every timed run deletes the previous run's tens of
+# thousands of files first, and an ext4 without a journal (the development machine's
+# root filesystem) then skips recently deleted inodes one by one for minutes (perf showed
+# 75% of both diskcast's and xorriso's time in the kernel's recently_deleted and
+# find_inode_bit), which measures the host filesystem, not the extractor.
+# TARGET_DIR=$WORK measures that case anyway.
+target_dir() { # NEED_MB FALLBACK
+    local need=$1 fallback=$2
+    if [ -n "${TARGET_DIR:-}" ]; then
+        echo "$TARGET_DIR"
+    elif [ "$(stat -f -c %T /dev/shm 2>/dev/null)" = tmpfs ] &&
+        [ "$(($(stat -f -c '%a * %S' /dev/shm)))" -gt $((need * 3 / 2 << 20)) ]; then
+        echo /dev/shm/diskcast-bench
+    else
+        echo "$fallback"
+    fi
+}

@@ -190,6 +190,11 @@ fn a_distroless_image_without_kernel_is_refused_and_writes_nothing() {
     dc(&["vm", &s(&tar), "-o", &s(&out), "--profile", "azure", "-O", "qcow2"])
         .expect_diskcast_error()
         .expect_stderr_all(&["contradicts --profile azure"]);
+    for (size, why) in [("66M", "too small"), ("70M", "the root partition gets")] {
+        dc(&["vm", &s(&tar), "-o", &s(&out), "--kernel", &s(&test_kernel()), "--size", size])
+            .expect_diskcast_error()
+            .expect_stderr_all(&["--size", why]);
+    }
     assert_no_output(&out);
 }
 
@@ -520,6 +525,9 @@ fn debian_image_with_its_own_kernel_and_initramfs_boots_systemd() {
     eprintln!("diskcast vm: {:.1} s", t0.elapsed().as_secs_f64());
     let kernel = summary["kernel"].as_str().unwrap();
     assert!(kernel.contains("/boot/vmlinuz-") && kernel.contains("initramfs /boot/initrd.img-"), "{summary}");
+    let version = summary["kernel-version"].as_str().unwrap();
+    assert_eq!(summary["kernel-path"].as_str().unwrap(), format!("/boot/vmlinuz-{version}"));
+    assert_eq!(summary["initrd"].as_str().unwrap(), format!("/boot/initrd.img-{version}"));
     assert!(summary["loader"].as_str().unwrap().contains("systemd-bootx64.efi"), "{summary}");
     qemu_check_clean(&disk);
     check_disk(&disk, "qcow2", &summary, t.path());
@@ -534,4 +542,60 @@ fn debian_image_with_its_own_kernel_and_initramfs_boots_systemd() {
         "systemd made a new machine id on first boot: {line}"
     );
     eprintln!("whole test: {:.0} s", start.elapsed().as_secs_f64());
+}
+
+/// Copies a file out of a FAT image with mtools.
+fn mcopy_out(esp: &Path, path: &str, to: &Path) {
+    let out = Command::new("mcopy")
+        .args(["-n", "-i", &s(esp), &format!("::{path}"), &s(to)])
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .output()
+        .expect("mtools is required");
+    assert!(out.status.success(), "mcopy {path}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn kernel_initramfs_and_loader_found_inside_image_layers() {
+    let t = tmp();
+    let root = t.path().join("root");
+    busybox_root(&root);
+    // Layer 2 carries two kernels (the newer wins), its initramfs and systemd-boot, and
+    // Debian's /vmlinuz link to the older one.
+    let l2 = t.path().join("l2");
+    let kernel = test_kernel();
+    let (old, new) = ("6.1.0-9-cloud-amd64", "6.1.0-10-cloud-amd64");
+    write(&l2, &format!("/boot/vmlinuz-{old}"), "an older kernel\n");
+    std::fs::copy(&kernel, l2.join(format!("boot/vmlinuz-{new}"))).unwrap();
+    write(&l2, &format!("/boot/initrd.img-{new}"), "an initramfs of the newer kernel\n");
+    std::os::unix::fs::symlink(format!("boot/vmlinuz-{old}"), l2.join("vmlinuz")).unwrap();
+    let loader = l2.join("usr/lib/systemd/boot/efi/systemd-bootx64.efi");
+    std::fs::create_dir_all(loader.parent().unwrap()).unwrap();
+    let mut efi = std::fs::read("/usr/lib/systemd/boot/efi/systemd-bootx64.efi").expect("systemd-boot-efi is required");
+    efi.extend_from_slice(b"diskcast test: the image's own copy");
+    std::fs::write(&loader, &efi).unwrap();
+    let image = oci_of_dir(t.path(), &root, "k", &[]);
+    let layout = image.trim_start_matches("oci:").to_string();
+    tool("umoci", &["insert", "--rootless", "--image", &layout, &s(&l2), "/"]);
+    let disk = t.path().join("vm.vmdk");
+    let summary = dc_ok(&["vm", &image, "-o", &s(&disk), "-O", "vmdk", "--output", "json"]).json();
+    assert_eq!(summary["kernel-path"], format!("/boot/vmlinuz-{new}"), "{summary}");
+    assert_eq!(summary["initrd"], format!("/boot/initrd.img-{new}"), "{summary}");
+    assert!(summary["loader"].as_str().unwrap().starts_with("the image's"), "{summary}");
+    let (_, esp) = check_disk(&disk, "vmdk", &summary, t.path());
+    for (inside, want) in [
+        ("/diskcast/vmlinuz", std::fs::read(&kernel).unwrap()),
+        ("/diskcast/initrd.img", b"an initramfs of the newer kernel\n".to_vec()),
+        ("/EFI/BOOT/BOOTX64.EFI", efi.clone()),
+    ] {
+        let out = t.path().join("out.bin");
+        let _ = std::fs::remove_file(&out);
+        mcopy_out(&esp, inside, &out);
+        assert!(std::fs::read(&out).unwrap() == want, "{inside} on the ESP differs from the image's file");
+    }
+    let entry = {
+        let out = t.path().join("entry.conf");
+        mcopy_out(&esp, "/loader/entries/diskcast.conf", &out);
+        std::fs::read_to_string(out).unwrap()
+    };
+    assert!(entry.contains("initrd /diskcast/initrd.img\n"), "{entry}");
 }

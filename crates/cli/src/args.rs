@@ -141,6 +141,8 @@ Examples:
       --kernel /boot/vmlinuz-6.1.0-27-cloud-amd64
   diskcast vm rootfs.tar -o vm.vmdk --profile esxi --cmdline 'init=/sbin/myinit'
   diskcast vm ./root -o vm.vhdx --profile hyperv --output json | jq .partitions
+  diskcast vm oci:./app:latest -o app.qcow2 --profile qemu --hostname app1 \\
+      --ssh-key ~/.ssh/id_ed25519.pub --run-entrypoint
 
 SRC is a container image (oci:, oci-archive:, docker-archive:, docker://) flattened with
 its whiteouts, or a directory or tar holding a root filesystem. The disk is GPT: an ESP
@@ -149,6 +151,13 @@ else --loader), the kernel and initramfs in /diskcast/, and the root filesystem 
 (Discoverable Partitions root type), booted with root=PARTUUID=... and the serial console.
 The kernel is the image's newest /boot/vmlinuz-*, /usr/lib/modules/*/vmlinuz or /vmlinuz
 unless --kernel names one; --cmdline is appended to the command line diskcast builds.
+
+The guest gets /etc/fstab (root and ESP by PARTUUID), an empty /etc/machine-id (first
+boot), DHCP (systemd-networkd or ifupdown, when the image has one), and on request a host
+name, root's password hash (--root-password-hash, e.g. from `openssl passwd -6`), SSH
+keys for root, and a systemd service running the image's ENTRYPOINT/CMD. The source is
+never changed. An image without a kernel needs --kernel (e.g. Debian's
+linux-image-cloud-amd64, which boots without an initramfs).
 
 Profiles pick the format: azure (fixed VHD, whole MiB), esxi and aws (streamOptimized
 VMDK), hyperv (VHDX, UEFI only), kubevirt (qcow2), qemu (qcow2, zstd-compressed).

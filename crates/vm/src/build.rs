@@ -11,6 +11,7 @@ use crate::disk::DiskComposer;
 use crate::kernel::{FoundKernel, describe, find_kernel};
 use crate::{Profile, edit};
 use diskcast_block::provenance::Provenance;
+use diskcast_block::size::human;
 use diskcast_block::{BlockRead, Error, Result};
 use diskcast_bootloader::grub_bios::{GrubBios, GrubModules};
 use diskcast_bootloader::{BootEntry, systemd_boot};
@@ -155,6 +156,12 @@ pub struct VmDisk {
     pub entry: BootEntry,
     /// Which kernel and initramfs, from where.
     pub kernel: String,
+    /// The kernel's path (in the image, or on the host with `--kernel`).
+    pub kernel_path: String,
+    /// Its release, when the file name says it.
+    pub kernel_version: Option<String>,
+    /// The initramfs's path, if any.
+    pub initrd_path: Option<String>,
     /// Where the UEFI loader came from.
     pub loader: String,
     /// What was changed in the guest, one line each.
@@ -360,8 +367,9 @@ pub fn plan(mut tree: Tree, opts: &VmOptions, prov: &Provenance, seed: &str) -> 
         Some(s) => {
             let room = s.checked_sub(root_start + GPT_TAIL).filter(|r| *r >= ALIGN).ok_or_else(|| {
                 Error::argument(format!(
-                    "--size {s}: too small; the ESP alone takes up to {} bytes of the disk",
-                    root_start + GPT_TAIL
+                    "--size {}: too small; the partitions before the root one take {} of the disk",
+                    human(s),
+                    human(root_start + GPT_TAIL)
                 ))
             })?;
             Some(room / 4096 * 4096)
@@ -376,7 +384,12 @@ pub fn plan(mut tree: Tree, opts: &VmOptions, prov: &Provenance, seed: &str) -> 
         disk_offset: root_start,
         variant: None,
     };
-    let root_fs = Ext4Builder.plan(&tree, &root_opts)?;
+    let root_fs = Ext4Builder.plan(&tree, &root_opts).map_err(|e| match (root_size, disk_size) {
+        (Some(r), Some(s)) => {
+            Error::new(e.kind(), format!("--size {}: the root partition gets {}: {}", human(s), human(r), e.message()))
+        }
+        _ => e,
+    })?;
     warnings.extend(root_fs.warnings.iter().map(|w| format!("root: {w}")));
     let root_len = root_fs.image.size();
     let root_desc = root_fs.description.clone();
@@ -409,6 +422,9 @@ pub fn plan(mut tree: Tree, opts: &VmOptions, prov: &Provenance, seed: &str) -> 
         partitions,
         entry,
         kernel: describe(&kernel),
+        kernel_path: kernel.kernel_path.clone(),
+        kernel_version: kernel.version.clone(),
+        initrd_path: kernel.initrd.as_ref().map(|(p, _)| p.clone()),
         loader: loader_from,
         guest_changes: prepared.changes,
         warnings,

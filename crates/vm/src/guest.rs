@@ -457,6 +457,49 @@ fn replace(tree: &mut Tree, path: &str, bytes: Vec<u8>, mode: u32, now: i64) -> 
 mod tests {
     use super::*;
 
+    fn ids() -> Ids {
+        Ids { root: Uuid::from_u128(1), esp: Uuid::from_u128(2) }
+    }
+
+    fn node(kind: Kind) -> Node {
+        Node::new(Meta::new(0o755, Timestamp::default()), kind)
+    }
+
+    #[test]
+    fn hostile_trees_get_clear_errors_quickly() {
+        let start = std::time::Instant::now();
+        let opts = GuestOptions { hostname: Some("h".into()), ..GuestOptions::default() };
+        // /etc is a file.
+        let mut t = Tree::new(Meta::new(0o755, Timestamp::default()));
+        t.insert(NodeId::ROOT, b"etc", node(Kind::File(FileData::inline(b"x".to_vec())))).unwrap();
+        let e = prepare(&mut t, &opts, &ids(), 0).unwrap_err().to_string();
+        assert!(e.contains("/etc") && e.contains("not a directory"), "{e}");
+        // /etc is a symlink loop, and a link out of the tree.
+        for target in [&b"etc"[..], b"/../../../../etc"] {
+            let mut t = Tree::new(Meta::new(0o755, Timestamp::default()));
+            t.insert(NodeId::ROOT, b"etc", node(Kind::Symlink(target.to_vec()))).unwrap();
+            match prepare(&mut t, &opts, &ids(), 0) {
+                Err(e) => assert!(e.to_string().contains("etc"), "{e}"),
+                // A link that climbs above the root ends at the root, inside the tree.
+                Ok(_) => assert!(t.resolve(b"/etc", true).is_ok()),
+            }
+        }
+        // /etc/fstab is a directory; /etc/shadow is huge.
+        let mut t = Tree::new(Meta::new(0o755, Timestamp::default()));
+        let etc = t.mkdir_all(b"etc", &Meta::new(0o755, Timestamp::default())).unwrap();
+        t.insert(etc, b"fstab", node(Kind::empty_dir())).unwrap();
+        let e = prepare(&mut t, &GuestOptions::default(), &ids(), 0).unwrap_err().to_string();
+        assert!(e.contains("/etc/fstab"), "{e}");
+        let mut t = Tree::new(Meta::new(0o755, Timestamp::default()));
+        let etc = t.mkdir_all(b"etc", &Meta::new(0o755, Timestamp::default())).unwrap();
+        let huge = FileData { size: 1 << 40, content: diskcast_tree::Content::Zero };
+        t.insert(etc, b"shadow", node(Kind::File(huge))).unwrap();
+        let opts = GuestOptions { root_password_hash: Some("$6$a$b".into()), ..GuestOptions::default() };
+        let e = prepare(&mut t, &opts, &ids(), 0).unwrap_err().to_string();
+        assert!(e.contains("/etc/shadow") && !e.contains("$6$a$b"), "{e}");
+        assert!(start.elapsed() < std::time::Duration::from_secs(5));
+    }
+
     #[test]
     fn systemd_words_are_quoted_and_unexpanded() {
         assert_eq!(systemd_quote(r#"a "b" $HOME 100% \n"#).unwrap(), r#""a \"b\" $$HOME 100%% \\n""#);

@@ -181,6 +181,15 @@ mod tests {
     }
 
     #[test]
+    fn link_loops_and_links_out_of_the_tree_find_nothing() {
+        let t = tree(&[], &[("/vmlinuz", "vmlinuz"), ("/boot", "/boot"), ("/usr/lib/modules", "../../../../..")]);
+        assert!(find_kernel(&t).is_none());
+        // A link climbing above the root stays in the tree.
+        let t = tree(&["/boot/vmlinuz-1"], &[("/vmlinuz", "../../../boot/vmlinuz-1")]);
+        assert_eq!(find_kernel(&t).unwrap().kernel_path, "/boot/vmlinuz-1");
+    }
+
+    #[test]
     fn versions_compare_as_numbers() {
         assert_eq!(compare_versions(Some("6.10.0-1-amd64"), Some("6.9.12-1-amd64")), Ordering::Greater);
         assert_eq!(compare_versions(Some("6.1.0-27-amd64"), Some("6.1.0-9-amd64")), Ordering::Greater);
