@@ -458,3 +458,44 @@ fn convert_vm_disk_to_oci_takes_the_root_partition() {
         .expect_stderr_all(&["partition 2", "holds XFS, which diskcast cannot read"]);
     assert!(!d.join("xfs").exists());
 }
+
+#[test]
+fn convert_profile_writes_what_each_platform_takes() {
+    let dir = tmp();
+    let d = dir.path();
+    // 64 KiB past a whole MiB: the azure output is rounded up.
+    let raw = uefi_disk(d, "boot.raw", 64 * KIB, true);
+    for (profile, file) in
+        [("azure", "c.vhd"), ("esxi", "c.vmdk"), ("aws", "c2.vmdk"), ("hyperv", "c.vhdx"), ("qemu", "c.qcow2")]
+    {
+        let out = d.join(file);
+        dc_ok(&["convert", "--profile", profile, &s(&raw), &s(&out)]);
+        assert_eq!(codes(profile, &s(&out)), Vec::<String>::new(), "{profile}");
+    }
+    let azure = qemu_info_fmt(&d.join("c.vhd"), "vpc");
+    assert_eq!(azure["virtual-size"], 33 * MIB, "azure rounds up to a whole MiB: {azure}");
+    qemu_img(&["compare", "-f", "raw", "-F", "qcow2", &s(&raw), &s(&d.join("c.qcow2"))]).expect_ok();
+
+    let layout = d.join("kv");
+    let target = format!("oci:{}:disk", s(&layout));
+    dc_ok(&["convert", "--profile", "kubevirt", &s(&raw), &target]);
+    assert_eq!(codes("kubevirt", &target), Vec::<String>::new());
+    let bundle = d.join("bundle");
+    run_utc("umoci", &["unpack", "--rootless", "--image", &format!("{}:disk", s(&layout)), &s(&bundle)]);
+    qemu_img(&["compare", "-f", "raw", "-F", "qcow2", &s(&raw), &s(&bundle.join("rootfs/disk/disk.qcow2"))])
+        .expect_ok();
+    let names: Vec<String> =
+        std::fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    assert!(!names.iter().any(|n| n.contains("containerdisk")), "{names:?}");
+
+    // Contradictions and wrong targets are refused before anything is written.
+    let out = d.join("x.vhd");
+    dc(&["convert", "--profile", "azure", "-O", "qcow2", &s(&raw), &s(&out)])
+        .expect_code(1)
+        .expect_stderr_all(&["contradicts --profile azure"]);
+    dc(&["convert", "--profile", "azure", "-o", "subformat=dynamic", &s(&raw), &s(&out)])
+        .expect_code(1)
+        .expect_stderr_all(&["subformat=dynamic", "subformat=fixed"]);
+    dc(&["convert", "--profile", "kubevirt", &s(&raw), &s(&out)]).expect_code(1).expect_stderr_all(&["oci:DIR:TAG"]);
+    assert_no_output(&out);
+}

@@ -38,6 +38,8 @@ Examples:
   diskcast convert -O vmdk -o subformat=streamOptimized disk.qcow2 disk.vmdk   # OVA/vSphere
   diskcast convert -O vmdk -o subformat=streamOptimized disk.qcow2 - | curl -T - URL
   diskcast convert -O vhd -o subformat=fixed,force_size=on,round_size=1M disk.qcow2 azure.vhd
+  diskcast convert --profile azure disk.qcow2 azure.vhd      # the same
+  diskcast convert --profile kubevirt disk.raw oci:./vm-disk:latest   # a containerDisk
   diskcast convert -O vhdx disk.vmdk disk.vhdx                 # VMware -> Hyper-V
   diskcast convert -O vdi disk.vhdx disk.vdi                   # Hyper-V -> VirtualBox
   diskcast convert -n -O raw disk.qcow2 /dev/vg0/vm-disk        # into an existing LV or disk
@@ -283,6 +285,11 @@ pub struct ConvertArgs {
     /// Format of SRC (probed if not given).
     #[arg(short = 'f', long = "format", value_name = "FMT")]
     pub format: Option<String>,
+    /// Write what platform P takes (azure, esxi, aws, hyperv, kubevirt, qemu): sets -O,
+    /// -o and -c; kubevirt wraps the qcow2 as a containerDisk (DST oci:DIR:TAG or
+    /// oci-archive:FILE:TAG).
+    #[arg(long = "profile", value_name = "P")]
+    pub profile: Option<String>,
     /// Format of DST.
     #[arg(short = 'O', long = "output-format", value_name = "FMT", default_value = "raw")]
     pub output_format: String,

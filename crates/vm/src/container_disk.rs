@@ -85,10 +85,10 @@ impl Staged {
         match (profile == Some(Profile::Kubevirt), is_image) {
             (false, false) => Ok(None),
             (true, false) => Err(Error::argument(format!(
-                "--profile kubevirt writes a containerDisk image: -o oci:DIR:TAG or -o oci-archive:FILE:TAG, not {out}"
+                "--profile kubevirt writes a containerDisk image, oci:DIR:TAG or oci-archive:FILE:TAG, not {out}"
             ))),
             (false, true) => Err(Error::argument(format!(
-                "-o {out} is a container image; only --profile kubevirt writes one (a containerDisk)"
+                "{out} is a container image; only --profile kubevirt writes one (a containerDisk)"
             ))),
             (true, true) => {
                 let beside = match ImageRef::parse(out)? {

@@ -11,9 +11,12 @@ use crate::progress::reporter;
 use diskcast_block::copy::{CopyOptions, copy};
 use diskcast_block::io::ImageFile;
 use diskcast_block::output::OutputFiles;
+use diskcast_block::provenance::Provenance;
 use diskcast_block::registry::{CreateOptions, Driver, PROBE_HEAD, PROBE_TAIL, ProbeData};
 use diskcast_block::size::parse_size;
 use diskcast_block::{BlockRead, BlockWrite, Error, Result, ResultExt};
+use diskcast_vm::Profile;
+use diskcast_vm::container_disk::Staged;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -22,7 +25,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// Pipe buffer: large writes keep the reader on the other end busy.
 const STDOUT_BUFFER: usize = 4 << 20;
 
-pub fn run(a: ConvertArgs) -> Result<u8> {
+pub fn run(mut a: ConvertArgs) -> Result<u8> {
+    let staged = match a.profile.as_deref().map(Profile::parse).transpose()? {
+        Some(p) => apply_profile(&mut a, p)?,
+        None => None,
+    };
     // A container image DST (its transport prefix says so) makes this a tree conversion.
     let dst = a.dst.to_string_lossy();
     if diskcast_oci::is_image_ref(&dst) {
@@ -35,7 +42,57 @@ pub fn run(a: ConvertArgs) -> Result<u8> {
     let images = Images::new(&a.open)?;
     let plan = Plan::new(&a, &images)?;
     plan.run(&images, &a)?;
+    if let Some(s) = staged {
+        let r = s.finish(&Provenance::from_env()?, reporter(a.progress, a.progress_bar).as_ref())?;
+        eprintln!("diskcast: containerDisk {} (manifest {})", s.target, r.manifest_digest);
+    }
     Ok(0)
+}
+
+/// `--profile P`: the profile's format, options and compression, checked against what
+/// the user gave. For kubevirt, DST (an image) becomes a temporary qcow2 beside it,
+/// wrapped once written.
+fn apply_profile(a: &mut ConvertArgs, p: Profile) -> Result<Option<Staged>> {
+    let spec = p.output();
+    if a.output_format != "raw" && a.output_format != spec.format && !(spec.format == "vhd" && a.output_format == "vpc")
+    {
+        return Err(Error::argument(format!(
+            "-O {} contradicts --profile {}, which writes {}; drop one of them",
+            a.output_format,
+            p.name(),
+            spec.format
+        )));
+    }
+    let given: Vec<(String, String)> = a
+        .options
+        .iter()
+        .flat_map(|g| g.split(','))
+        .filter_map(|o| o.split_once('=').map(|(k, v)| (k.trim().to_string(), v.trim().to_string())))
+        .collect();
+    let mut wanted: Vec<(&str, &str)> = spec.options.to_vec();
+    if p == Profile::Azure {
+        // Any source size: rounded up to the whole MiB Azure wants.
+        wanted.push(("round_size", "1M"));
+    }
+    for (k, v) in wanted {
+        match given.iter().find(|(gk, _)| gk == k) {
+            Some((_, gv)) if gv != v => {
+                return Err(Error::argument(format!(
+                    "-o {k}={gv} contradicts --profile {}, which needs {k}={v}",
+                    p.name()
+                )));
+            }
+            Some(_) => {}
+            None => a.options.push(format!("{k}={v}")),
+        }
+    }
+    a.output_format = spec.format.to_string();
+    a.compress |= spec.compress;
+    let staged = Staged::for_output(Some(p), &a.dst.to_string_lossy())?;
+    if let Some(s) = &staged {
+        a.dst = s.disk.clone();
+    }
+    Ok(staged)
 }
 
 /// Where the source comes from.
