@@ -247,6 +247,13 @@ fn kubevirt_takes_a_container_disk_with_one_readable_bootable_disk_under_disk() 
     qemu_img(&["create", "-q", "-f", "qcow2", &s(&blank), "32M"]).expect_ok();
     std::fs::set_permissions(&blank, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
     assert_eq!(codes("kubevirt", &umoci_image(&layout, "blank", &blank, "/disk/disk.qcow2")), ["no-partition-table"]);
+    // Two disks, or none, under /disk/.
+    let two = umoci_image(&layout, "two", &qcow2, "/disk/a.qcow2");
+    run_utc("umoci", &["insert", "--image", &format!("{}:two", s(&layout)), &s(&blank), "/disk/b.qcow2"]);
+    assert_eq!(codes("kubevirt", &two), ["several-disks"]);
+    let empty = d.join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    assert_eq!(codes("kubevirt", &umoci_image(&layout, "empty", &empty, "/disk")), ["no-disk"]);
 }
 
 /// A small busybox root directory with an init script (the vm tests' guest, minus the
