@@ -9,7 +9,9 @@
 # FILL_MB > 0, a layer of FILL_MB MiB of half-compressible files, so the ratio can be seen
 # on something larger than busybox. Prints the medians, spread and the ratio.
 # Env: FILL_MB (0), RUNS (3), WORK (bench/work/vm), DISKCAST (target/release/diskcast),
-#      KERNEL (the test kernel under /var/cache/diskcast-tests)
+#      KERNEL (the test kernel under /var/cache/diskcast-tests),
+#      IMAGE (an OCI layout DIR:TAG to use instead of the busybox image, e.g. a Debian
+#      image made with mmdebstrap + `umoci raw add-layer`)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FILL_MB=${FILL_MB:-0}; WORK=${WORK:-bench/work/vm}
@@ -20,8 +22,10 @@ LOADER=/usr/lib/systemd/boot/efi/systemd-bootx64.efi
 . bench/lib.sh
 [ -x "$DISKCAST" ] || cargo build --release -p diskcast
 [ -f "$KERNEL" ] || { echo "no kernel: run scripts/setup.sh or set KERNEL" >&2; exit 1; }
-mkdir -p "$WORK"; IMG=$WORK/img
-if [ ! -f "$IMG/index.json" ] || [ "$(cat "$WORK/fill" 2>/dev/null)" != "$FILL_MB" ]; then
+mkdir -p "$WORK"; IMG=$WORK/img; REF=$IMG:t
+if [ -n "${IMAGE:-}" ]; then
+  REF=$IMAGE
+elif [ ! -f "$IMG/index.json" ] || [ "$(cat "$WORK/fill" 2>/dev/null)" != "$FILL_MB" ]; then
   rm -rf "$IMG" "$WORK/l1" "$WORK/init"
   umoci init --layout "$IMG" >/dev/null; umoci new --image "$IMG:t"
   R=$WORK/l1; mkdir -p "$R"/{bin,sbin,etc,dev,proc,sys,tmp,root}
@@ -52,7 +56,7 @@ fi
 # The scripted pipeline, as a user would write it (the same layout diskcast writes).
 pipeline() {
   local W=$WORK/pipe; rm -rf "$W"; mkdir -p "$W"
-  umoci unpack --rootless --image "$IMG:t" "$W/bundle" >/dev/null
+  umoci unpack --rootless --image "$REF" "$W/bundle" >/dev/null
   local mb; mb=$(du -sm "$W/bundle/rootfs" | cut -f1); mb=$((mb + mb / 4 + 16))
   mke2fs -q -F -t ext4 -L root -d "$W/bundle/rootfs" "$W/root.img" "${mb}M"
   mkfs.fat -F 32 -n ESP -C "$W/esp.img" $((64 * 1024)) >/dev/null
@@ -74,9 +78,9 @@ pipeline() {
 }
 
 measure "diskcast vm" 'rm -f "$WORK/dc.qcow2"' 'qemu-img check -q "$WORK/dc.qcow2"' \
-  "$DISKCAST" vm "oci:$IMG:t" -o "$WORK/dc.qcow2" -O qcow2 --kernel "$KERNEL" --progress none
+  "$DISKCAST" vm "oci:$REF" -o "$WORK/dc.qcow2" -O qcow2 --kernel "$KERNEL" --progress none
 measure "umoci+mke2fs+mtools+sgdisk+qemu-img" 'rm -f "$WORK/pipe.qcow2"' 'qemu-img check -q "$WORK/pipe.qcow2"' pipeline
-printf 'image: busybox + %s MiB, %s runs\n' "$FILL_MB" "$RUNS"
+printf 'image: %s, %s runs\n' "${IMAGE:-busybox + $FILL_MB MiB}" "$RUNS"
 echo "diskcast vm / scripted pipeline = $(ratio "diskcast vm" "umoci+mke2fs+mtools+sgdisk+qemu-img") (goal <= 0.33)"
-/usr/bin/time -f "diskcast vm peak memory: %M KiB" "$DISKCAST" vm "oci:$IMG:t" -o "$WORK/dc.qcow2" -O qcow2 --kernel "$KERNEL" --progress none 2>&1 | tail -1
+/usr/bin/time -f "diskcast vm peak memory: %M KiB" "$DISKCAST" vm "oci:$REF" -o "$WORK/dc.qcow2" -O qcow2 --kernel "$KERNEL" --progress none 2>&1 | tail -1
 rm -f "$WORK/dc.qcow2" "$WORK/pipe.qcow2"
