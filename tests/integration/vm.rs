@@ -620,3 +620,25 @@ fn kernel_initramfs_and_loader_found_inside_image_layers() {
     };
     assert!(entry.contains("initrd /diskcast/initrd.img\n"), "{entry}");
 }
+
+#[test]
+fn uefi_disks_are_byte_identical_under_source_date_epoch() {
+    let t = tmp();
+    let marker = "unused";
+    let tar = guest_tar(t.path(), marker);
+    let kernel = s(&test_kernel());
+    let (a, b) = (t.path().join("a.vhdx"), t.path().join("b.vhdx"));
+    for out in [&a, &b] {
+        crate::support::dc_epoch(
+            Some("1700000000"),
+            &["vm", &s(&tar), "-o", &s(out), "--profile", "hyperv", "--kernel", &kernel, "--hostname", "same"],
+        )
+        .expect_ok();
+    }
+    assert!(crate::support::read(&a) == crate::support::read(&b), "two runs with SOURCE_DATE_EPOCH differ");
+    qemu_img(&["check", "-f", "vhdx", &s(&a)]);
+    let c = t.path().join("c.vhdx");
+    crate::support::dc_epoch(None, &["vm", &s(&tar), "-o", &s(&c), "--profile", "hyperv", "--kernel", &kernel])
+        .expect_ok();
+    assert!(crate::support::read(&a) != crate::support::read(&c), "without SOURCE_DATE_EPOCH the ids are random");
+}
