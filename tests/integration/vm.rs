@@ -187,6 +187,11 @@ fn a_distroless_image_without_kernel_is_refused_and_writes_nothing() {
     dc(&["vm", &s(&tar), "-o", &s(&out), "--profile", "hyperv", "--boot", "bios"])
         .expect_diskcast_error()
         .expect_stderr_all(&["hyperv", "UEFI"]);
+    // A hybrid disk boots UEFI as well: Hyper-V takes it.
+    let hybrid = t.path().join("hybrid.vhdx");
+    let k = s(&test_kernel());
+    dc_ok(&["vm", &s(&tar), "-o", &s(&hybrid), "--profile", "hyperv", "--boot", "hybrid", "--kernel", &k]);
+    qemu_img(&["check", "-f", "vhdx", &s(&hybrid)]);
     dc(&["vm", &s(&tar), "-o", &s(&out), "--profile", "azure", "-O", "qcow2"])
         .expect_diskcast_error()
         .expect_stderr_all(&["contradicts --profile azure"]);

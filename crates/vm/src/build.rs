@@ -94,14 +94,14 @@ impl VmOptions {
     /// Checks what can be checked before the source is read: the boot mode against the
     /// profile, the files named on the command line.
     pub fn validate(&self) -> Result<()> {
+        // A hybrid disk boots UEFI too, so only a BIOS-only disk is refused.
         if let Some(p) = self.profile
             && p.requires_uefi()
-            && self.boot != BootMode::Uefi
+            && self.boot == BootMode::Bios
         {
             return Err(Error::argument(format!(
-                "--profile {} boots only UEFI guests; --boot {} cannot be used with it",
-                p.name(),
-                self.boot.name()
+                "--profile {} boots only UEFI guests; --boot bios cannot be used with it (uefi or hybrid can)",
+                p.name()
             )));
         }
         if self.boot == BootMode::Bios && self.loader.is_some() {
