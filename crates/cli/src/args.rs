@@ -280,6 +280,25 @@ pub struct InfoArgs {
     pub file: PathBuf,
 }
 
+/// How an image is written, for every command that writes one: compression, progress
+/// and threads.
+#[derive(Debug, Clone, Args)]
+pub struct WriteArgs {
+    /// Compress the output (qcow2: zlib by default, `-o compression_type=zstd` for zstd;
+    /// streamOptimized VMDK).
+    #[arg(short = 'c')]
+    pub compress: bool,
+    /// Show a progress bar (same as --progress=bar).
+    #[arg(short = 'p')]
+    pub progress_bar: bool,
+    /// How to report progress.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub progress: ProgressMode,
+    /// Worker threads (default: one per core).
+    #[arg(short = 'j', long = "threads", value_name = "N")]
+    pub threads: Option<usize>,
+}
+
 #[derive(Debug, Args)]
 pub struct ConvertArgs {
     /// Format of SRC (probed if not given).
@@ -296,18 +315,8 @@ pub struct ConvertArgs {
     /// Format options, comma separated (`diskcast formats` lists them).
     #[arg(short = 'o', value_name = "KEY=VALUE,..")]
     pub options: Vec<String>,
-    /// Compress the output (qcow2: zlib by default, `-o compression_type=zstd` for zstd).
-    #[arg(short = 'c')]
-    pub compress: bool,
-    /// Show a progress bar (same as --progress=bar).
-    #[arg(short = 'p')]
-    pub progress_bar: bool,
-    /// How to report progress.
-    #[arg(long, value_enum, default_value = "auto")]
-    pub progress: ProgressMode,
-    /// Worker threads (default: one per core).
-    #[arg(short = 'j', long = "threads", value_name = "N")]
-    pub threads: Option<usize>,
+    #[command(flatten)]
+    pub write: WriteArgs,
     /// Zero runs at least this long become holes; 0 writes every byte (fully allocated).
     #[arg(short = 'S', value_name = "SIZE", default_value = "4K")]
     pub min_sparse: String,

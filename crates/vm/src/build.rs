@@ -327,7 +327,7 @@ pub fn plan(mut tree: Tree, opts: &VmOptions, prov: &Provenance, seed: &str) -> 
     if let Some(grub) = &grub {
         let start = disk.next_start();
         let installed = grub.install(start / 512, BIOS_BOOT_SIZE)?;
-        disk.set_boot_code(&installed.mbr_code)?;
+        disk.set_boot_code(&installed.mbr_code);
         let len = installed.core.len() as u64;
         let mut core = PlannedImage::new(len, "GRUB core image");
         core.place_bytes(0, installed.core)?;

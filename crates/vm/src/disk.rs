@@ -7,9 +7,6 @@ use diskcast_part::{ALIGN, DiskPlan, PartSpec, TableKind, Uuid};
 use diskcast_tree::{Piece, PlannedImage};
 use std::sync::Arc;
 
-/// Bytes of MBR boot code in sector 0, before the disk signature and partition entries.
-pub const BOOT_CODE_LEN: usize = 440;
-
 /// Collects partitions in disk order and composes them into a [`PlannedImage`].
 ///
 /// Partition i starts at the 1 MiB boundary after partition i-1, so its start is known
@@ -68,26 +65,21 @@ impl DiskComposer {
         Ok(self.specs.len() as u32)
     }
 
-    /// MBR boot code (a BIOS loader's first stage) for sector 0's first 440 bytes.
-    pub fn set_boot_code(&mut self, code: &[u8]) -> Result<()> {
-        if code.len() > BOOT_CODE_LEN {
-            return Err(Error::invalid(format!("MBR boot code is {} bytes, at most {BOOT_CODE_LEN}", code.len())));
-        }
+    /// MBR boot code (a BIOS loader's first stage) for sector 0's first
+    /// [`diskcast_part::BOOT_CODE_LEN`] bytes; the table is [`DiskPlan::set_boot_code`]'s to check.
+    pub fn set_boot_code(&mut self, code: &[u8]) {
         self.boot_code = Some(code.to_vec());
-        Ok(())
     }
 
     /// Lays out the table (`disk_size`, when given, must hold the partitions) and places
     /// the table's sectors and every partition's content.
     pub fn finish(self, disk_size: Option<u64>, disk_guid: Uuid) -> Result<ComposedDisk> {
-        let plan = DiskPlan::new(self.kind, self.specs, disk_size, disk_guid)?;
+        let mut plan = DiskPlan::new(self.kind, self.specs, disk_size, disk_guid)?;
+        if let Some(code) = &self.boot_code {
+            plan.set_boot_code(code)?;
+        }
         let mut image = PlannedImage::new(plan.disk_size, format!("{} disk", self.kind.name()));
-        for (off, mut bytes) in plan.table_bytes() {
-            if off == 0
-                && let Some(code) = &self.boot_code
-            {
-                bytes[..code.len()].copy_from_slice(code);
-            }
+        for (off, bytes) in plan.table_bytes() {
             image.place_bytes(off, bytes)?;
         }
         for ((part, start), content) in plan.parts.iter().zip(self.starts).zip(self.contents) {
@@ -109,7 +101,7 @@ impl DiskComposer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use diskcast_part::PartType;
+    use diskcast_part::{BOOT_CODE_LEN, PartType};
 
     fn spec(name: &str, size: u64) -> PartSpec {
         PartSpec { name: name.into(), kind: PartType::Linux, size, uuid: Uuid::nil(), bootable: false }
@@ -123,7 +115,7 @@ mod tests {
         c.push(spec("a", 3 * ALIGN + 512), Some(fs)).unwrap();
         assert_eq!(c.next_start(), 5 * ALIGN);
         c.push(spec("b", ALIGN), None).unwrap();
-        c.set_boot_code(&[0xeb; 440]).unwrap();
+        c.set_boot_code(&[0xeb; BOOT_CODE_LEN]);
         let d = c.finish(None, Uuid::nil()).unwrap();
         assert_eq!(d.plan.parts[1].start, 5 * ALIGN);
         let mut s0 = [0u8; 512];
@@ -134,6 +126,9 @@ mod tests {
         let mut c = DiskComposer::new(TableKind::Gpt);
         let big: Arc<dyn BlockRead> = Arc::new(PlannedImage::new(8192, "x"));
         assert!(c.push(spec("small", 4096), Some(big)).is_err());
-        assert!(c.set_boot_code(&[0; 441]).is_err());
+        let mut c = DiskComposer::new(TableKind::Gpt);
+        c.push(spec("a", ALIGN), None).unwrap();
+        c.set_boot_code(&[0; BOOT_CODE_LEN + 1]);
+        assert!(c.finish(None, Uuid::nil()).is_err(), "441 bytes of boot code accepted");
     }
 }

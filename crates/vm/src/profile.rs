@@ -83,3 +83,61 @@ impl Profile {
         }
     }
 }
+
+/// What a command writes under a profile: the user's `-O` and format options merged
+/// with the profile's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedOutput {
+    /// Format name.
+    pub format: String,
+    /// Every format option, `key=value`: the user's, then the profile's they lacked.
+    pub options: Vec<String>,
+    /// Compressed output.
+    pub compress: bool,
+}
+
+impl Profile {
+    /// Merges what the user asked for (`format`: their `-O`, if any; `options`: their
+    /// comma-separated format option groups; `compress`: their `-c`) with what the
+    /// profile writes plus `extra` options. A contradiction is a usage error naming both
+    /// sides; an option the user gave the profile's value is kept once.
+    pub fn resolve(
+        self,
+        format: Option<&str>,
+        options: &[String],
+        compress: bool,
+        extra: &[(&str, &str)],
+    ) -> Result<ResolvedOutput> {
+        let spec = self.output();
+        if let Some(f) = format
+            && f != spec.format
+            && !(spec.format == "vhd" && f == "vpc")
+        {
+            return Err(Error::argument(format!(
+                "-O {f} contradicts --profile {}, which writes {}; drop one of them",
+                self.name(),
+                spec.format
+            )));
+        }
+        let given: Vec<(&str, &str)> = options
+            .iter()
+            .flat_map(|g| g.split(','))
+            .filter_map(|o| o.split_once('='))
+            .map(|(k, v)| (k.trim(), v.trim()))
+            .collect();
+        let mut out: Vec<String> = options.to_vec();
+        for &(k, v) in spec.options.iter().chain(extra) {
+            match given.iter().find(|(gk, _)| *gk == k) {
+                Some((_, gv)) if *gv != v => {
+                    return Err(Error::argument(format!(
+                        "format option {k}={gv} contradicts --profile {}, which needs {k}={v}",
+                        self.name()
+                    )));
+                }
+                Some(_) => {}
+                None => out.push(format!("{k}={v}")),
+            }
+        }
+        Ok(ResolvedOutput { format: spec.format.to_string(), options: out, compress: compress || spec.compress })
+    }
+}

@@ -33,17 +33,17 @@ pub fn run(mut a: ConvertArgs) -> Result<u8> {
     // A container image DST (its transport prefix says so) makes this a tree conversion.
     let dst = a.dst.to_string_lossy();
     if diskcast_oci::is_image_ref(&dst) {
-        if a.output_format != "raw" || !a.options.is_empty() || a.compress || a.no_create {
+        if a.output_format != "raw" || !a.options.is_empty() || a.write.compress || a.no_create {
             return Err(Error::argument("-O, -o, -c and -n apply to disk images, not to a container image DST"));
         }
-        let progress = reporter(a.progress, a.progress_bar);
+        let progress = reporter(a.write.progress, a.write.progress_bar);
         return super::oci::convert(&a.src.to_string_lossy(), &dst, a.format.clone(), &a.image, progress.as_ref());
     }
     let images = Images::new(&a.open)?;
     let plan = Plan::new(&a, &images)?;
     plan.run(&images, &a)?;
     if let Some(s) = staged {
-        let r = s.finish(&Provenance::from_env()?, reporter(a.progress, a.progress_bar).as_ref())?;
+        let r = s.finish(&Provenance::from_env()?, reporter(a.write.progress, a.write.progress_bar).as_ref())?;
         eprintln!("diskcast: containerDisk {} (manifest {})", s.target, r.manifest_digest);
     }
     Ok(0)
@@ -53,41 +53,11 @@ pub fn run(mut a: ConvertArgs) -> Result<u8> {
 /// the user gave. For kubevirt, DST (an image) becomes a temporary qcow2 beside it,
 /// wrapped once written.
 fn apply_profile(a: &mut ConvertArgs, p: Profile) -> Result<Option<Staged>> {
-    let spec = p.output();
-    if a.output_format != "raw" && a.output_format != spec.format && !(spec.format == "vhd" && a.output_format == "vpc")
-    {
-        return Err(Error::argument(format!(
-            "-O {} contradicts --profile {}, which writes {}; drop one of them",
-            a.output_format,
-            p.name(),
-            spec.format
-        )));
-    }
-    let given: Vec<(String, String)> = a
-        .options
-        .iter()
-        .flat_map(|g| g.split(','))
-        .filter_map(|o| o.split_once('=').map(|(k, v)| (k.trim().to_string(), v.trim().to_string())))
-        .collect();
-    let mut wanted: Vec<(&str, &str)> = spec.options.to_vec();
-    if p == Profile::Azure {
-        // Any source size: rounded up to the whole MiB Azure wants.
-        wanted.push(("round_size", "1M"));
-    }
-    for (k, v) in wanted {
-        match given.iter().find(|(gk, _)| gk == k) {
-            Some((_, gv)) if gv != v => {
-                return Err(Error::argument(format!(
-                    "-o {k}={gv} contradicts --profile {}, which needs {k}={v}",
-                    p.name()
-                )));
-            }
-            Some(_) => {}
-            None => a.options.push(format!("{k}={v}")),
-        }
-    }
-    a.output_format = spec.format.to_string();
-    a.compress |= spec.compress;
+    // Any source size: Azure wants a whole number of MiB, so round up.
+    let extra: &[(&str, &str)] = if p == Profile::Azure { &[("round_size", "1M")] } else { &[] };
+    let format = Some(a.output_format.as_str()).filter(|f| *f != "raw");
+    let r = p.resolve(format, &a.options, a.write.compress, extra)?;
+    (a.output_format, a.options, a.write.compress) = (r.format, r.options, r.compress);
     let staged = Staged::for_output(Some(p), &a.dst.to_string_lossy())?;
     if let Some(s) = &staged {
         a.dst = s.disk.clone();
@@ -144,12 +114,12 @@ impl<'r> Plan<'r> {
             )));
         }
         let driver = images.registry.get(&a.output_format)?;
-        let create = create_options(&a.options, a.compress)?;
+        let create = create_options(&a.options, a.write.compress)?;
         let min_sparse = match parse_size(&a.min_sparse)? {
             0 => None,
             n => Some(n),
         };
-        let copy = CopyOptions { threads: threads(a.threads)?, min_sparse, ..CopyOptions::default() };
+        let copy = CopyOptions { threads: threads(a.write.threads)?, min_sparse, ..CopyOptions::default() };
         driver.validate(&create)?;
         let target = if a.dst.as_os_str() == "-" {
             if a.no_create {
@@ -184,7 +154,7 @@ impl<'r> Plan<'r> {
         ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed))
             .map_err(|e| Error::argument(format!("cannot install the Ctrl-C handler: {e}")))?;
         let opts = CopyOptions { cancel: Some(cancel), ..self.copy };
-        let progress = reporter(a.progress, a.progress_bar);
+        let progress = reporter(a.write.progress, a.write.progress_bar);
         // The target first: an image a VM uses is refused before the source is opened
         // (and before any log is replayed into it). Held until the new file replaced it.
         let _target_lock = match &self.target {

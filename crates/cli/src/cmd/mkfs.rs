@@ -8,7 +8,7 @@
 
 use super::tree_source::{SourceArgs, open as open_source};
 use super::{create_options, threads};
-use crate::args::ProgressMode;
+use crate::args::WriteArgs;
 use crate::progress::reporter;
 use clap::Args;
 use diskcast_block::copy::{CopyOptions, copy};
@@ -52,18 +52,8 @@ pub struct OutputArgs {
     /// Format options of OUT, comma separated (`diskcast formats` lists them).
     #[arg(long = "format-options", value_name = "KEY=VALUE,..")]
     pub format_options: Vec<String>,
-    /// Compress the output (qcow2, streamOptimized VMDK).
-    #[arg(short = 'c')]
-    pub compress: bool,
-    /// Show a progress bar (same as --progress=bar).
-    #[arg(short = 'p')]
-    pub progress_bar: bool,
-    /// How to report progress.
-    #[arg(long, value_enum, default_value = "auto")]
-    pub progress: ProgressMode,
-    /// Worker threads (default: one per core).
-    #[arg(short = 'j', long = "threads", value_name = "N")]
-    pub threads: Option<usize>,
+    #[command(flatten)]
+    pub write: WriteArgs,
 }
 
 #[derive(Debug, Args)]
@@ -119,14 +109,14 @@ impl<'a> Writer<'a> {
     /// Checks the output arguments before anything is read.
     pub fn new(out: &'a OutputArgs) -> Result<Self> {
         let registry = diskcast_formats::registry();
-        let create = create_options(&out.format_options, out.compress)?;
+        let create = create_options(&out.format_options, out.write.compress)?;
         registry.get(&out.output_format)?.validate(&create)?;
         if out.output.is_dir() {
             return Err(
                 Error::argument("the output is a directory; name the image file to write").with_file(&out.output)
             );
         }
-        let copy = CopyOptions { threads: threads(out.threads)?, ..CopyOptions::default() };
+        let copy = CopyOptions { threads: threads(out.write.threads)?, ..CopyOptions::default() };
         Ok(Writer { out, registry, create, copy })
     }
 
@@ -140,7 +130,7 @@ impl<'a> Writer<'a> {
         ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed))
             .map_err(|e| Error::argument(format!("cannot install the Ctrl-C handler: {e}")))?;
         let opts = CopyOptions { cancel: Some(cancel), ..self.copy.clone() };
-        let progress = reporter(self.out.progress, self.out.progress_bar);
+        let progress = reporter(self.out.write.progress, self.out.write.progress_bar);
         let out = OutputFiles::new();
         let dst: Box<dyn BlockWrite> = driver.create(path, image.size(), &self.create, &out).file(path)?;
         copy(image, dst.as_ref(), &opts, progress.as_ref()).file(path)?;

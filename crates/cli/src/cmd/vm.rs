@@ -8,7 +8,7 @@
 use super::mkfs::{OutputArgs, Writer};
 use super::print_json;
 use super::tree_source::{SourceArgs, open as open_source};
-use crate::args::{OutputFormat, ProgressMode};
+use crate::args::{OutputFormat, WriteArgs};
 use clap::Args;
 use diskcast_block::provenance::Provenance;
 use diskcast_block::size::{human, parse_size};
@@ -58,18 +58,8 @@ pub struct VmArgs {
     pub loader: Option<PathBuf>,
     #[command(flatten)]
     pub guest: GuestArgs,
-    /// Compress the output (qcow2, streamOptimized VMDK).
-    #[arg(short = 'c')]
-    pub compress: bool,
-    /// Show a progress bar (same as --progress=bar).
-    #[arg(short = 'p')]
-    pub progress_bar: bool,
-    /// How to report progress.
-    #[arg(long, value_enum, default_value = "auto")]
-    pub progress: ProgressMode,
-    /// Worker threads (default: one per core).
-    #[arg(short = 'j', long = "threads", value_name = "N")]
-    pub threads: Option<usize>,
+    #[command(flatten)]
+    pub write: WriteArgs,
     /// The summary on stdout: human text or JSON (partitions, sizes, kernel, command line).
     #[arg(long, value_enum, default_value = "human")]
     pub output: OutputFormat,
@@ -137,46 +127,20 @@ fn entrypoint(config: &RunConfig) -> Entrypoint {
 
 /// The output format and options: the profile's, checked against `-O`.
 fn output_args(a: &VmArgs, profile: Option<Profile>) -> Result<OutputArgs> {
-    let mut format_options = Vec::new();
-    let mut compress = a.compress;
-    let format = match profile {
+    let (output_format, format_options, compress) = match profile {
         Some(p) => {
-            let spec = p.output();
-            if let Some(f) = &a.output_format
-                && f != spec.format
-            {
-                return Err(Error::argument(format!(
-                    "-O {f} contradicts --profile {}, which writes {}; drop one of them",
-                    p.name(),
-                    spec.format
-                )));
-            }
-            let mine: Vec<String> = a.format_options.iter().flat_map(|g| g.split(',')).map(str::to_string).collect();
-            for (k, v) in spec.options {
-                if let Some(o) =
-                    mine.iter().find(|o| o.split_once('=').is_some_and(|(mk, mv)| mk.trim() == *k && mv.trim() != *v))
-                {
-                    return Err(Error::argument(format!(
-                        "--format-options {o} contradicts --profile {}, which needs {k}={v}",
-                        p.name()
-                    )));
-                }
-                format_options.push(format!("{k}={v}"));
-            }
-            compress |= spec.compress;
-            spec.format.to_string()
+            let r = p.resolve(a.output_format.as_deref(), &a.format_options, a.write.compress, &[])?;
+            (r.format, r.options, r.compress)
         }
-        None => a.output_format.clone().unwrap_or_else(|| "raw".to_string()),
+        None => {
+            (a.output_format.clone().unwrap_or_else(|| "raw".to_string()), a.format_options.clone(), a.write.compress)
+        }
     };
-    format_options.extend(a.format_options.iter().cloned());
     Ok(OutputArgs {
         output: a.out.clone(),
-        output_format: format,
+        output_format,
         format_options,
-        compress,
-        progress_bar: a.progress_bar,
-        progress: a.progress,
-        threads: a.threads,
+        write: WriteArgs { compress, ..a.write.clone() },
     })
 }
 
@@ -225,7 +189,7 @@ pub fn run(a: VmArgs) -> Result<u8> {
     }
     writer.write(&vm.image)?;
     if let Some(s) = &staged {
-        let r = s.finish(&prov, crate::progress::reporter(a.progress, a.progress_bar).as_ref())?;
+        let r = s.finish(&prov, crate::progress::reporter(a.write.progress, a.write.progress_bar).as_ref())?;
         eprintln!("diskcast: containerDisk {} (manifest {})", s.target, r.manifest_digest);
     }
     let disk_size = vm.plan.disk_size;
