@@ -17,19 +17,11 @@
 # with e2fsck -fn before its time counts.
 set -euo pipefail
 export LC_ALL=C
-BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-ROOT=$(dirname "$BENCH_DIR")
-WORK=${WORK:-$BENCH_DIR/work/ext4}
-TREE_MB=${TREE_MB:-2048}
 # shellcheck source=bench/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-DISKCAST=${DISKCAST:-}
+WORK=${WORK:-$BENCH_ROOT/bench/work/ext4}
+TREE_MB=${TREE_MB:-2048}
 mkdir -p "$WORK"
-
-if [ -z "$DISKCAST" ]; then
-    (cd "$ROOT" && cargo build --release -q -p diskcast)
-    DISKCAST=$ROOT/target/release/diskcast
-fi
 
 SRC=$WORK/tree-$TREE_MB
 if [ ! -d "$SRC" ]; then
@@ -80,4 +72,4 @@ for f in d.raw m.raw d.qcow2 m.qcow2; do
 done
 echo "raw:   diskcast / mke2fs -d = $(ratio "diskcast mkfs (raw)" "mke2fs -d (raw)") (goal <= 0.5)"
 echo "qcow2: diskcast / (mke2fs -d + qemu-img convert) = $(ratio "diskcast mkfs (qcow2)" "mke2fs -d + qemu-img (qcow2)") (goal <= 0.5)"
-echo "nproc $(nproc), $(mke2fs -V 2>&1 | head -1), diskcast $(cd "$ROOT" && git rev-parse --short HEAD)"
+echo "nproc $(nproc), $(mke2fs -V 2>&1 | head -1), diskcast $(cd "$BENCH_ROOT" && git rev-parse --short HEAD)"

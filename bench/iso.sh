@@ -21,19 +21,11 @@
 # listed by `xorriso -find` and must hold every file.
 set -euo pipefail
 export LC_ALL=C
-BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-ROOT=$(dirname "$BENCH_DIR")
-WORK=${WORK:-$BENCH_DIR/work/iso}
-TREE_MB=${TREE_MB:-2048}
 # shellcheck source=bench/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-DISKCAST=${DISKCAST:-}
+WORK=${WORK:-$BENCH_ROOT/bench/work/iso}
+TREE_MB=${TREE_MB:-2048}
 mkdir -p "$WORK"
-
-if [ -z "$DISKCAST" ]; then
-    (cd "$ROOT" && cargo build --release -q -p diskcast)
-    DISKCAST=$ROOT/target/release/diskcast
-fi
 
 SRC=$WORK/tree-$TREE_MB
 if [ ! -d "$SRC" ]; then

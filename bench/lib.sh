@@ -60,3 +60,11 @@ target_dir() { # NEED_MB FALLBACK
         echo "$fallback"
     fi
 }
+
+# The diskcast under test: $DISKCAST if set, else target/release/diskcast built now (so a
+# stale binary is never measured).
+BENCH_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+if [ -z "${DISKCAST:-}" ]; then
+    (cd "$BENCH_ROOT" && cargo build --release -q -p diskcast)
+    DISKCAST=$BENCH_ROOT/target/release/diskcast
+fi

@@ -11,10 +11,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE_MB=${SIZE_MB:-1024}; WORK=${WORK:-bench/work/oci}
-DISKCAST=${DISKCAST:-target/release/diskcast}
 # shellcheck source=bench/lib.sh
 . bench/lib.sh
-[ -x "$DISKCAST" ] || cargo build --release -p diskcast
 mkdir -p "$WORK"; IMG=$WORK/img
 if [ ! -f "$IMG/index.json" ] || [ "$(cat "$WORK/size" 2>/dev/null)" != "$SIZE_MB" ]; then
   rm -rf "$IMG" "$WORK/layers"; umoci init --layout "$IMG" >/dev/null; umoci new --image "$IMG:t"

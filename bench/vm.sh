@@ -15,12 +15,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FILL_MB=${FILL_MB:-0}; WORK=${WORK:-bench/work/vm}
-DISKCAST=${DISKCAST:-target/release/diskcast}
 KERNEL=${KERNEL:-$(ls /var/cache/diskcast-tests/kernel/cloud-amd64/boot/vmlinuz-* | head -1)}
 LOADER=/usr/lib/systemd/boot/efi/systemd-bootx64.efi
 # shellcheck source=bench/lib.sh
 . bench/lib.sh
-[ -x "$DISKCAST" ] || cargo build --release -p diskcast
 [ -f "$KERNEL" ] || { echo "no kernel: run scripts/setup.sh or set KERNEL" >&2; exit 1; }
 mkdir -p "$WORK"; IMG=$WORK/img; REF=$IMG:t
 if [ -n "${IMAGE:-}" ]; then
