@@ -230,3 +230,102 @@ fn oci_inspect_lists_rpm_packages_as_rpm_qa() {
         assert!(human.contains(want), "{want} missing from:\n{human}");
     }
 }
+
+/// `diskcast` with the blob cache in `t`.
+fn dc_cache(t: &std::path::Path, args: &[&str]) -> Run {
+    let mut cmd = std::process::Command::new(diskcast_bin());
+    cmd.args(args).env("XDG_CACHE_HOME", t.join("cache"));
+    let start = std::time::Instant::now();
+    let out = cmd.output().unwrap();
+    Run {
+        cmdline: format!("diskcast {}", args.join(" ")),
+        code: out.status.code(),
+        stdout: out.stdout,
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        elapsed: start.elapsed(),
+    }
+}
+
+/// A push to Debian's docker-registry on loopback: skopeo sees the layer and config and
+/// the digest we computed, umoci unpacks what skopeo copies back to the source's files,
+/// a second push uploads nothing, and an `oci:` image is copied with its digest kept.
+#[test]
+fn convert_pushes_to_a_registry_that_skopeo_and_umoci_read() {
+    let t = tmp();
+    let root = t.path().join("root");
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
+    std::os::unix::fs::symlink("busybox", root.join("bin/sh")).unwrap();
+    std::fs::write(root.join("etc/hostname"), "pushed\n").unwrap();
+    let reg = crate::oci_common::start_registry(&t.path().join("registry"));
+    let dst = format!("docker://{}/test/pushed:v1", reg.addr);
+    let r = dc_cache(t.path(), &["convert", "--tls-verify=false", "--entrypoint", "/bin/sh", &s(&root), &dst]);
+    let r = r.expect_ok();
+    let err = r.stderr.clone();
+    assert!(err.contains("uploaded 2 blobs"), "{err}");
+    let ours = err.split("manifest ").nth(1).unwrap().split(',').next().unwrap().to_string();
+    let sk: serde_json::Value = serde_json::from_str(&run("skopeo", &["inspect", "--tls-verify=false", &dst])).unwrap();
+    assert_eq!(sk["Digest"], ours.as_str(), "manifest digest");
+    assert_eq!(sk["Layers"].as_array().unwrap().len(), 1);
+    let cfg: serde_json::Value =
+        serde_json::from_str(&run("skopeo", &["inspect", "--config", "--tls-verify=false", &dst])).unwrap();
+    assert_eq!(cfg["config"]["Entrypoint"], serde_json::json!(["/bin/sh"]));
+    let back = t.path().join("back");
+    run("skopeo", &["copy", "--quiet", "--src-tls-verify=false", &dst, &format!("oci:{}:x", s(&back))]);
+    let rootfs = umoci_unpack(&format!("{}:x", s(&back)), &t.path().join("bundle"));
+    crate::oci_common::assert_same_min(
+        &without_times(dir_manifest(&rootfs)),
+        &without_times(dir_manifest(&root)),
+        "dir -> docker:// -> skopeo -> umoci",
+    );
+
+    // Again: every blob is there (HEAD answers 200), so nothing is uploaded.
+    let r = dc_cache(t.path(), &["convert", "--tls-verify=false", "--entrypoint", "/bin/sh", &s(&root), &dst]);
+    let err = r.expect_ok().stderr;
+    assert!(err.contains("uploaded 0 blobs (0 bytes), 2 already there"), "{err}");
+
+    // An oci: image (made by umoci) copied as stored: same manifest digest.
+    let img = t.path().join("img");
+    make_image(&img);
+    let src = format!("oci:{}:t", s(&img));
+    let want = run("skopeo", &["inspect", "--format", "{{.Digest}}", &src]);
+    let dst2 = format!("docker://{}/test/copied:t", reg.addr);
+    dc_cache(t.path(), &["convert", "--tls-verify=false", &src, &dst2]).expect_ok();
+    let got = run("skopeo", &["inspect", "--tls-verify=false", "--format", "{{.Digest}}", &dst2]);
+    assert_eq!(got.trim(), want.trim());
+    drop(reg);
+}
+
+/// A registry with htpasswd Basic auth takes the push with --creds and refuses it,
+/// saying why, without.
+#[test]
+fn push_with_basic_auth_needs_creds() {
+    let t = tmp();
+    let root = t.path().join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("f"), "x\n").unwrap();
+    // A bcrypt hash from Python's crypt (apache2-utils' htpasswd is not installed).
+    let hash = run(
+        "/usr/bin/python3",
+        &["-W", "ignore", "-c", "import crypt; print(crypt.crypt('s3cret', crypt.mksalt(crypt.METHOD_BLOWFISH)))"],
+    );
+    assert!(hash.starts_with("$2"), "{hash}");
+    let htpasswd = t.path().join("htpasswd");
+    std::fs::write(&htpasswd, format!("tester:{}\n", hash.trim())).unwrap();
+    let reg = crate::oci_common::start_registry_with(&t.path().join("registry"), Some(&htpasswd));
+    let dst = format!("docker://{}/test/auth:v1", reg.addr);
+    dc_cache(t.path(), &["convert", "--tls-verify=false", &s(&root), &dst]).expect_code(1).expect_stderr_all(&[
+        "needs credentials",
+        "--creds",
+        &format!("{}/test/auth", reg.addr),
+    ]);
+    dc_cache(t.path(), &["convert", "--tls-verify=false", "--creds", "tester:wrong", &s(&root), &dst])
+        .expect_code(1)
+        .expect_stderr_all(&["refused: 401", "not accepted"]);
+    dc_cache(t.path(), &["convert", "--tls-verify=false", "--creds", "tester:s3cret", &s(&root), &dst]).expect_ok();
+    let out =
+        run("skopeo", &["inspect", "--tls-verify=false", "--creds", "tester:s3cret", "--format", "{{.Digest}}", &dst]);
+    assert!(out.starts_with("sha256:"), "{out}");
+    drop(reg);
+}

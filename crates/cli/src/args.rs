@@ -334,7 +334,8 @@ pub struct ConvertArgs {
     /// container image DST: a directory, tar, disk image or image.
     pub src: PathBuf,
     /// The new image, or `-` for standard output (raw, or streamOptimized VMDK); a
-    /// container image when it starts with oci:, oci-archive: or docker-archive:.
+    /// container image when it starts with oci:, oci-archive: or docker-archive:, pushed
+    /// to a registry when it starts with docker://.
     pub dst: PathBuf,
 }
 

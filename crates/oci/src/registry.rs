@@ -1,7 +1,11 @@
-//! Pulling from a registry over the OCI distribution API
+//! Pulling from and pushing to a registry over the OCI distribution API
 //! (<https://github.com/opencontainers/distribution-spec>, spec.md): manifests by tag or
 //! digest, blobs by digest, anonymous or with credentials (Basic, or a Bearer token from
 //! the realm a `WWW-Authenticate` challenge names).
+//!
+//! A push checks each blob with `HEAD` (present: skipped), uploads the others (`POST`
+//! to open an upload, then one `PUT ?digest=`, or `PATCH` chunks first for big blobs),
+//! then `PUT`s the manifest under its tag.
 //!
 //! Blobs go to a content-addressed cache (`$XDG_CACHE_HOME/diskcast/blobs/sha256/HEX`):
 //! a blob already there is not downloaded again; a download goes to `HEX.partial` and an
@@ -24,6 +28,10 @@ use std::time::Duration;
 /// partial file.
 const MAX_ATTEMPTS: u32 = 3;
 
+/// Blobs larger than this are uploaded in `PATCH` chunks of this size (one huge `PUT`
+/// is what proxies and some registries cap).
+pub const UPLOAD_CHUNK: u64 = 64 << 20;
+
 /// How to reach registries.
 #[derive(Debug, Clone)]
 pub struct RegistryOptions {
@@ -38,11 +46,20 @@ pub struct RegistryOptions {
     pub cache_dir: Option<PathBuf>,
     /// Parallel downloads.
     pub jobs: usize,
+    /// Uploads of blobs larger than this go in `PATCH` chunks of this size.
+    pub upload_chunk: u64,
 }
 
 impl Default for RegistryOptions {
     fn default() -> Self {
-        RegistryOptions { tls_verify: true, creds: None, auth_file: None, cache_dir: None, jobs: 4 }
+        RegistryOptions {
+            tls_verify: true,
+            creds: None,
+            auth_file: None,
+            cache_dir: None,
+            jobs: 4,
+            upload_chunk: UPLOAD_CHUNK,
+        }
     }
 }
 
@@ -65,7 +82,7 @@ pub fn cache_dir(o: &RegistryOptions) -> Result<PathBuf> {
 /// every blob into the cache, then the image from the cache.
 pub fn open(r: &RegistryRef, platform: &Platform, strict: bool, opts: &OpenOptions) -> Result<Image> {
     let label = format!("docker://{}/{}:{}", r.registry, r.repository, r.reference);
-    let client = Client::connect(r, &opts.registry)?;
+    let client = Client::connect(r, &opts.registry, "pull")?;
     let mut reference = r.reference.clone();
     let mut depth = 0;
     let (digest, manifest) = loop {
@@ -174,6 +191,29 @@ struct Client {
     /// The `Authorization` header value once a challenge was answered.
     auth: Mutex<Option<String>>,
     label: String,
+    /// The actions a token is asked for: `pull`, or `pull,push`.
+    actions: &'static str,
+}
+
+/// Sends one request.
+fn run(
+    agent: &ureq::Agent,
+    req: ureq::http::request::Builder,
+    body: ureq::SendBody<'_>,
+    what: &str,
+) -> Result<ureq::http::Response<ureq::Body>> {
+    let req = req.body(body).map_err(|e| Error::argument(format!("{what}: {e}")))?;
+    agent.run(req).map_err(|e| transport_error(what, e))
+}
+
+/// What a request sends.
+enum Body<'a> {
+    Empty,
+    Bytes(&'a [u8]),
+    /// Opened again if the request must be repeated after an auth challenge.
+    Reopen(&'a dyn Fn() -> Result<Box<dyn Read + Send + 'a>>),
+    /// Sent once: a 401 answer is an error.
+    Once(&'a mut dyn Read),
 }
 
 fn transport_error(what: &str, e: ureq::Error) -> Error {
@@ -181,7 +221,7 @@ fn transport_error(what: &str, e: ureq::Error) -> Error {
 }
 
 impl Client {
-    fn connect(r: &RegistryRef, o: &RegistryOptions) -> Result<Client> {
+    fn connect(r: &RegistryRef, o: &RegistryOptions, actions: &'static str) -> Result<Client> {
         let tls = ureq::tls::TlsConfig::builder().disable_verification(!o.tls_verify).build();
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .tls_config(tls)
@@ -200,6 +240,7 @@ impl Client {
             creds: credentials(r, o)?,
             auth: Mutex::new(None),
             label,
+            actions,
         };
         // A ping tells whether the registry speaks TLS; without verification, plain
         // HTTP is tried when TLS fails (as skopeo does with --tls-verify=false).
@@ -219,24 +260,60 @@ impl Client {
 
     /// A GET with the current authorization; answers one 401 challenge and retries.
     fn get(&self, url: &str, accept: Option<&str>, range_from: u64) -> Result<ureq::http::Response<ureq::Body>> {
+        let mut headers = Vec::new();
+        if let Some(a) = accept {
+            headers.push(("Accept", a.to_string()));
+        }
+        if range_from > 0 {
+            headers.push(("Range", format!("bytes={range_from}-")));
+        }
+        self.send("GET", url, &headers, Body::Empty)
+    }
+
+    /// A request with the current authorization; answers one 401 challenge and retries.
+    fn send(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, String)],
+        mut body: Body<'_>,
+    ) -> Result<ureq::http::Response<ureq::Body>> {
         for attempt in 0..2 {
-            let mut req = self.agent.get(url);
-            if let Some(a) = accept {
-                req = req.header("Accept", a);
-            }
-            if range_from > 0 {
-                req = req.header("Range", &format!("bytes={range_from}-"));
+            let mut req = ureq::http::Request::builder().method(method).uri(url);
+            for (k, v) in headers {
+                req = req.header(*k, v);
             }
             if let Some(h) = self.auth.lock().map_err(|_| Error::invalid("poisoned"))?.clone() {
                 req = req.header("Authorization", &h);
             }
-            let resp = req.call().map_err(|e| transport_error(&format!("GET {url}"), e))?;
-            if resp.status() == 401 && attempt == 0 {
+            let what = format!("{method} {url}");
+            let resp = match &mut body {
+                Body::Empty => run(&self.agent, req, ureq::SendBody::none(), &what)?,
+                Body::Bytes(b) => run(&self.agent, req, ureq::SendBody::from_reader(&mut &b[..]), &what)?,
+                Body::Reopen(open) => {
+                    let mut r = open()?;
+                    run(&self.agent, req, ureq::SendBody::from_reader(&mut r), &what)?
+                }
+                Body::Once(r) => run(&self.agent, req, ureq::SendBody::from_reader(&mut **r), &what)?,
+            };
+            if resp.status() == 401 && attempt == 0 && !matches!(body, Body::Once(_)) {
                 let challenge =
                     resp.headers().get("www-authenticate").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
                 let header = self.answer(&challenge)?;
                 *self.auth.lock().map_err(|_| Error::invalid("poisoned"))? = Some(header);
                 continue;
+            }
+            if resp.status() == 401 || resp.status() == 403 {
+                let creds = if self.creds.is_some() {
+                    "the credentials given were not accepted"
+                } else {
+                    "no credentials given: --creds USER:PASSWORD or docker login"
+                };
+                return Err(Error::refused(format!(
+                    "{}: {method} refused: {} ({creds})",
+                    self.label,
+                    resp.status().as_u16()
+                )));
             }
             return Ok(resp);
         }
@@ -271,15 +348,21 @@ impl Client {
         let mut url = realm.clone();
         let mut sep = if url.contains('?') { '&' } else { '?' };
         for key in ["service", "scope"] {
+            if key == "scope" && self.actions != "pull" {
+                continue;
+            }
             if let Some((_, v)) = p.iter().find(|(k, _)| k == key) {
                 url.push(sep);
                 url.push_str(&format!("{key}={}", urlencode(v)));
                 sep = '&';
             }
         }
-        if !p.iter().any(|(k, _)| k == "scope") {
+        // A push asks for push and pull on the repository whatever the first challenge
+        // (often a HEAD's, for pull only) named.
+        let own_scope = format!("repository:{}:{}", self.repo, self.actions);
+        if self.actions != "pull" || !p.iter().any(|(k, _)| k == "scope") {
             url.push(sep);
-            url.push_str(&format!("scope={}", urlencode(&format!("repository:{}:pull", self.repo))));
+            url.push_str(&format!("scope={}", urlencode(&own_scope)));
         }
         let mut req = self.agent.get(&url);
         if let Some(b) = &basic {
@@ -484,6 +567,231 @@ impl Client {
         }
         file.sync_all().map_err(|e| Error::io("cannot sync the cache", e).with_file(partial))?;
         Ok(())
+    }
+}
+
+/// One blob to push: its descriptor and how to read it (again, should auth need a retry).
+pub struct PushBlob<'a> {
+    /// Digest, size and media type.
+    pub descriptor: crate::spec::Descriptor,
+    /// Opens the blob's bytes from the start.
+    pub open: &'a dyn Fn() -> Result<Box<dyn Read + Send>>,
+}
+
+impl std::fmt::Debug for PushBlob<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PushBlob").field("descriptor", &self.descriptor).finish_non_exhaustive()
+    }
+}
+
+/// What a push did.
+#[derive(Debug, Clone, Default)]
+pub struct PushReport {
+    /// Blobs uploaded.
+    pub uploaded: usize,
+    /// Blobs the registry already had (a `HEAD` answered 200): not sent.
+    pub present: usize,
+    /// Bytes uploaded.
+    pub bytes: u64,
+    /// The manifest digest the registry answered with (`Docker-Content-Digest`), checked
+    /// against ours.
+    pub manifest_digest: Option<Digest>,
+}
+
+/// Pushes `blobs` (those the registry lacks) and then `manifest` (of `media_type`) under
+/// the tag `r` names.
+pub fn push(
+    r: &RegistryRef,
+    o: &RegistryOptions,
+    blobs: &[PushBlob<'_>],
+    manifest: &[u8],
+    media_type: &str,
+    progress: &dyn Progress,
+) -> Result<PushReport> {
+    let Reference::Tag(tag) = &r.reference else {
+        return Err(Error::argument(format!(
+            "docker://{}/{}: push to a tag (REPO:TAG), not a digest",
+            r.registry, r.repository
+        )));
+    };
+    let client = Client::connect(r, o, "pull,push")?;
+    let mut report = PushReport::default();
+    progress.start(blobs.iter().map(|b| b.descriptor.size).sum());
+    let chunk = o.upload_chunk.max(1);
+    let result = (|| {
+        for b in blobs {
+            if client.upload(b, chunk, progress)? {
+                report.uploaded += 1;
+                report.bytes += b.descriptor.size;
+            } else {
+                report.present += 1;
+            }
+        }
+        Ok::<(), Error>(())
+    })();
+    progress.finish();
+    result?;
+    report.manifest_digest = Some(client.put_manifest(tag, manifest, media_type)?);
+    Ok(report)
+}
+
+/// Copies an image as stored (an `oci:` layout or archive) to a registry: every blob as
+/// it is, and the manifest's own bytes, so its digest stays the same.
+pub fn push_image(img: &Image, r: &RegistryRef, o: &RegistryOptions, progress: &dyn Progress) -> Result<PushReport> {
+    if img.manifest_synthesized {
+        return Err(Error::unsupported(format!(
+            "{} has no manifest of its own to copy; give --entrypoint or another config option to build a new image",
+            img.source
+        )));
+    }
+    let mdesc = crate::spec::Descriptor {
+        media_type: String::new(),
+        digest: img.manifest_digest.clone(),
+        size: img.store.stored_size(&img.manifest_digest).unwrap_or(0),
+        urls: vec![],
+        annotations: Default::default(),
+        platform: None,
+    };
+    let manifest = read_verified(img.store.as_ref(), &mdesc, MAX_MANIFEST_BYTES, "manifest")?;
+    let media_type = img.manifest.media_type.clone().unwrap_or_else(|| media::OCI_MANIFEST.to_string());
+    let mut descs = vec![img.manifest.config.clone()];
+    descs.extend(img.manifest.layers.iter().cloned());
+    let openers: Vec<_> = descs
+        .iter()
+        .map(|d| {
+            let store = img.store.clone();
+            let digest = d.digest.clone();
+            move || store.open_raw(&digest)
+        })
+        .collect();
+    let blobs: Vec<PushBlob<'_>> =
+        descs.iter().zip(&openers).map(|(d, open)| PushBlob { descriptor: d.clone(), open }).collect();
+    push(r, o, &blobs, &manifest, &media_type, progress)
+}
+
+/// Counts what passes through for the progress bar.
+struct Counted<'a, R> {
+    inner: R,
+    progress: &'a dyn Progress,
+}
+
+impl<R: Read> Read for Counted<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.progress.advance(n as u64);
+        Ok(n)
+    }
+}
+
+impl Client {
+    /// Names a failed step: `REGISTRY/REPO: STEP refused: STATUS (registry's message)`.
+    fn refused(&self, step: &str, mut resp: ureq::http::Response<ureq::Body>) -> Error {
+        let status = resp.status().as_u16();
+        let body = resp.body_mut().with_config().limit(64 << 10).read_to_vec().unwrap_or_default();
+        // The distribution spec's error body: {"errors":[{"code":..,"message":..}]}.
+        let detail = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| {
+                let e = v.get("errors")?.get(0)?.clone();
+                Some(format!(
+                    " ({}: {})",
+                    e.get("code").and_then(|c| c.as_str()).unwrap_or("?"),
+                    e.get("message").and_then(|c| c.as_str()).unwrap_or("")
+                ))
+            })
+            .unwrap_or_default();
+        let msg = format!("{}: {step} refused: {status}{detail}", self.label);
+        if status < 500 { Error::refused(msg) } else { Error::io(msg, std::io::Error::other("http status")) }
+    }
+
+    /// Where an upload continues: the `Location` header, made absolute.
+    fn location(&self, resp: &ureq::http::Response<ureq::Body>, step: &str) -> Result<String> {
+        let loc =
+            resp.headers().get("location").and_then(|v| v.to_str().ok()).ok_or_else(|| {
+                Error::invalid(format!("{}: {step}: the registry gave no upload Location", self.label))
+            })?;
+        Ok(if loc.starts_with("http://") || loc.starts_with("https://") {
+            loc.to_string()
+        } else if loc.starts_with('/') {
+            format!("{}{loc}", self.base)
+        } else {
+            format!("{}/{loc}", self.base)
+        })
+    }
+
+    /// Uploads one blob unless the repository has it; true when it was sent.
+    fn upload(&self, b: &PushBlob<'_>, chunk: u64, progress: &dyn Progress) -> Result<bool> {
+        let d = &b.descriptor;
+        let url = format!("{}/v2/{}/blobs/{}", self.base, self.repo, d.digest);
+        let resp = self.send("HEAD", &url, &[], Body::Empty)?;
+        match resp.status().as_u16() {
+            200 => {
+                progress.advance(d.size);
+                return Ok(false);
+            }
+            404 => {}
+            _ => return Err(self.refused(&format!("blob check (HEAD {})", d.digest), resp)),
+        }
+        let start = format!("{}/v2/{}/blobs/uploads/", self.base, self.repo);
+        let resp = self.send("POST", &start, &[("Content-Length", "0".into())], Body::Empty)?;
+        if resp.status() != 202 {
+            return Err(self.refused(&format!("blob upload start ({})", d.digest), resp));
+        }
+        let mut loc = self.location(&resp, "blob upload start")?;
+        let octet = ("Content-Type", "application/octet-stream".to_string());
+        let resp = if d.size > chunk {
+            // Chunks with PATCH from one reader, then a PUT with no body that closes it.
+            let mut reader = Counted { inner: (b.open)()?, progress };
+            let mut sent = 0u64;
+            while sent < d.size {
+                let n = chunk.min(d.size - sent);
+                let mut part = (&mut reader).take(n);
+                let headers = [
+                    octet.clone(),
+                    ("Content-Length", n.to_string()),
+                    ("Content-Range", format!("{sent}-{}", sent + n - 1)),
+                ];
+                let resp = self.send("PATCH", &loc, &headers, Body::Once(&mut part))?;
+                if resp.status() != 202 {
+                    return Err(self.refused(&format!("blob upload ({} chunk at {sent})", d.digest), resp));
+                }
+                loc = self.location(&resp, "blob upload chunk")?;
+                sent += n;
+            }
+            let sep = if loc.contains('?') { '&' } else { '?' };
+            let url = format!("{loc}{sep}digest={}", urlencode(&d.digest.to_string()));
+            self.send("PUT", &url, &[("Content-Length", "0".into())], Body::Empty)?
+        } else {
+            let sep = if loc.contains('?') { '&' } else { '?' };
+            let url = format!("{loc}{sep}digest={}", urlencode(&d.digest.to_string()));
+            let open =
+                || -> Result<Box<dyn Read + Send + '_>> { Ok(Box::new(Counted { inner: (b.open)()?, progress })) };
+            self.send("PUT", &url, &[octet, ("Content-Length", d.size.to_string())], Body::Reopen(&open))?
+        };
+        if resp.status() != 201 {
+            return Err(self.refused(&format!("blob upload ({})", d.digest), resp));
+        }
+        Ok(true)
+    }
+
+    /// Puts the manifest under `tag`; returns the digest the registry computed.
+    fn put_manifest(&self, tag: &str, bytes: &[u8], media_type: &str) -> Result<Digest> {
+        let url = format!("{}/v2/{}/manifests/{tag}", self.base, self.repo);
+        let ours = Digest::sha256(bytes);
+        let headers = [("Content-Type", media_type.to_string()), ("Content-Length", bytes.len().to_string())];
+        let resp = self.send("PUT", &url, &headers, Body::Bytes(bytes))?;
+        if resp.status() != 201 {
+            return Err(self.refused(&format!("manifest upload ({tag})"), resp));
+        }
+        if let Some(theirs) = resp.headers().get("docker-content-digest").and_then(|v| v.to_str().ok())
+            && theirs != ours.to_string()
+        {
+            return Err(Error::corrupt(format!(
+                "{}: the registry stored the manifest as {theirs}, not {ours}",
+                self.label
+            )));
+        }
+        Ok(ours)
     }
 }
 

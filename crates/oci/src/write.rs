@@ -1,6 +1,8 @@
 //! Writing a tree as a single-layer container image: an OCI layout (`oci:DIR:TAG`, added
 //! to an existing layout or a new one), an OCI archive (`oci-archive:FILE:TAG`) or a
-//! `docker load`-able tarball (`docker-archive:FILE:REPO:TAG`).
+//! `docker load`-able tarball (`docker-archive:FILE:REPO:TAG`), or pushed to a registry
+//! (`docker://REGISTRY/REPO:TAG`): the OCI image is built in one place
+//! ([`OciImage`]) and stored by each of them.
 //!
 //! The layer is the tree as a PAX tar (crates/tar's writer), gzip-compressed on every
 //! core for OCI ([`crate::pargz`]) and plain for Docker archives, written once while both its digests are computed. With
@@ -40,6 +42,8 @@ pub struct WriteConfig {
     pub epoch: u64,
     /// True when `epoch` came from `SOURCE_DATE_EPOCH` (clamp file times to it).
     pub reproducible: bool,
+    /// How to reach the registry of a `docker://` target.
+    pub registry: crate::registry::RegistryOptions,
 }
 
 /// What was written.
@@ -53,6 +57,8 @@ pub struct WriteReport {
     pub diff_id: Digest,
     /// What the tar writer could not store, one message each.
     pub skipped: Vec<String>,
+    /// For a `docker://` target: what was uploaded.
+    pub push: Option<crate::registry::PushReport>,
 }
 
 /// A writer that hashes what passes through it.
@@ -211,6 +217,48 @@ fn config_json(cfg: &WriteConfig, diff_id: &Digest, docker: bool) -> Result<Vec<
     json(&c)
 }
 
+/// The OCI single-layer image of a tree, with its layer in a temporary file: what
+/// `oci-archive:` and `docker://` store (`oci:` writes the layer straight into the
+/// layout, then calls [`OciImage::from_layer`] too).
+struct OciImage {
+    config: Vec<u8>,
+    manifest: Vec<u8>,
+    manifest_digest: Digest,
+    layer: Descriptor,
+    diff_id: Digest,
+    skipped: Vec<String>,
+}
+
+impl OciImage {
+    /// The config and manifest over a written layer.
+    fn from_layer(cfg: &WriteConfig, digest: Digest, size: u64, diff_id: Digest, skipped: Vec<String>) -> Result<Self> {
+        let config = config_json(cfg, &diff_id, false)?;
+        let (layer, manifest) = one_layer_manifest(&OCI_GZIP, &config, digest, size);
+        let manifest = json(&manifest)?;
+        Ok(OciImage { manifest_digest: Digest::sha256(&manifest), config, manifest, layer, diff_id, skipped })
+    }
+
+    /// Writes the layer to a temporary file beside `file` and builds the image over it.
+    fn build(tree: &Tree, file: &Path, cfg: &WriteConfig, progress: &dyn Progress) -> Result<(TempPath, Self)> {
+        let (tmp, ldigest, lsize, diff, skipped) = layer_file(tree, file, true, progress)?;
+        Ok((tmp, Self::from_layer(cfg, ldigest, lsize, diff, skipped)?))
+    }
+
+    fn config_digest(&self) -> Digest {
+        Digest::sha256(&self.config)
+    }
+
+    fn report(self, push: Option<crate::registry::PushReport>) -> WriteReport {
+        WriteReport {
+            manifest_digest: self.manifest_digest,
+            layer: self.layer,
+            diff_id: self.diff_id,
+            skipped: self.skipped,
+            push,
+        }
+    }
+}
+
 /// Writes `tree` as the image `dst` names.
 pub fn write_image(tree: &Tree, dst: &ImageRef, cfg: &WriteConfig, progress: &dyn Progress) -> Result<WriteReport> {
     let clamped;
@@ -230,9 +278,7 @@ pub fn write_image(tree: &Tree, dst: &ImageRef, cfg: &WriteConfig, progress: &dy
         ImageRef::DockerArchive { file, reference } => {
             write_docker_archive(tree, file, reference.as_deref(), cfg, progress)
         }
-        ImageRef::Registry(_) => Err(Error::unsupported(
-            "pushing to a registry is not supported; write oci:DIR and push it with skopeo copy",
-        )),
+        ImageRef::Registry(r) => push_tree(tree, r, cfg, progress),
     }
 }
 
@@ -278,11 +324,10 @@ fn write_layout(tree: &Tree, dir: &Path, tag: &str, cfg: &WriteConfig, progress:
     outputs.commit()?;
     let lpath = blobs.join(ldigest.hex());
     std::fs::rename(&tmp, &lpath).map_err(|e| Error::io("cannot rename the layer", e).with_file(&lpath))?;
-    let config = config_json(cfg, &diff, false)?;
-    put_blob(&blobs, &config)?;
-    let (layer, manifest) = one_layer_manifest(&OCI_GZIP, &config, ldigest, lsize);
-    let mbytes = json(&manifest)?;
-    let mdigest = put_blob(&blobs, &mbytes)?;
+    let image = OciImage::from_layer(cfg, ldigest, lsize, diff, skipped)?;
+    put_blob(&blobs, &image.config)?;
+    let mbytes = image.manifest.clone();
+    put_blob(&blobs, &mbytes)?;
     // index.json: this tag replaces an older image of the same name, others stay.
     let index_path = dir.join("index.json");
     let mut index: Index = match std::fs::read(&index_path) {
@@ -302,7 +347,7 @@ fn write_layout(tree: &Tree, dir: &Path, tag: &str, cfg: &WriteConfig, progress:
     let f = outputs.create(&index_path)?;
     f.write_all_at(&json(&index)?, 0)?;
     outputs.commit()?;
-    Ok(WriteReport { manifest_digest: mdigest, layer, diff_id: diff, skipped })
+    Ok(image.report(None))
 }
 
 /// A tree of files for an archive: every entry owned by root, dated `epoch`.
@@ -375,11 +420,8 @@ fn write_oci_archive(
     progress: &dyn Progress,
 ) -> Result<WriteReport> {
     check_tag(tag)?;
-    let (tmp, ldigest, lsize, diff, skipped) = layer_file(tree, file, true, progress)?;
-    let config = config_json(cfg, &diff, false)?;
-    let (layer, manifest) = one_layer_manifest(&OCI_GZIP, &config, ldigest.clone(), lsize);
-    let mbytes = json(&manifest)?;
-    let mut d = descriptor(media::OCI_MANIFEST, &mbytes);
+    let (tmp, image) = OciImage::build(tree, file, cfg, progress)?;
+    let mut d = descriptor(media::OCI_MANIFEST, &image.manifest);
     d.annotations.insert(REF_NAME.into(), tag.into());
     let index = Index {
         schema_version: 2,
@@ -390,14 +432,44 @@ fn write_oci_archive(
     let mut a = ArchiveTree::new(cfg.epoch);
     a.add("oci-layout", FileData::inline(br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec()))?;
     a.add("index.json", FileData::inline(json(&index)?))?;
-    a.add(&format!("blobs/sha256/{}", Digest::sha256(&config).hex()), FileData::inline(config))?;
-    a.add(&format!("blobs/sha256/{}", d.digest.hex()), FileData::inline(mbytes))?;
+    a.add(&format!("blobs/sha256/{}", image.config_digest().hex()), FileData::inline(image.config.clone()))?;
+    a.add(&format!("blobs/sha256/{}", d.digest.hex()), FileData::inline(image.manifest.clone()))?;
     a.add(
-        &format!("blobs/sha256/{}", ldigest.hex()),
-        FileData { size: lsize, content: Content::Host(Arc::from(tmp.0.as_path())) },
+        &format!("blobs/sha256/{}", image.layer.digest.hex()),
+        FileData { size: image.layer.size, content: Content::Host(Arc::from(tmp.0.as_path())) },
     )?;
     a.write(file)?;
-    Ok(WriteReport { manifest_digest: d.digest, layer, diff_id: diff, skipped })
+    Ok(image.report(None))
+}
+
+/// Builds the OCI image (its layer in a temporary file in `$TMPDIR`) and pushes it.
+fn push_tree(
+    tree: &Tree,
+    r: &crate::source::RegistryRef,
+    cfg: &WriteConfig,
+    progress: &dyn Progress,
+) -> Result<WriteReport> {
+    if let crate::source::Reference::Tag(t) = &r.reference {
+        check_tag(t)?;
+    }
+    let (tmp, image) = OciImage::build(tree, &std::env::temp_dir().join("diskcast-push"), cfg, progress)?;
+    let layer_path = tmp.0.clone();
+    let open_layer = || -> Result<Box<dyn std::io::Read + Send>> {
+        Ok(Box::new(
+            std::fs::File::open(&layer_path)
+                .map_err(|e| Error::io("cannot read the layer", e).with_file(&layer_path))?,
+        ))
+    };
+    let config = image.config.clone();
+    let open_config =
+        || -> Result<Box<dyn std::io::Read + Send>> { Ok(Box::new(std::io::Cursor::new(config.clone()))) };
+    let blobs = [
+        crate::registry::PushBlob { descriptor: image.layer.clone(), open: &open_layer },
+        crate::registry::PushBlob { descriptor: descriptor(media::OCI_CONFIG, &image.config), open: &open_config },
+    ];
+    let pushed = crate::registry::push(r, &cfg.registry, &blobs, &image.manifest, media::OCI_MANIFEST, progress)?;
+    drop(tmp);
+    Ok(image.report(Some(pushed)))
 }
 
 fn write_docker_archive(
@@ -436,7 +508,7 @@ fn write_docker_archive(
     a.write(file)?;
     // The manifest a registry would get for this image (Docker v2 schema 2).
     let (layer, manifest) = one_layer_manifest(&DOCKER_TAR, &config, ldigest, lsize);
-    Ok(WriteReport { manifest_digest: Digest::sha256(&json(&manifest)?), layer, diff_id: diff, skipped })
+    Ok(WriteReport { manifest_digest: Digest::sha256(&json(&manifest)?), layer, diff_id: diff, skipped, push: None })
 }
 
 #[cfg(test)]

@@ -243,3 +243,42 @@ fn pull_through_bearer_token_auth_with_creds_or_an_auth_file() {
     assert_eq!(e.kind(), diskcast_block::ErrorKind::Refused, "{e}");
     drop(reg);
 }
+
+/// An umoci-built image copied to a registry as stored, in 64 KiB `PATCH` chunks: skopeo
+/// reports the same manifest digest as the layout's, and a pull flattens to umoci's
+/// unpack of the source.
+#[test]
+fn push_in_chunks_keeps_the_digest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let img = tmp.path().join("img");
+    make_image(&img);
+    let src = format!("oci:{}:t", img.display());
+    let rootfs = umoci_unpack(&format!("{}:t", img.display()), &tmp.path().join("bundle"));
+    let reg = start_registry(&tmp.path().join("registry"));
+    let dst = format!("docker://{}/test/chunked:c", reg.addr);
+    let image = open(&src, &OpenOptions::default()).unwrap();
+    let big = image.layers.iter().map(|l| l.descriptor.size).max().unwrap();
+    assert!(big > 4 * 65536, "the test wants a layer of several chunks, not {big} bytes");
+    let mut o =
+        diskcast_oci::registry::RegistryOptions { tls_verify: false, upload_chunk: 65536, ..Default::default() };
+    o.cache_dir = Some(tmp.path().join("cache"));
+    let diskcast_oci::ImageRef::Registry(r) = diskcast_oci::ImageRef::parse(&dst).unwrap() else { panic!() };
+    let count = Count::default();
+    let report = diskcast_oci::registry::push_image(&image, &r, &o, &count).unwrap();
+    assert_eq!(report.uploaded, image.layers.len() + 1);
+    assert_eq!(count.0.load(Ordering::Relaxed), report.bytes);
+    let want = run("skopeo", &["inspect", "--format", "{{.Digest}}", &src]);
+    let got = run("skopeo", &["inspect", "--tls-verify=false", "--format", "{{.Digest}}", &dst]);
+    assert_eq!(got.trim(), want.trim());
+    assert_eq!(report.manifest_digest.unwrap().to_string(), want.trim());
+    let count = Arc::new(Count::default());
+    let pulled = open(&dst, &options(&tmp.path().join("cache"), &count)).unwrap();
+    let tree = flatten(&pulled, 2).unwrap();
+    assert_same(&tree_manifest(&tree, Devices::AsEmptyFiles), &dir_manifest(&rootfs), "chunked push, pulled back");
+    // Pushing to a digest is refused with a message.
+    let bad = diskcast_oci::registry::RegistryOptions { tls_verify: false, ..Default::default() };
+    let at = diskcast_oci::ImageRef::parse(&format!("docker://{}/test/chunked@{}", reg.addr, want.trim())).unwrap();
+    let diskcast_oci::ImageRef::Registry(at) = at else { panic!() };
+    let e = diskcast_oci::registry::push_image(&image, &at, &bad, count.as_ref()).unwrap_err();
+    assert!(e.to_string().contains("push to a tag"), "{e}");
+}

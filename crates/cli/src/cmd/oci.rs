@@ -185,7 +185,7 @@ fn inspect(a: InspectArgs) -> Result<u8> {
 /// `convert` options for a container image DST (`oci:`, `oci-archive:`, `docker-archive:`).
 #[derive(Debug, Default, Clone, Args)]
 #[command(
-    next_help_heading = "Container image output (DST oci:DIR:TAG, oci-archive:FILE:TAG, docker-archive:FILE:REPO:TAG)"
+    next_help_heading = "Container image output (DST oci:DIR:TAG, oci-archive:FILE:TAG, docker-archive:FILE:REPO:TAG, docker://REGISTRY/REPO:TAG)"
 )]
 pub struct ImageWriteArgs {
     /// The image's entrypoint: a JSON array (`["/bin/sh","-c"]`) or one program.
@@ -223,7 +223,9 @@ fn command_list(v: &Option<String>, flag: &str) -> Result<Option<Vec<String>>> {
     Ok(Some(vec![v.clone()]))
 }
 
-/// `diskcast convert SRC oci:DIR:TAG`: any tree source as a single-layer image.
+/// `diskcast convert SRC oci:DIR:TAG`: any tree source as a single-layer image, written or
+/// pushed (`docker://`); an `oci:`/`oci-archive:` SRC pushed without config options is
+/// copied as stored.
 pub fn convert(
     src: &str,
     dst: &str,
@@ -244,6 +246,26 @@ pub fn convert(
             return Err(diskcast_block::Error::argument(format!("--env {e:?}: expected NAME=VALUE")));
         }
     }
+    let image_opts = a.container.open_options()?;
+    let config_given = a.entrypoint.is_some()
+        || a.cmd.is_some()
+        || !a.env.is_empty()
+        || a.workdir.is_some()
+        || a.user.is_some()
+        || !a.label.is_empty()
+        || a.arch.is_some();
+    if let diskcast_oci::ImageRef::Registry(r) = &dst_ref
+        && !config_given
+        && (src.starts_with("oci:") || src.starts_with("oci-archive:"))
+    {
+        let img = diskcast_oci::open(src, &image_opts)?;
+        let pushed = diskcast_oci::registry::push_image(&img, r, &image_opts.registry, progress)?;
+        eprintln!(
+            "copied {src} to {dst}: manifest {}; uploaded {} blobs ({} bytes), {} already there",
+            img.manifest_digest, pushed.uploaded, pushed.bytes, pushed.present
+        );
+        return Ok(0);
+    }
     let clock = diskcast_block::provenance::Provenance::from_env()?;
     let cfg = diskcast_oci::write::WriteConfig {
         architecture: a.arch.clone(),
@@ -255,8 +277,9 @@ pub fn convert(
         labels,
         epoch: clock.now(),
         reproducible: clock.is_reproducible(),
+        registry: image_opts.registry.clone(),
     };
-    let opts = diskcast_sources::SourceOptions { tree: None, format, image: a.container.open_options()? };
+    let opts = diskcast_sources::SourceOptions { tree: None, format, image: image_opts };
     let opened = diskcast_sources::open_tree(src, &opts)?;
     for w in &opened.warnings {
         eprintln!("diskcast: warning: {src}: {w}");
@@ -265,9 +288,15 @@ pub fn convert(
     for s in &report.skipped {
         eprintln!("diskcast: skipped {s}");
     }
-    eprintln!(
-        "wrote {dst}: manifest {}, layer {} ({} bytes)",
-        report.manifest_digest, report.layer.digest, report.layer.size
-    );
+    match &report.push {
+        Some(p) => eprintln!(
+            "pushed {dst}: manifest {}, layer {} ({} bytes); uploaded {} blobs ({} bytes), {} already there",
+            report.manifest_digest, report.layer.digest, report.layer.size, p.uploaded, p.bytes, p.present
+        ),
+        None => eprintln!(
+            "wrote {dst}: manifest {}, layer {} ({} bytes)",
+            report.manifest_digest, report.layer.digest, report.layer.size
+        ),
+    }
     Ok(0)
 }

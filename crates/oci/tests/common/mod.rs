@@ -380,18 +380,25 @@ impl Drop for Registry {
     }
 }
 
-fn http_ok(addr: &str) -> bool {
+/// The registry answers `/v2/` (200, or 401 when it wants credentials).
+fn http_ok(addr: &str, auth: bool) -> bool {
     let Ok(mut s) = TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_millis(500)) else {
         return false;
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
     let _ = write!(s, "GET /v2/ HTTP/1.0\r\nHost: {addr}\r\n\r\n");
     let mut buf = [0u8; 32];
-    matches!(s.read(&mut buf), Ok(n) if n > 12 && buf.starts_with(b"HTTP/1.") && &buf[9..12] == b"200")
+    let want: &[u8] = if auth { b"401" } else { b"200" };
+    matches!(s.read(&mut buf), Ok(n) if n > 12 && buf.starts_with(b"HTTP/1.") && &buf[9..12] == want)
 }
 
 /// Starts Debian's docker-registry on a free port of 127.0.0.1 with storage under `dir`.
 pub fn start_registry(dir: &Path) -> Registry {
+    start_registry_with(dir, None)
+}
+
+/// [`start_registry`], with Basic auth against an htpasswd file (bcrypt hashes) when given.
+pub fn start_registry_with(dir: &Path, htpasswd: Option<&Path>) -> Registry {
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let addr = format!("127.0.0.1:{port}");
     let storage = dir.join("storage");
@@ -400,8 +407,11 @@ pub fn start_registry(dir: &Path) -> Registry {
     std::fs::write(
         &config,
         format!(
-            "version: 0.1\nlog: {{level: warn, accesslog: {{disabled: true}}}}\nstorage: {{filesystem: {{rootdirectory: {}}}, delete: {{enabled: true}}}}\nhttp: {{addr: \"{addr}\"}}\n",
-            storage.display()
+            "version: 0.1\nlog: {{level: warn, accesslog: {{disabled: true}}}}\nstorage: {{filesystem: {{rootdirectory: {}}}, delete: {{enabled: true}}}}\nhttp: {{addr: \"{addr}\"}}\n{}",
+            storage.display(),
+            htpasswd
+                .map(|p| format!("auth: {{htpasswd: {{realm: diskcast-test, path: {}}}}}\n", p.display()))
+                .unwrap_or_default()
         ),
     )
     .unwrap();
@@ -415,7 +425,7 @@ pub fn start_registry(dir: &Path) -> Registry {
         .expect("docker-registry is required for this test (scripts/setup.sh installs it)");
     let reg = Registry { child, addr };
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !http_ok(&reg.addr) {
+    while !http_ok(&reg.addr, htpasswd.is_some()) {
         assert!(
             Instant::now() < deadline,
             "registry did not come up: {}",
