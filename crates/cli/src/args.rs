@@ -284,8 +284,8 @@ pub struct InfoArgs {
 /// and threads.
 #[derive(Debug, Clone, Args)]
 pub struct WriteArgs {
-    /// Compress the output (qcow2: zlib by default, `-o compression_type=zstd` for zstd;
-    /// streamOptimized VMDK).
+    /// Compress the output (qcow2: zlib, or zstd with the format option
+    /// compression_type=zstd; streamOptimized VMDK).
     #[arg(short = 'c')]
     pub compress: bool,
     /// Show a progress bar (same as --progress=bar).
