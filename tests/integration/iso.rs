@@ -75,7 +75,7 @@ fn iso_boot_without_a_catalog_and_on_a_non_iso() {
 }
 
 /// (path, type, mode, link target or content, mtime) of everything under `dir`.
-fn manifest(dir: &Path, mtimes: bool, modes: bool) -> Vec<(String, String)> {
+pub(crate) fn manifest(dir: &Path, mtimes: bool, modes: bool) -> Vec<(String, String)> {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];

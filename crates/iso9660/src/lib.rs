@@ -1,6 +1,7 @@
 //! Optical discs read out of any virtual disk: ISO 9660 (ECMA-119) with Joliet and Rock
 //! Ridge (SUSP/RRIP 1.12, zisofs), the El Torito boot catalog, hybrid MBR/GPT system
-//! areas, and UDF (ECMA-167, UDF 1.02 to 2.60).
+//! areas, and UDF (ECMA-167, UDF 1.02 to 2.60). Writes ISO 9660 discs with Rock Ridge,
+//! Joliet, El Torito and, optionally, a UDF 1.02 bridge over the same file data.
 //!
 //! The reader sits on [`BlockRead`], so an ISO inside a qcow2 or a VMDK reads the same as a
 //! plain `.iso` file. File content stays a reference into the disc: plain files are
@@ -18,6 +19,7 @@ pub mod hybrid;
 mod read;
 mod susp;
 mod udf;
+mod udf_write;
 mod volume;
 pub mod write;
 mod zisofs;

@@ -41,6 +41,9 @@ pub struct IsoOptions {
     /// With `hybrid`: MBR boot code (isolinux's isohdpfx.bin, at most 432 bytes) that
     /// starts the BIOS image from a USB stick, patched as isohybrid does.
     pub hybrid_mbr: Option<Vec<u8>>,
+    /// A UDF 1.02 file system over the same file data (a UDF bridge disc, as Windows
+    /// installation discs are).
+    pub udf: bool,
 }
 
 /// Bytes of MBR boot code isohybrid's MBR holds: the boot image's 512-byte LBA follows
@@ -67,6 +70,7 @@ impl Default for IsoOptions {
             boot_uefi: None,
             hybrid: false,
             hybrid_mbr: None,
+            udf: false,
         }
     }
 }
@@ -240,7 +244,7 @@ fn long_date(t: i64) -> [u8; 17] {
     b
 }
 
-fn civil(z: i64) -> (i64, u32, u32) {
+pub(crate) fn civil(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;
@@ -604,10 +608,25 @@ impl<'t> Layout<'t> {
         });
         let term = lba;
         lba += 1;
+        // UDF: recognition sequence after the terminator, then (after the catalog) the
+        // volume descriptor sequences; the partition starts after the anchor at 256.
+        let udf = if opts.udf { Some(crate::udf_write::UdfPlan::new(self.tree)?) } else { None };
+        let vrs = lba;
+        if udf.is_some() {
+            lba += 3;
+        }
         let catalog = booting.then(|| {
             lba += 1;
             lba - 1
         });
+        let udf_vds = lba;
+        if let Some(u) = &udf {
+            lba += crate::udf_write::SYSTEM_SECTORS;
+            if lba > 256 {
+                return Err(Error::unsupported("UDF descriptors would pass sector 256"));
+            }
+            lba = crate::udf_write::PART_START + u.blocks;
+        }
         // Path tables.
         let pt = self.path_table(false, true);
         let pt_sectors = (pt.len() as u64).div_ceil(SECTOR) as u32;
@@ -699,6 +718,11 @@ impl<'t> Layout<'t> {
         }
         // A backup GPT needs 33 sectors of 512 bytes at the end.
         let gpt_tail = if opts.hybrid { 9 } else { 0 };
+        // UDF's second anchor: the last sector before the backup GPT.
+        let end_anchor = lba;
+        if udf.is_some() {
+            lba += 1;
+        }
         let total = lba + gpt_tail;
         // Second pass with every location known; CE placeholders patched.
         let mut img = PlannedImage::new(u64::from(total) * SECTOR, "iso9660");
@@ -774,6 +798,11 @@ impl<'t> Layout<'t> {
             match self.patched.remove(&id) {
                 Some(b) => img.place_bytes(start, b)?,
                 None => img.place(start, f.size, Piece::File { data: f, offset: 0 })?,
+            }
+        }
+        if let Some(u) = &udf {
+            for (at, b) in u.build(self.tree, &self.files, &opts.label, opts.now, (vrs, udf_vds, end_anchor))? {
+                img.place_bytes(u64::from(at) * SECTOR, b)?;
             }
         }
         let mbr_code = opts.hybrid_mbr.as_deref().zip(bios.as_ref().map(|(id, _)| self.files[id].0));

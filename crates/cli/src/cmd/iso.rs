@@ -105,6 +105,10 @@ pub struct CreateIsoArgs {
     /// Leave out the Joliet tree.
     #[arg(long = "no-joliet")]
     pub no_joliet: bool,
+    /// Add a UDF 1.02 file system sharing the file data (a UDF bridge disc, as on
+    /// Windows installation media).
+    #[arg(long)]
+    pub udf: bool,
     /// Block format of the output (raw by default; any `diskcast formats` writes).
     #[arg(short = 'O', long = "output-format", value_name = "FMT", default_value = "raw")]
     pub output_format: String,
@@ -260,6 +264,7 @@ fn create(a: CreateIsoArgs) -> Result<u8> {
         boot_uefi: a.boot_uefi.clone(),
         hybrid: a.hybrid,
         hybrid_mbr,
+        udf: a.udf,
     };
     write_iso(&opened.tree, &opts, &a.output, &a.output_format, provenance)
 }
@@ -352,7 +357,11 @@ fn remaster(a: RemasterArgs) -> Result<u8> {
     // The tree the boot images are named in: the best ISO 9660 one, never UDF.
     let kinds = diskcast_iso9660::available_trees(disk.as_ref()).map_err(named)?;
     let kind = kinds.iter().find(|k| **k != diskcast_iso9660::TreeKind::Udf).copied();
-    let ropts = ReadOptions { tree: kind.map(|k| k.name().to_string()), label: a.input.display().to_string() };
+    // A UDF bridge disc (Windows installation media) keeps its UDF side, read from the
+    // UDF tree: the ISO 9660 side of those often holds only a README.
+    let udf = kinds.contains(&diskcast_iso9660::TreeKind::Udf);
+    let read_kind = if udf { Some(diskcast_iso9660::TreeKind::Udf) } else { kind };
+    let ropts = ReadOptions { tree: read_kind.map(|k| k.name().to_string()), label: a.input.display().to_string() };
     let mut tree = diskcast_iso9660::Iso9660Reader.read(disk.clone(), &ropts)?;
     let catalog = read_catalog(&disk).map_err(named)?;
     let hybrid = read_hybrid(disk.as_ref()).map_err(named)?;
@@ -412,6 +421,7 @@ fn remaster(a: RemasterArgs) -> Result<u8> {
         hybrid_mbr: mbr_code,
         boot_bios,
         boot_uefi,
+        udf,
     };
     let provenance = diskcast_block::provenance::Provenance::from_env()?;
     let opts = IsoOptions { now: i64::try_from(provenance.now()).unwrap_or(i64::MAX), ..opts };
