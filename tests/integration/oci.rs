@@ -231,10 +231,11 @@ fn oci_inspect_lists_rpm_packages_as_rpm_qa() {
     }
 }
 
-/// `diskcast` with the blob cache in `t`.
+/// `diskcast` with the blob cache in `t`, and a fixed SOURCE_DATE_EPOCH (so a second
+/// build of the same tree is the same image, config date included).
 fn dc_cache(t: &std::path::Path, args: &[&str]) -> Run {
     let mut cmd = std::process::Command::new(diskcast_bin());
-    cmd.args(args).env("XDG_CACHE_HOME", t.join("cache"));
+    cmd.args(args).env("XDG_CACHE_HOME", t.join("cache")).env("SOURCE_DATE_EPOCH", "1700000000");
     let start = std::time::Instant::now();
     let out = cmd.output().unwrap();
     Run {
