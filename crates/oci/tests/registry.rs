@@ -117,8 +117,9 @@ fn pull_from_a_local_registry_matches_umoci_and_caches() {
 
 /// A front for the registry that demands a Bearer token, as Docker Hub and most hosted
 /// registries do: `/v2/...` without the token answers 401 with a challenge naming
-/// `/token`, which hands out the token only for Basic credentials alice:secret.
-/// Everything else is forwarded to the real registry.
+/// `/token`, which hands out the token only for Basic credentials alice:secret (a
+/// different token when the scope asks for push; only that one may POST, PUT or PATCH).
+/// Everything else is forwarded to the real registry, bodies included.
 fn start_token_front(backend: String) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
@@ -160,29 +161,37 @@ fn serve_front(mut c: TcpStream, backend: &str, me: &str) {
     if path.starts_with("/token") {
         // base64("alice:secret")
         if auth == "Basic YWxpY2U6c2VjcmV0" {
-            reply(&mut c, "200 OK", "Content-Type: application/json\r\n", r#"{"token":"tok-123"}"#);
+            let token = if path.contains("push") { "tok-push" } else { "tok-123" };
+            reply(&mut c, "200 OK", "Content-Type: application/json\r\n", &format!(r#"{{"token":"{token}"}}"#));
         } else {
             reply(&mut c, "401 Unauthorized", "", "");
         }
         return;
     }
-    if auth != "Bearer tok-123" {
+    let method = request.split(' ').next().unwrap_or("GET").to_string();
+    let reading = method == "GET" || method == "HEAD";
+    if !(auth == "Bearer tok-push" || (reading && auth == "Bearer tok-123")) {
+        let scope = if reading { "pull" } else { "pull,push" };
         let challenge = format!(
-            "WWW-Authenticate: Bearer realm=\"http://{me}/token\",service=\"front\",scope=\"repository:test/img:pull\"\r\n"
+            "WWW-Authenticate: Bearer realm=\"http://{me}/token\",service=\"front\",scope=\"repository:test/img:{scope}\"\r\n"
         );
         reply(&mut c, "401 Unauthorized", &challenge, "");
         return;
     }
     let Ok(mut up) = TcpStream::connect(backend) else { return };
-    let method = request.split(' ').next().unwrap_or("GET");
-    let mut fwd = format!("{method} {path} HTTP/1.0\r\nHost: {backend}\r\n");
+    // Host: the front, so upload Locations point back here.
+    let mut fwd = format!("{method} {path} HTTP/1.0\r\nHost: {me}\r\n");
     for (k, v) in &headers {
-        if k == "accept" || k == "range" {
+        if ["accept", "range", "content-type", "content-length", "content-range"].contains(&k.as_str()) {
             fwd.push_str(&format!("{k}: {v}\r\n"));
         }
     }
     fwd.push_str("\r\n");
     let _ = up.write_all(fwd.as_bytes());
+    let len: u64 = headers.iter().find(|(k, _)| k == "content-length").and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
+    if len > 0 {
+        let _ = std::io::copy(&mut (&mut c).take(len), &mut up);
+    }
     let _ = std::io::copy(&mut up, &mut c);
 }
 
@@ -241,6 +250,31 @@ fn pull_through_bearer_token_auth_with_creds_or_an_auth_file() {
     o.registry.creds = Some("alice:wrong".into());
     let e = open(&src, &o).unwrap_err();
     assert_eq!(e.kind(), diskcast_block::ErrorKind::Refused, "{e}");
+
+    // A push through the front: the token asked for has push scope (the pull token may
+    // not POST); anonymous is refused at the token service.
+    let image = open(&format!("oci:{}:t", img.display()), &OpenOptions::default()).unwrap();
+    let dst = format!("docker://{front}/test/other:pushed");
+    let diskcast_oci::ImageRef::Registry(r) = diskcast_oci::ImageRef::parse(&dst).unwrap() else { panic!() };
+    let mut o = o.registry.clone();
+    o.creds = None;
+    o.auth_file = Some(tmp.path().join("none.json"));
+    let e = diskcast_oci::registry::push_image(&image, &r, &o, &Count::default()).unwrap_err();
+    assert!(e.to_string().contains("--creds"), "{e}");
+    o.creds = Some("alice:secret".into());
+    let report = diskcast_oci::registry::push_image(&image, &r, &o, &Count::default()).unwrap();
+    assert_eq!((report.uploaded, report.present), (image.layers.len() + 1, 0));
+    let got = run(
+        "skopeo",
+        &[
+            "inspect",
+            "--tls-verify=false",
+            "--format",
+            "{{.Digest}}",
+            &format!("docker://{}/test/other:pushed", reg.addr),
+        ],
+    );
+    assert_eq!(got.trim(), image.manifest_digest.to_string());
     drop(reg);
 }
 
