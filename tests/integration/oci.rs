@@ -3,6 +3,7 @@
 
 use crate::oci_common::{dir_manifest, make_image, run, umoci_unpack};
 use crate::support::*;
+use std::path::{Path, PathBuf};
 
 #[test]
 fn extract_ls_cat_of_an_oci_image_match_umoci_unpack() {
@@ -123,15 +124,21 @@ fn without_times(m: std::collections::BTreeMap<String, String>) -> std::collecti
         .collect()
 }
 
-#[test]
-fn convert_a_directory_and_a_tar_to_images_skopeo_and_umoci_accept() {
-    let t = tmp();
-    let root = t.path().join("root");
+/// A small root filesystem: busybox, `sh` linked to it, and /etc/hostname.
+fn busybox_root(dir: &Path, hostname: &str) -> PathBuf {
+    let root = dir.join("root");
     std::fs::create_dir_all(root.join("bin")).unwrap();
     std::fs::create_dir_all(root.join("etc")).unwrap();
     std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
     std::os::unix::fs::symlink("busybox", root.join("bin/sh")).unwrap();
-    std::fs::write(root.join("etc/hostname"), "image\n").unwrap();
+    std::fs::write(root.join("etc/hostname"), format!("{hostname}\n")).unwrap();
+    root
+}
+
+#[test]
+fn convert_a_directory_and_a_tar_to_images_skopeo_and_umoci_accept() {
+    let t = tmp();
+    let root = busybox_root(t.path(), "image");
     let args = |dst: &str| -> Vec<String> {
         [
             "convert",
@@ -253,12 +260,7 @@ fn dc_cache(t: &std::path::Path, args: &[&str]) -> Run {
 #[test]
 fn convert_pushes_to_a_registry_that_skopeo_and_umoci_read() {
     let t = tmp();
-    let root = t.path().join("root");
-    std::fs::create_dir_all(root.join("bin")).unwrap();
-    std::fs::create_dir_all(root.join("etc")).unwrap();
-    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
-    std::os::unix::fs::symlink("busybox", root.join("bin/sh")).unwrap();
-    std::fs::write(root.join("etc/hostname"), "pushed\n").unwrap();
+    let root = busybox_root(t.path(), "pushed");
     let reg = crate::oci_common::start_registry(&t.path().join("registry"));
     let dst = format!("docker://{}/test/pushed:v1", reg.addr);
     let r = dc_cache(t.path(), &["convert", "--tls-verify=false", "--entrypoint", "/bin/sh", &s(&root), &dst]);
