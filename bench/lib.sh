@@ -68,3 +68,20 @@ if [ -z "${DISKCAST:-}" ]; then
     (cd "$BENCH_ROOT" && cargo build --release -q -p diskcast)
     DISKCAST=$BENCH_ROOT/target/release/diskcast
 fi
+
+# half_compressible DIR MB SEED: MB MiB of half-compressible files (base64 of random
+# bytes), 4 KiB to 4 MiB each, spread over 64 directories of DIR; the same SEED gives
+# the same files.
+half_compressible() {
+    /usr/bin/python3 - "$1" "$2" "$3" <<'PY'
+import base64, os, random, sys
+d, mb, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+rnd = random.Random(seed); left = mb << 20; i = 0
+while left > 0:
+    n = min(left, rnd.choice([4096, 65536, 1 << 20, 4 << 20]))
+    sub = os.path.join(d, f"dir{i % 64}"); os.makedirs(sub, exist_ok=True)
+    with open(os.path.join(sub, f"f{i}"), "wb") as f:
+        f.write(base64.b64encode(rnd.randbytes(n * 3 // 4 + 3))[:n])
+    left -= n; i += 1
+PY
+}

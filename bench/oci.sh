@@ -19,17 +19,7 @@ if [ ! -f "$IMG/index.json" ] || [ "$(cat "$WORK/size" 2>/dev/null)" != "$SIZE_M
   for l in 1 2 3; do
     D=$WORK/layers/l$l; mkdir -p "$D"
     # Half-compressible files (base64 of random bytes) from 4 KiB to 4 MiB, a third each.
-    /usr/bin/python3 - "$D" $((SIZE_MB / 3)) "$l" <<'PY'
-import base64, os, random, sys
-d, mb, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-rnd = random.Random(seed); left = mb << 20; i = 0
-while left > 0:
-    n = min(left, rnd.choice([4096, 65536, 1 << 20, 4 << 20]))
-    sub = os.path.join(d, f"dir{i % 64}"); os.makedirs(sub, exist_ok=True)
-    with open(os.path.join(sub, f"f{i}"), "wb") as f:
-        f.write(base64.b64encode(rnd.randbytes(n * 3 // 4 + 3))[:n])
-    left -= n; i += 1
-PY
+    half_compressible "$D" $((SIZE_MB / 3)) "$l"
     umoci insert --image "$IMG:t" "$D" "/layer$l" >/dev/null
   done
   rm -rf "$WORK/layers"; echo "$SIZE_MB" > "$WORK/size"

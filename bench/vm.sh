@@ -35,17 +35,7 @@ elif [ ! -f "$IMG/index.json" ] || [ "$(cat "$WORK/fill" 2>/dev/null)" != "$FILL
   umoci insert --rootless --image "$IMG:t" --whiteout /etc/removed-later >/dev/null
   if [ "$FILL_MB" -gt 0 ]; then
     D=$WORK/fill; rm -rf "$D"; mkdir -p "$D"
-    /usr/bin/python3 - "$D" "$FILL_MB" <<'PY'
-import base64, os, random, sys
-d, mb = sys.argv[1], int(sys.argv[2])
-rnd = random.Random(7); left = mb << 20; i = 0
-while left > 0:
-    n = min(left, rnd.choice([4096, 65536, 1 << 20, 4 << 20]))
-    sub = os.path.join(d, f"dir{i % 64}"); os.makedirs(sub, exist_ok=True)
-    with open(os.path.join(sub, f"f{i}"), "wb") as f:
-        f.write(base64.b64encode(rnd.randbytes(n * 3 // 4 + 3))[:n])
-    left -= n; i += 1
-PY
+    half_compressible "$D" "$FILL_MB" 7
     umoci insert --rootless --image "$IMG:t" "$D" /srv/data >/dev/null; rm -rf "$D"
   fi
   umoci gc --layout "$IMG"; rm -rf "$WORK/l1" "$WORK/init"; echo "$FILL_MB" > "$WORK/fill"
