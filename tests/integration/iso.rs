@@ -140,12 +140,6 @@ fn ls_cat_extract_an_iso_like_bsdtar_and_7zip() {
     dc(&["ls", "--tree", "udf", iso.to_str().unwrap()]).expect_code(1).expect_stderr_any(&["has no udf tree"]);
 }
 
-fn tool_out(cmd: &str, args: &[&str]) -> String {
-    let out = Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("cannot run {cmd}: {e}"));
-    assert!(out.status.success(), "{cmd} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// A source tree with every kind of entry the writer stores.
 fn make_tree(s: &Path) {
     sh(&format!(

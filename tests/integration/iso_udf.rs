@@ -10,17 +10,6 @@ fn sh(script: &str) {
     assert!(out.status.success(), "{script}\n{}", String::from_utf8_lossy(&out.stderr));
 }
 
-fn tool_out(cmd: &str, args: &[&str]) -> String {
-    let out = Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("cannot run {cmd}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// Lists a disc's UDF tree through pycdlib: `D path`, `L path`, or `F path links sha256`,
 /// sorted; names decoded from their CS0 encoding.
 const PYCDLIB_LIST: &str = r#"

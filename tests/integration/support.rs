@@ -684,3 +684,30 @@ pub fn boot_to_marker(
         ))
     }
 }
+
+/// Runs an oracle tool and returns its stdout; fails the test when it cannot run or
+/// exits non-zero, showing what it printed.
+pub fn tool_out(cmd: &str, args: &[&str]) -> String {
+    let out = Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("cannot run {cmd}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs an oracle tool under `timeout` (300 s) and returns stdout and stderr together
+/// (checkers such as sgdisk and fsck report on either); fails the test when it cannot run
+/// or exits non-zero.
+pub fn tool_text(name: &str, args: &[&str]) -> String {
+    let out = Command::new("timeout")
+        .args(["-k", "5", "300", name])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{name} is required: {e}"));
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{name} {args:?} failed ({:?}):\n{text}", out.status.code());
+    text
+}

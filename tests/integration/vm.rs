@@ -4,6 +4,7 @@
 
 use crate::support::{
     Bus, Firmware, assert_no_output, boot_to_marker, dc, dc_ok, qemu_check_clean, qemu_img, s, test_kernel, tmp,
+    tool_text,
 };
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -11,18 +12,6 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
-
-/// Runs a tool under `timeout`; asserts it ran and exited 0 (a missing tool fails).
-fn tool(name: &str, args: &[&str]) -> String {
-    let out = Command::new("timeout")
-        .args(["-k", "5", "300", name])
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{name} is required: {e}"));
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "{name} {args:?} failed ({:?}):\n{text}", out.status.code());
-    text
-}
 
 /// The `/sbin/init` of the test guests: reports whether the whited-out file is there,
 /// prints `marker` on the console and powers off.
@@ -59,17 +48,17 @@ fn busybox_oci(work: &Path, marker: &str) -> String {
     let layout = work.join("oci");
     let image = format!("{}:t", s(&layout));
     let reference = format!("oci:{image}");
-    tool("umoci", &["init", "--layout", &s(&layout)]);
-    tool("umoci", &["new", "--image", &image]);
+    tool_text("umoci", &["init", "--layout", &s(&layout)]);
+    tool_text("umoci", &["new", "--image", &image]);
     let l1 = work.join("l1");
     busybox_root(&l1);
-    tool("umoci", &["insert", "--rootless", "--image", &image, &s(&l1), "/"]);
+    tool_text("umoci", &["insert", "--rootless", "--image", &image, &s(&l1), "/"]);
     let init = work.join("init");
     std::fs::write(&init, init_script(marker)).unwrap();
     std::fs::set_permissions(&init, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    tool("umoci", &["insert", "--rootless", "--image", &image, &s(&init), "/sbin/init"]);
-    tool("umoci", &["insert", "--rootless", "--image", &image, "--whiteout", "/etc/removed-later"]);
-    tool(
+    tool_text("umoci", &["insert", "--rootless", "--image", &image, &s(&init), "/sbin/init"]);
+    tool_text("umoci", &["insert", "--rootless", "--image", &image, "--whiteout", "/etc/removed-later"]);
+    tool_text(
         "umoci",
         &["config", "--image", &image, "--config.entrypoint", "/bin/sh", "--os", "linux", "--architecture", "amd64"],
     );
@@ -102,9 +91,9 @@ fn cut(raw: &Path, start: u64, len: u64, to: &Path) {
 fn check_disk(disk: &Path, fmt: &str, summary: &Value, work: &Path) -> (PathBuf, PathBuf) {
     let raw = work.join("check.raw");
     qemu_img(&["convert", "-f", fmt, "-O", "raw", &s(disk), &s(&raw)]);
-    let v = tool("sgdisk", &["-v", &s(&raw)]);
+    let v = tool_text("sgdisk", &["-v", &s(&raw)]);
     assert!(v.contains("No problems found"), "sgdisk -v:\n{v}");
-    let p = tool("sgdisk", &["-p", &s(&raw)]);
+    let p = tool_text("sgdisk", &["-p", &s(&raw)]);
     assert!(p.contains("EF00") && p.contains("8304"), "ESP and x86-64 root types expected:\n{p}");
     let parts = partitions(summary);
     let (_, es, el) = parts.iter().find(|p| p.0 == "esp").cloned().unwrap();
@@ -113,8 +102,8 @@ fn check_disk(disk: &Path, fmt: &str, summary: &Value, work: &Path) -> (PathBuf,
     cut(&raw, es, el, &esp);
     cut(&raw, rs, rl, &root);
     std::fs::remove_file(&raw).unwrap();
-    tool("e2fsck", &["-fn", &s(&root)]);
-    tool("fsck.fat", &["-n", &s(&esp)]);
+    tool_text("e2fsck", &["-fn", &s(&root)]);
+    tool_text("fsck.fat", &["-n", &s(&esp)]);
     let mtools = |args: &[&str]| {
         let out =
             Command::new(args[0]).args(&args[1..]).env("MTOOLS_SKIP_CHECK", "1").output().expect("mtools is required");
@@ -178,7 +167,7 @@ fn a_distroless_image_without_kernel_is_refused_and_writes_nothing() {
     let root = t.path().join("root");
     busybox_root(&root);
     let tar = t.path().join("root.tar");
-    tool("tar", &["-cf", &s(&tar), "-C", &s(&root), "."]);
+    tool_text("tar", &["-cf", &s(&tar), "-C", &s(&root), "."]);
     let out = t.path().join("vm.qcow2");
     dc(&["vm", &s(&tar), "-o", &s(&out), "-O", "qcow2"])
         .expect_diskcast_error()
@@ -208,12 +197,12 @@ fn a_distroless_image_without_kernel_is_refused_and_writes_nothing() {
 fn oci_of_dir(work: &Path, root: &Path, name: &str, config: &[&str]) -> String {
     let layout = work.join(name);
     let image = format!("{}:t", s(&layout));
-    tool("umoci", &["init", "--layout", &s(&layout)]);
-    tool("umoci", &["new", "--image", &image]);
-    tool("umoci", &["insert", "--rootless", "--image", &image, &s(root), "/"]);
+    tool_text("umoci", &["init", "--layout", &s(&layout)]);
+    tool_text("umoci", &["new", "--image", &image]);
+    tool_text("umoci", &["insert", "--rootless", "--image", &image, &s(root), "/"]);
     let mut args = vec!["config", "--image", &image, "--os", "linux", "--architecture", "amd64"];
     args.extend(config);
-    tool("umoci", &args);
+    tool_text("umoci", &args);
     format!("oci:{image}")
 }
 
@@ -349,7 +338,7 @@ fn ifupdown_guests_get_a_stanza_and_entrypoints_need_systemd_and_an_image() {
     write(&root, "/sbin/ifup", "not really ifup\n");
     write(&root, "/etc/network/interfaces", "source /etc/network/interfaces.d/*\n");
     let tar = t.path().join("root.tar");
-    tool("tar", &["-cf", &s(&tar), "-C", &s(&root), "."]);
+    tool_text("tar", &["-cf", &s(&tar), "-C", &s(&root), "."]);
     let disk = t.path().join("vm.raw");
     let kernel = s(&test_kernel());
     let summary = dc_ok(&["vm", &s(&tar), "-o", &s(&disk), "--kernel", &kernel, "--output", "json"]).json();
@@ -383,7 +372,7 @@ fn guest_tar(work: &Path, marker: &str) -> PathBuf {
     write(&root, "/sbin/init", &init_script(marker));
     std::fs::set_permissions(root.join("sbin/init"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let tar = work.join("root.tar");
-    tool("tar", &["--owner=0", "--group=0", "-cf", &s(&tar), "-C", &s(&root), "."]);
+    tool_text("tar", &["--owner=0", "--group=0", "-cf", &s(&tar), "-C", &s(&root), "."]);
     tar
 }
 
@@ -484,7 +473,7 @@ fn debian_image_with_its_own_kernel_and_initramfs_boots_systemd() {
     let t = tmp();
     let tar = t.path().join("debian.tar");
     let start = Instant::now();
-    tool(
+    tool_text(
         "mmdebstrap",
         &[
             "--quiet",
@@ -502,14 +491,17 @@ fn debian_image_with_its_own_kernel_and_initramfs_boots_systemd() {
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )
     .unwrap();
-    tool("tar", &["--owner=0", "--group=0", "-rf", &s(&tar), "-C", &s(&extra), "./usr/local/sbin/diskcast-marker"]);
+    tool_text(
+        "tar",
+        &["--owner=0", "--group=0", "-rf", &s(&tar), "-C", &s(&extra), "./usr/local/sbin/diskcast-marker"],
+    );
     let layout = t.path().join("oci");
     let image = format!("{}:bookworm", s(&layout));
-    tool("umoci", &["init", "--layout", &s(&layout)]);
-    tool("umoci", &["new", "--image", &image]);
-    tool("umoci", &["raw", "add-layer", "--image", &image, &s(&tar)]);
+    tool_text("umoci", &["init", "--layout", &s(&layout)]);
+    tool_text("umoci", &["new", "--image", &image]);
+    tool_text("umoci", &["raw", "add-layer", "--image", &image, &s(&tar)]);
     std::fs::remove_file(&tar).unwrap();
-    tool(
+    tool_text(
         "umoci",
         &[
             "config",
@@ -601,7 +593,7 @@ fn kernel_initramfs_and_loader_found_inside_image_layers() {
     std::fs::write(&loader, &efi).unwrap();
     let image = oci_of_dir(t.path(), &root, "k", &[]);
     let layout = image.trim_start_matches("oci:").to_string();
-    tool("umoci", &["insert", "--rootless", "--image", &layout, &s(&l2), "/"]);
+    tool_text("umoci", &["insert", "--rootless", "--image", &layout, &s(&l2), "/"]);
     let disk = t.path().join("vm.vmdk");
     let summary = dc_ok(&["vm", &image, "-o", &s(&disk), "-O", "vmdk", "--output", "json"]).json();
     assert_eq!(summary["kernel-path"], format!("/boot/vmlinuz-{new}"), "{summary}");

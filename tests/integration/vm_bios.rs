@@ -5,7 +5,6 @@
 use crate::support::*;
 use serde_json::Value;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 const MARKER: &str = "DISKCAST_BIOS_GUEST_OK";
@@ -22,13 +21,6 @@ fn guest_root(root: &Path) {
     std::fs::write(root.join("sbin/init"), init).unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(root.join("sbin/init"), std::fs::Permissions::from_mode(0o755)).unwrap();
-}
-
-fn tool(name: &str, args: &[&str]) -> String {
-    let out = Command::new("timeout").args(["-k", "5", "300", name]).args(args).output().unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "{name} {args:?} failed ({:?}):\n{text}", out.status.code());
-    text
 }
 
 /// Writes `diskcast vm --boot BOOT` of a busybox guest with the test kernel as qcow2 and
@@ -74,7 +66,7 @@ fn vm_disk(dir: &Path, boot: &str) -> (std::path::PathBuf, String) {
     assert!(summary["loader"].as_str().unwrap().contains("/usr/lib/grub/i386-pc (GRUB i386-pc)"), "{summary}");
     qemu_check_clean(&q);
     qemu_img(&["convert", "-f", "qcow2", "-O", "raw", &s(&q), &s(&raw)]);
-    assert!(tool("sgdisk", &["-v", &s(&raw)]).contains("No problems found"));
+    assert!(tool_text("sgdisk", &["-v", &s(&raw)]).contains("No problems found"));
     let disk = read(&raw);
     let (bios_start, esp_start, esp_size) = (
         parts[0]["start"].as_u64().unwrap() as usize,
@@ -100,8 +92,8 @@ fn vm_disk(dir: &Path, boot: &str) -> (std::path::PathBuf, String) {
     let rest = u64::from(u16::from_le_bytes([bl[8], bl[9]]));
     assert!((100..2047).contains(&rest), "core image of {rest}+1 sectors");
     std::fs::write(&esp, &disk[esp_start..esp_start + esp_size]).unwrap();
-    tool("fsck.fat", &["-n", &s(&esp)]);
-    let listing = tool("mdir", &["-i", &s(&esp), "-/", "-b", "::/"]);
+    tool_text("fsck.fat", &["-n", &s(&esp)]);
+    let listing = tool_text("mdir", &["-i", &s(&esp), "-/", "-b", "::/"]);
     assert!(listing.contains("::/diskcast/vmlinuz"), "{listing}");
     std::fs::remove_file(&raw).unwrap();
     (q, listing)
