@@ -2,7 +2,7 @@
 //! 24-byte header and one page. Frames count only when their salts match the header and
 //! their running checksum is right, and only up to the last commit frame.
 
-use crate::Source;
+use crate::{Source, be32_at};
 use diskcast_block::{Error, Result};
 use std::collections::HashMap;
 
@@ -27,10 +27,6 @@ fn checksum(mut s: (u32, u32), data: &[u8], big: bool) -> (u32, u32) {
     s
 }
 
-fn be32(b: &[u8], o: usize) -> u32 {
-    u32::from_be_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
-}
-
 impl Wal {
     pub fn open(db: &str, src: Box<dyn Source>, page_size: u32) -> Result<Wal> {
         let name = format!("{db}-wal");
@@ -45,27 +41,27 @@ impl Wal {
             return Err(bad("wal_header", format!("{len} bytes is shorter than a WAL header; refusing to guess")));
         }
         wal.src.read_exact_at(&mut h, 0).map_err(|e| Error::io("cannot read the WAL header", e).with_file(&name))?;
-        let magic = be32(&h, 0);
+        let magic = be32_at(&h, 0);
         if magic & !1 != 0x377f_0682 {
             return Err(bad("wal_magic", format!("bad WAL magic {magic:#010x}")));
         }
         let big = magic & 1 == 1;
-        if be32(&h, 4) != 3_007_000 {
-            return Err(Error::unsupported(format!("WAL format version {} is not 3007000", be32(&h, 4)))
+        if be32_at(&h, 4) != 3_007_000 {
+            return Err(Error::unsupported(format!("WAL format version {} is not 3007000", be32_at(&h, 4)))
                 .with_file(&name)
                 .with_field("wal_version"));
         }
-        if be32(&h, 8) != page_size {
+        if be32_at(&h, 8) != page_size {
             return Err(bad(
                 "wal_page_size",
-                format!("WAL page size {} differs from the database's {page_size}", be32(&h, 8)),
+                format!("WAL page size {} differs from the database's {page_size}", be32_at(&h, 8)),
             ));
         }
         let mut sum = checksum((0, 0), &h[..24], big);
-        if sum != (be32(&h, 24), be32(&h, 28)) {
+        if sum != (be32_at(&h, 24), be32_at(&h, 28)) {
             return Err(bad("wal_checksum", "the WAL header checksum does not match; refusing a damaged WAL".into()));
         }
-        let salts = (be32(&h, 16), be32(&h, 20));
+        let salts = (be32_at(&h, 16), be32_at(&h, 20));
         let frame = 24 + u64::from(page_size);
         let count = (len - 32) / frame;
         let mut buf = vec![0u8; 24 + page_size as usize];
@@ -75,12 +71,12 @@ impl Wal {
             wal.src
                 .read_exact_at(&mut buf, off)
                 .map_err(|e| Error::io("cannot read a WAL frame", e).with_file(&name))?;
-            let (page, commit) = (be32(&buf, 0), be32(&buf, 4));
-            if (be32(&buf, 8), be32(&buf, 12)) != salts || page == 0 {
+            let (page, commit) = (be32_at(&buf, 0), be32_at(&buf, 4));
+            if (be32_at(&buf, 8), be32_at(&buf, 12)) != salts || page == 0 {
                 break; // a frame from an earlier generation of the log: the valid log ends here
             }
             let s = checksum(checksum(sum, &buf[..8], big), &buf[24..], big);
-            if s != (be32(&buf, 16), be32(&buf, 20)) {
+            if s != (be32_at(&buf, 16), be32_at(&buf, 20)) {
                 break;
             }
             sum = s;
