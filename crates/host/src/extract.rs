@@ -11,24 +11,50 @@ use diskcast_block::io::ImageFile;
 use diskcast_block::progress::Progress;
 use diskcast_block::{Error, Result};
 use diskcast_tree::{Content, FileData, Kind, Meta, Node, NodeId, StreamCursor, Tree, display_name, host_data_ranges};
-use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
-use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, Timespec, Timestamps, XattrFlags};
+use rustix::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use rustix::fs::{AtFlags, CWD, FileType, Mode, OFlags, ResolveFlags, Timespec, Timestamps, XattrFlags};
 use std::collections::HashMap;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// How to extract.
 #[derive(Debug, Clone)]
 pub struct ExtractOptions {
     /// Threads writing files.
     pub threads: usize,
+    /// Tests only: called at the moments a local user racing the extraction could swap
+    /// an entry, so race tests are deterministic.
+    #[doc(hidden)]
+    pub race_hook: Option<RaceHook>,
 }
 
 impl Default for ExtractOptions {
     fn default() -> Self {
-        ExtractOptions { threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2) }
+        ExtractOptions { threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2), race_hook: None }
+    }
+}
+
+/// Where extraction is when [`ExtractOptions::race_hook`] is called.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy)]
+pub enum RaceStep<'a> {
+    /// DIR is open (or created and open); nothing is written yet.
+    TargetOpened,
+    /// The entry at this path (relative to DIR) was just created; its metadata is not
+    /// set yet.
+    Created(&'a [u8]),
+}
+
+/// A test callback (see [`ExtractOptions::race_hook`]).
+#[doc(hidden)]
+#[derive(Clone)]
+pub struct RaceHook(pub std::sync::Arc<dyn Fn(RaceStep<'_>) + Send + Sync>);
+
+impl std::fmt::Debug for RaceHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RaceHook")
     }
 }
 
@@ -48,11 +74,18 @@ pub struct ExtractReport {
     /// File bytes written (holes not counted).
     pub bytes: u64,
     /// What was left out or changed, one message each (devices and setuid bits without
-    /// root, xattrs the filesystem refused, sockets).
+    /// root, xattrs the filesystem refused, sockets, entries replaced by someone else
+    /// during extraction).
     pub skipped: Vec<String>,
+    /// Entries that could not be created, one message each (at most 1000, then a count):
+    /// the rest was extracted, and a caller should fail at the end.
+    pub failed: Vec<String>,
+    /// How many entries were not extracted (every one, even past the messages kept).
+    pub not_extracted: u64,
 }
 
-/// Most skip messages kept; the rest are counted in one last message.
+/// Most skip (and failure) messages kept; the rest are counted in one last message, so
+/// a tree of millions of unwritable entries cannot fill memory with messages.
 const MAX_MESSAGES: usize = 1000;
 
 /// Bytes read and written at a time per file.
@@ -65,9 +98,14 @@ const CHUNK: usize = 1 << 20;
 /// tar) are written in stream order by one thread, so each stream is read once. Holes
 /// stay holes. Owners are set, and device nodes and setuid/setgid bits created, only
 /// when running as root; everything left out is listed in the report. Times are set
-/// after content, directories' last.
+/// after content, directories' last. Metadata is only ever set on the entry diskcast
+/// created (through a descriptor, checked to be that entry), never on a name again: an
+/// entry replaced meanwhile is reported and left alone.
 pub fn extract(tree: &Tree, dir: &Path, opts: &ExtractOptions, progress: &dyn Progress) -> Result<ExtractReport> {
     prepare_dir(dir)?;
+    if let Some(h) = &opts.race_hook {
+        (h.0)(RaceStep::TargetOpened)
+    }
     let root = rustix::fs::open(dir, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
         .map_err(|e| sys(e, "cannot open", dir.as_os_str().as_encoded_bytes()).with_file(dir))?;
     let x = Extractor {
@@ -75,6 +113,7 @@ pub fn extract(tree: &Tree, dir: &Path, opts: &ExtractOptions, progress: &dyn Pr
         is_root: rustix::process::geteuid().is_root(),
         report: Mutex::new(ExtractReport::default()),
         dropped: AtomicUsize::new(0),
+        hook: opts.race_hook.clone(),
     };
     let entries: Vec<(Vec<u8>, NodeId)> = tree.walk(NodeId::ROOT).collect();
     progress.start(tree.stats().file_bytes);
@@ -82,74 +121,47 @@ pub fn extract(tree: &Tree, dir: &Path, opts: &ExtractOptions, progress: &dyn Pr
     // 1. Directories, symlinks, specials; files and hard links collected.
     let mut first: HashMap<NodeId, usize> = HashMap::new();
     let mut files: Vec<usize> = Vec::new();
-    let mut links: Vec<(usize, usize)> = Vec::new();
+    let mut links: HashMap<usize, Vec<usize>> = HashMap::new();
+    // (dev, ino) of each directory made, to check it is still the one when its metadata
+    // is set at the end.
+    let mut made_dirs: HashMap<usize, (u64, u64)> = HashMap::new();
     let mut parents = ParentCache::default();
     for (i, (path, id)) in entries.iter().enumerate().skip(1) {
         let node = tree.node(*id);
         let (parent, name) = split(path);
-        let at = |e: Error| e.with_file(dir);
-        match &node.kind {
-            Kind::File(_) => {
-                if let Some(&f) = first.get(id) {
-                    links.push((f, i));
-                } else {
-                    first.insert(*id, i);
-                    files.push(i);
-                }
+        if let Kind::File(_) = &node.kind {
+            if let Some(&f) = first.get(id) {
+                links.entry(f).or_default().push(i);
+            } else {
+                first.insert(*id, i);
+                files.push(i);
             }
-            Kind::Dir(_) => {
-                let pfd = parents.get(&x, parent).map_err(at)?;
-                rustix::fs::mkdirat(pfd, name, Mode::from_raw_mode(0o700))
-                    .map_err(|e| sys(e, "cannot create directory", path))
-                    .map_err(at)?;
-                x.count(|r| r.dirs += 1);
+            continue;
+        }
+        if let Kind::Socket = &node.kind {
+            x.skip(format!("{}: socket not created", display_name(path)));
+            continue;
+        }
+        if matches!(node.kind, Kind::CharDev { .. } | Kind::BlockDev { .. }) && !x.is_root {
+            x.skip(format!("{}: device node not created (needs root)", display_name(path)));
+            continue;
+        }
+        let pfd = match parents.get(&x, parent) {
+            Ok(fd) => fd,
+            Err(e) => {
+                x.fail(path, e);
+                continue;
             }
-            Kind::Symlink(target) => {
-                let pfd = parents.get(&x, parent).map_err(at)?;
-                rustix::fs::symlinkat(target.as_slice(), pfd, name)
-                    .map_err(|e| sys(e, "cannot create symlink", path))
-                    .map_err(at)?;
-                x.count(|r| r.symlinks += 1);
-                if x.is_root {
-                    x.chown_at(pfd, name, &node.meta, path, AtFlags::SYMLINK_NOFOLLOW);
-                }
-                x.times_at(pfd, name, &node.meta, path, AtFlags::SYMLINK_NOFOLLOW);
-                if !node.xattrs.is_empty() {
-                    // There is no lsetxattr relative to a directory descriptor, and a
-                    // path joined from strings is what this sink never uses.
-                    x.skip(format!("{}: xattrs of a symlink not set", display_name(path)));
-                }
-            }
-            Kind::CharDev { major, minor } | Kind::BlockDev { major, minor } => {
-                if !x.is_root {
-                    x.skip(format!("{}: device node not created (needs root)", display_name(path)));
-                    continue;
-                }
-                let ft = if matches!(node.kind, Kind::CharDev { .. }) {
-                    FileType::CharacterDevice
-                } else {
-                    FileType::BlockDevice
-                };
-                let pfd = parents.get(&x, parent).map_err(at)?;
-                rustix::fs::mknodat(pfd, name, ft, Mode::from_raw_mode(0o600), rustix::fs::makedev(*major, *minor))
-                    .map_err(|e| sys(e, "cannot create device node", path))
-                    .map_err(at)?;
-                x.special_meta(pfd, name, node, path);
-            }
-            Kind::Fifo => {
-                let pfd = parents.get(&x, parent).map_err(at)?;
-                rustix::fs::mknodat(pfd, name, FileType::Fifo, Mode::from_raw_mode(0o600), 0)
-                    .map_err(|e| sys(e, "cannot create fifo", path))
-                    .map_err(at)?;
-                x.special_meta(pfd, name, node, path);
-            }
-            Kind::Socket => x.skip(format!("{}: socket not created", display_name(path))),
+        };
+        if let Err(e) = x.create_entry(pfd, name, node, path, &mut made_dirs, i) {
+            x.fail(path, e);
         }
     }
     drop(parents);
 
     // 2. File content, in parallel: one job per stream (files in offset order), one per
-    //    other file, largest first.
+    //    other file, largest first. A file's hard links are made from its descriptor
+    //    right after it is written.
     let mut streams: HashMap<*const (), Vec<(u64, usize)>> = HashMap::new();
     let mut jobs: Vec<(u64, Vec<usize>)> = Vec::new();
     for &i in &files {
@@ -168,8 +180,6 @@ pub fn extract(tree: &Tree, dir: &Path, opts: &ExtractOptions, progress: &dyn Pr
     }
     jobs.sort_by_key(|j| std::cmp::Reverse(j.0));
     let next = AtomicUsize::new(0);
-    let failed = AtomicBool::new(false);
-    let error: Mutex<Option<Error>> = Mutex::new(None);
     let threads = opts.threads.clamp(1, 64).min(jobs.len().max(1));
     std::thread::scope(|s| {
         for _ in 0..threads {
@@ -177,45 +187,63 @@ pub fn extract(tree: &Tree, dir: &Path, opts: &ExtractOptions, progress: &dyn Pr
                 let mut buf = vec![0u8; CHUNK];
                 loop {
                     let j = next.fetch_add(1, Ordering::Relaxed);
-                    if j >= jobs.len() || failed.load(Ordering::Relaxed) {
+                    if j >= jobs.len() {
                         break;
                     }
                     let mut cursor: Option<StreamCursor> = None;
                     for &i in &jobs[j].1 {
                         let (path, id) = &entries[i];
-                        if let Err(e) = x.write_file(tree.node(*id), path, &mut cursor, &mut buf, progress) {
-                            failed.store(true, Ordering::Relaxed);
-                            error.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e.with_file(dir));
-                            return;
+                        let node = tree.node(*id);
+                        let names = links.get(&i).map(Vec::as_slice).unwrap_or(&[]);
+                        match x.write_file(node, path, &mut cursor, &mut buf, progress, !names.is_empty()) {
+                            Ok(fd) => {
+                                for (&l, fd) in names.iter().zip(std::iter::repeat(fd.as_ref()).flatten()) {
+                                    if let Err(e) = x.hard_link(fd, &entries[l].0) {
+                                        x.fail(&entries[l].0, e);
+                                    }
+                                }
+                            }
+                            Err(e) => {
+                                x.fail(path, e);
+                                for &l in names {
+                                    x.fail(&entries[l].0, Error::invalid("the file it links to was not extracted"));
+                                }
+                            }
                         }
                     }
                 }
             });
         }
     });
-    if let Some(e) = error.into_inner().unwrap_or_else(|p| p.into_inner()) {
-        return Err(e);
-    }
 
-    // 3. Hard links, to files written in this run only.
-    for (f, i) in links {
-        let (old_parent, old_name) = split(&entries[f].0);
-        let (new_parent, new_name) = split(&entries[i].0);
-        let ofd = x.open_dir(old_parent, OFlags::PATH)?;
-        let nfd = x.open_dir(new_parent, OFlags::PATH)?;
-        rustix::fs::linkat(&ofd, old_name, &nfd, new_name, AtFlags::empty())
-            .map_err(|e| sys(e, "cannot create hard link", &entries[i].0).with_file(dir))?;
-        x.count(|r| r.hardlinks += 1);
-    }
-
-    // 4. Directories' metadata, deepest first, so setting a directory's time is the
+    // 3. Directories' metadata, deepest first, so setting a directory's time is the
     //    last change inside it.
-    for (path, id) in entries.iter().rev() {
+    for (i, (path, id)) in entries.iter().enumerate().rev() {
         let node = tree.node(*id);
         if !matches!(node.kind, Kind::Dir(_)) {
             continue;
         }
-        let fd = x.open_dir(path, OFlags::RDONLY).map_err(|e| e.with_file(dir))?;
+        let made = if i == 0 { None } else { made_dirs.get(&i).copied() };
+        if i != 0 && made.is_none() {
+            continue; // not created: already reported
+        }
+        let fd = match x.open_dir(path, OFlags::RDONLY) {
+            Ok(fd) => fd,
+            Err(_) if made.is_some() => {
+                x.skip(replaced(path));
+                continue;
+            }
+            Err(e) => {
+                x.fail(path, e);
+                continue;
+            }
+        };
+        if let Some(want) = made
+            && rustix::fs::fstat(&fd).map(|st| (st.st_dev, st.st_ino)).ok() != Some(want)
+        {
+            x.skip(replaced(path));
+            continue;
+        }
         x.fd_meta(&fd, node, path);
     }
     progress.finish();
@@ -223,6 +251,10 @@ pub fn extract(tree: &Tree, dir: &Path, opts: &ExtractOptions, progress: &dyn Pr
     let dropped = x.dropped.into_inner();
     if dropped > 0 {
         report.skipped.push(format!("... and {dropped} more"));
+    }
+    let unlisted = report.not_extracted.saturating_sub(report.failed.len() as u64);
+    if unlisted > 0 {
+        report.failed.push(format!("... and {unlisted} more"));
     }
     Ok(report)
 }
@@ -257,6 +289,20 @@ fn sys(e: rustix::io::Errno, what: &str, path: &[u8]) -> Error {
     Error::io(format!("{what} {}", display_name(path)), std::io::Error::from(e))
 }
 
+fn replaced(path: &[u8]) -> String {
+    format!(
+        "{}: replaced by another entry during extraction; owner, mode, times and xattrs not set",
+        display_name(path)
+    )
+}
+
+/// The path that reopens what `fd` refers to: how a descriptor opened with `O_PATH`
+/// gets its mode and xattrs set (those calls refuse `O_PATH` descriptors, and
+/// `fchmodat(AT_SYMLINK_NOFOLLOW)` needs fchmodat2, which rustix does not call).
+fn proc_fd(fd: BorrowedFd<'_>) -> String {
+    format!("/proc/self/fd/{}", fd.as_raw_fd())
+}
+
 fn ts(t: diskcast_tree::Timestamp) -> Timespec {
     Timespec { tv_sec: t.sec, tv_nsec: t.nsec.into() }
 }
@@ -277,6 +323,7 @@ impl ParentCache {
             return Ok(x.root.as_fd());
         }
         if self.last.as_ref().is_none_or(|(p, _)| p != parent) {
+            self.last = None;
             let fd = x.open_dir(parent, OFlags::PATH)?;
             self.last = Some((parent.to_vec(), fd));
         }
@@ -289,6 +336,7 @@ struct Extractor {
     is_root: bool,
     report: Mutex<ExtractReport>,
     dropped: AtomicUsize,
+    hook: Option<RaceHook>,
 }
 
 const BENEATH: ResolveFlags = ResolveFlags::BENEATH
@@ -296,7 +344,19 @@ const BENEATH: ResolveFlags = ResolveFlags::BENEATH
     .union(ResolveFlags::NO_MAGICLINKS)
     .union(ResolveFlags::NO_XDEV);
 
+/// What diskcast made at a name, to recognise it when it opens the name again.
+enum Made<'a> {
+    Symlink(&'a [u8]),
+    Special(FileType, u64),
+}
+
 impl Extractor {
+    fn race(&self, step: RaceStep<'_>) {
+        if let Some(h) = &self.hook {
+            (h.0)(step)
+        }
+    }
+
     fn count(&self, f: impl FnOnce(&mut ExtractReport)) {
         f(&mut self.report.lock().unwrap_or_else(|p| p.into_inner()));
     }
@@ -307,6 +367,20 @@ impl Extractor {
             r.skipped.push(msg);
         } else {
             self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// An entry that could not be created: listed, and extraction goes on.
+    fn fail(&self, path: &[u8], e: Error) {
+        let mut msg = e.to_string();
+        if let Some(src) = std::error::Error::source(&e) {
+            msg = format!("{msg}: {src}");
+        }
+        let name = display_name(path);
+        let mut r = self.report.lock().unwrap_or_else(|p| p.into_inner());
+        r.not_extracted += 1;
+        if r.failed.len() < MAX_MESSAGES {
+            r.failed.push(if msg.contains(&name) { msg } else { format!("{name}: {msg}") });
         }
     }
 
@@ -323,7 +397,67 @@ impl Extractor {
         .map_err(|e| sys(e, "cannot open directory", path))
     }
 
-    /// Writes one regular file (create, size, data ranges, then metadata).
+    /// Creates a directory, symlink, device node or fifo in `pfd`; everything but a
+    /// directory gets its metadata at once.
+    fn create_entry(
+        &self,
+        pfd: BorrowedFd<'_>,
+        name: &[u8],
+        node: &Node,
+        path: &[u8],
+        made_dirs: &mut HashMap<usize, (u64, u64)>,
+        i: usize,
+    ) -> Result<()> {
+        match &node.kind {
+            Kind::Dir(_) => {
+                rustix::fs::mkdirat(pfd, name, Mode::from_raw_mode(0o700))
+                    .map_err(|e| sys(e, "cannot create directory", path))?;
+                let fd = rustix::fs::openat(
+                    pfd,
+                    name,
+                    OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(|e| sys(e, "cannot open directory", path))?;
+                let st = rustix::fs::fstat(&fd).map_err(|e| sys(e, "cannot stat", path))?;
+                made_dirs.insert(i, (st.st_dev, st.st_ino));
+                self.count(|r| r.dirs += 1);
+                self.race(RaceStep::Created(path));
+            }
+            Kind::Symlink(target) => {
+                rustix::fs::symlinkat(target.as_slice(), pfd, name)
+                    .map_err(|e| sys(e, "cannot create symlink", path))?;
+                self.count(|r| r.symlinks += 1);
+                self.race(RaceStep::Created(path));
+                self.entry_meta(pfd, name, Made::Symlink(target), node, path);
+            }
+            Kind::CharDev { major, minor } | Kind::BlockDev { major, minor } => {
+                let ft = if matches!(node.kind, Kind::CharDev { .. }) {
+                    FileType::CharacterDevice
+                } else {
+                    FileType::BlockDevice
+                };
+                let dev = rustix::fs::makedev(*major, *minor);
+                rustix::fs::mknodat(pfd, name, ft, Mode::from_raw_mode(0o600), dev)
+                    .map_err(|e| sys(e, "cannot create device node", path))?;
+                self.count(|r| r.specials += 1);
+                self.race(RaceStep::Created(path));
+                self.entry_meta(pfd, name, Made::Special(ft, dev), node, path);
+            }
+            Kind::Fifo => {
+                rustix::fs::mknodat(pfd, name, FileType::Fifo, Mode::from_raw_mode(0o600), 0)
+                    .map_err(|e| sys(e, "cannot create fifo", path))?;
+                self.count(|r| r.specials += 1);
+                self.race(RaceStep::Created(path));
+                self.entry_meta(pfd, name, Made::Special(FileType::Fifo, 0), node, path);
+            }
+            Kind::File(_) | Kind::Socket => {}
+        }
+        Ok(())
+    }
+
+    /// Writes one regular file (create, size, data ranges, then metadata); returns its
+    /// descriptor when `keep` (it has hard links to make).
     fn write_file(
         &self,
         node: &Node,
@@ -331,8 +465,9 @@ impl Extractor {
         cursor: &mut Option<StreamCursor>,
         buf: &mut [u8],
         progress: &dyn Progress,
-    ) -> Result<()> {
-        let Kind::File(f) = &node.kind else { return Ok(()) };
+        keep: bool,
+    ) -> Result<Option<OwnedFd>> {
+        let Kind::File(f) = &node.kind else { return Err(Error::invalid("not a file")) };
         let fd = rustix::fs::openat2(
             &self.root,
             path,
@@ -341,16 +476,21 @@ impl Extractor {
             BENEATH,
         )
         .map_err(|e| sys(e, "cannot create", path))?;
+        self.race(RaceStep::Created(path));
         let file = std::fs::File::from(fd);
         file.set_len(f.size).map_err(|e| Error::io(format!("cannot size {}", display_name(path)), e))?;
+        let direct = if f.size >= DIRECT_FILE_MIN {
+            // Large files skip the page cache (see ImageFile::write_all_at), through a
+            // second handle on this very file (reopened through its descriptor, not by
+            // name); where the filesystem refuses O_DIRECT it is written buffered.
+            let flags = OFlags::WRONLY | OFlags::CLOEXEC | OFlags::DIRECT;
+            rustix::fs::open(proc_fd(file.as_fd()), flags, Mode::empty()).ok()
+        } else {
+            None
+        };
         let mut out = ImageFile::from_file(file, Path::new(std::ffi::OsStr::from_bytes(path)));
-        if f.size >= DIRECT_FILE_MIN {
-            // Large files skip the page cache (see ImageFile::write_all_at); where the
-            // filesystem refuses O_DIRECT the file is written buffered as before.
-            let flags = OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::DIRECT;
-            if let Ok(d) = rustix::fs::openat2(&self.root, path, flags, Mode::empty(), BENEATH) {
-                out = out.with_direct_handle(std::fs::File::from(d));
-            }
+        if let Some(d) = direct {
+            out = out.with_direct_handle(std::fs::File::from(d));
         }
         let (written, covered) = write_data(f, &out, cursor, buf, progress)
             .map_err(|e| Error::new(e.kind(), format!("{}: {}", display_name(path), e.message())))?;
@@ -360,6 +500,23 @@ impl Extractor {
             r.bytes += written;
         });
         self.fd_meta(out.file(), node, path);
+        if !keep {
+            return Ok(None);
+        }
+        let dup = out.file().try_clone().map_err(|e| Error::io(format!("cannot link {}", display_name(path)), e))?;
+        Ok(Some(OwnedFd::from(dup)))
+    }
+
+    /// Another name for the file open as `fd`: linked from the descriptor, so it is the
+    /// file written, whatever its first name holds by now.
+    fn hard_link(&self, fd: &OwnedFd, path: &[u8]) -> Result<()> {
+        let (parent, name) = split(path);
+        let pfd = self.open_dir(parent, OFlags::PATH)?;
+        // AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH; /proc/self/fd does not.
+        rustix::fs::linkat(fd, "", &pfd, name, AtFlags::EMPTY_PATH)
+            .or_else(|_| rustix::fs::linkat(CWD, proc_fd(fd.as_fd()), &pfd, name, AtFlags::SYMLINK_FOLLOW))
+            .map_err(|e| sys(e, "cannot create hard link", path))?;
+        self.count(|r| r.hardlinks += 1);
         Ok(())
     }
 
@@ -398,31 +555,51 @@ impl Extractor {
         mode & 0o7777
     }
 
-    fn special_meta(&self, pfd: BorrowedFd<'_>, name: &[u8], node: &Node, path: &[u8]) {
-        self.count(|r| r.specials += 1);
-        if self.is_root {
-            self.chown_at(pfd, name, &node.meta, path, AtFlags::SYMLINK_NOFOLLOW);
-        }
-        let mode = self.allowed_mode(node.meta.mode, path);
-        // A node just created in a parent opened without following links: not a symlink.
-        if let Err(e) = rustix::fs::chmodat(pfd, name, Mode::from_raw_mode(mode), AtFlags::empty()) {
-            self.skip(format!("{}: mode not set: {e}", display_name(path)));
-        }
-        self.times_at(pfd, name, &node.meta, path, AtFlags::SYMLINK_NOFOLLOW);
-    }
-
-    fn chown_at(&self, pfd: BorrowedFd<'_>, name: &[u8], m: &Meta, path: &[u8], flags: AtFlags) {
-        if m.uid == u32::MAX || m.gid == u32::MAX {
+    /// Owner, xattrs, mode (not for symlinks) and times of a symlink, device node or
+    /// fifo just made at `name`: opened again with `O_PATH | O_NOFOLLOW` (never opened
+    /// for I/O: opening a device can have effects) and set only when it is still the
+    /// entry made (type, device number or link target, a single link).
+    fn entry_meta(&self, pfd: BorrowedFd<'_>, name: &[u8], made: Made<'_>, node: &Node, path: &[u8]) {
+        let how = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let Ok(fd) = rustix::fs::openat(pfd, name, how, Mode::empty()) else {
+            self.skip(replaced(path));
+            return;
+        };
+        let same = rustix::fs::fstat(&fd).is_ok_and(|st| {
+            let ft = FileType::from_raw_mode(st.st_mode);
+            st.st_nlink == 1
+                && match made {
+                    Made::Symlink(target) => {
+                        ft == FileType::Symlink
+                            && rustix::fs::readlinkat(&fd, "", Vec::new()).is_ok_and(|t| t.as_bytes() == target)
+                    }
+                    Made::Special(want, dev) => ft == want && (want == FileType::Fifo || st.st_rdev == dev),
+                }
+        });
+        if !same {
+            self.skip(replaced(path));
             return;
         }
-        let (u, g) = (rustix::fs::Uid::from_raw(m.uid), rustix::fs::Gid::from_raw(m.gid));
-        if let Err(e) = rustix::fs::chownat(pfd, name, Some(u), Some(g), flags) {
-            self.skip(format!("{}: owner not set: {e}", display_name(path)));
+        let m = &node.meta;
+        if self.is_root && m.uid != u32::MAX && m.gid != u32::MAX {
+            let (u, g) = (rustix::fs::Uid::from_raw(m.uid), rustix::fs::Gid::from_raw(m.gid));
+            if let Err(e) = rustix::fs::chownat(&fd, "", Some(u), Some(g), AtFlags::EMPTY_PATH) {
+                self.skip(format!("{}: owner {}:{} not set: {e}", display_name(path), m.uid, m.gid));
+            }
         }
-    }
-
-    fn times_at(&self, pfd: BorrowedFd<'_>, name: &[u8], m: &Meta, path: &[u8], flags: AtFlags) {
-        if let Err(e) = rustix::fs::utimensat(pfd, name, &times(m), flags) {
+        let reopen = proc_fd(fd.as_fd());
+        for xa in &node.xattrs {
+            if let Err(e) = rustix::fs::setxattr(&reopen, xa.name.as_slice(), &xa.value, XattrFlags::empty()) {
+                self.skip(format!("{}: xattr {} not set: {e}", display_name(path), display_name(&xa.name)));
+            }
+        }
+        if let Made::Special(..) = made {
+            let mode = self.allowed_mode(m.mode, path);
+            if let Err(e) = rustix::fs::chmodat(CWD, &reopen, Mode::from_raw_mode(mode), AtFlags::empty()) {
+                self.skip(format!("{}: mode {mode:o} not set: {e}", display_name(path)));
+            }
+        }
+        if let Err(e) = rustix::fs::utimensat(&fd, "", &times(m), AtFlags::EMPTY_PATH) {
             self.skip(format!("{}: times not set: {e}", display_name(path)));
         }
     }

@@ -16,7 +16,7 @@ use std::path::Path;
 fn ours(archive: &Path, out: &Path) -> diskcast_host::ExtractReport {
     let t = diskcast_tar::read_tar(archive).unwrap();
     assert!(t.warnings.is_empty(), "{:?}", t.warnings);
-    extract(&t.tree, out, &ExtractOptions { threads: 2 }, &NoProgress).unwrap()
+    extract(&t.tree, out, &ExtractOptions { threads: 2, ..Default::default() }, &NoProgress).unwrap()
 }
 
 /// Builds the archive with `create`, extracts it with `oracle_x` and with diskcast, and

@@ -57,10 +57,13 @@ pub fn run(a: ExtractArgs) -> Result<u8> {
         return Ok(0);
     }
     let Some(dir) = &a.dir else { return Err(Error::argument("give a directory DIR or -o OUT.tar")) };
-    let opts = diskcast_host::ExtractOptions { threads: super::threads(a.threads)? };
+    let opts = diskcast_host::ExtractOptions { threads: super::threads(a.threads)?, ..Default::default() };
     let r = diskcast_host::extract(&opened.tree, dir, &opts, progress.as_ref())?;
     for s in &r.skipped {
         eprintln!("diskcast: skipped {s}");
+    }
+    for s in &r.failed {
+        eprintln!("diskcast: not extracted: {s}");
     }
     eprintln!(
         "extracted {} files ({} bytes), {} directories, {} symlinks, {} hard links, {} special files into {}{}",
@@ -77,5 +80,11 @@ pub fn run(a: ExtractArgs) -> Result<u8> {
             format!("; {} things skipped (listed above)", r.skipped.len())
         }
     );
+    if r.not_extracted > 0 {
+        return Err(Error::new(
+            diskcast_block::ErrorKind::Io,
+            format!("{} entries were not extracted (listed above); the rest is in {}", r.not_extracted, dir.display()),
+        ));
+    }
     Ok(0)
 }
