@@ -94,7 +94,8 @@ const DIRECT_FILE_MIN: u64 = 1 << 20;
 const CHUNK: usize = 1 << 20;
 
 /// Writes `tree` into `dir`, which must be an empty directory or not exist yet (it is
-/// created). Files are written by `opts.threads` threads; the files of one stream (a
+/// created); a symlink is refused. DIR is opened once and everything is made beneath
+/// that descriptor. Files are written by `opts.threads` threads; the files of one stream (a
 /// tar) are written in stream order by one thread, so each stream is read once. Holes
 /// stay holes. Owners are set, and device nodes and setuid/setgid bits created, only
 /// when running as root; everything left out is listed in the report. Times are set
@@ -102,12 +103,10 @@ const CHUNK: usize = 1 << 20;
 /// created (through a descriptor, checked to be that entry), never on a name again: an
 /// entry replaced meanwhile is reported and left alone.
 pub fn extract(tree: &Tree, dir: &Path, opts: &ExtractOptions, progress: &dyn Progress) -> Result<ExtractReport> {
-    prepare_dir(dir)?;
+    let root = open_target(dir)?;
     if let Some(h) = &opts.race_hook {
         (h.0)(RaceStep::TargetOpened)
     }
-    let root = rustix::fs::open(dir, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-        .map_err(|e| sys(e, "cannot open", dir.as_os_str().as_encoded_bytes()).with_file(dir))?;
     let x = Extractor {
         root,
         is_root: rustix::process::geteuid().is_root(),
@@ -259,22 +258,44 @@ pub fn extract(tree: &Tree, dir: &Path, opts: &ExtractOptions, progress: &dyn Pr
     Ok(report)
 }
 
-/// DIR must be an empty directory, or is created.
-fn prepare_dir(dir: &Path) -> Result<()> {
-    match std::fs::symlink_metadata(dir) {
-        Ok(md) if md.is_dir() => {
-            let mut it = std::fs::read_dir(dir).map_err(|e| Error::io("cannot read", e).with_file(dir))?;
-            if it.next().is_some() {
-                return Err(Error::refused("extraction directory is not empty").with_file(dir));
+/// Opens DIR once, without following a symlink, creating it if it does not exist; it
+/// must be empty. Everything after works beneath this descriptor, so swapping DIR for a
+/// symlink later changes nothing.
+fn open_target(dir: &Path) -> Result<OwnedFd> {
+    use rustix::io::Errno;
+    let how = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    // O_DIRECTORY|O_NOFOLLOW gives ENOTDIR for a symlink; lstat only picks the message.
+    let is_link = || std::fs::symlink_metadata(dir).is_ok_and(|m| m.file_type().is_symlink());
+    let refuse = |e: Errno| match e {
+        Errno::LOOP | Errno::NOTDIR if is_link() => Error::refused(
+            "extraction target is a symbolic link, which extraction does not follow (give the directory it points to)",
+        )
+        .with_file(dir),
+        Errno::NOTDIR => Error::refused("extraction target exists and is not a directory").with_file(dir),
+        e => Error::io("cannot open", e.into()).with_file(dir),
+    };
+    let fd = match rustix::fs::open(dir, how, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(Errno::NOENT) => {
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent).map_err(|e| Error::io("cannot create", e).with_file(parent))?;
             }
-            Ok(())
+            match rustix::fs::mkdir(dir, Mode::from_raw_mode(0o777)) {
+                Ok(()) | Err(Errno::EXIST) => {}
+                Err(e) => return Err(Error::io("cannot create", e.into()).with_file(dir)),
+            }
+            rustix::fs::open(dir, how, Mode::empty()).map_err(refuse)?
         }
-        Ok(_) => Err(Error::refused("extraction target exists and is not a directory").with_file(dir)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(dir).map_err(|e| Error::io("cannot create", e).with_file(dir))
+        Err(e) => return Err(refuse(e)),
+    };
+    let entries = rustix::fs::Dir::read_from(&fd).map_err(|e| Error::io("cannot read", e.into()).with_file(dir))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io("cannot read", e.into()).with_file(dir))?;
+        if !matches!(entry.file_name().to_bytes(), b"." | b"..") {
+            return Err(Error::refused("extraction directory is not empty").with_file(dir));
         }
-        Err(e) => Err(Error::io("cannot stat", e).with_file(dir)),
     }
+    Ok(fd)
 }
 
 /// `a/b/c` is (`a/b`, `c`); `c` is (``, `c`).

@@ -86,7 +86,7 @@ fn metadata_never_lands_on_an_entry_swapped_for_a_symlink() {
         std::os::unix::fs::symlink(base.join(format!("victim-{name}")), &at).unwrap();
     }));
     let t = diskcast_tar::read_tar(&tar).unwrap();
-    let opts = ExtractOptions { threads: 2, race_hook: Some(hook) };
+    let opts = ExtractOptions { threads: 2, race_hook: Some(hook), ..Default::default() };
     let report = extract(&t.tree, &out, &opts, &NoProgress).unwrap();
     // d/inner could not be made in the directory that became a symlink; nothing else failed.
     assert_eq!(report.not_extracted, 1, "{:?}", report.failed);
@@ -113,4 +113,40 @@ fn metadata_never_lands_on_an_entry_swapped_for_a_symlink() {
     assert_eq!(std::fs::read(out.join("hl")).unwrap(), b"the file's bytes");
     let want = if is_root() { 0o4777 } else { 0o777 };
     assert_eq!(hl.mode() & 0o7777, want);
+}
+#[test]
+fn the_target_is_opened_once_and_a_swap_after_that_changes_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let tar = racy_tar(d.path());
+    let out = d.path().join("out");
+    let elsewhere = d.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    let (out2, moved, elsewhere2) = (out.clone(), d.path().join("out.moved"), elsewhere.clone());
+    let hook = RaceHook(Arc::new(move |step| {
+        if let RaceStep::TargetOpened = step {
+            std::fs::rename(&out2, &moved).unwrap();
+            std::os::unix::fs::symlink(&elsewhere2, &out2).unwrap();
+        }
+    }));
+    let t = diskcast_tar::read_tar(&tar).unwrap();
+    let opts = ExtractOptions { threads: 2, race_hook: Some(hook), ..Default::default() };
+    extract(&t.tree, &out, &opts, &NoProgress).unwrap();
+    let left: Vec<_> = std::fs::read_dir(&elsewhere).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(left.is_empty(), "files landed where the swapped-in symlink points: {left:?}");
+    assert_eq!(std::fs::read(d.path().join("out.moved/d/inner")).unwrap(), b"inner");
+}
+
+#[test]
+fn a_target_that_is_a_symlink_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let tar = racy_tar(d.path());
+    let real = d.path().join("real");
+    std::fs::create_dir(&real).unwrap();
+    let link = d.path().join("link");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let t = diskcast_tar::read_tar(&tar).unwrap();
+    let e = extract(&t.tree, &link, &ExtractOptions::default(), &NoProgress).unwrap_err();
+    assert_eq!(e.kind(), diskcast_block::ErrorKind::Refused, "{e}");
+    assert!(e.message().contains("symbolic link"), "{e}");
+    assert_eq!(std::fs::read_dir(&real).unwrap().count(), 0);
 }
