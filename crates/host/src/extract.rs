@@ -498,34 +498,59 @@ impl Extractor {
         )
         .map_err(|e| sys(e, "cannot create", path))?;
         self.race(RaceStep::Created(path));
-        let file = std::fs::File::from(fd);
-        file.set_len(f.size).map_err(|e| Error::io(format!("cannot size {}", display_name(path)), e))?;
-        let direct = if f.size >= DIRECT_FILE_MIN {
+        let mut out = ImageFile::from_file(std::fs::File::from(fd), Path::new(std::ffi::OsStr::from_bytes(path)));
+        if f.size >= DIRECT_FILE_MIN {
             // Large files skip the page cache (see ImageFile::write_all_at), through a
             // second handle on this very file (reopened through its descriptor, not by
             // name); where the filesystem refuses O_DIRECT it is written buffered.
             let flags = OFlags::WRONLY | OFlags::CLOEXEC | OFlags::DIRECT;
-            rustix::fs::open(proc_fd(file.as_fd()), flags, Mode::empty()).ok()
-        } else {
-            None
-        };
-        let mut out = ImageFile::from_file(file, Path::new(std::ffi::OsStr::from_bytes(path)));
-        if let Some(d) = direct {
-            out = out.with_direct_handle(std::fs::File::from(d));
+            if let Ok(d) = rustix::fs::open(proc_fd(out.file().as_fd()), flags, Mode::empty()) {
+                out = out.with_direct_handle(std::fs::File::from(d));
+            }
         }
-        let (written, covered) = write_data(f, &out, cursor, buf, progress)
-            .map_err(|e| Error::new(e.kind(), format!("{}: {}", display_name(path), e.message())))?;
-        progress.advance(f.size.saturating_sub(covered));
-        self.count(|r| {
-            r.files += 1;
-            r.bytes += written;
-        });
+        if let Err(e) = self.fill_file(&out, f, path, cursor, buf, progress) {
+            self.remove_partial(out.file(), path);
+            return Err(e);
+        }
         self.fd_meta(out.file(), node, path);
         if !keep {
             return Ok(None);
         }
         let dup = out.file().try_clone().map_err(|e| Error::io(format!("cannot link {}", display_name(path)), e))?;
         Ok(Some(OwnedFd::from(dup)))
+    }
+
+    /// Sizes the new file `out` and writes its data.
+    fn fill_file(
+        &self,
+        out: &ImageFile,
+        f: &FileData,
+        path: &[u8],
+        cursor: &mut Option<StreamCursor>,
+        buf: &mut [u8],
+        progress: &dyn Progress,
+    ) -> Result<()> {
+        out.file().set_len(f.size).map_err(|e| Error::io(format!("cannot size {}", display_name(path)), e))?;
+        let (written, covered) = write_data(f, out, cursor, buf, progress)
+            .map_err(|e| Error::new(e.kind(), format!("{}: {e}", display_name(path))))?;
+        progress.advance(f.size.saturating_sub(covered));
+        self.count(|r| {
+            r.files += 1;
+            r.bytes += written;
+        });
+        Ok(())
+    }
+
+    /// Removes the half-written file open as `file` from its name, if the name still
+    /// holds it: a failed file leaves nothing behind.
+    fn remove_partial(&self, file: &std::fs::File, path: &[u8]) {
+        let (parent, name) = split(path);
+        let ours = rustix::fs::fstat(file).map(|st| (st.st_dev, st.st_ino));
+        let Ok(pfd) = self.open_dir(parent, OFlags::PATH) else { return };
+        let now = rustix::fs::statat(&pfd, name, AtFlags::SYMLINK_NOFOLLOW).map(|st| (st.st_dev, st.st_ino));
+        if ours.is_ok() && ours == now {
+            let _ = rustix::fs::unlinkat(&pfd, name, AtFlags::empty());
+        }
     }
 
     /// Another name for the file open as `fd`: linked from the descriptor, so it is the
@@ -638,7 +663,7 @@ fn write_data(
 ) -> Result<(u64, u64)> {
     // A host file is opened once, for its holes and its bytes.
     let host = match &f.content {
-        Content::Host(p) => Some(ImageFile::open(p)?),
+        Content::Host(h) => Some(h.open()?),
         _ => None,
     };
     let ranges = match (&f.content, &host) {

@@ -15,11 +15,10 @@ use crate::spec::{Descriptor, History, ImageConfig, Index, Manifest, REF_NAME, R
 use diskcast_block::output::OutputFiles;
 use diskcast_block::progress::Progress;
 use diskcast_block::{Error, Result};
-use diskcast_tree::{Content, FileData, Kind, Meta, Node, NodeId, Timestamp, Tree};
+use diskcast_tree::{FileData, HostFile, Kind, Meta, Node, NodeId, Timestamp, Tree};
 use std::collections::BTreeMap;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 /// What goes into the image config.
 #[derive(Debug, Clone, Default)]
@@ -434,10 +433,7 @@ fn write_oci_archive(
     a.add("index.json", FileData::inline(json(&index)?))?;
     a.add(&format!("blobs/sha256/{}", image.config_digest().hex()), FileData::inline(image.config.clone()))?;
     a.add(&format!("blobs/sha256/{}", d.digest.hex()), FileData::inline(image.manifest.clone()))?;
-    a.add(
-        &format!("blobs/sha256/{}", image.layer.digest.hex()),
-        FileData { size: image.layer.size, content: Content::Host(Arc::from(tmp.0.as_path())) },
-    )?;
+    a.add(&format!("blobs/sha256/{}", image.layer.digest.hex()), FileData::host(HostFile::open_path(&tmp.0)?))?;
     a.write(file)?;
     Ok(image.report(None))
 }
@@ -500,10 +496,7 @@ fn write_docker_archive(
     }]);
     let mut a = ArchiveTree::new(cfg.epoch);
     a.add(&format!("{}.json", cdigest.hex()), FileData::inline(config.clone()))?;
-    a.add(
-        &format!("{}.tar", diff.hex()),
-        FileData { size: lsize, content: Content::Host(Arc::from(tmp.0.as_path())) },
-    )?;
+    a.add(&format!("{}.tar", diff.hex()), FileData::host(HostFile::open_path(&tmp.0)?))?;
     a.add("manifest.json", FileData::inline(json(&entry)?))?;
     a.write(file)?;
     // The manifest a registry would get for this image (Docker v2 schema 2).

@@ -2,9 +2,118 @@
 
 use diskcast_block::io::ImageFile;
 use diskcast_block::{BlockRead, Error, Result, range_end};
+use rustix::fd::{AsFd, AsRawFd, OwnedFd};
+use rustix::fs::{FileType, Mode, OFlags, ResolveFlags};
 use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
+
+/// A regular file of the host, read when a sink needs its bytes. A file of a scanned
+/// directory is opened again beneath that directory's descriptor (`openat2` with
+/// `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`, `O_NOFOLLOW`), never by a path, and must
+/// still be the file scanned (device, inode, size): a file swapped for a symlink or for
+/// another file after the scan is an error naming it, never other bytes in the output.
+#[derive(Debug, Clone)]
+pub struct HostFile {
+    origin: Origin,
+    name: Arc<Path>,
+    dev: u64,
+    ino: u64,
+    size: u64,
+}
+
+#[derive(Debug, Clone)]
+enum Origin {
+    /// `rel` beneath the scanned directory `root`.
+    Beneath { root: Arc<OwnedFd>, rel: Arc<[u8]> },
+    /// A file diskcast holds open (a temporary file it wrote, a file the user named).
+    Open(Arc<std::fs::File>),
+}
+
+impl HostFile {
+    /// The file `rel` beneath the directory open as `root`, as a scan found it; `name`
+    /// is what messages call it.
+    pub fn beneath(root: Arc<OwnedFd>, rel: &[u8], name: &Path, dev: u64, ino: u64, size: u64) -> Self {
+        HostFile { origin: Origin::Beneath { root, rel: rel.into() }, name: name.into(), dev, ino, size }
+    }
+
+    /// A regular file diskcast holds open (a temporary layer file, an unnamed
+    /// `O_TMPFILE` file); `name` is what messages call it.
+    pub fn from_file(file: std::fs::File, name: &Path) -> Result<Self> {
+        let st = rustix::fs::fstat(&file).map_err(|e| Error::io("cannot stat", e.into()).with_file(name))?;
+        if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+            return Err(Error::argument("not a regular file").with_file(name));
+        }
+        let size = u64::try_from(st.st_size).map_err(|_| Error::corrupt("negative file size").with_file(name))?;
+        Ok(HostFile { origin: Origin::Open(Arc::new(file)), name: name.into(), dev: st.st_dev, ino: st.st_ino, size })
+    }
+
+    /// Opens the regular file the user named at `path` now, and keeps it open.
+    pub fn open_path(path: &Path) -> Result<Self> {
+        let f = std::fs::File::open(path).map_err(|e| Error::io("cannot open", e).with_file(path))?;
+        Self::from_file(f, path)
+    }
+
+    /// What messages call the file.
+    pub fn name(&self) -> &Path {
+        &self.name
+    }
+
+    /// Its size when scanned (or opened).
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Opens the file for reading and checks it is still the one scanned.
+    pub fn open(&self) -> Result<ImageFile> {
+        let changed =
+            |why: &str| Error::refused(format!("changed since it was scanned ({why})")).with_file(&*self.name);
+        let file = match &self.origin {
+            Origin::Open(f) => f.try_clone().map_err(|e| Error::io("cannot open", e).with_file(&*self.name))?,
+            Origin::Beneath { root, rel } => {
+                // O_PATH first: nothing but a regular file is ever opened for reading (an
+                // open device can rewind a tape; a fifo would block).
+                let how = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+                let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+                let path = rustix::fs::openat2(root.as_fd(), &rel[..], how, Mode::empty(), resolve).map_err(|e| {
+                    use rustix::io::Errno;
+                    match e {
+                        Errno::LOOP => changed("a symbolic link is on its path"),
+                        Errno::NOENT | Errno::NOTDIR => changed("it is gone"),
+                        e => Error::io("cannot open", e.into()).with_file(&*self.name),
+                    }
+                })?;
+                self.check(&path, &changed)?;
+                let reopen = format!("/proc/self/fd/{}", path.as_raw_fd());
+                let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK;
+                let fd = rustix::fs::open(reopen.as_str(), flags, Mode::empty())
+                    .or_else(|_| {
+                        // No /proc: open beneath the root again (checked once more below).
+                        let how = flags | OFlags::NOFOLLOW;
+                        rustix::fs::openat2(root.as_fd(), &rel[..], how, Mode::empty(), resolve)
+                    })
+                    .map_err(|e| Error::io("cannot open", e.into()).with_file(&*self.name))?;
+                std::fs::File::from(fd)
+            }
+        };
+        self.check(&file, &changed)?;
+        Ok(ImageFile::from_file(file, &self.name))
+    }
+
+    fn check(&self, fd: impl AsFd, changed: &dyn Fn(&str) -> Error) -> Result<()> {
+        let st = rustix::fs::fstat(fd).map_err(|e| Error::io("cannot stat", e.into()).with_file(&*self.name))?;
+        if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+            return Err(changed("no longer a regular file"));
+        }
+        if (st.st_dev, st.st_ino) != (self.dev, self.ino) {
+            return Err(changed("another file has its name"));
+        }
+        if u64::try_from(st.st_size).ok() != Some(self.size) {
+            return Err(changed(&format!("{} bytes, {} when scanned", st.st_size, self.size)));
+        }
+        Ok(())
+    }
+}
 
 /// A stream that can only be read front to back, such as a decompressed container layer:
 /// files inside it are [`Content::Stream`] offsets, and sinks that care about speed read
@@ -46,8 +155,9 @@ pub enum Content {
     Zero,
     /// Bytes held in memory: small or generated files (fstab, loader entries).
     Inline(Arc<[u8]>),
-    /// A file of a host directory, opened when read.
-    Host(Arc<Path>),
+    /// A file of a host directory (or one diskcast holds open), opened when read and
+    /// checked to be the file scanned.
+    Host(HostFile),
     /// Runs of bytes of a virtual disk (a file of an ISO, ext4 or FAT filesystem); gaps
     /// between extents are holes. Extents are sorted and never overlap.
     Blocks {
@@ -82,6 +192,11 @@ impl FileData {
         FileData { size: bytes.len() as u64, content: Content::Inline(bytes.into()) }
     }
 
+    /// A host file, of the size it had when scanned.
+    pub fn host(file: HostFile) -> Self {
+        FileData { size: file.size(), content: Content::Host(file) }
+    }
+
     /// A file of `size` bytes made of `extents` of `source`. The extents are checked:
     /// sorted, not overlapping, inside the file and inside the source, so a hostile
     /// filesystem cannot make a read run past its disk.
@@ -113,7 +228,7 @@ impl FileData {
                 buf[..n].copy_from_slice(&bytes[start..start + n]);
                 buf[n..].fill(0);
             }
-            Content::Host(path) => read_host(path, buf, offset)?,
+            Content::Host(h) => read_host(h, buf, offset)?,
             Content::Blocks { source, extents } => {
                 let end = offset + buf.len() as u64;
                 buf.fill(0);
@@ -158,7 +273,7 @@ impl FileData {
             Content::Inline(b) => {
                 Ok(if b.is_empty() { Vec::new() } else { vec![(0, (b.len() as u64).min(self.size))] })
             }
-            Content::Host(path) => host_data_ranges(&ImageFile::open(path)?, self.size),
+            Content::Host(h) => host_data_ranges(&h.open()?, self.size),
             Content::Blocks { extents, .. } => {
                 let mut out: Vec<(u64, u64)> = Vec::with_capacity(extents.len());
                 for e in extents.iter().filter(|e| e.len > 0) {
@@ -175,11 +290,11 @@ impl FileData {
     }
 }
 
-fn read_host(path: &Path, buf: &mut [u8], offset: u64) -> Result<()> {
-    let f = ImageFile::open(path)?;
+fn read_host(h: &HostFile, buf: &mut [u8], offset: u64) -> Result<()> {
+    let f = h.open()?;
     f.read_exact_at(buf, offset).map_err(|e| {
         Error::new(e.kind(), format!("{} (did the file change while it was being read?)", e.message()))
-            .with_file(path)
+            .with_file(h.name())
             .with_offset(offset)
     })
 }
@@ -428,7 +543,8 @@ mod tests {
         let file = std::fs::File::create(&p).unwrap();
         file.set_len(16 << 20).unwrap();
         file.write_all_at(b"x", 8 << 20).unwrap();
-        let f = FileData { size: 16 << 20, content: Content::Host(p.as_path().into()) };
+        let f = FileData::host(HostFile::open_path(&p).unwrap());
+        assert_eq!(f.size, 16 << 20);
         let r = f.data_ranges().unwrap();
         assert!(!r.is_empty() && r.iter().map(|x| x.1).sum::<u64>() < 16 << 20, "{r:?}");
         let mut b = [0u8; 1];

@@ -25,7 +25,7 @@ pub mod image;
 mod model;
 mod path;
 
-pub use content::{Content, ContentRead, FileData, FileExtent, StreamCursor, StreamSource, host_data_ranges};
+pub use content::{Content, ContentRead, FileData, FileExtent, HostFile, StreamCursor, StreamSource, host_data_ranges};
 pub use image::{BuildOptions, BuiltFs, FsBuilder, Piece, PlannedImage};
 pub use model::{Dir, Kind, Meta, Node, NodeId, Timestamp, Tree, TreeStats, Xattr};
 pub use path::{MAX_NAME, MAX_SYMLINK_HOPS, check_name, display_name, split_path};

@@ -18,7 +18,7 @@ use diskcast_bootloader::{BootEntry, systemd_boot};
 use diskcast_ext4::Ext4Builder;
 use diskcast_fat::FatBuilder;
 use diskcast_part::{ALIGN, DiskPlan, PartSpec, PartType, TableKind, Uuid};
-use diskcast_tree::{BuildOptions, Content, FileData, FsBuilder, Meta, PlannedImage, Timestamp, Tree};
+use diskcast_tree::{BuildOptions, FileData, FsBuilder, HostFile, Meta, PlannedImage, Timestamp, Tree};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -188,7 +188,7 @@ pub fn host_file(path: &Path, what: &str) -> Result<FileData> {
     if !md.is_file() || md.len() == 0 {
         return Err(Error::argument(format!("the {what} must be a non-empty regular file")).with_file(path));
     }
-    Ok(FileData { size: md.len(), content: Content::Host(Arc::from(path)) })
+    Ok(FileData::host(HostFile::open_path(path)?))
 }
 
 /// The kernel and initramfs to boot: given on the command line, or found in the tree.

@@ -13,9 +13,8 @@ use diskcast_block::provenance::Provenance;
 use diskcast_block::{Error, Result};
 use diskcast_oci::ImageRef;
 use diskcast_oci::write::{WriteConfig, WriteReport, write_image};
-use diskcast_tree::{Content, FileData, Kind, Meta, Node, Timestamp, Tree};
+use diskcast_tree::{FileData, HostFile, Kind, Meta, Node, Timestamp, Tree};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 /// The qemu user and group KubeVirt runs the VM as.
 pub const QEMU_ID: u32 = 107;
@@ -33,14 +32,13 @@ pub fn disk_path(format: &str) -> Result<&'static str> {
 
 /// The one-file tree of a containerDisk: `/disk/<name>` referring to `disk` on the host.
 pub fn tree(disk: &Path, format: &str, mtime: u64) -> Result<Tree> {
-    let size = std::fs::metadata(disk).map_err(|e| Error::io("cannot read", e).with_file(disk))?.len();
     let mtime = Timestamp::from_secs(i64::try_from(mtime).unwrap_or(i64::MAX));
     let dir_meta = Meta::new(0o755, mtime);
     let mut t = Tree::new(dir_meta.clone());
     let (dir, name) = disk_path(format)?.split_once('/').unwrap_or(("disk", "disk.qcow2"));
     let parent = t.mkdir_all(dir.as_bytes(), &dir_meta)?;
     let meta = Meta { uid: QEMU_ID, gid: QEMU_ID, ..Meta::new(DISK_MODE, mtime) };
-    let data = FileData { size, content: Content::Host(Arc::from(disk)) };
+    let data = FileData::host(HostFile::open_path(disk)?);
     t.insert(parent, name.as_bytes(), Node::new(meta, Kind::File(data)))?;
     Ok(t)
 }
