@@ -13,6 +13,7 @@
 #   dosfstools, mtools, gdisk, fdisk, e2fsprogs: FAT, GPT/MBR and ext4 makers and checkers
 #   skopeo, umoci, docker-registry: OCI images, transports and a registry on loopback
 #   busybox-static, cpio, attr: small root filesystems, initramfs, xattrs in test trees
+#   libcap2-bin:              setcap/getcap: file capabilities in `extract --privileged` tests
 #   tar, gzip, xz-utils, zstd, util-linux (setpriv): GNU tar archives of every flavour as
 #                             tar-reader oracles; extraction as an ordinary user
 #   syslinux*, isolinux, systemd-boot-efi, grub-efi-amd64-bin: boot loaders for boot tests
@@ -33,7 +34,7 @@ packages=(
   xorriso genisoimage libarchive-tools 7zip udftools python3-pycdlib
   dosfstools mtools gdisk fdisk e2fsprogs
   skopeo umoci docker-registry
-  busybox-static cpio attr
+  busybox-static cpio attr libcap2-bin
   tar gzip xz-utils zstd util-linux
   syslinux syslinux-common isolinux extlinux syslinux-efi systemd-boot-efi grub-efi-amd64-bin
   grub-rescue-pc grub-pc-bin mmdebstrap
@@ -85,7 +86,7 @@ fi
 
 for tool in qemu-img qemu-io qemu-system-x86_64 kill timeout xorriso genisoimage isoinfo bsdtar 7zz \
   mkudffs udfinfo mkfs.fat fsck.fat mdir mcopy sgdisk sfdisk mke2fs e2fsck debugfs skopeo umoci \
-  docker-registry busybox cpio setfattr getfattr tar gzip xz zstd setpriv mkfifo mknod \
+  docker-registry busybox cpio setfattr getfattr setcap getcap tar gzip xz zstd setpriv mkfifo mknod \
   grub-mkimage mmdebstrap rpm rpmbuild sqlite3 gpg gpg-agent gpgconf \
   db5.3_load db5.3_dump; do
   command -v "$tool" >/dev/null || { echo "setup: $tool is still missing after install" >&2; exit 1; }

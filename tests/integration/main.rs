@@ -19,6 +19,7 @@ mod convert;
 mod create;
 mod disks;
 mod ext4;
+mod extract_races;
 mod hostile;
 mod info;
 mod inputs;

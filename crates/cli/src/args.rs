@@ -220,9 +220,15 @@ Examples:
 
 Extraction never writes outside DIR: every path is opened beneath DIR without following
 symlinks, members with '..' are skipped (with a warning), absolute symlinks are created
-as they are but never followed. As a non-root user, owners are not set and device nodes
-and setuid/setgid bits are skipped; everything skipped is listed on stderr. Sparse files
-stay sparse; the files of a tar are written in one pass over it.";
+as they are but never followed, and metadata is set only on the entries diskcast made
+(another user swapping them for symlinks meanwhile changes nothing outside DIR). DIR
+itself must not be a symlink. Device nodes, setuid/setgid bits of files and
+security.capability/trusted.* xattrs are recreated only with --privileged, as root (like
+bsdtar's -p): give it only for images you trust. As a non-root user, owners are not set.
+Everything skipped is listed on stderr. An entry that cannot be created (a symlink
+target the kernel refuses, a name too long, data that cannot be read) is left out whole,
+the rest is extracted, and the command exits 1 saying how many entries were not
+extracted. Sparse files stay sparse; the files of a tar are written in one pass over it.";
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
 pub enum OutputFormat {

@@ -24,6 +24,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 pub struct ExtractOptions {
     /// Threads writing files.
     pub threads: usize,
+    /// Recreate what only root can and an untrusted image should not get: device nodes,
+    /// setuid/setgid bits of files, and `security.capability` and `trusted.*` xattrs
+    /// (bsdtar likewise needs `-p` for setuid bits). Off: each is left out and listed.
+    pub privileged: bool,
     /// Tests only: called at the moments a local user racing the extraction could swap
     /// an entry, so race tests are deterministic.
     #[doc(hidden)]
@@ -32,7 +36,11 @@ pub struct ExtractOptions {
 
 impl Default for ExtractOptions {
     fn default() -> Self {
-        ExtractOptions { threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2), race_hook: None }
+        ExtractOptions {
+            threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            privileged: false,
+            race_hook: None,
+        }
     }
 }
 
@@ -82,7 +90,19 @@ pub struct ExtractReport {
     pub failed: Vec<String>,
     /// How many entries were not extracted (every one, even past the messages kept).
     pub not_extracted: u64,
+    /// How many device nodes, setuid/setgid bits and privileged xattrs were left out
+    /// because [`ExtractOptions::privileged`] was off (each is also in `skipped`).
+    pub privileged_dropped: u64,
 }
+
+/// `security.capability` (file capabilities: a binary that gains privileges when run)
+/// and `trusted.*` (read by root-only subsystems such as overlayfs).
+fn is_privileged_xattr(name: &[u8]) -> bool {
+    name == b"security.capability" || name.starts_with(b"trusted.")
+}
+
+/// The longest symlink target Linux stores (PATH_MAX less the NUL).
+const MAX_SYMLINK_TARGET: usize = 4095;
 
 /// Most skip (and failure) messages kept; the rest are counted in one last message, so
 /// a tree of millions of unwritable entries cannot fill memory with messages.
@@ -97,9 +117,13 @@ const CHUNK: usize = 1 << 20;
 /// created); a symlink is refused. DIR is opened once and everything is made beneath
 /// that descriptor. Files are written by `opts.threads` threads; the files of one stream (a
 /// tar) are written in stream order by one thread, so each stream is read once. Holes
-/// stay holes. Owners are set, and device nodes and setuid/setgid bits created, only
-/// when running as root; everything left out is listed in the report. Times are set
-/// after content, directories' last. Metadata is only ever set on the entry diskcast
+/// stay holes. Owners are set only when running as root; device nodes, setuid/setgid
+/// bits of files, `security.capability` and `trusted.*` xattrs only as root with
+/// `opts.privileged`; everything left out is listed in the report. Times are set after
+/// content, directories' last. An entry that cannot be created (a symlink target the
+/// kernel refuses, a name too long, data that cannot be read) is left out whole (a
+/// partly written file is removed), listed in `failed` and counted in `not_extracted`;
+/// the rest is extracted, and the caller should fail at the end. Metadata is only ever set on the entry diskcast
 /// created (through a descriptor, checked to be that entry), never on a name again: an
 /// entry replaced meanwhile is reported and left alone.
 pub fn extract(tree: &Tree, dir: &Path, opts: &ExtractOptions, progress: &dyn Progress) -> Result<ExtractReport> {
@@ -110,6 +134,7 @@ pub fn extract(tree: &Tree, dir: &Path, opts: &ExtractOptions, progress: &dyn Pr
     let x = Extractor {
         root,
         is_root: rustix::process::geteuid().is_root(),
+        privileged: opts.privileged,
         report: Mutex::new(ExtractReport::default()),
         dropped: AtomicUsize::new(0),
         hook: opts.race_hook.clone(),
@@ -141,9 +166,15 @@ pub fn extract(tree: &Tree, dir: &Path, opts: &ExtractOptions, progress: &dyn Pr
             x.skip(format!("{}: socket not created", display_name(path)));
             continue;
         }
-        if matches!(node.kind, Kind::CharDev { .. } | Kind::BlockDev { .. }) && !x.is_root {
-            x.skip(format!("{}: device node not created (needs root)", display_name(path)));
-            continue;
+        if matches!(node.kind, Kind::CharDev { .. } | Kind::BlockDev { .. }) {
+            if !x.is_root {
+                x.skip(format!("{}: device node not created (needs root)", display_name(path)));
+                continue;
+            }
+            if !x.privileged {
+                x.dropped_privileged(format!("{}: device node not created", display_name(path)));
+                continue;
+            }
         }
         let pfd = match parents.get(&x, parent) {
             Ok(fd) => fd,
@@ -355,6 +386,7 @@ impl ParentCache {
 struct Extractor {
     root: OwnedFd,
     is_root: bool,
+    privileged: bool,
     report: Mutex<ExtractReport>,
     dropped: AtomicUsize,
     hook: Option<RaceHook>,
@@ -446,6 +478,19 @@ impl Extractor {
                 self.race(RaceStep::Created(path));
             }
             Kind::Symlink(target) => {
+                if target.contains(&0) {
+                    return Err(Error::unsupported(format!(
+                        "cannot create symlink {}: its target holds a NUL byte",
+                        display_name(path)
+                    )));
+                }
+                if target.len() > MAX_SYMLINK_TARGET {
+                    return Err(Error::unsupported(format!(
+                        "cannot create symlink {}: its target of {} bytes is longer than Linux allows ({MAX_SYMLINK_TARGET})",
+                        display_name(path),
+                        target.len()
+                    )));
+                }
                 rustix::fs::symlinkat(target.as_slice(), pfd, name)
                     .map_err(|e| sys(e, "cannot create symlink", path))?;
                 self.count(|r| r.symlinks += 1);
@@ -578,12 +623,8 @@ impl Extractor {
         {
             self.skip(format!("{}: owner {}:{} not set: {e}", display_name(path), m.uid, m.gid));
         }
-        for xa in &node.xattrs {
-            if let Err(e) = rustix::fs::fsetxattr(fd, xa.name.as_slice(), &xa.value, XattrFlags::empty()) {
-                self.skip(format!("{}: xattr {} not set: {e}", display_name(path), display_name(&xa.name)));
-            }
-        }
-        let mode = self.allowed_mode(m.mode, path);
+        self.set_xattrs(node, path, |n, v| rustix::fs::fsetxattr(fd, n, v, XattrFlags::empty()));
+        let mode = self.allowed_mode(m.mode, path, matches!(node.kind, Kind::Dir(_)));
         if let Err(e) = rustix::fs::fchmod(fd, Mode::from_raw_mode(mode)) {
             self.skip(format!("{}: mode {mode:o} not set: {e}", display_name(path)));
         }
@@ -592,13 +633,41 @@ impl Extractor {
         }
     }
 
-    /// setuid/setgid only as root, as tar does for ordinary users.
-    fn allowed_mode(&self, mode: u32, path: &[u8]) -> u32 {
-        if !self.is_root && mode & 0o6000 != 0 {
+    /// setuid/setgid only as root, as tar does for ordinary users, and on anything but
+    /// a directory (where setgid only picks the group of new entries) only when
+    /// privileged content was asked for.
+    fn allowed_mode(&self, mode: u32, path: &[u8], is_dir: bool) -> u32 {
+        if mode & 0o6000 == 0 {
+            return mode & 0o7777;
+        }
+        if !self.is_root {
             self.skip(format!("{}: setuid/setgid bits dropped (needs root)", display_name(path)));
             return mode & 0o1777;
         }
+        if !self.privileged && !is_dir {
+            self.dropped_privileged(format!("{}: setuid/setgid bits dropped", display_name(path)));
+            return mode & 0o1777;
+        }
         mode & 0o7777
+    }
+
+    /// Sets the node's xattrs with `set`; file capabilities and trusted.* only when
+    /// privileged content was asked for.
+    fn set_xattrs(&self, node: &Node, path: &[u8], set: impl Fn(&[u8], &[u8]) -> rustix::io::Result<()>) {
+        for xa in &node.xattrs {
+            let shown = || format!("{}: xattr {}", display_name(path), display_name(&xa.name));
+            if !self.privileged && is_privileged_xattr(&xa.name) {
+                self.dropped_privileged(format!("{} not set", shown()));
+            } else if let Err(e) = set(&xa.name, &xa.value) {
+                self.skip(format!("{} not set: {e}", shown()));
+            }
+        }
+    }
+
+    /// Privileged content left out because [`ExtractOptions::privileged`] is off.
+    fn dropped_privileged(&self, what: String) {
+        self.count(|r| r.privileged_dropped += 1);
+        self.skip(format!("{what} (needs --privileged)"));
     }
 
     /// Owner, xattrs, mode (not for symlinks) and times of a symlink, device node or
@@ -634,13 +703,9 @@ impl Extractor {
             }
         }
         let reopen = proc_fd(fd.as_fd());
-        for xa in &node.xattrs {
-            if let Err(e) = rustix::fs::setxattr(&reopen, xa.name.as_slice(), &xa.value, XattrFlags::empty()) {
-                self.skip(format!("{}: xattr {} not set: {e}", display_name(path), display_name(&xa.name)));
-            }
-        }
+        self.set_xattrs(node, path, |n, v| rustix::fs::setxattr(&reopen, n, v, XattrFlags::empty()));
         if let Made::Special(..) = made {
-            let mode = self.allowed_mode(m.mode, path);
+            let mode = self.allowed_mode(m.mode, path, false);
             if let Err(e) = rustix::fs::chmodat(CWD, &reopen, Mode::from_raw_mode(mode), AtFlags::empty()) {
                 self.skip(format!("{}: mode {mode:o} not set: {e}", display_name(path)));
             }

@@ -22,6 +22,10 @@ pub struct ExtractArgs {
     /// Threads writing files (default: one per core).
     #[arg(short = 'j', long = "threads", value_name = "N")]
     pub threads: Option<usize>,
+    /// Recreate device nodes, setuid/setgid bits and security.capability/trusted.* xattrs
+    /// (as root): only for images you trust. Without it each is left out and listed.
+    #[arg(long, conflicts_with = "output")]
+    pub privileged: bool,
     #[command(flatten)]
     pub source: SourceArgs,
     /// The source: directory, tar, or disk image.
@@ -57,13 +61,24 @@ pub fn run(a: ExtractArgs) -> Result<u8> {
         return Ok(0);
     }
     let Some(dir) = &a.dir else { return Err(Error::argument("give a directory DIR or -o OUT.tar")) };
-    let opts = diskcast_host::ExtractOptions { threads: super::threads(a.threads)?, ..Default::default() };
+    let opts = diskcast_host::ExtractOptions {
+        threads: super::threads(a.threads)?,
+        privileged: a.privileged,
+        ..Default::default()
+    };
     let r = diskcast_host::extract(&opened.tree, dir, &opts, progress.as_ref())?;
     for s in &r.skipped {
         eprintln!("diskcast: skipped {s}");
     }
     for s in &r.failed {
         eprintln!("diskcast: not extracted: {s}");
+    }
+    if r.privileged_dropped > 0 {
+        eprintln!(
+            "diskcast: {} privileged items not recreated (device nodes, setuid/setgid bits, security.capability and \
+             trusted.* xattrs; listed above): use --privileged for an image you trust",
+            r.privileged_dropped
+        );
     }
     eprintln!(
         "extracted {} files ({} bytes), {} directories, {} symlinks, {} hard links, {} special files into {}{}",
