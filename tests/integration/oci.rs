@@ -15,10 +15,11 @@ fn extract_ls_cat_of_an_oci_image_match_umoci_unpack() {
     let mut theirs = dir_manifest(&rootfs);
 
     let out = t.path().join("out");
-    dc_ok(&["extract", &src, &s(&out)]);
+    // --privileged: umoci keeps setuid bits, as we do only when asked.
+    dc_ok(&["extract", "--privileged", &src, &s(&out)]);
     let mut ours = dir_manifest(&out);
-    // umoci --rootless makes device nodes empty files; we make the device (as root) or
-    // report it (as a user): compare it on its own.
+    // umoci --rootless makes device nodes empty files; we make the device (as root with
+    // --privileged) or report it (as a user): compare it on its own.
     let dev_ours = ours.remove("dev/null").unwrap();
     let dev_theirs = theirs.remove("dev/null").unwrap();
     assert!(dev_theirs.starts_with("- 666 "), "{dev_theirs}");
@@ -43,7 +44,7 @@ fn extract_ls_cat_of_an_oci_image_match_umoci_unpack() {
     let archive = t.path().join("d.tar");
     run("skopeo", &["copy", "--quiet", &src, &format!("docker-archive:{}:example/img:t", s(&archive))]);
     let out2 = t.path().join("out2");
-    dc_ok(&["extract", &format!("docker-archive:{}", s(&archive)), &s(&out2)]);
+    dc_ok(&["extract", "--privileged", &format!("docker-archive:{}", s(&archive)), &s(&out2)]);
     let mut ours2 = dir_manifest(&out2);
     ours2.remove("dev/null");
     crate::oci_common::assert_same(&ours2, &theirs, "docker-archive extract vs umoci unpack");
@@ -97,7 +98,7 @@ fn extract_from_a_local_registry_with_tls_verify_false() {
     run("skopeo", &["copy", "--quiet", "--dest-tls-verify=false", &format!("oci:{}:t", s(&img)), &src]);
     let out = t.path().join("out");
     let status = std::process::Command::new(diskcast_bin())
-        .args(["extract", "--tls-verify=false", &src, &s(&out)])
+        .args(["extract", "--privileged", "--tls-verify=false", &src, &s(&out)])
         .env("XDG_CACHE_HOME", t.path().join("cache"))
         .status()
         .unwrap();
