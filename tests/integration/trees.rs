@@ -167,7 +167,7 @@ fn extract_as_an_ordinary_user_skips_devices_and_setuid_and_says_so() {
     std::fs::create_dir(&work).unwrap();
     let tar = work.join("special.tar");
     let script = format!(
-        "import tarfile, io\nt = tarfile.open({:?}, 'w', format=tarfile.PAX_FORMAT)\ni = tarfile.TarInfo('null'); i.type = tarfile.CHRTYPE; i.devmajor = 1; i.devminor = 3; t.addfile(i)\ni = tarfile.TarInfo('su'); i.mode = 0o4755; i.uid = 0; i.size = 2; t.addfile(i, io.BytesIO(b'#!'))\ni = tarfile.TarInfo('pipe'); i.type = tarfile.FIFOTYPE; t.addfile(i)\nt.close()\n",
+        "import tarfile, io\nt = tarfile.open({:?}, 'w', format=tarfile.PAX_FORMAT)\ni = tarfile.TarInfo('null'); i.type = tarfile.CHRTYPE; i.devmajor = 1; i.devminor = 3; t.addfile(i)\ni = tarfile.TarInfo('su'); i.mode = 0o4755; i.uid = 0; i.size = 2; t.addfile(i, io.BytesIO(b'#!'))\ni = tarfile.TarInfo('pipe'); i.type = tarfile.FIFOTYPE; t.addfile(i)\ni = tarfile.TarInfo('su-link'); i.type = tarfile.LNKTYPE; i.linkname = 'su'; t.addfile(i)\nt.close()\n",
         tar.to_str().unwrap()
     );
     tool("/usr/bin/python3", &["-c", &script]);
@@ -187,6 +187,9 @@ fn extract_as_an_ordinary_user_skips_devices_and_setuid_and_says_so() {
     assert_eq!(std::fs::metadata(dir.join("su")).unwrap().mode() & 0o7777, 0o755);
     assert!(std::fs::symlink_metadata(dir.join("pipe")).unwrap().file_type().is_fifo());
     assert_eq!(std::fs::metadata(dir.join("su")).unwrap().uid(), 65534);
+    // The hard link is made from the written file's descriptor (through /proc/self/fd
+    // without CAP_DAC_READ_SEARCH).
+    assert_eq!(std::fs::metadata(dir.join("su-link")).unwrap().ino(), std::fs::metadata(dir.join("su")).unwrap().ino());
 }
 
 #[test]

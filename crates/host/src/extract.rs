@@ -115,17 +115,18 @@ const CHUNK: usize = 1 << 20;
 
 /// Writes `tree` into `dir`, which must be an empty directory or not exist yet (it is
 /// created); a symlink is refused. DIR is opened once and everything is made beneath
-/// that descriptor. Files are written by `opts.threads` threads; the files of one stream (a
-/// tar) are written in stream order by one thread, so each stream is read once. Holes
-/// stay holes. Owners are set only when running as root; device nodes, setuid/setgid
-/// bits of files, `security.capability` and `trusted.*` xattrs only as root with
-/// `opts.privileged`; everything left out is listed in the report. Times are set after
-/// content, directories' last. An entry that cannot be created (a symlink target the
-/// kernel refuses, a name too long, data that cannot be read) is left out whole (a
-/// partly written file is removed), listed in `failed` and counted in `not_extracted`;
-/// the rest is extracted, and the caller should fail at the end. Metadata is only ever set on the entry diskcast
-/// created (through a descriptor, checked to be that entry), never on a name again: an
-/// entry replaced meanwhile is reported and left alone.
+/// that descriptor. Files are written by `opts.threads` threads; the files of one
+/// stream (a tar) are written in stream order by one thread, so each stream is read
+/// once. Holes stay holes. Owners are set only when running as root; device nodes,
+/// setuid/setgid bits of files, `security.capability` and `trusted.*` xattrs only as
+/// root with `opts.privileged`; everything left out is listed in the report. Times are
+/// set after content, directories' last. Metadata is only ever set on the entry
+/// diskcast created (through a descriptor, checked to be that entry), never on a name
+/// again: an entry replaced meanwhile is reported and left alone. An entry that cannot
+/// be created (a symlink target the kernel refuses, a name too long, data that cannot
+/// be read) is left out whole (a partly written file is removed), listed in `failed`
+/// and counted in `not_extracted`; the rest is extracted, and the caller should fail
+/// at the end.
 pub fn extract(tree: &Tree, dir: &Path, opts: &ExtractOptions, progress: &dyn Progress) -> Result<ExtractReport> {
     let root = open_target(dir)?;
     if let Some(h) = &opts.race_hook {
@@ -227,7 +228,8 @@ pub fn extract(tree: &Tree, dir: &Path, opts: &ExtractOptions, progress: &dyn Pr
                         let names = links.get(&i).map(Vec::as_slice).unwrap_or(&[]);
                         match x.write_file(node, path, &mut cursor, &mut buf, progress, !names.is_empty()) {
                             Ok(fd) => {
-                                for (&l, fd) in names.iter().zip(std::iter::repeat(fd.as_ref()).flatten()) {
+                                // `fd` is kept exactly when there are names to link.
+                                for (&l, fd) in names.iter().zip(fd.iter().cycle()) {
                                     if let Err(e) = x.hard_link(fd, &entries[l].0) {
                                         x.fail(&entries[l].0, e);
                                     }
