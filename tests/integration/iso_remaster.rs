@@ -83,7 +83,7 @@ fn remaster_keeps_grub_rescues_hybrid_mbr_and_boots_from_usb_and_cd() {
     }
     let sectors = file_len(&out) / 512;
     let part = format!("MBR partition      :   1   0x80  0xcd            1 {:>12}", sectors - 1);
-    assert!(b.iter().any(|l| *l == part), "{part}\n{b:#?}");
+    assert!(b.contains(&part), "{part}\n{b:#?}");
     assert_eq!(lines(&a, "El Torito boot img :")[0][..60], lines(&b, "El Torito boot img :")[0][..60]);
     // Boot code as on the input; byte 432 points at the image's new place + 4; the image
     // carries GRUB 2's boot info for it at byte 2548.

@@ -113,6 +113,9 @@ pub const SYSTEM_AREA: u64 = 32 * 1024;
 const CYLINDER: u64 = 64 * 32 * 512;
 /// Most GPT entries read; xorriso writes 248, gdisk 128.
 const MAX_GPT_ENTRIES: u32 = 1024;
+/// Most bytes between the backup GPT's entries and its header beyond the entries
+/// themselves (tools leave none; a hostile header must not make us allocate the disc).
+const MAX_BACKUP_GPT_GAP: usize = 1 << 20;
 /// Most boot catalog entries kept: what fits the one catalog sector the writer writes
 /// (64 records of 32 bytes, less the validation entry and one section header per entry).
 pub const MAX_BOOT_ENTRIES: usize = 31;
@@ -365,6 +368,9 @@ impl Kept {
                 _ => merged.push((s, l)),
             }
         }
+        let starts: std::collections::HashMap<u64, &str> = files.iter().map(|f| (f.0, f.2.as_str())).collect();
+        let ends: std::collections::HashMap<u64, &str> =
+            files.iter().map(|f| (f.0.saturating_add(f.1.next_multiple_of(512)), f.2.as_str())).collect();
         let anchor = |p: u64, is_end: bool| -> Option<Anchor> {
             if p <= SYSTEM_AREA {
                 return Some(Anchor::Fixed(p));
@@ -378,10 +384,11 @@ impl Kept {
             if p >= tail_end && p <= disk_end && p > body_end {
                 return Some(Anchor::FromEnd(disk_end - p));
             }
-            if let Some(f) = files.iter().find(|f| f.0 == p && !is_end) {
-                return Some(Anchor::FileStart(f.2.clone()));
+            if is_end {
+                ends.get(&p).map(|f| Anchor::FileEnd(f.to_string()))
+            } else {
+                starts.get(&p).map(|f| Anchor::FileStart(f.to_string()))
             }
-            files.iter().find(|f| is_end && f.0 + f.1.next_multiple_of(512) == p).map(|f| Anchor::FileEnd(f.2.clone()))
         };
         let classify = |table: &str, slot: usize, start: u64, end: u64| -> Result<KeptPart> {
             let s = anchor(start, false).ok_or_else(|| {
@@ -530,11 +537,6 @@ impl Kept {
         })
     }
 
-    /// True when the input had anything to keep beyond the El Torito entries.
-    pub fn has_system_area(&self) -> bool {
-        self.area.iter().any(|&b| b != 0) || !self.copies.is_empty()
-    }
-
     /// Lays out the output: the ISO 9660 data ends at `body_end`; `file(path)` gives a
     /// file's new (start, size) in bytes.
     pub(crate) fn layout(&self, body_end: u64, file: &dyn Fn(&str) -> Option<(u64, u64)>) -> Result<KeptLayout> {
@@ -633,8 +635,11 @@ impl Kept {
             b[16..20].copy_from_slice(&c.to_le_bytes());
             let gap = alt.checked_sub(bentries).map(|g| g * 512).ok_or_else(overflow)?;
             let gap = usize::try_from(gap).map_err(|_| overflow())?;
-            if gap < entries.len() {
-                return Err(Error::unsupported("the backup GPT header sits inside its entries"));
+            if gap < entries.len() || gap - entries.len() > MAX_BACKUP_GPT_GAP {
+                return Err(Error::unsupported(format!(
+                    "the backup GPT header lies {gap} bytes after its {} bytes of entries; remaster keeps at most {MAX_BACKUP_GPT_GAP} bytes between them",
+                    entries.len()
+                )));
             }
             let mut bytes = entries;
             bytes.resize(gap, 0);

@@ -783,7 +783,7 @@ impl<'t> Layout<'t> {
         // A backup GPT needs 33 sectors of 512 bytes at the end.
         let gpt_tail = if opts.hybrid { 9 } else { 0 };
         // UDF's second anchor: the last sector before the backup GPT.
-        let end_anchor = lba;
+        let mut end_anchor = lba;
         if udf.is_some() {
             lba += 1;
         }
@@ -800,6 +800,18 @@ impl<'t> Layout<'t> {
                 total = u32::try_from(l.volume_end.div_ceil(SECTOR))
                     .map_err(|_| Error::unsupported("the disc would be larger than 8 TiB"))?;
                 disk_size = l.disk_size.max(u64::from(total) * SECTOR);
+                // UDF readers (pycdlib) look for the second anchor in the volume's last
+                // sector: there, when the kept tail leaves it free.
+                if udf.is_some()
+                    && let Some(last) = total.checked_sub(1).filter(|&s| s > end_anchor)
+                {
+                    let (a, b) = (u64::from(last) * SECTOR, u64::from(last) * SECTOR + SECTOR);
+                    let free = l.copies.iter().all(|&(to, _, len)| to + len <= a || to >= b)
+                        && l.backup.as_ref().is_none_or(|(at, x)| at + x.len() as u64 <= a || *at >= b);
+                    if free {
+                        end_anchor = last;
+                    }
+                }
                 Some(l)
             }
             None => None,

@@ -50,12 +50,20 @@ Examples:
     Create(CreateIsoArgs),
     /// Rebuild a disc with files added and removed, keeping its label and boot setup.
     #[command(after_help = "\
-The disc's best tree (Rock Ridge, else Joliet or plain names; UDF is not rewritten) is
-read, every --remove PATH is taken out, then every --add DIR is merged in (DIR's contents
-go to the root, or below DEST with --add DIR=DEST; added files replace existing ones).
-The El Torito entries are kept: the BIOS image (with a fresh boot info table) and the UEFI
-image must be files of the disc, as they are on discs made by xorriso or genisoimage, and
-a GPT in the system area is written again when the input had one.
+The disc's best tree (Rock Ridge, else Joliet or plain names; a UDF bridge disc's UDF
+tree) is read, every --remove PATH is taken out, then every --add DIR is merged in (DIR's
+contents go to the root, or below DEST with --add DIR=DEST; added files replace existing
+ones).
+
+The result boots as the input did. Kept: every El Torito entry (emulation, load size, a
+boot info table and GRUB 2's boot info only where the input's image had them), the
+system area byte for byte (MBR boot code, MBR and GPT entries), and partitions appended
+after the ISO data (an EFI System Partition, as memtest86+ and Ubuntu discs carry),
+copied after the new data. Re-pointed: the MBR code's pointer at the BIOS image, entries
+over the disc, over a boot image or an appended partition, the backup GPT. Refused before
+anything is written, naming the reason: partitions inside the ISO data at no file, a
+second superblock (xorriso -partition_offset), logical partitions, system-area data that
+is neither an MBR nor a GPT, boot images that are neither files nor appended.
 
 Example:
   diskcast iso remaster debian.iso --add preseed/ --remove /README.txt -o custom.iso")]
