@@ -27,6 +27,9 @@ fn keep(iso: &Path, dir: &Path, patch: &dyn Fn(&mut Vec<u8>)) -> Result<()> {
     plan_iso(&tree, &IsoOptions { keep: Some(kept), ..IsoOptions::default() }).map(|_| ())
 }
 
+/// A byte patch of the disc.
+type Patch = Box<dyn Fn(&mut Vec<u8>)>;
+
 fn put(b: &mut [u8], at: usize, v: &[u8]) {
     b[at..at + v.len()].copy_from_slice(v);
 }
@@ -38,7 +41,7 @@ fn hostile_system_areas_are_refused_with_the_reason() {
     let iso = make_boot_iso(t.path());
     // The untouched disc plans.
     keep(&iso, t.path(), &|_| {}).unwrap();
-    let cases: Vec<(&str, Box<dyn Fn(&mut Vec<u8>)>)> = vec![
+    let cases: Vec<(&str, Patch)> = vec![
         ("entries of 100 bytes", Box::new(|b| put(b, 512 + 84, &100u32.to_le_bytes()))),
         ("1000000 entries", Box::new(|b| put(b, 512 + 80, &1_000_000u32.to_le_bytes()))),
         ("outside the 32 KiB system area", Box::new(|b| put(b, 512 + 72, &1000u64.to_le_bytes()))),
