@@ -75,6 +75,7 @@ fn remaster_keeps_grub_rescues_hybrid_mbr_and_boots_from_usb_and_cd() {
     let (a, b) = (report(Path::new(GRUB_RESCUE)), report(&out));
     for want in [
         "System area summary: MBR protective-msdos-label grub2-mbr cyl-align-off",
+        "El Torito cat path : /boot.catalog",
         "El Torito img path :   1  /boot/grub/i386-pc/eltorito.img",
         "El Torito img opts :   1  boot-info-table grub2-boot-info",
     ] {
@@ -111,6 +112,8 @@ fn remaster_keeps_ipxes_mbr_partition_entry() {
     assert_eq!(lines(&a, "System area summary:"), lines(&b, "System area summary:"));
     assert_eq!(lines(&a, "MBR partition "), lines(&b, "MBR partition "), "output:\n{b:#?}");
     assert!(lines(&b, "GPT").is_empty(), "{b:#?}");
+    // The catalog is the file xorriso's -c named, as on the input (no stale copy).
+    assert_eq!(lines(&a, "El Torito cat path"), lines(&b, "El Torito cat path"));
     assert_eq!(file_len(&out) % (1 << 20), 0, "padded to whole cylinders as the input");
     let (old, new) = (read(Path::new(IPXE)), read(&out));
     assert_eq!(old[..432], new[..432], "isohybrid MBR code");

@@ -205,6 +205,8 @@ pub struct Kept {
     disk: Arc<dyn BlockRead>,
     /// The El Torito entries, default first.
     pub entries: Vec<KeptBoot>,
+    /// The file that held the input's boot catalog (xorriso's `-c`): it names the new one.
+    pub catalog_path: Option<String>,
 }
 
 impl std::fmt::Debug for Kept {
@@ -520,6 +522,7 @@ impl Kept {
             _ => Anchor::Tail(0),
         };
         let end_len = disk_end - tail_end;
+        let catalog_path = catalog.and_then(|c| starts.get(&(u64::from(c.lba) * crate::SECTOR))).map(|p| p.to_string());
         Ok(Kept {
             area,
             mbr,
@@ -534,6 +537,7 @@ impl Kept {
             cylinder: disk_end % CYLINDER == 0 && end_len > end_reserve,
             disk: disk.clone(),
             entries,
+            catalog_path,
         })
     }
 

@@ -712,6 +712,15 @@ impl<'t> Layout<'t> {
         // File data, in tree order, each hard-linked file once; the BIOS image gets its
         // boot info table.
         let mut data: Vec<(u32, NodeId, FileData)> = Vec::new();
+        // The input's catalog file (xorriso's -c boot.cat) names the new catalog, so the
+        // disc does not carry the old catalog's bytes as a stale file.
+        if let (Some(cat), Some(path)) = (catalog, opts.keep.as_ref().and_then(|k| k.catalog_path.as_deref()))
+            && let Ok(id) = self.tree.resolve(path.as_bytes(), true)
+            && let Some(f) = self.tree.node(id).as_file()
+            && f.size <= SECTOR
+        {
+            self.files.insert(id, (cat, f.size));
+        }
         let mut empty_lba = None;
         for (_, id) in self.tree.walk(NodeId::ROOT) {
             let Some(f) = self.tree.node(id).as_file() else { continue };
