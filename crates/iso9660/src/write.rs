@@ -816,7 +816,9 @@ impl<'t> Layout<'t> {
                 {
                     let (a, b) = (u64::from(last) * SECTOR, u64::from(last) * SECTOR + SECTOR);
                     let free = l.copies.iter().all(|&(to, _, len)| to + len <= a || to >= b)
-                        && l.backup.as_ref().is_none_or(|(at, x)| at + x.len() as u64 <= a || *at >= b);
+                        && l.backup
+                            .as_ref()
+                            .is_none_or(|(at, x)| at + u64::try_from(x.len()).unwrap_or(u64::MAX) <= a || *at >= b);
                     if free {
                         end_anchor = last;
                     }
@@ -1089,6 +1091,9 @@ fn pad(mut b: Vec<u8>) -> Vec<u8> {
     b
 }
 
+/// 32-byte records in the one catalog sector written.
+const CATALOG_RECORDS: usize = 2048 / 32;
+
 /// One boot catalog entry as written.
 struct CatEntry {
     platform: u8,
@@ -1134,7 +1139,7 @@ fn catalog_bytes(entries: &[CatEntry]) -> Result<Vec<u8>> {
         sections.push(&rest[i..i + n]);
         i += n;
     }
-    if 2 + sections.len() + rest.len() > SECTOR as usize / 32 {
+    if 2 + sections.len() + rest.len() > CATALOG_RECORDS {
         return Err(Error::unsupported(format!("{} boot entries do not fit one catalog sector", entries.len())));
     }
     let mut pos = 64;
