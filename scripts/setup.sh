@@ -18,6 +18,9 @@
 #                             tar-reader oracles; extraction as an ordinary user
 #   syslinux*, isolinux, systemd-boot-efi, grub-efi-amd64-bin: boot loaders for boot tests
 #   grub-rescue-pc:           a real Debian-made bootable ISO (/usr/lib/grub-rescue) to read
+#   ipxe, memtest86+:         more Debian-made hybrid ISOs for `iso remaster`: ipxe.iso
+#                             (isohybrid MBR over a cylinder-padded disc), memtest86+x64.iso
+#                             (floppy emulation, ESP appended after the ISO)
 #   grub-pc-bin:              GRUB's BIOS (i386-pc) images, which `diskcast vm --boot bios` installs
 #   mmdebstrap:               a Debian root filesystem for the VM boot test
 #   rpm, sqlite3, gpg, gpg-agent: rpm package databases (rpmdb.sqlite) made by rpmbuild and
@@ -37,7 +40,7 @@ packages=(
   busybox-static cpio attr libcap2-bin
   tar gzip xz-utils zstd util-linux
   syslinux syslinux-common isolinux extlinux syslinux-efi systemd-boot-efi grub-efi-amd64-bin
-  grub-rescue-pc grub-pc-bin mmdebstrap
+  grub-rescue-pc grub-pc-bin mmdebstrap ipxe memtest86+
   rpm sqlite3 gpg gpg-agent db5.3-util
 )
 # Packages that must come from backports on bookworm (older releases there are too old).
@@ -92,6 +95,9 @@ for tool in qemu-img qemu-io qemu-system-x86_64 kill timeout xorriso genisoimage
   command -v "$tool" >/dev/null || { echo "setup: $tool is still missing after install" >&2; exit 1; }
 done
 [ -e /usr/lib/grub-rescue/grub-rescue-cdrom.iso ] || { echo "setup: grub-rescue-pc's ISO is missing after install" >&2; exit 1; }
+for iso in /usr/lib/ipxe/ipxe.iso /usr/lib/memtest86+/memtest86+x64.iso; do
+  [ -e "$iso" ] || { echo "setup: $iso is missing after install (packages ipxe, memtest86+)" >&2; exit 1; }
+done
 [ -e /usr/share/OVMF/OVMF_CODE_4M.fd ] || [ -e /usr/share/OVMF/OVMF_CODE.fd ] ||
   { echo "setup: OVMF firmware is missing after install" >&2; exit 1; }
 # Debian's python (tests call /usr/bin/python3: a pyenv python on PATH lacks Debian's modules).

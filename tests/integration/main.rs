@@ -24,6 +24,7 @@ mod hostile;
 mod info;
 mod inputs;
 mod iso;
+mod iso_remaster;
 mod iso_udf;
 mod locking;
 mod map_measure;

@@ -599,6 +599,10 @@ pub enum Firmware {
     Uefi,
     /// SeaBIOS, QEMU's default.
     Bios,
+    /// SeaBIOS with its serial console: text the BIOS and loaders write to the screen
+    /// (GRUB's "Welcome to GRUB!") is copied to the serial port. Not for loaders that
+    /// print to the serial port themselves too: both copies would interleave.
+    BiosScreen,
 }
 
 /// The bus a boot test puts the disk on.
@@ -635,6 +639,11 @@ pub fn boot_to_marker(
         cmd.args(["-drive", "if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd"]);
         cmd.arg("-drive").arg(format!("if=pflash,format=raw,unit=1,file={}", vars.display()));
     }
+    if fw == Firmware::BiosScreen {
+        let port = scratch.join("sercon-port.bin");
+        std::fs::write(&port, 0x3f8u16.to_le_bytes()).expect("sercon port file");
+        cmd.arg("-fw_cfg").arg(format!("name=etc/sercon-port,file={}", port.display()));
+    }
     let media = if bus == Bus::Cdrom { ",media=cdrom,readonly=on" } else { ",snapshot=on" };
     cmd.arg("-drive").arg(format!("file={},format={fmt},if=none,id=d0{media}", disk.display()));
     match bus {
@@ -648,8 +657,13 @@ pub fn boot_to_marker(
     let mut out = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     let m = marker.as_bytes().to_vec();
+    // SeaBIOS's serial console moves the cursor with escape sequences in mid-word; the
+    // marker is looked for in the text without them.
+    let screen = fw == Firmware::BiosScreen;
     let reader = std::thread::spawn(move || {
         let mut seen = Vec::new();
+        let mut text = Vec::new();
+        let mut in_escape = false;
         let mut buf = [0u8; 4096];
         let mut sent = false;
         while let Ok(n) = out.read(&mut buf) {
@@ -657,7 +671,15 @@ pub fn boot_to_marker(
                 break;
             }
             seen.extend_from_slice(&buf[..n]);
-            if !sent && seen.windows(m.len()).any(|w| w == m) {
+            for &b in &buf[..n] {
+                match (in_escape, b) {
+                    (_, 0x1b) if screen => in_escape = true,
+                    (true, b'A'..=b'Z' | b'a'..=b'z') => in_escape = false,
+                    (true, _) => {}
+                    (false, _) => text.push(b),
+                }
+            }
+            if !sent && text.windows(m.len()).any(|w| w == m) {
                 let _ = tx.send(true);
                 sent = true;
                 // Give the guest a moment to print what follows (e.g. a power-off).

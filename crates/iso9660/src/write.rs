@@ -30,9 +30,12 @@ pub struct IsoOptions {
     pub joliet: bool,
     /// The time recorded in the volume descriptors (seconds since 1970).
     pub now: i64,
-    /// Path in the tree of a no-emulation BIOS boot image (isolinux.bin); a boot info
-    /// table is patched into it.
+    /// Path in the tree of a no-emulation BIOS boot image (isolinux.bin).
     pub boot_bios: Option<String>,
+    /// Patch a boot info table into the BIOS image (mkisofs `-boot-info-table`).
+    pub boot_info_table: bool,
+    /// 512-byte sectors of the BIOS image the firmware loads (mkisofs `-boot-load-size`).
+    pub boot_load_size: u16,
     /// Path in the tree of a FAT image holding `EFI/BOOT/BOOTX64.EFI`: the UEFI entry.
     pub boot_uefi: Option<String>,
     /// Put a protective MBR and a GPT naming the UEFI image as EFI System Partition in
@@ -44,7 +47,16 @@ pub struct IsoOptions {
     /// A UDF 1.02 file system over the same file data (a UDF bridge disc, as Windows
     /// installation discs are).
     pub udf: bool,
+    /// What a remastered disc keeps of its input: the system area, the El Torito entries
+    /// and appended partitions. It replaces `boot_bios`, `boot_uefi` and `hybrid`.
+    pub keep: Option<crate::hybrid::Kept>,
 }
+
+/// Largest boot image a boot info table is patched into (read whole into memory).
+const MAX_PATCHED_IMAGE: u64 = 64 << 20;
+/// Where xorriso's `--grub2-boot-info` puts the image's 512-byte LBA + 5 (GRUB's
+/// diskboot.img block list inside eltorito.img).
+const GRUB2_BOOT_INFO: usize = 2548;
 
 /// Bytes of MBR boot code isohybrid's MBR holds: the boot image's 512-byte LBA follows
 /// at 432 (8 bytes), then the disk signature at 440.
@@ -67,10 +79,13 @@ impl Default for IsoOptions {
             joliet: true,
             now: 0,
             boot_bios: None,
+            boot_info_table: true,
+            boot_load_size: 4,
             boot_uefi: None,
             hybrid: false,
             hybrid_mbr: None,
             udf: false,
+            keep: None,
         }
     }
 }
@@ -573,7 +588,25 @@ impl<'t> Layout<'t> {
                 "--hybrid needs --boot-uefi (the GPT names the UEFI image) or a BIOS image with isolinux's hybrid MBR",
             ));
         }
-        let booting = bios.is_some() || uefi.is_some();
+        if opts.keep.is_some() && (bios.is_some() || uefi.is_some() || opts.hybrid) {
+            return Err(Error::argument("a kept system area replaces --boot-bios, --boot-uefi and --hybrid"));
+        }
+        if bios.is_some() && opts.boot_load_size == 0 {
+            return Err(Error::argument("--boot-load-size must be 1 to 65535 sectors"));
+        }
+        // The kept entries' images that are files of the tree.
+        let kept_files: Vec<Option<(NodeId, FileData)>> = match &opts.keep {
+            Some(k) => k
+                .entries
+                .iter()
+                .map(|e| match &e.image {
+                    crate::hybrid::Anchor::FileStart(p) => self.find(p, "the boot image").map(Some),
+                    _ => Ok(None),
+                })
+                .collect::<Result<_>>()?,
+            None => Vec::new(),
+        };
+        let booting = bios.is_some() || uefi.is_some() || opts.keep.as_ref().is_some_and(|k| !k.entries.is_empty());
         // Sizes first (records have fixed sizes whatever the locations): a dry run, which
         // also makes each directory's continuation areas.
         let n = self.dirs.len();
@@ -679,6 +712,15 @@ impl<'t> Layout<'t> {
         // File data, in tree order, each hard-linked file once; the BIOS image gets its
         // boot info table.
         let mut data: Vec<(u32, NodeId, FileData)> = Vec::new();
+        // The input's catalog file (xorriso's -c boot.cat) names the new catalog, so the
+        // disc does not carry the old catalog's bytes as a stale file.
+        if let (Some(cat), Some(path)) = (catalog, opts.keep.as_ref().and_then(|k| k.catalog_path.as_deref()))
+            && let Ok(id) = self.tree.resolve(path.as_bytes(), true)
+            && let Some(f) = self.tree.node(id).as_file()
+            && f.size <= SECTOR
+        {
+            self.files.insert(id, (cat, f.size));
+        }
         let mut empty_lba = None;
         for (_, id) in self.tree.walk(NodeId::ROOT) {
             let Some(f) = self.tree.node(id).as_file() else { continue };
@@ -698,34 +740,95 @@ impl<'t> Layout<'t> {
             data.push((lba, id, f.clone()));
             lba = sectors;
         }
+        // Boot images patched on the disc: (node, boot info table, GRUB 2 boot info).
+        let mut patches: Vec<(NodeId, &FileData, bool, bool)> = Vec::new();
         if let Some((id, f)) = &bios {
-            if f.size > 64 << 20 {
-                return Err(Error::argument("--boot-bios image is larger than 64 MiB"));
+            patches.push((*id, f, opts.boot_info_table, false));
+        }
+        for (e, kf) in opts.keep.iter().flat_map(|k| &k.entries).zip(&kept_files) {
+            if let Some((id, f)) = kf
+                && (e.boot_info_table || e.grub2_boot_info)
+            {
+                patches.push((*id, f, e.boot_info_table, e.grub2_boot_info));
             }
-            let mut b = vec![0u8; f.size as usize];
+        }
+        for (id, f, table, grub2) in patches {
+            if !table && !grub2 {
+                continue;
+            }
+            if f.size > MAX_PATCHED_IMAGE {
+                return Err(Error::argument(format!(
+                    "the BIOS boot image is {} bytes; a boot info table is patched into images of at most {MAX_PATCHED_IMAGE} bytes (--no-boot-info-table leaves it as is)",
+                    f.size
+                )));
+            }
+            let mut b = vec![0u8; usize::try_from(f.size).unwrap_or(0)];
             f.read_at(&mut b, 0)?;
-            if b.len() >= 64 {
-                let t = boot_info_table(&b, pvd, self.files[id].0);
+            let lba = self.files[&id].0;
+            // GRUB 2 first: the boot info table's checksum covers its bytes (as xorriso does).
+            if grub2 && b.len() >= GRUB2_BOOT_INFO + 8 {
+                b[GRUB2_BOOT_INFO..GRUB2_BOOT_INFO + 8].copy_from_slice(&(u64::from(lba) * 4 + 5).to_le_bytes());
+            }
+            if table && b.len() >= 64 {
+                let t = boot_info_table(&b, pvd, lba);
                 b[8..64].copy_from_slice(&t);
             }
-            if opts.hybrid_mbr.is_some() && !is_isohybrid_capable(&b) {
+            self.patched.insert(id, b);
+        }
+        if let Some((_, f)) = &bios
+            && opts.hybrid_mbr.is_some()
+        {
+            let mut head = [0u8; 0x44];
+            if f.size >= 0x44 {
+                f.read_at(&mut head, 0)?;
+            }
+            if !is_isohybrid_capable(&head) {
                 self.warnings.push(format!(
                     "--boot-bios {}: no isolinux hybrid signature at byte 0x40; the MBR code may not start it from a USB stick",
                     opts.boot_bios.as_deref().unwrap_or_default()
                 ));
             }
-            self.patched.insert(*id, b);
         }
         // A backup GPT needs 33 sectors of 512 bytes at the end.
         let gpt_tail = if opts.hybrid { 9 } else { 0 };
         // UDF's second anchor: the last sector before the backup GPT.
-        let end_anchor = lba;
+        let mut end_anchor = lba;
         if udf.is_some() {
             lba += 1;
         }
-        let total = lba + gpt_tail;
+        let mut total = lba + gpt_tail;
+        let mut disk_size = u64::from(total) * SECTOR;
+        // A remaster: the input's system area, re-pointed, and its appended partitions.
+        let kept = match &opts.keep {
+            Some(k) => {
+                let files = |p: &str| -> Option<(u64, u64)> {
+                    let id = self.tree.resolve(p.as_bytes(), true).ok()?;
+                    self.files.get(&id).map(|&(l, s)| (u64::from(l) * SECTOR, s))
+                };
+                let l = k.layout(u64::from(lba) * SECTOR, &files)?;
+                total = u32::try_from(l.volume_end.div_ceil(SECTOR))
+                    .map_err(|_| Error::unsupported("the disc would be larger than 8 TiB"))?;
+                disk_size = l.disk_size.max(u64::from(total) * SECTOR);
+                // UDF readers (pycdlib) look for the second anchor in the volume's last
+                // sector: there, when the kept tail leaves it free.
+                if udf.is_some()
+                    && let Some(last) = total.checked_sub(1).filter(|&s| s > end_anchor)
+                {
+                    let (a, b) = (u64::from(last) * SECTOR, u64::from(last) * SECTOR + SECTOR);
+                    let free = l.copies.iter().all(|&(to, _, len)| to + len <= a || to >= b)
+                        && l.backup
+                            .as_ref()
+                            .is_none_or(|(at, x)| at + u64::try_from(x.len()).unwrap_or(u64::MAX) <= a || *at >= b);
+                    if free {
+                        end_anchor = last;
+                    }
+                }
+                Some(l)
+            }
+            None => None,
+        };
         // Second pass with every location known; CE placeholders patched.
-        let mut img = PlannedImage::new(u64::from(total) * SECTOR, "iso9660");
+        let mut img = PlannedImage::new(disk_size, "iso9660");
         let mut dir_bytes = Vec::new();
         for joliet in [false, true] {
             if joliet && !opts.joliet {
@@ -789,9 +892,37 @@ impl<'t> Layout<'t> {
             b[7..30].copy_from_slice(b"EL TORITO SPECIFICATION");
             b[71..75].copy_from_slice(&cat.to_le_bytes());
             img.place_bytes(u64::from(br) * SECTOR, b)?;
-            let bios_e = bios.as_ref().map(|(id, f)| (self.files[id].0, f.size));
-            let uefi_e = uefi.as_ref().map(|(id, f)| (self.files[id].0, f.size));
-            img.place_bytes(u64::from(cat) * SECTOR, catalog_bytes(bios_e, uefi_e))?;
+            let mut entries = Vec::new();
+            if let Some((id, _)) = &bios {
+                entries.push(CatEntry::no_emulation(0, self.files[id].0, opts.boot_load_size));
+            }
+            if let Some((id, f)) = &uefi {
+                // UEFI gets the whole image when its size fits the field.
+                let count = u16::try_from(f.size.div_ceil(512)).unwrap_or(0);
+                entries.push(CatEntry::no_emulation(0xEF, self.files[id].0, count));
+            }
+            if let (Some(k), Some(l)) = (&opts.keep, &kept) {
+                for ((e, kf), tail) in k.entries.iter().zip(&kept_files).zip(&l.tail_lba) {
+                    let (lba, count) = match (kf, tail) {
+                        (Some((id, f)), _) if e.whole_image => {
+                            (self.files[id].0, u16::try_from(f.size.div_ceil(512)).unwrap_or(0))
+                        }
+                        (Some((id, _)), _) => (self.files[id].0, e.sector_count),
+                        (None, Some(t)) => (*t, e.sector_count),
+                        (None, None) => return Err(Error::unsupported("a kept boot image has no place on the disc")),
+                    };
+                    entries.push(CatEntry {
+                        platform: e.platform,
+                        bootable: e.bootable,
+                        media: e.media,
+                        load_segment: e.load_segment,
+                        system_type: e.system_type,
+                        count,
+                        lba,
+                    });
+                }
+            }
+            img.place_bytes(u64::from(cat) * SECTOR, catalog_bytes(&entries)?)?;
         }
         for (at, id, f) in data {
             let start = u64::from(at) * SECTOR;
@@ -803,6 +934,15 @@ impl<'t> Layout<'t> {
         if let Some(u) = &udf {
             for (at, b) in u.build(self.tree, &self.files, &opts.label, opts.now, (vrs, udf_vds, end_anchor))? {
                 img.place_bytes(u64::from(at) * SECTOR, b)?;
+            }
+        }
+        if let (Some(k), Some(l)) = (&opts.keep, kept) {
+            img.place_bytes(0, l.area)?;
+            if let Some((at, b)) = l.backup {
+                img.place_bytes(at, b)?;
+            }
+            for (to, from, len) in l.copies {
+                img.place(to, len, Piece::Disk { disk: k.source().clone(), offset: from })?;
             }
         }
         let mbr_code = opts.hybrid_mbr.as_deref().zip(bios.as_ref().map(|(id, _)| self.files[id].0));
@@ -951,39 +1091,69 @@ fn pad(mut b: Vec<u8>) -> Vec<u8> {
     b
 }
 
-/// The boot catalog: validation entry, default entry (BIOS, else UEFI), and a UEFI
-/// section when both are present.
-fn catalog_bytes(bios: Option<(u32, u64)>, uefi: Option<(u32, u64)>) -> Vec<u8> {
+/// 32-byte records in the one catalog sector written.
+const CATALOG_RECORDS: usize = 2048 / 32;
+
+/// One boot catalog entry as written.
+struct CatEntry {
+    platform: u8,
+    bootable: bool,
+    media: u8,
+    load_segment: u16,
+    system_type: u8,
+    count: u16,
+    lba: u32,
+}
+
+impl CatEntry {
+    fn no_emulation(platform: u8, lba: u32, count: u16) -> Self {
+        CatEntry { platform, bootable: true, media: 0, load_segment: 0, system_type: 0, count, lba }
+    }
+}
+
+/// The boot catalog: validation entry, the default entry (the first), then one section
+/// per run of entries of one platform.
+fn catalog_bytes(entries: &[CatEntry]) -> Result<Vec<u8>> {
     let mut c = vec![0u8; SECTOR as usize];
-    let first_platform = if bios.is_some() { 0 } else { 0xEF };
+    let Some(first) = entries.first() else { return Ok(c) };
     c[0] = 1;
-    c[1] = first_platform;
+    c[1] = first.platform;
     c[30] = 0x55;
     c[31] = 0xAA;
     let sum = c[..32].chunks_exact(2).fold(0u16, |s, w| s.wrapping_add(u16::from_le_bytes([w[0], w[1]])));
     c[28..30].copy_from_slice(&0u16.wrapping_sub(sum).to_le_bytes());
-    let entry = |e: &mut [u8], (lba, size): (u32, u64), bios: bool| {
-        e[0] = 0x88;
-        // BIOS loads the first 2048 bytes (isolinux loads the rest itself); UEFI gets
-        // the whole image when its size fits the field.
-        let count = if bios { 4 } else { u16::try_from(size.div_ceil(512)).unwrap_or(0) };
-        e[6..8].copy_from_slice(&count.to_le_bytes());
-        e[8..12].copy_from_slice(&lba.to_le_bytes());
+    let put = |e: &mut [u8], x: &CatEntry| {
+        e[0] = if x.bootable { 0x88 } else { 0 };
+        e[1] = x.media;
+        e[2..4].copy_from_slice(&x.load_segment.to_le_bytes());
+        e[4] = x.system_type;
+        e[6..8].copy_from_slice(&x.count.to_le_bytes());
+        e[8..12].copy_from_slice(&x.lba.to_le_bytes());
     };
-    match (bios, uefi) {
-        (Some(b), u) => {
-            entry(&mut c[32..64], b, true);
-            if let Some(u) = u {
-                c[64] = 0x91;
-                c[65] = 0xEF;
-                c[66..68].copy_from_slice(&1u16.to_le_bytes());
-                entry(&mut c[96..128], u, false);
-            }
-        }
-        (None, Some(u)) => entry(&mut c[32..64], u, false),
-        (None, None) => {}
+    put(&mut c[32..64], first);
+    let rest = &entries[1..];
+    let mut sections: Vec<&[CatEntry]> = Vec::new();
+    let mut i = 0;
+    while i < rest.len() {
+        let n = rest[i..].iter().take_while(|e| e.platform == rest[i].platform).count();
+        sections.push(&rest[i..i + n]);
+        i += n;
     }
-    c
+    if 2 + sections.len() + rest.len() > CATALOG_RECORDS {
+        return Err(Error::unsupported(format!("{} boot entries do not fit one catalog sector", entries.len())));
+    }
+    let mut pos = 64;
+    for (k, sec) in sections.iter().enumerate() {
+        c[pos] = if k + 1 == sections.len() { 0x91 } else { 0x90 };
+        c[pos + 1] = sec[0].platform;
+        c[pos + 2..pos + 4].copy_from_slice(&u16::try_from(sec.len()).unwrap_or(0).to_le_bytes());
+        pos += 32;
+        for e in sec.iter() {
+            put(&mut c[pos..pos + 32], e);
+            pos += 32;
+        }
+    }
+    Ok(c)
 }
 
 /// Puts isohybrid's MBR code into `mbr` (sector 0): the code, the BIOS image's LBA in
@@ -1000,7 +1170,7 @@ fn isohybrid_mbr(mbr: &mut [u8], code: &[u8], bios_lba: u32, now: i64) {
 
 /// A 16-byte MBR entry with CHS values for isohybrid's geometry (64 heads, 32 sectors),
 /// clamped past 1024 cylinders.
-fn mbr_entry(status: u8, kind: u8, lba: u64, sectors: u64) -> [u8; 16] {
+pub(crate) fn mbr_entry(status: u8, kind: u8, lba: u64, sectors: u64) -> [u8; 16] {
     let chs = |l: u64| -> [u8; 3] {
         let (c, h, s) = (l / (64 * 32), (l / 32) % 64, l % 32 + 1);
         if c > 1023 {

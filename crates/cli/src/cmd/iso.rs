@@ -29,7 +29,10 @@ Examples:
     #[command(after_help = "\
 SRC is anything `diskcast ls` reads: a directory, a tar, a disk image's filesystem, an ISO.
 Boot images are paths inside SRC, as xorriso's -b and -e take them: --boot-bios names a
-no-emulation image (isolinux/isolinux.bin; its boot info table is filled in), --boot-uefi
+no-emulation image (isolinux/isolinux.bin) of which the BIOS loads --boot-load-size
+sectors of 512 bytes (4 by default, as isolinux and GRUB want) and into which a boot info
+table is patched (bytes 8-63, as mkisofs -boot-info-table; --no-boot-info-table leaves the
+image as it is, for loaders that do not expect one), --boot-uefi
 a FAT image holding EFI/BOOT/BOOTX64.EFI. --hybrid adds a protective MBR and a GPT whose
 EFI System Partition is that image, so the disc written raw to a USB stick boots on UEFI;
 when the BIOS image is isolinux.bin, the MBR also gets isolinux's isohybrid boot code
@@ -41,16 +44,26 @@ Examples:
   diskcast iso create ./root -o data.iso -V DATA
   diskcast iso create ./stage -o boot.iso --boot-bios isolinux/isolinux.bin \\
       --boot-uefi boot/efiboot.img --hybrid
-  diskcast iso create rootfs.tar.gz -o rootfs.iso -O qcow2")]
+  diskcast iso create rootfs.tar.gz -o rootfs.iso -O qcow2
+  diskcast iso create ./stage -o raw.iso --boot-bios boot/loader.bin --no-boot-info-table \
+      --boot-load-size 8")]
     Create(CreateIsoArgs),
     /// Rebuild a disc with files added and removed, keeping its label and boot setup.
     #[command(after_help = "\
-The disc's best tree (Rock Ridge, else Joliet or plain names; UDF is not rewritten) is
-read, every --remove PATH is taken out, then every --add DIR is merged in (DIR's contents
-go to the root, or below DEST with --add DIR=DEST; added files replace existing ones).
-The El Torito entries are kept: the BIOS image (with a fresh boot info table) and the UEFI
-image must be files of the disc, as they are on discs made by xorriso or genisoimage, and
-a GPT in the system area is written again when the input had one.
+The disc's best tree (Rock Ridge, else Joliet or plain names; a UDF bridge disc's UDF
+tree) is read, every --remove PATH is taken out, then every --add DIR is merged in (DIR's
+contents go to the root, or below DEST with --add DIR=DEST; added files replace existing
+ones).
+
+The result boots as the input did. Kept: every El Torito entry (emulation, load size, a
+boot info table and GRUB 2's boot info only where the input's image had them), the
+system area byte for byte (MBR boot code, MBR and GPT entries), and partitions appended
+after the ISO data (an EFI System Partition, as memtest86+ and Ubuntu discs carry),
+copied after the new data. Re-pointed: the MBR code's pointer at the BIOS image, entries
+over the disc, over a boot image or an appended partition, the backup GPT. Refused before
+anything is written, naming the reason: partitions inside the ISO data at no file, a
+second superblock (xorriso -partition_offset), logical partitions, system-area data that
+is neither an MBR nor a GPT, boot images that are neither files nor appended.
 
 Example:
   diskcast iso remaster debian.iso --add preseed/ --remove /README.txt -o custom.iso")]
@@ -88,6 +101,17 @@ pub struct CreateIsoArgs {
     /// Path in SRC of a no-emulation BIOS boot image (isolinux.bin).
     #[arg(long = "boot-bios", value_name = "PATH")]
     pub boot_bios: Option<String>,
+    /// Patch a boot info table into the BIOS image (the default; mkisofs -boot-info-table).
+    #[arg(long = "boot-info-table", overrides_with = "no_boot_info_table")]
+    pub boot_info_table: bool,
+    /// Leave the BIOS image's bytes as they are (GRUB's and isolinux's images want the
+    /// table; other loaders may hold code or data at bytes 8-63).
+    #[arg(long = "no-boot-info-table", overrides_with = "boot_info_table")]
+    pub no_boot_info_table: bool,
+    /// 512-byte sectors of the BIOS image the firmware loads (mkisofs -boot-load-size;
+    /// default 4, what isolinux and GRUB expect: they load the rest themselves).
+    #[arg(long = "boot-load-size", value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub boot_load_size: Option<u16>,
     /// Path in SRC of an EFI System Partition image (the UEFI El Torito entry).
     #[arg(long = "boot-uefi", value_name = "PATH")]
     pub boot_uefi: Option<String>,
@@ -250,6 +274,9 @@ fn create(a: CreateIsoArgs) -> Result<u8> {
     if a.hybrid_mbr.is_some() && !(a.hybrid && a.boot_bios.is_some()) {
         return Err(Error::argument("--hybrid-mbr needs --hybrid and --boot-bios"));
     }
+    if a.boot_bios.is_none() && (a.no_boot_info_table || a.boot_info_table || a.boot_load_size.is_some()) {
+        return Err(Error::argument("--boot-info-table, --no-boot-info-table and --boot-load-size need --boot-bios"));
+    }
     let opened = super::tree_source::open(&a.src, &a.source)?;
     let hybrid_mbr = match (&a.boot_bios, a.hybrid) {
         (Some(bios), true) => hybrid_mbr_code(&opened.tree, bios, a.hybrid_mbr.as_deref(), a.boot_uefi.is_some())?,
@@ -261,10 +288,13 @@ fn create(a: CreateIsoArgs) -> Result<u8> {
         joliet: !a.no_joliet,
         now: i64::try_from(provenance.now()).unwrap_or(i64::MAX),
         boot_bios: a.boot_bios.clone(),
+        boot_info_table: !a.no_boot_info_table,
+        boot_load_size: a.boot_load_size.unwrap_or(4),
         boot_uefi: a.boot_uefi.clone(),
         hybrid: a.hybrid,
         hybrid_mbr,
         udf: a.udf,
+        keep: None,
     };
     write_iso(&opened.tree, &opts, &a.output, &a.output_format, provenance)
 }
@@ -363,36 +393,11 @@ fn remaster(a: RemasterArgs) -> Result<u8> {
     let read_kind = if udf { Some(diskcast_iso9660::TreeKind::Udf) } else { kind };
     let ropts = ReadOptions { tree: read_kind.map(|k| k.name().to_string()), label: a.input.display().to_string() };
     let mut tree = diskcast_iso9660::Iso9660Reader.read(disk.clone(), &ropts)?;
+    // The system area (MBR code, MBR and GPT entries), the El Torito entries and
+    // partitions appended after the ISO 9660 data are kept, re-pointed at where their
+    // images land; what cannot be re-pointed is refused here, before anything is written.
     let catalog = read_catalog(&disk).map_err(named)?;
-    let hybrid = read_hybrid(disk.as_ref()).map_err(named)?;
-    let mut boot_bios = None;
-    let mut boot_uefi = None;
-    for e in catalog.iter().flat_map(|c| &c.entries) {
-        let path = e.path.clone().ok_or_else(|| {
-            Error::unsupported(format!(
-                "the {} boot image at sector {} is not a file of the disc; remaster cannot keep it",
-                e.platform_name(),
-                e.lba
-            ))
-            .with_file(&a.input)
-        })?;
-        match e.platform {
-            0 if boot_bios.is_none() => boot_bios = Some(path),
-            0xef if boot_uefi.is_none() => boot_uefi = Some(path),
-            _ => eprintln!("diskcast: warning: boot entry for platform {} ({path}) is not kept", e.platform_name()),
-        }
-    }
-    // isohybrid MBR code on the input (MBR code in front of an isolinux BIOS image) is
-    // kept, re-pointed at the new BIOS image. Other loaders' MBR code (GRUB's) is not.
-    let mbr_code = match (&boot_bios, hybrid.mbr) {
-        (Some(bios), true) if boot_image_is_isolinux(&tree, bios)? => {
-            let mut s0 = vec![0u8; 512];
-            disk.read_at(&mut s0, 0).map_err(named)?;
-            let code = &s0[..diskcast_iso9660::write::HYBRID_MBR_CODE];
-            code.iter().any(|&b| b != 0).then(|| code.to_vec())
-        }
-        _ => None,
-    };
+    let keep = diskcast_iso9660::hybrid::Kept::read(&disk, catalog.as_ref()).map_err(named)?;
     for p in &a.remove {
         let id =
             tree.resolve(p.as_bytes(), false).map_err(|e| Error::argument(format!("--remove {p}: {}", e.message())))?;
@@ -417,11 +422,14 @@ fn remaster(a: RemasterArgs) -> Result<u8> {
         rock_ridge: kind == Some(diskcast_iso9660::TreeKind::RockRidge),
         joliet: true,
         now: 0,
-        hybrid: hybrid.gpt || mbr_code.is_some(),
-        hybrid_mbr: mbr_code,
-        boot_bios,
-        boot_uefi,
+        hybrid: false,
+        hybrid_mbr: None,
+        boot_bios: None,
+        boot_info_table: false,
+        boot_load_size: 4,
+        boot_uefi: None,
         udf,
+        keep: Some(keep),
     };
     let provenance = diskcast_block::provenance::Provenance::from_env()?;
     let opts = IsoOptions { now: i64::try_from(provenance.now()).unwrap_or(i64::MAX), ..opts };
