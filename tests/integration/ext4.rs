@@ -182,3 +182,17 @@ fn hostile_group_counts_never_allocate_the_claimed_descriptor_table() {
     let r = dc_bounded(&["ls", &s(&img)], HOSTILE_SECS, HOSTILE_VM).expect_rss_below(HOSTILE_RSS);
     r.run.expect_code(1).expect_diskcast_error().expect_stderr_all(&["fs.img", "inode table"]);
 }
+
+#[test]
+fn bigalloc_is_named_as_an_unsupported_feature() {
+    let d = tmp();
+    let src = d.path().join("src");
+    source_tree(&src);
+    let img = d.path().join("fs.img");
+    mke2fs(&["-q", "-F", "-t", "ext4", "-O", "bigalloc", "-d", &s(&src), &s(&img), "64M"]);
+    dc(&["ls", &s(&img)]).expect_code(1).expect_diskcast_error().expect_stderr_all(&[
+        "fs.img",
+        "ext4 feature bigalloc",
+        "not supported",
+    ]);
+}

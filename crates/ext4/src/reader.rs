@@ -170,6 +170,23 @@ impl Fs {
             ))
             .with_field("s_feature_incompat"));
         }
+        // bigalloc counts groups in clusters: the geometry below would look corrupt.
+        if get32(&s, sb::FEATURE_RO_COMPAT) & ro_compat::BIGALLOC != 0 {
+            return Err(Error::unsupported(format!(
+                "ext4 feature bigalloc (ro_compat {:#x}) is not supported",
+                ro_compat::BIGALLOC
+            ))
+            .with_field("s_feature_ro_compat"));
+        }
+        if get32(&s, sb::LOG_CLUSTER_SIZE) != log {
+            return Err(bad(
+                "s_log_cluster_size",
+                format!(
+                    "cluster size 2^{} KiB differs from the block size without bigalloc",
+                    get32(&s, sb::LOG_CLUSTER_SIZE)
+                ),
+            ));
+        }
         let is64 = incompat_f & incompat::BIT64 != 0;
         let blocks_lo = u64::from(get32(&s, sb::BLOCKS_COUNT_LO));
         let blocks = if is64 { blocks_lo | (u64::from(get32(&s, sb::BLOCKS_COUNT_HI)) << 32) } else { blocks_lo };

@@ -357,6 +357,8 @@ fn hostile_superblock_fields() {
         (0x18usize, 30u32, ErrorKind::Corrupt, "s_log_block_size"),
         (0x28, 0, ErrorKind::Corrupt, "s_inodes_per_group"),
         (0x20, 1 << 30, ErrorKind::Corrupt, "s_blocks_per_group"),
+        // A cluster size that no bigalloc explains (e2fsprogs: a corrupt superblock).
+        (0x1C, 3, ErrorKind::Corrupt, "s_log_cluster_size"),
         (0x04, u32::MAX, ErrorKind::OutOfBounds, "s_blocks_count"),
         (0x60, 0x8000 | 0x2c2, ErrorKind::Unsupported, "inline_data"),
     ] {
@@ -442,4 +444,19 @@ fn hostile_extents_more_than_the_file_has_blocks() {
     diskcast_testkit::patch(&img, u64::from(blk) * 4096, &extent_node(0, 340, &leaf));
     diskcast_testkit::patch(&img, at + 0x28, &extent_node(1, 4, &[index_record(0, blk)]));
     assert_err(&read_err(img), ErrorKind::Corrupt, "more extents than its 5 blocks");
+}
+
+#[test]
+fn bigalloc_is_an_unsupported_feature() {
+    let d = tempdir();
+    let src = d.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("f"), b"x").unwrap();
+    let img = d.path().join("fs.img");
+    let (code, text) = tool(
+        "mke2fs",
+        &["-q", "-F", "-t", "ext4", "-O", "bigalloc", "-d", src.to_str().unwrap(), img.to_str().unwrap(), "64M"],
+    );
+    assert_eq!(code, 0, "{text}");
+    assert_err(&read_err(img), ErrorKind::Unsupported, "ext4 feature bigalloc (ro_compat 0x200) is not supported");
 }
