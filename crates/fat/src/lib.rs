@@ -5,8 +5,9 @@
 //! first FAT is read once, directories are parsed with VFAT long names (sequence and
 //! checksum checked, else the 8.3 name with its case bits), and each file's cluster chain
 //! becomes extents of the disk (adjacent clusters merged), so content is read only when
-//! a sink asks. Loops, chains through free or out-of-range clusters, and directories
-//! that contain their ancestors are errors, never hangs.
+//! a sink asks. Loops, chains through free or out-of-range clusters, clusters in two
+//! chains (cross-links: so all chains together walk at most the volume's clusters), and
+//! directories that contain their ancestors are errors, never hangs.
 //!
 //! Writing ([`FatBuilder`]): see [`writer`]. Specification: Microsoft's "FAT32 File
 //! System Specification" (FAT: General Overview of On-Disk Format, 1.03, 2000).

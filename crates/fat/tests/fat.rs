@@ -309,3 +309,25 @@ fn hostile_cyclic_cluster_chain() {
     let e = read_err(img, "directory loop");
     assert!(e.to_string().contains("loop"), "{e}");
 }
+
+#[test]
+fn hostile_cross_linked_files() {
+    // Two files made by mcopy, the second's entry pointed at the first's chain: every
+    // file sharing a chain mapped it again (thousands of them held GBs).
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("two");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("A.BIN"), pattern(5000, 4)).unwrap();
+    std::fs::write(src.join("B.BIN"), pattern(5000, 5)).unwrap();
+    let img = mkfs_and_copy(dir.path(), "x.img", &["-F", "16", "-s", "4"], "16384", &src);
+    let geo = Geometry::read(&RawReader::open(&img).unwrap()).unwrap();
+    let root = diskcast_testkit::read_bytes(&img, geo.root_region.0, 512);
+    let entry = |name: &[u8; 11]| root.chunks_exact(32).position(|e| &e[..11] == name).unwrap() * 32;
+    let (a, b) = (entry(b"A       BIN"), entry(b"B       BIN"));
+    let at = geo.root_region.0 + u64::try_from(b).unwrap() + 26;
+    patch(&img, at, &root[a + 26..a + 28]);
+    let e = read_err(img, "cross-linked files");
+    assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
+    assert!(e.to_string().contains("is also in another file's or directory's chain (cross-linked)"), "{e}");
+    assert!(e.to_string().contains("x.img"), "{e}");
+}
