@@ -291,3 +291,30 @@ fn hostile_fat_chains_cross_linked_between_files_are_refused_in_bounded_memory()
     let r = dc_bounded(&["ls", &s(&img)], 120, 4 * GIB).expect_rss_below(200 * MIB);
     r.run.expect_code(1).expect_diskcast_error().expect_stderr_all(&["fat.img", "cross-linked"]);
 }
+
+#[test]
+fn fat_refuses_a_file_over_4_gib_before_writing_anything() {
+    // The FAT writer skipped such a file with a warning and exited 0: the file was lost.
+    let dir = tmp();
+    let src = src_tree(dir.path(), "src");
+    let big = std::fs::File::create(src.join("big.bin")).unwrap();
+    big.set_len((4 << 30) + 1).unwrap(); // sparse: truncate -s 4G+1
+    drop(big);
+    let words = ["/big.bin", "4294967297 bytes", "4294967295 bytes", "larger than a fat file can be"];
+    for fs in ["fat32", "fat16"] {
+        let out = dir.path().join(format!("{fs}.img"));
+        dc(&["mkfs", fs, &s(&src), "-o", &s(&out)]).expect_code(1).expect_diskcast_error().expect_stderr_all(&words);
+        assert_no_output(&out);
+    }
+    let out = dir.path().join("sized.qcow2");
+    dc(&["mkfs", "fat32", &s(&src), "-o", &s(&out), "-O", "qcow2", "--size", "8G"])
+        .expect_code(1)
+        .expect_stderr_all(&words);
+    assert_no_output(&out);
+    let disk = dir.path().join("disk.img");
+    dc(&["mkdisk", "-o", &s(&disk), "--part", &format!("esp:fat32:auto:{}", s(&src))])
+        .expect_code(1)
+        .expect_diskcast_error()
+        .expect_stderr_all(&words);
+    assert_no_output(&disk);
+}

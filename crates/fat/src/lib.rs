@@ -50,7 +50,7 @@ impl FsReader for FatReader {
 /// Writes FAT32 (or FAT16 when the volume is too small for FAT32) or FAT16 on request:
 /// long names, timestamps, FSInfo with the true free count. Symlinks, devices, fifos,
 /// sockets, names FAT cannot spell and names that collide ignoring case are skipped,
-/// each with a warning; hard links become copies.
+/// each with a warning; hard links become copies; a file over 4 GiB - 1 is an error.
 #[derive(Debug, Clone, Copy)]
 pub struct FatBuilder {
     /// `fat32` or `fat16`.

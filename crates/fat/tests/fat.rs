@@ -331,3 +331,23 @@ fn hostile_cross_linked_files() {
     assert!(e.to_string().contains("is also in another file's or directory's chain (cross-linked)"), "{e}");
     assert!(e.to_string().contains("x.img"), "{e}");
 }
+
+#[test]
+fn files_up_to_4_gib_minus_1_are_planned_and_larger_ones_refused() {
+    // A zero-filled file of the largest size FAT holds plans (nothing is read or written).
+    let zeros = |size: u64| Kind::File(FileData { size, content: diskcast_tree::Content::Zero });
+    let mut tree = Tree::new(meta(0o755));
+    tree.insert(NodeId::ROOT, b"max.bin", Node::new(meta(0o644), zeros(u64::from(u32::MAX)))).unwrap();
+    FatBuilder::FAT32.plan(&tree, &BuildOptions::default()).unwrap();
+    let d = tree.insert(NodeId::ROOT, b"d", Node::new(meta(0o755), Kind::empty_dir())).unwrap();
+    tree.insert(d, b"over.bin", Node::new(meta(0o644), zeros(1 << 32))).unwrap();
+    for b in [FatBuilder::FAT32, FatBuilder::FAT16] {
+        let e = b.plan(&tree, &BuildOptions::default()).map(|_| ()).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("/d/over.bin: 4294967296 bytes is larger than a FAT file can be (4294967295 bytes"),
+            "{msg}"
+        );
+    }
+}
