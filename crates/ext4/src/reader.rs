@@ -370,19 +370,29 @@ impl Fs {
                 if unwritten || len == 0 || logical >= w.max_blocks {
                     continue;
                 }
-                // Extents kept never overlap, so a file has at most one per block.
-                if w.out.len() >= MAX_FILE_EXTENTS || u64::try_from(w.out.len()).is_ok_and(|k| k >= w.max_blocks) {
-                    return Err(corrupt(format!(
-                        "maps more extents than its {} blocks (or the limit of {MAX_FILE_EXTENTS})",
-                        w.max_blocks
-                    )));
-                }
+                self.room_for_run(w)?;
                 w.out.push((logical, phys, len.min(w.max_blocks - logical)));
             } else {
                 let child = u64::from(get32(e, 4)) | (u64::from(get16(e, 8)) << 32);
                 let b = self.tree_block(w, child, "extent tree")?;
                 self.extent_node(w, &b, Some(depth - 1))?;
             }
+        }
+        Ok(())
+    }
+
+    /// Refuses a run past the most `w`'s file can have: runs kept never overlap and each
+    /// maps its own blocks, so a file has at most one per block of its size and of the
+    /// filesystem (and [`MAX_FILE_EXTENTS`]).
+    fn room_for_run(&self, w: &Walk) -> Result<()> {
+        let have = u64::try_from(w.out.len()).unwrap_or(u64::MAX);
+        if w.out.len() >= MAX_FILE_EXTENTS || have >= w.max_blocks || have >= self.blocks {
+            return Err(Error::corrupt(format!(
+                "inode {}: maps more extents than its {} blocks, the filesystem's {} or the limit of \
+                 {MAX_FILE_EXTENTS}",
+                w.n, w.max_blocks, self.blocks
+            ))
+            .with_field("i_block"));
         }
         Ok(())
     }
@@ -397,7 +407,10 @@ impl Fs {
         }
         match w.out.last_mut() {
             Some((l, p, c)) if *l + *c == logical && *p + *c == phys => *c += 1,
-            _ => w.out.push((logical, phys, 1)),
+            _ => {
+                self.room_for_run(w)?;
+                w.out.push((logical, phys, 1));
+            }
         }
         Ok(())
     }
