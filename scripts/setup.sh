@@ -8,6 +8,7 @@
 #
 #   qemu-utils, qemu-system-x86, ovmf, seabios: qemu-img/qemu-io; boot tests (UEFI and BIOS)
 #   procps, coreutils:        kill (SIGINT tests), timeout (bounds every oracle call)
+#   time:                     GNU time (/usr/bin/time): peak memory of diskcast on hostile inputs
 #   xorriso, genisoimage, libarchive-tools (bsdtar), 7zip, udftools, python3-pycdlib:
 #                             ISO 9660/UDF inputs and readers
 #   dosfstools, mtools, gdisk, fdisk, e2fsprogs: FAT, GPT/MBR and ext4 makers and checkers
@@ -33,7 +34,7 @@
 # the VM boot tests put into their guests.
 set -euo pipefail
 packages=(
-  qemu-utils qemu-system-x86 ovmf seabios procps coreutils
+  qemu-utils qemu-system-x86 ovmf seabios procps coreutils time
   xorriso genisoimage libarchive-tools 7zip udftools python3-pycdlib
   dosfstools mtools gdisk fdisk e2fsprogs
   skopeo umoci docker-registry

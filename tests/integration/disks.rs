@@ -239,3 +239,82 @@ fn mkfs_from_a_tar_and_mkdisk_are_reproducible_under_source_date_epoch() {
     let cat = dc_ok(&["cat", &format!("{}:esp", s(&c)), "café.txt"]);
     assert_eq!(cat.stdout, "crème".as_bytes());
 }
+
+#[test]
+fn hostile_fat_chains_cross_linked_between_files_are_refused_in_bounded_memory() {
+    // 2000 files made by mcopy, their entries all pointed at one chain of 32768 separate
+    // clusters (a 32 MiB file's chain, relinked through every other cluster). Each file
+    // mapped the whole chain again: about 1.5 GB resident. The second file to claim a
+    // cluster is now refused.
+    let d = tmp();
+    let src = d.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("BIG.BIN"), vec![0u8; 32 << 20]).unwrap();
+    for i in 0..2000 {
+        std::fs::write(src.join(format!("F{i:04}")), b"x").unwrap();
+    }
+    let img = d.path().join("fat.img");
+    run_utc("mkfs.fat", &["-F", "32", "-S", "512", "-s", "1", "-C", &s(&img), "65536"]);
+    run_utc("mcopy", &["-s", "-i", &s(&img), &s(&src.join("BIG.BIN")), &s(&src.join("F0000")), "::/"]);
+    let rest: Vec<String> = (1..2000).map(|i| s(&src.join(format!("F{i:04}")))).collect();
+    let mut args = vec!["-i".to_string(), s(&img)];
+    args.extend(rest);
+    args.push("::/".into());
+    run_utc("mcopy", &args.iter().map(String::as_str).collect::<Vec<_>>());
+
+    let mut bytes = read(&img);
+    let le16 = |b: &[u8], at: usize| usize::from(u16::from_le_bytes([b[at], b[at + 1]]));
+    let fat_at = le16(&bytes, 14) * 512;
+    let data_at = fat_at + 2 * usize::try_from(u32::from_le_bytes(bytes[36..40].try_into().unwrap())).unwrap() * 512;
+    let entries: Vec<usize> = (data_at..bytes.len() - 32)
+        .step_by(32)
+        .filter(|&at| &bytes[at..at + 8] == b"BIG     " || (bytes[at] == b'F' && &bytes[at + 5..at + 11] == b"      "))
+        .collect();
+    assert_eq!(entries.len(), 2001, "directory entries found");
+    let big = entries.iter().find(|&&at| bytes[at..].starts_with(b"BIG")).copied().unwrap();
+    let first = le16(&bytes, big + 20) << 16 | le16(&bytes, big + 26);
+    let runs = 32768usize;
+    for i in 0..runs {
+        let c = first + 2 * i;
+        let next = if i + 1 == runs { 0x0fff_ffff } else { c + 2 };
+        let v = u32::try_from(next).unwrap().to_le_bytes();
+        bytes[fat_at + 4 * c..fat_at + 4 * c + 4].copy_from_slice(&v);
+    }
+    let size = u32::try_from(runs * 512).unwrap().to_le_bytes();
+    let (hi, lo) = ([bytes[big + 20], bytes[big + 21]], [bytes[big + 26], bytes[big + 27]]);
+    for at in entries {
+        bytes[at + 20..at + 22].copy_from_slice(&hi);
+        bytes[at + 26..at + 28].copy_from_slice(&lo);
+        bytes[at + 28..at + 32].copy_from_slice(&size);
+    }
+    write_file(&img, &bytes);
+    let r = dc_bounded(&["ls", &s(&img)], 120, 4 * GIB).expect_rss_below(200 * MIB);
+    r.run.expect_code(1).expect_diskcast_error().expect_stderr_all(&["fat.img", "cross-linked"]);
+}
+
+#[test]
+fn fat_refuses_a_file_over_4_gib_before_writing_anything() {
+    // The FAT writer skipped such a file with a warning and exited 0: the file was lost.
+    let dir = tmp();
+    let src = src_tree(dir.path(), "src");
+    let big = std::fs::File::create(src.join("big.bin")).unwrap();
+    big.set_len((4 << 30) + 1).unwrap(); // sparse: truncate -s 4G+1
+    drop(big);
+    let words = ["/big.bin", "4294967297 bytes", "4294967295 bytes", "larger than a fat file can be"];
+    for fs in ["fat32", "fat16"] {
+        let out = dir.path().join(format!("{fs}.img"));
+        dc(&["mkfs", fs, &s(&src), "-o", &s(&out)]).expect_code(1).expect_diskcast_error().expect_stderr_all(&words);
+        assert_no_output(&out);
+    }
+    let out = dir.path().join("sized.qcow2");
+    dc(&["mkfs", "fat32", &s(&src), "-o", &s(&out), "-O", "qcow2", "--size", "8G"])
+        .expect_code(1)
+        .expect_stderr_all(&words);
+    assert_no_output(&out);
+    let disk = dir.path().join("disk.img");
+    dc(&["mkdisk", "-o", &s(&disk), "--part", &format!("esp:fat32:auto:{}", s(&src))])
+        .expect_code(1)
+        .expect_diskcast_error()
+        .expect_stderr_all(&words);
+    assert_no_output(&disk);
+}

@@ -84,3 +84,115 @@ fn mkfs_ext4_writes_qcow2_that_e2fsck_accepts_reproducibly() {
         .expect_code(1)
         .expect_stderr_any(&["at least"]);
 }
+
+// ---- hostile filesystems: work and memory bounded by the input ----
+
+/// Seconds a hostile `ls` may take (a debug build reading a few blocks needs far less).
+const HOSTILE_SECS: u64 = 60;
+/// Resident memory a hostile `ls` may reach: the binary alone takes about 10 MiB.
+const HOSTILE_RSS: u64 = 200 * MIB;
+/// Address space a hostile `ls` may map: a runaway allocation fails in the child instead
+/// of swamping the machine (today's readers asked for tens of GB).
+const HOSTILE_VM: u64 = 2 * GIB;
+
+fn mke2fs(args: &[&str]) {
+    let (code, text) = e2("mke2fs", args);
+    assert_eq!(code, 0, "mke2fs {args:?}: {text}");
+}
+
+/// Byte offset of `path`'s inode record (from `debugfs imap`) with `bs`-byte blocks.
+fn inode_offset(img: &Path, path: &str, bs: u64) -> u64 {
+    let (code, out) = e2("debugfs", &["-R", &format!("imap {path}"), &s(img)]);
+    assert_eq!(code, 0, "{out}");
+    let blk: u64 = out.split("located at block ").nth(1).unwrap().split(',').next().unwrap().trim().parse().unwrap();
+    let off = out.split("offset 0x").nth(1).unwrap().split_whitespace().next().unwrap();
+    blk * bs + u64::from_str_radix(off, 16).unwrap()
+}
+
+/// `n` free blocks from debugfs (`ffb`), at or after `start`.
+fn free_blocks(img: &Path, n: usize, start: u64) -> Vec<u32> {
+    let (code, out) = e2("debugfs", &["-R", &format!("ffb {n} {start}"), &s(img)]);
+    assert_eq!(code, 0, "{out}");
+    let list = out.split("Free blocks found: ").nth(1).unwrap_or_else(|| panic!("debugfs ffb: {out}"));
+    let v: Vec<u32> = list.split_whitespace().map_while(|w| w.parse().ok()).collect();
+    assert_eq!(v.len(), n, "{out}");
+    v
+}
+
+fn le32s(v: u32, n: usize) -> Vec<u8> {
+    v.to_le_bytes().repeat(n)
+}
+
+#[test]
+fn hostile_indirect_blocks_sharing_one_child_are_refused_in_bounded_memory() {
+    // An ext2 file whose triple-indirect block points 1024 times at one double-indirect
+    // block, which points 1024 times at one indirect block, which points 1024 times at
+    // one data block: 2^30 block pointers from three blocks. Untracked, the reader
+    // collected them all (tens of GB).
+    let d = tmp();
+    let src = d.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    write_file(&src.join("f"), &pseudo_random(20_000, 1));
+    let img = d.path().join("fs.img");
+    mke2fs(&["-q", "-F", "-t", "ext2", "-b", "4096", "-d", &s(&src), &s(&img), "16M"]);
+    let at = inode_offset(&img, "/f", 4096);
+    let [t, dbl, ind] = free_blocks(&img, 3, 3000)[..] else { unreachable!() };
+    patch(&img, at + 4, &0u32.to_le_bytes()); // i_size: 4 TiB
+    patch(&img, at + 0x6c, &0x400u32.to_le_bytes());
+    patch(&img, at + 0x28 + 14 * 4, &t.to_le_bytes()); // i_block[14]: triple indirect
+    patch(&img, u64::from(t) * 4096, &le32s(dbl, 1024));
+    patch(&img, u64::from(dbl) * 4096, &le32s(ind, 1024));
+    patch(&img, u64::from(ind) * 4096, &le32s(t, 1024));
+    let r = dc_bounded(&["ls", &s(&img)], HOSTILE_SECS, HOSTILE_VM).expect_rss_below(HOSTILE_RSS);
+    r.run.expect_code(1).expect_diskcast_error().expect_stderr_all(&["fs.img", "indirect block", "twice"]);
+}
+
+/// A 1 KiB-block ext4 without 64bit (32-byte group descriptors), grown to 4 TiB as a
+/// sparse file so that a patched block count stays inside the disk.
+fn sparse_4t_image(d: &Path) -> std::path::PathBuf {
+    let src = d.join("src");
+    source_tree(&src);
+    let img = d.join("fs.img");
+    mke2fs(&["-q", "-F", "-t", "ext4", "-O", "^64bit", "-b", "1024", "-d", &s(&src), &s(&img), "8M"]);
+    std::fs::OpenOptions::new().write(true).open(&img).unwrap().set_len(4 << 40).unwrap();
+    img
+}
+
+#[test]
+fn hostile_group_counts_never_allocate_the_claimed_descriptor_table() {
+    // 2^32 blocks in groups of 1 block: a 128 GiB descriptor table was allocated up front
+    // (the process aborted). The inode count cannot match that many groups.
+    let d = tmp();
+    let img = sparse_4t_image(d.path());
+    patch(&img, 1024 + 0x04, &u32::MAX.to_le_bytes()); // s_blocks_count_lo
+    patch(&img, 1024 + 0x20, &1u32.to_le_bytes()); // s_blocks_per_group
+    let r = dc_bounded(&["ls", &s(&img)], HOSTILE_SECS, HOSTILE_VM).expect_rss_below(HOSTILE_RSS);
+    r.run.expect_code(1).expect_diskcast_error().expect_stderr_all(&["fs.img", "s_inodes_count"]);
+
+    // Counts that agree with each other (2^29 groups of 8 blocks and 4 inodes: a 16 GiB
+    // table): descriptors are read as inodes need them, and a bad one is named.
+    let d = tmp();
+    let img = sparse_4t_image(d.path());
+    let blocks: u32 = 0xFFF0_0000;
+    let groups = (blocks - 1).div_ceil(8);
+    patch(&img, 1024, &(groups * 4).to_le_bytes()); // s_inodes_count
+    patch(&img, 1024 + 0x04, &blocks.to_le_bytes());
+    patch(&img, 1024 + 0x20, &8u32.to_le_bytes());
+    patch(&img, 1024 + 0x28, &4u32.to_le_bytes()); // s_inodes_per_group
+    let r = dc_bounded(&["ls", &s(&img)], HOSTILE_SECS, HOSTILE_VM).expect_rss_below(HOSTILE_RSS);
+    r.run.expect_code(1).expect_diskcast_error().expect_stderr_all(&["fs.img", "inode table"]);
+}
+
+#[test]
+fn bigalloc_is_named_as_an_unsupported_feature() {
+    let d = tmp();
+    let src = d.path().join("src");
+    source_tree(&src);
+    let img = d.path().join("fs.img");
+    mke2fs(&["-q", "-F", "-t", "ext4", "-O", "bigalloc", "-d", &s(&src), &s(&img), "64M"]);
+    dc(&["ls", &s(&img)]).expect_code(1).expect_diskcast_error().expect_stderr_all(&[
+        "fs.img",
+        "ext4 feature bigalloc",
+        "not supported",
+    ]);
+}

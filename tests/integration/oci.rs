@@ -333,3 +333,33 @@ fn push_with_basic_auth_needs_creds() {
     assert!(out.starts_with("sha256:"), "{out}");
     drop(reg);
 }
+
+#[test]
+fn a_layer_listed_1000_times_is_read_once_in_bounded_memory() {
+    // An image umoci made from 2000 files, its manifest rewritten to list its one layer
+    // 1000 times (digests recomputed). Each listing was scanned and applied into new
+    // nodes: gigabytes for a small layout. Now the blob is read once and each listing
+    // rebuilds the same nodes.
+    let t = tmp();
+    let root = t.path().join("root");
+    std::fs::create_dir_all(root.join("d")).unwrap();
+    for i in 0..2000 {
+        write_file(&root.join(format!("d/file-{i:04}")), format!("{i}\n").as_bytes());
+    }
+    let once = t.path().join("once");
+    run("umoci", &["init", "--layout", &s(&once)]);
+    run("umoci", &["new", "--image", &format!("{}:t", s(&once))]);
+    run("umoci", &["insert", "--image", &format!("{}:t", s(&once)), &s(&root), "/"]);
+    let many = t.path().join("many");
+    run("cp", &["-a", &s(&once), &s(&many)]);
+    crate::oci_common::relist_layers(&many, "t", &[0; 1000]);
+    let sk: serde_json::Value =
+        serde_json::from_str(&run("skopeo", &["inspect", &format!("oci:{}:t", s(&many))])).unwrap();
+    assert_eq!(sk["Layers"].as_array().unwrap().len(), 1000, "skopeo reads the rewritten image");
+
+    let want = dc_ok(&["ls", "-l", "-R", &format!("oci:{}:t", s(&once))]).stdout_str();
+    let r = dc_bounded(&["ls", "-l", "-R", &format!("oci:{}:t", s(&many))], 120, 4 * GIB).expect_rss_below(150 * MIB);
+    let got = r.run.expect_ok().stdout_str();
+    assert_eq!(got.lines().count(), 2001, "{got}");
+    assert!(got == want, "the image listed 1000 times lists differently from once");
+}

@@ -140,6 +140,58 @@ pub fn dc_in(dir: Option<&Path>, args: &[&str]) -> Run {
     r
 }
 
+/// A run of diskcast on hostile input with its time and memory bounded and measured.
+#[derive(Debug)]
+pub struct Bounded {
+    pub run: Run,
+    /// Peak resident memory of the process, in bytes (GNU time's `%M`).
+    pub peak_rss: u64,
+}
+
+impl Bounded {
+    /// Asserts the process peaked below `max` bytes of resident memory.
+    pub fn expect_rss_below(self, max: u64) -> Self {
+        assert!(
+            self.peak_rss < max,
+            "diskcast peaked at {} MiB resident, more than {} MiB\n{}",
+            self.peak_rss / MIB,
+            max / MIB,
+            self.run.describe()
+        );
+        self
+    }
+}
+
+/// Runs diskcast on hostile input: killed after `secs` seconds (`timeout -s KILL`), its
+/// address space capped at `max_vm` bytes (`prlimit --as`) so a runaway allocation fails
+/// in the child instead of swamping the machine, and its peak RSS measured by GNU time.
+/// A run cut short shows as a code of `None` or 137 (killed), never as success.
+pub fn dc_bounded(args: &[&str], secs: u64, max_vm: u64) -> Bounded {
+    let report = tempfile::NamedTempFile::new().expect("a temp file for GNU time's report");
+    let mut cmd = Command::new("/usr/bin/time");
+    let (secs, vm) = (secs.to_string(), format!("--as={max_vm}"));
+    cmd.args(["-f", "%M", "-o", &s(report.path()), "timeout", "-s", "KILL", &secs, "prlimit", &vm, "--"]);
+    cmd.arg(diskcast_bin()).args(args);
+    let r = run_cmd(cmd, cmdline("diskcast", args));
+    assert!(!r.stderr.contains("panicked"), "diskcast panicked\n{}", r.describe());
+    let text = std::fs::read_to_string(report.path()).expect("GNU time's report (install the time package)");
+    // GNU time prints "Command terminated by signal N" before the figure when the child died.
+    let kib: u64 = text
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .next_back()
+        .unwrap_or_else(|| panic!("GNU time printed no peak RSS: {text:?}\n{}", r.describe()));
+    eprintln!(
+        "{}: exit {:?}, peak RSS {} MiB, {:.1} s: {}",
+        r.cmdline,
+        r.code,
+        kib / 1024,
+        r.elapsed.as_secs_f64(),
+        r.stderr.trim()
+    );
+    Bounded { run: r, peak_rss: kib * KIB }
+}
+
 /// Runs diskcast with `SOURCE_DATE_EPOCH` set to `epoch`, or removed from its environment
 /// when `None` (so a CI machine that exports it cannot change what a test sees).
 pub fn dc_epoch(epoch: Option<&str>, args: &[&str]) -> Run {

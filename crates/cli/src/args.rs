@@ -174,7 +174,8 @@ Examples:
 SRC is a directory, a tar, or a disk image (DISK or DISK:PART). Without --size the
 filesystem is sized to its content plus headroom. FAT32 needs about 33 MiB: smaller sizes
 give FAT16 (with a warning). Entries a filesystem cannot hold (symlinks, devices and
-case-colliding names on FAT) are listed on stderr. The image is written straight into
+case-colliding names on FAT) are listed on stderr; a file too large for it (over 4 GiB - 1
+on FAT) is an error, and nothing is written. The image is written straight into
 the output format (-O), no raw intermediate; SOURCE_DATE_EPOCH makes it reproducible.";
 
 const MKDISK_HELP: &str = "\

@@ -73,6 +73,8 @@ pub mod ro_compat {
     pub const GDT_CSUM: u32 = 0x10;
     pub const DIR_NLINK: u32 = 0x20;
     pub const EXTRA_ISIZE: u32 = 0x40;
+    /// Allocation in clusters of 2^n blocks: the group geometry counts clusters.
+    pub const BIGALLOC: u32 = 0x200;
     pub const METADATA_CSUM: u32 = 0x400;
 }
 

@@ -4,9 +4,11 @@
 //!
 //! Every value read from the disk is hostile: the superblock's geometry is checked before
 //! use, inode numbers against the groups, extent trees by depth (each level exactly one
-//! less than its parent, so a block pointing at itself ends), every block number against
-//! the filesystem's size, directory records against their block, and a directory reached
-//! twice is a loop. Checksums are not verified: a reader takes what the kernel would
+//! less than its parent), every block number against the filesystem's size, directory
+//! records against their block, and a directory reached twice is a loop. Work and memory
+//! stay linear in the image: group descriptors are read as needed, a tree block reached
+//! twice while mapping one file is corruption, and all files together read no more tree
+//! blocks than the filesystem has. Checksums are not verified: a reader takes what the kernel would
 //! mount, and e2fsck is the tool for judging a damaged filesystem.
 
 use crate::layout::*;
@@ -15,7 +17,8 @@ use diskcast_tree::{
     FileData, FileExtent, FsReader, Kind, Meta, Node, NodeId, ReadOptions, Timestamp, Tree, Xattr, check_name,
     display_name,
 };
-use std::collections::HashMap;
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 /// Deepest extent tree ext4 builds (the kernel's `EXT4_MAX_EXTENT_DEPTH`).
@@ -82,7 +85,10 @@ fn label(e: Error, opts: &ReadOptions) -> Error {
     out
 }
 
-/// An opened filesystem: checked geometry and where each group's inode table is.
+/// An opened filesystem: checked geometry, and where the group descriptors are.
+///
+/// Descriptors are read as inodes need them rather than all at once, so a hostile group
+/// count costs nothing until an inode of a bad group is used.
 #[derive(Debug)]
 struct Fs {
     disk: Arc<dyn BlockRead>,
@@ -91,7 +97,17 @@ struct Fs {
     ipg: u64,
     inodes: u64,
     inode_size: u64,
-    inode_tables: Vec<u64>,
+    /// Byte offset of the group descriptor table and the size of one descriptor.
+    gdt: u64,
+    desc_size: u64,
+    /// Blocks of one group's inode table.
+    itb: u64,
+    /// Inode table of each group looked up so far.
+    tables: RefCell<HashMap<u64, u64>>,
+    /// Extent tree and indirect blocks read so far, over all files. Each belongs to one
+    /// file, so a count past the filesystem's blocks means blocks shared between files:
+    /// this keeps the work of all files together linear in the image.
+    walked: Cell<u64>,
     has_extra: bool,
 }
 
@@ -103,6 +119,24 @@ struct Inode {
     size: u64,
     flags: u32,
     file_acl: u64,
+}
+
+/// One file's walk through its block map.
+#[derive(Debug)]
+struct Walk {
+    /// The inode, for messages.
+    n: u64,
+    /// Logical blocks of the file: runs past them are dropped.
+    max_blocks: u64,
+    /// Tree blocks read for this file: one reached twice is a loop or a shared subtree.
+    seen: HashSet<u64>,
+    /// Data runs found.
+    out: Runs,
+}
+
+/// A size or offset already checked against the disk, as an index.
+fn idx(v: u64) -> Result<usize> {
+    usize::try_from(v).map_err(|_| Error::out_of_bounds(format!("{v} does not fit in memory on this machine")))
 }
 
 impl Fs {
@@ -136,6 +170,23 @@ impl Fs {
             ))
             .with_field("s_feature_incompat"));
         }
+        // bigalloc counts groups in clusters: the geometry below would look corrupt.
+        if get32(&s, sb::FEATURE_RO_COMPAT) & ro_compat::BIGALLOC != 0 {
+            return Err(Error::unsupported(format!(
+                "ext4 feature bigalloc (ro_compat {:#x}) is not supported",
+                ro_compat::BIGALLOC
+            ))
+            .with_field("s_feature_ro_compat"));
+        }
+        if get32(&s, sb::LOG_CLUSTER_SIZE) != log {
+            return Err(bad(
+                "s_log_cluster_size",
+                format!(
+                    "cluster size 2^{} KiB differs from the block size without bigalloc",
+                    get32(&s, sb::LOG_CLUSTER_SIZE)
+                ),
+            ));
+        }
         let is64 = incompat_f & incompat::BIT64 != 0;
         let blocks_lo = u64::from(get32(&s, sb::BLOCKS_COUNT_LO));
         let blocks = if is64 { blocks_lo | (u64::from(get32(&s, sb::BLOCKS_COUNT_HI)) << 32) } else { blocks_lo };
@@ -164,38 +215,59 @@ impl Fs {
             ))
             .with_field("s_blocks_count"));
         }
+        // The counts must agree as the kernel and e2fsprogs require: every group holds
+        // exactly `ipg` inodes.
         let groups = (blocks - first).div_ceil(bpg);
-        if inodes > groups * ipg || inodes < ipg.min(11) {
+        if groups.checked_mul(ipg) != Some(inodes) || inodes < u64::from(FIRST_INO) {
             return Err(bad("s_inodes_count", format!("{inodes} inodes do not match {groups} groups of {ipg} inodes")));
         }
         let desc_size = if is64 { u64::from(get16(&s, sb::DESC_SIZE)) } else { 32 };
         if is64 && (!(32..=1024).contains(&desc_size) || !desc_size.is_power_of_two()) {
             return Err(bad("s_desc_size", format!("group descriptor size {desc_size}")));
         }
-        let gdt_len = groups * desc_size;
-        if gdt_len > blocks * bs / 2 {
-            return Err(bad("s_blocks_per_group", format!("{groups} groups cannot have their descriptors stored")));
+        let gdt = (first + 1) * bs;
+        if groups.checked_mul(desc_size).and_then(|l| l.checked_add(gdt)).is_none_or(|end| end > blocks * bs) {
+            return Err(bad(
+                "s_blocks_per_group",
+                format!("the descriptors of {groups} groups do not fit in the filesystem"),
+            ));
         }
-        let mut gdt = vec![0u8; usize::try_from(gdt_len).map_err(|_| bad("s_blocks_count", "too many groups".into()))?];
-        disk.read_at(&mut gdt, (first + 1) * bs)?;
-        let mut inode_tables = Vec::with_capacity(groups as usize);
         let itb = (ipg * inode_size).div_ceil(bs);
-        for g in 0..groups as usize {
-            let d = &gdt[g * desc_size as usize..(g + 1) * desc_size as usize];
-            let mut t = u64::from(get32(d, gd::INODE_TABLE_LO));
-            if desc_size >= 64 {
-                t |= u64::from(get32(d, gd::INODE_TABLE_HI)) << 32;
-            }
-            if t == 0 || t.checked_add(itb).is_none_or(|e| e > blocks) {
-                return Err(bad(
-                    "bg_inode_table",
-                    format!("group {g}'s inode table at block {t} is outside the filesystem"),
-                ));
-            }
-            inode_tables.push(t);
-        }
         let has_extra = inode_size > 128;
-        Ok(Fs { disk, bs, blocks, ipg, inodes, inode_size, inode_tables, has_extra })
+        Ok(Fs {
+            disk,
+            bs,
+            blocks,
+            ipg,
+            inodes,
+            inode_size,
+            gdt,
+            desc_size,
+            itb,
+            tables: RefCell::new(HashMap::new()),
+            walked: Cell::new(0),
+            has_extra,
+        })
+    }
+
+    /// The first block of group `g`'s inode table, from its descriptor.
+    fn inode_table(&self, g: u64) -> Result<u64> {
+        if let Some(&t) = self.tables.borrow().get(&g) {
+            return Ok(t);
+        }
+        let mut d = [0u8; 64];
+        let d = &mut d[..idx(self.desc_size.min(64))?];
+        self.disk.read_at(d, self.gdt + g * self.desc_size)?;
+        let mut t = u64::from(get32(d, gd::INODE_TABLE_LO));
+        if self.desc_size >= 64 {
+            t |= u64::from(get32(d, gd::INODE_TABLE_HI)) << 32;
+        }
+        if t == 0 || t.checked_add(self.itb).is_none_or(|e| e > self.blocks) {
+            return Err(Error::corrupt(format!("group {g}'s inode table at block {t} is outside the filesystem"))
+                .with_field("bg_inode_table"));
+        }
+        self.tables.borrow_mut().insert(g, t);
+        Ok(t)
     }
 
     fn inode(&self, n: u64) -> Result<Inode> {
@@ -203,11 +275,10 @@ impl Fs {
             return Err(Error::corrupt(format!("inode {n} is beyond the filesystem's {} inodes", self.inodes))
                 .with_field("inode"));
         }
-        let g = ((n - 1) / self.ipg) as usize;
-        let idx = (n - 1) % self.ipg;
-        let table = *self.inode_tables.get(g).ok_or_else(|| Error::corrupt(format!("inode {n} is in no group")))?;
-        let mut raw = vec![0u8; self.inode_size as usize];
-        self.disk.read_at(&mut raw, table * self.bs + idx * self.inode_size)?;
+        let table = self.inode_table((n - 1) / self.ipg)?;
+        let at = (n - 1) % self.ipg;
+        let mut raw = vec![0u8; idx(self.inode_size)?];
+        self.disk.read_at(&mut raw, table * self.bs + at * self.inode_size)?;
         let mode = get16(&raw, ino::MODE);
         let size = u64::from(get32(&raw, ino::SIZE_LO)) | (u64::from(get32(&raw, ino::SIZE_HIGH)) << 32);
         let flags = get32(&raw, ino::FLAGS);
@@ -223,38 +294,56 @@ impl Fs {
             return Err(Error::corrupt(format!("{what} points at block {blk}, outside the filesystem"))
                 .with_offset(blk.saturating_mul(self.bs)));
         }
-        let mut b = vec![0u8; self.bs as usize];
+        let mut b = vec![0u8; idx(self.bs)?];
         self.disk.read_at(&mut b, blk * self.bs)?;
         Ok(b)
     }
 
+    /// Reads a block of `w`'s file's extent tree or indirect map (`what` names which),
+    /// refusing one this file reached before and counting it against the filesystem's
+    /// blocks.
+    fn tree_block(&self, w: &mut Walk, blk: u64, what: &str) -> Result<Vec<u8>> {
+        let n = w.n;
+        if !w.seen.insert(blk) {
+            return Err(Error::corrupt(format!("inode {n}: {what} block {blk} is reached twice"))
+                .with_offset(blk.saturating_mul(self.bs)));
+        }
+        let walked = self.walked.get() + 1;
+        if walked > self.blocks {
+            return Err(Error::corrupt(format!(
+                "inode {n}: the files' extent trees and indirect blocks take more blocks than the filesystem's {} \
+                 (blocks shared between files)",
+                self.blocks
+            )));
+        }
+        self.walked.set(walked);
+        self.read_block(blk, &format!("inode {n}'s {what}"))
+    }
+
     /// The inode's data as runs `(logical block, physical block, blocks)`, holes and
     /// unwritten extents left out, limited to `max_blocks` logical blocks.
-    fn map(&self, n: u64, inode: &Inode, max_blocks: u64) -> Result<Vec<(u64, u64, u64)>> {
-        let mut out = Vec::new();
+    fn map(&self, n: u64, inode: &Inode, max_blocks: u64) -> Result<Runs> {
+        let mut w = Walk { n, max_blocks, seen: HashSet::new(), out: Vec::new() };
         if inode.flags & iflag::EXTENTS != 0 {
             let root = &inode.raw[ino::BLOCK..ino::BLOCK + ino::BLOCK_LEN];
-            self.extent_node(n, root, None, max_blocks, &mut out)?;
+            self.extent_node(&mut w, root, None)?;
         } else {
-            self.block_map(n, inode, max_blocks, &mut out)?;
+            self.block_map(&mut w, inode)?;
         }
+        let mut out = w.out;
         out.sort_unstable();
-        for w in out.windows(2) {
-            if w[0].0 + w[0].2 > w[1].0 {
-                return Err(Error::corrupt(format!("inode {n}: extents overlap at logical block {}", w[1].0)));
+        for pair in out.windows(2) {
+            if let [(l, _, c), (next, _, _)] = pair
+                && l + c > *next
+            {
+                return Err(Error::corrupt(format!("inode {n}: extents overlap at logical block {next}")));
             }
         }
         Ok(out)
     }
 
-    fn extent_node(
-        &self,
-        n: u64,
-        node: &[u8],
-        want_depth: Option<u16>,
-        max_blocks: u64,
-        out: &mut Vec<(u64, u64, u64)>,
-    ) -> Result<()> {
+    fn extent_node(&self, w: &mut Walk, node: &[u8], want_depth: Option<u16>) -> Result<()> {
+        let n = w.n;
         let corrupt = |what: String| Error::corrupt(format!("inode {n}: extent tree {what}")).with_field("i_block");
         if get16(node, 0) != EXTENT_MAGIC {
             return Err(corrupt("has a bad magic".into()));
@@ -268,8 +357,7 @@ impl Fs {
         if depth > MAX_EXTENT_DEPTH || want_depth.is_some_and(|d| d != depth) {
             return Err(corrupt(format!("has a node of depth {depth} where {want_depth:?} belongs")));
         }
-        for i in 0..entries {
-            let e = &node[12 + 12 * i..24 + 12 * i];
+        for e in node[12..12 + 12 * entries].chunks_exact(12) {
             let logical = u64::from(get32(e, 0));
             if depth == 0 {
                 let raw_len = u64::from(get16(e, 4));
@@ -279,77 +367,85 @@ impl Fs {
                 if phys.checked_add(len).is_none_or(|end| end > self.blocks) || (phys == 0 && len > 0) {
                     return Err(corrupt(format!("maps blocks {phys}+{len}, outside the filesystem")));
                 }
-                if unwritten || len == 0 || logical >= max_blocks {
+                if unwritten || len == 0 || logical >= w.max_blocks {
                     continue;
                 }
-                if out.len() >= MAX_FILE_EXTENTS {
-                    return Err(corrupt(format!("has more than {MAX_FILE_EXTENTS} extents")));
-                }
-                out.push((logical, phys, len.min(max_blocks - logical)));
+                self.room_for_run(w)?;
+                w.out.push((logical, phys, len.min(w.max_blocks - logical)));
             } else {
                 let child = u64::from(get32(e, 4)) | (u64::from(get16(e, 8)) << 32);
-                let b = self.read_block(child, &format!("inode {n}'s extent index"))?;
-                self.extent_node(n, &b, Some(depth - 1), max_blocks, out)?;
+                let b = self.tree_block(w, child, "extent tree")?;
+                self.extent_node(w, &b, Some(depth - 1))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuses a run past the most `w`'s file can have: runs kept never overlap and each
+    /// maps its own blocks, so a file has at most one per block of its size and of the
+    /// filesystem (and [`MAX_FILE_EXTENTS`]).
+    fn room_for_run(&self, w: &Walk) -> Result<()> {
+        let have = u64::try_from(w.out.len()).unwrap_or(u64::MAX);
+        if w.out.len() >= MAX_FILE_EXTENTS || have >= w.max_blocks || have >= self.blocks {
+            return Err(Error::corrupt(format!(
+                "inode {}: maps more extents than its {} blocks, the filesystem's {} or the limit of \
+                 {MAX_FILE_EXTENTS}",
+                w.n, w.max_blocks, self.blocks
+            ))
+            .with_field("i_block"));
+        }
+        Ok(())
+    }
+
+    /// Adds logical block `logical` at physical block `phys` (0: a hole) to `w`'s runs.
+    fn push_block(&self, w: &mut Walk, logical: u64, phys: u64) -> Result<()> {
+        if phys == 0 || logical >= w.max_blocks {
+            return Ok(());
+        }
+        if phys >= self.blocks {
+            return Err(Error::corrupt(format!("inode {}: block {phys} is outside the filesystem", w.n)));
+        }
+        match w.out.last_mut() {
+            Some((l, p, c)) if *l + *c == logical && *p + *c == phys => *c += 1,
+            _ => {
+                self.room_for_run(w)?;
+                w.out.push((logical, phys, 1));
             }
         }
         Ok(())
     }
 
     /// ext2/ext3 block maps: 12 direct pointers, then single, double and triple indirect.
-    fn block_map(&self, n: u64, inode: &Inode, max_blocks: u64, out: &mut Vec<(u64, u64, u64)>) -> Result<()> {
-        let per = self.bs / 4;
-        let mut push = |logical: u64, phys: u64, out: &mut Vec<(u64, u64, u64)>| -> Result<()> {
-            if phys == 0 || logical >= max_blocks {
-                return Ok(());
-            }
-            if phys >= self.blocks {
-                return Err(Error::corrupt(format!("inode {n}: block {phys} is outside the filesystem")));
-            }
-            match out.last_mut() {
-                Some((l, p, c)) if *l + *c == logical && *p + *c == phys => *c += 1,
-                _ => out.push((logical, phys, 1)),
-            }
-            Ok(())
-        };
+    fn block_map(&self, w: &mut Walk, inode: &Inode) -> Result<()> {
+        let ptr = |i: usize| u64::from(get32(&inode.raw, ino::BLOCK + 4 * i));
         for i in 0..12u64 {
-            push(i, u64::from(get32(&inode.raw, ino::BLOCK + 4 * i as usize)), out)?;
+            self.push_block(w, i, ptr(idx(i)?))?;
         }
+        let per = self.bs / 4;
         let mut base = 12u64;
         for level in 1..=3u32 {
-            let top = u64::from(get32(&inode.raw, ino::BLOCK + 4 * (11 + level as usize)));
-            let span = per.pow(level);
-            if top != 0 && base < max_blocks {
-                self.indirect(n, top, level, base, max_blocks, &mut push, out)?;
+            let top = ptr(11 + idx(u64::from(level))?);
+            if top != 0 && base < w.max_blocks {
+                self.indirect(w, top, level, base)?;
             }
-            base += span;
+            base += per.pow(level);
         }
         Ok(())
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn indirect(
-        &self,
-        n: u64,
-        blk: u64,
-        level: u32,
-        base: u64,
-        max_blocks: u64,
-        push: &mut dyn FnMut(u64, u64, &mut Runs) -> Result<()>,
-        out: &mut Runs,
-    ) -> Result<()> {
-        let b = self.read_block(blk, &format!("inode {n}'s indirect block"))?;
-        let per = self.bs / 4;
-        let span = per.pow(level - 1);
-        for i in 0..per {
-            let p = u64::from(get32(&b, 4 * i as usize));
-            let logical = base + i * span;
-            if logical >= max_blocks {
+    /// One indirect block of `level` (1: it points at data) mapping from logical `base`.
+    fn indirect(&self, w: &mut Walk, blk: u64, level: u32, base: u64) -> Result<()> {
+        let b = self.tree_block(w, blk, "indirect")?;
+        let span = (self.bs / 4).pow(level - 1);
+        for (logical, p) in (0u64..).map(|i| base + i * span).zip(b.chunks_exact(4)) {
+            if logical >= w.max_blocks {
                 break;
             }
+            let p = u64::from(get32(p, 0));
             if level == 1 {
-                push(logical, p, out)?;
+                self.push_block(w, logical, p)?;
             } else if p != 0 {
-                self.indirect(n, p, level - 1, logical, max_blocks, push, out)?;
+                self.indirect(w, p, level - 1, logical)?;
             }
         }
         Ok(())
@@ -357,12 +453,16 @@ impl Fs {
 
     /// Reads `len` bytes of an inode's data (directories, slow symlinks).
     fn read_data(&self, n: u64, inode: &Inode, len: u64) -> Result<Vec<u8>> {
+        // Data lives in the filesystem's blocks: more is not a file, and not allocated.
+        if len > self.blocks * self.bs {
+            return Err(Error::corrupt(format!("inode {n} claims {len} bytes, more than the filesystem holds")));
+        }
         let nblocks = len.div_ceil(self.bs);
-        let mut buf = vec![0u8; usize::try_from(len).map_err(|_| Error::corrupt("inode too large"))?];
+        let mut buf = vec![0u8; idx(len)?];
         for (logical, phys, count) in self.map(n, inode, nblocks)? {
-            let start = logical * self.bs;
-            let end = ((logical + count) * self.bs).min(len);
-            self.disk.read_at(&mut buf[start as usize..end as usize], phys * self.bs)?;
+            let start = idx(logical * self.bs)?;
+            let end = idx(((logical + count) * self.bs).min(len))?;
+            self.disk.read_at(&mut buf[start..end], phys * self.bs)?;
         }
         Ok(buf)
     }

@@ -357,6 +357,8 @@ fn hostile_superblock_fields() {
         (0x18usize, 30u32, ErrorKind::Corrupt, "s_log_block_size"),
         (0x28, 0, ErrorKind::Corrupt, "s_inodes_per_group"),
         (0x20, 1 << 30, ErrorKind::Corrupt, "s_blocks_per_group"),
+        // A cluster size that no bigalloc explains (e2fsprogs: a corrupt superblock).
+        (0x1C, 3, ErrorKind::Corrupt, "s_log_cluster_size"),
         (0x04, u32::MAX, ErrorKind::OutOfBounds, "s_blocks_count"),
         (0x60, 0x8000 | 0x2c2, ErrorKind::Unsupported, "inline_data"),
     ] {
@@ -367,4 +369,94 @@ fn hostile_superblock_fields() {
         assert_err(&e, kind, needle);
         assert!(format!("{e:?}").contains(needle) || e.to_string().contains(needle));
     }
+}
+
+/// An extent tree node: header (magic, entries, max, depth), then the 12-byte records.
+fn extent_node(depth: u16, max: u16, records: &[[u8; 12]]) -> Vec<u8> {
+    let mut n = Vec::new();
+    for v in [0xF30Au16, u16::try_from(records.len()).unwrap(), max, depth] {
+        n.extend_from_slice(&v.to_le_bytes());
+    }
+    n.extend_from_slice(&[0; 4]);
+    for r in records {
+        n.extend_from_slice(r);
+    }
+    n
+}
+
+/// An index record: first logical block, child block.
+fn index_record(logical: u32, child: u32) -> [u8; 12] {
+    let mut r = [0u8; 12];
+    r[0..4].copy_from_slice(&logical.to_le_bytes());
+    r[4..8].copy_from_slice(&child.to_le_bytes());
+    r
+}
+
+/// A leaf record: first logical block, length, first physical block.
+fn leaf_record(logical: u32, len: u16, phys: u32) -> [u8; 12] {
+    let mut r = [0u8; 12];
+    r[0..4].copy_from_slice(&logical.to_le_bytes());
+    r[4..6].copy_from_slice(&len.to_le_bytes());
+    r[8..12].copy_from_slice(&phys.to_le_bytes());
+    r
+}
+
+/// `n` free blocks from debugfs, at or after `start`.
+fn free_blocks(img: &Path, n: usize, start: u64) -> Vec<u32> {
+    let out = debugfs(img, &format!("ffb {n} {start}"));
+    let v: Vec<u32> =
+        out.split("Free blocks found: ").nth(1).unwrap().split_whitespace().map_while(|w| w.parse().ok()).collect();
+    assert_eq!(v.len(), n, "{out}");
+    v
+}
+
+#[test]
+fn hostile_extent_index_blocks_sharing_one_child() {
+    // A depth-5 tree whose index entries at each level all point at the same block of the
+    // level below: 4 * 340^4 leaf visits when blocks are not tracked (it never finished).
+    let d = tempdir();
+    let img = small_image(&d);
+    let at = inode_offset(&img, "/f");
+    let blk = free_blocks(&img, 5, 3000);
+    for (level, pair) in blk.windows(2).enumerate() {
+        let depth = u16::try_from(4 - level).unwrap();
+        let records: Vec<[u8; 12]> = (0..340).map(|i| index_record(i, pair[1])).collect();
+        diskcast_testkit::patch(&img, u64::from(pair[0]) * 4096, &extent_node(depth, 340, &records));
+    }
+    // The leaf maps blocks past the file's end, so no extent is ever kept.
+    let leaf: Vec<[u8; 12]> = (0..340).map(|i| leaf_record(1_000_000 + i, 1, blk[4])).collect();
+    diskcast_testkit::patch(&img, u64::from(blk[4]) * 4096, &extent_node(0, 340, &leaf));
+    let root: Vec<[u8; 12]> = (0..4).map(|i| index_record(i, blk[0])).collect();
+    diskcast_testkit::patch(&img, at + 0x28, &extent_node(5, 4, &root));
+    let e = read_err(img);
+    // Depth first: the leaf is the first block reached a second time.
+    assert_err(&e, ErrorKind::Corrupt, &format!("extent tree block {} is reached twice", blk[4]));
+}
+
+#[test]
+fn hostile_extents_more_than_the_file_has_blocks() {
+    // One leaf of 340 one-block extents, all at logical block 0 of a 5-block file.
+    let d = tempdir();
+    let img = small_image(&d);
+    let at = inode_offset(&img, "/f");
+    let blk = free_blocks(&img, 1, 3000)[0];
+    let leaf: Vec<[u8; 12]> = (0..340).map(|_| leaf_record(0, 1, blk)).collect();
+    diskcast_testkit::patch(&img, u64::from(blk) * 4096, &extent_node(0, 340, &leaf));
+    diskcast_testkit::patch(&img, at + 0x28, &extent_node(1, 4, &[index_record(0, blk)]));
+    assert_err(&read_err(img), ErrorKind::Corrupt, "more extents than its 5 blocks");
+}
+
+#[test]
+fn bigalloc_is_an_unsupported_feature() {
+    let d = tempdir();
+    let src = d.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("f"), b"x").unwrap();
+    let img = d.path().join("fs.img");
+    let (code, text) = tool(
+        "mke2fs",
+        &["-q", "-F", "-t", "ext4", "-O", "bigalloc", "-d", src.to_str().unwrap(), img.to_str().unwrap(), "64M"],
+    );
+    assert_eq!(code, 0, "{text}");
+    assert_err(&read_err(img), ErrorKind::Unsupported, "ext4 feature bigalloc (ro_compat 0x200) is not supported");
 }

@@ -5,8 +5,9 @@
 //! first FAT is read once, directories are parsed with VFAT long names (sequence and
 //! checksum checked, else the 8.3 name with its case bits), and each file's cluster chain
 //! becomes extents of the disk (adjacent clusters merged), so content is read only when
-//! a sink asks. Loops, chains through free or out-of-range clusters, and directories
-//! that contain their ancestors are errors, never hangs.
+//! a sink asks. Loops, chains through free or out-of-range clusters, clusters in two
+//! chains (cross-links: so all chains together walk at most the volume's clusters), and
+//! directories that contain their ancestors are errors, never hangs.
 //!
 //! Writing ([`FatBuilder`]): see [`writer`]. Specification: Microsoft's "FAT32 File
 //! System Specification" (FAT: General Overview of On-Disk Format, 1.03, 2000).
@@ -49,7 +50,7 @@ impl FsReader for FatReader {
 /// Writes FAT32 (or FAT16 when the volume is too small for FAT32) or FAT16 on request:
 /// long names, timestamps, FSInfo with the true free count. Symlinks, devices, fifos,
 /// sockets, names FAT cannot spell and names that collide ignoring case are skipped,
-/// each with a warning; hard links become copies.
+/// each with a warning; hard links become copies; a file over 4 GiB - 1 is an error.
 #[derive(Debug, Clone, Copy)]
 pub struct FatBuilder {
     /// `fat32` or `fat16`.

@@ -254,9 +254,17 @@ impl Fat {
     }
 
     /// The chain from `start` as runs `(first cluster, count)`, at most `limit` clusters
-    /// (`exact`: exactly `limit`, the file's size). Loops and chains that end early or
+    /// (`exact`: exactly `limit`, the file's size), each claimed in `claimed`. Loops,
+    /// clusters another chain claimed before (cross-links), and chains that end early or
     /// run through free, bad or out-of-range clusters are errors naming `what`.
-    fn chain(&self, start: u32, limit: u64, exact: bool, what: &dyn Fn() -> String) -> Result<Vec<(u32, u32)>> {
+    fn chain(
+        &self,
+        start: u32,
+        limit: u64,
+        exact: bool,
+        claimed: &mut Claimed,
+        what: &dyn Fn() -> String,
+    ) -> Result<Vec<(u32, u32)>> {
         let mut runs: Vec<(u32, u32)> = Vec::new();
         let mut c = start;
         let mut n = 0u64;
@@ -265,15 +273,23 @@ impl Fat {
                 return Err(Error::corrupt(format!("{}: cluster chain reaches invalid cluster {c:#x}", what()))
                     .with_field("cluster"));
             }
+            if !claimed.claim(c) {
+                let own = runs.iter().any(|&(f, k)| (f..f.saturating_add(k)).contains(&c));
+                let msg = if own {
+                    format!("{}: cluster chain loops back on itself at cluster {c:#x}", what())
+                } else {
+                    format!("{}: cluster {c:#x} is also in another file's or directory's chain (cross-linked)", what())
+                };
+                return Err(Error::corrupt(msg).with_field("cluster"));
+            }
             match runs.last_mut() {
-                Some((f, k)) if *f + *k == c => *k += 1,
+                Some((f, k)) if f.checked_add(*k) == Some(c) => *k += 1,
                 _ => runs.push((c, 1)),
             }
             n += 1;
             let next = self.entry(c);
             if exact && n == limit {
-                // A chain longer than the file is harmless unless it loops back into the
-                // part we use, which the overlap check below catches.
+                // A chain longer than the file is harmless: only what the file uses is claimed.
                 break;
             }
             if next >= self.geo.fat_type.eoc() {
@@ -295,13 +311,37 @@ impl Fat {
             }
             c = next;
         }
-        let mut sorted = runs.clone();
-        sorted.sort_unstable();
-        if sorted.windows(2).any(|w| u64::from(w[0].0) + u64::from(w[0].1) > u64::from(w[1].0)) {
-            return Err(Error::corrupt(format!("{}: cluster chain loops back on itself", what())).with_field("cluster"));
-        }
         Ok(runs)
     }
+}
+
+/// Clusters already in some file's or directory's chain, one bit each (an eighth of the
+/// FAT held in memory). No two chains may share a cluster, so all chains together walk
+/// at most the volume's clusters: cross-linked files cannot multiply the work.
+struct Claimed(Vec<u8>);
+
+impl Claimed {
+    fn new(clusters: u32) -> Self {
+        Claimed(vec![0; bit_index(clusters.saturating_add(2)).0 + 1])
+    }
+
+    /// Marks cluster `c`; false when it was marked before.
+    fn claim(&mut self, c: u32) -> bool {
+        let (byte, bit) = bit_index(c);
+        match self.0.get_mut(byte) {
+            Some(b) if *b & bit == 0 => {
+                *b |= bit;
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Byte and mask of cluster `c`'s bit.
+fn bit_index(c: u32) -> (usize, u8) {
+    let byte = usize::try_from(c / 8).unwrap_or(usize::MAX);
+    (byte, 1u8 << (c % 8))
 }
 
 /// One directory entry with its name resolved.
@@ -420,6 +460,7 @@ pub(crate) fn read_tree(disk: Arc<dyn BlockRead>) -> Result<(Tree, Geometry)> {
     // (directory node, first cluster; 0 = the FAT12/16 root region, path for messages)
     let mut todo: Vec<(NodeId, u32, String)> = vec![(NodeId::ROOT, geo.root_cluster, String::from("/"))];
     let mut seen: HashSet<u32> = HashSet::new();
+    let mut claimed = Claimed::new(geo.clusters);
     while let Some((dir, first, path)) = todo.pop() {
         let bytes = if first == 0 {
             let (off, len) = geo.root_region;
@@ -432,7 +473,7 @@ pub(crate) fn read_tree(disk: Arc<dyn BlockRead>) -> Result<(Tree, Geometry)> {
                 return Err(Error::corrupt(format!("directory {path} is also an ancestor or another directory"))
                     .with_field("cluster"));
             }
-            let runs = fat.chain(first, dir_limit, false, &|| format!("directory {path}"))?;
+            let runs = fat.chain(first, dir_limit, false, &mut claimed, &|| format!("directory {path}"))?;
             let mut b = Vec::new();
             for (c, n) in runs {
                 let off = geo.cluster_offset(c);
@@ -466,7 +507,7 @@ pub(crate) fn read_tree(disk: Arc<dyn BlockRead>) -> Result<(Tree, Geometry)> {
                             .with_field("cluster"));
                     }
                     let need = size.div_ceil(geo.cluster);
-                    let runs = fat.chain(e.cluster, need, true, &|| format!("file {child_path}"))?;
+                    let runs = fat.chain(e.cluster, need, true, &mut claimed, &|| format!("file {child_path}"))?;
                     let mut extents = Vec::with_capacity(runs.len());
                     let mut fo = 0u64;
                     for (c, n) in runs {

@@ -16,6 +16,8 @@ use std::sync::Arc;
 
 const SECTOR: u64 = 512;
 const MIB: u64 = 1 << 20;
+/// Largest file FAT12, FAT16 and FAT32 hold: a directory entry's size field is 32 bits.
+const MAX_FILE_SIZE: u64 = 0xFFFF_FFFF;
 
 /// What the user asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,7 +62,8 @@ impl Ent {
 }
 
 /// Gathers the tree into directories of entries, with short names made unique per
-/// directory, and a warning for everything FAT cannot hold.
+/// directory, and a warning for every entry FAT cannot hold; a file too large for FAT is
+/// an error.
 fn collect(tree: &Tree, warnings: &mut Vec<String>) -> Result<Vec<WDir>> {
     let root_meta = tree.node(NodeId::ROOT).meta.clone();
     let mut dirs = vec![WDir { meta: root_meta, parent: 0, entries: Vec::new(), first: 0 }];
@@ -93,10 +96,14 @@ fn collect(tree: &Tree, warnings: &mut Vec<String>) -> Result<Vec<WDir>> {
                 continue;
             }
             if let Kind::File(f) = &node.kind
-                && f.size > u64::from(u32::MAX)
+                && f.size > MAX_FILE_SIZE
             {
-                warnings.push(format!("{shown}: skipped, {} bytes is more than a FAT file holds", f.size));
-                continue;
+                // Dropping it would lose data silently: refuse before anything is written.
+                return Err(Error::unsupported(format!(
+                    "{shown}: {} bytes is larger than a FAT file can be ({MAX_FILE_SIZE} bytes, 4 GiB - 1: \
+                     the directory entry's size field is 32 bits)",
+                    f.size
+                )));
             }
             let (short, long) = match exact_short(text) {
                 Some(s) if !shorts.contains(&s) => (s, None),

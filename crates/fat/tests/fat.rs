@@ -309,3 +309,45 @@ fn hostile_cyclic_cluster_chain() {
     let e = read_err(img, "directory loop");
     assert!(e.to_string().contains("loop"), "{e}");
 }
+
+#[test]
+fn hostile_cross_linked_files() {
+    // Two files made by mcopy, the second's entry pointed at the first's chain: every
+    // file sharing a chain mapped it again (thousands of them held GBs).
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("two");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("A.BIN"), pattern(5000, 4)).unwrap();
+    std::fs::write(src.join("B.BIN"), pattern(5000, 5)).unwrap();
+    let img = mkfs_and_copy(dir.path(), "x.img", &["-F", "16", "-s", "4"], "16384", &src);
+    let geo = Geometry::read(&RawReader::open(&img).unwrap()).unwrap();
+    let root = diskcast_testkit::read_bytes(&img, geo.root_region.0, 512);
+    let entry = |name: &[u8; 11]| root.chunks_exact(32).position(|e| &e[..11] == name).unwrap() * 32;
+    let (a, b) = (entry(b"A       BIN"), entry(b"B       BIN"));
+    let at = geo.root_region.0 + u64::try_from(b).unwrap() + 26;
+    patch(&img, at, &root[a + 26..a + 28]);
+    let e = read_err(img, "cross-linked files");
+    assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
+    assert!(e.to_string().contains("is also in another file's or directory's chain (cross-linked)"), "{e}");
+    assert!(e.to_string().contains("x.img"), "{e}");
+}
+
+#[test]
+fn files_up_to_4_gib_minus_1_are_planned_and_larger_ones_refused() {
+    // A zero-filled file of the largest size FAT holds plans (nothing is read or written).
+    let zeros = |size: u64| Kind::File(FileData { size, content: diskcast_tree::Content::Zero });
+    let mut tree = Tree::new(meta(0o755));
+    tree.insert(NodeId::ROOT, b"max.bin", Node::new(meta(0o644), zeros(u64::from(u32::MAX)))).unwrap();
+    FatBuilder::FAT32.plan(&tree, &BuildOptions::default()).unwrap();
+    let d = tree.insert(NodeId::ROOT, b"d", Node::new(meta(0o755), Kind::empty_dir())).unwrap();
+    tree.insert(d, b"over.bin", Node::new(meta(0o644), zeros(1 << 32))).unwrap();
+    for b in [FatBuilder::FAT32, FatBuilder::FAT16] {
+        let e = b.plan(&tree, &BuildOptions::default()).map(|_| ()).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("/d/over.bin: 4294967296 bytes is larger than a FAT file can be (4294967295 bytes"),
+            "{msg}"
+        );
+    }
+}

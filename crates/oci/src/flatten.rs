@@ -2,11 +2,13 @@
 //! OCI image spec's layer.md defines it. Nothing is written to disk and no privilege is
 //! needed: file content stays a reference into its layer blob.
 //!
-//! Each layer is read once, front to back (decompressed, its compressed digest and its
-//! uncompressed diff_id checked at the end); layers are read in parallel and applied in
-//! order. Per layer, whiteouts (`.wh.NAME`) and opaque markers (`.wh..wh..opq`) apply
-//! first, to what the lower layers made (the spec: a whiteout never hides an entry of its
-//! own layer), then the layer's entries in archive order.
+//! Each layer blob is read once, front to back (decompressed, its compressed digest and
+//! its uncompressed diff_id checked at the end), however often the manifest lists it;
+//! blobs are read in parallel and the listings applied in order, at most
+//! [`MAX_IMAGE_MEMBERS`] members in all. Per layer, whiteouts (`.wh.NAME`) and opaque
+//! markers (`.wh..wh..opq`) apply first, to what the lower layers made (the spec: a
+//! whiteout never hides an entry of its own layer), then the layer's entries in archive
+//! order.
 //!
 //! Paths are confined to the tree: `..` components in a member's name or hard link target
 //! are refused; an absolute name is taken relative to the root (as every runtime does);
@@ -14,13 +16,14 @@
 //! as umoci and containerd resolve them within the root filesystem.
 
 use crate::blobs::{LayerStream, VerifiedRaw};
-use crate::digest::{Hasher, from_io, mismatch};
+use crate::digest::{Digest, Hasher, from_io, mismatch};
 use crate::image::{Image, Layer};
 use diskcast_block::{Error, Result};
 use diskcast_tar::{Member, MemberKind, SparseContent, TarReader, normalize_path};
 use diskcast_tree::{
     Content, FileData, Kind, Meta, Node, NodeId, StreamSource, Timestamp, Tree, check_name, display_name,
 };
+use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::sync::{Arc, Mutex};
 
@@ -29,6 +32,12 @@ const OPAQUE: &[u8] = b".wh..wh..opq";
 /// Most members one layer may hold before it is refused (a tree holds at most
 /// `diskcast_tree::MAX_NODES` anyway).
 const MAX_MEMBERS_PER_LAYER: usize = 10_000_000;
+/// Most members all the layers of an image may apply together, a blob listed several
+/// times counted each time. A blob is read once however often it is listed, but each
+/// listing is applied again: this bounds that work (and the tree's growth) at what one
+/// layer at [`MAX_MEMBERS_PER_LAYER`] could cost. The largest real images hold about a
+/// million files over all their layers.
+pub const MAX_IMAGE_MEMBERS: usize = 10_000_000;
 
 /// One layer read through: its members, in archive order.
 #[derive(Debug)]
@@ -142,29 +151,40 @@ impl Read for SharedRead {
 /// in order into a new tree.
 pub fn flatten(image: &Image, threads: usize) -> Result<Tree> {
     let scanned = scan_all(image, threads)?;
-    let mut tree = Tree::new(Meta::new(0o755, Timestamp::default()));
+    let mut flat = Flattener::new(image, &scanned)?;
     for layer in &scanned {
-        apply_layer(&mut tree, layer)?;
+        flat.apply(layer)?;
     }
-    Ok(tree)
+    Ok(flat.into_tree())
 }
 
-/// Scans all layers, keeping their order.
-pub fn scan_all(image: &Image, threads: usize) -> Result<Vec<ScannedLayer>> {
-    let n = image.layers.len();
+/// The scanned layers of `image`, in its order. A blob listed several times (Docker
+/// repeats its empty layer) is read and parsed once, and its one member list shared, so
+/// memory stays linear in the bytes read.
+pub fn scan_all(image: &Image, threads: usize) -> Result<Vec<Arc<ScannedLayer>>> {
+    // The first layer with each blob (and the same media type and diff_id) is scanned.
+    let mut distinct: Vec<usize> = Vec::new();
+    let mut of_layer: Vec<usize> = Vec::with_capacity(image.layers.len());
+    let mut seen: HashMap<(&Digest, &str, Option<&Digest>), usize> = HashMap::new();
+    for (i, l) in image.layers.iter().enumerate() {
+        let key = (&l.descriptor.digest, l.descriptor.media_type.as_str(), l.diff_id.as_ref());
+        let k = *seen.entry(key).or_insert_with(|| {
+            distinct.push(i);
+            distinct.len() - 1
+        });
+        of_layer.push(k);
+    }
+    let n = distinct.len();
     let threads = threads.clamp(1, n.max(1));
     let next = std::sync::atomic::AtomicUsize::new(0);
-    let results: Vec<std::sync::Mutex<Option<Result<ScannedLayer>>>> =
-        (0..n).map(|_| std::sync::Mutex::new(None)).collect();
+    let results: Vec<Mutex<Option<Result<ScannedLayer>>>> = (0..n).map(|_| Mutex::new(None)).collect();
     std::thread::scope(|s| {
         for _ in 0..threads {
             s.spawn(|| {
                 loop {
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    if i >= n {
-                        break;
-                    }
-                    let r = scan_layer(image, &image.layers[i]);
+                    let Some(&layer) = distinct.get(i) else { break };
+                    let r = scan_layer(image, &image.layers[layer]);
                     let failed = r.is_err();
                     if let Ok(mut slot) = results[i].lock() {
                         *slot = Some(r);
@@ -177,15 +197,56 @@ pub fn scan_all(image: &Image, threads: usize) -> Result<Vec<ScannedLayer>> {
             });
         }
     });
-    let mut out = Vec::with_capacity(n);
+    let mut scanned = Vec::with_capacity(n);
     for (i, slot) in results.into_iter().enumerate() {
         match slot.into_inner().ok().flatten() {
-            Some(Ok(l)) => out.push(l),
+            Some(Ok(l)) => scanned.push(Arc::new(l)),
             Some(Err(e)) => return Err(e),
-            None => return Err(Error::invalid(format!("layer {i} was not read"))),
+            None => return Err(Error::invalid(format!("layer {} was not read", distinct[i]))),
         }
     }
-    Ok(out)
+    Ok(of_layer.into_iter().map(|k| scanned[k].clone()).collect())
+}
+
+/// Applies scanned layers, in order, into one tree.
+///
+/// A member that replaces a file of a lower layer (or of an earlier listing of the same
+/// blob) takes over its node when that node has no other name, so a layer listed many
+/// times rebuilds the same nodes rather than adding a tree's worth each time.
+#[derive(Debug)]
+pub struct Flattener {
+    tree: Tree,
+    /// Nodes that got a second name (hard links): never taken over.
+    linked: HashSet<NodeId>,
+}
+
+impl Flattener {
+    /// A flattener for `layers` (all of `image`'s, in order): refused when they hold more
+    /// than [`MAX_IMAGE_MEMBERS`] members together.
+    pub fn new(image: &Image, layers: &[Arc<ScannedLayer>]) -> Result<Self> {
+        let total = layers.iter().try_fold(0usize, |sum, l| sum.checked_add(l.entries.len()));
+        if total.is_none_or(|t| t > MAX_IMAGE_MEMBERS) {
+            let distinct: HashSet<&Digest> = layers.iter().map(|l| &l.stream.digest).collect();
+            return Err(Error::out_of_bounds(format!(
+                "image {}: its {} layers ({} distinct blobs) hold more than the {MAX_IMAGE_MEMBERS} members \
+                 diskcast applies for one image (MAX_IMAGE_MEMBERS; a blob listed several times counts each time)",
+                image.source,
+                layers.len(),
+                distinct.len()
+            )));
+        }
+        Ok(Flattener { tree: Tree::new(Meta::new(0o755, Timestamp::default())), linked: HashSet::new() })
+    }
+
+    /// The flattened tree.
+    pub fn into_tree(self) -> Tree {
+        self.tree
+    }
+
+    /// Applies one scanned layer.
+    pub fn apply(&mut self, layer: &ScannedLayer) -> Result<()> {
+        apply_layer(&mut self.tree, &mut self.linked, layer)
+    }
 }
 
 /// A member's path as tree components (leading `/` and `.` dropped, `..` refused),
@@ -198,8 +259,8 @@ fn components<'a>(path: &'a [u8], what: &dyn Fn() -> String) -> Result<Vec<&'a [
     Ok(comps)
 }
 
-/// Applies one scanned layer to `tree`.
-pub fn apply_layer(tree: &mut Tree, layer: &ScannedLayer) -> Result<()> {
+/// Applies one scanned layer to `tree`; `linked` holds the nodes with hard links.
+fn apply_layer(tree: &mut Tree, linked: &mut HashSet<NodeId>, layer: &ScannedLayer) -> Result<()> {
     let what = || format!("layer {}", layer.stream.digest);
     // Whiteouts first: they hide only what lower layers made.
     for e in &layer.entries {
@@ -266,6 +327,7 @@ pub fn apply_layer(tree: &mut Tree, layer: &ScannedLayer) -> Result<()> {
                 continue;
             }
             tree.link(parent, last, target)?;
+            linked.insert(target);
             continue;
         }
         let kind = match &e.kind {
@@ -288,9 +350,19 @@ pub fn apply_layer(tree: &mut Tree, layer: &ScannedLayer) -> Result<()> {
             MemberKind::Fifo => Kind::Fifo,
             MemberKind::HardLink(_) => unreachable_kind()?,
         };
+        let is_dir = matches!(kind, Kind::Dir(_));
         let mut node = Node::new(e.meta.clone(), kind);
         node.xattrs = e.xattrs.clone();
-        tree.insert(parent, last, node)?;
+        match tree.lookup(parent, last) {
+            // A file over a file with no other name: the old node is replaced in place,
+            // as inserting would leave it unreachable in the tree.
+            Some(old) if !is_dir && tree.node(old).as_dir().is_none() && !linked.contains(&old) => {
+                *tree.node_mut(old) = node;
+            }
+            _ => {
+                tree.insert(parent, last, node)?;
+            }
+        }
     }
     Ok(())
 }

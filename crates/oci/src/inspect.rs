@@ -5,11 +5,11 @@
 //! `/usr/lib/sysimage/rpm`; see [`crate::rpmdb`]).
 
 use crate::digest::Digest;
-use crate::flatten::{apply_layer, scan_all};
+use crate::flatten::{Flattener, scan_all};
 use crate::image::Image;
 use crate::spec::{History, Platform, RunConfig};
 use diskcast_block::{Error, Result};
-use diskcast_tree::{Kind, Meta, NodeId, Timestamp, Tree};
+use diskcast_tree::{Kind, NodeId, Tree};
 use serde::Serialize;
 use std::io::Read;
 
@@ -135,10 +135,10 @@ impl Package {
 /// Reads every layer, flattens, and gathers the report.
 pub fn inspect(image: &Image, threads: usize) -> Result<Report> {
     let scanned = scan_all(image, threads)?;
-    let mut tree = Tree::new(Meta::new(0o755, Timestamp::default()));
+    let mut flat = Flattener::new(image, &scanned)?;
     let mut layers = Vec::with_capacity(scanned.len());
     for (layer, s) in image.layers.iter().zip(&scanned) {
-        apply_layer(&mut tree, s)?;
+        flat.apply(s)?;
         layers.push(LayerReport {
             digest: layer.descriptor.digest.clone(),
             media_type: layer.descriptor.media_type.clone(),
@@ -156,6 +156,7 @@ pub fn inspect(image: &Image, threads: usize) -> Result<Report> {
         });
     }
     let history = history(&image.config.history, image.layers.len());
+    let tree = flat.into_tree();
     let found = packages(&tree)?;
     Ok(Report {
         source: image.source.clone(),

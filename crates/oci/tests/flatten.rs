@@ -121,3 +121,20 @@ fn gnu_old_sparse_members_read_like_gnu_tar_extracts_them() {
     let data = tree.node(tree.resolve(b"sparse", false).unwrap()).as_file().unwrap().data_ranges().unwrap();
     assert!(data.iter().map(|r| r.1).sum::<u64>() < 1 << 20, "holes lost: {data:?}");
 }
+
+#[test]
+fn layers_listed_again_flatten_like_umoci_unpack() {
+    // The test image's seven layers listed twice over (whiteouts, opaque directories, hard
+    // links and replacements all applied a second time): umoci applies each listing, so
+    // must we, whatever we share between listings of one blob.
+    let tmp = tempfile::tempdir().unwrap();
+    let img = tmp.path().join("img");
+    make_image(&img);
+    let order: Vec<usize> = (0..7).chain(0..7).chain([6, 6]).collect();
+    relist_layers(&img, "t", &order);
+    let image = open(&format!("oci:{}:t", img.display()), &OpenOptions::default()).unwrap();
+    assert_eq!(image.layers.len(), 16);
+    let rootfs = umoci_unpack(&format!("{}:t", img.display()), &tmp.path().join("bundle"));
+    let ours = flatten_manifest(&format!("oci:{}:t", img.display()));
+    assert_same(&ours, &dir_manifest(&rootfs), "layers listed twice");
+}

@@ -169,3 +169,23 @@ fn pax_size_that_disagrees_is_refused() {
     let (_t, r) = one_layer(&[tar_pax(&[("size", "-5")]), tar_member(b"f", b'0', b"short", b"")]);
     assert_err(r, ErrorKind::Corrupt, "PAX size");
 }
+
+#[test]
+fn members_of_all_layers_together_are_capped() {
+    // One layer of 10000 members (Python's tarfile) listed 1001 times: read once, but
+    // 10.01 million members to apply, past MAX_IMAGE_MEMBERS.
+    let tmp = tempfile::tempdir().unwrap();
+    let tar = tmp.path().join("layer.tar");
+    let script = "import sys, tarfile\n\
+        with tarfile.open(sys.argv[1], 'w', format=tarfile.PAX_FORMAT) as t:\n\
+        \x20   for i in range(10000): t.addfile(tarfile.TarInfo(f'f{i:05}'))\n";
+    run("/usr/bin/python3", &["-c", script, tar.to_str().unwrap()]);
+    let layout = tmp.path().join("img");
+    write_plain_layout(&layout, &[std::fs::read(&tar).unwrap()]);
+    relist_layers(&layout, "t", &[0; 1001]);
+    let e = flatten_dir(&layout).expect_err("10 million members were applied");
+    assert_eq!(e.kind(), ErrorKind::OutOfBounds, "{e}");
+    let msg = e.to_string();
+    assert!(msg.contains("1001 layers (1 distinct blobs) hold more than the 10000000 members"), "{msg}");
+    assert!(msg.contains("MAX_IMAGE_MEMBERS") && msg.contains(&layout.display().to_string()), "{msg}");
+}

@@ -353,6 +353,47 @@ pub fn write_layout(dir: &Path, layers: &[(Vec<u8>, &str)], uncompressed: &[Vec<
     std::fs::write(dir.join("index.json"), index).unwrap();
 }
 
+/// Rewrites the image tagged `tag` in the OCI layout `dir` (made by umoci or skopeo) so
+/// that its manifest lists its layers in `order` (indexes into the current list, repeats
+/// allowed), with the config's diff_ids and layer history to match. The config, manifest
+/// and index are written again with their digests recomputed; layer blobs stay as they
+/// are.
+pub fn relist_layers(dir: &Path, tag: &str, order: &[usize]) {
+    use serde_json::Value;
+    let blob = |d: &Value| dir.join("blobs/sha256").join(d.as_str().unwrap().strip_prefix("sha256:").unwrap());
+    let put = |v: &Value| {
+        let b = serde_json::to_vec(v).unwrap();
+        let h = sha256_hex(&b);
+        std::fs::write(dir.join("blobs/sha256").join(&h), &b).unwrap();
+        (Value::from(format!("sha256:{h}")), Value::from(b.len()))
+    };
+    let mut index: Value = serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
+    let desc = index["manifests"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
+        .unwrap_or_else(|| panic!("no image tagged {tag} in {}", dir.display()));
+    let mut manifest: Value = serde_json::from_slice(&std::fs::read(blob(&desc["digest"])).unwrap()).unwrap();
+    let mut config: Value =
+        serde_json::from_slice(&std::fs::read(blob(&manifest["config"]["digest"])).unwrap()).unwrap();
+    let pick = |list: &Value| Value::Array(order.iter().map(|&i| list[i].clone()).collect());
+    manifest["layers"] = pick(&manifest["layers"]);
+    config["rootfs"]["diff_ids"] = pick(&config["rootfs"]["diff_ids"]);
+    if let Some(history) = config.get("history").and_then(Value::as_array) {
+        let with_layer: Vec<Value> =
+            history.iter().filter(|h| h.get("empty_layer") != Some(&Value::Bool(true))).cloned().collect();
+        config["history"] = pick(&Value::Array(with_layer));
+    }
+    let (d, n) = put(&config);
+    manifest["config"]["digest"] = d;
+    manifest["config"]["size"] = n;
+    let (d, n) = put(&manifest);
+    desc["digest"] = d;
+    desc["size"] = n;
+    std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+}
+
 /// A layout of uncompressed tar layers.
 pub fn write_plain_layout(dir: &Path, tars: &[Vec<u8>]) {
     let layers: Vec<(Vec<u8>, &str)> =
