@@ -299,6 +299,25 @@ pub struct WriteArgs {
     pub threads: Option<usize>,
 }
 
+/// Where and how a built image is written (`mkfs`, `mkdisk`; `vm` fills it from its own
+/// flags).
+#[derive(Debug, Clone, Args)]
+pub struct OutputArgs {
+    /// The image to write: a file (written in full, then put in place), `-` or a pipe or
+    /// character device (raw only, front to back), or a block device (raw, written in
+    /// place when nothing uses it).
+    #[arg(short = 'o', long = "output", value_name = "OUT")]
+    pub output: PathBuf,
+    /// Block format of OUT (raw, qcow2, vmdk, vhd, vhdx, vdi).
+    #[arg(short = 'O', long = "output-format", value_name = "FMT", default_value = "raw")]
+    pub output_format: String,
+    /// Format options of OUT, comma separated (`diskcast formats` lists them).
+    #[arg(long = "format-options", value_name = "KEY=VALUE,..")]
+    pub format_options: Vec<String>,
+    #[command(flatten)]
+    pub write: WriteArgs,
+}
+
 #[derive(Debug, Args)]
 pub struct ConvertArgs {
     /// Format of SRC (probed if not given).
