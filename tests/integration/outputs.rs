@@ -6,7 +6,7 @@
 use crate::support::*;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A directory tree to build from, made with plain file writes.
 fn small_tree(dir: &Path) -> PathBuf {
@@ -175,4 +175,168 @@ fn oci_layout_blobs_hold_no_temporaries() {
     assert_eq!(names(&layout), ["blobs", "index.json", "oci-layout"]);
     tool_text("umoci", &["gc", "--layout", &s(&layout)]);
     assert_eq!(names(&blobs), before, "umoci gc found unreferenced blobs");
+}
+
+/// A loop device over a file, detached when dropped (also when a test fails).
+struct Loop {
+    dev: String,
+}
+
+impl Loop {
+    /// `losetup -f --show -P [-r] FILE`: partitions scanned, read-only with `ro`.
+    fn attach(file: &Path, ro: bool) -> Loop {
+        assert!(nix_is_root(), "block device tests need root (loop devices)");
+        let mut args = vec!["-f", "--show", "-P"];
+        if ro {
+            args.push("-r");
+        }
+        let f = s(file);
+        args.push(&f);
+        let dev = tool_out("losetup", &args).trim().to_string();
+        assert!(dev.starts_with("/dev/loop"), "losetup printed {dev:?}");
+        Loop { dev }
+    }
+
+    /// Partition `n`'s node. A kernel built without the GPT parser makes none on its
+    /// own: then `partx -a` reads the table and adds the partitions.
+    fn part(&self, n: u32) -> String {
+        let p = format!("{}p{n}", self.dev);
+        let start = Instant::now();
+        let mut asked = false;
+        while !Path::new(&p).exists() {
+            if !asked && start.elapsed() > Duration::from_secs(1) {
+                tool_text("partx", &["-a", &self.dev]);
+                asked = true;
+            }
+            assert!(start.elapsed() < Duration::from_secs(10), "{p} never appeared");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        p
+    }
+}
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").args(["-d", &self.dev]).status();
+    }
+}
+
+/// A mount, unmounted when dropped.
+struct Mount {
+    dir: PathBuf,
+}
+
+impl Mount {
+    fn new(dev: &str, dir: &Path) -> Mount {
+        std::fs::create_dir_all(dir).unwrap();
+        tool_text("mount", &[dev, &s(dir)]);
+        Mount { dir: dir.to_path_buf() }
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.dir).status();
+    }
+}
+
+fn nix_is_root() -> bool {
+    tool_out("id", &["-u"]).trim() == "0"
+}
+
+/// A 64 MiB disk file with a GPT (sgdisk) whose one partition holds ext4 (mkfs.ext4,
+/// everything initialised at once so nothing writes to it later behind our back).
+fn gpt_ext4_disk(dir: &Path) -> (PathBuf, Loop) {
+    let disk = dir.join("disk.img");
+    qemu_img(&["create", "-q", "-f", "raw", &s(&disk), "64M"]);
+    tool_text("sgdisk", &["-n", "1:2048:0", "-t", "1:8300", &s(&disk)]);
+    let lo = Loop::attach(&disk, false);
+    let p1 = lo.part(1);
+    tool_text("mkfs.ext4", &["-q", "-E", "lazy_itable_init=0,lazy_journal_init=0", &p1]);
+    (disk, lo)
+}
+
+/// Block devices are written only when nothing uses them: a mounted device, one with a
+/// mounted partition, the source itself (or its partition), a read-only one and one
+/// smaller than the image are each refused with the reason, and left unchanged.
+#[test]
+fn block_device_targets_are_checked() {
+    let d = tmp();
+    let src = d.path().join("src.raw");
+    qemu_img(&["create", "-q", "-f", "raw", &s(&src), "8M"]);
+    qemu_io("raw", &src, &["write -P 0x6b 0 8M"]);
+    let (disk, lo) = gpt_ext4_disk(d.path());
+    let p1 = lo.part(1);
+    let head = |p: &Path| read(p)[..1 << 20].to_vec();
+    let gpt_before = head(&disk);
+
+    // Not mounted yet: the disk and its partition are each the other's input.
+    dc(&["convert", "-n", "-f", "raw", "-O", "raw", &lo.dev, &lo.dev]).expect_code(1).expect_stderr_all(&["itself"]);
+    dc(&["convert", "-n", "-f", "raw", "-O", "raw", &p1, &lo.dev]).expect_code(1).expect_stderr_all(&[
+        &lo.dev,
+        "partition",
+        "input",
+    ]);
+
+    let mnt = Mount::new(&p1, &d.path().join("mnt"));
+    write_file(&mnt.dir.join("keep.txt"), b"still here\n");
+    let mounted_at = s(&mnt.dir);
+    dc(&["convert", "-n", "-O", "raw", &s(&src), &lo.dev]).expect_code(1).expect_stderr_all(&[
+        &lo.dev,
+        "partition",
+        "mounted at",
+        &mounted_at,
+    ]);
+    dc(&["convert", "-n", "-O", "raw", &s(&src), &p1]).expect_code(1).expect_stderr_all(&[&p1, "mounted at"]);
+    // Other commands given a block device check it the same way.
+    let tree = small_tree(d.path());
+    dc(&["mkfs", "fat32", &s(&tree), "-o", &lo.dev]).expect_code(1).expect_stderr_all(&["mounted at"]);
+    dc(&["iso", "create", &s(&tree), "-o", &p1]).expect_code(1).expect_stderr_all(&["mounted at"]);
+    assert_eq!(read(&mnt.dir.join("keep.txt")), b"still here\n");
+    drop(mnt);
+    assert_eq!(head(&disk), gpt_before, "the GPT changed");
+    tool_text("sgdisk", &["-v", &s(&disk)]);
+    tool_text("e2fsck", &["-fn", &p1]);
+    drop(lo);
+
+    // Read-only.
+    let ro = Loop::attach(&disk, true);
+    dc(&["convert", "-n", "-O", "raw", &s(&src), &ro.dev]).expect_code(1).expect_stderr_all(&[&ro.dev, "read-only"]);
+    drop(ro);
+
+    // Too small: a 4 MiB device for an 8 MiB image.
+    let small = d.path().join("small.img");
+    qemu_img(&["create", "-q", "-f", "raw", &s(&small), "4M"]);
+    let lo = Loop::attach(&small, false);
+    dc(&["convert", "-n", "-O", "raw", &s(&src), &lo.dev]).expect_code(1).expect_stderr_all(&[
+        &lo.dev,
+        "4194304 bytes",
+        "less than the 8388608-byte image",
+    ]);
+    assert!(read(&small).iter().all(|&b| b == 0), "the small device was written");
+}
+
+/// A free block device is written in place: `convert -n` and `mkfs` give exactly the
+/// bytes a file output gets.
+#[test]
+fn a_free_block_device_is_written() {
+    let d = tmp();
+    let src = d.path().join("src.raw");
+    qemu_img(&["create", "-q", "-f", "raw", &s(&src), "8M"]);
+    qemu_io("raw", &src, &["write -P 0x3c 0 1M", "write -P 0x7e 5M 2M"]);
+    let backing = d.path().join("dev.img");
+    // Data where the image has holes: written in place, zeros must be written too.
+    write_file(&backing, &pseudo_random(8 << 20, 3));
+    let lo = Loop::attach(&backing, false);
+    dc_ok(&["convert", "-n", "-f", "raw", "-O", "raw", &s(&src), &lo.dev]);
+    tool_text("cmp", &[&s(&src), &lo.dev]);
+
+    let tree = small_tree(d.path());
+    let file = d.path().join("fat.img");
+    let epoch = Some("1700000000");
+    let size = "8M";
+    dc_epoch(epoch, &["mkfs", "fat32", &s(&tree), "-o", &s(&file), "--size", size]).expect_ok();
+    dc_epoch(epoch, &["mkfs", "fat32", &s(&tree), "-o", &lo.dev, "--size", size]).expect_ok();
+    tool_text("cmp", &[&s(&file), &lo.dev]);
+    tool_text("fsck.fat", &["-n", &lo.dev]);
 }
