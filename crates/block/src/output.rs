@@ -260,6 +260,15 @@ fn link_into_place(file: &File, target: &Path, keep_existing: bool) -> Result<()
     Err(Error::io("no free temporary name", std::io::Error::from(std::io::ErrorKind::AlreadyExists)).with_file(target))
 }
 
+/// A scratch file in `dir` that never gets a name (`O_TMPFILE`, or a name removed at
+/// once where there is none) and vanishes with its last handle, even on `kill -9`: a
+/// spooled input, a layer held until its archive is written. `label` is what errors call
+/// it.
+pub fn scratch(dir: &Path, label: &Path) -> Result<File> {
+    tempfile::tempfile_in(dir)
+        .map_err(|e| Error::io(format!("cannot create a temporary file in {}", dir.display()), e).with_file(label))
+}
+
 /// What a target path names, which decides how it is written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
