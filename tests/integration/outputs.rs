@@ -340,3 +340,91 @@ fn a_free_block_device_is_written() {
     tool_text("cmp", &[&s(&file), &lo.dev]);
     tool_text("fsck.fat", &["-n", &lo.dev]);
 }
+
+/// True when `p` is still a character device (`/dev/null` must never become a file).
+fn is_char_device(p: &Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_char_device())
+}
+
+/// Runs diskcast with `FIFO` in `args` replaced by a fifo that `cat` reads; returns what
+/// `cat` received.
+fn through_fifo(dir: &Path, args: &[&str]) -> Vec<u8> {
+    let fifo = dir.join("out.fifo");
+    let _ = std::fs::remove_file(&fifo);
+    tool_text("mkfifo", &[&s(&fifo)]);
+    let got = dir.join("fifo.bytes");
+    let reader = Command::new("cat").arg(&fifo).stdout(std::fs::File::create(&got).unwrap()).spawn().unwrap();
+    let f = s(&fifo);
+    let args: Vec<&str> = args.iter().map(|a| if *a == "FIFO" { f.as_str() } else { a }).collect();
+    let r = dc_epoch(Some("1700000000"), &args);
+    let status = reader.wait_with_output().unwrap().status;
+    assert_eq!(r.code, Some(0), "{}", r.describe());
+    assert!(status.success());
+    use std::os::unix::fs::FileTypeExt;
+    assert!(std::fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo(), "the fifo was replaced");
+    read(&got)
+}
+
+/// Character devices and pipes are written in place, front to back: /dev/null stays a
+/// device, and a fifo's reader gets exactly the bytes a file output gets.
+#[test]
+fn devices_and_pipes_are_written_in_place() {
+    let d = tmp();
+    let tree = small_tree(d.path());
+    let t = s(&tree);
+    let src = d.path().join("src.raw");
+    qemu_img(&["create", "-q", "-f", "raw", &s(&src), "6M"]);
+    qemu_io("raw", &src, &["write -P 0x42 1M 2M"]);
+    let null = Path::new("/dev/null");
+    for args in [
+        vec!["extract", t.as_str(), "-o", "/dev/null"],
+        vec!["convert", "-O", "raw", &s(&src), "/dev/null"],
+        vec!["convert", "-O", "vmdk", "-o", "subformat=streamOptimized", &s(&src), "/dev/null"],
+        vec!["iso", "create", t.as_str(), "-o", "/dev/null"],
+        vec!["mkfs", "fat32", t.as_str(), "-o", "/dev/null"],
+    ] {
+        dc_ok(&args);
+        assert!(is_char_device(null), "`{}` replaced /dev/null", args.join(" "));
+    }
+    // A format that seeks back cannot go there: refused, saying which can.
+    for args in [
+        vec!["convert", "-O", "qcow2", &s(&src), "/dev/null"],
+        vec!["mkfs", "ext4", &t, "-o", "/dev/null", "-O", "vhdx"],
+    ] {
+        dc(&args).expect_code(1).expect_stderr_all(&["seeks back", "formats that can", "raw"]);
+    }
+    assert!(is_char_device(null));
+    assert!(names(Path::new("/dev")).iter().all(|n| !n.contains("diskcast")), "temporary files in /dev");
+
+    // A fifo gets the same bytes as a file.
+    let epoch = Some("1700000000");
+    let cases: [(&str, Vec<&str>); 3] = [
+        ("tar", vec!["extract", t.as_str(), "-o", "OUT"]),
+        ("raw", vec!["convert", "-f", "raw", "-O", "raw", "SRC", "OUT"]),
+        ("iso", vec!["iso", "create", t.as_str(), "-o", "OUT"]),
+    ];
+    let src_s = s(&src);
+    for (ext, args) in cases {
+        let file = d.path().join(format!("file.{ext}"));
+        let fs = s(&file);
+        let sub = |out: &str| -> Vec<String> {
+            args.iter()
+                .map(|a| match *a {
+                    "OUT" => out.to_string(),
+                    "SRC" => src_s.clone(),
+                    a => a.to_string(),
+                })
+                .collect()
+        };
+        let to_file = sub(&fs);
+        dc_epoch(epoch, &to_file.iter().map(String::as_str).collect::<Vec<_>>()).expect_ok();
+        let to_fifo = sub("FIFO");
+        let got = through_fifo(d.path(), &to_fifo.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(got == read(&file), "{ext}: the fifo got {} bytes, the file {}", got.len(), file_len(&file));
+        // And /dev/stdout, here a pipe to the test.
+        let to_stdout = sub("/dev/stdout");
+        let r = dc_epoch(epoch, &to_stdout.iter().map(String::as_str).collect::<Vec<_>>()).expect_ok();
+        assert!(r.stdout == read(&file), "{ext}: /dev/stdout got {} bytes", r.stdout.len());
+    }
+}
