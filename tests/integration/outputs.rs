@@ -428,3 +428,41 @@ fn devices_and_pipes_are_written_in_place() {
         assert!(r.stdout == read(&file), "{ext}: /dev/stdout got {} bytes", r.stdout.len());
     }
 }
+
+/// Tree writers refuse their own input as output (by device and inode, through any
+/// name), as `convert` does, and leave it unchanged.
+#[test]
+fn tree_writers_refuse_their_own_input() {
+    let d = tmp();
+    let tree = small_tree(d.path());
+    let ext4 = d.path().join("a.img");
+    tool_text("mkfs.ext4", &["-q", "-d", &s(&tree), &s(&ext4), "8M"]);
+    let tar = d.path().join("a.tar");
+    tool_text("tar", &["-cf", &s(&tar), "-C", &s(&tree), "."]);
+    let iso = iso_of(d.path(), &tree);
+    let kernel = d.path().join("vmlinuz");
+    write_file(&kernel, &pseudo_random(64 * 1024, 9));
+    let link = d.path().join("link.img");
+    std::fs::hard_link(&ext4, &link).unwrap();
+    let (e, t, i, l) = (s(&ext4), s(&tar), s(&iso), s(&link));
+    let part = format!("root:ext4:auto:{e}");
+    let oci_archive = format!("oci-archive:{t}:latest");
+    let cases: [(&Path, &[&str]); 9] = [
+        (&ext4, &["mkfs", "ext4", &e, "-o", &e]),
+        (&ext4, &["mkfs", "fat32", &e, "-o", &l]),
+        (&tar, &["extract", &t, "-o", &t]),
+        (&iso, &["iso", "create", &i, "-o", &i]),
+        (&iso, &["iso", "remaster", &i, "-o", &i]),
+        (&ext4, &["mkdisk", "-o", &e, "--part", &part]),
+        (&tar, &["vm", &t, "-o", &t, "--kernel", &s(&kernel)]),
+        (&kernel, &["vm", &t, "-o", &s(&kernel), "--kernel", &s(&kernel)]),
+        (&tar, &["convert", &t, &oci_archive]),
+    ];
+    for (input, args) in cases {
+        let before = read(input);
+        dc(args).expect_code(1).expect_stderr_all(&["input", "itself"]);
+        assert!(read(input) == before, "`{}` changed its input", args.join(" "));
+    }
+    assert!(stray_temps(d.path()).is_empty());
+    tool_text("e2fsck", &["-fn", &e]);
+}

@@ -236,6 +236,11 @@ pub fn convert(
     progress: &dyn diskcast_block::progress::Progress,
 ) -> Result<u8> {
     let dst_ref = diskcast_oci::ImageRef::parse(dst)?;
+    if let diskcast_oci::ImageRef::OciArchive { file, .. } | diskcast_oci::ImageRef::DockerArchive { file, .. } =
+        &dst_ref
+    {
+        diskcast_block::output::refuse_inputs(file, &Vec::from_iter(diskcast_sources::source_path(src)))?;
+    }
     let mut labels = std::collections::BTreeMap::new();
     for l in &a.label {
         let (k, v) = l
