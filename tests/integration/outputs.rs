@@ -328,15 +328,27 @@ fn a_free_block_device_is_written() {
     // Data where the image has holes: written in place, zeros must be written too.
     write_file(&backing, &pseudo_random(8 << 20, 3));
     let lo = Loop::attach(&backing, false);
+    let is_block = |p: &str| {
+        use std::os::unix::fs::FileTypeExt;
+        std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_block_device())
+    };
     dc_ok(&["convert", "-n", "-f", "raw", "-O", "raw", &s(&src), &lo.dev]);
     tool_text("cmp", &[&s(&src), &lo.dev]);
+    assert!(is_block(&lo.dev));
 
     let tree = small_tree(d.path());
     let file = d.path().join("fat.img");
     let epoch = Some("1700000000");
     let size = "8M";
     dc_epoch(epoch, &["mkfs", "fat32", &s(&tree), "-o", &s(&file), "--size", size]).expect_ok();
-    dc_epoch(epoch, &["mkfs", "fat32", &s(&tree), "-o", &lo.dev, "--size", size]).expect_ok();
+    let r = dc_epoch(epoch, &["mkfs", "fat32", &s(&tree), "-o", &lo.dev, "--size", size]).expect_ok();
+    if !is_block(&lo.dev) {
+        // Put the node back before failing: the machine's other loop users need it.
+        let _ = std::fs::remove_file(&lo.dev);
+        let minor = lo.dev.trim_start_matches("/dev/loop");
+        let _ = Command::new("mknod").args(["-m", "600", &lo.dev, "b", "7", minor]).status();
+        panic!("mkfs replaced the device node {} with a file\n{}", lo.dev, r.describe());
+    }
     tool_text("cmp", &[&s(&file), &lo.dev]);
     tool_text("fsck.fat", &["-n", &lo.dev]);
 }
@@ -376,26 +388,30 @@ fn devices_and_pipes_are_written_in_place() {
     let src = d.path().join("src.raw");
     qemu_img(&["create", "-q", "-f", "raw", &s(&src), "6M"]);
     qemu_io("raw", &src, &["write -P 0x42 1M 2M"]);
-    let null = Path::new("/dev/null");
+    // A null device of our own (major 1, minor 3, as /dev/null): a regression replaces
+    // this node, not the machine's /dev/null, which other programs are using.
+    let devdir = d.path().join("dev");
+    std::fs::create_dir(&devdir).unwrap();
+    let null = devdir.join("null");
+    tool_text("mknod", &["-m", "666", &s(&null), "c", "1", "3"]);
+    let n = s(&null);
     for args in [
-        vec!["extract", t.as_str(), "-o", "/dev/null"],
-        vec!["convert", "-O", "raw", &s(&src), "/dev/null"],
-        vec!["convert", "-O", "vmdk", "-o", "subformat=streamOptimized", &s(&src), "/dev/null"],
-        vec!["iso", "create", t.as_str(), "-o", "/dev/null"],
-        vec!["mkfs", "fat32", t.as_str(), "-o", "/dev/null"],
+        vec!["extract", t.as_str(), "-o", &n],
+        vec!["convert", "-O", "raw", &s(&src), &n],
+        vec!["convert", "-O", "vmdk", "-o", "subformat=streamOptimized", &s(&src), &n],
+        vec!["iso", "create", t.as_str(), "-o", &n],
+        vec!["mkfs", "fat32", t.as_str(), "-o", &n],
     ] {
         dc_ok(&args);
-        assert!(is_char_device(null), "`{}` replaced /dev/null", args.join(" "));
+        assert!(is_char_device(&null), "`{}` replaced the null device", args.join(" "));
+        assert_eq!(names(&devdir), ["null"], "files beside the null device");
     }
     // A format that seeks back cannot go there: refused, saying which can.
-    for args in [
-        vec!["convert", "-O", "qcow2", &s(&src), "/dev/null"],
-        vec!["mkfs", "ext4", &t, "-o", "/dev/null", "-O", "vhdx"],
-    ] {
+    for args in [vec!["convert", "-O", "qcow2", &s(&src), &n], vec!["mkfs", "ext4", &t, "-o", &n, "-O", "vhdx"]] {
         dc(&args).expect_code(1).expect_stderr_all(&["seeks back", "formats that can", "raw"]);
     }
-    assert!(is_char_device(null));
-    assert!(names(Path::new("/dev")).iter().all(|n| !n.contains("diskcast")), "temporary files in /dev");
+    assert!(is_char_device(&null));
+    assert_eq!(names(&devdir), ["null"]);
 
     // A fifo gets the same bytes as a file.
     let epoch = Some("1700000000");

@@ -52,8 +52,13 @@ first, so every target format works; it is a raw disk (a piped image of another 
 is refused: save it to a file). A block device is read and written at its full size.
 Images in use by qemu (a running VM) are refused; -U reads a source anyway.
 
-The output is written to a temporary file beside DST and renamed into place only when
-everything succeeded; on an error or Ctrl-C no file is left under DST's name.")]
+The output is written as an unnamed file beside DST and linked into place only when
+everything succeeded; on an error, Ctrl-C or kill no file is left. An existing DST that
+a VM or another tool has open is refused, never replaced. DST /dev/null, /dev/stdout, a
+pipe or another character device is written in place, front to back (raw or
+streamOptimized VMDK); a block device only with -n, and only when nothing uses it (not
+mounted, no mounted partition, not swap, dm or RAID, not the running system's, large
+enough).")]
     Convert(ConvertArgs),
     /// Compare the guest-visible content of two images (exit 0 same, 1 different, 2 error).
     #[command(after_help = "\
