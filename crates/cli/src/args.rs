@@ -259,12 +259,28 @@ pub struct OpenArgs {
     /// qemu do when they open it; without this flag such an image is refused.
     #[arg(long = "replay-log", conflicts_with = "force_share")]
     pub replay_log: bool,
+    #[command(flatten)]
+    pub share: ShareArgs,
+}
+
+/// `-U`: the same flag and help for every command that reads images (`info`, `convert`,
+/// ..., and the tree commands).
+#[derive(Debug, Default, Clone, Copy, Args)]
+pub struct ShareArgs {
     /// Read an image even though another process (a running VM, qemu-io) has it open for
     /// writing, as qemu-img -U does. Without it such an image is refused, since what is
     /// read may be torn. diskcast locks the images it uses the way qemu does, so each
     /// sees the other.
     #[arg(short = 'U', long = "force-share")]
     pub force_share: bool,
+}
+
+impl ShareArgs {
+    /// How the images read are locked: qemu-img's shared read lock, or with `-U` one
+    /// that lets writers be.
+    pub fn lock_mode(self) -> diskcast_block::lock::LockMode {
+        if self.force_share { diskcast_block::lock::LockMode::ReadShared } else { diskcast_block::lock::LockMode::Read }
+    }
 }
 
 #[derive(Debug, Args)]

@@ -37,7 +37,7 @@ pub fn run(mut a: ConvertArgs) -> Result<u8> {
             &dst,
             a.format.clone(),
             &a.image,
-            a.open.force_share,
+            a.open.share,
             progress.as_ref(),
         );
     }

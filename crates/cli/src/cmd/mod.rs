@@ -77,11 +77,7 @@ impl Images {
             gate.allow(p)?;
         }
         // Replaying a log writes to the input, so it is locked as a target is.
-        let mode = match (open.replay_log, open.force_share) {
-            (true, _) => LockMode::Write,
-            (false, true) => LockMode::ReadShared,
-            (false, false) => LockMode::Read,
-        };
+        let mode = if open.replay_log { LockMode::Write } else { open.share.lock_mode() };
         Ok(Images {
             registry: diskcast_formats::registry(),
             gate,

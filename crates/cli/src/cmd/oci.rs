@@ -3,7 +3,7 @@
 
 use clap::{ArgAction, Args};
 use diskcast_block::Result;
-use diskcast_block::lock::{LockMode, Locks};
+use diskcast_block::lock::Locks;
 use diskcast_oci::{OpenOptions, Platform};
 
 /// How to read a container image source (`oci:`, `oci-archive:`, `docker-archive:`,
@@ -232,7 +232,7 @@ pub fn convert(
     dst: &str,
     format: Option<String>,
     a: &ImageWriteArgs,
-    force_share: bool,
+    share: crate::args::ShareArgs,
     progress: &dyn diskcast_block::progress::Progress,
 ) -> Result<u8> {
     let dst_ref = diskcast_oci::ImageRef::parse(dst)?;
@@ -286,8 +286,7 @@ pub fn convert(
         reproducible: clock.is_reproducible(),
         registry: image_opts.registry.clone(),
     };
-    let mode = if force_share { LockMode::ReadShared } else { LockMode::Read };
-    let locks = Some(std::sync::Arc::new(Locks::new(mode)));
+    let locks = Some(std::sync::Arc::new(Locks::new(share.lock_mode())));
     let opts = diskcast_sources::SourceOptions { tree: None, format, image: image_opts, locks };
     let opened = diskcast_sources::open_tree(src, &opts)?;
     for w in &opened.warnings {

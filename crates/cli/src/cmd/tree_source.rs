@@ -1,9 +1,10 @@
 //! What every tree command (`ls`, `cat`, `extract`, and the builders that read a tree)
 //! takes to name its source, and how it opens one.
 
+use crate::args::ShareArgs;
 use clap::Args;
 use diskcast_block::Result;
-use diskcast_block::lock::{LockMode, Locks};
+use diskcast_block::lock::Locks;
 use diskcast_sources::{Opened, SourceOptions, open_tree};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -18,12 +19,8 @@ pub struct SourceArgs {
     /// Block format of a disk image SRC (probed if not given).
     #[arg(short = 'f', long = "format", value_name = "FMT")]
     pub format: Option<String>,
-    /// Read a disk image even though another process (a running VM, qemu-io) has it open
-    /// for writing, as qemu-img -U does. Without it such an image is refused, since what is
-    /// read may be torn. diskcast locks the images it uses the way qemu does, so each
-    /// sees the other.
-    #[arg(short = 'U', long = "force-share")]
-    pub force_share: bool,
+    #[command(flatten)]
+    pub share: ShareArgs,
     #[command(flatten)]
     pub container: super::oci::ContainerArgs,
 }
@@ -32,8 +29,7 @@ impl SourceArgs {
     /// The library's options; disk images are locked as qemu-img locks its inputs (the
     /// shared read lock, or with `-U` one that lets writers be), until the command ends.
     pub fn options(&self) -> Result<SourceOptions> {
-        let mode = if self.force_share { LockMode::ReadShared } else { LockMode::Read };
-        let locks = Arc::new(Locks::new(mode));
+        let locks = Arc::new(Locks::new(self.share.lock_mode()));
         // The tree reads its images until the command ends, so their locks stay as long.
         static HELD: Mutex<Vec<Arc<Locks>>> = Mutex::new(Vec::new());
         HELD.lock().unwrap_or_else(|p| p.into_inner()).push(locks.clone());
