@@ -41,6 +41,9 @@ const STREAM_BUFFER: usize = 4 << 20;
 pub struct OutputFiles {
     pending: Mutex<Vec<Pending>>,
     claims: Mutex<Vec<(PathBuf, ImageLock)>>,
+    /// Behave as on a filesystem without `O_TMPFILE` (tests of the fallback: no
+    /// filesystem the test machines mount lacks it).
+    named_only: bool,
 }
 
 #[derive(Debug)]
@@ -107,7 +110,7 @@ impl OutputFiles {
     /// into `fallback_dir` (same filesystem) instead: nothing temporary in `dir` ever.
     /// `label` is what errors call it.
     pub fn create_unnamed(&self, dir: &Path, fallback_dir: &Path, label: &Path) -> Result<ImageFile> {
-        match open_unnamed(dir, label)? {
+        match self.open_unnamed(dir, label)? {
             Some(file) => self.track(file, label, None, None),
             None => self.make(fallback_dir, label, None),
         }
@@ -129,7 +132,7 @@ impl OutputFiles {
 
     /// An unnamed file in `dir`, else a named temporary there.
     fn make(&self, dir: &Path, label: &Path, target: Option<&Path>) -> Result<ImageFile> {
-        if let Some(file) = open_unnamed(dir, label)? {
+        if let Some(file) = self.open_unnamed(dir, label)? {
             return self.track(file, label, target, None);
         }
         let base = label.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -139,6 +142,10 @@ impl OutputFiles {
             Error::io(format!("cannot create the temporary file {}", temp.display()), e).with_file(label)
         })?;
         self.track(file, label, target, Some(temp))
+    }
+
+    fn open_unnamed(&self, dir: &Path, label: &Path) -> Result<Option<File>> {
+        if self.named_only { Ok(None) } else { open_unnamed(dir, label) }
     }
 
     fn track(&self, file: File, label: &Path, target: Option<&Path>, temp: Option<PathBuf>) -> Result<ImageFile> {
@@ -234,7 +241,11 @@ fn open_unnamed(dir: &Path, label: &Path) -> Result<Option<File>> {
 fn link_into_place(file: &File, target: &Path, keep_existing: bool) -> Result<()> {
     use rustix::fs::{AtFlags, CWD, linkat};
     let handle = format!("/proc/self/fd/{}", file.as_raw_fd());
-    let link = |to: &Path| linkat(CWD, handle.as_str(), CWD, to, AtFlags::SYMLINK_FOLLOW);
+    // Through /proc, which any user may do; without /proc, AT_EMPTY_PATH (root's way).
+    let link = |to: &Path| match linkat(CWD, handle.as_str(), CWD, to, AtFlags::SYMLINK_FOLLOW) {
+        Err(rustix::io::Errno::NOENT) => linkat(file, "", CWD, to, AtFlags::EMPTY_PATH),
+        r => r,
+    };
     let failed = |e: rustix::io::Errno| Error::io("cannot put the new file in place", e.into()).with_file(target);
     match link(target) {
         Ok(()) => return Ok(()),
@@ -526,6 +537,41 @@ mod tests {
             std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
         v.sort();
         v
+    }
+
+    /// Where the filesystem has no unnamed files: a named temporary, renamed into place,
+    /// removed on drop, and never inside the directory of a blob.
+    #[test]
+    fn named_temporaries_where_unnamed_files_are_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("out.img");
+        std::fs::write(&target, b"old").unwrap();
+        let named = || OutputFiles { pending: Mutex::default(), claims: Mutex::default(), named_only: true };
+        {
+            let out = named();
+            out.create(&target).unwrap().write_all_at(b"new", 0).unwrap();
+            assert_eq!(out.temp_paths().len(), 1);
+            assert_eq!(names(dir.path()).len(), 2);
+        }
+        assert_eq!(names(dir.path()), ["out.img"], "the temporary outlived an error");
+        let out = named();
+        out.create(&target).unwrap().write_all_at(b"new", 0).unwrap();
+        out.commit().unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), b"new");
+        assert_eq!(names(dir.path()), ["out.img"]);
+
+        let blobs = dir.path().join("blobs");
+        std::fs::create_dir(&blobs).unwrap();
+        for bytes in [&b"blob"[..], b"other"] {
+            let out = named();
+            let f = out.create_unnamed(&blobs, dir.path(), Path::new("blob")).unwrap();
+            f.write_all_at(bytes, 0).unwrap();
+            assert!(names(&blobs).iter().all(|n| n == "d1"), "a temporary in blobs/");
+            out.name(&f, &blobs.join("d1"), true).unwrap();
+            out.commit().unwrap();
+        }
+        assert_eq!(std::fs::read(blobs.join("d1")).unwrap(), b"blob");
+        assert_eq!(names(dir.path()), ["blobs", "out.img"]);
     }
 
     #[test]
