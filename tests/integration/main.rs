@@ -30,6 +30,7 @@ mod locking;
 mod map_measure;
 mod mutants;
 mod oci;
+mod outputs;
 mod pairs;
 mod profiles;
 mod qemu_json;

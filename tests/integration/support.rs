@@ -335,6 +335,25 @@ pub fn stray_temps(dir: &Path) -> Vec<String> {
         .collect()
 }
 
+/// Waits (up to 30 s) until `pid` writes an output in `dir`: an open file there with no
+/// name (`O_TMPFILE`, shown as `#INODE (deleted)`) or a hidden temporary one.
+pub fn wait_for_output_fd(pid: u32, dir: &Path) {
+    let start = Instant::now();
+    let canon = std::fs::canonicalize(dir).expect("canonicalize");
+    loop {
+        let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).into_iter().flatten().flatten();
+        let writing = fds.filter_map(|fd| std::fs::read_link(fd.path()).ok()).any(|l| {
+            let name = l.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            l.parent() == Some(canon.as_path()) && (name.starts_with('#') || name.starts_with('.'))
+        });
+        if writing {
+            return;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "diskcast never opened its output in {}", dir.display());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Asserts that `dst` does not exist and that no temporary file was left beside it.
 pub fn assert_no_output(dst: &Path) {
     assert!(!dst.exists(), "{} must not exist after a failed convert", dst.display());

@@ -162,10 +162,7 @@ impl ImageFile {
     /// stays at one 1 MiB buffer whatever the size. `name` is what errors will call it.
     pub fn spool(reader: &mut dyn std::io::Read, dir: &Path, name: &Path) -> Result<Self> {
         const BLOCK: usize = 1 << 20;
-        let file = tempfile::tempfile_in(dir).map_err(|e| {
-            Error::io(format!("cannot create a temporary file in {} to hold the input", dir.display()), e)
-                .with_file(name)
-        })?;
+        let file = crate::output::scratch(dir, name)?;
         let spool = ImageFile::from_file(file, name);
         let mut buf = vec![0u8; BLOCK];
         let mut pos = 0u64;

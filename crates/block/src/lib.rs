@@ -11,12 +11,15 @@
 //!   source or of a virtual disk); drivers open images from a [`source::ByteSource`].
 //! - [`gate`]: the only way a driver may open another file (backing files, extents).
 //! - [`copy`]: the parallel, sparse-aware copy engine behind `convert`.
-//! - [`output`]: temporary files renamed into place only when everything succeeded.
+//! - [`output`]: the one output path: targets checked and locked, files put in place only
+//!   when everything succeeded, devices and pipes written in place.
+//! - [`device`]: block devices written only when nothing uses them.
 //! - [`provenance`]: the one clock and identifier source writers use (`SOURCE_DATE_EPOCH`).
 #![forbid(unsafe_code)]
 
 pub mod compress;
 pub mod copy;
+pub mod device;
 pub mod error;
 pub mod gate;
 pub mod io;

@@ -52,8 +52,13 @@ first, so every target format works; it is a raw disk (a piped image of another 
 is refused: save it to a file). A block device is read and written at its full size.
 Images in use by qemu (a running VM) are refused; -U reads a source anyway.
 
-The output is written to a temporary file beside DST and renamed into place only when
-everything succeeded; on an error or Ctrl-C no file is left under DST's name.")]
+The output is written as an unnamed file beside DST and linked into place only when
+everything succeeded; on an error, Ctrl-C or kill no file is left. An existing DST that
+a VM or another tool has open is refused, never replaced. DST /dev/null, /dev/stdout, a
+pipe or another character device is written in place, front to back (raw or
+streamOptimized VMDK); a block device only with -n, and only when nothing uses it (not
+mounted, no mounted partition, not swap, dm or RAID, not the running system's, large
+enough).")]
     Convert(ConvertArgs),
     /// Compare the guest-visible content of two images (exit 0 same, 1 different, 2 error).
     #[command(after_help = "\
@@ -261,12 +266,28 @@ pub struct OpenArgs {
     /// qemu do when they open it; without this flag such an image is refused.
     #[arg(long = "replay-log", conflicts_with = "force_share")]
     pub replay_log: bool,
+    #[command(flatten)]
+    pub share: ShareArgs,
+}
+
+/// `-U`: the same flag and help for every command that reads images (`info`, `convert`,
+/// ..., and the tree commands).
+#[derive(Debug, Default, Clone, Copy, Args)]
+pub struct ShareArgs {
     /// Read an image even though another process (a running VM, qemu-io) has it open for
     /// writing, as qemu-img -U does. Without it such an image is refused, since what is
     /// read may be torn. diskcast locks the images it uses the way qemu does, so each
     /// sees the other.
     #[arg(short = 'U', long = "force-share")]
     pub force_share: bool,
+}
+
+impl ShareArgs {
+    /// How the images read are locked: qemu-img's shared read lock, or with `-U` one
+    /// that lets writers be.
+    pub fn lock_mode(self) -> diskcast_block::lock::LockMode {
+        if self.force_share { diskcast_block::lock::LockMode::ReadShared } else { diskcast_block::lock::LockMode::Read }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -304,6 +325,25 @@ pub struct WriteArgs {
     /// Worker threads (default: one per core).
     #[arg(short = 'j', long = "threads", value_name = "N")]
     pub threads: Option<usize>,
+}
+
+/// Where and how a built image is written (`mkfs`, `mkdisk`; `vm` fills it from its own
+/// flags).
+#[derive(Debug, Clone, Args)]
+pub struct OutputArgs {
+    /// The image to write: a file (written in full, then put in place), `-` or a pipe or
+    /// character device (raw only, front to back), or a block device (raw, written in
+    /// place when nothing uses it).
+    #[arg(short = 'o', long = "output", value_name = "OUT")]
+    pub output: PathBuf,
+    /// Block format of OUT (raw, qcow2, vmdk, vhd, vhdx, vdi).
+    #[arg(short = 'O', long = "output-format", value_name = "FMT", default_value = "raw")]
+    pub output_format: String,
+    /// Format options of OUT, comma separated (`diskcast formats` lists them).
+    #[arg(long = "format-options", value_name = "KEY=VALUE,..")]
+    pub format_options: Vec<String>,
+    #[command(flatten)]
+    pub write: WriteArgs,
 }
 
 #[derive(Debug, Args)]

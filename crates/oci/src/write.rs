@@ -12,13 +12,14 @@
 use crate::digest::{Algorithm, Digest, Hasher};
 use crate::source::ImageRef;
 use crate::spec::{Descriptor, History, ImageConfig, Index, Manifest, REF_NAME, RootFs, RunConfig, media};
-use diskcast_block::output::OutputFiles;
+use diskcast_block::output::{Output, OutputFiles, parent_dir, scratch};
 use diskcast_block::progress::Progress;
 use diskcast_block::{Error, Result};
-use diskcast_tree::{FileData, HostFile, Kind, Meta, Node, NodeId, Timestamp, Tree};
+use diskcast_tree::{Content, FileData, Kind, Meta, Node, NodeId, Timestamp, Tree};
 use std::collections::BTreeMap;
 use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::sync::Arc;
 
 /// What goes into the image config.
 #[derive(Debug, Clone, Default)]
@@ -237,9 +238,9 @@ impl OciImage {
         Ok(OciImage { manifest_digest: Digest::sha256(&manifest), config, manifest, layer, diff_id, skipped })
     }
 
-    /// Writes the layer to a temporary file beside `file` and builds the image over it.
-    fn build(tree: &Tree, file: &Path, cfg: &WriteConfig, progress: &dyn Progress) -> Result<(TempPath, Self)> {
-        let (tmp, ldigest, lsize, diff, skipped) = layer_file(tree, file, true, progress)?;
+    /// Writes the layer to an unnamed file in `dir` and builds the image over it.
+    fn build(tree: &Tree, dir: &Path, cfg: &WriteConfig, progress: &dyn Progress) -> Result<(ScratchLayer, Self)> {
+        let (tmp, ldigest, lsize, diff, skipped) = layer_file(tree, dir, true, progress)?;
         Ok((tmp, Self::from_layer(cfg, ldigest, lsize, diff, skipped)?))
     }
 
@@ -288,14 +289,17 @@ fn check_tag(tag: &str) -> Result<()> {
     Ok(())
 }
 
-/// One blob file of a layout, written under a temporary name and renamed to its digest.
-fn put_blob(blobs: &Path, bytes: &[u8]) -> Result<Digest> {
+/// One blob file of a layout `dir`, written unnamed and linked in under its digest (an
+/// existing blob of that name holds the same bytes and stays): a crash leaves nothing
+/// in `blobs/` that `umoci gc` or a reader would trip on.
+fn put_blob(dir: &Path, blobs: &Path, bytes: &[u8]) -> Result<Digest> {
     let d = Digest::sha256(bytes);
     let path = blobs.join(d.hex());
     if !path.exists() {
         let outputs = OutputFiles::new();
-        let f = outputs.create(&path)?;
+        let f = outputs.create_unnamed(blobs, dir, &path)?;
         f.write_all_at(bytes, 0)?;
+        outputs.name(&f, &path, true)?;
         outputs.commit()?;
     }
     Ok(d)
@@ -310,23 +314,21 @@ fn write_layout(tree: &Tree, dir: &Path, tag: &str, cfg: &WriteConfig, progress:
         std::fs::write(&marker, br#"{"imageLayoutVersion":"1.0.0"}"#)
             .map_err(|e| Error::io("cannot write", e).with_file(&marker))?;
     }
-    // The layer goes to a temporary file in blobs/, renamed to its digest when done.
-    let tmp = blobs.join(format!(".layer-{}.tmp", std::process::id()));
+    // The layer is written unnamed and linked in under its digest when done.
     let outputs = OutputFiles::new();
+    let f = outputs.create_unnamed(&blobs, dir, &blobs.join("layer"))?;
     let (ldigest, lsize, diff, skipped) = {
-        let f = outputs.create(&tmp)?;
         let mut w = BufWriter::with_capacity(1 << 20, f.file());
         let r = write_layer(tree, &mut w, true, progress)?;
-        w.flush().map_err(|e| Error::io("cannot write the layer", e).with_file(&tmp))?;
+        w.flush().map_err(|e| Error::io("cannot write the layer", e).with_file(dir))?;
         r
     };
+    outputs.name(&f, &blobs.join(ldigest.hex()), true)?;
     outputs.commit()?;
-    let lpath = blobs.join(ldigest.hex());
-    std::fs::rename(&tmp, &lpath).map_err(|e| Error::io("cannot rename the layer", e).with_file(&lpath))?;
     let image = OciImage::from_layer(cfg, ldigest, lsize, diff, skipped)?;
-    put_blob(&blobs, &image.config)?;
+    put_blob(dir, &blobs, &image.config)?;
     let mbytes = image.manifest.clone();
-    put_blob(&blobs, &mbytes)?;
+    put_blob(dir, &blobs, &mbytes)?;
     // index.json: this tag replaces an older image of the same name, others stay.
     let index_path = dir.join("index.json");
     let mut index: Index = match std::fs::read(&index_path) {
@@ -370,44 +372,69 @@ impl ArchiveTree {
         Ok(())
     }
 
+    /// Writes the archive through the one output path: a file appears complete or not
+    /// at all; a pipe or character device is written in place.
     fn write(self, file: &Path) -> Result<()> {
-        let outputs = OutputFiles::new();
-        let f = outputs.create(file)?;
-        let mut w = BufWriter::with_capacity(1 << 20, f.file());
-        diskcast_tar::write_tar(&self.tree, &mut w, &diskcast_block::progress::NoProgress)?;
+        let output = Output::open::<&Path>(file, &[])?;
+        let mut w = output.stream()?;
+        diskcast_tar::write_tar(&self.tree, &mut w, &diskcast_block::progress::NoProgress)
+            .map_err(|e| e.with_file(file))?;
         w.flush().map_err(|e| Error::io("cannot write", e).with_file(file))?;
         drop(w);
-        outputs.commit()
+        output.commit()
     }
 }
 
-/// Writes the layer to a temporary file beside `file`; returns it with the digests.
+/// Writes the layer to an unnamed file in `dir` (it never appears there, and vanishes
+/// with its last handle, even on `kill -9`); returns it with the digests.
 fn layer_file(
     tree: &Tree,
-    file: &Path,
+    dir: &Path,
     gzip: bool,
     progress: &dyn Progress,
-) -> Result<(TempPath, Digest, u64, Digest, Vec<String>)> {
-    let dir = file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let tmp = TempPath(dir.join(format!(
-        ".{}.layer-{}.tmp",
-        file.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
-        std::process::id()
-    )));
-    let f =
-        std::fs::File::create(&tmp.0).map_err(|e| Error::io("cannot create a temporary file", e).with_file(&tmp.0))?;
-    let mut w = BufWriter::with_capacity(1 << 20, f);
+) -> Result<(ScratchLayer, Digest, u64, Digest, Vec<String>)> {
+    let f = scratch(dir, &dir.join("layer"))?;
+    let mut w = BufWriter::with_capacity(1 << 20, &f);
     let (d, n, diff, skipped) = write_layer(tree, &mut w, gzip, progress)?;
-    w.flush().map_err(|e| Error::io("cannot write", e).with_file(&tmp.0))?;
-    Ok((tmp, d, n, diff, skipped))
+    w.flush().map_err(|e| Error::io("cannot write the layer", e).with_file(dir))?;
+    drop(w);
+    Ok((ScratchLayer(Arc::new(f)), d, n, diff, skipped))
 }
 
-/// Removed when dropped.
-struct TempPath(PathBuf);
+/// A layer in an unnamed file, read back by offset: as the content of the archive member
+/// that stores it, or front to back for an upload.
+#[derive(Debug, Clone)]
+struct ScratchLayer(Arc<std::fs::File>);
 
-impl Drop for TempPath {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+impl ScratchLayer {
+    fn content(&self) -> Content {
+        Content::Reader(Arc::new(self.clone()))
+    }
+
+    fn reader(&self) -> Box<dyn std::io::Read + Send> {
+        Box::new(ScratchReader { file: self.0.clone(), pos: 0 })
+    }
+}
+
+impl diskcast_tree::ContentRead for ScratchLayer {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        use std::os::unix::fs::FileExt;
+        self.0.read_exact_at(buf, offset).map_err(|e| Error::io("cannot read the layer back", e).with_offset(offset))
+    }
+}
+
+/// Front-to-back reads of a [`ScratchLayer`] with a cursor of their own.
+struct ScratchReader {
+    file: Arc<std::fs::File>,
+    pos: u64,
+}
+
+impl std::io::Read for ScratchReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let n = self.file.read_at(buf, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
     }
 }
 
@@ -419,7 +446,7 @@ fn write_oci_archive(
     progress: &dyn Progress,
 ) -> Result<WriteReport> {
     check_tag(tag)?;
-    let (tmp, image) = OciImage::build(tree, file, cfg, progress)?;
+    let (tmp, image) = OciImage::build(tree, parent_dir(file), cfg, progress)?;
     let mut d = descriptor(media::OCI_MANIFEST, &image.manifest);
     d.annotations.insert(REF_NAME.into(), tag.into());
     let index = Index {
@@ -433,7 +460,10 @@ fn write_oci_archive(
     a.add("index.json", FileData::inline(json(&index)?))?;
     a.add(&format!("blobs/sha256/{}", image.config_digest().hex()), FileData::inline(image.config.clone()))?;
     a.add(&format!("blobs/sha256/{}", d.digest.hex()), FileData::inline(image.manifest.clone()))?;
-    a.add(&format!("blobs/sha256/{}", image.layer.digest.hex()), FileData::host(HostFile::open_path(&tmp.0)?))?;
+    a.add(
+        &format!("blobs/sha256/{}", image.layer.digest.hex()),
+        FileData { size: image.layer.size, content: tmp.content() },
+    )?;
     a.write(file)?;
     Ok(image.report(None))
 }
@@ -448,14 +478,8 @@ fn push_tree(
     if let crate::source::Reference::Tag(t) = &r.reference {
         check_tag(t)?;
     }
-    let (tmp, image) = OciImage::build(tree, &std::env::temp_dir().join("diskcast-push"), cfg, progress)?;
-    let layer_path = tmp.0.clone();
-    let open_layer = || -> Result<Box<dyn std::io::Read + Send>> {
-        Ok(Box::new(
-            std::fs::File::open(&layer_path)
-                .map_err(|e| Error::io("cannot read the layer", e).with_file(&layer_path))?,
-        ))
-    };
+    let (tmp, image) = OciImage::build(tree, &std::env::temp_dir(), cfg, progress)?;
+    let open_layer = || -> Result<Box<dyn std::io::Read + Send>> { Ok(tmp.reader()) };
     let config = image.config.clone();
     let open_config =
         || -> Result<Box<dyn std::io::Read + Send>> { Ok(Box::new(std::io::Cursor::new(config.clone()))) };
@@ -475,7 +499,7 @@ fn write_docker_archive(
     cfg: &WriteConfig,
     progress: &dyn Progress,
 ) -> Result<WriteReport> {
-    let (tmp, ldigest, lsize, diff, skipped) = layer_file(tree, file, false, progress)?;
+    let (tmp, ldigest, lsize, diff, skipped) = layer_file(tree, parent_dir(file), false, progress)?;
     let config = config_json(cfg, &diff, true)?;
     let cdigest = Digest::sha256(&config);
     let repo_tags: Vec<String> = match reference {
@@ -496,7 +520,7 @@ fn write_docker_archive(
     }]);
     let mut a = ArchiveTree::new(cfg.epoch);
     a.add(&format!("{}.json", cdigest.hex()), FileData::inline(config.clone()))?;
-    a.add(&format!("{}.tar", diff.hex()), FileData::host(HostFile::open_path(&tmp.0)?))?;
+    a.add(&format!("{}.tar", diff.hex()), FileData { size: lsize, content: tmp.content() })?;
     a.add("manifest.json", FileData::inline(json(&entry)?))?;
     a.write(file)?;
     // The manifest a registry would get for this image (Docker v2 schema 2).

@@ -17,6 +17,7 @@
 mod disk;
 
 use diskcast_block::gate::Gate;
+use diskcast_block::lock::Locks;
 use diskcast_block::registry::OpenContext;
 use diskcast_block::{BlockRead, Error, Result};
 use diskcast_tree::{FsReader, ReadOptions, Tree};
@@ -44,6 +45,10 @@ pub struct SourceOptions {
     pub format: Option<String>,
     /// Container images: platform, registry credentials and TLS, decompression limits.
     pub image: diskcast_oci::OpenOptions,
+    /// Locks every disk image opened (and its backing files) as qemu does, so an image a
+    /// VM writes is refused (or, with `-U`, read anyway); the caller keeps them until it
+    /// is done with the tree. `None`: no locks.
+    pub locks: Option<Arc<Locks>>,
 }
 
 /// A source read into a tree.
@@ -110,7 +115,12 @@ pub fn open_tree(spec: &str, opts: &SourceOptions) -> Result<Opened> {
     }
     let registry = diskcast_formats::registry();
     let gate = Gate::new();
-    let disk = registry.open(path, opts.format.as_deref(), &OpenContext::new(&registry, &gate))?;
+    let ctx = OpenContext::new(&registry, &gate);
+    let ctx = match &opts.locks {
+        Some(locks) => ctx.with_locks(locks),
+        None => ctx,
+    };
+    let disk = registry.open(path, opts.format.as_deref(), &ctx)?;
     let format = disk.info().format.clone();
     let disk: Arc<dyn BlockRead> = Arc::from(disk);
     let read = ReadOptions { tree: opts.tree.clone(), label: disk_path.to_string() };
@@ -121,6 +131,22 @@ pub fn open_tree(spec: &str, opts: &SourceOptions) -> Result<Opened> {
         warnings: d.warnings,
         config: None,
     })
+}
+
+/// The file or directory of this machine that `spec` reads (the disk of `DISK:PART`, the
+/// directory of `oci:DIR`, the file of an archive), or `None` for a registry: what a
+/// command must not write over.
+pub fn source_path(spec: &str) -> Option<std::path::PathBuf> {
+    if diskcast_oci::is_image_ref(spec) {
+        return match diskcast_oci::ImageRef::parse(spec).ok()? {
+            diskcast_oci::ImageRef::Layout { dir, .. } => Some(dir),
+            diskcast_oci::ImageRef::OciArchive { file, .. } | diskcast_oci::ImageRef::DockerArchive { file, .. } => {
+                Some(file)
+            }
+            diskcast_oci::ImageRef::Registry(_) => None,
+        };
+    }
+    Some(std::path::PathBuf::from(disk::split_spec(spec).0))
 }
 
 /// The tree of the filesystem on `disk`: the first of [`fs_readers`] whose probe

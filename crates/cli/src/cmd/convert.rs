@@ -5,25 +5,20 @@
 //! plan is [`run`](Plan::run), which opens the source (the only moment a `--replay-log`
 //! may write into it) and then writes the target.
 
-use super::{Images, create_options, lock_target, threads};
+use super::output::ImageWriter;
+use super::{Images, create_options};
 use crate::args::ConvertArgs;
 use crate::progress::reporter;
-use diskcast_block::copy::{CopyOptions, copy};
 use diskcast_block::io::ImageFile;
-use diskcast_block::output::OutputFiles;
+use diskcast_block::output::{Output, Target, parent_dir, refuse_inputs};
 use diskcast_block::provenance::Provenance;
 use diskcast_block::registry::{CreateOptions, Driver, PROBE_HEAD, PROBE_TAIL, ProbeData};
 use diskcast_block::size::parse_size;
-use diskcast_block::{BlockRead, BlockWrite, Error, Result, ResultExt};
+use diskcast_block::{BlockRead, Error, Result};
 use diskcast_vm::Profile;
 use diskcast_vm::container_disk::Staged;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-
-/// Pipe buffer: large writes keep the reader on the other end busy.
-const STDOUT_BUFFER: usize = 4 << 20;
 
 pub fn run(mut a: ConvertArgs) -> Result<u8> {
     let staged = match a.profile.as_deref().map(Profile::parse).transpose()? {
@@ -37,7 +32,14 @@ pub fn run(mut a: ConvertArgs) -> Result<u8> {
             return Err(Error::argument("-O, -o, -c and -n apply to disk images, not to a container image DST"));
         }
         let progress = reporter(a.write.progress, a.write.progress_bar);
-        return super::oci::convert(&a.src.to_string_lossy(), &dst, a.format.clone(), &a.image, progress.as_ref());
+        return super::oci::convert(
+            &a.src.to_string_lossy(),
+            &dst,
+            a.format.clone(),
+            &a.image,
+            a.open.share,
+            progress.as_ref(),
+        );
     }
     let images = Images::new(&a.open)?;
     let plan = Plan::new(&a, &images)?;
@@ -75,17 +77,6 @@ enum Input {
     Stream(Option<PathBuf>),
 }
 
-/// Where the new image goes.
-#[derive(Debug)]
-enum Target {
-    /// Standard output (`-`): the driver writes strictly front to back.
-    Stdout,
-    /// A file, written as a temporary beside it and renamed into place.
-    File(PathBuf),
-    /// An existing file or block device written in place (`-n`).
-    InPlace(PathBuf),
-}
-
 /// A convert job whose every argument has been checked; nothing is opened yet.
 #[derive(Debug)]
 struct Plan<'r> {
@@ -93,7 +84,10 @@ struct Plan<'r> {
     driver: &'r dyn Driver,
     create: CreateOptions,
     target: Target,
-    copy: CopyOptions,
+    /// `-n`: write into the existing file or device.
+    in_place: bool,
+    /// `-S`: `None` writes every byte.
+    min_sparse: Option<u64>,
 }
 
 impl<'r> Plan<'r> {
@@ -119,73 +113,56 @@ impl<'r> Plan<'r> {
             0 => None,
             n => Some(n),
         };
-        let copy = CopyOptions { threads: threads(a.write.threads)?, min_sparse, ..CopyOptions::default() };
+        super::threads(a.write.threads)?;
         driver.validate(&create)?;
-        let target = if a.dst.as_os_str() == "-" {
-            if a.no_create {
-                return Err(Error::argument("-n writes into an existing image; standard output is not one"));
+        let target = Target::of(&a.dst)?;
+        let stream_formats = || images.registry.stream_formats().join(", ");
+        match &target {
+            Target::Stdout | Target::Stream(_) if a.no_create => {
+                return Err(Error::argument(
+                    "-n writes into an existing image; standard output, a pipe or a character device is not one",
+                ));
             }
-            driver.check_stream(&create).map_err(|e| {
-                Error::argument(format!("{e}; formats that can: {}", images.registry.stream_formats().join(", ")))
-            })?;
-            Target::Stdout
-        } else if a.no_create {
-            if !driver.writes_in_place() {
-                return Err(Error::argument(format!(
-                    "-n (write into an existing image) works for raw targets only, not {}",
-                    driver.name()
-                )));
+            Target::Stdout | Target::Stream(_) => driver
+                .check_stream(&create)
+                .map_err(|e| Error::argument(format!("{e}; formats that can: {}", stream_formats())))?,
+            Target::Device(p) if !a.no_create => {
+                return Err(
+                    Error::argument("the target is a block device; pass -n to write into it (raw)").with_file(p)
+                );
             }
-            check_in_place_target(&a.dst)?;
-            refuse_same_file(&a.src, &a.dst)?;
-            Target::InPlace(a.dst.clone())
-        } else {
-            check_target_path(&a.dst)?;
-            refuse_same_file(&a.src, &a.dst)?;
-            Target::File(a.dst.clone())
-        };
-        Ok(Plan { input, driver, create, target, copy })
+            Target::File(p) if a.no_create && !p.is_file() => {
+                return Err(Error::argument("-n writes into an existing regular file or block device").with_file(p));
+            }
+            _ => {}
+        }
+        if a.no_create && !driver.writes_in_place() {
+            return Err(Error::argument(format!(
+                "-n (write into an existing image) works for raw targets only, not {}",
+                driver.name()
+            )));
+        }
+        refuse_inputs(&a.dst, &[&a.src])?;
+        Ok(Plan { input, driver, create, target, in_place: a.no_create, min_sparse })
     }
 
-    /// Opens the source, writes the target, and renames it into place.
+    /// Checks and locks the target, opens the source, and writes the target through the
+    /// one output path.
     fn run(self, images: &Images, a: &ConvertArgs) -> Result<()> {
-        let cancel = Arc::new(AtomicBool::new(false));
-        let flag = cancel.clone();
-        ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed))
-            .map_err(|e| Error::argument(format!("cannot install the Ctrl-C handler: {e}")))?;
-        let opts = CopyOptions { cancel: Some(cancel), ..self.copy };
-        let progress = reporter(a.write.progress, a.write.progress_bar);
         // The target first: an image a VM uses is refused before the source is opened
         // (and before any log is replayed into it). Held until the new file replaced it.
-        let _target_lock = match &self.target {
-            Target::File(path) | Target::InPlace(path) => lock_target(path)?,
-            Target::Stdout => None,
+        let inputs = [&a.src];
+        let output = match self.in_place {
+            true => Output::open_in_place(self.target.path(), &inputs)?,
+            false => Output::open(self.target.path(), &inputs)?,
         };
+        let writer =
+            ImageWriter::with(output, self.driver.name(), self.create.clone(), &a.write, Some(self.min_sparse))?;
         let src: Box<dyn BlockRead> = match &self.input {
             Input::File(path) => images.open(path, a.format.as_deref())?,
             Input::Stream(_) => self.spool(images, a.format.is_some())?,
         };
-        match &self.target {
-            Target::Stdout => {
-                let out = Box::new(std::io::BufWriter::with_capacity(STDOUT_BUFFER, std::io::stdout()));
-                let dst = self.driver.create_stream(out, src.size(), &self.create)?;
-                copy(src.as_ref(), dst.as_ref(), &opts, progress.as_ref())?;
-                dst.finish()
-            }
-            Target::File(path) => {
-                let out = OutputFiles::new();
-                let dst: Box<dyn BlockWrite> = self.driver.create(path, src.size(), &self.create, &out).file(path)?;
-                copy(src.as_ref(), dst.as_ref(), &opts, progress.as_ref()).file(path)?;
-                dst.finish().file(path)?;
-                out.commit()
-            }
-            Target::InPlace(path) => {
-                let file = ImageFile::open_rw(path)?;
-                let dst = self.driver.write_into(file, src.size(), &self.create)?;
-                copy(src.as_ref(), dst.as_ref(), &opts, progress.as_ref()).file(path)?;
-                dst.finish().file(path)
-            }
-        }
+        writer.write(src.as_ref())
     }
 
     /// Reads a stream source to its end into an unnamed temporary file (beside the target,
@@ -195,8 +172,8 @@ impl<'r> Plan<'r> {
     fn spool(&self, images: &Images, format_given: bool) -> Result<Box<dyn BlockRead>> {
         let name = stream_name(&self.input);
         let dir = match &self.target {
-            Target::File(p) => p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf(),
-            Target::Stdout | Target::InPlace(_) => std::env::temp_dir(),
+            Target::File(p) if !self.in_place => parent_dir(p).to_path_buf(),
+            _ => std::env::temp_dir(),
         };
         let spool = match &self.input {
             Input::Stream(Some(path)) => {
@@ -252,54 +229,6 @@ fn refuse_other_formats(images: &Images, spool: &ImageFile) -> Result<()> {
             d.name()
         ))
         .with_file(spool.path()));
-    }
-    Ok(())
-}
-
-/// `-n` writes into an existing regular file or block device.
-fn check_in_place_target(dst: &Path) -> Result<()> {
-    use std::os::unix::fs::FileTypeExt;
-    match std::fs::metadata(dst) {
-        Ok(m) if m.is_file() || m.file_type().is_block_device() => Ok(()),
-        Ok(_) => {
-            Err(Error::argument("-n writes into a regular file or a block device; this is neither").with_file(dst))
-        }
-        Err(e) => Err(Error::io("-n writes into an existing image, which cannot be opened", e).with_file(dst)),
-    }
-}
-
-/// The target must be a file name in an existing directory, and not a device (renaming a
-/// new file over `/dev/sdb` would replace the device node, not write the disk).
-fn check_target_path(dst: &Path) -> Result<()> {
-    use std::os::unix::fs::FileTypeExt;
-    if dst.is_dir() {
-        return Err(Error::argument("the target is a directory; name the image file to write").with_file(dst));
-    }
-    if let Ok(m) = std::fs::metadata(dst)
-        && (m.file_type().is_block_device() || m.file_type().is_char_device())
-    {
-        return Err(Error::argument("the target is a device; pass -n to write into it (raw)").with_file(dst));
-    }
-    let dir = dst.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    if !dir.is_dir() {
-        return Err(Error::argument(format!("the target's directory {} does not exist", dir.display())).with_file(dst));
-    }
-    Ok(())
-}
-
-/// Refuses a target that is the source itself (same device and inode, through any name
-/// or hard link): renaming over it would destroy the input.
-fn refuse_same_file(src_path: &Path, dst: &Path) -> Result<()> {
-    if src_path.as_os_str() == "-" {
-        return Ok(());
-    }
-    let Ok(target) = std::fs::metadata(dst) else { return Ok(()) };
-    let Ok(source) = std::fs::metadata(src_path) else { return Ok(()) }; // opening it will say why
-    if (source.dev(), source.ino()) == (target.dev(), target.ino()) {
-        return Err(Error::argument(format!(
-            "the target {} is the source image itself; write to another file",
-            dst.display()
-        )));
     }
     Ok(())
 }

@@ -3,14 +3,15 @@
 use super::tree_source::{self, SourceArgs};
 use crate::args::ProgressMode;
 use clap::Args;
-use diskcast_block::output::OutputFiles;
+use diskcast_block::output::Output;
 use diskcast_block::{Error, Result};
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::PathBuf;
 
 #[derive(Debug, Args)]
 pub struct ExtractArgs {
-    /// Write a tar (PAX) instead of a directory; `-` is standard output.
+    /// Write a tar (PAX) instead of a directory; `-` is standard output. A pipe or
+    /// character device is written in place; a file appears only when complete.
     #[arg(short = 'o', long = "output", value_name = "OUT.tar", conflicts_with = "dir")]
     pub output: Option<PathBuf>,
     /// Show a progress bar (same as --progress=bar).
@@ -36,25 +37,19 @@ pub struct ExtractArgs {
 }
 
 pub fn run(a: ExtractArgs) -> Result<u8> {
+    // The tar's target is checked (not the source itself, not in use) before the source is read.
+    let output =
+        a.output.as_ref().map(|out| Output::open(out, &Vec::from_iter(tree_source::input_path(&a.src)))).transpose()?;
     let opened = tree_source::open(&a.src, &a.source)?;
     let progress = crate::progress::reporter(a.progress, a.progress_bar);
-    if let Some(out) = &a.output {
-        let report = if out.as_os_str() == "-" {
-            let stdout = std::io::stdout();
-            let mut w = BufWriter::with_capacity(1 << 20, stdout.lock());
-            let r = diskcast_tar::write_tar(&opened.tree, &mut w, progress.as_ref())?;
-            w.flush().map_err(|e| Error::io("cannot write to standard output", e))?;
-            r
-        } else {
-            let outputs = OutputFiles::new();
-            let file = outputs.create(out)?;
-            let mut w = BufWriter::with_capacity(1 << 20, file.file());
-            let r = diskcast_tar::write_tar(&opened.tree, &mut w, progress.as_ref()).map_err(|e| e.with_file(out))?;
-            w.flush().map_err(|e| Error::io("cannot write", e).with_file(out))?;
-            drop(w);
-            outputs.commit()?;
-            r
-        };
+    if let Some(output) = output {
+        let name = output.target().path().to_path_buf();
+        let mut w = output.stream()?;
+        let report =
+            diskcast_tar::write_tar(&opened.tree, &mut w, progress.as_ref()).map_err(|e| e.with_file(&name))?;
+        w.flush().map_err(|e| Error::io("cannot write", e).with_file(&name))?;
+        drop(w);
+        output.commit()?;
         for s in &report.skipped {
             eprintln!("diskcast: skipped {s}");
         }

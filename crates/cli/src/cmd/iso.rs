@@ -86,6 +86,8 @@ pub struct RemasterArgs {
     /// Block format of the input (probed if not given).
     #[arg(short = 'f', long = "format", value_name = "FMT")]
     pub format: Option<String>,
+    #[command(flatten)]
+    pub write: crate::args::WriteArgs,
 }
 
 #[derive(Debug, Args)]
@@ -136,6 +138,8 @@ pub struct CreateIsoArgs {
     /// Block format of the output (raw by default; any `diskcast formats` writes).
     #[arg(short = 'O', long = "output-format", value_name = "FMT", default_value = "raw")]
     pub output_format: String,
+    #[command(flatten)]
+    pub write: crate::args::WriteArgs,
     #[command(flatten)]
     pub source: super::tree_source::SourceArgs,
 }
@@ -268,15 +272,17 @@ fn save(disk: &dyn BlockRead, e: &BootEntry, path: &Path) -> Result<()> {
 
 fn create(a: CreateIsoArgs) -> Result<u8> {
     use diskcast_iso9660::write::IsoOptions;
-    // The output format is checked before the source is read.
-    diskcast_formats::registry().get(&a.output_format)?;
-    let provenance = diskcast_block::provenance::Provenance::from_env()?;
     if a.hybrid_mbr.is_some() && !(a.hybrid && a.boot_bios.is_some()) {
         return Err(Error::argument("--hybrid-mbr needs --hybrid and --boot-bios"));
     }
     if a.boot_bios.is_none() && (a.no_boot_info_table || a.boot_info_table || a.boot_load_size.is_some()) {
         return Err(Error::argument("--boot-info-table, --no-boot-info-table and --boot-load-size need --boot-bios"));
     }
+    // The output is checked (and locked) before the source is read.
+    let mut inputs: Vec<PathBuf> = super::tree_source::input_path(&a.src).into_iter().collect();
+    inputs.extend(a.hybrid_mbr.clone());
+    let writer = iso_writer(&a.output, &a.output_format, &a.write, &inputs)?;
+    let provenance = diskcast_block::provenance::Provenance::from_env()?;
     let opened = super::tree_source::open(&a.src, &a.source)?;
     let hybrid_mbr = match (&a.boot_bios, a.hybrid) {
         (Some(bios), true) => hybrid_mbr_code(&opened.tree, bios, a.hybrid_mbr.as_deref(), a.boot_uefi.is_some())?,
@@ -296,7 +302,7 @@ fn create(a: CreateIsoArgs) -> Result<u8> {
         udf: a.udf,
         keep: None,
     };
-    write_iso(&opened.tree, &opts, &a.output, &a.output_format, provenance)
+    write_iso(&opened.tree, &opts, writer)
 }
 
 /// Where Debian's isolinux package puts isohybrid's MBR code.
@@ -347,39 +353,38 @@ fn boot_image_is_isolinux(tree: &diskcast_tree::Tree, path: &str) -> Result<bool
     }
 }
 
-/// Plans the disc and writes it through the copy engine into `output` as `format`.
+/// The disc's output, checked and locked before anything is read: the one
+/// [`ImageWriter`](super::output::ImageWriter) every image command writes through.
+fn iso_writer(
+    output: &Path,
+    format: &str,
+    write: &crate::args::WriteArgs,
+    inputs: &[PathBuf],
+) -> Result<super::output::ImageWriter> {
+    let out = diskcast_block::output::Output::open(output, inputs)?;
+    super::output::ImageWriter::with(out, format, super::create_options(&[], write.compress)?, write, None)
+}
+
+/// Plans the disc and writes it through `writer`.
 fn write_iso(
     tree: &diskcast_tree::Tree,
     opts: &diskcast_iso9660::write::IsoOptions,
-    output: &Path,
-    format: &str,
-    provenance: diskcast_block::provenance::Provenance,
+    writer: super::output::ImageWriter,
 ) -> Result<u8> {
-    use diskcast_block::copy::{CopyOptions, copy};
-    use diskcast_block::output::OutputFiles;
-    use diskcast_block::progress::NoProgress;
-    use diskcast_block::registry::CreateOptions;
-    use diskcast_block::{BlockWrite, ResultExt};
-    let registry = diskcast_formats::registry();
-    let driver = registry.get(format)?;
     let built = diskcast_iso9660::write::plan_iso(tree, opts)?;
     for w in &built.warnings {
         eprintln!("diskcast: warning: {w}");
     }
-    let _lock = super::lock_target(output)?;
-    let out = OutputFiles::new();
-    let image = built.image;
-    let create = CreateOptions { provenance, ..CreateOptions::default() };
-    let dst: Box<dyn BlockWrite> = driver.create(output, image.size(), &create, &out).file(output)?;
-    copy(&image, dst.as_ref(), &CopyOptions::default(), &NoProgress).file(output)?;
-    dst.finish().file(output)?;
-    out.commit()?;
+    writer.write(&built.image)?;
     Ok(0)
 }
 
 fn remaster(a: RemasterArgs) -> Result<u8> {
     use diskcast_iso9660::write::IsoOptions;
     use diskcast_tree::{FsReader, ReadOptions};
+    let mut inputs = vec![a.input.clone()];
+    inputs.extend(a.add.iter().map(|spec| PathBuf::from(spec.split_once('=').map_or(spec.as_str(), |(dir, _)| dir))));
+    let writer = iso_writer(&a.output, "raw", &a.write, &inputs)?;
     let images = Images::new(&OpenArgs::default())?;
     let disk: std::sync::Arc<dyn BlockRead> = images.open(&a.input, a.format.as_deref())?.into();
     let named = |e: Error| if e.file().is_none() { e.with_file(&a.input) } else { e };
@@ -433,7 +438,7 @@ fn remaster(a: RemasterArgs) -> Result<u8> {
     };
     let provenance = diskcast_block::provenance::Provenance::from_env()?;
     let opts = IsoOptions { now: i64::try_from(provenance.now()).unwrap_or(i64::MAX), ..opts };
-    write_iso(&tree, &opts, &a.output, "raw", provenance)
+    write_iso(&tree, &opts, writer)
 }
 
 /// Copies every entry of `src` into directory `at` of `dst`: directories merge, anything

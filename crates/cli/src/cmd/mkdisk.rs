@@ -4,10 +4,12 @@
 //! Each partition's filesystem is planned by its [`FsBuilder`] (knowing where on the
 //! disk it will sit), and [`DiskComposer`] (shared with `vm`) makes the table and all of
 //! it one planned image that the copy engine writes: no intermediate files, no root, no
-//! loop device.
+//! loop device. The disk goes out through the one [`ImageWriter`].
 
-use super::mkfs::{OutputArgs, Writer, builder, identity};
-use super::tree_source::{SourceArgs, open as open_source};
+use super::mkfs::{builder, identity};
+use super::output::ImageWriter;
+use super::tree_source::{SourceArgs, input_path, open as open_source};
+use crate::args::OutputArgs;
 use clap::Args;
 use diskcast_block::provenance::Provenance;
 use diskcast_block::size::{human, parse_size};
@@ -92,7 +94,8 @@ pub fn run(a: MkdiskArgs) -> Result<u8> {
         return Err(Error::argument(format!("--bootable {n}: there are {} partitions", parts.len())));
     }
     let disk_size = a.size.as_deref().map(parse_size).transpose()?;
-    let writer = Writer::new(&a.out)?;
+    let inputs: Vec<_> = parts.iter().filter_map(|p| p.src.as_deref().and_then(input_path)).collect();
+    let writer = ImageWriter::new(&a.out, &inputs)?;
     let prov = Provenance::from_env()?;
     let (now, disk_id) = identity(&prov, &format!("mkdisk {:?} {:?}", a.parts, a.size));
 

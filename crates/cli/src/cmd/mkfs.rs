@@ -3,23 +3,17 @@
 //!
 //! Every filesystem writer is an [`FsBuilder`] that plans a [`PlannedImage`]; the copy
 //! engine writes the plan into the output driver (sparse, parallel, compressed for
-//! `-c`), so `-O qcow2` needs no raw intermediate. `mkdisk` uses the same builders and
-//! [`write_image`].
+//! `-c`), so `-O qcow2` needs no raw intermediate. `mkdisk` uses the same builders; both
+//! write through the one [`ImageWriter`].
 
-use super::tree_source::{SourceArgs, open as open_source};
-use super::{create_options, threads};
-use crate::args::WriteArgs;
-use crate::progress::reporter;
+use super::output::ImageWriter;
+use super::tree_source::{SourceArgs, input_path, open as open_source};
+use crate::args::OutputArgs;
 use clap::Args;
-use diskcast_block::copy::{CopyOptions, copy};
-use diskcast_block::output::OutputFiles;
 use diskcast_block::provenance::Provenance;
 use diskcast_block::size::parse_size;
-use diskcast_block::{BlockRead, BlockWrite, Error, Result, ResultExt};
+use diskcast_block::{Error, Result};
 use diskcast_tree::{BuildOptions, FsBuilder};
-use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Every filesystem diskcast writes, by the name `mkfs` and `mkdisk --part` take.
 pub fn fs_builders() -> Vec<Box<dyn FsBuilder>> {
@@ -38,22 +32,6 @@ pub fn builder(name: &str) -> Result<Box<dyn FsBuilder>> {
     all.into_iter()
         .find(|b| b.name() == name)
         .ok_or_else(|| Error::argument(format!("unknown filesystem {name:?}; diskcast writes: {list}")))
-}
-
-/// How the planned image is written.
-#[derive(Debug, Args)]
-pub struct OutputArgs {
-    /// The image to write.
-    #[arg(short = 'o', long = "output", value_name = "OUT")]
-    pub output: PathBuf,
-    /// Block format of OUT (raw, qcow2, vmdk, vhd, vhdx, vdi).
-    #[arg(short = 'O', long = "output-format", value_name = "FMT", default_value = "raw")]
-    pub output_format: String,
-    /// Format options of OUT, comma separated (`diskcast formats` lists them).
-    #[arg(long = "format-options", value_name = "KEY=VALUE,..")]
-    pub format_options: Vec<String>,
-    #[command(flatten)]
-    pub write: WriteArgs,
 }
 
 #[derive(Debug, Args)]
@@ -82,7 +60,7 @@ pub fn run(a: MkfsArgs) -> Result<u8> {
     let builder = builder(&a.fs)?;
     let size = a.size.as_deref().map(parse_size).transpose()?;
     let uuid = a.uuid.as_deref().map(parse_uuid).transpose()?;
-    let writer = Writer::new(&a.out)?;
+    let writer = ImageWriter::new(&a.out, &Vec::from_iter(input_path(&a.src)))?;
     let opened = open_source(&a.src, &a.source)?;
     let prov = Provenance::from_env()?;
     let (now, derived) = identity(&prov, &format!("mkfs {} {:?} {:?}", a.fs, size, a.label));
@@ -95,48 +73,6 @@ pub fn run(a: MkfsArgs) -> Result<u8> {
     writer.write(&built.image)?;
     eprintln!("diskcast: wrote {} ({}) from {}", a.out.output.display(), built.description, opened.description);
     Ok(0)
-}
-
-/// A checked output: driver, options, copy settings. Nothing is opened yet.
-pub struct Writer<'a> {
-    out: &'a OutputArgs,
-    registry: diskcast_block::registry::Registry,
-    create: diskcast_block::registry::CreateOptions,
-    copy: CopyOptions,
-}
-
-impl<'a> Writer<'a> {
-    /// Checks the output arguments before anything is read.
-    pub fn new(out: &'a OutputArgs) -> Result<Self> {
-        let registry = diskcast_formats::registry();
-        let create = create_options(&out.format_options, out.write.compress)?;
-        registry.get(&out.output_format)?.validate(&create)?;
-        if out.output.is_dir() {
-            return Err(
-                Error::argument("the output is a directory; name the image file to write").with_file(&out.output)
-            );
-        }
-        let copy = CopyOptions { threads: threads(out.write.threads)?, ..CopyOptions::default() };
-        Ok(Writer { out, registry, create, copy })
-    }
-
-    /// Writes `image` into the output file through the copy engine (sparse, parallel,
-    /// compressed with `-c`), renamed into place only when complete.
-    pub fn write(&self, image: &dyn BlockRead) -> Result<()> {
-        let path = &self.out.output;
-        let driver = self.registry.get(&self.out.output_format)?;
-        let cancel = Arc::new(AtomicBool::new(false));
-        let flag = cancel.clone();
-        ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed))
-            .map_err(|e| Error::argument(format!("cannot install the Ctrl-C handler: {e}")))?;
-        let opts = CopyOptions { cancel: Some(cancel), ..self.copy.clone() };
-        let progress = reporter(self.out.write.progress, self.out.write.progress_bar);
-        let out = OutputFiles::new();
-        let dst: Box<dyn BlockWrite> = driver.create(path, image.size(), &self.create, &out).file(path)?;
-        copy(image, dst.as_ref(), &opts, progress.as_ref()).file(path)?;
-        dst.finish().file(path)?;
-        out.commit()
-    }
 }
 
 /// "Now" and a 16-byte identity for a new filesystem or disk, from the one provenance

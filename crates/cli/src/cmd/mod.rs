@@ -16,6 +16,7 @@ mod measure;
 mod mkdisk;
 mod mkfs;
 pub mod oci;
+mod output;
 mod tree_source;
 mod vm;
 
@@ -30,7 +31,7 @@ pub use vm::VmArgs;
 use crate::Failure;
 use crate::args::{Command, OpenArgs};
 use diskcast_block::gate::Gate;
-use diskcast_block::lock::{ImageLock, LockMode, Locks};
+use diskcast_block::lock::{LockMode, Locks};
 use diskcast_block::provenance::Provenance;
 use diskcast_block::registry::{CreateOptions, OpenContext, Registry};
 use diskcast_block::{BlockRead, Error, Result};
@@ -76,11 +77,7 @@ impl Images {
             gate.allow(p)?;
         }
         // Replaying a log writes to the input, so it is locked as a target is.
-        let mode = match (open.replay_log, open.force_share) {
-            (true, _) => LockMode::Write,
-            (false, true) => LockMode::ReadShared,
-            (false, false) => LockMode::Read,
-        };
+        let mode = if open.replay_log { LockMode::Write } else { open.share.lock_mode() };
         Ok(Images {
             registry: diskcast_formats::registry(),
             gate,
@@ -122,18 +119,6 @@ pub fn refuse_stream(path: &Path) -> Result<()> {
             .with_file(path))
         }
         _ => Ok(()),
-    }
-}
-
-/// Locks an existing file that a command is about to replace (or write into) as qemu
-/// locks an image it writes: refused while a VM or another tool uses it. `None` when
-/// there is no such file yet.
-pub fn lock_target(path: &Path) -> Result<Option<ImageLock>> {
-    match std::fs::metadata(path) {
-        Ok(m) if m.is_file() || std::os::unix::fs::FileTypeExt::is_block_device(&m.file_type()) => {
-            ImageLock::acquire(path, LockMode::Write).map(Some)
-        }
-        _ => Ok(None),
     }
 }
 

@@ -3,6 +3,7 @@
 
 use clap::{ArgAction, Args};
 use diskcast_block::Result;
+use diskcast_block::lock::Locks;
 use diskcast_oci::{OpenOptions, Platform};
 
 /// How to read a container image source (`oci:`, `oci-archive:`, `docker-archive:`,
@@ -231,9 +232,15 @@ pub fn convert(
     dst: &str,
     format: Option<String>,
     a: &ImageWriteArgs,
+    share: crate::args::ShareArgs,
     progress: &dyn diskcast_block::progress::Progress,
 ) -> Result<u8> {
     let dst_ref = diskcast_oci::ImageRef::parse(dst)?;
+    if let diskcast_oci::ImageRef::OciArchive { file, .. } | diskcast_oci::ImageRef::DockerArchive { file, .. } =
+        &dst_ref
+    {
+        diskcast_block::output::refuse_inputs(file, &Vec::from_iter(diskcast_sources::source_path(src)))?;
+    }
     let mut labels = std::collections::BTreeMap::new();
     for l in &a.label {
         let (k, v) = l
@@ -279,7 +286,8 @@ pub fn convert(
         reproducible: clock.is_reproducible(),
         registry: image_opts.registry.clone(),
     };
-    let opts = diskcast_sources::SourceOptions { tree: None, format, image: image_opts };
+    let locks = Some(std::sync::Arc::new(Locks::new(share.lock_mode())));
+    let opts = diskcast_sources::SourceOptions { tree: None, format, image: image_opts, locks };
     let opened = diskcast_sources::open_tree(src, &opts)?;
     for w in &opened.warnings {
         eprintln!("diskcast: warning: {src}: {w}");

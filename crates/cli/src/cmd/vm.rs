@@ -3,12 +3,13 @@
 //!
 //! The library ([`diskcast_vm::plan`]) does the work: kernel discovery, guest
 //! preparation, the ESP with systemd-boot, the ext4 root, the GPT. Here the arguments
-//! are checked, the profile picks the output format, and the [`Writer`] writes the plan.
+//! are checked, the profile picks the output format, and the [`ImageWriter`] writes the
+//! plan.
 
-use super::mkfs::{OutputArgs, Writer};
+use super::output::ImageWriter;
 use super::print_json;
-use super::tree_source::{SourceArgs, open as open_source};
-use crate::args::{OutputFormat, WriteArgs};
+use super::tree_source::{SourceArgs, input_path, open as open_source};
+use crate::args::{OutputArgs, OutputFormat, WriteArgs};
 use clap::Args;
 use diskcast_block::provenance::Provenance;
 use diskcast_block::size::{human, parse_size};
@@ -153,7 +154,10 @@ pub fn run(a: VmArgs) -> Result<u8> {
     if let Some(s) = &staged {
         out.output = s.disk.clone();
     }
-    let writer = Writer::new(&out)?;
+    // Every file the disk is made from: none of them may be the output.
+    let mut inputs: Vec<PathBuf> = input_path(&a.src).into_iter().collect();
+    inputs.extend([&a.kernel, &a.initrd, &a.loader, &a.guest.ssh_key].into_iter().flatten().cloned());
+    let writer = ImageWriter::new(&out, &inputs)?;
     let opts = VmOptions {
         boot,
         kernel: a.kernel.clone(),
