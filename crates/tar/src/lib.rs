@@ -33,6 +33,13 @@ pub use writer::{WriteReport, write_tar};
 /// xattrs; ACL- and capability-heavy files stay far below this.
 pub const MAX_PAX_HEADER: u64 = 16 << 20;
 
+/// Most bytes of extended attributes (names plus values) all members of one archive
+/// may carry together. Each member's come from a PAX header of at most
+/// [`MAX_PAX_HEADER`], but the tree keeps them all in memory: 40 members of 16 MiB
+/// would hold 640 MiB. A distribution with an SELinux label and an ACL on every file
+/// carries a few tens of MiB.
+pub const MAX_XATTR_TOTAL: u64 = 256 << 20;
+
 /// Largest GNU long name or link (`L`/`K`) accepted (Linux's PATH_MAX is 4096).
 pub const MAX_LONG_NAME: u64 = 64 << 10;
 
