@@ -567,7 +567,7 @@ impl Archive {
             let n = FileRange { file: self.file.clone(), pos: off, end: off + len }
                 .read(&mut head)
                 .map_err(|e| from_io(e, lname))?;
-            let compression = sniff(&head[..n]);
+            let compression = sniff(&head[..n]).map_err(|e| e.with_file(lname))?;
             let digest = match (name_digest(lname), compression, config.rootfs.diff_ids.get(i)) {
                 (Some(d), _, _) => d,
                 (None, Compression::None, Some(diff)) => diff.clone(),

@@ -42,7 +42,8 @@ pub struct SourceOptions {
     pub tree: Option<String>,
     /// `-f`: the block format of a disk image, instead of probing.
     pub format: Option<String>,
-    /// Container images: platform, registry credentials and TLS, decompression limits.
+    /// Container images: platform, registry credentials and TLS; decompression limits
+    /// (for compressed tars too).
     pub image: diskcast_oci::OpenOptions,
 }
 
@@ -101,7 +102,8 @@ pub fn open_tree(spec: &str, opts: &SourceOptions) -> Result<Opened> {
         if opts.tree.is_some() {
             return Err(tree_not_applicable("a tar"));
         }
-        let t = diskcast_tar::read_tar(path)?;
+        // The decompression cap OCI layers obey, from the same options.
+        let t = diskcast_tar::read_tar_with(path, &opts.image.limits)?;
         let description = match t.compression {
             diskcast_tar::Compression::None => format!("tar {spec}"),
             c => format!("tar ({}) {spec}", c.name()),

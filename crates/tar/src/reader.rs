@@ -1,7 +1,7 @@
 //! Reading a tar stream one member at a time: extension headers (PAX `x`/`g`, GNU
 //! `L`/`K`) folded into the member they describe, data left in the stream.
 
-use crate::compress::read_full;
+use crate::compress::{from_io, read_full};
 use crate::header::{self, BLOCK};
 use crate::{MAX_LONG_NAME, MAX_PAX_HEADER, MAX_SPARSE_RUNS, MAX_XATTR_TOTAL};
 use diskcast_block::{Error, Result};
@@ -157,8 +157,8 @@ impl TarReader {
                 }
             }
             Input::Stream(r) => {
-                let copied =
-                    std::io::copy(&mut r.take(n), &mut std::io::sink()).map_err(|e| Error::io("cannot read", e))?;
+                let copied = std::io::copy(&mut r.take(n), &mut std::io::sink())
+                    .map_err(|e| from_io(e, "the archive").with_file(&self.name))?;
                 self.pos += copied;
                 copied == n
             }
@@ -175,7 +175,8 @@ impl TarReader {
             Input::File { file, .. } => file,
             Input::Stream(r) => r,
         };
-        let n = read_full(r, buf).map_err(|e| Error::io("cannot read", e).with_file(&self.name))?;
+        // A decompression cap or a digest check below passes its own error up.
+        let n = read_full(r, buf).map_err(|e| from_io(e, "the archive").with_file(&self.name))?;
         self.pos += n as u64;
         Ok(n)
     }

@@ -67,3 +67,30 @@ fn xattrs_of_all_members_together_are_capped() {
     assert!(e.to_string().contains(&format!("{}", diskcast_tar::MAX_XATTR_TOTAL)), "{e}");
     assert_eq!(e.file().map(|f| f.display().to_string()), Some(name), "{e}");
 }
+
+/// `sh -c script` in `dir`.
+fn sh(dir: &Path, script: &str) {
+    run("sh", &["-c", &format!("cd '{}' && {script}", dir.display())]);
+}
+
+#[test]
+fn a_zstd_tar_is_capped_by_the_rule_oci_layers_obey() {
+    // GNU tar of a 1 GiB file of zeros through zstd: 33 KB that expand 32 000 times.
+    let d = tempfile::tempdir().unwrap();
+    sh(d.path(), "truncate -s 1G zeros && tar -cf - zeros | zstd -q -o bomb.tar.zst && rm zeros");
+    let tar = d.path().join("bomb.tar.zst");
+    let compressed = std::fs::metadata(&tar).unwrap().len();
+    let cap = diskcast_tar::Limits::default().layer_cap(compressed);
+    assert!(cap < 1 << 30, "the test needs a ratio above the cap ({compressed} bytes compressed)");
+    let name = tar.display().to_string();
+    let e = within(120, "reading a zstd bomb", move || diskcast_tar::read_tar(&tar).unwrap_err());
+    assert_eq!(e.kind(), ErrorKind::OutOfBounds, "{e}");
+    assert!(e.to_string().contains(&format!("decompresses to more than {cap} bytes")), "{e}");
+    assert!(e.to_string().contains("decompression bomb"), "{e}");
+    assert!(e.to_string().contains(&name), "{e}");
+
+    // The same ratio on a small archive stays under the slack and reads.
+    sh(d.path(), "truncate -s 16M zeros && tar -cf - zeros | zstd -q -o small.tar.zst");
+    let t = diskcast_tar::read_tar(&d.path().join("small.tar.zst")).unwrap();
+    assert_eq!(t.tree.node(t.tree.resolve(b"zeros", false).unwrap()).as_file().unwrap().size, 16 << 20);
+}
