@@ -104,7 +104,7 @@ pub enum Compression {
     None,
     /// gzip (RFC 1952), possibly several members back to back.
     Gzip,
-    /// Zstandard, possibly several frames.
+    /// Zstandard, possibly several frames, possibly after skippable frames (pzstd).
     Zstd,
 }
 
@@ -114,7 +114,7 @@ impl Compression {
     pub fn detect(head: &[u8]) -> Result<Compression> {
         Ok(if head.starts_with(&[0x1f, 0x8b]) {
             Compression::Gzip
-        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) || is_skippable_frame(head) {
             Compression::Zstd
         } else if head.starts_with(b"\xfd7zXZ\0") {
             return Err(Error::unsupported("xz-compressed tar is not supported (decompress it first: xz -d)"));
@@ -238,6 +238,13 @@ impl StreamSource for FileStream {
         // The cap's and the decompressor's errors name the file.
         Ok(capped(inner, self.cap, &self.name()))
     }
+}
+
+/// A zstd skippable frame (RFC 8878 3.1.2: magic 0x184D2A50..=0x184D2A5F, little
+/// endian), which pzstd writes before each frame to record its size; the decoder skips
+/// it.
+fn is_skippable_frame(head: &[u8]) -> bool {
+    matches!(head, [m, 0x2a, 0x4d, 0x18, ..] if m & 0xf0 == 0x50)
 }
 
 /// Reads until `buf` is full or the input ends; returns how much was read.
