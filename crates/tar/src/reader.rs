@@ -409,6 +409,14 @@ impl TarReader {
             b'0' | 0 if path.ends_with(b"/") => MemberKind::Dir,
             _ => MemberKind::File,
         };
+        // Entries that never carry data have none, whatever their size field says (POSIX
+        // 1988 says so of links): bsdtar and Go's archive/tar (so every container
+        // runtime) read them so, and GNU tar does for directories and hard links. Skipping
+        // a size with no data behind it would swallow the next member. A GNU dumpdir
+        // (`D`) does hold data: its listing.
+        if typeflag != b'D' && !matches!(kind, MemberKind::File) {
+            size = 0;
+        }
 
         let xattrs = pax_xattrs(local, global).map_err(e)?;
         let bytes = xattrs

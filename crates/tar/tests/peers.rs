@@ -106,3 +106,88 @@ fn a_zstd_stream_that_starts_with_a_skippable_frame_is_read() {
     }
     assert_eq!(seen, theirs);
 }
+
+#[test]
+fn directory_entries_with_a_size_and_no_data_do_not_swallow_the_next_member() {
+    // A directory (type 5, or an old-style '0' or NUL type with a trailing slash) whose
+    // size says 100 bytes that are not there, then an empty file (header only) and a
+    // file. Skipping 100 bytes ate the empty file's header.
+    let d = tempfile::tempdir().unwrap();
+    for (name, typeflag) in [("d5.tar", "ord('5')"), ("d0.tar", "ord('0')"), ("dnul.tar", "0")] {
+        let tar = python(
+            d.path(),
+            name,
+            &format!(
+                "with tarfile.open(OUT, 'w', format=tarfile.USTAR_FORMAT) as t:\n    \
+                 add(t, 'd/', type=tarfile.DIRTYPE)\n    add(t, 'e')\n    add(t, 'g', b'world\\n')\n\
+                 patch(OUT, 0, size=100, typeflag={typeflag})"
+            ),
+        );
+        let ours = ours(&tar);
+        assert_eq!(names(&ours), ["d", "e", "g"], "{name}");
+        assert_eq!(names(&ours), bsd(&tar), "{name}: bsdtar");
+        if name == "d5.tar" {
+            // GNU tar ignores a directory's size too (and skips it on old-style ones,
+            // swallowing `e` as we did).
+            assert_eq!(names(&ours), names(&gnu(&tar)), "{name}: GNU tar");
+        }
+        assert_eq!(ours[2], ("g".to_string(), 6));
+    }
+    // The class: symlinks, devices and fifos never carry data either (bsdtar, and Go's
+    // archive/tar that container runtimes use, ignore their size).
+    for (name, kind) in
+        [("sym.tar", "tarfile.SYMTYPE"), ("chr.tar", "tarfile.CHRTYPE"), ("fifo.tar", "tarfile.FIFOTYPE")]
+    {
+        let tar = python(
+            d.path(),
+            name,
+            &format!(
+                "with tarfile.open(OUT, 'w', format=tarfile.USTAR_FORMAT) as t:\n    \
+                 add(t, 'x', type={kind}, linkname='g')\n    add(t, 'e')\n    add(t, 'g', b'world\\n')\n\
+                 patch(OUT, 0, size=6)"
+            ),
+        );
+        assert_eq!(names(&ours(&tar)), ["x", "e", "g"], "{name}");
+        assert_eq!(names(&ours(&tar)), bsd(&tar), "{name}: bsdtar");
+    }
+}
+
+#[test]
+fn hard_links_with_a_size_and_no_data_are_read_as_gnu_tar_reads_them() {
+    // POSIX 1988: the size of a link is ignored. GNU tar and bsdtar list every member
+    // of the ustar and GNU cases; in the PAX case bsdtar trusts the size and swallows
+    // `e`, GNU tar (and Go's archive/tar) do not.
+    let d = tempfile::tempdir().unwrap();
+    for (name, format, block) in
+        [("ustar.tar", "USTAR_FORMAT", 2), ("gnu.tar", "GNU_FORMAT", 2), ("pax.tar", "PAX_FORMAT", 6)]
+    {
+        let tar = python(
+            d.path(),
+            name,
+            &format!(
+                "with tarfile.open(OUT, 'w', format=tarfile.{format}) as t:\n    \
+                 add(t, 'f', b'hello\\n', pax_headers={{'comment': 'x'}})\n    \
+                 add(t, 'l', type=tarfile.LNKTYPE, linkname='f', pax_headers={{'comment': 'y'}})\n    \
+                 add(t, 'e')\n    add(t, 'g', b'world\\n')\n\
+                 patch(OUT, {block}, size=6)"
+            ),
+        );
+        assert_eq!(ours(&tar), gnu(&tar), "{name}: GNU tar");
+        if name != "pax.tar" {
+            assert_eq!(names(&ours(&tar)), bsd(&tar), "{name}: bsdtar");
+        }
+        let t = diskcast_tar::read_tar(&tar).unwrap();
+        let (f, l) = (t.tree.resolve(b"f", false).unwrap(), t.tree.resolve(b"l", false).unwrap());
+        assert_eq!(f, l, "{name}: l is a second name of f");
+    }
+    // A link whose size runs past the end of the archive was refused as truncated.
+    let tar = python(
+        d.path(),
+        "last.tar",
+        "with tarfile.open(OUT, 'w', format=tarfile.USTAR_FORMAT) as t:\n    \
+         add(t, 'f', b'hello\\n')\n    add(t, 'l', type=tarfile.LNKTYPE, linkname='f')\n\
+         patch(OUT, 2, size=1 << 20)",
+    );
+    assert_eq!(ours(&tar), gnu(&tar));
+    assert_eq!(names(&ours(&tar)), bsd(&tar));
+}
