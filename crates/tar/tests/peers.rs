@@ -85,11 +85,8 @@ fn a_zstd_stream_that_starts_with_a_skippable_frame_is_read() {
     let t = diskcast_tar::read_tar(&zst).unwrap();
     assert_eq!(t.compression, diskcast_tar::Compression::Zstd);
     // The same members as GNU tar lists from `zstd -dc`, with the same bytes.
-    let listing = Command::new("sh")
-        .arg("-c")
-        .arg(format!("zstd -dc '{}' | tar -tf -", zst.display()))
-        .output()
-        .unwrap();
+    let listing =
+        Command::new("sh").arg("-c").arg(format!("zstd -dc '{}' | tar -tf -", zst.display())).output().unwrap();
     let theirs: Vec<String> = String::from_utf8(listing.stdout).unwrap().lines().map(str::to_string).collect();
     assert_eq!(theirs, ["big", "small"]);
     let stream = FileStream::open(&zst).unwrap();
@@ -190,4 +187,50 @@ fn hard_links_with_a_size_and_no_data_are_read_as_gnu_tar_reads_them() {
     );
     assert_eq!(ours(&tar), gnu(&tar));
     assert_eq!(names(&ours(&tar)), bsd(&tar));
+}
+
+#[test]
+fn numeric_fields_with_leading_nuls_read_as_gnu_tar_reads_them() {
+    // GNU tar skips one leading NUL (old tars left one when the field before
+    // overflowed); a second NUL ends the number, so these sizes are 0, not 14.
+    let d = tempfile::tempdir().unwrap();
+    for (name, field) in [("nuls.tar", r"b'\0' * 9 + b'016'"), ("two.tar", r"b'\0\0' + b'000000016\0'")] {
+        let tar = python(
+            d.path(),
+            name,
+            &format!(
+                "with tarfile.open(OUT, 'w', format=tarfile.USTAR_FORMAT) as t:\n    \
+                 add(t, 'a')\n    add(t, 'g', b'world\\n')\n\
+                 patch(OUT, 0, field={field})"
+            ),
+        );
+        assert_eq!(ours(&tar), gnu(&tar), "{name}");
+        assert_eq!(ours(&tar), [("a".to_string(), 0), ("g".to_string(), 6)], "{name}");
+    }
+    // One NUL, then the digits: GNU tar reads 14 (and so do we).
+    let tar = python(
+        d.path(),
+        "one.tar",
+        "with tarfile.open(OUT, 'w', format=tarfile.USTAR_FORMAT) as t:\n    \
+         add(t, 'a', b'fourteen bytes')\n    add(t, 'g', b'world\\n')\n\
+         patch(OUT, 0, field=b'\\0 0000000016')",
+    );
+    assert_eq!(ours(&tar), gnu(&tar));
+    assert_eq!(ours(&tar)[0], ("a".to_string(), 14));
+    // Blanks only: GNU tar refuses the header ("Blanks in header where numeric off_t
+    // value expected"), and so do we.
+    let tar = python(
+        d.path(),
+        "blank.tar",
+        "with tarfile.open(OUT, 'w', format=tarfile.USTAR_FORMAT) as t:\n    \
+         add(t, 'a')\n\
+         patch(OUT, 0, field=b' ' * 12)",
+    );
+    let gnu_out = Command::new("tar").args(["-tvf", tar.to_str().unwrap()]).output().unwrap();
+    assert!(String::from_utf8_lossy(&gnu_out.stderr).contains("Blanks in header"));
+    let mut r = TarReader::from_file(std::fs::File::open(&tar).unwrap(), "blank.tar").unwrap();
+    let e = r.next_member().unwrap_err();
+    assert_eq!(e.kind(), diskcast_block::ErrorKind::Corrupt, "{e}");
+    assert_eq!(e.field(), Some("size"), "{e}");
+    assert!(e.to_string().contains("blanks where a number is expected"), "{e}");
 }
