@@ -367,8 +367,9 @@ impl TarReader {
             Some(v) => pax_time(v, "mtime").map_err(e)?,
             None => Timestamp::from_secs(header::number(h, header::MTIME, "mtime").map_err(e)?),
         };
-        let gnu_time = |f, name| -> Result<Option<Timestamp>> {
-            if !gnu {
+        let gnu_time = |f: (usize, usize), name| -> Result<Option<Timestamp>> {
+            // GNU tar reads these only for incremental archives: blank means absent.
+            if !gnu || h[f.0..f.1].iter().all(|&c| c == 0 || c == b' ') {
                 return Ok(None);
             }
             let v = header::number(h, f, name)?;
