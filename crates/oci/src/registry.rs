@@ -211,6 +211,9 @@ struct Client {
     /// The actions a token is asked for: `pull`, or `pull,push`.
     actions: &'static str,
     timeouts: Timeouts,
+    /// `host[:port]` of the registry, for deciding where credentials may go.
+    registry: String,
+    tls_verify: bool,
 }
 
 /// The timeouts the agent was built with, for messages that say which one fired.
@@ -325,6 +328,8 @@ impl Client {
             label,
             actions,
             timeouts: Timeouts { idle: o.idle_timeout, total: o.request_timeout },
+            registry: r.registry.clone(),
+            tls_verify: o.tls_verify,
         };
         // A ping tells whether the registry speaks TLS; without verification, plain
         // HTTP is tried when TLS fails (as skopeo does with --tls-verify=false).
@@ -450,17 +455,26 @@ impl Client {
             url.push_str(&format!("scope={}", urlencode(&own_scope)));
         }
         let mut req = self.agent.get(&url);
-        if let Some(b) = &basic {
-            req = req.header("Authorization", b);
-        }
+        let withheld = match (&basic, realm_may_get_credentials(&realm, &self.registry, self.tls_verify)) {
+            (Some(b), Ok(())) => {
+                req = req.header("Authorization", b);
+                None
+            }
+            (Some(_), Err(why)) => Some(why),
+            (None, _) => None,
+        };
         let mut resp =
             req.call().map_err(|e| transport_error(&format!("token request to {realm}"), e, self.timeouts))?;
         if resp.status() != 200 {
+            let why = match (&basic, &withheld) {
+                (None, _) => " (no credentials given: --creds USER:PASSWORD or docker login)".to_string(),
+                (Some(_), Some(why)) => format!(" (credentials were not sent: {why})"),
+                (Some(_), None) => String::new(),
+            };
             return Err(Error::refused(format!(
-                "{}: the token service {realm} answered {}{}",
+                "{}: the token service {realm} answered {}{why}",
                 self.label,
-                resp.status(),
-                if basic.is_none() { " (no credentials given: --creds USER:PASSWORD or docker login)" } else { "" }
+                resp.status()
             )));
         }
         let body = resp
@@ -895,6 +909,37 @@ impl Client {
     }
 }
 
+/// Whether Basic credentials may go to the token `realm` of the registry at `registry`
+/// (`host[:port]`): over https always; over plain http only when the user turned TLS
+/// verification off and the realm is on the registry's own host (any port). Otherwise
+/// the reason, for the message.
+fn realm_may_get_credentials(realm: &str, registry: &str, tls_verify: bool) -> std::result::Result<(), String> {
+    if realm.starts_with("https://") {
+        return Ok(());
+    }
+    if tls_verify {
+        return Err(format!(
+            "the token realm {realm} is plain http (credentials go over https only; with --tls-verify=false also to \
+             plain http on the registry's own host)"
+        ));
+    }
+    let rest = realm.strip_prefix("http://").unwrap_or(realm);
+    if !host_of(rest).eq_ignore_ascii_case(host_of(registry)) {
+        return Err(format!("the token realm {realm} is plain http on another host than the registry {registry}"));
+    }
+    Ok(())
+}
+
+/// The host of `authority[/path]` (`user@host:port/x` -> `host`, `[::1]:80` -> `[::1]`).
+fn host_of(s: &str) -> &str {
+    let authority = s.split(['/', '?', '#']).next().unwrap_or("");
+    let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if hostport.starts_with('[') {
+        return hostport.find(']').map_or(hostport, |i| &hostport[..=i]);
+    }
+    hostport.split(':').next().unwrap_or("")
+}
+
 /// `realm="https://x",service="y",scope="a:b:pull"` as key/value pairs.
 fn parse_challenge(s: &str) -> Vec<(String, String)> {
     let mut out = Vec::new();
@@ -943,5 +988,20 @@ mod tests {
         assert_eq!(p[0], ("realm".into(), "https://auth.docker.io/token".into()));
         assert_eq!(p[2].1, "repository:library/busybox:pull");
         assert_eq!(urlencode("repository:a/b:pull"), "repository%3Aa%2Fb%3Apull");
+    }
+
+    #[test]
+    fn credentials_go_to_https_realms_or_to_the_registrys_own_host_without_tls_verification() {
+        assert!(realm_may_get_credentials("https://auth.example/token", "reg.example", true).is_ok());
+        assert!(realm_may_get_credentials("https://auth.example/token", "reg.example", false).is_ok());
+        let e = realm_may_get_credentials("http://reg.example/token", "reg.example", true).unwrap_err();
+        assert!(e.contains("https only"), "{e}");
+        assert!(realm_may_get_credentials("http://reg.example:5001/token", "reg.example:5000", false).is_ok());
+        let e = realm_may_get_credentials("http://127.0.0.2:80/token", "127.0.0.1:5000", false).unwrap_err();
+        assert!(e.contains("another host"), "{e}");
+        let e = realm_may_get_credentials("http://reg.example@evil.example/t", "reg.example", false).unwrap_err();
+        assert!(e.contains("another host"), "{e}");
+        assert_eq!(host_of("[::1]:5000/v2"), "[::1]");
+        assert_eq!(host_of("u:p@h:1?x"), "h");
     }
 }

@@ -164,3 +164,58 @@ fn a_registry_that_stalls_or_trickles_times_out_and_reads_are_retried() {
     let ranges: Vec<Option<&str>> = gets.iter().map(|s| s.header("range")).collect();
     assert_eq!(ranges, [None, Some("bytes=20-"), Some("bytes=40-")]);
 }
+
+/// A registry on 127.0.0.1 that demands a Bearer token from `realm` for every manifest.
+fn bearer_registry(realm: String) -> String {
+    serve("127.0.0.1", move |req, c| {
+        let challenge =
+            format!("WWW-Authenticate: Bearer realm=\"{realm}\",service=\"s\",scope=\"repository:x:pull\"\r\n");
+        if req.header("authorization") == Some("Bearer tok") {
+            answer(c, "404 Not Found", "", b"");
+        } else {
+            answer(c, "401 Unauthorized", &challenge, b"");
+        }
+    })
+    .0
+}
+
+/// A token service on `ip` that logs each request's Authorization and gives `tok` for
+/// alice:secret.
+fn token_service(ip: &str) -> (String, Log) {
+    serve(ip, |req, c| {
+        if req.header("authorization") == Some("Basic YWxpY2U6c2VjcmV0") {
+            answer(c, "200 OK", "Content-Type: application/json\r\n", br#"{"token":"tok"}"#);
+        } else {
+            answer(c, "401 Unauthorized", "", b"");
+        }
+    })
+}
+
+#[test]
+fn basic_credentials_never_go_to_a_plain_http_realm_on_another_host() {
+    let cache = tempfile::tempdir().unwrap();
+    let mut o = options(cache.path(), 10, 60);
+    o.registry.creds = Some("alice:secret".into());
+
+    // The realm is on 127.0.0.2, another host than the registry's 127.0.0.1: the token
+    // request goes without credentials, and the error says why.
+    let (elsewhere, log) = token_service("127.0.0.2");
+    let reg = bearer_registry(format!("http://{elsewhere}/token"));
+    let (spec, oo) = (format!("docker://{reg}/x:t"), o.clone());
+    let e = within(30, "a realm on another host", move || open(&spec, &oo).unwrap_err());
+    assert_eq!(e.kind(), ErrorKind::Refused, "{e}");
+    assert!(e.to_string().contains("credentials were not sent"), "{e}");
+    assert!(e.to_string().contains("another host"), "{e}");
+    let seen = log.lock().unwrap().clone();
+    assert!(!seen.is_empty(), "the token service was not asked");
+    assert!(seen.iter().all(|s| s.header("authorization").is_none()), "credentials leaked: {seen:?}");
+
+    // The same registry host on another port, with --tls-verify=false: they are sent,
+    // the token is used, and the pull gets as far as the (missing) manifest.
+    let (same, log) = token_service("127.0.0.1");
+    let reg = bearer_registry(format!("http://{same}/token"));
+    let spec = format!("docker://{reg}/x:t");
+    let e = within(30, "a realm on the registry's host", move || open(&spec, &o).unwrap_err());
+    assert!(e.to_string().contains("no manifest t"), "{e}");
+    assert!(log.lock().unwrap().iter().any(|s| s.header("authorization") == Some("Basic YWxpY2U6c2VjcmV0")));
+}
