@@ -84,6 +84,9 @@ pub struct Image {
     pub store: Arc<dyn BlobStore>,
     /// Decompression bounds used when flattening.
     pub limits: Limits,
+    /// What the user should know about how the image was read (a damaged cached blob
+    /// fetched again), one message each.
+    pub warnings: Vec<String>,
 }
 
 impl Image {
@@ -333,6 +336,7 @@ pub(crate) fn from_manifest(
         layers,
         store,
         limits: opts.limits,
+        warnings: Vec::new(),
     })
 }
 

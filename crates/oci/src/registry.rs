@@ -13,7 +13,7 @@
 //! size and digest were checked; layers download in parallel.
 
 use crate::blobs::{DirStore, read_verified};
-use crate::digest::{Digest, Hasher};
+use crate::digest::{Digest, Hasher, Verify};
 use crate::image::{Image, OpenOptions, from_manifest, select_platform};
 use crate::source::{Reference, RegistryRef};
 use crate::spec::{DocKind, Index, MAX_MANIFEST_BYTES, Manifest, Platform, doc_kind, media, parse_json};
@@ -134,10 +134,26 @@ pub fn open(r: &RegistryRef, platform: &Platform, strict: bool, opts: &OpenOptio
             return Err(Error::unsupported(format!("layer {} is a foreign layer fetched from elsewhere", b.digest)));
         }
     }
-    client.fetch_all(&store, &blobs, opts.progress.as_ref(), opts.registry.jobs.max(1))?;
+    let warnings = client.fetch_all(&store, &blobs, opts.progress.as_ref(), opts.registry.jobs.max(1))?;
     // The config is small: read it now so a bad one fails before anything else.
     read_verified(&store, &manifest.config, crate::spec::MAX_CONFIG_BYTES, "image config")?;
-    from_manifest(Arc::new(store), digest, false, manifest, platform, strict, label, opts)
+    let mut image = from_manifest(Arc::new(store), digest, false, manifest, platform, strict, label, opts)?;
+    image.warnings = warnings;
+    Ok(image)
+}
+
+/// Checks the cached copy of `d` (size and digest) by reading it whole: `Ok(true)` when
+/// it is good, `Ok(false)` when there is none, an error saying what is wrong otherwise.
+fn check_cached(store: &DirStore, d: &crate::spec::Descriptor) -> Result<bool> {
+    let path = store.path(&d.digest);
+    let file = match std::fs::File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(Error::io("cannot open a cached blob", e).with_file(&path)),
+    };
+    let what = format!("cached blob {}", d.digest);
+    Verify::new(std::io::BufReader::with_capacity(1 << 20, file), &d.digest, d.size, what).finish()?;
+    Ok(true)
 }
 
 /// Where credentials are looked up: `--creds`, then Docker's and skopeo's auth files.
@@ -523,20 +539,49 @@ impl Client {
         Ok((body, mt))
     }
 
-    /// Downloads every blob not yet in the cache, `jobs` at a time.
+    /// Downloads every blob not yet in the cache, `jobs` at a time. Blobs already there
+    /// are checked first (size and digest, `jobs` at a time): one damaged on disk is
+    /// deleted and downloaded again, and a warning saying so is returned.
     fn fetch_all(
         &self,
         store: &DirStore,
         blobs: &[crate::spec::Descriptor],
         progress: &dyn Progress,
         jobs: usize,
-    ) -> Result<()> {
-        let todo: Vec<&crate::spec::Descriptor> = blobs
-            .iter()
-            .filter(|d| std::fs::metadata(store.path(&d.digest)).map(|m| m.len() != d.size).unwrap_or(true))
-            .collect();
+    ) -> Result<Vec<String>> {
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let states: Vec<Mutex<Option<Result<bool>>>> = blobs.iter().map(|_| Mutex::new(None)).collect();
+        std::thread::scope(|s| {
+            for _ in 0..jobs.min(blobs.len()) {
+                s.spawn(|| {
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(d) = blobs.get(i) else { break };
+                        if let Ok(mut st) = states[i].lock() {
+                            *st = Some(check_cached(store, d));
+                        }
+                    }
+                });
+            }
+        });
+        let mut todo: Vec<&crate::spec::Descriptor> = Vec::new();
+        let mut warnings = Vec::new();
+        for (d, st) in blobs.iter().zip(states) {
+            match st.into_inner().ok().flatten() {
+                Some(Ok(true)) => {}
+                Some(Ok(false)) | None => todo.push(d),
+                Some(Err(e)) if e.kind() == diskcast_block::ErrorKind::Corrupt => {
+                    let path = store.path(&d.digest);
+                    std::fs::remove_file(&path)
+                        .map_err(|e| Error::io("cannot delete a damaged cached blob", e).with_file(&path))?;
+                    warnings.push(format!("{}; deleted from the cache and downloaded again", e.message()));
+                    todo.push(d);
+                }
+                Some(Err(e)) => return Err(e),
+            }
+        }
         if todo.is_empty() {
-            return Ok(());
+            return Ok(warnings);
         }
         let dir = store.path(&todo[0].digest).parent().map(Path::to_path_buf).unwrap_or_default();
         std::fs::create_dir_all(&dir).map_err(|e| Error::io("cannot create the blob cache", e).with_file(&dir))?;
@@ -563,7 +608,7 @@ impl Client {
         progress.finish();
         match failed.into_inner().ok().flatten() {
             Some(e) => Err(e),
-            None => Ok(()),
+            None => Ok(warnings),
         }
     }
 

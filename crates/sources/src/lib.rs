@@ -78,7 +78,7 @@ pub fn open_tree(spec: &str, opts: &SourceOptions) -> Result<Opened> {
             image.layers.len()
         );
         let config = Some(image.config.config.clone().unwrap_or_default());
-        return Ok(Opened { tree, description, warnings: Vec::new(), config });
+        return Ok(Opened { tree, description, warnings: image.warnings, config });
     }
     if spec.starts_with("docker-daemon:") {
         return Err(Error::unsupported(format!(
