@@ -363,3 +363,43 @@ fn a_layer_listed_1000_times_is_read_once_in_bounded_memory() {
     assert_eq!(got.lines().count(), 2001, "{got}");
     assert!(got == want, "the image listed 1000 times lists differently from once");
 }
+
+/// A blob of the download cache damaged on disk (same size, other bytes) between two
+/// pulls from Debian's docker-registry on loopback: the second pull checks it, says so
+/// on stderr, deletes it and downloads it again, and lists the image; the cache then
+/// holds the right bytes.
+#[test]
+fn a_damaged_cached_blob_is_fetched_again() {
+    let t = tmp();
+    let img = t.path().join("img");
+    make_image(&img);
+    let reg = crate::oci_common::start_registry(&t.path().join("registry"));
+    let src = format!("docker://{}/test/img:t", reg.addr);
+    run("skopeo", &["copy", "--quiet", "--dest-tls-verify=false", &format!("oci:{}:t", s(&img)), &src]);
+    let first = dc_cache(t.path(), &["ls", "-R", "--tls-verify=false", &src]).expect_ok();
+    let blobs = t.path().join("cache/diskcast/blobs/sha256");
+    let biggest = std::fs::read_dir(&blobs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    let good = std::fs::read(&biggest).unwrap();
+    let mut bad = good.clone();
+    let mid = bad.len() / 2;
+    bad[mid] ^= 0xff;
+    std::fs::write(&biggest, &bad).unwrap();
+    let hex = biggest.file_name().unwrap().to_string_lossy().into_owned();
+
+    let second = dc_cache(t.path(), &["ls", "-R", "--tls-verify=false", &src]).expect_ok().expect_stderr_all(&[
+        "warning",
+        &hex,
+        "digest mismatch",
+        "downloaded again",
+    ]);
+    assert_eq!(second.stdout_str(), first.stdout_str());
+    assert_eq!(std::fs::read(&biggest).unwrap(), good);
+    // A third pull finds the cache whole: no warning.
+    let third = dc_cache(t.path(), &["ls", "-R", "--tls-verify=false", &src]).expect_ok();
+    assert!(!third.stderr.contains("warning"), "{}", third.stderr);
+    drop(reg);
+}

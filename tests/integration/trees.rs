@@ -209,3 +209,30 @@ fn an_unreadable_entry_of_a_directory_source_is_an_error_naming_it() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("locked") && stderr.contains("cannot read directory"), "{stderr}");
 }
+
+/// A `.tar.zst` made by GNU tar and zstd that expands past the decompression cap OCI
+/// layers obey (33 KB holding 1 GiB of zeros) is refused by `ls`, with the cap named;
+/// the same archive made by pzstd (a skippable frame first) is recognised as zstd.
+#[test]
+fn a_zstd_bomb_is_refused_and_pzstd_output_is_read() {
+    let t = tmp();
+    let dir = t.path();
+    tool(
+        "sh",
+        &[
+            "-c",
+            &format!(
+                "cd '{}' && truncate -s 1G zeros && tar -cf - zeros | zstd -q -o bomb.tar.zst && rm zeros && \
+                 echo hi > small && tar -cf small.tar small && pzstd -q small.tar -o small.tar.zst",
+                dir.display()
+            ),
+        ],
+    );
+    dc(&["ls", &s(&dir.join("bomb.tar.zst"))]).expect_code(1).expect_stderr_all(&[
+        "bomb.tar.zst",
+        "decompression bomb",
+        "4096 bytes per compressed byte",
+    ]);
+    let out = dc_ok(&["ls", "-l", &s(&dir.join("small.tar.zst"))]).stdout_str();
+    assert!(out.lines().any(|l| l.ends_with(" small")), "{out}");
+}

@@ -136,40 +136,19 @@ impl Read for FileRange {
     }
 }
 
-/// Bounds on decompression, so a small hostile layer cannot expand without end.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// Most bytes one layer may decompress to.
-    pub max_layer_bytes: u64,
-    /// Most bytes per compressed byte (plus 64 MiB of slack for tiny layers). Deflate
-    /// cannot exceed about 1032:1, so this only ever stops zstd bombs.
-    pub max_ratio: u64,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        // 1 TiB: larger than any real layer; zstd reaches 1000:1 only on runs of zeros.
-        Limits { max_layer_bytes: 1 << 40, max_ratio: 4096 }
-    }
-}
-
-impl Limits {
-    /// The decompressed-size bound of a layer of `compressed` bytes.
-    pub fn layer_cap(&self, compressed: u64) -> u64 {
-        compressed.saturating_mul(self.max_ratio).saturating_add(64 << 20).min(self.max_layer_bytes)
-    }
-}
+/// Bounds on decompression: the one rule every compressed tree source obeys (crates/tar
+/// defines it; `.tar.zst` files are bounded the same way).
+pub use diskcast_tar::Limits;
 
 /// Detects the compression from the first bytes when the media type does not say (docker
-/// save tarballs name layers `layer.tar` whatever they hold).
-pub fn sniff(head: &[u8]) -> Compression {
-    if head.starts_with(&[0x1f, 0x8b]) {
-        Compression::Gzip
-    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        Compression::Zstd
-    } else {
-        Compression::None
-    }
+/// save tarballs name layers `layer.tar` whatever they hold), as a tar file's is
+/// detected (xz, bzip2 and lz4 are named and refused).
+pub fn sniff(head: &[u8]) -> Result<Compression> {
+    Ok(match diskcast_tar::Compression::detect(head)? {
+        diskcast_tar::Compression::None => Compression::None,
+        diskcast_tar::Compression::Gzip => Compression::Gzip,
+        diskcast_tar::Compression::Zstd => Compression::Zstd,
+    })
 }
 
 /// Wraps a checked blob reader in the right decompressor and a size cap.
@@ -179,43 +158,13 @@ pub fn decompress(
     cap: u64,
     what: &str,
 ) -> Result<Box<dyn Read + Send>> {
-    let inner: Box<dyn Read + Send> = match compression {
-        Compression::None => Box::new(raw),
-        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(raw)),
-        Compression::Zstd => Box::new(
-            zstd::stream::read::Decoder::with_buffer(raw)
-                .map_err(|e| Error::io(format!("cannot start zstd decompression of {what}"), e))?,
-        ),
+    let codec = match compression {
+        Compression::None => diskcast_tar::Compression::None,
+        Compression::Gzip => diskcast_tar::Compression::Gzip,
+        Compression::Zstd => diskcast_tar::Compression::Zstd,
     };
-    Ok(Box::new(Capped { inner, left: cap, cap, what: what.to_string() }))
-}
-
-/// Fails once more than `cap` bytes came out.
-struct Capped {
-    inner: Box<dyn Read + Send>,
-    left: u64,
-    cap: u64,
-    what: String,
-}
-
-impl Read for Capped {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf).map_err(|e| {
-            if e.get_ref().is_some_and(|i| i.is::<Error>()) {
-                e
-            } else {
-                std::io::Error::other(Error::corrupt(format!("{}: decompression failed: {e}", self.what)))
-            }
-        })?;
-        if n as u64 > self.left {
-            return Err(std::io::Error::other(Error::out_of_bounds(format!(
-                "{} decompresses to more than {} bytes: refused as a decompression bomb",
-                self.what, self.cap
-            ))));
-        }
-        self.left -= n as u64;
-        Ok(n)
-    }
+    let inner = codec.decoder(raw).map_err(|e| Error::new(e.kind(), format!("{what}: {}", e.message())))?;
+    Ok(diskcast_tar::capped(inner, cap, what))
 }
 
 /// A layer as a front-to-back stream of its decompressed tar: file contents of a

@@ -270,17 +270,8 @@ impl<R: Read> Read for Verify<R> {
 }
 
 /// Turns an I/O error back into our error: the one a [`Verify`] (or anything else of ours)
-/// wrapped, or a plain I/O error about `what`.
-pub fn from_io(e: std::io::Error, what: &str) -> Error {
-    if e.get_ref().is_some_and(|inner| inner.is::<Error>()) {
-        let kind = e.kind();
-        return match e.into_inner().map(|b| b.downcast::<Error>()) {
-            Some(Ok(err)) => *err,
-            _ => Error::io(format!("cannot read {what}"), std::io::Error::from(kind)),
-        };
-    }
-    Error::io(format!("cannot read {what}"), e)
-}
+/// wrapped, or a plain I/O error about `what` (one function for the tar reader and us).
+pub use diskcast_tar::from_io;
 
 #[cfg(test)]
 mod tests {

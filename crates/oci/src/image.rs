@@ -84,6 +84,9 @@ pub struct Image {
     pub store: Arc<dyn BlobStore>,
     /// Decompression bounds used when flattening.
     pub limits: Limits,
+    /// What the user should know about how the image was read (a damaged cached blob
+    /// fetched again), one message each.
+    pub warnings: Vec<String>,
 }
 
 impl Image {
@@ -333,6 +336,7 @@ pub(crate) fn from_manifest(
         layers,
         store,
         limits: opts.limits,
+        warnings: Vec::new(),
     })
 }
 
@@ -567,7 +571,7 @@ impl Archive {
             let n = FileRange { file: self.file.clone(), pos: off, end: off + len }
                 .read(&mut head)
                 .map_err(|e| from_io(e, lname))?;
-            let compression = sniff(&head[..n]);
+            let compression = sniff(&head[..n]).map_err(|e| e.with_file(lname))?;
             let digest = match (name_digest(lname), compression, config.rootfs.diff_ids.get(i)) {
                 (Some(d), _, _) => d,
                 (None, Compression::None, Some(diff)) => diff.clone(),

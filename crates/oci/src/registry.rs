@@ -13,7 +13,7 @@
 //! size and digest were checked; layers download in parallel.
 
 use crate::blobs::{DirStore, read_verified};
-use crate::digest::{Digest, Hasher};
+use crate::digest::{Digest, Hasher, Verify};
 use crate::image::{Image, OpenOptions, from_manifest, select_platform};
 use crate::source::{Reference, RegistryRef};
 use crate::spec::{DocKind, Index, MAX_MANIFEST_BYTES, Manifest, Platform, doc_kind, media, parse_json};
@@ -24,9 +24,20 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// How many times a blob download is retried after a transport error or a corrupt
-/// partial file.
+/// How many times a read (manifest, blob) is tried after a transport error, a timeout or
+/// a corrupt partial file.
 const MAX_ATTEMPTS: u32 = 3;
+
+/// The wait before the second attempt of a read; it doubles for each later one.
+const RETRY_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Default [`RegistryOptions::idle_timeout`]: a registry that sends nothing for this long
+/// has stalled.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Default [`RegistryOptions::request_timeout`]: one request, body included, never takes
+/// longer (a retry resumes a blob where the last attempt stopped).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// Blobs larger than this are uploaded in `PATCH` chunks of this size (one huge `PUT`
 /// is what proxies and some registries cap).
@@ -48,6 +59,10 @@ pub struct RegistryOptions {
     pub jobs: usize,
     /// Uploads of blobs larger than this go in `PATCH` chunks of this size.
     pub upload_chunk: u64,
+    /// A read that gets no byte for this long fails ("idle timeout").
+    pub idle_timeout: Duration,
+    /// A request not done (body included) after this long fails ("total timeout").
+    pub request_timeout: Duration,
 }
 
 impl Default for RegistryOptions {
@@ -59,6 +74,8 @@ impl Default for RegistryOptions {
             cache_dir: None,
             jobs: 4,
             upload_chunk: UPLOAD_CHUNK,
+            idle_timeout: IDLE_TIMEOUT,
+            request_timeout: REQUEST_TIMEOUT,
         }
     }
 }
@@ -117,10 +134,26 @@ pub fn open(r: &RegistryRef, platform: &Platform, strict: bool, opts: &OpenOptio
             return Err(Error::unsupported(format!("layer {} is a foreign layer fetched from elsewhere", b.digest)));
         }
     }
-    client.fetch_all(&store, &blobs, opts.progress.as_ref(), opts.registry.jobs.max(1))?;
+    let warnings = client.fetch_all(&store, &blobs, opts.progress.as_ref(), opts.registry.jobs.max(1))?;
     // The config is small: read it now so a bad one fails before anything else.
     read_verified(&store, &manifest.config, crate::spec::MAX_CONFIG_BYTES, "image config")?;
-    from_manifest(Arc::new(store), digest, false, manifest, platform, strict, label, opts)
+    let mut image = from_manifest(Arc::new(store), digest, false, manifest, platform, strict, label, opts)?;
+    image.warnings = warnings;
+    Ok(image)
+}
+
+/// Checks the cached copy of `d` (size and digest) by reading it whole: `Ok(true)` when
+/// it is good, `Ok(false)` when there is none, an error saying what is wrong otherwise.
+fn check_cached(store: &DirStore, d: &crate::spec::Descriptor) -> Result<bool> {
+    let path = store.path(&d.digest);
+    let file = match std::fs::File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(Error::io("cannot open a cached blob", e).with_file(&path)),
+    };
+    let what = format!("cached blob {}", d.digest);
+    Verify::new(std::io::BufReader::with_capacity(1 << 20, file), &d.digest, d.size, what).finish()?;
+    Ok(true)
 }
 
 /// Where credentials are looked up: `--creds`, then Docker's and skopeo's auth files.
@@ -193,6 +226,17 @@ struct Client {
     label: String,
     /// The actions a token is asked for: `pull`, or `pull,push`.
     actions: &'static str,
+    timeouts: Timeouts,
+    /// `host[:port]` of the registry, for deciding where credentials may go.
+    registry: String,
+    tls_verify: bool,
+}
+
+/// The timeouts the agent was built with, for messages that say which one fired.
+#[derive(Debug, Clone, Copy)]
+struct Timeouts {
+    idle: Duration,
+    total: Duration,
 }
 
 /// Sends one request.
@@ -201,9 +245,10 @@ fn run(
     req: ureq::http::request::Builder,
     body: ureq::SendBody<'_>,
     what: &str,
+    t: Timeouts,
 ) -> Result<ureq::http::Response<ureq::Body>> {
     let req = req.body(body).map_err(|e| Error::argument(format!("{what}: {e}")))?;
-    agent.run(req).map_err(|e| transport_error(what, e))
+    agent.run(req).map_err(|e| transport_error(what, e, t))
 }
 
 /// What a request sends.
@@ -216,8 +261,63 @@ enum Body<'a> {
     Once(&'a mut dyn Read),
 }
 
-fn transport_error(what: &str, e: ureq::Error) -> Error {
-    Error::io(format!("{what}: {e}"), std::io::Error::other(e.to_string()))
+/// A transport failure, saying which timeout fired when one did.
+fn transport_error(what: &str, e: ureq::Error, t: Timeouts) -> Error {
+    let msg = match timeout_of(&e) {
+        Some(ureq::Timeout::PerRead) => {
+            format!("{what}: idle timeout: the registry sent nothing for {} s", t.idle.as_secs_f32())
+        }
+        Some(ureq::Timeout::PerCall | ureq::Timeout::Global) => {
+            format!("{what}: total timeout: the request took longer than {} s", t.total.as_secs_f32())
+        }
+        Some(other) => format!("{what}: {other} timeout"),
+        None => format!("{what}: {e}"),
+    };
+    Error::io(msg, std::io::Error::other(e.to_string()))
+}
+
+/// The timeout behind `e`, also when an I/O error carries it.
+fn timeout_of(e: &ureq::Error) -> Option<ureq::Timeout> {
+    match e {
+        ureq::Error::Timeout(t) => Some(*t),
+        ureq::Error::Io(io) => io.get_ref().and_then(|i| i.downcast_ref::<ureq::Error>()).and_then(timeout_of),
+        _ => None,
+    }
+}
+
+/// An error reading a response body: a timeout of the agent named as such.
+fn body_error(what: &str, e: std::io::Error, t: Timeouts) -> Error {
+    if !e.get_ref().is_some_and(|i| i.is::<ureq::Error>()) {
+        return Error::io(what.to_string(), e);
+    }
+    match e.into_inner().map(|i| i.downcast::<ureq::Error>()) {
+        Some(Ok(u)) => transport_error(what, *u, t),
+        _ => Error::io(what.to_string(), std::io::Error::other("read failed")),
+    }
+}
+
+/// Runs `f` up to [`MAX_ATTEMPTS`] times while it fails with an I/O error (transport
+/// errors, timeouts, 5xx answers), waiting [`RETRY_BACKOFF`], then twice that, between.
+/// Only for idempotent reads (GET, HEAD).
+fn retry<T>(mut f: impl FnMut() -> Result<T>) -> Result<T> {
+    let mut wait = RETRY_BACKOFF;
+    let mut attempt = 1;
+    loop {
+        match f() {
+            Err(e) if e.kind() == diskcast_block::ErrorKind::Io && attempt < MAX_ATTEMPTS => {
+                std::thread::sleep(wait);
+                wait = wait.saturating_mul(2);
+                attempt += 1;
+            }
+            Err(e) if e.kind() == diskcast_block::ErrorKind::Io && attempt > 1 => {
+                return Err(Error::io(
+                    format!("{} (after {attempt} attempts)", e.message()),
+                    std::io::Error::other("retries exhausted"),
+                ));
+            }
+            r => return r,
+        }
+    }
 }
 
 impl Client {
@@ -228,6 +328,8 @@ impl Client {
             .http_status_as_error(false)
             .timeout_connect(Some(Duration::from_secs(30)))
             .timeout_recv_response(Some(Duration::from_secs(120)))
+            .timeout_per_read(Some(o.idle_timeout))
+            .timeout_per_call(Some(o.request_timeout))
             .max_redirects(8)
             .user_agent(concat!("diskcast/", env!("CARGO_PKG_VERSION")))
             .build()
@@ -241,19 +343,21 @@ impl Client {
             auth: Mutex::new(None),
             label,
             actions,
+            timeouts: Timeouts { idle: o.idle_timeout, total: o.request_timeout },
+            registry: r.registry.clone(),
+            tls_verify: o.tls_verify,
         };
         // A ping tells whether the registry speaks TLS; without verification, plain
         // HTTP is tried when TLS fails (as skopeo does with --tls-verify=false).
         let ping = format!("{}/v2/", c.base);
         if let Err(e) = c.agent.get(&ping).call() {
             if o.tls_verify {
-                return Err(transport_error(&format!("cannot reach registry {}", r.registry), e));
+                return Err(transport_error(&format!("cannot reach registry {}", r.registry), e, c.timeouts));
             }
             c.base = format!("http://{}", r.registry);
-            c.agent
-                .get(&format!("{}/v2/", c.base))
-                .call()
-                .map_err(|e| transport_error(&format!("cannot reach registry {} (https or http)", r.registry), e))?;
+            c.agent.get(&format!("{}/v2/", c.base)).call().map_err(|e| {
+                transport_error(&format!("cannot reach registry {} (https or http)", r.registry), e, c.timeouts)
+            })?;
         }
         Ok(c)
     }
@@ -288,13 +392,15 @@ impl Client {
             }
             let what = format!("{method} {url}");
             let resp = match &mut body {
-                Body::Empty => run(&self.agent, req, ureq::SendBody::none(), &what)?,
-                Body::Bytes(b) => run(&self.agent, req, ureq::SendBody::from_reader(&mut &b[..]), &what)?,
+                Body::Empty => run(&self.agent, req, ureq::SendBody::none(), &what, self.timeouts)?,
+                Body::Bytes(b) => {
+                    run(&self.agent, req, ureq::SendBody::from_reader(&mut &b[..]), &what, self.timeouts)?
+                }
                 Body::Reopen(open) => {
                     let mut r = open()?;
-                    run(&self.agent, req, ureq::SendBody::from_reader(&mut r), &what)?
+                    run(&self.agent, req, ureq::SendBody::from_reader(&mut r), &what, self.timeouts)?
                 }
-                Body::Once(r) => run(&self.agent, req, ureq::SendBody::from_reader(&mut **r), &what)?,
+                Body::Once(r) => run(&self.agent, req, ureq::SendBody::from_reader(&mut **r), &what, self.timeouts)?,
             };
             if resp.status() == 401 && attempt == 0 && !matches!(body, Body::Once(_)) {
                 let challenge =
@@ -365,16 +471,26 @@ impl Client {
             url.push_str(&format!("scope={}", urlencode(&own_scope)));
         }
         let mut req = self.agent.get(&url);
-        if let Some(b) = &basic {
-            req = req.header("Authorization", b);
-        }
-        let mut resp = req.call().map_err(|e| transport_error(&format!("token request to {realm}"), e))?;
+        let withheld = match (&basic, realm_may_get_credentials(&realm, &self.registry, self.tls_verify)) {
+            (Some(b), Ok(())) => {
+                req = req.header("Authorization", b);
+                None
+            }
+            (Some(_), Err(why)) => Some(why),
+            (None, _) => None,
+        };
+        let mut resp =
+            req.call().map_err(|e| transport_error(&format!("token request to {realm}"), e, self.timeouts))?;
         if resp.status() != 200 {
+            let why = match (&basic, &withheld) {
+                (None, _) => " (no credentials given: --creds USER:PASSWORD or docker login)".to_string(),
+                (Some(_), Some(why)) => format!(" (credentials were not sent: {why})"),
+                (Some(_), None) => String::new(),
+            };
             return Err(Error::refused(format!(
-                "{}: the token service {realm} answered {}{}",
+                "{}: the token service {realm} answered {}{why}",
                 self.label,
-                resp.status(),
-                if basic.is_none() { " (no credentials given: --creds USER:PASSWORD or docker login)" } else { "" }
+                resp.status()
             )));
         }
         let body = resp
@@ -382,7 +498,7 @@ impl Client {
             .with_config()
             .limit(1 << 20)
             .read_to_vec()
-            .map_err(|e| transport_error("token response", e))?;
+            .map_err(|e| transport_error("token response", e, self.timeouts))?;
         let v: serde_json::Value = parse_json(&body, "token response")?;
         let token = v
             .get("token")
@@ -392,7 +508,12 @@ impl Client {
         Ok(format!("Bearer {token}"))
     }
 
+    /// The manifest (or index) `reference` names and its served media type; retried.
     fn manifest(&self, reference: &Reference) -> Result<(Vec<u8>, Option<String>)> {
+        retry(|| self.manifest_once(reference))
+    }
+
+    fn manifest_once(&self, reference: &Reference) -> Result<(Vec<u8>, Option<String>)> {
         let url = format!("{}/v2/{}/manifests/{reference}", self.base, self.repo);
         let mut resp = self.get(&url, Some(media::ACCEPT_MANIFESTS), 0)?;
         if resp.status() == 404 {
@@ -414,24 +535,53 @@ impl Client {
             .with_config()
             .limit(MAX_MANIFEST_BYTES)
             .read_to_vec()
-            .map_err(|e| transport_error(&format!("manifest {reference}"), e))?;
+            .map_err(|e| transport_error(&format!("{}: GET manifest {reference}", self.label), e, self.timeouts))?;
         Ok((body, mt))
     }
 
-    /// Downloads every blob not yet in the cache, `jobs` at a time.
+    /// Downloads every blob not yet in the cache, `jobs` at a time. Blobs already there
+    /// are checked first (size and digest, `jobs` at a time): one damaged on disk is
+    /// deleted and downloaded again, and a warning saying so is returned.
     fn fetch_all(
         &self,
         store: &DirStore,
         blobs: &[crate::spec::Descriptor],
         progress: &dyn Progress,
         jobs: usize,
-    ) -> Result<()> {
-        let todo: Vec<&crate::spec::Descriptor> = blobs
-            .iter()
-            .filter(|d| std::fs::metadata(store.path(&d.digest)).map(|m| m.len() != d.size).unwrap_or(true))
-            .collect();
+    ) -> Result<Vec<String>> {
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let states: Vec<Mutex<Option<Result<bool>>>> = blobs.iter().map(|_| Mutex::new(None)).collect();
+        std::thread::scope(|s| {
+            for _ in 0..jobs.min(blobs.len()) {
+                s.spawn(|| {
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(d) = blobs.get(i) else { break };
+                        if let Ok(mut st) = states[i].lock() {
+                            *st = Some(check_cached(store, d));
+                        }
+                    }
+                });
+            }
+        });
+        let mut todo: Vec<&crate::spec::Descriptor> = Vec::new();
+        let mut warnings = Vec::new();
+        for (d, st) in blobs.iter().zip(states) {
+            match st.into_inner().ok().flatten() {
+                Some(Ok(true)) => {}
+                Some(Ok(false)) | None => todo.push(d),
+                Some(Err(e)) if e.kind() == diskcast_block::ErrorKind::Corrupt => {
+                    let path = store.path(&d.digest);
+                    std::fs::remove_file(&path)
+                        .map_err(|e| Error::io("cannot delete a damaged cached blob", e).with_file(&path))?;
+                    warnings.push(format!("{}; deleted from the cache and downloaded again", e.message()));
+                    todo.push(d);
+                }
+                Some(Err(e)) => return Err(e),
+            }
+        }
         if todo.is_empty() {
-            return Ok(());
+            return Ok(warnings);
         }
         let dir = store.path(&todo[0].digest).parent().map(Path::to_path_buf).unwrap_or_default();
         std::fs::create_dir_all(&dir).map_err(|e| Error::io("cannot create the blob cache", e).with_file(&dir))?;
@@ -458,7 +608,7 @@ impl Client {
         progress.finish();
         match failed.into_inner().ok().flatten() {
             Some(e) => Err(e),
-            None => Ok(()),
+            None => Ok(warnings),
         }
     }
 
@@ -468,7 +618,12 @@ impl Client {
         let dest = store.path(&d.digest);
         let partial = dest.with_extension("partial");
         let mut last = None;
-        for _ in 0..MAX_ATTEMPTS {
+        let mut wait = RETRY_BACKOFF;
+        for attempt in 1..=MAX_ATTEMPTS {
+            if attempt > 1 {
+                std::thread::sleep(wait);
+                wait = wait.saturating_mul(2);
+            }
             match self.fetch_once(d, &partial, progress) {
                 Ok(()) => {
                     std::fs::rename(&partial, &dest)
@@ -480,11 +635,15 @@ impl Client {
                     let _ = std::fs::remove_file(&partial);
                     last = Some(e);
                 }
+                // Transport errors and timeouts: the next attempt resumes the partial file.
                 Err(e) if e.kind() == diskcast_block::ErrorKind::Io => last = Some(e),
                 Err(e) => return Err(e),
             }
         }
-        Err(last.unwrap_or_else(|| Error::invalid("download failed")))
+        Err(match last {
+            Some(e) => Error::new(e.kind(), format!("{} (after {MAX_ATTEMPTS} attempts)", e.message())),
+            None => Error::invalid("download failed"),
+        })
     }
 
     fn fetch_once(&self, d: &crate::spec::Descriptor, partial: &Path, progress: &dyn Progress) -> Result<()> {
@@ -537,9 +696,9 @@ impl Client {
             let mut body = resp.into_body().into_reader();
             let mut buf = vec![0u8; 256 * 1024];
             loop {
-                let n = body
-                    .read(&mut buf)
-                    .map_err(|e| Error::io(format!("{}: download of {what} broke off", self.label), e))?;
+                let n = body.read(&mut buf).map_err(|e| {
+                    body_error(&format!("{}: download of {what} broke off", self.label), e, self.timeouts)
+                })?;
                 if n == 0 {
                     break;
                 }
@@ -723,7 +882,7 @@ impl Client {
     fn upload(&self, b: &PushBlob<'_>, chunk: u64, progress: &dyn Progress) -> Result<bool> {
         let d = &b.descriptor;
         let url = format!("{}/v2/{}/blobs/{}", self.base, self.repo, d.digest);
-        let resp = self.send("HEAD", &url, &[], Body::Empty)?;
+        let resp = retry(|| self.send("HEAD", &url, &[], Body::Empty))?;
         match resp.status().as_u16() {
             200 => {
                 progress.advance(d.size);
@@ -795,6 +954,37 @@ impl Client {
     }
 }
 
+/// Whether Basic credentials may go to the token `realm` of the registry at `registry`
+/// (`host[:port]`): over https always; over plain http only when the user turned TLS
+/// verification off and the realm is on the registry's own host (any port). Otherwise
+/// the reason, for the message.
+fn realm_may_get_credentials(realm: &str, registry: &str, tls_verify: bool) -> std::result::Result<(), String> {
+    if realm.starts_with("https://") {
+        return Ok(());
+    }
+    if tls_verify {
+        return Err(format!(
+            "the token realm {realm} is plain http (credentials go over https only; with --tls-verify=false also to \
+             plain http on the registry's own host)"
+        ));
+    }
+    let rest = realm.strip_prefix("http://").unwrap_or(realm);
+    if !host_of(rest).eq_ignore_ascii_case(host_of(registry)) {
+        return Err(format!("the token realm {realm} is plain http on another host than the registry {registry}"));
+    }
+    Ok(())
+}
+
+/// The host of `authority[/path]` (`user@host:port/x` -> `host`, `[::1]:80` -> `[::1]`).
+fn host_of(s: &str) -> &str {
+    let authority = s.split(['/', '?', '#']).next().unwrap_or("");
+    let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if hostport.starts_with('[') {
+        return hostport.find(']').map_or(hostport, |i| &hostport[..=i]);
+    }
+    hostport.split(':').next().unwrap_or("")
+}
+
 /// `realm="https://x",service="y",scope="a:b:pull"` as key/value pairs.
 fn parse_challenge(s: &str) -> Vec<(String, String)> {
     let mut out = Vec::new();
@@ -843,5 +1033,20 @@ mod tests {
         assert_eq!(p[0], ("realm".into(), "https://auth.docker.io/token".into()));
         assert_eq!(p[2].1, "repository:library/busybox:pull");
         assert_eq!(urlencode("repository:a/b:pull"), "repository%3Aa%2Fb%3Apull");
+    }
+
+    #[test]
+    fn credentials_go_to_https_realms_or_to_the_registrys_own_host_without_tls_verification() {
+        assert!(realm_may_get_credentials("https://auth.example/token", "reg.example", true).is_ok());
+        assert!(realm_may_get_credentials("https://auth.example/token", "reg.example", false).is_ok());
+        let e = realm_may_get_credentials("http://reg.example/token", "reg.example", true).unwrap_err();
+        assert!(e.contains("https only"), "{e}");
+        assert!(realm_may_get_credentials("http://reg.example:5001/token", "reg.example:5000", false).is_ok());
+        let e = realm_may_get_credentials("http://127.0.0.2:80/token", "127.0.0.1:5000", false).unwrap_err();
+        assert!(e.contains("another host"), "{e}");
+        let e = realm_may_get_credentials("http://reg.example@evil.example/t", "reg.example", false).unwrap_err();
+        assert!(e.contains("another host"), "{e}");
+        assert_eq!(host_of("[::1]:5000/v2"), "[::1]");
+        assert_eq!(host_of("u:p@h:1?x"), "h");
     }
 }

@@ -43,7 +43,8 @@ pub struct SourceOptions {
     pub tree: Option<String>,
     /// `-f`: the block format of a disk image, instead of probing.
     pub format: Option<String>,
-    /// Container images: platform, registry credentials and TLS, decompression limits.
+    /// Container images: platform, registry credentials and TLS; decompression limits
+    /// (for compressed tars too).
     pub image: diskcast_oci::OpenOptions,
     /// Locks every disk image opened (and its backing files) as qemu does, so an image a
     /// VM writes is refused (or, with `-U`, read anyway); the caller keeps them until it
@@ -82,7 +83,7 @@ pub fn open_tree(spec: &str, opts: &SourceOptions) -> Result<Opened> {
             image.layers.len()
         );
         let config = Some(image.config.config.clone().unwrap_or_default());
-        return Ok(Opened { tree, description, warnings: Vec::new(), config });
+        return Ok(Opened { tree, description, warnings: image.warnings, config });
     }
     if spec.starts_with("docker-daemon:") {
         return Err(Error::unsupported(format!(
@@ -106,7 +107,8 @@ pub fn open_tree(spec: &str, opts: &SourceOptions) -> Result<Opened> {
         if opts.tree.is_some() {
             return Err(tree_not_applicable("a tar"));
         }
-        let t = diskcast_tar::read_tar(path)?;
+        // The decompression cap OCI layers obey, from the same options.
+        let t = diskcast_tar::read_tar_with(path, &opts.image.limits)?;
         let description = match t.compression {
             diskcast_tar::Compression::None => format!("tar {spec}"),
             c => format!("tar ({}) {spec}", c.name()),

@@ -1,6 +1,6 @@
 //! Tar members into a tree: path checks, missing parents, hard links.
 
-use crate::compress::{Compression, FileStream};
+use crate::compress::{Compression, FileStream, Limits};
 use crate::reader::{Member, MemberKind, TarReader};
 use crate::sparse::SparseContent;
 use diskcast_block::{Error, ErrorKind, Result};
@@ -151,9 +151,15 @@ pub fn read_tar_stream(
 }
 
 /// Reads the tar file at `path` (plain, gzip or zstd) into a tree. File content stays
-/// in the archive: sinks reopen it (and decompress) when they need the bytes.
+/// in the archive: sinks reopen it (and decompress) when they need the bytes. A
+/// compressed one is bounded by the default [`Limits`].
 pub fn read_tar(path: &Path) -> Result<TarTree> {
-    let fs = FileStream::open(path)?;
+    read_tar_with(path, &Limits::default())
+}
+
+/// [`read_tar`] with other decompression bounds.
+pub fn read_tar_with(path: &Path, limits: &Limits) -> Result<TarTree> {
+    let fs = FileStream::open(path)?.with_limits(limits);
     let compression = fs.compression();
     let stream: Arc<dyn StreamSource> = Arc::new(fs);
     let name = path.display().to_string();

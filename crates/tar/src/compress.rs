@@ -1,11 +1,101 @@
-//! Which compression wraps a tar, by magic, and a stream source that reopens and
-//! decompresses a file (or a byte range of one) each time a sink reads it.
+//! Which compression wraps a tar, by magic; the one decompression cap every compressed
+//! tree source obeys (a `.tar.gz`/`.tar.zst` file, an OCI layer); and a stream source
+//! that reopens and decompresses a file (or a byte range of one) each time a sink reads
+//! it.
 
 use diskcast_block::{Error, Result};
 use diskcast_tree::StreamSource;
 use std::fs::File;
-use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+
+/// Most bytes one compressed stream may decompress to: 1 TiB, larger than any real
+/// archive or layer.
+pub const MAX_DECOMPRESSED: u64 = 1 << 40;
+
+/// Most decompressed bytes per compressed byte (plus [`RATIO_SLACK`]). Deflate cannot
+/// exceed about 1032:1, so this only ever stops zstd bombs; zstd passes 1000:1 only on
+/// long runs of zeros.
+pub const MAX_RATIO: u64 = 4096;
+
+/// Decompressed bytes allowed beyond the ratio, so tiny streams are never refused.
+pub const RATIO_SLACK: u64 = 64 << 20;
+
+/// Bounds on decompression, so a small hostile stream cannot expand without end. One
+/// rule for every compressed tree source: tar files and OCI layers alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Most bytes one stream may decompress to.
+    pub max_bytes: u64,
+    /// Most bytes per compressed byte, plus [`RATIO_SLACK`].
+    pub max_ratio: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_bytes: MAX_DECOMPRESSED, max_ratio: MAX_RATIO }
+    }
+}
+
+impl Limits {
+    /// The decompressed-size bound of a compressed stream (a layer, a `.tar.zst`) of
+    /// `compressed` bytes.
+    pub fn layer_cap(&self, compressed: u64) -> u64 {
+        compressed.saturating_mul(self.max_ratio).saturating_add(RATIO_SLACK).min(self.max_bytes)
+    }
+}
+
+/// `inner` (a decompressor) failing once more than `cap` bytes came out of it, with an
+/// [`Error`] of kind `OutOfBounds` naming `what` and the cap. Other errors of the
+/// decompressor become `Corrupt` errors naming `what`.
+pub fn capped(inner: Box<dyn Read + Send>, cap: u64, what: &str) -> Box<dyn Read + Send> {
+    Box::new(Capped { inner, left: cap, cap, what: what.to_string() })
+}
+
+/// Fails once more than `cap` bytes came out.
+struct Capped {
+    inner: Box<dyn Read + Send>,
+    left: u64,
+    cap: u64,
+    what: String,
+}
+
+impl Read for Capped {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf).map_err(|e| {
+            if e.get_ref().is_some_and(|i| i.is::<Error>()) {
+                e
+            } else {
+                std::io::Error::other(Error::corrupt(format!("{}: decompression failed: {e}", self.what)))
+            }
+        })?;
+        let n64 = u64::try_from(n).map_err(std::io::Error::other)?;
+        if n64 > self.left {
+            return Err(std::io::Error::other(Error::out_of_bounds(format!(
+                "{} decompresses to more than {} bytes: refused as a decompression bomb (the cap is {MAX_RATIO} \
+                 bytes per compressed byte plus {} MiB, at most {MAX_DECOMPRESSED} bytes)",
+                self.what,
+                self.cap,
+                RATIO_SLACK >> 20
+            ))));
+        }
+        self.left -= n64;
+        Ok(n)
+    }
+}
+
+/// Turns an I/O error back into our error: the one a reader of ours (a [`capped`]
+/// decompressor, a digest check) wrapped, or a plain I/O error about `what`.
+pub fn from_io(e: std::io::Error, what: &str) -> Error {
+    if e.get_ref().is_some_and(|inner| inner.is::<Error>()) {
+        let kind = e.kind();
+        return match e.into_inner().map(|b| b.downcast::<Error>()) {
+            Some(Ok(err)) => *err,
+            _ => Error::io(format!("cannot read {what}"), std::io::Error::from(kind)),
+        };
+    }
+    Error::io(format!("cannot read {what}"), e)
+}
 
 /// How a tar stream is compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -14,7 +104,7 @@ pub enum Compression {
     None,
     /// gzip (RFC 1952), possibly several members back to back.
     Gzip,
-    /// Zstandard, possibly several frames.
+    /// Zstandard, possibly several frames, possibly after skippable frames (pzstd).
     Zstd,
 }
 
@@ -24,7 +114,7 @@ impl Compression {
     pub fn detect(head: &[u8]) -> Result<Compression> {
         Ok(if head.starts_with(&[0x1f, 0x8b]) {
             Compression::Gzip
-        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) || is_skippable_frame(head) {
             Compression::Zstd
         } else if head.starts_with(b"\xfd7zXZ\0") {
             return Err(Error::unsupported("xz-compressed tar is not supported (decompress it first: xz -d)"));
@@ -46,13 +136,14 @@ impl Compression {
         }
     }
 
-    /// `input` decompressed.
-    pub fn decoder(self, input: Box<dyn Read + Send>) -> Result<Box<dyn Read + Send>> {
+    /// `input` decompressed (not capped: see [`capped`]).
+    pub fn decoder<R: BufRead + Send + 'static>(self, input: R) -> Result<Box<dyn Read + Send>> {
         Ok(match self {
-            Compression::None => input,
-            Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(BufReader::with_capacity(1 << 16, input))),
+            Compression::None => Box::new(input),
+            Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(input)),
             Compression::Zstd => Box::new(
-                zstd::stream::read::Decoder::new(input).map_err(|e| Error::io("cannot start a zstd decoder", e))?,
+                zstd::stream::read::Decoder::with_buffer(input)
+                    .map_err(|e| Error::io("cannot start a zstd decoder", e))?,
             ),
         })
     }
@@ -61,12 +152,18 @@ impl Compression {
 /// The decompressed bytes of a file, or of `len` bytes at `start` of it (a layer blob
 /// inside an outer archive). Each [`open`](StreamSource::open) reopens the file, so the
 /// tree holds no file handle and no decompressed copy.
+/// A compressed one decompresses to at most [`Limits::layer_cap`] of its compressed size
+/// (default [`Limits`]; [`FileStream::with_limits`] sets others).
 #[derive(Debug, Clone)]
 pub struct FileStream {
     path: PathBuf,
     start: u64,
     len: Option<u64>,
     compression: Compression,
+    /// Most bytes one [`open`](StreamSource::open) may decompress to.
+    cap: u64,
+    /// Compressed bytes (the range, or the file from `start`).
+    compressed: u64,
 }
 
 impl FileStream {
@@ -78,12 +175,27 @@ impl FileStream {
     /// `len` bytes (to the end when `None`) at `start` of the file at `path`,
     /// compression recognised from their magic.
     pub fn range(path: &Path, start: u64, len: Option<u64>) -> Result<FileStream> {
-        let mut s = FileStream { path: path.to_path_buf(), start, len, compression: Compression::None };
+        let compressed = match len {
+            Some(l) => l,
+            None => std::fs::metadata(path)
+                .map_err(|e| Error::io("cannot stat", e).with_file(path))?
+                .len()
+                .saturating_sub(start),
+        };
+        let mut s =
+            FileStream { path: path.to_path_buf(), start, len, compression: Compression::None, cap: 0, compressed };
+        s = s.with_limits(&Limits::default());
         let mut head = [0u8; 8];
         let mut r = s.raw()?;
         let n = read_full(&mut r, &mut head).map_err(|e| Error::io("cannot read", e).with_file(path))?;
         s.compression = Compression::detect(&head[..n]).map_err(|e| e.with_file(path))?;
         Ok(s)
+    }
+
+    /// The same stream with other decompression bounds.
+    pub fn with_limits(mut self, limits: &Limits) -> FileStream {
+        self.cap = limits.layer_cap(self.compressed);
+        self
     }
 
     /// The compression found.
@@ -118,28 +230,21 @@ impl StreamSource for FileStream {
     }
 
     fn open(&self) -> Result<Box<dyn Read + Send>> {
-        let path = self.path.clone();
-        let inner = self.compression.decoder(self.raw()?)?;
-        Ok(Box::new(Named { inner, path }))
+        let raw = self.raw()?;
+        if self.compression == Compression::None {
+            return Ok(raw);
+        }
+        let inner = self.compression.decoder(BufReader::with_capacity(1 << 16, raw))?;
+        // The cap's and the decompressor's errors name the file.
+        Ok(capped(inner, self.cap, &self.name()))
     }
 }
 
-/// Decompression errors name the file.
-struct Named {
-    inner: Box<dyn Read + Send>,
-    path: PathBuf,
-}
-
-impl Read for Named {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.inner.read(buf).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                e
-            } else {
-                std::io::Error::new(e.kind(), format!("{}: {e}", self.path.display()))
-            }
-        })
-    }
+/// A zstd skippable frame (RFC 8878 3.1.2: magic 0x184D2A50..=0x184D2A5F, little
+/// endian), which pzstd writes before each frame to record its size; the decoder skips
+/// it.
+fn is_skippable_frame(head: &[u8]) -> bool {
+    matches!(head, [m, 0x2a, 0x4d, 0x18, ..] if m & 0xf0 == 0x50)
 }
 
 /// Reads until `buf` is full or the input ends; returns how much was read.

@@ -43,8 +43,12 @@ pub fn text(h: &[u8], (a, b): (usize, usize)) -> &[u8] {
     &f[..end]
 }
 
-/// A numeric field: octal text (spaces and NULs around it allowed), or GNU/star base-256
-/// when the first byte has its high bit set (0x80 positive, 0xff negative).
+/// A numeric field: octal text, or GNU/star base-256 when the first byte has its high
+/// bit set (0x80 positive, 0xff negative). Octal is read as GNU tar's `from_header`
+/// reads it: one leading NUL skipped (buggy old tars left one when the previous field
+/// overflowed), then blanks, then digits up to a NUL or a blank. A NUL where the digits
+/// should start ends the number: `\0\0000016` is 0, not 14. A field of blanks only is
+/// an error, as in GNU tar.
 pub fn number(h: &[u8], (a, b): (usize, usize), field: &'static str) -> Result<i64> {
     let f = &h[a..b];
     if f.first().is_some_and(|&c| c & 0x80 != 0) {
@@ -58,16 +62,20 @@ pub fn number(h: &[u8], (a, b): (usize, usize), field: &'static str) -> Result<i
         }
         return i64::try_from(v).map_err(|_| too_big(field));
     }
+    let rest = f.strip_prefix(&[0]).unwrap_or(f);
+    let start = rest.iter().position(|&c| !is_blank(c));
+    let Some(start) = start else {
+        return Err(Error::corrupt(format!("tar header field {field} holds blanks where a number is expected"))
+            .with_field(field));
+    };
     let mut v: i64 = 0;
-    let mut seen_digit = false;
-    for &c in f {
+    for &c in &rest[start..] {
         match c {
             b'0'..=b'7' => {
-                seen_digit = true;
                 v = v.checked_mul(8).and_then(|v| v.checked_add(i64::from(c - b'0'))).ok_or_else(|| too_big(field))?;
             }
-            b' ' | 0 if !seen_digit => {}
-            b' ' | 0 => break,
+            0 => break,
+            c if is_blank(c) => break,
             _ => {
                 return Err(
                     Error::corrupt(format!("tar header field {field} is not an octal number")).with_field(field)
@@ -76,6 +84,11 @@ pub fn number(h: &[u8], (a, b): (usize, usize), field: &'static str) -> Result<i
         }
     }
     Ok(v)
+}
+
+/// C's `isspace`: what GNU tar skips before and stops at after a number.
+fn is_blank(c: u8) -> bool {
+    matches!(c, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')
 }
 
 /// A numeric field that must be `0..=u64::MAX`.
@@ -155,6 +168,15 @@ mod tests {
         assert_eq!(number(&h, SIZE, "size").unwrap_err().field(), Some("size"));
         h[124..136].copy_from_slice(b"  17 \0\0\0\0\0\0\0");
         assert_eq!(number(&h, SIZE, "size").unwrap(), 0o17);
+        // GNU tar's reading: one leading NUL skipped, a second one ends the number.
+        h[124..136].copy_from_slice(b"\0 0000000017");
+        assert_eq!(number(&h, SIZE, "size").unwrap(), 0o17);
+        h[124..136].copy_from_slice(&[&b"\0\0"[..], b"0000000017"].concat());
+        assert_eq!(number(&h, SIZE, "size").unwrap(), 0);
+        h[124..136].copy_from_slice(&[0; 12]);
+        assert_eq!(number(&h, SIZE, "size").unwrap(), 0);
+        h[124..136].copy_from_slice(b"            ");
+        assert!(number(&h, SIZE, "size").unwrap_err().to_string().contains("blanks"));
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! `path`, `linkpath`, `size`, times with fractions, ids, `SCHILY.xattr.*`,
 //! `LIBARCHIVE.xattr.*`), GNU long names and links (`L`/`K`), GNU sparse files (old
 //! `S` headers and PAX sparse 0.0, 0.1 and 1.0), hard links, symlinks, devices, fifos.
-//! Streams may be plain, gzip or zstd, recognised by their magic.
+//! Streams may be plain, gzip or zstd, recognised by their magic, and decompress to at
+//! most [`Limits::layer_cap`] of their compressed size (the rule OCI layers obey too).
 //!
 //! Reading never copies file content: a member is a [`diskcast_tree::Content::Stream`]
 //! offset into the decompressed stream, which a sink reads when it needs the bytes.
@@ -23,8 +24,8 @@ mod reader;
 mod sparse;
 mod writer;
 
-pub use build::{TarTree, insert_member, is_tar_header, normalize_path, read_tar, read_tar_stream};
-pub use compress::{Compression, FileStream};
+pub use build::{TarTree, insert_member, is_tar_header, normalize_path, read_tar, read_tar_stream, read_tar_with};
+pub use compress::{Compression, FileStream, Limits, MAX_DECOMPRESSED, MAX_RATIO, RATIO_SLACK, capped, from_io};
 pub use reader::{Member, MemberKind, SparseRun, TarReader};
 pub use sparse::SparseContent;
 pub use writer::{WriteReport, write_tar};
@@ -32,6 +33,13 @@ pub use writer::{WriteReport, write_tar};
 /// Largest PAX extended header (`x`/`g`) accepted. Real ones hold a path and a few
 /// xattrs; ACL- and capability-heavy files stay far below this.
 pub const MAX_PAX_HEADER: u64 = 16 << 20;
+
+/// Most bytes of extended attributes (names plus values) all members of one archive
+/// may carry together. Each member's come from a PAX header of at most
+/// [`MAX_PAX_HEADER`], but the tree keeps them all in memory: 40 members of 16 MiB
+/// would hold 640 MiB. A distribution with an SELinux label and an ACL on every file
+/// carries a few tens of MiB.
+pub const MAX_XATTR_TOTAL: u64 = 256 << 20;
 
 /// Largest GNU long name or link (`L`/`K`) accepted (Linux's PATH_MAX is 4096).
 pub const MAX_LONG_NAME: u64 = 64 << 10;

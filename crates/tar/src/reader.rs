@@ -1,14 +1,15 @@
 //! Reading a tar stream one member at a time: extension headers (PAX `x`/`g`, GNU
 //! `L`/`K`) folded into the member they describe, data left in the stream.
 
-use crate::compress::read_full;
+use crate::compress::{from_io, read_full};
 use crate::header::{self, BLOCK};
-use crate::{MAX_LONG_NAME, MAX_PAX_HEADER, MAX_SPARSE_RUNS};
+use crate::{MAX_LONG_NAME, MAX_PAX_HEADER, MAX_SPARSE_RUNS, MAX_XATTR_TOTAL};
 use diskcast_block::{Error, Result};
 use diskcast_tree::{Meta, Timestamp, Xattr};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::{BufReader, Read};
+use std::ops::Bound;
 
 /// What a member is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,6 +95,8 @@ pub struct TarReader {
     data_end: u64,
     done: bool,
     global: Pax,
+    /// Bytes of xattrs handed out so far (names and values), against [`MAX_XATTR_TOTAL`].
+    xattr_total: u64,
 }
 
 impl std::fmt::Debug for TarReader {
@@ -105,6 +108,7 @@ impl std::fmt::Debug for TarReader {
 /// PAX keys seen so far for the next member (or, for `g`, for all later ones).
 #[derive(Debug, Default, Clone)]
 struct Pax {
+    /// An empty value is kept: it deletes the key (a local one hides a global one).
     records: BTreeMap<Vec<u8>, Vec<u8>>,
     /// PAX sparse 0.0 repeats `GNU.sparse.offset`/`numbytes`, so order matters.
     sparse_pairs: Vec<(Vec<u8>, Vec<u8>)>,
@@ -125,7 +129,7 @@ impl TarReader {
     }
 
     fn with_input(input: Input, name: String) -> Self {
-        TarReader { input, name, pos: 0, next: 0, data_end: 0, done: false, global: Pax::default() }
+        TarReader { input, name, pos: 0, next: 0, data_end: 0, done: false, global: Pax::default(), xattr_total: 0 }
     }
 
     fn err(&self, e: Error, offset: u64) -> Error {
@@ -153,8 +157,8 @@ impl TarReader {
                 }
             }
             Input::Stream(r) => {
-                let copied =
-                    std::io::copy(&mut r.take(n), &mut std::io::sink()).map_err(|e| Error::io("cannot read", e))?;
+                let copied = std::io::copy(&mut r.take(n), &mut std::io::sink())
+                    .map_err(|e| from_io(e, "the archive").with_file(&self.name))?;
                 self.pos += copied;
                 copied == n
             }
@@ -171,7 +175,8 @@ impl TarReader {
             Input::File { file, .. } => file,
             Input::Stream(r) => r,
         };
-        let n = read_full(r, buf).map_err(|e| Error::io("cannot read", e).with_file(&self.name))?;
+        // A decompression cap or a digest check below passes its own error up.
+        let n = read_full(r, buf).map_err(|e| from_io(e, "the archive").with_file(&self.name))?;
         self.pos += n as u64;
         Ok(n)
     }
@@ -288,10 +293,28 @@ impl TarReader {
         long_name: Option<Vec<u8>>,
         long_link: Option<Vec<u8>>,
     ) -> Result<Member> {
-        let mut pax = self.global.clone();
-        pax.records.extend(local.records.iter().map(|(k, v)| (k.clone(), v.clone())));
-        pax.sparse_pairs.extend(local.sparse_pairs.iter().cloned());
-        let get = |k: &str| pax.records.get(k.as_bytes());
+        // The global records are read in place (never copied per member: a large `g`
+        // header followed by many members would cost their product), and put back
+        // whatever happens.
+        let global = std::mem::take(&mut self.global);
+        let m = self.member_with(h, at, data_offset, header_size, local, &global, long_name, long_link);
+        self.global = global;
+        m
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn member_with(
+        &mut self,
+        h: &[u8; BLOCK],
+        at: u64,
+        data_offset: u64,
+        header_size: u64,
+        local: &Pax,
+        global: &Pax,
+        long_name: Option<Vec<u8>>,
+        long_link: Option<Vec<u8>>,
+    ) -> Result<Member> {
+        let get = |k: &str| pax_get(local, global, k.as_bytes());
         let fname = self.name.clone();
         let e = |e: Error| e.with_offset(at).with_file(&fname);
         let magic = &h[header::MAGIC.0..header::MAGIC.1];
@@ -344,8 +367,9 @@ impl TarReader {
             Some(v) => pax_time(v, "mtime").map_err(e)?,
             None => Timestamp::from_secs(header::number(h, header::MTIME, "mtime").map_err(e)?),
         };
-        let gnu_time = |f, name| -> Result<Option<Timestamp>> {
-            if !gnu {
+        let gnu_time = |f: (usize, usize), name| -> Result<Option<Timestamp>> {
+            // GNU tar reads these only for incremental archives: blank means absent.
+            if !gnu || h[f.0..f.1].iter().all(|&c| c == 0 || c == b' ') {
                 return Ok(None);
             }
             let v = header::number(h, f, name)?;
@@ -386,26 +410,26 @@ impl TarReader {
             b'0' | 0 if path.ends_with(b"/") => MemberKind::Dir,
             _ => MemberKind::File,
         };
+        // Entries that never carry data have none, whatever their size field says (POSIX
+        // 1988 says so of links): bsdtar and Go's archive/tar (so every container
+        // runtime) read them so, and GNU tar does for directories and hard links. Skipping
+        // a size with no data behind it would swallow the next member. A GNU dumpdir
+        // (`D`) does hold data: its listing.
+        if typeflag != b'D' && !matches!(kind, MemberKind::File) {
+            size = 0;
+        }
 
-        let mut xattrs: Vec<Xattr> = Vec::new();
-        for (k, v) in &pax.records {
-            let name = if let Some(n) = k.strip_prefix(b"SCHILY.xattr.".as_slice()) {
-                (n.to_vec(), v.clone())
-            } else if let Some(n) = k.strip_prefix(b"LIBARCHIVE.xattr.".as_slice()) {
-                let Some(value) = base64_decode(v) else {
-                    return Err(e(Error::corrupt("LIBARCHIVE.xattr value is not base64").with_field("pax")));
-                };
-                (percent_decode(n), value)
-            } else {
-                continue;
-            };
-            if name.0.is_empty() {
-                continue;
-            }
-            // bsdtar writes both spellings of each attribute: keep one.
-            if !xattrs.iter().any(|x| x.name == name.0) {
-                xattrs.push(Xattr { name: name.0, value: name.1 });
-            }
+        let xattrs = pax_xattrs(local, global).map_err(e)?;
+        let bytes = xattrs
+            .iter()
+            .map(|x| x.name.len().saturating_add(x.value.len()))
+            .fold(0u64, |a, n| a.saturating_add(u64::try_from(n).unwrap_or(u64::MAX)));
+        self.xattr_total = self.xattr_total.saturating_add(bytes);
+        if self.xattr_total > MAX_XATTR_TOTAL {
+            return Err(e(Error::out_of_bounds(format!(
+                "the archive's extended attributes add up to more than {MAX_XATTR_TOTAL} bytes (MAX_XATTR_TOTAL)"
+            ))
+            .with_field("pax")));
         }
 
         // Where the data is, and for sparse files where it goes.
@@ -461,11 +485,11 @@ impl TarReader {
                 });
             }
             sparse = Some(runs);
-        } else if !pax.sparse_pairs.is_empty() {
+        } else if !global.sparse_pairs.is_empty() || !local.sparse_pairs.is_empty() {
             // PAX sparse 0.0: repeated offset/numbytes records.
             let mut runs = Vec::new();
             let mut off = None;
-            for (k, v) in &pax.sparse_pairs {
+            for (k, v) in global.sparse_pairs.iter().chain(&local.sparse_pairs) {
                 match (k.as_slice(), off) {
                     (b"GNU.sparse.offset", _) => off = Some(pax_u64(v, "GNU.sparse.offset").map_err(e)?),
                     (b"GNU.sparse.numbytes", Some(o)) => {
@@ -632,15 +656,60 @@ fn parse_pax(data: &[u8], pax: &mut Pax) -> Result<()> {
                 return Err(Error::out_of_bounds("too many PAX sparse records"));
             }
             pax.sparse_pairs.push((k.to_vec(), v.to_vec()));
-        } else if v.is_empty() {
-            // An empty value deletes the key (POSIX).
-            pax.records.remove(k);
         } else {
+            // An empty value deletes the key (POSIX): kept, so that it hides a global one.
             pax.records.insert(k.to_vec(), v.to_vec());
         }
         rest = &rest[len..];
     }
     Ok(())
+}
+
+/// The value of `key` for a member: its own (`x`) record, else the global (`g`) one; an
+/// empty value deletes the key.
+fn pax_get<'a>(local: &'a Pax, global: &'a Pax, key: &[u8]) -> Option<&'a Vec<u8>> {
+    local.records.get(key).or_else(|| global.records.get(key)).filter(|v| !v.is_empty())
+}
+
+/// The records of `pax` whose key starts with `prefix` (a range of the sorted map, so
+/// finding them does not visit the other records).
+fn with_prefix<'a>(pax: &'a Pax, prefix: &'a [u8]) -> impl Iterator<Item = (&'a Vec<u8>, &'a Vec<u8>)> {
+    pax.records
+        .range::<[u8], _>((Bound::Included(prefix), Bound::Unbounded))
+        .take_while(move |(k, _)| k.starts_with(prefix))
+}
+
+/// A member's extended attributes (`LIBARCHIVE.xattr.*`, then `SCHILY.xattr.*`, each in
+/// key order, its own records over global ones). bsdtar writes both spellings of each
+/// attribute: the first is kept. Linear in the number of xattr records.
+fn pax_xattrs(local: &Pax, global: &Pax) -> Result<Vec<Xattr>> {
+    const SCHILY: &[u8] = b"SCHILY.xattr.";
+    const LIBARCHIVE: &[u8] = b"LIBARCHIVE.xattr.";
+    let mut seen: BTreeSet<Vec<u8>> = BTreeSet::new();
+    let mut xattrs = Vec::new();
+    for prefix in [LIBARCHIVE, SCHILY] {
+        let own = with_prefix(local, prefix);
+        let inherited = with_prefix(global, prefix).filter(|(k, _)| !local.records.contains_key(k.as_slice()));
+        let mut records: Vec<(&Vec<u8>, &Vec<u8>)> = own.chain(inherited).filter(|(_, v)| !v.is_empty()).collect();
+        records.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        for (k, v) in records {
+            let n = &k[prefix.len()..];
+            let (name, value) = if prefix == SCHILY {
+                (n.to_vec(), v.clone())
+            } else {
+                let Some(value) = base64_decode(v) else {
+                    return Err(Error::corrupt("LIBARCHIVE.xattr value is not base64").with_field("pax"));
+                };
+                (percent_decode(n), value)
+            };
+            if name.is_empty() || seen.contains(&name) {
+                continue;
+            }
+            seen.insert(name.clone());
+            xattrs.push(Xattr { name, value });
+        }
+    }
+    Ok(xattrs)
 }
 
 fn pax_u64(v: &[u8], field: &'static str) -> Result<u64> {
@@ -739,7 +808,7 @@ mod tests {
         parse_pax(b"11 path=ab\n16 SCHILY.xattr.a=\n", &mut p).unwrap_err();
         let mut p = Pax::default();
         parse_pax(b"11 path=ab\n8 path=\n", &mut p).unwrap();
-        assert!(p.records.is_empty());
+        assert!(pax_get(&p, &Pax::default(), b"path").is_none());
         let mut p = Pax::default();
         parse_pax(b"11 path=ab\n21 SCHILY.xattr.a=xy\n", &mut p).unwrap();
         assert_eq!(p.records[&b"path"[..]], b"ab");

@@ -79,6 +79,9 @@ pub fn run(c: OciCommand) -> Result<u8> {
 
 fn inspect(a: InspectArgs) -> Result<u8> {
     let image = diskcast_oci::open(&a.src, &a.container.open_options()?)?;
+    for w in &image.warnings {
+        eprintln!("diskcast: warning: {}: {w}", a.src);
+    }
     let report = diskcast_oci::inspect::inspect(&image, super::threads(None)?)?;
     if a.output == crate::args::OutputFormat::Json {
         super::print_json(&serde_json::to_value(&report).map_err(|e| diskcast_block::Error::invalid(e.to_string()))?);
