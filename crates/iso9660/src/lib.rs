@@ -35,6 +35,12 @@ use std::sync::Arc;
 /// theory; no disc in use has them).
 pub const SECTOR: u64 = 2048;
 
+/// Longest symlink target read, in bytes: Linux's PATH_MAX (4096) less its NUL. Linux
+/// fails `readlink` on longer Rock Ridge (a page less one byte) and UDF targets, so no disc
+/// holds a longer one that works; the cap keeps hostile continuation areas and file
+/// entries from becoming targets of megabytes each.
+pub(crate) const MAX_SYMLINK_TARGET: usize = 4095;
+
 /// Reads ISO 9660 discs (and UDF bridge discs) as trees.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Iso9660Reader;

@@ -185,3 +185,45 @@ fn zisofs_block_count_overflow() {
     let e = read_error(t.path(), &img);
     assert_error(&e, ErrorKind::Corrupt, "zisofs block table");
 }
+
+/// Where the continuation area of the record at `rec` is: (block, offset, length).
+fn ce_of(img: &[u8], rec: usize) -> (usize, usize, usize) {
+    let ce = entry_in(img, rec, b"CE");
+    (le32(img, ce + 4), le32(img, ce + 12), le32(img, ce + 20))
+}
+
+/// Five symlinks of 1019 bytes each (libisofs' longest), each in its own continuation
+/// area; each area gets a CE to the next link's, so the first link's SL entries add up to
+/// over 5000 bytes. Linux fails `readlink` past a page; we refuse past 4095 bytes, naming
+/// the link.
+#[test]
+fn rock_ridge_symlink_longer_than_path_max() {
+    let t = tempfile::tempdir().unwrap();
+    let (src, iso) = (t.path().join("src"), t.path().join("links.iso"));
+    std::fs::create_dir(&src).unwrap();
+    let target = vec!["aaaaaaaaa"; 102].join("/");
+    for i in 1..=5 {
+        std::os::unix::fs::symlink(&target, src.join(format!("l{i}"))).unwrap();
+    }
+    run("xorriso", &["-as", "mkisofs", "-quiet", "-R", "-o", iso.to_str().unwrap(), src.to_str().unwrap()]);
+    let mut img = std::fs::read(&iso).unwrap();
+    let areas: Vec<_> = (1..=5).map(|i| ce_of(&img, record_of(&img, format!("L{i}.;1").as_bytes()))).collect();
+    for (i, w) in areas.windows(2).enumerate() {
+        let ((blk, off, len), (nblk, noff, nlen)) = (w[0], w[1]);
+        let end = blk * SECTOR + off + len;
+        assert!(end + 28 <= (blk + 1) * SECTOR && img[end..end + 28].iter().all(|&b| b == 0), "no room after area {i}");
+        let mut ce = vec![b'C', b'E', 28, 1];
+        ce.extend_from_slice(&[0; 24]);
+        put_both32(&mut ce, 4, nblk as u32);
+        put_both32(&mut ce, 12, noff as u32);
+        // The next area grows by its own CE too (except the last).
+        put_both32(&mut ce, 20, (nlen + if i + 2 < areas.len() { 28 } else { 0 }) as u32);
+        img[end..end + 28].copy_from_slice(&ce);
+    }
+    let l1 = record_of(&img, b"L1.;1");
+    let ce = entry_in(&img, l1, b"CE");
+    put_both32(&mut img, ce + 20, (areas[0].2 + 28) as u32);
+    let e = read_error(t.path(), &img);
+    assert_error(&e, ErrorKind::OutOfBounds, "symlink \"l1\": target longer than 4095 bytes");
+    assert_eq!(e.field(), Some("SL"));
+}
