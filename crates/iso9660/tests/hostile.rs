@@ -227,3 +227,12 @@ fn rock_ridge_symlink_longer_than_path_max() {
     assert_error(&e, ErrorKind::OutOfBounds, "symlink \"l1\": target longer than 4095 bytes");
     assert_eq!(e.field(), Some("SL"));
 }
+
+#[test]
+fn root_record_in_the_volume_descriptor_too_short() {
+    let (t, mut img) = base_iso(false);
+    img[16 * SECTOR + 156] = 20;
+    let e = read_error(t.path(), &img);
+    assert_error(&e, ErrorKind::Corrupt, "root directory record of the volume descriptor has length 20");
+    assert_eq!(e.field(), Some("root_directory_record"));
+}

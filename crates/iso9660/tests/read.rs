@@ -247,3 +247,41 @@ fn symlinks_with_root_components_in_the_middle_match_bsdtar_xorriso_and_isoinfo(
         }
     }
 }
+
+/// NetBSD makefs writes 68 into the length byte of the primary volume descriptor's root
+/// record (ECMA-119 says 34; the bytes after are the volume set identifier). isoinfo,
+/// xorriso and 7-Zip read such a disc (bsdtar lists nothing); so do we.
+#[test]
+fn makefs_68_byte_root_record_in_the_volume_descriptor_reads_like_isoinfo_and_xorriso() {
+    let t = tempfile::tempdir().unwrap();
+    let (src, iso) = (t.path().join("src"), t.path().join("makefs.iso"));
+    std::fs::create_dir(&src).unwrap();
+    make_source(&src);
+    run("xorriso", &["-as", "mkisofs", "-quiet", "-R", "-o", iso.to_str().unwrap(), src.to_str().unwrap()]);
+    let mut img = std::fs::read(&iso).unwrap();
+    let root_len = 16 * 2048 + 156;
+    assert_eq!(img[root_len], 34);
+    img[root_len] = 68;
+    std::fs::write(&iso, &img).unwrap();
+    let iso_s = iso.to_str().unwrap();
+    let info = run("isoinfo", &["-d", "-i", iso_s]);
+    assert!(info.contains("Rock Ridge signatures version 1 found"), "{info}");
+
+    let tree = read(&iso, None);
+    let osirrox = t.path().join("osirrox");
+    run("xorriso", &["-osirrox", "on", "-indev", iso_s, "-extract", "/", osirrox.to_str().unwrap()]);
+    assert_same(&tree, &osirrox, ALL, &|_| false);
+    let plain = read(&iso, Some("iso9660"));
+    let mut ours: Vec<String> =
+        plain.walk(NodeId::ROOT).skip(1).map(|(p, _)| format!("/{}", String::from_utf8(p).unwrap())).collect();
+    let mut theirs: Vec<String> = run("isoinfo", &["-f", "-i", iso_s])
+        .lines()
+        .map(|l| {
+            let l = l.split(';').next().unwrap();
+            l.strip_suffix('.').unwrap_or(l).to_string()
+        })
+        .collect();
+    ours.sort();
+    theirs.sort();
+    assert_eq!(ours, theirs);
+}
