@@ -8,7 +8,7 @@ use crate::zisofs::Zisofs;
 use crate::{SECTOR, read_bytes, udf};
 use diskcast_block::{BlockRead, Error, Result};
 use diskcast_tree::{
-    Content, FileData, FileExtent, Kind, Meta, Node, NodeId, ReadOptions, Timestamp, Tree, check_name,
+    Content, FileData, FileExtent, Kind, Meta, Node, NodeId, ReadOptions, Timestamp, Tree, check_name, display_name,
 };
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -367,6 +367,24 @@ impl Walker {
         }
         FileData::blocks(size, self.disk.clone(), extents).map_err(|e| e.with_offset(parts[0].at))
     }
+}
+
+/// `dir/name` inside `tree` for messages, found by walking up from `dir` (only on the
+/// error path: it scans each parent's entries).
+pub(crate) fn path_in(tree: &Tree, dir: NodeId, name: &[u8]) -> String {
+    let mut parts = vec![name.to_vec()];
+    let mut id = dir;
+    while id != NodeId::ROOT && parts.len() <= MAX_DEPTH + 1 {
+        let Ok(parent) = tree.dir(id).map(|d| d.parent()) else { break };
+        let Some(n) = tree.dir(parent).ok().and_then(|d| d.entries().find(|(_, c)| *c == id).map(|(n, _)| n.to_vec()))
+        else {
+            break;
+        };
+        parts.push(n);
+        id = parent;
+    }
+    parts.reverse();
+    display_name(&parts.join(&b'/'))
 }
 
 /// `NAME;1` without its version suffix.

@@ -8,7 +8,8 @@
 //! metadata (UDF 2.50+) partition maps are read; virtual (VAT, CD-R) and sparable
 //! (CD-RW/DVD-RW) maps are refused as unsupported.
 
-use crate::{le16, le32, le64, read_bytes};
+use crate::read::path_in;
+use crate::{MAX_SYMLINK_TARGET, le16, le32, le64, read_bytes};
 use diskcast_block::{BlockRead, Error, Result};
 use diskcast_tree::{Content, FileData, FileExtent, Kind, Meta, Node, NodeId, Timestamp, Tree, check_name};
 use std::collections::{HashMap, HashSet};
@@ -444,7 +445,7 @@ impl Walker {
                         stack.push((c_part, c_lb, cid, depth + 1));
                         continue;
                     }
-                    12 => Kind::Symlink(symlink_target(&self.content(&child)?)),
+                    12 => Kind::Symlink(self.symlink(&child, id, &name)?),
                     9 => Kind::Fifo,
                     10 => Kind::Socket,
                     6 | 7 => {
@@ -466,15 +467,40 @@ impl Walker {
         Ok(self.tree)
     }
 
-    /// A whole (small) entry's content in memory: directories and symlinks.
+    /// A directory's whole content in memory.
     fn content(&self, e: &Entry) -> Result<Vec<u8>> {
         if e.size > MAX_DIR_BYTES {
             return Err(Error::out_of_bounds(format!("UDF directory of {} bytes is too large", e.size)));
         }
+        self.read_whole(e)
+    }
+
+    fn read_whole(&self, e: &Entry) -> Result<Vec<u8>> {
         let f = self.file_data(e)?;
-        let mut buf = vec![0u8; f.size as usize];
+        let n = usize::try_from(f.size).map_err(|_| Error::out_of_bounds("UDF entry too large for memory"))?;
+        let mut buf = vec![0u8; n];
         f.read_at(&mut buf, 0)?;
         Ok(buf)
+    }
+
+    /// The target of symlink `name` in directory `dir`. Its path components may fill one
+    /// logical block, as Linux's `udf_symlink_filler` allows (it refuses longer ones with
+    /// ENAMETOOLONG), and the joined target [`MAX_SYMLINK_TARGET`] bytes: each link costs
+    /// at most a block read and 4 KiB kept, whatever its entry claims.
+    fn symlink(&self, e: &Entry, dir: NodeId, name: &[u8]) -> Result<Vec<u8>> {
+        let refuse = |why: String| {
+            Error::out_of_bounds(format!("UDF symlink {}: {why}", path_in(&self.tree, dir, name)))
+                .with_field("information_length")
+        };
+        if e.size > self.udf.bs {
+            return Err(refuse(format!(
+                "{} bytes of path components, more than one {}-byte block (Linux refuses it too)",
+                e.size, self.udf.bs
+            )));
+        }
+        symlink_target(&self.read_whole(e)?).ok_or_else(|| {
+            refuse(format!("target longer than {MAX_SYMLINK_TARGET} bytes (Linux's PATH_MAX without its NUL)"))
+        })
     }
 
     fn file_data(&self, e: &Entry) -> Result<FileData> {
@@ -497,8 +523,11 @@ impl Walker {
     }
 }
 
-/// A symlink's path components (ECMA-167 4/14.16.1) joined with `/`.
-fn symlink_target(b: &[u8]) -> Vec<u8> {
+/// A symlink's path components (ECMA-167 4/14.16.1) joined with `/`, as Linux's
+/// `udf_pc_to_char` joins them: a root component (type 2, or 1 without an identifier)
+/// restarts the path at `/`, type 1 with an identifier (a place agreed on outside the
+/// medium) is skipped. `None` when the target exceeds [`MAX_SYMLINK_TARGET`].
+fn symlink_target(b: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::new();
     let mut pos = 0;
     let mut first = true;
@@ -507,6 +536,7 @@ fn symlink_target(b: &[u8]) -> Vec<u8> {
         let Some(id) = b.get(pos + 4..pos + 4 + len) else { break };
         pos += 4 + len;
         let part: Vec<u8> = match ty {
+            1 if len > 0 => continue,
             1 | 2 => {
                 out.clear();
                 out.push(b'/');
@@ -522,6 +552,9 @@ fn symlink_target(b: &[u8]) -> Vec<u8> {
         }
         out.extend_from_slice(&part);
         first = false;
+        if out.len() > MAX_SYMLINK_TARGET {
+            return None;
+        }
     }
-    out
+    Some(out)
 }

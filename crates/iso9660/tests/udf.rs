@@ -188,3 +188,68 @@ fn udf_file_over_4_gib_from_genisoimage() {
     let id = rr.resolve(b"sources/install.wim", false).unwrap();
     assert_eq!(rr.node(id).as_file().unwrap().size, SIZE % (4 << 30));
 }
+
+/// CRC-16/CCITT (polynomial 0x1021, initial 0) of a UDF descriptor body, as the tag's
+/// descriptor CRC (ECMA-167 3/7.2.6) records it: Linux checks it.
+fn udf_crc(b: &[u8]) -> u16 {
+    let mut crc = 0u16;
+    for &x in b {
+        crc ^= u16::from(x) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 { (crc << 1) ^ 0x1021 } else { crc << 1 };
+        }
+    }
+    crc
+}
+
+/// Ten UDF symlinks made by pycdlib whose file entries then claim 256 MiB of path
+/// components each (descriptor CRC and tag checksum fixed up): they were read whole, 922 MB resident.
+/// Linux refuses a symlink longer than one block; so do we, naming the link, before
+/// reading anything past the entry.
+#[test]
+fn udf_symlink_entries_claiming_256_mib() {
+    let t = tempfile::tempdir().unwrap();
+    let iso = t.path().join("links.iso");
+    run(
+        "/usr/bin/python3",
+        &[
+            "-c",
+            "import io, sys, pycdlib
+iso = pycdlib.PyCdlib()
+iso.new(udf='2.60')
+iso.add_fp(io.BytesIO(b'hi'), 2, '/FILE.;1', udf_path='/file')
+iso.add_directory('/DIR', udf_path='/dir')
+for i in range(10):
+    iso.add_symlink(udf_symlink_path='/dir/l%d' % i, udf_target='../file')
+iso.write(sys.argv[1])",
+            iso.to_str().unwrap(),
+        ],
+    );
+    let before = read(&iso, Some("udf"));
+    let l0 = before.resolve(b"dir/l0", false).unwrap();
+    assert!(matches!(&before.node(l0).kind, diskcast_tree::Kind::Symlink(t) if t == b"../file"));
+    let mut img = std::fs::read(&iso).unwrap();
+    let mut patched = 0;
+    for at in (0..img.len()).step_by(2048) {
+        let tag = u16::from_le_bytes([img[at], img[at + 1]]);
+        if (tag == 261 || tag == 266) && img[at + 27] == 12 {
+            img[at + 56..at + 64].copy_from_slice(&(256u64 << 20).to_le_bytes());
+            let crc_len = usize::from(u16::from_le_bytes([img[at + 10], img[at + 11]]));
+            let crc = udf_crc(&img[at + 16..at + 16 + crc_len]);
+            img[at + 8..at + 10].copy_from_slice(&crc.to_le_bytes());
+            // The tag checksum covers the CRC.
+            img[at + 4] = (0..16).filter(|&i| i != 4).fold(0u8, |s, i| s.wrapping_add(img[at + i]));
+            patched += 1;
+        }
+    }
+    assert_eq!(patched, 10);
+    std::fs::write(&iso, &img).unwrap();
+    let opts = diskcast_tree::ReadOptions { tree: Some("udf".into()), label: iso.display().to_string() };
+    use diskcast_tree::FsReader;
+    let e = diskcast_iso9660::Iso9660Reader.read(open(&iso), &opts).unwrap_err();
+    diskcast_testkit::assert_error(
+        &e,
+        diskcast_block::ErrorKind::OutOfBounds,
+        "UDF symlink \"dir/l0\": 268435456 bytes of path components, more than one 2048-byte block",
+    );
+}
