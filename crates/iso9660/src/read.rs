@@ -4,7 +4,7 @@
 use crate::dir::{DirRecord, FLAG_MULTI_EXTENT, parse_record};
 use crate::susp::{RockRidge, entries_of, rock_ridge, sp_skip};
 use crate::volume::{Volumes, has_iso_magic, read_volumes};
-use crate::zisofs::Zisofs;
+use crate::zisofs::{ExpansionBudget, Zisofs};
 use crate::{SECTOR, read_bytes, udf};
 use diskcast_block::{BlockRead, Error, Result};
 use diskcast_tree::{
@@ -138,6 +138,8 @@ struct Walker {
     links: HashMap<(u64, u64), NodeId>,
     /// Directories that held relocated (RE) entries: `rr_moved` and the like.
     relocation_dirs: Vec<(NodeId, NodeId, Vec<u8>)>,
+    /// zisofs files so far: the disc ranges they are stored in, and their sizes added up.
+    zisofs: ExpansionBudget,
 }
 
 impl Walker {
@@ -150,6 +152,7 @@ impl Walker {
             visited: HashSet::new(),
             links: HashMap::new(),
             relocation_dirs: Vec::new(),
+            zisofs: ExpansionBudget::default(),
         }
     }
 
@@ -197,6 +200,7 @@ impl Walker {
                 self.relocation_dirs.push((parent, id, Vec::new()));
             }
         }
+        self.zisofs.check()?;
         self.hide_relocation_dirs();
         Ok(self.tree)
     }
@@ -345,7 +349,7 @@ impl Walker {
         Ok(None)
     }
 
-    fn file_data(&self, parts: &[DirRecord], rr: &RockRidge) -> Result<FileData> {
+    fn file_data(&mut self, parts: &[DirRecord], rr: &RockRidge) -> Result<FileData> {
         let mut extents = Vec::with_capacity(parts.len());
         let mut size = 0u64;
         for p in parts {
@@ -360,6 +364,7 @@ impl Walker {
             };
             let z = Zisofs::new(self.disk.clone(), only.source_offset, only.len, u64::from(real), log2)
                 .map_err(|e| e.with_offset(parts[0].at))?;
+            self.zisofs.add(only.source_offset, only.len, u64::from(real));
             return Ok(FileData { size: u64::from(real), content: Content::Reader(Arc::new(z)) });
         }
         if extents.is_empty() {

@@ -236,3 +236,42 @@ fn root_record_in_the_volume_descriptor_too_short() {
     assert_error(&e, ErrorKind::Corrupt, "root directory record of the volume descriptor has length 20");
     assert_eq!(e.field(), Some("root_directory_record"));
 }
+
+/// Eight 16 MiB files of zeros compressed by mkzftree: a zisofs block of zeros is stored
+/// as nothing (2068 stored bytes each, 8100:1, zisofs' holes), and the disc reads. Then
+/// every record points at the first file's stored bytes: 128 MiB streamed from 2 KiB,
+/// over the 4096:1 + 64 MiB cap that OCI layers obey; refused before any file is read.
+/// (Issue 15's case: four records sharing a 4 GiB file of zeros, 16 GB out of a 786 KB
+/// disc.)
+#[test]
+fn zisofs_extent_shared_by_many_records() {
+    let t = tempfile::tempdir().unwrap();
+    let (src, z, iso) = (t.path().join("src"), t.path().join("z"), t.path().join("z.iso"));
+    std::fs::create_dir(&src).unwrap();
+    for i in 1..=8 {
+        std::fs::File::create(src.join(format!("z{i}.bin"))).unwrap().set_len(16 << 20).unwrap();
+    }
+    run("mkzftree", &[src.to_str().unwrap(), z.to_str().unwrap()]);
+    run("genisoimage", &["-quiet", "-R", "-z", "-o", iso.to_str().unwrap(), z.to_str().unwrap()]);
+    let mut img = std::fs::read(&iso).unwrap();
+    let tree = read(&iso, None);
+    let z8 = tree.resolve(b"z8.bin", false).unwrap();
+    let f = tree.node(z8).as_file().unwrap();
+    assert_eq!(f.size, 16 << 20);
+    let mut tail = vec![1u8; 4096];
+    f.read_at(&mut tail, (16 << 20) - 4096).unwrap();
+    assert!(tail.iter().all(|&b| b == 0));
+
+    let first = record_of(&img, b"Z1.BIN;1");
+    let (lba, len) = (le32(&img, first + 2) as u32, le32(&img, first + 10) as u32);
+    assert_eq!(len, 2068, "mkzftree's 16 MiB of zeros: header and 513 block offsets");
+    for i in 2..=8 {
+        let rec = record_of(&img, format!("Z{i}.BIN;1").as_bytes());
+        put_both32(&mut img, rec + 2, lba);
+        put_both32(&mut img, rec + 10, len);
+    }
+    let e = read_error(t.path(), &img);
+    assert_error(&e, ErrorKind::OutOfBounds, "from 2068 stored bytes");
+    assert_error(&e, ErrorKind::OutOfBounds, "refused as a decompression bomb");
+    assert_eq!(e.field(), Some("ZF"));
+}
