@@ -2,7 +2,7 @@
 //! they carry: NM, PX, PN, SL, TF, CL, PL, RE, plus zisofs' ZF.
 
 use crate::dir::{long_time, short_time};
-use crate::{MAX_SYMLINK_TARGET, SECTOR, le32, read_bytes};
+use crate::{MAX_SYMLINK_TARGET, Regions, SECTOR, le32, read_bytes};
 use diskcast_block::{BlockRead, Error, Result};
 use diskcast_tree::{Timestamp, display_name};
 use std::collections::HashSet;
@@ -58,8 +58,15 @@ pub fn sp_skip(root_dot_su: &[u8]) -> Option<usize> {
 
 /// Every SUSP entry (signature, whole entry) of a system use area `su` and the
 /// continuation areas it chains to, in order. `skip` is SP's LEN_SKP. CE loops and
-/// oversized chains are errors.
-pub fn entries_of(disk: &dyn BlockRead, su: &[u8], skip: usize, at: u64) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+/// oversized chains are errors, and so is an area that overlaps one another record (or
+/// this one) already used: `regions` holds them for the whole tree.
+pub fn entries_of(
+    disk: &dyn BlockRead,
+    su: &[u8],
+    skip: usize,
+    at: u64,
+    regions: &mut Regions,
+) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
     let mut out = Vec::new();
     let mut area = su.get(skip..).unwrap_or(&[]).to_vec();
     let mut seen = HashSet::new();
@@ -95,6 +102,7 @@ pub fn entries_of(disk: &dyn BlockRead, su: &[u8], skip: usize, at: u64) -> Resu
             return Err(Error::corrupt("Rock Ridge continuation areas are too large").with_field("CE").with_offset(at));
         }
         let start = u64::from(block) * SECTOR + u64::from(off);
+        regions.claim(start, u64::from(len), "Rock Ridge continuation area", at).map_err(|e| e.with_field("CE"))?;
         area = read_bytes(disk, start, u64::from(len), "Rock Ridge continuation area")?;
     }
     Ok(out)

@@ -158,7 +158,10 @@ fn rock_ridge_continuation_loop() {
     img[px + 28..px + px_len].fill(0);
     img[px + 28..px + 32].copy_from_slice(&[b'P', b'D', (px_len - 28) as u8, 1]);
     let e = read_error(t.path(), &img);
-    assert_error(&e, ErrorKind::Corrupt, "loop");
+    // The area is the record itself, inside the directory's extent: refused as overlapping
+    // it before it could loop.
+    assert_error(&e, ErrorKind::Corrupt, "continuation area at byte");
+    assert_error(&e, ErrorKind::Corrupt, "overlaps the directory");
     assert_eq!(e.field(), Some("CE"));
 }
 
@@ -274,4 +277,55 @@ fn zisofs_extent_shared_by_many_records() {
     assert_error(&e, ErrorKind::OutOfBounds, "from 2068 stored bytes");
     assert_error(&e, ErrorKind::OutOfBounds, "refused as a decompression bomb");
     assert_eq!(e.field(), Some("ZF"));
+}
+
+/// A directory whose extent starts inside another's (its first sector made to start with
+/// a `.` record): each of the 60 files is listed twice, and a disc of N sectors nested so
+/// lists O(N^2) entries. Directory extents may not overlap.
+#[test]
+fn directory_extent_inside_another() {
+    let t = tempfile::tempdir().unwrap();
+    let (src, iso) = (t.path().join("src"), t.path().join("d.iso"));
+    std::fs::create_dir_all(src.join("a")).unwrap();
+    for i in 0..60 {
+        std::fs::write(src.join(format!("file-with-a-long-name-number-{i:03}.txt")), b"x").unwrap();
+    }
+    run("xorriso", &["-as", "mkisofs", "-quiet", "-R", "-o", iso.to_str().unwrap(), src.to_str().unwrap()]);
+    let mut img = std::fs::read(&iso).unwrap();
+    let (root, root_len) = (root_dir(&img), le32(&img, 16 * SECTOR + 156 + 10));
+    assert!(root_len >= 2 * SECTOR, "the root fits one sector");
+    let a = record_of(&img, b"A");
+    assert!(a < root + SECTOR, "the A record is not in the root's first sector");
+    // The second sector's first record becomes a `.` record; A's extent starts there.
+    let second = root + SECTOR;
+    img[second + 32] = 1;
+    img[second + 33] = 0;
+    put_both32(&mut img, a + 2, (second / SECTOR) as u32);
+    put_both32(&mut img, a + 10, (root_len - SECTOR) as u32);
+    let e = read_error(t.path(), &img);
+    assert_error(&e, ErrorKind::Corrupt, &format!("directory at byte {second}"));
+    assert_error(&e, ErrorKind::Corrupt, &format!("overlaps the directory at byte {root}"));
+}
+
+/// Two symlinks whose records name the same continuation area: one area per record, or a
+/// few KiB of records could make every record re-read the same 256 KiB.
+#[test]
+fn rock_ridge_continuation_area_shared_by_two_records() {
+    let t = tempfile::tempdir().unwrap();
+    let (src, iso) = (t.path().join("src"), t.path().join("links.iso"));
+    std::fs::create_dir(&src).unwrap();
+    let target = vec!["aaaaaaaaa"; 102].join("/");
+    for i in 1..=2 {
+        std::os::unix::fs::symlink(&target, src.join(format!("l{i}"))).unwrap();
+    }
+    run("xorriso", &["-as", "mkisofs", "-quiet", "-R", "-o", iso.to_str().unwrap(), src.to_str().unwrap()]);
+    let mut img = std::fs::read(&iso).unwrap();
+    let (l1, l2) = (record_of(&img, b"L1.;1"), record_of(&img, b"L2.;1"));
+    let (ce1, ce2) = (entry_in(&img, l1, b"CE"), entry_in(&img, l2, b"CE"));
+    let shared = img[ce1 + 4..ce1 + 28].to_vec();
+    img[ce2 + 4..ce2 + 28].copy_from_slice(&shared);
+    let e = read_error(t.path(), &img);
+    assert_error(&e, ErrorKind::Corrupt, "Rock Ridge continuation area at byte");
+    assert_error(&e, ErrorKind::Corrupt, "overlaps the Rock Ridge continuation area");
+    assert_eq!(e.field(), Some("CE"));
 }
