@@ -253,3 +253,51 @@ iso.write(sys.argv[1])",
         "UDF symlink \"dir/l0\": 268435456 bytes of path components, more than one 2048-byte block",
     );
 }
+
+/// Two directories of a genisoimage UDF bridge whose file entries then share one extent
+/// of identifiers (the second's allocation descriptor and length copied from the first,
+/// descriptor CRC and tag checksum fixed up): the first's files were listed again in the
+/// second, and directories nested so list O(N²) entries. A directory's content belongs
+/// to that directory alone.
+#[test]
+fn udf_directories_sharing_their_identifiers() {
+    let t = tempfile::tempdir().unwrap();
+    let (src, iso) = (t.path().join("src"), t.path().join("u.iso"));
+    sh(&format!(
+        "mkdir -p '{s}/a' '{s}/b'; for i in 1 2 3; do echo $i > '{s}/a/f'$i; echo $i > '{s}/b/g'$i; done",
+        s = src.display()
+    ));
+    run("genisoimage", &["-quiet", "-udf", "-o", iso.to_str().unwrap(), src.to_str().unwrap()]);
+    let before = read(&iso, Some("udf"));
+    assert!(before.resolve(b"b/g1", false).is_ok());
+    let mut img = std::fs::read(&iso).unwrap();
+    let fsd = (0..img.len() / 2048)
+        .map(|s| s * 2048)
+        .find(|&at| u16::from_le_bytes([img[at], img[at + 1]]) == 256 && img[at + 4] != 0)
+        .expect("no file set descriptor");
+    let root_lb = u32::from_le_bytes(img[fsd + 404..fsd + 408].try_into().unwrap());
+    // Directory file entries (type 4) other than the root's: a, then b.
+    let dirs: Vec<usize> = (0..img.len() / 2048)
+        .map(|s| s * 2048)
+        .filter(|&at| u16::from_le_bytes([img[at], img[at + 1]]) == 261 && img[at + 27] == 4)
+        .filter(|&at| u32::from_le_bytes(img[at + 12..at + 16].try_into().unwrap()) != root_lb)
+        .collect();
+    assert_eq!(dirs.len(), 2, "directory entries: {dirs:?}");
+    let (a, b) = (dirs[0], dirs[1]);
+    let ad =
+        |img: &[u8], at: usize| at + 176 + u32::from_le_bytes(img[at + 168..at + 172].try_into().unwrap()) as usize;
+    assert_eq!(img[a + 34] & 7, 0, "short allocation descriptors expected");
+    let (a_ad, b_ad) = (ad(&img, a), ad(&img, b));
+    let (a_len, a_ad) = (img[a + 56..a + 64].to_vec(), img[a_ad..a_ad + 8].to_vec());
+    img[b + 56..b + 64].copy_from_slice(&a_len);
+    img[b_ad..b_ad + 8].copy_from_slice(&a_ad);
+    let crc_len = usize::from(u16::from_le_bytes([img[b + 10], img[b + 11]]));
+    let crc = udf_crc(&img[b + 16..b + 16 + crc_len]);
+    img[b + 8..b + 10].copy_from_slice(&crc.to_le_bytes());
+    img[b + 4] = (0..16).filter(|&i| i != 4).fold(0u8, |s, i| s.wrapping_add(img[b + i]));
+    std::fs::write(&iso, &img).unwrap();
+    let opts = diskcast_tree::ReadOptions { tree: Some("udf".into()), label: iso.display().to_string() };
+    use diskcast_tree::FsReader;
+    let e = diskcast_iso9660::Iso9660Reader.read(open(&iso), &opts).unwrap_err();
+    diskcast_testkit::assert_error(&e, diskcast_block::ErrorKind::Corrupt, "overlaps the UDF directory at byte");
+}
