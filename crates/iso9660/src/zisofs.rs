@@ -162,6 +162,26 @@ impl Zisofs {
 }
 
 impl ContentRead for Zisofs {
+    /// Every block but the empty ones (zisofs' holes): extracting a file of zeros writes
+    /// and inflates nothing.
+    fn data_ranges(&self, size: u64) -> Result<Vec<(u64, u64)>> {
+        let table = self.table()?;
+        let bs = 1u64 << self.log2;
+        let mut out: Vec<(u64, u64)> = Vec::new();
+        for (i, w) in (0u64..).zip(table.windows(2)) {
+            let start = i * bs;
+            if w[0] == w[1] || start >= size {
+                continue;
+            }
+            let len = (size - start).min(bs);
+            match out.last_mut() {
+                Some((o, l)) if *o + *l == start => *l += len,
+                _ => out.push((start, len)),
+            }
+        }
+        Ok(out)
+    }
+
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
         let table = self.table()?;
         let bs = 1u64 << self.log2;

@@ -264,6 +264,7 @@ fn zisofs_extent_shared_by_many_records() {
     let mut tail = vec![1u8; 4096];
     f.read_at(&mut tail, (16 << 20) - 4096).unwrap();
     assert!(tail.iter().all(|&b| b == 0));
+    assert_eq!(f.data_ranges().unwrap(), [], "empty zisofs blocks are holes");
 
     let first = record_of(&img, b"Z1.BIN;1");
     let (lba, len) = (le32(&img, first + 2) as u32, le32(&img, first + 10) as u32);

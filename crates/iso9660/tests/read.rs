@@ -95,7 +95,8 @@ fn zisofs_files_decompress_like_bsdtar() {
     std::fs::create_dir(&src).unwrap();
     sh(&format!(
         "cd '{}'; seq 1 200000 > numbers.txt; head -c 100000 /dev/urandom > random.bin; \
-         head -c 70000 /dev/zero > zeros.bin; echo small > small.txt",
+         head -c 70000 /dev/zero > zeros.bin; echo small > small.txt
+         (head -c 40000 /dev/urandom; head -c 100000 /dev/zero; head -c 40000 /dev/urandom) > mixed.bin",
         src.display()
     ));
     run("mkzftree", &[src.to_str().unwrap(), z.to_str().unwrap()]);
@@ -103,9 +104,20 @@ fn zisofs_files_decompress_like_bsdtar() {
     let tree = read(&iso, None);
     let id = tree.resolve(b"numbers.txt", false).unwrap();
     assert!(matches!(tree.node(id).as_file().unwrap().content, Content::Reader(_)), "zisofs file not decompressed");
-    for name in ["numbers.txt", "random.bin", "zeros.bin", "small.txt"] {
+    for name in ["numbers.txt", "random.bin", "zeros.bin", "small.txt", "mixed.bin"] {
         let id = tree.resolve(name.as_bytes(), false).unwrap();
-        assert_eq!(file_bytes(&tree, id), std::fs::read(src.join(name)).unwrap(), "{name}");
+        let bytes = file_bytes(&tree, id);
+        assert_eq!(bytes, std::fs::read(src.join(name)).unwrap(), "{name}");
+        // Empty zisofs blocks are holes: all that lies outside the data ranges is zeros.
+        let ranges = tree.node(id).as_file().unwrap().data_ranges().unwrap();
+        let mut pos = 0;
+        for &(off, len) in ranges.iter().chain([(bytes.len() as u64, 0)].iter()) {
+            assert!(bytes[pos..off as usize].iter().all(|&b| b == 0), "{name}: data outside {ranges:?}");
+            pos = (off + len) as usize;
+        }
+        if name == "mixed.bin" {
+            assert!(ranges.iter().map(|r| r.1).sum::<u64>() < 180_000, "{name}: no hole in {ranges:?}");
+        }
         // Reads that start inside a block and cross into the next.
         let f = tree.node(id).as_file().unwrap();
         if f.size > 40000 {
