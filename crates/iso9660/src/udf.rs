@@ -511,6 +511,19 @@ impl Walker {
         if e.size > MAX_DIR_BYTES {
             return Err(Error::out_of_bounds(format!("UDF directory of {} bytes is too large", e.size)));
         }
+        // Identifiers are never holes: a directory longer than what its entry records
+        // would be allocated (up to the cap) for zeros that end it at its first tag.
+        let recorded = match &e.inline {
+            Some(b) => u64::try_from(b.len()).unwrap_or(u64::MAX),
+            None => e.extents.iter().map(|x| x.1).fold(0u64, u64::saturating_add),
+        };
+        if e.size > recorded {
+            return Err(Error::corrupt(format!(
+                "UDF directory of {} bytes has only {recorded} bytes recorded",
+                e.size
+            ))
+            .with_field("information_length"));
+        }
         self.read_whole(e)
     }
 

@@ -301,3 +301,38 @@ fn udf_directories_sharing_their_identifiers() {
     let e = diskcast_iso9660::Iso9660Reader.read(open(&iso), &opts).unwrap_err();
     diskcast_testkit::assert_error(&e, diskcast_block::ErrorKind::Corrupt, "overlaps the UDF directory at byte");
 }
+
+/// The root directory of a genisoimage UDF disc claiming 200 MiB (found by the tree
+/// fuzzer): it was allocated whole before the first missing identifier ended it. A
+/// directory longer than its recorded extents is refused before anything is allocated.
+#[test]
+fn udf_directory_longer_than_its_recorded_extents() {
+    let t = tempfile::tempdir().unwrap();
+    let (src, iso) = (t.path().join("src"), t.path().join("u.iso"));
+    sh(&format!("mkdir -p '{s}/d'; echo x > '{s}/d/f'", s = src.display()));
+    run("genisoimage", &["-quiet", "-udf", "-o", iso.to_str().unwrap(), src.to_str().unwrap()]);
+    let mut img = std::fs::read(&iso).unwrap();
+    let fsd = (0..img.len() / 2048)
+        .map(|s| s * 2048)
+        .find(|&at| u16::from_le_bytes([img[at], img[at + 1]]) == 256 && img[at + 4] != 0)
+        .expect("no file set descriptor");
+    let root_lb = u32::from_le_bytes(img[fsd + 404..fsd + 408].try_into().unwrap());
+    let root = (0..img.len() / 2048)
+        .map(|s| s * 2048)
+        .find(|&at| {
+            u16::from_le_bytes([img[at], img[at + 1]]) == 261
+                && u32::from_le_bytes(img[at + 12..at + 16].try_into().unwrap()) == root_lb
+        })
+        .expect("no root file entry");
+    img[root + 56..root + 64].copy_from_slice(&(200u64 << 20).to_le_bytes());
+    let crc_len = usize::from(u16::from_le_bytes([img[root + 10], img[root + 11]]));
+    let crc = udf_crc(&img[root + 16..root + 16 + crc_len]);
+    img[root + 8..root + 10].copy_from_slice(&crc.to_le_bytes());
+    img[root + 4] = (0..16).filter(|&i| i != 4).fold(0u8, |s, i| s.wrapping_add(img[root + i]));
+    std::fs::write(&iso, &img).unwrap();
+    let opts = diskcast_tree::ReadOptions { tree: Some("udf".into()), label: iso.display().to_string() };
+    use diskcast_tree::FsReader;
+    let e = diskcast_iso9660::Iso9660Reader.read(open(&iso), &opts).unwrap_err();
+    diskcast_testkit::assert_error(&e, diskcast_block::ErrorKind::Corrupt, "UDF directory of 209715200 bytes has only");
+    assert_eq!(e.field(), Some("information_length"));
+}
