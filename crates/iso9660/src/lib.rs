@@ -35,6 +35,12 @@ use std::sync::Arc;
 /// theory; no disc in use has them).
 pub const SECTOR: u64 = 2048;
 
+/// Longest symlink target read, in bytes: Linux's PATH_MAX (4096) less its NUL. Linux
+/// fails `readlink` on longer Rock Ridge (a page less one byte) and UDF targets, so no disc
+/// holds a longer one that works; the cap keeps hostile continuation areas and file
+/// entries from becoming targets of megabytes each.
+pub(crate) const MAX_SYMLINK_TARGET: usize = 4095;
+
 /// Reads ISO 9660 discs (and UDF bridge discs) as trees.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Iso9660Reader;
@@ -67,6 +73,39 @@ pub(crate) fn read_bytes(disk: &dyn BlockRead, offset: u64, len: u64, what: &str
     let mut buf = vec![0u8; n];
     disk.read_at(&mut buf, offset)?;
     Ok(buf)
+}
+
+/// Byte ranges of the disc that belong to one owner each while a tree is read: directory
+/// extents, Rock Ridge continuation areas, UDF allocation extent descriptors. A hostile
+/// disc that points many owners at the same bytes (a directory inside another's extent,
+/// one continuation area for every record) would otherwise make work and memory grow with
+/// the square of what it stores; real discs never share these.
+#[derive(Debug, Default)]
+pub(crate) struct Regions {
+    /// Start -> (end, what).
+    taken: std::collections::BTreeMap<u64, (u64, &'static str)>,
+}
+
+impl Regions {
+    /// Takes `len` bytes at `start` for `what` (named by the structure at `at`), or says
+    /// which earlier region they overlap.
+    pub(crate) fn claim(&mut self, start: u64, len: u64, what: &'static str, at: u64) -> Result<()> {
+        let end = start.saturating_add(len);
+        if len == 0 {
+            return Ok(());
+        }
+        let before = self.taken.range(..end).next_back();
+        if let Some((&s, &(e, other))) = before
+            && e > start
+        {
+            return Err(Error::corrupt(format!(
+                "{what} at byte {start} ({len} bytes) overlaps the {other} at byte {s}: a disc never shares them"
+            ))
+            .with_offset(at));
+        }
+        self.taken.insert(start, (end, what));
+        Ok(())
+    }
 }
 
 /// Little-endian u16 at `at` (callers have checked the length).

@@ -4,11 +4,11 @@
 use crate::dir::{DirRecord, FLAG_MULTI_EXTENT, parse_record};
 use crate::susp::{RockRidge, entries_of, rock_ridge, sp_skip};
 use crate::volume::{Volumes, has_iso_magic, read_volumes};
-use crate::zisofs::Zisofs;
-use crate::{SECTOR, read_bytes, udf};
+use crate::zisofs::{ExpansionBudget, Zisofs};
+use crate::{Regions, SECTOR, read_bytes, udf};
 use diskcast_block::{BlockRead, Error, Result};
 use diskcast_tree::{
-    Content, FileData, FileExtent, Kind, Meta, Node, NodeId, ReadOptions, Timestamp, Tree, check_name,
+    Content, FileData, FileExtent, Kind, Meta, Node, NodeId, ReadOptions, Timestamp, Tree, check_name, display_name,
 };
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -137,7 +137,12 @@ struct Walker {
     /// Rock Ridge files with more than one link, by (first sector, size).
     links: HashMap<(u64, u64), NodeId>,
     /// Directories that held relocated (RE) entries: `rr_moved` and the like.
+    /// (parent, directory, its name in the parent).
     relocation_dirs: Vec<(NodeId, NodeId, Vec<u8>)>,
+    /// zisofs files so far: the disc ranges they are stored in, and their sizes added up.
+    zisofs: ExpansionBudget,
+    /// Directory extents and continuation areas read so far.
+    regions: Regions,
 }
 
 impl Walker {
@@ -150,13 +155,15 @@ impl Walker {
             visited: HashSet::new(),
             links: HashMap::new(),
             relocation_dirs: Vec::new(),
+            zisofs: ExpansionBudget::default(),
+            regions: Regions::default(),
         }
     }
 
     fn walk(mut self, root: DirRecord, _vols: &Volumes) -> Result<Tree> {
-        let mut stack = vec![(root, NodeId::ROOT, 0usize)];
+        let mut stack = vec![(root, NodeId::ROOT, 0usize, Vec::new())];
         let mut first = true;
-        while let Some((rec, id, depth)) = stack.pop() {
+        while let Some((rec, id, depth, name)) = stack.pop() {
             if depth > MAX_DEPTH {
                 return Err(Error::corrupt("directories nest too deep").with_offset(rec.at));
             }
@@ -186,7 +193,7 @@ impl Walker {
                 }
                 let parts = std::mem::take(&mut group);
                 if let Some(child) = self.entry(id, parts, &mut relocated_here)? {
-                    stack.push((child.0, child.1, depth + 1));
+                    stack.push((child.0, child.1, depth + 1, child.2));
                 }
             }
             if let Some(r) = group.first() {
@@ -194,9 +201,10 @@ impl Walker {
             }
             if relocated_here && id != NodeId::ROOT {
                 let parent = self.tree.dir(id)?.parent();
-                self.relocation_dirs.push((parent, id, Vec::new()));
+                self.relocation_dirs.push((parent, id, name));
             }
         }
+        self.zisofs.check()?;
         self.hide_relocation_dirs();
         Ok(self.tree)
     }
@@ -205,25 +213,24 @@ impl Walker {
     /// an artefact of the ISO 9660 depth limit, not part of the tree: drop it, as Linux
     /// and libarchive do.
     fn hide_relocation_dirs(&mut self) {
-        for (parent, id, _) in std::mem::take(&mut self.relocation_dirs) {
-            if !self.tree.dir(id).map(|d| d.is_empty()).unwrap_or(false) {
-                continue;
-            }
-            let name =
-                self.tree.dir(parent).ok().and_then(|d| d.entries().find(|(_, c)| *c == id).map(|(n, _)| n.to_vec()));
-            if let Some(name) = name {
+        for (parent, id, name) in std::mem::take(&mut self.relocation_dirs) {
+            let empty = self.tree.dir(id).map(|d| d.is_empty()).unwrap_or(false);
+            if empty && self.tree.lookup(parent, &name) == Some(id) {
                 self.tree.unlink(parent, &name);
             }
         }
     }
 
     /// Every record of a directory, `.` first.
-    fn read_dir(&self, rec: &DirRecord) -> Result<Vec<DirRecord>> {
+    fn read_dir(&mut self, rec: &DirRecord) -> Result<Vec<DirRecord>> {
         if rec.len > MAX_DIR_BYTES {
             return Err(
                 Error::out_of_bounds(format!("directory of {} bytes is too large", rec.len)).with_offset(rec.at)
             );
         }
+        self.regions
+            .claim(rec.data_offset(), u64::from(rec.len), "directory", rec.at)
+            .map_err(|e| e.with_field("directory_record"))?;
         let data = read_bytes(self.disk.as_ref(), rec.data_offset(), u64::from(rec.len), "directory")?;
         let base = rec.data_offset();
         let mut out = Vec::new();
@@ -247,11 +254,11 @@ impl Walker {
         Ok(out)
     }
 
-    fn rock_ridge(&self, r: &DirRecord) -> Result<RockRidge> {
+    fn rock_ridge(&mut self, r: &DirRecord) -> Result<RockRidge> {
         match self.rr {
             None => Ok(RockRidge::default()),
             Some(skip) => {
-                let entries = entries_of(self.disk.as_ref(), &r.system_use, skip, r.at)?;
+                let entries = entries_of(self.disk.as_ref(), &r.system_use, skip, r.at, &mut self.regions)?;
                 rock_ridge(&entries, r.at)
             }
         }
@@ -289,7 +296,7 @@ impl Walker {
         parent: NodeId,
         parts: Vec<DirRecord>,
         relocated_here: &mut bool,
-    ) -> Result<Option<(DirRecord, NodeId)>> {
+    ) -> Result<Option<(DirRecord, NodeId, Vec<u8>)>> {
         let r = &parts[0];
         let rr = self.rock_ridge(r)?;
         if rr.relocated {
@@ -308,13 +315,13 @@ impl Walker {
             let dot_rr = self.rock_ridge(&dot)?;
             let meta = self.meta(&dot, if dot_rr.px.is_some() { &dot_rr } else { &rr }, true);
             let id = self.tree.insert(parent, &name, Node::new(meta, Kind::empty_dir()))?;
-            return Ok(Some((dot, id)));
+            return Ok(Some((dot, id, name)));
         }
         let type_bits = rr.px.map(|p| p.mode & 0o170000).unwrap_or(0);
         let meta = self.meta(r, &rr, r.is_dir());
         let kind = if r.is_dir() {
             let id = self.tree.insert(parent, &name, Node::new(meta, Kind::empty_dir()))?;
-            return Ok(Some((r.clone(), id)));
+            return Ok(Some((r.clone(), id, name)));
         } else if type_bits == 0o120000 || (type_bits == 0 && rr.symlink.is_some()) {
             Kind::Symlink(rr.symlink.clone().unwrap_or_default())
         } else if matches!(type_bits, 0o020000 | 0o060000) {
@@ -345,7 +352,7 @@ impl Walker {
         Ok(None)
     }
 
-    fn file_data(&self, parts: &[DirRecord], rr: &RockRidge) -> Result<FileData> {
+    fn file_data(&mut self, parts: &[DirRecord], rr: &RockRidge) -> Result<FileData> {
         let mut extents = Vec::with_capacity(parts.len());
         let mut size = 0u64;
         for p in parts {
@@ -360,6 +367,7 @@ impl Walker {
             };
             let z = Zisofs::new(self.disk.clone(), only.source_offset, only.len, u64::from(real), log2)
                 .map_err(|e| e.with_offset(parts[0].at))?;
+            self.zisofs.add(only.source_offset, only.len, u64::from(real));
             return Ok(FileData { size: u64::from(real), content: Content::Reader(Arc::new(z)) });
         }
         if extents.is_empty() {
@@ -367,6 +375,24 @@ impl Walker {
         }
         FileData::blocks(size, self.disk.clone(), extents).map_err(|e| e.with_offset(parts[0].at))
     }
+}
+
+/// `dir/name` inside `tree` for messages, found by walking up from `dir` (only on the
+/// error path: it scans each parent's entries).
+pub(crate) fn path_in(tree: &Tree, dir: NodeId, name: &[u8]) -> String {
+    let mut parts = vec![name.to_vec()];
+    let mut id = dir;
+    while id != NodeId::ROOT && parts.len() <= MAX_DEPTH + 1 {
+        let Ok(parent) = tree.dir(id).map(|d| d.parent()) else { break };
+        let Some(n) = tree.dir(parent).ok().and_then(|d| d.entries().find(|(_, c)| *c == id).map(|(n, _)| n.to_vec()))
+        else {
+            break;
+        };
+        parts.push(n);
+        id = parent;
+    }
+    parts.reverse();
+    display_name(&parts.join(&b'/'))
 }
 
 /// `NAME;1` without its version suffix.

@@ -2,15 +2,21 @@
 //! they carry: NM, PX, PN, SL, TF, CL, PL, RE, plus zisofs' ZF.
 
 use crate::dir::{long_time, short_time};
-use crate::{SECTOR, le32, read_bytes};
+use crate::{MAX_SYMLINK_TARGET, Regions, SECTOR, le32, read_bytes};
 use diskcast_block::{BlockRead, Error, Result};
-use diskcast_tree::Timestamp;
+use diskcast_tree::{Timestamp, display_name};
 use std::collections::HashSet;
 
 /// Most continuation areas followed for one record: real discs use one or two.
 const MAX_CE: usize = 32;
 /// Most system use bytes gathered for one record (names and link targets of a few KiB).
 const MAX_SU_BYTES: usize = 256 << 10;
+
+/// SL component flags (RRIP 1.12 §4.1.3.1).
+const SL_CONTINUE: u8 = 1;
+const SL_CURRENT: u8 = 2;
+const SL_PARENT: u8 = 4;
+const SL_ROOT: u8 = 8;
 
 /// What a record's Rock Ridge entries say.
 #[derive(Debug, Default, Clone)]
@@ -52,8 +58,15 @@ pub fn sp_skip(root_dot_su: &[u8]) -> Option<usize> {
 
 /// Every SUSP entry (signature, whole entry) of a system use area `su` and the
 /// continuation areas it chains to, in order. `skip` is SP's LEN_SKP. CE loops and
-/// oversized chains are errors.
-pub fn entries_of(disk: &dyn BlockRead, su: &[u8], skip: usize, at: u64) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+/// oversized chains are errors, and so is an area that overlaps one another record (or
+/// this one) already used: `regions` holds them for the whole tree.
+pub fn entries_of(
+    disk: &dyn BlockRead,
+    su: &[u8],
+    skip: usize,
+    at: u64,
+    regions: &mut Regions,
+) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
     let mut out = Vec::new();
     let mut area = su.get(skip..).unwrap_or(&[]).to_vec();
     let mut seen = HashSet::new();
@@ -89,6 +102,7 @@ pub fn entries_of(disk: &dyn BlockRead, su: &[u8], skip: usize, at: u64) -> Resu
             return Err(Error::corrupt("Rock Ridge continuation areas are too large").with_field("CE").with_offset(at));
         }
         let start = u64::from(block) * SECTOR + u64::from(off);
+        regions.claim(start, u64::from(len), "Rock Ridge continuation area", at).map_err(|e| e.with_field("CE"))?;
         area = read_bytes(disk, start, u64::from(len), "Rock Ridge continuation area")?;
     }
     Ok(out)
@@ -100,6 +114,7 @@ pub fn rock_ridge(entries: &[(Vec<u8>, Vec<u8>)], at: u64) -> Result<RockRidge> 
     let mut name: Option<Vec<u8>> = None;
     let mut link = SymlinkBuilder::default();
     let mut saw_sl = false;
+    let mut link_fits = true;
     for (sig, d) in entries {
         match sig.as_slice() {
             b"NM" if d.len() >= 5 => {
@@ -119,7 +134,7 @@ pub fn rock_ridge(entries: &[(Vec<u8>, Vec<u8>)], at: u64) -> Result<RockRidge> 
             b"PN" if d.len() >= 20 => rr.pn = Some((le32(d, 4), le32(d, 12))),
             b"SL" if d.len() >= 5 => {
                 saw_sl = true;
-                link.add(&d[5..]);
+                link_fits &= link.add(&d[5..]);
             }
             b"TF" if d.len() >= 5 => {
                 let flags = d[4];
@@ -156,6 +171,14 @@ pub fn rock_ridge(entries: &[(Vec<u8>, Vec<u8>)], at: u64) -> Result<RockRidge> 
             _ => {}
         }
     }
+    if !link_fits {
+        let name = name.as_deref().map(display_name).unwrap_or_else(|| "(no NM)".into());
+        return Err(Error::out_of_bounds(format!(
+            "Rock Ridge symlink {name}: target longer than {MAX_SYMLINK_TARGET} bytes (Linux's PATH_MAX without its NUL)"
+        ))
+        .with_field("SL")
+        .with_offset(at));
+    }
     rr.name = name;
     if saw_sl {
         rr.symlink = Some(link.finish());
@@ -163,45 +186,44 @@ pub fn rock_ridge(entries: &[(Vec<u8>, Vec<u8>)], at: u64) -> Result<RockRidge> 
     Ok(rr)
 }
 
-/// Joins SL component records (RRIP §4.1.3.1) into a target path.
+/// Joins SL component records (RRIP 1.12 §4.1.3.1) into a target path the way Linux
+/// (fs/isofs/rock.c) and libarchive do: a ROOT component writes a `/` where it stands, so
+/// only a leading one makes the target absolute (mkisofs records the empty components of
+/// `.///file` as ROOT); a `/` goes between components unless the earlier one is continued
+/// or a ROOT. Components with other flags (RRIP's obsolete volume root and host) write
+/// nothing.
 #[derive(Default)]
 struct SymlinkBuilder {
     out: Vec<u8>,
-    /// The last component asked to be continued.
-    cont: bool,
-    /// Something was written since the last separator.
-    started: bool,
+    /// A `/` is due before the next component.
+    sep: bool,
 }
 
 impl SymlinkBuilder {
-    fn add(&mut self, mut recs: &[u8]) {
-        while recs.len() >= 2 {
-            let flags = recs[0];
-            let len = usize::from(recs[1]);
-            let Some(content) = recs.get(2..2 + len) else { break };
-            recs = &recs[2 + len..];
-            if flags & 8 != 0 {
-                // Root: the target is absolute.
-                self.out.clear();
-                self.out.push(b'/');
-                self.started = false;
-                self.cont = false;
-                continue;
-            }
-            if !self.cont && self.started {
-                self.out.push(b'/');
-            }
-            let text: &[u8] = if flags & 2 != 0 {
-                b"."
-            } else if flags & 4 != 0 {
-                b".."
-            } else {
-                content
+    /// Adds the component records of one SL entry; false once the target would exceed
+    /// [`MAX_SYMLINK_TARGET`] (the caller reports it).
+    fn add(&mut self, mut recs: &[u8]) -> bool {
+        while let [flags, len, rest @ ..] = recs {
+            let Some(content) = rest.get(..usize::from(*len)) else { break };
+            recs = &rest[content.len()..];
+            let text: &[u8] = match flags & !SL_CONTINUE {
+                0 => content,
+                SL_CURRENT => b".",
+                SL_PARENT => b"..",
+                SL_ROOT => b"/",
+                _ => b"",
             };
+            let sep = usize::from(self.sep);
+            if self.out.len() + sep + text.len() > MAX_SYMLINK_TARGET {
+                return false;
+            }
+            if self.sep {
+                self.out.push(b'/');
+            }
             self.out.extend_from_slice(text);
-            self.started = true;
-            self.cont = flags & 1 != 0;
+            self.sep = flags & !SL_CONTINUE != SL_ROOT && flags & SL_CONTINUE == 0;
         }
+        true
     }
 
     fn finish(self) -> Vec<u8> {
@@ -223,5 +245,9 @@ mod tests {
         let mut b = SymlinkBuilder::default();
         b.add(&[4, 0, 0, 3, b'e', b't', b'c']);
         assert_eq!(b.finish(), b"../etc");
+        // mkisofs' `.///file`: ROOT components in the middle write `/` where they stand.
+        let mut b = SymlinkBuilder::default();
+        b.add(&[2, 0, 8, 0, 8, 0, 0, 4, b'f', b'i', b'l', b'e']);
+        assert_eq!(b.finish(), b".///file");
     }
 }

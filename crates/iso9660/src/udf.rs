@@ -8,7 +8,8 @@
 //! metadata (UDF 2.50+) partition maps are read; virtual (VAT, CD-R) and sparable
 //! (CD-RW/DVD-RW) maps are refused as unsupported.
 
-use crate::{le16, le32, le64, read_bytes};
+use crate::read::path_in;
+use crate::{MAX_SYMLINK_TARGET, Regions, le16, le32, le64, read_bytes};
 use diskcast_block::{BlockRead, Error, Result};
 use diskcast_tree::{Content, FileData, FileExtent, Kind, Meta, Node, NodeId, Timestamp, Tree, check_name};
 use std::collections::{HashMap, HashSet};
@@ -126,13 +127,16 @@ impl Udf {
                 Ok((start + u64::from(lb)) * self.bs)
             }
             Part::Metadata { extents } => {
+                // Sorted by file offset (they are laid end to end): a binary search, as a
+                // metadata file may have hundreds of thousands of extents.
                 let off = u64::from(lb) * self.bs;
-                for &(foff, disk_off, elen) in extents {
-                    if off >= foff && off + len <= foff + elen {
-                        return Ok(disk_off + (off - foff));
+                let i = extents.partition_point(|&(foff, _, elen)| foff + elen <= off);
+                match extents.get(i) {
+                    Some(&(foff, disk_off, elen)) if off >= foff && off + len <= foff + elen => {
+                        Ok(disk_off + (off - foff))
                     }
+                    _ => Err(bad()),
                 }
-                Err(bad())
             }
         }
     }
@@ -218,7 +222,7 @@ pub fn read_tree(disk: Arc<dyn BlockRead>) -> Result<Tree> {
     // the metadata file's own addresses resolve there.
     for (index, file_lb) in metadata {
         let phys = u16::try_from(index).map_err(|_| Error::corrupt("too many UDF partition maps"))?;
-        let fe = read_entry(&udf, phys, file_lb)?;
+        let fe = read_entry(&udf, phys, file_lb, &mut Regions::default())?;
         let mut extents = Vec::new();
         let mut foff = 0u64;
         for (lb, len, part) in fe.extents {
@@ -235,8 +239,14 @@ pub fn read_tree(disk: Arc<dyn BlockRead>) -> Result<Tree> {
         return Err(Error::corrupt("UDF file set descriptor has a bad tag").with_field("file_set_descriptor"));
     }
     let (root_lb, root_part) = (le32(&fsd, 404), le16(&fsd, 408));
-    Walker { udf, tree: Tree::new(Meta::default()), seen_dirs: HashSet::new(), files: HashMap::new() }
-        .walk(root_part, root_lb)
+    Walker {
+        udf,
+        tree: Tree::new(Meta::default()),
+        seen_dirs: HashSet::new(),
+        files: HashMap::new(),
+        regions: Regions::default(),
+    }
+    .walk(root_part, root_lb)
 }
 
 /// A file entry, decoded.
@@ -273,7 +283,9 @@ fn udf_time(b: &[u8]) -> Timestamp {
     Timestamp { sec: secs, nsec: nsec.min(999_999_999) }
 }
 
-fn read_entry(udf: &Udf, part: u16, lb: u32) -> Result<Entry> {
+/// Reads the file entry at block `lb` of `part`; its allocation extent descriptors are
+/// claimed in `regions` (each belongs to one entry).
+fn read_entry(udf: &Udf, part: u16, lb: u32, regions: &mut Regions) -> Result<Entry> {
     let d = udf.read(part, lb, udf.bs, "UDF file entry")?;
     let id = le16(&d, 0);
     if !(tag_ok(&d, TAG_FE, u32::MAX) || tag_ok(&d, TAG_EFE, u32::MAX)) {
@@ -319,7 +331,7 @@ fn read_entry(udf: &Udf, part: u16, lb: u32) -> Result<Entry> {
             }
             e.inline = Some(ads[..size as usize].to_vec());
         }
-        t @ (0 | 1) => collect_ads(udf, ads, t, part, &mut e)?,
+        t @ (0 | 1) => collect_ads(udf, ads, t, part, &mut e, regions)?,
         t => return Err(Error::unsupported(format!("UDF allocation descriptor type {t}")).with_field("icb_flags")),
     }
     Ok(e)
@@ -327,7 +339,7 @@ fn read_entry(udf: &Udf, part: u16, lb: u32) -> Result<Entry> {
 
 /// Walks short (type 0) or long (type 1) allocation descriptors, following
 /// continuation extents.
-fn collect_ads(udf: &Udf, first: &[u8], ty: u16, part: u16, e: &mut Entry) -> Result<()> {
+fn collect_ads(udf: &Udf, first: &[u8], ty: u16, part: u16, e: &mut Entry, regions: &mut Regions) -> Result<()> {
     let step = if ty == 0 { 8 } else { 16 };
     let mut buf = first.to_vec();
     let mut foff = 0u64;
@@ -363,7 +375,12 @@ fn collect_ads(udf: &Udf, first: &[u8], ty: u16, part: u16, e: &mut Entry) -> Re
                 Error::corrupt("UDF allocation extents chain too long or loop").with_field("allocation_descriptors")
             );
         }
-        let d = udf.read(p, lb, len.clamp(24, udf.bs), "UDF allocation extent")?;
+        let aed_len = len.clamp(24, udf.bs);
+        let at = udf.locate(p, lb, aed_len)?;
+        regions
+            .claim(at, aed_len, "UDF allocation extent descriptor", at)
+            .map_err(|e| e.with_field("allocation_descriptors"))?;
+        let d = read_bytes(udf.disk.as_ref(), at, aed_len, "UDF allocation extent")?;
         if !tag_ok(&d, TAG_AED, u32::MAX) {
             return Err(
                 Error::corrupt("UDF allocation extent descriptor has a bad tag").with_field("allocation_descriptors")
@@ -388,30 +405,36 @@ fn cs0(b: &[u8]) -> Vec<u8> {
 struct Walker {
     udf: Udf,
     tree: Tree,
-    seen_dirs: HashSet<(u16, u32)>,
-    /// Files by their entry's address: several names for one entry are hard links.
-    files: HashMap<(u16, u32), NodeId>,
+    /// Directory entries walked, by their byte offset on the disc: two partition
+    /// references (or metadata extents) naming one block are one entry.
+    seen_dirs: HashSet<u64>,
+    /// Files by their entry's byte offset: several names for one entry are hard links.
+    files: HashMap<u64, NodeId>,
+    /// Directory contents and allocation extent descriptors read so far.
+    regions: Regions,
 }
 
 impl Walker {
     fn walk(mut self, root_part: u16, root_lb: u32) -> Result<Tree> {
-        let mut stack = vec![(root_part, root_lb, NodeId::ROOT, 0usize)];
-        while let Some((part, lb, id, depth)) = stack.pop() {
+        let root_at = self.udf.locate(root_part, root_lb, self.udf.bs)?;
+        let root = read_entry(&self.udf, root_part, root_lb, &mut self.regions)?;
+        let mut stack = vec![(root, root_at, NodeId::ROOT, 0usize)];
+        while let Some((entry, at, id, depth)) = stack.pop() {
             if depth > MAX_DEPTH {
                 return Err(Error::corrupt("UDF directories nest too deep"));
             }
-            if !self.seen_dirs.insert((part, lb)) {
+            if !self.seen_dirs.insert(at) {
                 return Err(Error::corrupt(format!(
-                    "UDF directory cycle: the directory at block {lb} is reached twice"
+                    "UDF directory cycle: the directory at byte {at} is reached twice"
                 )));
             }
-            let entry = read_entry(&self.udf, part, lb)?;
             if entry.file_type != 4 {
                 return Err(Error::corrupt("UDF directory entry is not a directory").with_field("file_type"));
             }
             if id == NodeId::ROOT {
                 self.tree.node_mut(id).meta = entry.meta.clone();
             }
+            self.claim_dir(&entry, at)?;
             let data = self.content(&entry)?;
             let mut pos = 0usize;
             while pos + 38 <= data.len() {
@@ -432,19 +455,20 @@ impl Walker {
                 }
                 let name = cs0(name_raw);
                 check_name(&name)?;
-                if let Some(&existing) = self.files.get(&(c_part, c_lb)) {
+                let c_at = self.udf.locate(c_part, c_lb, self.udf.bs)?;
+                if let Some(&existing) = self.files.get(&c_at) {
                     self.tree.link(id, &name, existing)?;
                     continue;
                 }
-                let child = read_entry(&self.udf, c_part, c_lb)?;
+                let child = read_entry(&self.udf, c_part, c_lb, &mut self.regions)?;
                 let meta = child.meta.clone();
                 let kind = match child.file_type {
                     4 => {
                         let cid = self.tree.insert(id, &name, Node::new(meta, Kind::empty_dir()))?;
-                        stack.push((c_part, c_lb, cid, depth + 1));
+                        stack.push((child, c_at, cid, depth + 1));
                         continue;
                     }
-                    12 => Kind::Symlink(symlink_target(&self.content(&child)?)),
+                    12 => Kind::Symlink(self.symlink(&child, id, &name)?),
                     9 => Kind::Fifo,
                     10 => Kind::Socket,
                     6 | 7 => {
@@ -459,22 +483,76 @@ impl Walker {
                 };
                 let cid = self.tree.insert(id, &name, Node::new(meta, kind))?;
                 if child.file_type != 4 {
-                    self.files.insert((c_part, c_lb), cid);
+                    self.files.insert(c_at, cid);
                 }
             }
         }
         Ok(self.tree)
     }
 
-    /// A whole (small) entry's content in memory: directories and symlinks.
+    /// Takes the bytes a directory's identifiers are stored in (the entry itself when
+    /// embedded): a directory whose content overlaps another's would list its entries
+    /// again, and nested so, O(N²) of them.
+    fn claim_dir(&mut self, e: &Entry, at: u64) -> Result<()> {
+        let claim = |r: &mut Regions, start, len| {
+            r.claim(start, len, "UDF directory", at).map_err(|e| e.with_field("allocation_descriptors"))
+        };
+        match self.file_data(e)?.content {
+            Content::Inline(_) => claim(&mut self.regions, at, self.udf.bs),
+            Content::Blocks { extents, .. } => {
+                extents.iter().try_for_each(|x| claim(&mut self.regions, x.source_offset, x.len))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// A directory's whole content in memory.
     fn content(&self, e: &Entry) -> Result<Vec<u8>> {
         if e.size > MAX_DIR_BYTES {
             return Err(Error::out_of_bounds(format!("UDF directory of {} bytes is too large", e.size)));
         }
+        // Identifiers are never holes: a directory longer than what its entry records
+        // would be allocated (up to the cap) for zeros that end it at its first tag.
+        let recorded = match &e.inline {
+            Some(b) => u64::try_from(b.len()).unwrap_or(u64::MAX),
+            None => e.extents.iter().map(|x| x.1).fold(0u64, u64::saturating_add),
+        };
+        if e.size > recorded {
+            return Err(Error::corrupt(format!(
+                "UDF directory of {} bytes has only {recorded} bytes recorded",
+                e.size
+            ))
+            .with_field("information_length"));
+        }
+        self.read_whole(e)
+    }
+
+    fn read_whole(&self, e: &Entry) -> Result<Vec<u8>> {
         let f = self.file_data(e)?;
-        let mut buf = vec![0u8; f.size as usize];
+        let n = usize::try_from(f.size).map_err(|_| Error::out_of_bounds("UDF entry too large for memory"))?;
+        let mut buf = vec![0u8; n];
         f.read_at(&mut buf, 0)?;
         Ok(buf)
+    }
+
+    /// The target of symlink `name` in directory `dir`. Its path components may fill one
+    /// logical block, as Linux's `udf_symlink_filler` allows (it refuses longer ones with
+    /// ENAMETOOLONG), and the joined target [`MAX_SYMLINK_TARGET`] bytes: each link costs
+    /// at most a block read and 4 KiB kept, whatever its entry claims.
+    fn symlink(&self, e: &Entry, dir: NodeId, name: &[u8]) -> Result<Vec<u8>> {
+        let refuse = |why: String| {
+            Error::out_of_bounds(format!("UDF symlink {}: {why}", path_in(&self.tree, dir, name)))
+                .with_field("information_length")
+        };
+        if e.size > self.udf.bs {
+            return Err(refuse(format!(
+                "{} bytes of path components, more than one {}-byte block (Linux refuses it too)",
+                e.size, self.udf.bs
+            )));
+        }
+        symlink_target(&self.read_whole(e)?).ok_or_else(|| {
+            refuse(format!("target longer than {MAX_SYMLINK_TARGET} bytes (Linux's PATH_MAX without its NUL)"))
+        })
     }
 
     fn file_data(&self, e: &Entry) -> Result<FileData> {
@@ -497,8 +575,11 @@ impl Walker {
     }
 }
 
-/// A symlink's path components (ECMA-167 4/14.16.1) joined with `/`.
-fn symlink_target(b: &[u8]) -> Vec<u8> {
+/// A symlink's path components (ECMA-167 4/14.16.1) joined with `/`, as Linux's
+/// `udf_pc_to_char` joins them: a root component (type 2, or 1 without an identifier)
+/// restarts the path at `/`, type 1 with an identifier (a place agreed on outside the
+/// medium) is skipped. `None` when the target exceeds [`MAX_SYMLINK_TARGET`].
+fn symlink_target(b: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::new();
     let mut pos = 0;
     let mut first = true;
@@ -507,6 +588,7 @@ fn symlink_target(b: &[u8]) -> Vec<u8> {
         let Some(id) = b.get(pos + 4..pos + 4 + len) else { break };
         pos += 4 + len;
         let part: Vec<u8> = match ty {
+            1 if len > 0 => continue,
             1 | 2 => {
                 out.clear();
                 out.push(b'/');
@@ -522,6 +604,9 @@ fn symlink_target(b: &[u8]) -> Vec<u8> {
         }
         out.extend_from_slice(&part);
         first = false;
+        if out.len() > MAX_SYMLINK_TARGET {
+            return None;
+        }
     }
-    out
+    Some(out)
 }

@@ -85,11 +85,26 @@ pub fn read_volumes(disk: &dyn BlockRead) -> Result<Volumes> {
     Ok(v)
 }
 
+/// The root directory record of a volume descriptor. ECMA-119 §8.4.18 makes it 34 bytes
+/// with no system use, but NetBSD makefs writes the length of the root's own `.` record
+/// (68) into its length byte, with the volume set identifier following as usual. Linux,
+/// isoinfo, xorriso and 7-Zip read the 34 bytes and ignore the length; so does this. A
+/// length under 34 cannot hold the record.
 fn root_record(d: &[u8], at: u64) -> Result<DirRecord> {
-    let r = parse_record(&d[156..190], at + 156)?
-        .ok_or_else(|| Error::corrupt("root directory record is empty").with_offset(at + 156))?;
+    let at = at + 156;
+    let mut rec = [0u8; 34];
+    rec.copy_from_slice(&d[156..190]);
+    let bad = |what: String| Error::corrupt(what).with_field("root_directory_record").with_offset(at);
+    if rec[0] < 34 {
+        return Err(bad(format!(
+            "root directory record of the volume descriptor has length {} (at least 34 expected)",
+            rec[0]
+        )));
+    }
+    rec[0] = 34;
+    let r = parse_record(&rec, at)?.ok_or_else(|| bad("root directory record is empty".into()))?;
     if !r.is_dir() {
-        return Err(Error::corrupt("root directory record is not a directory").with_offset(at + 156));
+        return Err(bad("root directory record is not a directory".into()));
     }
     Ok(r)
 }

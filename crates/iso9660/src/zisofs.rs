@@ -6,9 +6,73 @@ use crate::{le32, read_bytes};
 use diskcast_block::{BlockRead, Error, Result};
 use diskcast_tree::ContentRead;
 use flate2::{Decompress, FlushDecompress, Status};
+use std::collections::HashSet;
 use std::sync::{Arc, OnceLock};
 
 const MAGIC: [u8; 8] = [0x37, 0xE4, 0x53, 0x96, 0xC9, 0xDB, 0xD6, 0x07];
+
+/// Most bytes the zisofs files of one tree may decompress to per byte of the disc they
+/// are stored in (plus [`RATIO_SLACK`]), and at most [`MAX_DECOMPRESSED`] in all: the
+/// numbers OCI layers obey (`diskcast_oci::blobs::Limits`), so one rule holds for every
+/// compressed source.
+pub(crate) const MAX_RATIO: u64 = 4096;
+/// Slack for small discs, as for small layers.
+pub(crate) const RATIO_SLACK: u64 = 64 << 20;
+/// 1 TiB: more than any disc holds.
+pub(crate) const MAX_DECOMPRESSED: u64 = 1 << 40;
+/// Most bytes one byte of a zlib stream inflates to (deflate's 258-byte matches in 2
+/// bits): every zisofs block is its own stream.
+const ZLIB_MAX_RATIO: u64 = 1032;
+
+/// The zisofs files of one tree, for the decompression cap. A block of zeros is stored as
+/// nothing (4 bytes of block table: 4 GiB of zeros fit in 512 KiB), which is zisofs' way
+/// of keeping a hole, and costs no inflating; every other block inflates at most
+/// [`ZLIB_MAX_RATIO`]:1. So a file counts as the smaller of its size and 1032 times its
+/// stored bytes, and a disc whose files each have their own stored bytes never reaches
+/// [`MAX_RATIO`]. What does is directory records sharing one stored file (each repeat
+/// streams all of it again, holes included): a repeat counts its whole size. The stored
+/// bytes are counted once however often they are named.
+#[derive(Debug, Default)]
+pub(crate) struct ExpansionBudget {
+    /// (start, end) on the disc of every file's stored bytes.
+    stored: Vec<(u64, u64)>,
+    /// Starts of the stored files seen so far.
+    seen: HashSet<u64>,
+    /// What the files may decompress to, as above.
+    cost: u64,
+}
+
+impl ExpansionBudget {
+    pub(crate) fn add(&mut self, start: u64, stored: u64, size: u64) {
+        let cost = if self.seen.insert(start) { size.min(stored.saturating_mul(ZLIB_MAX_RATIO)) } else { size };
+        self.cost = self.cost.saturating_add(cost);
+        self.stored.push((start, start.saturating_add(stored)));
+    }
+
+    /// Refuses a tree whose zisofs files may decompress to more than [`MAX_RATIO`] times
+    /// the disc bytes they are stored in (overlaps counted once) plus [`RATIO_SLACK`].
+    pub(crate) fn check(&mut self) -> Result<()> {
+        self.stored.sort_unstable();
+        let (mut stored, mut covered_to) = (0u64, 0u64);
+        for &(start, end) in &self.stored {
+            stored = stored.saturating_add(end.saturating_sub(start.max(covered_to)));
+            covered_to = covered_to.max(end);
+        }
+        let cap = stored.saturating_mul(MAX_RATIO).saturating_add(RATIO_SLACK).min(MAX_DECOMPRESSED);
+        if self.cost > cap {
+            return Err(Error::out_of_bounds(format!(
+                "zisofs files may decompress to {} bytes from {stored} stored bytes (directory records \
+                 sharing one stored file count each time), more than {cap} ({MAX_RATIO} per stored byte + \
+                 {} MiB, at most {} TiB): refused as a decompression bomb",
+                self.cost,
+                RATIO_SLACK >> 20,
+                MAX_DECOMPRESSED >> 40
+            ))
+            .with_field("ZF"));
+        }
+        Ok(())
+    }
+}
 
 /// A zisofs file: decompressed on read, one block at a time.
 #[derive(Debug)]
@@ -98,6 +162,26 @@ impl Zisofs {
 }
 
 impl ContentRead for Zisofs {
+    /// Every block but the empty ones (zisofs' holes): extracting a file of zeros writes
+    /// and inflates nothing.
+    fn data_ranges(&self, size: u64) -> Result<Vec<(u64, u64)>> {
+        let table = self.table()?;
+        let bs = 1u64 << self.log2;
+        let mut out: Vec<(u64, u64)> = Vec::new();
+        for (i, w) in (0u64..).zip(table.windows(2)) {
+            let start = i * bs;
+            if w[0] == w[1] || start >= size {
+                continue;
+            }
+            let len = (size - start).min(bs);
+            match out.last_mut() {
+                Some((o, l)) if *o + *l == start => *l += len,
+                _ => out.push((start, len)),
+            }
+        }
+        Ok(out)
+    }
+
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
         let table = self.table()?;
         let bs = 1u64 << self.log2;

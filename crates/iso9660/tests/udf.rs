@@ -188,3 +188,151 @@ fn udf_file_over_4_gib_from_genisoimage() {
     let id = rr.resolve(b"sources/install.wim", false).unwrap();
     assert_eq!(rr.node(id).as_file().unwrap().size, SIZE % (4 << 30));
 }
+
+/// CRC-16/CCITT (polynomial 0x1021, initial 0) of a UDF descriptor body, as the tag's
+/// descriptor CRC (ECMA-167 3/7.2.6) records it: Linux checks it.
+fn udf_crc(b: &[u8]) -> u16 {
+    let mut crc = 0u16;
+    for &x in b {
+        crc ^= u16::from(x) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 { (crc << 1) ^ 0x1021 } else { crc << 1 };
+        }
+    }
+    crc
+}
+
+/// Ten UDF symlinks made by pycdlib whose file entries then claim 256 MiB of path
+/// components each (descriptor CRC and tag checksum fixed up): they were read whole, 922 MB resident.
+/// Linux refuses a symlink longer than one block; so do we, naming the link, before
+/// reading anything past the entry.
+#[test]
+fn udf_symlink_entries_claiming_256_mib() {
+    let t = tempfile::tempdir().unwrap();
+    let iso = t.path().join("links.iso");
+    run(
+        "/usr/bin/python3",
+        &[
+            "-c",
+            "import io, sys, pycdlib
+iso = pycdlib.PyCdlib()
+iso.new(udf='2.60')
+iso.add_fp(io.BytesIO(b'hi'), 2, '/FILE.;1', udf_path='/file')
+iso.add_directory('/DIR', udf_path='/dir')
+for i in range(10):
+    iso.add_symlink(udf_symlink_path='/dir/l%d' % i, udf_target='../file')
+iso.write(sys.argv[1])",
+            iso.to_str().unwrap(),
+        ],
+    );
+    let before = read(&iso, Some("udf"));
+    let l0 = before.resolve(b"dir/l0", false).unwrap();
+    assert!(matches!(&before.node(l0).kind, diskcast_tree::Kind::Symlink(t) if t == b"../file"));
+    let mut img = std::fs::read(&iso).unwrap();
+    let mut patched = 0;
+    for at in (0..img.len()).step_by(2048) {
+        let tag = u16::from_le_bytes([img[at], img[at + 1]]);
+        if (tag == 261 || tag == 266) && img[at + 27] == 12 {
+            img[at + 56..at + 64].copy_from_slice(&(256u64 << 20).to_le_bytes());
+            let crc_len = usize::from(u16::from_le_bytes([img[at + 10], img[at + 11]]));
+            let crc = udf_crc(&img[at + 16..at + 16 + crc_len]);
+            img[at + 8..at + 10].copy_from_slice(&crc.to_le_bytes());
+            // The tag checksum covers the CRC.
+            img[at + 4] = (0..16).filter(|&i| i != 4).fold(0u8, |s, i| s.wrapping_add(img[at + i]));
+            patched += 1;
+        }
+    }
+    assert_eq!(patched, 10);
+    std::fs::write(&iso, &img).unwrap();
+    let opts = diskcast_tree::ReadOptions { tree: Some("udf".into()), label: iso.display().to_string() };
+    use diskcast_tree::FsReader;
+    let e = diskcast_iso9660::Iso9660Reader.read(open(&iso), &opts).unwrap_err();
+    diskcast_testkit::assert_error(
+        &e,
+        diskcast_block::ErrorKind::OutOfBounds,
+        "UDF symlink \"dir/l0\": 268435456 bytes of path components, more than one 2048-byte block",
+    );
+}
+
+/// Two directories of a genisoimage UDF bridge whose file entries then share one extent
+/// of identifiers (the second's allocation descriptor and length copied from the first,
+/// descriptor CRC and tag checksum fixed up): the first's files were listed again in the
+/// second, and directories nested so list O(N²) entries. A directory's content belongs
+/// to that directory alone.
+#[test]
+fn udf_directories_sharing_their_identifiers() {
+    let t = tempfile::tempdir().unwrap();
+    let (src, iso) = (t.path().join("src"), t.path().join("u.iso"));
+    sh(&format!(
+        "mkdir -p '{s}/a' '{s}/b'; for i in 1 2 3; do echo $i > '{s}/a/f'$i; echo $i > '{s}/b/g'$i; done",
+        s = src.display()
+    ));
+    run("genisoimage", &["-quiet", "-udf", "-o", iso.to_str().unwrap(), src.to_str().unwrap()]);
+    let before = read(&iso, Some("udf"));
+    assert!(before.resolve(b"b/g1", false).is_ok());
+    let mut img = std::fs::read(&iso).unwrap();
+    let fsd = (0..img.len() / 2048)
+        .map(|s| s * 2048)
+        .find(|&at| u16::from_le_bytes([img[at], img[at + 1]]) == 256 && img[at + 4] != 0)
+        .expect("no file set descriptor");
+    let root_lb = u32::from_le_bytes(img[fsd + 404..fsd + 408].try_into().unwrap());
+    // Directory file entries (type 4) other than the root's: a, then b.
+    let dirs: Vec<usize> = (0..img.len() / 2048)
+        .map(|s| s * 2048)
+        .filter(|&at| u16::from_le_bytes([img[at], img[at + 1]]) == 261 && img[at + 27] == 4)
+        .filter(|&at| u32::from_le_bytes(img[at + 12..at + 16].try_into().unwrap()) != root_lb)
+        .collect();
+    assert_eq!(dirs.len(), 2, "directory entries: {dirs:?}");
+    let (a, b) = (dirs[0], dirs[1]);
+    let ad =
+        |img: &[u8], at: usize| at + 176 + u32::from_le_bytes(img[at + 168..at + 172].try_into().unwrap()) as usize;
+    assert_eq!(img[a + 34] & 7, 0, "short allocation descriptors expected");
+    let (a_ad, b_ad) = (ad(&img, a), ad(&img, b));
+    let (a_len, a_ad) = (img[a + 56..a + 64].to_vec(), img[a_ad..a_ad + 8].to_vec());
+    img[b + 56..b + 64].copy_from_slice(&a_len);
+    img[b_ad..b_ad + 8].copy_from_slice(&a_ad);
+    let crc_len = usize::from(u16::from_le_bytes([img[b + 10], img[b + 11]]));
+    let crc = udf_crc(&img[b + 16..b + 16 + crc_len]);
+    img[b + 8..b + 10].copy_from_slice(&crc.to_le_bytes());
+    img[b + 4] = (0..16).filter(|&i| i != 4).fold(0u8, |s, i| s.wrapping_add(img[b + i]));
+    std::fs::write(&iso, &img).unwrap();
+    let opts = diskcast_tree::ReadOptions { tree: Some("udf".into()), label: iso.display().to_string() };
+    use diskcast_tree::FsReader;
+    let e = diskcast_iso9660::Iso9660Reader.read(open(&iso), &opts).unwrap_err();
+    diskcast_testkit::assert_error(&e, diskcast_block::ErrorKind::Corrupt, "overlaps the UDF directory at byte");
+}
+
+/// The root directory of a genisoimage UDF disc claiming 200 MiB (found by the tree
+/// fuzzer): it was allocated whole before the first missing identifier ended it. A
+/// directory longer than its recorded extents is refused before anything is allocated.
+#[test]
+fn udf_directory_longer_than_its_recorded_extents() {
+    let t = tempfile::tempdir().unwrap();
+    let (src, iso) = (t.path().join("src"), t.path().join("u.iso"));
+    sh(&format!("mkdir -p '{s}/d'; echo x > '{s}/d/f'", s = src.display()));
+    run("genisoimage", &["-quiet", "-udf", "-o", iso.to_str().unwrap(), src.to_str().unwrap()]);
+    let mut img = std::fs::read(&iso).unwrap();
+    let fsd = (0..img.len() / 2048)
+        .map(|s| s * 2048)
+        .find(|&at| u16::from_le_bytes([img[at], img[at + 1]]) == 256 && img[at + 4] != 0)
+        .expect("no file set descriptor");
+    let root_lb = u32::from_le_bytes(img[fsd + 404..fsd + 408].try_into().unwrap());
+    let root = (0..img.len() / 2048)
+        .map(|s| s * 2048)
+        .find(|&at| {
+            u16::from_le_bytes([img[at], img[at + 1]]) == 261
+                && u32::from_le_bytes(img[at + 12..at + 16].try_into().unwrap()) == root_lb
+        })
+        .expect("no root file entry");
+    img[root + 56..root + 64].copy_from_slice(&(200u64 << 20).to_le_bytes());
+    let crc_len = usize::from(u16::from_le_bytes([img[root + 10], img[root + 11]]));
+    let crc = udf_crc(&img[root + 16..root + 16 + crc_len]);
+    img[root + 8..root + 10].copy_from_slice(&crc.to_le_bytes());
+    img[root + 4] = (0..16).filter(|&i| i != 4).fold(0u8, |s, i| s.wrapping_add(img[root + i]));
+    std::fs::write(&iso, &img).unwrap();
+    let opts = diskcast_tree::ReadOptions { tree: Some("udf".into()), label: iso.display().to_string() };
+    use diskcast_tree::FsReader;
+    let e = diskcast_iso9660::Iso9660Reader.read(open(&iso), &opts).unwrap_err();
+    diskcast_testkit::assert_error(&e, diskcast_block::ErrorKind::Corrupt, "UDF directory of 209715200 bytes has only");
+    assert_eq!(e.field(), Some("information_length"));
+}
