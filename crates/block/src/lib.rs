@@ -19,6 +19,7 @@
 
 pub mod compress;
 pub mod copy;
+pub mod decompress;
 pub mod device;
 pub mod error;
 pub mod gate;

@@ -11,15 +11,11 @@ use std::sync::{Arc, OnceLock};
 
 const MAGIC: [u8; 8] = [0x37, 0xE4, 0x53, 0x96, 0xC9, 0xDB, 0xD6, 0x07];
 
-/// Most bytes the zisofs files of one tree may decompress to per byte of the disc they
-/// are stored in (plus [`RATIO_SLACK`]), and at most [`MAX_DECOMPRESSED`] in all: the
-/// numbers OCI layers obey (`diskcast_oci::blobs::Limits`), so one rule holds for every
-/// compressed source.
-pub(crate) const MAX_RATIO: u64 = 4096;
-/// Slack for small discs, as for small layers.
-pub(crate) const RATIO_SLACK: u64 = 64 << 20;
-/// 1 TiB: more than any disc holds.
-pub(crate) const MAX_DECOMPRESSED: u64 = 1 << 40;
+/// Each file may expand by the one rule every compressed source obeys
+/// ([`diskcast_block::decompress`]): [`MAX_RATIO`] bytes per stored byte plus [`RATIO_SLACK`],
+/// at most [`MAX_DECOMPRESSED`] in all.
+pub(crate) use diskcast_block::decompress::{MAX_DECOMPRESSED, MAX_RATIO, RATIO_SLACK};
+
 /// Most bytes one byte of a zlib stream inflates to (deflate's 258-byte matches in 2
 /// bits): every zisofs block is its own stream.
 const ZLIB_MAX_RATIO: u64 = 1032;
