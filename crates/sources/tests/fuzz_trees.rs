@@ -26,7 +26,9 @@ use diskcast_block::registry::OpenContext;
 use diskcast_block::source::MemSource;
 use diskcast_block::{BlockRead, Error, ErrorKind};
 use diskcast_testkit as tk;
-use diskcast_tree::{Content, FsReader, Kind, Meta, Node, NodeId, ReadOptions, StreamCursor, StreamSource, Timestamp, Tree};
+use diskcast_tree::{
+    Content, FsReader, Kind, Meta, Node, NodeId, ReadOptions, StreamCursor, StreamSource, Timestamp, Tree,
+};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashSet};
 use std::io::Read;
@@ -43,7 +45,7 @@ const LIMIT_SECS: u64 = 20;
 /// File bytes read per mutant (a mutant may claim terabytes of content).
 const READ_BUDGET: u64 = 64 << 20;
 /// Mutants per target in the default suite.
-const BRIEF: u64 = 60;
+const BRIEF: u64 = 300;
 /// Mutants per target in the long campaign unless `FUZZ_TREE_MUTANTS` says.
 const CAMPAIGN: u64 = 3000;
 
@@ -424,6 +426,24 @@ struct Summary {
     max_peak: usize,
     secs: f64,
     findings: Vec<String>,
+    /// Findings matching [`KNOWN`], by its regression test's name.
+    known: BTreeMap<&'static str, u64>,
+}
+
+/// Findings already reported and kept as ignored regression tests, by a substring of
+/// the failure: the campaign counts them instead of failing on them again.
+const KNOWN: &[(&[&str], &str)] = &[
+    // crates/iso9660 (not this branch's to fix): a zisofs file's read error names no disc.
+    (&["zisofs", "does not name the input"], "zisofs_read_errors_name_the_disc"),
+];
+
+/// Records a finding (once per mutant), or counts it when it is a [`KNOWN`] one.
+fn note(s: &mut Summary, finding: String) {
+    if let Some((_, test)) = KNOWN.iter().find(|(needles, _)| needles.iter().all(|n| finding.contains(n))) {
+        *s.known.entry(test).or_default() += 1;
+    } else if !s.findings.contains(&finding) {
+        s.findings.push(finding);
+    }
 }
 
 fn gzip(b: &[u8]) -> Vec<u8> {
@@ -443,13 +463,13 @@ fn run_target(t: &Target, mutants: u64, seed: u64) -> Summary {
                 s.errored += u64::from(!report.errors.is_empty());
                 for e in &report.errors {
                     if let Some(p) = input_error_problem(e, &name) {
-                        s.findings.push(format!("{what}: unclear error: {p}"));
+                        note(s, format!("{what}: unclear error: {p}"));
                     }
                 }
                 true
             }
             Err(b) => {
-                s.findings.push(format!("{what} ({input_len} bytes): {b}"));
+                note(s, format!("{what} ({input_len} bytes): {b}"));
                 !matches!(b, Bad::Timeout(_))
             }
         }
@@ -492,12 +512,13 @@ fn run_target(t: &Target, mutants: u64, seed: u64) -> Summary {
     }
     s.secs = started.elapsed().as_secs_f64();
     eprintln!(
-        "{name}: {} mutants in {:.1} s, {} with errors, peak {} KiB, {} findings",
+        "{name}: {} mutants in {:.1} s, {} with errors, peak {} KiB, {} findings, known {:?}",
         s.mutants,
         s.secs,
         s.errored,
         s.max_peak >> 10,
-        s.findings.len()
+        s.findings.len(),
+        s.known
     );
     s
 }
@@ -538,12 +559,13 @@ fn source_tree(dir: &Path) -> PathBuf {
     std::fs::create_dir_all(&src).unwrap();
     sh(&format!(
         "cd '{}'; mkdir -p sub/deeper many; echo hello > a.txt; : > empty
-         seq 1 1000 > sub/deeper/numbers; head -c 70000 /dev/urandom > big.bin
+         seq 1 1000 > sub/deeper/numbers
          for i in $(seq 1 40); do echo $i > \"many/file-with-a-longer-name-$i.txt\"; done
          echo long > this-is-a-file-name-well-past-the-iso-9660-level-one-limit-of-eight-and-three.text
          echo accents > 'été.txt'; ln -s a.txt link; ln -s sub/deeper deeplink; ln a.txt hard",
         src.display()
     ));
+    std::fs::write(src.join("big.bin"), tk::pattern(70_000, 9)).unwrap();
     src
 }
 
@@ -562,7 +584,8 @@ fn disk_hot(bytes: &[u8]) -> Vec<(usize, usize)> {
     }
     if let Ok(Some(t)) = diskcast_part::read_table(disk.as_ref()) {
         for p in &t.partitions {
-            if let Ok(o) = diskcast_sources::read_disk_tree(disk.clone(), Some(&p.number.to_string()), &Default::default())
+            if let Ok(o) =
+                diskcast_sources::read_disk_tree(disk.clone(), Some(&p.number.to_string()), &Default::default())
             {
                 trees.push(o.tree);
             }
@@ -784,11 +807,15 @@ fn part_targets(dir: &Path) -> Vec<Target> {
     // GPT (sgdisk): an ESP with FAT and a root partition (the Discoverable Partitions
     // x86-64 root type) with ext4.
     let gpt = dir.join("gpt.img");
-    std::fs::write(&gpt, vec![0u8; 3 << 20]).unwrap();
-    tool("sgdisk", &["-q", "-n", "1:2048:+512K", "-t", "1:ef00", "-c", "1:esp", "-n", "2:3072:+768K", "-t", "2:8304", s(&gpt)]);
+    std::fs::write(&gpt, vec![0u8; 4 << 20]).unwrap();
+    tool(
+        "sgdisk",
+        &["-n", "1:2048:+512K", "-t", "1:ef00", "-c", "1:esp", "-n", "2:4096:+768K", "-t", "2:8304", s(&gpt)],
+    );
+    assert!(tool("sgdisk", &["-p", s(&gpt)]).contains("8304"), "sgdisk made no root partition");
     let mut g = std::fs::read(&gpt).unwrap();
     g[2048 * 512..2048 * 512 + fat.len()].copy_from_slice(&fat);
-    g[3072 * 512..3072 * 512 + ext.len()].copy_from_slice(&ext);
+    g[4096 * 512..4096 * 512 + ext.len()].copy_from_slice(&ext);
     // MBR (sfdisk): a primary FAT partition and an extended one with two logical ones.
     let mbr = dir.join("mbr.img");
     std::fs::write(&mbr, vec![0u8; 3 << 20]).unwrap();
@@ -830,7 +857,10 @@ fn tar_hot(bytes: &[u8]) -> Vec<(usize, usize)> {
 fn tar_targets(dir: &Path) -> Vec<Target> {
     let src = source_tree(dir);
     // A sparse file for GNU's sparse formats.
-    sh(&format!("cd '{}'; truncate -s 1M sparse; echo tail >> sparse; printf start | dd of=sparse conv=notrunc status=none", src.display()));
+    sh(&format!(
+        "cd '{}'; truncate -s 1M sparse; echo tail >> sparse; printf start | dd of=sparse conv=notrunc status=none",
+        src.display()
+    ));
     let mut out = Vec::new();
     for (name, cmd) in [
         ("gnu-pax.tar", "tar --format=posix --sparse --xattrs -cf"),
@@ -843,7 +873,14 @@ fn tar_targets(dir: &Path) -> Vec<Target> {
         sh(&format!("cd '{}'; {cmd} '{}' .", src.display(), p.display()));
         let bytes = std::fs::read(&p).unwrap();
         let hot = tar_hot(&bytes);
-        out.push(Target { name: name.into(), seed: bytes, hot, fix: Some(Arc::new(tar_fix)), compress: true, drive: drive_tar });
+        out.push(Target {
+            name: name.into(),
+            seed: bytes,
+            hot,
+            fix: Some(Arc::new(tar_fix)),
+            compress: true,
+            drive: drive_tar,
+        });
     }
     out
 }
@@ -875,7 +912,8 @@ fn package_targets() -> Vec<Target> {
     let mut apk = String::new();
     for para in String::from_utf8_lossy(&dpkg).split("\n\n") {
         for line in para.lines() {
-            for (k, a) in [("Package: ", "P:"), ("Version: ", "V:"), ("Architecture: ", "A:"), ("Description: ", "T:")] {
+            for (k, a) in [("Package: ", "P:"), ("Version: ", "V:"), ("Architecture: ", "A:"), ("Description: ", "T:")]
+            {
                 if let Some(v) = line.strip_prefix(k) {
                     apk.push_str(a);
                     apk.push_str(v);
@@ -887,7 +925,14 @@ fn package_targets() -> Vec<Target> {
     }
     let whole = |b: &[u8]| vec![(0, b.len())];
     vec![
-        Target { name: "dpkg-status".into(), hot: whole(&dpkg), seed: dpkg, fix: None, compress: false, drive: drive_dpkg },
+        Target {
+            name: "dpkg-status".into(),
+            hot: whole(&dpkg),
+            seed: dpkg,
+            fix: None,
+            compress: false,
+            drive: drive_dpkg,
+        },
         Target {
             name: "apk-installed".into(),
             hot: whole(apk.as_bytes()),
@@ -986,7 +1031,14 @@ fn rpm_targets(dir: &Path) -> Vec<Target> {
     let joined = join_wal(&wmain, &wal);
     let whole = |b: &[u8]| vec![(0, b.len())];
     vec![
-        Target { name: "rpmdb.sqlite".into(), hot: whole(&main), seed: main, fix: None, compress: false, drive: drive_rpm_sqlite },
+        Target {
+            name: "rpmdb.sqlite".into(),
+            hot: whole(&main),
+            seed: main,
+            fix: None,
+            compress: false,
+            drive: drive_rpm_sqlite,
+        },
         Target {
             name: "rpmdb.sqlite+wal".into(),
             hot: vec![(wmain.len(), wal.len())],
@@ -995,7 +1047,14 @@ fn rpm_targets(dir: &Path) -> Vec<Target> {
             compress: false,
             drive: drive_rpm_sqlite,
         },
-        Target { name: "Packages.bdb".into(), hot: whole(&bdb), seed: bdb, fix: None, compress: false, drive: drive_rpm_bdb },
+        Target {
+            name: "Packages.bdb".into(),
+            hot: whole(&bdb),
+            seed: bdb,
+            fix: None,
+            compress: false,
+            drive: drive_rpm_bdb,
+        },
     ]
 }
 
@@ -1021,7 +1080,14 @@ fn sqlite_targets(dir: &Path) -> Vec<Target> {
     );
     let joined = join_wal(&wmain, &wal);
     vec![
-        Target { name: "t.sqlite".into(), hot: vec![(0, main.len())], seed: main, fix: None, compress: false, drive: drive_sqlite },
+        Target {
+            name: "t.sqlite".into(),
+            hot: vec![(0, main.len())],
+            seed: main,
+            fix: None,
+            compress: false,
+            drive: drive_sqlite,
+        },
         Target {
             name: "t.sqlite+wal".into(),
             hot: vec![(wmain.len(), wal.len())],
@@ -1063,7 +1129,17 @@ fn layout_seed(dir: &Path) -> Layout {
     tool("umoci", &["insert", "--image", &format!("{}:t", img.display()), "--whiteout", "/a.txt"]);
     tool(
         "umoci",
-        &["config", "--image", &format!("{}:t", img.display()), "--config.entrypoint", "/bin/sh", "--os", "linux", "--architecture", "amd64"],
+        &[
+            "config",
+            "--image",
+            &format!("{}:t", img.display()),
+            "--config.entrypoint",
+            "/bin/sh",
+            "--os",
+            "linux",
+            "--architecture",
+            "amd64",
+        ],
     );
     tool("umoci", &["gc", "--layout", s(&img)]);
     let blob = |d: &str| std::fs::read(img.join("blobs/sha256").join(d.trim_start_matches("sha256:"))).unwrap();
@@ -1099,7 +1175,9 @@ fn pointers(v: &Value, at: String, out: &mut Vec<String>) {
     out.push(at.clone());
     match v {
         Value::Array(a) => a.iter().enumerate().for_each(|(i, x)| pointers(x, format!("{at}/{i}"), out)),
-        Value::Object(o) => o.iter().for_each(|(k, x)| pointers(x, format!("{at}/{}", k.replace('~', "~0").replace('/', "~1")), out)),
+        Value::Object(o) => {
+            o.iter().for_each(|(k, x)| pointers(x, format!("{at}/{}", k.replace('~', "~0").replace('/', "~1")), out))
+        }
         _ => {}
     }
 }
@@ -1143,7 +1221,9 @@ fn write_layout(l: &Layout, dir: &Path, fix: bool) {
     std::fs::create_dir_all(&blobs).unwrap();
     std::fs::write(dir.join("oci-layout"), &l.oci_layout).unwrap();
     let put = |name: &str, b: &[u8]| std::fs::write(blobs.join(name.trim_start_matches("sha256:")), b).unwrap();
-    let name_of = |v: &Value, fallback: &[u8]| v.as_str().filter(|d| d.len() == 71).map_or_else(|| digest(fallback), str::to_string);
+    let name_of = |v: &Value, fallback: &[u8]| {
+        v.as_str().filter(|d| d.len() == 71).map_or_else(|| digest(fallback), str::to_string)
+    };
     let mut manifest = l.manifest.clone();
     let seed_names: Vec<String> = (0..l.layers.len())
         .map(|i| name_of(&manifest.pointer(&format!("/layers/{i}/digest")).cloned().unwrap_or_default(), &l.layers[i]))
@@ -1270,9 +1350,12 @@ fn run_oci(mutants: u64, seed: u64) -> Summary {
                     0 => m.join("index.json"),
                     1 => {
                         let idx: Value = serde_json::from_slice(&std::fs::read(m.join("index.json")).unwrap()).unwrap();
-                        m.join("blobs/sha256").join(idx["manifests"][0]["digest"].as_str().unwrap_or("x").trim_start_matches("sha256:"))
+                        m.join("blobs/sha256")
+                            .join(idx["manifests"][0]["digest"].as_str().unwrap_or("x").trim_start_matches("sha256:"))
                     }
-                    _ => m.join("blobs/sha256").join(l.manifest["config"]["digest"].as_str().unwrap().trim_start_matches("sha256:")),
+                    _ => m
+                        .join("blobs/sha256")
+                        .join(l.manifest["config"]["digest"].as_str().unwrap().trim_start_matches("sha256:")),
                 };
                 std::fs::write(target, b).unwrap();
             }
@@ -1293,13 +1376,15 @@ fn run_oci(mutants: u64, seed: u64) -> Summary {
                 s.max_peak = s.max_peak.max(peak);
                 s.errored += u64::from(!r.errors.is_empty());
                 for e in &r.errors {
-                    if let Some(p) = input_error_problem(e, &m.display().to_string()) {
-                        s.findings.push(format!("{what}: unclear error: {p}"));
+                    // Errors in a layer name the layer's blob, which is enough to find it.
+                    let blob = e.to_string().starts_with("layer sha256:");
+                    if let Some(p) = input_error_problem(e, &m.display().to_string()).filter(|_| !blob) {
+                        note(&mut s, format!("{what}: unclear error: {p}"));
                     }
                 }
             }
             Err(b) => {
-                s.findings.push(format!("{what} ({input} bytes): {b}"));
+                note(&mut s, format!("{what} ({input} bytes): {b}"));
                 if matches!(b, Bad::Timeout(_)) {
                     break;
                 }
@@ -1310,7 +1395,11 @@ fn run_oci(mutants: u64, seed: u64) -> Summary {
     s.secs = started.elapsed().as_secs_f64();
     eprintln!(
         "{name}: {} mutants in {:.1} s, {} with errors, peak {} KiB, {} findings",
-        s.mutants, s.secs, s.errored, s.max_peak >> 10, s.findings.len()
+        s.mutants,
+        s.secs,
+        s.errored,
+        s.max_peak >> 10,
+        s.findings.len()
     );
     s
 }
@@ -1447,4 +1536,37 @@ fn the_allocator_counts() {
     let e = bounded(5, 1 << 20, "a 4 MiB vector under a 1 MiB bound", || vec![1u8; 4 << 20].len()).unwrap_err();
     assert!(matches!(e, Bad::Memory { bound, .. } if bound == 1 << 20), "{e}");
     let _ = ErrorKind::Corrupt;
+}
+
+/// Found by this fuzzer (z.iso, e.g. seed 0x5eed mutant 26: `le32 0x7fffffff` in a
+/// compressed block): reading a zisofs file whose deflate data is damaged fails with
+/// "zisofs block 0: deflate decompression error: incorrect data check (field zisofs)",
+/// naming no disc, so `cat`/`extract` of a disc among others cannot say which one is
+/// damaged. Every zisofs block of a genisoimage -z disc is damaged here; every read
+/// error must name the disc. crates/iso9660 is not this branch's to fix.
+#[test]
+#[ignore = "crates/iso9660/src/zisofs.rs: read errors name no disc; reported to the lead for the zisofs branch"]
+fn zisofs_read_errors_name_the_disc() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = source_tree(dir.path());
+    let z = dir.path().join("zsrc");
+    tool("mkzftree", &[s(&src), s(&z)]);
+    let iso = dir.path().join("z.iso");
+    tool("genisoimage", &["-quiet", "-R", "-z", "-o", s(&iso), s(&z)]);
+    let mut b = std::fs::read(&iso).unwrap();
+    // Each zisofs file starts with this magic, a 16-byte header, then the block pointers.
+    const MAGIC: [u8; 8] = [0x37, 0xe4, 0x53, 0x96, 0xc9, 0xdb, 0xd6, 0x07];
+    let starts: Vec<usize> = b.windows(8).enumerate().filter(|(_, w)| *w == MAGIC).map(|(i, _)| i).collect();
+    assert!(!starts.is_empty(), "mkzftree compressed no file");
+    for at in starts {
+        let first = u32::from_le_bytes(b[at + 16..at + 20].try_into().unwrap()) as usize;
+        b[at + first + 6] ^= 0x55;
+    }
+    let r = drive_disk(b.into(), "z.iso");
+    assert!(!r.errors.is_empty(), "no file read failed");
+    for e in &r.errors {
+        assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
+        assert!(e.to_string().contains("zisofs"), "{e}");
+        assert_eq!(input_error_problem(e, "z.iso"), None);
+    }
 }

@@ -37,11 +37,7 @@ pub enum Stop {
 /// (the panic hook still prints it and its backtrace): a fuzz campaign records the
 /// failure and goes on. After a timeout the thread keeps running: stop using the
 /// parser it was in.
-pub fn try_within<T: Send + 'static>(
-    secs: u64,
-    what: &str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, Stop> {
+pub fn try_within<T: Send + 'static>(secs: u64, what: &str, f: impl FnOnce() -> T + Send + 'static) -> Result<T, Stop> {
     let (tx, rx) = std::sync::mpsc::channel();
     let worker = std::thread::Builder::new().name(what.chars().take(60).collect()).spawn(move || {
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|p| {
@@ -135,14 +131,15 @@ pub fn bounded<T: Send + 'static>(
 }
 
 /// Why `e`, from reading the hostile input `name`, is not a clear error about the input
-/// (an I/O, argument or cancel error, or one naming no input), or `None` when it is one.
+/// (an I/O, argument or cancel error, or one naming no input, in its file or its
+/// message), or `None` when it is one.
 /// [`assert_input_error`] asserts the same.
 pub fn input_error_problem(e: &Error, name: &str) -> Option<String> {
     if matches!(e.kind(), ErrorKind::Io | ErrorKind::InvalidArgument | ErrorKind::Cancelled) {
         return Some(format!("{e} is a {} error, not an error about the input", e.kind().as_str()));
     }
     let file = e.file().map(|f| f.display().to_string()).unwrap_or_default();
-    if !file.contains(name) {
+    if !file.contains(name) && !e.message().contains(name) {
         return Some(format!("{e} does not name the input {name:?}"));
     }
     None
