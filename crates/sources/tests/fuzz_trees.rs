@@ -424,6 +424,8 @@ struct Summary {
     mutants: u64,
     errored: u64,
     max_peak: usize,
+    /// The mutant that reached `max_peak`.
+    max_peak_what: String,
     secs: f64,
     findings: Vec<String>,
     /// Findings matching [`KNOWN`], by its regression test's name.
@@ -459,7 +461,10 @@ fn run_target(t: &Target, mutants: u64, seed: u64) -> Summary {
     let check = |s: &mut Summary, what: &str, input_len: usize, out: Result<(Report, usize), Bad>| -> bool {
         match out {
             Ok((report, peak)) => {
-                s.max_peak = s.max_peak.max(peak);
+                if peak > s.max_peak {
+                    s.max_peak = peak;
+                    s.max_peak_what = what.to_string();
+                }
                 s.errored += u64::from(!report.errors.is_empty());
                 for e in &report.errors {
                     if let Some(p) = input_error_problem(e, &name) {
@@ -512,11 +517,12 @@ fn run_target(t: &Target, mutants: u64, seed: u64) -> Summary {
     }
     s.secs = started.elapsed().as_secs_f64();
     eprintln!(
-        "{name}: {} mutants in {:.1} s, {} with errors, peak {} KiB, {} findings, known {:?}",
+        "{name}: {} mutants in {:.1} s, {} with errors, peak {} KiB ({}), {} findings, known {:?}",
         s.mutants,
         s.secs,
         s.errored,
         s.max_peak >> 10,
+        s.max_peak_what,
         s.findings.len(),
         s.known
     );
@@ -1373,7 +1379,10 @@ fn run_oci(mutants: u64, seed: u64) -> Summary {
                 if i == 0 {
                     assert!(r.errors.is_empty() && r.nodes > 1, "{name}: the seed does not read cleanly: {r:?}");
                 }
-                s.max_peak = s.max_peak.max(peak);
+                if peak > s.max_peak {
+                    s.max_peak = peak;
+                    s.max_peak_what = what.clone();
+                }
                 s.errored += u64::from(!r.errors.is_empty());
                 for e in &r.errors {
                     // Errors in a layer name the layer's blob, which is enough to find it.
@@ -1394,12 +1403,14 @@ fn run_oci(mutants: u64, seed: u64) -> Summary {
     }
     s.secs = started.elapsed().as_secs_f64();
     eprintln!(
-        "{name}: {} mutants in {:.1} s, {} with errors, peak {} KiB, {} findings",
+        "{name}: {} mutants in {:.1} s, {} with errors, peak {} KiB ({}), {} findings, known {:?}",
         s.mutants,
         s.secs,
         s.errored,
         s.max_peak >> 10,
-        s.findings.len()
+        s.max_peak_what,
+        s.findings.len(),
+        s.known
     );
     s
 }
@@ -1569,4 +1580,68 @@ fn zisofs_read_errors_name_the_disc() {
         assert!(e.to_string().contains("zisofs"), "{e}");
         assert_eq!(input_error_problem(e, "z.iso"), None);
     }
+}
+
+/// SQLite's varint: big-endian 7-bit groups, the high bit saying more follow.
+fn sqlite_varint(mut v: u64) -> Vec<u8> {
+    let mut out = vec![(v & 0x7f) as u8];
+    v >>= 7;
+    while v > 0 {
+        out.insert(0, 0x80 | (v & 0x7f) as u8);
+        v >>= 7;
+    }
+    out
+}
+
+/// Found by the campaign (t.sqlite+wal, seed 20261207: a record whose size field was
+/// mutated peaked at 58 MiB for a ~100 KB input): a table leaf cell claiming a 60 MiB
+/// record (under the 64 MiB per-record limit) made the reader reserve the whole 60 MiB
+/// before reading a byte of its overflow chain. Memory now follows the pages read: the
+/// chain of this 3 KB record ends long before, and the error says so.
+#[test]
+fn sqlite_record_size_is_not_reserved_before_its_pages_are_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("one.sqlite");
+    let f = s(&db);
+    tool("sqlite3", &[f, "PRAGMA page_size=1024; CREATE TABLE t(b BLOB); INSERT INTO t VALUES (randomblob(3000));"]);
+    let root: usize =
+        tool("sqlite3", &[f, "SELECT rootpage FROM sqlite_schema WHERE name = 't'"]).trim().parse().unwrap();
+    let mut b = std::fs::read(&db).unwrap();
+    let page = (root - 1) * 1024;
+    assert_eq!(b[page], 0x0d, "t's root is a leaf");
+    let cell = page + usize::from(u16::from_be_bytes([b[page + 8], b[page + 9]]));
+    // The cell as sqlite3 wrote it: payload size, rowid, local bytes, first overflow page.
+    let (u, old_size) = (1024usize, 3003usize);
+    let local = |size: usize| {
+        let (x, m) = (u - 35, (u - 12) * 32 / 255 - 23);
+        let k = m + (size - m) % (u - 4);
+        if size <= x {
+            size
+        } else if k <= x {
+            k
+        } else {
+            m
+        }
+    };
+    let (size_len, rowid_len) = (2, 1);
+    assert_eq!(&b[cell..cell + 2], &sqlite_varint(old_size as u64)[..], "the record is 3003 bytes");
+    let body = cell + size_len + rowid_len;
+    let overflow = b[body + local(old_size)..body + local(old_size) + 4].to_vec();
+    let claimed = 60usize << 20;
+    let mut new = sqlite_varint(claimed as u64);
+    new.push(1); // rowid
+    new.extend_from_slice(&b[body..body + local(claimed).min(local(old_size))]);
+    new.resize(new.len() + local(claimed).saturating_sub(local(old_size)), 0);
+    new.extend_from_slice(&overflow);
+    let at = u - new.len();
+    b[page + at..page + u].copy_from_slice(&new);
+    b[page + 8..page + 10].copy_from_slice(&u16::try_from(at).unwrap().to_be_bytes());
+    let bytes: Arc<[u8]> = b.into();
+    let (r, peak) = bounded(LIMIT_SECS, 8 << 20, "a 60 MiB record claim", move || drive_sqlite(bytes, "one.sqlite"))
+        .unwrap_or_else(|b| panic!("{b}"));
+    assert!(peak < 8 << 20, "{peak}");
+    let e = r.errors.first().expect("the claim is refused");
+    assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
+    assert!(e.to_string().contains("overflow chain ends after"), "{e}");
+    assert_eq!(input_error_problem(e, "one.sqlite"), None);
 }
