@@ -1645,3 +1645,41 @@ fn sqlite_record_size_is_not_reserved_before_its_pages_are_read() {
     assert!(e.to_string().contains("overflow chain ends after"), "{e}");
     assert_eq!(input_error_problem(e, "one.sqlite"), None);
 }
+
+/// Found by the campaign (Packages.bdb, seed 20261207: peak 4.4 MiB for a 20 KB file):
+/// an off-page item's total length (`tlen`) was reserved before its overflow chain was
+/// read, so a Berkeley DB `Packages` of a few KB claiming a 60 MiB item (under the
+/// 64 MiB item limit) reserved 60 MiB. Memory now follows the overflow pages read.
+#[test]
+fn bdb_item_length_is_not_reserved_before_its_pages_are_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("rpmdb");
+    sh(&format!("'{}' '{}' 2", fixture("mkrpmdb.sh").display(), db.display()));
+    let out = dir.path().join("Packages");
+    sh(&format!(
+        "'{}' '{}' '{}' 512 1234",
+        fixture("mkrpmbdb.sh").display(),
+        db.join("rpmdb.sqlite").display(),
+        out.display()
+    ));
+    let mut b = std::fs::read(&out).unwrap();
+    // The first off-page item (type 3) of a hash page (type 13) of 512 bytes, little-endian.
+    let le16 = |b: &[u8], o: usize| usize::from(u16::from_le_bytes([b[o], b[o + 1]]));
+    let item = (1..b.len() / 512)
+        .map(|n| n * 512)
+        .filter(|&p| b[p + 25] == 13)
+        .flat_map(|p| (0..le16(&b, p + 20)).map(move |i| (p, i)))
+        .map(|(p, i)| p + le16(&b, p + 26 + 2 * i))
+        .find(|&o| b[o] == 3)
+        .expect("db5.3_load put no item off-page");
+    b[item + 8..item + 12].copy_from_slice(&(60u32 << 20).to_le_bytes());
+    let bytes: Arc<[u8]> = b.into();
+    let (r, peak) = bounded(LIMIT_SECS, 8 << 20, "a 60 MiB item claim", move || drive_rpm_bdb(bytes, "Packages"))
+        .unwrap_or_else(|b| panic!("{b}"));
+    assert!(peak < 8 << 20, "{peak}");
+    let e = r.errors.first().expect("the claim is refused");
+    // The chain ends (next page 0) long before 60 MiB.
+    assert_eq!(e.kind(), ErrorKind::OutOfBounds, "{e}");
+    assert!(e.to_string().contains("overflow page 0 is not in"), "{e}");
+    assert_eq!(input_error_problem(e, "Packages"), None);
+}
