@@ -440,6 +440,8 @@ struct Summary {
 const KNOWN: &[(&[&str], &str)] = &[
     // crates/iso9660 (not this branch's to fix): a zisofs file's read error names no disc.
     (&["zisofs", "does not name the input"], "zisofs_read_errors_name_the_disc"),
+    // crates/tar (not this branch's to fix): a bad number in a PAX 1.0 sparse map.
+    (&["PAX GNU sparse map is not a number", "does not name the input"], "tar_sparse_map_errors_name_the_archive"),
 ];
 
 /// The disk dispatch's answer to a disk with several candidate partitions ("name one as
@@ -1691,4 +1693,33 @@ fn bdb_item_length_is_not_reserved_before_its_pages_are_read() {
     assert_eq!(e.kind(), ErrorKind::OutOfBounds, "{e}");
     assert!(e.to_string().contains("overflow page 0 is not in"), "{e}");
     assert_eq!(input_error_problem(e, "Packages"), None);
+}
+
+/// Found by the campaign (gnu-pax.tar, seed 0x1352957 mutant 3084: `flip 0x8 at 0xc00`,
+/// the first byte of a PAX 1.0 sparse map; bsd-pax.tar too, whose sparse file GNU tar's
+/// map describes the same way): "PAX GNU sparse map is not a number (field GNU sparse
+/// map)" names neither the archive nor the offset, unlike every other tar error.
+/// crates/tar/src/reader.rs `read_sparse_text_map` returns `pax_u64`'s error without
+/// `self.err(.., at)`; not this branch's to fix.
+#[test]
+#[ignore = "crates/tar/src/reader.rs read_sparse_text_map: error names no archive; reported to the lead"]
+fn tar_sparse_map_errors_name_the_archive() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    sh(&format!("cd '{}'; truncate -s 1M sparse; echo tail >> sparse", src.display()));
+    let p = dir.path().join("s.tar");
+    sh(&format!("cd '{}'; tar --format=posix --sparse -cf '{}' sparse", src.display(), p.display()));
+    let mut b = std::fs::read(&p).unwrap();
+    let h = (0..b.len() / 512)
+        .map(|i| i * 512)
+        .find(|&h| b[h..h + 100].windows(14).any(|w| w == b"GNUSparseFile.") && b[h + 156] == b'0')
+        .expect("GNU tar wrote no PAX 1.0 sparse member");
+    assert!(b[h + 512].is_ascii_digit(), "the sparse map starts with its run count");
+    b[h + 512] = b'x';
+    let r = drive_tar(b.into(), "s.tar");
+    let e = r.errors.first().expect("the bad map is refused");
+    assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
+    assert!(e.to_string().contains("sparse map"), "{e}");
+    assert_eq!(input_error_problem(e, "s.tar"), None);
 }
