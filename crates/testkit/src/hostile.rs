@@ -6,6 +6,9 @@
 //! that every error it gets is one a damaged image may give (never `Io`,
 //! `InvalidArgument` or `Cancelled`: nothing here does I/O or takes arguments) and
 //! names the image. [`Mutator`] makes reproducible mutants of a seed image.
+//! [`bounded`] runs anything (a tree parser walking a whole tree) under a time limit and
+//! a memory bound counted by [`crate::alloc::Counting`], returning what went wrong
+//! instead of panicking, so a campaign records every finding and goes on.
 
 use diskcast_block::gate::Gate;
 use diskcast_block::registry::{OpenContext, Registry};
