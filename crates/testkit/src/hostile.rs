@@ -310,8 +310,9 @@ impl Mutator {
     }
 
     /// Also copies spans of the seed over other places (a directory record, an extent
-    /// or a cluster number lands where another was), as tree formats need: their
-    /// interesting damage is often a valid structure in the wrong place. Off by default,
+    /// or a cluster number lands where another was) and whole aligned metadata blocks
+    /// over others, as tree formats need: their interesting damage is often a valid
+    /// structure in the wrong place. Off by default,
     /// so the block fuzzers' seeds keep making the same mutants.
     pub fn splicing(mut self) -> Self {
         self.splice = true;
@@ -335,6 +336,19 @@ impl Mutator {
             // An earlier truncation may have cut the hot range off.
             let at = at % m.len();
             if self.splice && rng.below(5) == 0 {
+                if rng.below(3) == 0 {
+                    // A whole metadata block over another (an extent index, a directory, a
+                    // FAT sector): shared and cross-linked structures.
+                    let bs = 512usize << rng.below(4);
+                    let (a, b) = self.hot[rng.below(self.hot.len() as u64) as usize];
+                    let from = (a + rng.below((b - a) as u64) as usize) / bs * bs;
+                    let to = at / bs * bs;
+                    if from + bs <= m.len() && to + bs <= m.len() {
+                        m.copy_within(from..from + bs, to);
+                        what.push(format!("copy block of {bs} bytes from {from:#x} to {to:#x}"));
+                        continue;
+                    }
+                }
                 let len = (4usize << rng.below(5)).min(m.len() - at);
                 let from = rng.below((m.len() - len + 1) as u64) as usize;
                 m.copy_within(from..from + len, at);
