@@ -1557,7 +1557,25 @@ fn the_allocator_counts() {
     assert!(peak >= 10 << 20, "{peak}");
     let e = bounded(5, 1 << 20, "a 4 MiB vector under a 1 MiB bound", || vec![1u8; 4 << 20].len()).unwrap_err();
     assert!(matches!(e, Bad::Memory { bound, .. } if bound == 1 << 20), "{e}");
-    let _ = ErrorKind::Corrupt;
+}
+
+/// An allocation past the hard ceiling fails before the machine runs out of memory, and
+/// the process says which run it was in (checked in a child, since it aborts).
+#[test]
+fn an_allocation_past_the_ceiling_aborts_naming_the_run() {
+    if std::env::var_os("FUZZ_TREE_CEILING_CHILD").is_some() {
+        let _ = bounded(5, 1 << 20, "the ceiling child", || std::hint::black_box(vec![0u8; 3 << 30]).len());
+        unreachable!("3 GiB were allocated past the ceiling");
+    }
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "an_allocation_past_the_ceiling_aborts_naming_the_run", "--nocapture"])
+        .env("FUZZ_TREE_CEILING_CHILD", "1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("fuzz: an allocation of 3221225472 bytes passes the"), "{err}");
+    assert!(err.contains("while running: the ceiling child"), "{err}");
 }
 
 /// Found by this fuzzer (z.iso, e.g. seed 0x5eed mutant 26: `le32 0x7fffffff` in a
