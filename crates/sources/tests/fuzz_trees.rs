@@ -715,6 +715,17 @@ fn tag_sum(d: &[u8]) -> u8 {
     d[..16].iter().enumerate().filter(|(i, _)| *i != 4).fold(0u8, |s, (_, b)| s.wrapping_add(*b))
 }
 
+/// Rewrites the checksums of the tags at `tags`.
+fn udf_fix(tags: Vec<usize>) -> Fix {
+    Arc::new(move |b: &mut [u8]| {
+        for &o in &tags {
+            if o + 16 <= b.len() {
+                b[o + 4] = tag_sum(&b[o..o + 16]);
+            }
+        }
+    })
+}
+
 fn udf_targets(dir: &Path) -> Vec<Target> {
     let src = source_tree(dir);
     let p = dir.join("udf.iso");
@@ -722,18 +733,21 @@ fn udf_targets(dir: &Path) -> Vec<Target> {
     let bytes = std::fs::read(&p).unwrap();
     let tags = udf_tags(&bytes);
     assert!(tags.len() > 5, "the UDF seed has {} tags", tags.len());
-    let fix: Fix = Arc::new(move |b: &mut [u8]| {
-        for &o in &tags {
-            if o + 16 <= b.len() {
-                b[o + 4] = tag_sum(&b[o..o + 16]);
-            }
-        }
-    });
+    let fix = udf_fix(tags);
     // The UDF tree is the disc's best: the disk dispatch reads it first.
     let mut t = disk_target("udf.iso", bytes, Some(fix));
     // Mostly the UDF structures (sector 256 on), which `disk_hot` finds among the rest.
     t.hot.retain(|&(a, _)| a >= 256 * 2048);
-    vec![t]
+    // A UDF 2.60 bridge disc shaped like a Windows installer, by pycdlib (the fixture
+    // crates/iso9660/tests/udf.rs uses).
+    let w = dir.join("udf260.iso");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../iso9660/tests/fixtures/udf-windows-like.py");
+    tool("/usr/bin/python3", &[s(&script), s(&w), "100000"]);
+    let bytes = std::fs::read(&w).unwrap();
+    let fix = udf_fix(udf_tags(&bytes));
+    let mut w = disk_target("udf260.iso", bytes, Some(fix));
+    w.hot.retain(|&(a, _)| a >= 256 * 2048);
+    vec![t, w]
 }
 
 fn fat_image(dir: &Path, name: &str, size_kib: u32, mkfs: &[&str], src: &Path) -> Vec<u8> {
