@@ -123,7 +123,9 @@ pub fn hash_pairs(name: &str, bytes: &[u8]) -> Result<HashDb> {
                             format!("hash page {n} item {i} claims {len} bytes (at most {MAX_ITEM})"),
                         ));
                     }
-                    let mut v = Vec::with_capacity(len as usize);
+                    // Grown as overflow pages are read, never reserved at the claimed
+                    // length: memory follows the pages read, not what an item claims.
+                    let mut v = Vec::with_capacity(ps.min(len as usize));
                     let mut next = first;
                     while v.len() < len as usize {
                         if next == 0 || next > last {

@@ -126,13 +126,18 @@ pub fn open_tree(spec: &str, opts: &SourceOptions) -> Result<Opened> {
     let format = disk.info().format.clone();
     let disk: Arc<dyn BlockRead> = Arc::from(disk);
     let read = ReadOptions { tree: opts.tree.clone(), label: disk_path.to_string() };
-    let d = disk::read_disk(disk, part, &read)?;
-    Ok(Opened {
-        tree: d.tree,
-        description: format!("{} on {format} {disk_path}", d.what),
-        warnings: d.warnings,
-        config: None,
-    })
+    let mut opened = read_disk_tree(disk, part, &read)?;
+    opened.description = format!("{} on {format} {disk_path}", opened.description);
+    Ok(opened)
+}
+
+/// The tree of a disk already open (what [`open_tree`] does once a disk image is open):
+/// a filesystem on the whole disk, else on the partition `part` names or the one
+/// chosen as the root. `description` says which filesystem and where (`fat on partition
+/// 1 (esp) of GPT table`). The tree fuzzer drives this from memory.
+pub fn read_disk_tree(disk: Arc<dyn BlockRead>, part: Option<&str>, opts: &ReadOptions) -> Result<Opened> {
+    let d = disk::read_disk(disk, part, opts)?;
+    Ok(Opened { tree: d.tree, description: d.what, warnings: d.warnings, config: None })
 }
 
 /// The file or directory of this machine that `spec` reads (the disk of `DISK:PART`, the

@@ -487,7 +487,9 @@ impl Db {
                 format!("page {page} cell {i}: {local} payload bytes run past the end of the page"),
             ));
         }
-        let mut payload = Vec::with_capacity(size);
+        // Grown as pages are read, never reserved at the claimed size: a 100 KB file may
+        // claim a 64 MiB record, and memory must follow the bytes read, not the claim.
+        let mut payload = Vec::with_capacity(local);
         payload.extend_from_slice(&rest[..local]);
         if spills {
             let mut next = be32_at(rest, local);

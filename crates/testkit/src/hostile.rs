@@ -6,6 +6,9 @@
 //! that every error it gets is one a damaged image may give (never `Io`,
 //! `InvalidArgument` or `Cancelled`: nothing here does I/O or takes arguments) and
 //! names the image. [`Mutator`] makes reproducible mutants of a seed image.
+//! [`bounded`] runs anything (a tree parser walking a whole tree) under a time limit and
+//! a memory bound counted by [`crate::alloc::Counting`], returning what went wrong
+//! instead of panicking, so a campaign records every finding and goes on.
 
 use diskcast_block::gate::Gate;
 use diskcast_block::registry::{OpenContext, Registry};
@@ -17,30 +20,140 @@ use std::time::Duration;
 /// Runs `f` on its own thread and returns its result; fails the test when it takes more
 /// than `secs` seconds or panics. `what` names the case in the failure message.
 pub fn within<T: Send + 'static>(secs: u64, what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    match try_within(secs, what, f) {
+        Ok(v) => v,
+        Err(Stop::Timeout) => panic!("{what}: took more than {secs} s"),
+        Err(Stop::Panic(m)) => panic!("{what}: panicked: {m}"),
+    }
+}
+
+/// Why [`try_within`] returned no value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stop {
+    /// The time limit passed; the thread is left running.
+    Timeout,
+    /// The closure panicked, with this message.
+    Panic(String),
+}
+
+/// Runs `f` on its own thread under a time limit of `secs` seconds, catching a panic
+/// (the panic hook still prints it and its backtrace): a fuzz campaign records the
+/// failure and goes on. After a timeout the thread keeps running: stop using the
+/// parser it was in.
+pub fn try_within<T: Send + 'static>(secs: u64, what: &str, f: impl FnOnce() -> T + Send + 'static) -> Result<T, Stop> {
     let (tx, rx) = std::sync::mpsc::channel();
     let worker = std::thread::Builder::new().name(what.chars().take(60).collect()).spawn(move || {
-        let _ = tx.send(f());
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|p| {
+            p.downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic with no message".into())
+        });
+        let _ = tx.send(r);
     });
     if let Err(e) = worker {
         panic!("{what}: cannot start a thread: {e}");
     }
     match rx.recv_timeout(Duration::from_secs(secs)) {
-        Ok(v) => v,
-        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("{what}: took more than {secs} s"),
-        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => panic!("{what}: panicked (see above)"),
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(m)) => Err(Stop::Panic(m)),
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(Stop::Timeout),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(Stop::Panic("the thread died".into())),
     }
+}
+
+/// Memory any one mutant may use, whatever its size: enough for a parser's buffers
+/// (1 MiB reads, a few directory blocks, a JSON document) with room to spare.
+pub const MEM_FLOOR: usize = 64 << 20;
+/// Memory a mutant may use per byte of input: parsers must stay linear in what they
+/// read, and 64 is far above any honest constant factor.
+pub const MEM_PER_INPUT_BYTE: usize = 64;
+/// Above this much (past the bound) an allocation aborts the process, naming the mutant:
+/// a parser asking for gigabytes must not take the shared machine down.
+pub const MEM_HARD: usize = 1 << 30;
+
+/// The memory bound of a mutant of `input_len` bytes: max([`MEM_FLOOR`],
+/// [`MEM_PER_INPUT_BYTE`] x its size).
+pub fn memory_bound(input_len: usize) -> usize {
+    MEM_FLOOR.max(input_len.saturating_mul(MEM_PER_INPUT_BYTE))
+}
+
+/// One run's failure: what ran and what went wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bad {
+    /// It took more than the time limit (the thread is left running).
+    Timeout(u64),
+    /// It panicked, with this message.
+    Panic(String),
+    /// Its peak memory (bytes) passed the bound.
+    Memory {
+        /// The most bytes live at once.
+        peak: usize,
+        /// The bound.
+        bound: usize,
+    },
+}
+
+impl std::fmt::Display for Bad {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Bad::Timeout(s) => write!(f, "took more than {s} s"),
+            Bad::Panic(m) => write!(f, "panicked: {m}"),
+            Bad::Memory { peak, bound } => write!(f, "peak memory {peak} bytes passes the {bound}-byte bound"),
+        }
+    }
+}
+
+/// One run at a time, so that the allocator's peak belongs to it.
+static BOUNDED: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Runs `f` under a time limit of `secs` and a memory bound of `mem` bytes (peak live
+/// bytes of the whole process above what was live at the start, as counted by
+/// [`crate::alloc::Counting`], which the test binary must install), one run at a time.
+/// Returns the value and the peak, or what went wrong.
+pub fn bounded<T: Send + 'static>(
+    secs: u64,
+    mem: usize,
+    what: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<(T, usize), Bad> {
+    let _one = BOUNDED.lock().unwrap_or_else(|e| e.into_inner());
+    assert!(crate::alloc::installed(), "{what}: the test binary does not count memory (install alloc::Counting)");
+    crate::alloc::set_label(what);
+    let base = crate::alloc::reset_peak();
+    crate::alloc::set_ceiling(base.saturating_add(mem.max(MEM_HARD)));
+    let r = try_within(secs, what, f);
+    let peak = crate::alloc::peak().saturating_sub(base);
+    crate::alloc::set_ceiling(0);
+    match r {
+        Err(Stop::Timeout) => Err(Bad::Timeout(secs)),
+        Err(Stop::Panic(m)) => Err(Bad::Panic(m)),
+        Ok(_) if peak > mem => Err(Bad::Memory { peak, bound: mem }),
+        Ok(v) => Ok((v, peak)),
+    }
+}
+
+/// Why `e`, from reading the hostile input `name`, is not a clear error about the input
+/// (an I/O, argument or cancel error, or one naming no input, in its file or its
+/// message), or `None` when it is one.
+/// [`assert_input_error`] asserts the same.
+pub fn input_error_problem(e: &Error, name: &str) -> Option<String> {
+    if matches!(e.kind(), ErrorKind::Io | ErrorKind::InvalidArgument | ErrorKind::Cancelled) {
+        return Some(format!("{e} is a {} error, not an error about the input", e.kind().as_str()));
+    }
+    let file = e.file().map(|f| f.display().to_string()).unwrap_or_default();
+    if !file.contains(name) && !e.message().contains(name) {
+        return Some(format!("{e} does not name the input {name:?}"));
+    }
+    None
 }
 
 /// Asserts that `e`, from reading the hostile image `name`, is an error about the input:
 /// not an I/O, argument or cancel error, and naming the image.
 pub fn assert_input_error(e: &Error, name: &str, what: &str) {
-    assert!(
-        !matches!(e.kind(), ErrorKind::Io | ErrorKind::InvalidArgument | ErrorKind::Cancelled),
-        "{what}: {e} is a {} error, not an error about the image",
-        e.kind().as_str()
-    );
-    let file = e.file().map(|f| f.display().to_string()).unwrap_or_default();
-    assert!(file.contains(name), "{what}: {e} does not name the image {name:?}");
+    if let Some(problem) = input_error_problem(e, name) {
+        panic!("{what}: {problem}");
+    }
 }
 
 /// What [`exercise`] saw.
@@ -181,6 +294,7 @@ const INTERESTING: &[u64] = &[
 pub struct Mutator {
     seed: Vec<u8>,
     hot: Vec<(usize, usize)>,
+    splice: bool,
 }
 
 impl Mutator {
@@ -192,7 +306,17 @@ impl Mutator {
         if hot.is_empty() {
             hot.push((0, len.min(4096)));
         }
-        Mutator { seed, hot }
+        Mutator { seed, hot, splice: false }
+    }
+
+    /// Also copies spans of the seed over other places (a directory record, an extent
+    /// or a cluster number lands where another was) and whole aligned metadata blocks
+    /// over others, as tree formats need: their interesting damage is often a valid
+    /// structure in the wrong place. Off by default,
+    /// so the block fuzzers' seeds keep making the same mutants.
+    pub fn splicing(mut self) -> Self {
+        self.splice = true;
+        self
     }
 
     /// The seed with one to three mutations from `rng`, and what they were.
@@ -211,6 +335,26 @@ impl Mutator {
             };
             // An earlier truncation may have cut the hot range off.
             let at = at % m.len();
+            if self.splice && rng.below(5) == 0 {
+                if rng.below(3) == 0 {
+                    // A whole metadata block over another (an extent index, a directory, a
+                    // FAT sector): shared and cross-linked structures.
+                    let bs = 512usize << rng.below(4);
+                    let (a, b) = self.hot[rng.below(self.hot.len() as u64) as usize];
+                    let from = (a + rng.below((b - a) as u64) as usize) / bs * bs;
+                    let to = at / bs * bs;
+                    if from + bs <= m.len() && to + bs <= m.len() {
+                        m.copy_within(from..from + bs, to);
+                        what.push(format!("copy block of {bs} bytes from {from:#x} to {to:#x}"));
+                        continue;
+                    }
+                }
+                let len = (4usize << rng.below(5)).min(m.len() - at);
+                let from = rng.below((m.len() - len + 1) as u64) as usize;
+                m.copy_within(from..from + len, at);
+                what.push(format!("copy {len} bytes from {from:#x} to {at:#x}"));
+                continue;
+            }
             match rng.below(6) {
                 0 | 1 => {
                     let bit = 1u8 << rng.below(8);

@@ -5,10 +5,12 @@
 //! readers, written with our writers through the copy engine, and patched in place to
 //! build broken images from good ones. [`assert_matches_qemu`] is the one comparison of
 //! a reader with qemu (content and `qemu-img map`) for every format; [`hostile`] runs
-//! drivers on mutated bytes from memory under time limits. Each crate's
+//! drivers on mutated bytes from memory under time limits (and, with [`alloc`]'s counting
+//! allocator, memory bounds). Each crate's
 //! `tests/common/mod.rs` keeps only what is specific to its format.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod alloc;
 pub mod hostile;
 pub mod manifest;
 
