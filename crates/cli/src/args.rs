@@ -169,6 +169,7 @@ const MKFS_HELP: &str = "\
 Examples:
   diskcast mkfs fat32 ./efi -o esp.img --size 100M --label ESP
   diskcast mkfs ext4 rootfs.tar.gz -o root.qcow2 -O qcow2
+  diskcast mkfs exfat ./big-files -o data.img --label DATA  # files over 4 GiB too
   diskcast mkfs fat32 disk.vmdk:esp -o esp-copy.img     # a partition of another disk
 
 SRC is a directory, a tar, or a disk image (DISK or DISK:PART). Without --size the
@@ -186,7 +187,7 @@ Examples:
 
 --part [NAME=]TYPE:FS:SIZE[:SRC], once per partition, in order:
   TYPE  esp, root (this machine), root-x86-64, root-arm64, linux, swap, fat
-  FS    fat32, fat16, ext4, or none (left zeroed)
+  FS    fat32, fat16, exfat, ext4, or none (left zeroed)
   SIZE  a size (K, M, G) or auto (content plus headroom)
   SRC   a directory, tar or disk image (DISK:PART); none: an empty filesystem
 Partitions start on 1 MiB boundaries; GPT type GUIDs follow the Discoverable Partitions
