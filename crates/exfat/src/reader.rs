@@ -63,7 +63,10 @@ impl Geometry {
         let spc_shift = b[109];
         if u32::from(shift) + u32::from(spc_shift) > 25 {
             return Err(corrupt(
-                format!("clusters of 2^{} bytes are larger than exFAT's 32 MiB", u32::from(shift) + u32::from(spc_shift)),
+                format!(
+                    "clusters of 2^{} bytes are larger than exFAT's 32 MiB",
+                    u32::from(shift) + u32::from(spc_shift)
+                ),
                 "sectors_per_cluster_shift",
                 109,
             ));
@@ -104,7 +107,9 @@ impl Geometry {
         }
         if fat_offset < 24 || fat_len == 0 || fat_offset + fat_len * u64::from(fats) > heap {
             return Err(corrupt(
-                format!("the FAT (sector {fat_offset}, {fat_len} sectors, {fats} copies) overlaps the boot regions or the cluster heap at sector {heap}"),
+                format!(
+                    "the FAT (sector {fat_offset}, {fat_len} sectors, {fats} copies) overlaps the boot regions or the cluster heap at sector {heap}"
+                ),
                 "fat_offset",
                 80,
             ));
@@ -164,10 +169,7 @@ fn bit(map: &[u8], i: u64) -> bool {
 
 impl Volume {
     fn entry(&self, c: u32) -> u32 {
-        usize::try_from(u64::from(c) * 4)
-            .ok()
-            .and_then(|at| self.fat.get(at..at + 4))
-            .map_or(FAT_EOC, |q| le32(q, 0))
+        usize::try_from(u64::from(c) * 4).ok().and_then(|at| self.fat.get(at..at + 4)).map_or(FAT_EOC, |q| le32(q, 0))
     }
 
     fn valid(&self, c: u32) -> bool {
@@ -189,11 +191,8 @@ impl Volume {
         for c in u64::from(first)..end {
             let i = c - 2;
             if !self.bitmap.is_empty() && !bit(&self.bitmap, i) {
-                return Err(Error::corrupt(format!(
-                    "{}: cluster {c} is free in the allocation bitmap",
-                    what()
-                ))
-                .with_field("allocation_bitmap"));
+                return Err(Error::corrupt(format!("{}: cluster {c} is free in the allocation bitmap", what()))
+                    .with_field("allocation_bitmap"));
             }
             if bit(&self.claimed, i) {
                 return Err(Error::corrupt(format!(
@@ -254,7 +253,7 @@ impl Volume {
                 }
                 break;
             }
-            if count >= max {
+            if n.is_none() && count >= max {
                 return Err(Error::corrupt(format!(
                     "{}: cluster chain is longer than {max} clusters ({} bytes, exFAT's cap for a directory)",
                     what(),

@@ -320,7 +320,11 @@ pub(crate) fn plan(tree: &Tree, opts: &BuildOptions) -> Result<BuiltFs> {
     // root; everything else is contiguous and marked NoFatChain.
     let root_clusters = u64::from(dirs[0].clusters);
     let fat_entries = u64::from(dirs[0].first) + root_clusters;
-    let mut fat = vec![0u8; usize::try_from((fat_entries * 4).div_ceil(SECTOR) * SECTOR).map_err(|_| Error::argument("FAT too large"))?];
+    let mut fat = vec![
+        0u8;
+        usize::try_from((fat_entries * 4).div_ceil(SECTOR) * SECTOR)
+            .map_err(|_| Error::argument("FAT too large"))?
+    ];
     let mut put = |c: u64, v: u32| {
         if let Ok(at) = usize::try_from(c * 4) {
             fat[at..at + 4].copy_from_slice(&v.to_le_bytes());
@@ -351,7 +355,8 @@ pub(crate) fn plan(tree: &Tree, opts: &BuildOptions) -> Result<BuiltFs> {
     let mut img = PlannedImage::new(lay.total * SECTOR, "exfat");
     let serial = u32::from_le_bytes([opts.id[0], opts.id[1], opts.id[2], opts.id[3]]);
     let percent = u8::try_from(used * 100 / lay.clusters).unwrap_or(100);
-    let region = boot_region(&lay, opts.disk_offset / SECTOR, serial, u32_of(u64::from(dirs[0].first), "root")?, percent)?;
+    let region =
+        boot_region(&lay, opts.disk_offset / SECTOR, serial, u32_of(u64::from(dirs[0].first), "root")?, percent)?;
     let mut both = region.clone();
     both.extend_from_slice(&region);
     img.place_bytes(0, both)?;
@@ -403,11 +408,8 @@ pub(crate) fn plan(tree: &Tree, opts: &BuildOptions) -> Result<BuiltFs> {
             img.place_bytes(lay.offset(d.first), out)?;
         }
     }
-    let description = format!(
-        "exFAT, {} bytes, {cs}-byte clusters, {used} of {} clusters used",
-        lay.total * SECTOR,
-        lay.clusters
-    );
+    let description =
+        format!("exFAT, {} bytes, {cs}-byte clusters, {used} of {} clusters used", lay.total * SECTOR, lay.clusters);
     Ok(BuiltFs { image: img.seal()?, warnings, description })
 }
 
