@@ -232,7 +232,7 @@ pub(crate) fn plan(tree: &Tree, opts: &BuildOptions) -> Result<BuiltFs> {
     let mut warnings = Vec::new();
     let mut dirs = collect(tree, &mut warnings)?;
     let label = opts.label.as_deref().map(label_units).transpose()?;
-    let upcase = upcase_table();
+    let upcase = UPCASE_TABLE;
     let upcase_len = u64::try_from(upcase.len()).unwrap_or(u64::MAX);
     let content: u64 = dirs
         .iter()
@@ -346,7 +346,7 @@ pub(crate) fn plan(tree: &Tree, opts: &BuildOptions) -> Result<BuiltFs> {
     // The allocation bitmap: clusters 2..end are in use.
     let bitmap_used = usize::try_from(used.div_ceil(8)).map_err(|_| Error::argument("bitmap too large"))?;
     let mut bitmap = vec![0xffu8; bitmap_used];
-    if used % 8 != 0
+    if !used.is_multiple_of(8)
         && let Some(last) = bitmap.last_mut()
     {
         *last = (1u8 << (used % 8)) - 1;
@@ -362,7 +362,7 @@ pub(crate) fn plan(tree: &Tree, opts: &BuildOptions) -> Result<BuiltFs> {
     img.place_bytes(0, both)?;
     img.place_bytes(lay.fat_offset * SECTOR, fat)?;
     img.place_bytes(lay.offset(bitmap_first), bitmap)?;
-    img.place_bytes(lay.offset(upcase_first), upcase.clone())?;
+    img.place_bytes(lay.offset(upcase_first), upcase)?;
 
     for (di, d) in dirs.iter().enumerate() {
         let mut out = Vec::new();
@@ -383,7 +383,7 @@ pub(crate) fn plan(tree: &Tree, opts: &BuildOptions) -> Result<BuiltFs> {
             out.extend_from_slice(&b);
             let mut u = [0u8; ENTRY];
             u[0] = T_UPCASE;
-            u[4..8].copy_from_slice(&table_checksum(&upcase).to_le_bytes());
+            u[4..8].copy_from_slice(&table_checksum(upcase).to_le_bytes());
             u[20..24].copy_from_slice(&upcase_first.to_le_bytes());
             u[24..32].copy_from_slice(&upcase_len.to_le_bytes());
             out.extend_from_slice(&u);
