@@ -319,6 +319,16 @@ fn hostile_exfat_images_are_refused_with_the_reason() {
     fix_boot_checksum(&heap);
     refused(&heap, &["cluster heap offset", "outside the volume"]);
 
+    // One byte of the up-case table changed: its checksum no longer matches.
+    let up = t.path().join("upcase.img");
+    std::fs::copy(&img, &up).unwrap();
+    let at = root_entry(&up, 0x82);
+    let (_, cluster, _, heap, _) = geometry(&up);
+    let b = read(&up);
+    let first = u64::from(u32::from_le_bytes(b[usize::try_from(at + 20).unwrap()..][..4].try_into().unwrap()));
+    patch(&up, heap + (first - 2) * cluster + 0x100, &[0x41, 0x42]);
+    refused(&up, &["up-case table's checksum"]);
+
     // The same patch without fixing the checksum is caught by the checksum.
     let sum = t.path().join("sum.img");
     std::fs::copy(&img, &sum).unwrap();

@@ -94,4 +94,26 @@ mod tests {
         assert_eq!(b.as_file().unwrap().size, (4 << 30) + 5);
         assert_eq!(b.meta.mode & 0o222, 0, "read-only attribute");
     }
+
+    /// Names equal ignoring case (by the up-case table) and names exFAT cannot spell are
+    /// skipped with a warning each, never silently.
+    #[test]
+    fn case_collisions_and_bad_names_are_warned_and_skipped() {
+        let t0 = Timestamp::from_secs(1_700_000_000);
+        let mut tree = Tree::new(Meta::new(0o755, t0));
+        for name in ["Readme", "README", "a:b", "ok"] {
+            tree.add(
+                tree.root(),
+                name.as_bytes(),
+                Node::new(Meta::new(0o644, t0), Kind::File(FileData::inline(vec![1]))),
+            )
+            .unwrap();
+        }
+        let built = ExfatBuilder.plan(&tree, &BuildOptions::default()).unwrap();
+        assert_eq!(built.warnings.len(), 2, "{:?}", built.warnings);
+        assert!(built.warnings.iter().any(|w| w.contains("ignore case")), "{:?}", built.warnings);
+        assert!(built.warnings.iter().any(|w| w.contains("/a:b") && w.contains("forbids")), "{:?}", built.warnings);
+        let back = ExfatReader.read(Arc::new(built.image), &ReadOptions::default()).unwrap();
+        assert_eq!(back.dir(back.root()).unwrap().len(), 2);
+    }
 }

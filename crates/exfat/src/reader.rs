@@ -11,6 +11,9 @@ use std::sync::Arc;
 /// clusters; beyond that the FAT alone would need more memory than a tool should take.
 const MAX_FAT_BYTES: u64 = 1 << 30;
 
+/// Largest up-case table: every one of the 65536 UTF-16 units mapped, uncompressed.
+const MAX_UPCASE_BYTES: u64 = 2 * 65_536;
+
 /// The layout a boot region describes, checked against the disk.
 #[derive(Debug, Clone)]
 pub struct Geometry {
@@ -491,9 +494,22 @@ pub(crate) fn read_tree(disk: Arc<dyn BlockRead>) -> Result<(Tree, Geometry)> {
         ))
         .with_field("allocation_bitmap"));
     }
-    if let Some((first, len, _)) = info.upcase {
-        let n = len.div_ceil(cs);
-        vol.runs(first, Some(n.max(1)), 0, false, &|| "up-case table".to_string())?;
+    if let Some((first, len, sum)) = info.upcase {
+        if len == 0 || len > MAX_UPCASE_BYTES {
+            return Err(Error::corrupt(format!(
+                "the up-case table claims {len} bytes (1 to {MAX_UPCASE_BYTES}, MAX_UPCASE_BYTES)"
+            ))
+            .with_field("data_length"));
+        }
+        let runs = vol.runs(first, Some(len.div_ceil(cs)), 0, false, &|| "up-case table".to_string())?;
+        let table = vol.read_runs(disk.as_ref(), &runs, len)?;
+        let got = table_checksum(&table);
+        if got != sum {
+            return Err(Error::corrupt(format!(
+                "the up-case table's checksum is {got:#010x}, its directory entry says {sum:#010x}"
+            ))
+            .with_field("table_checksum"));
+        }
     }
 
     let mut tree = Tree::new(Meta::new(0o755, Timestamp::default()));

@@ -295,7 +295,7 @@ pub(crate) fn plan(tree: &Tree, opts: &BuildOptions) -> Result<BuiltFs> {
                 && size > 0
             {
                 let key = match tree.node(id).as_file().map(|f| &f.content) {
-                    Some(Content::Stream { stream, offset }) => (Arc::as_ptr(stream).cast::<()>() as usize, *offset),
+                    Some(Content::Stream { stream, offset }) => (Arc::as_ptr(stream).cast::<()>().addr(), *offset),
                     _ => (0, u64::try_from(files.len()).unwrap_or(u64::MAX)),
                 };
                 files.push((key.0, key.1, di, k));
