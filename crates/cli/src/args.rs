@@ -175,13 +175,15 @@ Examples:
 SRC is a directory, a tar, or a disk image (DISK or DISK:PART). Without --size the
 filesystem is sized to its content plus headroom. FAT32 needs about 33 MiB: smaller sizes
 give FAT16 (with a warning). Entries a filesystem cannot hold (symlinks, devices and
-case-colliding names on FAT) are listed on stderr. The image is written straight into
-the output format (-O), no raw intermediate; SOURCE_DATE_EPOCH makes it reproducible.";
+case-colliding names on FAT and exFAT) are listed on stderr; FAT files stop at 4 GiB, exFAT
+holds any size. The image is written straight into the output format (-O), no raw
+intermediate; SOURCE_DATE_EPOCH makes it reproducible.";
 
 const MKDISK_HELP: &str = "\
 Examples:
   diskcast mkdisk -o disk.qcow2 -O qcow2 --part esp:fat32:100M:./efi --part root:ext4:auto:rootfs.tar
   diskcast mkdisk -o usb.img --table mbr --bootable 1 --part fat:fat32:1G:./files
+  diskcast mkdisk -o data.img --part data=fat:exfat:auto:./isos   # exFAT data partition
   diskcast mkdisk -o vm.vmdk -O vmdk --part ESP=esp:fat32:64M:./efi --part swap:none:512M \\
       --part root:ext4:2G:./root
 
