@@ -229,9 +229,24 @@ fn filled_reference(dir: &Path) -> (PathBuf, PathBuf) {
     {
         let m = Mounted::new(&img, &dir.join("fill"), false);
         must("cp", &["-a", &format!("{}/.", s(&src)), &s(&m.dir)]);
+        // Growing a file written before others makes the driver chain it through the
+        // FAT (no NoFatChain flag), so the reader's chain path is judged too.
+        let mut f = std::fs::OpenOptions::new().append(true).open(m.dir.join("random.bin")).unwrap();
+        std::io::Write::write_all(&mut f, &pseudo_random(300_000, 9)).unwrap();
     }
     fsck_clean(&img);
+    assert!(chained_in_root(&img), "no FAT-chained file in the root of {}", img.display());
     (img, src)
+}
+
+/// True when a root directory stream extension has data and no NoFatChain flag.
+fn chained_in_root(img: &Path) -> bool {
+    let (_, cluster, _, heap, root) = geometry(img);
+    let b = read(img);
+    let start = usize::try_from(heap + (root - 2) * cluster).unwrap();
+    b[start..start + usize::try_from(cluster).unwrap()]
+        .chunks_exact(32)
+        .any(|e| e[0] == 0xc0 && e[1] & 2 == 0 && e[24..32].iter().any(|&x| x != 0))
 }
 
 #[test]
