@@ -171,6 +171,20 @@ fn mkfs_exfat_passes_fsck_and_mounts_with_the_same_tree() {
     fsck_clean(&small);
     dc_ok(&["extract", &s(&small), &s(&out)]);
     assert_eq!(listing(&out, &[]), listing(&src, &[]));
+    // Each cluster size (4 KiB, 32 KiB, 128 KiB) and a FAT and bitmap of millions of
+    // clusters; the images are sparse.
+    for size in ["300M", "40G", "3T"] {
+        let img = t.path().join(format!("size-{size}.img"));
+        dc_ok(&["mkfs", "exfat", &s(&src), "-o", &s(&img), "--size", size]);
+        fsck_clean(&img);
+        std::fs::remove_file(&img).unwrap();
+    }
+    // Too small is refused before writing, naming what is needed.
+    let tiny = t.path().join("tiny.img");
+    dc(&["mkfs", "exfat", &s(&src), "-o", &s(&tiny), "--size", "1M"])
+        .expect_diskcast_error()
+        .expect_stderr_all(&["clusters of 4096 bytes", "holds"]);
+    assert!(!tiny.exists());
 }
 
 #[test]
