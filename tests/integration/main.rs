@@ -18,6 +18,7 @@ mod compare;
 mod convert;
 mod create;
 mod disks;
+mod exfat;
 mod ext4;
 mod extract_races;
 mod hostile;

@@ -174,25 +174,28 @@ const MKFS_HELP: &str = "\
 Examples:
   diskcast mkfs fat32 ./efi -o esp.img --size 100M --label ESP
   diskcast mkfs ext4 rootfs.tar.gz -o root.qcow2 -O qcow2
+  diskcast mkfs exfat ./big-files -o data.img --label DATA  # files over 4 GiB too
   diskcast mkfs fat32 disk.vmdk:esp -o esp-copy.img     # a partition of another disk
 
 SRC is a directory, a tar, or a disk image (DISK or DISK:PART). Without --size the
 filesystem is sized to its content plus headroom. FAT32 needs about 33 MiB: smaller sizes
 give FAT16 (with a warning). Entries a filesystem cannot hold (symlinks, devices and
-case-colliding names on FAT) are listed on stderr; a file too large for it (over 4 GiB - 1
-on FAT) is an error, and nothing is written. The image is written straight into
-the output format (-O), no raw intermediate; SOURCE_DATE_EPOCH makes it reproducible.";
+case-colliding names on FAT and exFAT) are listed on stderr; a file too large for it (over
+4 GiB - 1 on FAT; exFAT holds any size) is an error, and nothing is written. The image is
+written straight into the output format (-O), no raw intermediate; SOURCE_DATE_EPOCH makes
+it reproducible.";
 
 const MKDISK_HELP: &str = "\
 Examples:
   diskcast mkdisk -o disk.qcow2 -O qcow2 --part esp:fat32:100M:./efi --part root:ext4:auto:rootfs.tar
   diskcast mkdisk -o usb.img --table mbr --bootable 1 --part fat:fat32:1G:./files
+  diskcast mkdisk -o data.img --part data=fat:exfat:auto:./isos   # exFAT data partition
   diskcast mkdisk -o vm.vmdk -O vmdk --part ESP=esp:fat32:64M:./efi --part swap:none:512M \\
       --part root:ext4:2G:./root
 
 --part [NAME=]TYPE:FS:SIZE[:SRC], once per partition, in order:
   TYPE  esp, root (this machine), root-x86-64, root-arm64, linux, swap, fat
-  FS    fat32, fat16, ext4, or none (left zeroed)
+  FS    fat32, fat16, exfat, ext4, or none (left zeroed)
   SIZE  a size (K, M, G) or auto (content plus headroom)
   SRC   a directory, tar or disk image (DISK:PART); none: an empty filesystem
 Partitions start on 1 MiB boundaries; GPT type GUIDs follow the Discoverable Partitions

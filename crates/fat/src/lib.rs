@@ -17,6 +17,7 @@ mod names;
 mod reader;
 mod writer;
 
+pub use names::{from_dos, to_dos};
 pub use reader::{FatType, Geometry};
 
 use diskcast_block::{BlockRead, Result};

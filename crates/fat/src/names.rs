@@ -135,7 +135,7 @@ const DOS_MAX: i64 = 4_354_819_198;
 
 /// Unix seconds to DOS (date, time, hundredths beyond the 2-second unit), in UTC,
 /// clamped to what FAT can record.
-pub(crate) fn to_dos(secs: i64, nsec: u32) -> (u16, u16, u8) {
+pub fn to_dos(secs: i64, nsec: u32) -> (u16, u16, u8) {
     let t = secs.clamp(DOS_MIN, DOS_MAX);
     let (days, rem) = (t.div_euclid(86_400), t.rem_euclid(86_400));
     let (y, m, d) = civil(days);
@@ -147,7 +147,7 @@ pub(crate) fn to_dos(secs: i64, nsec: u32) -> (u16, u16, u8) {
 }
 
 /// DOS date and time (UTC) to Unix seconds; `None` for a zero or impossible date.
-pub(crate) fn from_dos(date: u16, time: u16) -> Option<i64> {
+pub fn from_dos(date: u16, time: u16) -> Option<i64> {
     let (y, m, d) = (1980 + i64::from(date >> 9), u32::from((date >> 5) & 15), u32::from(date & 31));
     if !(1..=12).contains(&m) || d == 0 {
         return None;

@@ -104,7 +104,7 @@ pub fn read_tree(disk: Arc<dyn BlockRead>, opts: &ReadOptions) -> Result<Tree> {
     }
     .ok_or_else(|| Error::invalid("no root directory"))?;
     let skip = if kind == TreeKind::RockRidge { rock_ridge_skip(disk.as_ref(), &root)? } else { None };
-    Walker::new(disk, kind, skip).walk(root, &vols)
+    Walker::new(disk, kind, skip, &opts.label).walk(root, &vols)
 }
 
 /// The best ISO 9660 tree (Rock Ridge, Joliet, plain) of a disc, UDF left aside.
@@ -117,7 +117,7 @@ pub(crate) fn read_iso_tree(disk: &Arc<dyn BlockRead>) -> Result<Tree> {
         (None, None) => (TreeKind::Iso9660, root),
         (Some(_), _) => (TreeKind::RockRidge, root),
     };
-    Walker::new(disk.clone(), kind, skip).walk(root, &vols)
+    Walker::new(disk.clone(), kind, skip, "").walk(root, &vols)
 }
 
 /// SP's skip count when the primary tree uses Rock Ridge (its root `.` starts with SP).
@@ -129,6 +129,8 @@ fn rock_ridge_skip(disk: &dyn BlockRead, root: &DirRecord) -> Result<Option<usiz
 
 struct Walker {
     disk: Arc<dyn BlockRead>,
+    /// What errors of file content read later (zisofs blocks) name.
+    label: Arc<str>,
     kind: TreeKind,
     /// Rock Ridge in use, with SP's skip count.
     rr: Option<usize>,
@@ -146,9 +148,10 @@ struct Walker {
 }
 
 impl Walker {
-    fn new(disk: Arc<dyn BlockRead>, kind: TreeKind, rr: Option<usize>) -> Self {
+    fn new(disk: Arc<dyn BlockRead>, kind: TreeKind, rr: Option<usize>, label: &str) -> Self {
         Walker {
             disk,
+            label: label.into(),
             kind,
             rr,
             tree: Tree::new(Meta::new(0o555, Timestamp::default())),
@@ -365,7 +368,7 @@ impl Walker {
             let [only] = extents.as_slice() else {
                 return Err(Error::unsupported("zisofs file with several extents").with_offset(parts[0].at));
             };
-            let z = Zisofs::new(self.disk.clone(), only.source_offset, only.len, u64::from(real), log2)
+            let z = Zisofs::new(self.disk.clone(), self.label.clone(), only.source_offset, only.len, u64::from(real), log2)
                 .map_err(|e| e.with_offset(parts[0].at))?;
             self.zisofs.add(only.source_offset, only.len, u64::from(real));
             return Ok(FileData { size: u64::from(real), content: Content::Reader(Arc::new(z)) });

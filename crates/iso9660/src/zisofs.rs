@@ -77,6 +77,8 @@ pub struct Zisofs {
     /// Where the stored (compressed) file starts on the disc, and its length.
     start: u64,
     stored: u64,
+    /// What read errors name (the disc), since they surface long after the tree was read.
+    label: Arc<str>,
     /// The uncompressed size.
     size: u64,
     log2: u8,
@@ -87,11 +89,11 @@ pub struct Zisofs {
 impl Zisofs {
     /// Checks what can be checked without reading: the block size (2^15 to 2^17) and that
     /// the block table fits in the stored file.
-    pub fn new(disk: Arc<dyn BlockRead>, start: u64, stored: u64, size: u64, log2: u8) -> Result<Self> {
+    pub fn new(disk: Arc<dyn BlockRead>, label: Arc<str>, start: u64, stored: u64, size: u64, log2: u8) -> Result<Self> {
         if !(15..=17).contains(&log2) {
             return Err(Error::corrupt(format!("zisofs block size 2^{log2} (must be 2^15 to 2^17)")).with_field("ZF"));
         }
-        let z = Zisofs { disk, start, stored, size, log2, table: OnceLock::new() };
+        let z = Zisofs { disk, label, start, stored, size, log2, table: OnceLock::new() };
         let table_end = 16 + 4 * (z.blocks() + 1);
         if table_end > stored {
             return Err(Error::corrupt(format!(
@@ -161,7 +163,7 @@ impl ContentRead for Zisofs {
     /// Every block but the empty ones (zisofs' holes): extracting a file of zeros writes
     /// and inflates nothing.
     fn data_ranges(&self, size: u64) -> Result<Vec<(u64, u64)>> {
-        let table = self.table()?;
+        let table = self.table().map_err(|e| crate::name_file(e, &self.label))?;
         let bs = 1u64 << self.log2;
         let mut out: Vec<(u64, u64)> = Vec::new();
         for (i, w) in (0u64..).zip(table.windows(2)) {
@@ -179,6 +181,12 @@ impl ContentRead for Zisofs {
     }
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        self.read_blocks(buf, offset).map_err(|e| crate::name_file(e, &self.label))
+    }
+}
+
+impl Zisofs {
+    fn read_blocks(&self, buf: &mut [u8], offset: u64) -> Result<()> {
         let table = self.table()?;
         let bs = 1u64 << self.log2;
         let mut block = vec![0u8; bs as usize];

@@ -440,16 +440,7 @@ struct Summary {
 
 /// Findings already reported and kept as ignored regression tests, by a substring of
 /// the failure: the campaign counts them instead of failing on them again.
-const KNOWN: &[(&[&str], &str)] = &[
-    // crates/iso9660 (not this branch's to fix): a zisofs file's read error names no disc.
-    (&["zisofs", "does not name the input"], "zisofs_read_errors_name_the_disc"),
-    // crates/tar (not this branch's to fix): a bad number in a PAX 1.0 sparse map.
-    (&["PAX GNU sparse map is not a number", "does not name the input"], "tar_sparse_map_errors_name_the_archive"),
-    // crates/iso9660 udf.rs content(): a directory's or symlink's claimed length is
-    // allocated whole (a bit flip in a File Entry's information length: 128 MiB from a
-    // 650 KB disc). Broad: any UDF memory finding counts here until that is fixed.
-    (&[".iso seed", "peak memory", "udf"], "udf_directory_size_is_not_allocated_before_it_is_read"),
-];
+const KNOWN: &[(&[&str], &str)] = &[];
 
 /// The disk dispatch's answer to a disk with several candidate partitions ("name one as
 /// DISK:PART"): an argument error by design, since the user must choose.
@@ -1570,8 +1561,20 @@ fn fuzz_tree_sqlite() {
 // ---------------------------------------------------------------------------------------
 // Findings, as named regression tests
 
+/// Checked in a child process of its own: the counts are process-wide, and the other
+/// tests of this binary allocate and free on their threads meanwhile.
 #[test]
 fn the_allocator_counts() {
+    if std::env::var_os("FUZZ_TREE_COUNT_CHILD").is_none() {
+        let out = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "the_allocator_counts", "--nocapture", "--test-threads=1"])
+            .env("FUZZ_TREE_COUNT_CHILD", "1")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success() && text.contains("1 passed"), "{text}");
+        return;
+    }
     assert!(tk::alloc::installed());
     let (v, peak) = bounded(5, 64 << 20, "a 10 MiB vector", || vec![1u8; 10 << 20].len()).unwrap();
     assert_eq!(v, 10 << 20);
@@ -1604,9 +1607,8 @@ fn an_allocation_past_the_ceiling_aborts_naming_the_run() {
 /// "zisofs block 0: deflate decompression error: incorrect data check (field zisofs)",
 /// naming no disc, so `cat`/`extract` of a disc among others cannot say which one is
 /// damaged. Every zisofs block of a genisoimage -z disc is damaged here; every read
-/// error must name the disc. crates/iso9660 is not this branch's to fix.
+/// error must name the disc. Fixed: zisofs content errors name the disc.
 #[test]
-#[ignore = "crates/iso9660/src/zisofs.rs: read errors name no disc; reported to the lead for the zisofs branch"]
 fn zisofs_read_errors_name_the_disc() {
     let dir = tempfile::tempdir().unwrap();
     let src = source_tree(dir.path());
@@ -1738,10 +1740,8 @@ fn bdb_item_length_is_not_reserved_before_its_pages_are_read() {
 /// the first byte of a PAX 1.0 sparse map; bsd-pax.tar too, whose sparse file GNU tar's
 /// map describes the same way): "PAX GNU sparse map is not a number (field GNU sparse
 /// map)" names neither the archive nor the offset, unlike every other tar error.
-/// crates/tar/src/reader.rs `read_sparse_text_map` returns `pax_u64`'s error without
-/// `self.err(.., at)`; not this branch's to fix.
+/// Fixed: `read_sparse_text_map` names the archive and offset like the rest.
 #[test]
-#[ignore = "crates/tar/src/reader.rs read_sparse_text_map: error names no archive; reported to the lead"]
 fn tar_sparse_map_errors_name_the_archive() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src");
@@ -1770,7 +1770,6 @@ fn tar_sparse_map_errors_name_the_archive() {
 /// takes 512 MiB. The s15-bounds branch refuses a size larger than the filesystem
 /// before allocating.
 #[test]
-#[ignore = "fixed on branch s15-bounds; lead un-ignores at merge"]
 fn ext4_directory_size_is_bounded_by_the_filesystem() {
     let dir = tempfile::tempdir().unwrap();
     let src = source_tree(dir.path());
@@ -1796,7 +1795,6 @@ fn ext4_directory_size_is_bounded_by_the_filesystem() {
 /// that hold it, the class issue 15 names for UDF symlinks (922 MB from ten entries).
 /// Here the root directory of a genisoimage -udf disc claims 200 MiB.
 #[test]
-#[ignore = "UDF directory/symlink size: to be fixed with issue 15's UDF symlink cap (crates/iso9660/src/udf.rs content()); lead un-ignores at merge"]
 fn udf_directory_size_is_not_allocated_before_it_is_read() {
     let dir = tempfile::tempdir().unwrap();
     let src = source_tree(dir.path());

@@ -557,7 +557,7 @@ impl TarReader {
             let c = buf[used as usize];
             used += 1;
             if c == b'\n' {
-                let v = pax_u64(&line, "GNU sparse map")?;
+                let v = pax_u64(&line, "GNU sparse map").map_err(|e| self.err(e, at))?;
                 line.clear();
                 numbers.push(v);
                 if numbers.len() == 1 {

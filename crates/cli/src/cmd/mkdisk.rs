@@ -22,7 +22,7 @@ use std::sync::Arc;
 #[derive(Debug, Args)]
 pub struct MkdiskArgs {
     /// A partition, in order: [NAME=]TYPE:FS:SIZE[:SRC]. TYPE: esp, root (this machine's
-    /// architecture), root-x86-64, root-arm64, linux, swap, fat, bios (BIOS boot, GPT). FS: fat32, fat16, ext4,
+    /// architecture), root-x86-64, root-arm64, linux, swap, fat, bios (BIOS boot, GPT). FS: fat32, fat16, exfat, ext4,
     /// or none (left zeroed). SIZE: a size (K, M, G) or auto (content plus headroom).
     /// SRC: the tree to store (a directory, a tar, a disk image DISK[:PART]); without it
     /// the filesystem is empty. NAME is the GPT name (default: TYPE).

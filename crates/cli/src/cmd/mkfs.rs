@@ -20,6 +20,7 @@ pub fn fs_builders() -> Vec<Box<dyn FsBuilder>> {
     vec![
         Box::new(diskcast_fat::FatBuilder::FAT32),
         Box::new(diskcast_fat::FatBuilder::FAT16),
+        Box::new(diskcast_exfat::ExfatBuilder),
         Box::new(diskcast_ext4::Ext4Builder),
     ]
 }
@@ -36,7 +37,7 @@ pub fn builder(name: &str) -> Result<Box<dyn FsBuilder>> {
 
 #[derive(Debug, Args)]
 pub struct MkfsArgs {
-    /// Filesystem: fat32 (FAT16 below 33 MiB), fat16, ext4.
+    /// Filesystem: fat32 (FAT16 below 33 MiB), fat16, exfat, ext4.
     pub fs: String,
     /// The tree to store: a directory, a tar, a disk image (DISK or DISK:PART).
     pub src: String,
