@@ -31,6 +31,7 @@ pub fn fs_readers() -> Vec<Box<dyn FsReader>> {
         Box::new(diskcast_iso9660::Iso9660Reader),
         Box::new(diskcast_ext4::Ext4Reader),
         Box::new(diskcast_fat::FatReader),
+        Box::new(diskcast_squashfs::SquashfsReader),
     ]
 }
 
