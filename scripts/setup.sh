@@ -24,6 +24,8 @@
 #                             `rpm -i --justdb`, a gpg-pubkey to import; rpm -qa and sqlite3
 #                             as oracles of the rpmdb and SQLite readers
 #   db5.3-util:               db5.3_load/db5.3_dump: rpm's older Berkeley DB Packages files
+#   squashfs-tools:           mksquashfs (every compressor) makes the squashfs reader's inputs,
+#                             unsquashfs -lln/-d judges its listing and extraction
 #
 # It also downloads (never installs) Debian's linux-image-cloud-amd64 and unpacks it under
 # $DISKCAST_TEST_ASSETS (default /var/cache/diskcast-tests)/kernel/cloud-amd64: the kernel
@@ -39,6 +41,7 @@ packages=(
   syslinux syslinux-common isolinux extlinux syslinux-efi systemd-boot-efi grub-efi-amd64-bin
   grub-rescue-pc grub-pc-bin mmdebstrap
   rpm sqlite3 gpg gpg-agent db5.3-util
+  squashfs-tools
 )
 # Packages that must come from backports on bookworm (older releases there are too old).
 backports=(qemu-system-x86 qemu-system-common qemu-system-data seabios e2fsprogs libext2fs2)
