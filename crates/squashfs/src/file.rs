@@ -191,3 +191,34 @@ impl ContentRead for File {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use diskcast_block::ErrorKind;
+    use diskcast_testkit::VecDisk;
+
+    /// A hostile image whose file lists one stored block 30 000 times: each read is
+    /// bounded, but together they pass DATA_RATIO of the 4 KiB image and stop there.
+    #[test]
+    fn blocks_shared_by_a_file_stop_at_the_total_cap() {
+        let disk: Arc<dyn BlockRead> = Arc::new(VecDisk(vec![7u8; 4096]));
+        let data = Arc::new(Data::new(disk, Compressor::Gzip, 4096, Vec::new(), 4096));
+        let blocks: Box<[(u64, u32)]> = vec![(0, UNCOMPRESSED | 4096); 30_000].into();
+        let f = File { data: data.clone(), size: 30_000 * 4096, blocks, tail: None };
+        let mut buf = vec![0u8; 1 << 20];
+        let mut err = None;
+        for i in 0..(30_000 * 4096) / (1 << 20) {
+            if let Err(e) = f.read_at(&mut buf, i * (1 << 20)) {
+                err = Some(e);
+                break;
+            }
+            assert!(buf.iter().all(|&b| b == 7));
+        }
+        let e = err.unwrap();
+        assert_eq!(e.kind(), ErrorKind::OutOfBounds);
+        assert!(e.to_string().contains("DATA_RATIO"), "{e}");
+        assert!(data.spent.load(Ordering::Relaxed) <= data.cap + (1 << 20));
+    }
+}
