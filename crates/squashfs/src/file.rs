@@ -15,9 +15,10 @@ use std::sync::{Arc, Mutex};
 pub const DATA_RATIO: u64 = 4096;
 /// Decompressed data always allowed, whatever the image's size.
 pub const DATA_SLACK: u64 = 64 << 20;
-/// Decompressed fragment blocks kept, so the small files that share one are not each
-/// decompressing it again (at most 8 MiB with 1 MiB blocks).
-const FRAGMENT_CACHE: usize = 8;
+/// Bytes of decompressed fragment blocks kept (128 blocks of 128 KiB, 16 of 1 MiB), so
+/// the small files that share one are not each decompressing it again: `extract` reads
+/// files largest first, not in fragment order.
+const FRAGMENT_CACHE_BYTES: usize = 16 << 20;
 /// Bit of a data block's size word saying it is stored uncompressed.
 pub const UNCOMPRESSED: u32 = 1 << 24;
 
@@ -99,7 +100,8 @@ impl Data {
         out.truncate(n);
         let b: Arc<[u8]> = out.into();
         let mut c = self.cache();
-        if c.len() >= FRAGMENT_CACHE {
+        let most = FRAGMENT_CACHE_BYTES / usize::try_from(self.block_size).unwrap_or(usize::MAX).max(1);
+        while c.len() >= most.max(1) {
             c.pop_front();
         }
         c.push_back((index, b.clone()));
