@@ -302,7 +302,7 @@ fn an_xz_block_that_expands_past_the_block_size_is_refused() {
     assert!(r.elapsed < Duration::from_secs(20), "took {:?}", r.elapsed);
     r.expect_code(1)
         .expect_diskcast_error()
-        .expect_stderr_all(&["xz block decompresses to more than its bound of 131072 bytes"]);
+        .expect_stderr_all(&["plain.sqsh: squashfs: xz block decompresses to more than its bound of 131072 bytes"]);
 }
 
 fn read_le16(b: &[u8], at: u64) -> u16 {

@@ -34,6 +34,8 @@ pub struct Data {
     /// Bytes decompressed so far, and the most allowed ([`DATA_RATIO`]).
     pub spent: AtomicU64,
     pub cap: u64,
+    /// What errors call the medium.
+    label: String,
     cache: Mutex<VecDeque<(u32, Arc<[u8]>)>>,
 }
 
@@ -44,9 +46,11 @@ impl Data {
         block_size: u32,
         fragments: Vec<(u64, u32)>,
         image: u64,
+        label: &str,
     ) -> Self {
         let cap = image.saturating_mul(DATA_RATIO).saturating_add(DATA_SLACK);
-        Data { disk, comp, block_size, fragments, spent: AtomicU64::new(0), cap, cache: Mutex::new(VecDeque::new()) }
+        let (spent, cache, label) = (AtomicU64::new(0), Mutex::new(VecDeque::new()), label.to_string());
+        Data { disk, comp, block_size, fragments, spent, cap, label, cache }
     }
 
     /// The block stored at `pos` with size word `word`, decompressed into `out`; the
@@ -128,6 +132,33 @@ impl File {
 
 impl ContentRead for File {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        self.read(buf, offset).map_err(|e| crate::label(e, &self.data.label))
+    }
+
+    fn data_ranges(&self, size: u64) -> Result<Vec<(u64, u64)>> {
+        let bs = self.bs();
+        let mut out: Vec<(u64, u64)> = Vec::new();
+        let mut push = |start: u64, len: u64| match out.last_mut() {
+            Some((s, l)) if *s + *l == start => *l += len,
+            _ => out.push((start, len)),
+        };
+        let mut start = 0u64;
+        for &(_, word) in self.blocks.iter() {
+            let len = (size.saturating_sub(start)).min(bs);
+            if word != 0 && len > 0 {
+                push(start, len);
+            }
+            start += bs;
+        }
+        if self.tail.is_some() && start < size {
+            push(start, size - start);
+        }
+        Ok(out)
+    }
+}
+
+impl File {
+    fn read(&self, buf: &mut [u8], offset: u64) -> Result<()> {
         let bs = self.bs();
         let mut done = 0usize;
         let mut block = Vec::new();
@@ -171,27 +202,6 @@ impl ContentRead for File {
         }
         Ok(())
     }
-
-    fn data_ranges(&self, size: u64) -> Result<Vec<(u64, u64)>> {
-        let bs = self.bs();
-        let mut out: Vec<(u64, u64)> = Vec::new();
-        let mut push = |start: u64, len: u64| match out.last_mut() {
-            Some((s, l)) if *s + *l == start => *l += len,
-            _ => out.push((start, len)),
-        };
-        let mut start = 0u64;
-        for &(_, word) in self.blocks.iter() {
-            let len = (size.saturating_sub(start)).min(bs);
-            if word != 0 && len > 0 {
-                push(start, len);
-            }
-            start += bs;
-        }
-        if self.tail.is_some() && start < size {
-            push(start, size - start);
-        }
-        Ok(out)
-    }
 }
 
 #[cfg(test)]
@@ -206,7 +216,7 @@ mod tests {
     #[test]
     fn blocks_shared_by_a_file_stop_at_the_total_cap() {
         let disk: Arc<dyn BlockRead> = Arc::new(VecDisk(vec![7u8; 4096]));
-        let data = Arc::new(Data::new(disk, Compressor::Gzip, 4096, Vec::new(), 4096));
+        let data = Arc::new(Data::new(disk, Compressor::Gzip, 4096, Vec::new(), 4096, "hostile.sqsh"));
         let blocks: Box<[(u64, u32)]> = vec![(0, UNCOMPRESSED | 4096); 30_000].into();
         let f = File { data: data.clone(), size: 30_000 * 4096, blocks, tail: None };
         let mut buf = vec![0u8; 1 << 20];
@@ -220,7 +230,7 @@ mod tests {
         }
         let e = err.unwrap();
         assert_eq!(e.kind(), ErrorKind::OutOfBounds);
-        assert!(e.to_string().contains("DATA_RATIO"), "{e}");
+        assert!(e.to_string().starts_with("hostile.sqsh: squashfs: ") && e.to_string().contains("DATA_RATIO"), "{e}");
         assert!(data.spent.load(Ordering::Relaxed) <= data.cap + (1 << 20));
     }
 }

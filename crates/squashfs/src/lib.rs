@@ -48,7 +48,7 @@ impl FsReader for SquashfsReader {
     }
 
     fn read(&self, disk: Arc<dyn BlockRead>, opts: &ReadOptions) -> Result<Tree> {
-        read::read_tree(disk).map_err(|e| label(e, opts))
+        read::read_tree(disk, &opts.label).map_err(|e| label(e, &opts.label))
     }
 }
 
@@ -58,10 +58,10 @@ pub fn compressor(disk: &dyn BlockRead) -> Result<Compressor> {
 }
 
 /// Names the medium (and the filesystem) in an error, keeping its field and offset.
-fn label(e: Error, opts: &ReadOptions) -> Error {
+pub(crate) fn label(e: Error, medium: &str) -> Error {
     let mut out = Error::new(e.kind(), format!("squashfs: {}", e.message()));
-    if !opts.label.is_empty() {
-        out = out.with_file(&opts.label);
+    if !medium.is_empty() {
+        out = out.with_file(medium);
     } else if let Some(f) = e.file() {
         out = out.with_file(f);
     }

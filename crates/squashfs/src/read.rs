@@ -135,7 +135,7 @@ struct Fs {
 }
 
 /// Reads the filesystem on `disk` into a tree.
-pub fn read_tree(disk: Arc<dyn BlockRead>) -> Result<Tree> {
+pub fn read_tree(disk: Arc<dyn BlockRead>, label: &str) -> Result<Tree> {
     let sb = superblock(disk.as_ref())?;
     let mut meta = MetaReader::new(disk.as_ref(), sb.comp, sb.bytes_used);
     // Every table's first metadata block: the directory table ends at the lowest.
@@ -184,7 +184,7 @@ pub fn read_tree(disk: Arc<dyn BlockRead>) -> Result<Tree> {
         Some((a, b)) => meta.table("xattr table", a, b)?,
         None => Table::default(),
     };
-    let data = Arc::new(Data::new(disk.clone(), sb.comp, sb.block_size, fragments, sb.bytes_used));
+    let data = Arc::new(Data::new(disk.clone(), sb.comp, sb.block_size, fragments, sb.bytes_used, label));
     let fs = Fs { sb, ids, inodes, dirs, xattr_ids, xattr_kv, data };
     fs.tree()
 }
