@@ -105,3 +105,21 @@ fn mutated_images_fail_cleanly_and_quickly() {
         assert!(errors > 0 && ok + errors == mutants, "{name}: {ok} read, {errors} refused");
     }
 }
+
+#[test]
+fn legacy_lzma_and_big_endian_images_are_refused_by_name() {
+    let d = tempfile::tempdir().unwrap();
+    let src = d.path().join("src");
+    source(&src);
+    let img = mksquashfs(&src, &d.path().join("x.sqsh"), &["-comp", "gzip"]);
+    let mut lzma = img.clone();
+    lzma[20..22].copy_from_slice(&2u16.to_le_bytes());
+    let e = read(lzma).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unsupported);
+    assert!(e.to_string().starts_with("mutant.sqsh: squashfs: squashfs compressed with lzma (the legacy"), "{e}");
+    let mut big_endian = img;
+    big_endian[..4].copy_from_slice(b"sqsh");
+    let e = read(big_endian).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unsupported);
+    assert!(e.to_string().contains("big-endian squashfs (version 3 or older"), "{e}");
+}
