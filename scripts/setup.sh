@@ -30,6 +30,8 @@
 #   db5.3-util:               db5.3_load/db5.3_dump: rpm's older Berkeley DB Packages files
 #   exfatprogs, exfat-fuse:   mkfs.exfat/fsck.exfat/tune.exfat as exFAT maker and checker;
 #                             exfat-fuse mounts exFAT where the kernel has no exfat driver
+#   squashfs-tools:           mksquashfs (every compressor) makes the squashfs reader's inputs,
+#                             unsquashfs -lln/-d judges its listing and extraction
 #
 # It also downloads (never installs) Debian's linux-image-cloud-amd64 and unpacks it under
 # $DISKCAST_TEST_ASSETS (default /var/cache/diskcast-tests)/kernel/cloud-amd64: the kernel
@@ -46,6 +48,7 @@ packages=(
   grub-rescue-pc grub-pc-bin mmdebstrap ipxe memtest86+
   rpm sqlite3 gpg gpg-agent db5.3-util
   exfatprogs exfat-fuse
+  squashfs-tools
 )
 # Packages that must come from backports on bookworm (older releases there are too old).
 backports=(qemu-system-x86 qemu-system-common qemu-system-data seabios e2fsprogs libext2fs2)

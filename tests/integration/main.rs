@@ -38,6 +38,7 @@ mod qemu_json;
 mod replay_log;
 mod reproducible;
 mod safety;
+mod squashfs;
 mod trees;
 mod vm;
 mod vm_bios;

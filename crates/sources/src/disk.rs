@@ -62,7 +62,7 @@ pub(crate) fn read_disk(disk: Arc<dyn BlockRead>, part: Option<&str>, opts: &Rea
         && !fs_readers().iter().any(|r| r.probe(&view).unwrap_or(false))
     {
         return Err(Error::unsupported(format!(
-            "{label}:{} ({where_}) holds {fs}, which diskcast cannot read (ext2/3/4, FAT and ISO 9660 only)",
+            "{label}:{} ({where_}) holds {fs}, which diskcast cannot read (ext2/3/4, squashfs, FAT and ISO 9660 only)",
             chosen.number
         )));
     }
@@ -75,7 +75,7 @@ pub(crate) fn read_disk(disk: Arc<dyn BlockRead>, part: Option<&str>, opts: &Rea
 /// not its ESP. In order:
 /// 1. the one partition whose GPT type is this architecture's root type (UAPI
 ///    Discoverable Partitions Specification), whatever it holds;
-/// 2. else the one partition holding a Linux filesystem (ext2/3/4, or XFS or Btrfs,
+/// 2. else the one partition holding a Linux filesystem (ext2/3/4, squashfs, or XFS or Btrfs,
 ///    which then fail to read with a clear error);
 /// 3. else the one partition holding any filesystem diskcast reads.
 ///
@@ -105,7 +105,7 @@ fn choose_partition(disk: &Arc<dyn BlockRead>, table: &Table, label: &str) -> Re
     for p in &table.partitions {
         let Ok(view) = PartitionView::new(disk.clone(), p.start, p.len, "") else { continue };
         let reader = readers.iter().find(|r| r.probe(&view).unwrap_or(false));
-        if reader.is_some_and(|r| r.name() == "ext4") || other_linux_fs(&view).is_some() {
+        if reader.is_some_and(|r| matches!(r.name(), "ext4" | "squashfs")) || other_linux_fs(&view).is_some() {
             linux.push(p);
         }
         if reader.is_some() {

@@ -33,6 +33,7 @@ pub fn fs_readers() -> Vec<Box<dyn FsReader>> {
         Box::new(diskcast_ext4::Ext4Reader),
         Box::new(diskcast_fat::FatReader),
         Box::new(diskcast_exfat::ExfatReader),
+        Box::new(diskcast_squashfs::SquashfsReader),
     ]
 }
 
