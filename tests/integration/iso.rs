@@ -51,6 +51,28 @@ fn iso_boot_lists_and_extracts_bios_and_uefi_images_even_inside_qcow2() {
     }
     let human = dc_ok(&["iso", "boot", iso.to_str().unwrap()]).stdout_str();
     assert!(human.contains("uefi") && human.contains("MBR + GPT"), "{human}");
+
+    // --extract goes through the one extraction path: a DIR that is a symlink, or one a
+    // neighbour pre-filled with a symlink under an image's name, is refused and nothing
+    // is written through the link (it wrote through both before).
+    let victim = t.path().join("victim");
+    std::fs::write(&victim, b"keep").unwrap();
+    let shared = t.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::os::unix::fs::symlink(&victim, shared.join("eltorito_img1_bios.img")).unwrap();
+    dc(&["iso", "boot", "--extract", shared.to_str().unwrap(), iso.to_str().unwrap()])
+        .expect_code(1)
+        .expect_stderr_all(&["not empty"]);
+    let link = t.path().join("link");
+    std::os::unix::fs::symlink(&theirs, &link).unwrap();
+    dc(&["iso", "boot", "--extract", link.to_str().unwrap(), iso.to_str().unwrap()])
+        .expect_code(1)
+        .expect_stderr_all(&["symbolic link"]);
+    assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
+    assert_eq!(
+        std::fs::read(theirs.join("eltorito_img1_bios.img")).unwrap(),
+        std::fs::read(ours.join("eltorito_img1_bios.img")).unwrap()
+    );
 }
 
 #[test]

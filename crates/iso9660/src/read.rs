@@ -368,8 +368,9 @@ impl Walker {
             let [only] = extents.as_slice() else {
                 return Err(Error::unsupported("zisofs file with several extents").with_offset(parts[0].at));
             };
-            let z = Zisofs::new(self.disk.clone(), self.label.clone(), only.source_offset, only.len, u64::from(real), log2)
-                .map_err(|e| e.with_offset(parts[0].at))?;
+            let z =
+                Zisofs::new(self.disk.clone(), self.label.clone(), only.source_offset, only.len, u64::from(real), log2)
+                    .map_err(|e| e.with_offset(parts[0].at))?;
             self.zisofs.add(only.source_offset, only.len, u64::from(real));
             return Ok(FileData { size: u64::from(real), content: Content::Reader(Arc::new(z)) });
         }

@@ -89,7 +89,14 @@ pub struct Zisofs {
 impl Zisofs {
     /// Checks what can be checked without reading: the block size (2^15 to 2^17) and that
     /// the block table fits in the stored file.
-    pub fn new(disk: Arc<dyn BlockRead>, label: Arc<str>, start: u64, stored: u64, size: u64, log2: u8) -> Result<Self> {
+    pub fn new(
+        disk: Arc<dyn BlockRead>,
+        label: Arc<str>,
+        start: u64,
+        stored: u64,
+        size: u64,
+        log2: u8,
+    ) -> Result<Self> {
         if !(15..=17).contains(&log2) {
             return Err(Error::corrupt(format!("zisofs block size 2^{log2} (must be 2^15 to 2^17)")).with_field("ZF"));
         }

@@ -146,7 +146,7 @@ pub struct CreateIsoArgs {
 
 #[derive(Debug, Args)]
 pub struct BootArgs {
-    /// Save every boot image into this directory (created if missing).
+    /// Save every boot image into this directory (new or empty; created if missing).
     #[arg(long, value_name = "DIR")]
     pub extract: Option<PathBuf>,
     /// Format of the image holding the disc (probed if not given).
@@ -178,12 +178,7 @@ fn boot(a: BootArgs) -> Result<u8> {
     let entries = catalog.as_ref().map(|c| c.entries.as_slice()).unwrap_or(&[]);
     let mut saved = Vec::new();
     if let Some(dir) = &a.extract {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io("cannot create the directory", e).with_file(dir))?;
-        for (i, e) in entries.iter().enumerate() {
-            let path = dir.join(format!("eltorito_img{}_{}.img", i + 1, e.platform_name()));
-            save(disk.as_ref(), e, &path).map_err(named)?;
-            saved.push(path);
-        }
+        saved = save_boot_images(&disk, entries, dir)?;
     }
     if a.output == OutputFormat::Json {
         let entries: Vec<_> = entries
@@ -254,20 +249,37 @@ fn boot(a: BootArgs) -> Result<u8> {
     Ok(0)
 }
 
-/// Copies one boot image out of the disc, in 1 MiB pieces.
-fn save(disk: &dyn BlockRead, e: &BootEntry, path: &Path) -> Result<()> {
-    use std::io::Write;
-    let (mut off, len) = e.range();
-    let end = off + len;
-    let mut f = std::fs::File::create(path).map_err(|err| Error::io("cannot create", err).with_file(path))?;
-    let mut buf = vec![0u8; 1 << 20];
-    while off < end {
-        let n = (end - off).min(buf.len() as u64) as usize;
-        disk.read_at(&mut buf[..n], off)?;
-        f.write_all(&buf[..n]).map_err(|err| Error::io("cannot write", err).with_file(path))?;
-        off += n as u64;
+/// Saves every boot image into DIR through the one extraction path (`diskcast_host::extract`):
+/// DIR is opened once without following a symlink and must be new or empty, and each
+/// image is created beneath it, so a neighbour who can write into DIR redirects nothing.
+/// The images stay references into the disc until they are written.
+fn save_boot_images(disk: &std::sync::Arc<dyn BlockRead>, entries: &[BootEntry], dir: &Path) -> Result<Vec<PathBuf>> {
+    use diskcast_tree::{FileData, FileExtent, Kind, Meta, Node, NodeId, Timestamp, Tree};
+    let mut tree = Tree::new(Meta::new(0o755, Timestamp::default()));
+    let mut names = Vec::new();
+    for (i, e) in entries.iter().enumerate() {
+        let name = format!("eltorito_img{}_{}.img", i + 1, e.platform_name());
+        let (offset, len) = e.range();
+        let extents =
+            if len == 0 { Vec::new() } else { vec![FileExtent { file_offset: 0, source_offset: offset, len }] };
+        let data = FileData::blocks(len, disk.clone(), extents)?;
+        tree.insert(
+            NodeId::ROOT,
+            name.as_bytes(),
+            Node::new(Meta::new(0o644, Timestamp::default()), Kind::File(data)),
+        )?;
+        names.push(dir.join(name));
     }
-    Ok(())
+    let report = diskcast_host::extract(
+        &tree,
+        dir,
+        &diskcast_host::ExtractOptions::default(),
+        &diskcast_block::progress::NoProgress,
+    )?;
+    if let Some(first) = report.failed.first() {
+        return Err(Error::new(diskcast_block::ErrorKind::Io, format!("boot image not saved: {first}")).with_file(dir));
+    }
+    Ok(names)
 }
 
 fn create(a: CreateIsoArgs) -> Result<u8> {
