@@ -53,15 +53,20 @@ pub fn write(disk: &Path, format: &str, dst: &str, clock: &Provenance, progress:
             "{dst}: a containerDisk is written as oci:DIR:TAG or oci-archive:FILE:TAG (push it with skopeo copy)"
         )));
     }
+    let tree = tree(disk, format, clock.now())?;
+    wrap(&tree, &dst_ref, clock, progress)
+}
+
+/// Writes the one-file tree of a containerDisk as the image `dst_ref`.
+fn wrap(tree: &Tree, dst_ref: &ImageRef, clock: &Provenance, progress: &dyn Progress) -> Result<WriteReport> {
     let epoch = clock.now();
-    let tree = tree(disk, format, epoch)?;
     let cfg = WriteConfig {
         architecture: Some("amd64".into()),
         epoch,
         reproducible: clock.is_reproducible(),
         ..WriteConfig::default()
     };
-    write_image(&tree, &dst_ref, &cfg, progress)
+    write_image(tree, dst_ref, &cfg, progress)
 }
 
 /// `diskcast vm --profile kubevirt -o oci:DIR:TAG`: the qcow2 is written to a temporary
@@ -109,9 +114,15 @@ impl Staged {
         }
     }
 
-    /// Wraps the written qcow2 into the image target.
+    /// Wraps the written qcow2 into the image target. The tree holds the qcow2 open, so
+    /// its name is removed before the wrapping starts: a `kill -9` from here on leaves
+    /// nothing beside the target (the qcow2 itself was written unnamed until committed).
     pub fn finish(&self, clock: &Provenance, progress: &dyn Progress) -> Result<WriteReport> {
-        write(&self.disk, "qcow2", &self.target, clock, progress)
+        let dst_ref = ImageRef::parse(&self.target)?;
+        let tree = tree(&self.disk, "qcow2", clock.now())?;
+        std::fs::remove_file(&self.disk)
+            .map_err(|e| Error::io("cannot remove the staged disk", e).with_file(&self.disk))?;
+        wrap(&tree, &dst_ref, clock, progress)
     }
 }
 
