@@ -34,17 +34,11 @@ impl FsReader for FatReader {
     }
 
     fn probe(&self, disk: &dyn BlockRead) -> Result<bool> {
-        if disk.size() < 512 {
-            return Ok(false);
-        }
-        let mut b = vec![0u8; 512];
-        disk.read_at(&mut b, 0)?;
-        Ok(reader::probe(&b))
+        Ok(diskcast_tree::read_head(disk, 512)?.is_some_and(|b| reader::probe(&b)))
     }
 
     fn read(&self, disk: Arc<dyn BlockRead>, opts: &ReadOptions) -> Result<Tree> {
-        let label = opts.label.clone();
-        reader::read_tree(disk).map(|(t, _)| t).map_err(|e| if label.is_empty() { e } else { e.with_file(&label) })
+        reader::read_tree(disk).map(|(t, _)| t).map_err(|e| opts.name_error(e))
     }
 }
 

@@ -55,13 +55,8 @@ impl FsReader for Iso9660Reader {
     }
 
     fn read(&self, disk: Arc<dyn BlockRead>, opts: &ReadOptions) -> Result<Tree> {
-        read::read_tree(disk, opts).map_err(|e| name_file(e, &opts.label))
+        read::read_tree(disk, opts).map_err(|e| opts.name_error(e))
     }
-}
-
-/// Adds the medium's name to an error that does not name a file yet.
-pub(crate) fn name_file(e: Error, label: &str) -> Error {
-    if e.file().is_none() && !label.is_empty() { e.with_file(label) } else { e }
 }
 
 /// Reads `len` bytes at `offset` of `disk`, refusing ranges past its end with an error

@@ -170,7 +170,7 @@ impl ContentRead for Zisofs {
     /// Every block but the empty ones (zisofs' holes): extracting a file of zeros writes
     /// and inflates nothing.
     fn data_ranges(&self, size: u64) -> Result<Vec<(u64, u64)>> {
-        let table = self.table().map_err(|e| crate::name_file(e, &self.label))?;
+        let table = self.table().map_err(|e| diskcast_tree::name_error(e, &self.label))?;
         let bs = 1u64 << self.log2;
         let mut out: Vec<(u64, u64)> = Vec::new();
         for (i, w) in (0u64..).zip(table.windows(2)) {
@@ -188,7 +188,7 @@ impl ContentRead for Zisofs {
     }
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        self.read_blocks(buf, offset).map_err(|e| crate::name_file(e, &self.label))
+        self.read_blocks(buf, offset).map_err(|e| diskcast_tree::name_error(e, &self.label))
     }
 }
 

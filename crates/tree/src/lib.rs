@@ -30,7 +30,7 @@ pub use image::{BuildOptions, BuiltFs, FsBuilder, Piece, PlannedImage};
 pub use model::{Dir, Kind, Meta, Node, NodeId, Timestamp, Tree, TreeStats, Xattr};
 pub use path::{MAX_NAME, MAX_SYMLINK_HOPS, check_name, display_name, split_path};
 
-use diskcast_block::{BlockRead, Result};
+use diskcast_block::{BlockRead, Error, Result};
 use std::sync::Arc;
 
 /// Most nodes one tree may hold. A hostile source (a tar of billions of empty entries, a
@@ -48,6 +48,31 @@ pub struct ReadOptions {
     /// The name to use in error messages for the medium (the user's path, plus
     /// "partition 2" and the like).
     pub label: String,
+}
+
+impl ReadOptions {
+    /// `e` naming the medium by [`label`](Self::label), unless it names a file already
+    /// or there is no label: what every reader's errors say.
+    pub fn name_error(&self, e: Error) -> Error {
+        name_error(e, &self.label)
+    }
+}
+
+/// `e` naming `label`, unless it names a file already or `label` is empty (also for
+/// errors that surface later, when file content is read).
+pub fn name_error(e: Error, label: &str) -> Error {
+    if label.is_empty() { e } else { e.with_file(label) }
+}
+
+/// The first `len` bytes of `disk`, or `None` when the disk is shorter: what a probe
+/// by a boot-sector magic looks at.
+pub fn read_head(disk: &dyn BlockRead, len: usize) -> Result<Option<Vec<u8>>> {
+    if disk.size() < u64::try_from(len).unwrap_or(u64::MAX) {
+        return Ok(None);
+    }
+    let mut b = vec![0u8; len];
+    disk.read_at(&mut b, 0)?;
+    Ok(Some(b))
 }
 
 /// A filesystem format that can be read out of any virtual disk (ISO 9660/UDF, ext4,
