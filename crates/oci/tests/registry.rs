@@ -14,7 +14,6 @@ use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 #[derive(Default)]
 struct Count(AtomicU64);
@@ -135,24 +134,8 @@ fn start_token_front(backend: String) -> String {
 }
 
 fn serve_front(mut c: TcpStream, backend: &str, me: &str) {
-    let _ = c.set_read_timeout(Some(Duration::from_secs(10)));
-    let mut head = Vec::new();
-    let mut b = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") && head.len() < 65536 {
-        match c.read(&mut b) {
-            // A TLS ClientHello: this front speaks plain HTTP only.
-            Ok(1) if head.is_empty() && b[0] == 0x16 => return,
-            Ok(1) => head.push(b[0]),
-            _ => return,
-        }
-    }
-    let text = String::from_utf8_lossy(&head).into_owned();
-    let mut lines = text.split("\r\n");
-    let request = lines.next().unwrap_or("").to_string();
+    let Some((request, headers)) = read_http_head(&mut c) else { return };
     let path = request.split(' ').nth(1).unwrap_or("").to_string();
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string())))
-        .collect();
     let auth = headers.iter().find(|(k, _)| k == "authorization").map(|(_, v)| v.as_str()).unwrap_or("");
     let reply = |c: &mut TcpStream, status: &str, extra: &str, body: &str| {
         let _ =

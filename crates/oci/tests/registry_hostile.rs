@@ -4,10 +4,13 @@
 //! (Basic credentials are not sent there over plain HTTP).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
+use common::read_http_head;
 use diskcast_block::ErrorKind;
 use diskcast_oci::{Digest, OpenOptions, open};
 use diskcast_testkit::within;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -43,23 +46,7 @@ fn serve(ip: &str, reply: impl Fn(&Seen, &mut TcpStream) + Send + Sync + 'static
             let Ok(mut c) = conn else { continue };
             let (reply, seen) = (reply.clone(), seen.clone());
             std::thread::spawn(move || {
-                let _ = c.set_read_timeout(Some(Duration::from_secs(10)));
-                let mut head = Vec::new();
-                let mut b = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") && head.len() < 65536 {
-                    match c.read(&mut b) {
-                        Ok(1) if head.is_empty() && b[0] == 0x16 => return,
-                        Ok(1) => head.push(b[0]),
-                        _ => return,
-                    }
-                }
-                let text = String::from_utf8_lossy(&head).into_owned();
-                let mut lines = text.split("\r\n");
-                let line = lines.next().unwrap_or("").to_string();
-                let headers = lines
-                    .filter_map(|l| l.split_once(':'))
-                    .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-                    .collect();
+                let Some((line, headers)) = read_http_head(&mut c) else { return };
                 let req = Seen { line, headers };
                 seen.lock().unwrap().push(req.clone());
                 if req.path() == "/v2/" {

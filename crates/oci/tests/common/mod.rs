@@ -532,3 +532,26 @@ pub fn make_rpm_bdb(src: &Path, out: &Path, page_size: u32, lorder: u32) {
         ],
     );
 }
+
+/// The head of one plain-HTTP request on `c` (10 s to arrive, 64 KiB at most): its
+/// request line and its headers with lower-case names. `None` for a TLS ClientHello (the
+/// test servers speak plain HTTP only) or a connection that ends first.
+pub fn read_http_head(c: &mut TcpStream) -> Option<(String, Vec<(String, String)>)> {
+    let _ = c.set_read_timeout(Some(Duration::from_secs(10)));
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && head.len() < 65536 {
+        match c.read(&mut b) {
+            Ok(1) if head.is_empty() && b[0] == 0x16 => return None,
+            Ok(1) => head.push(b[0]),
+            _ => return None,
+        }
+    }
+    let text = String::from_utf8_lossy(&head).into_owned();
+    let mut lines = text.split("\r\n");
+    let line = lines.next().unwrap_or("").to_string();
+    let headers = lines
+        .filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string())))
+        .collect();
+    Some((line, headers))
+}
