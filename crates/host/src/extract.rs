@@ -708,6 +708,9 @@ impl Extractor {
         self.set_xattrs(node, path, |n, v| rustix::fs::setxattr(&reopen, n, v, XattrFlags::empty()));
         if let Made::Special(..) = made {
             let mode = self.allowed_mode(m.mode, path, false);
+            // `reopen` is a magic link to the inode `fd` holds (opened O_NOFOLLOW and just
+            // checked to be the fifo or device made), not a name resolved again: as glibc
+            // implements fchmodat(AT_SYMLINK_NOFOLLOW).
             if let Err(e) = rustix::fs::chmodat(CWD, &reopen, Mode::from_raw_mode(mode), AtFlags::empty()) {
                 self.skip(format!("{}: mode {mode:o} not set: {e}", display_name(path)));
             }
