@@ -247,7 +247,9 @@ mod tests {
         let w = ImageLock::acquire(&p, LockMode::Write).unwrap();
         // Another descriptor of the same file closing does not drop an OFD lock.
         drop(File::open(&p).unwrap());
-        assert!(ImageLock::acquire(&p, LockMode::Read).is_err());
+        let e = ImageLock::acquire(&p, LockMode::Read).unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::Refused, "{e}");
+        assert!(e.to_string().contains("the image is in use"), "{e}");
         drop(w);
         ImageLock::acquire(&p, LockMode::Read).unwrap();
     }

@@ -348,6 +348,8 @@ mod tests {
         assert_eq!(s.next_data(40).unwrap(), None);
         let e = s.read_exact_at(&mut b, 46).unwrap_err();
         assert_eq!(e.file(), Some(Path::new("img partition 1")));
-        assert!(DiskSource::new("x", Arc::new(Units), 60, 5).is_err());
+        let e = DiskSource::new("x", Arc::new(Units), 60, 5).unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::OutOfBounds, "{e}");
+        assert!(e.to_string().contains("past the disk's end"), "{e}");
     }
 }

@@ -349,17 +349,25 @@ mod tests {
         let e = fake().install(2048, 3 * 512).unwrap_err();
         assert!(e.to_string().contains("BIOS boot partition holds 1536"), "{e}");
         assert!(fake().install(2048, 4 * 512).is_ok());
-        assert!(fake().install(0, 1 << 20).is_err());
+        let e = fake().install(0, 1 << 20).unwrap_err();
+        assert_eq!(e.kind(), diskcast_block::ErrorKind::InvalidArgument, "{e}");
+        assert!(e.to_string().contains("cannot start at sector 0"), "{e}");
     }
 
     #[test]
     fn bad_images_are_refused() {
         let g = fake();
-        assert!(GrubBios::from_images(g.boot[..511].to_vec(), g.core.clone()).is_err());
+        let e = GrubBios::from_images(g.boot[..511].to_vec(), g.core.clone()).unwrap_err();
+        assert_eq!(e.kind(), diskcast_block::ErrorKind::InvalidFormat, "{e}");
+        assert!(e.to_string().contains("boot.img is 511 bytes"), "{e}");
         let mut nosig = g.boot.clone();
         nosig[511] = 0;
-        assert!(GrubBios::from_images(nosig, g.core.clone()).is_err());
-        assert!(GrubBios::from_images(g.boot.clone(), g.core[..512].to_vec()).is_err());
+        let e = GrubBios::from_images(nosig, g.core.clone()).unwrap_err();
+        assert_eq!(e.kind(), diskcast_block::ErrorKind::InvalidFormat, "{e}");
+        assert!(e.to_string().contains("lacks the 55 AA signature"), "{e}");
+        let e = GrubBios::from_images(g.boot.clone(), g.core[..512].to_vec()).unwrap_err();
+        assert_eq!(e.kind(), diskcast_block::ErrorKind::InvalidFormat, "{e}");
+        assert!(e.to_string().contains("core image is 512 bytes"), "{e}");
         let mut notdiskboot = g.core.clone();
         notdiskboot[510] = 0;
         let e = GrubBios::from_images(g.boot.clone(), notdiskboot).unwrap_err();
@@ -415,7 +423,9 @@ mod tests {
         assert!(c.starts_with("serial --unit=0 --speed=115200\n"));
         for bad in ["a=\"b c\"", "x\\y", "it's"] {
             let e = BootEntry { cmdline: bad.into(), ..e.clone() };
-            assert!(early_config(&e).is_err(), "{bad}");
+            let e = early_config(&e).unwrap_err();
+            assert_eq!(e.kind(), diskcast_block::ErrorKind::InvalidArgument, "{e}");
+            assert!(e.to_string().contains("GRUB"), "{e}");
         }
     }
 }

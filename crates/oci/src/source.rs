@@ -220,8 +220,12 @@ mod tests {
             ImageRef::parse("docker-archive:b.tar:oracle/busybox:v1").unwrap(),
             ImageRef::DockerArchive { file: "b.tar".into(), reference: Some("oracle/busybox:v1".into()) }
         );
-        assert!(ImageRef::parse("oci:").is_err());
-        assert!(ImageRef::parse("/some/file").is_err());
+        let e = ImageRef::parse("oci:").unwrap_err();
+        assert_eq!(e.kind(), diskcast_block::ErrorKind::InvalidArgument, "{e}");
+        assert!(e.to_string().contains("oci: needs a path"), "{e}");
+        let e = ImageRef::parse("/some/file").unwrap_err();
+        assert_eq!(e.kind(), diskcast_block::ErrorKind::InvalidArgument, "{e}");
+        assert!(e.to_string().contains("is not a container image reference"), "{e}");
     }
 
     #[test]
@@ -236,7 +240,13 @@ mod tests {
         let r = RegistryRef::parse(&format!("localhost/a/b@{d}")).unwrap();
         assert_eq!(r.reference, Reference::Digest(Digest::parse(d).unwrap()));
         for bad in ["UPPER/x", "a//b", "a/../b", "x:tag with space", "reg.io/a/b@sha256:zz", "reg.io/-a"] {
-            assert!(RegistryRef::parse(bad).is_err(), "{bad}");
+            let e = RegistryRef::parse(bad).unwrap_err();
+            let (kind, msg) = (e.kind(), e.to_string());
+            assert!(
+                matches!(kind, diskcast_block::ErrorKind::InvalidArgument | diskcast_block::ErrorKind::InvalidFormat),
+                "{bad}: {e}"
+            );
+            assert!(msg.contains("is not valid") || msg.contains("64 lowercase hex digits"), "{bad}: {e}");
         }
     }
 }

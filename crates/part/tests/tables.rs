@@ -133,7 +133,9 @@ fn planned_gpt_with_bios_boot_partition_and_boot_code_passes_sgdisk() {
     let mut plan = DiskPlan::new(TableKind::Gpt, parts, None, Uuid::new_v4()).unwrap();
     let code: Vec<u8> = (0..440u32).map(|i| (i % 251) as u8 | 1).collect();
     plan.set_boot_code(&code).unwrap();
-    assert!(plan.set_boot_code(&[0u8; 441]).is_err(), "441 bytes overwrite the disk signature");
+    let e = plan.set_boot_code(&[0u8; 441]).unwrap_err();
+    assert_eq!(e.kind(), diskcast_block::ErrorKind::InvalidArgument, "{e}");
+    assert!(e.to_string().contains("room for 440"), "{e}");
     let p = dir.path().join("bios.img");
     write_plan(&plan, &p);
     let verify = run("sgdisk", &["-v", p.to_str().unwrap()]);
@@ -311,8 +313,12 @@ fn partition_view_reads_its_range() {
     let mut b = [0u8; 5];
     v.read_at(&mut b, 5).unwrap();
     assert_eq!(&b, b"hello");
-    assert!(v.read_at(&mut b, (16 << 20) - 2).is_err());
-    assert!(PartitionView::new(disk, 60 << 20, 8 << 20, "x").is_err());
+    let e = v.read_at(&mut b, (16 << 20) - 2).unwrap_err();
+    assert_eq!(e.kind(), diskcast_block::ErrorKind::OutOfBounds, "{e}");
+    assert!(e.to_string().contains("past the disk's end"), "{e}");
+    let e = PartitionView::new(disk, 60 << 20, 8 << 20, "x").unwrap_err();
+    assert_eq!(e.kind(), diskcast_block::ErrorKind::OutOfBounds, "{e}");
+    assert!(e.to_string().contains("runs past the end of the disk"), "{e}");
 }
 
 /// A GPT header for 4096-byte sectors, built by hand (sgdisk and sfdisk cannot make one

@@ -161,9 +161,13 @@ mod tests {
         assert_eq!(number(&h, SIZE, "size").unwrap(), 256);
         h[124..136].copy_from_slice(&[0xff; 12]);
         assert_eq!(number(&h, SIZE, "size").unwrap(), -1);
-        assert!(unsigned(&h, SIZE, "size").is_err());
+        let e = unsigned(&h, SIZE, "size").unwrap_err();
+        assert_eq!(e.kind(), diskcast_block::ErrorKind::Corrupt, "{e}");
+        assert!(e.to_string().contains("is negative"), "{e}");
         h[124..136].copy_from_slice(&[0x80, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
-        assert!(number(&h, SIZE, "size").is_err());
+        let e = number(&h, SIZE, "size").unwrap_err();
+        assert_eq!(e.kind(), diskcast_block::ErrorKind::Corrupt, "{e}");
+        assert!(e.to_string().contains("is too large"), "{e}");
         h[124..136].copy_from_slice(b"12x\0\0\0\0\0\0\0\0\0");
         assert_eq!(number(&h, SIZE, "size").unwrap_err().field(), Some("size"));
         h[124..136].copy_from_slice(b"  17 \0\0\0\0\0\0\0");
@@ -186,6 +190,8 @@ mod tests {
         set_checksum(&mut h);
         check_checksum(&h).unwrap();
         h[0] = b'j';
-        assert!(check_checksum(&h).is_err());
+        let e = check_checksum(&h).unwrap_err();
+        assert_eq!(e.kind(), diskcast_block::ErrorKind::Corrupt, "{e}");
+        assert!(e.to_string().contains("checksum mismatch"), "{e}");
     }
 }

@@ -803,7 +803,9 @@ mod tests {
         assert_eq!(pax_time(b"1.5", "t").unwrap(), Timestamp { sec: 1, nsec: 500_000_000 });
         assert_eq!(pax_time(b"-1.25", "t").unwrap(), Timestamp { sec: -2, nsec: 750_000_000 });
         assert_eq!(pax_time(b"12", "t").unwrap(), Timestamp::from_secs(12));
-        assert!(pax_time(b"x", "t").is_err());
+        let e = pax_time(b"x", "t").unwrap_err();
+        assert_eq!(e.kind(), diskcast_block::ErrorKind::Corrupt, "{e}");
+        assert!(e.to_string().contains("is not a time"), "{e}");
         let mut p = Pax::default();
         parse_pax(b"11 path=ab\n16 SCHILY.xattr.a=\n", &mut p).unwrap_err();
         let mut p = Pax::default();
@@ -812,8 +814,12 @@ mod tests {
         let mut p = Pax::default();
         parse_pax(b"11 path=ab\n21 SCHILY.xattr.a=xy\n", &mut p).unwrap();
         assert_eq!(p.records[&b"path"[..]], b"ab");
-        assert!(parse_pax(b"99 path=ab\n", &mut Pax::default()).is_err());
-        assert!(parse_pax(b"3 x\n", &mut Pax::default()).is_err());
+        let e = parse_pax(b"99 path=ab\n", &mut Pax::default()).unwrap_err();
+        assert_eq!(e.kind(), diskcast_block::ErrorKind::Corrupt, "{e}");
+        assert!(e.to_string().contains("record length is invalid"), "{e}");
+        let e = parse_pax(b"3 x\n", &mut Pax::default()).unwrap_err();
+        assert_eq!(e.kind(), diskcast_block::ErrorKind::Corrupt, "{e}");
+        assert!(e.to_string().contains("does not end in a newline"), "{e}");
     }
 
     #[test]

@@ -483,7 +483,9 @@ mod tests {
         let mut all = Vec::new();
         f.reader().unwrap().read_to_end(&mut all).unwrap();
         assert_eq!(all, buf);
-        assert!(f.read_at(&mut [0u8; 2], 15).is_err());
+        let e = f.read_at(&mut [0u8; 2], 15).unwrap_err();
+        assert_eq!(e.kind(), diskcast_block::ErrorKind::OutOfBounds, "{e}");
+        assert!(e.to_string().contains("past the disk's end"), "{e}");
     }
 
     #[test]
@@ -498,11 +500,17 @@ mod tests {
             FileExtent { file_offset: 0, source_offset: 0, len: 10 },
             FileExtent { file_offset: 5, source_offset: 0, len: 10 },
         ];
-        assert!(FileData::blocks(20, disk.clone(), overlap).is_err());
+        let e = FileData::blocks(20, disk.clone(), overlap).unwrap_err();
+        assert_eq!(e.kind(), diskcast_block::ErrorKind::Corrupt, "{e}");
+        assert!(e.to_string().contains("overlap or are out of order"), "{e}");
         let past_size = vec![FileExtent { file_offset: 0, source_offset: 0, len: 10 }];
-        assert!(FileData::blocks(5, disk, past_size).is_err());
+        let e = FileData::blocks(5, disk, past_size).unwrap_err();
+        assert_eq!(e.kind(), diskcast_block::ErrorKind::Corrupt, "{e}");
+        assert!(e.to_string().contains("runs past the file's size"), "{e}");
         let wrap = vec![FileExtent { file_offset: u64::MAX, source_offset: 0, len: 2 }];
-        assert!(FileData::blocks(u64::MAX, Arc::new(Mem(vec![0; 8])), wrap).is_err());
+        let e = FileData::blocks(u64::MAX, Arc::new(Mem(vec![0; 8])), wrap).unwrap_err();
+        assert_eq!(e.kind(), diskcast_block::ErrorKind::Corrupt, "{e}");
+        assert!(e.to_string().contains("runs past the file's size"), "{e}");
     }
 
     #[test]
@@ -532,7 +540,9 @@ mod tests {
         assert_eq!(&b, b"789");
         c.read_exact_at(&mut b, 0).unwrap();
         assert_eq!(&b, b"012");
-        assert!(c.read_exact_at(&mut b, 8).is_err());
+        let e = c.read_exact_at(&mut b, 8).unwrap_err();
+        assert_eq!(e.kind(), diskcast_block::ErrorKind::Corrupt, "{e}");
+        assert!(e.to_string().contains("ends before a file it holds"), "{e}");
     }
 
     #[test]

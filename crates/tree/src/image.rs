@@ -330,8 +330,12 @@ mod tests {
         let mut img = PlannedImage::new(100, "test");
         img.place_bytes(10, vec![1u8; 10]).unwrap();
         img.place_bytes(15, vec![1u8; 10]).unwrap();
-        assert!(img.seal().is_err());
-        assert!(PlannedImage::new(10, "t").place_bytes(5, vec![0u8; 6]).is_err());
+        let e = img.seal().unwrap_err();
+        assert_eq!(e.kind(), diskcast_block::ErrorKind::InvalidFormat, "{e}");
+        assert!(e.to_string().contains("overlap at 0xf"), "{e}");
+        let e = PlannedImage::new(10, "t").place_bytes(5, vec![0u8; 6]).unwrap_err();
+        assert_eq!(e.kind(), diskcast_block::ErrorKind::OutOfBounds, "{e}");
+        assert!(e.to_string().contains("past the disk's end"), "{e}");
     }
 
     #[derive(Debug, Default)]

@@ -519,7 +519,9 @@ mod tests {
         let f = t.insert(NodeId::ROOT, b"a", file(b"xyz")).unwrap();
         t.link(NodeId::ROOT, b"b", f).unwrap();
         let d = t.insert(NodeId::ROOT, b"d", dir()).unwrap();
-        assert!(t.link(NodeId::ROOT, b"dl", d).is_err());
+        let e = t.link(NodeId::ROOT, b"dl", d).unwrap_err();
+        assert_eq!(e.kind(), diskcast_block::ErrorKind::InvalidFormat, "{e}");
+        assert!(e.to_string().contains("to a directory"), "{e}");
         let s = t.stats();
         assert_eq!((s.files, s.hardlinks, s.dirs, s.file_bytes), (1, 1, 2, 3));
         let n = t.link_counts();
@@ -551,10 +553,18 @@ mod tests {
         let mut t = Tree::new(Meta::default());
         let c = t.mkdir_all(b"a/b/c", &Meta::new(0o700, Timestamp::default())).unwrap();
         assert_eq!(t.resolve(b"a/b/c", false).unwrap(), c);
-        assert!(t.mkdir_all(b"a/../x", &Meta::default()).is_err());
-        assert!(t.insert(NodeId::ROOT, b"a/b", file(b"")).is_err());
-        assert!(t.add(NodeId::ROOT, b"a", file(b"")).is_err());
+        let e = t.mkdir_all(b"a/../x", &Meta::default()).unwrap_err();
+        assert_eq!(e.kind(), diskcast_block::ErrorKind::InvalidFormat, "{e}");
+        assert!(e.to_string().contains("is a dot entry"), "{e}");
+        let e = t.insert(NodeId::ROOT, b"a/b", file(b"")).unwrap_err();
+        assert_eq!(e.kind(), diskcast_block::ErrorKind::InvalidFormat, "{e}");
+        assert!(e.to_string().contains("contains '/'"), "{e}");
+        let e = t.add(NodeId::ROOT, b"a", file(b"")).unwrap_err();
+        assert_eq!(e.kind(), diskcast_block::ErrorKind::InvalidFormat, "{e}");
+        assert!(e.to_string().contains("duplicate entry"), "{e}");
         t.insert(NodeId::ROOT, b"f", file(b"")).unwrap();
-        assert!(t.mkdir_all(b"f/g", &Meta::default()).is_err());
+        let e = t.mkdir_all(b"f/g", &Meta::default()).unwrap_err();
+        assert_eq!(e.kind(), diskcast_block::ErrorKind::InvalidFormat, "{e}");
+        assert!(e.to_string().contains("is not a directory"), "{e}");
     }
 }

@@ -52,7 +52,9 @@ mod tests {
             assert!(e.to_string().contains(why), "{e}");
             assert_eq!(e.kind(), diskcast_block::ErrorKind::InvalidFormat);
         }
-        assert!(check_name(&[b'x'; MAX_NAME + 1]).is_err());
+        let e = check_name(&[b'x'; MAX_NAME + 1]).unwrap_err();
+        assert_eq!(e.kind(), diskcast_block::ErrorKind::InvalidFormat, "{e}");
+        assert!(e.to_string().contains("is too long"), "{e}");
         assert!(check_name(&[b'x'; MAX_NAME]).is_ok());
         assert!(check_name(b"\xff\xfe ok").is_ok());
     }

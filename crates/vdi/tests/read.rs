@@ -147,7 +147,9 @@ fn probe_claims_vdi_and_reads_past_end_fail() {
     let mut b = vec![0u8; 1024];
     let e = img.read_at(&mut b, img.size() - 512).unwrap_err();
     assert_eq!(e.kind(), diskcast_block::ErrorKind::OutOfBounds);
-    assert!(img.extent_at(img.size(), 1).is_err());
+    let e = img.extent_at(img.size(), 1).unwrap_err();
+    assert_eq!(e.kind(), diskcast_block::ErrorKind::OutOfBounds, "{e}");
+    assert!(e.to_string().contains("extent query past"), "{e}");
 }
 
 #[test]

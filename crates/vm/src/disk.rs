@@ -125,10 +125,14 @@ mod tests {
         assert_eq!(s0[450], 0xee, "protective MBR entry kept");
         let mut c = DiskComposer::new(TableKind::Gpt);
         let big: Arc<dyn BlockRead> = Arc::new(PlannedImage::new(8192, "x"));
-        assert!(c.push(spec("small", 4096), Some(big)).is_err());
+        let e = c.push(spec("small", 4096), Some(big)).unwrap_err();
+        assert_eq!(e.kind(), diskcast_block::ErrorKind::InvalidFormat, "{e}");
+        assert!(e.to_string().contains("holds 8192 bytes but is only 4096"), "{e}");
         let mut c = DiskComposer::new(TableKind::Gpt);
         c.push(spec("a", ALIGN), None).unwrap();
         c.set_boot_code(&[0; BOOT_CODE_LEN + 1]);
-        assert!(c.finish(None, Uuid::nil()).is_err(), "441 bytes of boot code accepted");
+        let e = c.finish(None, Uuid::nil()).unwrap_err();
+        assert_eq!(e.kind(), diskcast_block::ErrorKind::InvalidArgument, "{e}");
+        assert!(e.to_string().contains("room for 440"), "{e}");
     }
 }

@@ -503,21 +503,29 @@ mod tests {
     #[test]
     fn systemd_words_are_quoted_and_unexpanded() {
         assert_eq!(systemd_quote(r#"a "b" $HOME 100% \n"#).unwrap(), r#""a \"b\" $$HOME 100%% \\n""#);
-        assert!(systemd_quote("a\nExecStartPre=/bin/evil").is_err());
+        let e = systemd_quote("a\nExecStartPre=/bin/evil").unwrap_err();
+        assert_eq!(e.kind(), diskcast_block::ErrorKind::InvalidArgument, "{e}");
+        assert!(e.to_string().contains("control character"), "{e}");
     }
 
     #[test]
     fn hostnames_hashes_and_keys_are_checked() {
         assert!(check_hostname("vm-1.example.org").is_ok());
         for bad in ["", "-a", "a_b", "a..b", &"x".repeat(64)] {
-            assert!(check_hostname(bad).is_err(), "{bad}");
+            let e = check_hostname(bad).unwrap_err();
+            assert_eq!(e.kind(), diskcast_block::ErrorKind::InvalidArgument, "{e}");
+            assert!(e.to_string().contains("--hostname"), "{e}");
         }
         assert!(check_hash("$6$salt$hash").is_ok());
         let e = check_hash("$6$x:0:").unwrap_err().to_string();
         assert!(!e.contains("$6$x"), "the hash must not be echoed: {e}");
         assert!(check_keys(b"ssh-ed25519 AAAAC3Nza me@host\n").is_ok());
-        assert!(check_keys(b"-----BEGIN OPENSSH PRIVATE KEY-----\n").is_err());
-        assert!(check_keys(b"# only a comment\n").is_err());
+        let e = check_keys(b"-----BEGIN OPENSSH PRIVATE KEY-----\n").unwrap_err();
+        assert_eq!(e.kind(), diskcast_block::ErrorKind::InvalidArgument, "{e}");
+        assert!(e.to_string().contains("not an OpenSSH public key"), "{e}");
+        let e = check_keys(b"# only a comment\n").unwrap_err();
+        assert_eq!(e.kind(), diskcast_block::ErrorKind::InvalidArgument, "{e}");
+        assert!(e.to_string().contains("holds no key"), "{e}");
     }
 
     #[test]

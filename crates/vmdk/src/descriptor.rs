@@ -169,8 +169,12 @@ mod tests {
         assert_eq!(d.extents[0].file.as_deref(), Some("t s001.vmdk"));
         assert_eq!((d.extents[1].sectors, d.extents[1].offset), (2048, 7));
         assert_eq!(d.extents[2].file, None);
-        assert!(Descriptor::parse("RW x SPARSE \"a\"").is_err());
-        assert!(Descriptor::parse("RW 5 SPARSE \"a").is_err());
+        let e = Descriptor::parse("RW x SPARSE \"a\"").unwrap_err();
+        assert_eq!(e.kind(), diskcast_block::ErrorKind::InvalidFormat, "{e}");
+        assert!(e.to_string().contains("is not a number"), "{e}");
+        let e = Descriptor::parse("RW 5 SPARSE \"a").unwrap_err();
+        assert_eq!(e.kind(), diskcast_block::ErrorKind::InvalidFormat, "{e}");
+        assert!(e.to_string().contains("no closing quote"), "{e}");
     }
 
     #[test]
