@@ -60,7 +60,9 @@ mod tests {
         assert_eq!(parse_size("64k").unwrap(), 65536);
         assert_eq!(parse_size("2m").unwrap(), 2 << 20);
         for bad in ["", "G", "1Q", "-1", "1.3b", "99999999999999999999", "20E"] {
-            assert!(parse_size(bad).is_err(), "{bad}");
+            let e = parse_size(bad).unwrap_err();
+            assert_eq!(e.kind(), crate::ErrorKind::InvalidArgument, "{bad}: {e}");
+            assert!(e.to_string().contains("is not a size"), "{bad}: {e}");
         }
     }
 

@@ -293,7 +293,9 @@ mod tests {
             "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b85/",
             "sha256:/3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
         ] {
-            assert!(Digest::parse(bad).is_err(), "{bad}");
+            let e = Digest::parse(bad).unwrap_err();
+            assert_eq!(e.field(), Some("digest"), "{bad}: {e}");
+            assert!(e.to_string().starts_with("digest "), "{bad}: {e}");
         }
         assert_eq!(
             Digest::parse("md5:d41d8cd98f00b204e9800998ecf8427e").unwrap_err().kind(),
