@@ -2,12 +2,15 @@
 //! entries as genisoimage and xorriso write them: NM, PX, TF, SL, PN, with CE areas for
 //! what does not fit a record), a Joliet tree, El Torito BIOS (no emulation, boot info
 //! table) and UEFI entries, and a GPT in the system area for UEFI booting from a USB
-//! stick. The result is a [`PlannedImage`]: metadata synthesized in memory, file data read
-//! through from the tree, so the copy engine writes it to any block format.
+//! stick. [`IsoBuilder`] is the writer as an [`FsBuilder`] like FAT's and ext4's: the
+//! result is a [`BuiltFs`] whose [`PlannedImage`] holds metadata synthesized in memory and
+//! file data read through from the tree, so the copy engine writes it to any block format.
 
 use crate::eltorito::boot_info_table;
 use diskcast_block::{Error, Result};
-use diskcast_tree::{FileData, Kind, Meta, NodeId, Piece, PlannedImage, Timestamp, Tree, display_name};
+use diskcast_tree::{
+    BuildOptions, BuiltFs, FileData, FsBuilder, Kind, Meta, NodeId, Piece, PlannedImage, Timestamp, Tree, display_name,
+};
 use std::collections::{HashMap, HashSet};
 
 const SECTOR: u64 = 2048;
@@ -19,17 +22,18 @@ const ER_ID: &[u8] = b"RRIP_1991A";
 const ER_DES: &[u8] = b"THE ROCK RIDGE INTERCHANGE PROTOCOL PROVIDES SUPPORT FOR POSIX FILE SYSTEM SEMANTICS";
 const ER_SRC: &[u8] = b"PLEASE CONTACT DISC PUBLISHER FOR SPECIFICATION SOURCE.  SEE PUBLISHER IDENTIFIER IN PRIMARY VOLUME DESCRIPTOR FOR CONTACT INFORMATION.";
 
-/// What to write.
+/// Volume identifier when [`BuildOptions::label`] gives none (genisoimage's default).
+pub const DEFAULT_LABEL: &str = "CDROM";
+
+/// What only discs have, beside the [`BuildOptions`] every filesystem takes (the label,
+/// upper-cased into d-characters for the primary descriptor, and the time recorded in the
+/// volume descriptors).
 #[derive(Debug, Clone)]
 pub struct IsoOptions {
-    /// Volume identifier (upper-cased into d-characters for the primary descriptor).
-    pub label: String,
     /// Rock Ridge entries in the primary tree (Unix names, modes, owners, links, times).
     pub rock_ridge: bool,
     /// A Joliet tree (UCS-2 names for Windows).
     pub joliet: bool,
-    /// The time recorded in the volume descriptors (seconds since 1970).
-    pub now: i64,
     /// Path in the tree of a no-emulation BIOS boot image (isolinux.bin).
     pub boot_bios: Option<String>,
     /// Patch a boot info table into the BIOS image (mkisofs `-boot-info-table`).
@@ -74,10 +78,8 @@ pub fn is_isohybrid_capable(image: &[u8]) -> bool {
 impl Default for IsoOptions {
     fn default() -> Self {
         IsoOptions {
-            label: "CDROM".into(),
             rock_ridge: true,
             joliet: true,
-            now: 0,
             boot_bios: None,
             boot_info_table: true,
             boot_load_size: 4,
@@ -90,11 +92,34 @@ impl Default for IsoOptions {
     }
 }
 
-/// A planned disc and what it could not hold.
-#[derive(Debug)]
-pub struct BuiltIso {
-    pub image: PlannedImage,
-    pub warnings: Vec<String>,
+/// Writes ISO 9660 discs: Rock Ridge and Joliet by default (`mkfs iso9660`), with boot
+/// entries, a hybrid system area or a UDF bridge as its [`IsoOptions`] ask (`iso create`,
+/// `iso remaster`). A disc is as large as its content: [`BuildOptions::size`] is refused.
+#[derive(Debug, Clone, Default)]
+pub struct IsoBuilder {
+    /// What to write beside the common options.
+    pub disc: IsoOptions,
+}
+
+impl IsoBuilder {
+    /// A builder writing `disc`.
+    pub fn new(disc: IsoOptions) -> Self {
+        IsoBuilder { disc }
+    }
+}
+
+impl FsBuilder for IsoBuilder {
+    fn name(&self) -> &'static str {
+        "iso9660"
+    }
+
+    fn plan(&self, tree: &Tree, opts: &BuildOptions) -> Result<BuiltFs> {
+        if opts.size.is_some() {
+            return Err(Error::argument("an ISO 9660 disc is as large as its content: a size does not apply"));
+        }
+        let label = opts.label.clone().unwrap_or_else(|| DEFAULT_LABEL.to_string());
+        plan_iso(tree, &self.disc, label, opts.now)
+    }
 }
 
 /// One entry of a directory in the written trees.
@@ -119,8 +144,8 @@ struct Dir {
     jlba: u32,
 }
 
-/// Plans an ISO of `tree`.
-pub fn plan_iso(tree: &Tree, opts: &IsoOptions) -> Result<BuiltIso> {
+/// Plans an ISO of `tree` labelled `label`, recording `now` (seconds since 1970).
+fn plan_iso(tree: &Tree, opts: &IsoOptions, label: String, now: i64) -> Result<BuiltFs> {
     let mut warnings = Vec::new();
     let mut dirs: Vec<Dir> =
         vec![Dir { node: NodeId::ROOT, parent: 0, entries: Vec::new(), size: 0, lba: 0, jsize: 0, jlba: 0 }];
@@ -158,7 +183,7 @@ pub fn plan_iso(tree: &Tree, opts: &IsoOptions) -> Result<BuiltIso> {
         dirs[i].entries = entries;
         i += 1;
     }
-    Layout::new(tree, opts, dirs, warnings)?.build()
+    Layout::new(tree, opts, label, now, dirs, warnings)?.build()
 }
 
 /// The d-character name of the primary tree: upper case, `[A-Z0-9_]`, one dot, `;1` for
@@ -366,6 +391,8 @@ fn sl(target: &[u8]) -> Vec<u8> {
 struct Layout<'t> {
     tree: &'t Tree,
     opts: &'t IsoOptions,
+    label: String,
+    now: i64,
     dirs: Vec<Dir>,
     warnings: Vec<String>,
     /// Continuation areas: (record key, bytes); placed in CE sectors.
@@ -389,10 +416,19 @@ struct Rec {
 }
 
 impl<'t> Layout<'t> {
-    fn new(tree: &'t Tree, opts: &'t IsoOptions, dirs: Vec<Dir>, warnings: Vec<String>) -> Result<Self> {
+    fn new(
+        tree: &'t Tree,
+        opts: &'t IsoOptions,
+        label: String,
+        now: i64,
+        dirs: Vec<Dir>,
+        warnings: Vec<String>,
+    ) -> Result<Self> {
         Ok(Layout {
             tree,
             opts,
+            label,
+            now,
             dirs,
             warnings,
             ce: Vec::new(),
@@ -566,7 +602,7 @@ impl<'t> Layout<'t> {
         Ok((id, f.clone()))
     }
 
-    fn build(mut self) -> Result<BuiltIso> {
+    fn build(mut self) -> Result<BuiltFs> {
         let opts = self.opts;
         let bios = opts.boot_bios.as_deref().map(|p| self.find(p, "--boot-bios")).transpose()?;
         let uefi = opts.boot_uefi.as_deref().map(|p| self.find(p, "--boot-uefi")).transpose()?;
@@ -932,7 +968,7 @@ impl<'t> Layout<'t> {
             }
         }
         if let Some(u) = &udf {
-            for (at, b) in u.build(self.tree, &self.files, &opts.label, opts.now, (vrs, udf_vds, end_anchor))? {
+            for (at, b) in u.build(self.tree, &self.files, &self.label, self.now, (vrs, udf_vds, end_anchor))? {
                 img.place_bytes(u64::from(at) * SECTOR, b)?;
             }
         }
@@ -950,9 +986,9 @@ impl<'t> Layout<'t> {
             && let Some((id, f)) = &uefi
         {
             let esp = (u64::from(self.files[id].0) * 4, f.size.div_ceil(512));
-            let (mut head, tail) = gpt(u64::from(total) * 4, esp, opts.now);
+            let (mut head, tail) = gpt(u64::from(total) * 4, esp, self.now);
             if let Some((code, bios_lba)) = mbr_code {
-                isohybrid_mbr(&mut head[..512], code, bios_lba, opts.now);
+                isohybrid_mbr(&mut head[..512], code, bios_lba, self.now);
             }
             img.place_bytes(0, head)?;
             img.place_bytes(u64::from(total) * SECTOR - tail.len() as u64, tail)?;
@@ -960,14 +996,19 @@ impl<'t> Layout<'t> {
             // BIOS only: an MBR whose one active partition spans the disc, as isohybrid
             // writes it.
             let mut mbr = vec![0u8; 512];
-            isohybrid_mbr(&mut mbr, code, bios_lba, opts.now);
+            isohybrid_mbr(&mut mbr, code, bios_lba, self.now);
             let sectors = u64::from(total) * 4;
             mbr[446..462].copy_from_slice(&mbr_entry(0x80, 0x17, 0, sectors));
             mbr[510] = 0x55;
             mbr[511] = 0xAA;
             img.place_bytes(0, mbr)?;
         }
-        Ok(BuiltIso { image: img.seal()?, warnings: self.warnings })
+        let mut parts = vec!["ISO 9660"];
+        parts.extend(opts.rock_ridge.then_some("Rock Ridge"));
+        parts.extend(opts.joliet.then_some("Joliet"));
+        parts.extend(opts.udf.then_some("UDF 1.02"));
+        let description = format!("{}, {} sectors of 2048 bytes", parts.join(" + "), total);
+        Ok(BuiltFs { image: img.seal()?, warnings: self.warnings, description })
     }
 
     /// Replaces CE placeholders (area index in the block field) with real locations.
@@ -1050,14 +1091,13 @@ impl<'t> Layout<'t> {
             }
         };
         let label: String = if ty == 1 {
-            self.opts
-                .label
+            self.label
                 .chars()
                 .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' })
                 .take(32)
                 .collect()
         } else {
-            self.opts.label.chars().take(16).collect()
+            self.label.chars().take(16).collect()
         };
         text(&mut b, 8, 32, "LINUX");
         text(&mut b, 40, 32, &label);
@@ -1076,7 +1116,7 @@ impl<'t> Layout<'t> {
             text(&mut b, at, len, "");
         }
         text(&mut b, 574, 128, "DISKCAST");
-        let now = long_date(self.opts.now);
+        let now = long_date(self.now);
         b[813..830].copy_from_slice(&now);
         b[830..847].copy_from_slice(&now);
         b[847..863].copy_from_slice(b"0000000000000000");

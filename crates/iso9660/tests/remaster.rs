@@ -9,8 +9,8 @@ use common::*;
 use diskcast_block::{BlockRead, ErrorKind, Result};
 use diskcast_iso9660::eltorito::read_catalog;
 use diskcast_iso9660::hybrid::Kept;
-use diskcast_iso9660::write::{IsoOptions, plan_iso};
-use diskcast_tree::{FsReader, ReadOptions};
+use diskcast_iso9660::write::{IsoBuilder, IsoOptions};
+use diskcast_tree::{BuildOptions, FsBuilder, FsReader, ReadOptions};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -24,7 +24,8 @@ fn keep(iso: &Path, dir: &Path, patch: &dyn Fn(&mut Vec<u8>)) -> Result<()> {
     let catalog = read_catalog(&disk)?;
     let kept = Kept::read(&disk, catalog.as_ref())?;
     let tree = diskcast_iso9660::Iso9660Reader.read(disk, &ReadOptions::default())?;
-    plan_iso(&tree, &IsoOptions { keep: Some(kept), ..IsoOptions::default() }).map(|_| ())
+    let disc = IsoOptions { keep: Some(kept), ..IsoOptions::default() };
+    IsoBuilder::new(disc).plan(&tree, &BuildOptions::default()).map(|_| ())
 }
 
 /// A byte patch of the disc.

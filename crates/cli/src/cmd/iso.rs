@@ -6,6 +6,7 @@ use clap::{Args, Subcommand};
 use diskcast_block::{BlockRead, Error, Result};
 use diskcast_iso9660::eltorito::{BootEntry, read_catalog};
 use diskcast_iso9660::hybrid::read_hybrid;
+use diskcast_tree::{BuildOptions, FsBuilder};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 
@@ -301,10 +302,8 @@ fn create(a: CreateIsoArgs) -> Result<u8> {
         _ => None,
     };
     let opts = IsoOptions {
-        label: a.label.clone(),
         rock_ridge: !a.no_rock_ridge,
         joliet: !a.no_joliet,
-        now: i64::try_from(provenance.now()).unwrap_or(i64::MAX),
         boot_bios: a.boot_bios.clone(),
         boot_info_table: !a.no_boot_info_table,
         boot_load_size: a.boot_load_size.unwrap_or(4),
@@ -314,7 +313,7 @@ fn create(a: CreateIsoArgs) -> Result<u8> {
         udf: a.udf,
         keep: None,
     };
-    write_iso(&opened.tree, &opts, writer)
+    write_iso(&opened.tree, opts, iso_build_options(a.label.clone(), &provenance), writer)
 }
 
 /// Where Debian's isolinux package puts isohybrid's MBR code.
@@ -377,13 +376,23 @@ fn iso_writer(
     super::output::ImageWriter::with(out, format, super::create_options(&[], write.compress)?, write, None)
 }
 
-/// Plans the disc and writes it through `writer`.
+/// The label and the time a disc records, as every filesystem builder takes them.
+fn iso_build_options(label: String, provenance: &diskcast_block::provenance::Provenance) -> BuildOptions {
+    BuildOptions {
+        label: Some(label),
+        now: i64::try_from(provenance.now()).unwrap_or(i64::MAX),
+        ..BuildOptions::default()
+    }
+}
+
+/// Plans the disc with the ISO builder and writes it through `writer`.
 fn write_iso(
     tree: &diskcast_tree::Tree,
-    opts: &diskcast_iso9660::write::IsoOptions,
+    disc: diskcast_iso9660::write::IsoOptions,
+    opts: BuildOptions,
     writer: super::output::ImageWriter,
 ) -> Result<u8> {
-    let built = diskcast_iso9660::write::plan_iso(tree, opts)?;
+    let built = diskcast_iso9660::write::IsoBuilder::new(disc).plan(tree, &opts)?;
     for w in &built.warnings {
         eprintln!("diskcast: warning: {w}");
     }
@@ -435,10 +444,8 @@ fn remaster(a: RemasterArgs) -> Result<u8> {
         graft(&mut tree, at, &src)?;
     }
     let opts = IsoOptions {
-        label: vols.volume_id.clone(),
         rock_ridge: kind == Some(diskcast_iso9660::TreeKind::RockRidge),
         joliet: true,
-        now: 0,
         hybrid: false,
         hybrid_mbr: None,
         boot_bios: None,
@@ -449,8 +456,7 @@ fn remaster(a: RemasterArgs) -> Result<u8> {
         keep: Some(keep),
     };
     let provenance = diskcast_block::provenance::Provenance::from_env()?;
-    let opts = IsoOptions { now: i64::try_from(provenance.now()).unwrap_or(i64::MAX), ..opts };
-    write_iso(&tree, &opts, writer)
+    write_iso(&tree, opts, iso_build_options(vols.volume_id.clone(), &provenance), writer)
 }
 
 /// Copies every entry of `src` into directory `at` of `dst`: directories merge, anything
