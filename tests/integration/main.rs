@@ -35,6 +35,7 @@ mod outputs;
 mod pairs;
 mod profiles;
 mod qemu_json;
+mod registry;
 mod replay_log;
 mod reproducible;
 mod safety;

@@ -1,10 +1,15 @@
-//! Every format diskcast knows, in one registry.
+//! Every format diskcast knows, in two registries side by side: block formats
+//! ([`registry`]: raw, qcow2, VMDK...) and filesystems ([`filesystems`]: readers,
+//! builders and their partition ids).
 //!
 //! The binary and the end-to-end jobs get their drivers here, so adding a format is one
-//! line in [`registry`] plus its crate.
+//! line in [`registry`] or one entry in [`filesystems`] plus its crate.
 #![forbid(unsafe_code)]
 
+pub mod fs;
+
 pub use diskcast_block::registry::Registry;
+pub use fs::{Filesystem, FsRegistry, PartitionIds, filesystems};
 
 /// A registry with every driver. Order does not matter for probing: a file claimed by
 /// two drivers is reported as ambiguous, never guessed.

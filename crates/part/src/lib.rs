@@ -8,6 +8,8 @@
 //! - [`DiskPlan`] lays out partitions at 1 MiB boundaries and produces the table's bytes
 //!   (protective MBR, primary and backup GPT headers and arrays; or an MBR with the
 //!   active flag), to be placed into a planned disk image.
+//! - [`compose::DiskComposer`] puts the table and each partition's (planned) content
+//!   into one planned disk image, for `mkdisk` and `vm`.
 //! - [`PartitionView`] reads one partition as a disk of its own, so filesystems are read
 //!   from it exactly as from a whole disk.
 //!
@@ -15,6 +17,7 @@
 //! Specification (type GUIDs), and the classic MBR/EBR layout.
 #![forbid(unsafe_code)]
 
+pub mod compose;
 mod crc;
 pub use crc::crc32;
 mod gpt;

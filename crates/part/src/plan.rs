@@ -24,6 +24,16 @@ pub struct PartSpec {
     /// MBR active flag (BIOS boots the active partition); GPT: the legacy BIOS bootable
     /// attribute (bit 2).
     pub bootable: bool,
+    /// MBR system id when the filesystem decides it rather than `kind` (exFAT in a basic
+    /// data partition is 0x07, not FAT32's 0x0c); `None`: `kind`'s id. GPT ignores it.
+    pub mbr_id: Option<u8>,
+}
+
+impl PartSpec {
+    /// The MBR system id this partition gets.
+    pub fn mbr_id(&self) -> u8 {
+        self.mbr_id.unwrap_or(self.kind.mbr_id())
+    }
 }
 
 /// A partition placed on the disk.
@@ -147,7 +157,7 @@ impl DiskPlan {
                     .iter()
                     .map(|p| {
                         let status = if p.spec.bootable { 0x80 } else { 0 };
-                        mbr::entry(status, p.spec.kind.mbr_id(), (p.start / SECTOR) as u32, (p.len / SECTOR) as u32)
+                        mbr::entry(status, p.spec.mbr_id(), (p.start / SECTOR) as u32, (p.len / SECTOR) as u32)
                     })
                     .collect();
                 vec![(0, mbr::sector(signature, &entries))]

@@ -16,7 +16,8 @@ pub enum PartType {
     Linux,
     /// Linux swap.
     Swap,
-    /// A FAT filesystem (MBR ids 0x01, 0x04, 0x06, 0x0b, 0x0c, 0x0e; GPT "basic data").
+    /// A FAT or exFAT filesystem (MBR ids 0x01, 0x04, 0x06, 0x0b, 0x0c, 0x0e, and 0x07
+    /// for exFAT (shared with NTFS); GPT "basic data", which holds all of them).
     Fat,
     /// BIOS boot partition: raw space where GRUB's core image sits on a GPT disk booted by
     /// a BIOS (GPT only; its MBR id 0xda, "non-FS data", is never written).
@@ -64,7 +65,7 @@ impl PartType {
             0xef => Some(PartType::Esp),
             0x83 => Some(PartType::Linux),
             0x82 => Some(PartType::Swap),
-            0x01 | 0x04 | 0x06 | 0x0b | 0x0c | 0x0e => Some(PartType::Fat),
+            0x01 | 0x04 | 0x06 | 0x07 | 0x0b | 0x0c | 0x0e => Some(PartType::Fat),
             _ => None,
         }
     }

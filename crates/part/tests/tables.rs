@@ -79,7 +79,7 @@ fn sfdisk_mbr_with_logical_partitions_and_active_flag() {
 }
 
 fn spec(name: &str, kind: PartType, size: u64, bootable: bool) -> PartSpec {
-    PartSpec { name: name.into(), kind, size, uuid: Uuid::new_v4(), bootable }
+    PartSpec { name: name.into(), kind, size, uuid: Uuid::new_v4(), bootable, mbr_id: None }
 }
 
 fn write_plan(plan: &DiskPlan, path: &Path) {

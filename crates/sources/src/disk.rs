@@ -1,8 +1,9 @@
 //! Disk images: a filesystem directly on the disk, or on one of its partitions
 //! (`DISK:PART`, PART a number, a GPT name or a type such as `esp` or `root`).
 
-use crate::{fs_readers, read_filesystem};
+use crate::read_filesystem;
 use diskcast_block::{BlockRead, Error, Result};
+use diskcast_formats::FsRegistry;
 use diskcast_part::{PartType, PartitionView, Table, read_table};
 use diskcast_tree::{ReadOptions, Tree};
 use std::path::Path;
@@ -36,13 +37,12 @@ pub(crate) struct DiskTree {
 /// filesystem on the whole disk, else the partition [`choose_partition`] picks.
 pub(crate) fn read_disk(disk: Arc<dyn BlockRead>, part: Option<&str>, opts: &ReadOptions) -> Result<DiskTree> {
     let label = opts.label.clone();
-    if part.is_none() {
-        for r in fs_readers() {
-            if r.probe(disk.as_ref())? {
-                let tree = r.read(disk, opts)?;
-                return Ok(DiskTree { tree, what: r.name().to_string(), warnings: Vec::new() });
-            }
-        }
+    let registry = diskcast_formats::filesystems();
+    if part.is_none()
+        && let Some((fs, reader)) = registry.probe(disk.as_ref())?
+    {
+        let tree = reader.read(disk, opts)?;
+        return Ok(DiskTree { tree, what: fs.name.to_string(), warnings: Vec::new() });
     }
     let Some(table) = read_table(disk.as_ref()).map_err(|e| e.with_file(&label))? else {
         if let Some(p) = part {
@@ -52,18 +52,19 @@ pub(crate) fn read_disk(disk: Arc<dyn BlockRead>, part: Option<&str>, opts: &Rea
     };
     let chosen = match part {
         Some(sel) => table.select(sel).map_err(|e| e.with_file(&label))?.clone(),
-        None => choose_partition(&disk, &table, &label)?,
+        None => choose_partition(&disk, &table, &label, &registry)?,
     };
     let name = if chosen.name.is_empty() { chosen.type_label() } else { chosen.name.clone() };
     let where_ = format!("partition {} ({name})", chosen.number);
     let view = PartitionView::new(disk, chosen.start, chosen.len, where_.clone()).map_err(|e| e.with_file(&label))?;
     let sub = ReadOptions { label: format!("{label}:{}", chosen.number), ..opts.clone() };
     if let Some(fs) = other_linux_fs(&view)
-        && !fs_readers().iter().any(|r| r.probe(&view).unwrap_or(false))
+        && registry.probe(&view).ok().flatten().is_none()
     {
         return Err(Error::unsupported(format!(
-            "{label}:{} ({where_}) holds {fs}, which diskcast cannot read (ext2/3/4, squashfs, FAT and ISO 9660 only)",
-            chosen.number
+            "{label}:{} ({where_}) holds {fs}, which diskcast cannot read (it reads {})",
+            chosen.number,
+            registry.reader_names().join(", ")
         )));
     }
     let (tree, fs) = read_filesystem(Arc::new(view), &sub)?;
@@ -81,7 +82,12 @@ pub(crate) fn read_disk(disk: Arc<dyn BlockRead>, part: Option<&str>, opts: &Rea
 ///
 /// Several candidates at the first step that has any is an error listing them and
 /// asking for `DISK:PART`.
-fn choose_partition(disk: &Arc<dyn BlockRead>, table: &Table, label: &str) -> Result<diskcast_part::Partition> {
+fn choose_partition(
+    disk: &Arc<dyn BlockRead>,
+    table: &Table,
+    label: &str,
+    registry: &FsRegistry,
+) -> Result<diskcast_part::Partition> {
     let several = |what: &str, hits: &[&diskcast_part::Partition]| {
         let list: Vec<String> = hits.iter().map(|p| format!("{} ({})", p.number, p.type_label())).collect();
         Err(Error::argument(format!(
@@ -99,16 +105,15 @@ fn choose_partition(disk: &Arc<dyn BlockRead>, table: &Table, label: &str) -> Re
         [] => {}
         many => return several("root partitions", many),
     }
-    let readers = fs_readers();
     let mut linux = Vec::new();
     let mut readable = Vec::new();
     for p in &table.partitions {
         let Ok(view) = PartitionView::new(disk.clone(), p.start, p.len, "") else { continue };
-        let reader = readers.iter().find(|r| r.probe(&view).unwrap_or(false));
-        if reader.is_some_and(|r| matches!(r.name(), "ext4" | "squashfs")) || other_linux_fs(&view).is_some() {
+        let found = registry.probe(&view).ok().flatten();
+        if found.is_some_and(|(fs, _)| fs.is_linux()) || other_linux_fs(&view).is_some() {
             linux.push(p);
         }
-        if reader.is_some() {
+        if found.is_some() {
             readable.push(p);
         }
     }

@@ -8,7 +8,7 @@
 //! - A tar (plain, gzip or zstd, by magic): [`diskcast_tar::read_tar`].
 //! - Anything else is a disk image of any block format ([`diskcast_formats::registry`]:
 //!   raw, qcow2, VMDK, VHD, VHDX, VDI), and the filesystem on it is found by probing each
-//!   reader in [`fs_readers`]; failing that, its GPT or MBR partition table is read and
+//!   reader of the filesystem registry ([`diskcast_formats::filesystems`]); failing that, its GPT or MBR partition table is read and
 //!   `DISK:PART` picks a partition by number, GPT name or type (`esp`, `root`), or
 //!   without PART the root partition (the Discoverable Partitions root type, else the
 //!   only Linux filesystem, else the only filesystem diskcast reads).
@@ -20,22 +20,10 @@ use diskcast_block::gate::Gate;
 use diskcast_block::lock::Locks;
 use diskcast_block::registry::OpenContext;
 use diskcast_block::{BlockRead, Error, Result};
-use diskcast_tree::{FsReader, ReadOptions, Tree};
+use diskcast_tree::{ReadOptions, Tree};
 use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
-
-/// Every filesystem diskcast can read out of a disk image, a partition or a disc. Each
-/// filesystem crate adds its reader here (one line plus the dependency).
-pub fn fs_readers() -> Vec<Box<dyn FsReader>> {
-    vec![
-        Box::new(diskcast_iso9660::Iso9660Reader),
-        Box::new(diskcast_ext4::Ext4Reader),
-        Box::new(diskcast_fat::FatReader),
-        Box::new(diskcast_exfat::ExfatReader),
-        Box::new(diskcast_squashfs::SquashfsReader),
-    ]
-}
 
 /// How to open a source.
 #[derive(Debug, Clone, Default)]
@@ -158,17 +146,14 @@ pub fn source_path(spec: &str) -> Option<std::path::PathBuf> {
     Some(std::path::PathBuf::from(disk::split_spec(spec).0))
 }
 
-/// The tree of the filesystem on `disk`: the first of [`fs_readers`] whose probe
-/// recognises it. Returns the tree and the reader's name.
+/// The tree of the filesystem on `disk`: the first filesystem of the registry whose
+/// reader recognises it. Returns the tree and the filesystem's name.
 pub fn read_filesystem(disk: Arc<dyn BlockRead>, opts: &ReadOptions) -> Result<(Tree, &'static str)> {
-    let readers = fs_readers();
-    for r in &readers {
-        if r.probe(disk.as_ref())? {
-            return Ok((r.read(disk, opts)?, r.name()));
-        }
+    let registry = diskcast_formats::filesystems();
+    if let Some((fs, reader)) = registry.probe(disk.as_ref())? {
+        return Ok((reader.read(disk, opts)?, fs.name));
     }
-    let tried: Vec<&str> = readers.iter().map(|r| r.name()).collect();
-    let tried = if tried.is_empty() { "no filesystem readers yet".to_string() } else { tried.join(", ") };
+    let tried = registry.reader_names().join(", ");
     Err(Error::unsupported(format!(
         "no filesystem diskcast can read found in {} (tried: {tried}; a tar, a directory or a container image reference are also accepted)",
         opts.label

@@ -7,7 +7,6 @@
 //! on the kernel command line). A BIOS boot partition and MBR boot code go in front for
 //! `--boot bios|hybrid`.
 
-use crate::disk::DiskComposer;
 use crate::kernel::{FoundKernel, describe, find_kernel};
 use crate::{Profile, edit};
 use diskcast_block::provenance::Provenance;
@@ -17,6 +16,7 @@ use diskcast_bootloader::grub_bios::{GrubBios, GrubModules};
 use diskcast_bootloader::{BootEntry, systemd_boot};
 use diskcast_ext4::Ext4Builder;
 use diskcast_fat::FatBuilder;
+use diskcast_part::compose::DiskComposer;
 use diskcast_part::{ALIGN, DiskPlan, PartSpec, PartType, TableKind, Uuid};
 use diskcast_tree::{BuildOptions, FileData, FsBuilder, HostFile, Meta, PlannedImage, Timestamp, Tree};
 use std::path::{Path, PathBuf};
@@ -334,7 +334,14 @@ pub fn plan(mut tree: Tree, opts: &VmOptions, prov: &Provenance, seed: &str) -> 
         let core: Arc<dyn BlockRead> = Arc::new(core.seal()?);
         let uuid = id("bios boot partition");
         disk.push(
-            PartSpec { name: "bios".into(), kind: PartType::BiosBoot, size: BIOS_BOOT_SIZE, uuid, bootable: false },
+            PartSpec {
+                name: "bios".into(),
+                kind: PartType::BiosBoot,
+                size: BIOS_BOOT_SIZE,
+                uuid,
+                bootable: false,
+                mbr_id: None,
+            },
             Some(core),
         )?;
         descs.push(format!("GRUB i386-pc core image, {} KiB", len.div_ceil(1024)));
@@ -357,7 +364,14 @@ pub fn plan(mut tree: Tree, opts: &VmOptions, prov: &Provenance, seed: &str) -> 
     let esp_desc = esp_fs.description.clone();
     let esp_img: Arc<dyn BlockRead> = Arc::new(esp_fs.image);
     disk.push(
-        PartSpec { name: "esp".into(), kind: PartType::Esp, size: esp_len, uuid: esp_uuid, bootable: false },
+        PartSpec {
+            name: "esp".into(),
+            kind: PartType::Esp,
+            size: esp_len,
+            uuid: esp_uuid,
+            bootable: false,
+            mbr_id: None,
+        },
         Some(esp_img),
     )?;
 
@@ -395,7 +409,14 @@ pub fn plan(mut tree: Tree, opts: &VmOptions, prov: &Provenance, seed: &str) -> 
     let root_desc = root_fs.description.clone();
     let root_img: Arc<dyn BlockRead> = Arc::new(root_fs.image);
     disk.push(
-        PartSpec { name: "root".into(), kind: PartType::RootX86_64, size: root_len, uuid: root_uuid, bootable: false },
+        PartSpec {
+            name: "root".into(),
+            kind: PartType::RootX86_64,
+            size: root_len,
+            uuid: root_uuid,
+            bootable: false,
+            mbr_id: None,
+        },
         Some(root_img),
     )?;
 

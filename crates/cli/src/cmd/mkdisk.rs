@@ -1,12 +1,13 @@
 //! `diskcast mkdisk -o OUT --part TYPE:FS:SIZE[:SRC] ...`: a partitioned disk in one
 //! pass, written straight into any block format.
 //!
-//! Each partition's filesystem is planned by its [`FsBuilder`] (knowing where on the
-//! disk it will sit), and [`DiskComposer`] (shared with `vm`) makes the table and all of
-//! it one planned image that the copy engine writes: no intermediate files, no root, no
-//! loop device. The disk goes out through the one [`ImageWriter`].
+//! Each partition's filesystem is planned by its [`FsBuilder`] from the filesystem
+//! registry (knowing where on the disk it will sit; the registry also gives its MBR id),
+//! and [`DiskComposer`] (shared with `vm`) makes the table and all of it one planned image
+//! that the copy engine writes: no intermediate files, no root, no loop device. The disk
+//! goes out through the one [`ImageWriter`].
 
-use super::mkfs::{builder, identity};
+use super::mkfs::identity;
 use super::output::ImageWriter;
 use super::tree_source::{SourceArgs, input_path, open as open_source};
 use crate::args::OutputArgs;
@@ -14,16 +15,18 @@ use clap::Args;
 use diskcast_block::provenance::Provenance;
 use diskcast_block::size::{human, parse_size};
 use diskcast_block::{BlockRead, Error, Result};
+use diskcast_formats::FsRegistry;
+use diskcast_part::compose::{ComposedDisk, DiskComposer};
 use diskcast_part::{PartSpec, PartType, TableKind, Uuid};
 use diskcast_tree::{BuildOptions, FsBuilder, Meta, Timestamp, Tree};
-use diskcast_vm::disk::{ComposedDisk, DiskComposer};
 use std::sync::Arc;
 
 #[derive(Debug, Args)]
 pub struct MkdiskArgs {
     /// A partition, in order: [NAME=]TYPE:FS:SIZE[:SRC]. TYPE: esp, root (this machine's
-    /// architecture), root-x86-64, root-arm64, linux, swap, fat, bios (BIOS boot, GPT). FS: fat32, fat16, exfat, ext4,
-    /// or none (left zeroed). SIZE: a size (K, M, G) or auto (content plus headroom).
+    /// architecture), root-x86-64, root-arm64, linux, swap, fat (basic data; on MBR 0x0c,
+    /// or 0x07 holding exfat), bios (BIOS boot, GPT). FS: ext4, fat32, fat16, exfat,
+    /// iso9660 (`diskcast formats` lists them), or none (left zeroed). SIZE: a size (K, M, G) or auto (content plus headroom).
     /// SRC: the tree to store (a directory, a tar, a disk image DISK[:PART]); without it
     /// the filesystem is empty. NAME is the GPT name (default: TYPE).
     #[arg(long = "part", value_name = "SPEC", required = true)]
@@ -44,15 +47,16 @@ pub struct MkdiskArgs {
 }
 
 /// One `--part`, checked.
-struct Part {
+struct Part<'r> {
     name: String,
     kind: PartType,
-    fs: Option<Box<dyn FsBuilder>>,
+    /// The builder and the MBR id a partition of `kind` holding its filesystem gets.
+    fs: Option<(&'r dyn FsBuilder, u8)>,
     size: Option<u64>,
     src: Option<String>,
 }
 
-fn parse_part(spec: &str) -> Result<Part> {
+fn parse_part<'r>(spec: &str, registry: &'r FsRegistry) -> Result<Part<'r>> {
     let bad = |why: &str| Error::argument(format!("--part {spec:?}: {why}; expected [NAME=]TYPE:FS:SIZE[:SRC]"));
     let mut it = spec.splitn(4, ':');
     let (Some(head), Some(fs), Some(size)) = (it.next(), it.next(), it.next()) else {
@@ -69,7 +73,10 @@ fn parse_part(spec: &str) -> Result<Part> {
     }
     let fs = match fs {
         "none" => None,
-        f => Some(builder(f)?),
+        f => {
+            let (fs, builder) = registry.builder(f)?;
+            Some((builder, fs.mbr_id(kind)))
+        }
     };
     let size = match size {
         "auto" => None,
@@ -87,7 +94,8 @@ pub fn run(a: MkdiskArgs) -> Result<u8> {
         "mbr" | "dos" => TableKind::Mbr,
         t => return Err(Error::argument(format!("--table {t:?}: gpt or mbr"))),
     };
-    let parts = a.parts.iter().map(|p| parse_part(p)).collect::<Result<Vec<_>>>()?;
+    let registry = diskcast_formats::filesystems();
+    let parts = a.parts.iter().map(|p| parse_part(p, &registry)).collect::<Result<Vec<_>>>()?;
     if let Some(n) = a.bootable
         && (n == 0 || n as usize > parts.len())
     {
@@ -105,8 +113,8 @@ pub fn run(a: MkdiskArgs) -> Result<u8> {
     for (i, p) in parts.iter().enumerate() {
         let start = disk.next_start();
         let (_, id) = identity(&prov, &format!("mkdisk {:?} {:?} part {i}", a.parts, a.size));
-        let (len, image) = match &p.fs {
-            Some(b) => {
+        let (len, image, mbr_id) = match p.fs {
+            Some((b, mbr_id)) => {
                 let (tree, from) = match &p.src {
                     Some(src) => {
                         let o = open_source(src, &a.source)?;
@@ -124,13 +132,13 @@ pub fn run(a: MkdiskArgs) -> Result<u8> {
                 }
                 eprintln!("diskcast: partition {} ({}): {} from {from}", i + 1, p.name, built.description);
                 let image: Arc<dyn BlockRead> = Arc::new(built.image);
-                (image.size(), Some(image))
+                (image.size(), Some(image), Some(mbr_id))
             }
-            None => (p.size.unwrap_or(0), None),
+            None => (p.size.unwrap_or(0), None, None),
         };
         let uuid = Uuid::from_bytes(id);
         let bootable = a.bootable == Some(i as u32 + 1);
-        disk.push(PartSpec { name: p.name.clone(), kind: p.kind, size: len, uuid, bootable }, image)?;
+        disk.push(PartSpec { name: p.name.clone(), kind: p.kind, size: len, uuid, bootable, mbr_id }, image)?;
     }
     let ComposedDisk { plan, image: disk } = disk.finish(disk_size, Uuid::from_bytes(disk_id))?;
     writer.write(&disk)?;

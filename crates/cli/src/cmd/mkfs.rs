@@ -1,10 +1,12 @@
 //! `diskcast mkfs TYPE SRC -o OUT`: a bare filesystem image from any tree source, written
 //! straight into any block format.
 //!
-//! Every filesystem writer is an [`FsBuilder`] that plans a [`PlannedImage`]; the copy
-//! engine writes the plan into the output driver (sparse, parallel, compressed for
-//! `-c`), so `-O qcow2` needs no raw intermediate. `mkdisk` uses the same builders; both
-//! write through the one [`ImageWriter`].
+//! Every filesystem writer is an [`FsBuilder`](diskcast_tree::FsBuilder), picked by name
+//! from the filesystem registry ([`diskcast_formats::filesystems`]), that plans a
+//! [`PlannedImage`](diskcast_tree::PlannedImage); the copy engine writes the plan into
+//! the output driver (sparse, parallel, compressed for `-c`), so `-O qcow2` needs no raw
+//! intermediate. `mkdisk` uses the same builders; both write through the one
+//! [`ImageWriter`].
 
 use super::output::ImageWriter;
 use super::tree_source::{SourceArgs, input_path, open as open_source};
@@ -13,31 +15,12 @@ use clap::Args;
 use diskcast_block::provenance::Provenance;
 use diskcast_block::size::parse_size;
 use diskcast_block::{Error, Result};
-use diskcast_tree::{BuildOptions, FsBuilder};
-
-/// Every filesystem diskcast writes, by the name `mkfs` and `mkdisk --part` take.
-pub fn fs_builders() -> Vec<Box<dyn FsBuilder>> {
-    vec![
-        Box::new(diskcast_fat::FatBuilder::FAT32),
-        Box::new(diskcast_fat::FatBuilder::FAT16),
-        Box::new(diskcast_exfat::ExfatBuilder),
-        Box::new(diskcast_ext4::Ext4Builder),
-    ]
-}
-
-/// The builder named `name`, or an error listing them.
-pub fn builder(name: &str) -> Result<Box<dyn FsBuilder>> {
-    let all = fs_builders();
-    let names: Vec<&str> = all.iter().map(|b| b.name()).collect();
-    let list = names.join(", ");
-    all.into_iter()
-        .find(|b| b.name() == name)
-        .ok_or_else(|| Error::argument(format!("unknown filesystem {name:?}; diskcast writes: {list}")))
-}
+use diskcast_tree::BuildOptions;
 
 #[derive(Debug, Args)]
 pub struct MkfsArgs {
-    /// Filesystem: fat32 (FAT16 below 33 MiB), fat16, exfat, ext4.
+    /// Filesystem: ext4, fat32 (FAT16 below 33 MiB), fat16, exfat, iso9660 (`diskcast
+    /// formats` lists them).
     pub fs: String,
     /// The tree to store: a directory, a tar, a disk image (DISK or DISK:PART).
     pub src: String,
@@ -58,7 +41,8 @@ pub struct MkfsArgs {
 }
 
 pub fn run(a: MkfsArgs) -> Result<u8> {
-    let builder = builder(&a.fs)?;
+    let registry = diskcast_formats::filesystems();
+    let (_, builder) = registry.builder(&a.fs)?;
     let size = a.size.as_deref().map(parse_size).transpose()?;
     let uuid = a.uuid.as_deref().map(parse_uuid).transpose()?;
     let writer = ImageWriter::new(&a.out, &Vec::from_iter(input_path(&a.src)))?;

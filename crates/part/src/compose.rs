@@ -1,9 +1,13 @@
 //! A partitioned disk as one planned image: the partition table's sectors and each
 //! partition's (planned) filesystem placed at its offset. `mkdisk` and `vm` both compose
 //! their disks here, so the copy engine writes the whole disk in one pass into any format.
+//!
+//! It sits with the table planner rather than in a job crate because only the planner
+//! knows where partition i starts ([`ALIGN`]) and both commands need it; the tree's
+//! [`PlannedImage`] is what it composes into.
 
+use crate::{ALIGN, DiskPlan, PartSpec, TableKind, Uuid};
 use diskcast_block::{BlockRead, Error, Result};
-use diskcast_part::{ALIGN, DiskPlan, PartSpec, TableKind, Uuid};
 use diskcast_tree::{Piece, PlannedImage};
 use std::sync::Arc;
 
@@ -62,11 +66,11 @@ impl DiskComposer {
         self.starts.push(start);
         self.specs.push(spec);
         self.contents.push(content);
-        Ok(self.specs.len() as u32)
+        u32::try_from(self.specs.len()).map_err(|_| Error::argument("too many partitions"))
     }
 
     /// MBR boot code (a BIOS loader's first stage) for sector 0's first
-    /// [`diskcast_part::BOOT_CODE_LEN`] bytes; the table is [`DiskPlan::set_boot_code`]'s to check.
+    /// [`crate::BOOT_CODE_LEN`] bytes; the table is [`DiskPlan::set_boot_code`]'s to check.
     pub fn set_boot_code(&mut self, code: &[u8]) {
         self.boot_code = Some(code.to_vec());
     }
@@ -101,10 +105,10 @@ impl DiskComposer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use diskcast_part::{BOOT_CODE_LEN, PartType};
+    use crate::{BOOT_CODE_LEN, PartType};
 
     fn spec(name: &str, size: u64) -> PartSpec {
-        PartSpec { name: name.into(), kind: PartType::Linux, size, uuid: Uuid::nil(), bootable: false }
+        PartSpec { name: name.into(), kind: PartType::Linux, size, uuid: Uuid::nil(), bootable: false, mbr_id: None }
     }
 
     #[test]
