@@ -14,7 +14,8 @@ fn usage_errors_exit_1() {
     dc(&["--version"]).expect_ok();
 }
 
-/// The top-level help names every format the registry has, from the registry.
+/// The top-level help names every format and filesystem the registries have, from the
+/// registries.
 #[test]
 fn top_level_help_lists_every_format() {
     let help = dc_ok(&["--help"]).stdout_str();

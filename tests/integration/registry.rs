@@ -156,9 +156,11 @@ fn mkdisk_gives_each_partition_the_mbr_id_of_its_filesystem() {
     // beside the 0x0c one, so `:fat` names both.
     let ls = dc_ok(&["ls", &format!("{}:1", s(&out)), "sub"]).stdout_str();
     assert!(ls.contains("data.bin"), "{ls}");
-    dc(&["cat", &format!("{}:fat", s(&out)), "hello.txt"])
-        .expect_code(1)
-        .expect_stderr_all(&["\"fat\" names several partitions", "1 fat", "2 fat"]);
+    dc(&["cat", &format!("{}:fat", s(&out)), "hello.txt"]).expect_code(1).expect_stderr_all(&[
+        "\"fat\" names several partitions",
+        "1 fat",
+        "2 fat",
+    ]);
 
     let gpt = dir.path().join("gpt.img");
     dc_ok(&["mkdisk", "-o", &s(&gpt), "--part", &format!("data=fat:exfat:16M:{}", s(&src))]);

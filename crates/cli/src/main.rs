@@ -31,7 +31,8 @@ fn main() -> ExitCode {
     }
 }
 
-/// Parses the command line; the top-level help lists every format the registry has.
+/// Parses the command line; the top-level help lists every format and filesystem the
+/// registries have.
 fn parse() -> Result<args::Cli, clap::Error> {
     let registry = diskcast_formats::registry();
     let formats: Vec<String> = registry
@@ -41,11 +42,15 @@ fn parse() -> Result<args::Cli, clap::Error> {
             aliases => format!("{} (also {})", d.name(), aliases.join(", ")),
         })
         .collect();
+    let filesystems = diskcast_formats::filesystems();
+    let filesystems: Vec<&str> = filesystems.iter().map(|f| f.name).collect();
     let help = format!(
         "{}\n\nFormats: {}; `diskcast formats` lists their -o options.\n\
+         Filesystems: {}; `diskcast formats` says which diskcast reads and writes.\n\
          Errors, usage errors included, exit with status 1 (compare and check have their own codes).",
         args::EXAMPLES,
-        formats.join(", ")
+        formats.join(", "),
+        filesystems.join(", ")
     );
     let matches = args::Cli::command().after_help(help).try_get_matches()?;
     args::Cli::from_arg_matches(&matches)
