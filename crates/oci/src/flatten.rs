@@ -10,19 +10,18 @@
 //! whiteout never hides an entry of its own layer), then the layer's entries in archive
 //! order.
 //!
-//! Paths are confined to the tree: `..` components in a member's name or hard link target
-//! are refused; an absolute name is taken relative to the root (as every runtime does);
-//! symbolic links met on the way to a member's parent are followed inside the tree only,
-//! as umoci and containerd resolve them within the root filesystem.
+//! Members become nodes by the rule `tar` sources follow ([`diskcast_tar::MemberTree`]
+//! under [`MemberPolicy::ARCHIVE`]): paths are confined to the tree (`..` refused, an
+//! absolute name taken relative to the root), symbolic links on the way to a member's
+//! parent are followed inside the tree only, as umoci and containerd resolve them within
+//! the root filesystem. A member that rule refuses is skipped with a warning, as in a tar.
 
 use crate::blobs::{LayerStream, VerifiedRaw};
 use crate::digest::{Digest, Hasher, from_io, mismatch};
 use crate::image::{Image, Layer};
-use diskcast_block::{Error, Result};
-use diskcast_tar::{Member, MemberKind, SparseContent, TarReader, normalize_path};
-use diskcast_tree::{
-    Content, FileData, Kind, Meta, Node, NodeId, StreamSource, Timestamp, Tree, check_name, display_name,
-};
+use diskcast_block::{Error, ErrorKind, Result};
+use diskcast_tar::{Member, MemberPolicy, MemberTree, TarReader, member_components, skipped};
+use diskcast_tree::{StreamSource, Tree, check_name, display_name, split_path};
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::sync::{Arc, Mutex};
@@ -147,15 +146,25 @@ impl Read for SharedRead {
     }
 }
 
+/// A flattened image: its root filesystem and the members that were skipped.
+#[derive(Debug)]
+pub struct Flattened {
+    /// The root filesystem.
+    pub tree: Tree,
+    /// Members that could not be taken over (a path with `..`, a hard link to nothing),
+    /// one message each naming the layer, as a `tar` source reports them.
+    pub warnings: Vec<String>,
+}
+
 /// Scans every layer of `image` (in parallel, at most `threads` at once) and applies them
 /// in order into a new tree.
-pub fn flatten(image: &Image, threads: usize) -> Result<Tree> {
+pub fn flatten(image: &Image, threads: usize) -> Result<Flattened> {
     let scanned = scan_all(image, threads)?;
     let mut flat = Flattener::new(image, &scanned)?;
     for layer in &scanned {
         flat.apply(layer)?;
     }
-    Ok(flat.into_tree())
+    Ok(flat.finish())
 }
 
 /// The scanned layers of `image`, in its order. A blob listed several times (Docker
@@ -208,16 +217,13 @@ pub fn scan_all(image: &Image, threads: usize) -> Result<Vec<Arc<ScannedLayer>>>
     Ok(of_layer.into_iter().map(|k| scanned[k].clone()).collect())
 }
 
-/// Applies scanned layers, in order, into one tree.
-///
-/// A member that replaces a file of a lower layer (or of an earlier listing of the same
-/// blob) takes over its node when that node has no other name, so a layer listed many
-/// times rebuilds the same nodes rather than adding a tree's worth each time.
+/// Applies scanned layers, in order, into one tree: each layer's whiteouts, then its
+/// members through [`MemberTree`] under [`MemberPolicy::ARCHIVE`], the rule `tar` sources
+/// follow, so a layer gives the tree its tar gives.
 #[derive(Debug)]
 pub struct Flattener {
-    tree: Tree,
-    /// Nodes that got a second name (hard links): never taken over.
-    linked: HashSet<NodeId>,
+    members: MemberTree,
+    warnings: Vec<String>,
 }
 
 impl Flattener {
@@ -235,40 +241,59 @@ impl Flattener {
                 distinct.len()
             )));
         }
-        Ok(Flattener { tree: Tree::new(Meta::new(0o755, Timestamp::default())), linked: HashSet::new() })
+        Ok(Flattener { members: MemberTree::new(MemberPolicy::ARCHIVE), warnings: Vec::new() })
     }
 
-    /// The flattened tree.
-    pub fn into_tree(self) -> Tree {
-        self.tree
+    /// The flattened tree and the members skipped.
+    pub fn finish(self) -> Flattened {
+        Flattened { tree: self.members.into_tree(), warnings: self.warnings }
     }
 
     /// Applies one scanned layer.
     pub fn apply(&mut self, layer: &ScannedLayer) -> Result<()> {
-        apply_layer(&mut self.tree, &mut self.linked, layer)
+        let what = || format!("layer {}", layer.stream.digest);
+        apply_whiteouts(&mut self.members, layer, &what)?;
+        let stream: Arc<dyn StreamSource> = layer.stream.clone();
+        for e in &layer.entries {
+            if last_component(&e.path).is_some_and(|n| n.starts_with(WHITEOUT)) {
+                continue;
+            }
+            if let Err(err) = self.members.insert(e, &stream) {
+                if err.kind() == ErrorKind::OutOfBounds {
+                    return Err(err);
+                }
+                self.warnings.push(format!("{}: {}", what(), skipped(e, &err)));
+            }
+        }
+        Ok(())
     }
 }
 
-/// A member's path as tree components (leading `/` and `.` dropped, `..` refused),
+/// The last component of a member path (`None` for the root).
+fn last_component(path: &[u8]) -> Option<&[u8]> {
+    split_path(path).last()
+}
+
+/// A whiteout's path as tree components (leading `/` and `.` dropped, `..` refused),
 /// each a valid name.
 fn components<'a>(path: &'a [u8], what: &dyn Fn() -> String) -> Result<Vec<&'a [u8]>> {
-    let comps = normalize_path(path).map_err(|e| Error::new(e.kind(), format!("{}: {}", what(), e.message())))?;
-    for c in &comps {
-        check_name(c).map_err(|e| Error::corrupt(format!("{}: {}", what(), e.message())).with_field("name"))?;
-    }
-    Ok(comps)
+    member_components(path).map_err(|e| Error::new(e.kind(), format!("{}: {}", what(), e.message())))
 }
 
-/// Applies one scanned layer to `tree`; `linked` holds the nodes with hard links.
-fn apply_layer(tree: &mut Tree, linked: &mut HashSet<NodeId>, layer: &ScannedLayer) -> Result<()> {
-    let what = || format!("layer {}", layer.stream.digest);
-    // Whiteouts first: they hide only what lower layers made.
+/// A layer's whiteouts and opaque markers, applied before its members: they hide only
+/// what lower layers made. Their directories are found as a member's parents are.
+fn apply_whiteouts(members: &mut MemberTree, layer: &ScannedLayer, what: &dyn Fn() -> String) -> Result<()> {
     for e in &layer.entries {
-        let comps = components(&e.path, &what)?;
+        if !last_component(&e.path).is_some_and(|n| n.starts_with(WHITEOUT)) {
+            continue;
+        }
+        let comps = components(&e.path, what)?;
         let Some((last, parents)) = comps.split_last() else { continue };
+        // A directory that a symlink on the way makes unreachable hides nothing.
+        let dir = members.existing_dir(parents, &e.path).ok().flatten();
         if *last == OPAQUE {
-            if let Some(dir) = lookup_dir(tree, parents) {
-                tree.clear_dir(dir)?;
+            if let Some(dir) = dir {
+                members.tree_mut().clear_dir(dir)?;
             }
         } else if let Some(name) = last.strip_prefix(WHITEOUT) {
             check_name(name).map_err(|err| {
@@ -286,156 +311,10 @@ fn apply_layer(tree: &mut Tree, linked: &mut HashSet<NodeId>, layer: &ScannedLay
                     display_name(&e.path)
                 )));
             }
-            if let Some(dir) = lookup_dir(tree, parents) {
-                tree.unlink(dir, name);
-            }
-        }
-    }
-    for e in &layer.entries {
-        let comps = components(&e.path, &what)?;
-        let Some((last, parents)) = comps.split_last() else {
-            // `./` itself: the root directory's metadata.
-            if e.kind == MemberKind::Dir {
-                let root = tree.node_mut(NodeId::ROOT);
-                root.meta = e.meta.clone();
-                root.xattrs = e.xattrs.clone();
-            }
-            continue;
-        };
-        if last.starts_with(WHITEOUT) {
-            continue;
-        }
-        let parent = make_parents(tree, parents, &what, e)?;
-        if let MemberKind::HardLink(link) = &e.kind {
-            let tcomps = components(link, &|| format!("{}: hard link {}", what(), display_name(&e.path)))?;
-            let target = resolve_components(tree, &tcomps, false).ok_or_else(|| {
-                Error::corrupt(format!(
-                    "{}: hard link {} points to {}, which does not exist",
-                    what(),
-                    display_name(&e.path),
-                    display_name(link)
-                ))
-            })?;
-            if tree.node(target).as_dir().is_some() {
-                return Err(Error::corrupt(format!(
-                    "{}: hard link {} points to a directory",
-                    what(),
-                    display_name(&e.path)
-                )));
-            }
-            if tree.lookup(parent, last) == Some(target) {
-                continue;
-            }
-            tree.link(parent, last, target)?;
-            linked.insert(target);
-            continue;
-        }
-        let kind = match &e.kind {
-            MemberKind::Dir => {
-                if let Some(existing) = tree.lookup(parent, last)
-                    && tree.node(existing).as_dir().is_some()
-                {
-                    // A directory over a directory keeps its entries and takes the new metadata.
-                    let n = tree.node_mut(existing);
-                    n.meta = e.meta.clone();
-                    n.xattrs = e.xattrs.clone();
-                    continue;
-                }
-                Kind::empty_dir()
-            }
-            MemberKind::File => Kind::File(file_data(layer, e)?),
-            MemberKind::Symlink(target) => Kind::Symlink(target.clone()),
-            MemberKind::CharDev { major, minor } => Kind::CharDev { major: *major, minor: *minor },
-            MemberKind::BlockDev { major, minor } => Kind::BlockDev { major: *major, minor: *minor },
-            MemberKind::Fifo => Kind::Fifo,
-            MemberKind::HardLink(_) => unreachable_kind()?,
-        };
-        let is_dir = matches!(kind, Kind::Dir(_));
-        let mut node = Node::new(e.meta.clone(), kind);
-        node.xattrs = e.xattrs.clone();
-        match tree.lookup(parent, last) {
-            // A file over a file with no other name: the old node is replaced in place,
-            // as inserting would leave it unreachable in the tree.
-            Some(old) if !is_dir && tree.node(old).as_dir().is_none() && !linked.contains(&old) => {
-                *tree.node_mut(old) = node;
-            }
-            _ => {
-                tree.insert(parent, last, node)?;
+            if let Some(dir) = dir {
+                members.tree_mut().unlink(dir, name);
             }
         }
     }
     Ok(())
-}
-
-fn unreachable_kind() -> Result<Kind> {
-    Err(Error::invalid("hard link handled above"))
-}
-
-fn file_data(layer: &ScannedLayer, e: &Member) -> Result<FileData> {
-    let stream: Arc<dyn StreamSource> = layer.stream.clone();
-    let content = match &e.sparse {
-        _ if e.size == 0 => Content::Zero,
-        Some(runs) => Content::Reader(Arc::new(SparseContent::new(stream, e.data_offset, runs)?)),
-        None => Content::Stream { stream, offset: e.data_offset },
-    };
-    Ok(FileData { size: e.size, content })
-}
-
-/// Walks `comps` from the root without creating anything; `None` when some component
-/// is missing. Symbolic links on the way are followed inside the tree, and the last one
-/// too when `follow_last`.
-fn resolve_components(tree: &Tree, comps: &[&[u8]], follow_last: bool) -> Option<NodeId> {
-    if comps.is_empty() {
-        return Some(NodeId::ROOT);
-    }
-    let path = comps.join(&b'/');
-    tree.resolve(&path, follow_last).ok()
-}
-
-/// The directory at `comps`, for a whiteout: `None` when it does not exist (nothing to
-/// hide).
-fn lookup_dir(tree: &Tree, comps: &[&[u8]]) -> Option<NodeId> {
-    let id = resolve_components(tree, comps, true)?;
-    tree.node(id).as_dir().map(|_| id)
-}
-
-/// The parent directory of a member, made when missing (mode 0755, as a runtime's
-/// `mkdir -p` would).
-fn make_parents(tree: &mut Tree, parents: &[&[u8]], what: &dyn Fn() -> String, e: &Member) -> Result<NodeId> {
-    let mut cur = NodeId::ROOT;
-    for (i, comp) in parents.iter().enumerate() {
-        cur = match tree.lookup(cur, comp) {
-            Some(id) => match &tree.node(id).kind {
-                Kind::Dir(_) => id,
-                Kind::Symlink(_) => {
-                    let path = parents[..=i].join(&b'/');
-                    let t = tree.resolve(&path, true).map_err(|err| {
-                        Error::corrupt(format!(
-                            "{}: parent of {} is a symbolic link that leads nowhere: {}",
-                            what(),
-                            display_name(&e.path),
-                            err.message()
-                        ))
-                    })?;
-                    if tree.node(t).as_dir().is_none() {
-                        return Err(Error::corrupt(format!(
-                            "{}: parent of {} is a symbolic link to a non-directory",
-                            what(),
-                            display_name(&e.path)
-                        )));
-                    }
-                    t
-                }
-                _ => {
-                    return Err(Error::corrupt(format!(
-                        "{}: parent of {} is not a directory",
-                        what(),
-                        display_name(&e.path)
-                    )));
-                }
-            },
-            None => tree.insert(cur, comp, Node::new(Meta::new(0o755, e.meta.mtime), Kind::empty_dir()))?,
-        };
-    }
-    Ok(cur)
 }

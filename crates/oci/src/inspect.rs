@@ -5,7 +5,7 @@
 //! `/usr/lib/sysimage/rpm`; see [`crate::rpmdb`]).
 
 use crate::digest::Digest;
-use crate::flatten::{Flattener, scan_all};
+use crate::flatten::{Flattened, Flattener, scan_all};
 use crate::image::Image;
 use crate::spec::{History, Platform, RunConfig};
 use diskcast_block::{Error, Result};
@@ -53,6 +53,9 @@ pub struct Report {
     /// report stands).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub package_error: Option<String>,
+    /// Members of the layers that were skipped (as [`crate::flatten::Flattened`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// One layer.
@@ -156,7 +159,7 @@ pub fn inspect(image: &Image, threads: usize) -> Result<Report> {
         });
     }
     let history = history(&image.config.history, image.layers.len());
-    let tree = flat.into_tree();
+    let Flattened { tree, warnings } = flat.finish();
     let found = packages(&tree)?;
     Ok(Report {
         source: image.source.clone(),
@@ -175,6 +178,7 @@ pub fn inspect(image: &Image, threads: usize) -> Result<Report> {
         packages: found.packages,
         package_manager: found.manager,
         package_error: found.error,
+        warnings,
     })
 }
 

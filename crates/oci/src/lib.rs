@@ -23,7 +23,7 @@ pub mod spec;
 pub mod write;
 
 pub use digest::Digest;
-pub use flatten::flatten;
+pub use flatten::{Flattened, flatten};
 pub use image::{Image, Layer, OpenOptions};
 pub use source::{ImageRef, RegistryRef, is_image_ref};
 pub use spec::Platform;
@@ -37,8 +37,8 @@ pub fn open(spec: &str, opts: &OpenOptions) -> Result<Image> {
     Ok(img)
 }
 
-/// Opens and flattens: the image's root filesystem as a tree.
-pub fn open_tree(spec: &str, opts: &OpenOptions) -> Result<diskcast_tree::Tree> {
+/// Opens and flattens: the image's root filesystem as a tree, with the members skipped.
+pub fn open_tree(spec: &str, opts: &OpenOptions) -> Result<Flattened> {
     let img = open(spec, opts)?;
     flatten(&img, std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2))
 }

@@ -6,14 +6,37 @@ mod common;
 
 use common::*;
 use diskcast_block::ErrorKind;
-use diskcast_oci::{OpenOptions, open_tree};
+use diskcast_oci::{Flattened, OpenOptions, open_tree};
 use diskcast_testkit::within;
 use diskcast_tree::{Kind, Tree};
 use std::path::Path;
 
 fn flatten_dir(dir: &Path) -> diskcast_block::Result<Tree> {
+    flatten_warnings(dir).map(|f| f.tree)
+}
+
+fn flatten_warnings(dir: &Path) -> diskcast_block::Result<Flattened> {
     let spec = format!("oci:{}:t", dir.display());
     within(60, "opening a hostile layout", move || open_tree(&spec, &OpenOptions::default()))
+}
+
+/// A one-layer image of `members`, flattened: the tree and the members skipped.
+fn one_layer_warnings(members: &[Vec<u8>]) -> (tempfile::TempDir, Flattened) {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut tar: Vec<u8> = members.concat();
+    tar.extend(tar_end());
+    write_plain_layout(tmp.path(), &[tar]);
+    let r = flatten_warnings(tmp.path()).unwrap();
+    (tmp, r)
+}
+
+/// The one warning of a layer with one refused member beside `ok`, which must be there.
+fn skipped_beside(member: Vec<u8>) -> String {
+    let (_t, f) = one_layer_warnings(&[member, tar_member(b"ok", b'0', b"fine", b"")]);
+    assert!(f.tree.resolve(b"ok", false).is_ok(), "the member beside the refused one is missing");
+    assert_eq!(f.warnings.len(), 1, "{:?}", f.warnings);
+    assert!(f.warnings[0].starts_with("layer sha256:"), "{:?}", f.warnings);
+    f.warnings[0].clone()
 }
 
 fn one_layer(members: &[Vec<u8>]) -> (tempfile::TempDir, diskcast_block::Result<Tree>) {
@@ -32,11 +55,11 @@ fn assert_err(r: diskcast_block::Result<Tree>, kind: ErrorKind, needle: &str) {
 }
 
 #[test]
-fn dot_dot_member_is_refused() {
-    let (_t, r) = one_layer(&[tar_member(b"../x", b'0', b"escape", b"")]);
-    assert_err(r, ErrorKind::Refused, "contains '..'");
-    let (_t, r) = one_layer(&[tar_member(b"a/../../x", b'0', b"escape", b"")]);
-    assert_err(r, ErrorKind::Refused, "contains '..'");
+fn dot_dot_member_is_skipped_with_a_warning_as_in_a_tar() {
+    for path in [&b"../x"[..], b"a/../../x"] {
+        let w = skipped_beside(tar_member(path, b'0', b"escape", b""));
+        assert!(w.contains("contains '..'"), "{w}");
+    }
 }
 
 #[test]
@@ -75,11 +98,14 @@ fn file_under_a_symlink_to_etc_stays_in_the_tree_like_umoci() {
 }
 
 #[test]
-fn hard_link_out_of_the_root_is_refused() {
-    let (_t, r) = one_layer(&[tar_member(b"passwd", b'1', b"", b"../../etc/passwd")]);
-    assert_err(r, ErrorKind::Refused, "contains '..'");
-    let (_t, r) = one_layer(&[tar_member(b"missing", b'1', b"", b"no/such/file")]);
-    assert_err(r, ErrorKind::Corrupt, "does not exist");
+fn hard_link_out_of_the_root_is_skipped_with_a_warning() {
+    let w = skipped_beside(tar_member(b"passwd", b'1', b"", b"../../etc/passwd"));
+    assert!(
+        w.contains(r#"skipped member "passwd": hard link to "../../etc/passwd""#) && w.contains("contains '..'"),
+        "{w}"
+    );
+    let w = skipped_beside(tar_member(b"missing", b'1', b"", b"no/such/file"));
+    assert!(w.contains("which is not an earlier member of the archive"), "{w}");
 }
 
 #[test]

@@ -54,7 +54,7 @@ fn pull_from_a_local_registry_matches_umoci_and_caches() {
     let image = open(&src, &options(&cache, &count)).unwrap();
     let total: u64 = image.layers.iter().map(|l| l.descriptor.size).sum::<u64>() + image.manifest.config.size;
     assert_eq!(count.0.load(Ordering::Relaxed), total);
-    let tree = flatten(&image, 2).unwrap();
+    let tree = flatten(&image, 2).unwrap().tree;
     assert_same(&tree_manifest(&tree, Devices::AsEmptyFiles), &theirs, "registry pull");
     let digest = run("skopeo", &["inspect", "--tls-verify=false", "--format", "{{.Digest}}", &src]);
     assert_eq!(image.manifest_digest.as_str(), digest.trim());
@@ -76,7 +76,7 @@ fn pull_from_a_local_registry_matches_umoci_and_caches() {
     let resumed = open(&src, &options(&cache, &count)).unwrap();
     assert_eq!(count.0.load(Ordering::Relaxed), (bytes.len() - half) as u64, "did not resume");
     assert_eq!(std::fs::read(&path).unwrap(), bytes);
-    assert_same(&tree_manifest(&flatten(&resumed, 2).unwrap(), Devices::AsEmptyFiles), &theirs, "resumed pull");
+    assert_same(&tree_manifest(&flatten(&resumed, 2).unwrap().tree, Devices::AsEmptyFiles), &theirs, "resumed pull");
 
     // A partial file of wrong bytes is thrown away and the blob fetched again.
     std::fs::remove_file(&path).unwrap();
@@ -197,7 +197,7 @@ fn pull_through_bearer_token_auth_with_creds_or_an_auth_file() {
     let front = start_token_front(reg.addr.clone());
     let src = format!("docker://{front}/test/img:t");
     let want = tree_manifest(
-        &flatten(&open(&format!("oci:{}:t", img.display()), &OpenOptions::default()).unwrap(), 2).unwrap(),
+        &flatten(&open(&format!("oci:{}:t", img.display()), &OpenOptions::default()).unwrap(), 2).unwrap().tree,
         Devices::AsEmptyFiles,
     );
 
@@ -212,7 +212,7 @@ fn pull_through_bearer_token_auth_with_creds_or_an_auth_file() {
     let mut o = options(&tmp.path().join("cache2"), &Arc::new(Count::default()));
     o.registry.creds = Some("alice:secret".into());
     assert_same(
-        &tree_manifest(&flatten(&open(&src, &o).unwrap(), 2).unwrap(), Devices::AsEmptyFiles),
+        &tree_manifest(&flatten(&open(&src, &o).unwrap(), 2).unwrap().tree, Devices::AsEmptyFiles),
         &want,
         "bearer --creds",
     );
@@ -223,7 +223,7 @@ fn pull_through_bearer_token_auth_with_creds_or_an_auth_file() {
     let mut o = options(&tmp.path().join("cache3"), &Arc::new(Count::default()));
     o.registry.auth_file = Some(auth);
     assert_same(
-        &tree_manifest(&flatten(&open(&src, &o).unwrap(), 2).unwrap(), Devices::AsEmptyFiles),
+        &tree_manifest(&flatten(&open(&src, &o).unwrap(), 2).unwrap().tree, Devices::AsEmptyFiles),
         &want,
         "bearer authfile",
     );
@@ -290,7 +290,7 @@ fn push_in_chunks_keeps_the_digest() {
     assert_eq!(report.manifest_digest.unwrap().to_string(), want.trim());
     let count = Arc::new(Count::default());
     let pulled = open(&dst, &options(&tmp.path().join("cache"), &count)).unwrap();
-    let tree = flatten(&pulled, 2).unwrap();
+    let tree = flatten(&pulled, 2).unwrap().tree;
     assert_same(&tree_manifest(&tree, Devices::AsEmptyFiles), &dir_manifest(&rootfs), "chunked push, pulled back");
     // Pushing to a digest is refused with a message.
     let bad = diskcast_oci::registry::RegistryOptions { tls_verify: false, ..Default::default() };

@@ -65,7 +65,7 @@ pub fn open_tree(spec: &str, opts: &SourceOptions) -> Result<Opened> {
         }
         let image = diskcast_oci::open(spec, &opts.image)?;
         let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-        let tree = diskcast_oci::flatten(&image, threads)?;
+        let flat = diskcast_oci::flatten(&image, threads)?;
         let description = format!(
             "container image {spec} ({}, {}, {} layers)",
             image.manifest_digest.short(),
@@ -73,7 +73,8 @@ pub fn open_tree(spec: &str, opts: &SourceOptions) -> Result<Opened> {
             image.layers.len()
         );
         let config = Some(image.config.config.clone().unwrap_or_default());
-        return Ok(Opened { tree, description, warnings: image.warnings, config });
+        let warnings = image.warnings.into_iter().chain(flat.warnings).collect();
+        return Ok(Opened { tree: flat.tree, description, warnings, config });
     }
     if spec.starts_with("docker-daemon:") {
         return Err(Error::unsupported(format!(

@@ -1332,7 +1332,7 @@ fn drive_layout(dir: &Path, label: &str) -> Report {
     match diskcast_oci::open(&spec, &opts) {
         Ok(img) => {
             match diskcast_oci::flatten(&img, 1) {
-                Ok(t) => walk_tree(&t, &mut r),
+                Ok(t) => walk_tree(&t.tree, &mut r),
                 Err(e) => r.err(e),
             }
             match diskcast_oci::inspect::inspect(&img, 1) {

@@ -1,12 +1,16 @@
-//! Tar members into a tree: path checks, missing parents, hard links.
+//! Archive members into a tree: the one rule for `tar` sources and OCI layers (which
+//! handle their whiteouts first, then call [`MemberTree::insert`]), so the same bytes give
+//! the same tree whichever way they arrive.
 
 use crate::compress::{Compression, FileStream, Limits};
 use crate::reader::{Member, MemberKind, TarReader};
 use crate::sparse::SparseContent;
 use diskcast_block::{Error, ErrorKind, Result};
 use diskcast_tree::{
-    Content, FileData, Kind, Meta, Node, NodeId, StreamSource, Timestamp, Tree, display_name, split_path,
+    Content, FileData, Kind, MAX_SYMLINK_HOPS, Meta, Node, NodeId, StreamSource, Timestamp, Tree, check_name,
+    display_name, split_path,
 };
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -16,10 +20,73 @@ pub struct TarTree {
     /// The tree.
     pub tree: Tree,
     /// Members skipped, one message each (a path with `..`, a hard link to nothing, a
-    /// path under a symlink...).
+    /// path through a file...).
     pub warnings: Vec<String>,
     /// How the archive was compressed.
     pub compression: Compression,
+}
+
+/// A symbolic link met on the way to a member's parent directory (or to a hard link's
+/// target, or to a whiteout's directory).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParentSymlink {
+    /// Followed inside the tree: an absolute target restarts at the tree's root, `..`
+    /// stops there, at most [`MAX_SYMLINK_HOPS`] links per member. What umoci,
+    /// containerd and Docker do when they apply a layer (a package adding
+    /// `lib/x.so` over a merged-/usr base's `lib -> usr/lib` relies on it), and GNU tar
+    /// for relative links.
+    FollowInTree,
+    /// The member is refused: bsdtar's default (`SECURE_SYMLINKS`).
+    Refuse,
+}
+
+/// A member whose name a directory with entries already holds, when the member is not a
+/// directory itself (a directory over a directory always keeps the entries and takes
+/// the new metadata).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OverDirectory {
+    /// The later member wins and the directory's subtree goes: what umoci and
+    /// containerd do (`RemoveAll`).
+    Replace,
+    /// The member is refused and the directory stays: GNU tar's and bsdtar's default.
+    Refuse,
+}
+
+/// How members become tree nodes: the choices where peers differ. Fixed for every
+/// policy: a leading `/` and `.` components are dropped and a `..` component is
+/// refused; missing parents are made (mode 0755, owned by root, the member's mtime); a
+/// later member of a name replaces the earlier one (duplicates: the last wins, as every
+/// tar and runtime extracts them); a hard link must name an earlier non-directory member
+/// (its target's parents resolved as a member's are, its last component not followed,
+/// as umoci and containerd resolve it), so a link to a later or missing member is
+/// refused, as GNU tar, bsdtar and the runtimes refuse it. A refused member leaves the
+/// tree unchanged; callers skip it with a warning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemberPolicy {
+    /// A symlink on the way to a member's parent.
+    pub parent_symlink: ParentSymlink,
+    /// A non-directory member over a directory with entries.
+    pub over_directory: OverDirectory,
+}
+
+impl MemberPolicy {
+    /// The one policy of `tar` sources and OCI layers: what container runtimes do, so a
+    /// root filesystem gives the same tree as a tar and as a layer.
+    pub const ARCHIVE: MemberPolicy =
+        MemberPolicy { parent_symlink: ParentSymlink::FollowInTree, over_directory: OverDirectory::Replace };
+}
+
+/// A tree being built from archive members under one [`MemberPolicy`].
+///
+/// A member that replaces a non-directory with no other name takes over its node, so an
+/// archive (or a layer listed many times) that repeats names rebuilds the same nodes
+/// rather than growing the arena each time.
+#[derive(Debug)]
+pub struct MemberTree {
+    tree: Tree,
+    policy: MemberPolicy,
+    /// Nodes that got a second name (hard links): never taken over.
+    linked: HashSet<NodeId>,
 }
 
 /// The components of a member path. A leading `/` and `.` components are dropped
@@ -33,121 +100,232 @@ pub fn normalize_path(path: &[u8]) -> Result<Vec<&[u8]>> {
     Ok(comps)
 }
 
-/// Adds one member to `tree`, whose file content is read from `stream` (the stream the
-/// member's [`Member::data_offset`] points into). Missing parent directories are
-/// created (mode 0755, the member's mtime). A later member replaces an earlier one of the
-/// same path, except that a directory over a directory only updates its metadata.
-///
-/// Refused (an error, the tree unchanged): a path with `..`; a parent that is not a
-/// directory in the tree (a symlink is never followed); a hard link whose target is not
-/// an earlier non-directory member.
-pub fn insert_member(tree: &mut Tree, m: &Member, stream: &Arc<dyn StreamSource>) -> Result<()> {
-    let comps = normalize_path(&m.path)?;
-    let Some((name, parents)) = comps.split_last() else {
-        // `./`: the root directory's own metadata.
-        if m.kind != MemberKind::Dir {
-            return Err(Error::invalid("member names the root directory but is not a directory"));
-        }
-        let root = tree.node_mut(NodeId::ROOT);
-        root.meta = m.meta.clone();
-        root.xattrs = m.xattrs.clone();
-        return Ok(());
-    };
-    let parent = parent_dir(tree, parents, &m.path, &m.meta.mtime)?;
-    let kind = match &m.kind {
-        MemberKind::Dir => {
-            if let Some(id) = tree.lookup(parent, name).filter(|&id| tree.node(id).as_dir().is_some()) {
-                let n = tree.node_mut(id);
-                n.meta = m.meta.clone();
-                n.xattrs = m.xattrs.clone();
+/// [`normalize_path`], each component a valid tree name.
+pub fn member_components(path: &[u8]) -> Result<Vec<&[u8]>> {
+    let comps = normalize_path(path)?;
+    for c in &comps {
+        check_name(c).map_err(|e| {
+            Error::corrupt(format!("member path {}: {}", display_name(path), e.message())).with_field("path")
+        })?;
+    }
+    Ok(comps)
+}
+
+impl MemberTree {
+    /// An empty tree (a root directory, mode 0755) filled under `policy`.
+    pub fn new(policy: MemberPolicy) -> Self {
+        MemberTree { tree: Tree::new(Meta::new(0o755, Timestamp::default())), policy, linked: HashSet::new() }
+    }
+
+    /// The tree so far.
+    pub fn tree(&self) -> &Tree {
+        &self.tree
+    }
+
+    /// The tree so far, for edits that are not members (an OCI whiteout unlinks).
+    pub fn tree_mut(&mut self) -> &mut Tree {
+        &mut self.tree
+    }
+
+    /// The finished tree.
+    pub fn into_tree(self) -> Tree {
+        self.tree
+    }
+
+    /// Adds member `m`, whose file content is read from `stream` (the stream its
+    /// [`Member::data_offset`] points into). An error (a refused member, see
+    /// [`MemberPolicy`]) leaves the tree unchanged, except for parent directories the
+    /// member's path made; only [`ErrorKind::OutOfBounds`] (a cap) should stop the caller.
+    pub fn insert(&mut self, m: &Member, stream: &Arc<dyn StreamSource>) -> Result<()> {
+        let comps = member_components(&m.path)?;
+        let Some((name, parents)) = comps.split_last() else {
+            // `./`: the root directory's own metadata.
+            if m.kind != MemberKind::Dir {
+                return Err(Error::refused("member names the root directory but is not a directory"));
+            }
+            let root = self.tree.node_mut(NodeId::ROOT);
+            root.meta = m.meta.clone();
+            root.xattrs = m.xattrs.clone();
+            return Ok(());
+        };
+        if let MemberKind::HardLink(target) = &m.kind {
+            let id = self.link_target(target)?;
+            let parent = self.make_dirs(parents, &m.path, m.meta.mtime)?;
+            let existing = self.tree.lookup(parent, name);
+            if existing == Some(id) {
                 return Ok(());
             }
-            Kind::empty_dir()
+            self.check_over_directory(existing, &m.path)?;
+            self.tree.link(parent, name, id)?;
+            self.linked.insert(id);
+            return Ok(());
         }
-        MemberKind::File => Kind::File(file_data(m, stream)?),
-        MemberKind::Symlink(t) => Kind::Symlink(t.clone()),
-        MemberKind::HardLink(target) => {
-            let id = lookup_no_follow(tree, target)?;
-            if tree.lookup(parent, name) == Some(id) {
-                return Ok(());
+        let parent = self.make_dirs(parents, &m.path, m.meta.mtime)?;
+        let existing = self.tree.lookup(parent, name);
+        let kind = match &m.kind {
+            MemberKind::Dir => {
+                if let Some(id) = existing.filter(|&id| self.tree.node(id).as_dir().is_some()) {
+                    let n = self.tree.node_mut(id);
+                    n.meta = m.meta.clone();
+                    n.xattrs = m.xattrs.clone();
+                    return Ok(());
+                }
+                Kind::empty_dir()
             }
-            return tree.link(parent, name, id);
+            MemberKind::File => Kind::File(file_data(m, stream)?),
+            MemberKind::Symlink(t) => Kind::Symlink(t.clone()),
+            MemberKind::CharDev { major, minor } => Kind::CharDev { major: *major, minor: *minor },
+            MemberKind::BlockDev { major, minor } => Kind::BlockDev { major: *major, minor: *minor },
+            MemberKind::Fifo => Kind::Fifo,
+            MemberKind::HardLink(_) => return Err(Error::invalid("hard link handled above")),
+        };
+        let is_dir = matches!(kind, Kind::Dir(_));
+        if !is_dir {
+            self.check_over_directory(existing, &m.path)?;
         }
-        MemberKind::CharDev { major, minor } => Kind::CharDev { major: *major, minor: *minor },
-        MemberKind::BlockDev { major, minor } => Kind::BlockDev { major: *major, minor: *minor },
-        MemberKind::Fifo => Kind::Fifo,
-    };
-    let mut node = Node::new(m.meta.clone(), kind);
-    node.xattrs = m.xattrs.clone();
-    tree.insert(parent, name, node)?;
-    Ok(())
+        let mut node = Node::new(m.meta.clone(), kind);
+        node.xattrs = m.xattrs.clone();
+        match existing {
+            // A non-directory over a non-directory with no other name: the old node is
+            // reused, as inserting would leave it unreachable in the arena.
+            Some(old) if !is_dir && self.tree.node(old).as_dir().is_none() && !self.linked.contains(&old) => {
+                *self.tree.node_mut(old) = node;
+            }
+            _ => {
+                self.tree.insert(parent, name, node)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The existing directory at `comps` (parents resolved by the policy), or `None`
+    /// when some component is missing: where an OCI whiteout or opaque marker applies.
+    pub fn existing_dir(&self, comps: &[&[u8]], path: &[u8]) -> Result<Option<NodeId>> {
+        let mut cur = NodeId::ROOT;
+        let mut hops = 0;
+        for i in 0..comps.len() {
+            match self.step(cur, comps, i, &mut hops, path)? {
+                Some(id) => cur = id,
+                None => return Ok(None),
+            }
+        }
+        Ok(Some(cur))
+    }
+
+    fn check_over_directory(&self, existing: Option<NodeId>, path: &[u8]) -> Result<()> {
+        let Some(old) = existing else { return Ok(()) };
+        match self.tree.node(old).as_dir() {
+            Some(d) if !d.is_empty() && self.policy.over_directory == OverDirectory::Refuse => {
+                Err(Error::refused(format!("member {} would replace a directory that has entries", display_name(path))))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The directory `comps` under the root, made where missing (mode 0755, `mtime`).
+    fn make_dirs(&mut self, comps: &[&[u8]], path: &[u8], mtime: Timestamp) -> Result<NodeId> {
+        let mut cur = NodeId::ROOT;
+        let mut hops = 0;
+        for i in 0..comps.len() {
+            cur = match self.step(cur, comps, i, &mut hops, path)? {
+                Some(id) => id,
+                None => self.tree.insert(cur, comps[i], Node::new(Meta::new(0o755, mtime), Kind::empty_dir()))?,
+            };
+        }
+        Ok(cur)
+    }
+
+    /// The entry `comps[i]` of directory `cur` as a directory (a symlink resolved by
+    /// the policy), `None` when there is no such entry. `hops` counts the links followed
+    /// for one path, capped at [`MAX_SYMLINK_HOPS`] as Linux caps a lookup.
+    fn step(&self, cur: NodeId, comps: &[&[u8]], i: usize, hops: &mut usize, path: &[u8]) -> Result<Option<NodeId>> {
+        let Some(id) = self.tree.lookup(cur, comps[i]) else { return Ok(None) };
+        let node = self.tree.node(id);
+        let not_dir = |what: String| {
+            Error::refused(format!("{} on the path {} {what}", display_name(comps[i]), display_name(path)))
+        };
+        match &node.kind {
+            Kind::Dir(_) => Ok(Some(id)),
+            Kind::Symlink(_) if self.policy.parent_symlink == ParentSymlink::FollowInTree => {
+                *hops += 1;
+                if *hops > MAX_SYMLINK_HOPS {
+                    return Err(not_dir(format!(
+                        "is one symbolic link too many (at most {MAX_SYMLINK_HOPS} are followed per path)"
+                    )));
+                }
+                let t = self.tree.resolve(&comps[..=i].join(&b'/'), true).map_err(|e| {
+                    not_dir(format!("is a symbolic link that leads nowhere in the tree ({})", e.message()))
+                })?;
+                match &self.tree.node(t).kind {
+                    Kind::Dir(_) => Ok(Some(t)),
+                    k => Err(not_dir(format!("is a symbolic link to a {}, not a directory", k.name()))),
+                }
+            }
+            Kind::Symlink(_) => Err(not_dir("is a symbolic link (not followed)".to_string())),
+            k => Err(not_dir(format!("is a {}, not a directory", k.name()))),
+        }
+    }
+
+    /// The earlier member a hard link names: its parents resolved by the policy, its
+    /// last component not followed (a hard link to a symlink links the symlink).
+    fn link_target(&self, target: &[u8]) -> Result<NodeId> {
+        let missing = || {
+            Error::refused(format!(
+                "hard link to {}, which is not an earlier member of the archive",
+                display_name(target)
+            ))
+            .with_field("linkname")
+        };
+        let comps = normalize_path(target).map_err(|e| {
+            Error::refused(format!("hard link to {}: {}", display_name(target), e.message())).with_field("linkname")
+        })?;
+        let Some((last, parents)) = comps.split_last() else {
+            return Err(Error::refused("hard link to the root directory").with_field("linkname"));
+        };
+        let dir = self.existing_dir(parents, target)?.ok_or_else(missing)?;
+        let id = self.tree.lookup(dir, last).ok_or_else(missing)?;
+        if self.tree.node(id).as_dir().is_some() {
+            return Err(
+                Error::refused(format!("hard link to directory {}", display_name(target))).with_field("linkname")
+            );
+        }
+        Ok(id)
+    }
 }
 
 fn file_data(m: &Member, stream: &Arc<dyn StreamSource>) -> Result<FileData> {
     let content = match &m.sparse {
+        _ if m.size == 0 => Content::Zero,
         Some(runs) => Content::Reader(Arc::new(SparseContent::new(stream.clone(), m.data_offset, runs)?)),
-        None if m.size == 0 => Content::Zero,
         None => Content::Stream { stream: stream.clone(), offset: m.data_offset },
     };
     Ok(FileData { size: m.size, content })
 }
 
-/// The directory `parents` under the root, created where missing.
-fn parent_dir(tree: &mut Tree, parents: &[&[u8]], path: &[u8], mtime: &Timestamp) -> Result<NodeId> {
-    let mut cur = NodeId::ROOT;
-    for comp in parents {
-        cur = match tree.lookup(cur, comp) {
-            Some(id) if tree.node(id).as_dir().is_some() => id,
-            Some(id) => {
-                return Err(Error::refused(format!(
-                    "member {}: {} on its path is a {}, not a directory (never followed)",
-                    display_name(path),
-                    display_name(comp),
-                    tree.node(id).kind.name()
-                )));
-            }
-            None => tree.insert(cur, comp, Node::new(Meta::new(0o755, *mtime), Kind::empty_dir()))?,
-        };
-    }
-    Ok(cur)
-}
-
-/// The earlier member at `target`, symlinks not followed.
-fn lookup_no_follow(tree: &Tree, target: &[u8]) -> Result<NodeId> {
-    let missing = || {
-        Error::refused(format!("hard link to {}, which is not an earlier member of the archive", display_name(target)))
-            .with_field("linkname")
-    };
-    let comps = normalize_path(target).map_err(|_| missing())?;
-    let mut cur = NodeId::ROOT;
-    for c in &comps {
-        cur = tree.lookup(cur, c).ok_or_else(missing)?;
-    }
-    if comps.is_empty() || tree.node(cur).as_dir().is_some() {
-        return Err(Error::refused(format!("hard link to directory {}", display_name(target))).with_field("linkname"));
-    }
-    Ok(cur)
-}
-
-/// Reads every member from `reader` into a new tree; content points into `stream`.
-/// Members that cannot be taken over are skipped and reported; a damaged archive or one
-/// over [`diskcast_tree::MAX_NODES`] is an error.
+/// Reads every member from `reader` into a new tree under [`MemberPolicy::ARCHIVE`];
+/// content points into `stream`. Members that cannot be taken over are skipped and
+/// reported; a damaged archive or one over [`diskcast_tree::MAX_NODES`] is an error.
 pub fn read_tar_stream(
     mut reader: TarReader,
     stream: Arc<dyn StreamSource>,
     compression: Compression,
 ) -> Result<TarTree> {
-    let mut tree = Tree::new(Meta::new(0o755, Timestamp::default()));
+    let mut members = MemberTree::new(MemberPolicy::ARCHIVE);
     let mut warnings = Vec::new();
     while let Some(m) = reader.next_member()? {
-        if let Err(e) = insert_member(&mut tree, &m, &stream) {
+        if let Err(e) = members.insert(&m, &stream) {
             if e.kind() == ErrorKind::OutOfBounds {
                 return Err(e);
             }
-            warnings.push(format!("skipped member {}: {}", display_name(&m.path), e.message()));
+            warnings.push(skipped(&m, &e));
         }
     }
-    Ok(TarTree { tree, warnings, compression })
+    Ok(TarTree { tree: members.into_tree(), warnings, compression })
+}
+
+/// The warning for a member [`MemberTree::insert`] refused.
+pub fn skipped(m: &Member, e: &Error) -> String {
+    format!("skipped member {}: {}", display_name(&m.path), e.message())
 }
 
 /// Reads the tar file at `path` (plain, gzip or zstd) into a tree. File content stays

@@ -10,9 +10,10 @@
 //! Reading never copies file content: a member is a [`diskcast_tree::Content::Stream`]
 //! offset into the decompressed stream, which a sink reads when it needs the bytes.
 //!
-//! - [`TarReader`] yields one [`Member`] at a time (header, metadata, data offset): the
-//!   OCI layer code applies members to a tree with its own whiteout rules.
-//! - [`insert_member`] adds one member to a tree (path checks, parents, hard links).
+//! - [`TarReader`] yields one [`Member`] at a time (header, metadata, data offset).
+//! - [`MemberTree`] adds members to a tree under a [`MemberPolicy`] (path checks,
+//!   parents, symlinks on the way, replacements, hard links): the one rule of `tar`
+//!   sources and OCI layers, which apply their whiteouts first.
 //! - [`read_tar`] does both for a whole archive file.
 //! - [`write_tar`] writes a tree as a PAX tar in tree walk order (reproducible).
 #![forbid(unsafe_code)]
@@ -24,7 +25,10 @@ mod reader;
 mod sparse;
 mod writer;
 
-pub use build::{TarTree, insert_member, is_tar_header, normalize_path, read_tar, read_tar_stream, read_tar_with};
+pub use build::{
+    MemberPolicy, MemberTree, OverDirectory, ParentSymlink, TarTree, is_tar_header, member_components, normalize_path,
+    read_tar, read_tar_stream, read_tar_with, skipped,
+};
 pub use compress::{Compression, FileStream, Limits, MAX_DECOMPRESSED, MAX_RATIO, RATIO_SLACK, capped, from_io};
 pub use reader::{Member, MemberKind, SparseRun, TarReader};
 pub use sparse::SparseContent;

@@ -75,3 +75,46 @@ fn a_gzip_stream_that_is_not_a_tar_is_refused_and_xz_is_named() {
     let e = diskcast_tar::read_tar(&x).unwrap_err();
     assert!(e.to_string().contains("xz -d"), "{e}");
 }
+
+#[test]
+fn member_policy_choices_are_each_applied() {
+    use diskcast_tar::{MemberPolicy, MemberTree, OverDirectory, ParentSymlink};
+    use std::sync::Arc;
+    let d = tempfile::tempdir().unwrap();
+    let tar = d.path().join("p.tar");
+    let script = format!(
+        "import tarfile, io\nt = tarfile.open({:?}, 'w')\ndef add(n, data=b'', **kw):\n    i = tarfile.TarInfo(n)\n    for k, v in kw.items(): setattr(i, k, v)\n    i.size = len(data)\n    t.addfile(i, io.BytesIO(data))\n\
+         add('usr/lib', type=tarfile.DIRTYPE)\nadd('lib', type=tarfile.SYMTYPE, linkname='usr/lib')\nadd('lib/x', b'x')\n\
+         add('d/in', b'in')\nadd('d', b'file over a directory')\nt.close()\n",
+        tar.to_str().unwrap()
+    );
+    run("/usr/bin/python3", &["-c", &script]);
+    let read = |policy: MemberPolicy| {
+        let stream: Arc<dyn StreamSource> = Arc::new(FileStream::open(&tar).unwrap());
+        let mut r = TarReader::new(stream.open().unwrap(), "p.tar");
+        let mut members = MemberTree::new(policy);
+        let mut refused = Vec::new();
+        while let Some(m) = r.next_member().unwrap() {
+            if let Err(e) = members.insert(&m, &stream) {
+                assert_eq!(e.kind(), diskcast_block::ErrorKind::Refused, "{e}");
+                refused.push(e.message().to_string());
+            }
+        }
+        (members.into_tree(), refused)
+    };
+    let (tree, refused) = read(MemberPolicy::ARCHIVE);
+    assert!(refused.is_empty(), "{refused:?}");
+    assert!(tree.resolve(b"usr/lib/x", false).is_ok());
+    assert!(tree.node(tree.resolve(b"d", false).unwrap()).as_file().is_some());
+    let strict = MemberPolicy { parent_symlink: ParentSymlink::Refuse, over_directory: OverDirectory::Refuse };
+    let (tree, refused) = read(strict);
+    assert_eq!(
+        refused,
+        [
+            r#""lib" on the path "lib/x" is a symbolic link (not followed)"#,
+            r#"member "d" would replace a directory that has entries"#
+        ]
+    );
+    assert!(tree.resolve(b"usr/lib/x", false).is_err());
+    assert!(tree.resolve(b"d/in", false).is_ok());
+}

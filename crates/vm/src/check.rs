@@ -326,7 +326,7 @@ pub fn check_container_disk(
 ) -> Result<Vec<Reason>> {
     let img = diskcast_oci::open(spec, image)?;
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-    let tree = diskcast_oci::flatten(&img, threads)?;
+    let tree = diskcast_oci::flatten(&img, threads)?.tree;
     let mut out = Vec::new();
     let Some(dir) = tree.lookup(NodeId::ROOT, b"disk").filter(|&id| tree.dir(id).is_ok()) else {
         out.push(reason(

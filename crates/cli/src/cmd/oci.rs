@@ -83,6 +83,9 @@ fn inspect(a: InspectArgs) -> Result<u8> {
         eprintln!("diskcast: warning: {}: {w}", a.src);
     }
     let report = diskcast_oci::inspect::inspect(&image, super::threads(None)?)?;
+    for w in &report.warnings {
+        eprintln!("diskcast: warning: {}: {w}", a.src);
+    }
     if a.output == crate::args::OutputFormat::Json {
         super::print_json(&serde_json::to_value(&report).map_err(|e| diskcast_block::Error::invalid(e.to_string()))?);
         return Ok(0);
