@@ -243,8 +243,7 @@ fn parents_that_are_files_or_lead_nowhere_are_skipped() {
     assert_eq!(warnings.len(), 3, "{warnings:?}");
     assert_eq!(warnings[0], r#"skipped member "f/g": "f" on the path "f/g" is a file, not a directory"#);
     for (w, (dir, path)) in warnings[1..].iter().zip([("loop", "loop/h"), ("nowhere", "nowhere/z")]) {
-        let want =
-            format!(r#"skipped member "{path}": "{dir}" on the path "{path}" is a symbolic link that leads nowhere"#);
+        let want = format!(r#"skipped member "{path}": "{dir}" on the path "{path}" is a symlink that leads nowhere"#);
         assert!(w.starts_with(&want), "{w}");
     }
     assert!(matches!(tree.node(tree.resolve(b"nowhere", false).unwrap()).kind, Kind::Symlink(_)));

@@ -250,18 +250,19 @@ impl MemberTree {
                 *hops += 1;
                 if *hops > MAX_SYMLINK_HOPS {
                     return Err(not_dir(format!(
-                        "is one symbolic link too many (at most {MAX_SYMLINK_HOPS} are followed per path)"
+                        "is one symlink too many (at most {MAX_SYMLINK_HOPS} are followed per path)"
                     )));
                 }
-                let t = self.tree.resolve(&comps[..=i].join(&b'/'), true).map_err(|e| {
-                    not_dir(format!("is a symbolic link that leads nowhere in the tree ({})", e.message()))
-                })?;
+                let t = self
+                    .tree
+                    .resolve(&comps[..=i].join(&b'/'), true)
+                    .map_err(|e| not_dir(format!("is a symlink that leads nowhere in the tree ({})", e.message())))?;
                 match &self.tree.node(t).kind {
                     Kind::Dir(_) => Ok(Some(t)),
-                    k => Err(not_dir(format!("is a symbolic link to a {}, not a directory", k.name()))),
+                    k => Err(not_dir(format!("is a symlink to a {}, not a directory", k.name()))),
                 }
             }
-            Kind::Symlink(_) => Err(not_dir("is a symbolic link (not followed)".to_string())),
+            Kind::Symlink(_) => Err(not_dir("is a symlink (not followed)".to_string())),
             k => Err(not_dir(format!("is a {}, not a directory", k.name()))),
         }
     }

@@ -111,7 +111,7 @@ fn member_policy_choices_are_each_applied() {
     assert_eq!(
         refused,
         [
-            r#""lib" on the path "lib/x" is a symbolic link (not followed)"#,
+            r#""lib" on the path "lib/x" is a symlink (not followed)"#,
             r#"member "d" would replace a directory that has entries"#
         ]
     );
