@@ -1,20 +1,14 @@
 //! `oci inspect`: what an image is made of. The layers are read once (to measure them
-//! and to check their digests), flattened, and the package databases of the result are
-//! read: dpkg (`/var/lib/dpkg/status`), apk (`/lib/apk/db/installed`), rpm
-//! (`rpmdb.sqlite`, or the older Berkeley DB `Packages`, under `/var/lib/rpm` or
-//! `/usr/lib/sysimage/rpm`; see [`crate::rpmdb`]).
+//! and to check their digests), flattened, and the result inspected as any tree is
+//! ([`diskcast_inspect`]: installed packages, OS release).
 
 use crate::digest::Digest;
 use crate::flatten::{Flattened, Flattener, scan_all};
 use crate::image::Image;
 use crate::spec::{History, Platform, RunConfig};
-use diskcast_block::{Error, Result};
-use diskcast_tree::{Kind, NodeId, Tree};
+use diskcast_block::Result;
+use diskcast_inspect::{Package, os_release, packages};
 use serde::Serialize;
-use std::io::Read;
-
-/// Largest package database read (Debian's full status file is a few MiB).
-const MAX_DB_BYTES: u64 = 64 << 20;
 
 /// Everything `oci inspect` shows.
 #[derive(Debug, Serialize)]
@@ -92,49 +86,6 @@ pub struct HistoryReport {
     pub layer: Option<usize>,
 }
 
-/// An installed package. Every database gives name, version and architecture; rpm also
-/// gives the rest.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Package {
-    /// Name.
-    pub name: String,
-    /// Version: dpkg's full version (with its epoch), apk's, or rpm's `VERSION-RELEASE`.
-    pub version: String,
-    /// Architecture (empty for rpm's `gpg-pubkey` entries, which have none).
-    pub architecture: String,
-    /// rpm's epoch, when the package sets one.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub epoch: Option<u32>,
-    /// Installed size in bytes (rpm's `LONGSIZE`, else `SIZE`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub size: Option<u64>,
-    /// One-line summary.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub summary: Option<String>,
-    /// License.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub license: Option<String>,
-    /// The source package (rpm's `SOURCERPM`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub source: Option<String>,
-}
-
-impl Package {
-    /// A package known by name, version and architecture only.
-    pub fn new(name: &str, version: &str, architecture: &str) -> Package {
-        Package {
-            name: name.into(),
-            version: version.into(),
-            architecture: architecture.into(),
-            epoch: None,
-            size: None,
-            summary: None,
-            license: None,
-            source: None,
-        }
-    }
-}
-
 /// Reads every layer, flattens, and gathers the report.
 pub fn inspect(image: &Image, threads: usize) -> Result<Report> {
     let scanned = scan_all(image, threads)?;
@@ -201,170 +152,4 @@ fn history(h: &[History], layers: usize) -> Vec<HistoryReport> {
             }
         })
         .collect()
-}
-
-/// The content of the regular file at `path` (symlinks followed inside the tree), or
-/// `None` when there is none.
-fn read_file(tree: &Tree, path: &[u8], max: u64) -> Result<Option<Vec<u8>>> {
-    let Ok(id) = tree.resolve(path, true) else { return Ok(None) };
-    let Kind::File(f) = &tree.node(id).kind else { return Ok(None) };
-    if f.size > max {
-        return Err(Error::out_of_bounds(format!(
-            "{} is {} bytes, more than the {max}-byte limit",
-            String::from_utf8_lossy(path),
-            f.size
-        )));
-    }
-    let mut out = Vec::with_capacity(f.size as usize);
-    f.reader()?.read_to_end(&mut out).map_err(|e| crate::digest::from_io(e, &String::from_utf8_lossy(path)))?;
-    Ok(Some(out))
-}
-
-fn os_release(tree: &Tree) -> Option<String> {
-    let bytes = [&b"etc/os-release"[..], b"usr/lib/os-release"]
-        .iter()
-        .find_map(|p| read_file(tree, p, 1 << 20).ok().flatten())?;
-    let text = String::from_utf8_lossy(&bytes);
-    text.lines().find_map(|l| l.strip_prefix("PRETTY_NAME=")).map(|v| v.trim_matches('"').to_string())
-}
-
-/// What [`packages`] found.
-#[derive(Debug, Default)]
-pub struct Found {
-    /// The packages, sorted by name.
-    pub packages: Vec<Package>,
-    /// Which database (`dpkg`, `apk`, `rpm`), or what was found and is not read.
-    pub manager: Option<String>,
-    /// Why the database found could not be read.
-    pub error: Option<String>,
-}
-
-/// Where rpm keeps its sqlite database (Fedora 36+ moved it to /usr/lib/sysimage/rpm and
-/// left /var/lib/rpm a symlink to it).
-const RPMDB_SQLITE: [&[u8]; 2] = [b"var/lib/rpm/rpmdb.sqlite", b"usr/lib/sysimage/rpm/rpmdb.sqlite"];
-/// Where rpm before 4.16 kept its Berkeley DB `Packages`.
-const RPMDB_BDB: [&[u8]; 2] = [b"var/lib/rpm/Packages", b"usr/lib/sysimage/rpm/Packages"];
-
-/// The installed packages, from whichever database the image has (dpkg, apk, rpm's
-/// sqlite, rpm's Berkeley DB). A damaged rpm database is reported in [`Found::error`]
-/// rather than failing the whole inspection.
-pub fn packages(tree: &Tree) -> Result<Found> {
-    if let Some(b) = read_file(tree, b"var/lib/dpkg/status", MAX_DB_BYTES)? {
-        return Ok(Found {
-            packages: parse_dpkg(&String::from_utf8_lossy(&b)),
-            manager: Some("dpkg".into()),
-            error: None,
-        });
-    }
-    if let Some(b) = read_file(tree, b"lib/apk/db/installed", MAX_DB_BYTES)? {
-        return Ok(Found {
-            packages: parse_apk(&String::from_utf8_lossy(&b)),
-            manager: Some("apk".into()),
-            error: None,
-        });
-    }
-    // rpm 4.16+ (sqlite), then rpm before 4.16 (RHEL/CentOS 7 and 8, older Fedora: a
-    // Berkeley DB hash file); the first one present is read.
-    let rpm = RPMDB_SQLITE.iter().map(|p| (*p, true)).chain(RPMDB_BDB.iter().map(|p| (*p, false)));
-    for (path, sqlite) in rpm {
-        let shown = format!("/{}", String::from_utf8_lossy(path));
-        let read = || -> Result<Option<Vec<Package>>> {
-            let max = if sqlite { crate::rpmdb::MAX_DB_BYTES } else { crate::rpmdb::MAX_BDB_BYTES };
-            let Some(main) = read_file(tree, path, max)? else { return Ok(None) };
-            if !sqlite {
-                return crate::rpmdb::read_bdb(&shown, &main).map(Some);
-            }
-            let mut wal_path = path.to_vec();
-            wal_path.extend_from_slice(b"-wal");
-            let wal = read_file(tree, &wal_path, max)?;
-            crate::rpmdb::read_sqlite(&shown, main, wal).map(Some)
-        };
-        let rpm = Some("rpm".to_string());
-        match read() {
-            Ok(None) => continue,
-            Ok(Some(packages)) => return Ok(Found { packages, manager: rpm, error: None }),
-            Err(e) => return Ok(Found { packages: Vec::new(), manager: rpm, error: Some(e.to_string()) }),
-        }
-    }
-    // openSUSE Leap 15's rpm: its own "ndb" format. Named, not read.
-    for path in [&b"var/lib/rpm/Packages.db"[..], b"usr/lib/sysimage/rpm/Packages.db"] {
-        if tree.resolve(path, true).is_ok_and(|id| tree.node(id).as_file().is_some()) {
-            return Ok(Found {
-                packages: Vec::new(),
-                manager: Some("rpm".into()),
-                error: Some(format!(
-                    "/{} is an rpm ndb database (openSUSE Leap 15), which is not read; rpm's sqlite and \
-                     Berkeley DB databases are",
-                    String::from_utf8_lossy(path)
-                )),
-            });
-        }
-    }
-    let _ = NodeId::ROOT;
-    Ok(Found::default())
-}
-
-/// dpkg's status file: RFC 822-style paragraphs; only `install ok installed` counts.
-pub fn parse_dpkg(text: &str) -> Vec<Package> {
-    let mut out = Vec::new();
-    for para in text.split("\n\n") {
-        let mut name = "";
-        let mut version = "";
-        let mut arch = "";
-        let mut installed = false;
-        for line in para.lines() {
-            if let Some(v) = line.strip_prefix("Package:") {
-                name = v.trim();
-            } else if let Some(v) = line.strip_prefix("Version:") {
-                version = v.trim();
-            } else if let Some(v) = line.strip_prefix("Architecture:") {
-                arch = v.trim();
-            } else if let Some(v) = line.strip_prefix("Status:") {
-                installed = v.split_whitespace().last() == Some("installed");
-            }
-        }
-        if installed && !name.is_empty() {
-            out.push(Package::new(name, version, arch));
-        }
-    }
-    out.sort_by(|a, b| a.name.cmp(&b.name));
-    out
-}
-
-/// apk's installed database: blank-line separated records of `K:value` lines.
-pub fn parse_apk(text: &str) -> Vec<Package> {
-    let mut out = Vec::new();
-    for para in text.split("\n\n") {
-        let mut p = Package::new("", "", "");
-        for line in para.lines() {
-            match line.split_once(':') {
-                Some(("P", v)) => p.name = v.to_string(),
-                Some(("V", v)) => p.version = v.to_string(),
-                Some(("A", v)) => p.architecture = v.to_string(),
-                _ => {}
-            }
-        }
-        if !p.name.is_empty() {
-            out.push(p);
-        }
-    }
-    out.sort_by(|a, b| a.name.cmp(&b.name));
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dpkg_and_apk_databases() {
-        let dpkg = "Package: zlib1g\nStatus: install ok installed\nVersion: 1:1.2.13\nArchitecture: amd64\nDescription: x\n more\n\nPackage: gone\nStatus: deinstall ok config-files\nVersion: 1\n\nPackage: bash\nStatus: install ok installed\nArchitecture: amd64\nVersion: 5.2.15-2+b7\n";
-        let p = parse_dpkg(dpkg);
-        assert_eq!(p.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["bash", "zlib1g"]);
-        assert_eq!(p[0].version, "5.2.15-2+b7");
-        let apk = "C:Q1abc=\nP:musl\nV:1.2.4-r2\nA:x86_64\nT:the musl c library\n\nP:busybox\nV:1.36.1-r5\nA:x86_64\n";
-        let p = parse_apk(apk);
-        assert_eq!(p[0], Package::new("busybox", "1.36.1-r5", "x86_64"));
-        assert_eq!(p.len(), 2);
-    }
 }

@@ -9,7 +9,6 @@
 //! image-index.md, config.md, layer.md) and distribution-spec.
 #![forbid(unsafe_code)]
 
-pub mod bdb;
 pub mod blobs;
 pub mod digest;
 pub mod flatten;
@@ -17,7 +16,6 @@ pub mod image;
 pub mod inspect;
 pub mod pargz;
 pub mod registry;
-pub mod rpmdb;
 pub mod source;
 pub mod spec;
 pub mod write;

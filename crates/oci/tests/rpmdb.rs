@@ -8,8 +8,9 @@
 mod common;
 
 use common::*;
-use diskcast_oci::inspect::{Package, inspect};
-use diskcast_oci::{OpenOptions, open, rpmdb};
+use diskcast_inspect::{Package, bdb, rpmdb};
+use diskcast_oci::inspect::inspect;
+use diskcast_oci::{OpenOptions, open};
 use diskcast_sqlite::{Db, Limits, Value};
 use diskcast_testkit::hostile::{assert_input_error, within};
 use std::path::Path;
@@ -291,7 +292,7 @@ fn berkeley_db_packages_list_as_rpm_qa_and_db_dump() {
         let out = tmp.path().join(format!("Packages-{ps}-{lorder}"));
         make_rpm_bdb(&dbdir.join("rpmdb.sqlite"), &out, ps, lorder);
         let bytes = std::fs::read(&out).unwrap();
-        let db = diskcast_oci::bdb::hash_pairs("Packages", &bytes).unwrap();
+        let db = bdb::hash_pairs("Packages", &bytes).unwrap();
         assert_eq!(db.big_endian, lorder == 4321);
         let mut ours: Vec<(String, String)> = db.pairs.iter().map(|(k, d)| (hex(k), hex(d))).collect();
         ours.sort();

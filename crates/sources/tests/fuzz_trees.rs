@@ -289,7 +289,7 @@ fn tree_of(files: &[(&[u8], &[u8])]) -> Tree {
 /// `oci inspect`'s package reading of a tree holding `path` with `bytes`; `Found::error`
 /// carries a damaged rpm database's error as text, which must name the file too.
 fn drive_packages(path: &'static [u8], bytes: &[u8], r: &mut Report) {
-    match diskcast_oci::inspect::packages(&tree_of(&[(path, bytes)])) {
+    match diskcast_inspect::packages(&tree_of(&[(path, bytes)])) {
         Ok(found) => {
             r.nodes += found.packages.len();
             if let Some(m) = found.error {
@@ -351,7 +351,7 @@ fn drive_sqlite(bytes: Arc<[u8]>, name: &str) -> Report {
 fn drive_rpm_sqlite(bytes: Arc<[u8]>, name: &str) -> Report {
     let mut r = Report::default();
     let (main, wal) = split_wal(&bytes);
-    match diskcast_oci::rpmdb::read_sqlite(name, main.to_vec(), wal.map(<[u8]>::to_vec)) {
+    match diskcast_inspect::rpmdb::read_sqlite(name, main.to_vec(), wal.map(<[u8]>::to_vec)) {
         Ok(p) => r.nodes += p.len(),
         Err(e) => r.err(e),
     }
@@ -361,7 +361,7 @@ fn drive_rpm_sqlite(bytes: Arc<[u8]>, name: &str) -> Report {
 
 fn drive_rpm_bdb(bytes: Arc<[u8]>, name: &str) -> Report {
     let mut r = Report::default();
-    match diskcast_oci::rpmdb::read_bdb(name, &bytes) {
+    match diskcast_inspect::rpmdb::read_bdb(name, &bytes) {
         Ok(p) => r.nodes += p.len(),
         Err(e) => r.err(e),
     }

@@ -11,6 +11,7 @@
 //! machine that made the file, which the metadata magic tells.
 
 use diskcast_block::{Error, ErrorKind, Result};
+use diskcast_layout::{self as layout, LayoutError};
 use std::collections::HashSet;
 
 const HASH_MAGIC: u32 = 0x0006_1561;
@@ -37,6 +38,9 @@ pub struct HashDb {
 /// Reads every key/data pair of the hash database `bytes` (named `name` in errors).
 pub fn hash_pairs(name: &str, bytes: &[u8]) -> Result<HashDb> {
     let err = |kind, field, msg: String| Error::new(kind, msg).with_file(name).with_field(field);
+    // Reads past a page's end are refused with the field named (the checks below keep
+    // every offset inside its page, so this is the backstop, never a panic).
+    let short = |e: LayoutError| err(ErrorKind::OutOfBounds, "page", e.to_string());
     if bytes.len() < 512 {
         return Err(err(
             ErrorKind::InvalidFormat,
@@ -44,24 +48,23 @@ pub fn hash_pairs(name: &str, bytes: &[u8]) -> Result<HashDb> {
             format!("{} bytes is too short for a Berkeley DB", bytes.len()),
         ));
     }
-    let magic_le = u32::from_le_bytes([bytes[12], bytes[13], bytes[14], bytes[15]]);
-    let big = match magic_le {
+    let big = match layout::le32(bytes, 12, "hash magic").map_err(short)? {
         HASH_MAGIC => false,
         m if m.swap_bytes() == HASH_MAGIC => true,
         m => return Err(err(ErrorKind::InvalidFormat, "magic", format!("magic {m:#010x} is not a Berkeley DB hash"))),
     };
-    let u32_at = |b: &[u8], o: usize| {
-        let a = [b[o], b[o + 1], b[o + 2], b[o + 3]];
-        if big { u32::from_be_bytes(a) } else { u32::from_le_bytes(a) }
+    let u32_at = |b: &[u8], o: usize, what: &'static str| {
+        if big { layout::be32(b, o, what) } else { layout::le32(b, o, what) }.map_err(short)
     };
-    let u16_at = |b: &[u8], o: usize| {
-        if big { u16::from_be_bytes([b[o], b[o + 1]]) } else { u16::from_le_bytes([b[o], b[o + 1]]) }
+    let u16_at = |b: &[u8], o: usize, what: &'static str| {
+        if big { layout::be16(b, o, what) } else { layout::le16(b, o, what) }.map(usize::from).map_err(short)
     };
-    let version = u32_at(bytes, 16);
+    let byte_at = |b: &[u8], o: usize, what: &'static str| layout::byte(b, o, what).map_err(short);
+    let version = u32_at(bytes, 16, "hash version")?;
     if !(8..=10).contains(&version) {
         return Err(err(ErrorKind::Unsupported, "version", format!("hash version {version} (8 to 10 are read)")));
     }
-    let ps = u32_at(bytes, 20);
+    let ps = u32_at(bytes, 20, "page size")?;
     if !(512..=65536).contains(&ps) || !ps.is_power_of_two() {
         return Err(err(
             ErrorKind::Corrupt,
@@ -69,31 +72,38 @@ pub fn hash_pairs(name: &str, bytes: &[u8]) -> Result<HashDb> {
             format!("page size {ps} is not a power of two from 512 to 65536"),
         ));
     }
-    if bytes[24] != 0 {
+    if byte_at(bytes, 24, "encrypt_alg")? != 0 {
         return Err(err(ErrorKind::Unsupported, "encrypt_alg", "the database is encrypted".into()));
     }
-    if bytes[25] != P_HASHMETA {
-        return Err(err(ErrorKind::InvalidFormat, "type", format!("page 0 has type {}, not hash metadata", bytes[25])));
+    let meta_type = byte_at(bytes, 25, "page type")?;
+    if meta_type != P_HASHMETA {
+        return Err(err(ErrorKind::InvalidFormat, "type", format!("page 0 has type {meta_type}, not hash metadata")));
     }
-    let ps = ps as usize;
-    let last = u32_at(bytes, 32);
+    let ps = layout::usize_from(ps);
+    let last = u32_at(bytes, 32, "last_pgno")?;
     let pages = bytes.len() / ps;
-    if last as usize >= pages {
+    if layout::usize_from(last) >= pages {
         return Err(err(
             ErrorKind::OutOfBounds,
             "last_pgno",
             format!("last page {last} lies past the end of the {pages}-page file"),
         ));
     }
-    let page = |n: u32| &bytes[n as usize * ps..(n as usize + 1) * ps];
+    // Every page number used is at most `last`, inside the file (checked above).
+    let page = |n: u32| {
+        layout::usize_from(n)
+            .checked_mul(ps)
+            .ok_or_else(|| err(ErrorKind::OutOfBounds, "pgno", format!("page {n}")))
+            .and_then(|at| layout::bytes(bytes, at, ps, "page").map_err(short))
+    };
     let mut overflow_seen = HashSet::new();
     let mut out = Vec::new();
     for n in 1..=last {
-        let p = page(n);
-        if !matches!(p[25], P_HASH | P_HASH_UNSORTED) {
+        let p = page(n)?;
+        if !matches!(byte_at(p, 25, "page type")?, P_HASH | P_HASH_UNSORTED) {
             continue;
         }
-        let entries = usize::from(u16_at(p, 20));
+        let entries = u16_at(p, 20, "entries")?;
         let array_end = PAGE_HEADER + 2 * entries;
         if array_end > ps || entries % 2 != 0 {
             return Err(err(
@@ -103,8 +113,8 @@ pub fn hash_pairs(name: &str, bytes: &[u8]) -> Result<HashDb> {
             ));
         }
         let mut item = |i: usize| -> Result<Vec<u8>> {
-            let off = usize::from(u16_at(p, PAGE_HEADER + 2 * i));
-            let end = if i == 0 { ps } else { usize::from(u16_at(p, PAGE_HEADER + 2 * (i - 1))) };
+            let off = u16_at(p, PAGE_HEADER + 2 * i, "item offset")?;
+            let end = if i == 0 { ps } else { u16_at(p, PAGE_HEADER + 2 * (i - 1), "item offset")? };
             if off < array_end || off >= end || end > ps {
                 return Err(err(
                     ErrorKind::OutOfBounds,
@@ -112,10 +122,10 @@ pub fn hash_pairs(name: &str, bytes: &[u8]) -> Result<HashDb> {
                     format!("hash page {n} item {i} spans {off}..{end}, outside {array_end}..{ps}"),
                 ));
             }
-            match p[off] {
-                H_KEYDATA => Ok(p[off + 1..end].to_vec()),
+            match byte_at(p, off, "item type")? {
+                H_KEYDATA => Ok(layout::bytes(p, off + 1, end - off - 1, "item").map_err(short)?.to_vec()),
                 H_OFFPAGE if end - off >= 12 => {
-                    let (first, len) = (u32_at(p, off + 4), u32_at(p, off + 8));
+                    let (first, len) = (u32_at(p, off + 4, "pgno")?, u32_at(p, off + 8, "tlen")?);
                     if len > MAX_ITEM {
                         return Err(err(
                             ErrorKind::OutOfBounds,
@@ -123,11 +133,12 @@ pub fn hash_pairs(name: &str, bytes: &[u8]) -> Result<HashDb> {
                             format!("hash page {n} item {i} claims {len} bytes (at most {MAX_ITEM})"),
                         ));
                     }
+                    let len = layout::usize_from(len);
                     // Grown as overflow pages are read, never reserved at the claimed
                     // length: memory follows the pages read, not what an item claims.
-                    let mut v = Vec::with_capacity(ps.min(len as usize));
+                    let mut v = Vec::with_capacity(ps.min(len));
                     let mut next = first;
-                    while v.len() < len as usize {
+                    while v.len() < len {
                         if next == 0 || next > last {
                             return Err(err(
                                 ErrorKind::OutOfBounds,
@@ -142,15 +153,16 @@ pub fn hash_pairs(name: &str, bytes: &[u8]) -> Result<HashDb> {
                                 format!("overflow page {next} is reached twice (a cycle or a shared page)"),
                             ));
                         }
-                        let o = page(next);
-                        if o[25] != P_OVERFLOW {
+                        let o = page(next)?;
+                        let kind = byte_at(o, 25, "page type")?;
+                        if kind != P_OVERFLOW {
                             return Err(err(
                                 ErrorKind::Corrupt,
                                 "overflow_pgno",
-                                format!("page {next} has type {}, not an overflow page", o[25]),
+                                format!("page {next} has type {kind}, not an overflow page"),
                             ));
                         }
-                        let used = usize::from(u16_at(o, 22));
+                        let used = u16_at(o, 22, "overflow length")?;
                         if PAGE_HEADER + used > ps {
                             return Err(err(
                                 ErrorKind::Corrupt,
@@ -158,14 +170,14 @@ pub fn hash_pairs(name: &str, bytes: &[u8]) -> Result<HashDb> {
                                 format!("overflow page {next} claims {used} bytes"),
                             ));
                         }
-                        let take = used.min(len as usize - v.len());
-                        v.extend_from_slice(&o[PAGE_HEADER..PAGE_HEADER + take]);
-                        next = u32_at(o, 16);
+                        let take = used.min(len - v.len());
+                        v.extend_from_slice(layout::bytes(o, PAGE_HEADER, take, "overflow data").map_err(short)?);
+                        next = u32_at(o, 16, "next_pgno")?;
                         if take == 0 && next == 0 {
                             break;
                         }
                     }
-                    if v.len() != len as usize {
+                    if v.len() != len {
                         return Err(err(
                             ErrorKind::Corrupt,
                             "overflow_pgno",

@@ -11,9 +11,10 @@
 //! `gpg-pubkey` pseudo-packages (imported signing keys) are listed, as `rpm -qa` lists
 //! them; they have no architecture.
 
-use crate::inspect::Package;
+use crate::Package;
 use diskcast_block::{Error, Result};
-use diskcast_sqlite::{Db, Limits, Value};
+use diskcast_layout::{self as layout, usize_from};
+use diskcast_sqlite::{Db, Limits, Source, Value};
 
 const TAG_NAME: u32 = 1000;
 const TAG_VERSION: u32 = 1001;
@@ -49,7 +50,7 @@ type Bad = (&'static str, String);
 impl<'a> Header<'a> {
     /// Parses a stored header, checking the counts and every entry's offset.
     pub fn parse(blob: &'a [u8]) -> std::result::Result<Header<'a>, Bad> {
-        let be = |o: usize| blob.get(o..o + 4).map(|s| u32::from_be_bytes([s[0], s[1], s[2], s[3]]));
+        let be = |o: usize| layout::be32(blob, o, "header").ok();
         let (il, dl) = match (be(0), be(4)) {
             (Some(il), Some(dl)) => (il, dl),
             _ => return Err(("header_intro", format!("{} bytes is too short for a header", blob.len()))),
@@ -61,8 +62,8 @@ impl<'a> Header<'a> {
             return Err(("data_length", format!("{dl} bytes of data (at most {MAX_DATA} allowed)")));
         }
         // Both are capped above, so this cannot overflow.
-        let data_start = 8 + 16 * il as usize;
-        let end = data_start + dl as usize;
+        let data_start = 8 + 16 * usize_from(il);
+        let end = data_start + usize_from(dl);
         if end > blob.len() {
             return Err((
                 "data_length",
@@ -70,8 +71,8 @@ impl<'a> Header<'a> {
             ));
         }
         let data = &blob[data_start..end];
-        let mut index = Vec::with_capacity(il as usize);
-        for i in 0..il as usize {
+        let mut index = Vec::with_capacity(usize_from(il));
+        for i in 0..usize_from(il) {
             let e = |k: usize| be(8 + 16 * i + 4 * k).unwrap_or(0);
             let entry = [e(0), e(1), e(2), e(3)];
             if entry[2] > dl {
@@ -99,7 +100,8 @@ impl<'a> Header<'a> {
         if !matches!(ty, TYPE_STRING | TYPE_STRING_ARRAY | TYPE_I18NSTRING) || count == 0 {
             return Err(("index_type", format!("tag {tag} has type {ty} and count {count}, not a string")));
         }
-        let s = &self.data[off as usize..];
+        // Every entry's offset is at most the data length (checked by `parse`).
+        let s = self.data.get(usize_from(off)..).unwrap_or_default();
         let n = s
             .iter()
             .position(|&b| b == 0)
@@ -117,7 +119,7 @@ impl<'a> Header<'a> {
         };
         let v = self
             .data
-            .get(off as usize..off as usize + width)
+            .get(usize_from(off)..usize_from(off) + width)
             .filter(|_| count > 0)
             .ok_or_else(|| ("index_offset", format!("tag {tag}'s value runs past the end of the data")))?;
         Ok(Some(v.iter().fold(0u64, |a, &b| (a << 8) | u64::from(b))))
@@ -155,7 +157,8 @@ pub const MAX_DB_BYTES: u64 = 512 << 20;
 /// The packages in an `rpmdb.sqlite` (named `name` in errors), with its `-wal` if the
 /// image carries a non-empty one (its committed transactions are applied).
 pub fn read_sqlite(name: &str, main: Vec<u8>, wal: Option<Vec<u8>>) -> Result<Vec<Package>> {
-    let db = Db::open(name, Box::new(main), wal.map(|w| Box::new(w) as _), Limits::default())?;
+    let wal = wal.map(|w| -> Box<dyn Source> { Box::new(w) });
+    let db = Db::open(name, Box::new(main), wal, Limits::default())?;
     let root = db.table_root("Packages")?.ok_or_else(|| {
         Error::invalid("no Packages table: not an rpm database").with_file(name).with_field("Packages")
     })?;
