@@ -262,8 +262,18 @@ mod tests {
         c[16..20].copy_from_slice(&100u32.to_be_bytes());
         let d = header(&[(TAG_NAME, TYPE_STRING, b"xyz")]);
         let e = header(&[(TAG_NAME, TYPE_STRING, b"x\0"), (TAG_EPOCH, TYPE_STRING, b"1\0")]);
-        for (i, blob) in [a, b, c, d, e, vec![0, 0, 0]].iter().enumerate() {
-            assert!(Header::parse(blob).and_then(|h| h.package()).is_err(), "case {i}");
+        let cases = [
+            (a, "index_count", "index entries (1 to 65535 allowed)"),
+            (b, "data_length", "1000 data bytes need"),
+            (c, "index_offset", "points at data offset 100"),
+            (d, "string", "runs past the end of the data"),
+            (e, "index_type", "not an integer"),
+            (vec![0, 0, 0], "header_intro", "too short for a header"),
+        ];
+        for (blob, field, msg) in cases {
+            let (got, m) = Header::parse(&blob).and_then(|h| h.package()).expect_err(field);
+            assert_eq!(got, field, "{m}");
+            assert!(m.contains(msg), "{field}: {m}");
         }
     }
 }
