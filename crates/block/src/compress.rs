@@ -19,6 +19,7 @@ const ENTROPY_THRESHOLD: f64 = 7.97;
 const REPEAT_BLOCK: usize = 256;
 
 /// True when compressing `data` would almost surely not make it smaller.
+#[expect(clippy::as_conversions, reason = "an entropy estimate: f64 has no lossless From<usize>")]
 pub fn looks_incompressible(data: &[u8]) -> bool {
     if data.len() < MIN_SAMPLE {
         return false;

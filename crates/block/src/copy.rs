@@ -10,6 +10,7 @@
 
 use crate::progress::Progress;
 use crate::{BlockRead, BlockWrite, Encoded, Error, Extent, Result, WriteOrder, resolved_extent};
+use diskcast_layout::u64_from_usize;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
@@ -287,7 +288,7 @@ fn prepare(
     let mut runs: Vec<(usize, usize, bool)> = Vec::new();
     let mut pos = 0usize;
     while pos < len {
-        let abs = item.offset + pos as u64;
+        let abs = item.offset + u64_from_usize(pos);
         let next = usize::try_from((abs / block + 1) * block - item.offset).unwrap_or(len).min(len);
         let zero = crate::io::is_zero(&buf[pos..next]);
         match runs.last_mut() {
@@ -303,11 +304,11 @@ fn prepare(
     }
     let mut writes = Vec::new();
     for (start, end, data) in runs {
-        let off = item.offset + start as u64;
+        let off = item.offset + u64_from_usize(start);
         if data {
             writes.push(Write::Data(dst.encode(off, buf[start..end].to_vec())?));
         } else if !dst.zero_initialized() {
-            writes.push(Write::Zeroes(off, (end - start) as u64));
+            writes.push(Write::Zeroes(off, u64_from_usize(end - start)));
         }
     }
     Ok(writes)
@@ -331,7 +332,7 @@ fn apply(dst: &dyn BlockWrite, writes: Vec<Write>, stats: &[AtomicU64; 3]) -> Re
 
 fn encoded_len(e: &Encoded) -> u64 {
     match e {
-        Encoded::Plain { data, .. } => data.len() as u64,
+        Encoded::Plain { data, .. } => u64_from_usize(data.len()),
         Encoded::Units(units) => units.iter().map(|u| u.len).sum(),
     }
 }
@@ -415,7 +416,7 @@ pub fn first_difference(
         if !eb.alloc.reads_zero() {
             b.read_at(&mut bb, off)?;
         }
-        Ok((ba.iter().zip(&bb).position(|(x, y)| x != y).map(|i| off + i as u64), n))
+        Ok((ba.iter().zip(&bb).position(|(x, y)| x != y).map(|i| off + u64_from_usize(i)), n))
     };
     let tail = |img: &dyn BlockRead, off: u64, len: u64| -> Result<(Option<u64>, u64)> {
         let e = resolved_extent(img, off, len)?;
@@ -424,7 +425,7 @@ pub fn first_difference(
         }
         let mut buf = vec![0u8; usize::try_from(e.len).unwrap_or(0)];
         img.read_at(&mut buf, off)?;
-        Ok((buf.iter().position(|&x| x != 0).map(|i| off + i as u64), e.len))
+        Ok((buf.iter().position(|&x| x != 0).map(|i| off + u64_from_usize(i)), e.len))
     };
     std::thread::scope(|s| {
         for _ in 0..threads.max(1) {

@@ -235,7 +235,7 @@ pub fn open_target<P: AsRef<Path>>(path: &Path, needed: u64, inputs: &[P]) -> Re
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
-        .custom_flags(rustix::fs::OFlags::EXCL.bits() as i32)
+        .custom_flags(i32::from_ne_bytes(rustix::fs::OFlags::EXCL.bits().to_ne_bytes()))
         .open(path)
         .map_err(|e| match e.raw_os_error() {
             Some(n) if n == rustix::io::Errno::BUSY.raw_os_error() => Error::refused(

@@ -4,6 +4,7 @@
 //! many threads never race on a file cursor.
 
 use crate::{Error, Result};
+use diskcast_layout::u64_from_usize;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -48,13 +49,13 @@ impl Direct {
             if bounce.len() < BOUNCE + DIRECT_ALIGN {
                 bounce.resize(BOUNCE + DIRECT_ALIGN, 0);
             }
-            let skew = (DIRECT_ALIGN - bounce.as_ptr() as usize % DIRECT_ALIGN) % DIRECT_ALIGN;
+            let skew = (DIRECT_ALIGN - bounce.as_ptr().addr() % DIRECT_ALIGN) % DIRECT_ALIGN;
             let mut done = 0usize;
             while done < buf.len() {
                 let n = (buf.len() - done).min(BOUNCE);
                 let aligned = &mut bounce[skew..skew + n];
                 aligned.copy_from_slice(&buf[done..done + n]);
-                self.file.write_all_at(aligned, offset + done as u64)?;
+                self.file.write_all_at(aligned, offset + u64_from_usize(done))?;
                 done += n;
             }
             Ok(())
@@ -99,7 +100,7 @@ impl ImageFile {
     /// without `O_DIRECT` simply keeps every write buffered.
     pub fn with_direct_writes(self, open_path: &Path) -> Self {
         use std::os::unix::fs::OpenOptionsExt;
-        let flags = rustix::fs::OFlags::DIRECT.bits() as i32;
+        let flags = i32::from_ne_bytes(rustix::fs::OFlags::DIRECT.bits().to_ne_bytes());
         match std::fs::OpenOptions::new().write(true).custom_flags(flags).open(open_path) {
             Ok(file) => self.with_direct_handle(file),
             Err(_) => self,
@@ -151,7 +152,7 @@ impl ImageFile {
         while done < len {
             let n = zeros.len().min(usize::try_from(len - done).unwrap_or(usize::MAX));
             self.write_all_at(&zeros[..n], offset + done)?;
-            done += n as u64;
+            done += u64_from_usize(n);
         }
         Ok(())
     }
@@ -173,13 +174,17 @@ impl ImageFile {
                     Ok(0) => break,
                     Ok(n) => filled += n,
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(Error::io("read failed", e).with_offset(pos + filled as u64).with_file(name)),
+                    Err(e) => {
+                        return Err(Error::io("read failed", e)
+                            .with_offset(pos + u64_from_usize(filled))
+                            .with_file(name));
+                    }
                 }
             }
             if !is_zero(&buf[..filled]) {
                 spool.write_all_at(&buf[..filled], pos)?;
             }
-            pos += filled as u64;
+            pos += u64_from_usize(filled);
             if filled < BLOCK {
                 break;
             }
@@ -218,7 +223,7 @@ impl ImageFile {
         if let Some(d) = &self.direct
             && buf.len() >= DIRECT_MIN
             && buf.len().is_multiple_of(DIRECT_ALIGN)
-            && offset.is_multiple_of(DIRECT_ALIGN as u64)
+            && offset.is_multiple_of(u64_from_usize(DIRECT_ALIGN))
             && !d.off.load(Ordering::Relaxed)
         {
             match d.write(buf, offset) {
@@ -236,7 +241,7 @@ impl ImageFile {
             let _ = rustix::fs::fadvise(
                 &self.file,
                 offset,
-                std::num::NonZeroU64::new(buf.len() as u64),
+                std::num::NonZeroU64::new(u64_from_usize(buf.len())),
                 rustix::fs::Advice::DontNeed,
             );
         }

@@ -16,6 +16,7 @@
 //! - [`device`]: block devices written only when nothing uses them.
 //! - [`provenance`]: the one clock and identifier source writers use (`SOURCE_DATE_EPOCH`).
 #![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::as_conversions))]
 
 pub mod compress;
 pub mod copy;
@@ -35,6 +36,7 @@ pub mod source;
 
 pub use error::{Error, ErrorKind, Result, ResultExt};
 
+use diskcast_layout::u64_from_usize;
 use serde::Serialize;
 
 /// What a range of a virtual disk holds.
@@ -265,7 +267,8 @@ pub fn range_end(offset: u64, len: u64, size: u64) -> Result<u64> {
 /// parent): bytes past the end of a shorter backing image, or all of them when there is
 /// none, read as zeros, as in qemu.
 pub fn read_backing(backing: Option<&dyn BlockRead>, buf: &mut [u8], offset: u64) -> Result<()> {
-    let avail = backing.map_or(0, |b| b.size().saturating_sub(offset).min(buf.len() as u64) as usize);
+    let avail = backing.map_or(0, |b| b.size().saturating_sub(offset).min(u64_from_usize(buf.len())));
+    let avail = usize::try_from(avail).unwrap_or(buf.len());
     let (inside, past) = buf.split_at_mut(avail);
     if let Some(b) = backing
         && !inside.is_empty()

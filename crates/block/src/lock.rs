@@ -143,8 +143,9 @@ impl Locks {
 /// A one-byte read lock at `offset`, as qemu takes them.
 fn lock_at(kind: libc::c_int, offset: i64) -> libc::flock {
     libc::flock {
-        l_type: kind as libc::c_short,
-        l_whence: libc::SEEK_SET as libc::c_short,
+        // F_RDLCK/F_WRLCK and SEEK_SET are small constants (0..=2) the C struct keeps in a short.
+        l_type: libc::c_short::try_from(kind).unwrap_or_default(),
+        l_whence: libc::c_short::try_from(libc::SEEK_SET).unwrap_or_default(),
         l_start: offset,
         l_len: 1,
         l_pid: 0,
@@ -176,7 +177,7 @@ fn held_by_other(file: &File, path: &Path, offset: i64) -> Result<bool> {
 }
 
 fn conflict(path: &Path, mode: LockMode, bit: u32, what: &str) -> Error {
-    let perm = PERM_NAMES.get(bit as usize).copied().unwrap_or("?");
+    let perm = PERM_NAMES.get(diskcast_layout::usize_from(bit)).copied().unwrap_or("?");
     let advice = match mode {
         LockMode::Read => "; stop it, or pass -U/--force-share to read the image anyway",
         LockMode::ReadShared | LockMode::Write => "; stop it first",

@@ -221,7 +221,7 @@ impl Drop for OutputFiles {
 
 /// An `O_TMPFILE` file in `dir`, or `None` where the kernel or filesystem has none.
 fn open_unnamed(dir: &Path, label: &Path) -> Result<Option<File>> {
-    let flags = rustix::fs::OFlags::TMPFILE.bits() as i32;
+    let flags = i32::from_ne_bytes(rustix::fs::OFlags::TMPFILE.bits().to_ne_bytes());
     match OpenOptions::new().read(true).write(true).mode(0o666).custom_flags(flags).open(dir) {
         Ok(file) => Ok(Some(file)),
         // EISDIR: a kernel without O_TMPFILE; EOPNOTSUPP: a filesystem without it.

@@ -18,6 +18,7 @@
 //! qemu-img makes them.
 
 use crate::{Error, Result};
+use diskcast_layout::u64_from_usize;
 use sha2::{Digest, Sha256};
 use std::sync::Mutex;
 use uuid::Uuid;
@@ -95,7 +96,7 @@ impl Provenance {
         h.update(b"diskcast provenance 1\0");
         h.update(epoch.to_le_bytes());
         for part in [purpose.as_bytes(), params] {
-            h.update((part.len() as u64).to_le_bytes());
+            h.update((u64_from_usize(part.len())).to_le_bytes());
             h.update(part);
         }
         if let Some(c) = content {
@@ -129,7 +130,7 @@ impl ContentDigest {
             return;
         }
         let crc = crc32c::crc32c(data);
-        self.pieces.lock().unwrap_or_else(|p| p.into_inner()).push((offset, data.len() as u64, crc));
+        self.pieces.lock().unwrap_or_else(|p| p.into_inner()).push((offset, u64_from_usize(data.len()), crc));
     }
 
     /// SHA-256 over the sorted pieces.

@@ -7,6 +7,7 @@ use crate::output::OutputFiles;
 use crate::provenance::Provenance;
 use crate::source::{ByteSource, Source, open_file, refuse_referenced};
 use crate::{Alloc, BlockRead, BlockWrite, Error, Extent, Result, ResultExt};
+use diskcast_layout::u64_from_usize;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -379,10 +380,10 @@ impl Registry {
     pub fn probe_source(&self, file: &dyn ByteSource) -> Result<&dyn Driver> {
         let path = file.name();
         let file_len = file.len()?;
-        let head_len = file_len.min(PROBE_HEAD as u64);
+        let head_len = file_len.min(u64_from_usize(PROBE_HEAD));
         let mut head = vec![0u8; usize::try_from(head_len).unwrap_or(PROBE_HEAD)];
         file.read_exact_at(&mut head, 0)?;
-        let tail_len = file_len.min(PROBE_TAIL as u64);
+        let tail_len = file_len.min(u64_from_usize(PROBE_TAIL));
         let mut tail = vec![0u8; usize::try_from(tail_len).unwrap_or(PROBE_TAIL)];
         file.read_exact_at(&mut tail, file_len - tail_len)?;
         let data = ProbeData { head: &head, tail: &tail, file_len };

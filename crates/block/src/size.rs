@@ -4,6 +4,7 @@ use crate::{Error, Result};
 
 /// Parses a size with an optional binary suffix (K, M, G, T, P, E in either case, or
 /// KiB..EiB; `b`/`B` for bytes), as `qemu-img` accepts them. A plain number is bytes.
+#[expect(clippy::as_conversions, reason = "fractional sizes (1.5G) go through f64; the range is checked first")]
 pub fn parse_size(text: &str) -> Result<u64> {
     let t = text.trim();
     let bad = || Error::argument(format!("{text:?} is not a size (examples: 4096, 64K, 10G, 1.5T)"));
@@ -34,6 +35,7 @@ pub fn parse_size(text: &str) -> Result<u64> {
 }
 
 /// Formats bytes for people: `1.5 GiB`, `512 B`.
+#[expect(clippy::as_conversions, reason = "a display approximation: no u64 -> f64 conversion is lossless")]
 pub fn human(bytes: u64) -> String {
     const UNITS: [&str; 7] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
     let mut v = bytes as f64;

@@ -9,6 +9,7 @@
 
 use crate::io::ImageFile;
 use crate::{BlockRead, Error, Result, range_end};
+use diskcast_layout::{u64_from_usize, usize_from_u64};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -120,15 +121,15 @@ impl ByteSource for MemSource {
         &self.name
     }
     fn len(&self) -> Result<u64> {
-        Ok(self.data.len() as u64)
+        Ok(u64_from_usize(self.data.len()))
     }
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        let size = self.data.len() as u64;
-        let end = offset.checked_add(buf.len() as u64).filter(|&e| e <= size);
+        let size = u64_from_usize(self.data.len());
+        let end = offset.checked_add(u64_from_usize(buf.len())).filter(|&e| e <= size);
         match end {
             // Both fit in usize: they are at most the length of an in-memory slice.
             Some(end) => {
-                buf.copy_from_slice(&self.data[offset as usize..end as usize]);
+                buf.copy_from_slice(&self.data[usize_from_u64(offset, "offset")?..usize_from_u64(end, "offset")?]);
                 Ok(())
             }
             None => Err(past_end(&self.name, buf.len(), offset, size)),
@@ -172,7 +173,7 @@ impl ByteSource for SliceSource {
         Ok(self.len)
     }
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        if offset.checked_add(buf.len() as u64).is_none_or(|e| e > self.len) {
+        if offset.checked_add(u64_from_usize(buf.len())).is_none_or(|e| e > self.len) {
             return Err(past_end(&self.name, buf.len(), offset, self.len));
         }
         // In range of `inner`: `new` checked that `start + len` fits.
@@ -238,7 +239,7 @@ impl ByteSource for DiskSource {
         Ok(self.len)
     }
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        if offset.checked_add(buf.len() as u64).is_none_or(|e| e > self.len) {
+        if offset.checked_add(u64_from_usize(buf.len())).is_none_or(|e| e > self.len) {
             return Err(past_end(&self.name, buf.len(), offset, self.len));
         }
         self.disk.read_at(buf, self.start + offset).map_err(|e| e.with_offset(offset).with_file(&self.name))

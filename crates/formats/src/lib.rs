@@ -5,6 +5,7 @@
 //! The binary and the end-to-end jobs get their drivers here, so adding a format is one
 //! line in [`registry`] or one entry in [`filesystems`] plus its crate.
 #![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::as_conversions))]
 
 pub mod fs;
 

@@ -16,6 +16,7 @@
 //! Specifications: UEFI 2.10 chapter 5 (GPT), the UAPI Discoverable Partitions
 //! Specification (type GUIDs), and the classic MBR/EBR layout.
 #![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::as_conversions))]
 
 pub mod compose;
 mod crc;

@@ -10,6 +10,7 @@
 use crate::header::Header;
 use diskcast_block::source::ByteSource;
 use diskcast_block::{Error, Result, range_end};
+use diskcast_layout::{Be16, Be32, Be64, FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned, read, usize_from};
 
 /// Header extension type of the bitmaps extension.
 pub const EXT_BITMAPS: u32 = 0x2385_2875;
@@ -18,14 +19,35 @@ pub const AUTOCLEAR_BITMAPS: u64 = 1;
 /// qemu's QCOW2_MAX_BITMAPS.
 const MAX_BITMAPS: u32 = 65535;
 /// qemu's QCOW2_MAX_BITMAP_DIRECTORY_SIZE (1024 bytes per bitmap).
-const MAX_DIRECTORY_SIZE: u64 = 1024 * MAX_BITMAPS as u64;
-/// Fixed part of a directory entry.
-const ENTRY_FIXED: usize = 24;
+const MAX_DIRECTORY_SIZE: u64 = 1024 * 65535;
 /// Directory entry flag bits.
 const FLAG_IN_USE: u32 = 1;
 const FLAG_AUTO: u32 = 2;
 /// Bits 9..55 of a bitmap table entry: the data cluster's host offset.
 const TABLE_OFFSET_MASK: u64 = 0x00ff_ffff_ffff_fe00;
+
+/// The bitmaps extension's body as stored.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Debug, Clone, Copy, Default)]
+#[repr(C)]
+pub struct RawBitmapsExt {
+    pub nb_bitmaps: Be32,
+    pub reserved: Be32,
+    pub directory_size: Be64,
+    pub directory_offset: Be64,
+}
+
+/// The fixed part of a bitmap directory entry; the extra data and the name follow.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Debug, Clone, Copy, Default)]
+#[repr(C)]
+pub struct RawBitmapEntry {
+    pub table_offset: Be64,
+    pub table_size: Be32,
+    pub flags: Be32,
+    pub typ: u8,
+    pub granularity_bits: u8,
+    pub name_size: Be16,
+    pub extra_data_size: Be32,
+}
 
 /// The bitmaps extension's fields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,15 +63,13 @@ pub struct BitmapsExt {
 impl BitmapsExt {
     /// Parses the 24-byte extension body.
     pub fn parse(data: &[u8]) -> Result<Self> {
-        let field = |at: usize, n: usize| {
-            data.get(at..at + n).ok_or_else(|| {
-                Error::invalid("bitmaps extension is shorter than 24 bytes").with_field("bitmaps_extension")
-            })
-        };
-        let nb = u32::from_be_bytes(field(0, 4)?.try_into().unwrap_or_default());
-        let size = u64::from_be_bytes(field(8, 8)?.try_into().unwrap_or_default());
-        let offset = u64::from_be_bytes(field(16, 8)?.try_into().unwrap_or_default());
-        Ok(BitmapsExt { nb_bitmaps: nb, directory_size: size, directory_offset: offset })
+        let raw = read::<RawBitmapsExt>(data, 0, "bitmaps extension")
+            .map_err(|e| Error::from(e).with_field("bitmaps_extension"))?;
+        Ok(BitmapsExt {
+            nb_bitmaps: raw.nb_bitmaps.get(),
+            directory_size: raw.directory_size.get(),
+            directory_offset: raw.directory_offset.get(),
+        })
     }
 }
 
@@ -97,33 +117,29 @@ pub fn directory(file: &dyn ByteSource, h: &Header, file_len: u64) -> Result<Vec
     }
     range_end(ext.directory_offset, ext.directory_size, file_len)
         .map_err(|_| bad(format!("bitmap directory at {:#x} runs past the end of the file", ext.directory_offset)))?;
-    let mut dir = vec![0u8; ext.directory_size as usize];
+    let mut dir = vec![0u8; diskcast_layout::usize_from_u64(ext.directory_size, "bitmap directory")?];
     file.read_exact_at(&mut dir, ext.directory_offset)?;
     let mut out = Vec::new();
     let mut pos = 0usize;
     for i in 0..ext.nb_bitmaps {
-        let fixed =
-            dir.get(pos..pos + ENTRY_FIXED).ok_or_else(|| bad(format!("bitmap {i} lies past the directory's end")))?;
-        let be64 = |at: usize| u64::from_be_bytes(fixed[at..at + 8].try_into().unwrap_or_default());
-        let be32 = |at: usize| u32::from_be_bytes(fixed[at..at + 4].try_into().unwrap_or_default());
-        let name_size = usize::from(u16::from_be_bytes([fixed[18], fixed[19]]));
-        let extra = be32(20) as usize;
-        let name_at = pos + ENTRY_FIXED + extra;
-        let name = dir
-            .get(name_at..name_at + name_size)
-            .ok_or_else(|| bad(format!("bitmap {i}'s name lies past the directory's end")))?;
-        let granularity_bits = u32::from(fixed[17]);
+        let e = read::<RawBitmapEntry>(&dir, pos, "bitmap directory entry")
+            .map_err(|_| bad(format!("bitmap {i} lies past the directory's end")))?;
+        let name_size = usize::from(e.name_size.get());
+        let name_at = pos + size_of::<RawBitmapEntry>() + usize_from(e.extra_data_size.get());
+        let name = diskcast_layout::bytes(&dir, name_at, name_size, "bitmap name")
+            .map_err(|_| bad(format!("bitmap {i}'s name lies past the directory's end")))?;
+        let granularity_bits = u32::from(e.granularity_bits);
         if granularity_bits > 63 {
             return Err(bad(format!("bitmap {i} has granularity 2^{granularity_bits}")));
         }
-        let flags = be32(12);
+        let flags = e.flags.get();
         out.push(Bitmap {
             name: String::from_utf8_lossy(name).into_owned(),
             granularity: 1 << granularity_bits,
             in_use: flags & FLAG_IN_USE != 0,
             auto: flags & FLAG_AUTO != 0,
-            table_offset: be64(0),
-            table_size: be32(8),
+            table_offset: e.table_offset.get(),
+            table_size: e.table_size.get(),
         });
         pos = (name_at + name_size).next_multiple_of(8);
     }

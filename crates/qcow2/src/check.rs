@@ -11,6 +11,10 @@ use crate::reader::compressed_range;
 use diskcast_block::registry::CheckReport;
 use diskcast_block::source::Source;
 use diskcast_block::{Error, Result};
+use diskcast_layout::{
+    Be16, Be32, Be64, FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout, Unaligned, high_u32, low_u8, low_u32,
+    u64_from_usize, usize_from_u64,
+};
 use std::collections::BTreeMap;
 
 /// Largest file, in clusters, whose refcounts we recompute: 2^27 16-bit counters are
@@ -24,6 +28,23 @@ const MAX_SNAPSHOTS: u32 = 65536;
 const MAX_MESSAGES: usize = 1000;
 /// Fixed part of a snapshot table entry.
 const SNAPSHOT_FIXED: u64 = 40;
+
+/// The fixed part of a snapshot table entry (qcow2.txt "Snapshot table"); extra data, the
+/// id and the name follow.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Debug, Clone, Copy)]
+#[repr(C)]
+struct RawSnapshot {
+    l1_table_offset: Be64,
+    l1_size: Be32,
+    id_str_size: Be16,
+    name_size: Be16,
+    date_sec: Be32,
+    date_nsec: Be32,
+    vm_clock_nsec: Be64,
+    vm_state_size: Be32,
+    extra_data_size: Be32,
+}
+const _: () = assert!(size_of::<RawSnapshot>() == 40);
 
 struct Checker {
     file: Source,
@@ -48,13 +69,14 @@ struct Checker {
 }
 
 fn bit_set(v: &mut [u64], i: u64) {
-    if let Some(w) = v.get_mut((i / 64) as usize) {
+    // An index that does not fit in usize is past the end of any bitmap: nothing to set.
+    if let Some(w) = usize::try_from(i / 64).ok().and_then(|k| v.get_mut(k)) {
         *w |= 1 << (i % 64);
     }
 }
 
 fn bit(v: &[u64], i: u64) -> bool {
-    v.get((i / 64) as usize).is_some_and(|w| w & (1 << (i % 64)) != 0)
+    usize::try_from(i / 64).ok().and_then(|k| v.get(k)).is_some_and(|w| w & (1 << (i % 64)) != 0)
 }
 
 impl Checker {
@@ -90,7 +112,7 @@ impl Checker {
             return;
         };
         for c in start / self.cs..=last / self.cs {
-            match self.refs.get_mut(c as usize) {
+            match usize::try_from(c).ok().and_then(|c| self.refs.get_mut(c)) {
                 Some(x) => *x = x.saturating_add(n),
                 None => {
                     self.corruption(format!("ERROR {what} at {start:#x}: cluster {c} lies past the end of the file"));
@@ -143,14 +165,14 @@ impl Checker {
     /// entries reference the table.
     fn walk_l2_tables(&mut self) -> Result<()> {
         let es = self.h.l2_entry_size();
-        let step = (es / 8) as usize;
+        let step = usize_from_u64(es / 8, "L2 entry size")?;
         for (off, (n, n_active)) in std::mem::take(&mut self.l2_refs) {
             let l2 = read_u64_table(self.file.as_ref(), off, self.cs / 8, "l2_table")?;
             let mut next = 0;
             for (j, pair) in l2.chunks_exact(step).enumerate() {
                 let entry = pair[0];
                 let bitmap = pair.get(1).copied().unwrap_or(0);
-                self.l2_entry(entry, bitmap, off + j as u64 * es, n, n_active, &mut next);
+                self.l2_entry(entry, bitmap, off + u64_from_usize(j) * es, n, n_active, &mut next);
             }
         }
         Ok(())
@@ -188,7 +210,7 @@ impl Checker {
         }
         let host = entry & OFFSET_MASK;
         if self.h.extended_l2() {
-            let (alloc, zero) = (bitmap as u32, (bitmap >> 32) as u32);
+            let (alloc, zero) = (low_u32(bitmap), high_u32(bitmap));
             if alloc & zero != 0 {
                 self.corruptions(format!("ERROR L2 entry at {at:#x}: subclusters both allocated and zero"), n);
             }
@@ -294,14 +316,13 @@ impl Checker {
         let mut pos = start;
         let mut snaps = Vec::new();
         for _ in 0..n {
-            let mut fixed = [0u8; SNAPSHOT_FIXED as usize];
-            self.file.read_exact_at(&mut fixed, pos).map_err(|e| e.with_field("snapshots_offset"))?;
-            let u64_at = |i: usize| u64::from_be_bytes(fixed[i..i + 8].try_into().unwrap_or([0; 8]));
-            let u32_at = |i: usize| u32::from_be_bytes(fixed[i..i + 4].try_into().unwrap_or([0; 4]));
-            let u16_at = |i: usize| u16::from_be_bytes(fixed[i..i + 2].try_into().unwrap_or([0; 2]));
-            let l1_off = u64_at(0);
-            let l1_size = u64::from(u32_at(8));
-            let var = u64::from(u32_at(36)) + u64::from(u16_at(12)) + u64::from(u16_at(14));
+            let mut fixed = RawSnapshot::new_zeroed();
+            self.file.read_exact_at(fixed.as_mut_bytes(), pos).map_err(|e| e.with_field("snapshots_offset"))?;
+            let l1_off = fixed.l1_table_offset.get();
+            let l1_size = u64::from(fixed.l1_size.get());
+            let var = u64::from(fixed.extra_data_size.get())
+                + u64::from(fixed.id_str_size.get())
+                + u64::from(fixed.name_size.get());
             pos = (pos + SNAPSHOT_FIXED + var).div_ceil(8) * 8;
             if pos > self.file_len {
                 self.corruption("ERROR snapshot table runs past the end of the file".into());
@@ -336,7 +357,7 @@ pub(crate) fn get_refcount(block: &[u8], order: u32, i: usize) -> u64 {
     let bits = 1usize << order;
     if bits < 8 {
         let per_byte = 8 / bits;
-        let mask = ((1u16 << bits) - 1) as u8;
+        let mask = low_u8((1u64 << bits) - 1);
         block.get(i / per_byte).map_or(0, |b| u64::from((b >> ((i % per_byte) * bits)) & mask))
     } else {
         let bytes = bits / 8;
@@ -360,9 +381,9 @@ pub fn check(file: Source) -> Result<CheckReport> {
         file,
         cs,
         file_len,
-        refs: vec![0; nb_clusters as usize],
-        active: vec![0; nb_clusters.div_ceil(64) as usize],
-        copied: vec![0; nb_clusters.div_ceil(64) as usize],
+        refs: vec![0; usize_from_u64(nb_clusters, "nb_clusters")?],
+        active: vec![0; usize_from_u64(nb_clusters.div_ceil(64), "cluster count")?],
+        copied: vec![0; usize_from_u64(nb_clusters.div_ceil(64), "cluster count")?],
         l2_refs: BTreeMap::new(),
         snapshot_l1_budget: file_len / 8,
         r: CheckReport::default(),
@@ -406,16 +427,16 @@ pub fn check(file: Source) -> Result<CheckReport> {
     let per_block = (cs * 8) >> order;
     let nb_blocks = nb_clusters.div_ceil(per_block);
     let mut highest: Option<u64> = None;
-    let mut buf = vec![0u8; cs as usize];
+    let mut buf = vec![0u8; usize_from_u64(cs, "cluster size")?];
     for b in 0..nb_blocks {
-        match blocks.get(b as usize).copied().flatten() {
+        match blocks.get(usize_from_u64(b, "refcount block index")?).copied().flatten() {
             Some(off) => c.file.read_exact_at(&mut buf, off)?,
             None => buf.fill(0),
         }
         for j in 0..per_block.min(nb_clusters - b * per_block) {
             let cl = b * per_block + j;
-            let disk = get_refcount(&buf, order, j as usize);
-            let want = u64::from(c.refs.get(cl as usize).copied().unwrap_or(0));
+            let disk = get_refcount(&buf, order, usize_from_u64(j, "refcount index")?);
+            let want = u64::from(c.refs.get(usize_from_u64(cl, "cluster index")?).copied().unwrap_or(0));
             if disk > 0 || want > 0 {
                 highest = Some(cl);
             }

@@ -3,6 +3,10 @@
 
 use diskcast_block::source::ByteSource;
 use diskcast_block::{Error, Result};
+use diskcast_layout::{
+    Be32, Be64, FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned, fit, read, u64_from_usize, usize_from,
+    usize_from_u64,
+};
 
 /// `QFI\xfb`, the first four bytes of every qcow2 file.
 pub const MAGIC: [u8; 4] = *b"QFI\xfb";
@@ -132,20 +136,40 @@ pub struct Header {
     pub bitmaps: Option<crate::bitmap::BitmapsExt>,
 }
 
-fn be32(b: &[u8], at: usize) -> u32 {
-    let mut a = [0u8; 4];
-    if let Some(s) = b.get(at..at + 4) {
-        a.copy_from_slice(s);
-    }
-    u32::from_be_bytes(a)
+/// The fixed header as stored (qcow2.txt "Header"), for both reading and [`Header::serialize`].
+/// Version 2 stops after `snapshots_offset` (72 bytes); version 3 adds the feature fields,
+/// and we write it up to the compression type and its padding (112 bytes).
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Debug, Clone, Copy, Default)]
+#[repr(C)]
+pub struct RawHeader {
+    pub magic: [u8; 4],
+    pub version: Be32,
+    pub backing_file_offset: Be64,
+    pub backing_file_size: Be32,
+    pub cluster_bits: Be32,
+    pub size: Be64,
+    pub crypt_method: Be32,
+    pub l1_size: Be32,
+    pub l1_table_offset: Be64,
+    pub refcount_table_offset: Be64,
+    pub refcount_table_clusters: Be32,
+    pub nb_snapshots: Be32,
+    pub snapshots_offset: Be64,
+    pub incompatible_features: Be64,
+    pub compatible_features: Be64,
+    pub autoclear_features: Be64,
+    pub refcount_order: Be32,
+    pub header_length: Be32,
+    pub compression_type: u8,
+    pub padding: [u8; 7],
 }
 
-fn be64(b: &[u8], at: usize) -> u64 {
-    let mut a = [0u8; 8];
-    if let Some(s) = b.get(at..at + 8) {
-        a.copy_from_slice(s);
-    }
-    u64::from_be_bytes(a)
+/// A header extension's type and length; its data follows, padded to 8 bytes.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Debug, Clone, Copy, Default)]
+#[repr(C)]
+pub struct ExtensionHeader {
+    pub typ: Be32,
+    pub len: Be32,
 }
 
 impl Header {
@@ -187,13 +211,15 @@ impl Header {
     /// (reading refuses, checking proceeds).
     pub fn read(file: &dyn ByteSource) -> Result<Header> {
         let file_len = file.len()?;
-        let mut fixed = [0u8; V3_HEADER_LEN as usize];
-        let want = file_len.min(fixed.len() as u64) as usize;
+        // Zero-padded past the end of a short file: the length checks below say what is missing.
+        let mut fixed = [0u8; size_of::<RawHeader>()];
+        let want = usize_from_u64(file_len.min(u64_from_usize(fixed.len())), "qcow2 header")?;
         file.read_exact_at(&mut fixed[..want], 0)?;
-        if want < 4 || fixed[..4] != MAGIC {
+        let raw = read::<RawHeader>(&fixed, 0, "qcow2 header")?;
+        if want < 4 || raw.magic != MAGIC {
             return Err(Error::invalid("not a qcow2 image: bad magic").with_field("magic").with_offset(0));
         }
-        let version = be32(&fixed, 4);
+        let version = raw.version.get();
         let min_len = match version {
             2 => V2_HEADER_LEN,
             3 => 104,
@@ -203,14 +229,14 @@ impl Header {
                     .with_offset(4));
             }
         };
-        if (want as u64) < u64::from(min_len) {
+        if u64_from_usize(want) < u64::from(min_len) {
             return Err(Error::invalid(format!(
                 "file is {file_len} bytes, too short for a qcow2 v{version} header of {min_len} bytes"
             ))
             .with_field("header")
             .with_offset(0));
         }
-        let cluster_bits = be32(&fixed, 20);
+        let cluster_bits = raw.cluster_bits.get();
         if !(MIN_CLUSTER_BITS..=MAX_CLUSTER_BITS).contains(&cluster_bits) {
             return Err(Error::invalid(format!(
                 "cluster_bits {cluster_bits} is outside {MIN_CLUSTER_BITS}..={MAX_CLUSTER_BITS}"
@@ -221,17 +247,17 @@ impl Header {
         let cs = 1u64 << cluster_bits;
         let mut h = Header {
             version,
-            backing_file_offset: be64(&fixed, 8),
-            backing_file_size: be32(&fixed, 16),
+            backing_file_offset: raw.backing_file_offset.get(),
+            backing_file_size: raw.backing_file_size.get(),
             cluster_bits,
-            size: be64(&fixed, 24),
-            crypt_method: be32(&fixed, 32),
-            l1_size: be32(&fixed, 36),
-            l1_table_offset: be64(&fixed, 40),
-            refcount_table_offset: be64(&fixed, 48),
-            refcount_table_clusters: be32(&fixed, 56),
-            nb_snapshots: be32(&fixed, 60),
-            snapshots_offset: be64(&fixed, 64),
+            size: raw.size.get(),
+            crypt_method: raw.crypt_method.get(),
+            l1_size: raw.l1_size.get(),
+            l1_table_offset: raw.l1_table_offset.get(),
+            refcount_table_offset: raw.refcount_table_offset.get(),
+            refcount_table_clusters: raw.refcount_table_clusters.get(),
+            nb_snapshots: raw.nb_snapshots.get(),
+            snapshots_offset: raw.snapshots_offset.get(),
             incompatible: 0,
             compatible: 0,
             autoclear: 0,
@@ -243,11 +269,11 @@ impl Header {
             bitmaps: None,
         };
         if version == 3 {
-            h.incompatible = be64(&fixed, 72);
-            h.compatible = be64(&fixed, 80);
-            h.autoclear = be64(&fixed, 88);
-            h.refcount_order = be32(&fixed, 96);
-            h.header_length = be32(&fixed, 100);
+            h.incompatible = raw.incompatible_features.get();
+            h.compatible = raw.compatible_features.get();
+            h.autoclear = raw.autoclear_features.get();
+            h.refcount_order = raw.refcount_order.get();
+            h.header_length = raw.header_length.get();
             if h.header_length < 104 || u64::from(h.header_length) > cs || !h.header_length.is_multiple_of(8) {
                 return Err(Error::invalid(format!(
                     "header_length {} must be a multiple of 8 between 104 and the cluster size",
@@ -262,12 +288,12 @@ impl Header {
                     .with_offset(96));
             }
             if h.incompatible & INCOMPAT_COMPRESSION != 0 {
-                if h.header_length < 105 || (want as u64) < 105 {
+                if h.header_length < 105 || want < 105 {
                     return Err(Error::invalid("compression type bit set but header has no compression type field")
                         .with_field("compression_type")
                         .with_offset(104));
                 }
-                h.compression = match fixed[104] {
+                h.compression = match raw.compression_type {
                     0 => Compression::Zlib,
                     1 => Compression::Zstd,
                     t => {
@@ -276,7 +302,7 @@ impl Header {
                             .with_offset(104));
                     }
                 };
-            } else if h.header_length >= 105 && want >= 105 && fixed[104] != 0 {
+            } else if h.header_length >= 105 && want >= 105 && raw.compression_type != 0 {
                 return Err(Error::invalid("compression type is not zlib but incompatible bit 3 is clear")
                     .with_field("compression_type")
                     .with_offset(104));
@@ -344,7 +370,7 @@ impl Header {
                     .with_field("backing_file_offset")
                     .with_offset(h.backing_file_offset));
             }
-            let mut name = vec![0u8; h.backing_file_size as usize];
+            let mut name = vec![0u8; usize_from(h.backing_file_size)];
             file.read_exact_at(&mut name, h.backing_file_offset).map_err(|e| e.with_field("backing_file_offset"))?;
             let name = String::from_utf8(name).map_err(|_| {
                 Error::invalid("backing file name is not UTF-8")
@@ -368,40 +394,37 @@ impl Header {
         if end <= start {
             return Ok(());
         }
-        let mut buf = vec![0u8; (end - start) as usize];
+        let mut buf = vec![0u8; usize_from_u64(end - start, "qcow2 header extensions")?];
         file.read_exact_at(&mut buf, start)?;
         let mut pos = 0usize;
         for _ in 0..MAX_EXTENSIONS {
-            if pos + 8 > buf.len() {
-                return Ok(());
-            }
-            let typ = be32(&buf, pos);
-            let len = be32(&buf, pos + 4) as usize;
+            // Fewer than 8 bytes left before the cluster's end: no further extension fits.
+            let Ok(ext) = read::<ExtensionHeader>(&buf, pos, "qcow2 header extension") else { return Ok(()) };
+            let typ = ext.typ.get();
+            let len = usize_from(ext.len.get());
             if typ == 0 {
                 return Ok(());
             }
-            let data_at = pos + 8;
+            let at = start + u64_from_usize(pos);
+            let data_at = pos + size_of::<ExtensionHeader>();
             let Some(data) = buf.get(data_at..data_at.saturating_add(len)) else {
                 return Err(Error::invalid(format!("header extension {typ:#x} of {len} bytes runs past its cluster"))
                     .with_field("header_extension")
-                    .with_offset(start + pos as u64));
+                    .with_offset(at));
             };
             if typ == EXT_BACKING_FORMAT {
                 if len > MAX_FORMAT_NAME {
                     return Err(Error::invalid("backing format name is too long")
                         .with_field("backing_format")
-                        .with_offset(start + pos as u64));
+                        .with_offset(at));
                 }
                 let name = String::from_utf8(data.to_vec()).map_err(|_| {
-                    Error::invalid("backing format name is not UTF-8")
-                        .with_field("backing_format")
-                        .with_offset(start + pos as u64)
+                    Error::invalid("backing format name is not UTF-8").with_field("backing_format").with_offset(at)
                 })?;
                 self.backing_format = Some(name.trim_end_matches('\0').to_string());
             }
             if typ == crate::bitmap::EXT_BITMAPS {
-                self.bitmaps =
-                    Some(crate::bitmap::BitmapsExt::parse(data).map_err(|e| e.with_offset(start + pos as u64))?);
+                self.bitmaps = Some(crate::bitmap::BitmapsExt::parse(data).map_err(|e| e.with_offset(at))?);
             }
             pos = data_at + len.div_ceil(8) * 8;
         }
@@ -447,46 +470,47 @@ impl Header {
     /// Serializes the header cluster (fixed header, extensions, backing name) for a new
     /// image. Fails if it does not fit in one cluster.
     pub fn serialize(&self) -> Result<Vec<u8>> {
-        let cs = self.cluster_size() as usize;
-        let mut b = Vec::with_capacity(cs);
-        b.extend_from_slice(&MAGIC);
-        b.extend_from_slice(&self.version.to_be_bytes());
-        b.extend_from_slice(&0u64.to_be_bytes()); // backing_file_offset, patched below
-        b.extend_from_slice(&0u32.to_be_bytes()); // backing_file_size, patched below
-        b.extend_from_slice(&self.cluster_bits.to_be_bytes());
-        b.extend_from_slice(&self.size.to_be_bytes());
-        b.extend_from_slice(&self.crypt_method.to_be_bytes());
-        b.extend_from_slice(&self.l1_size.to_be_bytes());
-        b.extend_from_slice(&self.l1_table_offset.to_be_bytes());
-        b.extend_from_slice(&self.refcount_table_offset.to_be_bytes());
-        b.extend_from_slice(&self.refcount_table_clusters.to_be_bytes());
-        b.extend_from_slice(&self.nb_snapshots.to_be_bytes());
-        b.extend_from_slice(&self.snapshots_offset.to_be_bytes());
-        if self.version >= 3 {
-            b.extend_from_slice(&self.incompatible.to_be_bytes());
-            b.extend_from_slice(&self.compatible.to_be_bytes());
-            b.extend_from_slice(&self.autoclear.to_be_bytes());
-            b.extend_from_slice(&self.refcount_order.to_be_bytes());
-            b.extend_from_slice(&V3_HEADER_LEN.to_be_bytes());
-            b.push(match self.compression {
+        let cs = usize_from_u64(self.cluster_size(), "cluster_size")?;
+        let mut raw = RawHeader {
+            magic: MAGIC,
+            version: self.version.into(),
+            cluster_bits: self.cluster_bits.into(),
+            size: self.size.into(),
+            crypt_method: self.crypt_method.into(),
+            l1_size: self.l1_size.into(),
+            l1_table_offset: self.l1_table_offset.into(),
+            refcount_table_offset: self.refcount_table_offset.into(),
+            refcount_table_clusters: self.refcount_table_clusters.into(),
+            nb_snapshots: self.nb_snapshots.into(),
+            snapshots_offset: self.snapshots_offset.into(),
+            incompatible_features: self.incompatible.into(),
+            compatible_features: self.compatible.into(),
+            autoclear_features: self.autoclear.into(),
+            refcount_order: self.refcount_order.into(),
+            header_length: V3_HEADER_LEN.into(),
+            compression_type: match self.compression {
                 Compression::Zlib => 0,
                 Compression::Zstd => 1,
-            });
-            b.resize(V3_HEADER_LEN as usize, 0);
-        }
+            },
+            ..RawHeader::default()
+        };
+        let fixed_len = usize_from(if self.version >= 3 { V3_HEADER_LEN } else { V2_HEADER_LEN });
+        let mut tail = Vec::new();
         if let Some(fmt) = &self.backing_format {
-            push_extension(&mut b, EXT_BACKING_FORMAT, fmt.as_bytes());
+            push_extension(&mut tail, EXT_BACKING_FORMAT, fmt.as_bytes())?;
         }
-        b.extend_from_slice(&[0u8; 8]); // end of extensions
+        tail.extend_from_slice(&[0u8; 8]); // end of extensions
         if let Some(name) = &self.backing_file {
-            if name.is_empty() || name.len() > MAX_BACKING_NAME as usize {
+            if name.is_empty() || name.len() > usize_from(MAX_BACKING_NAME) {
                 return Err(Error::argument(format!("backing file name must be 1..={MAX_BACKING_NAME} bytes long")));
             }
-            let at = b.len() as u64;
-            b[8..16].copy_from_slice(&at.to_be_bytes());
-            b[16..20].copy_from_slice(&(name.len() as u32).to_be_bytes());
-            b.extend_from_slice(name.as_bytes());
+            raw.backing_file_offset = u64_from_usize(fixed_len + tail.len()).into();
+            raw.backing_file_size = fit::<u32, u64>(u64_from_usize(name.len()), "backing_file_size")?.into();
+            tail.extend_from_slice(name.as_bytes());
         }
+        let mut b = Vec::with_capacity(cs);
+        b.extend_from_slice(raw.as_bytes().get(..fixed_len).unwrap_or_default());
+        b.extend_from_slice(&tail);
         if b.len() > cs {
             return Err(Error::argument(format!(
                 "the header with its backing file name needs {} bytes, more than the {cs}-byte cluster; \
@@ -499,11 +523,12 @@ impl Header {
     }
 }
 
-fn push_extension(b: &mut Vec<u8>, typ: u32, data: &[u8]) {
-    b.extend_from_slice(&typ.to_be_bytes());
-    b.extend_from_slice(&(data.len() as u32).to_be_bytes());
+fn push_extension(b: &mut Vec<u8>, typ: u32, data: &[u8]) -> Result<()> {
+    let len = fit::<u32, u64>(u64_from_usize(data.len()), "qcow2 header extension length")?;
+    b.extend_from_slice(ExtensionHeader { typ: typ.into(), len: len.into() }.as_bytes());
     b.extend_from_slice(data);
     b.resize(b.len().div_ceil(8) * 8, 0);
+    Ok(())
 }
 
 /// A table at `offset` of `len` bytes must be cluster aligned, not in the header cluster,
@@ -535,5 +560,9 @@ pub fn read_u64_table(file: &dyn ByteSource, offset: u64, entries: u64, field: &
         .ok_or_else(|| Error::invalid("table too large").with_field(field).with_offset(offset))?;
     let mut buf = vec![0u8; bytes];
     file.read_exact_at(&mut buf, offset).map_err(|e| e.with_field(field))?;
-    Ok(buf.chunks_exact(8).map(|c| be64(c, 0)).collect())
+    Ok(<[Be64]>::ref_from_bytes(&buf)
+        .map_err(|_| Error::invalid("table too large").with_field(field))?
+        .iter()
+        .map(|e| e.get())
+        .collect())
 }

@@ -12,6 +12,7 @@
 //!   bitmaps, and compares.
 //! - `measure`: qemu-img measure's arithmetic.
 #![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::as_conversions))]
 
 pub mod bitmap;
 pub mod check;

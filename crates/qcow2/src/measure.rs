@@ -5,6 +5,7 @@ use crate::writer::Params;
 use diskcast_block::registry::Measure;
 use diskcast_block::registry::units_touched;
 use diskcast_block::{Extent, Result};
+use diskcast_layout::u64_from_usize;
 
 /// Refcount blocks and refcount table clusters needed to count `clusters` clusters plus
 /// themselves: the fixed point qemu's qcow2_refcount_metadata_size finds.
@@ -65,7 +66,7 @@ pub fn bitmaps(p: &Params, bitmaps: &[diskcast_block::PersistentBitmap]) -> u64 
         total = total.saturating_add(clusters.saturating_mul(cs));
         total = total.saturating_add(clusters.saturating_mul(8).next_multiple_of(cs));
         // A directory entry: 24 fixed bytes and the name, padded to 8.
-        dir += (24 + b.name.len() as u64).next_multiple_of(8);
+        dir += (24 + u64_from_usize(b.name.len())).next_multiple_of(8);
     }
     total.saturating_add(dir.next_multiple_of(cs))
 }

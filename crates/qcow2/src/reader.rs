@@ -12,6 +12,7 @@ use diskcast_block::registry::OpenContext;
 use diskcast_block::runs::{ReadRun, ReadRuns};
 use diskcast_block::source::Source;
 use diskcast_block::{Alloc, BlockRead, Error, Extent, ImageInfo, MapExtent, PersistentBitmap, Result};
+use diskcast_layout::{fit, u64_from_usize, usize_from_u64};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
@@ -173,20 +174,21 @@ impl Qcow2Reader {
             let table_end = ((l1_idx + 1) * span).min(end);
             while pos < table_end {
                 let cluster_start = pos - pos % cs;
-                let idx = ((pos % span) / cs) as usize;
+                let idx = usize_from_u64((pos % span) / cs, "L2 index")?;
                 let (entry, bitmap) = if ext {
                     (table.get(idx * 2).copied().unwrap_or(0), table.get(idx * 2 + 1).copied().unwrap_or(0))
                 } else {
                     (table.get(idx).copied().unwrap_or(0), 0)
                 };
-                let l2_pos = (self.l1[l1_idx as usize] & OFFSET_MASK) + idx as u64 * h.l2_entry_size();
+                let l2_pos = (self.l1[usize_from_u64(l1_idx, "L1 index")?] & OFFSET_MASK)
+                    + u64_from_usize(idx) * h.l2_entry_size();
                 let cluster_end = (cluster_start + cs).min(table_end);
                 let (piece_end, map) = if entry & OFLAG_COMPRESSED != 0 {
                     let (host, len) = self.compressed_location(entry, l2_pos)?;
                     (cluster_end, Map::Compressed { host, len, skip: pos - cluster_start })
                 } else if ext {
                     let sc = cs / u64::from(SUBCLUSTERS);
-                    let sub = ((pos - cluster_start) / sc) as u32;
+                    let sub = fit::<u32, u64>((pos - cluster_start) / sc, "subcluster")?;
                     let alloc = (bitmap >> sub) & 1 != 0;
                     let zero = (bitmap >> (32 + sub)) & 1 != 0;
                     let host = entry & OFFSET_MASK;
@@ -276,9 +278,9 @@ impl Qcow2Reader {
 
     /// Reads and decompresses one compressed cluster.
     fn read_compressed(&self, host: u64, len: u64) -> Result<Vec<u8>> {
-        let mut input = vec![0u8; len as usize];
+        let mut input = vec![0u8; usize_from_u64(len, "len")?];
         self.file.read_exact_at(&mut input, host)?;
-        let cs = self.header.cluster_size() as usize;
+        let cs = usize_from_u64(self.header.cluster_size(), "cluster_size")?;
         decompress(self.header.compression, &input, cs)
             .map_err(|e| e.with_field("compressed_cluster").with_offset(host))
     }
@@ -301,7 +303,7 @@ pub(crate) fn decompress(kind: Compression, input: &[u8], out_len: usize) -> Res
         Compression::Zlib => {
             let mut d = flate2::Decompress::new(false);
             let r = d.decompress(input, &mut out, flate2::FlushDecompress::Finish);
-            let written = d.total_out() as usize;
+            let written = usize_from_u64(d.total_out(), "decompressed length")?;
             match r {
                 Ok(_) if written == out_len => Ok(out),
                 Ok(_) => Err(Error::corrupt(format!("compressed cluster inflates to {written} bytes, not {out_len}"))),
@@ -361,22 +363,22 @@ impl BlockRead for Qcow2Reader {
 
 impl Qcow2Reader {
     fn read_inner(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        let end = range_end(offset, buf.len() as u64, self.header.size)?;
+        let end = range_end(offset, u64_from_usize(buf.len()), self.header.size)?;
         let flush = |run: ReadRun<Map>, buf: &mut [u8]| -> Result<()> {
             let ReadRun { offset: g, len, map } = run;
-            let at = (g - offset) as usize;
-            let dst = &mut buf[at..at + len as usize];
+            let at = usize_from_u64(g - offset, "buffer offset")?;
+            let dst = &mut buf[at..at + usize_from_u64(len, "len")?];
             match map {
                 Map::Zero => dst.fill(0),
                 Map::Unallocated => read_backing(self.backing.as_deref(), dst, g)?,
                 Map::Data(host) => {
-                    let in_file = self.file_len.saturating_sub(host).min(len) as usize;
+                    let in_file = usize_from_u64(self.file_len.saturating_sub(host).min(len), "length")?;
                     self.file.read_exact_at(&mut dst[..in_file], host)?;
                     dst[in_file..].fill(0);
                 }
                 Map::Compressed { host, len: clen, skip } => {
                     let data = self.read_compressed(host, clen)?;
-                    let s = skip as usize;
+                    let s = usize_from_u64(skip, "offset")?;
                     dst.copy_from_slice(&data[s..s + dst.len()]);
                 }
             }

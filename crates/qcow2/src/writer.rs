@@ -21,6 +21,7 @@ use diskcast_block::range_end;
 use diskcast_block::registry::CreateOptions;
 use diskcast_block::size::parse_size;
 use diskcast_block::{BlockWrite, Encoded, EncodedUnit, Error, Result, WriteOrder};
+use diskcast_layout::{low_u8, low_u16, low_u32, u64_from_usize, usize_from, usize_from_u64};
 use std::collections::HashMap;
 use std::sync::Mutex;
 
@@ -170,6 +171,8 @@ pub struct Qcow2Writer {
     file: ImageFile,
     p: Params,
     cs: u64,
+    /// The cluster size as a buffer length (at most 2 MiB).
+    cs_bytes: usize,
     l1_entries: u64,
     /// Largest refcount the chosen width holds (capped at u16 for our own tracking).
     max_ref: u16,
@@ -188,11 +191,15 @@ impl Qcow2Writer {
         // Check the header fits before any data is written.
         let _ = header_for(&p, l1_entries, 0, 0)?.serialize()?;
         let first_data = 1 + l1_clusters;
-        let refs = p.compress.then(|| vec![1u16; first_data as usize]);
-        let max_ref = if p.refcount_order >= 4 { u16::MAX } else { ((1u32 << (1 << p.refcount_order)) - 1) as u16 };
+        let refs = match p.compress {
+            true => Some(vec![1u16; usize_from_u64(first_data, "header clusters")?]),
+            false => None,
+        };
+        let max_ref = if p.refcount_order >= 4 { u16::MAX } else { low_u16((1u64 << (1u32 << p.refcount_order)) - 1) };
         Ok(Qcow2Writer {
             file,
             cs,
+            cs_bytes: usize_from_u64(cs, "cluster size")?,
             l1_entries,
             max_ref,
             state: Mutex::new(State { next_cluster: first_data, l2: HashMap::new(), byte_pos: first_data * cs, refs }),
@@ -211,13 +218,14 @@ impl Qcow2Writer {
     /// The L2 entry slot for guest cluster `c`, creating its table.
     fn slot<'a>(&self, st: &'a mut State, c: u64) -> &'a mut u64 {
         let per = self.entries_per_l2();
-        let t = st.l2.entry(c / per).or_insert_with(|| vec![0u64; per as usize].into_boxed_slice());
-        &mut t[(c % per) as usize]
+        let t = st.l2.entry(c / per).or_insert_with(|| vec![0u64; self.cs_bytes / 8].into_boxed_slice());
+        // Below the entries per table (at most 2^18): fits in 32 bits.
+        &mut t[usize_from(low_u32(c % per))]
     }
 
     fn entry(&self, st: &State, c: u64) -> u64 {
         let per = self.entries_per_l2();
-        st.l2.get(&(c / per)).map_or(0, |t| t[(c % per) as usize])
+        st.l2.get(&(c / per)).map_or(0, |t| t[usize_from(low_u32(c % per))])
     }
 
     /// Checks a guest range: cluster aligned, inside the disk, ending on a cluster
@@ -240,11 +248,11 @@ impl Qcow2Writer {
         if data.is_empty() {
             return Ok(());
         }
-        let end = self.check_range(offset, data.len() as u64)?;
+        let end = self.check_range(offset, u64_from_usize(data.len()))?;
         let first = offset / self.cs;
         let last = end.div_ceil(self.cs);
         // Host offset per guest cluster, decided under the lock.
-        let mut hosts = Vec::with_capacity((last - first) as usize);
+        let mut hosts = Vec::with_capacity(usize_from_u64(last - first, "cluster count")?);
         {
             let mut st = self.lock();
             for c in first..last {
@@ -274,8 +282,8 @@ impl Qcow2Writer {
             while j < hosts.len() && hosts[j] == hosts[j - 1] + self.cs {
                 j += 1;
             }
-            let a = i * self.cs as usize;
-            let b = (j * self.cs as usize).min(data.len());
+            let a = i * self.cs_bytes;
+            let b = (j * self.cs_bytes).min(data.len());
             self.file.write_all_at(&data[a..b], hosts[i])?;
             i = j;
         }
@@ -286,7 +294,7 @@ impl Qcow2Writer {
     fn write_compressed(&self, unit: &EncodedUnit) -> Result<()> {
         self.check_range(unit.offset, unit.len)?;
         let c = unit.offset / self.cs;
-        let len = unit.stored.len() as u64;
+        let len = u64_from_usize(unit.stored.len());
         if len == 0 || len >= self.cs {
             return Err(Error::argument("compressed cluster must be smaller than a cluster").with_offset(unit.offset));
         }
@@ -303,7 +311,7 @@ impl Qcow2Writer {
             let mut s = st.byte_pos;
             // Start in a fresh cluster if the current one's refcount is at its maximum.
             if !s.is_multiple_of(cs) {
-                let cur = (s / cs) as usize;
+                let cur = usize_from_u64(s / cs, "cluster index")?;
                 if st.refs.as_ref().is_some_and(|r| r.get(cur).copied().unwrap_or(0) >= self.max_ref) {
                     s = st.next_cluster * cs;
                 }
@@ -326,7 +334,7 @@ impl Qcow2Writer {
             }
             if let Some(r) = st.refs.as_mut() {
                 for h in s / cs..=last {
-                    r[h as usize] = r[h as usize].saturating_add(1);
+                    r[usize_from_u64(h, "host cluster")?] = r[usize_from_u64(h, "host cluster")?].saturating_add(1);
                 }
             }
             st.byte_pos = e;
@@ -342,7 +350,7 @@ impl Qcow2Writer {
         if diskcast_block::compress::looks_incompressible(data) {
             return None;
         }
-        let cs = self.cs as usize;
+        let cs = self.cs_bytes;
         let mut input = data.to_vec();
         input.resize(cs, 0); // the last cluster of an unaligned disk is zero-padded
         let mut out = vec![0u8; cs - 1];
@@ -351,7 +359,7 @@ impl Qcow2Writer {
                 let mut c =
                     flate2::Compress::new_with_window_bits(flate2::Compression::default(), false, ZLIB_WINDOW_BITS);
                 match c.compress(&input, &mut out, flate2::FlushCompress::Finish) {
-                    Ok(flate2::Status::StreamEnd) => c.total_out() as usize,
+                    Ok(flate2::Status::StreamEnd) => usize::try_from(c.total_out()).ok()?,
                     _ => return None,
                 }
             }
@@ -371,7 +379,7 @@ impl Qcow2Writer {
             let (s, l) = crate::reader::compressed_range(&header_for(&self.p, self.l1_entries, 0, 0)?, e);
             if let Some(r) = st.refs.as_mut() {
                 for h in s / self.cs..=(s + l - 1) / self.cs {
-                    if let Some(x) = r.get_mut(h as usize) {
+                    if let Some(x) = r.get_mut(usize_from_u64(h, "host cluster")?) {
                         *x = x.saturating_sub(1);
                     }
                 }
@@ -384,7 +392,7 @@ impl Qcow2Writer {
             if v3 {
                 *self.slot(st, c) = e | OFLAG_ZERO;
             } else {
-                self.file.write_all_at(&vec![0u8; self.cs as usize], host)?;
+                self.file.write_all_at(&vec![0u8; self.cs_bytes], host)?;
             }
         } else if backing {
             if v3 {
@@ -396,7 +404,7 @@ impl Qcow2Writer {
                     r.push(1);
                 }
                 *self.slot(st, c) = h | OFLAG_COPIED;
-                self.file.write_all_at(&vec![0u8; self.cs as usize], h)?;
+                self.file.write_all_at(&vec![0u8; self.cs_bytes], h)?;
             }
         }
         Ok(())
@@ -440,9 +448,9 @@ pub(crate) fn put_refcount(block: &mut [u8], order: u32, i: usize, value: u64) {
     if bits < 8 {
         let per_byte = 8 / bits;
         let shift = (i % per_byte) * bits;
-        let mask = ((1u16 << bits) - 1) as u8;
+        let mask = low_u8((1u64 << bits) - 1);
         if let Some(b) = block.get_mut(i / per_byte) {
-            *b = (*b & !(mask << shift)) | (((value as u8) & mask) << shift);
+            *b = (*b & !(mask << shift)) | ((low_u8(value) & mask) << shift);
         }
     } else {
         let bytes = bits / 8;
@@ -474,14 +482,19 @@ impl BlockWrite for Qcow2Writer {
         if !self.p.compress {
             return Ok(Encoded::Plain { offset, data });
         }
-        let end = self.check_range(offset, data.len() as u64)?;
+        let end = self.check_range(offset, u64_from_usize(data.len()))?;
         let _ = end;
-        let mut units = Vec::with_capacity(data.len().div_ceil(self.cs as usize));
-        for (i, chunk) in data.chunks(self.cs as usize).enumerate() {
-            let off = offset + i as u64 * self.cs;
+        let mut units = Vec::with_capacity(data.len().div_ceil(self.cs_bytes));
+        for (i, chunk) in data.chunks(self.cs_bytes).enumerate() {
+            let off = offset + u64_from_usize(i) * self.cs;
             let unit = match self.compress(chunk) {
-                Some(stored) => EncodedUnit { offset: off, len: chunk.len() as u64, stored, compressed: true },
-                None => EncodedUnit { offset: off, len: chunk.len() as u64, stored: chunk.to_vec(), compressed: false },
+                Some(stored) => EncodedUnit { offset: off, len: u64_from_usize(chunk.len()), stored, compressed: true },
+                None => EncodedUnit {
+                    offset: off,
+                    len: u64_from_usize(chunk.len()),
+                    stored: chunk.to_vec(),
+                    compressed: false,
+                },
             };
             units.push(unit);
         }
@@ -496,7 +509,7 @@ impl BlockWrite for Qcow2Writer {
                     if u.compressed {
                         self.write_compressed(&u)?;
                     } else {
-                        if u.stored.len() as u64 != u.len {
+                        if u64_from_usize(u.stored.len()) != u.len {
                             return Err(Error::argument("uncompressed unit length mismatch").with_offset(u.offset));
                         }
                         self.write_plain(u.offset, &u.stored)?;
@@ -528,7 +541,10 @@ impl BlockWrite for Qcow2Writer {
                     .with_offset(pos));
                 }
                 if host != 0 && e & OFLAG_ZERO == 0 {
-                    self.file.write_all_at(&vec![0u8; (piece_end - pos) as usize], host + (pos - cstart))?;
+                    self.file.write_all_at(
+                        &vec![0u8; usize_from_u64(piece_end - pos, "piece_end  pos")?],
+                        host + (pos - cstart),
+                    )?;
                 }
             }
             pos = piece_end;
@@ -544,19 +560,19 @@ impl BlockWrite for Qcow2Writer {
         let mut l1_idx: Vec<u64> = st.l2.keys().copied().collect();
         l1_idx.sort_unstable();
         // L2 tables right after the data.
-        let mut l1 = vec![0u8; (self.l1_entries * 8) as usize];
-        let mut l2_buf = vec![0u8; cs as usize];
+        let mut l1 = vec![0u8; usize_from_u64(self.l1_entries * 8, "l_entries")?];
+        let mut l2_buf = vec![0u8; usize_from_u64(cs, "cluster size")?];
         for (k, idx) in l1_idx.iter().enumerate() {
-            let at = (data_end + k as u64) * cs;
+            let at = (data_end + u64_from_usize(k)) * cs;
             let table = &st.l2[idx];
             for (i, e) in table.iter().enumerate() {
                 l2_buf[i * 8..i * 8 + 8].copy_from_slice(&e.to_be_bytes());
             }
             self.file.write_all_at(&l2_buf, at)?;
-            let i = *idx as usize * 8;
+            let i = usize_from_u64(*idx, "idx")? * 8;
             l1[i..i + 8].copy_from_slice(&(at | OFLAG_COPIED).to_be_bytes());
         }
-        let used = data_end + l1_idx.len() as u64;
+        let used = data_end + u64_from_usize(l1_idx.len());
         let (blocks, table) = refcount_metadata_clusters(used, cs, order);
         if table * cs > MAX_REFTABLE_BYTES {
             return Err(Error::unsupported("the image needs a refcount table larger than qemu accepts"));
@@ -566,21 +582,21 @@ impl BlockWrite for Qcow2Writer {
         let total = rt_start + table;
         // Refcount blocks: one cluster at a time.
         let per_block = (cs * 8) >> order;
-        let mut block = vec![0u8; cs as usize];
-        let mut reftable = vec![0u8; (table * cs) as usize];
+        let mut block = vec![0u8; usize_from_u64(cs, "cluster size")?];
+        let mut reftable = vec![0u8; usize_from_u64(table * cs, "table  cs")?];
         for b in 0..blocks {
             block.fill(0);
             let first = b * per_block;
             for i in first..(first + per_block).min(total) {
                 let v = match &st.refs {
-                    Some(r) if i < data_end => u64::from(r.get(i as usize).copied().unwrap_or(0)),
+                    Some(r) if i < data_end => u64::from(r.get(usize_from_u64(i, "i")?).copied().unwrap_or(0)),
                     _ => 1,
                 };
-                put_refcount(&mut block, order, (i - first) as usize, v);
+                put_refcount(&mut block, order, usize_from_u64(i - first, "i  first")?, v);
             }
             let at = (rb_start + b) * cs;
             self.file.write_all_at(&block, at)?;
-            reftable[b as usize * 8..b as usize * 8 + 8].copy_from_slice(&at.to_be_bytes());
+            reftable[usize_from_u64(b, "b")? * 8..usize_from_u64(b, "b")? * 8 + 8].copy_from_slice(&at.to_be_bytes());
         }
         self.file.write_all_at(&reftable, rt_start * cs)?;
         if !l1_idx.is_empty() {

@@ -5,6 +5,7 @@
 //! [`RawStream`] writes raw bytes to a pipe (`convert ... -`), front to back, filling holes
 //! with zeros because a pipe cannot seek.
 #![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::as_conversions))]
 
 use diskcast_block::io::ImageFile;
 use diskcast_block::output::OutputFiles;

@@ -11,6 +11,7 @@
 //! - `check`: qemu-img check's block map checks, counted the same way.
 //! - `measure`: file size arithmetic (qemu-img cannot measure vdi).
 #![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::as_conversions))]
 
 pub mod check;
 pub mod header;

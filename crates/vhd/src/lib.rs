@@ -12,6 +12,7 @@
 //! - `check`: our own (footer copies, BAT entries inside the file, no overlapping blocks).
 //! - `measure`: our own arithmetic for our layout (qemu-img cannot measure vpc).
 #![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::as_conversions))]
 
 pub mod check;
 pub mod format;

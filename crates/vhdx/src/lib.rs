@@ -10,6 +10,7 @@
 //! - `check`: pending log, BAT entries past the end of the file, overlapping blocks.
 //! - `measure`: our own arithmetic (qemu-img cannot measure VHDX).
 #![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::as_conversions))]
 
 pub mod check;
 pub mod format;

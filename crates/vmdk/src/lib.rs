@@ -12,6 +12,7 @@
 //! - `check`: every grain table and grain lies inside its file; compressed grain markers.
 //! - `measure`: arithmetic for the uncompressed layouts, an upper bound for streams.
 #![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::as_conversions))]
 
 pub mod check;
 pub mod descriptor;
