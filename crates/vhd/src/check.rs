@@ -8,6 +8,7 @@ use crate::reader::VhdReader;
 use diskcast_block::registry::CheckReport;
 use diskcast_block::source::Source;
 use diskcast_block::{Result, ResultExt};
+use diskcast_layout::{u64_from_usize, usize_from_u64};
 
 /// Messages kept in the report; counts keep going past it.
 const MAX_MESSAGES: usize = 1000;
@@ -52,13 +53,13 @@ fn check_inner(img: &VhdReader) -> Result<CheckReport> {
     }
     // Every BAT entry, not only those the virtual size needs.
     let entries = u64::from(s.header.max_table_entries);
-    let mut raw = vec![0u8; (entries * 4) as usize];
+    let mut raw = vec![0u8; usize_from_u64(entries * 4, "BAT entries")?];
     img.file.read_exact_at(&mut raw, s.header.table_offset)?;
     let block_len = s.bitmap_size + s.block_size;
     let mut starts: Vec<u32> = Vec::new();
     let mut end = 0u64;
-    for (i, c) in raw.chunks_exact(4).enumerate() {
-        let e = u32::from_be_bytes([c[0], c[1], c[2], c[3]]);
+    for (i, c) in crate::format::bat_entries(&raw).enumerate() {
+        let e = c;
         if e == BAT_UNUSED {
             continue;
         }
@@ -91,7 +92,7 @@ fn check_inner(img: &VhdReader) -> Result<CheckReport> {
         }
     }
     let total = img.size.div_ceil(s.block_size);
-    r.allocated_clusters = Some(s.bat.iter().filter(|&&e| e != BAT_UNUSED).count() as u64);
+    r.allocated_clusters = Some(u64_from_usize(s.bat.iter().filter(|&&e| e != BAT_UNUSED).count()));
     r.total_clusters = Some(total);
     r.image_end_offset = Some(end.max(file_len.saturating_sub(FOOTER_SIZE)) + FOOTER_SIZE);
     Ok(r)

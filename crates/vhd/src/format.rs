@@ -5,6 +5,9 @@
 //! the byte sum of the structure with the checksum field taken as zero.
 
 use diskcast_block::{Error, Result};
+use diskcast_layout::{
+    Be16, Be32, Be64, FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout, Unaligned, read, u64_from_usize,
+};
 
 /// Bytes of a hard disk footer as written today.
 pub const FOOTER_SIZE: u64 = 512;
@@ -83,36 +86,69 @@ pub struct Footer {
     pub saved_state: u8,
 }
 
-fn be16(b: &[u8], at: usize) -> u16 {
-    let mut w = [0u8; 2];
-    if let Some(s) = b.get(at..at + 2) {
-        w.copy_from_slice(s);
-    }
-    u16::from_be_bytes(w)
+/// The footer as stored (VHD specification, "Hard Disk Footer Format"), read by
+/// [`Footer::parse`] and written by [`Footer::to_bytes`].
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Debug, Clone, Copy)]
+#[repr(C)]
+pub struct RawFooter {
+    pub cookie: [u8; 8],
+    pub features: Be32,
+    pub format_version: Be32,
+    pub data_offset: Be64,
+    pub timestamp: Be32,
+    pub creator_app: [u8; 4],
+    pub creator_version: Be32,
+    pub creator_os: [u8; 4],
+    pub original_size: Be64,
+    pub current_size: Be64,
+    pub cylinders: Be16,
+    pub heads: u8,
+    pub sectors_per_track: u8,
+    pub disk_type: Be32,
+    pub checksum: Be32,
+    pub unique_id: [u8; 16],
+    pub saved_state: u8,
+    pub reserved: [u8; 427],
+}
+const _: () = assert!(size_of::<RawFooter>() == 512);
+
+/// One parent locator entry as stored.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Debug, Clone, Copy)]
+#[repr(C)]
+pub struct RawLocator {
+    pub platform: Be32,
+    pub data_space: Be32,
+    pub data_length: Be32,
+    pub reserved: Be32,
+    pub data_offset: Be64,
 }
 
-fn be32(b: &[u8], at: usize) -> u32 {
-    let mut w = [0u8; 4];
-    if let Some(s) = b.get(at..at + 4) {
-        w.copy_from_slice(s);
-    }
-    u32::from_be_bytes(w)
+/// The dynamic disk header as stored ("Dynamic Disk Header Format"), read by
+/// [`DynHeader::parse`] and written by [`DynHeader::new_bytes`].
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Debug, Clone, Copy)]
+#[repr(C)]
+pub struct RawDynHeader {
+    pub cookie: [u8; 8],
+    pub data_offset: Be64,
+    pub table_offset: Be64,
+    pub header_version: Be32,
+    pub max_table_entries: Be32,
+    pub block_size: Be32,
+    pub checksum: Be32,
+    pub parent_unique_id: [u8; 16],
+    pub parent_timestamp: Be32,
+    pub reserved1: Be32,
+    pub parent_name: [Be16; 256],
+    pub locators: [RawLocator; 8],
+    pub reserved2: [u8; 256],
 }
+const _: () = assert!(size_of::<RawDynHeader>() == 1024);
 
-fn be64(b: &[u8], at: usize) -> u64 {
-    let mut w = [0u8; 8];
-    if let Some(s) = b.get(at..at + 8) {
-        w.copy_from_slice(s);
-    }
-    u64::from_be_bytes(w)
-}
-
-fn arr<const N: usize>(b: &[u8], at: usize) -> [u8; N] {
-    let mut w = [0u8; N];
-    if let Some(s) = b.get(at..at + N) {
-        w.copy_from_slice(s);
-    }
-    w
+/// The BAT's big-endian sector numbers (a trailing partial entry is ignored: callers read
+/// whole tables).
+pub fn bat_entries(raw: &[u8]) -> impl Iterator<Item = u32> + '_ {
+    let whole = raw.len() / 4 * 4;
+    <[Be32]>::ref_from_bytes(&raw[..whole]).unwrap_or_default().iter().map(|e| e.get())
 }
 
 /// One's complement of the byte sum of `buf`, with the four checksum bytes at
@@ -140,26 +176,35 @@ impl Footer {
     /// Parses a footer (511 or 512 bytes) whose cookie was already seen, verifying its
     /// checksum. `at` is its file offset, for error messages.
     pub fn parse(buf: &[u8], at: u64) -> Result<Footer> {
-        if !Self::has_cookie(buf) || buf.len() < OLD_FOOTER_SIZE as usize {
+        if !Self::has_cookie(buf) {
             return Err(Error::invalid("no VHD footer (cookie \"conectix\")").with_field("cookie").with_offset(at));
         }
+        // An old 511-byte footer lacks only the last reserved byte: read it as zero.
+        let mut whole = RawFooter::new_zeroed();
+        let have = buf.len().min(size_of::<RawFooter>());
+        let old = usize::try_from(OLD_FOOTER_SIZE).unwrap_or(usize::MAX);
+        if have < old {
+            diskcast_layout::bytes(buf, 0, old, "VHD footer").map_err(|e| Error::from(e).with_offset(at))?;
+        }
+        whole.as_mut_bytes()[..have].copy_from_slice(&buf[..have]);
+        let r = &whole;
         let f = Footer {
-            features: be32(buf, 8),
-            format_version: be32(buf, 12),
-            data_offset: be64(buf, 16),
-            timestamp: be32(buf, 24),
-            creator_app: arr(buf, 28),
-            creator_version: be32(buf, 32),
-            creator_os: arr(buf, 36),
-            original_size: be64(buf, 40),
-            current_size: be64(buf, 48),
-            cylinders: be16(buf, 56),
-            heads: buf.get(58).copied().unwrap_or(0),
-            sectors_per_track: buf.get(59).copied().unwrap_or(0),
-            disk_type: be32(buf, 60),
-            checksum: be32(buf, 64),
-            unique_id: arr(buf, 68),
-            saved_state: buf.get(84).copied().unwrap_or(0),
+            features: r.features.get(),
+            format_version: r.format_version.get(),
+            data_offset: r.data_offset.get(),
+            timestamp: r.timestamp.get(),
+            creator_app: r.creator_app,
+            creator_version: r.creator_version.get(),
+            creator_os: r.creator_os,
+            original_size: r.original_size.get(),
+            current_size: r.current_size.get(),
+            cylinders: r.cylinders.get(),
+            heads: r.heads,
+            sectors_per_track: r.sectors_per_track,
+            disk_type: r.disk_type.get(),
+            checksum: r.checksum.get(),
+            unique_id: r.unique_id,
+            saved_state: r.saved_state,
         };
         let want = checksum(buf, FOOTER_CHECKSUM_AT);
         if want != f.checksum {
@@ -168,32 +213,36 @@ impl Footer {
                 f.checksum
             ))
             .with_field("footer.checksum")
-            .with_offset(at + FOOTER_CHECKSUM_AT as u64));
+            .with_offset(at + u64_from_usize(FOOTER_CHECKSUM_AT)));
         }
         Ok(f)
     }
 
     /// The 512 bytes of this footer with a fresh checksum.
     pub fn to_bytes(&self) -> [u8; 512] {
+        let mut r = RawFooter {
+            cookie: *FOOTER_COOKIE,
+            features: self.features.into(),
+            format_version: self.format_version.into(),
+            data_offset: self.data_offset.into(),
+            timestamp: self.timestamp.into(),
+            creator_app: self.creator_app,
+            creator_version: self.creator_version.into(),
+            creator_os: self.creator_os,
+            original_size: self.original_size.into(),
+            current_size: self.current_size.into(),
+            cylinders: self.cylinders.into(),
+            heads: self.heads,
+            sectors_per_track: self.sectors_per_track,
+            disk_type: self.disk_type.into(),
+            checksum: 0.into(),
+            unique_id: self.unique_id,
+            saved_state: self.saved_state,
+            reserved: [0; 427],
+        };
+        r.checksum = checksum(r.as_bytes(), FOOTER_CHECKSUM_AT).into();
         let mut b = [0u8; 512];
-        b[0..8].copy_from_slice(FOOTER_COOKIE);
-        b[8..12].copy_from_slice(&self.features.to_be_bytes());
-        b[12..16].copy_from_slice(&self.format_version.to_be_bytes());
-        b[16..24].copy_from_slice(&self.data_offset.to_be_bytes());
-        b[24..28].copy_from_slice(&self.timestamp.to_be_bytes());
-        b[28..32].copy_from_slice(&self.creator_app);
-        b[32..36].copy_from_slice(&self.creator_version.to_be_bytes());
-        b[36..40].copy_from_slice(&self.creator_os);
-        b[40..48].copy_from_slice(&self.original_size.to_be_bytes());
-        b[48..56].copy_from_slice(&self.current_size.to_be_bytes());
-        b[56..58].copy_from_slice(&self.cylinders.to_be_bytes());
-        b[58] = self.heads;
-        b[59] = self.sectors_per_track;
-        b[60..64].copy_from_slice(&self.disk_type.to_be_bytes());
-        b[68..84].copy_from_slice(&self.unique_id);
-        b[84] = self.saved_state;
-        let sum = checksum(&b, FOOTER_CHECKSUM_AT);
-        b[64..68].copy_from_slice(&sum.to_be_bytes());
+        b.copy_from_slice(r.as_bytes());
         b
     }
 
@@ -236,7 +285,10 @@ impl Footer {
 
 /// Printable form of a four-character code (`"win "`, `"tap\0"` shows as `"tap"`).
 pub fn fourcc(code: &[u8; 4]) -> String {
-    code.iter().filter(|&&c| c != 0).map(|&c| if c.is_ascii_graphic() || c == b' ' { c as char } else { '?' }).collect()
+    code.iter()
+        .filter(|&&c| c != 0)
+        .map(|&c| if c.is_ascii_graphic() || c == b' ' { char::from(c) } else { '?' })
+        .collect()
 }
 
 /// A UUID in its usual text form.
@@ -289,66 +341,61 @@ pub struct DynHeader {
     pub locators: [Locator; 8],
 }
 
-/// Byte offset of the first parent locator entry in the dynamic header.
-const LOCATORS_AT: usize = 576;
-
 impl DynHeader {
     /// Parses the 1024-byte header at file offset `at`, verifying cookie and checksum.
     pub fn parse(buf: &[u8], at: u64) -> Result<DynHeader> {
-        if !buf.starts_with(DYN_COOKIE) || buf.len() < DYN_HEADER_SIZE as usize {
+        if !buf.starts_with(DYN_COOKIE) {
             return Err(Error::invalid(
                 "no dynamic disk header (cookie \"cxsparse\") where the footer's data_offset points",
             )
             .with_field("dyn_header.cookie")
             .with_offset(at));
         }
-        let mut locators = [Locator { platform: 0, data_space: 0, data_length: 0, data_offset: 0 }; 8];
-        for (i, l) in locators.iter_mut().enumerate() {
-            let o = LOCATORS_AT + i * 24;
-            *l = Locator {
-                platform: be32(buf, o),
-                data_space: be32(buf, o + 4),
-                data_length: be32(buf, o + 8),
-                data_offset: be64(buf, o + 16),
-            };
-        }
-        let name_units: Vec<u16> = (0..256).map(|i| be16(buf, 64 + i * 2)).take_while(|&u| u != 0).collect();
+        let r = read::<RawDynHeader>(buf, 0, "VHD dynamic disk header").map_err(|e| Error::from(e).with_offset(at))?;
+        let locators = r.locators.map(|l| Locator {
+            platform: l.platform.get(),
+            data_space: l.data_space.get(),
+            data_length: l.data_length.get(),
+            data_offset: l.data_offset.get(),
+        });
+        let name_units: Vec<u16> = r.parent_name.iter().map(|u| u.get()).take_while(|&u| u != 0).collect();
         let h = DynHeader {
-            data_offset: be64(buf, 8),
-            table_offset: be64(buf, 16),
-            header_version: be32(buf, 24),
-            max_table_entries: be32(buf, 28),
-            block_size: be32(buf, 32),
-            checksum: be32(buf, 36),
-            parent_unique_id: arr(buf, 40),
-            parent_timestamp: be32(buf, 56),
+            data_offset: r.data_offset.get(),
+            table_offset: r.table_offset.get(),
+            header_version: r.header_version.get(),
+            max_table_entries: r.max_table_entries.get(),
+            block_size: r.block_size.get(),
+            checksum: r.checksum.get(),
+            parent_unique_id: r.parent_unique_id,
+            parent_timestamp: r.parent_timestamp.get(),
             parent_name: String::from_utf16_lossy(&name_units),
             locators,
         };
-        let want = checksum(buf.get(..DYN_HEADER_SIZE as usize).unwrap_or(buf), DYN_CHECKSUM_AT);
+        let want = checksum(r.as_bytes(), DYN_CHECKSUM_AT);
         if want != h.checksum {
             return Err(Error::corrupt(format!(
                 "dynamic disk header checksum is {:#010x}, but the header's bytes sum to {want:#010x}",
                 h.checksum
             ))
             .with_field("dyn_header.checksum")
-            .with_offset(at + DYN_CHECKSUM_AT as u64));
+            .with_offset(at + u64_from_usize(DYN_CHECKSUM_AT)));
         }
         Ok(h)
     }
 
     /// The 1024 bytes of a header for a new dynamic disk (no parent), with its checksum.
     pub fn new_bytes(table_offset: u64, max_table_entries: u32, block_size: u32) -> [u8; 1024] {
-        let mut b = [0u8; 1024];
-        b[0..8].copy_from_slice(DYN_COOKIE);
+        let mut r = RawDynHeader::new_zeroed();
+        r.cookie = *DYN_COOKIE;
         // The spec says 0xFFFFFFFF; Microsoft's tools write all 64 bits set (as qemu does).
-        b[8..16].copy_from_slice(&u64::MAX.to_be_bytes());
-        b[16..24].copy_from_slice(&table_offset.to_be_bytes());
-        b[24..28].copy_from_slice(&0x0001_0000u32.to_be_bytes());
-        b[28..32].copy_from_slice(&max_table_entries.to_be_bytes());
-        b[32..36].copy_from_slice(&block_size.to_be_bytes());
-        let sum = checksum(&b, DYN_CHECKSUM_AT);
-        b[36..40].copy_from_slice(&sum.to_be_bytes());
+        r.data_offset = u64::MAX.into();
+        r.table_offset = table_offset.into();
+        r.header_version = 0x0001_0000.into();
+        r.max_table_entries = max_table_entries.into();
+        r.block_size = block_size.into();
+        r.checksum = checksum(r.as_bytes(), DYN_CHECKSUM_AT).into();
+        let mut b = [0u8; 1024];
+        b.copy_from_slice(r.as_bytes());
         b
     }
 }

@@ -24,6 +24,7 @@ use diskcast_block::registry::units_touched;
 use diskcast_block::registry::{CheckReport, CreateOptions, Driver, Measure, OpenContext, OptionSpec, ProbeData};
 use diskcast_block::source::Source;
 use diskcast_block::{BlockRead, BlockWrite, Extent, Result, ResultExt};
+use diskcast_layout::u64_from_usize;
 use format::{FOOTER_SIZE, Footer, OLD_FOOTER_SIZE, TYPE_FIXED};
 use std::path::Path;
 
@@ -66,11 +67,11 @@ impl Driver for VhdDriver {
             return true;
         }
         let tail = data.tail;
-        let n = tail.len() as u64;
+        let n = u64_from_usize(tail.len());
         let candidates: [(Option<&[u8]>, u64); 2] =
             [(n.eq(&FOOTER_SIZE).then_some(tail), FOOTER_SIZE), (tail.get(1..), OLD_FOOTER_SIZE)];
         candidates.into_iter().any(|(buf, len)| {
-            buf.filter(|b| Footer::has_cookie(b) && b.len() as u64 == len).is_some_and(|b| {
+            buf.filter(|b| Footer::has_cookie(b) && u64_from_usize(b.len()) == len).is_some_and(|b| {
                 Footer::parse(b, 0).is_ok_and(|f| {
                     f.disk_type == TYPE_FIXED && f.virtual_size().is_ok_and(|s| s <= data.file_len.saturating_sub(len))
                 })

@@ -17,6 +17,7 @@ use diskcast_block::registry::OpenContext;
 use diskcast_block::runs::{ReadRun, ReadRuns};
 use diskcast_block::source::{ByteSource, Source};
 use diskcast_block::{Alloc, BlockRead, Error, ErrorKind, Extent, ImageInfo, Result};
+use diskcast_layout::{u64_from_usize, usize_from_u64};
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -148,7 +149,7 @@ impl VhdReader {
             return Err(Error::invalid(format!("a {file_len}-byte file is too small for a VHD footer")));
         }
         let mut head = [0u8; 512];
-        let head_len = file_len.min(FOOTER_SIZE) as usize;
+        let head_len = usize_from_u64(file_len.min(FOOTER_SIZE), "footer length")?;
         file.read_exact_at(&mut head[..head_len], 0)?;
         // Dynamic and differencing disks mirror their footer at offset 0. A fixed disk's
         // guest data may start with anything, even a footer (a VHD stored in a VHD): when
@@ -206,7 +207,7 @@ impl VhdReader {
     fn tail_footer(file: &dyn ByteSource, file_len: u64) -> Result<(Footer, u64)> {
         let mut tail = [0u8; 512];
         let n = file_len.min(512);
-        file.read_exact_at(&mut tail[..n as usize], file_len - n)?;
+        file.read_exact_at(&mut tail[..usize_from_u64(n, "length")?], file_len - n)?;
         let (buf, at): (&[u8], u64) = if n == 512 && Footer::has_cookie(&tail) {
             (&tail, file_len - 512)
         } else if Footer::has_cookie(&tail[1..]) {
@@ -237,7 +238,7 @@ impl VhdReader {
             .with_field("data_offset")
             .with_offset(self.footer_at + 16));
         }
-        let mut buf = vec![0u8; DYN_HEADER_SIZE as usize];
+        let mut buf = vec![0u8; size_of::<crate::format::RawDynHeader>()];
         self.file.read_exact_at(&mut buf, at)?;
         let header = DynHeader::parse(&buf, at)?;
         let bs = u64::from(header.block_size);
@@ -275,9 +276,9 @@ impl VhdReader {
             .with_field("max_table_entries")
             .with_offset(at + 28));
         }
-        let mut raw = vec![0u8; (needed * 4) as usize];
+        let mut raw = vec![0u8; usize_from_u64(needed * 4, "BAT entries")?];
         self.file.read_exact_at(&mut raw, table)?;
-        let bat: Vec<u32> = raw.chunks_exact(4).map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]])).collect();
+        let bat: Vec<u32> = crate::format::bat_entries(&raw).collect();
         for (i, &e) in bat.iter().enumerate() {
             if e == BAT_UNUSED {
                 continue;
@@ -294,7 +295,7 @@ impl VhdReader {
                     }
                 ))
                 .with_field("bat_entry")
-                .with_offset(table + i as u64 * 4));
+                .with_offset(table + u64_from_usize(i) * 4));
             }
         }
         Ok(Sparse { header, bat, block_size: bs, bitmap_size, cache: Mutex::new(BitmapCache::default()) })
@@ -337,7 +338,7 @@ impl VhdReader {
     }
 
     fn read_locator(&self, l: &Locator, i: usize) -> Result<String> {
-        let entry_at = self.footer.data_offset + 576 + i as u64 * 24;
+        let entry_at = self.footer.data_offset + 576 + u64_from_usize(i) * 24;
         if l.data_length > MAX_LOCATOR_BYTES {
             return Err(Error::corrupt(format!("parent locator {i} is {} bytes long", l.data_length))
                 .with_field("parent_locator.data_length")
@@ -353,7 +354,7 @@ impl VhdReader {
             .with_field("parent_locator.data_offset")
             .with_offset(entry_at + 16));
         }
-        let mut buf = vec![0u8; len as usize];
+        let mut buf = vec![0u8; usize_from_u64(len, "length")?];
         self.file.read_exact_at(&mut buf, l.data_offset)?;
         let bad = || {
             Error::corrupt(format!("parent locator {i} is not valid text"))
@@ -383,7 +384,7 @@ impl VhdReader {
         if let Some(b) = lock(&s.cache).maps.get(&block) {
             return Ok(b.clone());
         }
-        let mut buf = vec![0u8; s.bitmap_size as usize];
+        let mut buf = vec![0u8; usize_from_u64(s.bitmap_size, "sector bitmap size")?];
         self.file.read_exact_at(&mut buf, u64::from(entry) * SECTOR)?;
         let map: Arc<[u8]> = buf.into();
         let mut c = lock(&s.cache);
@@ -429,7 +430,7 @@ impl VhdReader {
                 while n < last_sector {
                     // Whole bytes of equal bits at once.
                     if n.is_multiple_of(8) && n + 8 <= last_sector {
-                        let byte = bitmap.get((n / 8) as usize).copied().unwrap_or(0);
+                        let byte = bitmap.get(usize_from_u64(n / 8, "length")?).copied().unwrap_or(0);
                         if byte == if set { 0xff } else { 0 } {
                             n += 8;
                             continue;
@@ -452,13 +453,13 @@ impl VhdReader {
     }
 
     fn read_inner(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        let end = range_end(offset, buf.len() as u64, self.size)?;
+        let end = range_end(offset, u64_from_usize(buf.len()), self.size)?;
         let Some(s) = &self.sparse else {
             return self.file.read_exact_at(buf, offset);
         };
         let flush = |ReadRun { offset: g, len, map }: ReadRun<Map>, buf: &mut [u8]| -> Result<()> {
-            let at = (g - offset) as usize;
-            let dst = &mut buf[at..at + len as usize];
+            let at = usize_from_u64(g - offset, "buffer offset")?;
+            let dst = &mut buf[at..at + usize_from_u64(len, "length")?];
             match map {
                 Map::Data(host) => self.file.read_exact_at(dst, host),
                 Map::Absent => read_backing(self.backing.as_deref(), dst, g),

@@ -19,6 +19,7 @@ use diskcast_block::range_end;
 use diskcast_block::registry::CreateOptions;
 use diskcast_block::size::parse_size;
 use diskcast_block::{BlockWrite, Encoded, Error, Result, WriteOrder};
+use diskcast_layout::{u64_from_usize, usize_from_u64};
 use std::sync::Mutex;
 
 /// Block size of the dynamic disks we write: the spec's and qemu's default.
@@ -269,7 +270,9 @@ impl VhdWriter {
                 st.blocks += 1;
                 if let (Some(d), Some(m)) = (st.data_at.get_mut(b), st.bitmaps.get_mut(b)) {
                     *d = data;
-                    *m = Some(vec![0u8; Params::bitmap_size() as usize].into_boxed_slice());
+                    *m = Some(
+                        vec![0u8; usize_from_u64(Params::bitmap_size(), "sector bitmap size")?].into_boxed_slice(),
+                    );
                 }
             }
             let host = st.data_at.get(b).copied().unwrap_or(0) + (pos - block_start);
@@ -281,7 +284,7 @@ impl VhdWriter {
             };
             if let Some(Some(m)) = st.bitmaps.get_mut(b) {
                 for s in first..last {
-                    let byte = (s / 8) as usize;
+                    let byte = usize_from_u64(s / 8, "sector bitmap byte")?;
                     let mask = 0x80u8 >> (s % 8);
                     if let Some(x) = m.get_mut(byte) {
                         if alloc { *x |= mask } else { *x &= !mask }
@@ -295,7 +298,7 @@ impl VhdWriter {
     }
 
     fn write_data(&self, offset: u64, data: &[u8]) -> Result<()> {
-        range_end(offset, data.len() as u64, self.p.size)?;
+        range_end(offset, u64_from_usize(data.len()), self.p.size)?;
         if data.is_empty() {
             return Ok(());
         }
@@ -303,19 +306,19 @@ impl VhdWriter {
         if self.p.subformat == Subformat::Fixed {
             return self.file.write_all_at(data, offset);
         }
-        for (g, host, len) in self.map(offset, data.len() as u64, true)? {
-            let at = (g - offset) as usize;
-            self.file.write_all_at(&data[at..at + len as usize], host)?;
+        for (g, host, len) in self.map(offset, u64_from_usize(data.len()), true)? {
+            let at = usize_from_u64(g - offset, "buffer offset")?;
+            self.file.write_all_at(&data[at..at + usize_from_u64(len, "length")?], host)?;
         }
         Ok(())
     }
 
     fn zero_file(&self, host: u64, len: u64) -> Result<()> {
-        let zeros = vec![0u8; len.min(1 << 20) as usize];
+        let zeros = vec![0u8; usize_from_u64(len.min(1 << 20), "length")?];
         let mut done = 0;
         while done < len {
-            let n = (len - done).min(zeros.len() as u64);
-            self.file.write_all_at(&zeros[..n as usize], host + done)?;
+            let n = (len - done).min(u64_from_usize(zeros.len()));
+            self.file.write_all_at(&zeros[..usize_from_u64(n, "length")?], host + done)?;
             done += n;
         }
         Ok(())
@@ -381,7 +384,7 @@ impl BlockWrite for VhdWriter {
         }
         let st = lock(&self.state);
         let bat_len = self.p.bat_end() - BAT_AT;
-        let mut bat = vec![0xffu8; bat_len as usize];
+        let mut bat = vec![0xffu8; usize_from_u64(bat_len, "BAT size")?];
         let bitmap_size = Params::bitmap_size();
         let mut end = self.p.bat_end();
         for (i, (&data, map)) in st.data_at.iter().zip(&st.bitmaps).enumerate() {
@@ -391,9 +394,7 @@ impl BlockWrite for VhdWriter {
             let bitmap_at = data - bitmap_size;
             let sector = u32::try_from(bitmap_at / SECTOR)
                 .map_err(|_| Error::argument("image file grew past the 2 TiB a VHD BAT can address"))?;
-            if let Some(slot) = bat.get_mut(i * 4..i * 4 + 4) {
-                slot.copy_from_slice(&sector.to_be_bytes());
-            }
+            diskcast_layout::put_be32(&mut bat, i * 4, sector, "VHD BAT entry")?;
             if let Some(m) = map {
                 self.file.write_all_at(m, bitmap_at)?;
             }
