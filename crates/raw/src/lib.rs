@@ -13,6 +13,7 @@ use diskcast_block::range_end;
 use diskcast_block::registry::{CreateOptions, Driver, Measure, OpenContext, ProbeData};
 use diskcast_block::source::{Source, open_file};
 use diskcast_block::{Alloc, BlockRead, BlockWrite, Encoded, Error, Extent, ImageInfo, MapExtent, Result, WriteOrder};
+use diskcast_layout::u64_from_usize;
 use std::io::Write;
 use std::path::Path;
 use std::sync::Mutex;
@@ -121,7 +122,7 @@ impl BlockRead for RawReader {
     }
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        range_end(offset, buf.len() as u64, self.size)?;
+        range_end(offset, u64_from_usize(buf.len()), self.size)?;
         self.file.read_exact_at(buf, offset)
     }
 
@@ -188,14 +189,14 @@ impl BlockWrite for RawWriter {
 fn for_each_plain(encoded: Encoded, size: u64, mut f: impl FnMut(u64, &[u8]) -> Result<()>) -> Result<()> {
     match encoded {
         Encoded::Plain { offset, data } => {
-            range_end(offset, data.len() as u64, size)?;
+            range_end(offset, u64_from_usize(data.len()), size)?;
             f(offset, &data)
         }
         Encoded::Units(units) => units.iter().try_for_each(|u| {
             if u.compressed {
                 return Err(Error::argument("raw cannot store compressed data"));
             }
-            range_end(u.offset, u.stored.len() as u64, size)?;
+            range_end(u.offset, u64_from_usize(u.stored.len()), size)?;
             f(u.offset, &u.stored)
         }),
     }
@@ -251,7 +252,7 @@ impl StreamState {
 
     fn write(&mut self, data: &[u8]) -> Result<()> {
         self.out.write_all(data).map_err(|e| Error::io("cannot write to the output stream", e))?;
-        self.pos += data.len() as u64;
+        self.pos += u64_from_usize(data.len());
         Ok(())
     }
 }

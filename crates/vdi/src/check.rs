@@ -13,6 +13,7 @@ use crate::header::{BLOCK_ZERO, Header, read_block_map};
 use diskcast_block::registry::CheckReport;
 use diskcast_block::source::{ByteSource, Source};
 use diskcast_block::{Result, ResultExt};
+use diskcast_layout::{u64_from_usize, usize_from};
 
 /// Messages kept in the report; counts keep going past it.
 const MAX_MESSAGES: usize = 1000;
@@ -37,7 +38,7 @@ fn check_inner(file: &dyn ByteSource) -> Result<CheckReport> {
     let mut r = CheckReport::default();
     let blocks = h.blocks_in_image;
     // One bit per possible data block: at most MAX_BLOCKS / 8 bytes.
-    let mut used = vec![0u64; (blocks as usize).div_ceil(64)];
+    let mut used = vec![0u64; usize_from(blocks).div_ceil(64)];
     let mut allocated = 0u32;
     let size = h.size();
     for (i, &e) in bmap.iter().enumerate() {
@@ -49,14 +50,14 @@ fn check_inner(file: &dyn ByteSource) -> Result<CheckReport> {
             continue;
         }
         allocated += 1;
-        let (word, bit) = ((e / 64) as usize, e % 64);
+        let (word, bit) = (usize_from(e / 64), e % 64);
         if let Some(w) = used.get_mut(word) {
             if *w & (1 << bit) != 0 {
                 note(&mut r, format!("ERROR: data block {e} is used by block map entry {i} and by an earlier one"));
             }
             *w |= 1 << bit;
         }
-        let guest = i as u64 * h.block_size;
+        let guest = u64_from_usize(i) * h.block_size;
         if guest < size {
             // The guest-visible part of the block must be in the file.
             let host = h.offset_data + u64::from(e) * h.block_size;

@@ -29,6 +29,10 @@
 
 use diskcast_block::source::ByteSource;
 use diskcast_block::{Error, Result};
+use diskcast_layout::{
+    FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout, Le32, Le64, Unaligned, fit, le32, u64_from_usize,
+    usize_from_u64,
+};
 use uuid::Uuid;
 
 /// `u32` at 0x40.
@@ -59,7 +63,7 @@ pub const HEADER_SIZE_V1: u32 = 0x180;
 /// `header_size` of `VDIHEADER1PLUS`, which adds the LCHS geometry; what VirtualBox writes.
 pub const HEADER_SIZE_V1_PLUS: u32 = 0x190;
 /// Bytes a parser looks at: every field up to and including the LCHS geometry.
-pub const HEADER_END: u64 = PRE_HEADER + HEADER_SIZE_V1_PLUS as u64;
+pub const HEADER_END: u64 = PRE_HEADER + 0x190;
 /// Bytes the writer writes for the header (qemu's `sizeof(VdiHeader)`).
 pub const HEADER_BYTES: usize = 512;
 /// Smallest block we accept: one sector.
@@ -129,38 +133,64 @@ pub struct Header {
     pub lchs: Option<Geometry>,
 }
 
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    let mut w = [0u8; 4];
-    if let Some(s) = b.get(at..at + 4) {
-        w.copy_from_slice(s);
-    }
-    u32::from_le_bytes(w)
+/// A geometry as stored.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Debug, Clone, Copy, Default)]
+#[repr(C)]
+pub struct RawGeometry {
+    pub cylinders: Le32,
+    pub heads: Le32,
+    pub sectors: Le32,
+    pub sector_size: Le32,
 }
 
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    let mut w = [0u8; 8];
-    if let Some(s) = b.get(at..at + 8) {
-        w.copy_from_slice(s);
+impl RawGeometry {
+    fn get(&self) -> Geometry {
+        Geometry {
+            cylinders: self.cylinders.get(),
+            heads: self.heads.get(),
+            sectors: self.sectors.get(),
+            sector_size: self.sector_size.get(),
+        }
     }
-    u64::from_le_bytes(w)
+    fn new(g: Geometry) -> Self {
+        RawGeometry {
+            cylinders: g.cylinders.into(),
+            heads: g.heads.into(),
+            sectors: g.sectors.into(),
+            sector_size: g.sector_size.into(),
+        }
+    }
 }
 
-fn uuid_at(b: &[u8], at: usize) -> Uuid {
-    let mut w = [0u8; 16];
-    if let Some(s) = b.get(at..at + 16) {
-        w.copy_from_slice(s);
-    }
-    Uuid::from_bytes_le(w)
+/// The header as stored (the table above), padded to the 512 bytes qemu writes; read by
+/// [`Header::read`] and written by [`Header::serialize`].
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Debug, Clone, Copy)]
+#[repr(C)]
+pub struct RawHeader {
+    pub text: [u8; 64],
+    pub signature: Le32,
+    pub version: Le32,
+    pub header_size: Le32,
+    pub image_type: Le32,
+    pub image_flags: Le32,
+    pub description: [u8; 256],
+    pub offset_bmap: Le32,
+    pub offset_data: Le32,
+    pub legacy: RawGeometry,
+    pub unused: Le32,
+    pub disk_size: Le64,
+    pub block_size: Le32,
+    pub block_extra: Le32,
+    pub blocks_in_image: Le32,
+    pub blocks_allocated: Le32,
+    pub uuid_image: [u8; 16],
+    pub uuid_last_snap: [u8; 16],
+    pub uuid_link: [u8; 16],
+    pub uuid_parent: [u8; 16],
+    pub lchs: RawGeometry,
+    pub padding: [u8; 40],
 }
-
-fn geometry_at(b: &[u8], at: usize) -> Geometry {
-    Geometry {
-        cylinders: u32_at(b, at),
-        heads: u32_at(b, at + 4),
-        sectors: u32_at(b, at + 8),
-        sector_size: u32_at(b, at + 12),
-    }
-}
+const _: () = assert!(size_of::<RawHeader>() == HEADER_BYTES);
 
 /// Text up to the first NUL (and newline, for the banner), invalid UTF-8 replaced.
 fn text_field(b: &[u8], stop_at_newline: bool) -> String {
@@ -171,7 +201,8 @@ fn text_field(b: &[u8], stop_at_newline: bool) -> String {
 /// True when `head` (the start of a file) carries the VDI signature and a version we
 /// know of (0.x or 1.x, so old images are claimed and then refused clearly).
 pub fn probe(head: &[u8]) -> bool {
-    head.len() >= PRE_HEADER as usize && u32_at(head, 0x40) == SIGNATURE && (u32_at(head, 0x44) >> 16) <= 1
+    le32(head, 0x40, "VDI signature").is_ok_and(|s| s == SIGNATURE)
+        && le32(head, 0x44, "VDI version").is_ok_and(|v| (v >> 16) <= 1)
 }
 
 impl Header {
@@ -182,9 +213,11 @@ impl Header {
         if file_len < PRE_HEADER {
             return Err(Error::invalid(format!("file too short for a VDI header ({file_len} bytes)")));
         }
-        let mut b = vec![0u8; HEADER_END.min(file_len) as usize];
-        file.read_exact_at(&mut b, 0)?;
-        let signature = u32_at(&b, 0x40);
+        // Zero-padded past a short file's end: the length checks below say what is missing.
+        let mut r = RawHeader::new_zeroed();
+        let want = usize_from_u64(HEADER_END.min(file_len), "VDI header")?;
+        file.read_exact_at(&mut r.as_mut_bytes()[..want], 0)?;
+        let signature = r.signature.get();
         if signature != SIGNATURE {
             return Err(Error::invalid(format!(
                 "not a VDI image: signature {signature:#010x}, expected {SIGNATURE:#010x}"
@@ -192,7 +225,7 @@ impl Header {
             .with_field("signature")
             .with_offset(0x40));
         }
-        let version = u32_at(&b, 0x44);
+        let version = r.version.get();
         if version != VERSION_1_1 {
             return Err(Error::unsupported(format!(
                 "VDI header version {}.{} is not supported (only 1.1)",
@@ -205,27 +238,35 @@ impl Header {
         if file_len < PRE_HEADER + u64::from(HEADER_SIZE_V1) {
             return Err(Error::invalid(format!("file too short for a VDI 1.1 header ({file_len} bytes)")));
         }
-        let header_size = u32_at(&b, 0x48);
-        let lchs = (header_size >= HEADER_SIZE_V1_PLUS && b.len() as u64 >= HEADER_END).then(|| geometry_at(&b, 0x1c8));
+        let header_size = r.header_size.get();
+        if header_size >= HEADER_SIZE_V1_PLUS && u64_from_usize(want) < HEADER_END {
+            return Err(Error::invalid(format!(
+                "truncated VDI header: header_size {header_size:#x} has an LCHS geometry, but the file ends at \
+                 {file_len} bytes, before offset {HEADER_END:#x}"
+            ))
+            .with_field("header_size")
+            .with_offset(0x48));
+        }
+        let lchs = (header_size >= HEADER_SIZE_V1_PLUS).then(|| r.lchs.get());
         Ok(Header {
-            text: text_field(b.get(..0x40).unwrap_or_default(), true),
+            text: text_field(&r.text, true),
             version,
             header_size,
-            image_type: u32_at(&b, 0x4c),
-            image_flags: u32_at(&b, 0x50),
-            description: text_field(b.get(0x54..0x154).unwrap_or_default(), false),
-            offset_bmap: u64::from(u32_at(&b, 0x154)),
-            offset_data: u64::from(u32_at(&b, 0x158)),
-            legacy: geometry_at(&b, 0x15c),
-            disk_size: u64_at(&b, 0x170),
-            block_size: u64::from(u32_at(&b, 0x178)),
-            block_extra: u32_at(&b, 0x17c),
-            blocks_in_image: u32_at(&b, 0x180),
-            blocks_allocated: u32_at(&b, 0x184),
-            uuid_image: uuid_at(&b, 0x188),
-            uuid_last_snap: uuid_at(&b, 0x198),
-            uuid_link: uuid_at(&b, 0x1a8),
-            uuid_parent: uuid_at(&b, 0x1b8),
+            image_type: r.image_type.get(),
+            image_flags: r.image_flags.get(),
+            description: text_field(&r.description, false),
+            offset_bmap: u64::from(r.offset_bmap.get()),
+            offset_data: u64::from(r.offset_data.get()),
+            legacy: r.legacy.get(),
+            disk_size: r.disk_size.get(),
+            block_size: u64::from(r.block_size.get()),
+            block_extra: r.block_extra.get(),
+            blocks_in_image: r.blocks_in_image.get(),
+            blocks_allocated: r.blocks_allocated.get(),
+            uuid_image: Uuid::from_bytes_le(r.uuid_image),
+            uuid_last_snap: Uuid::from_bytes_le(r.uuid_last_snap),
+            uuid_link: Uuid::from_bytes_le(r.uuid_link),
+            uuid_parent: Uuid::from_bytes_le(r.uuid_parent),
             lchs,
         })
     }
@@ -355,47 +396,40 @@ impl Header {
     }
 
     /// The 512 bytes qemu writes for a header (fields past `header_size` zero).
-    pub fn serialize(&self) -> [u8; HEADER_BYTES] {
-        let mut b = [0u8; HEADER_BYTES];
-        let mut put = |at: usize, bytes: &[u8]| {
-            if let Some(dst) = b.get_mut(at..at + bytes.len()) {
-                dst.copy_from_slice(bytes);
-            }
-        };
+    /// Offsets and the block size that do not fit their 32-bit fields are an error.
+    pub fn serialize(&self) -> Result<[u8; HEADER_BYTES]> {
+        let mut r = RawHeader::new_zeroed();
         // The text ends with a newline and at least one NUL, as VirtualBox writes it.
         let text = self.text.as_bytes();
         let n = text.len().min(0x3e);
-        put(0, &text[..n]);
-        put(n, b"\n");
-        put(0x40, &SIGNATURE.to_le_bytes());
-        put(0x44, &self.version.to_le_bytes());
-        put(0x48, &self.header_size.to_le_bytes());
-        put(0x4c, &self.image_type.to_le_bytes());
-        put(0x50, &self.image_flags.to_le_bytes());
+        r.text[..n].copy_from_slice(&text[..n]);
+        r.text[n] = b'\n';
+        r.signature = SIGNATURE.into();
+        r.version = self.version.into();
+        r.header_size = self.header_size.into();
+        r.image_type = self.image_type.into();
+        r.image_flags = self.image_flags.into();
         let d = self.description.as_bytes();
-        put(0x54, &d[..d.len().min(255)]);
-        put(0x154, &u32::try_from(self.offset_bmap).unwrap_or(u32::MAX).to_le_bytes());
-        put(0x158, &u32::try_from(self.offset_data).unwrap_or(u32::MAX).to_le_bytes());
-        for (i, v) in
-            [self.legacy.cylinders, self.legacy.heads, self.legacy.sectors, self.legacy.sector_size].iter().enumerate()
-        {
-            put(0x15c + 4 * i, &v.to_le_bytes());
-        }
-        put(0x170, &self.disk_size.to_le_bytes());
-        put(0x178, &u32::try_from(self.block_size).unwrap_or(0).to_le_bytes());
-        put(0x17c, &self.block_extra.to_le_bytes());
-        put(0x180, &self.blocks_in_image.to_le_bytes());
-        put(0x184, &self.blocks_allocated.to_le_bytes());
-        put(0x188, &self.uuid_image.to_bytes_le());
-        put(0x198, &self.uuid_last_snap.to_bytes_le());
-        put(0x1a8, &self.uuid_link.to_bytes_le());
-        put(0x1b8, &self.uuid_parent.to_bytes_le());
+        let n = d.len().min(255);
+        r.description[..n].copy_from_slice(&d[..n]);
+        r.offset_bmap = fit::<u32, u64>(self.offset_bmap, "offset_bmap")?.into();
+        r.offset_data = fit::<u32, u64>(self.offset_data, "offset_data")?.into();
+        r.legacy = RawGeometry::new(self.legacy);
+        r.disk_size = self.disk_size.into();
+        r.block_size = fit::<u32, u64>(self.block_size, "block_size")?.into();
+        r.block_extra = self.block_extra.into();
+        r.blocks_in_image = self.blocks_in_image.into();
+        r.blocks_allocated = self.blocks_allocated.into();
+        r.uuid_image = self.uuid_image.to_bytes_le();
+        r.uuid_last_snap = self.uuid_last_snap.to_bytes_le();
+        r.uuid_link = self.uuid_link.to_bytes_le();
+        r.uuid_parent = self.uuid_parent.to_bytes_le();
         if let Some(g) = self.lchs {
-            for (i, v) in [g.cylinders, g.heads, g.sectors, g.sector_size].iter().enumerate() {
-                put(0x1c8 + 4 * i, &v.to_le_bytes());
-            }
+            r.lchs = RawGeometry::new(g);
         }
-        b
+        let mut b = [0u8; HEADER_BYTES];
+        b.copy_from_slice(r.as_bytes());
+        Ok(b)
     }
 }
 
@@ -404,5 +438,9 @@ pub fn read_block_map(file: &dyn ByteSource, h: &Header) -> Result<Vec<u32>> {
     let n = usize::try_from(h.blocks_in_image).map_err(|_| Error::unsupported("block map too large"))?;
     let mut raw = vec![0u8; n.checked_mul(4).ok_or_else(|| Error::unsupported("block map too large"))?];
     file.read_exact_at(&mut raw, h.offset_bmap).map_err(|e| e.with_field("offset_bmap"))?;
-    Ok(raw.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+    Ok(<[Le32]>::ref_from_bytes(&raw)
+        .map_err(|_| Error::unsupported("block map too large"))?
+        .iter()
+        .map(|e| e.get())
+        .collect())
 }

@@ -7,6 +7,7 @@ use diskcast_block::range_end;
 use diskcast_block::runs::{ReadRun, ReadRuns};
 use diskcast_block::source::Source;
 use diskcast_block::{Alloc, BlockRead, Error, Extent, ImageInfo, MapExtent, Result};
+use diskcast_layout::{u64_from_usize, usize_from_u64};
 use serde_json::json;
 
 /// What one guest block maps to.
@@ -90,12 +91,14 @@ impl VdiReader {
     }
 
     fn read_inner(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        let end = range_end(offset, buf.len() as u64, self.size)?;
+        let end = range_end(offset, u64_from_usize(buf.len()), self.size)?;
         let bs = self.header.block_size;
         // Pieces with their data's host offset (`None`: reads as zeros).
         let flush = |ReadRun { offset: g, len, map }: ReadRun<Option<u64>>, buf: &mut [u8]| -> Result<()> {
-            let at = (g - offset) as usize;
-            let dst = buf.get_mut(at..at + len as usize).ok_or_else(|| Error::corrupt("read run outside buffer"))?;
+            let at = usize_from_u64(g - offset, "buffer offset")?;
+            let dst = buf
+                .get_mut(at..at + usize_from_u64(len, "length")?)
+                .ok_or_else(|| Error::corrupt("read run outside buffer"))?;
             match map {
                 Some(host) => self.file.read_exact_at(dst, host),
                 None => {

@@ -16,6 +16,7 @@ use diskcast_block::provenance::{ContentDigest, Provenance};
 use diskcast_block::range_end;
 use diskcast_block::registry::CreateOptions;
 use diskcast_block::{BlockWrite, Encoded, Error, Result, WriteOrder};
+use diskcast_layout::{fit, u64_from_usize, usize_from, usize_from_u64};
 use std::sync::Mutex;
 use uuid::Uuid;
 
@@ -104,7 +105,7 @@ impl VdiWriter {
     pub fn new(file: ImageFile, p: Params) -> Result<Self> {
         let blocks = u32::try_from(p.blocks()).map_err(|_| Error::argument("too many blocks"))?;
         let (bmap, allocated) =
-            if p.is_static { ((0..blocks).collect(), blocks) } else { (vec![BLOCK_FREE; blocks as usize], 0) };
+            if p.is_static { ((0..blocks).collect(), blocks) } else { (vec![BLOCK_FREE; usize_from(blocks)], 0) };
         Ok(VdiWriter {
             file,
             offset_data: p.offset_data(),
@@ -122,17 +123,17 @@ impl VdiWriter {
     /// those not yet allocated (in one short critical section).
     fn hosts(&self, first: u64, last: u64) -> Result<Vec<u64>> {
         let mut st = self.lock();
-        let mut hosts = Vec::with_capacity((last - first) as usize);
+        let mut hosts = Vec::with_capacity(usize_from_u64(last - first, "last  first")?);
         for b in first..last {
             let slot = st
                 .bmap
-                .get(b as usize)
+                .get(usize_from_u64(b, "b")?)
                 .copied()
                 .ok_or_else(|| Error::out_of_bounds("write past the block map").with_offset(b * BLOCK_SIZE))?;
             let idx = if slot == BLOCK_FREE {
                 let idx = st.allocated;
                 st.allocated += 1;
-                if let Some(s) = st.bmap.get_mut(b as usize) {
+                if let Some(s) = st.bmap.get_mut(usize_from_u64(b, "b")?) {
                     *s = idx;
                 }
                 idx
@@ -150,7 +151,7 @@ impl VdiWriter {
             return Ok(());
         }
         self.content.add(offset, data);
-        let end = range_end(offset, data.len() as u64, self.p.size)?;
+        let end = range_end(offset, u64_from_usize(data.len()), self.p.size)?;
         let first = offset / BLOCK_SIZE;
         let last = end.div_ceil(BLOCK_SIZE);
         let hosts = self.hosts(first, last)?;
@@ -161,10 +162,10 @@ impl VdiWriter {
                 j += 1;
             }
             // Guest range of blocks first+i .. first+j, clipped to the write.
-            let g0 = ((first + i as u64) * BLOCK_SIZE).max(offset);
-            let g1 = ((first + j as u64) * BLOCK_SIZE).min(end);
-            let a = (g0 - offset) as usize;
-            let b = (g1 - offset) as usize;
+            let g0 = ((first + u64_from_usize(i)) * BLOCK_SIZE).max(offset);
+            let g1 = ((first + u64_from_usize(j)) * BLOCK_SIZE).min(end);
+            let a = usize_from_u64(g0 - offset, "buffer offset")?;
+            let b = usize_from_u64(g1 - offset, "buffer offset")?;
             self.file.write_all_at(&data[a..b], hosts[i] + g0 % BLOCK_SIZE)?;
             i = j;
         }
@@ -185,7 +186,7 @@ impl VdiWriter {
             description: String::new(),
             offset_bmap: BMAP_OFFSET,
             offset_data: self.offset_data,
-            legacy: Geometry { cylinders: 0, heads: 0, sectors: 0, sector_size: SECTOR as u32 },
+            legacy: Geometry { cylinders: 0, heads: 0, sectors: 0, sector_size: fit::<u32, u64>(SECTOR, "value")? },
             disk_size: self.p.size,
             block_size: BLOCK_SIZE,
             block_extra: 0,
@@ -220,7 +221,7 @@ impl BlockWrite for VdiWriter {
             Encoded::Plain { offset, data } => self.write_plain(offset, &data),
             Encoded::Units(units) => {
                 for u in units {
-                    if u.compressed || u.stored.len() as u64 != u.len {
+                    if u.compressed || u64_from_usize(u.stored.len()) != u.len {
                         return Err(Error::argument("vdi cannot store compressed data").with_offset(u.offset));
                     }
                     self.write_plain(u.offset, &u.stored)?;
@@ -234,14 +235,14 @@ impl BlockWrite for VdiWriter {
     fn write_zeroes(&self, offset: u64, len: u64) -> Result<()> {
         let end = range_end(offset, len, self.p.size)?;
         let mut pos = offset;
-        let zeros = vec![0u8; ZERO_CHUNK.min(len) as usize];
+        let zeros = vec![0u8; usize_from_u64(ZERO_CHUNK.min(len), "minlen")?];
         while pos < end {
             let block = pos / BLOCK_SIZE;
             let piece_end = ((block + 1) * BLOCK_SIZE).min(end);
-            let entry = self.lock().bmap.get(block as usize).copied().unwrap_or(BLOCK_FREE);
+            let entry = self.lock().bmap.get(usize_from_u64(block, "block")?).copied().unwrap_or(BLOCK_FREE);
             if entry != BLOCK_FREE {
                 let host = self.offset_data + u64::from(entry) * BLOCK_SIZE + pos % BLOCK_SIZE;
-                let n = (piece_end - pos) as usize;
+                let n = usize_from_u64(piece_end - pos, "piece_end  pos")?;
                 self.file.write_all_at(&zeros[..n.min(zeros.len())], host)?;
             }
             pos = piece_end;
@@ -254,7 +255,7 @@ impl BlockWrite for VdiWriter {
         let header = self.header(st.allocated)?;
         // Blocks partly written end in holes: the file must still hold every block whole.
         self.file.set_len(self.offset_data + u64::from(st.allocated) * BLOCK_SIZE)?;
-        let mut map = vec![0u8; (self.offset_data - BMAP_OFFSET) as usize];
+        let mut map = vec![0u8; usize_from_u64(self.offset_data - BMAP_OFFSET, "offset_data  _")?];
         for (dst, e) in map.chunks_exact_mut(4).zip(&st.bmap) {
             dst.copy_from_slice(&e.to_le_bytes());
         }
@@ -262,6 +263,6 @@ impl BlockWrite for VdiWriter {
             self.file.write_all_at(&map, BMAP_OFFSET)?;
         }
         // The output layer syncs the file once before renaming it into place.
-        self.file.write_all_at(&header.serialize(), 0)
+        self.file.write_all_at(&header.serialize()?, 0)
     }
 }

@@ -40,6 +40,19 @@ fn truncated_header_and_bad_signature() {
     });
 }
 
+/// A qemu-made header whose `header_size` claims the LCHS geometry (as VirtualBox writes
+/// it), cut before the geometry: an error naming the truncation, not a header without one.
+#[test]
+fn header_cut_inside_the_lchs_geometry() {
+    tk::hostile::within(LIMIT_SECS, "header_cut_inside_the_lchs_geometry", || {
+        let dir = tempfile::tempdir().unwrap();
+        let p = base(dir.path(), "lchs.vdi");
+        patch(&p, 0x48, &0x190u32.to_le_bytes());
+        std::fs::write(&p, &std::fs::read(&p).unwrap()[..0x1d0]).unwrap();
+        expect(&p, ErrorKind::InvalidFormat, "truncated VDI header: header_size 0x190 has an LCHS geometry");
+    });
+}
+
 #[test]
 fn block_map_past_eof() {
     tk::hostile::within(LIMIT_SECS, "block_map_past_eof", || {
