@@ -45,7 +45,26 @@ pub struct CreateOptions {
     pub provenance: Provenance,
 }
 
+/// How a format turns `-o` options into its writer's parameters for a disk of `size` bytes.
+pub type ParseParams<P> = fn(u64, &CreateOptions) -> Result<P>;
+
+/// A nominal disk size for [`CreateOptions::validate_with`]: only the options are checked.
+const NOMINAL_SIZE: u64 = 1 << 30;
+
 impl CreateOptions {
+    /// The driver's parameters for a disk of `size` bytes, after refusing unknown keys: the
+    /// start of every format's `create` and `measure`.
+    pub fn params<P>(&self, driver: &dyn Driver, size: u64, parse: ParseParams<P>) -> Result<P> {
+        self.check_keys(driver)?;
+        parse(size, self)
+    }
+
+    /// [`Driver::validate`] for a format whose options are all in its parameters: keys and
+    /// values parsed for a nominal disk, nothing opened.
+    pub fn validate_with<P>(&self, driver: &dyn Driver, parse: ParseParams<P>) -> Result<()> {
+        self.params(driver, NOMINAL_SIZE, parse).map(drop)
+    }
+
     /// Rejects any `-o` key the driver does not know, listing those it does.
     pub fn check_keys(&self, driver: &dyn Driver) -> Result<()> {
         self.check_keys_of(driver.name(), driver.options())
@@ -135,6 +154,12 @@ pub fn units_touched(data: &[Extent], size: u64, unit: u64) -> u64 {
         }
     }
     units
+}
+
+/// [`Driver::check`] for a checker that reads the source: its errors name the image.
+pub fn check_named(src: Source, check: impl FnOnce(Source) -> Result<CheckReport>) -> Result<CheckReport> {
+    let name = src.name().to_path_buf();
+    check(src).file(name)
 }
 
 /// A disk image format.

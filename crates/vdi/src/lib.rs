@@ -20,9 +20,11 @@ pub mod writer;
 
 use diskcast_block::output::OutputFiles;
 use diskcast_block::registry::units_touched;
-use diskcast_block::registry::{CheckReport, CreateOptions, Driver, Measure, OpenContext, OptionSpec, ProbeData};
+use diskcast_block::registry::{
+    CheckReport, CreateOptions, Driver, Measure, OpenContext, OptionSpec, ProbeData, check_named,
+};
 use diskcast_block::source::Source;
-use diskcast_block::{BlockRead, BlockWrite, Extent, Result, ResultExt};
+use diskcast_block::{BlockRead, BlockWrite, Extent, Result};
 use std::path::Path;
 
 pub use reader::VdiReader;
@@ -53,29 +55,23 @@ impl Driver for VdiDriver {
         OPTIONS
     }
 
-    /// Parses the options for a nominal 1 GiB disk: only the options are checked here.
     fn validate(&self, opts: &CreateOptions) -> Result<()> {
-        opts.check_keys(self)?;
-        writer::Params::from_options(1 << 30, opts).map(drop)
+        opts.validate_with(self, writer::Params::from_options)
     }
 
     fn create(&self, path: &Path, size: u64, opts: &CreateOptions, out: &OutputFiles) -> Result<Box<dyn BlockWrite>> {
-        opts.check_keys(self)?;
-        let params = writer::Params::from_options(size, opts)?;
-        let file = out.create(path)?;
-        Ok(Box::new(VdiWriter::new(file, params)?))
+        let params = opts.params(self, size, writer::Params::from_options)?;
+        Ok(Box::new(VdiWriter::new(out.create(path)?, params)?))
     }
 
     fn check(&self, src: Source, _ctx: &OpenContext<'_>) -> Result<CheckReport> {
-        let name = src.name().to_path_buf();
-        check::check(src).file(name)
+        check_named(src, check::check)
     }
 
     /// The file our writer makes: header and block map, plus one whole block for every
     /// block a data extent touches (every block for static images).
     fn measure(&self, size: u64, data: &[Extent], opts: &CreateOptions) -> Result<Measure> {
-        opts.check_keys(self)?;
-        let p = writer::Params::from_options(size, opts)?;
+        let p = opts.params(self, size, writer::Params::from_options)?;
         let bs = writer::BLOCK_SIZE;
         let fully = p.offset_data() + p.blocks() * bs;
         if p.is_static {

@@ -21,9 +21,11 @@ pub mod writer;
 
 use diskcast_block::output::OutputFiles;
 use diskcast_block::registry::units_touched;
-use diskcast_block::registry::{CheckReport, CreateOptions, Driver, Measure, OpenContext, OptionSpec, ProbeData};
+use diskcast_block::registry::{
+    CheckReport, CreateOptions, Driver, Measure, OpenContext, OptionSpec, ProbeData, check_named,
+};
 use diskcast_block::source::Source;
-use diskcast_block::{BlockRead, BlockWrite, Extent, Result, ResultExt};
+use diskcast_block::{BlockRead, BlockWrite, Extent, Result};
 use diskcast_layout::u64_from_usize;
 use format::{FOOTER_SIZE, Footer, OLD_FOOTER_SIZE, TYPE_FIXED};
 use std::path::Path;
@@ -87,30 +89,24 @@ impl Driver for VhdDriver {
         OPTIONS
     }
 
-    /// Parses the options for a nominal 1 GiB disk: only the options are checked here.
     fn validate(&self, opts: &CreateOptions) -> Result<()> {
-        opts.check_keys(self)?;
-        Params::from_options(1 << 30, opts).map(drop)
+        opts.validate_with(self, Params::from_options)
     }
 
     fn create(&self, path: &Path, size: u64, opts: &CreateOptions, out: &OutputFiles) -> Result<Box<dyn BlockWrite>> {
-        opts.check_keys(self)?;
-        let params = Params::from_options(size, opts)?;
-        let file = out.create(path)?;
-        Ok(Box::new(VhdWriter::new(file, params)?))
+        let params = opts.params(self, size, Params::from_options)?;
+        Ok(Box::new(VhdWriter::new(out.create(path)?, params)?))
     }
 
     /// Our own consistency check (qemu-img has none for vpc): see [`check`].
     fn check(&self, src: Source, _ctx: &OpenContext<'_>) -> Result<CheckReport> {
-        let name = src.name().to_path_buf();
-        check::check(src).file(name)
+        check_named(src, check::check)
     }
 
     /// Fixed: the disk plus its footer either way. Dynamic: the blocks that data extents
     /// touch, laid out as our writer lays them out.
     fn measure(&self, size: u64, data: &[Extent], opts: &CreateOptions) -> Result<Measure> {
-        opts.check_keys(self)?;
-        let p = Params::from_options(size, opts)?;
+        let p = opts.params(self, size, Params::from_options)?;
         if p.subformat == Subformat::Fixed {
             let n = p.size + FOOTER_SIZE;
             return Ok(Measure { required: n, fully_allocated: n });

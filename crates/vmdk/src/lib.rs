@@ -24,9 +24,11 @@ pub mod writer;
 
 use diskcast_block::output::OutputFiles;
 use diskcast_block::registry::units_touched;
-use diskcast_block::registry::{CheckReport, CreateOptions, Driver, Measure, OpenContext, OptionSpec, ProbeData};
+use diskcast_block::registry::{
+    CheckReport, CreateOptions, Driver, Measure, OpenContext, OptionSpec, ProbeData, check_named,
+};
 use diskcast_block::source::Source;
-use diskcast_block::{BlockRead, BlockWrite, Error, Extent, Result, ResultExt};
+use diskcast_block::{BlockRead, BlockWrite, Error, Extent, Result};
 use header::SECTOR;
 use std::path::Path;
 use writer::{FlatWriter, GRAIN_SECTORS, Params, SparseWriter, Subformat};
@@ -115,10 +117,8 @@ impl Driver for VmdkDriver {
         OPTIONS
     }
 
-    /// Parses the options for a nominal 1 GiB disk: only the options are checked here.
     fn validate(&self, opts: &CreateOptions) -> Result<()> {
-        opts.check_keys(self)?;
-        Params::from_options(1 << 30, opts).map(drop)
+        opts.validate_with(self, Params::from_options)
     }
 
     /// Only streamOptimized is written strictly in order; it must be asked for by name,
@@ -148,8 +148,7 @@ impl Driver for VmdkDriver {
     }
 
     fn create(&self, path: &Path, size: u64, opts: &CreateOptions, out: &OutputFiles) -> Result<Box<dyn BlockWrite>> {
-        opts.check_keys(self)?;
-        let p = Params::from_options(size, opts)?;
+        let p = opts.params(self, size, Params::from_options)?;
         match p.subformat {
             Subformat::MonolithicSparse => {
                 let file = out.create(path)?;
@@ -166,13 +165,11 @@ impl Driver for VmdkDriver {
     }
 
     fn check(&self, src: Source, ctx: &OpenContext<'_>) -> Result<CheckReport> {
-        let name = src.name().to_path_buf();
-        check::check(src, ctx).file(name)
+        check_named(src, |src| check::check(src, ctx))
     }
 
     fn measure(&self, size: u64, data: &[Extent], opts: &CreateOptions) -> Result<Measure> {
-        opts.check_keys(self)?;
-        let p = Params::from_options(size, opts)?;
+        let p = opts.params(self, size, Params::from_options)?;
         let grain = GRAIN_SECTORS * SECTOR;
         let all_grains = p.size.div_ceil(grain);
         let used = units_touched(data, p.size, grain);
