@@ -65,7 +65,7 @@ fn used_spans(l: &Layout) -> (Vec<(u64, u64, String)>, u64) {
     let g = &l.geo;
     let mut allocated = 0;
     for block in 0..g.data_blocks {
-        let e = l.bat.get(g.payload_index(block) as usize).copied().unwrap_or(0);
+        let e = l.bat_entry(g.payload_index(block));
         let state = e & STATE_MASK;
         if state == PAYLOAD_FULLY_PRESENT || state == PAYLOAD_PARTIALLY_PRESENT {
             allocated += 1;
@@ -78,7 +78,7 @@ fn used_spans(l: &Layout) -> (Vec<(u64, u64, String)>, u64) {
     if l.meta.has_parent {
         let chunks = g.data_blocks.div_ceil(g.chunk_ratio);
         for c in 0..chunks {
-            let e = l.bat.get(g.bitmap_index(c * g.chunk_ratio) as usize).copied().unwrap_or(0);
+            let e = l.bat_entry(g.bitmap_index(c * g.chunk_ratio));
             let off = bat_offset(e);
             if e & STATE_MASK == SB_PRESENT && off >= MIB {
                 spans.push((off, off.saturating_add(MIB), format!("sector bitmap {c}")));

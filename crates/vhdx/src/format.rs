@@ -4,6 +4,10 @@
 //! produces the same structures for the writer, with their CRC-32C.
 
 use diskcast_block::{Error, Result};
+use diskcast_layout::{
+    FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout, Le16, Le32, Le64, Unaligned, fit, put, put_le32, read,
+    u64_from_usize, usize_from,
+};
 use uuid::Uuid;
 
 /// 1 MiB: the alignment of regions, the log and payload blocks.
@@ -86,52 +90,115 @@ pub fn crc_with_hole(buf: &[u8], at: usize) -> u32 {
     crc32c::crc32c_append(c, b)
 }
 
-/// Stores the CRC-32C of `buf` into its checksum field at `at`.
-pub fn put_crc(buf: &mut [u8], at: usize) {
-    let c = crc_with_hole(buf, at);
-    put32(buf, at, c);
+/// A GUID as [MS-VHDX] stores it (the first three fields little-endian).
+pub type RawGuid = [u8; 16];
+
+/// The file type identifier at offset 0 (the creator string is for people only).
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Debug, Clone, Copy)]
+#[repr(C)]
+pub struct RawFileIdentifier {
+    pub signature: [u8; 8],
+    pub creator: [Le16; 256],
 }
 
-/// Little-endian readers over a slice; out-of-range reads give 0 (callers size their
-/// buffers first, so this never happens on validated data).
-pub fn le16(b: &[u8], at: usize) -> u16 {
-    b.get(at..at + 2).and_then(|s| s.try_into().ok()).map(u16::from_le_bytes).unwrap_or(0)
+/// A header as stored (2.2.2), padded to its 4 KiB; read by [`Header::parse`] and written by
+/// [`Header::to_bytes`].
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Debug, Clone, Copy)]
+#[repr(C)]
+pub struct RawHeader {
+    pub signature: [u8; 4],
+    pub checksum: Le32,
+    pub sequence_number: Le64,
+    pub file_write_guid: RawGuid,
+    pub data_write_guid: RawGuid,
+    pub log_guid: RawGuid,
+    pub log_version: Le16,
+    pub version: Le16,
+    pub log_length: Le32,
+    pub log_offset: Le64,
+    pub reserved: [u8; 4016],
 }
-/// See [`le16`].
-pub fn le32(b: &[u8], at: usize) -> u32 {
-    b.get(at..at + 4).and_then(|s| s.try_into().ok()).map(u32::from_le_bytes).unwrap_or(0)
+const _: () = assert!(size_of::<RawHeader>() == HEADER_SIZE);
+
+/// The region table header (2.2.3); `entry_count` [`RawRegionEntry`]s follow.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Debug, Clone, Copy)]
+#[repr(C)]
+pub struct RawRegionTableHeader {
+    pub signature: [u8; 4],
+    pub checksum: Le32,
+    pub entry_count: Le32,
+    pub reserved: Le32,
 }
-/// See [`le16`].
-pub fn le64(b: &[u8], at: usize) -> u64 {
-    b.get(at..at + 8).and_then(|s| s.try_into().ok()).map(u64::from_le_bytes).unwrap_or(0)
+
+/// One region table entry.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Debug, Clone, Copy)]
+#[repr(C)]
+pub struct RawRegionEntry {
+    pub guid: RawGuid,
+    pub file_offset: Le64,
+    pub length: Le32,
+    pub required: Le32,
 }
-/// A GUID stored in Microsoft's mixed-endian layout.
-pub fn guid(b: &[u8], at: usize) -> Uuid {
-    b.get(at..at + 16).and_then(|s| s.try_into().ok()).map(Uuid::from_bytes_le).unwrap_or(Uuid::nil())
+
+/// The metadata table header (2.6.1); `entry_count` [`RawMetadataEntry`]s follow.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Debug, Clone, Copy)]
+#[repr(C)]
+pub struct RawMetadataTableHeader {
+    pub signature: [u8; 8],
+    pub reserved: Le16,
+    pub entry_count: Le16,
+    pub reserved2: [u8; 20],
 }
-/// Little-endian writers; out-of-range writes are dropped (buffers are sized by callers).
-pub fn put16(b: &mut [u8], at: usize, v: u16) {
-    if let Some(s) = b.get_mut(at..at + 2) {
-        s.copy_from_slice(&v.to_le_bytes());
-    }
+
+/// One metadata table entry.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Debug, Clone, Copy)]
+#[repr(C)]
+pub struct RawMetadataEntry {
+    pub item_id: RawGuid,
+    pub offset: Le32,
+    pub length: Le32,
+    pub flags: Le32,
+    pub reserved: Le32,
 }
-/// See [`put16`].
-pub fn put32(b: &mut [u8], at: usize, v: u32) {
-    if let Some(s) = b.get_mut(at..at + 4) {
-        s.copy_from_slice(&v.to_le_bytes());
-    }
+
+/// The file parameters metadata item.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Debug, Clone, Copy)]
+#[repr(C)]
+pub struct RawFileParameters {
+    pub block_size: Le32,
+    pub flags: Le32,
 }
-/// See [`put16`].
-pub fn put64(b: &mut [u8], at: usize, v: u64) {
-    if let Some(s) = b.get_mut(at..at + 8) {
-        s.copy_from_slice(&v.to_le_bytes());
-    }
+
+/// The parent locator header (2.6.2.6); `key_value_count` [`RawLocatorEntry`]s follow.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Debug, Clone, Copy)]
+#[repr(C)]
+pub struct RawLocatorHeader {
+    pub locator_type: RawGuid,
+    pub reserved: Le16,
+    pub key_value_count: Le16,
 }
-/// See [`put16`].
-pub fn put_guid(b: &mut [u8], at: usize, g: Uuid) {
-    if let Some(s) = b.get_mut(at..at + 16) {
-        s.copy_from_slice(&g.to_bytes_le());
-    }
+
+/// One parent locator key/value entry (offsets from the start of the item).
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Debug, Clone, Copy)]
+#[repr(C)]
+pub struct RawLocatorEntry {
+    pub key_offset: Le32,
+    pub value_offset: Le32,
+    pub key_length: Le16,
+    pub value_length: Le16,
+}
+
+/// A BAT as stored: little-endian 64-bit entries (a trailing partial entry is ignored).
+pub fn bat_entries(raw: &[u8]) -> Vec<u64> {
+    let whole = raw.len() / 8 * 8;
+    <[Le64]>::ref_from_bytes(&raw[..whole]).unwrap_or_default().iter().map(|e| e.get()).collect()
+}
+
+/// Writes the structure `v` at `at` of `buf`, then its CRC-32C at `crc_at` over all of `buf`.
+fn with_crc<T: IntoBytes + Immutable>(buf: &mut [u8], v: &T, crc_at: usize, what: &'static str) -> Result<()> {
+    put(buf, 0, v, what)?;
+    let c = crc_with_hole(buf, crc_at);
+    Ok(put_le32(buf, crc_at, c, what)?)
 }
 
 /// One of the two headers.
@@ -158,39 +225,37 @@ pub struct Header {
 impl Header {
     /// Parses a 4 KiB header; `None` when its signature or CRC-32C is wrong.
     pub fn parse(b: &[u8]) -> Option<Header> {
-        if b.len() < HEADER_SIZE || b.get(0..4) != Some(b"head") {
-            return None;
-        }
-        let b = b.get(..HEADER_SIZE)?;
-        if crc_with_hole(b, 4) != le32(b, 4) {
+        let r = read::<RawHeader>(b, 0, "VHDX header").ok()?;
+        if &r.signature != b"head" || crc_with_hole(r.as_bytes(), 4) != r.checksum.get() {
             return None;
         }
         Some(Header {
-            sequence_number: le64(b, 8),
-            file_write_guid: guid(b, 16),
-            data_write_guid: guid(b, 32),
-            log_guid: guid(b, 48),
-            log_version: le16(b, 64),
-            version: le16(b, 66),
-            log_length: le32(b, 68),
-            log_offset: le64(b, 72),
+            sequence_number: r.sequence_number.get(),
+            file_write_guid: Uuid::from_bytes_le(r.file_write_guid),
+            data_write_guid: Uuid::from_bytes_le(r.data_write_guid),
+            log_guid: Uuid::from_bytes_le(r.log_guid),
+            log_version: r.log_version.get(),
+            version: r.version.get(),
+            log_length: r.log_length.get(),
+            log_offset: r.log_offset.get(),
         })
     }
 
     /// The 4 KiB on-disk form with its checksum.
-    pub fn to_bytes(&self) -> Vec<u8> {
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        let mut r = RawHeader::new_zeroed();
+        r.signature = *b"head";
+        r.sequence_number = self.sequence_number.into();
+        r.file_write_guid = self.file_write_guid.to_bytes_le();
+        r.data_write_guid = self.data_write_guid.to_bytes_le();
+        r.log_guid = self.log_guid.to_bytes_le();
+        r.log_version = self.log_version.into();
+        r.version = self.version.into();
+        r.log_length = self.log_length.into();
+        r.log_offset = self.log_offset.into();
         let mut b = vec![0u8; HEADER_SIZE];
-        b[0..4].copy_from_slice(b"head");
-        put64(&mut b, 8, self.sequence_number);
-        put_guid(&mut b, 16, self.file_write_guid);
-        put_guid(&mut b, 32, self.data_write_guid);
-        put_guid(&mut b, 48, self.log_guid);
-        put16(&mut b, 64, self.log_version);
-        put16(&mut b, 66, self.version);
-        put32(&mut b, 68, self.log_length);
-        put64(&mut b, 72, self.log_offset);
-        put_crc(&mut b, 4);
-        b
+        with_crc(&mut b, &r, 4, "VHDX header")?;
+        Ok(b)
     }
 }
 
@@ -210,45 +275,55 @@ pub struct Region {
 /// Parses a 64 KiB region table; `Ok(None)` when its signature or CRC is wrong,
 /// an error when the entry count is impossible.
 pub fn parse_region_table(b: &[u8]) -> Result<Option<Vec<Region>>> {
-    if b.len() < REGION_TABLE_SIZE || b.get(0..4) != Some(b"regi") {
+    let Some(b) = b.get(..REGION_TABLE_SIZE) else { return Ok(None) };
+    let h = read::<RawRegionTableHeader>(b, 0, "VHDX region table")?;
+    if &h.signature != b"regi" || crc_with_hole(b, 4) != h.checksum.get() {
         return Ok(None);
     }
-    let b = &b[..REGION_TABLE_SIZE];
-    if crc_with_hole(b, 4) != le32(b, 4) {
-        return Ok(None);
-    }
-    let count = le32(b, 8);
+    let count = h.entry_count.get();
     if count > MAX_REGION_ENTRIES {
         return Err(Error::corrupt(format!("region table has {count} entries; at most {MAX_REGION_ENTRIES} fit"))
             .with_field("entry_count"));
     }
     let mut out = Vec::new();
-    for i in 0..count as usize {
-        let at = 16 + 32 * i;
+    for i in 0..usize_from(count) {
+        let at = size_of::<RawRegionTableHeader>() + size_of::<RawRegionEntry>() * i;
+        let e = read::<RawRegionEntry>(b, at, "VHDX region table entry")?;
         out.push(Region {
-            guid: guid(b, at),
-            offset: le64(b, at + 16),
-            length: le32(b, at + 24),
-            required: le32(b, at + 28) & 1 != 0,
+            guid: Uuid::from_bytes_le(e.guid),
+            offset: e.file_offset.get(),
+            length: e.length.get(),
+            required: e.required.get() & 1 != 0,
         });
     }
     Ok(Some(out))
 }
 
 /// The 64 KiB on-disk region table with its checksum.
-pub fn region_table_bytes(regions: &[Region]) -> Vec<u8> {
+pub fn region_table_bytes(regions: &[Region]) -> Result<Vec<u8>> {
     let mut b = vec![0u8; REGION_TABLE_SIZE];
-    b[0..4].copy_from_slice(b"regi");
-    put32(&mut b, 8, u32::try_from(regions.len()).unwrap_or(0));
     for (i, r) in regions.iter().enumerate() {
-        let at = 16 + 32 * i;
-        put_guid(&mut b, at, r.guid);
-        put64(&mut b, at + 16, r.offset);
-        put32(&mut b, at + 24, r.length);
-        put32(&mut b, at + 28, u32::from(r.required));
+        let e = RawRegionEntry {
+            guid: r.guid.to_bytes_le(),
+            file_offset: r.offset.into(),
+            length: r.length.into(),
+            required: u32::from(r.required).into(),
+        };
+        put(
+            &mut b,
+            size_of::<RawRegionTableHeader>() + size_of::<RawRegionEntry>() * i,
+            &e,
+            "VHDX region table entry",
+        )?;
     }
-    put_crc(&mut b, 4);
-    b
+    let h = RawRegionTableHeader {
+        signature: *b"regi",
+        checksum: 0.into(),
+        entry_count: fit::<u32, u64>(u64_from_usize(regions.len()), "region table entry_count")?.into(),
+        reserved: 0.into(),
+    };
+    with_crc(&mut b, &h, 4, "VHDX region table")?;
+    Ok(b)
 }
 
 /// One metadata table entry.
@@ -268,27 +343,54 @@ pub struct MetadataEntry {
 
 /// Parses the metadata table (the first 64 KiB of the metadata region).
 pub fn parse_metadata_table(b: &[u8]) -> Result<Vec<MetadataEntry>> {
-    if b.len() < KIB64 as usize || b.get(0..8) != Some(b"metadata") {
+    let h = read::<RawMetadataTableHeader>(b, 0, "VHDX metadata table")?;
+    if &h.signature != b"metadata" {
         return Err(Error::corrupt("metadata table signature is not \"metadata\"").with_field("metadata_signature"));
     }
-    let count = le16(b, 10);
+    let count = h.entry_count.get();
     if count > MAX_METADATA_ENTRIES {
         return Err(Error::corrupt(format!("metadata table has {count} entries; at most {MAX_METADATA_ENTRIES} fit"))
             .with_field("metadata_entry_count"));
     }
     let mut out = Vec::new();
     for i in 0..usize::from(count) {
-        let at = 32 + 32 * i;
-        let flags = le32(b, at + 24);
+        let at = size_of::<RawMetadataTableHeader>() + size_of::<RawMetadataEntry>() * i;
+        let e = read::<RawMetadataEntry>(b, at, "VHDX metadata table entry")?;
+        let flags = e.flags.get();
         out.push(MetadataEntry {
-            item: guid(b, at),
-            offset: le32(b, at + 16),
-            length: le32(b, at + 20),
+            item: Uuid::from_bytes_le(e.item_id),
+            offset: e.offset.get(),
+            length: e.length.get(),
             is_user: flags & 1 != 0,
             is_required: flags & 4 != 0,
         });
     }
     Ok(out)
+}
+
+/// The metadata table for `entries` (flags: bit 0 user, bit 1 virtual disk, bit 2 required),
+/// at the start of a buffer of `len` bytes that the items then fill.
+pub fn metadata_table_bytes(entries: &[(Uuid, u32, u32, u32)], len: usize) -> Result<Vec<u8>> {
+    let mut b = vec![0u8; len];
+    let h = RawMetadataTableHeader {
+        signature: *b"metadata",
+        reserved: 0.into(),
+        entry_count: fit::<u16, u64>(u64_from_usize(entries.len()), "metadata entry_count")?.into(),
+        reserved2: [0; 20],
+    };
+    put(&mut b, 0, &h, "VHDX metadata table")?;
+    for (i, &(id, offset, length, flags)) in entries.iter().enumerate() {
+        let e = RawMetadataEntry {
+            item_id: id.to_bytes_le(),
+            offset: offset.into(),
+            length: length.into(),
+            flags: flags.into(),
+            reserved: 0.into(),
+        };
+        let at = size_of::<RawMetadataTableHeader>() + size_of::<RawMetadataEntry>() * i;
+        put(&mut b, at, &e, "VHDX metadata table entry")?;
+    }
+    Ok(b)
 }
 
 /// One key/value pair of a parent locator.
@@ -303,15 +405,15 @@ pub struct LocatorEntry {
 /// Parses a parent locator item.
 pub fn parse_parent_locator(b: &[u8]) -> Result<Vec<LocatorEntry>> {
     let bad = |m: String| Error::corrupt(m).with_field("parent_locator");
-    if b.len() < 20 {
+    let Ok(h) = read::<RawLocatorHeader>(b, 0, "VHDX parent locator") else {
         return Err(bad(format!("parent locator is {} bytes, shorter than its 20-byte header", b.len())));
-    }
-    let ty = guid(b, 0);
+    };
+    let ty = Uuid::from_bytes_le(h.locator_type);
     if ty != VHDX_PARENT_LOCATOR_TYPE {
         return Err(Error::unsupported(format!("parent locator type {ty} is not the VHDX locator type"))
             .with_field("locator_type"));
     }
-    let count = usize::from(le16(b, 18));
+    let count = usize::from(h.key_value_count.get());
     // Each entry takes 12 bytes after the header: the count is bounded by the item size.
     if 20 + 12 * count > b.len() {
         return Err(bad(format!("parent locator claims {count} entries, more than its {} bytes hold", b.len())));
@@ -323,46 +425,56 @@ pub fn parse_parent_locator(b: &[u8]) -> Result<Vec<LocatorEntry>> {
         if !len.is_multiple_of(2) || len == 0 {
             return Err(bad(format!("parent locator string at {off} has odd or zero length {len}")));
         }
-        let units: Vec<u16> = raw.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
+        let units: Vec<u16> = <[Le16]>::ref_from_bytes(raw).unwrap_or_default().iter().map(|u| u.get()).collect();
         String::from_utf16(&units).map_err(|_| bad(format!("parent locator string at {off} is not valid UTF-16")))
     };
     let mut out = Vec::with_capacity(count);
     for i in 0..count {
-        let at = 20 + 12 * i;
-        let key = text(le32(b, at), le16(b, at + 8))?;
-        let value = text(le32(b, at + 4), le16(b, at + 10))?;
+        let e = read::<RawLocatorEntry>(b, head_len(i), "VHDX parent locator entry")?;
+        let key = text(e.key_offset.get(), e.key_length.get())?;
+        let value = text(e.value_offset.get(), e.value_length.get())?;
         out.push(LocatorEntry { key, value });
     }
     Ok(out)
 }
 
 /// Builds a parent locator item (for tests and tools).
-pub fn parent_locator_bytes(entries: &[(&str, &str)]) -> Vec<u8> {
-    let mut head = vec![0u8; 20 + 12 * entries.len()];
-    put_guid(&mut head, 0, VHDX_PARENT_LOCATOR_TYPE);
-    put16(&mut head, 18, u16::try_from(entries.len()).unwrap_or(0));
+pub fn parent_locator_bytes(entries: &[(&str, &str)]) -> Result<Vec<u8>> {
+    let mut head = vec![0u8; head_len(entries.len())];
+    let h = RawLocatorHeader {
+        locator_type: VHDX_PARENT_LOCATOR_TYPE.to_bytes_le(),
+        reserved: 0.into(),
+        key_value_count: fit::<u16, u64>(u64_from_usize(entries.len()), "parent locator key_value_count")?.into(),
+    };
+    put(&mut head, 0, &h, "VHDX parent locator")?;
     let mut strings: Vec<u8> = Vec::new();
     for (i, (k, v)) in entries.iter().enumerate() {
-        let mut enc = |s: &str| {
+        let mut enc = |s: &str| -> Result<(u32, u16)> {
             let off = head_len(entries.len()) + strings.len();
             let bytes: Vec<u8> = s.encode_utf16().flat_map(u16::to_le_bytes).collect();
             strings.extend_from_slice(&bytes);
-            (u32::try_from(off).unwrap_or(0), u16::try_from(bytes.len()).unwrap_or(0))
+            Ok((
+                fit::<u32, u64>(u64_from_usize(off), "parent locator offset")?,
+                fit::<u16, u64>(u64_from_usize(bytes.len()), "parent locator string length")?,
+            ))
         };
-        let (ko, kl) = enc(k);
-        let (vo, vl) = enc(v);
-        let at = 20 + 12 * i;
-        put32(&mut head, at, ko);
-        put32(&mut head, at + 4, vo);
-        put16(&mut head, at + 8, kl);
-        put16(&mut head, at + 10, vl);
+        let (ko, kl) = enc(k)?;
+        let (vo, vl) = enc(v)?;
+        let e = RawLocatorEntry {
+            key_offset: ko.into(),
+            value_offset: vo.into(),
+            key_length: kl.into(),
+            value_length: vl.into(),
+        };
+        put(&mut head, head_len(i), &e, "VHDX parent locator entry")?;
     }
     head.extend_from_slice(&strings);
-    head
+    Ok(head)
 }
 
+/// Bytes of a parent locator's header and `n` entries (the strings follow).
 fn head_len(n: usize) -> usize {
-    20 + 12 * n
+    size_of::<RawLocatorHeader>() + size_of::<RawLocatorEntry>() * n
 }
 
 /// Geometry derived from the file parameters.
@@ -425,7 +537,7 @@ mod tests {
             log_length: 1 << 20,
             log_offset: 1 << 20,
         };
-        let mut b = h.to_bytes();
+        let mut b = h.to_bytes().unwrap();
         assert_eq!(Header::parse(&b), Some(h));
         b[100] ^= 1;
         assert_eq!(Header::parse(&b), None);
@@ -433,7 +545,7 @@ mod tests {
 
     #[test]
     fn locator_round_trips() {
-        let b = parent_locator_bytes(&[("parent_linkage", "{x}"), ("relative_path", ".\\base.vhdx")]);
+        let b = parent_locator_bytes(&[("parent_linkage", "{x}"), ("relative_path", ".\\base.vhdx")]).unwrap();
         let e = parse_parent_locator(&b).unwrap();
         assert_eq!(e[1].key, "relative_path");
         assert_eq!(e[1].value, ".\\base.vhdx");

@@ -6,10 +6,11 @@ use crate::format::{
     LOGICAL_SECTOR_SIZE, LocatorEntry, MAX_BAT_BYTES, MAX_BLOCK_SIZE, MAX_METADATA_ITEM, MAX_VIRTUAL_SIZE,
     METADATA_GUID, MIB, MIN_BLOCK_SIZE, PAGE83_DATA, PARENT_LOCATOR, PAYLOAD_FULLY_PRESENT, PAYLOAD_NOT_PRESENT,
     PAYLOAD_PARTIALLY_PRESENT, PAYLOAD_UNDEFINED, PAYLOAD_UNMAPPED, PAYLOAD_ZERO, PHYSICAL_SECTOR_SIZE,
-    REGION_TABLE_OFFSETS, REGION_TABLE_SIZE, Region, SB_PRESENT, STATE_MASK, VIRTUAL_DISK_SIZE, bat_offset, le32, le64,
+    REGION_TABLE_OFFSETS, REGION_TABLE_SIZE, Region, SB_PRESENT, STATE_MASK, VIRTUAL_DISK_SIZE, bat_offset,
 };
 use diskcast_block::source::ByteSource;
 use diskcast_block::{Error, Result};
+use diskcast_layout::{read, u64_from_usize, usize_from, usize_from_u64};
 use uuid::Uuid;
 
 /// The smallest file that can hold the fixed 1 MiB header area.
@@ -167,6 +168,11 @@ pub enum BlockMap {
 }
 
 impl Layout {
+    /// BAT entry `idx`; past the table (never for a validated geometry) reads as not present.
+    pub fn bat_entry(&self, idx: u64) -> u64 {
+        usize::try_from(idx).ok().and_then(|i| self.bat.get(i)).copied().unwrap_or(PAYLOAD_NOT_PRESENT)
+    }
+
     /// Loads the region table, metadata and BAT after the header (and log) are settled.
     pub fn load(file: &dyn ByteSource, active: ActiveHeader) -> Result<Layout> {
         let file_len = file.len()?;
@@ -180,7 +186,7 @@ impl Layout {
             spans.push((off, off + len, "log".into()));
         }
         for (i, r) in regions.iter().enumerate() {
-            let at = table_off + 16 + 32 * i as u64;
+            let at = table_off + 16 + 32 * u64_from_usize(i);
             let len = u64::from(r.length);
             if r.offset % MIB != 0 || len % MIB != 0 || len == 0 {
                 return Err(Error::corrupt(format!(
@@ -254,7 +260,7 @@ impl Layout {
         }
         let mut raw = vec![0u8; usize::try_from(bat_bytes).map_err(|_| Error::unsupported("BAT too large"))?];
         file.read_exact_at(&mut raw, bat_region.offset)?;
-        let bat = raw.chunks_exact(8).map(|c| le64(c, 0)).collect();
+        let bat = format::bat_entries(&raw);
         Ok(Layout { file_len, active, regions, bat_region, metadata_region, log, meta, geo, bat })
     }
 
@@ -271,7 +277,7 @@ impl Layout {
             }
             let before = out.len();
             let idx = g.payload_index(block);
-            let entry = self.bat.get(idx as usize).copied().unwrap_or(0);
+            let entry = self.bat_entry(idx);
             let at = self.bat_region.offset + idx * 8;
             let state = entry & STATE_MASK;
             match state {
@@ -292,7 +298,7 @@ impl Layout {
                             ),
                         ));
                     } else if state == PAYLOAD_PARTIALLY_PRESENT {
-                        let sb = self.bat.get(g.bitmap_index(block) as usize).copied().unwrap_or(0);
+                        let sb = self.bat_entry(g.bitmap_index(block));
                         let sb_off = bat_offset(sb);
                         if sb & STATE_MASK != SB_PRESENT {
                             out.push((at, format!("block {block} is partially present but has no sector bitmap")));
@@ -324,12 +330,12 @@ impl Layout {
 
     /// How block `block` reads (entries were validated by [`bat_problems`](Self::bat_problems)).
     pub fn block_map(&self, block: u64) -> BlockMap {
-        let entry = self.bat.get(self.geo.payload_index(block) as usize).copied().unwrap_or(0);
+        let entry = self.bat_entry(self.geo.payload_index(block));
         let parent = self.meta.has_parent;
         match entry & STATE_MASK {
             PAYLOAD_FULLY_PRESENT => BlockMap::Data(bat_offset(entry)),
             PAYLOAD_PARTIALLY_PRESENT => {
-                let sb = self.bat.get(self.geo.bitmap_index(block) as usize).copied().unwrap_or(0);
+                let sb = self.bat_entry(self.geo.bitmap_index(block));
                 BlockMap::Partial(bat_offset(entry), bat_offset(sb))
             }
             PAYLOAD_NOT_PRESENT if parent => BlockMap::Backing,
@@ -378,12 +384,12 @@ fn read_region_table(file: &dyn ByteSource) -> Result<(Vec<Region>, u64)> {
 fn read_metadata(file: &dyn ByteSource, region: &Region) -> Result<Metadata> {
     let base = region.offset;
     let rlen = u64::from(region.length);
-    let mut table = vec![0u8; KIB64 as usize];
+    let mut table = vec![0u8; usize_from_u64(KIB64, "metadata table size")?];
     file.read_exact_at(&mut table, base)?;
     let entries = format::parse_metadata_table(&table).map_err(|e| e.with_offset(base))?;
     let mut items: Vec<(Uuid, Vec<u8>)> = Vec::new();
     for (i, e) in entries.iter().enumerate() {
-        let at = base + 32 + 32 * i as u64;
+        let at = base + 32 + 32 * u64_from_usize(i);
         let bad = |m: String| Error::corrupt(m).with_field("metadata_entry").with_offset(at);
         let known = !e.is_user
             && [
@@ -420,7 +426,7 @@ fn read_metadata(file: &dyn ByteSource, region: &Region) -> Result<Metadata> {
                 e.item
             )));
         }
-        let mut data = vec![0u8; e.length as usize];
+        let mut data = vec![0u8; usize_from(e.length)];
         file.read_exact_at(&mut data, base + off)?;
         items.push((e.item, data));
     }
@@ -436,26 +442,35 @@ fn read_metadata(file: &dyn ByteSource, region: &Region) -> Result<Metadata> {
         Ok(data)
     };
     let fp = item(FILE_PARAMETERS, "file_parameters", 8)?;
-    let block_size = u64::from(le32(fp, 0));
-    let flags = le32(fp, 4);
+    let fp = read::<format::RawFileParameters>(fp, 0, "file parameters")?;
+    let block_size = u64::from(fp.block_size.get());
+    let flags = fp.flags.get();
     if !block_size.is_power_of_two() || !(MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE).contains(&block_size) {
         return Err(Error::corrupt(format!("block size {block_size} is not a power of two from 1 MiB to 256 MiB"))
             .with_field("block_size")
             .with_offset(base));
     }
-    let logical_sector = u64::from(le32(item(LOGICAL_SECTOR_SIZE, "logical_sector_size", 4)?, 0));
+    let logical_sector = u64::from(diskcast_layout::le32(
+        item(LOGICAL_SECTOR_SIZE, "logical_sector_size", 4)?,
+        0,
+        "logical sector size",
+    )?);
     if logical_sector != 512 && logical_sector != 4096 {
         return Err(Error::corrupt(format!("logical sector size {logical_sector} is neither 512 nor 4096"))
             .with_field("logical_sector_size")
             .with_offset(base));
     }
-    let physical_sector = u64::from(le32(item(PHYSICAL_SECTOR_SIZE, "physical_sector_size", 4)?, 0));
+    let physical_sector = u64::from(diskcast_layout::le32(
+        item(PHYSICAL_SECTOR_SIZE, "physical_sector_size", 4)?,
+        0,
+        "physical sector size",
+    )?);
     if physical_sector != 512 && physical_sector != 4096 {
         return Err(Error::corrupt(format!("physical sector size {physical_sector} is neither 512 nor 4096"))
             .with_field("physical_sector_size")
             .with_offset(base));
     }
-    let virtual_size = le64(item(VIRTUAL_DISK_SIZE, "virtual_disk_size", 8)?, 0);
+    let virtual_size = diskcast_layout::le64(item(VIRTUAL_DISK_SIZE, "virtual_disk_size", 8)?, 0, "virtual disk size")?;
     if virtual_size > MAX_VIRTUAL_SIZE || !virtual_size.is_multiple_of(logical_sector) {
         return Err(Error::corrupt(format!(
             "virtual disk size {virtual_size} is over 64 TiB or not a multiple of the {logical_sector}-byte sector"
@@ -463,7 +478,11 @@ fn read_metadata(file: &dyn ByteSource, region: &Region) -> Result<Metadata> {
         .with_field("virtual_disk_size")
         .with_offset(base));
     }
-    let page83 = items.iter().find(|(g, _)| *g == PAGE83_DATA).map(|(_, d)| format::guid(d, 0));
+    let page83 = items
+        .iter()
+        .find(|(g, _)| *g == PAGE83_DATA)
+        .and_then(|(_, d)| d.get(..16)?.try_into().ok())
+        .map(uuid::Uuid::from_bytes_le);
     let has_parent = flags & 2 != 0;
     let parent_locator = if has_parent {
         Some(

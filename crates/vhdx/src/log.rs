@@ -9,11 +9,12 @@
 //! and whose head's tail field names an entry of the chain; replay applies the entries
 //! from that tail to the head.
 
-use crate::format::{HEADER_OFFSETS, Header, MIB, crc_with_hole, guid, le32, le64};
+use crate::format::{HEADER_OFFSETS, Header, MIB, crc_with_hole};
 use crate::layout::{ActiveHeader, log_region};
 use diskcast_block::io::ImageFile;
 use diskcast_block::source::ByteSource;
 use diskcast_block::{Error, Result};
+use diskcast_layout::{le32, le64, u64_from_usize, usize_from_u64};
 use uuid::Uuid;
 
 /// Log sectors are 4 KiB.
@@ -57,18 +58,20 @@ struct Log {
 
 impl Log {
     fn len(&self) -> u64 {
-        self.buf.len() as u64
+        u64_from_usize(self.buf.len())
     }
 
     /// `len` bytes from log offset `pos`, wrapping around the end.
     fn bytes(&self, pos: u64, len: u64) -> Vec<u8> {
         let n = self.len().max(1);
-        let mut out = Vec::with_capacity(len as usize);
+        // Positions are below the buffer's length, so they fit in usize; the capacity is a hint.
+        let at = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+        let mut out = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
         let mut p = pos % n;
         let mut left = len;
         while left > 0 {
             let take = left.min(n - p);
-            out.extend_from_slice(self.buf.get(p as usize..(p + take) as usize).unwrap_or(&[]));
+            out.extend_from_slice(self.buf.get(at(p)..at(p + take)).unwrap_or(&[]));
             left -= take;
             p = (p + take) % n;
         }
@@ -81,10 +84,12 @@ impl Log {
         if head.get(0..4) != Some(b"loge") {
             return None;
         }
-        let len = u64::from(le32(&head, 8));
-        let seq = le64(&head, 16);
-        let count = u64::from(le32(&head, 24));
-        if len == 0 || len % SECTOR != 0 || len > self.len() || seq == 0 || guid(&head, 32) != self.guid {
+        // A short read is no valid entry, like any other mismatch.
+        let len = u64::from(le32(&head, 8, "log entry length").ok()?);
+        let seq = le64(&head, 16, "log entry sequence number").ok()?;
+        let count = u64::from(le32(&head, 24, "log entry descriptor count").ok()?);
+        let log_guid = Uuid::from_bytes_le(head.get(32..48)?.try_into().ok()?);
+        if len == 0 || len % SECTOR != 0 || len > self.len() || seq == 0 || log_guid != self.guid {
             return None;
         }
         // The header and descriptors fill whole sectors: 126 in the first, 128 after.
@@ -99,15 +104,15 @@ impl Log {
         let mut crc = crc_with_hole(&descs, 4);
         let mut data_sector = desc_sectors;
         let mut ops = Vec::new();
-        for i in 0..count as usize {
+        for i in 0..usize_from_u64(count, "log descriptor count").ok()? {
             let d = descs.get(64 + 32 * i..96 + 32 * i)?;
-            let file_offset = le64(d, 16);
-            if le64(d, 24) != seq || !file_offset.is_multiple_of(SECTOR) {
+            let file_offset = le64(d, 16, "log descriptor file offset").ok()?;
+            if le64(d, 24, "log descriptor sequence number").ok()? != seq || !file_offset.is_multiple_of(SECTOR) {
                 return None;
             }
             match d.get(0..4)? {
                 b"zero" => {
-                    let zlen = le64(d, 8);
+                    let zlen = le64(d, 8, "log zero descriptor length").ok()?;
                     if !zlen.is_multiple_of(SECTOR) {
                         return None;
                     }
@@ -118,12 +123,15 @@ impl Log {
                         return None;
                     }
                     let s = self.bytes(pos + data_sector * SECTOR, SECTOR);
-                    let sseq = (u64::from(le32(&s, 4)) << 32) | u64::from(le32(&s, 4092));
+                    let sseq = diskcast_layout::join_u32(
+                        le32(&s, 4, "log data sector sequence high").ok()?,
+                        le32(&s, 4092, "log data sector sequence low").ok()?,
+                    );
                     if s.get(0..4) != Some(b"data") || sseq != seq {
                         return None;
                     }
                     crc = crc32c::crc32c_append(crc, &s);
-                    let mut data = Vec::with_capacity(SECTOR as usize);
+                    let mut data = Vec::with_capacity(4096);
                     data.extend_from_slice(d.get(8..16)?);
                     data.extend_from_slice(s.get(8..4092)?);
                     data.extend_from_slice(d.get(4..8)?);
@@ -134,16 +142,16 @@ impl Log {
             }
         }
         // Every sector after the descriptors is one data descriptor's sector.
-        if data_sector * SECTOR != len || crc != le32(&head, 4) {
+        if data_sector * SECTOR != len || crc != le32(&head, 4, "log entry checksum").ok()? {
             return None;
         }
         Some(Entry {
             pos,
             len,
             seq,
-            tail: u64::from(le32(&head, 12)),
-            flushed_file_offset: le64(&head, 48),
-            last_file_offset: le64(&head, 56),
+            tail: u64::from(le32(&head, 12, "log entry tail").ok()?),
+            flushed_file_offset: le64(&head, 48, "log entry flushed file offset").ok()?,
+            last_file_offset: le64(&head, 56, "log entry last file offset").ok()?,
             ops,
         })
     }
@@ -162,14 +170,14 @@ pub fn active_sequence(file: &dyn ByteSource, active: &ActiveHeader) -> Result<O
         return Err(Error::unsupported(format!("log of {len} bytes is larger than the {MAX_LOG_BYTES} we read"))
             .with_field("log_length"));
     }
-    let mut buf = vec![0u8; len as usize];
+    let mut buf = vec![0u8; usize_from_u64(len, "length")?];
     file.read_exact_at(&mut buf, off)?;
     let log = Log { buf, guid: hdr.log_guid };
     let sectors = len / SECTOR;
-    let mut visited = vec![false; sectors as usize];
+    let mut visited = vec![false; usize_from_u64(sectors, "log sectors")?];
     let mut best: Option<Vec<Entry>> = None;
     for start in 0..sectors {
-        if visited.get(start as usize).copied().unwrap_or(true) {
+        if visited.get(usize_from_u64(start, "log sector")?).copied().unwrap_or(true) {
             continue;
         }
         let mut chain: Vec<Entry> = Vec::new();
@@ -180,7 +188,7 @@ pub fn active_sequence(file: &dyn ByteSource, active: &ActiveHeader) -> Result<O
             if chain.last().is_some_and(|p| p.seq.checked_add(1) != Some(e.seq)) || total + e.len > len {
                 break;
             }
-            if let Some(v) = visited.get_mut((pos / SECTOR) as usize) {
+            if let Some(v) = visited.get_mut(usize_from_u64(pos / SECTOR, "log position")?) {
                 *v = true;
             }
             total += e.len;
@@ -241,11 +249,11 @@ pub fn replay(file: &ImageFile, active: &ActiveHeader, entries: &[Entry]) -> Res
             match op {
                 Op::Data { file_offset, data } => file.write_all_at(data, *file_offset)?,
                 Op::Zero { file_offset, len } => {
-                    let zeros = vec![0u8; MIB as usize];
+                    let zeros = vec![0u8; usize_from_u64(MIB, "zero buffer")?];
                     let mut done = 0;
                     while done < *len {
                         let n = (*len - done).min(MIB);
-                        file.write_all_at(&zeros[..n as usize], file_offset + done)?;
+                        file.write_all_at(&zeros[..usize_from_u64(n, "length")?], file_offset + done)?;
                         done += n;
                     }
                 }
@@ -269,7 +277,7 @@ pub fn clear_log_guid(file: &ImageFile, active: &ActiveHeader) -> Result<()> {
         h.sequence_number = h.sequence_number.checked_add(1).ok_or_else(|| {
             Error::corrupt("header sequence number cannot be incremented").with_field("sequence_number")
         })?;
-        file.write_all_at(&h.to_bytes(), HEADER_OFFSETS[slot])?;
+        file.write_all_at(&h.to_bytes()?, HEADER_OFFSETS[slot])?;
         file.sync()?;
     }
     Ok(())

@@ -9,6 +9,7 @@ use diskcast_block::read_backing;
 use diskcast_block::registry::OpenContext;
 use diskcast_block::source::{ByteSource, Source};
 use diskcast_block::{Alloc, BlockRead, Error, Extent, ImageInfo, Result, ResultExt};
+use diskcast_layout::{u64_from_usize, usize_from_u64};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 
@@ -132,7 +133,7 @@ impl VhdxReader {
         let g = &self.layout.geo;
         let spb = g.block_size / g.logical_sector;
         let start = (block % g.chunk_ratio) * spb / 8;
-        let mut bits = vec![0u8; (spb / 8) as usize];
+        let mut bits = vec![0u8; usize_from_u64(spb / 8, "sector bitmap size")?];
         if start + spb / 8 > MIB {
             return Err(Error::corrupt("sector bitmap range runs past its 1 MiB block").with_offset(sb_off));
         }
@@ -144,7 +145,8 @@ impl VhdxReader {
     fn partial_runs(&self, block: u64, sb_off: u64, from: u64, to: u64) -> Result<Vec<(u64, u64, bool)>> {
         let bits = self.bitmap(block, sb_off)?;
         let ss = self.layout.geo.logical_sector;
-        let bit = |s: u64| bits.get((s / 8) as usize).is_some_and(|b| b & (1 << (s % 8)) != 0);
+        let bit =
+            |s: u64| usize::try_from(s / 8).ok().and_then(|i| bits.get(i)).is_some_and(|b| b & (1 << (s % 8)) != 0);
         let mut runs: Vec<(u64, u64, bool)> = Vec::new();
         let mut pos = from;
         while pos < to {
@@ -176,24 +178,26 @@ impl BlockRead for VhdxReader {
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
         let size = self.size();
-        let len = buf.len() as u64;
+        let len = u64_from_usize(buf.len());
         range_end(offset, len, size).map_err(|e| e.with_file(&self.path))?;
         let bs = self.layout.geo.block_size;
         let mut done = 0usize;
         while done < buf.len() {
-            let pos = offset + done as u64;
+            let pos = offset + u64_from_usize(done);
             let block = pos / bs;
             let in_block = pos % bs;
-            let n = ((bs - in_block) as usize).min(buf.len() - done);
+            let n = usize::try_from(bs - in_block).unwrap_or(usize::MAX).min(buf.len() - done);
             let chunk = &mut buf[done..done + n];
             match self.layout.block_map(block) {
                 BlockMap::Data(off) => self.file.read_exact_at(chunk, off + in_block)?,
                 BlockMap::Zero | BlockMap::Unallocated => chunk.fill(0),
                 BlockMap::Backing => self.read_parent(chunk, pos)?,
                 BlockMap::Partial(off, sb) => {
-                    for (start, rlen, present) in self.partial_runs(block, sb, in_block, in_block + n as u64)? {
-                        let a = (start - in_block) as usize;
-                        let piece = &mut chunk[a..a + rlen as usize];
+                    for (start, rlen, present) in
+                        self.partial_runs(block, sb, in_block, in_block + u64_from_usize(n))?
+                    {
+                        let a = usize_from_u64(start - in_block, "offset in block")?;
+                        let piece = &mut chunk[a..a + usize_from_u64(rlen, "run length")?];
                         if present {
                             self.file.read_exact_at(piece, off + start)?;
                         } else {

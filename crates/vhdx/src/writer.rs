@@ -9,8 +9,8 @@
 use crate::format::{
     self, BAT_GUID, FILE_PARAMETERS, FILE_SIGNATURE, Geometry, HEADER_OFFSETS, Header, KIB64, LOGICAL_SECTOR_SIZE,
     MAX_BAT_BYTES, MAX_BLOCK_SIZE, MAX_VIRTUAL_SIZE, METADATA_GUID, MIB, MIN_BLOCK_SIZE, PAGE83_DATA,
-    PAYLOAD_FULLY_PRESENT, PAYLOAD_NOT_PRESENT, PAYLOAD_ZERO, PHYSICAL_SECTOR_SIZE, REGION_TABLE_OFFSETS, Region,
-    VIRTUAL_DISK_SIZE, put_guid, put16, put32, put64,
+    PAYLOAD_FULLY_PRESENT, PAYLOAD_NOT_PRESENT, PAYLOAD_ZERO, PHYSICAL_SECTOR_SIZE, REGION_TABLE_OFFSETS,
+    RawFileIdentifier, RawFileParameters, Region, VIRTUAL_DISK_SIZE,
 };
 use diskcast_block::io::ImageFile;
 use diskcast_block::provenance::{ContentDigest, Provenance};
@@ -19,6 +19,7 @@ use diskcast_block::registry::units_touched;
 use diskcast_block::registry::{CreateOptions, Measure};
 use diskcast_block::size::parse_size;
 use diskcast_block::{BlockWrite, Encoded, Error, Extent, Result, WriteOrder};
+use diskcast_layout::{FromZeros, IntoBytes, fit, put, put_le32, put_le64, u64_from_usize, usize_from_u64};
 use std::sync::Mutex;
 use uuid::Uuid;
 
@@ -197,7 +198,7 @@ impl VhdxWriter {
         let next = a.next;
         let slot = a
             .blocks
-            .get_mut(block as usize)
+            .get_mut(usize_from_u64(block, "block index")?)
             .ok_or_else(|| Error::out_of_bounds(format!("write to block {block} past the disk's end")))?;
         if *slot != 0 {
             return Ok(*slot);
@@ -208,15 +209,15 @@ impl VhdxWriter {
     }
 
     fn write_data(&self, data: &[u8], offset: u64) -> Result<()> {
-        let len = data.len() as u64;
+        let len = u64_from_usize(data.len());
         range_end(offset, len, self.params.size)?;
         self.content.add(offset, data);
         let bs = self.params.block_size;
         let mut done = 0usize;
         while done < data.len() {
-            let pos = offset + done as u64;
+            let pos = offset + u64_from_usize(done);
             let in_block = pos % bs;
-            let n = ((bs - in_block) as usize).min(data.len() - done);
+            let n = usize::try_from(bs - in_block).unwrap_or(usize::MAX).min(data.len() - done);
             let piece = &data[done..done + n];
             // Never allocate a block just to store zeros (fixed blocks are holes until written).
             if !diskcast_block::io::is_zero(piece) {
@@ -274,7 +275,7 @@ impl BlockWrite for VhdxWriter {
         // BAT.
         let mut bat = vec![0u8; usize::try_from(geo.bat_entries * 8).map_err(|_| Error::argument("BAT too large"))?];
         for (block, &off) in alloc.blocks.iter().enumerate() {
-            let idx = geo.payload_index(block as u64) as usize;
+            let idx = usize_from_u64(geo.payload_index(u64_from_usize(block)), "BAT index")?;
             let entry = if off != 0 {
                 off | PAYLOAD_FULLY_PRESENT
             } else if p.block_state_zero {
@@ -282,13 +283,11 @@ impl BlockWrite for VhdxWriter {
             } else {
                 PAYLOAD_NOT_PRESENT
             };
-            put64(&mut bat, idx * 8, entry);
+            put_le64(&mut bat, idx * 8, entry, "VHDX BAT entry")?;
         }
         self.file.write_all_at(&bat, bat_off)?;
 
         // Metadata region: the table, then the items at 64 KiB.
-        let mut meta = vec![0u8; (KIB64 + 64) as usize];
-        meta[0..8].copy_from_slice(b"metadata");
         let shape = format!(
             "vhdx {} {} {} {} {} {}",
             p.size, p.block_size, p.log_size, p.fixed, p.block_state_zero, p.logical_sector
@@ -303,35 +302,38 @@ impl BlockWrite for VhdxWriter {
             (LOGICAL_SECTOR_SIZE, 4, 6),
             (PHYSICAL_SECTOR_SIZE, 4, 6),
         ];
-        put16(&mut meta, 10, items.len() as u16);
-        let mut item_off = KIB64 as u32;
-        for (i, (id, len, flags)) in items.iter().enumerate() {
-            let at = 32 + 32 * i;
-            put_guid(&mut meta, at, *id);
-            put32(&mut meta, at + 16, item_off);
-            put32(&mut meta, at + 20, *len);
-            put32(&mut meta, at + 24, *flags);
-            let d = item_off as usize;
-            match i {
-                0 => {
-                    put32(&mut meta, d, p.block_size as u32);
-                    put32(&mut meta, d + 4, leave_allocated);
-                }
-                1 => put64(&mut meta, d, p.size),
-                2 => put_guid(&mut meta, d, page83),
-                3 => put32(&mut meta, d, p.logical_sector as u32),
-                _ => put32(&mut meta, d, p.logical_sector as u32),
-            }
+        // The items follow the table at 64 KiB, one after the other.
+        let item_start = usize_from_u64(KIB64, "metadata item offset")?;
+        let mut entries = Vec::with_capacity(items.len());
+        let mut item_off = fit::<u32, u64>(KIB64, "metadata item offset")?;
+        for &(id, len, flags) in &items {
+            entries.push((id, item_off, len, flags));
             item_off += len;
         }
+        let mut meta = format::metadata_table_bytes(&entries, item_start + 64)?;
+        let logical = fit::<u32, u64>(p.logical_sector, "logical_sector_size")?;
+        let params = RawFileParameters {
+            block_size: fit::<u32, u64>(p.block_size, "block_size")?.into(),
+            flags: leave_allocated.into(),
+        };
+        put(&mut meta, item_start, &params, "file parameters")?;
+        put_le64(&mut meta, item_start + 8, p.size, "virtual disk size")?;
+        put(&mut meta, item_start + 16, &page83.to_bytes_le(), "page 83 data")?;
+        put_le32(&mut meta, item_start + 32, logical, "logical sector size")?;
+        put_le32(&mut meta, item_start + 36, logical, "physical sector size")?;
         self.file.write_all_at(&meta, meta_off)?;
 
         // Region tables.
         let regions = [
-            Region { guid: BAT_GUID, offset: bat_off, length: bat_len as u32, required: true },
-            Region { guid: METADATA_GUID, offset: meta_off, length: MIB as u32, required: true },
+            Region { guid: BAT_GUID, offset: bat_off, length: fit::<u32, u64>(bat_len, "bat_len")?, required: true },
+            Region {
+                guid: METADATA_GUID,
+                offset: meta_off,
+                length: fit::<u32, u64>(MIB, "metadata region length")?,
+                required: true,
+            },
         ];
-        let rt = format::region_table_bytes(&regions);
+        let rt = format::region_table_bytes(&regions)?;
         for off in REGION_TABLE_OFFSETS {
             self.file.write_all_at(&rt, off)?;
         }
@@ -341,12 +343,15 @@ impl BlockWrite for VhdxWriter {
         self.file.set_len(end)?;
 
         // File type identifier, then both headers.
-        let mut ident = vec![0u8; 8 + 512];
-        ident[..8].copy_from_slice(FILE_SIGNATURE);
-        let creator: Vec<u8> =
-            concat!("diskcast ", env!("CARGO_PKG_VERSION")).encode_utf16().flat_map(u16::to_le_bytes).collect();
-        ident[8..8 + creator.len().min(510)].copy_from_slice(&creator[..creator.len().min(510)]);
-        self.file.write_all_at(&ident, 0)?;
+        let mut ident = RawFileIdentifier::new_zeroed();
+        ident.signature = *FILE_SIGNATURE;
+        // At most 255 units: the string keeps its terminating NUL.
+        for (dst, u) in
+            ident.creator.iter_mut().zip(concat!("diskcast ", env!("CARGO_PKG_VERSION")).encode_utf16().take(255))
+        {
+            *dst = u.into();
+        }
+        self.file.write_all_at(ident.as_bytes(), 0)?;
         let mut h = Header {
             sequence_number: 1,
             file_write_guid: id("vhdx.file_write_guid"),
@@ -354,11 +359,11 @@ impl BlockWrite for VhdxWriter {
             log_guid: Uuid::nil(),
             log_version: 0,
             version: 1,
-            log_length: p.log_size as u32,
+            log_length: fit::<u32, u64>(p.log_size, "log_size")?,
             log_offset: log_off,
         };
         for off in HEADER_OFFSETS {
-            self.file.write_all_at(&h.to_bytes(), off)?;
+            self.file.write_all_at(&h.to_bytes()?, off)?;
             h.sequence_number += 1;
         }
         Ok(())

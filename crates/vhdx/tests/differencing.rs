@@ -24,7 +24,8 @@ fn make_differencing(child: &Path, relative_path: &str, linkage: &str, partial: 
         ("parent_linkage", linkage),
         ("relative_path", relative_path),
         ("absolute_win32_path", "C:\\images\\base.vhdx"),
-    ]);
+    ])
+    .unwrap();
     let count = u16::from_le_bytes(read_bytes(child, meta + 10, 2).try_into().unwrap());
     assert_eq!(count, 5);
     let mut e = vec![0u8; 32];
