@@ -7,6 +7,7 @@ use crate::sparse::{GrainMap, SparseExtent};
 use diskcast_block::Result;
 use diskcast_block::registry::{CheckReport, OpenContext};
 use diskcast_block::source::Source;
+use diskcast_layout::u64_from_usize;
 
 /// Messages kept in a report; the counts go on.
 const MAX_MESSAGES: usize = 100;
@@ -46,7 +47,7 @@ fn check_sparse(
     compressed: &mut u64,
 ) -> Result<()> {
     let grains = sp.capacity.div_ceil(sp.grain);
-    for t in 0..sp.gd.len() as u64 {
+    for t in 0..u64_from_usize(sp.gd.len()) {
         let tab = match sp.gt(t) {
             Ok(Some(tab)) => tab,
             Ok(None) => continue,
@@ -56,7 +57,7 @@ fn check_sparse(
             }
         };
         for (i, &gte) in tab.iter().enumerate() {
-            let g = t * sp.per_gt + i as u64;
+            let g = t * sp.per_gt + u64_from_usize(i);
             if g >= grains {
                 break;
             }

@@ -5,6 +5,7 @@
 //! (and, for streamOptimized images, again in the footer near the end of the file).
 
 use diskcast_block::{Error, Result};
+use diskcast_layout::{FromBytes, Immutable, IntoBytes, KnownLayout, Le16, Le32, Le64, Unaligned, read};
 
 /// "KDMV" as stored at offset 0.
 pub const MAGIC: [u8; 4] = *b"KDMV";
@@ -83,74 +84,95 @@ pub struct SparseHeader {
     pub compress_algorithm: u16,
 }
 
-fn le32(b: &[u8], at: usize) -> u32 {
-    let mut a = [0u8; 4];
-    if let Some(s) = b.get(at..at + 4) {
-        a.copy_from_slice(s);
-    }
-    u32::from_le_bytes(a)
+/// The hosted sparse extent header as stored, read by [`SparseHeader::parse`] and written by
+/// [`SparseHeader::serialize`].
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Debug, Clone, Copy)]
+#[repr(C)]
+pub struct RawSparseHeader {
+    pub magic: [u8; 4],
+    pub version: Le32,
+    pub flags: Le32,
+    pub capacity: Le64,
+    pub grain_size: Le64,
+    pub desc_offset: Le64,
+    pub desc_size: Le64,
+    pub num_gtes_per_gt: Le32,
+    pub rgd_offset: Le64,
+    pub gd_offset: Le64,
+    pub overhead: Le64,
+    pub unclean_shutdown: u8,
+    pub newline_detection: [u8; 4],
+    pub compress_algorithm: Le16,
+    pub pad: [u8; 433],
+}
+const _: () = assert!(size_of::<RawSparseHeader>() == 512);
+
+/// A streamOptimized marker: a metadata marker (`size` 0, a sector of its own) or, with
+/// `size` compressed bytes following, a grain marker whose `val` is the grain's first sector.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Debug, Clone, Copy, Default)]
+#[repr(C)]
+pub struct RawMarker {
+    pub val: Le64,
+    pub size: Le32,
+    pub kind: Le32,
 }
 
-fn le64(b: &[u8], at: usize) -> u64 {
-    let mut a = [0u8; 8];
-    if let Some(s) = b.get(at..at + 8) {
-        a.copy_from_slice(s);
-    }
-    u64::from_le_bytes(a)
-}
+/// Bytes a grain marker takes before its compressed data (`val` and `size`).
+pub const GRAIN_MARKER_LEN: usize = 12;
 
-/// Little-endian u32 at `at` (0 when out of range; callers pass fixed-size buffers).
-pub fn get_u32(b: &[u8], at: usize) -> u32 {
-    le32(b, at)
-}
-
-/// Little-endian u64 at `at` (0 when out of range).
-pub fn get_u64(b: &[u8], at: usize) -> u64 {
-    le64(b, at)
+/// The grain directory and grain tables: little-endian sector numbers (a trailing partial
+/// entry is ignored).
+pub fn sector_table(raw: &[u8]) -> impl Iterator<Item = u32> + '_ {
+    let whole = raw.len() / 4 * 4;
+    <[Le32]>::ref_from_bytes(&raw[..whole]).unwrap_or_default().iter().map(|e| e.get())
 }
 
 impl SparseHeader {
     /// Parses a 512-byte header (magic included).
     pub fn parse(b: &[u8]) -> Result<Self> {
-        if b.len() < 512 {
+        let Ok(r) = read::<RawSparseHeader>(b, 0, "VMDK sparse extent header") else {
             return Err(Error::invalid("file is too short for a VMDK sparse extent header"));
-        }
-        if b[..4] != MAGIC {
+        };
+        if r.magic != MAGIC {
             return Err(Error::invalid("not a VMDK sparse extent (no KDMV magic)").with_field("magicNumber"));
         }
         Ok(SparseHeader {
-            version: le32(b, 4),
-            flags: le32(b, 8),
-            capacity: le64(b, 12),
-            grain_size: le64(b, 20),
-            desc_offset: le64(b, 28),
-            desc_size: le64(b, 36),
-            gtes_per_gt: le32(b, 44),
-            rgd_offset: le64(b, 48),
-            gd_offset: le64(b, 56),
-            overhead: le64(b, 64),
-            unclean_shutdown: b[72],
-            compress_algorithm: u16::from_le_bytes([b[77], b[78]]),
+            version: r.version.get(),
+            flags: r.flags.get(),
+            capacity: r.capacity.get(),
+            grain_size: r.grain_size.get(),
+            desc_offset: r.desc_offset.get(),
+            desc_size: r.desc_size.get(),
+            gtes_per_gt: r.num_gtes_per_gt.get(),
+            rgd_offset: r.rgd_offset.get(),
+            gd_offset: r.gd_offset.get(),
+            overhead: r.overhead.get(),
+            unclean_shutdown: r.unclean_shutdown,
+            compress_algorithm: r.compress_algorithm.get(),
         })
     }
 
     /// The 512-byte on-disk form, with the newline-detection characters.
     pub fn serialize(&self) -> [u8; 512] {
+        let r = RawSparseHeader {
+            magic: MAGIC,
+            version: self.version.into(),
+            flags: self.flags.into(),
+            capacity: self.capacity.into(),
+            grain_size: self.grain_size.into(),
+            desc_offset: self.desc_offset.into(),
+            desc_size: self.desc_size.into(),
+            num_gtes_per_gt: self.gtes_per_gt.into(),
+            rgd_offset: self.rgd_offset.into(),
+            gd_offset: self.gd_offset.into(),
+            overhead: self.overhead.into(),
+            unclean_shutdown: self.unclean_shutdown,
+            newline_detection: *b"\n \r\n",
+            compress_algorithm: self.compress_algorithm.into(),
+            pad: [0; 433],
+        };
         let mut b = [0u8; 512];
-        b[..4].copy_from_slice(&MAGIC);
-        b[4..8].copy_from_slice(&self.version.to_le_bytes());
-        b[8..12].copy_from_slice(&self.flags.to_le_bytes());
-        b[12..20].copy_from_slice(&self.capacity.to_le_bytes());
-        b[20..28].copy_from_slice(&self.grain_size.to_le_bytes());
-        b[28..36].copy_from_slice(&self.desc_offset.to_le_bytes());
-        b[36..44].copy_from_slice(&self.desc_size.to_le_bytes());
-        b[44..48].copy_from_slice(&self.gtes_per_gt.to_le_bytes());
-        b[48..56].copy_from_slice(&self.rgd_offset.to_le_bytes());
-        b[56..64].copy_from_slice(&self.gd_offset.to_le_bytes());
-        b[64..72].copy_from_slice(&self.overhead.to_le_bytes());
-        b[72] = self.unclean_shutdown;
-        b[73..77].copy_from_slice(b"\n \r\n");
-        b[77..79].copy_from_slice(&self.compress_algorithm.to_le_bytes());
+        b.copy_from_slice(r.as_bytes());
         b
     }
 
@@ -214,7 +236,7 @@ impl SparseHeader {
 /// A 512-byte metadata marker sector: `{val: u64, size: u32 = 0, type: u32}` + padding.
 pub fn metadata_marker(sectors: u64, kind: u32) -> [u8; 512] {
     let mut b = [0u8; 512];
-    b[..8].copy_from_slice(&sectors.to_le_bytes());
-    b[12..16].copy_from_slice(&kind.to_le_bytes());
+    let m = RawMarker { val: sectors.into(), size: 0.into(), kind: kind.into() };
+    b[..size_of::<RawMarker>()].copy_from_slice(m.as_bytes());
     b
 }

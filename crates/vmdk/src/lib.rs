@@ -29,6 +29,7 @@ use diskcast_block::registry::{
 };
 use diskcast_block::source::Source;
 use diskcast_block::{BlockRead, BlockWrite, Error, Extent, Result};
+use diskcast_layout::u64_from_usize;
 use header::SECTOR;
 use std::path::Path;
 use writer::{FlatWriter, GRAIN_SECTORS, Params, SparseWriter, Subformat};
@@ -78,7 +79,7 @@ fn looks_like_descriptor(data: &ProbeData<'_>) -> bool {
     if data.head.starts_with(b"# Disk DescriptorFile") {
         return true;
     }
-    if data.file_len > data.head.len() as u64 || data.head.len() < 20 {
+    if data.file_len > u64_from_usize(data.head.len()) || data.head.len() < 20 {
         return false;
     }
     let end = data.head.iter().position(|&c| c == 0).unwrap_or(data.head.len());

@@ -9,6 +9,7 @@ use diskcast_block::range_end;
 use diskcast_block::registry::OpenContext;
 use diskcast_block::source::{ByteSource, Source, refuse_referenced};
 use diskcast_block::{Alloc, BlockRead, Error, Extent, ImageInfo, MapExtent, Result};
+use diskcast_layout::{u64_from_usize, usize_from_u64};
 use serde_json::{Value, json};
 use std::path::Path;
 
@@ -61,7 +62,7 @@ impl VmdkReader {
         let path = path_buf.as_path();
         let file_len = file.len()?;
         let mut head = [0u8; 4];
-        let n = file_len.min(4) as usize;
+        let n = usize_from_u64(file_len.min(4), "length")?;
         file.read_exact_at(&mut head[..n], 0)?;
         if head == MAGIC {
             return Self::open_sparse_file(path, file);
@@ -75,7 +76,7 @@ impl VmdkReader {
             ))
             .with_file(path));
         }
-        let mut raw = vec![0u8; file_len as usize];
+        let mut raw = vec![0u8; usize_from_u64(file_len, "file_len")?];
         file.read_exact_at(&mut raw, 0)?;
         let end = raw.iter().position(|&c| c == 0).unwrap_or(raw.len());
         let text = std::str::from_utf8(&raw[..end])
@@ -100,7 +101,7 @@ impl VmdkReader {
                 })?;
             let backing = open_extent(file.as_ref(), line, len, ctx)?;
             if let Backing::Sparse(sp) = &backing {
-                gd_bytes += sp.gd.len() as u64 * 4;
+                gd_bytes += u64_from_usize(sp.gd.len()) * 4;
                 if gd_bytes > MAX_TOTAL_GD_BYTES {
                     return Err(Error::unsupported(format!(
                         "the sparse extents' grain directories add up to more than {} MiB",
@@ -115,7 +116,7 @@ impl VmdkReader {
             }
             start += len;
         }
-        let sparse = extents.iter().filter(|e| matches!(e.backing, Backing::Sparse(_))).count() as u64;
+        let sparse = u64_from_usize(extents.iter().filter(|e| matches!(e.backing, Backing::Sparse(_))).count());
         for e in &mut extents {
             if let Backing::Sparse(sp) = &mut e.backing {
                 sp.share_cache(sparse);
@@ -315,22 +316,22 @@ impl BlockRead for VmdkReader {
     }
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        range_end(offset, buf.len() as u64, self.size)?;
+        range_end(offset, u64_from_usize(buf.len()), self.size)?;
         let mut done = 0usize;
         while done < buf.len() {
-            let pos = offset + done as u64;
+            let pos = offset + u64_from_usize(done);
             let Some(i) = self.find(pos) else {
                 return Err(Error::out_of_bounds("read past the last extent").with_offset(pos));
             };
             let e = &self.extents[i];
             let rel = pos - e.start;
-            let n = ((e.len - rel).min((buf.len() - done) as u64)) as usize;
+            let n = usize_from_u64((e.len - rel).min(u64_from_usize(buf.len() - done)), "read length")?;
             let out = &mut buf[done..done + n];
             match &e.backing {
                 Backing::Zero => out.fill(0),
                 Backing::Flat { file, base, file_len } => {
                     let at = base + rel;
-                    let avail = file_len.saturating_sub(at).min(n as u64) as usize;
+                    let avail = usize_from_u64(file_len.saturating_sub(at).min(u64_from_usize(n)), "read length")?;
                     file.read_exact_at(&mut out[..avail], at)?;
                     out[avail..].fill(0);
                 }

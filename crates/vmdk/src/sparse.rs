@@ -2,11 +2,12 @@
 //! split twoGbMaxExtentSparse disk): grain directory, grain tables, grains.
 
 use crate::header::{
-    GD_AT_END, GTE_ZEROED, MARKER_EOS, MARKER_FOOTER, MAX_DESCRIPTOR_BYTES, MAX_GD_BYTES, SECTOR, SparseHeader,
-    get_u32, get_u64,
+    GD_AT_END, GRAIN_MARKER_LEN, GTE_ZEROED, MARKER_EOS, MARKER_FOOTER, MAX_DESCRIPTOR_BYTES, MAX_GD_BYTES, RawMarker,
+    SECTOR, SparseHeader, sector_table,
 };
 use diskcast_block::source::{ByteSource, Source};
 use diskcast_block::{Alloc, Error, Result};
+use diskcast_layout::{read, u64_from_usize, usize_from_u64};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -87,9 +88,9 @@ impl SparseExtent {
             .with_offset(56)
             .with_file(file.name()));
         }
-        let mut raw = vec![0u8; gd_bytes as usize];
+        let mut raw = vec![0u8; usize_from_u64(gd_bytes, "grain directory size")?];
         file.read_exact_at(&mut raw, gd_at)?;
-        let gd: Vec<u32> = raw.chunks_exact(4).map(|c| get_u32(c, 0)).collect();
+        let gd: Vec<u32> = sector_table(&raw).collect();
         let desc = read_embedded_descriptor(file.as_ref(), file_len, &first)?;
         let grain = header.grain_size * SECTOR;
         let ext = SparseExtent {
@@ -136,11 +137,11 @@ impl SparseExtent {
             .with_offset(self.header.gd_offset * SECTOR + t * 4)
             .with_file(self.file.name()));
         }
-        let mut raw = vec![0u8; len as usize];
+        let mut raw = vec![0u8; usize_from_u64(len, "length")?];
         self.file.read_exact_at(&mut raw, at)?;
-        let tab: Arc<[u32]> = raw.chunks_exact(4).map(|c| get_u32(c, 0)).collect();
+        let tab: Arc<[u32]> = sector_table(&raw).collect();
         let mut cache = lock(&self.cache);
-        if (cache.len() as u64 + 1) * len > self.cache_limit {
+        if (u64_from_usize(cache.len()) + 1) * len > self.cache_limit {
             cache.clear();
         }
         cache.insert(t, tab.clone());
@@ -152,7 +153,7 @@ impl SparseExtent {
         let Some(tab) = self.gt(g / self.per_gt)? else {
             return Ok(GrainMap::Unallocated);
         };
-        let i = (g % self.per_gt) as usize;
+        let i = usize_from_u64(g % self.per_gt, "grain table index")?;
         let gte = tab.get(i).copied().unwrap_or(0);
         self.classify(gte, g)
     }
@@ -195,7 +196,7 @@ impl SparseExtent {
                 None => break,
                 Some(tab) => {
                     while g < t_end {
-                        let gte = tab.get((g % self.per_gt) as usize).copied().unwrap_or(0);
+                        let gte = tab.get(usize_from_u64(g % self.per_gt, "grain table index")?).copied().unwrap_or(0);
                         if alloc_of(self.classify(gte, g)?) != first {
                             break 'scan;
                         }
@@ -216,10 +217,10 @@ impl SparseExtent {
     pub(crate) fn read(&self, buf: &mut [u8], off: u64) -> Result<()> {
         let mut done = 0usize;
         while done < buf.len() {
-            let pos = off + done as u64;
+            let pos = off + u64_from_usize(done);
             let g = pos / self.grain;
             let in_grain = pos % self.grain;
-            let n = ((self.grain - in_grain) as usize).min(buf.len() - done);
+            let n = usize::try_from(self.grain - in_grain).unwrap_or(usize::MAX).min(buf.len() - done);
             let out = &mut buf[done..done + n];
             match self.lookup(g)? {
                 GrainMap::Unallocated | GrainMap::Zero => out.fill(0),
@@ -230,7 +231,7 @@ impl SparseExtent {
                     while done + len < buf.len() {
                         match self.lookup(next)? {
                             GrainMap::Data(h) if h == host + (next - g) * self.grain => {
-                                len = (len + self.grain as usize).min(buf.len() - done);
+                                len = (len + usize_from_u64(self.grain, "grain size")?).min(buf.len() - done);
                                 next += 1;
                             }
                             _ => break,
@@ -242,7 +243,7 @@ impl SparseExtent {
                 }
                 GrainMap::Compressed(host) => {
                     let data = self.read_compressed(host, g)?;
-                    let s = in_grain as usize;
+                    let s = usize_from_u64(in_grain, "in_grain")?;
                     out.copy_from_slice(&data[s..s + n]);
                 }
             }
@@ -254,7 +255,7 @@ impl SparseExtent {
     /// Reads uncompressed bytes; bytes past the end of the file read as zeros (qemu does
     /// the same for a last grain the file does not fully hold).
     fn read_plain(&self, buf: &mut [u8], at: u64) -> Result<()> {
-        let avail = self.file_len.saturating_sub(at).min(buf.len() as u64) as usize;
+        let avail = usize_from_u64(self.file_len.saturating_sub(at).min(u64_from_usize(buf.len())), "length")?;
         self.file.read_exact_at(&mut buf[..avail], at)?;
         buf[avail..].fill(0);
         Ok(())
@@ -263,9 +264,9 @@ impl SparseExtent {
     /// Reads and inflates the compressed grain `g` stored at `at`: a whole grain.
     pub(crate) fn read_compressed(&self, at: u64, g: u64) -> Result<Vec<u8>> {
         let (data_at, len) = self.compressed_location(at, g)?;
-        let mut input = vec![0u8; len as usize];
+        let mut input = vec![0u8; usize_from_u64(len, "length")?];
         self.file.read_exact_at(&mut input, data_at)?;
-        let mut out = vec![0u8; self.grain as usize];
+        let mut out = vec![0u8; usize_from_u64(self.grain, "grain size")?];
         let mut z = flate2::Decompress::new(true);
         let status = z.decompress(&input, &mut out, flate2::FlushDecompress::Finish);
         let bad = |why: String| {
@@ -296,10 +297,10 @@ impl SparseExtent {
         if !self.header.markers() {
             return Ok((at, self.file_len.saturating_sub(at).min(max)));
         }
-        let mut m = [0u8; 12];
+        let mut m = [0u8; GRAIN_MARKER_LEN];
         self.file.read_exact_at(&mut m, at)?;
-        let size = u64::from(get_u32(&m, 8));
-        let data_at = at + 12;
+        let size = u64::from(diskcast_layout::le32(&m, 8, "grain marker")?);
+        let data_at = at + u64_from_usize(GRAIN_MARKER_LEN);
         let err = |e: Error| e.with_field("grain_marker.size").with_offset(at).with_file(self.file.name());
         if size == 0 || size > max {
             return Err(err(Error::corrupt(format!(
@@ -329,10 +330,12 @@ fn read_footer(file: &dyn ByteSource, file_len: u64) -> Result<SparseHeader> {
         return Err(bad("the file is too short for a footer"));
     }
     let at = end - 3 * SECTOR;
-    let mut b = vec![0u8; 3 * SECTOR as usize];
+    let mut b = vec![0u8; 3 * 512];
     file.read_exact_at(&mut b, at)?;
-    let marker_ok = get_u32(&b, 8) == 0 && get_u32(&b, 12) == MARKER_FOOTER;
-    let eos_ok = get_u64(&b, 1024) == 0 && get_u32(&b, 1032) == 0 && get_u32(&b, 1036) == MARKER_EOS;
+    let marker = read::<RawMarker>(&b, 0, "footer marker")?;
+    let eos = read::<RawMarker>(&b, 1024, "end-of-stream marker")?;
+    let marker_ok = marker.size.get() == 0 && marker.kind.get() == MARKER_FOOTER;
+    let eos_ok = eos.val.get() == 0 && eos.size.get() == 0 && eos.kind.get() == MARKER_EOS;
     if !marker_ok || !eos_ok {
         return Err(bad("no footer marker and end-of-stream marker end the file").with_offset(at));
     }
@@ -363,7 +366,7 @@ fn read_embedded_descriptor(file: &dyn ByteSource, file_len: u64, h: &SparseHead
             .with_offset(28)
             .with_file(file.name()));
     }
-    let mut b = vec![0u8; len as usize];
+    let mut b = vec![0u8; usize_from_u64(len, "length")?];
     file.read_exact_at(&mut b, at)?;
     let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
     Ok(Some(String::from_utf8_lossy(&b[..end]).into_owned()))

@@ -10,13 +10,14 @@
 //! appending is sequential.
 
 use crate::header::{
-    COMPRESSION_DEFLATE, FLAG_COMPRESSED, FLAG_MARKERS, FLAG_NL_DETECT, FLAG_ZERO_GRAIN, GD_AT_END, GTE_ZEROED,
-    MARKER_FOOTER, MARKER_GD, MARKER_GT, SECTOR, SparseHeader, metadata_marker,
+    COMPRESSION_DEFLATE, FLAG_COMPRESSED, FLAG_MARKERS, FLAG_NL_DETECT, FLAG_ZERO_GRAIN, GD_AT_END, GRAIN_MARKER_LEN,
+    GTE_ZEROED, MARKER_FOOTER, MARKER_GD, MARKER_GT, MAX_GTES_PER_GT, RawMarker, SECTOR, SparseHeader, metadata_marker,
 };
-use crate::writer::{DESC_SECTORS, GRAIN_SECTORS, GTES_PER_GT, Params};
+use crate::writer::{DESC_SECTORS, GRAIN_SECTORS, GT_LEN, GTES_PER_GT, Params, gt_index};
 use diskcast_block::io::ImageFile;
 use diskcast_block::range_end;
 use diskcast_block::{BlockWrite, Encoded, EncodedUnit, Error, Result, WriteOrder};
+use diskcast_layout::{IntoBytes, fit, u64_from_usize, usize_from_u64};
 use std::io::{BufWriter, Write};
 use std::sync::Mutex;
 
@@ -68,7 +69,7 @@ pub(crate) struct FileSink {
 impl Write for FileSink {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         self.file.write_all_at(buf, self.pos).map_err(std::io::Error::other)?;
-        self.pos += buf.len() as u64;
+        self.pos += u64_from_usize(buf.len());
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -88,10 +89,10 @@ impl StreamWriter {
         let grains = capacity.div_ceil(GRAIN_SECTORS);
         let gt_count = grains.div_ceil(GTES_PER_GT);
         let text = p.descriptor(vec![format!("RW {capacity} SPARSE \"{name}\"")], None);
-        if text.len() as u64 > DESC_SECTORS * SECTOR {
+        if u64_from_usize(text.len()) > DESC_SECTORS * SECTOR {
             return Err(Error::argument("the VMDK descriptor does not fit in 20 sectors (file name too long?)"));
         }
-        let mut head = vec![0u8; (OVERHEAD_SECTORS * SECTOR) as usize];
+        let mut head = vec![0u8; usize_from_u64(OVERHEAD_SECTORS * SECTOR, "header size")?];
         head[..512].copy_from_slice(&header(&p, GD_AT_END).serialize());
         head[512..512 + text.len()].copy_from_slice(text.as_bytes());
         let mut out = BufWriter::with_capacity(BUF_BYTES, out);
@@ -102,9 +103,9 @@ impl StreamWriter {
             level: flate2::Compression::new(LEVEL),
             state: Mutex::new(State {
                 out: Some(out),
-                pos: head.len() as u64,
+                pos: u64_from_usize(head.len()),
                 cur_gt: 0,
-                gt: vec![0u32; GTES_PER_GT as usize],
+                gt: vec![0u32; GT_LEN],
                 gd,
                 next_grain: 0,
             }),
@@ -119,9 +120,9 @@ impl StreamWriter {
     /// A zlib stream of one grain (zero-padded to a whole grain at the disk's end).
     fn deflate(&self, data: &[u8]) -> Result<Vec<u8>> {
         let padded;
-        let input = if (data.len() as u64) < self.grain {
+        let input = if u64_from_usize(data.len()) < self.grain {
             let mut v = data.to_vec();
-            v.resize(self.grain as usize, 0);
+            v.resize(usize_from_u64(self.grain, "grain size")?, 0);
             padded = v;
             &padded[..]
         } else {
@@ -135,7 +136,7 @@ impl StreamWriter {
         let mut c = flate2::Compress::new(level, true);
         let mut out = Vec::with_capacity(input.len() + input.len() / 64 + 64);
         loop {
-            let consumed = c.total_in() as usize;
+            let consumed = usize_from_u64(c.total_in(), "total_in")?;
             let status = c
                 .compress_vec(&input[consumed..], &mut out, flate2::FlushCompress::Finish)
                 .map_err(|e| Error::io("deflate failed", std::io::Error::other(e)))?;
@@ -149,7 +150,7 @@ impl StreamWriter {
     fn emit(st: &mut State, bytes: &[u8]) -> Result<()> {
         let out = st.out.as_mut().ok_or_else(|| Error::argument("stream already finished"))?;
         out.write_all(bytes).map_err(io_err)?;
-        st.pos += bytes.len() as u64;
+        st.pos += u64_from_usize(bytes.len());
         Ok(())
     }
 
@@ -167,7 +168,7 @@ impl StreamWriter {
                 b.extend_from_slice(&e.to_le_bytes());
             }
             Self::emit(st, &b)?;
-            if let Some(slot) = st.gd.get_mut(st.cur_gt as usize) {
+            if let Some(slot) = st.gd.get_mut(usize_from_u64(st.cur_gt, "grain table index")?) {
                 *slot = sector;
             }
             st.gt.fill(0);
@@ -189,19 +190,24 @@ impl StreamWriter {
                 Error::argument("streamOptimized takes grains in increasing order, once each").with_offset(offset)
             );
         }
-        if stored.is_empty() || stored.len() as u64 > self.grain * 2 {
+        if stored.is_empty() || u64_from_usize(stored.len()) > self.grain * 2 {
             return Err(Error::argument("compressed grain has an impossible size").with_offset(offset));
         }
         Self::flush_gt(st, g / GTES_PER_GT)?;
         let sector = u32::try_from(st.pos / SECTOR).map_err(|_| Error::argument("the VMDK file would exceed 2 TiB"))?;
-        let total = (12 + stored.len() as u64).next_multiple_of(SECTOR) as usize;
+        let total =
+            usize_from_u64(u64_from_usize(GRAIN_MARKER_LEN + stored.len()).next_multiple_of(SECTOR), "grain record")?;
         let mut rec = Vec::with_capacity(total);
-        rec.extend_from_slice(&(offset / SECTOR).to_le_bytes());
-        rec.extend_from_slice(&(stored.len() as u32).to_le_bytes());
+        let marker = RawMarker {
+            val: (offset / SECTOR).into(),
+            size: fit::<u32, u64>(u64_from_usize(stored.len()), "grain marker size")?.into(),
+            kind: 0.into(),
+        };
+        rec.extend_from_slice(&marker.as_bytes()[..GRAIN_MARKER_LEN]);
         rec.extend_from_slice(stored);
         rec.resize(total, 0);
         Self::emit(st, &rec)?;
-        st.gt[(g % GTES_PER_GT) as usize] = sector;
+        st.gt[gt_index(g)] = sector;
         st.next_grain = g + 1;
         Ok(())
     }
@@ -216,7 +222,7 @@ fn header(p: &Params, gd_offset: u64) -> SparseHeader {
         grain_size: GRAIN_SECTORS,
         desc_offset: 1,
         desc_size: DESC_SECTORS,
-        gtes_per_gt: GTES_PER_GT as u32,
+        gtes_per_gt: MAX_GTES_PER_GT,
         rgd_offset: 0,
         gd_offset,
         overhead: OVERHEAD_SECTORS,
@@ -239,11 +245,11 @@ impl BlockWrite for StreamWriter {
     }
 
     fn encode(&self, offset: u64, data: Vec<u8>) -> Result<Encoded> {
-        let mut units = Vec::with_capacity(data.len().div_ceil(self.grain as usize));
-        for (i, chunk) in data.chunks(self.grain as usize).enumerate() {
+        let mut units = Vec::with_capacity(data.len().div_ceil(usize_from_u64(self.grain, "grain size")?));
+        for (i, chunk) in data.chunks(usize_from_u64(self.grain, "grain size")?).enumerate() {
             units.push(EncodedUnit {
-                offset: offset + i as u64 * self.grain,
-                len: chunk.len() as u64,
+                offset: offset + u64_from_usize(i) * self.grain,
+                len: u64_from_usize(chunk.len()),
                 stored: self.deflate(chunk)?,
                 compressed: true,
             });
@@ -294,7 +300,7 @@ impl BlockWrite for StreamWriter {
                 );
             }
             Self::flush_gt(&mut st, g / GTES_PER_GT)?;
-            st.gt[(g % GTES_PER_GT) as usize] = GTE_ZEROED;
+            st.gt[gt_index(g)] = GTE_ZEROED;
             st.next_grain = g + 1;
             g += 1;
         }
@@ -306,14 +312,14 @@ impl BlockWrite for StreamWriter {
         let mut st = self.state.into_inner().unwrap_or_else(|p| p.into_inner());
         let past = st.cur_gt + 1;
         Self::flush_gt(&mut st, past)?;
-        let gd_bytes = (st.gd.len() as u64 * 4).next_multiple_of(SECTOR);
+        let gd_bytes = (u64_from_usize(st.gd.len()) * 4).next_multiple_of(SECTOR);
         Self::emit(&mut st, &metadata_marker(gd_bytes / SECTOR, MARKER_GD))?;
         let gd_sector = st.pos / SECTOR;
-        let mut b = Vec::with_capacity(gd_bytes as usize);
+        let mut b = Vec::with_capacity(usize_from_u64(gd_bytes, "grain directory size")?);
         for e in &st.gd {
             b.extend_from_slice(&e.to_le_bytes());
         }
-        b.resize(gd_bytes as usize, 0);
+        b.resize(usize_from_u64(gd_bytes, "grain directory size")?, 0);
         Self::emit(&mut st, &b)?;
         Self::emit(&mut st, &metadata_marker(1, MARKER_FOOTER))?;
         Self::emit(&mut st, &header(&p, gd_sector).serialize())?;

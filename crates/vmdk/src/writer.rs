@@ -8,13 +8,14 @@
 //! `finish` writes the tables, both directories, the descriptor and the header.
 
 use crate::descriptor::{NewDescriptor, cid_from};
-use crate::header::{FLAG_NL_DETECT, FLAG_RGD, FLAG_ZERO_GRAIN, GTE_ZEROED, SECTOR, SparseHeader};
+use crate::header::{FLAG_NL_DETECT, FLAG_RGD, FLAG_ZERO_GRAIN, GTE_ZEROED, MAX_GTES_PER_GT, SECTOR, SparseHeader};
 use diskcast_block::io::ImageFile;
 use diskcast_block::output::OutputFiles;
 use diskcast_block::provenance::{ContentDigest, Provenance};
 use diskcast_block::range_end;
 use diskcast_block::registry::CreateOptions;
 use diskcast_block::{BlockWrite, Encoded, Error, Result, WriteOrder};
+use diskcast_layout::{low_u32, put_le32, u64_from_usize, usize_from, usize_from_u64};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Mutex;
@@ -23,6 +24,13 @@ use std::sync::Mutex;
 pub const GRAIN_SECTORS: u64 = 128;
 /// Grain table entries per table.
 pub const GTES_PER_GT: u64 = 512;
+/// [`GTES_PER_GT`] as a table length.
+pub const GT_LEN: usize = 512;
+
+/// Grain `g`'s entry in its grain table (below [`GT_LEN`]).
+pub fn gt_index(g: u64) -> usize {
+    usize_from(low_u32(g % GTES_PER_GT))
+}
 /// Sectors qemu reserves for the embedded descriptor.
 pub const DESC_SECTORS: u64 = 20;
 /// Largest sparse capacity: grain table entries are 32-bit sector numbers, so the file
@@ -233,11 +241,11 @@ impl SparseWriter {
     fn descriptor_bytes(&self) -> Result<Vec<u8>> {
         let line = format!("RW {} SPARSE \"{}\"", self.p.size / SECTOR, self.name);
         let text = self.p.descriptor(vec![line], Some(&self.content));
-        if text.len() as u64 > DESC_SECTORS * SECTOR {
+        if u64_from_usize(text.len()) > DESC_SECTORS * SECTOR {
             return Err(Error::argument("the VMDK descriptor does not fit in 20 sectors (file name too long?)"));
         }
         let mut b = text.into_bytes();
-        b.resize((DESC_SECTORS * SECTOR) as usize, 0);
+        b.resize(usize_from_u64(DESC_SECTORS * SECTOR, "header size")?, 0);
         Ok(b)
     }
 
@@ -246,12 +254,12 @@ impl SparseWriter {
     }
 
     fn gte(st: &SparseState, g: u64) -> u32 {
-        st.gts.get(&(g / GTES_PER_GT)).map_or(0, |t| t[(g % GTES_PER_GT) as usize])
+        st.gts.get(&(g / GTES_PER_GT)).map_or(0, |t| t[gt_index(g)])
     }
 
     fn set_gte(st: &mut SparseState, g: u64, v: u32) {
-        let t = st.gts.entry(g / GTES_PER_GT).or_insert_with(|| vec![0u32; GTES_PER_GT as usize].into_boxed_slice());
-        t[(g % GTES_PER_GT) as usize] = v;
+        let t = st.gts.entry(g / GTES_PER_GT).or_insert_with(|| vec![0u32; GT_LEN].into_boxed_slice());
+        t[gt_index(g)] = v;
     }
 
     fn check_range(&self, offset: u64, len: u64) -> Result<u64> {
@@ -269,11 +277,11 @@ impl SparseWriter {
         if data.is_empty() {
             return Ok(());
         }
-        let end = self.check_range(offset, data.len() as u64)?;
+        let end = self.check_range(offset, u64_from_usize(data.len()))?;
         self.content.add(offset, data);
         let first = offset / self.grain;
         let last = end.div_ceil(self.grain);
-        let mut hosts = Vec::with_capacity((last - first) as usize);
+        let mut hosts = Vec::with_capacity(usize_from_u64(last - first, "grain count")?);
         {
             let mut st = self.lock();
             for g in first..last {
@@ -293,7 +301,7 @@ impl SparseWriter {
                 hosts.push(sector);
             }
         }
-        let gbytes = self.grain as usize;
+        let gbytes = usize_from_u64(self.grain, "grain size")?;
         let mut i = 0;
         while i < hosts.len() {
             let mut j = i + 1;
@@ -329,7 +337,7 @@ impl BlockWrite for SparseWriter {
             Encoded::Plain { offset, data } => self.write_plain(offset, &data),
             Encoded::Units(units) => {
                 for u in units {
-                    if u.compressed || u.stored.len() as u64 != u.len {
+                    if u.compressed || u64_from_usize(u.stored.len()) != u.len {
                         return Err(
                             Error::argument("monolithicSparse grains are stored uncompressed").with_offset(u.offset)
                         );
@@ -357,7 +365,7 @@ impl BlockWrite for SparseWriter {
             } else if e > GTE_ZEROED {
                 drop(st);
                 let host = u64::from(e) * SECTOR + (pos - gstart);
-                self.file.write_all_at(&vec![0u8; (piece_end - pos) as usize], host)?;
+                self.file.write_all_at(&vec![0u8; usize_from_u64(piece_end - pos, "zero length")?], host)?;
             }
             pos = piece_end;
         }
@@ -370,18 +378,18 @@ impl BlockWrite for SparseWriter {
         let l = self.layout;
         // Both directories list every (preallocated) table, as qemu's do.
         for dir in [l.rgd, l.gd] {
-            let mut gd = vec![0u8; (l.gd_sectors * SECTOR) as usize];
+            let mut gd = vec![0u8; usize_from_u64(l.gd_sectors * SECTOR, "grain directory size")?];
             for t in 0..l.gt_count {
                 let at = u32::try_from(l.gt_at(dir, t)).map_err(|_| Error::argument("grain directory too large"))?;
-                gd[t as usize * 4..t as usize * 4 + 4].copy_from_slice(&at.to_le_bytes());
+                put_le32(&mut gd, usize_from_u64(t, "grain table index")? * 4, at, "grain directory entry")?;
             }
             self.file.write_all_at(&gd, dir * SECTOR)?;
             let mut keys: Vec<_> = st.gts.keys().copied().collect();
             keys.sort_unstable();
-            let mut buf = vec![0u8; (GTES_PER_GT * 4) as usize];
+            let mut buf = vec![0u8; GT_LEN * 4];
             for t in keys {
                 for (i, e) in st.gts[&t].iter().enumerate() {
-                    buf[i * 4..i * 4 + 4].copy_from_slice(&e.to_le_bytes());
+                    put_le32(&mut buf, i * 4, *e, "grain table entry")?;
                 }
                 self.file.write_all_at(&buf, l.gt_at(dir, t) * SECTOR)?;
             }
@@ -394,7 +402,7 @@ impl BlockWrite for SparseWriter {
             grain_size: GRAIN_SECTORS,
             desc_offset: 1,
             desc_size: DESC_SECTORS,
-            gtes_per_gt: GTES_PER_GT as u32,
+            gtes_per_gt: MAX_GTES_PER_GT,
             rgd_offset: l.rgd,
             gd_offset: l.gd,
             overhead: l.overhead,
@@ -441,7 +449,7 @@ impl BlockWrite for FlatWriter {
 
     fn write_encoded(&self, encoded: Encoded) -> Result<()> {
         let write = |offset: u64, data: &[u8]| -> Result<()> {
-            range_end(offset, data.len() as u64, self.size)?;
+            range_end(offset, u64_from_usize(data.len()), self.size)?;
             self.content.add(offset, data);
             self.data.write_all_at(data, offset)
         };
@@ -465,7 +473,7 @@ impl BlockWrite for FlatWriter {
             let mut pos = offset;
             while pos < offset + len {
                 let n = (offset + len - pos).min(1 << 20);
-                self.data.write_all_at(&vec![0u8; n as usize], pos)?;
+                self.data.write_all_at(&vec![0u8; usize_from_u64(n, "length")?], pos)?;
                 pos += n;
             }
         }
