@@ -3,8 +3,10 @@
 const fn table() -> [u32; 256] {
     let mut t = [0u32; 256];
     let mut i = 0;
+    // `n` is `i` as a u32 (a const fn cannot call the conversions).
+    let mut n = 0u32;
     while i < 256 {
-        let mut c = i as u32;
+        let mut c = n;
         let mut k = 0;
         while k < 8 {
             c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
@@ -12,6 +14,7 @@ const fn table() -> [u32; 256] {
         }
         t[i] = c;
         i += 1;
+        n += 1;
     }
     t
 }
@@ -22,7 +25,7 @@ static TABLE: [u32; 256] = table();
 pub fn crc32(data: &[u8]) -> u32 {
     let mut c = !0u32;
     for &b in data {
-        c = TABLE[((c ^ u32::from(b)) & 0xff) as usize] ^ (c >> 8);
+        c = TABLE[usize::from(diskcast_layout::low_u8(u64::from(c ^ u32::from(b))))] ^ (c >> 8);
     }
     !c
 }

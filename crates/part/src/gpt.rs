@@ -2,9 +2,48 @@
 //! CRC32 of itself and of its partition entry array.
 
 use crate::crc::crc32;
-use crate::{Partition, Table, TableKind, le32, le64, read_vec};
+use crate::{Partition, Table, TableKind, read_vec};
 use diskcast_block::{BlockRead, Error, Result};
+use diskcast_layout::{
+    FromBytes, Immutable, IntoBytes, KnownLayout, Le16, Le32, Le64, Unaligned, fit, read as read_at, u64_from_usize,
+    usize_from, usize_from_u64,
+};
 use uuid::Uuid;
+
+/// A GPT header as stored (UEFI 2.10, table 5-5), read by [`header_at`] and written by
+/// [`header`]; a sector's remaining bytes are reserved.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Debug, Clone, Copy)]
+#[repr(C)]
+pub(crate) struct RawHeader {
+    signature: [u8; 8],
+    revision: Le32,
+    header_size: Le32,
+    header_crc32: Le32,
+    reserved: Le32,
+    my_lba: Le64,
+    alternate_lba: Le64,
+    first_usable_lba: Le64,
+    last_usable_lba: Le64,
+    disk_guid: [u8; 16],
+    partition_entry_lba: Le64,
+    number_of_partition_entries: Le32,
+    size_of_partition_entry: Le32,
+    partition_entry_array_crc32: Le32,
+}
+const _: () = assert!(size_of::<RawHeader>() == 92);
+
+/// A GPT partition entry as stored (table 5-6), read by [`entries`] and written by [`entry`].
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Debug, Clone, Copy)]
+#[repr(C)]
+pub(crate) struct RawEntry {
+    type_guid: [u8; 16],
+    unique_guid: [u8; 16],
+    starting_lba: Le64,
+    ending_lba: Le64,
+    attributes: Le64,
+    name: [Le16; 36],
+}
+const _: () = assert!(size_of::<RawEntry>() == 128);
 
 /// "EFI PART".
 pub(crate) const SIGNATURE: &[u8; 8] = b"EFI PART";
@@ -43,17 +82,18 @@ fn header_at(disk: &dyn BlockRead, ss: u64, lba: u64) -> Result<Option<Header>> 
     if at.checked_add(ss).is_none_or(|e| e > disk.size()) {
         return Ok(None);
     }
-    let b = read_vec(disk, at, ss as usize)?;
-    if &b[..8] != SIGNATURE {
+    let b = read_vec(disk, at, usize_from_u64(ss, "GPT sector size")?)?;
+    let r = read_at::<RawHeader>(&b, 0, "GPT header")?;
+    if &r.signature != SIGNATURE {
         return Ok(None);
     }
-    let hsize = le32(&b, 12);
-    if !(92..=ss as u32).contains(&hsize) {
+    let hsize = r.header_size.get();
+    if !(92..=ss).contains(&u64::from(hsize)) {
         return Err(bad(&format!("header size {hsize} is not in 92..={ss}"), "header_size", at + 12));
     }
-    let mut h = b[..hsize as usize].to_vec();
-    let stored = le32(&h, 16);
-    h[16..20].fill(0);
+    let mut h = diskcast_layout::bytes(&b, 0, usize_from(hsize), "GPT header")?.to_vec();
+    let stored = r.header_crc32.get();
+    diskcast_layout::put_le32(&mut h, 16, 0, "GPT header")?;
     let computed = crc32(&h);
     if stored != computed {
         return Err(bad(
@@ -63,15 +103,15 @@ fn header_at(disk: &dyn BlockRead, ss: u64, lba: u64) -> Result<Option<Header>> 
         ));
     }
     let hdr = Header {
-        my_lba: le64(&b, 24),
-        alternate_lba: le64(&b, 32),
-        first_usable: le64(&b, 40),
-        last_usable: le64(&b, 48),
-        disk_guid: Uuid::from_bytes_le(b[56..72].try_into().unwrap_or_default()),
-        entries_lba: le64(&b, 72),
-        entry_count: le32(&b, 80),
-        entry_size: le32(&b, 84),
-        array_crc: le32(&b, 88),
+        my_lba: r.my_lba.get(),
+        alternate_lba: r.alternate_lba.get(),
+        first_usable: r.first_usable_lba.get(),
+        last_usable: r.last_usable_lba.get(),
+        disk_guid: Uuid::from_bytes_le(r.disk_guid),
+        entries_lba: r.partition_entry_lba.get(),
+        entry_count: r.number_of_partition_entries.get(),
+        entry_size: r.size_of_partition_entry.get(),
+        array_crc: r.partition_entry_array_crc32.get(),
     };
     let sectors = disk.size() / ss;
     if hdr.my_lba != lba {
@@ -116,7 +156,8 @@ fn header_at(disk: &dyn BlockRead, ss: u64, lba: u64) -> Result<Option<Header>> 
 /// Reads and checks the entry array `hdr` names.
 fn entries(disk: &dyn BlockRead, ss: u64, hdr: &Header) -> Result<Vec<Partition>> {
     let at = hdr.entries_lba * ss;
-    let len = hdr.entry_count as usize * hdr.entry_size as usize;
+    // At most MAX_ARRAY bytes (checked with the header).
+    let len = usize_from(hdr.entry_count) * usize_from(hdr.entry_size);
     let b = read_vec(disk, at, len)?;
     let computed = crc32(&b);
     if computed != hdr.array_crc {
@@ -127,13 +168,14 @@ fn entries(disk: &dyn BlockRead, ss: u64, hdr: &Header) -> Result<Vec<Partition>
         ));
     }
     let mut out = Vec::new();
-    for (i, e) in b.chunks_exact(hdr.entry_size as usize).enumerate() {
-        let type_guid = Uuid::from_bytes_le(e[0..16].try_into().unwrap_or_default());
+    for (i, e) in b.chunks_exact(usize_from(hdr.entry_size)).enumerate() {
+        let e = read_at::<RawEntry>(e, 0, "GPT partition entry")?;
+        let type_guid = Uuid::from_bytes_le(e.type_guid);
         if type_guid.is_nil() {
             continue;
         }
-        let (first, last) = (le64(e, 32), le64(e, 40));
-        let eoff = at + (i * hdr.entry_size as usize) as u64;
+        let (first, last) = (e.starting_lba.get(), e.ending_lba.get());
+        let eoff = at + u64_from_usize(i * usize_from(hdr.entry_size));
         if first > last || last > hdr.last_usable || first < hdr.first_usable {
             return Err(Error::out_of_bounds(format!(
                 "GPT partition {} spans LBA {first}..={last}, outside the usable LBA {}..={}",
@@ -144,17 +186,16 @@ fn entries(disk: &dyn BlockRead, ss: u64, hdr: &Header) -> Result<Vec<Partition>
             .with_field("ending_lba")
             .with_offset(eoff + 32));
         }
-        let name_units: Vec<u16> =
-            e[56..128].chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).take_while(|&u| u != 0).collect();
+        let name_units: Vec<u16> = e.name.iter().map(|u| u.get()).take_while(|&u| u != 0).collect();
         out.push(Partition {
-            number: i as u32 + 1,
+            number: fit::<u32, u64>(u64_from_usize(i), "GPT partition number")? + 1,
             start: first * ss,
             len: (last - first + 1) * ss,
             type_guid: Some(type_guid),
             mbr_type: None,
-            uuid: Some(Uuid::from_bytes_le(e[16..32].try_into().unwrap_or_default())),
+            uuid: Some(Uuid::from_bytes_le(e.unique_guid)),
             name: String::from_utf16_lossy(&name_units),
-            attributes: le64(e, 48),
+            attributes: e.attributes.get(),
             bootable: false,
         });
     }
@@ -225,15 +266,19 @@ pub(crate) fn read(disk: &dyn BlockRead) -> Result<Option<Table>> {
 
 /// One GPT entry of 128 bytes.
 pub(crate) fn entry(type_guid: Uuid, uuid: Uuid, first: u64, last: u64, attributes: u64, name: &str) -> [u8; 128] {
-    let mut e = [0u8; 128];
-    e[0..16].copy_from_slice(&type_guid.to_bytes_le());
-    e[16..32].copy_from_slice(&uuid.to_bytes_le());
-    e[32..40].copy_from_slice(&first.to_le_bytes());
-    e[40..48].copy_from_slice(&last.to_le_bytes());
-    e[48..56].copy_from_slice(&attributes.to_le_bytes());
-    for (i, u) in name.encode_utf16().take(36).enumerate() {
-        e[56 + 2 * i..58 + 2 * i].copy_from_slice(&u.to_le_bytes());
+    let mut r = RawEntry {
+        type_guid: type_guid.to_bytes_le(),
+        unique_guid: uuid.to_bytes_le(),
+        starting_lba: first.into(),
+        ending_lba: last.into(),
+        attributes: attributes.into(),
+        name: [Le16::ZERO; 36],
+    };
+    for (dst, u) in r.name.iter_mut().zip(name.encode_utf16()) {
+        *dst = u.into();
     }
+    let mut e = [0u8; 128];
+    e.copy_from_slice(r.as_bytes());
     e
 }
 
@@ -248,20 +293,24 @@ pub(crate) fn header(
     entries_lba: u64,
     array_crc: u32,
 ) -> Vec<u8> {
+    let mut r = RawHeader {
+        signature: *SIGNATURE,
+        revision: 0x0001_0000.into(),
+        header_size: HEADER_SIZE.into(),
+        header_crc32: 0.into(),
+        reserved: 0.into(),
+        my_lba: my_lba.into(),
+        alternate_lba: alternate.into(),
+        first_usable_lba: first_usable.into(),
+        last_usable_lba: last_usable.into(),
+        disk_guid: disk_guid.to_bytes_le(),
+        partition_entry_lba: entries_lba.into(),
+        number_of_partition_entries: ENTRY_COUNT.into(),
+        size_of_partition_entry: ENTRY_SIZE.into(),
+        partition_entry_array_crc32: array_crc.into(),
+    };
+    r.header_crc32 = crc32(r.as_bytes()).into();
     let mut h = vec![0u8; 512];
-    h[0..8].copy_from_slice(SIGNATURE);
-    h[8..12].copy_from_slice(&0x0001_0000u32.to_le_bytes());
-    h[12..16].copy_from_slice(&HEADER_SIZE.to_le_bytes());
-    h[24..32].copy_from_slice(&my_lba.to_le_bytes());
-    h[32..40].copy_from_slice(&alternate.to_le_bytes());
-    h[40..48].copy_from_slice(&first_usable.to_le_bytes());
-    h[48..56].copy_from_slice(&last_usable.to_le_bytes());
-    h[56..72].copy_from_slice(&disk_guid.to_bytes_le());
-    h[72..80].copy_from_slice(&entries_lba.to_le_bytes());
-    h[80..84].copy_from_slice(&ENTRY_COUNT.to_le_bytes());
-    h[84..88].copy_from_slice(&ENTRY_SIZE.to_le_bytes());
-    h[88..92].copy_from_slice(&array_crc.to_le_bytes());
-    let crc = crc32(&h[..HEADER_SIZE as usize]);
-    h[16..20].copy_from_slice(&crc.to_le_bytes());
+    h[..size_of::<RawHeader>()].copy_from_slice(r.as_bytes());
     h
 }

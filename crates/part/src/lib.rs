@@ -33,6 +33,7 @@ pub use uuid::Uuid;
 pub use view::PartitionView;
 
 use diskcast_block::{BlockRead, Error, Result};
+use diskcast_layout::u64_from_usize;
 
 /// Which kind of partition table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -187,17 +188,8 @@ pub fn read_table(disk: &dyn BlockRead) -> Result<Option<Table>> {
 
 /// Reads `len` bytes at `offset` of `disk`, refusing ranges past its end.
 fn read_vec(disk: &dyn BlockRead, offset: u64, len: usize) -> Result<Vec<u8>> {
-    diskcast_block::range_end(offset, len as u64, disk.size())?;
+    diskcast_block::range_end(offset, u64_from_usize(len), disk.size())?;
     let mut b = vec![0u8; len];
     disk.read_at(&mut b, offset)?;
     Ok(b)
-}
-
-fn le32(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-fn le64(b: &[u8], at: usize) -> u64 {
-    let mut x = [0u8; 8];
-    x.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(x)
 }

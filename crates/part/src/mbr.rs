@@ -1,9 +1,38 @@
 //! The classic MBR: four primary entries at byte 446, an extended partition's chain of
 //! EBRs holding one logical partition each.
 
-use crate::{Partition, Table, TableKind, le32, read_vec};
+use crate::{Partition, Table, TableKind, read_vec};
 use diskcast_block::{BlockRead, Error, Result};
+use diskcast_layout::{
+    FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout, Le32, Unaligned, fit, low_u8, read as read_at,
+    u64_from_usize,
+};
 use std::collections::HashSet;
+
+/// A partition entry as stored (16 bytes at 446 + 16 * i), read by [`entries`] and written
+/// by [`entry`].
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Debug, Clone, Copy)]
+#[repr(C)]
+pub(crate) struct RawEntry {
+    status: u8,
+    chs_first: [u8; 3],
+    kind: u8,
+    chs_last: [u8; 3],
+    lba: Le32,
+    sectors: Le32,
+}
+
+/// Sector 0 (or an EBR) as stored, read by [`read`] and written by [`sector`].
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Debug, Clone, Copy)]
+#[repr(C)]
+pub(crate) struct RawSector {
+    boot_code: [u8; 440],
+    disk_signature: Le32,
+    reserved: [u8; 2],
+    entries: [RawEntry; 4],
+    boot_signature: [u8; 2],
+}
+const _: () = assert!(size_of::<RawSector>() == 512);
 
 /// Most logical partitions followed in an EBR chain (Linux stops at 256 minors too).
 const MAX_LOGICAL: usize = 256;
@@ -17,11 +46,14 @@ struct Entry {
     sectors: u64,
 }
 
-fn entries(sector: &[u8]) -> [Entry; 4] {
-    std::array::from_fn(|i| {
-        let e = &sector[446 + 16 * i..462 + 16 * i];
-        Entry { status: e[0], kind: e[4], lba: u64::from(le32(e, 8)), sectors: u64::from(le32(e, 12)) }
-    })
+fn entries(sector: &[u8]) -> Result<[Entry; 4]> {
+    let s = read_at::<RawSector>(sector, 0, "MBR")?;
+    Ok(s.entries.map(|e| Entry {
+        status: e.status,
+        kind: e.kind,
+        lba: u64::from(e.lba.get()),
+        sectors: u64::from(e.sectors.get()),
+    }))
 }
 
 fn is_extended(kind: u8) -> bool {
@@ -36,10 +68,10 @@ pub(crate) fn read(disk: &dyn BlockRead) -> Result<Option<Table>> {
         return Ok(None);
     }
     let s = read_vec(disk, 0, 512)?;
-    if s[510] != 0x55 || s[511] != 0xaa {
+    if read_at::<RawSector>(&s, 0, "MBR")?.boot_signature != [0x55, 0xaa] {
         return Ok(None);
     }
-    let prim = entries(&s);
+    let prim = entries(&s)?;
     if prim.iter().any(|e| e.status != 0 && e.status != 0x80) || prim.iter().all(|e| e.kind == 0) {
         return Ok(None);
     }
@@ -68,13 +100,14 @@ pub(crate) fn read(disk: &dyn BlockRead) -> Result<Option<Table>> {
         if e.kind == 0 {
             continue;
         }
-        let (start, len) = check(i as u32 + 1, e, 0, 446 + 16 * i as u64)?;
+        let n = fit::<u32, u64>(u64_from_usize(i), "MBR partition number")? + 1;
+        let (start, len) = check(n, e, 0, 446 + 16 * u64_from_usize(i))?;
         if is_extended(e.kind) {
             extended = Some(e.lba);
             continue;
         }
         parts.push(Partition {
-            number: i as u32 + 1,
+            number: n,
             start,
             len,
             type_guid: None,
@@ -106,7 +139,7 @@ pub(crate) fn read(disk: &dyn BlockRead) -> Result<Option<Table>> {
                 warnings.push(format!("extended boot record at LBA {ebr} has no 55 AA signature; chain ends"));
                 break;
             }
-            let [logical, next, ..] = entries(&b);
+            let [logical, next, ..] = entries(&b)?;
             if logical.kind != 0 && logical.sectors != 0 {
                 let (start, len) = check(number, &logical, ebr, ebr * 512 + 446)?;
                 parts.push(Partition {
@@ -140,30 +173,38 @@ fn chs(lba: u64) -> [u8; 3] {
     }
     let head = (lba / 63) % 255;
     let sector = lba % 63 + 1;
-    [head as u8, (sector as u8) | (((cyl >> 2) & 0xc0) as u8), cyl as u8]
+    // Below 256, 64 and 1024 by the arithmetic above; the cylinder's top two bits go into
+    // the sector byte.
+    [low_u8(head), low_u8(sector) | low_u8((cyl >> 2) & 0xc0), low_u8(cyl)]
 }
 
 /// A 16-byte MBR entry.
 pub(crate) fn entry(status: u8, kind: u8, lba: u32, sectors: u32) -> [u8; 16] {
-    let mut e = [0u8; 16];
-    e[0] = status;
-    e[1..4].copy_from_slice(&chs(u64::from(lba)));
-    e[4] = kind;
     let last = u64::from(lba) + u64::from(sectors).saturating_sub(1);
-    e[5..8].copy_from_slice(&chs(last));
-    e[8..12].copy_from_slice(&lba.to_le_bytes());
-    e[12..16].copy_from_slice(&sectors.to_le_bytes());
+    let r = RawEntry {
+        status,
+        chs_first: chs(u64::from(lba)),
+        kind,
+        chs_last: chs(last),
+        lba: lba.into(),
+        sectors: sectors.into(),
+    };
+    let mut e = [0u8; 16];
+    e.copy_from_slice(r.as_bytes());
     e
 }
 
 /// Sector 0 with up to four entries and a disk signature.
 pub(crate) fn sector(signature: u32, entries: &[[u8; 16]]) -> Vec<u8> {
-    let mut s = vec![0u8; 512];
-    s[440..444].copy_from_slice(&signature.to_le_bytes());
-    for (i, e) in entries.iter().take(4).enumerate() {
-        s[446 + 16 * i..462 + 16 * i].copy_from_slice(e);
+    let mut r = RawSector {
+        boot_code: [0; 440],
+        disk_signature: signature.into(),
+        reserved: [0; 2],
+        entries: [RawEntry::new_zeroed(); 4],
+        boot_signature: [0x55, 0xaa],
+    };
+    for (dst, e) in r.entries.iter_mut().zip(entries) {
+        dst.as_mut_bytes().copy_from_slice(e);
     }
-    s[510] = 0x55;
-    s[511] = 0xaa;
-    s
+    r.as_bytes().to_vec()
 }

@@ -2,13 +2,17 @@
 
 use crate::{PartType, TableKind, gpt, mbr};
 use diskcast_block::{Error, Result};
+use diskcast_layout::{low_u32, u64_from_usize, usize_from};
 use uuid::Uuid;
 
 /// Partitions start on 1 MiB boundaries, as every current partitioning tool does.
 pub const ALIGN: u64 = 1 << 20;
 const SECTOR: u64 = 512;
 /// Sectors the GPT entry array takes (128 entries x 128 bytes).
-const ARRAY_SECTORS: u64 = (gpt::ENTRY_COUNT as u64 * gpt::ENTRY_SIZE as u64) / SECTOR;
+const ARRAY_SECTORS: u64 = 128 * 128 / SECTOR;
+/// The same, as a buffer length.
+const ARRAY_BYTES: usize = 128 * 128;
+const _: () = assert!(gpt::ENTRY_COUNT == 128 && gpt::ENTRY_SIZE == 128);
 
 /// One partition to create.
 #[derive(Debug, Clone)]
@@ -81,7 +85,7 @@ impl DiskPlan {
             return Err(Error::argument("a disk needs at least one partition"));
         }
         let max = match kind {
-            TableKind::Gpt => gpt::ENTRY_COUNT as usize,
+            TableKind::Gpt => usize_from(gpt::ENTRY_COUNT),
             TableKind::Mbr => 4,
         };
         if kind == TableKind::Mbr && specs.iter().any(|s| s.kind == PartType::BiosBoot) {
@@ -99,7 +103,8 @@ impl DiskPlan {
             let start = round_up(pos, ALIGN)?;
             let len = round_up(spec.size, SECTOR)?;
             pos = start.checked_add(len).ok_or_else(|| Error::argument("partitions overflow"))?;
-            parts.push(PlannedPart { spec, number: i as u32 + 1, start, len });
+            // At most 128 partitions (checked above).
+            parts.push(PlannedPart { spec, number: low_u32(u64_from_usize(i)) + 1, start, len });
         }
         // The backup GPT (array + header) takes the last 33 sectors.
         let tail = if kind == TableKind::Gpt { (ARRAY_SECTORS + 1) * SECTOR } else { 0 };
@@ -157,15 +162,16 @@ impl DiskPlan {
                     .iter()
                     .map(|p| {
                         let status = if p.spec.bootable { 0x80 } else { 0 };
-                        mbr::entry(status, p.spec.mbr_id(), (p.start / SECTOR) as u32, (p.len / SECTOR) as u32)
+                        // `new` keeps an MBR disk below 2^32 sectors: both fit.
+                        mbr::entry(status, p.spec.mbr_id(), low_u32(p.start / SECTOR), low_u32(p.len / SECTOR))
                     })
                     .collect();
                 vec![(0, mbr::sector(signature, &entries))]
             }
             TableKind::Gpt => {
-                let mut prot = mbr::entry(0, 0xee, 1, (sectors - 1).min(u64::from(u32::MAX)) as u32);
+                let mut prot = mbr::entry(0, 0xee, 1, low_u32((sectors - 1).min(u64::from(u32::MAX))));
                 prot[5..8].copy_from_slice(&[0xff, 0xff, 0xff]);
-                let mut array = Vec::with_capacity((ARRAY_SECTORS * SECTOR) as usize);
+                let mut array = Vec::with_capacity(ARRAY_BYTES);
                 for p in &self.parts {
                     let attrs = if p.spec.bootable { 1 << 2 } else { 0 };
                     let first = p.start / SECTOR;
@@ -179,7 +185,7 @@ impl DiskPlan {
                         &p.spec.name,
                     ));
                 }
-                array.resize((ARRAY_SECTORS * SECTOR) as usize, 0);
+                array.resize(ARRAY_BYTES, 0);
                 let crc = crate::crc::crc32(&array);
                 let (first_usable, last_usable) = (2 + ARRAY_SECTORS, sectors - 2 - ARRAY_SECTORS);
                 let backup_array = sectors - 1 - ARRAY_SECTORS;

@@ -1,6 +1,7 @@
 //! One partition read as a disk of its own.
 
 use diskcast_block::{BlockRead, Error, Extent, ImageInfo, Result, range_end, resolved_extent};
+use diskcast_layout::u64_from_usize;
 use std::sync::Arc;
 
 /// The bytes `[start, start + len)` of `disk` as a [`BlockRead`]: filesystems are read
@@ -39,7 +40,7 @@ impl BlockRead for PartitionView {
     }
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        range_end(offset, buf.len() as u64, self.len)?;
+        range_end(offset, u64_from_usize(buf.len()), self.len)?;
         self.disk.read_at(buf, self.start + offset)
     }
 
