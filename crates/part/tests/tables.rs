@@ -370,3 +370,16 @@ fn gpt_with_4096_byte_sectors_reads() {
     let e = t.select("root").unwrap_err();
     assert!(e.to_string().contains("no partition") && e.to_string().contains("esp4k"), "{e}");
 }
+
+/// An sgdisk-made disk cut after its primary GPT header: the header's ranges no longer fit,
+/// and the error says which and by how much.
+#[test]
+fn truncated_sgdisk_disk_names_the_range_that_no_longer_fits() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = sgdisk_disk(dir.path());
+    std::fs::write(&p, &std::fs::read(&p).unwrap()[..1536]).unwrap();
+    let e = table_of(&p).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::OutOfBounds, "{e}");
+    assert!(e.to_string().contains("GPT usable range LBA 34..=131038 does not fit a disk of 3 sectors"), "{e}");
+    assert_eq!(e.field(), Some("last_usable_lba"));
+}
