@@ -14,6 +14,7 @@ use diskcast_block::gate::Gate;
 use diskcast_block::registry::{OpenContext, Registry};
 use diskcast_block::source::{MemSource, Source};
 use diskcast_block::{BlockRead, Error, ErrorKind};
+use diskcast_layout::{low_u8, u64_from_usize, usize_from_u64};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -232,8 +233,8 @@ fn walk(img: &dyn BlockRead, bytes_read: &mut u64, what: &str) -> diskcast_block
         assert!(e.offset == off && e.len > 0 && e.end() <= size, "{what}: extent {e:?} at {off:#x} of {size:#x}");
         let mut at = e.offset;
         while at < e.end() && *bytes_read < READ_BUDGET {
-            let n = (e.end() - at).min(buf.len() as u64).min(READ_BUDGET - *bytes_read);
-            img.read_at(&mut buf[..n as usize], at)?;
+            let n = (e.end() - at).min(u64_from_usize(buf.len())).min(READ_BUDGET - *bytes_read);
+            img.read_at(&mut buf[..usize_from_u64(n, "n")?], at)?;
             *bytes_read += n;
             at += n;
         }
@@ -261,6 +262,11 @@ impl Rng {
     /// A number in `0..n` (0 when `n` is 0).
     pub fn below(&mut self, n: u64) -> u64 {
         if n == 0 { 0 } else { self.next_u64() % n }
+    }
+    /// An index in `0..n` (0 when `n` is 0).
+    pub fn index(&mut self, n: usize) -> usize {
+        // Below `n`, so it fits in usize.
+        usize::try_from(self.below(u64_from_usize(n))).unwrap_or(0)
     }
 }
 
@@ -328,10 +334,10 @@ impl Mutator {
                 break;
             }
             let at = if rng.below(8) == 0 {
-                rng.below(m.len() as u64) as usize
+                rng.index(m.len())
             } else {
-                let (a, b) = self.hot[rng.below(self.hot.len() as u64) as usize];
-                a + rng.below((b - a) as u64) as usize
+                let (a, b) = self.hot[rng.index(self.hot.len())];
+                a + rng.index(b - a)
             };
             // An earlier truncation may have cut the hot range off.
             let at = at % m.len();
@@ -340,8 +346,8 @@ impl Mutator {
                     // A whole metadata block over another (an extent index, a directory, a
                     // FAT sector): shared and cross-linked structures.
                     let bs = 512usize << rng.below(4);
-                    let (a, b) = self.hot[rng.below(self.hot.len() as u64) as usize];
-                    let from = (a + rng.below((b - a) as u64) as usize) / bs * bs;
+                    let (a, b) = self.hot[rng.index(self.hot.len())];
+                    let from = (a + rng.index(b - a)) / bs * bs;
                     let to = at / bs * bs;
                     if from + bs <= m.len() && to + bs <= m.len() {
                         m.copy_within(from..from + bs, to);
@@ -350,7 +356,7 @@ impl Mutator {
                     }
                 }
                 let len = (4usize << rng.below(5)).min(m.len() - at);
-                let from = rng.below((m.len() - len + 1) as u64) as usize;
+                let from = rng.index(m.len() - len + 1);
                 m.copy_within(from..from + len, at);
                 what.push(format!("copy {len} bytes from {from:#x} to {at:#x}"));
                 continue;
@@ -362,14 +368,14 @@ impl Mutator {
                     what.push(format!("flip {bit:#x} at {at:#x}"));
                 }
                 2 => {
-                    let v = rng.next_u64() as u8;
+                    let v = low_u8(rng.next_u64());
                     m[at] = v;
                     what.push(format!("byte {v:#x} at {at:#x}"));
                 }
                 3 | 4 => {
-                    let width = [2usize, 4, 8][rng.below(3) as usize];
+                    let width = [2usize, 4, 8][rng.index(3)];
                     let at = at - at % width;
-                    let v = INTERESTING[rng.below(INTERESTING.len() as u64) as usize];
+                    let v = INTERESTING[rng.index(INTERESTING.len())];
                     let big = rng.below(2) == 0;
                     let bytes = if big { v.to_be_bytes() } else { v.to_le_bytes() };
                     let bytes = if big { &bytes[8 - width..] } else { &bytes[..width] };
@@ -378,7 +384,7 @@ impl Mutator {
                     what.push(format!("{}{} {v:#x} at {at:#x}", if big { "be" } else { "le" }, width * 8));
                 }
                 _ => {
-                    let len = rng.below(m.len() as u64) as usize;
+                    let len = rng.index(m.len());
                     m.truncate(len);
                     what.push(format!("truncate to {len}"));
                 }

@@ -9,6 +9,7 @@
 //! allocator, memory bounds). Each crate's
 //! `tests/common/mod.rs` keeps only what is specific to its format.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![cfg_attr(not(test), deny(clippy::as_conversions))]
 
 pub mod alloc;
 pub mod hostile;
@@ -21,6 +22,7 @@ use diskcast_block::output::OutputFiles;
 use diskcast_block::progress::NoProgress;
 use diskcast_block::registry::{CreateOptions, Driver, OpenContext, Registry};
 use diskcast_block::{Alloc, BlockRead, Error, ErrorKind, Extent, ImageInfo, Result};
+use diskcast_layout::{low_u8, u64_from_usize, usize_from_u64};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::process::Command;
@@ -205,7 +207,7 @@ pub fn assert_matches_qemu(img: &dyn BlockRead, path: &Path, qemu_fmt: &str, dir
             };
             assert!(ok, "{what}: our {ext:?} against qemu's map entry {e:?}");
             if ext.alloc.reads_zero() {
-                let r = ext.offset as usize..ext.end() as usize;
+                let r = usize_from_u64(ext.offset, "offset").unwrap()..usize_from_u64(ext.end(), "end").unwrap();
                 assert!(is_zero(&theirs[r]), "{what}: we call {ext:?} zero but qemu reads data there");
             }
             off = ext.end();
@@ -224,12 +226,12 @@ pub fn open_with(registry: &Registry, path: &Path, format: Option<&str>) -> Resu
 /// Every guest byte through our reader, read in odd-sized pieces to exercise unaligned
 /// reads.
 pub fn read_all(img: &dyn BlockRead) -> Vec<u8> {
-    let mut buf = vec![0u8; img.size() as usize];
+    let mut buf = vec![0u8; usize_from_u64(img.size(), "size").unwrap()];
     let step = 3 * 65536 + 4096 + 17;
     let mut off = 0;
     while off < buf.len() {
         let end = (off + step).min(buf.len());
-        img.read_at(&mut buf[off..end], off as u64).unwrap();
+        img.read_at(&mut buf[off..end], u64_from_usize(off)).unwrap();
         off = end;
     }
     buf
@@ -252,10 +254,10 @@ pub struct VecDisk(pub Vec<u8>);
 
 impl BlockRead for VecDisk {
     fn size(&self) -> u64 {
-        self.0.len() as u64
+        u64_from_usize(self.0.len())
     }
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        buf.copy_from_slice(&self.0[offset as usize..offset as usize + buf.len()]);
+        buf.copy_from_slice(&self.0[usize_from_u64(offset, "offset")?..usize_from_u64(offset, "offset")? + buf.len()]);
         Ok(())
     }
     fn extent_at(&self, offset: u64, max_len: u64) -> Result<Extent> {
@@ -276,9 +278,9 @@ pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            *b = x as u8;
+            *b = low_u8(x);
         } else {
-            *b = (i / 4096) as u8 ^ (seed as u8);
+            *b = low_u8(u64_from_usize(i / 4096)) ^ low_u8(seed);
         }
     }
     v
@@ -305,24 +307,29 @@ pub fn read_bytes(path: &Path, at: u64, len: usize) -> Vec<u8> {
     b
 }
 
-/// Little-endian u32 at `at`.
+/// Little-endian u32 at `at` (through diskcast-layout: past the end fails the test naming
+/// the offset).
 pub fn le32(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(b[at..at + 4].try_into().unwrap())
+    field(diskcast_layout::le32(b, at, "test buffer"))
 }
 
 /// Little-endian u64 at `at`.
 pub fn le64(b: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
+    field(diskcast_layout::le64(b, at, "test buffer"))
 }
 
 /// Big-endian u32 at `at`.
 pub fn be32(b: &[u8], at: usize) -> u32 {
-    u32::from_be_bytes(b[at..at + 4].try_into().unwrap())
+    field(diskcast_layout::be32(b, at, "test buffer"))
 }
 
 /// Big-endian u64 at `at`.
 pub fn be64(b: &[u8], at: usize) -> u64 {
-    u64::from_be_bytes(b[at..at + 8].try_into().unwrap())
+    field(diskcast_layout::be64(b, at, "test buffer"))
+}
+
+fn field<T>(r: diskcast_layout::Result<T>) -> T {
+    r.unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// The first error from opening an image (the result of `opened`), mapping every extent
@@ -333,7 +340,7 @@ pub fn first_error(opened: Result<Box<dyn BlockRead>>) -> Error {
         Err(e) => return e,
         Ok(img) => img,
     };
-    let mut buf = vec![0u8; img.size() as usize];
+    let mut buf = vec![0u8; usize_from_u64(img.size(), "size").unwrap()];
     let r = img.extent_at(0, img.size()).map(|_| ()).and_then(|_| img.read_at(&mut buf, 0));
     let r = r.and_then(|_| {
         let mut off = 0;
