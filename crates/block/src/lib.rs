@@ -198,6 +198,23 @@ pub enum Encoded {
     Units(Vec<EncodedUnit>),
 }
 
+impl Encoded {
+    /// Calls `write` for each stretch of guest bytes, for writers that store data as it is
+    /// (a compressed unit, or one whose stored bytes are not its guest bytes, is an error
+    /// naming `format`): their `write_encoded` in one place.
+    pub fn for_each_plain(self, format: &str, mut write: impl FnMut(u64, &[u8]) -> Result<()>) -> Result<()> {
+        match self {
+            Encoded::Plain { offset, data } => write(offset, &data),
+            Encoded::Units(units) => units.iter().try_for_each(|u| {
+                if u.compressed || u64_from_usize(u.stored.len()) != u.len {
+                    return Err(Error::argument(format!("{format} cannot store compressed data")).with_offset(u.offset));
+                }
+                write(u.offset, &u.stored)
+            }),
+        }
+    }
+}
+
 /// One cluster or grain as the writer will store it.
 #[derive(Debug)]
 pub struct EncodedUnit {

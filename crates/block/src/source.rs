@@ -97,6 +97,14 @@ fn past_end(name: &Path, len: usize, offset: u64, size: u64) -> Error {
         .with_file(name)
 }
 
+/// A read of `len` bytes at `offset` must end inside a source of `size` bytes.
+fn check_read(name: &Path, len: usize, offset: u64, size: u64) -> Result<()> {
+    match offset.checked_add(u64_from_usize(len)) {
+        Some(end) if end <= size => Ok(()),
+        _ => Err(past_end(name, len, offset, size)),
+    }
+}
+
 /// Bytes held in memory (a fuzzer's mutant, a small member read whole).
 #[derive(Debug, Clone)]
 pub struct MemSource {
@@ -173,9 +181,7 @@ impl ByteSource for SliceSource {
         Ok(self.len)
     }
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        if offset.checked_add(u64_from_usize(buf.len())).is_none_or(|e| e > self.len) {
-            return Err(past_end(&self.name, buf.len(), offset, self.len));
-        }
+        check_read(&self.name, buf.len(), offset, self.len)?;
         // In range of `inner`: `new` checked that `start + len` fits.
         self.inner.read_exact_at(buf, self.start + offset).map_err(|e| e.with_offset(offset).with_file(&self.name))
     }
@@ -239,9 +245,7 @@ impl ByteSource for DiskSource {
         Ok(self.len)
     }
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        if offset.checked_add(u64_from_usize(buf.len())).is_none_or(|e| e > self.len) {
-            return Err(past_end(&self.name, buf.len(), offset, self.len));
-        }
+        check_read(&self.name, buf.len(), offset, self.len)?;
         self.disk.read_at(buf, self.start + offset).map_err(|e| e.with_offset(offset).with_file(&self.name))
     }
     fn next_data(&self, offset: u64) -> Result<Option<u64>> {

@@ -185,21 +185,12 @@ impl BlockWrite for RawWriter {
     }
 }
 
-/// Calls `f` for each stretch of guest bytes in `encoded` (raw stores nothing compressed).
+/// Calls `f` for each stretch of guest bytes in `encoded`, each inside the disk.
 fn for_each_plain(encoded: Encoded, size: u64, mut f: impl FnMut(u64, &[u8]) -> Result<()>) -> Result<()> {
-    match encoded {
-        Encoded::Plain { offset, data } => {
-            range_end(offset, u64_from_usize(data.len()), size)?;
-            f(offset, &data)
-        }
-        Encoded::Units(units) => units.iter().try_for_each(|u| {
-            if u.compressed {
-                return Err(Error::argument("raw cannot store compressed data"));
-            }
-            range_end(u.offset, u64_from_usize(u.stored.len()), size)?;
-            f(u.offset, &u.stored)
-        }),
-    }
+    encoded.for_each_plain("raw", |offset, data| {
+        range_end(offset, u64_from_usize(data.len()), size)?;
+        f(offset, data)
+    })
 }
 
 /// Raw bytes to a stream (a pipe, standard output), strictly front to back.

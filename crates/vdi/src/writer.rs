@@ -217,18 +217,7 @@ impl BlockWrite for VdiWriter {
     }
 
     fn write_encoded(&self, encoded: Encoded) -> Result<()> {
-        match encoded {
-            Encoded::Plain { offset, data } => self.write_plain(offset, &data),
-            Encoded::Units(units) => {
-                for u in units {
-                    if u.compressed || u64_from_usize(u.stored.len()) != u.len {
-                        return Err(Error::argument("vdi cannot store compressed data").with_offset(u.offset));
-                    }
-                    self.write_plain(u.offset, &u.stored)?;
-                }
-                Ok(())
-            }
-        }
+        encoded.for_each_plain("vdi", |offset, data| self.write_plain(offset, data))
     }
 
     /// Unallocated blocks already read as zeros; allocated ones get zeros written.

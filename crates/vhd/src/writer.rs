@@ -350,18 +350,7 @@ impl BlockWrite for VhdWriter {
     }
 
     fn write_encoded(&self, encoded: Encoded) -> Result<()> {
-        match encoded {
-            Encoded::Plain { offset, data } => self.write_data(offset, &data),
-            Encoded::Units(units) => {
-                for u in units {
-                    if u.compressed {
-                        return Err(Error::unsupported("VHD cannot store compressed data"));
-                    }
-                    self.write_data(u.offset, &u.stored)?;
-                }
-                Ok(())
-            }
-        }
+        encoded.for_each_plain("VHD", |offset, data| self.write_data(offset, data))
     }
 
     fn write_zeroes(&self, offset: u64, len: u64) -> Result<()> {

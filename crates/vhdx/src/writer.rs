@@ -246,18 +246,7 @@ impl BlockWrite for VhdxWriter {
     }
 
     fn write_encoded(&self, encoded: Encoded) -> Result<()> {
-        match encoded {
-            Encoded::Plain { offset, data } => self.write_data(&data, offset),
-            Encoded::Units(units) => {
-                for u in units {
-                    if u.compressed {
-                        return Err(Error::unsupported("VHDX cannot store compressed data"));
-                    }
-                    self.write_data(&u.stored, u.offset)?;
-                }
-                Ok(())
-            }
-        }
+        encoded.for_each_plain("VHDX", |offset, data| self.write_data(data, offset))
     }
 
     fn write_zeroes(&self, offset: u64, len: u64) -> Result<()> {

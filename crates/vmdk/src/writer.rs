@@ -333,20 +333,7 @@ impl BlockWrite for SparseWriter {
     }
 
     fn write_encoded(&self, encoded: Encoded) -> Result<()> {
-        match encoded {
-            Encoded::Plain { offset, data } => self.write_plain(offset, &data),
-            Encoded::Units(units) => {
-                for u in units {
-                    if u.compressed || u64_from_usize(u.stored.len()) != u.len {
-                        return Err(
-                            Error::argument("monolithicSparse grains are stored uncompressed").with_offset(u.offset)
-                        );
-                    }
-                    self.write_plain(u.offset, &u.stored)?;
-                }
-                Ok(())
-            }
-        }
+        encoded.for_each_plain("monolithicSparse VMDK", |offset, data| self.write_plain(offset, data))
     }
 
     fn write_zeroes(&self, offset: u64, len: u64) -> Result<()> {
@@ -453,18 +440,7 @@ impl BlockWrite for FlatWriter {
             self.content.add(offset, data);
             self.data.write_all_at(data, offset)
         };
-        match encoded {
-            Encoded::Plain { offset, data } => write(offset, &data),
-            Encoded::Units(units) => {
-                for u in units {
-                    if u.compressed {
-                        return Err(Error::argument("flat extents cannot hold compressed data").with_offset(u.offset));
-                    }
-                    write(u.offset, &u.stored)?;
-                }
-                Ok(())
-            }
-        }
+        encoded.for_each_plain("monolithicFlat VMDK", write)
     }
 
     fn write_zeroes(&self, offset: u64, len: u64) -> Result<()> {
