@@ -185,6 +185,19 @@ impl std::error::Error for Error {
     }
 }
 
+/// A layout read past the end of its buffer is a truncated (invalid) file, naming the
+/// structure; a value too large for its field is a request the format cannot hold.
+impl From<diskcast_layout::LayoutError> for Error {
+    fn from(e: diskcast_layout::LayoutError) -> Self {
+        match e {
+            diskcast_layout::LayoutError::Short { what, .. } => {
+                Error::invalid(format!("truncated {e}")).with_field(what)
+            }
+            diskcast_layout::LayoutError::TooLarge { what, .. } => Error::argument(e.to_string()).with_field(what),
+        }
+    }
+}
+
 /// Adds context to any `Result<T, Error>`.
 pub trait ResultExt<T> {
     /// See [`Error::with_file`].
@@ -214,6 +227,17 @@ mod tests {
             .with_file("a.qcow2");
         assert_eq!(e.to_string(), "a.qcow2: L2 entry points past the end of the file (field l2_entry, offset 0x30000)");
         assert_eq!(e.kind(), ErrorKind::Corrupt);
+    }
+
+    #[test]
+    fn a_short_layout_read_is_a_truncated_file_naming_the_structure() {
+        let e = Error::from(diskcast_layout::le32(&[1, 2], 0, "VDI header").unwrap_err());
+        assert_eq!(e.kind(), ErrorKind::InvalidFormat);
+        assert_eq!(e.field(), Some("VDI header"));
+        assert_eq!(
+            e.to_string(),
+            "truncated VDI header: needs 4 bytes at offset 0, only 2 bytes available (field VDI header)"
+        );
     }
 
     #[test]
