@@ -177,7 +177,8 @@ impl Volume {
     /// The FAT entry of cluster `c`; past the FAT's end reads as end of chain (the chain
     /// then ends short of the size and is reported).
     fn entry(&self, c: u32) -> u32 {
-        diskcast_layout::le32(&self.fat, diskcast_layout::usize_from(c).saturating_mul(4), "FAT entry").unwrap_or(FAT_EOC)
+        diskcast_layout::le32(&self.fat, diskcast_layout::usize_from(c).saturating_mul(4), "FAT entry")
+            .unwrap_or(FAT_EOC)
     }
 
     fn valid(&self, c: u32) -> bool {

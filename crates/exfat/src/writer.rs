@@ -374,7 +374,8 @@ pub(crate) fn plan(tree: &Tree, opts: &BuildOptions) -> Result<BuiltFs> {
         if di == 0 {
             let mut l = LabelEntry { entry_type: T_LABEL, ..Default::default() };
             if let Some(units) = &label {
-                l.character_count = diskcast_layout::fit(diskcast_layout::u64_from_usize(units.len()), "exFAT label CharacterCount")?;
+                l.character_count =
+                    diskcast_layout::fit(diskcast_layout::u64_from_usize(units.len()), "exFAT label CharacterCount")?;
                 for (slot, &u) in l.label.iter_mut().zip(units) {
                     *slot = u.into();
                 }

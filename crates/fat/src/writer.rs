@@ -10,8 +10,8 @@
 use crate::names::{exact_short, lfn_checksum, long_name_problem, short_basis, to_dos, with_tail};
 use crate::reader::FatType;
 use crate::spec::*;
-use diskcast_layout::{IntoBytes, fit, u64_from_usize, usize_from, usize_from_u64};
 use diskcast_block::{Error, Result};
+use diskcast_layout::{IntoBytes, fit, u64_from_usize, usize_from, usize_from_u64};
 use diskcast_tree::{BuildOptions, BuiltFs, Content, Kind, Meta, NodeId, Piece, PlannedImage, Tree, display_name};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -20,6 +20,9 @@ const SECTOR: u64 = 512;
 const MIB: u64 = 1 << 20;
 /// Largest file FAT12, FAT16 and FAT32 hold: a directory entry's size field is 32 bits.
 const MAX_FILE_SIZE: u64 = 0xFFFF_FFFF;
+/// Most 32-byte entries one directory holds: the specification's limit (entry indexes are
+/// 16-bit), which the Linux driver and our reader enforce too.
+const MAX_DIR_ENTRIES: u64 = 65_536;
 
 /// What the user asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,6 +145,15 @@ fn collect(tree: &Tree, warnings: &mut Vec<String>) -> Result<Vec<WDir>> {
                 _ => continue,
             };
             entries.push(Ent { long, short, attr, meta: node.meta.clone(), what: target });
+        }
+        // "." and ".." (or the label in the root) take two slots at most.
+        let slots = 2 + entries.iter().map(Ent::slots).sum::<u64>();
+        if slots > MAX_DIR_ENTRIES {
+            return Err(Error::unsupported(format!(
+                "directory {}/ needs {slots} directory entries (long names take several each), more than \
+                 FAT's {MAX_DIR_ENTRIES} per directory (MAX_DIR_ENTRIES)",
+                path
+            )));
         }
         dirs[di].entries = entries;
     }
@@ -273,8 +285,7 @@ fn long_entries(long: &[u16], short: &[u8; 11], out: &mut Vec<u8>) -> Result<()>
     let n = long.len().div_ceil(LFN_UNITS);
     for ord in (1..=n).rev() {
         let seq: u8 = diskcast_layout::fit(diskcast_layout::u64_from_usize(ord), "FAT long-name sequence number")?;
-        let mut e =
-            LfnEntry { ord: seq | if ord == n { 0x40 } else { 0 }, attr: 0x0f, checksum, ..Default::default() };
+        let mut e = LfnEntry { ord: seq | if ord == n { 0x40 } else { 0 }, attr: 0x0f, checksum, ..Default::default() };
         for (k, slot) in e.units_mut().enumerate() {
             let i = (ord - 1) * LFN_UNITS + k;
             let u = match i.cmp(&long.len()) {
