@@ -10,6 +10,7 @@
 
 use crate::layout::*;
 use diskcast_block::{Error, Result};
+use diskcast_layout::fit;
 use diskcast_tree::{
     BuildOptions, BuiltFs, Content, FileData, FsBuilder, Kind, Meta, NodeId, Piece, PlannedImage, Timestamp, Tree,
     display_name,
@@ -169,15 +170,19 @@ impl Geo {
         }
         let by_ratio = blocks * BLOCK / INODE_RATIO;
         let want = by_ratio.max(min_inodes + 16);
-        let ipg = want.div_ceil(groups).next_multiple_of(u64::from(INODES_PER_BLOCK)).max(16);
-        if ipg > BPG {
+        // s_inodes_count is 32 bits: at most u32::MAX inodes, as mke2fs caps them (the
+        // default ratio gives the largest filesystem exactly 2^32).
+        let per_block = u64::from(INODES_PER_BLOCK);
+        let max_ipg = u64::from(u32::MAX) / groups / per_block * per_block;
+        let ipg = want.div_ceil(groups).next_multiple_of(per_block).max(16).min(max_ipg);
+        if ipg > BPG || ipg * groups < min_inodes + 16 {
             return Err(Error::argument(format!(
                 "{min_inodes} inodes do not fit in an ext4 filesystem of {} MiB",
                 (blocks * BLOCK) >> 20
             )));
         }
         let gdt = (groups * DESC_SIZE as u64).div_ceil(BLOCK);
-        Ok(Geo { blocks, groups, ipg: ipg as u32, gdt })
+        Ok(Geo { blocks, groups, ipg: fit(ipg, "ext4 inodes per group")?, gdt })
     }
 
     fn group_start(&self, g: u64) -> u64 {
@@ -1303,4 +1308,21 @@ fn inode_bytes(n: u32, ino: &Ino, fs_seed: u32, now: Timestamp) -> [u8; INODE_SI
     put16(&mut b, ino::CHECKSUM_LO, c as u16);
     put16(&mut b, ino::CHECKSUM_HI, (c >> 16) as u16);
     b
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_largest_filesystem_keeps_its_inode_count_below_2_to_the_32() {
+        // 64 TiB at one inode per 16 KiB would be 2^32 inodes, one more than
+        // s_inodes_count holds (it used to be written as 0).
+        let g = Geo::new(MAX_BLOCKS, 0).unwrap();
+        assert_eq!(g.groups, 1 << 19);
+        assert!(g.inodes() <= u64::from(u32::MAX) && g.inodes() > 4_000_000_000, "{}", g.inodes());
+        let e = Geo::new(MAX_BLOCKS, u64::from(u32::MAX)).unwrap_err();
+        assert_eq!(e.kind(), diskcast_block::ErrorKind::InvalidArgument);
+        assert_eq!(e.to_string(), "4294967295 inodes do not fit in an ext4 filesystem of 67108864 MiB");
+    }
 }
