@@ -2,6 +2,8 @@
 //! and the reader. Offsets follow the kernel's "ext4 Data Structures and Algorithms"
 //! (Documentation/filesystems/ext4) and e2fsprogs' `ext2_fs.h`.
 
+use diskcast_layout::{high_u32, low_u16, low_u32};
+
 /// Block size the writer uses (the reader takes 1 KiB to 64 KiB).
 pub const BLOCK: u64 = 4096;
 /// Inode record size the writer uses (mke2fs's default).
@@ -233,13 +235,13 @@ pub fn put32(b: &mut [u8], at: usize, v: u32) {
 }
 /// A 64-bit value split into a 32-bit low field and a 32-bit high field.
 pub fn put_split32(b: &mut [u8], lo: usize, hi: usize, v: u64) {
-    put32(b, lo, v as u32);
-    put32(b, hi, (v >> 32) as u32);
+    put32(b, lo, low_u32(v));
+    put32(b, hi, high_u32(v));
 }
 /// A 32-bit value split into two 16-bit fields.
 pub fn put_split16(b: &mut [u8], lo: usize, hi: usize, v: u32) {
-    put16(b, lo, v as u16);
-    put16(b, hi, (v >> 16) as u16);
+    put16(b, lo, low_u16(u64::from(v)));
+    put16(b, hi, low_u16(u64::from(v >> 16)));
 }
 
 /// ext4's crc32c: the raw CRC register, no final inversion (`ext4_chksum`). The `crc32c`
@@ -274,7 +276,7 @@ pub fn desc_csum(fs_seed: u32, group: u32, desc: &[u8]) -> u16 {
     c = csum(c, &desc[..gd::CHECKSUM]);
     c = csum(c, &[0, 0]);
     c = csum(c, &desc[gd::CHECKSUM + 2..]);
-    c as u16
+    low_u16(u64::from(c))
 }
 
 /// Checksum of an xattr block (its `h_checksum` at 0x10 taken as zero).
@@ -289,14 +291,15 @@ pub fn xattr_block_csum(fs_seed: u32, block_nr: u64, block: &[u8]) -> u32 {
 /// nanosecond bits). Times outside 1901..2446 are clamped.
 pub fn encode_time(sec: i64, nsec: u32) -> (u32, u32) {
     let sec = sec.clamp(-(1i64 << 31), (1i64 << 34) - (1i64 << 31) - 1);
-    let lo = sec as i32;
-    let epoch = ((sec - i64::from(lo)) >> 32) as u32 & 3;
-    (lo as u32, epoch | (nsec.min(999_999_999) << 2))
+    // The low 32 bits as a signed count; the epoch bits say how many 2^32 to add.
+    let lo = low_u32(sec.cast_unsigned()).cast_signed();
+    let epoch = high_u32((sec - i64::from(lo)).cast_unsigned()) & 3;
+    (lo.cast_unsigned(), epoch | (nsec.min(999_999_999) << 2))
 }
 
 /// The inverse of [`encode_time`].
 pub fn decode_time(lo: u32, extra: Option<u32>) -> (i64, u32) {
-    let base = i64::from(lo as i32);
+    let base = i64::from(lo.cast_signed());
     match extra {
         Some(x) => (base + (i64::from(x & 3) << 32), (x >> 2).min(999_999_999)),
         None => (base, 0),
