@@ -271,12 +271,13 @@ fn date_byte(v: i64) -> u8 {
 /// The sector size as a buffer length.
 const SECTOR_BYTES: usize = 2048;
 
+/// What a disc past sector 2^32 gets.
+const TOO_LARGE: &str = "the disc would be larger than 8 TiB (ISO 9660 numbers its 2048-byte sectors with 32 bits)";
+
 /// The sector `bytes` (whole sectors) after `lba`; past sector 2^32 ISO 9660 cannot number
 /// it, so the plan stops before anything is written.
 fn sectors_after(lba: u32, bytes: u64) -> Result<u32> {
-    u32::try_from(bytes / SECTOR).ok().and_then(|n| lba.checked_add(n)).ok_or_else(|| {
-        Error::unsupported("the disc would be larger than 8 TiB (ISO 9660 numbers its 2048-byte sectors with 32 bits)")
-    })
+    u32::try_from(bytes / SECTOR).ok().and_then(|n| lba.checked_add(n)).ok_or_else(|| Error::unsupported(TOO_LARGE))
 }
 
 /// A 7-byte directory record date in UTC.
@@ -812,7 +813,7 @@ impl<'t> Layout<'t> {
             let sectors = u32::try_from(f.size.div_ceil(SECTOR))
                 .ok()
                 .and_then(|s| lba.checked_add(s))
-                .ok_or_else(|| Error::unsupported("the disc would be larger than 8 TiB"))?;
+                .ok_or_else(|| Error::unsupported(TOO_LARGE))?;
             self.files.insert(id, (lba, f.size));
             data.push((lba, id, f.clone()));
             lba = sectors;
@@ -883,8 +884,7 @@ impl<'t> Layout<'t> {
                     self.files.get(&id).map(|&(l, s)| (u64::from(l) * SECTOR, s))
                 };
                 let l = k.layout(u64::from(lba) * SECTOR, &files)?;
-                total = u32::try_from(l.volume_end.div_ceil(SECTOR))
-                    .map_err(|_| Error::unsupported("the disc would be larger than 8 TiB"))?;
+                total = u32::try_from(l.volume_end.div_ceil(SECTOR)).map_err(|_| Error::unsupported(TOO_LARGE))?;
                 disk_size = l.disk_size.max(u64::from(total) * SECTOR);
                 // UDF readers (pycdlib) look for the second anchor in the volume's last
                 // sector: there, when the kept tail leaves it free.
