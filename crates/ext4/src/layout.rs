@@ -221,12 +221,7 @@ pub const DIR_TAIL_FT: u8 = 0xDE;
 /// Size of that tail.
 pub const DIR_TAIL_LEN: usize = 12;
 
-pub fn get16(b: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes([b[at], b[at + 1]])
-}
-pub fn get32(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
+/// Writes into the writer's own fixed-size records at the offsets above (never input).
 pub fn put16(b: &mut [u8], at: usize, v: u16) {
     b[at..at + 2].copy_from_slice(&v.to_le_bytes());
 }
@@ -261,8 +256,9 @@ pub fn inode_csum_seed(fs_seed: u32, ino: u32, generation: u32) -> u32 {
 }
 
 /// Checksum of an inode record with its two checksum fields taken as zero.
-pub fn inode_csum(fs_seed: u32, ino: u32, raw: &[u8]) -> u32 {
-    let generation = get32(raw, ino::GENERATION);
+pub fn inode_csum(fs_seed: u32, ino: u32, raw: &[u8; INODE_SIZE]) -> u32 {
+    let g = ino::GENERATION;
+    let generation = u32::from_le_bytes([raw[g], raw[g + 1], raw[g + 2], raw[g + 3]]);
     let mut c = csum(inode_csum_seed(fs_seed, ino, generation), &raw[..ino::CHECKSUM_LO]);
     c = csum(c, &[0, 0]);
     c = csum(c, &raw[ino::CHECKSUM_LO + 2..ino::CHECKSUM_HI]);
@@ -364,12 +360,12 @@ mod acl_tag {
 /// (version 1, 4-byte entries for owner/group/mask/other, 8-byte for named users and
 /// groups). `None` when the value is not a well-formed ACL.
 pub fn acl_to_disk(value: &[u8]) -> Option<Vec<u8>> {
-    if value.len() < 4 || get32(value, 0) != 2 || !(value.len() - 4).is_multiple_of(8) {
+    if diskcast_layout::le32(value, 0, "ACL").ok()? != 2 || !(value.len() - 4).is_multiple_of(8) {
         return None;
     }
     let mut out = 1u32.to_le_bytes().to_vec();
     for e in value[4..].chunks(8) {
-        let tag = get16(e, 0);
+        let tag = diskcast_layout::le16(e, 0, "ACL entry").ok()?;
         out.extend_from_slice(&e[..4]);
         if tag == acl_tag::USER || tag == acl_tag::GROUP {
             out.extend_from_slice(&e[4..8]);
@@ -380,14 +376,14 @@ pub fn acl_to_disk(value: &[u8]) -> Option<Vec<u8>> {
 
 /// ext4's on-disk ACL back to Linux's xattr form; `None` when malformed.
 pub fn acl_from_disk(value: &[u8]) -> Option<Vec<u8>> {
-    if value.len() < 4 || get32(value, 0) != 1 {
+    if diskcast_layout::le32(value, 0, "ACL").ok()? != 1 {
         return None;
     }
     let mut out = 2u32.to_le_bytes().to_vec();
     let mut at = 4;
     while at < value.len() {
         let e = value.get(at..at + 4)?;
-        let tag = get16(e, 0);
+        let tag = diskcast_layout::le16(e, 0, "ACL entry").ok()?;
         out.extend_from_slice(e);
         if tag == acl_tag::USER || tag == acl_tag::GROUP {
             out.extend_from_slice(value.get(at + 4..at + 8)?);
