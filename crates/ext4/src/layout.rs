@@ -2,7 +2,9 @@
 //! and the reader. Offsets follow the kernel's "ext4 Data Structures and Algorithms"
 //! (Documentation/filesystems/ext4) and e2fsprogs' `ext2_fs.h`.
 
-use diskcast_layout::{high_u32, low_u16, low_u32};
+use diskcast_layout::{
+    FromBytes, Immutable, IntoBytes, KnownLayout, Le16, Le32, Unaligned, high_u32, low_u16, low_u32,
+};
 
 /// Block size the writer uses (the reader takes 1 KiB to 64 KiB).
 pub const BLOCK: u64 = 4096;
@@ -204,6 +206,51 @@ pub mod ino {
     /// Size of the 60-byte `i_block` area.
     pub const BLOCK_LEN: usize = 60;
 }
+
+/// The 12-byte header of an extent node (in `i_block` or a tree block).
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Default)]
+#[repr(C)]
+pub struct ExtentHeader {
+    pub magic: Le16,
+    pub entries: Le16,
+    pub max: Le16,
+    pub depth: Le16,
+    pub generation: Le32,
+}
+
+/// A leaf entry: `len` blocks from logical `block` at physical `start_hi:start_lo`
+/// (lengths over 32768 mark unwritten extents).
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Default)]
+#[repr(C)]
+pub struct Extent {
+    pub block: Le32,
+    pub len: Le16,
+    pub start_hi: Le16,
+    pub start_lo: Le32,
+}
+
+/// An index entry: the node for logical blocks from `block` is at `leaf_hi:leaf_lo`.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Default)]
+#[repr(C)]
+pub struct ExtentIndex {
+    pub block: Le32,
+    pub leaf_lo: Le32,
+    pub leaf_hi: Le16,
+    pub unused: Le16,
+}
+
+/// The fixed 8 bytes of a directory entry; the name follows.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Default)]
+#[repr(C)]
+pub struct DirEntryHead {
+    pub inode: Le32,
+    pub rec_len: Le16,
+    pub name_len: u8,
+    pub file_type: u8,
+}
+
+const _: () = assert!(size_of::<ExtentHeader>() == 12 && size_of::<Extent>() == 12);
+const _: () = assert!(size_of::<ExtentIndex>() == 12 && size_of::<DirEntryHead>() == 8);
 
 /// Directory entry file types.
 pub mod ftype {

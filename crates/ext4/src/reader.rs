@@ -352,12 +352,13 @@ impl Fs {
     fn extent_node(&self, w: &mut Walk, node: &[u8], want_depth: Option<u16>) -> Result<()> {
         let n = w.n;
         let corrupt = |what: String| Error::corrupt(format!("inode {n}: extent tree {what}")).with_field("i_block");
-        if le16(node, 0, "ext4 extent node")? != EXTENT_MAGIC {
+        let h: &ExtentHeader = diskcast_layout::read(node, 0, "ext4 extent header")?;
+        if h.magic.get() != EXTENT_MAGIC {
             return Err(corrupt("has a bad magic".into()));
         }
-        let entries = usize::from(le16(node, 2, "ext4 extent node")?);
-        let max = usize::from(le16(node, 4, "ext4 extent node")?);
-        let depth = le16(node, 6, "ext4 extent node")?;
+        let entries = usize::from(h.entries.get());
+        let max = usize::from(h.max.get());
+        let depth = h.depth.get();
         if entries > max || 12 + 12 * max > node.len() {
             return Err(corrupt(format!("claims {entries} of {max} entries in a {}-byte node", node.len())));
         }
@@ -365,12 +366,13 @@ impl Fs {
             return Err(corrupt(format!("has a node of depth {depth} where {want_depth:?} belongs")));
         }
         for e in node[12..12 + 12 * entries].chunks_exact(12) {
-            let logical = u64::from(le32(e, 0, "ext4 extent node")?);
             if depth == 0 {
-                let raw_len = u64::from(le16(e, 4, "ext4 extent node")?);
+                let x: &Extent = diskcast_layout::read(e, 0, "ext4 extent")?;
+                let logical = u64::from(x.block.get());
+                let raw_len = u64::from(x.len.get());
                 let (len, unwritten) =
                     if raw_len > MAX_EXTENT_LEN { (raw_len - MAX_EXTENT_LEN, true) } else { (raw_len, false) };
-                let phys = u64::from(le32(e, 8, "ext4 extent node")?) | (u64::from(le16(e, 6, "ext4 inode")?) << 32);
+                let phys = u64::from(x.start_lo.get()) | (u64::from(x.start_hi.get()) << 32);
                 if phys.checked_add(len).is_none_or(|end| end > self.blocks) || (phys == 0 && len > 0) {
                     return Err(corrupt(format!("maps blocks {phys}+{len}, outside the filesystem")));
                 }
@@ -380,7 +382,8 @@ impl Fs {
                 self.room_for_run(w)?;
                 w.out.push((logical, phys, len.min(w.max_blocks - logical)));
             } else {
-                let child = u64::from(le32(e, 4, "ext4 extent node")?) | (u64::from(le16(e, 8, "ext4 inode")?) << 32);
+                let x: &ExtentIndex = diskcast_layout::read(e, 0, "ext4 extent index")?;
+                let child = u64::from(x.leaf_lo.get()) | (u64::from(x.leaf_hi.get()) << 32);
                 let b = self.tree_block(w, child, "extent tree")?;
                 self.extent_node(w, &b, Some(depth - 1))?;
             }
@@ -638,9 +641,10 @@ fn dir_entries(n: u64, data: &[u8], bs: u64) -> Result<Vec<(Vec<u8>, u64)>> {
     for (bi, block) in data.chunks(usize_from_u64(bs, "ext4 block size")?).enumerate() {
         let mut pos = 0usize;
         while pos + 8 <= block.len() {
-            let child = u64::from(le32(block, pos, "ext4 directory block")?);
-            let rec = usize::from(le16(block, pos + 4, "ext4 directory block")?);
-            let name_len = usize::from(block[pos + 6]);
+            let d: &DirEntryHead = diskcast_layout::read(block, pos, "ext4 directory entry")?;
+            let child = u64::from(d.inode.get());
+            let rec = usize::from(d.rec_len.get());
+            let name_len = usize::from(d.name_len);
             if rec < 8 || rec % 4 != 0 || pos + rec > block.len() || name_len + 8 > rec {
                 return Err(Error::corrupt(format!(
                     "directory inode {n}: record at byte {pos} of block {bi} has length {rec}"

@@ -10,7 +10,7 @@
 
 use crate::layout::*;
 use diskcast_block::{Error, Result};
-use diskcast_layout::{fit, high_u32, low_u8, low_u16, low_u32, u64_from_usize, usize_from};
+use diskcast_layout::{IntoBytes, fit, high_u32, low_u8, low_u16, low_u32, u64_from_usize, usize_from};
 use diskcast_tree::{
     BuildOptions, BuiltFs, Content, FileData, FsBuilder, Kind, Meta, NodeId, Piece, PlannedImage, Timestamp, Tree,
     display_name,
@@ -748,10 +748,14 @@ fn dir_blocks(fs_seed: u32, ino: u32, parent: u32, ents: &DirEntries, min_blocks
             finish(&mut cur, last, &mut out);
             pos = 0;
         }
-        put32(&mut cur, pos, n);
-        put16(&mut cur, pos + 4, low_u16(u64_from_usize(rec)));
-        cur[pos + 6] = low_u8(u64_from_usize(name.len()));
-        cur[pos + 7] = t;
+        // rec is at most 8 + 255 rounded up, name lengths at most MAX_NAME_LEN.
+        let head = DirEntryHead {
+            inode: n.into(),
+            rec_len: low_u16(u64_from_usize(rec)).into(),
+            name_len: low_u8(u64_from_usize(name.len())),
+            file_type: t,
+        };
+        cur[pos..pos + 8].copy_from_slice(head.as_bytes());
         cur[pos + 8..pos + 8 + name.len()].copy_from_slice(name);
         last = pos;
         pos += rec;
@@ -919,28 +923,41 @@ fn layout(p: &mut Planner, geo: Geo, fs_seed: u32) -> Result<Fs> {
 /// Builds the extent tree over `extents`: the inode's root, and the blocks below it
 /// (leaves of 340 extents, index levels above them) allocated from `alloc`.
 fn extent_tree(extents: &[(u64, u64, u64)], seed: u32, alloc: &mut Alloc, fs: &mut Fs) -> Option<([u8; 60], u64)> {
-    let header = |b: &mut [u8], entries: usize, max: usize, depth: u16| {
-        put16(b, 0, EXTENT_MAGIC);
-        put16(b, 2, low_u16(u64_from_usize(entries)));
-        put16(b, 4, low_u16(u64_from_usize(max)));
-        put16(b, 6, depth);
+    // Entry counts are at most a block's 340, lengths at most MAX_EXTENT_LEN, logical
+    // blocks below MAX_FILE_BLOCKS (2^32), physical blocks 48 bits: the splits lose nothing.
+    let header = |b: &mut [u8], entries: usize, max: usize, depth: u16| -> Option<()> {
+        let h = ExtentHeader {
+            magic: EXTENT_MAGIC.into(),
+            entries: low_u16(u64_from_usize(entries)).into(),
+            max: low_u16(u64_from_usize(max)).into(),
+            depth: depth.into(),
+            generation: 0.into(),
+        };
+        diskcast_layout::put(b, 0, &h, "ext4 extent header").ok()
     };
-    let leaf = |b: &mut [u8], at: usize, (logical, phys, len): (u64, u64, u64)| {
-        put32(b, at, low_u32(logical));
-        put16(b, at + 4, low_u16(len));
-        put16(b, at + 6, low_u16(phys >> 32));
-        put32(b, at + 8, low_u32(phys));
+    let leaf = |b: &mut [u8], at: usize, (logical, phys, len): (u64, u64, u64)| -> Option<()> {
+        let x = Extent {
+            block: low_u32(logical).into(),
+            len: low_u16(len).into(),
+            start_hi: low_u16(phys >> 32).into(),
+            start_lo: low_u32(phys).into(),
+        };
+        diskcast_layout::put(b, at, &x, "ext4 extent").ok()
     };
-    let index = |b: &mut [u8], at: usize, (logical, child): (u64, u64)| {
-        put32(b, at, low_u32(logical));
-        put32(b, at + 4, low_u32(child));
-        put16(b, at + 8, low_u16(child >> 32));
+    let index = |b: &mut [u8], at: usize, (logical, child): (u64, u64)| -> Option<()> {
+        let x = ExtentIndex {
+            block: low_u32(logical).into(),
+            leaf_lo: low_u32(child).into(),
+            leaf_hi: low_u16(child >> 32).into(),
+            unused: 0.into(),
+        };
+        diskcast_layout::put(b, at, &x, "ext4 extent index").ok()
     };
     let mut root = [0u8; 60];
     if extents.len() <= ROOT_EXTENTS {
-        header(&mut root, extents.len(), ROOT_EXTENTS, 0);
+        header(&mut root, extents.len(), ROOT_EXTENTS, 0)?;
         for (i, &e) in extents.iter().enumerate() {
-            leaf(&mut root, 12 + 12 * i, e);
+            leaf(&mut root, 12 + 12 * i, e)?;
         }
         return Some((root, 0));
     }
@@ -960,9 +977,9 @@ fn extent_tree(extents: &[(u64, u64, u64)], seed: u32, alloc: &mut Alloc, fs: &m
     for chunk in extents.chunks(BLOCK_EXTENTS) {
         let blk = take(fs)?;
         let mut b = vec![0u8; BLOCK_BYTES];
-        header(&mut b, chunk.len(), BLOCK_EXTENTS, 0);
+        header(&mut b, chunk.len(), BLOCK_EXTENTS, 0)?;
         for (i, &e) in chunk.iter().enumerate() {
-            leaf(&mut b, 12 + 12 * i, e);
+            leaf(&mut b, 12 + 12 * i, e)?;
         }
         seal(&mut b);
         fs.blocks.insert(blk, b);
@@ -974,9 +991,9 @@ fn extent_tree(extents: &[(u64, u64, u64)], seed: u32, alloc: &mut Alloc, fs: &m
         for chunk in level.chunks(BLOCK_EXTENTS) {
             let blk = take(fs)?;
             let mut b = vec![0u8; BLOCK_BYTES];
-            header(&mut b, chunk.len(), BLOCK_EXTENTS, depth);
+            header(&mut b, chunk.len(), BLOCK_EXTENTS, depth)?;
             for (i, &e) in chunk.iter().enumerate() {
-                index(&mut b, 12 + 12 * i, e);
+                index(&mut b, 12 + 12 * i, e)?;
             }
             seal(&mut b);
             fs.blocks.insert(blk, b);
@@ -985,9 +1002,9 @@ fn extent_tree(extents: &[(u64, u64, u64)], seed: u32, alloc: &mut Alloc, fs: &m
         level = up;
         depth += 1;
     }
-    header(&mut root, level.len(), ROOT_EXTENTS, depth);
+    header(&mut root, level.len(), ROOT_EXTENTS, depth)?;
     for (i, &e) in level.iter().enumerate() {
-        index(&mut root, 12 + 12 * i, e);
+        index(&mut root, 12 + 12 * i, e)?;
     }
     Some((root, tree_blocks))
 }
