@@ -343,8 +343,8 @@ fn udf_directory_longer_than_its_recorded_extents() {
 #[test]
 fn a_udf_disc_past_sector_2_to_the_32_is_refused_at_planning() {
     use diskcast_block::{BlockRead, ErrorKind};
-    use diskcast_iso9660::write::{IsoOptions, plan_iso};
-    use diskcast_tree::{FileData, Kind, Meta, Node, Timestamp, Tree};
+    use diskcast_iso9660::write::{IsoBuilder, IsoOptions};
+    use diskcast_tree::{BuildOptions, BuiltFs, FileData, FsBuilder, Kind, Meta, Node, Timestamp, Tree};
     // Files of one extent each (4 GiB - 2 KiB), zero-filled: nothing is read or written.
     const PART: u64 = 0xFFFF_F800;
     let plan = |last: u64| {
@@ -355,9 +355,9 @@ fn a_udf_disc_past_sector_2_to_the_32_is_refused_at_planning() {
             tree.insert(NodeId::ROOT, format!("f{i:04}").as_bytes(), zeros(PART)).unwrap();
         }
         tree.insert(NodeId::ROOT, b"last", zeros(last)).unwrap();
-        plan_iso(&tree, &IsoOptions { udf: true, ..IsoOptions::default() })
+        IsoBuilder::new(IsoOptions { udf: true, ..IsoOptions::default() }).plan(&tree, &BuildOptions::default())
     };
-    let volume_size = |built: &diskcast_iso9660::write::BuiltIso| {
+    let volume_size = |built: &BuiltFs| {
         let mut b = [0u8; 4];
         built.image.read_at(&mut b, 16 * 2048 + 80).unwrap();
         u32::from_le_bytes(b)
