@@ -8,6 +8,7 @@
 //! malformed entry sets are errors, never hangs. Writing ([`ExfatBuilder`]): see
 //! [`writer`].
 #![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::as_conversions))]
 
 mod reader;
 mod spec;

@@ -35,7 +35,8 @@ pub struct Geometry {
 
 /// True when sector 0 names exFAT and carries the boot signature.
 pub(crate) fn probe(b: &[u8]) -> bool {
-    b.len() >= 512 && &b[3..11] == FS_NAME && b[510] == 0x55 && b[511] == 0xaa
+    diskcast_layout::read::<BootSector>(b, 0, "exFAT boot sector")
+        .is_ok_and(|s| &s.fs_name == FS_NAME && s.signature == [0x55, 0xaa])
 }
 
 fn corrupt(msg: String, field: &'static str, offset: u64) -> Error {
@@ -56,14 +57,15 @@ impl Geometry {
         if !probe(&b) {
             return Err(Error::invalid("not an exFAT boot sector"));
         }
-        if b[11..64].iter().any(|&x| x != 0) {
+        let bs: &BootSector = diskcast_layout::read(&b, 0, "exFAT boot sector")?;
+        if bs.must_be_zero.iter().any(|&x| x != 0) {
             return Err(corrupt("the boot sector's MustBeZero bytes are not zero".into(), "must_be_zero", 11));
         }
-        let shift = b[108];
+        let shift = bs.bytes_per_sector_shift;
         if !(9..=12).contains(&shift) {
             return Err(corrupt(format!("BytesPerSectorShift is {shift}, not 9-12"), "bytes_per_sector_shift", 108));
         }
-        let spc_shift = b[109];
+        let spc_shift = bs.sectors_per_cluster_shift;
         if u32::from(shift) + u32::from(spc_shift) > 25 {
             return Err(corrupt(
                 format!(
@@ -82,20 +84,21 @@ impl Geometry {
         let mut region = vec![0u8; to_usize(region_len, "the boot region")?];
         disk.read_at(&mut region, 0)?;
         let sum = boot_checksum(&region, sector_us);
-        if let Some(bad) = region[11 * sector_us..].chunks_exact(4).position(|q| le32(q, 0) != sum) {
+        let stored = diskcast_layout::bytes(&region, 11 * sector_us, sector_us, "exFAT boot checksum sector")?;
+        if let Some(bad) = stored.chunks_exact(4).position(|q| q != sum.to_le_bytes()) {
             return Err(corrupt(
                 format!("the boot checksum sector does not match the boot region (computed {sum:#010x})"),
                 "boot_checksum",
                 11 * sector + u64::try_from(bad * 4).unwrap_or(0),
             ));
         }
-        let volume = le64(&b, 72);
-        let fat_offset = u64::from(le32(&b, 80));
-        let fat_len = u64::from(le32(&b, 84));
-        let heap = u64::from(le32(&b, 88));
-        let clusters = le32(&b, 92);
-        let root = le32(&b, 96);
-        let fats = b[110];
+        let volume = bs.volume_length.get();
+        let fat_offset = u64::from(bs.fat_offset.get());
+        let fat_len = u64::from(bs.fat_length.get());
+        let heap = u64::from(bs.cluster_heap_offset.get());
+        let clusters = bs.cluster_count.get();
+        let root = bs.first_cluster_of_root.get();
+        let fats = bs.number_of_fats;
         let vol_bytes = volume.checked_mul(sector).filter(|&v| v <= disk.size()).ok_or_else(|| {
             Error::out_of_bounds(format!(
                 "the exFAT volume claims {volume} sectors of {sector} bytes, the disk holds {} bytes",
@@ -149,7 +152,7 @@ impl Geometry {
             heap_offset: heap * sector,
             clusters,
             root_cluster: root,
-            serial: le32(&b, 100),
+            serial: bs.volume_serial.get(),
         })
     }
 
@@ -171,8 +174,11 @@ fn bit(map: &[u8], i: u64) -> bool {
 }
 
 impl Volume {
+    /// The FAT entry of cluster `c`; past the FAT's end reads as end of chain (the chain
+    /// then ends short of the size and is reported).
     fn entry(&self, c: u32) -> u32 {
-        usize::try_from(u64::from(c) * 4).ok().and_then(|at| self.fat.get(at..at + 4)).map_or(FAT_EOC, |q| le32(q, 0))
+        diskcast_layout::le32(&self.fat, diskcast_layout::usize_from(c).saturating_mul(4), "FAT entry")
+            .unwrap_or(FAT_EOC)
     }
 
     fn valid(&self, c: u32) -> bool {
@@ -325,21 +331,24 @@ fn parse_dir(bytes: &[u8], path: &str, mut root: Option<&mut RootInfo>) -> Resul
         }
         match ty {
             T_BITMAP => {
+                let a: &AllocEntry = diskcast_layout::read(e, 0, "exFAT allocation bitmap entry")?;
                 if let Some(r) = root.as_deref_mut()
-                    && e[1] & 1 == 0
+                    && a.flags & 1 == 0
                 {
-                    r.bitmap = Some((le32(e, 20), le64(e, 24)));
+                    r.bitmap = Some((a.first_cluster.get(), a.data_length.get()));
                 }
                 i += 1;
             }
             T_UPCASE => {
+                let a: &AllocEntry = diskcast_layout::read(e, 0, "exFAT up-case table entry")?;
                 if let Some(r) = root.as_deref_mut() {
-                    r.upcase = Some((le32(e, 20), le64(e, 24), le32(e, 4)));
+                    r.upcase = Some((a.first_cluster.get(), a.data_length.get(), a.table_checksum.get()));
                 }
                 i += 1;
             }
             T_FILE => {
-                let sc = usize::from(e[1]);
+                let f: &FileEntry = diskcast_layout::read(e, 0, "exFAT file entry")?;
+                let sc = usize::from(f.secondary_count);
                 let room = ents.len() - i - 1;
                 if !(2..=18).contains(&sc) || sc > room {
                     return Err(corrupt(
@@ -351,28 +360,28 @@ fn parse_dir(bytes: &[u8], path: &str, mut root: Option<&mut RootInfo>) -> Resul
                         at(i) + 1,
                     ));
                 }
-                let set = &bytes[i * ENTRY..(i + 1 + sc) * ENTRY];
+                let set = diskcast_layout::bytes(bytes, i * ENTRY, (1 + sc) * ENTRY, "exFAT entry set")?;
                 let sum = set_checksum(set);
-                if sum != le16(e, 2) {
+                if sum != f.set_checksum.get() {
                     return Err(corrupt(
                         format!(
                             "directory {path}: the entry set at byte {} has checksum {:#06x}, its entries sum to {sum:#06x}",
                             at(i),
-                            le16(e, 2)
+                            f.set_checksum.get()
                         ),
                         "set_checksum",
                         at(i) + 2,
                     ));
                 }
-                let s = ents[i + 1];
-                if s[0] != T_STREAM {
+                let s: &StreamEntry = diskcast_layout::read(ents[i + 1], 0, "exFAT stream extension entry")?;
+                if s.entry_type != T_STREAM {
                     return Err(corrupt(
                         format!("directory {path}: the entry set at byte {} has no stream extension", at(i)),
                         "entry_type",
                         at(i + 1),
                     ));
                 }
-                let name_len = usize::from(s[3]);
+                let name_len = usize::from(s.name_length);
                 let name_entries = name_len.div_ceil(NAME_UNITS_PER_ENTRY);
                 if name_len == 0 || name_entries > sc - 1 {
                     return Err(corrupt(
@@ -387,21 +396,18 @@ fn parse_dir(bytes: &[u8], path: &str, mut root: Option<&mut RootInfo>) -> Resul
                 }
                 let mut units = Vec::with_capacity(name_len);
                 for k in 0..name_entries {
-                    let n = ents[i + 2 + k];
-                    if n[0] != T_NAME {
+                    let n: &NameEntry = diskcast_layout::read(ents[i + 2 + k], 0, "exFAT file name entry")?;
+                    if n.entry_type != T_NAME {
                         return Err(corrupt(
                             format!("directory {path}: the entry set at byte {} lacks a file name entry", at(i)),
                             "entry_type",
                             at(i + 2 + k),
                         ));
                     }
-                    for j in 0..NAME_UNITS_PER_ENTRY {
-                        if units.len() < name_len {
-                            units.push(le16(n, 2 + 2 * j));
-                        }
-                    }
+                    let want = name_len - units.len();
+                    units.extend(n.name.iter().take(want).map(|u| u.get()));
                 }
-                let (valid, len) = (le64(s, 8), le64(s, 24));
+                let (valid, len) = (s.valid_data_length.get(), s.data_length.get());
                 if valid > len {
                     return Err(corrupt(
                         format!(
@@ -414,14 +420,14 @@ fn parse_dir(bytes: &[u8], path: &str, mut root: Option<&mut RootInfo>) -> Resul
                 }
                 out.push(SetInfo {
                     name: String::from_utf16_lossy(&units).into_bytes(),
-                    attr: le16(e, 4),
-                    flags: s[1],
-                    first: le32(s, 20),
+                    attr: f.attributes.get(),
+                    flags: s.flags,
+                    first: s.first_cluster.get(),
                     valid,
                     len,
-                    mtime: from_timestamp(le32(e, 12), e[21], e[23]),
-                    atime: from_timestamp(le32(e, 16), 0, e[24]),
-                    ctime: from_timestamp(le32(e, 8), e[20], e[22]),
+                    mtime: from_timestamp(f.modify.get(), f.modify_10ms, f.modify_utc),
+                    atime: from_timestamp(f.access.get(), 0, f.access_utc),
+                    ctime: from_timestamp(f.create.get(), f.create_10ms, f.create_utc),
                 });
                 i += 1 + sc;
             }

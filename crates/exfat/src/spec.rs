@@ -1,6 +1,10 @@
 //! On-disk constants and the checksums of the exFAT specification: the boot checksum
 //! (section 3.4), the entry set checksum (6.3.3), the name hash (7.6.4), the up-case
-//! table checksum (7.2.2) and the up-case table itself (7.2.5, compressed form).
+//! table checksum (7.2.2) and the up-case table itself (7.2.5, compressed form), and the
+//! layouts of the boot sector and the directory entries, read and written from the same
+//! structs.
+
+use diskcast_layout::{FromBytes, Immutable, IntoBytes, KnownLayout, Le16, Le32, Le64, Unaligned};
 
 /// `FileSystemName` of the main boot sector.
 pub(crate) const FS_NAME: &[u8; 8] = b"EXFAT   ";
@@ -17,6 +21,108 @@ pub(crate) const ENTRY: usize = 32;
 pub(crate) const MAX_NAME_UNITS: usize = 255;
 /// UTF-16 units per file name entry.
 pub(crate) const NAME_UNITS_PER_ENTRY: usize = 15;
+
+/// The main (and backup) boot sector (specification 3.1).
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy)]
+#[repr(C)]
+pub(crate) struct BootSector {
+    pub jump: [u8; 3],
+    pub fs_name: [u8; 8],
+    pub must_be_zero: [u8; 53],
+    pub partition_offset: Le64,
+    pub volume_length: Le64,
+    pub fat_offset: Le32,
+    pub fat_length: Le32,
+    pub cluster_heap_offset: Le32,
+    pub cluster_count: Le32,
+    pub first_cluster_of_root: Le32,
+    pub volume_serial: Le32,
+    pub fs_revision: Le16,
+    pub volume_flags: Le16,
+    pub bytes_per_sector_shift: u8,
+    pub sectors_per_cluster_shift: u8,
+    pub number_of_fats: u8,
+    pub drive_select: u8,
+    pub percent_in_use: u8,
+    pub reserved: [u8; 7],
+    pub boot_code: [u8; 390],
+    pub signature: [u8; 2],
+}
+
+/// A file directory entry, the primary of a file's entry set (7.4).
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Default)]
+#[repr(C)]
+pub(crate) struct FileEntry {
+    pub entry_type: u8,
+    pub secondary_count: u8,
+    pub set_checksum: Le16,
+    pub attributes: Le16,
+    pub reserved1: [u8; 2],
+    pub create: Le32,
+    pub modify: Le32,
+    pub access: Le32,
+    pub create_10ms: u8,
+    pub modify_10ms: u8,
+    pub create_utc: u8,
+    pub modify_utc: u8,
+    pub access_utc: u8,
+    pub reserved2: [u8; 7],
+}
+
+/// The stream extension entry: where a file's data is and how long it is (7.6).
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Default)]
+#[repr(C)]
+pub(crate) struct StreamEntry {
+    pub entry_type: u8,
+    pub flags: u8,
+    pub reserved1: u8,
+    pub name_length: u8,
+    pub name_hash: Le16,
+    pub reserved2: [u8; 2],
+    pub valid_data_length: Le64,
+    pub reserved3: [u8; 4],
+    pub first_cluster: Le32,
+    pub data_length: Le64,
+}
+
+/// A file name entry: 15 UTF-16 units of the name (7.7).
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Default)]
+#[repr(C)]
+pub(crate) struct NameEntry {
+    pub entry_type: u8,
+    pub flags: u8,
+    pub name: [Le16; NAME_UNITS_PER_ENTRY],
+}
+
+/// The allocation bitmap (7.1) and up-case table (7.2) entries share this shape; `flags`
+/// is the bitmap's BitmapFlags, `table_checksum` the up-case table's (reserved in the
+/// bitmap entry).
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Default)]
+#[repr(C)]
+pub(crate) struct AllocEntry {
+    pub entry_type: u8,
+    pub flags: u8,
+    pub reserved1: [u8; 2],
+    pub table_checksum: Le32,
+    pub reserved2: [u8; 12],
+    pub first_cluster: Le32,
+    pub data_length: Le64,
+}
+
+/// The volume label entry (7.3).
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Default)]
+#[repr(C)]
+pub(crate) struct LabelEntry {
+    pub entry_type: u8,
+    pub character_count: u8,
+    pub label: [Le16; 11],
+    pub reserved: [u8; 8],
+}
+
+const _: () = assert!(size_of::<BootSector>() == 512);
+const _: () = assert!(size_of::<FileEntry>() == ENTRY && size_of::<StreamEntry>() == ENTRY);
+const _: () = assert!(size_of::<NameEntry>() == ENTRY && size_of::<AllocEntry>() == ENTRY);
+const _: () = assert!(size_of::<LabelEntry>() == ENTRY);
 
 /// Entry types.
 pub(crate) const T_BITMAP: u8 = 0x81;
@@ -135,19 +241,6 @@ pub(crate) fn from_timestamp(ts: u32, ms10: u8, utc: u8) -> Option<(i64, u32)> {
         sec -= quarters * 15 * 60;
     }
     Some((sec, nsec))
-}
-
-/// Reads a little-endian u16 / u32 / u64 at `at` (callers slice within bounds).
-pub(crate) fn le16(b: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes([b[at], b[at + 1]])
-}
-pub(crate) fn le32(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-pub(crate) fn le64(b: &[u8], at: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(a)
 }
 
 /// Why a name cannot be an exFAT file name, if it cannot (section 7.7.3: 1-255 UTF-16

@@ -9,6 +9,7 @@
 
 use crate::spec::*;
 use diskcast_block::{Error, Result};
+use diskcast_layout::IntoBytes;
 use diskcast_tree::{BuildOptions, BuiltFs, Content, Kind, Meta, NodeId, Piece, PlannedImage, Tree, display_name};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -186,48 +187,53 @@ fn u32_of(v: u64, what: &str) -> Result<u32> {
 }
 
 /// The entry set (file, stream extension, names) of one entry.
-fn entry_set(e: &Ent, first: u32, len: u64, contiguous: bool) -> Vec<u8> {
+fn entry_set(e: &Ent, first: u32, len: u64, contiguous: bool) -> Result<Vec<u8>> {
     let names = e.name.len().div_ceil(NAME_UNITS_PER_ENTRY);
-    let mut set = vec![0u8; (2 + names) * ENTRY];
-    let f = &mut set[..ENTRY];
-    f[0] = T_FILE;
-    f[1] = u8::try_from(1 + names).unwrap_or(18);
-    f[4..6].copy_from_slice(&e.attr.to_le_bytes());
-    let (mts, m10, mutc) = timestamp(e.meta.mtime.sec, e.meta.mtime.nsec);
+    let (modify, modify_10ms, modify_utc) = timestamp(e.meta.mtime.sec, e.meta.mtime.nsec);
     let c = e.meta.ctime.unwrap_or(e.meta.mtime);
-    let (cts, c10, cutc) = timestamp(c.sec, c.nsec);
+    let (create, create_10ms, create_utc) = timestamp(c.sec, c.nsec);
     let a = e.meta.atime.unwrap_or(e.meta.mtime);
-    let (ats, _, autc) = timestamp(a.sec, a.nsec);
-    f[8..12].copy_from_slice(&cts.to_le_bytes());
-    f[12..16].copy_from_slice(&mts.to_le_bytes());
-    f[16..20].copy_from_slice(&ats.to_le_bytes());
-    f[20] = c10;
-    f[21] = m10;
-    f[22] = cutc;
-    f[23] = mutc;
-    f[24] = autc;
-    let s = &mut set[ENTRY..2 * ENTRY];
-    s[0] = T_STREAM;
-    s[1] = if len > 0 { ALLOCATION_POSSIBLE | if contiguous { NO_FAT_CHAIN } else { 0 } } else { ALLOCATION_POSSIBLE };
-    s[3] = u8::try_from(e.name.len()).unwrap_or(u8::MAX);
+    let (access, _, access_utc) = timestamp(a.sec, a.nsec);
+    let file = FileEntry {
+        entry_type: T_FILE,
+        secondary_count: diskcast_layout::fit(diskcast_layout::u64_from_usize(1 + names), "exFAT SecondaryCount")?,
+        attributes: e.attr.into(),
+        create: create.into(),
+        modify: modify.into(),
+        access: access.into(),
+        create_10ms,
+        modify_10ms,
+        create_utc,
+        modify_utc,
+        access_utc,
+        ..Default::default()
+    };
     let up: Vec<u16> = e.name.iter().map(|&u| upcase(u)).collect();
-    s[4..6].copy_from_slice(&name_hash(&up).to_le_bytes());
-    s[8..16].copy_from_slice(&len.to_le_bytes());
-    s[20..24].copy_from_slice(&(if len > 0 { first } else { 0 }).to_le_bytes());
-    s[24..32].copy_from_slice(&len.to_le_bytes());
-    for (k, chunk) in e.name.chunks(NAME_UNITS_PER_ENTRY).enumerate() {
-        let n = &mut set[(2 + k) * ENTRY..(3 + k) * ENTRY];
-        n[0] = T_NAME;
-        for (j, u) in chunk.iter().enumerate() {
-            n[2 + 2 * j..4 + 2 * j].copy_from_slice(&u.to_le_bytes());
+    let stream = StreamEntry {
+        entry_type: T_STREAM,
+        flags: if len > 0 && contiguous { ALLOCATION_POSSIBLE | NO_FAT_CHAIN } else { ALLOCATION_POSSIBLE },
+        name_length: diskcast_layout::fit(diskcast_layout::u64_from_usize(e.name.len()), "exFAT NameLength")?,
+        name_hash: name_hash(&up).into(),
+        valid_data_length: len.into(),
+        first_cluster: (if len > 0 { first } else { 0 }).into(),
+        data_length: len.into(),
+        ..Default::default()
+    };
+    let mut set = Vec::with_capacity((2 + names) * ENTRY);
+    set.extend_from_slice(file.as_bytes());
+    set.extend_from_slice(stream.as_bytes());
+    for chunk in e.name.chunks(NAME_UNITS_PER_ENTRY) {
+        let mut n = NameEntry { entry_type: T_NAME, ..Default::default() };
+        for (slot, &u) in n.name.iter_mut().zip(chunk) {
+            *slot = u.into();
         }
+        set.extend_from_slice(n.as_bytes());
     }
     let sum = set_checksum(&set);
-    set[2..4].copy_from_slice(&sum.to_le_bytes());
-    set
+    diskcast_layout::put_le16(&mut set, 2, sum, "exFAT SetChecksum")?;
+    Ok(set)
 }
 
-/// Plans the filesystem.
 pub(crate) fn plan(tree: &Tree, opts: &BuildOptions) -> Result<BuiltFs> {
     let mut warnings = Vec::new();
     let mut dirs = collect(tree, &mut warnings)?;
@@ -325,13 +331,12 @@ pub(crate) fn plan(tree: &Tree, opts: &BuildOptions) -> Result<BuiltFs> {
         usize::try_from((fat_entries * 4).div_ceil(SECTOR) * SECTOR)
             .map_err(|_| Error::argument("FAT too large"))?
     ];
-    let mut put = |c: u64, v: u32| {
-        if let Ok(at) = usize::try_from(c * 4) {
-            fat[at..at + 4].copy_from_slice(&v.to_le_bytes());
-        }
+    let mut put = |c: u64, v: u32| -> Result<()> {
+        let at = diskcast_layout::usize_from_u64(c * 4, "exFAT FAT entry")?;
+        Ok(diskcast_layout::put_le32(&mut fat, at, v, "exFAT FAT entry")?)
     };
-    put(0, FAT_MEDIA);
-    put(1, FAT_EOC);
+    put(0, FAT_MEDIA)?;
+    put(1, FAT_EOC)?;
     for (first, n) in [
         (u64::from(bitmap_first), bitmap_clusters),
         (u64::from(upcase_first), upcase_clusters),
@@ -339,7 +344,7 @@ pub(crate) fn plan(tree: &Tree, opts: &BuildOptions) -> Result<BuiltFs> {
     ] {
         for c in first..first + n {
             let v = if c + 1 == first + n { FAT_EOC } else { u32_of(c + 1, "cluster")? };
-            put(c, v);
+            put(c, v)?;
         }
     }
 
@@ -367,36 +372,40 @@ pub(crate) fn plan(tree: &Tree, opts: &BuildOptions) -> Result<BuiltFs> {
     for (di, d) in dirs.iter().enumerate() {
         let mut out = Vec::new();
         if di == 0 {
-            let mut l = [0u8; ENTRY];
-            l[0] = T_LABEL;
+            let mut l = LabelEntry { entry_type: T_LABEL, ..Default::default() };
             if let Some(units) = &label {
-                l[1] = u8::try_from(units.len()).unwrap_or(11);
-                for (j, u) in units.iter().enumerate() {
-                    l[2 + 2 * j..4 + 2 * j].copy_from_slice(&u.to_le_bytes());
+                l.character_count =
+                    diskcast_layout::fit(diskcast_layout::u64_from_usize(units.len()), "exFAT label CharacterCount")?;
+                for (slot, &u) in l.label.iter_mut().zip(units) {
+                    *slot = u.into();
                 }
             }
-            out.extend_from_slice(&l);
-            let mut b = [0u8; ENTRY];
-            b[0] = T_BITMAP;
-            b[20..24].copy_from_slice(&bitmap_first.to_le_bytes());
-            b[24..32].copy_from_slice(&lay.bitmap_bytes().to_le_bytes());
-            out.extend_from_slice(&b);
-            let mut u = [0u8; ENTRY];
-            u[0] = T_UPCASE;
-            u[4..8].copy_from_slice(&table_checksum(upcase).to_le_bytes());
-            u[20..24].copy_from_slice(&upcase_first.to_le_bytes());
-            u[24..32].copy_from_slice(&upcase_len.to_le_bytes());
-            out.extend_from_slice(&u);
+            out.extend_from_slice(l.as_bytes());
+            let b = AllocEntry {
+                entry_type: T_BITMAP,
+                first_cluster: bitmap_first.into(),
+                data_length: lay.bitmap_bytes().into(),
+                ..Default::default()
+            };
+            out.extend_from_slice(b.as_bytes());
+            let u = AllocEntry {
+                entry_type: T_UPCASE,
+                table_checksum: table_checksum(upcase).into(),
+                first_cluster: upcase_first.into(),
+                data_length: upcase_len.into(),
+                ..Default::default()
+            };
+            out.extend_from_slice(u.as_bytes());
         }
         for (k, e) in d.entries.iter().enumerate() {
             match e.what {
                 Target::Dir(sub) => {
                     let len = u64::from(dirs[sub].clusters) * cs;
-                    out.extend_from_slice(&entry_set(e, dirs[sub].first, len, true));
+                    out.extend_from_slice(&entry_set(e, dirs[sub].first, len, true)?);
                 }
                 Target::File(id, size) => {
                     let first = file_first[di][k];
-                    out.extend_from_slice(&entry_set(e, first, size, true));
+                    out.extend_from_slice(&entry_set(e, first, size, true)?);
                     if size > 0 {
                         let data = tree.node(id).as_file().cloned().ok_or_else(|| Error::invalid("file node lost"))?;
                         img.place(lay.offset(first), size, Piece::File { data, offset: 0 })?;
@@ -417,31 +426,36 @@ pub(crate) fn plan(tree: &Tree, opts: &BuildOptions) -> Result<BuiltFs> {
 /// reserved sector and the checksum sector.
 fn boot_region(l: &Layout, partition_offset: u64, serial: u32, root: u32, percent: u8) -> Result<Vec<u8>> {
     let sector = usize::try_from(SECTOR).unwrap_or(512);
-    let mut r = vec![0u8; sector * 12];
-    let b = &mut r[..sector];
-    b[0..3].copy_from_slice(&[0xeb, 0x76, 0x90]);
-    b[3..11].copy_from_slice(FS_NAME);
-    b[64..72].copy_from_slice(&partition_offset.to_le_bytes());
-    b[72..80].copy_from_slice(&l.total.to_le_bytes());
-    b[80..84].copy_from_slice(&u32_of(l.fat_offset, "FAT offset")?.to_le_bytes());
-    b[84..88].copy_from_slice(&u32_of(l.fat_len, "FAT length")?.to_le_bytes());
-    b[88..92].copy_from_slice(&u32_of(l.heap, "cluster heap offset")?.to_le_bytes());
-    b[92..96].copy_from_slice(&u32_of(l.clusters, "cluster count")?.to_le_bytes());
-    b[96..100].copy_from_slice(&root.to_le_bytes());
-    b[100..104].copy_from_slice(&serial.to_le_bytes());
-    b[104..106].copy_from_slice(&0x0100u16.to_le_bytes());
-    b[108] = SECTOR_SHIFT;
-    b[109] = l.spc_shift;
-    b[110] = 1;
-    b[111] = 0x80;
-    b[112] = percent;
+    let mut boot_code = [0u8; 390];
     // Boot code: "int 18h" (BIOS: try the next boot device), then halt forever.
-    b[120..125].copy_from_slice(&[0xcd, 0x18, 0xf4, 0xeb, 0xfd]);
-    b[510] = 0x55;
-    b[511] = 0xaa;
+    boot_code[..5].copy_from_slice(&[0xcd, 0x18, 0xf4, 0xeb, 0xfd]);
+    let bs = BootSector {
+        jump: [0xeb, 0x76, 0x90],
+        fs_name: *FS_NAME,
+        must_be_zero: [0; 53],
+        partition_offset: partition_offset.into(),
+        volume_length: l.total.into(),
+        fat_offset: u32_of(l.fat_offset, "FAT offset")?.into(),
+        fat_length: u32_of(l.fat_len, "FAT length")?.into(),
+        cluster_heap_offset: u32_of(l.heap, "cluster heap offset")?.into(),
+        cluster_count: u32_of(l.clusters, "cluster count")?.into(),
+        first_cluster_of_root: root.into(),
+        volume_serial: serial.into(),
+        fs_revision: 0x0100.into(),
+        volume_flags: 0.into(),
+        bytes_per_sector_shift: SECTOR_SHIFT,
+        sectors_per_cluster_shift: l.spc_shift,
+        number_of_fats: 1,
+        drive_select: 0x80,
+        percent_in_use: percent,
+        reserved: [0; 7],
+        boot_code,
+        signature: [0x55, 0xaa],
+    };
+    let mut r = vec![0u8; sector * 12];
+    diskcast_layout::put(&mut r, 0, &bs, "exFAT boot sector")?;
     for s in 1..9 {
-        r[s * sector + sector - 2] = 0x55;
-        r[s * sector + sector - 1] = 0xaa;
+        diskcast_layout::put(&mut r, s * sector + sector - 2, &[0x55u8, 0xaa], "extended boot signature")?;
     }
     let sum = boot_checksum(&r, sector).to_le_bytes();
     for q in r[11 * sector..].chunks_exact_mut(4) {

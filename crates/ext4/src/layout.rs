@@ -2,6 +2,10 @@
 //! and the reader. Offsets follow the kernel's "ext4 Data Structures and Algorithms"
 //! (Documentation/filesystems/ext4) and e2fsprogs' `ext2_fs.h`.
 
+use diskcast_layout::{
+    FromBytes, Immutable, IntoBytes, KnownLayout, Le16, Le32, Unaligned, high_u32, low_u16, low_u32,
+};
+
 /// Block size the writer uses (the reader takes 1 KiB to 64 KiB).
 pub const BLOCK: u64 = 4096;
 /// Inode record size the writer uses (mke2fs's default).
@@ -203,6 +207,51 @@ pub mod ino {
     pub const BLOCK_LEN: usize = 60;
 }
 
+/// The 12-byte header of an extent node (in `i_block` or a tree block).
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Default)]
+#[repr(C)]
+pub struct ExtentHeader {
+    pub magic: Le16,
+    pub entries: Le16,
+    pub max: Le16,
+    pub depth: Le16,
+    pub generation: Le32,
+}
+
+/// A leaf entry: `len` blocks from logical `block` at physical `start_hi:start_lo`
+/// (lengths over 32768 mark unwritten extents).
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Default)]
+#[repr(C)]
+pub struct Extent {
+    pub block: Le32,
+    pub len: Le16,
+    pub start_hi: Le16,
+    pub start_lo: Le32,
+}
+
+/// An index entry: the node for logical blocks from `block` is at `leaf_hi:leaf_lo`.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Default)]
+#[repr(C)]
+pub struct ExtentIndex {
+    pub block: Le32,
+    pub leaf_lo: Le32,
+    pub leaf_hi: Le16,
+    pub unused: Le16,
+}
+
+/// The fixed 8 bytes of a directory entry; the name follows.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Default)]
+#[repr(C)]
+pub struct DirEntryHead {
+    pub inode: Le32,
+    pub rec_len: Le16,
+    pub name_len: u8,
+    pub file_type: u8,
+}
+
+const _: () = assert!(size_of::<ExtentHeader>() == 12 && size_of::<Extent>() == 12);
+const _: () = assert!(size_of::<ExtentIndex>() == 12 && size_of::<DirEntryHead>() == 8);
+
 /// Directory entry file types.
 pub mod ftype {
     pub const REG: u8 = 1;
@@ -219,12 +268,7 @@ pub const DIR_TAIL_FT: u8 = 0xDE;
 /// Size of that tail.
 pub const DIR_TAIL_LEN: usize = 12;
 
-pub fn get16(b: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes([b[at], b[at + 1]])
-}
-pub fn get32(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
+/// Writes into the writer's own fixed-size records at the offsets above (never input).
 pub fn put16(b: &mut [u8], at: usize, v: u16) {
     b[at..at + 2].copy_from_slice(&v.to_le_bytes());
 }
@@ -233,13 +277,13 @@ pub fn put32(b: &mut [u8], at: usize, v: u32) {
 }
 /// A 64-bit value split into a 32-bit low field and a 32-bit high field.
 pub fn put_split32(b: &mut [u8], lo: usize, hi: usize, v: u64) {
-    put32(b, lo, v as u32);
-    put32(b, hi, (v >> 32) as u32);
+    put32(b, lo, low_u32(v));
+    put32(b, hi, high_u32(v));
 }
 /// A 32-bit value split into two 16-bit fields.
 pub fn put_split16(b: &mut [u8], lo: usize, hi: usize, v: u32) {
-    put16(b, lo, v as u16);
-    put16(b, hi, (v >> 16) as u16);
+    put16(b, lo, low_u16(u64::from(v)));
+    put16(b, hi, low_u16(u64::from(v >> 16)));
 }
 
 /// ext4's crc32c: the raw CRC register, no final inversion (`ext4_chksum`). The `crc32c`
@@ -259,8 +303,9 @@ pub fn inode_csum_seed(fs_seed: u32, ino: u32, generation: u32) -> u32 {
 }
 
 /// Checksum of an inode record with its two checksum fields taken as zero.
-pub fn inode_csum(fs_seed: u32, ino: u32, raw: &[u8]) -> u32 {
-    let generation = get32(raw, ino::GENERATION);
+pub fn inode_csum(fs_seed: u32, ino: u32, raw: &[u8; INODE_SIZE]) -> u32 {
+    let g = ino::GENERATION;
+    let generation = u32::from_le_bytes([raw[g], raw[g + 1], raw[g + 2], raw[g + 3]]);
     let mut c = csum(inode_csum_seed(fs_seed, ino, generation), &raw[..ino::CHECKSUM_LO]);
     c = csum(c, &[0, 0]);
     c = csum(c, &raw[ino::CHECKSUM_LO + 2..ino::CHECKSUM_HI]);
@@ -274,7 +319,7 @@ pub fn desc_csum(fs_seed: u32, group: u32, desc: &[u8]) -> u16 {
     c = csum(c, &desc[..gd::CHECKSUM]);
     c = csum(c, &[0, 0]);
     c = csum(c, &desc[gd::CHECKSUM + 2..]);
-    c as u16
+    low_u16(u64::from(c))
 }
 
 /// Checksum of an xattr block (its `h_checksum` at 0x10 taken as zero).
@@ -289,14 +334,15 @@ pub fn xattr_block_csum(fs_seed: u32, block_nr: u64, block: &[u8]) -> u32 {
 /// nanosecond bits). Times outside 1901..2446 are clamped.
 pub fn encode_time(sec: i64, nsec: u32) -> (u32, u32) {
     let sec = sec.clamp(-(1i64 << 31), (1i64 << 34) - (1i64 << 31) - 1);
-    let lo = sec as i32;
-    let epoch = ((sec - i64::from(lo)) >> 32) as u32 & 3;
-    (lo as u32, epoch | (nsec.min(999_999_999) << 2))
+    // The low 32 bits as a signed count; the epoch bits say how many 2^32 to add.
+    let lo = low_u32(sec.cast_unsigned()).cast_signed();
+    let epoch = high_u32((sec - i64::from(lo)).cast_unsigned()) & 3;
+    (lo.cast_unsigned(), epoch | (nsec.min(999_999_999) << 2))
 }
 
 /// The inverse of [`encode_time`].
 pub fn decode_time(lo: u32, extra: Option<u32>) -> (i64, u32) {
-    let base = i64::from(lo as i32);
+    let base = i64::from(lo.cast_signed());
     match extra {
         Some(x) => (base + (i64::from(x & 3) << 32), (x >> 2).min(999_999_999)),
         None => (base, 0),
@@ -361,12 +407,12 @@ mod acl_tag {
 /// (version 1, 4-byte entries for owner/group/mask/other, 8-byte for named users and
 /// groups). `None` when the value is not a well-formed ACL.
 pub fn acl_to_disk(value: &[u8]) -> Option<Vec<u8>> {
-    if value.len() < 4 || get32(value, 0) != 2 || !(value.len() - 4).is_multiple_of(8) {
+    if diskcast_layout::le32(value, 0, "ACL").ok()? != 2 || !(value.len() - 4).is_multiple_of(8) {
         return None;
     }
     let mut out = 1u32.to_le_bytes().to_vec();
     for e in value[4..].chunks(8) {
-        let tag = get16(e, 0);
+        let tag = diskcast_layout::le16(e, 0, "ACL entry").ok()?;
         out.extend_from_slice(&e[..4]);
         if tag == acl_tag::USER || tag == acl_tag::GROUP {
             out.extend_from_slice(&e[4..8]);
@@ -377,14 +423,14 @@ pub fn acl_to_disk(value: &[u8]) -> Option<Vec<u8>> {
 
 /// ext4's on-disk ACL back to Linux's xattr form; `None` when malformed.
 pub fn acl_from_disk(value: &[u8]) -> Option<Vec<u8>> {
-    if value.len() < 4 || get32(value, 0) != 1 {
+    if diskcast_layout::le32(value, 0, "ACL").ok()? != 1 {
         return None;
     }
     let mut out = 2u32.to_le_bytes().to_vec();
     let mut at = 4;
     while at < value.len() {
         let e = value.get(at..at + 4)?;
-        let tag = get16(e, 0);
+        let tag = diskcast_layout::le16(e, 0, "ACL entry").ok()?;
         out.extend_from_slice(e);
         if tag == acl_tag::USER || tag == acl_tag::GROUP {
             out.extend_from_slice(value.get(at + 4..at + 8)?);

@@ -5,6 +5,7 @@
 //! (<https://www.kernel.org/doc/html/latest/filesystems/ext4/>); docs/ext4.md says what
 //! we write and read, and why we wrote our own.
 #![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::as_conversions))]
 
 #[allow(dead_code)] // constants kept for the features we name in errors and docs
 mod layout;

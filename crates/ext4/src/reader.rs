@@ -13,6 +13,7 @@
 
 use crate::layout::*;
 use diskcast_block::{BlockRead, Error, Result};
+use diskcast_layout::{le16, le32, u64_from_usize, usize_from, usize_from_u64};
 use diskcast_tree::{
     FileData, FileExtent, FsReader, Kind, Meta, Node, NodeId, ReadOptions, Timestamp, Tree, Xattr, check_name,
     display_name,
@@ -60,7 +61,7 @@ impl FsReader for Ext4Reader {
             return Ok(false);
         }
         let mut b = [0u8; 2];
-        disk.read_at(&mut b, 1024 + sb::MAGIC as u64)?;
+        disk.read_at(&mut b, 1024 + u64_from_usize(sb::MAGIC))?;
         Ok(u16::from_le_bytes(b) == MAGIC)
     }
 
@@ -144,15 +145,15 @@ impl Fs {
         let mut s = vec![0u8; sb::SIZE];
         disk.read_at(&mut s, 1024)?;
         let bad = |field: &'static str, what: String| Error::corrupt(what).with_field(field);
-        if get16(&s, sb::MAGIC) != MAGIC {
+        if le16(&s, sb::MAGIC, "ext4 superblock")? != MAGIC {
             return Err(Error::invalid("no ext2/3/4 superblock (magic 0xEF53) at byte 1024").with_field("s_magic"));
         }
-        let log = get32(&s, sb::LOG_BLOCK_SIZE);
+        let log = le32(&s, sb::LOG_BLOCK_SIZE, "ext4 superblock")?;
         if log > 6 {
             return Err(bad("s_log_block_size", format!("block size 2^{} KiB is impossible", log)));
         }
         let bs = 1024u64 << log;
-        let incompat_f = get32(&s, sb::FEATURE_INCOMPAT);
+        let incompat_f = le32(&s, sb::FEATURE_INCOMPAT, "ext4 superblock")?;
         let unknown = incompat_f & !KNOWN_INCOMPAT;
         if unknown != 0 {
             let names = [
@@ -171,31 +172,35 @@ impl Fs {
             .with_field("s_feature_incompat"));
         }
         // bigalloc counts groups in clusters: the geometry below would look corrupt.
-        if get32(&s, sb::FEATURE_RO_COMPAT) & ro_compat::BIGALLOC != 0 {
+        if le32(&s, sb::FEATURE_RO_COMPAT, "ext4 superblock")? & ro_compat::BIGALLOC != 0 {
             return Err(Error::unsupported(format!(
                 "ext4 feature bigalloc (ro_compat {:#x}) is not supported",
                 ro_compat::BIGALLOC
             ))
             .with_field("s_feature_ro_compat"));
         }
-        if get32(&s, sb::LOG_CLUSTER_SIZE) != log {
+        if le32(&s, sb::LOG_CLUSTER_SIZE, "ext4 superblock")? != log {
             return Err(bad(
                 "s_log_cluster_size",
                 format!(
                     "cluster size 2^{} KiB differs from the block size without bigalloc",
-                    get32(&s, sb::LOG_CLUSTER_SIZE)
+                    le32(&s, sb::LOG_CLUSTER_SIZE, "ext4 superblock")?
                 ),
             ));
         }
         let is64 = incompat_f & incompat::BIT64 != 0;
-        let blocks_lo = u64::from(get32(&s, sb::BLOCKS_COUNT_LO));
-        let blocks = if is64 { blocks_lo | (u64::from(get32(&s, sb::BLOCKS_COUNT_HI)) << 32) } else { blocks_lo };
-        let first = u64::from(get32(&s, sb::FIRST_DATA_BLOCK));
-        let bpg = u64::from(get32(&s, sb::BLOCKS_PER_GROUP));
-        let ipg = u64::from(get32(&s, sb::INODES_PER_GROUP));
-        let inodes = u64::from(get32(&s, sb::INODES_COUNT));
-        let rev = get32(&s, sb::REV_LEVEL);
-        let inode_size = if rev == 0 { 128 } else { u64::from(get16(&s, sb::INODE_SIZE)) };
+        let blocks_lo = u64::from(le32(&s, sb::BLOCKS_COUNT_LO, "ext4 superblock")?);
+        let blocks = if is64 {
+            blocks_lo | (u64::from(le32(&s, sb::BLOCKS_COUNT_HI, "ext4 superblock")?) << 32)
+        } else {
+            blocks_lo
+        };
+        let first = u64::from(le32(&s, sb::FIRST_DATA_BLOCK, "ext4 superblock")?);
+        let bpg = u64::from(le32(&s, sb::BLOCKS_PER_GROUP, "ext4 superblock")?);
+        let ipg = u64::from(le32(&s, sb::INODES_PER_GROUP, "ext4 superblock")?);
+        let inodes = u64::from(le32(&s, sb::INODES_COUNT, "ext4 superblock")?);
+        let rev = le32(&s, sb::REV_LEVEL, "ext4 superblock")?;
+        let inode_size = if rev == 0 { 128 } else { u64::from(le16(&s, sb::INODE_SIZE, "ext4 superblock")?) };
         if bpg == 0 || bpg > bs * 8 {
             return Err(bad("s_blocks_per_group", format!("{bpg} blocks per group with {bs}-byte blocks")));
         }
@@ -221,7 +226,7 @@ impl Fs {
         if groups.checked_mul(ipg) != Some(inodes) || inodes < u64::from(FIRST_INO) {
             return Err(bad("s_inodes_count", format!("{inodes} inodes do not match {groups} groups of {ipg} inodes")));
         }
-        let desc_size = if is64 { u64::from(get16(&s, sb::DESC_SIZE)) } else { 32 };
+        let desc_size = if is64 { u64::from(le16(&s, sb::DESC_SIZE, "ext4 superblock")?) } else { 32 };
         if is64 && (!(32..=1024).contains(&desc_size) || !desc_size.is_power_of_two()) {
             return Err(bad("s_desc_size", format!("group descriptor size {desc_size}")));
         }
@@ -258,9 +263,9 @@ impl Fs {
         let mut d = [0u8; 64];
         let d = &mut d[..idx(self.desc_size.min(64))?];
         self.disk.read_at(d, self.gdt + g * self.desc_size)?;
-        let mut t = u64::from(get32(d, gd::INODE_TABLE_LO));
+        let mut t = u64::from(le32(d, gd::INODE_TABLE_LO, "ext4 group descriptor")?);
         if self.desc_size >= 64 {
-            t |= u64::from(get32(d, gd::INODE_TABLE_HI)) << 32;
+            t |= u64::from(le32(d, gd::INODE_TABLE_HI, "ext4 group descriptor")?) << 32;
         }
         if t == 0 || t.checked_add(self.itb).is_none_or(|e| e > self.blocks) {
             return Err(Error::corrupt(format!("group {g}'s inode table at block {t} is outside the filesystem"))
@@ -279,10 +284,12 @@ impl Fs {
         let at = (n - 1) % self.ipg;
         let mut raw = vec![0u8; idx(self.inode_size)?];
         self.disk.read_at(&mut raw, table * self.bs + at * self.inode_size)?;
-        let mode = get16(&raw, ino::MODE);
-        let size = u64::from(get32(&raw, ino::SIZE_LO)) | (u64::from(get32(&raw, ino::SIZE_HIGH)) << 32);
-        let flags = get32(&raw, ino::FLAGS);
-        let file_acl = u64::from(get32(&raw, ino::FILE_ACL_LO)) | (u64::from(get16(&raw, ino::FILE_ACL_HIGH)) << 32);
+        let mode = le16(&raw, ino::MODE, "ext4 inode")?;
+        let size = u64::from(le32(&raw, ino::SIZE_LO, "ext4 inode")?)
+            | (u64::from(le32(&raw, ino::SIZE_HIGH, "ext4 inode")?) << 32);
+        let flags = le32(&raw, ino::FLAGS, "ext4 inode")?;
+        let file_acl = u64::from(le32(&raw, ino::FILE_ACL_LO, "ext4 inode")?)
+            | (u64::from(le16(&raw, ino::FILE_ACL_HIGH, "ext4 inode")?) << 32);
         if flags & iflag::INLINE_DATA != 0 {
             return Err(Error::unsupported(format!("inode {n} keeps its data inline (inline_data)")));
         }
@@ -345,12 +352,13 @@ impl Fs {
     fn extent_node(&self, w: &mut Walk, node: &[u8], want_depth: Option<u16>) -> Result<()> {
         let n = w.n;
         let corrupt = |what: String| Error::corrupt(format!("inode {n}: extent tree {what}")).with_field("i_block");
-        if get16(node, 0) != EXTENT_MAGIC {
+        let h: &ExtentHeader = diskcast_layout::read(node, 0, "ext4 extent header")?;
+        if h.magic.get() != EXTENT_MAGIC {
             return Err(corrupt("has a bad magic".into()));
         }
-        let entries = usize::from(get16(node, 2));
-        let max = usize::from(get16(node, 4));
-        let depth = get16(node, 6);
+        let entries = usize::from(h.entries.get());
+        let max = usize::from(h.max.get());
+        let depth = h.depth.get();
         if entries > max || 12 + 12 * max > node.len() {
             return Err(corrupt(format!("claims {entries} of {max} entries in a {}-byte node", node.len())));
         }
@@ -358,12 +366,13 @@ impl Fs {
             return Err(corrupt(format!("has a node of depth {depth} where {want_depth:?} belongs")));
         }
         for e in node[12..12 + 12 * entries].chunks_exact(12) {
-            let logical = u64::from(get32(e, 0));
             if depth == 0 {
-                let raw_len = u64::from(get16(e, 4));
+                let x: &Extent = diskcast_layout::read(e, 0, "ext4 extent")?;
+                let logical = u64::from(x.block.get());
+                let raw_len = u64::from(x.len.get());
                 let (len, unwritten) =
                     if raw_len > MAX_EXTENT_LEN { (raw_len - MAX_EXTENT_LEN, true) } else { (raw_len, false) };
-                let phys = u64::from(get32(e, 8)) | (u64::from(get16(e, 6)) << 32);
+                let phys = u64::from(x.start_lo.get()) | (u64::from(x.start_hi.get()) << 32);
                 if phys.checked_add(len).is_none_or(|end| end > self.blocks) || (phys == 0 && len > 0) {
                     return Err(corrupt(format!("maps blocks {phys}+{len}, outside the filesystem")));
                 }
@@ -373,7 +382,8 @@ impl Fs {
                 self.room_for_run(w)?;
                 w.out.push((logical, phys, len.min(w.max_blocks - logical)));
             } else {
-                let child = u64::from(get32(e, 4)) | (u64::from(get16(e, 8)) << 32);
+                let x: &ExtentIndex = diskcast_layout::read(e, 0, "ext4 extent index")?;
+                let child = u64::from(x.leaf_lo.get()) | (u64::from(x.leaf_hi.get()) << 32);
                 let b = self.tree_block(w, child, "extent tree")?;
                 self.extent_node(w, &b, Some(depth - 1))?;
             }
@@ -417,14 +427,14 @@ impl Fs {
 
     /// ext2/ext3 block maps: 12 direct pointers, then single, double and triple indirect.
     fn block_map(&self, w: &mut Walk, inode: &Inode) -> Result<()> {
-        let ptr = |i: usize| u64::from(get32(&inode.raw, ino::BLOCK + 4 * i));
+        let ptr = |i: usize| le32(&inode.raw, ino::BLOCK + 4 * i, "ext4 block map").map(u64::from);
         for i in 0..12u64 {
-            self.push_block(w, i, ptr(idx(i)?))?;
+            self.push_block(w, i, ptr(idx(i)?)?)?;
         }
         let per = self.bs / 4;
         let mut base = 12u64;
         for level in 1..=3u32 {
-            let top = ptr(11 + idx(u64::from(level))?);
+            let top = ptr(11 + idx(u64::from(level))?)?;
             if top != 0 && base < w.max_blocks {
                 self.indirect(w, top, level, base)?;
             }
@@ -441,7 +451,7 @@ impl Fs {
             if logical >= w.max_blocks {
                 break;
             }
-            let p = u64::from(get32(p, 0));
+            let p = u64::from(le32(p, 0, "ext4 indirect block")?);
             if level == 1 {
                 self.push_block(w, logical, p)?;
             } else if p != 0 {
@@ -467,24 +477,26 @@ impl Fs {
         Ok(buf)
     }
 
-    fn meta(&self, inode: &Inode) -> Meta {
+    fn meta(&self, inode: &Inode) -> Result<Meta> {
         let r = &inode.raw;
-        let uid = u32::from(get16(r, ino::UID)) | (u32::from(get16(r, ino::UID_HIGH)) << 16);
-        let gid = u32::from(get16(r, ino::GID)) | (u32::from(get16(r, ino::GID_HIGH)) << 16);
-        let extra_isize = if self.has_extra { usize::from(get16(r, ino::EXTRA_ISIZE)) } else { 0 };
-        let time = |lo: usize, extra: usize| {
-            let x = (128 + extra_isize >= extra + 4).then(|| get32(r, extra));
-            let (sec, nsec) = decode_time(get32(r, lo), x);
-            Timestamp { sec, nsec }
+        let uid =
+            u32::from(le16(r, ino::UID, "ext4 inode")?) | (u32::from(le16(r, ino::UID_HIGH, "ext4 inode")?) << 16);
+        let gid =
+            u32::from(le16(r, ino::GID, "ext4 inode")?) | (u32::from(le16(r, ino::GID_HIGH, "ext4 inode")?) << 16);
+        let extra_isize = if self.has_extra { usize::from(le16(r, ino::EXTRA_ISIZE, "ext4 inode")?) } else { 0 };
+        let time = |lo: usize, extra: usize| -> Result<Timestamp> {
+            let x = (128 + extra_isize >= extra + 4).then(|| le32(r, extra, "ext4 inode")).transpose()?;
+            let (sec, nsec) = decode_time(le32(r, lo, "ext4 inode")?, x);
+            Ok(Timestamp { sec, nsec })
         };
-        Meta {
+        Ok(Meta {
             mode: u32::from(inode.mode & 0o7777),
             uid,
             gid,
-            mtime: time(ino::MTIME, ino::MTIME_EXTRA),
-            atime: Some(time(ino::ATIME, ino::ATIME_EXTRA)),
-            ctime: Some(time(ino::CTIME, ino::CTIME_EXTRA)),
-        }
+            mtime: time(ino::MTIME, ino::MTIME_EXTRA)?,
+            atime: Some(time(ino::ATIME, ino::ATIME_EXTRA)?),
+            ctime: Some(time(ino::CTIME, ino::CTIME_EXTRA)?),
+        })
     }
 
     /// Extended attributes in the inode and in its xattr block.
@@ -492,15 +504,15 @@ impl Fs {
         let mut out = Vec::new();
         let r = &inode.raw;
         if self.has_extra {
-            let extra = usize::from(get16(r, ino::EXTRA_ISIZE));
+            let extra = usize::from(le16(r, ino::EXTRA_ISIZE, "ext4 inode")?);
             let at = 128 + extra;
-            if at + 4 <= r.len() && get32(r, at) == XATTR_MAGIC {
+            if at + 4 <= r.len() && le32(r, at, "ext4 xattr area")? == XATTR_MAGIC {
                 parse_xattrs(n, r, at + 4, at + 4, r.len(), &mut out)?;
             }
         }
         if inode.file_acl != 0 {
             let b = self.read_block(inode.file_acl, &format!("inode {n}'s xattr block"))?;
-            if get32(&b, 0) != XATTR_MAGIC {
+            if le32(&b, 0, "ext4 xattr area")? != XATTR_MAGIC {
                 return Err(Error::corrupt(format!("inode {n}: xattr block {} has a bad magic", inode.file_acl)));
             }
             parse_xattrs(n, &b, 32, 0, b.len(), &mut out)?;
@@ -514,7 +526,7 @@ impl Fs {
         if root.mode & 0xF000 != 0x4000 {
             return Err(Error::corrupt("the root inode is not a directory"));
         }
-        let mut tree = Tree::new(self.meta(&root));
+        let mut tree = Tree::new(self.meta(&root)?);
         tree.node_mut(NodeId::ROOT).xattrs = self.xattrs(u64::from(ROOT_INO), &root)?;
         let mut seen_dirs: HashMap<u64, ()> = HashMap::from([(u64::from(ROOT_INO), ())]);
         let mut files: HashMap<u64, NodeId> = HashMap::new();
@@ -540,7 +552,7 @@ impl Fs {
                     continue;
                 }
                 let inode = self.inode(child)?;
-                let meta = self.meta(&inode);
+                let meta = self.meta(&inode)?;
                 let xattrs = self.xattrs(child, &inode)?;
                 let kind = match inode.mode & 0xF000 {
                     0x4000 => {
@@ -555,7 +567,7 @@ impl Fs {
                     0x8000 => Kind::File(self.file(child, &inode)?),
                     0xA000 => Kind::Symlink(self.symlink(child, &inode)?),
                     0x2000 | 0x6000 => {
-                        let (major, minor) = device(&inode.raw);
+                        let (major, minor) = device(&inode.raw)?;
                         if inode.mode & 0xF000 == 0x2000 {
                             Kind::CharDev { major, minor }
                         } else {
@@ -604,33 +616,35 @@ impl Fs {
             return Err(Error::corrupt(format!("symlink inode {n} claims {} bytes", inode.size)));
         }
         // Fast symlinks keep the target in i_block: decided by size, as e2fsprogs does.
-        if (inode.size as usize) < ino::BLOCK_LEN {
-            return Ok(inode.raw[ino::BLOCK..ino::BLOCK + inode.size as usize].to_vec());
+        if inode.size < u64_from_usize(ino::BLOCK_LEN) {
+            let len = usize_from_u64(inode.size, "ext4 fast symlink")?;
+            return Ok(inode.raw[ino::BLOCK..ino::BLOCK + len].to_vec());
         }
         self.read_data(n, inode, inode.size)
     }
 }
 
 /// Device numbers: the old 8:8 encoding in `i_block[0]`, else the new one in `i_block[1]`.
-fn device(raw: &[u8]) -> (u32, u32) {
-    let old = get32(raw, ino::BLOCK);
+fn device(raw: &[u8]) -> Result<(u32, u32)> {
+    let old = le32(raw, ino::BLOCK, "ext4 inode")?;
     if old != 0 {
-        return ((old >> 8) & 0xff, old & 0xff);
+        return Ok(((old >> 8) & 0xff, old & 0xff));
     }
-    let new = get32(raw, ino::BLOCK + 4);
-    ((new & 0xfff00) >> 8, (new & 0xff) | ((new >> 12) & 0xfff00))
+    let new = le32(raw, ino::BLOCK + 4, "ext4 inode")?;
+    Ok(((new & 0xfff00) >> 8, (new & 0xff) | ((new >> 12) & 0xfff00)))
 }
 
 /// The `(name, inode)` records of a linear directory (htree directories read the same:
 /// their index blocks look like empty records).
 fn dir_entries(n: u64, data: &[u8], bs: u64) -> Result<Vec<(Vec<u8>, u64)>> {
     let mut out = Vec::new();
-    for (bi, block) in data.chunks(bs as usize).enumerate() {
+    for (bi, block) in data.chunks(usize_from_u64(bs, "ext4 block size")?).enumerate() {
         let mut pos = 0usize;
         while pos + 8 <= block.len() {
-            let child = u64::from(get32(block, pos));
-            let rec = usize::from(get16(block, pos + 4));
-            let name_len = usize::from(block[pos + 6]);
+            let d: &DirEntryHead = diskcast_layout::read(block, pos, "ext4 directory entry")?;
+            let child = u64::from(d.inode.get());
+            let rec = usize::from(d.rec_len.get());
+            let name_len = usize::from(d.name_len);
             if rec < 8 || rec % 4 != 0 || pos + rec > block.len() || name_len + 8 > rec {
                 return Err(Error::corrupt(format!(
                     "directory inode {n}: record at byte {pos} of block {bi} has length {rec}"
@@ -649,15 +663,15 @@ fn dir_entries(n: u64, data: &[u8], bs: u64) -> Result<Vec<(Vec<u8>, u64)>> {
 /// xattr entries from `at` (values at `base + e_value_offs`, all inside `..end`).
 fn parse_xattrs(n: u64, b: &[u8], mut at: usize, base: usize, end: usize, out: &mut Vec<Xattr>) -> Result<()> {
     let corrupt = |what: &str| Error::corrupt(format!("inode {n}: extended attribute {what}"));
-    while at + 4 <= end && get32(b, at) != 0 {
+    while at + 4 <= end && le32(b, at, "ext4 xattr entry")? != 0 {
         if at + 16 > end {
             return Err(corrupt("entry runs past its area"));
         }
         let name_len = usize::from(b[at]);
         let index = b[at + 1];
-        let voff = usize::from(get16(b, at + 2));
-        let vinum = get32(b, at + 4);
-        let vsize = get32(b, at + 8) as usize;
+        let voff = usize::from(le16(b, at + 2, "ext4 xattr entry")?);
+        let vinum = le32(b, at + 4, "ext4 xattr entry")?;
+        let vsize = usize_from(le32(b, at + 8, "ext4 xattr entry")?);
         let next = at + (16 + name_len).next_multiple_of(4);
         if next > end {
             return Err(corrupt("name runs past its area"));

@@ -10,12 +10,20 @@
 
 use crate::layout::*;
 use diskcast_block::{Error, Result};
+use diskcast_layout::{IntoBytes, fit, high_u32, low_u8, low_u16, low_u32, u64_from_usize, usize_from};
 use diskcast_tree::{
     BuildOptions, BuiltFs, Content, FileData, FsBuilder, Kind, Meta, NodeId, Piece, PlannedImage, Timestamp, Tree,
     display_name,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+
+/// A count or index the geometry bounds (groups, blocks of a group, inode numbers) as a
+/// usize: lossless on 64-bit targets, where every one fits; planning never reaches
+/// usize::MAX on others (the memory it indexes would not exist).
+fn ix(v: u64) -> usize {
+    diskcast_layout::usize_from_u64(v, "ext4 index").unwrap_or(usize::MAX)
+}
 
 /// Blocks per group: one bitmap block's worth.
 const BPG: u64 = BLOCK * 8;
@@ -24,20 +32,25 @@ const INODE_RATIO: u64 = 16384;
 /// Smallest filesystem: room for the smallest journal mke2fs makes (1024 blocks).
 const MIN_BLOCKS: u64 = 2048;
 /// Inodes per inode-table block.
-const INODES_PER_BLOCK: u32 = (BLOCK as usize / INODE_SIZE) as u32;
+const INODES_PER_BLOCK: u32 = 16;
+/// A block as a buffer length.
+const BLOCK_BYTES: usize = 4096;
+/// A block as a 32-bit field value.
+const BLOCK_U32: u32 = 4096;
+const _: () = assert!(BLOCK == 4096 && BLOCK_BYTES / INODE_SIZE == 16 && EXTRA_ISIZE == 32);
 /// Longest symlink target (a block minus the terminating NUL Linux leaves room for).
-const MAX_SYMLINK: usize = BLOCK as usize - 1;
+const MAX_SYMLINK: usize = BLOCK_BYTES - 1;
 /// Extent entries in an inode's `i_block`.
 const ROOT_EXTENTS: usize = 4;
 /// Extent entries in a tree block: (4096 - 12 header - 4 checksum tail) / 12.
-const BLOCK_EXTENTS: usize = (BLOCK as usize - 12) / 12;
+const BLOCK_EXTENTS: usize = (BLOCK_BYTES - 12) / 12;
 /// Largest logical block of a file (32-bit logical block numbers): 16 TiB files.
 const MAX_FILE_BLOCKS: u64 = 1 << 32;
 /// Largest filesystem the writer plans (the allocator keeps ranges, not bitmaps, so this
 /// is about the time to write the bitmaps): 64 TiB.
 const MAX_BLOCKS: u64 = 1 << 34;
 /// Byte offset of in-inode xattrs: after the 128-byte base and the 32 extra bytes.
-const IN_INODE_XATTR: usize = 128 + EXTRA_ISIZE as usize;
+const IN_INODE_XATTR: usize = 128 + 32;
 /// Byte offset where the first in-inode xattr entry starts (after the magic).
 const IN_INODE_FIRST: usize = IN_INODE_XATTR + 4;
 /// Links a directory may count before dir_nlink makes it 1 ("many").
@@ -136,7 +149,7 @@ impl Ino {
     fn body_blocks(&self) -> u64 {
         match &self.body {
             Body::None => 0,
-            Body::Dir(b) | Body::Symlink(b) => b.len() as u64 / BLOCK,
+            Body::Dir(b) | Body::Symlink(b) => u64_from_usize(b.len()) / BLOCK,
             Body::File { runs, .. } => runs.iter().map(|r| r.1).sum(),
             Body::Journal(n) | Body::Orphan(n) => *n,
         }
@@ -169,15 +182,19 @@ impl Geo {
         }
         let by_ratio = blocks * BLOCK / INODE_RATIO;
         let want = by_ratio.max(min_inodes + 16);
-        let ipg = want.div_ceil(groups).next_multiple_of(u64::from(INODES_PER_BLOCK)).max(16);
-        if ipg > BPG {
+        // s_inodes_count is 32 bits: at most u32::MAX inodes, as mke2fs caps them (the
+        // default ratio gives the largest filesystem exactly 2^32).
+        let per_block = u64::from(INODES_PER_BLOCK);
+        let max_ipg = u64::from(u32::MAX) / groups / per_block * per_block;
+        let ipg = want.div_ceil(groups).next_multiple_of(per_block).max(16).min(max_ipg);
+        if ipg > BPG || ipg * groups < min_inodes + 16 {
             return Err(Error::argument(format!(
                 "{min_inodes} inodes do not fit in an ext4 filesystem of {} MiB",
                 (blocks * BLOCK) >> 20
             )));
         }
-        let gdt = (groups * DESC_SIZE as u64).div_ceil(BLOCK);
-        Ok(Geo { blocks, groups, ipg: ipg as u32, gdt })
+        let gdt = (groups * u64_from_usize(DESC_SIZE)).div_ceil(BLOCK);
+        Ok(Geo { blocks, groups, ipg: fit(ipg, "ext4 inodes per group")?, gdt })
     }
 
     fn group_start(&self, g: u64) -> u64 {
@@ -198,7 +215,7 @@ impl Geo {
 
     /// Blocks all fixed metadata takes (superblocks, descriptors, bitmaps, inode tables).
     fn overhead(&self) -> u64 {
-        let backups = (0..self.groups).filter(|&g| has_super(g)).count() as u64;
+        let backups = u64_from_usize((0..self.groups).filter(|&g| has_super(g)).count());
         backups * (1 + self.gdt) + self.groups * (2 + self.itable_blocks())
     }
 }
@@ -300,10 +317,10 @@ struct GroupMeta {
 fn place_fixed(geo: &Geo) -> Result<(Ranges, Vec<GroupMeta>)> {
     let mut fixed: Vec<(u64, u64)> =
         (0..geo.groups).filter(|&g| has_super(g)).map(|g| (geo.group_start(g), 1 + geo.gdt)).collect();
-    let mut metas = vec![GroupMeta::default(); geo.groups as usize];
+    let mut metas = vec![GroupMeta::default(); ix(geo.groups)];
     let flex = 1u64 << LOG_GROUPS_PER_FLEX;
     let itb = geo.itable_blocks();
-    for f0 in (0..geo.groups).step_by(flex as usize) {
+    for f0 in (0..geo.groups).step_by(ix(flex)) {
         let n = flex.min(geo.groups - f0);
         let mut at = geo.group_start(f0);
         let mut place = |fixed: &mut Vec<(u64, u64)>, len: u64| -> Result<u64> {
@@ -318,8 +335,7 @@ fn place_fixed(geo: &Geo) -> Result<(Ranges, Vec<GroupMeta>)> {
         let ib = place(&mut fixed, n)?;
         let it = place(&mut fixed, n * itb)?;
         for i in 0..n {
-            metas[(f0 + i) as usize] =
-                GroupMeta { block_bitmap: bb + i, inode_bitmap: ib + i, inode_table: it + i * itb };
+            metas[ix(f0 + i)] = GroupMeta { block_bitmap: bb + i, inode_bitmap: ib + i, inode_table: it + i * itb };
         }
     }
     Ok((fixed, metas))
@@ -373,7 +389,7 @@ fn plan(tree: &Tree, opts: &BuildOptions) -> Result<BuiltFs> {
 
     // How many blocks the content needs, to size the filesystem.
     let content: u64 = p.inos.iter().flatten().map(|i| i.body_blocks() + tree_estimate(i) + 1).sum();
-    let n_inodes = p.inos.len() as u64;
+    let n_inodes = u64_from_usize(p.inos.len());
     let (geo, image_size) = match opts.size {
         Some(size) => (Geo::new(size / BLOCK, n_inodes)?, size),
         None => {
@@ -413,7 +429,7 @@ fn fingerprint(tree: &Tree, opts: &BuildOptions) -> [u8; 16] {
     let mut c = [0x1234_5678u32, 0x9abc_def0, 0x0fed_cba9, 0x8765_4321];
     let mut feed = |b: &[u8]| {
         for (i, x) in c.iter_mut().enumerate() {
-            *x = csum(*x ^ i as u32, b);
+            *x = csum(*x ^ low_u32(u64_from_usize(i)), b);
         }
     };
     feed(&opts.now.to_le_bytes());
@@ -443,7 +459,7 @@ fn tree_estimate(i: &Ino) -> u64 {
         Body::File { runs, .. } => runs.iter().map(|r| r.1.div_ceil(MAX_EXTENT_LEN) + 2).sum::<u64>(),
         _ => 4,
     };
-    if runs as usize <= ROOT_EXTENTS { 0 } else { (runs / BLOCK_EXTENTS as u64 + 2) * 2 }
+    if runs <= u64_from_usize(ROOT_EXTENTS) { 0 } else { (runs / u64_from_usize(BLOCK_EXTENTS) + 2) * 2 }
 }
 
 fn file_type(kind: &Kind) -> u8 {
@@ -465,11 +481,12 @@ type DirEntries = Vec<(Vec<u8>, u32, u8)>;
 impl Planner<'_> {
     fn push(&mut self, ino: Ino) -> u32 {
         self.inos.push(Some(ino));
-        (self.inos.len() - 1) as u32
+        // Inode numbers past u32 are refused by Geo::new (the count must fit s_inodes_count).
+        low_u32(u64_from_usize(self.inos.len() - 1))
     }
 
     fn ino(&mut self, n: u32) -> &mut Ino {
-        self.inos[n as usize].as_mut().unwrap_or_else(|| unreachable!("inode {n} is planned"))
+        self.inos[usize_from(n)].as_mut().unwrap_or_else(|| unreachable!("inode {n} is planned"))
     }
 
     /// Walks the tree depth first in name order, giving each node an inode number.
@@ -478,9 +495,10 @@ impl Planner<'_> {
         let counts = tree.link_counts();
         // inode 1 (bad blocks) .. 10 are reserved; the root is 2, lost+found 11.
         let root = tree.node(NodeId::ROOT);
-        let mut root_ino = Ino::new(0x4000 | (root.meta.mode & 0o7777) as u16, root.meta.clone(), Body::None);
+        let mut root_ino =
+            Ino::new(0x4000 | low_u16(u64::from(root.meta.mode & 0o7777)), root.meta.clone(), Body::None);
         root_ino.attrs = self.attrs(NodeId::ROOT, b"/")?;
-        self.inos[ROOT_INO as usize] = Some(root_ino);
+        self.inos[usize_from(ROOT_INO)] = Some(root_ino);
         self.node_ino[0] = ROOT_INO;
         let lf = tree.lookup(NodeId::ROOT, b"lost+found").filter(|&id| tree.node(id).as_dir().is_some());
         let lf_node = match lf {
@@ -490,8 +508,11 @@ impl Planner<'_> {
                 Kind::empty_dir(),
             ),
         };
-        let lf_ino =
-            self.push(Ino::new(0x4000 | (lf_node.meta.mode & 0o7777) as u16, lf_node.meta.clone(), Body::None));
+        let lf_ino = self.push(Ino::new(
+            0x4000 | low_u16(u64::from(lf_node.meta.mode & 0o7777)),
+            lf_node.meta.clone(),
+            Body::None,
+        ));
         debug_assert_eq!(lf_ino, LOST_FOUND_INO);
         // The orphan file right after it, as mke2fs makes it (sized in `layout`).
         let ometa = Meta { atime: Some(self.now), ctime: Some(self.now), ..Meta::new(0o600, self.now) };
@@ -534,7 +555,7 @@ impl Planner<'_> {
                     {
                         match &f.content {
                             Content::Stream { stream, offset } => {
-                                let key = Arc::as_ptr(stream) as *const () as usize;
+                                let key = Arc::as_ptr(stream).cast::<()>().addr();
                                 let i = *stream_index.entry(key).or_insert_with(|| {
                                     streams.push((key, Vec::new()));
                                     streams.len() - 1
@@ -568,7 +589,7 @@ impl Planner<'_> {
         }
         // Directory link counts: 2 + subdirectories (lost+found counts in the root).
         for (&d, (_, ents)) in &dirs {
-            let sub = ents.iter().filter(|e| e.2 == ftype::DIR).count() as u32;
+            let sub = u32::try_from(ents.iter().filter(|e| e.2 == ftype::DIR).count()).unwrap_or(u32::MAX);
             let links = 2u32.saturating_add(sub);
             self.ino(d).links = if links >= MAX_LINKS { 1 } else { links };
         }
@@ -578,7 +599,8 @@ impl Planner<'_> {
 
     fn new_inode(&mut self, id: NodeId, path: &[u8], links: u32) -> Result<u32> {
         let node = self.tree.node(id);
-        let mode = node.st_mode() as u16;
+        // i_mode is 16 bits: the type and permission bits, all of st_mode Linux keeps.
+        let mode = low_u16(u64::from(node.st_mode()));
         let mut ino = Ino::new(mode, node.meta.clone(), Body::None);
         ino.links = links.clamp(1, MAX_LINKS - 1);
         match &node.kind {
@@ -608,7 +630,7 @@ impl Planner<'_> {
                 ino.body = Body::File { data: f.clone(), runs };
             }
             Kind::Symlink(target) => {
-                ino.size = target.len() as u64;
+                ino.size = u64_from_usize(target.len());
                 if target.is_empty() || target.len() > MAX_SYMLINK {
                     self.warnings.push(format!(
                         "{}: symbolic link target of {} bytes cannot be stored, left empty",
@@ -620,7 +642,7 @@ impl Planner<'_> {
                     ino.iblock[..target.len()].copy_from_slice(target);
                 } else {
                     let mut b = target.clone();
-                    b.resize(BLOCK as usize, 0);
+                    b.resize(BLOCK_BYTES, 0);
                     ino.body = Body::Symlink(b);
                 }
             }
@@ -672,7 +694,7 @@ impl Planner<'_> {
         let in_inode: usize = out.iter().map(|a| a.entry_len() + a.value_len()).sum::<usize>() + 4;
         if !out.is_empty() && in_inode > INODE_SIZE - IN_INODE_FIRST {
             let need = 32 + out.iter().map(|a| a.entry_len() + a.value_len()).sum::<usize>() + 4;
-            if need > BLOCK as usize {
+            if need > BLOCK_BYTES {
                 return Err(Error::unsupported(format!(
                     "{}: extended attributes of {need} bytes do not fit in one ext4 xattr block",
                     display_name(path)
@@ -693,7 +715,7 @@ impl Planner<'_> {
             let min_blocks = if d == LOST_FOUND_INO { 4 } else { 1 };
             let blocks = dir_blocks(fs_seed, d, parent, &ents, min_blocks);
             let ino = self.ino(d);
-            ino.size = blocks.len() as u64;
+            ino.size = u64_from_usize(blocks.len());
             ino.body = Body::Dir(blocks);
         }
         Ok(())
@@ -703,15 +725,15 @@ impl Planner<'_> {
 /// The blocks of a linear directory: `.`, `..`, then the entries, each block ending in
 /// the 12-byte checksum tail.
 fn dir_blocks(fs_seed: u32, ino: u32, parent: u32, ents: &DirEntries, min_blocks: usize) -> Vec<u8> {
-    const SPACE: usize = BLOCK as usize - DIR_TAIL_LEN;
+    const SPACE: usize = BLOCK_BYTES - DIR_TAIL_LEN;
     let seed = inode_csum_seed(fs_seed, ino, 0);
     let mut out: Vec<u8> = Vec::new();
-    let mut cur = vec![0u8; BLOCK as usize];
+    let mut cur = vec![0u8; BLOCK_BYTES];
     let mut pos = 0usize;
     let mut last = 0usize;
     let finish = |cur: &mut Vec<u8>, last: usize, out: &mut Vec<u8>| {
-        put16(cur, last + 4, (SPACE - last) as u16);
-        put16(cur, SPACE + 4, DIR_TAIL_LEN as u16);
+        put16(cur, last + 4, low_u16(u64_from_usize(SPACE - last)));
+        put16(cur, SPACE + 4, low_u16(u64_from_usize(DIR_TAIL_LEN)));
         cur[SPACE + 7] = DIR_TAIL_FT;
         let c = csum(seed, &cur[..SPACE]);
         put32(cur, SPACE + 8, c);
@@ -726,16 +748,20 @@ fn dir_blocks(fs_seed: u32, ino: u32, parent: u32, ents: &DirEntries, min_blocks
             finish(&mut cur, last, &mut out);
             pos = 0;
         }
-        put32(&mut cur, pos, n);
-        put16(&mut cur, pos + 4, rec as u16);
-        cur[pos + 6] = name.len() as u8;
-        cur[pos + 7] = t;
+        // rec is at most 8 + 255 rounded up, name lengths at most MAX_NAME_LEN.
+        let head = DirEntryHead {
+            inode: n.into(),
+            rec_len: low_u16(u64_from_usize(rec)).into(),
+            name_len: low_u8(u64_from_usize(name.len())),
+            file_type: t,
+        };
+        cur[pos..pos + 8].copy_from_slice(head.as_bytes());
         cur[pos + 8..pos + 8 + name.len()].copy_from_slice(name);
         last = pos;
         pos += rec;
     }
     finish(&mut cur, last, &mut out);
-    while out.len() < min_blocks * BLOCK as usize {
+    while out.len() < min_blocks * BLOCK_BYTES {
         // An empty block: one unused entry spanning it.
         finish(&mut cur, 0, &mut out);
     }
@@ -766,7 +792,7 @@ fn layout(p: &mut Planner, geo: Geo, fs_seed: u32) -> Result<Fs> {
     let jmeta = Meta { atime: Some(p.now), ctime: Some(p.now), ..Meta::new(0o600, p.now) };
     let mut journal = Ino::new(0o100600, jmeta, Body::Journal(jblocks));
     journal.size = jblocks * BLOCK;
-    p.inos[JOURNAL_INO as usize] = Some(journal);
+    p.inos[usize_from(JOURNAL_INO)] = Some(journal);
     let oblocks = orphan_blocks(geo.blocks);
     let orphan = p.ino(ORPHAN_INO);
     orphan.body = Body::Orphan(oblocks);
@@ -775,8 +801,10 @@ fn layout(p: &mut Planner, geo: Geo, fs_seed: u32) -> Result<Fs> {
     // Metadata-like bodies first (journal, directories, slow symlinks), then file data in
     // placement order, then xattr blocks and extent tree blocks.
     let mut order: Vec<u32> = vec![JOURNAL_INO];
-    order.extend((FIRST_INO..p.inos.len() as u32).filter(|&n| {
-        p.inos[n as usize].as_ref().is_some_and(|i| matches!(i.body, Body::Dir(_) | Body::Symlink(_) | Body::Orphan(_)))
+    order.extend((FIRST_INO..low_u32(u64_from_usize(p.inos.len()))).filter(|&n| {
+        p.inos[usize_from(n)]
+            .as_ref()
+            .is_some_and(|i| matches!(i.body, Body::Dir(_) | Body::Symlink(_) | Body::Orphan(_)))
     }));
     order.insert(1, ROOT_INO);
     order.extend(p.data_order.iter().copied());
@@ -810,8 +838,8 @@ fn layout(p: &mut Planner, geo: Geo, fs_seed: u32) -> Result<Fs> {
                 let mut at = 0usize;
                 for &(_, phys, len) in &ino.extents {
                     for k in 0..len {
-                        fs.blocks.insert(phys + k, b[at..at + BLOCK as usize].to_vec());
-                        at += BLOCK as usize;
+                        fs.blocks.insert(phys + k, b[at..at + BLOCK_BYTES].to_vec());
+                        at += BLOCK_BYTES;
                     }
                 }
             }
@@ -825,10 +853,10 @@ fn layout(p: &mut Planner, geo: Geo, fs_seed: u32) -> Result<Fs> {
                 let seed = inode_csum_seed(fs_seed, ORPHAN_INO, 0);
                 for &(_, phys, len) in &ino.extents {
                     for blk in phys..phys + len {
-                        let mut b = vec![0u8; BLOCK as usize];
-                        put32(&mut b, BLOCK as usize - 8, ORPHAN_MAGIC);
-                        let c = csum(csum(seed, &blk.to_le_bytes()), &b[..BLOCK as usize - 8]);
-                        put32(&mut b, BLOCK as usize - 4, c);
+                        let mut b = vec![0u8; BLOCK_BYTES];
+                        put32(&mut b, BLOCK_BYTES - 8, ORPHAN_MAGIC);
+                        let c = csum(csum(seed, &blk.to_le_bytes()), &b[..BLOCK_BYTES - 8]);
+                        put32(&mut b, BLOCK_BYTES - 4, c);
                         fs.blocks.insert(blk, b);
                     }
                 }
@@ -840,8 +868,8 @@ fn layout(p: &mut Planner, geo: Geo, fs_seed: u32) -> Result<Fs> {
     // Xattr blocks, shared between inodes with the same attributes.
     let mut shared: HashMap<Vec<u8>, (u64, u32)> = HashMap::new();
     let mut owners: Vec<(u32, Vec<u8>)> = Vec::new();
-    for n in 1..p.inos.len() as u32 {
-        let Some(ino) = p.inos[n as usize].as_mut() else { continue };
+    for n in 1..low_u32(u64_from_usize(p.inos.len())) {
+        let Some(ino) = p.inos[usize_from(n)].as_mut() else { continue };
         let in_inode = ino.attrs.iter().map(|a| a.entry_len() + a.value_len()).sum::<usize>() + 4;
         if ino.attrs.is_empty() || in_inode <= INODE_SIZE - IN_INODE_FIRST {
             continue;
@@ -876,8 +904,8 @@ fn layout(p: &mut Planner, geo: Geo, fs_seed: u32) -> Result<Fs> {
     }
 
     // Extent trees.
-    for n in 1..p.inos.len() as u32 {
-        let Some(ino) = p.inos[n as usize].as_mut() else { continue };
+    for n in 1..low_u32(u64_from_usize(p.inos.len())) {
+        let Some(ino) = p.inos[usize_from(n)].as_mut() else { continue };
         if matches!(ino.body, Body::None) && !matches!(ino.mode & 0xF000, 0x8000 | 0x4000) {
             continue;
         }
@@ -895,28 +923,41 @@ fn layout(p: &mut Planner, geo: Geo, fs_seed: u32) -> Result<Fs> {
 /// Builds the extent tree over `extents`: the inode's root, and the blocks below it
 /// (leaves of 340 extents, index levels above them) allocated from `alloc`.
 fn extent_tree(extents: &[(u64, u64, u64)], seed: u32, alloc: &mut Alloc, fs: &mut Fs) -> Option<([u8; 60], u64)> {
-    let header = |b: &mut [u8], entries: usize, max: usize, depth: u16| {
-        put16(b, 0, EXTENT_MAGIC);
-        put16(b, 2, entries as u16);
-        put16(b, 4, max as u16);
-        put16(b, 6, depth);
+    // Entry counts are at most a block's 340, lengths at most MAX_EXTENT_LEN, logical
+    // blocks below MAX_FILE_BLOCKS (2^32), physical blocks 48 bits: the splits lose nothing.
+    let header = |b: &mut [u8], entries: usize, max: usize, depth: u16| -> Option<()> {
+        let h = ExtentHeader {
+            magic: EXTENT_MAGIC.into(),
+            entries: low_u16(u64_from_usize(entries)).into(),
+            max: low_u16(u64_from_usize(max)).into(),
+            depth: depth.into(),
+            generation: 0.into(),
+        };
+        diskcast_layout::put(b, 0, &h, "ext4 extent header").ok()
     };
-    let leaf = |b: &mut [u8], at: usize, (logical, phys, len): (u64, u64, u64)| {
-        put32(b, at, logical as u32);
-        put16(b, at + 4, len as u16);
-        put16(b, at + 6, (phys >> 32) as u16);
-        put32(b, at + 8, phys as u32);
+    let leaf = |b: &mut [u8], at: usize, (logical, phys, len): (u64, u64, u64)| -> Option<()> {
+        let x = Extent {
+            block: low_u32(logical).into(),
+            len: low_u16(len).into(),
+            start_hi: low_u16(phys >> 32).into(),
+            start_lo: low_u32(phys).into(),
+        };
+        diskcast_layout::put(b, at, &x, "ext4 extent").ok()
     };
-    let index = |b: &mut [u8], at: usize, (logical, child): (u64, u64)| {
-        put32(b, at, logical as u32);
-        put32(b, at + 4, child as u32);
-        put16(b, at + 8, (child >> 32) as u16);
+    let index = |b: &mut [u8], at: usize, (logical, child): (u64, u64)| -> Option<()> {
+        let x = ExtentIndex {
+            block: low_u32(logical).into(),
+            leaf_lo: low_u32(child).into(),
+            leaf_hi: low_u16(child >> 32).into(),
+            unused: 0.into(),
+        };
+        diskcast_layout::put(b, at, &x, "ext4 extent index").ok()
     };
     let mut root = [0u8; 60];
     if extents.len() <= ROOT_EXTENTS {
-        header(&mut root, extents.len(), ROOT_EXTENTS, 0);
+        header(&mut root, extents.len(), ROOT_EXTENTS, 0)?;
         for (i, &e) in extents.iter().enumerate() {
-            leaf(&mut root, 12 + 12 * i, e);
+            leaf(&mut root, 12 + 12 * i, e)?;
         }
         return Some((root, 0));
     }
@@ -935,10 +976,10 @@ fn extent_tree(extents: &[(u64, u64, u64)], seed: u32, alloc: &mut Alloc, fs: &m
     let mut level: Vec<(u64, u64)> = Vec::new();
     for chunk in extents.chunks(BLOCK_EXTENTS) {
         let blk = take(fs)?;
-        let mut b = vec![0u8; BLOCK as usize];
-        header(&mut b, chunk.len(), BLOCK_EXTENTS, 0);
+        let mut b = vec![0u8; BLOCK_BYTES];
+        header(&mut b, chunk.len(), BLOCK_EXTENTS, 0)?;
         for (i, &e) in chunk.iter().enumerate() {
-            leaf(&mut b, 12 + 12 * i, e);
+            leaf(&mut b, 12 + 12 * i, e)?;
         }
         seal(&mut b);
         fs.blocks.insert(blk, b);
@@ -949,10 +990,10 @@ fn extent_tree(extents: &[(u64, u64, u64)], seed: u32, alloc: &mut Alloc, fs: &m
         let mut up = Vec::new();
         for chunk in level.chunks(BLOCK_EXTENTS) {
             let blk = take(fs)?;
-            let mut b = vec![0u8; BLOCK as usize];
-            header(&mut b, chunk.len(), BLOCK_EXTENTS, depth);
+            let mut b = vec![0u8; BLOCK_BYTES];
+            header(&mut b, chunk.len(), BLOCK_EXTENTS, depth)?;
             for (i, &e) in chunk.iter().enumerate() {
-                index(&mut b, 12 + 12 * i, e);
+                index(&mut b, 12 + 12 * i, e)?;
             }
             seal(&mut b);
             fs.blocks.insert(blk, b);
@@ -961,9 +1002,9 @@ fn extent_tree(extents: &[(u64, u64, u64)], seed: u32, alloc: &mut Alloc, fs: &m
         level = up;
         depth += 1;
     }
-    header(&mut root, level.len(), ROOT_EXTENTS, depth);
+    header(&mut root, level.len(), ROOT_EXTENTS, depth)?;
     for (i, &e) in level.iter().enumerate() {
-        index(&mut root, 12 + 12 * i, e);
+        index(&mut root, 12 + 12 * i, e)?;
     }
     Some((root, tree_blocks))
 }
@@ -980,10 +1021,10 @@ fn put_xattrs(buf: &mut [u8], attrs: &[Attr], at: usize, base: usize, end: usize
         }
         vend -= vlen;
         buf[vend..vend + a.value.len()].copy_from_slice(&a.value);
-        buf[pos] = a.suffix.len() as u8;
+        buf[pos] = low_u8(u64_from_usize(a.suffix.len()));
         buf[pos + 1] = a.index;
-        put16(buf, pos + 2, if a.value.is_empty() { 0 } else { (vend - base) as u16 });
-        put32(buf, pos + 8, a.value.len() as u32);
+        put16(buf, pos + 2, if a.value.is_empty() { 0 } else { low_u16(u64_from_usize(vend - base)) });
+        put32(buf, pos + 8, low_u32(u64_from_usize(a.value.len())));
         put32(buf, pos + 12, xattr_entry_hash(&a.suffix, &a.value));
         buf[pos + 16..pos + 16 + a.suffix.len()].copy_from_slice(&a.suffix);
         pos += a.entry_len();
@@ -993,10 +1034,10 @@ fn put_xattrs(buf: &mut [u8], attrs: &[Attr], at: usize, base: usize, end: usize
 
 /// An xattr block (refcount and checksum filled in once its place is known).
 fn xattr_block(attrs: &[Attr]) -> Vec<u8> {
-    let mut b = vec![0u8; BLOCK as usize];
+    let mut b = vec![0u8; BLOCK_BYTES];
     put32(&mut b, 0, XATTR_MAGIC);
     put32(&mut b, 8, 1); // h_blocks
-    let fits = put_xattrs(&mut b, attrs, 32, 0, BLOCK as usize);
+    let fits = put_xattrs(&mut b, attrs, 32, 0, BLOCK_BYTES);
     debug_assert!(fits, "sizes were checked when the attributes were collected");
     // h_hash: the entry hashes folded together (ext2fs_ext_attr_block_rehash).
     let mut h: u32 = 0;
@@ -1009,12 +1050,12 @@ fn xattr_block(attrs: &[Attr]) -> Vec<u8> {
 
 /// The jbd2 superblock of an empty journal of `blocks` blocks (big-endian, version 2).
 fn journal_superblock(blocks: u64, uuid: &[u8; 16]) -> Vec<u8> {
-    let mut b = vec![0u8; BLOCK as usize];
+    let mut b = vec![0u8; BLOCK_BYTES];
     let be = |b: &mut [u8], at: usize, v: u32| b[at..at + 4].copy_from_slice(&v.to_be_bytes());
     be(&mut b, 0x0, JBD2_MAGIC);
     be(&mut b, 0x4, 4); // superblock v2
-    be(&mut b, 0xC, BLOCK as u32);
-    be(&mut b, 0x10, blocks as u32);
+    be(&mut b, 0xC, BLOCK_U32);
+    be(&mut b, 0x10, low_u32(blocks));
     be(&mut b, 0x14, 1); // s_first
     be(&mut b, 0x18, 1); // s_sequence
     b[0x30..0x40].copy_from_slice(uuid);
@@ -1037,25 +1078,25 @@ impl Fs {
     ) -> Result<PlannedImage> {
         let ipg = u64::from(geo.ipg);
         // Inode tables (only the blocks holding used inodes).
-        let mut used_inodes = vec![Vec::<u64>::new(); geo.groups as usize];
-        let mut dirs_in = vec![0u64; geo.groups as usize];
+        let mut used_inodes = vec![Vec::<u64>::new(); ix(geo.groups)];
+        let mut dirs_in = vec![0u64; ix(geo.groups)];
         let mut journal_root = [0u8; 60];
         for (n, slot) in p.inos.iter().enumerate() {
             let Some(ino) = slot else { continue };
-            let n = n as u64;
-            let g = ((n - 1) / ipg) as usize;
+            let n = u64_from_usize(n);
+            let g = ix((n - 1) / ipg);
             let idx = (n - 1) % ipg;
             used_inodes[g].push(idx);
             if ino.is_dir() {
                 dirs_in[g] += 1;
             }
-            let raw = inode_bytes(n as u32, ino, fs_seed, p.now);
+            let raw = inode_bytes(low_u32(n), ino, fs_seed, p.now);
             if n == u64::from(JOURNAL_INO) {
                 journal_root.copy_from_slice(&raw[ino::BLOCK..ino::BLOCK + 60]);
             }
             let blk = self.metas[g].inode_table + idx / u64::from(INODES_PER_BLOCK);
-            let at = (idx % u64::from(INODES_PER_BLOCK)) as usize * INODE_SIZE;
-            let b = self.blocks.entry(blk).or_insert_with(|| vec![0u8; BLOCK as usize]);
+            let at = ix(idx % u64::from(INODES_PER_BLOCK)) * INODE_SIZE;
+            let b = self.blocks.entry(blk).or_insert_with(|| vec![0u8; BLOCK_BYTES]);
             b[at..at + INODE_SIZE].copy_from_slice(&raw);
         }
         // The reserved inodes 1..10 are in use even when empty.
@@ -1067,47 +1108,47 @@ impl Fs {
 
         // Block usage per group.
         self.used.sort_unstable();
-        let mut used_per_group = vec![0u64; geo.groups as usize];
+        let mut used_per_group = vec![0u64; ix(geo.groups)];
         let mut bitmaps: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
         for &(s, l) in &self.used {
             let mut b = s;
             while b < s + l {
                 let g = b / BPG;
                 let end = (s + l).min((g + 1) * BPG);
-                used_per_group[g as usize] += end - b;
-                let bm = bitmaps.entry(g).or_insert_with(|| vec![0u8; BLOCK as usize]);
-                set_bits(bm, (b - g * BPG) as usize, (end - b) as usize);
+                used_per_group[ix(g)] += end - b;
+                let bm = bitmaps.entry(g).or_insert_with(|| vec![0u8; BLOCK_BYTES]);
+                set_bits(bm, ix(b - g * BPG), ix(end - b));
                 b = end;
             }
         }
         let last = geo.groups - 1;
         let tail = geo.group_len(last);
         if tail < BPG {
-            let bm = bitmaps.entry(last).or_insert_with(|| vec![0u8; BLOCK as usize]);
-            set_bits(bm, tail as usize, (BPG - tail) as usize);
+            let bm = bitmaps.entry(last).or_insert_with(|| vec![0u8; BLOCK_BYTES]);
+            set_bits(bm, ix(tail), ix(BPG - tail));
         }
 
         // Descriptors and bitmaps.
         let empty_ibm = {
-            let mut b = vec![0u8; BLOCK as usize];
-            set_bits(&mut b, ipg as usize, (BPG - ipg) as usize);
+            let mut b = vec![0u8; BLOCK_BYTES];
+            set_bits(&mut b, ix(ipg), ix(BPG - ipg));
             b
         };
-        let zero_block = vec![0u8; BLOCK as usize];
-        let mut gdt = vec![0u8; (geo.gdt * BLOCK) as usize];
+        let zero_block = vec![0u8; BLOCK_BYTES];
+        let mut gdt = vec![0u8; ix(geo.gdt * BLOCK)];
         let (mut free_blocks, mut free_inodes) = (0u64, 0u64);
         for g in 0..geo.groups {
-            let gi = g as usize;
+            let gi = ix(g);
             let m = self.metas[gi];
             let bbm = bitmaps.remove(&g);
             let mut ibm = empty_ibm.clone();
             for &i in &used_inodes[gi] {
-                set_bits(&mut ibm, i as usize, 1);
+                set_bits(&mut ibm, ix(i), 1);
             }
             let bcs = csum(fs_seed, bbm.as_deref().unwrap_or(&zero_block));
-            let ics = csum(fs_seed, &ibm[..(ipg / 8) as usize]);
+            let ics = csum(fs_seed, &ibm[..ix(ipg / 8)]);
             let fb = geo.group_len(g) - used_per_group[gi];
-            let fi = ipg - used_inodes[gi].len() as u64;
+            let fi = ipg - u64_from_usize(used_inodes[gi].len());
             free_blocks += fb;
             free_inodes += fi;
             let top = used_inodes[gi].iter().max().map_or(0, |&i| i + 1);
@@ -1115,14 +1156,15 @@ impl Fs {
             put_split32(d, gd::BLOCK_BITMAP_LO, gd::BLOCK_BITMAP_HI, m.block_bitmap);
             put_split32(d, gd::INODE_BITMAP_LO, gd::INODE_BITMAP_HI, m.inode_bitmap);
             put_split32(d, gd::INODE_TABLE_LO, gd::INODE_TABLE_HI, m.inode_table);
-            put_split16(d, gd::FREE_BLOCKS_LO, gd::FREE_BLOCKS_HI, fb as u32);
-            put_split16(d, gd::FREE_INODES_LO, gd::FREE_INODES_HI, fi as u32);
-            put_split16(d, gd::USED_DIRS_LO, gd::USED_DIRS_HI, dirs_in[gi] as u32);
+            // Per-group counts are at most BPG (2^15): the 16-bit halves lose nothing.
+            put_split16(d, gd::FREE_BLOCKS_LO, gd::FREE_BLOCKS_HI, low_u32(fb));
+            put_split16(d, gd::FREE_INODES_LO, gd::FREE_INODES_HI, low_u32(fi));
+            put_split16(d, gd::USED_DIRS_LO, gd::USED_DIRS_HI, low_u32(dirs_in[gi]));
             put16(d, gd::FLAGS, bgflag::ITABLE_ZEROED);
             put_split16(d, gd::BLOCK_BITMAP_CSUM_LO, gd::BLOCK_BITMAP_CSUM_HI, bcs);
             put_split16(d, gd::INODE_BITMAP_CSUM_LO, gd::INODE_BITMAP_CSUM_HI, ics);
-            put_split16(d, gd::ITABLE_UNUSED_LO, gd::ITABLE_UNUSED_HI, (ipg - top) as u32);
-            let c = desc_csum(fs_seed, g as u32, d);
+            put_split16(d, gd::ITABLE_UNUSED_LO, gd::ITABLE_UNUSED_HI, low_u32(ipg - top));
+            let c = desc_csum(fs_seed, fit(g, "ext4 group number")?, d);
             put16(d, gd::CHECKSUM, c);
             if let Some(b) = bbm {
                 self.blocks.insert(m.block_bitmap, b);
@@ -1134,14 +1176,15 @@ impl Fs {
         let sbi = SuperInfo { geo, uuid, label, fs_seed, now, free_blocks, free_inodes, journal_root };
         for g in (0..geo.groups).filter(|&g| has_super(g)) {
             let start = geo.group_start(g);
-            let sb = superblock(&sbi, g as u16);
-            let mut b0 = vec![0u8; BLOCK as usize];
+            // s_block_group_nr is 16 bits; mke2fs stores the low half too.
+            let sb = superblock(&sbi, low_u16(g))?;
+            let mut b0 = vec![0u8; BLOCK_BYTES];
             let at = if g == 0 { 1024 } else { 0 };
             b0[at..at + sb::SIZE].copy_from_slice(&sb);
             self.blocks.insert(start, b0);
             for k in 0..geo.gdt {
-                let s = (k * BLOCK) as usize;
-                self.blocks.insert(start + 1 + k, gdt[s..s + BLOCK as usize].to_vec());
+                let s = ix(k * BLOCK);
+                self.blocks.insert(start + 1 + k, gdt[s..s + BLOCK_BYTES].to_vec());
             }
         }
 
@@ -1150,7 +1193,7 @@ impl Fs {
         let mut run: Option<(u64, Vec<u8>)> = None;
         for (blk, bytes) in std::mem::take(&mut self.blocks) {
             match &mut run {
-                Some((s, v)) if *s + v.len() as u64 / BLOCK == blk => v.extend_from_slice(&bytes),
+                Some((s, v)) if *s + u64_from_usize(v.len()) / BLOCK == blk => v.extend_from_slice(&bytes),
                 _ => {
                     if let Some((s, v)) = run.take() {
                         img.place_bytes(s * BLOCK, v)?;
@@ -1187,20 +1230,20 @@ struct SuperInfo<'a> {
     journal_root: [u8; 60],
 }
 
-fn superblock(s: &SuperInfo, group: u16) -> Vec<u8> {
+fn superblock(s: &SuperInfo, group: u16) -> Result<Vec<u8>> {
     let mut b = vec![0u8; sb::SIZE];
     let geo = s.geo;
-    let now = s.now.clamp(0, u32::MAX.into()) as u32;
-    put32(&mut b, sb::INODES_COUNT, geo.inodes() as u32);
+    let now = u32::try_from(s.now.clamp(0, u32::MAX.into())).unwrap_or(u32::MAX);
+    put32(&mut b, sb::INODES_COUNT, fit(geo.inodes(), "ext4 s_inodes_count")?);
     put_split32(&mut b, sb::BLOCKS_COUNT_LO, sb::BLOCKS_COUNT_HI, geo.blocks);
     put_split32(&mut b, sb::R_BLOCKS_COUNT_LO, sb::R_BLOCKS_COUNT_HI, geo.blocks / 20);
     put_split32(&mut b, sb::FREE_BLOCKS_LO, sb::FREE_BLOCKS_HI, s.free_blocks);
-    put32(&mut b, sb::FREE_INODES, s.free_inodes as u32);
+    put32(&mut b, sb::FREE_INODES, fit(s.free_inodes, "ext4 s_free_inodes_count")?);
     put32(&mut b, sb::FIRST_DATA_BLOCK, 0);
     put32(&mut b, sb::LOG_BLOCK_SIZE, 2);
     put32(&mut b, sb::LOG_CLUSTER_SIZE, 2);
-    put32(&mut b, sb::BLOCKS_PER_GROUP, BPG as u32);
-    put32(&mut b, sb::CLUSTERS_PER_GROUP, BPG as u32);
+    put32(&mut b, sb::BLOCKS_PER_GROUP, fit(BPG, "ext4 blocks per group")?);
+    put32(&mut b, sb::CLUSTERS_PER_GROUP, fit(BPG, "ext4 blocks per group")?);
     put32(&mut b, sb::INODES_PER_GROUP, geo.ipg);
     put32(&mut b, sb::WTIME, now);
     put16(&mut b, sb::MAX_MNT_COUNT, 0xFFFF);
@@ -1211,7 +1254,7 @@ fn superblock(s: &SuperInfo, group: u16) -> Vec<u8> {
     put32(&mut b, sb::CREATOR_OS, 0);
     put32(&mut b, sb::REV_LEVEL, 1);
     put32(&mut b, sb::FIRST_INO, FIRST_INO);
-    put16(&mut b, sb::INODE_SIZE, INODE_SIZE as u16);
+    put16(&mut b, sb::INODE_SIZE, fit(u64_from_usize(INODE_SIZE), "ext4 inode size")?);
     put16(&mut b, sb::BLOCK_GROUP_NR, group);
     put32(&mut b, sb::FEATURE_COMPAT, compat::HAS_JOURNAL | compat::EXT_ATTR | compat::DIR_INDEX | compat::ORPHAN_FILE);
     put32(&mut b, sb::ORPHAN_FILE_INUM, ORPHAN_INO);
@@ -1235,26 +1278,26 @@ fn superblock(s: &SuperInfo, group: u16) -> Vec<u8> {
     put32(&mut b, sb::JOURNAL_INUM, JOURNAL_INO);
     // The htree hash seed: derived from the UUID so the same id gives the same bytes.
     for i in 0..4 {
-        put32(&mut b, sb::HASH_SEED + 4 * i, csum(0x6861_7368 ^ i as u32, s.uuid));
+        put32(&mut b, sb::HASH_SEED + 4 * i, csum(0x6861_7368 ^ low_u32(u64_from_usize(i)), s.uuid));
     }
     b[sb::DEF_HASH_VERSION] = 1; // half_md4
     b[sb::JNL_BACKUP_TYPE] = 1; // s_jnl_blocks holds a copy of the journal's i_block
-    put16(&mut b, sb::DESC_SIZE, DESC_SIZE as u16);
+    put16(&mut b, sb::DESC_SIZE, fit(u64_from_usize(DESC_SIZE), "ext4 descriptor size")?);
     put32(&mut b, sb::DEFAULT_MOUNT_OPTS, 0x4 | 0x8); // user_xattr, acl
     put32(&mut b, sb::MKFS_TIME, now);
     b[sb::JNL_BLOCKS..sb::JNL_BLOCKS + 60].copy_from_slice(&s.journal_root);
     let jsize = journal_blocks(geo.blocks) * BLOCK;
-    put32(&mut b, sb::JNL_BLOCKS + 60, (jsize >> 32) as u32);
-    put32(&mut b, sb::JNL_BLOCKS + 64, jsize as u32);
+    put32(&mut b, sb::JNL_BLOCKS + 60, high_u32(jsize));
+    put32(&mut b, sb::JNL_BLOCKS + 64, low_u32(jsize));
     put16(&mut b, sb::MIN_EXTRA_ISIZE, EXTRA_ISIZE);
     put16(&mut b, sb::WANT_EXTRA_ISIZE, EXTRA_ISIZE);
     put32(&mut b, sb::FLAGS, 1); // signed directory hash, as x86 mke2fs
-    b[sb::LOG_GROUPS_PER_FLEX] = LOG_GROUPS_PER_FLEX as u8;
+    b[sb::LOG_GROUPS_PER_FLEX] = fit(LOG_GROUPS_PER_FLEX, "ext4 s_log_groups_per_flex")?;
     b[sb::CHECKSUM_TYPE] = 1; // crc32c
     put32(&mut b, sb::CHECKSUM_SEED, s.fs_seed);
     let c = csum(!0, &b[..sb::CHECKSUM]);
     put32(&mut b, sb::CHECKSUM, c);
-    b
+    Ok(b)
 }
 
 /// An inode record with its checksum.
@@ -1262,10 +1305,8 @@ fn inode_bytes(n: u32, ino: &Ino, fs_seed: u32, now: Timestamp) -> [u8; INODE_SI
     let mut b = [0u8; INODE_SIZE];
     let m = &ino.meta;
     put16(&mut b, ino::MODE, ino.mode);
-    put16(&mut b, ino::UID, m.uid as u16);
-    put16(&mut b, ino::UID_HIGH, (m.uid >> 16) as u16);
-    put16(&mut b, ino::GID, m.gid as u16);
-    put16(&mut b, ino::GID_HIGH, (m.gid >> 16) as u16);
+    put_split16(&mut b, ino::UID, ino::UID_HIGH, m.uid);
+    put_split16(&mut b, ino::GID, ino::GID_HIGH, m.gid);
     put_split32(&mut b, ino::SIZE_LO, ino::SIZE_HIGH, ino.size);
     let times = [
         (ino::ATIME, ino::ATIME_EXTRA, m.atime.unwrap_or(m.mtime)),
@@ -1278,10 +1319,12 @@ fn inode_bytes(n: u32, ino: &Ino, fs_seed: u32, now: Timestamp) -> [u8; INODE_SI
         put32(&mut b, lo, s);
         put32(&mut b, extra, x);
     }
-    put16(&mut b, ino::LINKS, ino.links as u16);
+    // Links are clamped below MAX_LINKS (65000) when planned.
+    put16(&mut b, ino::LINKS, low_u16(u64::from(ino.links)));
     let sectors = ino.blocks * (BLOCK / 512);
-    put32(&mut b, ino::BLOCKS_LO, sectors as u32);
-    put16(&mut b, ino::BLOCKS_HIGH, (sectors >> 32) as u16);
+    // i_blocks is 48 bits: a 16 TiB file has 2^35 sectors.
+    put32(&mut b, ino::BLOCKS_LO, low_u32(sectors));
+    put16(&mut b, ino::BLOCKS_HIGH, low_u16(sectors >> 32));
     let mut flags = 0;
     match &ino.root {
         Some(root) => {
@@ -1291,8 +1334,8 @@ fn inode_bytes(n: u32, ino: &Ino, fs_seed: u32, now: Timestamp) -> [u8; INODE_SI
         None => b[ino::BLOCK..ino::BLOCK + 60].copy_from_slice(&ino.iblock),
     }
     put32(&mut b, ino::FLAGS, flags);
-    put32(&mut b, ino::FILE_ACL_LO, ino.xattr_blk as u32);
-    put16(&mut b, ino::FILE_ACL_HIGH, (ino.xattr_blk >> 32) as u16);
+    put32(&mut b, ino::FILE_ACL_LO, low_u32(ino.xattr_blk));
+    put16(&mut b, ino::FILE_ACL_HIGH, low_u16(ino.xattr_blk >> 32));
     put16(&mut b, ino::EXTRA_ISIZE, EXTRA_ISIZE);
     if ino.xattr_block.is_none() && !ino.attrs.is_empty() {
         put32(&mut b, IN_INODE_XATTR, XATTR_MAGIC);
@@ -1300,7 +1343,23 @@ fn inode_bytes(n: u32, ino: &Ino, fs_seed: u32, now: Timestamp) -> [u8; INODE_SI
         debug_assert!(fits);
     }
     let c = inode_csum(fs_seed, n, &b);
-    put16(&mut b, ino::CHECKSUM_LO, c as u16);
-    put16(&mut b, ino::CHECKSUM_HI, (c >> 16) as u16);
+    put_split16(&mut b, ino::CHECKSUM_LO, ino::CHECKSUM_HI, c);
     b
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_largest_filesystem_keeps_its_inode_count_below_2_to_the_32() {
+        // 64 TiB at one inode per 16 KiB would be 2^32 inodes, one more than
+        // s_inodes_count holds (it used to be written as 0).
+        let g = Geo::new(MAX_BLOCKS, 0).unwrap();
+        assert_eq!(g.groups, 1 << 19);
+        assert!(g.inodes() <= u64::from(u32::MAX) && g.inodes() > 4_000_000_000, "{}", g.inodes());
+        let e = Geo::new(MAX_BLOCKS, u64::from(u32::MAX)).unwrap_err();
+        assert_eq!(e.kind(), diskcast_block::ErrorKind::InvalidArgument);
+        assert_eq!(e.to_string(), "4294967295 inodes do not fit in an ext4 filesystem of 67108864 MiB");
+    }
 }

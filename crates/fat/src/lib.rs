@@ -12,9 +12,11 @@
 //! Writing ([`FatBuilder`]): see [`writer`]. Specification: Microsoft's "FAT32 File
 //! System Specification" (FAT: General Overview of On-Disk Format, 1.03, 2000).
 #![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::as_conversions))]
 
 mod names;
 mod reader;
+mod spec;
 mod writer;
 
 pub use names::{from_dos, to_dos};

@@ -3,6 +3,7 @@
 //! cluster chain as extents of the disk.
 
 use crate::names::{from_dos, lfn_checksum};
+use crate::spec::*;
 use diskcast_block::{BlockRead, Error, Result, range_end};
 use diskcast_tree::{FileData, FileExtent, Kind, Meta, Node, NodeId, Timestamp, Tree, check_name, display_name};
 use std::collections::HashSet;
@@ -67,28 +68,31 @@ pub struct Geometry {
     pub label: String,
 }
 
-fn le16(b: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes([b[at], b[at + 1]])
-}
-fn le32(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-
 /// True when sector 0 looks like a FAT boot sector: a jump, the `55 AA` signature, a
 /// sane sector size and either a FAT type string or a plausible BPB. Geometry is checked
 /// fully by [`Geometry::read`], so a damaged FAT is reported rather than skipped.
 pub(crate) fn probe(b: &[u8]) -> bool {
-    if b.len() < 512 || b[510] != 0x55 || b[511] != 0xaa || !matches!(b[0], 0xeb | 0xe9) {
+    let (Ok(bpb), Ok(e16), Ok(e32)) = (
+        diskcast_layout::read::<Bpb>(b, 0, "FAT boot sector"),
+        diskcast_layout::read::<ExtBpb>(b, EXT_BPB_16, "FAT12/16 extended BPB"),
+        diskcast_layout::read::<ExtBpb>(b, EXT_BPB_32, "FAT32 extended BPB"),
+    ) else {
+        return false;
+    };
+    if b.get(510..512) != Some(&[0x55, 0xaa]) || !matches!(bpb.jump[0], 0xeb | 0xe9) {
         return false;
     }
-    if &b[3..11] == b"NTFS    " || &b[3..11] == b"EXFAT   " {
+    if &bpb.oem_name == b"NTFS    " || &bpb.oem_name == b"EXFAT   " {
         return false;
     }
-    if !matches!(le16(b, 11), 512 | 1024 | 2048 | 4096) {
+    if !matches!(bpb.bytes_per_sector.get(), 512 | 1024 | 2048 | 4096) {
         return false;
     }
-    let named = &b[54..57] == b"FAT" || &b[82..87] == b"FAT32";
-    let plausible = b[13].is_power_of_two() && le16(b, 14) >= 1 && matches!(b[16], 1 | 2) && b[21] >= 0xf0;
+    let named = e16.fs_type.starts_with(b"FAT") || e32.fs_type.starts_with(b"FAT32");
+    let plausible = bpb.sectors_per_cluster.is_power_of_two()
+        && bpb.reserved_sectors.get() >= 1
+        && matches!(bpb.num_fats, 1 | 2)
+        && bpb.media >= 0xf0;
     named || plausible
 }
 
@@ -105,8 +109,10 @@ impl Geometry {
         if !probe(&b) {
             return Err(Error::invalid("not a FAT boot sector"));
         }
-        let sector = u64::from(le16(&b, 11));
-        let spc = u64::from(b[13]);
+        let bpb: &Bpb = diskcast_layout::read(&b, 0, "FAT boot sector")?;
+        let f32b: &Fat32Bpb = diskcast_layout::read(&b, size_of::<Bpb>(), "FAT32 BPB")?;
+        let sector = u64::from(bpb.bytes_per_sector.get());
+        let spc = u64::from(bpb.sectors_per_cluster);
         if spc == 0 || !spc.is_power_of_two() {
             return Err(corrupt(
                 format!("sectors per cluster is {spc}, not a power of two"),
@@ -114,8 +120,8 @@ impl Geometry {
                 13,
             ));
         }
-        let reserved = u64::from(le16(&b, 14));
-        let fats = u64::from(b[16]);
+        let reserved = u64::from(bpb.reserved_sectors.get());
+        let fats = u64::from(bpb.num_fats);
         if reserved == 0 || fats == 0 {
             return Err(corrupt(
                 format!("{reserved} reserved sectors and {fats} FATs"),
@@ -123,14 +129,14 @@ impl Geometry {
                 14,
             ));
         }
-        let root_entries = u64::from(le16(&b, 17));
-        let total = match le16(&b, 19) {
-            0 => u64::from(le32(&b, 32)),
+        let root_entries = u64::from(bpb.root_entries.get());
+        let total = match bpb.total_sectors16.get() {
+            0 => u64::from(bpb.total_sectors32.get()),
             n => u64::from(n),
         };
-        let fat16_size = u64::from(le16(&b, 22));
+        let fat16_size = u64::from(bpb.fat_size16.get());
         let fat32 = fat16_size == 0;
-        let fat_sectors = if fat32 { u64::from(le32(&b, 36)) } else { fat16_size };
+        let fat_sectors = if fat32 { u64::from(f32b.fat_size32.get()) } else { fat16_size };
         if fat_sectors == 0 {
             return Err(corrupt("FAT size is 0".into(), "fat_size", 22));
         }
@@ -164,7 +170,7 @@ impl Geometry {
             FatType::Fat16 => 65_524,
             FatType::Fat32 => 0x0fff_fff5,
         };
-        let clusters = clusters.min(max) as u32;
+        let clusters: u32 = diskcast_layout::fit(clusters.min(max), "FAT cluster count")?;
         let fat_bytes = fat_sectors * sector;
         let bits = match fat_type {
             FatType::Fat12 => 12,
@@ -178,12 +184,14 @@ impl Geometry {
                 if fat32 { 36 } else { 22 },
             ));
         }
-        let (root_cluster, label_at) = if fat32 { (le32(&b, 44) & 0x0fff_ffff, 71) } else { (0, 43) };
+        let (root_cluster, ext_at) =
+            if fat32 { (f32b.root_cluster.get() & 0x0fff_ffff, EXT_BPB_32) } else { (0, EXT_BPB_16) };
         if fat32 && !(2..u64::from(clusters) + 2).contains(&u64::from(root_cluster)) {
             return Err(corrupt(format!("root cluster {root_cluster} is out of range"), "root_cluster", 44));
         }
-        let label = if b[label_at - 5] == 0x29 {
-            String::from_utf8_lossy(&b[label_at..label_at + 11]).trim_end().to_string()
+        let ext: &ExtBpb = diskcast_layout::read(&b, ext_at, "FAT extended BPB")?;
+        let label = if ext.boot_signature == 0x29 {
+            String::from_utf8_lossy(&ext.label).trim_end().to_string()
         } else {
             String::new()
         };
@@ -224,13 +232,13 @@ impl Fat {
             return Err(Error::unsupported(format!("a FAT of {need} bytes is larger than diskcast reads")));
         }
         range_end(geo.fat_offset, need, disk.size())?;
-        let mut bytes = vec![0u8; need as usize];
+        let mut bytes = vec![0u8; diskcast_layout::usize_from_u64(need, "FAT")?];
         disk.read_at(&mut bytes, geo.fat_offset)?;
         Ok(Fat { geo, bytes })
     }
 
     fn entry(&self, c: u32) -> u32 {
-        let i = c as usize;
+        let i = diskcast_layout::usize_from(c);
         let b = &self.bytes;
         let get = |at: usize, n: usize| -> u32 {
             let mut v = 0u32;
@@ -356,7 +364,7 @@ struct Entry {
 
 /// Parses a directory's bytes into entries, joining long-name slots whose sequence and
 /// checksum match their short entry; anything else falls back to the 8.3 name.
-fn parse_dir(bytes: &[u8], fat32: bool) -> Vec<Entry> {
+fn parse_dir(bytes: &[u8], fat32: bool) -> Result<Vec<Entry>> {
     let mut out = Vec::new();
     let mut lfn: Vec<u16> = Vec::new();
     let mut expect = 0u8;
@@ -369,25 +377,26 @@ fn parse_dir(bytes: &[u8], fat32: bool) -> Vec<Entry> {
             expect = 0;
             continue;
         }
-        let attr = e[11];
+        let d: &DirEntry = diskcast_layout::read(e, 0, "FAT directory entry")?;
+        let attr = d.attr;
         if attr & 0x3f == 0x0f {
-            let ord = e[0] & 0x1f;
-            if e[0] & 0x40 != 0 && (1..=20).contains(&ord) {
-                lfn = vec![0xffff; usize::from(ord) * 13];
-                sum = e[13];
-            } else if ord == 0 || ord + 1 != expect || e[13] != sum {
+            let l: &LfnEntry = diskcast_layout::read(e, 0, "FAT long-name entry")?;
+            let ord = l.ord & 0x1f;
+            if l.ord & 0x40 != 0 && (1..=20).contains(&ord) {
+                lfn = vec![0xffff; usize::from(ord) * LFN_UNITS];
+                sum = l.checksum;
+            } else if ord == 0 || ord + 1 != expect || l.checksum != sum {
                 expect = 0;
                 continue;
             }
-            let at = (usize::from(ord) - 1) * 13;
-            let units = (1..11).step_by(2).chain((14..26).step_by(2)).chain((28..32).step_by(2));
-            for (k, p) in units.enumerate() {
-                lfn[at + k] = u16::from_le_bytes([e[p], e[p + 1]]);
+            let at = (usize::from(ord) - 1) * LFN_UNITS;
+            for (slot, u) in lfn.iter_mut().skip(at).zip(l.units()) {
+                *slot = u;
             }
             expect = ord;
             continue;
         }
-        let short: [u8; 11] = e[..11].try_into().unwrap_or([b' '; 11]);
+        let short = d.name;
         let long_ok = expect == 1 && lfn_checksum(&short) == sum;
         expect = 0;
         if attr & 0x08 != 0 {
@@ -397,22 +406,22 @@ fn parse_dir(bytes: &[u8], fat32: bool) -> Vec<Entry> {
             let end = lfn.iter().position(|&u| u == 0 || u == 0xffff).unwrap_or(lfn.len());
             String::from_utf16_lossy(&lfn[..end]).into_bytes()
         } else {
-            short_name(&short, e[12])
+            short_name(&short, d.nt_case)
         };
         if name == b"." || name == b".." {
             continue;
         }
-        let hi = if fat32 { u32::from(le16(e, 20)) << 16 } else { 0 };
+        let hi = if fat32 { u32::from(d.cluster_hi.get()) << 16 } else { 0 };
         out.push(Entry {
             name,
             attr,
-            cluster: hi | u32::from(le16(e, 26)),
-            size: le32(e, 28),
-            mtime: from_dos(le16(e, 24), le16(e, 22)),
-            atime: from_dos(le16(e, 18), 0),
+            cluster: hi | u32::from(d.cluster_lo.get()),
+            size: d.size.get(),
+            mtime: from_dos(d.write_date.get(), d.write_time.get()),
+            atime: from_dos(d.access_date.get(), 0),
         });
     }
-    out
+    Ok(out)
 }
 
 /// Code page 437 (Linux's default `codepage=`) from 0x80: how bytes past ASCII in short
@@ -465,7 +474,7 @@ pub(crate) fn read_tree(disk: Arc<dyn BlockRead>) -> Result<(Tree, Geometry)> {
         let bytes = if first == 0 {
             let (off, len) = geo.root_region;
             range_end(off, len, disk.size())?;
-            let mut b = vec![0u8; len as usize];
+            let mut b = vec![0u8; diskcast_layout::usize_from_u64(len, "FAT root directory")?];
             disk.read_at(&mut b, off)?;
             b
         } else {
@@ -480,12 +489,12 @@ pub(crate) fn read_tree(disk: Arc<dyn BlockRead>) -> Result<(Tree, Geometry)> {
                 let len = u64::from(n) * geo.cluster;
                 range_end(off, len, disk.size())?;
                 let at = b.len();
-                b.resize(at + len as usize, 0);
+                b.resize(at + diskcast_layout::usize_from_u64(len, "FAT directory")?, 0);
                 disk.read_at(&mut b[at..], off)?;
             }
             b
         };
-        for e in parse_dir(&bytes, geo.fat_type == FatType::Fat32) {
+        for e in parse_dir(&bytes, geo.fat_type == FatType::Fat32)? {
             check_name(&e.name).map_err(|err| {
                 Error::corrupt(format!("directory {path} has a bad entry: {}", err.message())).with_field("name")
             })?;

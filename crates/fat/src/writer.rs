@@ -9,7 +9,9 @@
 
 use crate::names::{exact_short, lfn_checksum, long_name_problem, short_basis, to_dos, with_tail};
 use crate::reader::FatType;
+use crate::spec::*;
 use diskcast_block::{Error, Result};
+use diskcast_layout::{IntoBytes, fit, u64_from_usize, usize_from, usize_from_u64};
 use diskcast_tree::{BuildOptions, BuiltFs, Content, Kind, Meta, NodeId, Piece, PlannedImage, Tree, display_name};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -18,6 +20,9 @@ const SECTOR: u64 = 512;
 const MIB: u64 = 1 << 20;
 /// Largest file FAT12, FAT16 and FAT32 hold: a directory entry's size field is 32 bits.
 const MAX_FILE_SIZE: u64 = 0xFFFF_FFFF;
+/// Most 32-byte entries one directory holds: the specification's limit (entry indexes are
+/// 16-bit), which the Linux driver and our reader enforce too.
+const MAX_DIR_ENTRIES: u64 = 65_536;
 
 /// What the user asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,7 +62,7 @@ struct WDir {
 
 impl Ent {
     fn slots(&self) -> u64 {
-        1 + self.long.as_ref().map_or(0, |l| l.len().div_ceil(13) as u64)
+        1 + self.long.as_ref().map_or(0, |l| u64_from_usize(l.len().div_ceil(LFN_UNITS)))
     }
 }
 
@@ -140,6 +145,15 @@ fn collect(tree: &Tree, warnings: &mut Vec<String>) -> Result<Vec<WDir>> {
                 _ => continue,
             };
             entries.push(Ent { long, short, attr, meta: node.meta.clone(), what: target });
+        }
+        // "." and ".." (or the label in the root) take two slots at most.
+        let slots = 2 + entries.iter().map(Ent::slots).sum::<u64>();
+        if slots > MAX_DIR_ENTRIES {
+            return Err(Error::unsupported(format!(
+                "directory {}/ needs {slots} directory entries (long names take several each), more than \
+                 FAT's {MAX_DIR_ENTRIES} per directory (MAX_DIR_ENTRIES)",
+                path
+            )));
         }
         dirs[di].entries = entries;
     }
@@ -244,46 +258,46 @@ fn dir_bytes(d: &WDir, root: bool, label: bool) -> u64 {
 }
 
 /// A 32-byte short entry.
-fn short_entry(name: &[u8; 11], attr: u8, cluster: u32, size: u32, meta: &Meta) -> [u8; 32] {
-    let mut e = [0u8; 32];
-    e[..11].copy_from_slice(name);
-    e[11] = attr;
+fn short_entry(name: &[u8; 11], attr: u8, cluster: u32, size: u32, meta: &Meta) -> DirEntry {
     let (date, time, tenths) = to_dos(meta.mtime.sec, meta.mtime.nsec);
     let atime = meta.atime.unwrap_or(meta.mtime);
     let (adate, _, _) = to_dos(atime.sec, 0);
-    e[13] = tenths;
-    e[14..16].copy_from_slice(&time.to_le_bytes());
-    e[16..18].copy_from_slice(&date.to_le_bytes());
-    e[18..20].copy_from_slice(&adate.to_le_bytes());
-    e[20..22].copy_from_slice(&((cluster >> 16) as u16).to_le_bytes());
-    e[22..24].copy_from_slice(&time.to_le_bytes());
-    e[24..26].copy_from_slice(&date.to_le_bytes());
-    e[26..28].copy_from_slice(&(cluster as u16).to_le_bytes());
-    e[28..32].copy_from_slice(&size.to_le_bytes());
-    e
+    DirEntry {
+        name: *name,
+        attr,
+        nt_case: 0,
+        create_tenths: tenths,
+        create_time: time.into(),
+        create_date: date.into(),
+        access_date: adate.into(),
+        // FAT32 splits the cluster number into two 16-bit halves.
+        cluster_hi: diskcast_layout::low_u16(u64::from(cluster >> 16)).into(),
+        write_time: time.into(),
+        write_date: date.into(),
+        cluster_lo: diskcast_layout::low_u16(u64::from(cluster)).into(),
+        size: size.into(),
+    }
 }
 
 /// The long-name slots for `long` (last slot first, as they are stored).
-fn long_entries(long: &[u16], short: &[u8; 11], out: &mut Vec<u8>) {
-    let sum = lfn_checksum(short);
-    let n = long.len().div_ceil(13);
+fn long_entries(long: &[u16], short: &[u8; 11], out: &mut Vec<u8>) -> Result<()> {
+    let checksum = lfn_checksum(short);
+    let n = long.len().div_ceil(LFN_UNITS);
     for ord in (1..=n).rev() {
-        let mut e = [0u8; 32];
-        e[0] = ord as u8 | if ord == n { 0x40 } else { 0 };
-        e[11] = 0x0f;
-        e[13] = sum;
-        let units = (1..11).step_by(2).chain((14..26).step_by(2)).chain((28..32).step_by(2));
-        for (k, p) in units.enumerate() {
-            let i = (ord - 1) * 13 + k;
+        let seq: u8 = diskcast_layout::fit(diskcast_layout::u64_from_usize(ord), "FAT long-name sequence number")?;
+        let mut e = LfnEntry { ord: seq | if ord == n { 0x40 } else { 0 }, attr: 0x0f, checksum, ..Default::default() };
+        for (k, slot) in e.units_mut().enumerate() {
+            let i = (ord - 1) * LFN_UNITS + k;
             let u = match i.cmp(&long.len()) {
                 std::cmp::Ordering::Less => long[i],
                 std::cmp::Ordering::Equal => 0,
                 std::cmp::Ordering::Greater => 0xffff,
             };
-            e[p..p + 2].copy_from_slice(&u.to_le_bytes());
+            *slot = u.into();
         }
-        out.extend_from_slice(&e);
+        out.extend_from_slice(e.as_bytes());
     }
+    Ok(())
 }
 
 /// Checks and pads a volume label to 11 bytes (uppercase short-name characters and
@@ -361,7 +375,7 @@ pub(crate) fn plan(tree: &Tree, opts: &BuildOptions, want: Want) -> Result<Built
     let mut order = vec![0usize];
     while let Some(di) = order.pop() {
         if di > 0 || fat32 {
-            let n = dir_bytes(&dirs[di], di == 0, label.is_some()).div_ceil(cs).max(1) as u32;
+            let n: u32 = fit(dir_bytes(&dirs[di], di == 0, label.is_some()).div_ceil(cs).max(1), "FAT cluster count")?;
             dirs[di].first = next;
             runs.push((next, n));
             next += n;
@@ -371,8 +385,8 @@ pub(crate) fn plan(tree: &Tree, opts: &BuildOptions, want: Want) -> Result<Built
                 && size > 0
             {
                 let key = match tree.node(id).as_file().map(|f| &f.content) {
-                    Some(Content::Stream { stream, offset }) => (Arc::as_ptr(stream) as *const () as usize, *offset),
-                    _ => (0, files.len() as u64),
+                    Some(Content::Stream { stream, offset }) => (Arc::as_ptr(stream).cast::<()>().addr(), *offset),
+                    _ => (0, u64_from_usize(files.len())),
                 };
                 files.push((key.0, key.1, di, k));
             }
@@ -386,7 +400,7 @@ pub(crate) fn plan(tree: &Tree, opts: &BuildOptions, want: Want) -> Result<Built
     files.sort_unstable();
     for (_, _, di, k) in files {
         if let Target::File(_, size) = dirs[di].entries[k].what {
-            let n = size.div_ceil(cs) as u32;
+            let n: u32 = fit(size.div_ceil(cs), "FAT cluster count")?;
             file_first[di][k] = next;
             runs.push((next, n));
             next += n;
@@ -396,44 +410,44 @@ pub(crate) fn plan(tree: &Tree, opts: &BuildOptions, want: Want) -> Result<Built
 
     // The FAT: entries 0 and 1, then each run as a straight chain.
     let width = if fat32 { 4 } else { 2 };
-    let fat_len = ((u64::from(next) * width).div_ceil(SECTOR) * SECTOR) as usize;
+    let fat_len = usize_from_u64((u64::from(next) * width).div_ceil(SECTOR) * SECTOR, "FAT")?;
     let mut fat = vec![0u8; fat_len];
-    let put = |fat: &mut Vec<u8>, c: u32, v: u32| {
-        let at = c as usize * width as usize;
+    let put = |fat: &mut Vec<u8>, c: u32, v: u32| -> Result<()> {
         if fat32 {
-            fat[at..at + 4].copy_from_slice(&v.to_le_bytes());
+            diskcast_layout::put_le32(fat, usize_from(c) * 4, v, "FAT32 entry")?;
         } else {
-            fat[at..at + 2].copy_from_slice(&(v as u16).to_le_bytes());
+            diskcast_layout::put_le16(fat, usize_from(c) * 2, fit(v, "FAT16 entry")?, "FAT16 entry")?;
         }
+        Ok(())
     };
     let eoc = if fat32 { 0x0fff_ffff } else { 0xffff };
-    put(&mut fat, 0, if fat32 { 0x0fff_fff8 } else { 0xfff8 });
-    put(&mut fat, 1, eoc);
+    put(&mut fat, 0, if fat32 { 0x0fff_fff8 } else { 0xfff8 })?;
+    put(&mut fat, 1, eoc)?;
     for &(first, n) in &runs {
         for c in first..first + n - 1 {
-            put(&mut fat, c, c + 1);
+            put(&mut fat, c, c + 1)?;
         }
-        put(&mut fat, first + n - 1, eoc);
+        put(&mut fat, first + n - 1, eoc)?;
     }
 
     let mut img = PlannedImage::new(lay.total * SECTOR, lay.fat_type.name().to_ascii_lowercase());
     let volume_id = u32::from_le_bytes([opts.id[0], opts.id[1], opts.id[2], opts.id[3]]);
     let label11 = label.unwrap_or(*b"NO NAME    ");
-    let boot = boot_sector(&lay, opts.disk_offset / SECTOR, volume_id, &label11);
-    let mut reserved = vec![0u8; (lay.reserved * SECTOR) as usize];
+    let boot = boot_sector(&lay, opts.disk_offset / SECTOR, volume_id, &label11)?;
+    let mut reserved = vec![0u8; usize_from_u64(lay.reserved * SECTOR, "FAT reserved sectors")?];
     reserved[..512].copy_from_slice(&boot);
     if fat32 {
         let free = lay.clusters - used;
-        let fsinfo = fsinfo(free as u32, if free > 0 { next } else { 0xffff_ffff });
-        reserved[512..1024].copy_from_slice(&fsinfo);
+        let fsinfo = fsinfo(fit(free, "FSInfo free cluster count")?, if free > 0 { next } else { 0xffff_ffff });
+        diskcast_layout::put(&mut reserved, 512, &fsinfo, "FSInfo sector")?;
         reserved[6 * 512..7 * 512].copy_from_slice(&boot);
-        reserved[7 * 512..8 * 512].copy_from_slice(&fsinfo);
+        diskcast_layout::put(&mut reserved, 7 * 512, &fsinfo, "backup FSInfo sector")?;
     }
     img.place_bytes(0, reserved)?;
     let fat: std::sync::Arc<[u8]> = fat.into();
     for copy in 0..2 {
         let at = (lay.reserved + copy * lay.fat_sectors) * SECTOR;
-        img.place(at, fat.len() as u64, Piece::Bytes(fat.clone()))?;
+        img.place(at, u64_from_usize(fat.len()), Piece::Bytes(fat.clone()))?;
     }
 
     // Directories and file data.
@@ -441,23 +455,24 @@ pub(crate) fn plan(tree: &Tree, opts: &BuildOptions, want: Want) -> Result<Built
         let mut out = Vec::new();
         if di == 0 {
             if let Some(l) = &label {
-                out.extend_from_slice(&short_entry(l, 0x08, 0, 0, &d.meta));
+                out.extend_from_slice(short_entry(l, 0x08, 0, 0, &d.meta).as_bytes());
             }
         } else {
             // ".." of a directory in the root names cluster 0, on FAT32 too.
             let parent = if d.parent == 0 { 0 } else { dirs[d.parent].first };
-            out.extend_from_slice(&short_entry(b".          ", 0x10, d.first, 0, &d.meta));
-            out.extend_from_slice(&short_entry(b"..         ", 0x10, parent, 0, &dirs[d.parent].meta));
+            out.extend_from_slice(short_entry(b".          ", 0x10, d.first, 0, &d.meta).as_bytes());
+            out.extend_from_slice(short_entry(b"..         ", 0x10, parent, 0, &dirs[d.parent].meta).as_bytes());
         }
         for (k, e) in d.entries.iter().enumerate() {
             if let Some(long) = &e.long {
-                long_entries(long, &e.short, &mut out);
+                long_entries(long, &e.short, &mut out)?;
             }
             let (cluster, size) = match e.what {
                 Target::Dir(sub) => (dirs[sub].first, 0),
-                Target::File(_, size) => (file_first[di][k], size as u32),
+                // collect() refused files over MAX_FILE_SIZE, so this fits.
+                Target::File(_, size) => (file_first[di][k], fit(size, "FAT file size")?),
             };
-            out.extend_from_slice(&short_entry(&e.short, e.attr, cluster, size, &e.meta));
+            out.extend_from_slice(short_entry(&e.short, e.attr, cluster, size, &e.meta).as_bytes());
             if let Target::File(id, size) = e.what
                 && size > 0
             {
@@ -467,7 +482,7 @@ pub(crate) fn plan(tree: &Tree, opts: &BuildOptions, want: Want) -> Result<Built
         }
         let at = if di == 0 && !fat32 {
             let root_bytes = lay.root_entries * 32;
-            if out.len() as u64 > root_bytes {
+            if u64_from_usize(out.len()) > root_bytes {
                 return Err(Error::argument(format!(
                     "the root directory needs {} entries, FAT16 holds {}",
                     out.len() / 32,
@@ -491,58 +506,64 @@ pub(crate) fn plan(tree: &Tree, opts: &BuildOptions, want: Want) -> Result<Built
     Ok(BuiltFs { image: img.seal()?, warnings, description })
 }
 
-fn boot_sector(l: &Layout, hidden: u64, volume_id: u32, label: &[u8; 11]) -> [u8; 512] {
+fn boot_sector(l: &Layout, hidden: u64, volume_id: u32, label: &[u8; 11]) -> Result<[u8; 512]> {
     let fat32 = l.fat_type == FatType::Fat32;
     let mut b = [0u8; 512];
-    let code_at: usize = if fat32 { 90 } else { 62 };
-    b[0] = 0xeb;
-    b[1] = (code_at - 2) as u8;
-    b[2] = 0x90;
-    b[3..11].copy_from_slice(b"MSWIN4.1");
-    b[11..13].copy_from_slice(&(SECTOR as u16).to_le_bytes());
-    b[13] = l.spc as u8;
-    b[14..16].copy_from_slice(&(l.reserved as u16).to_le_bytes());
-    b[16] = 2;
-    b[17..19].copy_from_slice(&(l.root_entries as u16).to_le_bytes());
-    if !fat32 && l.total < 65_536 {
-        b[19..21].copy_from_slice(&(l.total as u16).to_le_bytes());
-    } else {
-        b[32..36].copy_from_slice(&(l.total as u32).to_le_bytes());
-    }
-    b[21] = 0xf8;
-    if !fat32 {
-        b[22..24].copy_from_slice(&(l.fat_sectors as u16).to_le_bytes());
-    }
-    b[24..26].copy_from_slice(&63u16.to_le_bytes());
-    b[26..28].copy_from_slice(&255u16.to_le_bytes());
-    b[28..32].copy_from_slice(&(hidden.min(u64::from(u32::MAX)) as u32).to_le_bytes());
-    let ext = if fat32 {
-        b[36..40].copy_from_slice(&(l.fat_sectors as u32).to_le_bytes());
-        b[44..48].copy_from_slice(&2u32.to_le_bytes());
-        b[48..50].copy_from_slice(&1u16.to_le_bytes());
-        b[50..52].copy_from_slice(&6u16.to_le_bytes());
-        64
-    } else {
-        36
+    let ext_at = if fat32 { EXT_BPB_32 } else { EXT_BPB_16 };
+    let code_at = ext_at + size_of::<ExtBpb>();
+    let small = !fat32 && l.total < 65_536;
+    let bpb = Bpb {
+        jump: [0xeb, fit(u64_from_usize(code_at - 2), "FAT boot jump")?, 0x90],
+        oem_name: *b"MSWIN4.1",
+        bytes_per_sector: fit::<u16, u64>(SECTOR, "FAT bytes per sector")?.into(),
+        sectors_per_cluster: fit(l.spc, "FAT sectors per cluster")?,
+        reserved_sectors: fit::<u16, u64>(l.reserved, "FAT reserved sectors")?.into(),
+        num_fats: 2,
+        root_entries: fit::<u16, u64>(l.root_entries, "FAT root entries")?.into(),
+        total_sectors16: (if small { fit::<u16, u64>(l.total, "FAT total sectors")? } else { 0 }).into(),
+        media: 0xf8,
+        fat_size16: (if fat32 { 0 } else { fit::<u16, u64>(l.fat_sectors, "FAT16 sectors per FAT")? }).into(),
+        sectors_per_track: 63.into(),
+        heads: 255.into(),
+        // Hidden sectors past 2^32 cannot be recorded; the field is advisory (BIOS boot).
+        hidden_sectors: fit::<u32, u64>(hidden.min(u64::from(u32::MAX)), "FAT hidden sectors")?.into(),
+        total_sectors32: (if small { 0 } else { fit::<u32, u64>(l.total, "FAT total sectors")? }).into(),
     };
-    b[ext] = 0x80;
-    b[ext + 2] = 0x29;
-    b[ext + 3..ext + 7].copy_from_slice(&volume_id.to_le_bytes());
-    b[ext + 7..ext + 18].copy_from_slice(label);
-    b[ext + 18..ext + 26].copy_from_slice(if fat32 { b"FAT32   " } else { b"FAT16   " });
+    diskcast_layout::put(&mut b, 0, &bpb, "FAT boot sector")?;
+    if fat32 {
+        let f = Fat32Bpb {
+            fat_size32: fit::<u32, u64>(l.fat_sectors, "FAT32 sectors per FAT")?.into(),
+            root_cluster: 2.into(),
+            fs_info: 1.into(),
+            backup_boot: 6.into(),
+            ..Default::default()
+        };
+        diskcast_layout::put(&mut b, size_of::<Bpb>(), &f, "FAT32 BPB")?;
+    }
+    let ext = ExtBpb {
+        drive_number: 0x80,
+        reserved: 0,
+        boot_signature: 0x29,
+        volume_id: volume_id.into(),
+        label: *label,
+        fs_type: if fat32 { *b"FAT32   " } else { *b"FAT16   " },
+    };
+    diskcast_layout::put(&mut b, ext_at, &ext, "FAT extended BPB")?;
     // Boot code: "int 18h" (BIOS: try the next boot device), then halt forever.
-    b[code_at..code_at + 5].copy_from_slice(&[0xcd, 0x18, 0xf4, 0xeb, 0xfd]);
+    diskcast_layout::put(&mut b, code_at, &[0xcdu8, 0x18, 0xf4, 0xeb, 0xfd], "FAT boot code")?;
     b[510] = 0x55;
     b[511] = 0xaa;
-    b
+    Ok(b)
 }
 
-fn fsinfo(free: u32, next_free: u32) -> [u8; 512] {
-    let mut b = [0u8; 512];
-    b[0..4].copy_from_slice(&0x4161_5252u32.to_le_bytes());
-    b[484..488].copy_from_slice(&0x6141_7272u32.to_le_bytes());
-    b[488..492].copy_from_slice(&free.to_le_bytes());
-    b[492..496].copy_from_slice(&next_free.to_le_bytes());
-    b[508..512].copy_from_slice(&0xaa55_0000u32.to_le_bytes());
-    b
+fn fsinfo(free: u32, next_free: u32) -> FsInfo {
+    FsInfo {
+        lead_sig: FSINFO_LEAD_SIG.into(),
+        reserved1: [0; 480],
+        struc_sig: FSINFO_STRUC_SIG.into(),
+        free_count: free.into(),
+        next_free: next_free.into(),
+        reserved2: [0; 12],
+        trail_sig: FSINFO_TRAIL_SIG.into(),
+    }
 }

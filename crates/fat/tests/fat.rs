@@ -351,3 +351,23 @@ fn files_up_to_4_gib_minus_1_are_planned_and_larger_ones_refused() {
         );
     }
 }
+
+#[test]
+fn a_directory_over_65536_entries_is_refused_at_planning() {
+    // Each lowercase 8.3 name takes a long-name slot and a short entry: 32767 files and
+    // "." ".." fill a directory exactly, one more overflows it.
+    let mut tree = Tree::new(meta(0o755));
+    let d = tree.insert(NodeId::ROOT, b"big", Node::new(meta(0o755), Kind::empty_dir())).unwrap();
+    for i in 0..32_767 {
+        let f = FileData::inline(Vec::new());
+        tree.insert(d, format!("f{i:05}.txt").as_bytes(), Node::new(meta(0o644), Kind::File(f))).unwrap();
+    }
+    FatBuilder::FAT32.plan(&tree, &BuildOptions::default()).unwrap();
+    tree.insert(d, b"f32767.txt", Node::new(meta(0o644), Kind::File(FileData::inline(Vec::new())))).unwrap();
+    let e = FatBuilder::FAT32.plan(&tree, &BuildOptions::default()).map(|_| ()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
+    assert!(
+        e.to_string().contains("directory /big/ needs 65538 directory entries (long names take several each), more than FAT's 65536 per directory (MAX_DIR_ENTRIES)"),
+        "{e}"
+    );
+}

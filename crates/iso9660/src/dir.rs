@@ -1,6 +1,7 @@
 //! Directory records (ECMA-119 §9.1) and their dates.
 
-use crate::{days_from_civil, le32};
+use crate::days_from_civil;
+use crate::spec::DirRecordHead;
 use diskcast_block::{Error, Result};
 use diskcast_tree::Timestamp;
 
@@ -58,23 +59,24 @@ pub fn parse_record(b: &[u8], at: u64) -> Result<Option<DirRecord>> {
     if len > b.len() {
         return Err(bad("runs past the end of its sector").with_field("record_length"));
     }
-    let name_len = usize::from(b[32]);
-    let name_end = 33 + name_len;
+    let head: &DirRecordHead = diskcast_layout::read(b, 0, "directory record")?;
+    let name_len = usize::from(head.name_len);
+    let name_end = size_of::<DirRecordHead>() + name_len;
     if name_end > len {
         return Err(bad("name runs past the record").with_field("file_identifier_length"));
     }
     let su_start = (name_end + (name_end & 1)).min(len);
-    let flags = b[25];
-    if b[26] != 0 || b[27] != 0 {
+    let flags = head.flags;
+    if head.file_unit_size != 0 || head.interleave_gap != 0 {
         return Err(Error::unsupported("interleaved files (file unit size or interleave gap set) are not supported")
             .with_field("file_unit_size")
             .with_offset(at + 26));
     }
     Ok(Some(DirRecord {
-        ext_attr: b[1],
-        lba: le32(b, 2),
-        len: le32(b, 10),
-        time: short_time(&b[18..25]),
+        ext_attr: head.ext_attr_len,
+        lba: head.extent.get(),
+        len: head.size.get(),
+        time: short_time(&head.date),
         flags,
         ident: b[33..name_end].to_vec(),
         system_use: b[su_start..len].to_vec(),
@@ -91,7 +93,7 @@ pub fn short_time(b: &[u8]) -> Timestamp {
     let (mon, day) = (u32::from(b[1]).clamp(1, 12), u32::from(b[2]).clamp(1, 31));
     let days = days_from_civil(1900 + i64::from(b[0]), mon, day);
     let secs = days * 86400 + i64::from(b[3]) * 3600 + i64::from(b[4]) * 60 + i64::from(b[5]);
-    Timestamp::from_secs(secs - i64::from(b[6] as i8) * 900)
+    Timestamp::from_secs(secs - i64::from(b[6].cast_signed()) * 900)
 }
 
 /// A 17-byte date (ECMA-119 §8.4.26.1): "YYYYMMDDHHMMSScc" in ASCII digits and the UTC
@@ -112,7 +114,7 @@ pub fn long_time(b: &[u8]) -> Option<Timestamp> {
     let day = u32::try_from(num(6..8)?).ok()?.clamp(1, 31);
     let secs = days_from_civil(year, mon, day) * 86400 + num(8..10)? * 3600 + num(10..12)? * 60 + num(12..14)?;
     let cs = u32::try_from(num(14..16)?).ok()?;
-    Some(Timestamp { sec: secs - i64::from(b[16] as i8) * 900, nsec: cs * 10_000_000 })
+    Some(Timestamp { sec: secs - i64::from(b[16].cast_signed()) * 900, nsec: cs * 10_000_000 })
 }
 
 #[cfg(test)]

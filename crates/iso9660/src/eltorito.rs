@@ -1,9 +1,11 @@
 //! The El Torito boot catalog (El Torito 1.0 §2): a validation entry, the initial/default
 //! entry (BIOS, usually), then sections of further entries (UEFI is platform 0xEF).
 
+use crate::spec::{BootCatalogEntry, SectionHeader, ValidationEntry};
 use crate::volume::read_volumes;
-use crate::{SECTOR, le16, le32, read_bytes};
+use crate::{SECTOR, read_bytes};
 use diskcast_block::{BlockRead, Error, Result};
+use diskcast_layout::{IntoBytes, le32};
 use diskcast_tree::Content;
 use serde::Serialize;
 use std::sync::Arc;
@@ -81,22 +83,24 @@ pub fn read_catalog(disk: &Arc<dyn BlockRead>) -> Result<Option<Catalog>> {
             .with_offset(at));
     }
     let cat = read_bytes(disk, at, avail.min(MAX_CATALOG_SECTORS) * SECTOR, "El Torito boot catalog")?;
-    let bad = |what: &str, off: usize| Error::corrupt(format!("El Torito {what}")).with_offset(at + off as u64);
-    let v = &cat[..32];
-    let sum = v.chunks_exact(2).fold(0u16, |s, w| s.wrapping_add(le16(w, 0)));
-    if v[0] != 1 || v[30] != 0x55 || v[31] != 0xAA || sum != 0 {
+    let bad = |what: &str, off: usize| {
+        Error::corrupt(format!("El Torito {what}")).with_offset(at + diskcast_layout::u64_from_usize(off))
+    };
+    let v: &ValidationEntry = diskcast_layout::read(&cat, 0, "El Torito validation entry")?;
+    let sum = v.as_bytes().chunks_exact(2).fold(0u16, |s, w| s.wrapping_add(u16::from_le_bytes([w[0], w[1]])));
+    if v.header_id != 1 || v.key != [0x55, 0xAA] || sum != 0 {
         return Err(bad("validation entry is broken (header, key bytes or checksum)", 0).with_field("validation_entry"));
     }
-    let mut entries = vec![entry(disk, &cat[32..64], v[1], id_string(&v[4..28]), &files, at + 32)?];
+    let mut entries = vec![entry(disk, &cat[32..64], v.platform, id_string(&v.id), &files, at + 32)?];
     let mut pos = 64;
     let mut last_section = false;
     while !last_section && pos + 32 <= cat.len() {
-        let h = &cat[pos..pos + 32];
-        match h[0] {
-            0x90 | 0x91 => last_section = h[0] == 0x91,
+        let h: &SectionHeader = diskcast_layout::read(&cat, pos, "El Torito section header")?;
+        match h.indicator {
+            0x90 | 0x91 => last_section = h.indicator == 0x91,
             _ => break,
         }
-        let (platform, count, id) = (h[1], le16(h, 2), id_string(&h[4..32]));
+        let (platform, count, id) = (h.platform, h.count.get(), id_string(&h.id));
         pos += 32;
         let mut taken = 0;
         while taken < count {
@@ -108,7 +112,7 @@ pub fn read_catalog(disk: &Arc<dyn BlockRead>) -> Result<Option<Catalog>> {
                 // An extension record belongs to the entry before it.
                 continue;
             }
-            entries.push(entry(disk, e, platform, id.clone(), &files, at + pos as u64 - 32)?);
+            entries.push(entry(disk, e, platform, id.clone(), &files, at + diskcast_layout::u64_from_usize(pos) - 32)?);
             taken += 1;
         }
     }
@@ -127,7 +131,8 @@ fn entry(
     files: &[(u32, u64, String)],
     at: u64,
 ) -> Result<BootEntry> {
-    let emulation = match e[1] & 0x0f {
+    let e: &BootCatalogEntry = diskcast_layout::read(e, 0, "El Torito boot entry")?;
+    let emulation = match e.media & 0x0f {
         0 => "none",
         1 => "floppy-1.2M",
         2 => "floppy-1.44M",
@@ -139,8 +144,8 @@ fn entry(
                 .with_offset(at));
         }
     };
-    let lba = le32(e, 8);
-    let sector_count = le16(e, 6);
+    let lba = e.lba.get();
+    let sector_count = e.sector_count.get();
     let file = files.iter().find(|f| f.0 == lba && lba != 0);
     let size = match emulation {
         "floppy-1.2M" => 1_228_800,
@@ -159,10 +164,10 @@ fn entry(
     })?;
     Ok(BootEntry {
         platform,
-        bootable: e[0] == 0x88,
+        bootable: e.indicator == 0x88,
         emulation,
-        load_segment: le16(e, 2),
-        system_type: e[4],
+        load_segment: e.load_segment.get(),
+        system_type: e.system_type,
         sector_count,
         lba,
         size,
@@ -174,12 +179,16 @@ fn entry(
 /// An emulated hard disk's size: the end of its one MBR partition.
 fn hard_disk_size(disk: &dyn BlockRead, lba: u32, at: u64) -> Result<u64> {
     let mbr = read_bytes(disk, u64::from(lba) * SECTOR, 512, "El Torito hard-disk image")?;
-    (0..4)
-        .map(|i| &mbr[446 + 16 * i..462 + 16 * i])
-        .filter(|p| p[4] != 0)
-        .map(|p| (u64::from(le32(p, 8)) + u64::from(le32(p, 12))) * 512)
-        .max()
-        .ok_or_else(|| Error::corrupt("El Torito hard-disk image has no partition").with_offset(at))
+    let mut end = None;
+    for i in 0..4 {
+        let p = diskcast_layout::bytes(&mbr, 446 + 16 * i, 16, "MBR partition entry")?;
+        if p[4] != 0 {
+            let e =
+                (u64::from(le32(p, 8, "MBR partition entry")?) + u64::from(le32(p, 12, "MBR partition entry")?)) * 512;
+            end = end.max(Some(e));
+        }
+    }
+    end.ok_or_else(|| Error::corrupt("El Torito hard-disk image has no partition").with_offset(at))
 }
 
 /// (first sector, size, path) of every file in the disc's best ISO 9660 tree, to name and
@@ -214,7 +223,8 @@ pub fn boot_info_table(image: &[u8], pvd_lba: u32, image_lba: u32) -> [u8; 56] {
     let mut t = [0u8; 56];
     t[0..4].copy_from_slice(&pvd_lba.to_le_bytes());
     t[4..8].copy_from_slice(&image_lba.to_le_bytes());
-    t[8..12].copy_from_slice(&(image.len() as u32).to_le_bytes());
+    // Callers patch images of at most MAX_PATCHED_IMAGE bytes; a longer one is recorded as u32::MAX.
+    t[8..12].copy_from_slice(&u32::try_from(image.len()).unwrap_or(u32::MAX).to_le_bytes());
     t[12..16].copy_from_slice(&sum.to_le_bytes());
     t
 }

@@ -2,8 +2,9 @@
 //! isohybrid writes them), so the same image boots from a USB stick.
 
 use crate::eltorito::Catalog;
-use crate::{le32, le64, read_bytes};
+use crate::read_bytes;
 use diskcast_block::{BlockRead, Error, Result};
+use diskcast_layout::{le32, le64};
 use diskcast_tree::Content;
 use serde::Serialize;
 use std::sync::Arc;
@@ -54,10 +55,10 @@ pub fn read_hybrid(disk: &dyn BlockRead) -> Result<Hybrid> {
             }
             h.partitions.push(HybridPartition {
                 table: "mbr",
-                number: i as u32 + 1,
+                number: u32::try_from(i + 1).unwrap_or(u32::MAX),
                 kind: format!("0x{:02x}", p[4]),
-                start: u64::from(le32(p, 8)) * 512,
-                size: u64::from(le32(p, 12)) * 512,
+                start: u64::from(le32(p, 8, "system area")?) * 512,
+                size: u64::from(le32(p, 12, "system area")?) * 512,
                 bootable: p[0] == 0x80,
                 name: String::new(),
             });
@@ -65,9 +66,9 @@ pub fn read_hybrid(disk: &dyn BlockRead) -> Result<Hybrid> {
     }
     h.gpt = &sa[512..520] == b"EFI PART";
     if h.gpt {
-        let entries_lba = le64(&sa, 512 + 72);
-        let count = le32(&sa, 512 + 80).min(256);
-        let esize = u64::from(le32(&sa, 512 + 84));
+        let entries_lba = le64(&sa, 512 + 72, "system area")?;
+        let count = le32(&sa, 512 + 80, "system area")?.min(256);
+        let esize = u64::from(le32(&sa, 512 + 84, "system area")?);
         if (128..=4096).contains(&esize) {
             for i in 0..u64::from(count) {
                 let Some(at) = entries_lba.checked_mul(512).and_then(|b| b.checked_add(i * esize)) else { break };
@@ -75,13 +76,13 @@ pub fn read_hybrid(disk: &dyn BlockRead) -> Result<Hybrid> {
                 if e[..16].iter().all(|&b| b == 0) {
                     continue;
                 }
-                let (first, last) = (le64(&e, 32), le64(&e, 40));
+                let (first, last) = (le64(&e, 32, "system area")?, le64(&e, 40, "system area")?);
                 let name: Vec<u16> = e[56..128].chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
                 let name = String::from_utf16_lossy(&name).trim_end_matches('\0').to_string();
                 h.partitions.push(HybridPartition {
                     table: "gpt",
-                    number: i as u32 + 1,
-                    kind: guid(&e[..16]),
+                    number: u32::try_from(i + 1).unwrap_or(u32::MAX),
+                    kind: guid(&e[..16])?,
                     start: first.saturating_mul(512),
                     size: last.saturating_sub(first).saturating_add(1).saturating_mul(512),
                     bootable: false,
@@ -94,16 +95,17 @@ pub fn read_hybrid(disk: &dyn BlockRead) -> Result<Hybrid> {
 }
 
 /// A GPT GUID in its usual text form (mixed-endian fields).
-pub(crate) fn guid(b: &[u8]) -> String {
-    format!(
+pub(crate) fn guid(b: &[u8]) -> Result<String> {
+    let tail = diskcast_layout::bytes(b, 8, 8, "GPT GUID")?;
+    Ok(format!(
         "{:08X}-{:04X}-{:04X}-{:02X}{:02X}-{}",
-        le32(b, 0),
-        u16::from_le_bytes([b[4], b[5]]),
-        u16::from_le_bytes([b[6], b[7]]),
-        b[8],
-        b[9],
-        b[10..16].iter().map(|x| format!("{x:02X}")).collect::<String>()
-    )
+        le32(b, 0, "GPT GUID")?,
+        diskcast_layout::le16(b, 4, "GPT GUID")?,
+        diskcast_layout::le16(b, 6, "GPT GUID")?,
+        tail[0],
+        tail[1],
+        tail[2..].iter().map(|x| format!("{x:02X}")).collect::<String>()
+    ))
 }
 
 /// Bytes of the ISO 9660 system area (16 sectors of 2048): MBR, GPT, boot code.
@@ -293,10 +295,10 @@ impl Kept {
                         slot + 1
                     )));
                 }
-                let start = u64::from(le32(p, 8)) * 512;
-                let size = u64::from(le32(p, 12)) * 512;
+                let start = u64::from(le32(p, 8, "system area")?) * 512;
+                let size = u64::from(le32(p, 12, "system area")?) * 512;
                 // A protective entry of a disc over 2 TiB says "to the end" this way.
-                let end = if p[4] == 0xee && le32(p, 12) == u32::MAX { disk_end } else { start + size };
+                let end = if p[4] == 0xee && le32(p, 12, "system area")? == u32::MAX { disk_end } else { start + size };
                 parts.push(("MBR", slot, start, end.min(disk_end.max(start))));
                 if end > disk_end {
                     return Err(Error::unsupported(format!(
@@ -310,9 +312,9 @@ impl Kept {
         let has_gpt = &gpt_hdr[..8] == b"EFI PART";
         let mut gpt_geo = None;
         if has_gpt {
-            let entries_lba = le64(gpt_hdr, 72);
-            let count = le32(gpt_hdr, 80);
-            let esize = le32(gpt_hdr, 84);
+            let entries_lba = le64(gpt_hdr, 72, "system area")?;
+            let count = le32(gpt_hdr, 80, "system area")?;
+            let esize = le32(gpt_hdr, 84, "system area")?;
             if !(128..=4096).contains(&esize) || !esize.is_multiple_of(8) || count > MAX_GPT_ENTRIES {
                 return Err(Error::unsupported(format!(
                     "GPT with {count} entries of {esize} bytes: remaster keeps at most {MAX_GPT_ENTRIES} entries of 128 to 4096 bytes"
@@ -331,7 +333,7 @@ impl Kept {
                 if e[..16].iter().all(|&b| b == 0) {
                     continue;
                 }
-                let (first, last) = (le64(e, 32), le64(e, 40));
+                let (first, last) = (le64(e, 32, "system area")?, le64(e, 40, "system area")?);
                 let end = last.checked_add(1).and_then(|l| l.checked_mul(512)).unwrap_or(u64::MAX);
                 if first > last || end > disk_end {
                     return Err(Error::unsupported(format!(
@@ -421,17 +423,18 @@ impl Kept {
         let gpt = match gpt_geo {
             None => None,
             Some((entries_at, entries_len, entry_size)) => {
-                let alt = le64(gpt_hdr, 32).checked_mul(512).filter(|&a| a < disk_end).ok_or_else(|| {
-                    Error::unsupported(
-                        "the GPT's backup header lies past the end of the disc: remaster cannot place it",
-                    )
-                })?;
+                let alt =
+                    le64(gpt_hdr, 32, "system area")?.checked_mul(512).filter(|&a| a < disk_end).ok_or_else(|| {
+                        Error::unsupported(
+                            "the GPT's backup header lies past the end of the disc: remaster cannot place it",
+                        )
+                    })?;
                 let sectors = u64::try_from(entries_len).unwrap_or(0).div_ceil(512);
                 let backup_entries = match read_bytes(d, alt, 512, "backup GPT header") {
-                    Ok(h) if &h[..8] == b"EFI PART" => le64(&h, 72).saturating_mul(512),
+                    Ok(h) if &h[..8] == b"EFI PART" => le64(&h, 72, "system area")?.saturating_mul(512),
                     _ => alt.saturating_sub(sectors * 512),
                 };
-                let usable_end = le64(gpt_hdr, 48).saturating_add(1).saturating_mul(512);
+                let usable_end = le64(gpt_hdr, 48, "system area")?.saturating_add(1).saturating_mul(512);
                 let place = |p: u64, what: &str| -> Result<Anchor> {
                     match anchor(p, true) {
                         Some(a @ (Anchor::FromEnd(_) | Anchor::Tail(_))) => Ok(a),
@@ -477,10 +480,10 @@ impl Kept {
                     // mkisofs -boot-info-table: the PVD's sector, the image's and its length.
                     let bit = e.emulation == "none"
                         && head.len() >= 20
-                        && le32(&head, 8) == 16
-                        && le32(&head, 12) == e.lba
-                        && u64::from(le32(&head, 16)) == e.size;
-                    let grub2 = head.len() >= 2556 && le64(&head, 2548) == u64::from(e.lba) * 4 + 5;
+                        && le32(&head, 8, "system area")? == 16
+                        && le32(&head, 12, "system area")? == e.lba
+                        && u64::from(le32(&head, 16, "system area")?) == e.size;
+                    let grub2 = head.len() >= 2556 && le64(&head, 2548, "system area")? == u64::from(e.lba) * 4 + 5;
                     (Anchor::FileStart(p.clone()), bit, grub2)
                 }
                 None if start >= body_end && in_copy(start, e.size) => (Anchor::Tail(start - body_end), false, false),
@@ -508,7 +511,7 @@ impl Kept {
         // MBR boot code that finds the BIOS image through byte 432 (isohybrid: its 512-byte
         // LBA; GRUB's boot_hybrid.img: that + 4).
         let pointer = if mbr_sig {
-            let v = le64(&area, 432);
+            let v = le64(&area, 432, "system area")?;
             catalog.iter().flat_map(|c| &c.entries).filter(|e| e.platform == 0).find_map(|e| {
                 let base = u64::from(e.lba) * 4;
                 let path = e.path.clone()?;
@@ -621,7 +624,7 @@ impl Kept {
             let bentries = pos(&g.backup_entries, 0)? / 512;
             let usable_end = pos(&g.usable_end, 0)? / 512;
             let mut h = area[512..1024].to_vec();
-            let hsize = usize::try_from(le32(&h, 12)).unwrap_or(92).clamp(92, 512);
+            let hsize = usize::try_from(le32(&h, 12, "system area")?).unwrap_or(92).clamp(92, 512);
             h[32..40].copy_from_slice(&alt.to_le_bytes());
             h[48..56].copy_from_slice(&usable_end.saturating_sub(1).to_le_bytes());
             h[88..92].copy_from_slice(&ecrc.to_le_bytes());
@@ -632,7 +635,7 @@ impl Kept {
             // The backup: the same entries, then a header that names itself.
             let mut b = h.clone();
             b[24..32].copy_from_slice(&alt.to_le_bytes());
-            b[32..40].copy_from_slice(&le64(&h, 24).to_le_bytes());
+            b[32..40].copy_from_slice(&le64(&h, 24, "system area")?.to_le_bytes());
             b[72..80].copy_from_slice(&bentries.to_le_bytes());
             b[16..20].fill(0);
             let c = crc32(&b[..hsize]);

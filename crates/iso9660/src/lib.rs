@@ -12,11 +12,13 @@
 //! The `iso9660` crate on crates.io is read-only and has no Joliet, Rock Ridge or El
 //! Torito, so this crate is our own (docs/crates.md).
 #![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::as_conversions))]
 
 mod dir;
 pub mod eltorito;
 pub mod hybrid;
 mod read;
+mod spec;
 mod susp;
 mod udf;
 mod udf_write;
@@ -101,23 +103,6 @@ impl Regions {
         self.taken.insert(start, (end, what));
         Ok(())
     }
-}
-
-/// Little-endian u16 at `at` (callers have checked the length).
-pub(crate) fn le16(b: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes([b[at], b[at + 1]])
-}
-
-/// Little-endian u32 at `at`.
-pub(crate) fn le32(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-
-/// Little-endian u64 at `at`.
-pub(crate) fn le64(b: &[u8], at: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(a)
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).

@@ -239,9 +239,10 @@ impl Walker {
         let mut out = Vec::new();
         let mut pos = 0usize;
         while pos < data.len() {
-            let sector_end = ((pos / SECTOR as usize) + 1) * SECTOR as usize;
+            let sector = diskcast_layout::usize_from_u64(SECTOR, "sector size")?;
+            let sector_end = ((pos / sector) + 1) * sector;
             let end = sector_end.min(data.len());
-            match parse_record(&data[pos..end], base + pos as u64)? {
+            match parse_record(&data[pos..end], base + diskcast_layout::u64_from_usize(pos))? {
                 None => pos = sector_end,
                 Some(r) => {
                     pos += usize::from(data[pos]);
@@ -330,8 +331,8 @@ impl Walker {
         } else if matches!(type_bits, 0o020000 | 0o060000) {
             let (hi, lo) = rr.pn.unwrap_or((0, 0));
             let dev = (u64::from(hi) << 32) | u64::from(lo);
-            let major = (((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff)) as u32;
-            let minor = ((dev & 0xff) | ((dev >> 12) & !0xff)) as u32;
+            let major = diskcast_layout::low_u32(((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff));
+            let minor = diskcast_layout::low_u32((dev & 0xff) | ((dev >> 12) & !0xff));
             if type_bits == 0o020000 { Kind::CharDev { major, minor } } else { Kind::BlockDev { major, minor } }
         } else if type_bits == 0o010000 {
             Kind::Fifo

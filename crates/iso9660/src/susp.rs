@@ -2,8 +2,9 @@
 //! they carry: NM, PX, PN, SL, TF, CL, PL, RE, plus zisofs' ZF.
 
 use crate::dir::{long_time, short_time};
-use crate::{MAX_SYMLINK_TARGET, Regions, SECTOR, le32, read_bytes};
+use crate::{MAX_SYMLINK_TARGET, Regions, SECTOR, read_bytes};
 use diskcast_block::{BlockRead, Error, Result};
+use diskcast_layout::le32;
 use diskcast_tree::{Timestamp, display_name};
 use std::collections::HashSet;
 
@@ -86,7 +87,11 @@ pub fn entries_of(
             match &sig {
                 b"ST" => break,
                 b"CE" if len >= 28 => {
-                    next = Some((le32(data, 4), le32(data, 12), le32(data, 20)));
+                    next = Some((
+                        le32(data, 4, "Rock Ridge entry")?,
+                        le32(data, 12, "Rock Ridge entry")?,
+                        le32(data, 20, "Rock Ridge entry")?,
+                    ));
                 }
                 _ => out.push((sig.to_vec(), data.to_vec())),
             }
@@ -97,7 +102,7 @@ pub fn entries_of(
         if hops > MAX_CE || !seen.insert((block, off)) {
             return Err(Error::corrupt("Rock Ridge continuation areas (CE) loop").with_field("CE").with_offset(at));
         }
-        total = total.saturating_add(len as usize);
+        total = total.saturating_add(diskcast_layout::usize_from(len));
         if total > MAX_SU_BYTES {
             return Err(Error::corrupt("Rock Ridge continuation areas are too large").with_field("CE").with_offset(at));
         }
@@ -129,9 +134,14 @@ pub fn rock_ridge(entries: &[(Vec<u8>, Vec<u8>)], at: u64) -> Result<RockRidge> 
                 name.get_or_insert_with(Vec::new).extend_from_slice(part);
             }
             b"PX" if d.len() >= 36 => {
-                rr.px = Some(Px { mode: le32(d, 4), nlink: le32(d, 12), uid: le32(d, 20), gid: le32(d, 28) });
+                rr.px = Some(Px {
+                    mode: le32(d, 4, "Rock Ridge entry")?,
+                    nlink: le32(d, 12, "Rock Ridge entry")?,
+                    uid: le32(d, 20, "Rock Ridge entry")?,
+                    gid: le32(d, 28, "Rock Ridge entry")?,
+                });
             }
-            b"PN" if d.len() >= 20 => rr.pn = Some((le32(d, 4), le32(d, 12))),
+            b"PN" if d.len() >= 20 => rr.pn = Some((le32(d, 4, "Rock Ridge entry")?, le32(d, 12, "Rock Ridge entry")?)),
             b"SL" if d.len() >= 5 => {
                 saw_sl = true;
                 link_fits &= link.add(&d[5..]);
@@ -155,7 +165,7 @@ pub fn rock_ridge(entries: &[(Vec<u8>, Vec<u8>)], at: u64) -> Result<RockRidge> 
                     }
                 }
             }
-            b"CL" if d.len() >= 12 => rr.child_link = Some(le32(d, 4)),
+            b"CL" if d.len() >= 12 => rr.child_link = Some(le32(d, 4, "Rock Ridge entry")?),
             b"RE" => rr.relocated = true,
             b"ZF" if d.len() >= 16 => {
                 if &d[4..6] != b"pz" {
@@ -166,7 +176,7 @@ pub fn rock_ridge(entries: &[(Vec<u8>, Vec<u8>)], at: u64) -> Result<RockRidge> 
                     .with_field("ZF")
                     .with_offset(at));
                 }
-                rr.zf = Some((d[7], le32(d, 8)));
+                rr.zf = Some((d[7], le32(d, 8, "Rock Ridge entry")?));
             }
             _ => {}
         }

@@ -9,8 +9,9 @@
 //! (CD-RW/DVD-RW) maps are refused as unsupported.
 
 use crate::read::path_in;
-use crate::{MAX_SYMLINK_TARGET, Regions, le16, le32, le64, read_bytes};
+use crate::{MAX_SYMLINK_TARGET, Regions, read_bytes};
 use diskcast_block::{BlockRead, Error, Result};
+use diskcast_layout::{le16, le32, le64};
 use diskcast_tree::{Content, FileData, FileExtent, Kind, Meta, Node, NodeId, Timestamp, Tree, check_name};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -75,7 +76,7 @@ fn find_anchor(disk: &dyn BlockRead) -> Result<Option<(u64, u32, u32)>> {
         }
         let d = read_bytes(disk, at, 512, "UDF anchor")?;
         if tag_ok(&d, TAG_AVDP, 256) {
-            return Ok(Some((bs, le32(&d, 20), le32(&d, 16))));
+            return Ok(Some((bs, le32(&d, 20, "UDF descriptor")?, le32(&d, 16, "UDF descriptor")?)));
         }
     }
     Ok(None)
@@ -84,11 +85,11 @@ fn find_anchor(disk: &dyn BlockRead) -> Result<Option<(u64, u32, u32)>> {
 /// A descriptor tag (ECMA-167 3/7.2) with this id, a good checksum and, when `loc` is
 /// given, recorded at that location.
 fn tag_ok(d: &[u8], id: u16, loc: u32) -> bool {
-    if d.len() < 16 || le16(d, 0) != id {
+    if d.len() < 16 || le16(d, 0, "UDF descriptor").ok() != Some(id) {
         return false;
     }
     let sum = d[..16].iter().enumerate().filter(|(i, _)| *i != 4).fold(0u8, |s, (_, b)| s.wrapping_add(*b));
-    sum == d[4] && (loc == u32::MAX || le32(d, 12) == loc)
+    sum == d[4] && (loc == u32::MAX || le32(d, 12, "UDF descriptor").ok() == Some(loc))
 }
 
 /// How a logical block of one partition reference maps to the disc.
@@ -157,13 +158,16 @@ pub fn read_tree(disk: Arc<dyn BlockRead>) -> Result<Tree> {
     for i in 0..count {
         let loc = u64::from(vds_loc) + i;
         let d = read_bytes(disk.as_ref(), loc * bs, bs, "UDF volume descriptor")?;
-        let id = le16(&d, 0);
+        let id = le16(&d, 0, "UDF descriptor")?;
         if !tag_ok(&d, id, u32::MAX) {
             continue;
         }
         match id {
             TAG_PD => {
-                pds.insert(le16(&d, 22), (u64::from(le32(&d, 188)), u64::from(le32(&d, 192))));
+                pds.insert(
+                    le16(&d, 22, "UDF descriptor")?,
+                    (u64::from(le32(&d, 188, "UDF descriptor")?), u64::from(le32(&d, 192, "UDF descriptor")?)),
+                );
             }
             TAG_LVD => lvd = Some(d),
             TAG_TD => break,
@@ -171,16 +175,16 @@ pub fn read_tree(disk: Arc<dyn BlockRead>) -> Result<Tree> {
         }
     }
     let lvd = lvd.ok_or_else(|| Error::corrupt("UDF volume has no logical volume descriptor"))?;
-    if u64::from(le32(&lvd, 212)) != bs {
+    if u64::from(le32(&lvd, 212, "UDF descriptor")?) != bs {
         return Err(Error::unsupported(format!(
             "UDF logical block size {} differs from the sector size {bs}",
-            le32(&lvd, 212)
+            le32(&lvd, 212, "UDF descriptor")?
         ))
         .with_field("logical_block_size"));
     }
     let mut udf = Udf { disk: disk.clone(), bs, parts: Vec::new() };
-    let nmaps = le32(&lvd, 268).min(64);
-    let maps_len = le32(&lvd, 264) as usize;
+    let nmaps = le32(&lvd, 268, "UDF descriptor")?.min(64);
+    let maps_len = diskcast_layout::usize_from(le32(&lvd, 264, "UDF descriptor")?);
     let maps =
         lvd.get(440..440 + maps_len).ok_or_else(|| Error::corrupt("UDF partition maps run past the descriptor"))?;
     let mut pos = 0;
@@ -201,10 +205,10 @@ pub fn read_tree(disk: Arc<dyn BlockRead>) -> Result<Tree> {
             Ok(Part::Physical { start, len })
         };
         match ty {
-            1 => udf.parts.push(physical(le16(m, 4))?),
+            1 => udf.parts.push(physical(le16(m, 4, "UDF descriptor")?)?),
             2 if m.len() >= 64 && m[5..].starts_with(b"*UDF Metadata Partition") => {
-                let num = le16(m, 38);
-                metadata.push((udf.parts.len(), le32(m, 40)));
+                let num = le16(m, 38, "UDF descriptor")?;
+                metadata.push((udf.parts.len(), le32(m, 40, "UDF descriptor")?));
                 udf.parts.push(physical(num)?);
             }
             2 => {
@@ -233,12 +237,16 @@ pub fn read_tree(disk: Arc<dyn BlockRead>) -> Result<Tree> {
         udf.parts[index] = Part::Metadata { extents };
     }
     // File set descriptor: the logical volume contents use is its long_ad.
-    let (fsd_len, fsd_lb, fsd_part) = (le32(&lvd, 248) & 0x3fff_ffff, le32(&lvd, 252), le16(&lvd, 256));
+    let (fsd_len, fsd_lb, fsd_part) = (
+        le32(&lvd, 248, "UDF descriptor")? & 0x3fff_ffff,
+        le32(&lvd, 252, "UDF descriptor")?,
+        le16(&lvd, 256, "UDF descriptor")?,
+    );
     let fsd = udf.read(fsd_part, fsd_lb, u64::from(fsd_len).clamp(512, bs), "UDF file set descriptor")?;
     if !tag_ok(&fsd, TAG_FSD, u32::MAX) {
         return Err(Error::corrupt("UDF file set descriptor has a bad tag").with_field("file_set_descriptor"));
     }
-    let (root_lb, root_part) = (le32(&fsd, 404), le16(&fsd, 408));
+    let (root_lb, root_part) = (le32(&fsd, 404, "UDF descriptor")?, le16(&fsd, 408, "UDF descriptor")?);
     Walker {
         udf,
         tree: Tree::new(Meta::default()),
@@ -263,11 +271,12 @@ struct Entry {
     inline: Option<Vec<u8>>,
 }
 
-fn udf_time(b: &[u8]) -> Timestamp {
-    let tz = le16(b, 0);
-    let year = i64::from(le16(b, 2) as i16);
+fn udf_time(b: &[u8]) -> Result<Timestamp> {
+    let b = diskcast_layout::bytes(b, 0, 12, "UDF timestamp")?;
+    let tz = le16(b, 0, "UDF timestamp")?;
+    let year = i64::from(le16(b, 2, "UDF timestamp")?.cast_signed());
     if year == 0 {
-        return Timestamp::default();
+        return Ok(Timestamp::default());
     }
     let (mon, day) = (u32::from(b[4]).clamp(1, 12), u32::from(b[5]).clamp(1, 31));
     let mut secs = crate::days_from_civil(year, mon, day) * 86400
@@ -275,26 +284,26 @@ fn udf_time(b: &[u8]) -> Timestamp {
         + i64::from(b[7]) * 60
         + i64::from(b[8]);
     // Type 1 is local time with an offset in minutes (12-bit signed; -2047: none).
-    let off = i64::from(((tz & 0x0fff) << 4) as i16 >> 4);
+    let off = i64::from(((tz & 0x0fff) << 4).cast_signed() >> 4);
     if tz >> 12 == 1 && off != -2047 {
         secs -= off * 60;
     }
     let nsec = u32::from(b[9]) * 10_000_000 + u32::from(b[10]) * 100_000 + u32::from(b[11]) * 1000;
-    Timestamp { sec: secs, nsec: nsec.min(999_999_999) }
+    Ok(Timestamp { sec: secs, nsec: nsec.min(999_999_999) })
 }
 
 /// Reads the file entry at block `lb` of `part`; its allocation extent descriptors are
 /// claimed in `regions` (each belongs to one entry).
 fn read_entry(udf: &Udf, part: u16, lb: u32, regions: &mut Regions) -> Result<Entry> {
     let d = udf.read(part, lb, udf.bs, "UDF file entry")?;
-    let id = le16(&d, 0);
+    let id = le16(&d, 0, "UDF descriptor")?;
     if !(tag_ok(&d, TAG_FE, u32::MAX) || tag_ok(&d, TAG_EFE, u32::MAX)) {
         return Err(Error::corrupt(format!("UDF file entry at block {lb} has a bad tag")).with_field("file_entry"));
     }
     let efe = id == TAG_EFE;
-    let icb_flags = le16(&d, 34);
+    let icb_flags = le16(&d, 34, "UDF descriptor")?;
     let file_type = d[27];
-    let perms = le32(&d, 44);
+    let perms = le32(&d, 44, "UDF descriptor")?;
     let mut mode = (perms & 7) | ((perms >> 5) & 7) << 3 | ((perms >> 10) & 7) << 6;
     if icb_flags & 0x40 != 0 {
         mode |= 0o4000;
@@ -305,17 +314,17 @@ fn read_entry(udf: &Udf, part: u16, lb: u32, regions: &mut Regions) -> Result<En
     if icb_flags & 0x100 != 0 {
         mode |= 0o1000;
     }
-    let (uid, gid) = (le32(&d, 36), le32(&d, 40));
-    let size = le64(&d, 56);
+    let (uid, gid) = (le32(&d, 36, "UDF descriptor")?, le32(&d, 40, "UDF descriptor")?);
+    let size = le64(&d, 56, "UDF descriptor")?;
     let (atime_at, mtime_at, ctime_at, ea_len_at) = if efe { (80, 92, 116, 208) } else { (72, 84, 96, 168) };
-    let mut meta = Meta::new(mode, udf_time(&d[mtime_at..mtime_at + 12]));
+    let mut meta = Meta::new(mode, udf_time(&d[mtime_at..mtime_at + 12])?);
     // 0xFFFFFFFF means "no id recorded".
     meta.uid = if uid == u32::MAX { 0 } else { uid };
     meta.gid = if gid == u32::MAX { 0 } else { gid };
-    meta.atime = Some(udf_time(&d[atime_at..atime_at + 12]));
-    meta.ctime = Some(udf_time(&d[ctime_at..ctime_at + 12]));
-    let ea_len = le32(&d, ea_len_at) as usize;
-    let ad_len = le32(&d, ea_len_at + 4) as usize;
+    meta.atime = Some(udf_time(&d[atime_at..atime_at + 12])?);
+    meta.ctime = Some(udf_time(&d[ctime_at..ctime_at + 12])?);
+    let ea_len = diskcast_layout::usize_from(le32(&d, ea_len_at, "UDF descriptor")?);
+    let ad_len = diskcast_layout::usize_from(le32(&d, ea_len_at + 4, "UDF descriptor")?);
     let ad_start = ea_len_at + 8 + ea_len;
     let ads = d.get(ad_start..ad_start.saturating_add(ad_len)).ok_or_else(|| {
         Error::corrupt(format!("UDF file entry at block {lb}: allocation descriptors run past the block"))
@@ -324,12 +333,12 @@ fn read_entry(udf: &Udf, part: u16, lb: u32, regions: &mut Regions) -> Result<En
     let mut e = Entry { file_type, meta, size, extents: Vec::new(), offsets: Vec::new(), inline: None };
     match icb_flags & 7 {
         3 => {
-            if (ads.len() as u64) < size {
+            if diskcast_layout::u64_from_usize(ads.len()) < size {
                 return Err(
                     Error::corrupt("UDF embedded file is larger than its entry").with_field("information_length")
                 );
             }
-            e.inline = Some(ads[..size as usize].to_vec());
+            e.inline = Some(ads[..diskcast_layout::usize_from_u64(size, "UDF embedded file")?].to_vec());
         }
         t @ (0 | 1) => collect_ads(udf, ads, t, part, &mut e, regions)?,
         t => return Err(Error::unsupported(format!("UDF allocation descriptor type {t}")).with_field("icb_flags")),
@@ -347,13 +356,13 @@ fn collect_ads(udf: &Udf, first: &[u8], ty: u16, part: u16, e: &mut Entry, regio
     'outer: loop {
         let mut next = None;
         for ad in buf.chunks_exact(step) {
-            let raw = le32(ad, 0);
+            let raw = le32(ad, 0, "UDF descriptor")?;
             let (kind, len) = (raw >> 30, u64::from(raw & 0x3fff_ffff));
             if len == 0 {
                 break 'outer;
             }
-            let lb = le32(ad, 4);
-            let p = if ty == 0 { part } else { le16(ad, 8) };
+            let lb = le32(ad, 4, "UDF descriptor")?;
+            let p = if ty == 0 { part } else { le16(ad, 8, "UDF descriptor")? };
             match kind {
                 0 => {
                     udf.locate(p, lb, len)?;
@@ -386,7 +395,7 @@ fn collect_ads(udf: &Udf, first: &[u8], ty: u16, part: u16, e: &mut Entry, regio
                 Error::corrupt("UDF allocation extent descriptor has a bad tag").with_field("allocation_descriptors")
             );
         }
-        let n = (le32(&d, 20) as usize).min(d.len() - 24);
+        let n = diskcast_layout::usize_from(le32(&d, 20, "UDF descriptor")?).min(d.len() - 24);
         buf = d[24..24 + n].to_vec();
     }
     Ok(())
@@ -442,12 +451,12 @@ impl Walker {
                 if !tag_ok(f, TAG_FID, u32::MAX) {
                     return Err(Error::corrupt("UDF file identifier descriptor has a bad tag").with_field("fid"));
                 }
-                let (chars, l_fi, l_iu) = (f[18], usize::from(f[19]), usize::from(le16(f, 36)));
+                let (chars, l_fi, l_iu) = (f[18], usize::from(f[19]), usize::from(le16(f, 36, "UDF descriptor")?));
                 let total = (38 + l_iu + l_fi).next_multiple_of(4);
                 let name_raw = f
                     .get(38 + l_iu..38 + l_iu + l_fi)
                     .ok_or_else(|| Error::corrupt("UDF file identifier runs past its directory").with_field("fid"))?;
-                let (c_lb, c_part) = (le32(f, 24), le16(f, 28));
+                let (c_lb, c_part) = (le32(f, 24, "UDF descriptor")?, le16(f, 28, "UDF descriptor")?);
                 pos += total;
                 // Deleted (4) and parent (8) entries are not names.
                 if chars & 0x0c != 0 {

@@ -13,10 +13,14 @@
 //! entry per node, the directories' identifier streams, and the ISO side's data.
 
 use diskcast_block::{Error, Result};
+use diskcast_layout::{fit, low_u8, u64_from_usize, usize_from_u64};
 use diskcast_tree::{Kind, NodeId, Timestamp, Tree, display_name};
 use std::collections::HashMap;
 
 const BS: u64 = 2048;
+/// The block size as a field value and a buffer length.
+const BS32: u32 = 2048;
+const BS_BYTES: usize = 2048;
 /// Largest extent of a short allocation descriptor: under 2^30, a multiple of the block.
 const MAX_AD: u64 = 0x3FFF_F800;
 /// Descriptor version of NSR02 (UDF 1.02).
@@ -57,7 +61,7 @@ struct Fid {
 
 impl Fid {
     fn len(&self) -> u64 {
-        (38 + self.name.len() as u64).next_multiple_of(4)
+        (38 + u64_from_usize(self.name.len())).next_multiple_of(4)
     }
 }
 
@@ -65,7 +69,8 @@ impl Fid {
 /// byte, else 16 and UTF-16 big-endian.
 fn cs0(name: &str) -> Vec<u8> {
     if name.chars().all(|c| u32::from(c) < 256) {
-        std::iter::once(8u8).chain(name.chars().map(|c| u32::from(c) as u8)).collect()
+        // Every character is below 256 here.
+        std::iter::once(8u8).chain(name.chars().map(|c| low_u8(u64::from(u32::from(c))))).collect()
     } else {
         std::iter::once(16u8).chain(name.encode_utf16().flat_map(|u| u.to_be_bytes())).collect()
     }
@@ -84,7 +89,8 @@ fn dstring(s: &str, len: usize) -> Vec<u8> {
         c.truncate(c.len() - w);
     }
     out[..c.len()].copy_from_slice(&c);
-    out[len - 1] = c.len() as u8;
+    // c was cut to len - 1 bytes, and every d-string field is under 256 bytes.
+    out[len - 1] = low_u8(u64_from_usize(c.len()));
     out
 }
 
@@ -133,7 +139,7 @@ impl UdfPlan {
             plan.dirs.push((d, fids));
         }
         // Blocks: file set descriptor, its terminator, the entries, then the streams.
-        let mut next = 2 + plan.nodes.len() as u64;
+        let mut next = 2 + u64_from_usize(plan.nodes.len());
         for (d, fids) in &plan.dirs {
             let size: u64 = fids.iter().map(Fid::len).sum();
             plan.dir_at.insert(*d, (u32::try_from(next).unwrap_or(u32::MAX), size));
@@ -147,7 +153,8 @@ impl UdfPlan {
         if self.index.contains_key(&id) {
             return false;
         }
-        self.index.insert(id, self.nodes.len() as u32);
+        // More nodes than u32 numbers is refused when the plan counts its blocks.
+        self.index.insert(id, u32::try_from(self.nodes.len()).unwrap_or(u32::MAX));
         self.nodes.push(id);
         true
     }
@@ -169,10 +176,10 @@ impl UdfPlan {
     ) -> Result<Vec<(u32, Vec<u8>)>> {
         let mut out = Vec::new();
         for (i, id) in [b"BEA01", b"NSR02", b"TEA01"].iter().enumerate() {
-            let mut b = vec![0u8; BS as usize];
+            let mut b = vec![0u8; BS_BYTES];
             b[1..6].copy_from_slice(*id);
             b[6] = 1;
-            out.push((vrs + i as u32, b));
+            out.push((vrs + fit::<u32, u64>(u64_from_usize(i), "UDF volume recognition sector")?, b));
         }
         let now_ts = ts(Timestamp { sec: now, nsec: 0 });
         let part_len = end_anchor - PART_START;
@@ -199,7 +206,7 @@ impl UdfPlan {
             pvd[64..68].copy_from_slice(&1u32.to_le_bytes());
             pvd[68..72].copy_from_slice(&1u32.to_le_bytes());
             // Volume set identifier: UDF wants 16 unique characters first (a hex stamp).
-            let set = format!("{:016X}{label32}", (now as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let set = format!("{:016X}{label32}", now.cast_unsigned().wrapping_mul(0x9E37_79B9_7F4A_7C15));
             pvd[72..200].copy_from_slice(&dstring(&set, 128));
             pvd[200..264].copy_from_slice(&charspec());
             pvd[264..328].copy_from_slice(&charspec());
@@ -224,13 +231,13 @@ impl UdfPlan {
             let mut lvd = vec![0u8; 446];
             lvd[20..84].copy_from_slice(&charspec());
             lvd[84..212].copy_from_slice(&dstring(label, 128));
-            lvd[212..216].copy_from_slice(&(BS as u32).to_le_bytes());
+            lvd[212..216].copy_from_slice(&BS32.to_le_bytes());
             lvd[216..248].copy_from_slice(&domain_id());
-            lvd[248..264].copy_from_slice(&long_ad(BS as u32, 0));
+            lvd[248..264].copy_from_slice(&long_ad(BS32, 0));
             lvd[264..268].copy_from_slice(&6u32.to_le_bytes());
             lvd[268..272].copy_from_slice(&1u32.to_le_bytes());
             lvd[272..304].copy_from_slice(&impl_id());
-            lvd[432..436].copy_from_slice(&(2 * BS as u32).to_le_bytes());
+            lvd[432..436].copy_from_slice(&(2 * BS32).to_le_bytes());
             lvd[436..440].copy_from_slice(&lvid_at.to_le_bytes());
             lvd[440..446].copy_from_slice(&[1, 6, 1, 0, 0, 0]);
             put(6, lvd, &mut out);
@@ -242,7 +249,7 @@ impl UdfPlan {
         let mut lvid = vec![0u8; 80 + 8 + 46];
         lvid[16..28].copy_from_slice(&now_ts);
         lvid[28..32].copy_from_slice(&1u32.to_le_bytes());
-        lvid[40..48].copy_from_slice(&(16 + self.nodes.len() as u64).to_le_bytes());
+        lvid[40..48].copy_from_slice(&(16 + u64_from_usize(self.nodes.len())).to_le_bytes());
         lvid[72..76].copy_from_slice(&1u32.to_le_bytes());
         lvid[76..80].copy_from_slice(&46u32.to_le_bytes());
         lvid[80..84].copy_from_slice(&0u32.to_le_bytes());
@@ -261,9 +268,9 @@ impl UdfPlan {
         // Anchors.
         for at in [256, end_anchor] {
             let mut a = vec![0u8; 512];
-            a[16..20].copy_from_slice(&(VDS_SECTORS * BS as u32).to_le_bytes());
+            a[16..20].copy_from_slice(&(VDS_SECTORS * BS32).to_le_bytes());
             a[20..24].copy_from_slice(&vds.to_le_bytes());
-            a[24..28].copy_from_slice(&(VDS_SECTORS * BS as u32).to_le_bytes());
+            a[24..28].copy_from_slice(&(VDS_SECTORS * BS32).to_le_bytes());
             a[28..32].copy_from_slice(&(vds + VDS_SECTORS).to_le_bytes());
             tag(&mut a, 2, at);
             out.push((at, a));
@@ -279,7 +286,7 @@ impl UdfPlan {
         fsd[112..240].copy_from_slice(&dstring(label, 128));
         fsd[240..304].copy_from_slice(&charspec());
         fsd[304..336].copy_from_slice(&dstring(&label32, 32));
-        fsd[400..416].copy_from_slice(&long_ad(BS as u32, self.fe_block(NodeId::ROOT)));
+        fsd[400..416].copy_from_slice(&long_ad(BS32, self.fe_block(NodeId::ROOT)));
         fsd[416..448].copy_from_slice(&domain_id());
         tag(&mut fsd, 256, 0);
         out.push((PART_START, fsd));
@@ -287,15 +294,15 @@ impl UdfPlan {
         tag(&mut td, 8, 1);
         out.push((PART_START + 1, td));
         for (i, &id) in self.nodes.iter().enumerate() {
-            let b = self.file_entry(tree, id, 16 + i as u64, files)?;
-            out.push((PART_START + 2 + i as u32, b));
+            let b = self.file_entry(tree, id, 16 + u64_from_usize(i), files)?;
+            out.push((PART_START + 2 + fit::<u32, u64>(u64_from_usize(i), "UDF file entry block")?, b));
         }
         for (d, fids) in &self.dirs {
             let (first, size) = self.dir_at[d];
-            let mut s: Vec<u8> = Vec::with_capacity(size as usize);
+            let mut s: Vec<u8> = Vec::with_capacity(usize_from_u64(size, "UDF directory")?);
             for f in fids {
                 let start = s.len();
-                let mut b = vec![0u8; f.len() as usize];
+                let mut b = vec![0u8; usize_from_u64(f.len(), "UDF file identifier descriptor")?];
                 b[16..18].copy_from_slice(&1u16.to_le_bytes());
                 b[18] = if f.parent {
                     0x0A
@@ -304,19 +311,19 @@ impl UdfPlan {
                 } else {
                     0
                 };
-                b[19] = f.name.len() as u8;
+                b[19] = fit(u64_from_usize(f.name.len()), "UDF file identifier length")?;
                 let target = if f.parent { self.parent_of(tree, *d) } else { f.child };
                 let uid = 16 + self.index[&target];
-                let mut ad = long_ad(BS as u32, self.fe_block(target));
+                let mut ad = long_ad(BS32, self.fe_block(target));
                 // UDF's unique id (low 32 bits) in the address's implementation use.
                 ad[12..16].copy_from_slice(&uid.to_le_bytes());
                 b[20..36].copy_from_slice(&ad);
                 b[38..38 + f.name.len()].copy_from_slice(&f.name);
-                let blk = first + (start as u64 / BS) as u32;
+                let blk = first + fit::<u32, u64>(u64_from_usize(start) / BS, "UDF directory block")?;
                 tag(&mut b, 257, blk);
                 s.extend_from_slice(&b);
             }
-            s.resize(s.len().next_multiple_of(BS as usize), 0);
+            s.resize(s.len().next_multiple_of(BS_BYTES), 0);
             out.push((PART_START + first, s));
         }
         Ok(out)
@@ -349,7 +356,7 @@ impl UdfPlan {
             Kind::Symlink(t) => {
                 icb_flags = 3;
                 let d = path_components(t)?;
-                (12, d.len() as u64, d)
+                (12, u64_from_usize(d.len()), d)
             }
             Kind::BlockDev { .. } => (6, 0, Vec::new()),
             Kind::CharDev { .. } => (7, 0, Vec::new()),
@@ -387,7 +394,7 @@ impl UdfPlan {
                 .find(|(d, _)| *d == id)
                 .map(|(_, f)| f.iter().filter(|f| f.dir && !f.parent).count())
                 .unwrap_or(0);
-            (usize::from(links) + subdirs).min(usize::from(u16::MAX)) as u16
+            u16::try_from(usize::from(links) + subdirs).unwrap_or(u16::MAX)
         } else {
             links
         };
@@ -403,7 +410,9 @@ impl UdfPlan {
         b[108..112].copy_from_slice(&1u32.to_le_bytes());
         b[128..160].copy_from_slice(&impl_id());
         b[160..168].copy_from_slice(&unique.to_le_bytes());
-        b[172..176].copy_from_slice(&(ads.len() as u32).to_le_bytes());
+        b[172..176].copy_from_slice(
+            &fit::<u32, u64>(u64_from_usize(ads.len()), "UDF allocation descriptors length")?.to_le_bytes(),
+        );
         b[176..].copy_from_slice(&ads);
         let blk = self.fe_block(id);
         tag(&mut b, 261, blk);
@@ -418,8 +427,9 @@ fn short_ads(size: u64, at: u32) -> Vec<u8> {
     let (mut left, mut blk) = (size, u64::from(at));
     while left > 0 {
         let part = left.min(MAX_AD);
-        out.extend_from_slice(&(part as u32).to_le_bytes());
-        out.extend_from_slice(&(blk as u32).to_le_bytes());
+        // part is under MAX_AD (1 GiB); the partition's blocks were counted in a u32.
+        out.extend_from_slice(&diskcast_layout::low_u32(part).to_le_bytes());
+        out.extend_from_slice(&diskcast_layout::low_u32(blk).to_le_bytes());
         left -= part;
         blk += part / BS;
     }
@@ -442,12 +452,12 @@ fn path_components(target: &[u8]) -> Result<Vec<u8>> {
                 if id.len() > 255 {
                     return Err(Error::argument("a symlink target component is longer than UDF allows (255 bytes)"));
                 }
-                out.extend_from_slice(&[5, id.len() as u8, 0, 0]);
+                out.extend_from_slice(&[5, fit(u64_from_usize(id.len()), "UDF path component length")?, 0, 0]);
                 out.extend_from_slice(&id);
             }
         }
     }
-    if out.len() > (BS - 176) as usize {
+    if out.len() > BS_BYTES - 176 {
         return Err(Error::unsupported("a symlink target too long for a UDF file entry (1872 bytes)"));
     }
     Ok(out)
@@ -457,7 +467,8 @@ fn path_components(target: &[u8]) -> Result<Vec<u8>> {
 fn tag(b: &mut [u8], id: u16, loc: u32) {
     b[0..2].copy_from_slice(&id.to_le_bytes());
     b[2..4].copy_from_slice(&TAG_VERSION.to_le_bytes());
-    let crc_len = (b.len() - 16) as u16;
+    // Descriptors are at most one 2048-byte block.
+    let crc_len = u16::try_from(b.len() - 16).unwrap_or(u16::MAX);
     let crc = crc_itu(&b[16..]);
     b[8..10].copy_from_slice(&crc.to_le_bytes());
     b[10..12].copy_from_slice(&crc_len.to_le_bytes());
@@ -484,16 +495,18 @@ fn ts(t: Timestamp) -> [u8; 12] {
     let s = t.sec.rem_euclid(86400);
     let mut b = [0u8; 12];
     b[0..2].copy_from_slice(&0x1000u16.to_le_bytes());
-    b[2..4].copy_from_slice(&(y.clamp(1, 9999) as u16).to_le_bytes());
-    b[4] = mo as u8;
-    b[5] = d as u8;
-    b[6] = (s / 3600) as u8;
-    b[7] = (s / 60 % 60) as u8;
-    b[8] = (s % 60) as u8;
-    let us = t.nsec / 1000;
-    b[9] = (us / 10_000) as u8;
-    b[10] = (us / 100 % 100) as u8;
-    b[11] = (us % 100) as u8;
+    // Every field is bounded by the clamp or the calendar, so the byte folds lose nothing.
+    b[2..4].copy_from_slice(&u16::try_from(y.clamp(1, 9999)).unwrap_or(9999).to_le_bytes());
+    let day = s.cast_unsigned();
+    b[4] = low_u8(u64::from(mo));
+    b[5] = low_u8(u64::from(d));
+    b[6] = low_u8(day / 3600);
+    b[7] = low_u8(day / 60 % 60);
+    b[8] = low_u8(day % 60);
+    let us = u64::from(t.nsec / 1000);
+    b[9] = low_u8(us / 10_000);
+    b[10] = low_u8(us / 100 % 100);
+    b[11] = low_u8(us % 100);
     b
 }
 

@@ -2,7 +2,8 @@
 //! primary descriptor, Joliet's supplementary one and El Torito's boot record.
 
 use crate::dir::{DirRecord, parse_record};
-use crate::{SECTOR, le16, le32, read_bytes};
+use crate::spec::{BootRecord, CD001, DescriptorHead, EL_TORITO, VolumeDescriptor};
+use crate::{SECTOR, read_bytes};
 use diskcast_block::{BlockRead, Error, Result};
 use serde::Serialize;
 
@@ -46,33 +47,36 @@ pub fn read_volumes(disk: &dyn BlockRead) -> Result<Volumes> {
             break;
         }
         let d = read_bytes(disk, at, SECTOR, "volume descriptor")?;
-        if &d[1..6] != b"CD001" {
+        let head: &DescriptorHead = diskcast_layout::read(&d, 0, "volume descriptor")?;
+        if head.id != CD001 {
             break;
         }
-        match d[0] {
-            0 if d[7..30] == *b"EL TORITO SPECIFICATION" => v.boot_catalog = Some(le32(&d, 71)),
+        let boot: &BootRecord = diskcast_layout::read(&d, 0, "boot record")?;
+        let vd: &VolumeDescriptor = diskcast_layout::read(&d, 0, "volume descriptor")?;
+        match head.ty {
+            0 if boot.boot_system_id.starts_with(EL_TORITO) => v.boot_catalog = Some(boot.catalog.get()),
             1 if !seen_primary => {
                 seen_primary = true;
-                if le16(&d, 128) != 2048 {
+                if vd.block_size.get() != 2048 {
                     return Err(Error::unsupported(format!(
                         "logical block size {} (only 2048 is in use)",
-                        le16(&d, 128)
+                        vd.block_size.get()
                     ))
                     .with_field("logical_block_size")
                     .with_offset(at + 128));
                 }
-                v.volume_id = String::from_utf8_lossy(&d[40..72]).trim_end().to_string();
-                v.blocks = le32(&d, 80);
-                v.root = Some(root_record(&d, at)?);
+                v.volume_id = String::from_utf8_lossy(&vd.volume_id).trim_end().to_string();
+                v.blocks = vd.space_size.get();
+                v.root = Some(root_record(vd, at)?);
             }
-            2 if d[88] == 0x25 && d[89] == 0x2f && matches!(d[90], 0x40 | 0x43 | 0x45) => {
-                let level = match d[90] {
+            2 if vd.escapes[..2] == *b"%/" && matches!(vd.escapes[2], 0x40 | 0x43 | 0x45) => {
+                let level = match vd.escapes[2] {
                     0x40 => 1,
                     0x43 => 2,
                     _ => 3,
                 };
                 if v.joliet.is_none() {
-                    v.joliet = Some((root_record(&d, at)?, level));
+                    v.joliet = Some((root_record(vd, at)?, level));
                 }
             }
             255 => break,
@@ -90,10 +94,9 @@ pub fn read_volumes(disk: &dyn BlockRead) -> Result<Volumes> {
 /// (68) into its length byte, with the volume set identifier following as usual. Linux,
 /// isoinfo, xorriso and 7-Zip read the 34 bytes and ignore the length; so does this. A
 /// length under 34 cannot hold the record.
-fn root_record(d: &[u8], at: u64) -> Result<DirRecord> {
+fn root_record(d: &VolumeDescriptor, at: u64) -> Result<DirRecord> {
     let at = at + 156;
-    let mut rec = [0u8; 34];
-    rec.copy_from_slice(&d[156..190]);
+    let mut rec = d.root;
     let bad = |what: String| Error::corrupt(what).with_field("root_directory_record").with_offset(at);
     if rec[0] < 34 {
         return Err(bad(format!(

@@ -7,7 +7,12 @@
 //! file data read through from the tree, so the copy engine writes it to any block format.
 
 use crate::eltorito::boot_info_table;
+use crate::spec::{
+    BootCatalogEntry, BootRecord, CD001, DescriptorHead, DirRecordHead, EL_TORITO, PathRecordL, PathRecordM,
+    SectionHeader, ValidationEntry, VolumeDescriptor,
+};
 use diskcast_block::{Error, Result};
+use diskcast_layout::{Both16, Both32, IntoBytes, fit, high_u32, le32, low_u8, low_u32, u64_from_usize, usize_from};
 use diskcast_tree::{
     BuildOptions, BuiltFs, FileData, FsBuilder, Kind, Meta, NodeId, Piece, PlannedImage, Timestamp, Tree, display_name,
 };
@@ -170,7 +175,7 @@ fn plan_iso(tree: &Tree, opts: &IsoOptions, label: String, now: i64) -> Result<B
                 None
             };
             let rr =
-                if opts.rock_ridge { rr_entries(name, &n.meta, &n.kind, links[child.index()]) } else { Vec::new() };
+                if opts.rock_ridge { rr_entries(name, &n.meta, &n.kind, links[child.index()])? } else { Vec::new() };
             entries.push(Entry { node: child, dir, iso_name: Vec::new(), joliet_name: Vec::new(), rr });
             kept.push((name.to_vec(), is_dir));
         }
@@ -251,18 +256,28 @@ fn unique(names: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
     out
 }
 
-fn both16(v: u16) -> [u8; 4] {
-    let mut b = [0u8; 4];
-    b[..2].copy_from_slice(&v.to_le_bytes());
-    b[2..].copy_from_slice(&v.to_be_bytes());
+/// A both-byte-order field's bytes, for Rock Ridge entries built byte by byte.
+fn both32(v: u32) -> [u8; 8] {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(Both32::new(v).as_bytes());
     b
 }
 
-fn both32(v: u32) -> [u8; 8] {
-    let mut b = [0u8; 8];
-    b[..4].copy_from_slice(&v.to_le_bytes());
-    b[4..].copy_from_slice(&v.to_be_bytes());
-    b
+/// A value already bounded (a month, an hour, a clamped year) as a date byte.
+fn date_byte(v: i64) -> u8 {
+    u8::try_from(v.clamp(0, 255)).unwrap_or(u8::MAX)
+}
+
+/// The sector size as a buffer length.
+const SECTOR_BYTES: usize = 2048;
+
+/// What a disc past sector 2^32 gets.
+const TOO_LARGE: &str = "the disc would be larger than 8 TiB (ISO 9660 numbers its 2048-byte sectors with 32 bits)";
+
+/// The sector `bytes` (whole sectors) after `lba`; past sector 2^32 ISO 9660 cannot number
+/// it, so the plan stops before anything is written.
+fn sectors_after(lba: u32, bytes: u64) -> Result<u32> {
+    u32::try_from(bytes / SECTOR).ok().and_then(|n| lba.checked_add(n)).ok_or_else(|| Error::unsupported(TOO_LARGE))
 }
 
 /// A 7-byte directory record date in UTC.
@@ -270,8 +285,9 @@ fn short_date(t: Timestamp) -> [u8; 7] {
     let days = t.sec.div_euclid(86400);
     let secs = t.sec.rem_euclid(86400);
     let (y, m, d) = civil(days);
-    let year = (y - 1900).clamp(0, 255) as u8;
-    [year, m as u8, d as u8, (secs / 3600) as u8, (secs / 60 % 60) as u8, (secs % 60) as u8, 0]
+    let year = date_byte(y - 1900);
+    let (m, d) = (date_byte(i64::from(m)), date_byte(i64::from(d)));
+    [year, m, d, date_byte(secs / 3600), date_byte(secs / 60 % 60), date_byte(secs % 60), 0]
 }
 
 /// A 17-byte volume descriptor date in UTC.
@@ -284,6 +300,8 @@ fn long_date(t: i64) -> [u8; 17] {
     b
 }
 
+// The civil-date code moves to the tree crate's timestamp type (issue #16).
+#[allow(clippy::as_conversions)]
 pub(crate) fn civil(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
@@ -298,7 +316,7 @@ pub(crate) fn civil(z: i64) -> (i64, u32, u32) {
 
 /// Rock Ridge entries for one node: NM (split into pieces of 250 bytes), PX, TF, and SL
 /// or PN by kind.
-fn rr_entries(name: &[u8], meta: &Meta, kind: &Kind, nlink: u32) -> Vec<u8> {
+fn rr_entries(name: &[u8], meta: &Meta, kind: &Kind, nlink: u32) -> Result<Vec<u8>> {
     // PX and TF first, so they stay in the record when a long name moves to a
     // continuation area.
     let mut out = px(meta, kind.type_bits() | (meta.mode & 0o7777), nlink);
@@ -307,23 +325,23 @@ fn rr_entries(name: &[u8], meta: &Meta, kind: &Kind, nlink: u32) -> Vec<u8> {
     while !rest.is_empty() {
         let n = rest.len().min(250);
         let cont = u8::from(n < rest.len());
-        out.extend_from_slice(&[b'N', b'M', (5 + n) as u8, 1, cont]);
+        out.extend_from_slice(&[b'N', b'M', fit(u64_from_usize(5 + n), "Rock Ridge NM length")?, 1, cont]);
         out.extend_from_slice(&rest[..n]);
         rest = &rest[n..];
     }
     match kind {
-        Kind::Symlink(target) => out.extend_from_slice(&sl(target)),
+        Kind::Symlink(target) => out.extend_from_slice(&sl(target)?),
         Kind::CharDev { major, minor } | Kind::BlockDev { major, minor } => {
             // Linux's dev_t encoding, split in two 32-bit halves.
             let (ma, mi) = (u64::from(*major), u64::from(*minor));
             let dev = (mi & 0xff) | ((ma & 0xfff) << 8) | ((mi & !0xff) << 12) | ((ma & !0xfff) << 32);
             out.extend_from_slice(&[b'P', b'N', 20, 1]);
-            out.extend_from_slice(&both32((dev >> 32) as u32));
-            out.extend_from_slice(&both32(dev as u32));
+            out.extend_from_slice(&both32(high_u32(dev)));
+            out.extend_from_slice(&both32(low_u32(dev)));
         }
         _ => {}
     }
-    out
+    Ok(out)
 }
 
 fn px(meta: &Meta, mode: u32, nlink: u32) -> Vec<u8> {
@@ -347,7 +365,7 @@ fn tf(meta: &Meta) -> Vec<u8> {
 }
 
 /// SL entries for a link target, components split at `/`, each entry at most 255 bytes.
-fn sl(target: &[u8]) -> Vec<u8> {
+fn sl(target: &[u8]) -> Result<Vec<u8>> {
     let mut comps: Vec<Vec<u8>> = Vec::new();
     if target.starts_with(b"/") {
         comps.push(vec![8, 0]);
@@ -360,7 +378,8 @@ fn sl(target: &[u8]) -> Vec<u8> {
                 b".." => comps.push(vec![4, 0]),
                 _ => {
                     let n = rest.len().min(248);
-                    let mut r = vec![u8::from(n < rest.len()), n as u8];
+                    let mut r =
+                        vec![u8::from(n < rest.len()), fit(u64_from_usize(n), "Rock Ridge SL component length")?];
                     r.extend_from_slice(&rest[..n]);
                     comps.push(r);
                     rest = &rest[n..];
@@ -374,18 +393,25 @@ fn sl(target: &[u8]) -> Vec<u8> {
     }
     let mut out = Vec::new();
     let mut cur: Vec<u8> = Vec::new();
-    let flush = |cur: &mut Vec<u8>, out: &mut Vec<u8>, more: bool| {
-        out.extend_from_slice(&[b'S', b'L', (5 + cur.len()) as u8, 1, u8::from(more)]);
+    let flush = |cur: &mut Vec<u8>, out: &mut Vec<u8>, more: bool| -> Result<()> {
+        out.extend_from_slice(&[
+            b'S',
+            b'L',
+            fit(u64_from_usize(5 + cur.len()), "Rock Ridge SL length")?,
+            1,
+            u8::from(more),
+        ]);
         out.append(cur);
+        Ok(())
     };
     for c in comps {
         if 5 + cur.len() + c.len() > 255 {
-            flush(&mut cur, &mut out, true);
+            flush(&mut cur, &mut out, true)?;
         }
         cur.extend_from_slice(&c);
     }
-    flush(&mut cur, &mut out, false);
-    out
+    flush(&mut cur, &mut out, false)?;
+    Ok(out)
 }
 
 struct Layout<'t> {
@@ -441,10 +467,10 @@ impl<'t> Layout<'t> {
 
     /// Splits system use bytes into what fits in a record (with `base` bytes before it)
     /// and a continuation area, returning the in-record bytes with a CE placeholder.
-    fn split_su(&mut self, su: Vec<u8>, base: usize) -> Vec<u8> {
+    fn split_su(&mut self, su: Vec<u8>, base: usize) -> Result<Vec<u8>> {
         let room = 255 - base;
         if su.len() <= room {
-            return su;
+            return Ok(su);
         }
         // Keep whole entries that fit with 28 bytes left for the CE entry.
         let mut pos = 0;
@@ -456,17 +482,17 @@ impl<'t> Layout<'t> {
             pos += len;
         }
         let mut inline = su[..pos].to_vec();
-        let idx = self.ce.len() as u32;
+        let idx: u32 = fit(u64_from_usize(self.ce.len()), "continuation area count")?;
         self.ce.push(su[pos..].to_vec());
         // CE with the area's index for now; patched once areas are placed.
         inline.extend_from_slice(&[b'C', b'E', 28, 1]);
         inline.extend_from_slice(&both32(idx));
         inline.extend_from_slice(&both32(0));
         inline.extend_from_slice(&both32(0));
-        inline
+        Ok(inline)
     }
 
-    fn records(&mut self, d: usize, joliet: bool) -> Vec<Rec> {
+    fn records(&mut self, d: usize, joliet: bool) -> Result<Vec<Rec>> {
         let rr = self.opts.rock_ridge && !joliet;
         let node = self.dirs[d].node;
         let parent = self.dirs[d].parent;
@@ -479,15 +505,16 @@ impl<'t> Layout<'t> {
             dot_su.extend_from_slice(&px(meta, 0o040000 | meta.mode & 0o7777, 2));
             dot_su.extend_from_slice(&tf(meta));
             if d == 0 {
-                let mut er = vec![b'E', b'R', (8 + ER_ID.len() + ER_DES.len() + ER_SRC.len()) as u8, 1];
-                er.extend_from_slice(&[ER_ID.len() as u8, ER_DES.len() as u8, ER_SRC.len() as u8, 1]);
+                let len = |n: usize| fit::<u8, u64>(u64_from_usize(n), "Rock Ridge ER length");
+                let mut er = vec![b'E', b'R', len(8 + ER_ID.len() + ER_DES.len() + ER_SRC.len())?, 1];
+                er.extend_from_slice(&[len(ER_ID.len())?, len(ER_DES.len())?, len(ER_SRC.len())?, 1]);
                 er.extend_from_slice(ER_ID);
                 er.extend_from_slice(ER_DES);
                 er.extend_from_slice(ER_SRC);
                 dot_su.extend_from_slice(&er);
             }
         }
-        let dot_su = if rr { self.split_su(dot_su, 34) } else { dot_su };
+        let dot_su = if rr { self.split_su(dot_su, 34)? } else { dot_su };
         let (lba, size, plba, psize) = if joliet {
             (self.dirs[d].jlba, self.dirs[d].jsize, self.dirs[parent].jlba, self.dirs[parent].jsize)
         } else {
@@ -495,12 +522,19 @@ impl<'t> Layout<'t> {
         };
         let pmeta = &self.tree.node(self.dirs[parent].node).meta;
         let mut out = vec![
-            Rec { ident: vec![0], flags: 2, lba, len: size as u32, time: meta.mtime, su: dot_su },
+            Rec {
+                ident: vec![0],
+                flags: 2,
+                lba,
+                len: fit(size, "directory extent length")?,
+                time: meta.mtime,
+                su: dot_su,
+            },
             Rec {
                 ident: vec![1],
                 flags: 2,
                 lba: plba,
-                len: psize as u32,
+                len: fit(psize, "directory extent length")?,
                 time: pmeta.mtime,
                 su: if rr { px(pmeta, 0o040000 | pmeta.mode & 0o7777, 2) } else { Vec::new() },
             },
@@ -525,7 +559,7 @@ impl<'t> Layout<'t> {
             };
             let n = self.tree.node(node);
             let base = 33 + ident.len() + (1 - ident.len() % 2);
-            let su = if rr { self.split_su(su, base) } else { su };
+            let su = if rr { self.split_su(su, base)? } else { su };
             let time = n.meta.mtime;
             if let Some(cd) = dir {
                 let (l, s) = if joliet {
@@ -533,7 +567,7 @@ impl<'t> Layout<'t> {
                 } else {
                     (self.dirs[cd].lba, self.dirs[cd].size)
                 };
-                out.push(Rec { ident, flags: 2, lba: l, len: s as u32, time, su });
+                out.push(Rec { ident, flags: 2, lba: l, len: fit(s, "directory extent length")?, time, su });
                 continue;
             }
             // The size from the tree, so the dry run makes as many records as the real one.
@@ -549,44 +583,49 @@ impl<'t> Layout<'t> {
                     ident: ident.clone(),
                     flags: if left > 0 { 0x80 } else { 0 },
                     lba: at,
-                    len: part as u32,
+                    len: fit(part, "file extent length")?,
                     time,
                     su: su.clone(),
                 });
                 if left == 0 {
                     break;
                 }
-                at += (part / SECTOR) as u32;
+                at = sectors_after(at, part)?;
             }
         }
-        out
+        Ok(out)
     }
 
     /// Serializes records into sectors; records never cross a sector boundary.
-    fn dir_bytes(recs: &[Rec]) -> Vec<u8> {
+    fn dir_bytes(recs: &[Rec]) -> Result<Vec<u8>> {
         let mut out = Vec::new();
         for r in recs {
             let pad = 1 - r.ident.len() % 2;
-            let len = 33 + r.ident.len() + pad + r.su.len();
-            let used = out.len() % SECTOR as usize;
-            if used + len > SECTOR as usize {
-                out.resize(out.len() + SECTOR as usize - used, 0);
+            let len = size_of::<DirRecordHead>() + r.ident.len() + pad + r.su.len();
+            let used = out.len() % SECTOR_BYTES;
+            if used + len > SECTOR_BYTES {
+                out.resize(out.len() + SECTOR_BYTES - used, 0);
             }
-            let mut b = vec![0u8; len];
-            b[0] = len as u8;
-            b[2..10].copy_from_slice(&both32(r.lba));
-            b[10..18].copy_from_slice(&both32(r.len));
-            b[18..25].copy_from_slice(&short_date(r.time));
-            b[25] = r.flags;
-            b[28..32].copy_from_slice(&both16(1));
-            b[32] = r.ident.len() as u8;
-            b[33..33 + r.ident.len()].copy_from_slice(&r.ident);
-            b[33 + r.ident.len() + pad..].copy_from_slice(&r.su);
-            out.extend_from_slice(&b);
+            let head = DirRecordHead {
+                len: fit(u64_from_usize(len), "directory record length")?,
+                ext_attr_len: 0,
+                extent: Both32::new(r.lba),
+                size: Both32::new(r.len),
+                date: short_date(r.time),
+                flags: r.flags,
+                file_unit_size: 0,
+                interleave_gap: 0,
+                volume_seq: Both16::new(1),
+                name_len: fit(u64_from_usize(r.ident.len()), "file identifier length")?,
+            };
+            out.extend_from_slice(head.as_bytes());
+            out.extend_from_slice(&r.ident);
+            out.resize(out.len() + pad, 0);
+            out.extend_from_slice(&r.su);
         }
-        let n = out.len().next_multiple_of(SECTOR as usize);
+        let n = out.len().next_multiple_of(SECTOR_BYTES);
         out.resize(n, 0);
-        out
+        Ok(out)
     }
 
     fn find(&self, path: &str, what: &str) -> Result<(NodeId, FileData)> {
@@ -652,17 +691,20 @@ impl<'t> Layout<'t> {
         let mut ce_of_dir: Vec<std::ops::Range<usize>> = Vec::with_capacity(n);
         for d in 0..n {
             let first = self.ce.len();
-            let recs = self.records(d, false);
-            self.dirs[d].size = Self::dir_bytes(&recs).len() as u64;
+            let recs = self.records(d, false)?;
+            self.dirs[d].size = u64_from_usize(Self::dir_bytes(&recs)?.len());
             ce_of_dir.push(first..self.ce.len());
             if opts.joliet {
-                let recs = self.records(d, true);
-                self.dirs[d].jsize = Self::dir_bytes(&recs).len() as u64;
+                let recs = self.records(d, true)?;
+                self.dirs[d].jsize = u64_from_usize(Self::dir_bytes(&recs)?.len());
             }
         }
         let ce_areas = std::mem::take(&mut self.ce);
         self.ce_pos = vec![(0, 0); ce_areas.len()];
-        self.ce_sizes = ce_areas.iter().map(|a| a.len() as u32).collect();
+        self.ce_sizes = ce_areas
+            .iter()
+            .map(|a| fit(u64_from_usize(a.len()), "continuation area length"))
+            .collect::<Result<_, _>>()?;
         // Volume descriptors: PVD, boot record, SVD, terminator.
         let mut lba: u32 = 16;
         let pvd = lba;
@@ -697,15 +739,15 @@ impl<'t> Layout<'t> {
             lba = crate::udf_write::PART_START + u.blocks;
         }
         // Path tables.
-        let pt = self.path_table(false, true);
-        let pt_sectors = (pt.len() as u64).div_ceil(SECTOR) as u32;
+        let pt = self.path_table(false, true)?;
+        let pt_sectors: u32 = fit(u64_from_usize(pt.len()).div_ceil(SECTOR), "path table sectors")?;
         let (l_pt, m_pt) = (lba, lba + pt_sectors);
-        lba += 2 * pt_sectors;
+        lba = sectors_after(lba, 2 * u64::from(pt_sectors) * SECTOR)?;
         let (jl_pt, jm_pt) = if opts.joliet {
-            let jpt = self.path_table(true, true);
-            let s = (jpt.len() as u64).div_ceil(SECTOR) as u32;
+            let jpt = self.path_table(true, true)?;
+            let s: u32 = fit(u64_from_usize(jpt.len()).div_ceil(SECTOR), "path table sectors")?;
             let r = (lba, lba + s);
-            lba += 2 * s;
+            lba = sectors_after(lba, 2 * u64::from(s) * SECTOR)?;
             r
         } else {
             (0, 0)
@@ -715,34 +757,34 @@ impl<'t> Layout<'t> {
         let mut ce_blobs: Vec<(u32, Vec<u8>)> = Vec::new();
         for (d, areas) in ce_of_dir.iter().enumerate() {
             self.dirs[d].lba = lba;
-            lba += (self.dirs[d].size / SECTOR) as u32;
+            lba = sectors_after(lba, self.dirs[d].size)?;
             let mut bytes: Vec<u8> = Vec::new();
             for i in areas.clone() {
                 let a = &ce_areas[i];
-                if a.len() > SECTOR as usize {
+                if a.len() > SECTOR_BYTES {
                     return Err(Error::unsupported(
                         "the Rock Ridge entries of one file (name, link target) exceed 2048 bytes",
                     ));
                 }
-                let used = bytes.len() % SECTOR as usize;
-                if used + a.len() > SECTOR as usize {
-                    bytes.resize(bytes.len() + SECTOR as usize - used, 0);
+                let used = bytes.len() % SECTOR_BYTES;
+                if used + a.len() > SECTOR_BYTES {
+                    bytes.resize(bytes.len() + SECTOR_BYTES - used, 0);
                 }
-                let at = bytes.len() as u64;
-                self.ce_pos[i] = (lba + (at / SECTOR) as u32, (at % SECTOR) as u32);
+                let at = u64_from_usize(bytes.len());
+                self.ce_pos[i] = (sectors_after(lba, at)?, fit(at % SECTOR, "continuation area offset")?);
                 bytes.extend_from_slice(a);
             }
             if !bytes.is_empty() {
-                bytes.resize(bytes.len().next_multiple_of(SECTOR as usize), 0);
+                bytes.resize(bytes.len().next_multiple_of(SECTOR_BYTES), 0);
                 let start = lba;
-                lba += (bytes.len() as u64 / SECTOR) as u32;
+                lba = sectors_after(lba, u64_from_usize(bytes.len()))?;
                 ce_blobs.push((start, bytes));
             }
         }
         if opts.joliet {
             for d in 0..n {
                 self.dirs[d].jlba = lba;
-                lba += (self.dirs[d].jsize / SECTOR) as u32;
+                lba = sectors_after(lba, self.dirs[d].jsize)?;
             }
         }
         // File data, in tree order, each hard-linked file once; the BIOS image gets its
@@ -771,7 +813,7 @@ impl<'t> Layout<'t> {
             let sectors = u32::try_from(f.size.div_ceil(SECTOR))
                 .ok()
                 .and_then(|s| lba.checked_add(s))
-                .ok_or_else(|| Error::unsupported("the disc would be larger than 8 TiB"))?;
+                .ok_or_else(|| Error::unsupported(TOO_LARGE))?;
             self.files.insert(id, (lba, f.size));
             data.push((lba, id, f.clone()));
             lba = sectors;
@@ -826,13 +868,13 @@ impl<'t> Layout<'t> {
             }
         }
         // A backup GPT needs 33 sectors of 512 bytes at the end.
-        let gpt_tail = if opts.hybrid { 9 } else { 0 };
+        let gpt_tail: u32 = if opts.hybrid { 9 } else { 0 };
         // UDF's second anchor: the last sector before the backup GPT.
         let mut end_anchor = lba;
         if udf.is_some() {
-            lba += 1;
+            lba = sectors_after(lba, SECTOR)?;
         }
-        let mut total = lba + gpt_tail;
+        let mut total = sectors_after(lba, u64::from(gpt_tail) * SECTOR)?;
         let mut disk_size = u64::from(total) * SECTOR;
         // A remaster: the input's system area, re-pointed, and its appended partitions.
         let kept = match &opts.keep {
@@ -842,8 +884,7 @@ impl<'t> Layout<'t> {
                     self.files.get(&id).map(|&(l, s)| (u64::from(l) * SECTOR, s))
                 };
                 let l = k.layout(u64::from(lba) * SECTOR, &files)?;
-                total = u32::try_from(l.volume_end.div_ceil(SECTOR))
-                    .map_err(|_| Error::unsupported("the disc would be larger than 8 TiB"))?;
+                total = u32::try_from(l.volume_end.div_ceil(SECTOR)).map_err(|_| Error::unsupported(TOO_LARGE))?;
                 disk_size = l.disk_size.max(u64::from(total) * SECTOR);
                 // UDF readers (pycdlib) look for the second anchor in the volume's last
                 // sector: there, when the kept tail leaves it free.
@@ -871,9 +912,9 @@ impl<'t> Layout<'t> {
                 continue;
             }
             for d in 0..n {
-                let recs = self.records(d, joliet);
-                let mut b = Self::dir_bytes(&recs);
-                self.patch_ce(&mut b);
+                let recs = self.records(d, joliet)?;
+                let mut b = Self::dir_bytes(&recs)?;
+                self.patch_ce(&mut b)?;
                 let at = if joliet { self.dirs[d].jlba } else { self.dirs[d].lba };
                 dir_bytes.push((at, b));
             }
@@ -885,49 +926,72 @@ impl<'t> Layout<'t> {
         for (at, b) in ce_blobs {
             img.place_bytes(u64::from(at) * SECTOR, b)?;
         }
-        let root = |s: &Self, joliet: bool| -> Vec<u8> {
+        let root = |s: &Self, joliet: bool| -> Result<[u8; 34]> {
             let d = &s.dirs[0];
             let (l, z) = if joliet { (d.jlba, d.jsize) } else { (d.lba, d.size) };
             let r = Rec {
                 ident: vec![0],
                 flags: 2,
                 lba: l,
-                len: z as u32,
+                len: fit(z, "directory extent length")?,
                 time: s.tree.node(NodeId::ROOT).meta.mtime,
                 su: Vec::new(),
             };
-            Self::dir_bytes(&[r])[..34].to_vec()
+            let mut b = [0u8; 34];
+            b.copy_from_slice(diskcast_layout::bytes(&Self::dir_bytes(&[r])?, 0, 34, "root directory record")?);
+            Ok(b)
         };
-        let pt_l = self.path_table(false, true);
-        let pt_m = self.path_table(false, false);
+        let pt_l = self.path_table(false, true)?;
+        let pt_m = self.path_table(false, false)?;
         img.place_bytes(u64::from(l_pt) * SECTOR, pad(pt_l.clone()))?;
         img.place_bytes(u64::from(m_pt) * SECTOR, pad(pt_m))?;
         img.place_bytes(
             u64::from(pvd) * SECTOR,
-            self.descriptor(1, total, pt_l.len() as u32, l_pt, m_pt, &root(&self, false)),
+            self.descriptor(
+                1,
+                total,
+                fit(u64_from_usize(pt_l.len()), "path table size")?,
+                l_pt,
+                m_pt,
+                root(&self, false)?,
+            )?,
         )?;
         if let Some(s) = svd {
-            let jl = self.path_table(true, true);
-            let jm = self.path_table(true, false);
+            let jl = self.path_table(true, true)?;
+            let jm = self.path_table(true, false)?;
             img.place_bytes(u64::from(jl_pt) * SECTOR, pad(jl.clone()))?;
             img.place_bytes(u64::from(jm_pt) * SECTOR, pad(jm))?;
             img.place_bytes(
                 u64::from(s) * SECTOR,
-                self.descriptor(2, total, jl.len() as u32, jl_pt, jm_pt, &root(&self, true)),
+                self.descriptor(
+                    2,
+                    total,
+                    fit(u64_from_usize(jl.len()), "path table size")?,
+                    jl_pt,
+                    jm_pt,
+                    root(&self, true)?,
+                )?,
             )?;
         }
-        let mut t = vec![0u8; SECTOR as usize];
-        t[0] = 255;
-        t[1..6].copy_from_slice(b"CD001");
-        t[6] = 1;
+        let mut t = vec![0u8; SECTOR_BYTES];
+        diskcast_layout::put(
+            &mut t,
+            0,
+            &DescriptorHead { ty: 255, id: CD001, version: 1 },
+            "volume descriptor set terminator",
+        )?;
         img.place_bytes(u64::from(term) * SECTOR, t)?;
         if let (Some(br), Some(cat)) = (boot_record, catalog) {
-            let mut b = vec![0u8; SECTOR as usize];
-            b[1..6].copy_from_slice(b"CD001");
-            b[6] = 1;
-            b[7..30].copy_from_slice(b"EL TORITO SPECIFICATION");
-            b[71..75].copy_from_slice(&cat.to_le_bytes());
-            img.place_bytes(u64::from(br) * SECTOR, b)?;
+            let mut boot_system_id = [0u8; 32];
+            boot_system_id[..EL_TORITO.len()].copy_from_slice(EL_TORITO);
+            let b = BootRecord {
+                head: DescriptorHead { ty: 0, id: CD001, version: 1 },
+                boot_system_id,
+                boot_id: [0; 32],
+                catalog: cat.into(),
+                unused: [0; 1973],
+            };
+            img.place_bytes(u64::from(br) * SECTOR, b.as_bytes().to_vec())?;
             let mut entries = Vec::new();
             if let Some((id, _)) = &bios {
                 entries.push(CatEntry::no_emulation(0, self.files[id].0, opts.boot_load_size));
@@ -991,7 +1055,7 @@ impl<'t> Layout<'t> {
                 isohybrid_mbr(&mut head[..512], code, bios_lba, self.now);
             }
             img.place_bytes(0, head)?;
-            img.place_bytes(u64::from(total) * SECTOR - tail.len() as u64, tail)?;
+            img.place_bytes(u64::from(total) * SECTOR - u64_from_usize(tail.len()), tail)?;
         } else if let Some((code, bios_lba)) = mbr_code {
             // BIOS only: an MBR whose one active partition spans the disc, as isohybrid
             // writes it.
@@ -1012,33 +1076,35 @@ impl<'t> Layout<'t> {
     }
 
     /// Replaces CE placeholders (area index in the block field) with real locations.
-    fn patch_ce(&self, b: &mut [u8]) {
+    fn patch_ce(&self, b: &mut [u8]) -> Result<()> {
         let mut pos = 0;
         while pos < b.len() {
             let len = usize::from(b[pos]);
             if len == 0 {
-                pos = (pos / SECTOR as usize + 1) * SECTOR as usize;
+                pos = (pos / SECTOR_BYTES + 1) * SECTOR_BYTES;
                 continue;
             }
-            let rec = &mut b[pos..pos + len];
-            let id_len = usize::from(rec[32]);
-            let mut s = 33 + id_len + (1 - id_len % 2);
+            let rec = diskcast_layout::bytes_mut(b, pos, len, "directory record")?;
+            let head: DirRecordHead = diskcast_layout::read_copy(rec, 0, "directory record")?;
+            let id_len = usize::from(head.name_len);
+            let mut s = size_of::<DirRecordHead>() + id_len + (1 - id_len % 2);
             while s + 4 <= rec.len() {
                 let l = usize::from(rec[s + 2]);
                 if l < 4 {
                     break;
                 }
                 if &rec[s..s + 2] == b"CE" && l == 28 {
-                    let idx = u32::from_le_bytes([rec[s + 4], rec[s + 5], rec[s + 6], rec[s + 7]]) as usize;
+                    let idx = usize_from(le32(rec, s + 4, "CE entry")?);
                     let (blk, off) = self.ce_pos[idx];
-                    rec[s + 4..s + 12].copy_from_slice(&both32(blk));
-                    rec[s + 12..s + 20].copy_from_slice(&both32(off));
-                    rec[s + 20..s + 28].copy_from_slice(&both32(self.ce_len(idx)));
+                    diskcast_layout::put(rec, s + 4, &Both32::new(blk), "CE entry")?;
+                    diskcast_layout::put(rec, s + 12, &Both32::new(off), "CE entry")?;
+                    diskcast_layout::put(rec, s + 20, &Both32::new(self.ce_len(idx)), "CE entry")?;
                 }
                 s += l;
             }
             pos += len;
         }
+        Ok(())
     }
 
     fn ce_len(&self, idx: usize) -> u32 {
@@ -1046,7 +1112,7 @@ impl<'t> Layout<'t> {
     }
 
     /// The path table (L: little-endian, M: big-endian).
-    fn path_table(&self, joliet: bool, little: bool) -> Vec<u8> {
+    fn path_table(&self, joliet: bool, little: bool) -> Result<Vec<u8>> {
         let mut out = Vec::new();
         for (i, d) in self.dirs.iter().enumerate() {
             let ident: Vec<u8> = if i == 0 {
@@ -1057,39 +1123,42 @@ impl<'t> Layout<'t> {
                 e.map(|e| if joliet { e.joliet_name.clone() } else { e.iso_name.clone() }).unwrap_or_default()
             };
             let lba = if joliet { d.jlba } else { d.lba };
-            out.push(ident.len() as u8);
-            out.push(0);
-            out.extend_from_slice(&if little { lba.to_le_bytes() } else { lba.to_be_bytes() });
-            let parent = (d.parent + 1) as u16;
-            out.extend_from_slice(&if little { parent.to_le_bytes() } else { parent.to_be_bytes() });
+            let name_len = fit(u64_from_usize(ident.len()), "path table directory identifier length")?;
+            // build() refused more than 65535 directories, the largest parent number.
+            let parent: u16 = fit(u64_from_usize(d.parent + 1), "path table parent directory number")?;
+            if little {
+                let r = PathRecordL { name_len, ext_attr_len: 0, extent: lba.into(), parent: parent.into() };
+                out.extend_from_slice(r.as_bytes());
+            } else {
+                let r = PathRecordM { name_len, ext_attr_len: 0, extent: lba.into(), parent: parent.into() };
+                out.extend_from_slice(r.as_bytes());
+            }
             out.extend_from_slice(&ident);
             if ident.len() % 2 == 1 {
                 out.push(0);
             }
         }
-        out
+        Ok(out)
     }
 
     /// A primary (1) or Joliet supplementary (2) volume descriptor.
-    fn descriptor(&self, ty: u8, total: u32, pt_size: u32, l_pt: u32, m_pt: u32, root: &[u8]) -> Vec<u8> {
-        let mut b = vec![0u8; SECTOR as usize];
-        b[0] = ty;
-        b[1..6].copy_from_slice(b"CD001");
-        b[6] = 1;
-        let text = |b: &mut [u8], at: usize, len: usize, s: &str| {
+    fn descriptor(&self, ty: u8, total: u32, pt_size: u32, l_pt: u32, m_pt: u32, root: [u8; 34]) -> Result<Vec<u8>> {
+        // Text fields: a-characters padded with spaces, or UCS-2 big-endian for Joliet.
+        fn text<const N: usize>(ty: u8, s: &str) -> [u8; N] {
+            let mut f = [0u8; N];
             if ty == 2 {
-                let units: Vec<u8> = s
-                    .encode_utf16()
-                    .flat_map(|u| u.to_be_bytes())
-                    .chain(std::iter::repeat([0u8, 0x20]).flatten())
-                    .take(len)
-                    .collect();
-                b[at..at + len].copy_from_slice(&units);
+                let units =
+                    s.encode_utf16().flat_map(|u| u.to_be_bytes()).chain(std::iter::repeat([0u8, 0x20]).flatten());
+                for (b, u) in f.iter_mut().zip(units) {
+                    *b = u;
+                }
             } else {
-                let v: Vec<u8> = s.bytes().chain(std::iter::repeat(b' ')).take(len).collect();
-                b[at..at + len].copy_from_slice(&v);
+                for (b, c) in f.iter_mut().zip(s.bytes().chain(std::iter::repeat(b' '))) {
+                    *b = c;
+                }
             }
-        };
+            f
+        }
         let label: String = if ty == 1 {
             self.label
                 .chars()
@@ -1099,35 +1168,52 @@ impl<'t> Layout<'t> {
         } else {
             self.label.chars().take(16).collect()
         };
-        text(&mut b, 8, 32, "LINUX");
-        text(&mut b, 40, 32, &label);
-        b[80..88].copy_from_slice(&both32(total));
+        let mut escapes = [0u8; 32];
         if ty == 2 {
-            b[88..91].copy_from_slice(b"%/E");
+            escapes[..3].copy_from_slice(b"%/E");
         }
-        b[120..124].copy_from_slice(&both16(1));
-        b[124..128].copy_from_slice(&both16(1));
-        b[128..132].copy_from_slice(&both16(2048));
-        b[132..140].copy_from_slice(&both32(pt_size));
-        b[140..144].copy_from_slice(&l_pt.to_le_bytes());
-        b[148..152].copy_from_slice(&m_pt.to_be_bytes());
-        b[156..190].copy_from_slice(root);
-        for (at, len) in [(190, 128), (318, 128), (446, 128), (702, 37), (739, 37), (776, 37)] {
-            text(&mut b, at, len, "");
-        }
-        text(&mut b, 574, 128, "DISKCAST");
         let now = long_date(self.now);
-        b[813..830].copy_from_slice(&now);
-        b[830..847].copy_from_slice(&now);
-        b[847..863].copy_from_slice(b"0000000000000000");
-        b[864..880].copy_from_slice(b"0000000000000000");
-        b[881] = 1;
-        b
+        let mut unset = [0u8; 17];
+        unset[..16].copy_from_slice(b"0000000000000000");
+        let vd = VolumeDescriptor {
+            head: DescriptorHead { ty, id: CD001, version: 1 },
+            flags: 0,
+            system_id: text(ty, "LINUX"),
+            volume_id: text(ty, &label),
+            unused1: [0; 8],
+            space_size: Both32::new(total),
+            escapes,
+            set_size: Both16::new(1),
+            sequence: Both16::new(1),
+            block_size: Both16::new(2048),
+            path_table_size: Both32::new(pt_size),
+            l_path_table: l_pt.into(),
+            l_path_table_opt: 0.into(),
+            m_path_table: m_pt.into(),
+            m_path_table_opt: 0.into(),
+            root,
+            volume_set_id: text(ty, ""),
+            publisher_id: text(ty, ""),
+            preparer_id: text(ty, ""),
+            application_id: text(ty, "DISKCAST"),
+            copyright_file: text(ty, ""),
+            abstract_file: text(ty, ""),
+            bibliographic_file: text(ty, ""),
+            created: now,
+            modified: now,
+            expires: unset,
+            effective: unset,
+            structure_version: 1,
+            unused2: 0,
+            application_use: [0; 512],
+            reserved: [0; 653],
+        };
+        Ok(vd.as_bytes().to_vec())
     }
 }
 
 fn pad(mut b: Vec<u8>) -> Vec<u8> {
-    b.resize(b.len().next_multiple_of(SECTOR as usize).max(SECTOR as usize), 0);
+    b.resize(b.len().next_multiple_of(SECTOR_BYTES).max(SECTOR_BYTES), 0);
     b
 }
 
@@ -1154,23 +1240,22 @@ impl CatEntry {
 /// The boot catalog: validation entry, the default entry (the first), then one section
 /// per run of entries of one platform.
 fn catalog_bytes(entries: &[CatEntry]) -> Result<Vec<u8>> {
-    let mut c = vec![0u8; SECTOR as usize];
+    let mut c = vec![0u8; SECTOR_BYTES];
     let Some(first) = entries.first() else { return Ok(c) };
-    c[0] = 1;
-    c[1] = first.platform;
-    c[30] = 0x55;
-    c[31] = 0xAA;
-    let sum = c[..32].chunks_exact(2).fold(0u16, |s, w| s.wrapping_add(u16::from_le_bytes([w[0], w[1]])));
-    c[28..30].copy_from_slice(&0u16.wrapping_sub(sum).to_le_bytes());
-    let put = |e: &mut [u8], x: &CatEntry| {
-        e[0] = if x.bootable { 0x88 } else { 0 };
-        e[1] = x.media;
-        e[2..4].copy_from_slice(&x.load_segment.to_le_bytes());
-        e[4] = x.system_type;
-        e[6..8].copy_from_slice(&x.count.to_le_bytes());
-        e[8..12].copy_from_slice(&x.lba.to_le_bytes());
+    let mut v = ValidationEntry { header_id: 1, platform: first.platform, key: [0x55, 0xAA], ..Default::default() };
+    let sum = v.as_bytes().chunks_exact(2).fold(0u16, |s, w| s.wrapping_add(u16::from_le_bytes([w[0], w[1]])));
+    v.checksum = 0u16.wrapping_sub(sum).into();
+    diskcast_layout::put(&mut c, 0, &v, "El Torito validation entry")?;
+    let entry = |x: &CatEntry| BootCatalogEntry {
+        indicator: if x.bootable { 0x88 } else { 0 },
+        media: x.media,
+        load_segment: x.load_segment.into(),
+        system_type: x.system_type,
+        sector_count: x.count.into(),
+        lba: x.lba.into(),
+        ..Default::default()
     };
-    put(&mut c[32..64], first);
+    diskcast_layout::put(&mut c, 32, &entry(first), "El Torito default entry")?;
     let rest = &entries[1..];
     let mut sections: Vec<&[CatEntry]> = Vec::new();
     let mut i = 0;
@@ -1184,12 +1269,16 @@ fn catalog_bytes(entries: &[CatEntry]) -> Result<Vec<u8>> {
     }
     let mut pos = 64;
     for (k, sec) in sections.iter().enumerate() {
-        c[pos] = if k + 1 == sections.len() { 0x91 } else { 0x90 };
-        c[pos + 1] = sec[0].platform;
-        c[pos + 2..pos + 4].copy_from_slice(&u16::try_from(sec.len()).unwrap_or(0).to_le_bytes());
+        let h = SectionHeader {
+            indicator: if k + 1 == sections.len() { 0x91 } else { 0x90 },
+            platform: sec[0].platform,
+            count: fit::<u16, u64>(u64_from_usize(sec.len()), "El Torito section entry count")?.into(),
+            id: [0; 28],
+        };
+        diskcast_layout::put(&mut c, pos, &h, "El Torito section header")?;
         pos += 32;
         for e in sec.iter() {
-            put(&mut c[pos..pos + 32], e);
+            diskcast_layout::put(&mut c, pos, &entry(e), "El Torito section entry")?;
             pos += 32;
         }
     }
@@ -1203,7 +1292,7 @@ fn isohybrid_mbr(mbr: &mut [u8], code: &[u8], bios_lba: u32, now: i64) {
     mbr[..HYBRID_MBR_CODE].fill(0);
     mbr[..code.len()].copy_from_slice(code);
     mbr[432..440].copy_from_slice(&(u64::from(bios_lba) * 4).to_le_bytes());
-    let sig = ((now as u64).wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as u32 | 1;
+    let sig = high_u32(now.cast_unsigned().wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15)) | 1;
     mbr[440..444].copy_from_slice(&sig.to_le_bytes());
     mbr[444..446].fill(0);
 }
@@ -1216,7 +1305,7 @@ pub(crate) fn mbr_entry(status: u8, kind: u8, lba: u64, sectors: u64) -> [u8; 16
         if c > 1023 {
             return [0xfe, 0xff, 0xff];
         }
-        [h as u8, (s as u8) | (((c >> 2) & 0xc0) as u8), c as u8]
+        [low_u8(h), low_u8(s) | low_u8((c >> 2) & 0xc0), low_u8(c)]
     };
     let mut e = [0u8; 16];
     e[0] = status;
@@ -1240,11 +1329,14 @@ fn gpt(disk_sectors: u64, (esp_start, esp_len): (u64, u64), now: i64) -> (Vec<u8
     let first_usable = 34u64;
     let last_usable = disk_sectors - 34;
     // GUIDs derived from the build time, so SOURCE_DATE_EPOCH builds are identical.
-    let seed = (now as u64).to_le_bytes();
+    let seed = now.cast_unsigned().to_le_bytes();
     let guid = |k: u8| -> [u8; 16] {
         let mut g = [0u8; 16];
         for (i, b) in g.iter_mut().enumerate() {
-            *b = seed[i % 8].wrapping_mul(31).wrapping_add(k.wrapping_mul(17)).wrapping_add(i as u8 * 7);
+            *b = seed[i % 8]
+                .wrapping_mul(31)
+                .wrapping_add(k.wrapping_mul(17))
+                .wrapping_add(low_u8(u64_from_usize(i)).wrapping_mul(7));
         }
         g[7] = (g[7] & 0x0f) | 0x40;
         g[8] = (g[8] & 0x3f) | 0x80;

@@ -2,8 +2,9 @@
 //! by a Rock Ridge ZF entry. The stored file is a 16-byte header, a table of block
 //! offsets, then one zlib stream per block; an empty block (two equal offsets) is zeros.
 
-use crate::{le32, read_bytes};
+use crate::read_bytes;
 use diskcast_block::{BlockRead, Error, Result};
+use diskcast_layout::le32;
 use diskcast_tree::ContentRead;
 use flate2::{Decompress, FlushDecompress, Status};
 use std::collections::HashSet;
@@ -125,7 +126,7 @@ impl Zisofs {
         if head[..8] != MAGIC {
             return Err(bad("zisofs header has the wrong magic".into()));
         }
-        if u64::from(le32(&head, 8)) != self.size || head[13] != self.log2 {
+        if u64::from(le32(&head, 8, "zisofs header")?) != self.size || head[13] != self.log2 {
             return Err(bad("zisofs header disagrees with the ZF entry (size or block size)".into()));
         }
         let table_at = u64::from(head[12]) * 4;
@@ -134,7 +135,8 @@ impl Zisofs {
             return Err(bad("zisofs block table runs past the stored file".into()));
         }
         let raw = read_bytes(self.disk.as_ref(), self.start + table_at, 4 * n, "zisofs block table")?;
-        let table: Vec<u32> = raw.chunks_exact(4).map(|c| le32(c, 0)).collect();
+        let table: Vec<u32> =
+            raw.chunks_exact(4).map(|c| le32(c, 0, "zisofs block table")).collect::<Result<_, _>>()?;
         for w in table.windows(2) {
             if w[1] < w[0] || u64::from(w[1]) > self.stored {
                 return Err(bad("zisofs block offsets go backwards or past the stored file".into()));
@@ -159,7 +161,7 @@ impl Zisofs {
         let status = d
             .decompress(&comp, out, FlushDecompress::Finish)
             .map_err(|e| Error::corrupt(format!("zisofs block {i}: {e}")).with_field("zisofs"))?;
-        if status != Status::StreamEnd || d.total_out() != out.len() as u64 {
+        if status != Status::StreamEnd || d.total_out() != diskcast_layout::u64_from_usize(out.len()) {
             return Err(Error::corrupt(format!("zisofs block {i} does not inflate to its size")).with_field("zisofs"));
         }
         Ok(())
@@ -196,14 +198,14 @@ impl Zisofs {
     fn read_blocks(&self, buf: &mut [u8], offset: u64) -> Result<()> {
         let table = self.table()?;
         let bs = 1u64 << self.log2;
-        let mut block = vec![0u8; bs as usize];
+        let mut block = vec![0u8; diskcast_layout::usize_from_u64(bs, "zisofs block")?];
         let mut done = 0usize;
         while done < buf.len() {
-            let pos = offset + done as u64;
+            let pos = offset + diskcast_layout::u64_from_usize(done);
             let i = pos / bs;
-            let blen = (self.size - i * bs).min(bs) as usize;
-            self.block(&table, i as usize, &mut block[..blen])?;
-            let within = (pos - i * bs) as usize;
+            let blen = diskcast_layout::usize_from_u64((self.size - i * bs).min(bs), "zisofs block")?;
+            self.block(&table, diskcast_layout::usize_from_u64(i, "zisofs block index")?, &mut block[..blen])?;
+            let within = diskcast_layout::usize_from_u64(pos - i * bs, "zisofs block")?;
             let n = (blen - within).min(buf.len() - done);
             buf[done..done + n].copy_from_slice(&block[within..within + n]);
             done += n;

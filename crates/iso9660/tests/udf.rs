@@ -336,3 +336,43 @@ fn udf_directory_longer_than_its_recorded_extents() {
     diskcast_testkit::assert_error(&e, diskcast_block::ErrorKind::Corrupt, "UDF directory of 209715200 bytes has only");
     assert_eq!(e.field(), Some("information_length"));
 }
+
+/// A disc whose file data ends at sector 2^32 - 1 has no sector left for UDF's closing
+/// anchor: the plan refuses it (it used to wrap the sector count, in release builds
+/// writing a volume size of 0). One sector less plans, with the largest volume size.
+#[test]
+fn a_udf_disc_past_sector_2_to_the_32_is_refused_at_planning() {
+    use diskcast_block::{BlockRead, ErrorKind};
+    use diskcast_iso9660::write::{IsoBuilder, IsoOptions};
+    use diskcast_tree::{BuildOptions, BuiltFs, FileData, FsBuilder, Kind, Meta, Node, Timestamp, Tree};
+    // Files of one extent each (4 GiB - 2 KiB), zero-filled: nothing is read or written.
+    const PART: u64 = 0xFFFF_F800;
+    let plan = |last: u64| {
+        let meta = Meta::new(0o644, Timestamp::from_secs(1_700_000_000));
+        let mut tree = Tree::new(Meta::new(0o755, Timestamp::from_secs(1_700_000_000)));
+        let zeros = |size| Node::new(meta.clone(), Kind::File(FileData { size, content: Content::Zero }));
+        for i in 0..2047 {
+            tree.insert(NodeId::ROOT, format!("f{i:04}").as_bytes(), zeros(PART)).unwrap();
+        }
+        tree.insert(NodeId::ROOT, b"last", zeros(last)).unwrap();
+        IsoBuilder::new(IsoOptions { udf: true, ..IsoOptions::default() }).plan(&tree, &BuildOptions::default())
+    };
+    let volume_size = |built: &BuiltFs| {
+        let mut b = [0u8; 4];
+        built.image.read_at(&mut b, 16 * 2048 + 80).unwrap();
+        u32::from_le_bytes(b)
+    };
+    // The layout before the data does not depend on the last file's size: one probe
+    // finds where the data ends (the volume is the data and UDF's closing anchor).
+    let probe = plan(2048).unwrap();
+    let end = volume_size(&probe) - 1;
+    let room = u64::from(u32::MAX - end);
+    let fits = plan(2048 + (room - 1) * 2048).unwrap();
+    assert_eq!(volume_size(&fits), u32::MAX);
+    let e = plan(2048 + room * 2048).map(|_| ()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
+    assert_eq!(
+        e.to_string(),
+        "the disc would be larger than 8 TiB (ISO 9660 numbers its 2048-byte sectors with 32 bits)"
+    );
+}

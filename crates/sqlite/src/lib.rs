@@ -9,6 +9,7 @@
 //! b-tree and overflow cycles are errors, not loops), and allocations are capped by
 //! [`Limits`]. Errors name the file and the field.
 #![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::as_conversions))]
 
 mod record;
 mod wal;
@@ -28,7 +29,7 @@ pub trait Source: Send + Sync {
 
 impl Source for Vec<u8> {
     fn size(&self) -> std::io::Result<u64> {
-        Ok(self.len() as u64)
+        Ok(diskcast_layout::u64_from_usize(self.len()))
     }
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
         let start = usize::try_from(offset).ok().filter(|&s| s <= self.len());
@@ -132,7 +133,7 @@ impl Db {
         if &hdr[..16] != MAGIC {
             return Err(Error::invalid("not an SQLite 3 database (bad magic)").with_file(name).with_field("magic"));
         }
-        let page_size = match u16::from_be_bytes([hdr[16], hdr[17]]) {
+        let page_size = match diskcast_layout::be16(&hdr, 16, "header").map_err(|e| Error::from(e).with_file(name))? {
             1 => 65536u32,
             n if n >= 512 && n.is_power_of_two() => u32::from(n),
             n => {
@@ -197,7 +198,7 @@ impl Db {
     }
 
     fn setup(&mut self, hdr: &[u8; 100], file_pages: u64) -> Result<()> {
-        let be32 = |o: usize| u32::from_be_bytes([hdr[o], hdr[o + 1], hdr[o + 2], hdr[o + 3]]);
+        let be32 = |o: usize| diskcast_layout::be32(hdr, o, "header");
         let reserved = u32::from(hdr[20]);
         self.usable = self.page_size - reserved;
         // The spec's minimum usable size; smaller would make the overflow formulas negative.
@@ -213,16 +214,16 @@ impl Db {
         }
         // The in-header size is valid only when the change counter matches the
         // version-valid-for number; otherwise the file's length decides.
-        let in_header = be32(28);
+        let in_header = be32(28)?;
         let pages = match self.wal.as_ref().and_then(|w| w.db_pages) {
             Some(n) => u64::from(n),
-            None if in_header != 0 && be32(24) == be32(92) => u64::from(in_header),
+            None if in_header != 0 && be32(24)? == be32(92)? => u64::from(in_header),
             None => file_pages,
         };
         self.pages = u32::try_from(pages).ok().filter(|p| (1..u32::MAX).contains(p)).ok_or_else(|| {
             self.err(ErrorKind::Corrupt, "page_count", format!("database size of {pages} pages is out of range"))
         })?;
-        self.encoding = match be32(56) {
+        self.encoding = match be32(56)? {
             0 | 1 => Encoding::Utf8,
             2 => Encoding::Utf16Le,
             3 => Encoding::Utf16Be,
@@ -234,7 +235,7 @@ impl Db {
                 ));
             }
         };
-        self.read_freelist(be32(32), be32(36))
+        self.read_freelist(be32(32)?, be32(36)?)
     }
 
     /// Collects the freelist so that a b-tree pointing into it is caught as corruption.
@@ -252,7 +253,7 @@ impl Db {
             }
             self.free.insert(trunk);
             let p = self.raw_page(trunk)?;
-            let n = be32_at(&p, 4);
+            let n = self.be32(&p, 4, "freelist_trunk")?;
             if n > per_trunk {
                 return Err(self.err(
                     ErrorKind::Corrupt,
@@ -260,17 +261,17 @@ impl Db {
                     format!("freelist trunk page {trunk} claims {n} leaves, more than the {per_trunk} that fit"),
                 ));
             }
-            for i in 0..n as usize {
-                let leaf = be32_at(&p, 8 + 4 * i);
+            for i in 0..diskcast_layout::usize_from(n) {
+                let leaf = self.be32(&p, 8 + 4 * i, "freelist_leaf")?;
                 self.check_page(leaf, "freelist_leaf")?;
                 self.free.insert(leaf);
             }
-            if self.free.len() > self.pages as usize {
+            if self.free.len() > diskcast_layout::usize_from(self.pages) {
                 return Err(self.err(ErrorKind::Corrupt, "freelist", "the freelist is longer than the database"));
             }
-            trunk = be32_at(&p, 0);
+            trunk = self.be32(&p, 0, "freelist_trunk")?;
         }
-        if self.free.len() != count as usize {
+        if self.free.len() != diskcast_layout::usize_from(count) {
             return Err(self.err(
                 ErrorKind::Corrupt,
                 "freelist_count",
@@ -308,9 +309,29 @@ impl Db {
         Error::new(kind, msg).with_file(&self.name).with_field(field)
     }
 
+    /// A field read past the end of its page or header: corruption naming the field.
+    fn short(&self, e: diskcast_layout::LayoutError) -> Error {
+        let field = match e {
+            diskcast_layout::LayoutError::Short { what, .. } | diskcast_layout::LayoutError::TooLarge { what, .. } => {
+                what
+            }
+        };
+        self.err(ErrorKind::Corrupt, field, format!("truncated {e}"))
+    }
+    fn be32(&self, b: &[u8], at: usize, field: &'static str) -> Result<u32> {
+        diskcast_layout::be32(b, at, field).map_err(|e| self.short(e))
+    }
+    fn be16(&self, b: &[u8], at: usize, field: &'static str) -> Result<u16> {
+        diskcast_layout::be16(b, at, field).map_err(|e| self.short(e))
+    }
+    fn byte(&self, b: &[u8], at: usize, field: &'static str) -> Result<u8> {
+        diskcast_layout::byte(b, at, field).map_err(|e| self.short(e))
+    }
+
     /// The page containing file offset 2^30, which SQLite never uses for content.
     fn lock_byte_page(&self) -> u32 {
-        ((1u64 << 30) / u64::from(self.page_size) + 1) as u32
+        // At most 2^21 + 1 (512-byte pages): always a u32.
+        u32::try_from((1u64 << 30) / u64::from(self.page_size) + 1).unwrap_or(u32::MAX)
     }
 
     /// Checks that `n` (read from `field`) names a page that may hold content.
@@ -330,7 +351,7 @@ impl Db {
 
     /// Page `n`'s bytes, from the WAL when it has a committed copy.
     fn raw_page(&self, n: u32) -> Result<Vec<u8>> {
-        let mut buf = vec![0u8; self.page_size as usize];
+        let mut buf = vec![0u8; diskcast_layout::usize_from(self.page_size)];
         if let Some(w) = &self.wal
             && let Some(&off) = w.frames.get(&n)
         {
@@ -394,8 +415,8 @@ impl Db {
         let field = if depth == 0 { "root_page" } else { "child_page" };
         let p = self.visit(page, field, &mut w.seen)?;
         let h = if page == 1 { 100 } else { 0 };
-        let usable = self.usable as usize;
-        let kind = p[h];
+        let usable = diskcast_layout::usize_from(self.usable);
+        let kind = self.byte(&p, h, "page_type")?;
         let interior = match kind {
             0x05 => true,
             0x0d => false,
@@ -408,7 +429,7 @@ impl Db {
             }
         };
         let hlen = if interior { 12 } else { 8 };
-        let ncells = usize::from(u16::from_be_bytes([p[h + 3], p[h + 4]]));
+        let ncells = usize::from(self.be16(&p, h + 3, "cell_count")?);
         let array_end = h + hlen + 2 * ncells;
         if array_end > usable {
             return Err(self.err(
@@ -419,7 +440,7 @@ impl Db {
         }
         for i in 0..ncells {
             let at = h + hlen + 2 * i;
-            let off = usize::from(u16::from_be_bytes([p[at], p[at + 1]]));
+            let off = usize::from(self.be16(&p, at, "cell_pointer")?);
             if off < array_end || off >= usable {
                 return Err(self.err(
                     ErrorKind::OutOfBounds,
@@ -432,14 +453,14 @@ impl Db {
                 if cell.len() < 5 {
                     return Err(self.err(ErrorKind::Corrupt, "cell", format!("page {page} cell {i} is truncated")));
                 }
-                self.walk(be32_at(cell, 0), depth + 1, w, f)?;
+                self.walk(self.be32(cell, 0, "child_page")?, depth + 1, w, f)?;
             } else {
                 let row = self.leaf_cell(page, i, cell, w)?;
                 f(row)?;
             }
         }
         if interior {
-            self.walk(be32_at(&p, h + 8), depth + 1, w, f)?;
+            self.walk(self.be32(&p, h + 8, "right_child_page")?, depth + 1, w, f)?;
         }
         Ok(())
     }
@@ -468,8 +489,8 @@ impl Db {
             ));
         }
         // `size` fits in usize: it is at most max_payload, which was checked above.
-        let size = size as usize;
-        let u = self.usable as usize;
+        let size = diskcast_layout::usize_from_u64(size, "payload size")?;
+        let u = diskcast_layout::usize_from(self.usable);
         let x = u - 35;
         let local = if size <= x {
             size
@@ -492,7 +513,7 @@ impl Db {
         let mut payload = Vec::with_capacity(local);
         payload.extend_from_slice(&rest[..local]);
         if spills {
-            let mut next = be32_at(rest, local);
+            let mut next = self.be32(rest, local, "overflow_page")?;
             while payload.len() < size {
                 if next == 0 {
                     return Err(self.err(
@@ -506,14 +527,15 @@ impl Db {
                 }
                 let o = self.visit(next, "overflow_page", &mut w.seen)?;
                 let take = (size - payload.len()).min(u - 4);
-                payload.extend_from_slice(&o[4..4 + take]);
-                next = be32_at(&o, 0);
+                payload.extend_from_slice(diskcast_layout::bytes(&o, 4, take, "overflow page")?);
+                next = self.be32(&o, 0, "overflow_page")?;
             }
         }
         let values = record::decode(&payload).map_err(|m| {
-            self.err(ErrorKind::Corrupt, "record", format!("page {page} cell {i} (rowid {}): {m}", rowid as i64))
+            self.err(ErrorKind::Corrupt, "record", format!("page {page} cell {i} (rowid {}): {m}", rowid.cast_signed()))
         })?;
-        Ok(Row { rowid: rowid as i64, values })
+        // A rowid is a 64-bit two's complement integer stored as a varint.
+        Ok(Row { rowid: rowid.cast_signed(), values })
     }
 
     /// Text as the database stores it, decoded (lossily) to a string.
@@ -575,10 +597,4 @@ impl Db {
 struct Walk {
     seen: HashSet<u32>,
     total: u64,
-}
-
-/// A big-endian u32 at `o`; callers guarantee `o + 4 <= b.len()`, and out-of-range
-/// reads (a bug, not input) yield 0, which every caller treats as "no page".
-fn be32_at(b: &[u8], o: usize) -> u32 {
-    b.get(o..o + 4).map_or(0, |s| u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
 }

@@ -55,7 +55,7 @@ pub(crate) fn decode(p: &[u8]) -> Result<Vec<Value>, String> {
         at = next;
         let len: usize = match t {
             0 | 8 | 9 => 0,
-            1..=4 => t as usize,
+            1..=4 => diskcast_layout::usize_from_u64(t, "serial type").map_err(|e| e.to_string())?,
             5 => 6,
             6 | 7 => 8,
             10 | 11 => return Err(format!("reserved serial type {t}")),
@@ -77,7 +77,7 @@ pub(crate) fn decode(p: &[u8]) -> Result<Vec<Value>, String> {
         out.push(match t {
             0 => Value::Null,
             1..=6 => Value::Int(int()),
-            7 => Value::Real(f64::from_bits(int() as u64)),
+            7 => Value::Real(f64::from_bits(int().cast_unsigned())),
             8 => Value::Int(0),
             9 => Value::Int(1),
             n if n % 2 == 0 => Value::Blob(bytes.to_vec()),

@@ -2,8 +2,9 @@
 //! 24-byte header and one page. Frames count only when their salts match the header and
 //! their running checksum is right, and only up to the last commit frame.
 
-use crate::{Source, be32_at};
+use crate::Source;
 use diskcast_block::{Error, Result};
+use diskcast_layout::be32;
 use std::collections::HashMap;
 
 pub(crate) struct Wal {
@@ -18,8 +19,13 @@ pub(crate) struct Wal {
 fn checksum(mut s: (u32, u32), data: &[u8], big: bool) -> (u32, u32) {
     for c in data.chunks_exact(8) {
         let w = |o: usize| {
-            let a = [c[o], c[o + 1], c[o + 2], c[o + 3]];
-            if big { u32::from_be_bytes(a) } else { u32::from_le_bytes(a) }
+            // chunks_exact(8) makes both words whole; the fallback is never taken.
+            if big {
+                diskcast_layout::be32(c, o, "WAL checksum word")
+            } else {
+                diskcast_layout::le32(c, o, "WAL checksum word")
+            }
+            .unwrap_or(0)
         };
         s.0 = s.0.wrapping_add(w(0)).wrapping_add(s.1);
         s.1 = s.1.wrapping_add(w(4)).wrapping_add(s.0);
@@ -41,42 +47,45 @@ impl Wal {
             return Err(bad("wal_header", format!("{len} bytes is shorter than a WAL header; refusing to guess")));
         }
         wal.src.read_exact_at(&mut h, 0).map_err(|e| Error::io("cannot read the WAL header", e).with_file(&name))?;
-        let magic = be32_at(&h, 0);
+        let magic = be32(&h, 0, "WAL header")?;
         if magic & !1 != 0x377f_0682 {
             return Err(bad("wal_magic", format!("bad WAL magic {magic:#010x}")));
         }
         let big = magic & 1 == 1;
-        if be32_at(&h, 4) != 3_007_000 {
-            return Err(Error::unsupported(format!("WAL format version {} is not 3007000", be32_at(&h, 4)))
-                .with_file(&name)
-                .with_field("wal_version"));
+        if be32(&h, 4, "WAL header")? != 3_007_000 {
+            return Err(Error::unsupported(format!(
+                "WAL format version {} is not 3007000",
+                be32(&h, 4, "WAL header")?
+            ))
+            .with_file(&name)
+            .with_field("wal_version"));
         }
-        if be32_at(&h, 8) != page_size {
+        if be32(&h, 8, "WAL header")? != page_size {
             return Err(bad(
                 "wal_page_size",
-                format!("WAL page size {} differs from the database's {page_size}", be32_at(&h, 8)),
+                format!("WAL page size {} differs from the database's {page_size}", be32(&h, 8, "WAL header")?),
             ));
         }
         let mut sum = checksum((0, 0), &h[..24], big);
-        if sum != (be32_at(&h, 24), be32_at(&h, 28)) {
+        if sum != (be32(&h, 24, "WAL header")?, be32(&h, 28, "WAL header")?) {
             return Err(bad("wal_checksum", "the WAL header checksum does not match; refusing a damaged WAL".into()));
         }
-        let salts = (be32_at(&h, 16), be32_at(&h, 20));
+        let salts = (be32(&h, 16, "WAL header")?, be32(&h, 20, "WAL header")?);
         let frame = 24 + u64::from(page_size);
         let count = (len - 32) / frame;
-        let mut buf = vec![0u8; 24 + page_size as usize];
+        let mut buf = vec![0u8; 24 + diskcast_layout::usize_from(page_size)];
         let mut pending = HashMap::new();
         for i in 0..count {
             let off = 32 + i * frame;
             wal.src
                 .read_exact_at(&mut buf, off)
                 .map_err(|e| Error::io("cannot read a WAL frame", e).with_file(&name))?;
-            let (page, commit) = (be32_at(&buf, 0), be32_at(&buf, 4));
-            if (be32_at(&buf, 8), be32_at(&buf, 12)) != salts || page == 0 {
+            let (page, commit) = (be32(&buf, 0, "WAL frame header")?, be32(&buf, 4, "WAL frame header")?);
+            if (be32(&buf, 8, "WAL frame header")?, be32(&buf, 12, "WAL frame header")?) != salts || page == 0 {
                 break; // a frame from an earlier generation of the log: the valid log ends here
             }
             let s = checksum(checksum(sum, &buf[..8], big), &buf[24..], big);
-            if s != (be32_at(&buf, 16), be32_at(&buf, 20)) {
+            if s != (be32(&buf, 16, "WAL frame header")?, be32(&buf, 20, "WAL frame header")?) {
                 break;
             }
             sum = s;

@@ -14,6 +14,7 @@
 //! all data within [`file::DATA_RATIO`] of the image, directory listings together within
 //! the directory table, and a directory reached twice is a loop.
 #![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::as_conversions))]
 
 mod compress;
 mod file;

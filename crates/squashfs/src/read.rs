@@ -2,8 +2,9 @@
 
 use crate::compress::Compressor;
 use crate::file::{Data, File, UNCOMPRESSED};
-use crate::table::{Cursor, MetaReader, Table, le32, le64};
+use crate::table::{Cursor, MetaReader, Table};
 use diskcast_block::{BlockRead, Error, Result, range_end};
+use diskcast_layout::{le16, le32, le64};
 use diskcast_tree::{Content, FileData, Kind, Meta, Node, NodeId, Timestamp, Tree, Xattr, display_name};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -55,9 +56,9 @@ pub fn superblock(disk: &dyn BlockRead) -> Result<Super> {
     }
     let mut s = [0u8; SUPERBLOCK];
     disk.read_at(&mut s, 0)?;
-    let u16_at = |at: usize| u16::from_le_bytes([s[at], s[at + 1]]);
-    let u32_at = |at: usize| le32(&s[at..at + 4]);
-    let u64_at = |at: usize| le64(&s[at..at + 8]);
+    let u16_at = |at: usize| le16(&s, at, "squashfs superblock");
+    let u32_at = |at: usize| le32(&s, at, "squashfs superblock");
+    let u64_at = |at: usize| le64(&s, at, "squashfs superblock");
     match &s[..4] {
         b"hsqs" => {}
         b"sqsh" => {
@@ -68,13 +69,13 @@ pub fn superblock(disk: &dyn BlockRead) -> Result<Super> {
         }
         _ => return Err(Error::invalid("no squashfs magic (hsqs) at byte 0").with_field("s_magic")),
     }
-    let (major, minor) = (u16_at(28), u16_at(30));
+    let (major, minor) = (u16_at(28)?, u16_at(30)?);
     if (major, minor) != (4, 0) {
         return Err(Error::unsupported(format!("squashfs version {major}.{minor} is not supported; only 4.0"))
             .with_field("s_major"));
     }
-    let block_size = u32_at(12);
-    let block_log = u16_at(22);
+    let block_size = u32_at(12)?;
+    let block_log = u16_at(22)?;
     if !(MIN_BLOCK_LOG..=MAX_BLOCK_LOG).contains(&block_log) || block_size != 1u32 << block_log {
         return Err(Error::corrupt(format!(
             "block size {block_size} (log {block_log}) is not a power of two from 4 KiB to 1 MiB that matches block_log"
@@ -83,17 +84,17 @@ pub fn superblock(disk: &dyn BlockRead) -> Result<Super> {
     }
     let sb = Super {
         block_size,
-        frag_count: u32_at(16),
-        comp: Compressor::from_id(u16_at(20))?,
-        id_count: u16_at(26),
-        root: u64_at(32),
-        bytes_used: u64_at(40),
-        id_table: u64_at(48),
-        xattr_table: u64_at(56),
-        inode_table: u64_at(64),
-        dir_table: u64_at(72),
-        frag_table: u64_at(80),
-        export_table: u64_at(88),
+        frag_count: u32_at(16)?,
+        comp: Compressor::from_id(u16_at(20)?)?,
+        id_count: u16_at(26)?,
+        root: u64_at(32)?,
+        bytes_used: u64_at(40)?,
+        id_table: u64_at(48)?,
+        xattr_table: u64_at(56)?,
+        inode_table: u64_at(64)?,
+        dir_table: u64_at(72)?,
+        frag_table: u64_at(80)?,
+        export_table: u64_at(88)?,
     };
     let size = disk.size();
     if sb.bytes_used > size || sb.bytes_used < 96 {
@@ -142,14 +143,14 @@ pub fn read_tree(disk: Arc<dyn BlockRead>, label: &str) -> Result<Tree> {
     let mut firsts = vec![sb.bytes_used, sb.id_table];
     let (raw_ids, ptrs) = meta.lookup("id table", sb.id_table, u64::from(sb.id_count), 4)?;
     firsts.extend(ptrs);
-    let ids: Vec<u32> = raw_ids.chunks_exact(4).map(le32).collect();
+    let ids: Vec<u32> = raw_ids.chunks_exact(4).map(|e| le32(e, 0, "id table")).collect::<Result<_, _>>()?;
     let mut fragments = Vec::new();
     if sb.frag_table != NOT_SET && sb.frag_count > 0 {
         let (raw, ptrs) = meta.lookup("fragment table", sb.frag_table, u64::from(sb.frag_count), 16)?;
         firsts.push(sb.frag_table);
         firsts.extend(ptrs);
         for (i, e) in raw.chunks_exact(16).enumerate() {
-            let (start, word) = (le64(&e[..8]), le32(&e[8..12]));
+            let (start, word) = (le64(e, 0, "fragment entry")?, le32(e, 8, "fragment entry")?);
             check_block(&sb, start, word).map_err(|e| e.with_field("fragment entry"))?;
             if word & (UNCOMPRESSED - 1) == 0 {
                 return Err(Error::corrupt(format!("fragment block {i} has size 0")).with_field("fragment entry"));
@@ -163,7 +164,7 @@ pub fn read_tree(disk: Arc<dyn BlockRead>, label: &str) -> Result<Tree> {
     let (mut xattr_ids, mut kv_range) = (Vec::new(), None);
     if sb.xattr_table != NOT_SET {
         let head = meta.raw(sb.xattr_table, 16, sb.bytes_used, "xattr id table")?;
-        let (kv_start, count) = (le64(&head[..8]), le32(&head[8..12]));
+        let (kv_start, count) = (le64(&head, 0, "xattr id table")?, le32(&head, 8, "xattr id table")?);
         firsts.push(sb.xattr_table);
         if count > 0 {
             let (raw, ptrs) = meta.lookup("xattr id table", sb.xattr_table + 16, u64::from(count), 16)?;
@@ -298,29 +299,29 @@ impl Fs {
             return Err(Error::corrupt(format!("directory listing of {size} bytes runs past the directory table"))
                 .with_field("file_size"));
         }
-        let mut c = self.dirs.cursor(start);
+        let mut c = self.dirs.cursor(start)?;
         let end = start + len;
         let mut out = Vec::new();
-        while c.pos < end {
-            let count = c.u32()?.checked_add(1).filter(|&n| n <= DIR_HEADER_ENTRIES).ok_or_else(|| {
+        while c.position() < end {
+            let count = c.le32()?.checked_add(1).filter(|&n| n <= DIR_HEADER_ENTRIES).ok_or_else(|| {
                 Error::corrupt(format!("directory header counts more than {DIR_HEADER_ENTRIES} entries"))
                     .with_field("directory header")
             })?;
-            let inode_block = c.u32()?;
-            let base = c.u32()?;
+            let inode_block = c.le32()?;
+            let base = c.le32()?;
             let _ = base;
             for _ in 0..count {
-                let off = c.u16()?;
-                let _delta = c.u16()?;
-                let _type = c.u16()?;
-                let name_len = usize::from(c.u16()?) + 1;
+                let off = c.le16()?;
+                let _delta = c.le16()?;
+                let _type = c.le16()?;
+                let name_len = usize::from(c.le16()?) + 1;
                 if name_len > MAX_NAME_LEN {
                     return Err(Error::corrupt(format!("directory entry name of {name_len} bytes (at most 256)")));
                 }
-                let name = c.bytes(name_len)?.to_vec();
+                let name = c.take(name_len)?.to_vec();
                 out.push((name, (u64::from(inode_block) << 16) | u64::from(off)));
             }
-            if c.pos > end {
+            if c.position() > end {
                 return Err(Error::corrupt("directory entries run past the directory's size").with_field("file_size"));
             }
         }
@@ -332,12 +333,12 @@ impl Fs {
         if r >> 48 != 0 {
             return Err(Error::corrupt(format!("inode reference {r:#x} is not a metadata reference")));
         }
-        let mut c = self.inodes.cursor(self.inodes.at(r, "inode")?);
-        let kind = c.u16()?;
-        let mode = c.u16()?;
-        let (uid, gid) = (self.id(c.u16()?)?, self.id(c.u16()?)?);
-        let mtime = c.u32()?;
-        let _number = c.u32()?;
+        let mut c = self.inodes.cursor(self.inodes.at(r, "inode")?)?;
+        let kind = c.le16()?;
+        let mode = c.le16()?;
+        let (uid, gid) = (self.id(c.le16()?)?, self.id(c.le16()?)?);
+        let mtime = c.le32()?;
+        let _number = c.le32()?;
         let meta = Meta {
             mode: u32::from(mode) & 0o7777,
             uid,
@@ -349,56 +350,56 @@ impl Fs {
         let mut xattr = NO_XATTR;
         let what = match kind {
             1 => {
-                let block = c.u32()?;
-                let _nlink = c.u32()?;
-                let size = c.u16()?;
-                let offset = c.u16()?;
+                let block = c.le32()?;
+                let _nlink = c.le32()?;
+                let size = c.le16()?;
+                let offset = c.le16()?;
                 What::Dir { block, offset, size: dir_size(u32::from(size)) }
             }
             8 => {
-                let _nlink = c.u32()?;
-                let size = c.u32()?;
-                let block = c.u32()?;
-                let _parent = c.u32()?;
-                let _index_count = c.u16()?;
-                let offset = c.u16()?;
-                xattr = c.u32()?;
+                let _nlink = c.le32()?;
+                let size = c.le32()?;
+                let block = c.le32()?;
+                let _parent = c.le32()?;
+                let _index_count = c.le16()?;
+                let offset = c.le16()?;
+                xattr = c.le32()?;
                 What::Dir { block, offset, size: dir_size(size) }
             }
             2 => {
-                let start = u64::from(c.u32()?);
-                let frag = c.u32()?;
-                let frag_off = c.u32()?;
-                let size = u64::from(c.u32()?);
+                let start = u64::from(c.le32()?);
+                let frag = c.le32()?;
+                let frag_off = c.le32()?;
+                let size = u64::from(c.le32()?);
                 What::File(self.file(&mut c, start, size, frag, frag_off)?)
             }
             9 => {
-                let start = c.u64()?;
-                let size = c.u64()?;
-                let _sparse = c.u64()?;
-                let _nlink = c.u32()?;
-                let frag = c.u32()?;
-                let frag_off = c.u32()?;
-                xattr = c.u32()?;
+                let start = c.le64()?;
+                let size = c.le64()?;
+                let _sparse = c.le64()?;
+                let _nlink = c.le32()?;
+                let frag = c.le32()?;
+                let frag_off = c.le32()?;
+                xattr = c.le32()?;
                 What::File(self.file(&mut c, start, size, frag, frag_off)?)
             }
             3 | 10 => {
-                let _nlink = c.u32()?;
-                let len = c.u32()?;
+                let _nlink = c.le32()?;
+                let len = c.le32()?;
                 if len > MAX_SYMLINK {
                     return Err(Error::corrupt(format!("symlink target of {len} bytes (at most {MAX_SYMLINK})")));
                 }
-                let target = c.bytes(usize::try_from(len).unwrap_or(usize::MAX))?.to_vec();
+                let target = c.take(usize::try_from(len).unwrap_or(usize::MAX))?.to_vec();
                 if kind == 10 {
-                    xattr = c.u32()?;
+                    xattr = c.le32()?;
                 }
                 What::Other(Kind::Symlink(target))
             }
             4 | 5 | 11 | 12 => {
-                let _nlink = c.u32()?;
-                let dev = c.u32()?;
+                let _nlink = c.le32()?;
+                let dev = c.le32()?;
                 if kind > 10 {
-                    xattr = c.u32()?;
+                    xattr = c.le32()?;
                 }
                 let (major, minor) = ((dev >> 8) & 0xfff, (dev & 0xff) | ((dev >> 12) & 0xfff00));
                 What::Other(if kind == 4 || kind == 11 {
@@ -408,9 +409,9 @@ impl Fs {
                 })
             }
             6 | 7 | 13 | 14 => {
-                let _nlink = c.u32()?;
+                let _nlink = c.le32()?;
                 if kind > 7 {
-                    xattr = c.u32()?;
+                    xattr = c.le32()?;
                 }
                 What::Other(if kind == 6 || kind == 13 { Kind::Fifo } else { Kind::Socket })
             }
@@ -432,14 +433,14 @@ impl Fs {
         let count = if frag == NO_FRAGMENT { size.div_ceil(bs) } else { size / bs };
         // The list is in the inode table: a count it cannot hold is refused before any
         // allocation.
-        if count.saturating_mul(4) > u64::try_from(c.left()).unwrap_or(u64::MAX) {
+        if count.saturating_mul(4) > u64::try_from(c.remaining()).unwrap_or(u64::MAX) {
             return Err(Error::corrupt(format!("file of {size} bytes lists {count} blocks, past the inode table"))
                 .with_field("file_size"));
         }
         let mut blocks = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
         let mut at = start;
         for _ in 0..count {
-            let word = c.u32()?;
+            let word = c.le32()?;
             if word & (UNCOMPRESSED - 1) != 0 {
                 check_block(&self.sb, at, word).map_err(|e| e.with_field("block size"))?;
             }
@@ -478,12 +479,12 @@ impl Fs {
         let entry = at.and_then(|a| self.xattr_ids.get(a..a + 16)).ok_or_else(|| {
             Error::corrupt(format!("xattr index {index} is past the xattr id table")).with_field("xattr")
         })?;
-        let (r, count) = (le64(&entry[..8]), le32(&entry[8..12]));
-        let mut c = self.xattr_kv.cursor(self.xattr_kv.at(r, "xattr")?);
+        let (r, count) = (le64(entry, 0, "xattr id entry")?, le32(entry, 8, "xattr id entry")?);
+        let mut c = self.xattr_kv.cursor(self.xattr_kv.at(r, "xattr")?)?;
         let mut out = Vec::new();
         for _ in 0..count {
-            let kind = c.u16()?;
-            let name_len = usize::from(c.u16()?);
+            let kind = c.le16()?;
+            let name_len = usize::from(c.le16()?);
             let prefix: &[u8] = match kind & 0xff {
                 0 => b"user.",
                 1 => b"trusted.",
@@ -491,22 +492,22 @@ impl Fs {
                 n => return Err(Error::corrupt(format!("xattr prefix type {n} is unknown")).with_field("xattr")),
             };
             let mut name = prefix.to_vec();
-            name.extend_from_slice(c.bytes(name_len)?);
-            let mut vlen = c.u32()?;
+            name.extend_from_slice(c.take(name_len)?);
+            let mut vlen = c.le32()?;
             let mut vc = c.clone();
             if kind & 0x100 != 0 {
                 if vlen != 8 {
                     return Err(Error::corrupt("out-of-line xattr value reference is not 8 bytes").with_field("xattr"));
                 }
-                let vr = c.u64()?;
-                vc = self.xattr_kv.cursor(self.xattr_kv.at(vr, "xattr value")?);
-                vlen = vc.u32()?;
+                let vr = c.le64()?;
+                vc = self.xattr_kv.cursor(self.xattr_kv.at(vr, "xattr value")?)?;
+                vlen = vc.le32()?;
             }
             if vlen > MAX_XATTR_VALUE {
                 return Err(Error::corrupt(format!("xattr value of {vlen} bytes (at most {MAX_XATTR_VALUE})"))
                     .with_field("xattr"));
             }
-            let value = vc.bytes(usize::try_from(vlen).unwrap_or(usize::MAX))?.to_vec();
+            let value = vc.take(usize::try_from(vlen).unwrap_or(usize::MAX))?.to_vec();
             if kind & 0x100 == 0 {
                 c = vc;
             }

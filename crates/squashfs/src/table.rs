@@ -5,6 +5,7 @@
 
 use crate::compress::Compressor;
 use diskcast_block::{BlockRead, Error, Result, range_end};
+pub use diskcast_layout::Cursor;
 
 /// Size of a metadata block's contents (`SQUASHFS_METADATA_SIZE`).
 pub const METADATA_SIZE: usize = 8192;
@@ -59,7 +60,7 @@ impl<'a> MetaReader<'a> {
     /// end at or before it): its contents and where the next block starts.
     pub fn block(&mut self, offset: u64, limit: u64, what: &str) -> Result<(Vec<u8>, u64)> {
         let head = self.raw(offset, 2, limit, what)?;
-        let h = u16::from_le_bytes([head[0], head[1]]);
+        let h = diskcast_layout::le16(&head, 0, "metadata block header")?;
         let stored = h & 0x7fff;
         let len = usize::from(stored);
         if len == 0 || len > METADATA_SIZE {
@@ -110,7 +111,8 @@ impl<'a> MetaReader<'a> {
         let bytes = count.checked_mul(size).ok_or_else(|| Error::corrupt(format!("{what}: too many entries")))?;
         let nblocks = bytes.div_ceil(8192);
         let ptrs = self.raw(start, nblocks.saturating_mul(8), self.end, what)?;
-        let ptrs: Vec<u64> = ptrs.chunks_exact(8).map(le64).collect();
+        let ptrs: Vec<u64> =
+            ptrs.chunks_exact(8).map(|p| diskcast_layout::le64(p, 0, what)).collect::<Result<_, _>>()?;
         let mut out = Vec::new();
         for (i, &p) in ptrs.iter().enumerate() {
             let (data, _) = self.block(p, start, what)?;
@@ -147,49 +149,10 @@ impl Table {
         Ok(pos + off)
     }
 
-    /// A reader at byte `pos` of the table.
-    pub fn cursor(&self, pos: usize) -> Cursor<'_> {
-        Cursor { data: &self.data, pos, what: self.what }
+    /// A reader at byte `pos` of the table; running off its end is an error naming it.
+    pub fn cursor(&self, pos: usize) -> Result<Cursor<'_>> {
+        let mut c = Cursor::new(&self.data, self.what);
+        c.skip(pos)?;
+        Ok(c)
     }
-}
-
-/// Reads little-endian fields from a table; running off its end is an error naming it.
-#[derive(Debug, Clone)]
-pub struct Cursor<'a> {
-    data: &'a [u8],
-    pub pos: usize,
-    what: &'static str,
-}
-
-impl<'a> Cursor<'a> {
-    pub fn bytes(&mut self, n: usize) -> Result<&'a [u8]> {
-        let end = self.pos.checked_add(n).filter(|&e| e <= self.data.len()).ok_or_else(|| {
-            Error::corrupt(format!("a record runs past the end of the {} ({n} bytes at {})", self.what, self.pos))
-        })?;
-        let b = &self.data[self.pos..end];
-        self.pos = end;
-        Ok(b)
-    }
-    pub fn u16(&mut self) -> Result<u16> {
-        let b = self.bytes(2)?;
-        Ok(u16::from_le_bytes([b[0], b[1]]))
-    }
-    pub fn u32(&mut self) -> Result<u32> {
-        Ok(le32(self.bytes(4)?))
-    }
-    pub fn u64(&mut self) -> Result<u64> {
-        Ok(le64(self.bytes(8)?))
-    }
-    /// Bytes left after the cursor.
-    pub fn left(&self) -> usize {
-        self.data.len().saturating_sub(self.pos)
-    }
-}
-
-pub fn le32(b: &[u8]) -> u32 {
-    u32::from_le_bytes([b[0], b[1], b[2], b[3]])
-}
-
-pub fn le64(b: &[u8]) -> u64 {
-    u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
 }

@@ -116,7 +116,7 @@ pub fn check_checksum(h: &[u8]) -> Result<()> {
     for (i, &c) in h.iter().enumerate().take(BLOCK) {
         let c = if (CHKSUM.0..CHKSUM.1).contains(&i) { b' ' } else { c };
         unsigned += i64::from(c);
-        signed += i64::from(c as i8);
+        signed += i64::from(c.cast_signed());
     }
     if stored != unsigned && stored != signed {
         return Err(Error::corrupt(format!(

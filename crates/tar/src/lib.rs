@@ -17,6 +17,7 @@
 //! - [`read_tar`] does both for a whole archive file.
 //! - [`write_tar`] writes a tree as a PAX tar in tree walk order (reproducible).
 #![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::as_conversions))]
 
 mod build;
 mod compress;

@@ -5,6 +5,7 @@ use crate::compress::{from_io, read_full};
 use crate::header::{self, BLOCK};
 use crate::{MAX_LONG_NAME, MAX_PAX_HEADER, MAX_SPARSE_RUNS, MAX_XATTR_TOTAL};
 use diskcast_block::{Error, Result};
+use diskcast_layout::{u64_from_usize, usize_from_u64};
 use diskcast_tree::{Meta, Timestamp, Xattr};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -177,7 +178,7 @@ impl TarReader {
         };
         // A decompression cap or a digest check below passes its own error up.
         let n = read_full(r, buf).map_err(|e| from_io(e, "the archive").with_file(&self.name))?;
-        self.pos += n as u64;
+        self.pos += u64_from_usize(n);
         Ok(n)
     }
 
@@ -189,7 +190,7 @@ impl TarReader {
                 at,
             ));
         }
-        let mut data = vec![0u8; size as usize];
+        let mut data = vec![0u8; usize_from_u64(size, "tar extension header")?];
         if self.read(&mut data)? < data.len() {
             return Err(self.truncated(what, at));
         }
@@ -541,11 +542,11 @@ impl TarReader {
         let mut line = Vec::new();
         let mut used = 0u64;
         loop {
-            if want.is_some_and(|w| numbers.len() as u64 == 1 + 2 * w) {
+            if want.is_some_and(|w| u64_from_usize(numbers.len()) == 1 + 2 * w) {
                 break;
             }
-            if used == buf.len() as u64 {
-                if (buf.len() as u64) >= stored {
+            if used == u64_from_usize(buf.len()) {
+                if u64_from_usize(buf.len()) >= stored {
                     return Err(self.err(Error::corrupt("PAX sparse map runs past the member's data"), at));
                 }
                 let mut block = [0u8; BLOCK];
@@ -554,14 +555,14 @@ impl TarReader {
                 }
                 buf.extend_from_slice(&block);
             }
-            let c = buf[used as usize];
+            let c = buf[usize_from_u64(used, "PAX sparse map")?];
             used += 1;
             if c == b'\n' {
                 let v = pax_u64(&line, "GNU sparse map").map_err(|e| self.err(e, at))?;
                 line.clear();
                 numbers.push(v);
                 if numbers.len() == 1 {
-                    if v > MAX_SPARSE_RUNS as u64 {
+                    if v > u64_from_usize(MAX_SPARSE_RUNS) {
                         return Err(self.err(Error::out_of_bounds(format!("PAX sparse map claims {v} runs")), at));
                     }
                     want = Some(v);
@@ -573,7 +574,7 @@ impl TarReader {
             }
         }
         let runs = numbers[1..].chunks(2).map(|p| SparseRun { offset: p[0], len: p[1] }).collect();
-        let map_len = buf.len() as u64;
+        let map_len = u64_from_usize(buf.len());
         debug_assert_eq!(self.pos, start + map_len);
         Ok((runs, map_len))
     }
@@ -650,7 +651,7 @@ fn parse_pax(data: &[u8], pax: &mut Pax) -> Result<()> {
             .position(|&c| c == b'=')
             .ok_or_else(|| Error::corrupt("PAX record without '='").with_field("pax"))?;
         let (k, v) = (&record[..eq], &record[eq + 1..]);
-        pax.bytes = pax.bytes.saturating_add(record.len() as u64);
+        pax.bytes = pax.bytes.saturating_add(u64_from_usize(record.len()));
         if k == b"GNU.sparse.offset" || k == b"GNU.sparse.numbytes" {
             if pax.sparse_pairs.len() >= 2 * MAX_SPARSE_RUNS {
                 return Err(Error::out_of_bounds("too many PAX sparse records"));
@@ -733,8 +734,8 @@ fn pax_time(v: &[u8], field: &'static str) -> Result<Timestamp> {
     }
     let sec: i64 = int.parse().map_err(|_| bad())?;
     let mut nsec: u32 = 0;
-    for (i, c) in frac.bytes().take(9).enumerate() {
-        nsec += u32::from(c - b'0') * 10u32.pow(8 - i as u32);
+    for (c, scale) in frac.bytes().zip((0..9).rev()) {
+        nsec += u32::from(c - b'0') * 10u32.pow(scale);
     }
     Ok(if !neg {
         Timestamp { sec, nsec }
@@ -765,7 +766,7 @@ fn percent_decode(s: &[u8]) -> Vec<u8> {
 }
 
 fn hex(c: u8) -> Option<u8> {
-    (c as char).to_digit(16).map(|d| d as u8)
+    char::from(c).to_digit(16).and_then(|d| u8::try_from(d).ok())
 }
 
 /// Standard base64, padding optional.
@@ -787,7 +788,7 @@ fn base64_decode(s: &[u8]) -> Option<Vec<u8>> {
         bits += 6;
         if bits >= 8 {
             bits -= 8;
-            out.push((acc >> bits) as u8);
+            out.push(diskcast_layout::low_u8(u64::from(acc >> bits)));
             acc &= (1 << bits) - 1;
         }
     }

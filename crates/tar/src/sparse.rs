@@ -32,13 +32,18 @@ impl SparseContent {
 impl ContentRead for SparseContent {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
         buf.fill(0);
-        let end = offset + buf.len() as u64;
+        let end = offset + diskcast_layout::u64_from_usize(buf.len());
         let first = self.runs.partition_point(|r| r.0 + r.1 <= offset);
         let mut cursor = self.cursor.lock().unwrap_or_else(|p| p.into_inner());
         for &(fo, len, so) in self.runs[first..].iter().take_while(|r| r.0 < end) {
             let lo = fo.max(offset);
             let hi = (fo + len).min(end);
-            cursor.read_exact_at(&mut buf[(lo - offset) as usize..(hi - offset) as usize], so + (lo - fo))?;
+            // Both ends lie within buf (lo and hi are clamped to offset..end).
+            let (a, b) = (
+                diskcast_layout::usize_from_u64(lo - offset, "sparse run")?,
+                diskcast_layout::usize_from_u64(hi - offset, "sparse run")?,
+            );
+            cursor.read_exact_at(&mut buf[a..b], so + (lo - fo))?;
         }
         Ok(())
     }

@@ -4,6 +4,7 @@
 use crate::header::{self, BLOCK};
 use diskcast_block::progress::Progress;
 use diskcast_block::{Error, Result};
+use diskcast_layout::{u64_from_usize, usize_from_u64};
 use diskcast_tree::{Content, FileData, Kind, NodeId, StreamCursor, Tree, display_name};
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -128,7 +129,7 @@ pub fn write_tar(tree: &Tree, out: &mut dyn Write, progress: &dyn Progress) -> R
             write_content(f, out, &mut cursors, progress)
                 .map_err(|e| Error::new(e.kind(), format!("{}: {}", display_name(&path), e.message())))?;
             report.bytes += f.size;
-            let pad = (BLOCK - (f.size % BLOCK as u64) as usize) % BLOCK;
+            let pad = (BLOCK - usize_from_u64(f.size % u64_from_usize(BLOCK), "tar padding")?) % BLOCK;
             w(out, &[0u8; BLOCK][..pad])?;
         }
     }
@@ -190,7 +191,7 @@ fn pax_header(name: &[u8], records: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
     header::put_octal(&mut h, header::MODE, 0o644);
     header::put_octal(&mut h, header::UID, 0);
     header::put_octal(&mut h, header::GID, 0);
-    header::put_octal(&mut h, header::SIZE, data.len() as u64);
+    header::put_octal(&mut h, header::SIZE, u64_from_usize(data.len()));
     header::put_octal(&mut h, header::MTIME, 0);
     h[header::TYPEFLAG] = b'x';
     h[header::MAGIC.0..header::MAGIC.1].copy_from_slice(header::MAGIC_USTAR);
@@ -213,10 +214,10 @@ fn write_content(
     let mut done = 0u64;
     let mut reader: Option<Box<dyn Read + Send + '_>> = None;
     while done < f.size {
-        let n = (f.size - done).min(buf.len() as u64) as usize;
+        let n = usize_from_u64((f.size - done).min(u64_from_usize(buf.len())), "tar copy buffer")?;
         match &f.content {
             Content::Stream { stream, offset } => {
-                let key = std::sync::Arc::as_ptr(stream) as *const ();
+                let key = std::sync::Arc::as_ptr(stream).cast::<()>();
                 let c = cursors.entry(key).or_insert_with(|| StreamCursor::new(stream.clone()));
                 c.read_exact_at(&mut buf[..n], offset + done)?;
             }
@@ -236,8 +237,8 @@ fn write_content(
             }
         }
         out.write_all(&buf[..n]).map_err(|e| Error::io("cannot write the tar", e))?;
-        done += n as u64;
-        progress.advance(n as u64);
+        done += u64_from_usize(n);
+        progress.advance(u64_from_usize(n));
     }
     Ok(())
 }
