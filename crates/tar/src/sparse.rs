@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 pub struct SparseContent {
     /// (file offset, length, stream offset) of each run.
     runs: Vec<(u64, u64, u64)>,
+    stream: Arc<dyn StreamSource>,
     cursor: Mutex<StreamCursor>,
 }
 
@@ -25,7 +26,7 @@ impl SparseContent {
             out.push((r.offset, r.len, at));
             at = at.checked_add(r.len).ok_or_else(|| Error::corrupt("sparse runs overflow"))?;
         }
-        Ok(SparseContent { runs: out, cursor: Mutex::new(StreamCursor::new(stream)) })
+        Ok(SparseContent { runs: out, stream, cursor: Mutex::new(StreamCursor::new()) })
     }
 }
 
@@ -38,7 +39,11 @@ impl ContentRead for SparseContent {
         for &(fo, len, so) in self.runs[first..].iter().take_while(|r| r.0 < end) {
             let lo = fo.max(offset);
             let hi = (fo + len).min(end);
-            cursor.read_exact_at(&mut buf[(lo - offset) as usize..(hi - offset) as usize], so + (lo - fo))?;
+            cursor.read_exact_at(
+                &self.stream,
+                &mut buf[(lo - offset) as usize..(hi - offset) as usize],
+                so + (lo - fo),
+            )?;
         }
         Ok(())
     }
