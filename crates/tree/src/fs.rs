@@ -101,7 +101,8 @@ impl TreeError {
     pub fn what(&self) -> String {
         match (&self.detail, &self.source) {
             (Some(d), _) => d.clone(),
-            (None, Some(e)) => e.to_string(),
+            // The source's file and offset travel beside the message (see `From`).
+            (None, Some(e)) => e.message().to_string(),
             (None, None) => self.kind.what().to_string(),
         }
     }

@@ -77,8 +77,9 @@ fn a_read_error_keeps_its_kind_and_names_the_path() {
     t.put_file(b"f", f, meta(0o644)).unwrap();
     let e = t.read(b"f", 100).unwrap_err();
     assert_eq!((e.kind(), e.path()), (TreeErrorKind::Read, &b"f"[..]));
-    assert!(e.to_string().contains("short stream ends before a file it holds"), "{e}");
-    assert_eq!(diskcast_block::Error::from(e).kind(), ErrorKind::Corrupt);
+    assert_eq!(e.to_string(), "\"f\": short stream ends before a file it holds");
+    let block = diskcast_block::Error::from(e);
+    assert_eq!((block.kind(), block.message()), (ErrorKind::Corrupt, "\"f\": short stream ends before a file it holds"));
 }
 
 #[test]
