@@ -7,7 +7,7 @@
 
 use crate::content::FileData;
 use crate::model::{Kind, Meta, Node, NodeId, Tree};
-use crate::path::{check_name, display_name, split_path};
+use crate::path::{display_name, split_path};
 use crate::time::Timestamp;
 use diskcast_block::{Error, ErrorKind};
 use std::collections::HashMap;
@@ -32,7 +32,7 @@ pub enum TreeErrorKind {
     AlreadyExists,
     /// More than [`MAX_SYMLINK_HOPS`](crate::MAX_SYMLINK_HOPS) links on the way.
     SymlinkLoop,
-    /// A name [`check_name`] refuses (empty, `.`, `..`, `/` or NUL inside, too long).
+    /// A name [`check_name`](crate::check_name) refuses (empty, `.`, `..`, `/` or NUL inside, too long).
     InvalidName,
     /// The root cannot be removed or replaced.
     IsRoot,
@@ -147,6 +147,19 @@ impl From<TreeError> for Error {
             }
         }
         out
+    }
+}
+
+/// The kind of an error [`Tree::insert`] returned: a name [`check_name`](crate::check_name) refused (its
+/// errors name the field `name`), the node cap (`OutOfBounds`), or a parent that is not
+/// a directory.
+pub(crate) fn insert_error(e: &Error) -> TreeErrorKind {
+    if e.field() == Some("name") {
+        TreeErrorKind::InvalidName
+    } else if e.kind() == ErrorKind::OutOfBounds {
+        TreeErrorKind::TooManyNodes
+    } else {
+        TreeErrorKind::NotADirectory
     }
 }
 
@@ -354,8 +367,7 @@ impl Tree {
 
     /// [`insert`](Self::insert) with a typed error naming `path`.
     fn new_entry(&mut self, parent: NodeId, name: &[u8], node: Node, path: &[u8]) -> Result<NodeId, TreeError> {
-        check_name(name).map_err(|_| TreeError::new(TreeErrorKind::InvalidName, path))?;
-        self.insert(parent, name, node).map_err(|_| TreeError::new(TreeErrorKind::TooManyNodes, path))
+        self.insert(parent, name, node).map_err(|e| TreeError::new(insert_error(&e), path))
     }
 
     /// Stores a regular file of `data` with `meta` at `path`, replacing a file, link or

@@ -297,12 +297,13 @@ impl Tree {
         Ok(id)
     }
 
-    /// Like [`insert`](Self::insert), but an existing entry of that name is an error.
-    pub fn add(&mut self, parent: NodeId, name: &[u8], node: Node) -> Result<NodeId> {
+    /// Like [`insert`](Self::insert), but an existing entry of that name is an
+    /// `AlreadyExists` error naming it.
+    pub fn add(&mut self, parent: NodeId, name: &[u8], node: Node) -> Result<NodeId, TreeError> {
         if self.lookup(parent, name).is_some() {
-            return Err(Error::invalid(format!("duplicate entry {}", display_name(name))).with_field("name"));
+            return Err(TreeError::new(TreeErrorKind::AlreadyExists, name));
         }
-        self.insert(parent, name, node)
+        self.insert(parent, name, node).map_err(|e| TreeError::new(crate::fs::insert_error(&e), name))
     }
 
     /// Makes `name` in `parent` a second name (hard link) of the existing non-directory
@@ -535,8 +536,10 @@ mod tests {
         assert_eq!(e.kind(), diskcast_block::ErrorKind::InvalidFormat, "{e}");
         assert!(e.to_string().contains("contains '/'"), "{e}");
         let e = t.add(NodeId::ROOT, b"a", file(b"")).unwrap_err();
-        assert_eq!(e.kind(), diskcast_block::ErrorKind::InvalidFormat, "{e}");
-        assert!(e.to_string().contains("duplicate entry"), "{e}");
+        assert_eq!((e.kind(), e.path()), (TreeErrorKind::AlreadyExists, &b"a"[..]));
+        assert_eq!(e.to_string(), "\"a\": already exists");
+        let e = t.add(NodeId::ROOT, b"..", file(b"")).unwrap_err();
+        assert_eq!((e.kind(), e.path()), (TreeErrorKind::InvalidName, &b".."[..]));
         t.insert(NodeId::ROOT, b"f", file(b"")).unwrap();
         let e = t.create_dir_all(b"f/g", &Meta::default()).unwrap_err();
         assert_eq!((e.kind(), e.path()), (TreeErrorKind::NotADirectory, &b"/f"[..]));

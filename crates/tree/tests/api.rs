@@ -79,7 +79,10 @@ fn a_read_error_keeps_its_kind_and_names_the_path() {
     assert_eq!((e.kind(), e.path()), (TreeErrorKind::Read, &b"f"[..]));
     assert_eq!(e.to_string(), "\"f\": short stream ends before a file it holds");
     let block = diskcast_block::Error::from(e);
-    assert_eq!((block.kind(), block.message()), (ErrorKind::Corrupt, "\"f\": short stream ends before a file it holds"));
+    assert_eq!(
+        (block.kind(), block.message()),
+        (ErrorKind::Corrupt, "\"f\": short stream ends before a file it holds")
+    );
 }
 
 #[test]
