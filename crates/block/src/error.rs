@@ -198,19 +198,6 @@ impl From<diskcast_layout::LayoutError> for Error {
     }
 }
 
-/// A layout read past the end of its buffer is a truncated (invalid) file, naming the
-/// structure; a value too large for its field is a request the format cannot hold.
-impl From<diskcast_layout::LayoutError> for Error {
-    fn from(e: diskcast_layout::LayoutError) -> Self {
-        match e {
-            diskcast_layout::LayoutError::Short { what, .. } => {
-                Error::invalid(format!("truncated {e}")).with_field(what)
-            }
-            diskcast_layout::LayoutError::TooLarge { what, .. } => Error::argument(e.to_string()).with_field(what),
-        }
-    }
-}
-
 /// Adds context to any `Result<T, Error>`.
 pub trait ResultExt<T> {
     /// See [`Error::with_file`].

@@ -386,7 +386,7 @@ mod tests {
         let meta = Meta::new(0o755, Timestamp::from_secs(0));
         let mut tree = Tree::new(meta.clone());
         assert!(GrubModules::from_tree(&tree).unwrap().is_none());
-        let dir = tree.mkdir_all(MODULE_DIR.as_bytes(), &meta).unwrap();
+        let dir = tree.create_dir_all(MODULE_DIR.as_bytes(), &meta).unwrap();
         let file =
             |b: &[u8]| Node::new(Meta::new(0o644, Timestamp::from_secs(0)), Kind::File(FileData::inline(b.to_vec())));
         tree.add(dir, b"boot.img", file(b"b")).unwrap();

@@ -10,9 +10,8 @@
 use crate::spec::*;
 use diskcast_block::{Error, Result};
 use diskcast_layout::IntoBytes;
-use diskcast_tree::{BuildOptions, BuiltFs, Content, Kind, Meta, NodeId, Piece, PlannedImage, Tree, display_name};
+use diskcast_tree::{BuildOptions, BuiltFs, Kind, Meta, NodeId, Piece, PlannedImage, Schedule, Tree, display_name};
 use std::collections::HashSet;
-use std::sync::Arc;
 
 const SECTOR: u64 = 512;
 const SECTOR_SHIFT: u8 = 9;
@@ -290,7 +289,7 @@ pub(crate) fn plan(tree: &Tree, opts: &BuildOptions) -> Result<BuiltFs> {
     let upcase_clusters = upcase_len.div_ceil(cs);
     let upcase_first = take(upcase_clusters)?;
     let mut file_first: Vec<Vec<u32>> = dirs.iter().map(|d| vec![0; d.entries.len()]).collect();
-    let mut files: Vec<(usize, u64, usize, usize)> = Vec::new();
+    let mut files = Schedule::new();
     let mut order = vec![0usize];
     while let Some(di) = order.pop() {
         let n = dir_clusters(&dirs[di], di == 0, cs)?;
@@ -299,12 +298,9 @@ pub(crate) fn plan(tree: &Tree, opts: &BuildOptions) -> Result<BuiltFs> {
         for (k, e) in dirs[di].entries.iter().enumerate() {
             if let Target::File(id, size) = e.what
                 && size > 0
+                && let Some(f) = tree.node(id).as_file()
             {
-                let key = match tree.node(id).as_file().map(|f| &f.content) {
-                    Some(Content::Stream { stream, offset }) => (Arc::as_ptr(stream).cast::<()>().addr(), *offset),
-                    _ => (0, u64::try_from(files.len()).unwrap_or(u64::MAX)),
-                };
-                files.push((key.0, key.1, di, k));
+                files.push(f, (di, k));
             }
         }
         for e in dirs[di].entries.iter().rev() {
@@ -313,8 +309,7 @@ pub(crate) fn plan(tree: &Tree, opts: &BuildOptions) -> Result<BuiltFs> {
             }
         }
     }
-    files.sort_unstable();
-    for (_, _, di, k) in files {
+    for (di, k) in files.into_order() {
         if let Target::File(_, size) = dirs[di].entries[k].what {
             file_first[di][k] = take(size.div_ceil(cs))?;
         }

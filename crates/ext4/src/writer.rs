@@ -12,11 +12,10 @@ use crate::layout::*;
 use diskcast_block::{Error, Result};
 use diskcast_layout::{IntoBytes, fit, high_u32, low_u8, low_u16, low_u32, u64_from_usize, usize_from};
 use diskcast_tree::{
-    BuildOptions, BuiltFs, Content, FileData, FsBuilder, Kind, Meta, NodeId, Piece, PlannedImage, Timestamp, Tree,
+    BuildOptions, BuiltFs, FileData, FsBuilder, Kind, Meta, NodeId, Piece, PlannedImage, Schedule, Timestamp, Tree,
     display_name,
 };
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 
 /// A count or index the geometry bounds (groups, blocks of a group, inode numbers) as a
 /// usize: lossless on 64-bit targets, where every one fits; planning never reaches
@@ -525,8 +524,7 @@ impl Planner<'_> {
         }
 
         let mut dirs: BTreeMap<u32, (u32, DirEntries)> = BTreeMap::new();
-        let mut streams: Vec<(usize, Vec<(u64, u32)>)> = Vec::new();
-        let mut stream_index: HashMap<usize, usize> = HashMap::new();
+        let mut data = Schedule::new();
         let mut stack: Vec<(NodeId, u32, u32, Vec<u8>)> = vec![(NodeId::ROOT, ROOT_INO, ROOT_INO, Vec::new())];
         while let Some((dir_id, dir_ino, parent_ino, dir_path)) = stack.pop() {
             let mut ents: DirEntries = Vec::new();
@@ -553,17 +551,7 @@ impl Planner<'_> {
                     if let Kind::File(f) = &node.kind
                         && f.size > 0
                     {
-                        match &f.content {
-                            Content::Stream { stream, offset } => {
-                                let key = Arc::as_ptr(stream).cast::<()>().addr();
-                                let i = *stream_index.entry(key).or_insert_with(|| {
-                                    streams.push((key, Vec::new()));
-                                    streams.len() - 1
-                                });
-                                streams[i].1.push((*offset, n));
-                            }
-                            _ => self.data_order.push(n),
-                        }
+                        data.push(f, n);
                     }
                     n
                 };
@@ -583,10 +571,7 @@ impl Planner<'_> {
                 stack.push((child, n, dir_ino, path));
             }
         }
-        for (_, mut files) in streams {
-            files.sort_unstable();
-            self.data_order.extend(files.into_iter().map(|(_, n)| n));
-        }
+        self.data_order.extend(data.into_order());
         // Directory link counts: 2 + subdirectories (lost+found counts in the root).
         for (&d, (_, ents)) in &dirs {
             let sub = u32::try_from(ents.iter().filter(|e| e.2 == ftype::DIR).count()).unwrap_or(u32::MAX);

@@ -12,9 +12,8 @@ use crate::reader::FatType;
 use crate::spec::*;
 use diskcast_block::{Error, Result};
 use diskcast_layout::{IntoBytes, fit, u64_from_usize, usize_from, usize_from_u64};
-use diskcast_tree::{BuildOptions, BuiltFs, Content, Kind, Meta, NodeId, Piece, PlannedImage, Tree, display_name};
+use diskcast_tree::{BuildOptions, BuiltFs, Kind, Meta, NodeId, Piece, PlannedImage, Schedule, Tree, display_name};
 use std::collections::HashSet;
-use std::sync::Arc;
 
 const SECTOR: u64 = 512;
 const MIB: u64 = 1 << 20;
@@ -371,7 +370,7 @@ pub(crate) fn plan(tree: &Tree, opts: &BuildOptions, want: Want) -> Result<Built
     let mut next: u32 = 2;
     let mut runs: Vec<(u32, u32)> = Vec::new();
     let mut file_first: Vec<Vec<u32>> = dirs.iter().map(|d| vec![0; d.entries.len()]).collect();
-    let mut files: Vec<(usize, u64, usize, usize)> = Vec::new();
+    let mut files = Schedule::new();
     let mut order = vec![0usize];
     while let Some(di) = order.pop() {
         if di > 0 || fat32 {
@@ -383,12 +382,9 @@ pub(crate) fn plan(tree: &Tree, opts: &BuildOptions, want: Want) -> Result<Built
         for (k, e) in dirs[di].entries.iter().enumerate() {
             if let Target::File(id, size) = e.what
                 && size > 0
+                && let Some(f) = tree.node(id).as_file()
             {
-                let key = match tree.node(id).as_file().map(|f| &f.content) {
-                    Some(Content::Stream { stream, offset }) => (Arc::as_ptr(stream).cast::<()>().addr(), *offset),
-                    _ => (0, u64_from_usize(files.len())),
-                };
-                files.push((key.0, key.1, di, k));
+                files.push(f, (di, k));
             }
         }
         for e in dirs[di].entries.iter().rev() {
@@ -397,8 +393,7 @@ pub(crate) fn plan(tree: &Tree, opts: &BuildOptions, want: Want) -> Result<Built
             }
         }
     }
-    files.sort_unstable();
-    for (_, _, di, k) in files {
+    for (di, k) in files.into_order() {
         if let Target::File(_, size) = dirs[di].entries[k].what {
             let n: u32 = fit(size.div_ceil(cs), "FAT cluster count")?;
             file_first[di][k] = next;

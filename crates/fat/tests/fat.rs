@@ -143,7 +143,7 @@ fn generated() -> Tree {
     let mut t = Tree::new(meta(0o755));
     for (p, data) in sample_files() {
         let (parent, name) = match p.rfind('/') {
-            Some(i) => (t.mkdir_all(&p.as_bytes()[..i], &meta(0o755)).unwrap(), &p[i + 1..]),
+            Some(i) => (t.create_dir_all(&p.as_bytes()[..i], &meta(0o755)).unwrap(), &p[i + 1..]),
             None => (NodeId::ROOT, p.as_str()),
         };
         t.insert(parent, name.as_bytes(), Node::new(meta(0o644), Kind::File(FileData::inline(data)))).unwrap();
@@ -160,7 +160,7 @@ fn generated() -> Tree {
     t.insert(NodeId::ROOT, b"fifo", Node::new(meta(0o644), Kind::Fifo)).unwrap();
     t.insert(NodeId::ROOT, b"Readme.txt", Node::new(meta(0o644), Kind::File(FileData::inline(b"c".to_vec())))).unwrap();
     t.insert(NodeId::ROOT, b"bad:name", Node::new(meta(0o644), Kind::File(FileData::inline(b"c".to_vec())))).unwrap();
-    t.mkdir_all(b"empty dir", &meta(0o755)).unwrap();
+    t.create_dir_all(b"empty dir", &meta(0o755)).unwrap();
     t
 }
 

@@ -10,7 +10,9 @@
 use diskcast_block::io::ImageFile;
 use diskcast_block::progress::Progress;
 use diskcast_block::{Error, Result};
-use diskcast_tree::{Content, FileData, Kind, Meta, Node, NodeId, StreamCursor, Tree, display_name, host_data_ranges};
+use diskcast_tree::{
+    Content, FileData, Kind, Meta, Node, NodeId, Schedule, StreamCursor, Tree, display_name, host_data_ranges,
+};
 use rustix::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use rustix::fs::{AtFlags, CWD, FileType, Mode, OFlags, ResolveFlags, Timespec, Timestamps, XattrFlags};
 use std::collections::HashMap;
@@ -193,21 +195,16 @@ pub fn extract(tree: &Tree, dir: &Path, opts: &ExtractOptions, progress: &dyn Pr
     // 2. File content, in parallel: one job per stream (files in offset order), one per
     //    other file, largest first. A file's hard links are made from its descriptor
     //    right after it is written.
-    let mut streams: HashMap<*const (), Vec<(u64, usize)>> = HashMap::new();
-    let mut jobs: Vec<(u64, Vec<usize>)> = Vec::new();
+    let size = |i: usize| tree.node(entries[i].1).as_file().map_or(0, |f| f.size);
+    let mut schedule = Schedule::new();
     for &i in &files {
         let f = tree.node(entries[i].1).as_file().ok_or_else(|| Error::invalid("not a file"))?;
-        match &f.content {
-            Content::Stream { stream, offset } => {
-                streams.entry(std::sync::Arc::as_ptr(stream) as *const ()).or_default().push((*offset, i));
-            }
-            _ => jobs.push((f.size, vec![i])),
-        }
+        schedule.push(f, i);
     }
-    for (_, mut v) in streams {
-        v.sort_unstable();
-        let total = v.iter().map(|&(_, i)| tree.node(entries[i].1).as_file().map_or(0, |f| f.size)).sum();
-        jobs.push((total, v.into_iter().map(|(_, i)| i).collect()));
+    let (loose, runs) = schedule.into_runs();
+    let mut jobs: Vec<(u64, Vec<usize>)> = loose.into_iter().map(|i| (size(i), vec![i])).collect();
+    for run in runs {
+        jobs.push((run.files.iter().map(|&i| size(i)).sum(), run.files));
     }
     jobs.sort_by_key(|j| std::cmp::Reverse(j.0));
     let next = AtomicUsize::new(0);
@@ -221,7 +218,7 @@ pub fn extract(tree: &Tree, dir: &Path, opts: &ExtractOptions, progress: &dyn Pr
                     if j >= jobs.len() {
                         break;
                     }
-                    let mut cursor: Option<StreamCursor> = None;
+                    let mut cursor = StreamCursor::new();
                     for &i in &jobs[j].1 {
                         let (path, id) = &entries[i];
                         let node = tree.node(*id);
@@ -530,7 +527,7 @@ impl Extractor {
         &self,
         node: &Node,
         path: &[u8],
-        cursor: &mut Option<StreamCursor>,
+        cursor: &mut StreamCursor,
         buf: &mut [u8],
         progress: &dyn Progress,
         keep: bool,
@@ -573,7 +570,7 @@ impl Extractor {
         out: &ImageFile,
         f: &FileData,
         path: &[u8],
-        cursor: &mut Option<StreamCursor>,
+        cursor: &mut StreamCursor,
         buf: &mut [u8],
         progress: &dyn Progress,
     ) -> Result<()> {
@@ -727,7 +724,7 @@ impl Extractor {
 fn write_data(
     f: &FileData,
     file: &ImageFile,
-    cursor: &mut Option<StreamCursor>,
+    cursor: &mut StreamCursor,
     buf: &mut [u8],
     progress: &dyn Progress,
 ) -> Result<(u64, u64)> {
@@ -759,13 +756,7 @@ fn write_data(
             let n = (end - pos).min(buf.len() as u64) as usize;
             let chunk = &mut buf[..n];
             match (&f.content, &host) {
-                (Content::Stream { stream, offset }, _) => {
-                    let c = match cursor {
-                        Some(c) if std::sync::Arc::ptr_eq(c.stream(), stream) => c,
-                        _ => cursor.insert(StreamCursor::new(stream.clone())),
-                    };
-                    c.read_exact_at(chunk, offset + pos)?;
-                }
+                (Content::Stream { .. }, _) => cursor.read_file(f, chunk, pos)?,
                 (_, Some(h)) => h.read_exact_at(chunk, pos).map_err(|e| {
                     Error::new(e.kind(), format!("{} (did the file change while it was being read?)", e.message()))
                 })?,

@@ -15,11 +15,9 @@
 pub mod bdb;
 pub mod rpmdb;
 
-use diskcast_block::{Error, Result};
-use diskcast_tar::from_io;
-use diskcast_tree::{Kind, Tree};
+use diskcast_block::Result;
+use diskcast_tree::{FileType, Tree};
 use serde::Serialize;
-use std::io::Read;
 
 /// Largest dpkg or apk database read (Debian's full status file is a few MiB).
 const MAX_DB_BYTES: u64 = 64 << 20;
@@ -70,29 +68,11 @@ impl Package {
     }
 }
 
-/// The content of the regular file at `path` (symlinks followed inside the tree), or
-/// `None` when there is none.
-fn read_file(tree: &Tree, path: &[u8], max: u64) -> Result<Option<Vec<u8>>> {
-    let Ok(id) = tree.resolve(path, true) else { return Ok(None) };
-    let Kind::File(f) = &tree.node(id).kind else { return Ok(None) };
-    if f.size > max {
-        return Err(Error::out_of_bounds(format!(
-            "{} is {} bytes, more than the {max}-byte limit",
-            String::from_utf8_lossy(path),
-            f.size
-        )));
-    }
-    // Grown as it is read, not reserved at the size the tree claims.
-    let mut out = Vec::new();
-    f.reader()?.take(max).read_to_end(&mut out).map_err(|e| from_io(e, &String::from_utf8_lossy(path)))?;
-    Ok(Some(out))
-}
-
 /// `PRETTY_NAME` from the tree's os-release, when it has one.
 pub fn os_release(tree: &Tree) -> Option<String> {
     let bytes = [&b"etc/os-release"[..], b"usr/lib/os-release"]
         .iter()
-        .find_map(|p| read_file(tree, p, MAX_OS_RELEASE).ok().flatten())?;
+        .find_map(|p| tree.read_optional(p, MAX_OS_RELEASE).ok().flatten())?;
     let text = String::from_utf8_lossy(&bytes);
     text.lines().find_map(|l| l.strip_prefix("PRETTY_NAME=")).map(|v| v.trim_matches('"').to_string())
 }
@@ -118,14 +98,14 @@ const RPMDB_BDB: [&[u8]; 2] = [b"var/lib/rpm/Packages", b"usr/lib/sysimage/rpm/P
 /// sqlite, rpm's Berkeley DB). A damaged rpm database is reported in [`Found::error`]
 /// rather than failing the whole inspection.
 pub fn packages(tree: &Tree) -> Result<Found> {
-    if let Some(b) = read_file(tree, b"var/lib/dpkg/status", MAX_DB_BYTES)? {
+    if let Some(b) = tree.read_optional(b"var/lib/dpkg/status", MAX_DB_BYTES)? {
         return Ok(Found {
             packages: parse_dpkg(&String::from_utf8_lossy(&b)),
             manager: Some("dpkg".into()),
             error: None,
         });
     }
-    if let Some(b) = read_file(tree, b"lib/apk/db/installed", MAX_DB_BYTES)? {
+    if let Some(b) = tree.read_optional(b"lib/apk/db/installed", MAX_DB_BYTES)? {
         return Ok(Found {
             packages: parse_apk(&String::from_utf8_lossy(&b)),
             manager: Some("apk".into()),
@@ -139,13 +119,13 @@ pub fn packages(tree: &Tree) -> Result<Found> {
         let shown = format!("/{}", String::from_utf8_lossy(path));
         let read = || -> Result<Option<Vec<Package>>> {
             let max = if sqlite { crate::rpmdb::MAX_DB_BYTES } else { crate::rpmdb::MAX_BDB_BYTES };
-            let Some(main) = read_file(tree, path, max)? else { return Ok(None) };
+            let Some(main) = tree.read_optional(path, max)? else { return Ok(None) };
             if !sqlite {
                 return crate::rpmdb::read_bdb(&shown, &main).map(Some);
             }
             let mut wal_path = path.to_vec();
             wal_path.extend_from_slice(b"-wal");
-            let wal = read_file(tree, &wal_path, max)?;
+            let wal = tree.read_optional(&wal_path, max)?;
             crate::rpmdb::read_sqlite(&shown, main, wal).map(Some)
         };
         let rpm = Some("rpm".to_string());
@@ -157,7 +137,7 @@ pub fn packages(tree: &Tree) -> Result<Found> {
     }
     // openSUSE Leap 15's rpm: its own "ndb" format. Named, not read.
     for path in [&b"var/lib/rpm/Packages.db"[..], b"usr/lib/sysimage/rpm/Packages.db"] {
-        if tree.resolve(path, true).is_ok_and(|id| tree.node(id).as_file().is_some()) {
+        if tree.metadata(path).is_ok_and(|m| m.file_type == FileType::File) {
             return Ok(Found {
                 packages: Vec::new(),
                 manager: Some("rpm".into()),

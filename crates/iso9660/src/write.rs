@@ -300,19 +300,7 @@ fn long_date(t: i64) -> [u8; 17] {
     b
 }
 
-// The civil-date code moves to the tree crate's timestamp type (issue #16).
-#[allow(clippy::as_conversions)]
-pub(crate) fn civil(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
+pub(crate) use diskcast_tree::civil_from_days as civil;
 
 /// Rock Ridge entries for one node: NM (split into pieces of 250 bytes), PX, TF, and SL
 /// or PN by kind.

@@ -15,7 +15,7 @@ use crate::spec::{Descriptor, History, ImageConfig, Index, Manifest, REF_NAME, R
 use diskcast_block::output::{Output, OutputFiles, parent_dir, scratch};
 use diskcast_block::progress::Progress;
 use diskcast_block::{Error, Result};
-use diskcast_tree::{Content, FileData, Kind, Meta, Node, NodeId, Timestamp, Tree};
+use diskcast_tree::{Content, FileData, Meta, NodeId, Timestamp, Tree};
 use std::collections::BTreeMap;
 use std::io::{BufWriter, Write};
 use std::path::Path;
@@ -364,11 +364,7 @@ impl ArchiveTree {
     }
 
     fn add(&mut self, path: &str, data: FileData) -> Result<()> {
-        let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
-        let mut dmeta = self.meta.clone();
-        dmeta.mode = 0o755;
-        let parent = self.tree.mkdir_all(dir.as_bytes(), &dmeta)?;
-        self.tree.insert(parent, name.as_bytes(), Node::new(self.meta.clone(), Kind::File(data)))?;
+        self.tree.put_file(path.as_bytes(), data, self.meta.clone())?;
         Ok(())
     }
 

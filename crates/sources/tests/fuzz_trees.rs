@@ -27,7 +27,7 @@ use diskcast_block::source::MemSource;
 use diskcast_block::{BlockRead, Error, ErrorKind};
 use diskcast_testkit as tk;
 use diskcast_tree::{
-    Content, FsReader, Kind, Meta, Node, NodeId, ReadOptions, StreamCursor, StreamSource, Timestamp, Tree,
+    Content, FsReader, Kind, Meta, Node, NodeId, ReadOptions, Schedule, StreamCursor, StreamSource, Timestamp, Tree,
 };
 use serde_json::Value;
 use std::collections::{BTreeMap, HashSet};
@@ -77,51 +77,22 @@ impl Report {
     }
 }
 
-/// A stream and its files' (offset, size), read in offset order through one cursor.
-type StreamFiles = (Arc<dyn StreamSource>, Vec<(u64, u64)>);
-
 /// Walks `tree` as `ls -lR` and `extract` do: every node, its xattrs, every symlink
-/// resolved (as `cat` follows them), every file's content read (files of a stream in
-/// offset order through one cursor, as extraction does), within the read budget.
+/// resolved (as `cat` follows them), every file's content read (in the one schedule the
+/// sinks use: files of a stream in offset order through one cursor), within the read
+/// budget.
 fn walk_tree(tree: &Tree, r: &mut Report) {
     let _ = tree.stats();
     let _ = tree.link_counts();
     let mut buf = vec![0u8; 1 << 20];
-    let mut streams: BTreeMap<usize, StreamFiles> = BTreeMap::new();
+    let mut schedule = Schedule::new();
     let mut seen = HashSet::new();
     for (path, id) in tree.walk(NodeId::ROOT) {
         r.nodes += 1;
         let node = tree.node(id);
         let _ = node.xattrs.iter().map(|x| x.value.len()).sum::<usize>();
         match &node.kind {
-            Kind::File(f) if seen.insert(id) => match &f.content {
-                Content::Stream { stream, offset } => {
-                    let key = Arc::as_ptr(stream).cast::<()>() as usize;
-                    streams.entry(key).or_insert_with(|| (stream.clone(), Vec::new())).1.push((*offset, f.size));
-                }
-                _ => {
-                    let ranges = match f.data_ranges() {
-                        Ok(v) => v,
-                        Err(e) => {
-                            r.err(e);
-                            continue;
-                        }
-                    };
-                    'file: for (off, len) in ranges {
-                        let end = off.saturating_add(len).min(f.size);
-                        let mut at = off;
-                        while at < end && r.bytes_read < READ_BUDGET {
-                            let n = (end - at).min(buf.len() as u64).min(READ_BUDGET - r.bytes_read);
-                            if let Err(e) = f.read_at(&mut buf[..n as usize], at) {
-                                r.err(e);
-                                break 'file;
-                            }
-                            r.bytes_read += n;
-                            at += n;
-                        }
-                    }
-                }
-            },
+            Kind::File(f) if seen.insert(id) => schedule.push(f, id),
             Kind::Symlink(_) => {
                 // A dangling or looping link is the link's business, not an error here.
                 let _ = tree.resolve(&path, true);
@@ -129,19 +100,33 @@ fn walk_tree(tree: &Tree, r: &mut Report) {
             _ => {}
         }
     }
-    for (stream, mut files) in streams.into_values() {
-        files.sort_unstable();
-        let mut cursor = StreamCursor::new(stream);
-        'stream: for (start, size) in files {
-            let mut at = 0;
-            while at < size && r.bytes_read < READ_BUDGET {
-                let n = (size - at).min(buf.len() as u64).min(READ_BUDGET - r.bytes_read);
-                if let Err(e) = cursor.read_exact_at(&mut buf[..n as usize], start.saturating_add(at)) {
+    let (loose, runs) = schedule.into_runs();
+    let mut cursor = StreamCursor::new();
+    // Each loose file is a group of its own; a stream's files are one group, given up at
+    // its first error (the rest of a damaged stream would fail again, each a new pass).
+    let groups = loose.into_iter().map(|id| vec![id]).chain(runs.into_iter().map(|run| run.files));
+    'group: for files in groups {
+        for id in files {
+            let Some(f) = tree.node(id).as_file() else { continue };
+            let ranges = match f.data_ranges() {
+                Ok(v) => v,
+                Err(e) => {
                     r.err(e);
-                    continue 'stream;
+                    continue 'group;
                 }
-                r.bytes_read += n;
-                at += n;
+            };
+            for (off, len) in ranges {
+                let end = off.saturating_add(len).min(f.size);
+                let mut at = off;
+                while at < end && r.bytes_read < READ_BUDGET {
+                    let n = (end - at).min(buf.len() as u64).min(READ_BUDGET - r.bytes_read);
+                    if let Err(e) = cursor.read_file(f, &mut buf[..n as usize], at) {
+                        r.err(e);
+                        continue 'group;
+                    }
+                    r.bytes_read += n;
+                    at += n;
+                }
             }
         }
     }
@@ -279,7 +264,7 @@ fn tree_of(files: &[(&[u8], &[u8])]) -> Tree {
             Some(i) => (&path[..i], &path[i + 1..]),
             None => (&b""[..], *path),
         };
-        let parent = t.mkdir_all(dir, &meta).unwrap();
+        let parent = t.create_dir_all(dir, &meta).unwrap();
         let f = diskcast_tree::FileData::inline(bytes.to_vec());
         t.insert(parent, file, Node::new(Meta::new(0o644, Timestamp::default()), Kind::File(f))).unwrap();
     }

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 pub struct SparseContent {
     /// (file offset, length, stream offset) of each run.
     runs: Vec<(u64, u64, u64)>,
+    stream: Arc<dyn StreamSource>,
     cursor: Mutex<StreamCursor>,
 }
 
@@ -25,7 +26,7 @@ impl SparseContent {
             out.push((r.offset, r.len, at));
             at = at.checked_add(r.len).ok_or_else(|| Error::corrupt("sparse runs overflow"))?;
         }
-        Ok(SparseContent { runs: out, cursor: Mutex::new(StreamCursor::new(stream)) })
+        Ok(SparseContent { runs: out, stream, cursor: Mutex::new(StreamCursor::new()) })
     }
 }
 
@@ -43,7 +44,7 @@ impl ContentRead for SparseContent {
                 diskcast_layout::usize_from_u64(lo - offset, "sparse run")?,
                 diskcast_layout::usize_from_u64(hi - offset, "sparse run")?,
             );
-            cursor.read_exact_at(&mut buf[a..b], so + (lo - fo))?;
+            cursor.read_exact_at(&self.stream, &mut buf[a..b], so + (lo - fo))?;
         }
         Ok(())
     }

@@ -5,7 +5,7 @@ use crate::header::{self, BLOCK};
 use diskcast_block::progress::Progress;
 use diskcast_block::{Error, Result};
 use diskcast_layout::{u64_from_usize, usize_from_u64};
-use diskcast_tree::{Content, FileData, Kind, NodeId, StreamCursor, Tree, display_name};
+use diskcast_tree::{Content, CursorPool, FileData, Kind, NodeId, Tree, display_name};
 use std::collections::HashMap;
 use std::io::{Read, Write};
 
@@ -34,7 +34,7 @@ pub fn write_tar(tree: &Tree, out: &mut dyn Write, progress: &dyn Progress) -> R
     let mut report = WriteReport::default();
     progress.start(tree.stats().file_bytes);
     let mut first_name: HashMap<NodeId, Vec<u8>> = HashMap::new();
-    let mut cursors: HashMap<*const (), StreamCursor> = HashMap::new();
+    let cursors = CursorPool::new();
     let w = |out: &mut dyn Write, b: &[u8]| out.write_all(b).map_err(|e| Error::io("cannot write the tar", e));
     for (path, id) in tree.walk(NodeId::ROOT) {
         let node = tree.node(id);
@@ -126,7 +126,7 @@ pub fn write_tar(tree: &Tree, out: &mut dyn Write, progress: &dyn Progress) -> R
             && typeflag == b'0'
         {
             first_name.insert(id, path.clone());
-            write_content(f, out, &mut cursors, progress)
+            write_content(f, out, &cursors, progress)
                 .map_err(|e| Error::new(e.kind(), format!("{}: {}", display_name(&path), e.message())))?;
             report.bytes += f.size;
             let pad = (BLOCK - usize_from_u64(f.size % u64_from_usize(BLOCK), "tar padding")?) % BLOCK;
@@ -202,25 +202,16 @@ fn pax_header(name: &[u8], records: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
     out
 }
 
-/// Writes a file's `size` bytes. Files of a stream go through one cursor per stream, so
-/// a tar rewritten from a tar reads its source about once.
-fn write_content(
-    f: &FileData,
-    out: &mut dyn Write,
-    cursors: &mut HashMap<*const (), StreamCursor>,
-    progress: &dyn Progress,
-) -> Result<()> {
+/// Writes a file's `size` bytes. Files of a stream go through the pool's cursors, so a
+/// tar rewritten from a tar reads its source about once.
+fn write_content(f: &FileData, out: &mut dyn Write, cursors: &CursorPool, progress: &dyn Progress) -> Result<()> {
     let mut buf = vec![0u8; (1usize << 20).min(usize::try_from(f.size).unwrap_or(usize::MAX)).max(1)];
     let mut done = 0u64;
     let mut reader: Option<Box<dyn Read + Send + '_>> = None;
     while done < f.size {
         let n = usize_from_u64((f.size - done).min(u64_from_usize(buf.len())), "tar copy buffer")?;
         match &f.content {
-            Content::Stream { stream, offset } => {
-                let key = std::sync::Arc::as_ptr(stream).cast::<()>();
-                let c = cursors.entry(key).or_insert_with(|| StreamCursor::new(stream.clone()));
-                c.read_exact_at(&mut buf[..n], offset + done)?;
-            }
+            Content::Stream { .. } => cursors.read_file(f, &mut buf[..n], done)?,
             Content::Zero => buf[..n].fill(0),
             _ => {
                 let r = match &mut reader {

@@ -1,5 +1,6 @@
 //! File content as a reference into its source, read only when a sink needs the bytes.
 
+use crate::{u64_len, within};
 use diskcast_block::io::ImageFile;
 use diskcast_block::{BlockRead, Error, Result, range_end};
 use rustix::fd::{AsFd, AsRawFd, OwnedFd};
@@ -189,7 +190,7 @@ pub struct FileData {
 impl FileData {
     /// A file of `bytes`.
     pub fn inline(bytes: Vec<u8>) -> Self {
-        FileData { size: bytes.len() as u64, content: Content::Inline(bytes.into()) }
+        FileData { size: u64_len(&bytes), content: Content::Inline(bytes.into()) }
     }
 
     /// A host file, of the size it had when scanned.
@@ -219,7 +220,7 @@ impl FileData {
     /// [`Content::Stream`] is read from its start (slow for random access: sinks that read
     /// a whole tree group files by stream instead).
     pub fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        range_end(offset, buf.len() as u64, self.size)?;
+        range_end(offset, u64_len(buf), self.size)?;
         match &self.content {
             Content::Zero => buf.fill(0),
             Content::Inline(bytes) => {
@@ -230,13 +231,14 @@ impl FileData {
             }
             Content::Host(h) => read_host(h, buf, offset)?,
             Content::Blocks { source, extents } => {
-                let end = offset + buf.len() as u64;
+                let end = offset + u64_len(buf);
                 buf.fill(0);
                 let first = extents.partition_point(|e| e.file_offset + e.len <= offset);
                 for e in extents[first..].iter().take_while(|e| e.file_offset < end) {
                     let lo = e.file_offset.max(offset);
                     let hi = (e.file_offset + e.len).min(end);
-                    let dst = &mut buf[(lo - offset) as usize..(hi - offset) as usize];
+                    let n = buf.len();
+                    let dst = &mut buf[within(lo - offset, n)..within(hi - offset, n)];
                     source.read_at(dst, e.source_offset + (lo - e.file_offset))?;
                 }
             }
@@ -270,9 +272,7 @@ impl FileData {
         let whole = if self.size == 0 { Vec::new() } else { vec![(0, self.size)] };
         match &self.content {
             Content::Zero => Ok(Vec::new()),
-            Content::Inline(b) => {
-                Ok(if b.is_empty() { Vec::new() } else { vec![(0, (b.len() as u64).min(self.size))] })
-            }
+            Content::Inline(b) => Ok(if b.is_empty() { Vec::new() } else { vec![(0, u64_len(b).min(self.size))] }),
             Content::Host(h) => host_data_ranges(&h.open()?, self.size),
             Content::Blocks { extents, .. } => {
                 let mut out: Vec<(u64, u64)> = Vec::with_capacity(extents.len());
@@ -316,7 +316,7 @@ pub fn host_data_ranges(f: &ImageFile, size: u64) -> Result<Vec<(u64, u64)>> {
     Ok(out)
 }
 
-fn stream_error(stream: &dyn StreamSource, e: std::io::Error) -> Error {
+pub(crate) fn stream_error(stream: &dyn StreamSource, e: std::io::Error) -> Error {
     if e.kind() == std::io::ErrorKind::UnexpectedEof {
         Error::corrupt(format!("{} ends before a file it holds", stream.name()))
     } else {
@@ -324,59 +324,12 @@ fn stream_error(stream: &dyn StreamSource, e: std::io::Error) -> Error {
     }
 }
 
-fn skip(r: &mut dyn Read, n: u64, stream: &dyn StreamSource) -> Result<()> {
+pub(crate) fn skip(r: &mut dyn Read, n: u64, stream: &dyn StreamSource) -> Result<()> {
     let copied = std::io::copy(&mut r.take(n), &mut std::io::sink()).map_err(|e| stream_error(stream, e))?;
     if copied < n {
         return Err(stream_error(stream, std::io::ErrorKind::UnexpectedEof.into()));
     }
     Ok(())
-}
-
-/// Reads one [`StreamSource`] at increasing offsets with a single open reader: sinks
-/// that write many files of one stream (a tar, a layer) sort them by offset and pay one
-/// pass over the stream. Reading backwards reopens the stream.
-pub struct StreamCursor {
-    stream: Arc<dyn StreamSource>,
-    reader: Option<Box<dyn Read + Send>>,
-    pos: u64,
-}
-
-impl std::fmt::Debug for StreamCursor {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StreamCursor").field("stream", &self.stream.name()).field("pos", &self.pos).finish()
-    }
-}
-
-impl StreamCursor {
-    /// A cursor that opens `stream` on its first read.
-    pub fn new(stream: Arc<dyn StreamSource>) -> Self {
-        StreamCursor { stream, reader: None, pos: 0 }
-    }
-
-    /// The stream this cursor reads.
-    pub fn stream(&self) -> &Arc<dyn StreamSource> {
-        &self.stream
-    }
-
-    /// Fills `buf` with the stream's bytes at `offset`; an early end is a `Corrupt` error.
-    pub fn read_exact_at(&mut self, buf: &mut [u8], offset: u64) -> Result<()> {
-        if self.reader.is_none() || offset < self.pos {
-            self.reader = Some(self.stream.open()?);
-            self.pos = 0;
-        }
-        let r = self.reader.as_mut().ok_or_else(|| Error::invalid("stream not open"))?;
-        if let Err(e) = skip(r.as_mut(), offset - self.pos, self.stream.as_ref()) {
-            self.reader = None;
-            return Err(e);
-        }
-        self.pos = offset;
-        if let Err(e) = r.read_exact(buf) {
-            self.reader = None;
-            return Err(stream_error(self.stream.as_ref(), e));
-        }
-        self.pos += buf.len() as u64;
-        Ok(())
-    }
 }
 
 /// Reads a file through [`FileData::read_at`] in chunks.
@@ -388,12 +341,12 @@ struct Positional<'a> {
 impl Read for Positional<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let left = self.file.size - self.pos;
-        let n = (buf.len() as u64).min(left).min(1 << 20) as usize;
+        let n = within(left.min(1 << 20), buf.len());
         if n == 0 {
             return Ok(0);
         }
         self.file.read_at(&mut buf[..n], self.pos).map_err(std::io::Error::other)?;
-        self.pos += n as u64;
+        self.pos += u64_len(&buf[..n]);
         Ok(n)
     }
 }
@@ -411,7 +364,7 @@ impl Read for StrictTake {
         if self.left == 0 {
             return Ok(0);
         }
-        let max = (buf.len() as u64).min(self.left) as usize;
+        let max = within(self.left, buf.len());
         let n = self.inner.read(&mut buf[..max])?;
         if n == 0 {
             return Err(std::io::Error::other(stream_error(
@@ -419,7 +372,7 @@ impl Read for StrictTake {
                 std::io::ErrorKind::UnexpectedEof.into(),
             )));
         }
-        self.left -= n as u64;
+        self.left -= u64_len(&buf[..n]);
         Ok(n)
     }
 }
@@ -527,22 +480,6 @@ mod tests {
         let mut v = Vec::new();
         let e = short.reader().unwrap().read_to_end(&mut v).unwrap_err();
         assert!(e.to_string().contains("ends before"), "{e}");
-    }
-
-    #[test]
-    fn a_cursor_reads_forward_and_reopens_to_go_back() {
-        let s: Arc<dyn StreamSource> = Arc::new(Bytes(b"0123456789".to_vec()));
-        let mut c = StreamCursor::new(s);
-        let mut b = [0u8; 3];
-        c.read_exact_at(&mut b, 2).unwrap();
-        assert_eq!(&b, b"234");
-        c.read_exact_at(&mut b, 7).unwrap();
-        assert_eq!(&b, b"789");
-        c.read_exact_at(&mut b, 0).unwrap();
-        assert_eq!(&b, b"012");
-        let e = c.read_exact_at(&mut b, 8).unwrap_err();
-        assert_eq!(e.kind(), diskcast_block::ErrorKind::Corrupt, "{e}");
-        assert!(e.to_string().contains("ends before a file it holds"), "{e}");
     }
 
     #[test]

@@ -12,10 +12,9 @@
 //! [`FsBuilder`] is what every filesystem writer implements, so `mkfs` and `mkdisk` take
 //! any of them from one list.
 
-use crate::{Content, FileData, StreamSource, Tree};
+use crate::{CursorPool, FileData, Tree, u64_len, within};
 use diskcast_block::{Alloc, BlockRead, Error, Extent, ImageInfo, Result, range_end};
-use std::io::Read;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// Where a piece of a planned image reads its bytes from.
 #[derive(Debug, Clone)]
@@ -53,7 +52,7 @@ pub struct PlannedImage {
     format: String,
     pieces: Vec<Placed>,
     sorted: bool,
-    streams: Arc<StreamCursors>,
+    streams: Arc<CursorPool>,
 }
 
 impl PlannedImage {
@@ -64,7 +63,7 @@ impl PlannedImage {
             format: format.into(),
             pieces: Vec::new(),
             sorted: true,
-            streams: Arc::new(StreamCursors::default()),
+            streams: Arc::new(CursorPool::new()),
         }
     }
 
@@ -76,7 +75,7 @@ impl PlannedImage {
         }
         range_end(start, len, self.size)?;
         match &piece {
-            Piece::Bytes(b) if (b.len() as u64) < len => {
+            Piece::Bytes(b) if u64_len(b) < len => {
                 return Err(Error::invalid("planned piece is shorter than its range"));
             }
             Piece::Disk { disk, offset } => {
@@ -94,7 +93,7 @@ impl PlannedImage {
     /// Places in-memory bytes at `start`.
     pub fn place_bytes(&mut self, start: u64, bytes: impl Into<Arc<[u8]>>) -> Result<()> {
         let b: Arc<[u8]> = bytes.into();
-        let len = b.len() as u64;
+        let len = u64_len(&b);
         self.place(start, len, Piece::Bytes(b))
     }
 
@@ -130,25 +129,24 @@ impl BlockRead for PlannedImage {
     }
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        let end = range_end(offset, buf.len() as u64, self.size)?;
+        let end = range_end(offset, u64_len(buf), self.size)?;
         buf.fill(0);
         for p in self.pieces[self.first_after(offset)..].iter().take_while(|p| p.start < end) {
             let lo = p.start.max(offset);
             let hi = (p.start + p.len).min(end);
-            let dst = &mut buf[(lo - offset) as usize..(hi - offset) as usize];
+            let n = buf.len();
+            let dst = &mut buf[within(lo - offset, n)..within(hi - offset, n)];
             let at = lo - p.start;
             match &p.piece {
-                Piece::Bytes(b) => dst.copy_from_slice(&b[at as usize..at as usize + dst.len()]),
+                Piece::Bytes(b) => {
+                    let from = within(at, b.len());
+                    dst.copy_from_slice(&b[from..from + dst.len()]);
+                }
                 Piece::File { data, offset: foff } => {
                     let from = foff.saturating_add(at);
-                    let n = data.size.saturating_sub(from).min(dst.len() as u64) as usize;
+                    let n = within(data.size.saturating_sub(from), dst.len());
                     if n > 0 {
-                        match &data.content {
-                            Content::Stream { stream, offset } => {
-                                self.streams.read(stream, offset.saturating_add(from), &mut dst[..n])?
-                            }
-                            _ => data.read_at(&mut dst[..n], from)?,
-                        }
+                        self.streams.read_file(data, &mut dst[..n], from)?;
                     }
                 }
                 Piece::Disk { disk, offset: doff } => disk.read_at(dst, doff + at)?,
@@ -182,75 +180,6 @@ impl BlockRead for PlannedImage {
 
     fn info(&self) -> ImageInfo {
         ImageInfo { format: self.format.clone(), virtual_size: self.size, ..ImageInfo::default() }
-    }
-}
-
-/// Most open readers kept per image: a few per copy worker, so files laid out in stream
-/// order are read with one pass over each stream instead of one pass per read.
-const MAX_CURSORS: usize = 32;
-
-/// Open readers of [`StreamSource`]s, each at a known position. A read at stream offset
-/// `p` takes the reader furthest along that is not past `p` (or opens a new one), skips
-/// forward and puts it back at its new position. Writers that place the files of a
-/// stream in stream order (ext4, FAT) are then read front to back.
-#[derive(Default)]
-struct StreamCursors {
-    pool: Mutex<Vec<Cursor>>,
-}
-
-struct Cursor {
-    /// The stream's identity (its `Arc` address).
-    key: usize,
-    pos: u64,
-    reader: Box<dyn Read + Send>,
-}
-
-impl std::fmt::Debug for StreamCursors {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let n = self.pool.lock().map_or(0, |p| p.len());
-        f.debug_struct("StreamCursors").field("open", &n).finish()
-    }
-}
-
-impl StreamCursors {
-    fn read(&self, stream: &Arc<dyn StreamSource>, at: u64, buf: &mut [u8]) -> Result<()> {
-        let key = Arc::as_ptr(stream) as *const () as usize;
-        let taken = {
-            let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
-            let best = pool
-                .iter()
-                .enumerate()
-                .filter(|(_, c)| c.key == key && c.pos <= at)
-                .max_by_key(|(_, c)| c.pos)
-                .map(|(i, _)| i);
-            best.map(|i| pool.swap_remove(i))
-        };
-        let mut cur = match taken {
-            Some(c) => c,
-            None => Cursor { key, pos: 0, reader: stream.open()? },
-        };
-        let io = |e: std::io::Error| {
-            if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                Error::corrupt(format!("{} ends before a file it holds", stream.name()))
-            } else {
-                Error::io(format!("cannot read {}", stream.name()), e)
-            }
-        };
-        let gap = at - cur.pos;
-        let skipped = std::io::copy(&mut (&mut cur.reader).take(gap), &mut std::io::sink()).map_err(io)?;
-        if skipped < gap {
-            return Err(io(std::io::ErrorKind::UnexpectedEof.into()));
-        }
-        cur.reader.read_exact(buf).map_err(io)?;
-        cur.pos = at + buf.len() as u64;
-        let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
-        if pool.len() >= MAX_CURSORS
-            && let Some(i) = pool.iter().enumerate().min_by_key(|(_, c)| c.pos).map(|(i, _)| i)
-        {
-            pool.swap_remove(i);
-        }
-        pool.push(cur);
-        Ok(())
     }
 }
 
@@ -295,6 +224,8 @@ pub trait FsBuilder: Send + Sync + std::fmt::Debug {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{Content, StreamSource};
+    use std::io::Read;
 
     #[test]
     fn pieces_read_through_and_gaps_are_zero_extents() {

@@ -18,17 +18,29 @@
 //!   cannot represent instead of dropping it silently.
 //! - [`FsReader`] is how a filesystem on a `BlockRead` is recognised and read, so the
 //!   generic `ls`/`cat`/`extract` commands work on any disk, partition or disc.
+//! - [`Tree`] reads like `std::fs` (`read`, `exists`, `metadata`, `read_link`) and takes
+//!   the edits jobs make (`put_file`, `create_dir_all`, `graft`, `remove`), with typed
+//!   [`TreeError`]s naming the path.
+//! - [`Schedule`] is the one order in which sinks read many files, so a stream (a tar, a
+//!   layer) is read once front to back; [`StreamCursor`] the one reader of a stream.
 #![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::as_conversions))]
 
 mod content;
+mod fs;
 pub mod image;
 mod model;
 mod path;
+mod schedule;
+mod time;
 
-pub use content::{Content, ContentRead, FileData, FileExtent, HostFile, StreamCursor, StreamSource, host_data_ranges};
+pub use content::{Content, ContentRead, FileData, FileExtent, HostFile, StreamSource, host_data_ranges};
+pub use fs::{FileType, Metadata, TreeError, TreeErrorKind};
 pub use image::{BuildOptions, BuiltFs, FsBuilder, Piece, PlannedImage};
-pub use model::{Dir, Kind, Meta, Node, NodeId, Timestamp, Tree, TreeStats, Xattr};
+pub use model::{Dir, Kind, Meta, Node, NodeId, Tree, TreeStats, Xattr};
 pub use path::{MAX_NAME, MAX_SYMLINK_HOPS, check_name, display_name, split_path};
+pub use schedule::{CursorPool, Schedule, StreamCursor, StreamRun};
+pub use time::{Civil, Timestamp, civil_from_days, days_from_civil};
 
 use diskcast_block::{BlockRead, Error, Result};
 use std::sync::Arc;
@@ -86,4 +98,15 @@ pub trait FsReader: Send + Sync + std::fmt::Debug {
 
     /// Reads the whole tree (metadata only; content stays references into `disk`).
     fn read(&self, disk: Arc<dyn BlockRead>, opts: &ReadOptions) -> Result<Tree>;
+}
+
+/// A buffer's length as u64 (lossless on every target diskcast builds for).
+pub(crate) fn u64_len(b: &[u8]) -> u64 {
+    diskcast_layout::u64_from_usize(b.len())
+}
+
+/// `v` as an index into something `len` long, clamped to `len`: for offsets already
+/// known to lie inside a buffer.
+pub(crate) fn within(v: u64, len: usize) -> usize {
+    usize::try_from(v).map_or(len, |v| v.min(len))
 }

@@ -2,7 +2,9 @@
 
 use crate::MAX_NODES;
 use crate::content::FileData;
+use crate::fs::{TreeError, TreeErrorKind};
 use crate::path::{MAX_SYMLINK_HOPS, check_name, display_name, split_path};
+use crate::time::Timestamp;
 use diskcast_block::{Error, Result};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -17,23 +19,7 @@ impl NodeId {
 
     /// The arena index.
     pub fn index(self) -> usize {
-        self.0 as usize
-    }
-}
-
-/// A point in time: seconds since the Unix epoch (negative before 1970) and nanoseconds.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-pub struct Timestamp {
-    /// Whole seconds since 1970-01-01 00:00:00 UTC.
-    pub sec: i64,
-    /// Nanoseconds, `0..1_000_000_000`.
-    pub nsec: u32,
-}
-
-impl Timestamp {
-    /// A whole-second time.
-    pub fn from_secs(sec: i64) -> Self {
-        Timestamp { sec, nsec: 0 }
+        diskcast_layout::usize_from(self.0)
     }
 }
 
@@ -236,7 +222,7 @@ pub struct TreeStats {
 /// A tree of nodes. Node 0 is the root directory.
 #[derive(Debug, Clone)]
 pub struct Tree {
-    nodes: Vec<Node>,
+    pub(crate) nodes: Vec<Node>,
 }
 
 impl Tree {
@@ -288,7 +274,8 @@ impl Tree {
         if self.nodes.len() >= MAX_NODES {
             return Err(Error::out_of_bounds(format!("tree has more than {MAX_NODES} nodes")));
         }
-        let id = NodeId(self.nodes.len() as u32);
+        // MAX_NODES is below u32::MAX, so the index fits.
+        let id = NodeId(u32::try_from(self.nodes.len()).map_err(|_| Error::out_of_bounds("tree too large"))?);
         self.nodes.push(node);
         Ok(id)
     }
@@ -310,12 +297,13 @@ impl Tree {
         Ok(id)
     }
 
-    /// Like [`insert`](Self::insert), but an existing entry of that name is an error.
-    pub fn add(&mut self, parent: NodeId, name: &[u8], node: Node) -> Result<NodeId> {
+    /// Like [`insert`](Self::insert), but an existing entry of that name is an
+    /// `AlreadyExists` error naming it.
+    pub fn add(&mut self, parent: NodeId, name: &[u8], node: Node) -> Result<NodeId, TreeError> {
         if self.lookup(parent, name).is_some() {
-            return Err(Error::invalid(format!("duplicate entry {}", display_name(name))).with_field("name"));
+            return Err(TreeError::new(TreeErrorKind::AlreadyExists, name));
         }
-        self.insert(parent, name, node)
+        self.insert(parent, name, node).map_err(|e| TreeError::new(crate::fs::insert_error(&e), name))
     }
 
     /// Makes `name` in `parent` a second name (hard link) of the existing non-directory
@@ -347,49 +335,37 @@ impl Tree {
         Ok(())
     }
 
-    /// The directory at `path`, creating missing directories with `meta` on the way (tar
-    /// members may come before their parents). A non-directory in the way is an error.
-    /// `..` is refused: a source path never climbs.
-    pub fn mkdir_all(&mut self, path: &[u8], meta: &Meta) -> Result<NodeId> {
-        let mut cur = NodeId::ROOT;
-        for comp in split_path(path) {
-            cur = match self.lookup(cur, comp) {
-                Some(id) if self.node(id).as_dir().is_some() => id,
-                Some(_) => {
-                    return Err(Error::invalid(format!("{} is not a directory", display_name(path))));
-                }
-                None => self.insert(cur, comp, Node::new(meta.clone(), Kind::empty_dir()))?,
-            };
-        }
-        Ok(cur)
-    }
-
     /// The node at `path` (absolute or relative to the root; the root's `..` is the root).
     /// Symbolic links in the middle of the path are followed inside the tree (an absolute
     /// target starts again at the root), and the last one too when `follow_last`. At most
     /// [`MAX_SYMLINK_HOPS`] links are followed, so link loops end in an error.
-    pub fn resolve(&self, path: &[u8], follow_last: bool) -> Result<NodeId> {
+    pub fn resolve(&self, path: &[u8], follow_last: bool) -> Result<NodeId, TreeError> {
         let mut hops = 0;
-        self.resolve_from(NodeId::ROOT, path, follow_last, &mut hops)
-            .map_err(|e| Error::new(e.kind(), format!("{}: {}", display_name(path), e.message())))
+        self.resolve_from(NodeId::ROOT, path, follow_last, &mut hops).map_err(|kind| TreeError::new(kind, path))
     }
 
-    fn resolve_from(&self, start: NodeId, path: &[u8], follow_last: bool, hops: &mut usize) -> Result<NodeId> {
+    fn resolve_from(
+        &self,
+        start: NodeId,
+        path: &[u8],
+        follow_last: bool,
+        hops: &mut usize,
+    ) -> Result<NodeId, TreeErrorKind> {
         let mut cur = if path.starts_with(b"/") { NodeId::ROOT } else { start };
         let comps: Vec<&[u8]> = split_path(path).collect();
         for (i, comp) in comps.iter().enumerate() {
-            let dir = self.node(cur).as_dir().ok_or_else(|| Error::invalid("a path component is not a directory"))?;
+            let dir = self.node(cur).as_dir().ok_or(TreeErrorKind::NotADirectory)?;
             if *comp == b".." {
                 cur = dir.parent;
                 continue;
             }
-            let next = dir.get(comp).ok_or_else(|| Error::invalid("no such file or directory"))?;
+            let next = dir.get(comp).ok_or(TreeErrorKind::NotFound)?;
             let last = i + 1 == comps.len();
             cur = match &self.node(next).kind {
                 Kind::Symlink(target) if !last || follow_last => {
                     *hops += 1;
                     if *hops > MAX_SYMLINK_HOPS {
-                        return Err(Error::invalid("too many levels of symbolic links"));
+                        return Err(TreeErrorKind::SymlinkLoop);
                     }
                     self.resolve_from(cur, target, true, hops)?
                 }
@@ -545,26 +521,27 @@ mod tests {
         t.insert(NodeId::ROOT, b"x", Node::new(Meta::default(), Kind::Symlink(b"y".to_vec()))).unwrap();
         t.insert(NodeId::ROOT, b"y", Node::new(Meta::default(), Kind::Symlink(b"x".to_vec()))).unwrap();
         let e = t.resolve(b"x", true).unwrap_err();
+        assert_eq!((e.kind(), e.path()), (TreeErrorKind::SymlinkLoop, &b"x"[..]));
         assert!(e.to_string().contains("too many levels"), "{e}");
     }
 
     #[test]
-    fn mkdir_all_and_bad_names() {
+    fn create_dir_all_and_bad_names() {
         let mut t = Tree::new(Meta::default());
-        let c = t.mkdir_all(b"a/b/c", &Meta::new(0o700, Timestamp::default())).unwrap();
+        let c = t.create_dir_all(b"a/b/c", &Meta::new(0o700, Timestamp::default())).unwrap();
         assert_eq!(t.resolve(b"a/b/c", false).unwrap(), c);
-        let e = t.mkdir_all(b"a/../x", &Meta::default()).unwrap_err();
-        assert_eq!(e.kind(), diskcast_block::ErrorKind::InvalidFormat, "{e}");
-        assert!(e.to_string().contains("is a dot entry"), "{e}");
+        let e = t.create_dir_all(b"a/../x", &Meta::default()).unwrap_err();
+        assert_eq!((e.kind(), e.path()), (TreeErrorKind::InvalidName, &b"/a/.."[..]));
         let e = t.insert(NodeId::ROOT, b"a/b", file(b"")).unwrap_err();
         assert_eq!(e.kind(), diskcast_block::ErrorKind::InvalidFormat, "{e}");
         assert!(e.to_string().contains("contains '/'"), "{e}");
         let e = t.add(NodeId::ROOT, b"a", file(b"")).unwrap_err();
-        assert_eq!(e.kind(), diskcast_block::ErrorKind::InvalidFormat, "{e}");
-        assert!(e.to_string().contains("duplicate entry"), "{e}");
+        assert_eq!((e.kind(), e.path()), (TreeErrorKind::AlreadyExists, &b"a"[..]));
+        assert_eq!(e.to_string(), "\"a\": already exists");
+        let e = t.add(NodeId::ROOT, b"..", file(b"")).unwrap_err();
+        assert_eq!((e.kind(), e.path()), (TreeErrorKind::InvalidName, &b".."[..]));
         t.insert(NodeId::ROOT, b"f", file(b"")).unwrap();
-        let e = t.mkdir_all(b"f/g", &Meta::default()).unwrap_err();
-        assert_eq!(e.kind(), diskcast_block::ErrorKind::InvalidFormat, "{e}");
-        assert!(e.to_string().contains("is not a directory"), "{e}");
+        let e = t.create_dir_all(b"f/g", &Meta::default()).unwrap_err();
+        assert_eq!((e.kind(), e.path()), (TreeErrorKind::NotADirectory, &b"/f"[..]));
     }
 }

@@ -7,8 +7,8 @@
 //! on the kernel command line). A BIOS boot partition and MBR boot code go in front for
 //! `--boot bios|hybrid`.
 
+use crate::Profile;
 use crate::kernel::{FoundKernel, describe, find_kernel};
-use crate::{Profile, edit};
 use diskcast_block::provenance::Provenance;
 use diskcast_block::size::human;
 use diskcast_block::{BlockRead, Error, Result};
@@ -263,14 +263,22 @@ fn check_pe(f: &FileData, path: &Path) -> Result<()> {
 fn esp_tree(loader: Option<FileData>, entry: &BootEntry, kernel: &FoundKernel, now: i64) -> Result<Tree> {
     let mut t = Tree::new(Meta::new(0o755, Timestamp::from_secs(now)));
     if let Some(loader) = loader {
-        edit::put(&mut t, &format!("/{}", systemd_boot::REMOVABLE_PATH), loader, 0o755, now)?;
+        t.put_file(
+            format!("/{}", systemd_boot::REMOVABLE_PATH).as_bytes(),
+            loader,
+            Meta::new(0o755, Timestamp::from_secs(now)),
+        )?;
         for (path, bytes) in systemd_boot::config_files(entry)? {
-            edit::put_bytes(&mut t, &format!("/{path}"), bytes, 0o644, now)?;
+            t.put_file(
+                format!("/{path}").as_bytes(),
+                FileData::inline(bytes),
+                Meta::new(0o644, Timestamp::from_secs(now)),
+            )?;
         }
     }
-    edit::put(&mut t, ESP_KERNEL, kernel.kernel.clone(), 0o644, now)?;
+    t.put_file(ESP_KERNEL.as_bytes(), kernel.kernel.clone(), Meta::new(0o644, Timestamp::from_secs(now)))?;
     if let Some((_, f)) = &kernel.initrd {
-        edit::put(&mut t, ESP_INITRD, f.clone(), 0o644, now)?;
+        t.put_file(ESP_INITRD.as_bytes(), f.clone(), Meta::new(0o644, Timestamp::from_secs(now)))?;
     }
     Ok(t)
 }

@@ -422,7 +422,7 @@ mod tests {
         use diskcast_tree::{FileData, Meta, Node, Timestamp};
         let meta = Meta::new(0o755, Timestamp::default());
         let mut t = Tree::new(meta.clone());
-        let d = t.mkdir_all(b"efi/Boot", &meta).unwrap();
+        let d = t.create_dir_all(b"efi/Boot", &meta).unwrap();
         assert!(!has_file(&t, &UEFI_LOADER));
         t.insert(d, b"bootx64.efi", Node::new(meta.clone(), Kind::File(FileData::inline(vec![1])))).unwrap();
         assert!(has_file(&t, &UEFI_LOADER));

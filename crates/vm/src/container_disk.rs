@@ -36,7 +36,7 @@ pub fn tree(disk: &Path, format: &str, mtime: u64) -> Result<Tree> {
     let dir_meta = Meta::new(0o755, mtime);
     let mut t = Tree::new(dir_meta.clone());
     let (dir, name) = disk_path(format)?.split_once('/').unwrap_or(("disk", "disk.qcow2"));
-    let parent = t.mkdir_all(dir.as_bytes(), &dir_meta)?;
+    let parent = t.create_dir_all(dir.as_bytes(), &dir_meta)?;
     let meta = Meta { uid: QEMU_ID, gid: QEMU_ID, ..Meta::new(DISK_MODE, mtime) };
     let data = FileData::host(HostFile::open_path(disk)?);
     t.insert(parent, name.as_bytes(), Node::new(meta, Kind::File(data)))?;

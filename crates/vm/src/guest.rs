@@ -6,10 +6,9 @@
 //! source image is never touched. Each change is reported as one line, and secrets (the
 //! password hash) never appear in those lines.
 
-use crate::edit;
 use diskcast_block::{Error, Result};
 use diskcast_part::Uuid;
-use diskcast_tree::{FileData, Kind, Meta, Node, NodeId, Timestamp, Tree};
+use diskcast_tree::{FileData, FileType, Kind, Meta, Node, NodeId, Timestamp, Tree};
 
 /// The largest configuration file of the image read for editing (`/etc/shadow`,
 /// `/etc/fstab`, `/etc/network/interfaces`, `/etc/hosts`).
@@ -122,22 +121,22 @@ fn has_systemd(tree: &Tree) -> bool {
 }
 
 fn is_file(tree: &Tree, path: &str) -> bool {
-    tree.resolve(path.as_bytes(), true).is_ok_and(|id| tree.node(id).as_file().is_some())
+    tree.metadata(path.as_bytes()).is_ok_and(|m| m.file_type == FileType::File)
 }
 
 /// `/etc/fstab`: root by PARTUUID, the ESP at `/boot/efi` (or `/efi` when the image has
 /// that directory and no `/boot/efi`). Lines of an existing fstab that mount anything
 /// else are kept.
 fn fstab(tree: &mut Tree, ids: &Ids, now: i64, p: &mut Prepared) -> Result<()> {
-    let efi = if edit::exists(tree, "/efi") && !edit::exists(tree, "/boot/efi") { "/efi" } else { "/boot/efi" };
-    edit::dir(tree, efi, now)?;
+    let efi = if tree.exists(b"/efi") && !tree.exists(b"/boot/efi") { "/efi" } else { "/boot/efi" };
+    tree.create_dir_all(efi.as_bytes(), &dir_meta(now))?;
     let mut text = format!(
         "# Written by diskcast vm: this disk's root and EFI System partitions.\n\
          PARTUUID={}\t/\text4\trw,relatime\t0\t1\n\
          PARTUUID={}\t{efi}\tvfat\tumask=0077,nofail\t0\t2\n",
         ids.root, ids.esp
     );
-    let old = edit::read_small(tree, "/etc/fstab", CONFIG_LIMIT)?.unwrap_or_default();
+    let old = tree.read_optional(b"/etc/fstab", CONFIG_LIMIT)?.unwrap_or_default();
     let kept: Vec<String> = String::from_utf8_lossy(&old)
         .lines()
         .filter(|l| {
@@ -194,7 +193,7 @@ fn check_hostname(h: &str) -> Result<()> {
 fn hostname(tree: &mut Tree, h: &str, now: i64, p: &mut Prepared) -> Result<()> {
     replace(tree, "/etc/hostname", format!("{h}\n").into_bytes(), 0o644, now)?;
     let short = h.split('.').next().unwrap_or(h);
-    let old = edit::read_small(tree, "/etc/hosts", CONFIG_LIMIT)?;
+    let old = tree.read_optional(b"/etc/hosts", CONFIG_LIMIT)?;
     let mut hosts = String::from_utf8_lossy(
         old.as_deref().unwrap_or(b"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"),
     )
@@ -226,7 +225,7 @@ fn check_hash(h: &str) -> Result<()> {
 /// Debian's mode when the image has none).
 fn root_password(tree: &mut Tree, hash: &str, now: i64, p: &mut Prepared) -> Result<()> {
     let days = now.max(0) / 86_400;
-    let old = edit::read_small(tree, "/etc/shadow", CONFIG_LIMIT)?;
+    let old = tree.read_optional(b"/etc/shadow", CONFIG_LIMIT)?;
     let text = String::from_utf8_lossy(old.as_deref().unwrap_or_default()).into_owned();
     let mut found = false;
     let mut out = String::with_capacity(text.len() + 64);
@@ -280,7 +279,7 @@ fn check_keys(k: &[u8]) -> Result<()> {
 /// `/root/.ssh/authorized_keys` (0600 in a 0700 directory, as sshd demands), after any
 /// keys the image already has.
 fn ssh_keys(tree: &mut Tree, keys: &[u8], now: i64, p: &mut Prepared) -> Result<()> {
-    let root_home = edit::dir(tree, "/root", now)?;
+    let root_home = tree.create_dir_all(b"/root", &dir_meta(now))?;
     let ssh = match tree.lookup(root_home, b".ssh") {
         Some(id) if tree.node(id).as_dir().is_some() => id,
         _ => {
@@ -290,7 +289,7 @@ fn ssh_keys(tree: &mut Tree, keys: &[u8], now: i64, p: &mut Prepared) -> Result<
     restrict(tree, root_home, 0o700);
     restrict(tree, ssh, 0o700);
     let path = "/root/.ssh/authorized_keys";
-    let mut text = edit::read_small(tree, path, CONFIG_LIMIT)?.unwrap_or_default();
+    let mut text = tree.read_optional(path.as_bytes(), CONFIG_LIMIT)?.unwrap_or_default();
     if !text.is_empty() && !text.ends_with(b"\n") {
         text.push(b'\n');
     }
@@ -322,12 +321,13 @@ fn network(tree: &mut Tree, now: i64, p: &mut Prepared) -> Result<()> {
     let networkd =
         ["/usr/lib/systemd/systemd-networkd", "/lib/systemd/systemd-networkd"].iter().any(|f| is_file(tree, f));
     if networkd {
-        edit::put_bytes(
-            tree,
-            "/etc/systemd/network/80-diskcast-dhcp.network",
-            "# Written by diskcast vm: DHCP on every Ethernet interface.\n[Match]\nType=ether\nName=en* eth*\n\n[Network]\nDHCP=yes\n",
-            0o644,
-            now,
+        tree.put_file(
+            b"/etc/systemd/network/80-diskcast-dhcp.network",
+            FileData::inline(
+                b"# Written by diskcast vm: DHCP on every Ethernet interface.\n[Match]\nType=ether\nName=en* eth*\n\n[Network]\nDHCP=yes\n"
+                    .to_vec(),
+            ),
+            Meta::new(0o644, Timestamp::from_secs(now)),
         )?;
         let mut enabled = Vec::new();
         for (unit, target) in
@@ -347,7 +347,7 @@ fn network(tree: &mut Tree, now: i64, p: &mut Prepared) -> Result<()> {
     let ifupdown = ["/sbin/ifup", "/usr/sbin/ifup"].iter().any(|f| is_file(tree, f));
     if ifupdown {
         let path = "/etc/network/interfaces";
-        let old = edit::read_small(tree, path, CONFIG_LIMIT)?;
+        let old = tree.read_optional(path.as_bytes(), CONFIG_LIMIT)?;
         let mut text =
             String::from_utf8_lossy(old.as_deref().unwrap_or(b"auto lo\niface lo inet loopback\n")).into_owned();
         let has_eth0 = text.lines().any(|l| l.split_whitespace().take(2).eq(["iface", "eth0"]));
@@ -368,7 +368,7 @@ fn network(tree: &mut Tree, now: i64, p: &mut Prepared) -> Result<()> {
 
 /// `systemctl enable` done by hand: a link in `TARGET.wants/` to the unit file.
 fn enable(tree: &mut Tree, unit: &str, unit_path: &str, target: &str, now: i64) -> Result<()> {
-    let wants = edit::dir(tree, &format!("/etc/systemd/system/{target}.wants"), now)?;
+    let wants = tree.create_dir_all(format!("/etc/systemd/system/{target}.wants").as_bytes(), &dir_meta(now))?;
     let link = Node::new(Meta::new(0o777, Timestamp::from_secs(now)), Kind::Symlink(unit_path.as_bytes().to_vec()));
     tree.insert(wants, unit.as_bytes(), link)?;
     Ok(())
@@ -430,7 +430,7 @@ fn entrypoint_service(tree: &mut Tree, e: &Entrypoint, now: i64, p: &mut Prepare
     );
     let name = "diskcast-entrypoint.service";
     let path = format!("/etc/systemd/system/{name}");
-    edit::put_bytes(tree, &path, unit, 0o644, now)?;
+    tree.put_file(path.as_bytes(), FileData::inline(unit.into_bytes()), Meta::new(0o644, Timestamp::from_secs(now)))?;
     enable(tree, name, &path, "multi-user.target", now)?;
     p.changes.push(format!("{path}: runs {} at boot (enabled)", e.argv.join(" ")));
     Ok(())
@@ -440,17 +440,22 @@ fn entrypoint_service(tree: &mut Tree, e: &Entrypoint, now: i64, p: &mut Prepare
 /// `/etc/shadow` stays root:shadow 0640); creates it with `mode` when missing. A link or
 /// anything else of that name is replaced by a new file.
 fn replace(tree: &mut Tree, path: &str, bytes: Vec<u8>, mode: u32, now: i64) -> Result<()> {
-    let (parent, name) = path.rsplit_once('/').unwrap_or(("", path));
-    let dir = edit::dir(tree, parent, now)?;
-    match tree.lookup(dir, name.as_bytes()) {
-        Some(id) if tree.node(id).as_file().is_some() => {
-            let node = tree.node_mut(id);
+    match tree.symlink_metadata(path.as_bytes()) {
+        Ok(m) if m.file_type == FileType::File => {
+            let node = tree.node_mut(m.id);
             node.kind = Kind::File(FileData::inline(bytes));
             node.meta.mtime = Timestamp::from_secs(now);
-            Ok(())
         }
-        _ => edit::put_bytes(tree, path, bytes, mode, now).map(|_| ()),
+        _ => {
+            tree.put_file(path.as_bytes(), FileData::inline(bytes), Meta::new(mode, Timestamp::from_secs(now)))?;
+        }
     }
+    Ok(())
+}
+
+/// A directory the job makes: 0755, root-owned, at `now`.
+fn dir_meta(now: i64) -> Meta {
+    Meta::new(0o755, Timestamp::from_secs(now))
 }
 
 #[cfg(test)]
@@ -486,12 +491,12 @@ mod tests {
         }
         // /etc/fstab is a directory; /etc/shadow is huge.
         let mut t = Tree::new(Meta::new(0o755, Timestamp::default()));
-        let etc = t.mkdir_all(b"etc", &Meta::new(0o755, Timestamp::default())).unwrap();
+        let etc = t.create_dir_all(b"etc", &Meta::new(0o755, Timestamp::default())).unwrap();
         t.insert(etc, b"fstab", node(Kind::empty_dir())).unwrap();
         let e = prepare(&mut t, &GuestOptions::default(), &ids(), 0).unwrap_err().to_string();
         assert!(e.contains("/etc/fstab"), "{e}");
         let mut t = Tree::new(Meta::new(0o755, Timestamp::default()));
-        let etc = t.mkdir_all(b"etc", &Meta::new(0o755, Timestamp::default())).unwrap();
+        let etc = t.create_dir_all(b"etc", &Meta::new(0o755, Timestamp::default())).unwrap();
         let huge = FileData { size: 1 << 40, content: diskcast_tree::Content::Zero };
         t.insert(etc, b"shadow", node(Kind::File(huge))).unwrap();
         let opts = GuestOptions { root_password_hash: Some("$6$a$b".into()), ..GuestOptions::default() };
@@ -533,16 +538,16 @@ mod tests {
         let mut t = Tree::new(Meta::new(0o755, Timestamp::default()));
         let mut p = Prepared::default();
         let shadow = "daemon:*:19000:0:99999:7:::\nroot:*:19000:0:99999:7:::\n";
-        edit::put_bytes(&mut t, "/etc/shadow", shadow, 0o640, 0).unwrap();
+        t.put_file(b"/etc/shadow", FileData::inline(shadow.into()), Meta::new(0o640, Timestamp::default())).unwrap();
         let id = t.resolve(b"/etc/shadow", false).unwrap();
         t.node_mut(id).meta.gid = 42;
         root_password(&mut t, "$6$s$h", 86_400 * 20_000, &mut p).unwrap();
-        let got = edit::read_small(&t, "/etc/shadow", 1 << 20).unwrap().unwrap();
+        let got = t.read_optional(b"/etc/shadow", 1 << 20).unwrap().unwrap();
         assert_eq!(String::from_utf8(got).unwrap(), "daemon:*:19000:0:99999:7:::\nroot:$6$s$h:20000:0:99999:7:::\n");
         assert_eq!(t.node(t.resolve(b"/etc/shadow", false).unwrap()).meta.gid, 42, "owner kept");
         let mut t = Tree::new(Meta::new(0o755, Timestamp::default()));
         root_password(&mut t, "$6$s$h", 0, &mut p).unwrap();
-        let got = edit::read_small(&t, "/etc/shadow", 1 << 20).unwrap().unwrap();
+        let got = t.read_optional(b"/etc/shadow", 1 << 20).unwrap().unwrap();
         assert_eq!(got, b"root:$6$s$h:0:0:99999:7:::\n");
         assert!(p.changes.iter().all(|c| !c.contains("$6$")));
     }

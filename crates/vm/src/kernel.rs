@@ -168,13 +168,13 @@ mod tests {
         let m = Meta::new(0o755, Timestamp::default());
         for f in files {
             let (dir, name) = f.rsplit_once('/').unwrap();
-            let d = t.mkdir_all(dir.as_bytes(), &m).unwrap();
+            let d = t.create_dir_all(dir.as_bytes(), &m).unwrap();
             t.insert(d, name.as_bytes(), Node::new(m.clone(), Kind::File(FileData::inline(f.as_bytes().to_vec()))))
                 .unwrap();
         }
         for (l, target) in links {
             let (dir, name) = l.rsplit_once('/').unwrap();
-            let d = t.mkdir_all(dir.as_bytes(), &m).unwrap();
+            let d = t.create_dir_all(dir.as_bytes(), &m).unwrap();
             t.insert(d, name.as_bytes(), Node::new(m.clone(), Kind::Symlink(target.as_bytes().to_vec()))).unwrap();
         }
         t

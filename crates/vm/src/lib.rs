@@ -9,7 +9,6 @@
 mod build;
 pub mod check;
 pub mod container_disk;
-pub mod edit;
 pub mod guest;
 pub mod kernel;
 pub mod profile;

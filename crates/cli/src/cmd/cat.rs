@@ -21,7 +21,7 @@ pub fn run(a: CatArgs) -> Result<u8> {
     let opened = tree_source::open(&a.src, &a.source)?;
     let tree = &opened.tree;
     let path = a.path.as_bytes();
-    let id = tree.resolve(path, true).map_err(|e| e.with_file(&a.src))?;
+    let id = tree.resolve(path, true).map_err(|e| Error::from(e).with_file(&a.src))?;
     let node = tree.node(id);
     let Some(f) = node.as_file() else {
         return Err(Error::argument(format!("{} is a {}, not a regular file", display_name(path), node.kind.name()))

@@ -425,23 +425,17 @@ fn remaster(a: RemasterArgs) -> Result<u8> {
     let catalog = read_catalog(&disk).map_err(named)?;
     let keep = diskcast_iso9660::hybrid::Kept::read(&disk, catalog.as_ref()).map_err(named)?;
     for p in &a.remove {
-        let id =
-            tree.resolve(p.as_bytes(), false).map_err(|e| Error::argument(format!("--remove {p}: {}", e.message())))?;
-        if id == tree.root() {
-            return Err(Error::argument("--remove /: the root cannot be removed"));
-        }
-        let (parent, name) = match p.trim_end_matches('/').rsplit_once('/') {
-            Some((dir, name)) => (tree.resolve(dir.as_bytes(), true)?, name.to_string()),
-            None => (tree.root(), p.clone()),
-        };
-        tree.unlink(parent, name.as_bytes());
+        tree.remove(p.as_bytes()).map_err(|e| match e.kind() {
+            diskcast_tree::TreeErrorKind::IsRoot => Error::argument("--remove /: the root cannot be removed"),
+            _ => Error::argument(format!("--remove {p}: {}", e.message())),
+        })?;
     }
     for spec in &a.add {
         let (dir, dest) = spec.split_once('=').unwrap_or((spec.as_str(), ""));
         let src = diskcast_host::read_dir(Path::new(dir), &diskcast_host::DirOptions::default())?;
         let meta = tree.node(tree.root()).meta.clone();
-        let at = tree.mkdir_all(dest.as_bytes(), &meta)?;
-        graft(&mut tree, at, &src)?;
+        tree.create_dir_all(dest.as_bytes(), &meta)?;
+        tree.graft(dest.as_bytes(), &src)?;
     }
     let opts = IsoOptions {
         rock_ridge: kind == Some(diskcast_iso9660::TreeKind::RockRidge),
@@ -457,36 +451,4 @@ fn remaster(a: RemasterArgs) -> Result<u8> {
     };
     let provenance = diskcast_block::provenance::Provenance::from_env()?;
     write_iso(&tree, opts, iso_build_options(vols.volume_id.clone(), &provenance), writer)
-}
-
-/// Copies every entry of `src` into directory `at` of `dst`: directories merge, anything
-/// else replaces what has its name; hard links stay hard links.
-fn graft(dst: &mut diskcast_tree::Tree, at: diskcast_tree::NodeId, src: &diskcast_tree::Tree) -> Result<()> {
-    use diskcast_tree::{Kind, Node, NodeId};
-    use std::collections::HashMap;
-    let mut map: HashMap<NodeId, NodeId> = HashMap::new();
-    map.insert(src.root(), at);
-    for (path, id) in src.walk(src.root()).skip(1) {
-        let (parent_path, name) = match path.iter().rposition(|&b| b == b'/') {
-            Some(i) => (&path[..i], &path[i + 1..]),
-            None => (&path[..0], &path[..]),
-        };
-        let parent_src = if parent_path.is_empty() { src.root() } else { src.resolve(parent_path, false)? };
-        let parent = map[&parent_src];
-        let node = src.node(id);
-        if let Some(&done) = map.get(&id) {
-            dst.link(parent, name, done)?;
-            continue;
-        }
-        let new = match (&node.kind, dst.lookup(parent, name)) {
-            (Kind::Dir(_), Some(existing)) if dst.node(existing).as_dir().is_some() => existing,
-            _ => dst.insert(
-                parent,
-                name,
-                Node { meta: node.meta.clone(), kind: node.kind.clone(), xattrs: node.xattrs.clone() },
-            )?,
-        };
-        map.insert(id, new);
-    }
-    Ok(())
 }

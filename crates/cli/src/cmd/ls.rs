@@ -36,7 +36,7 @@ pub fn run(a: LsArgs) -> Result<u8> {
     let tree = &opened.tree;
     let path = a.path.as_ref().map(|p| p.as_bytes().to_vec()).unwrap_or_else(|| b"/".to_vec());
     // `ls -l link` shows the link itself; `ls link` lists what it points to.
-    let id = tree.resolve(&path, !a.long || path.ends_with(b"/")).map_err(|e| e.with_file(&a.src))?;
+    let id = tree.resolve(&path, !a.long || path.ends_with(b"/")).map_err(|e| Error::from(e).with_file(&a.src))?;
     let mut rows: Vec<(Vec<u8>, NodeId)> = Vec::new();
     match tree.node(id).as_dir() {
         Some(_) if a.recursive => rows.extend(tree.walk(id).skip(1)),
@@ -115,19 +115,8 @@ pub fn mode_string(n: &Node) -> String {
 
 /// `YYYY-MM-DD HH:MM` in UTC.
 pub fn format_time(sec: i64) -> String {
-    let days = sec.div_euclid(86400);
-    let rem = sec.rem_euclid(86400);
-    // Days to civil date (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}", rem / 3600, rem % 3600 / 60)
+    let c = diskcast_tree::Timestamp::from_secs(sec).civil();
+    format!("{:04}-{:02}-{:02} {:02}:{:02}", c.year, c.month, c.day, c.hour, c.minute)
 }
 
 fn entry_json(tree: &Tree, path: &[u8], id: NodeId, nlink: u32) -> Value {
