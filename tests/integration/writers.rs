@@ -219,3 +219,30 @@ fn interrupted_iso_and_archive_writes_leave_nothing() {
     interrupt_write(&["extract", &s(&root), "-o", &s(&work.join("out.tar"))], &work);
     assert_eq!(names(), ["in.iso", "out.iso"], "extract -o left files");
 }
+
+/// Ctrl-C while a kubevirt containerDisk is being wrapped (its layer gzipped) stops the
+/// wrap: the layout keeps only what it had, and no staged disk is left beside it.
+#[test]
+fn interrupted_container_disk_wrap_leaves_the_layout_as_it_was() {
+    let d = tmp();
+    let small = d.path().join("small");
+    std::fs::create_dir(&small).unwrap();
+    write_file(&small.join("hello.txt"), b"hello\n");
+    let layout = d.path().join("layout");
+    dc_ok(&["convert", &s(&small), &format!("oci:{}:base", s(&layout))]);
+    let blobs = layout.join("blobs/sha256");
+    let listing = |dir: &Path| {
+        let mut v: Vec<String> =
+            std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        v.sort();
+        v
+    };
+    let (before, index) = (listing(&blobs), read(&layout.join("index.json")));
+    let disk = d.path().join("disk.raw");
+    write_file(&disk, &pseudo_random(256 << 20, 11));
+    let dst = format!("oci:{}:disk", s(&layout));
+    interrupt_write(&["convert", "-j", "1", "--profile", "kubevirt", "-f", "raw", &s(&disk), &dst], &blobs);
+    assert_eq!(listing(&blobs), before, "the interrupted wrap left blobs");
+    assert_eq!(read(&layout.join("index.json")), index, "the interrupted wrap changed index.json");
+    assert_eq!(listing(d.path()), ["disk.raw", "layout", "small"], "files left beside the layout");
+}

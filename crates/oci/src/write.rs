@@ -12,7 +12,7 @@
 use crate::digest::{Algorithm, Digest, Hasher};
 use crate::source::ImageRef;
 use crate::spec::{Descriptor, History, ImageConfig, Index, Manifest, REF_NAME, RootFs, RunConfig, media};
-use diskcast_block::output::{Output, OutputFiles, parent_dir, scratch};
+use diskcast_block::output::{Interruptible, Output, OutputFiles, parent_dir, scratch};
 use diskcast_block::progress::Progress;
 use diskcast_block::{Error, Result};
 use diskcast_tree::{Content, FileData, Kind, Meta, Node, NodeId, Timestamp, Tree};
@@ -20,6 +20,7 @@ use std::collections::BTreeMap;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 /// What goes into the image config, and the threads compressing the layer. No `Default`:
 /// the thread count is the caller's (the CLI's `-j`), so [`WriteConfig::new`] takes it.
@@ -47,6 +48,8 @@ pub struct WriteConfig {
     pub registry: crate::registry::RegistryOptions,
     /// Threads gzipping the layer (at least 1).
     pub threads: usize,
+    /// Set by Ctrl-C: the layer stops at its next write, nothing is put in place.
+    pub cancel: Option<Arc<AtomicBool>>,
 }
 
 impl WriteConfig {
@@ -64,6 +67,7 @@ impl WriteConfig {
             reproducible: false,
             registry: crate::registry::RegistryOptions::default(),
             threads,
+            cancel: None,
         }
     }
 }
@@ -136,9 +140,21 @@ fn clamp_times(tree: &Tree, epoch: u64) -> Tree {
     t
 }
 
-/// Writes the layer tar of `tree` to `out`, gzip-compressed when `gzip`; returns the
-/// blob's digest and size, the diff_id, and what the tar could not hold.
+/// Writes the layer tar of `tree` to `out`, gzip-compressed when `gzip` (on
+/// `cfg.threads`, stopped by `cfg.cancel`); returns the blob's digest and size, the
+/// diff_id, and what the tar could not hold.
 fn write_layer(
+    tree: &Tree,
+    out: &mut dyn Write,
+    gzip: bool,
+    cfg: &WriteConfig,
+    progress: &dyn Progress,
+) -> Result<(Digest, u64, Digest, Vec<String>)> {
+    let mut guarded = Interruptible::new(out, cfg.cancel.clone());
+    layer_bytes(tree, &mut guarded, gzip, cfg.threads, progress).map_err(|e| guarded.stopped(e))
+}
+
+fn layer_bytes(
     tree: &Tree,
     out: &mut dyn Write,
     gzip: bool,
@@ -262,7 +278,7 @@ impl OciImage {
 
     /// Writes the layer to an unnamed file in `dir` and builds the image over it.
     fn build(tree: &Tree, dir: &Path, cfg: &WriteConfig, progress: &dyn Progress) -> Result<(ScratchLayer, Self)> {
-        let (tmp, ldigest, lsize, diff, skipped) = layer_file(tree, dir, true, cfg.threads, progress)?;
+        let (tmp, ldigest, lsize, diff, skipped) = layer_file(tree, dir, true, cfg, progress)?;
         Ok((tmp, Self::from_layer(cfg, ldigest, lsize, diff, skipped)?))
     }
 
@@ -341,7 +357,7 @@ fn write_layout(tree: &Tree, dir: &Path, tag: &str, cfg: &WriteConfig, progress:
     let f = outputs.create_unnamed(&blobs, dir, &blobs.join("layer"))?;
     let (ldigest, lsize, diff, skipped) = {
         let mut w = BufWriter::with_capacity(1 << 20, f.file());
-        let r = write_layer(tree, &mut w, true, cfg.threads, progress)?;
+        let r = write_layer(tree, &mut w, true, cfg, progress)?;
         w.flush().map_err(|e| Error::io("cannot write the layer", e).with_file(dir))?;
         r
     };
@@ -413,12 +429,12 @@ fn layer_file(
     tree: &Tree,
     dir: &Path,
     gzip: bool,
-    threads: usize,
+    cfg: &WriteConfig,
     progress: &dyn Progress,
 ) -> Result<(ScratchLayer, Digest, u64, Digest, Vec<String>)> {
     let f = scratch(dir, &dir.join("layer"))?;
     let mut w = BufWriter::with_capacity(1 << 20, &f);
-    let (d, n, diff, skipped) = write_layer(tree, &mut w, gzip, threads, progress)?;
+    let (d, n, diff, skipped) = write_layer(tree, &mut w, gzip, cfg, progress)?;
     w.flush().map_err(|e| Error::io("cannot write the layer", e).with_file(dir))?;
     drop(w);
     Ok((ScratchLayer(Arc::new(f)), d, n, diff, skipped))
@@ -522,7 +538,7 @@ fn write_docker_archive(
     cfg: &WriteConfig,
     progress: &dyn Progress,
 ) -> Result<WriteReport> {
-    let (tmp, ldigest, lsize, diff, skipped) = layer_file(tree, parent_dir(file), false, cfg.threads, progress)?;
+    let (tmp, ldigest, lsize, diff, skipped) = layer_file(tree, parent_dir(file), false, cfg, progress)?;
     let config = config_json(cfg, &diff, true)?;
     let cdigest = Digest::sha256(&config);
     let repo_tags: Vec<String> = match reference {

@@ -8,7 +8,7 @@
 mod image;
 
 use crate::common::args::{OpenArgs, WriteArgs};
-use crate::common::output::ImageWriter;
+use crate::common::output::{ImageWriter, image_config};
 use crate::common::{Images, create_options};
 use clap::Args;
 use diskcast_block::io::ImageFile;
@@ -48,7 +48,11 @@ pub fn run(mut a: ConvertArgs) -> Result<u8> {
     let plan = Plan::new(&a, &images)?;
     plan.run(&images, &a)?;
     if let Some(s) = staged {
-        let r = s.finish(&Provenance::from_env()?, a.write.jobs.count()?, a.write.progress.reporter().as_ref())?;
+        let r = s.finish(
+            &Provenance::from_env()?,
+            image_config(a.write.jobs.count()?)?,
+            a.write.progress.reporter().as_ref(),
+        )?;
         eprintln!("diskcast: containerDisk {} (manifest {})", s.target, r.manifest_digest);
     }
     Ok(0)

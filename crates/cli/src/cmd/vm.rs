@@ -7,7 +7,7 @@
 //! plan.
 
 use crate::common::args::{OutputArgs, OutputFormat, SourceArgs, WriteArgs};
-use crate::common::output::ImageWriter;
+use crate::common::output::{ImageWriter, image_config};
 use crate::common::print_json;
 use crate::common::tree_source::{input_path, open as open_source};
 use clap::Args;
@@ -194,7 +194,7 @@ pub fn run(a: VmArgs) -> Result<u8> {
     }
     writer.write(&vm.image)?;
     if let Some(s) = &staged {
-        let r = s.finish(&prov, threads, a.write.progress.reporter().as_ref())?;
+        let r = s.finish(&prov, image_config(threads)?, a.write.progress.reporter().as_ref())?;
         eprintln!("diskcast: containerDisk {} (manifest {})", s.target, r.manifest_digest);
     }
     let disk_size = vm.plan.disk_size;

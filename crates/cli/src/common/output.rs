@@ -3,12 +3,13 @@
 //! format and its options checked, then one write with the shared [`WriteArgs`]
 //! (threads, progress), stopped by Ctrl-C, and put in place only when complete.
 //! `convert`, `create`, `mkfs`, `mkdisk`, `vm`, `iso create` and `iso remaster` write
-//! images through [`ImageWriter`]; `extract -o` writes its tar through [`ArchiveWriter`].
+//! images through [`ImageWriter`]; `extract -o` writes its tar through [`ArchiveWriter`];
+//! container images are written by `diskcast_oci::write` with [`image_config`].
 
 use super::args::{OutputArgs, WriteArgs};
 use super::create_options;
 use diskcast_block::copy::CopyOptions;
-use diskcast_block::output::{ImageJob, Output};
+use diskcast_block::output::{ImageJob, Interruptible, Output};
 use diskcast_block::registry::{CreateOptions, Registry};
 use diskcast_block::{BlockRead, Error, Result};
 use std::io::Write;
@@ -132,11 +133,8 @@ impl ArchiveWriter {
     /// write, and puts it in place. Errors name the target.
     pub fn write<T>(self, body: impl FnOnce(&mut dyn Write) -> Result<T>) -> Result<T> {
         let name = self.output.target().path().to_path_buf();
-        let cancel = interrupt_flag()?;
-        let mut w = Interruptible { inner: self.output.stream()?, cancel: cancel.clone() };
-        // Whatever the writer made of the refused write, Ctrl-C is what stopped it.
-        let stopped = |e: Error| if cancel.load(Ordering::Relaxed) { Error::cancelled() } else { e };
-        let r = body(&mut w).map_err(|e| stopped(e).with_file(&name))?;
+        let mut w = Interruptible::new(self.output.stream()?, Some(interrupt_flag()?));
+        let r = body(&mut w).map_err(|e| w.stopped(e).with_file(&name))?;
         w.flush().map_err(|e| Error::io("cannot write", e).with_file(&name))?;
         drop(w);
         self.output.commit()?;
@@ -144,29 +142,11 @@ impl ArchiveWriter {
     }
 }
 
-/// A writer that fails once Ctrl-C was pressed, so an archive being written stops.
-struct Interruptible {
-    inner: Box<dyn Write + Send>,
-    cancel: Arc<AtomicBool>,
-}
-
-impl Interruptible {
-    fn check(&self) -> std::io::Result<()> {
-        if self.cancel.load(Ordering::Relaxed) {
-            return Err(std::io::Error::other(Error::cancelled()));
-        }
-        Ok(())
-    }
-}
-
-impl Write for Interruptible {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.check()?;
-        self.inner.write(buf)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.check()?;
-        self.inner.flush()
-    }
+/// How a container image (`convert SRC oci:..`, a kubevirt containerDisk) is written: its
+/// layer gzipped by `threads`, stopped by Ctrl-C at its next write, nothing put in place.
+pub fn image_config(threads: usize) -> Result<diskcast_oci::write::WriteConfig> {
+    Ok(diskcast_oci::write::WriteConfig {
+        cancel: Some(interrupt_flag()?),
+        ..diskcast_oci::write::WriteConfig::new(threads)
+    })
 }

@@ -2,6 +2,7 @@
 //! `docker://`): a tree as a one-layer container image.
 
 use crate::common::args::ShareArgs;
+use crate::common::output::image_config;
 use clap::Args;
 use diskcast_block::Result;
 use diskcast_block::lock::Locks;
@@ -110,7 +111,7 @@ pub fn convert(
         epoch: clock.now(),
         reproducible: clock.is_reproducible(),
         registry: image_opts.registry.clone(),
-        threads,
+        ..image_config(threads)?
     };
     let locks = Some(std::sync::Arc::new(Locks::new(share.lock_mode())));
     let opts = diskcast_sources::SourceOptions { tree: None, format, image: image_opts, locks, threads };
