@@ -64,7 +64,7 @@ pub struct ProgressArgs {
     #[arg(short = 'p')]
     pub bar: bool,
     /// How to report progress.
-    #[arg(long = "progress", value_enum, default_value = "auto")]
+    #[arg(long = "progress", value_name = "PROGRESS", value_enum, default_value = "auto")]
     pub mode: ProgressMode,
 }
 
