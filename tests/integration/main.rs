@@ -43,3 +43,4 @@ mod squashfs;
 mod trees;
 mod vm;
 mod vm_bios;
+mod writers;

@@ -22,7 +22,8 @@ pub const DEFAULT_MIN_SPARSE: u64 = 4096;
 /// Largest work item: caps memory per worker whatever a target's granularity says.
 const MAX_CHUNK: u64 = 64 << 20;
 
-/// How to copy.
+/// How to copy. No `Default`: the thread count is the caller's (the CLI's `-j`), so
+/// [`CopyOptions::new`] takes it.
 #[derive(Debug, Clone)]
 pub struct CopyOptions {
     /// Worker threads (at least 1).
@@ -36,15 +37,24 @@ pub struct CopyOptions {
     pub cancel: Option<Arc<AtomicBool>>,
 }
 
-impl Default for CopyOptions {
-    fn default() -> Self {
-        CopyOptions {
-            threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
-            min_sparse: Some(DEFAULT_MIN_SPARSE),
-            chunk_size: DEFAULT_CHUNK,
-            cancel: None,
-        }
+impl CopyOptions {
+    /// `threads` workers, `-S 4K`, 2 MiB items, no cancel flag.
+    pub fn new(threads: usize) -> Self {
+        CopyOptions { threads, min_sparse: Some(DEFAULT_MIN_SPARSE), chunk_size: DEFAULT_CHUNK, cancel: None }
     }
+}
+
+/// Starts a worker named `name` in scope `s`. The name shows in `top -H` and in
+/// `/proc/PID/task/*/comm`, where the tests count the workers `-j` allows; naming is
+/// best effort (without /proc the worker runs unnamed).
+pub fn spawn_worker<'scope, F>(s: &'scope std::thread::Scope<'scope, '_>, name: &'static str, f: F)
+where
+    F: FnOnce() + Send + 'scope,
+{
+    s.spawn(move || {
+        let _ = std::fs::write("/proc/thread-self/comm", name);
+        f()
+    });
 }
 
 /// What a copy did.
@@ -234,7 +244,7 @@ pub fn copy(
 
     std::thread::scope(|s| {
         for _ in 0..opts.threads.max(1) {
-            s.spawn(|| {
+            spawn_worker(s, "dc-copy", || {
                 if let Err(e) = worker() {
                     let mut first = lock(&first_error);
                     if first.is_none() {
@@ -429,7 +439,7 @@ pub fn first_difference(
     };
     std::thread::scope(|s| {
         for _ in 0..threads.max(1) {
-            s.spawn(|| {
+            spawn_worker(s, "dc-compare", || {
                 loop {
                     let start = next.fetch_add(chunk, Ordering::Relaxed);
                     if start >= total || start >= found.load(Ordering::Relaxed) {

@@ -29,8 +29,8 @@ use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// Pipe buffer: large writes keep the reader on the other end busy.
 const STREAM_BUFFER: usize = 4 << 20;
@@ -278,6 +278,56 @@ fn link_into_place(file: &File, target: &Path, keep_existing: bool) -> Result<()
 pub fn scratch(dir: &Path, label: &Path) -> Result<File> {
     tempfile::tempfile_in(dir)
         .map_err(|e| Error::io(format!("cannot create a temporary file in {}", dir.display()), e).with_file(label))
+}
+
+/// A writer that fails once `cancel` is set (Ctrl-C), so an archive or a container
+/// image layer written front to back stops at its next write. [`stopped`](Self::stopped)
+/// turns whatever error the writer made of that refusal into
+/// [`ErrorKind::Cancelled`](crate::ErrorKind::Cancelled).
+pub struct Interruptible<W> {
+    inner: W,
+    cancel: Option<Arc<AtomicBool>>,
+}
+
+impl<W: std::io::Write> Interruptible<W> {
+    /// `inner`, stopped by `cancel` (`None`: never).
+    pub fn new(inner: W, cancel: Option<Arc<AtomicBool>>) -> Self {
+        Interruptible { inner, cancel }
+    }
+
+    fn cancelled(&self) -> bool {
+        self.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed))
+    }
+
+    /// `e`, or the cancellation when the flag stopped the write.
+    pub fn stopped(&self, e: Error) -> Error {
+        if self.cancelled() { Error::cancelled() } else { e }
+    }
+
+    fn check(&self) -> std::io::Result<()> {
+        if self.cancelled() {
+            return Err(std::io::Error::other(Error::cancelled()));
+        }
+        Ok(())
+    }
+}
+
+impl<W> std::fmt::Debug for Interruptible<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Interruptible").field("cancel", &self.cancel).finish_non_exhaustive()
+    }
+}
+
+impl<W: std::io::Write> std::io::Write for Interruptible<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.check()?;
+        self.inner.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.check()?;
+        self.inner.flush()
+    }
 }
 
 /// What a target path names, which decides how it is written.

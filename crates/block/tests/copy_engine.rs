@@ -164,7 +164,7 @@ impl BlockWrite for MemWriter {
 }
 
 fn opts(threads: usize, chunk: u64) -> CopyOptions {
-    CopyOptions { threads, chunk_size: chunk, ..CopyOptions::default() }
+    CopyOptions { chunk_size: chunk, ..CopyOptions::new(threads) }
 }
 
 fn sample() -> MapDisk {

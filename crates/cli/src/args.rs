@@ -1,7 +1,11 @@
-//! What the command line says, as clap parses it. Validation into plans happens in `cmd/`.
+//! The command line's grammar: the subcommands, their help texts and examples. Each
+//! command's own flags are in its module under `cmd/`, the groups several share in
+//! `common::args`; validation into plans happens in the commands.
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
-use std::path::PathBuf;
+use crate::cmd::{
+    cat, check, compare, convert, create, extract, formats, info, iso, ls, measure, mkdisk, mkfs, oci, vm,
+};
+use clap::{Parser, Subcommand};
 
 /// The top-level examples; `main` appends the list of formats from the registry.
 pub const EXAMPLES: &str = "\
@@ -26,7 +30,7 @@ pub enum Command {
     #[command(
         after_help = "Examples:\n  diskcast info disk.qcow2\n  diskcast info --backing-chain --output json overlay.qcow2 | jq '.\"backing-chain\"'"
     )]
-    Info(InfoArgs),
+    Info(info::InfoArgs),
     /// Convert an image to another format (or the same one, compacted).
     #[command(after_help = "\
 Examples:
@@ -59,7 +63,7 @@ pipe or another character device is written in place, front to back (raw or
 streamOptimized VMDK); a block device only with -n, and only when nothing uses it (not
 mounted, no mounted partition, not swap, dm or RAID, not the running system's, large
 enough).")]
-    Convert(ConvertArgs),
+    Convert(convert::ConvertArgs),
     /// Compare the guest-visible content of two images (exit 0 same, 1 different, 2 error).
     #[command(after_help = "\
 Only content counts, not format or allocation: a raw file and a qcow2 holding the same
@@ -68,7 +72,7 @@ as zeros. The first differing offset is printed.
 
 Example:
   diskcast compare disk.raw disk.qcow2 && echo same")]
-    Compare(CompareArgs),
+    Compare(compare::CompareArgs),
     /// Check an image's metadata for corruption and leaked clusters.
     #[command(after_help = "\
 Exit status, as qemu-img check: 0 no problems, 1 the check could not finish,
@@ -85,7 +89,7 @@ Examples:
   diskcast check --output json disk.qcow2
   diskcast check --profile azure disk.vhd
   diskcast check --profile kubevirt --output json oci:./vm-image:latest")]
-    Check(crate::cmd::CheckArgs),
+    Check(check::CheckArgs),
     /// Show which ranges of an image hold data, zeros, or nothing.
     #[command(after_help = "\
 Each range is data (stored), zero (reads as zeros, stored as such), unallocated, or
@@ -93,7 +97,7 @@ comes from a backing file (depth says how far down the chain).
 
 Example:
   diskcast map --output json disk.qcow2")]
-    Map(ImageArgs),
+    Map(crate::common::args::ImageArgs),
     /// Create a new, empty image.
     #[command(after_help = "\
 SIZE takes K, M, G, T suffixes (powers of 1024). With -b, SIZE may be left out and the
@@ -105,40 +109,40 @@ Examples:
   diskcast create -f qcow2 disk.qcow2 20G
   diskcast create -f qcow2 -o cluster_size=2M,compat=0.10 big.qcow2 1T
   diskcast create -f qcow2 -b base.qcow2 -F qcow2 overlay.qcow2")]
-    Create(CreateArgs),
+    Create(create::CreateArgs),
     /// List the formats and the `-o` options each one takes.
     #[command(after_help = "Example:\n  diskcast formats\n  diskcast formats --output json")]
-    Formats(FormatsArgs),
+    Formats(formats::FormatsArgs),
     /// Say how large an image would be after converting to a format.
     #[command(after_help = "\
 Examples:
   diskcast measure -O qcow2 disk.raw
   diskcast measure -O qcow2 --size 100G --output json")]
-    Measure(MeasureArgs),
+    Measure(measure::MeasureArgs),
     /// Optical discs: show and extract El Torito boot images.
     #[command(subcommand)]
-    Iso(crate::cmd::iso::IsoCommand),
+    Iso(iso::IsoCommand),
     /// List the files of a directory, tar or disk image's filesystem (like ls).
     #[command(after_help = LS_HELP)]
-    Ls(crate::cmd::LsArgs),
+    Ls(ls::LsArgs),
     /// Print one file of a directory, tar or disk image's filesystem.
     #[command(after_help = CAT_HELP)]
-    Cat(crate::cmd::CatArgs),
+    Cat(cat::CatArgs),
     /// Extract a tree into a directory (safely), or write it as a tar.
     #[command(after_help = EXTRACT_HELP)]
-    Extract(crate::cmd::ExtractArgs),
+    Extract(extract::ExtractArgs),
     /// Container images: inspect an OCI or Docker image.
     #[command(subcommand)]
-    Oci(crate::cmd::oci::OciCommand),
+    Oci(oci::OciCommand),
     /// Build a filesystem image (FAT32, FAT16, ext4) from a tree, in any block format.
     #[command(after_help = MKFS_HELP)]
-    Mkfs(crate::cmd::MkfsArgs),
+    Mkfs(mkfs::MkfsArgs),
     /// Build a partitioned disk (GPT or MBR) with filesystems from trees, in one pass.
     #[command(after_help = MKDISK_HELP)]
-    Mkdisk(crate::cmd::MkdiskArgs),
+    Mkdisk(mkdisk::MkdiskArgs),
     /// Make a container image or root filesystem a bootable VM disk, in any format.
     #[command(after_help = VM_HELP)]
-    Vm(crate::cmd::VmArgs),
+    Vm(vm::VmArgs),
 }
 
 const VM_HELP: &str = "\
@@ -238,242 +242,3 @@ Everything skipped is listed on stderr. An entry that cannot be created (a symli
 target the kernel refuses, a name too long, data that cannot be read) is left out whole,
 the rest is extracted, and the command exits 1 saying how many entries were not
 extracted. Sparse files stay sparse; the files of a tar are written in one pass over it.";
-
-#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
-pub enum OutputFormat {
-    Human,
-    Json,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
-pub enum ProgressMode {
-    /// A bar on stderr when it is a terminal.
-    Auto,
-    /// Always a bar on stderr.
-    Bar,
-    /// JSON lines on stderr: {"done":..,"total":..,"rate":..}.
-    Json,
-    /// Nothing.
-    None,
-}
-
-/// Options every command that opens images takes.
-#[derive(Debug, Default, Args)]
-pub struct OpenArgs {
-    /// Allow opening this backing file (or any file under this directory) even though it is
-    /// outside the directory of the image that names it. May be repeated.
-    #[arg(long = "allow-backing", value_name = "PATH")]
-    pub allow_backing: Vec<PathBuf>,
-    /// If an image has a pending log (a VHDX that was not closed cleanly), replay the log
-    /// into the image file before reading it. This WRITES TO THE INPUT FILE, as Hyper-V and
-    /// qemu do when they open it; without this flag such an image is refused.
-    #[arg(long = "replay-log", conflicts_with = "force_share")]
-    pub replay_log: bool,
-    #[command(flatten)]
-    pub share: ShareArgs,
-}
-
-/// `-U`: the same flag and help for every command that reads images (`info`, `convert`,
-/// ..., and the tree commands).
-#[derive(Debug, Default, Clone, Copy, Args)]
-pub struct ShareArgs {
-    /// Read an image even though another process (a running VM, qemu-io) has it open for
-    /// writing, as qemu-img -U does. Without it such an image is refused, since what is
-    /// read may be torn. diskcast locks the images it uses the way qemu does, so each
-    /// sees the other.
-    #[arg(short = 'U', long = "force-share")]
-    pub force_share: bool,
-}
-
-impl ShareArgs {
-    /// How the images read are locked: qemu-img's shared read lock, or with `-U` one
-    /// that lets writers be.
-    pub fn lock_mode(self) -> diskcast_block::lock::LockMode {
-        if self.force_share { diskcast_block::lock::LockMode::ReadShared } else { diskcast_block::lock::LockMode::Read }
-    }
-}
-
-#[derive(Debug, Args)]
-pub struct InfoArgs {
-    /// Format of FILE (probed from its magic if not given).
-    #[arg(short = 'f', long = "format", value_name = "FMT")]
-    pub format: Option<String>,
-    /// Output as human text or JSON.
-    #[arg(long, value_enum, default_value = "human")]
-    pub output: OutputFormat,
-    /// Also open and show every image of the backing chain (JSON: a "backing-chain" array).
-    /// Without it no backing file is opened, so any image can be inspected safely.
-    #[arg(long)]
-    pub backing_chain: bool,
-    #[command(flatten)]
-    pub open: OpenArgs,
-    /// The image.
-    pub file: PathBuf,
-}
-
-/// How an image is written, for every command that writes one: compression, progress
-/// and threads.
-#[derive(Debug, Clone, Args)]
-pub struct WriteArgs {
-    /// Compress the output (qcow2: zlib, or zstd with the format option
-    /// compression_type=zstd; streamOptimized VMDK).
-    #[arg(short = 'c')]
-    pub compress: bool,
-    /// Show a progress bar (same as --progress=bar).
-    #[arg(short = 'p')]
-    pub progress_bar: bool,
-    /// How to report progress.
-    #[arg(long, value_enum, default_value = "auto")]
-    pub progress: ProgressMode,
-    /// Worker threads (default: one per core).
-    #[arg(short = 'j', long = "threads", value_name = "N")]
-    pub threads: Option<usize>,
-}
-
-/// Where and how a built image is written (`mkfs`, `mkdisk`; `vm` fills it from its own
-/// flags).
-#[derive(Debug, Clone, Args)]
-pub struct OutputArgs {
-    /// The image to write: a file (written in full, then put in place), `-` or a pipe or
-    /// character device (raw only, front to back), or a block device (raw, written in
-    /// place when nothing uses it).
-    #[arg(short = 'o', long = "output", value_name = "OUT")]
-    pub output: PathBuf,
-    /// Block format of OUT (raw, qcow2, vmdk, vhd, vhdx, vdi).
-    #[arg(short = 'O', long = "output-format", value_name = "FMT", default_value = "raw")]
-    pub output_format: String,
-    /// Format options of OUT, comma separated (`diskcast formats` lists them).
-    #[arg(long = "format-options", value_name = "KEY=VALUE,..")]
-    pub format_options: Vec<String>,
-    #[command(flatten)]
-    pub write: WriteArgs,
-}
-
-#[derive(Debug, Args)]
-pub struct ConvertArgs {
-    /// Format of SRC (probed if not given).
-    #[arg(short = 'f', long = "format", value_name = "FMT")]
-    pub format: Option<String>,
-    /// Write what platform P takes (azure, esxi, aws, hyperv, kubevirt, qemu): sets -O,
-    /// -o and -c; kubevirt wraps the qcow2 as a containerDisk (DST oci:DIR:TAG or
-    /// oci-archive:FILE:TAG).
-    #[arg(long = "profile", value_name = "P")]
-    pub profile: Option<String>,
-    /// Format of DST.
-    #[arg(short = 'O', long = "output-format", value_name = "FMT", default_value = "raw")]
-    pub output_format: String,
-    /// Format options, comma separated (`diskcast formats` lists them).
-    #[arg(short = 'o', value_name = "KEY=VALUE,..")]
-    pub options: Vec<String>,
-    #[command(flatten)]
-    pub write: WriteArgs,
-    /// Zero runs at least this long become holes; 0 writes every byte (fully allocated).
-    #[arg(short = 'S', value_name = "SIZE", default_value = "4K")]
-    pub min_sparse: String,
-    /// Do not create DST: write into it as it is (an existing raw file, or a block device
-    /// such as a disk or an LV), which must hold at least the source's size. Raw only;
-    /// written in place, not through a temporary file.
-    #[arg(short = 'n')]
-    pub no_create: bool,
-    #[command(flatten)]
-    pub open: OpenArgs,
-    #[command(flatten)]
-    pub image: crate::cmd::oci::ImageWriteArgs,
-    /// The source image. `-`, a pipe or a character device is read to its end first (into
-    /// an unnamed temporary file beside DST, or in $TMPDIR) and taken as a raw disk. For a
-    /// container image DST: a directory, tar, disk image or image.
-    pub src: PathBuf,
-    /// The new image, or `-` for standard output (raw, or streamOptimized VMDK); a
-    /// container image when it starts with oci:, oci-archive: or docker-archive:, pushed
-    /// to a registry when it starts with docker://.
-    pub dst: PathBuf,
-}
-
-#[derive(Debug, Args)]
-pub struct CompareArgs {
-    /// Format of the first image.
-    #[arg(short = 'f', value_name = "FMT")]
-    pub format_a: Option<String>,
-    /// Format of the second image.
-    #[arg(short = 'F', value_name = "FMT")]
-    pub format_b: Option<String>,
-    /// Show a progress bar.
-    #[arg(short = 'p')]
-    pub progress_bar: bool,
-    /// Worker threads (default: one per core).
-    #[arg(short = 'j', long = "threads", value_name = "N")]
-    pub threads: Option<usize>,
-    /// Print nothing, only set the exit status.
-    #[arg(short = 'q', long)]
-    pub quiet: bool,
-    #[command(flatten)]
-    pub open: OpenArgs,
-    pub a: PathBuf,
-    pub b: PathBuf,
-}
-
-/// One image to look at (`check`, `map`).
-#[derive(Debug, Args)]
-pub struct ImageArgs {
-    /// Format of FILE (probed if not given).
-    #[arg(short = 'f', long = "format", value_name = "FMT")]
-    pub format: Option<String>,
-    /// Output as human text or JSON.
-    #[arg(long, value_enum, default_value = "human")]
-    pub output: OutputFormat,
-    #[command(flatten)]
-    pub open: OpenArgs,
-    pub file: PathBuf,
-}
-
-#[derive(Debug, Args)]
-pub struct CreateArgs {
-    /// Format of the new image.
-    #[arg(short = 'f', long = "format", value_name = "FMT", default_value = "raw")]
-    pub format: String,
-    /// Format options, comma separated (`diskcast formats` lists them).
-    #[arg(short = 'o', value_name = "KEY=VALUE,..")]
-    pub options: Vec<String>,
-    /// Backing file to record in the new image.
-    #[arg(short = 'b', value_name = "BACKING")]
-    pub backing: Option<String>,
-    /// Format of the backing file (probed if not given).
-    #[arg(short = 'F', value_name = "FMT")]
-    pub backing_format: Option<String>,
-    pub file: PathBuf,
-    /// Virtual size, e.g. 10G (taken from the backing file if left out).
-    pub size: Option<String>,
-}
-
-#[derive(Debug, Args)]
-pub struct MeasureArgs {
-    /// Format to measure for.
-    #[arg(short = 'O', long = "output-format", value_name = "FMT")]
-    pub output_format: String,
-    /// Format options of the new image, comma separated (`diskcast formats` lists them).
-    #[arg(short = 'o', value_name = "KEY=VALUE,..")]
-    pub options: Vec<String>,
-    /// Compressed output (measured as uncompressed: an upper bound, as qemu-img does).
-    #[arg(short = 'c')]
-    pub compress: bool,
-    /// Format of SRC (probed if not given).
-    #[arg(short = 'f', long = "format", value_name = "FMT")]
-    pub format: Option<String>,
-    /// Measure an empty image of this size instead of a source.
-    #[arg(long, value_name = "SIZE", conflicts_with = "src")]
-    pub size: Option<String>,
-    /// Output as human text or JSON.
-    #[arg(long, value_enum, default_value = "human")]
-    pub output: OutputFormat,
-    #[command(flatten)]
-    pub open: OpenArgs,
-    #[arg(required_unless_present = "size")]
-    pub src: Option<PathBuf>,
-}
-
-#[derive(Debug, Args)]
-pub struct FormatsArgs {
-    /// Output as human text or JSON.
-    #[arg(long, value_enum, default_value = "human")]
-    pub output: OutputFormat,
-}

@@ -1,12 +1,20 @@
 //! The `diskcast` command: argument parsing, output and exit codes. All format and copy
 //! logic lives in the library crates.
+//!
+//! Layers, each importing only those below it: `main` (dispatch) and [`args`] (the
+//! grammar), then [`cmd`] (one module per command; commands never import each other), then
+//! [`common`] (argument groups, opening images, the thread budget, progress, the one
+//! output path, tree sources).
 #![forbid(unsafe_code)]
 
 mod args;
 mod cmd;
-mod progress;
+mod common;
 
+use args::Command;
 use clap::{CommandFactory, FromArgMatches};
+use cmd::*;
+use common::Failure;
 use diskcast_block::{Error, ErrorKind};
 use std::process::ExitCode;
 
@@ -19,7 +27,7 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { 1 } else { 0 });
         }
     };
-    match cmd::run(cli.command) {
+    match run(cli.command) {
         Ok(code) => ExitCode::from(code),
         Err(failure) => {
             if is_broken_pipe(&failure.error) {
@@ -28,6 +36,28 @@ fn main() -> ExitCode {
             eprintln!("diskcast: {}", chain(&failure.error));
             ExitCode::from(failure.exit_code)
         }
+    }
+}
+
+/// Runs a command; `Ok` carries the exit status.
+fn run(command: Command) -> Result<u8, Failure> {
+    match command {
+        Command::Info(a) => info::run(a).map_err(Failure::from),
+        Command::Convert(a) => convert::run(a).map_err(Failure::from),
+        Command::Compare(a) => compare::run(a).map_err(|error| Failure { error, exit_code: 2 }),
+        Command::Check(a) => check::run(a),
+        Command::Map(a) => map::run(a).map_err(Failure::from),
+        Command::Create(a) => create::run(a).map_err(Failure::from),
+        Command::Measure(a) => measure::run(a).map_err(Failure::from),
+        Command::Formats(a) => formats::run(a).map_err(Failure::from),
+        Command::Iso(c) => iso::run(c).map_err(Failure::from),
+        Command::Ls(a) => ls::run(a).map_err(Failure::from),
+        Command::Cat(a) => cat::run(a).map_err(Failure::from),
+        Command::Extract(a) => extract::run(a).map_err(Failure::from),
+        Command::Oci(c) => oci::run(c).map_err(Failure::from),
+        Command::Mkfs(a) => mkfs::run(a).map_err(Failure::from),
+        Command::Mkdisk(a) => mkdisk::run(a).map_err(Failure::from),
+        Command::Vm(a) => vm::run(a).map_err(Failure::from),
     }
 }
 
@@ -54,19 +84,6 @@ fn parse() -> Result<args::Cli, clap::Error> {
     );
     let matches = args::Cli::command().after_help(help).try_get_matches()?;
     args::Cli::from_arg_matches(&matches)
-}
-
-/// An error and the exit status it maps to (1 for most commands, 2 for `compare`).
-#[derive(Debug)]
-pub struct Failure {
-    pub error: Error,
-    pub exit_code: u8,
-}
-
-impl From<Error> for Failure {
-    fn from(error: Error) -> Self {
-        Failure { error, exit_code: 1 }
-    }
 }
 
 /// The error and its causes, `outer: inner: innermost`.

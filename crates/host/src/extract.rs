@@ -21,7 +21,7 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// How to extract.
+/// How to extract. No `Default`: the thread count is the caller's (the CLI's `-j`).
 #[derive(Debug, Clone)]
 pub struct ExtractOptions {
     /// Threads writing files.
@@ -36,13 +36,10 @@ pub struct ExtractOptions {
     pub race_hook: Option<RaceHook>,
 }
 
-impl Default for ExtractOptions {
-    fn default() -> Self {
-        ExtractOptions {
-            threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
-            privileged: false,
-            race_hook: None,
-        }
+impl ExtractOptions {
+    /// `threads` writers, nothing privileged.
+    pub fn new(threads: usize) -> Self {
+        ExtractOptions { threads, privileged: false, race_hook: None }
     }
 }
 
@@ -211,7 +208,7 @@ pub fn extract(tree: &Tree, dir: &Path, opts: &ExtractOptions, progress: &dyn Pr
     let threads = opts.threads.clamp(1, 64).min(jobs.len().max(1));
     std::thread::scope(|s| {
         for _ in 0..threads {
-            s.spawn(|| {
+            diskcast_block::copy::spawn_worker(s, "dc-extract", || {
                 let mut buf = vec![0u8; CHUNK];
                 loop {
                     let j = next.fetch_add(1, Ordering::Relaxed);

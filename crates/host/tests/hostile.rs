@@ -49,7 +49,7 @@ impl Area {
         let (a, out) = (archive.to_path_buf(), self.out());
         let r = within(30, "reading and extracting a hostile tar", move || {
             let t = diskcast_tar::read_tar(&a)?;
-            let rep = extract(&t.tree, &out, &ExtractOptions { threads: 2, ..Default::default() }, &NoProgress)?;
+            let rep = extract(&t.tree, &out, &ExtractOptions::new(2), &NoProgress)?;
             Ok((t.warnings, rep))
         });
         let left: Vec<_> = std::fs::read_dir(self.outside()).unwrap().map(|e| e.unwrap().path()).collect();

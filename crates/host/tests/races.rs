@@ -129,7 +129,7 @@ fn the_target_is_opened_once_and_a_swap_after_that_changes_nothing() {
         }
     }));
     let t = diskcast_tar::read_tar(&tar).unwrap();
-    let opts = ExtractOptions { threads: 2, race_hook: Some(hook), ..Default::default() };
+    let opts = ExtractOptions { race_hook: Some(hook), ..ExtractOptions::new(2) };
     extract(&t.tree, &out, &opts, &NoProgress).unwrap();
     let left: Vec<_> = std::fs::read_dir(&elsewhere).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert!(left.is_empty(), "files landed where the swapped-in symlink points: {left:?}");
@@ -145,7 +145,7 @@ fn a_target_that_is_a_symlink_is_refused() {
     let link = d.path().join("link");
     std::os::unix::fs::symlink(&real, &link).unwrap();
     let t = diskcast_tar::read_tar(&tar).unwrap();
-    let e = extract(&t.tree, &link, &ExtractOptions::default(), &NoProgress).unwrap_err();
+    let e = extract(&t.tree, &link, &ExtractOptions::new(2), &NoProgress).unwrap_err();
     assert_eq!(e.kind(), diskcast_block::ErrorKind::Refused, "{e}");
     assert!(e.message().contains("symbolic link"), "{e}");
     assert_eq!(std::fs::read_dir(&real).unwrap().count(), 0);

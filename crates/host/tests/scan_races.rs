@@ -98,7 +98,7 @@ fn extraction_of_a_swapped_file_lists_it_and_never_writes_the_secret() {
     std::fs::remove_file(src.join("sub/data")).unwrap();
     std::os::unix::fs::symlink(d.path().join("secret"), src.join("sub/data")).unwrap();
     let out = d.path().join("out");
-    let report = extract(&tree, &out, &ExtractOptions::default(), &NoProgress).unwrap();
+    let report = extract(&tree, &out, &ExtractOptions::new(2), &NoProgress).unwrap();
     assert_eq!(report.not_extracted, 1, "{:?}", report.failed);
     assert!(
         report.failed[0].contains("sub/data") && report.failed[0].contains("changed since it was scanned"),

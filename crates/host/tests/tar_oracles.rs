@@ -16,7 +16,7 @@ use std::path::Path;
 fn ours(archive: &Path, out: &Path) -> diskcast_host::ExtractReport {
     let t = diskcast_tar::read_tar(archive).unwrap();
     assert!(t.warnings.is_empty(), "{:?}", t.warnings);
-    extract(&t.tree, out, &ExtractOptions { threads: 2, privileged: true, ..Default::default() }, &NoProgress).unwrap()
+    extract(&t.tree, out, &ExtractOptions { privileged: true, ..ExtractOptions::new(2) }, &NoProgress).unwrap()
 }
 
 /// Builds the archive with `create`, extracts it with `oracle_x` and with diskcast, and
@@ -121,7 +121,8 @@ fn a_directory_extracts_into_the_same_tree() {
     make_source(&src);
     let tree = read_dir(&src, &DirOptions::default()).unwrap();
     let out = d.path().join("out");
-    let report = extract(&tree, &out, &ExtractOptions { privileged: true, ..Default::default() }, &NoProgress).unwrap();
+    let report =
+        extract(&tree, &out, &ExtractOptions { privileged: true, ..ExtractOptions::new(2) }, &NoProgress).unwrap();
     assert_same(&manifest(&src), &manifest(&out), Compare::default(), "dir -> extract");
     let m = std::fs::metadata(out.join("sparse")).unwrap();
     assert!(m.blocks() * 512 < 1 << 20);
@@ -162,6 +163,6 @@ fn tars_we_write_list_and_extract_with_gnu_tar_and_bsdtar() {
     let back = diskcast_tar::read_tar(&archive).unwrap();
     assert!(back.warnings.is_empty());
     let out = d.path().join("roundtrip");
-    extract(&back.tree, &out, &ExtractOptions { privileged: true, ..Default::default() }, &NoProgress).unwrap();
+    extract(&back.tree, &out, &ExtractOptions { privileged: true, ..ExtractOptions::new(2) }, &NoProgress).unwrap();
     assert_same(&manifest(&src), &manifest(&out), Compare::default(), "ours -> ours");
 }

@@ -189,7 +189,7 @@ pub fn scan_all(image: &Image, threads: usize) -> Result<Vec<Arc<ScannedLayer>>>
     let results: Vec<Mutex<Option<Result<ScannedLayer>>>> = (0..n).map(|_| Mutex::new(None)).collect();
     std::thread::scope(|s| {
         for _ in 0..threads {
-            s.spawn(|| {
+            diskcast_block::copy::spawn_worker(s, "dc-flatten", || {
                 loop {
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let Some(&layer) = distinct.get(i) else { break };

@@ -35,8 +35,9 @@ pub fn open(spec: &str, opts: &OpenOptions) -> Result<Image> {
     Ok(img)
 }
 
-/// Opens and flattens: the image's root filesystem as a tree, with the members skipped.
-pub fn open_tree(spec: &str, opts: &OpenOptions) -> Result<Flattened> {
+/// Opens and flattens (`threads` layers at once): the image's root filesystem as a
+/// tree, with the members skipped.
+pub fn open_tree(spec: &str, opts: &OpenOptions, threads: usize) -> Result<Flattened> {
     let img = open(spec, opts)?;
-    flatten(&img, std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2))
+    flatten(&img, threads)
 }

@@ -29,14 +29,15 @@ pub struct ParGzWriter<W: Write> {
 }
 
 impl<W: Write> ParGzWriter<W> {
-    /// A writer into `out` compressing at `level` with up to `threads` chunks in flight.
+    /// A writer into `out` compressing at `level` on at most `threads` threads at once
+    /// (`-j`), while the caller fills the next chunk.
     pub fn new(out: W, level: u32, threads: usize) -> Self {
         ParGzWriter {
             out,
             level: flate2::Compression::new(level),
             buf: Vec::with_capacity(CHUNK),
             pending: VecDeque::new(),
-            max_pending: threads.max(1) * 2,
+            max_pending: threads.max(1),
             members: 0,
         }
     }
@@ -46,15 +47,17 @@ impl<W: Write> ParGzWriter<W> {
     fn dispatch(&mut self) -> io::Result<()> {
         let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
         let level = self.level;
-        self.pending.push_back(std::thread::spawn(move || {
-            let mut enc = flate2::write::GzEncoder::new(Vec::with_capacity(chunk.len() / 2 + 64), level);
-            enc.write_all(&chunk)?;
-            enc.finish()
-        }));
-        self.members += 1;
+        // Room for this chunk's thread first, so no more than `max_pending` run at once.
         while self.pending.len() >= self.max_pending {
             self.write_oldest()?;
         }
+        let worker = std::thread::Builder::new().name("dc-gzip".to_string()).spawn(move || {
+            let mut enc = flate2::write::GzEncoder::new(Vec::with_capacity(chunk.len() / 2 + 64), level);
+            enc.write_all(&chunk)?;
+            enc.finish()
+        })?;
+        self.pending.push_back(worker);
+        self.members += 1;
         Ok(())
     }
 

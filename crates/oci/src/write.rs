@@ -12,7 +12,7 @@
 use crate::digest::{Algorithm, Digest, Hasher};
 use crate::source::ImageRef;
 use crate::spec::{Descriptor, History, ImageConfig, Index, Manifest, REF_NAME, RootFs, RunConfig, media};
-use diskcast_block::output::{Output, OutputFiles, parent_dir, scratch};
+use diskcast_block::output::{Interruptible, Output, OutputFiles, parent_dir, scratch};
 use diskcast_block::progress::Progress;
 use diskcast_block::{Error, Result};
 use diskcast_tree::{Content, FileData, Meta, NodeId, Timestamp, Tree};
@@ -20,9 +20,11 @@ use std::collections::BTreeMap;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
-/// What goes into the image config.
-#[derive(Debug, Clone, Default)]
+/// What goes into the image config, and the threads compressing the layer. No `Default`:
+/// the thread count is the caller's (the CLI's `-j`), so [`WriteConfig::new`] takes it.
+#[derive(Debug, Clone)]
 pub struct WriteConfig {
     /// `--arch` (Go's names; default: this machine's).
     pub architecture: Option<String>,
@@ -44,6 +46,30 @@ pub struct WriteConfig {
     pub reproducible: bool,
     /// How to reach the registry of a `docker://` target.
     pub registry: crate::registry::RegistryOptions,
+    /// Threads gzipping the layer (at least 1).
+    pub threads: usize,
+    /// Set by Ctrl-C: the layer stops at its next write, nothing is put in place.
+    pub cancel: Option<Arc<AtomicBool>>,
+}
+
+impl WriteConfig {
+    /// An empty config (this machine's architecture, epoch 0), gzipped by `threads`.
+    pub fn new(threads: usize) -> Self {
+        WriteConfig {
+            architecture: None,
+            entrypoint: None,
+            cmd: None,
+            env: Vec::new(),
+            working_dir: None,
+            user: None,
+            labels: BTreeMap::new(),
+            epoch: 0,
+            reproducible: false,
+            registry: crate::registry::RegistryOptions::default(),
+            threads,
+            cancel: None,
+        }
+    }
 }
 
 /// What was written.
@@ -114,17 +140,29 @@ fn clamp_times(tree: &Tree, epoch: u64) -> Tree {
     t
 }
 
-/// Writes the layer tar of `tree` to `out`, gzip-compressed when `gzip`; returns the
-/// blob's digest and size, the diff_id, and what the tar could not hold.
+/// Writes the layer tar of `tree` to `out`, gzip-compressed when `gzip` (on
+/// `cfg.threads`, stopped by `cfg.cancel`); returns the blob's digest and size, the
+/// diff_id, and what the tar could not hold.
 fn write_layer(
     tree: &Tree,
     out: &mut dyn Write,
     gzip: bool,
+    cfg: &WriteConfig,
+    progress: &dyn Progress,
+) -> Result<(Digest, u64, Digest, Vec<String>)> {
+    let mut guarded = Interruptible::new(out, cfg.cancel.clone());
+    layer_bytes(tree, &mut guarded, gzip, cfg.threads, progress).map_err(|e| guarded.stopped(e))
+}
+
+fn layer_bytes(
+    tree: &Tree,
+    out: &mut dyn Write,
+    gzip: bool,
+    threads: usize,
     progress: &dyn Progress,
 ) -> Result<(Digest, u64, Digest, Vec<String>)> {
     let mut blob = HashWrite { inner: out, hasher: Hasher::new(Algorithm::Sha256), n: 0 };
     let (diff, skipped) = if gzip {
-        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         let enc = crate::pargz::ParGzWriter::new(&mut blob, 6, threads);
         let mut plain = HashWrite { inner: enc, hasher: Hasher::new(Algorithm::Sha256), n: 0 };
         let report = diskcast_tar::write_tar(tree, &mut plain, progress)?;
@@ -240,7 +278,7 @@ impl OciImage {
 
     /// Writes the layer to an unnamed file in `dir` and builds the image over it.
     fn build(tree: &Tree, dir: &Path, cfg: &WriteConfig, progress: &dyn Progress) -> Result<(ScratchLayer, Self)> {
-        let (tmp, ldigest, lsize, diff, skipped) = layer_file(tree, dir, true, progress)?;
+        let (tmp, ldigest, lsize, diff, skipped) = layer_file(tree, dir, true, cfg, progress)?;
         Ok((tmp, Self::from_layer(cfg, ldigest, lsize, diff, skipped)?))
     }
 
@@ -319,7 +357,7 @@ fn write_layout(tree: &Tree, dir: &Path, tag: &str, cfg: &WriteConfig, progress:
     let f = outputs.create_unnamed(&blobs, dir, &blobs.join("layer"))?;
     let (ldigest, lsize, diff, skipped) = {
         let mut w = BufWriter::with_capacity(1 << 20, f.file());
-        let r = write_layer(tree, &mut w, true, progress)?;
+        let r = write_layer(tree, &mut w, true, cfg, progress)?;
         w.flush().map_err(|e| Error::io("cannot write the layer", e).with_file(dir))?;
         r
     };
@@ -387,11 +425,12 @@ fn layer_file(
     tree: &Tree,
     dir: &Path,
     gzip: bool,
+    cfg: &WriteConfig,
     progress: &dyn Progress,
 ) -> Result<(ScratchLayer, Digest, u64, Digest, Vec<String>)> {
     let f = scratch(dir, &dir.join("layer"))?;
     let mut w = BufWriter::with_capacity(1 << 20, &f);
-    let (d, n, diff, skipped) = write_layer(tree, &mut w, gzip, progress)?;
+    let (d, n, diff, skipped) = write_layer(tree, &mut w, gzip, cfg, progress)?;
     w.flush().map_err(|e| Error::io("cannot write the layer", e).with_file(dir))?;
     drop(w);
     Ok((ScratchLayer(Arc::new(f)), d, n, diff, skipped))
@@ -495,7 +534,7 @@ fn write_docker_archive(
     cfg: &WriteConfig,
     progress: &dyn Progress,
 ) -> Result<WriteReport> {
-    let (tmp, ldigest, lsize, diff, skipped) = layer_file(tree, parent_dir(file), false, progress)?;
+    let (tmp, ldigest, lsize, diff, skipped) = layer_file(tree, parent_dir(file), false, cfg, progress)?;
     let config = config_json(cfg, &diff, true)?;
     let cdigest = Digest::sha256(&config);
     let repo_tags: Vec<String> = match reference {

@@ -10,7 +10,7 @@ use common::*;
 use diskcast_oci::{OpenOptions, open, open_tree};
 
 fn flatten_manifest(spec: &str) -> std::collections::BTreeMap<String, String> {
-    let tree = open_tree(spec, &OpenOptions::default()).unwrap_or_else(|e| panic!("{spec}: {e}")).tree;
+    let tree = open_tree(spec, &OpenOptions::default(), 2).unwrap_or_else(|e| panic!("{spec}: {e}")).tree;
     tree_manifest(&tree, Devices::AsEmptyFiles)
 }
 
@@ -114,7 +114,7 @@ fn gnu_old_sparse_members_read_like_gnu_tar_extracts_them() {
     let out = tmp.path().join("out");
     std::fs::create_dir(&out).unwrap();
     run("tar", &["-C", out.to_str().unwrap(), "-xf", tar.to_str().unwrap()]);
-    let tree = open_tree(&format!("oci:{}:t", layout.display()), &OpenOptions::default()).unwrap().tree;
+    let tree = open_tree(&format!("oci:{}:t", layout.display()), &OpenOptions::default(), 2).unwrap().tree;
     let ours = tree_manifest(&tree, Devices::Real);
     let theirs = dir_manifest(&out);
     assert_eq!(ours["sparse"].split(' ').nth(3), theirs["sparse"].split(' ').nth(3), "content differs");

@@ -17,7 +17,7 @@ fn flatten_dir(dir: &Path) -> diskcast_block::Result<Tree> {
 
 fn flatten_warnings(dir: &Path) -> diskcast_block::Result<Flattened> {
     let spec = format!("oci:{}:t", dir.display());
-    within(60, "opening a hostile layout", move || open_tree(&spec, &OpenOptions::default()))
+    within(60, "opening a hostile layout", move || open_tree(&spec, &OpenOptions::default(), 2))
 }
 
 /// A one-layer image of `members`, flattened: the tree and the members skipped.
@@ -169,7 +169,7 @@ fn decompression_bomb_is_capped() {
     let tmp = tempfile::tempdir().unwrap();
     write_layout(tmp.path(), &[(blob, "application/vnd.oci.image.layer.v1.tar+zstd")], &[Vec::new()]);
     let spec = format!("oci:{}:t", tmp.path().display());
-    let r = within(60, "opening a zstd bomb", move || open_tree(&spec, &OpenOptions::default()));
+    let r = within(60, "opening a zstd bomb", move || open_tree(&spec, &OpenOptions::default(), 2));
     let e = r.expect_err("bomb accepted");
     assert_eq!(e.kind(), ErrorKind::OutOfBounds, "{e}");
     assert!(e.to_string().contains("decompression bomb"), "{e}");

@@ -49,7 +49,7 @@ fn both_ways(tar: &Path, umoci: Umoci) -> (Tree, Vec<String>) {
     let layout = tar.with_extension("layout");
     write_plain_layout(&layout, &[std::fs::read(tar).unwrap()]);
     let spec = format!("oci:{}:t", layout.display());
-    let flat = open_tree(&spec, &OpenOptions::default()).unwrap_or_else(|e| panic!("{spec}: {e}"));
+    let flat = open_tree(&spec, &OpenOptions::default(), 2).unwrap_or_else(|e| panic!("{spec}: {e}"));
     let what = tar.file_name().unwrap().to_string_lossy().into_owned();
     let ours = tree_manifest(&t.tree, Devices::AsEmptyFiles);
     assert_same_min(&ours, &tree_manifest(&flat.tree, Devices::AsEmptyFiles), &format!("{what}: tar vs layer"));

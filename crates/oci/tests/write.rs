@@ -20,7 +20,7 @@ fn cfg() -> WriteConfig {
         working_dir: Some("/tmp".into()),
         epoch: 1_700_000_000,
         reproducible: true,
-        ..WriteConfig::default()
+        ..WriteConfig::new(2)
     }
 }
 
@@ -29,7 +29,7 @@ fn written_images_are_read_by_skopeo_and_umoci_and_reproducible() {
     let tmp = tempfile::tempdir().unwrap();
     let img = tmp.path().join("img");
     make_image(&img);
-    let tree = open_tree(&format!("oci:{}:t", img.display()), &OpenOptions::default()).unwrap().tree;
+    let tree = open_tree(&format!("oci:{}:t", img.display()), &OpenOptions::default(), 2).unwrap().tree;
     // With SOURCE_DATE_EPOCH, times after it are clamped to it.
     let want: std::collections::BTreeMap<String, String> = tree_manifest(&tree, Devices::AsEmptyFiles)
         .into_iter()
@@ -92,7 +92,7 @@ fn written_images_are_read_by_skopeo_and_umoci_and_reproducible() {
     assert_same(&dir_manifest(&rootfs), &want, "umoci unpack of our docker-archive: image");
     // And we read our own archives back to the same tree.
     for spec in [format!("oci-archive:{arch}:v1"), format!("docker-archive:{d}")] {
-        let back = open_tree(&spec, &OpenOptions::default()).unwrap().tree;
+        let back = open_tree(&spec, &OpenOptions::default(), 2).unwrap().tree;
         assert_same(&tree_manifest(&back, Devices::AsEmptyFiles), &want, &spec);
     }
 }

@@ -315,7 +315,7 @@ mod tests {
         let out = OutputFiles::new();
         let dst_path = dir.path().join("dst.raw");
         let dst = RawDriver.create(&dst_path, src.size(), &CreateOptions::default(), &out).unwrap();
-        let stats = copy(&src, dst.as_ref(), &CopyOptions { threads: 3, ..Default::default() }, &NoProgress).unwrap();
+        let stats = copy(&src, dst.as_ref(), &CopyOptions::new(3), &NoProgress).unwrap();
         dst.finish().unwrap();
         out.commit().unwrap();
         assert_eq!(std::fs::read(&src_path).unwrap(), std::fs::read(&dst_path).unwrap());
@@ -331,7 +331,7 @@ mod tests {
         let src = RawReader::open(&src_path).unwrap();
         let sink = std::fs::File::create(dir.path().join("stream.raw")).unwrap();
         let dst = RawStream::new(Box::new(sink), src.size());
-        copy(&src, &dst, &CopyOptions { threads: 4, chunk_size: 64 << 10, ..Default::default() }, &NoProgress).unwrap();
+        copy(&src, &dst, &CopyOptions { chunk_size: 64 << 10, ..CopyOptions::new(4) }, &NoProgress).unwrap();
         Box::new(dst).finish().unwrap();
         assert_eq!(std::fs::read(&src_path).unwrap(), std::fs::read(dir.path().join("stream.raw")).unwrap());
     }

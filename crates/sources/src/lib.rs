@@ -25,8 +25,9 @@ use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
 
-/// How to open a source.
-#[derive(Debug, Clone, Default)]
+/// How to open a source. No `Default`: the thread count is the caller's (the CLI's
+/// `-j`), so [`SourceOptions::new`] takes it.
+#[derive(Debug, Clone)]
 pub struct SourceOptions {
     /// Which tree of a medium with several (`--tree`: `udf`, `rockridge`, `joliet`,
     /// `iso9660` on discs). Only media with several trees accept it.
@@ -40,6 +41,15 @@ pub struct SourceOptions {
     /// VM writes is refused (or, with `-U`, read anyway); the caller keeps them until it
     /// is done with the tree. `None`: no locks.
     pub locks: Option<Arc<Locks>>,
+    /// Threads decoding a container image's layers (at least 1).
+    pub threads: usize,
+}
+
+impl SourceOptions {
+    /// Probe everything, default image options, no locks, `threads` decoders.
+    pub fn new(threads: usize) -> Self {
+        SourceOptions { tree: None, format: None, image: diskcast_oci::OpenOptions::default(), locks: None, threads }
+    }
 }
 
 /// A source read into a tree.
@@ -64,8 +74,7 @@ pub fn open_tree(spec: &str, opts: &SourceOptions) -> Result<Opened> {
             return Err(Error::argument("--tree and -f do not apply to a container image"));
         }
         let image = diskcast_oci::open(spec, &opts.image)?;
-        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-        let flat = diskcast_oci::flatten(&image, threads)?;
+        let flat = diskcast_oci::flatten(&image, opts.threads)?;
         let description = format!(
             "container image {spec} ({}, {}, {} layers)",
             image.manifest_digest.short(),
@@ -205,14 +214,14 @@ mod tests {
 
     #[test]
     fn container_prefixes_and_unknown_disks_get_clear_errors() {
-        let e = open_tree("docker-daemon:alpine", &SourceOptions::default()).unwrap_err();
+        let e = open_tree("docker-daemon:alpine", &SourceOptions::new(1)).unwrap_err();
         assert!(e.to_string().contains("docker save"), "{e}");
-        let e = open_tree("oci:/nonexistent/layout", &SourceOptions::default()).unwrap_err();
+        let e = open_tree("oci:/nonexistent/layout", &SourceOptions::new(1)).unwrap_err();
         assert!(e.to_string().contains("not an OCI image layout"), "{e}");
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("disk.raw");
         std::fs::write(&p, vec![0u8; 1 << 20]).unwrap();
-        let e = open_tree(p.to_str().unwrap(), &SourceOptions::default()).unwrap_err();
+        let e = open_tree(p.to_str().unwrap(), &SourceOptions::new(1)).unwrap_err();
         assert!(e.to_string().contains("no filesystem diskcast can read found in"), "{e}");
         assert!(e.to_string().contains("(tried: "), "{e}");
     }

@@ -242,7 +242,7 @@ pub fn read_all(img: &dyn BlockRead) -> Vec<u8> {
 pub fn write_with(driver: &dyn Driver, src: &dyn BlockRead, path: &Path, opts: &CreateOptions) {
     let out = OutputFiles::new();
     let w = driver.create(path, src.size(), opts, &out).unwrap();
-    let copy_opts = CopyOptions { threads: 4, chunk_size: 256 << 10, ..CopyOptions::default() };
+    let copy_opts = CopyOptions { chunk_size: 256 << 10, ..CopyOptions::new(4) };
     copy(src, w.as_ref(), &copy_opts, &NoProgress).unwrap();
     w.finish().unwrap();
     out.commit().unwrap();

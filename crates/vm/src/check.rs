@@ -317,15 +317,15 @@ fn has_file(tree: &Tree, path: &[&str]) -> bool {
 /// `oci-archive:FILE:TAG`, `docker-archive:`, `docker://`) whose root filesystem holds
 /// one qcow2 or raw disk under `/disk/`, readable by the qemu user. The disk is copied
 /// into an unnamed temporary file in `scratch` (a layer reads only front to back) and
-/// checked like any other disk.
+/// checked like any other disk. `threads` layers are decoded at once.
 pub fn check_container_disk(
     spec: &str,
     image: &diskcast_oci::OpenOptions,
     ctx: &OpenContext<'_>,
     scratch: &Path,
+    threads: usize,
 ) -> Result<Vec<Reason>> {
     let img = diskcast_oci::open(spec, image)?;
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
     let tree = diskcast_oci::flatten(&img, threads)?.tree;
     let mut out = Vec::new();
     let Some(dir) = tree.lookup(NodeId::ROOT, b"disk").filter(|&id| tree.dir(id).is_ok()) else {
@@ -390,17 +390,18 @@ pub fn check_container_disk(
 }
 
 /// Checks `image` against `profile`: a container image for kubevirt, a disk file for
-/// every other profile.
+/// every other profile. `threads` decode a container image's layers.
 pub fn check_image(
     profile: Profile,
     image: &str,
     format: Option<&str>,
     oci: &diskcast_oci::OpenOptions,
     ctx: &OpenContext<'_>,
+    threads: usize,
 ) -> Result<Vec<Reason>> {
     let is_image = diskcast_oci::is_image_ref(image);
     match (profile, is_image) {
-        (Profile::Kubevirt, true) => check_container_disk(image, oci, ctx, &std::env::temp_dir()),
+        (Profile::Kubevirt, true) => check_container_disk(image, oci, ctx, &std::env::temp_dir(), threads),
         (Profile::Kubevirt, false) => Ok(vec![reason(
             "not-container-disk",
             "kubevirt takes a containerDisk, an OCI image (oci:DIR:TAG, oci-archive:FILE:TAG) holding the disk \

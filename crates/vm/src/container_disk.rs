@@ -46,7 +46,15 @@ pub fn tree(disk: &Path, format: &str, mtime: u64) -> Result<Tree> {
 /// Wraps the disk image at `disk` (`qcow2` or `raw`) into the containerDisk image `dst`
 /// (`oci:DIR:TAG`, `oci-archive:FILE:TAG`): architecture amd64, os linux. Dates come
 /// from `clock`, so under `SOURCE_DATE_EPOCH` the same disk gives the same digest.
-pub fn write(disk: &Path, format: &str, dst: &str, clock: &Provenance, progress: &dyn Progress) -> Result<WriteReport> {
+/// `how` gives the threads and the Ctrl-C flag; the image config is the containerDisk's.
+pub fn write(
+    disk: &Path,
+    format: &str,
+    dst: &str,
+    clock: &Provenance,
+    how: WriteConfig,
+    progress: &dyn Progress,
+) -> Result<WriteReport> {
     let dst_ref = ImageRef::parse(dst)?;
     if !matches!(dst_ref, ImageRef::Layout { .. } | ImageRef::OciArchive { .. }) {
         return Err(Error::argument(format!(
@@ -54,17 +62,24 @@ pub fn write(disk: &Path, format: &str, dst: &str, clock: &Provenance, progress:
         )));
     }
     let tree = tree(disk, format, clock.now())?;
-    wrap(&tree, &dst_ref, clock, progress)
+    wrap(&tree, &dst_ref, clock, how, progress)
 }
 
 /// Writes the one-file tree of a containerDisk as the image `dst_ref`.
-fn wrap(tree: &Tree, dst_ref: &ImageRef, clock: &Provenance, progress: &dyn Progress) -> Result<WriteReport> {
+fn wrap(
+    tree: &Tree,
+    dst_ref: &ImageRef,
+    clock: &Provenance,
+    how: WriteConfig,
+    progress: &dyn Progress,
+) -> Result<WriteReport> {
     let epoch = clock.now();
     let cfg = WriteConfig {
         architecture: Some("amd64".into()),
         epoch,
         reproducible: clock.is_reproducible(),
-        ..WriteConfig::default()
+        cancel: how.cancel,
+        ..WriteConfig::new(how.threads)
     };
     write_image(tree, dst_ref, &cfg, progress)
 }
@@ -117,12 +132,13 @@ impl Staged {
     /// Wraps the written qcow2 into the image target. The tree holds the qcow2 open, so
     /// its name is removed before the wrapping starts: a `kill -9` from here on leaves
     /// nothing beside the target (the qcow2 itself was written unnamed until committed).
-    pub fn finish(&self, clock: &Provenance, progress: &dyn Progress) -> Result<WriteReport> {
+    /// `how` gives the threads and the Ctrl-C flag, as for [`write`].
+    pub fn finish(&self, clock: &Provenance, how: WriteConfig, progress: &dyn Progress) -> Result<WriteReport> {
         let dst_ref = ImageRef::parse(&self.target)?;
         let tree = tree(&self.disk, "qcow2", clock.now())?;
         std::fs::remove_file(&self.disk)
             .map_err(|e| Error::io("cannot remove the staged disk", e).with_file(&self.disk))?;
-        wrap(&tree, &dst_ref, clock, progress)
+        wrap(&tree, &dst_ref, clock, how, progress)
     }
 }
 

@@ -18,7 +18,7 @@ fn check(profile: Profile, image: String) -> diskcast_block::Result<Vec<Reason>>
         let registry = diskcast_formats::registry();
         let gate = Gate::new();
         let ctx = OpenContext::new(&registry, &gate);
-        check_image(profile, &image, None, &diskcast_oci::OpenOptions::default(), &ctx)
+        check_image(profile, &image, None, &diskcast_oci::OpenOptions::default(), &ctx, 2)
     })
 }
 
@@ -113,7 +113,7 @@ fn a_container_disk_naming_a_backing_file_opens_nothing_beside_it() {
         let registry = diskcast_formats::registry();
         let gate = Gate::new();
         let ctx = OpenContext::new(&registry, &gate);
-        check_image(Profile::Kubevirt, &format!("oci:{image}"), None, &diskcast_oci::OpenOptions::default(), &ctx)
+        check_image(Profile::Kubevirt, &format!("oci:{image}"), None, &diskcast_oci::OpenOptions::default(), &ctx, 2)
     })
     .unwrap_err();
     assert_eq!(e.kind(), diskcast_block::ErrorKind::Refused, "{e}");

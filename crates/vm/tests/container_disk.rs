@@ -4,6 +4,7 @@
 
 use diskcast_block::progress::NoProgress;
 use diskcast_block::provenance::Provenance;
+use diskcast_oci::write::WriteConfig;
 use diskcast_testkit::{qemu_img, qemu_io, run};
 use std::path::{Path, PathBuf};
 
@@ -26,7 +27,7 @@ fn qcow2_wrapped_as_oci_layout_unpacks_to_the_same_disk() {
     let layout = t.path().join("layout");
     let dst = format!("oci:{}:disk", s(&layout));
     let clock = Provenance::fixed(1_700_000_000);
-    diskcast_vm::container_disk::write(&disk, "qcow2", &dst, &clock, &NoProgress).unwrap();
+    diskcast_vm::container_disk::write(&disk, "qcow2", &dst, &clock, WriteConfig::new(2), &NoProgress).unwrap();
 
     let v: serde_json::Value = serde_json::from_str(&run("skopeo", &["inspect", &dst])).unwrap();
     assert_eq!(v["Architecture"], "amd64", "{v}");
@@ -49,7 +50,7 @@ fn qcow2_wrapped_as_oci_layout_unpacks_to_the_same_disk() {
 
     // Same disk, same epoch: same digest, in a second layout.
     let again = format!("oci:{}:disk", s(&t.path().join("layout2")));
-    diskcast_vm::container_disk::write(&disk, "qcow2", &again, &clock, &NoProgress).unwrap();
+    diskcast_vm::container_disk::write(&disk, "qcow2", &again, &clock, WriteConfig::new(2), &NoProgress).unwrap();
     let w: serde_json::Value = serde_json::from_str(&run("skopeo", &["inspect", &again])).unwrap();
     assert_eq!(v["Digest"], w["Digest"]);
 }
@@ -62,7 +63,7 @@ fn oci_archive_is_reproducible_and_skopeo_copies_it() {
     let (a, b) = (t.path().join("a.tar"), t.path().join("b.tar"));
     for f in [&a, &b] {
         let dst = format!("oci-archive:{}:disk", s(f));
-        diskcast_vm::container_disk::write(&disk, "qcow2", &dst, &clock, &NoProgress).unwrap();
+        diskcast_vm::container_disk::write(&disk, "qcow2", &dst, &clock, WriteConfig::new(2), &NoProgress).unwrap();
     }
     assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap(), "same epoch, same bytes");
     let back = t.path().join("back");
@@ -82,19 +83,28 @@ fn wrong_formats_and_targets_are_refused_without_output() {
         "vmdk",
         &format!("oci:{}:x", s(&t.path().join("l"))),
         &clock,
+        WriteConfig::new(2),
         &NoProgress,
     )
     .unwrap_err();
     assert!(e.to_string().contains("qcow2 or raw"), "{e}");
     assert!(!t.path().join("l").exists());
-    let e = diskcast_vm::container_disk::write(&disk, "qcow2", "docker://localhost:1/x:y", &clock, &NoProgress)
-        .unwrap_err();
+    let e = diskcast_vm::container_disk::write(
+        &disk,
+        "qcow2",
+        "docker://localhost:1/x:y",
+        &clock,
+        WriteConfig::new(2),
+        &NoProgress,
+    )
+    .unwrap_err();
     assert!(e.to_string().contains("oci:DIR:TAG"), "{e}");
     let e = diskcast_vm::container_disk::write(
         &t.path().join("none.qcow2"),
         "qcow2",
         &format!("oci:{}:x", s(&t.path().join("m"))),
         &clock,
+        WriteConfig::new(2),
         &NoProgress,
     )
     .unwrap_err();

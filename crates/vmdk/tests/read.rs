@@ -33,7 +33,7 @@ fn assert_copy_compares(img: &dyn BlockRead, vmdk: &Path, dir: &Path) {
     let raw = dir.join(format!("{}.ours.raw", vmdk.file_name().unwrap().to_str().unwrap()));
     let out = OutputFiles::new();
     let w = RawDriver.create(&raw, img.size(), &CreateOptions::default(), &out).unwrap();
-    copy(img, w.as_ref(), &CopyOptions { threads: 2, ..CopyOptions::default() }, &NoProgress).unwrap();
+    copy(img, w.as_ref(), &CopyOptions::new(2), &NoProgress).unwrap();
     w.finish().unwrap();
     out.commit().unwrap();
     assert_qemu_compare(&raw, vmdk);

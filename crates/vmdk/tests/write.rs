@@ -123,7 +123,7 @@ fn stream_to_vec_and_to_a_pipe() {
     let dir = tempfile::tempdir().unwrap();
     let raw = pattern_raw(dir.path());
     let src = open_raw(&raw);
-    let copy_opts = CopyOptions { threads: 3, chunk_size: 192 << 10, ..CopyOptions::default() };
+    let copy_opts = CopyOptions { chunk_size: 192 << 10, ..CopyOptions::new(3) };
     // Into memory.
     let buf = Shared::default();
     let w = diskcast_vmdk::stream_optimized_to(Box::new(buf.clone()), src.size(), &opts(&[])).unwrap();

@@ -1,6 +1,7 @@
 //! `diskcast cat`: one file of a tree on standard output.
 
-use super::tree_source::{self, SourceArgs};
+use crate::common::args::SourceArgs;
+use crate::common::{threads, tree_source};
 use clap::Args;
 use diskcast_block::{Error, Result};
 use diskcast_tree::display_name;
@@ -18,7 +19,7 @@ pub struct CatArgs {
 }
 
 pub fn run(a: CatArgs) -> Result<u8> {
-    let opened = tree_source::open(&a.src, &a.source)?;
+    let opened = tree_source::open(&a.src, &a.source, threads(None)?)?;
     let tree = &opened.tree;
     let path = a.path.as_bytes();
     let id = tree.resolve(path, true).map_err(|e| Error::from(e).with_file(&a.src))?;

@@ -1,8 +1,7 @@
 //! `diskcast check`: metadata consistency, with qemu-img's exit codes.
 
-use super::{Images, print_json};
-use crate::Failure;
-use crate::args::{ImageArgs, OutputFormat};
+use crate::common::args::{ContainerArgs, ImageArgs, OutputFormat};
+use crate::common::{Failure, Images, print_json, qemu_format_name, refuse_stream, threads};
 use diskcast_block::ErrorKind;
 use diskcast_vm::Profile;
 use serde_json::json;
@@ -24,7 +23,7 @@ pub struct CheckArgs {
     #[arg(long = "profile", value_name = "P")]
     pub profile: Option<String>,
     #[command(flatten)]
-    pub container: super::oci::ContainerArgs,
+    pub container: ContainerArgs,
     #[command(flatten)]
     pub image: ImageArgs,
 }
@@ -37,7 +36,7 @@ pub fn run(c: CheckArgs) -> Result<u8, Failure> {
     }
     let a = c.image;
     let images = Images::new(&a.open).map_err(|e| fail(e, CHECK_INCOMPLETE))?;
-    super::refuse_stream(&a.file).map_err(|e| fail(e, CHECK_INCOMPLETE))?;
+    refuse_stream(&a.file).map_err(|e| fail(e, CHECK_INCOMPLETE))?;
     images.locks.lock(&a.file).map_err(|e| fail(e, CHECK_INCOMPLETE))?;
     let driver = match a.format.as_deref() {
         Some(f) => images.registry.get(f),
@@ -57,7 +56,7 @@ pub fn run(c: CheckArgs) -> Result<u8, Failure> {
             let mut v = serde_json::to_value(&report).unwrap_or_default();
             if let Some(m) = v.as_object_mut() {
                 m.insert("filename".into(), json!(a.file.display().to_string()));
-                m.insert("format".into(), json!(super::qemu_format_name(driver.name())));
+                m.insert("format".into(), json!(qemu_format_name(driver.name())));
             }
             print_json(&v);
         }
@@ -111,10 +110,11 @@ fn profile_check(profile: Profile, c: &CheckArgs) -> diskcast_block::Result<u8> 
     let images = Images::new(&a.open)?;
     let image = a.file.to_string_lossy();
     if !diskcast_oci::is_image_ref(&image) {
-        super::refuse_stream(&a.file)?;
+        refuse_stream(&a.file)?;
     }
     let oci = c.container.open_options()?;
-    let reasons = diskcast_vm::check::check_image(profile, &image, a.format.as_deref(), &oci, &images.context())?;
+    let reasons =
+        diskcast_vm::check::check_image(profile, &image, a.format.as_deref(), &oci, &images.context(), threads(None)?)?;
     match a.output {
         OutputFormat::Json => print_json(&serde_json::to_value(&reasons).unwrap_or_default()),
         OutputFormat::Human if reasons.is_empty() => println!("{image}: {} would accept it", profile.name()),

@@ -1,10 +1,12 @@
 //! `diskcast compare`: exit 0 when two images hold the same guest bytes, 1 when not.
 
-use super::{Images, threads};
-use crate::args::{CompareArgs, ProgressMode};
-use crate::progress::reporter;
+use crate::common::Images;
+use crate::common::args::{JobsArgs, OpenArgs};
+use crate::common::progress::{ProgressMode, reporter};
+use clap::Args;
 use diskcast_block::Result;
 use diskcast_block::copy::first_difference;
+use std::path::PathBuf;
 
 pub fn run(a: CompareArgs) -> Result<u8> {
     let images = Images::new(&a.open)?;
@@ -12,11 +14,11 @@ pub fn run(a: CompareArgs) -> Result<u8> {
     for f in [&a.format_a, &a.format_b].into_iter().flatten() {
         images.registry.get(f)?;
     }
-    threads(a.threads)?;
+    let threads = a.jobs.count()?;
     let first = images.open(&a.a, a.format_a.as_deref())?;
     let second = images.open(&a.b, a.format_b.as_deref())?;
     let progress = reporter(if a.progress_bar { ProgressMode::Bar } else { ProgressMode::None }, false);
-    let diff = first_difference(first.as_ref(), second.as_ref(), threads(a.threads)?, progress.as_ref())?;
+    let diff = first_difference(first.as_ref(), second.as_ref(), threads, progress.as_ref())?;
     match diff {
         None => {
             if !a.quiet {
@@ -38,4 +40,27 @@ pub fn run(a: CompareArgs) -> Result<u8> {
             Ok(1)
         }
     }
+}
+
+/// `diskcast compare` arguments.
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// Format of the first image.
+    #[arg(short = 'f', value_name = "FMT")]
+    pub format_a: Option<String>,
+    /// Format of the second image.
+    #[arg(short = 'F', value_name = "FMT")]
+    pub format_b: Option<String>,
+    /// Show a progress bar.
+    #[arg(short = 'p')]
+    pub progress_bar: bool,
+    #[command(flatten)]
+    pub jobs: JobsArgs,
+    /// Print nothing, only set the exit status.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub open: OpenArgs,
+    pub a: PathBuf,
+    pub b: PathBuf,
 }

@@ -5,12 +5,14 @@
 //! plan is [`run`](Plan::run), which opens the source (the only moment a `--replay-log`
 //! may write into it) and then writes the target.
 
-use super::output::ImageWriter;
-use super::{Images, create_options};
-use crate::args::ConvertArgs;
-use crate::progress::reporter;
+mod image;
+
+use crate::common::args::{OpenArgs, WriteArgs};
+use crate::common::output::{ImageWriter, image_config};
+use crate::common::{Images, create_options};
+use clap::Args;
 use diskcast_block::io::ImageFile;
-use diskcast_block::output::{Output, Target, parent_dir, refuse_inputs};
+use diskcast_block::output::{Target, parent_dir, refuse_inputs};
 use diskcast_block::provenance::Provenance;
 use diskcast_block::registry::{CreateOptions, Driver, PROBE_HEAD, PROBE_TAIL, ProbeData};
 use diskcast_block::size::parse_size;
@@ -31,13 +33,14 @@ pub fn run(mut a: ConvertArgs) -> Result<u8> {
         if a.output_format != "raw" || !a.options.is_empty() || a.write.compress || a.no_create {
             return Err(Error::argument("-O, -o, -c and -n apply to disk images, not to a container image DST"));
         }
-        let progress = reporter(a.write.progress, a.write.progress_bar);
-        return super::oci::convert(
+        let progress = a.write.progress.reporter();
+        return image::convert(
             &a.src.to_string_lossy(),
             &dst,
             a.format.clone(),
             &a.image,
             a.open.share,
+            a.write.jobs.count()?,
             progress.as_ref(),
         );
     }
@@ -45,7 +48,11 @@ pub fn run(mut a: ConvertArgs) -> Result<u8> {
     let plan = Plan::new(&a, &images)?;
     plan.run(&images, &a)?;
     if let Some(s) = staged {
-        let r = s.finish(&Provenance::from_env()?, reporter(a.write.progress, a.write.progress_bar).as_ref())?;
+        let r = s.finish(
+            &Provenance::from_env()?,
+            image_config(a.write.jobs.count()?)?,
+            a.write.progress.reporter().as_ref(),
+        )?;
         eprintln!("diskcast: containerDisk {} (manifest {})", s.target, r.manifest_digest);
     }
     Ok(0)
@@ -113,7 +120,7 @@ impl<'r> Plan<'r> {
             0 => None,
             n => Some(n),
         };
-        super::threads(a.write.threads)?;
+        a.write.jobs.count()?;
         driver.validate(&create)?;
         let target = Target::of(&a.dst)?;
         let stream_formats = || images.registry.stream_formats().join(", ");
@@ -152,12 +159,12 @@ impl<'r> Plan<'r> {
         // The target first: an image a VM uses is refused before the source is opened
         // (and before any log is replayed into it). Held until the new file replaced it.
         let inputs = [&a.src];
-        let output = match self.in_place {
-            true => Output::open_in_place(self.target.path(), &inputs)?,
-            false => Output::open(self.target.path(), &inputs)?,
-        };
-        let writer =
-            ImageWriter::with(output, self.driver.name(), self.create.clone(), &a.write, Some(self.min_sparse))?;
+        let (path, format, create) = (self.target.path(), self.driver.name(), self.create.clone());
+        let writer = match self.in_place {
+            true => ImageWriter::in_place(path, &inputs, format, create, &a.write)?,
+            false => ImageWriter::open(path, &inputs, format, create, &a.write)?,
+        }
+        .min_sparse(self.min_sparse);
         let src: Box<dyn BlockRead> = match &self.input {
             Input::File(path) => images.open(path, a.format.as_deref())?,
             Input::Stream(_) => self.spool(images, a.format.is_some())?,
@@ -231,4 +238,45 @@ fn refuse_other_formats(images: &Images, spool: &ImageFile) -> Result<()> {
         .with_file(spool.path()));
     }
     Ok(())
+}
+
+/// `diskcast convert` arguments.
+#[derive(Debug, Args)]
+pub struct ConvertArgs {
+    /// Format of SRC (probed if not given).
+    #[arg(short = 'f', long = "format", value_name = "FMT")]
+    pub format: Option<String>,
+    /// Write what platform P takes (azure, esxi, aws, hyperv, kubevirt, qemu): sets -O,
+    /// -o and -c; kubevirt wraps the qcow2 as a containerDisk (DST oci:DIR:TAG or
+    /// oci-archive:FILE:TAG).
+    #[arg(long = "profile", value_name = "P")]
+    pub profile: Option<String>,
+    /// Format of DST.
+    #[arg(short = 'O', long = "output-format", value_name = "FMT", default_value = "raw")]
+    pub output_format: String,
+    /// Format options, comma separated (`diskcast formats` lists them).
+    #[arg(short = 'o', value_name = "KEY=VALUE,..")]
+    pub options: Vec<String>,
+    #[command(flatten)]
+    pub write: WriteArgs,
+    /// Zero runs at least this long become holes; 0 writes every byte (fully allocated).
+    #[arg(short = 'S', value_name = "SIZE", default_value = "4K")]
+    pub min_sparse: String,
+    /// Do not create DST: write into it as it is (an existing raw file, or a block device
+    /// such as a disk or an LV), which must hold at least the source's size. Raw only;
+    /// written in place, not through a temporary file.
+    #[arg(short = 'n')]
+    pub no_create: bool,
+    #[command(flatten)]
+    pub open: OpenArgs,
+    #[command(flatten)]
+    pub image: image::ImageWriteArgs,
+    /// The source image. `-`, a pipe or a character device is read to its end first (into
+    /// an unnamed temporary file beside DST, or in $TMPDIR) and taken as a raw disk. For a
+    /// container image DST: a directory, tar, disk image or image.
+    pub src: PathBuf,
+    /// The new image, or `-` for standard output (raw, or streamOptimized VMDK); a
+    /// container image when it starts with oci:, oci-archive: or docker-archive:, pushed
+    /// to a registry when it starts with docker://.
+    pub dst: PathBuf,
 }

@@ -1,9 +1,10 @@
 //! `diskcast create`: a new empty image, optionally on top of a backing file.
 
-use super::output::ImageWriter;
-use super::{Images, create_options};
-use crate::args::{CreateArgs, OpenArgs, WriteArgs};
-use diskcast_block::output::{Output, parent_dir};
+use crate::common::args::{OpenArgs, WriteArgs};
+use crate::common::output::ImageWriter;
+use crate::common::{Images, create_options};
+use clap::Args;
+use diskcast_block::output::parent_dir;
 use diskcast_block::size::parse_size;
 use diskcast_block::{Error, Result};
 
@@ -25,9 +26,27 @@ pub fn run(a: CreateArgs) -> Result<u8> {
     }
     let size = size.ok_or_else(|| Error::argument("give a SIZE (e.g. 10G), or -b BACKING to take its size"))?;
     let backing = opts.backing_file.as_ref().map(|b| parent_dir(&a.file).join(b));
-    let output = Output::open(&a.file, &Vec::from_iter(backing))?;
-    let write =
-        WriteArgs { compress: false, progress_bar: false, progress: crate::args::ProgressMode::None, threads: None };
-    ImageWriter::with(output, driver.name(), opts, &write, None)?.write_empty(size)?;
+    let inputs = Vec::from_iter(backing);
+    ImageWriter::open(&a.file, &inputs, driver.name(), opts, &WriteArgs::default())?.write_empty(size)?;
     Ok(0)
+}
+
+/// `diskcast create` arguments.
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// Format of the new image.
+    #[arg(short = 'f', long = "format", value_name = "FMT", default_value = "raw")]
+    pub format: String,
+    /// Format options, comma separated (`diskcast formats` lists them).
+    #[arg(short = 'o', value_name = "KEY=VALUE,..")]
+    pub options: Vec<String>,
+    /// Backing file to record in the new image.
+    #[arg(short = 'b', value_name = "BACKING")]
+    pub backing: Option<String>,
+    /// Format of the backing file (probed if not given).
+    #[arg(short = 'F', value_name = "FMT")]
+    pub backing_format: Option<String>,
+    pub file: std::path::PathBuf,
+    /// Virtual size, e.g. 10G (taken from the backing file if left out).
+    pub size: Option<String>,
 }

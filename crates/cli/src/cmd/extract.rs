@@ -1,11 +1,10 @@
 //! `diskcast extract`: a tree into a directory (safely) or into a tar.
 
-use super::tree_source::{self, SourceArgs};
-use crate::args::ProgressMode;
+use crate::common::args::{JobsArgs, ProgressArgs, SourceArgs};
+use crate::common::output::ArchiveWriter;
+use crate::common::tree_source;
 use clap::Args;
-use diskcast_block::output::Output;
 use diskcast_block::{Error, Result};
-use std::io::Write;
 use std::path::PathBuf;
 
 #[derive(Debug, Args)]
@@ -14,15 +13,10 @@ pub struct ExtractArgs {
     /// character device is written in place; a file appears only when complete.
     #[arg(short = 'o', long = "output", value_name = "OUT.tar", conflicts_with = "dir")]
     pub output: Option<PathBuf>,
-    /// Show a progress bar (same as --progress=bar).
-    #[arg(short = 'p')]
-    pub progress_bar: bool,
-    /// How to report progress.
-    #[arg(long, value_enum, default_value = "auto")]
-    pub progress: ProgressMode,
-    /// Threads writing files (default: one per core).
-    #[arg(short = 'j', long = "threads", value_name = "N")]
-    pub threads: Option<usize>,
+    #[command(flatten)]
+    pub progress: ProgressArgs,
+    #[command(flatten)]
+    pub jobs: JobsArgs,
     /// Recreate device nodes, setuid/setgid bits and security.capability/trusted.* xattrs
     /// (as root): only for images you trust. Without it each is left out and listed.
     #[arg(long, conflicts_with = "output")]
@@ -38,29 +32,21 @@ pub struct ExtractArgs {
 
 pub fn run(a: ExtractArgs) -> Result<u8> {
     // The tar's target is checked (not the source itself, not in use) before the source is read.
-    let output =
-        a.output.as_ref().map(|out| Output::open(out, &Vec::from_iter(tree_source::input_path(&a.src)))).transpose()?;
-    let opened = tree_source::open(&a.src, &a.source)?;
-    let progress = crate::progress::reporter(a.progress, a.progress_bar);
-    if let Some(output) = output {
-        let name = output.target().path().to_path_buf();
-        let mut w = output.stream()?;
-        let report =
-            diskcast_tar::write_tar(&opened.tree, &mut w, progress.as_ref()).map_err(|e| e.with_file(&name))?;
-        w.flush().map_err(|e| Error::io("cannot write", e).with_file(&name))?;
-        drop(w);
-        output.commit()?;
+    let inputs = Vec::from_iter(tree_source::input_path(&a.src));
+    let archive = a.output.as_ref().map(|out| ArchiveWriter::open(out, &inputs)).transpose()?;
+    let threads = a.jobs.count()?;
+    let opened = tree_source::open(&a.src, &a.source, threads)?;
+    let progress = a.progress.reporter();
+    if let Some(archive) = archive {
+        let report = archive.write(|w| diskcast_tar::write_tar(&opened.tree, w, progress.as_ref()))?;
         for s in &report.skipped {
             eprintln!("diskcast: skipped {s}");
         }
         return Ok(0);
     }
     let Some(dir) = &a.dir else { return Err(Error::argument("give a directory DIR or -o OUT.tar")) };
-    let opts = diskcast_host::ExtractOptions {
-        threads: super::threads(a.threads)?,
-        privileged: a.privileged,
-        ..Default::default()
-    };
+    let opts =
+        diskcast_host::ExtractOptions { privileged: a.privileged, ..diskcast_host::ExtractOptions::new(threads) };
     let r = diskcast_host::extract(&opened.tree, dir, &opts, progress.as_ref())?;
     for s in &r.skipped {
         eprintln!("diskcast: skipped {s}");

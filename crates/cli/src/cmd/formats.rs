@@ -1,8 +1,9 @@
 //! `diskcast formats`: every block format driver and its `-o` options, then every
 //! filesystem with what diskcast does with it, from the two registries themselves.
 
-use super::print_json;
-use crate::args::{FormatsArgs, OutputFormat};
+use crate::common::args::OutputFormat;
+use crate::common::print_json;
+use clap::Args;
 use diskcast_block::Result;
 use diskcast_formats::Filesystem;
 use serde_json::json;
@@ -67,4 +68,12 @@ pub fn run(a: FormatsArgs) -> Result<u8> {
 /// The names `mkfs` takes for `f`.
 fn builder_names(f: &Filesystem) -> Vec<&'static str> {
     f.builders.iter().map(|b| b.name()).collect()
+}
+
+/// `diskcast formats` arguments.
+#[derive(Debug, Args)]
+pub struct FormatsArgs {
+    /// Output as human text or JSON.
+    #[arg(long, value_enum, default_value = "human")]
+    pub output: OutputFormat,
 }

@@ -1,7 +1,8 @@
 //! `diskcast info`: what an image is, in human text or JSON.
 
-use super::{Images, print_json, qemu_format_name};
-use crate::args::{InfoArgs, OutputFormat};
+use crate::common::args::{OpenArgs, OutputFormat};
+use crate::common::{Images, print_json, qemu_format_name, refuse_stream};
+use clap::Args;
 use diskcast_block::size::human;
 use diskcast_block::{BlockRead, ImageInfo, Result};
 use serde_json::{Value, json};
@@ -13,7 +14,7 @@ pub fn run(a: InfoArgs) -> Result<u8> {
     // Like qemu-img info, describe the image without opening its backing file unless the
     // chain is asked for: so an untrusted image can be inspected whatever it names.
     let ctx = if a.backing_chain { images.context() } else { images.context_without_backing() };
-    super::refuse_stream(&a.file)?;
+    refuse_stream(&a.file)?;
     let image = images.registry.open(&a.file, a.format.as_deref(), &ctx)?;
     // The chain: (display name, image), top first. Backing names resolve against the
     // directory of the image that names them, as the gate resolved them.
@@ -173,4 +174,23 @@ fn scalar(v: &Value) -> String {
         Value::String(s) => s.clone(),
         other => other.to_string(),
     }
+}
+
+/// `diskcast info` arguments.
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    /// Format of FILE (probed from its magic if not given).
+    #[arg(short = 'f', long = "format", value_name = "FMT")]
+    pub format: Option<String>,
+    /// Output as human text or JSON.
+    #[arg(long, value_enum, default_value = "human")]
+    pub output: OutputFormat,
+    /// Also open and show every image of the backing chain (JSON: a "backing-chain" array).
+    /// Without it no backing file is opened, so any image can be inspected safely.
+    #[arg(long)]
+    pub backing_chain: bool,
+    #[command(flatten)]
+    pub open: OpenArgs,
+    /// The image.
+    pub file: PathBuf,
 }

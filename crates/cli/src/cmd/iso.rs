@@ -1,7 +1,9 @@
 //! `diskcast iso`: El Torito boot catalogs and hybrid system areas of optical discs.
 
-use super::{Images, print_json};
-use crate::args::{OpenArgs, OutputFormat};
+use crate::common::args::{OpenArgs, OutputFormat, SourceArgs, WriteArgs};
+use crate::common::output::ImageWriter;
+use crate::common::tree_source::{input_path, open as open_source};
+use crate::common::{Images, create_options, print_json, threads};
 use clap::{Args, Subcommand};
 use diskcast_block::{BlockRead, Error, Result};
 use diskcast_iso9660::eltorito::{BootEntry, read_catalog};
@@ -88,7 +90,7 @@ pub struct RemasterArgs {
     #[arg(short = 'f', long = "format", value_name = "FMT")]
     pub format: Option<String>,
     #[command(flatten)]
-    pub write: crate::args::WriteArgs,
+    pub write: WriteArgs,
 }
 
 #[derive(Debug, Args)]
@@ -140,9 +142,9 @@ pub struct CreateIsoArgs {
     #[arg(short = 'O', long = "output-format", value_name = "FMT", default_value = "raw")]
     pub output_format: String,
     #[command(flatten)]
-    pub write: crate::args::WriteArgs,
+    pub write: WriteArgs,
     #[command(flatten)]
-    pub source: super::tree_source::SourceArgs,
+    pub source: SourceArgs,
 }
 
 #[derive(Debug, Args)]
@@ -274,7 +276,7 @@ fn save_boot_images(disk: &std::sync::Arc<dyn BlockRead>, entries: &[BootEntry],
     let report = diskcast_host::extract(
         &tree,
         dir,
-        &diskcast_host::ExtractOptions::default(),
+        &diskcast_host::ExtractOptions::new(threads(None)?),
         &diskcast_block::progress::NoProgress,
     )?;
     if let Some(first) = report.failed.first() {
@@ -292,11 +294,11 @@ fn create(a: CreateIsoArgs) -> Result<u8> {
         return Err(Error::argument("--boot-info-table, --no-boot-info-table and --boot-load-size need --boot-bios"));
     }
     // The output is checked (and locked) before the source is read.
-    let mut inputs: Vec<PathBuf> = super::tree_source::input_path(&a.src).into_iter().collect();
+    let mut inputs: Vec<PathBuf> = input_path(&a.src).into_iter().collect();
     inputs.extend(a.hybrid_mbr.clone());
     let writer = iso_writer(&a.output, &a.output_format, &a.write, &inputs)?;
     let provenance = diskcast_block::provenance::Provenance::from_env()?;
-    let opened = super::tree_source::open(&a.src, &a.source)?;
+    let opened = open_source(&a.src, &a.source, writer.threads())?;
     let hybrid_mbr = match (&a.boot_bios, a.hybrid) {
         (Some(bios), true) => hybrid_mbr_code(&opened.tree, bios, a.hybrid_mbr.as_deref(), a.boot_uefi.is_some())?,
         _ => None,
@@ -365,15 +367,9 @@ fn boot_image_is_isolinux(tree: &diskcast_tree::Tree, path: &str) -> Result<bool
 }
 
 /// The disc's output, checked and locked before anything is read: the one
-/// [`ImageWriter`](super::output::ImageWriter) every image command writes through.
-fn iso_writer(
-    output: &Path,
-    format: &str,
-    write: &crate::args::WriteArgs,
-    inputs: &[PathBuf],
-) -> Result<super::output::ImageWriter> {
-    let out = diskcast_block::output::Output::open(output, inputs)?;
-    super::output::ImageWriter::with(out, format, super::create_options(&[], write.compress)?, write, None)
+/// [`ImageWriter`] every image command writes through.
+fn iso_writer(output: &Path, format: &str, write: &WriteArgs, inputs: &[PathBuf]) -> Result<ImageWriter> {
+    ImageWriter::open(output, inputs, format, create_options(&[], write.compress)?, write)
 }
 
 /// The label and the time a disc records, as every filesystem builder takes them.
@@ -390,7 +386,7 @@ fn write_iso(
     tree: &diskcast_tree::Tree,
     disc: diskcast_iso9660::write::IsoOptions,
     opts: BuildOptions,
-    writer: super::output::ImageWriter,
+    writer: ImageWriter,
 ) -> Result<u8> {
     let built = diskcast_iso9660::write::IsoBuilder::new(disc).plan(tree, &opts)?;
     for w in &built.warnings {

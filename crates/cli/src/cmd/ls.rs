@@ -1,7 +1,7 @@
 //! `diskcast ls`: list a tree like `ls -l`, or as JSON.
 
-use super::tree_source::{self, SourceArgs};
-use crate::args::OutputFormat;
+use crate::common::args::{OutputFormat, SourceArgs};
+use crate::common::{threads, tree_source};
 use clap::Args;
 use diskcast_block::{Error, Result};
 use diskcast_tree::{Kind, Node, NodeId, Tree, display_name};
@@ -32,7 +32,7 @@ pub struct LsArgs {
 }
 
 pub fn run(a: LsArgs) -> Result<u8> {
-    let opened = tree_source::open(&a.src, &a.source)?;
+    let opened = tree_source::open(&a.src, &a.source, threads(None)?)?;
     let tree = &opened.tree;
     let path = a.path.as_ref().map(|p| p.as_bytes().to_vec()).unwrap_or_else(|| b"/".to_vec());
     // `ls -l link` shows the link itself; `ls link` lists what it points to.

@@ -2,8 +2,8 @@
 //! The JSON is qemu-img map's: `start`, `length`, `depth`, `present`, `zero`, `data`,
 //! `compressed`, and `offset` where the data has one place in a file.
 
-use super::Images;
-use crate::args::{ImageArgs, OutputFormat};
+use crate::common::Images;
+use crate::common::args::{ImageArgs, OutputFormat};
 use diskcast_block::{Alloc, BlockRead, Extent, MapExtent, Result};
 use serde_json::json;
 use std::io::Write;

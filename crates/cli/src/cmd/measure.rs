@@ -1,11 +1,13 @@
 //! `diskcast measure`: the size of an image before writing it.
 
-use super::{Images, create_options, print_json};
-use crate::args::{MeasureArgs, OutputFormat};
+use crate::common::args::{OpenArgs, OutputFormat};
+use crate::common::{Images, create_options, print_json};
+use clap::Args;
 use diskcast_block::copy::extents;
 use diskcast_block::size::parse_size;
 use diskcast_block::{Alloc, Error, Result};
 use serde_json::json;
+use std::path::PathBuf;
 
 pub fn run(a: MeasureArgs) -> Result<u8> {
     let images = Images::new(&a.open)?;
@@ -47,4 +49,31 @@ pub fn run(a: MeasureArgs) -> Result<u8> {
         }
     }
     Ok(0)
+}
+
+/// `diskcast measure` arguments.
+#[derive(Debug, Args)]
+pub struct MeasureArgs {
+    /// Format to measure for.
+    #[arg(short = 'O', long = "output-format", value_name = "FMT")]
+    pub output_format: String,
+    /// Format options of the new image, comma separated (`diskcast formats` lists them).
+    #[arg(short = 'o', value_name = "KEY=VALUE,..")]
+    pub options: Vec<String>,
+    /// Compressed output (measured as uncompressed: an upper bound, as qemu-img does).
+    #[arg(short = 'c')]
+    pub compress: bool,
+    /// Format of SRC (probed if not given).
+    #[arg(short = 'f', long = "format", value_name = "FMT")]
+    pub format: Option<String>,
+    /// Measure an empty image of this size instead of a source.
+    #[arg(long, value_name = "SIZE", conflicts_with = "src")]
+    pub size: Option<String>,
+    /// Output as human text or JSON.
+    #[arg(long, value_enum, default_value = "human")]
+    pub output: OutputFormat,
+    #[command(flatten)]
+    pub open: OpenArgs,
+    #[arg(required_unless_present = "size")]
+    pub src: Option<PathBuf>,
 }

@@ -7,10 +7,10 @@
 //! that the copy engine writes: no intermediate files, no root, no loop device. The disk
 //! goes out through the one [`ImageWriter`].
 
-use super::mkfs::identity;
-use super::output::ImageWriter;
-use super::tree_source::{SourceArgs, input_path, open as open_source};
-use crate::args::OutputArgs;
+use crate::common::args::{OutputArgs, SourceArgs};
+use crate::common::build::identity;
+use crate::common::output::ImageWriter;
+use crate::common::tree_source::{input_path, open as open_source};
 use clap::Args;
 use diskcast_block::provenance::Provenance;
 use diskcast_block::size::{human, parse_size};
@@ -117,7 +117,7 @@ pub fn run(a: MkdiskArgs) -> Result<u8> {
             Some((b, mbr_id)) => {
                 let (tree, from) = match &p.src {
                     Some(src) => {
-                        let o = open_source(src, &a.source)?;
+                        let o = open_source(src, &a.source, writer.threads())?;
                         (o.tree, o.description)
                     }
                     None => (Tree::new(Meta::new(0o755, Timestamp::from_secs(now))), "an empty tree".to_string()),

@@ -8,9 +8,10 @@
 //! intermediate. `mkdisk` uses the same builders; both write through the one
 //! [`ImageWriter`].
 
-use super::output::ImageWriter;
-use super::tree_source::{SourceArgs, input_path, open as open_source};
-use crate::args::OutputArgs;
+use crate::common::args::{OutputArgs, SourceArgs};
+use crate::common::build::identity;
+use crate::common::output::ImageWriter;
+use crate::common::tree_source::{input_path, open as open_source};
 use clap::Args;
 use diskcast_block::provenance::Provenance;
 use diskcast_block::size::parse_size;
@@ -46,7 +47,7 @@ pub fn run(a: MkfsArgs) -> Result<u8> {
     let size = a.size.as_deref().map(parse_size).transpose()?;
     let uuid = a.uuid.as_deref().map(parse_uuid).transpose()?;
     let writer = ImageWriter::new(&a.out, &Vec::from_iter(input_path(&a.src)))?;
-    let opened = open_source(&a.src, &a.source)?;
+    let opened = open_source(&a.src, &a.source, writer.threads())?;
     let prov = Provenance::from_env()?;
     let (now, derived) = identity(&prov, &format!("mkfs {} {:?} {:?}", a.fs, size, a.label));
     let id = uuid.unwrap_or(derived);
@@ -58,14 +59,6 @@ pub fn run(a: MkfsArgs) -> Result<u8> {
     writer.write(&built.image)?;
     eprintln!("diskcast: wrote {} ({}) from {}", a.out.output.display(), built.description, opened.description);
     Ok(0)
-}
-
-/// "Now" and a 16-byte identity for a new filesystem or disk, from the one provenance
-/// source: with `SOURCE_DATE_EPOCH` set, that time and an identity derived from it and
-/// `what` (the same command gives the same bytes); else the clock and random bytes.
-pub fn identity(prov: &Provenance, what: &str) -> (i64, [u8; 16]) {
-    let now = i64::try_from(prov.now()).unwrap_or(i64::MAX);
-    (now, *prov.uuid("filesystem.id", what.as_bytes(), None).as_bytes())
 }
 
 /// `--uuid`: 32 hex digits, hyphens anywhere (`0f1e2d3c-4b5a-...`).

@@ -1,170 +1,20 @@
-//! One module per command. Each turns parsed arguments into a call to the libraries and
-//! prints the result; shared pieces (opening images, `-o` parsing) are here.
+//! One module per command, above the shared pieces in `common` and never importing each
+//! other. Each turns its parsed arguments into calls to the libraries and prints the
+//! result; `main` dispatches to them.
 
-mod cat;
-mod check;
-mod compare;
-mod convert;
-mod create;
-mod extract;
-mod formats;
-mod info;
+pub mod cat;
+pub mod check;
+pub mod compare;
+pub mod convert;
+pub mod create;
+pub mod extract;
+pub mod formats;
+pub mod info;
 pub mod iso;
-mod ls;
-mod map;
-mod measure;
-mod mkdisk;
-mod mkfs;
+pub mod ls;
+pub mod map;
+pub mod measure;
+pub mod mkdisk;
+pub mod mkfs;
 pub mod oci;
-mod output;
-mod tree_source;
-mod vm;
-
-pub use cat::CatArgs;
-pub use check::CheckArgs;
-pub use extract::ExtractArgs;
-pub use ls::LsArgs;
-pub use mkdisk::MkdiskArgs;
-pub use mkfs::MkfsArgs;
-pub use vm::VmArgs;
-
-use crate::Failure;
-use crate::args::{Command, OpenArgs};
-use diskcast_block::gate::Gate;
-use diskcast_block::lock::{LockMode, Locks};
-use diskcast_block::provenance::Provenance;
-use diskcast_block::registry::{CreateOptions, OpenContext, Registry};
-use diskcast_block::{BlockRead, Error, Result};
-use std::collections::BTreeMap;
-use std::path::Path;
-
-/// Runs a command; `Ok` carries the exit status.
-pub fn run(command: Command) -> Result<u8, Failure> {
-    match command {
-        Command::Info(a) => info::run(a).map_err(Failure::from),
-        Command::Convert(a) => convert::run(a).map_err(Failure::from),
-        Command::Compare(a) => compare::run(a).map_err(|error| Failure { error, exit_code: 2 }),
-        Command::Check(a) => check::run(a),
-        Command::Map(a) => map::run(a).map_err(Failure::from),
-        Command::Create(a) => create::run(a).map_err(Failure::from),
-        Command::Measure(a) => measure::run(a).map_err(Failure::from),
-        Command::Formats(a) => formats::run(a).map_err(Failure::from),
-        Command::Iso(c) => iso::run(c).map_err(Failure::from),
-        Command::Ls(a) => ls::run(a).map_err(Failure::from),
-        Command::Cat(a) => cat::run(a).map_err(Failure::from),
-        Command::Extract(a) => extract::run(a).map_err(Failure::from),
-        Command::Oci(c) => oci::run(c).map_err(Failure::from),
-        Command::Mkfs(a) => mkfs::run(a).map_err(Failure::from),
-        Command::Mkdisk(a) => mkdisk::run(a).map_err(Failure::from),
-        Command::Vm(a) => vm::run(a).map_err(Failure::from),
-    }
-}
-
-/// The registry and the backing gate a command opens images with.
-pub struct Images {
-    pub registry: Registry,
-    pub gate: Gate,
-    /// `--replay-log`: drivers may write a pending log into the image they open.
-    pub replay_log: bool,
-    /// The qemu-compatible locks on every image opened, held until the command ends.
-    pub locks: Locks,
-}
-
-impl Images {
-    pub fn new(open: &OpenArgs) -> Result<Self> {
-        let mut gate = Gate::new();
-        for p in &open.allow_backing {
-            gate.allow(p)?;
-        }
-        // Replaying a log writes to the input, so it is locked as a target is.
-        let mode = if open.replay_log { LockMode::Write } else { open.share.lock_mode() };
-        Ok(Images {
-            registry: diskcast_formats::registry(),
-            gate,
-            replay_log: open.replay_log,
-            locks: Locks::new(mode),
-        })
-    }
-
-    /// Opens `path` as `format` (probed when `None`) with its backing chain.
-    pub fn open(&self, path: &Path, format: Option<&str>) -> Result<Box<dyn BlockRead>> {
-        refuse_stream(path)?;
-        self.registry.open(path, format, &self.context())
-    }
-
-    /// A context that opens backing files through this command's gate.
-    pub fn context(&self) -> OpenContext<'_> {
-        OpenContext::new(&self.registry, &self.gate).with_log_replay(self.replay_log).with_locks(&self.locks)
-    }
-
-    /// A context that opens no backing file (`info` without `--backing-chain`).
-    pub fn context_without_backing(&self) -> OpenContext<'_> {
-        OpenContext::without_backing(&self.registry, &self.gate)
-            .with_log_replay(self.replay_log)
-            .with_locks(&self.locks)
-    }
-}
-
-/// Refuses a pipe, socket or character device where an image is read at any offset:
-/// its length says nothing (a pipe reads as an empty disk). Only `convert` reads them,
-/// whole, as raw.
-pub fn refuse_stream(path: &Path) -> Result<()> {
-    use std::os::unix::fs::FileTypeExt;
-    match std::fs::metadata(path) {
-        Ok(m) if m.file_type().is_fifo() || m.file_type().is_char_device() || m.file_type().is_socket() => {
-            Err(Error::argument(
-                "is a pipe or character device, which can only be read front to back; convert reads one \
-                 as a raw disk (diskcast convert -f raw SRC out.raw), other commands need a file",
-            )
-            .with_file(path))
-        }
-        _ => Ok(()),
-    }
-}
-
-/// Parses `-o a=b,c=d` (repeatable) plus the flags that map to options.
-pub fn create_options(options: &[String], compress: bool) -> Result<CreateOptions> {
-    let mut map = BTreeMap::new();
-    for group in options {
-        for pair in group.split(',').filter(|p| !p.is_empty()) {
-            let (k, v) =
-                pair.split_once('=').ok_or_else(|| Error::argument(format!("-o {pair:?}: expected KEY=VALUE")))?;
-            map.insert(k.trim().to_string(), v.trim().to_string());
-        }
-    }
-    // The one place SOURCE_DATE_EPOCH is read: every writer gets its clock and ids from here.
-    let provenance = Provenance::from_env()?;
-    Ok(CreateOptions { options: map, compress, provenance, ..CreateOptions::default() })
-}
-
-/// Threads to use: the user's `-j`, or one per core.
-pub fn threads(requested: Option<usize>) -> Result<usize> {
-    match requested {
-        Some(0) => Err(Error::argument("-j must be at least 1")),
-        Some(n) => Ok(n),
-        None => Ok(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)),
-    }
-}
-
-/// The name qemu-img gives a format in its output (`vpc` for VHD), so JSON written for
-/// qemu-img reads ours unchanged.
-pub fn qemu_format_name(name: &str) -> &str {
-    match name {
-        "vhd" => "vpc",
-        other => other,
-    }
-}
-
-/// Prints pretty JSON on standard output. A reader that went away (`| head`) ends the
-/// output quietly; any other write error is reported and exits 1.
-pub fn print_json(value: &serde_json::Value) {
-    use std::io::Write;
-    let text = serde_json::to_string_pretty(value).unwrap_or_default();
-    let mut out = std::io::stdout().lock();
-    if let Err(e) = writeln!(out, "{text}").and_then(|()| out.flush())
-        && e.kind() != std::io::ErrorKind::BrokenPipe
-    {
-        eprintln!("diskcast: cannot write to standard output: {e}");
-        std::process::exit(1);
-    }
-}
+pub mod vm;

@@ -1,45 +1,9 @@
-//! Container images: the options every command that reads one takes, and
-//! `diskcast oci ...`.
+//! `diskcast oci ...`: container image commands.
 
-use clap::{ArgAction, Args};
+use crate::common::args::{ContainerArgs, OutputFormat};
+use crate::common::{print_json, threads};
+use clap::Args;
 use diskcast_block::Result;
-use diskcast_block::lock::Locks;
-use diskcast_oci::{OpenOptions, Platform};
-
-/// How to read a container image source (`oci:`, `oci-archive:`, `docker-archive:`,
-/// `docker://`).
-#[derive(Debug, Default, Clone, Args)]
-pub struct ContainerArgs {
-    /// Which image of a multi-platform index: OS/ARCH[/VARIANT] (default: this machine's).
-    #[arg(long = "platform", value_name = "OS/ARCH")]
-    pub platform: Option<String>,
-    /// Registry credentials USER:PASSWORD (default: ~/.docker/config.json, else anonymous).
-    #[arg(long = "creds", value_name = "USER:PASSWORD")]
-    pub creds: Option<String>,
-    /// Registry credentials file (Docker's config.json format; default: $REGISTRY_AUTH_FILE,
-    /// $XDG_RUNTIME_DIR/containers/auth.json, ~/.docker/config.json).
-    #[arg(long = "authfile", value_name = "FILE")]
-    pub authfile: Option<std::path::PathBuf>,
-    /// Verify registry TLS certificates; false also allows plain HTTP (local registries).
-    #[arg(long = "tls-verify", value_name = "BOOL", action = ArgAction::Set, default_value_t = true)]
-    pub tls_verify: bool,
-}
-
-impl ContainerArgs {
-    /// The library's options for these arguments.
-    pub fn open_options(&self) -> Result<OpenOptions> {
-        let mut o = OpenOptions {
-            platform: self.platform.as_deref().map(Platform::parse).transpose()?,
-            ..OpenOptions::default()
-        };
-        o.registry.creds = self.creds.clone();
-        o.registry.auth_file = self.authfile.clone();
-        // Downloads show a bar on a terminal.
-        o.progress = std::sync::Arc::from(crate::progress::reporter(crate::args::ProgressMode::Auto, false));
-        o.registry.tls_verify = self.tls_verify;
-        Ok(o)
-    }
-}
 
 /// `diskcast oci ...`.
 #[derive(Debug, clap::Subcommand)]
@@ -62,7 +26,7 @@ measured; the layers are flattened in memory to list the packages installed (dpk
 pub struct InspectArgs {
     /// Output as human text or JSON.
     #[arg(long, value_enum, default_value = "human")]
-    pub output: crate::args::OutputFormat,
+    pub output: OutputFormat,
     #[command(flatten)]
     pub container: ContainerArgs,
     /// The image: oci:DIR[:REF], oci-archive:FILE[:REF], docker-archive:FILE[:REF],
@@ -82,12 +46,12 @@ fn inspect(a: InspectArgs) -> Result<u8> {
     for w in &image.warnings {
         eprintln!("diskcast: warning: {}: {w}", a.src);
     }
-    let report = diskcast_oci::inspect::inspect(&image, super::threads(None)?)?;
+    let report = diskcast_oci::inspect::inspect(&image, threads(None)?)?;
     for w in &report.warnings {
         eprintln!("diskcast: warning: {}: {w}", a.src);
     }
-    if a.output == crate::args::OutputFormat::Json {
-        super::print_json(&serde_json::to_value(&report).map_err(|e| diskcast_block::Error::invalid(e.to_string()))?);
+    if a.output == OutputFormat::Json {
+        print_json(&serde_json::to_value(&report).map_err(|e| diskcast_block::Error::invalid(e.to_string()))?);
         return Ok(0);
     }
     let r = &report;
@@ -185,132 +149,6 @@ fn inspect(a: InspectArgs) -> Result<u8> {
             }
         }
         (None, _) => println!("Packages:     none found (no dpkg, apk or rpm database)"),
-    }
-    Ok(0)
-}
-
-/// `convert` options for a container image DST (`oci:`, `oci-archive:`, `docker-archive:`).
-#[derive(Debug, Default, Clone, Args)]
-#[command(
-    next_help_heading = "Container image output (DST oci:DIR:TAG, oci-archive:FILE:TAG, docker-archive:FILE:REPO:TAG, docker://REGISTRY/REPO:TAG)"
-)]
-pub struct ImageWriteArgs {
-    /// The image's entrypoint: a JSON array (`["/bin/sh","-c"]`) or one program.
-    #[arg(long = "entrypoint", value_name = "CMD")]
-    pub entrypoint: Option<String>,
-    /// Default arguments: a JSON array or one word.
-    #[arg(long = "cmd", value_name = "ARGS")]
-    pub cmd: Option<String>,
-    /// An environment variable NAME=VALUE (repeatable).
-    #[arg(long = "env", value_name = "NAME=VALUE")]
-    pub env: Vec<String>,
-    /// Working directory.
-    #[arg(long = "workdir", value_name = "DIR")]
-    pub workdir: Option<String>,
-    /// User (and group) the container runs as.
-    #[arg(long = "user", value_name = "USER[:GROUP]")]
-    pub user: Option<String>,
-    /// A label KEY=VALUE (repeatable).
-    #[arg(long = "label", value_name = "KEY=VALUE")]
-    pub label: Vec<String>,
-    /// CPU architecture of the image (amd64, arm64...; default: this machine's).
-    #[arg(long = "arch", value_name = "ARCH")]
-    pub arch: Option<String>,
-    #[command(flatten)]
-    pub container: ContainerArgs,
-}
-
-fn command_list(v: &Option<String>, flag: &str) -> Result<Option<Vec<String>>> {
-    let Some(v) = v else { return Ok(None) };
-    if v.trim_start().starts_with('[') {
-        return serde_json::from_str(v)
-            .map(Some)
-            .map_err(|e| diskcast_block::Error::argument(format!("{flag} {v:?}: not a JSON array of strings: {e}")));
-    }
-    Ok(Some(vec![v.clone()]))
-}
-
-/// `diskcast convert SRC oci:DIR:TAG`: any tree source as a single-layer image, written or
-/// pushed (`docker://`); an `oci:`/`oci-archive:` SRC pushed without config options is
-/// copied as stored.
-pub fn convert(
-    src: &str,
-    dst: &str,
-    format: Option<String>,
-    a: &ImageWriteArgs,
-    share: crate::args::ShareArgs,
-    progress: &dyn diskcast_block::progress::Progress,
-) -> Result<u8> {
-    let dst_ref = diskcast_oci::ImageRef::parse(dst)?;
-    if let diskcast_oci::ImageRef::OciArchive { file, .. } | diskcast_oci::ImageRef::DockerArchive { file, .. } =
-        &dst_ref
-    {
-        diskcast_block::output::refuse_inputs(file, &Vec::from_iter(diskcast_sources::source_path(src)))?;
-    }
-    let mut labels = std::collections::BTreeMap::new();
-    for l in &a.label {
-        let (k, v) = l
-            .split_once('=')
-            .ok_or_else(|| diskcast_block::Error::argument(format!("--label {l:?}: expected KEY=VALUE")))?;
-        labels.insert(k.to_string(), v.to_string());
-    }
-    for e in &a.env {
-        if !e.contains('=') {
-            return Err(diskcast_block::Error::argument(format!("--env {e:?}: expected NAME=VALUE")));
-        }
-    }
-    let image_opts = a.container.open_options()?;
-    let config_given = a.entrypoint.is_some()
-        || a.cmd.is_some()
-        || !a.env.is_empty()
-        || a.workdir.is_some()
-        || a.user.is_some()
-        || !a.label.is_empty()
-        || a.arch.is_some();
-    if let diskcast_oci::ImageRef::Registry(r) = &dst_ref
-        && !config_given
-        && (src.starts_with("oci:") || src.starts_with("oci-archive:"))
-    {
-        let img = diskcast_oci::open(src, &image_opts)?;
-        let pushed = diskcast_oci::registry::push_image(&img, r, &image_opts.registry, progress)?;
-        eprintln!(
-            "copied {src} to {dst}: manifest {}; uploaded {} blobs ({} bytes), {} already there",
-            img.manifest_digest, pushed.uploaded, pushed.bytes, pushed.present
-        );
-        return Ok(0);
-    }
-    let clock = diskcast_block::provenance::Provenance::from_env()?;
-    let cfg = diskcast_oci::write::WriteConfig {
-        architecture: a.arch.clone(),
-        entrypoint: command_list(&a.entrypoint, "--entrypoint")?,
-        cmd: command_list(&a.cmd, "--cmd")?,
-        env: a.env.clone(),
-        working_dir: a.workdir.clone(),
-        user: a.user.clone(),
-        labels,
-        epoch: clock.now(),
-        reproducible: clock.is_reproducible(),
-        registry: image_opts.registry.clone(),
-    };
-    let locks = Some(std::sync::Arc::new(Locks::new(share.lock_mode())));
-    let opts = diskcast_sources::SourceOptions { tree: None, format, image: image_opts, locks };
-    let opened = diskcast_sources::open_tree(src, &opts)?;
-    for w in &opened.warnings {
-        eprintln!("diskcast: warning: {src}: {w}");
-    }
-    let report = diskcast_oci::write::write_image(&opened.tree, &dst_ref, &cfg, progress)?;
-    for s in &report.skipped {
-        eprintln!("diskcast: skipped {s}");
-    }
-    match &report.push {
-        Some(p) => eprintln!(
-            "pushed {dst}: manifest {}, layer {} ({} bytes); uploaded {} blobs ({} bytes), {} already there",
-            report.manifest_digest, report.layer.digest, report.layer.size, p.uploaded, p.bytes, p.present
-        ),
-        None => eprintln!(
-            "wrote {dst}: manifest {}, layer {} ({} bytes)",
-            report.manifest_digest, report.layer.digest, report.layer.size
-        ),
     }
     Ok(0)
 }

@@ -6,10 +6,10 @@
 //! are checked, the profile picks the output format, and the [`ImageWriter`] writes the
 //! plan.
 
-use super::output::ImageWriter;
-use super::print_json;
-use super::tree_source::{SourceArgs, input_path, open as open_source};
-use crate::args::{OutputArgs, OutputFormat, WriteArgs};
+use crate::common::args::{OutputArgs, OutputFormat, SourceArgs, WriteArgs};
+use crate::common::output::{ImageWriter, image_config};
+use crate::common::print_json;
+use crate::common::tree_source::{input_path, open as open_source};
 use clap::Args;
 use diskcast_block::provenance::Provenance;
 use diskcast_block::size::{human, parse_size};
@@ -158,6 +158,7 @@ pub fn run(a: VmArgs) -> Result<u8> {
     let mut inputs: Vec<PathBuf> = input_path(&a.src).into_iter().collect();
     inputs.extend([&a.kernel, &a.initrd, &a.loader, &a.guest.ssh_key].into_iter().flatten().cloned());
     let writer = ImageWriter::new(&out, &inputs)?;
+    let threads = writer.threads();
     let opts = VmOptions {
         boot,
         kernel: a.kernel.clone(),
@@ -173,7 +174,7 @@ pub fn run(a: VmArgs) -> Result<u8> {
         },
     };
     opts.validate()?;
-    let opened = open_source(&a.src, &a.source)?;
+    let opened = open_source(&a.src, &a.source, threads)?;
     let mut opts = opts;
     if a.guest.run_entrypoint {
         match &opened.config {
@@ -193,7 +194,7 @@ pub fn run(a: VmArgs) -> Result<u8> {
     }
     writer.write(&vm.image)?;
     if let Some(s) = &staged {
-        let r = s.finish(&prov, crate::progress::reporter(a.write.progress, a.write.progress_bar).as_ref())?;
+        let r = s.finish(&prov, image_config(threads)?, a.write.progress.reporter().as_ref())?;
         eprintln!("diskcast: containerDisk {} (manifest {})", s.target, r.manifest_digest);
     }
     let disk_size = vm.plan.disk_size;

@@ -1,12 +1,25 @@
 //! Drawing progress: an indicatif bar for people, JSON lines for programs.
 
-use crate::args::ProgressMode;
+use clap::ValueEnum;
 use diskcast_block::progress::{NoProgress, Progress};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+/// `--progress`: how progress is reported.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum ProgressMode {
+    /// A bar on stderr when it is a terminal.
+    Auto,
+    /// Always a bar on stderr.
+    Bar,
+    /// JSON lines on stderr: {"done":..,"total":..,"rate":..}.
+    Json,
+    /// Nothing.
+    None,
+}
 
 /// The reporter for `mode` (`-p` forces a bar). A bar asked for when stderr is not a
 /// terminal (a log file, CI) becomes one line per percent instead of escape codes.

@@ -1,0 +1,231 @@
+//! The argument groups every command of a kind shares, defined once so each flag has one
+//! spelling and one help text: opening images ([`OpenArgs`], `-U` [`ShareArgs`]),
+//! writing them ([`WriteArgs`]: `-c`, `-p`, `--progress`, `-j`; [`OutputArgs`]: `-o`,
+//! `-O`, `--format-options`), tree sources ([`SourceArgs`]) and container images
+//! ([`ContainerArgs`]).
+
+use super::progress::ProgressMode;
+use clap::{ArgAction, Args, ValueEnum};
+use diskcast_block::lock::Locks;
+use diskcast_block::progress::Progress;
+use diskcast_block::{Error, Result};
+use diskcast_oci::{OpenOptions, Platform};
+use diskcast_sources::SourceOptions;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum OutputFormat {
+    Human,
+    Json,
+}
+
+/// Options every command that opens images takes.
+#[derive(Debug, Default, Args)]
+pub struct OpenArgs {
+    /// Allow opening this backing file (or any file under this directory) even though it is
+    /// outside the directory of the image that names it. May be repeated.
+    #[arg(long = "allow-backing", value_name = "PATH")]
+    pub allow_backing: Vec<PathBuf>,
+    /// If an image has a pending log (a VHDX that was not closed cleanly), replay the log
+    /// into the image file before reading it. This WRITES TO THE INPUT FILE, as Hyper-V and
+    /// qemu do when they open it; without this flag such an image is refused.
+    #[arg(long = "replay-log", conflicts_with = "force_share")]
+    pub replay_log: bool,
+    #[command(flatten)]
+    pub share: ShareArgs,
+}
+
+/// `-U`: the same flag and help for every command that reads images (`info`, `convert`,
+/// ..., and the tree commands).
+#[derive(Debug, Default, Clone, Copy, Args)]
+pub struct ShareArgs {
+    /// Read an image even though another process (a running VM, qemu-io) has it open for
+    /// writing, as qemu-img -U does. Without it such an image is refused, since what is
+    /// read may be torn. diskcast locks the images it uses the way qemu does, so each
+    /// sees the other.
+    #[arg(short = 'U', long = "force-share")]
+    pub force_share: bool,
+}
+
+impl ShareArgs {
+    /// How the images read are locked: qemu-img's shared read lock, or with `-U` one
+    /// that lets writers be.
+    pub fn lock_mode(self) -> diskcast_block::lock::LockMode {
+        if self.force_share { diskcast_block::lock::LockMode::ReadShared } else { diskcast_block::lock::LockMode::Read }
+    }
+}
+
+/// `-p` and `--progress`: how a long job reports progress (every writing command,
+/// `extract`).
+#[derive(Debug, Clone, Args)]
+pub struct ProgressArgs {
+    /// Show a progress bar (same as --progress=bar).
+    #[arg(short = 'p')]
+    pub bar: bool,
+    /// How to report progress.
+    #[arg(long = "progress", value_name = "PROGRESS", value_enum, default_value = "auto")]
+    pub mode: ProgressMode,
+}
+
+impl ProgressArgs {
+    /// The reporter these flags ask for.
+    pub fn reporter(&self) -> Box<dyn Progress> {
+        super::progress::reporter(self.mode, self.bar)
+    }
+}
+
+/// `-j`: the thread budget of a command (copy, layer decoding, layer gzip, extraction).
+#[derive(Debug, Clone, Default, Args)]
+pub struct JobsArgs {
+    /// Worker threads (default: one per core).
+    #[arg(short = 'j', long = "threads", value_name = "N")]
+    pub threads: Option<usize>,
+}
+
+impl JobsArgs {
+    /// The thread count ([`threads`]: `-j`, else one per core).
+    pub fn count(&self) -> Result<usize> {
+        threads(self.threads)
+    }
+}
+
+/// Threads to use: the user's `-j`, or one per core. The one place the thread budget is
+/// decided: the libraries (copy engine, layer decoding, layer gzip, extraction) take
+/// the count they are given.
+pub fn threads(requested: Option<usize>) -> Result<usize> {
+    match requested {
+        Some(0) => Err(Error::argument("-j must be at least 1")),
+        Some(n) => Ok(n),
+        None => Ok(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)),
+    }
+}
+
+/// How an image is written, for every command that writes one: compression, progress
+/// and threads.
+#[derive(Debug, Clone, Args)]
+pub struct WriteArgs {
+    /// Compress the output (qcow2: zlib, or zstd with the format option
+    /// compression_type=zstd; streamOptimized VMDK).
+    #[arg(short = 'c')]
+    pub compress: bool,
+    #[command(flatten)]
+    pub progress: ProgressArgs,
+    #[command(flatten)]
+    pub jobs: JobsArgs,
+}
+
+/// Nothing compressed, no progress, one thread per core: for writers without these
+/// flags (`create`).
+impl Default for WriteArgs {
+    fn default() -> Self {
+        WriteArgs {
+            compress: false,
+            progress: ProgressArgs { bar: false, mode: ProgressMode::None },
+            jobs: JobsArgs::default(),
+        }
+    }
+}
+
+/// Where and how a built image is written (`mkfs`, `mkdisk`; `vm` fills it from its own
+/// flags).
+#[derive(Debug, Clone, Args)]
+pub struct OutputArgs {
+    /// The image to write: a file (written in full, then put in place), `-` or a pipe or
+    /// character device (raw only, front to back), or a block device (raw, written in
+    /// place when nothing uses it).
+    #[arg(short = 'o', long = "output", value_name = "OUT")]
+    pub output: PathBuf,
+    /// Block format of OUT (raw, qcow2, vmdk, vhd, vhdx, vdi).
+    #[arg(short = 'O', long = "output-format", value_name = "FMT", default_value = "raw")]
+    pub output_format: String,
+    /// Format options of OUT, comma separated (`diskcast formats` lists them).
+    #[arg(long = "format-options", value_name = "KEY=VALUE,..")]
+    pub format_options: Vec<String>,
+    #[command(flatten)]
+    pub write: WriteArgs,
+}
+
+/// One image to look at (`check`, `map`).
+#[derive(Debug, Args)]
+pub struct ImageArgs {
+    /// Format of FILE (probed if not given).
+    #[arg(short = 'f', long = "format", value_name = "FMT")]
+    pub format: Option<String>,
+    /// Output as human text or JSON.
+    #[arg(long, value_enum, default_value = "human")]
+    pub output: OutputFormat,
+    #[command(flatten)]
+    pub open: OpenArgs,
+    pub file: PathBuf,
+}
+
+/// How to read a container image source (`oci:`, `oci-archive:`, `docker-archive:`,
+/// `docker://`).
+#[derive(Debug, Default, Clone, Args)]
+pub struct ContainerArgs {
+    /// Which image of a multi-platform index: OS/ARCH[/VARIANT] (default: this machine's).
+    #[arg(long = "platform", value_name = "OS/ARCH")]
+    pub platform: Option<String>,
+    /// Registry credentials USER:PASSWORD (default: ~/.docker/config.json, else anonymous).
+    #[arg(long = "creds", value_name = "USER:PASSWORD")]
+    pub creds: Option<String>,
+    /// Registry credentials file (Docker's config.json format; default: $REGISTRY_AUTH_FILE,
+    /// $XDG_RUNTIME_DIR/containers/auth.json, ~/.docker/config.json).
+    #[arg(long = "authfile", value_name = "FILE")]
+    pub authfile: Option<std::path::PathBuf>,
+    /// Verify registry TLS certificates; false also allows plain HTTP (local registries).
+    #[arg(long = "tls-verify", value_name = "BOOL", action = ArgAction::Set, default_value_t = true)]
+    pub tls_verify: bool,
+}
+
+impl ContainerArgs {
+    /// The library's options for these arguments.
+    pub fn open_options(&self) -> Result<OpenOptions> {
+        let mut o = OpenOptions {
+            platform: self.platform.as_deref().map(Platform::parse).transpose()?,
+            ..OpenOptions::default()
+        };
+        o.registry.creds = self.creds.clone();
+        o.registry.auth_file = self.authfile.clone();
+        // Downloads show a bar on a terminal.
+        o.progress = std::sync::Arc::from(super::progress::reporter(ProgressMode::Auto, false));
+        o.registry.tls_verify = self.tls_verify;
+        Ok(o)
+    }
+}
+
+/// Options of a tree source.
+#[derive(Debug, Default, Args)]
+pub struct SourceArgs {
+    /// Which tree of a disc with several: udf, rockridge, joliet, iso9660 (default: the
+    /// richest one present).
+    #[arg(long = "tree", value_name = "NAME")]
+    pub tree: Option<String>,
+    /// Block format of a disk image SRC (probed if not given).
+    #[arg(short = 'f', long = "format", value_name = "FMT")]
+    pub format: Option<String>,
+    #[command(flatten)]
+    pub share: ShareArgs,
+    #[command(flatten)]
+    pub container: ContainerArgs,
+}
+
+impl SourceArgs {
+    /// The library's options; disk images are locked as qemu-img locks its inputs (the
+    /// shared read lock, or with `-U` one that lets writers be), until the command ends.
+    /// A container image's layers are decoded by `threads` (the command's `-j`).
+    pub fn options(&self, threads: usize) -> Result<SourceOptions> {
+        let locks = Arc::new(Locks::new(self.share.lock_mode()));
+        // The tree reads its images until the command ends, so their locks stay as long.
+        static HELD: Mutex<Vec<Arc<Locks>>> = Mutex::new(Vec::new());
+        HELD.lock().unwrap_or_else(|p| p.into_inner()).push(locks.clone());
+        Ok(SourceOptions {
+            tree: self.tree.clone(),
+            format: self.format.clone(),
+            image: self.container.open_options()?,
+            locks: Some(locks),
+            threads,
+        })
+    }
+}

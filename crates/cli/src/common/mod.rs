@@ -1,0 +1,134 @@
+//! What the commands share, below all of them: the argument groups ([`args`]), opening
+//! images ([`Images`]), `-o` parsing, the one thread budget ([`threads`]), progress
+//! ([`progress`]), the one output path ([`output`]), tree sources ([`tree_source`]) and
+//! the identities of new filesystems and disks ([`build`]).
+//! Nothing here imports a command, and no command imports another.
+
+pub mod args;
+pub mod build;
+pub mod output;
+pub mod progress;
+pub mod tree_source;
+
+use args::OpenArgs;
+pub use args::threads;
+use diskcast_block::gate::Gate;
+use diskcast_block::lock::{LockMode, Locks};
+use diskcast_block::provenance::Provenance;
+use diskcast_block::registry::{CreateOptions, OpenContext, Registry};
+use diskcast_block::{BlockRead, Error, Result};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// An error and the exit status it maps to (1 for most commands, 2 for `compare`).
+#[derive(Debug)]
+pub struct Failure {
+    pub error: Error,
+    pub exit_code: u8,
+}
+
+impl From<Error> for Failure {
+    fn from(error: Error) -> Self {
+        Failure { error, exit_code: 1 }
+    }
+}
+
+/// The registry and the backing gate a command opens images with.
+pub struct Images {
+    pub registry: Registry,
+    pub gate: Gate,
+    /// `--replay-log`: drivers may write a pending log into the image they open.
+    pub replay_log: bool,
+    /// The qemu-compatible locks on every image opened, held until the command ends.
+    pub locks: Locks,
+}
+
+impl Images {
+    pub fn new(open: &OpenArgs) -> Result<Self> {
+        let mut gate = Gate::new();
+        for p in &open.allow_backing {
+            gate.allow(p)?;
+        }
+        // Replaying a log writes to the input, so it is locked as a target is.
+        let mode = if open.replay_log { LockMode::Write } else { open.share.lock_mode() };
+        Ok(Images {
+            registry: diskcast_formats::registry(),
+            gate,
+            replay_log: open.replay_log,
+            locks: Locks::new(mode),
+        })
+    }
+
+    /// Opens `path` as `format` (probed when `None`) with its backing chain.
+    pub fn open(&self, path: &Path, format: Option<&str>) -> Result<Box<dyn BlockRead>> {
+        refuse_stream(path)?;
+        self.registry.open(path, format, &self.context())
+    }
+
+    /// A context that opens backing files through this command's gate.
+    pub fn context(&self) -> OpenContext<'_> {
+        OpenContext::new(&self.registry, &self.gate).with_log_replay(self.replay_log).with_locks(&self.locks)
+    }
+
+    /// A context that opens no backing file (`info` without `--backing-chain`).
+    pub fn context_without_backing(&self) -> OpenContext<'_> {
+        OpenContext::without_backing(&self.registry, &self.gate)
+            .with_log_replay(self.replay_log)
+            .with_locks(&self.locks)
+    }
+}
+
+/// Refuses a pipe, socket or character device where an image is read at any offset:
+/// its length says nothing (a pipe reads as an empty disk). Only `convert` reads them,
+/// whole, as raw.
+pub fn refuse_stream(path: &Path) -> Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    match std::fs::metadata(path) {
+        Ok(m) if m.file_type().is_fifo() || m.file_type().is_char_device() || m.file_type().is_socket() => {
+            Err(Error::argument(
+                "is a pipe or character device, which can only be read front to back; convert reads one \
+                 as a raw disk (diskcast convert -f raw SRC out.raw), other commands need a file",
+            )
+            .with_file(path))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Parses `-o a=b,c=d` (repeatable) plus the flags that map to options.
+pub fn create_options(options: &[String], compress: bool) -> Result<CreateOptions> {
+    let mut map = BTreeMap::new();
+    for group in options {
+        for pair in group.split(',').filter(|p| !p.is_empty()) {
+            let (k, v) =
+                pair.split_once('=').ok_or_else(|| Error::argument(format!("-o {pair:?}: expected KEY=VALUE")))?;
+            map.insert(k.trim().to_string(), v.trim().to_string());
+        }
+    }
+    // The one place SOURCE_DATE_EPOCH is read: every writer gets its clock and ids from here.
+    let provenance = Provenance::from_env()?;
+    Ok(CreateOptions { options: map, compress, provenance, ..CreateOptions::default() })
+}
+
+/// The name qemu-img gives a format in its output (`vpc` for VHD), so JSON written for
+/// qemu-img reads ours unchanged.
+pub fn qemu_format_name(name: &str) -> &str {
+    match name {
+        "vhd" => "vpc",
+        other => other,
+    }
+}
+
+/// Prints pretty JSON on standard output. A reader that went away (`| head`) ends the
+/// output quietly; any other write error is reported and exits 1.
+pub fn print_json(value: &serde_json::Value) {
+    use std::io::Write;
+    let text = serde_json::to_string_pretty(value).unwrap_or_default();
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{text}").and_then(|()| out.flush())
+        && e.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        eprintln!("diskcast: cannot write to standard output: {e}");
+        std::process::exit(1);
+    }
+}
