@@ -12,8 +12,8 @@ use diskcast_block::progress::Progress;
 use diskcast_block::{Error, Result};
 use diskcast_tree::{Content, FileData, Kind, Meta, Node, NodeId, StreamCursor, Tree, display_name, host_data_ranges};
 use rustix::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use rustix::fs::{AtFlags, CWD, FileType, Mode, OFlags, ResolveFlags, Timespec, Timestamps, XattrFlags};
-use std::collections::HashMap;
+use rustix::fs::{AtFlags, CWD, FileType, IFlags, Mode, OFlags, ResolveFlags, Timespec, Timestamps, XattrFlags};
+use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -161,6 +161,7 @@ pub fn extract(tree: &Tree, dir: &Path, opts: &ExtractOptions, progress: &dyn Pr
         dropped: AtomicUsize::new(0),
         hook: opts.race_hook.clone(),
     };
+    let spread = spread_hint(x.root.as_fd());
     let entries: Vec<(Vec<u8>, NodeId)> = tree.walk(NodeId::ROOT).collect();
     progress.start(tree.stats().file_bytes);
     let threads = opts.threads.clamp(1, 64);
@@ -209,13 +210,14 @@ pub fn extract(tree: &Tree, dir: &Path, opts: &ExtractOptions, progress: &dyn Pr
     // (dev, ino, uid, gid) of each directory made, to check it is still the one when its
     // metadata is set at the end, and to know who owns the entries made in it.
     let made_dirs: Mutex<HashMap<usize, MadeDir>> = Mutex::new(HashMap::new());
-    let queue = WorkQueue::new(vec![0]);
+    let queue = WorkQueue::new(threads, 0);
     std::thread::scope(|s| {
-        for _ in 0..threads {
-            s.spawn(|| {
-                while let Some(d) = queue.pop() {
+        for t in 0..threads {
+            let (queue, kids, entries, made_dirs, x) = (&queue, &kids, &entries, &made_dirs, &x);
+            s.spawn(move || {
+                while let Some(d) = queue.pop(t) {
                     if let Some(k) = kids.get(&d) {
-                        x.make_dir_entries(&entries[d].0, k, &entries, tree, &made_dirs, &queue);
+                        x.make_dir_entries(&entries[d].0, k, entries, tree, made_dirs, &|k| queue.push(t, k));
                     }
                     queue.done();
                 }
@@ -274,6 +276,7 @@ pub fn extract(tree: &Tree, dir: &Path, opts: &ExtractOptions, progress: &dyn Pr
             });
         }
     });
+    drop(spread);
     progress.finish();
     let mut report = x.report.into_inner().unwrap_or_else(|p| p.into_inner());
     let dropped = x.dropped.into_inner();
@@ -285,6 +288,37 @@ pub fn extract(tree: &Tree, dir: &Path, opts: &ExtractOptions, progress: &dyn Pr
         report.failed.push(format!("... and {unlisted} more"));
     }
     Ok(report)
+}
+
+/// DIR's inode flags put back when extraction ends.
+struct SpreadHint<'a> {
+    dir: BorrowedFd<'a>,
+    old: Option<IFlags>,
+}
+
+impl Drop for SpreadHint<'_> {
+    fn drop(&mut self) {
+        if let Some(old) = self.old {
+            let _ = rustix::fs::ioctl_setflags(self.dir, old);
+        }
+    }
+}
+
+/// Marks DIR as the top of directory hierarchies (`chattr +T`) while extracting, so
+/// ext4's Orlov allocator spreads DIR's subdirectories over block groups as it does
+/// the root's, instead of packing the whole tree into DIR's group. Why: on an ext4
+/// without a journal, each new inode's search skips, one by one, the free inodes
+/// deleted in the last minute (`recently_deleted`), and when two threads take the
+/// same group's last such inode one searches again under the group lock. Right after
+/// a large tree was deleted there, every creation in that group pays for the whole
+/// deleted tree and the threads wait for each other; spread out, each thread works in
+/// its own subtrees' groups. Filesystems without the flag refuse it, which is fine.
+fn spread_hint(dir: BorrowedFd<'_>) -> SpreadHint<'_> {
+    let old = rustix::fs::ioctl_getflags(dir)
+        .ok()
+        .filter(|f| !f.contains(IFlags::TOPDIR))
+        .filter(|&f| rustix::fs::ioctl_setflags(dir, f | IFlags::TOPDIR).is_ok());
+    SpreadHint { dir, old }
 }
 
 /// Opens DIR once, without following a symlink, creating it if it does not exist; it
@@ -461,7 +495,7 @@ impl Extractor {
         entries: &[(Vec<u8>, NodeId)],
         tree: &Tree,
         made: &Mutex<HashMap<usize, MadeDir>>,
-        queue: &WorkQueue,
+        queue: &dyn Fn(usize),
     ) {
         let opened;
         let pfd = if dir.is_empty() {
@@ -476,7 +510,7 @@ impl Extractor {
                     for &k in kids {
                         self.fail(&entries[k].0, sys(e, "cannot open directory", dir));
                         if tree.node(entries[k].1).as_dir().is_some() {
-                            queue.push(k);
+                            queue(k);
                         }
                     }
                     return;
@@ -489,13 +523,13 @@ impl Extractor {
             match self.create_entry(pfd, split(path).1, node, path) {
                 Ok(Some(m)) => {
                     made.lock().unwrap_or_else(|p| p.into_inner()).insert(k, m);
-                    queue.push(k);
+                    queue(k);
                 }
                 Ok(None) => {}
                 Err(e) => {
                     self.fail(path, e);
                     if node.as_dir().is_some() {
-                        queue.push(k);
+                        queue(k);
                     }
                 }
             }
@@ -948,29 +982,35 @@ fn process_umask() -> Option<u32> {
 }
 
 /// Directories whose entries are still to be made, shared by the threads of stage 1:
-/// a thread that makes a directory queues it, and the stage ends when the queue is
-/// empty and no thread is busy (so none can queue more).
+/// each thread takes the directories it made itself, depth first, and when it has none
+/// left takes the oldest (highest in the tree) of the thread with the most, so threads
+/// work in different subtrees (which ext4 places in different block groups: see
+/// [`spread_hint`]). The stage ends when no thread holds or makes a directory.
 struct WorkQueue {
-    state: Mutex<(Vec<usize>, usize)>,
+    state: Mutex<(Vec<VecDeque<usize>>, usize)>,
     wake: Condvar,
 }
 
 impl WorkQueue {
-    fn new(tasks: Vec<usize>) -> Self {
-        WorkQueue { state: Mutex::new((tasks, 0)), wake: Condvar::new() }
+    fn new(threads: usize, first: usize) -> Self {
+        let mut stacks = vec![VecDeque::new(); threads.max(1)];
+        stacks[0].push_back(first);
+        WorkQueue { state: Mutex::new((stacks, 0)), wake: Condvar::new() }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, (Vec<usize>, usize)> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (Vec<VecDeque<usize>>, usize)> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The next task (the thread is busy until [`Self::done`]), or `None` when all is done.
-    fn pop(&self) -> Option<usize> {
+    /// The next task of thread `t` (busy until [`Self::done`]), `None` when all is done.
+    fn pop(&self, t: usize) -> Option<usize> {
         let mut g = self.lock();
         loop {
-            if let Some(t) = g.0.pop() {
+            let own = g.0.get_mut(t).and_then(VecDeque::pop_back);
+            let task = own.or_else(|| g.0.iter_mut().max_by_key(|q| q.len()).and_then(VecDeque::pop_front));
+            if let Some(task) = task {
                 g.1 += 1;
-                return Some(t);
+                return Some(task);
             }
             if g.1 == 0 {
                 return None;
@@ -979,17 +1019,41 @@ impl WorkQueue {
         }
     }
 
-    fn push(&self, task: usize) {
-        self.lock().0.push(task);
+    fn push(&self, t: usize, task: usize) {
+        if let Some(q) = self.lock().0.get_mut(t) {
+            q.push_back(task);
+        }
         self.wake.notify_one();
     }
 
     fn done(&self) {
         let mut g = self.lock();
         g.1 -= 1;
-        if g.1 == 0 && g.0.is_empty() {
+        if g.1 == 0 && g.0.iter().all(VecDeque::is_empty) {
             self.wake.notify_all();
         }
+    }
+}
+
+/// The batches of stage 2 cut into one run per thread, in walk order: a thread writes
+/// its own part of the tree front to back (its own subtrees, so its own block groups),
+/// then helps with the back of the largest part left.
+struct Parts(Mutex<Vec<Range<usize>>>);
+
+impl Parts {
+    fn new(n: usize, threads: usize) -> Self {
+        let threads = threads.max(1);
+        Parts(Mutex::new((0..threads).map(|t| n * t / threads..n * (t + 1) / threads).collect()))
+    }
+
+    fn take(&self, t: usize) -> Option<usize> {
+        let mut parts = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(r) = parts.get_mut(t)
+            && let Some(i) = r.next()
+        {
+            return Some(i);
+        }
+        parts.iter_mut().max_by_key(|r| r.len()).and_then(|r| r.next_back())
     }
 }
 
@@ -1047,21 +1111,23 @@ impl FileStage<'_> {
     /// Runs `batches` of `jobs` on `threads` threads. Small files of a stream are read
     /// by the thread that reads the stream and queued for any thread to write.
     fn run(&self, jobs: &[(u64, Vec<usize>)], batches: &[Range<usize>], threads: usize) {
-        let next = AtomicUsize::new(0);
+        // As many threads as files at most: one batch of a stream is shared out too.
+        let threads = threads.min(jobs.iter().map(|j| j.1.len()).sum::<usize>().max(1));
+        let parts = Parts::new(batches.len(), threads);
         let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, Vec<u8>)>(QUEUED_FILES);
         let rx = Mutex::new(rx);
         let share = threads > 1;
         std::thread::scope(|s| {
-            for _ in 0..threads.min(batches.len().max(1)) {
+            for t in 0..threads {
                 let tx = tx.clone();
-                let (next, rx) = (&next, &rx);
+                let (parts, rx) = (&parts, &rx);
                 s.spawn(move || {
                     let mut w = Worker { parents: ParentCache::default(), cursor: None, buf: vec![0u8; CHUNK] };
                     loop {
                         while let Some(item) = take(rx, false) {
                             self.write_one(&mut w, item.0, Some(&item.1));
                         }
-                        let Some(b) = batches.get(next.fetch_add(1, Ordering::Relaxed)) else { break };
+                        let Some(b) = parts.take(t).and_then(|b| batches.get(b)) else { break };
                         for job in &jobs[b.clone()] {
                             for &i in &job.1 {
                                 self.file(&mut w, i, share.then_some(&tx));
