@@ -12,7 +12,7 @@ use diskcast_block::progress::Progress;
 use diskcast_block::{Error, Result};
 use diskcast_tree::{Content, FileData, Kind, Meta, Node, NodeId, StreamCursor, Tree, display_name, host_data_ranges};
 use rustix::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use rustix::fs::{AtFlags, CWD, FileType, IFlags, Mode, OFlags, ResolveFlags, Timespec, Timestamps, XattrFlags};
+use rustix::fs::{AtFlags, CWD, FileType, Mode, OFlags, ResolveFlags, Timespec, Timestamps, XattrFlags};
 use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
 use std::os::unix::ffi::OsStrExt;
@@ -161,7 +161,6 @@ pub fn extract(tree: &Tree, dir: &Path, opts: &ExtractOptions, progress: &dyn Pr
         dropped: AtomicUsize::new(0),
         hook: opts.race_hook.clone(),
     };
-    let spread = spread_hint(x.root.as_fd());
     let entries: Vec<(Vec<u8>, NodeId)> = tree.walk(NodeId::ROOT).collect();
     progress.start(tree.stats().file_bytes);
     let threads = opts.threads.clamp(1, 64);
@@ -276,7 +275,6 @@ pub fn extract(tree: &Tree, dir: &Path, opts: &ExtractOptions, progress: &dyn Pr
             });
         }
     });
-    drop(spread);
     progress.finish();
     let mut report = x.report.into_inner().unwrap_or_else(|p| p.into_inner());
     let dropped = x.dropped.into_inner();
@@ -288,37 +286,6 @@ pub fn extract(tree: &Tree, dir: &Path, opts: &ExtractOptions, progress: &dyn Pr
         report.failed.push(format!("... and {unlisted} more"));
     }
     Ok(report)
-}
-
-/// DIR's inode flags put back when extraction ends.
-struct SpreadHint<'a> {
-    dir: BorrowedFd<'a>,
-    old: Option<IFlags>,
-}
-
-impl Drop for SpreadHint<'_> {
-    fn drop(&mut self) {
-        if let Some(old) = self.old {
-            let _ = rustix::fs::ioctl_setflags(self.dir, old);
-        }
-    }
-}
-
-/// Marks DIR as the top of directory hierarchies (`chattr +T`) while extracting, so
-/// ext4's Orlov allocator spreads DIR's subdirectories over block groups as it does
-/// the root's, instead of packing the whole tree into DIR's group. Why: on an ext4
-/// without a journal, each new inode's search skips, one by one, the free inodes
-/// deleted in the last minute (`recently_deleted`), and when two threads take the
-/// same group's last such inode one searches again under the group lock. Right after
-/// a large tree was deleted there, every creation in that group pays for the whole
-/// deleted tree and the threads wait for each other; spread out, each thread works in
-/// its own subtrees' groups. Filesystems without the flag refuse it, which is fine.
-fn spread_hint(dir: BorrowedFd<'_>) -> SpreadHint<'_> {
-    let old = rustix::fs::ioctl_getflags(dir)
-        .ok()
-        .filter(|f| !f.contains(IFlags::TOPDIR))
-        .filter(|&f| rustix::fs::ioctl_setflags(dir, f | IFlags::TOPDIR).is_ok());
-    SpreadHint { dir, old }
 }
 
 /// Opens DIR once, without following a symlink, creating it if it does not exist; it
@@ -984,8 +951,7 @@ fn process_umask() -> Option<u32> {
 /// Directories whose entries are still to be made, shared by the threads of stage 1:
 /// each thread takes the directories it made itself, depth first, and when it has none
 /// left takes the oldest (highest in the tree) of the thread with the most, so threads
-/// work in different subtrees (which ext4 places in different block groups: see
-/// [`spread_hint`]). The stage ends when no thread holds or makes a directory.
+/// work in different subtrees. The stage ends when no thread holds or makes a directory.
 struct WorkQueue {
     state: Mutex<(Vec<VecDeque<usize>>, usize)>,
     wake: Condvar,
@@ -1036,7 +1002,7 @@ impl WorkQueue {
 }
 
 /// The batches of stage 2 cut into one run per thread, in walk order: a thread writes
-/// its own part of the tree front to back (its own subtrees, so its own block groups),
+/// its own part of the tree front to back (its own subtrees and directories),
 /// then helps with the back of the largest part left.
 struct Parts(Mutex<Vec<Range<usize>>>);
 

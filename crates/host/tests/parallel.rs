@@ -1,7 +1,5 @@
 //! Extraction uses every thread it is given: directories are made by several threads,
-//! and the files of one stream (a tar, read once front to back) are written by several;
-//! DIR is marked as the top of a directory hierarchy for ext4's allocator while the
-//! tree is written, and its flags are put back after.
+//! and the files of one stream (a tar, read once front to back) are written by several.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -75,42 +73,4 @@ fn directories_are_made_by_every_thread() {
     let threads: HashSet<ThreadId> = dirs.iter().map(|(_, t)| *t).collect();
     assert_eq!(threads.len(), 2, "the directories were made by {} thread(s)", threads.len());
     assert!(!threads.contains(&std::thread::current().id()), "directories made on the calling thread");
-}
-
-#[test]
-fn dir_is_a_top_directory_while_extracting_and_gets_its_flags_back() {
-    let d = tempfile::tempdir().unwrap();
-    let tar = wide_tar(d.path(), 2, 2);
-    let out = d.path().join("out");
-    std::fs::create_dir(&out).unwrap();
-    let flags = |p: &Path| {
-        let fd = rustix::fs::open(p, rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY, 0.into()).unwrap();
-        rustix::fs::ioctl_getflags(&fd)
-    };
-    let Ok(before) = flags(&out) else {
-        eprintln!("skipped: the filesystem of {} has no inode flags", out.display());
-        return;
-    };
-    // Can this filesystem hold the flag at all (ext2/3/4 can, tmpfs cannot)?
-    let probe = d.path().join("probe");
-    std::fs::create_dir(&probe).unwrap();
-    let pfd = rustix::fs::open(&probe, rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY, 0.into()).unwrap();
-    if rustix::fs::ioctl_setflags(&pfd, rustix::fs::ioctl_getflags(&pfd).unwrap() | rustix::fs::IFlags::TOPDIR).is_err()
-    {
-        eprintln!("skipped: the filesystem of {} has no top-directory flag", out.display());
-        return;
-    }
-    let during = Arc::new(Mutex::new(Vec::new()));
-    let (d2, o2) = (during.clone(), out.clone());
-    let hook = RaceHook(Arc::new(move |step| {
-        if let RaceStep::Created(_) = step {
-            d2.lock().unwrap().push(flags(&o2).unwrap().contains(rustix::fs::IFlags::TOPDIR));
-        }
-    }));
-    let t = diskcast_tar::read_tar(&tar).unwrap();
-    let opts = ExtractOptions { threads: 2, privileged: false, race_hook: Some(hook) };
-    extract(&t.tree, &out, &opts, &NoProgress).unwrap();
-    let during = during.lock().unwrap();
-    assert!(!during.is_empty() && during.iter().all(|&top| top), "DIR was not a top directory while extracting");
-    assert_eq!(flags(&out).unwrap(), before, "DIR's flags were not put back");
 }
