@@ -27,9 +27,16 @@ measure() {
         [ "$r" = 0 ] && continue
         times+=("$(echo "$t1 - $t0" | bc)")
     done
-    local sorted n med
-    sorted=$(printf '%s\n' "${times[@]}" | sort -g)
-    n=${#times[@]}
+    summarize "$name" "${times[@]}"
+}
+
+# summarize NAME SECONDS...: records the median in MEDIAN[NAME] and min-max in
+# SPREAD[NAME], and prints them to stderr.
+summarize() {
+    local name=$1 sorted n med
+    shift
+    sorted=$(printf '%s\n' "$@" | sort -g)
+    n=$#
     med=$(echo "$sorted" | awk -v n="$n" '{a[NR]=$1} END {if (n % 2) print a[(n+1)/2]; else print (a[n/2]+a[n/2+1])/2}')
     MEDIAN[$name]=$med
     SPREAD[$name]="$(echo "$sorted" | head -1)-$(echo "$sorted" | tail -1)"
