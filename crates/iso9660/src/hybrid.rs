@@ -678,8 +678,7 @@ impl Kept {
     }
 }
 
+/// GPT's CRC-32 (IEEE), the one implementation the workspace uses (docs/crates.md).
 fn crc32(b: &[u8]) -> u32 {
-    let mut c = flate2::Crc::new();
-    c.update(b);
-    c.sum()
+    crc32fast::hash(b)
 }
