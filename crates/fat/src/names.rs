@@ -114,15 +114,17 @@ const DOS_MAX: i64 = 4_354_819_198;
 
 /// Unix seconds to DOS (date, time, hundredths beyond the 2-second unit), in UTC,
 /// clamped to what FAT can record.
-#[allow(clippy::as_conversions)]
 pub fn to_dos(secs: i64, nsec: u32) -> (u16, u16, u8) {
+    // After the clamp every field is within its bit width (year - 1980 <= 127, hour < 24,
+    // ...), so the conversions below cannot fail; 0 is never reached.
+    let field = |v: i64| u16::try_from(v).unwrap_or(0);
     let t = secs.clamp(DOS_MIN, DOS_MAX);
     let (days, rem) = (t.div_euclid(86_400), t.rem_euclid(86_400));
     let (y, m, d) = civil(days);
-    let date = (((y - 1980) as u16) << 9) | ((m as u16) << 5) | d as u16;
+    let date = (field(y - 1980) << 9) | (field(i64::from(m)) << 5) | field(i64::from(d));
     let (h, mi, s) = (rem / 3600, (rem / 60) % 60, rem % 60);
-    let time = ((h as u16) << 11) | ((mi as u16) << 5) | (s / 2) as u16;
-    let tenths = if t == secs { ((s % 2) * 100) as u8 + (nsec / 10_000_000) as u8 } else { 0 };
+    let time = (field(h) << 11) | (field(mi) << 5) | field(s / 2);
+    let tenths = if t == secs { u8::try_from((s % 2) * 100 + i64::from(nsec / 10_000_000)).unwrap_or(0) } else { 0 };
     (date, time, tenths)
 }
 

@@ -28,13 +28,7 @@ fn throughput_512mib() {
         let o = CreateOptions { compress, ..CreateOptions::default() };
         let w = Qcow2Driver.create(&out, img.size(), &o, &files).unwrap();
         let t = Instant::now();
-        copy(
-            img.as_ref(),
-            w.as_ref(),
-            &CopyOptions::new(std::thread::available_parallelism().map_or(2, |n| n.get())),
-            &NoProgress,
-        )
-        .unwrap();
+        copy(img.as_ref(), w.as_ref(), &CopyOptions::new(diskcast_testkit::all_cores()), &NoProgress).unwrap();
         w.finish().unwrap();
         files.commit().unwrap();
         println!("convert {name} (ours, 2 threads): {:?}", t.elapsed());

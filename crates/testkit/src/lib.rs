@@ -361,3 +361,9 @@ pub fn assert_error(e: &Error, kind: ErrorKind, needle: &str) {
 
 /// The one time limit for tests: see [`hostile::within`].
 pub use hostile::within;
+
+/// The thread count perf tests compare against their reference tool with: every core, as
+/// the CLI's default `-j` gives (libraries never pick it themselves).
+pub fn all_cores() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}

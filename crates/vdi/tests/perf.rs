@@ -35,13 +35,7 @@ fn convert_1gib_half_filled_raw_to_dynamic() {
         let img = open_as(&src, Some("raw")).unwrap();
         let files = OutputFiles::new();
         let w = VdiDriver.create(&out, img.size(), &opts(&[]), &files).unwrap();
-        copy(
-            img.as_ref(),
-            w.as_ref(),
-            &CopyOptions::new(std::thread::available_parallelism().map_or(2, |n| n.get())),
-            &NoProgress,
-        )
-        .unwrap();
+        copy(img.as_ref(), w.as_ref(), &CopyOptions::new(diskcast_testkit::all_cores()), &NoProgress).unwrap();
         w.finish().unwrap();
         let before_sync = t.elapsed().as_secs_f64();
         files.commit().unwrap();

@@ -32,13 +32,7 @@ fn convert_1gib_half_filled_raw_to_dynamic() {
     let t = Instant::now();
     let files = OutputFiles::new();
     let w = VhdDriver.create(&out, img.size(), &CreateOptions::default(), &files).unwrap();
-    copy(
-        img.as_ref(),
-        w.as_ref(),
-        &CopyOptions::new(std::thread::available_parallelism().map_or(2, |n| n.get())),
-        &NoProgress,
-    )
-    .unwrap();
+    copy(img.as_ref(), w.as_ref(), &CopyOptions::new(diskcast_testkit::all_cores()), &NoProgress).unwrap();
     let copied = t.elapsed();
     w.finish().unwrap();
     files.commit().unwrap();

@@ -25,13 +25,7 @@ fn convert_1gib_half_filled() {
     let files = OutputFiles::new();
     let t = Instant::now();
     let w = VhdxDriver.create(&out, img.size(), &CreateOptions::default(), &files).unwrap();
-    copy(
-        img.as_ref(),
-        w.as_ref(),
-        &CopyOptions::new(std::thread::available_parallelism().map_or(2, |n| n.get())),
-        &NoProgress,
-    )
-    .unwrap();
+    copy(img.as_ref(), w.as_ref(), &CopyOptions::new(diskcast_testkit::all_cores()), &NoProgress).unwrap();
     w.finish().unwrap();
     let before_sync = t.elapsed();
     files.commit().unwrap();

@@ -74,13 +74,7 @@ fn stream_optimized_vs_qemu() {
         let out = OutputFiles::new();
         let w =
             diskcast_vmdk::VmdkDriver.create(&o, src.size(), &opts(&[("subformat", "streamOptimized")]), &out).unwrap();
-        copy(
-            src.as_ref(),
-            w.as_ref(),
-            &CopyOptions::new(std::thread::available_parallelism().map_or(2, |n| n.get())),
-            &NoProgress,
-        )
-        .unwrap();
+        copy(src.as_ref(), w.as_ref(), &CopyOptions::new(diskcast_testkit::all_cores()), &NoProgress).unwrap();
         w.finish().unwrap();
         out.commit().unwrap();
     }
