@@ -817,27 +817,47 @@ impl Extractor {
     }
 }
 
+/// What a file's data writes did: bytes written, bytes covered by data ranges, and where
+/// the last write ended (the file's size must still be set when that is short of it).
+#[derive(Debug, Default)]
+struct Written {
+    written: u64,
+    covered: u64,
+    end: u64,
+}
+
+impl Written {
+    /// Writes `chunk` at `pos` unless it is all zero (left as a hole), and counts it.
+    fn chunk(&mut self, file: &ImageFile, chunk: &[u8], pos: u64, progress: &dyn Progress) -> Result<()> {
+        let n = diskcast_layout::u64_from_usize(chunk.len());
+        if !chunk.iter().all(|&b| b == 0) {
+            file.write_all_at(chunk, pos)?;
+            self.written += n;
+            self.end = pos + n;
+        }
+        progress.advance(n);
+        self.covered += n;
+        Ok(())
+    }
+
+    fn totals(self) -> (u64, u64, u64) {
+        (self.written, self.covered, self.end)
+    }
+}
+
 /// Writes a file's bytes held in memory into `file`, all-zero chunks left as holes.
 /// Returns what [`write_data`] does.
 fn write_bytes(bytes: &[u8], file: &ImageFile, progress: &dyn Progress) -> Result<(u64, u64, u64)> {
-    let (mut written, mut pos, mut end) = (0u64, 0u64, 0u64);
+    let mut w = Written::default();
     for chunk in bytes.chunks(CHUNK) {
-        let n = u64::try_from(chunk.len()).map_err(|_| Error::invalid("chunk too large"))?;
-        if !chunk.iter().all(|&b| b == 0) {
-            file.write_all_at(chunk, pos)?;
-            written += n;
-            end = pos + n;
-        }
-        progress.advance(n);
-        pos += n;
+        w.chunk(file, chunk, w.covered, progress)?;
     }
-    Ok((written, pos, end))
+    Ok(w.totals())
 }
 
 /// Writes a file's data ranges into `file` (holes stay holes, and all-zero chunks are
 /// not written either). Returns the bytes written, the bytes the data ranges covered,
-/// and where the last write ended (the file's size must still be set when that is
-/// short of it).
+/// and where the last write ended (see [`Written`]).
 fn write_data(
     f: &FileData,
     file: &ImageFile,
@@ -861,9 +881,7 @@ fn write_data(
         (_, Some(h)) => host_data_ranges(h, f.size)?,
         _ => f.data_ranges()?,
     };
-    let mut written = 0u64;
-    let mut covered = 0u64;
-    let mut last = 0u64;
+    let mut w = Written::default();
     for (start, len) in ranges {
         let end = start
             .checked_add(len)
@@ -871,7 +889,10 @@ fn write_data(
             .ok_or_else(|| Error::corrupt("data range past the file's end"))?;
         let mut pos = start;
         while pos < end {
-            let n = (end - pos).min(buf.len() as u64) as usize;
+            let n = diskcast_layout::usize_from_u64(
+                (end - pos).min(diskcast_layout::u64_from_usize(buf.len())),
+                "copy buffer",
+            )?;
             let chunk = &mut buf[..n];
             match (&f.content, &host) {
                 (Content::Stream { stream, offset }, _) => cursor.read_exact_at(stream, chunk, offset + pos)?,
@@ -880,17 +901,11 @@ fn write_data(
                 })?,
                 _ => f.read_at(chunk, pos)?,
             }
-            if !chunk.iter().all(|&b| b == 0) {
-                file.write_all_at(chunk, pos)?;
-                written += n as u64;
-                last = pos + n as u64;
-            }
-            progress.advance(n as u64);
-            covered += n as u64;
-            pos += n as u64;
+            w.chunk(file, chunk, pos, progress)?;
+            pos += diskcast_layout::u64_from_usize(n);
         }
     }
-    Ok((written, covered, last))
+    Ok(w.totals())
 }
 
 /// What diskcast made for a directory: its identity, checked again before its

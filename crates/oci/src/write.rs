@@ -468,7 +468,7 @@ impl std::io::Read for ScratchReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         use std::os::unix::fs::FileExt;
         let n = self.file.read_at(buf, self.pos)?;
-        self.pos += n as u64;
+        self.pos += diskcast_layout::u64_from_usize(n);
         Ok(n)
     }
 }
