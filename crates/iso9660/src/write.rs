@@ -929,37 +929,19 @@ impl<'t> Layout<'t> {
             b.copy_from_slice(diskcast_layout::bytes(&Self::dir_bytes(&[r])?, 0, 34, "root directory record")?);
             Ok(b)
         };
-        let pt_l = self.path_table(false, true)?;
-        let pt_m = self.path_table(false, false)?;
-        img.place_bytes(u64::from(l_pt) * SECTOR, pad(pt_l.clone()))?;
-        img.place_bytes(u64::from(m_pt) * SECTOR, pad(pt_m))?;
-        img.place_bytes(
-            u64::from(pvd) * SECTOR,
-            self.descriptor(
-                1,
-                total,
-                fit(u64_from_usize(pt_l.len()), "path table size")?,
-                l_pt,
-                m_pt,
-                root(&self, false)?,
-            )?,
-        )?;
+        // The primary descriptor (type 1) and, with Joliet, the supplementary one (type 2):
+        // each with its own L and M path tables.
+        let mut volumes = vec![(false, 1u8, pvd, l_pt, m_pt)];
         if let Some(s) = svd {
-            let jl = self.path_table(true, true)?;
-            let jm = self.path_table(true, false)?;
-            img.place_bytes(u64::from(jl_pt) * SECTOR, pad(jl.clone()))?;
-            img.place_bytes(u64::from(jm_pt) * SECTOR, pad(jm))?;
-            img.place_bytes(
-                u64::from(s) * SECTOR,
-                self.descriptor(
-                    2,
-                    total,
-                    fit(u64_from_usize(jl.len()), "path table size")?,
-                    jl_pt,
-                    jm_pt,
-                    root(&self, true)?,
-                )?,
-            )?;
+            volumes.push((true, 2, s, jl_pt, jm_pt));
+        }
+        for (joliet, kind, at, l, m) in volumes {
+            let pt_l = self.path_table(joliet, true)?;
+            let pt_m = self.path_table(joliet, false)?;
+            let size = fit(u64_from_usize(pt_l.len()), "path table size")?;
+            img.place_bytes(u64::from(l) * SECTOR, pad(pt_l))?;
+            img.place_bytes(u64::from(m) * SECTOR, pad(pt_m))?;
+            img.place_bytes(u64::from(at) * SECTOR, self.descriptor(kind, total, size, l, m, root(&self, joliet)?)?)?;
         }
         let mut t = vec![0u8; SECTOR_BYTES];
         diskcast_layout::put(
