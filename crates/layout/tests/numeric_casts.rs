@@ -36,13 +36,6 @@ fn code_only(src: &str) -> Vec<u8> {
     let b = src.as_bytes();
     let mut out = b.to_vec();
     let mut i = 0;
-    let blank = |out: &mut Vec<u8>, from: usize, to: usize| {
-        for c in &mut out[from..to] {
-            if *c != b'\n' {
-                *c = b' ';
-            }
-        }
-    };
     while i < b.len() {
         if b[i..].starts_with(b"//") {
             let end = b[i..].iter().position(|&c| c == b'\n').map_or(b.len(), |p| i + p);
@@ -100,6 +93,15 @@ fn code_only(src: &str) -> Vec<u8> {
     out
 }
 
+/// Blanks `from..to`, keeping newlines so line numbers stay right.
+fn blank(code: &mut [u8], from: usize, to: usize) {
+    for c in &mut code[from..to] {
+        if *c != b'\n' {
+            *c = b' ';
+        }
+    }
+}
+
 /// Attributes whose item the scan passes over: test code, and the reviewed exceptions
 /// (`#[expect(clippy::as_conversions, reason = ..)]` on a float conversion, say), which
 /// clippy also accepts.
@@ -107,7 +109,7 @@ const SKIPPED_ITEMS: &[&[u8]] =
     &[b"#[cfg(test)]", b"#[expect(clippy::as_conversions", b"#[allow(clippy::as_conversions"];
 
 /// Blanks each item carrying one of [`SKIPPED_ITEMS`] up to its closing brace.
-fn drop_test_items(code: &mut [u8]) {
+fn drop_skipped_items(code: &mut [u8]) {
     for attr in SKIPPED_ITEMS {
         drop_items(code, attr);
     }
@@ -130,11 +132,7 @@ fn drop_items(code: &mut [u8], attr: &[u8]) {
                 end += 1;
             }
         }
-        for c in &mut code[start..end] {
-            if *c != b'\n' {
-                *c = b' ';
-            }
-        }
+        blank(code, start, end);
         from = end;
     }
 }
@@ -169,7 +167,7 @@ fn parser_crates_make_no_numeric_as_casts() {
         for f in files {
             let Ok(text) = std::fs::read_to_string(&f) else { continue };
             let mut code = code_only(&text);
-            drop_test_items(&mut code);
+            drop_skipped_items(&mut code);
             for (line, what) in numeric_casts(&code) {
                 bad.push(format!("{}:{line}: {what}", f.display()));
             }
@@ -182,7 +180,7 @@ fn parser_crates_make_no_numeric_as_casts() {
 fn the_scanner_sees_casts_only_in_code() {
     let src = "let a = b as u32; // x as u64\nlet s = \"y as u8\"; let c = 'a';\n#[cfg(test)]\nmod tests { fn f() { 1 as u8; } }\nlet z: &'static str = r#\"q as i64\"#;\n";
     let mut code = code_only(src);
-    drop_test_items(&mut code);
+    drop_skipped_items(&mut code);
     let found = numeric_casts(&code);
     assert_eq!(found.iter().map(|f| f.0).collect::<Vec<_>>(), vec![1], "{found:?}");
 }
