@@ -1,0 +1,268 @@
+//! Reading what a split needs from a WIM: its header, blob table and XML data, checked
+//! against the file, and its resources grouped into the units a part holds whole.
+
+use crate::spec::{
+    ENTRY_SIZE, Entry, HDR_METADATA_ONLY, HDR_RESOURCE_ONLY, HDR_SPANNED, HDR_WRITE_IN_PROGRESS, HEADER_SIZE, Header,
+    MAGIC, MAX_BLOB_TABLE_BYTES, MAX_XML_BYTES, PIPABLE_MAGIC, RES_COMPRESSED, RES_FREE, RES_KNOWN, RES_METADATA,
+    RES_SOLID, RES_SPANNED, ResHdr, SOLID_RESOURCE_MAGIC,
+};
+use diskcast_block::{Error, Result};
+use diskcast_layout::{u64_from_usize, usize_from, usize_from_u64};
+use diskcast_tree::FileData;
+use std::ops::Range;
+use std::sync::Arc;
+
+/// A WIM as a split sees it.
+#[derive(Debug)]
+pub(crate) struct Wim {
+    /// The header as read.
+    pub header: Header,
+    /// The blob table, in its order.
+    pub entries: Vec<Entry>,
+    /// The XML data, copied into every part as it is.
+    pub xml: Arc<[u8]>,
+    /// The images' metadata resources, in image order (the first part holds them all).
+    pub metadata: Vec<Unit>,
+    /// Every other resource, in file order.
+    pub data: Vec<Unit>,
+}
+
+/// What one part must hold whole: blob table entries (consecutive in the table) and the
+/// bytes of the resources they describe. A stand-alone resource is one entry; a run of
+/// solid entries (solid resources and the blobs inside them) is one unit, since a
+/// reader finds a blob's solid resource among the entries of its run.
+#[derive(Debug, Clone)]
+pub(crate) struct Unit {
+    /// Its entries in the table.
+    pub entries: Range<usize>,
+    /// `(table index, offset, stored size)` of each resource whose bytes it holds.
+    pub resources: Vec<(usize, u64, u64)>,
+}
+
+impl Unit {
+    /// Bytes of resources it holds.
+    pub fn stored(&self) -> u64 {
+        self.resources.iter().map(|r| r.2).sum()
+    }
+
+    /// Where its first resource starts in the file.
+    fn first_offset(&self) -> u64 {
+        self.resources.iter().map(|r| r.1).min().unwrap_or(0)
+    }
+}
+
+/// Reads `len` bytes at `offset` of `file`, named `name` in errors.
+fn read_vec(file: &FileData, offset: u64, len: u64, what: &'static str) -> Result<Vec<u8>> {
+    let mut buf = vec![0u8; usize_from_u64(len, what)?];
+    file.read_at(&mut buf, offset)?;
+    Ok(buf)
+}
+
+/// Checks that the resource `r` (called `what`) lies in the file after the header and
+/// returns its `(offset, size)`.
+fn resource_range(r: &ResHdr, file_size: u64, what: impl Fn() -> String) -> Result<(u64, u64)> {
+    let (offset, size) = (r.offset.get(), r.size());
+    let end = offset.checked_add(size).filter(|&e| e <= file_size);
+    if size > 0 && (offset < u64_from_usize(HEADER_SIZE) || end.is_none()) {
+        return Err(Error::corrupt(format!(
+            "{}: {size} bytes at offset {offset} is outside the file ({file_size} bytes, header {HEADER_SIZE})",
+            what()
+        ))
+        .with_offset(offset));
+    }
+    Ok((offset, size))
+}
+
+/// Reads and checks the WIM in `file`. Errors name `name`.
+pub(crate) fn read(file: &FileData, name: &str) -> Result<Wim> {
+    read_inner(file).map_err(|e| e.with_file(name))
+}
+
+fn read_inner(file: &FileData) -> Result<Wim> {
+    let file_size = file.size;
+    if file_size < u64_from_usize(HEADER_SIZE) {
+        return Err(Error::invalid(format!(
+            "truncated WIM header: the file is {file_size} bytes, the header needs {HEADER_SIZE}"
+        )));
+    }
+    let head = read_vec(file, 0, u64_from_usize(HEADER_SIZE), "WIM header")?;
+    let header: Header = diskcast_layout::read_copy(&head, 0, "WIM header")?;
+    if header.magic == PIPABLE_MAGIC {
+        return Err(Error::unsupported(
+            "a pipable WIM (wimlib's WLPWM layout) cannot be split: export it as a normal WIM first",
+        ));
+    }
+    if header.magic != MAGIC {
+        return Err(Error::invalid("not a WIM file (no MSWIM magic)"));
+    }
+    if usize_from(header.header_size.get()) != HEADER_SIZE {
+        return Err(Error::invalid(format!("WIM header size is {}, not {HEADER_SIZE}", header.header_size.get()))
+            .with_field("header_size"));
+    }
+    let flags = header.flags.get();
+    if flags & HDR_SPANNED != 0 || header.total_parts.get() != 1 || header.part_number.get() != 1 {
+        return Err(Error::unsupported(format!(
+            "already part {} of a split WIM of {} parts: join the parts first",
+            header.part_number.get(),
+            header.total_parts.get()
+        )));
+    }
+    if flags & (HDR_RESOURCE_ONLY | HDR_METADATA_ONLY) != 0 {
+        return Err(Error::unsupported(format!("a resource-only or metadata-only WIM (flags {flags:#x})")));
+    }
+    if flags & HDR_WRITE_IN_PROGRESS != 0 {
+        return Err(Error::refused(
+            "the WIM is marked as being written (WRITE_IN_PROGRESS): a program may be changing it, or one \
+             crashed while writing it",
+        ));
+    }
+    let image_count = header.image_count.get();
+    if image_count == 0 {
+        return Err(Error::invalid("the WIM holds no image, so there is nothing to split"));
+    }
+
+    let (table_off, table_len) = (header.blob_table.offset.get(), header.blob_table.size());
+    if table_len > MAX_BLOB_TABLE_BYTES {
+        return Err(Error::unsupported(format!(
+            "the blob table is {table_len} bytes, more than the {MAX_BLOB_TABLE_BYTES}-byte cap (MAX_BLOB_TABLE_BYTES)"
+        )));
+    }
+    resource_range(&header.blob_table, file_size, || "blob table".into())?;
+    if header.blob_table.flags & RES_COMPRESSED != 0 {
+        return Err(Error::unsupported("a compressed blob table"));
+    }
+    if table_len % u64_from_usize(ENTRY_SIZE) != 0 {
+        return Err(Error::corrupt(format!(
+            "the blob table is {table_len} bytes, not a whole number of {ENTRY_SIZE}-byte entries"
+        )));
+    }
+    let (xml_off, xml_len) = (header.xml.offset.get(), header.xml.size());
+    if xml_len > MAX_XML_BYTES {
+        return Err(Error::unsupported(format!(
+            "the XML data is {xml_len} bytes, more than the {MAX_XML_BYTES}-byte cap (MAX_XML_BYTES)"
+        )));
+    }
+    resource_range(&header.xml, file_size, || "XML data".into())?;
+    if header.xml.flags & RES_COMPRESSED != 0 {
+        return Err(Error::unsupported("compressed XML data"));
+    }
+
+    let table = read_vec(file, table_off, table_len, "blob table")?;
+    let mut entries: Vec<Entry> = Vec::with_capacity(table.len() / ENTRY_SIZE);
+    for (i, b) in table.chunks_exact(ENTRY_SIZE).enumerate() {
+        let e: Entry = diskcast_layout::read_copy(b, 0, "blob table entry")?;
+        check_entry(i, &e)?;
+        entries.push(e);
+    }
+    let xml: Arc<[u8]> = read_vec(file, xml_off, xml_len, "XML data")?.into();
+
+    let (metadata, data) = units(&entries, file_size)?;
+    if metadata.len() != usize_from(image_count) {
+        return Err(Error::corrupt(format!(
+            "the header counts {image_count} images but the blob table has {} metadata resources",
+            metadata.len()
+        )));
+    }
+    check_overlaps(&metadata, &data, (table_off, table_len), (xml_off, xml_len))?;
+    Ok(Wim { header, entries, xml, metadata, data })
+}
+
+/// Refuses entries a split cannot carry over as they are.
+fn check_entry(i: usize, e: &Entry) -> Result<()> {
+    let flags = e.res.flags;
+    let at = || format!("blob table entry {i}");
+    if flags & !RES_KNOWN != 0 {
+        return Err(Error::unsupported(format!("{}: unknown resource flags {flags:#x}", at())));
+    }
+    if flags & (RES_FREE | RES_SPANNED) != 0 {
+        return Err(Error::unsupported(format!("{}: a free or spanned resource (flags {flags:#x})", at())));
+    }
+    if flags & RES_METADATA != 0 && flags & RES_SOLID != 0 {
+        return Err(Error::unsupported(format!("{}: a metadata resource inside a solid resource", at())));
+    }
+    if e.part_number.get() != 1 {
+        return Err(Error::corrupt(format!("{}: in part {} of a WIM that is not split", at(), e.part_number.get())));
+    }
+    Ok(())
+}
+
+/// Groups the table into metadata units (table order, which is image order) and data
+/// units (file order).
+fn units(entries: &[Entry], file_size: u64) -> Result<(Vec<Unit>, Vec<Unit>)> {
+    let (mut metadata, mut data) = (Vec::new(), Vec::new());
+    let mut i = 0;
+    while let Some(e) = entries.get(i) {
+        if e.res.flags & RES_SOLID == 0 {
+            let (offset, size) = resource_range(&e.res, file_size, || format!("resource of blob table entry {i}"))?;
+            let unit = Unit { entries: i..i + 1, resources: vec![(i, offset, size)] };
+            if e.res.flags & RES_METADATA != 0 {
+                metadata.push(unit)
+            } else {
+                data.push(unit)
+            }
+            i += 1;
+            continue;
+        }
+        let end = entries[i..].iter().position(|e| e.res.flags & RES_SOLID == 0).map_or(entries.len(), |n| i + n);
+        let mut resources = Vec::new();
+        for (j, e) in entries.iter().enumerate().take(end).skip(i) {
+            if e.res.uncompressed_size.get() == SOLID_RESOURCE_MAGIC {
+                let (offset, size) =
+                    resource_range(&e.res, file_size, || format!("solid resource of blob table entry {j}"))?;
+                resources.push((j, offset, size));
+            }
+        }
+        if resources.is_empty() {
+            return Err(Error::corrupt(format!("blob table entries {i}..{end} are blobs of no solid resource")));
+        }
+        data.push(Unit { entries: i..end, resources });
+        i = end;
+    }
+    data.sort_by_key(Unit::first_offset);
+    Ok((metadata, data))
+}
+
+/// What a range of the file holds, for [`check_overlaps`]'s message.
+#[derive(Debug, Clone, Copy)]
+enum Holder {
+    Entry(usize),
+    Table,
+    Xml,
+}
+
+impl std::fmt::Display for Holder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Holder::Entry(i) => write!(f, "the resource of blob table entry {i}"),
+            Holder::Table => f.write_str("the blob table"),
+            Holder::Xml => f.write_str("the XML data"),
+        }
+    }
+}
+
+/// Refuses resources that share bytes with each other or with the blob table or XML:
+/// a part would then hold the same bytes twice, under two meanings.
+fn check_overlaps(metadata: &[Unit], data: &[Unit], table: (u64, u64), xml: (u64, u64)) -> Result<()> {
+    let mut ranges: Vec<(u64, u64, Holder)> = metadata
+        .iter()
+        .chain(data)
+        .flat_map(|u| u.resources.iter())
+        .map(|&(i, off, len)| (off, len, Holder::Entry(i)))
+        .collect();
+    ranges.push((table.0, table.1, Holder::Table));
+    ranges.push((xml.0, xml.1, Holder::Xml));
+    ranges.retain(|r| r.1 > 0);
+    ranges.sort_by_key(|r| r.0);
+    for w in ranges.windows(2) {
+        let (a, b) = (&w[0], &w[1]);
+        // Every range was checked to end inside the file: no overflow.
+        if a.0 + a.1 > b.0 {
+            return Err(Error::corrupt(format!(
+                "{} ({} bytes at offset {}) overlaps {} ({} bytes at offset {})",
+                a.2, a.1, a.0, b.2, b.1, b.0
+            ))
+            .with_offset(b.0));
+        }
+    }
+    Ok(())
+}
