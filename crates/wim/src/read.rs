@@ -7,7 +7,7 @@ use crate::spec::{
     RES_SOLID, RES_SPANNED, ResHdr, SOLID_RESOURCE_MAGIC,
 };
 use diskcast_block::{Error, Result};
-use diskcast_layout::{u64_from_usize, usize_from, usize_from_u64};
+use diskcast_layout::{Le64, u64_from_usize, usize_from, usize_from_u64};
 use diskcast_tree::FileData;
 use std::ops::Range;
 use std::sync::Arc;
@@ -17,8 +17,6 @@ use std::sync::Arc;
 pub(crate) struct Wim {
     /// The header as read.
     pub header: Header,
-    /// The blob table, in its order.
-    pub entries: Vec<Entry>,
     /// The XML data, copied into every part as it is.
     pub xml: Arc<[u8]>,
     /// The images' metadata resources, in image order (the first part holds them all).
@@ -27,28 +25,23 @@ pub(crate) struct Wim {
     pub data: Vec<Unit>,
 }
 
-/// What one part must hold whole: blob table entries (consecutive in the table) and the
-/// bytes of the resources they describe. A stand-alone resource is one entry; a run of
-/// solid entries (solid resources and the blobs inside them) is one unit, since a
-/// reader finds a blob's solid resource among the entries of its run.
+/// What one part must hold whole: one resource and its blob table entries. A
+/// stand-alone resource has one entry; a solid resource has its own entry and one per
+/// blob inside it, whose offsets count from the start of this resource's uncompressed
+/// data (a reader takes a run of consecutive solid entries as one stream of
+/// resources, so the part's layout adds the sizes of the run's earlier resources).
 #[derive(Debug, Clone)]
 pub(crate) struct Unit {
-    /// Its entries in the table.
-    pub entries: Range<usize>,
-    /// `(table index, offset, stored size)` of each resource whose bytes it holds.
-    pub resources: Vec<(usize, u64, u64)>,
-}
-
-impl Unit {
-    /// Bytes of resources it holds.
-    pub fn stored(&self) -> u64 {
-        self.resources.iter().map(|r| r.2).sum()
-    }
-
-    /// Where its first resource starts in the file.
-    fn first_offset(&self) -> u64 {
-        self.resources.iter().map(|r| r.1).min().unwrap_or(0)
-    }
+    /// Its entries: the resource's first, then the blobs inside a solid one.
+    pub entries: Vec<Entry>,
+    /// Where the resource is in the file.
+    pub offset: u64,
+    /// Its stored size.
+    pub stored: u64,
+    /// For a solid resource, its uncompressed size (from its own header).
+    pub solid: Option<u64>,
+    /// Its entry's index in the original table, for messages.
+    pub index: usize,
 }
 
 /// Reads `len` bytes at `offset` of `file`, named `name` in errors.
@@ -156,7 +149,7 @@ fn read_inner(file: &FileData) -> Result<Wim> {
     }
     let xml: Arc<[u8]> = read_vec(file, xml_off, xml_len, "XML data")?.into();
 
-    let (metadata, data) = units(&entries, file_size)?;
+    let (metadata, data) = units(file, &entries)?;
     if metadata.len() != usize_from(image_count) {
         return Err(Error::corrupt(format!(
             "the header counts {image_count} images but the blob table has {} metadata resources",
@@ -164,7 +157,7 @@ fn read_inner(file: &FileData) -> Result<Wim> {
         )));
     }
     check_overlaps(&metadata, &data, (table_off, table_len), (xml_off, xml_len))?;
-    Ok(Wim { header, entries, xml, metadata, data })
+    Ok(Wim { header, xml, metadata, data })
 }
 
 /// Refuses entries a split cannot carry over as they are.
@@ -186,15 +179,28 @@ fn check_entry(i: usize, e: &Entry) -> Result<()> {
     Ok(())
 }
 
+/// The uncompressed size a solid resource records in its own header (before its chunk
+/// table: `le64` size, `le32` chunk size, `le32` compression format).
+fn solid_size(file: &FileData, index: usize, offset: u64, stored: u64) -> Result<u64> {
+    if stored < 16 {
+        return Err(Error::corrupt(format!(
+            "the solid resource of blob table entry {index} is {stored} bytes, shorter than its 16-byte header"
+        )));
+    }
+    let head = read_vec(file, offset, 16, "solid resource header")?;
+    Ok(diskcast_layout::le64(&head, 0, "solid resource header")?)
+}
+
 /// Groups the table into metadata units (table order, which is image order) and data
 /// units (file order).
-fn units(entries: &[Entry], file_size: u64) -> Result<(Vec<Unit>, Vec<Unit>)> {
+fn units(file: &FileData, entries: &[Entry]) -> Result<(Vec<Unit>, Vec<Unit>)> {
+    let file_size = file.size;
     let (mut metadata, mut data) = (Vec::new(), Vec::new());
     let mut i = 0;
     while let Some(e) = entries.get(i) {
         if e.res.flags & RES_SOLID == 0 {
-            let (offset, size) = resource_range(&e.res, file_size, || format!("resource of blob table entry {i}"))?;
-            let unit = Unit { entries: i..i + 1, resources: vec![(i, offset, size)] };
+            let (offset, stored) = resource_range(&e.res, file_size, || format!("resource of blob table entry {i}"))?;
+            let unit = Unit { entries: vec![*e], offset, stored, solid: None, index: i };
             if e.res.flags & RES_METADATA != 0 {
                 metadata.push(unit)
             } else {
@@ -204,22 +210,57 @@ fn units(entries: &[Entry], file_size: u64) -> Result<(Vec<Unit>, Vec<Unit>)> {
             continue;
         }
         let end = entries[i..].iter().position(|e| e.res.flags & RES_SOLID == 0).map_or(entries.len(), |n| i + n);
-        let mut resources = Vec::new();
-        for (j, e) in entries.iter().enumerate().take(end).skip(i) {
-            if e.res.uncompressed_size.get() == SOLID_RESOURCE_MAGIC {
-                let (offset, size) =
-                    resource_range(&e.res, file_size, || format!("solid resource of blob table entry {j}"))?;
-                resources.push((j, offset, size));
-            }
-        }
-        if resources.is_empty() {
-            return Err(Error::corrupt(format!("blob table entries {i}..{end} are blobs of no solid resource")));
-        }
-        data.push(Unit { entries: i..end, resources });
+        data.extend(solid_run(file, entries, i..end)?);
         i = end;
     }
-    data.sort_by_key(Unit::first_offset);
+    data.sort_by_key(|u| u.offset);
     Ok((metadata, data))
+}
+
+/// One unit per solid resource of the run `run` of consecutive solid entries, each
+/// with the blobs inside it. As in wimlib's reader, the run's resources form one stream
+/// in entry order, and a blob belongs to the resource its offset falls in.
+fn solid_run(file: &FileData, entries: &[Entry], run: Range<usize>) -> Result<Vec<Unit>> {
+    let mut units: Vec<Unit> = Vec::new();
+    // Where each resource starts in the run's stream.
+    let mut starts: Vec<u64> = Vec::new();
+    let mut total = 0u64;
+    for (j, e) in entries.iter().enumerate().take(run.end).skip(run.start) {
+        if e.res.uncompressed_size.get() == SOLID_RESOURCE_MAGIC {
+            let what = || format!("solid resource of blob table entry {j}");
+            let (offset, stored) = resource_range(&e.res, file.size, what)?;
+            let size = solid_size(file, j, offset, stored)?;
+            starts.push(total);
+            total = total.checked_add(size).ok_or_else(|| Error::corrupt(format!("{}: size overflows", what())))?;
+            units.push(Unit { entries: vec![*e], offset, stored, solid: Some(size), index: j });
+        }
+    }
+    if units.is_empty() {
+        return Err(Error::corrupt(format!(
+            "blob table entries {}..{} are blobs of no solid resource",
+            run.start, run.end
+        )));
+    }
+    for (j, e) in entries.iter().enumerate().take(run.end).skip(run.start) {
+        if e.res.uncompressed_size.get() == SOLID_RESOURCE_MAGIC {
+            continue;
+        }
+        let (at, len) = (e.res.offset.get(), e.res.size());
+        let k = starts.partition_point(|&s| s <= at).saturating_sub(1);
+        let unit = units.get_mut(k).filter(|u| {
+            let start = starts.get(k).copied().unwrap_or(0);
+            at.checked_add(len).is_some_and(|end| end <= start.saturating_add(u.solid.unwrap_or(0)))
+        });
+        let Some(unit) = unit else {
+            return Err(Error::corrupt(format!(
+                "blob table entry {j}: {len} bytes at {at} of its solid resources lie in none of them"
+            )));
+        };
+        let mut e = *e;
+        e.res.offset = Le64::new(at - starts.get(k).copied().unwrap_or(0));
+        unit.entries.push(e);
+    }
+    Ok(units)
 }
 
 /// What a range of the file holds, for [`check_overlaps`]'s message.
@@ -243,12 +284,8 @@ impl std::fmt::Display for Holder {
 /// Refuses resources that share bytes with each other or with the blob table or XML:
 /// a part would then hold the same bytes twice, under two meanings.
 fn check_overlaps(metadata: &[Unit], data: &[Unit], table: (u64, u64), xml: (u64, u64)) -> Result<()> {
-    let mut ranges: Vec<(u64, u64, Holder)> = metadata
-        .iter()
-        .chain(data)
-        .flat_map(|u| u.resources.iter())
-        .map(|&(i, off, len)| (off, len, Holder::Entry(i)))
-        .collect();
+    let mut ranges: Vec<(u64, u64, Holder)> =
+        metadata.iter().chain(data).map(|u| (u.offset, u.stored, Holder::Entry(u.index))).collect();
     ranges.push((table.0, table.1, Holder::Table));
     ranges.push((xml.0, xml.1, Holder::Xml));
     ranges.retain(|r| r.1 > 0);

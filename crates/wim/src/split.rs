@@ -40,7 +40,7 @@ impl<'a> Draft<'a> {
     /// The part's size with `extra` added.
     fn size_with(&self, extra: Option<&Unit>, xml_len: u64) -> u64 {
         let entries = self.entries + extra.map_or(0, |u| u.entries.len());
-        let stored = self.stored.saturating_add(extra.map_or(0, Unit::stored));
+        let stored = self.stored.saturating_add(extra.map_or(0, |u| u.stored));
         u64_from_usize(HEADER_SIZE)
             .saturating_add(stored)
             .saturating_add(u64_from_usize(entries).saturating_mul(u64_from_usize(ENTRY_SIZE)))
@@ -58,7 +58,7 @@ impl<'a> Draft<'a> {
     }
 
     fn count(&mut self, u: &Unit) {
-        self.stored = self.stored.saturating_add(u.stored());
+        self.stored = self.stored.saturating_add(u.stored);
         self.entries += u.entries.len();
     }
 }
@@ -117,21 +117,15 @@ pub(crate) fn plan(wim: &Wim, file: &FileData, stem: &str, part_limit: u64) -> R
 }
 
 fn too_big(u: &Unit, need: u64, limit: u64) -> Error {
-    let what = match u.resources.as_slice() {
-        [(i, off, len)] if u.entries.len() == 1 => {
-            format!("the resource of blob table entry {i} ({len} bytes at offset {off})")
-        }
-        _ => format!(
-            "the solid resources of blob table entries {}..{} ({} bytes; a solid resource cannot be cut across parts)",
-            u.entries.start,
-            u.entries.end,
-            u.stored()
-        ),
-    };
-    let overhead = need.saturating_sub(u.stored());
+    let (solid, cut) =
+        if u.solid.is_some() { ("solid ", "; a solid resource cannot be cut across parts") } else { ("", "") };
     Error::unsupported(format!(
-        "{what} does not fit in a part of at most {limit} bytes with the part's header, blob table and XML \
-         ({overhead} bytes)"
+        "the {solid}resource of blob table entry {} ({} bytes at offset {}{cut}) does not fit in a part of at \
+         most {limit} bytes with the part's header, blob table and XML ({} bytes)",
+        u.index,
+        u.stored,
+        u.offset,
+        need.saturating_sub(u.stored)
     ))
 }
 
@@ -140,22 +134,39 @@ fn too_big(u: &Unit, need: u64, limit: u64) -> Error {
 fn lay_out(wim: &Wim, file: &FileData, d: &Draft<'_>, number: u16, total: u16, size: u64) -> Result<PlannedImage> {
     let mut image = PlannedImage::new(size, "swm");
     let mut at = u64_from_usize(HEADER_SIZE);
+    // Where the current run of solid resources in this part's table is in its stream
+    // of uncompressed data: blobs count their offsets from the run's start.
+    let mut run_end: Option<u64> = None;
     let mut place = |image: &mut PlannedImage, u: &Unit| -> Result<Vec<Entry>> {
-        let mut out: Vec<Entry> = Vec::with_capacity(u.entries.len());
-        // Resources are listed in table order: one pass over both.
-        let mut resources = u.resources.iter().peekable();
-        for j in u.entries.clone() {
-            let mut e = *wim.entries.get(j).ok_or_else(|| Error::invalid("unit past the blob table"))?;
-            if let Some(&(_, off, len)) = resources.next_if(|r| r.0 == j) {
-                image.place(at, len, Piece::File { data: file.clone(), offset: off })?;
-                e.res.offset = Le64::new(at);
-                at += len;
+        image.place(at, u.stored, Piece::File { data: file.clone(), offset: u.offset })?;
+        let base = match u.solid {
+            Some(size) => {
+                let base = run_end.unwrap_or(0);
+                run_end = Some(base.checked_add(size).ok_or_else(|| Error::corrupt("solid resources overflow"))?);
+                base
             }
+            None => {
+                run_end = None;
+                0
+            }
+        };
+        let mut out: Vec<Entry> = Vec::with_capacity(u.entries.len());
+        for (k, e) in u.entries.iter().enumerate() {
+            let mut e = *e;
+            let offset = if k == 0 {
+                at
+            } else {
+                base.checked_add(e.res.offset.get()).ok_or_else(|| Error::corrupt("solid blob offset overflows"))?
+            };
+            e.res.offset = Le64::new(offset);
             e.part_number = Le16::new(number);
             out.push(e);
         }
+        at += u.stored;
         Ok(out)
     };
+    // The table lists the metadata first and the data resources after (wimlib's
+    // order); the bytes hold the data resources first.
     let mut data_entries = Vec::new();
     for u in &d.units {
         data_entries.extend(place(&mut image, u)?);

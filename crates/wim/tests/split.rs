@@ -1,6 +1,7 @@
 //! Splitting WIMs made by `wimlib-imagex capture`, judged by wimlib: `join` gives back
 //! the original byte for byte, `verify` and `info` accept the split set, and hostile
 //! WIMs (byte-patched captures) give clear errors.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use diskcast_block::ErrorKind;
 use diskcast_testkit::{patch, pattern, read_bytes, run};
@@ -309,4 +310,69 @@ fn mutated_wims_never_panic() {
             }
         }
     });
+}
+
+/// Solid WIMs (LZMS, as Windows' install.esd): a split falls between solid resources,
+/// each kept whole with the blobs inside it; wimlib verifies the set and joins it back
+/// byte for byte. One solid resource over the limit is a clear error.
+#[test]
+fn solid_wim_splits_between_solid_resources() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = make_tree(dir.path());
+    let wim = dir.path().join("install.wim");
+    let w = wim.to_str().unwrap();
+    // Two images of different files: two solid resources, listed as one run of solid
+    // entries in the blob table.
+    run("wimlib-imagex", &["capture", src.join("b").to_str().unwrap(), w, "one", "--solid"]);
+    run("wimlib-imagex", &["append", src.join("a").to_str().unwrap(), w, "two", "--solid"]);
+    run("wimlib-imagex", &["optimize", w]);
+    let out = dir.path().join("parts");
+    std::fs::create_dir(&out).unwrap();
+    let e = split_file(&wim, &out, MIB / 2).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
+    assert!(e.to_string().contains("a solid resource cannot be cut across parts"), "{e}");
+    assert!(e.to_string().contains("does not fit in a part of at most 524288 bytes"), "{e}");
+    let limit = size(&wim) * 3 / 4;
+    let parts = split_file(&wim, &out, limit).unwrap();
+    assert_eq!(parts.len(), 2, "{parts:?}");
+    assert_parts_within(&parts, limit);
+    assert_wimlib_accepts(&parts);
+    join(&parts, &dir.path().join("joined.wim"));
+    assert!(std::fs::read(dir.path().join("joined.wim")).unwrap() == std::fs::read(&wim).unwrap());
+
+    // Both solid resources in one part: one run again, blobs counted from its start.
+    let one = dir.path().join("one");
+    std::fs::create_dir(&one).unwrap();
+    let parts = split_file(&wim, &one, 2 * size(&wim)).unwrap();
+    assert_eq!(parts.len(), 1, "{parts:?}");
+    assert_wimlib_accepts(&parts);
+    join(&parts, &dir.path().join("joined1.wim"));
+    assert!(std::fs::read(dir.path().join("joined1.wim")).unwrap() == std::fs::read(&wim).unwrap());
+
+    // Hostile: a blob outside its run's solid resources, a solid resource too short for
+    // its own header.
+    let (t_off, t_len) = table(&wim);
+    let entry = |pick: &dyn Fn(u8, u64) -> bool| -> u64 {
+        (0..t_len / 50)
+            .map(|i| t_off + i * 50)
+            .find(|&at| {
+                let e = read_bytes(&wim, at, 24);
+                pick(e[7], u64::from_le_bytes(e[16..24].try_into().unwrap()))
+            })
+            .unwrap()
+    };
+    let blob = entry(&|flags, unc| flags & 0x10 != 0 && unc != 1 << 32);
+    let resource = entry(&|flags, unc| flags & 0x10 != 0 && unc == 1 << 32);
+    let bytes = std::fs::read(&wim).unwrap();
+    let bad = dir.path().join("bad");
+    std::fs::create_dir(&bad).unwrap();
+    let bad_wim = bad.join("install.wim");
+    std::fs::write(&bad_wim, &bytes).unwrap();
+    patch(&bad_wim, blob + 8, &(1u64 << 40).to_le_bytes());
+    let e = split_err(&bad_wim);
+    assert_err(&e, ErrorKind::Corrupt, "of its solid resources lie in none of them");
+    std::fs::write(&bad_wim, &bytes).unwrap();
+    patch(&bad_wim, resource, &[8, 0, 0, 0, 0, 0, 0]);
+    let e = split_err(&bad_wim);
+    assert_err(&e, ErrorKind::Corrupt, "shorter than its 16-byte header");
 }
