@@ -376,3 +376,41 @@ fn solid_wim_splits_between_solid_resources() {
     let e = split_err(&bad_wim);
     assert_err(&e, ErrorKind::Corrupt, "shorter than its 16-byte header");
 }
+
+/// A WIM over 4 GiB split at the FAT32 limit (what `diskcast usb` does with a Windows
+/// install.wim): the parts fit FAT32, wimlib verifies them and joins them back byte for
+/// byte. Ignored by default: it writes about 15 GiB (the WIM, its parts and the join;
+/// the source files are sparse) and takes minutes. Run with `--ignored over_4_gib`.
+#[test]
+#[ignore = "writes ~15 GiB and takes minutes; run with --ignored over_4_gib"]
+fn over_4_gib_wim_splits_at_the_fat32_limit() {
+    let dir = tempfile::tempdir_in(std::env::var_os("WIM_BIG_DIR").unwrap_or_else(|| "/var/tmp".into())).unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    // Three sparse files of 1.6 GiB, distinct in their first and last blocks: three
+    // blobs, none over the limit, 4.8 GiB in all.
+    for i in 0..3u64 {
+        let f = std::fs::File::create(src.join(format!("big{i}.bin"))).unwrap();
+        let len = 1600 * MIB;
+        f.set_len(len).unwrap();
+        use std::os::unix::fs::FileExt;
+        f.write_all_at(&pattern(4096, i + 1), 0).unwrap();
+        f.write_all_at(&pattern(4096, i + 100), len - 4096).unwrap();
+    }
+    std::fs::write(src.join("small.txt"), b"small file").unwrap();
+    let wim = dir.path().join("install.wim");
+    run("wimlib-imagex", &["capture", src.to_str().unwrap(), wim.to_str().unwrap(), "big", "--compress=none"]);
+    std::fs::remove_dir_all(&src).unwrap();
+    assert!(size(&wim) > 4 << 30, "{} bytes", size(&wim));
+    let out = dir.path().join("parts");
+    std::fs::create_dir(&out).unwrap();
+    let parts = split_file(&wim, &out, diskcast_wim::FAT32_PART_LIMIT).unwrap();
+    assert_eq!(parts.len(), 2, "{parts:?}");
+    assert_parts_within(&parts, diskcast_wim::FAT32_PART_LIMIT);
+    let first = parts[0].display().to_string();
+    let out_verify = run("wimlib-imagex", &["verify", &first, &format!("--ref={}/install*.swm", out.display())]);
+    assert!(out_verify.contains("was successfully verified"), "{out_verify}");
+    let joined = dir.path().join("joined.wim");
+    join(&parts, &joined);
+    run("cmp", &[wim.to_str().unwrap(), joined.to_str().unwrap()]);
+}
