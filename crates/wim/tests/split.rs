@@ -166,6 +166,49 @@ fn split_in_tree_replaces_the_wim_by_its_parts() {
     assert!(std::fs::read(dir.path().join("joined.wim")).unwrap() == std::fs::read(&wim).unwrap());
 }
 
+/// The WIM as `diskcast usb` meets it: `sources/install.wim` in the UDF tree of a
+/// Windows-shaped ISO (genisoimage -udf), its content a run of the disc's blocks. The
+/// parts read out of the tree are a set wimlib verifies and joins back.
+#[test]
+fn split_in_tree_of_a_udf_iso() {
+    use diskcast_tree::{Content, FsReader, ReadOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let wim = capture(dir.path(), "lzx", &[], true);
+    let disc = dir.path().join("disc");
+    std::fs::create_dir_all(disc.join("sources")).unwrap();
+    std::fs::rename(&wim, disc.join("sources/install.wim")).unwrap();
+    std::fs::write(disc.join("setup.exe"), b"MZ").unwrap();
+    let iso = dir.path().join("win.iso");
+    let (i, d) = (iso.to_str().unwrap(), disc.to_str().unwrap());
+    run("genisoimage", &["-quiet", "-udf", "-allow-limited-size", "-V", "WIN", "-o", i, d]);
+    let disk: std::sync::Arc<dyn diskcast_block::BlockRead> =
+        std::sync::Arc::new(diskcast_raw::RawReader::open(&iso).unwrap());
+    let opts = ReadOptions { tree: None, label: iso.display().to_string() };
+    let mut tree = diskcast_iso9660::Iso9660Reader.read(disk, &opts).unwrap();
+    let id = tree.resolve(b"sources/install.wim", false).unwrap();
+    assert!(matches!(tree.node(id).as_file().unwrap().content, Content::Blocks { .. }));
+    let paths = split_in_tree(&mut tree, "sources/install.wim", MIB / 2).unwrap();
+    assert!(paths.len() >= 3, "{paths:?}");
+    assert!(tree.exists(b"setup.exe") && !tree.exists(b"sources/install.wim"));
+    let out = dir.path().join("parts");
+    std::fs::create_dir(&out).unwrap();
+    let files: Vec<PathBuf> = paths
+        .iter()
+        .map(|p| {
+            let f = out.join(p.rsplit('/').next().unwrap());
+            std::fs::write(&f, tree.read(p.as_bytes(), MIB).unwrap()).unwrap();
+            f
+        })
+        .collect();
+    assert_parts_within(&files, MIB / 2);
+    assert_wimlib_accepts(&files);
+    join(&files, &dir.path().join("joined.wim"));
+    assert!(
+        std::fs::read(dir.path().join("joined.wim")).unwrap()
+            == std::fs::read(disc.join("sources/install.wim")).unwrap()
+    );
+}
+
 #[test]
 fn split_in_tree_refuses_to_replace_an_existing_part_name() {
     let dir = tempfile::tempdir().unwrap();
@@ -404,7 +447,9 @@ fn over_4_gib_wim_splits_at_the_fat32_limit() {
     assert!(size(&wim) > 4 << 30, "{} bytes", size(&wim));
     let out = dir.path().join("parts");
     std::fs::create_dir(&out).unwrap();
+    let t = std::time::Instant::now();
     let parts = split_file(&wim, &out, diskcast_wim::FAT32_PART_LIMIT).unwrap();
+    let ours = t.elapsed();
     assert_eq!(parts.len(), 2, "{parts:?}");
     assert_parts_within(&parts, diskcast_wim::FAT32_PART_LIMIT);
     let first = parts[0].display().to_string();
@@ -413,4 +458,12 @@ fn over_4_gib_wim_splits_at_the_fat32_limit() {
     let joined = dir.path().join("joined.wim");
     join(&parts, &joined);
     run("cmp", &[wim.to_str().unwrap(), joined.to_str().unwrap()]);
+    // The same split by wimlib, for the time it takes (printed with --nocapture).
+    std::fs::remove_dir_all(&out).unwrap();
+    std::fs::remove_file(&joined).unwrap();
+    let theirs = dir.path().join("theirs");
+    std::fs::create_dir(&theirs).unwrap();
+    let t = std::time::Instant::now();
+    run("wimlib-imagex", &["split", wim.to_str().unwrap(), theirs.join("install.swm").to_str().unwrap(), "4095"]);
+    eprintln!("split of {} bytes: diskcast {ours:?}, wimlib-imagex split {:?}", size(&wim), t.elapsed());
 }
