@@ -44,7 +44,7 @@ pub(crate) struct Unit {
     pub index: usize,
 }
 
-/// Reads `len` bytes at `offset` of `file`, named `name` in errors.
+/// Reads `len` bytes at `offset` of `file`; `what` names them if `len` is too large.
 fn read_vec(file: &FileData, offset: u64, len: u64, what: &'static str) -> Result<Vec<u8>> {
     let mut buf = vec![0u8; usize_from_u64(len, what)?];
     file.read_at(&mut buf, offset)?;
