@@ -43,4 +43,5 @@ mod squashfs;
 mod trees;
 mod vm;
 mod vm_bios;
+mod wim;
 mod writers;

@@ -3,7 +3,7 @@
 //! `common::args`; validation into plans happens in the commands.
 
 use crate::cmd::{
-    cat, check, compare, convert, create, extract, formats, info, iso, ls, measure, mkdisk, mkfs, oci, vm,
+    cat, check, compare, convert, create, extract, formats, info, iso, ls, measure, mkdisk, mkfs, oci, vm, wim,
 };
 use clap::{Parser, Subcommand};
 
@@ -143,6 +143,9 @@ Examples:
     /// Make a container image or root filesystem a bootable VM disk, in any format.
     #[command(after_help = VM_HELP)]
     Vm(vm::VmArgs),
+    /// Windows images: split a WIM into .swm parts that fit FAT32.
+    #[command(subcommand)]
+    Wim(wim::WimCommand),
 }
 
 const VM_HELP: &str = "\

@@ -18,3 +18,4 @@ pub mod mkdisk;
 pub mod mkfs;
 pub mod oci;
 pub mod vm;
+pub mod wim;
