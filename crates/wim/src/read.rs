@@ -32,8 +32,11 @@ pub(crate) struct Wim {
 /// resources, so the part's layout adds the sizes of the run's earlier resources).
 #[derive(Debug, Clone)]
 pub(crate) struct Unit {
-    /// Its entries: the resource's first, then the blobs inside a solid one.
-    pub entries: Vec<Entry>,
+    /// The resource's entry.
+    pub entry: Entry,
+    /// For a solid resource, the entries of the blobs inside it (no allocation for
+    /// the others: a table of millions of entries stays a few times its size).
+    pub blobs: Vec<Entry>,
     /// Where the resource is in the file.
     pub offset: u64,
     /// Its stored size.
@@ -42,6 +45,13 @@ pub(crate) struct Unit {
     pub solid: Option<u64>,
     /// Its entry's index in the original table, for messages.
     pub index: usize,
+}
+
+impl Unit {
+    /// How many blob table entries it has.
+    pub fn entry_count(&self) -> usize {
+        1 + self.blobs.len()
+    }
 }
 
 /// Reads `len` bytes at `offset` of `file`; `what` names them if `len` is too large.
@@ -200,7 +210,7 @@ fn units(file: &FileData, entries: &[Entry]) -> Result<(Vec<Unit>, Vec<Unit>)> {
     while let Some(e) = entries.get(i) {
         if e.res.flags & RES_SOLID == 0 {
             let (offset, stored) = resource_range(&e.res, file_size, || format!("resource of blob table entry {i}"))?;
-            let unit = Unit { entries: vec![*e], offset, stored, solid: None, index: i };
+            let unit = Unit { entry: *e, blobs: Vec::new(), offset, stored, solid: None, index: i };
             if e.res.flags & RES_METADATA != 0 {
                 metadata.push(unit)
             } else {
@@ -232,7 +242,7 @@ fn solid_run(file: &FileData, entries: &[Entry], run: Range<usize>) -> Result<Ve
             let size = solid_size(file, j, offset, stored)?;
             starts.push(total);
             total = total.checked_add(size).ok_or_else(|| Error::corrupt(format!("{}: size overflows", what())))?;
-            units.push(Unit { entries: vec![*e], offset, stored, solid: Some(size), index: j });
+            units.push(Unit { entry: *e, blobs: Vec::new(), offset, stored, solid: Some(size), index: j });
         }
     }
     if units.is_empty() {
@@ -258,7 +268,7 @@ fn solid_run(file: &FileData, entries: &[Entry], run: Range<usize>) -> Result<Ve
         };
         let mut e = *e;
         e.res.offset = Le64::new(at - starts.get(k).copied().unwrap_or(0));
-        unit.entries.push(e);
+        unit.blobs.push(e);
     }
     Ok(units)
 }

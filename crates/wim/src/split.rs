@@ -39,7 +39,7 @@ struct Draft<'a> {
 impl<'a> Draft<'a> {
     /// The part's size with `extra` added.
     fn size_with(&self, extra: Option<&Unit>, xml_len: u64) -> u64 {
-        let entries = self.entries + extra.map_or(0, |u| u.entries.len());
+        let entries = self.entries + extra.map_or(0, Unit::entry_count);
         let stored = self.stored.saturating_add(extra.map_or(0, |u| u.stored));
         u64_from_usize(HEADER_SIZE)
             .saturating_add(stored)
@@ -59,7 +59,7 @@ impl<'a> Draft<'a> {
 
     fn count(&mut self, u: &Unit) {
         self.stored = self.stored.saturating_add(u.stored);
-        self.entries += u.entries.len();
+        self.entries += u.entry_count();
     }
 }
 
@@ -137,7 +137,7 @@ fn lay_out(wim: &Wim, file: &FileData, d: &Draft<'_>, number: u16, total: u16, s
     // Where the current run of solid resources in this part's table is in its stream
     // of uncompressed data: blobs count their offsets from the run's start.
     let mut run_end: Option<u64> = None;
-    let mut place = |image: &mut PlannedImage, u: &Unit| -> Result<Vec<Entry>> {
+    let mut place = |image: &mut PlannedImage, u: &Unit, table: &mut Vec<Entry>| -> Result<()> {
         image.place(at, u.stored, Piece::File { data: file.clone(), offset: u.offset })?;
         let base = match u.solid {
             Some(size) => {
@@ -150,32 +150,32 @@ fn lay_out(wim: &Wim, file: &FileData, d: &Draft<'_>, number: u16, total: u16, s
                 0
             }
         };
-        let mut out: Vec<Entry> = Vec::with_capacity(u.entries.len());
-        for (k, e) in u.entries.iter().enumerate() {
-            let mut e = *e;
-            let offset = if k == 0 {
-                at
-            } else {
-                base.checked_add(e.res.offset.get()).ok_or_else(|| Error::corrupt("solid blob offset overflows"))?
-            };
+        let mut e = u.entry;
+        e.res.offset = Le64::new(at);
+        e.part_number = Le16::new(number);
+        table.push(e);
+        for b in &u.blobs {
+            let mut e = *b;
+            let offset =
+                base.checked_add(e.res.offset.get()).ok_or_else(|| Error::corrupt("solid blob offset overflows"))?;
             e.res.offset = Le64::new(offset);
             e.part_number = Le16::new(number);
-            out.push(e);
+            table.push(e);
         }
         at += u.stored;
-        Ok(out)
+        Ok(())
     };
     // The table lists the metadata first and the data resources after (wimlib's
     // order); the bytes hold the data resources first.
-    let mut data_entries = Vec::new();
+    let mut data_entries = Vec::with_capacity(d.entries);
     for u in &d.units {
-        data_entries.extend(place(&mut image, u)?);
+        place(&mut image, u, &mut data_entries)?;
     }
-    let mut table = Vec::new();
+    let mut table = Vec::with_capacity(d.entries);
     for u in &d.meta {
-        table.extend(place(&mut image, u)?);
+        place(&mut image, u, &mut table)?;
     }
-    table.extend(data_entries);
+    table.append(&mut data_entries);
     let table_bytes: Vec<u8> = table.iter().flat_map(|e| e.as_bytes().iter().copied()).collect();
     let table_at = at;
     let table_len = u64_from_usize(table_bytes.len());
