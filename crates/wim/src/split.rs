@@ -6,8 +6,9 @@
 //! part holds every image's metadata resource after its data resources and lists them
 //! first in its table; each part lists only the resources it holds; the XML data is the
 //! original's in every part; every part has the original's GUID (so joining gives back
-//! the original, GUID included), the spanned flag, its number and the count; no part is
-//! bootable (wimlib: "split WIMs can't be bootable") and none keeps the integrity table.
+//! the original, GUID included), its number and the count, and the spanned flag when
+//! there is more than one part; no part is bootable (wimlib: "split WIMs can't be
+//! bootable") and none keeps the integrity table.
 
 use crate::read::{Unit, Wim};
 use crate::spec::{ENTRY_SIZE, Entry, HDR_SPANNED, HEADER_SIZE, Header, MAX_PARTS, ResHdr};
@@ -189,7 +190,9 @@ fn lay_out(wim: &Wim, file: &FileData, d: &Draft<'_>, number: u16, total: u16, s
 
     let src = &wim.header;
     let mut h: Header = *src;
-    h.flags = Le32::new(src.flags.get() | HDR_SPANNED);
+    // As wimlib: a set of one part is a plain WIM, not marked spanned.
+    let spanned = if total > 1 { HDR_SPANNED } else { 0 };
+    h.flags = Le32::new(src.flags.get() | spanned);
     h.part_number = Le16::new(number);
     h.total_parts = Le16::new(total);
     h.blob_table = resource(src.blob_table.flags, table_at, table_len, table_len)?;
