@@ -16,7 +16,7 @@ mod split;
 
 pub use split::Part;
 
-use diskcast_block::output::OutputFiles;
+use diskcast_block::output::{OutputFiles, refuse_inputs};
 use diskcast_block::{Error, Result};
 use diskcast_layout::{u64_from_usize, usize_from_u64};
 use diskcast_tree::{FileData, HostFile, Kind, Tree};
@@ -67,12 +67,17 @@ pub fn split_in_tree(tree: &mut Tree, path: &str, part_limit: u64) -> Result<Vec
 
 /// Splits the WIM file `wim` into parts of at most `part_limit` bytes written into
 /// `out_dir` (named after the WIM: `install.wim` gives `install.swm`, `install2.swm`,
-/// ...), replacing files of those names. Returns their paths. Nothing is left behind by
-/// an error.
+/// ...), replacing files of those names, but never the WIM itself. Returns their paths.
+/// Nothing is left behind by an error.
 pub fn split_file(wim: &Path, out_dir: &Path, part_limit: u64) -> Result<Vec<PathBuf>> {
     let file = FileData::host(HostFile::open_path(wim)?);
     let file_name = wim.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let parts = plan_parts(&file, &wim.display().to_string(), stem(&file_name), part_limit)?;
+    // Every target is checked before any is written (`install.swm` split into its own
+    // directory would be replaced by its first part).
+    for part in &parts {
+        refuse_inputs(&out_dir.join(&part.name), &[wim])?;
+    }
     let out = OutputFiles::new();
     let mut paths = Vec::with_capacity(parts.len());
     let mut buf = vec![0u8; usize_from_u64(COPY_CHUNK, "copy buffer")?];

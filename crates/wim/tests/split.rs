@@ -264,6 +264,14 @@ fn a_resource_over_the_limit_is_a_clear_error() {
     assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0, "nothing written");
     let e = split_file(&wim, &out, 1000).unwrap_err();
     assert!(e.to_string().contains("the first part must hold every image's metadata"), "{e}");
+    // A WIM named like its first part is never replaced by it.
+    let swm = dir.path().join("install.swm");
+    std::fs::rename(&wim, &swm).unwrap();
+    let before = std::fs::read(&swm).unwrap();
+    let e = split_file(&swm, dir.path(), MIB).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
+    assert!(e.to_string().contains("is the input"), "{e}");
+    assert!(std::fs::read(&swm).unwrap() == before);
 }
 
 // ---- hostile WIMs: a real capture, byte-patched ----
