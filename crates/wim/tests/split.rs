@@ -193,11 +193,13 @@ fn split_in_tree_replaces_the_wim_by_its_parts() {
 }
 
 /// The WIM as `diskcast usb` meets it: `sources/install.wim` in the UDF tree of a
-/// Windows-shaped ISO (genisoimage -udf), its content a run of the disc's blocks. The
-/// parts read out of the tree are a set wimlib verifies and joins back.
+/// Windows-shaped ISO (genisoimage -udf), its content a run of the disc's blocks; the
+/// tree with the parts in its place planned as FAT32 by our FAT writer. `fsck.fat`
+/// accepts the volume, and the parts copied out of it by mtools are a set wimlib
+/// verifies and joins back byte for byte.
 #[test]
-fn split_in_tree_of_a_udf_iso() {
-    use diskcast_tree::{Content, FsReader, ReadOptions};
+fn split_in_tree_of_a_udf_iso_onto_fat32() {
+    use diskcast_tree::{BuildOptions, Content, FsBuilder, FsReader, ReadOptions};
     let dir = tempfile::tempdir().unwrap();
     let wim = capture(dir.path(), "lzx", &[], true);
     let disc = dir.path().join("disc");
@@ -216,23 +218,28 @@ fn split_in_tree_of_a_udf_iso() {
     let paths = split_in_tree(&mut tree, "sources/install.wim", MIB / 2).unwrap();
     assert!(paths.len() >= 3, "{paths:?}");
     assert!(tree.exists(b"setup.exe") && !tree.exists(b"sources/install.wim"));
+
+    let built = diskcast_fat::FatBuilder::FAT32.plan(&tree, &BuildOptions::default()).unwrap();
+    let img = dir.path().join("stick.img");
+    std::fs::write(&img, diskcast_testkit::read_all(&built.image)).unwrap();
+    let fsck = diskcast_testkit::run_utc("fsck.fat", &["-n", img.to_str().unwrap()]);
+    assert!(!fsck.contains("differ"), "{fsck}");
     let out = dir.path().join("parts");
     std::fs::create_dir(&out).unwrap();
     let files: Vec<PathBuf> = paths
         .iter()
         .map(|p| {
             let f = out.join(p.rsplit('/').next().unwrap());
-            std::fs::write(&f, tree.read(p.as_bytes(), MIB).unwrap()).unwrap();
+            let from = format!("::/{p}");
+            diskcast_testkit::run_utc("mcopy", &["-n", "-i", img.to_str().unwrap(), &from, f.to_str().unwrap()]);
             f
         })
         .collect();
     assert_parts_within(&files, MIB / 2);
     assert_wimlib_accepts(&files);
     join(&files, &dir.path().join("joined.wim"));
-    assert!(
-        std::fs::read(dir.path().join("joined.wim")).unwrap()
-            == std::fs::read(disc.join("sources/install.wim")).unwrap()
-    );
+    let original = std::fs::read(disc.join("sources/install.wim")).unwrap();
+    assert!(std::fs::read(dir.path().join("joined.wim")).unwrap() == original);
 }
 
 #[test]
