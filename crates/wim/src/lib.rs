@@ -19,7 +19,7 @@ pub use split::Part;
 use diskcast_block::output::{OutputFiles, refuse_inputs};
 use diskcast_block::{Error, Result};
 use diskcast_layout::{u64_from_usize, usize_from_u64};
-use diskcast_tree::{FileData, HostFile, Kind, Tree};
+use diskcast_tree::{FileData, HostFile, Kind, Tree, check_name};
 use std::path::{Path, PathBuf};
 
 /// The largest file FAT32 holds (4 GiB - 1): the part limit for a FAT32 stick.
@@ -53,6 +53,9 @@ pub fn split_in_tree(tree: &mut Tree, path: &str, part_limit: u64) -> Result<Vec
     let parts = plan_parts(file, path, stem(file_name), part_limit)?;
     let meta = node.meta.clone();
     let paths: Vec<String> = parts.iter().map(|p| format!("{dir}{}", p.name)).collect();
+    for part in &parts {
+        check_name(part.name.as_bytes()).map_err(|e| e.with_file(path))?;
+    }
     if let Some(taken) = paths.iter().find(|p| tree.resolve(p.as_bytes(), false).is_ok()) {
         return Err(
             Error::refused(format!("{taken} already exists: a part of the split WIM would replace it")).with_file(path)
