@@ -9,7 +9,7 @@ use diskcast_layout::{u64_from_usize, usize_from_u64};
 use diskcast_tree::{Meta, Timestamp, Xattr};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::{BufRead, BufReader, Read};
 use std::ops::Bound;
 
 /// What a member is.
@@ -79,8 +79,9 @@ pub struct Member {
 enum Input {
     /// A plain file: data is skipped by seeking, so listing a large tar is fast.
     File { file: BufReader<File>, len: u64 },
-    /// Anything else (decompressors): data is skipped by reading.
-    Stream(BufReader<Box<dyn Read + Send>>),
+    /// Anything else (decompressors): data is skipped by reading, and handed out from
+    /// the input's own buffer (see [`TarReader::data_chunks`]).
+    Stream(Box<dyn BufRead + Send>),
 }
 
 /// Reads members from a tar stream. Each call to [`next_member`](Self::next_member)
@@ -119,7 +120,13 @@ struct Pax {
 impl TarReader {
     /// Reads from a decompressed stream; `name` is used in error messages.
     pub fn new(input: Box<dyn Read + Send>, name: impl Into<String>) -> Self {
-        Self::with_input(Input::Stream(BufReader::with_capacity(1 << 16, input)), name.into())
+        Self::from_buf_read(Box::new(BufReader::with_capacity(1 << 16, input)), name)
+    }
+
+    /// Reads from a decompressed stream that has its own buffer (a pipeline's chunks),
+    /// so member data is handed out from it without another copy.
+    pub fn from_buf_read(input: Box<dyn BufRead + Send>, name: impl Into<String>) -> Self {
+        Self::with_input(Input::Stream(input), name.into())
     }
 
     /// Reads a plain (uncompressed) tar file, seeking over member data.
@@ -158,16 +165,67 @@ impl TarReader {
                 }
             }
             Input::Stream(r) => {
-                let copied = std::io::copy(&mut r.take(n), &mut std::io::sink())
-                    .map_err(|e| from_io(e, "the archive").with_file(&self.name))?;
-                self.pos += copied;
-                copied == n
+                let mut left = n;
+                while left > 0 {
+                    let have = r.fill_buf().map_err(|e| from_io(e, "the archive").with_file(&self.name))?;
+                    if have.is_empty() {
+                        break;
+                    }
+                    let k = left.min(u64_from_usize(have.len()));
+                    r.consume(usize_from_u64(k, "tar skip")?);
+                    left -= k;
+                }
+                self.pos += n - left;
+                left == 0
             }
         };
         if ok {
             self.pos = to;
         }
         Ok(ok)
+    }
+
+    /// Hands the data of the member [`Self::next_member`] just returned to `f`, front
+    /// to back, in the pieces the input holds (a plain file's through a 64 KiB buffer),
+    /// so a sink writes them without another copy. A stream that ends inside the data
+    /// is an error; data already skipped is not handed out again.
+    pub fn data_chunks(&mut self, f: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> {
+        let at = self.pos;
+        while self.pos < self.data_end {
+            let left = self.data_end - self.pos;
+            let r: &mut dyn BufRead = match &mut self.input {
+                Input::File { file, .. } => file,
+                Input::Stream(r) => r,
+            };
+            let have = r.fill_buf().map_err(|e| from_io(e, "the archive").with_file(&self.name))?;
+            if have.is_empty() {
+                return Err(self.truncated("a member's data", at));
+            }
+            let n = usize_from_u64(left.min(u64_from_usize(have.len())), "tar data")?;
+            f(&have[..n])?;
+            r.consume(n);
+            self.pos += u64_from_usize(n);
+        }
+        Ok(())
+    }
+
+    /// Reads the input to its end (what follows the end-of-archive marker, which an
+    /// OCI layer's diff_id covers); returns how many bytes that was.
+    pub fn drain(&mut self) -> Result<u64> {
+        let start = self.pos;
+        let r: &mut dyn BufRead = match &mut self.input {
+            Input::File { file, .. } => file,
+            Input::Stream(r) => r,
+        };
+        loop {
+            let n = r.fill_buf().map_err(|e| from_io(e, "the archive").with_file(&self.name))?.len();
+            if n == 0 {
+                break;
+            }
+            r.consume(n);
+            self.pos += u64_from_usize(n);
+        }
+        Ok(self.pos - start)
     }
 
     /// Reads up to `buf.len()` bytes; returns how many (fewer only at the end).
