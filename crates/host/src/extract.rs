@@ -144,9 +144,27 @@ const QUEUED_FILES: usize = 64;
 /// and counted in `not_extracted`; the rest is extracted, and the caller should fail
 /// at the end.
 pub fn extract(tree: &Tree, dir: &Path, opts: &ExtractOptions, progress: &dyn Progress) -> Result<ExtractReport> {
-    let root = open_target(dir)?;
+    Target::open(dir)?.extract(tree, opts, progress)
+}
+
+/// [`extract`] into an opened target, taking files staged in it.
+fn extract_into(
+    root: OwnedFd,
+    staged: Option<(&Staging, &HashMap<StagedKey, Staged>)>,
+    tree: &Tree,
+    opts: &ExtractOptions,
+    progress: &dyn Progress,
+) -> Result<ExtractReport> {
     if let Some(h) = &opts.race_hook {
         (h.0)(RaceStep::TargetOpened)
+    }
+    if let Some((st, _)) = staged
+        && tree.lookup(NodeId::ROOT, &st.name).is_some()
+    {
+        return Err(Error::refused(format!(
+            "the image has an entry {} at its root, the name of diskcast's staging directory: extract it again",
+            display_name(&st.name)
+        )));
     }
     // A default ACL on DIR replaces the umask for everything made beneath it: then the
     // mode a new file gets is not known and is always set.
@@ -159,6 +177,7 @@ pub fn extract(tree: &Tree, dir: &Path, opts: &ExtractOptions, progress: &dyn Pr
         report: Mutex::new(ExtractReport::default()),
         dropped: AtomicUsize::new(0),
         hook: opts.race_hook.clone(),
+        staged,
     };
     let entries: Vec<(Vec<u8>, NodeId)> = tree.walk(NodeId::ROOT).collect();
     progress.start(tree.stats().file_bytes);
@@ -228,17 +247,23 @@ pub fn extract(tree: &Tree, dir: &Path, opts: &ExtractOptions, progress: &dyn Pr
     //    other file. A file's hard links are made from its descriptor
     //    right after it is written.
     let size = |i: usize| tree.node(entries[i].1).as_file().map_or(0, |f| f.size);
+    // Staged files are only renamed into place: loose, like files not in a stream.
     let mut schedule = Schedule::new();
+    let mut staged_files = Vec::new();
     for &i in &files {
         let f = tree.node(entries[i].1).as_file().ok_or_else(|| Error::invalid("not a file"))?;
-        schedule.push(f, i);
+        if x.staged_file(f).is_some() {
+            staged_files.push(i);
+        } else {
+            schedule.push(f, i);
+        }
     }
     let (loose, runs) = schedule.into_runs();
-    let mut jobs: Vec<(u64, Vec<usize>)> = loose.into_iter().map(|i| (size(i), vec![i])).collect();
+    let mut jobs: Vec<(u64, Vec<usize>)> = staged_files.into_iter().chain(loose).map(|i| (size(i), vec![i])).collect();
     for run in runs {
         jobs.push((run.files.iter().map(|&i| size(i)).sum(), run.files));
     }
-    let batches = batch_jobs(&mut jobs, &entries, tree);
+    let batches = batch_jobs(&mut jobs, &entries, &|i| x.reads_stream(tree.node(entries[i].1)));
     let stage = FileStage {
         x: &x,
         entries: &entries,
@@ -249,6 +274,10 @@ pub fn extract(tree: &Tree, dir: &Path, opts: &ExtractOptions, progress: &dyn Pr
         progress,
     };
     stage.run(&jobs, &batches, threads);
+    if let Some((st, _)) = staged {
+        // Gone before directories get their times: removing it changes DIR's.
+        st.remove(&x.root);
+    }
 
     // 3. Directories' metadata (every entry is made by now, so setting a directory's
     //    time is the last change inside it), on every thread.
@@ -282,10 +311,269 @@ pub fn extract(tree: &Tree, dir: &Path, opts: &ExtractOptions, progress: &dyn Pr
     Ok(report)
 }
 
+/// An extraction directory opened (and checked empty) before its tree is known, so that
+/// file contents can be staged in it while a source is still being read (a container
+/// image's layers are then decoded once, not once to build the tree and again to
+/// extract it). Staged files live in a private directory beneath DIR, unnamed to the
+/// tree, and are renamed into place by [`Target::extract`]; dropping the target without
+/// extracting removes them, and DIR itself when it was created here.
+#[derive(Debug)]
+pub struct Target {
+    root: OwnedFd,
+    dir: std::path::PathBuf,
+    created: bool,
+    staging: Option<Staging>,
+    extracted: bool,
+}
+
+impl Target {
+    /// Opens DIR as [`extract`] does: a new or empty directory, never a symlink.
+    pub fn open(dir: &Path) -> Result<Target> {
+        let (root, created) = open_target(dir)?;
+        Ok(Target { root, dir: dir.to_path_buf(), created, staging: None, extracted: false })
+    }
+
+    /// The place file contents are staged in, made on first use.
+    pub fn staging(&mut self) -> Result<&Staging> {
+        if self.staging.is_none() {
+            self.staging = Some(Staging::new(&self.root, &self.dir)?);
+        }
+        self.staging.as_ref().ok_or_else(|| Error::invalid("no staging directory"))
+    }
+
+    /// Writes `tree` into DIR as [`extract`] does, renaming in the files staged for it
+    /// (a staged file the tree does not hold, overwritten or whited out later, is
+    /// removed); the staging directory is gone afterwards.
+    pub fn extract(mut self, tree: &Tree, opts: &ExtractOptions, progress: &dyn Progress) -> Result<ExtractReport> {
+        let root =
+            self.root.try_clone().map_err(|e| Error::io("cannot duplicate descriptor", e).with_file(&self.dir))?;
+        let staged = self.staging.as_ref().map(|st| (st, st.take_files()));
+        let r = extract_into(root, staged.as_ref().map(|(st, f)| (*st, f)), tree, opts, progress);
+        self.extracted = r.is_ok();
+        r
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        if let Some(st) = self.staging.take() {
+            st.remove(&self.root);
+        }
+        if self.created && !self.extracted {
+            // DIR is empty again: nothing of a failed read is left behind.
+            let _ = std::fs::remove_dir(&self.dir);
+        }
+    }
+}
+
+/// A staged file: where it is and what of its metadata it has already.
+#[derive(Debug)]
+struct Staged {
+    /// Its name in the staging directory.
+    id: u64,
+    size: u64,
+    /// Bytes written (all-zero pieces are holes).
+    written: u64,
+    /// The permission bits it has (never setuid/setgid/sticky).
+    mode: u32,
+    /// Its modification and access times.
+    times: (diskcast_tree::Timestamp, diskcast_tree::Timestamp),
+}
+
+/// Key of a staged file: its stream (see [`diskcast_tree::stream_id`]) and offset there.
+type StagedKey = (usize, u64);
+
+/// Files written beneath DIR before the tree is known (see [`Target`]): a directory
+/// only diskcast can enter (0700), its entries named by number, so nothing there is
+/// an input's name and nothing is resolved through a link.
+#[derive(Debug)]
+pub struct Staging {
+    fd: OwnedFd,
+    name: Vec<u8>,
+    /// (dev, ino) of the staging directory, to remove only that one at the end.
+    id: (u64, u64),
+    /// Owner of the files made in it.
+    owner: (u32, u32),
+    umask: Option<u32>,
+    next: std::sync::atomic::AtomicU64,
+    files: Mutex<HashMap<StagedKey, Staged>>,
+}
+
+/// How many names are tried for the staging directory before giving up.
+const STAGING_TRIES: u32 = 16;
+
+impl Staging {
+    fn new(root: &OwnedFd, dir: &Path) -> Result<Staging> {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+        let mut tries = 0;
+        let name = loop {
+            let name = format!(".diskcast-staging-{}-{nanos:x}-{tries}", std::process::id()).into_bytes();
+            match rustix::fs::mkdirat(root, name.as_slice(), Mode::from_raw_mode(0o700)) {
+                Ok(()) => break name,
+                Err(rustix::io::Errno::EXIST) if tries < STAGING_TRIES => tries += 1,
+                Err(e) => return Err(Error::io("cannot create a staging directory in", e.into()).with_file(dir)),
+            }
+        };
+        let how = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd = rustix::fs::openat(root, name.as_slice(), how, Mode::empty())
+            .map_err(|e| Error::io("cannot open the staging directory in", e.into()).with_file(dir))?;
+        let st = rustix::fs::fstat(&fd).map_err(|e| Error::io("cannot stat", e.into()).with_file(dir))?;
+        let has_default_acl = rustix::fs::fgetxattr(root, "system.posix_acl_default", &mut [0u8; 0][..]).is_ok();
+        Ok(Staging {
+            fd,
+            name,
+            id: (st.st_dev, st.st_ino),
+            owner: (st.st_uid, st.st_gid),
+            umask: if has_default_acl { None } else { process_umask() },
+            next: std::sync::atomic::AtomicU64::new(0),
+            files: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Starts staging the `size` bytes at `offset` of `stream` (a regular file's whole
+    /// content), with `meta`'s permission bits and times; [`StagedFile::finish`] keeps it.
+    pub fn file(
+        &self,
+        stream: &std::sync::Arc<dyn diskcast_tree::StreamSource>,
+        offset: u64,
+        size: u64,
+        meta: &Meta,
+    ) -> Result<StagedFile<'_>> {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let name = id.to_string();
+        let big = size >= DIRECT_FILE_MIN;
+        let mode = meta.mode & 0o777;
+        let out = create_file(self.fd.as_fd(), name.as_bytes(), mode, big, name.as_bytes())?;
+        Ok(StagedFile {
+            st: self,
+            key: (diskcast_tree::stream_id(stream), offset),
+            staged: Staged { id, size, written: 0, mode, times: (meta.mtime, meta.atime.unwrap_or(meta.mtime)) },
+            out: Some(out),
+            w: Written::default(),
+        })
+    }
+
+    fn take_files(&self) -> HashMap<StagedKey, Staged> {
+        std::mem::take(&mut *self.files.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Removes what is left in the staging directory and the directory itself (if DIR
+    /// still holds it by its name).
+    fn remove(&self, root: impl AsFd) {
+        let root = root.as_fd();
+        if let Ok(entries) = rustix::fs::Dir::read_from(&self.fd) {
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                if !matches!(name.to_bytes(), b"." | b"..") {
+                    let _ = rustix::fs::unlinkat(&self.fd, name, AtFlags::empty());
+                }
+            }
+        }
+        let now =
+            rustix::fs::statat(root, self.name.as_slice(), AtFlags::SYMLINK_NOFOLLOW).map(|st| (st.st_dev, st.st_ino));
+        if now == Ok(self.id) {
+            let _ = rustix::fs::unlinkat(root, self.name.as_slice(), AtFlags::REMOVEDIR);
+        }
+    }
+}
+
+/// A file being staged: its bytes are handed over piece by piece, front to back.
+/// Dropped without [`Self::finish`], it is removed.
+#[derive(Debug)]
+pub struct StagedFile<'a> {
+    st: &'a Staging,
+    key: StagedKey,
+    staged: Staged,
+    out: Option<ImageFile>,
+    w: Written,
+}
+
+impl StagedFile<'_> {
+    /// Appends `piece` (all-zero pieces are left as holes).
+    pub fn write(&mut self, piece: &[u8]) -> Result<()> {
+        let out = self.out.as_ref().ok_or_else(|| Error::invalid("staged file already finished"))?;
+        let pos = self.w.covered;
+        if pos.saturating_add(diskcast_layout::u64_from_usize(piece.len())) > self.staged.size {
+            return Err(Error::invalid("more bytes than the staged file's size"));
+        }
+        self.w.chunk(out, piece, pos, &diskcast_block::progress::NoProgress)
+    }
+
+    /// Gives the file its size, mode and times and records it for [`Target::extract`].
+    pub fn finish(mut self) -> Result<()> {
+        let Some(out) = self.out.take() else { return Err(Error::invalid("staged file already finished")) };
+        let name = self.staged.id.to_string();
+        let done = (|| {
+            let w = std::mem::take(&mut self.w);
+            if w.covered != self.staged.size {
+                return Err(Error::invalid(format!("staged {} of {} bytes", w.covered, self.staged.size)));
+            }
+            if w.end < self.staged.size {
+                out.set_len(self.staged.size)?;
+            }
+            self.staged.written = w.written;
+            let fd = out.file().as_fd();
+            let mode = self.staged.mode;
+            if self.st.umask.is_none_or(|u| mode & u != 0) {
+                rustix::fs::fchmod(fd, Mode::from_raw_mode(mode)).map_err(|e| Error::io("cannot chmod", e.into()))?;
+            }
+            let (m, a) = self.staged.times;
+            let t = Timestamps { last_access: ts(a), last_modification: ts(m) };
+            rustix::fs::futimens(fd, &t).map_err(|e| Error::io("cannot set times", e.into()))?;
+            Ok(())
+        })();
+        if let Err(e) = done {
+            let _ = rustix::fs::unlinkat(&self.st.fd, name.as_str(), AtFlags::empty());
+            return Err(e);
+        }
+        let staged = std::mem::replace(
+            &mut self.staged,
+            Staged { id: 0, size: 0, written: 0, mode: 0, times: Default::default() },
+        );
+        let old = self.st.files.lock().unwrap_or_else(|p| p.into_inner()).insert(self.key, staged);
+        if let Some(old) = old {
+            // The same content staged twice (cannot happen for one stream): keep one.
+            let _ = rustix::fs::unlinkat(&self.st.fd, old.id.to_string().as_str(), AtFlags::empty());
+        }
+        Ok(())
+    }
+}
+
+impl Drop for StagedFile<'_> {
+    fn drop(&mut self) {
+        if self.out.take().is_some() {
+            let _ = rustix::fs::unlinkat(&self.st.fd, self.staged.id.to_string().as_str(), AtFlags::empty());
+        }
+    }
+}
+
+/// Creates the new file `name` in `pfd` (`O_EXCL`, never through a link) with
+/// permission bits `mode`; a `big` one also gets a handle that bypasses the page cache
+/// (see `ImageFile::write_all_at`), reopened through its descriptor, not by name; where
+/// the filesystem refuses `O_DIRECT` it is written buffered. `path` names it in errors.
+fn create_file(pfd: BorrowedFd<'_>, name: &[u8], mode: u32, big: bool, path: &[u8]) -> Result<ImageFile> {
+    let fd = rustix::fs::openat2(
+        pfd,
+        name,
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(mode),
+        BENEATH,
+    )
+    .map_err(|e| sys(e, "cannot create", path))?;
+    let mut out = ImageFile::from_file(std::fs::File::from(fd), Path::new(std::ffi::OsStr::from_bytes(path)));
+    if big {
+        let flags = OFlags::WRONLY | OFlags::CLOEXEC | OFlags::DIRECT;
+        if let Ok(d) = rustix::fs::open(proc_fd(out.file().as_fd()), flags, Mode::empty()) {
+            out = out.with_direct_handle(std::fs::File::from(d));
+        }
+    }
+    Ok(out)
+}
+
 /// Opens DIR once, without following a symlink, creating it if it does not exist; it
 /// must be empty. Everything after works beneath this descriptor, so swapping DIR for a
 /// symlink later changes nothing.
-fn open_target(dir: &Path) -> Result<OwnedFd> {
+fn open_target(dir: &Path) -> Result<(OwnedFd, bool)> {
     use rustix::io::Errno;
     let how = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     // O_DIRECTORY|O_NOFOLLOW gives ENOTDIR for a symlink; lstat only picks the message.
@@ -298,6 +586,7 @@ fn open_target(dir: &Path) -> Result<OwnedFd> {
         Errno::NOTDIR => Error::refused("extraction target exists and is not a directory").with_file(dir),
         e => Error::io("cannot open", e.into()).with_file(dir),
     };
+    let mut created = false;
     let fd = match rustix::fs::open(dir, how, Mode::empty()) {
         Ok(fd) => fd,
         Err(Errno::NOENT) => {
@@ -305,7 +594,8 @@ fn open_target(dir: &Path) -> Result<OwnedFd> {
                 std::fs::create_dir_all(parent).map_err(|e| Error::io("cannot create", e).with_file(parent))?;
             }
             match rustix::fs::mkdir(dir, Mode::from_raw_mode(0o777)) {
-                Ok(()) | Err(Errno::EXIST) => {}
+                Ok(()) => created = true,
+                Err(Errno::EXIST) => {}
                 Err(e) => return Err(Error::io("cannot create", e.into()).with_file(dir)),
             }
             rustix::fs::open(dir, how, Mode::empty()).map_err(refuse)?
@@ -319,7 +609,7 @@ fn open_target(dir: &Path) -> Result<OwnedFd> {
             return Err(Error::refused("extraction directory is not empty").with_file(dir));
         }
     }
-    Ok(fd)
+    Ok((fd, created))
 }
 
 /// `a/b/c` is (`a/b`, `c`); `c` is (``, `c`).
@@ -363,7 +653,7 @@ struct ParentCache {
 }
 
 impl ParentCache {
-    fn get<'a>(&'a mut self, x: &'a Extractor, parent: &[u8]) -> Result<BorrowedFd<'a>> {
+    fn get<'a>(&'a mut self, x: &'a Extractor<'_>, parent: &[u8]) -> Result<BorrowedFd<'a>> {
         if parent.is_empty() {
             return Ok(x.root.as_fd());
         }
@@ -376,8 +666,10 @@ impl ParentCache {
     }
 }
 
-struct Extractor {
+struct Extractor<'a> {
     root: OwnedFd,
+    /// Files written while the tree was read, renamed into place.
+    staged: Option<(&'a Staging, &'a HashMap<StagedKey, Staged>)>,
     is_root: bool,
     privileged: bool,
     /// The process umask, which gives the mode of what is created; `None` when unknown
@@ -399,7 +691,67 @@ enum Made<'a> {
     Special(FileType, u64),
 }
 
-impl Extractor {
+impl Extractor<'_> {
+    /// Where the content of `f` was staged, if it was.
+    fn staged_file(&self, f: &FileData) -> Option<(&Staging, &Staged)> {
+        let (st, files) = self.staged?;
+        let Content::Stream { stream, offset } = &f.content else { return None };
+        files.get(&(diskcast_tree::stream_id(stream), *offset)).filter(|s| s.size == f.size).map(|s| (st, s))
+    }
+
+    /// Moves the staged file `sf` to `path` (never over an entry) and sets what of the
+    /// node's metadata it does not have yet, through its descriptor; returns the
+    /// descriptor when `keep` (it has hard links to make).
+    #[allow(clippy::too_many_arguments)]
+    fn place_staged(
+        &self,
+        st: &Staging,
+        sf: &Staged,
+        node: &Node,
+        path: &[u8],
+        parents: &mut ParentCache,
+        progress: &dyn Progress,
+        keep: bool,
+    ) -> Result<Option<OwnedFd>> {
+        let (parent, name) = split(path);
+        let pfd = parents.get(self, parent)?;
+        let m = &node.meta;
+        let has_meta = m.mode & 0o7777 == sf.mode
+            && node.xattrs.is_empty()
+            && (m.mtime, m.atime.unwrap_or(m.mtime)) == sf.times
+            && (!self.is_root || m.uid == u32::MAX || m.gid == u32::MAX || (m.uid, m.gid) == st.owner);
+        let id = sf.id.to_string();
+        let fd = if has_meta && !keep {
+            None
+        } else {
+            let how = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+            Some(
+                rustix::fs::openat(&st.fd, id.as_str(), how, Mode::empty())
+                    .map_err(|e| sys(e, "cannot open the staged", path))?,
+            )
+        };
+        rustix::fs::renameat_with(&st.fd, id.as_str(), pfd, name, rustix::fs::RenameFlags::NOREPLACE)
+            .map_err(|e| sys(e, "cannot create", path))?;
+        self.race(RaceStep::Created(path));
+        if let Some(fd) = &fd
+            && !has_meta
+        {
+            let mode = self.allowed_mode(m.mode, path, false);
+            self.fd_meta(fd, node, path, mode, Have { owner: Some(st.owner), mode: Some(sf.mode) });
+        }
+        progress.advance(sf.size);
+        self.count(|r| {
+            r.files += 1;
+            r.bytes += sf.written;
+        });
+        Ok(if keep { fd } else { None })
+    }
+
+    /// Whether writing `node` reads a stream (it is a file in one, not staged).
+    fn reads_stream(&self, node: &Node) -> bool {
+        node.as_file().is_some_and(|f| matches!(f.content, Content::Stream { .. }) && self.staged_file(f).is_none())
+    }
+
     fn race(&self, step: RaceStep<'_>) {
         if let Some(h) = &self.hook {
             (h.0)(step)
@@ -610,27 +962,10 @@ impl Extractor {
         let pfd = parents.get(self, parent)?;
         let big = f.size >= DIRECT_FILE_MIN;
         // Created with its final permission bits (so no chmod follows), setuid/setgid
-        // and sticky bits aside; a large file owner-only, as it is opened again below.
+        // and sticky bits aside; a large file owner-only, as it is opened again.
         let create = if big { 0o600 } else { node.meta.mode & 0o777 };
-        let fd = rustix::fs::openat2(
-            pfd,
-            name,
-            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from_raw_mode(create),
-            BENEATH,
-        )
-        .map_err(|e| sys(e, "cannot create", path))?;
+        let out = create_file(pfd, name, create, big, path)?;
         self.race(RaceStep::Created(path));
-        let mut out = ImageFile::from_file(std::fs::File::from(fd), Path::new(std::ffi::OsStr::from_bytes(path)));
-        if big {
-            // Large files skip the page cache (see ImageFile::write_all_at), through a
-            // second handle on this very file (reopened through its descriptor, not by
-            // name); where the filesystem refuses O_DIRECT it is written buffered.
-            let flags = OFlags::WRONLY | OFlags::CLOEXEC | OFlags::DIRECT;
-            if let Ok(d) = rustix::fs::open(proc_fd(out.file().as_fd()), flags, Mode::empty()) {
-                out = out.with_direct_handle(std::fs::File::from(d));
-            }
-        }
         if let Err(e) = self.fill_file(&out, f, path, data, big, progress) {
             self.remove_partial(out.file(), path);
             return Err(e);
@@ -820,7 +1155,7 @@ impl Extractor {
 /// What a file's data writes did: bytes written, bytes covered by data ranges, and where
 /// the last write ended (the file's size must still be set when that is short of it).
 #[derive(Debug, Default)]
-struct Written {
+pub(crate) struct Written {
     written: u64,
     covered: u64,
     end: u64,
@@ -1021,13 +1356,12 @@ impl Parts {
 /// alone and first (its reader hands small files to the other threads), then every
 /// other file in walk order, a directory's files together (at most [`BATCH_FILES`]),
 /// a large file alone.
-fn batch_jobs(jobs: &mut [(u64, Vec<usize>)], entries: &[(Vec<u8>, NodeId)], tree: &Tree) -> Vec<Range<usize>> {
-    let is_stream = |job: &(u64, Vec<usize>)| {
-        job.1
-            .first()
-            .and_then(|&i| tree.node(entries[i].1).as_file())
-            .is_some_and(|f| matches!(f.content, Content::Stream { .. }))
-    };
+fn batch_jobs(
+    jobs: &mut [(u64, Vec<usize>)],
+    entries: &[(Vec<u8>, NodeId)],
+    reads_stream: &dyn Fn(usize) -> bool,
+) -> Vec<Range<usize>> {
+    let is_stream = |job: &(u64, Vec<usize>)| job.1.first().is_some_and(|&i| reads_stream(i));
     let alone = |job: &(u64, Vec<usize>)| is_stream(job) || job.0 >= DIRECT_FILE_MIN;
     let dir_of = |job: &(u64, Vec<usize>)| job.1.first().map(|&i| split(&entries[i].0).0);
     jobs.sort_by_key(|j| (!is_stream(j), j.1.first().copied()));
@@ -1051,7 +1385,7 @@ fn batch_jobs(jobs: &mut [(u64, Vec<usize>)], entries: &[(Vec<u8>, NodeId)], tre
 
 /// Stage 2 of [`extract`]: every file written and its hard links made.
 struct FileStage<'a> {
-    x: &'a Extractor,
+    x: &'a Extractor<'a>,
     entries: &'a [(Vec<u8>, NodeId)],
     tree: &'a Tree,
     links: &'a HashMap<usize, Vec<usize>>,
@@ -1113,6 +1447,7 @@ impl FileStage<'_> {
         if let (Some(queue), Some(f)) = (queue, f)
             && let Content::Stream { stream, offset } = &f.content
             && f.size <= QUEUED_FILE_MAX
+            && self.x.staged_file(f).is_none()
             && let Ok(n) = usize::try_from(f.size)
         {
             let mut bytes = vec![0u8; n];
@@ -1138,11 +1473,21 @@ impl FileStage<'_> {
         let node = self.tree.node(*id);
         let names = self.links.get(&i).map(Vec::as_slice).unwrap_or(&[]);
         let owner = self.dir_index.get(split(path).0).and_then(|d| self.made_dirs.get(d)).map(|m| (m.uid, m.gid));
+        if let Some((st, sf)) = node.as_file().and_then(|f| self.x.staged_file(f)) {
+            let placed = self.x.place_staged(st, sf, node, path, &mut w.parents, self.progress, !names.is_empty());
+            return self.linked(i, names, placed);
+        }
         let data = match bytes {
             Some(b) => Data::Bytes(b),
             None => Data::Source(&mut w.cursor, &mut w.buf),
         };
-        match self.x.write_file(node, path, &mut w.parents, owner, data, self.progress, !names.is_empty()) {
+        let written = self.x.write_file(node, path, &mut w.parents, owner, data, self.progress, !names.is_empty());
+        self.linked(i, names, written)
+    }
+
+    /// Makes the hard links `names` of file `i` from its descriptor, once it is written.
+    fn linked(&self, i: usize, names: &[usize], written: Result<Option<OwnedFd>>) {
+        match written {
             Ok(fd) => {
                 // `fd` is kept exactly when there are names to link.
                 for (&l, fd) in names.iter().zip(fd.iter().cycle()) {

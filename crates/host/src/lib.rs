@@ -8,4 +8,4 @@ mod dir;
 mod extract;
 
 pub use dir::{DirOptions, read_dir};
-pub use extract::{ExtractOptions, ExtractReport, RaceHook, RaceStep, extract};
+pub use extract::{ExtractOptions, ExtractReport, RaceHook, RaceStep, StagedFile, Staging, Target, extract};

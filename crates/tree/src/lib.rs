@@ -39,7 +39,7 @@ pub use fs::{FileType, Metadata, TreeError, TreeErrorKind};
 pub use image::{BuildOptions, BuiltFs, FsBuilder, Piece, PlannedImage};
 pub use model::{Dir, Kind, Meta, Node, NodeId, Tree, TreeStats, Xattr};
 pub use path::{MAX_NAME, MAX_SYMLINK_HOPS, check_name, display_name, split_path};
-pub use schedule::{CursorPool, Schedule, StreamCursor, StreamRun};
+pub use schedule::{CursorPool, Schedule, StreamCursor, StreamRun, stream_id};
 pub use time::{Civil, Timestamp, civil_from_days, days_from_civil};
 
 use diskcast_block::{BlockRead, Error, Result};

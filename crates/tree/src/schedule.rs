@@ -9,7 +9,7 @@ use std::io::Read;
 use std::sync::{Arc, Mutex};
 
 /// The identity of a stream: its `Arc`'s address. Files of one source share one `Arc`.
-fn key(stream: &Arc<dyn StreamSource>) -> usize {
+pub fn stream_id(stream: &Arc<dyn StreamSource>) -> usize {
     Arc::as_ptr(stream).cast::<()>().addr()
 }
 
@@ -54,7 +54,7 @@ impl<T: Ord> Schedule<T> {
         match &file.content {
             Content::Stream { stream, offset } => {
                 let next = self.runs.len();
-                let i = *self.index.entry(key(stream)).or_insert(next);
+                let i = *self.index.entry(stream_id(stream)).or_insert(next);
                 if i == next {
                     self.runs.push((stream.clone(), Vec::new()));
                 }
@@ -110,7 +110,7 @@ impl StreamCursor {
 
     /// True when this cursor is open on `stream` at or before `offset`.
     fn can_reach(&self, stream: &Arc<dyn StreamSource>, offset: u64) -> bool {
-        self.open.as_ref().is_some_and(|(s, _)| key(s) == key(stream)) && self.pos <= offset
+        self.open.as_ref().is_some_and(|(s, _)| stream_id(s) == stream_id(stream)) && self.pos <= offset
     }
 
     /// Fills `buf` with `stream`'s bytes at `offset`; an early end is a `Corrupt` error
