@@ -78,7 +78,9 @@ fn j_reaches_layer_decoding_and_extraction() {
     let image = three_layer_image(d.path());
     let one = peak_threads(&["extract", "-j", "1", &image, &s(&d.path().join("one"))]);
     assert_eq!(peak(&one, "dc-flatten"), 1, "-j 1 decoded layers on several threads: {one:?}");
-    assert_eq!(peak(&one, "dc-extract"), 1, "-j 1 extracted on several threads: {one:?}");
+    // The files were staged while the layers were read: extraction only renames them,
+    // too quickly for the sampler to see its one worker every time.
+    assert!(peak(&one, "dc-extract") <= 1, "-j 1 extracted on several threads: {one:?}");
     let two = peak_threads(&["extract", "-j", "2", &image, &s(&d.path().join("two"))]);
     assert_eq!(peak(&two, "dc-flatten"), 2, "-j 2 did not decode two layers at once: {two:?}");
     assert_same_bytes(&d.path().join("one/p2/data.bin"), &d.path().join("two/p2/data.bin"));

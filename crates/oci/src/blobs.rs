@@ -152,8 +152,8 @@ pub fn sniff(head: &[u8]) -> Result<Compression> {
 }
 
 /// Wraps a checked blob reader in the right decompressor and a size cap.
-pub fn decompress(
-    raw: BufReader<Box<dyn Read + Send>>,
+pub fn decompress<R: BufRead + Send + 'static>(
+    raw: R,
     compression: Compression,
     cap: u64,
     what: &str,
@@ -183,19 +183,6 @@ pub struct LayerStream {
     pub cap: u64,
 }
 
-impl LayerStream {
-    /// Opens the blob checked against its descriptor (the digest and size are checked
-    /// when the stream is read to its end) and decompressed.
-    pub fn open_checked(&self) -> Result<(Box<dyn Read + Send>, VerifiedRaw)> {
-        let raw = self.store.open_raw(&self.digest)?;
-        let verify = Verify::new(raw, &self.digest, self.size, format!("layer {}", self.digest));
-        let shared = VerifiedRaw(Arc::new(std::sync::Mutex::new(verify)));
-        let reader: Box<dyn Read + Send> = Box::new(shared.clone());
-        let buffered = BufReader::with_capacity(256 * 1024, reader);
-        Ok((decompress(buffered, self.compression, self.cap, &self.name())?, shared))
-    }
-}
-
 /// The checked compressed stream under a decompressor, shared so the flattener can read
 /// it to its end (running the digest check) after the tar ends.
 #[derive(Clone)]
@@ -214,6 +201,12 @@ impl Read for VerifiedRaw {
 }
 
 impl VerifiedRaw {
+    /// `raw` (the blob's bytes) checked against `digest` and `size` as it is read (see
+    /// [`Verify`]); `what` names it in errors.
+    pub fn new(raw: Box<dyn Read + Send>, digest: &Digest, size: u64, what: String) -> Self {
+        VerifiedRaw(Arc::new(std::sync::Mutex::new(Verify::new(raw, digest, size, what))))
+    }
+
     /// Reads what is left of the compressed blob, so the size and digest check runs.
     pub fn finish(&self, what: &str) -> Result<()> {
         let mut me = self.clone();

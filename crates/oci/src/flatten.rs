@@ -16,14 +16,15 @@
 //! parent are followed inside the tree only, as umoci and containerd resolve them within
 //! the root filesystem. A member that rule refuses is skipped with a warning, as in a tar.
 
-use crate::blobs::{LayerStream, VerifiedRaw};
-use crate::digest::{Digest, Hasher, from_io, mismatch};
+use crate::blobs::{LayerStream, VerifiedRaw, decompress};
+use crate::digest::{Digest, Hasher, Verify, mismatch};
 use crate::image::{Image, Layer};
+use crate::pipe::{Hashing, stage};
 use diskcast_block::{Error, ErrorKind, Result};
-use diskcast_tar::{Member, MemberPolicy, MemberTree, TarReader, member_components, skipped};
+use diskcast_tar::{Member, MemberKind, MemberPolicy, MemberTree, TarReader, member_components, skipped};
 use diskcast_tree::{StreamSource, Tree, check_name, display_name, split_path};
 use std::collections::{HashMap, HashSet};
-use std::io::Read;
+use std::io::{BufRead, BufReader};
 use std::sync::{Arc, Mutex};
 
 const WHITEOUT: &[u8] = b".wh.";
@@ -49,9 +50,34 @@ pub struct ScannedLayer {
     pub uncompressed: u64,
 }
 
+/// Where the contents of regular files go while their layer is read, so that a sink
+/// needing them (extraction stages them in its target directory) does not decode the
+/// layer a second time. A file the sink does not take is read from its layer later.
+pub trait ContentSink: Sync {
+    /// A place for the `m.size` bytes of regular-file member `m` of `stream`, or `None`
+    /// when the sink will not keep it.
+    fn file(&self, stream: &Arc<dyn StreamSource>, m: &Member) -> Option<Box<dyn FileSink + '_>>;
+}
+
+/// One file of a [`ContentSink`]: its bytes arrive front to back.
+pub trait FileSink {
+    /// Takes the next piece; `false` when the sink gave the file up (the rest is skipped).
+    fn write(&mut self, piece: &[u8]) -> bool;
+    /// Every byte arrived.
+    fn finish(self: Box<Self>);
+}
+
 /// Reads `layer` once: collects its members and checks the blob's size and digest and
-/// the uncompressed diff_id.
-pub fn scan_layer(image: &Image, layer: &Layer) -> Result<ScannedLayer> {
+/// the uncompressed diff_id; hands regular files' contents to `sink` as they pass.
+/// With `threads` of 2 the blob is read, hashed and decompressed on a thread of its
+/// own while this one hashes the decompressed bytes and parses the tar; with 3 or more,
+/// reading and hashing the blob and decompressing it are two threads.
+pub fn scan_layer(
+    image: &Image,
+    layer: &Layer,
+    threads: usize,
+    sink: Option<&dyn ContentSink>,
+) -> Result<ScannedLayer> {
     let d = &layer.descriptor;
     let stream = Arc::new(LayerStream {
         store: image.store.clone(),
@@ -61,37 +87,77 @@ pub fn scan_layer(image: &Image, layer: &Layer) -> Result<ScannedLayer> {
         cap: image.limits.layer_cap(d.size),
     });
     let what = format!("layer {}", d.digest);
-    let (reader, raw) = stream.open_checked()?;
-    let hash = Arc::new(Mutex::new(DiffHash {
-        inner: reader,
-        hasher: layer.diff_id.as_ref().map(|id| Hasher::new(id.algorithm())),
-        n: 0,
-    }));
-    let mut tar = TarReader::new(Box::new(SharedRead(hash.clone())), what.clone());
+    let raw = VerifiedRaw::new(stream.store.open_raw(&d.digest)?, &d.digest, d.size, what.clone());
+    let io = |e: std::io::Error| Error::io(format!("cannot start a thread reading {what}"), e);
+    let decoded: Box<dyn BufRead + Send> = match threads {
+        0 | 1 => Box::new(BufReader::with_capacity(
+            256 << 10,
+            decompress(
+                BufReader::with_capacity(256 << 10, raw.clone()),
+                layer.compression,
+                stream.cap,
+                &stream.name(),
+            )?,
+        )),
+        2 => {
+            let inflate = decompress(
+                BufReader::with_capacity(256 << 10, raw.clone()),
+                layer.compression,
+                stream.cap,
+                &stream.name(),
+            )?;
+            Box::new(stage("dc-flatten", inflate).map_err(io)?)
+        }
+        _ => {
+            let blob = stage("dc-flatten", raw.clone()).map_err(io)?;
+            let inflate = decompress(blob, layer.compression, stream.cap, &stream.name())?;
+            Box::new(stage("dc-flatten", inflate).map_err(io)?)
+        }
+    };
+    let (hashing, hashed) = Hashing::new(decoded, layer.diff_id.as_ref().map(|id| Hasher::new(id.algorithm())));
+    let mut tar = TarReader::from_buf_read(Box::new(hashing), what.clone());
+    let as_dyn: Arc<dyn StreamSource> = stream.clone();
     let mut entries = Vec::new();
     let scanned = (|| -> Result<()> {
         while let Some(m) = tar.next_member()? {
             if entries.len() >= MAX_MEMBERS_PER_LAYER {
                 return Err(Error::out_of_bounds(format!("{what} has more than {MAX_MEMBERS_PER_LAYER} members")));
             }
+            if let Some(sink) = sink
+                && m.kind == MemberKind::File
+                && m.sparse.is_none()
+                && m.size > 0
+                && m.data_len == m.size
+                && let Some(mut file) = sink.file(&as_dyn, &m)
+            {
+                let mut kept = true;
+                tar.data_chunks(&mut |piece| {
+                    kept = kept && file.write(piece);
+                    Ok(())
+                })?;
+                if kept {
+                    file.finish();
+                }
+            }
             entries.push(m);
         }
         Ok(())
     })();
+    let drained = scanned.and_then(|()| {
+        // What follows the end-of-archive marker (zero padding) is part of the diff_id,
+        // and the blob is read to its end so its size and digest are checked.
+        tar.drain()?;
+        raw.finish(&what)
+    });
     drop(tar);
-    if let Err(e) = scanned {
+    if let Err(e) = drained {
         // A digest mismatch or a decompression bomb explains a broken tar better than
-        // the tar error that it caused.
-        finish_raw(&raw, &what)?;
+        // the tar error that it caused: the blob is checked on its own.
+        Verify::new(stream.store.open_raw(&d.digest)?, &d.digest, d.size, what.clone()).finish()?;
         return Err(root_cause(e));
     }
-    // What follows the end-of-archive marker (zero padding) is part of the diff_id.
-    let mut rest = SharedRead(hash.clone());
-    std::io::copy(&mut rest, &mut std::io::sink()).map_err(|e| from_io(e, &what))?;
-    finish_raw(&raw, &what)?;
-    let mut h = hash.lock().map_err(|_| Error::invalid("layer hash poisoned"))?;
-    let uncompressed = h.n;
-    if let (Some(want), Some(hasher)) = (&layer.diff_id, h.hasher.take()) {
+    let (uncompressed, hasher) = hashed.finish();
+    if let (Some(want), Some(hasher)) = (&layer.diff_id, hasher) {
         let got = hasher.finish();
         if &got != want {
             return Err(mismatch(&format!("{what} (uncompressed, diff_id)"), want, &got));
@@ -115,37 +181,6 @@ fn root_cause(e: Error) -> Error {
     e
 }
 
-fn finish_raw(raw: &VerifiedRaw, what: &str) -> Result<()> {
-    raw.finish(what)
-}
-
-struct DiffHash {
-    inner: Box<dyn Read + Send>,
-    hasher: Option<Hasher>,
-    n: u64,
-}
-
-impl Read for DiffHash {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        if let Some(h) = &mut self.hasher {
-            h.update(&buf[..n]);
-        }
-        self.n += n as u64;
-        Ok(n)
-    }
-}
-
-/// The decompressed layer, shared between the tar reader and the scan that drains what
-/// follows the archive's end.
-struct SharedRead(Arc<Mutex<DiffHash>>);
-
-impl Read for SharedRead {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.0.lock().map_err(|_| std::io::Error::other("layer reader poisoned"))?.read(buf)
-    }
-}
-
 /// A flattened image: its root filesystem and the members that were skipped.
 #[derive(Debug)]
 pub struct Flattened {
@@ -159,7 +194,13 @@ pub struct Flattened {
 /// Scans every layer of `image` (in parallel, at most `threads` at once) and applies them
 /// in order into a new tree.
 pub fn flatten(image: &Image, threads: usize) -> Result<Flattened> {
-    let scanned = scan_all(image, threads)?;
+    flatten_into(image, threads, None)
+}
+
+/// [`flatten`], handing the content of every layer's regular files to `sink` as the
+/// layers are read (extraction stages them, so it need not decode a layer again).
+pub fn flatten_into(image: &Image, threads: usize, sink: Option<&dyn ContentSink>) -> Result<Flattened> {
+    let scanned = scan_all_into(image, threads, sink)?;
     let mut flat = Flattener::new(image, &scanned)?;
     for layer in &scanned {
         flat.apply(layer)?;
@@ -171,6 +212,14 @@ pub fn flatten(image: &Image, threads: usize) -> Result<Flattened> {
 /// repeats its empty layer) is read and parsed once, and its one member list shared, so
 /// memory stays linear in the bytes read.
 pub fn scan_all(image: &Image, threads: usize) -> Result<Vec<Arc<ScannedLayer>>> {
+    scan_all_into(image, threads, None)
+}
+
+/// [`scan_all`], handing file contents to `sink` (see [`scan_layer`]). The thread
+/// budget is shared out: as many layers at once as there are threads, and when fewer
+/// layers than threads, each layer's reading, decompressing and parsing in a pipeline
+/// of the threads left (a one-layer image on two cores uses both).
+fn scan_all_into(image: &Image, threads: usize, sink: Option<&dyn ContentSink>) -> Result<Vec<Arc<ScannedLayer>>> {
     // The first layer with each blob (and the same media type and diff_id) is scanned.
     let mut distinct: Vec<usize> = Vec::new();
     let mut of_layer: Vec<usize> = Vec::with_capacity(image.layers.len());
@@ -184,7 +233,9 @@ pub fn scan_all(image: &Image, threads: usize) -> Result<Vec<Arc<ScannedLayer>>>
         of_layer.push(k);
     }
     let n = distinct.len();
-    let threads = threads.clamp(1, n.max(1));
+    let budget = threads.max(1);
+    let threads = budget.clamp(1, n.max(1));
+    let per_layer = budget / threads;
     let next = std::sync::atomic::AtomicUsize::new(0);
     let results: Vec<Mutex<Option<Result<ScannedLayer>>>> = (0..n).map(|_| Mutex::new(None)).collect();
     std::thread::scope(|s| {
@@ -193,7 +244,7 @@ pub fn scan_all(image: &Image, threads: usize) -> Result<Vec<Arc<ScannedLayer>>>
                 loop {
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let Some(&layer) = distinct.get(i) else { break };
-                    let r = scan_layer(image, &image.layers[layer]);
+                    let r = scan_layer(image, &image.layers[layer], per_layer, sink);
                     let failed = r.is_err();
                     if let Ok(mut slot) = results[i].lock() {
                         *slot = Some(r);

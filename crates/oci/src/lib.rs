@@ -15,6 +15,7 @@ pub mod flatten;
 pub mod image;
 pub mod inspect;
 pub mod pargz;
+pub mod pipe;
 pub mod registry;
 pub mod source;
 pub mod spec;

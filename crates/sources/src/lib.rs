@@ -69,12 +69,22 @@ pub struct Opened {
 
 /// Opens `spec` as a tree (see the crate docs for what `spec` may be).
 pub fn open_tree(spec: &str, opts: &SourceOptions) -> Result<Opened> {
+    open_tree_into(spec, opts, None)
+}
+
+/// [`open_tree`], handing a container image's file contents to `sink` while its layers
+/// are read (see [`diskcast_oci::flatten::ContentSink`]); other sources ignore it.
+pub fn open_tree_into(
+    spec: &str,
+    opts: &SourceOptions,
+    sink: Option<&dyn diskcast_oci::flatten::ContentSink>,
+) -> Result<Opened> {
     if diskcast_oci::is_image_ref(spec) {
         if opts.tree.is_some() || opts.format.is_some() {
             return Err(Error::argument("--tree and -f do not apply to a container image"));
         }
         let image = diskcast_oci::open(spec, &opts.image)?;
-        let flat = diskcast_oci::flatten(&image, opts.threads)?;
+        let flat = diskcast_oci::flatten::flatten_into(&image, opts.threads, sink)?;
         let description = format!(
             "container image {spec} ({}, {}, {} layers)",
             image.manifest_digest.short(),

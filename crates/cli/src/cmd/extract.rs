@@ -35,7 +35,17 @@ pub fn run(a: ExtractArgs) -> Result<u8> {
     let inputs = Vec::from_iter(tree_source::input_path(&a.src));
     let archive = a.output.as_ref().map(|out| ArchiveWriter::open(out, &inputs)).transpose()?;
     let threads = a.jobs.count()?;
-    let opened = tree_source::open(&a.src, &a.source, threads)?;
+    // A container image extracted into a directory: its files are staged in DIR while
+    // the layers are read and checked, then renamed into place (each layer decoded
+    // once); a failed read leaves nothing behind.
+    let mut target = match &a.dir {
+        Some(dir) if archive.is_none() && diskcast_oci::is_image_ref(&a.src) => Some(diskcast_host::Target::open(dir)?),
+        _ => None,
+    };
+    let opened = match &mut target {
+        Some(t) => tree_source::open_staged(&a.src, &a.source, threads, Some(t.staging()?))?,
+        None => tree_source::open(&a.src, &a.source, threads)?,
+    };
     let progress = a.progress.reporter();
     if let Some(archive) = archive {
         let report = archive.write(|w| diskcast_tar::write_tar(&opened.tree, w, progress.as_ref()))?;
@@ -47,7 +57,10 @@ pub fn run(a: ExtractArgs) -> Result<u8> {
     let Some(dir) = &a.dir else { return Err(Error::argument("give a directory DIR or -o OUT.tar")) };
     let opts =
         diskcast_host::ExtractOptions { privileged: a.privileged, ..diskcast_host::ExtractOptions::new(threads) };
-    let r = diskcast_host::extract(&opened.tree, dir, &opts, progress.as_ref())?;
+    let r = match target {
+        Some(t) => t.extract(&opened.tree, &opts, progress.as_ref())?,
+        None => diskcast_host::extract(&opened.tree, dir, &opts, progress.as_ref())?,
+    };
     for s in &r.skipped {
         eprintln!("diskcast: skipped {s}");
     }
