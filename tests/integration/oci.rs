@@ -3,6 +3,7 @@
 
 use crate::oci_common::{dir_manifest, make_image, run, umoci_unpack};
 use crate::support::*;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 #[test]
@@ -402,4 +403,189 @@ fn a_damaged_cached_blob_is_fetched_again() {
     let third = dc_cache(t.path(), &["ls", "-R", "--tls-verify=false", &src]).expect_ok();
     assert!(!third.stderr.contains("warning"), "{}", third.stderr);
     drop(reg);
+}
+
+/// A root filesystem for the layer tests: files from empty to 3 MiB (one large enough to
+/// be written bypassing the page cache, one mostly zeros), a hard link, a setuid-free
+/// mix of modes, nested directories.
+fn layer_root(dir: &Path) -> PathBuf {
+    let root = dir.join("root");
+    std::fs::create_dir_all(root.join("etc/conf.d")).unwrap();
+    std::fs::create_dir_all(root.join("usr/lib/deep/er")).unwrap();
+    std::fs::create_dir_all(root.join("gone/sub")).unwrap();
+    write_file(&root.join("etc/passwd"), b"root:x:0:0:root:/root:/bin/sh\n");
+    write_file(&root.join("etc/conf.d/replaced"), b"lower\n");
+    write_file(&root.join("etc/conf.d/removed"), b"whited out above\n");
+    write_file(&root.join("usr/lib/big.bin"), &pseudo_random(3 << 20, 16));
+    let mut sparse = vec![0u8; 2 << 20];
+    sparse[1 << 20..(1 << 20) + 4096].copy_from_slice(&pseudo_random(4096, 17));
+    write_file(&root.join("usr/lib/mostly-zeros"), &sparse);
+    write_file(&root.join("usr/lib/deep/er/small"), &pseudo_random(70_000, 18));
+    write_file(&root.join("gone/sub/file"), b"under a whited-out directory\n");
+    write_file(&root.join("empty"), b"");
+    std::fs::hard_link(root.join("etc/passwd"), root.join("etc/passwd-link")).unwrap();
+    std::fs::set_permissions(root.join("usr/lib/deep/er/small"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::set_permissions(root.join("etc/conf.d"), std::fs::Permissions::from_mode(0o750)).unwrap();
+    root
+}
+
+/// `umoci new` + `umoci insert ROOT /` into a new layout: a one-layer image `DIR:one`.
+fn one_layer_image(dir: &Path, root: &Path) -> PathBuf {
+    let layout = dir.join("layout");
+    run("umoci", &["init", "--layout", &s(&layout)]);
+    run("umoci", &["new", "--image", &format!("{}:one", s(&layout))]);
+    run("umoci", &["insert", "--image", &format!("{}:one", s(&layout)), &s(root), "/"]);
+    layout
+}
+
+/// Extracts `image` (`DIR:TAG`) with diskcast and with `umoci unpack --rootless` and
+/// asserts the same tree; nothing of diskcast's staging is left in DIR.
+fn assert_extracts_as_umoci(image: &str, t: &Path, name: &str) {
+    let rootfs = umoci_unpack(image, &t.join(format!("bundle-{name}")));
+    let out = t.join(format!("out-{name}"));
+    dc_ok(&["extract", &format!("oci:{image}"), &s(&out)]);
+    crate::oci_common::assert_same_min(&dir_manifest(&out), &dir_manifest(&rootfs), name);
+    let left: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".diskcast"))
+        .collect();
+    assert!(left.is_empty(), "{name}: staging left in DIR: {left:?}");
+}
+
+/// Layers extracted as the staged files of one decoding pass give the tree `umoci
+/// unpack` gives: a one-layer image, and the same image with upper layers (made by
+/// umoci) that white out a file and a directory, replace a file, make a directory
+/// opaque and add a file under it.
+#[test]
+fn one_and_several_layer_images_extract_as_umoci_unpacks_them() {
+    let t = tmp();
+    let root = layer_root(t.path());
+    let layout = one_layer_image(t.path(), &root);
+    assert_extracts_as_umoci(&format!("{}:one", s(&layout)), t.path(), "one layer");
+
+    let many = format!("{}:many", s(&layout));
+    run("umoci", &["new", "--image", &many]);
+    run("umoci", &["insert", "--image", &many, &s(&root), "/"]);
+    run("umoci", &["insert", "--image", &many, "--whiteout", "/etc/conf.d/removed"]);
+    run("umoci", &["insert", "--image", &many, "--whiteout", "/gone"]);
+    let upper = t.path().join("upper");
+    std::fs::create_dir_all(upper.join("conf.d")).unwrap();
+    write_file(&upper.join("conf.d/replaced"), b"upper layer wins\n");
+    run("umoci", &["insert", "--image", &many, &s(&upper.join("conf.d")), "/etc/conf.d"]);
+    let opaque = t.path().join("opaque");
+    std::fs::create_dir_all(&opaque).unwrap();
+    write_file(&opaque.join("only-this"), &pseudo_random(2 << 20, 19));
+    run("umoci", &["insert", "--image", &many, "--opaque", &s(&opaque), "/usr/lib"]);
+    assert_extracts_as_umoci(&many, t.path(), "five layers");
+    let out = t.path().join("out-five layers");
+    assert!(!out.join("gone").exists() && !out.join("etc/conf.d/removed").exists());
+    assert_eq!(std::fs::read(out.join("etc/conf.d/replaced")).unwrap(), b"upper layer wins\n");
+    assert!(!out.join("usr/lib/big.bin").exists(), "the opaque directory kept a lower file");
+}
+
+/// Bytes diskcast read (`rchar` of /proc/PID/io, sampled until it exits).
+fn bytes_read(args: &[&str]) -> u64 {
+    let mut child = std::process::Command::new(diskcast_bin())
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let io = format!("/proc/{}/io", child.id());
+    let mut most = 0;
+    while child.try_wait().unwrap().is_none() {
+        if let Ok(text) = std::fs::read_to_string(&io)
+            && let Some(n) = text.lines().find_map(|l| l.strip_prefix("rchar: "))
+        {
+            most = most.max(n.trim().parse().unwrap());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    assert!(child.wait().unwrap().success(), "diskcast {args:?} failed");
+    most
+}
+
+/// Extraction reads each layer blob once: its files are staged while the layer is
+/// decoded and checked (it used to decode the whole layer again to write them).
+#[test]
+fn extract_reads_a_layer_once() {
+    let t = tmp();
+    let root = t.path().join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    for i in 0..4 {
+        write_file(&root.join(format!("f{i}")), &pseudo_random(16 << 20, 30 + i));
+    }
+    let layout = one_layer_image(t.path(), &root);
+    let blob = std::fs::read_dir(layout.join("blobs/sha256"))
+        .unwrap()
+        .map(|e| std::fs::metadata(e.unwrap().path()).unwrap().len())
+        .max()
+        .unwrap();
+    let read = bytes_read(&["extract", &format!("oci:{}:one", s(&layout)), &s(&t.path().join("out"))]);
+    assert!(read < blob + blob / 4, "read {read} bytes for a {blob}-byte layer: decoded more than once");
+    assert_same_bytes(&root.join("f3"), &t.path().join("out/f3"));
+}
+
+/// Rewrites the one-layer image `layout:one` so its layer blob is `bytes`, the manifest
+/// naming the new digest (recomputed, so only the content is wrong).
+fn replace_layer(layout: &Path, bytes: &[u8]) {
+    use serde_json::Value;
+    use sha2::Digest as _;
+    let blobs = layout.join("blobs/sha256");
+    let hex = |b: &[u8]| sha2::Sha256::digest(b).iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let mut index: Value = serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let desc = &mut index["manifests"][0];
+    let mpath = blobs.join(desc["digest"].as_str().unwrap().trim_start_matches("sha256:"));
+    let mut manifest: Value = serde_json::from_slice(&std::fs::read(&mpath).unwrap()).unwrap();
+    let h = hex(bytes);
+    std::fs::write(blobs.join(&h), bytes).unwrap();
+    manifest["layers"][0]["digest"] = Value::from(format!("sha256:{h}"));
+    manifest["layers"][0]["size"] = Value::from(bytes.len());
+    let mb = serde_json::to_vec(&manifest).unwrap();
+    let mh = hex(&mb);
+    std::fs::write(blobs.join(&mh), &mb).unwrap();
+    desc["digest"] = Value::from(format!("sha256:{mh}"));
+    desc["size"] = Value::from(mb.len());
+    std::fs::write(layout.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+}
+
+/// A layer whose gzip stream was damaged (a byte flipped in the middle, its digest
+/// fixed up, so only the CRC-32, the diff_id or the deflate data can tell) or whose
+/// blob does not match its digest fails the extraction after its files were staged,
+/// and leaves nothing: no DIR when diskcast made it, an empty DIR when it was given one.
+#[test]
+fn a_damaged_layer_leaves_no_partial_output() {
+    let t = tmp();
+    let root = t.path().join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    for i in 0..3 {
+        write_file(&root.join(format!("f{i}")), &pseudo_random(4 << 20, 50 + i));
+    }
+    let layout = one_layer_image(t.path(), &root);
+    let blob = std::fs::read_dir(layout.join("blobs/sha256"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    let good = std::fs::read(&blob).unwrap();
+    let src = format!("oci:{}:one", s(&layout));
+
+    // Digest mismatch: the blob changed under its name.
+    let mut bad = good.clone();
+    let mid = bad.len() / 2;
+    bad[mid] ^= 0x55;
+    std::fs::write(&blob, &bad).unwrap();
+    let out = t.path().join("out");
+    dc(&["extract", &src, &s(&out)]).expect_code(1).expect_stderr_all(&["digest mismatch", "layer sha256:"]);
+    assert!(!out.exists(), "a failed extraction left {}", out.display());
+    std::fs::write(&blob, &good).unwrap();
+
+    // The same damage with the digest fixed up: the gzip stream itself is wrong.
+    replace_layer(&layout, &bad);
+    dc(&["extract", &src, &s(&out)]).expect_code(1).expect_stderr_all(&["layer sha256:"]);
+    assert!(!out.exists(), "a failed extraction left {}", out.display());
+    std::fs::create_dir(&out).unwrap();
+    dc(&["extract", &src, &s(&out)]).expect_code(1);
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0, "a failed extraction left entries in DIR");
 }
