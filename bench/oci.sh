@@ -1,25 +1,27 @@
 #!/bin/bash
-# OCI flatten benchmark (not a test): a 3-layer image of about SIZE_MB MiB uncompressed,
-# made with umoci, unpacked three ways, RUNS timed runs each (after one warm-up, a sync
-# before each):
+# OCI flatten benchmark (not a test): a LAYERS-layer image (3 by default) of about SIZE_MB
+# MiB uncompressed, made with umoci, unpacked three ways, RUNS timed rounds (after one
+# warm-up round; a sync before each run; the tools alternate within a round):
 #   diskcast extract oci:IMG:t DIR
 #   umoci unpack --rootless --image IMG:t BUNDLE
 #   skopeo copy oci:IMG:t dir:D, then tar -x of each layer in order (no whiteouts applied)
 # Prints the median seconds of each, the spread, and the ratio to umoci. Run it on a quiet machine.
-# Env: SIZE_MB (1024), RUNS (3), WORK (bench/work/oci), DISKCAST (target/release/diskcast),
-# TARGET_DIR (where unpacked trees go; default /dev/shm when it has room, see lib.sh)
+# Env: SIZE_MB (1024), LAYERS (3; LAYERS=1 is the one large gzip layer of
+# docs/performance.md), RUNS (3), WORK (bench/work/oci-LAYERS), DISKCAST
+# (target/release/diskcast), TARGET_DIR (where unpacked trees go; default /dev/shm when it
+# has room, see lib.sh), SKOPEO (1; 0 leaves out skopeo copy + tar -x)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SIZE_MB=${SIZE_MB:-1024}; WORK=${WORK:-bench/work/oci}
+SIZE_MB=${SIZE_MB:-1024}; LAYERS=${LAYERS:-3}; SKOPEO=${SKOPEO:-1}; WORK=${WORK:-bench/work/oci-$LAYERS}
 # shellcheck source=bench/lib.sh
 . bench/lib.sh
 mkdir -p "$WORK"; IMG=$WORK/img
 if [ ! -f "$IMG/index.json" ] || [ "$(cat "$WORK/size" 2>/dev/null)" != "$SIZE_MB" ]; then
   rm -rf "$IMG" "$WORK/layers"; umoci init --layout "$IMG" >/dev/null; umoci new --image "$IMG:t"
-  for l in 1 2 3; do
+  for l in $(seq 1 "$LAYERS"); do
     D=$WORK/layers/l$l; mkdir -p "$D"
-    # Half-compressible files (base64 of random bytes) from 4 KiB to 4 MiB, a third each.
-    half_compressible "$D" $((SIZE_MB / 3)) "$l"
+    # Half-compressible files (base64 of random bytes) from 4 KiB to 4 MiB, a share each.
+    half_compressible "$D" $((SIZE_MB / LAYERS)) "$l"
     umoci insert --image "$IMG:t" "$D" "/layer$l" >/dev/null
   done
   rm -rf "$WORK/layers"; echo "$SIZE_MB" > "$WORK/size"
@@ -33,12 +35,45 @@ skopeo_tar() {
     tar -xzf "$WORK/dir/$l" -C "$T/tarx"
   done
 }
-# Every output holds the last layer's files.
-measure "diskcast extract" 'rm -rf "$T/out"' '[ -d "$T/out/layer3" ]' "$DISKCAST" extract "oci:$IMG:t" "$T/out"
-measure "umoci unpack --rootless" 'rm -rf "$T/bundle"' '[ -d "$T/bundle/rootfs/layer3" ]' \
-  umoci unpack --rootless --image "$IMG:t" "$T/bundle"
-measure "skopeo copy + tar -x" 'rm -rf "$WORK/dir" "$T/tarx"' '[ -d "$T/tarx/layer3" ]' skopeo_tar
-printf 'size %s MiB, %s runs\n' "$SIZE_MB" "$RUNS"
-echo "diskcast extract / umoci unpack = $(ratio "diskcast extract" "umoci unpack --rootless") (goal <= 0.5)"
-echo "skopeo copy + tar -x / umoci unpack = $(ratio "skopeo copy + tar -x" "umoci unpack --rootless")"
+# The tools alternate within a round (the order rotates each round), so load from other
+# work hits all of them; a sync before each run; round 0 is a warm-up whose outputs (and
+# the last round's) are checked. Each round prints its load average and its ratio.
+LAST=layer$LAYERS
+NAMES=("diskcast extract" "umoci unpack --rootless"); [ "$SKOPEO" = 1 ] && NAMES+=("skopeo copy + tar -x")
+declare -A TIMES
+one() { # NAME: clean, sync, run timed; prints the seconds
+  case $1 in
+    "diskcast extract") rm -rf "$T/out"; sync; t0=$(date +%s.%N)
+      "$DISKCAST" extract "oci:$IMG:t" "$T/out" >/dev/null 2>&1 || { echo "FAIL: diskcast" >&2; exit 1; } ;;
+    "umoci unpack --rootless") rm -rf "$T/bundle"; sync; t0=$(date +%s.%N)
+      umoci unpack --rootless --image "$IMG:t" "$T/bundle" >/dev/null 2>&1 || { echo "FAIL: umoci" >&2; exit 1; } ;;
+    *) rm -rf "$WORK/dir" "$T/tarx"; sync; t0=$(date +%s.%N); skopeo_tar >/dev/null 2>&1 || { echo "FAIL: skopeo" >&2; exit 1; } ;;
+  esac
+  echo "$(date +%s.%N) - $t0" | bc
+}
+check() { # Every output holds the last layer's files.
+  [ -d "$T/out/$LAST" ] && [ -d "$T/bundle/rootfs/$LAST" ] && { [ "$SKOPEO" != 1 ] || [ -d "$T/tarx/$LAST" ]; } ||
+    { echo "FAIL: an output lacks /$LAST" >&2; exit 1; }
+}
+RATIOS=()
+for r in $(seq 0 "$RUNS"); do
+  load=$(cut -d' ' -f1 /proc/loadavg); n=${#NAMES[@]}; line="round $r (load $load):"; declare -A now=()
+  for k in $(seq 0 $((n - 1))); do
+    name=${NAMES[$(((k + r) % n))]}; t=$(one "$name"); now[$name]=$t; line+=" $name $t s;"
+  done
+  rr=$(printf '%.3f' "$(echo "${now[diskcast extract]} / ${now[umoci unpack --rootless]}" | bc -l)")
+  echo "$line ratio $rr" >&2
+  if [ "$r" = 0 ] || [ "$r" = "$RUNS" ]; then check; fi
+  [ "$r" = 0 ] && continue
+  RATIOS+=("$rr")
+  for name in "${NAMES[@]}"; do TIMES[$name]+="${now[$name]} "; done
+done
+for name in "${NAMES[@]}"; do
+  # shellcheck disable=SC2086
+  summarize "$name" ${TIMES[$name]}
+done
+sorted=$(printf '%s\n' "${RATIOS[@]}" | sort -g)
+printf 'size %s MiB, %s layers, %s rounds\n' "$SIZE_MB" "$LAYERS" "$RUNS"
+echo "diskcast extract / umoci unpack = $(ratio "diskcast extract" "umoci unpack --rootless") of medians; per round $(echo "$sorted" | head -1)-$(echo "$sorted" | tail -1) (goal <= 0.5 on 3 layers, <= 0.15 on one)"
+[ "$SKOPEO" = 1 ] && echo "skopeo copy + tar -x / umoci unpack = $(ratio "skopeo copy + tar -x" "umoci unpack --rootless")"
 rm -rf "$T/out" "$T/bundle" "$WORK/dir" "$T/tarx"
