@@ -4,8 +4,9 @@
 //! [`open_target`] refuses, naming the reason, a device that is mounted or holds a
 //! mounted partition, is a swap area, is part of a device-mapper or RAID device, holds
 //! the running system (the device of `/`, the disk it is on, or what its device-mapper
-//! or RAID device is built from), is one of the command's inputs, is read-only, or is
-//! smaller than the image. What uses a device is read from `/proc/self/mountinfo`,
+//! or RAID device is built from; `/boot` and `/boot/efi` count too), is one of the
+//! command's inputs or holds one (the filesystem an input file lives on, or the file a
+//! loop device reads), is read-only, or is smaller than the image. What uses a device is read from `/proc/self/mountinfo`,
 //! `/proc/swaps` and `/sys/dev/block/MAJ:MIN` (its partitions, `holders`, `slaves`,
 //! `ro`). Then it is opened with `O_EXCL`, which the kernel refuses while anything
 //! holds the device exclusively (a mount, swap, dm, md), and which keeps others from
@@ -22,6 +23,64 @@ const MAX_STACK_DEPTH: usize = 8;
 
 /// A device number, `major:minor`.
 pub type DevNo = (u32, u32);
+
+/// The mount points whose devices hold the running system: writing over any of them
+/// (or what they are built from) breaks the machine, mounted or not.
+const SYSTEM_MOUNTS: [&str; 3] = ["/", "/boot", "/boot/efi"];
+
+/// What a command reads, as the device checks see it: inputs that are block devices by
+/// device number, files by device and inode with the device their filesystem is on.
+#[derive(Debug, Default, Clone)]
+pub struct Inputs {
+    devices: Vec<DevNo>,
+    files: Vec<InputFile>,
+}
+
+#[derive(Debug, Clone)]
+struct InputFile {
+    path: PathBuf,
+    /// The device the file's filesystem is on (`st_dev`).
+    fs: DevNo,
+    /// `(st_dev, st_ino)`.
+    id: (u64, u64),
+}
+
+impl Inputs {
+    /// The inputs among `paths` that exist (symlinks followed); the others are the
+    /// opening's business.
+    pub fn of<P: AsRef<Path>>(paths: &[P]) -> Inputs {
+        let mut inputs = Inputs::default();
+        for p in paths.iter().map(AsRef::as_ref) {
+            let Ok(m) = std::fs::metadata(p) else { continue };
+            if m.file_type().is_block_device() {
+                inputs.devices.push(split_rdev(m.rdev()));
+            } else if m.is_file() {
+                inputs.files.push(InputFile { path: p.to_path_buf(), fs: split_rdev(m.dev()), id: (m.dev(), m.ino()) });
+            }
+        }
+        inputs
+    }
+
+    /// Inputs that are the block devices `devices` (tests).
+    pub fn devices(devices: &[DevNo]) -> Inputs {
+        Inputs { devices: devices.to_vec(), files: Vec::new() }
+    }
+}
+
+/// A block device as the prompt before writing shows it.
+#[derive(Debug, Clone)]
+pub struct DeviceInfo {
+    /// The kernel's name (`sdb`, `loop3`, `nvme0n1p2`).
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Vendor and model, where the device reports them.
+    pub model: Option<String>,
+    /// The file a loop device reads.
+    pub backing_file: Option<String>,
+    /// Partitions: name and size in bytes.
+    pub partitions: Vec<(String, u64)>,
+}
 
 /// Where the kernel's views are (the real `/proc` and `/sys`, or a copy in tests).
 #[derive(Debug, Clone)]
@@ -107,6 +166,31 @@ impl HostView {
         Some(SysDev { name, dev, dir })
     }
 
+    /// A device's size in bytes: sysfs counts 512-byte sectors whatever the block size.
+    fn size(&self, d: &SysDev) -> Option<u64> {
+        self.read(&d.dir.join("size")).trim().parse::<u64>().ok()?.checked_mul(512)
+    }
+
+    /// The device `dev` as the prompt before writing shows it.
+    pub fn describe(&self, dev: DevNo) -> Option<DeviceInfo> {
+        let me = self.device(dev)?;
+        let text = |rel: &str| Some(self.read(&me.dir.join(rel)).trim().to_string()).filter(|t| !t.is_empty());
+        let model = match (text("device/vendor"), text("device/model")) {
+            (Some(v), Some(m)) => Some(format!("{v} {m}")),
+            (v, m) => v.or(m),
+        };
+        let mut partitions: Vec<(String, u64)> =
+            self.partitions(&me).iter().map(|p| (p.name.clone(), self.size(p).unwrap_or(0))).collect();
+        partitions.sort();
+        Some(DeviceInfo {
+            name: me.name.clone(),
+            size: self.size(&me)?,
+            model,
+            backing_file: text("loop/backing_file"),
+            partitions,
+        })
+    }
+
     /// The partitions of a whole-disk device (none for a partition).
     fn partitions(&self, d: &SysDev) -> Vec<SysDev> {
         let mut parts = Vec::new();
@@ -163,28 +247,45 @@ impl HostView {
         all
     }
 
-    /// Why the device `dev` must not be written, or `None`. `inputs`: the device numbers
-    /// of the command's inputs that are block devices.
-    pub fn why_busy(&self, dev: DevNo, inputs: &[DevNo]) -> Option<String> {
+    /// Why the device `dev` must not be written, or `None`.
+    pub fn why_busy(&self, dev: DevNo, inputs: &Inputs) -> Option<String> {
         let Some(me) = self.device(dev) else {
             return Some(format!("block device {}:{} is not in {}", dev.0, dev.1, self.sys.display()));
         };
         let mut mine = vec![me.clone()];
         mine.extend(self.partitions(&me));
-        let what = |d: &SysDev| {
-            if d.dev == me.dev { format!("{} is", me.name) } else { format!("its partition {} is", d.name) }
-        };
-        if inputs.contains(&me.dev) {
+        let who = |d: &SysDev| if d.dev == me.dev { me.name.clone() } else { format!("its partition {}", d.name) };
+        let what = |d: &SysDev| format!("{} is", who(d));
+        if inputs.devices.contains(&me.dev) {
             return Some(format!("{} is the input itself", me.name));
         }
-        if let Some(d) = mine.iter().find(|d| inputs.contains(&d.dev)) {
+        if let Some(d) = mine.iter().find(|d| inputs.devices.contains(&d.dev)) {
             return Some(format!("{} an input of this command", what(d)));
         }
+        for f in &inputs.files {
+            let Some(fs) = self.device(f.fs) else { continue };
+            let under = self.stack(&fs);
+            if let Some(d) = mine.iter().find(|d| under.iter().any(|s| s.dev == d.dev)) {
+                return Some(format!(
+                    "{} holds the input {} (its filesystem is on {})",
+                    who(d),
+                    f.path.display(),
+                    fs.name
+                ));
+            }
+        }
+        let backing = self.read(&me.dir.join("loop/backing_file"));
+        if let Ok(m) = std::fs::metadata(backing.trim())
+            && let Some(f) = inputs.files.iter().find(|f| f.id == (m.dev(), m.ino()))
+        {
+            return Some(format!("{} is a loop device over the input {}", me.name, f.path.display()));
+        }
         let mounts = parse_mountinfo(&self.read(&self.proc.join("self/mountinfo")));
-        if let Some(root) = mounts.iter().find(|(_, at)| at == "/").and_then(|(d, _)| self.device(*d)) {
-            let system = self.stack(&root);
+        for at in SYSTEM_MOUNTS {
+            let Some(sys) = mounts.iter().find(|(_, m)| m == at).and_then(|(d, _)| self.device(*d)) else { continue };
+            let system = self.stack(&sys);
             if let Some(d) = mine.iter().find(|d| system.iter().any(|s| s.dev == d.dev)) {
-                return Some(format!("{} holds the running system (/ is on {})", what(d), root.name));
+                return Some(format!("{} holds the running system ({at} is on {})", who(d), sys.name));
             }
         }
         for d in &mine {
@@ -216,22 +317,41 @@ impl HostView {
     }
 }
 
-/// Opens the block device `path` to write an image of `needed` bytes into it, after the
-/// checks of the module docs; `inputs` are the files the command reads.
-pub fn open_target<P: AsRef<Path>>(path: &Path, needed: u64, inputs: &[P]) -> Result<ImageFile> {
+/// Checks the block device `path` as a target for an image of `needed` bytes read from
+/// `inputs` (the module docs say what is refused), without opening it, and describes it.
+pub fn check<P: AsRef<Path>>(path: &Path, needed: u64, inputs: &[P]) -> Result<DeviceInfo> {
     let m = std::fs::metadata(path).map_err(|e| Error::io("cannot open", e).with_file(path))?;
     if !m.file_type().is_block_device() {
         return Err(Error::argument("not a block device").with_file(path));
     }
-    let input_devs: Vec<DevNo> = inputs
-        .iter()
-        .filter_map(|p| std::fs::metadata(p).ok())
-        .filter(|i| i.file_type().is_block_device())
-        .map(|i| split_rdev(i.rdev()))
-        .collect();
-    if let Some(why) = HostView::default().why_busy(split_rdev(m.rdev()), &input_devs) {
+    let host = HostView::default();
+    let dev = split_rdev(m.rdev());
+    if let Some(why) = host.why_busy(dev, &Inputs::of(inputs)) {
         return Err(Error::refused(format!("will not write this block device: {why}")).with_file(path));
     }
+    let info = host.describe(dev).ok_or_else(|| {
+        Error::refused(format!("will not write this block device: its size is not in {}", host.sys.display()))
+            .with_file(path)
+    })?;
+    refuse_small(path, info.size, needed)?;
+    Ok(info)
+}
+
+fn refuse_small(path: &Path, len: u64, needed: u64) -> Result<()> {
+    if len < needed {
+        return Err(Error::refused(format!(
+            "will not write this block device: it holds {len} bytes, less than the {needed}-byte image"
+        ))
+        .with_file(path));
+    }
+    Ok(())
+}
+
+/// Opens the block device `path` to write an image of `needed` bytes into it, after the
+/// checks of the module docs ([`check`]); `inputs` are the files the command reads.
+/// Large aligned writes go to the device directly, past the page cache.
+pub fn open_target<P: AsRef<Path>>(path: &Path, needed: u64, inputs: &[P]) -> Result<ImageFile> {
+    check(path, needed, inputs)?;
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -248,14 +368,8 @@ pub fn open_target<P: AsRef<Path>>(path: &Path, needed: u64, inputs: &[P]) -> Re
             }
             _ => Error::io("cannot open for writing", e).with_file(path),
         })?;
-    let file = ImageFile::from_file(file, path);
-    let len = file.len()?;
-    if len < needed {
-        return Err(Error::refused(format!(
-            "will not write this block device: it holds {len} bytes, less than the {needed}-byte image"
-        ))
-        .with_file(path));
-    }
+    let file = ImageFile::from_file(file, path).with_direct_writes(path);
+    refuse_small(path, file.len()?, needed)?;
     Ok(file)
 }
 
@@ -300,6 +414,9 @@ mod tests {
         std::fs::create_dir_all(proc.join("self")).unwrap();
         std::fs::write(proc.join("self/mountinfo"), mountinfo).unwrap();
         std::fs::write(proc.join("swaps"), "Filename\tType\tSize\tUsed\tPriority\n").unwrap();
+        for (dir, sectors) in [(loop0.clone(), "131072"), (loop0.join("loop0p1"), "129024")] {
+            std::fs::write(dir.join("size"), format!("{sectors}\n")).unwrap();
+        }
         (t, HostView { proc, sys })
     }
 
@@ -308,22 +425,58 @@ mod tests {
     #[test]
     fn each_reason_is_named() {
         let (_t, h) = host(ROOT_ON_DM);
-        assert_eq!(h.why_busy((7, 0), &[]), None);
-        assert_eq!(h.why_busy((7, 0), &[(7, 0)]).unwrap(), "loop0 is the input itself");
-        assert!(h.why_busy((7, 0), &[(259, 0)]).unwrap().contains("its partition loop0p1 is an input"));
-        let why = h.why_busy((253, 0), &[]).unwrap();
+        let none = Inputs::default();
+        assert_eq!(h.why_busy((7, 0), &none), None);
+        assert_eq!(h.why_busy((7, 0), &Inputs::devices(&[(7, 0)])).unwrap(), "loop0 is the input itself");
+        assert!(
+            h.why_busy((7, 0), &Inputs::devices(&[(259, 0)])).unwrap().contains("its partition loop0p1 is an input")
+        );
+        let why = h.why_busy((253, 0), &none).unwrap();
         assert!(why.contains("holds the running system") && why.contains("dm-0"), "{why}");
-        assert!(h.why_busy((253, 1), &[]).unwrap().contains("holds the running system"));
+        assert!(h.why_busy((253, 1), &none).unwrap().contains("holds the running system"));
 
         let (_t, h) = host(&format!("{ROOT_ON_DM}40 22 259:0 / /mnt/my\\040data rw - ext4 /dev/loop0p1 rw\n"));
-        assert_eq!(h.why_busy((7, 0), &[]).unwrap(), "its partition loop0p1 is mounted at /mnt/my data");
-        assert_eq!(h.why_busy((259, 0), &[]).unwrap(), "loop0p1 is mounted at /mnt/my data");
+        assert_eq!(h.why_busy((7, 0), &Inputs::default()).unwrap(), "its partition loop0p1 is mounted at /mnt/my data");
+        assert_eq!(h.why_busy((259, 0), &Inputs::default()).unwrap(), "loop0p1 is mounted at /mnt/my data");
 
         let (_t, h) = host("22 1 0:21 / / rw - overlay overlay rw\n");
-        assert!(h.why_busy((253, 0), &[]).unwrap().contains("part of dm-0 (vg-root)"));
+        assert!(h.why_busy((253, 0), &none).unwrap().contains("part of dm-0 (vg-root)"));
         std::fs::write(h.sys.join("devices/virtual/block/loop0/ro"), "1\n").unwrap();
-        assert_eq!(h.why_busy((7, 0), &[]).unwrap(), "loop0 is read-only");
-        assert!(h.why_busy((9, 9), &[]).unwrap().contains("is not in"));
+        assert_eq!(h.why_busy((7, 0), &Inputs::default()).unwrap(), "loop0 is read-only");
+        assert!(h.why_busy((9, 9), &Inputs::default()).unwrap().contains("is not in"));
+    }
+
+    /// A device holding an input file's filesystem, a loop device reading the input, and
+    /// the device of /boot are refused as what they are.
+    #[test]
+    fn inputs_and_boot_are_held() {
+        let (t, h) = host("22 1 0:21 / / rw - overlay overlay rw\n30 22 253:1 / /boot rw - ext4 /dev/vda1 rw\n");
+        let why = h.why_busy((253, 0), &Inputs::default()).unwrap();
+        assert_eq!(why, "vda holds the running system (/boot is on vda1)");
+        let img = t.path().join("disk.qcow2");
+        std::fs::write(&img, b"x").unwrap();
+        let m = std::fs::metadata(&img).unwrap();
+        let on_p1 = Inputs {
+            devices: Vec::new(),
+            files: vec![InputFile { path: img.clone(), fs: (259, 0), id: (m.dev(), m.ino()) }],
+        };
+        assert_eq!(
+            h.why_busy((7, 0), &on_p1).unwrap(),
+            format!("loop0 holds the input {} (its filesystem is on loop0p1)", img.display())
+        );
+        let elsewhere = Inputs { files: vec![InputFile { fs: (1, 1), ..on_p1.files[0].clone() }], ..on_p1 };
+        assert_eq!(h.why_busy((7, 0), &elsewhere), None);
+        let loop_dir = h.sys.join("devices/virtual/block/loop0/loop");
+        std::fs::create_dir_all(&loop_dir).unwrap();
+        std::fs::write(loop_dir.join("backing_file"), format!("{}\n", img.display())).unwrap();
+        assert_eq!(
+            h.why_busy((7, 0), &elsewhere).unwrap(),
+            format!("loop0 is a loop device over the input {}", img.display())
+        );
+        let info = h.describe((7, 0)).unwrap();
+        assert_eq!((info.name.as_str(), info.size), ("loop0", 64 << 20));
+        assert_eq!(info.partitions, [("loop0p1".to_string(), 129024 * 512)]);
+        assert_eq!(info.backing_file, Some(img.display().to_string()));
     }
 
     #[test]

@@ -33,6 +33,7 @@ pub mod registry;
 pub mod runs;
 pub mod size;
 pub mod source;
+pub mod verify;
 
 pub use error::{Error, ErrorKind, Result, ResultExt};
 

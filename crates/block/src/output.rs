@@ -420,6 +420,9 @@ pub struct Output {
     files: OutputFiles,
     /// Write into the existing file instead of replacing it (`convert -n`).
     in_place: bool,
+    /// Make the existing file or device hold the image (`write`): a file is cut or grown
+    /// to the image's length and never opened through a symlink.
+    overwrite: bool,
     inputs: Vec<PathBuf>,
 }
 
@@ -455,7 +458,7 @@ impl Output {
             files.claim(p)?;
         }
         let inputs = inputs.iter().map(|p| p.as_ref().to_path_buf()).collect();
-        Ok(Output { target, files, in_place: false, inputs })
+        Ok(Output { target, files, in_place: false, overwrite: false, inputs })
     }
 
     /// The same for writing into an existing regular file or block device in place
@@ -476,6 +479,18 @@ impl Output {
             }
         }
         Ok(Output { in_place: true, ..out })
+    }
+
+    /// The same for `write`: the existing file (not a symlink) or block device is to
+    /// hold the image and nothing else: a file gets the image's length; large aligned
+    /// writes bypass the page cache.
+    pub fn open_overwrite<P: AsRef<Path>>(path: &Path, inputs: &[P]) -> Result<Output> {
+        if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(
+                Error::argument("the target is a symlink; name the file or device it points to").with_file(path)
+            );
+        }
+        Ok(Output { overwrite: true, ..Output::open_in_place(path, inputs)? })
     }
 
     /// The target.
@@ -512,6 +527,11 @@ impl Output {
             Target::Stdout | Target::Stream(_) => job.driver.create_stream(self.stream()?, size, job.create)?,
             Target::Device(p) => {
                 let file = crate::device::open_target(p, size, &self.inputs)?;
+                job.driver.write_into(file, size, job.create)?
+            }
+            Target::File(p) if self.overwrite => {
+                let file = ImageFile::open_rw_nofollow(p)?.with_direct_writes(p);
+                file.set_len(size)?;
                 job.driver.write_into(file, size, job.create)?
             }
             Target::File(p) if self.in_place => {

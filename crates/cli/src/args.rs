@@ -3,7 +3,7 @@
 //! `common::args`; validation into plans happens in the commands.
 
 use crate::cmd::{
-    cat, check, compare, convert, create, extract, formats, info, iso, ls, measure, mkdisk, mkfs, oci, vm, wim,
+    cat, check, compare, convert, create, extract, formats, info, iso, ls, measure, mkdisk, mkfs, oci, vm, wim, write,
 };
 use clap::{Parser, Subcommand};
 
@@ -146,7 +146,34 @@ Examples:
     /// Windows images: split a WIM into .swm parts that fit FAT32.
     #[command(subcommand)]
     Wim(wim::WimCommand),
+    /// Write an image of any format onto a block device (a USB stick, a disk) or over an
+    /// existing file, safely, then read it back and compare.
+    #[command(after_help = WRITE_HELP)]
+    Write(write::WriteImageArgs),
 }
+
+const WRITE_HELP: &str = "\
+Examples:
+  diskcast write debian.iso /dev/disk/by-id/usb-SanDisk_Cruzer_4C53-0:0
+  diskcast write -p vm.qcow2 /dev/sdb                     # qcow2, VMDK, VHDX... read directly
+  diskcast write --yes --progress=json disk.vmdk /dev/sdc  # scripts: no prompt, JSON progress
+  diskcast write --no-verify disk.raw /dev/vg0/scratch
+
+Before anything is written, DEVICE is refused with the reason when it is mounted or has a
+mounted partition, is a swap area, is part of a device-mapper or RAID device, holds the
+running system (/, /boot), holds IMAGE (its filesystem, or a loop device over it), is
+read-only, or is smaller than the image. Then it is shown (model, size, partitions) and
+you are asked to type yes; without a terminal to ask on, write refuses unless --yes. A
+symlink is followed only to a block device (the real device is shown); a symlink to a
+file is refused: name the file itself. An existing regular file is given the image's
+length and written in place.
+
+Only the image's data is read and written: ranges it leaves empty are zeroed by the
+kernel (a hole on a file; write-zeroes on a device, which unmaps where the device
+guarantees zeros and writes zeros otherwise), so DEVICE reads back exactly as the image.
+Large writes bypass the page cache (O_DIRECT; the page cache where the filesystem refuses
+it, with a note), the device is synced, its cache dropped and everything read back and
+compared (--no-verify skips that). Bytes past the image's end are left as they are.";
 
 const VM_HELP: &str = "\
 Examples:

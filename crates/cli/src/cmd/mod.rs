@@ -19,3 +19,4 @@ pub mod mkfs;
 pub mod oci;
 pub mod vm;
 pub mod wim;
+pub mod write;

@@ -2,14 +2,15 @@
 //! checked and locked ([`diskcast_block::output::Output`]) before any input is read, the
 //! format and its options checked, then one write with the shared [`WriteArgs`]
 //! (threads, progress), stopped by Ctrl-C, and put in place only when complete.
-//! `convert`, `create`, `mkfs`, `mkdisk`, `vm`, `iso create` and `iso remaster` write
-//! images through [`ImageWriter`]; `extract -o` writes its tar through [`ArchiveWriter`];
+//! `convert`, `create`, `mkfs`, `mkdisk`, `vm`, `iso create`, `iso remaster` and
+//! `write` write images through [`ImageWriter`]; `extract -o` writes its tar through [`ArchiveWriter`];
 //! container images are written by `diskcast_oci::write` with [`image_config`].
 
 use super::args::{OutputArgs, WriteArgs};
 use super::create_options;
 use diskcast_block::copy::CopyOptions;
 use diskcast_block::output::{ImageJob, Interruptible, Output};
+use diskcast_block::progress::Progress;
 use diskcast_block::registry::{CreateOptions, Registry};
 use diskcast_block::{BlockRead, Error, Result};
 use std::io::Write;
@@ -72,6 +73,18 @@ impl ImageWriter {
         Self::with(Output::open_in_place(path, inputs)?, format, create, write)
     }
 
+    /// `path`, an existing file or block device, made to hold the image (`write`): a file
+    /// gets the image's length and is never opened through a symlink.
+    pub fn overwrite<P: AsRef<Path>>(
+        path: &Path,
+        inputs: &[P],
+        format: &str,
+        create: CreateOptions,
+        write: &WriteArgs,
+    ) -> Result<Self> {
+        Self::with(Output::open_overwrite(path, inputs)?, format, create, write)
+    }
+
     fn with(output: Output, format: &str, create: CreateOptions, write: &WriteArgs) -> Result<Self> {
         let registry = diskcast_formats::registry();
         let driver = registry.get(format)?;
@@ -103,10 +116,15 @@ impl ImageWriter {
     /// Writes `image` (sparse, parallel, compressed with `-c`, progress as asked,
     /// stopped by Ctrl-C) and puts it in place.
     pub fn write(self, image: &dyn BlockRead) -> Result<()> {
+        let progress = self.write.progress.reporter();
+        self.write_reporting(image, progress.as_ref())
+    }
+
+    /// The same, reporting to `progress` (a command with more passes than the write).
+    pub fn write_reporting(self, image: &dyn BlockRead, progress: &dyn Progress) -> Result<()> {
         let driver = self.registry.get(&self.format)?;
         let copy = CopyOptions { cancel: Some(interrupt_flag()?), ..self.copy };
-        let progress = self.write.progress.reporter();
-        let job = ImageJob { driver, create: &self.create, copy: &copy, progress: progress.as_ref() };
+        let job = ImageJob { driver, create: &self.create, copy: &copy, progress };
         self.output.write_image(image, job)
     }
 

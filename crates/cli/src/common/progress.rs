@@ -135,3 +135,31 @@ impl Progress for JsonLines {
         self.emit(true);
     }
 }
+
+/// One progress over several passes of a command (`write`: the copy, then the read-back):
+/// the passes' own `start` and `finish` are swallowed, so a bar, its rate and ETA, or
+/// the JSON lines run once from 0 to the sum of the passes.
+pub struct Passes {
+    inner: Box<dyn Progress>,
+}
+
+impl Passes {
+    /// `inner`, started at once for `total` bytes over all passes.
+    pub fn new(inner: Box<dyn Progress>, total: u64) -> Self {
+        inner.start(total);
+        Passes { inner }
+    }
+}
+
+impl Drop for Passes {
+    fn drop(&mut self) {
+        self.inner.finish();
+    }
+}
+
+impl Progress for Passes {
+    fn start(&self, _total: u64) {}
+    fn advance(&self, bytes: u64) {
+        self.inner.advance(bytes);
+    }
+}
