@@ -44,4 +44,5 @@ mod trees;
 mod vm;
 mod vm_bios;
 mod wim;
+mod write;
 mod writers;

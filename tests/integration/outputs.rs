@@ -6,7 +6,7 @@
 use crate::support::*;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A directory tree to build from, made with plain file writes.
 fn small_tree(dir: &Path) -> PathBuf {
@@ -175,85 +175,6 @@ fn oci_layout_blobs_hold_no_temporaries() {
     assert_eq!(names(&layout), ["blobs", "index.json", "oci-layout"]);
     tool_text("umoci", &["gc", "--layout", &s(&layout)]);
     assert_eq!(names(&blobs), before, "umoci gc found unreferenced blobs");
-}
-
-/// A loop device over a file, detached when dropped (also when a test fails).
-struct Loop {
-    dev: String,
-}
-
-impl Loop {
-    /// `losetup -f --show -P [-r] FILE`: partitions scanned, read-only with `ro`.
-    fn attach(file: &Path, ro: bool) -> Loop {
-        assert!(nix_is_root(), "block device tests need root (loop devices)");
-        let mut args = vec!["-f", "--show", "-P"];
-        if ro {
-            args.push("-r");
-        }
-        let f = s(file);
-        args.push(&f);
-        let dev = tool_out("losetup", &args).trim().to_string();
-        assert!(dev.starts_with("/dev/loop"), "losetup printed {dev:?}");
-        Loop { dev }
-    }
-
-    /// Partition `n`'s node. A kernel built without the GPT parser makes none on its
-    /// own: then `partx -a` reads the table and adds the partitions.
-    fn part(&self, n: u32) -> String {
-        let p = format!("{}p{n}", self.dev);
-        let start = Instant::now();
-        let mut asked = false;
-        while !Path::new(&p).exists() {
-            if !asked && start.elapsed() > Duration::from_secs(1) {
-                tool_text("partx", &["-a", &self.dev]);
-                asked = true;
-            }
-            assert!(start.elapsed() < Duration::from_secs(10), "{p} never appeared");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        p
-    }
-}
-
-impl Drop for Loop {
-    fn drop(&mut self) {
-        let _ = Command::new("losetup").args(["-d", &self.dev]).status();
-    }
-}
-
-/// A mount, unmounted when dropped.
-struct Mount {
-    dir: PathBuf,
-}
-
-impl Mount {
-    fn new(dev: &str, dir: &Path) -> Mount {
-        std::fs::create_dir_all(dir).unwrap();
-        tool_text("mount", &[dev, &s(dir)]);
-        Mount { dir: dir.to_path_buf() }
-    }
-}
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.dir).status();
-    }
-}
-
-fn nix_is_root() -> bool {
-    tool_out("id", &["-u"]).trim() == "0"
-}
-
-/// A 64 MiB disk file with a GPT (sgdisk) whose one partition holds ext4 (mkfs.ext4,
-/// everything initialised at once so nothing writes to it later behind our back).
-fn gpt_ext4_disk(dir: &Path) -> (PathBuf, Loop) {
-    let disk = dir.join("disk.img");
-    qemu_img(&["create", "-q", "-f", "raw", &s(&disk), "64M"]);
-    tool_text("sgdisk", &["-n", "1:2048:0", "-t", "1:8300", &s(&disk)]);
-    let lo = Loop::attach(&disk, false);
-    let p1 = lo.part(1);
-    tool_text("mkfs.ext4", &["-q", "-E", "lazy_itable_init=0,lazy_journal_init=0", &p1]);
-    (disk, lo)
 }
 
 /// Block devices are written only when nothing uses them: a mounted device, one with a
