@@ -426,7 +426,10 @@ pub fn first_difference(
         if !eb.alloc.reads_zero() {
             b.read_at(&mut bb, off)?;
         }
-        Ok((ba.iter().zip(&bb).position(|(x, y)| x != y).map(|i| off + u64_from_usize(i)), n))
+        // Slice equality is a memcmp (many bytes a cycle); the byte loop runs only to find
+        // where a difference is.
+        let first = if ba == bb { None } else { ba.iter().zip(&bb).position(|(x, y)| x != y) };
+        Ok((first.map(|i| off + u64_from_usize(i)), n))
     };
     let tail = |img: &dyn BlockRead, off: u64, len: u64| -> Result<(Option<u64>, u64)> {
         let e = resolved_extent(img, off, len)?;
@@ -435,7 +438,8 @@ pub fn first_difference(
         }
         let mut buf = vec![0u8; usize::try_from(e.len).unwrap_or(0)];
         img.read_at(&mut buf, off)?;
-        Ok((buf.iter().position(|&x| x != 0).map(|i| off + u64_from_usize(i)), e.len))
+        let first = if crate::io::is_zero(&buf) { None } else { buf.iter().position(|&x| x != 0) };
+        Ok((first.map(|i| off + u64_from_usize(i)), e.len))
     };
     std::thread::scope(|s| {
         for _ in 0..threads.max(1) {
