@@ -34,6 +34,7 @@
 #                             unsquashfs -lln/-d judges its listing and extraction
 #   wimtools:                 wimlib-imagex: captures the WIMs the WIM splitter reads; its
 #                             split, join and verify judge our .swm parts
+#   bmap-tools:               bmaptool create/copy, what bench/write.sh measures `write` against
 #
 # It also downloads (never installs) Debian's linux-image-cloud-amd64 and unpacks it under
 # $DISKCAST_TEST_ASSETS (default /var/cache/diskcast-tests)/kernel/cloud-amd64: the kernel
@@ -52,6 +53,7 @@ packages=(
   exfatprogs exfat-fuse
   squashfs-tools
   wimtools
+  bmap-tools
 )
 # Packages that must come from backports on bookworm (older releases there are too old).
 backports=(qemu-system-x86 qemu-system-common qemu-system-data seabios e2fsprogs libext2fs2)

@@ -101,7 +101,6 @@ impl BlockRead for Stoppable<'_> {
 mod tests {
     use super::*;
     use crate::progress::NoProgress;
-    use crate::source::ByteSource;
     use crate::{Alloc, ErrorKind};
 
     /// Bytes in memory; `zero` ranges map as zero (and must read as zero).
