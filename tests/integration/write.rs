@@ -172,3 +172,40 @@ fn refusals_leave_the_target_alone() {
     drop(lo);
     assert!(read(&small) == small_before && read(&file) == before, "a refused write changed a device");
 }
+
+/// On a terminal (a pty from `script`) the target is shown and only `yes` writes: `no`
+/// leaves the file as it was, `yes` writes it and draws the bar.
+#[test]
+fn the_prompt_on_a_terminal() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let d = tmp();
+    let img = d.path().join("a.qcow2");
+    qemu_img(&["create", "-q", "-f", "qcow2", &s(&img), "8M"]);
+    qemu_io("qcow2", &img, &["write -P 0x21 0 1M"]);
+    let target = d.path().join("t.img");
+    random_file(&target, 8 * MIB);
+    let before = read(&target);
+    let on_tty = |answer: &str| {
+        let line = format!("{} write {} {}", diskcast_bin(), s(&img), s(&target));
+        let mut child = Command::new("script")
+            .args(["-qec", &line, "/dev/null"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("script (util-linux) runs the command on a pty");
+        child.stdin.take().unwrap().write_all(format!("{answer}\n").as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let (code, text) = on_tty("no");
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("Type yes to write") && text.contains("not confirmed"), "{text}");
+    assert!(text.contains("t.img: a regular file of 8.0 MiB"), "{text}");
+    assert!(read(&target) == before, "a refused write changed the file");
+    let (code, text) = on_tty("yes");
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("written and verified") && text.contains("16.00 MiB"), "{text}");
+    qemu_img(&["compare", "-f", "qcow2", "-F", "raw", &s(&img), &s(&target)]).expect_ok();
+}
