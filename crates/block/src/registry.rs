@@ -162,6 +162,43 @@ pub fn check_named(src: Source, check: impl FnOnce(Source) -> Result<CheckReport
     check(src).file(name)
 }
 
+/// How `resize` (and `-o preallocation=`) allocates a grown range, with qemu's names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Preallocation {
+    /// Nothing allocated: the new range is a hole or unallocated clusters.
+    #[default]
+    Off,
+    /// The format's metadata (L2 tables, cluster entries) allocated, data left sparse.
+    Metadata,
+    /// Space reserved with fallocate, reading as zeros.
+    Falloc,
+    /// Zeros written.
+    Full,
+}
+
+impl Preallocation {
+    /// Parses qemu's names; anything else is qemu-img's "Invalid preallocation mode".
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "off" => Ok(Preallocation::Off),
+            "metadata" => Ok(Preallocation::Metadata),
+            "falloc" => Ok(Preallocation::Falloc),
+            "full" => Ok(Preallocation::Full),
+            _ => Err(Error::argument(format!("Invalid preallocation mode '{s}' (off, metadata, falloc or full)"))),
+        }
+    }
+
+    /// qemu's name for the mode.
+    pub fn name(self) -> &'static str {
+        match self {
+            Preallocation::Off => "off",
+            Preallocation::Metadata => "metadata",
+            Preallocation::Falloc => "falloc",
+            Preallocation::Full => "full",
+        }
+    }
+}
+
 /// A disk image format.
 pub trait Driver: Send + Sync {
     /// The name used with `-f`/`-O` (`raw`, `qcow2`, ...).
@@ -245,6 +282,18 @@ pub trait Driver: Send + Sync {
     /// other open failure (exit 1).
     fn check(&self, src: Source, _ctx: &OpenContext<'_>) -> Result<CheckReport> {
         Err(Error::not_applicable(format!("format {} has no consistency check", self.name())).with_file(src.name()))
+    }
+
+    /// Changes the virtual size of the image in `file` (opened for writing and locked as a
+    /// writer) to `size` in place, as `qemu-img resize` does; `size` below the current
+    /// size only when the user passed `--shrink`. Formats qemu-img cannot resize refuse
+    /// with its message.
+    fn resize(&self, file: &ImageFile, _size: u64, _prealloc: Preallocation) -> Result<()> {
+        Err(Error::unsupported(format!(
+            "Image format driver does not support resize (qemu-img cannot resize {} images either)",
+            self.name()
+        ))
+        .with_file(file.path()))
     }
 
     /// How large a new image holding the `data` extents of a `size`-byte disk would be.

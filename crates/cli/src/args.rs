@@ -3,7 +3,8 @@
 //! `common::args`; validation into plans happens in the commands.
 
 use crate::cmd::{
-    cat, check, compare, convert, create, extract, formats, info, iso, ls, measure, mkdisk, mkfs, oci, vm, wim,
+    cat, check, compare, convert, create, dd, extract, formats, info, iso, ls, measure, mkdisk, mkfs, oci, resize, vm,
+    wim,
 };
 use clap::{Parser, Subcommand};
 
@@ -146,7 +147,36 @@ Examples:
     /// Windows images: split a WIM into .swm parts that fit FAT32.
     #[command(subcommand)]
     Wim(wim::WimCommand),
+    /// Change an image's virtual size in place (raw and qcow2, as qemu-img resize).
+    #[command(after_help = RESIZE_HELP)]
+    Resize(resize::ResizeArgs),
+    /// Copy part of an image into a new image, with qemu-img dd's operands.
+    #[command(after_help = DD_HELP)]
+    Dd(dd::DdArgs),
 }
+
+const RESIZE_HELP: &str = "\
+Examples:
+  diskcast resize disk.qcow2 +10G                 # grow by 10 GiB
+  diskcast resize -f raw --preallocation=falloc disk.raw 20G
+  diskcast resize --shrink disk.qcow2 -- -1G      # shrink: data past the new end is lost
+
+Like qemu-img resize: raw and qcow2 images grow, and shrink with --shrink; the other
+formats are refused with qemu-img's message, as qemu-img refuses them. The grown range
+reads as zeros. The image is locked as a writer: one a VM uses is refused. Prints
+\"Image resized.\" unless -q; errors exit 1.";
+
+const DD_HELP: &str = "\
+Examples:
+  diskcast dd if=disk.qcow2 of=mbr.raw bs=512 count=1
+  diskcast dd -O qcow2 if=disk.vmdk of=tail.qcow2 bs=1M skip=100
+
+Operands as qemu-img dd takes them. The output (created, or replaced; -O sets its
+format, default raw) holds min(count*bs, input size) - skip*bs bytes of the input,
+starting skip*bs bytes in; as in qemu-img, count counts from the input's start, so with
+skip the output holds count - skip blocks. A skip past that gives an empty output and a
+warning. The output is written like convert's: sparse, in parallel, put in place only
+when complete.";
 
 const VM_HELP: &str = "\
 Examples:

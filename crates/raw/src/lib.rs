@@ -10,7 +10,7 @@
 use diskcast_block::io::ImageFile;
 use diskcast_block::output::OutputFiles;
 use diskcast_block::range_end;
-use diskcast_block::registry::{CreateOptions, Driver, Measure, OpenContext, ProbeData};
+use diskcast_block::registry::{CreateOptions, Driver, Measure, OpenContext, Preallocation, ProbeData};
 use diskcast_block::source::{Source, open_file};
 use diskcast_block::{Alloc, BlockRead, BlockWrite, Encoded, Error, Extent, ImageInfo, MapExtent, Result, WriteOrder};
 use diskcast_layout::u64_from_usize;
@@ -72,6 +72,25 @@ impl Driver for RawDriver {
             .with_file(file.path()));
         }
         Ok(Box::new(RawWriter { file, size, in_place: true }))
+    }
+
+    /// The file's length is the disk's size: set it, and preallocate what grew.
+    fn resize(&self, file: &ImageFile, size: u64, prealloc: Preallocation) -> Result<()> {
+        if !file.file().metadata().map_err(|e| Error::io("cannot stat", e).with_file(file.path()))?.is_file() {
+            return Err(Error::argument("only regular files can be resized, not devices").with_file(file.path()));
+        }
+        let old = file.len()?;
+        match prealloc {
+            Preallocation::Metadata => {
+                return Err(Error::argument("Unsupported preallocation mode: metadata (raw images have no metadata)")
+                    .with_file(file.path()));
+            }
+            Preallocation::Falloc | Preallocation::Full if size > old => {
+                file.preallocate(old, size - old, prealloc == Preallocation::Full)?;
+            }
+            _ => {}
+        }
+        file.set_len(size)
     }
 
     /// Raw bytes go down a pipe as they are, holes as zeros.
