@@ -35,6 +35,7 @@ mod oci;
 mod outputs;
 mod pairs;
 mod profiles;
+mod qemu_flags;
 mod qemu_json;
 mod registry;
 mod replay_log;

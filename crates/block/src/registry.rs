@@ -43,6 +43,14 @@ pub struct CreateOptions {
     /// The clock and identifier source for timestamps, UUIDs and content IDs the image
     /// records (fixed by `SOURCE_DATE_EPOCH`; see [`crate::provenance`]).
     pub provenance: Provenance,
+    /// `-o preallocation=`: how much of the new image to allocate up front. `metadata`
+    /// only for formats whose options list `preallocation`; `falloc` and `full` are
+    /// accepted by every format, as qemu-img accepts them (formats without the option
+    /// ignore them: qemu-img applies them only to their small initial file).
+    pub preallocation: Preallocation,
+    /// `--target-is-zero` (with `convert -n`): the existing target already reads as
+    /// zeros, so zero ranges need not be written.
+    pub target_is_zero: bool,
 }
 
 /// How a format turns `-o` options into its writer's parameters for a disk of `size` bytes.
@@ -72,6 +80,11 @@ impl CreateOptions {
 
     /// Rejects any `-o` key not in `known`, the options of format `format`.
     pub fn check_keys_of(&self, format: &str, known: &[OptionSpec]) -> Result<()> {
+        if self.preallocation == Preallocation::Metadata && !known.iter().any(|o| o.name == "preallocation") {
+            return Err(Error::argument(format!(
+                "Unsupported preallocation mode: metadata ({format} images have no metadata to preallocate)"
+            )));
+        }
         for key in self.options.keys() {
             if !known.iter().any(|o| o.name == key) {
                 let names: Vec<_> = known.iter().map(|o| o.name).collect();

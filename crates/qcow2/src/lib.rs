@@ -48,6 +48,7 @@ const OPTIONS: &[OptionSpec] = &[
     OptionSpec { name: "backing_fmt", help: "format of the backing file to record" },
     OptionSpec { name: "refcount_bits", help: "refcount width: 1, 2, 4, 8, 16 (default), 32 or 64" },
     OptionSpec { name: "extended_l2", help: "off only: writing extended L2 entries is not implemented" },
+    OptionSpec { name: "preallocation", help: "off only: metadata, falloc and full are not implemented" },
 ];
 
 impl Driver for Qcow2Driver {

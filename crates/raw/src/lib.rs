@@ -51,7 +51,10 @@ impl Driver for RawDriver {
         self.validate(opts)?;
         let file = out.create(path)?;
         file.set_len(size)?;
-        Ok(Box::new(RawWriter { file, size, in_place: false }))
+        if matches!(opts.preallocation, Preallocation::Falloc | Preallocation::Full) {
+            file.preallocate(0, size, opts.preallocation == Preallocation::Full)?;
+        }
+        Ok(Box::new(RawWriter { file, size, in_place: false, target_is_zero: false }))
     }
 
     fn stream_options(&self) -> Option<&'static str> {
@@ -71,7 +74,7 @@ impl Driver for RawDriver {
             ))
             .with_file(file.path()));
         }
-        Ok(Box::new(RawWriter { file, size, in_place: true }))
+        Ok(Box::new(RawWriter { file, size, in_place: true, target_is_zero: opts.target_is_zero }))
     }
 
     /// The file's length is the disk's size: set it, and preallocate what grew.
@@ -177,6 +180,8 @@ pub struct RawWriter {
     size: u64,
     /// Writing over an existing file or device (`-n`): it is not zero to begin with.
     in_place: bool,
+    /// `--target-is-zero`: the existing target reads as zeros after all.
+    target_is_zero: bool,
 }
 
 impl BlockWrite for RawWriter {
@@ -189,7 +194,7 @@ impl BlockWrite for RawWriter {
     }
 
     fn zero_initialized(&self) -> bool {
-        !self.in_place
+        !self.in_place || self.target_is_zero
     }
 
     fn write_zeroes(&self, offset: u64, len: u64) -> Result<()> {

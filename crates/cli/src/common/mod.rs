@@ -15,7 +15,7 @@ pub use args::threads;
 use diskcast_block::gate::Gate;
 use diskcast_block::lock::{LockMode, Locks};
 use diskcast_block::provenance::Provenance;
-use diskcast_block::registry::{CreateOptions, OpenContext, Registry};
+use diskcast_block::registry::{CreateOptions, OpenContext, Preallocation, Registry};
 use diskcast_block::{BlockRead, Error, Result};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -105,9 +105,11 @@ pub fn create_options(options: &[String], compress: bool) -> Result<CreateOption
             map.insert(k.trim().to_string(), v.trim().to_string());
         }
     }
+    // Every format takes preallocation= (qemu-img passes it to the file under the image).
+    let preallocation = map.remove("preallocation").map(|p| Preallocation::parse(&p)).transpose()?.unwrap_or_default();
     // The one place SOURCE_DATE_EPOCH is read: every writer gets its clock and ids from here.
     let provenance = Provenance::from_env()?;
-    Ok(CreateOptions { options: map, compress, provenance, ..CreateOptions::default() })
+    Ok(CreateOptions { options: map, compress, provenance, preallocation, ..CreateOptions::default() })
 }
 
 /// The name qemu-img gives a format in its output (`vpc` for VHD), so JSON written for
