@@ -263,9 +263,16 @@ impl<'a> Meta<'a> {
         let esize = h.l2_entry_size();
         let keep = size.div_ceil(self.cs); // guest clusters that stay
         let mut l1 = read_u64_table(self.file, h.l1_table_offset, u64::from(h.l1_size), "l1_table_offset")?;
-        let mut freed: Vec<(u64, u64)> = Vec::new(); // host ranges to release once the tables are written
+        let mut freed: Vec<(u64, u64)> = Vec::new(); // host ranges to release
+        let mut tables: Vec<(u64, Vec<u8>)> = Vec::new(); // L2 tables to write back
+        let mut seen = std::collections::BTreeSet::new();
         for (i, e) in l1.iter_mut().enumerate() {
             let l2_off = *e & OFFSET_MASK;
+            if l2_off != 0 && !seen.insert(l2_off) {
+                return Err(Error::corrupt(format!(
+                    "L2 table {l2_off:#x} is used twice by the L1 table; run qemu-img check -r all first"
+                )));
+            }
             let first_guest_cluster = u64_from_usize(i) * (span / self.cs);
             let l2_entries = h.l2_entries();
             if l2_off == 0 || first_guest_cluster + l2_entries <= keep {
@@ -292,17 +299,22 @@ impl<'a> Meta<'a> {
                 freed.push((l2_off, self.cs));
                 *e = 0;
             } else {
-                self.file.write_all_at(&table, l2_off)?;
+                tables.push((l2_off, table));
             }
+        }
+        // Refcounts dropped in memory first: a cluster the image says is free (metadata
+        // that contradicts itself) stops the resize before anything is written.
+        for (host, len) in freed {
+            self.release(host, len)?;
+        }
+        for (at, table) in &tables {
+            self.file.write_all_at(table, *at)?;
         }
         let bytes: Vec<u8> = l1.iter().flat_map(|e| e.to_be_bytes()).collect();
         if !bytes.is_empty() {
             self.file.write_all_at(&bytes, h.l1_table_offset)?;
         }
         self.write_header(size, h.l1_size, h.l1_table_offset)?;
-        for (host, len) in freed {
-            self.release(host, len)?;
-        }
         self.flush_refcounts()?;
         self.truncate_after_last_used()?;
         self.file.sync()
