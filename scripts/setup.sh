@@ -34,6 +34,8 @@
 #                             unsquashfs -lln/-d judges its listing and extraction
 #   wimtools:                 wimlib-imagex: captures the WIMs the WIM splitter reads; its
 #                             split, join and verify judge our .swm parts
+#   strace:                   counts the fsync calls of `convert -t unsafe` (none) and of a
+#                             default convert (the output synced before it is put in place)
 #
 # It also downloads (never installs) Debian's linux-image-cloud-amd64 and unpacks it under
 # $DISKCAST_TEST_ASSETS (default /var/cache/diskcast-tests)/kernel/cloud-amd64: the kernel
@@ -52,6 +54,7 @@ packages=(
   exfatprogs exfat-fuse
   squashfs-tools
   wimtools
+  strace
 )
 # Packages that must come from backports on bookworm (older releases there are too old).
 backports=(qemu-system-x86 qemu-system-common qemu-system-data seabios e2fsprogs libext2fs2)

@@ -190,3 +190,34 @@ fn create_preallocation_like_qemu_img() {
         assert_eq!(allocated(&p) >= 8 * MIB, allocated_all, "{fmt} {mode}: {} bytes", allocated(&p));
     }
 }
+
+/// The sync calls diskcast makes converting `src` with `extra` flags, as strace counts them.
+fn syncs(dir: &Path, src: &Path, extra: &[&str], name: &str) -> usize {
+    let trace = dir.join(format!("{name}.trace"));
+    let out = dir.join(name);
+    let mut args: Vec<String> =
+        ["-f", "-qq", "-e", "trace=fsync,fdatasync,syncfs,sync", "-o", &s(&trace), diskcast_bin(), "convert"]
+            .iter()
+            .map(|a| (*a).to_string())
+            .collect();
+    args.extend(extra.iter().map(|a| (*a).to_string()));
+    args.extend(["-O".into(), "qcow2".into(), s(src), s(&out)]);
+    let r = std::process::Command::new("strace").args(&args).output().expect("strace is required (scripts/setup.sh)");
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    qemu_compare(src, "raw", &out, "qcow2");
+    String::from_utf8_lossy(&read(&trace)).lines().filter(|l| l.contains("sync")).count()
+}
+
+#[test]
+fn cache_unsafe_skips_the_sync_other_modes_keep_it() {
+    let d = tmp();
+    let src = d.path().join("src.raw");
+    qemu_img(&["create", "-q", "-f", "raw", &s(&src), "4M"]);
+    qemu_io("raw", &src, &["write -P 0x42 0 1M"]);
+    assert_eq!(syncs(d.path(), &src, &["-t", "unsafe"], "unsafe.qcow2"), 0, "-t unsafe synced");
+    for (mode, name) in
+        [(&[][..], "default.qcow2"), (&["-t", "writeback"], "wb.qcow2"), (&["-t", "none"], "none.qcow2")]
+    {
+        assert!(syncs(d.path(), &src, mode, name) >= 1, "{mode:?} did not sync the output");
+    }
+}
