@@ -35,6 +35,8 @@
 #   wimtools:                 wimlib-imagex: captures the WIMs the WIM splitter reads; its
 #                             split, join and verify judge our .swm parts
 #   bmap-tools:               bmaptool create/copy, what bench/write.sh measures `write` against
+#   strace:                   counts the fsync calls of `convert -t unsafe` (none) and of a
+#                             default convert (the output synced before it is put in place)
 #
 # It also downloads (never installs) Debian's linux-image-cloud-amd64 and unpacks it under
 # $DISKCAST_TEST_ASSETS (default /var/cache/diskcast-tests)/kernel/cloud-amd64: the kernel
@@ -54,6 +56,7 @@ packages=(
   squashfs-tools
   wimtools
   bmap-tools
+  strace
 )
 # Packages that must come from backports on bookworm (older releases there are too old).
 backports=(qemu-system-x86 qemu-system-common qemu-system-data seabios e2fsprogs libext2fs2)

@@ -183,6 +183,21 @@ impl ImageFile {
         {
             return Ok(());
         }
+        self.preallocate(offset, len, true)
+    }
+
+    /// Preallocates `[offset, offset+len)` as `resize`/`create --preallocation` ask:
+    /// `falloc` reserves the blocks (reading as zeros), `full` writes zeros, which also
+    /// works where the file system has no fallocate.
+    pub fn preallocate(&self, offset: u64, len: u64, full: bool) -> Result<()> {
+        if len == 0 {
+            return Ok(());
+        }
+        if !full {
+            return rustix::fs::fallocate(&self.file, rustix::fs::FallocateFlags::empty(), offset, len).map_err(|e| {
+                Error::io("cannot preallocate (falloc)", e.into()).with_offset(offset).with_file(&self.path)
+            });
+        }
         let zeros = vec![0u8; usize::try_from(len.min(1 << 20)).unwrap_or(1 << 20)];
         let mut done = 0u64;
         while done < len {

@@ -43,6 +43,14 @@ pub struct CreateOptions {
     /// The clock and identifier source for timestamps, UUIDs and content IDs the image
     /// records (fixed by `SOURCE_DATE_EPOCH`; see [`crate::provenance`]).
     pub provenance: Provenance,
+    /// `-o preallocation=`: how much of the new image to allocate up front. `metadata`
+    /// only for formats whose options list `preallocation`; `falloc` and `full` are
+    /// accepted by every format, as qemu-img accepts them (formats without the option
+    /// ignore them: qemu-img applies them only to their small initial file).
+    pub preallocation: Preallocation,
+    /// `--target-is-zero` (with `convert -n`): the existing target already reads as
+    /// zeros, so zero ranges need not be written.
+    pub target_is_zero: bool,
 }
 
 /// How a format turns `-o` options into its writer's parameters for a disk of `size` bytes.
@@ -72,6 +80,11 @@ impl CreateOptions {
 
     /// Rejects any `-o` key not in `known`, the options of format `format`.
     pub fn check_keys_of(&self, format: &str, known: &[OptionSpec]) -> Result<()> {
+        if self.preallocation == Preallocation::Metadata && !known.iter().any(|o| o.name == "preallocation") {
+            return Err(Error::argument(format!(
+                "Unsupported preallocation mode: metadata ({format} images have no metadata to preallocate)"
+            )));
+        }
         for key in self.options.keys() {
             if !known.iter().any(|o| o.name == key) {
                 let names: Vec<_> = known.iter().map(|o| o.name).collect();
@@ -162,6 +175,43 @@ pub fn check_named(src: Source, check: impl FnOnce(Source) -> Result<CheckReport
     check(src).file(name)
 }
 
+/// How `resize` (and `-o preallocation=`) allocates a grown range, with qemu's names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Preallocation {
+    /// Nothing allocated: the new range is a hole or unallocated clusters.
+    #[default]
+    Off,
+    /// The format's metadata (L2 tables, cluster entries) allocated, data left sparse.
+    Metadata,
+    /// Space reserved with fallocate, reading as zeros.
+    Falloc,
+    /// Zeros written.
+    Full,
+}
+
+impl Preallocation {
+    /// Parses qemu's names; anything else is qemu-img's "Invalid preallocation mode".
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "off" => Ok(Preallocation::Off),
+            "metadata" => Ok(Preallocation::Metadata),
+            "falloc" => Ok(Preallocation::Falloc),
+            "full" => Ok(Preallocation::Full),
+            _ => Err(Error::argument(format!("Invalid preallocation mode '{s}' (off, metadata, falloc or full)"))),
+        }
+    }
+
+    /// qemu's name for the mode.
+    pub fn name(self) -> &'static str {
+        match self {
+            Preallocation::Off => "off",
+            Preallocation::Metadata => "metadata",
+            Preallocation::Falloc => "falloc",
+            Preallocation::Full => "full",
+        }
+    }
+}
+
 /// A disk image format.
 pub trait Driver: Send + Sync {
     /// The name used with `-f`/`-O` (`raw`, `qcow2`, ...).
@@ -245,6 +295,18 @@ pub trait Driver: Send + Sync {
     /// other open failure (exit 1).
     fn check(&self, src: Source, _ctx: &OpenContext<'_>) -> Result<CheckReport> {
         Err(Error::not_applicable(format!("format {} has no consistency check", self.name())).with_file(src.name()))
+    }
+
+    /// Changes the virtual size of the image in `file` (opened for writing and locked as a
+    /// writer) to `size` in place, as `qemu-img resize` does; `size` below the current
+    /// size only when the user passed `--shrink`. Formats qemu-img cannot resize refuse
+    /// with its message.
+    fn resize(&self, file: &ImageFile, _size: u64, _prealloc: Preallocation) -> Result<()> {
+        Err(Error::unsupported(format!(
+            "Image format driver does not support resize (qemu-img cannot resize {} images either)",
+            self.name()
+        ))
+        .with_file(file.path()))
     }
 
     /// How large a new image holding the `data` extents of a `size`-byte disk would be.

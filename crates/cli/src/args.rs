@@ -3,7 +3,8 @@
 //! `common::args`; validation into plans happens in the commands.
 
 use crate::cmd::{
-    cat, check, compare, convert, create, extract, formats, info, iso, ls, measure, mkdisk, mkfs, oci, vm, wim, write,
+    cat, check, compare, convert, create, dd, extract, formats, info, iso, ls, measure, mkdisk, mkfs, oci, resize, vm,
+    wim, write,
 };
 use clap::{Parser, Subcommand};
 
@@ -150,6 +151,12 @@ Examples:
     /// existing file, safely, then read it back and compare.
     #[command(after_help = WRITE_HELP)]
     Write(write::WriteImageArgs),
+    /// Change an image's virtual size in place (raw and qcow2, as qemu-img resize).
+    #[command(after_help = RESIZE_HELP)]
+    Resize(resize::ResizeArgs),
+    /// Copy part of an image into a new image, with qemu-img dd's operands.
+    #[command(after_help = DD_HELP)]
+    Dd(dd::DdArgs),
 }
 
 const WRITE_HELP: &str = "\
@@ -174,6 +181,29 @@ guarantees zeros and writes zeros otherwise), so DEVICE reads back exactly as th
 Large writes bypass the page cache (O_DIRECT; the page cache where the filesystem refuses
 it, with a note), the device is synced, its cache dropped and everything read back and
 compared (--no-verify skips that). Bytes past the image's end are left as they are.";
+
+const RESIZE_HELP: &str = "\
+Examples:
+  diskcast resize disk.qcow2 +10G                 # grow by 10 GiB
+  diskcast resize -f raw --preallocation=falloc disk.raw 20G
+  diskcast resize --shrink disk.qcow2 -- -1G      # shrink: data past the new end is lost
+
+Like qemu-img resize: raw and qcow2 images grow, and shrink with --shrink; the other
+formats are refused with qemu-img's message, as qemu-img refuses them. The grown range
+reads as zeros. The image is locked as a writer: one a VM uses is refused. Prints
+\"Image resized.\" unless -q; errors exit 1.";
+
+const DD_HELP: &str = "\
+Examples:
+  diskcast dd if=disk.qcow2 of=mbr.raw bs=512 count=1
+  diskcast dd -O qcow2 if=disk.vmdk of=tail.qcow2 bs=1M skip=100
+
+Operands as qemu-img dd takes them. The output (created, or replaced; -O sets its
+format, default raw) holds min(count*bs, input size) - skip*bs bytes of the input,
+starting skip*bs bytes in; as in qemu-img, count counts from the input's start, so with
+skip the output holds count - skip blocks. A skip past that gives an empty output and a
+warning. The output is written like convert's: sparse, in parallel, put in place only
+when complete.";
 
 const VM_HELP: &str = "\
 Examples:

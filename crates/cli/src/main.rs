@@ -60,6 +60,8 @@ fn run(command: Command) -> Result<u8, Failure> {
         Command::Vm(a) => vm::run(a).map_err(Failure::from),
         Command::Wim(c) => wim::run(c).map_err(Failure::from),
         Command::Write(a) => write::run(a).map_err(Failure::from),
+        Command::Resize(a) => resize::run(a).map_err(Failure::from),
+        Command::Dd(a) => dd::run(a).map_err(Failure::from),
     }
 }
 

@@ -11,6 +11,7 @@
 //! - `check`: recomputes every refcount from L1/L2 tables (and snapshots) and persistent
 //!   bitmaps, and compares.
 //! - `measure`: qemu-img measure's arithmetic.
+//! - `resize`: in place, growing or (`--shrink`) shrinking, as qemu-img resize does.
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::as_conversions))]
 
@@ -19,11 +20,13 @@ pub mod check;
 pub mod header;
 pub mod measure;
 pub mod reader;
+pub mod resize;
 pub mod writer;
 
+use diskcast_block::io::ImageFile;
 use diskcast_block::output::OutputFiles;
 use diskcast_block::registry::{
-    CheckReport, CreateOptions, Driver, Measure, OpenContext, OptionSpec, ProbeData, check_named,
+    CheckReport, CreateOptions, Driver, Measure, OpenContext, OptionSpec, Preallocation, ProbeData, check_named,
 };
 use diskcast_block::source::Source;
 use diskcast_block::{BlockRead, BlockWrite, Extent, PersistentBitmap, Result};
@@ -45,6 +48,7 @@ const OPTIONS: &[OptionSpec] = &[
     OptionSpec { name: "backing_fmt", help: "format of the backing file to record" },
     OptionSpec { name: "refcount_bits", help: "refcount width: 1, 2, 4, 8, 16 (default), 32 or 64" },
     OptionSpec { name: "extended_l2", help: "off only: writing extended L2 entries is not implemented" },
+    OptionSpec { name: "preallocation", help: "off only: metadata, falloc and full are not implemented" },
 ];
 
 impl Driver for Qcow2Driver {
@@ -75,6 +79,10 @@ impl Driver for Qcow2Driver {
 
     fn check(&self, src: Source, _ctx: &OpenContext<'_>) -> Result<CheckReport> {
         check_named(src, check::check)
+    }
+
+    fn resize(&self, file: &ImageFile, size: u64, prealloc: Preallocation) -> Result<()> {
+        resize::resize(file, size, prealloc)
     }
 
     fn measure(&self, size: u64, data: &[Extent], opts: &CreateOptions) -> Result<Measure> {

@@ -18,7 +18,7 @@ use crate::header::{
 use crate::measure::refcount_metadata_clusters;
 use diskcast_block::io::ImageFile;
 use diskcast_block::range_end;
-use diskcast_block::registry::CreateOptions;
+use diskcast_block::registry::{CreateOptions, Preallocation};
 use diskcast_block::size::parse_size;
 use diskcast_block::{BlockWrite, Encoded, EncodedUnit, Error, Result, WriteOrder};
 use diskcast_layout::{low_u8, low_u16, low_u32, u64_from_usize, usize_from, usize_from_u64};
@@ -66,6 +66,12 @@ impl Params {
     /// Parses and validates `-o` options, `-c`, `-b` and `-F`.
     pub fn from_options(size: u64, opts: &CreateOptions) -> Result<Params> {
         let o = &opts.options;
+        if opts.preallocation != Preallocation::Off {
+            return Err(Error::unsupported(format!(
+                "preallocation={} is not implemented for qcow2 (off is); qemu-img can preallocate",
+                opts.preallocation.name()
+            )));
+        }
         let version = match o.get("compat").map(String::as_str) {
             None | Some("1.1") | Some("v3") => 3,
             Some("0.10") | Some("v2") => 2,

@@ -10,7 +10,7 @@
 use diskcast_block::io::ImageFile;
 use diskcast_block::output::OutputFiles;
 use diskcast_block::range_end;
-use diskcast_block::registry::{CreateOptions, Driver, Measure, OpenContext, ProbeData};
+use diskcast_block::registry::{CreateOptions, Driver, Measure, OpenContext, Preallocation, ProbeData};
 use diskcast_block::source::{Source, open_file};
 use diskcast_block::{Alloc, BlockRead, BlockWrite, Encoded, Error, Extent, ImageInfo, MapExtent, Result, WriteOrder};
 use diskcast_layout::u64_from_usize;
@@ -51,7 +51,10 @@ impl Driver for RawDriver {
         self.validate(opts)?;
         let file = out.create(path)?;
         file.set_len(size)?;
-        Ok(Box::new(RawWriter { file, size, in_place: false }))
+        if matches!(opts.preallocation, Preallocation::Falloc | Preallocation::Full) {
+            file.preallocate(0, size, opts.preallocation == Preallocation::Full)?;
+        }
+        Ok(Box::new(RawWriter { file, size, in_place: false, target_is_zero: false }))
     }
 
     fn stream_options(&self) -> Option<&'static str> {
@@ -71,7 +74,26 @@ impl Driver for RawDriver {
             ))
             .with_file(file.path()));
         }
-        Ok(Box::new(RawWriter { file, size, in_place: true }))
+        Ok(Box::new(RawWriter { file, size, in_place: true, target_is_zero: opts.target_is_zero }))
+    }
+
+    /// The file's length is the disk's size: set it, and preallocate what grew.
+    fn resize(&self, file: &ImageFile, size: u64, prealloc: Preallocation) -> Result<()> {
+        if !file.file().metadata().map_err(|e| Error::io("cannot stat", e).with_file(file.path()))?.is_file() {
+            return Err(Error::argument("only regular files can be resized, not devices").with_file(file.path()));
+        }
+        let old = file.len()?;
+        match prealloc {
+            Preallocation::Metadata => {
+                return Err(Error::argument("Unsupported preallocation mode: metadata (raw images have no metadata)")
+                    .with_file(file.path()));
+            }
+            Preallocation::Falloc | Preallocation::Full if size > old => {
+                file.preallocate(old, size - old, prealloc == Preallocation::Full)?;
+            }
+            _ => {}
+        }
+        file.set_len(size)
     }
 
     /// Raw bytes go down a pipe as they are, holes as zeros.
@@ -158,6 +180,8 @@ pub struct RawWriter {
     size: u64,
     /// Writing over an existing file or device (`-n`): it is not zero to begin with.
     in_place: bool,
+    /// `--target-is-zero`: the existing target reads as zeros after all.
+    target_is_zero: bool,
 }
 
 impl BlockWrite for RawWriter {
@@ -170,7 +194,7 @@ impl BlockWrite for RawWriter {
     }
 
     fn zero_initialized(&self) -> bool {
-        !self.in_place
+        !self.in_place || self.target_is_zero
     }
 
     fn write_zeroes(&self, offset: u64, len: u64) -> Result<()> {

@@ -6,10 +6,12 @@
 //! may write into it) and then writes the target.
 
 mod image;
+mod reads;
 
-use crate::common::args::{OpenArgs, WriteArgs};
+use crate::common::args::{OpenArgs, ProgressArgs, WriteArgs};
 use crate::common::output::{ImageWriter, image_config};
-use crate::common::{Images, create_options};
+use crate::common::progress::ProgressMode;
+use crate::common::{Images, create_options, image_opts};
 use clap::Args;
 use diskcast_block::io::ImageFile;
 use diskcast_block::output::{Target, parent_dir, refuse_inputs};
@@ -44,9 +46,10 @@ pub fn run(mut a: ConvertArgs) -> Result<u8> {
             progress.as_ref(),
         );
     }
+    let flags = QemuFlags::apply(&mut a)?;
     let images = Images::new(&a.open)?;
     let plan = Plan::new(&a, &images)?;
-    plan.run(&images, &a)?;
+    plan.run(&images, &a, &flags)?;
     if let Some(s) = staged {
         let r = s.finish(
             &Provenance::from_env()?,
@@ -155,21 +158,30 @@ impl<'r> Plan<'r> {
 
     /// Checks and locks the target, opens the source, and writes the target through the
     /// one output path.
-    fn run(self, images: &Images, a: &ConvertArgs) -> Result<()> {
+    fn run(self, images: &Images, a: &ConvertArgs, flags: &QemuFlags) -> Result<()> {
         // The target first: an image a VM uses is refused before the source is opened
         // (and before any log is replayed into it). Held until the new file replaced it.
         let inputs = [&a.src];
-        let (path, format, create) = (self.target.path(), self.driver.name(), self.create.clone());
-        let writer = match self.in_place {
+        let (path, format) = (self.target.path(), self.driver.name());
+        let create = CreateOptions { target_is_zero: a.target_is_zero, ..self.create.clone() };
+        let mut writer = match self.in_place {
             true => ImageWriter::in_place(path, &inputs, format, create, &a.write)?,
             false => ImageWriter::open(path, &inputs, format, create, &a.write)?,
         }
         .min_sparse(self.min_sparse);
+        if flags.unsynced {
+            writer = writer.unsynced();
+        }
         let src: Box<dyn BlockRead> = match &self.input {
             Input::File(path) => images.open(path, a.format.as_deref())?,
             Input::Stream(_) => self.spool(images, a.format.is_some())?,
         };
-        writer.write(src.as_ref())
+        let salvaged = reads::Salvage::new(src.as_ref(), a.src.clone());
+        let src: &dyn BlockRead = if a.salvage { &salvaged } else { src.as_ref() };
+        match flags.rate {
+            Some(rate) => writer.write(&reads::RateLimited::new(src, rate)),
+            None => writer.write(src),
+        }
     }
 
     /// Reads a stream source to its end into an unnamed temporary file (beside the target,
@@ -240,6 +252,75 @@ fn refuse_other_formats(images: &Images, spool: &ImageFile) -> Result<()> {
     Ok(())
 }
 
+/// qemu-img's cache modes (`-t`, `-T`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CacheMode {
+    None,
+    Writeback,
+    Unsafe,
+    Directsync,
+    Writethrough,
+}
+
+/// What qemu-img's compatibility flags change, once checked (see [`QemuFlags::apply`]).
+#[derive(Debug, Default)]
+struct QemuFlags {
+    /// `-r`: bytes per second.
+    rate: Option<u64>,
+    /// `-t unsafe`: the output is put in place without a sync.
+    unsynced: bool,
+}
+
+/// qemu-img's largest `-m`.
+const MAX_COROUTINES: usize = 16;
+
+impl QemuFlags {
+    /// Checks qemu-img's flags as qemu-img does and folds those that map onto diskcast's
+    /// own into them: `--image-opts` into SRC and -f, `-m` into -j, `-q` into no progress.
+    fn apply(a: &mut ConvertArgs) -> Result<QemuFlags> {
+        if a.image_opts {
+            if a.format.is_some() {
+                return Err(Error::argument("--image-opts and -f cannot be used together"));
+            }
+            let (path, format) = image_opts(&a.src.to_string_lossy())?;
+            (a.src, a.format) = (path, Some(format));
+        }
+        if let Some(m) = &a.coroutines {
+            let n =
+                m.parse::<usize>().ok().filter(|n| (1..=MAX_COROUTINES).contains(n)).ok_or_else(|| {
+                    Error::argument("Invalid number of coroutines specified. Must be between 1 and 16.")
+                })?;
+            a.write.jobs.threads.get_or_insert(n);
+        }
+        if a.quiet {
+            a.write.progress = ProgressArgs { bar: false, mode: ProgressMode::None };
+        }
+        if a.copy_offload && a.write.compress {
+            return Err(Error::argument("Cannot enable copy offloading when -c is used"));
+        }
+        if a.copy_offload {
+            return Err(Error::unsupported(
+                "copy offloading (-C) is not implemented: diskcast copies through memory, in parallel, \
+                 skipping holes; drop -C",
+            ));
+        }
+        if a.target_is_zero && !a.no_create {
+            return Err(Error::argument("--target-is-zero requires use of -n flag"));
+        }
+        let rate = a
+            .rate
+            .as_deref()
+            .map(|r| {
+                parse_size(r)
+                    .ok()
+                    .filter(|&n| n > 0)
+                    .ok_or_else(|| Error::argument(format!("Invalid rate limit specified: '{r}'.")))
+            })
+            .transpose()?;
+        Ok(QemuFlags { rate, unsynced: a.cache == Some(CacheMode::Unsafe) })
+    }
+}
+
 /// `diskcast convert` arguments.
 #[derive(Debug, Args)]
 pub struct ConvertArgs {
@@ -254,7 +335,8 @@ pub struct ConvertArgs {
     /// Format of DST.
     #[arg(short = 'O', long = "output-format", value_name = "FMT", default_value = "raw")]
     pub output_format: String,
-    /// Format options, comma separated (`diskcast formats` lists them).
+    /// Format options, comma separated (`diskcast formats` lists them); every format also
+    /// takes preallocation=off|falloc|full (raw reserves or writes the whole file).
     #[arg(short = 'o', value_name = "KEY=VALUE,..")]
     pub options: Vec<String>,
     #[command(flatten)]
@@ -269,6 +351,38 @@ pub struct ConvertArgs {
     pub no_create: bool,
     #[command(flatten)]
     pub open: OpenArgs,
+    /// Print nothing but errors (no progress).
+    #[arg(short = 'q', long = "quiet")]
+    pub quiet: bool,
+    /// Target cache mode, as in qemu-img: unsafe skips the sync before DST is put in place
+    /// (qemu-img's default); the others, like no -t, sync it.
+    #[arg(short = 't', value_name = "CACHE", value_enum)]
+    pub cache: Option<CacheMode>,
+    /// Source cache mode, as in qemu-img: accepted, reads are the same in every mode.
+    #[arg(short = 'T', value_name = "SRC_CACHE", value_enum)]
+    pub src_cache: Option<CacheMode>,
+    /// Allow out-of-order writes, as in qemu-img: accepted; diskcast always writes in any
+    /// order unless the format needs its data in order (compressed, streamOptimized).
+    #[arg(short = 'W')]
+    pub out_of_order: bool,
+    /// qemu-img's parallel coroutines (1 to 16): the thread budget when -j is not given.
+    #[arg(short = 'm', value_name = "N")]
+    pub coroutines: Option<String>,
+    /// Copy offloading (qemu-img -C): refused, with qemu-img's message for -c.
+    #[arg(short = 'C')]
+    pub copy_offload: bool,
+    /// Copy at most RATE bytes per second (suffixes K, M, G).
+    #[arg(short = 'r', value_name = "RATE")]
+    pub rate: Option<String>,
+    /// Read errors become zeros in DST, with a warning per range, instead of stopping.
+    #[arg(long = "salvage")]
+    pub salvage: bool,
+    /// With -n: DST already reads as zeros, so zero ranges are not written.
+    #[arg(long = "target-is-zero")]
+    pub target_is_zero: bool,
+    /// SRC is qemu's option string driver=FMT,file.filename=PATH (plain forms only).
+    #[arg(long = "image-opts")]
+    pub image_opts: bool,
     #[command(flatten)]
     pub image: image::ImageWriteArgs,
     /// The source image. `-`, a pipe or a character device is read to its end first (into

@@ -37,7 +37,8 @@ pub struct CreateArgs {
     /// Format of the new image.
     #[arg(short = 'f', long = "format", value_name = "FMT", default_value = "raw")]
     pub format: String,
-    /// Format options, comma separated (`diskcast formats` lists them).
+    /// Format options, comma separated (`diskcast formats` lists them); every format also
+    /// takes preallocation=off|falloc|full (raw reserves or writes the whole file).
     #[arg(short = 'o', value_name = "KEY=VALUE,..")]
     pub options: Vec<String>,
     /// Backing file to record in the new image.
@@ -46,6 +47,10 @@ pub struct CreateArgs {
     /// Format of the backing file (probed if not given).
     #[arg(short = 'F', value_name = "FMT")]
     pub backing_format: Option<String>,
+    /// Print nothing but errors (diskcast's create prints nothing anyway; qemu-img's
+    /// "Formatting ..." line is what -q hides there).
+    #[arg(short = 'q', long = "quiet")]
+    pub quiet: bool,
     pub file: std::path::PathBuf,
     /// Virtual size, e.g. 10G (taken from the backing file if left out).
     pub size: Option<String>,

@@ -15,7 +15,7 @@ pub use args::threads;
 use diskcast_block::gate::Gate;
 use diskcast_block::lock::{LockMode, Locks};
 use diskcast_block::provenance::Provenance;
-use diskcast_block::registry::{CreateOptions, OpenContext, Registry};
+use diskcast_block::registry::{CreateOptions, OpenContext, Preallocation, Registry};
 use diskcast_block::{BlockRead, Error, Result};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -105,9 +105,11 @@ pub fn create_options(options: &[String], compress: bool) -> Result<CreateOption
             map.insert(k.trim().to_string(), v.trim().to_string());
         }
     }
+    // Every format takes preallocation= (qemu-img passes it to the file under the image).
+    let preallocation = map.remove("preallocation").map(|p| Preallocation::parse(&p)).transpose()?.unwrap_or_default();
     // The one place SOURCE_DATE_EPOCH is read: every writer gets its clock and ids from here.
     let provenance = Provenance::from_env()?;
-    Ok(CreateOptions { options: map, compress, provenance, ..CreateOptions::default() })
+    Ok(CreateOptions { options: map, compress, provenance, preallocation, ..CreateOptions::default() })
 }
 
 /// The name qemu-img gives a format in its output (`vpc` for VHD), so JSON written for
@@ -130,5 +132,46 @@ pub fn print_json(value: &serde_json::Value) {
     {
         eprintln!("diskcast: cannot write to standard output: {e}");
         std::process::exit(1);
+    }
+}
+
+/// An image named by `--image-opts`: qemu's option string, in its plain forms
+/// `driver=FMT,file.filename=PATH` (with `file.driver=file`, or `driver=file,filename=PATH`
+/// for a raw file). `,,` is a literal comma, as in qemu. Anything else (protocols, nested
+/// drivers, encryption keys) is refused, naming the key.
+pub fn image_opts(spec: &str) -> Result<(std::path::PathBuf, String)> {
+    // `,,` stands for a comma inside a value; NUL cannot occur in an argument.
+    let pairs: Vec<String> = spec.replace(",,", "\0").split(',').map(|p| p.replace('\0', ",")).collect();
+    let (mut driver, mut path, mut inner) = (None, None, None);
+    for pair in pairs.iter().filter(|p| !p.is_empty()) {
+        let (k, v) = pair
+            .split_once('=')
+            .ok_or_else(|| Error::argument(format!("--image-opts {spec:?}: {pair:?} is not KEY=VALUE")))?;
+        match k {
+            "driver" => driver = Some(v.to_string()),
+            "file.filename" | "filename" => path = Some(std::path::PathBuf::from(v)),
+            "file.driver" => inner = Some(v.to_string()),
+            _ => {
+                return Err(Error::argument(format!(
+                    "--image-opts {spec:?}: option {k:?} is not supported; diskcast takes only the plain forms \
+                     driver=FMT,file.filename=PATH and driver=file,filename=PATH"
+                )));
+            }
+        }
+    }
+    if inner.as_deref().is_some_and(|d| d != "file") {
+        return Err(Error::argument(format!(
+            "--image-opts {spec:?}: only local files (file.driver=file) are supported"
+        )));
+    }
+    let driver = driver.ok_or_else(|| Error::argument(format!("--image-opts {spec:?}: driver= is missing")))?;
+    let path = path.ok_or_else(|| Error::argument(format!("--image-opts {spec:?}: file.filename= is missing")))?;
+    match (driver.as_str(), pairs.iter().any(|p| p.starts_with("file.filename="))) {
+        ("file", false) => Ok((path, "raw".to_string())),
+        ("file", true) => {
+            Err(Error::argument(format!("--image-opts {spec:?}: driver=file takes filename=, not file.filename=")))
+        }
+        (_, false) => Err(Error::argument(format!("--image-opts {spec:?}: driver={driver} takes file.filename=PATH"))),
+        _ => Ok((path, driver)),
     }
 }

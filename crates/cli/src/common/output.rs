@@ -107,6 +107,12 @@ impl ImageWriter {
         self
     }
 
+    /// Puts the output in place without syncing it (`-t unsafe`).
+    pub fn unsynced(mut self) -> Self {
+        self.output = self.output.unsynced();
+        self
+    }
+
     /// The thread budget (`-j`), for the work before the write: decoding a container
     /// image's layers.
     pub fn threads(&self) -> usize {

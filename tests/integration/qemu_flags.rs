@@ -1,0 +1,223 @@
+//! qemu-img's convert/create flags: a qemu-img script run with diskcast in qemu-img's
+//! place gives what qemu-img gives (judged by qemu-img compare, check and info JSON), and
+//! each flag's effect and refusals match qemu-img's on the same input.
+
+use crate::support::*;
+use std::path::Path;
+use std::time::Instant;
+
+/// A typical qemu-img script; `$1` is the tool (qemu-img or diskcast). Data is written
+/// by qemu-io, never by the tool under test.
+const SCRIPT: &str = r#"set -eu
+IMG=$1
+$IMG create -q -f qcow2 base.qcow2 64M
+qemu-io -f qcow2 -c 'write -P 0x5a 0 4M' -c 'write -P 0xa5 60M 4M' -c 'write -z 8M 1M' base.qcow2 >/dev/null
+$IMG convert -p -O raw base.qcow2 flat.raw
+$IMG convert -q -t unsafe -T none -W -m 4 -O qcow2 -o cluster_size=128k,compat=1.1 -f raw flat.raw re.qcow2
+$IMG convert -q -c -O qcow2 -o compression_type=zstd base.qcow2 small.qcow2
+$IMG convert -q -O raw -o preallocation=full base.qcow2 full.raw
+$IMG convert -q -t writeback -r 256M -O vmdk base.qcow2 d.vmdk
+$IMG create -q -f raw zero.raw 64M
+$IMG convert -q -n --target-is-zero -O raw base.qcow2 zero.raw
+$IMG convert -q --image-opts -O qcow2 driver=qcow2,file.filename=base.qcow2 opts.qcow2
+$IMG resize -q re.qcow2 +64M
+$IMG resize -q -f raw --shrink flat.raw 32M
+$IMG dd -O qcow2 if=base.qcow2 of=dd.qcow2 bs=1M count=8 skip=2
+$IMG info --output=json re.qcow2 > re.json
+$IMG info --output=json small.qcow2 > small.json
+"#;
+
+fn run_script(dir: &Path, tool: &str) {
+    std::fs::write(dir.join("script.sh"), SCRIPT).unwrap();
+    let out = std::process::Command::new("bash").arg("script.sh").arg(tool).current_dir(dir).output().unwrap();
+    assert!(
+        out.status.success(),
+        "the qemu-img script failed with {tool}:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn qemu_img_script_runs_unchanged() {
+    let (ours, theirs) = (tmp(), tmp());
+    run_script(ours.path(), diskcast_bin());
+    run_script(theirs.path(), "qemu-img");
+    for (name, fmt) in [
+        ("flat.raw", "raw"),
+        ("re.qcow2", "qcow2"),
+        ("small.qcow2", "qcow2"),
+        ("full.raw", "raw"),
+        ("d.vmdk", "vmdk"),
+        ("zero.raw", "raw"),
+        ("opts.qcow2", "qcow2"),
+        ("dd.qcow2", "qcow2"),
+    ] {
+        let (a, b) = (ours.path().join(name), theirs.path().join(name));
+        if fmt == "qcow2" {
+            qemu_check_clean(&a);
+        }
+        qemu_compare(&a, fmt, &b, fmt);
+        let (ia, ib) = (qemu_info_fmt(&a, fmt), qemu_info_fmt(&b, fmt));
+        assert_eq!(ia["virtual-size"], ib["virtual-size"], "{name}");
+        if fmt == "qcow2" {
+            assert_eq!(ia["cluster-size"], ib["cluster-size"], "{name}");
+            for key in ["compat", "compression-type"] {
+                assert_eq!(ia["format-specific"]["data"][key], ib["format-specific"]["data"][key], "{name} {key}");
+            }
+        }
+    }
+    // preallocation=full: every byte of the raw file allocated, as qemu-img leaves it.
+    assert!(allocated(&ours.path().join("full.raw")) >= 64 * MIB);
+    // What `info --output=json` printed, read as a script reads it.
+    for json in ["re.json", "small.json"] {
+        let a: serde_json::Value = serde_json::from_slice(&read(&ours.path().join(json))).unwrap();
+        let b: serde_json::Value = serde_json::from_slice(&read(&theirs.path().join(json))).unwrap();
+        for key in ["virtual-size", "format", "cluster-size"] {
+            assert_eq!(a[key], b[key], "{json} {key}: ours {a}\nqemu-img's {b}");
+        }
+        assert_eq!(a["format-specific"]["data"]["compression-type"], b["format-specific"]["data"]["compression-type"]);
+    }
+}
+
+/// A qcow2 whose compressed cluster at 1 MiB holds garbage: reading it fails.
+fn damaged(dir: &Path) -> std::path::PathBuf {
+    let p = dir.join("bad.qcow2");
+    qemu_img(&["create", "-q", "-f", "qcow2", &s(&p), "4M"]);
+    qemu_io("qcow2", &p, &["write -P 0x11 0 1M", "write -c -P 0x22 1M 64K", "write -P 0x33 2M 1M"]);
+    // The compressed data's host offset, from the L2 entry (qemu-img map does not give it).
+    let h = Qcow2Header::read(&p);
+    let entry = read_be_u64(&p, h.l2_entry_pos(&p, MIB));
+    assert_ne!(entry & (1 << 62), 0, "the cluster at 1 MiB is compressed");
+    let host = entry & ((1u64 << 54) - 1);
+    patch(&p, host, &[0xff; 64]);
+    p
+}
+
+#[test]
+fn salvage_writes_zeros_where_qemu_img_does() {
+    let d = tmp();
+    let bad = damaged(d.path());
+    let (ours, theirs) = (d.path().join("ours.raw"), d.path().join("theirs.raw"));
+    dc(&["convert", "-O", "raw", &s(&bad), &s(&ours)]).expect_code(1);
+    assert!(!ours.exists());
+    qemu_img_status(&["convert", "-O", "raw", &s(&bad), &s(&theirs)]).expect_code(1);
+    dc(&["convert", "--salvage", "-O", "raw", &s(&bad), &s(&ours)]).expect_ok().expect_stderr_all(&[
+        "warning",
+        "at offset 1048576",
+        "--salvage",
+    ]);
+    qemu_img(&["convert", "--salvage", "-O", "raw", &s(&bad), &s(&theirs)]);
+    qemu_compare(&ours, "raw", &theirs, "raw");
+    qemu_io("raw", &ours, &["read -P 0x11 0 1M", "read -P 0 1M 64K", "read -P 0x33 2M 1M"]);
+}
+
+#[test]
+fn rate_limit_paces_the_copy() {
+    let d = tmp();
+    let src = d.path().join("src.qcow2");
+    qemu_img(&["create", "-q", "-f", "qcow2", &s(&src), "16M"]);
+    qemu_io("qcow2", &src, &["write -P 0x42 0 8M"]);
+    let out = d.path().join("out.raw");
+    let start = Instant::now();
+    dc_ok(&["convert", "-r", "4M", "-O", "raw", &s(&src), &s(&out)]);
+    let took = start.elapsed().as_secs_f64();
+    assert!(took >= 1.5, "8 MiB at 4 MiB/s took {took:.2} s");
+    qemu_compare(&src, "qcow2", &out, "raw");
+}
+
+#[test]
+fn target_is_zero_skips_zeros_like_qemu_img() {
+    let d = tmp();
+    let src = d.path().join("src.qcow2");
+    qemu_img(&["create", "-q", "-f", "qcow2", &s(&src), "8M"]);
+    qemu_io("qcow2", &src, &["write -P 0x42 1M 1M"]);
+    // Targets that do NOT read as zeros: the promise is the user's, and both tools keep it.
+    let (ours, theirs) = (d.path().join("ours.raw"), d.path().join("theirs.raw"));
+    for t in [&ours, &theirs] {
+        write_file(t, &vec![0xee; 8 << 20]);
+    }
+    dc_ok(&["convert", "-n", "--target-is-zero", "-O", "raw", &s(&src), &s(&ours)]);
+    qemu_img(&["convert", "-n", "--target-is-zero", "-O", "raw", &s(&src), &s(&theirs)]);
+    assert_same_bytes(&theirs, &ours);
+    qemu_io("raw", &ours, &["read -P 0xee 0 1M", "read -P 0x42 1M 1M"]);
+}
+
+#[test]
+fn flags_refused_as_qemu_img_refuses_them() {
+    let d = tmp();
+    let src = d.path().join("src.qcow2");
+    qemu_img(&["create", "-q", "-f", "qcow2", &s(&src), "1M"]);
+    let out = d.path().join("out.img");
+    let (i, o) = (s(&src), s(&out));
+    for (args, qemu_too, message) in [
+        (vec!["-m", "17"], true, "invalid number of coroutines specified. must be between 1 and 16."),
+        (vec!["-C", "-c", "-O", "qcow2"], true, "cannot enable copy offloading when -c is used"),
+        (vec!["--target-is-zero"], true, "--target-is-zero requires use of -n flag"),
+        (vec!["-r", "1X"], true, "invalid rate limit specified: '1x'."),
+        (vec!["-t", "bogus"], true, "bogus"),
+        (vec!["-o", "preallocation=metadata"], true, "unsupported preallocation mode: metadata"),
+        (vec!["-o", "preallocation=bogus"], true, "invalid preallocation mode 'bogus'"),
+        (vec!["-O", "qcow2", "-o", "preallocation=falloc"], false, "not implemented for qcow2"),
+        (vec!["-C"], false, "copy offloading (-c) is not implemented"),
+    ] {
+        let mut v = vec!["convert"];
+        v.extend(&args);
+        v.extend([i.as_str(), o.as_str()]);
+        if qemu_too {
+            qemu_img_status(&v).expect_code(1);
+            let _ = std::fs::remove_file(&out);
+        }
+        dc(&v).expect_code(1).expect_stderr_all(&[message]);
+        assert!(!out.exists(), "{args:?} left an output");
+    }
+    // --image-opts beyond the plain forms is refused, naming the option.
+    let spec = format!("driver=qcow2,file.driver=http,file.filename={i}");
+    dc(&["convert", "--image-opts", &spec, &o]).expect_code(1).expect_stderr_all(&["only local files"]);
+}
+
+#[test]
+fn create_preallocation_like_qemu_img() {
+    let d = tmp();
+    for (fmt, mode, allocated_all) in
+        [("raw", "off", false), ("raw", "falloc", true), ("raw", "full", true), ("vmdk", "falloc", false)]
+    {
+        let p = d.path().join(format!("{mode}.{fmt}"));
+        dc_ok(&["create", "-q", "-f", fmt, "-o", &format!("preallocation={mode}"), &s(&p), "8M"]);
+        let q = d.path().join(format!("q-{mode}.{fmt}"));
+        qemu_img(&["create", "-q", "-f", fmt, "-o", &format!("preallocation={mode}"), &s(&q), "8M"]);
+        qemu_compare(&p, fmt, &q, fmt);
+        assert_eq!(allocated(&p) >= 8 * MIB, allocated_all, "{fmt} {mode}: {} bytes", allocated(&p));
+    }
+}
+
+/// The sync calls diskcast makes converting `src` with `extra` flags, as strace counts them.
+fn syncs(dir: &Path, src: &Path, extra: &[&str], name: &str) -> usize {
+    let trace = dir.join(format!("{name}.trace"));
+    let out = dir.join(name);
+    let mut args: Vec<String> =
+        ["-f", "-qq", "-e", "trace=fsync,fdatasync,syncfs,sync", "-o", &s(&trace), diskcast_bin(), "convert"]
+            .iter()
+            .map(|a| (*a).to_string())
+            .collect();
+    args.extend(extra.iter().map(|a| (*a).to_string()));
+    args.extend(["-O".into(), "qcow2".into(), s(src), s(&out)]);
+    let r = std::process::Command::new("strace").args(&args).output().expect("strace is required (scripts/setup.sh)");
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    qemu_compare(src, "raw", &out, "qcow2");
+    String::from_utf8_lossy(&read(&trace)).lines().filter(|l| l.contains("sync")).count()
+}
+
+#[test]
+fn cache_unsafe_skips_the_sync_other_modes_keep_it() {
+    let d = tmp();
+    let src = d.path().join("src.raw");
+    qemu_img(&["create", "-q", "-f", "raw", &s(&src), "4M"]);
+    qemu_io("raw", &src, &["write -P 0x42 0 1M"]);
+    assert_eq!(syncs(d.path(), &src, &["-t", "unsafe"], "unsafe.qcow2"), 0, "-t unsafe synced");
+    for (mode, name) in
+        [(&[][..], "default.qcow2"), (&["-t", "writeback"], "wb.qcow2"), (&["-t", "none"], "none.qcow2")]
+    {
+        assert!(syncs(d.path(), &src, mode, name) >= 1, "{mode:?} did not sync the output");
+    }
+}
