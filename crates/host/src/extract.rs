@@ -131,7 +131,9 @@ const QUEUED_FILES: usize = 64;
 
 /// Writes `tree` into `dir`, which must be an empty directory or not exist yet (it is
 /// created); a symlink is refused. DIR is opened once and everything is made beneath
-/// that descriptor. Files are written by `opts.threads` threads; the files of one
+/// that descriptor (on ext2/3/4 in a staging directory in DIR, placed away from inodes
+/// just deleted, whose entries are moved into DIR at the end: see `Stage`). Files are
+/// written by `opts.threads` threads; the files of one
 /// stream (a tar) are written in stream order by one thread, so each stream is read
 /// once. Holes stay holes. Owners are set only when running as root; device nodes,
 /// setuid/setgid bits of files, `security.capability` and `trusted.*` xattrs only as
@@ -169,8 +171,9 @@ fn extract_into(
     // A default ACL on DIR replaces the umask for everything made beneath it: then the
     // mode a new file gets is not known and is always set.
     let has_default_acl = rustix::fs::fgetxattr(&root, "system.posix_acl_default", &mut [0u8; 0][..]).is_ok();
-    let x = Extractor {
+    let mut x = Extractor {
         root,
+        staged_in: None,
         is_root: rustix::process::geteuid().is_root(),
         privileged: opts.privileged,
         umask: if has_default_acl { None } else { process_umask() },
@@ -224,6 +227,15 @@ fn extract_into(
             dir_index.insert(path, i);
         }
     }
+    // Stages 1 and 2 write into the staging directory where there is one (see
+    // `Stage`); its entries move into DIR before stage 3.
+    let stage = Stage::make(&x.root).map(|(st, fd)| {
+        if let Some(msg) = &st.restore_failed {
+            x.skip(msg.clone());
+        }
+        x.staged_in = Some(st.name.clone());
+        (st, std::mem::replace(&mut x.root, fd))
+    });
     // (dev, ino, uid, gid) of each directory made, to check it is still the one when its
     // metadata is set at the end, and to know who owns the entries made in it.
     let made_dirs: Mutex<HashMap<usize, MadeDir>> = Mutex::new(HashMap::new());
@@ -264,7 +276,7 @@ fn extract_into(
         jobs.push((run.files.iter().map(|&i| size(i)).sum(), run.files));
     }
     let batches = batch_jobs(&mut jobs, &entries, &|i| x.reads_stream(tree.node(entries[i].1)));
-    let stage = FileStage {
+    let files_stage = FileStage {
         x: &x,
         entries: &entries,
         tree,
@@ -273,7 +285,12 @@ fn extract_into(
         made_dirs: &made_dirs,
         progress,
     };
-    stage.run(&jobs, &batches, threads);
+    files_stage.run(&jobs, &batches, threads);
+    if let Some((st, dir_fd)) = stage {
+        let stage_fd = std::mem::replace(&mut x.root, dir_fd);
+        x.staged_in = None;
+        st.unstage(&x, &stage_fd);
+    }
     if let Some((st, _)) = staged {
         // Gone before directories get their times: removing it changes DIR's.
         st.remove(&x.root);
@@ -406,6 +423,8 @@ impl Staging {
     fn new(root: &OwnedFd, dir: &Path) -> Result<Staging> {
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
         let mut tries = 0;
+        // Placed away from DIR, as the tree is (see `Stage`): its name varies per run.
+        let mark = TopDir::mark(root.as_fd());
         let name = loop {
             let name = format!(".diskcast-staging-{}-{nanos:x}-{tries}", std::process::id()).into_bytes();
             match rustix::fs::mkdirat(root, name.as_slice(), Mode::from_raw_mode(0o700)) {
@@ -414,6 +433,7 @@ impl Staging {
                 Err(e) => return Err(Error::io("cannot create a staging directory in", e.into()).with_file(dir)),
             }
         };
+        drop(mark);
         let how = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         let fd = rustix::fs::openat(root, name.as_slice(), how, Mode::empty())
             .map_err(|e| Error::io("cannot open the staging directory in", e.into()).with_file(dir))?;
@@ -667,7 +687,10 @@ impl ParentCache {
 }
 
 struct Extractor<'a> {
+    /// Where paths start: DIR, or the staging directory in it during stages 1 and 2.
     root: OwnedFd,
+    /// The staging directory's name while `root` is it (race hooks see real paths).
+    staged_in: Option<Vec<u8>>,
     /// Files written while the tree was read, renamed into place.
     staged: Option<(&'a Staging, &'a HashMap<StagedKey, Staged>)>,
     is_root: bool,
@@ -753,8 +776,10 @@ impl Extractor<'_> {
     }
 
     fn race(&self, step: RaceStep<'_>) {
-        if let Some(h) = &self.hook {
-            (h.0)(step)
+        let Some(h) = &self.hook else { return };
+        match (step, &self.staged_in) {
+            (RaceStep::Created(p), Some(stage)) => (h.0)(RaceStep::Created(&[stage, &b"/"[..], p].concat())),
+            _ => (h.0)(step),
         }
     }
 
@@ -1275,6 +1300,177 @@ fn process_umask() -> Option<u32> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
     u32::from_str_radix(line.trim(), 8).ok()
+}
+
+/// `statfs` type of ext2/3/4, the filesystems whose inode allocator [`Stage`] steers.
+const EXT4_SUPER_MAGIC: u64 = 0xEF53;
+
+/// Placements of the staging directory tried before the last one is kept, bounding the
+/// directories made (and removed again) to find a group without recently deleted inodes.
+const STAGE_TRIES: usize = 4;
+
+/// A `mkdir` slower than this landed in a block group whose free inodes are all recently
+/// deleted (ext4 then checks every one, about 0.2 us apiece, before taking the last):
+/// this is about 2 500 of them, where a plain `mkdir` takes 10-100 us. A group with a few
+/// older free inodes first is not caught by this; the random placement avoids it instead.
+const SLOW_MKDIR: std::time::Duration = std::time::Duration::from_micros(500);
+
+/// A hidden directory in DIR that stages 1 and 2 write into on ext2/3/4, placed away from
+/// the inodes deleted in the last minutes; its entries are moved into DIR at the end.
+///
+/// Why: on an ext4 without a journal every inode allocation scans its block group's free
+/// inodes and skips, one buffer-cache lookup each, those deleted in the last 60 s (6 min
+/// while their inode table block is dirty), taking the last one when that is all the
+/// group holds. A tree is placed near its parent, so a tree extracted
+/// again right after `rm -rf` of the previous copy lands in the groups just freed and
+/// every creation scans up to a whole group (8 192 inodes): 30-40 s of system CPU for
+/// 51 000 entries, whatever the extractor. A child of a directory marked `FS_TOPDIR_FL`
+/// is instead put in the flex group with the fewest directories, searched from a hash
+/// of its name: DIR is marked for the one `mkdir` of a randomly named staging directory,
+/// a placement found slow is tried again under another name, and everything below the
+/// staging directory is allocated in its group.
+struct Stage {
+    /// The staging directory's name in DIR.
+    name: Vec<u8>,
+    /// Empty directories of placements found slow, removed at the end.
+    spare: Vec<Vec<u8>>,
+    /// DIR's flags could not be put back (reported as skipped).
+    restore_failed: Option<String>,
+}
+
+impl Stage {
+    /// The staging directory and a descriptor of it, or `None` where there is none to
+    /// make: not ext2/3/4, or DIR's flags cannot be read or set (not DIR's owner).
+    fn make(root: &OwnedFd) -> Option<(Stage, OwnedFd)> {
+        let mark = TopDir::mark(root.as_fd())?;
+        let mut spare = Vec::new();
+        let mut chosen = None;
+        for attempt in 0..STAGE_TRIES {
+            let name = format!(".diskcast-stage-{:016x}", random_u64()).into_bytes();
+            let t0 = std::time::Instant::now();
+            if rustix::fs::mkdirat(root, name.as_slice(), Mode::from_raw_mode(0o700)).is_err() {
+                break;
+            }
+            if t0.elapsed() < SLOW_MKDIR || attempt + 1 == STAGE_TRIES {
+                chosen = Some(name);
+                break;
+            }
+            spare.push(name);
+        }
+        let restore_failed = (!mark.restore())
+            .then(|| "the extraction directory keeps the top-directory flag (chattr +T) set to place the staging directory: clearing it failed".to_string());
+        let mut stage = Stage { name: Vec::new(), spare, restore_failed };
+        let how = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        match chosen.map(|name| (rustix::fs::openat(root, name.as_slice(), how, Mode::empty()), name)) {
+            Some((Ok(fd), name)) => {
+                stage.name = name;
+                Some((stage, fd))
+            }
+            Some((Err(_), name)) => {
+                stage.spare.push(name);
+                // Nothing is extracted yet; what cannot be removed stays empty.
+                drop(stage.remove_spares(root));
+                None
+            }
+            None => {
+                drop(stage.remove_spares(root));
+                None
+            }
+        }
+    }
+
+    /// Moves everything in the staging directory into DIR (`x.root` again) and removes it.
+    fn unstage(mut self, x: &Extractor<'_>, stage_fd: &OwnedFd) {
+        let shown = String::from_utf8_lossy(&self.name).into_owned();
+        let names: Vec<Vec<u8>> = match rustix::fs::Dir::read_from(stage_fd) {
+            Ok(dir) => dir
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_bytes().to_vec())
+                .filter(|n| n.as_slice() != b"." && n.as_slice() != b"..")
+                .collect(),
+            Err(e) => {
+                x.fail(
+                    b"",
+                    Error::io(format!("cannot read the staging directory {shown}, where everything is left"), e.into()),
+                );
+                return;
+            }
+        };
+        let mut all_moved = true;
+        for name in &names {
+            if let Err(e) = rustix::fs::renameat_with(
+                stage_fd,
+                name.as_slice(),
+                &x.root,
+                name.as_slice(),
+                rustix::fs::RenameFlags::NOREPLACE,
+            ) {
+                all_moved = false;
+                let what = format!(
+                    "cannot move {} out of the staging directory {shown}, where it is left",
+                    display_name(name)
+                );
+                x.fail(name, Error::io(what, e.into()));
+            }
+        }
+        if all_moved {
+            self.spare.push(std::mem::take(&mut self.name));
+        }
+        for name in self.remove_spares(&x.root) {
+            x.skip(format!("{}: an empty staging directory diskcast made could not be removed", display_name(&name)));
+        }
+    }
+
+    /// Removes the spare directories; returns those that could not be.
+    fn remove_spares(&self, root: &OwnedFd) -> Vec<Vec<u8>> {
+        let gone = |name: &&Vec<u8>| rustix::fs::unlinkat(root, name.as_slice(), AtFlags::REMOVEDIR).is_ok();
+        self.spare.iter().filter(|n| !gone(n)).cloned().collect()
+    }
+}
+
+/// DIR marked top directory (`FS_TOPDIR_FL`, `chattr +T`) on ext2/3/4 while this lives,
+/// so ext4 places a directory made in it away from DIR (see [`Stage`]); the flags DIR
+/// had are put back by [`Self::restore`] or when dropped.
+struct TopDir<'a> {
+    root: BorrowedFd<'a>,
+    /// DIR's flags before, when this set the mark.
+    before: Option<rustix::fs::IFlags>,
+}
+
+impl<'a> TopDir<'a> {
+    /// `None` where DIR is not on ext2/3/4 or its flags cannot be read or set (not its owner).
+    fn mark(root: BorrowedFd<'a>) -> Option<TopDir<'a>> {
+        use rustix::fs::IFlags;
+        let st = rustix::fs::fstatfs(root).ok()?;
+        if u64::try_from(st.f_type).ok() != Some(EXT4_SUPER_MAGIC) {
+            return None;
+        }
+        let flags = rustix::fs::ioctl_getflags(root).ok()?;
+        if flags.contains(IFlags::TOPDIR) {
+            return Some(TopDir { root, before: None });
+        }
+        rustix::fs::ioctl_setflags(root, flags | IFlags::TOPDIR).ok()?;
+        Some(TopDir { root, before: Some(flags) })
+    }
+
+    /// Puts DIR's flags back; false if that failed.
+    fn restore(mut self) -> bool {
+        self.before.take().is_none_or(|f| rustix::fs::ioctl_setflags(self.root, f).is_ok())
+    }
+}
+
+impl Drop for TopDir<'_> {
+    fn drop(&mut self) {
+        if let Some(f) = self.before.take() {
+            let _ = rustix::fs::ioctl_setflags(self.root, f);
+        }
+    }
+}
+
+/// A random number for a name, from the standard library's per-process random keys.
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    std::collections::hash_map::RandomState::new().build_hasher().finish()
 }
 
 /// Directories whose entries are still to be made, shared by the threads of stage 1:

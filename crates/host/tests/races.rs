@@ -69,15 +69,17 @@ fn metadata_never_lands_on_an_entry_swapped_for_a_symlink() {
         names.iter().map(|n| (*n, Victim::new(d.path().join(format!("victim-{n}"))))).collect();
     let (out2, base) = (out.clone(), d.path().to_path_buf());
     let hook = RaceHook(Arc::new(move |step| {
+        // The path is where the entry is now: beneath a staging directory in DIR on
+        // ext4, which is where a racing user would find it.
         let RaceStep::Created(p) = step else { return };
-        let name = std::str::from_utf8(p).unwrap();
+        let at = out2.join(std::str::from_utf8(p).unwrap());
+        let name = at.file_name().unwrap().to_str().unwrap();
         if !names.contains(&name) {
             return;
         }
-        let at = out2.join(name);
         if name == "file" {
             // Kept under another name, so its hard link can still be made.
-            std::fs::rename(&at, out2.join("moved-away")).unwrap();
+            std::fs::rename(&at, at.with_file_name("moved-away")).unwrap();
         } else if std::fs::symlink_metadata(&at).unwrap().is_dir() {
             std::fs::remove_dir_all(&at).unwrap();
         } else {
