@@ -130,6 +130,7 @@ for input in $INPUTS; do
             printf '%s %s: diskcast / %s = %s (goal <= 0.5)\n' "$input" "$cond" "$tool" \
                 "$(ratio "$input $cond diskcast" "$input $cond $tool")"
         done
+        echo "load average after $input $cond: $(cut -d' ' -f1-3 /proc/loadavg)"
         rm -rf "$WORK/out"
         unset T
         # What was just deleted slows every creation near it for minutes (see
