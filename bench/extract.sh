@@ -63,7 +63,8 @@ run_tool() {
         tar:diskcast) "$DISKCAST" extract "$TAR" "$out" ;;
         oci:diskcast) "$DISKCAST" extract "oci:$IMG:t" "$out" ;;
         iso:bsdtar) mkdir -p "$out" && bsdtar -xf "$ISO" -C "$out" ;;
-        tar:bsdtar) mkdir -p "$out" && bsdtar -xf "$TAR" -C "$out" ;;
+        # PAX names are UTF-8: bsdtar refuses them under LC_ALL=C.
+        tar:bsdtar) mkdir -p "$out" && LC_ALL=C.UTF-8 bsdtar -xf "$TAR" -C "$out" ;;
         tar:gnutar) mkdir -p "$out" && tar -xf "$TAR" -C "$out" ;;
         oci:umoci) umoci unpack --rootless --image "$IMG:t" "$out" ;;
     esac
@@ -106,7 +107,8 @@ for input in $INPUTS; do
                 fi
                 sync
                 t0=$(date +%s.%N)
-                run_tool "$input" "$tool" "$out" >/dev/null 2>&1 || { echo "FAIL: $input $tool exited with an error" >&2; exit 1; }
+                run_tool "$input" "$tool" "$out" >/dev/null 2>"$WORK/stderr" ||
+                    { echo "FAIL: $input $tool exited with an error: $(tail -5 "$WORK/stderr")" >&2; exit 1; }
                 t1=$(date +%s.%N)
                 if [ "$r" = 0 ] || [ "$r" = "$RUNS" ]; then
                     got=$(find "$(tree_of "$input" "$tool" "$out")" -xdev | wc -l)
