@@ -120,8 +120,8 @@ for input in $INPUTS; do
             done
             if [ "$r" = 0 ] && [ "$cond" = "${CONDITIONS%% *}" ]; then
                 diff -r --no-dereference "$(tree_of "$input" diskcast "$WORK/out/$input-diskcast"*)" \
-                    "$(tree_of "$input" bsdtar "$WORK/out/$input-bsdtar"*)" >/dev/null ||
-                    { echo "FAIL: $input: diskcast's output differs from bsdtar's" >&2; exit 1; }
+                    "$(tree_of "$input" "${tools[1]}" "$WORK/out/$input-${tools[1]}"*)" >/dev/null ||
+                    { echo "FAIL: $input: diskcast's output differs from ${tools[1]}'s" >&2; exit 1; }
             fi
         done
         for tool in "${tools[@]}"; do
