@@ -14,8 +14,8 @@
 //! run sector 0's code whatever the partition table says, so the MBR stays protective.
 
 use crate::BootReport;
-use crate::isolinux;
 use crate::iso::{IsoFacts, resolve_nocase};
+use crate::isolinux;
 use diskcast_bootloader::grub_bios::{GrubBios, GrubModules};
 use diskcast_tree::{FileData, Meta, Tree};
 
@@ -89,9 +89,12 @@ pub fn choose_config(
             "/syslinux.cfg".into(),
         ];
         let Some(cfg) = candidates.iter().find(|c| has(tree, c)) else {
-            return Err(format!("the ISO's BIOS loader is {image}, but no isolinux.cfg or syslinux.cfg was found beside it"));
+            return Err(format!(
+                "the ISO's BIOS loader is {image}, but no isolinux.cfg or syslinux.cfg was found beside it"
+            ));
         };
-        let parsed = isolinux::read(tree, cfg).map_err(|e| format!("its isolinux configuration {cfg}: {}", e.message()))?;
+        let parsed =
+            isolinux::read(tree, cfg).map_err(|e| format!("its isolinux configuration {cfg}: {}", e.message()))?;
         if parsed.entries.is_empty() {
             return Err(format!("the ISO's isolinux configuration {cfg} has no Linux entry GRUB could boot"));
         }
@@ -105,10 +108,15 @@ pub fn choose_config(
                 parsed.skipped.join(", ")
             ));
         }
-        notes.push(format!("BIOS menu: {} entries of {cfg} written as a GRUB menu to {MENU_PATH}", parsed.entries.len()));
+        notes.push(format!(
+            "BIOS menu: {} entries of {cfg} written as a GRUB menu to {MENU_PATH}",
+            parsed.entries.len()
+        ));
         return Ok((
             format!("configfile {MENU_PATH}"),
-            format!("GRUB (i386-pc) in a BIOS boot partition, with the entries of the ISO's isolinux configuration {cfg}"),
+            format!(
+                "GRUB (i386-pc) in a BIOS boot partition, with the entries of the ISO's isolinux configuration {cfg}"
+            ),
         ));
     }
     if has(tree, grub_cfg) {

@@ -32,8 +32,10 @@ pub fn make_fat_ready(tree: &mut Tree, notes: &mut Vec<String>) -> Result<()> {
     let mut copied = 0u64;
     // Copying a directory may bring in more links; each round resolves those found.
     loop {
-        let links: Vec<(Vec<u8>, NodeId)> =
-            tree.walk(tree.root()).filter(|(_, id)| !matches!(tree.node(*id).kind, Kind::Dir(_) | Kind::File(_))).collect();
+        let links: Vec<(Vec<u8>, NodeId)> = tree
+            .walk(tree.root())
+            .filter(|(_, id)| !matches!(tree.node(*id).kind, Kind::Dir(_) | Kind::File(_)))
+            .collect();
         if links.is_empty() {
             return Ok(());
         }
@@ -229,7 +231,10 @@ mod tests {
         assert_eq!(t.read(b"README", 100).unwrap(), b"hello");
         assert_eq!(t.read(b"dists/stable/Release", 100).unwrap(), b"r");
         assert!(t.resolve(b"debian", false).is_err(), "the loop link is gone");
-        assert!(notes.iter().any(|n| n.contains("/debian: link to \".\", a directory holding the link itself")), "{notes:?}");
+        assert!(
+            notes.iter().any(|n| n.contains("/debian: link to \".\", a directory holding the link itself")),
+            "{notes:?}"
+        );
         assert_eq!(t.stats().symlinks, 0);
     }
 
@@ -270,7 +275,11 @@ mod tests {
         let mut t = Tree::new(m.clone());
         big(&mut t, b"data/disk.img");
         let e = split_large_files(&mut t, Some(fake), &mut Vec::new()).unwrap_err();
-        assert!(e.to_string().contains("/data/disk.img: 4294967296 bytes") && e.to_string().contains("--windows-layout exfat"), "{e}");
+        assert!(
+            e.to_string().contains("/data/disk.img: 4294967296 bytes")
+                && e.to_string().contains("--windows-layout exfat"),
+            "{e}"
+        );
     }
 
     #[test]

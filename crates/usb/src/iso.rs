@@ -79,9 +79,11 @@ impl IsoFacts {
     /// What a dd copy boots: UEFI finds an ESP in the system area's table; BIOS runs the
     /// MBR's boot code.
     pub fn dd_boot(&self) -> (BootReport, BootReport) {
-        let esp = self.hybrid.partitions.iter().any(|p| {
-            p.kind == "0xef" || p.kind.eq_ignore_ascii_case(&PartType::Esp.guid().to_string())
-        });
+        let esp = self
+            .hybrid
+            .partitions
+            .iter()
+            .any(|p| p.kind == "0xef" || p.kind.eq_ignore_ascii_case(&PartType::Esp.guid().to_string()));
         let uefi = if esp {
             BootReport { bootable: true, how: "the ISO's EFI System Partition (listed in its system area)".into() }
         } else if self.entries(PLATFORM_UEFI).next().is_some() {
@@ -116,7 +118,10 @@ pub fn resolve_nocase(tree: &Tree, path: &str) -> Option<NodeId> {
 
 /// The removable-media loader `EFI/BOOT/BOOT*.EFI` the tree holds, if any.
 fn efi_loader(tree: &Tree) -> Option<String> {
-    EFI_LOADERS.iter().find(|l| resolve_nocase(tree, &format!("EFI/BOOT/{l}")).is_some()).map(|l| format!("EFI/BOOT/{l}"))
+    EFI_LOADERS
+        .iter()
+        .find(|l| resolve_nocase(tree, &format!("EFI/BOOT/{l}")).is_some())
+        .map(|l| format!("EFI/BOOT/{l}"))
 }
 
 /// Makes sure the tree holds `EFI/BOOT/BOOTX64.EFI` (or another architecture's): taken
@@ -136,7 +141,10 @@ pub fn add_efi_loader(
         .entries(PLATFORM_UEFI)
         .map(|e| {
             let (off, len) = e.range();
-            let what = e.path.clone().map_or_else(|| format!("UEFI El Torito image at sector {}", e.lba), |p| format!("UEFI El Torito image {p}"));
+            let what = e.path.clone().map_or_else(
+                || format!("UEFI El Torito image at sector {}", e.lba),
+                |p| format!("UEFI El Torito image {p}"),
+            );
             (what, off, len)
         })
         .collect();
@@ -146,7 +154,9 @@ pub fn add_efi_loader(
             .partitions
             .iter()
             .filter(|p| p.kind == "0xef" || p.kind.eq_ignore_ascii_case(&PartType::Esp.guid().to_string()))
-            .map(|p| (format!("EFI System Partition {} of the ISO's {}", p.number, p.table.to_uppercase()), p.start, p.size)),
+            .map(|p| {
+                (format!("EFI System Partition {} of the ISO's {}", p.number, p.table.to_uppercase()), p.start, p.size)
+            }),
     );
     let mut tried = Vec::new();
     for (what, off, len) in images {
@@ -182,7 +192,9 @@ fn read_fat_image(disc: &Arc<dyn BlockRead>, off: u64, len: u64) -> Result<Tree>
             let t = reader.read(view, &ReadOptions { tree: None, label: "EFI image".into() })?;
             let n = t.stats().files;
             if n > MAX_EFI_IMAGE_FILES {
-                return Err(Error::refused(format!("holds {n} files, more than the {MAX_EFI_IMAGE_FILES} an EFI image may")));
+                return Err(Error::refused(format!(
+                    "holds {n} files, more than the {MAX_EFI_IMAGE_FILES} an EFI image may"
+                )));
             }
             Ok(t)
         }

@@ -103,7 +103,8 @@ pub fn read(tree: &Tree, path: &str) -> Result<Config> {
                     if let Some(e) = cur.as_mut() {
                         e.kernel = absolute(&dir, rest);
                         let l = rest.to_ascii_lowercase();
-                        e.other = word == "kernel" && [".c32", ".com", ".cbt", ".bin", ".bs", ".bss", ".0"].iter().any(|x| l.ends_with(x));
+                        e.other = word == "kernel"
+                            && [".c32", ".com", ".cbt", ".bin", ".bs", ".bss", ".0"].iter().any(|x| l.ends_with(x));
                     }
                 }
                 "com32" | "boot" | "bss" | "pxe" | "fdimage" | "comboot" | "localboot" => {
@@ -121,7 +122,8 @@ pub fn read(tree: &Tree, path: &str) -> Result<Config> {
                         e.append = rest.to_string();
                         for w in rest.split_whitespace() {
                             if let Some(list) = w.strip_prefix("initrd=") {
-                                e.initrd = list.split(',').filter(|s| !s.is_empty()).map(|s| absolute(&dir, s)).collect();
+                                e.initrd =
+                                    list.split(',').filter(|s| !s.is_empty()).map(|s| absolute(&dir, s)).collect();
                             }
                         }
                     }
@@ -251,7 +253,10 @@ mod tests {
 
     #[test]
     fn relative_paths_initrd_lines_and_no_prompt() {
-        let t = tree(&[("boot/isolinux/isolinux.cfg", "SERIAL 0 115200\nDEFAULT live\nPROMPT 0\nTIMEOUT 0\nLABEL live\n  KERNEL vmlinuz\n  INITRD initrd.img,extra.img\n  APPEND boot=live\n")]);
+        let t = tree(&[(
+            "boot/isolinux/isolinux.cfg",
+            "SERIAL 0 115200\nDEFAULT live\nPROMPT 0\nTIMEOUT 0\nLABEL live\n  KERNEL vmlinuz\n  INITRD initrd.img,extra.img\n  APPEND boot=live\n",
+        )]);
         let c = read(&t, "/boot/isolinux/isolinux.cfg").unwrap();
         assert_eq!(c.entries[0].kernel, "/boot/isolinux/vmlinuz");
         assert_eq!(c.entries[0].initrd, ["/boot/isolinux/initrd.img", "/boot/isolinux/extra.img"]);

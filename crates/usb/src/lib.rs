@@ -162,7 +162,13 @@ pub struct UsbStick {
 /// `seed` makes the disk's and filesystems' identities reproducible with
 /// `SOURCE_DATE_EPOCH`. Nothing is written; everything that would make the stick
 /// incomplete is an error here.
-pub fn plan(disc: Arc<dyn BlockRead>, name: &str, opts: &UsbOptions, prov: &Provenance, seed: &str) -> Result<UsbStick> {
+pub fn plan(
+    disc: Arc<dyn BlockRead>,
+    name: &str,
+    opts: &UsbOptions,
+    prov: &Provenance,
+    seed: &str,
+) -> Result<UsbStick> {
     let facts = iso::inspect(&disc, name)?;
     let (mode, why) = choose_mode(opts, &facts, name)?;
     match mode {
@@ -217,7 +223,16 @@ fn plan_dd(disc: Arc<dyn BlockRead>, facts: &iso::IsoFacts, opts: &UsbOptions, w
     let mut image = PlannedImage::new(size, "USB stick (ISO copied as it is)");
     image.place(0, len, Piece::Disk { disk: disc, offset: 0 })?;
     let (uefi, bios) = facts.dd_boot();
-    Ok(UsbStick { image: image.seal()?, mode: Mode::Dd, why, partitions: Vec::new(), uefi, bios, notes: Vec::new(), files: 0 })
+    Ok(UsbStick {
+        image: image.seal()?,
+        mode: Mode::Dd,
+        why,
+        partitions: Vec::new(),
+        uefi,
+        bios,
+        notes: Vec::new(),
+        files: 0,
+    })
 }
 
 /// The GPT + FAT32 stick.
@@ -266,17 +281,22 @@ fn plan_fat32(
         let content = built.as_ref().map_or_else(|| "GRUB i386-pc core image".to_string(), |b| b.description.clone());
         let image: Option<Arc<dyn BlockRead>> = built.map(|b| Arc::new(b.image) as Arc<dyn BlockRead>);
         let start = disk.next_start();
-        let spec = PartSpec { name: name.into(), kind, size: len, uuid: id(&format!("{name} partition")), bootable: false, mbr_id };
+        let spec = PartSpec {
+            name: name.into(),
+            kind,
+            size: len,
+            uuid: id(&format!("{name} partition")),
+            bootable: false,
+            mbr_id,
+        };
         let number = disk.push(spec, image)?;
         partitions.push(PartReport { number, name: name.into(), kind: kind.name(), start, size: len, content });
         Ok::<(), Error>(())
     };
     let too_small = |e: Error, what: &str| match opts.size {
-        Some(s) if e.kind() == ErrorKind::InvalidArgument => Error::argument(format!(
-            "--size {} is too small for the {what}: {}",
-            human(s),
-            e.message()
-        )),
+        Some(s) if e.kind() == ErrorKind::InvalidArgument => {
+            Error::argument(format!("--size {} is too small for the {what}: {}", human(s), e.message()))
+        }
         _ => e,
     };
 
@@ -338,8 +358,12 @@ fn plan_fat32(
 
     if let Some(size) = persistence {
         let mut t = Tree::new(Meta::new(0o755, Timestamp::from_secs(now)));
-        t.put_file(b"persistence.conf", FileData::inline(PERSISTENCE_CONF.to_vec()), Meta::new(0o644, Timestamp::from_secs(now)))
-            .map_err(|e| Error::invalid(e.message()))?;
+        t.put_file(
+            b"persistence.conf",
+            FileData::inline(PERSISTENCE_CONF.to_vec()),
+            Meta::new(0o644, Timestamp::from_secs(now)),
+        )
+        .map_err(|e| Error::invalid(e.message()))?;
         let o = BuildOptions {
             size: Some(size),
             label: Some("persistence".into()),
@@ -348,9 +372,11 @@ fn plan_fat32(
             disk_offset: disk.next_start(),
             variant: None,
         };
-        let built = registry.builder("ext4")?.1.plan(&t, &o).map_err(|e| {
-            Error::argument(format!("--persistence {}: {}", human(size), e.message()))
-        })?;
+        let built = registry
+            .builder("ext4")?
+            .1
+            .plan(&t, &o)
+            .map_err(|e| Error::argument(format!("--persistence {}: {}", human(size), e.message())))?;
         let len = built.image.size();
         push(&mut disk, "persistence", PartType::Linux, Some(built), len, None)?;
     }
