@@ -277,9 +277,9 @@ fn plan_fat32(
 
     let mut disk = DiskComposer::new(TableKind::Gpt);
     let mut partitions = Vec::new();
-    let mut push = |disk: &mut DiskComposer, name: &str, kind: PartType, built: Option<BuiltFs>, len: u64, mbr_id| {
-        let content = built.as_ref().map_or_else(|| "GRUB i386-pc core image".to_string(), |b| b.description.clone());
-        let image: Option<Arc<dyn BlockRead>> = built.map(|b| Arc::new(b.image) as Arc<dyn BlockRead>);
+    let mut push = |disk: &mut DiskComposer, name: &str, kind: PartType, built: BuiltFs, len: u64, mbr_id| {
+        let content = built.description.clone();
+        let image: Arc<dyn BlockRead> = Arc::new(built.image);
         let start = disk.next_start();
         let spec = PartSpec {
             name: name.into(),
@@ -289,7 +289,7 @@ fn plan_fat32(
             bootable: false,
             mbr_id,
         };
-        let number = disk.push(spec, image)?;
+        let number = disk.push(spec, Some(image))?;
         partitions.push(PartReport { number, name: name.into(), kind: kind.name(), start, size: len, content });
         Ok::<(), Error>(())
     };
@@ -331,7 +331,7 @@ fn plan_fat32(
     notes.extend(built.warnings.iter().map(|w| format!("FAT: {w}")));
     let fat_len = built.image.size();
     let name = if data_tree.is_some() { "boot" } else { "data" };
-    push(&mut disk, name, PartType::Esp, Some(built), fat_len, None)?;
+    push(&mut disk, name, PartType::Esp, built, fat_len, None)?;
     let mut file_count = boot_tree.stats().files;
 
     // Partition 2 (exfat layout): everything.
@@ -352,7 +352,7 @@ fn plan_fat32(
         let built = exfat.plan(all, &o).map_err(|e| too_small(e, "ISO's files on exFAT"))?;
         files::refuse_skipped(&built.warnings)?;
         let len = built.image.size();
-        push(&mut disk, "data", PartType::Fat, Some(built), len, Some(fs.mbr_id(PartType::Fat)))?;
+        push(&mut disk, "data", PartType::Fat, built, len, Some(fs.mbr_id(PartType::Fat)))?;
         file_count = all.stats().files;
     }
 
@@ -378,7 +378,7 @@ fn plan_fat32(
             .plan(&t, &o)
             .map_err(|e| Error::argument(format!("--persistence {}: {}", human(size), e.message())))?;
         let len = built.image.size();
-        push(&mut disk, "persistence", PartType::Linux, Some(built), len, None)?;
+        push(&mut disk, "persistence", PartType::Linux, built, len, None)?;
     }
 
     if let Some(grub) = &bios.grub {
