@@ -400,3 +400,40 @@ fn debians_grub_rescue_iso_on_fat32_shows_its_own_menu_on_seabios() {
     // The menu's first entry, drawn on the serial console GRUB's early configuration adds.
     boots(&stick, Firmware::Bios, "GNU/Linux", t.path());
 }
+
+#[test]
+fn files_over_4_gib_are_refused_before_writing_unless_the_exfat_layout_takes_them() {
+    let t = tmp();
+    let src = t.path().join("big");
+    // Sparse files: our own UDF writer keeps their holes, so the ISO stays small.
+    sh(&format!(
+        "mkdir -p '{s}/sources' '{s}/efi/boot'; truncate -s 4294967296 '{s}/sources/install.wim'
+         echo efi > '{s}/efi/boot/bootx64.efi'; echo boot > '{s}/sources/boot.wim'",
+        s = src.display()
+    ));
+    let iso = t.path().join("big.iso");
+    dc_ok(&["iso", "create", &s(&src), "-o", &s(&iso), "--udf", "-V", "BIG"]);
+    let out = t.path().join("stick.img");
+    dc(&["usb", &s(&iso), "-o", &s(&out)]).expect_code(1).expect_stderr_all(&[
+        "/sources/install.wim: 4294967296 bytes is larger than a FAT file can be",
+        "splitting WIM files into .swm parts is not in this build",
+        "use --windows-layout exfat",
+    ]);
+    assert_no_output(&out);
+    // The exFAT layout holds it (a qcow2 keeps the 4 GiB of holes small).
+    let q = t.path().join("stick.qcow2");
+    let (j, _) = usb(&[&s(&iso), "-o", &s(&q), "-O", "qcow2", "--windows-layout", "exfat"]);
+    assert_eq!(j["partitions"][1]["kind"], "fat", "{j}");
+    qemu_check_clean(&q);
+    let ls = dc_ok(&["ls", "-l", &format!("{}:2", s(&q)), "sources"]).stdout_str();
+    assert!(ls.contains("4294967296") && ls.contains("install.wim"), "{ls}");
+    std::fs::remove_file(&q).unwrap();
+    sh(&format!("mv '{s}/sources/install.wim' '{s}/disk.img'", s = src.display()));
+    let iso2 = t.path().join("big2.iso");
+    dc_ok(&["iso", "create", &s(&src), "-o", &s(&iso2), "--udf", "-V", "BIG"]);
+    dc(&["usb", &s(&iso2), "-o", &s(&out), "--windows-layout", "exfat"]).expect_code(1).expect_stderr_all(&[
+        "/disk.img: 4294967296 bytes is larger than a FAT file can be",
+        "the FAT32 boot partition (every file outside sources/) cannot hold it",
+    ]);
+    assert_no_output(&out);
+}
