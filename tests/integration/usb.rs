@@ -437,3 +437,18 @@ fn files_over_4_gib_are_refused_before_writing_unless_the_exfat_layout_takes_the
     ]);
     assert_no_output(&out);
 }
+
+#[test]
+fn names_fat_cannot_tell_apart_are_refused_before_writing() {
+    let t = tmp();
+    let src = t.path().join("case");
+    sh(&format!("mkdir -p '{s}'; echo a > '{s}/README'; echo b > '{s}/readme'", s = src.display()));
+    let iso = t.path().join("case.iso");
+    sh(&format!("xorriso -as mkisofs -quiet -o '{}' -R -J '{}'", iso.display(), src.display()));
+    let out = t.path().join("stick.img");
+    dc(&["usb", &s(&iso), "-o", &s(&out)]).expect_code(1).expect_stderr_all(&[
+        "1 of the ISO's entries cannot be stored on the stick",
+        "FAT names ignore case and another entry has this name",
+    ]);
+    assert_no_output(&out);
+}

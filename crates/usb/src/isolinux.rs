@@ -58,6 +58,8 @@ pub fn read(tree: &Tree, path: &str) -> Result<Config> {
     let mut prompt: Option<bool> = None;
     let mut ui = false;
     let mut raw_timeout: Option<u64> = None;
+    // An APPEND before the first LABEL applies to the entries without their own.
+    let mut global_append: Option<String> = None;
     let mut files = 0usize;
     let mut todo = vec![path.to_string()];
     let mut cur: Option<Entry> = None;
@@ -117,6 +119,7 @@ pub fn read(tree: &Tree, path: &str) -> Result<Config> {
                         e.initrd = rest.split(',').filter(|s| !s.is_empty()).map(|s| absolute(&dir, s)).collect();
                     }
                 }
+                "append" if cur.is_none() => global_append = Some(rest.to_string()),
                 "append" => {
                     if let Some(e) = cur.as_mut() {
                         e.append = rest.to_string();
@@ -157,6 +160,11 @@ pub fn read(tree: &Tree, path: &str) -> Result<Config> {
     }
     if let Some(e) = cur.take() {
         push(&mut cfg, e)?;
+    }
+    if let Some(g) = &global_append {
+        for e in cfg.entries.iter_mut().filter(|e| e.append.is_empty()) {
+            e.append = g.clone();
+        }
     }
     // TIMEOUT counts tenths; 0 waits for a choice, unless there is no prompt or menu.
     cfg.timeout = match raw_timeout {
@@ -255,12 +263,13 @@ mod tests {
     fn relative_paths_initrd_lines_and_no_prompt() {
         let t = tree(&[(
             "boot/isolinux/isolinux.cfg",
-            "SERIAL 0 115200\nDEFAULT live\nPROMPT 0\nTIMEOUT 0\nLABEL live\n  KERNEL vmlinuz\n  INITRD initrd.img,extra.img\n  APPEND boot=live\n",
+            "SERIAL 0 115200\nAPPEND quiet\nDEFAULT live\nPROMPT 0\nTIMEOUT 0\nLABEL live\n  KERNEL vmlinuz\n  INITRD initrd.img,extra.img\n  APPEND boot=live\nLABEL plain\n  LINUX /vmlinuz\n",
         )]);
         let c = read(&t, "/boot/isolinux/isolinux.cfg").unwrap();
         assert_eq!(c.entries[0].kernel, "/boot/isolinux/vmlinuz");
         assert_eq!(c.entries[0].initrd, ["/boot/isolinux/initrd.img", "/boot/isolinux/extra.img"]);
         assert_eq!(c.timeout, Some(0), "PROMPT 0 without a menu boots the default at once");
+        assert_eq!((c.entries[0].append.as_str(), c.entries[1].append.as_str()), ("boot=live", "quiet"));
     }
 
     #[test]
