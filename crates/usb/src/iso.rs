@@ -39,11 +39,13 @@ pub fn inspect(disc: &Arc<dyn BlockRead>, name: &str) -> Result<IsoFacts> {
         return Err(Error::invalid("not an ISO 9660 or UDF disc").with_file(name));
     }
     let tree = reader.read(disc.clone(), &ReadOptions { tree: None, label: name.to_string() })?;
-    let volume_id = match diskcast_iso9660::read_volumes(disc.as_ref()) {
-        Ok(v) => v.volume_id.trim().to_string(),
-        Err(_) => String::new(),
+    // A UDF-only disc has no ISO 9660 volume, so no label and no El Torito catalog.
+    let volumes = diskcast_iso9660::read_volumes(disc.as_ref()).ok();
+    let volume_id = volumes.as_ref().map(|v| v.volume_id.trim().to_string()).unwrap_or_default();
+    let catalog = match volumes {
+        Some(_) => read_catalog(disc).map_err(|e| e.with_file(name))?,
+        None => None,
     };
-    let catalog = read_catalog(disc).map_err(|e| e.with_file(name))?;
     let hybrid = read_hybrid(disc.as_ref()).map_err(|e| e.with_file(name))?;
     Ok(IsoFacts { tree, volume_id, hybrid, catalog })
 }

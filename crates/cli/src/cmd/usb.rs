@@ -114,6 +114,9 @@ pub fn run(a: UsbArgs) -> Result<u8> {
     for (fw, r) in [("UEFI", &stick.uefi), ("BIOS", &stick.bios)] {
         eprintln!("diskcast: {}", boot_line(fw, r));
     }
+    if !stick.uefi.bootable && !stick.bios.bootable {
+        eprintln!("diskcast: warning: no firmware boots this stick; it holds the ISO's files only");
+    }
     writer.write(&stick.image)?;
     let disk_size = stick.image.size();
     match a.output {
