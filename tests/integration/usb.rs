@@ -359,7 +359,7 @@ fn boots_a_fat32_stick_of_our_own_cd_only_iso_on_ovmf_with_the_el_torito_efi_loa
 }
 
 #[test]
-#[ignore = "slow boot under TCG (about 20 s); the default suite boots dd on SeaBIOS already"]
+#[ignore = "a boot under TCG (about 10 s) beyond the three of the default suite, which boots dd on SeaBIOS already"]
 fn boots_a_hybrid_iso_copied_dd_on_ovmf() {
     let t = tmp();
     let iso = hybrid_iso(t.path());
@@ -369,7 +369,7 @@ fn boots_a_hybrid_iso_copied_dd_on_ovmf() {
 }
 
 #[test]
-#[ignore = "slow boot under TCG (about 20 s); the default suite boots fat32 on OVMF already"]
+#[ignore = "a boot under TCG (about 10 s) beyond the three of the default suite, which boots fat32 on OVMF already"]
 fn boots_a_fat32_stick_of_a_hybrid_iso_on_ovmf() {
     let t = tmp();
     let iso = hybrid_iso(t.path());
@@ -379,7 +379,7 @@ fn boots_a_fat32_stick_of_a_hybrid_iso_on_ovmf() {
 }
 
 #[test]
-#[ignore = "slow boot under TCG (about 20 s); the default suite boots fat32 on SeaBIOS already"]
+#[ignore = "a boot under TCG (about 10 s) beyond the three of the default suite, which boots fat32 on SeaBIOS already"]
 fn boots_a_fat32_stick_of_our_own_cd_only_iso_on_seabios() {
     let t = tmp();
     let iso = plain_iso(t.path());
@@ -389,7 +389,7 @@ fn boots_a_fat32_stick_of_our_own_cd_only_iso_on_seabios() {
 }
 
 #[test]
-#[ignore = "slow boot under TCG; Debian's grub-rescue ISO shows its GRUB menu read from the FAT partition"]
+#[ignore = "a boot beyond the three of the default suite (about 1 s); Debian's grub-rescue ISO shows its GRUB menu read from the FAT partition"]
 fn debians_grub_rescue_iso_on_fat32_shows_its_own_menu_on_seabios() {
     let t = tmp();
     let iso = "/usr/lib/grub-rescue/grub-rescue-cdrom.iso";
