@@ -415,9 +415,8 @@ fn files_over_4_gib_are_refused_before_writing_unless_the_exfat_layout_takes_the
     dc_ok(&["iso", "create", &s(&src), "-o", &s(&iso), "--udf", "-V", "BIG"]);
     let out = t.path().join("stick.img");
     dc(&["usb", &s(&iso), "-o", &s(&out)]).expect_code(1).expect_stderr_all(&[
-        "/sources/install.wim: 4294967296 bytes is larger than a FAT file can be",
-        "splitting WIM files into .swm parts is not in this build",
-        "use --windows-layout exfat",
+        "/sources/install.wim: cannot be split into .swm parts: not a WIM file",
+        "--windows-layout exfat stores it whole",
     ]);
     assert_no_output(&out);
     // The exFAT layout holds it (a qcow2 keeps the 4 GiB of holes small).
@@ -451,4 +450,56 @@ fn names_fat_cannot_tell_apart_are_refused_before_writing() {
         "FAT names ignore case and another entry has this name",
     ]);
     assert_no_output(&out);
+}
+
+#[test]
+fn a_windows_wim_is_split_into_swm_parts_that_wimlib_joins_back() {
+    let t = tmp();
+    let (w, win) = (t.path().join("wimsrc"), t.path().join("win"));
+    // A real WIM (wimlib), 40 incompressible files of 100 kB, split at 1 MiB.
+    sh(&format!(
+        "mkdir -p '{w}' '{win}/sources' '{win}/efi/boot'
+         for i in $(seq 1 40); do head -c 100000 /dev/urandom > '{w}/f'$i; done
+         wimlib-imagex capture '{w}' '{win}/sources/install.wim' --compress=none >/dev/null
+         echo boot > '{win}/sources/boot.wim'; head -c 50000 /dev/urandom > '{win}/efi/boot/bootx64.efi'
+         genisoimage -quiet -udf -allow-limited-size -iso-level 3 -V WIN -o '{t}/win.iso' '{win}'",
+        w = w.display(),
+        win = win.display(),
+        t = t.path().display()
+    ));
+    let stick = t.path().join("win.img");
+    let (j, r) = usb(&[&s(&t.path().join("win.iso")), "-o", &s(&stick), "--wim-part-size", "1M"]);
+    let note = j["notes"].as_array().unwrap().iter().find_map(|n| n.as_str().filter(|n| n.contains("split into")));
+    let note = note.unwrap_or_else(|| panic!("no split note: {}", r.stderr)).to_string();
+    assert!(note.starts_with("/sources/install.wim: ") && note.contains("sources/install2.swm"), "{note}");
+    assert_sgdisk_clean(&stick);
+    let fat = partition(&stick, &j, 1, t.path());
+    tool_text("fsck.fat", &["-n", &s(&fat)]);
+    let listing = tool_out("mdir", &["-/", "-b", "-i", &s(&fat), "::/sources"]);
+    assert!(!listing.contains("install.wim"), "the WIM is replaced by its parts: {listing}");
+    let parts: Vec<String> = listing.lines().filter(|l| l.ends_with(".swm")).map(str::to_string).collect();
+    assert!(parts.len() >= 3, "{listing}");
+    let out = t.path().join("parts");
+    std::fs::create_dir(&out).unwrap();
+    let mut names = Vec::new();
+    for p in &parts {
+        let name = p.rsplit('/').next().unwrap();
+        let bytes = mtools_cat(&fat, &format!("sources/{name}"));
+        assert!(bytes.len() <= 1 << 20, "{name} is {} bytes", bytes.len());
+        write_file(&out.join(name), &bytes);
+        names.push(out.join(name));
+    }
+    let joined = t.path().join("joined.wim");
+    let mut args = vec!["join".to_string(), s(&joined)];
+    args.extend(names.iter().map(|n| s(n)));
+    tool_text("wimlib-imagex", &args.iter().map(String::as_str).collect::<Vec<_>>());
+    tool_text("wimlib-imagex", &["verify", &s(&joined)]);
+    let back = t.path().join("back");
+    tool_text("wimlib-imagex", &["apply", &s(&joined), "1", &s(&back)]);
+    for i in 1..=40 {
+        assert!(read(&back.join(format!("f{i}"))) == read(&w.join(format!("f{i}"))), "f{i} differs after the join");
+    }
+    dc(&["usb", &s(&t.path().join("win.iso")), "-o", &s(&stick), "--wim-part-size", "4G"])
+        .expect_code(1)
+        .expect_stderr_all(&["--wim-part-size 4 GiB: a part must be 1 MiB to 4 GiB - 1"]);
 }

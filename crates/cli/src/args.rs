@@ -222,9 +222,10 @@ boots EFI/BOOT/BOOTX64.EFI (from the ISO, or from its El Torito EFI image); BIOS
 GRUB (this machine's grub-pc-bin) in a BIOS boot partition, reading the ISO's isolinux
 configuration or its /boot/grub/grub.cfg. auto picks dd for hybrid ISOs, fat32 otherwise,
 and says which and why. Symbolic links become copies of their targets; a file FAT cannot
-hold (over 4 GiB - 1) is refused before writing, unless it is a WIM under sources/ to
-split, or --windows-layout exfat puts everything on an exFAT partition beside a FAT32 boot
-partition (every file but sources/, plus sources/boot.wim). What each firmware boots, or
+hold (over 4 GiB - 1) is refused before writing, unless it is a WIM under sources/ (split
+into install.swm, install2.swm, ... parts; --wim-part-size), or --windows-layout exfat
+puts everything on an exFAT partition beside a FAT32 boot partition (every file but
+sources/, plus sources/boot.wim). What each firmware boots, or
 why not, is said on stderr and in the JSON summary.
 
 OUT is an image file in any block format (-O); a block device is refused for now: write

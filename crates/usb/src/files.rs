@@ -9,7 +9,7 @@
 //! boot.wim, finds `sources/install.wim` (or `.esd`) on the exFAT partition.
 
 use crate::iso::{lookup_nocase, resolve_nocase};
-use crate::{FAT_MAX_FILE, Layout, WIM_PART_LIMIT, WimSplitter};
+use crate::{FAT_MAX_FILE, Layout, WimSplitter};
 use diskcast_block::{Error, Result};
 use diskcast_tree::{Kind, Node, NodeId, Tree};
 
@@ -131,12 +131,20 @@ fn is_setup_wim(path: &[u8]) -> bool {
     p.strip_prefix("sources/").is_some_and(|name| !name.contains('/') && name.ends_with(".wim"))
 }
 
-/// The files over [`FAT_MAX_FILE`]: a WIM under `sources/` is split by `split` (its
-/// parts replace it); anything else is an error naming the file.
-pub fn split_large_files(tree: &mut Tree, split: Option<WimSplitter>, notes: &mut Vec<String>) -> Result<()> {
+/// A WIM under `sources/` larger than `part_limit` is split by `split` (its parts
+/// replace it); any other file over [`FAT_MAX_FILE`] is an error naming the file.
+pub fn split_large_files(
+    tree: &mut Tree,
+    split: Option<WimSplitter>,
+    part_limit: u64,
+    notes: &mut Vec<String>,
+) -> Result<()> {
     let big: Vec<(Vec<u8>, u64)> = tree
         .walk(tree.root())
-        .filter_map(|(p, id)| tree.node(id).as_file().filter(|f| f.size > FAT_MAX_FILE).map(|f| (p, f.size)))
+        .filter_map(|(p, id)| {
+            let limit = if is_setup_wim(&p) { part_limit.min(FAT_MAX_FILE) } else { FAT_MAX_FILE };
+            tree.node(id).as_file().filter(|f| f.size > limit).map(|f| (p, f.size))
+        })
         .collect();
     for (path, size) in big {
         if !is_setup_wim(&path) {
@@ -146,7 +154,16 @@ pub fn split_large_files(tree: &mut Tree, split: Option<WimSplitter>, notes: &mu
             return Err(too_large(&path, size, "splitting WIM files into .swm parts is not in this build"));
         };
         let text = String::from_utf8_lossy(&path).into_owned();
-        let parts = split(tree, &text, WIM_PART_LIMIT)?;
+        let parts = split(tree, &text, part_limit).map_err(|e| {
+            Error::new(
+                e.kind(),
+                format!(
+                    "{}: cannot be split into .swm parts: {}; --windows-layout exfat stores it whole",
+                    show(&path),
+                    e.message()
+                ),
+            )
+        })?;
         notes.push(format!("{}: {size} bytes split into {}", show(&path), parts.join(", ")));
     }
     Ok(())
@@ -209,6 +226,7 @@ pub fn refuse_skipped(warnings: &[String]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::WIM_PART_LIMIT;
     use diskcast_tree::{FileData, Meta, Timestamp};
 
     fn tree() -> Tree {
@@ -261,7 +279,7 @@ mod tests {
         };
         let mut t = Tree::new(m.clone());
         big(&mut t, b"sources/install.wim");
-        let e = split_large_files(&mut t.clone(), None, &mut Vec::new()).unwrap_err();
+        let e = split_large_files(&mut t.clone(), None, WIM_PART_LIMIT, &mut Vec::new()).unwrap_err();
         assert!(e.to_string().contains("/sources/install.wim: 4294967296 bytes is larger than a FAT file"), "{e}");
         assert!(e.to_string().contains("not in this build; use --windows-layout exfat"), "{e}");
         fn fake(t: &mut Tree, p: &str, limit: u64) -> Result<Vec<String>> {
@@ -270,11 +288,11 @@ mod tests {
             Ok(vec!["sources/install.swm".into(), "sources/install2.swm".into()])
         }
         let mut notes = Vec::new();
-        split_large_files(&mut t, Some(fake), &mut notes).unwrap();
+        split_large_files(&mut t, Some(fake), WIM_PART_LIMIT, &mut notes).unwrap();
         assert!(notes[0].contains("split into sources/install.swm, sources/install2.swm"), "{notes:?}");
         let mut t = Tree::new(m.clone());
         big(&mut t, b"data/disk.img");
-        let e = split_large_files(&mut t, Some(fake), &mut Vec::new()).unwrap_err();
+        let e = split_large_files(&mut t, Some(fake), WIM_PART_LIMIT, &mut Vec::new()).unwrap_err();
         assert!(
             e.to_string().contains("/data/disk.img: 4294967296 bytes")
                 && e.to_string().contains("--windows-layout exfat"),

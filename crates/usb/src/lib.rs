@@ -107,6 +107,9 @@ pub struct UsbOptions {
     pub persistence: Option<u64>,
     /// Splits a WIM over 4 GiB; `None` when this build has no splitter.
     pub split_wim: Option<WimSplitter>,
+    /// `--wim-part-size`: a WIM under `sources/` larger than this is split into parts of
+    /// at most this size ([`WIM_PART_LIMIT`] by default; at most [`FAT_MAX_FILE`]).
+    pub wim_part_size: u64,
     /// Installs GRUB (the host's i386-pc build) for BIOS boot when the ISO's boot
     /// configuration allows; false leaves BIOS boot out (and the summary says so).
     pub bios_grub: bool,
@@ -252,7 +255,7 @@ fn plan_fat32(
     files::make_fat_ready(&mut tree, &mut notes)?;
     let (mut boot_tree, data_tree) = match opts.layout {
         Layout::Fat32 => {
-            files::split_large_files(&mut tree, opts.split_wim, &mut notes)?;
+            files::split_large_files(&mut tree, opts.split_wim, opts.wim_part_size, &mut notes)?;
             (tree, None)
         }
         Layout::Exfat => {

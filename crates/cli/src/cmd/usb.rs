@@ -15,6 +15,10 @@ use serde_json::json;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+/// Smallest `--wim-part-size`: a part holds at least one resource, and parts this small
+/// are already only useful for tests.
+const MIN_WIM_PART: u64 = 1 << 20;
+
 #[derive(Debug, Args)]
 pub struct UsbArgs {
     /// The ISO image (any block format diskcast reads: a plain .iso, qcow2...).
@@ -43,6 +47,11 @@ pub struct UsbArgs {
     /// (`/ union`), for Debian and Ubuntu live systems (boot them with `persistence`).
     #[arg(long, value_name = "SIZE")]
     pub persistence: Option<String>,
+    /// Split a WIM under sources/ larger than SIZE into .swm parts of at most SIZE
+    /// (default 3800M, as Microsoft splits; 1M to 4G-1). WIMs over 4 GiB - 1 are always
+    /// split in the fat32 layout.
+    #[arg(long = "wim-part-size", value_name = "SIZE")]
+    pub wim_part_size: Option<String>,
     /// Block format of OUT (raw, qcow2, vmdk, vhd, vhdx, vdi).
     #[arg(short = 'O', long = "output-format", value_name = "FMT", default_value = "raw")]
     pub output_format: String,
@@ -87,6 +96,16 @@ pub fn run(a: UsbArgs) -> Result<u8> {
     }
     let size = a.size.as_deref().map(parse_size).transpose()?;
     let persistence = a.persistence.as_deref().map(parse_size).transpose()?;
+    let wim_part_size = match a.wim_part_size.as_deref().map(parse_size).transpose()? {
+        None => diskcast_usb::WIM_PART_LIMIT,
+        Some(s) if (MIN_WIM_PART..=diskcast_usb::FAT_MAX_FILE).contains(&s) => s,
+        Some(s) => {
+            return Err(Error::argument(format!(
+                "--wim-part-size {}: a part must be 1 MiB to 4 GiB - 1 (FAT's largest file)",
+                human(s)
+            )));
+        }
+    };
     refuse_device(&a.out)?;
     let create = create_options(&a.format_options, a.write.compress)?;
     let writer = ImageWriter::open(&a.out, std::slice::from_ref(iso), &a.output_format, create, &a.write)?;
@@ -98,9 +117,8 @@ pub fn run(a: UsbArgs) -> Result<u8> {
         label: a.label.clone(),
         size,
         persistence,
-        // The WIM splitter (diskcast_wim::split_in_tree) is wired here once that crate
-        // is in; until then a WIM over 4 GiB is refused with the exfat layout suggested.
-        split_wim: None,
+        split_wim: Some(diskcast_wim::split_in_tree),
+        wim_part_size,
         bios_grub: true,
     };
     let prov = Provenance::from_env()?;
