@@ -22,7 +22,7 @@
 #   ipxe, memtest86+:         more Debian-made hybrid ISOs for `iso remaster`: ipxe.iso
 #                             (isohybrid MBR over a cylinder-padded disc), memtest86+x64.iso
 #                             (floppy emulation, ESP appended after the ISO)
-#   grub-pc-bin:              GRUB's BIOS (i386-pc) images, which `diskcast vm --boot bios` installs
+#   grub-pc-bin:              GRUB's BIOS (i386-pc) images, which `diskcast vm --boot bios` and `diskcast usb` (fat32 sticks) install
 #   mmdebstrap:               a Debian root filesystem for the VM boot test
 #   rpm, sqlite3, gpg, gpg-agent: rpm package databases (rpmdb.sqlite) made by rpmbuild and
 #                             `rpm -i --justdb`, a gpg-pubkey to import; rpm -qa and sqlite3

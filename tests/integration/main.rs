@@ -44,6 +44,7 @@ mod resize;
 mod safety;
 mod squashfs;
 mod trees;
+mod usb;
 mod vm;
 mod vm_bios;
 mod wim;

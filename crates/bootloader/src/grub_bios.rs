@@ -178,7 +178,7 @@ pub fn early_config(entry: &BootEntry) -> Result<String> {
 
 /// A GRUB script word in single quotes (nothing inside is special), refusing what single
 /// quotes cannot hold.
-fn quote(s: &str) -> Result<String> {
+pub fn quote(s: &str) -> Result<String> {
     if s.contains(['\'', '\n', '\r', '\0']) {
         return Err(Error::argument(format!("{s:?} cannot be written into a GRUB script (quote or line break)")));
     }
@@ -211,6 +211,13 @@ impl GrubBios {
             return Err(Error::argument("GPT partition numbers start at 1"));
         }
         let cfg = early_config(entry)?;
+        Self::build_core(modules, &format!("(,gpt{esp_partition})/"), &cfg, &MODULES)
+    }
+
+    /// Builds a core image with `grub-mkimage -O i386-pc` holding `module_list`, with
+    /// `prefix` (where GRUB looks for further modules and its `grub.cfg`) and `cfg` as
+    /// its early configuration (GRUB's rescue parser: one command a line, no `if`).
+    pub fn build_core(modules: &GrubModules, prefix: &str, cfg: &str, module_list: &[&str]) -> Result<Self> {
         let tmp = tempfile::Builder::new()
             .prefix("diskcast-grub-")
             .tempdir()
@@ -224,8 +231,8 @@ impl GrubBios {
             .arg(&core_path)
             .arg("-c")
             .arg(&cfg_path)
-            .args(["-p", &format!("(,gpt{esp_partition})/")])
-            .args(MODULES)
+            .args(["-p", prefix])
+            .args(module_list)
             .output()
             .map_err(|e| {
                 Error::new(

@@ -3,8 +3,8 @@
 //! `common::args`; validation into plans happens in the commands.
 
 use crate::cmd::{
-    cat, check, compare, convert, create, dd, extract, formats, info, iso, ls, measure, mkdisk, mkfs, oci, resize, vm,
-    wim, write,
+    cat, check, compare, convert, create, dd, extract, formats, info, iso, ls, measure, mkdisk, mkfs, oci, resize, usb,
+    vm, wim, write,
 };
 use clap::{Parser, Subcommand};
 
@@ -157,6 +157,10 @@ Examples:
     /// Copy part of an image into a new image, with qemu-img dd's operands.
     #[command(after_help = DD_HELP)]
     Dd(dd::DdArgs),
+    /// Make a USB installer stick image from an ISO (dd copy, or GPT + FAT32 bootable by
+    /// UEFI and BIOS).
+    #[command(after_help = USB_HELP)]
+    Usb(usb::UsbArgs),
 }
 
 const WRITE_HELP: &str = "\
@@ -204,6 +208,28 @@ starting skip*bs bytes in; as in qemu-img, count counts from the input's start, 
 skip the output holds count - skip blocks. A skip past that gives an empty output and a
 warning. The output is written like convert's: sparse, in parallel, put in place only
 when complete.";
+const USB_HELP: &str = "\
+Examples:
+  diskcast usb debian-12.iso -o stick.img                  # then: diskcast write stick.img /dev/sdX
+  diskcast usb debian-live.iso -o stick.img --mode fat32 --persistence 4G
+  diskcast usb installer.iso -o stick.qcow2 -O qcow2 --size 16G --output json
+  diskcast usb Win11.iso -o stick.img --windows-layout exfat
+
+Modes (--mode): dd copies a hybrid ISO (an MBR or GPT in its system area) as it is; a
+non-hybrid ISO is refused there. fat32 makes a GPT disk whose first partition (ESP type)
+is FAT32 holding every file of the ISO's richest tree (UDF, Rock Ridge, Joliet): UEFI
+boots EFI/BOOT/BOOTX64.EFI (from the ISO, or from its El Torito EFI image); BIOS boots
+GRUB (this machine's grub-pc-bin) in a BIOS boot partition, reading the ISO's isolinux
+configuration or its /boot/grub/grub.cfg. auto picks dd for hybrid ISOs, fat32 otherwise,
+and says which and why. Symbolic links become copies of their targets; a file FAT cannot
+hold (over 4 GiB - 1) is refused before writing, unless it is a WIM under sources/ (split
+into install.swm, install2.swm, ... parts; --wim-part-size), or --windows-layout exfat
+puts everything on an exFAT partition beside a FAT32 boot partition (every file but
+sources/, plus sources/boot.wim). What each firmware boots, or
+why not, is said on stderr and in the JSON summary.
+
+OUT is an image file in any block format (-O); a block device is refused for now: write
+the image with `diskcast write`, which checks the device first.";
 
 const VM_HELP: &str = "\
 Examples:

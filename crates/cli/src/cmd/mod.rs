@@ -19,6 +19,7 @@ pub mod mkdisk;
 pub mod mkfs;
 pub mod oci;
 pub mod resize;
+pub mod usb;
 pub mod vm;
 pub mod wim;
 pub mod write;

@@ -1,0 +1,505 @@
+//! `diskcast usb`: sticks made from ISOs that xorriso, genisoimage and our own `iso create`
+//! built, judged by sgdisk, fsck.fat, fsck.exfat, e2fsck, mtools and boots under QEMU
+//! (SeaBIOS and OVMF, the disk on USB).
+
+use crate::support::*;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+fn sh(script: &str) {
+    let out = Command::new("bash").args(["-euc", script]).output().expect("bash");
+    assert!(out.status.success(), "{script}\n{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// The marker the test kernel prints in its "Command line:" banner when BIOS started it.
+const BIOS_MARKER: &str = "DISKCAST_USB_BIOS_OK";
+/// What the ISO's UEFI loader (GRUB built standalone) prints.
+const UEFI_MARKER: &str = "DISKCAST_USB_UEFI_OK";
+
+/// A stage directory for an installer-like ISO: isolinux with a Debian-like configuration
+/// (PROMPT 0, an INCLUDE, a COM32 entry) starting the test kernel with the marker on its
+/// command line; an EFI image (FAT, made by mkfs.fat and mtools) holding a standalone
+/// GRUB that prints the UEFI marker; payload with odd names, a link to a file and a link
+/// to the disc's root (as Debian's `debian -> .`).
+fn stage(t: &Path, efi_in_tree: bool) -> PathBuf {
+    let s = t.join(if efi_in_tree { "stage-efi" } else { "stage" });
+    sh(&format!(
+        "mkdir -p '{s}/boot' '{s}/isolinux' '{s}/data/sub dir' '{s}/data/a/b/c'; cd '{t}'
+         printf 'serial --unit=0 --speed=115200\\nterminal_output serial console\\necho {UEFI_MARKER}\\nhalt\\n' > grub.cfg
+         grub-mkstandalone -O x86_64-efi --modules='serial echo halt' --locales= --fonts= --themes= \
+           -o BOOTX64.EFI boot/grub/grub.cfg=grub.cfg
+         mkfs.fat -C '{s}/boot/efiboot.img' 4096 >/dev/null
+         MTOOLS_SKIP_CHECK=1 mmd -i '{s}/boot/efiboot.img' ::/EFI ::/EFI/BOOT
+         MTOOLS_SKIP_CHECK=1 mcopy -i '{s}/boot/efiboot.img' BOOTX64.EFI ::/EFI/BOOT/BOOTX64.EFI
+         if {efi}; then mkdir -p '{s}/EFI/BOOT'; cp BOOTX64.EFI '{s}/EFI/BOOT/'; fi
+         cp '{kernel}' '{s}/boot/vmlinuz'
+         cp /usr/lib/ISOLINUX/isolinux.bin /usr/lib/syslinux/modules/bios/ldlinux.c32 \
+            /usr/lib/syslinux/modules/bios/menu.c32 /usr/lib/syslinux/modules/bios/libutil.c32 '{s}/isolinux/'
+         printf 'SERIAL 0 115200\\nUI menu.c32\\nPROMPT 0\\nTIMEOUT 10\\nINCLUDE entries.cfg\\n' > '{s}/isolinux/isolinux.cfg'
+         printf 'DEFAULT usb\\nLABEL usb\\n  MENU LABEL ^Boot the test kernel\\n  KERNEL /boot/vmlinuz\\n  APPEND console=ttyS0,115200 panic=-1 {BIOS_MARKER}\\nLABEL hd\\n  COM32 chain.c32\\n' \
+            > '{s}/isolinux/entries.cfg'
+         echo hello > '{s}/data/hello.txt'; ln -s hello.txt '{s}/data/link'; ln -s . '{s}/debian'
+         echo x > '{s}/data/sub dir/Mixed Case Name.txt'; echo deep > '{s}/data/a/b/c/deep.txt'
+         head -c 3000000 /dev/urandom > '{s}/data/random.bin'",
+        s = s.display(),
+        t = t.display(),
+        efi = efi_in_tree,
+        kernel = test_kernel().display(),
+    ));
+    s
+}
+
+/// A hybrid ISO as xorriso makes Debian's: isohybrid MBR code, GPT with the EFI image.
+fn hybrid_iso(t: &Path) -> PathBuf {
+    let s = stage(t, true);
+    let iso = t.join("hybrid.iso");
+    sh(&format!(
+        "xorriso -as mkisofs -quiet -o '{i}' -V 'USB Test 1.0' -R -J -b isolinux/isolinux.bin -c isolinux/boot.cat \
+           -no-emul-boot -boot-load-size 4 -boot-info-table -isohybrid-mbr /usr/lib/ISOLINUX/isohdpfx.bin \
+           -eltorito-alt-boot -e boot/efiboot.img -no-emul-boot -isohybrid-gpt-basdat '{s}'",
+        i = iso.display(),
+        s = s.display()
+    ));
+    iso
+}
+
+/// A CD-only ISO from our own `iso create`: UEFI's loader only inside the El Torito image.
+fn plain_iso(t: &Path) -> PathBuf {
+    let s = stage(t, false);
+    let with_boot = t.join("boot.iso");
+    dc_ok(&[
+        "iso",
+        "create",
+        &s.display().to_string(),
+        "-o",
+        &with_boot.display().to_string(),
+        "-V",
+        "PLAINBOOT",
+        "--boot-bios",
+        "isolinux/isolinux.bin",
+        "--boot-uefi",
+        "boot/efiboot.img",
+    ]);
+    with_boot
+}
+
+fn usb(args: &[&str]) -> (Value, Run) {
+    let mut all = vec!["usb"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--output", "json"]);
+    let r = dc_ok(&all);
+    (r.json(), r)
+}
+
+/// Partition `n` (1-based, as the JSON summary lists it) copied out to a file.
+fn partition(stick: &Path, summary: &Value, n: usize, out: &Path) -> PathBuf {
+    let p = &summary["partitions"][n - 1];
+    let (start, size) = (p["start"].as_u64().unwrap(), p["size"].as_u64().unwrap());
+    let bytes = read(stick);
+    let path = out.join(format!("part{n}.img"));
+    write_file(&path, &bytes[usize::try_from(start).unwrap()..usize::try_from(start + size).unwrap()]);
+    path
+}
+
+/// Every file of `iso` (extracted by xorriso; links followed, links to directories
+/// left out), as (path, bytes).
+fn iso_files(iso: &Path, dir: &Path) -> Vec<(String, Vec<u8>)> {
+    sh(&format!("osirrox -indev '{}' -extract / '{}' 2>/dev/null", iso.display(), dir.display()));
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            let link = std::fs::symlink_metadata(&p).unwrap().file_type().is_symlink();
+            let md = std::fs::metadata(&p).unwrap();
+            if md.is_dir() && !link {
+                todo.push(p);
+            } else if md.is_file() {
+                let rel = p.strip_prefix(dir).unwrap().display().to_string();
+                out.push((rel, std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// mtools' copy of `path` from the FAT image.
+fn mtools_cat(fat: &Path, path: &str) -> Vec<u8> {
+    let out = Command::new("mcopy")
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .args(["-n", "-i"])
+        .arg(fat)
+        .arg(format!("::/{path}"))
+        .arg("-")
+        .output()
+        .expect("mcopy");
+    assert!(out.status.success(), "mcopy {path}: {}", String::from_utf8_lossy(&out.stderr));
+    out.stdout
+}
+
+fn assert_sgdisk_clean(img: &Path) {
+    let v = tool_text("sgdisk", &["-v", &s(img)]);
+    assert!(v.contains("No problems found"), "{v}");
+}
+
+fn boots(disk: &Path, fw: Firmware, marker: &str, scratch: &Path) {
+    if let Err(e) = boot_to_marker(disk, "raw", fw, Bus::Usb, marker, scratch, Duration::from_secs(180)) {
+        panic!("{} did not boot to {marker} on {fw:?} as a USB stick:\n{e}", disk.display());
+    }
+}
+
+#[test]
+fn auto_copies_a_hybrid_iso_as_it_is_and_dd_refuses_a_plain_one() {
+    let t = tmp();
+    let iso = hybrid_iso(t.path());
+    let stick = t.path().join("dd.img");
+    let (j, r) = usb(&[&s(&iso), "-o", &s(&stick)]);
+    assert_eq!(j["mode"], "dd", "{}", r.describe());
+    assert!(r.stderr.contains("mode dd: the ISO is hybrid (GPT with 2 partitions"), "{}", r.stderr);
+    assert_eq!(read(&stick), read(&iso), "dd mode copies the ISO byte for byte");
+    // xorriso's isohybrid MBR overlaps its GPT by design: sgdisk judges the stick as it
+    // judges the ISO itself, nothing added.
+    let verdict = |p: &Path| {
+        String::from_utf8_lossy(&Command::new("sgdisk").arg("-v").arg(p).output().unwrap().stdout).into_owned()
+    };
+    assert_eq!(verdict(&stick), verdict(&iso));
+    assert_eq!(j["bios"]["bootable"], true);
+    assert_eq!(j["uefi"]["bootable"], true);
+    // --size: the ISO, then zeros.
+    let big = t.path().join("big.qcow2");
+    dc_ok(&["usb", &s(&iso), "-o", &s(&big), "--mode", "dd", "--size", "80M", "-O", "qcow2"]);
+    qemu_check_clean(&big);
+    let raw = t.path().join("big.raw");
+    qemu_img(&["convert", "-O", "raw", &s(&big), &s(&raw)]);
+    let bytes = read(&raw);
+    assert_eq!(bytes.len(), 80 << 20);
+    assert_eq!(bytes[..read(&iso).len()], read(&iso)[..]);
+    assert!(bytes[read(&iso).len()..].iter().all(|&b| b == 0));
+
+    // A CD-only ISO has nothing a firmware boots from a disk: refused, nothing written.
+    let plain = plain_iso(t.path());
+    let out = t.path().join("no.img");
+    dc(&["usb", &s(&plain), "-o", &s(&out), "--mode", "dd"]).expect_code(1).expect_stderr_all(&[
+        "cannot be copied as it is (--mode dd)",
+        "it is not a hybrid ISO",
+        "use --mode fat32",
+    ]);
+    assert_no_output(&out);
+    dc(&["usb", &s(&iso), "-o", &s(&out), "--mode", "dd", "--persistence", "8M"])
+        .expect_code(1)
+        .expect_stderr_all(&["--persistence needs a partition of its own; use --mode fat32"]);
+    dc(&["usb", &s(&iso), "-o", &s(&out), "--mode", "dd", "--size", "1M"])
+        .expect_code(1)
+        .expect_stderr_all(&["--size 1 MiB is too small", "dd mode copies all of it"]);
+    assert_no_output(&out);
+}
+
+#[test]
+fn fat32_stick_holds_every_file_of_the_iso_and_passes_every_checker() {
+    let t = tmp();
+    let iso = hybrid_iso(t.path());
+    let stick = t.path().join("stick.img");
+    let (j, r) = usb(&[&s(&iso), "-o", &s(&stick), "--mode", "fat32", "--persistence", "16M"]);
+    assert_eq!(j["mode"], "fat32");
+    assert!(r.stderr.contains("/data/link: link to \"hello.txt\" stored as a copy"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("/debian: link to \".\", a directory holding the link itself, not copied"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("entries hd of /isolinux/isolinux.cfg run syslinux modules"), "{}", r.stderr);
+    assert_eq!(j["uefi"]["how"], "EFI/BOOT/BOOTX64.EFI from the ISO's files");
+    assert!(j["bios"]["how"].as_str().unwrap().contains("isolinux configuration /isolinux/isolinux.cfg"), "{j}");
+    assert_sgdisk_clean(&stick);
+    let types = tool_text("sgdisk", &["-p", &s(&stick)]);
+    let kinds: Vec<&str> = types.lines().filter(|l| l.trim_start().starts_with(char::is_numeric)).collect();
+    assert_eq!(kinds.len(), 3, "{types}");
+    assert!(kinds[0].contains("EF00") && kinds[1].contains("8300") && kinds[2].contains("EF02"), "{types}");
+
+    let fat = partition(&stick, &j, 1, t.path());
+    let fsck = tool_text("fsck.fat", &["-n", &s(&fat)]);
+    assert!(!fsck.contains("differ") && !fsck.contains("Free cluster summary wrong"), "{fsck}");
+    let label = tool_text("fatlabel", &[&s(&fat)]);
+    assert_eq!(label.trim(), "USB_TEST_1", "the label comes from the ISO's volume id");
+    let files = iso_files(&iso, &t.path().join("x"));
+    assert!(files.len() >= 10, "{files:?}");
+    for (path, bytes) in &files {
+        assert!(mtools_cat(&fat, path) == *bytes, "{path} differs on the stick");
+    }
+    let menu = String::from_utf8(mtools_cat(&fat, "diskcast/bios-grub.cfg")).unwrap();
+    assert!(menu.contains("menuentry 'Boot the test kernel' --id 'usb'"), "{menu}");
+
+    let pers = partition(&stick, &j, 2, t.path());
+    tool_text("e2fsck", &["-fn", &s(&pers)]);
+    assert_eq!(tool_out("e2label", &[&s(&pers)]).trim(), "persistence");
+    assert_eq!(tool_out("debugfs", &["-R", "cat /persistence.conf", &s(&pers)]), "/ union\n");
+
+    // The same stick as qcow2: qemu-img sees the same disk.
+    let q = t.path().join("stick.qcow2");
+    let seeded = |out: &Path, fmt: &str| {
+        dc_epoch(
+            Some("1700000000"),
+            &["usb", &s(&iso), "-o", &s(out), "--mode", "fat32", "--persistence", "16M", "-O", fmt],
+        )
+        .expect_ok();
+    };
+    let r1 = t.path().join("r1.img");
+    seeded(&r1, "raw");
+    seeded(&q, "qcow2");
+    qemu_check_clean(&q);
+    qemu_compare(&r1, "raw", &q, "qcow2");
+}
+
+#[test]
+fn fat32_stick_size_is_checked_before_writing() {
+    let t = tmp();
+    let iso = hybrid_iso(t.path());
+    let out = t.path().join("small.img");
+    dc(&["usb", &s(&iso), "-o", &s(&out), "--mode", "fat32", "--size", "20M"])
+        .expect_code(1)
+        .expect_stderr_all(&["--size 20 MiB is too small for the ISO's files on FAT32"]);
+    assert_no_output(&out);
+    let (j, _) = usb(&[&s(&iso), "-o", &s(&out), "--mode", "fat32", "--size", "200M"]);
+    assert_eq!(file_len(&out), 200 << 20);
+    assert_eq!(j["virtual-size"], 200u64 << 20);
+    assert_sgdisk_clean(&out);
+    let fat = partition(&out, &j, 1, t.path());
+    tool_text("fsck.fat", &["-n", &s(&fat)]);
+    assert!(j["partitions"][0]["size"].as_u64().unwrap() > 190 << 20, "the data partition takes the rest: {j}");
+
+    // Several ISOs, a block device: refused with what to do instead.
+    dc(&["usb", &s(&iso), &s(&iso), "-o", &s(&out)])
+        .expect_code(1)
+        .expect_stderr_all(&["2 ISOs given", "not supported yet"]);
+    let dev = t.path().join("sdz");
+    sh(&format!("mknod '{}' b 7 250", dev.display()));
+    dc(&["usb", &s(&iso), "-o", &s(&dev)])
+        .expect_code(1)
+        .expect_stderr_all(&["is a block device", "diskcast usb ISO -o stick.img, then diskcast write stick.img"]);
+}
+
+#[test]
+fn windows_like_iso_gets_a_fat32_boot_partition_and_an_exfat_one_with_everything() {
+    let t = tmp();
+    let s_ = t.path().join("win");
+    sh(&format!(
+        "mkdir -p '{s}/sources' '{s}/efi/boot' '{s}/boot'
+         head -c 2000000 /dev/urandom > '{s}/sources/boot.wim'
+         head -c 3000000 /dev/urandom > '{s}/sources/install.wim'
+         echo setup > '{s}/setup.exe'; echo mgr > '{s}/bootmgr'; head -c 4096 /dev/urandom > '{s}/boot/etfsboot.com'
+         head -c 100000 /dev/urandom > '{s}/efi/boot/bootx64.efi'
+         genisoimage -quiet -udf -allow-limited-size -iso-level 3 -V CCSA_X64FRE_EN-US_DV9 \
+           -b boot/etfsboot.com -no-emul-boot -boot-load-size 8 -o '{t}/win.iso' '{s}'",
+        s = s_.display(),
+        t = t.path().display()
+    ));
+    let iso = t.path().join("win.iso");
+    let stick = t.path().join("win.img");
+    let (j, r) = usb(&[&s(&iso), "-o", &s(&stick), "--windows-layout", "exfat"]);
+    assert_eq!(j["mode"], "fat32");
+    assert!(r.stderr.contains("mode fat32: the ISO cannot be copied as it is"), "{}", r.stderr);
+    assert_eq!(j["uefi"]["how"], "EFI/BOOT/BOOTX64.EFI from the ISO's files");
+    assert_eq!(j["bios"]["bootable"], false);
+    assert!(
+        r.stderr.contains("BIOS boot is not possible: the ISO boots Windows on BIOS (etfsboot.com"),
+        "{}",
+        r.stderr
+    );
+    assert_sgdisk_clean(&stick);
+    let boot = partition(&stick, &j, 1, t.path());
+    tool_text("fsck.fat", &["-n", &s(&boot)]);
+    assert_eq!(tool_text("fatlabel", &[&s(&boot)]).trim(), "CCSA_X64FRE");
+    let listing = tool_out("mdir", &["-/", "-b", "-i", &s(&boot), "::/"]);
+    assert!(listing.contains("::/sources/boot.wim") && !listing.to_lowercase().contains("install.wim"), "{listing}");
+    assert_eq!(mtools_cat(&boot, "sources/boot.wim"), read(&s_.join("sources/boot.wim")));
+    let data = partition(&stick, &j, 2, t.path());
+    tool_text("fsck.exfat", &["-n", &s(&data)]);
+    let types = tool_text("sgdisk", &["-p", &s(&stick)]);
+    assert!(types.contains("EF00") && types.contains("0700"), "{types}");
+    // The exFAT partition's files, read back through the image as a disk.
+    for f in ["sources/install.wim", "sources/boot.wim", "setup.exe", "efi/boot/bootx64.efi"] {
+        let got = dc_ok(&["cat", &format!("{}:2", s(&stick)), f]).stdout;
+        assert!(got == read(&s_.join(f)), "{f} differs on the exFAT partition");
+    }
+}
+
+#[test]
+fn boots_a_hybrid_iso_copied_dd_on_seabios_as_a_usb_stick() {
+    let t = tmp();
+    let iso = hybrid_iso(t.path());
+    let stick = t.path().join("dd.img");
+    dc_ok(&["usb", &s(&iso), "-o", &s(&stick), "--size", "100M"]);
+    boots(&stick, Firmware::Bios, BIOS_MARKER, t.path());
+}
+
+#[test]
+fn boots_a_fat32_stick_on_seabios_through_grub_and_the_isos_isolinux_menu() {
+    let t = tmp();
+    let iso = hybrid_iso(t.path());
+    let stick = t.path().join("f.img");
+    dc_ok(&["usb", &s(&iso), "-o", &s(&stick), "--mode", "fat32"]);
+    boots(&stick, Firmware::Bios, BIOS_MARKER, t.path());
+}
+
+#[test]
+fn boots_a_fat32_stick_of_our_own_cd_only_iso_on_ovmf_with_the_el_torito_efi_loader() {
+    let t = tmp();
+    let iso = plain_iso(t.path());
+    let stick = t.path().join("p.img");
+    let (j, r) = usb(&[&s(&iso), "-o", &s(&stick)]);
+    assert_eq!(j["mode"], "fat32");
+    assert!(r.stderr.contains("mode fat32: the ISO cannot be copied as it is: it is not a hybrid ISO"), "{}", r.stderr);
+    assert_eq!(j["uefi"]["how"], "EFI/BOOT/BOOTX64.EFI from the UEFI El Torito image /boot/efiboot.img");
+    assert!(r.stderr.contains("added 1 files of EFI/ from the UEFI El Torito image /boot/efiboot.img"), "{}", r.stderr);
+    assert_sgdisk_clean(&stick);
+    boots(&stick, Firmware::Uefi, UEFI_MARKER, t.path());
+}
+
+#[test]
+#[ignore = "a boot under TCG (about 10 s) beyond the three of the default suite, which boots dd on SeaBIOS already"]
+fn boots_a_hybrid_iso_copied_dd_on_ovmf() {
+    let t = tmp();
+    let iso = hybrid_iso(t.path());
+    let stick = t.path().join("dd.img");
+    dc_ok(&["usb", &s(&iso), "-o", &s(&stick)]);
+    boots(&stick, Firmware::Uefi, UEFI_MARKER, t.path());
+}
+
+#[test]
+#[ignore = "a boot under TCG (about 10 s) beyond the three of the default suite, which boots fat32 on OVMF already"]
+fn boots_a_fat32_stick_of_a_hybrid_iso_on_ovmf() {
+    let t = tmp();
+    let iso = hybrid_iso(t.path());
+    let stick = t.path().join("f.img");
+    dc_ok(&["usb", &s(&iso), "-o", &s(&stick), "--mode", "fat32"]);
+    boots(&stick, Firmware::Uefi, UEFI_MARKER, t.path());
+}
+
+#[test]
+#[ignore = "a boot under TCG (about 10 s) beyond the three of the default suite, which boots fat32 on SeaBIOS already"]
+fn boots_a_fat32_stick_of_our_own_cd_only_iso_on_seabios() {
+    let t = tmp();
+    let iso = plain_iso(t.path());
+    let stick = t.path().join("p.img");
+    dc_ok(&["usb", &s(&iso), "-o", &s(&stick)]);
+    boots(&stick, Firmware::Bios, BIOS_MARKER, t.path());
+}
+
+#[test]
+#[ignore = "a boot beyond the three of the default suite (about 1 s); Debian's grub-rescue ISO shows its GRUB menu read from the FAT partition"]
+fn debians_grub_rescue_iso_on_fat32_shows_its_own_menu_on_seabios() {
+    let t = tmp();
+    let iso = "/usr/lib/grub-rescue/grub-rescue-cdrom.iso";
+    let stick = t.path().join("rescue.img");
+    let (j, _) = usb(&[iso, "-o", &s(&stick), "--mode", "fat32"]);
+    assert_eq!(j["bios"]["how"], "GRUB (i386-pc) in a BIOS boot partition, reading the ISO's /boot/grub/grub.cfg");
+    assert_sgdisk_clean(&stick);
+    // The menu's first entry, drawn on the serial console GRUB's early configuration adds.
+    boots(&stick, Firmware::Bios, "GNU/Linux", t.path());
+}
+
+#[test]
+fn files_over_4_gib_are_refused_before_writing_unless_the_exfat_layout_takes_them() {
+    let t = tmp();
+    let src = t.path().join("big");
+    // Sparse files: our own UDF writer keeps their holes, so the ISO stays small.
+    sh(&format!(
+        "mkdir -p '{s}/sources' '{s}/efi/boot'; truncate -s 4294967296 '{s}/sources/install.wim'
+         echo efi > '{s}/efi/boot/bootx64.efi'; echo boot > '{s}/sources/boot.wim'",
+        s = src.display()
+    ));
+    let iso = t.path().join("big.iso");
+    dc_ok(&["iso", "create", &s(&src), "-o", &s(&iso), "--udf", "-V", "BIG"]);
+    let out = t.path().join("stick.img");
+    dc(&["usb", &s(&iso), "-o", &s(&out)]).expect_code(1).expect_stderr_all(&[
+        "/sources/install.wim: cannot be split into .swm parts: not a WIM file",
+        "--windows-layout exfat stores it whole",
+    ]);
+    assert_no_output(&out);
+    // The exFAT layout holds it (a qcow2 keeps the 4 GiB of holes small).
+    let q = t.path().join("stick.qcow2");
+    let (j, _) = usb(&[&s(&iso), "-o", &s(&q), "-O", "qcow2", "--windows-layout", "exfat"]);
+    assert_eq!(j["partitions"][1]["kind"], "fat", "{j}");
+    qemu_check_clean(&q);
+    let ls = dc_ok(&["ls", "-l", &format!("{}:2", s(&q)), "sources"]).stdout_str();
+    assert!(ls.contains("4294967296") && ls.contains("install.wim"), "{ls}");
+    std::fs::remove_file(&q).unwrap();
+    sh(&format!("mv '{s}/sources/install.wim' '{s}/disk.img'", s = src.display()));
+    let iso2 = t.path().join("big2.iso");
+    dc_ok(&["iso", "create", &s(&src), "-o", &s(&iso2), "--udf", "-V", "BIG"]);
+    dc(&["usb", &s(&iso2), "-o", &s(&out), "--windows-layout", "exfat"]).expect_code(1).expect_stderr_all(&[
+        "/disk.img: 4294967296 bytes is larger than a FAT file can be",
+        "the FAT32 boot partition (every file outside sources/) cannot hold it",
+    ]);
+    assert_no_output(&out);
+}
+
+#[test]
+fn names_fat_cannot_tell_apart_are_refused_before_writing() {
+    let t = tmp();
+    let src = t.path().join("case");
+    sh(&format!("mkdir -p '{s}'; echo a > '{s}/README'; echo b > '{s}/readme'", s = src.display()));
+    let iso = t.path().join("case.iso");
+    sh(&format!("xorriso -as mkisofs -quiet -o '{}' -R -J '{}'", iso.display(), src.display()));
+    let out = t.path().join("stick.img");
+    dc(&["usb", &s(&iso), "-o", &s(&out)]).expect_code(1).expect_stderr_all(&[
+        "1 of the ISO's entries cannot be stored on the stick",
+        "FAT names ignore case and another entry has this name",
+    ]);
+    assert_no_output(&out);
+}
+
+#[test]
+fn a_windows_wim_is_split_into_swm_parts_that_wimlib_joins_back() {
+    let t = tmp();
+    let (w, win) = (t.path().join("wimsrc"), t.path().join("win"));
+    // A real WIM (wimlib), 40 incompressible files of 100 kB, split at 1 MiB.
+    sh(&format!(
+        "mkdir -p '{w}' '{win}/sources' '{win}/efi/boot'
+         for i in $(seq 1 40); do head -c 100000 /dev/urandom > '{w}/f'$i; done
+         wimlib-imagex capture '{w}' '{win}/sources/install.wim' --compress=none >/dev/null
+         echo boot > '{win}/sources/boot.wim'; head -c 50000 /dev/urandom > '{win}/efi/boot/bootx64.efi'
+         genisoimage -quiet -udf -allow-limited-size -iso-level 3 -V WIN -o '{t}/win.iso' '{win}'",
+        w = w.display(),
+        win = win.display(),
+        t = t.path().display()
+    ));
+    let stick = t.path().join("win.img");
+    let (j, r) = usb(&[&s(&t.path().join("win.iso")), "-o", &s(&stick), "--wim-part-size", "1M"]);
+    let note = j["notes"].as_array().unwrap().iter().find_map(|n| n.as_str().filter(|n| n.contains("split into")));
+    let note = note.unwrap_or_else(|| panic!("no split note: {}", r.stderr)).to_string();
+    assert!(note.starts_with("/sources/install.wim: ") && note.contains("sources/install2.swm"), "{note}");
+    assert_sgdisk_clean(&stick);
+    let fat = partition(&stick, &j, 1, t.path());
+    tool_text("fsck.fat", &["-n", &s(&fat)]);
+    let listing = tool_out("mdir", &["-/", "-b", "-i", &s(&fat), "::/sources"]);
+    assert!(!listing.contains("install.wim"), "the WIM is replaced by its parts: {listing}");
+    let parts: Vec<String> = listing.lines().filter(|l| l.ends_with(".swm")).map(str::to_string).collect();
+    assert!(parts.len() >= 3, "{listing}");
+    let out = t.path().join("parts");
+    std::fs::create_dir(&out).unwrap();
+    let mut names = Vec::new();
+    for p in &parts {
+        let name = p.rsplit('/').next().unwrap();
+        let bytes = mtools_cat(&fat, &format!("sources/{name}"));
+        assert!(bytes.len() <= 1 << 20, "{name} is {} bytes", bytes.len());
+        write_file(&out.join(name), &bytes);
+        names.push(out.join(name));
+    }
+    let joined = t.path().join("joined.wim");
+    let mut args = vec!["join".to_string(), s(&joined)];
+    args.extend(names.iter().map(|n| s(n)));
+    tool_text("wimlib-imagex", &args.iter().map(String::as_str).collect::<Vec<_>>());
+    tool_text("wimlib-imagex", &["verify", &s(&joined)]);
+    let back = t.path().join("back");
+    tool_text("wimlib-imagex", &["apply", &s(&joined), "1", &s(&back)]);
+    for i in 1..=40 {
+        assert!(read(&back.join(format!("f{i}"))) == read(&w.join(format!("f{i}"))), "f{i} differs after the join");
+    }
+    dc(&["usb", &s(&t.path().join("win.iso")), "-o", &s(&stick), "--wim-part-size", "4G"])
+        .expect_code(1)
+        .expect_stderr_all(&["--wim-part-size 4 GiB: a part must be 1 MiB to 4 GiB - 1"]);
+}
