@@ -903,3 +903,18 @@ pub fn gpt_ext4_disk(dir: &Path) -> (PathBuf, Loop) {
     tool_text("mkfs.ext4", &["-q", "-E", "lazy_itable_init=0,lazy_journal_init=0", &p1]);
     (disk, lo)
 }
+
+/// A file of `len` bytes that are not zeros anywhere (a 1 MiB pseudo-random block
+/// repeated with its index in front), as a stick that held something else would be.
+pub fn random_file(path: &Path, len: u64) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::create(path).unwrap();
+    let mut block = pseudo_random(MIB as usize, 17);
+    let mut off = 0;
+    while off < len {
+        block[..8].copy_from_slice(&off.to_le_bytes());
+        let n = (len - off).min(MIB) as usize;
+        f.write_all_at(&block[..n], off).unwrap();
+        off += MIB;
+    }
+}

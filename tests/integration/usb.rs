@@ -503,3 +503,40 @@ fn a_windows_wim_is_split_into_swm_parts_that_wimlib_joins_back() {
         .expect_code(1)
         .expect_stderr_all(&["--wim-part-size 4 GiB: a part must be 1 MiB to 4 GiB - 1"]);
 }
+
+/// A stick written straight onto a device (a loop device over random bytes) goes through
+/// `diskcast write`'s checks and read-back: refused without a terminal unless --yes, and
+/// refused in any format but raw, both leaving the device alone; with --yes the device
+/// holds exactly the stick that the same command writes to a file.
+#[test]
+fn a_stick_written_onto_a_device_equals_the_stick_image() {
+    let t = tmp();
+    let iso = hybrid_iso(t.path());
+    let backing = t.path().join("device.img");
+    random_file(&backing, 80 * MIB);
+    let before = read(&backing);
+    let Some(lo) = Loop::try_attach(&backing, false) else { return };
+    let args = |out: &str, extra: &[&str]| {
+        let mut v = vec!["usb".to_string(), s(&iso), "-o".into(), out.to_string(), "--mode".into(), "fat32".into()];
+        v.extend(["--size".into(), "64M".into()]);
+        v.extend(extra.iter().map(|x| x.to_string()));
+        v
+    };
+    let run = |v: &[String]| dc_epoch(Some("1700000000"), &v.iter().map(String::as_str).collect::<Vec<_>>());
+
+    let r = run(&args(&lo.dev, &[])).expect_code(1);
+    assert!(r.stderr.contains("standard input is not a terminal to ask on; pass --yes"), "{}", r.stderr);
+    let r = run(&args(&lo.dev, &["--yes", "-O", "qcow2"])).expect_code(1);
+    assert!(r.stderr.contains("is a block device: it holds the stick itself (raw)"), "{}", r.stderr);
+    assert!(read(&backing) == before, "a refused write changed the device");
+
+    let r = run(&args(&lo.dev, &["--yes"])).expect_ok();
+    assert!(r.stderr.contains("written and verified"), "{}", r.stderr);
+    let stick = t.path().join("stick.img");
+    run(&args(&s(&stick), &[])).expect_ok();
+    drop(lo);
+    let (made, written) = (read(&stick), read(&backing));
+    assert_eq!(u64::try_from(made.len()).unwrap(), 64 * MIB);
+    assert!(written[..made.len()] == made[..], "the device differs from the stick image");
+    assert!(written[made.len()..] == before[made.len()..], "bytes past the stick were changed");
+}

@@ -7,21 +7,6 @@
 use crate::support::*;
 use std::path::{Path, PathBuf};
 
-/// A file of `len` bytes that are not zeros anywhere (a 1 MiB pseudo-random block
-/// repeated with its index in front), as a stick that held something else would be.
-fn random_file(path: &Path, len: u64) {
-    use std::os::unix::fs::FileExt;
-    let f = std::fs::File::create(path).unwrap();
-    let mut block = pseudo_random(MIB as usize, 17);
-    let mut off = 0;
-    while off < len {
-        block[..8].copy_from_slice(&off.to_le_bytes());
-        let n = (len - off).min(MIB) as usize;
-        f.write_all_at(&block[..n], off).unwrap();
-        off += MIB;
-    }
-}
-
 /// A 64 MiB qcow2 with data written by qemu-io (patterns at odd places, one range written
 /// as zeros) and the rest never written.
 fn qcow2_with_data(dir: &Path) -> PathBuf {

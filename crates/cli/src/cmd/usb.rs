@@ -3,6 +3,7 @@
 //! the arguments are checked, the output opened before the ISO is read, and the summary
 //! printed.
 
+use crate::cmd::write::{Confirm, DeviceTarget, is_device};
 use crate::common::args::{OpenArgs, OutputFormat, ShareArgs, WriteArgs};
 use crate::common::output::ImageWriter;
 use crate::common::{Images, create_options, print_json};
@@ -24,9 +25,16 @@ pub struct UsbArgs {
     /// The ISO image (any block format diskcast reads: a plain .iso, qcow2...).
     #[arg(value_name = "ISO", required = true)]
     pub isos: Vec<PathBuf>,
-    /// The stick image to write.
+    /// The stick image to write, or a block device (a USB stick): then it is checked,
+    /// shown, confirmed and verified as `diskcast write` does.
     #[arg(short = 'o', long = "out", value_name = "OUT")]
     pub out: PathBuf,
+    /// OUT is a device: write without asking (without a terminal to ask on, refused).
+    #[arg(short = 'y', long)]
+    pub yes: bool,
+    /// OUT is a device: do not read it back and compare after writing.
+    #[arg(long = "no-verify")]
+    pub no_verify: bool,
     /// auto (dd for a hybrid ISO, else fat32), dd (the ISO copied as it is) or fat32
     /// (a GPT disk with the ISO's files on FAT32, Rufus's "ISO mode").
     #[arg(long = "mode", id = "usb_mode", value_name = "auto|dd|fat32", default_value = "auto")]
@@ -106,9 +114,19 @@ pub fn run(a: UsbArgs) -> Result<u8> {
             )));
         }
     };
-    refuse_device(&a.out)?;
-    let create = create_options(&a.format_options, a.write.compress)?;
-    let writer = ImageWriter::open(&a.out, std::slice::from_ref(iso), &a.output_format, create, &a.write)?;
+    let target = if is_device(&a.out) {
+        if a.output_format != "raw" || !a.format_options.is_empty() || a.write.compress {
+            return Err(Error::argument(format!(
+                "{} is a block device: it holds the stick itself (raw); -O, --format-options and -c are for \
+                 image files",
+                a.out.display()
+            )));
+        }
+        Target::Device(DeviceTarget::open(&a.out, &[iso.as_path()], &a.write)?)
+    } else {
+        let create = create_options(&a.format_options, a.write.compress)?;
+        Target::File(ImageWriter::open(&a.out, std::slice::from_ref(iso), &a.output_format, create, &a.write)?)
+    };
     let images = Images::new(&OpenArgs { share: a.share, ..OpenArgs::default() })?;
     let disc: Arc<dyn BlockRead> = Arc::from(images.open(iso, a.format.as_deref())?);
     let opts = UsbOptions {
@@ -135,7 +153,14 @@ pub fn run(a: UsbArgs) -> Result<u8> {
     if !stick.uefi.bootable && !stick.bios.bootable {
         eprintln!("diskcast: warning: no firmware boots this stick; it holds the ISO's files only");
     }
-    writer.write(&stick.image)?;
+    match target {
+        Target::File(writer) => writer.write(&stick.image)?,
+        Target::Device(device) => {
+            let what = format!("stick from {name} ({} mode)", stick.mode.name());
+            let confirm = Confirm { yes: a.yes, verify: !a.no_verify };
+            device.write(&stick.image, &what, &confirm, &images)?
+        }
+    }
     let disk_size = stick.image.size();
     match a.output {
         OutputFormat::Human => {
@@ -161,16 +186,8 @@ pub fn run(a: UsbArgs) -> Result<u8> {
     Ok(0)
 }
 
-/// A block device target is refused for now: the device checks live in `diskcast write`.
-fn refuse_device(out: &std::path::Path) -> Result<()> {
-    use std::os::unix::fs::FileTypeExt;
-    if std::fs::metadata(out).is_ok_and(|m| m.file_type().is_block_device()) {
-        return Err(Error::refused(format!(
-            "{} is a block device: diskcast usb writes image files only for now; make the image and write it \
-             with its safety checks: diskcast usb ISO -o stick.img, then diskcast write stick.img {}",
-            out.display(),
-            out.display()
-        )));
-    }
-    Ok(())
+/// Where the stick goes: a new image file, or a device written as `diskcast write` does.
+enum Target {
+    File(ImageWriter),
+    Device(DeviceTarget),
 }

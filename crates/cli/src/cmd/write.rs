@@ -16,7 +16,7 @@ use clap::Args;
 use diskcast_block::device::{self, DeviceInfo};
 use diskcast_block::io::ImageFile;
 use diskcast_block::registry::CreateOptions;
-use diskcast_block::{Error, Result, verify};
+use diskcast_block::{BlockRead, Error, Result, verify};
 use std::io::{BufRead, IsTerminal, Write};
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
@@ -70,44 +70,80 @@ impl Target {
 }
 
 pub fn run(a: WriteImageArgs) -> Result<u8> {
-    let target = resolve(&a.device)?;
-    let path = target.path().to_path_buf();
     let write = WriteArgs { compress: false, progress: a.progress.clone(), jobs: a.jobs.clone() };
-    let threads = a.jobs.count()?;
-    let inputs = [&a.image];
+    let inputs = [a.image.as_path()];
     // The target first, as every writing command does: checked and locked before the
     // image is opened.
-    let writer = ImageWriter::overwrite(&path, &inputs, "raw", CreateOptions::default(), &write)?;
+    let target = DeviceTarget::open(&a.device, &inputs, &write)?;
     let images = Images::new(&a.open)?;
     let image = images.open(&a.image, a.format.as_deref())?;
-    let size = image.size();
-    let shown = match &target {
-        Target::Device { path, via } => describe_device(path, via.as_deref(), &device::check(path, size, &inputs)?),
-        Target::File(path) => describe_file(path)?,
-    };
-    let what = format!("{}: {}, {}", a.image.display(), image.info().format, bytes(size));
-    eprintln!("diskcast: {what} -> {shown}");
-    if !a.yes {
-        confirm(&path)?;
-    }
-    if !ImageFile::direct_io_supported(&path) {
-        eprintln!(
-            "diskcast: {}: direct I/O (O_DIRECT) is refused here; writing through the page cache",
-            path.display()
-        );
-    }
-    let check = !a.no_verify;
-    let passes = Passes::new(a.progress.reporter(), if check { size.saturating_mul(2) } else { size });
-    writer.write_reporting(image.as_ref(), &passes)?;
-    if check {
-        let back = images.registry.open_source(verify::written(&path, size)?, Some("raw"), &images.context())?;
-        let stop = interrupt_flag()?;
-        verify::verify(image.as_ref(), back.as_ref(), &path, threads, &passes, Some(&stop))?;
-    }
-    drop(passes);
-    let done = if check { "written and verified" } else { "written (not verified: --no-verify)" };
-    eprintln!("diskcast: {}: {done}", path.display());
+    let what = format!("{}: {}, {}", a.image.display(), image.info().format, bytes(image.size()));
+    target.write(image.as_ref(), &what, &Confirm { yes: a.yes, verify: !a.no_verify }, &images)?;
     Ok(0)
+}
+
+/// Whether `path` names a block device (directly or through a symlink): the commands
+/// that make images (`usb`) then write it as `write` does.
+pub fn is_device(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.file_type().is_block_device())
+}
+
+/// What the user allowed: no question asked (`--yes`), read back after (`--verify`).
+pub struct Confirm {
+    pub yes: bool,
+    pub verify: bool,
+}
+
+/// A device or existing file resolved, checked as far as it can be without the image
+/// and locked: the first step of every command that writes onto a device.
+pub struct DeviceTarget {
+    target: Target,
+    writer: ImageWriter,
+    inputs: Vec<PathBuf>,
+    write: WriteArgs,
+}
+
+impl DeviceTarget {
+    pub fn open(given: &Path, inputs: &[&Path], write: &WriteArgs) -> Result<Self> {
+        let target = resolve(given)?;
+        let writer = ImageWriter::overwrite(target.path(), inputs, "raw", CreateOptions::default(), write)?;
+        let inputs = inputs.iter().map(|p| p.to_path_buf()).collect();
+        Ok(DeviceTarget { target, writer, inputs, write: write.clone() })
+    }
+
+    /// Checks the target against the image (in use, the system, an input, read-only,
+    /// too small), shows it, asks unless `--yes`, writes the image, then reads it back
+    /// and compares when asked. `what` describes the image on the line shown.
+    pub fn write(self, image: &dyn BlockRead, what: &str, confirm: &Confirm, images: &Images) -> Result<()> {
+        let DeviceTarget { target, writer, inputs, write } = self;
+        let path = target.path().to_path_buf();
+        let size = image.size();
+        let shown = match &target {
+            Target::Device { path, via } => describe_device(path, via.as_deref(), &device::check(path, size, &inputs)?),
+            Target::File(path) => describe_file(path)?,
+        };
+        eprintln!("diskcast: {what} -> {shown}");
+        if !confirm.yes {
+            ask(&path)?;
+        }
+        if !ImageFile::direct_io_supported(&path) {
+            eprintln!(
+                "diskcast: {}: direct I/O (O_DIRECT) is refused here; writing through the page cache",
+                path.display()
+            );
+        }
+        let passes = Passes::new(write.progress.reporter(), if confirm.verify { size.saturating_mul(2) } else { size });
+        writer.write_reporting(image, &passes)?;
+        if confirm.verify {
+            let back = images.registry.open_source(verify::written(&path, size)?, Some("raw"), &images.context())?;
+            let stop = interrupt_flag()?;
+            verify::verify(image, back.as_ref(), &path, write.jobs.count()?, &passes, Some(&stop))?;
+        }
+        drop(passes);
+        let done = if confirm.verify { "written and verified" } else { "written (not verified: --no-verify)" };
+        eprintln!("diskcast: {}: {done}", path.display());
+        Ok(())
+    }
 }
 
 /// DEVICE as written: a block device (through a symlink only when it points at one, then
@@ -178,7 +214,7 @@ fn describe_file(path: &Path) -> Result<String> {
 }
 
 /// Asks on the terminal; without one there is nobody to ask, so it refuses.
-fn confirm(path: &Path) -> Result<()> {
+fn ask(path: &Path) -> Result<()> {
     if !std::io::stdin().is_terminal() {
         return Err(Error::refused(
             "will not write without confirmation, and standard input is not a terminal to ask on; pass --yes \
