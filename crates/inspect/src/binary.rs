@@ -18,17 +18,41 @@ const MAX_GO_BUILDINFO: u64 = 8 << 20;
 /// Largest `.dep-v0` read, compressed and inflated.
 const MAX_AUDIT_BYTES: u64 = 8 << 20;
 
-/// Reads the build information of `f` when it is an ELF binary that has some.
+/// Largest executable whose build info is looked for (binaries in a stream are read
+/// whole, in stream order; larger ones are skipped).
+pub const MAX_BINARY_BYTES: u64 = 512 << 20;
+
+/// Reads the build information of `f` when it is an ELF binary that has some: only its
+/// header, section table and build-info sections.
 pub(crate) fn scan(f: &FileData, inv: &mut Inventory, shown: &str) -> Result<(), String> {
-    if f.size < 64 {
-        return Ok(());
-    }
     let read = |off: u64, len: u64| -> Result<Vec<u8>, String> {
         let n = usize_from_u64(len, "section size").map_err(|e| e.to_string())?;
         let mut buf = vec![0u8; n];
         f.read_at(&mut buf, off).map_err(|e| format!("{shown}: {e}"))?;
         Ok(buf)
     };
+    scan_with(f.size, read, inv, shown)
+}
+
+/// [`scan`] of a binary already in memory.
+pub(crate) fn scan_bytes(b: &[u8], inv: &mut Inventory, shown: &str) -> Result<(), String> {
+    let read = |off: u64, len: u64| -> Result<Vec<u8>, String> {
+        let at = usize_from_u64(off, "section offset").map_err(|e| e.to_string())?;
+        let n = usize_from_u64(len, "section size").map_err(|e| e.to_string())?;
+        Ok(diskcast_layout::bytes(b, at, n, "section").map_err(|e| format!("{shown}: {e}"))?.to_vec())
+    };
+    scan_with(u64_from_usize(b.len()), read, inv, shown)
+}
+
+fn scan_with(
+    size: u64,
+    read: impl Fn(u64, u64) -> Result<Vec<u8>, String>,
+    inv: &mut Inventory,
+    shown: &str,
+) -> Result<(), String> {
+    if size < 64 {
+        return Ok(());
+    }
     let head = read(0, 64)?;
     // 64-bit little-endian ELF only: what Go and Rust build for Linux on x86-64 and arm64.
     if !head.starts_with(b"\x7fELF\x02\x01") {
@@ -40,7 +64,7 @@ pub(crate) fn scan(f: &FileData, inv: &mut Inventory, shown: &str) -> Result<(),
     let shnum = u64::from(le16(&head, 0x3c, "e_shnum").map_err(err)?);
     let shstrndx = u64::from(le16(&head, 0x3e, "e_shstrndx").map_err(err)?);
     let table_len = shentsize * shnum;
-    if shentsize < 64 || table_len > MAX_SECTION_TABLE || shoff.checked_add(table_len).is_none_or(|e| e > f.size) {
+    if shentsize < 64 || table_len > MAX_SECTION_TABLE || shoff.checked_add(table_len).is_none_or(|e| e > size) {
         return Ok(());
     }
     let table = read(shoff, table_len)?;
@@ -48,11 +72,10 @@ pub(crate) fn scan(f: &FileData, inv: &mut Inventory, shown: &str) -> Result<(),
         let at = usize_from_u64(i * shentsize, "section").map_err(|e| e.to_string())?;
         let name = le32(&table, at, "sh_name").map_err(err)?;
         let off = le64(&table, at + 0x18, "sh_offset").map_err(err)?;
-        let size = le64(&table, at + 0x20, "sh_size").map_err(err)?;
-        if off.checked_add(size).is_none_or(|e| e > f.size) {
-            return Err(format!("{shown}: section {i} runs past the end of the file"));
-        }
-        Ok((name, off, size))
+        let len = le64(&table, at + 0x20, "sh_size").map_err(err)?;
+        // Not checked against the file here: `.bss` and other NOBITS sections have an
+        // offset and a size but no bytes. The sections read are bounded by `read`.
+        Ok((name, off, len))
     };
     if shstrndx >= shnum {
         return Ok(());

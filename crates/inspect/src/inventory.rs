@@ -8,8 +8,11 @@
 use crate::purl;
 use crate::{Package, binary, jar, packages};
 use diskcast_block::Result;
-use diskcast_tree::{Kind, NodeId, Tree};
+use diskcast_layout::u64_from_usize;
+use diskcast_tree::{Content, Kind, NodeId, StreamSource, Tree};
 use serde::Serialize;
+use std::io::Read;
+use std::sync::Arc;
 
 /// Largest language metadata file read (METADATA, package.json, gemspec, pom.properties:
 /// a few KiB in practice; a 10 MB description is refused, not read).
@@ -188,40 +191,171 @@ pub(crate) fn push_lang(
     });
 }
 
-/// Walks the tree once and reads the files that name language packages.
-fn scan_files(tree: &Tree, inv: &mut Inventory) {
-    for (path, id) in tree.walk(NodeId::ROOT) {
-        let Kind::File(f) = &tree.node(id).kind else { continue };
-        let shown = format!("/{}", String::from_utf8_lossy(&path));
-        let name = path.rsplit(|&c| c == b'/').next().unwrap_or(&path);
-        let parent = parent_name(&path);
-        let read = |limit: u64| tree.read(&path, limit).map_err(|e| format!("{shown}: {e}"));
-        let result: std::result::Result<(), String> = if name == b"METADATA" && parent.ends_with(b".dist-info") {
-            read(MAX_METADATA_BYTES).map(|b| python(inv, &b, shown.clone()))
-        } else if name == b"PKG-INFO" && parent.ends_with(b".egg-info") {
-            read(MAX_METADATA_BYTES).map(|b| python(inv, &b, shown.clone()))
+/// What a file found by the walk is read as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum What {
+    Python,
+    Node,
+    Gem,
+    Composer,
+    Pom,
+    Archive,
+    Binary,
+}
+
+impl What {
+    /// The most bytes read of such a file.
+    fn cap(self) -> u64 {
+        match self {
+            What::Composer => MAX_COMPOSER_BYTES,
+            What::Archive => jar::MAX_ARCHIVE_BYTES,
+            What::Binary => binary::MAX_BINARY_BYTES,
+            _ => MAX_METADATA_BYTES,
+        }
+    }
+}
+
+fn classify(path: &[u8], executable: bool) -> Option<What> {
+    let name = path.rsplit(|&c| c == b'/').next().unwrap_or(path);
+    let parent = parent_name(path);
+    Some(
+        if (name == b"METADATA" && parent.ends_with(b".dist-info"))
+            || (name == b"PKG-INFO" && parent.ends_with(b".egg-info"))
+        {
+            What::Python
         } else if path.ends_with(b".egg-info") {
             // An egg-info may also be a single file (distutils).
-            read(MAX_METADATA_BYTES).map(|b| python(inv, &b, shown.clone()))
-        } else if name == b"package.json" && in_node_modules(&path) {
-            read(MAX_METADATA_BYTES).and_then(|b| node(inv, &b, shown.clone()))
+            What::Python
+        } else if name == b"package.json" && in_node_modules(path) {
+            What::Node
         } else if name.ends_with(b".gemspec") && parent == b"specifications" {
-            read(MAX_METADATA_BYTES).map(|b| gem(inv, &b, name, shown.clone()))
+            What::Gem
         } else if name == b"installed.json" && parent == b"composer" {
-            read(MAX_COMPOSER_BYTES).and_then(|b| composer(inv, &b, shown.clone()))
+            What::Composer
         } else if name == b"pom.properties" && path.windows(14).any(|w| w == b"META-INF/maven") {
-            read(MAX_METADATA_BYTES).map(|b| jar::pom_properties(inv, &b, shown.clone()))
+            What::Pom
         } else if [&b".jar"[..], b".war", b".ear"].iter().any(|e| name.ends_with(e)) {
-            jar::scan_file(tree, &path, f.size, inv, &shown)
-        } else if tree.node(id).meta.mode & 0o111 != 0 {
+            What::Archive
+        } else if executable {
+            What::Binary
+        } else {
+            return None;
+        },
+    )
+}
+
+/// Lists the packages a file's bytes name.
+fn handle(
+    inv: &mut Inventory,
+    what: What,
+    path: &[u8],
+    bytes: &[u8],
+    shown: String,
+) -> std::result::Result<(), String> {
+    let name = path.rsplit(|&c| c == b'/').next().unwrap_or(path);
+    match what {
+        What::Python => python(inv, bytes, shown),
+        What::Node => return node(inv, bytes, shown),
+        What::Gem => gem(inv, bytes, name, shown),
+        What::Composer => return composer(inv, bytes, shown),
+        What::Pom => jar::pom_properties(inv, bytes, shown),
+        What::Archive => return jar::scan_bytes(bytes, &shown, inv),
+        What::Binary => return binary::scan_bytes(bytes, inv, &shown),
+    }
+    Ok(())
+}
+
+/// A file of a front-to-back stream (a container layer, a compressed tar), read later
+/// in stream order.
+struct Queued {
+    offset: u64,
+    size: u64,
+    path: Vec<u8>,
+    what: What,
+}
+
+/// Walks the tree once and reads the files that name language packages. Files inside a
+/// stream (a layer, a compressed tar) are read in one pass over each stream, in its
+/// order: reading each at its offset would decode the stream once per file.
+fn scan_files(tree: &Tree, inv: &mut Inventory) {
+    let mut streams: Vec<(Arc<dyn StreamSource>, Vec<Queued>)> = Vec::new();
+    for (path, id) in tree.walk(NodeId::ROOT) {
+        let node = tree.node(id);
+        let Kind::File(f) = &node.kind else { continue };
+        let Some(what) = classify(&path, node.meta.mode & 0o111 != 0) else { continue };
+        let shown = format!("/{}", String::from_utf8_lossy(&path));
+        if f.size > what.cap() {
+            // Executables larger than the cap are skipped quietly: they are not build
+            // info, and a warning per large binary would drown the rest.
+            if what != What::Binary {
+                inv.warnings.push(format!(
+                    "{shown}: {} bytes, more than the {}-byte cap: not read",
+                    f.size,
+                    what.cap()
+                ));
+            }
+            continue;
+        }
+        if let Content::Stream { stream, offset } = &f.content {
+            let q = Queued { offset: *offset, size: f.size, path, what };
+            match streams.iter_mut().find(|(s, _)| Arc::ptr_eq(s, stream)) {
+                Some((_, list)) => list.push(q),
+                None => streams.push((stream.clone(), vec![q])),
+            }
+            continue;
+        }
+        let result = if what == What::Binary {
             binary::scan(f, inv, &shown)
         } else {
-            Ok(())
+            tree.read(&path, what.cap())
+                .map_err(|e| format!("{shown}: {e}"))
+                .and_then(|b| handle(inv, what, &path, &b, shown))
         };
         if let Err(w) = result {
             inv.warnings.push(w);
         }
     }
+    for (stream, mut list) in streams {
+        list.sort_by_key(|q| q.offset);
+        if let Err(w) = read_stream(stream.as_ref(), &list, inv) {
+            inv.warnings.push(w);
+        }
+    }
+}
+
+/// Reads the queued files of one stream front to back, each once. An executable that
+/// does not start with the ELF magic is skipped after its first four bytes.
+fn read_stream(stream: &dyn StreamSource, list: &[Queued], inv: &mut Inventory) -> std::result::Result<(), String> {
+    let name = stream.name();
+    let err = |e: std::io::Error| format!("{name}: {e}");
+    let mut r = stream.open().map_err(|e| format!("{name}: {e}"))?;
+    let mut pos = 0u64;
+    for q in list {
+        if q.offset < pos {
+            // Two names for one member (a hard link): already read.
+            continue;
+        }
+        std::io::copy(&mut (&mut r).take(q.offset - pos), &mut std::io::sink()).map_err(err)?;
+        pos = q.offset;
+        let shown = format!("/{}", String::from_utf8_lossy(&q.path));
+        let mut bytes = Vec::new();
+        let first = if q.what == What::Binary { q.size.min(4) } else { q.size };
+        (&mut r).take(first).read_to_end(&mut bytes).map_err(err)?;
+        if q.what == What::Binary && bytes.starts_with(b"\x7fELF") {
+            (&mut r).take(q.size - first).read_to_end(&mut bytes).map_err(err)?;
+        }
+        pos += u64_from_usize(bytes.len());
+        if u64_from_usize(bytes.len()) < first {
+            return Err(format!("{name}: ends inside {shown}"));
+        }
+        if q.what == What::Binary && !bytes.starts_with(b"\x7fELF") {
+            continue;
+        }
+        if let Err(w) = handle(inv, q.what, &q.path, &bytes, shown) {
+            inv.warnings.push(w);
+        }
+    }
+    Ok(())
 }
 
 fn parent_name(path: &[u8]) -> &[u8] {

@@ -5,7 +5,6 @@
 
 use crate::inventory::{Inventory, push_lang};
 use diskcast_layout::{le16, le32, usize_from};
-use diskcast_tree::Tree;
 use std::io::Read;
 
 /// Largest archive read (fat jars of a few hundred MiB exist; larger is refused by name).
@@ -18,16 +17,10 @@ pub const MAX_INFLATED_BYTES: u64 = 512 << 20;
 /// Most central directory entries read per archive.
 pub const MAX_MEMBERS: usize = 1 << 18;
 
-/// Reads the archive at `path` and lists the Maven packages in it.
-pub(crate) fn scan_file(tree: &Tree, path: &[u8], size: u64, inv: &mut Inventory, shown: &str) -> Result<(), String> {
-    if size > MAX_ARCHIVE_BYTES {
-        return Err(format!(
-            "{shown}: {size} bytes, more than the {MAX_ARCHIVE_BYTES}-byte MAX_ARCHIVE_BYTES cap: not read"
-        ));
-    }
-    let bytes = tree.read(path, MAX_ARCHIVE_BYTES).map_err(|e| format!("{shown}: {e}"))?;
+/// Lists the Maven packages in the archive `bytes` (the file `shown`).
+pub(crate) fn scan_bytes(bytes: &[u8], shown: &str, inv: &mut Inventory) -> Result<(), String> {
     let mut budget = MAX_INFLATED_BYTES;
-    scan_zip(&bytes, shown, 0, &mut budget, inv)
+    scan_zip(bytes, shown, 0, &mut budget, inv)
 }
 
 fn scan_zip(zip: &[u8], shown: &str, depth: u32, budget: &mut u64, inv: &mut Inventory) -> Result<(), String> {
