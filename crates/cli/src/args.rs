@@ -3,8 +3,8 @@
 //! `common::args`; validation into plans happens in the commands.
 
 use crate::cmd::{
-    cat, check, compare, convert, create, dd, extract, formats, info, inspect, iso, ls, measure, mkdisk, mkfs, oci, resize,
-    vm, wim, write,
+    cat, check, compare, convert, create, dd, extract, formats, info, inspect, iso, ls, measure, mkdisk, mkfs, oci,
+    resize, vm, wim, write,
 };
 use clap::{Parser, Subcommand};
 
