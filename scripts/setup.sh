@@ -30,6 +30,8 @@
 #   db5.3-util:               db5.3_load/db5.3_dump: rpm's older Berkeley DB Packages files
 #   exfatprogs, exfat-fuse:   mkfs.exfat/fsck.exfat/tune.exfat as exFAT maker and checker;
 #                             exfat-fuse mounts exFAT where the kernel has no exfat driver
+#   nodejs, npm, default-jdk-headless: npm installs and `jar` makes the Node packages and
+#                             Java archives `inspect` lists (tests/integration/inspect.rs)
 #   squashfs-tools:           mksquashfs (every compressor) makes the squashfs reader's inputs,
 #                             unsquashfs -lln/-d judges its listing and extraction
 #   wimtools:                 wimlib-imagex: captures the WIMs the WIM splitter reads; its
@@ -57,6 +59,7 @@ packages=(
   wimtools
   bmap-tools
   strace
+  nodejs npm default-jdk-headless
 )
 # Packages that must come from backports on bookworm (older releases there are too old).
 backports=(qemu-system-x86 qemu-system-common qemu-system-data seabios e2fsprogs libext2fs2)
@@ -115,6 +118,10 @@ for iso in /usr/lib/ipxe/ipxe.iso /usr/lib/memtest86+/memtest86+x64.iso; do
 done
 [ -e /usr/share/OVMF/OVMF_CODE_4M.fd ] || [ -e /usr/share/OVMF/OVMF_CODE.fd ] ||
   { echo "setup: OVMF firmware is missing after install" >&2; exit 1; }
+# SBOM reference validators (tests/integration/inspect.rs): spdx-tools (pyspdxtools and
+# its validator) for SPDX 2.3, cyclonedx-python-lib's JsonStrictValidator for CycloneDX 1.6.
+/usr/bin/python3 -c 'import spdx_tools, cyclonedx' 2>/dev/null ||
+  $sudo /usr/bin/python3 -m pip install --quiet --break-system-packages spdx-tools 'cyclonedx-python-lib[json-validation]'
 # Debian's python (tests call /usr/bin/python3: a pyenv python on PATH lacks Debian's modules).
 /usr/bin/python3 -c 'import pycdlib' 2>/dev/null || { echo "setup: python3-pycdlib is missing after install" >&2; exit 1; }
 mke2fs -V 2>&1 | awk 'NR==1 { split($2, v, "."); if (v[1] < 1 || (v[1] == 1 && (v[2] < 47 || (v[2] == 47 && v[3] < 1)))) { print "setup: mke2fs " $2 " is older than 1.47.1" > "/dev/stderr"; exit 1 } }'

@@ -25,6 +25,7 @@ mod extract_races;
 mod hostile;
 mod info;
 mod inputs;
+mod inspect;
 mod iso;
 mod iso_remaster;
 mod iso_udf;

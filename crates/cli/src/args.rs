@@ -3,8 +3,8 @@
 //! `common::args`; validation into plans happens in the commands.
 
 use crate::cmd::{
-    cat, check, compare, convert, create, dd, extract, formats, info, iso, ls, measure, mkdisk, mkfs, oci, resize, usb,
-    vm, wim, write,
+    cat, check, compare, convert, create, dd, extract, formats, info, inspect, iso, ls, measure, mkdisk, mkfs, oci,
+    resize, usb, vm, wim, write,
 };
 use clap::{Parser, Subcommand};
 
@@ -132,6 +132,9 @@ Examples:
     /// Extract a tree into a directory (safely), or write it as a tar.
     #[command(after_help = EXTRACT_HELP)]
     Extract(extract::ExtractArgs),
+    /// The packages and libraries of any image: table, JSON, SPDX or CycloneDX.
+    #[command(after_help = INSPECT_HELP)]
+    Inspect(inspect::InspectArgs),
     /// Container images: inspect an OCI or Docker image.
     #[command(subcommand)]
     Oci(oci::OciCommand),
@@ -290,6 +293,19 @@ Examples:
   SRC   a directory, tar or disk image (DISK:PART); none: an empty filesystem
 Partitions start on 1 MiB boundaries; GPT type GUIDs follow the Discoverable Partitions
 Specification. Read the result back with `diskcast ls disk.qcow2:esp`.";
+
+const INSPECT_HELP: &str = "\
+Examples:
+  diskcast inspect oci-archive:app.tar                     # a container image
+  diskcast inspect --output spdx-json disk.qcow2 > sbom.json  # a VM disk's root partition
+  diskcast inspect --output cyclonedx-json debian-live.iso    # a live ISO's squashfs root
+  diskcast inspect --output json ./rootfs | jq -r '.packages[].purl'
+
+OS packages come from the dpkg, apk or rpm database; language packages from the files
+that name them: Python dist-info/egg-info, node_modules/**/package.json, Go and
+cargo-auditable binaries' build info, Java archives' pom.properties (nested jars too),
+Ruby specifications/*.gemspec, Composer's installed.json. Nothing is extracted. With
+SOURCE_DATE_EPOCH set, SPDX and CycloneDX documents are the same bytes on every run.";
 
 const LS_HELP: &str = "\
 Examples:

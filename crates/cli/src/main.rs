@@ -54,6 +54,7 @@ fn run(command: Command) -> Result<u8, Failure> {
         Command::Ls(a) => ls::run(a).map_err(Failure::from),
         Command::Cat(a) => cat::run(a).map_err(Failure::from),
         Command::Extract(a) => extract::run(a).map_err(Failure::from),
+        Command::Inspect(a) => inspect::run(a).map_err(Failure::from),
         Command::Oci(c) => oci::run(c).map_err(Failure::from),
         Command::Mkfs(a) => mkfs::run(a).map_err(Failure::from),
         Command::Mkdisk(a) => mkdisk::run(a).map_err(Failure::from),

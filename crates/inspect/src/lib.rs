@@ -13,7 +13,12 @@
 #![cfg_attr(not(test), deny(clippy::as_conversions))]
 
 pub mod bdb;
+mod binary;
+pub mod inventory;
+mod jar;
+pub mod purl;
 pub mod rpmdb;
+pub mod sbom;
 
 use diskcast_block::Result;
 use diskcast_tree::{FileType, Tree};
@@ -23,7 +28,7 @@ use serde::Serialize;
 const MAX_DB_BYTES: u64 = 64 << 20;
 
 /// Largest os-release file read (real ones are a few hundred bytes).
-const MAX_OS_RELEASE: u64 = 1 << 20;
+pub(crate) const MAX_OS_RELEASE: u64 = 1 << 20;
 
 /// An installed package. Every database gives name, version and architecture; rpm also
 /// gives the rest.
@@ -47,7 +52,7 @@ pub struct Package {
     /// License.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub license: Option<String>,
-    /// The source package (rpm's `SOURCERPM`).
+    /// The source package (dpkg's `Source`, apk's origin, rpm's `SOURCERPM`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
 }
@@ -159,6 +164,7 @@ pub fn parse_dpkg(text: &str) -> Vec<Package> {
         let mut name = "";
         let mut version = "";
         let mut arch = "";
+        let mut source = None;
         let mut installed = false;
         for line in para.lines() {
             if let Some(v) = line.strip_prefix("Package:") {
@@ -167,12 +173,17 @@ pub fn parse_dpkg(text: &str) -> Vec<Package> {
                 version = v.trim();
             } else if let Some(v) = line.strip_prefix("Architecture:") {
                 arch = v.trim();
+            } else if let Some(v) = line.strip_prefix("Source:") {
+                // `Source: NAME (VERSION)` when the source version differs.
+                source = Some(v.trim().to_string());
             } else if let Some(v) = line.strip_prefix("Status:") {
                 installed = v.split_whitespace().last() == Some("installed");
             }
         }
         if installed && !name.is_empty() {
-            out.push(Package::new(name, version, arch));
+            let mut p = Package::new(name, version, arch);
+            p.source = source;
+            out.push(p);
         }
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -189,6 +200,8 @@ pub fn parse_apk(text: &str) -> Vec<Package> {
                 Some(("P", v)) => p.name = v.to_string(),
                 Some(("V", v)) => p.version = v.to_string(),
                 Some(("A", v)) => p.architecture = v.to_string(),
+                Some(("o", v)) => p.source = Some(v.to_string()),
+                Some(("L", v)) => p.license = Some(v.to_string()),
                 _ => {}
             }
         }

@@ -11,6 +11,7 @@ pub mod dd;
 pub mod extract;
 pub mod formats;
 pub mod info;
+pub mod inspect;
 pub mod iso;
 pub mod ls;
 pub mod map;
