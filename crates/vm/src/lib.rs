@@ -9,6 +9,8 @@
 mod build;
 pub mod check;
 pub mod container_disk;
+pub mod cpio;
+pub mod drivers;
 pub mod guest;
 pub mod kernel;
 pub mod profile;

@@ -51,6 +51,11 @@ pub struct VmArgs {
     /// The initramfs to boot with (a file on this machine).
     #[arg(long, value_name = "PATH")]
     pub initrd: Option<PathBuf>,
+    /// The kernel's modules directory (lib/modules/VERSION, or the lib/modules holding
+    /// it): which bus drivers it has built in and the modules an initramfs is built
+    /// from. Default: the image's, or the one beside --kernel (an unpacked kernel package).
+    #[arg(long, value_name = "DIR")]
+    pub modules: Option<PathBuf>,
     /// Appended to the kernel command line diskcast builds (root=PARTUUID=..., consoles).
     #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
     pub cmdline: Option<String>,
@@ -163,6 +168,7 @@ pub fn run(a: VmArgs) -> Result<u8> {
         boot,
         kernel: a.kernel.clone(),
         initrd: a.initrd.clone(),
+        modules: a.modules.clone(),
         cmdline: a.cmdline.clone(),
         loader: a.loader.clone(),
         disk_size: a.size.as_deref().map(parse_size).transpose()?,
@@ -191,6 +197,9 @@ pub fn run(a: VmArgs) -> Result<u8> {
     eprintln!("diskcast: {} from {}; loader from {}", vm.kernel, opened.description, vm.loader);
     for c in &vm.guest_changes {
         eprintln!("diskcast: guest: {c}");
+    }
+    for d in &vm.drivers {
+        eprintln!("diskcast: drivers: {d}");
     }
     writer.write(&vm.image)?;
     if let Some(s) = &staged {
@@ -247,6 +256,7 @@ pub fn run(a: VmArgs) -> Result<u8> {
                 "loader": vm.loader,
                 "cmdline": vm.entry.cmdline,
                 "guest-changes": vm.guest_changes,
+                "drivers": vm.drivers,
                 "warnings": vm.warnings,
             }));
         }
