@@ -33,10 +33,16 @@ pub struct Entry {
     pub mode: u32,
     /// Content length.
     pub size: u64,
+    /// The content, for the entries the caller asked to keep.
+    pub data: Option<Vec<u8>>,
 }
 
-/// Every entry of the initramfs `r` reads, `what` naming it in errors.
-pub fn list(r: impl Read, what: &str) -> Result<Vec<Entry>> {
+/// The largest entry content [`list`] keeps (index files such as `modules.builtin`).
+pub const KEEP_LIMIT: u64 = 16 << 20;
+
+/// Every entry of the initramfs `r` reads, `what` naming it in errors; the content of
+/// regular files whose path `keep` accepts is kept (up to [`KEEP_LIMIT`] bytes each).
+pub fn list(r: impl Read, what: &str, keep: &dyn Fn(&str) -> bool) -> Result<Vec<Entry>> {
     let mut r = BufReader::new(r);
     let mut out = Vec::new();
     loop {
@@ -46,7 +52,7 @@ pub fn list(r: impl Read, what: &str) -> Result<Vec<Entry>> {
             return Ok(out);
         }
         if head.starts_with(MAGIC) || head.starts_with(MAGIC_CRC) {
-            read_archive(&mut r, what, &mut out)?;
+            read_archive(&mut r, what, keep, &mut out)?;
             continue;
         }
         let mut inner: Box<dyn Read + '_> = match head {
@@ -81,7 +87,7 @@ pub fn list(r: impl Read, what: &str) -> Result<Vec<Entry>> {
             if !(head.starts_with(MAGIC) || head.starts_with(MAGIC_CRC)) {
                 return Err(Error::invalid(format!("the initramfs {what}: the decompressed data is not a newc cpio")));
             }
-            read_archive(&mut limited, what, &mut out)?;
+            read_archive(&mut limited, what, keep, &mut out)?;
         }
         if limited.into_inner().limit() == 0 {
             return Err(Error::refused(format!(
@@ -110,7 +116,7 @@ fn skip_zeros(r: &mut impl BufRead, what: &str) -> Result<()> {
 }
 
 /// Reads one archive up to and including its trailer.
-fn read_archive(r: &mut impl Read, what: &str, out: &mut Vec<Entry>) -> Result<()> {
+fn read_archive(r: &mut impl Read, what: &str, keep: &dyn Fn(&str) -> bool, out: &mut Vec<Entry>) -> Result<()> {
     let bad = |m: String| Error::invalid(format!("the initramfs {what}: {m}"));
     let io = |e| Error::io(format!("cannot read the initramfs {what}"), e);
     loop {
@@ -139,14 +145,22 @@ fn read_archive(r: &mut impl Read, what: &str, out: &mut Vec<Entry>) -> Result<(
         if name == TRAILER {
             return Ok(());
         }
-        skip(r, size + pad4(size), what)?;
         if out.len() >= ENTRIES_MAX {
             return Err(Error::refused(format!(
                 "the initramfs {what} has more than {ENTRIES_MAX} entries (ENTRIES_MAX)"
             )));
         }
         let path = name.trim_start_matches("./").trim_start_matches('/').to_string();
-        out.push(Entry { path, mode, size });
+        let data = if mode & 0o170000 == S_IFREG && size <= KEEP_LIMIT && keep(&path) {
+            let mut d = vec![0u8; usize_from_u64(size, "cpio file size")?];
+            r.read_exact(&mut d).map_err(io)?;
+            skip(r, pad4(size), what)?;
+            Some(d)
+        } else {
+            skip(r, size + pad4(size), what)?;
+            None
+        };
+        out.push(Entry { path, mode, size, data });
     }
 }
 
@@ -268,9 +282,10 @@ mod tests {
         assert!(child.wait().unwrap().success());
         assert_eq!(std::fs::read(dir.path().join("lib/a.ko")).unwrap(), b"module bytes");
         assert_eq!(std::fs::read_link(dir.path().join("bin")).unwrap().to_str(), Some("usr/bin"));
-        let listed = list(&bytes[..], "test").unwrap();
+        let listed = list(&bytes[..], "test", &|p| p.ends_with(".ko")).unwrap();
         let paths: Vec<&str> = listed.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(paths, ["lib", "lib/a.ko", "bin"]);
+        assert_eq!(listed[1].data.as_deref(), Some(&b"module bytes"[..]));
     }
 
     #[test]
@@ -294,17 +309,17 @@ mod tests {
         let z = zstd::encode_all(&main[..], 3).unwrap();
         let mut all = early.clone();
         all.extend_from_slice(&z);
-        let paths: Vec<String> = list(&all[..], "test").unwrap().into_iter().map(|e| e.path).collect();
+        let paths: Vec<String> = list(&all[..], "test", &|_| false).unwrap().into_iter().map(|e| e.path).collect();
         assert_eq!(paths.last().unwrap(), "usr/lib/modules/6.1.0-1-amd64/kernel/virtio_blk.ko");
         assert!(paths.contains(&"kernel/x86/microcode/GenuineIntel.bin".to_string()));
         let mut lz4 = early;
         lz4.extend_from_slice(&[0x02, 0x21, 0x4c, 0x18, 0, 0, 0, 0]);
-        let e = list(&lz4[..], "test").unwrap_err();
+        let e = list(&lz4[..], "test", &|_| false).unwrap_err();
         assert_eq!(e.kind(), diskcast_block::ErrorKind::Unsupported);
         assert!(e.message().contains("lz4 (legacy frames)"), "{e}");
         let mut cut = main.clone();
         cut.truncate(200);
-        let e = list(&cut[..], "test").unwrap_err();
+        let e = list(&cut[..], "test", &|_| false).unwrap_err();
         assert!(e.message().contains("cannot read the initramfs test"), "{e}");
     }
 }

@@ -180,7 +180,7 @@ impl<'a> KernelModules<'a> {
                 dir.show()
             ))
         })?;
-        let builtin = builtin_text.lines().filter_map(module_name).collect();
+        let builtin = builtin_names(builtin_text.as_bytes());
         let mut paths = BTreeMap::new();
         let mut deps = BTreeMap::new();
         if let Some(dep) = text("modules.dep")? {
@@ -390,22 +390,41 @@ pub fn bzimage_version(kernel: &FileData) -> Option<String> {
     std::str::from_utf8(&s[..end]).ok().filter(|v| !v.is_empty()).map(str::to_string)
 }
 
-/// The module names (`virtio_blk`) and `modules.builtin` names an initramfs holds.
+/// The modules an initramfs carries, and the kernel's built-in list when it holds one.
 #[derive(Debug, Default)]
 pub struct InitramfsModules {
-    /// Every `*.ko*` under `lib/modules/` (or `usr/lib/modules/`).
+    /// Every `*.ko*` under `lib/modules/` (or `usr/lib/modules/`), by module name.
     pub modules: BTreeSet<String>,
+    /// The names of a `lib/modules/*/modules.builtin` it holds.
+    pub builtin: Option<BTreeSet<String>>,
+}
+
+fn in_modules_dir(path: &str) -> bool {
+    path.starts_with("lib/modules/") || path.starts_with("usr/lib/modules/")
 }
 
 /// Lists the modules in initramfs `data` (`what` names it).
 pub fn initramfs_modules(data: &FileData, what: &str) -> Result<InitramfsModules> {
-    let entries = cpio::list(data.reader()?, what)?;
-    let modules = entries
+    let keep = |p: &str| in_modules_dir(p) && p.ends_with("/modules.builtin");
+    let entries = cpio::list(data.reader()?, what, &keep)?;
+    let modules = entries.iter().filter(|e| in_modules_dir(&e.path)).filter_map(|e| module_name(&e.path)).collect();
+    let builtin = entries.iter().find_map(|e| e.data.as_deref()).map(builtin_names);
+    Ok(InitramfsModules { modules, builtin })
+}
+
+/// The module names a `modules.builtin` lists.
+pub fn builtin_names(text: &[u8]) -> BTreeSet<String> {
+    String::from_utf8_lossy(text).lines().filter_map(module_name).collect()
+}
+
+/// Reads `lib/modules/VERSION/modules.builtin` of a tree.
+pub fn tree_builtin(tree: &Tree, version: &str) -> Option<BTreeSet<String>> {
+    ["/lib/modules", "/usr/lib/modules"]
         .iter()
-        .filter(|e| e.path.starts_with("lib/modules/") || e.path.starts_with("usr/lib/modules/"))
-        .filter_map(|e| module_name(&e.path))
-        .collect();
-    Ok(InitramfsModules { modules })
+        .find_map(|b| {
+            tree.read_optional(format!("{b}/{version}/modules.builtin").as_bytes(), INDEX_LIMIT).ok().flatten()
+        })
+        .map(|t| builtin_names(&t))
 }
 
 /// What a kernel lacks to boot on a bus: `None` when it drives it with the modules in
