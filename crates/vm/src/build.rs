@@ -33,6 +33,10 @@ const ESP_MIN: u64 = 64 << 20;
 /// The BIOS boot partition for `--boot bios|hybrid`: 1 MiB, as grub-install wants it
 /// (GRUB's core image with our modules is about 150 KiB).
 const BIOS_BOOT_SIZE: u64 = 1 << 20;
+/// The default virtual size of a disk in a sparse format (qcow2, vmdk, vhdx, vdi, dynamic
+/// VHD): room to install software on a first boot, while the file holds only what is
+/// written.
+pub const SPARSE_MIN_SIZE: u64 = 8 << 30;
 /// Bytes the backup GPT takes at the end of the disk.
 const GPT_TAIL: u64 = 33 * 512;
 
@@ -86,6 +90,9 @@ pub struct VmOptions {
     pub loader: Option<PathBuf>,
     /// The disk's size; `None`: the content plus headroom.
     pub disk_size: Option<u64>,
+    /// Without `disk_size`: the smallest disk to write (a sparse format's default, so
+    /// the guest has room; see [`SPARSE_MIN_SIZE`]).
+    pub min_disk_size: Option<u64>,
     /// The platform the disk is for (size rounding, UEFI requirement).
     pub profile: Option<Profile>,
     /// How the guest is prepared to run as a VM.
@@ -413,12 +420,23 @@ pub fn plan(mut tree: Tree, opts: &VmOptions, prov: &Provenance, seed: &str) -> 
         disk_offset: root_start,
         variant: None,
     };
-    let root_fs = Ext4Builder.plan(&tree, &root_opts).map_err(|e| match (root_size, disk_size) {
+    let mut root_fs = Ext4Builder.plan(&tree, &root_opts).map_err(|e| match (root_size, disk_size) {
         (Some(r), Some(s)) => {
             Error::new(e.kind(), format!("--size {}: the root partition gets {}: {}", human(s), human(r), e.message()))
         }
         _ => e,
     })?;
+    let mut disk_size = disk_size;
+    // A sparse format's disk is at least `min_disk_size`: the root filesystem takes the
+    // room (only its metadata is written, so the file stays small).
+    if disk_size.is_none()
+        && let Some(min) = opts.min_disk_size
+        && let Some(room) = min.checked_sub(root_start + GPT_TAIL).map(|r| r / 4096 * 4096)
+        && room > root_fs.image.size()
+    {
+        root_fs = Ext4Builder.plan(&tree, &BuildOptions { size: Some(room), ..root_opts })?;
+        disk_size = Some(min);
+    }
     warnings.extend(root_fs.warnings.iter().map(|w| format!("root: {w}")));
     let root_len = root_fs.image.size();
     let root_desc = root_fs.description.clone();

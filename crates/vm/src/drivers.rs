@@ -564,6 +564,52 @@ mod tests {
         assert_eq!(module_name("modules.dep"), None);
     }
 
+    fn cloud_kernel() -> (PathBuf, String) {
+        let base = std::env::var_os("DISKCAST_TEST_ASSETS").map(PathBuf::from);
+        let dir = base.unwrap_or_else(|| PathBuf::from("/var/cache/diskcast-tests")).join("kernel/cloud-amd64");
+        let modules = dir.join("lib/modules");
+        let v = std::fs::read_dir(&modules).expect("scripts/setup.sh fetches the test kernel").flatten().next().unwrap();
+        (modules.join(v.file_name()), v.file_name().into_string().unwrap())
+    }
+
+    /// Debian's cloud kernel as its package unpacks (no modules.dep): dependencies from
+    /// each module's own `depends=` equal what busybox's depmod writes in modules.dep.
+    #[test]
+    fn modinfo_dependencies_match_depmod_for_the_cloud_kernel() {
+        let (real, v) = cloud_kernel();
+        let k = KernelModules::load(&v, ModulesDir::Host(real.clone())).unwrap();
+        assert_eq!(k.driver("nvme"), Driver::Builtin);
+        assert_eq!(k.driver("ext4"), Driver::Builtin);
+        assert_eq!(k.driver("virtio_blk"), Driver::Module);
+        assert_eq!(k.driver("ahci"), Driver::Absent);
+        let names = |c: Vec<(String, Vec<u8>)>| c.into_iter().map(|(p, _)| p).collect::<Vec<_>>();
+        let want = ["virtio_pci", "virtio_blk", "virtio_scsi", "sd_mod", "ext4", "vmw_pvscsi"];
+        let by_modinfo = names(k.closure(&want).unwrap());
+        assert!(by_modinfo.contains(&"kernel/drivers/virtio/virtio_ring.ko".to_string()), "{by_modinfo:?}");
+        let pos = |p: &str| by_modinfo.iter().position(|x| x.ends_with(p)).unwrap();
+        assert!(pos("/virtio.ko") < pos("/virtio_blk.ko") && pos("/scsi_mod.ko") < pos("/sd_mod.ko"));
+        // The same tree with modules.dep written by busybox depmod.
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("lib/modules").join(&v);
+        std::fs::create_dir_all(&dir).unwrap();
+        // A tree of links to the real modules (busybox's depmod does not follow a linked
+        // directory, but reads linked files).
+        let cp = std::process::Command::new("cp").arg("-rs").arg(real.join("kernel")).arg(dir.join("kernel")).status();
+        assert!(cp.unwrap().success());
+        for f in ["modules.builtin", "modules.order"] {
+            std::fs::copy(real.join(f), dir.join(f)).unwrap();
+        }
+        let st = std::process::Command::new("busybox").args(["depmod", "-b"]).arg(t.path()).arg(&v).status().unwrap();
+        assert!(st.success());
+        let k = KernelModules::load(&v, ModulesDir::Host(dir.clone())).unwrap();
+        assert!(!k.deps.is_empty());
+        let mut by_dep = names(k.closure(&want).unwrap());
+        let mut by_modinfo = by_modinfo;
+        by_dep.sort();
+        by_modinfo.sort();
+        assert_eq!(by_dep, by_modinfo);
+    }
+
     #[test]
     fn hostile_elf_headers_are_errors_not_panics() {
         let mut elf = b"\x7fELF\x02\x01".to_vec();
