@@ -270,3 +270,49 @@ fn stdout_all(r: crate::support::Run, words: &[&str]) {
         assert!(out.contains(w), "stdout should contain {w:?}\n{}", r.describe());
     }
 }
+
+/// The output format follows OUT's name when -O is not given (vm, mkfs, mkdisk), a
+/// contradiction is refused, and a sparse format's disk is 8 GiB while its file stays
+/// small. Before, `-o disk.qcow2` without -O wrote a raw file.
+#[test]
+fn output_format_follows_the_name_and_sparse_disks_are_8_gib() {
+    let t = tmp();
+    let tar = guest(t.path(), "unused", &[]);
+    let k = s(&test_kernel());
+    let disk = t.path().join("disk.qcow2");
+    dc_ok(&["vm", &s(&tar), "-o", &s(&disk), "--kernel", &k]);
+    let info = qemu_img(&["info", "--output=json", &s(&disk)]).json();
+    assert_eq!(info["format"], "qcow2", "{info}");
+    assert!(info["virtual-size"].as_u64().unwrap() >= 8 << 30, "{info}");
+    let len = std::fs::metadata(&disk).unwrap().len();
+    assert!(len < 64 << 20, "the 8 GiB qcow2 file takes {len} bytes");
+    qemu_img(&["check", &s(&disk)]).expect_ok();
+    // A raw disk (and a fixed VHD) stays as large as its content.
+    let raw = t.path().join("disk.img");
+    dc_ok(&["vm", &s(&tar), "-o", &s(&raw), "--kernel", &k]);
+    let info = qemu_img(&["info", "--output=json", &s(&raw)]).json();
+    assert_eq!(info["format"], "raw", "{info}");
+    assert!(info["virtual-size"].as_u64().unwrap() < 1 << 30, "{info}");
+    let out = t.path().join("x.qcow2");
+    dc(&["vm", &s(&tar), "-o", &s(&out), "-O", "raw", "--kernel", &k])
+        .expect_diskcast_error()
+        .expect_stderr_all(&["-O raw contradicts the output's name", "which says qcow2"]);
+    dc(&["vm", &s(&tar), "-o", &s(&out), "--profile", "esxi", "--kernel", &k])
+        .expect_diskcast_error()
+        .expect_stderr_all(&["says qcow2, but --profile esxi writes vmdk"]);
+    assert_no_output(&out);
+    let dir = t.path().join("files");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("a"), "a file\n").unwrap();
+    let fs = t.path().join("fs.vdi");
+    dc_ok(&["mkfs", "ext4", &s(&dir), "-o", &s(&fs)]);
+    assert_eq!(qemu_img(&["info", "--output=json", &s(&fs)]).json()["format"], "vdi");
+    let bad = t.path().join("fs.vhdx");
+    dc(&["mkfs", "ext4", &s(&dir), "-o", &s(&bad), "-O", "qcow2"])
+        .expect_diskcast_error()
+        .expect_stderr_all(&["-O qcow2 contradicts the output's name"]);
+    assert_no_output(&bad);
+    let gpt = t.path().join("disk.vmdk");
+    dc_ok(&["mkdisk", "-o", &s(&gpt), "--part", &format!("linux:ext4:auto:{}", s(&dir))]);
+    assert_eq!(qemu_img(&["info", "--output=json", &s(&gpt)]).json()["format"], "vmdk");
+}

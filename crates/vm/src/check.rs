@@ -13,7 +13,8 @@
 //!
 //! Every profile that takes a disk also wants a partition table and something to boot
 //! (an ESP with the removable-media loader for UEFI, or MBR boot code for BIOS), and a
-//! clean `check` of the block format (no corruption, no leaked clusters).
+//! clean `check` of the block format (no corruption, no leaked clusters), and a kernel
+//! (the ESP's systemd-boot entry) that drives the platform's disk bus.
 
 use crate::Profile;
 use diskcast_block::registry::{Driver, OpenContext};

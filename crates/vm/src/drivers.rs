@@ -568,7 +568,8 @@ mod tests {
         let base = std::env::var_os("DISKCAST_TEST_ASSETS").map(PathBuf::from);
         let dir = base.unwrap_or_else(|| PathBuf::from("/var/cache/diskcast-tests")).join("kernel/cloud-amd64");
         let modules = dir.join("lib/modules");
-        let v = std::fs::read_dir(&modules).expect("scripts/setup.sh fetches the test kernel").flatten().next().unwrap();
+        let v =
+            std::fs::read_dir(&modules).expect("scripts/setup.sh fetches the test kernel").flatten().next().unwrap();
         (modules.join(v.file_name()), v.file_name().into_string().unwrap())
     }
 

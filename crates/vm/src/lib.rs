@@ -15,5 +15,7 @@ pub mod guest;
 pub mod kernel;
 pub mod profile;
 
-pub use build::{BootMode, ESP_INITRD, ESP_KERNEL, SPARSE_MIN_SIZE, PartSummary, VmDisk, VmOptions, cmdline, host_file, plan};
+pub use build::{
+    BootMode, ESP_INITRD, ESP_KERNEL, PartSummary, SPARSE_MIN_SIZE, VmDisk, VmOptions, cmdline, host_file, plan,
+};
 pub use profile::Profile;
