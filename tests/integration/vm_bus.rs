@@ -73,8 +73,7 @@ fn initramfs_listing(disk: &Path, fmt: &str, summary: &Value, work: &Path) -> St
         .unwrap();
     assert!(out.status.success(), "mcopy: {}", String::from_utf8_lossy(&out.stderr));
     std::fs::remove_file(&raw).unwrap();
-    let listing = tool_text("sh", &["-c", &format!("zcat {} | cpio -t --quiet", s(&initrd))]);
-    listing
+    tool_text("sh", &["-c", &format!("zcat {} | cpio -t --quiet", s(&initrd))])
 }
 
 fn boot(disk: &Path, fmt: &str, bus: Bus, marker: &str, work: &Path) -> String {
