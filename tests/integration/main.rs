@@ -48,6 +48,7 @@ mod trees;
 mod usb;
 mod vm;
 mod vm_bios;
+mod vm_bus;
 mod wim;
 mod write;
 mod writers;

@@ -681,6 +681,8 @@ pub enum Firmware {
 pub enum Bus {
     Nvme,
     Virtio,
+    VirtioScsi,
+    Pvscsi,
     Usb,
     Cdrom,
 }
@@ -720,6 +722,8 @@ pub fn boot_to_marker(
     match bus {
         Bus::Nvme => cmd.args(["-device", "nvme,drive=d0,serial=diskcast0"]),
         Bus::Virtio => cmd.args(["-device", "virtio-blk-pci,drive=d0"]),
+        Bus::VirtioScsi => cmd.args(["-device", "virtio-scsi-pci,id=s0", "-device", "scsi-hd,drive=d0,bus=s0.0"]),
+        Bus::Pvscsi => cmd.args(["-device", "pvscsi,id=s0", "-device", "scsi-hd,drive=d0,bus=s0.0"]),
         Bus::Usb => cmd.args(["-device", "qemu-xhci", "-device", "usb-storage,drive=d0,removable=on"]),
         Bus::Cdrom => cmd.args(["-device", "ide-cd,drive=d0,bus=ide.0"]),
     };

@@ -33,6 +33,10 @@ const ESP_MIN: u64 = 64 << 20;
 /// The BIOS boot partition for `--boot bios|hybrid`: 1 MiB, as grub-install wants it
 /// (GRUB's core image with our modules is about 150 KiB).
 const BIOS_BOOT_SIZE: u64 = 1 << 20;
+/// The default virtual size of a disk in a sparse format (qcow2, vmdk, vhdx, vdi, dynamic
+/// VHD): room to install software on a first boot, while the file holds only what is
+/// written.
+pub const SPARSE_MIN_SIZE: u64 = 8 << 30;
 /// Bytes the backup GPT takes at the end of the disk.
 const GPT_TAIL: u64 = 33 * 512;
 
@@ -78,12 +82,17 @@ pub struct VmOptions {
     pub kernel: Option<PathBuf>,
     /// A host initramfs (with `kernel`, or instead of the image's).
     pub initrd: Option<PathBuf>,
+    /// The kernel's `lib/modules/VERSION` directory on this machine (`--modules`).
+    pub modules: Option<PathBuf>,
     /// Appended to the command line diskcast builds.
     pub cmdline: Option<String>,
     /// A systemd-boot binary to install instead of the image's or the host's.
     pub loader: Option<PathBuf>,
     /// The disk's size; `None`: the content plus headroom.
     pub disk_size: Option<u64>,
+    /// Without `disk_size`: the smallest disk to write (a sparse format's default, so
+    /// the guest has room; see [`SPARSE_MIN_SIZE`]).
+    pub min_disk_size: Option<u64>,
     /// The platform the disk is for (size rounding, UEFI requirement).
     pub profile: Option<Profile>,
     /// How the guest is prepared to run as a VM.
@@ -166,6 +175,8 @@ pub struct VmDisk {
     pub loader: String,
     /// What was changed in the guest, one line each.
     pub guest_changes: Vec<String>,
+    /// The bus drivers the kernel has and where from, one line each.
+    pub drivers: Vec<String>,
     /// Entries a filesystem could not store, one line each.
     pub warnings: Vec<String>,
 }
@@ -304,6 +315,10 @@ pub fn plan(mut tree: Tree, opts: &VmOptions, prov: &Provenance, seed: &str) -> 
         false => (None, String::new()),
     };
     let ids = crate::guest::Ids { root: root_uuid, esp: esp_uuid };
+    let mut kernel = kernel;
+    let root_fs_id = *id("root filesystem").as_bytes();
+    let mut warnings = Vec::new();
+    let drivers = ensure_drivers(&tree, opts, &mut kernel, &root_fs_id, now, &mut warnings)?;
     let prepared = crate::guest::prepare(&mut tree, &opts.guest, &ids, now)?;
     let mut extra = prepared.cmdline.join(" ");
     if let Some(user) = opts.cmdline.as_deref() {
@@ -329,7 +344,6 @@ pub fn plan(mut tree: Tree, opts: &VmOptions, prov: &Provenance, seed: &str) -> 
         }
     };
 
-    let mut warnings = Vec::new();
     let mut disk = DiskComposer::new(TableKind::Gpt);
     let mut descs = Vec::new();
     if let Some(grub) = &grub {
@@ -402,16 +416,27 @@ pub fn plan(mut tree: Tree, opts: &VmOptions, prov: &Provenance, seed: &str) -> 
         size: root_size,
         label: Some("root".into()),
         now,
-        id: *id("root filesystem").as_bytes(),
+        id: root_fs_id,
         disk_offset: root_start,
         variant: None,
     };
-    let root_fs = Ext4Builder.plan(&tree, &root_opts).map_err(|e| match (root_size, disk_size) {
+    let mut root_fs = Ext4Builder.plan(&tree, &root_opts).map_err(|e| match (root_size, disk_size) {
         (Some(r), Some(s)) => {
             Error::new(e.kind(), format!("--size {}: the root partition gets {}: {}", human(s), human(r), e.message()))
         }
         _ => e,
     })?;
+    let mut disk_size = disk_size;
+    // A sparse format's disk is at least `min_disk_size`: the root filesystem takes the
+    // room (only its metadata is written, so the file stays small).
+    if disk_size.is_none()
+        && let Some(min) = opts.min_disk_size
+        && let Some(room) = min.checked_sub(root_start + GPT_TAIL).map(|r| r / 4096 * 4096)
+        && room > root_fs.image.size()
+    {
+        root_fs = Ext4Builder.plan(&tree, &BuildOptions { size: Some(room), ..root_opts })?;
+        disk_size = Some(min);
+    }
     warnings.extend(root_fs.warnings.iter().map(|w| format!("root: {w}")));
     let root_len = root_fs.image.size();
     let root_desc = root_fs.description.clone();
@@ -456,6 +481,149 @@ pub fn plan(mut tree: Tree, opts: &VmOptions, prov: &Provenance, seed: &str) -> 
         initrd_path: kernel.initrd.as_ref().map(|(p, _)| p.clone()),
         loader: loader_from,
         guest_changes: prepared.changes,
+        drivers,
         warnings,
     })
+}
+
+/// Makes sure the kernel can reach the root disk on the buses the target uses: reads
+/// which drivers it has built in and which modules the initramfs carries, and when one
+/// is missing builds an initramfs that loads them (replacing the image's), or refuses
+/// naming the driver. Returns one line per finding; what cannot be told is a warning.
+fn ensure_drivers(
+    tree: &Tree,
+    opts: &VmOptions,
+    kernel: &mut FoundKernel,
+    root_fs_id: &[u8; 16],
+    now: i64,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<String>> {
+    use crate::drivers::{self, KernelModules, ModulesDir};
+    let mut out = Vec::new();
+    let Some(version) = kernel.version.clone().or_else(|| drivers::bzimage_version(&kernel.kernel)) else {
+        warnings
+            .push(format!("{}: no kernel release in its name or header: bus drivers not checked", kernel.kernel_path));
+        return Ok(out);
+    };
+    let dir = if let Some(d) = &opts.modules {
+        let d = if d.join("modules.builtin").is_file() { d.clone() } else { d.join(&version) };
+        if !d.is_dir() {
+            return Err(Error::argument(format!(
+                "--modules {}: neither it nor {} holds modules.builtin of kernel {version}",
+                opts.modules.as_deref().map(show).unwrap_or_default(),
+                show(&d)
+            )));
+        }
+        Some(ModulesDir::Host(d))
+    } else if let Some(k) = &opts.kernel {
+        drivers::beside(k, &version).map(ModulesDir::Host)
+    } else {
+        ["/lib/modules", "/usr/lib/modules"]
+            .iter()
+            .map(|b| format!("{b}/{version}"))
+            .find(|p| tree.resolve(p.as_bytes(), true).is_ok_and(|id| tree.node(id).as_dir().is_some()))
+            .map(|p| ModulesDir::Tree(tree, p))
+    };
+    let Some(dir) = dir else {
+        warnings.push(format!(
+            "kernel {version}: no lib/modules/{version} found (in the image, beside --kernel or by --modules DIR): \
+             cannot tell which bus drivers it has; the disk may boot only on a bus whose driver is built in"
+        ));
+        return Ok(out);
+    };
+    let k = match KernelModules::load(&version, dir) {
+        Ok(k) => k,
+        Err(e) if e.kind() == diskcast_block::ErrorKind::NotApplicable => {
+            warnings.push(format!("kernel {version}: {}", e.message()));
+            return Ok(out);
+        }
+        Err(e) => return Err(e),
+    };
+    let carried = match &kernel.initrd {
+        Some((path, data)) => match drivers::initramfs_modules(data, path) {
+            Ok(m) => m.modules,
+            Err(e) => {
+                warnings.push(format!("{}; its drivers were not checked, it is kept as it is", e.message()));
+                return Ok(out);
+            }
+        },
+        None => Default::default(),
+    };
+    let (groups, strict) = drivers::buses(opts.profile);
+    let mut chosen = Vec::new();
+    let mut missing = Vec::new();
+    for group in groups {
+        let mut absent = Vec::new();
+        let mut found = None;
+        for &bus in group {
+            match drivers::bus_needs(&k, bus, &carried) {
+                Ok(need) => {
+                    found = Some((bus, need));
+                    break;
+                }
+                Err(driver) => absent.push(format!("{} (driver {driver})", bus.name())),
+            }
+        }
+        match found {
+            Some(f) => chosen.push(f),
+            None => missing.push(absent.join(" or ")),
+        }
+    }
+    let target = opts.profile.map_or("a plain disk".to_string(), |p| format!("--profile {}", p.name()));
+    if !missing.is_empty() && (strict || chosen.is_empty()) {
+        return Err(Error::refused(format!(
+            "kernel {version} ({}) cannot boot {target} on {}: the driver is neither built in nor a module; \
+             use a kernel that has it (--kernel PATH --modules DIR, e.g. Debian's linux-image-amd64)",
+            k.origin(),
+            missing.join(", ")
+        )));
+    }
+    for m in &missing {
+        warnings.push(format!("kernel {version} has no driver for {m}: the disk will not boot on that bus"));
+    }
+    let mut need: Vec<String> = chosen.iter().flat_map(|(_, n)| n.clone()).collect();
+    let root_missing: Vec<&str> = drivers::ROOT_FS_MODULES
+        .iter()
+        .copied()
+        .filter(|m| k.driver(m) == drivers::Driver::Module && !carried.contains(*m))
+        .collect();
+    need.extend(root_missing.iter().map(|m| m.to_string()));
+    let names: Vec<&str> = chosen.iter().map(|(b, _)| b.name()).collect();
+    if need.is_empty() {
+        out.push(format!("kernel {version} drives {} (built in or in the initramfs)", names.join(", ")));
+        return Ok(out);
+    }
+    need.sort();
+    need.dedup();
+    if let Some(p) = &opts.initrd {
+        return Err(Error::refused(format!(
+            "the initramfs {} lacks {} that kernel {version} needs for {}; drop --initrd and diskcast builds one",
+            show(p),
+            need.join(", "),
+            names.join(", ")
+        )));
+    }
+    let mut wanted: Vec<&str> = chosen.iter().flat_map(|(b, _)| b.modules().iter().copied()).collect();
+    wanted.extend(drivers::ROOT_FS_MODULES);
+    let modules = k.closure(&wanted)?;
+    let (busybox, busybox_from) = drivers::find_busybox(tree)?;
+    let uuid: String = root_fs_id.iter().map(|b| format!("{b:02x}")).collect();
+    let spec = drivers::InitSpec {
+        root_uuid: format!("{}-{}-{}-{}-{}", &uuid[..8], &uuid[8..12], &uuid[12..16], &uuid[16..20], &uuid[20..]),
+        root_options: "rw,relatime".into(),
+    };
+    let mtime = u32::try_from(now.max(0)).unwrap_or(u32::MAX);
+    let bytes = drivers::build_initramfs(&k, &modules, &busybox, &spec, mtime)?;
+    let replaced = kernel.initrd.as_ref().map(|(p, _)| format!(", instead of {p}")).unwrap_or_default();
+    let list: Vec<String> = modules.iter().filter_map(|(p, _)| drivers::module_name(p)).collect();
+    out.push(format!(
+        "initramfs built{replaced}: {} lacked {}; it loads {} from {} with {busybox_from} as init ({} bytes)",
+        if kernel.initrd.is_some() { "the initramfs" } else { "there was no initramfs and the kernel" },
+        need.join(", "),
+        list.join(", "),
+        k.origin(),
+        bytes.len()
+    ));
+    kernel.initrd = Some(("built by diskcast".into(), FileData::inline(bytes)));
+    Ok(out)
 }

@@ -13,7 +13,8 @@
 //!
 //! Every profile that takes a disk also wants a partition table and something to boot
 //! (an ESP with the removable-media loader for UEFI, or MBR boot code for BIOS), and a
-//! clean `check` of the block format (no corruption, no leaked clusters).
+//! clean `check` of the block format (no corruption, no leaked clusters), and a kernel
+//! (the ESP's systemd-boot entry) that drives the platform's disk bus.
 
 use crate::Profile;
 use diskcast_block::registry::{Driver, OpenContext};
@@ -262,16 +263,27 @@ fn boot_rules(profile: Profile, disk: Arc<dyn BlockRead>) -> Result<Vec<Reason>>
     if esps.is_empty() {
         boot.uefi_problem = Some(format!("no EFI System Partition (partitions: {})", table.listing()));
     }
+    let mut kernel_found: Option<Tree> = None;
     for p in esps {
+        let mut esp_tree = None;
         let what = format!("partition {} (esp)", p.number);
         let found = PartitionView::new(disk.clone(), p.start, p.len, what.clone())
             .and_then(|v| {
                 let opts = ReadOptions { label: what.clone(), ..ReadOptions::default() };
                 diskcast_fat::FatReader.read(Arc::new(v), &opts)
             })
-            .map(|tree| has_file(&tree, &UEFI_LOADER));
+            .map(|tree| {
+                let has = has_file(&tree, &UEFI_LOADER);
+                esp_tree = Some(tree);
+                has
+            });
         match found {
-            Ok(true) => boot.uefi = true,
+            Ok(true) => {
+                boot.uefi = true;
+                if kernel_found.is_none() {
+                    kernel_found = esp_tree.take();
+                }
+            }
             Ok(false) => boot.uefi_problem = Some(format!("the ESP ({what}) has no {}", UEFI_LOADER.join("/"))),
             Err(e) => boot.uefi_problem = Some(format!("the ESP ({what}) holds no readable FAT filesystem: {e}")),
         }
@@ -285,7 +297,121 @@ fn boot_rules(profile: Profile, disk: Arc<dyn BlockRead>) -> Result<Vec<Reason>>
             format!("nothing to boot: for UEFI, {uefi_problem}; for BIOS, the MBR has no boot code"),
         ));
     }
+    if let Some(esp) = kernel_found {
+        out.extend(kernel_rules(profile, &esp, &disk, &table));
+    }
     Ok(out)
+}
+
+/// The kernel the ESP's systemd-boot entry starts, and whether it reaches the root disk
+/// on the profile's buses: each bus's driver built in (the root filesystem's or the
+/// initramfs's `modules.builtin`) or a module the initramfs carries.
+fn kernel_rules(profile: Profile, esp: &Tree, disk: &Arc<dyn BlockRead>, table: &diskcast_part::Table) -> Vec<Reason> {
+    use crate::drivers;
+    let Some((linux, initrd)) = loader_entry(esp) else { return Vec::new() };
+    let Some(kernel) = esp_file(esp, &linux) else { return Vec::new() };
+    let Some(version) = drivers::bzimage_version(&kernel) else { return Vec::new() };
+    let mut carried = Default::default();
+    let mut builtin = None;
+    let mut initrd_note = "no initramfs".to_string();
+    if let Some(path) = &initrd {
+        initrd_note = format!("initramfs {path}");
+        match esp_file(esp, path).map(|f| drivers::initramfs_modules(&f, path)) {
+            Some(Ok(m)) => {
+                carried = m.modules;
+                builtin = m.builtin;
+            }
+            Some(Err(e)) => {
+                return vec![reason("initramfs-unreadable", format!("the initramfs {path}: {}", e.message()))];
+            }
+            None => return vec![reason("initramfs-missing", format!("the boot entry names {path}, not on the ESP"))],
+        }
+    }
+    if builtin.is_none() {
+        builtin = table
+            .partitions
+            .iter()
+            .filter(|p| p.known_type() != Some(PartType::Esp))
+            .filter_map(|p| {
+                let what = format!("partition {}", p.number);
+                let view = PartitionView::new(disk.clone(), p.start, p.len, what.clone()).ok()?;
+                let opts = ReadOptions { label: what, ..ReadOptions::default() };
+                let tree = diskcast_ext4::Ext4Reader.read(Arc::new(view), &opts).ok()?;
+                drivers::tree_builtin(&tree, &version)
+            })
+            .next();
+    }
+    let Some(builtin) = builtin else {
+        return vec![reason(
+            "kernel-drivers-unknown",
+            format!(
+                "cannot tell which disk drivers kernel {version} ({linux}, {initrd_note}) has: neither the initramfs \
+                 nor a root filesystem holds lib/modules/{version}/modules.builtin; diskcast vm --modules DIR \
+                 writes a disk that says"
+            ),
+        )];
+    };
+    let (groups, _) = drivers::buses(Some(profile));
+    let mut out = Vec::new();
+    for group in groups {
+        let lacking: Vec<String> = group
+            .iter()
+            .map(|bus| {
+                let missing: Vec<&str> =
+                    bus.modules().iter().copied().filter(|m| !builtin.contains(*m) && !carried.contains(*m)).collect();
+                (bus, missing)
+            })
+            .filter(|(_, m)| !m.is_empty())
+            .map(|(bus, m)| format!("{} needs {}", bus.name(), m.join(", ")))
+            .collect();
+        if lacking.len() == group.len() {
+            out.push(reason(
+                "bus-driver-missing",
+                format!(
+                    "{} attaches disks on {}, but kernel {version} ({linux}, {initrd_note}) has it neither built in \
+                     nor in the initramfs ({}): the boot stops at \"Waiting for root device\"; diskcast vm \
+                     --profile {} builds an initramfs that loads it",
+                    profile.name(),
+                    group.iter().map(|b| b.name()).collect::<Vec<_>>().join(" or "),
+                    lacking.join("; "),
+                    profile.name()
+                ),
+            ));
+        }
+    }
+    out
+}
+
+/// The `linux` and `initrd` of the first systemd-boot entry (`loader/entries/*.conf`).
+fn loader_entry(esp: &Tree) -> Option<(String, Option<String>)> {
+    let dir = esp.resolve(b"/loader/entries", true).ok()?;
+    let mut names: Vec<Vec<u8>> = esp.dir(dir).ok()?.entries().map(|(n, _)| n.to_vec()).collect();
+    names.sort();
+    names.into_iter().filter(|n| n.to_ascii_lowercase().ends_with(b".conf")).find_map(|n| {
+        let path = [b"/loader/entries/".as_slice(), &n].concat();
+        let text = esp.read(&path, 64 << 10).ok()?;
+        let text = String::from_utf8_lossy(&text);
+        let field = |k: &str| {
+            text.lines().find_map(|l| {
+                let mut w = l.split_whitespace();
+                (w.next() == Some(k)).then(|| w.next().map(str::to_string)).flatten()
+            })
+        };
+        Some((field("linux")?, field("initrd")))
+    })
+}
+
+/// A non-empty file of the ESP by a loader path (`/diskcast/vmlinuz`; FAT ignores case).
+fn esp_file(esp: &Tree, path: &str) -> Option<diskcast_tree::FileData> {
+    let parts: Vec<&str> = path.split(['/', '\\']).filter(|p| !p.is_empty()).collect();
+    if !has_file(esp, &parts) {
+        return None;
+    }
+    let mut at = NodeId::ROOT;
+    for name in &parts {
+        at = esp.dir(at).ok()?.entries().find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))?.1;
+    }
+    esp.node(at).as_file().cloned()
 }
 
 /// True when the first 440 bytes (the boot code area before the disk signature and the

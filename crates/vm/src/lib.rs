@@ -9,9 +9,13 @@
 mod build;
 pub mod check;
 pub mod container_disk;
+pub mod cpio;
+pub mod drivers;
 pub mod guest;
 pub mod kernel;
 pub mod profile;
 
-pub use build::{BootMode, ESP_INITRD, ESP_KERNEL, PartSummary, VmDisk, VmOptions, cmdline, host_file, plan};
+pub use build::{
+    BootMode, ESP_INITRD, ESP_KERNEL, PartSummary, SPARSE_MIN_SIZE, VmDisk, VmOptions, cmdline, host_file, plan,
+};
 pub use profile::Profile;

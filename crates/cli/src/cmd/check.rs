@@ -19,7 +19,8 @@ const REJECTED: u8 = 4;
 pub struct CheckArgs {
     /// Say whether platform P would accept the image, and why not: azure, esxi, aws,
     /// hyperv, kubevirt (FILE is then a container image: oci:DIR:TAG, oci-archive:...),
-    /// qemu.
+    /// qemu. Includes whether the kernel of the ESP's boot entry reaches the disk on the
+    /// platform's bus (driver built in or in the initramfs).
     #[arg(long = "profile", value_name = "P")]
     pub profile: Option<String>,
     #[command(flatten)]

@@ -88,7 +88,8 @@ fn parse_part<'r>(spec: &str, registry: &'r FsRegistry) -> Result<Part<'r>> {
     Ok(Part { name, kind, fs, size, src })
 }
 
-pub fn run(a: MkdiskArgs) -> Result<u8> {
+pub fn run(mut a: MkdiskArgs) -> Result<u8> {
+    a.out.resolve_format()?;
     let kind = match a.table.as_str() {
         "gpt" => TableKind::Gpt,
         "mbr" | "dos" => TableKind::Mbr,

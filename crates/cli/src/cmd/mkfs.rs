@@ -41,7 +41,8 @@ pub struct MkfsArgs {
     pub source: SourceArgs,
 }
 
-pub fn run(a: MkfsArgs) -> Result<u8> {
+pub fn run(mut a: MkfsArgs) -> Result<u8> {
+    a.out.resolve_format()?;
     let registry = diskcast_formats::filesystems();
     let (_, builder) = registry.builder(&a.fs)?;
     let size = a.size.as_deref().map(parse_size).transpose()?;

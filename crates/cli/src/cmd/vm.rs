@@ -6,7 +6,7 @@
 //! are checked, the profile picks the output format, and the [`ImageWriter`] writes the
 //! plan.
 
-use crate::common::args::{OutputArgs, OutputFormat, SourceArgs, WriteArgs};
+use crate::common::args::{OutputArgs, OutputFormat, SourceArgs, WriteArgs, format_for_output};
 use crate::common::output::{ImageWriter, image_config};
 use crate::common::print_json;
 use crate::common::tree_source::{input_path, open as open_source};
@@ -29,7 +29,8 @@ pub struct VmArgs {
     /// oci:DIR:TAG or oci-archive:FILE:TAG).
     #[arg(short = 'o', long = "out", value_name = "OUT")]
     pub out: PathBuf,
-    /// Block format of OUT: raw, qcow2, vmdk, vhd, vhdx, vdi (default: the profile's, else raw).
+    /// Block format of OUT: raw, qcow2, vmdk, vhd, vhdx, vdi (default: the profile's, else
+    /// the one OUT's name ends with, else raw).
     #[arg(short = 'O', long = "output-format", value_name = "FMT")]
     pub output_format: Option<String>,
     /// Format options of OUT, comma separated (`diskcast formats` lists them).
@@ -39,7 +40,8 @@ pub struct VmArgs {
     /// format and its options.
     #[arg(long, value_name = "PROFILE")]
     pub profile: Option<String>,
-    /// Disk size (K, M, G); default: the content plus headroom.
+    /// Disk size (K, M, G); default: the content plus headroom, at least 8 GiB in a
+    /// sparse format (qcow2, vmdk, vhdx, vdi, dynamic vhd), whose file stays small.
     #[arg(long, value_name = "SIZE")]
     pub size: Option<String>,
     /// Firmware the disk boots with: uefi (systemd-boot), bios or hybrid (GRUB).
@@ -51,6 +53,11 @@ pub struct VmArgs {
     /// The initramfs to boot with (a file on this machine).
     #[arg(long, value_name = "PATH")]
     pub initrd: Option<PathBuf>,
+    /// The kernel's modules directory (lib/modules/VERSION, or the lib/modules holding
+    /// it): which bus drivers it has built in and the modules an initramfs is built
+    /// from. Default: the image's, or the one beside --kernel (an unpacked kernel package).
+    #[arg(long, value_name = "DIR")]
+    pub modules: Option<PathBuf>,
     /// Appended to the kernel command line diskcast builds (root=PARTUUID=..., consoles).
     #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
     pub cmdline: Option<String>,
@@ -128,21 +135,42 @@ fn entrypoint(config: &RunConfig) -> Entrypoint {
 
 /// The output format and options: the profile's, checked against `-O`.
 fn output_args(a: &VmArgs, profile: Option<Profile>) -> Result<OutputArgs> {
+    // A containerDisk target (oci:DIR:TAG) has no file name to go by.
+    let named = match profile {
+        Some(Profile::Kubevirt) => a.output_format.clone(),
+        _ => format_for_output(&a.out, a.output_format.as_deref())?,
+    };
     let (output_format, format_options, compress) = match profile {
         Some(p) => {
-            let r = p.resolve(a.output_format.as_deref(), &a.format_options, a.write.compress, &[])?;
+            if a.output_format.is_none()
+                && let Some(n) = &named
+                && n != p.output().format
+            {
+                return Err(Error::argument(format!(
+                    "the output's name {} says {n}, but --profile {} writes {}; rename the output",
+                    a.out.display(),
+                    p.name(),
+                    p.output().format
+                )));
+            }
+            let r = p.resolve(named.as_deref(), &a.format_options, a.write.compress, &[])?;
             (r.format, r.options, r.compress)
         }
-        None => {
-            (a.output_format.clone().unwrap_or_else(|| "raw".to_string()), a.format_options.clone(), a.write.compress)
-        }
+        None => (named.unwrap_or_else(|| "raw".to_string()), a.format_options.clone(), a.write.compress),
     };
     Ok(OutputArgs {
         output: a.out.clone(),
+        format_given: a.output_format.clone(),
         output_format,
         format_options,
         write: WriteArgs { compress, ..a.write.clone() },
     })
+}
+
+/// Whether the output format stores only written clusters (a fixed VHD and raw do not).
+fn sparse(out: &OutputArgs) -> bool {
+    let fixed = out.format_options.iter().flat_map(|g| g.split(',')).any(|o| o.trim() == "subformat=fixed");
+    matches!(out.output_format.as_str(), "qcow2" | "vmdk" | "vhdx" | "vdi" | "vhd" | "vpc") && !fixed
 }
 
 pub fn run(a: VmArgs) -> Result<u8> {
@@ -163,9 +191,11 @@ pub fn run(a: VmArgs) -> Result<u8> {
         boot,
         kernel: a.kernel.clone(),
         initrd: a.initrd.clone(),
+        modules: a.modules.clone(),
         cmdline: a.cmdline.clone(),
         loader: a.loader.clone(),
         disk_size: a.size.as_deref().map(parse_size).transpose()?,
+        min_disk_size: sparse(&out).then_some(diskcast_vm::SPARSE_MIN_SIZE),
         profile,
         guest: GuestOptions {
             // Known before the source is read: only container images have an entrypoint.
@@ -191,6 +221,9 @@ pub fn run(a: VmArgs) -> Result<u8> {
     eprintln!("diskcast: {} from {}; loader from {}", vm.kernel, opened.description, vm.loader);
     for c in &vm.guest_changes {
         eprintln!("diskcast: guest: {c}");
+    }
+    for d in &vm.drivers {
+        eprintln!("diskcast: drivers: {d}");
     }
     writer.write(&vm.image)?;
     if let Some(s) = &staged {
@@ -247,6 +280,7 @@ pub fn run(a: VmArgs) -> Result<u8> {
                 "loader": vm.loader,
                 "cmdline": vm.entry.cmdline,
                 "guest-changes": vm.guest_changes,
+                "drivers": vm.drivers,
                 "warnings": vm.warnings,
             }));
         }

@@ -136,14 +136,56 @@ pub struct OutputArgs {
     /// place when nothing uses it).
     #[arg(short = 'o', long = "output", value_name = "OUT")]
     pub output: PathBuf,
-    /// Block format of OUT (raw, qcow2, vmdk, vhd, vhdx, vdi).
-    #[arg(short = 'O', long = "output-format", value_name = "FMT", default_value = "raw")]
+    /// Block format of OUT (raw, qcow2, vmdk, vhd, vhdx, vdi); default: the one OUT's
+    /// name ends with (.qcow2 .vmdk .vhd .vhdx .vdi; .img and .raw are raw), else raw.
+    #[arg(short = 'O', long = "output-format", value_name = "FMT")]
+    pub format_given: Option<String>,
+    /// The format written: `-O`, else the one OUT's name says ([`OutputArgs::resolve_format`]).
+    #[arg(skip)]
     pub output_format: String,
     /// Format options of OUT, comma separated (`diskcast formats` lists them).
     #[arg(long = "format-options", value_name = "KEY=VALUE,..")]
     pub format_options: Vec<String>,
     #[command(flatten)]
     pub write: WriteArgs,
+}
+
+impl OutputArgs {
+    /// Sets [`OutputArgs::output_format`] from `-O` and OUT's name; a contradiction
+    /// (`-O raw` with `disk.qcow2`) is a usage error.
+    pub fn resolve_format(&mut self) -> diskcast_block::Result<()> {
+        self.output_format = format_for_output(&self.output, self.format_given.as_deref())?.unwrap_or("raw".into());
+        Ok(())
+    }
+}
+
+/// The block format a file name ends with (`.qcow2`, `.vmdk`, `.vhd`, `.vhdx`, `.vdi`;
+/// `.img` and `.raw` are raw).
+pub fn format_of_name(path: &std::path::Path) -> Option<&'static str> {
+    let ext = path.extension()?.to_str()?.to_ascii_lowercase();
+    Some(match ext.as_str() {
+        "qcow2" => "qcow2",
+        "vmdk" => "vmdk",
+        "vhd" => "vhd",
+        "vhdx" => "vhdx",
+        "vdi" => "vdi",
+        "img" | "raw" => "raw",
+        _ => return None,
+    })
+}
+
+/// The format to write `out` in: `given` (`-O`), checked against the one the name
+/// says, or the name's; `None` when neither says.
+pub fn format_for_output(out: &std::path::Path, given: Option<&str>) -> diskcast_block::Result<Option<String>> {
+    let named = format_of_name(out);
+    match (given, named) {
+        (Some(g), Some(n)) if g != n && !(n == "vhd" && g == "vpc") => Err(diskcast_block::Error::argument(format!(
+            "-O {g} contradicts the output's name {}, which says {n}; drop -O or rename the output",
+            out.display()
+        ))),
+        (Some(g), _) => Ok(Some(g.to_string())),
+        (None, n) => Ok(n.map(str::to_string)),
+    }
 }
 
 /// One image to look at (`check`, `map`).
