@@ -403,3 +403,33 @@ fn tree_writers_refuse_their_own_input() {
     assert!(stray_temps(d.path()).is_empty());
     tool_text("e2fsck", &["-fn", &e]);
 }
+
+/// Container images go through the one output path too: an `oci-archive:` or
+/// `docker-archive:` target (also a kubevirt containerDisk's) that a VM holds is refused
+/// before the source is even opened, as every other output is, and nothing is left.
+#[test]
+fn container_archive_targets_are_checked_before_the_source_is_read() {
+    let d = tmp();
+    let busy = d.path().join("busy.tar");
+    qemu_img(&["create", "-q", "-f", "raw", &s(&busy), "1M"]);
+    let before = read(&busy);
+    let holder = QemuHolder::start("raw", &busy);
+    let kernel = d.path().join("vmlinuz");
+    write_file(&kernel, &pseudo_random(64 * 1024, 9));
+    // A source that does not exist: an error about it means the target was checked late.
+    let missing = s(&d.path().join("no-such-source"));
+    let b = s(&busy);
+    let (oci_archive, docker_archive) = (format!("oci-archive:{b}:latest"), format!("docker-archive:{b}:app:1"));
+    let cases: [&[&str]; 4] = [
+        &["convert", &missing, &oci_archive],
+        &["convert", &missing, &docker_archive],
+        &["convert", "-f", "raw", "--profile", "kubevirt", &missing, &oci_archive],
+        &["vm", &missing, "-o", &oci_archive, "--profile", "kubevirt", "--kernel", &s(&kernel)],
+    ];
+    for args in cases {
+        dc(args).expect_code(1).expect_stderr_all(&["busy.tar", "in use", "qemu-io (pid"]);
+        assert_eq!(read(&busy), before, "`{}` changed the archive qemu-io holds", args.join(" "));
+        assert!(stray_temps(d.path()).is_empty(), "{:?} after {args:?}", stray_temps(d.path()));
+    }
+    drop(holder);
+}

@@ -166,6 +166,11 @@ fn iso_create_reports_progress() {
 /// however fast the machine. Checks that it stopped within seconds, failed saying it
 /// was interrupted, and did not panic.
 fn interrupt_write(args: &[&str], dir: &Path) {
+    interrupt_when(args, |pid| wait_for_output_fd(pid, dir));
+}
+
+/// [`interrupt_write`] once `ready(pid)` returns; the stderr of the stopped command.
+fn interrupt_when(args: &[&str], ready: impl Fn(u32)) -> String {
     let mut child = Command::new(diskcast_bin())
         .args(args)
         .stdin(Stdio::null())
@@ -173,7 +178,7 @@ fn interrupt_write(args: &[&str], dir: &Path) {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn diskcast");
-    wait_for_output_fd(child.id(), dir);
+    ready(child.id());
     let pid = child.id().to_string();
     let signal = |sig: &str| assert!(Command::new("kill").args([sig, &pid]).status().unwrap().success(), "kill {sig}");
     signal("-STOP");
@@ -187,6 +192,59 @@ fn interrupt_write(args: &[&str], dir: &Path) {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_eq!(out.status.code(), Some(1), "{args:?} was not stopped by its Ctrl-C handler: {stderr}");
     assert!(stderr.contains("interrupted"), "{stderr}");
+    stderr.into_owned()
+}
+
+/// Waits until `pid` has a file open directly inside `dir` (extraction is writing one).
+fn wait_for_file_in(pid: u32, dir: &Path) {
+    let start = Instant::now();
+    loop {
+        if let Ok(canon) = std::fs::canonicalize(dir) {
+            let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).into_iter().flatten().flatten();
+            if fds.filter_map(|fd| std::fs::read_link(fd.path()).ok()).any(|l| l.parent() == Some(canon.as_path())) {
+                return;
+            }
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "diskcast never wrote a file in {}", dir.display());
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Ctrl-C during `extract SRC DIR` stops it (exit 1, "interrupted") and removes what it
+/// extracted: a DIR it created is gone, an existing empty DIR is empty again. The
+/// interrupt arrives while a large file is being written, with directories made.
+#[test]
+fn interrupted_extraction_removes_what_it_made() {
+    let d = tmp();
+    let root = d.path().join("root");
+    for sub in ["a/b", "c"] {
+        std::fs::create_dir_all(root.join(sub)).unwrap();
+        for i in 0..50 {
+            write_file(&root.join(sub).join(format!("s{i}.txt")), format!("{sub} {i}\n").as_bytes());
+        }
+    }
+    std::os::unix::fs::symlink("a/b/s1.txt", root.join("link")).unwrap();
+    for i in 0..3u64 {
+        write_file(&root.join(format!("z{i}.bin")), &pseudo_random(64 << 20, 80 + i));
+    }
+    let tar = d.path().join("root.tar");
+    run("tar", &["-C", &s(&root), "-cf", &s(&tar), "."]);
+    std::fs::remove_dir_all(&root).unwrap();
+    let work = d.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+
+    // A new directory (and its new parent) made by the extraction: removed.
+    let new = work.join("new/dir");
+    let err = interrupt_when(&["extract", "-j", "1", &s(&tar), &s(&new)], |pid| wait_for_file_in(pid, &new));
+    assert!(err.contains("the directory it created were removed"), "{err}");
+    assert!(!new.exists(), "the interrupted extraction left {}", new.display());
+
+    // An existing empty directory: emptied again, kept.
+    let empty = work.join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let err = interrupt_when(&["extract", "-j", "2", &s(&tar), &s(&empty)], |pid| wait_for_file_in(pid, &empty));
+    assert!(err.contains("the directory is empty again"), "{err}");
+    assert_eq!(std::fs::read_dir(&empty).unwrap().count(), 0, "the interrupted extraction left files in DIR");
 }
 
 /// Ctrl-C during `iso create`, `iso remaster` and `extract -o` leaves nothing beside

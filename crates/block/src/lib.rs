@@ -163,6 +163,58 @@ pub trait BlockRead: Send + Sync + std::fmt::Debug {
     }
 }
 
+/// The reading side of a format driver, written once for every format that reads its
+/// own file: it implements the `_inner` methods and gets [`BlockRead`], each error
+/// naming the image's file ([`file_name`](Self::file_name)) so no reader forgets to.
+pub trait FormatRead: Send + Sync + std::fmt::Debug {
+    /// The image's file (or source), named in every error.
+    fn file_name(&self) -> &std::path::Path;
+    /// [`BlockRead::size`].
+    fn virtual_size(&self) -> u64;
+    /// [`BlockRead::read_at`].
+    fn read_inner(&self, buf: &mut [u8], offset: u64) -> Result<()>;
+    /// [`BlockRead::extent_at`].
+    fn extent_inner(&self, offset: u64, max_len: u64) -> Result<Extent>;
+    /// [`BlockRead::map_extent`] (default: no host offset).
+    fn map_inner(&self, offset: u64, max_len: u64) -> Result<MapExtent> {
+        Ok(MapExtent { extent: self.extent_inner(offset, max_len)?, host: None, compressed: false })
+    }
+    /// [`BlockRead::info`].
+    fn info_inner(&self) -> ImageInfo;
+    /// [`BlockRead::backing`].
+    fn backing_image(&self) -> Option<&dyn BlockRead> {
+        None
+    }
+    /// [`BlockRead::unique_id`].
+    fn image_id(&self) -> Option<[u8; 16]> {
+        None
+    }
+}
+
+impl<T: FormatRead> BlockRead for T {
+    fn size(&self) -> u64 {
+        self.virtual_size()
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        self.read_inner(buf, offset).file(self.file_name())
+    }
+    fn extent_at(&self, offset: u64, max_len: u64) -> Result<Extent> {
+        self.extent_inner(offset, max_len).file(self.file_name())
+    }
+    fn map_extent(&self, offset: u64, max_len: u64) -> Result<MapExtent> {
+        self.map_inner(offset, max_len).file(self.file_name())
+    }
+    fn backing(&self) -> Option<&dyn BlockRead> {
+        self.backing_image()
+    }
+    fn info(&self) -> ImageInfo {
+        self.info_inner()
+    }
+    fn unique_id(&self) -> Option<[u8; 16]> {
+        self.image_id()
+    }
+}
+
 /// A guest range and where it is stored, as `map` reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MapExtent {
@@ -310,6 +362,39 @@ pub fn clip_to_backing(mut ext: Extent, backing: Option<&dyn BlockRead>) -> Exte
         }
     }
     ext
+}
+
+/// The extent a reader grows from `offset`, piece after piece of its map, while the
+/// pieces hold the same kind.
+#[derive(Debug)]
+pub struct GrowExtent {
+    offset: u64,
+    ext: Option<Extent>,
+}
+
+impl GrowExtent {
+    /// Nothing yet at `offset`.
+    pub fn new(offset: u64) -> Self {
+        GrowExtent { offset, ext: None }
+    }
+
+    /// Adds the next piece, `len` bytes holding `alloc`; false when it holds another kind
+    /// (the extent ends before it, and the walk can stop).
+    pub fn push(&mut self, len: u64, alloc: Alloc) -> bool {
+        match &mut self.ext {
+            None => self.ext = Some(Extent { offset: self.offset, len, alloc }),
+            Some(e) if e.alloc == alloc => e.len += len,
+            Some(_) => return false,
+        }
+        true
+    }
+
+    /// The extent, cut where the image below ends ([`clip_to_backing`]); no piece at
+    /// all is corruption.
+    pub fn finish(self, backing: Option<&dyn BlockRead>) -> Result<Extent> {
+        let ext = self.ext.ok_or_else(|| Error::corrupt("empty extent").with_offset(self.offset))?;
+        Ok(clip_to_backing(ext, backing))
+    }
 }
 
 /// The extent at `offset` with backing files resolved: `Backing` becomes whatever the

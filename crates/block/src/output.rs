@@ -604,6 +604,24 @@ impl Output {
         Ok(Box::new(std::io::BufWriter::with_capacity(STREAM_BUFFER, file)))
     }
 
+    /// Writes the target front to back with `body` (an archive: a tar, an OCI or Docker
+    /// archive), stopped by `cancel` (Ctrl-C) at its next write, and puts it in place.
+    /// Errors name the target; a stopped write is [`ErrorKind::Cancelled`](crate::ErrorKind::Cancelled).
+    pub fn write_stream<T>(
+        self,
+        cancel: Option<Arc<AtomicBool>>,
+        body: impl FnOnce(&mut dyn std::io::Write) -> Result<T>,
+    ) -> Result<T> {
+        use std::io::Write;
+        let name = self.target.path().to_path_buf();
+        let mut w = Interruptible::new(self.stream()?, cancel);
+        let r = body(&mut w).map_err(|e| w.stopped(e).with_file(&name))?;
+        w.flush().map_err(|e| w.stopped(Error::io("cannot write", e)).with_file(&name))?;
+        drop(w);
+        self.commit()?;
+        Ok(r)
+    }
+
     /// Puts what was written in place (nothing to do for streams and devices, which were
     /// written where they are).
     pub fn commit(self) -> Result<()> {

@@ -169,6 +169,59 @@ pub fn units_touched(data: &[Extent], size: u64, unit: u64) -> u64 {
     units
 }
 
+/// The [`Driver`] methods every writable format spells the same way, written once:
+/// `options` (its `-o` keys) and `validate` (parsed by `params` for a nominal disk);
+/// with `create:`, `create` writing one new file by `create(file, params)`; with
+/// `check:`, `check` by `check(src)` with errors naming the image. What a format does
+/// stays in the functions it names here.
+///
+/// ```ignore
+/// impl Driver for VdiDriver {
+///     // name, probe, open, measure ...
+///     diskcast_block::driver_methods! {
+///         options: OPTIONS,
+///         params: writer::Params::from_options,
+///         create: VdiWriter::new,
+///         check: check::check,
+///     }
+/// }
+/// ```
+#[macro_export]
+macro_rules! driver_methods {
+    (options: $options:expr, params: $params:expr $(, create: $create:expr)? $(, check: $check:expr)? $(,)?) => {
+        fn options(&self) -> &'static [$crate::registry::OptionSpec] {
+            $options
+        }
+
+        fn validate(&self, opts: &$crate::registry::CreateOptions) -> $crate::Result<()> {
+            opts.validate_with(self, $params)
+        }
+
+        $(
+            fn create(
+                &self,
+                path: &::std::path::Path,
+                size: u64,
+                opts: &$crate::registry::CreateOptions,
+                out: &$crate::output::OutputFiles,
+            ) -> $crate::Result<Box<dyn $crate::BlockWrite>> {
+                let params = opts.params(self, size, $params)?;
+                Ok(Box::new(($create)(out.create(path)?, params)?))
+            }
+        )?
+
+        $(
+            fn check(
+                &self,
+                src: $crate::source::Source,
+                _ctx: &$crate::registry::OpenContext<'_>,
+            ) -> $crate::Result<$crate::registry::CheckReport> {
+                $crate::registry::check_named(src, $check)
+            }
+        )?
+    };
+}
+
 /// [`Driver::check`] for a checker that reads the source: its errors name the image.
 pub fn check_named(src: Source, check: impl FnOnce(Source) -> Result<CheckReport>) -> Result<CheckReport> {
     let name = src.name().to_path_buf();

@@ -1,6 +1,8 @@
 //! Joining the pieces of one read into runs, so a read that spans many clusters or blocks
 //! stored back to back costs one `pread` (or one fill) per run, not one per piece.
 
+use crate::Result;
+
 /// A run of guest bytes `[offset, offset + len)` that one action serves; `map` is what
 /// the driver found at `offset` (a host offset, "zeros", "from the backing file"...).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +52,24 @@ impl<M: Copy> ReadRuns<M> {
     /// The last run, after every piece was pushed.
     pub fn finish(self) -> Option<ReadRun<M>> {
         self.run
+    }
+
+    /// One whole read: `walk` calls the piece function it is given with every piece
+    /// `(offset, len, map)` in guest order (it returns whether to go on), pieces that
+    /// `joins` are merged, and `serve` is called once per run.
+    pub fn serve(
+        walk: impl FnOnce(&mut dyn FnMut(u64, u64, M) -> Result<bool>) -> Result<()>,
+        joins: impl Fn(&ReadRun<M>, M) -> bool,
+        mut serve: impl FnMut(ReadRun<M>) -> Result<()>,
+    ) -> Result<()> {
+        let mut runs = ReadRuns::default();
+        walk(&mut |offset, len, map| {
+            if let Some(run) = runs.push(offset, len, map, &joins) {
+                serve(run)?;
+            }
+            Ok(true)
+        })?;
+        runs.finish().map_or(Ok(()), serve)
     }
 }
 

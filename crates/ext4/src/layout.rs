@@ -1,6 +1,7 @@
-//! The ext4 on-disk format: constants, field offsets and checksums shared by the writer
-//! and the reader. Offsets follow the kernel's "ext4 Data Structures and Algorithms"
-//! (Documentation/filesystems/ext4) and e2fsprogs' `ext2_fs.h`.
+//! The ext4 on-disk format: constants, the structures (superblock, group descriptor,
+//! inode, extent and directory-entry heads, declared once and used by the reader and the
+//! writer alike) and checksums. Layouts follow the kernel's "ext4 Data Structures and
+//! Algorithms" (Documentation/filesystems/ext4) and e2fsprogs' `ext2_fs.h`.
 
 use diskcast_layout::{
     FromBytes, Immutable, IntoBytes, KnownLayout, Le16, Le32, Unaligned, high_u32, low_u16, low_u32,
@@ -98,114 +99,173 @@ pub mod bgflag {
     pub const ITABLE_ZEROED: u16 = 0x4;
 }
 
-/// Superblock field offsets (from the superblock's start, byte 1024 of the disk).
-pub mod sb {
-    pub const INODES_COUNT: usize = 0x00;
-    pub const BLOCKS_COUNT_LO: usize = 0x04;
-    pub const R_BLOCKS_COUNT_LO: usize = 0x08;
-    pub const FREE_BLOCKS_LO: usize = 0x0C;
-    pub const FREE_INODES: usize = 0x10;
-    pub const FIRST_DATA_BLOCK: usize = 0x14;
-    pub const LOG_BLOCK_SIZE: usize = 0x18;
-    pub const LOG_CLUSTER_SIZE: usize = 0x1C;
-    pub const BLOCKS_PER_GROUP: usize = 0x20;
-    pub const CLUSTERS_PER_GROUP: usize = 0x24;
-    pub const INODES_PER_GROUP: usize = 0x28;
-    pub const MTIME: usize = 0x2C;
-    pub const WTIME: usize = 0x30;
-    pub const MAX_MNT_COUNT: usize = 0x36;
-    pub const MAGIC: usize = 0x38;
-    pub const STATE: usize = 0x3A;
-    pub const ERRORS: usize = 0x3C;
-    pub const LASTCHECK: usize = 0x40;
-    pub const CREATOR_OS: usize = 0x48;
-    pub const REV_LEVEL: usize = 0x4C;
-    pub const FIRST_INO: usize = 0x54;
-    pub const INODE_SIZE: usize = 0x58;
-    pub const BLOCK_GROUP_NR: usize = 0x5A;
-    pub const FEATURE_COMPAT: usize = 0x5C;
-    pub const FEATURE_INCOMPAT: usize = 0x60;
-    pub const FEATURE_RO_COMPAT: usize = 0x64;
-    pub const UUID: usize = 0x68;
-    pub const VOLUME_NAME: usize = 0x78;
-    pub const JOURNAL_INUM: usize = 0xE0;
-    pub const HASH_SEED: usize = 0xEC;
-    pub const DEF_HASH_VERSION: usize = 0xFC;
-    pub const JNL_BACKUP_TYPE: usize = 0xFD;
-    pub const DESC_SIZE: usize = 0xFE;
-    pub const DEFAULT_MOUNT_OPTS: usize = 0x100;
-    pub const MKFS_TIME: usize = 0x108;
-    pub const JNL_BLOCKS: usize = 0x10C;
-    pub const BLOCKS_COUNT_HI: usize = 0x150;
-    pub const R_BLOCKS_COUNT_HI: usize = 0x154;
-    pub const FREE_BLOCKS_HI: usize = 0x158;
-    pub const MIN_EXTRA_ISIZE: usize = 0x15C;
-    pub const WANT_EXTRA_ISIZE: usize = 0x15E;
-    pub const FLAGS: usize = 0x160;
-    pub const LOG_GROUPS_PER_FLEX: usize = 0x174;
-    pub const CHECKSUM_TYPE: usize = 0x175;
-    pub const CHECKSUM_SEED: usize = 0x270;
-    pub const ORPHAN_FILE_INUM: usize = 0x280;
-    pub const CHECKSUM: usize = 0x3FC;
-    /// Size of the superblock record.
-    pub const SIZE: usize = 1024;
+/// The superblock (1024 bytes at byte 1024 of the disk; backups at the start of some
+/// groups), as the kernel's `struct ext4_super_block`. Fields neither side uses are
+/// kept as byte runs named for what they hold.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy)]
+#[repr(C)]
+pub struct SuperBlock {
+    pub inodes_count: Le32,
+    pub blocks_count_lo: Le32,
+    pub r_blocks_count_lo: Le32,
+    pub free_blocks_count_lo: Le32,
+    pub free_inodes_count: Le32,
+    pub first_data_block: Le32,
+    pub log_block_size: Le32,
+    pub log_cluster_size: Le32,
+    pub blocks_per_group: Le32,
+    pub clusters_per_group: Le32,
+    pub inodes_per_group: Le32,
+    pub mtime: Le32,
+    pub wtime: Le32,
+    pub mnt_count: Le16,
+    pub max_mnt_count: Le16,
+    pub magic: Le16,
+    pub state: Le16,
+    pub errors: Le16,
+    pub minor_rev_level: Le16,
+    pub lastcheck: Le32,
+    pub checkinterval: Le32,
+    pub creator_os: Le32,
+    pub rev_level: Le32,
+    pub def_resuid: Le16,
+    pub def_resgid: Le16,
+    pub first_ino: Le32,
+    pub inode_size: Le16,
+    pub block_group_nr: Le16,
+    pub feature_compat: Le32,
+    pub feature_incompat: Le32,
+    pub feature_ro_compat: Le32,
+    pub uuid: [u8; 16],
+    pub volume_name: [u8; 16],
+    /// `s_last_mounted` .. `s_journal_uuid` (0x88..0xE0).
+    pub mount_and_prealloc: [u8; 88],
+    pub journal_inum: Le32,
+    pub journal_dev: Le32,
+    pub last_orphan: Le32,
+    pub hash_seed: [Le32; 4],
+    pub def_hash_version: u8,
+    pub jnl_backup_type: u8,
+    pub desc_size: Le16,
+    pub default_mount_opts: Le32,
+    pub first_meta_bg: Le32,
+    pub mkfs_time: Le32,
+    /// The journal inode's `i_block`, then its size (`s_jnl_blocks[15..17]`: high, low).
+    pub jnl_blocks: [u8; 60],
+    pub jnl_size_hi: Le32,
+    pub jnl_size_lo: Le32,
+    pub blocks_count_hi: Le32,
+    pub r_blocks_count_hi: Le32,
+    pub free_blocks_count_hi: Le32,
+    pub min_extra_isize: Le16,
+    pub want_extra_isize: Le16,
+    pub flags: Le32,
+    /// `s_raid_stride` .. `s_mmp_block`, `s_raid_stripe_width` (0x164..0x174).
+    pub raid_mmp: [u8; 16],
+    pub log_groups_per_flex: u8,
+    pub checksum_type: u8,
+    /// `s_encryption_level` .. `s_lpf_ino`, `s_prj_quota_inum` (0x176..0x270): error
+    /// records, snapshots, quotas, encryption.
+    pub unused_0x176: [u8; 250],
+    pub checksum_seed: Le32,
+    /// The `_hi` bytes of the times, error codes, `s_encoding` and its flags (0x274..0x280).
+    pub unused_0x274: [u8; 12],
+    pub orphan_file_inum: Le32,
+    /// `s_reserved` (0x284..0x3FC).
+    pub reserved: [u8; 376],
+    pub checksum: Le32,
 }
 
-/// Group descriptor field offsets.
-pub mod gd {
-    pub const BLOCK_BITMAP_LO: usize = 0x00;
-    pub const INODE_BITMAP_LO: usize = 0x04;
-    pub const INODE_TABLE_LO: usize = 0x08;
-    pub const FREE_BLOCKS_LO: usize = 0x0C;
-    pub const FREE_INODES_LO: usize = 0x0E;
-    pub const USED_DIRS_LO: usize = 0x10;
-    pub const FLAGS: usize = 0x12;
-    pub const BLOCK_BITMAP_CSUM_LO: usize = 0x18;
-    pub const INODE_BITMAP_CSUM_LO: usize = 0x1A;
-    pub const ITABLE_UNUSED_LO: usize = 0x1C;
-    pub const CHECKSUM: usize = 0x1E;
-    pub const BLOCK_BITMAP_HI: usize = 0x20;
-    pub const INODE_BITMAP_HI: usize = 0x24;
-    pub const INODE_TABLE_HI: usize = 0x28;
-    pub const FREE_BLOCKS_HI: usize = 0x2C;
-    pub const FREE_INODES_HI: usize = 0x2E;
-    pub const USED_DIRS_HI: usize = 0x30;
-    pub const ITABLE_UNUSED_HI: usize = 0x32;
-    pub const BLOCK_BITMAP_CSUM_HI: usize = 0x38;
-    pub const INODE_BITMAP_CSUM_HI: usize = 0x3A;
+/// A group descriptor: 64 bytes with the 64bit feature, else only the first 32 (the
+/// `_hi` halves read as zero).
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Default)]
+#[repr(C)]
+pub struct GroupDesc {
+    pub block_bitmap_lo: Le32,
+    pub inode_bitmap_lo: Le32,
+    pub inode_table_lo: Le32,
+    pub free_blocks_count_lo: Le16,
+    pub free_inodes_count_lo: Le16,
+    pub used_dirs_count_lo: Le16,
+    pub flags: Le16,
+    pub exclude_bitmap_lo: Le32,
+    pub block_bitmap_csum_lo: Le16,
+    pub inode_bitmap_csum_lo: Le16,
+    pub itable_unused_lo: Le16,
+    pub checksum: Le16,
+    pub block_bitmap_hi: Le32,
+    pub inode_bitmap_hi: Le32,
+    pub inode_table_hi: Le32,
+    pub free_blocks_count_hi: Le16,
+    pub free_inodes_count_hi: Le16,
+    pub used_dirs_count_hi: Le16,
+    pub itable_unused_hi: Le16,
+    pub exclude_bitmap_hi: Le32,
+    pub block_bitmap_csum_hi: Le16,
+    pub inode_bitmap_csum_hi: Le16,
+    pub reserved: Le32,
 }
 
-/// Inode field offsets.
-pub mod ino {
-    pub const MODE: usize = 0x00;
-    pub const UID: usize = 0x02;
-    pub const SIZE_LO: usize = 0x04;
-    pub const ATIME: usize = 0x08;
-    pub const CTIME: usize = 0x0C;
-    pub const MTIME: usize = 0x10;
-    pub const GID: usize = 0x18;
-    pub const LINKS: usize = 0x1A;
-    pub const BLOCKS_LO: usize = 0x1C;
-    pub const FLAGS: usize = 0x20;
-    pub const BLOCK: usize = 0x28;
-    pub const GENERATION: usize = 0x64;
-    pub const FILE_ACL_LO: usize = 0x68;
-    pub const SIZE_HIGH: usize = 0x6C;
-    pub const BLOCKS_HIGH: usize = 0x74;
-    pub const FILE_ACL_HIGH: usize = 0x76;
-    pub const UID_HIGH: usize = 0x78;
-    pub const GID_HIGH: usize = 0x7A;
-    pub const CHECKSUM_LO: usize = 0x7C;
-    pub const EXTRA_ISIZE: usize = 0x80;
-    pub const CHECKSUM_HI: usize = 0x82;
-    pub const CTIME_EXTRA: usize = 0x84;
-    pub const MTIME_EXTRA: usize = 0x88;
-    pub const ATIME_EXTRA: usize = 0x8C;
-    pub const CRTIME: usize = 0x90;
-    pub const CRTIME_EXTRA: usize = 0x94;
-    /// Size of the 60-byte `i_block` area.
-    pub const BLOCK_LEN: usize = 60;
+/// The 128 bytes every inode record starts with (ext2's whole inode).
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug)]
+#[repr(C)]
+pub struct InodeBase {
+    pub mode: Le16,
+    pub uid: Le16,
+    pub size_lo: Le32,
+    pub atime: Le32,
+    pub ctime: Le32,
+    pub mtime: Le32,
+    pub dtime: Le32,
+    pub gid: Le16,
+    pub links_count: Le16,
+    pub blocks_lo: Le32,
+    pub flags: Le32,
+    pub version: Le32,
+    /// `i_block`: the extent tree root, the block map, a fast symlink or device numbers.
+    pub block: [u8; 60],
+    pub generation: Le32,
+    pub file_acl_lo: Le32,
+    pub size_high: Le32,
+    pub obso_faddr: Le32,
+    pub blocks_high: Le16,
+    pub file_acl_high: Le16,
+    pub uid_high: Le16,
+    pub gid_high: Le16,
+    pub checksum_lo: Le16,
+    pub reserved: Le16,
 }
+
+/// The extended fields after [`InodeBase`] (inodes larger than 128 bytes); only the
+/// first `extra_isize` bytes of it are meaningful.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Default, Debug)]
+#[repr(C)]
+pub struct InodeExtra {
+    pub extra_isize: Le16,
+    pub checksum_hi: Le16,
+    pub ctime_extra: Le32,
+    pub mtime_extra: Le32,
+    pub atime_extra: Le32,
+    pub crtime: Le32,
+    pub crtime_extra: Le32,
+    pub version_hi: Le32,
+    pub projid: Le32,
+}
+
+/// Size of the superblock record.
+pub const SB_SIZE: usize = size_of::<SuperBlock>();
+/// Where [`InodeExtra`] starts in an inode record.
+pub const INODE_BASE: usize = size_of::<InodeBase>();
+/// Size of the `i_block` area.
+pub const IBLOCK_LEN: usize = 60;
+const _: () = assert!(SB_SIZE == 1024 && size_of::<GroupDesc>() == DESC_SIZE);
+const _: () = assert!(INODE_BASE == 128 && size_of::<InodeExtra>() == 32);
+const _: () = assert!(std::mem::offset_of!(SuperBlock, checksum_seed) == 0x270);
+const _: () = assert!(std::mem::offset_of!(SuperBlock, log_groups_per_flex) == 0x174);
+const _: () = assert!(std::mem::offset_of!(SuperBlock, jnl_blocks) == 0x10C);
+
+/// Byte offset of `magic` in the superblock, for probing without reading the rest.
+pub const SB_MAGIC: usize = std::mem::offset_of!(SuperBlock, magic);
 
 /// The 12-byte header of an extent node (in `i_block` or a tree block).
 #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Default)]
@@ -275,17 +335,6 @@ pub fn put16(b: &mut [u8], at: usize, v: u16) {
 pub fn put32(b: &mut [u8], at: usize, v: u32) {
     b[at..at + 4].copy_from_slice(&v.to_le_bytes());
 }
-/// A 64-bit value split into a 32-bit low field and a 32-bit high field.
-pub fn put_split32(b: &mut [u8], lo: usize, hi: usize, v: u64) {
-    put32(b, lo, low_u32(v));
-    put32(b, hi, high_u32(v));
-}
-/// A 32-bit value split into two 16-bit fields.
-pub fn put_split16(b: &mut [u8], lo: usize, hi: usize, v: u32) {
-    put16(b, lo, low_u16(u64::from(v)));
-    put16(b, hi, low_u16(u64::from(v >> 16)));
-}
-
 /// ext4's crc32c: the raw CRC register, no final inversion (`ext4_chksum`). The `crc32c`
 /// crate computes the standard (inverted in and out) form, hence the inversions here.
 pub fn csum(seed: u32, data: &[u8]) -> u32 {
@@ -304,22 +353,21 @@ pub fn inode_csum_seed(fs_seed: u32, ino: u32, generation: u32) -> u32 {
 
 /// Checksum of an inode record with its two checksum fields taken as zero.
 pub fn inode_csum(fs_seed: u32, ino: u32, raw: &[u8; INODE_SIZE]) -> u32 {
-    let g = ino::GENERATION;
-    let generation = u32::from_le_bytes([raw[g], raw[g + 1], raw[g + 2], raw[g + 3]]);
-    let mut c = csum(inode_csum_seed(fs_seed, ino, generation), &raw[..ino::CHECKSUM_LO]);
+    use std::mem::offset_of;
+    let lo = offset_of!(InodeBase, checksum_lo);
+    let hi = INODE_BASE + offset_of!(InodeExtra, checksum_hi);
+    let generation = diskcast_layout::read::<InodeBase>(raw, 0, "ext4 inode").map_or(0, |i| i.generation.get());
+    let mut c = csum(inode_csum_seed(fs_seed, ino, generation), &raw[..lo]);
     c = csum(c, &[0, 0]);
-    c = csum(c, &raw[ino::CHECKSUM_LO + 2..ino::CHECKSUM_HI]);
+    c = csum(c, &raw[lo + 2..hi]);
     c = csum(c, &[0, 0]);
-    csum(c, &raw[ino::CHECKSUM_HI + 2..])
+    csum(c, &raw[hi + 2..])
 }
 
-/// Checksum of a group descriptor (low 16 bits stored).
-pub fn desc_csum(fs_seed: u32, group: u32, desc: &[u8]) -> u16 {
-    let mut c = csum(fs_seed, &group.to_le_bytes());
-    c = csum(c, &desc[..gd::CHECKSUM]);
-    c = csum(c, &[0, 0]);
-    c = csum(c, &desc[gd::CHECKSUM + 2..]);
-    low_u16(u64::from(c))
+/// Checksum of a group descriptor (low 16 bits stored), its checksum field taken as zero.
+pub fn desc_csum(fs_seed: u32, group: u32, desc: &GroupDesc) -> u16 {
+    let zeroed = GroupDesc { checksum: Le16::ZERO, ..*desc };
+    low_u16(u64::from(csum(csum(fs_seed, &group.to_le_bytes()), zeroed.as_bytes())))
 }
 
 /// Checksum of an xattr block (its `h_checksum` at 0x10 taken as zero).

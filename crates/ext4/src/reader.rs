@@ -13,7 +13,7 @@
 
 use crate::layout::*;
 use diskcast_block::{BlockRead, Error, Result};
-use diskcast_layout::{le16, le32, u64_from_usize, usize_from, usize_from_u64};
+use diskcast_layout::{IntoBytes, Le32, join_u32, le16, le32, u64_from_usize, usize_from, usize_from_u64};
 use diskcast_tree::{
     FileData, FileExtent, FsReader, Kind, Meta, Node, NodeId, ReadOptions, Timestamp, Tree, Xattr, check_name,
     display_name,
@@ -61,7 +61,7 @@ impl FsReader for Ext4Reader {
             return Ok(false);
         }
         let mut b = [0u8; 2];
-        disk.read_at(&mut b, 1024 + u64_from_usize(sb::MAGIC))?;
+        disk.read_at(&mut b, 1024 + u64_from_usize(SB_MAGIC))?;
         Ok(u16::from_le_bytes(b) == MAGIC)
     }
 
@@ -115,7 +115,11 @@ struct Fs {
 /// A parsed inode: what the tree needs.
 #[derive(Debug)]
 struct Inode {
+    /// The whole record: in-inode xattrs follow the extra fields.
     raw: Vec<u8>,
+    base: InodeBase,
+    /// The extended fields, for records larger than 128 bytes.
+    extra: Option<InodeExtra>,
     mode: u16,
     size: u64,
     flags: u32,
@@ -142,18 +146,19 @@ fn idx(v: u64) -> Result<usize> {
 
 impl Fs {
     fn open(disk: Arc<dyn BlockRead>) -> Result<Fs> {
-        let mut s = vec![0u8; sb::SIZE];
-        disk.read_at(&mut s, 1024)?;
+        let mut raw = vec![0u8; SB_SIZE];
+        disk.read_at(&mut raw, 1024)?;
+        let s: &SuperBlock = diskcast_layout::read(&raw, 0, "ext4 superblock")?;
         let bad = |field: &'static str, what: String| Error::corrupt(what).with_field(field);
-        if le16(&s, sb::MAGIC, "ext4 superblock")? != MAGIC {
+        if s.magic.get() != MAGIC {
             return Err(Error::invalid("no ext2/3/4 superblock (magic 0xEF53) at byte 1024").with_field("s_magic"));
         }
-        let log = le32(&s, sb::LOG_BLOCK_SIZE, "ext4 superblock")?;
+        let log = s.log_block_size.get();
         if log > 6 {
             return Err(bad("s_log_block_size", format!("block size 2^{} KiB is impossible", log)));
         }
         let bs = 1024u64 << log;
-        let incompat_f = le32(&s, sb::FEATURE_INCOMPAT, "ext4 superblock")?;
+        let incompat_f = s.feature_incompat.get();
         let unknown = incompat_f & !KNOWN_INCOMPAT;
         if unknown != 0 {
             let names = [
@@ -172,35 +177,28 @@ impl Fs {
             .with_field("s_feature_incompat"));
         }
         // bigalloc counts groups in clusters: the geometry below would look corrupt.
-        if le32(&s, sb::FEATURE_RO_COMPAT, "ext4 superblock")? & ro_compat::BIGALLOC != 0 {
+        if s.feature_ro_compat.get() & ro_compat::BIGALLOC != 0 {
             return Err(Error::unsupported(format!(
                 "ext4 feature bigalloc (ro_compat {:#x}) is not supported",
                 ro_compat::BIGALLOC
             ))
             .with_field("s_feature_ro_compat"));
         }
-        if le32(&s, sb::LOG_CLUSTER_SIZE, "ext4 superblock")? != log {
+        if s.log_cluster_size.get() != log {
             return Err(bad(
                 "s_log_cluster_size",
-                format!(
-                    "cluster size 2^{} KiB differs from the block size without bigalloc",
-                    le32(&s, sb::LOG_CLUSTER_SIZE, "ext4 superblock")?
-                ),
+                format!("cluster size 2^{} KiB differs from the block size without bigalloc", s.log_cluster_size.get()),
             ));
         }
         let is64 = incompat_f & incompat::BIT64 != 0;
-        let blocks_lo = u64::from(le32(&s, sb::BLOCKS_COUNT_LO, "ext4 superblock")?);
-        let blocks = if is64 {
-            blocks_lo | (u64::from(le32(&s, sb::BLOCKS_COUNT_HI, "ext4 superblock")?) << 32)
-        } else {
-            blocks_lo
-        };
-        let first = u64::from(le32(&s, sb::FIRST_DATA_BLOCK, "ext4 superblock")?);
-        let bpg = u64::from(le32(&s, sb::BLOCKS_PER_GROUP, "ext4 superblock")?);
-        let ipg = u64::from(le32(&s, sb::INODES_PER_GROUP, "ext4 superblock")?);
-        let inodes = u64::from(le32(&s, sb::INODES_COUNT, "ext4 superblock")?);
-        let rev = le32(&s, sb::REV_LEVEL, "ext4 superblock")?;
-        let inode_size = if rev == 0 { 128 } else { u64::from(le16(&s, sb::INODE_SIZE, "ext4 superblock")?) };
+        let blocks_hi = if is64 { s.blocks_count_hi.get() } else { 0 };
+        let blocks = join_u32(blocks_hi, s.blocks_count_lo.get());
+        let first = u64::from(s.first_data_block.get());
+        let bpg = u64::from(s.blocks_per_group.get());
+        let ipg = u64::from(s.inodes_per_group.get());
+        let inodes = u64::from(s.inodes_count.get());
+        let inode_size =
+            if s.rev_level.get() == 0 { u64_from_usize(INODE_BASE) } else { u64::from(s.inode_size.get()) };
         if bpg == 0 || bpg > bs * 8 {
             return Err(bad("s_blocks_per_group", format!("{bpg} blocks per group with {bs}-byte blocks")));
         }
@@ -226,7 +224,7 @@ impl Fs {
         if groups.checked_mul(ipg) != Some(inodes) || inodes < u64::from(FIRST_INO) {
             return Err(bad("s_inodes_count", format!("{inodes} inodes do not match {groups} groups of {ipg} inodes")));
         }
-        let desc_size = if is64 { u64::from(le16(&s, sb::DESC_SIZE, "ext4 superblock")?) } else { 32 };
+        let desc_size = if is64 { u64::from(s.desc_size.get()) } else { 32 };
         if is64 && (!(32..=1024).contains(&desc_size) || !desc_size.is_power_of_two()) {
             return Err(bad("s_desc_size", format!("group descriptor size {desc_size}")));
         }
@@ -238,7 +236,7 @@ impl Fs {
             ));
         }
         let itb = (ipg * inode_size).div_ceil(bs);
-        let has_extra = inode_size > 128;
+        let has_extra = inode_size > u64_from_usize(INODE_BASE);
         Ok(Fs {
             disk,
             bs,
@@ -260,13 +258,11 @@ impl Fs {
         if let Some(&t) = self.tables.borrow().get(&g) {
             return Ok(t);
         }
-        let mut d = [0u8; 64];
-        let d = &mut d[..idx(self.desc_size.min(64))?];
-        self.disk.read_at(d, self.gdt + g * self.desc_size)?;
-        let mut t = u64::from(le32(d, gd::INODE_TABLE_LO, "ext4 group descriptor")?);
-        if self.desc_size >= 64 {
-            t |= u64::from(le32(d, gd::INODE_TABLE_HI, "ext4 group descriptor")?) << 32;
-        }
+        // A 32-byte descriptor leaves the `_hi` halves zero.
+        let mut d = GroupDesc::default();
+        let have = idx(self.desc_size.min(u64_from_usize(DESC_SIZE)))?;
+        self.disk.read_at(&mut d.as_mut_bytes()[..have], self.gdt + g * self.desc_size)?;
+        let t = join_u32(d.inode_table_hi.get(), d.inode_table_lo.get());
         if t == 0 || t.checked_add(self.itb).is_none_or(|e| e > self.blocks) {
             return Err(Error::corrupt(format!("group {g}'s inode table at block {t} is outside the filesystem"))
                 .with_field("bg_inode_table"));
@@ -284,16 +280,15 @@ impl Fs {
         let at = (n - 1) % self.ipg;
         let mut raw = vec![0u8; idx(self.inode_size)?];
         self.disk.read_at(&mut raw, table * self.bs + at * self.inode_size)?;
-        let mode = le16(&raw, ino::MODE, "ext4 inode")?;
-        let size = u64::from(le32(&raw, ino::SIZE_LO, "ext4 inode")?)
-            | (u64::from(le32(&raw, ino::SIZE_HIGH, "ext4 inode")?) << 32);
-        let flags = le32(&raw, ino::FLAGS, "ext4 inode")?;
-        let file_acl = u64::from(le32(&raw, ino::FILE_ACL_LO, "ext4 inode")?)
-            | (u64::from(le16(&raw, ino::FILE_ACL_HIGH, "ext4 inode")?) << 32);
-        if flags & iflag::INLINE_DATA != 0 {
+        let base: InodeBase = diskcast_layout::read_copy(&raw, 0, "ext4 inode")?;
+        let extra: Option<InodeExtra> =
+            self.has_extra.then(|| diskcast_layout::read_copy(&raw, INODE_BASE, "ext4 inode")).transpose()?;
+        let size = join_u32(base.size_high.get(), base.size_lo.get());
+        let file_acl = join_u32(u32::from(base.file_acl_high.get()), base.file_acl_lo.get());
+        if base.flags.get() & iflag::INLINE_DATA != 0 {
             return Err(Error::unsupported(format!("inode {n} keeps its data inline (inline_data)")));
         }
-        Ok(Inode { raw, mode, size, flags, file_acl })
+        Ok(Inode { raw, mode: base.mode.get(), size, flags: base.flags.get(), file_acl, base, extra })
     }
 
     fn read_block(&self, blk: u64, what: &str) -> Result<Vec<u8>> {
@@ -332,8 +327,7 @@ impl Fs {
     fn map(&self, n: u64, inode: &Inode, max_blocks: u64) -> Result<Runs> {
         let mut w = Walk { n, max_blocks, seen: HashSet::new(), out: Vec::new() };
         if inode.flags & iflag::EXTENTS != 0 {
-            let root = &inode.raw[ino::BLOCK..ino::BLOCK + ino::BLOCK_LEN];
-            self.extent_node(&mut w, root, None)?;
+            self.extent_node(&mut w, &inode.base.block, None)?;
         } else {
             self.block_map(&mut w, inode)?;
         }
@@ -427,7 +421,7 @@ impl Fs {
 
     /// ext2/ext3 block maps: 12 direct pointers, then single, double and triple indirect.
     fn block_map(&self, w: &mut Walk, inode: &Inode) -> Result<()> {
-        let ptr = |i: usize| le32(&inode.raw, ino::BLOCK + 4 * i, "ext4 block map").map(u64::from);
+        let ptr = |i: usize| le32(&inode.base.block, 4 * i, "ext4 block map").map(u64::from);
         for i in 0..12u64 {
             self.push_block(w, i, ptr(idx(i)?)?)?;
         }
@@ -478,24 +472,24 @@ impl Fs {
     }
 
     fn meta(&self, inode: &Inode) -> Result<Meta> {
-        let r = &inode.raw;
-        let uid =
-            u32::from(le16(r, ino::UID, "ext4 inode")?) | (u32::from(le16(r, ino::UID_HIGH, "ext4 inode")?) << 16);
-        let gid =
-            u32::from(le16(r, ino::GID, "ext4 inode")?) | (u32::from(le16(r, ino::GID_HIGH, "ext4 inode")?) << 16);
-        let extra_isize = if self.has_extra { usize::from(le16(r, ino::EXTRA_ISIZE, "ext4 inode")?) } else { 0 };
-        let time = |lo: usize, extra: usize| -> Result<Timestamp> {
-            let x = (128 + extra_isize >= extra + 4).then(|| le32(r, extra, "ext4 inode")).transpose()?;
-            let (sec, nsec) = decode_time(le32(r, lo, "ext4 inode")?, x);
-            Ok(Timestamp { sec, nsec })
+        use std::mem::offset_of;
+        let i = &inode.base;
+        let uid = u32::from(i.uid.get()) | (u32::from(i.uid_high.get()) << 16);
+        let gid = u32::from(i.gid.get()) | (u32::from(i.gid_high.get()) << 16);
+        // An `_extra` field counts only when `i_extra_isize` covers it.
+        let covers = |at: usize| inode.extra.is_some_and(|e| usize::from(e.extra_isize.get()) >= at + 4);
+        let x = inode.extra.unwrap_or_default();
+        let time = |lo: Le32, extra: Le32, at: usize| {
+            let (sec, nsec) = decode_time(lo.get(), covers(at).then(|| extra.get()));
+            Timestamp { sec, nsec }
         };
         Ok(Meta {
             mode: u32::from(inode.mode & 0o7777),
             uid,
             gid,
-            mtime: time(ino::MTIME, ino::MTIME_EXTRA)?,
-            atime: Some(time(ino::ATIME, ino::ATIME_EXTRA)?),
-            ctime: Some(time(ino::CTIME, ino::CTIME_EXTRA)?),
+            mtime: time(i.mtime, x.mtime_extra, offset_of!(InodeExtra, mtime_extra)),
+            atime: Some(time(i.atime, x.atime_extra, offset_of!(InodeExtra, atime_extra))),
+            ctime: Some(time(i.ctime, x.ctime_extra, offset_of!(InodeExtra, ctime_extra))),
         })
     }
 
@@ -503,9 +497,8 @@ impl Fs {
     fn xattrs(&self, n: u64, inode: &Inode) -> Result<Vec<Xattr>> {
         let mut out = Vec::new();
         let r = &inode.raw;
-        if self.has_extra {
-            let extra = usize::from(le16(r, ino::EXTRA_ISIZE, "ext4 inode")?);
-            let at = 128 + extra;
+        if let Some(x) = &inode.extra {
+            let at = INODE_BASE + usize::from(x.extra_isize.get());
             if at + 4 <= r.len() && le32(r, at, "ext4 xattr area")? == XATTR_MAGIC {
                 parse_xattrs(n, r, at + 4, at + 4, r.len(), &mut out)?;
             }
@@ -567,7 +560,7 @@ impl Fs {
                     0x8000 => Kind::File(self.file(child, &inode)?),
                     0xA000 => Kind::Symlink(self.symlink(child, &inode)?),
                     0x2000 | 0x6000 => {
-                        let (major, minor) = device(&inode.raw)?;
+                        let (major, minor) = device(&inode.base.block)?;
                         if inode.mode & 0xF000 == 0x2000 {
                             Kind::CharDev { major, minor }
                         } else {
@@ -616,21 +609,21 @@ impl Fs {
             return Err(Error::corrupt(format!("symlink inode {n} claims {} bytes", inode.size)));
         }
         // Fast symlinks keep the target in i_block: decided by size, as e2fsprogs does.
-        if inode.size < u64_from_usize(ino::BLOCK_LEN) {
+        if inode.size < u64_from_usize(IBLOCK_LEN) {
             let len = usize_from_u64(inode.size, "ext4 fast symlink")?;
-            return Ok(inode.raw[ino::BLOCK..ino::BLOCK + len].to_vec());
+            return Ok(inode.base.block[..len].to_vec());
         }
         self.read_data(n, inode, inode.size)
     }
 }
 
 /// Device numbers: the old 8:8 encoding in `i_block[0]`, else the new one in `i_block[1]`.
-fn device(raw: &[u8]) -> Result<(u32, u32)> {
-    let old = le32(raw, ino::BLOCK, "ext4 inode")?;
+fn device(iblock: &[u8]) -> Result<(u32, u32)> {
+    let old = le32(iblock, 0, "ext4 inode")?;
     if old != 0 {
         return Ok(((old >> 8) & 0xff, old & 0xff));
     }
-    let new = le32(raw, ino::BLOCK + 4, "ext4 inode")?;
+    let new = le32(iblock, 4, "ext4 inode")?;
     Ok(((new & 0xfff00) >> 8, (new & 0xff) | ((new >> 12) & 0xfff00)))
 }
 

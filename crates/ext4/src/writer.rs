@@ -10,12 +10,15 @@
 
 use crate::layout::*;
 use diskcast_block::{Error, Result};
-use diskcast_layout::{IntoBytes, fit, high_u32, low_u8, low_u16, low_u32, u64_from_usize, usize_from};
+use diskcast_layout::{
+    FromZeros, IntoBytes, Le16, Le32, fit, high_u32, low_u8, low_u16, low_u32, u64_from_usize, usize_from,
+};
 use diskcast_tree::{
     BuildOptions, BuiltFs, FileData, FsBuilder, Kind, Meta, NodeId, Piece, PlannedImage, Schedule, Timestamp, Tree,
     display_name,
 };
 use std::collections::{BTreeMap, HashMap};
+use std::mem::offset_of;
 
 /// A count or index the geometry bounds (groups, blocks of a group, inode numbers) as a
 /// usize: lossless on 64-bit targets, where every one fits; planning never reaches
@@ -49,7 +52,7 @@ const MAX_FILE_BLOCKS: u64 = 1 << 32;
 /// is about the time to write the bitmaps): 64 TiB.
 const MAX_BLOCKS: u64 = 1 << 34;
 /// Byte offset of in-inode xattrs: after the 128-byte base and the 32 extra bytes.
-const IN_INODE_XATTR: usize = 128 + 32;
+const IN_INODE_XATTR: usize = INODE_BASE + size_of::<InodeExtra>();
 /// Byte offset where the first in-inode xattr entry starts (after the magic).
 const IN_INODE_FIRST: usize = IN_INODE_XATTR + 4;
 /// Links a directory may count before dir_nlink makes it 1 ("many").
@@ -623,7 +626,7 @@ impl Planner<'_> {
                         target.len()
                     ));
                     ino.size = 0;
-                } else if target.len() < ino::BLOCK_LEN {
+                } else if target.len() < IBLOCK_LEN {
                     ino.iblock[..target.len()].copy_from_slice(target);
                 } else {
                     let mut b = target.clone();
@@ -1077,7 +1080,7 @@ impl Fs {
             }
             let raw = inode_bytes(low_u32(n), ino, fs_seed, p.now);
             if n == u64::from(JOURNAL_INO) {
-                journal_root.copy_from_slice(&raw[ino::BLOCK..ino::BLOCK + 60]);
+                journal_root.copy_from_slice(&raw[offset_of!(InodeBase, block)..][..IBLOCK_LEN]);
             }
             let blk = self.metas[g].inode_table + idx / u64::from(INODES_PER_BLOCK);
             let at = ix(idx % u64::from(INODES_PER_BLOCK)) * INODE_SIZE;
@@ -1137,20 +1140,32 @@ impl Fs {
             free_blocks += fb;
             free_inodes += fi;
             let top = used_inodes[gi].iter().max().map_or(0, |&i| i + 1);
-            let d = &mut gdt[gi * DESC_SIZE..(gi + 1) * DESC_SIZE];
-            put_split32(d, gd::BLOCK_BITMAP_LO, gd::BLOCK_BITMAP_HI, m.block_bitmap);
-            put_split32(d, gd::INODE_BITMAP_LO, gd::INODE_BITMAP_HI, m.inode_bitmap);
-            put_split32(d, gd::INODE_TABLE_LO, gd::INODE_TABLE_HI, m.inode_table);
             // Per-group counts are at most BPG (2^15): the 16-bit halves lose nothing.
-            put_split16(d, gd::FREE_BLOCKS_LO, gd::FREE_BLOCKS_HI, low_u32(fb));
-            put_split16(d, gd::FREE_INODES_LO, gd::FREE_INODES_HI, low_u32(fi));
-            put_split16(d, gd::USED_DIRS_LO, gd::USED_DIRS_HI, low_u32(dirs_in[gi]));
-            put16(d, gd::FLAGS, bgflag::ITABLE_ZEROED);
-            put_split16(d, gd::BLOCK_BITMAP_CSUM_LO, gd::BLOCK_BITMAP_CSUM_HI, bcs);
-            put_split16(d, gd::INODE_BITMAP_CSUM_LO, gd::INODE_BITMAP_CSUM_HI, ics);
-            put_split16(d, gd::ITABLE_UNUSED_LO, gd::ITABLE_UNUSED_HI, low_u32(ipg - top));
-            let c = desc_csum(fs_seed, fit(g, "ext4 group number")?, d);
-            put16(d, gd::CHECKSUM, c);
+            let (fb, fi, dirs, unused) = (low_u32(fb), low_u32(fi), low_u32(dirs_in[gi]), low_u32(ipg - top));
+            let mut d = GroupDesc {
+                block_bitmap_lo: lo32(m.block_bitmap),
+                block_bitmap_hi: hi32(m.block_bitmap),
+                inode_bitmap_lo: lo32(m.inode_bitmap),
+                inode_bitmap_hi: hi32(m.inode_bitmap),
+                inode_table_lo: lo32(m.inode_table),
+                inode_table_hi: hi32(m.inode_table),
+                free_blocks_count_lo: lo16(fb),
+                free_blocks_count_hi: hi16(fb),
+                free_inodes_count_lo: lo16(fi),
+                free_inodes_count_hi: hi16(fi),
+                used_dirs_count_lo: lo16(dirs),
+                used_dirs_count_hi: hi16(dirs),
+                flags: Le16::new(bgflag::ITABLE_ZEROED),
+                block_bitmap_csum_lo: lo16(bcs),
+                block_bitmap_csum_hi: hi16(bcs),
+                inode_bitmap_csum_lo: lo16(ics),
+                inode_bitmap_csum_hi: hi16(ics),
+                itable_unused_lo: lo16(unused),
+                itable_unused_hi: hi16(unused),
+                ..GroupDesc::default()
+            };
+            d.checksum = Le16::new(desc_csum(fs_seed, fit(g, "ext4 group number")?, &d));
+            gdt[gi * DESC_SIZE..(gi + 1) * DESC_SIZE].copy_from_slice(d.as_bytes());
             if let Some(b) = bbm {
                 self.blocks.insert(m.block_bitmap, b);
             }
@@ -1165,7 +1180,7 @@ impl Fs {
             let sb = superblock(&sbi, low_u16(g))?;
             let mut b0 = vec![0u8; BLOCK_BYTES];
             let at = if g == 0 { 1024 } else { 0 };
-            b0[at..at + sb::SIZE].copy_from_slice(&sb);
+            b0[at..at + SB_SIZE].copy_from_slice(sb.as_bytes());
             self.blocks.insert(start, b0);
             for k in 0..geo.gdt {
                 let s = ix(k * BLOCK);
@@ -1215,120 +1230,150 @@ struct SuperInfo<'a> {
     journal_root: [u8; 60],
 }
 
-fn superblock(s: &SuperInfo, group: u16) -> Result<Vec<u8>> {
-    let mut b = vec![0u8; sb::SIZE];
+fn superblock(s: &SuperInfo, group: u16) -> Result<SuperBlock> {
     let geo = s.geo;
-    let now = u32::try_from(s.now.clamp(0, u32::MAX.into())).unwrap_or(u32::MAX);
-    put32(&mut b, sb::INODES_COUNT, fit(geo.inodes(), "ext4 s_inodes_count")?);
-    put_split32(&mut b, sb::BLOCKS_COUNT_LO, sb::BLOCKS_COUNT_HI, geo.blocks);
-    put_split32(&mut b, sb::R_BLOCKS_COUNT_LO, sb::R_BLOCKS_COUNT_HI, geo.blocks / 20);
-    put_split32(&mut b, sb::FREE_BLOCKS_LO, sb::FREE_BLOCKS_HI, s.free_blocks);
-    put32(&mut b, sb::FREE_INODES, fit(s.free_inodes, "ext4 s_free_inodes_count")?);
-    put32(&mut b, sb::FIRST_DATA_BLOCK, 0);
-    put32(&mut b, sb::LOG_BLOCK_SIZE, 2);
-    put32(&mut b, sb::LOG_CLUSTER_SIZE, 2);
-    put32(&mut b, sb::BLOCKS_PER_GROUP, fit(BPG, "ext4 blocks per group")?);
-    put32(&mut b, sb::CLUSTERS_PER_GROUP, fit(BPG, "ext4 blocks per group")?);
-    put32(&mut b, sb::INODES_PER_GROUP, geo.ipg);
-    put32(&mut b, sb::WTIME, now);
-    put16(&mut b, sb::MAX_MNT_COUNT, 0xFFFF);
-    put16(&mut b, sb::MAGIC, MAGIC);
-    put16(&mut b, sb::STATE, 1);
-    put16(&mut b, sb::ERRORS, 1);
-    put32(&mut b, sb::LASTCHECK, now);
-    put32(&mut b, sb::CREATOR_OS, 0);
-    put32(&mut b, sb::REV_LEVEL, 1);
-    put32(&mut b, sb::FIRST_INO, FIRST_INO);
-    put16(&mut b, sb::INODE_SIZE, fit(u64_from_usize(INODE_SIZE), "ext4 inode size")?);
-    put16(&mut b, sb::BLOCK_GROUP_NR, group);
-    put32(&mut b, sb::FEATURE_COMPAT, compat::HAS_JOURNAL | compat::EXT_ATTR | compat::DIR_INDEX | compat::ORPHAN_FILE);
-    put32(&mut b, sb::ORPHAN_FILE_INUM, ORPHAN_INO);
-    put32(
-        &mut b,
-        sb::FEATURE_INCOMPAT,
-        incompat::FILETYPE | incompat::EXTENTS | incompat::BIT64 | incompat::FLEX_BG | incompat::CSUM_SEED,
-    );
-    put32(
-        &mut b,
-        sb::FEATURE_RO_COMPAT,
-        ro_compat::SPARSE_SUPER
-            | ro_compat::LARGE_FILE
-            | ro_compat::HUGE_FILE
-            | ro_compat::DIR_NLINK
-            | ro_compat::EXTRA_ISIZE
-            | ro_compat::METADATA_CSUM,
-    );
-    b[sb::UUID..sb::UUID + 16].copy_from_slice(s.uuid);
-    b[sb::VOLUME_NAME..sb::VOLUME_NAME + s.label.len()].copy_from_slice(s.label.as_bytes());
-    put32(&mut b, sb::JOURNAL_INUM, JOURNAL_INO);
-    // The htree hash seed: derived from the UUID so the same id gives the same bytes.
-    for i in 0..4 {
-        put32(&mut b, sb::HASH_SEED + 4 * i, csum(0x6861_7368 ^ low_u32(u64_from_usize(i)), s.uuid));
-    }
-    b[sb::DEF_HASH_VERSION] = 1; // half_md4
-    b[sb::JNL_BACKUP_TYPE] = 1; // s_jnl_blocks holds a copy of the journal's i_block
-    put16(&mut b, sb::DESC_SIZE, fit(u64_from_usize(DESC_SIZE), "ext4 descriptor size")?);
-    put32(&mut b, sb::DEFAULT_MOUNT_OPTS, 0x4 | 0x8); // user_xattr, acl
-    put32(&mut b, sb::MKFS_TIME, now);
-    b[sb::JNL_BLOCKS..sb::JNL_BLOCKS + 60].copy_from_slice(&s.journal_root);
+    let now = Le32::new(u32::try_from(s.now.clamp(0, u32::MAX.into())).unwrap_or(u32::MAX));
+    let bpg = Le32::new(fit(BPG, "ext4 blocks per group")?);
     let jsize = journal_blocks(geo.blocks) * BLOCK;
-    put32(&mut b, sb::JNL_BLOCKS + 60, high_u32(jsize));
-    put32(&mut b, sb::JNL_BLOCKS + 64, low_u32(jsize));
-    put16(&mut b, sb::MIN_EXTRA_ISIZE, EXTRA_ISIZE);
-    put16(&mut b, sb::WANT_EXTRA_ISIZE, EXTRA_ISIZE);
-    put32(&mut b, sb::FLAGS, 1); // signed directory hash, as x86 mke2fs
-    b[sb::LOG_GROUPS_PER_FLEX] = fit(LOG_GROUPS_PER_FLEX, "ext4 s_log_groups_per_flex")?;
-    b[sb::CHECKSUM_TYPE] = 1; // crc32c
-    put32(&mut b, sb::CHECKSUM_SEED, s.fs_seed);
-    let c = csum(!0, &b[..sb::CHECKSUM]);
-    put32(&mut b, sb::CHECKSUM, c);
+    let mut label = [0u8; 16];
+    label[..s.label.len()].copy_from_slice(s.label.as_bytes());
+    // The htree hash seed: derived from the UUID so the same id gives the same bytes.
+    let hash_seed = [0u32, 1, 2, 3].map(|i| Le32::new(csum(0x6861_7368 ^ i, s.uuid)));
+    let mut b = SuperBlock {
+        inodes_count: Le32::new(fit(geo.inodes(), "ext4 s_inodes_count")?),
+        blocks_count_lo: lo32(geo.blocks),
+        blocks_count_hi: hi32(geo.blocks),
+        r_blocks_count_lo: lo32(geo.blocks / 20),
+        r_blocks_count_hi: hi32(geo.blocks / 20),
+        free_blocks_count_lo: lo32(s.free_blocks),
+        free_blocks_count_hi: hi32(s.free_blocks),
+        free_inodes_count: Le32::new(fit(s.free_inodes, "ext4 s_free_inodes_count")?),
+        first_data_block: Le32::ZERO,
+        log_block_size: Le32::new(2),
+        log_cluster_size: Le32::new(2),
+        blocks_per_group: bpg,
+        clusters_per_group: bpg,
+        inodes_per_group: Le32::new(geo.ipg),
+        wtime: now,
+        max_mnt_count: Le16::new(0xFFFF),
+        magic: Le16::new(MAGIC),
+        state: Le16::new(1),
+        errors: Le16::new(1),
+        lastcheck: now,
+        creator_os: Le32::ZERO,
+        rev_level: Le32::new(1),
+        first_ino: Le32::new(FIRST_INO),
+        inode_size: Le16::new(fit(u64_from_usize(INODE_SIZE), "ext4 inode size")?),
+        block_group_nr: Le16::new(group),
+        feature_compat: Le32::new(compat::HAS_JOURNAL | compat::EXT_ATTR | compat::DIR_INDEX | compat::ORPHAN_FILE),
+        orphan_file_inum: Le32::new(ORPHAN_INO),
+        feature_incompat: Le32::new(
+            incompat::FILETYPE | incompat::EXTENTS | incompat::BIT64 | incompat::FLEX_BG | incompat::CSUM_SEED,
+        ),
+        feature_ro_compat: Le32::new(
+            ro_compat::SPARSE_SUPER
+                | ro_compat::LARGE_FILE
+                | ro_compat::HUGE_FILE
+                | ro_compat::DIR_NLINK
+                | ro_compat::EXTRA_ISIZE
+                | ro_compat::METADATA_CSUM,
+        ),
+        uuid: *s.uuid,
+        volume_name: label,
+        journal_inum: Le32::new(JOURNAL_INO),
+        hash_seed,
+        def_hash_version: 1, // half_md4
+        jnl_backup_type: 1,  // s_jnl_blocks holds a copy of the journal's i_block
+        desc_size: Le16::new(fit(u64_from_usize(DESC_SIZE), "ext4 descriptor size")?),
+        default_mount_opts: Le32::new(0x4 | 0x8), // user_xattr, acl
+        mkfs_time: now,
+        jnl_blocks: s.journal_root,
+        jnl_size_hi: Le32::new(high_u32(jsize)),
+        jnl_size_lo: Le32::new(low_u32(jsize)),
+        min_extra_isize: Le16::new(EXTRA_ISIZE),
+        want_extra_isize: Le16::new(EXTRA_ISIZE),
+        flags: Le32::new(1), // signed directory hash, as x86 mke2fs
+        log_groups_per_flex: fit(LOG_GROUPS_PER_FLEX, "ext4 s_log_groups_per_flex")?,
+        checksum_type: 1, // crc32c
+        checksum_seed: Le32::new(s.fs_seed),
+        ..SuperBlock::new_zeroed()
+    };
+    b.checksum = Le32::new(csum(!0, &b.as_bytes()[..offset_of!(SuperBlock, checksum)]));
     Ok(b)
+}
+
+/// The halves of a value that ext4 splits into `_lo`/`_hi` fields.
+fn lo32(v: u64) -> Le32 {
+    Le32::new(low_u32(v))
+}
+fn hi32(v: u64) -> Le32 {
+    Le32::new(high_u32(v))
+}
+fn lo16(v: u32) -> Le16 {
+    Le16::new(low_u16(u64::from(v)))
+}
+fn hi16(v: u32) -> Le16 {
+    Le16::new(low_u16(u64::from(v >> 16)))
 }
 
 /// An inode record with its checksum.
 fn inode_bytes(n: u32, ino: &Ino, fs_seed: u32, now: Timestamp) -> [u8; INODE_SIZE] {
-    let mut b = [0u8; INODE_SIZE];
     let m = &ino.meta;
-    put16(&mut b, ino::MODE, ino.mode);
-    put_split16(&mut b, ino::UID, ino::UID_HIGH, m.uid);
-    put_split16(&mut b, ino::GID, ino::GID_HIGH, m.gid);
-    put_split32(&mut b, ino::SIZE_LO, ino::SIZE_HIGH, ino.size);
-    let times = [
-        (ino::ATIME, ino::ATIME_EXTRA, m.atime.unwrap_or(m.mtime)),
-        (ino::CTIME, ino::CTIME_EXTRA, m.ctime.unwrap_or(m.mtime)),
-        (ino::MTIME, ino::MTIME_EXTRA, m.mtime),
-        (ino::CRTIME, ino::CRTIME_EXTRA, now),
-    ];
-    for (lo, extra, t) in times {
+    let time = |t: Timestamp| {
         let (s, x) = encode_time(t.sec, t.nsec);
-        put32(&mut b, lo, s);
-        put32(&mut b, extra, x);
-    }
-    // Links are clamped below MAX_LINKS (65000) when planned.
-    put16(&mut b, ino::LINKS, low_u16(u64::from(ino.links)));
-    let sectors = ino.blocks * (BLOCK / 512);
+        (Le32::new(s), Le32::new(x))
+    };
+    let (atime, atime_extra) = time(m.atime.unwrap_or(m.mtime));
+    let (ctime, ctime_extra) = time(m.ctime.unwrap_or(m.mtime));
+    let (mtime, mtime_extra) = time(m.mtime);
+    let (crtime, crtime_extra) = time(now);
     // i_blocks is 48 bits: a 16 TiB file has 2^35 sectors.
-    put32(&mut b, ino::BLOCKS_LO, low_u32(sectors));
-    put16(&mut b, ino::BLOCKS_HIGH, low_u16(sectors >> 32));
-    let mut flags = 0;
-    match &ino.root {
-        Some(root) => {
-            flags |= iflag::EXTENTS;
-            b[ino::BLOCK..ino::BLOCK + 60].copy_from_slice(root);
-        }
-        None => b[ino::BLOCK..ino::BLOCK + 60].copy_from_slice(&ino.iblock),
-    }
-    put32(&mut b, ino::FLAGS, flags);
-    put32(&mut b, ino::FILE_ACL_LO, low_u32(ino.xattr_blk));
-    put16(&mut b, ino::FILE_ACL_HIGH, low_u16(ino.xattr_blk >> 32));
-    put16(&mut b, ino::EXTRA_ISIZE, EXTRA_ISIZE);
+    let sectors = ino.blocks * (BLOCK / 512);
+    let (flags, block) = match &ino.root {
+        Some(root) => (iflag::EXTENTS, *root),
+        None => (0, ino.iblock),
+    };
+    let base = InodeBase {
+        mode: Le16::new(ino.mode),
+        uid: lo16(m.uid),
+        uid_high: hi16(m.uid),
+        gid: lo16(m.gid),
+        gid_high: hi16(m.gid),
+        size_lo: lo32(ino.size),
+        size_high: hi32(ino.size),
+        atime,
+        ctime,
+        mtime,
+        // Links are clamped below MAX_LINKS (65000) when planned.
+        links_count: Le16::new(low_u16(u64::from(ino.links))),
+        blocks_lo: lo32(sectors),
+        blocks_high: Le16::new(low_u16(sectors >> 32)),
+        flags: Le32::new(flags),
+        block,
+        file_acl_lo: lo32(ino.xattr_blk),
+        file_acl_high: Le16::new(low_u16(ino.xattr_blk >> 32)),
+        ..InodeBase::new_zeroed()
+    };
+    let extra = InodeExtra {
+        extra_isize: Le16::new(EXTRA_ISIZE),
+        ctime_extra,
+        mtime_extra,
+        atime_extra,
+        crtime,
+        crtime_extra,
+        ..InodeExtra::default()
+    };
+    let mut b = [0u8; INODE_SIZE];
+    b[..INODE_BASE].copy_from_slice(base.as_bytes());
+    b[INODE_BASE..IN_INODE_XATTR].copy_from_slice(extra.as_bytes());
     if ino.xattr_block.is_none() && !ino.attrs.is_empty() {
         put32(&mut b, IN_INODE_XATTR, XATTR_MAGIC);
         let fits = put_xattrs(&mut b, &ino.attrs, IN_INODE_FIRST, IN_INODE_FIRST, INODE_SIZE);
         debug_assert!(fits);
     }
     let c = inode_csum(fs_seed, n, &b);
-    put_split16(&mut b, ino::CHECKSUM_LO, ino::CHECKSUM_HI, c);
+    b[offset_of!(InodeBase, checksum_lo)..][..2].copy_from_slice(lo16(c).as_bytes());
+    b[INODE_BASE + offset_of!(InodeExtra, checksum_hi)..][..2].copy_from_slice(hi16(c).as_bytes());
     b
 }
 

@@ -19,7 +19,8 @@ use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Condvar, Mutex};
 
@@ -36,12 +37,15 @@ pub struct ExtractOptions {
     /// an entry, so race tests are deterministic.
     #[doc(hidden)]
     pub race_hook: Option<RaceHook>,
+    /// Set by Ctrl-C: extraction stops (each thread at its next entry or 1 MiB chunk),
+    /// removes what it made and returns [`ErrorKind::Cancelled`](diskcast_block::ErrorKind::Cancelled).
+    pub cancel: Option<Arc<AtomicBool>>,
 }
 
 impl ExtractOptions {
-    /// `threads` writers, nothing privileged.
+    /// `threads` writers, nothing privileged, never cancelled.
     pub fn new(threads: usize) -> Self {
-        ExtractOptions { threads, privileged: false, race_hook: None }
+        ExtractOptions { threads, privileged: false, race_hook: None, cancel: None }
     }
 }
 
@@ -144,7 +148,8 @@ const QUEUED_FILES: usize = 64;
 /// be created (a symlink target the kernel refuses, a name too long, data that cannot
 /// be read) is left out whole (a partly written file is removed), listed in `failed`
 /// and counted in `not_extracted`; the rest is extracted, and the caller should fail
-/// at the end.
+/// at the end. Stopped by `opts.cancel`, it removes everything beneath DIR (which was
+/// empty) and DIR itself when it created it, so the directory is as it was before.
 pub fn extract(tree: &Tree, dir: &Path, opts: &ExtractOptions, progress: &dyn Progress) -> Result<ExtractReport> {
     Target::open(dir)?.extract(tree, opts, progress)
 }
@@ -181,6 +186,7 @@ fn extract_into(
         dropped: AtomicUsize::new(0),
         hook: opts.race_hook.clone(),
         staged,
+        cancel: opts.cancel.clone(),
     };
     let entries: Vec<(Vec<u8>, NodeId)> = tree.walk(NodeId::ROOT).collect();
     progress.start(tree.stats().file_bytes);
@@ -245,7 +251,7 @@ fn extract_into(
             let (queue, kids, entries, made_dirs, x) = (&queue, &kids, &entries, &made_dirs, &x);
             diskcast_block::copy::spawn_worker(s, "dc-extract", move || {
                 while let Some(d) = queue.pop(t) {
-                    if let Some(k) = kids.get(&d) {
+                    if let Some(k) = kids.get(&d).filter(|_| !x.cancelled()) {
                         x.make_dir_entries(&entries[d].0, k, entries, tree, made_dirs, &|k| queue.push(t, k));
                     }
                     queue.done();
@@ -308,13 +314,16 @@ fn extract_into(
     std::thread::scope(|s| {
         for _ in 0..threads.min(dirs.len().max(1)) {
             diskcast_block::copy::spawn_worker(s, "dc-extract", || {
-                while let Some(&i) = dirs.get(next.fetch_add(1, Ordering::Relaxed)) {
+                while let Some(&i) = dirs.get(next.fetch_add(1, Ordering::Relaxed)).filter(|_| !x.cancelled()) {
                     let (path, id) = &entries[i];
                     x.dir_meta(path, tree.node(*id), if i == 0 { None } else { made_dirs.get(&i) });
                 }
             });
         }
     });
+    if x.cancelled() {
+        return Err(Error::cancelled());
+    }
     progress.finish();
     let mut report = x.report.into_inner().unwrap_or_else(|p| p.into_inner());
     let dropped = x.dropped.into_inner();
@@ -366,6 +375,13 @@ impl Target {
             self.root.try_clone().map_err(|e| Error::io("cannot duplicate descriptor", e).with_file(&self.dir))?;
         let staged = self.staging.as_ref().map(|st| (st, st.take_files()));
         let r = extract_into(root, staged.as_ref().map(|(st, f)| (*st, f)), tree, opts, progress);
+        if let Err(e) = &r
+            && e.kind() == diskcast_block::ErrorKind::Cancelled
+        {
+            // Stopped: everything beneath DIR (staging included) goes, DIR too if new.
+            self.extracted = true;
+            return Err(crate::undo::remove_extraction(&self.root, &self.dir, self.created));
+        }
         self.extracted = r.is_ok();
         r
     }
@@ -701,6 +717,7 @@ struct Extractor<'a> {
     report: Mutex<ExtractReport>,
     dropped: AtomicUsize,
     hook: Option<RaceHook>,
+    cancel: Option<Arc<AtomicBool>>,
 }
 
 const BENEATH: ResolveFlags = ResolveFlags::BENEATH
@@ -715,6 +732,11 @@ enum Made<'a> {
 }
 
 impl Extractor<'_> {
+    /// Ctrl-C was pressed: make nothing more.
+    fn cancelled(&self) -> bool {
+        self.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed))
+    }
+
     /// Where the content of `f` was staged, if it was.
     fn staged_file(&self, f: &FileData) -> Option<(&Staging, &Staged)> {
         let (st, files) = self.staged?;
@@ -1023,8 +1045,8 @@ impl Extractor<'_> {
             size(out)?;
         }
         let written = match data {
-            Data::Source(cursor, buf) => write_data(f, out, cursor, buf, progress),
-            Data::Bytes(bytes) => write_bytes(bytes, out, progress),
+            Data::Source(cursor, buf) => write_data(f, out, cursor, buf, self.cancel.clone(), progress),
+            Data::Bytes(bytes) => write_bytes(bytes, out, self.cancel.clone(), progress),
         };
         let (written, covered, end) =
             written.map_err(|e| Error::new(e.kind(), format!("{}: {e}", display_name(path))))?;
@@ -1184,11 +1206,16 @@ pub(crate) struct Written {
     written: u64,
     covered: u64,
     end: u64,
+    /// Ctrl-C: a large file stops at its next chunk.
+    cancel: Option<Arc<AtomicBool>>,
 }
 
 impl Written {
     /// Writes `chunk` at `pos` unless it is all zero (left as a hole), and counts it.
     fn chunk(&mut self, file: &ImageFile, chunk: &[u8], pos: u64, progress: &dyn Progress) -> Result<()> {
+        if self.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {
+            return Err(Error::cancelled());
+        }
         let n = diskcast_layout::u64_from_usize(chunk.len());
         if !chunk.iter().all(|&b| b == 0) {
             file.write_all_at(chunk, pos)?;
@@ -1207,8 +1234,13 @@ impl Written {
 
 /// Writes a file's bytes held in memory into `file`, all-zero chunks left as holes.
 /// Returns what [`write_data`] does.
-fn write_bytes(bytes: &[u8], file: &ImageFile, progress: &dyn Progress) -> Result<(u64, u64, u64)> {
-    let mut w = Written::default();
+fn write_bytes(
+    bytes: &[u8],
+    file: &ImageFile,
+    cancel: Option<Arc<AtomicBool>>,
+    progress: &dyn Progress,
+) -> Result<(u64, u64, u64)> {
+    let mut w = Written { cancel, ..Written::default() };
     for chunk in bytes.chunks(CHUNK) {
         w.chunk(file, chunk, w.covered, progress)?;
     }
@@ -1223,6 +1255,7 @@ fn write_data(
     file: &ImageFile,
     cursor: &mut StreamCursor,
     buf: &mut [u8],
+    cancel: Option<Arc<AtomicBool>>,
     progress: &dyn Progress,
 ) -> Result<(u64, u64, u64)> {
     // A host file is opened once, for its holes and its bytes.
@@ -1241,7 +1274,7 @@ fn write_data(
         (_, Some(h)) => host_data_ranges(h, f.size)?,
         _ => f.data_ranges()?,
     };
-    let mut w = Written::default();
+    let mut w = Written { cancel, ..Written::default() };
     for (start, len) in ranges {
         let end = start
             .checked_add(len)
@@ -1665,6 +1698,9 @@ impl FileStage<'_> {
 
     /// Writes file `i` (from `bytes`, or from its content) and makes its hard links.
     fn write_one(&self, w: &mut Worker, i: usize, bytes: Option<&[u8]>) {
+        if self.x.cancelled() {
+            return;
+        }
         let (path, id) = &self.entries[i];
         let node = self.tree.node(*id);
         let names = self.links.get(&i).map(Vec::as_slice).unwrap_or(&[]);

@@ -6,6 +6,7 @@
 
 mod dir;
 mod extract;
+mod undo;
 
 pub use dir::{DirOptions, read_dir};
 pub use extract::{ExtractOptions, ExtractReport, RaceHook, RaceStep, StagedFile, Staging, Target, extract};

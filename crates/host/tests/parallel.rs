@@ -40,7 +40,7 @@ fn created_by(tar: &Path, out: &Path) -> Vec<(String, ThreadId)> {
         }
     }));
     let t = diskcast_tar::read_tar(tar).unwrap();
-    let opts = ExtractOptions { threads: 2, privileged: false, race_hook: Some(hook) };
+    let opts = ExtractOptions { race_hook: Some(hook), ..ExtractOptions::new(2) };
     let report = extract(&t.tree, out, &opts, &NoProgress).unwrap();
     assert_eq!(report.not_extracted, 0, "{:?}", report.failed);
     seen.lock().unwrap().clone()

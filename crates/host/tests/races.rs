@@ -88,7 +88,7 @@ fn metadata_never_lands_on_an_entry_swapped_for_a_symlink() {
         std::os::unix::fs::symlink(base.join(format!("victim-{name}")), &at).unwrap();
     }));
     let t = diskcast_tar::read_tar(&tar).unwrap();
-    let opts = ExtractOptions { threads: 2, privileged: true, race_hook: Some(hook) };
+    let opts = ExtractOptions { privileged: true, race_hook: Some(hook), ..ExtractOptions::new(2) };
     let report = extract(&t.tree, &out, &opts, &NoProgress).unwrap();
     // d/inner could not be made in the directory that became a symlink; nothing else failed.
     assert_eq!(report.not_extracted, 1, "{:?}", report.failed);

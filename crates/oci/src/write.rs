@@ -297,8 +297,41 @@ impl OciImage {
     }
 }
 
-/// Writes `tree` as the image `dst` names.
-pub fn write_image(tree: &Tree, dst: &ImageRef, cfg: &WriteConfig, progress: &dyn Progress) -> Result<WriteReport> {
+/// Where an image is written, opened before any input is read: an archive target
+/// (`oci-archive:`, `docker-archive:`) holds its [`Output`], the one output path of every
+/// writing command (refused when it is one of the inputs or in use, locked, put in place
+/// only when complete). A layout's blobs and a push need no target file.
+#[derive(Debug)]
+pub struct ImageTarget {
+    dst: ImageRef,
+    archive: Option<Output>,
+}
+
+impl ImageTarget {
+    /// Checks and (an archive) locks `dst` as the output of a command reading `inputs`.
+    pub fn open<P: AsRef<Path>>(dst: ImageRef, inputs: &[P]) -> Result<Self> {
+        let archive = match &dst {
+            ImageRef::OciArchive { file, .. } | ImageRef::DockerArchive { file, .. } => {
+                Some(Output::open(file, inputs)?)
+            }
+            ImageRef::Layout { .. } | ImageRef::Registry(_) => None,
+        };
+        Ok(ImageTarget { dst, archive })
+    }
+
+    /// The image reference.
+    pub fn image_ref(&self) -> &ImageRef {
+        &self.dst
+    }
+}
+
+/// Writes `tree` as the image `target` names.
+pub fn write_image(
+    tree: &Tree,
+    target: ImageTarget,
+    cfg: &WriteConfig,
+    progress: &dyn Progress,
+) -> Result<WriteReport> {
     let clamped;
     let tree = if cfg.reproducible {
         clamped = clamp_times(tree, cfg.epoch);
@@ -306,17 +339,20 @@ pub fn write_image(tree: &Tree, dst: &ImageRef, cfg: &WriteConfig, progress: &dy
     } else {
         tree
     };
-    match dst {
-        ImageRef::Layout { dir, reference } => {
+    match (&target.dst, target.archive) {
+        (ImageRef::Layout { dir, reference }, _) => {
             write_layout(tree, dir, reference.as_deref().unwrap_or("latest"), cfg, progress)
         }
-        ImageRef::OciArchive { file, reference } => {
-            write_oci_archive(tree, file, reference.as_deref().unwrap_or("latest"), cfg, progress)
+        (ImageRef::OciArchive { file, reference }, Some(out)) => {
+            write_oci_archive(tree, file, out, reference.as_deref().unwrap_or("latest"), cfg, progress)
         }
-        ImageRef::DockerArchive { file, reference } => {
-            write_docker_archive(tree, file, reference.as_deref(), cfg, progress)
+        (ImageRef::DockerArchive { file, reference }, Some(out)) => {
+            write_docker_archive(tree, file, out, reference.as_deref(), cfg, progress)
         }
-        ImageRef::Registry(r) => push_tree(tree, r, cfg, progress),
+        (ImageRef::Registry(r), _) => push_tree(tree, r, cfg, progress),
+        (ImageRef::OciArchive { file, .. } | ImageRef::DockerArchive { file, .. }, None) => {
+            Err(Error::argument("an archive target is written through its Output (ImageTarget::open)").with_file(file))
+        }
     }
 }
 
@@ -407,15 +443,11 @@ impl ArchiveTree {
     }
 
     /// Writes the archive through the one output path: a file appears complete or not
-    /// at all; a pipe or character device is written in place.
-    fn write(self, file: &Path) -> Result<()> {
-        let output = Output::open::<&Path>(file, &[])?;
-        let mut w = output.stream()?;
-        diskcast_tar::write_tar(&self.tree, &mut w, &diskcast_block::progress::NoProgress)
-            .map_err(|e| e.with_file(file))?;
-        w.flush().map_err(|e| Error::io("cannot write", e).with_file(file))?;
-        drop(w);
-        output.commit()
+    /// at all; a pipe or character device is written in place; Ctrl-C stops it.
+    fn write(self, out: Output, cancel: Option<Arc<AtomicBool>>) -> Result<()> {
+        out.write_stream(cancel, |w| {
+            diskcast_tar::write_tar(&self.tree, w, &diskcast_block::progress::NoProgress).map(|_| ())
+        })
     }
 }
 
@@ -476,6 +508,7 @@ impl std::io::Read for ScratchReader {
 fn write_oci_archive(
     tree: &Tree,
     file: &Path,
+    out: Output,
     tag: &str,
     cfg: &WriteConfig,
     progress: &dyn Progress,
@@ -499,7 +532,7 @@ fn write_oci_archive(
         &format!("blobs/sha256/{}", image.layer.digest.hex()),
         FileData { size: image.layer.size, content: tmp.content() },
     )?;
-    a.write(file)?;
+    a.write(out, cfg.cancel.clone())?;
     Ok(image.report(None))
 }
 
@@ -530,6 +563,7 @@ fn push_tree(
 fn write_docker_archive(
     tree: &Tree,
     file: &Path,
+    out: Output,
     reference: Option<&str>,
     cfg: &WriteConfig,
     progress: &dyn Progress,
@@ -557,7 +591,7 @@ fn write_docker_archive(
     a.add(&format!("{}.json", cdigest.hex()), FileData::inline(config.clone()))?;
     a.add(&format!("{}.tar", diff.hex()), FileData { size: lsize, content: tmp.content() })?;
     a.add("manifest.json", FileData::inline(json(&entry)?))?;
-    a.write(file)?;
+    a.write(out, cfg.cancel.clone())?;
     // The manifest a registry would get for this image (Docker v2 schema 2).
     let (layer, manifest) = one_layer_manifest(&DOCKER_TAR, &config, ldigest, lsize);
     Ok(WriteReport { manifest_digest: Digest::sha256(&json(&manifest)?), layer, diff_id: diff, skipped, push: None })

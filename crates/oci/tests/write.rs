@@ -7,9 +7,14 @@ mod common;
 
 use common::*;
 use diskcast_block::progress::NoProgress;
-use diskcast_oci::write::{WriteConfig, write_image};
+use diskcast_oci::write::{ImageTarget, WriteConfig, write_image};
 use diskcast_oci::{ImageRef, OpenOptions, open_tree};
 use serde_json::Value;
+
+/// `dst` opened as an output, as the CLI opens it before reading any input.
+fn target(dst: &str) -> ImageTarget {
+    ImageTarget::open::<&std::path::Path>(ImageRef::parse(dst).unwrap(), &[]).unwrap()
+}
 
 fn cfg() -> WriteConfig {
     WriteConfig {
@@ -49,7 +54,7 @@ fn written_images_are_read_by_skopeo_and_umoci_and_reproducible() {
 
     // oci: layout, read back by umoci.
     let out = p("out");
-    let r1 = write_image(&tree, &ImageRef::parse(&format!("oci:{out}:v1")).unwrap(), &cfg(), &NoProgress).unwrap();
+    let r1 = write_image(&tree, target(&format!("oci:{out}:v1")), &cfg(), &NoProgress).unwrap();
     let sk: Value = serde_json::from_str(&run("skopeo", &["inspect", &format!("oci:{out}:v1")])).unwrap();
     assert_eq!(sk["Digest"].as_str().unwrap(), r1.manifest_digest.as_str());
     assert_eq!(sk["Architecture"], "arm64");
@@ -62,7 +67,7 @@ fn written_images_are_read_by_skopeo_and_umoci_and_reproducible() {
 
     // The same again into the same layout under another tag: same digest (reproducible),
     // and both tags are there.
-    let r2 = write_image(&tree, &ImageRef::parse(&format!("oci:{out}:v2")).unwrap(), &cfg(), &NoProgress).unwrap();
+    let r2 = write_image(&tree, target(&format!("oci:{out}:v2")), &cfg(), &NoProgress).unwrap();
     assert_eq!(r1.manifest_digest, r2.manifest_digest);
     let index: Value =
         serde_json::from_str(&std::fs::read_to_string(tmp.path().join("out/index.json")).unwrap()).unwrap();
@@ -70,20 +75,18 @@ fn written_images_are_read_by_skopeo_and_umoci_and_reproducible() {
 
     // oci-archive: skopeo reads it; copied to a layout, umoci unpacks the same files.
     let arch = p("a.tar");
-    let ra =
-        write_image(&tree, &ImageRef::parse(&format!("oci-archive:{arch}:v1")).unwrap(), &cfg(), &NoProgress).unwrap();
+    let ra = write_image(&tree, target(&format!("oci-archive:{arch}:v1")), &cfg(), &NoProgress).unwrap();
     assert_eq!(ra.manifest_digest, r1.manifest_digest);
     run("skopeo", &["copy", "--quiet", &format!("oci-archive:{arch}:v1"), &format!("oci:{}:x", p("from-archive"))]);
     let rootfs = umoci_unpack(&format!("{}:x", p("from-archive")), &tmp.path().join("b2"));
     assert_same(&dir_manifest(&rootfs), &want, "umoci unpack of our oci-archive: image");
     let bytes = std::fs::read(&arch).unwrap();
-    write_image(&tree, &ImageRef::parse(&format!("oci-archive:{arch}:v1")).unwrap(), &cfg(), &NoProgress).unwrap();
+    write_image(&tree, target(&format!("oci-archive:{arch}:v1")), &cfg(), &NoProgress).unwrap();
     assert!(std::fs::read(&arch).unwrap() == bytes, "oci-archive is not reproducible");
 
     // docker-archive: skopeo finds it by its tag; copied to a layout, umoci agrees.
     let d = p("d.tar");
-    write_image(&tree, &ImageRef::parse(&format!("docker-archive:{d}:example/img:v1")).unwrap(), &cfg(), &NoProgress)
-        .unwrap();
+    write_image(&tree, target(&format!("docker-archive:{d}:example/img:v1")), &cfg(), &NoProgress).unwrap();
     run(
         "skopeo",
         &["copy", "--quiet", &format!("docker-archive:{d}:example/img:v1"), &format!("oci:{}:x", p("from-docker"))],

@@ -24,13 +24,9 @@ pub mod resize;
 pub mod writer;
 
 use diskcast_block::io::ImageFile;
-use diskcast_block::output::OutputFiles;
-use diskcast_block::registry::{
-    CheckReport, CreateOptions, Driver, Measure, OpenContext, OptionSpec, Preallocation, ProbeData, check_named,
-};
+use diskcast_block::registry::{CreateOptions, Driver, Measure, OpenContext, OptionSpec, Preallocation, ProbeData};
 use diskcast_block::source::Source;
-use diskcast_block::{BlockRead, BlockWrite, Extent, PersistentBitmap, Result};
-use std::path::Path;
+use diskcast_block::{BlockRead, Extent, PersistentBitmap, Result};
 
 pub use reader::Qcow2Reader;
 pub use writer::Qcow2Writer;
@@ -64,22 +60,8 @@ impl Driver for Qcow2Driver {
         Ok(Box::new(Qcow2Reader::open(src, ctx)?))
     }
 
-    fn options(&self) -> &'static [OptionSpec] {
-        OPTIONS
-    }
-
-    fn validate(&self, opts: &CreateOptions) -> Result<()> {
-        opts.validate_with(self, writer::Params::from_options)
-    }
-
-    fn create(&self, path: &Path, size: u64, opts: &CreateOptions, out: &OutputFiles) -> Result<Box<dyn BlockWrite>> {
-        let params = opts.params(self, size, writer::Params::from_options)?;
-        Ok(Box::new(Qcow2Writer::new(out.create(path)?, params)?))
-    }
-
-    fn check(&self, src: Source, _ctx: &OpenContext<'_>) -> Result<CheckReport> {
-        check_named(src, check::check)
-    }
+    diskcast_block::driver_methods! { options: OPTIONS, params: writer::Params::from_options,
+    create: Qcow2Writer::new, check: check::check }
 
     fn resize(&self, file: &ImageFile, size: u64, prealloc: Preallocation) -> Result<()> {
         resize::resize(file, size, prealloc)

@@ -5,15 +5,16 @@ use crate::header::{
     Compression, Header, INCOMPAT_CORRUPT, INCOMPAT_DIRTY, OFFSET_MASK, OFLAG_COMPRESSED, OFLAG_ZERO, SUBCLUSTERS,
     read_u64_table,
 };
-use diskcast_block::clip_to_backing;
 use diskcast_block::range_end;
 use diskcast_block::read_backing;
 use diskcast_block::registry::OpenContext;
 use diskcast_block::runs::{ReadRun, ReadRuns};
 use diskcast_block::source::Source;
-use diskcast_block::{Alloc, BlockRead, Error, Extent, ImageInfo, MapExtent, PersistentBitmap, Result};
+use diskcast_block::{Alloc, BlockRead, Error, Extent, FormatRead, ImageInfo, MapExtent, PersistentBitmap, Result};
+use diskcast_block::{GrowExtent, clip_to_backing};
 use diskcast_layout::{fit, u64_from_usize, usize_from_u64};
 use std::collections::{HashMap, VecDeque};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 /// Bytes of L2 tables kept in memory: 32 MiB maps 256 GiB of guest data with 64 KiB
@@ -335,33 +336,19 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-impl BlockRead for Qcow2Reader {
-    fn size(&self) -> u64 {
+impl FormatRead for Qcow2Reader {
+    fn file_name(&self) -> &Path {
+        self.file.name()
+    }
+
+    fn virtual_size(&self) -> u64 {
         self.header.size
     }
 
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        self.read_inner(buf, offset).map_err(|e| e.with_file(self.file.name()))
-    }
-
-    fn extent_at(&self, offset: u64, max_len: u64) -> Result<Extent> {
-        self.extent_inner(offset, max_len).map_err(|e| e.with_file(self.file.name()))
-    }
-
-    fn backing(&self) -> Option<&dyn BlockRead> {
+    fn backing_image(&self) -> Option<&dyn BlockRead> {
         self.backing.as_deref()
     }
 
-    fn info(&self) -> ImageInfo {
-        self.info_inner()
-    }
-
-    fn map_extent(&self, offset: u64, max_len: u64) -> Result<MapExtent> {
-        self.map_inner(offset, max_len).map_err(|e| e.with_file(self.file.name()))
-    }
-}
-
-impl Qcow2Reader {
     fn read_inner(&self, buf: &mut [u8], offset: u64) -> Result<()> {
         let end = range_end(offset, u64_from_usize(buf.len()), self.header.size)?;
         let flush = |run: ReadRun<Map>, buf: &mut [u8]| -> Result<()> {
@@ -390,17 +377,7 @@ impl Qcow2Reader {
             (Map::Zero, Map::Zero) | (Map::Unallocated, Map::Unallocated) => true,
             _ => false,
         };
-        let mut runs = ReadRuns::default();
-        self.walk(offset, end, |g, len, map| {
-            if let Some(run) = runs.push(g, len, map, joins) {
-                flush(run, buf)?;
-            }
-            Ok(true)
-        })?;
-        if let Some(run) = runs.finish() {
-            flush(run, buf)?;
-        }
-        Ok(())
+        ReadRuns::serve(|piece| self.walk(offset, end, piece), joins, |run| flush(run, buf))
     }
 
     /// Like [`Self::extent_inner`], but a run also stays in one host-contiguous piece and
@@ -459,23 +436,13 @@ impl Qcow2Reader {
             Map::Unallocated if self.backing.is_some() => Alloc::Backing,
             Map::Unallocated => Alloc::Unallocated,
         };
-        let mut ext: Option<Extent> = None;
+        let mut ext = GrowExtent::new(offset);
         let mut pieces = 0u64;
         self.walk(offset, end, |_, len, map| {
             pieces += 1;
-            if pieces > MAX_EXTENT_PIECES {
-                return Ok(false);
-            }
-            let a = to_alloc(map);
-            match &mut ext {
-                None => ext = Some(Extent { offset, len, alloc: a }),
-                Some(e) if e.alloc == a => e.len += len,
-                Some(_) => return Ok(false),
-            }
-            Ok(true)
+            Ok(pieces <= MAX_EXTENT_PIECES && ext.push(len, to_alloc(map)))
         })?;
-        let ext = ext.ok_or_else(|| Error::corrupt("empty extent").with_offset(offset))?;
-        Ok(clip_to_backing(ext, self.backing.as_deref()))
+        ext.finish(self.backing.as_deref())
     }
 
     fn info_inner(&self) -> ImageInfo {

@@ -18,14 +18,10 @@ pub mod header;
 pub mod reader;
 pub mod writer;
 
-use diskcast_block::output::OutputFiles;
 use diskcast_block::registry::units_touched;
-use diskcast_block::registry::{
-    CheckReport, CreateOptions, Driver, Measure, OpenContext, OptionSpec, ProbeData, check_named,
-};
+use diskcast_block::registry::{CreateOptions, Driver, Measure, OpenContext, OptionSpec, ProbeData};
 use diskcast_block::source::Source;
-use diskcast_block::{BlockRead, BlockWrite, Extent, Result};
-use std::path::Path;
+use diskcast_block::{BlockRead, Extent, Result};
 
 pub use reader::VdiReader;
 pub use writer::VdiWriter;
@@ -51,22 +47,8 @@ impl Driver for VdiDriver {
         Ok(Box::new(VdiReader::open(src)?))
     }
 
-    fn options(&self) -> &'static [OptionSpec] {
-        OPTIONS
-    }
-
-    fn validate(&self, opts: &CreateOptions) -> Result<()> {
-        opts.validate_with(self, writer::Params::from_options)
-    }
-
-    fn create(&self, path: &Path, size: u64, opts: &CreateOptions, out: &OutputFiles) -> Result<Box<dyn BlockWrite>> {
-        let params = opts.params(self, size, writer::Params::from_options)?;
-        Ok(Box::new(VdiWriter::new(out.create(path)?, params)?))
-    }
-
-    fn check(&self, src: Source, _ctx: &OpenContext<'_>) -> Result<CheckReport> {
-        check_named(src, check::check)
-    }
+    diskcast_block::driver_methods! { options: OPTIONS, params: writer::Params::from_options,
+    create: VdiWriter::new, check: check::check }
 
     /// The file our writer makes: header and block map, plus one whole block for every
     /// block a data extent touches (every block for static images).

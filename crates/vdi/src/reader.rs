@@ -6,9 +6,10 @@ use crate::header::{BLOCK_FREE, BLOCK_ZERO, Header, read_block_map};
 use diskcast_block::range_end;
 use diskcast_block::runs::{ReadRun, ReadRuns};
 use diskcast_block::source::Source;
-use diskcast_block::{Alloc, BlockRead, Error, Extent, ImageInfo, MapExtent, Result};
+use diskcast_block::{Alloc, Error, Extent, FormatRead, ImageInfo, MapExtent, Result};
 use diskcast_layout::{u64_from_usize, usize_from_u64};
 use serde_json::json;
+use std::path::Path;
 
 /// What one guest block maps to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,6 +91,46 @@ impl VdiReader {
         }
     }
 
+    /// The extent at `offset` inside allocated blocks: holes in the file there read as
+    /// zeros (qemu and our writer leave never-written parts of a block as holes). A run
+    /// goes on into the next blocks while they are allocated and the kind stays the same.
+    fn data_extent(&self, offset: u64, end: u64) -> Result<Extent> {
+        let bs = self.header.block_size;
+        let mut pos = offset;
+        let mut kind = None;
+        while pos < end {
+            let block = pos / bs;
+            let Map::Data(host) = self.map(block)? else { break };
+            let at = host + pos % bs;
+            let block_end = ((block + 1) * bs).min(end);
+            let (alloc, host_stop) = match self.file.next_data(at)? {
+                Some(d) if d <= at => (Alloc::Data, self.file.next_hole(at)?),
+                Some(d) => (Alloc::Zero, d),
+                None => (Alloc::Zero, u64::MAX),
+            };
+            if kind.is_some_and(|k| k != alloc) {
+                break;
+            }
+            kind = Some(alloc);
+            let stop = pos.saturating_add(host_stop.saturating_sub(at)).clamp(pos + 1, block_end);
+            pos = stop;
+            if stop < block_end {
+                break;
+            }
+        }
+        Ok(Extent { offset, len: pos - offset, alloc: kind.unwrap_or(Alloc::Data) })
+    }
+}
+
+impl FormatRead for VdiReader {
+    fn file_name(&self) -> &Path {
+        self.file.name()
+    }
+
+    fn virtual_size(&self) -> u64 {
+        self.size
+    }
+
     fn read_inner(&self, buf: &mut [u8], offset: u64) -> Result<()> {
         let end = range_end(offset, u64_from_usize(buf.len()), self.size)?;
         let bs = self.header.block_size;
@@ -112,24 +153,22 @@ impl VdiReader {
             (None, None) => true,
             _ => false,
         };
-        let mut runs = ReadRuns::default();
-        let mut pos = offset;
-        while pos < end {
-            let block = pos / bs;
-            let piece_end = ((block + 1) * bs).min(end);
-            let host = match self.map(block)? {
-                Map::Data(host) => Some(host + pos % bs),
-                Map::Free | Map::Zero => None,
-            };
-            if let Some(run) = runs.push(pos, piece_end - pos, host, joins) {
-                flush(run, buf)?;
+        // One piece per block: the block map says where each one is.
+        let walk = |piece: &mut dyn FnMut(u64, u64, Option<u64>) -> Result<bool>| {
+            let mut pos = offset;
+            while pos < end {
+                let block = pos / bs;
+                let piece_end = ((block + 1) * bs).min(end);
+                let host = match self.map(block)? {
+                    Map::Data(host) => Some(host + pos % bs),
+                    Map::Free | Map::Zero => None,
+                };
+                piece(pos, piece_end - pos, host)?;
+                pos = piece_end;
             }
-            pos = piece_end;
-        }
-        if let Some(run) = runs.finish() {
-            flush(run, buf)?;
-        }
-        Ok(())
+            Ok(())
+        };
+        ReadRuns::serve(walk, joins, |run| flush(run, buf))
     }
 
     fn extent_inner(&self, offset: u64, max_len: u64) -> Result<Extent> {
@@ -162,34 +201,19 @@ impl VdiReader {
         Ok(Extent { offset, len: stop - offset, alloc })
     }
 
-    /// The extent at `offset` inside allocated blocks: holes in the file there read as
-    /// zeros (qemu and our writer leave never-written parts of a block as holes). A run
-    /// goes on into the next blocks while they are allocated and the kind stays the same.
-    fn data_extent(&self, offset: u64, end: u64) -> Result<Extent> {
+    /// Data at the block's place in the file plus the offset inside it; a run stops
+    /// at the end of its block (the next block may lie anywhere).
+    fn map_inner(&self, offset: u64, max_len: u64) -> Result<MapExtent> {
         let bs = self.header.block_size;
-        let mut pos = offset;
-        let mut kind = None;
-        while pos < end {
-            let block = pos / bs;
-            let Map::Data(host) = self.map(block)? else { break };
-            let at = host + pos % bs;
-            let block_end = ((block + 1) * bs).min(end);
-            let (alloc, host_stop) = match self.file.next_data(at)? {
-                Some(d) if d <= at => (Alloc::Data, self.file.next_hole(at)?),
-                Some(d) => (Alloc::Zero, d),
-                None => (Alloc::Zero, u64::MAX),
-            };
-            if kind.is_some_and(|k| k != alloc) {
-                break;
+        let mut extent = self.extent_inner(offset, max_len)?;
+        let host = match (extent.alloc, self.map(offset / bs)) {
+            (Alloc::Data, Ok(Map::Data(h))) => {
+                extent.len = extent.len.min(bs - offset % bs);
+                Some(h + offset % bs)
             }
-            kind = Some(alloc);
-            let stop = pos.saturating_add(host_stop.saturating_sub(at)).clamp(pos + 1, block_end);
-            pos = stop;
-            if stop < block_end {
-                break;
-            }
-        }
-        Ok(Extent { offset, len: pos - offset, alloc: kind.unwrap_or(Alloc::Data) })
+            _ => None,
+        };
+        Ok(MapExtent { extent, host, compressed: false })
     }
 
     fn info_inner(&self) -> ImageInfo {
@@ -223,38 +247,5 @@ impl VdiReader {
             specific: s,
             ..ImageInfo::default()
         }
-    }
-}
-
-impl BlockRead for VdiReader {
-    fn size(&self) -> u64 {
-        self.size
-    }
-
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        self.read_inner(buf, offset).map_err(|e| e.with_file(self.file.name()))
-    }
-
-    fn extent_at(&self, offset: u64, max_len: u64) -> Result<Extent> {
-        self.extent_inner(offset, max_len).map_err(|e| e.with_file(self.file.name()))
-    }
-
-    /// Data at the block's place in the file plus the offset inside it; a run stops
-    /// at the end of its block (the next block may lie anywhere).
-    fn map_extent(&self, offset: u64, max_len: u64) -> Result<MapExtent> {
-        let bs = self.header.block_size;
-        let mut extent = self.extent_at(offset, max_len)?;
-        let host = match (extent.alloc, self.map(offset / bs)) {
-            (Alloc::Data, Ok(Map::Data(h))) => {
-                extent.len = extent.len.min(bs - offset % bs);
-                Some(h + offset % bs)
-            }
-            _ => None,
-        };
-        Ok(MapExtent { extent, host, compressed: false })
-    }
-
-    fn info(&self) -> ImageInfo {
-        self.info_inner()
     }
 }

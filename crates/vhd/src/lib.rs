@@ -19,16 +19,12 @@ pub mod format;
 pub mod reader;
 pub mod writer;
 
-use diskcast_block::output::OutputFiles;
 use diskcast_block::registry::units_touched;
-use diskcast_block::registry::{
-    CheckReport, CreateOptions, Driver, Measure, OpenContext, OptionSpec, ProbeData, check_named,
-};
+use diskcast_block::registry::{CreateOptions, Driver, Measure, OpenContext, OptionSpec, ProbeData};
 use diskcast_block::source::Source;
-use diskcast_block::{BlockRead, BlockWrite, Extent, Result};
+use diskcast_block::{BlockRead, Extent, Result};
 use diskcast_layout::u64_from_usize;
 use format::{FOOTER_SIZE, Footer, OLD_FOOTER_SIZE, TYPE_FIXED};
-use std::path::Path;
 
 pub use reader::VhdReader;
 pub use writer::VhdWriter;
@@ -85,23 +81,9 @@ impl Driver for VhdDriver {
         Ok(Box::new(VhdReader::open(src, ctx)?))
     }
 
-    fn options(&self) -> &'static [OptionSpec] {
-        OPTIONS
-    }
-
-    fn validate(&self, opts: &CreateOptions) -> Result<()> {
-        opts.validate_with(self, Params::from_options)
-    }
-
-    fn create(&self, path: &Path, size: u64, opts: &CreateOptions, out: &OutputFiles) -> Result<Box<dyn BlockWrite>> {
-        let params = opts.params(self, size, Params::from_options)?;
-        Ok(Box::new(VhdWriter::new(out.create(path)?, params)?))
-    }
-
-    /// Our own consistency check (qemu-img has none for vpc): see [`check`].
-    fn check(&self, src: Source, _ctx: &OpenContext<'_>) -> Result<CheckReport> {
-        check_named(src, check::check)
-    }
+    // `check`: our own consistency check (qemu-img has none for vpc), see [`check`].
+    diskcast_block::driver_methods! { options: OPTIONS, params: Params::from_options,
+    create: VhdWriter::new, check: check::check }
 
     /// Fixed: the disk plus its footer either way. Dynamic: the blocks that data extents
     /// touch, laid out as our writer lays them out.

@@ -10,13 +10,13 @@ use crate::format::{
     BAT_UNUSED, DYN_HEADER_SIZE, DynHeader, FOOTER_SIZE, Footer, Locator, OLD_FOOTER_SIZE, PLAT_MACX, PLAT_W2KU,
     PLAT_W2RU, SECTOR, TYPE_DIFFERENCING, TYPE_DYNAMIC, TYPE_FIXED, fourcc, uuid_text,
 };
-use diskcast_block::clip_to_backing;
+use diskcast_block::GrowExtent;
 use diskcast_block::range_end;
 use diskcast_block::read_backing;
 use diskcast_block::registry::OpenContext;
 use diskcast_block::runs::{ReadRun, ReadRuns};
 use diskcast_block::source::{ByteSource, Source};
-use diskcast_block::{Alloc, BlockRead, Error, ErrorKind, Extent, ImageInfo, Result};
+use diskcast_block::{Alloc, BlockRead, Error, ErrorKind, Extent, FormatRead, ImageInfo, Result};
 use diskcast_layout::{u64_from_usize, usize_from_u64};
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
@@ -451,6 +451,24 @@ impl VhdReader {
         }
         Ok(())
     }
+}
+
+impl FormatRead for VhdReader {
+    fn file_name(&self) -> &Path {
+        self.file.name()
+    }
+
+    fn virtual_size(&self) -> u64 {
+        self.size
+    }
+
+    fn backing_image(&self) -> Option<&dyn BlockRead> {
+        self.backing.as_deref()
+    }
+
+    fn image_id(&self) -> Option<[u8; 16]> {
+        Some(self.footer.unique_id)
+    }
 
     fn read_inner(&self, buf: &mut [u8], offset: u64) -> Result<()> {
         let end = range_end(offset, u64_from_usize(buf.len()), self.size)?;
@@ -470,17 +488,7 @@ impl VhdReader {
             (Map::Absent, Map::Absent) => true,
             _ => false,
         };
-        let mut runs = ReadRuns::default();
-        self.walk(s, offset, end, |g, len, map| {
-            if let Some(run) = runs.push(g, len, map, joins) {
-                flush(run, buf)?;
-            }
-            Ok(true)
-        })?;
-        if let Some(run) = runs.finish() {
-            flush(run, buf)?;
-        }
-        Ok(())
+        ReadRuns::serve(|piece| self.walk(s, offset, end, piece), joins, |run| flush(run, buf))
     }
 
     fn extent_inner(&self, offset: u64, max_len: u64) -> Result<Extent> {
@@ -500,7 +508,7 @@ impl VhdReader {
             return Ok(Extent { offset, len: stop - offset, alloc });
         };
         let absent = if self.backing.is_some() { Alloc::Backing } else { Alloc::Unallocated };
-        let mut ext: Option<Extent> = None;
+        let mut ext = GrowExtent::new(offset);
         let mut blocks_seen = 0u64;
         let mut last_block = u64::MAX;
         self.walk(s, offset, end, |g, len, map| {
@@ -512,19 +520,9 @@ impl VhdReader {
                     return Ok(false);
                 }
             }
-            let a = match map {
-                Map::Data(_) => Alloc::Data,
-                Map::Absent => absent,
-            };
-            match &mut ext {
-                None => ext = Some(Extent { offset, len, alloc: a }),
-                Some(e) if e.alloc == a => e.len += len,
-                Some(_) => return Ok(false),
-            }
-            Ok(true)
+            Ok(ext.push(len, if let Map::Data(_) = map { Alloc::Data } else { absent }))
         })?;
-        let ext = ext.ok_or_else(|| Error::corrupt("empty extent").with_offset(offset))?;
-        Ok(clip_to_backing(ext, self.backing.as_deref()))
+        ext.finish(self.backing.as_deref())
     }
 
     fn info_inner(&self) -> ImageInfo {
@@ -581,30 +579,4 @@ fn bit(bitmap: &[u8], n: u64) -> bool {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-impl BlockRead for VhdReader {
-    fn size(&self) -> u64 {
-        self.size
-    }
-
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        self.read_inner(buf, offset).map_err(|e| e.with_file(self.file.name()))
-    }
-
-    fn extent_at(&self, offset: u64, max_len: u64) -> Result<Extent> {
-        self.extent_inner(offset, max_len).map_err(|e| e.with_file(self.file.name()))
-    }
-
-    fn backing(&self) -> Option<&dyn BlockRead> {
-        self.backing.as_deref()
-    }
-
-    fn info(&self) -> ImageInfo {
-        self.info_inner()
-    }
-
-    fn unique_id(&self) -> Option<[u8; 16]> {
-        Some(self.footer.unique_id)
-    }
 }

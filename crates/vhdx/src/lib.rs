@@ -19,13 +19,9 @@ pub mod log;
 pub mod reader;
 pub mod writer;
 
-use diskcast_block::output::OutputFiles;
-use diskcast_block::registry::{
-    CheckReport, CreateOptions, Driver, Measure, OpenContext, OptionSpec, ProbeData, check_named,
-};
+use diskcast_block::registry::{CreateOptions, Driver, Measure, OpenContext, OptionSpec, ProbeData};
 use diskcast_block::source::Source;
-use diskcast_block::{BlockRead, BlockWrite, Extent, Result};
-use std::path::Path;
+use diskcast_block::{BlockRead, Extent, Result};
 
 pub use reader::VhdxReader;
 pub use writer::VhdxWriter;
@@ -56,22 +52,8 @@ impl Driver for VhdxDriver {
         Ok(Box::new(VhdxReader::open(src, ctx)?))
     }
 
-    fn options(&self) -> &'static [OptionSpec] {
-        OPTIONS
-    }
-
-    fn validate(&self, opts: &CreateOptions) -> Result<()> {
-        opts.validate_with(self, writer::Params::from_options)
-    }
-
-    fn create(&self, path: &Path, size: u64, opts: &CreateOptions, out: &OutputFiles) -> Result<Box<dyn BlockWrite>> {
-        let params = opts.params(self, size, writer::Params::from_options)?;
-        Ok(Box::new(VhdxWriter::new(out.create(path)?, params)?))
-    }
-
-    fn check(&self, src: Source, _ctx: &OpenContext<'_>) -> Result<CheckReport> {
-        check_named(src, check::check)
-    }
+    diskcast_block::driver_methods! { options: OPTIONS, params: writer::Params::from_options,
+    create: VhdxWriter::new, check: check::check }
 
     fn measure(&self, size: u64, data: &[Extent], opts: &CreateOptions) -> Result<Measure> {
         let params = opts.params(self, size, writer::Params::from_options)?;

@@ -12,7 +12,7 @@ use diskcast_block::progress::Progress;
 use diskcast_block::provenance::Provenance;
 use diskcast_block::{Error, Result};
 use diskcast_oci::ImageRef;
-use diskcast_oci::write::{WriteConfig, WriteReport, write_image};
+use diskcast_oci::write::{ImageTarget, WriteConfig, WriteReport, write_image};
 use diskcast_tree::{FileData, HostFile, Kind, Meta, Node, Timestamp, Tree};
 use std::path::{Path, PathBuf};
 
@@ -61,14 +61,15 @@ pub fn write(
             "{dst}: a containerDisk is written as oci:DIR:TAG or oci-archive:FILE:TAG (push it with skopeo copy)"
         )));
     }
+    let target = ImageTarget::open(dst_ref, &[disk])?;
     let tree = tree(disk, format, clock.now())?;
-    wrap(&tree, &dst_ref, clock, how, progress)
+    wrap(&tree, target, clock, how, progress)
 }
 
 /// Writes the one-file tree of a containerDisk as the image `dst_ref`.
 fn wrap(
     tree: &Tree,
-    dst_ref: &ImageRef,
+    target: ImageTarget,
     clock: &Provenance,
     how: WriteConfig,
     progress: &dyn Progress,
@@ -81,7 +82,7 @@ fn wrap(
         cancel: how.cancel,
         ..WriteConfig::new(how.threads)
     };
-    write_image(tree, dst_ref, &cfg, progress)
+    write_image(tree, target, &cfg, progress)
 }
 
 /// `diskcast vm --profile kubevirt -o oci:DIR:TAG`: the qcow2 is written to a temporary
@@ -129,16 +130,22 @@ impl Staged {
         }
     }
 
-    /// Wraps the written qcow2 into the image target. The tree holds the qcow2 open, so
+    /// Wraps the written qcow2 into `target` (this [`Staged::target`], opened by the
+    /// caller's output path before any input was read). The tree holds the qcow2 open, so
     /// its name is removed before the wrapping starts: a `kill -9` from here on leaves
     /// nothing beside the target (the qcow2 itself was written unnamed until committed).
     /// `how` gives the threads and the Ctrl-C flag, as for [`write`].
-    pub fn finish(&self, clock: &Provenance, how: WriteConfig, progress: &dyn Progress) -> Result<WriteReport> {
-        let dst_ref = ImageRef::parse(&self.target)?;
+    pub fn finish(
+        &self,
+        target: ImageTarget,
+        clock: &Provenance,
+        how: WriteConfig,
+        progress: &dyn Progress,
+    ) -> Result<WriteReport> {
         let tree = tree(&self.disk, "qcow2", clock.now())?;
         std::fs::remove_file(&self.disk)
             .map_err(|e| Error::io("cannot remove the staged disk", e).with_file(&self.disk))?;
-        wrap(&tree, &dst_ref, clock, how, progress)
+        wrap(&tree, target, clock, how, progress)
     }
 }
 

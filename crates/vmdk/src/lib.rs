@@ -114,13 +114,7 @@ impl Driver for VmdkDriver {
         Ok(Box::new(VmdkReader::open(src, ctx)?))
     }
 
-    fn options(&self) -> &'static [OptionSpec] {
-        OPTIONS
-    }
-
-    fn validate(&self, opts: &CreateOptions) -> Result<()> {
-        opts.validate_with(self, Params::from_options)
-    }
+    diskcast_block::driver_methods! { options: OPTIONS, params: Params::from_options }
 
     /// Only streamOptimized is written strictly in order; it must be asked for by name,
     /// since a plain `-O vmdk` means monolithicSparse everywhere else.

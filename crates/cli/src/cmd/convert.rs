@@ -9,7 +9,7 @@ mod image;
 mod reads;
 
 use crate::common::args::{OpenArgs, ProgressArgs, WriteArgs};
-use crate::common::output::{ImageWriter, image_config};
+use crate::common::output::{ContainerWriter, ImageWriter};
 use crate::common::progress::ProgressMode;
 use crate::common::{Images, create_options, image_opts};
 use clap::Args;
@@ -29,33 +29,22 @@ pub fn run(mut a: ConvertArgs) -> Result<u8> {
         Some(p) => apply_profile(&mut a, p)?,
         None => None,
     };
+    // kubevirt: the containerDisk's image target is checked before the source is read.
+    let container = staged.as_ref().map(|s| ContainerWriter::open(&s.target, &[&a.src], &a.write)).transpose()?;
     // A container image DST (its transport prefix says so) makes this a tree conversion.
     let dst = a.dst.to_string_lossy();
     if diskcast_oci::is_image_ref(&dst) {
         if a.output_format != "raw" || !a.options.is_empty() || a.write.compress || a.no_create {
             return Err(Error::argument("-O, -o, -c and -n apply to disk images, not to a container image DST"));
         }
-        let progress = a.write.progress.reporter();
-        return image::convert(
-            &a.src.to_string_lossy(),
-            &dst,
-            a.format.clone(),
-            &a.image,
-            a.open.share,
-            a.write.jobs.count()?,
-            progress.as_ref(),
-        );
+        return image::convert(&a.src.to_string_lossy(), &dst, a.format.clone(), &a.image, a.open.share, &a.write);
     }
     let flags = QemuFlags::apply(&mut a)?;
     let images = Images::new(&a.open)?;
     let plan = Plan::new(&a, &images)?;
     plan.run(&images, &a, &flags)?;
-    if let Some(s) = staged {
-        let r = s.finish(
-            &Provenance::from_env()?,
-            image_config(a.write.jobs.count()?)?,
-            a.write.progress.reporter().as_ref(),
-        )?;
+    if let (Some(s), Some(container)) = (staged, container) {
+        let r = container.finish_staged(&s, &Provenance::from_env()?)?;
         eprintln!("diskcast: containerDisk {} (manifest {})", s.target, r.manifest_digest);
     }
     Ok(0)

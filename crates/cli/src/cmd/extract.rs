@@ -1,7 +1,7 @@
 //! `diskcast extract`: a tree into a directory (safely) or into a tar.
 
 use crate::common::args::{JobsArgs, ProgressArgs, SourceArgs};
-use crate::common::output::ArchiveWriter;
+use crate::common::output::{ArchiveWriter, interrupt_flag};
 use crate::common::tree_source;
 use clap::Args;
 use diskcast_block::{Error, Result};
@@ -25,7 +25,8 @@ pub struct ExtractArgs {
     pub source: SourceArgs,
     /// The source: directory, tar, or disk image.
     pub src: String,
-    /// The directory to extract into: created, or an existing empty one.
+    /// The directory to extract into: created, or an existing empty one. Ctrl-C removes
+    /// what was extracted (and DIR, when this command created it).
     #[arg(required_unless_present = "output")]
     pub dir: Option<PathBuf>,
 }
@@ -55,8 +56,12 @@ pub fn run(a: ExtractArgs) -> Result<u8> {
         return Ok(0);
     }
     let Some(dir) = &a.dir else { return Err(Error::argument("give a directory DIR or -o OUT.tar")) };
-    let opts =
-        diskcast_host::ExtractOptions { privileged: a.privileged, ..diskcast_host::ExtractOptions::new(threads) };
+    // Ctrl-C stops the extraction, which removes what it made (DIR too when it made it).
+    let opts = diskcast_host::ExtractOptions {
+        privileged: a.privileged,
+        cancel: Some(interrupt_flag()?),
+        ..diskcast_host::ExtractOptions::new(threads)
+    };
     let r = match target {
         Some(t) => t.extract(&opened.tree, &opts, progress.as_ref())?,
         None => diskcast_host::extract(&opened.tree, dir, &opts, progress.as_ref())?,

@@ -1,7 +1,7 @@
 //! `diskcast iso`: El Torito boot catalogs and hybrid system areas of optical discs.
 
 use crate::common::args::{OpenArgs, OutputFormat, SourceArgs, WriteArgs};
-use crate::common::output::ImageWriter;
+use crate::common::output::{ImageWriter, interrupt_flag};
 use crate::common::tree_source::{input_path, open as open_source};
 use crate::common::{Images, create_options, print_json, threads};
 use clap::{Args, Subcommand};
@@ -276,7 +276,10 @@ fn save_boot_images(disk: &std::sync::Arc<dyn BlockRead>, entries: &[BootEntry],
     let report = diskcast_host::extract(
         &tree,
         dir,
-        &diskcast_host::ExtractOptions::new(threads(None)?),
+        &diskcast_host::ExtractOptions {
+            cancel: Some(interrupt_flag()?),
+            ..diskcast_host::ExtractOptions::new(threads(None)?)
+        },
         &diskcast_block::progress::NoProgress,
     )?;
     if let Some(first) = report.failed.first() {

@@ -7,7 +7,7 @@
 //! plan.
 
 use crate::common::args::{OutputArgs, OutputFormat, SourceArgs, WriteArgs, format_for_output};
-use crate::common::output::{ImageWriter, image_config};
+use crate::common::output::{ContainerWriter, ImageWriter};
 use crate::common::print_json;
 use crate::common::tree_source::{input_path, open as open_source};
 use clap::Args;
@@ -186,6 +186,7 @@ pub fn run(a: VmArgs) -> Result<u8> {
     let mut inputs: Vec<PathBuf> = input_path(&a.src).into_iter().collect();
     inputs.extend([&a.kernel, &a.initrd, &a.loader, &a.guest.ssh_key].into_iter().flatten().cloned());
     let writer = ImageWriter::new(&out, &inputs)?;
+    let container = staged.as_ref().map(|s| ContainerWriter::open(&s.target, &inputs, &a.write)).transpose()?;
     let threads = writer.threads();
     let opts = VmOptions {
         boot,
@@ -226,8 +227,8 @@ pub fn run(a: VmArgs) -> Result<u8> {
         eprintln!("diskcast: drivers: {d}");
     }
     writer.write(&vm.image)?;
-    if let Some(s) = &staged {
-        let r = s.finish(&prov, image_config(threads)?, a.write.progress.reporter().as_ref())?;
+    if let (Some(s), Some(container)) = (&staged, container) {
+        let r = container.finish_staged(s, &prov)?;
         eprintln!("diskcast: containerDisk {} (manifest {})", s.target, r.manifest_digest);
     }
     let disk_size = vm.plan.disk_size;

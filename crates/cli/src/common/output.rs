@@ -4,15 +4,20 @@
 //! (threads, progress), stopped by Ctrl-C, and put in place only when complete.
 //! `convert`, `create`, `mkfs`, `mkdisk`, `vm`, `iso create`, `iso remaster` and
 //! `write` write images through [`ImageWriter`]; `extract -o` writes its tar through [`ArchiveWriter`];
-//! container images are written by `diskcast_oci::write` with [`image_config`].
+//! container images (`oci:`, `oci-archive:`, `docker-archive:`, `docker://`, kubevirt
+//! containerDisks) through [`ContainerWriter`].
 
 use super::args::{OutputArgs, WriteArgs};
 use super::create_options;
 use diskcast_block::copy::CopyOptions;
-use diskcast_block::output::{ImageJob, Interruptible, Output};
+use diskcast_block::output::{ImageJob, Output};
 use diskcast_block::progress::Progress;
+use diskcast_block::provenance::Provenance;
 use diskcast_block::registry::{CreateOptions, Registry};
 use diskcast_block::{BlockRead, Error, Result};
+use diskcast_oci::write::{ImageTarget, WriteConfig, WriteReport};
+use diskcast_tree::Tree;
+use diskcast_vm::container_disk::Staged;
 use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -156,21 +161,47 @@ impl ArchiveWriter {
     /// Writes the archive with `body` into the target, stopped by Ctrl-C at its next
     /// write, and puts it in place. Errors name the target.
     pub fn write<T>(self, body: impl FnOnce(&mut dyn Write) -> Result<T>) -> Result<T> {
-        let name = self.output.target().path().to_path_buf();
-        let mut w = Interruptible::new(self.output.stream()?, Some(interrupt_flag()?));
-        let r = body(&mut w).map_err(|e| w.stopped(e).with_file(&name))?;
-        w.flush().map_err(|e| Error::io("cannot write", e).with_file(&name))?;
-        drop(w);
-        self.output.commit()?;
-        Ok(r)
+        self.output.write_stream(Some(interrupt_flag()?), body)
     }
 }
 
-/// How a container image (`convert SRC oci:..`, a kubevirt containerDisk) is written: its
-/// layer gzipped by `threads`, stopped by Ctrl-C at its next write, nothing put in place.
-pub fn image_config(threads: usize) -> Result<diskcast_oci::write::WriteConfig> {
-    Ok(diskcast_oci::write::WriteConfig {
-        cancel: Some(interrupt_flag()?),
-        ..diskcast_oci::write::WriteConfig::new(threads)
-    })
+/// A checked container image output (`convert SRC oci:..`, a kubevirt containerDisk): an
+/// archive target (`oci-archive:`, `docker-archive:`) is checked and locked like every
+/// other output before any input is read; the layer is gzipped by the `-j` threads with
+/// `-p` progress, stopped by Ctrl-C at its next write, and nothing is put in place
+/// unless complete.
+pub struct ContainerWriter {
+    target: ImageTarget,
+    write: WriteArgs,
+}
+
+impl ContainerWriter {
+    /// Checks `dst` (none of `inputs`, not in use) before any input is read.
+    pub fn open<P: AsRef<Path>>(dst: &str, inputs: &[P], write: &WriteArgs) -> Result<Self> {
+        let target = ImageTarget::open(diskcast_oci::ImageRef::parse(dst)?, inputs)?;
+        Ok(ContainerWriter { target, write: write.clone() })
+    }
+
+    /// The image reference written.
+    pub fn image_ref(&self) -> &diskcast_oci::ImageRef {
+        self.target.image_ref()
+    }
+
+    /// The write settings: `-j` threads and the Ctrl-C flag (callers add the image's
+    /// config).
+    pub fn config(&self) -> Result<WriteConfig> {
+        Ok(WriteConfig { cancel: Some(interrupt_flag()?), ..WriteConfig::new(self.write.jobs.count()?) })
+    }
+
+    /// Writes `tree` as the image with `cfg` (from [`config`](Self::config)).
+    pub fn write(self, tree: &Tree, cfg: &WriteConfig) -> Result<WriteReport> {
+        let progress = self.write.progress.reporter();
+        diskcast_oci::write::write_image(tree, self.target, cfg, progress.as_ref())
+    }
+
+    /// Wraps a kubevirt containerDisk's staged qcow2 into the target.
+    pub fn finish_staged(self, staged: &Staged, clock: &Provenance) -> Result<WriteReport> {
+        let (cfg, progress) = (self.config()?, self.write.progress.reporter());
+        staged.finish(self.target, clock, cfg, progress.as_ref())
+    }
 }

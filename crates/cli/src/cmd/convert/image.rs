@@ -1,12 +1,11 @@
 //! `diskcast convert SRC oci:DIR:TAG` (and `oci-archive:`, `docker-archive:`,
 //! `docker://`): a tree as a one-layer container image.
 
-use crate::common::args::ShareArgs;
-use crate::common::output::image_config;
+use crate::common::args::{ShareArgs, WriteArgs};
+use crate::common::output::ContainerWriter;
 use clap::Args;
 use diskcast_block::Result;
 use diskcast_block::lock::Locks;
-use diskcast_block::progress::Progress;
 
 /// `convert` options for a container image DST (`oci:`, `oci-archive:`, `docker-archive:`).
 #[derive(Debug, Default, Clone, Args)]
@@ -58,15 +57,10 @@ pub fn convert(
     format: Option<String>,
     a: &ImageWriteArgs,
     share: ShareArgs,
-    threads: usize,
-    progress: &dyn Progress,
+    write: &WriteArgs,
 ) -> Result<u8> {
-    let dst_ref = diskcast_oci::ImageRef::parse(dst)?;
-    if let diskcast_oci::ImageRef::OciArchive { file, .. } | diskcast_oci::ImageRef::DockerArchive { file, .. } =
-        &dst_ref
-    {
-        diskcast_block::output::refuse_inputs(file, &Vec::from_iter(diskcast_sources::source_path(src)))?;
-    }
+    // The target is checked (not the source itself, not in use) before the source is read.
+    let writer = ContainerWriter::open(dst, &Vec::from_iter(diskcast_sources::source_path(src)), write)?;
     let mut labels = std::collections::BTreeMap::new();
     for l in &a.label {
         let (k, v) = l
@@ -87,12 +81,13 @@ pub fn convert(
         || a.user.is_some()
         || !a.label.is_empty()
         || a.arch.is_some();
-    if let diskcast_oci::ImageRef::Registry(r) = &dst_ref
+    if let diskcast_oci::ImageRef::Registry(r) = writer.image_ref()
         && !config_given
         && (src.starts_with("oci:") || src.starts_with("oci-archive:"))
     {
         let img = diskcast_oci::open(src, &image_opts)?;
-        let pushed = diskcast_oci::registry::push_image(&img, r, &image_opts.registry, progress)?;
+        let progress = write.progress.reporter();
+        let pushed = diskcast_oci::registry::push_image(&img, r, &image_opts.registry, progress.as_ref())?;
         eprintln!(
             "copied {src} to {dst}: manifest {}; uploaded {} blobs ({} bytes), {} already there",
             img.manifest_digest, pushed.uploaded, pushed.bytes, pushed.present
@@ -111,15 +106,16 @@ pub fn convert(
         epoch: clock.now(),
         reproducible: clock.is_reproducible(),
         registry: image_opts.registry.clone(),
-        ..image_config(threads)?
+        ..writer.config()?
     };
+    let threads = cfg.threads;
     let locks = Some(std::sync::Arc::new(Locks::new(share.lock_mode())));
     let opts = diskcast_sources::SourceOptions { tree: None, format, image: image_opts, locks, threads };
     let opened = diskcast_sources::open_tree(src, &opts)?;
     for w in &opened.warnings {
         eprintln!("diskcast: warning: {src}: {w}");
     }
-    let report = diskcast_oci::write::write_image(&opened.tree, &dst_ref, &cfg, progress)?;
+    let report = writer.write(&opened.tree, &cfg)?;
     for s in &report.skipped {
         eprintln!("diskcast: skipped {s}");
     }
