@@ -32,6 +32,7 @@
 #                             exfat-fuse mounts exFAT where the kernel has no exfat driver
 #   nodejs, npm, default-jdk-headless: npm installs and `jar` makes the Node packages and
 #                             Java archives `inspect` lists (tests/integration/inspect.rs)
+#   python3-pip:              installs the SBOM validators below (not packaged by Debian)
 #   squashfs-tools:           mksquashfs (every compressor) makes the squashfs reader's inputs,
 #                             unsquashfs -lln/-d judges its listing and extraction
 #   wimtools:                 wimlib-imagex: captures the WIMs the WIM splitter reads; its
@@ -60,6 +61,7 @@ packages=(
   bmap-tools
   strace
   nodejs npm default-jdk-headless
+  python3-pip
 )
 # Packages that must come from backports on bookworm (older releases there are too old).
 backports=(qemu-system-x86 qemu-system-common qemu-system-data seabios e2fsprogs libext2fs2)

@@ -270,15 +270,15 @@ fn fat32_stick_size_is_checked_before_writing() {
     tool_text("fsck.fat", &["-n", &s(&fat)]);
     assert!(j["partitions"][0]["size"].as_u64().unwrap() > 190 << 20, "the data partition takes the rest: {j}");
 
-    // Several ISOs, a block device: refused with what to do instead.
+    // Several ISOs, a block device in another format than raw: refused with the reason.
     dc(&["usb", &s(&iso), &s(&iso), "-o", &s(&out)])
         .expect_code(1)
         .expect_stderr_all(&["2 ISOs given", "not supported yet"]);
     let dev = t.path().join("sdz");
     sh(&format!("mknod '{}' b 7 250", dev.display()));
-    dc(&["usb", &s(&iso), "-o", &s(&dev)])
+    dc(&["usb", &s(&iso), "-o", &s(&dev), "-O", "qcow2"])
         .expect_code(1)
-        .expect_stderr_all(&["is a block device", "diskcast usb ISO -o stick.img, then diskcast write stick.img"]);
+        .expect_stderr_all(&["is a block device: it holds the stick itself (raw)"]);
 }
 
 #[test]

@@ -312,6 +312,10 @@ fn output_format_follows_the_name_and_sparse_disks_are_8_gib() {
         .expect_diskcast_error()
         .expect_stderr_all(&["-O qcow2 contradicts the output's name"]);
     assert_no_output(&bad);
+    // `.img` names qcow2 files too (Ubuntu's cloud images): -O decides, nothing is refused.
+    let img = t.path().join("fs.img");
+    dc_ok(&["mkfs", "ext4", &s(&dir), "-o", &s(&img), "-O", "qcow2"]);
+    assert_eq!(qemu_img(&["info", "--output=json", &s(&img)]).json()["format"], "qcow2");
     let gpt = t.path().join("disk.vmdk");
     dc_ok(&["mkdisk", "-o", &s(&gpt), "--part", &format!("linux:ext4:auto:{}", s(&dir))]);
     assert_eq!(qemu_img(&["info", "--output=json", &s(&gpt)]).json()["format"], "vmdk");

@@ -6,7 +6,7 @@
 //! are checked, the profile picks the output format, and the [`ImageWriter`] writes the
 //! plan.
 
-use crate::common::args::{OutputArgs, OutputFormat, SourceArgs, WriteArgs, format_for_output};
+use crate::common::args::{OutputArgs, OutputFormat, SourceArgs, WriteArgs, format_for_output, name_is_ambiguous};
 use crate::common::output::{ContainerWriter, ImageWriter};
 use crate::common::print_json;
 use crate::common::tree_source::{input_path, open as open_source};
@@ -142,6 +142,8 @@ fn output_args(a: &VmArgs, profile: Option<Profile>) -> Result<OutputArgs> {
     };
     let (output_format, format_options, compress) = match profile {
         Some(p) => {
+            // `.img` without -O: the profile's format (the name says raw only by default).
+            let named = named.filter(|_| a.output_format.is_some() || !name_is_ambiguous(&a.out));
             if a.output_format.is_none()
                 && let Some(n) = &named
                 && n != p.output().format

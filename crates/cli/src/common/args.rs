@@ -174,10 +174,16 @@ pub fn format_of_name(path: &std::path::Path) -> Option<&'static str> {
     })
 }
 
+/// Whether the name says a format only by default: `.img` names raw and qcow2 files alike.
+pub fn name_is_ambiguous(out: &std::path::Path) -> bool {
+    out.extension().is_some_and(|e| e.eq_ignore_ascii_case("img"))
+}
+
 /// The format to write `out` in: `given` (`-O`), checked against the one the name
-/// says, or the name's; `None` when neither says.
+/// says, or the name's; `None` when neither says. `.img` says raw only when `-O` is not
+/// given: it names qcow2 files too (Ubuntu's cloud images), so it contradicts nothing.
 pub fn format_for_output(out: &std::path::Path, given: Option<&str>) -> diskcast_block::Result<Option<String>> {
-    let named = format_of_name(out);
+    let named = format_of_name(out).filter(|_| !(name_is_ambiguous(out) && given.is_some()));
     match (given, named) {
         (Some(g), Some(n)) if g != n && !(n == "vhd" && g == "vpc") => Err(diskcast_block::Error::argument(format!(
             "-O {g} contradicts the output's name {}, which says {n}; drop -O or rename the output",
