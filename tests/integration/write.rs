@@ -173,8 +173,10 @@ fn the_prompt_on_a_terminal() {
     let before = read(&target);
     let on_tty = |answer: &str| {
         let line = format!("{} write {} {}", diskcast_bin(), s(&img), s(&target));
+        // A user's terminal: under TERM=dumb (as CI sets it) no progress bar is drawn.
         let mut child = Command::new("script")
             .args(["-qec", &line, "/dev/null"])
+            .env("TERM", "xterm")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
