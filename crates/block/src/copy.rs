@@ -397,12 +397,14 @@ pub fn extents(image: &dyn BlockRead, resolve_backing: bool) -> impl Iterator<It
 }
 
 /// Where two images first differ, comparing guest content only (allocation ignored).
-/// Past the end of the smaller image, the larger must read as zeros.
+/// Past the end of the smaller image, the larger must read as zeros. Once `cancel` is set
+/// (Ctrl-C) each worker stops before its next chunk with [`Error::cancelled`].
 pub fn first_difference(
     a: &dyn BlockRead,
     b: &dyn BlockRead,
     threads: usize,
     progress: &dyn Progress,
+    cancel: Option<&AtomicBool>,
 ) -> Result<Option<u64>> {
     let common = a.size().min(b.size());
     let total = a.size().max(b.size());
@@ -447,6 +449,11 @@ pub fn first_difference(
                 loop {
                     let start = next.fetch_add(chunk, Ordering::Relaxed);
                     if start >= total || start >= found.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+                        lock(&first_error).get_or_insert_with(Error::cancelled);
+                        found.store(0, Ordering::Relaxed);
                         return;
                     }
                     let end = (start + chunk).min(total);

@@ -11,10 +11,10 @@ use crate::copy::first_difference;
 use crate::io::ImageFile;
 use crate::progress::Progress;
 use crate::source::{SliceSource, Source};
-use crate::{BlockRead, Error, Extent, ImageInfo, Result};
+use crate::{BlockRead, Error, Result};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 
 /// The first `len` bytes of `target` (a device may be larger than the image), opened
 /// read-only with the page cache over them dropped, to be opened as a raw disk.
@@ -47,8 +47,7 @@ pub fn verify(
         ))
         .with_file(target));
     }
-    let (a, b) = (Stoppable { inner: image, cancel }, Stoppable { inner: written, cancel });
-    match first_difference(&a, &b, threads, progress).map_err(|e| e.with_file(target))? {
+    match first_difference(image, written, threads, progress, cancel).map_err(|e| e.with_file(target))? {
         None => Ok(()),
         Some(at) => Err(Error::corrupt(format!(
             "verification failed: what was read back differs from the image at byte {at}; the target did not \
@@ -59,49 +58,11 @@ pub fn verify(
     }
 }
 
-/// A disk whose reads fail as cancelled once the flag is set, so a long comparison stops
-/// at the next read after Ctrl-C.
-struct Stoppable<'a> {
-    inner: &'a dyn BlockRead,
-    cancel: Option<&'a AtomicBool>,
-}
-
-impl std::fmt::Debug for Stoppable<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Stoppable").field("inner", &self.inner).finish_non_exhaustive()
-    }
-}
-
-impl BlockRead for Stoppable<'_> {
-    fn size(&self) -> u64 {
-        self.inner.size()
-    }
-
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        if self.cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
-            return Err(Error::cancelled());
-        }
-        self.inner.read_at(buf, offset)
-    }
-
-    fn extent_at(&self, offset: u64, max_len: u64) -> Result<Extent> {
-        self.inner.extent_at(offset, max_len)
-    }
-
-    fn backing(&self) -> Option<&dyn BlockRead> {
-        self.inner.backing()
-    }
-
-    fn info(&self) -> ImageInfo {
-        self.inner.info()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::progress::NoProgress;
-    use crate::{Alloc, ErrorKind};
+    use crate::{Alloc, ErrorKind, Extent, ImageInfo};
 
     /// Bytes in memory; `zero` ranges map as zero (and must read as zero).
     #[derive(Debug)]
@@ -112,7 +73,7 @@ mod tests {
 
     impl BlockRead for Disk {
         fn size(&self) -> u64 {
-            self.bytes.len() as u64
+            u64::try_from(self.bytes.len()).unwrap()
         }
         fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
             let at = usize::try_from(offset).unwrap();

@@ -305,25 +305,25 @@ fn extents_are_merged_and_cover_the_disk() {
 fn first_difference_finds_the_lowest_differing_byte() {
     let a = sample();
     let b = sample();
-    assert_eq!(first_difference(&a, &b, 3, &NoProgress).unwrap(), None);
+    assert_eq!(first_difference(&a, &b, 3, &NoProgress, None).unwrap(), None);
     // Same map, one extra data range where `a` has a hole.
     let c = MapDisk::new(
         a.size,
         &[(0, 4096), (100_000, 70_000), (3 << 20, 2 << 20), ((10 << 20) + 10, 990), (9 << 20, 7)],
         &[(6 << 20, 1 << 20)],
     );
-    assert_eq!(first_difference(&a, &c, 3, &NoProgress).unwrap(), Some(9 << 20));
+    assert_eq!(first_difference(&a, &c, 3, &NoProgress, None).unwrap(), Some(9 << 20));
     // A larger disk whose tail is zero compares equal; a data byte in the tail does not.
     let big = MapDisk::new(
         a.size + 5000,
         &[(0, 4096), (100_000, 70_000), (3 << 20, 2 << 20), ((10 << 20) + 10, 990)],
         &[(6 << 20, 1 << 20)],
     );
-    assert_eq!(first_difference(&a, &big, 2, &NoProgress).unwrap(), None);
+    assert_eq!(first_difference(&a, &big, 2, &NoProgress, None).unwrap(), None);
     let big_tail = MapDisk::new(
         a.size + 5000,
         &[(0, 4096), (100_000, 70_000), (3 << 20, 2 << 20), ((10 << 20) + 10, 990), (a.size + 4000, 1)],
         &[(6 << 20, 1 << 20)],
     );
-    assert_eq!(first_difference(&a, &big_tail, 2, &NoProgress).unwrap(), Some(a.size + 4000));
+    assert_eq!(first_difference(&a, &big_tail, 2, &NoProgress, None).unwrap(), Some(a.size + 4000));
 }

@@ -18,7 +18,7 @@ pub fn run(a: CompareArgs) -> Result<u8> {
     let first = images.open(&a.a, a.format_a.as_deref())?;
     let second = images.open(&a.b, a.format_b.as_deref())?;
     let progress = reporter(if a.progress_bar { ProgressMode::Bar } else { ProgressMode::None }, false);
-    let diff = first_difference(first.as_ref(), second.as_ref(), threads, progress.as_ref())?;
+    let diff = first_difference(first.as_ref(), second.as_ref(), threads, progress.as_ref(), None)?;
     match diff {
         None => {
             if !a.quiet {
