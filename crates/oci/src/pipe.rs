@@ -61,11 +61,7 @@ impl BufRead for Chunks {
 
 impl Read for Chunks {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let have = self.fill_buf()?;
-        let n = have.len().min(buf.len());
-        buf[..n].copy_from_slice(&have[..n]);
-        self.consume(n);
-        Ok(n)
+        read_buffered(self, buf)
     }
 }
 
@@ -160,12 +156,17 @@ impl<R: BufRead> BufRead for Hashing<R> {
 
 impl<R: BufRead> Read for Hashing<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let have = self.fill_buf()?;
-        let n = have.len().min(buf.len());
-        buf[..n].copy_from_slice(&have[..n]);
-        self.consume(n);
-        Ok(n)
+        read_buffered(self, buf)
     }
+}
+
+/// `Read::read` for a reader whose buffer is its `BufRead` (no second copy to keep).
+fn read_buffered(r: &mut impl BufRead, buf: &mut [u8]) -> io::Result<usize> {
+    let have = r.fill_buf()?;
+    let n = have.len().min(buf.len());
+    buf[..n].copy_from_slice(&have[..n]);
+    r.consume(n);
+    Ok(n)
 }
 
 #[cfg(test)]
