@@ -78,8 +78,21 @@ if [ "$codename" = bookworm ]; then
   dpkg-query -W -f='${Status}' qemu-system-x86 2>/dev/null | grep -q 'install ok installed' || need_bpo=1
 fi
 
+# Packages a command already on the machine stands for: machines that carry their own
+# Node.js (NodeSource's nodejs, which bundles npm and conflicts with Debian's npm package)
+# or their own JDK must not be asked to take Debian's.
+satisfied_by_command() {
+  case "$1" in
+    nodejs) command -v node >/dev/null ;;
+    npm) command -v npm >/dev/null ;;
+    default-jdk-headless) command -v jar >/dev/null ;;
+    *) return 1 ;;
+  esac
+}
+
 missing=()
 for p in "${packages[@]}"; do
+  satisfied_by_command "$p" && continue
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
 
@@ -111,7 +124,7 @@ for tool in qemu-img qemu-io qemu-system-x86_64 kill timeout xorriso genisoimage
   mkudffs udfinfo mkfs.fat fsck.fat mdir mcopy sgdisk sfdisk mke2fs e2fsck debugfs skopeo umoci \
   docker-registry busybox cpio setfattr getfattr setcap getcap tar gzip xz zstd setpriv mkfifo mknod \
   grub-mkimage mmdebstrap rpm rpmbuild sqlite3 gpg gpg-agent gpgconf \
-  db5.3_load db5.3_dump wimlib-imagex; do
+  db5.3_load db5.3_dump wimlib-imagex node npm jar bmaptool strace; do
   command -v "$tool" >/dev/null || { echo "setup: $tool is still missing after install" >&2; exit 1; }
 done
 [ -e /usr/lib/grub-rescue/grub-rescue-cdrom.iso ] || { echo "setup: grub-rescue-pc's ISO is missing after install" >&2; exit 1; }
