@@ -13,8 +13,9 @@ use crate::common::output::{ContainerWriter, ImageWriter};
 use crate::common::progress::ProgressMode;
 use crate::common::{Images, create_options, image_opts};
 use clap::Args;
+use diskcast_block::filter::Filtered;
 use diskcast_block::io::ImageFile;
-use diskcast_block::output::{Target, parent_dir, refuse_inputs};
+use diskcast_block::output::{Output, Target, parent_dir, refuse_inputs};
 use diskcast_block::provenance::Provenance;
 use diskcast_block::registry::{CreateOptions, Driver, PROBE_HEAD, PROBE_TAIL, ProbeData};
 use diskcast_block::size::parse_size;
@@ -154,7 +155,7 @@ impl<'r> Plan<'r> {
         let (path, format) = (self.target.path(), self.driver.name());
         let create = CreateOptions { target_is_zero: a.target_is_zero, ..self.create.clone() };
         let mut writer = match self.in_place {
-            true => ImageWriter::in_place(path, &inputs, format, create, &a.write)?,
+            true => ImageWriter::onto(Output::open_in_place(path, &inputs)?, format, create, &a.write)?,
             false => ImageWriter::open(path, &inputs, format, create, &a.write)?,
         }
         .min_sparse(self.min_sparse);
@@ -165,10 +166,10 @@ impl<'r> Plan<'r> {
             Input::File(path) => images.open(path, a.format.as_deref())?,
             Input::Stream(_) => self.spool(images, a.format.is_some())?,
         };
-        let salvaged = reads::Salvage::new(src.as_ref(), a.src.clone());
+        let salvaged = Filtered::new(src.as_ref(), reads::Salvage::new(a.src.clone()));
         let src: &dyn BlockRead = if a.salvage { &salvaged } else { src.as_ref() };
         match flags.rate {
-            Some(rate) => writer.write(&reads::RateLimited::new(src, rate)),
+            Some(rate) => writer.write(&Filtered::new(src, reads::RateLimited::new(rate))),
             None => writer.write(src),
         }
     }
