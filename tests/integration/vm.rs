@@ -489,16 +489,21 @@ fn debian_image_with_its_own_kernel_and_initramfs_boots_systemd() {
     let t = tmp();
     let tar = t.path().join("debian.tar");
     let start = Instant::now();
-    tool_text(
-        "mmdebstrap",
-        &[
-            "--quiet",
-            "--variant=minbase",
-            "--include=linux-image-amd64,initramfs-tools,systemd-sysv",
-            "bookworm",
-            &s(&tar),
-        ],
-    );
+    // mmdebstrap downloads from Debian's mirror: a download that fails once (seen here:
+    // apt-get install inside the chroot failed, the same command passed by hand right
+    // after) is tried again, at most three times, each failure shown.
+    let args = ["--quiet", "--variant=minbase", "--include=linux-image-amd64,initramfs-tools,systemd-sysv", "bookworm"];
+    for attempt in 1..=3 {
+        let out = Command::new("mmdebstrap").args(args).arg(&tar).output().expect("mmdebstrap (scripts/setup.sh)");
+        if out.status.success() {
+            break;
+        }
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(attempt < 3, "mmdebstrap {args:?} failed three times; the last time:\n{err}");
+        eprintln!("mmdebstrap attempt {attempt} failed, trying again in 10 s:\n{err}");
+        let _ = std::fs::remove_file(&tar);
+        std::thread::sleep(Duration::from_secs(10));
+    }
     eprintln!("mmdebstrap: {:.0} s", start.elapsed().as_secs_f64());
     let extra = t.path().join("extra");
     write(&extra, "/usr/local/sbin/diskcast-marker", DEBIAN_MARKER_SCRIPT);
