@@ -343,16 +343,7 @@ pub fn entry_body(boot: &IsoBoot, place: &Place) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use diskcast_tree::{FileData, Meta, Timestamp};
-
-    fn tree(files: &[(&str, &str)]) -> Tree {
-        let m = Meta::new(0o644, Timestamp::from_secs(0));
-        let mut t = Tree::new(m.clone());
-        for (p, c) in files {
-            t.put_file(p.as_bytes(), FileData::inline(c.as_bytes().to_vec()), m.clone()).unwrap();
-        }
-        t
-    }
+    use crate::isolinux::tests::tree;
 
     const PLACE: Place = Place { path: "/isos/a.iso", data_uuid: "1234-ABCD", volume_id: "Fedora-WS-Live-40" };
 
