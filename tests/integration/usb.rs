@@ -731,11 +731,11 @@ fn multi_iso_menu_entries_carry_each_familys_kernel_arguments() {
 
 /// What a multi-boot stick cannot hold is refused before anything is written: a Debian
 /// installer ISO (its initramfs finds no CD), an ISO of no known family, two ISOs of one
-/// name, a --default past the menu, options for one ISO.
+/// name, a --default past the menu, a --size the ISOs do not fit, options for one ISO.
 #[test]
 fn multi_iso_refusals_come_before_writing() {
     let t = tmp();
-    let one = grub_rescue_iso(t.path(), "one");
+    let (one, two) = (grub_rescue_iso(t.path(), "one"), grub_rescue_iso(t.path(), "two"));
     let mk = |name: &str, script: &str| script_iso(t.path(), name, "CDROM", script);
     let installer = mk(
         "netinst",
@@ -763,6 +763,8 @@ fn multi_iso_refusals_come_before_writing() {
     refused(&[&s(&one), &s(&one), "--default", "3"], &["--default 3: the menu has entries 1 to 2"]);
     refused(&[&s(&one), &s(&one), "--mode", "fat32"], &["--mode is for a stick made from one ISO"]);
     refused(&[&s(&one), "--data-fs", "exfat"], &["--data-fs is for a multi-boot stick"]);
+    refused(&[&s(&one), &s(&two), "--size", "20M"], &["--size 20 MiB is too small: the GPT and the boot partitions"]);
+    refused(&[&s(&one), &s(&two), "--size", "60M"], &["--size 60 MiB is too small for the ISOs on FAT32"]);
 }
 
 /// A multi-boot stick written onto a device goes through `diskcast write`'s checks (no

@@ -319,8 +319,13 @@ pub fn plan(
         None => None,
         Some(s) => {
             let fixed = [ALIGN, boot_len, bios_room, crate::GPT_TAIL].iter().try_fold(0u64, |a, b| a.checked_add(*b));
-            let left = fixed.and_then(|f| s.checked_sub(f)).filter(|&l| l >= ALIGN).ok_or_else(|| {
-                Error::argument(format!("--size {} is too small: the boot partitions alone need more", human(s)))
+            let fixed = fixed.ok_or_else(|| Error::argument("the boot partitions' sizes overflow"))?;
+            let left = s.checked_sub(fixed).filter(|&l| l >= ALIGN).ok_or_else(|| {
+                Error::argument(format!(
+                    "--size {} is too small: the GPT and the boot partitions alone take {}",
+                    human(s),
+                    human(fixed)
+                ))
             })?;
             Some(left / ALIGN * ALIGN)
         }

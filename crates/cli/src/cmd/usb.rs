@@ -209,7 +209,7 @@ pub fn run(a: UsbArgs) -> Result<u8> {
         eprintln!("diskcast: {n}");
     }
     for m in &stick.menu {
-        eprintln!("diskcast: menu entry {}: {} ({}, from {})", m.title, m.path, m.family.name(), m.from);
+        eprintln!("diskcast: menu entry {}: {}, kernel and arguments from {}", m.title, m.path, m.from);
     }
     for (fw, r) in [("UEFI", &stick.uefi), ("BIOS", &stick.bios)] {
         eprintln!("diskcast: {}", boot_line(fw, r));
