@@ -759,10 +759,14 @@ fn multi_iso_refusals_come_before_writing() {
         &[&s(&plain), &s(&one)],
         &["plain.iso: cannot be booted from the multi-boot stick", "its family is not one diskcast boots"],
     );
+    // Debian's grub-rescue ISO: GRUB with a grub.cfg for its own disc, no loopback.cfg.
+    let rescue = "/usr/lib/grub-rescue/grub-rescue-cdrom.iso";
+    refused(&[&s(&one), rescue], &["grub-rescue-cdrom.iso: cannot be booted from the multi-boot stick"]);
     refused(&[&s(&one), &s(&one)], &["would both be /isos/one.iso on the stick"]);
     refused(&[&s(&one), &s(&one), "--default", "3"], &["--default 3: the menu has entries 1 to 2"]);
     refused(&[&s(&one), &s(&one), "--mode", "fat32"], &["--mode is for a stick made from one ISO"]);
     refused(&[&s(&one), "--data-fs", "exfat"], &["--data-fs is for a multi-boot stick"]);
+    refused(&[&s(&one), &s(&two), "--timeout", "100000"], &["--timeout 100000: the menu waits at most 86400 seconds"]);
     refused(&[&s(&one), &s(&two), "--size", "20M"], &["--size 20 MiB is too small: the GPT and the boot partitions"]);
     refused(&[&s(&one), &s(&two), "--size", "60M"], &["--size 60 MiB is too small for the ISOs on FAT32"]);
 }

@@ -161,7 +161,7 @@ Examples:
     #[command(after_help = DD_HELP)]
     Dd(dd::DdArgs),
     /// Make a USB installer stick image from an ISO (dd copy, or GPT + FAT32 bootable by
-    /// UEFI and BIOS).
+    /// UEFI and BIOS), or a multi-boot stick with a GRUB menu from several ISOs.
     #[command(after_help = USB_HELP)]
     Usb(usb::UsbArgs),
 }

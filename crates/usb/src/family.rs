@@ -8,13 +8,17 @@
 //! no such entry are the family's usual file names and arguments used. Then the family's
 //! way to find the ISO is added:
 //!
-//! | family | found by | added |
-//! |---|---|---|
-//! | Debian live (live-boot) | `/live/filesystem.squashfs` | `findiso=PATH` (and `boot=live` if missing) |
-//! | Ubuntu (casper) | `/casper/vmlinuz*` | `iso-scan/filename=PATH` |
-//! | Fedora, RHEL (dracut dmsquash-live, anaconda) | `/images/pxeboot/vmlinuz` with `/LiveOS/squashfs.img` or `/images/install.img` | `iso-scan/filename=PATH` (and `root=live:CDLABEL=LABEL rd.live.image` when the entry has neither that nor `inst.stage2=`) |
-//! | Arch (archiso) | `/arch/boot/x86_64/vmlinuz-*` | `img_dev=/dev/disk/by-uuid/UUID img_loop=PATH` (its `archisolabel=`/`archisosearchuuid=` dropped) |
-//! | GRUB discs with `/boot/grub/loopback.cfg` | that file | `iso_path` exported, `configfile (loop)/boot/grub/loopback.cfg` |
+//! - Debian live (live-boot), found by `/live/filesystem.squashfs`: `findiso=PATH` (and
+//!   `boot=live` if missing);
+//! - Ubuntu (casper), `/casper/vmlinuz*`: `iso-scan/filename=PATH`;
+//! - Fedora, RHEL (dracut's dmsquash-live, anaconda), `/images/pxeboot/vmlinuz` with
+//!   `/LiveOS/squashfs.img` or `/images/install.img`: `iso-scan/filename=PATH` (and
+//!   `root=live:CDLABEL=LABEL rd.live.image` when the entry has neither that nor
+//!   `inst.stage2=`);
+//! - Arch (archiso), `/arch/boot/x86_64/vmlinuz-*`: `img_dev=/dev/disk/by-uuid/UUID
+//!   img_loop=PATH` (its `archisolabel=`/`archisosearchuuid=` dropped);
+//! - GRUB discs with `/boot/grub/loopback.cfg`: `iso_path` exported, `root` the loop
+//!   device, `configfile /boot/grub/loopback.cfg`.
 //!
 //! Debian's installer ISOs (`/install.amd/`) are refused: their initramfs looks for the
 //! installation medium on CD drives only (`cdrom-detect`); Debian documents booting an

@@ -37,6 +37,8 @@ pub const ISO_DIR: &str = "isos";
 pub const MENU_PATH: &str = "/boot/grub/grub.cfg";
 /// GRUB's prefix: partition 1 (the boot partition) of the disk the firmware started.
 pub const PREFIX: &str = "(,gpt1)/boot/grub";
+/// Longest `--timeout`: GRUB reads `timeout` into a C `int`; a day is far beyond any use.
+pub const MAX_TIMEOUT: u64 = 86_400;
 /// The boot partition's label.
 const BOOT_LABEL: &str = "DISKCAST";
 /// The data partition's label when `--label` gives none.
@@ -193,6 +195,12 @@ pub fn plan(
             isos.len()
         )));
     }
+    if opts.timeout > MAX_TIMEOUT {
+        return Err(Error::argument(format!(
+            "--timeout {}: the menu waits at most {MAX_TIMEOUT} seconds (a day)",
+            opts.timeout
+        )));
+    }
     let now = i64::try_from(prov.now()).unwrap_or(i64::MAX);
     let meta = |mode| Meta::new(mode, Timestamp::from_secs(now));
     let data_id = *stick_id(prov, seed, "data filesystem").as_bytes();
@@ -242,12 +250,8 @@ pub fn plan(
     }
 
     // The menu.
-    let mut cfg = format!(
-        "# diskcast usb: {} ISOs under /{ISO_DIR} of the data partition (UUID {data_uuid})\nset timeout={}\nset default={}\n",
-        menu.len(),
-        opts.timeout,
-        opts.default - 1
-    );
+    let mut cfg = format!("# diskcast usb: {} ISOs under /{ISO_DIR} of the data partition\n", menu.len());
+    cfg.push_str(&format!("set timeout={}\nset default={}\n", opts.timeout, opts.default - 1));
     cfg.push_str(&format!("search --no-floppy --fs-uuid --set=data {}\n", quote(&data_uuid)?));
     for (m, body) in menu.iter().zip(&bodies) {
         cfg.push_str(&format!(
