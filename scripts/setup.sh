@@ -23,6 +23,10 @@
 #                             (isohybrid MBR over a cylinder-padded disc), memtest86+x64.iso
 #                             (floppy emulation, ESP appended after the ISO)
 #   grub-pc-bin:              GRUB's BIOS (i386-pc) images, which `diskcast vm --boot bios` and `diskcast usb` (fat32 sticks) install
+#   grub-common:              grub-mkimage (which builds the GRUB images above), grub-mkrescue (the
+#                             multi-boot tests' GRUB discs) and grub-script-check (judges the
+#                             multi-boot menu); grub-efi-amd64-bin's x86_64-efi modules make the
+#                             multi-boot stick's EFI/BOOT/BOOTX64.EFI
 #   mmdebstrap:               a Debian root filesystem for the VM boot test
 #   rpm, sqlite3, gpg, gpg-agent: rpm package databases (rpmdb.sqlite) made by rpmbuild and
 #                             `rpm -i --justdb`, a gpg-pubkey to import; rpm -qa and sqlite3
@@ -53,7 +57,7 @@ packages=(
   busybox-static cpio attr libcap2-bin
   tar gzip xz-utils zstd util-linux
   syslinux syslinux-common isolinux extlinux syslinux-efi systemd-boot-efi grub-efi-amd64-bin
-  grub-rescue-pc grub-pc-bin mmdebstrap ipxe memtest86+
+  grub-rescue-pc grub-pc-bin grub-common mmdebstrap ipxe memtest86+
   rpm sqlite3 gpg gpg-agent db5.3-util
   exfatprogs exfat-fuse
   squashfs-tools

@@ -161,7 +161,7 @@ Examples:
     #[command(after_help = DD_HELP)]
     Dd(dd::DdArgs),
     /// Make a USB installer stick image from an ISO (dd copy, or GPT + FAT32 bootable by
-    /// UEFI and BIOS).
+    /// UEFI and BIOS), or a multi-boot stick with a GRUB menu from several ISOs.
     #[command(after_help = USB_HELP)]
     Usb(usb::UsbArgs),
 }
@@ -217,6 +217,7 @@ Examples:
   diskcast usb debian-live.iso -o stick.img --mode fat32 --persistence 4G
   diskcast usb installer.iso -o stick.qcow2 -O qcow2 --size 16G --output json
   diskcast usb Win11.iso -o stick.img --windows-layout exfat
+  diskcast usb debian-live.iso ubuntu.iso -o stick.img --default 2 --timeout 5
 
 Modes (--mode): dd copies a hybrid ISO (an MBR or GPT in its system area) as it is; a
 non-hybrid ISO is refused there. fat32 makes a GPT disk whose first partition (ESP type)
@@ -231,8 +232,17 @@ puts everything on an exFAT partition beside a FAT32 boot partition (every file 
 sources/, plus sources/boot.wim). What each firmware boots, or
 why not, is said on stderr and in the JSON summary.
 
-OUT is an image file in any block format (-O); a block device is refused for now: write
-the image with `diskcast write`, which checks the device first.";
+Several ISOs make a multi-boot stick: a FAT32 boot partition with GRUB for UEFI
+(BOOTX64.EFI) and BIOS (BIOS boot partition), and a data partition (--data-fs: FAT32 when
+every ISO is under 4 GiB, else exFAT) holding each ISO unchanged as isos/NAME.iso. GRUB's
+menu boots each by loopback with the kernel arguments its family needs (Debian live
+findiso=, Ubuntu and Fedora iso-scan/filename=, Arch img_dev=/img_loop=, GRUB discs'
+loopback.cfg), kernel and arguments taken from the ISO's own configuration; --default N
+(1-based) boots after --timeout seconds. An ISO no entry could boot (a Debian installer
+ISO, an unknown family) is refused before anything is written.
+
+OUT is an image file in any block format (-O), or a block device: then it is checked,
+shown, confirmed (or --yes) and read back as `diskcast write` does.";
 
 const VM_HELP: &str = "\
 Examples:
