@@ -22,6 +22,7 @@ mod disks;
 mod exfat;
 mod ext4;
 mod extract_races;
+mod grammar;
 mod hostile;
 mod info;
 mod inputs;
