@@ -13,23 +13,9 @@ const QEMU_VERBS: [&str; 3] = ["convert", "create", "measure"];
 
 /// Every command and subcommand, as the words that run it (`["iso", "create"]`).
 fn all_commands() -> Vec<Vec<String>> {
-    let names = |words: &[String]| -> Vec<String> {
-        let mut args: Vec<&str> = words.iter().map(String::as_str).collect();
-        args.push("--help");
-        let help = dc_ok(&args).stdout_str();
-        let Some(section) = help.split("Commands:\n").nth(1) else { return Vec::new() };
-        section
-            .lines()
-            .take_while(|l| !l.trim().is_empty())
-            .filter(|l| l.starts_with("  ") && !l.starts_with("   "))
-            .filter_map(|l| l.split_whitespace().next())
-            .filter(|c| *c != "help")
-            .map(str::to_string)
-            .collect()
-    };
     let mut all = Vec::new();
-    for c in names(&[]) {
-        let subs = names(std::slice::from_ref(&c));
+    for c in commands_in_help(&[]) {
+        let subs = commands_in_help(&[&c]);
         if subs.is_empty() {
             all.push(vec![c]);
         } else {

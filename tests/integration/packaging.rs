@@ -27,32 +27,13 @@ fn tool_env(tool: &str, args: &[&str], env: &[(&str, &str)]) -> (String, String)
     (stdout, stderr)
 }
 
-/// The commands `--help` lists (of `diskcast`, or of `diskcast iso`...), without `help`.
-fn commands_in_help(words: &[&str]) -> BTreeSet<String> {
-    let mut args = words.to_vec();
-    args.push("--help");
-    let help = dc_ok(&args).stdout_str();
-    let section = help.split("Commands:\n").nth(1).unwrap_or_else(|| panic!("no Commands: in {args:?}:\n{help}"));
-    section
-        .lines()
-        .take_while(|l| !l.trim().is_empty())
-        .filter(|l| l.starts_with("  ") && !l.starts_with("   "))
-        .filter_map(|l| l.split_whitespace().next())
-        .filter(|c| *c != "help")
-        .map(str::to_string)
-        .collect()
-}
-
 /// Every page `diskcast man` should write: one per command and subcommand, from `--help`.
 fn expected_pages() -> BTreeSet<String> {
     let mut pages = BTreeSet::from(["diskcast.1".to_string()]);
     for c in commands_in_help(&[]) {
         pages.insert(format!("diskcast-{c}.1"));
-        let help = dc_ok(&[&c, "--help"]).stdout_str();
-        if help.contains("Commands:\n") {
-            for sub in commands_in_help(&[&c]) {
-                pages.insert(format!("diskcast-{c}-{sub}.1"));
-            }
+        for sub in commands_in_help(&[&c]) {
+            pages.insert(format!("diskcast-{c}-{sub}.1"));
         }
     }
     pages
@@ -95,7 +76,8 @@ printf 'reply: %s\n' "${COMPREPLY[@]}"
     }
     let co: BTreeSet<String> = commands.iter().filter(|c| c.starts_with("co")).cloned().collect();
     assert_eq!(complete(&["diskcast", "co"]).1, co);
-    assert_eq!(complete(&["diskcast", "iso", ""]).1.intersection(&commands_in_help(&["iso"])).count(), 3);
+    let iso = commands_in_help(&["iso"]);
+    assert!(iso.len() == 3 && iso.is_subset(&complete(&["diskcast", "iso", ""]).1), "{iso:?}");
     assert_eq!(complete(&["diskcast", "convert", "--salv"]).1, BTreeSet::from(["--salvage".to_string()]));
     let values = complete(&["diskcast", "info", "--output", ""]).1;
     assert_eq!(values, BTreeSet::from(["human".to_string(), "json".to_string()]));
