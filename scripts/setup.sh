@@ -44,6 +44,11 @@
 #   bmap-tools:               bmaptool create/copy, what bench/write.sh measures `write` against
 #   strace:                   counts the fsync calls of `convert -t unsafe` (none) and of a
 #                             default convert (the output synced before it is put in place)
+#   bash, fish, zsh, elvish:  load and run the scripts of `diskcast completions` (tests/integration/
+#                             packaging.rs; PowerShell is not packaged by Debian)
+#   groff-base, man-db, mandoc: render (`groff -ww`, `man -l`) and lint (`mandoc -Tlint`) the
+#                             pages of `diskcast man`
+#   git:                      `--version` names the commit; the test builds clones and tarballs
 #
 # It also downloads (never installs) Debian's linux-image-cloud-amd64 and unpacks it under
 # $DISKCAST_TEST_ASSETS (default /var/cache/diskcast-tests)/kernel/cloud-amd64: the kernel
@@ -64,6 +69,7 @@ packages=(
   wimtools
   bmap-tools
   strace
+  bash fish zsh elvish groff-base man-db mandoc git
   nodejs npm default-jdk-headless
   python3-pip
 )
@@ -90,6 +96,7 @@ satisfied_by_command() {
     nodejs) command -v node >/dev/null ;;
     npm) command -v npm >/dev/null ;;
     default-jdk-headless) command -v jar >/dev/null ;;
+    git) command -v git >/dev/null ;;
     *) return 1 ;;
   esac
 }
@@ -128,7 +135,8 @@ for tool in qemu-img qemu-io qemu-system-x86_64 kill timeout xorriso genisoimage
   mkudffs udfinfo mkfs.fat fsck.fat mdir mcopy sgdisk sfdisk mke2fs e2fsck debugfs skopeo umoci \
   docker-registry busybox cpio setfattr getfattr setcap getcap tar gzip xz zstd setpriv mkfifo mknod \
   grub-mkimage mmdebstrap rpm rpmbuild sqlite3 gpg gpg-agent gpgconf \
-  db5.3_load db5.3_dump wimlib-imagex node npm jar bmaptool strace; do
+  db5.3_load db5.3_dump wimlib-imagex node npm jar bmaptool strace \
+  bash fish zsh elvish groff man mandoc script git; do
   command -v "$tool" >/dev/null || { echo "setup: $tool is still missing after install" >&2; exit 1; }
 done
 [ -e /usr/lib/grub-rescue/grub-rescue-cdrom.iso ] || { echo "setup: grub-rescue-pc's ISO is missing after install" >&2; exit 1; }

@@ -122,6 +122,23 @@ pub fn diskcast_bin() -> &'static str {
     env!("CARGO_BIN_EXE_diskcast")
 }
 
+/// The commands `diskcast WORDS.. --help` lists (of `diskcast`, or of `diskcast iso`...),
+/// without `help`.
+pub fn commands_in_help(words: &[&str]) -> std::collections::BTreeSet<String> {
+    let mut args = words.to_vec();
+    args.push("--help");
+    let help = dc_ok(&args).stdout_str();
+    let Some(section) = help.split("Commands:\n").nth(1) else { return Default::default() };
+    section
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .filter(|l| l.starts_with("  ") && !l.starts_with("   "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| *c != "help")
+        .map(str::to_string)
+        .collect()
+}
+
 /// Runs diskcast (any exit status). Asserts it never panics and is never killed by a signal.
 pub fn dc(args: &[&str]) -> Run {
     dc_in(None, args)

@@ -3,8 +3,8 @@
 //! `common::args`; validation into plans happens in the commands.
 
 use crate::cmd::{
-    cat, check, compare, convert, create, dd, extract, formats, info, inspect, iso, ls, measure, mkdisk, mkfs, oci,
-    resize, usb, vm, wim, write,
+    cat, check, compare, convert, create, dd, docs, extract, formats, info, inspect, iso, ls, measure, mkdisk, mkfs,
+    oci, resize, usb, vm, wim, write,
 };
 use clap::{Parser, Subcommand};
 
@@ -17,9 +17,13 @@ Examples:
   diskcast compare disk.raw disk.qcow2
   diskcast create -f qcow2 -b base.qcow2 -F qcow2 overlay.qcow2";
 
+/// `0.1.0 (abc1234 2026-12-07)`: the package version, and the commit and its date when
+/// built from a git clone (build.rs); the version alone from a source tarball.
+pub const VERSION: &str = env!("DISKCAST_VERSION");
+
 /// Convert between disk, VM, optical and container images.
 #[derive(Debug, Parser)]
-#[command(name = "diskcast", version, about, max_term_width = 100)]
+#[command(name = "diskcast", version = VERSION, about, max_term_width = 100)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -164,7 +168,32 @@ Examples:
     /// UEFI and BIOS), or a multi-boot stick with a GRUB menu from several ISOs.
     #[command(after_help = USB_HELP)]
     Usb(usb::UsbArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    #[command(after_help = COMPLETIONS_HELP)]
+    Completions(docs::CompletionsArgs),
+    /// Write the man pages: diskcast.1 and one per command (diskcast-convert.1, ...).
+    #[command(after_help = MAN_HELP)]
+    Man(docs::ManArgs),
 }
+
+const COMPLETIONS_HELP: &str = "\
+Examples:
+  diskcast completions bash > /etc/bash_completion.d/diskcast
+  diskcast completions bash > ~/.local/share/bash-completion/completions/diskcast
+  diskcast completions zsh > \"${fpath[1]}/_diskcast\"
+  diskcast completions fish > ~/.config/fish/completions/diskcast.fish
+  source <(diskcast completions bash)          # this shell only
+
+Commands, subcommands, flags and the values of flags with a fixed set (--output human|json,
+-t CACHE...) complete; file arguments complete as file names.";
+
+const MAN_HELP: &str = "\
+Examples:
+  diskcast man /usr/local/share/man/man1 && mandb -q
+  diskcast man ./man && man -l man/diskcast-convert.1
+
+The pages are made from the same definitions as --help: every flag, its help and the
+examples. The names written are printed, one a line (--output json: {\"pages\": [...]}).";
 
 const WRITE_HELP: &str = "\
 Examples:

@@ -9,6 +9,7 @@ use crate::spec::{
     MAX_MANIFEST_BYTES, Manifest, Platform, REF_NAME, doc_kind, media, parse_json,
 };
 use diskcast_block::progress::{NoProgress, Progress};
+use diskcast_block::size::count;
 use diskcast_block::{Error, Result};
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -306,9 +307,9 @@ pub(crate) fn from_manifest(
     let diff_ids = &config.rootfs.diff_ids;
     if !diff_ids.is_empty() && diff_ids.len() != manifest.layers.len() {
         return Err(Error::corrupt(format!(
-            "image config lists {} layer diff_ids but the manifest has {} layers",
-            diff_ids.len(),
-            manifest.layers.len()
+            "image config lists {} but the manifest has {}",
+            count(diff_ids.len(), "layer diff_id", "layer diff_ids"),
+            count(manifest.layers.len(), "layer", "layers")
         ))
         .with_field("diff_ids"));
     }
@@ -465,9 +466,9 @@ fn open_docker_archive(
         Some(r) if r.starts_with('@') => {
             let i: usize =
                 r[1..].parse().map_err(|_| Error::argument(format!("docker-archive reference {r:?}: expected @N")))?;
-            entries
-                .get(i)
-                .ok_or_else(|| Error::argument(format!("the archive has {} images, no @{i}", entries.len())))?
+            entries.get(i).ok_or_else(|| {
+                Error::argument(format!("the archive has {}, no @{i}", count(entries.len(), "image", "images")))
+            })?
         }
         Some(r) => {
             let want = strip_hub(r);

@@ -327,7 +327,7 @@ pub struct ConvertArgs {
     pub output_format: String,
     /// Format options, comma separated (`diskcast formats` lists them); every format also
     /// takes preallocation=off|falloc|full (raw reserves or writes the whole file).
-    #[arg(short = 'o', value_name = "KEY=VALUE,..")]
+    #[arg(short = 'o', long = "format-options", value_name = "KEY=VALUE,..")]
     pub options: Vec<String>,
     #[command(flatten)]
     pub write: WriteArgs,

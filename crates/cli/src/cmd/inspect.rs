@@ -14,7 +14,9 @@ use std::sync::Arc;
 /// What `inspect` prints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum InspectOutput {
-    /// One line per package: type, name, version, purl, where found.
+    /// One line per package: type, name, version, purl, where found (also `human`, the
+    /// name every other command's --output gives its text report).
+    #[value(alias = "human")]
     Table,
     /// The packages as JSON objects (purl, found_in, license, source, architecture).
     Json,

@@ -134,7 +134,7 @@ pub struct OutputArgs {
     /// The image to write: a file (written in full, then put in place), `-` or a pipe or
     /// character device (raw only, front to back), or a block device (raw, written in
     /// place when nothing uses it).
-    #[arg(short = 'o', long = "output", value_name = "OUT")]
+    #[arg(short = 'o', long = "out", alias = "output", value_name = "OUT", value_parser = out_path)]
     pub output: PathBuf,
     /// Block format of OUT (raw, qcow2, vmdk, vhd, vhdx, vdi); default: the one OUT's
     /// name ends with (.qcow2 .vmdk .vhd .vhdx .vdi; .img and .raw are raw), else raw.
@@ -156,6 +156,21 @@ impl OutputArgs {
     pub fn resolve_format(&mut self) -> diskcast_block::Result<()> {
         self.output_format = format_for_output(&self.output, self.format_given.as_deref())?.unwrap_or("raw".into());
         Ok(())
+    }
+}
+
+/// The value of `-o`/`--out`, the file a command writes. `--output` was its long
+/// spelling in `mkfs`, `mkdisk`, `extract`, `iso create` and `iso remaster` before
+/// `--output` became the report format of every command; it stays a hidden alias there
+/// for one release, and `human`/`json` (a report format given to a command that has no
+/// report) are refused rather than written as files of those names.
+pub fn out_path(value: &str) -> std::result::Result<PathBuf, String> {
+    match value {
+        "human" | "json" => Err(format!(
+            "{value:?} is a report format (--output human|json), not a file; this command writes no report. \
+             Give the file to write with -o/--out (a file of that name: ./{value})"
+        )),
+        _ => Ok(PathBuf::from(value)),
     }
 }
 
