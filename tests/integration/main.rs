@@ -43,6 +43,7 @@ mod replay_log;
 mod reproducible;
 mod resize;
 mod safety;
+mod signatures;
 mod squashfs;
 mod trees;
 mod usb;

@@ -559,9 +559,8 @@ impl Client {
     }
 
     fn manifest_once(&self, reference: &Reference) -> Result<(Vec<u8>, Option<String>)> {
-        self.find_manifest(reference)?.ok_or_else(|| {
-            Error::invalid(format!("{}: no manifest {reference}", self.label)).with_field("reference")
-        })
+        self.find_manifest(reference)?
+            .ok_or_else(|| Error::invalid(format!("{}: no manifest {reference}", self.label)).with_field("reference"))
     }
 
     /// The manifest `reference` names, `None` when the registry answers 404.

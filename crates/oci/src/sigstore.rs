@@ -239,7 +239,12 @@ pub fn signature_tag(digest: &Digest) -> String {
 /// `keys`: `Ok` with every signature's report when at least one counts, an
 /// [`diskcast_block::ErrorKind::Untrusted`] error naming the image, the digest, the tag
 /// looked at and why each signature does not count otherwise.
-pub fn verify(fetch: &dyn Fetch, image: &RegistryRef, digest: &Digest, keys: &[PublicKey]) -> Result<Vec<SignatureCheck>> {
+pub fn verify(
+    fetch: &dyn Fetch,
+    image: &RegistryRef,
+    digest: &Digest,
+    keys: &[PublicKey],
+) -> Result<Vec<SignatureCheck>> {
     let tag = signature_tag(digest);
     let label = format!("docker://{}/{}:{}", image.registry_name, image.repository, image.reference);
     let refuse = |why: String| {
@@ -348,7 +353,9 @@ fn check_one(
 /// as Docker does (`busybox` is `docker.io/library/busybox:latest`).
 pub fn identity_matches(identity: &str, image: &RegistryRef) -> std::result::Result<(), String> {
     let signed = RegistryRef::parse(identity).map_err(|e| format!("its docker-reference {identity:?}: {e}"))?;
-    let host = |r: &RegistryRef| if r.registry_name == "index.docker.io" { "docker.io".to_string() } else { r.registry_name.clone() };
+    let host = |r: &RegistryRef| {
+        if r.registry_name == "index.docker.io" { "docker.io".to_string() } else { r.registry_name.clone() }
+    };
     let pulled = format!("{}/{}", host(image), image.repository);
     if format!("{}/{}", host(&signed), signed.repository) != pulled {
         return Err(format!("it names {identity}, another repository than {pulled}"));

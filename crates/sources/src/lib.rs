@@ -121,7 +121,13 @@ pub fn open_tree_into(
             return Err(tree_not_applicable("a directory"));
         }
         let tree = diskcast_host::read_dir(path, &diskcast_host::DirOptions::default())?;
-        return Ok(Opened { tree, description: format!("directory {spec}"), warnings: Vec::new(), config: None, signatures: Vec::new() });
+        return Ok(Opened {
+            tree,
+            description: format!("directory {spec}"),
+            warnings: Vec::new(),
+            config: None,
+            signatures: Vec::new(),
+        });
     }
     if opts.format.is_none() && looks_like_tar(path)? {
         if opts.tree.is_some() {
