@@ -151,7 +151,7 @@ impl PublicKey {
         let stop = text[start..].find(end).ok_or_else(|| bad("no END PUBLIC KEY line"))? + start;
         let b64: String = text[start..stop].chars().filter(|c| !c.is_ascii_whitespace()).collect();
         let spki = base64::engine::general_purpose::STANDARD.decode(b64).map_err(|_| bad("the body is not base64"))?;
-        Self::from_spki(&spki, label).map_err(|why| bad(why))
+        Self::from_spki(&spki, label).map_err(bad)
     }
 
     /// A SubjectPublicKeyInfo: `SEQUENCE { SEQUENCE { OID, params }, BIT STRING }`.
@@ -401,12 +401,121 @@ mod tests {
         assert!(identity_matches("index.docker.io/library/busybox", &hub).is_ok());
     }
 
+    /// A registry in memory: one signature manifest and its payload blobs.
+    struct Memory {
+        manifest: Option<Vec<u8>>,
+        blobs: std::collections::HashMap<String, Vec<u8>>,
+    }
+
+    impl Fetch for Memory {
+        fn tagged_manifest(&self, _tag: &str) -> Result<Option<Vec<u8>>> {
+            Ok(self.manifest.clone())
+        }
+        fn small_blob(&self, d: &Descriptor, _cap: u64) -> Result<Vec<u8>> {
+            let b = self.blobs.get(d.digest.as_str()).cloned().unwrap_or_default();
+            d.digest.verify(&b, "blob")?;
+            Ok(b)
+        }
+    }
+
+    const IMAGE: &str = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+    /// An Ed25519 key (ring-generated) as a PEM public key and a signer.
+    fn ed25519() -> (PublicKey, ring::signature::Ed25519KeyPair) {
+        use base64::Engine;
+        use ring::signature::KeyPair;
+        let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).unwrap();
+        let pair = ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
+        let mut spki = vec![0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00];
+        spki.extend_from_slice(pair.public_key().as_ref());
+        let b64 = base64::engine::general_purpose::STANDARD.encode(spki);
+        let pem = format!("-----BEGIN PUBLIC KEY-----\n{b64}\n-----END PUBLIC KEY-----\n");
+        (PublicKey::from_pem(pem.as_bytes(), "ed.pub").unwrap(), pair)
+    }
+
+    /// A signature manifest with one layer per (payload, signature, annotation?) given.
+    fn registry(layers: &[(Vec<u8>, Option<String>)]) -> Memory {
+        let mut blobs = std::collections::HashMap::new();
+        let mut descs = Vec::new();
+        for (payload, sig) in layers {
+            let d = Digest::sha256(payload);
+            blobs.insert(d.to_string(), payload.clone());
+            let mut layer = serde_json::json!({"mediaType": SIMPLESIGNING, "digest": d, "size": payload.len()});
+            if let Some(sig) = sig {
+                layer["annotations"] = serde_json::json!({ SIGNATURE_ANNOTATION: sig });
+            }
+            descs.push(layer);
+        }
+        let config = serde_json::json!({"mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": IMAGE, "size": 0});
+        let m = serde_json::json!({"schemaVersion": 2, "config": config, "layers": descs});
+        Memory { manifest: Some(m.to_string().into_bytes()), blobs }
+    }
+
+    fn payload(digest: &str, identity: &str) -> Vec<u8> {
+        serde_json::json!({"critical": {"identity": {"docker-reference": identity},
+            "image": {"docker-manifest-digest": digest}, "type": PAYLOAD_TYPE}, "optional": null})
+        .to_string()
+        .into_bytes()
+    }
+
+    fn signed(pair: &ring::signature::Ed25519KeyPair, p: Vec<u8>) -> (Vec<u8>, Option<String>) {
+        use base64::Engine;
+        let sig = base64::engine::general_purpose::STANDARD.encode(pair.sign(&p).as_ref());
+        (p, Some(sig))
+    }
+
+    #[test]
+    fn verify_counts_only_signatures_of_this_digest_and_identity() {
+        let (key, pair) = ed25519();
+        let image = RegistryRef::parse("127.0.0.1:5000/app:v1").unwrap();
+        let digest = Digest::parse(IMAGE).unwrap();
+        let good = signed(&pair, payload(IMAGE, "127.0.0.1:5000/app:v1"));
+        let checks =
+            verify(&registry(std::slice::from_ref(&good)), &image, &digest, std::slice::from_ref(&key)).unwrap();
+        assert!(checks[0].verified && checks[0].key.as_deref() == Some("ed.pub"), "{checks:?}");
+        let other = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
+        for (layers, why) in [
+            (vec![signed(&pair, payload(other, "127.0.0.1:5000/app:v1"))], "it signs manifest"),
+            (vec![signed(&pair, payload(IMAGE, "127.0.0.1:5000/app:v2"))], "a tag must match"),
+            (vec![signed(&pair, payload(IMAGE, "127.0.0.1:5000/other:v1"))], "another repository"),
+            (vec![signed(&pair, b"not json".to_vec())], "not JSON"),
+            (vec![(good.0.clone(), None)], "has no dev.cosignproject.cosign/signature"),
+            (vec![(good.0.clone(), Some("!!".into()))], "not base64"),
+            (vec![(payload(IMAGE, "127.0.0.1:5000/app:v1x"), good.1.clone())], "made by none of the keys"),
+            (vec![], "no signature"),
+            (vec![good.clone(); MAX_SIGNATURES + 1], "MAX_SIGNATURES"),
+        ] {
+            let e = verify(&registry(&layers), &image, &digest, std::slice::from_ref(&key)).unwrap_err();
+            assert_eq!(e.kind(), diskcast_block::ErrorKind::Untrusted, "{e}");
+            assert!(e.to_string().contains(why) && e.to_string().contains(IMAGE), "{why}: {e}");
+        }
+        // No signature tag at all; a manifest that is not JSON; a payload whose bytes do
+        // not match its descriptor.
+        let none = Memory { manifest: None, blobs: Default::default() };
+        let e = verify(&none, &image, &digest, std::slice::from_ref(&key)).unwrap_err();
+        assert!(e.to_string().contains("no signature tag") && e.to_string().contains(".sig"), "{e}");
+        let junk = Memory { manifest: Some(b"{".to_vec()), blobs: Default::default() };
+        let e = verify(&junk, &image, &digest, std::slice::from_ref(&key)).unwrap_err();
+        assert_eq!(e.kind(), diskcast_block::ErrorKind::Untrusted, "{e}");
+        let mut swapped = registry(std::slice::from_ref(&good));
+        for b in swapped.blobs.values_mut() {
+            b.push(b' ');
+        }
+        let e = verify(&swapped, &image, &digest, &[key]).unwrap_err();
+        assert!(e.to_string().contains("digest mismatch") || e.to_string().contains("payload"), "{e}");
+    }
+
     #[test]
     fn keys_that_are_not_public_keys_are_refused_by_name() {
         for (pem, why) in [
             (&b"hello"[..], "no BEGIN PUBLIC KEY"),
             (b"-----BEGIN PUBLIC KEY-----\n!!\n-----END PUBLIC KEY-----\n", "not base64"),
-            (b"-----BEGIN PUBLIC KEY-----\nMAA=\n-----END PUBLIC KEY-----\n", "no algorithm identifier"),
+            (b"-----BEGIN PUBLIC KEY-----\nMAA=\n-----END PUBLIC KEY-----\n", "truncated"),
+            (
+                b"-----BEGIN PUBLIC KEY-----\nMAswBQYDKgMEAwIAAA==\n-----END PUBLIC KEY-----\n",
+                "an algorithm other than",
+            ),
         ] {
             let e = PublicKey::from_pem(pem, "k.pub").unwrap_err();
             assert!(e.to_string().contains(why), "{e}");
