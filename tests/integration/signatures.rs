@@ -311,6 +311,7 @@ fn verify_key_refuses_sources_without_a_registry() {
     let copy = dir.join("b.qcow2");
     dc(&["convert", "--verify-key", &k, "-O", "qcow2", &s(&raw), &s(&copy)]).expect_code(4);
     assert!(!copy.exists());
+    dc(&["check", "--verify-key", &k, &s(&raw)]).expect_code(4).expect_stderr_all(&["a.raw", "no registry"]);
     // A private key, or any other file, is not taken for a public key.
     dc(&["ls", "--verify-key", &s(&dir.join("k.pem")), &layout])
         .expect_code(1)
