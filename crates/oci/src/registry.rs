@@ -102,7 +102,6 @@ pub fn open(r: &RegistryRef, platform: &Platform, strict: bool, opts: &OpenOptio
     let client = Client::connect(r, &opts.registry, "pull")?;
     let mut reference = r.reference.clone();
     let mut depth = 0;
-    let mut signatures = Vec::new();
     let (digest, manifest) = loop {
         let (bytes, served_type) = client.manifest(&reference)?;
         let digest = match &reference {
@@ -112,11 +111,6 @@ pub fn open(r: &RegistryRef, platform: &Platform, strict: bool, opts: &OpenOptio
             }
             Reference::Tag(_) => Digest::sha256(&bytes),
         };
-        // The digest the tag (or digest) names is the one signed: an index's signature
-        // covers the manifests it lists by digest. Checked before any blob is fetched.
-        if depth == 0 && !opts.verify_keys.is_empty() {
-            signatures = crate::sigstore::verify(&client, r, &digest, &opts.verify_keys)?;
-        }
         match doc_kind(served_type.as_deref(), &bytes)? {
             DocKind::Index => {
                 depth += 1;
@@ -130,6 +124,13 @@ pub fn open(r: &RegistryRef, platform: &Platform, strict: bool, opts: &OpenOptio
             }
             DocKind::Manifest => break (digest, parse_json::<Manifest>(&bytes, "manifest")?),
         }
+    };
+    // The manifest used is the one that must be signed: for an index, the platform's
+    // instance, as skopeo's policy checks it when it copies one image of a list. Checked
+    // before any blob is fetched.
+    let signatures = match opts.verify_keys.as_slice() {
+        [] => Vec::new(),
+        keys => crate::sigstore::verify(&client, r, &digest, keys)?,
     };
     let cache = cache_dir(&opts.registry)?;
     let store = DirStore::new(&cache);
