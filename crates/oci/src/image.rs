@@ -153,7 +153,7 @@ fn describe(r: &ImageRef) -> String {
         ImageRef::Layout { dir, .. } => format!("oci:{}", dir.display()),
         ImageRef::OciArchive { file, .. } => format!("oci-archive:{}", file.display()),
         ImageRef::DockerArchive { file, .. } => format!("docker-archive:{}", file.display()),
-        ImageRef::Registry(rr) => format!("docker://{}/{}:{}", rr.registry_name, rr.repository, rr.reference),
+        ImageRef::Registry(rr) => format!("docker://{}/{}", rr.registry_name, rr.repository),
     }
 }
 

@@ -246,7 +246,10 @@ pub fn verify(
     keys: &[PublicKey],
 ) -> Result<Vec<SignatureCheck>> {
     let tag = signature_tag(digest);
-    let label = format!("docker://{}/{}:{}", image.registry_name, image.repository, image.reference);
+    let label = match &image.reference {
+        Reference::Tag(t) => format!("docker://{}/{}:{t}", image.registry_name, image.repository),
+        Reference::Digest(d) => format!("docker://{}/{}@{d}", image.registry_name, image.repository),
+    };
     let refuse = |why: String| {
         Error::untrusted(format!(
             "{label} (manifest {digest}) is not trusted: {why} (signature tag {}/{}:{tag}; keys: {})",
