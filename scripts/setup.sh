@@ -42,6 +42,8 @@
 #   wimtools:                 wimlib-imagex: captures the WIMs the WIM splitter reads; its
 #                             split, join and verify judge our .swm parts
 #   bmap-tools:               bmaptool create/copy, what bench/write.sh measures `write` against
+#   openssl:                  makes the keys and signatures (P-256, Ed25519, RSA) of the
+#                             --verify-key tests and checks them as the reference verifier
 #   strace:                   counts the fsync calls of `convert -t unsafe` (none) and of a
 #                             default convert (the output synced before it is put in place)
 #   bash, fish, zsh, elvish:  load and run the scripts of `diskcast completions` (tests/integration/
@@ -68,6 +70,7 @@ packages=(
   squashfs-tools
   wimtools
   bmap-tools
+  openssl
   strace
   bash fish zsh elvish groff-base man-db mandoc git
   nodejs npm default-jdk-headless
@@ -135,7 +138,7 @@ for tool in qemu-img qemu-io qemu-system-x86_64 kill timeout xorriso genisoimage
   mkudffs udfinfo mkfs.fat fsck.fat mdir mcopy sgdisk sfdisk mke2fs e2fsck debugfs skopeo umoci \
   docker-registry busybox cpio setfattr getfattr setcap getcap tar gzip xz zstd setpriv mkfifo mknod \
   grub-mkimage mmdebstrap rpm rpmbuild sqlite3 gpg gpg-agent gpgconf \
-  db5.3_load db5.3_dump wimlib-imagex node npm jar bmaptool strace \
+  db5.3_load db5.3_dump wimlib-imagex node npm jar bmaptool openssl strace \
   bash fish zsh elvish groff man mandoc script git; do
   command -v "$tool" >/dev/null || { echo "setup: $tool is still missing after install" >&2; exit 1; }
 done

@@ -45,6 +45,7 @@ mod replay_log;
 mod reproducible;
 mod resize;
 mod safety;
+mod signatures;
 mod squashfs;
 mod trees;
 mod usb;

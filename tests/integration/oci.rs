@@ -242,7 +242,7 @@ fn oci_inspect_lists_rpm_packages_as_rpm_qa() {
 
 /// `diskcast` with the blob cache in `t`, and a fixed SOURCE_DATE_EPOCH (so a second
 /// build of the same tree is the same image, config date included).
-fn dc_cache(t: &std::path::Path, args: &[&str]) -> Run {
+pub(crate) fn dc_cache(t: &std::path::Path, args: &[&str]) -> Run {
     let mut cmd = std::process::Command::new(diskcast_bin());
     cmd.args(args).env("XDG_CACHE_HOME", t.join("cache")).env("SOURCE_DATE_EPOCH", "1700000000");
     let start = std::time::Instant::now();

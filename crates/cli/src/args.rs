@@ -339,6 +339,7 @@ Examples:
   diskcast inspect --output spdx-json disk.qcow2 > sbom.json  # a VM disk's root partition
   diskcast inspect --output cyclonedx-json debian-live.iso    # a live ISO's squashfs root
   diskcast inspect --output json ./rootfs | jq -r '.packages[].purl'
+  diskcast inspect --verify-key cosign.pub docker://reg.example/app:1  # exit 4 unless signed
 
 OS packages come from the dpkg, apk or rpm database; language packages from the files
 that name them: Python dist-info/egg-info, node_modules/**/package.json, Go and
@@ -371,6 +372,7 @@ Examples:
   diskcast extract -p disk.qcow2 ./files      # the filesystem of a disk image
   diskcast extract ./root -o root.tar         # a directory as a reproducible PAX tar
   diskcast extract layer.tar.zst -o - | tar -tvf -
+  diskcast extract --verify-key cosign.pub docker://reg.example/app:1 ./root  # signed only
 
 Extraction never writes outside DIR: every path is opened beneath DIR without following
 symlinks, members with '..' are skipped (with a warning), absolute symlinks are created

@@ -33,6 +33,10 @@ pub struct OpenOptions {
     pub registry: crate::registry::RegistryOptions,
     /// Download progress.
     pub progress: Arc<dyn Progress>,
+    /// `--verify-key`: when not empty, a `docker://` image is used only when a sigstore
+    /// signature attached in its registry verifies with one of these keys and names it
+    /// ([`crate::sigstore`]); images from other transports are refused.
+    pub verify_keys: Vec<crate::sigstore::PublicKey>,
 }
 
 impl Default for OpenOptions {
@@ -42,6 +46,7 @@ impl Default for OpenOptions {
             limits: Limits::default(),
             registry: crate::registry::RegistryOptions::default(),
             progress: Arc::new(NoProgress),
+            verify_keys: Vec::new(),
         }
     }
 }
@@ -88,6 +93,9 @@ pub struct Image {
     /// What the user should know about how the image was read (a damaged cached blob
     /// fetched again), one message each.
     pub warnings: Vec<String>,
+    /// The signatures checked when [`OpenOptions::verify_keys`] asked for them (at least
+    /// one verified, or the image would not have opened); empty otherwise.
+    pub signatures: Vec<crate::sigstore::SignatureCheck>,
 }
 
 impl Image {
@@ -106,6 +114,13 @@ impl Image {
 pub fn open(r: &ImageRef, opts: &OpenOptions) -> Result<Image> {
     let platform = opts.platform.clone().unwrap_or_else(Platform::host);
     let strict = opts.platform.is_some();
+    if !opts.verify_keys.is_empty() && !matches!(r, ImageRef::Registry(_)) {
+        return Err(Error::untrusted(format!(
+            "--verify-key checks sigstore signatures attached to an image in its registry; {} has no registry \
+             to hold them, so it cannot be verified (pull it from docker://REGISTRY/REPO:TAG, or drop --verify-key)",
+            describe(r)
+        )));
+    }
     match r {
         ImageRef::Layout { dir, reference } => {
             let index_path = dir.join("index.json");
@@ -130,6 +145,16 @@ pub fn open(r: &ImageRef, opts: &OpenOptions) -> Result<Image> {
             open_docker_archive(file, reference.as_deref(), &platform, strict, opts).map_err(|e| e.with_file(file))
         }
         ImageRef::Registry(rr) => crate::registry::open(rr, &platform, strict, opts),
+    }
+}
+
+/// `r` as the user wrote it, near enough for a message.
+fn describe(r: &ImageRef) -> String {
+    match r {
+        ImageRef::Layout { dir, .. } => format!("oci:{}", dir.display()),
+        ImageRef::OciArchive { file, .. } => format!("oci-archive:{}", file.display()),
+        ImageRef::DockerArchive { file, .. } => format!("docker-archive:{}", file.display()),
+        ImageRef::Registry(rr) => format!("docker://{}/{}", rr.registry_name, rr.repository),
     }
 }
 
@@ -338,6 +363,7 @@ pub(crate) fn from_manifest(
         store,
         limits: opts.limits,
         warnings: Vec::new(),
+        signatures: Vec::new(),
     })
 }
 

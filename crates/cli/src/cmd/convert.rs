@@ -40,6 +40,13 @@ pub fn run(mut a: ConvertArgs) -> Result<u8> {
         }
         return image::convert(&a.src.to_string_lossy(), &dst, a.format.clone(), &a.image, a.open.share, &a.write);
     }
+    if !a.image.container.verify_keys.is_empty() {
+        return Err(Error::untrusted(format!(
+            "--verify-key checks sigstore signatures of a docker:// image; {} is converted as a disk image, \
+             which has no registry to hold them (drop --verify-key)",
+            a.src.display()
+        )));
+    }
     let flags = QemuFlags::apply(&mut a)?;
     let images = Images::new(&a.open)?;
     let plan = Plan::new(&a, &images)?;

@@ -2,7 +2,7 @@
 //! SPDX 2.3 JSON or CycloneDX 1.6 JSON.
 
 use crate::common::args::SourceArgs;
-use crate::common::{print_json, threads, tree_source};
+use crate::common::{print_json, signature_lines, threads, tree_source};
 use clap::Args;
 use diskcast_block::provenance::Provenance;
 use diskcast_block::{Alloc, BlockRead, Error, Extent, ImageInfo, Result};
@@ -54,6 +54,7 @@ const LIVE_ROOTS: [&str; 5] = [
 pub fn run(a: InspectArgs) -> Result<u8> {
     let provenance = Provenance::from_env()?;
     let opened = tree_source::open(&a.src, &a.source, threads(None)?)?;
+    let signatures = opened.signatures;
     let (tree, mut what) = (opened.tree, opened.description);
     let tree = match live_root(&tree)? {
         Some((root, path)) => {
@@ -72,17 +73,27 @@ pub fn run(a: InspectArgs) -> Result<u8> {
         tool_version: env!("CARGO_PKG_VERSION").to_string(),
     };
     match a.output {
-        InspectOutput::Json => print_json(&serde_json::json!({
-            "source": a.src,
-            "description": what,
-            "os": inv.os,
-            "package_manager": inv.package_manager,
-            "packages": inv.packages,
-            "warnings": inv.warnings,
-        })),
+        InspectOutput::Json => {
+            let mut doc = serde_json::json!({
+                "source": a.src,
+                "description": what,
+                "os": inv.os,
+                "package_manager": inv.package_manager,
+                "packages": inv.packages,
+                "warnings": inv.warnings,
+            });
+            // Only when --verify-key asked: the image opened, so one of them verified.
+            if !a.source.container.verify_keys.is_empty() {
+                doc["signatures"] = serde_json::json!(signatures);
+            }
+            print_json(&doc)
+        }
         InspectOutput::SpdxJson => print_json(&spdx(&a.src, &inv, &made)),
         InspectOutput::CyclonedxJson => print_json(&cyclonedx(&a.src, &inv, &made)),
-        InspectOutput::Table => table(&what, &inv),
+        InspectOutput::Table => {
+            table(&what, &inv);
+            signature_lines(&signatures);
+        }
     }
     Ok(0)
 }

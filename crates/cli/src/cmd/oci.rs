@@ -1,7 +1,7 @@
 //! `diskcast oci ...`: container image commands.
 
 use crate::common::args::{ContainerArgs, OutputFormat};
-use crate::common::{print_json, threads};
+use crate::common::{print_json, signature_lines, threads};
 use clap::Args;
 use diskcast_block::Result;
 
@@ -51,7 +51,11 @@ fn inspect(a: InspectArgs) -> Result<u8> {
         eprintln!("diskcast: warning: {}: {w}", a.src);
     }
     if a.output == OutputFormat::Json {
-        print_json(&serde_json::to_value(&report).map_err(|e| diskcast_block::Error::invalid(e.to_string()))?);
+        let mut doc = serde_json::to_value(&report).map_err(|e| diskcast_block::Error::invalid(e.to_string()))?;
+        if !a.container.verify_keys.is_empty() {
+            doc["signatures"] = serde_json::json!(image.signatures);
+        }
+        print_json(&doc);
         return Ok(0);
     }
     let r = &report;
@@ -67,6 +71,7 @@ fn inspect(a: InspectArgs) -> Result<u8> {
     if let Some(os) = &r.os_release {
         println!("OS:           {os}");
     }
+    signature_lines(&image.signatures);
     for (k, v) in [("Created:", &r.created), ("Author:", &r.author)] {
         if let Some(v) = v {
             println!("{k:<14}{v}");

@@ -240,6 +240,14 @@ pub struct ContainerArgs {
     /// Verify registry TLS certificates; false also allows plain HTTP (local registries).
     #[arg(long = "tls-verify", value_name = "BOOL", action = ArgAction::Set, default_value_t = true)]
     pub tls_verify: bool,
+    /// Use a docker:// image only when a sigstore signature attached to it in its registry
+    /// (tag sha256-DIGEST.sig, as cosign and skopeo --sign-by-sigstore-private-key write
+    /// it) verifies with this public key (PEM: ECDSA P-256, Ed25519 or RSA) and names the
+    /// manifest pulled and the image's repository (and tag, when pulled by tag). Repeat
+    /// for several keys: any one may match. Otherwise nothing is written and the exit
+    /// status is 4; other sources are refused with it.
+    #[arg(long = "verify-key", value_name = "KEY.pub")]
+    pub verify_keys: Vec<PathBuf>,
 }
 
 impl ContainerArgs {
@@ -254,6 +262,7 @@ impl ContainerArgs {
         // Downloads show a bar on a terminal.
         o.progress = std::sync::Arc::from(super::progress::reporter(ProgressMode::Auto, false));
         o.registry.tls_verify = self.tls_verify;
+        o.verify_keys = diskcast_oci::sigstore::read_keys(&self.verify_keys)?;
         Ok(o)
     }
 }
