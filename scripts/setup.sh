@@ -33,6 +33,9 @@
 #   nodejs, npm, default-jdk-headless: npm installs and `jar` makes the Node packages and
 #                             Java archives `inspect` lists (tests/integration/inspect.rs)
 #   python3-pip:              installs the SBOM validators below (not packaged by Debian)
+#   python3-packaging, libmaven3-core-java: Python's packaging.version and Maven's
+#                             ComparableVersion (maven-artifact jar), reference version
+#                             orders for crates/vulns/tests/versions.rs
 #   squashfs-tools:           mksquashfs (every compressor) makes the squashfs reader's inputs,
 #                             unsquashfs -lln/-d judges its listing and extraction
 #   wimtools:                 wimlib-imagex: captures the WIMs the WIM splitter reads; its
@@ -62,6 +65,7 @@ packages=(
   strace
   nodejs npm default-jdk-headless
   python3-pip
+  python3-packaging libmaven3-core-java
 )
 # Packages that must come from backports on bookworm (older releases there are too old).
 backports=(qemu-system-x86 qemu-system-common qemu-system-data seabios e2fsprogs libext2fs2)
