@@ -4,4 +4,8 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::as_conversions))]
 
+pub mod cvss;
+pub mod matcher;
+pub mod osv;
+pub mod report;
 pub mod versions;
