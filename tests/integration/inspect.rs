@@ -124,6 +124,9 @@ fn one_root_as_directory_tar_image_disk_and_live_iso_lists_what_package_managers
     }
 }
 
+/// cyclonedx-python-lib's strict validator on the CycloneDX 1.6 document named by argv[1].
+pub(crate) const CYCLONEDX_CHECK: &str = "import sys\nfrom cyclonedx.validation.json import JsonStrictValidator\nfrom cyclonedx.schema import SchemaVersion\ne = JsonStrictValidator(SchemaVersion.V1_6).validate_str(open(sys.argv[1]).read())\nprint(e)\nsys.exit(1 if e else 0)\n";
+
 #[test]
 fn spdx_and_cyclonedx_documents_pass_the_reference_validators_and_are_reproducible() {
     let t = tmp();
@@ -134,10 +137,7 @@ fn spdx_and_cyclonedx_documents_pass_the_reference_validators_and_are_reproducib
             "spdx-json",
             "import sys\nfrom spdx_tools.spdx.parser.parse_anything import parse_file\nfrom spdx_tools.spdx.validation.document_validator import validate_full_spdx_document\nm = validate_full_spdx_document(parse_file(sys.argv[1]))\nprint('\\n'.join(str(x.validation_message) for x in m))\nsys.exit(1 if m else 0)\n",
         ),
-        (
-            "cyclonedx-json",
-            "import sys\nfrom cyclonedx.validation.json import JsonStrictValidator\nfrom cyclonedx.schema import SchemaVersion\ne = JsonStrictValidator(SchemaVersion.V1_6).validate_str(open(sys.argv[1]).read())\nprint(e)\nsys.exit(1 if e else 0)\n",
-        ),
+        ("cyclonedx-json", CYCLONEDX_CHECK),
     ] {
         let a = dc_epoch(Some("1700000000"), &["inspect", "--output", fmt, &s(&root)]).expect_ok();
         let b = dc_epoch(Some("1700000000"), &["inspect", "--output", fmt, &s(&root)]).expect_ok();
