@@ -56,28 +56,126 @@ fn withdrawn() -> Value {
 }
 
 const DEB: &[Adv] = &[
-    Adv { id: "DSA-T-1", ecosystem: "Debian:12", name: "foo", spans: &[span("0", Some("1:2.0-1"), None)], versions: &[], extra: critical },
+    Adv {
+        id: "DSA-T-1",
+        ecosystem: "Debian:12",
+        name: "foo",
+        spans: &[span("0", Some("1:2.0-1"), None)],
+        versions: &[],
+        extra: critical,
+    },
     // No epoch: 2.1-1 is below 1:2.0~rc1-1.
-    Adv { id: "DSA-T-2", ecosystem: "Debian:12", name: "foo", spans: &[span("0", Some("2.1-1"), None)], versions: &[], extra: critical },
-    Adv { id: "DSA-T-3", ecosystem: "Debian:12", name: "foo", spans: &[span("1:2.0~rc1-1", Some("1:2.0~rc1-1+deb12u1"), None)], versions: &[], extra: moderate },
+    Adv {
+        id: "DSA-T-2",
+        ecosystem: "Debian:12",
+        name: "foo",
+        spans: &[span("0", Some("2.1-1"), None)],
+        versions: &[],
+        extra: critical,
+    },
+    Adv {
+        id: "DSA-T-3",
+        ecosystem: "Debian:12",
+        name: "foo",
+        spans: &[span("1:2.0~rc1-1", Some("1:2.0~rc1-1+deb12u1"), None)],
+        versions: &[],
+        extra: moderate,
+    },
     // Two introduced/fixed pairs (written out of order below).
-    Adv { id: "DSA-T-4", ecosystem: "Debian:12", name: "bar", spans: &[span("1.0", Some("1.2"), None), span("1.4-1", Some("1.4-3"), None)], versions: &[], extra: none },
-    Adv { id: "DSA-T-5", ecosystem: "Debian:12", name: "baz", spans: &[span("0", None, Some("2.0-1"))], versions: &[], extra: high },
-    Adv { id: "DSA-T-6", ecosystem: "Debian:12", name: "baz", spans: &[span("0", Some("2.0-1~deb12u1"), None)], versions: &[], extra: high },
+    Adv {
+        id: "DSA-T-4",
+        ecosystem: "Debian:12",
+        name: "bar",
+        spans: &[span("1.0", Some("1.2"), None), span("1.4-1", Some("1.4-3"), None)],
+        versions: &[],
+        extra: none,
+    },
+    Adv {
+        id: "DSA-T-5",
+        ecosystem: "Debian:12",
+        name: "baz",
+        spans: &[span("0", None, Some("2.0-1"))],
+        versions: &[],
+        extra: high,
+    },
+    Adv {
+        id: "DSA-T-6",
+        ecosystem: "Debian:12",
+        name: "baz",
+        spans: &[span("0", Some("2.0-1~deb12u1"), None)],
+        versions: &[],
+        extra: high,
+    },
     // Another release of Debian.
-    Adv { id: "DSA-T-7", ecosystem: "Debian:11", name: "foo", spans: &[span("0", Some("1:3.0-1"), None)], versions: &[], extra: critical },
+    Adv {
+        id: "DSA-T-7",
+        ecosystem: "Debian:11",
+        name: "foo",
+        spans: &[span("0", Some("1:3.0-1"), None)],
+        versions: &[],
+        extra: critical,
+    },
     // A binary package's name: Debian's advisories name sources.
-    Adv { id: "DSA-T-8", ecosystem: "Debian:12", name: "libfoo1", spans: &[span("0", Some("1:3.0-1"), None)], versions: &[], extra: critical },
+    Adv {
+        id: "DSA-T-8",
+        ecosystem: "Debian:12",
+        name: "libfoo1",
+        spans: &[span("0", Some("1:3.0-1"), None)],
+        versions: &[],
+        extra: critical,
+    },
     Adv { id: "DSA-T-9", ecosystem: "Debian:12", name: "bar", spans: &[], versions: &["1.4-2"], extra: none },
-    Adv { id: "DSA-T-10", ecosystem: "Debian:12", name: "foo", spans: &[span("0", None, None)], versions: &[], extra: withdrawn },
-    Adv { id: "DSA-T-11", ecosystem: "Debian", name: "qux", spans: &[span("0.9~beta1-1", Some("0.9+dfsg-3"), None)], versions: &[], extra: none },
+    Adv {
+        id: "DSA-T-10",
+        ecosystem: "Debian:12",
+        name: "foo",
+        spans: &[span("0", None, None)],
+        versions: &[],
+        extra: withdrawn,
+    },
+    Adv {
+        id: "DSA-T-11",
+        ecosystem: "Debian",
+        name: "qux",
+        spans: &[span("0.9~beta1-1", Some("0.9+dfsg-3"), None)],
+        versions: &[],
+        extra: none,
+    },
 ];
 
 const PYPI: &[Adv] = &[
-    Adv { id: "PYSEC-T-1", ecosystem: "PyPI", name: "six", spans: &[span("1.16.0.dev0", Some("1.16.0.post1"), None)], versions: &[], extra: high },
-    Adv { id: "PYSEC-T-2", ecosystem: "PyPI", name: "six", spans: &[span("0", Some("1.16.0rc1"), None)], versions: &[], extra: high },
-    Adv { id: "PYSEC-T-3", ecosystem: "PyPI", name: "Six", spans: &[span("1.16.0rc2", None, Some("1.16"))], versions: &[], extra: moderate },
-    Adv { id: "PYSEC-T-4", ecosystem: "PyPI", name: "SIX", spans: &[span("1!0", None, None)], versions: &[], extra: critical },
+    Adv {
+        id: "PYSEC-T-1",
+        ecosystem: "PyPI",
+        name: "six",
+        spans: &[span("1.16.0.dev0", Some("1.16.0.post1"), None)],
+        versions: &[],
+        extra: high,
+    },
+    Adv {
+        id: "PYSEC-T-2",
+        ecosystem: "PyPI",
+        name: "six",
+        spans: &[span("0", Some("1.16.0rc1"), None)],
+        versions: &[],
+        extra: high,
+    },
+    Adv {
+        id: "PYSEC-T-3",
+        ecosystem: "PyPI",
+        name: "Six",
+        spans: &[span("1.16.0rc2", None, Some("1.16"))],
+        versions: &[],
+        extra: moderate,
+    },
+    Adv {
+        id: "PYSEC-T-4",
+        ecosystem: "PyPI",
+        name: "SIX",
+        spans: &[span("1!0", None, None)],
+        versions: &[],
+        extra: critical,
+    },
 ];
 
 /// The advisory's OSV JSON: the events of all spans in one range, in reverse order.
@@ -246,7 +344,13 @@ fn findings(j: &Value) -> BTreeSet<(String, String, Option<String>)> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|f| (f["package"].as_str().unwrap().into(), f["id"].as_str().unwrap().into(), f["fixed"].as_str().map(Into::into)))
+        .map(|f| {
+            (
+                f["package"].as_str().unwrap().into(),
+                f["id"].as_str().unwrap().into(),
+                f["fixed"].as_str().map(Into::into),
+            )
+        })
         .collect()
 }
 
@@ -284,7 +388,12 @@ fn findings_equal_what_dpkg_and_packaging_decide_from_dir_and_zip() {
     assert_eq!(findings(&j), want);
     assert_eq!(j["vuln_db"]["skipped"]["git_ranges"], 1, "{}", j["vuln_db"]);
     assert_eq!(j["vuln_db"]["skipped"]["withdrawn"], 1, "{}", j["vuln_db"]);
-    let one = j["vulnerabilities"].as_array().unwrap().iter().find(|f| f["id"] == "DSA-T-1" && f["package"] == "libfoo1").unwrap();
+    let one = j["vulnerabilities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["id"] == "DSA-T-1" && f["package"] == "libfoo1")
+        .unwrap();
     assert_eq!(one["severity"], "critical");
     assert_eq!(one["score"], 9.8);
     assert_eq!(one["installed"], "1:2.0~rc1-1+b1");
@@ -332,9 +441,15 @@ fn exit_status_follows_fail_on_and_cyclonedx_passes_the_strict_validator() {
     let script = t.path().join("check.py");
     std::fs::write(&script, CYCLONEDX_CHECK).unwrap();
     let out = std::process::Command::new("/usr/bin/python3").arg(&script).arg(&path).output().unwrap();
-    assert!(out.status.success(), "rejected: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "rejected: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     let bom = doc.json();
-    let refs: BTreeSet<&str> = bom["components"].as_array().unwrap().iter().map(|c| c["bom-ref"].as_str().unwrap()).collect();
+    let refs: BTreeSet<&str> =
+        bom["components"].as_array().unwrap().iter().map(|c| c["bom-ref"].as_str().unwrap()).collect();
     let vulns = bom["vulnerabilities"].as_array().unwrap();
     let ids: BTreeSet<&str> = vulns.iter().map(|v| v["id"].as_str().unwrap()).collect();
     assert_eq!(ids, BTreeSet::from(["DSA-T-4", "DSA-T-5"]));
