@@ -10,7 +10,7 @@
 //! CycloneDX document is judged by cyclonedx-python-lib's JsonStrictValidator; the zip
 //! form of the database is made by Python's zipfile.
 
-use crate::inspect::CYCLONEDX_CHECK;
+use crate::inspect::{CYCLONEDX_CHECK, assert_python_accepts};
 use crate::oci_common::run;
 use crate::support::*;
 use serde_json::{Value, json};
@@ -436,17 +436,7 @@ fn exit_status_follows_fail_on_and_cyclonedx_passes_the_strict_validator() {
     dc(&["inspect", "--fail-on", "high", &s(&root)]).expect_code(1);
 
     let doc = dc(&["inspect", "--output", "cyclonedx-json", "--vuln-db", &s(&db), &s(&root)]).expect_code(3);
-    let path = t.path().join("bom.json");
-    std::fs::write(&path, &doc.stdout).unwrap();
-    let script = t.path().join("check.py");
-    std::fs::write(&script, CYCLONEDX_CHECK).unwrap();
-    let out = std::process::Command::new("/usr/bin/python3").arg(&script).arg(&path).output().unwrap();
-    assert!(
-        out.status.success(),
-        "rejected: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_python_accepts(t.path(), CYCLONEDX_CHECK, &doc.stdout, "cyclonedx-json");
     let bom = doc.json();
     let refs: BTreeSet<&str> =
         bom["components"].as_array().unwrap().iter().map(|c| c["bom-ref"].as_str().unwrap()).collect();

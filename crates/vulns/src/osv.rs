@@ -272,11 +272,18 @@ fn read_dir(path: &Path, one: &mut OneFile<'_>) -> Result<(), String> {
     let mut files = 0usize;
     let mut total = 0u64;
     for (rel, id) in tree.walk(diskcast_tree::NodeId::ROOT) {
-        let diskcast_tree::Kind::File(f) = &tree.node(id).kind else { continue };
         if !rel.ends_with(b".json") {
             continue;
         }
         let name = format!("{}/{}", path.display(), String::from_utf8_lossy(&rel));
+        let f = match &tree.node(id).kind {
+            diskcast_tree::Kind::File(f) => f,
+            diskcast_tree::Kind::Symlink(_) => {
+                one(&name, Err("a symlink, which is not followed".into()));
+                continue;
+            }
+            _ => continue,
+        };
         if rel.iter().filter(|&&c| c == b'/').count() > MAX_DEPTH {
             one(&name, Err(format!("deeper than the MAX_DEPTH cap ({MAX_DEPTH}): not read")));
             continue;
