@@ -443,4 +443,84 @@ mod tests {
         assert_eq!(purl_name("pkg:npm/%40scope/name@1.0"), Some(("npm".into(), "@scope/name".into())));
         assert_eq!(purl_name("pkg:maven/org.x/y@1"), Some(("maven".into(), "org.x:y".into())));
     }
+
+    fn comp(kind: &str, name: &str, version: &str, source: Option<&str>) -> Component {
+        Component {
+            kind: kind.into(),
+            name: name.into(),
+            version: version.into(),
+            purl: format!("pkg:{kind}/{name}@{version}"),
+            found_in: "/db".into(),
+            architecture: None,
+            license: None,
+            source: source.map(str::to_string),
+        }
+    }
+
+    fn adv(json: &str) -> Advisory {
+        crate::osv::parse(json.as_bytes()).unwrap()
+    }
+
+    /// (package, id, fixed, severity) found for `packages` on `os` in `advisories`.
+    fn run(
+        packages: &[Component],
+        os: (&str, &str),
+        advisories: &[&str],
+    ) -> Vec<(String, String, Option<String>, Severity)> {
+        let os = OsId { id: os.0.into(), version_id: os.1.into() };
+        let ix = Index::new(packages, &os);
+        let mut m = Matcher::new(&ix, packages);
+        for a in advisories {
+            m.advisory("t.json", &adv(a));
+        }
+        let (f, _, w) = m.finish();
+        assert!(w.is_empty(), "{w:?}");
+        f.into_iter().map(|f| (f.package, f.id, f.fixed, f.severity)).collect()
+    }
+
+    #[test]
+    fn alpine_origins_rocky_sources_ubuntu_releases_and_language_packages() {
+        let apk = [comp("apk", "libcrypto3", "3.1.4-r0", Some("openssl"))];
+        let a319 = r#"{"id": "ALPINE-1", "affected": [{"package": {"ecosystem": "Alpine:v3.19", "name": "openssl"},
+            "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": "3.1.4-r1"}]}]}]}"#;
+        let a318 = a319.replace("v3.19", "v3.18").replace("ALPINE-1", "ALPINE-2");
+        assert_eq!(
+            run(&apk, ("alpine", "3.19.1"), &[a319, &a318]),
+            [("libcrypto3".into(), "ALPINE-1".into(), Some("3.1.4-r1".into()), Severity::Unknown)]
+        );
+        let rpm = [comp("rpm", "openssl-libs", "1:3.0.7-24.el9", Some("openssl-3.0.7-24.el9.src.rpm"))];
+        let rocky = r#"{"id": "RLSA-1", "affected": [{"package": {"ecosystem": "Rocky Linux:9", "name": "openssl"},
+            "ecosystem_specific": {"severity": "Important"},
+            "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": "1:3.0.7-25.el9"}]}]}]}"#;
+        assert_eq!(
+            run(&rpm, ("rocky", "9.3"), &[rocky]),
+            [("openssl-libs".into(), "RLSA-1".into(), Some("1:3.0.7-25.el9".into()), Severity::High)]
+        );
+        assert!(run(&rpm, ("almalinux", "9.3"), &[rocky]).is_empty());
+        let deb = [comp("deb", "curl", "7.81.0-1ubuntu1.14", None)];
+        let ubuntu = r#"{"id": "USN-1", "severity": [{"type": "Ubuntu", "score": "medium"}],
+            "affected": [{"package": {"ecosystem": "Ubuntu:22.04:LTS", "name": "curl"},
+            "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": "7.81.0-1ubuntu1.15"}]}]}]}"#;
+        assert_eq!(run(&deb, ("ubuntu", "22.04"), &[ubuntu]).len(), 1);
+        assert!(run(&deb, ("ubuntu", "24.04"), &[ubuntu]).is_empty());
+        assert!(run(&deb, ("debian", "12"), &[ubuntu]).is_empty());
+        let lang = [
+            comp("golang", "github.com/x/y", "v1.2.3", None),
+            comp("maven", "org.x:y", "2.0-beta1", None),
+            comp("npm", "@s/n", "1.0.0-rc.1", None),
+            comp("pypi", "zope-interface", "5.0", None),
+        ];
+        let go = r#"{"id": "GO-1", "affected": [{"package": {"ecosystem": "Go", "name": "github.com/x/y"},
+            "ranges": [{"type": "SEMVER", "events": [{"introduced": "0"}, {"fixed": "1.2.4"}]}]}]}"#;
+        let mvn = r#"{"id": "GHSA-m", "database_specific": {"severity": "CRITICAL"}, "affected": [{"package": {"ecosystem": "Maven", "name": "org.x:y"},
+            "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "2.0-alpha"}, {"fixed": "2.0"}]}]}]}"#;
+        let npm = r#"{"id": "GHSA-n", "affected": [{"package": {"purl": "pkg:npm/%40s/n"},
+            "ranges": [{"type": "SEMVER", "events": [{"introduced": "0"}, {"fixed": "1.0.0"}]}]}]}"#;
+        let py = r#"{"id": "PYSEC-1", "affected": [{"package": {"ecosystem": "PyPI", "name": "Zope.Interface"},
+            "versions": ["5.0.0"]}]}"#;
+        let got = run(&lang, ("", ""), &[go, mvn, npm, py]);
+        let ids: Vec<&str> = got.iter().map(|f| f.1.as_str()).collect();
+        assert_eq!(ids, ["GHSA-m", "GHSA-n", "GO-1", "PYSEC-1"]);
+        assert_eq!(got[0].3, Severity::Critical);
+    }
 }
