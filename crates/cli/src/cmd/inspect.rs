@@ -139,7 +139,10 @@ pub fn run(a: InspectArgs) -> Result<u8> {
             });
             if let Some(v) = &vulns {
                 doc["vulnerabilities"] = serde_json::json!(v.findings);
-                doc["vuln_db"] = serde_json::json!({"path": v.path, "files": v.files, "skipped": v.stats});
+                let mut db = serde_json::json!(v.stats);
+                db["path"] = serde_json::json!(v.path);
+                db["files"] = serde_json::json!(v.files);
+                doc["vuln_db"] = db;
             }
             print_json(&doc)
         }
@@ -192,7 +195,7 @@ fn vulnerabilities(db: &std::path::Path, inv: &Inventory, os: &OsId) -> Result<V
             }
         },
     )
-    .map_err(|e| Error::argument(format!("--vuln-db: {e}")).with_file(db))?;
+    .map_err(|e| Error::argument(format!("--vuln-db: {e}")))?;
     let (findings, stats, mut more) = m.finish();
     more.truncate(MAX_DB_WARNINGS);
     warnings.extend(more);
