@@ -133,6 +133,16 @@ const DEB: &[Adv] = &[
         versions: &[],
         extra: withdrawn,
     },
+    // Fixed between the source version and the binNMU's binary version: only matching
+    // by the source version finds libfoo1.
+    Adv {
+        id: "DSA-T-12",
+        ecosystem: "Debian:12",
+        name: "foo",
+        spans: &[span("0", Some("1:2.0~rc1-1+a1"), None)],
+        versions: &[],
+        extra: none,
+    },
     Adv {
         id: "DSA-T-11",
         ecosystem: "Debian",
