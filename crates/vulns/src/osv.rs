@@ -26,13 +26,22 @@ pub const MAX_EVENTS: usize = 1 << 16;
 /// Deepest directory read below the database directory (`ECOSYSTEM/ID.json` is 1).
 pub const MAX_DEPTH: usize = 4;
 
+/// A list given as `null` is an empty list (some exporters write `"aliases": null`).
+fn null_as_empty<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Ok(Option::<Vec<T>>::deserialize(d)?.unwrap_or_default())
+}
+
 /// One advisory.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Advisory {
     /// `GHSA-...`, `DSA-...`, `PYSEC-...`, `CVE-...`.
     pub id: String,
     /// Other ids of the same vulnerability (CVE).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub aliases: Vec<String>,
     /// One line.
     #[serde(default)]
@@ -44,10 +53,10 @@ pub struct Advisory {
     #[serde(default)]
     pub withdrawn: Option<String>,
     /// `[{type: CVSS_V3, score: VECTOR}]`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub severity: Vec<SeverityEntry>,
     /// The packages and versions affected.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub affected: Vec<Affected>,
     /// Database-specific fields (`severity` in GitHub's).
     #[serde(default)]
@@ -58,9 +67,10 @@ pub struct Advisory {
 #[derive(Debug, Clone, Deserialize)]
 pub struct SeverityEntry {
     /// `CVSS_V2`, `CVSS_V3`, `CVSS_V4`, `Ubuntu`...
-    #[serde(rename = "type")]
+    #[serde(rename = "type", default)]
     pub kind: String,
     /// The vector, or a word.
+    #[serde(default)]
     pub score: String,
 }
 
@@ -71,10 +81,10 @@ pub struct Affected {
     #[serde(default)]
     pub package: Option<PackageRef>,
     /// Version ranges.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub ranges: Vec<Range>,
     /// Versions listed one by one.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub versions: Vec<String>,
     /// Ecosystem-specific fields (`severity` in some).
     #[serde(default)]
@@ -83,7 +93,7 @@ pub struct Affected {
     #[serde(default)]
     pub database_specific: Option<Value>,
     /// Per-package severity (OSV 1.6).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub severity: Vec<SeverityEntry>,
 }
 
@@ -108,7 +118,7 @@ pub struct Range {
     #[serde(rename = "type")]
     pub kind: String,
     /// The events.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub events: Vec<Event>,
 }
 
@@ -389,5 +399,16 @@ mod tests {
         assert!(!in_range(Scheme::Pep440, &limit, "3.0").unwrap().affected);
         assert!(in_range(Scheme::Semver, &[ev("f", "1.0")], "0.1.0").is_err());
         assert!(in_range(Scheme::Semver, &[Event::default()], "0.1.0").is_err());
+    }
+
+    #[test]
+    fn nulls_and_missing_fields_are_empty() {
+        let a = parse(
+            br#"{"id": "X-1", "aliases": null, "severity": [{"type": "CVSS_V4"}],
+            "affected": [{"package": {"ecosystem": "npm", "name": "x"}, "ranges": null, "versions": null}]}"#,
+        )
+        .unwrap();
+        assert!(a.aliases.is_empty() && a.affected[0].ranges.is_empty() && a.severity[0].score.is_empty());
+        assert!(parse(b"{\"id\": \"\"}").is_err());
     }
 }
