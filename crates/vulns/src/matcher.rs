@@ -236,6 +236,17 @@ fn severity(a: &Advisory, aff: &Affected) -> (Severity, Option<f64>, Option<Stri
     (found.unwrap_or(Severity::Unknown), None, None)
 }
 
+/// The advisory's other ids: `aliases`, then `upstream` ones not among them.
+fn aliases(a: &Advisory) -> Vec<String> {
+    let mut out = a.aliases.clone();
+    for u in &a.upstream {
+        if !out.contains(u) && *u != a.id {
+            out.push(u.clone());
+        }
+    }
+    out
+}
+
 /// Matches advisories one at a time against an [`Index`].
 #[derive(Debug)]
 pub struct Matcher<'a> {
@@ -326,7 +337,7 @@ impl<'a> Matcher<'a> {
                     installed: p.version.clone(),
                     source: t.source.clone(),
                     id: a.id.clone(),
-                    aliases: a.aliases.clone(),
+                    aliases: aliases(a),
                     summary: summary.trim().to_string(),
                     fixed,
                     severity,
@@ -489,7 +500,7 @@ mod tests {
             [("libcrypto3".into(), "ALPINE-1".into(), Some("3.1.4-r1".into()), Severity::Unknown)]
         );
         let rpm = [comp("rpm", "openssl-libs", "1:3.0.7-24.el9", Some("openssl-3.0.7-24.el9.src.rpm"))];
-        let rocky = r#"{"id": "RLSA-1", "affected": [{"package": {"ecosystem": "Rocky Linux:9", "name": "openssl"},
+        let rocky = r#"{"id": "RLSA-1", "upstream": ["CVE-1"], "affected": [{"package": {"ecosystem": "Rocky Linux:9", "name": "openssl"},
             "ecosystem_specific": {"severity": "Important"},
             "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": "1:3.0.7-25.el9"}]}]}]}"#;
         assert_eq!(
@@ -497,6 +508,10 @@ mod tests {
             [("openssl-libs".into(), "RLSA-1".into(), Some("1:3.0.7-25.el9".into()), Severity::High)]
         );
         assert!(run(&rpm, ("almalinux", "9.3"), &[rocky]).is_empty());
+        let ix = Index::new(&rpm, &OsId { id: "rocky".into(), version_id: "9".into() });
+        let mut m = Matcher::new(&ix, &rpm);
+        m.advisory("t.json", &adv(rocky));
+        assert_eq!(m.findings[0].aliases, ["CVE-1"]);
         let deb = [comp("deb", "curl", "7.81.0-1ubuntu1.14", None)];
         let ubuntu = r#"{"id": "USN-1", "severity": [{"type": "Ubuntu", "score": "medium"}],
             "affected": [{"package": {"ecosystem": "Ubuntu:22.04:LTS", "name": "curl"},

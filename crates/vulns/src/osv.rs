@@ -43,6 +43,10 @@ pub struct Advisory {
     /// Other ids of the same vulnerability (CVE).
     #[serde(default, deserialize_with = "null_as_empty")]
     pub aliases: Vec<String>,
+    /// Upstream ids this advisory derives from (Debian's `DEBIAN-CVE-*` and Ubuntu's
+    /// entries name their CVE here).
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub upstream: Vec<String>,
     /// One line.
     #[serde(default)]
     pub summary: Option<String>,
