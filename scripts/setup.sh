@@ -37,6 +37,9 @@
 #   nodejs, npm, default-jdk-headless: npm installs and `jar` makes the Node packages and
 #                             Java archives `inspect` lists (tests/integration/inspect.rs)
 #   python3-pip:              installs the SBOM validators below (not packaged by Debian)
+#   python3-packaging, libmaven3-core-java: Python's packaging.version and Maven's
+#                             ComparableVersion (maven-artifact jar), reference version
+#                             orders for crates/vulns/tests/versions.rs
 #   squashfs-tools:           mksquashfs (every compressor) makes the squashfs reader's inputs,
 #                             unsquashfs -lln/-d judges its listing and extraction
 #   wimtools:                 wimlib-imagex: captures the WIMs the WIM splitter reads; its
@@ -75,6 +78,7 @@ packages=(
   bash fish zsh elvish groff-base man-db mandoc git
   nodejs npm default-jdk-headless
   python3-pip
+  python3-packaging libmaven3-core-java
 )
 # Packages that must come from backports on bookworm (older releases there are too old).
 backports=(qemu-system-x86 qemu-system-common qemu-system-data seabios e2fsprogs libext2fs2)
@@ -152,6 +156,11 @@ done
 # its validator) for SPDX 2.3, cyclonedx-python-lib's JsonStrictValidator for CycloneDX 1.6.
 /usr/bin/python3 -c 'import spdx_tools, cyclonedx' 2>/dev/null ||
   $sudo /usr/bin/python3 -m pip install --quiet --break-system-packages spdx-tools 'cyclonedx-python-lib[json-validation]'
+# CVSS v3 reference scores (crates/vulns/tests/cvss.rs): Red Hat's cvss library.
+/usr/bin/python3 -c 'import cvss' 2>/dev/null ||
+  $sudo /usr/bin/python3 -m pip install --quiet --break-system-packages cvss
+/usr/bin/python3 -c 'import packaging, cvss' || { echo "setup: python3-packaging or cvss is missing after install" >&2; exit 1; }
+[ -e /usr/share/java/maven-artifact-3.x.jar ] || { echo "setup: libmaven3-core-java's maven-artifact jar is missing after install" >&2; exit 1; }
 # Debian's python (tests call /usr/bin/python3: a pyenv python on PATH lacks Debian's modules).
 /usr/bin/python3 -c 'import pycdlib' 2>/dev/null || { echo "setup: python3-pycdlib is missing after install" >&2; exit 1; }
 mke2fs -V 2>&1 | awk 'NR==1 { split($2, v, "."); if (v[1] < 1 || (v[1] == 1 && (v[2] < 47 || (v[2] == 47 && v[3] < 1)))) { print "setup: mke2fs " $2 " is older than 1.47.1" > "/dev/stderr"; exit 1 } }'

@@ -124,6 +124,24 @@ fn one_root_as_directory_tar_image_disk_and_live_iso_lists_what_package_managers
     }
 }
 
+/// cyclonedx-python-lib's strict validator on the CycloneDX 1.6 document named by argv[1].
+pub(crate) const CYCLONEDX_CHECK: &str = "import sys\nfrom cyclonedx.validation.json import JsonStrictValidator\nfrom cyclonedx.schema import SchemaVersion\ne = JsonStrictValidator(SchemaVersion.V1_6).validate_str(open(sys.argv[1]).read())\nprint(e)\nsys.exit(1 if e else 0)\n";
+
+/// Runs the Python `check` script on `doc` (saved as `DIR/NAME.json`); asserts it accepts it.
+pub(crate) fn assert_python_accepts(dir: &Path, check: &str, doc: &[u8], name: &str) {
+    let path = dir.join(format!("{name}.json"));
+    std::fs::write(&path, doc).unwrap();
+    let script = dir.join("check.py");
+    std::fs::write(&script, check).unwrap();
+    let out = std::process::Command::new("/usr/bin/python3").arg(&script).arg(&path).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{name} rejected: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn spdx_and_cyclonedx_documents_pass_the_reference_validators_and_are_reproducible() {
     let t = tmp();
@@ -134,25 +152,12 @@ fn spdx_and_cyclonedx_documents_pass_the_reference_validators_and_are_reproducib
             "spdx-json",
             "import sys\nfrom spdx_tools.spdx.parser.parse_anything import parse_file\nfrom spdx_tools.spdx.validation.document_validator import validate_full_spdx_document\nm = validate_full_spdx_document(parse_file(sys.argv[1]))\nprint('\\n'.join(str(x.validation_message) for x in m))\nsys.exit(1 if m else 0)\n",
         ),
-        (
-            "cyclonedx-json",
-            "import sys\nfrom cyclonedx.validation.json import JsonStrictValidator\nfrom cyclonedx.schema import SchemaVersion\ne = JsonStrictValidator(SchemaVersion.V1_6).validate_str(open(sys.argv[1]).read())\nprint(e)\nsys.exit(1 if e else 0)\n",
-        ),
+        ("cyclonedx-json", CYCLONEDX_CHECK),
     ] {
         let a = dc_epoch(Some("1700000000"), &["inspect", "--output", fmt, &s(&root)]).expect_ok();
         let b = dc_epoch(Some("1700000000"), &["inspect", "--output", fmt, &s(&root)]).expect_ok();
         assert_eq!(a.stdout, b.stdout, "{fmt}: not reproducible under SOURCE_DATE_EPOCH");
-        let doc = t.path().join(format!("{fmt}.json"));
-        std::fs::write(&doc, &a.stdout).unwrap();
-        let script = t.path().join("check.py");
-        std::fs::write(&script, check).unwrap();
-        let out = std::process::Command::new("/usr/bin/python3").arg(&script).arg(&doc).output().unwrap();
-        assert!(
-            out.status.success(),
-            "{fmt} rejected: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_python_accepts(t.path(), check, &a.stdout, fmt);
         let text = String::from_utf8_lossy(&a.stdout).into_owned();
         assert!(text.contains("2023-11-14T22:13:20Z"), "{fmt}: time is not SOURCE_DATE_EPOCH");
         assert!(text.contains("pkg:pypi/six@1.16.0"), "{fmt}");

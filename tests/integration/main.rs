@@ -27,6 +27,7 @@ mod hostile;
 mod info;
 mod inputs;
 mod inspect;
+mod inspect_vulns;
 mod iso;
 mod iso_remaster;
 mod iso_udf;

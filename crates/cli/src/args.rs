@@ -340,12 +340,19 @@ Examples:
   diskcast inspect --output cyclonedx-json debian-live.iso    # a live ISO's squashfs root
   diskcast inspect --output json ./rootfs | jq -r '.packages[].purl'
   diskcast inspect --verify-key cosign.pub docker://reg.example/app:1  # exit 4 unless signed
+  diskcast inspect --vuln-db osv/ --fail-on high disk.qcow2 # exit 3: a high or critical finding
 
 OS packages come from the dpkg, apk or rpm database; language packages from the files
 that name them: Python dist-info/egg-info, node_modules/**/package.json, Go and
 cargo-auditable binaries' build info, Java archives' pom.properties (nested jars too),
 Ruby specifications/*.gemspec, Composer's installed.json. Nothing is extracted. With
-SOURCE_DATE_EPOCH set, SPDX and CycloneDX documents are the same bytes on every run.";
+SOURCE_DATE_EPOCH set, SPDX and CycloneDX documents are the same bytes on every run.
+
+--vuln-db matches the packages offline against OSV advisories as osv.dev publishes them
+(a directory of *.json, or the zip), each ecosystem in its own version order (dpkg, rpm,
+apk, PEP 440, semver, Maven); Debian and Ubuntu advisories through each package's
+source. Findings follow the packages in the table, and are the vulnerabilities array of
+json and cyclonedx-json. Exit 0: none found; 3: some found (at or above --fail-on).";
 
 const LS_HELP: &str = "\
 Examples:

@@ -6,9 +6,13 @@ use crate::common::{print_json, signature_lines, threads, tree_source};
 use clap::Args;
 use diskcast_block::provenance::Provenance;
 use diskcast_block::{Alloc, BlockRead, Error, Extent, ImageInfo, Result};
-use diskcast_inspect::inventory::{Inventory, inventory};
-use diskcast_inspect::sbom::{Made, cyclonedx, spdx};
+use diskcast_inspect::inventory::{Inventory, OsId, inventory};
+use diskcast_inspect::sbom::{Made, component_ref, cyclonedx, spdx};
 use diskcast_tree::{FileData, Kind, ReadOptions, Tree};
+use diskcast_vulns::cvss::Severity;
+use diskcast_vulns::matcher::{Finding, Index, Matcher};
+use diskcast_vulns::osv::{DbStats, read_db};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 /// What `inspect` prints.
@@ -26,6 +30,40 @@ pub enum InspectOutput {
     CyclonedxJson,
 }
 
+/// The least severity `--fail-on` exits 3 for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FailOn {
+    /// Any finding, its severity known or not (the default).
+    Unknown,
+    /// Low and above.
+    Low,
+    /// Medium and above.
+    Medium,
+    /// High and above.
+    High,
+    /// Critical only.
+    Critical,
+}
+
+impl FailOn {
+    fn severity(self) -> Severity {
+        match self {
+            FailOn::Unknown => Severity::Unknown,
+            FailOn::Low => Severity::Low,
+            FailOn::Medium => Severity::Medium,
+            FailOn::High => Severity::High,
+            FailOn::Critical => Severity::Critical,
+        }
+    }
+}
+
+/// Exit status when the image has a vulnerable package (at or above `--fail-on`).
+pub const EXIT_VULNERABLE: u8 = 3;
+
+/// Most database warnings kept and shown: a database of a million broken files says
+/// so in one line past these.
+const MAX_DB_WARNINGS: usize = 1000;
+
 /// `diskcast inspect` arguments.
 #[derive(Debug, Args)]
 pub struct InspectArgs {
@@ -34,6 +72,15 @@ pub struct InspectArgs {
     pub output: InspectOutput,
     #[command(flatten)]
     pub source: SourceArgs,
+    /// Match the packages against the OSV advisories in DIR (`*.json`, one subdirectory
+    /// per ecosystem allowed) or in ZIP (osv.dev's all.zip or an ecosystem's zip); exit 3
+    /// when a package is affected.
+    #[arg(long, value_name = "DIR|ZIP")]
+    pub vuln_db: Option<PathBuf>,
+    /// With --vuln-db: exit 3 only for findings at least this severe (a finding whose
+    /// advisory gives no severity counts as unknown, below low).
+    #[arg(long, value_enum, value_name = "SEVERITY", requires = "vuln_db")]
+    pub fail_on: Option<FailOn>,
     /// The image: a container image reference (oci:, oci-archive:, docker-archive:,
     /// docker://), a disk image in any format (DISK or DISK:PART), an ISO (a live ISO's
     /// squashfs root is read), a directory or a tar.
@@ -63,10 +110,21 @@ pub fn run(a: InspectArgs) -> Result<u8> {
         }
         None => tree,
     };
-    let inv = inventory(&tree)?;
+    let mut inv = inventory(&tree)?;
     for w in &inv.warnings {
         eprintln!("diskcast: warning: {}: {w}", a.src);
     }
+    let vulns = match &a.vuln_db {
+        Some(db) => {
+            let v = vulnerabilities(db, &inv, &OsId::of(&tree))?;
+            for w in &v.warnings {
+                eprintln!("diskcast: warning: {w}");
+            }
+            inv.warnings.extend(v.warnings.iter().cloned());
+            Some(v)
+        }
+        None => None,
+    };
     let made = Made {
         time: provenance.now(),
         reproducible: provenance.is_reproducible(),
@@ -86,16 +144,108 @@ pub fn run(a: InspectArgs) -> Result<u8> {
             if !a.source.container.verify_keys.is_empty() {
                 doc["signatures"] = serde_json::json!(signatures);
             }
+            if let Some(v) = &vulns {
+                doc["vulnerabilities"] = serde_json::json!(v.findings);
+                let mut db = serde_json::json!(v.stats);
+                db["path"] = serde_json::json!(v.path);
+                db["files"] = serde_json::json!(v.files);
+                doc["vuln_db"] = db;
+            }
             print_json(&doc)
         }
         InspectOutput::SpdxJson => print_json(&spdx(&a.src, &inv, &made)),
-        InspectOutput::CyclonedxJson => print_json(&cyclonedx(&a.src, &inv, &made)),
+        InspectOutput::CyclonedxJson => {
+            let mut doc = cyclonedx(&a.src, &inv, &made);
+            if let Some(v) = &vulns {
+                doc["vulnerabilities"] =
+                    serde_json::json!(diskcast_vulns::report::cyclonedx(&v.findings, component_ref));
+            }
+            print_json(&doc)
+        }
         InspectOutput::Table => {
             table(&what, &inv);
             signature_lines(&signatures);
+            if let Some(v) = &vulns {
+                vuln_table(v);
+            }
         }
     }
-    Ok(0)
+    let threshold = a.fail_on.unwrap_or(FailOn::Unknown).severity();
+    let vulnerable = vulns.is_some_and(|v| v.findings.iter().any(|f| f.severity >= threshold));
+    Ok(if vulnerable { EXIT_VULNERABLE } else { 0 })
+}
+
+/// What `--vuln-db` found.
+#[derive(Debug)]
+struct Vulns {
+    path: String,
+    files: usize,
+    findings: Vec<Finding>,
+    stats: DbStats,
+    warnings: Vec<String>,
+}
+
+/// Matches the inventory against every advisory of the database, read once, one
+/// advisory at a time.
+fn vulnerabilities(db: &std::path::Path, inv: &Inventory, os: &OsId) -> Result<Vulns> {
+    let index = Index::new(&inv.packages, os);
+    let mut m = Matcher::new(&index, &inv.packages);
+    let mut warnings = Vec::new();
+    let mut dropped = 0usize;
+    let files = read_db(
+        db,
+        |file, adv| m.advisory(file, &adv),
+        |w| {
+            if warnings.len() < MAX_DB_WARNINGS {
+                warnings.push(w);
+            } else {
+                dropped += 1;
+            }
+        },
+    )
+    .map_err(|e| Error::argument(format!("--vuln-db: {e}")))?;
+    let (findings, stats, mut more) = m.finish();
+    more.truncate(MAX_DB_WARNINGS);
+    warnings.extend(more);
+    if dropped > 0 {
+        warnings.push(format!(
+            "{dropped} more database files could not be read (past the MAX_DB_WARNINGS cap of {MAX_DB_WARNINGS} shown)"
+        ));
+    }
+    Ok(Vulns { path: db.display().to_string(), files, findings, stats, warnings })
+}
+
+fn vuln_table(v: &Vulns) {
+    let count = |s: Severity| v.findings.iter().filter(|f| f.severity == s).count();
+    let by: Vec<String> = [Severity::Critical, Severity::High, Severity::Medium, Severity::Low, Severity::Unknown]
+        .iter()
+        .filter(|&&s| count(s) > 0)
+        .map(|&s| format!("{} {}", count(s), s.name()))
+        .collect();
+    println!();
+    println!(
+        "Vulnerabilities: {}{} ({} advisories in {})",
+        v.findings.len(),
+        if by.is_empty() { String::new() } else { format!(" ({})", by.join(", ")) },
+        v.stats.advisories,
+        v.path
+    );
+    for f in &v.findings {
+        let fixed = f.fixed.as_deref().map_or("(no fix)".to_string(), |x| format!("fixed in {x}"));
+        let aliases = if f.aliases.is_empty() { String::new() } else { format!(" [{}]", f.aliases.join(", ")) };
+        let score = f.score.map_or(String::new(), |s| format!(" {s:.1}"));
+        println!(
+            "  {:<8}{:<5} {:<22} {:<28} {:<24} {}{}  {}",
+            f.severity.name(),
+            score,
+            f.id,
+            f.package,
+            f.installed,
+            fixed,
+            aliases,
+            f.summary
+        );
+    }
 }
 
 fn table(what: &str, inv: &Inventory) {
