@@ -48,6 +48,20 @@ pub struct Component {
     /// Source package (dpkg's `Source`, apk's origin, rpm's `SOURCERPM`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    /// rpm's epoch, when the package sets one (also the `EPOCH:` of `version`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u32>,
+    /// Installed size in bytes, when the database records it (rpm).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    /// One-line summary, when the database records it (rpm).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
+    /// For a container image, the digest (as the manifest lists it) of the layer that
+    /// added the package: for a file, the topmost layer holding `found_in`; for an OS
+    /// package, the lowest layer from which the database records it at this version.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub layer: Option<String>,
 }
 
 /// What [`inventory`] found.
@@ -103,8 +117,13 @@ impl OsId {
 
 /// The OS and language packages of `tree`.
 pub fn inventory(tree: &Tree) -> Result<Inventory> {
+    inventory_from(tree, packages(tree)?)
+}
+
+/// [`inventory`], with the OS packages already read from the tree's database (a
+/// container image's are read from the bytes its layers' scan kept).
+pub fn inventory_from(tree: &Tree, found: crate::Found) -> Result<Inventory> {
     let os = OsId::of(tree);
-    let found = packages(tree)?;
     let mut inv =
         Inventory { os: crate::os_release(tree), package_manager: found.manager.clone(), ..Inventory::default() };
     if let Some(e) = &found.error {
@@ -144,19 +163,27 @@ fn os_component(manager: &str, os: &OsId, p: &Package, db: &str) -> Component {
         Some(&p.version),
         &[("arch", &p.architecture), ("distro", &distro), ("epoch", &epoch)],
     );
-    let version = match p.epoch {
-        Some(e) => format!("{e}:{}", p.version),
-        None => p.version.clone(),
-    };
     Component {
         kind: kind.into(),
         name: p.name.clone(),
-        version,
+        version: os_version(p),
         purl,
         found_in: db.into(),
         architecture: Some(p.architecture.clone()).filter(|a| !a.is_empty()),
         license: p.license.clone(),
         source: p.source.clone(),
+        epoch: p.epoch,
+        size: p.size,
+        summary: p.summary.clone(),
+        layer: None,
+    }
+}
+
+/// An OS package's version as a [`Component`] shows it: rpm's epoch as `EPOCH:`.
+pub fn os_version(p: &Package) -> String {
+    match p.epoch {
+        Some(e) => format!("{e}:{}", p.version),
+        None => p.version.clone(),
     }
 }
 
@@ -188,6 +215,10 @@ pub(crate) fn push_lang(
         architecture: None,
         license: license.filter(|l| !l.is_empty()),
         source: None,
+        epoch: None,
+        size: None,
+        summary: None,
+        layer: None,
     });
 }
 

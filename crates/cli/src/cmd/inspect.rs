@@ -8,13 +8,16 @@ use diskcast_block::provenance::Provenance;
 use diskcast_block::{Alloc, BlockRead, Error, Extent, ImageInfo, Result};
 use diskcast_inspect::inventory::{Inventory, inventory};
 use diskcast_inspect::sbom::{Made, cyclonedx, spdx};
+use diskcast_oci::inspect::{LayerReport, Report};
 use diskcast_tree::{FileData, Kind, ReadOptions, Tree};
 use std::sync::Arc;
 
 /// What `inspect` prints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum InspectOutput {
-    /// One line per package: type, name, version, purl, where found.
+    /// One line per package: type, name, version, purl, where found (and for a
+    /// container image its manifest, config, layers and the layer of each package).
+    #[value(alias = "human")]
     Table,
     /// The packages as JSON objects (purl, found_in, license, source, architecture).
     Json,
@@ -51,6 +54,14 @@ const LIVE_ROOTS: [&str; 5] = [
 /// Runs `inspect`.
 pub fn run(a: InspectArgs) -> Result<u8> {
     let provenance = Provenance::from_env()?;
+    let made = Made {
+        time: provenance.now(),
+        reproducible: provenance.is_reproducible(),
+        tool_version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    if diskcast_oci::is_image_ref(&a.src) {
+        return container(&a, &made);
+    }
     let opened = tree_source::open(&a.src, &a.source, threads(None)?)?;
     let (tree, mut what) = (opened.tree, opened.description);
     let tree = match live_root(&tree)? {
@@ -64,11 +75,6 @@ pub fn run(a: InspectArgs) -> Result<u8> {
     for w in &inv.warnings {
         eprintln!("diskcast: warning: {}: {w}", a.src);
     }
-    let made = Made {
-        time: provenance.now(),
-        reproducible: provenance.is_reproducible(),
-        tool_version: env!("CARGO_PKG_VERSION").to_string(),
-    };
     match a.output {
         InspectOutput::Json => print_json(&serde_json::json!({
             "source": a.src,
@@ -88,10 +94,136 @@ pub fn run(a: InspectArgs) -> Result<u8> {
 fn table(what: &str, inv: &Inventory) {
     println!("Source:       {what}");
     println!("OS:           {}", inv.os.as_deref().unwrap_or("unknown"));
-    println!("Packages:     {}", inv.packages.len());
+    packages_table(inv, None);
+}
+
+/// The package lines; for a container image (`layers`, bottom first) each names the
+/// index and short digest of the layer that added it.
+fn packages_table(inv: &Inventory, layers: Option<&[LayerReport]>) {
+    println!(
+        "Packages:     {}{}",
+        inv.packages.len(),
+        inv.package_manager.as_ref().map(|m| format!(" (OS: {m})")).unwrap_or_default()
+    );
     for p in &inv.packages {
-        println!("  {:<9} {:<40} {:<28} {}  ({})", p.kind, p.name, p.version, p.purl, p.found_in);
+        let layer = match (layers, &p.layer) {
+            (None, _) => String::new(),
+            (Some(ls), Some(d)) => match ls.iter().rposition(|l| l.digest.to_string() == *d) {
+                Some(i) => format!("{:>3} {}  ", i, &d[..d.len().min(19)]),
+                None => format!("    {d}  "),
+            },
+            (Some(_), None) => format!("{:<25}", "    -"),
+        };
+        println!("  {layer}{:<9} {:<40} {:<28} {}  ({})", p.kind, p.name, p.version, p.purl, p.found_in);
     }
+}
+
+/// `inspect` of a container image: its layers read once, each package with the layer
+/// that added it, and the image's manifest, config, layers and history.
+fn container(a: &InspectArgs, made: &Made) -> Result<u8> {
+    if a.source.tree.is_some() || a.source.format.is_some() {
+        return Err(Error::argument("--tree and -f do not apply to a container image"));
+    }
+    let image = diskcast_oci::open(&a.src, &a.source.container.open_options()?)?;
+    for w in &image.warnings {
+        eprintln!("diskcast: warning: {}: {w}", a.src);
+    }
+    let report = diskcast_oci::inspect::inspect(&image, threads(None)?)?;
+    for w in &report.inventory.warnings {
+        eprintln!("diskcast: warning: {}: {w}", a.src);
+    }
+    match a.output {
+        InspectOutput::Json => print_json(&serde_json::to_value(&report).map_err(|e| Error::invalid(e.to_string()))?),
+        InspectOutput::SpdxJson => print_json(&spdx(&a.src, &report.inventory, made)),
+        InspectOutput::CyclonedxJson => print_json(&cyclonedx(&a.src, &report.inventory, made)),
+        InspectOutput::Table => {
+            image_table(&report);
+            packages_table(&report.inventory, Some(&report.layers));
+        }
+    }
+    Ok(0)
+}
+
+/// A container image's manifest, config, layers (with the step that made each) and
+/// history, as a registry's image details page shows them.
+fn image_table(r: &Report) {
+    let mib = |b: u64| format!("{:.1} MiB", b as f64 / 1048576.0);
+    println!("Image:        {}", r.source);
+    let synth = if r.manifest_synthesized { " (made from a docker save archive, which has no manifest)" } else { "" };
+    println!("Manifest:     {}{synth}", r.manifest_digest);
+    if let Some(mt) = &r.media_type {
+        println!("Media type:   {mt}");
+    }
+    println!("Config:       {}", r.config_digest);
+    println!("Platform:     {}", r.platform);
+    println!("OS:           {}", r.inventory.os.as_deref().unwrap_or("unknown"));
+    for (k, v) in [("Created:", &r.created), ("Author:", &r.author)] {
+        if let Some(v) = v {
+            println!("{k:<14}{v}");
+        }
+    }
+    let c = &r.config;
+    let list = |v: &Option<Vec<String>>| v.as_ref().map(|v| serde_json::to_string(v).unwrap_or_default());
+    for (k, v) in [
+        ("Entrypoint:", list(&c.entrypoint)),
+        ("Cmd:", list(&c.cmd)),
+        ("User:", c.user.clone()),
+        ("WorkingDir:", c.working_dir.clone()),
+        ("StopSignal:", c.stop_signal.clone()),
+    ] {
+        if let Some(v) = v {
+            println!("{k:<14}{v}");
+        }
+    }
+    for e in c.env.iter().flatten() {
+        println!("Env:          {e}");
+    }
+    for (k, v) in c.labels.iter().flatten() {
+        println!("Label:        {k}={v}");
+    }
+    for p in c.exposed_ports.iter().flat_map(|m| m.keys()) {
+        println!("Port:         {p}");
+    }
+    for p in c.volumes.iter().flat_map(|m| m.keys()) {
+        println!("Volume:       {p}");
+    }
+    let (comp, uncomp) = r.layers.iter().fold((0, 0), |(a, b), l| (a + l.size, b + l.uncompressed_size));
+    println!("Layers:       {} ({} compressed, {} uncompressed)", r.layers.len(), mib(comp), mib(uncomp));
+    for (i, l) in r.layers.iter().enumerate() {
+        println!(
+            "  {i:>3}  {}  {:>10}  {:>12}  {:>6} entries  {:>5} packages  {}",
+            l.digest,
+            l.size,
+            l.uncompressed_size,
+            l.entries,
+            l.packages,
+            l.created_by.as_deref().unwrap_or("-")
+        );
+    }
+    if !r.history.is_empty() {
+        println!("History:");
+        for h in &r.history {
+            let layer = match h.layer {
+                Some(i) => format!("layer {i:>3}"),
+                None => "(empty)  ".to_string(),
+            };
+            println!(
+                "  {layer}  {}  {}",
+                h.created.as_deref().unwrap_or("-"),
+                h.created_by.as_deref().or(h.comment.as_deref()).unwrap_or("")
+            );
+        }
+    }
+    let s = &r.rootfs;
+    println!(
+        "Root fs:      {} files ({}), {} directories, {} symlinks, {} hard links, {} special files",
+        s.files,
+        mib(s.file_bytes),
+        s.dirs,
+        s.symlinks,
+        s.hardlinks,
+        s.specials
+    );
 }
 
 /// A live ISO's root: the squashfs (or any filesystem image) at one of [`LIVE_ROOTS`],
