@@ -211,3 +211,168 @@ fn nested_archives_past_the_depth_cap_are_named_not_read() {
         .expect_stderr_all(&["MAX_NESTING cap (3)", "/a5.jar!/a4.jar!/a3.jar!/a2.jar!/a1.jar"]);
     assert_eq!(r.json()["packages"].as_array().unwrap().len(), 0);
 }
+
+/// `(name, architecture, version)` of the installed packages `dpkg-query` lists in
+/// `admindir`.
+fn dpkg_installed(admindir: &Path) -> BTreeSet<(String, String, String)> {
+    let admindir = format!("--admindir={}", s(admindir));
+    let out =
+        run("dpkg-query", &[&admindir, "-W", "-f", "${db:Status-Status}\t${Package}\t${Architecture}\t${Version}\n"]);
+    out.lines()
+        .filter_map(|l| l.strip_prefix("installed\t"))
+        .map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            (f[0].to_string(), f[1].to_string(), f[2].to_string())
+        })
+        .collect()
+}
+
+/// A four-layer image made by umoci: a dpkg database written in layer 0, rewritten by
+/// layer 1 (one package upgraded, ten added), layer 2 (one removed, a Node package
+/// added) and layer 3 (the removed one back, the Node package replaced). Each package's
+/// `layer` is what the image's own layers say: for OS packages, `dpkg-query` on each
+/// layer's state (`umoci unpack` of a tag taken after each layer) gives the lowest layer
+/// from which the final version stays installed; for the Node package, bsdtar's listing
+/// of each layer blob gives the topmost layer holding its package.json. The layer list
+/// is skopeo's, with umoci's history. `oci inspect` prints the same JSON.
+#[test]
+fn each_package_of_a_container_image_names_the_layer_that_added_it() {
+    let t = tmp();
+    let status = std::fs::read_to_string("/var/lib/dpkg/status").unwrap();
+    let installed: Vec<&str> =
+        status.split("\n\n").filter(|p| p.lines().any(|l| l == "Status: install ok installed")).collect();
+    assert!(installed.len() > 40);
+    let with_version = |p: &str, v: &str| {
+        p.lines()
+            .map(|l| if l.starts_with("Version:") { format!("Version: {v}") } else { l.to_string() })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let l0: Vec<String> = installed[..20]
+        .iter()
+        .enumerate()
+        .map(|(i, p)| if i == 3 { with_version(p, "0.0.1") } else { p.to_string() })
+        .collect();
+    let l1: Vec<String> = installed[..30].iter().map(|p| p.to_string()).collect();
+    let l2: Vec<String> = l1.iter().enumerate().filter(|(i, _)| *i != 5).map(|(_, p)| p.clone()).collect();
+    let layout = t.path().join("img");
+    run("umoci", &["init", "--layout", &s(&layout)]);
+    run("umoci", &["new", "--image", &format!("{}:t", s(&layout))]);
+    let steps: [(&[String], Option<&str>); 4] = [(&l0, None), (&l1, None), (&l2, Some("1.0.0")), (&l1, Some("2.0.0"))];
+    for (i, (paras, node)) in steps.iter().enumerate() {
+        let root = t.path().join(format!("l{i}"));
+        std::fs::create_dir_all(root.join("var/lib/dpkg")).unwrap();
+        write_file(&root.join("var/lib/dpkg/status"), format!("{}\n", paras.join("\n\n")).as_bytes());
+        if let Some(v) = node {
+            let dir = root.join("app/node_modules/left-pad");
+            std::fs::create_dir_all(&dir).unwrap();
+            write_file(&dir.join("package.json"), format!("{{\"name\":\"left-pad\",\"version\":\"{v}\"}}").as_bytes());
+        }
+        let image = format!("{}:t", s(&layout));
+        let step = format!("step {i}");
+        for top in ["app", "var"].into_iter().filter(|d| root.join(d).exists()) {
+            run(
+                "umoci",
+                &["insert", "--history.created_by", &step, "--image", &image, &s(&root.join(top)), &format!("/{top}")],
+            );
+        }
+        run("umoci", &["tag", "--image", &image, &format!("after{i}")]);
+    }
+    let src = format!("oci:{}:t", s(&layout));
+    let j = dc_ok(&["inspect", "--output", "json", &src]).json();
+
+    // The layers: skopeo's digests and sizes, umoci's history.
+    let sk: Value = serde_json::from_str(&run("skopeo", &["inspect", &src])).unwrap();
+    let sk_layers: Vec<String> =
+        sk["Layers"].as_array().unwrap().iter().map(|d| d.as_str().unwrap().to_string()).collect();
+    let ours = j["layers"].as_array().unwrap();
+    assert_eq!(ours.iter().map(|l| l["digest"].as_str().unwrap().to_string()).collect::<Vec<_>>(), sk_layers);
+    let manifest: Value = serde_json::from_str(&run("skopeo", &["inspect", "--raw", &src])).unwrap();
+    for (l, d) in ours.iter().zip(manifest["layers"].as_array().unwrap()) {
+        assert_eq!((&l["digest"], &l["size"]), (&d["digest"], &d["size"]));
+    }
+    let cfg: Value = serde_json::from_str(&run("skopeo", &["inspect", "--config", &src])).unwrap();
+    let made: Vec<&Value> = cfg["history"].as_array().unwrap().iter().filter(|h| h["empty_layer"] != true).collect();
+    assert_eq!(made.len(), ours.len());
+    for (l, h) in ours.iter().zip(&made) {
+        assert_eq!(l["created_by"], h["created_by"]);
+    }
+
+    // dpkg's own view of the database after each layer (layer index of each tag's top).
+    let mut states = Vec::new();
+    for i in 0..steps.len() {
+        let rootfs =
+            crate::oci_common::umoci_unpack(&format!("{}:after{i}", s(&layout)), &t.path().join(format!("b{i}")));
+        let top = run("skopeo", &["inspect", &format!("oci:{}:after{i}", s(&layout))]);
+        let top: Value = serde_json::from_str(&top).unwrap();
+        states.push((top["Layers"].as_array().unwrap().len() - 1, dpkg_installed(&rootfs.join("var/lib/dpkg"))));
+    }
+    let (_, last) = states.last().unwrap();
+    let pkgs = j["packages"].as_array().unwrap();
+    let debs: Vec<&Value> = pkgs.iter().filter(|p| p["type"] == "deb").collect();
+    assert_eq!(debs.len(), last.len());
+    let mut by_layer = vec![0; sk_layers.len()];
+    for p in &debs {
+        let key = (
+            p["name"].as_str().unwrap().to_string(),
+            p["architecture"].as_str().unwrap().to_string(),
+            p["version"].as_str().unwrap().to_string(),
+        );
+        assert!(last.contains(&key), "{key:?}");
+        // The lowest layer from which every later state holds this name at this version.
+        let mut first = states.len() - 1;
+        while first > 0 && states[first - 1].1.contains(&key) {
+            first -= 1;
+        }
+        let want = states[first].0;
+        assert_eq!(p["layer"].as_str().unwrap(), sk_layers[want], "{key:?}");
+        by_layer[want] += 1;
+    }
+    // Layer 0 added 19 at their final version, layer 1 the upgraded one and ten more;
+    // the one removed in layer 2 came back in layer 3's top layer.
+    assert!(by_layer.iter().filter(|&&n| n > 0).count() >= 3, "{by_layer:?}");
+
+    // The Node package: the topmost layer whose tar holds its package.json.
+    let holding: Vec<usize> = sk_layers
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| {
+            let blob = layout.join("blobs/sha256").join(d.strip_prefix("sha256:").unwrap());
+            // bsdtar lists every member, then reports the end of umoci's layers (no
+            // end-of-archive blocks, the last member's data unpadded) as truncated:
+            // its listing is what is used, not its exit status.
+            let out = std::process::Command::new("bsdtar").args(["-tf", &s(&blob)]).output().unwrap();
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .any(|l| l.trim_start_matches("./") == "app/node_modules/left-pad/package.json")
+        })
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(holding.len(), 2);
+    let node = pkgs.iter().find(|p| p["type"] == "npm").unwrap();
+    assert_eq!(node["version"], "2.0.0");
+    assert_eq!(node["layer"].as_str().unwrap(), sk_layers[*holding.last().unwrap()]);
+    for (l, n) in ours.iter().zip(&by_layer) {
+        let npm = usize::from(l["digest"] == node["layer"]);
+        assert_eq!(l["packages"].as_u64().unwrap(), u64::try_from(n + npm).unwrap());
+    }
+
+    // The CycloneDX document carries the layer as a property; the table shows it.
+    let cdx = dc_ok(&["inspect", "--output", "cyclonedx-json", &src]).json();
+    let c = cdx["components"].as_array().unwrap().iter().find(|c| c["name"] == "left-pad").unwrap();
+    assert!(
+        c["properties"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "diskcast:layer" && p["value"] == node["layer"])
+    );
+    let table = dc_ok(&["inspect", &src]).stdout_str();
+    let short = &node["layer"].as_str().unwrap()[..19];
+    assert!(table.lines().any(|l| l.contains("left-pad") && l.contains(short)), "{table}");
+    assert!(table.contains("step 3"), "{table}");
+
+    // `oci inspect` is the same command.
+    assert_eq!(dc_ok(&["oci", "inspect", "--output", "json", &src]).json(), j);
+    dc(&["oci", "inspect", &s(t.path())]).expect_code(1).expect_stderr_all(&["not a container image reference"]);
+}
