@@ -32,6 +32,8 @@
 #                             exfat-fuse mounts exFAT where the kernel has no exfat driver
 #   nodejs, npm, default-jdk-headless: npm installs and `jar` makes the Node packages and
 #                             Java archives `inspect` lists (tests/integration/inspect.rs)
+#   golang-go:                builds a Go program offline (a local `replace`d module) whose
+#                             build info `inspect` lists; `go version -m` is the oracle
 #   python3-pip:              installs the SBOM validators below (not packaged by Debian)
 #   squashfs-tools:           mksquashfs (every compressor) makes the squashfs reader's inputs,
 #                             unsquashfs -lln/-d judges its listing and extraction
@@ -61,6 +63,7 @@ packages=(
   bmap-tools
   strace
   nodejs npm default-jdk-headless
+  golang-go
   python3-pip
 )
 # Packages that must come from backports on bookworm (older releases there are too old).
@@ -79,13 +82,14 @@ if [ "$codename" = bookworm ]; then
 fi
 
 # Packages a command already on the machine stands for: machines that carry their own
-# Node.js (NodeSource's nodejs, which bundles npm and conflicts with Debian's npm package)
-# or their own JDK must not be asked to take Debian's.
+# Node.js (NodeSource's nodejs, which bundles npm and conflicts with Debian's npm package),
+# their own JDK or their own Go must not be asked to take Debian's.
 satisfied_by_command() {
   case "$1" in
     nodejs) command -v node >/dev/null ;;
     npm) command -v npm >/dev/null ;;
     default-jdk-headless) command -v jar >/dev/null ;;
+    golang-go) command -v go >/dev/null ;;
     *) return 1 ;;
   esac
 }
@@ -124,7 +128,7 @@ for tool in qemu-img qemu-io qemu-system-x86_64 kill timeout xorriso genisoimage
   mkudffs udfinfo mkfs.fat fsck.fat mdir mcopy sgdisk sfdisk mke2fs e2fsck debugfs skopeo umoci \
   docker-registry busybox cpio setfattr getfattr setcap getcap tar gzip xz zstd setpriv mkfifo mknod \
   grub-mkimage mmdebstrap rpm rpmbuild sqlite3 gpg gpg-agent gpgconf \
-  db5.3_load db5.3_dump wimlib-imagex node npm jar bmaptool strace; do
+  db5.3_load db5.3_dump wimlib-imagex node npm jar go bmaptool strace; do
   command -v "$tool" >/dev/null || { echo "setup: $tool is still missing after install" >&2; exit 1; }
 done
 [ -e /usr/lib/grub-rescue/grub-rescue-cdrom.iso ] || { echo "setup: grub-rescue-pc's ISO is missing after install" >&2; exit 1; }

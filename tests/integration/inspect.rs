@@ -376,3 +376,139 @@ fn each_package_of_a_container_image_names_the_layer_that_added_it() {
     assert_eq!(dc_ok(&["oci", "inspect", "--output", "json", &src]).json(), j);
     dc(&["oci", "inspect", &s(t.path())]).expect_code(1).expect_stderr_all(&["not a container image reference"]);
 }
+
+/// A Go program built offline by Debian's Go (`-buildvcs=false`, its one dependency a
+/// local module through `replace`), at `dir/hello`.
+fn build_go(dir: &Path) -> std::path::PathBuf {
+    let (app, lib) = (dir.join("app"), dir.join("lib"));
+    std::fs::create_dir_all(&app).unwrap();
+    std::fs::create_dir_all(&lib).unwrap();
+    write_file(&lib.join("go.mod"), b"module example.com/lib\n\ngo 1.19\n");
+    write_file(&lib.join("lib.go"), b"package lib\n\nfunc Hello() string { return \"hello\" }\n");
+    write_file(
+        &app.join("go.mod"),
+        b"module example.com/app\n\ngo 1.19\n\nrequire example.com/lib v1.2.3\n\nreplace example.com/lib v1.2.3 => ../lib\n",
+    );
+    write_file(
+        &app.join("main.go"),
+        b"package main\n\nimport (\n\t\"fmt\"\n\n\t\"example.com/lib\"\n)\n\nfunc main() { fmt.Println(lib.Hello()) }\n",
+    );
+    let out = dir.join("hello");
+    let status = std::process::Command::new("go")
+        .args(["build", "-buildvcs=false", "-o", &s(&out), "."])
+        .current_dir(&app)
+        .env("GOPROXY", "off")
+        .env("GOFLAGS", "-mod=mod")
+        .env("GOCACHE", dir.join("gocache"))
+        .env("GOPATH", dir.join("gopath"))
+        .status()
+        .expect("go is required (scripts/setup.sh installs golang-go)");
+    assert!(status.success(), "go build failed");
+    out
+}
+
+/// What `go version -m` says a binary holds, as `inspect` lists Go modules: the main
+/// module (no version when `(devel)`) and each dependency, a `=>` replacement in place of
+/// the module it replaces.
+fn go_version_m(bin: &Path) -> BTreeSet<(String, String, String)> {
+    let mut set = BTreeSet::new();
+    let mut last: Option<(String, String, String)> = None;
+    for line in run("go", &["version", "-m", &s(bin)]).lines() {
+        let f: Vec<&str> = line.trim_start().split('\t').collect();
+        let entry = |p: &str, v: &str| ("golang".to_string(), p.to_string(), v.to_string());
+        match f.as_slice() {
+            ["mod", p, v, ..] => {
+                set.insert(entry(p, if *v == "(devel)" { "" } else { v }));
+            }
+            ["dep", p, v, ..] => {
+                if let Some(e) = last.replace(entry(p, v)) {
+                    set.insert(e);
+                }
+            }
+            ["=>", p, v, ..] => last = Some(entry(p, v)),
+            _ => {}
+        }
+    }
+    set.extend(last);
+    set
+}
+
+/// A real Go binary (Debian's Go) in a directory, a two-layer container image and an
+/// ext4 qcow2: the Go modules listed are what `go version -m` reports, and in the image
+/// the binary's layer is the one whose tar holds it. A copy cut short inside its
+/// `.go.buildinfo` is a warning naming it (`go version -m` fails on it too); the rest is
+/// listed.
+#[test]
+fn go_binaries_list_as_go_version_m_in_a_directory_an_image_and_a_vm_disk() {
+    let t = tmp();
+    let hello = build_go(&t.path().join("go"));
+    let want = go_version_m(&hello);
+    assert!(want.contains(&("golang".into(), "example.com/app".into(), String::new())), "{want:?}");
+    assert_eq!(want.len(), 2, "{want:?}");
+    let root = t.path().join("root");
+    std::fs::create_dir_all(root.join("usr/local/bin")).unwrap();
+    std::fs::copy(&hello, root.join("usr/local/bin/hello")).unwrap();
+
+    // The image: a first layer with /etc, the binary in the second.
+    let layout = t.path().join("img");
+    let image = format!("{}:t", s(&layout));
+    run("umoci", &["init", "--layout", &s(&layout)]);
+    run("umoci", &["new", "--image", &image]);
+    let etc = t.path().join("etc");
+    std::fs::create_dir_all(&etc).unwrap();
+    write_file(&etc.join("os-release"), b"ID=debian\nVERSION_ID=12\n");
+    run("umoci", &["insert", "--image", &image, &s(&etc), "/etc"]);
+    run("umoci", &["insert", "--image", &image, &s(&root.join("usr")), "/usr"]);
+    let raw = t.path().join("root.raw");
+    run("mkfs.ext4", &["-q", "-d", &s(&root), &s(&raw), "64M"]);
+    let qcow2 = t.path().join("root.qcow2");
+    qemu_img(&["convert", "-O", "qcow2", &s(&raw), &s(&qcow2)]);
+    let src = format!("oci:{image}");
+    for source in [s(&root), src.clone(), s(&qcow2)] {
+        let (got, j) = listed(&source);
+        assert_eq!(got, want, "{source}");
+        for p in j["packages"].as_array().unwrap() {
+            assert_eq!(p["found_in"], "/usr/local/bin/hello", "{source}");
+        }
+    }
+    let j = listed(&src).1;
+    let sk: Value = serde_json::from_str(&run("skopeo", &["inspect", &src])).unwrap();
+    for p in j["packages"].as_array().unwrap() {
+        assert_eq!(p["layer"], sk["Layers"][1], "{p}");
+    }
+
+    // The truncated copy: the file cut 40 bytes into .go.buildinfo (its 32-byte header
+    // and a few bytes of the first string); the section table at the end is gone too.
+    let mut bytes = std::fs::read(&hello).unwrap();
+    let u16_at = |b: &[u8], o: usize| usize::from(u16::from_le_bytes([b[o], b[o + 1]]));
+    let u64_at = |b: &[u8], o: usize| usize::try_from(u64::from_le_bytes(b[o..o + 8].try_into().unwrap())).unwrap();
+    let (shoff, shnum, shstrndx) = (u64_at(&bytes, 0x28), u16_at(&bytes, 0x3c), u16_at(&bytes, 0x3e));
+    let names = u64_at(&bytes, shoff + shstrndx * 64 + 0x18);
+    let header = (0..shnum)
+        .map(|i| shoff + i * 64)
+        .find(|&h| {
+            let n = names + usize::try_from(u32::from_le_bytes(bytes[h..h + 4].try_into().unwrap())).unwrap();
+            bytes[n..].starts_with(b".go.buildinfo\0")
+        })
+        .unwrap();
+    bytes.truncate(u64_at(&bytes, header + 0x18) + 40);
+    let cut = root.join("usr/local/bin/hello-cut");
+    write_file(&cut, &bytes);
+    std::fs::set_permissions(&cut, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let go = std::process::Command::new("go").args(["version", "-m", &s(&cut)]).output().unwrap();
+    // (It says so on stderr and exits 0.)
+    assert!(go.stdout.is_empty(), "go version -m reads the cut binary: {}", String::from_utf8_lossy(&go.stdout));
+    assert!(String::from_utf8_lossy(&go.stderr).contains("hello-cut"));
+    let r =
+        dc(&["inspect", "--output", "json", &s(&root)]).expect_ok().expect_stderr_all(&["/usr/local/bin/hello-cut"]);
+    let got: BTreeSet<(String, String, String)> = r.json()["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            let f = |k: &str| p[k].as_str().unwrap().to_string();
+            (f("type"), f("name"), f("version"))
+        })
+        .collect();
+    assert_eq!(got, want);
+}

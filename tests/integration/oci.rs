@@ -229,7 +229,8 @@ fn oci_inspect_lists_rpm_packages_as_rpm_qa() {
                 p["name"].as_str().unwrap(),
                 p["epoch"].as_u64(),
                 version,
-                p["architecture"].as_str().unwrap(),
+                // gpg-pubkey entries have none.
+                p["architecture"].as_str().unwrap_or(""),
                 p["size"].as_u64(),
                 opt(&p["summary"]).as_deref(),
                 opt(&p["license"]).as_deref(),
