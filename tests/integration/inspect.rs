@@ -512,3 +512,61 @@ fn go_binaries_list_as_go_version_m_in_a_directory_an_image_and_a_vm_disk() {
         .collect();
     assert_eq!(got, want);
 }
+
+/// Hostile package databases through the command: a dpkg status whose one package has a
+/// 10 MB description lists exactly what `dpkg-query` lists; an rpmdb.sqlite and a
+/// Berkeley DB `Packages` cut short (rpm's own databases, made by `rpm -i --justdb` and
+/// db5.3_load) are each a warning naming the database, with the tree's other packages
+/// still listed and exit status 0.
+#[test]
+fn hostile_package_databases_are_warnings_and_the_rest_is_listed() {
+    let t = tmp();
+    let fine = |root: &Path| {
+        let dir = root.join("app/node_modules/fine");
+        std::fs::create_dir_all(&dir).unwrap();
+        write_file(&dir.join("package.json"), b"{\"name\":\"fine\",\"version\":\"1.0.0\"}");
+    };
+    // dpkg: this machine's status with a 10 MB description added to its first package.
+    let root = t.path().join("dpkg");
+    std::fs::create_dir_all(root.join("var/lib/dpkg")).unwrap();
+    let status = std::fs::read_to_string("/var/lib/dpkg/status").unwrap();
+    let (first, rest) = status.split_once("\n\n").unwrap();
+    let long: String =
+        (0..(10 << 20) / 64).map(|i| format!(" line {i:>10} of a very long package description\n")).collect();
+    let big = format!("{first}\nDescription: huge\n{long}\n{rest}");
+    let big = big.replacen("\nDescription:", "\nX-Old-Description:", 1);
+    write_file(&root.join("var/lib/dpkg/status"), big.as_bytes());
+    fine(&root);
+    let want: BTreeSet<(String, String, String)> = dpkg_installed(&root.join("var/lib/dpkg"))
+        .into_iter()
+        .map(|(n, _, v)| ("deb".to_string(), n, v))
+        .chain([("npm".to_string(), "fine".to_string(), "1.0.0".to_string())])
+        .collect();
+    assert!(want.len() > 20);
+    assert_eq!(listed(&s(&root)).0, want);
+
+    // rpm sqlite, cut to two pages: its tables point past its end.
+    let root = t.path().join("sqlite");
+    crate::oci_common::make_rpmdb(&root.join("var/lib/rpm"), 6);
+    let db = root.join("var/lib/rpm/rpmdb.sqlite");
+    std::fs::OpenOptions::new().write(true).open(&db).unwrap().set_len(2 * 4096).unwrap();
+    let _ = std::fs::remove_file(root.join("var/lib/rpm/rpmdb.sqlite-wal"));
+    fine(&root);
+    // Berkeley DB, cut after three pages.
+    let bdb_root = t.path().join("bdb");
+    let dbdir = t.path().join("bdbsrc");
+    crate::oci_common::make_rpmdb(&dbdir, 6);
+    std::fs::create_dir_all(bdb_root.join("var/lib/rpm")).unwrap();
+    let packages = bdb_root.join("var/lib/rpm/Packages");
+    crate::oci_common::make_rpm_bdb(&dbdir.join("rpmdb.sqlite"), &packages, 4096, 1234);
+    std::fs::OpenOptions::new().write(true).open(&packages).unwrap().set_len(3 * 4096).unwrap();
+    fine(&bdb_root);
+    for (root, db) in [(root, "/var/lib/rpm/rpmdb.sqlite"), (bdb_root, "/var/lib/rpm/Packages")] {
+        let r = dc(&["inspect", "--output", "json", &s(&root)]).expect_ok().expect_stderr_all(&[db]);
+        let j = r.json();
+        let names: Vec<&str> = j["packages"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["fine"], "{db}");
+        assert_eq!(j["package_manager"], "rpm", "{db}");
+        assert!(j["warnings"].as_array().unwrap().iter().any(|w| w.as_str().unwrap().contains(db)), "{db}");
+    }
+}
