@@ -32,6 +32,8 @@
 #                             exfat-fuse mounts exFAT where the kernel has no exfat driver
 #   nodejs, npm, default-jdk-headless: npm installs and `jar` makes the Node packages and
 #                             Java archives `inspect` lists (tests/integration/inspect.rs)
+#   binutils:                 objcopy adds and dumps the cargo-auditable `.dep-v0` section of
+#                             the Rust binary `inspect` reads (tests/integration/inspect.rs)
 #   golang-go:                builds a Go program offline (a local `replace`d module) whose
 #                             build info `inspect` lists; `go version -m` is the oracle
 #   python3-pip:              installs the SBOM validators below (not packaged by Debian)
@@ -63,7 +65,7 @@ packages=(
   bmap-tools
   strace
   nodejs npm default-jdk-headless
-  golang-go
+  golang-go binutils
   python3-pip
 )
 # Packages that must come from backports on bookworm (older releases there are too old).
@@ -128,7 +130,7 @@ for tool in qemu-img qemu-io qemu-system-x86_64 kill timeout xorriso genisoimage
   mkudffs udfinfo mkfs.fat fsck.fat mdir mcopy sgdisk sfdisk mke2fs e2fsck debugfs skopeo umoci \
   docker-registry busybox cpio setfattr getfattr setcap getcap tar gzip xz zstd setpriv mkfifo mknod \
   grub-mkimage mmdebstrap rpm rpmbuild sqlite3 gpg gpg-agent gpgconf \
-  db5.3_load db5.3_dump wimlib-imagex node npm jar go bmaptool strace; do
+  db5.3_load db5.3_dump wimlib-imagex node npm jar go objcopy bmaptool strace; do
   command -v "$tool" >/dev/null || { echo "setup: $tool is still missing after install" >&2; exit 1; }
 done
 [ -e /usr/lib/grub-rescue/grub-rescue-cdrom.iso ] || { echo "setup: grub-rescue-pc's ISO is missing after install" >&2; exit 1; }

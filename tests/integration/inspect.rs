@@ -407,6 +407,44 @@ fn build_go(dir: &Path) -> std::path::PathBuf {
     out
 }
 
+/// A Rust program built by rustc, with the `.dep-v0` section `cargo auditable build`
+/// links into a binary added by objcopy: zlib-compressed JSON in cargo-auditable's
+/// format (`{"packages": [{"name", "version", "source", "kind"?, "dependencies"?,
+/// "root"?}], "format": 1}`, as cargo-auditable 0.7.7 wrote it for a crate depending on
+/// itoa), with a build-time dependency that is not in the binary. cargo-auditable
+/// itself is not installed: `cargo install cargo-auditable --locked` took 8 min here
+/// (two cores shared with other builds), past the two minutes setup may take.
+fn build_rust_auditable(dir: &Path) -> std::path::PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    write_file(&dir.join("main.rs"), b"fn main() { println!(\"42\"); }\n");
+    let plain = dir.join("plain");
+    run("rustc", &["-O", "-o", &s(&plain), &s(&dir.join("main.rs"))]);
+    let json = r#"{"packages":[{"name":"itoa","version":"1.0.19","source":"crates.io"},{"name":"proc-macro2","version":"1.0.86","source":"crates.io","kind":"build"},{"name":"tiny","version":"0.1.0","source":"local","dependencies":[0,1],"root":true}],"format":1}"#;
+    let deps = dir.join("dep-v0.json");
+    write_file(&deps, json.as_bytes());
+    let z = dir.join("dep-v0.z");
+    let zlib = "import sys, zlib\nopen(sys.argv[2], 'wb').write(zlib.compress(open(sys.argv[1], 'rb').read()))";
+    run("/usr/bin/python3", &["-c", zlib, &s(&deps), &s(&z)]);
+    let out = dir.join("tiny");
+    run("objcopy", &["--add-section", &format!(".dep-v0={}", s(&z)), &s(&plain), &s(&out)]);
+    out
+}
+
+/// The crates a binary's `.dep-v0` names (build-time ones left out, as cargo-auditable's
+/// `rust-audit-info` consumers do): the section dumped by objcopy, inflated by Python.
+fn audit_info(bin: &Path) -> BTreeSet<(String, String, String)> {
+    let dump = bin.with_extension("dep");
+    run("objcopy", &["--dump-section", &format!(".dep-v0={}", s(&dump)), &s(bin), &s(&bin.with_extension("copy"))]);
+    let py = "import json, sys, zlib\nfor p in json.loads(zlib.decompress(open(sys.argv[1], 'rb').read()))['packages']:\n    if p.get('kind') != 'build':\n        print(p['name'] + '\\t' + p['version'])";
+    run("/usr/bin/python3", &["-c", py, &s(&dump)])
+        .lines()
+        .map(|l| {
+            let (n, v) = l.split_once('\t').unwrap();
+            ("cargo".to_string(), n.to_string(), v.to_string())
+        })
+        .collect()
+}
+
 /// What `go version -m` says a binary holds, as `inspect` lists Go modules: the main
 /// module (no version when `(devel)`) and each dependency, a `=>` replacement in place of
 /// the module it replaces.
@@ -433,21 +471,28 @@ fn go_version_m(bin: &Path) -> BTreeSet<(String, String, String)> {
     set
 }
 
-/// A real Go binary (Debian's Go) in a directory, a two-layer container image and an
-/// ext4 qcow2: the Go modules listed are what `go version -m` reports, and in the image
-/// the binary's layer is the one whose tar holds it. A copy cut short inside its
+/// A real Go binary (Debian's Go) and a Rust one (rustc) carrying a cargo-auditable
+/// `.dep-v0` section, in a directory, a two-layer container image and an ext4 qcow2: the
+/// Go modules listed are what `go version -m` reports, the crates what the section says
+/// (dumped by objcopy, inflated by Python), and in the image the binaries' layer is the
+/// one whose tar holds them. A copy cut short inside its
 /// `.go.buildinfo` is a warning naming it (`go version -m` fails on it too); the rest is
 /// listed.
 #[test]
-fn go_binaries_list_as_go_version_m_in_a_directory_an_image_and_a_vm_disk() {
+fn go_and_rust_binaries_list_as_their_build_info_in_a_directory_an_image_and_a_vm_disk() {
     let t = tmp();
     let hello = build_go(&t.path().join("go"));
-    let want = go_version_m(&hello);
-    assert!(want.contains(&("golang".into(), "example.com/app".into(), String::new())), "{want:?}");
-    assert_eq!(want.len(), 2, "{want:?}");
+    let go_want = go_version_m(&hello);
+    assert!(go_want.contains(&("golang".into(), "example.com/app".into(), String::new())), "{go_want:?}");
+    assert_eq!(go_want.len(), 2, "{go_want:?}");
     let root = t.path().join("root");
     std::fs::create_dir_all(root.join("usr/local/bin")).unwrap();
     std::fs::copy(&hello, root.join("usr/local/bin/hello")).unwrap();
+    let tiny = build_rust_auditable(&t.path().join("rust"));
+    std::fs::copy(&tiny, root.join("usr/local/bin/tiny")).unwrap();
+    let mut want = go_want.clone();
+    want.extend(audit_info(&tiny));
+    assert_eq!(want.len(), 4, "{want:?}");
 
     // The image: a first layer with /etc, the binary in the second.
     let layout = t.path().join("img");
@@ -468,7 +513,8 @@ fn go_binaries_list_as_go_version_m_in_a_directory_an_image_and_a_vm_disk() {
         let (got, j) = listed(&source);
         assert_eq!(got, want, "{source}");
         for p in j["packages"].as_array().unwrap() {
-            assert_eq!(p["found_in"], "/usr/local/bin/hello", "{source}");
+            let bin = if p["type"] == "golang" { "/usr/local/bin/hello" } else { "/usr/local/bin/tiny" };
+            assert_eq!(p["found_in"], bin, "{source}");
         }
     }
     let j = listed(&src).1;
