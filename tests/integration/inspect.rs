@@ -44,7 +44,12 @@ fn make_root(root: &Path) {
 /// `(purl-type, name, version)` of every package `inspect --output json` lists.
 fn listed(src: &str) -> (BTreeSet<(String, String, String)>, Value) {
     let j = dc_ok(&["inspect", "--output", "json", src]).json();
-    let set = j["packages"]
+    (package_set(&j), j)
+}
+
+/// `(purl-type, name, version)` of every package of an `inspect --output json` report.
+fn package_set(j: &Value) -> BTreeSet<(String, String, String)> {
+    j["packages"]
         .as_array()
         .unwrap()
         .iter()
@@ -52,8 +57,7 @@ fn listed(src: &str) -> (BTreeSet<(String, String, String)>, Value) {
             let f = |k: &str| p[k].as_str().unwrap().to_string();
             (f("type"), f("name"), f("version"))
         })
-        .collect();
-    (set, j)
+        .collect()
 }
 
 /// What the package managers themselves report for `root`.
@@ -547,16 +551,7 @@ fn go_and_rust_binaries_list_as_their_build_info_in_a_directory_an_image_and_a_v
     assert!(String::from_utf8_lossy(&go.stderr).contains("hello-cut"));
     let r =
         dc(&["inspect", "--output", "json", &s(&root)]).expect_ok().expect_stderr_all(&["/usr/local/bin/hello-cut"]);
-    let got: BTreeSet<(String, String, String)> = r.json()["packages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            let f = |k: &str| p[k].as_str().unwrap().to_string();
-            (f("type"), f("name"), f("version"))
-        })
-        .collect();
-    assert_eq!(got, want);
+    assert_eq!(package_set(&r.json()), want);
 }
 
 /// Hostile package databases through the command: a dpkg status whose one package has a
