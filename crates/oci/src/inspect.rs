@@ -232,6 +232,10 @@ impl Kept {
 
 impl ContentSink for KeepDatabases {
     fn file(&self, stream: &Arc<dyn StreamSource>, m: &Member) -> Option<Box<dyn FileSink + '_>> {
+        // Most members end in no database's name: their path is not split.
+        if !DB_FILES.iter().any(|p| p.rsplit(|&b| b == b'/').next().is_some_and(|name| m.path.ends_with(name))) {
+            return None;
+        }
         let comps = member_components(&m.path).ok()?;
         if !DB_FILES.iter().any(|p| p.split(|&b| b == b'/').eq(comps.iter().copied())) {
             return None;
