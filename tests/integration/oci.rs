@@ -240,6 +240,10 @@ fn oci_inspect_lists_rpm_packages_as_rpm_qa() {
         .collect();
     got.sort();
     assert_eq!(got, crate::oci_common::rpm_qa(&dbdir));
+    // The database came in the image's top layer (skopeo's list), so every package did.
+    let sk: serde_json::Value = serde_json::from_str(&run("skopeo", &["inspect", &src])).unwrap();
+    let top = sk["Layers"].as_array().unwrap().last().unwrap();
+    assert!(j["packages"].as_array().unwrap().iter().all(|p| &p["layer"] == top), "{}", j["packages"]);
     let human = dc_ok(&["oci", "inspect", &src]).stdout_str();
     // tiny-003 has epoch 4 (see mkrpmdb.sh).
     for want in ["Packages:     8 (OS: rpm)", "tiny-003", "4:3.3-4.dc", "gpg-pubkey"] {
