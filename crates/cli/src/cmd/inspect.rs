@@ -19,7 +19,8 @@ pub enum InspectOutput {
     /// container image its manifest, config, layers and the layer of each package).
     #[value(alias = "human")]
     Table,
-    /// The packages as JSON objects (purl, found_in, license, source, architecture).
+    /// The packages as JSON objects (purl, found_in, license, source, architecture, and
+    /// for a container image the layer that added each, with the image's layers).
     Json,
     /// An SPDX 2.3 JSON document.
     SpdxJson,
