@@ -238,7 +238,8 @@ fn dpkg_installed(admindir: &Path) -> BTreeSet<(String, String, String)> {
 /// layer's state (`umoci unpack` of a tag taken after each layer) gives the lowest layer
 /// from which the final version stays installed; for the Node package, bsdtar's listing
 /// of each layer blob gives the topmost layer holding its package.json. The layer list
-/// is skopeo's, with umoci's history. `oci inspect` prints the same JSON.
+/// is skopeo's, with umoci's history. Each layer blob is opened once (strace). `oci
+/// inspect` prints the same JSON.
 #[test]
 fn each_package_of_a_container_image_names_the_layer_that_added_it() {
     let t = tmp();
@@ -375,6 +376,32 @@ fn each_package_of_a_container_image_names_the_layer_that_added_it() {
     let short = &node["layer"].as_str().unwrap()[..19];
     assert!(table.lines().any(|l| l.contains("left-pad") && l.contains(short)), "{table}");
     assert!(table.contains("step 3"), "{table}");
+
+    // Every layer blob is opened once (strace): the databases as each layer left them
+    // and the Node package's manifest were read as the layers passed, not again.
+    let trace = t.path().join("strace.out");
+    let traced = std::process::Command::new("strace")
+        .args([
+            "-f",
+            "-qq",
+            "-e",
+            "trace=openat",
+            "-o",
+            &s(&trace),
+            diskcast_bin(),
+            "inspect",
+            "--output",
+            "json",
+            &src,
+        ])
+        .output()
+        .expect("strace is required (scripts/setup.sh)");
+    assert!(traced.status.success(), "{}", String::from_utf8_lossy(&traced.stderr));
+    let opens = std::fs::read_to_string(&trace).unwrap();
+    for d in &sk_layers {
+        let hex = d.strip_prefix("sha256:").unwrap();
+        assert_eq!(opens.lines().filter(|l| l.contains(hex) && !l.contains("ENOENT")).count(), 1, "{d}:\n{opens}");
+    }
 
     // `oci inspect` is the same command.
     assert_eq!(dc_ok(&["oci", "inspect", "--output", "json", &src]).json(), j);

@@ -19,7 +19,7 @@ use crate::flatten::{ContentSink, FileSink, Flattened, Flattener, ScannedLayer, 
 use crate::image::Image;
 use crate::spec::{History, Platform, RunConfig};
 use diskcast_block::Result;
-use diskcast_inspect::inventory::{Inventory, inventory_from, os_version};
+use diskcast_inspect::inventory::{Inventory, MAX_PACKAGES, inventory_from, os_version, reads, scan_member};
 use diskcast_inspect::{DB_FILES, Found, packages_in};
 use diskcast_tar::{Member, member_components};
 use diskcast_tree::{Content, FileType, Kind, StreamSource, Tree};
@@ -147,7 +147,9 @@ pub fn inspect(image: &Image, threads: usize) -> Result<Report> {
         Some(f) => f,
         None => read_databases(&tree, &kept)?,
     };
-    let mut inventory = inventory_from(&tree, found)?;
+    let read_before =
+        |stream: &Arc<dyn StreamSource>, offset: u64| kept.scanned.get(&(stream_key(stream), offset)).cloned();
+    let mut inventory = inventory_from(&tree, found, &read_before)?;
     for p in &mut inventory.packages {
         let at = if matches!(p.kind.as_str(), "deb" | "apk" | "rpm") {
             db.since.get(&(p.name.clone(), p.architecture.clone().unwrap_or_default())).and_then(|(v, i)| {
@@ -212,6 +214,12 @@ struct KeepDatabases {
 struct Kept {
     files: Vec<KeptFile>,
     bytes: u64,
+    /// The files the inventory reads (language metadata, archives, executables), each
+    /// read as its layer passed: by stream address and offset, the member's path and
+    /// what it holds.
+    scanned: HashMap<(usize, u64), (Vec<u8>, Inventory)>,
+    /// Packages in `scanned`, bounded as the inventory bounds its own.
+    packages: usize,
 }
 
 /// One database file as a layer holds it: its layer's stream, its offset there.
@@ -230,8 +238,28 @@ impl Kept {
     }
 }
 
+/// A stream's address: what [`Kept::scanned`] is keyed by (every layer stream lives as
+/// long as the inspection).
+fn stream_key(stream: &Arc<dyn StreamSource>) -> usize {
+    Arc::as_ptr(stream).cast::<()>().addr()
+}
+
 impl ContentSink for KeepDatabases {
     fn file(&self, stream: &Arc<dyn StreamSource>, m: &Member) -> Option<Box<dyn FileSink + '_>> {
+        if reads(&m.path, m.meta.mode, m.size) {
+            let path = member_components(&m.path).ok()?.join(&b'/');
+            if !reads(&path, m.meta.mode, m.size) || self.kept.lock().ok()?.packages > MAX_PACKAGES {
+                return None;
+            }
+            return Some(Box::new(Scanning {
+                to: self,
+                key: (stream_key(stream), m.data_offset),
+                path,
+                mode: m.meta.mode,
+                bytes: Vec::new(),
+                elf: None,
+            }));
+        }
         // Most members end in no database's name: their path is not split.
         if !DB_FILES.iter().any(|p| p.rsplit(|&b| b == b'/').next().is_some_and(|name| m.path.ends_with(name))) {
             return None;
@@ -278,6 +306,47 @@ impl FileSink for Keeping<'_> {
                 kept.bytes += len;
                 kept.files.push(KeptFile { stream: self.stream, offset: self.offset, bytes: self.bytes });
             }
+        }
+    }
+}
+
+/// A file the inventory reads, on its way through [`scan_member`]. An executable is
+/// kept only when it starts as an ELF file does (scripts are dropped at once).
+struct Scanning<'a> {
+    to: &'a KeepDatabases,
+    key: (usize, u64),
+    path: Vec<u8>,
+    mode: u32,
+    bytes: Vec<u8>,
+    /// For an executable: whether it is an ELF file, once its first bytes are in.
+    elf: Option<bool>,
+}
+
+impl FileSink for Scanning<'_> {
+    fn write(&mut self, piece: &[u8]) -> bool {
+        if self.elf == Some(false) {
+            return true;
+        }
+        self.bytes.extend_from_slice(piece);
+        if self.mode & 0o111 != 0 && self.elf.is_none() && self.bytes.len() >= 4 {
+            let elf = self.bytes.starts_with(b"\x7fELF");
+            self.elf = Some(elf);
+            if !elf {
+                self.bytes = Vec::new();
+            }
+        }
+        true
+    }
+
+    fn finish(self: Box<Self>) {
+        let found = if self.elf == Some(false) {
+            Inventory::default()
+        } else {
+            scan_member(&self.path, self.mode, &self.bytes)
+        };
+        if let Ok(mut kept) = self.to.kept.lock() {
+            kept.packages += found.packages.len();
+            kept.scanned.insert(self.key, (self.path, found));
         }
     }
 }
