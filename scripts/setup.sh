@@ -36,6 +36,10 @@
 #                             exfat-fuse mounts exFAT where the kernel has no exfat driver
 #   nodejs, npm, default-jdk-headless: npm installs and `jar` makes the Node packages and
 #                             Java archives `inspect` lists (tests/integration/inspect.rs)
+#   binutils:                 objcopy adds and dumps the cargo-auditable `.dep-v0` section of
+#                             the Rust binary `inspect` reads (tests/integration/inspect.rs)
+#   golang-go:                builds a Go program offline (a local `replace`d module) whose
+#                             build info `inspect` lists; `go version -m` is the oracle
 #   python3-pip:              installs the SBOM validators below (not packaged by Debian)
 #   python3-packaging, libmaven3-core-java: Python's packaging.version and Maven's
 #                             ComparableVersion (maven-artifact jar), reference version
@@ -77,6 +81,7 @@ packages=(
   strace
   bash fish zsh elvish groff-base man-db mandoc git
   nodejs npm default-jdk-headless
+  golang-go binutils
   python3-pip
   python3-packaging libmaven3-core-java
 )
@@ -96,14 +101,15 @@ if [ "$codename" = bookworm ]; then
 fi
 
 # Packages a command already on the machine stands for: machines that carry their own
-# Node.js (NodeSource's nodejs, which bundles npm and conflicts with Debian's npm package)
-# or their own JDK must not be asked to take Debian's.
+# Node.js (NodeSource's nodejs, which bundles npm and conflicts with Debian's npm package),
+# their own JDK or their own Go must not be asked to take Debian's.
 satisfied_by_command() {
   case "$1" in
     nodejs) command -v node >/dev/null ;;
     npm) command -v npm >/dev/null ;;
     default-jdk-headless) command -v jar >/dev/null ;;
     git) command -v git >/dev/null ;;
+    golang-go) command -v go >/dev/null ;;
     *) return 1 ;;
   esac
 }
@@ -142,7 +148,7 @@ for tool in qemu-img qemu-io qemu-system-x86_64 kill timeout xorriso genisoimage
   mkudffs udfinfo mkfs.fat fsck.fat mdir mcopy sgdisk sfdisk mke2fs e2fsck debugfs skopeo umoci \
   docker-registry busybox cpio setfattr getfattr setcap getcap tar gzip xz zstd setpriv mkfifo mknod \
   grub-mkimage mmdebstrap rpm rpmbuild sqlite3 gpg gpg-agent gpgconf \
-  db5.3_load db5.3_dump wimlib-imagex node npm jar bmaptool openssl strace \
+  db5.3_load db5.3_dump wimlib-imagex node npm jar go objcopy bmaptool openssl strace \
   bash fish zsh elvish groff man mandoc script git; do
   command -v "$tool" >/dev/null || { echo "setup: $tool is still missing after install" >&2; exit 1; }
 done

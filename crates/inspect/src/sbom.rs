@@ -79,7 +79,10 @@ pub fn spdx(source: &str, inv: &Inventory, made: &Made) -> Value {
             "downloadLocation": "NOASSERTION",
             "filesAnalyzed": false,
             "primaryPackagePurpose": if matches!(p.kind.as_str(), "deb" | "apk" | "rpm") { "OPERATING-SYSTEM" } else { "LIBRARY" },
-            "sourceInfo": format!("found in {}", p.found_in),
+            "sourceInfo": match &p.layer {
+                Some(l) => format!("found in {} (layer {l})", p.found_in),
+                None => format!("found in {}", p.found_in),
+            },
             "externalRefs": [{
                 "referenceCategory": "PACKAGE-MANAGER",
                 "referenceType": "purl",
@@ -149,6 +152,9 @@ pub fn cyclonedx(source: &str, inv: &Inventory, made: &Made) -> Value {
                 }
                 if let Some(s) = &p.source {
                     props.push(json!({"name": "diskcast:source_package", "value": s}));
+                }
+                if let Some(l) = &p.layer {
+                    props.push(json!({"name": "diskcast:layer", "value": l}));
                 }
             }
             c

@@ -465,6 +465,10 @@ mod tests {
             architecture: None,
             license: None,
             source: source.map(str::to_string),
+            epoch: None,
+            size: None,
+            summary: None,
+            layer: None,
         }
     }
 
