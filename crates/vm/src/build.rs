@@ -604,7 +604,7 @@ fn ensure_drivers(
         )));
     }
     let mut wanted: Vec<&str> = chosen.iter().flat_map(|(b, _)| b.modules().iter().copied()).collect();
-    wanted.extend(drivers::ROOT_FS_MODULES);
+    wanted.extend(drivers::root_fs_modules(&k));
     let modules = k.closure(&wanted)?;
     let (busybox, busybox_from) = drivers::find_busybox(tree)?;
     let uuid: String = root_fs_id.iter().map(|b| format!("{b:02x}")).collect();
