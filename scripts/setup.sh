@@ -38,6 +38,10 @@
 #   wimtools:                 wimlib-imagex: captures the WIMs the WIM splitter reads; its
 #                             split, join and verify judge our .swm parts
 #   bmap-tools:               bmaptool create/copy, what bench/write.sh measures `write` against
+#   systemd, cloud-init:      the judges of `vm`'s first-boot files (tests/integration/vm_firstboot.rs):
+#                             systemd-repart grows the root partition of an enlarged disk as
+#                             it does on boot, `cloud-init schema` checks the seeded user data;
+#                             their files are copied into the test guests as Debian installs them
 #   strace:                   counts the fsync calls of `convert -t unsafe` (none) and of a
 #                             default convert (the output synced before it is put in place)
 #
@@ -60,6 +64,7 @@ packages=(
   wimtools
   bmap-tools
   strace
+  systemd cloud-init
   nodejs npm default-jdk-headless
   python3-pip
 )
@@ -124,7 +129,7 @@ for tool in qemu-img qemu-io qemu-system-x86_64 kill timeout xorriso genisoimage
   mkudffs udfinfo mkfs.fat fsck.fat mdir mcopy sgdisk sfdisk mke2fs e2fsck debugfs skopeo umoci \
   docker-registry busybox cpio setfattr getfattr setcap getcap tar gzip xz zstd setpriv mkfifo mknod \
   grub-mkimage mmdebstrap rpm rpmbuild sqlite3 gpg gpg-agent gpgconf \
-  db5.3_load db5.3_dump wimlib-imagex node npm jar bmaptool strace; do
+  db5.3_load db5.3_dump wimlib-imagex node npm jar bmaptool strace systemd-repart cloud-init resize2fs dumpe2fs; do
   command -v "$tool" >/dev/null || { echo "setup: $tool is still missing after install" >&2; exit 1; }
 done
 [ -e /usr/lib/grub-rescue/grub-rescue-cdrom.iso ] || { echo "setup: grub-rescue-pc's ISO is missing after install" >&2; exit 1; }

@@ -30,7 +30,7 @@ fn init_script(marker: &str) -> String {
 
 /// A busybox-static root directory (the first layer): busybox with a few applet links,
 /// /etc/passwd, and /etc/removed-later (which a later layer whites out).
-fn busybox_root(dir: &Path) {
+pub(crate) fn busybox_root(dir: &Path) {
     for d in ["bin", "sbin", "etc", "dev", "proc", "sys", "tmp", "root"] {
         std::fs::create_dir_all(dir.join(d)).unwrap();
     }
@@ -66,7 +66,7 @@ fn busybox_oci(work: &Path, marker: &str) -> String {
 }
 
 /// The partitions of a written disk, from `diskcast vm --output json`.
-fn partitions(summary: &Value) -> Vec<(String, u64, u64)> {
+pub(crate) fn partitions(summary: &Value) -> Vec<(String, u64, u64)> {
     summary["partitions"]
         .as_array()
         .unwrap()
@@ -76,7 +76,7 @@ fn partitions(summary: &Value) -> Vec<(String, u64, u64)> {
 }
 
 /// Copies `len` bytes at `start` of `raw` into a file of its own.
-fn cut(raw: &Path, start: u64, len: u64, to: &Path) {
+pub(crate) fn cut(raw: &Path, start: u64, len: u64, to: &Path) {
     use std::io::{Read, Seek, SeekFrom};
     let mut f = std::fs::File::open(raw).unwrap();
     f.seek(SeekFrom::Start(start)).unwrap();
@@ -104,7 +104,7 @@ fn cut(raw: &Path, start: u64, len: u64, to: &Path) {
 /// What independent tools say of a written disk: sgdisk -v on a raw copy, e2fsck -fn on
 /// the root, fsck.fat -n on the ESP, and the loader entry and files on the ESP (mtools).
 /// Returns the paths of the extracted (root, esp) images.
-fn check_disk(disk: &Path, fmt: &str, summary: &Value, work: &Path) -> (PathBuf, PathBuf) {
+pub(crate) fn check_disk(disk: &Path, fmt: &str, summary: &Value, work: &Path) -> (PathBuf, PathBuf) {
     let raw = work.join("check.raw");
     qemu_img(&["convert", "-f", fmt, "-O", "raw", &s(disk), &s(&raw)]);
     let v = tool_text("sgdisk", &["-v", &s(&raw)]);
@@ -141,7 +141,7 @@ fn check_disk(disk: &Path, fmt: &str, summary: &Value, work: &Path) -> (PathBuf,
 }
 
 /// What `debugfs -R CMD IMAGE` prints on stdout (its banner goes to stderr).
-fn debugfs(img: &Path, cmd: &str) -> String {
+pub(crate) fn debugfs(img: &Path, cmd: &str) -> String {
     let out = Command::new("timeout")
         .args(["-k", "5", "60", "debugfs", "-R", cmd, &s(img)])
         .output()
@@ -222,14 +222,14 @@ fn oci_of_dir(work: &Path, root: &Path, name: &str, config: &[&str]) -> String {
     format!("oci:{image}")
 }
 
-fn write(root: &Path, path: &str, text: &str) {
+pub(crate) fn write(root: &Path, path: &str, text: &str) {
     let p = root.join(path.trim_start_matches('/'));
     std::fs::create_dir_all(p.parent().unwrap()).unwrap();
     std::fs::write(p, text).unwrap();
 }
 
 /// debugfs `stat` of `path`: (mode bits as printed, size).
-fn stat(img: &Path, path: &str) -> String {
+pub(crate) fn stat(img: &Path, path: &str) -> String {
     debugfs(img, &format!("stat {path}"))
 }
 

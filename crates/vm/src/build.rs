@@ -175,6 +175,8 @@ pub struct VmDisk {
     pub loader: String,
     /// What was changed in the guest, one line each.
     pub guest_changes: Vec<String>,
+    /// How the root grows to the disk on first boot (`systemd-repart`, `none (why)`).
+    pub first_boot_growth: String,
     /// The bus drivers the kernel has and where from, one line each.
     pub drivers: Vec<String>,
     /// Entries a filesystem could not store, one line each.
@@ -481,6 +483,7 @@ pub fn plan(mut tree: Tree, opts: &VmOptions, prov: &Provenance, seed: &str) -> 
         initrd_path: kernel.initrd.as_ref().map(|(p, _)| p.clone()),
         loader: loader_from,
         guest_changes: prepared.changes,
+        first_boot_growth: prepared.first_boot_growth,
         drivers,
         warnings,
     })
