@@ -199,6 +199,8 @@ const SYSTEMD_LIB_DIRS: [&str; 4] =
     ["/usr/lib/systemd", "/lib/systemd", "/usr/lib64/systemd", "/usr/lib/x86_64-linux-gnu/systemd"];
 /// The repart.d file diskcast writes.
 pub const REPART_CONF: &str = "/etc/repart.d/50-diskcast-root.conf";
+/// Where systemd-repart reads definitions on a booted system.
+const REPART_DIRS: [&str; 3] = ["/etc/repart.d", "/usr/local/lib/repart.d", "/usr/lib/repart.d"];
 
 /// systemd's release in the image, from the name of its private library.
 fn systemd_version(tree: &Tree) -> Option<u32> {
@@ -241,6 +243,34 @@ fn growth(tree: &mut Tree, now: i64, p: &mut Prepared) -> Result<bool> {
     if !GROWFS.iter().any(|f| is_file(tree, f)) {
         return none(p, "the image has no systemd-growfs to grow the mounted ext4".into());
     }
+    // Debian and upstream install the unit into sysinit.target.wants; enable it where a
+    // distribution did not.
+    let wanted = UNIT_DIRS
+        .iter()
+        .chain(["/etc/systemd/system"].iter())
+        .any(|d| tree.symlink_metadata(format!("{d}/sysinit.target.wants/{unit}").as_bytes()).is_ok());
+    if !wanted {
+        enable(tree, unit, &format!("{dir}/{unit}"), "sysinit.target", now)?;
+    }
+    // An image with repart.d definitions of its own (mkosi-built ones) has its layout
+    // described already: a second root definition would make repart add a partition.
+    let own: Vec<String> = REPART_DIRS
+        .iter()
+        .filter_map(|d| {
+            let id = tree.resolve(d.as_bytes(), true).ok()?;
+            let confs = tree.node(id).as_dir()?.entries().filter(|(n, _)| n.ends_with(b".conf")).count();
+            (confs > 0).then(|| format!("{d} ({confs} files)"))
+        })
+        .collect();
+    let v = version.map_or_else(|| "systemd (release unknown)".to_string(), |v| format!("systemd {v}"));
+    p.first_boot_growth = "systemd-repart".into();
+    if !own.is_empty() {
+        p.changes.push(format!(
+            "first-boot growth: the image's own repart.d definitions in {} (no diskcast file), x-systemd.growfs on / ({v})",
+            own.join(", ")
+        ));
+        return Ok(true);
+    }
     tree.put_file(
         REPART_CONF.as_bytes(),
         FileData::inline(
@@ -251,17 +281,6 @@ fn growth(tree: &mut Tree, now: i64, p: &mut Prepared) -> Result<bool> {
         ),
         Meta::new(0o644, Timestamp::from_secs(now)),
     )?;
-    // Debian and upstream install the unit into sysinit.target.wants; enable it where a
-    // distribution did not.
-    let wanted = UNIT_DIRS
-        .iter()
-        .chain(["/etc/systemd/system"].iter())
-        .any(|d| tree.symlink_metadata(format!("{d}/sysinit.target.wants/{unit}").as_bytes()).is_ok());
-    if !wanted {
-        enable(tree, unit, &format!("{dir}/{unit}"), "sysinit.target", now)?;
-    }
-    let v = version.map_or_else(|| "systemd (release unknown)".to_string(), |v| format!("systemd {v}"));
-    p.first_boot_growth = "systemd-repart".into();
     p.changes.push(format!(
         "first-boot growth: {REPART_CONF} (root-x86-64) for systemd-repart{} and x-systemd.growfs on / ({v})",
         if wanted { "" } else { ", enabled" }
@@ -630,14 +649,17 @@ fn nocloud_seed(
         files.push(("network-config", n.clone(), 0o644));
     }
     let names: Vec<&str> = files.iter().map(|f| f.0).collect();
+    let replaced: Vec<&str> =
+        names.iter().copied().filter(|n| tree.exists(format!("{NOCLOUD_SEED}/{n}").as_bytes())).collect();
     for (name, bytes, mode) in files {
         tree.put_file(format!("{NOCLOUD_SEED}/{name}").as_bytes(), FileData::inline(bytes), Meta::new(mode, mtime))?;
     }
     let disabled = is_file(tree, "/etc/cloud/cloud-init.disabled");
     p.changes.push(format!(
-        "{NOCLOUD_SEED}/: cloud-init NoCloud seed ({}{}){}",
+        "{NOCLOUD_SEED}/: cloud-init NoCloud seed ({}{}){}{}",
         names.join(", "),
         if generated { format!("; instance-id iid-diskcast-{}", ids.root) } else { String::new() },
+        if replaced.is_empty() { String::new() } else { format!(", replacing the image's {}", replaced.join(", ")) },
         if disabled { " (note: /etc/cloud/cloud-init.disabled is present: cloud-init will not run)" } else { "" }
     ));
     Ok(())
@@ -776,6 +798,11 @@ mod tests {
         assert_eq!(g, "systemd-repart");
         assert!(fstab.contains("\t/\text4\trw,relatime,x-systemd.growfs\t0\t1\n"), "{fstab}");
         assert!(read(&t, REPART_CONF).contains("[Partition]\nType=root-x86-64\n"));
+        let mut own = full.clone();
+        own.push("/usr/lib/repart.d/10-root.conf");
+        let (g, fstab, t) = growth_of(&own);
+        assert_eq!(g, "systemd-repart");
+        assert!(fstab.contains("x-systemd.growfs") && !t.exists(REPART_CONF.as_bytes()), "{fstab}");
         // Not linked by the distribution: enabled as systemctl would.
         let link = t.symlink_metadata(b"/etc/systemd/system/sysinit.target.wants/systemd-repart.service").unwrap();
         assert_eq!(link.file_type, FileType::Symlink);
