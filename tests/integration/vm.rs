@@ -478,12 +478,15 @@ const DEBIAN_MARKER_SCRIPT: &str = r#"#!/bin/sh
 exec >/dev/console 2>&1
 for i in $(seq 90); do findmnt /boot/efi >/dev/null && break; sleep 1; done
 echo "guest: os=$(. /etc/os-release; echo $ID-$VERSION_ID) root=$(findmnt -no SOURCE /) efi=$(findmnt -no FSTYPE /boot/efi) machine-id=$(cat /etc/machine-id) hostname=$(cat /etc/hostname) networkd=$(systemctl is-active systemd-networkd) env=$MARKER_ENV args=$1,$2"
+echo "guest: rootfs-bytes=$(findmnt -bno SIZE /) repart=$(systemctl is-active systemd-repart)"
 echo "DISKCAST_VM_DEBIAN_OK"
 "#;
 
 /// The longest test of the suite (about 3.5 minutes here: mmdebstrap 150-200 s, the
 /// systemd boot 30 s): a real distribution image, as an OCI image made by umoci, boots
-/// with its own kernel and initramfs, and its ENTRYPOINT runs as a systemd service.
+/// with its own kernel and initramfs, and its ENTRYPOINT runs as a systemd service. The
+/// 8 GiB disk is enlarged by `qemu-img resize +2G` before the boot: systemd-repart and
+/// systemd-growfs grow the root to it (the guest reports the size of `/`).
 #[test]
 fn debian_image_with_its_own_kernel_and_initramfs_boots_systemd() {
     let t = tmp();
@@ -564,6 +567,9 @@ fn debian_image_with_its_own_kernel_and_initramfs_boots_systemd() {
     assert!(summary["loader"].as_str().unwrap().contains("systemd-bootx64.efi"), "{summary}");
     qemu_check_clean(&disk);
     check_disk(&disk, "qcow2", &summary, t.path());
+    assert_eq!(summary["first-boot-growth"], "systemd-repart", "{summary}");
+    assert_eq!(summary["virtual-size"].as_u64(), Some(8 << 30), "{summary}");
+    qemu_img(&["resize", &s(&disk), "+2G"]);
     let console = boot(&disk, "qcow2", "DISKCAST_VM_DEBIAN_OK", t.path());
     let line = console.lines().find(|l| l.starts_with("guest: os=")).unwrap_or_else(|| panic!("{console}"));
     assert!(line.contains("os=debian-12") && line.contains("root=/dev/nvme0n1p2"), "{line}");
@@ -575,6 +581,19 @@ fn debian_image_with_its_own_kernel_and_initramfs_boots_systemd() {
         id.len() == 32 && id.bytes().all(|c| c.is_ascii_hexdigit()),
         "systemd made a new machine id on first boot: {line}"
     );
+    let grown = console.lines().find(|l| l.starts_with("guest: rootfs-bytes=")).unwrap_or_else(|| panic!("{console}"));
+    assert!(grown.contains("repart=active"), "{grown}");
+    assert!(console.contains("Grow File System on /"), "systemd-growfs@-.service did not run:\n{console}");
+    let bytes: u64 = grown
+        .split("rootfs-bytes=")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{grown}"));
+    // An 8 GiB disk cannot hold more than 8 GiB of root; the grown one holds ~9.7 GiB
+    // (10 GiB less the ESP and ext4's metadata).
+    assert!(bytes > 9 << 30, "the root did not grow to the enlarged disk: {grown}");
+    eprintln!("{grown}");
     eprintln!("whole test: {:.0} s", start.elapsed().as_secs_f64());
 }
 
