@@ -51,6 +51,10 @@
 #   bmap-tools:               bmaptool create/copy, what bench/write.sh measures `write` against
 #   openssl:                  makes the keys and signatures (P-256, Ed25519, RSA) of the
 #                             --verify-key tests and checks them as the reference verifier
+#   systemd, cloud-init:      the judges of `vm`'s first-boot files (tests/integration/vm_firstboot.rs):
+#                             systemd-repart grows the root partition of an enlarged disk as
+#                             it does on boot, `cloud-init schema` checks the seeded user data;
+#                             their files are copied into the test guests as Debian installs them
 #   strace:                   counts the fsync calls of `convert -t unsafe` (none) and of a
 #                             default convert (the output synced before it is put in place)
 #   bash, fish, zsh, elvish:  load and run the scripts of `diskcast completions` (tests/integration/
@@ -80,6 +84,7 @@ packages=(
   openssl
   strace
   bash fish zsh elvish groff-base man-db mandoc git
+  systemd cloud-init
   nodejs npm default-jdk-headless
   golang-go binutils
   python3-pip
@@ -149,7 +154,7 @@ for tool in qemu-img qemu-io qemu-system-x86_64 kill timeout xorriso genisoimage
   docker-registry busybox cpio setfattr getfattr setcap getcap tar gzip xz zstd setpriv mkfifo mknod \
   grub-mkimage mmdebstrap rpm rpmbuild sqlite3 gpg gpg-agent gpgconf \
   db5.3_load db5.3_dump wimlib-imagex node npm jar go objcopy bmaptool openssl strace \
-  bash fish zsh elvish groff man mandoc script git; do
+  bash fish zsh elvish groff man mandoc script git systemd-repart cloud-init resize2fs dumpe2fs; do
   command -v "$tool" >/dev/null || { echo "setup: $tool is still missing after install" >&2; exit 1; }
 done
 [ -e /usr/lib/grub-rescue/grub-rescue-cdrom.iso ] || { echo "setup: grub-rescue-pc's ISO is missing after install" >&2; exit 1; }
@@ -171,12 +176,16 @@ done
 /usr/bin/python3 -c 'import pycdlib' 2>/dev/null || { echo "setup: python3-pycdlib is missing after install" >&2; exit 1; }
 mke2fs -V 2>&1 | awk 'NR==1 { split($2, v, "."); if (v[1] < 1 || (v[1] == 1 && (v[2] < 47 || (v[2] == 47 && v[3] < 1)))) { print "setup: mke2fs " $2 " is older than 1.47.1" > "/dev/stderr"; exit 1 } }'
 
-# The VM boot tests' kernel: ext4, NVMe and virtio are built in, so no initramfs is needed.
+# The VM boot tests' kernels, downloaded (never installed) and unpacked as `dpkg-deb -x` does:
+# cloud-amd64 (Debian's linux-image-cloud-amd64: ext4 and NVMe built in, virtio as modules)
+# and generic-amd64 (linux-image-amd64: ahci, libata and ext4 as modules; the cloud kernel
+# has no AHCI driver at all), which the AHCI boot test (tests/integration/vm_bus.rs) uses.
 assets=${DISKCAST_TEST_ASSETS:-/var/cache/diskcast-tests}
-kdir=$assets/kernel/cloud-amd64
-if ! ls "$kdir"/boot/vmlinuz-* >/dev/null 2>&1; then
-  kpkg=$(apt-cache depends linux-image-cloud-amd64 | awk '/Depends: linux-image-[0-9]/{print $2; exit}')
-  [ -n "$kpkg" ] || { echo "setup: cannot resolve linux-image-cloud-amd64 to a kernel package" >&2; exit 1; }
+fetch_kernel() { # META-PACKAGE DIR
+  local kdir=$assets/kernel/$2 kpkg kdl
+  ls "$kdir"/boot/vmlinuz-* >/dev/null 2>&1 && return 0
+  kpkg=$(apt-cache depends "$1" | awk '/Depends: linux-image-[0-9]/{print $2; exit}')
+  [ -n "$kpkg" ] || { echo "setup: cannot resolve $1 to a kernel package" >&2; exit 1; }
   kdl=$(mktemp -d)
   chmod 777 "$kdl"   # apt-get download as root hands the download to the _apt user
   (cd "$kdl" && apt-get download -qq "$kpkg" 2>&1 | grep -v 'unsandboxed' || true)
@@ -185,8 +194,10 @@ if ! ls "$kdir"/boot/vmlinuz-* >/dev/null 2>&1; then
   $sudo mkdir -p "$kdir"
   $sudo dpkg-deb -x "$kdl"/*.deb "$kdir"
   rm -rf "$kdl"
-fi
-ls "$kdir"/boot/vmlinuz-* >/dev/null 2>&1 || { echo "setup: no kernel under $kdir/boot" >&2; exit 1; }
+  ls "$kdir"/boot/vmlinuz-* >/dev/null 2>&1 || { echo "setup: no kernel under $kdir/boot" >&2; exit 1; }
+}
+fetch_kernel linux-image-cloud-amd64 cloud-amd64
+fetch_kernel linux-image-amd64 generic-amd64
 [ -e /usr/lib/grub/i386-pc/boot.img ] || { echo "setup: grub-pc-bin's i386-pc images are missing after install" >&2; exit 1; }
 
 command -v cargo >/dev/null || { echo "setup: cargo not found: install Rust (https://rustup.rs) first" >&2; exit 1; }

@@ -53,6 +53,7 @@ mod usb;
 mod vm;
 mod vm_bios;
 mod vm_bus;
+mod vm_firstboot;
 mod wim;
 mod write;
 mod writers;
