@@ -137,6 +137,10 @@ done
 # its validator) for SPDX 2.3, cyclonedx-python-lib's JsonStrictValidator for CycloneDX 1.6.
 /usr/bin/python3 -c 'import spdx_tools, cyclonedx' 2>/dev/null ||
   $sudo /usr/bin/python3 -m pip install --quiet --break-system-packages spdx-tools 'cyclonedx-python-lib[json-validation]'
+# Common OVF Tool (not packaged by Debian): an independent OVF/OVA reader judging the
+# descriptors diskcast writes (tests/integration/ova.rs: `cot info`).
+command -v cot >/dev/null || $sudo /usr/bin/python3 -m pip install --quiet --break-system-packages cot
+command -v cot >/dev/null || { echo "setup: cot (Common OVF Tool) is missing after install" >&2; exit 1; }
 # Debian's python (tests call /usr/bin/python3: a pyenv python on PATH lacks Debian's modules).
 /usr/bin/python3 -c 'import pycdlib' 2>/dev/null || { echo "setup: python3-pycdlib is missing after install" >&2; exit 1; }
 mke2fs -V 2>&1 | awk 'NR==1 { split($2, v, "."); if (v[1] < 1 || (v[1] == 1 && (v[2] < 47 || (v[2] == 47 && v[3] < 1)))) { print "setup: mke2fs " $2 " is older than 1.47.1" > "/dev/stderr"; exit 1 } }'

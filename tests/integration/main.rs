@@ -34,6 +34,7 @@ mod map_measure;
 mod mutants;
 mod oci;
 mod outputs;
+mod ova;
 mod pairs;
 mod profiles;
 mod qemu_flags;

@@ -101,8 +101,11 @@ pub fn parse(text: &str, name: &str) -> Result<Vec<Entry>> {
             continue;
         }
         let bad = || Error::corrupt(format!("manifest {name} line {}: not ALG(file)= digest: {line:?}", i + 1));
+        // `SHA256(file)= hex` as DSP0243 spells it; `SHA256 (file) = hex` as
+        // `sha256sum --tag` and VirtualBox write it.
         let (alg, rest) = line.split_once('(').ok_or_else(bad)?;
-        let (file, digest) = rest.rsplit_once(")=").ok_or_else(bad)?;
+        let (file, digest) = rest.rsplit_once(')').ok_or_else(bad)?;
+        let digest = digest.trim_start().strip_prefix('=').ok_or_else(bad)?;
         let algorithm = Algorithm::parse(alg.trim()).ok_or_else(|| {
             Error::unsupported(format!(
                 "manifest {name} line {}: digest {alg:?} (SHA1, SHA256, SHA512 are read)",
@@ -137,6 +140,7 @@ mod tests {
         let text = write(&e);
         assert_eq!(text, format!("SHA256(a.ovf)= {d}\n"));
         assert_eq!(parse(&text, "m").unwrap(), e);
+        assert_eq!(parse(&format!("SHA256 (a.ovf) = {d}\r\n"), "m").unwrap(), e);
         let mut h = Algorithm::Sha1.hasher();
         h.update(b"abc");
         assert_eq!(h.hex(), "a9993e364706816aba3e25717850c26c9cd0d89d");
@@ -144,7 +148,7 @@ mod tests {
 
     #[test]
     fn bad_lines_are_named() {
-        for bad in ["SHA256(a.ovf) = 00", "garbage", "SHA256(a)= xyz", "MD5(a)= 00"] {
+        for bad in ["SHA256(a.ovf) = 00", "SHA256(a.ovf) x= 00", "garbage", "SHA256(a)= xyz", "MD5(a)= 00"] {
             let e = parse(bad, "x.mf").unwrap_err();
             assert!(e.to_string().contains("x.mf"), "{e}");
         }
