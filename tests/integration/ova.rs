@@ -320,3 +320,46 @@ fn gce_profile_writes_disk_raw_in_a_sparse_gnu_tar_gz_of_whole_gib() {
         .expect_stderr_all(&["tar.gz"]);
     dc(&["convert", "--profile", "gce", "-O", "qcow2", &s(&src), &s(&out)]).expect_code(1);
 }
+
+/// `diskcast vm` into both archives (no boot here: the esxi OVA's disk boots on pvscsi
+/// in vm_bus.rs). gce: GNU tar extracts a `disk.raw` of a whole number of GiB whose GPT
+/// `sgdisk -v` finds sound (the backup header at the disk's end: the root partition was
+/// grown to the GiB boundary). An OVA without a profile: its disk on SATA, UEFI firmware
+/// stated, read by `cot info`.
+#[test]
+fn vm_writes_a_gce_tar_and_an_ova() {
+    let t = tmp();
+    let tar = crate::vm_bus::guest(t.path(), "unused", &[]);
+    let k = s(&test_kernel());
+    let gce = t.path().join("image.tar.gz");
+    let summary =
+        dc_ok(&["vm", &s(&tar), "-o", &s(&gce), "--profile", "gce", "--kernel", &k, "--output", "json"]).json();
+    let size = summary["virtual-size"].as_u64().unwrap();
+    assert_eq!(size % GIB, 0, "{summary}");
+    let x = t.path().join("gce");
+    std::fs::create_dir(&x).unwrap();
+    tool_text("tar", &["-xzSf", &s(&gce), "-C", &s(&x)]);
+    let raw = x.join("disk.raw");
+    assert_eq!(file_len(&raw), size);
+    let v = tool_text("sgdisk", &["-v", &s(&raw)]);
+    assert!(v.contains("No problems found"), "{v}");
+    dc(&["vm", &s(&tar), "-o", &s(&t.path().join("image.qcow2")), "--profile", "gce", "--kernel", &k])
+        .expect_code(1)
+        .expect_stderr_all(&["tar.gz"]);
+
+    let ova = t.path().join("plain.ova");
+    dc_ok(&["vm", &s(&tar), "-o", &s(&ova), "--kernel", &k, "--memory", "1G"]);
+    let x = t.path().join("ova");
+    std::fs::create_dir(&x).unwrap();
+    tool_text("bsdtar", &["-xf", &s(&ova), "-C", &s(&x)]);
+    let f = ovf_facts(&x.join("plain.ovf"));
+    assert_eq!(f["controller"], serde_json::json!(["20", "vmware.sata.ahci"]), "{f}");
+    assert_eq!(f["firmware"], serde_json::json!(["efi"]), "{f}");
+    assert_eq!(f["memory_mib"].as_u64(), Some(1024), "{f}");
+    let vmdk = x.join("plain-disk1.vmdk");
+    assert_eq!(f["size"].as_u64().unwrap(), file_len(&vmdk));
+    let info = qemu_info(&vmdk);
+    assert_eq!(info["virtual-size"].as_u64(), f["capacity"].as_u64(), "{info}");
+    let cot = tool_text("cot", &["info", &s(&ova)]);
+    assert!(cot.contains("harddisk @ SATA 0:0") && cot.contains("1 GiB"), "{cot}");
+}

@@ -197,6 +197,9 @@ impl<'a> MemberWriter<'a> {
     /// An old GNU sparse member (type `S`, what `tar --format=oldgnu -S` writes):
     /// `real_size` bytes of which only `runs` (in order, not overlapping) are stored,
     /// their bytes read from `data` one run after another; the rest reads as zeros.
+    /// Every run starts and ends on a 512-byte boundary (or ends at `real_size`): GNU
+    /// tar extracts each run as whole blocks, bsdtar as a plain byte stream, and only
+    /// block-aligned runs (what GNU tar itself writes) read the same in both.
     /// Numbers too large for octal are written in GNU's base-256, as GNU tar does.
     pub fn gnu_sparse(
         &mut self,
@@ -218,6 +221,13 @@ impl<'a> MemberWriter<'a> {
             end = run_end.ok_or_else(|| {
                 Error::argument(format!("sparse run at {} overlaps another or ends past {real_size}", r.offset))
             })?;
+            let block = u64_from_usize(BLOCK);
+            if !r.offset.is_multiple_of(block) || !(end.is_multiple_of(block) || end == real_size) {
+                return Err(Error::argument(format!(
+                    "sparse run at {} of {} bytes is not block-aligned (GNU tar reads runs as whole blocks)",
+                    r.offset, r.len
+                )));
+            }
         }
         // GNU tar ends the map of a file whose tail is a hole with an empty run there.
         if end < real_size || map.is_empty() {

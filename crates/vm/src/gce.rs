@@ -20,6 +20,9 @@ pub const DISK_NAME: &str = "disk.raw";
 /// Longest extent asked of the image at once when mapping it.
 const MAP_STEP: u64 = 1 << 30;
 
+/// Tar's block: GNU tar stores each sparse run as whole blocks.
+const BLOCK: u64 = 512;
+
 /// gzip level: GNU gzip's default, which `tar -z` uses.
 const GZIP_LEVEL: u32 = 6;
 
@@ -47,15 +50,19 @@ pub fn data_runs(image: &dyn BlockRead) -> Result<Vec<SparseRun>> {
             return Err(Error::invalid(format!("the image's map does not advance at offset {at}")));
         }
         if !e.alloc.reads_zero() {
+            // GNU tar reads each run's bytes as whole 512-byte blocks: runs are widened
+            // to block boundaries (the extra bytes are zeros or data, read as they are).
+            let start = e.offset / BLOCK * BLOCK;
+            let end = e.end().next_multiple_of(BLOCK).min(size);
             match runs.last_mut() {
-                Some(last) if last.offset + last.len == at => last.len += e.len,
+                Some(last) if last.offset + last.len >= start => last.len = end - last.offset,
                 _ => {
                     if runs.len() == MAX_SPARSE_RUNS {
                         return Err(Error::unsupported(format!(
                             "the disk has more than {MAX_SPARSE_RUNS} data runs (MAX_SPARSE_RUNS)"
                         )));
                     }
-                    runs.push(SparseRun { offset: at, len: e.len });
+                    runs.push(SparseRun { offset: start, len: end - start });
                 }
             }
         }
