@@ -8,8 +8,8 @@
 mod image;
 mod reads;
 
-use crate::common::args::OvaArgs;
 use crate::common::args::{OpenArgs, ProgressArgs, WriteArgs};
+use crate::common::args::{OvaArgs, check_gce_output};
 use crate::common::output::{ContainerWriter, ImageWriter, Package, PackageWriter};
 use crate::common::progress::ProgressMode;
 use crate::common::{Images, create_options, image_opts};
@@ -20,7 +20,6 @@ use diskcast_block::provenance::Provenance;
 use diskcast_block::registry::{CreateOptions, Driver, PROBE_HEAD, PROBE_TAIL, ProbeData};
 use diskcast_block::size::parse_size;
 use diskcast_block::{BlockRead, Error, Result};
-use diskcast_ova::descriptor::Controller;
 use diskcast_vm::Archive;
 use diskcast_vm::Profile;
 use diskcast_vm::container_disk::Staged;
@@ -80,27 +79,12 @@ fn package_of(a: &ConvertArgs, profile: Option<Profile>) -> Result<Option<Packag
         ));
     }
     if ova {
-        let controller = match profile {
-            None | Some(Profile::Aws) => Controller::Sata,
-            Some(Profile::Esxi) => Controller::Pvscsi,
-            Some(p) => {
-                return Err(Error::argument(format!(
-                    "an OVA is for VMware and VirtualBox (--profile esxi or aws, or none), not --profile {}",
-                    p.name()
-                )));
-            }
-        };
-        return Ok(Some(Package::Ova(a.ova.hardware(&a.dst, controller, None)?)));
+        return Ok(Some(Package::Ova(a.ova.hardware(&a.dst, profile, None)?)));
     }
     if fmt != "raw" {
         return Err(Error::argument(format!("-O {fmt} contradicts --profile gce, which writes disk.raw in a tar.gz")));
     }
-    if a.dst.as_os_str() != "-" && !Archive::GceTar.named(&a.dst) {
-        return Err(Error::argument(format!(
-            "--profile gce writes disk.raw in a gzip'd tar; name the output {}.tar.gz",
-            a.dst.display()
-        )));
-    }
+    check_gce_output(&a.dst)?;
     Ok(Some(Package::Gce))
 }
 

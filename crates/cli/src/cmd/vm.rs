@@ -7,7 +7,7 @@
 //! plan.
 
 use crate::common::args::{
-    OutputArgs, OutputFormat, OvaArgs, SourceArgs, WriteArgs, format_for_output, name_is_ambiguous,
+    OutputArgs, OutputFormat, OvaArgs, SourceArgs, WriteArgs, check_gce_output, format_for_output, name_is_ambiguous,
 };
 use crate::common::output::{ContainerWriter, ImageWriter, Package, PackageWriter};
 use crate::common::print_json;
@@ -17,7 +17,7 @@ use diskcast_block::provenance::Provenance;
 use diskcast_block::size::{human, parse_size};
 use diskcast_block::{Error, Result};
 use diskcast_oci::spec::RunConfig;
-use diskcast_ova::descriptor::{Controller, Firmware};
+use diskcast_ova::descriptor::Firmware;
 use diskcast_vm::Archive;
 use diskcast_vm::guest::{Entrypoint, GuestOptions};
 use diskcast_vm::{BootMode, Profile, VmOptions};
@@ -204,18 +204,8 @@ fn package_of(a: &VmArgs, profile: Option<Profile>, boot: BootMode) -> Result<Op
         ));
     }
     if ova {
-        let controller = match profile {
-            None | Some(Profile::Aws) => Controller::Sata,
-            Some(Profile::Esxi) => Controller::Pvscsi,
-            Some(p) => {
-                return Err(Error::argument(format!(
-                    "an OVA is for VMware and VirtualBox (--profile esxi or aws, or none), not --profile {}",
-                    p.name()
-                )));
-            }
-        };
         let firmware = if boot == BootMode::Uefi { Firmware::Efi } else { Firmware::Bios };
-        let hw = a.ova.hardware(&a.out, controller, Some(firmware))?;
+        let hw = a.ova.hardware(&a.out, profile, Some(firmware))?;
         return Ok(Some((Package::Ova(hw), planned("vmdk", &["subformat=streamOptimized"], true))));
     }
     if profile != Some(Profile::Gce) {
@@ -224,12 +214,7 @@ fn package_of(a: &VmArgs, profile: Option<Profile>, boot: BootMode) -> Result<Op
     if given.is_some_and(|g| g != "raw") {
         return Err(Error::argument("-O contradicts --profile gce, which writes disk.raw in a tar.gz"));
     }
-    if a.out.as_os_str() != "-" && !Archive::GceTar.named(&a.out) {
-        return Err(Error::argument(format!(
-            "--profile gce writes disk.raw in a gzip'd tar; name the output {}.tar.gz",
-            a.out.display()
-        )));
-    }
+    check_gce_output(&a.out)?;
     Ok(Some((Package::Gce, planned("raw", &[], false))))
 }
 

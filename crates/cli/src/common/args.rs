@@ -299,15 +299,28 @@ const OVA_CPUS_MAX: u32 = 768;
 
 impl OvaArgs {
     /// The descriptor's hardware for a VM called after `out`'s file name (without its
-    /// `.ova`), booting with `firmware`, its disk on `default_controller` unless
-    /// `--ova-controller` says otherwise.
+    /// `.ova`), booting with `firmware`, for `profile` (esxi, aws or none: an OVA is for
+    /// VMware and VirtualBox), its disk on the profile's controller (esxi: pvscsi, else
+    /// sata) unless `--ova-controller` says otherwise.
     pub fn hardware(
         &self,
         out: &std::path::Path,
-        default_controller: diskcast_ova::descriptor::Controller,
+        profile: Option<diskcast_vm::Profile>,
         firmware: Option<diskcast_ova::descriptor::Firmware>,
     ) -> diskcast_block::Result<diskcast_ova::descriptor::Hardware> {
         use diskcast_block::Error;
+        use diskcast_ova::descriptor::Controller;
+        use diskcast_vm::Profile;
+        let default_controller = match profile {
+            None | Some(Profile::Aws) => Controller::Sata,
+            Some(Profile::Esxi) => Controller::Pvscsi,
+            Some(p) => {
+                return Err(Error::argument(format!(
+                    "an OVA is for VMware and VirtualBox (--profile esxi or aws, or none), not --profile {}",
+                    p.name()
+                )));
+            }
+        };
         if !(1..=OVA_CPUS_MAX).contains(&self.cpus) {
             return Err(Error::argument(format!("--cpus {}: 1 to {OVA_CPUS_MAX}", self.cpus)));
         }
@@ -323,4 +336,16 @@ impl OvaArgs {
         let name = file.strip_suffix(".ova").or_else(|| file.strip_suffix(".OVA")).unwrap_or(&file).to_string();
         Ok(diskcast_ova::descriptor::Hardware { name, cpus: self.cpus, memory_mib: memory >> 20, controller, firmware })
     }
+}
+
+/// Checks a `--profile gce` output name: `-` or `NAME.tar.gz` (`.tgz`), what Compute
+/// Engine's import takes.
+pub fn check_gce_output(out: &std::path::Path) -> diskcast_block::Result<()> {
+    if out.as_os_str() != "-" && !diskcast_vm::Archive::GceTar.named(out) {
+        return Err(diskcast_block::Error::argument(format!(
+            "--profile gce writes disk.raw in a gzip'd tar: name the output NAME.tar.gz, not {}",
+            out.display()
+        )));
+    }
+    Ok(())
 }
