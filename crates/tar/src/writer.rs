@@ -399,6 +399,36 @@ mod tests {
         assert!(text.starts_with(b"105 path="), "{:?}", String::from_utf8_lossy(&text[..10]));
     }
 
+    /// Old GNU sparse members (header map plus extension blocks, base-256 sizes past
+    /// 8 GiB) read back by our reader with the same map; unaligned runs are refused.
+    #[test]
+    fn gnu_sparse_members_read_back() {
+        let progress = diskcast_block::progress::NoProgress;
+        let runs: Vec<SparseRun> = (0..30).map(|i| SparseRun { offset: i * (1 << 20), len: 1024 }).collect();
+        let real = 16u64 << 30;
+        let data: Vec<u8> = (0..30 * 1024).map(|i| (i % 251) as u8).collect();
+        let mut out = Vec::new();
+        let mut w = MemberWriter::new(&mut out, &progress);
+        let meta = Meta::new(0o644, diskcast_tree::Timestamp::from_secs(0));
+        w.gnu_sparse(b"disk.raw", &meta, real, &runs, &mut data.as_slice()).unwrap();
+        w.file(b"after", &meta, 3, &mut &b"abc"[..]).unwrap();
+        w.finish().unwrap();
+        let mut r = crate::TarReader::new(Box::new(std::io::Cursor::new(out)), "t");
+        let m = r.next_member().unwrap().unwrap();
+        assert_eq!((m.size, m.data_len), (real, 30 * 1024));
+        let mut want = runs.clone();
+        want.push(SparseRun { offset: real, len: 0 });
+        let got: Vec<SparseRun> = m.sparse.unwrap().into_iter().filter(|r| r.len > 0 || r.offset == real).collect();
+        assert_eq!(got, want);
+        assert_eq!(r.next_member().unwrap().unwrap().path, b"after");
+
+        let mut sink = Vec::new();
+        let mut w = MemberWriter::new(&mut sink, &progress);
+        let odd = [SparseRun { offset: 0, len: 100 }, SparseRun { offset: 4096, len: 512 }];
+        let e = w.gnu_sparse(b"x", &meta, 8192, &odd, &mut &[0u8; 612][..]).unwrap_err();
+        assert!(e.to_string().contains("block-aligned"), "{e}");
+    }
+
     #[test]
     fn long_names_split_at_a_slash() {
         let mut h = [0u8; BLOCK];
