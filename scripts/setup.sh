@@ -23,6 +23,10 @@
 #                             (isohybrid MBR over a cylinder-padded disc), memtest86+x64.iso
 #                             (floppy emulation, ESP appended after the ISO)
 #   grub-pc-bin:              GRUB's BIOS (i386-pc) images, which `diskcast vm --boot bios` and `diskcast usb` (fat32 sticks) install
+#   grub-common:              grub-mkimage (which builds the GRUB images above), grub-mkrescue (the
+#                             multi-boot tests' GRUB discs) and grub-script-check (judges the
+#                             multi-boot menu); grub-efi-amd64-bin's x86_64-efi modules make the
+#                             multi-boot stick's EFI/BOOT/BOOTX64.EFI
 #   mmdebstrap:               a Debian root filesystem for the VM boot test
 #   rpm, sqlite3, gpg, gpg-agent: rpm package databases (rpmdb.sqlite) made by rpmbuild and
 #                             `rpm -i --justdb`, a gpg-pubkey to import; rpm -qa and sqlite3
@@ -32,14 +36,32 @@
 #                             exfat-fuse mounts exFAT where the kernel has no exfat driver
 #   nodejs, npm, default-jdk-headless: npm installs and `jar` makes the Node packages and
 #                             Java archives `inspect` lists (tests/integration/inspect.rs)
+#   binutils:                 objcopy adds and dumps the cargo-auditable `.dep-v0` section of
+#                             the Rust binary `inspect` reads (tests/integration/inspect.rs)
+#   golang-go:                builds a Go program offline (a local `replace`d module) whose
+#                             build info `inspect` lists; `go version -m` is the oracle
 #   python3-pip:              installs the SBOM validators below (not packaged by Debian)
+#   python3-packaging, libmaven3-core-java: Python's packaging.version and Maven's
+#                             ComparableVersion (maven-artifact jar), reference version
+#                             orders for crates/vulns/tests/versions.rs
 #   squashfs-tools:           mksquashfs (every compressor) makes the squashfs reader's inputs,
 #                             unsquashfs -lln/-d judges its listing and extraction
 #   wimtools:                 wimlib-imagex: captures the WIMs the WIM splitter reads; its
 #                             split, join and verify judge our .swm parts
 #   bmap-tools:               bmaptool create/copy, what bench/write.sh measures `write` against
+#   openssl:                  makes the keys and signatures (P-256, Ed25519, RSA) of the
+#                             --verify-key tests and checks them as the reference verifier
+#   systemd, cloud-init:      the judges of `vm`'s first-boot files (tests/integration/vm_firstboot.rs):
+#                             systemd-repart grows the root partition of an enlarged disk as
+#                             it does on boot, `cloud-init schema` checks the seeded user data;
+#                             their files are copied into the test guests as Debian installs them
 #   strace:                   counts the fsync calls of `convert -t unsafe` (none) and of a
 #                             default convert (the output synced before it is put in place)
+#   bash, fish, zsh, elvish:  load and run the scripts of `diskcast completions` (tests/integration/
+#                             packaging.rs; PowerShell is not packaged by Debian)
+#   groff-base, man-db, mandoc: render (`groff -ww`, `man -l`) and lint (`mandoc -Tlint`) the
+#                             pages of `diskcast man`
+#   git:                      `--version` names the commit; the test builds clones and tarballs
 #
 # It also downloads (never installs) Debian's linux-image-cloud-amd64 and unpacks it under
 # $DISKCAST_TEST_ASSETS (default /var/cache/diskcast-tests)/kernel/cloud-amd64: the kernel
@@ -53,15 +75,20 @@ packages=(
   busybox-static cpio attr libcap2-bin
   tar gzip xz-utils zstd util-linux
   syslinux syslinux-common isolinux extlinux syslinux-efi systemd-boot-efi grub-efi-amd64-bin
-  grub-rescue-pc grub-pc-bin mmdebstrap ipxe memtest86+
+  grub-rescue-pc grub-pc-bin grub-common mmdebstrap ipxe memtest86+
   rpm sqlite3 gpg gpg-agent db5.3-util
   exfatprogs exfat-fuse
   squashfs-tools
   wimtools
   bmap-tools
+  openssl
   strace
+  bash fish zsh elvish groff-base man-db mandoc git
+  systemd cloud-init
   nodejs npm default-jdk-headless
+  golang-go binutils
   python3-pip
+  python3-packaging libmaven3-core-java
 )
 # Packages that must come from backports on bookworm (older releases there are too old).
 backports=(qemu-system-x86 qemu-system-common qemu-system-data seabios e2fsprogs libext2fs2)
@@ -79,13 +106,15 @@ if [ "$codename" = bookworm ]; then
 fi
 
 # Packages a command already on the machine stands for: machines that carry their own
-# Node.js (NodeSource's nodejs, which bundles npm and conflicts with Debian's npm package)
-# or their own JDK must not be asked to take Debian's.
+# Node.js (NodeSource's nodejs, which bundles npm and conflicts with Debian's npm package),
+# their own JDK or their own Go must not be asked to take Debian's.
 satisfied_by_command() {
   case "$1" in
     nodejs) command -v node >/dev/null ;;
     npm) command -v npm >/dev/null ;;
     default-jdk-headless) command -v jar >/dev/null ;;
+    git) command -v git >/dev/null ;;
+    golang-go) command -v go >/dev/null ;;
     *) return 1 ;;
   esac
 }
@@ -124,7 +153,8 @@ for tool in qemu-img qemu-io qemu-system-x86_64 kill timeout xorriso genisoimage
   mkudffs udfinfo mkfs.fat fsck.fat mdir mcopy sgdisk sfdisk mke2fs e2fsck debugfs skopeo umoci \
   docker-registry busybox cpio setfattr getfattr setcap getcap tar gzip xz zstd setpriv mkfifo mknod \
   grub-mkimage mmdebstrap rpm rpmbuild sqlite3 gpg gpg-agent gpgconf \
-  db5.3_load db5.3_dump wimlib-imagex node npm jar bmaptool strace; do
+  db5.3_load db5.3_dump wimlib-imagex node npm jar go objcopy bmaptool openssl strace \
+  bash fish zsh elvish groff man mandoc script git systemd-repart cloud-init resize2fs dumpe2fs; do
   command -v "$tool" >/dev/null || { echo "setup: $tool is still missing after install" >&2; exit 1; }
 done
 [ -e /usr/lib/grub-rescue/grub-rescue-cdrom.iso ] || { echo "setup: grub-rescue-pc's ISO is missing after install" >&2; exit 1; }
@@ -141,16 +171,25 @@ done
 # descriptors diskcast writes (tests/integration/ova.rs: `cot info`).
 command -v cot >/dev/null || $sudo /usr/bin/python3 -m pip install --quiet --break-system-packages cot
 command -v cot >/dev/null || { echo "setup: cot (Common OVF Tool) is missing after install" >&2; exit 1; }
+# CVSS v3 reference scores (crates/vulns/tests/cvss.rs): Red Hat's cvss library.
+/usr/bin/python3 -c 'import cvss' 2>/dev/null ||
+  $sudo /usr/bin/python3 -m pip install --quiet --break-system-packages cvss
+/usr/bin/python3 -c 'import packaging, cvss' || { echo "setup: python3-packaging or cvss is missing after install" >&2; exit 1; }
+[ -e /usr/share/java/maven-artifact-3.x.jar ] || { echo "setup: libmaven3-core-java's maven-artifact jar is missing after install" >&2; exit 1; }
 # Debian's python (tests call /usr/bin/python3: a pyenv python on PATH lacks Debian's modules).
 /usr/bin/python3 -c 'import pycdlib' 2>/dev/null || { echo "setup: python3-pycdlib is missing after install" >&2; exit 1; }
 mke2fs -V 2>&1 | awk 'NR==1 { split($2, v, "."); if (v[1] < 1 || (v[1] == 1 && (v[2] < 47 || (v[2] == 47 && v[3] < 1)))) { print "setup: mke2fs " $2 " is older than 1.47.1" > "/dev/stderr"; exit 1 } }'
 
-# The VM boot tests' kernel: ext4, NVMe and virtio are built in, so no initramfs is needed.
+# The VM boot tests' kernels, downloaded (never installed) and unpacked as `dpkg-deb -x` does:
+# cloud-amd64 (Debian's linux-image-cloud-amd64: ext4 and NVMe built in, virtio as modules)
+# and generic-amd64 (linux-image-amd64: ahci, libata and ext4 as modules; the cloud kernel
+# has no AHCI driver at all), which the AHCI boot test (tests/integration/vm_bus.rs) uses.
 assets=${DISKCAST_TEST_ASSETS:-/var/cache/diskcast-tests}
-kdir=$assets/kernel/cloud-amd64
-if ! ls "$kdir"/boot/vmlinuz-* >/dev/null 2>&1; then
-  kpkg=$(apt-cache depends linux-image-cloud-amd64 | awk '/Depends: linux-image-[0-9]/{print $2; exit}')
-  [ -n "$kpkg" ] || { echo "setup: cannot resolve linux-image-cloud-amd64 to a kernel package" >&2; exit 1; }
+fetch_kernel() { # META-PACKAGE DIR
+  local kdir=$assets/kernel/$2 kpkg kdl
+  ls "$kdir"/boot/vmlinuz-* >/dev/null 2>&1 && return 0
+  kpkg=$(apt-cache depends "$1" | awk '/Depends: linux-image-[0-9]/{print $2; exit}')
+  [ -n "$kpkg" ] || { echo "setup: cannot resolve $1 to a kernel package" >&2; exit 1; }
   kdl=$(mktemp -d)
   chmod 777 "$kdl"   # apt-get download as root hands the download to the _apt user
   (cd "$kdl" && apt-get download -qq "$kpkg" 2>&1 | grep -v 'unsandboxed' || true)
@@ -159,8 +198,10 @@ if ! ls "$kdir"/boot/vmlinuz-* >/dev/null 2>&1; then
   $sudo mkdir -p "$kdir"
   $sudo dpkg-deb -x "$kdl"/*.deb "$kdir"
   rm -rf "$kdl"
-fi
-ls "$kdir"/boot/vmlinuz-* >/dev/null 2>&1 || { echo "setup: no kernel under $kdir/boot" >&2; exit 1; }
+  ls "$kdir"/boot/vmlinuz-* >/dev/null 2>&1 || { echo "setup: no kernel under $kdir/boot" >&2; exit 1; }
+}
+fetch_kernel linux-image-cloud-amd64 cloud-amd64
+fetch_kernel linux-image-amd64 generic-amd64
 [ -e /usr/lib/grub/i386-pc/boot.img ] || { echo "setup: grub-pc-bin's i386-pc images are missing after install" >&2; exit 1; }
 
 command -v cargo >/dev/null || { echo "setup: cargo not found: install Rust (https://rustup.rs) first" >&2; exit 1; }

@@ -27,14 +27,15 @@ fn fsck_clean(img: &Path) {
 }
 
 /// An exFAT image mounted by the kernel (loop) or, without the kernel driver, by
-/// exfat-fuse on a loop device; unmounted on drop.
-struct Mounted {
+/// exfat-fuse on a loop device; unmounted on drop. (`usb.rs` reads multi-boot sticks' exFAT
+/// data partitions through it too.)
+pub(crate) struct Mounted {
     dir: PathBuf,
     loop_dev: Option<String>,
 }
 
 impl Mounted {
-    fn new(img: &Path, dir: &Path, ro: bool) -> Self {
+    pub(crate) fn new(img: &Path, dir: &Path, ro: bool) -> Self {
         std::fs::create_dir_all(dir).unwrap();
         let opt = if ro { "loop,ro" } else { "loop" };
         let (ok, text) = run("mount", &["-t", "exfat", "-o", opt, &s(img), &s(dir)]);

@@ -164,5 +164,5 @@ fn a_partly_extracted_file_of_a_directory_source_is_removed() {
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert_eq!(std::fs::read(out.join("open.txt")).unwrap(), b"x");
     assert!(!out.join("secret.txt").exists(), "{err}");
-    assert!(err.contains("secret.txt") && err.contains("1 entries were not extracted"), "{err}");
+    assert!(err.contains("secret.txt") && err.contains("1 entry was not extracted"), "{err}");
 }

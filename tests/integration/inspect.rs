@@ -44,7 +44,12 @@ fn make_root(root: &Path) {
 /// `(purl-type, name, version)` of every package `inspect --output json` lists.
 fn listed(src: &str) -> (BTreeSet<(String, String, String)>, Value) {
     let j = dc_ok(&["inspect", "--output", "json", src]).json();
-    let set = j["packages"]
+    (package_set(&j), j)
+}
+
+/// `(purl-type, name, version)` of every package of an `inspect --output json` report.
+fn package_set(j: &Value) -> BTreeSet<(String, String, String)> {
+    j["packages"]
         .as_array()
         .unwrap()
         .iter()
@@ -52,8 +57,7 @@ fn listed(src: &str) -> (BTreeSet<(String, String, String)>, Value) {
             let f = |k: &str| p[k].as_str().unwrap().to_string();
             (f("type"), f("name"), f("version"))
         })
-        .collect();
-    (set, j)
+        .collect()
 }
 
 /// What the package managers themselves report for `root`.
@@ -124,6 +128,24 @@ fn one_root_as_directory_tar_image_disk_and_live_iso_lists_what_package_managers
     }
 }
 
+/// cyclonedx-python-lib's strict validator on the CycloneDX 1.6 document named by argv[1].
+pub(crate) const CYCLONEDX_CHECK: &str = "import sys\nfrom cyclonedx.validation.json import JsonStrictValidator\nfrom cyclonedx.schema import SchemaVersion\ne = JsonStrictValidator(SchemaVersion.V1_6).validate_str(open(sys.argv[1]).read())\nprint(e)\nsys.exit(1 if e else 0)\n";
+
+/// Runs the Python `check` script on `doc` (saved as `DIR/NAME.json`); asserts it accepts it.
+pub(crate) fn assert_python_accepts(dir: &Path, check: &str, doc: &[u8], name: &str) {
+    let path = dir.join(format!("{name}.json"));
+    std::fs::write(&path, doc).unwrap();
+    let script = dir.join("check.py");
+    std::fs::write(&script, check).unwrap();
+    let out = std::process::Command::new("/usr/bin/python3").arg(&script).arg(&path).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{name} rejected: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn spdx_and_cyclonedx_documents_pass_the_reference_validators_and_are_reproducible() {
     let t = tmp();
@@ -134,25 +156,12 @@ fn spdx_and_cyclonedx_documents_pass_the_reference_validators_and_are_reproducib
             "spdx-json",
             "import sys\nfrom spdx_tools.spdx.parser.parse_anything import parse_file\nfrom spdx_tools.spdx.validation.document_validator import validate_full_spdx_document\nm = validate_full_spdx_document(parse_file(sys.argv[1]))\nprint('\\n'.join(str(x.validation_message) for x in m))\nsys.exit(1 if m else 0)\n",
         ),
-        (
-            "cyclonedx-json",
-            "import sys\nfrom cyclonedx.validation.json import JsonStrictValidator\nfrom cyclonedx.schema import SchemaVersion\ne = JsonStrictValidator(SchemaVersion.V1_6).validate_str(open(sys.argv[1]).read())\nprint(e)\nsys.exit(1 if e else 0)\n",
-        ),
+        ("cyclonedx-json", CYCLONEDX_CHECK),
     ] {
         let a = dc_epoch(Some("1700000000"), &["inspect", "--output", fmt, &s(&root)]).expect_ok();
         let b = dc_epoch(Some("1700000000"), &["inspect", "--output", fmt, &s(&root)]).expect_ok();
         assert_eq!(a.stdout, b.stdout, "{fmt}: not reproducible under SOURCE_DATE_EPOCH");
-        let doc = t.path().join(format!("{fmt}.json"));
-        std::fs::write(&doc, &a.stdout).unwrap();
-        let script = t.path().join("check.py");
-        std::fs::write(&script, check).unwrap();
-        let out = std::process::Command::new("/usr/bin/python3").arg(&script).arg(&doc).output().unwrap();
-        assert!(
-            out.status.success(),
-            "{fmt} rejected: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_python_accepts(t.path(), check, &a.stdout, fmt);
         let text = String::from_utf8_lossy(&a.stdout).into_owned();
         assert!(text.contains("2023-11-14T22:13:20Z"), "{fmt}: time is not SOURCE_DATE_EPOCH");
         assert!(text.contains("pkg:pypi/six@1.16.0"), "{fmt}");
@@ -210,4 +219,427 @@ fn nested_archives_past_the_depth_cap_are_named_not_read() {
         .expect_ok()
         .expect_stderr_all(&["MAX_NESTING cap (3)", "/a5.jar!/a4.jar!/a3.jar!/a2.jar!/a1.jar"]);
     assert_eq!(r.json()["packages"].as_array().unwrap().len(), 0);
+}
+
+/// `(name, architecture, version)` of the installed packages `dpkg-query` lists in
+/// `admindir`.
+fn dpkg_installed(admindir: &Path) -> BTreeSet<(String, String, String)> {
+    let admindir = format!("--admindir={}", s(admindir));
+    let out =
+        run("dpkg-query", &[&admindir, "-W", "-f", "${db:Status-Status}\t${Package}\t${Architecture}\t${Version}\n"]);
+    out.lines()
+        .filter_map(|l| l.strip_prefix("installed\t"))
+        .map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            (f[0].to_string(), f[1].to_string(), f[2].to_string())
+        })
+        .collect()
+}
+
+/// A four-layer image made by umoci: a dpkg database written in layer 0, rewritten by
+/// layer 1 (one package upgraded, ten added), layer 2 (one removed, a Node package
+/// added) and layer 3 (the removed one back, the Node package replaced). Each package's
+/// `layer` is what the image's own layers say: for OS packages, `dpkg-query` on each
+/// layer's state (`umoci unpack` of a tag taken after each layer) gives the lowest layer
+/// from which the final version stays installed; for the Node package, bsdtar's listing
+/// of each layer blob gives the topmost layer holding its package.json. The layer list
+/// is skopeo's, with umoci's history. Each layer blob is opened once (strace). `oci
+/// inspect` prints the same JSON.
+#[test]
+fn each_package_of_a_container_image_names_the_layer_that_added_it() {
+    let t = tmp();
+    let status = std::fs::read_to_string("/var/lib/dpkg/status").unwrap();
+    let installed: Vec<&str> =
+        status.split("\n\n").filter(|p| p.lines().any(|l| l == "Status: install ok installed")).collect();
+    assert!(installed.len() > 40);
+    let with_version = |p: &str, v: &str| {
+        p.lines()
+            .map(|l| if l.starts_with("Version:") { format!("Version: {v}") } else { l.to_string() })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let l0: Vec<String> = installed[..20]
+        .iter()
+        .enumerate()
+        .map(|(i, p)| if i == 3 { with_version(p, "0.0.1") } else { p.to_string() })
+        .collect();
+    let l1: Vec<String> = installed[..30].iter().map(|p| p.to_string()).collect();
+    let l2: Vec<String> = l1.iter().enumerate().filter(|(i, _)| *i != 5).map(|(_, p)| p.clone()).collect();
+    let layout = t.path().join("img");
+    run("umoci", &["init", "--layout", &s(&layout)]);
+    run("umoci", &["new", "--image", &format!("{}:t", s(&layout))]);
+    let steps: [(&[String], Option<&str>); 4] = [(&l0, None), (&l1, None), (&l2, Some("1.0.0")), (&l1, Some("2.0.0"))];
+    for (i, (paras, node)) in steps.iter().enumerate() {
+        let root = t.path().join(format!("l{i}"));
+        std::fs::create_dir_all(root.join("var/lib/dpkg")).unwrap();
+        write_file(&root.join("var/lib/dpkg/status"), format!("{}\n", paras.join("\n\n")).as_bytes());
+        if let Some(v) = node {
+            let dir = root.join("app/node_modules/left-pad");
+            std::fs::create_dir_all(&dir).unwrap();
+            write_file(&dir.join("package.json"), format!("{{\"name\":\"left-pad\",\"version\":\"{v}\"}}").as_bytes());
+        }
+        let image = format!("{}:t", s(&layout));
+        let step = format!("step {i}");
+        for top in ["app", "var"].into_iter().filter(|d| root.join(d).exists()) {
+            run(
+                "umoci",
+                &["insert", "--history.created_by", &step, "--image", &image, &s(&root.join(top)), &format!("/{top}")],
+            );
+        }
+        run("umoci", &["tag", "--image", &image, &format!("after{i}")]);
+    }
+    let src = format!("oci:{}:t", s(&layout));
+    let j = dc_ok(&["inspect", "--output", "json", &src]).json();
+
+    // The layers: skopeo's digests and sizes, umoci's history.
+    let sk: Value = serde_json::from_str(&run("skopeo", &["inspect", &src])).unwrap();
+    let sk_layers: Vec<String> =
+        sk["Layers"].as_array().unwrap().iter().map(|d| d.as_str().unwrap().to_string()).collect();
+    let ours = j["layers"].as_array().unwrap();
+    assert_eq!(ours.iter().map(|l| l["digest"].as_str().unwrap().to_string()).collect::<Vec<_>>(), sk_layers);
+    let manifest: Value = serde_json::from_str(&run("skopeo", &["inspect", "--raw", &src])).unwrap();
+    for (l, d) in ours.iter().zip(manifest["layers"].as_array().unwrap()) {
+        assert_eq!((&l["digest"], &l["size"]), (&d["digest"], &d["size"]));
+    }
+    let cfg: Value = serde_json::from_str(&run("skopeo", &["inspect", "--config", &src])).unwrap();
+    let made: Vec<&Value> = cfg["history"].as_array().unwrap().iter().filter(|h| h["empty_layer"] != true).collect();
+    assert_eq!(made.len(), ours.len());
+    for (l, h) in ours.iter().zip(&made) {
+        assert_eq!(l["created_by"], h["created_by"]);
+    }
+
+    // dpkg's own view of the database after each layer (layer index of each tag's top).
+    let mut states = Vec::new();
+    for i in 0..steps.len() {
+        let rootfs =
+            crate::oci_common::umoci_unpack(&format!("{}:after{i}", s(&layout)), &t.path().join(format!("b{i}")));
+        let top = run("skopeo", &["inspect", &format!("oci:{}:after{i}", s(&layout))]);
+        let top: Value = serde_json::from_str(&top).unwrap();
+        states.push((top["Layers"].as_array().unwrap().len() - 1, dpkg_installed(&rootfs.join("var/lib/dpkg"))));
+    }
+    let (_, last) = states.last().unwrap();
+    let pkgs = j["packages"].as_array().unwrap();
+    let debs: Vec<&Value> = pkgs.iter().filter(|p| p["type"] == "deb").collect();
+    assert_eq!(debs.len(), last.len());
+    let mut by_layer = vec![0; sk_layers.len()];
+    for p in &debs {
+        let key = (
+            p["name"].as_str().unwrap().to_string(),
+            p["architecture"].as_str().unwrap().to_string(),
+            p["version"].as_str().unwrap().to_string(),
+        );
+        assert!(last.contains(&key), "{key:?}");
+        // The lowest layer from which every later state holds this name at this version.
+        let mut first = states.len() - 1;
+        while first > 0 && states[first - 1].1.contains(&key) {
+            first -= 1;
+        }
+        let want = states[first].0;
+        assert_eq!(p["layer"].as_str().unwrap(), sk_layers[want], "{key:?}");
+        by_layer[want] += 1;
+    }
+    // Layer 0 added 19 at their final version, layer 1 the upgraded one and ten more;
+    // the one removed in layer 2 came back in layer 3's top layer.
+    assert!(by_layer.iter().filter(|&&n| n > 0).count() >= 3, "{by_layer:?}");
+
+    // The Node package: the topmost layer whose tar holds its package.json.
+    let holding: Vec<usize> = sk_layers
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| {
+            let blob = layout.join("blobs/sha256").join(d.strip_prefix("sha256:").unwrap());
+            // bsdtar lists every member, then reports the end of umoci's layers (no
+            // end-of-archive blocks, the last member's data unpadded) as truncated:
+            // its listing is what is used, not its exit status.
+            let out = std::process::Command::new("bsdtar").args(["-tf", &s(&blob)]).output().unwrap();
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .any(|l| l.trim_start_matches("./") == "app/node_modules/left-pad/package.json")
+        })
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(holding.len(), 2);
+    let node = pkgs.iter().find(|p| p["type"] == "npm").unwrap();
+    assert_eq!(node["version"], "2.0.0");
+    assert_eq!(node["layer"].as_str().unwrap(), sk_layers[*holding.last().unwrap()]);
+    for (l, n) in ours.iter().zip(&by_layer) {
+        let npm = usize::from(l["digest"] == node["layer"]);
+        assert_eq!(l["packages"].as_u64().unwrap(), u64::try_from(n + npm).unwrap());
+    }
+
+    // The CycloneDX document carries the layer as a property; the table shows it.
+    let cdx = dc_ok(&["inspect", "--output", "cyclonedx-json", &src]).json();
+    let c = cdx["components"].as_array().unwrap().iter().find(|c| c["name"] == "left-pad").unwrap();
+    assert!(
+        c["properties"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "diskcast:layer" && p["value"] == node["layer"])
+    );
+    let table = dc_ok(&["inspect", &src]).stdout_str();
+    let short = &node["layer"].as_str().unwrap()[..19];
+    assert!(table.lines().any(|l| l.contains("left-pad") && l.contains(short)), "{table}");
+    assert!(table.contains("step 3"), "{table}");
+
+    // Every layer blob is opened once (strace): the databases as each layer left them
+    // and the Node package's manifest were read as the layers passed, not again.
+    let trace = t.path().join("strace.out");
+    let traced = std::process::Command::new("strace")
+        .args([
+            "-f",
+            "-qq",
+            "-e",
+            "trace=openat",
+            "-o",
+            &s(&trace),
+            diskcast_bin(),
+            "inspect",
+            "--output",
+            "json",
+            &src,
+        ])
+        .output()
+        .expect("strace is required (scripts/setup.sh)");
+    assert!(traced.status.success(), "{}", String::from_utf8_lossy(&traced.stderr));
+    let opens = std::fs::read_to_string(&trace).unwrap();
+    for d in &sk_layers {
+        let hex = d.strip_prefix("sha256:").unwrap();
+        assert_eq!(opens.lines().filter(|l| l.contains(hex) && !l.contains("ENOENT")).count(), 1, "{d}:\n{opens}");
+    }
+
+    // `oci inspect` is the same command.
+    assert_eq!(dc_ok(&["oci", "inspect", "--output", "json", &src]).json(), j);
+    dc(&["oci", "inspect", &s(t.path())]).expect_code(1).expect_stderr_all(&["not a container image reference"]);
+}
+
+/// A Go program built offline by Debian's Go (`-buildvcs=false`, its one dependency a
+/// local module through `replace`), at `dir/hello`.
+fn build_go(dir: &Path) -> std::path::PathBuf {
+    let (app, lib) = (dir.join("app"), dir.join("lib"));
+    std::fs::create_dir_all(&app).unwrap();
+    std::fs::create_dir_all(&lib).unwrap();
+    write_file(&lib.join("go.mod"), b"module example.com/lib\n\ngo 1.19\n");
+    write_file(&lib.join("lib.go"), b"package lib\n\nfunc Hello() string { return \"hello\" }\n");
+    write_file(
+        &app.join("go.mod"),
+        b"module example.com/app\n\ngo 1.19\n\nrequire example.com/lib v1.2.3\n\nreplace example.com/lib v1.2.3 => ../lib\n",
+    );
+    write_file(
+        &app.join("main.go"),
+        b"package main\n\nimport (\n\t\"fmt\"\n\n\t\"example.com/lib\"\n)\n\nfunc main() { fmt.Println(lib.Hello()) }\n",
+    );
+    let out = dir.join("hello");
+    let status = std::process::Command::new("go")
+        .args(["build", "-buildvcs=false", "-o", &s(&out), "."])
+        .current_dir(&app)
+        .env("GOPROXY", "off")
+        .env("GOFLAGS", "-mod=mod")
+        .env("GOCACHE", dir.join("gocache"))
+        .env("GOPATH", dir.join("gopath"))
+        .status()
+        .expect("go is required (scripts/setup.sh installs golang-go)");
+    assert!(status.success(), "go build failed");
+    out
+}
+
+/// A Rust program built by rustc, with the `.dep-v0` section `cargo auditable build`
+/// links into a binary added by objcopy: zlib-compressed JSON in cargo-auditable's
+/// format (`{"packages": [{"name", "version", "source", "kind"?, "dependencies"?,
+/// "root"?}], "format": 1}`, as cargo-auditable 0.7.7 wrote it for a crate depending on
+/// itoa), with a build-time dependency that is not in the binary. cargo-auditable
+/// itself is not installed: `cargo install cargo-auditable --locked` took 8 min here
+/// (two cores shared with other builds), past the two minutes setup may take.
+fn build_rust_auditable(dir: &Path) -> std::path::PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    write_file(&dir.join("main.rs"), b"fn main() { println!(\"42\"); }\n");
+    let plain = dir.join("plain");
+    run("rustc", &["-O", "-o", &s(&plain), &s(&dir.join("main.rs"))]);
+    let json = r#"{"packages":[{"name":"itoa","version":"1.0.19","source":"crates.io"},{"name":"proc-macro2","version":"1.0.86","source":"crates.io","kind":"build"},{"name":"tiny","version":"0.1.0","source":"local","dependencies":[0,1],"root":true}],"format":1}"#;
+    let deps = dir.join("dep-v0.json");
+    write_file(&deps, json.as_bytes());
+    let z = dir.join("dep-v0.z");
+    let zlib = "import sys, zlib\nopen(sys.argv[2], 'wb').write(zlib.compress(open(sys.argv[1], 'rb').read()))";
+    run("/usr/bin/python3", &["-c", zlib, &s(&deps), &s(&z)]);
+    let out = dir.join("tiny");
+    run("objcopy", &["--add-section", &format!(".dep-v0={}", s(&z)), &s(&plain), &s(&out)]);
+    out
+}
+
+/// The crates a binary's `.dep-v0` names (build-time ones left out, as cargo-auditable's
+/// `rust-audit-info` consumers do): the section dumped by objcopy, inflated by Python.
+fn audit_info(bin: &Path) -> BTreeSet<(String, String, String)> {
+    let dump = bin.with_extension("dep");
+    run("objcopy", &["--dump-section", &format!(".dep-v0={}", s(&dump)), &s(bin), &s(&bin.with_extension("copy"))]);
+    let py = "import json, sys, zlib\nfor p in json.loads(zlib.decompress(open(sys.argv[1], 'rb').read()))['packages']:\n    if p.get('kind') != 'build':\n        print(p['name'] + '\\t' + p['version'])";
+    run("/usr/bin/python3", &["-c", py, &s(&dump)])
+        .lines()
+        .map(|l| {
+            let (n, v) = l.split_once('\t').unwrap();
+            ("cargo".to_string(), n.to_string(), v.to_string())
+        })
+        .collect()
+}
+
+/// What `go version -m` says a binary holds, as `inspect` lists Go modules: the main
+/// module (no version when `(devel)`) and each dependency, a `=>` replacement in place of
+/// the module it replaces.
+fn go_version_m(bin: &Path) -> BTreeSet<(String, String, String)> {
+    let mut set = BTreeSet::new();
+    let mut last: Option<(String, String, String)> = None;
+    for line in run("go", &["version", "-m", &s(bin)]).lines() {
+        let f: Vec<&str> = line.trim_start().split('\t').collect();
+        let entry = |p: &str, v: &str| ("golang".to_string(), p.to_string(), v.to_string());
+        match f.as_slice() {
+            ["mod", p, v, ..] => {
+                set.insert(entry(p, if *v == "(devel)" { "" } else { v }));
+            }
+            ["dep", p, v, ..] => {
+                if let Some(e) = last.replace(entry(p, v)) {
+                    set.insert(e);
+                }
+            }
+            ["=>", p, v, ..] => last = Some(entry(p, v)),
+            _ => {}
+        }
+    }
+    set.extend(last);
+    set
+}
+
+/// A real Go binary (Debian's Go) and a Rust one (rustc) carrying a cargo-auditable
+/// `.dep-v0` section, in a directory, a two-layer container image and an ext4 qcow2: the
+/// Go modules listed are what `go version -m` reports, the crates what the section says
+/// (dumped by objcopy, inflated by Python), and in the image the binaries' layer is the
+/// one whose tar holds them. A copy cut short inside its
+/// `.go.buildinfo` is a warning naming it (`go version -m` fails on it too); the rest is
+/// listed.
+#[test]
+fn go_and_rust_binaries_list_as_their_build_info_in_a_directory_an_image_and_a_vm_disk() {
+    let t = tmp();
+    let hello = build_go(&t.path().join("go"));
+    let go_want = go_version_m(&hello);
+    assert!(go_want.contains(&("golang".into(), "example.com/app".into(), String::new())), "{go_want:?}");
+    assert_eq!(go_want.len(), 2, "{go_want:?}");
+    let root = t.path().join("root");
+    std::fs::create_dir_all(root.join("usr/local/bin")).unwrap();
+    std::fs::copy(&hello, root.join("usr/local/bin/hello")).unwrap();
+    let tiny = build_rust_auditable(&t.path().join("rust"));
+    std::fs::copy(&tiny, root.join("usr/local/bin/tiny")).unwrap();
+    let mut want = go_want.clone();
+    want.extend(audit_info(&tiny));
+    assert_eq!(want.len(), 4, "{want:?}");
+
+    // The image: a first layer with /etc, the binary in the second.
+    let layout = t.path().join("img");
+    let image = format!("{}:t", s(&layout));
+    run("umoci", &["init", "--layout", &s(&layout)]);
+    run("umoci", &["new", "--image", &image]);
+    let etc = t.path().join("etc");
+    std::fs::create_dir_all(&etc).unwrap();
+    write_file(&etc.join("os-release"), b"ID=debian\nVERSION_ID=12\n");
+    run("umoci", &["insert", "--image", &image, &s(&etc), "/etc"]);
+    run("umoci", &["insert", "--image", &image, &s(&root.join("usr")), "/usr"]);
+    let raw = t.path().join("root.raw");
+    run("mkfs.ext4", &["-q", "-d", &s(&root), &s(&raw), "64M"]);
+    let qcow2 = t.path().join("root.qcow2");
+    qemu_img(&["convert", "-O", "qcow2", &s(&raw), &s(&qcow2)]);
+    let src = format!("oci:{image}");
+    for source in [s(&root), src.clone(), s(&qcow2)] {
+        let (got, j) = listed(&source);
+        assert_eq!(got, want, "{source}");
+        for p in j["packages"].as_array().unwrap() {
+            let bin = if p["type"] == "golang" { "/usr/local/bin/hello" } else { "/usr/local/bin/tiny" };
+            assert_eq!(p["found_in"], bin, "{source}");
+        }
+    }
+    let j = listed(&src).1;
+    let sk: Value = serde_json::from_str(&run("skopeo", &["inspect", &src])).unwrap();
+    for p in j["packages"].as_array().unwrap() {
+        assert_eq!(p["layer"], sk["Layers"][1], "{p}");
+    }
+
+    // The truncated copy: the file cut 40 bytes into .go.buildinfo (its 32-byte header
+    // and a few bytes of the first string); the section table at the end is gone too.
+    let mut bytes = std::fs::read(&hello).unwrap();
+    let u16_at = |b: &[u8], o: usize| usize::from(u16::from_le_bytes([b[o], b[o + 1]]));
+    let u64_at = |b: &[u8], o: usize| usize::try_from(u64::from_le_bytes(b[o..o + 8].try_into().unwrap())).unwrap();
+    let (shoff, shnum, shstrndx) = (u64_at(&bytes, 0x28), u16_at(&bytes, 0x3c), u16_at(&bytes, 0x3e));
+    let names = u64_at(&bytes, shoff + shstrndx * 64 + 0x18);
+    let header = (0..shnum)
+        .map(|i| shoff + i * 64)
+        .find(|&h| {
+            let n = names + usize::try_from(u32::from_le_bytes(bytes[h..h + 4].try_into().unwrap())).unwrap();
+            bytes[n..].starts_with(b".go.buildinfo\0")
+        })
+        .unwrap();
+    bytes.truncate(u64_at(&bytes, header + 0x18) + 40);
+    let cut = root.join("usr/local/bin/hello-cut");
+    write_file(&cut, &bytes);
+    std::fs::set_permissions(&cut, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let go = std::process::Command::new("go").args(["version", "-m", &s(&cut)]).output().unwrap();
+    // (It says so on stderr and exits 0.)
+    assert!(go.stdout.is_empty(), "go version -m reads the cut binary: {}", String::from_utf8_lossy(&go.stdout));
+    assert!(String::from_utf8_lossy(&go.stderr).contains("hello-cut"));
+    let r =
+        dc(&["inspect", "--output", "json", &s(&root)]).expect_ok().expect_stderr_all(&["/usr/local/bin/hello-cut"]);
+    assert_eq!(package_set(&r.json()), want);
+}
+
+/// Hostile package databases through the command: a dpkg status whose one package has a
+/// 10 MB description lists exactly what `dpkg-query` lists; an rpmdb.sqlite and a
+/// Berkeley DB `Packages` cut short (rpm's own databases, made by `rpm -i --justdb` and
+/// db5.3_load) are each a warning naming the database, with the tree's other packages
+/// still listed and exit status 0.
+#[test]
+fn hostile_package_databases_are_warnings_and_the_rest_is_listed() {
+    let t = tmp();
+    let fine = |root: &Path| {
+        let dir = root.join("app/node_modules/fine");
+        std::fs::create_dir_all(&dir).unwrap();
+        write_file(&dir.join("package.json"), b"{\"name\":\"fine\",\"version\":\"1.0.0\"}");
+    };
+    // dpkg: this machine's status with a 10 MB description added to its first package.
+    let root = t.path().join("dpkg");
+    std::fs::create_dir_all(root.join("var/lib/dpkg")).unwrap();
+    let status = std::fs::read_to_string("/var/lib/dpkg/status").unwrap();
+    let (first, rest) = status.split_once("\n\n").unwrap();
+    let long: String =
+        (0..(10 << 20) / 64).map(|i| format!(" line {i:>10} of a very long package description\n")).collect();
+    let big = format!("{first}\nDescription: huge\n{long}\n{rest}");
+    let big = big.replacen("\nDescription:", "\nX-Old-Description:", 1);
+    write_file(&root.join("var/lib/dpkg/status"), big.as_bytes());
+    fine(&root);
+    let want: BTreeSet<(String, String, String)> = dpkg_installed(&root.join("var/lib/dpkg"))
+        .into_iter()
+        .map(|(n, _, v)| ("deb".to_string(), n, v))
+        .chain([("npm".to_string(), "fine".to_string(), "1.0.0".to_string())])
+        .collect();
+    assert!(want.len() > 20);
+    assert_eq!(listed(&s(&root)).0, want);
+
+    // rpm sqlite, cut to two pages: its tables point past its end.
+    let root = t.path().join("sqlite");
+    crate::oci_common::make_rpmdb(&root.join("var/lib/rpm"), 6);
+    let db = root.join("var/lib/rpm/rpmdb.sqlite");
+    std::fs::OpenOptions::new().write(true).open(&db).unwrap().set_len(2 * 4096).unwrap();
+    let _ = std::fs::remove_file(root.join("var/lib/rpm/rpmdb.sqlite-wal"));
+    fine(&root);
+    // Berkeley DB, cut after three pages.
+    let bdb_root = t.path().join("bdb");
+    let dbdir = t.path().join("bdbsrc");
+    crate::oci_common::make_rpmdb(&dbdir, 6);
+    std::fs::create_dir_all(bdb_root.join("var/lib/rpm")).unwrap();
+    let packages = bdb_root.join("var/lib/rpm/Packages");
+    crate::oci_common::make_rpm_bdb(&dbdir.join("rpmdb.sqlite"), &packages, 4096, 1234);
+    std::fs::OpenOptions::new().write(true).open(&packages).unwrap().set_len(3 * 4096).unwrap();
+    fine(&bdb_root);
+    for (root, db) in [(root, "/var/lib/rpm/rpmdb.sqlite"), (bdb_root, "/var/lib/rpm/Packages")] {
+        let r = dc(&["inspect", "--output", "json", &s(&root)]).expect_ok().expect_stderr_all(&[db]);
+        let j = r.json();
+        let names: Vec<&str> = j["packages"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["fine"], "{db}");
+        assert_eq!(j["package_manager"], "rpm", "{db}");
+        assert!(j["warnings"].as_array().unwrap().iter().any(|w| w.as_str().unwrap().contains(db)), "{db}");
+    }
 }

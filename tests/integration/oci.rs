@@ -219,11 +219,18 @@ fn oci_inspect_lists_rpm_packages_as_rpm_qa() {
         .unwrap()
         .iter()
         .map(|p| {
+            // `version` shows rpm's epoch as EPOCH: (as `inspect` does); `epoch` has it too.
+            let version = p["version"].as_str().unwrap();
+            let version = match p["epoch"].as_u64() {
+                Some(e) => version.strip_prefix(&format!("{e}:")).unwrap(),
+                None => version,
+            };
             crate::oci_common::rpm_line(
                 p["name"].as_str().unwrap(),
                 p["epoch"].as_u64(),
-                p["version"].as_str().unwrap(),
-                p["architecture"].as_str().unwrap(),
+                version,
+                // gpg-pubkey entries have none.
+                p["architecture"].as_str().unwrap_or(""),
                 p["size"].as_u64(),
                 opt(&p["summary"]).as_deref(),
                 opt(&p["license"]).as_deref(),
@@ -233,16 +240,20 @@ fn oci_inspect_lists_rpm_packages_as_rpm_qa() {
         .collect();
     got.sort();
     assert_eq!(got, crate::oci_common::rpm_qa(&dbdir));
+    // The database came in the image's top layer (skopeo's list), so every package did.
+    let sk: serde_json::Value = serde_json::from_str(&run("skopeo", &["inspect", &src])).unwrap();
+    let top = sk["Layers"].as_array().unwrap().last().unwrap();
+    assert!(j["packages"].as_array().unwrap().iter().all(|p| &p["layer"] == top), "{}", j["packages"]);
     let human = dc_ok(&["oci", "inspect", &src]).stdout_str();
     // tiny-003 has epoch 4 (see mkrpmdb.sh).
-    for want in ["Packages:     8 (rpm)", "tiny-003", "4:3.3-4.dc", "gpg-pubkey"] {
+    for want in ["Packages:     8 (OS: rpm)", "tiny-003", "4:3.3-4.dc", "gpg-pubkey"] {
         assert!(human.contains(want), "{want} missing from:\n{human}");
     }
 }
 
 /// `diskcast` with the blob cache in `t`, and a fixed SOURCE_DATE_EPOCH (so a second
 /// build of the same tree is the same image, config date included).
-fn dc_cache(t: &std::path::Path, args: &[&str]) -> Run {
+pub(crate) fn dc_cache(t: &std::path::Path, args: &[&str]) -> Run {
     let mut cmd = std::process::Command::new(diskcast_bin());
     cmd.args(args).env("XDG_CACHE_HOME", t.join("cache")).env("SOURCE_DATE_EPOCH", "1700000000");
     let start = std::time::Instant::now();

@@ -122,6 +122,23 @@ pub fn diskcast_bin() -> &'static str {
     env!("CARGO_BIN_EXE_diskcast")
 }
 
+/// The commands `diskcast WORDS.. --help` lists (of `diskcast`, or of `diskcast iso`...),
+/// without `help`.
+pub fn commands_in_help(words: &[&str]) -> std::collections::BTreeSet<String> {
+    let mut args = words.to_vec();
+    args.push("--help");
+    let help = dc_ok(&args).stdout_str();
+    let Some(section) = help.split("Commands:\n").nth(1) else { return Default::default() };
+    section
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .filter(|l| l.starts_with("  ") && !l.starts_with("   "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| *c != "help")
+        .map(str::to_string)
+        .collect()
+}
+
 /// Runs diskcast (any exit status). Asserts it never panics and is never killed by a signal.
 pub fn dc(args: &[&str]) -> Run {
     dc_in(None, args)
@@ -654,7 +671,18 @@ pub fn test_kernel_dir() -> PathBuf {
 
 /// The test kernel's `vmlinuz`; fails (never skips) when setup has not fetched it.
 pub fn test_kernel() -> PathBuf {
-    let boot = test_kernel_dir().join("boot");
+    kernel_in(&test_kernel_dir())
+}
+
+/// Where `scripts/setup.sh` unpacks Debian's generic `linux-image-amd64`: AHCI, libata
+/// and ext4 are modules (the cloud kernel has no AHCI driver at all).
+pub fn generic_kernel_dir() -> PathBuf {
+    test_kernel_dir().with_file_name("generic-amd64")
+}
+
+/// The `vmlinuz-*` under `DIR/boot`; fails (never skips) when setup has not fetched it.
+pub fn kernel_in(dir: &Path) -> PathBuf {
+    let boot = dir.join("boot");
     let found = std::fs::read_dir(&boot).ok().and_then(|d| {
         d.flatten()
             .map(|e| e.path())
@@ -685,6 +713,8 @@ pub enum Bus {
     Pvscsi,
     Usb,
     Cdrom,
+    /// A SATA disk on an AHCI controller of its own (`-device ahci`), not q35's built-in one.
+    Ahci,
 }
 
 /// Boots `disk` (any format QEMU reads; `fmt` names it) under `qemu-system-x86_64` (TCG:
@@ -726,6 +756,7 @@ pub fn boot_to_marker(
         Bus::Pvscsi => cmd.args(["-device", "pvscsi,id=s0", "-device", "scsi-hd,drive=d0,bus=s0.0"]),
         Bus::Usb => cmd.args(["-device", "qemu-xhci", "-device", "usb-storage,drive=d0,removable=on"]),
         Bus::Cdrom => cmd.args(["-device", "ide-cd,drive=d0,bus=ide.0"]),
+        Bus::Ahci => cmd.args(["-device", "ahci,id=a0", "-device", "ide-hd,drive=d0,bus=a0.0"]),
     };
     let mut child =
         cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("qemu-system-x86_64");

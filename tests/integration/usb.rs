@@ -270,10 +270,7 @@ fn fat32_stick_size_is_checked_before_writing() {
     tool_text("fsck.fat", &["-n", &s(&fat)]);
     assert!(j["partitions"][0]["size"].as_u64().unwrap() > 190 << 20, "the data partition takes the rest: {j}");
 
-    // Several ISOs, a block device in another format than raw: refused with the reason.
-    dc(&["usb", &s(&iso), &s(&iso), "-o", &s(&out)])
-        .expect_code(1)
-        .expect_stderr_all(&["2 ISOs given", "not supported yet"]);
+    // A block device in another format than raw: refused with the reason.
     let dev = t.path().join("sdz");
     sh(&format!("mknod '{}' b 7 250", dev.display()));
     dc(&["usb", &s(&iso), "-o", &s(&dev), "-O", "qcow2"])
@@ -537,6 +534,268 @@ fn a_stick_written_onto_a_device_equals_the_stick_image() {
     drop(lo);
     let (made, written) = (read(&stick), read(&backing));
     assert_eq!(u64::try_from(made.len()).unwrap(), 64 * MIB);
+    assert!(written[..made.len()] == made[..], "the device differs from the stick image");
+    assert!(written[made.len()..] == before[made.len()..], "bytes past the stick were changed");
+}
+
+/// What the initramfs of a multi-boot test ISO prints, by ISO.
+fn multi_marker(name: &str) -> String {
+    format!("DISKCAST_MULTI_{}_OK", name.to_ascii_uppercase())
+}
+
+/// An ISO made by `grub-mkrescue` (a GRUB disc) holding the test kernel, a busybox
+/// initramfs whose init prints [`multi_marker`] and powers off, and a
+/// `boot/grub/loopback.cfg` booting them (the marker is in the initramfs only, not on
+/// the command line, so the kernel's banner cannot show it).
+fn grub_rescue_iso(t: &Path, name: &str) -> PathBuf {
+    let iso = t.join(format!("{name}.iso"));
+    sh(&format!(
+        "cd '{t}'; mkdir -p '{name}/boot/grub' '{name}-initrd/bin'
+         cp /bin/busybox '{name}-initrd/bin/'
+         printf '#!/bin/busybox sh\\n/bin/busybox echo {marker}\\n/bin/busybox poweroff -f\\n' > '{name}-initrd/init'
+         chmod +x '{name}-initrd/init'
+         (cd '{name}-initrd' && find . | cpio -o -H newc 2>/dev/null | gzip) > '{name}/boot/initrd.img'
+         cp '{kernel}' '{name}/boot/vmlinuz'
+         printf 'set timeout=0\\nmenuentry \"{name}\" {{\\n  linux /boot/vmlinuz console=ttyS0,115200 panic=-1 quiet\\n  initrd /boot/initrd.img\\n}}\\n' \
+           > '{name}/boot/grub/loopback.cfg'
+         grub-mkrescue -o '{iso}' '{name}' 2>/dev/null",
+        t = t.display(),
+        marker = multi_marker(name),
+        kernel = test_kernel().display(),
+        iso = iso.display(),
+    ));
+    iso
+}
+
+/// An ISO (xorriso, Rock Ridge and Joliet, volume id `label`) of the tree `script`
+/// makes in a new directory `name`.
+fn script_iso(t: &Path, name: &str, label: &str, script: &str) -> PathBuf {
+    let dir = t.join(name);
+    sh(&format!("mkdir -p '{d}'; cd '{d}'; {script}", d = dir.display()));
+    let iso = t.join(format!("{name}.iso"));
+    sh(&format!("xorriso -as mkisofs -quiet -R -J -V '{label}' -o '{}' '{}'", iso.display(), dir.display()));
+    iso
+}
+
+/// The menu a multi-boot stick's GRUB reads, taken from its boot partition by mtools
+/// and judged by `grub-script-check`.
+fn checked_menu(stick: &Path, j: &Value, t: &Path) -> String {
+    let boot = partition(stick, j, 1, t);
+    let fsck = tool_text("fsck.fat", &["-n", &s(&boot)]);
+    assert!(!fsck.contains("differ") && !fsck.contains("Free cluster summary wrong"), "{fsck}");
+    let efi = mtools_cat(&boot, "EFI/BOOT/BOOTX64.EFI");
+    assert_eq!(&efi[..2], b"MZ", "BOOTX64.EFI is a PE image");
+    let cfg = t.join("grub.cfg");
+    write_file(&cfg, &mtools_cat(&boot, "boot/grub/grub.cfg"));
+    tool_text("grub-script-check", &[&s(&cfg)]);
+    String::from_utf8(read(&cfg)).unwrap()
+}
+
+/// The `linux` line of menu entry `n` (1-based).
+fn linux_line(menu: &str, n: usize) -> String {
+    let entry = menu.split("menuentry ").nth(n).unwrap_or_else(|| panic!("no entry {n}:\n{menu}"));
+    entry.lines().find(|l| l.trim_start().starts_with("linux ")).unwrap_or_else(|| panic!("{entry}")).trim().to_string()
+}
+
+/// Two GRUB discs (grub-mkrescue) on one stick, the second the default: every checker
+/// is clean, the ISOs read back from the FAT32 data partition by mtools equal the ISO
+/// files (cmp), the menu passes grub-script-check and finds the data partition by the
+/// UUID blkid reads, and OVMF boots the second ISO's initramfs from a USB stick.
+#[test]
+fn multi_iso_stick_holds_the_isos_unchanged_and_boots_the_default_on_ovmf() {
+    let t = tmp();
+    let (one, two) = (grub_rescue_iso(t.path(), "one"), grub_rescue_iso(t.path(), "two"));
+    let stick = t.path().join("multi.img");
+    let (j, r) = usb(&[&s(&one), &s(&two), "-o", &s(&stick), "--default", "2", "--timeout", "1"]);
+    assert_eq!(j["mode"], "multi", "{}", r.describe());
+    assert_eq!(j["menu"][1]["family"], "grub-loopback", "{j}");
+    assert_eq!(j["menu"][1]["title"], "2. two.iso (GRUB loopback.cfg)", "{j}");
+    assert!(j["uefi"]["bootable"] == true && j["bios"]["bootable"] == true, "{j}");
+    assert_sgdisk_clean(&stick);
+    let types = tool_text("sgdisk", &["-p", &s(&stick)]);
+    let kinds: Vec<&str> = types.lines().filter(|l| l.trim_start().starts_with(char::is_numeric)).collect();
+    assert!(
+        kinds.len() == 3 && kinds[0].contains("EF00") && kinds[1].contains("0700") && kinds[2].contains("EF02"),
+        "{types}"
+    );
+
+    let menu = checked_menu(&stick, &j, t.path());
+    assert!(menu.contains("set default=1\n") && menu.contains("set timeout=1\n"), "{menu}");
+    assert!(
+        menu.contains(
+            "  loopback loop \"($data)\"'/isos/two.iso'\n  set root=(loop)\n  configfile '/boot/grub/loopback.cfg'\n"
+        ),
+        "{menu}"
+    );
+    let data = partition(&stick, &j, 2, t.path());
+    let fsck = tool_text("fsck.fat", &["-n", &s(&data)]);
+    assert!(!fsck.contains("differ"), "{fsck}");
+    let uuid = tool_out("blkid", &["-o", "value", "-s", "UUID", &s(&data)]);
+    assert!(menu.contains(&format!("search --no-floppy --fs-uuid --set=data '{}'\n", uuid.trim())), "{uuid}\n{menu}");
+    for iso in [&one, &two] {
+        let name = iso.file_name().unwrap().to_str().unwrap();
+        let back = t.path().join(format!("back-{name}"));
+        tool_text("mcopy", &["-n", "-i", &s(&data), &format!("::/isos/{name}"), &s(&back)]);
+        tool_text("cmp", &[&s(iso), &s(&back)]);
+    }
+    boots(&stick, Firmware::Uefi, &multi_marker("two"), t.path());
+}
+
+/// ISO trees laid out as Debian live 12, Ubuntu 24.04, Fedora 40 Workstation Live and
+/// the Arch install medium lay theirs out (kernel, initramfs, root image, their GRUB or
+/// isolinux configuration; contents are stand-ins), made into ISOs by xorriso, on an
+/// exFAT data partition: fsck.exfat is clean, the ISOs read back through the kernel's
+/// exfat driver (or exfat-fuse) equal the files, the menu passes grub-script-check and
+/// each entry boots the ISO's own kernel with the argument its family finds the ISO by.
+#[test]
+fn multi_iso_menu_entries_carry_each_familys_kernel_arguments() {
+    let t = tmp();
+    let mk = |name: &str, label: &str, script: &str| script_iso(t.path(), name, label, script);
+    let debian = mk(
+        "debian-live",
+        "d-live 12.5.0 xf amd64",
+        "mkdir -p live isolinux boot/grub; echo s > live/filesystem.squashfs
+         echo k > live/vmlinuz-6.1.0-18-amd64; echo i > live/initrd.img-6.1.0-18-amd64
+         printf 'menuentry \"Live system (amd64)\" --hotkey=l {\\n\\tlinux\\t/live/vmlinuz-6.1.0-18-amd64 boot=live components quiet splash findiso=${iso_path}\\n\\tinitrd\\t/live/initrd.img-6.1.0-18-amd64\\n}\\n' > boot/grub/grub.cfg
+         echo 'source /boot/grub/grub.cfg' > boot/grub/loopback.cfg
+         printf 'include live.cfg\\n' > isolinux/isolinux.cfg",
+    );
+    let ubuntu = mk(
+        "ubuntu",
+        "Ubuntu 24.04 LTS amd64",
+        "mkdir -p casper boot/grub; echo k > casper/vmlinuz; echo i > casper/initrd; echo s > casper/minimal.squashfs
+         printf 'set timeout=30\\nmenuentry \"Try or Install Ubuntu\" {\\n\\tset gfxpayload=keep\\n\\tlinux\\t/casper/vmlinuz  --- quiet splash\\n\\tinitrd\\t/casper/initrd\\n}\\n' > boot/grub/grub.cfg",
+    );
+    let fedora = mk(
+        "fedora",
+        "Fedora-WS-Live-40-1-14",
+        "mkdir -p images/pxeboot LiveOS EFI/BOOT; echo k > images/pxeboot/vmlinuz; echo i > images/pxeboot/initrd.img
+         echo s > LiveOS/squashfs.img
+         printf \"menuentry 'Start Fedora-Workstation-Live 40' --class fedora {\\n\\tlinux /images/pxeboot/vmlinuz root=live:CDLABEL=Fedora-WS-Live-40-1-14  rd.live.image quiet rhgb\\n\\tinitrd /images/pxeboot/initrd.img\\n}\\n\" > EFI/BOOT/grub.cfg",
+    );
+    let arch = mk(
+        "archlinux",
+        "ARCH_202406",
+        "mkdir -p arch/boot/x86_64 arch/x86_64 boot/syslinux; echo k > arch/boot/x86_64/vmlinuz-linux
+         echo i > arch/boot/x86_64/initramfs-linux.img; echo u > arch/boot/intel-ucode.img; echo s > arch/x86_64/airootfs.sfs
+         printf 'LABEL arch64\\nMENU LABEL Arch Linux install medium (x86_64, BIOS)\\nLINUX /arch/boot/x86_64/vmlinuz-linux\\nINITRD /arch/boot/intel-ucode.img,/arch/boot/x86_64/initramfs-linux.img\\nAPPEND archisobasedir=arch archisolabel=ARCH_202406\\n' > boot/syslinux/syslinux.cfg",
+    );
+    let stick = t.path().join("families.img");
+    let isos = [&debian, &ubuntu, &fedora, &arch];
+    let mut args: Vec<String> = isos.iter().map(|i| s(i)).collect();
+    args.extend(["-o", &s(&stick), "--data-fs", "exfat", "--label", "STICK"].map(String::from));
+    let (j, r) = usb(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let families: Vec<&str> = (0..4).map(|i| j["menu"][i]["family"].as_str().unwrap()).collect();
+    assert_eq!(families, ["debian-live", "ubuntu", "fedora", "arch"], "{}", r.describe());
+    assert_eq!(j["menu"][3]["from"], "/boot/syslinux/syslinux.cfg", "{j}");
+    assert_sgdisk_clean(&stick);
+    let menu = checked_menu(&stick, &j, t.path());
+    assert!(menu.contains("set default=0\n") && menu.contains("set timeout=10\n"), "{menu}");
+
+    let data = partition(&stick, &j, 2, t.path());
+    let fsck = tool_text("fsck.exfat", &["-n", &s(&data)]);
+    assert!(fsck.contains("clean"), "{fsck}");
+    let uuid = tool_out("blkid", &["-o", "value", "-s", "UUID", &s(&data)]).trim().to_string();
+    assert_eq!(tool_out("blkid", &["-o", "value", "-s", "LABEL", &s(&data)]).trim(), "STICK");
+    {
+        let mnt = t.path().join("mnt");
+        let _m = crate::exfat::Mounted::new(&data, &mnt, true);
+        for iso in isos {
+            tool_text("cmp", &[&s(iso), &s(&mnt.join("isos").join(iso.file_name().unwrap()))]);
+        }
+    }
+    assert_eq!(
+        linux_line(&menu, 1),
+        "linux (loop)'/live/vmlinuz-6.1.0-18-amd64' 'boot=live' 'components' 'quiet' 'splash' 'findiso=/isos/debian-live.iso'"
+    );
+    assert!(menu.contains("initrd (loop)'/live/initrd.img-6.1.0-18-amd64'\n"), "{menu}");
+    assert_eq!(
+        linux_line(&menu, 2),
+        "linux (loop)'/casper/vmlinuz' 'iso-scan/filename=/isos/ubuntu.iso' '---' 'quiet' 'splash'"
+    );
+    assert_eq!(
+        linux_line(&menu, 3),
+        "linux (loop)'/images/pxeboot/vmlinuz' 'root=live:CDLABEL=Fedora-WS-Live-40-1-14' 'rd.live.image' 'quiet' 'rhgb' 'iso-scan/filename=/isos/fedora.iso'"
+    );
+    assert_eq!(
+        linux_line(&menu, 4),
+        format!(
+            "linux (loop)'/arch/boot/x86_64/vmlinuz-linux' 'archisobasedir=arch' 'img_dev=/dev/disk/by-uuid/{uuid}' 'img_loop=/isos/archlinux.iso'"
+        )
+    );
+    assert!(
+        menu.contains("initrd (loop)'/arch/boot/intel-ucode.img' (loop)'/arch/boot/x86_64/initramfs-linux.img'\n"),
+        "{menu}"
+    );
+}
+
+/// What a multi-boot stick cannot hold is refused before anything is written: a Debian
+/// installer ISO (its initramfs finds no CD), an ISO of no known family, two ISOs of one
+/// name, a --default past the menu, a --size the ISOs do not fit, options for one ISO.
+#[test]
+fn multi_iso_refusals_come_before_writing() {
+    let t = tmp();
+    let (one, two) = (grub_rescue_iso(t.path(), "one"), grub_rescue_iso(t.path(), "two"));
+    let mk = |name: &str, script: &str| script_iso(t.path(), name, "CDROM", script);
+    let installer = mk(
+        "netinst",
+        "mkdir -p install.amd .disk; echo k > install.amd/vmlinuz; echo i > install.amd/initrd.gz; echo d > .disk/info",
+    );
+    let plain = mk("plain", "echo x > readme.txt");
+    let out = t.path().join("no.img");
+    let out_arg = s(&out);
+    let refused = |args: &[&str], expect: &[&str]| {
+        let mut all = vec!["usb"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["-o", &out_arg]);
+        dc(&all).expect_code(1).expect_stderr_all(expect);
+        assert_no_output(&out);
+    };
+    refused(
+        &[&s(&one), &s(&installer)],
+        &["netinst.iso: cannot be booted from the multi-boot stick", "Debian installer ISO", "hd-media"],
+    );
+    refused(
+        &[&s(&plain), &s(&one)],
+        &["plain.iso: cannot be booted from the multi-boot stick", "its family is not one diskcast boots"],
+    );
+    // Debian's grub-rescue ISO: GRUB with a grub.cfg for its own disc, no loopback.cfg.
+    let rescue = "/usr/lib/grub-rescue/grub-rescue-cdrom.iso";
+    refused(&[&s(&one), rescue], &["grub-rescue-cdrom.iso: cannot be booted from the multi-boot stick"]);
+    refused(&[&s(&one), &s(&one)], &["would both be /isos/one.iso on the stick"]);
+    refused(&[&s(&one), &s(&one), "--default", "3"], &["--default 3: the menu has entries 1 to 2"]);
+    refused(&[&s(&one), &s(&one), "--mode", "fat32"], &["--mode is for a stick made from one ISO"]);
+    refused(&[&s(&one), "--data-fs", "exfat"], &["--data-fs is for a multi-boot stick"]);
+    refused(&[&s(&one), &s(&two), "--timeout", "100000"], &["--timeout 100000: the menu waits at most 86400 seconds"]);
+    refused(&[&s(&one), &s(&two), "--size", "20M"], &["--size 20 MiB is too small: the GPT and the boot partitions"]);
+    refused(&[&s(&one), &s(&two), "--size", "60M"], &["--size 60 MiB is too small for the ISOs on FAT32"]);
+}
+
+/// A multi-boot stick written onto a device goes through `diskcast write`'s checks (no
+/// terminal: refused, the device untouched) and read-back, and the device then holds
+/// exactly the stick the same command writes to a file.
+#[test]
+fn a_multi_iso_stick_written_onto_a_device_equals_the_stick_image() {
+    let t = tmp();
+    let (one, two) = (grub_rescue_iso(t.path(), "one"), grub_rescue_iso(t.path(), "two"));
+    let backing = t.path().join("device.img");
+    random_file(&backing, 128 * MIB);
+    let before = read(&backing);
+    let Some(lo) = Loop::try_attach(&backing, false) else { return };
+    let run = |out: &str, extra: &[&str]| {
+        let mut v = vec!["usb", one.to_str().unwrap(), two.to_str().unwrap(), "-o", out];
+        v.extend_from_slice(extra);
+        dc_epoch(Some("1700000000"), &v)
+    };
+    let r = run(&lo.dev, &[]).expect_code(1);
+    assert!(r.stderr.contains("standard input is not a terminal to ask on; pass --yes"), "{}", r.stderr);
+    assert!(read(&backing) == before, "a refused write changed the device");
+    let r = run(&lo.dev, &["--yes"]).expect_ok();
+    assert!(r.stderr.contains("written and verified"), "{}", r.stderr);
+    let stick = t.path().join("stick.img");
+    run(&s(&stick), &[]).expect_ok();
+    drop(lo);
+    let (made, written) = (read(&stick), read(&backing));
     assert!(written[..made.len()] == made[..], "the device differs from the stick image");
     assert!(written[made.len()..] == before[made.len()..], "bytes past the stick were changed");
 }

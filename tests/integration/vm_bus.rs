@@ -4,8 +4,8 @@
 //! bus, by GNU cpio listing the initramfs diskcast built, and by `check --profile`.
 
 use crate::support::{
-    Bus, Firmware, assert_no_output, boot_to_marker, dc, dc_ok, qemu_img, s, test_kernel, test_kernel_dir, tmp,
-    tool_text,
+    Bus, Firmware, assert_no_output, boot_to_marker, dc, dc_ok, generic_kernel_dir, kernel_in, qemu_img, s,
+    test_kernel, test_kernel_dir, tmp, tool_text,
 };
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -155,6 +155,41 @@ fn esxi_disk_boots_on_pvscsi() {
     let console = boot(&disk, "vmdk", Bus::Pvscsi, marker, t.path());
     // Partition 1 is the BIOS boot partition, 2 the ESP.
     assert!(console.contains(&format!("{marker} kernel={} root=/dev/sda3", version())), "{console}");
+}
+
+/// A plain disk's third bus, SATA on AHCI: Debian's generic kernel (linux-image-amd64
+/// by `--kernel`, its modules beside it as the package unpacks) has ahci, libahci,
+/// libata, sd_mod and even ext4 as modules, so the initramfs diskcast builds loads the
+/// whole stack, crc32c first (ext4 asks the crypto API for it, through a modprobe the
+/// initramfs does not have). Booted under OVMF on `-device ahci` + `ide-hd`.
+#[test]
+fn plain_disk_boots_on_ahci_with_the_generic_kernel() {
+    let t = tmp();
+    let marker = "DISKCAST_BUS_AHCI_OK";
+    let tar = guest(t.path(), marker, &[]);
+    let disk = t.path().join("vm.qcow2");
+    let kernel = kernel_in(&generic_kernel_dir());
+    let v = kernel.file_name().unwrap().to_str().unwrap().strip_prefix("vmlinuz-").unwrap().to_string();
+    let summary = dc_ok(&["vm", &s(&tar), "-o", &s(&disk), "--kernel", &s(&kernel), "--output", "json"]).json();
+    let drivers = summary["drivers"].to_string();
+    assert!(drivers.contains("initramfs built") && drivers.contains("ahci"), "{summary}");
+    assert_eq!(summary["warnings"].as_array().map(Vec::len), Some(0), "every plain bus is driven: {summary}");
+    let listing = initramfs_listing(&disk, "qcow2", &summary, t.path());
+    let modules: Vec<&str> = listing.lines().filter(|l| l.ends_with(".ko")).collect();
+    for m in [
+        "ata/ahci.ko",
+        "ata/libahci.ko",
+        "ata/libata.ko",
+        "scsi/sd_mod.ko",
+        "fs/ext4/ext4.ko",
+        "crypto/crc32c_generic.ko",
+    ] {
+        assert!(modules.iter().any(|l| l.ends_with(m)), "{m} not in the initramfs:\n{listing}");
+    }
+    let order = |m: &str| modules.iter().position(|l| l.ends_with(m)).unwrap();
+    assert!(order("/libata.ko") < order("/ahci.ko") && order("crc32c_generic.ko") < order("/ext4.ko"), "{listing}");
+    let console = boot(&disk, "qcow2", Bus::Ahci, marker, t.path());
+    assert!(console.contains(&format!("{marker} kernel={v} root=/dev/sda2")), "{console}");
 }
 
 #[test]

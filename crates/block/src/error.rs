@@ -33,6 +33,9 @@ pub enum ErrorKind {
     InvalidArgument,
     /// The operation was interrupted (Ctrl-C).
     Cancelled,
+    /// The user asked for proof the input is trusted (`--verify-key`) and it has none: no
+    /// signature, or none that verifies with the keys given and names what was read.
+    Untrusted,
 }
 
 impl ErrorKind {
@@ -48,6 +51,7 @@ impl ErrorKind {
             ErrorKind::Refused => "refused",
             ErrorKind::InvalidArgument => "invalid-argument",
             ErrorKind::Cancelled => "cancelled",
+            ErrorKind::Untrusted => "untrusted",
         }
     }
 }
@@ -104,6 +108,10 @@ impl Error {
         let mut e = Self::new(ErrorKind::Io, message);
         e.source = Some(Box::new(source));
         e
+    }
+    /// Shorthand for [`ErrorKind::Untrusted`].
+    pub fn untrusted(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Untrusted, message)
     }
     /// The operation was cancelled by the user.
     pub fn cancelled() -> Self {

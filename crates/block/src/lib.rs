@@ -23,6 +23,7 @@ pub mod copy;
 pub mod decompress;
 pub mod device;
 pub mod error;
+pub mod filter;
 pub mod gate;
 pub mod io;
 pub mod lock;

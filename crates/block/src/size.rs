@@ -47,9 +47,23 @@ pub fn human(bytes: u64) -> String {
     if unit == 0 { format!("{bytes} B") } else { format!("{v:.3} {}", UNITS[unit]).replace(".000 ", " ") }
 }
 
+/// A count with its noun in the right number, for people: `1 layer`, `2 layers`, `0 files`.
+pub fn count<N: Copy + std::fmt::Display + TryInto<u8>>(n: N, one: &str, many: &str) -> String {
+    let noun = if n.try_into().is_ok_and(|n: u8| n == 1) { one } else { many };
+    format!("{n} {noun}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_in_the_right_number() {
+        assert_eq!(count(1usize, "layer", "layers"), "1 layer");
+        assert_eq!(count(2u64, "layer", "layers"), "2 layers");
+        assert_eq!(count(0u32, "entry", "entries"), "0 entries");
+        assert_eq!(count(257u64, "entry", "entries"), "257 entries");
+    }
 
     #[test]
     fn parses_suffixes() {

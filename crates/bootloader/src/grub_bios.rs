@@ -158,14 +158,11 @@ pub fn early_config(entry: &BootEntry) -> Result<String> {
     cfg.push_str(&format!("echo {}\n", quote(&format!("diskcast: booting {}", entry.title))?));
     let mut linux = format!("linux {}", quote(&entry.kernel)?);
     for word in entry.cmdline.split_whitespace() {
-        if word.contains(['"', '\\']) {
-            return Err(Error::argument(format!(
-                "kernel command line word {word:?}: GRUB passes quotes and backslashes to the kernel escaped; \
-                 the BIOS loader cannot boot it (use --boot uefi)"
-            )));
-        }
+        let word = linux_word(word).map_err(|e| {
+            Error::argument(format!("{}; the BIOS loader cannot boot it (use --boot uefi)", e.message()))
+        })?;
         linux.push(' ');
-        linux.push_str(&quote(word)?);
+        linux.push_str(&word);
     }
     cfg.push_str(&linux);
     cfg.push('\n');
@@ -176,6 +173,18 @@ pub fn early_config(entry: &BootEntry) -> Result<String> {
     Ok(cfg)
 }
 
+/// A word of a kernel command line as a GRUB `linux` argument (single-quoted), refusing
+/// quotes and backslashes: GRUB passes them to the kernel escaped, so the kernel would
+/// not see the word as written.
+pub fn linux_word(word: &str) -> Result<String> {
+    if word.contains(['"', '\\']) {
+        return Err(Error::argument(format!(
+            "kernel command line word {word:?}: GRUB passes quotes and backslashes to the kernel escaped"
+        )));
+    }
+    quote(word)
+}
+
 /// A GRUB script word in single quotes (nothing inside is special), refusing what single
 /// quotes cannot hold.
 pub fn quote(s: &str) -> Result<String> {
@@ -183,6 +192,49 @@ pub fn quote(s: &str) -> Result<String> {
         return Err(Error::argument(format!("{s:?} cannot be written into a GRUB script (quote or line break)")));
     }
     Ok(format!("'{s}'"))
+}
+
+/// Runs the host's `grub-mkimage -O FORMAT` on the module directory `dir` (`origin`
+/// names it in errors) with `prefix` (where GRUB looks for further modules and its
+/// `grub.cfg`), `cfg` as its early configuration (GRUB's rescue parser: one command a
+/// line, no `if`) and `module_list` built in; returns the image.
+pub fn mkimage(
+    format: &str,
+    dir: &Path,
+    origin: &str,
+    prefix: &str,
+    cfg: &str,
+    module_list: &[&str],
+) -> Result<Vec<u8>> {
+    let tmp = tempfile::Builder::new()
+        .prefix("diskcast-grub-")
+        .tempdir()
+        .map_err(|e| Error::io("cannot make a temporary directory", e))?;
+    let (cfg_path, out_path) = (tmp.path().join("early.cfg"), tmp.path().join("grub.img"));
+    std::fs::write(&cfg_path, cfg).map_err(|e| Error::io("cannot write", e).with_file(&cfg_path))?;
+    let out = Command::new("grub-mkimage")
+        .args(["-O", format, "-d"])
+        .arg(dir)
+        .arg("-o")
+        .arg(&out_path)
+        .arg("-c")
+        .arg(&cfg_path)
+        .args(["-p", prefix])
+        .args(module_list)
+        .output()
+        .map_err(|e| {
+            Error::new(
+                diskcast_block::ErrorKind::Unsupported,
+                format!("cannot run grub-mkimage ({e}); install the {MKIMAGE_PACKAGE} package"),
+            )
+        })?;
+    if !out.status.success() {
+        return Err(Error::unsupported(format!(
+            "grub-mkimage -O {format} failed on {origin}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    std::fs::read(&out_path).map_err(|e| Error::io("cannot read", e).with_file(&out_path))
 }
 
 /// GRUB's two boot images for one disk, before installation.
@@ -218,36 +270,7 @@ impl GrubBios {
     /// `prefix` (where GRUB looks for further modules and its `grub.cfg`) and `cfg` as
     /// its early configuration (GRUB's rescue parser: one command a line, no `if`).
     pub fn build_core(modules: &GrubModules, prefix: &str, cfg: &str, module_list: &[&str]) -> Result<Self> {
-        let tmp = tempfile::Builder::new()
-            .prefix("diskcast-grub-")
-            .tempdir()
-            .map_err(|e| Error::io("cannot make a temporary directory", e))?;
-        let (cfg_path, core_path) = (tmp.path().join("early.cfg"), tmp.path().join("core.img"));
-        std::fs::write(&cfg_path, cfg).map_err(|e| Error::io("cannot write", e).with_file(&cfg_path))?;
-        let out = Command::new("grub-mkimage")
-            .args(["-O", "i386-pc", "-d"])
-            .arg(modules.dir())
-            .arg("-o")
-            .arg(&core_path)
-            .arg("-c")
-            .arg(&cfg_path)
-            .args(["-p", prefix])
-            .args(module_list)
-            .output()
-            .map_err(|e| {
-                Error::new(
-                    diskcast_block::ErrorKind::Unsupported,
-                    format!("cannot run grub-mkimage ({e}); install the {MKIMAGE_PACKAGE} package"),
-                )
-            })?;
-        if !out.status.success() {
-            return Err(Error::unsupported(format!(
-                "grub-mkimage -O i386-pc failed on {}: {}",
-                modules.origin,
-                String::from_utf8_lossy(&out.stderr).trim()
-            )));
-        }
-        let core = std::fs::read(&core_path).map_err(|e| Error::io("cannot read", e).with_file(&core_path))?;
+        let core = mkimage("i386-pc", modules.dir(), &modules.origin, prefix, cfg, module_list)?;
         let boot_path = modules.dir().join("boot.img");
         let boot = std::fs::read(&boot_path).map_err(|e| Error::io("cannot read", e).with_file(&boot_path))?;
         Self::from_images(boot, core)

@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod grub_bios;
+pub mod grub_efi;
 pub mod systemd_boot;
 
 /// One bootable entry, as every loader sees it.

@@ -3,8 +3,8 @@
 //! `common::args`; validation into plans happens in the commands.
 
 use crate::cmd::{
-    cat, check, compare, convert, create, dd, extract, formats, info, inspect, iso, ls, measure, mkdisk, mkfs, oci,
-    resize, usb, vm, wim, write,
+    cat, check, compare, convert, create, dd, docs, extract, formats, info, inspect, iso, ls, measure, mkdisk, mkfs,
+    oci, resize, usb, vm, wim, write,
 };
 use clap::{Parser, Subcommand};
 
@@ -17,9 +17,13 @@ Examples:
   diskcast compare disk.raw disk.qcow2
   diskcast create -f qcow2 -b base.qcow2 -F qcow2 overlay.qcow2";
 
+/// `0.1.0 (abc1234 2026-12-07)`: the package version, and the commit and its date when
+/// built from a git clone (build.rs); the version alone from a source tarball.
+pub const VERSION: &str = env!("DISKCAST_VERSION");
+
 /// Convert between disk, VM, optical and container images.
 #[derive(Debug, Parser)]
-#[command(name = "diskcast", version, about, max_term_width = 100)]
+#[command(name = "diskcast", version = VERSION, about, max_term_width = 100)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -164,10 +168,35 @@ Examples:
     #[command(after_help = DD_HELP)]
     Dd(dd::DdArgs),
     /// Make a USB installer stick image from an ISO (dd copy, or GPT + FAT32 bootable by
-    /// UEFI and BIOS).
+    /// UEFI and BIOS), or a multi-boot stick with a GRUB menu from several ISOs.
     #[command(after_help = USB_HELP)]
     Usb(usb::UsbArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    #[command(after_help = COMPLETIONS_HELP)]
+    Completions(docs::CompletionsArgs),
+    /// Write the man pages: diskcast.1 and one per command (diskcast-convert.1, ...).
+    #[command(after_help = MAN_HELP)]
+    Man(docs::ManArgs),
 }
+
+const COMPLETIONS_HELP: &str = "\
+Examples:
+  diskcast completions bash > /etc/bash_completion.d/diskcast
+  diskcast completions bash > ~/.local/share/bash-completion/completions/diskcast
+  diskcast completions zsh > \"${fpath[1]}/_diskcast\"
+  diskcast completions fish > ~/.config/fish/completions/diskcast.fish
+  source <(diskcast completions bash)          # this shell only
+
+Commands, subcommands, flags and the values of flags with a fixed set (--output human|json,
+-t CACHE...) complete; file arguments complete as file names.";
+
+const MAN_HELP: &str = "\
+Examples:
+  diskcast man /usr/local/share/man/man1 && mandb -q
+  diskcast man ./man && man -l man/diskcast-convert.1
+
+The pages are made from the same definitions as --help: every flag, its help and the
+examples. The names written are printed, one a line (--output json: {\"pages\": [...]}).";
 
 const WRITE_HELP: &str = "\
 Examples:
@@ -220,6 +249,7 @@ Examples:
   diskcast usb debian-live.iso -o stick.img --mode fat32 --persistence 4G
   diskcast usb installer.iso -o stick.qcow2 -O qcow2 --size 16G --output json
   diskcast usb Win11.iso -o stick.img --windows-layout exfat
+  diskcast usb debian-live.iso ubuntu.iso -o stick.img --default 2 --timeout 5
 
 Modes (--mode): dd copies a hybrid ISO (an MBR or GPT in its system area) as it is; a
 non-hybrid ISO is refused there. fat32 makes a GPT disk whose first partition (ESP type)
@@ -234,8 +264,17 @@ puts everything on an exFAT partition beside a FAT32 boot partition (every file 
 sources/, plus sources/boot.wim). What each firmware boots, or
 why not, is said on stderr and in the JSON summary.
 
-OUT is an image file in any block format (-O); a block device is refused for now: write
-the image with `diskcast write`, which checks the device first.";
+Several ISOs make a multi-boot stick: a FAT32 boot partition with GRUB for UEFI
+(BOOTX64.EFI) and BIOS (BIOS boot partition), and a data partition (--data-fs: FAT32 when
+every ISO is under 4 GiB, else exFAT) holding each ISO unchanged as isos/NAME.iso. GRUB's
+menu boots each by loopback with the kernel arguments its family needs (Debian live
+findiso=, Ubuntu and Fedora iso-scan/filename=, Arch img_dev=/img_loop=, GRUB discs'
+loopback.cfg), kernel and arguments taken from the ISO's own configuration; --default N
+(1-based) boots after --timeout seconds. An ISO no entry could boot (a Debian installer
+ISO, an unknown family) is refused before anything is written.
+
+OUT is an image file in any block format (-O), or a block device: then it is checked,
+shown, confirmed (or --yes) and read back as `diskcast write` does.";
 
 const VM_HELP: &str = "\
 Examples:
@@ -305,12 +344,20 @@ Examples:
   diskcast inspect --output spdx-json disk.qcow2 > sbom.json  # a VM disk's root partition
   diskcast inspect --output cyclonedx-json debian-live.iso    # a live ISO's squashfs root
   diskcast inspect --output json ./rootfs | jq -r '.packages[].purl'
+  diskcast inspect --verify-key cosign.pub docker://reg.example/app:1  # exit 4 unless signed
+  diskcast inspect --vuln-db osv/ --fail-on high disk.qcow2 # exit 3: a high or critical finding
 
 OS packages come from the dpkg, apk or rpm database; language packages from the files
 that name them: Python dist-info/egg-info, node_modules/**/package.json, Go and
 cargo-auditable binaries' build info, Java archives' pom.properties (nested jars too),
 Ruby specifications/*.gemspec, Composer's installed.json. Nothing is extracted. With
-SOURCE_DATE_EPOCH set, SPDX and CycloneDX documents are the same bytes on every run.";
+SOURCE_DATE_EPOCH set, SPDX and CycloneDX documents are the same bytes on every run.
+
+--vuln-db matches the packages offline against OSV advisories as osv.dev publishes them
+(a directory of *.json, or the zip), each ecosystem in its own version order (dpkg, rpm,
+apk, PEP 440, semver, Maven); Debian and Ubuntu advisories through each package's
+source. Findings follow the packages in the table, and are the vulnerabilities array of
+json and cyclonedx-json. Exit 0: none found; 3: some found (at or above --fail-on).";
 
 const LS_HELP: &str = "\
 Examples:
@@ -337,6 +384,7 @@ Examples:
   diskcast extract -p disk.qcow2 ./files      # the filesystem of a disk image
   diskcast extract ./root -o root.tar         # a directory as a reproducible PAX tar
   diskcast extract layer.tar.zst -o - | tar -tvf -
+  diskcast extract --verify-key cosign.pub docker://reg.example/app:1 ./root  # signed only
 
 Extraction never writes outside DIR: every path is opened beneath DIR without following
 symlinks, members with '..' are skipped (with a warning), absolute symlinks are created

@@ -64,12 +64,20 @@ fn run(command: Command) -> Result<u8, Failure> {
         Command::Resize(a) => resize::run(a).map_err(Failure::from),
         Command::Dd(a) => dd::run(a).map_err(Failure::from),
         Command::Usb(a) => usb::run(a).map_err(Failure::from),
+        Command::Completions(a) => docs::completions(a, grammar()).map_err(Failure::from),
+        Command::Man(a) => docs::man(a, grammar()).map_err(Failure::from),
     }
 }
 
-/// Parses the command line; the top-level help lists every format and filesystem the
-/// registries have.
+/// Parses the command line.
 fn parse() -> Result<args::Cli, clap::Error> {
+    let matches = grammar().try_get_matches()?;
+    args::Cli::from_arg_matches(&matches)
+}
+
+/// The whole grammar, as `--help`, the completions and the man pages show it: the
+/// top-level help lists every format and filesystem the registries have.
+fn grammar() -> clap::Command {
     let registry = diskcast_formats::registry();
     let formats: Vec<String> = registry
         .drivers()
@@ -88,17 +96,21 @@ fn parse() -> Result<args::Cli, clap::Error> {
         formats.join(", "),
         filesystems.join(", ")
     );
-    let matches = args::Cli::command().after_help(help).try_get_matches()?;
-    args::Cli::from_arg_matches(&matches)
+    args::Cli::command().after_help(help)
 }
 
-/// The error and its causes, `outer: inner: innermost`.
+/// The error and its causes, `outer: inner: innermost`; a cause whose text the chain
+/// already holds (a message made with `format!("..: {e}")` that also keeps `e` as its
+/// source) is printed once, not as `x: y: y`.
 fn chain(e: &Error) -> String {
     let mut text = e.to_string();
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
+        let cause = s.to_string();
+        if !cause.is_empty() && !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
         source = s.source();
     }
     text

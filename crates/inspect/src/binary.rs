@@ -64,8 +64,16 @@ fn scan_with(
     let shnum = u64::from(le16(&head, 0x3c, "e_shnum").map_err(err)?);
     let shstrndx = u64::from(le16(&head, 0x3e, "e_shstrndx").map_err(err)?);
     let table_len = shentsize * shnum;
-    if shentsize < 64 || table_len > MAX_SECTION_TABLE || shoff.checked_add(table_len).is_none_or(|e| e > size) {
+    if shentsize < 64 || table_len > MAX_SECTION_TABLE {
         return Ok(());
+    }
+    if shoff.checked_add(table_len).is_none_or(|e| e > size) {
+        // The section table is the last thing a linker writes: a file that ends before
+        // it was cut short (its build info may be cut too).
+        return Err(format!(
+            "{shown}: truncated ELF file: its section table ({shnum} entries at offset {shoff}) ends past its \
+             {size} bytes; build info not read"
+        ));
     }
     let table = read(shoff, table_len)?;
     let section = |i: u64| -> Result<(u32, u64, u64), String> {

@@ -48,10 +48,24 @@ pub struct Component {
     /// Source package (dpkg's `Source`, apk's origin, rpm's `SOURCERPM`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    /// rpm's epoch, when the package sets one (also the `EPOCH:` of `version`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u32>,
+    /// Installed size in bytes, when the database records it (rpm).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    /// One-line summary, when the database records it (rpm).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
+    /// For a container image, the digest (as the manifest lists it) of the layer that
+    /// added the package: for a file, the topmost layer holding `found_in`; for an OS
+    /// package, the lowest layer from which the database records it at this version.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub layer: Option<String>,
 }
 
 /// What [`inventory`] found.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Clone, Serialize)]
 pub struct Inventory {
     /// `PRETTY_NAME` of os-release.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -64,6 +78,9 @@ pub struct Inventory {
     /// Files that could not be read or parsed (each names its file); the rest stands.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// os-release's `ID` and `VERSION_ID`, which advisories name releases by.
+    #[serde(skip)]
+    pub os_id: OsId,
 }
 
 /// The fields of os-release that purls qualify OS packages with.
@@ -103,10 +120,46 @@ impl OsId {
 
 /// The OS and language packages of `tree`.
 pub fn inventory(tree: &Tree) -> Result<Inventory> {
+    inventory_from(tree, packages(tree)?, &|_, _| None)
+}
+
+/// What a file of a stream was found to hold when the stream passed (see
+/// [`scan_member`]), looked up by stream and offset: its path then, and its findings.
+pub type Scanned<'a> = &'a dyn Fn(&Arc<dyn StreamSource>, u64) -> Option<(Vec<u8>, Inventory)>;
+
+/// Whether [`inventory`] reads the file at `path` (relative to the root) with `mode`
+/// and `size`: a stream's reader may then hand its bytes to [`scan_member`] as they pass.
+pub fn reads(path: &[u8], mode: u32, size: u64) -> bool {
+    classify(path, mode & 0o111 != 0).is_some_and(|w| size <= w.cap())
+}
+
+/// The packages and warnings of one file at `path` (relative to the root) with `mode`,
+/// from its bytes, as [`inventory`] finds them.
+pub fn scan_member(path: &[u8], mode: u32, bytes: &[u8]) -> Inventory {
+    let mut inv = Inventory::default();
+    if let Some(what) = classify(path, mode & 0o111 != 0) {
+        let shown = format!("/{}", String::from_utf8_lossy(path));
+        if what == What::Binary && !bytes.starts_with(b"\x7fELF") {
+            return inv;
+        }
+        if let Err(w) = handle(&mut inv, what, path, bytes, shown) {
+            inv.warnings.push(w);
+        }
+    }
+    inv
+}
+
+/// [`inventory`], with the OS packages already read from the tree's database, and the
+/// files of streams that were scanned as the streams passed (`scanned`; a container
+/// image's layers): those are not read again.
+pub fn inventory_from(tree: &Tree, found: crate::Found, scanned: Scanned<'_>) -> Result<Inventory> {
     let os = OsId::of(tree);
-    let found = packages(tree)?;
-    let mut inv =
-        Inventory { os: crate::os_release(tree), package_manager: found.manager.clone(), ..Inventory::default() };
+    let mut inv = Inventory {
+        os: crate::os_release(tree),
+        package_manager: found.manager.clone(),
+        os_id: os.clone(),
+        ..Inventory::default()
+    };
     if let Some(e) = &found.error {
         inv.warnings.push(e.clone());
     }
@@ -118,7 +171,7 @@ pub fn inventory(tree: &Tree) -> Result<Inventory> {
     for p in &found.packages {
         inv.packages.push(os_component(found.manager.as_deref().unwrap_or(""), &os, p, db));
     }
-    scan_files(tree, &mut inv);
+    scan_files(tree, &mut inv, scanned);
     if inv.packages.len() > MAX_PACKAGES {
         inv.warnings.push(format!("more than {MAX_PACKAGES} packages (the MAX_PACKAGES cap): the rest are not listed"));
         inv.packages.truncate(MAX_PACKAGES);
@@ -144,19 +197,27 @@ fn os_component(manager: &str, os: &OsId, p: &Package, db: &str) -> Component {
         Some(&p.version),
         &[("arch", &p.architecture), ("distro", &distro), ("epoch", &epoch)],
     );
-    let version = match p.epoch {
-        Some(e) => format!("{e}:{}", p.version),
-        None => p.version.clone(),
-    };
     Component {
         kind: kind.into(),
         name: p.name.clone(),
-        version,
+        version: os_version(p),
         purl,
         found_in: db.into(),
         architecture: Some(p.architecture.clone()).filter(|a| !a.is_empty()),
         license: p.license.clone(),
         source: p.source.clone(),
+        epoch: p.epoch,
+        size: p.size,
+        summary: p.summary.clone(),
+        layer: None,
+    }
+}
+
+/// An OS package's version as a [`Component`] shows it: rpm's epoch as `EPOCH:`.
+pub fn os_version(p: &Package) -> String {
+    match p.epoch {
+        Some(e) => format!("{e}:{}", p.version),
+        None => p.version.clone(),
     }
 }
 
@@ -188,6 +249,10 @@ pub(crate) fn push_lang(
         architecture: None,
         license: license.filter(|l| !l.is_empty()),
         source: None,
+        epoch: None,
+        size: None,
+        summary: None,
+        layer: None,
     });
 }
 
@@ -277,7 +342,7 @@ struct Queued {
 /// Walks the tree once and reads the files that name language packages. Files inside a
 /// stream (a layer, a compressed tar) are read in one pass over each stream, in its
 /// order: reading each at its offset would decode the stream once per file.
-fn scan_files(tree: &Tree, inv: &mut Inventory) {
+fn scan_files(tree: &Tree, inv: &mut Inventory, scanned: Scanned<'_>) {
     let mut streams: Vec<(Arc<dyn StreamSource>, Vec<Queued>)> = Vec::new();
     for (path, id) in tree.walk(NodeId::ROOT) {
         let node = tree.node(id);
@@ -297,6 +362,23 @@ fn scan_files(tree: &Tree, inv: &mut Inventory) {
             continue;
         }
         if let Content::Stream { stream, offset } = &f.content {
+            // Found as the stream passed, under the same rule: its names were the
+            // member's, which this path may not be (a symlink on the way).
+            if let Some((at, found)) = scanned(stream, *offset)
+                && classify(&at, node.meta.mode & 0o111 != 0) == Some(what)
+            {
+                let was = format!("/{}", String::from_utf8_lossy(&at));
+                let here = |t: String| match t.strip_prefix(&was) {
+                    Some(rest) => format!("{shown}{rest}"),
+                    None => t,
+                };
+                for mut p in found.packages {
+                    p.found_in = here(p.found_in);
+                    inv.packages.push(p);
+                }
+                inv.warnings.extend(found.warnings.into_iter().map(here));
+                continue;
+            }
             let q = Queued { offset: *offset, size: f.size, path, what };
             match streams.iter_mut().find(|(s, _)| Arc::ptr_eq(s, stream)) {
                 Some((_, list)) => list.push(q),

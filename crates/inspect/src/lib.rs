@@ -83,7 +83,7 @@ pub fn os_release(tree: &Tree) -> Option<String> {
 }
 
 /// What [`packages`] found.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Found {
     /// The packages, sorted by name.
     pub packages: Vec<Package>,
@@ -98,19 +98,50 @@ pub struct Found {
 const RPMDB_SQLITE: [&[u8]; 2] = [b"var/lib/rpm/rpmdb.sqlite", b"usr/lib/sysimage/rpm/rpmdb.sqlite"];
 /// Where rpm before 4.16 kept its Berkeley DB `Packages`.
 const RPMDB_BDB: [&[u8]; 2] = [b"var/lib/rpm/Packages", b"usr/lib/sysimage/rpm/Packages"];
+/// openSUSE Leap 15's rpm ndb database (named, not read).
+const RPMDB_NDB: [&[u8]; 2] = [b"var/lib/rpm/Packages.db", b"usr/lib/sysimage/rpm/Packages.db"];
+const DPKG_STATUS: &[u8] = b"var/lib/dpkg/status";
+const APK_INSTALLED: &[u8] = b"lib/apk/db/installed";
+
+/// Every file [`packages_in`] may look at, relative to the root: a reader that keeps
+/// these files' bytes as it passes them (a container layer's scan) can answer it.
+pub const DB_FILES: [&[u8]; 10] = [
+    DPKG_STATUS,
+    APK_INSTALLED,
+    RPMDB_SQLITE[0],
+    RPMDB_SQLITE[1],
+    b"var/lib/rpm/rpmdb.sqlite-wal",
+    b"usr/lib/sysimage/rpm/rpmdb.sqlite-wal",
+    RPMDB_BDB[0],
+    RPMDB_BDB[1],
+    RPMDB_NDB[0],
+    RPMDB_NDB[1],
+];
 
 /// The installed packages, from whichever database the image has (dpkg, apk, rpm's
 /// sqlite, rpm's Berkeley DB). A damaged rpm database is reported in [`Found::error`]
 /// rather than failing the whole inspection.
 pub fn packages(tree: &Tree) -> Result<Found> {
-    if let Some(b) = tree.read_optional(b"var/lib/dpkg/status", MAX_DB_BYTES)? {
+    let read = |path: &[u8], max: u64| -> Result<Option<Vec<u8>>> { Ok(tree.read_optional(path, max)?) };
+    let is_file = |path: &[u8]| tree.metadata(path).is_ok_and(|m| m.file_type == FileType::File);
+    packages_in(&read, &is_file)
+}
+
+/// Reads a file of the tree up to a cap (an error past it): `None` when there is none.
+pub type ReadFile<'a> = &'a dyn Fn(&[u8], u64) -> Result<Option<Vec<u8>>>;
+
+/// [`packages`] over any reader of the [`DB_FILES`]: `read(path, max)` gives a file's
+/// bytes (an error past `max`), `None` when there is none; `is_file(path)` says whether
+/// a regular file is there.
+pub fn packages_in(read: ReadFile<'_>, is_file: &dyn Fn(&[u8]) -> bool) -> Result<Found> {
+    if let Some(b) = read(DPKG_STATUS, MAX_DB_BYTES)? {
         return Ok(Found {
             packages: parse_dpkg(&String::from_utf8_lossy(&b)),
             manager: Some("dpkg".into()),
             error: None,
         });
     }
-    if let Some(b) = tree.read_optional(b"lib/apk/db/installed", MAX_DB_BYTES)? {
+    if let Some(b) = read(APK_INSTALLED, MAX_DB_BYTES)? {
         return Ok(Found {
             packages: parse_apk(&String::from_utf8_lossy(&b)),
             manager: Some("apk".into()),
@@ -124,13 +155,13 @@ pub fn packages(tree: &Tree) -> Result<Found> {
         let shown = format!("/{}", String::from_utf8_lossy(path));
         let read = || -> Result<Option<Vec<Package>>> {
             let max = if sqlite { crate::rpmdb::MAX_DB_BYTES } else { crate::rpmdb::MAX_BDB_BYTES };
-            let Some(main) = tree.read_optional(path, max)? else { return Ok(None) };
+            let Some(main) = read(path, max)? else { return Ok(None) };
             if !sqlite {
                 return crate::rpmdb::read_bdb(&shown, &main).map(Some);
             }
             let mut wal_path = path.to_vec();
             wal_path.extend_from_slice(b"-wal");
-            let wal = tree.read_optional(&wal_path, max)?;
+            let wal = read(&wal_path, max)?;
             crate::rpmdb::read_sqlite(&shown, main, wal).map(Some)
         };
         let rpm = Some("rpm".to_string());
@@ -141,8 +172,8 @@ pub fn packages(tree: &Tree) -> Result<Found> {
         }
     }
     // openSUSE Leap 15's rpm: its own "ndb" format. Named, not read.
-    for path in [&b"var/lib/rpm/Packages.db"[..], b"usr/lib/sysimage/rpm/Packages.db"] {
-        if tree.metadata(path).is_ok_and(|m| m.file_type == FileType::File) {
+    for path in RPMDB_NDB {
+        if is_file(path) {
             return Ok(Found {
                 packages: Vec::new(),
                 manager: Some("rpm".into()),

@@ -49,6 +49,12 @@ fn uuid(source: &str, inv: &Inventory, made: &Made) -> String {
     uuid::Uuid::from_bytes(b).to_string()
 }
 
+/// The CycloneDX `bom-ref` of the `i`th package of the inventory (what a vulnerability's
+/// `affects` points at).
+pub fn component_ref(i: usize) -> String {
+    format!("pkg-{i}")
+}
+
 /// SPDX 2.3 JSON: a package for the source, which CONTAINS one package per component
 /// (purl as its external reference, the file it was found in as its source info).
 pub fn spdx(source: &str, inv: &Inventory, made: &Made) -> Value {
@@ -73,7 +79,10 @@ pub fn spdx(source: &str, inv: &Inventory, made: &Made) -> Value {
             "downloadLocation": "NOASSERTION",
             "filesAnalyzed": false,
             "primaryPackagePurpose": if matches!(p.kind.as_str(), "deb" | "apk" | "rpm") { "OPERATING-SYSTEM" } else { "LIBRARY" },
-            "sourceInfo": format!("found in {}", p.found_in),
+            "sourceInfo": match &p.layer {
+                Some(l) => format!("found in {} (layer {l})", p.found_in),
+                None => format!("found in {}", p.found_in),
+            },
             "externalRefs": [{
                 "referenceCategory": "PACKAGE-MANAGER",
                 "referenceType": "purl",
@@ -125,7 +134,7 @@ pub fn cyclonedx(source: &str, inv: &Inventory, made: &Made) -> Value {
         .map(|(i, p)| {
             let mut c = json!({
                 "type": "library",
-                "bom-ref": format!("pkg-{i}"),
+                "bom-ref": component_ref(i),
                 "name": p.name,
                 "purl": p.purl,
                 "properties": [{"name": "diskcast:found_in", "value": p.found_in}],
@@ -143,6 +152,9 @@ pub fn cyclonedx(source: &str, inv: &Inventory, made: &Made) -> Value {
                 }
                 if let Some(s) = &p.source {
                     props.push(json!({"name": "diskcast:source_package", "value": s}));
+                }
+                if let Some(l) = &p.layer {
+                    props.push(json!({"name": "diskcast:layer", "value": l}));
                 }
             }
             c

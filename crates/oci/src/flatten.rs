@@ -219,7 +219,7 @@ pub fn scan_all(image: &Image, threads: usize) -> Result<Vec<Arc<ScannedLayer>>>
 /// budget is shared out: as many layers at once as there are threads, and when fewer
 /// layers than threads, each layer's reading, decompressing and parsing in a pipeline
 /// of the threads left (a one-layer image on two cores uses both).
-fn scan_all_into(image: &Image, threads: usize, sink: Option<&dyn ContentSink>) -> Result<Vec<Arc<ScannedLayer>>> {
+pub fn scan_all_into(image: &Image, threads: usize, sink: Option<&dyn ContentSink>) -> Result<Vec<Arc<ScannedLayer>>> {
     // The first layer with each blob (and the same media type and diff_id) is scanned.
     let mut distinct: Vec<usize> = Vec::new();
     let mut of_layer: Vec<usize> = Vec::with_capacity(image.layers.len());
@@ -293,6 +293,11 @@ impl Flattener {
             )));
         }
         Ok(Flattener { members: MemberTree::new(MemberPolicy::ARCHIVE), warnings: Vec::new() })
+    }
+
+    /// The tree as the layers applied so far made it.
+    pub fn tree(&self) -> &Tree {
+        self.members.tree()
     }
 
     /// The flattened tree and the members skipped.

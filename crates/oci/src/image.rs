@@ -9,6 +9,7 @@ use crate::spec::{
     MAX_MANIFEST_BYTES, Manifest, Platform, REF_NAME, doc_kind, media, parse_json,
 };
 use diskcast_block::progress::{NoProgress, Progress};
+use diskcast_block::size::count;
 use diskcast_block::{Error, Result};
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -32,6 +33,10 @@ pub struct OpenOptions {
     pub registry: crate::registry::RegistryOptions,
     /// Download progress.
     pub progress: Arc<dyn Progress>,
+    /// `--verify-key`: when not empty, a `docker://` image is used only when a sigstore
+    /// signature attached in its registry verifies with one of these keys and names it
+    /// ([`crate::sigstore`]); images from other transports are refused.
+    pub verify_keys: Vec<crate::sigstore::PublicKey>,
 }
 
 impl Default for OpenOptions {
@@ -41,6 +46,7 @@ impl Default for OpenOptions {
             limits: Limits::default(),
             registry: crate::registry::RegistryOptions::default(),
             progress: Arc::new(NoProgress),
+            verify_keys: Vec::new(),
         }
     }
 }
@@ -87,6 +93,9 @@ pub struct Image {
     /// What the user should know about how the image was read (a damaged cached blob
     /// fetched again), one message each.
     pub warnings: Vec<String>,
+    /// The signatures checked when [`OpenOptions::verify_keys`] asked for them (at least
+    /// one verified, or the image would not have opened); empty otherwise.
+    pub signatures: Vec<crate::sigstore::SignatureCheck>,
 }
 
 impl Image {
@@ -105,6 +114,13 @@ impl Image {
 pub fn open(r: &ImageRef, opts: &OpenOptions) -> Result<Image> {
     let platform = opts.platform.clone().unwrap_or_else(Platform::host);
     let strict = opts.platform.is_some();
+    if !opts.verify_keys.is_empty() && !matches!(r, ImageRef::Registry(_)) {
+        return Err(Error::untrusted(format!(
+            "--verify-key checks sigstore signatures attached to an image in its registry; {} has no registry \
+             to hold them, so it cannot be verified (pull it from docker://REGISTRY/REPO:TAG, or drop --verify-key)",
+            describe(r)
+        )));
+    }
     match r {
         ImageRef::Layout { dir, reference } => {
             let index_path = dir.join("index.json");
@@ -129,6 +145,16 @@ pub fn open(r: &ImageRef, opts: &OpenOptions) -> Result<Image> {
             open_docker_archive(file, reference.as_deref(), &platform, strict, opts).map_err(|e| e.with_file(file))
         }
         ImageRef::Registry(rr) => crate::registry::open(rr, &platform, strict, opts),
+    }
+}
+
+/// `r` as the user wrote it, near enough for a message.
+fn describe(r: &ImageRef) -> String {
+    match r {
+        ImageRef::Layout { dir, .. } => format!("oci:{}", dir.display()),
+        ImageRef::OciArchive { file, .. } => format!("oci-archive:{}", file.display()),
+        ImageRef::DockerArchive { file, .. } => format!("docker-archive:{}", file.display()),
+        ImageRef::Registry(rr) => format!("docker://{}/{}", rr.registry_name, rr.repository),
     }
 }
 
@@ -306,9 +332,9 @@ pub(crate) fn from_manifest(
     let diff_ids = &config.rootfs.diff_ids;
     if !diff_ids.is_empty() && diff_ids.len() != manifest.layers.len() {
         return Err(Error::corrupt(format!(
-            "image config lists {} layer diff_ids but the manifest has {} layers",
-            diff_ids.len(),
-            manifest.layers.len()
+            "image config lists {} but the manifest has {}",
+            count(diff_ids.len(), "layer diff_id", "layer diff_ids"),
+            count(manifest.layers.len(), "layer", "layers")
         ))
         .with_field("diff_ids"));
     }
@@ -337,6 +363,7 @@ pub(crate) fn from_manifest(
         store,
         limits: opts.limits,
         warnings: Vec::new(),
+        signatures: Vec::new(),
     })
 }
 
@@ -465,9 +492,9 @@ fn open_docker_archive(
         Some(r) if r.starts_with('@') => {
             let i: usize =
                 r[1..].parse().map_err(|_| Error::argument(format!("docker-archive reference {r:?}: expected @N")))?;
-            entries
-                .get(i)
-                .ok_or_else(|| Error::argument(format!("the archive has {} images, no @{i}", entries.len())))?
+            entries.get(i).ok_or_else(|| {
+                Error::argument(format!("the archive has {}, no @{i}", count(entries.len(), "image", "images")))
+            })?
         }
         Some(r) => {
             let want = strip_hub(r);

@@ -17,6 +17,7 @@ pub mod inspect;
 pub mod pargz;
 pub mod pipe;
 pub mod registry;
+pub mod sigstore;
 pub mod source;
 pub mod spec;
 pub mod write;

@@ -125,6 +125,13 @@ pub fn open(r: &RegistryRef, platform: &Platform, strict: bool, opts: &OpenOptio
             DocKind::Manifest => break (digest, parse_json::<Manifest>(&bytes, "manifest")?),
         }
     };
+    // The manifest used is the one that must be signed: for an index, the platform's
+    // instance, as skopeo's policy checks it when it copies one image of a list. Checked
+    // before any blob is fetched.
+    let signatures = match opts.verify_keys.as_slice() {
+        [] => Vec::new(),
+        keys => crate::sigstore::verify(&client, r, &digest, keys)?,
+    };
     let cache = cache_dir(&opts.registry)?;
     let store = DirStore::new(&cache);
     let mut blobs = vec![manifest.config.clone()];
@@ -139,7 +146,46 @@ pub fn open(r: &RegistryRef, platform: &Platform, strict: bool, opts: &OpenOptio
     read_verified(&store, &manifest.config, crate::spec::MAX_CONFIG_BYTES, "image config")?;
     let mut image = from_manifest(Arc::new(store), digest, false, manifest, platform, strict, label, opts)?;
     image.warnings = warnings;
+    image.signatures = signatures;
     Ok(image)
+}
+
+/// Signatures come from the image's own repository, through the same client (auth,
+/// retries, timeouts); they are small and read into memory, never cached.
+impl crate::sigstore::Fetch for Client {
+    fn tagged_manifest(&self, tag: &str) -> Result<Option<Vec<u8>>> {
+        let reference = Reference::Tag(tag.to_string());
+        Ok(retry(|| self.find_manifest(&reference))?.map(|(bytes, _)| bytes))
+    }
+
+    fn small_blob(&self, d: &crate::spec::Descriptor, cap: u64) -> Result<Vec<u8>> {
+        let what = format!("{}: blob {}", self.label, d.digest);
+        if d.size > cap {
+            return Err(Error::out_of_bounds(format!("{what} is {} bytes, over the {cap}-byte limit", d.size)));
+        }
+        let url = format!("{}/v2/{}/blobs/{}", self.base, self.repo, d.digest);
+        let bytes = retry(|| {
+            let resp = self.get(&url, None, 0)?;
+            match resp.status().as_u16() {
+                200 => {}
+                404 => return Err(Error::invalid(format!("{what} not found"))),
+                s => return Err(Error::io(format!("GET {what} answered {s}"), std::io::Error::other("http status"))),
+            }
+            // One byte past the size says the registry sent more than described.
+            let mut bytes = Vec::new();
+            resp.into_body()
+                .into_reader()
+                .take(d.size.saturating_add(1))
+                .read_to_end(&mut bytes)
+                .map_err(|e| body_error(&format!("GET {what}"), e, self.timeouts))?;
+            Ok(bytes)
+        })?;
+        if u64::try_from(bytes.len()).ok() != Some(d.size) {
+            return Err(Error::corrupt(format!("{what}: {} bytes, not the {} described", bytes.len(), d.size)));
+        }
+        d.digest.verify(&bytes, &what)?;
+        Ok(bytes)
+    }
 }
 
 /// Checks the cached copy of `d` (size and digest) by reading it whole: `Ok(true)` when
@@ -514,10 +560,16 @@ impl Client {
     }
 
     fn manifest_once(&self, reference: &Reference) -> Result<(Vec<u8>, Option<String>)> {
+        self.find_manifest(reference)?
+            .ok_or_else(|| Error::invalid(format!("{}: no manifest {reference}", self.label)).with_field("reference"))
+    }
+
+    /// The manifest `reference` names, `None` when the registry answers 404.
+    fn find_manifest(&self, reference: &Reference) -> Result<Option<(Vec<u8>, Option<String>)>> {
         let url = format!("{}/v2/{}/manifests/{reference}", self.base, self.repo);
         let mut resp = self.get(&url, Some(media::ACCEPT_MANIFESTS), 0)?;
         if resp.status() == 404 {
-            return Err(Error::invalid(format!("{}: no manifest {reference}", self.label)).with_field("reference"));
+            return Ok(None);
         }
         if resp.status() != 200 {
             return Err(Error::io(
@@ -536,7 +588,7 @@ impl Client {
             .limit(MAX_MANIFEST_BYTES)
             .read_to_vec()
             .map_err(|e| transport_error(&format!("{}: GET manifest {reference}", self.label), e, self.timeouts))?;
-        Ok((body, mt))
+        Ok(Some((body, mt)))
     }
 
     /// Downloads every blob not yet in the cache, `jobs` at a time. Blobs already there

@@ -70,10 +70,14 @@ fn inspect_agrees_with_skopeo_and_dpkg_query() {
     let mut want: Vec<String> =
         listed.lines().filter_map(|l| l.strip_prefix("installed ")).map(str::to_string).collect();
     want.sort();
-    let mut got: Vec<String> =
-        r.packages.iter().map(|p| format!("{} {} {}", p.name, p.version, p.architecture)).collect();
+    let mut got: Vec<String> = r
+        .inventory
+        .packages
+        .iter()
+        .map(|p| format!("{} {} {}", p.name, p.version, p.architecture.as_deref().unwrap_or("")))
+        .collect();
     got.sort();
-    assert_eq!(r.package_manager.as_deref(), Some("dpkg"));
+    assert_eq!(r.inventory.package_manager.as_deref(), Some("dpkg"));
     assert!(got.len() > 20, "{got:?}");
     assert_eq!(got, want);
 }

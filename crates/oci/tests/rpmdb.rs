@@ -8,6 +8,7 @@
 mod common;
 
 use common::*;
+use diskcast_inspect::inventory::Component;
 use diskcast_inspect::{Package, bdb, rpmdb};
 use diskcast_oci::inspect::inspect;
 use diskcast_oci::{OpenOptions, open};
@@ -30,6 +31,31 @@ fn line(p: &Package) -> String {
 
 fn lines(ps: &[Package]) -> Vec<String> {
     let mut v: Vec<String> = ps.iter().map(line).collect();
+    v.sort();
+    v
+}
+
+/// [`line`] of the packages `inspect` lists (whose `version` carries rpm's `EPOCH:`).
+fn listed(ps: &[Component]) -> Vec<String> {
+    let mut v: Vec<String> = ps
+        .iter()
+        .map(|p| {
+            let version = match p.epoch {
+                Some(e) => p.version.strip_prefix(&format!("{e}:")).unwrap(),
+                None => &p.version,
+            };
+            rpm_line(
+                &p.name,
+                p.epoch.map(u64::from),
+                version,
+                p.architecture.as_deref().unwrap_or(""),
+                p.size,
+                p.summary.as_deref(),
+                p.license.as_deref(),
+                p.source.as_deref(),
+            )
+        })
+        .collect();
     v.sort();
     v
 }
@@ -95,10 +121,10 @@ fn inspect_lists_the_rpm_packages_of_an_umoci_image() {
     let image_ref = format!("{}:t", img.display());
     run("umoci", &["insert", "--image", &image_ref, root.join("var").to_str().unwrap(), "/var"]);
     let r = inspect(&open(&format!("oci:{image_ref}"), &OpenOptions::default()).unwrap(), 2).unwrap();
-    assert_eq!(r.package_manager.as_deref(), Some("rpm"));
-    assert_eq!(r.package_error, None);
-    assert_eq!(lines(&r.packages), rpm_qa(&dbdir));
-    assert_eq!(r.packages.len(), 42);
+    assert_eq!(r.inventory.package_manager.as_deref(), Some("rpm"));
+    assert_eq!(r.inventory.warnings, Vec::<String>::new());
+    assert_eq!(listed(&r.inventory.packages), rpm_qa(&dbdir));
+    assert_eq!(r.inventory.packages.len(), 42);
 }
 
 /// A copy taken while a writer held the database open: the last transaction (one
@@ -206,9 +232,9 @@ fn hostile_rpmdb_in_an_image_is_reported_not_fatal() {
     let r = within(60, "damaged rpmdb in an image", move || {
         inspect(&open(&format!("oci:{image_ref}"), &OpenOptions::default()).unwrap(), 2).unwrap()
     });
-    assert_eq!(r.package_manager.as_deref(), Some("rpm"));
-    assert!(r.packages.is_empty());
-    let err = r.package_error.unwrap();
+    assert_eq!(r.inventory.package_manager.as_deref(), Some("rpm"));
+    assert!(r.inventory.packages.is_empty());
+    let err = r.inventory.warnings.iter().find(|w| w.contains("rpmdb.sqlite")).unwrap();
     assert!(err.contains("/var/lib/rpm/rpmdb.sqlite") && err.contains("page"), "{err}");
     assert!(!r.layers.is_empty());
 }
@@ -314,8 +340,9 @@ fn inspect_lists_the_packages_of_a_berkeley_db_rpmdb_in_an_image() {
     let image_ref = format!("{}:t", img.display());
     run("umoci", &["insert", "--image", &image_ref, root.join("var").to_str().unwrap(), "/var"]);
     let r = inspect(&open(&format!("oci:{image_ref}"), &OpenOptions::default()).unwrap(), 2).unwrap();
-    assert_eq!((r.package_manager.as_deref(), r.package_error.as_deref()), (Some("rpm"), None));
-    assert_eq!(lines(&r.packages), rpm_qa(&dbdir));
+    assert_eq!(r.inventory.package_manager.as_deref(), Some("rpm"));
+    assert_eq!(r.inventory.warnings, Vec::<String>::new());
+    assert_eq!(listed(&r.inventory.packages), rpm_qa(&dbdir));
 }
 
 /// Big-endian 512-byte pages: (a hash page, the offset of an off-page data item on it,

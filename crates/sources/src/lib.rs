@@ -65,6 +65,9 @@ pub struct Opened {
     /// A container image's run-time defaults (ENTRYPOINT, CMD, Env...); `None` for other
     /// sources.
     pub config: Option<diskcast_oci::spec::RunConfig>,
+    /// A `docker://` image's sigstore signatures, checked because `--verify-key` asked
+    /// (at least one verified); empty for other sources.
+    pub signatures: Vec<diskcast_oci::sigstore::SignatureCheck>,
 }
 
 /// Opens `spec` as a tree (see the crate docs for what `spec` may be).
@@ -93,7 +96,14 @@ pub fn open_tree_into(
         );
         let config = Some(image.config.config.clone().unwrap_or_default());
         let warnings = image.warnings.into_iter().chain(flat.warnings).collect();
-        return Ok(Opened { tree: flat.tree, description, warnings, config });
+        let signatures = image.signatures;
+        return Ok(Opened { tree: flat.tree, description, warnings, config, signatures });
+    }
+    if !opts.image.verify_keys.is_empty() {
+        return Err(Error::untrusted(format!(
+            "--verify-key checks sigstore signatures attached to an image in its registry; {spec} is not a \
+             docker:// image, so it cannot be verified (drop --verify-key to read it unverified)"
+        )));
     }
     if spec.starts_with("docker-daemon:") {
         return Err(Error::unsupported(format!(
@@ -111,7 +121,13 @@ pub fn open_tree_into(
             return Err(tree_not_applicable("a directory"));
         }
         let tree = diskcast_host::read_dir(path, &diskcast_host::DirOptions::default())?;
-        return Ok(Opened { tree, description: format!("directory {spec}"), warnings: Vec::new(), config: None });
+        return Ok(Opened {
+            tree,
+            description: format!("directory {spec}"),
+            warnings: Vec::new(),
+            config: None,
+            signatures: Vec::new(),
+        });
     }
     if opts.format.is_none() && looks_like_tar(path)? {
         if opts.tree.is_some() {
@@ -123,7 +139,7 @@ pub fn open_tree_into(
             diskcast_tar::Compression::None => format!("tar {spec}"),
             c => format!("tar ({}) {spec}", c.name()),
         };
-        return Ok(Opened { tree: t.tree, description, warnings: t.warnings, config: None });
+        return Ok(Opened { tree: t.tree, description, warnings: t.warnings, config: None, signatures: Vec::new() });
     }
     let registry = diskcast_formats::registry();
     let gate = Gate::new();
@@ -147,7 +163,7 @@ pub fn open_tree_into(
 /// 1 (esp) of GPT table`). The tree fuzzer drives this from memory.
 pub fn read_disk_tree(disk: Arc<dyn BlockRead>, part: Option<&str>, opts: &ReadOptions) -> Result<Opened> {
     let d = disk::read_disk(disk, part, opts)?;
-    Ok(Opened { tree: d.tree, description: d.what, warnings: d.warnings, config: None })
+    Ok(Opened { tree: d.tree, description: d.what, warnings: d.warnings, config: None, signatures: Vec::new() })
 }
 
 /// The file or directory of this machine that `spec` reads (the disk of `DISK:PART`, the

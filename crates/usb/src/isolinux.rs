@@ -222,11 +222,12 @@ pub fn grub_menu(cfg: &Config) -> Result<String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use diskcast_tree::{FileData, Meta, Timestamp};
 
-    fn tree(files: &[(&str, &str)]) -> Tree {
+    /// A tree holding `files` (path, content): the ISO trees of this crate's tests.
+    pub(crate) fn tree(files: &[(&str, &str)]) -> Tree {
         let m = Meta::new(0o644, Timestamp::from_secs(0));
         let mut t = Tree::new(m.clone());
         for (p, c) in files {

@@ -18,13 +18,16 @@
 #![cfg_attr(not(test), deny(clippy::as_conversions))]
 
 pub mod bios;
+pub mod family;
 pub mod files;
 pub mod iso;
 pub mod isolinux;
+pub mod multi;
 
 use diskcast_block::provenance::Provenance;
 use diskcast_block::size::human;
 use diskcast_block::{BlockRead, Error, ErrorKind, Result};
+use diskcast_bootloader::grub_bios::GrubBios;
 use diskcast_part::compose::{ComposedDisk, DiskComposer};
 use diskcast_part::{ALIGN, PartSpec, PartType, TableKind, Uuid};
 use diskcast_tree::{BuildOptions, BuiltFs, FileData, Meta, Piece, PlannedImage, Timestamp, Tree};
@@ -59,6 +62,8 @@ pub enum Mode {
     Dd,
     /// A GPT disk with a FAT32 partition holding the ISO's files.
     Fat32,
+    /// Several ISOs on a data partition and a GRUB menu booting each ([`multi`]).
+    Multi,
 }
 
 impl Mode {
@@ -78,6 +83,7 @@ impl Mode {
             Mode::Auto => "auto",
             Mode::Dd => "dd",
             Mode::Fat32 => "fat32",
+            Mode::Multi => "multi",
         }
     }
 }
@@ -157,8 +163,10 @@ pub struct UsbStick {
     pub bios: BootReport,
     /// What was done to fit the ISO on FAT (links copied, WIMs split), one line each.
     pub notes: Vec<String>,
-    /// Files stored (fat32 mode: on the largest partition).
+    /// Files stored (fat32 mode: on the largest partition; multi: the ISOs).
     pub files: u64,
+    /// The menu of a multi-boot stick (empty otherwise).
+    pub menu: Vec<multi::MenuReport>,
 }
 
 /// Plans the stick for the ISO `disc` (any block format; `name` names it in messages).
@@ -203,7 +211,7 @@ fn choose_mode(opts: &UsbOptions, facts: &iso::IsoFacts, name: &str) -> Result<(
             })?;
             Ok((Mode::Dd, "asked for".into()))
         }
-        Mode::Fat32 => Ok((Mode::Fat32, "asked for".into())),
+        Mode::Fat32 | Mode::Multi => Ok((Mode::Fat32, "asked for".into())),
         Mode::Auto => match (facts.hybrid_reason(), needs_partitions) {
             (Ok(how), None) => Ok((Mode::Dd, format!("the ISO is hybrid ({how}), so it boots copied as it is"))),
             (Ok(_), Some(why)) => Ok((Mode::Fat32, format!("the ISO is hybrid, but {why}"))),
@@ -235,6 +243,7 @@ fn plan_dd(disc: Arc<dyn BlockRead>, facts: &iso::IsoFacts, opts: &UsbOptions, w
         bios,
         notes: Vec::new(),
         files: 0,
+        menu: Vec::new(),
     })
 }
 
@@ -248,7 +257,7 @@ fn plan_fat32(
     why: String,
 ) -> Result<UsbStick> {
     let now = i64::try_from(prov.now()).unwrap_or(i64::MAX);
-    let id = |what: &str| prov.uuid("usb", format!("{seed} {what}").as_bytes(), None);
+    let id = |what: &str| stick_id(prov, seed, what);
     let mut tree = facts.tree.clone();
     let mut notes = Vec::new();
     let uefi = iso::add_efi_loader(&disc, &facts, &mut tree, &mut notes)?;
@@ -278,24 +287,7 @@ fn plan_fat32(
     let fixed = [ALIGN, persistence.unwrap_or(0), bios_room, GPT_TAIL].iter().try_fold(0u64, |a, b| a.checked_add(*b));
     let fixed = fixed.ok_or_else(|| Error::argument("--persistence is too large"))?;
 
-    let mut disk = DiskComposer::new(TableKind::Gpt);
-    let mut partitions = Vec::new();
-    let mut push = |disk: &mut DiskComposer, name: &str, kind: PartType, built: BuiltFs, len: u64, mbr_id| {
-        let content = built.description.clone();
-        let image: Arc<dyn BlockRead> = Arc::new(built.image);
-        let start = disk.next_start();
-        let spec = PartSpec {
-            name: name.into(),
-            kind,
-            size: len,
-            uuid: id(&format!("{name} partition")),
-            bootable: false,
-            mbr_id,
-        };
-        let number = disk.push(spec, Some(image))?;
-        partitions.push(PartReport { number, name: name.into(), kind: kind.name(), start, size: len, content });
-        Ok::<(), Error>(())
-    };
+    let mut disk = StickDisk::new(prov, seed);
     let too_small = |e: Error, what: &str| match opts.size {
         Some(s) if e.kind() == ErrorKind::InvalidArgument => {
             Error::argument(format!("--size {} is too small for the {what}: {}", human(s), e.message()))
@@ -334,7 +326,7 @@ fn plan_fat32(
     notes.extend(built.warnings.iter().map(|w| format!("FAT: {w}")));
     let fat_len = built.image.size();
     let name = if data_tree.is_some() { "boot" } else { "data" };
-    push(&mut disk, name, PartType::Esp, built, fat_len, None)?;
+    disk.push_fs(name, PartType::Esp, built, None)?;
     let mut file_count = boot_tree.stats().files;
 
     // Partition 2 (exfat layout): everything.
@@ -354,8 +346,7 @@ fn plan_fat32(
         };
         let built = exfat.plan(all, &o).map_err(|e| too_small(e, "ISO's files on exFAT"))?;
         files::refuse_skipped(&built.warnings)?;
-        let len = built.image.size();
-        push(&mut disk, "data", PartType::Fat, built, len, Some(fs.mbr_id(PartType::Fat)))?;
+        disk.push_fs("data", PartType::Fat, built, Some(fs.mbr_id(PartType::Fat)))?;
         file_count = all.stats().files;
     }
 
@@ -380,37 +371,97 @@ fn plan_fat32(
             .1
             .plan(&t, &o)
             .map_err(|e| Error::argument(format!("--persistence {}: {}", human(size), e.message())))?;
-        let len = built.image.size();
-        push(&mut disk, "persistence", PartType::Linux, built, len, None)?;
+        disk.push_fs("persistence", PartType::Linux, built, None)?;
     }
 
     if let Some(grub) = &bios.grub {
-        let start = disk.next_start();
-        let installed = grub.install(start / 512, BIOS_BOOT_SIZE)?;
-        disk.set_boot_code(&installed.mbr_code);
+        disk.push_bios(grub)?;
+    }
+    let (image, partitions) = disk.finish(opts.size).map_err(|e| too_small(e, "partitions"))?;
+    Ok(UsbStick {
+        image,
+        mode: Mode::Fat32,
+        why,
+        partitions,
+        uefi,
+        bios: bios.report,
+        notes,
+        files: file_count,
+        menu: Vec::new(),
+    })
+}
+
+/// The identity of one part of a stick (`what`: "disk", "fat filesystem"...):
+/// reproducible from `seed` under `SOURCE_DATE_EPOCH`.
+fn stick_id(prov: &Provenance, seed: &str, what: &str) -> Uuid {
+    prov.uuid("usb", format!("{seed} {what}").as_bytes(), None)
+}
+
+/// A stick's GPT disk being composed, with the summary of its partitions.
+struct StickDisk<'a> {
+    disk: DiskComposer,
+    partitions: Vec<PartReport>,
+    prov: &'a Provenance,
+    seed: &'a str,
+}
+
+impl<'a> StickDisk<'a> {
+    fn new(prov: &'a Provenance, seed: &'a str) -> Self {
+        StickDisk { disk: DiskComposer::new(TableKind::Gpt), partitions: Vec::new(), prov, seed }
+    }
+
+    /// Where the next partition starts (a filesystem planned for it needs the offset).
+    fn next_start(&self) -> u64 {
+        self.disk.next_start()
+    }
+
+    /// Appends a partition holding the planned filesystem `built`.
+    fn push_fs(&mut self, name: &str, kind: PartType, built: BuiltFs, mbr_id: Option<u8>) -> Result<()> {
+        let content = built.description.clone();
+        let len = built.image.size();
+        let image: Arc<dyn BlockRead> = Arc::new(built.image);
+        self.push(name, kind, len, image, content, mbr_id)
+    }
+
+    fn push(
+        &mut self,
+        name: &str,
+        kind: PartType,
+        size: u64,
+        image: Arc<dyn BlockRead>,
+        content: String,
+        mbr_id: Option<u8>,
+    ) -> Result<()> {
+        let start = self.disk.next_start();
+        let spec = PartSpec {
+            name: name.into(),
+            kind,
+            size,
+            uuid: stick_id(self.prov, self.seed, &format!("{name} partition")),
+            bootable: false,
+            mbr_id,
+        };
+        let number = self.disk.push(spec, Some(image))?;
+        self.partitions.push(PartReport { number, name: name.into(), kind: kind.name(), start, size, content });
+        Ok(())
+    }
+
+    /// Appends the BIOS boot partition holding GRUB's core image, and boot.img's code
+    /// pointing at it in the protective MBR.
+    fn push_bios(&mut self, grub: &GrubBios) -> Result<()> {
+        let installed = grub.install(self.disk.next_start() / 512, BIOS_BOOT_SIZE)?;
+        self.disk.set_boot_code(&installed.mbr_code);
         let core_len = diskcast_layout::u64_from_usize(installed.core.len());
         let mut core = PlannedImage::new(core_len, "GRUB core image");
         core.place_bytes(0, installed.core)?;
-        let core: Arc<dyn BlockRead> = Arc::new(core.seal()?);
-        let spec = PartSpec {
-            name: "bios".into(),
-            kind: PartType::BiosBoot,
-            size: BIOS_BOOT_SIZE,
-            uuid: id("bios partition"),
-            bootable: false,
-            mbr_id: None,
-        };
-        let number = disk.push(spec, Some(core))?;
-        partitions.push(PartReport {
-            number,
-            name: "bios".into(),
-            kind: PartType::BiosBoot.name(),
-            start,
-            size: BIOS_BOOT_SIZE,
-            content: format!("GRUB i386-pc core image, {} KiB", core_len.div_ceil(1024)),
-        });
+        let content = format!("GRUB i386-pc core image, {} KiB", core_len.div_ceil(1024));
+        self.push("bios", PartType::BiosBoot, BIOS_BOOT_SIZE, Arc::new(core.seal()?), content, None)
     }
-    let ComposedDisk { image, .. } =
-        disk.finish(opts.size, Uuid::from_bytes(*id("disk").as_bytes())).map_err(|e| too_small(e, "partitions"))?;
-    Ok(UsbStick { image, mode: Mode::Fat32, why, partitions, uefi, bios: bios.report, notes, files: file_count })
+
+    /// The whole disk (`size`, or just what the partitions need) and its partitions.
+    fn finish(self, size: Option<u64>) -> Result<(PlannedImage, Vec<PartReport>)> {
+        let guid = Uuid::from_bytes(*stick_id(self.prov, self.seed, "disk").as_bytes());
+        let ComposedDisk { image, .. } = self.disk.finish(size, guid)?;
+        Ok((image, self.partitions))
+    }
 }

@@ -175,6 +175,8 @@ pub struct VmDisk {
     pub loader: String,
     /// What was changed in the guest, one line each.
     pub guest_changes: Vec<String>,
+    /// How the root grows to the disk on first boot (`systemd-repart`, `none (why)`).
+    pub first_boot_growth: String,
     /// The bus drivers the kernel has and where from, one line each.
     pub drivers: Vec<String>,
     /// Entries a filesystem could not store, one line each.
@@ -492,6 +494,7 @@ pub fn plan(mut tree: Tree, opts: &VmOptions, prov: &Provenance, seed: &str) -> 
         initrd_path: kernel.initrd.as_ref().map(|(p, _)| p.clone()),
         loader: loader_from,
         guest_changes: prepared.changes,
+        first_boot_growth: prepared.first_boot_growth,
         drivers,
         warnings,
     })
@@ -615,7 +618,7 @@ fn ensure_drivers(
         )));
     }
     let mut wanted: Vec<&str> = chosen.iter().flat_map(|(b, _)| b.modules().iter().copied()).collect();
-    wanted.extend(drivers::ROOT_FS_MODULES);
+    wanted.extend(drivers::root_fs_modules(&k));
     let modules = k.closure(&wanted)?;
     let (busybox, busybox_from) = drivers::find_busybox(tree)?;
     let uuid: String = root_fs_id.iter().map(|b| format!("{b:02x}")).collect();

@@ -81,6 +81,30 @@ impl Bus {
 /// The root filesystem's module.
 pub const ROOT_FS_MODULES: &[&str] = &["ext4"];
 
+/// Modules a root filesystem module asks for at run time rather than by symbol
+/// (`softdep=`), which the kernel loads through `modprobe`, absent from the initramfs
+/// diskcast builds: ext4 and jbd2 take `crc32c` from the crypto API
+/// (`softdep=pre: crypto-crc32c`), and a kernel with ext4 as a module (Debian's
+/// linux-image-amd64) has the generic crc32c as a module too; without it mounting a
+/// metadata_csum ext4 fails.
+const ROOT_FS_SOFTDEPS: &[(&str, &str)] = &[("ext4", "crc32c_generic")];
+
+/// The modules the built initramfs loads for the root filesystem, soft dependencies
+/// first; built-in ones are left out (a built-in ext4 comes with a built-in crc32c).
+pub fn root_fs_modules(k: &KernelModules<'_>) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    for &m in ROOT_FS_MODULES {
+        if k.driver(m) != Driver::Module {
+            continue;
+        }
+        out.extend(
+            ROOT_FS_SOFTDEPS.iter().filter(|(of, dep)| *of == m && k.driver(dep) == Driver::Module).map(|(_, d)| *d),
+        );
+        out.push(m);
+    }
+    out
+}
+
 /// The buses a disk for `profile` must boot on: every group needs one bus the kernel
 /// drives. Plain outputs (`None`) try QEMU's default, SATA and NVMe, and need one.
 pub fn buses(profile: Option<crate::Profile>) -> (Vec<&'static [Bus]>, bool) {

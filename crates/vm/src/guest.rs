@@ -15,6 +15,12 @@ use diskcast_tree::{FileData, FileType, Kind, Meta, Node, NodeId, Timestamp, Tre
 const CONFIG_LIMIT: u64 = 4 << 20;
 /// The largest `--ssh-key` file.
 pub const SSH_KEYS_LIMIT: u64 = 1 << 20;
+/// The largest `--cloud-init`, `--meta-data` or `--network-config` file: cloud-init reads
+/// them whole into memory; 16 MiB is far above what platforms accept as user data (EC2:
+/// 16 KiB, Azure: 64 KiB, OpenStack: 64 KiB).
+pub const CLOUD_INIT_LIMIT: u64 = 16 << 20;
+/// Where cloud-init's NoCloud datasource reads a seed from the root filesystem.
+pub const NOCLOUD_SEED: &str = "/var/lib/cloud/seed/nocloud";
 
 /// The image's ENTRYPOINT and CMD, as the service running them needs them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -43,6 +49,20 @@ pub struct GuestOptions {
     pub run_entrypoint: Option<Entrypoint>,
     /// `--run-entrypoint` was asked for but the source is not a container image.
     pub run_entrypoint_without_config: bool,
+    /// A cloud-init NoCloud seed.
+    pub cloud_init: Option<CloudInit>,
+}
+
+/// The files of a cloud-init NoCloud seed (`--cloud-init`, `--meta-data`,
+/// `--network-config`).
+#[derive(Debug, Clone, Default)]
+pub struct CloudInit {
+    /// `user-data`: cloud-config, a script, a MIME multipart message, ...
+    pub user_data: Vec<u8>,
+    /// `meta-data` (YAML); diskcast writes one with an `instance-id` when `None`.
+    pub meta_data: Option<Vec<u8>>,
+    /// `network-config` (netplan-style version 1 or 2 YAML).
+    pub network_config: Option<Vec<u8>>,
 }
 
 /// The partitions the guest mounts.
@@ -62,6 +82,9 @@ pub struct Prepared {
     /// Kernel arguments the changes rely on (`net.ifnames=0` for an ifupdown stanza
     /// naming eth0).
     pub cmdline: Vec<String>,
+    /// How the root partition and filesystem grow to the disk on first boot:
+    /// `systemd-repart`, or `none (why)`.
+    pub first_boot_growth: String,
 }
 
 /// Checks the options that need no tree (so a bad `--hostname` fails before the image is
@@ -86,6 +109,9 @@ pub fn validate(opts: &GuestOptions) -> Result<()> {
     {
         return Err(Error::argument("--run-entrypoint: the image has neither ENTRYPOINT nor CMD"));
     }
+    if let Some(c) = &opts.cloud_init {
+        check_cloud_init(c)?;
+    }
     Ok(())
 }
 
@@ -93,7 +119,8 @@ pub fn validate(opts: &GuestOptions) -> Result<()> {
 pub fn prepare(tree: &mut Tree, opts: &GuestOptions, ids: &Ids, now: i64) -> Result<Prepared> {
     validate(opts)?;
     let mut p = Prepared::default();
-    fstab(tree, ids, now, &mut p)?;
+    let grow = growth(tree, now, &mut p)?;
+    fstab(tree, ids, grow, now, &mut p)?;
     machine_id(tree, now, &mut p)?;
     if let Some(h) = &opts.hostname {
         hostname(tree, h, now, &mut p)?;
@@ -107,6 +134,9 @@ pub fn prepare(tree: &mut Tree, opts: &GuestOptions, ids: &Ids, now: i64) -> Res
     network(tree, now, &mut p)?;
     if let Some(e) = &opts.run_entrypoint {
         entrypoint_service(tree, e, now, &mut p)?;
+    }
+    if let Some(c) = &opts.cloud_init {
+        nocloud_seed(tree, c, opts.hostname.as_deref(), ids, now, &mut p)?;
     }
     Ok(p)
 }
@@ -124,15 +154,16 @@ fn is_file(tree: &Tree, path: &str) -> bool {
     tree.metadata(path.as_bytes()).is_ok_and(|m| m.file_type == FileType::File)
 }
 
-/// `/etc/fstab`: root by PARTUUID, the ESP at `/boot/efi` (or `/efi` when the image has
-/// that directory and no `/boot/efi`). Lines of an existing fstab that mount anything
-/// else are kept.
-fn fstab(tree: &mut Tree, ids: &Ids, now: i64, p: &mut Prepared) -> Result<()> {
+/// `/etc/fstab`: root by PARTUUID (with `x-systemd.growfs` when `grow`), the ESP at
+/// `/boot/efi` (or `/efi` when the image has that directory and no `/boot/efi`). Lines of
+/// an existing fstab that mount anything else are kept.
+fn fstab(tree: &mut Tree, ids: &Ids, grow: bool, now: i64, p: &mut Prepared) -> Result<()> {
     let efi = if tree.exists(b"/efi") && !tree.exists(b"/boot/efi") { "/efi" } else { "/boot/efi" };
     tree.create_dir_all(efi.as_bytes(), &dir_meta(now))?;
+    let root_opts = if grow { "rw,relatime,x-systemd.growfs" } else { "rw,relatime" };
     let mut text = format!(
         "# Written by diskcast vm: this disk's root and EFI System partitions.\n\
-         PARTUUID={}\t/\text4\trw,relatime\t0\t1\n\
+         PARTUUID={}\t/\text4\t{root_opts}\t0\t1\n\
          PARTUUID={}\t{efi}\tvfat\tumask=0077,nofail\t0\t2\n",
         ids.root, ids.esp
     );
@@ -153,6 +184,108 @@ fn fstab(tree: &mut Tree, ids: &Ids, now: i64, p: &mut Prepared) -> Result<()> {
     replace(tree, "/etc/fstab", text.into_bytes(), 0o644, now)?;
     p.changes.push(format!("/etc/fstab: root and ESP ({efi}) by PARTUUID, {} other lines kept", kept.len()));
     Ok(())
+}
+
+/// The systemd release that introduced systemd-repart (and its `repart.d` files); the
+/// fstab option `x-systemd.growfs` is older (236).
+const REPART_MIN_VERSION: u32 = 245;
+/// Where systemd-repart is installed (`/bin` on Debian 12, `/usr/bin` elsewhere).
+const REPART: [&str; 2] = ["/usr/bin/systemd-repart", "/bin/systemd-repart"];
+/// Where systemd-growfs (run by the `x-systemd.growfs` fstab option) is installed.
+const GROWFS: [&str; 2] = ["/usr/lib/systemd/systemd-growfs", "/lib/systemd/systemd-growfs"];
+/// Directories holding systemd's private library, named after its release
+/// (`libsystemd-shared-252.so`).
+const SYSTEMD_LIB_DIRS: [&str; 4] =
+    ["/usr/lib/systemd", "/lib/systemd", "/usr/lib64/systemd", "/usr/lib/x86_64-linux-gnu/systemd"];
+/// The repart.d file diskcast writes.
+pub const REPART_CONF: &str = "/etc/repart.d/50-diskcast-root.conf";
+/// Where systemd-repart reads definitions on a booted system.
+const REPART_DIRS: [&str; 3] = ["/etc/repart.d", "/usr/local/lib/repart.d", "/usr/lib/repart.d"];
+
+/// systemd's release in the image, from the name of its private library.
+fn systemd_version(tree: &Tree) -> Option<u32> {
+    SYSTEMD_LIB_DIRS.iter().find_map(|d| {
+        let id = tree.resolve(d.as_bytes(), true).ok()?;
+        tree.node(id).as_dir()?.entries().find_map(|(name, _)| {
+            let v = name.strip_prefix(b"libsystemd-shared-")?;
+            let digits: Vec<u8> = v.iter().copied().take_while(u8::is_ascii_digit).collect();
+            std::str::from_utf8(&digits).ok()?.parse().ok()
+        })
+    })
+}
+
+/// First-boot growth: with systemd >= 245 (systemd-repart, systemd-growfs), a repart.d
+/// file that matches the root partition by its type (repart then grows it, the last
+/// partition, into the free space at the end of the disk, and moves the backup GPT
+/// there) and `x-systemd.growfs` on `/` in fstab (systemd-growfs then grows the mounted
+/// ext4 to the partition). repart.d's own `GrowFileSystem=` acts only on partitions
+/// mounted by systemd-gpt-auto-generator, not on fstab mounts. Returns whether fstab
+/// gets the option; anything else is `none` with the reason, in the summary.
+fn growth(tree: &mut Tree, now: i64, p: &mut Prepared) -> Result<bool> {
+    let none = |p: &mut Prepared, why: String| {
+        p.first_boot_growth = format!("none ({why})");
+        Ok(false)
+    };
+    if !has_systemd(tree) {
+        return none(p, "the image has no systemd, so no systemd-repart or systemd-growfs to grow the root".into());
+    }
+    let version = systemd_version(tree);
+    if let Some(v) = version.filter(|v| *v < REPART_MIN_VERSION) {
+        return none(p, format!("systemd {v} is older than {REPART_MIN_VERSION}, which brought systemd-repart"));
+    }
+    let Some(repart) = REPART.iter().find(|f| is_file(tree, f)) else {
+        return none(p, "the image has no systemd-repart (Debian 12: package systemd; later: systemd-repart)".into());
+    };
+    let unit = "systemd-repart.service";
+    let Some(dir) = UNIT_DIRS.iter().find(|d| is_file(tree, &format!("{d}/{unit}"))) else {
+        return none(p, format!("the image has {repart} but no {unit}"));
+    };
+    if !GROWFS.iter().any(|f| is_file(tree, f)) {
+        return none(p, "the image has no systemd-growfs to grow the mounted ext4".into());
+    }
+    // Debian and upstream install the unit into sysinit.target.wants; enable it where a
+    // distribution did not.
+    let wanted = UNIT_DIRS
+        .iter()
+        .chain(["/etc/systemd/system"].iter())
+        .any(|d| tree.symlink_metadata(format!("{d}/sysinit.target.wants/{unit}").as_bytes()).is_ok());
+    if !wanted {
+        enable(tree, unit, &format!("{dir}/{unit}"), "sysinit.target", now)?;
+    }
+    // An image with repart.d definitions of its own (mkosi-built ones) has its layout
+    // described already: a second root definition would make repart add a partition.
+    let own: Vec<String> = REPART_DIRS
+        .iter()
+        .filter_map(|d| {
+            let id = tree.resolve(d.as_bytes(), true).ok()?;
+            let confs = tree.node(id).as_dir()?.entries().filter(|(n, _)| n.ends_with(b".conf")).count();
+            (confs > 0).then(|| format!("{d} ({confs} files)"))
+        })
+        .collect();
+    let v = version.map_or_else(|| "systemd (release unknown)".to_string(), |v| format!("systemd {v}"));
+    p.first_boot_growth = "systemd-repart".into();
+    if !own.is_empty() {
+        p.changes.push(format!(
+            "first-boot growth: the image's own repart.d definitions in {} (no diskcast file), x-systemd.growfs on / ({v})",
+            own.join(", ")
+        ));
+        return Ok(true);
+    }
+    tree.put_file(
+        REPART_CONF.as_bytes(),
+        FileData::inline(
+            b"# Written by diskcast vm: systemd-repart grows the root partition (the last one) into\n\
+              # the free space at the end of the disk on boot; x-systemd.growfs in /etc/fstab grows\n\
+              # its ext4.\n[Partition]\nType=root-x86-64\n"
+                .to_vec(),
+        ),
+        Meta::new(0o644, Timestamp::from_secs(now)),
+    )?;
+    p.changes.push(format!(
+        "first-boot growth: {REPART_CONF} (root-x86-64) for systemd-repart{} and x-systemd.growfs on / ({v})",
+        if wanted { "" } else { ", enabled" }
+    ));
+    Ok(true)
 }
 
 /// `/etc/machine-id` present and empty: systemd takes the boot as the first one and
@@ -436,6 +569,102 @@ fn entrypoint_service(tree: &mut Tree, e: &Entrypoint, now: i64, p: &mut Prepare
     Ok(())
 }
 
+/// How a user-data file may begin, as cloud-init's `handlers.INCLUSION_TYPES_MAP` tells
+/// its parts apart (`#cloud-config` also covers `-archive` and `-jsonp`). Anything else
+/// cloud-init takes as plain text and ignores with a warning.
+const USER_DATA_STARTS: [&str; 7] =
+    ["#cloud-config", "#!", "#include", "#cloud-boothook", "#part-handler", "## template: jinja", "#upstart-job"];
+/// cloud-init looks for a MIME header in this many first bytes.
+const MIME_WINDOW: usize = 4096;
+
+fn check_cloud_init(c: &CloudInit) -> Result<()> {
+    let u = &c.user_data;
+    let gzip = u.starts_with(&[0x1f, 0x8b]);
+    let head = &u[..u.len().min(MIME_WINDOW)];
+    let mime = head.windows(13).any(|w| w.eq_ignore_ascii_case(b"mime-version:"));
+    let known = USER_DATA_STARTS.iter().any(|s| u.starts_with(s.as_bytes()));
+    if !(gzip || mime || known) {
+        return Err(Error::argument(
+            "--cloud-init: the user data does not start as cloud-init expects (#cloud-config, #!, #include, \
+             #cloud-boothook, #part-handler, ## template: jinja, a MIME multipart message or gzip); \
+             cloud-init would ignore it. Add a `#cloud-config` first line to a YAML config",
+        ));
+    }
+    for (what, data) in [("--meta-data", &c.meta_data), ("--network-config", &c.network_config)] {
+        if let Some(d) = data
+            && std::str::from_utf8(d).is_err()
+        {
+            return Err(Error::argument(format!("{what}: the file is not UTF-8 text (cloud-init reads it as YAML)")));
+        }
+    }
+    Ok(())
+}
+
+/// Where cloud-init's entry point and its systemd units (or OpenRC script) are.
+const CLOUD_INIT_BIN: [&str; 2] = ["/usr/bin/cloud-init", "/bin/cloud-init"];
+const CLOUD_INIT_UNITS: [&str; 3] = ["cloud-init-local.service", "cloud-init.service", "cloud-init-main.service"];
+
+/// A NoCloud seed in the root filesystem (`/var/lib/cloud/seed/nocloud/`: `user-data`
+/// 0600, `meta-data`, optional `network-config`). Without `--meta-data`, one with an
+/// `instance-id` from the root partition's GUID (new for each disk, reproducible under
+/// SOURCE_DATE_EPOCH) and `--hostname` as `local-hostname`. An image without cloud-init
+/// is refused: the seed would be read by nothing.
+fn nocloud_seed(
+    tree: &mut Tree,
+    c: &CloudInit,
+    hostname: Option<&str>,
+    ids: &Ids,
+    now: i64,
+    p: &mut Prepared,
+) -> Result<()> {
+    let Some(bin) = CLOUD_INIT_BIN.iter().find(|f| is_file(tree, f)) else {
+        return Err(Error::unsupported(
+            "--cloud-init: the image has no cloud-init (/usr/bin/cloud-init), so nothing would read the seed; \
+             install cloud-init in the image, or drop --cloud-init and use --hostname, --ssh-key, --root-password-hash",
+        ));
+    };
+    let units = CLOUD_INIT_UNITS.iter().any(|u| UNIT_DIRS.iter().any(|d| is_file(tree, &format!("{d}/{u}"))))
+        || is_file(tree, "/etc/init.d/cloud-init");
+    if !units {
+        return Err(Error::unsupported(format!(
+            "--cloud-init: the image has {bin} but no service starts it (no cloud-init-local.service, \
+             cloud-init.service or /etc/init.d/cloud-init)"
+        )));
+    }
+    let generated = c.meta_data.is_none();
+    let meta = match &c.meta_data {
+        Some(m) => m.clone(),
+        None => {
+            let mut m = format!("instance-id: iid-diskcast-{}\n", ids.root);
+            if let Some(h) = hostname {
+                m.push_str(&format!("local-hostname: {h}\n"));
+            }
+            m.into_bytes()
+        }
+    };
+    let mtime = Timestamp::from_secs(now);
+    tree.create_dir_all(NOCLOUD_SEED.as_bytes(), &dir_meta(now))?;
+    let mut files = vec![("user-data", c.user_data.clone(), 0o600), ("meta-data", meta, 0o644)];
+    if let Some(n) = &c.network_config {
+        files.push(("network-config", n.clone(), 0o644));
+    }
+    let names: Vec<&str> = files.iter().map(|f| f.0).collect();
+    let replaced: Vec<&str> =
+        names.iter().copied().filter(|n| tree.exists(format!("{NOCLOUD_SEED}/{n}").as_bytes())).collect();
+    for (name, bytes, mode) in files {
+        tree.put_file(format!("{NOCLOUD_SEED}/{name}").as_bytes(), FileData::inline(bytes), Meta::new(mode, mtime))?;
+    }
+    let disabled = is_file(tree, "/etc/cloud/cloud-init.disabled");
+    p.changes.push(format!(
+        "{NOCLOUD_SEED}/: cloud-init NoCloud seed ({}{}){}{}",
+        names.join(", "),
+        if generated { format!("; instance-id iid-diskcast-{}", ids.root) } else { String::new() },
+        if replaced.is_empty() { String::new() } else { format!(", replacing the image's {}", replaced.join(", ")) },
+        if disabled { " (note: /etc/cloud/cloud-init.disabled is present: cloud-init will not run)" } else { "" }
+    ));
+    Ok(())
+}
+
 /// Replaces the content of the regular file `path`, keeping its owner and mode (an
 /// `/etc/shadow` stays root:shadow 0640); creates it with `mode` when missing. A link or
 /// anything else of that name is replaced by a new file.
@@ -531,6 +760,80 @@ mod tests {
         let e = check_keys(b"# only a comment\n").unwrap_err();
         assert_eq!(e.kind(), diskcast_block::ErrorKind::InvalidArgument, "{e}");
         assert!(e.to_string().contains("holds no key"), "{e}");
+    }
+
+    fn file(t: &mut Tree, path: &str) {
+        t.put_file(path.as_bytes(), FileData::inline(b"x".to_vec()), Meta::new(0o755, Timestamp::default())).unwrap();
+    }
+
+    fn read(t: &Tree, path: &str) -> String {
+        String::from_utf8(t.read_optional(path.as_bytes(), 1 << 20).unwrap().unwrap_or_default()).unwrap()
+    }
+
+    #[test]
+    fn growth_needs_systemd_245_with_repart_and_growfs() {
+        let growth_of = |files: &[&str]| {
+            let mut t = Tree::new(Meta::new(0o755, Timestamp::default()));
+            for f in files {
+                file(&mut t, f);
+            }
+            let p = prepare(&mut t, &GuestOptions::default(), &ids(), 0).unwrap();
+            (p.first_boot_growth, read(&t, "/etc/fstab"), t)
+        };
+        let (g, fstab, _) = growth_of(&[]);
+        assert!(g.starts_with("none (the image has no systemd"), "{g}");
+        assert!(!fstab.contains("growfs"), "{fstab}");
+        let systemd = ["/usr/lib/systemd/systemd", "/usr/lib/systemd/libsystemd-shared-244.so"];
+        let (g, _, _) = growth_of(&systemd);
+        assert!(g.contains("systemd 244 is older than 245"), "{g}");
+        let systemd = ["/usr/lib/systemd/systemd", "/usr/lib/systemd/libsystemd-shared-255.so"];
+        let (g, _, _) = growth_of(&systemd);
+        assert!(g.contains("no systemd-repart"), "{g}");
+        let mut full = systemd.to_vec();
+        full.extend(["/usr/bin/systemd-repart", "/usr/lib/systemd/system/systemd-repart.service"]);
+        let (g, _, _) = growth_of(&full);
+        assert!(g.contains("no systemd-growfs"), "{g}");
+        full.push("/usr/lib/systemd/systemd-growfs");
+        let (g, fstab, t) = growth_of(&full);
+        assert_eq!(g, "systemd-repart");
+        assert!(fstab.contains("\t/\text4\trw,relatime,x-systemd.growfs\t0\t1\n"), "{fstab}");
+        assert!(read(&t, REPART_CONF).contains("[Partition]\nType=root-x86-64\n"));
+        let mut own = full.clone();
+        own.push("/usr/lib/repart.d/10-root.conf");
+        let (g, fstab, t) = growth_of(&own);
+        assert_eq!(g, "systemd-repart");
+        assert!(fstab.contains("x-systemd.growfs") && !t.exists(REPART_CONF.as_bytes()), "{fstab}");
+        // Not linked by the distribution: enabled as systemctl would.
+        let link = t.symlink_metadata(b"/etc/systemd/system/sysinit.target.wants/systemd-repart.service").unwrap();
+        assert_eq!(link.file_type, FileType::Symlink);
+    }
+
+    #[test]
+    fn user_data_must_start_as_cloud_init_expects() {
+        let ci = |u: &[u8]| CloudInit { user_data: u.to_vec(), ..CloudInit::default() };
+        for ok in [
+            &b"#cloud-config\nruncmd: []\n"[..],
+            b"#!/bin/sh\necho hi\n",
+            b"#include\nhttps://example.org/ud\n",
+            b"## template: jinja\n#cloud-config\n",
+            b"Content-Type: multipart/mixed; boundary=\"b\"\nMIME-Version: 1.0\n\n--b--\n",
+            b"\x1f\x8b\x08\x00",
+        ] {
+            check_cloud_init(&ci(ok)).unwrap_or_else(|e| panic!("{ok:?}: {e}"));
+        }
+        for bad in [&b""[..], b"hostname: x\n", b" #cloud-config\n"] {
+            let e = check_cloud_init(&ci(bad)).unwrap_err();
+            assert_eq!(e.kind(), diskcast_block::ErrorKind::InvalidArgument, "{e}");
+            assert!(e.to_string().contains("#cloud-config"), "{e}");
+        }
+        let e = check_cloud_init(&CloudInit { meta_data: Some(vec![0xff, 0xfe]), ..ci(b"#!/bin/sh\n") }).unwrap_err();
+        assert!(e.to_string().contains("--meta-data: the file is not UTF-8"), "{e}");
+        // Without cloud-init in the image: refused, nothing written.
+        let mut t = Tree::new(Meta::new(0o755, Timestamp::default()));
+        let opts = GuestOptions { cloud_init: Some(ci(b"#cloud-config\n")), ..GuestOptions::default() };
+        let e = prepare(&mut t, &opts, &ids(), 0).unwrap_err();
+        assert_eq!(e.kind(), diskcast_block::ErrorKind::Unsupported, "{e}");
+        assert!(!t.exists(NOCLOUD_SEED.as_bytes()));
     }
 
     #[test]

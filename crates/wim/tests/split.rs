@@ -112,21 +112,30 @@ fn lzx_wim_round_trips_through_wimlib_join() {
     round_trip("lzx");
 }
 
+/// An LZX WIM as `append` leaves it, split in `dir` by us into `ours/` and by
+/// wimlib-imagex into `theirs/`, both with parts of at most `limit_mib` MiB: the WIM, our
+/// parts and wimlib's directory.
+fn split_both(dir: &Path, limit_mib: u64) -> (PathBuf, Vec<PathBuf>, PathBuf) {
+    let wim = capture(dir, "lzx", &[], false);
+    let ours = dir.join("ours");
+    let theirs = dir.join("theirs");
+    std::fs::create_dir(&ours).unwrap();
+    std::fs::create_dir(&theirs).unwrap();
+    let parts = split_file(&wim, &ours, limit_mib * MIB).unwrap();
+    let swm = theirs.join("install.swm");
+    run("wimlib-imagex", &["split", wim.to_str().unwrap(), swm.to_str().unwrap(), &limit_mib.to_string()]);
+    (wim, parts, theirs)
+}
+
 /// A WIM as `append` leaves it (not rewritten): joining our parts gives what joining
 /// wimlib's own split gives (GUID aside: wimlib's split draws a new one).
 #[test]
 fn appended_wim_joins_like_wimlib_split() {
     let dir = tempfile::tempdir().unwrap();
-    let wim = capture(dir.path(), "lzx", &[], false);
-    let ours = dir.path().join("ours");
-    let theirs = dir.path().join("theirs");
-    std::fs::create_dir(&ours).unwrap();
-    std::fs::create_dir(&theirs).unwrap();
-    let parts = split_file(&wim, &ours, MIB).unwrap();
+    let (wim, parts, theirs) = split_both(dir.path(), 1);
     assert!(parts.len() >= 2, "{parts:?}");
     assert_parts_within(&parts, MIB);
     assert_wimlib_accepts(&parts);
-    run("wimlib-imagex", &["split", wim.to_str().unwrap(), theirs.join("install.swm").to_str().unwrap(), "1"]);
     let mut wl: Vec<PathBuf> = std::fs::read_dir(&theirs).unwrap().map(|e| e.unwrap().path()).collect();
     wl.sort();
     join(&parts, &dir.path().join("ours.wim"));
@@ -145,14 +154,8 @@ fn appended_wim_joins_like_wimlib_split() {
 #[test]
 fn one_part_is_wimlib_split_byte_for_byte() {
     let dir = tempfile::tempdir().unwrap();
-    let wim = capture(dir.path(), "lzx", &[], false);
-    let ours = dir.path().join("ours");
-    let theirs = dir.path().join("theirs");
-    std::fs::create_dir(&ours).unwrap();
-    std::fs::create_dir(&theirs).unwrap();
-    let parts = split_file(&wim, &ours, 64 * MIB).unwrap();
+    let (wim, parts, theirs) = split_both(dir.path(), 64);
     assert_eq!(parts.len(), 1, "{parts:?}");
-    run("wimlib-imagex", &["split", wim.to_str().unwrap(), theirs.join("install.swm").to_str().unwrap(), "64"]);
     let mut a = std::fs::read(&parts[0]).unwrap();
     let b = std::fs::read(theirs.join("install.swm")).unwrap();
     assert_eq!(&a[24..40], &read_bytes(&wim, 24, 16)[..], "our part keeps the WIM's GUID");

@@ -30,7 +30,20 @@ pub struct CheckArgs {
 }
 
 pub fn run(c: CheckArgs) -> Result<u8, Failure> {
-    let fail = |error, exit_code| Failure { error, exit_code };
+    // An image refused for want of a verified signature (--verify-key) exits 4, as
+    // everywhere else (and as a profile's rejection does).
+    let fail = |error: diskcast_block::Error, exit_code| {
+        let untrusted = error.kind() == diskcast_block::ErrorKind::Untrusted;
+        Failure { error, exit_code: if untrusted { 4 } else { exit_code } }
+    };
+    if !c.container.verify_keys.is_empty() && !c.image.file.to_string_lossy().starts_with("docker://") {
+        let e = diskcast_block::Error::untrusted(format!(
+            "--verify-key checks sigstore signatures of a docker:// image; {} has no registry to hold them \
+             (drop --verify-key)",
+            c.image.file.display()
+        ));
+        return Err(fail(e, CHECK_INCOMPLETE));
+    }
     if let Some(p) = &c.profile {
         let profile = Profile::parse(p).map_err(|e| fail(e, CHECK_INCOMPLETE))?;
         return profile_check(profile, &c).map_err(|e| fail(e, CHECK_INCOMPLETE));

@@ -14,8 +14,9 @@ use crate::common::output::{ContainerWriter, ImageWriter, Package, PackageWriter
 use crate::common::progress::ProgressMode;
 use crate::common::{Images, create_options, image_opts};
 use clap::Args;
+use diskcast_block::filter::Filtered;
 use diskcast_block::io::ImageFile;
-use diskcast_block::output::{Target, parent_dir, refuse_inputs};
+use diskcast_block::output::{Output, Target, parent_dir, refuse_inputs};
 use diskcast_block::provenance::Provenance;
 use diskcast_block::registry::{CreateOptions, Driver, PROBE_HEAD, PROBE_TAIL, ProbeData};
 use diskcast_block::size::parse_size;
@@ -45,6 +46,13 @@ pub fn run(mut a: ConvertArgs) -> Result<u8> {
             return Err(Error::argument("-O, -o, -c and -n apply to disk images, not to a container image DST"));
         }
         return image::convert(&a.src.to_string_lossy(), &dst, a.format.clone(), &a.image, a.open.share, &a.write);
+    }
+    if !a.image.container.verify_keys.is_empty() {
+        return Err(Error::untrusted(format!(
+            "--verify-key checks sigstore signatures of a docker:// image; {} is converted as a disk image, \
+             which has no registry to hold them (drop --verify-key)",
+            a.src.display()
+        )));
     }
     let flags = QemuFlags::apply(&mut a)?;
     let images = Images::new(&a.open)?;
@@ -209,7 +217,7 @@ impl<'r> Plan<'r> {
         let (path, format) = (self.target.path(), self.driver.name());
         let create = CreateOptions { target_is_zero: a.target_is_zero, ..self.create.clone() };
         let mut writer = match self.in_place {
-            true => ImageWriter::in_place(path, &inputs, format, create, &a.write)?,
+            true => ImageWriter::onto(Output::open_in_place(path, &inputs)?, format, create, &a.write)?,
             false => ImageWriter::open(path, &inputs, format, create, &a.write)?,
         }
         .min_sparse(self.min_sparse);
@@ -220,10 +228,10 @@ impl<'r> Plan<'r> {
             Input::File(path) => images.open(path, a.format.as_deref())?,
             Input::Stream(_) => self.spool(images, a.format.is_some())?,
         };
-        let salvaged = reads::Salvage::new(src.as_ref(), a.src.clone());
+        let salvaged = Filtered::new(src.as_ref(), reads::Salvage::new(a.src.clone()));
         let src: &dyn BlockRead = if a.salvage { &salvaged } else { src.as_ref() };
         match flags.rate {
-            Some(rate) => writer.write(&reads::RateLimited::new(src, rate)),
+            Some(rate) => writer.write(&Filtered::new(src, reads::RateLimited::new(rate))),
             None => writer.write(src),
         }
     }
@@ -382,7 +390,7 @@ pub struct ConvertArgs {
     pub output_format: String,
     /// Format options, comma separated (`diskcast formats` lists them); every format also
     /// takes preallocation=off|falloc|full (raw reserves or writes the whole file).
-    #[arg(short = 'o', value_name = "KEY=VALUE,..")]
+    #[arg(short = 'o', long = "format-options", value_name = "KEY=VALUE,..")]
     pub options: Vec<String>,
     #[command(flatten)]
     pub write: WriteArgs,

@@ -39,7 +39,7 @@ pub struct CreateArgs {
     pub format: String,
     /// Format options, comma separated (`diskcast formats` lists them); every format also
     /// takes preallocation=off|falloc|full (raw reserves or writes the whole file).
-    #[arg(short = 'o', value_name = "KEY=VALUE,..")]
+    #[arg(short = 'o', long = "format-options", value_name = "KEY=VALUE,..")]
     pub options: Vec<String>,
     /// Backing file to record in the new image.
     #[arg(short = 'b', value_name = "BACKING")]

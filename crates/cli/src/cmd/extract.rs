@@ -4,6 +4,7 @@ use crate::common::args::{JobsArgs, ProgressArgs, SourceArgs};
 use crate::common::output::{ArchiveWriter, interrupt_flag};
 use crate::common::tree_source;
 use clap::Args;
+use diskcast_block::size::count;
 use diskcast_block::{Error, Result};
 use std::path::PathBuf;
 
@@ -11,7 +12,8 @@ use std::path::PathBuf;
 pub struct ExtractArgs {
     /// Write a tar (PAX) instead of a directory; `-` is standard output. A pipe or
     /// character device is written in place; a file appears only when complete.
-    #[arg(short = 'o', long = "output", value_name = "OUT.tar", conflicts_with = "dir")]
+    #[arg(short = 'o', long = "out", alias = "output", value_name = "OUT.tar", conflicts_with = "dir",
+          value_parser = crate::common::args::out_path)]
     pub output: Option<PathBuf>,
     #[command(flatten)]
     pub progress: ProgressArgs,
@@ -80,24 +82,29 @@ pub fn run(a: ExtractArgs) -> Result<u8> {
         );
     }
     eprintln!(
-        "extracted {} files ({} bytes), {} directories, {} symlinks, {} hard links, {} special files into {}{}",
-        r.files,
-        r.bytes,
-        r.dirs,
-        r.symlinks,
-        r.hardlinks,
-        r.specials,
+        "extracted {} ({}), {}, {}, {}, {} into {}{}",
+        count(r.files, "file", "files"),
+        count(r.bytes, "byte", "bytes"),
+        count(r.dirs, "directory", "directories"),
+        count(r.symlinks, "symlink", "symlinks"),
+        count(r.hardlinks, "hard link", "hard links"),
+        count(r.specials, "special file", "special files"),
         dir.display(),
         if r.skipped.is_empty() {
             String::new()
         } else {
-            format!("; {} things skipped (listed above)", r.skipped.len())
+            format!("; {} skipped (listed above)", count(r.skipped.len(), "thing", "things"))
         }
     );
     if r.not_extracted > 0 {
+        let were = if r.not_extracted == 1 { "was" } else { "were" };
         return Err(Error::new(
             diskcast_block::ErrorKind::Io,
-            format!("{} entries were not extracted (listed above); the rest is in {}", r.not_extracted, dir.display()),
+            format!(
+                "{} {were} not extracted (listed above); the rest is in {}",
+                count(r.not_extracted, "entry", "entries"),
+                dir.display()
+            ),
         ));
     }
     Ok(0)

@@ -1,10 +1,11 @@
 //! `diskcast iso`: El Torito boot catalogs and hybrid system areas of optical discs.
 
-use crate::common::args::{OpenArgs, OutputFormat, SourceArgs, WriteArgs};
+use crate::common::args::{OpenArgs, OutputFormat, SourceArgs, WriteArgs, out_path};
 use crate::common::output::{ImageWriter, interrupt_flag};
 use crate::common::tree_source::{input_path, open as open_source};
 use crate::common::{Images, create_options, print_json, threads};
 use clap::{Args, Subcommand};
+use diskcast_block::size::count;
 use diskcast_block::{BlockRead, Error, Result};
 use diskcast_iso9660::eltorito::{BootEntry, read_catalog};
 use diskcast_iso9660::hybrid::read_hybrid;
@@ -12,6 +13,8 @@ use diskcast_tree::{BuildOptions, FsBuilder};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 
+// Parsed once per run: the size of `iso create`'s arguments (SourceArgs) costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum IsoCommand {
     /// List the El Torito boot entries (BIOS and UEFI) and the hybrid MBR/GPT of a disc.
@@ -84,7 +87,7 @@ pub struct RemasterArgs {
     #[arg(long = "remove", value_name = "PATH")]
     pub remove: Vec<String>,
     /// The new disc.
-    #[arg(short = 'o', long = "output", value_name = "OUT.iso")]
+    #[arg(short = 'o', long = "out", alias = "output", value_name = "OUT.iso", value_parser = out_path)]
     pub output: PathBuf,
     /// Block format of the input (probed if not given).
     #[arg(short = 'f', long = "format", value_name = "FMT")]
@@ -98,7 +101,7 @@ pub struct CreateIsoArgs {
     /// The tree to put on the disc.
     pub src: String,
     /// The disc image to write.
-    #[arg(short = 'o', long = "output", value_name = "OUT.iso")]
+    #[arg(short = 'o', long = "out", alias = "output", value_name = "OUT.iso", value_parser = out_path)]
     pub output: PathBuf,
     /// Volume label.
     #[arg(short = 'V', long = "label", default_value = "CDROM")]
@@ -206,7 +209,7 @@ fn boot(a: BootArgs) -> Result<u8> {
     match &catalog {
         None => println!("No El Torito boot catalog."),
         Some(c) => {
-            println!("El Torito boot catalog at sector {}, {} entries", c.lba, c.entries.len());
+            println!("El Torito boot catalog at sector {}, {}", c.lba, count(c.entries.len(), "entry", "entries"));
             println!(
                 "{:>3}  {:<8} {:<8} {:<13} {:>7} {:>7} {:>9} {:>11}  image",
                 "#", "platform", "bootable", "emulation", "segment", "sectors", "lba", "size"

@@ -58,7 +58,7 @@ pub struct MeasureArgs {
     #[arg(short = 'O', long = "output-format", value_name = "FMT")]
     pub output_format: String,
     /// Format options of the new image, comma separated (`diskcast formats` lists them).
-    #[arg(short = 'o', value_name = "KEY=VALUE,..")]
+    #[arg(short = 'o', long = "format-options", value_name = "KEY=VALUE,..")]
     pub options: Vec<String>,
     /// Compressed output (measured as uncompressed: an upper bound, as qemu-img does).
     #[arg(short = 'c')]

@@ -13,7 +13,7 @@ use crate::common::output::ImageWriter;
 use crate::common::tree_source::{input_path, open as open_source};
 use clap::Args;
 use diskcast_block::provenance::Provenance;
-use diskcast_block::size::{human, parse_size};
+use diskcast_block::size::{count, human, parse_size};
 use diskcast_block::{BlockRead, Error, Result};
 use diskcast_formats::FsRegistry;
 use diskcast_part::compose::{ComposedDisk, DiskComposer};
@@ -100,7 +100,10 @@ pub fn run(mut a: MkdiskArgs) -> Result<u8> {
     if let Some(n) = a.bootable
         && (n == 0 || n as usize > parts.len())
     {
-        return Err(Error::argument(format!("--bootable {n}: there are {} partitions", parts.len())));
+        return Err(Error::argument(format!(
+            "--bootable {n}: the disk has {} (numbered from 1)",
+            count(parts.len(), "partition", "partitions")
+        )));
     }
     let disk_size = a.size.as_deref().map(parse_size).transpose()?;
     let inputs: Vec<_> = parts.iter().filter_map(|p| p.src.as_deref().and_then(input_path)).collect();
@@ -144,11 +147,11 @@ pub fn run(mut a: MkdiskArgs) -> Result<u8> {
     let ComposedDisk { plan, image: disk } = disk.finish(disk_size, Uuid::from_bytes(disk_id))?;
     writer.write(&disk)?;
     eprintln!(
-        "diskcast: wrote {} ({} {}, {} partitions)",
+        "diskcast: wrote {} ({} {}, {})",
         a.out.output.display(),
         human(plan.disk_size),
         kind.name(),
-        plan.parts.len()
+        count(plan.parts.len(), "partition", "partitions")
     );
     Ok(0)
 }

@@ -8,6 +8,7 @@ pub mod compare;
 pub mod convert;
 pub mod create;
 pub mod dd;
+pub mod docs;
 pub mod extract;
 pub mod formats;
 pub mod info;

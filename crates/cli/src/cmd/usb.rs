@@ -22,7 +22,8 @@ const MIN_WIM_PART: u64 = 1 << 20;
 
 #[derive(Debug, Args)]
 pub struct UsbArgs {
-    /// The ISO image (any block format diskcast reads: a plain .iso, qcow2...).
+    /// The ISO image (any block format diskcast reads: a plain .iso, qcow2...). Several
+    /// ISOs make a multi-boot stick: each stored unchanged, booted from a GRUB menu.
     #[arg(value_name = "ISO", required = true)]
     pub isos: Vec<PathBuf>,
     /// The stick image to write, or a block device (a USB stick): then it is checked,
@@ -60,6 +61,17 @@ pub struct UsbArgs {
     /// split in the fat32 layout.
     #[arg(long = "wim-part-size", value_name = "SIZE")]
     pub wim_part_size: Option<String>,
+    /// Several ISOs: the menu entry booted without input, 1-based in the order the ISOs
+    /// are given (default 1).
+    #[arg(long = "default", value_name = "N")]
+    pub default_entry: Option<usize>,
+    /// Several ISOs: seconds the menu waits before booting the default entry (default 10).
+    #[arg(long, value_name = "SECONDS")]
+    pub timeout: Option<u64>,
+    /// Several ISOs: the data partition holding them: auto (FAT32 when every ISO is under
+    /// 4 GiB, else exFAT), fat32 or exfat.
+    #[arg(long = "data-fs", value_name = "auto|fat32|exfat")]
+    pub data_fs: Option<String>,
     /// Block format of OUT (raw, qcow2, vmdk, vhd, vhdx, vdi).
     #[arg(short = 'O', long = "output-format", value_name = "FMT", default_value = "raw")]
     pub output_format: String,
@@ -86,13 +98,41 @@ fn boot_line(firmware: &str, r: &BootReport) -> String {
     }
 }
 
-pub fn run(a: UsbArgs) -> Result<u8> {
-    let [iso] = a.isos.as_slice() else {
-        return Err(Error::unsupported(format!(
-            "{} ISOs given: a stick holding several ISOs (a multi-boot menu) is not supported yet; give one ISO",
+/// Several ISOs make a multi-boot stick; these options are for one ISO only.
+fn check_multi_args(a: &UsbArgs) -> Result<()> {
+    let single_only = [
+        (a.usb_mode != "auto", "--mode"),
+        (a.windows_layout != "fat32", "--windows-layout"),
+        (a.persistence.is_some(), "--persistence"),
+        (a.wim_part_size.is_some(), "--wim-part-size"),
+    ];
+    if let Some((_, flag)) = single_only.iter().find(|(given, _)| *given) {
+        return Err(Error::argument(format!(
+            "{flag} is for a stick made from one ISO; {} ISOs make a multi-boot stick (GPT, a GRUB boot partition, \
+             a data partition holding the ISOs)",
             a.isos.len()
         )));
-    };
+    }
+    Ok(())
+}
+
+pub fn run(a: UsbArgs) -> Result<u8> {
+    let multi = a.isos.len() > 1;
+    if multi {
+        check_multi_args(&a)?;
+    } else if let Some(flag) = [
+        (a.default_entry.is_some(), "--default"),
+        (a.timeout.is_some(), "--timeout"),
+        (a.data_fs.is_some(), "--data-fs"),
+    ]
+    .iter()
+    .find_map(|(given, flag)| given.then_some(flag))
+    {
+        return Err(Error::argument(format!(
+            "{flag} is for a multi-boot stick (several ISOs); a stick from one ISO boots that ISO's own menu"
+        )));
+    }
+    let data_fs = diskcast_usb::multi::DataFs::parse(a.data_fs.as_deref().unwrap_or("auto"))?;
     let mode = Mode::parse(&a.usb_mode)?;
     let layout = match a.windows_layout.as_str() {
         "fat32" => Layout::Fat32,
@@ -122,30 +162,54 @@ pub fn run(a: UsbArgs) -> Result<u8> {
                 a.out.display()
             )));
         }
-        Target::Device(DeviceTarget::open(&a.out, &[iso.as_path()], &a.write)?)
+        let sources: Vec<&std::path::Path> = a.isos.iter().map(PathBuf::as_path).collect();
+        Target::Device(DeviceTarget::open(&a.out, &sources, &a.write)?)
     } else {
         let create = create_options(&a.format_options, a.write.compress)?;
-        Target::File(ImageWriter::open(&a.out, std::slice::from_ref(iso), &a.output_format, create, &a.write)?)
+        Target::File(ImageWriter::open(&a.out, &a.isos, &a.output_format, create, &a.write)?)
     };
     let images = Images::new(&OpenArgs { share: a.share, ..OpenArgs::default() })?;
-    let disc: Arc<dyn BlockRead> = Arc::from(images.open(iso, a.format.as_deref())?);
-    let opts = UsbOptions {
-        mode,
-        layout,
-        label: a.label.clone(),
-        size,
-        persistence,
-        split_wim: Some(diskcast_wim::split_in_tree),
-        wim_part_size,
-        bios_grub: true,
-    };
     let prov = Provenance::from_env()?;
-    let name = iso.display().to_string();
-    let seed = format!("usb {name} {:?} {:?} {:?} {:?}", a.usb_mode, a.windows_layout, a.size, a.persistence);
-    let stick = diskcast_usb::plan(disc, &name, &opts, &prov, &seed)?;
+    let names: Vec<String> = a.isos.iter().map(|i| i.display().to_string()).collect();
+    let name = names.join(", ");
+    let stick = if multi {
+        let mut inputs = Vec::new();
+        for iso in &a.isos {
+            let disc: Arc<dyn BlockRead> = Arc::from(images.open(iso, a.format.as_deref())?);
+            let file_name = iso.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            inputs.push(diskcast_usb::multi::IsoInput { disc, name: iso.display().to_string(), file_name });
+        }
+        let opts = diskcast_usb::multi::MultiOptions {
+            label: a.label.clone(),
+            size,
+            default: a.default_entry.unwrap_or(1),
+            timeout: a.timeout.unwrap_or(10),
+            data_fs,
+            bios_grub: true,
+        };
+        let seed = format!("usb multi {names:?} {:?} {:?} {:?}", a.size, a.label, a.data_fs);
+        diskcast_usb::multi::plan(inputs, &opts, &prov, &seed)?
+    } else {
+        let disc: Arc<dyn BlockRead> = Arc::from(images.open(&a.isos[0], a.format.as_deref())?);
+        let opts = UsbOptions {
+            mode,
+            layout,
+            label: a.label.clone(),
+            size,
+            persistence,
+            split_wim: Some(diskcast_wim::split_in_tree),
+            wim_part_size,
+            bios_grub: true,
+        };
+        let seed = format!("usb {name} {:?} {:?} {:?} {:?}", a.usb_mode, a.windows_layout, a.size, a.persistence);
+        diskcast_usb::plan(disc, &name, &opts, &prov, &seed)?
+    };
     eprintln!("diskcast: mode {}: {}", stick.mode.name(), stick.why);
     for n in &stick.notes {
         eprintln!("diskcast: {n}");
+    }
+    for m in &stick.menu {
+        eprintln!("diskcast: menu entry {}: {}, kernel and arguments from {}", m.title, m.path, m.from);
     }
     for (fw, r) in [("UEFI", &stick.uefi), ("BIOS", &stick.bios)] {
         eprintln!("diskcast: {}", boot_line(fw, r));
@@ -181,6 +245,7 @@ pub fn run(a: UsbArgs) -> Result<u8> {
             "uefi": stick.uefi,
             "bios": stick.bios,
             "notes": stick.notes,
+            "menu": stick.menu,
         })),
     }
     Ok(0)

@@ -19,10 +19,10 @@ use diskcast_block::{Error, Result};
 use diskcast_oci::spec::RunConfig;
 use diskcast_ova::descriptor::Firmware;
 use diskcast_vm::Archive;
-use diskcast_vm::guest::{Entrypoint, GuestOptions};
+use diskcast_vm::guest::{CloudInit, Entrypoint, GuestOptions};
 use diskcast_vm::{BootMode, Profile, VmOptions};
 use serde_json::json;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, Args)]
 pub struct VmArgs {
@@ -101,22 +101,50 @@ pub struct GuestArgs {
     /// systemd).
     #[arg(long = "run-entrypoint")]
     pub run_entrypoint: bool,
+    /// cloud-init user data (a `#cloud-config` YAML, a `#!` script, MIME multipart...),
+    /// written as a NoCloud seed in /var/lib/cloud/seed/nocloud/ for the image's
+    /// cloud-init (an image without cloud-init is refused).
+    #[arg(long = "cloud-init", value_name = "USER_DATA")]
+    pub cloud_init: Option<PathBuf>,
+    /// The seed's meta-data (YAML); default: `instance-id: iid-diskcast-<root PARTUUID>`
+    /// and --hostname as `local-hostname`.
+    #[arg(long = "meta-data", value_name = "FILE", requires = "cloud_init")]
+    pub meta_data: Option<PathBuf>,
+    /// The seed's network-config (cloud-init network config version 1 or 2).
+    #[arg(long = "network-config", value_name = "FILE", requires = "cloud_init")]
+    pub network_config: Option<PathBuf>,
+}
+
+/// A small regular file named by `flag` (at most `limit` bytes), read whole.
+fn read_small(path: &Path, flag: &str, what: &str, limit: u64) -> Result<Vec<u8>> {
+    let md =
+        std::fs::metadata(path).map_err(|e| Error::io(format!("cannot open the {flag} file"), e).with_file(path))?;
+    if !md.is_file() || md.len() > limit {
+        return Err(
+            Error::argument(format!("{flag}: not {what} (a regular file up to {})", human(limit))).with_file(path)
+        );
+    }
+    std::fs::read(path).map_err(|e| Error::io(format!("cannot read the {flag} file"), e).with_file(path))
 }
 
 impl GuestArgs {
     /// The options; the entrypoint is filled in once the image's config is known.
     fn options(&self) -> Result<GuestOptions> {
-        let ssh_keys = match &self.ssh_key {
-            Some(p) => {
-                let md =
-                    std::fs::metadata(p).map_err(|e| Error::io("cannot open the --ssh-key file", e).with_file(p))?;
-                if !md.is_file() || md.len() > diskcast_vm::guest::SSH_KEYS_LIMIT {
-                    return Err(
-                        Error::argument("--ssh-key: not a public key file (a regular file up to 1 MiB)").with_file(p)
-                    );
-                }
-                Some(std::fs::read(p).map_err(|e| Error::io("cannot read the --ssh-key file", e).with_file(p))?)
-            }
+        use diskcast_vm::guest::{CLOUD_INIT_LIMIT, SSH_KEYS_LIMIT};
+        let ssh_keys = self
+            .ssh_key
+            .as_deref()
+            .map(|p| read_small(p, "--ssh-key", "a public key file", SSH_KEYS_LIMIT))
+            .transpose()?;
+        let seed = |p: &Option<PathBuf>, flag: &str| {
+            p.as_deref().map(|p| read_small(p, flag, "a cloud-init file", CLOUD_INIT_LIMIT)).transpose()
+        };
+        let cloud_init = match seed(&self.cloud_init, "--cloud-init")? {
+            Some(user_data) => Some(CloudInit {
+                user_data,
+                meta_data: seed(&self.meta_data, "--meta-data")?,
+                network_config: seed(&self.network_config, "--network-config")?,
+            }),
             None => None,
         };
         Ok(GuestOptions {
@@ -125,6 +153,7 @@ impl GuestArgs {
             ssh_keys,
             run_entrypoint: None,
             run_entrypoint_without_config: false,
+            cloud_init,
         })
     }
 }
@@ -245,7 +274,13 @@ pub fn run(a: VmArgs) -> Result<u8> {
     }
     // Every file the disk is made from: none of them may be the output.
     let mut inputs: Vec<PathBuf> = input_path(&a.src).into_iter().collect();
-    inputs.extend([&a.kernel, &a.initrd, &a.loader, &a.guest.ssh_key].into_iter().flatten().cloned());
+    let g = &a.guest;
+    inputs.extend(
+        [&a.kernel, &a.initrd, &a.loader, &g.ssh_key, &g.cloud_init, &g.meta_data, &g.network_config]
+            .into_iter()
+            .flatten()
+            .cloned(),
+    );
     let (writer, threads) = match package {
         Some((p, _)) => {
             let w = PackageWriter::open(&out.output, &inputs, p, &out.write)?;
@@ -294,6 +329,12 @@ pub fn run(a: VmArgs) -> Result<u8> {
     for c in &vm.guest_changes {
         eprintln!("diskcast: guest: {c}");
     }
+    let by_hand = if vm.first_boot_growth.starts_with("none") {
+        ": after enlarging the disk, grow the root partition and filesystem by hand (growpart, resize2fs)"
+    } else {
+        ""
+    };
+    eprintln!("diskcast: first-boot growth: {}{by_hand}", vm.first_boot_growth);
     for d in &vm.drivers {
         eprintln!("diskcast: drivers: {d}");
     }
@@ -355,6 +396,7 @@ pub fn run(a: VmArgs) -> Result<u8> {
                 "loader": vm.loader,
                 "cmdline": vm.entry.cmdline,
                 "guest-changes": vm.guest_changes,
+                "first-boot-growth": vm.first_boot_growth,
                 "drivers": vm.drivers,
                 "warnings": vm.warnings,
             }));

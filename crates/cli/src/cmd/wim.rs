@@ -36,7 +36,7 @@ pub struct SplitArgs {
     /// The WIM file.
     pub wim: PathBuf,
     /// Directory the parts go into (default: the WIM's own).
-    #[arg(short = 'o', long = "out-dir", value_name = "DIR")]
+    #[arg(short = 'o', long = "out", alias = "out-dir", value_name = "DIR")]
     pub out_dir: Option<PathBuf>,
     /// Largest part, in bytes or with K, M, G suffixes (default 4G-1: FAT32's largest file).
     #[arg(long, value_name = "SIZE")]

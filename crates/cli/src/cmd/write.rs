@@ -15,6 +15,7 @@ use crate::common::progress::Passes;
 use clap::Args;
 use diskcast_block::device::{self, DeviceInfo};
 use diskcast_block::io::ImageFile;
+use diskcast_block::output::Output;
 use diskcast_block::registry::CreateOptions;
 use diskcast_block::{BlockRead, Error, Result, verify};
 use std::io::{BufRead, IsTerminal, Write};
@@ -106,7 +107,8 @@ pub struct DeviceTarget {
 impl DeviceTarget {
     pub fn open(given: &Path, inputs: &[&Path], write: &WriteArgs) -> Result<Self> {
         let target = resolve(given)?;
-        let writer = ImageWriter::overwrite(target.path(), inputs, "raw", CreateOptions::default(), write)?;
+        let writer =
+            ImageWriter::onto(Output::open_overwrite(target.path(), inputs)?, "raw", CreateOptions::default(), write)?;
         let inputs = inputs.iter().map(|p| p.to_path_buf()).collect();
         Ok(DeviceTarget { target, writer, inputs, write: write.clone() })
     }

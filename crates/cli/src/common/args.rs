@@ -134,7 +134,7 @@ pub struct OutputArgs {
     /// The image to write: a file (written in full, then put in place), `-` or a pipe or
     /// character device (raw only, front to back), or a block device (raw, written in
     /// place when nothing uses it).
-    #[arg(short = 'o', long = "output", value_name = "OUT")]
+    #[arg(short = 'o', long = "out", alias = "output", value_name = "OUT", value_parser = out_path)]
     pub output: PathBuf,
     /// Block format of OUT (raw, qcow2, vmdk, vhd, vhdx, vdi); default: the one OUT's
     /// name ends with (.qcow2 .vmdk .vhd .vhdx .vdi; .img and .raw are raw), else raw.
@@ -156,6 +156,21 @@ impl OutputArgs {
     pub fn resolve_format(&mut self) -> diskcast_block::Result<()> {
         self.output_format = format_for_output(&self.output, self.format_given.as_deref())?.unwrap_or("raw".into());
         Ok(())
+    }
+}
+
+/// The value of `-o`/`--out`, the file a command writes. `--output` was its long
+/// spelling in `mkfs`, `mkdisk`, `extract`, `iso create` and `iso remaster` before
+/// `--output` became the report format of every command; it stays a hidden alias there
+/// for one release, and `human`/`json` (a report format given to a command that has no
+/// report) are refused rather than written as files of those names.
+pub fn out_path(value: &str) -> std::result::Result<PathBuf, String> {
+    match value {
+        "human" | "json" => Err(format!(
+            "{value:?} is a report format (--output human|json), not a file; this command writes no report. \
+             Give the file to write with -o/--out (a file of that name: ./{value})"
+        )),
+        _ => Ok(PathBuf::from(value)),
     }
 }
 
@@ -225,6 +240,14 @@ pub struct ContainerArgs {
     /// Verify registry TLS certificates; false also allows plain HTTP (local registries).
     #[arg(long = "tls-verify", value_name = "BOOL", action = ArgAction::Set, default_value_t = true)]
     pub tls_verify: bool,
+    /// Use a docker:// image only when a sigstore signature attached to it in its registry
+    /// (tag sha256-DIGEST.sig, as cosign and skopeo --sign-by-sigstore-private-key write
+    /// it) verifies with this public key (PEM: ECDSA P-256, Ed25519 or RSA) and names the
+    /// manifest pulled and the image's repository (and tag, when pulled by tag). Repeat
+    /// for several keys: any one may match. Otherwise nothing is written and the exit
+    /// status is 4; other sources are refused with it.
+    #[arg(long = "verify-key", value_name = "KEY.pub")]
+    pub verify_keys: Vec<PathBuf>,
 }
 
 impl ContainerArgs {
@@ -239,6 +262,7 @@ impl ContainerArgs {
         // Downloads show a bar on a terminal.
         o.progress = std::sync::Arc::from(super::progress::reporter(ProgressMode::Auto, false));
         o.registry.tls_verify = self.tls_verify;
+        o.verify_keys = diskcast_oci::sigstore::read_keys(&self.verify_keys)?;
         Ok(o)
     }
 }

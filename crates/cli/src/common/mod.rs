@@ -27,9 +27,12 @@ pub struct Failure {
     pub exit_code: u8,
 }
 
+/// Errors exit 1, except an image refused for want of a verified signature
+/// (`--verify-key`), which exits 4, as `check --profile` does for a rejected image.
 impl From<Error> for Failure {
     fn from(error: Error) -> Self {
-        Failure { error, exit_code: 1 }
+        let exit_code = if error.kind() == diskcast_block::ErrorKind::Untrusted { 4 } else { 1 };
+        Failure { error, exit_code }
     }
 }
 
@@ -173,5 +176,27 @@ pub fn image_opts(spec: &str) -> Result<(std::path::PathBuf, String)> {
         }
         (_, false) => Err(Error::argument(format!("--image-opts {spec:?}: driver={driver} takes file.filename=PATH"))),
         _ => Ok((path, driver)),
+    }
+}
+
+/// The `Signatures:` line of the table and one line per signature checked.
+pub fn signature_lines(signatures: &[diskcast_oci::sigstore::SignatureCheck]) {
+    if signatures.is_empty() {
+        return;
+    }
+    let verified = signatures.iter().filter(|s| s.verified).count();
+    println!("Signatures:   {verified} of {} verified (sigstore)", signatures.len());
+    for s in signatures {
+        let state = if s.verified { "verified" } else { "not counted" };
+        let detail = match (&s.key, &s.reason) {
+            (Some(k), None) => format!("key {k}"),
+            (_, Some(r)) => r.clone(),
+            (None, None) => String::new(),
+        };
+        println!(
+            "  {state:<11} {}  {}  ({detail})",
+            s.identity.as_deref().unwrap_or("-"),
+            s.digest.as_deref().unwrap_or("-")
+        );
     }
 }

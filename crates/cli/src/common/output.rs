@@ -65,33 +65,12 @@ impl ImageWriter {
         create: CreateOptions,
         write: &WriteArgs,
     ) -> Result<Self> {
-        Self::with(Output::open(path, inputs)?, format, create, write)
+        Self::onto(Output::open(path, inputs)?, format, create, write)
     }
 
-    /// `path`, an existing file or block device, written in place (`convert -n`).
-    pub fn in_place<P: AsRef<Path>>(
-        path: &Path,
-        inputs: &[P],
-        format: &str,
-        create: CreateOptions,
-        write: &WriteArgs,
-    ) -> Result<Self> {
-        Self::with(Output::open_in_place(path, inputs)?, format, create, write)
-    }
-
-    /// `path`, an existing file or block device, made to hold the image (`write`): a file
-    /// gets the image's length and is never opened through a symlink.
-    pub fn overwrite<P: AsRef<Path>>(
-        path: &Path,
-        inputs: &[P],
-        format: &str,
-        create: CreateOptions,
-        write: &WriteArgs,
-    ) -> Result<Self> {
-        Self::with(Output::open_overwrite(path, inputs)?, format, create, write)
-    }
-
-    fn with(output: Output, format: &str, create: CreateOptions, write: &WriteArgs) -> Result<Self> {
+    /// An output opened another way (`Output::open_in_place` for `convert -n`,
+    /// `Output::open_overwrite` for `write`) as an image of `format` with `create`.
+    pub fn onto(output: Output, format: &str, create: CreateOptions, write: &WriteArgs) -> Result<Self> {
         let registry = diskcast_formats::registry();
         let driver = registry.get(format)?;
         driver.validate(&create)?;

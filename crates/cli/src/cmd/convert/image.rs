@@ -6,6 +6,7 @@ use crate::common::output::ContainerWriter;
 use clap::Args;
 use diskcast_block::Result;
 use diskcast_block::lock::Locks;
+use diskcast_block::size::count;
 
 /// `convert` options for a container image DST (`oci:`, `oci-archive:`, `docker-archive:`).
 #[derive(Debug, Default, Clone, Args)]
@@ -89,8 +90,11 @@ pub fn convert(
         let progress = write.progress.reporter();
         let pushed = diskcast_oci::registry::push_image(&img, r, &image_opts.registry, progress.as_ref())?;
         eprintln!(
-            "copied {src} to {dst}: manifest {}; uploaded {} blobs ({} bytes), {} already there",
-            img.manifest_digest, pushed.uploaded, pushed.bytes, pushed.present
+            "copied {src} to {dst}: manifest {}; uploaded {} ({}), {} already there",
+            img.manifest_digest,
+            count(pushed.uploaded, "blob", "blobs"),
+            count(pushed.bytes, "byte", "bytes"),
+            pushed.present
         );
         return Ok(0);
     }
@@ -121,12 +125,19 @@ pub fn convert(
     }
     match &report.push {
         Some(p) => eprintln!(
-            "pushed {dst}: manifest {}, layer {} ({} bytes); uploaded {} blobs ({} bytes), {} already there",
-            report.manifest_digest, report.layer.digest, report.layer.size, p.uploaded, p.bytes, p.present
+            "pushed {dst}: manifest {}, layer {} ({}); uploaded {} ({}), {} already there",
+            report.manifest_digest,
+            report.layer.digest,
+            count(report.layer.size, "byte", "bytes"),
+            count(p.uploaded, "blob", "blobs"),
+            count(p.bytes, "byte", "bytes"),
+            p.present
         ),
         None => eprintln!(
-            "wrote {dst}: manifest {}, layer {} ({} bytes)",
-            report.manifest_digest, report.layer.digest, report.layer.size
+            "wrote {dst}: manifest {}, layer {} ({})",
+            report.manifest_digest,
+            report.layer.digest,
+            count(report.layer.size, "byte", "bytes")
         ),
     }
     Ok(0)

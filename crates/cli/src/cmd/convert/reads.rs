@@ -1,8 +1,9 @@
 //! How `convert` reads its source when qemu-img's flags ask: `-r RATE` paces the reads,
-//! `--salvage` turns read errors into zeros with a warning. Both wrap the source image,
-//! so the copy engine and every output format are unchanged.
+//! `--salvage` turns read errors into zeros with a warning. Both are read filters over the
+//! source image, so the copy engine and every output format are unchanged.
 
-use diskcast_block::{Alloc, BlockRead, ErrorKind, Extent, ImageInfo, Result};
+use diskcast_block::filter::ReadFilter;
+use diskcast_block::{Alloc, BlockRead, ErrorKind, Extent, Result};
 use diskcast_layout::u64_from_usize;
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -15,26 +16,21 @@ const SALVAGE_UNIT: u64 = 512;
 /// `-r RATE`: reads paced so the copy moves at most `rate` bytes per second on average
 /// since it started, whatever the number of threads.
 #[derive(Debug)]
-pub struct RateLimited<'a> {
-    inner: &'a dyn BlockRead,
+pub struct RateLimited {
     rate: u64,
     start: Instant,
     done: Mutex<u64>,
 }
 
-impl<'a> RateLimited<'a> {
-    pub fn new(inner: &'a dyn BlockRead, rate: u64) -> Self {
-        RateLimited { inner, rate: rate.max(1), start: Instant::now(), done: Mutex::new(0) }
+impl RateLimited {
+    pub fn new(rate: u64) -> Self {
+        RateLimited { rate: rate.max(1), start: Instant::now(), done: Mutex::new(0) }
     }
 }
 
-impl BlockRead for RateLimited<'_> {
-    fn size(&self) -> u64 {
-        self.inner.size()
-    }
-
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        self.inner.read_at(buf, offset)?;
+impl ReadFilter for RateLimited {
+    fn read_at(&self, inner: &dyn BlockRead, buf: &mut [u8], offset: u64) -> Result<()> {
+        inner.read_at(buf, offset)?;
         let total = {
             let mut done = self.done.lock().unwrap_or_else(|p| p.into_inner());
             *done = done.saturating_add(u64_from_usize(buf.len()));
@@ -48,32 +44,19 @@ impl BlockRead for RateLimited<'_> {
         }
         Ok(())
     }
-
-    fn extent_at(&self, offset: u64, max_len: u64) -> Result<Extent> {
-        self.inner.extent_at(offset, max_len)
-    }
-
-    fn backing(&self) -> Option<&dyn BlockRead> {
-        self.inner.backing()
-    }
-
-    fn info(&self) -> ImageInfo {
-        self.inner.info()
-    }
 }
 
 /// `--salvage`: a read that fails is retried sector by sector; sectors that still fail
 /// read as zeros, and each failed range is reported once on stderr. An allocation query
 /// that fails makes its sector data to read (and so to salvage).
 #[derive(Debug)]
-pub struct Salvage<'a> {
-    inner: &'a dyn BlockRead,
+pub struct Salvage {
     name: PathBuf,
 }
 
-impl<'a> Salvage<'a> {
-    pub fn new(inner: &'a dyn BlockRead, name: PathBuf) -> Self {
-        Salvage { inner, name }
+impl Salvage {
+    pub fn new(name: PathBuf) -> Self {
+        Salvage { name }
     }
 
     fn warn(&self, offset: u64, len: u64, e: &diskcast_block::Error) {
@@ -91,13 +74,9 @@ fn salvageable(e: &diskcast_block::Error) -> bool {
     !matches!(e.kind(), ErrorKind::Cancelled | ErrorKind::InvalidArgument)
 }
 
-impl BlockRead for Salvage<'_> {
-    fn size(&self) -> u64 {
-        self.inner.size()
-    }
-
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        match self.inner.read_at(buf, offset) {
+impl ReadFilter for Salvage {
+    fn read_at(&self, inner: &dyn BlockRead, buf: &mut [u8], offset: u64) -> Result<()> {
+        match inner.read_at(buf, offset) {
             Err(e) if salvageable(&e) => {}
             other => return other,
         }
@@ -108,7 +87,7 @@ impl BlockRead for Salvage<'_> {
             let unit = SALVAGE_UNIT - at % SALVAGE_UNIT;
             let end = buf.len().min(pos.saturating_add(usize::try_from(unit).unwrap_or(usize::MAX)));
             let piece = &mut buf[pos..end];
-            match self.inner.read_at(piece, at) {
+            match inner.read_at(piece, at) {
                 Ok(()) => {
                     if let Some((start, len, e)) = failed.take() {
                         self.warn(start, len, &e);
@@ -132,21 +111,13 @@ impl BlockRead for Salvage<'_> {
         Ok(())
     }
 
-    fn extent_at(&self, offset: u64, max_len: u64) -> Result<Extent> {
-        match self.inner.extent_at(offset, max_len) {
-            Err(e) if salvageable(&e) && offset < self.size() => {
-                let len = (SALVAGE_UNIT - offset % SALVAGE_UNIT).min(max_len).min(self.size() - offset).max(1);
+    fn extent_at(&self, inner: &dyn BlockRead, offset: u64, max_len: u64) -> Result<Extent> {
+        match inner.extent_at(offset, max_len) {
+            Err(e) if salvageable(&e) && offset < inner.size() => {
+                let len = (SALVAGE_UNIT - offset % SALVAGE_UNIT).min(max_len).min(inner.size() - offset).max(1);
                 Ok(Extent { offset, len, alloc: Alloc::Data })
             }
             other => other,
         }
-    }
-
-    fn backing(&self) -> Option<&dyn BlockRead> {
-        self.inner.backing()
-    }
-
-    fn info(&self) -> ImageInfo {
-        self.inner.info()
     }
 }

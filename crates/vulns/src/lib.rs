@@ -1,0 +1,11 @@
+//! Offline vulnerability matching: OSV advisories ([`osv`]) matched ([`matcher`]) against
+//! the packages `diskcast inspect` lists, with each ecosystem's own version order
+//! ([`versions`]) and CVSS v3 base scores computed from their vectors ([`cvss`]).
+#![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::as_conversions))]
+
+pub mod cvss;
+pub mod matcher;
+pub mod osv;
+pub mod report;
+pub mod versions;

@@ -1,0 +1,261 @@
+//! What a package ships besides the binary: shell completions, man pages and a
+//! `--version` naming the commit. Each is judged by the program that consumes it: bash,
+//! fish, zsh and elvish load and run the completion scripts, groff, man and mandoc render
+//! and lint the pages, git says which commit a build came from.
+
+use crate::support::*;
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+/// Runs `tool` with `args` (stdin empty), failing the test when it is missing or fails;
+/// its stdout and stderr.
+fn tool(tool: &str, args: &[&str]) -> (String, String) {
+    tool_env(tool, args, &[])
+}
+
+fn tool_env(tool: &str, args: &[&str], env: &[(&str, &str)]) -> (String, String) {
+    let out = Command::new(tool)
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("{tool} is required (scripts/setup.sh installs it): {e}"));
+    let (stdout, stderr) =
+        (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
+    assert!(out.status.success(), "{tool} {args:?} failed ({}):\n{stdout}\n{stderr}", out.status);
+    (stdout, stderr)
+}
+
+/// Every page `diskcast man` should write: one per command and subcommand, from `--help`.
+fn expected_pages() -> BTreeSet<String> {
+    let mut pages = BTreeSet::from(["diskcast.1".to_string()]);
+    for c in commands_in_help(&[]) {
+        pages.insert(format!("diskcast-{c}.1"));
+        for sub in commands_in_help(&[&c]) {
+            pages.insert(format!("diskcast-{c}-{sub}.1"));
+        }
+    }
+    pages
+}
+
+/// The bash script loads, registers a function for `diskcast`, and that function, driven
+/// as bash's completion drives it (COMP_WORDS, COMP_CWORD), completes commands,
+/// subcommands, flags and the values of `--output`; hidden aliases are not offered.
+#[test]
+fn bash_completion_completes_commands_and_flags() {
+    let d = tmp();
+    let script = d.path().join("diskcast.bash");
+    write_file(&script, &dc_ok(&["completions", "bash"]).stdout);
+    // $1 the script, the rest the words typed so far (the last is being completed).
+    let driver = r#"
+source "$1"; shift
+spec=$(complete -p diskcast) || exit 3
+fn=${spec##*-F }; fn=${fn%% *}
+COMP_WORDS=("$@"); COMP_CWORD=$(( ${#COMP_WORDS[@]} - 1 ))
+COMP_LINE="$*"; COMP_POINT=${#COMP_LINE}; COMPREPLY=()
+"$fn" diskcast "${COMP_WORDS[COMP_CWORD]}" "${COMP_WORDS[COMP_CWORD-1]}"
+echo "spec: $spec"
+printf 'reply: %s\n' "${COMPREPLY[@]}"
+"#;
+    let script = s(&script);
+    let complete = |words: &[&str]| -> (String, BTreeSet<String>) {
+        let mut args = vec!["-c", driver, "driver", &script];
+        args.extend_from_slice(words);
+        let (out, err) = tool("bash", &args);
+        assert!(err.is_empty(), "bash printed errors for {words:?}:\n{err}");
+        let spec = out.lines().find_map(|l| l.strip_prefix("spec: ")).unwrap_or_default().to_string();
+        (spec, out.lines().filter_map(|l| l.strip_prefix("reply: ")).map(str::to_string).collect())
+    };
+    let (spec, all) = complete(&["diskcast", ""]);
+    assert!(spec.starts_with("complete ") && spec.ends_with(" diskcast") && spec.contains(" -F "), "{spec}");
+    let commands = commands_in_help(&[]);
+    assert!(commands.len() > 20, "{commands:?}");
+    for c in &commands {
+        assert!(all.contains(c), "`diskcast <TAB>` does not offer {c}: {all:?}");
+    }
+    let co: BTreeSet<String> = commands.iter().filter(|c| c.starts_with("co")).cloned().collect();
+    assert_eq!(complete(&["diskcast", "co"]).1, co);
+    let iso = commands_in_help(&["iso"]);
+    assert!(iso.len() == 3 && iso.is_subset(&complete(&["diskcast", "iso", ""]).1), "{iso:?}");
+    assert_eq!(complete(&["diskcast", "convert", "--salv"]).1, BTreeSet::from(["--salvage".to_string()]));
+    let values = complete(&["diskcast", "info", "--output", ""]).1;
+    assert_eq!(values, BTreeSet::from(["human".to_string(), "json".to_string()]));
+    // `--output` of mkfs is a hidden alias of --out, not offered.
+    let mkfs = complete(&["diskcast", "mkfs", "--ou"]).1;
+    assert_eq!(mkfs, BTreeSet::from(["--out".to_string(), "--output-format".to_string()]));
+}
+
+/// fish and zsh parse their scripts (`-n`), and fish's own `complete -C` answers from
+/// it; elvish (run on a terminal, where its editor module exists) gets every command
+/// from its completer.
+#[test]
+fn fish_zsh_and_elvish_take_their_scripts() {
+    let d = tmp();
+    let fish = d.path().join("diskcast.fish");
+    write_file(&fish, &dc_ok(&["completions", "fish"]).stdout);
+    tool("fish", &["-n", &s(&fish)]);
+    let (out, _) = tool("fish", &["-c", &format!("source {}; complete -C 'diskcast co'", s(&fish))]);
+    let offered: BTreeSet<&str> = out.lines().filter_map(|l| l.split('\t').next()).collect();
+    let co: BTreeSet<String> = commands_in_help(&[]).into_iter().filter(|c| c.starts_with("co")).collect();
+    assert_eq!(offered, co.iter().map(String::as_str).collect(), "{out}");
+    let (out, _) = tool("fish", &["-c", &format!("source {}; complete -C 'diskcast info --output '", s(&fish))]);
+    let values: BTreeSet<&str> = out.lines().filter_map(|l| l.split('\t').next()).collect();
+    assert_eq!(values, BTreeSet::from(["human", "json"]), "{out}");
+
+    let zsh = d.path().join("_diskcast");
+    write_file(&zsh, &dc_ok(&["completions", "zsh"]).stdout);
+    tool("zsh", &["-n", &s(&zsh)]);
+    let text = std::fs::read_to_string(&zsh).unwrap();
+    assert!(text.starts_with("#compdef diskcast"), "{}", &text[..text.len().min(200)]);
+
+    let elvish = d.path().join("diskcast.elv");
+    write_file(&elvish, &dc_ok(&["completions", "elvish"]).stdout);
+    let drive = d.path().join("drive.elv");
+    let line = format!(
+        "eval (slurp < {})\nput ($edit:completion:arg-completer[diskcast] diskcast '') | each {{|c| echo CAND:$c[stem]:END }}\nexit\n",
+        s(&elvish)
+    );
+    write_file(&drive, line.as_bytes());
+    // `script` gives elvish a terminal as its standard input, and types the lines in.
+    let typed = std::fs::File::open(&drive).unwrap();
+    let run = Command::new("script")
+        .args(["-qec", "timeout 60 elvish -norc", "/dev/null"])
+        .stdin(typed)
+        .output()
+        .expect("script (util-linux) is required");
+    let out = String::from_utf8_lossy(&run.stdout).into_owned();
+    assert!(run.status.success(), "elvish under script failed:\n{out}");
+    let offered: BTreeSet<String> =
+        out.split("CAND:").skip(1).filter_map(|c| c.split_once(":END").map(|(w, _)| w.to_string())).collect();
+    for c in commands_in_help(&[]) {
+        assert!(offered.contains(&c), "elvish's completer does not offer {c}: {offered:?}\n{out}");
+    }
+    // No shell here runs PowerShell scripts (Debian packages none); clap_complete makes it.
+    let ps = dc_ok(&["completions", "powershell"]).stdout_str();
+    assert!(ps.contains("Register-ArgumentCompleter") && ps.contains("'diskcast;convert'"), "{ps}");
+}
+
+/// `diskcast man DIR` writes one page per command and subcommand; groff renders each
+/// without a warning, mandoc's linter finds nothing at warning level, `man -l` shows
+/// them, and every long flag of a command's --help is on its page.
+#[test]
+fn man_pages_render_clean_and_match_help() {
+    let d = tmp();
+    let dir = d.path().join("man1");
+    let listed = dc_ok(&["man", &s(&dir)]).stdout_str();
+    let written: BTreeSet<String> =
+        std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(written, expected_pages());
+    assert_eq!(listed.lines().count(), written.len(), "{listed}");
+    assert!(stray_temps(&dir).is_empty());
+    for page in &written {
+        let path = dir.join(page);
+        let (_, warnings) = tool("groff", &["-man", "-Tutf8", "-ww", "-z", &s(&path)]);
+        assert!(warnings.is_empty(), "groff warns about {page}:\n{warnings}");
+        let (lint, lint_err) = tool("mandoc", &["-Tlint", "-W", "warning", &s(&path)]);
+        assert!(lint.is_empty() && lint_err.is_empty(), "mandoc -Tlint on {page}:\n{lint}{lint_err}");
+        // Plain ASCII, no hyphenation, long lines: flags read as typed.
+        let (text, _) = tool("groff", &["-man", "-Tascii", "-ww", "-rLL=300n", "-rHY=0", "-P-cbou", &s(&path)]);
+        let words: Vec<&str> = page.trim_end_matches(".1").split('-').skip(1).collect();
+        let mut args = words.clone();
+        args.push("--help");
+        let help = dc_ok(&args).stdout_str();
+        // The long flag of each option line (`  -o, --out <OUT>`, `      --salvage`).
+        let flags: BTreeSet<&str> = help
+            .lines()
+            .map(str::trim_start)
+            .filter(|l| l.starts_with('-'))
+            .filter_map(|l| l.split([',', ' ', '=', '[']).find(|w| w.starts_with("--") && w.len() > 2))
+            .collect();
+        assert!(flags.contains("--help"), "{help}");
+        let options = text.split("OPTIONS").nth(1).unwrap_or_default();
+        for f in &flags {
+            assert!(options.contains(f), "{page} lacks {f} of `diskcast {}`", words.join(" "));
+        }
+    }
+    let (shown, err) =
+        tool_env("man", &["-l", "-P", "cat", &s(&dir.join("diskcast-convert.1"))], &[("MANWIDTH", "100")]);
+    assert!(err.is_empty(), "man -l warns:\n{err}");
+    assert!(shown.contains("NAME") && shown.contains("diskcast-convert") && shown.contains("Examples:"), "{shown}");
+    assert!(shown.contains(dc_ok(&["--version"]).stdout_str().trim()), "the page does not name the version:\n{shown}");
+}
+
+/// The version names the commit the binary was built from, as git says (CI builds from
+/// a clone), and only the version when the tree has no git metadata.
+#[test]
+fn version_names_the_commit() {
+    let shown = dc_ok(&["--version"]).stdout_str();
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let ws = s(&workspace);
+    let version = env!("CARGO_PKG_VERSION");
+    let git = Command::new("git").args(["-C", &ws, "rev-parse", "--short=7", "HEAD"]).output().unwrap();
+    if git.status.success() {
+        let hash = String::from_utf8_lossy(&git.stdout).trim().to_string();
+        let (date, _) = tool_env(
+            "git",
+            &["-C", &ws, "show", "-s", "--format=%cd", "--date=format-local:%Y-%m-%d", "HEAD"],
+            &[("TZ", "UTC")],
+        );
+        assert_eq!(shown.trim(), format!("diskcast {version} ({hash} {})", date.trim()));
+    } else {
+        assert_eq!(shown.trim(), format!("diskcast {version}"));
+    }
+}
+
+/// The build script alone, run as Cargo runs it: in a git clone it names the clone's
+/// HEAD (and follows a new commit), in a `git archive` tarball only the version, and a
+/// tarball unpacked inside another repository does not take that repository's commit.
+#[test]
+fn build_script_versions_clones_and_tarballs() {
+    let d = tmp();
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let exe = d.path().join("build-script");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("build.rs");
+    tool(&rustc, &["--edition", "2024", "-o", &s(&exe), &s(&src)]);
+    let run = |manifest: &Path| -> (String, Vec<String>) {
+        let out =
+            Command::new(&exe).env("CARGO_PKG_VERSION", "9.8.7").env("CARGO_MANIFEST_DIR", manifest).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let version = text.lines().find_map(|l| l.strip_prefix("cargo:rustc-env=DISKCAST_VERSION=")).unwrap();
+        let watched = text.lines().filter_map(|l| l.strip_prefix("cargo:rerun-if-changed=")).map(String::from);
+        (version.to_string(), watched.collect())
+    };
+    let git = |dir: &Path, args: &[&str]| -> String {
+        let mut all = vec!["-C", dir.to_str().unwrap(), "-c", "user.name=t", "-c", "user.email=t@example.org"];
+        all.extend_from_slice(args);
+        tool_env("git", &all, &[("GIT_COMMITTER_DATE", "2024-02-29T23:30:00-05:00"), ("TZ", "UTC")]).0.trim().into()
+    };
+    let origin = d.path().join("origin");
+    std::fs::create_dir_all(origin.join("crates/cli")).unwrap();
+    write_file(&origin.join("crates/cli/Cargo.toml"), b"[package]\nname = \"x\"\n");
+    git(&origin, &["init", "-q", "-b", "main"]);
+    git(&origin, &["add", "."]);
+    git(&origin, &["commit", "-q", "-m", "one"]);
+    let clone = d.path().join("clone");
+    tool("git", &["clone", "-q", &s(&origin), &s(&clone)]);
+    let head = git(&clone, &["rev-parse", "--short=7", "HEAD"]);
+    // 23:30 at UTC-5 is the next day in UTC.
+    let (version, watched) = run(&clone.join("crates/cli"));
+    assert_eq!(version, format!("9.8.7 ({head} 2024-03-01)"));
+    let watches = |p: &Path| watched.iter().any(|w| Path::new(w).canonicalize().ok() == p.canonicalize().ok());
+    assert!(watches(&clone.join(".git/HEAD")) && watches(&clone.join(".git/refs/heads/main")), "{watched:?}");
+
+    git(&clone, &["commit", "-q", "--allow-empty", "-m", "two"]);
+    let next = git(&clone, &["rev-parse", "--short=7", "HEAD"]);
+    assert_ne!(next, head);
+    assert_eq!(run(&clone.join("crates/cli")).0, format!("9.8.7 ({next} 2024-03-01)"));
+
+    let tarball = d.path().join("x.tar");
+    git(&clone, &["archive", "-o", &s(&tarball), "--prefix=diskcast-9.8.7/", "HEAD"]);
+    let unpacked = d.path().join("unpacked");
+    std::fs::create_dir(&unpacked).unwrap();
+    tool("tar", &["-xf", &s(&tarball), "-C", &s(&unpacked)]);
+    let (version, watched) = run(&unpacked.join("diskcast-9.8.7/crates/cli"));
+    assert_eq!(version, "9.8.7");
+    assert_eq!(watched, vec!["build.rs".to_string()]);
+    // The same tarball unpacked inside another repository (the clone).
+    tool("tar", &["-xf", &s(&tarball), "-C", &s(&clone)]);
+    assert_eq!(run(&clone.join("diskcast-9.8.7/crates/cli")).0, "9.8.7");
+}
