@@ -167,6 +167,10 @@ done
 # its validator) for SPDX 2.3, cyclonedx-python-lib's JsonStrictValidator for CycloneDX 1.6.
 /usr/bin/python3 -c 'import spdx_tools, cyclonedx' 2>/dev/null ||
   $sudo /usr/bin/python3 -m pip install --quiet --break-system-packages spdx-tools 'cyclonedx-python-lib[json-validation]'
+# Common OVF Tool (not packaged by Debian): an independent OVF/OVA reader judging the
+# descriptors diskcast writes (tests/integration/ova.rs: `cot info`).
+command -v cot >/dev/null || $sudo /usr/bin/python3 -m pip install --quiet --break-system-packages cot
+command -v cot >/dev/null || { echo "setup: cot (Common OVF Tool) is missing after install" >&2; exit 1; }
 # CVSS v3 reference scores (crates/vulns/tests/cvss.rs): Red Hat's cvss library.
 /usr/bin/python3 -c 'import cvss' 2>/dev/null ||
   $sudo /usr/bin/python3 -m pip install --quiet --break-system-packages cvss

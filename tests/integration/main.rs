@@ -36,6 +36,7 @@ mod map_measure;
 mod mutants;
 mod oci;
 mod outputs;
+mod ova;
 mod packaging;
 mod pairs;
 mod profiles;

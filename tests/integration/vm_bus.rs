@@ -18,7 +18,7 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// A busybox root whose `/sbin/init` prints `marker`, the kernel release and the block
 /// devices it sees, then powers off; `extra` files are added (path, content).
-fn guest(work: &Path, marker: &str, extra: &[(&str, &[u8])]) -> PathBuf {
+pub(crate) fn guest(work: &Path, marker: &str, extra: &[(&str, &[u8])]) -> PathBuf {
     let root = work.join("root");
     for d in ["bin", "sbin", "etc", "dev", "proc", "sys", "tmp"] {
         std::fs::create_dir_all(root.join(d)).unwrap();
@@ -121,18 +121,20 @@ fn cloud_kernel_boots_on_virtio_blk_with_a_built_initramfs() {
 /// ESXi attaches disks on VMware's paravirtual SCSI: vmw_pvscsi and sd_mod are modules
 /// of the cloud kernel, loaded by the built initramfs. Debian's OVMF has no PVSCSI
 /// driver (its shell finds no disk), SeaBIOS has one: the disk is hybrid and boots BIOS.
+/// Written as an OVA (`-o vm.ova`): GNU tar extracts the VMDK, `sha256sum -c` checks
+/// the manifest, and the extracted disk is what boots.
 #[test]
 fn esxi_disk_boots_on_pvscsi() {
     let t = tmp();
     let marker = "DISKCAST_BUS_PVSCSI_OK";
     let tar = guest(t.path(), marker, &[]);
-    let disk = t.path().join("vm.vmdk");
+    let ova = t.path().join("vm.ova");
     let k = s(&test_kernel());
     let summary = dc_ok(&[
         "vm",
         &s(&tar),
         "-o",
-        &s(&disk),
+        &s(&ova),
         "--profile",
         "esxi",
         "--boot",
@@ -144,7 +146,12 @@ fn esxi_disk_boots_on_pvscsi() {
     ])
     .json();
     assert!(summary["drivers"].to_string().contains("vmw_pvscsi"), "{summary}");
-    dc_ok(&["check", "--profile", "esxi", &s(&disk)]);
+    dc_ok(&["check", "--profile", "esxi", &s(&ova)]);
+    tool_text("tar", &["-xf", &s(&ova), "-C", &s(t.path())]);
+    tool_text("sh", &["-c", &format!("cd {} && sha256sum -c --strict vm.mf", s(t.path()))]);
+    let ovf = std::fs::read_to_string(t.path().join("vm.ovf")).unwrap();
+    assert!(ovf.contains("<rasd:ResourceSubType>VirtualSCSI</rasd:ResourceSubType>"), "{ovf}");
+    let disk = t.path().join("vm-disk1.vmdk");
     let console = boot(&disk, "vmdk", Bus::Pvscsi, marker, t.path());
     // Partition 1 is the BIOS boot partition, 2 the ESP.
     assert!(console.contains(&format!("{marker} kernel={} root=/dev/sda3", version())), "{console}");

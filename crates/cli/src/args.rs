@@ -49,6 +49,9 @@ Examples:
   diskcast convert -O vhd -o subformat=fixed,force_size=on,round_size=1M disk.qcow2 azure.vhd
   diskcast convert --profile azure disk.qcow2 azure.vhd      # the same
   diskcast convert --profile kubevirt disk.raw oci:./vm-disk:latest   # a containerDisk
+  diskcast convert disk.qcow2 app.ova --cpus 4 --memory 8G     # OVA for VMware/VirtualBox
+  diskcast convert app.ova disk.qcow2                          # an OVA's disk (manifest checked)
+  diskcast convert --profile gce disk.qcow2 image.tar.gz       # disk.raw for Compute Engine
   diskcast convert -O vhdx disk.vmdk disk.vhdx                 # VMware -> Hyper-V
   diskcast convert -O vdi disk.vhdx disk.vdi                   # Hyper-V -> VirtualBox
   diskcast convert -n -O raw disk.qcow2 /dev/vg0/vm-disk        # into an existing LV or disk
@@ -279,6 +282,8 @@ Examples:
   diskcast vm docker://docker.io/library/debian:12 -o vm.vhd --profile azure \\
       --kernel /boot/vmlinuz-6.1.0-27-cloud-amd64
   diskcast vm rootfs.tar -o vm.vmdk --profile esxi --cmdline 'init=/sbin/myinit'
+  diskcast vm rootfs.tar -o app.ova --profile esxi --cpus 2 --memory 4G   # OVA, pvscsi
+  diskcast vm rootfs.tar -o image.tar.gz --profile gce       # disk.raw, whole GiB, tar.gz
   diskcast vm ./root -o vm.vhdx --profile hyperv --output json | jq .partitions
   diskcast vm oci:./app:latest -o app.qcow2 --profile qemu --hostname app1 \\
       --ssh-key ~/.ssh/id_ed25519.pub --run-entrypoint

@@ -22,6 +22,7 @@ pub fn registry() -> Registry {
         Box::new(diskcast_vhd::VhdDriver),
         Box::new(diskcast_vhdx::VhdxDriver),
         Box::new(diskcast_vdi::VdiDriver),
+        Box::new(diskcast_ova::OvaDriver),
     ])
 }
 

@@ -275,3 +275,53 @@ fn check_of_a_truncated_image_names_it() {
         }
     }
 }
+
+/// A tar header's checksum recomputed (as a ustar writer does), when `at` holds one.
+fn tar_fix_at(b: &mut [u8], at: usize) {
+    let Some(h) = b.get_mut(at..at + 512) else { return };
+    h[148..156].fill(b' ');
+    let sum: u32 = h.iter().map(|&c| u32::from(c)).sum();
+    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+}
+
+/// The checksums of the package's three headers (walking the mutant's own sizes).
+fn ova_fix(b: &mut [u8]) {
+    let mut at = 0usize;
+    for _ in 0..3 {
+        tar_fix_at(b, at);
+        let size = b
+            .get(at + 124..at + 135)
+            .and_then(|f| std::str::from_utf8(f).ok())
+            .and_then(|f| u64::from_str_radix(f.trim_matches(|c: char| c == '\0' || c == ' '), 8).ok());
+        let Some(size) = size else { return };
+        at = at.saturating_add(512).saturating_add(us(size.div_ceil(512).saturating_mul(512)));
+    }
+}
+
+/// An OVA packed by GNU tar around a qemu-made streamOptimized VMDK, a hand-written
+/// descriptor and a `sha256sum --tag` manifest; mutated in the tar headers, the
+/// descriptor and the manifest (data mutations are caught by the manifest).
+#[test]
+fn ova_from_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let vmdk = make(dir.path(), "vm-disk1.vmdk", "4M", "vmdk", "subformat=streamOptimized");
+    let ovf = format!(
+        "<?xml version=\"1.0\"?>\n<Envelope xmlns=\"http://schemas.dmtf.org/ovf/envelope/1\" \
+         xmlns:ovf=\"http://schemas.dmtf.org/ovf/envelope/1\"><References><File ovf:href=\"vm-disk1.vmdk\" \
+         ovf:id=\"file1\" ovf:size=\"{}\"/></References><DiskSection><Info>disks</Info><Disk \
+         ovf:capacity=\"4194304\" ovf:diskId=\"vmdisk1\" ovf:fileRef=\"file1\" \
+         ovf:format=\"http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized\"/></DiskSection>\
+         <VirtualSystem ovf:id=\"vm\"><Info>vm</Info></VirtualSystem></Envelope>\n",
+        vmdk.len()
+    );
+    std::fs::write(dir.path().join("vm.ovf"), &ovf).unwrap();
+    let d = dir.path().to_str().unwrap();
+    let mf = tk::run_utc("sh", &["-c", &format!("cd {d} && sha256sum --tag vm.ovf vm-disk1.vmdk")]);
+    std::fs::write(dir.path().join("vm.mf"), mf).unwrap();
+    let ova = dir.path().join("vm.ova");
+    tk::run_utc("tar", &["--format=ustar", "-cf", ova.to_str().unwrap(), "-C", d, "vm.ovf", "vm.mf", "vm-disk1.vmdk"]);
+    let b = std::fs::read(&ova).unwrap();
+    let descriptor_end = 512 + ovf.len().div_ceil(512) * 512;
+    let hot = [(0, descriptor_end), (descriptor_end, 1024), (descriptor_end + 1024, 512)];
+    assert!(fuzz("ova", "vm.ova", b, &hot, ova_fix) > 0, "no OVA mutant opened");
+}

@@ -212,7 +212,8 @@ fn looks_like_tar(path: &Path) -> Result<bool> {
         Err(e) => return Err(e.with_file(path)),
     };
     if compression == diskcast_tar::Compression::None {
-        return Ok(n == 512 && diskcast_tar::is_tar_header(&head));
+        // An OVA is a tar too, but it is read as the disk it carries.
+        return Ok(n == 512 && diskcast_tar::is_tar_header(&head) && !diskcast_ova::is_package_head(&head));
     }
     let stream = diskcast_tar::FileStream::open(path)?;
     let mut r = diskcast_tree::StreamSource::open(&stream)?;

@@ -140,6 +140,21 @@ pub fn put_octal(h: &mut [u8], (a, b): (usize, usize), v: u64) -> bool {
     true
 }
 
+/// Writes `v` as octal when it fits (see [`put_octal`]), else in GNU's base-256 (first
+/// byte 0x80, the value big-endian in the rest), as GNU tar does for old GNU headers.
+pub fn put_number(h: &mut [u8], (a, b): (usize, usize), v: u64) {
+    if !put_octal(h, (a, b), v) {
+        let f = &mut h[a..b];
+        f.fill(0);
+        let mut rest = v;
+        for byte in f.iter_mut().skip(1).rev() {
+            *byte = rest.to_be_bytes()[7];
+            rest >>= 8;
+        }
+        f[0] = 0x80;
+    }
+}
+
 /// Fills in the checksum of a header built in memory.
 pub fn set_checksum(h: &mut [u8]) {
     h[CHKSUM.0..CHKSUM.1].fill(b' ');

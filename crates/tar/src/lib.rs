@@ -16,6 +16,8 @@
 //!   sources and OCI layers, which apply their whiteouts first.
 //! - [`read_tar`] does both for a whole archive file.
 //! - [`write_tar`] writes a tree as a PAX tar in tree walk order (reproducible).
+//! - [`MemberWriter`] writes members in the caller's order (an OVA), also as old GNU
+//!   sparse members (GCE's `disk.raw`).
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::as_conversions))]
 
@@ -33,7 +35,7 @@ pub use build::{
 pub use compress::{Compression, FileStream, Limits, MAX_DECOMPRESSED, MAX_RATIO, RATIO_SLACK, capped, from_io};
 pub use reader::{Member, MemberKind, SparseRun, TarReader};
 pub use sparse::SparseContent;
-pub use writer::{WriteReport, write_tar};
+pub use writer::{MemberWriter, WriteReport, write_tar};
 
 /// Largest PAX extended header (`x`/`g`) accepted. Real ones hold a path and a few
 /// xattrs; ACL- and capability-heavy files stay far below this.

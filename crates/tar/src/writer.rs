@@ -2,10 +2,11 @@
 //! name), so the same tree always gives the same bytes.
 
 use crate::header::{self, BLOCK};
+use crate::reader::SparseRun;
 use diskcast_block::progress::Progress;
 use diskcast_block::{Error, Result};
 use diskcast_layout::{u64_from_usize, usize_from_u64};
-use diskcast_tree::{Content, CursorPool, FileData, Kind, NodeId, Tree, display_name};
+use diskcast_tree::{Content, CursorPool, FileData, Kind, Meta, NodeId, Tree, Xattr, display_name};
 use std::collections::HashMap;
 use std::io::{Read, Write};
 
@@ -61,66 +62,9 @@ pub fn write_tar(tree: &Tree, out: &mut dyn Write, progress: &dyn Progress) -> R
             Kind::CharDev { major, minor } | Kind::BlockDev { major, minor } => (major, minor),
             _ => (0, 0),
         };
-        let mut h = [0u8; BLOCK];
-        let mut pax: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-        if !put_name(&mut h, &name) {
-            pax.push((b"path".to_vec(), name.clone()));
-            let short = &name[..name.len().min(99)];
-            h[..short.len()].copy_from_slice(short);
-        }
-        if let Some(l) = link {
-            if l.len() <= 100 {
-                h[header::LINKNAME.0..header::LINKNAME.0 + l.len()].copy_from_slice(l);
-            } else {
-                pax.push((b"linkpath".to_vec(), l.to_vec()));
-            }
-        }
-        let m = &node.meta;
-        header::put_octal(&mut h, header::MODE, u64::from(m.mode & 0o7777));
-        for (f, v, key) in [(header::UID, m.uid, "uid"), (header::GID, m.gid, "gid")] {
-            if !header::put_octal(&mut h, f, u64::from(v)) || u64::from(v) > MAX_OCTAL_7 {
-                header::put_octal(&mut h, f, 0);
-                pax.push((key.into(), v.to_string().into_bytes()));
-            }
-        }
-        if size > MAX_OCTAL_11 {
-            header::put_octal(&mut h, header::SIZE, 0);
-            pax.push((b"size".to_vec(), size.to_string().into_bytes()));
-        } else {
-            header::put_octal(&mut h, header::SIZE, size);
-        }
-        match u64::try_from(m.mtime.sec) {
-            Ok(s) if s <= MAX_OCTAL_11 && m.mtime.nsec == 0 => {
-                header::put_octal(&mut h, header::MTIME, s);
-            }
-            _ => {
-                header::put_octal(&mut h, header::MTIME, u64::try_from(m.mtime.sec).unwrap_or(0).min(MAX_OCTAL_11));
-                pax.push((b"mtime".to_vec(), format_time(m.mtime.sec, m.mtime.nsec).into_bytes()));
-            }
-        }
-        for (f, v, key) in [(header::DEVMAJOR, major, "SCHILY.devmajor"), (header::DEVMINOR, minor, "SCHILY.devminor")]
-        {
-            if u64::from(v) > MAX_OCTAL_7 {
-                pax.push((key.into(), v.to_string().into_bytes()));
-                header::put_octal(&mut h, f, 0);
-            } else {
-                header::put_octal(&mut h, f, u64::from(v));
-            }
-        }
-        if typeflag != b'1' {
-            for x in &node.xattrs {
-                let mut k = b"SCHILY.xattr.".to_vec();
-                k.extend_from_slice(&x.name);
-                pax.push((k, x.value.clone()));
-            }
-        }
-        h[header::TYPEFLAG] = typeflag;
-        h[header::MAGIC.0..header::MAGIC.1].copy_from_slice(header::MAGIC_USTAR);
-        header::set_checksum(&mut h);
-        if !pax.is_empty() {
-            w(out, &pax_header(&name, &pax))?;
-        }
-        w(out, &h)?;
+        let xattrs: &[Xattr] = if typeflag == b'1' { &[] } else { &node.xattrs };
+        let fields = Fields { typeflag, size, link, major, minor, xattrs };
+        w(out, &ustar_header(&name, &node.meta, &fields))?;
         report.members += 1;
         if let Kind::File(f) = &node.kind
             && typeflag == b'0'
@@ -137,6 +81,213 @@ pub fn write_tar(tree: &Tree, out: &mut dyn Write, progress: &dyn Progress) -> R
     out.flush().map_err(|e| Error::io("cannot write the tar", e))?;
     progress.finish();
     Ok(report)
+}
+
+/// What a member's header says besides its name and metadata.
+struct Fields<'a> {
+    typeflag: u8,
+    size: u64,
+    link: Option<&'a [u8]>,
+    major: u32,
+    minor: u32,
+    xattrs: &'a [Xattr],
+}
+
+/// The ustar header of a member, preceded by a PAX extended header when a path or link
+/// target is too long, a size, id or time does not fit, a time has nanoseconds, or there
+/// are xattrs (`SCHILY.xattr.*`, as GNU tar and bsdtar read them).
+fn ustar_header(name: &[u8], m: &Meta, f: &Fields<'_>) -> Vec<u8> {
+    let mut h = [0u8; BLOCK];
+    let mut pax: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    if !put_name(&mut h, name) {
+        pax.push((b"path".to_vec(), name.to_vec()));
+        let short = &name[..name.len().min(99)];
+        h[..short.len()].copy_from_slice(short);
+    }
+    if let Some(l) = f.link {
+        if l.len() <= 100 {
+            h[header::LINKNAME.0..header::LINKNAME.0 + l.len()].copy_from_slice(l);
+        } else {
+            pax.push((b"linkpath".to_vec(), l.to_vec()));
+        }
+    }
+    header::put_octal(&mut h, header::MODE, u64::from(m.mode & 0o7777));
+    for (field, v, key) in [(header::UID, m.uid, "uid"), (header::GID, m.gid, "gid")] {
+        if !header::put_octal(&mut h, field, u64::from(v)) || u64::from(v) > MAX_OCTAL_7 {
+            header::put_octal(&mut h, field, 0);
+            pax.push((key.into(), v.to_string().into_bytes()));
+        }
+    }
+    if f.size > MAX_OCTAL_11 {
+        header::put_octal(&mut h, header::SIZE, 0);
+        pax.push((b"size".to_vec(), f.size.to_string().into_bytes()));
+    } else {
+        header::put_octal(&mut h, header::SIZE, f.size);
+    }
+    match u64::try_from(m.mtime.sec) {
+        Ok(s) if s <= MAX_OCTAL_11 && m.mtime.nsec == 0 => {
+            header::put_octal(&mut h, header::MTIME, s);
+        }
+        _ => {
+            header::put_octal(&mut h, header::MTIME, u64::try_from(m.mtime.sec).unwrap_or(0).min(MAX_OCTAL_11));
+            pax.push((b"mtime".to_vec(), format_time(m.mtime.sec, m.mtime.nsec).into_bytes()));
+        }
+    }
+    for (field, v, key) in
+        [(header::DEVMAJOR, f.major, "SCHILY.devmajor"), (header::DEVMINOR, f.minor, "SCHILY.devminor")]
+    {
+        if u64::from(v) > MAX_OCTAL_7 {
+            pax.push((key.into(), v.to_string().into_bytes()));
+            header::put_octal(&mut h, field, 0);
+        } else {
+            header::put_octal(&mut h, field, u64::from(v));
+        }
+    }
+    for x in f.xattrs {
+        let mut k = b"SCHILY.xattr.".to_vec();
+        k.extend_from_slice(&x.name);
+        pax.push((k, x.value.clone()));
+    }
+    h[header::TYPEFLAG] = f.typeflag;
+    h[header::MAGIC.0..header::MAGIC.1].copy_from_slice(header::MAGIC_USTAR);
+    header::set_checksum(&mut h);
+    let mut out = if pax.is_empty() { Vec::new() } else { pax_header(name, &pax) };
+    out.extend_from_slice(&h);
+    out
+}
+
+/// A tar written member by member, in the caller's order (an OVA must start with its
+/// descriptor, so the name order [`write_tar`] uses does not fit), each file's bytes
+/// copied from a reader.
+pub struct MemberWriter<'a> {
+    out: &'a mut dyn Write,
+    progress: &'a dyn Progress,
+}
+
+impl std::fmt::Debug for MemberWriter<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemberWriter").finish_non_exhaustive()
+    }
+}
+
+/// Old GNU sparse entries in the header itself.
+const GNU_SPARSE_IN_HEADER: usize = 4;
+/// Old GNU sparse entries in each extension block (21 * 24 bytes, then `isextended`).
+const GNU_SPARSE_PER_BLOCK: usize = 21;
+
+impl<'a> MemberWriter<'a> {
+    /// A writer into `out`, advancing `progress` by the file bytes written.
+    pub fn new(out: &'a mut dyn Write, progress: &'a dyn Progress) -> Self {
+        MemberWriter { out, progress }
+    }
+
+    fn put(&mut self, b: &[u8]) -> Result<()> {
+        self.out.write_all(b).map_err(|e| Error::io("cannot write the tar", e))
+    }
+
+    /// A regular file `name` of `size` bytes read from `data`, which must hold at least
+    /// that many: a POSIX ustar header (PAX records only for what ustar cannot hold, a
+    /// size of 8 GiB or more).
+    pub fn file(&mut self, name: &[u8], meta: &Meta, size: u64, data: &mut dyn Read) -> Result<()> {
+        let fields = Fields { typeflag: b'0', size, link: None, major: 0, minor: 0, xattrs: &[] };
+        self.put(&ustar_header(name, meta, &fields))?;
+        self.copy(name, size, data)
+    }
+
+    /// An old GNU sparse member (type `S`, what `tar --format=oldgnu -S` writes):
+    /// `real_size` bytes of which only `runs` (in order, not overlapping) are stored,
+    /// their bytes read from `data` one run after another; the rest reads as zeros.
+    /// Every run starts and ends on a 512-byte boundary (or ends at `real_size`): GNU
+    /// tar extracts each run as whole blocks, bsdtar as a plain byte stream, and only
+    /// block-aligned runs (what GNU tar itself writes) read the same in both.
+    /// Numbers too large for octal are written in GNU's base-256, as GNU tar does.
+    pub fn gnu_sparse(
+        &mut self,
+        name: &[u8],
+        meta: &Meta,
+        real_size: u64,
+        runs: &[SparseRun],
+        data: &mut dyn Read,
+    ) -> Result<()> {
+        if name.len() > 100 {
+            return Err(
+                Error::argument("an old GNU tar member name holds at most 100 bytes").with_file(display_name(name))
+            );
+        }
+        let mut map: Vec<SparseRun> = runs.to_vec();
+        let mut end = 0u64;
+        for r in &map {
+            let run_end = r.offset.checked_add(r.len).filter(|&e| r.offset >= end && e <= real_size);
+            end = run_end.ok_or_else(|| {
+                Error::argument(format!("sparse run at {} overlaps another or ends past {real_size}", r.offset))
+            })?;
+            let block = u64_from_usize(BLOCK);
+            if !r.offset.is_multiple_of(block) || !(end.is_multiple_of(block) || end == real_size) {
+                return Err(Error::argument(format!(
+                    "sparse run at {} of {} bytes is not block-aligned (GNU tar reads runs as whole blocks)",
+                    r.offset, r.len
+                )));
+            }
+        }
+        // GNU tar ends the map of a file whose tail is a hole with an empty run there.
+        if end < real_size || map.is_empty() {
+            map.push(SparseRun { offset: real_size, len: 0 });
+        }
+        let stored: u64 = runs.iter().map(|r| r.len).sum();
+        let mut h = [0u8; BLOCK];
+        h[..name.len()].copy_from_slice(name);
+        header::put_octal(&mut h, header::MODE, u64::from(meta.mode & 0o7777));
+        header::put_number(&mut h, header::UID, u64::from(meta.uid));
+        header::put_number(&mut h, header::GID, u64::from(meta.gid));
+        header::put_number(&mut h, header::SIZE, stored);
+        header::put_number(&mut h, header::MTIME, u64::try_from(meta.mtime.sec).unwrap_or(0));
+        h[header::TYPEFLAG] = b'S';
+        h[header::MAGIC.0..header::MAGIC.1].copy_from_slice(header::MAGIC_GNU);
+        let (first, rest) = map.split_at(map.len().min(GNU_SPARSE_IN_HEADER));
+        put_sparse_entries(&mut h[header::GNU_SPARSE..header::GNU_ISEXTENDED], first);
+        h[header::GNU_ISEXTENDED] = u8::from(!rest.is_empty());
+        header::put_number(&mut h, header::GNU_REALSIZE, real_size);
+        header::set_checksum(&mut h);
+        self.put(&h)?;
+        let blocks: Vec<&[SparseRun]> = rest.chunks(GNU_SPARSE_PER_BLOCK).collect();
+        for (i, chunk) in blocks.iter().enumerate() {
+            let mut b = [0u8; BLOCK];
+            put_sparse_entries(&mut b[..GNU_SPARSE_PER_BLOCK * 24], chunk);
+            b[GNU_SPARSE_PER_BLOCK * 24] = u8::from(i + 1 < blocks.len());
+            self.put(&b)?;
+        }
+        self.copy(name, stored, data)
+    }
+
+    /// Copies `size` bytes of `name` from `data`, then pads to a block.
+    fn copy(&mut self, name: &[u8], size: u64, data: &mut dyn Read) -> Result<()> {
+        let mut buf = vec![0u8; 1 << 20];
+        let mut left = size;
+        while left > 0 {
+            let n = usize_from_u64(left.min(u64_from_usize(buf.len())), "tar copy buffer")?;
+            data.read_exact(&mut buf[..n])
+                .map_err(|e| Error::io(format!("cannot read the data of {}", display_name(name)), e))?;
+            self.put(&buf[..n])?;
+            self.progress.advance(u64_from_usize(n));
+            left -= u64_from_usize(n);
+        }
+        let pad = (BLOCK - usize_from_u64(size % u64_from_usize(BLOCK), "tar padding")?) % BLOCK;
+        self.put(&[0u8; BLOCK][..pad])
+    }
+
+    /// Ends the archive (two zero blocks) and flushes it.
+    pub fn finish(mut self) -> Result<()> {
+        self.put(&[0u8; 2 * BLOCK])?;
+        self.out.flush().map_err(|e| Error::io("cannot write the tar", e))
+    }
+}
+
+/// Old GNU sparse entries (offset, numbytes: 12 bytes each) into `area`.
+fn put_sparse_entries(area: &mut [u8], runs: &[SparseRun]) {
+    for (i, r) in runs.iter().enumerate() {
+        header::put_number(area, (i * 24, i * 24 + 12), r.offset);
+        header::put_number(area, (i * 24 + 12, i * 24 + 24), r.len);
+    }
 }
 
 /// Puts `name` in the ustar name field, or split between prefix and name; false when it
@@ -246,6 +397,36 @@ mod tests {
         let h = pax_header(b"a/b", &[(b"path".to_vec(), vec![b'x'; 95])]);
         let text = &h[BLOCK..];
         assert!(text.starts_with(b"105 path="), "{:?}", String::from_utf8_lossy(&text[..10]));
+    }
+
+    /// Old GNU sparse members (header map plus extension blocks, base-256 sizes past
+    /// 8 GiB) read back by our reader with the same map; unaligned runs are refused.
+    #[test]
+    fn gnu_sparse_members_read_back() {
+        let progress = diskcast_block::progress::NoProgress;
+        let runs: Vec<SparseRun> = (0..30).map(|i| SparseRun { offset: i * (1 << 20), len: 1024 }).collect();
+        let real = 16u64 << 30;
+        let data: Vec<u8> = (0..30 * 1024).map(|i| (i % 251) as u8).collect();
+        let mut out = Vec::new();
+        let mut w = MemberWriter::new(&mut out, &progress);
+        let meta = Meta::new(0o644, diskcast_tree::Timestamp::from_secs(0));
+        w.gnu_sparse(b"disk.raw", &meta, real, &runs, &mut data.as_slice()).unwrap();
+        w.file(b"after", &meta, 3, &mut &b"abc"[..]).unwrap();
+        w.finish().unwrap();
+        let mut r = crate::TarReader::new(Box::new(std::io::Cursor::new(out)), "t");
+        let m = r.next_member().unwrap().unwrap();
+        assert_eq!((m.size, m.data_len), (real, 30 * 1024));
+        let mut want = runs.clone();
+        want.push(SparseRun { offset: real, len: 0 });
+        let got: Vec<SparseRun> = m.sparse.unwrap().into_iter().filter(|r| r.len > 0 || r.offset == real).collect();
+        assert_eq!(got, want);
+        assert_eq!(r.next_member().unwrap().unwrap().path, b"after");
+
+        let mut sink = Vec::new();
+        let mut w = MemberWriter::new(&mut sink, &progress);
+        let odd = [SparseRun { offset: 0, len: 100 }, SparseRun { offset: 4096, len: 512 }];
+        let e = w.gnu_sparse(b"x", &meta, 8192, &odd, &mut &[0u8; 612][..]).unwrap_err();
+        assert!(e.to_string().contains("block-aligned"), "{e}");
     }
 
     #[test]

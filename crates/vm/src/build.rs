@@ -436,8 +436,19 @@ pub fn plan(mut tree: Tree, opts: &VmOptions, prov: &Provenance, seed: &str) -> 
         && let Some(room) = min.checked_sub(root_start + GPT_TAIL).map(|r| r / 4096 * 4096)
         && room > root_fs.image.size()
     {
-        root_fs = Ext4Builder.plan(&tree, &BuildOptions { size: Some(room), ..root_opts })?;
+        root_fs = Ext4Builder.plan(&tree, &BuildOptions { size: Some(room), ..root_opts.clone() })?;
         disk_size = Some(min);
+    }
+    // gce takes only whole GiB: without --size the root grows to the next GiB boundary, so
+    // the backup GPT stays at the disk's end.
+    if disk_size.is_none()
+        && opts.profile == Some(crate::Profile::Gce)
+        && let Some(need) = root_start.checked_add(root_fs.image.size()).and_then(|n| n.checked_add(GPT_TAIL))
+    {
+        let want = crate::Profile::Gce.disk_size(need);
+        let room = (want - root_start - GPT_TAIL) / 4096 * 4096;
+        root_fs = Ext4Builder.plan(&tree, &BuildOptions { size: Some(room), ..root_opts })?;
+        disk_size = Some(want);
     }
     warnings.extend(root_fs.warnings.iter().map(|w| format!("root: {w}")));
     let root_len = root_fs.image.size();

@@ -139,8 +139,9 @@ fn format_rules(profile: Profile, format: &str, disk: &dyn BlockRead, file_len: 
             }
         }
         Profile::Esxi | Profile::Aws => {
-            let create_type = spec("create-type");
-            if format != "vmdk" || create_type != "streamOptimized" {
+            // An OVA's disk: its VMDK's facts carry a prefix.
+            let create_type = if format == "ova" { spec("vmdk-create-type") } else { spec("create-type") };
+            if !matches!(format, "vmdk" | "ova") || create_type != "streamOptimized" {
                 let what = if format == "vmdk" {
                     format!("a {} VMDK", create_type.as_str().unwrap_or("VMDK of unknown createType"))
                 } else {
@@ -189,6 +190,20 @@ fn format_rules(profile: Profile, format: &str, disk: &dyn BlockRead, file_len: 
                          IMAGE OUT.qcow2",
                         compression.as_str().unwrap_or("unknown")
                     ),
+                ));
+            }
+        }
+        Profile::Gce => {
+            if format != "raw" {
+                out.push(reason(
+                    "format",
+                    format!("gce imports a raw disk (disk.raw in a tar.gz), not {format}: diskcast convert --profile gce IMAGE OUT.tar.gz"),
+                ));
+            }
+            if !info.virtual_size.is_multiple_of(crate::profile::GIB) {
+                out.push(reason(
+                    "size-not-whole-gib",
+                    format!("the disk is {} bytes, not a whole number of GiB, which gce requires", info.virtual_size),
                 ));
             }
         }

@@ -113,6 +113,8 @@ pub fn buses(profile: Option<crate::Profile>) -> (Vec<&'static [Bus]>, bool) {
         Some(Qemu | Kubevirt) => (vec![&[Bus::VirtioBlk], &[Bus::VirtioScsi]], true),
         Some(Esxi) => (vec![&[Bus::Pvscsi, Bus::LsiSas]], true),
         Some(Aws) => (vec![&[Bus::Nvme]], true),
+        // Compute Engine attaches boot disks by virtio-scsi (NVMe only on some machine types).
+        Some(Gce) => (vec![&[Bus::VirtioScsi]], true),
         Some(Hyperv | Azure) => (vec![&[Bus::HyperV]], true),
         None => (vec![&[Bus::VirtioBlk], &[Bus::Ahci], &[Bus::Nvme]], false),
     }

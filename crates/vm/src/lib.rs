@@ -11,6 +11,7 @@ pub mod check;
 pub mod container_disk;
 pub mod cpio;
 pub mod drivers;
+pub mod gce;
 pub mod guest;
 pub mod kernel;
 pub mod profile;
@@ -18,4 +19,4 @@ pub mod profile;
 pub use build::{
     BootMode, ESP_INITRD, ESP_KERNEL, PartSummary, SPARSE_MIN_SIZE, VmDisk, VmOptions, cmdline, host_file, plan,
 };
-pub use profile::Profile;
+pub use profile::{Archive, Profile};

@@ -17,7 +17,12 @@ pub enum Profile {
     Kubevirt,
     /// QEMU/KVM: qcow2 with zstd compression.
     Qemu,
+    /// Google Compute Engine: `disk.raw`, a whole number of GiB, in a gzip'd old GNU tar.
+    Gce,
 }
+
+/// One GiB: Compute Engine's disk size unit.
+pub const GIB: u64 = 1 << 30;
 
 /// The block format and options a profile writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,8 +37,8 @@ pub struct OutputSpec {
 
 impl Profile {
     /// Every profile, in the order `--help` lists them.
-    pub const ALL: [Profile; 6] =
-        [Profile::Azure, Profile::Esxi, Profile::Aws, Profile::Hyperv, Profile::Kubevirt, Profile::Qemu];
+    pub const ALL: [Profile; 7] =
+        [Profile::Azure, Profile::Esxi, Profile::Aws, Profile::Hyperv, Profile::Kubevirt, Profile::Qemu, Profile::Gce];
 
     /// The profile called `name`.
     pub fn parse(name: &str) -> Result<Self> {
@@ -52,6 +57,7 @@ impl Profile {
             Profile::Hyperv => "hyperv",
             Profile::Kubevirt => "kubevirt",
             Profile::Qemu => "qemu",
+            Profile::Gce => "gce",
         }
     }
 
@@ -67,6 +73,17 @@ impl Profile {
             Profile::Hyperv => OutputSpec { format: "vhdx", options: &[], compress: false },
             Profile::Kubevirt => OutputSpec { format: "qcow2", options: &[], compress: false },
             Profile::Qemu => OutputSpec { format: "qcow2", options: &[("compression_type", "zstd")], compress: true },
+            // The raw disk that goes into the tar (see [`Profile::archive`]).
+            Profile::Gce => OutputSpec { format: "raw", options: &[], compress: false },
+        }
+    }
+
+    /// The archive the disk is shipped in, when the platform takes one rather than a
+    /// disk file: GCE's `*.tar.gz`.
+    pub fn archive(self) -> Option<Archive> {
+        match self {
+            Profile::Gce => Some(Archive::GceTar),
+            _ => None,
         }
     }
 
@@ -79,8 +96,35 @@ impl Profile {
     pub fn disk_size(self, size: u64) -> u64 {
         match self {
             Profile::Azure => size.next_multiple_of(1 << 20),
+            // Compute Engine imports only disks of a whole number of GiB.
+            Profile::Gce => size.next_multiple_of(GIB),
             _ => size,
         }
+    }
+}
+
+/// A disk wrapped in an archive for upload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Archive {
+    /// Compute Engine's import format: `disk.raw` (sparse) in a gzip'd old GNU tar.
+    GceTar,
+    /// An OVA: OVF descriptor, manifest and streamOptimized VMDK in a tar.
+    Ova,
+}
+
+impl Archive {
+    /// The file name endings that say this archive (`-o NAME`), lowercase.
+    pub fn suffixes(self) -> &'static [&'static str] {
+        match self {
+            Archive::GceTar => &[".tar.gz", ".tgz"],
+            Archive::Ova => &[".ova"],
+        }
+    }
+
+    /// Whether `name` ends in one of [`suffixes`](Self::suffixes).
+    pub fn named(self, name: &std::path::Path) -> bool {
+        let n = name.to_string_lossy().to_ascii_lowercase();
+        self.suffixes().iter().any(|s| n.ends_with(s))
     }
 }
 

@@ -9,7 +9,8 @@ mod image;
 mod reads;
 
 use crate::common::args::{OpenArgs, ProgressArgs, WriteArgs};
-use crate::common::output::{ContainerWriter, ImageWriter};
+use crate::common::args::{OvaArgs, check_gce_output};
+use crate::common::output::{ContainerWriter, ImageWriter, Package, PackageWriter};
 use crate::common::progress::ProgressMode;
 use crate::common::{Images, create_options, image_opts};
 use clap::Args;
@@ -20,13 +21,19 @@ use diskcast_block::provenance::Provenance;
 use diskcast_block::registry::{CreateOptions, Driver, PROBE_HEAD, PROBE_TAIL, ProbeData};
 use diskcast_block::size::parse_size;
 use diskcast_block::{BlockRead, Error, Result};
+use diskcast_vm::Archive;
 use diskcast_vm::Profile;
 use diskcast_vm::container_disk::Staged;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub fn run(mut a: ConvertArgs) -> Result<u8> {
-    let staged = match a.profile.as_deref().map(Profile::parse).transpose()? {
+    let profile = a.profile.as_deref().map(Profile::parse).transpose()?;
+    if let Some(package) = package_of(&a, profile)? {
+        QemuFlags::apply(&mut a)?;
+        return convert_package(&a, package);
+    }
+    let staged = match profile {
         Some(p) => apply_profile(&mut a, p)?,
         None => None,
     };
@@ -55,6 +62,54 @@ pub fn run(mut a: ConvertArgs) -> Result<u8> {
         let r = container.finish_staged(&s, &Provenance::from_env()?)?;
         eprintln!("diskcast: containerDisk {} (manifest {})", s.target, r.manifest_digest);
     }
+    Ok(0)
+}
+
+/// The archive DST is, if any: an OVA (`-O ova`, or a `.ova` DST without `-O`; with
+/// `--profile esxi|aws` or none) or GCE's tar.gz (`--profile gce`). Checked before
+/// anything is opened.
+fn package_of(a: &ConvertArgs, profile: Option<Profile>) -> Result<Option<Package>> {
+    let named_ova = Archive::Ova.named(&a.dst);
+    let fmt = a.output_format.as_str();
+    if named_ova && !matches!(fmt, "ova" | "raw") {
+        return Err(Error::argument(format!(
+            "-O {fmt} contradicts the output's name {}, which says ova; drop -O or rename the output",
+            a.dst.display()
+        )));
+    }
+    let ova = fmt == "ova" || named_ova;
+    if !ova && profile != Some(Profile::Gce) {
+        return Ok(None);
+    }
+    if !a.options.is_empty() || a.no_create {
+        return Err(Error::argument(
+            "-o and -n do not apply to an archive output (an OVA's disk is a streamOptimized VMDK, gce's a raw disk)",
+        ));
+    }
+    if ova {
+        return Ok(Some(Package::Ova(a.ova.hardware(&a.dst, profile, None)?)));
+    }
+    if fmt != "raw" {
+        return Err(Error::argument(format!("-O {fmt} contradicts --profile gce, which writes disk.raw in a tar.gz")));
+    }
+    check_gce_output(&a.dst)?;
+    Ok(Some(Package::Gce))
+}
+
+/// `convert SRC DST` into an archive: DST checked and locked first, then SRC (a file or
+/// block device of any format) read once into it.
+fn convert_package(a: &ConvertArgs, package: Package) -> Result<u8> {
+    let images = Images::new(&a.open)?;
+    if let Some(f) = &a.format {
+        images.registry.get(f)?;
+    }
+    if let Input::Stream(_) = classify(&a.src)? {
+        return Err(Error::argument("an OVA or gce output is made from an image file, not a pipe; save it first")
+            .with_file(&a.src));
+    }
+    let writer = PackageWriter::open(&a.dst, &[&a.src], package, &a.write)?;
+    let src = images.open(&a.src, a.format.as_deref())?;
+    writer.write(src.as_ref())?;
     Ok(0)
 }
 
@@ -324,12 +379,13 @@ pub struct ConvertArgs {
     /// Format of SRC (probed if not given).
     #[arg(short = 'f', long = "format", value_name = "FMT")]
     pub format: Option<String>,
-    /// Write what platform P takes (azure, esxi, aws, hyperv, kubevirt, qemu): sets -O,
-    /// -o and -c; kubevirt wraps the qcow2 as a containerDisk (DST oci:DIR:TAG or
-    /// oci-archive:FILE:TAG).
+    /// Write what platform P takes (azure, esxi, aws, hyperv, kubevirt, qemu, gce): sets
+    /// -O, -o and -c; kubevirt wraps the qcow2 as a containerDisk (DST oci:DIR:TAG or
+    /// oci-archive:FILE:TAG); gce writes disk.raw in a tar.gz (DST NAME.tar.gz); esxi or
+    /// aws with DST NAME.ova writes an OVA.
     #[arg(long = "profile", value_name = "P")]
     pub profile: Option<String>,
-    /// Format of DST.
+    /// Format of DST (ova: an OVA package; a DST named NAME.ova picks it too).
     #[arg(short = 'O', long = "output-format", value_name = "FMT", default_value = "raw")]
     pub output_format: String,
     /// Format options, comma separated (`diskcast formats` lists them); every format also
@@ -382,6 +438,8 @@ pub struct ConvertArgs {
     pub image_opts: bool,
     #[command(flatten)]
     pub image: image::ImageWriteArgs,
+    #[command(flatten)]
+    pub ova: OvaArgs,
     /// The source image. `-`, a pipe or a character device is read to its end first (into
     /// an unnamed temporary file beside DST, or in $TMPDIR) and taken as a raw disk. For a
     /// container image DST: a directory, tar, disk image or image.

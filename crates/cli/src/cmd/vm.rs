@@ -6,8 +6,10 @@
 //! are checked, the profile picks the output format, and the [`ImageWriter`] writes the
 //! plan.
 
-use crate::common::args::{OutputArgs, OutputFormat, SourceArgs, WriteArgs, format_for_output, name_is_ambiguous};
-use crate::common::output::{ContainerWriter, ImageWriter};
+use crate::common::args::{
+    OutputArgs, OutputFormat, OvaArgs, SourceArgs, WriteArgs, check_gce_output, format_for_output, name_is_ambiguous,
+};
+use crate::common::output::{ContainerWriter, ImageWriter, Package, PackageWriter};
 use crate::common::print_json;
 use crate::common::tree_source::{input_path, open as open_source};
 use clap::Args;
@@ -15,6 +17,8 @@ use diskcast_block::provenance::Provenance;
 use diskcast_block::size::{human, parse_size};
 use diskcast_block::{Error, Result};
 use diskcast_oci::spec::RunConfig;
+use diskcast_ova::descriptor::Firmware;
+use diskcast_vm::Archive;
 use diskcast_vm::guest::{CloudInit, Entrypoint, GuestOptions};
 use diskcast_vm::{BootMode, Profile, VmOptions};
 use serde_json::json;
@@ -26,18 +30,20 @@ pub struct VmArgs {
     /// docker://REF, a directory or a tar.
     pub src: String,
     /// The disk image to write (with --profile kubevirt: the containerDisk image,
-    /// oci:DIR:TAG or oci-archive:FILE:TAG).
+    /// oci:DIR:TAG or oci-archive:FILE:TAG; NAME.ova: an OVA; with --profile gce:
+    /// NAME.tar.gz).
     #[arg(short = 'o', long = "out", value_name = "OUT")]
     pub out: PathBuf,
-    /// Block format of OUT: raw, qcow2, vmdk, vhd, vhdx, vdi (default: the profile's, else
-    /// the one OUT's name ends with, else raw).
+    /// Block format of OUT: raw, qcow2, vmdk, vhd, vhdx, vdi, or ova (an OVA package)
+    /// (default: the profile's, else the one OUT's name ends with, else raw).
     #[arg(short = 'O', long = "output-format", value_name = "FMT")]
     pub output_format: Option<String>,
     /// Format options of OUT, comma separated (`diskcast formats` lists them).
     #[arg(long = "format-options", value_name = "KEY=VALUE,..")]
     pub format_options: Vec<String>,
-    /// The platform the disk is for: azure, esxi, aws, hyperv, kubevirt, qemu. Picks the
-    /// format and its options.
+    /// The platform the disk is for: azure, esxi, aws, hyperv, kubevirt, qemu, gce. Picks
+    /// the format and its options (esxi or aws with OUT NAME.ova: an OVA; gce: disk.raw
+    /// in NAME.tar.gz).
     #[arg(long, value_name = "PROFILE")]
     pub profile: Option<String>,
     /// Disk size (K, M, G); default: the content plus headroom, at least 8 GiB in a
@@ -66,6 +72,8 @@ pub struct VmArgs {
     pub loader: Option<PathBuf>,
     #[command(flatten)]
     pub guest: GuestArgs,
+    #[command(flatten)]
+    pub ova: OvaArgs,
     #[command(flatten)]
     pub write: WriteArgs,
     /// The summary on stdout: human text or JSON (partitions, sizes, kernel, command line).
@@ -198,6 +206,53 @@ fn output_args(a: &VmArgs, profile: Option<Profile>) -> Result<OutputArgs> {
     })
 }
 
+/// The archive OUT is, if any: an OVA (`-O ova` or OUT NAME.ova; --profile esxi, aws or
+/// none), or gce's tar.gz; with the output the disk is planned for (the OVA's
+/// streamOptimized VMDK, gce's raw disk).
+fn package_of(a: &VmArgs, profile: Option<Profile>, boot: BootMode) -> Result<Option<(Package, OutputArgs)>> {
+    let given = a.output_format.as_deref();
+    let named_ova = Archive::Ova.named(&a.out);
+    if named_ova && given.is_some_and(|g| g != "ova") {
+        return Err(Error::argument(format!(
+            "-O {} contradicts the output's name {}, which says ova; drop -O or rename the output",
+            given.unwrap_or_default(),
+            a.out.display()
+        )));
+    }
+    let planned = |format: &str, options: &[&str], compress: bool| OutputArgs {
+        output: a.out.clone(),
+        format_given: None,
+        output_format: format.to_string(),
+        format_options: options.iter().map(|o| o.to_string()).collect(),
+        write: WriteArgs { compress, ..a.write.clone() },
+    };
+    let ova = named_ova || given == Some("ova");
+    if (ova || profile == Some(Profile::Gce)) && !a.format_options.is_empty() {
+        return Err(Error::argument(
+            "--format-options do not apply to an OVA or gce output, whose disk format is fixed",
+        ));
+    }
+    if ova {
+        let firmware = if boot == BootMode::Uefi { Firmware::Efi } else { Firmware::Bios };
+        let hw = a.ova.hardware(&a.out, profile, Some(firmware))?;
+        return Ok(Some((Package::Ova(hw), planned("vmdk", &["subformat=streamOptimized"], true))));
+    }
+    if profile != Some(Profile::Gce) {
+        return Ok(None);
+    }
+    if given.is_some_and(|g| g != "raw") {
+        return Err(Error::argument("-O contradicts --profile gce, which writes disk.raw in a tar.gz"));
+    }
+    check_gce_output(&a.out)?;
+    Ok(Some((Package::Gce, planned("raw", &[], false))))
+}
+
+/// Where the disk goes: an image file, or an archive holding it.
+enum Sink {
+    Image(ImageWriter),
+    Package(PackageWriter),
+}
+
 /// Whether the output format stores only written clusters (a fixed VHD and raw do not).
 fn sparse(out: &OutputArgs) -> bool {
     let fixed = out.format_options.iter().flat_map(|g| g.split(',')).any(|o| o.trim() == "subformat=fixed");
@@ -209,7 +264,11 @@ pub fn run(a: VmArgs) -> Result<u8> {
     let boot = BootMode::parse(&a.boot)?;
     // kubevirt: the qcow2 goes to a temporary file beside the oci:/oci-archive: target.
     let staged = diskcast_vm::container_disk::Staged::for_output(profile, &a.out.to_string_lossy())?;
-    let mut out = output_args(&a, profile)?;
+    let package = package_of(&a, profile, boot)?;
+    let mut out = match &package {
+        Some((_, planned)) => planned.clone(),
+        None => output_args(&a, profile)?,
+    };
     if let Some(s) = &staged {
         out.output = s.disk.clone();
     }
@@ -222,9 +281,19 @@ pub fn run(a: VmArgs) -> Result<u8> {
             .flatten()
             .cloned(),
     );
-    let writer = ImageWriter::new(&out, &inputs)?;
+    let (writer, threads) = match package {
+        Some((p, _)) => {
+            let w = PackageWriter::open(&out.output, &inputs, p, &out.write)?;
+            let threads = w.threads()?;
+            (Sink::Package(w), threads)
+        }
+        None => {
+            let w = ImageWriter::new(&out, &inputs)?;
+            let threads = w.threads();
+            (Sink::Image(w), threads)
+        }
+    };
     let container = staged.as_ref().map(|s| ContainerWriter::open(&s.target, &inputs, &a.write)).transpose()?;
-    let threads = writer.threads();
     let opts = VmOptions {
         boot,
         kernel: a.kernel.clone(),
@@ -269,7 +338,10 @@ pub fn run(a: VmArgs) -> Result<u8> {
     for d in &vm.drivers {
         eprintln!("diskcast: drivers: {d}");
     }
-    writer.write(&vm.image)?;
+    match writer {
+        Sink::Image(w) => w.write(&vm.image)?,
+        Sink::Package(w) => w.write(&vm.image)?,
+    }
     if let (Some(s), Some(container)) = (&staged, container) {
         let r = container.finish_staged(s, &prov)?;
         eprintln!("diskcast: containerDisk {} (manifest {})", s.target, r.manifest_digest);

@@ -301,3 +301,75 @@ impl SourceArgs {
         })
     }
 }
+
+/// The virtual machine an OVA describes (`-o app.ova`, `-O ova`): its hardware as the
+/// OVF descriptor states it; the disk is always a streamOptimized VMDK.
+#[derive(Debug, Clone, Args)]
+pub struct OvaArgs {
+    /// OVA: virtual CPUs of the VM.
+    #[arg(long = "cpus", value_name = "N", default_value = "2")]
+    pub cpus: u32,
+    /// OVA: memory of the VM (M, G; a whole number of MiB).
+    #[arg(long = "memory", value_name = "SIZE", default_value = "2G")]
+    pub memory: String,
+    /// OVA: the disk's controller: pvscsi, lsilogicsas or sata (default: pvscsi for
+    /// --profile esxi, else sata, which VMware and VirtualBox both import).
+    #[arg(long = "ova-controller", value_name = "CONTROLLER")]
+    pub controller: Option<String>,
+}
+
+/// Most virtual CPUs an OVA may state (VMware's maximum per VM is 768).
+const OVA_CPUS_MAX: u32 = 768;
+
+impl OvaArgs {
+    /// The descriptor's hardware for a VM called after `out`'s file name (without its
+    /// `.ova`), booting with `firmware`, for `profile` (esxi, aws or none: an OVA is for
+    /// VMware and VirtualBox), its disk on the profile's controller (esxi: pvscsi, else
+    /// sata) unless `--ova-controller` says otherwise.
+    pub fn hardware(
+        &self,
+        out: &std::path::Path,
+        profile: Option<diskcast_vm::Profile>,
+        firmware: Option<diskcast_ova::descriptor::Firmware>,
+    ) -> diskcast_block::Result<diskcast_ova::descriptor::Hardware> {
+        use diskcast_block::Error;
+        use diskcast_ova::descriptor::Controller;
+        use diskcast_vm::Profile;
+        let default_controller = match profile {
+            None | Some(Profile::Aws) => Controller::Sata,
+            Some(Profile::Esxi) => Controller::Pvscsi,
+            Some(p) => {
+                return Err(Error::argument(format!(
+                    "an OVA is for VMware and VirtualBox (--profile esxi or aws, or none), not --profile {}",
+                    p.name()
+                )));
+            }
+        };
+        if !(1..=OVA_CPUS_MAX).contains(&self.cpus) {
+            return Err(Error::argument(format!("--cpus {}: 1 to {OVA_CPUS_MAX}", self.cpus)));
+        }
+        let memory = diskcast_block::size::parse_size(&self.memory)?;
+        if memory == 0 || !memory.is_multiple_of(1 << 20) {
+            return Err(Error::argument(format!("--memory {}: a whole number of MiB, at least 1M", self.memory)));
+        }
+        let controller = match &self.controller {
+            Some(c) => diskcast_ova::descriptor::Controller::parse(c)?,
+            None => default_controller,
+        };
+        let file = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = file.strip_suffix(".ova").or_else(|| file.strip_suffix(".OVA")).unwrap_or(&file).to_string();
+        Ok(diskcast_ova::descriptor::Hardware { name, cpus: self.cpus, memory_mib: memory >> 20, controller, firmware })
+    }
+}
+
+/// Checks a `--profile gce` output name: `-` or `NAME.tar.gz` (`.tgz`), what Compute
+/// Engine's import takes.
+pub fn check_gce_output(out: &std::path::Path) -> diskcast_block::Result<()> {
+    if out.as_os_str() != "-" && !diskcast_vm::Archive::GceTar.named(out) {
+        return Err(diskcast_block::Error::argument(format!(
+            "--profile gce writes disk.raw in a gzip'd tar: name the output NAME.tar.gz, not {}",
+            out.display()
+        )));
+    }
+    Ok(())
+}

@@ -5,7 +5,8 @@
 //! `convert`, `create`, `mkfs`, `mkdisk`, `vm`, `iso create`, `iso remaster` and
 //! `write` write images through [`ImageWriter`]; `extract -o` writes its tar through [`ArchiveWriter`];
 //! container images (`oci:`, `oci-archive:`, `docker-archive:`, `docker://`, kubevirt
-//! containerDisks) through [`ContainerWriter`].
+//! containerDisks) through [`ContainerWriter`]; disks shipped in an archive (an OVA,
+//! GCE's `disk.raw` tar.gz) through [`PackageWriter`].
 
 use super::args::{OutputArgs, WriteArgs};
 use super::create_options;
@@ -183,4 +184,135 @@ impl ContainerWriter {
         let (cfg, progress) = (self.config()?, self.write.progress.reporter());
         staged.finish(self.target, clock, cfg, progress.as_ref())
     }
+}
+
+/// What a [`PackageWriter`] wraps the disk in.
+#[derive(Debug, Clone)]
+pub enum Package {
+    /// An OVA for VMware and VirtualBox: OVF descriptor, manifest, streamOptimized VMDK.
+    Ova(diskcast_ova::descriptor::Hardware),
+    /// Compute Engine's import tar: `disk.raw`, a whole number of GiB, sparse, gzip'd.
+    Gce,
+}
+
+/// A checked output whose disk goes into an archive (`-o app.ova`, `--profile gce -o
+/// disk.tar.gz`): the target is checked and locked before any input is read, like every
+/// other output, and written front to back as an archive, put in place only when
+/// complete (Ctrl-C and errors leave nothing).
+pub struct PackageWriter {
+    output: Output,
+    package: Package,
+    write: WriteArgs,
+}
+
+/// A writer into a file that also hashes and counts what passes (the VMDK of an OVA,
+/// whose SHA-256 and size the manifest and the tar header need before its bytes).
+struct Hashing {
+    file: std::fs::File,
+    state: Arc<std::sync::Mutex<(diskcast_ova::manifest::Hasher, u64)>>,
+}
+
+impl Write for Hashing {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.file.write(buf)?;
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.0.update(&buf[..n]);
+        st.1 += diskcast_layout::u64_from_usize(n);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
+impl PackageWriter {
+    /// Checks and locks `path` (none of `inputs`) before any input is read.
+    pub fn open<P: AsRef<Path>>(path: &Path, inputs: &[P], package: Package, write: &WriteArgs) -> Result<Self> {
+        write.jobs.count()?;
+        Ok(PackageWriter { output: Output::open(path, inputs)?, package, write: write.clone() })
+    }
+
+    /// The thread budget (`-j`).
+    pub fn threads(&self) -> Result<usize> {
+        self.write.jobs.count()
+    }
+
+    /// Writes `image` into the archive and puts it in place.
+    pub fn write(self, image: &dyn BlockRead) -> Result<()> {
+        let cancel = interrupt_flag()?;
+        let progress = self.write.progress.reporter();
+        let threads = self.threads()?;
+        let clock = Provenance::from_env()?;
+        let target = self.output.target().path().to_path_buf();
+        match &self.package {
+            Package::Gce => self.output.write_stream(Some(cancel), |w| {
+                diskcast_vm::gce::write(w, image, clock.now(), threads, progress.as_ref()).map(drop)
+            }),
+            Package::Ova(hw) => {
+                // The VMDK's size goes in its tar header before its bytes, and its digest
+                // in the manifest before it: it is written once to an unnamed file beside
+                // the target (gone with the process, even on kill -9), then copied in.
+                let dir = match self.output.target() {
+                    diskcast_block::output::Target::File(p) => diskcast_block::output::parent_dir(p).to_path_buf(),
+                    _ => std::env::temp_dir(),
+                };
+                let scratch = diskcast_block::output::scratch(&dir, &target)?;
+                let sink = scratch.try_clone().map_err(|e| Error::io("cannot duplicate file handle", e))?;
+                let state = Arc::new(std::sync::Mutex::new((diskcast_ova::manifest::Algorithm::Sha256.hasher(), 0u64)));
+                let registry = diskcast_formats::registry();
+                let driver = registry.get("vmdk")?;
+                // The VMDK's own adapter type agrees with the descriptor's controller.
+                let adapter = match hw.controller {
+                    diskcast_ova::descriptor::Controller::Sata => "ide",
+                    _ => "lsilogic",
+                };
+                let create = create_options(&[format!("subformat=streamOptimized,adapter_type={adapter}")], true)?;
+                let dst = driver.create_stream(
+                    Box::new(Hashing { file: sink, state: state.clone() }),
+                    image.size(),
+                    &create,
+                )?;
+                let copy_opts = CopyOptions { cancel: Some(cancel.clone()), ..CopyOptions::new(threads) };
+                diskcast_block::copy::copy(image, dst.as_ref(), &copy_opts, progress.as_ref())
+                    .map_err(|e| e.with_file(&target))?;
+                dst.finish().map_err(|e| e.with_file(&target))?;
+                let (hasher, size) = std::mem::replace(
+                    &mut *state.lock().unwrap_or_else(|p| p.into_inner()),
+                    (diskcast_ova::manifest::Algorithm::Sha256.hasher(), 0),
+                );
+                let populated = populated(image)?;
+                let mut data = std::io::BufReader::with_capacity(1 << 20, &scratch);
+                use std::io::Seek;
+                data.seek(std::io::SeekFrom::Start(0)).map_err(|e| Error::io("cannot read back the VMDK", e))?;
+                let disk = diskcast_ova::PackageDisk {
+                    data: &mut data,
+                    size,
+                    sha256: hasher.hex(),
+                    capacity: image.size(),
+                    populated,
+                };
+                let no_progress = diskcast_block::progress::NoProgress;
+                self.output.write_stream(Some(cancel), |w| {
+                    diskcast_ova::write_ova(w, hw, disk, clock.now(), &no_progress).map(drop)
+                })
+            }
+        }
+    }
+}
+
+/// Guest bytes of `image` that hold data: an OVF disk's `populatedSize`.
+fn populated(image: &dyn BlockRead) -> Result<u64> {
+    let (size, mut at, mut total) = (image.size(), 0u64, 0u64);
+    while at < size {
+        let e = image.extent_at(at, (1u64 << 30).min(size - at))?;
+        if e.len == 0 {
+            return Err(Error::invalid(format!("the image's map does not advance at offset {at}")));
+        }
+        if !e.alloc.reads_zero() {
+            total += e.len;
+        }
+        at = e.end();
+    }
+    Ok(total)
 }
