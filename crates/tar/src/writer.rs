@@ -406,7 +406,7 @@ mod tests {
         let progress = diskcast_block::progress::NoProgress;
         let runs: Vec<SparseRun> = (0..30).map(|i| SparseRun { offset: i * (1 << 20), len: 1024 }).collect();
         let real = 16u64 << 30;
-        let data: Vec<u8> = (0..30 * 1024).map(|i| (i % 251) as u8).collect();
+        let data: Vec<u8> = (0..30 * 1024u32).map(|i| u8::try_from(i % 251).unwrap()).collect();
         let mut out = Vec::new();
         let mut w = MemberWriter::new(&mut out, &progress);
         let meta = Meta::new(0o644, diskcast_tree::Timestamp::from_secs(0));
