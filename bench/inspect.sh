@@ -40,26 +40,7 @@ check() { # inspect lists as many deb packages as dpkg-query finds installed in 
   got=$(/usr/bin/python3 -c 'import json,sys; print(sum(1 for p in json.load(open(sys.argv[1]))["packages"] if p["type"] == "deb"))' "$WORK/inspect.json")
   [ "$got" = "$expected" ] || { echo "FAIL: inspect lists $got deb packages, dpkg-query $expected" >&2; exit 1; }
 }
-NAMES=("diskcast inspect" "umoci unpack --rootless")
-declare -A TIMES
-RATIOS=()
-for r in $(seq 0 "$RUNS"); do
-  load=$(cut -d' ' -f1 /proc/loadavg); line="round $r (load $load):"; declare -A now=()
-  for k in 0 1; do
-    name=${NAMES[$(((k + r) % 2))]}; t=$(one "$name"); now[$name]=$t; line+=" $name $t s;"
-  done
-  rr=$(printf '%.3f' "$(echo "${now[diskcast inspect]} / ${now[umoci unpack --rootless]}" | bc -l)")
-  echo "$line ratio $rr" >&2
-  if [ "$r" = 0 ] || [ "$r" = "$RUNS" ]; then check; fi
-  [ "$r" = 0 ] && continue
-  RATIOS+=("$rr")
-  for name in "${NAMES[@]}"; do TIMES[$name]+="${now[$name]} "; done
-done
-for name in "${NAMES[@]}"; do
-  # shellcheck disable=SC2086
-  summarize "$name" ${TIMES[$name]}
-done
-sorted=$(printf '%s\n' "${RATIOS[@]}" | sort -g)
+alternate "diskcast inspect" "umoci unpack --rootless" "diskcast inspect" "umoci unpack --rootless"
 echo "$expected deb packages, $RUNS rounds"
-echo "diskcast inspect / umoci unpack = $(ratio "diskcast inspect" "umoci unpack --rootless") of medians; per round $(echo "$sorted" | head -1)-$(echo "$sorted" | tail -1) (goal <= 0.25)"
+echo "diskcast inspect / umoci unpack = $(ratio "diskcast inspect" "umoci unpack --rootless") of medians; per round $(ratio_range) (goal <= 0.25)"
 rm -rf "$T/bundle"

@@ -48,6 +48,42 @@ ratio() {
     printf '%.2f' "$(echo "${MEDIAN[$1]} / ${MEDIAN[$2]}" | bc -l)"
 }
 
+# alternate NUM DEN NAME...: one warm-up round 0, then RUNS rounds; in each, every tool
+# NAME runs once through the caller's `one NAME` (which cleans, syncs, runs and prints its
+# seconds), in an order that rotates each round, so load from other work hits them alike.
+# Prints each round with its load average and its NUM/DEN ratio; calls the caller's
+# `check` after round 0 and after the last round; then each tool's median and spread
+# (summarize). RATIOS holds the counted rounds' ratios; ratio_range prints MIN-MAX.
+alternate() {
+    local num=$1 den=$2 r k name t rr line
+    shift 2
+    local names=("$@") n=$#
+    declare -A times=() now=()
+    RATIOS=()
+    for r in $(seq 0 "$RUNS"); do
+        line="round $r (load $(cut -d' ' -f1 /proc/loadavg)):"
+        for k in $(seq 0 $((n - 1))); do
+            name=${names[$(((k + r) % n))]}; t=$(one "$name"); now[$name]=$t; line+=" $name $t s;"
+        done
+        rr=$(printf '%.3f' "$(echo "${now[$num]} / ${now[$den]}" | bc -l)")
+        echo "$line ratio $rr" >&2
+        if [ "$r" = 0 ] || [ "$r" = "$RUNS" ]; then check; fi
+        [ "$r" = 0 ] && continue
+        RATIOS+=("$rr")
+        for name in "${names[@]}"; do times[$name]+="${now[$name]} "; done
+    done
+    for name in "${names[@]}"; do
+        # shellcheck disable=SC2086
+        summarize "$name" ${times[$name]}
+    done
+}
+
+ratio_range() {
+    local sorted
+    sorted=$(printf '%s\n' "${RATIOS[@]}" | sort -g)
+    echo "$(echo "$sorted" | head -1)-$(echo "$sorted" | tail -1)"
+}
+
 # Where extraction benchmarks write their trees: $TARGET_DIR if set, else a tmpfs
 # (/dev/shm) when it has room for NEED_MB, else the work directory. Why not the work
 # directory's filesystem by default: every timed run deletes the previous run's tens of

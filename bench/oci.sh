@@ -40,7 +40,6 @@ skopeo_tar() {
 # the last round's) are checked. Each round prints its load average and its ratio.
 LAST=layer$LAYERS
 NAMES=("diskcast extract" "umoci unpack --rootless"); [ "$SKOPEO" = 1 ] && NAMES+=("skopeo copy + tar -x")
-declare -A TIMES
 one() { # NAME: clean, sync, run timed; prints the seconds
   case $1 in
     "diskcast extract") rm -rf "$T/out"; sync; t0=$(date +%s.%N)
@@ -55,25 +54,8 @@ check() { # Every output holds the last layer's files.
   [ -d "$T/out/$LAST" ] && [ -d "$T/bundle/rootfs/$LAST" ] && { [ "$SKOPEO" != 1 ] || [ -d "$T/tarx/$LAST" ]; } ||
     { echo "FAIL: an output lacks /$LAST" >&2; exit 1; }
 }
-RATIOS=()
-for r in $(seq 0 "$RUNS"); do
-  load=$(cut -d' ' -f1 /proc/loadavg); n=${#NAMES[@]}; line="round $r (load $load):"; declare -A now=()
-  for k in $(seq 0 $((n - 1))); do
-    name=${NAMES[$(((k + r) % n))]}; t=$(one "$name"); now[$name]=$t; line+=" $name $t s;"
-  done
-  rr=$(printf '%.3f' "$(echo "${now[diskcast extract]} / ${now[umoci unpack --rootless]}" | bc -l)")
-  echo "$line ratio $rr" >&2
-  if [ "$r" = 0 ] || [ "$r" = "$RUNS" ]; then check; fi
-  [ "$r" = 0 ] && continue
-  RATIOS+=("$rr")
-  for name in "${NAMES[@]}"; do TIMES[$name]+="${now[$name]} "; done
-done
-for name in "${NAMES[@]}"; do
-  # shellcheck disable=SC2086
-  summarize "$name" ${TIMES[$name]}
-done
-sorted=$(printf '%s\n' "${RATIOS[@]}" | sort -g)
+alternate "diskcast extract" "umoci unpack --rootless" "${NAMES[@]}"
 printf 'size %s MiB, %s layers, %s rounds\n' "$SIZE_MB" "$LAYERS" "$RUNS"
-echo "diskcast extract / umoci unpack = $(ratio "diskcast extract" "umoci unpack --rootless") of medians; per round $(echo "$sorted" | head -1)-$(echo "$sorted" | tail -1) (goal <= 0.5 on 3 layers, <= 0.15 on one)"
+echo "diskcast extract / umoci unpack = $(ratio "diskcast extract" "umoci unpack --rootless") of medians; per round $(ratio_range) (goal <= 0.5 on 3 layers, <= 0.15 on one)"
 [ "$SKOPEO" = 1 ] && echo "skopeo copy + tar -x / umoci unpack = $(ratio "skopeo copy + tar -x" "umoci unpack --rootless")"
 rm -rf "$T/out" "$T/bundle" "$WORK/dir" "$T/tarx"
