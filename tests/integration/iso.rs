@@ -5,11 +5,6 @@ use crate::support::*;
 use std::path::Path;
 use std::process::Command;
 
-fn sh(script: &str) {
-    let out = Command::new("bash").args(["-euc", script]).output().expect("bash");
-    assert!(out.status.success(), "{script}\n{}", String::from_utf8_lossy(&out.stderr));
-}
-
 fn xorriso_boot_images(iso: &Path, dir: &Path) {
     let out = Command::new("xorriso")
         .args(["-osirrox", "on", "-indev"])
@@ -274,14 +269,9 @@ fn iso_create_bootable_hybrid_boots_on_uefi_as_cd_and_usb_and_on_bios() {
     // BIOS: isolinux (which finds itself through the boot info table), then ldlinux.c32
     // and isolinux.cfg read from the disc; the config's default label is the marker, which
     // isolinux prints as it tries to load it ("Loading DISKCAST_BIOS_OK...").
+    marker_efi_image(t.path(), &s.join("boot/efiboot.img"), "DISKCAST_UEFI_OK");
     sh(&format!(
         "mkdir -p '{s}/boot' '{s}/isolinux'; cd '{t}'
-         printf 'serial --unit=0 --speed=115200\\nterminal_output serial console\\necho DISKCAST_UEFI_OK\\nhalt\\n' > grub.cfg
-         grub-mkstandalone -O x86_64-efi --modules='serial echo halt' --locales= --fonts= --themes= \
-           -o BOOTX64.EFI boot/grub/grub.cfg=grub.cfg
-         mkfs.fat -C '{s}/boot/efiboot.img' 4096 >/dev/null
-         MTOOLS_SKIP_CHECK=1 mmd -i '{s}/boot/efiboot.img' ::/EFI ::/EFI/BOOT
-         MTOOLS_SKIP_CHECK=1 mcopy -i '{s}/boot/efiboot.img' BOOTX64.EFI ::/EFI/BOOT/BOOTX64.EFI
          cp /usr/lib/ISOLINUX/isolinux.bin /usr/lib/syslinux/modules/bios/ldlinux.c32 '{s}/isolinux/'
          printf 'SERIAL 0 115200\\nDEFAULT DISKCAST_BIOS_OK\\nPROMPT 0\\nTIMEOUT 0\\n' > '{s}/isolinux/isolinux.cfg'
          echo payload > '{s}/readme.txt'",

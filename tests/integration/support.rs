@@ -955,3 +955,28 @@ pub fn random_file(path: &Path, len: u64) {
         off += MIB;
     }
 }
+
+/// Runs `script` with `bash -euc`, failing the test (with the script and its stderr) when
+/// it fails.
+pub fn sh(script: &str) {
+    let out = Command::new("bash").args(["-euc", script]).output().expect("bash");
+    assert!(out.status.success(), "{script}\n{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A UEFI loader that prints `marker` on the serial port and halts (GRUB built standalone
+/// by grub-mkstandalone), as `work/BOOTX64.EFI`, and a FAT image `efi_img` holding it as
+/// `EFI/BOOT/BOOTX64.EFI` (mkfs.fat and mtools): a disc's El Torito EFI boot image.
+pub fn marker_efi_image(work: &Path, efi_img: &Path, marker: &str) {
+    std::fs::create_dir_all(efi_img.parent().unwrap()).unwrap();
+    sh(&format!(
+        "cd '{t}'
+         printf 'serial --unit=0 --speed=115200\\nterminal_output serial console\\necho {marker}\\nhalt\\n' > grub.cfg
+         grub-mkstandalone -O x86_64-efi --modules='serial echo halt' --locales= --fonts= --themes= \\
+           -o BOOTX64.EFI boot/grub/grub.cfg=grub.cfg
+         mkfs.fat -C '{img}' 4096 >/dev/null
+         MTOOLS_SKIP_CHECK=1 mmd -i '{img}' ::/EFI ::/EFI/BOOT
+         MTOOLS_SKIP_CHECK=1 mcopy -i '{img}' BOOTX64.EFI ::/EFI/BOOT/BOOTX64.EFI",
+        t = work.display(),
+        img = efi_img.display(),
+    ));
+}

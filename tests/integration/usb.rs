@@ -8,11 +8,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-fn sh(script: &str) {
-    let out = Command::new("bash").args(["-euc", script]).output().expect("bash");
-    assert!(out.status.success(), "{script}\n{}", String::from_utf8_lossy(&out.stderr));
-}
-
 /// The marker the test kernel prints in its "Command line:" banner when BIOS started it.
 const BIOS_MARKER: &str = "DISKCAST_USB_BIOS_OK";
 /// What the ISO's UEFI loader (GRUB built standalone) prints.
@@ -25,14 +20,9 @@ const UEFI_MARKER: &str = "DISKCAST_USB_UEFI_OK";
 /// to the disc's root (as Debian's `debian -> .`).
 fn stage(t: &Path, efi_in_tree: bool) -> PathBuf {
     let s = t.join(if efi_in_tree { "stage-efi" } else { "stage" });
+    marker_efi_image(t, &s.join("boot/efiboot.img"), UEFI_MARKER);
     sh(&format!(
         "mkdir -p '{s}/boot' '{s}/isolinux' '{s}/data/sub dir' '{s}/data/a/b/c'; cd '{t}'
-         printf 'serial --unit=0 --speed=115200\\nterminal_output serial console\\necho {UEFI_MARKER}\\nhalt\\n' > grub.cfg
-         grub-mkstandalone -O x86_64-efi --modules='serial echo halt' --locales= --fonts= --themes= \
-           -o BOOTX64.EFI boot/grub/grub.cfg=grub.cfg
-         mkfs.fat -C '{s}/boot/efiboot.img' 4096 >/dev/null
-         MTOOLS_SKIP_CHECK=1 mmd -i '{s}/boot/efiboot.img' ::/EFI ::/EFI/BOOT
-         MTOOLS_SKIP_CHECK=1 mcopy -i '{s}/boot/efiboot.img' BOOTX64.EFI ::/EFI/BOOT/BOOTX64.EFI
          if {efi}; then mkdir -p '{s}/EFI/BOOT'; cp BOOTX64.EFI '{s}/EFI/BOOT/'; fi
          cp '{kernel}' '{s}/boot/vmlinuz'
          cp /usr/lib/ISOLINUX/isolinux.bin /usr/lib/syslinux/modules/bios/ldlinux.c32 \
