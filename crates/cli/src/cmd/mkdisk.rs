@@ -88,8 +88,8 @@ fn parse_part<'r>(spec: &str, registry: &'r FsRegistry) -> Result<Part<'r>> {
     Ok(Part { name, kind, fs, size, src })
 }
 
-pub fn run(mut a: MkdiskArgs) -> Result<u8> {
-    a.out.resolve_format()?;
+pub fn run(a: MkdiskArgs) -> Result<u8> {
+    let out = a.out.resolve()?;
     let kind = match a.table.as_str() {
         "gpt" => TableKind::Gpt,
         "mbr" | "dos" => TableKind::Mbr,
@@ -107,7 +107,7 @@ pub fn run(mut a: MkdiskArgs) -> Result<u8> {
     }
     let disk_size = a.size.as_deref().map(parse_size).transpose()?;
     let inputs: Vec<_> = parts.iter().filter_map(|p| p.src.as_deref().and_then(input_path)).collect();
-    let writer = ImageWriter::new(&a.out, &inputs)?;
+    let writer = ImageWriter::new(&out, &inputs)?;
     let prov = Provenance::from_env()?;
     let (now, disk_id) = identity(&prov, &format!("mkdisk {:?} {:?}", a.parts, a.size));
 
@@ -148,7 +148,7 @@ pub fn run(mut a: MkdiskArgs) -> Result<u8> {
     writer.write(&disk)?;
     eprintln!(
         "diskcast: wrote {} ({} {}, {})",
-        a.out.output.display(),
+        out.output.display(),
         human(plan.disk_size),
         kind.name(),
         count(plan.parts.len(), "partition", "partitions")

@@ -41,13 +41,13 @@ pub struct MkfsArgs {
     pub source: SourceArgs,
 }
 
-pub fn run(mut a: MkfsArgs) -> Result<u8> {
-    a.out.resolve_format()?;
+pub fn run(a: MkfsArgs) -> Result<u8> {
+    let out = a.out.resolve()?;
     let registry = diskcast_formats::filesystems();
     let (_, builder) = registry.builder(&a.fs)?;
     let size = a.size.as_deref().map(parse_size).transpose()?;
     let uuid = a.uuid.as_deref().map(parse_uuid).transpose()?;
-    let writer = ImageWriter::new(&a.out, &Vec::from_iter(input_path(&a.src)))?;
+    let writer = ImageWriter::new(&out, &Vec::from_iter(input_path(&a.src)))?;
     let opened = open_source(&a.src, &a.source, writer.threads())?;
     let prov = Provenance::from_env()?;
     let (now, derived) = identity(&prov, &format!("mkfs {} {:?} {:?}", a.fs, size, a.label));
@@ -58,7 +58,7 @@ pub fn run(mut a: MkfsArgs) -> Result<u8> {
         eprintln!("diskcast: warning: {}: {w}", a.src);
     }
     writer.write(&built.image)?;
-    eprintln!("diskcast: wrote {} ({}) from {}", a.out.output.display(), built.description, opened.description);
+    eprintln!("diskcast: wrote {} ({}) from {}", out.output.display(), built.description, opened.description);
     Ok(0)
 }
 

@@ -7,7 +7,7 @@
 //! plan.
 
 use crate::common::args::{
-    OutputArgs, OutputFormat, OvaArgs, SourceArgs, WriteArgs, check_gce_output, format_for_output, name_is_ambiguous,
+    DiskTarget, OutputFormat, OvaArgs, SourceArgs, WriteArgs, check_gce_output, format_for_output, name_is_ambiguous,
 };
 use crate::common::output::{ContainerWriter, ImageWriter, Package, PackageWriter};
 use crate::common::print_json;
@@ -171,7 +171,7 @@ fn entrypoint(config: &RunConfig) -> Entrypoint {
 }
 
 /// The output format and options: the profile's, checked against `-O`.
-fn output_args(a: &VmArgs, profile: Option<Profile>) -> Result<OutputArgs> {
+fn disk_target(a: &VmArgs, profile: Option<Profile>) -> Result<DiskTarget> {
     // A containerDisk target (oci:DIR:TAG) has no file name to go by.
     let named = match profile {
         Some(Profile::Kubevirt) => a.output_format.clone(),
@@ -197,10 +197,9 @@ fn output_args(a: &VmArgs, profile: Option<Profile>) -> Result<OutputArgs> {
         }
         None => (named.unwrap_or_else(|| "raw".to_string()), a.format_options.clone(), a.write.compress),
     };
-    Ok(OutputArgs {
+    Ok(DiskTarget {
         output: a.out.clone(),
-        format_given: a.output_format.clone(),
-        output_format,
+        format: output_format,
         format_options,
         write: WriteArgs { compress, ..a.write.clone() },
     })
@@ -209,7 +208,7 @@ fn output_args(a: &VmArgs, profile: Option<Profile>) -> Result<OutputArgs> {
 /// The archive OUT is, if any: an OVA (`-O ova` or OUT NAME.ova; --profile esxi, aws or
 /// none), or gce's tar.gz; with the output the disk is planned for (the OVA's
 /// streamOptimized VMDK, gce's raw disk).
-fn package_of(a: &VmArgs, profile: Option<Profile>, boot: BootMode) -> Result<Option<(Package, OutputArgs)>> {
+fn package_of(a: &VmArgs, profile: Option<Profile>, boot: BootMode) -> Result<Option<(Package, DiskTarget)>> {
     let given = a.output_format.as_deref();
     let named_ova = Archive::Ova.named(&a.out);
     if named_ova && given.is_some_and(|g| g != "ova") {
@@ -219,10 +218,9 @@ fn package_of(a: &VmArgs, profile: Option<Profile>, boot: BootMode) -> Result<Op
             a.out.display()
         )));
     }
-    let planned = |format: &str, options: &[&str], compress: bool| OutputArgs {
+    let planned = |format: &str, options: &[&str], compress: bool| DiskTarget {
         output: a.out.clone(),
-        format_given: None,
-        output_format: format.to_string(),
+        format: format.to_string(),
         format_options: options.iter().map(|o| o.to_string()).collect(),
         write: WriteArgs { compress, ..a.write.clone() },
     };
@@ -254,9 +252,9 @@ enum Sink {
 }
 
 /// Whether the output format stores only written clusters (a fixed VHD and raw do not).
-fn sparse(out: &OutputArgs) -> bool {
+fn sparse(out: &DiskTarget) -> bool {
     let fixed = out.format_options.iter().flat_map(|g| g.split(',')).any(|o| o.trim() == "subformat=fixed");
-    matches!(out.output_format.as_str(), "qcow2" | "vmdk" | "vhdx" | "vdi" | "vhd" | "vpc") && !fixed
+    matches!(out.format.as_str(), "qcow2" | "vmdk" | "vhdx" | "vdi" | "vhd" | "vpc") && !fixed
 }
 
 pub fn run(a: VmArgs) -> Result<u8> {
@@ -267,7 +265,7 @@ pub fn run(a: VmArgs) -> Result<u8> {
     let package = package_of(&a, profile, boot)?;
     let mut out = match &package {
         Some((_, planned)) => planned.clone(),
-        None => output_args(&a, profile)?,
+        None => disk_target(&a, profile)?,
     };
     if let Some(s) = &staged {
         out.output = s.disk.clone();
@@ -353,7 +351,7 @@ pub fn run(a: VmArgs) -> Result<u8> {
                 "diskcast: wrote {} ({} {}, GPT, {} boot)",
                 a.out.display(),
                 human(disk_size),
-                out.output_format,
+                out.format,
                 boot.name()
             );
             for p in &vm.partitions {
@@ -383,7 +381,7 @@ pub fn run(a: VmArgs) -> Result<u8> {
                 .collect();
             print_json(&json!({
                 "output": a.out.display().to_string(),
-                "format": out.output_format,
+                "format": out.format,
                 "profile": profile.map(Profile::name),
                 "boot": boot.name(),
                 "virtual-size": disk_size,

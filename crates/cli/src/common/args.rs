@@ -127,8 +127,8 @@ impl Default for WriteArgs {
     }
 }
 
-/// Where and how a built image is written (`mkfs`, `mkdisk`; `vm` fills it from its own
-/// flags).
+/// Where and how a built image is written: the flags of `mkfs` and `mkdisk`, turned into
+/// an [`DiskTarget`] by [`OutputArgs::resolve`] before anything is read.
 #[derive(Debug, Clone, Args)]
 pub struct OutputArgs {
     /// The image to write: a file (written in full, then put in place), `-` or a pipe or
@@ -140,9 +140,6 @@ pub struct OutputArgs {
     /// name ends with (.qcow2 .vmdk .vhd .vhdx .vdi; .img and .raw are raw), else raw.
     #[arg(short = 'O', long = "output-format", value_name = "FMT")]
     pub format_given: Option<String>,
-    /// The format written: `-O`, else the one OUT's name says ([`OutputArgs::resolve_format`]).
-    #[arg(skip)]
-    pub output_format: String,
     /// Format options of OUT, comma separated (`diskcast formats` lists them).
     #[arg(long = "format-options", value_name = "KEY=VALUE,..")]
     pub format_options: Vec<String>,
@@ -151,12 +148,29 @@ pub struct OutputArgs {
 }
 
 impl OutputArgs {
-    /// Sets [`OutputArgs::output_format`] from `-O` and OUT's name; a contradiction
-    /// (`-O raw` with `disk.qcow2`) is a usage error.
-    pub fn resolve_format(&mut self) -> diskcast_block::Result<()> {
-        self.output_format = format_for_output(&self.output, self.format_given.as_deref())?.unwrap_or("raw".into());
-        Ok(())
+    /// The target these flags name: the format is `-O`, else the one OUT's name says,
+    /// else raw; a contradiction (`-O raw` with `disk.qcow2`) is a usage error.
+    pub fn resolve(&self) -> diskcast_block::Result<DiskTarget> {
+        let format = format_for_output(&self.output, self.format_given.as_deref())?.unwrap_or("raw".into());
+        Ok(DiskTarget {
+            output: self.output.clone(),
+            format,
+            format_options: self.format_options.clone(),
+            write: self.write.clone(),
+        })
     }
+}
+
+/// An image output with its format decided: what [`ImageWriter`](super::output::ImageWriter)
+/// opens. `mkfs` and `mkdisk` get it from their flags, `vm` from its profile and flags.
+#[derive(Debug, Clone)]
+pub struct DiskTarget {
+    pub output: PathBuf,
+    /// The block format written (raw, qcow2, vmdk, ...).
+    pub format: String,
+    /// Format options, comma separated groups as given.
+    pub format_options: Vec<String>,
+    pub write: WriteArgs,
 }
 
 /// The value of `-o`/`--out`, the file a command writes. `--output` was its long

@@ -8,7 +8,7 @@
 //! containerDisks) through [`ContainerWriter`]; disks shipped in an archive (an OVA,
 //! GCE's `disk.raw` tar.gz) through [`PackageWriter`].
 
-use super::args::{OutputArgs, WriteArgs};
+use super::args::{DiskTarget, WriteArgs};
 use super::create_options;
 use diskcast_block::copy::CopyOptions;
 use diskcast_block::output::{ImageJob, Output};
@@ -52,9 +52,9 @@ pub struct ImageWriter {
 
 impl ImageWriter {
     /// The output of `mkfs`, `mkdisk`, `vm`: OUT as `-O FMT` with `--format-options`.
-    pub fn new<P: AsRef<Path>>(out: &OutputArgs, inputs: &[P]) -> Result<Self> {
+    pub fn new<P: AsRef<Path>>(out: &DiskTarget, inputs: &[P]) -> Result<Self> {
         let create = create_options(&out.format_options, out.write.compress)?;
-        Self::open(&out.output, inputs, &out.output_format, create, &out.write)
+        Self::open(&out.output, inputs, &out.format, create, &out.write)
     }
 
     /// `path` as a new image of `format` with `create`, written as `write` says.
