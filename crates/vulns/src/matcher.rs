@@ -6,7 +6,7 @@
 //! packages and source versions, Alpine's name origins: those are matched through each
 //! binary package's source.
 
-use crate::cvss::{Severity, base_score};
+use crate::cvss::{Method, Severity, score as cvss_score};
 use crate::osv::{Advisory, Affected, DbStats, in_range};
 use crate::versions::Scheme;
 use diskcast_inspect::inventory::{Component, OsId};
@@ -46,12 +46,15 @@ pub struct Finding {
     pub fixed: Option<String>,
     /// The rating.
     pub severity: Severity,
-    /// The CVSS v3 base score computed from `vector`.
+    /// The CVSS score computed from `vector` (v3 base, v4.0, or v2 base).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub score: Option<f64>,
-    /// The CVSS v3 vector the score comes from.
+    /// The CVSS vector the score comes from.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub vector: Option<String>,
+    /// Which CVSS the score is (`CVSSv31`, `CVSSv4`, `CVSSv2`: CycloneDX's names).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub method: Option<Method>,
     /// The advisory's ecosystem (`Debian:12`).
     pub ecosystem: String,
     /// The advisory file.
@@ -215,15 +218,27 @@ impl Index {
     }
 }
 
-/// The severity of an advisory for one affected entry: a CVSS v3 vector (the entry's,
-/// else the advisory's) scored, else a word from `database_specific.severity`,
-/// `ecosystem_specific.severity` or a `severity[]` entry of another type.
-fn severity(a: &Advisory, aff: &Affected) -> (Severity, Option<f64>, Option<String>) {
-    for s in aff.severity.iter().chain(&a.severity) {
-        if s.kind == "CVSS_V3"
-            && let Some(score) = base_score(&s.score)
-        {
-            return (Severity::of_score(score), Some(score), Some(s.score.clone()));
+/// A severity, with the CVSS score, vector and method it comes from when it was computed.
+type Rated = (Severity, Option<f64>, Option<String>, Option<Method>);
+
+/// The CVSS types of `severity[]` entries, in the order one is chosen: v3 first (the
+/// rating most databases and scanners show), then v4.0, then v2.
+const CVSS_PREFERENCE: [&str; 3] = ["CVSS_V3", "CVSS_V4", "CVSS_V2"];
+
+/// The severity of an advisory for one affected entry: a CVSS vector (the entry's, else
+/// the advisory's; by [`CVSS_PREFERENCE`]) scored, else a word from
+/// `database_specific.severity`, `ecosystem_specific.severity` or a `severity[]` entry of
+/// another type. A malformed vector is skipped, with a message in `bad`.
+fn severity(a: &Advisory, aff: &Affected, bad: &mut Vec<String>) -> Rated {
+    for kind in CVSS_PREFERENCE {
+        for s in aff.severity.iter().chain(&a.severity).filter(|s| s.kind == kind) {
+            match cvss_score(&s.kind, &s.score) {
+                Some(Ok((method, score))) => {
+                    return (Severity::of_score(score), Some(score), Some(s.score.clone()), Some(method));
+                }
+                Some(Err(e)) => bad.push(format!("severity {kind}: {e}: not used")),
+                None => {}
+            }
         }
     }
     let word = |v: &Option<Value>| {
@@ -233,7 +248,7 @@ fn severity(a: &Advisory, aff: &Affected) -> (Severity, Option<f64>, Option<Stri
         .or_else(|| word(&aff.ecosystem_specific))
         .or_else(|| word(&aff.database_specific))
         .or_else(|| aff.severity.iter().chain(&a.severity).find_map(|s| Severity::from_word(&s.score)));
-    (found.unwrap_or(Severity::Unknown), None, None)
+    (found.unwrap_or(Severity::Unknown), None, None, None)
 }
 
 /// The advisory's other ids: `aliases`, then `upstream` ones not among them.
@@ -259,6 +274,8 @@ pub struct Matcher<'a> {
     /// Advisories with a bad range and the like (each names its file).
     pub warnings: Vec<String>,
     seen: HashSet<(usize, String)>,
+    /// The warnings given, each once.
+    warned: HashSet<String>,
 }
 
 impl<'a> Matcher<'a> {
@@ -271,6 +288,7 @@ impl<'a> Matcher<'a> {
             stats: DbStats::default(),
             warnings: Vec::new(),
             seen: HashSet::new(),
+            warned: HashSet::new(),
         }
     }
 
@@ -320,7 +338,14 @@ impl<'a> Matcher<'a> {
                 }
                 self.seen.insert((t.component, a.id.clone()));
                 let p = &self.packages[t.component];
-                let (severity, score, vector) = severity(a, aff);
+                let mut bad = Vec::new();
+                let (severity, score, vector, method) = severity(a, aff, &mut bad);
+                for b in bad {
+                    let w = format!("{file}: {}: {b}", a.id);
+                    if self.warned.insert(w.clone()) {
+                        self.warnings.push(w);
+                    }
+                }
                 let summary = a
                     .summary
                     .clone()
@@ -343,6 +368,7 @@ impl<'a> Matcher<'a> {
                     severity,
                     score,
                     vector,
+                    method,
                     ecosystem: pkg.ecosystem.clone(),
                     advisory_file: file.to_string(),
                     component: t.component,
@@ -541,5 +567,43 @@ mod tests {
         let ids: Vec<&str> = got.iter().map(|f| f.1.as_str()).collect();
         assert_eq!(ids, ["GHSA-m", "GHSA-n", "GO-1", "PYSEC-1"]);
         assert_eq!(got[0].3, Severity::Critical);
+    }
+
+    #[test]
+    fn cvss_v4_and_v2_vectors_rate_and_malformed_ones_are_named() {
+        let pkg = [comp("npm", "x", "1.0.0", None)];
+        let ix = Index::new(&pkg, &OsId::default());
+        let mut m = Matcher::new(&ix, &pkg);
+        let with = |id: &str, sev: &str| {
+            adv(&format!(
+                r#"{{"id": "{id}", "severity": {sev}, "affected": [{{"package": {{"ecosystem": "npm", "name": "x"}},
+                "ranges": [{{"type": "SEMVER", "events": [{{"introduced": "0"}}, {{"fixed": "1.0.1"}}]}}]}}]}}"#
+            ))
+        };
+        m.advisory(
+            "v4.json",
+            &with(
+                "V4",
+                r#"[{"type": "CVSS_V2", "score": "AV:N/AC:L/Au:N/C:N/I:N/A:C"},
+            {"type": "CVSS_V4", "score": "CVSS:4.0/AV:N/AC:L/AT:N/PR:N/UI:N/VC:H/VI:H/VA:H/SC:N/SI:N/SA:N"}]"#,
+            ),
+        );
+        m.advisory("v2.json", &with("V2", r#"[{"type": "CVSS_V2", "score": "AV:N/AC:L/Au:N/C:N/I:N/A:C"}]"#));
+        m.advisory(
+            "bad.json",
+            &with("BAD", r#"[{"type": "CVSS_V4", "score": "CVSS:4.0/AV:N/AC:Q"}, {"type": "X", "score": "low"}]"#),
+        );
+        let (f, _, w) = m.finish();
+        let got: Vec<_> = f.iter().map(|f| (f.id.as_str(), f.severity, f.score, f.method)).collect();
+        assert_eq!(
+            got,
+            [
+                ("V4", Severity::Critical, Some(9.3), Some(Method::V40)),
+                ("V2", Severity::High, Some(7.8), Some(Method::V2)),
+                ("BAD", Severity::Low, None, None),
+            ]
+        );
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("bad.json") && w[0].contains("BAD") && w[0].contains("metric AC"), "{w:?}");
     }
 }

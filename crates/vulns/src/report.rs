@@ -31,8 +31,8 @@ pub fn cyclonedx(findings: &[Finding], component_ref: impl Fn(usize) -> String) 
             // The most severe rating of the entries matched.
             let worst = fs.iter().max_by(|a, b| a.severity.cmp(&b.severity).then(a.score.partial_cmp(&b.score).unwrap_or(std::cmp::Ordering::Equal)));
             let rating = match worst {
-                Some(f) if f.score.is_some() => {
-                    let method = if f.vector.as_deref().is_some_and(|v| v.starts_with("CVSS:3.1")) { "CVSSv31" } else { "CVSSv3" };
+                Some(f) if f.score.is_some() && f.method.is_some() => {
+                    let method = f.method.map(|m| m.name());
                     json!({"severity": f.severity.name(), "score": f.score, "method": method, "vector": f.vector})
                 }
                 Some(f) if f.severity != Severity::Unknown => json!({"severity": f.severity.name(), "method": "other"}),
