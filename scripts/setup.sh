@@ -44,6 +44,9 @@
 #   python3-packaging, libmaven3-core-java: Python's packaging.version and Maven's
 #                             ComparableVersion (maven-artifact jar), reference version
 #                             orders for crates/vulns/tests/versions.rs
+#   ruby, php-cli, php-composer-semver: Gem::Version and composer/semver's VersionParser
+#                             and Comparator, the reference RubyGems and Packagist
+#                             version orders for crates/vulns/tests/versions.rs
 #   squashfs-tools:           mksquashfs (every compressor) makes the squashfs reader's inputs,
 #                             unsquashfs -lln/-d judges its listing and extraction
 #   wimtools:                 wimlib-imagex: captures the WIMs the WIM splitter reads; its
@@ -89,6 +92,7 @@ packages=(
   golang-go binutils
   python3-pip
   python3-packaging libmaven3-core-java
+  ruby php-cli php-composer-semver
 )
 # Packages that must come from backports on bookworm (older releases there are too old).
 backports=(qemu-system-x86 qemu-system-common qemu-system-data seabios e2fsprogs libext2fs2)
@@ -154,7 +158,7 @@ for tool in qemu-img qemu-io qemu-system-x86_64 kill timeout xorriso genisoimage
   docker-registry busybox cpio setfattr getfattr setcap getcap tar gzip xz zstd setpriv mkfifo mknod \
   grub-mkimage mmdebstrap rpm rpmbuild sqlite3 gpg gpg-agent gpgconf \
   db5.3_load db5.3_dump wimlib-imagex node npm jar go objcopy bmaptool openssl strace \
-  bash fish zsh elvish groff man mandoc script git systemd-repart cloud-init resize2fs dumpe2fs; do
+  bash fish zsh elvish groff man mandoc script git systemd-repart cloud-init resize2fs dumpe2fs ruby php; do
   command -v "$tool" >/dev/null || { echo "setup: $tool is still missing after install" >&2; exit 1; }
 done
 [ -e /usr/lib/grub-rescue/grub-rescue-cdrom.iso ] || { echo "setup: grub-rescue-pc's ISO is missing after install" >&2; exit 1; }
@@ -171,11 +175,12 @@ done
 # descriptors diskcast writes (tests/integration/ova.rs: `cot info`).
 command -v cot >/dev/null || $sudo /usr/bin/python3 -m pip install --quiet --break-system-packages cot
 command -v cot >/dev/null || { echo "setup: cot (Common OVF Tool) is missing after install" >&2; exit 1; }
-# CVSS v3 reference scores (crates/vulns/tests/cvss.rs): Red Hat's cvss library.
+# CVSS v2, v3 and v4.0 reference scores (crates/vulns/tests/cvss.rs): Red Hat's cvss library.
 /usr/bin/python3 -c 'import cvss' 2>/dev/null ||
   $sudo /usr/bin/python3 -m pip install --quiet --break-system-packages cvss
 /usr/bin/python3 -c 'import packaging, cvss' || { echo "setup: python3-packaging or cvss is missing after install" >&2; exit 1; }
 [ -e /usr/share/java/maven-artifact-3.x.jar ] || { echo "setup: libmaven3-core-java's maven-artifact jar is missing after install" >&2; exit 1; }
+[ -e /usr/share/php/Composer/Semver/autoload.php ] || { echo "setup: php-composer-semver is missing after install" >&2; exit 1; }
 # Debian's python (tests call /usr/bin/python3: a pyenv python on PATH lacks Debian's modules).
 /usr/bin/python3 -c 'import pycdlib' 2>/dev/null || { echo "setup: python3-pycdlib is missing after install" >&2; exit 1; }
 mke2fs -V 2>&1 | awk 'NR==1 { split($2, v, "."); if (v[1] < 1 || (v[1] == 1 && (v[2] < 47 || (v[2] == 47 && v[3] < 1)))) { print "setup: mke2fs " $2 " is older than 1.47.1" > "/dev/stderr"; exit 1 } }'

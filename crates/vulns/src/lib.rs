@@ -1,6 +1,6 @@
 //! Offline vulnerability matching: OSV advisories ([`osv`]) matched ([`matcher`]) against
 //! the packages `diskcast inspect` lists, with each ecosystem's own version order
-//! ([`versions`]) and CVSS v3 base scores computed from their vectors ([`cvss`]).
+//! ([`versions`]) and CVSS v2, v3 and v4.0 scores computed from their vectors ([`cvss`]).
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::as_conversions))]
 

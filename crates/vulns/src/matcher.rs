@@ -94,8 +94,8 @@ fn ecosystem(base: &str) -> Option<Eco> {
         "Go" => e("golang", Scheme::Semver, &[]),
         "crates.io" => e("cargo", Scheme::Semver, &[]),
         "Maven" => e("maven", Scheme::Maven, &[]),
-        "RubyGems" => Some(Eco { kind: "gem", scheme: None, os_ids: &[] }),
-        "Packagist" => Some(Eco { kind: "composer", scheme: None, os_ids: &[] }),
+        "RubyGems" => e("gem", Scheme::RubyGems, &[]),
+        "Packagist" => e("composer", Scheme::Composer, &[]),
         _ => None,
     }
 }
@@ -605,5 +605,22 @@ mod tests {
         );
         assert_eq!(w.len(), 1, "{w:?}");
         assert!(w[0].contains("bad.json") && w[0].contains("BAD") && w[0].contains("metric AC"), "{w:?}");
+    }
+
+    #[test]
+    fn gem_and_composer_ranges_in_their_orders() {
+        let pkgs =
+            [comp("gem", "rack", "2.2.3.pre1", None), comp("composer", "symfony/http-kernel", "v5.4.0-RC1", None)];
+        let gem = r#"{"id": "GEM-1", "affected": [{"package": {"ecosystem": "RubyGems", "name": "rack"},
+            "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "2.2.0"}, {"fixed": "2.2.3"}]}]}]}"#;
+        let gem_not = r#"{"id": "GEM-2", "affected": [{"package": {"ecosystem": "RubyGems", "name": "rack"},
+            "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": "2.2.3.a"}]}]}]}"#;
+        let php = r#"{"id": "PHP-1", "affected": [{"package": {"ecosystem": "Packagist", "name": "symfony/http-kernel"},
+            "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "5.4.0-beta1"}, {"fixed": "5.4.0"}]}]}]}"#;
+        let php_not = r#"{"id": "PHP-2", "affected": [{"package": {"ecosystem": "Packagist", "name": "symfony/http-kernel"},
+            "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "5.4.0-rc2"}]}]}]}"#;
+        let got = run(&pkgs, ("", ""), &[gem, gem_not, php, php_not]);
+        let ids: Vec<(&str, Option<&str>)> = got.iter().map(|f| (f.1.as_str(), f.2.as_deref())).collect();
+        assert_eq!(ids, [("GEM-1", Some("2.2.3")), ("PHP-1", Some("5.4.0"))]);
     }
 }

@@ -241,8 +241,8 @@ pub struct DbStats {
     pub withdrawn: usize,
     /// GIT ranges (commit ranges: no version order to apply; skipped).
     pub git_ranges: usize,
-    /// Ranges of ecosystems without a version order here (RubyGems, Packagist...):
-    /// only their explicit `versions` lists are matched.
+    /// ECOSYSTEM ranges of ecosystems without a version order here (none of the matched
+    /// ecosystems today): only their explicit `versions` lists are matched.
     pub unordered_ranges: usize,
 }
 

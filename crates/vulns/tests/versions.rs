@@ -2,9 +2,10 @@
 //! a deterministic generator that favours the tricky parts (epochs, `~`, `^`, letter and
 //! digit runs, leading zeros, pre/post/dev releases): `dpkg --compare-versions`, rpm's
 //! own `rpm.vercmp` (all pairs in one Lua call), Python's `packaging.version`, npm's
-//! `semver` package and Maven's `ComparableVersion` (maven-artifact, Debian's
-//! libmaven3-core-java). Alpine's order has no tool on Debian: see the unit tests of
-//! `versions::apk`.
+//! `semver` package, Maven's `ComparableVersion` (maven-artifact, Debian's
+//! libmaven3-core-java), Ruby's `Gem::Version` (Debian's ruby) and composer/semver's
+//! `VersionParser::normalize` and `Comparator` (Debian's php-composer-semver). Alpine's
+//! order has no tool on Debian: see the unit tests of `versions::apk`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use diskcast_vulns::versions::Scheme;
@@ -334,4 +335,143 @@ fn maven_order_matches_comparable_version() {
     );
     let input: String = p.iter().map(|(a, b)| format!("{a} {b}\n")).collect();
     check(Scheme::Maven, &p, &oracle("java", &["-cp", jar, src.to_str().unwrap()], &input));
+}
+
+/// Runs `program args` with `input` and returns its lines split at tabs.
+fn oracle_fields(program: &str, args: &[&str], input: &str) -> Vec<Vec<String>> {
+    oracle_lines(program, args, input).iter().map(|l| l.split('\t').map(str::to_string).collect()).collect()
+}
+
+#[test]
+fn rubygems_order_matches_gem_version() {
+    let make = |g: &mut Gen| {
+        let mut s = g.num();
+        for _ in 0..g.below(5) {
+            s.push_str(g.pick(&[".", ".", "-", ".", ""]));
+            match g.below(3) {
+                0 => s.push_str(g.pick(&["a", "b", "pre", "rc", "alpha", "beta", "A", "Z", "x", "rc1", "0a", "pre-1"])),
+                _ => s.push_str(&g.num()),
+            }
+        }
+        if g.below(12) == 0 {
+            s = g.pick(&["", " 1.0 ", "a1", "1..0", "1.0-", "1_0", "1.0.", "-1"]).to_string();
+        }
+        s
+    };
+    let p = pairs(6, make);
+    let input: String = p.iter().map(|(a, b)| format!("{a}\t{b}\n")).collect();
+    let script = "STDIN.each_line { |l| a, b = l.chomp.split(\"\\t\", -1); \
+                  if Gem::Version.correct?(a) && Gem::Version.correct?(b) then puts(Gem::Version.new(a) <=> Gem::Version.new(b)) \
+                  else puts \"x\" end }";
+    let got = oracle_lines("ruby", &["-e", script], &input);
+    assert_eq!(got.len(), p.len(), "ruby answered {} of {} pairs", got.len(), p.len());
+    let valid = diskcast_vulns::versions::rubygems::is_valid;
+    let mut kept = (Vec::new(), Vec::new());
+    for ((a, b), r) in p.into_iter().zip(got) {
+        if r == "x" {
+            assert!(!(valid(&a) && valid(&b)), "Gem::Version rejects {a:?} or {b:?}, ours takes both");
+        } else {
+            assert!(valid(&a) && valid(&b), "Gem::Version takes {a:?} and {b:?}, ours rejects one");
+            kept.0.push((a, b));
+            kept.1.push(r.parse::<i32>().unwrap());
+        }
+    }
+    assert!(kept.0.len() > PAIRS / 2, "{} valid pairs", kept.0.len());
+    check(Scheme::RubyGems, &kept.0, &kept.1);
+}
+
+#[test]
+fn composer_order_matches_composer_semver() {
+    let make = |g: &mut Gen| {
+        let mut s = String::from(g.pick(&["", "", "", "v", "V"]));
+        match g.below(10) {
+            0 => s.push_str(g.pick(&["2020-01-02", "20200102", "2020.01.02.1234", "2021-12-31-5", "202001021230"])),
+            _ => {
+                s.push_str(&g.num());
+                for _ in 0..g.below(5) {
+                    s.push('.');
+                    s.push_str(&g.num());
+                }
+            }
+        }
+        if g.below(2) == 0 {
+            s.push_str(g.pick(&[
+                "-dev",
+                "-alpha",
+                "alpha1",
+                "-alpha.2",
+                "-beta",
+                "b3",
+                "-beta.2-dev",
+                "-RC1",
+                "RC",
+                "-rc.2",
+                "-patch1",
+                "pl2",
+                "p",
+                ".1-dev",
+                "-stable",
+                "-a",
+                "_b1",
+                ".rc1",
+                "-pl.1.2",
+                "-gamma",
+                "dev",
+                ".x-dev",
+                "-p1dev",
+            ]));
+        }
+        if g.below(8) == 0 {
+            s.push_str(g.pick(&["+build.1", "@beta", "@stable", "+"]));
+        }
+        if g.below(25) == 0 {
+            s = g
+                .pick(&["dev-main", "master", "1.x-dev", "2.1.*-dev", "v1.2.X-dev", "foo", "1.0.0 as 2.0.0"])
+                .to_string();
+        }
+        s
+    };
+    let p = pairs(7, make);
+    let input: String = p.iter().map(|(a, b)| format!("{a}\t{b}\n")).collect();
+    let script = "require '/usr/share/php/Composer/Semver/autoload.php';\n\
+                  use Composer\\Semver\\{VersionParser, Comparator};\n$p = new VersionParser();\n\
+                  while (($l = fgets(STDIN)) !== false) {\n  [$a, $b] = explode(\"\\t\", rtrim($l, \"\\n\"));\n  \
+                  try { $x = $p->normalize($a); $y = $p->normalize($b); } catch (UnexpectedValueException $e) { echo \"x\\n\"; continue; }\n  \
+                  $c = Comparator::lessThan($x, $y) ? -1 : (Comparator::equalTo($x, $y) ? 0 : (Comparator::greaterThan($x, $y) ? 1 : 'n'));\n  \
+                  echo \"$x\\t$y\\t$c\\n\";\n}\n";
+    let autoload = "/usr/share/php/Composer/Semver/autoload.php";
+    assert!(
+        std::path::Path::new(autoload).exists(),
+        "{autoload} missing: apt-get install php-cli php-composer-semver (scripts/setup.sh)"
+    );
+    let got = oracle_fields("php", &["-r", script], &input);
+    assert_eq!(got.len(), p.len(), "php answered {} of {} pairs", got.len(), p.len());
+    let norm = diskcast_vulns::versions::composer::normalize;
+    let mut kept = (Vec::new(), Vec::new());
+    let mut bad = Vec::new();
+    for ((a, b), r) in p.into_iter().zip(got) {
+        match r.as_slice() {
+            [x] if x == "x" => {
+                if norm(&a).is_some() && norm(&b).is_some() {
+                    bad.push(format!("composer rejects {a:?} or {b:?}, ours normalizes both"));
+                }
+            }
+            [x, y, c] => {
+                for (v, want) in [(&a, x), (&b, y)] {
+                    if norm(v).as_ref() != Some(want) {
+                        bad.push(format!("{v:?} normalizes to {want:?}, ours {:?}", norm(v)));
+                    }
+                }
+                // Two different branches: Composer orders them not at all.
+                if c != "n" {
+                    kept.0.push((a, b));
+                    kept.1.push(c.parse::<i32>().unwrap());
+                }
+            }
+            other => panic!("php printed {other:?}"),
+        }
+    }
+    assert!(bad.is_empty(), "{} differ:\n{}", bad.len(), bad[..bad.len().min(30)].join("\n"));
+    assert!(kept.0.len() > PAIRS / 2, "{} valid pairs", kept.0.len());
+    check(Scheme::Composer, &kept.0, &kept.1);
 }

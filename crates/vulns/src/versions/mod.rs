@@ -2,10 +2,12 @@
 //! implementation (tests/versions.rs).
 
 pub mod apk;
+pub mod composer;
 pub mod dpkg;
 pub mod maven;
 pub mod pep440;
 pub mod rpm;
+pub mod rubygems;
 pub mod semver;
 
 use std::cmp::Ordering;
@@ -25,6 +27,10 @@ pub enum Scheme {
     Semver,
     /// Maven's `ComparableVersion`.
     Maven,
+    /// RubyGems (`Gem::Version`).
+    RubyGems,
+    /// Packagist (Composer's normalization, then `version_compare`).
+    Composer,
 }
 
 impl Scheme {
@@ -37,6 +43,8 @@ impl Scheme {
             Scheme::Pep440 => pep440::compare(a, b),
             Scheme::Semver => semver::compare(a, b),
             Scheme::Maven => maven::compare(a, b),
+            Scheme::RubyGems => rubygems::compare(a, b),
+            Scheme::Composer => composer::compare(a, b),
         }
     }
 }
