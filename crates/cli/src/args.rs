@@ -4,7 +4,7 @@
 
 use crate::cmd::{
     cat, check, compare, convert, create, dd, docs, extract, formats, info, inspect, iso, ls, measure, mkdisk, mkfs,
-    oci, resize, usb, vm, wim, write,
+    oci, resize, usb, vm, vulndb, wim, write,
 };
 use clap::{Parser, Subcommand};
 
@@ -145,6 +145,9 @@ Examples:
     /// Container images: inspect an OCI or Docker image.
     #[command(subcommand)]
     Oci(oci::OciCommand),
+    /// The OSV advisory database `inspect --vuln-db` reads: fetch or refresh it.
+    #[command(subcommand)]
+    Vulndb(vulndb::VulndbCommand),
     /// Build a filesystem image (FAT32, FAT16, ext4) from a tree, in any block format.
     #[command(after_help = MKFS_HELP)]
     Mkfs(mkfs::MkfsArgs),
@@ -354,8 +357,9 @@ Ruby specifications/*.gemspec, Composer's installed.json. Nothing is extracted. 
 SOURCE_DATE_EPOCH set, SPDX and CycloneDX documents are the same bytes on every run.
 
 --vuln-db matches the packages offline against OSV advisories as osv.dev publishes them
-(a directory of *.json, or the zip), each ecosystem in its own version order (dpkg, rpm,
-apk, PEP 440, semver, Maven); Debian and Ubuntu advisories through each package's
+(a directory of *.json and zips, as `diskcast vulndb update DIR` fetches them, or one
+zip), each ecosystem in its own version order (dpkg, rpm, apk, PEP 440, semver, Maven,
+RubyGems, Composer); Debian and Ubuntu advisories through each package's
 source. Findings follow the packages in the table, and are the vulnerabilities array of
 json and cyclonedx-json. Exit 0: none found; 3: some found (at or above --fail-on).";
 

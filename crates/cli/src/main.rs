@@ -59,6 +59,7 @@ fn run(command: Command) -> Result<u8, Failure> {
         Command::Mkfs(a) => mkfs::run(a).map_err(Failure::from),
         Command::Mkdisk(a) => mkdisk::run(a).map_err(Failure::from),
         Command::Vm(a) => vm::run(a).map_err(Failure::from),
+        Command::Vulndb(c) => vulndb::run(c).map_err(Failure::from),
         Command::Wim(c) => wim::run(c).map_err(Failure::from),
         Command::Write(a) => write::run(a).map_err(Failure::from),
         Command::Resize(a) => resize::run(a).map_err(Failure::from),

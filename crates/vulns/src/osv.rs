@@ -1,6 +1,7 @@
 //! OSV advisories (<https://ossf.github.io/osv-schema/>) and the database they come in:
-//! a directory of `*.json` files (optionally one subdirectory per ecosystem), or a zip
-//! of them (osv.dev's `all.zip` or one ecosystem's `ECOSYSTEM/all.zip`). Each advisory
+//! a directory of `*.json` files (optionally one subdirectory per ecosystem) and of zips
+//! of them (as `vulndb update` lays them out: `all.zip`, `ECOSYSTEM/all.zip`), or one zip
+//! (osv.dev's `all.zip` or one ecosystem's `ECOSYSTEM/all.zip`). Each advisory
 //! is parsed on its own: a file that is not JSON, not an advisory or over a cap is a
 //! warning naming it, and the rest is still read. The database is streamed: an advisory
 //! is handed to the caller and dropped, so memory stays at one advisory.
@@ -279,17 +280,40 @@ pub fn read_db(
 /// be read.
 type OneFile<'a> = dyn FnMut(&str, Result<Vec<u8>, String>) + 'a;
 
-/// The `*.json` files of a directory tree, read through diskcast's host directory reader
-/// (nothing followed, each file opened beneath its directory).
+/// Running totals over a whole database (a directory may hold several zips).
+#[derive(Debug, Default)]
+struct Totals {
+    files: usize,
+    bytes: u64,
+}
+
+impl Totals {
+    /// Counts one file of `size` bytes; an error past [`MAX_FILES`] or [`MAX_DB_BYTES`].
+    fn add(&mut self, size: u64, db: &str) -> Result<(), String> {
+        self.files += 1;
+        self.bytes = self.bytes.saturating_add(size);
+        if self.files > MAX_FILES || self.bytes > MAX_DB_BYTES {
+            return Err(format!(
+                "{db}: more than the MAX_FILES ({MAX_FILES} files) or MAX_DB_BYTES ({MAX_DB_BYTES} bytes) cap"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The `*.json` files of a directory tree, and the `*.zip` files in it (`vulndb
+/// update` writes `all.zip` and `ECOSYSTEM/all.zip`), read through diskcast's host
+/// directory reader (nothing followed, each file opened beneath its directory).
 fn read_dir(path: &Path, one: &mut OneFile<'_>) -> Result<(), String> {
     let tree = diskcast_host::read_dir(path, &diskcast_host::DirOptions::default()).map_err(|e| e.to_string())?;
-    let mut files = 0usize;
-    let mut total = 0u64;
+    let shown = path.display().to_string();
+    let mut totals = Totals::default();
     for (rel, id) in tree.walk(diskcast_tree::NodeId::ROOT) {
-        if !rel.ends_with(b".json") {
+        let zip = rel.ends_with(b".zip");
+        if !rel.ends_with(b".json") && !zip {
             continue;
         }
-        let name = format!("{}/{}", path.display(), String::from_utf8_lossy(&rel));
+        let name = format!("{shown}/{}", String::from_utf8_lossy(&rel));
         let f = match &tree.node(id).kind {
             diskcast_tree::Kind::File(f) => f,
             diskcast_tree::Kind::Symlink(_) => {
@@ -302,14 +326,23 @@ fn read_dir(path: &Path, one: &mut OneFile<'_>) -> Result<(), String> {
             one(&name, Err(format!("deeper than the MAX_DEPTH cap ({MAX_DEPTH}): not read")));
             continue;
         }
-        files += 1;
-        total = total.saturating_add(f.size);
-        if files > MAX_FILES || total > MAX_DB_BYTES {
-            return Err(format!(
-                "{}: more than the MAX_FILES ({MAX_FILES} files) or MAX_DB_BYTES ({MAX_DB_BYTES} bytes) cap",
-                path.display()
-            ));
+        if zip {
+            // Opened beneath the directory, checked to be the file scanned.
+            let opened = match &f.content {
+                diskcast_tree::Content::Host(h) => h.open().map_err(|e| e.to_string()),
+                _ => Err("not a host file".to_string()),
+            };
+            // A zip that cannot be opened is a warning like any bad file; the rest is read.
+            match opened.and_then(|img| img.file().try_clone().map_err(|e| e.to_string())) {
+                Ok(file) => match open_zip(file) {
+                    Ok(z) => read_members(z, &name, one, &mut totals)?,
+                    Err(e) => one(&name, Err(e)),
+                },
+                Err(e) => one(&name, Err(format!("cannot open: {e}"))),
+            }
+            continue;
         }
+        totals.add(f.size, &shown)?;
         if f.size > MAX_ADVISORY_BYTES {
             one(&name, Err(format!("{} bytes, more than the MAX_ADVISORY_BYTES cap ({MAX_ADVISORY_BYTES})", f.size)));
             continue;
@@ -319,16 +352,29 @@ fn read_dir(path: &Path, one: &mut OneFile<'_>) -> Result<(), String> {
     Ok(())
 }
 
-/// The `*.json` members of a zip, each inflated to at most [`MAX_ADVISORY_BYTES`].
+/// The `*.json` members of the zip at `path`.
 fn read_zip(path: &Path, one: &mut OneFile<'_>) -> Result<(), String> {
     let shown = path.display().to_string();
     let file = std::fs::File::open(path).map_err(|e| format!("{shown}: {e}"))?;
-    let mut zip = zip::ZipArchive::new(std::io::BufReader::new(file))
-        .map_err(|e| format!("{shown}: not a zip or a directory: {e}"))?;
+    let zip = open_zip(file).map_err(|e| format!("{shown}: {e}"))?;
+    read_members(zip, &shown, one, &mut Totals::default())
+}
+
+type Zip = zip::ZipArchive<std::io::BufReader<std::fs::File>>;
+
+/// A zip's central directory read.
+fn open_zip(file: std::fs::File) -> Result<Zip, String> {
+    let zip =
+        zip::ZipArchive::new(std::io::BufReader::new(file)).map_err(|e| format!("not a zip or a directory: {e}"))?;
     if zip.len() > MAX_FILES {
-        return Err(format!("{shown}: {} members, more than the MAX_FILES cap ({MAX_FILES})", zip.len()));
+        return Err(format!("{} members, more than the MAX_FILES cap ({MAX_FILES})", zip.len()));
     }
-    let mut total = 0u64;
+    Ok(zip)
+}
+
+/// The `*.json` members of a zip (`shown` in messages), each inflated to at most
+/// [`MAX_ADVISORY_BYTES`].
+fn read_members(mut zip: Zip, shown: &str, one: &mut OneFile<'_>, totals: &mut Totals) -> Result<(), String> {
     for i in 0..zip.len() {
         let mut member = match zip.by_index(i) {
             Ok(m) => m,
@@ -351,10 +397,7 @@ fn read_zip(path: &Path, one: &mut OneFile<'_>) -> Result<(), String> {
         // The size in the header may lie: the read stops at the cap all the same.
         let mut bytes = Vec::new();
         let read = (&mut member).take(MAX_ADVISORY_BYTES + 1).read_to_end(&mut bytes);
-        total = total.saturating_add(u64_from_usize(bytes.len()));
-        if total > MAX_DB_BYTES {
-            return Err(format!("{shown}: more than the MAX_DB_BYTES cap ({MAX_DB_BYTES} bytes) inflated"));
-        }
+        totals.add(u64_from_usize(bytes.len()), &format!("{shown} (inflated)"))?;
         let bytes = match read {
             Err(e) => Err(format!("damaged zip member: {e}")),
             Ok(_) if u64_from_usize(bytes.len()) > MAX_ADVISORY_BYTES => {

@@ -76,9 +76,10 @@ pub struct InspectArgs {
     pub output: InspectOutput,
     #[command(flatten)]
     pub source: SourceArgs,
-    /// Match the packages against the OSV advisories in DIR (`*.json`, one subdirectory
-    /// per ecosystem allowed) or in ZIP (osv.dev's all.zip or an ecosystem's zip); exit 3
-    /// when a package is affected.
+    /// Match the packages against the OSV advisories in DIR (`*.json` and zips of them,
+    /// one subdirectory per ecosystem allowed, as `diskcast vulndb update DIR` fetches
+    /// them) or in ZIP (osv.dev's all.zip or an ecosystem's zip); exit 3 when a package is
+    /// affected.
     #[arg(long, value_name = "DIR|ZIP")]
     pub vuln_db: Option<PathBuf>,
     /// With --vuln-db: exit 3 only for findings at least this severe (a finding whose

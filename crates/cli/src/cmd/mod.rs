@@ -23,5 +23,6 @@ pub mod oci;
 pub mod resize;
 pub mod usb;
 pub mod vm;
+pub mod vulndb;
 pub mod wim;
 pub mod write;
