@@ -224,20 +224,31 @@ fn pep440_order_matches_python_packaging() {
                   print(-1 if x < y else 0 if x == y else 1)\n";
     let got = oracle_lines("/usr/bin/python3", &["-c", script], &input);
     assert_eq!(got.len(), p.len());
-    // Which strings are versions at all: packaging decides, ours must agree.
-    let valid = |v: &str| diskcast_vulns::versions::pep440::is_valid(v);
+    check_valid_then_order(Scheme::Pep440, "packaging", diskcast_vulns::versions::pep440::is_valid, p, got);
+}
+
+/// Which strings are versions at all: the reference (`who`, answering `x` for a pair
+/// with one it rejects) decides and `valid` must agree; then the order of the pairs it
+/// takes is checked.
+fn check_valid_then_order(
+    scheme: Scheme,
+    who: &str,
+    valid: fn(&str) -> bool,
+    pairs: Vec<(String, String)>,
+    answers: Vec<String>,
+) {
     let mut kept = (Vec::new(), Vec::new());
-    for ((a, b), r) in p.into_iter().zip(got) {
+    for ((a, b), r) in pairs.into_iter().zip(answers) {
         if r == "x" {
-            assert!(!(valid(&a) && valid(&b)), "packaging rejects {a:?} or {b:?}, ours takes both");
+            assert!(!(valid(&a) && valid(&b)), "{who} rejects {a:?} or {b:?}, ours takes both");
         } else {
-            assert!(valid(&a) && valid(&b), "packaging takes {a:?} and {b:?}, ours rejects one");
+            assert!(valid(&a) && valid(&b), "{who} takes {a:?} and {b:?}, ours rejects one");
             kept.0.push((a, b));
             kept.1.push(r.parse::<i32>().unwrap());
         }
     }
     assert!(kept.0.len() > PAIRS / 2, "{} valid pairs", kept.0.len());
-    check(Scheme::Pep440, &kept.0, &kept.1);
+    check(scheme, &kept.0, &kept.1);
 }
 
 fn semver_make(g: &mut Gen) -> String {
@@ -365,19 +376,7 @@ fn rubygems_order_matches_gem_version() {
                   else puts \"x\" end }";
     let got = oracle_lines("ruby", &["-e", script], &input);
     assert_eq!(got.len(), p.len(), "ruby answered {} of {} pairs", got.len(), p.len());
-    let valid = diskcast_vulns::versions::rubygems::is_valid;
-    let mut kept = (Vec::new(), Vec::new());
-    for ((a, b), r) in p.into_iter().zip(got) {
-        if r == "x" {
-            assert!(!(valid(&a) && valid(&b)), "Gem::Version rejects {a:?} or {b:?}, ours takes both");
-        } else {
-            assert!(valid(&a) && valid(&b), "Gem::Version takes {a:?} and {b:?}, ours rejects one");
-            kept.0.push((a, b));
-            kept.1.push(r.parse::<i32>().unwrap());
-        }
-    }
-    assert!(kept.0.len() > PAIRS / 2, "{} valid pairs", kept.0.len());
-    check(Scheme::RubyGems, &kept.0, &kept.1);
+    check_valid_then_order(Scheme::RubyGems, "Gem::Version", diskcast_vulns::versions::rubygems::is_valid, p, got);
 }
 
 #[test]
