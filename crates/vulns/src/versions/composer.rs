@@ -282,7 +282,7 @@ fn strtol(s: &[u8]) -> i64 {
 }
 
 /// PHP's `version_compare` (ext/standard/versioning.c's order).
-pub fn php_version_compare(a: &[u8], b: &[u8]) -> Ordering {
+fn php_version_compare(a: &[u8], b: &[u8]) -> Ordering {
     if a.is_empty() || b.is_empty() {
         return (!a.is_empty()).cmp(&!b.is_empty());
     }
