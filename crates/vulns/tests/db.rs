@@ -1,6 +1,6 @@
 //! The OSV database reader on hostile input: files that are not JSON or not advisories,
 //! over the size cap (loose and as a zip member that inflates past it), a symlink, a
-//! path that is no database. Each bad file is one warning naming it; the good ones are
+//! directory of zips with one that is no zip, a path that is no database. Each bad file is one warning naming it; the good ones are
 //! still read. Zips are made by Python's zipfile.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -71,6 +71,20 @@ fn bad_files_are_warnings_naming_them_and_the_rest_is_read() {
         warnings.iter().any(|w| w.contains("db.zip!/npm/huge.json") && w.contains("MAX_ADVISORY_BYTES")),
         "{warnings:#?}"
     );
+
+    // A directory of zips, as `vulndb update` lays it out: each zip read, one that is no
+    // zip (or a symlink to one) a warning naming it, the rest still read.
+    let zips = t.path().join("zips");
+    std::fs::create_dir_all(zips.join("npm")).unwrap();
+    std::fs::rename(&zip, zips.join("npm/all.zip")).unwrap();
+    std::fs::write(zips.join("all.zip"), b"PK\x03\x04 cut short").unwrap();
+    std::os::unix::fs::symlink(zips.join("npm/all.zip"), zips.join("link.zip")).unwrap();
+    let (ids, warnings) = read(&zips);
+    assert_eq!(ids, ["GHSA-good"]);
+    assert_eq!(warnings.len(), 6, "{warnings:#?}");
+    assert!(warnings.iter().any(|w| w.contains("zips/all.zip: not a zip")), "{warnings:#?}");
+    assert!(warnings.iter().any(|w| w.contains("zips/link.zip") && w.contains("symlink")), "{warnings:#?}");
+    assert!(warnings.iter().any(|w| w.contains("zips/npm/all.zip!/npm/huge.json")), "{warnings:#?}");
 
     // Not a database at all: an error naming it.
     let junk = t.path().join("junk.bin");
