@@ -46,7 +46,8 @@
 #                             orders for crates/vulns/tests/versions.rs
 #   ruby, php-cli, php-composer-semver: Gem::Version and composer/semver's VersionParser
 #                             and Comparator, the reference RubyGems and Packagist
-#                             version orders for crates/vulns/tests/versions.rs
+#                             version orders for crates/vulns/tests/versions.rs and
+#                             tests/integration/vulndb.rs (whose gem `gem` builds and installs)
 #   squashfs-tools:           mksquashfs (every compressor) makes the squashfs reader's inputs,
 #                             unsquashfs -lln/-d judges its listing and extraction
 #   wimtools:                 wimlib-imagex: captures the WIMs the WIM splitter reads; its
@@ -158,7 +159,7 @@ for tool in qemu-img qemu-io qemu-system-x86_64 kill timeout xorriso genisoimage
   docker-registry busybox cpio setfattr getfattr setcap getcap tar gzip xz zstd setpriv mkfifo mknod \
   grub-mkimage mmdebstrap rpm rpmbuild sqlite3 gpg gpg-agent gpgconf \
   db5.3_load db5.3_dump wimlib-imagex node npm jar go objcopy bmaptool openssl strace \
-  bash fish zsh elvish groff man mandoc script git systemd-repart cloud-init resize2fs dumpe2fs ruby php; do
+  bash fish zsh elvish groff man mandoc script git systemd-repart cloud-init resize2fs dumpe2fs ruby gem php; do
   command -v "$tool" >/dev/null || { echo "setup: $tool is still missing after install" >&2; exit 1; }
 done
 [ -e /usr/lib/grub-rescue/grub-rescue-cdrom.iso ] || { echo "setup: grub-rescue-pc's ISO is missing after install" >&2; exit 1; }
