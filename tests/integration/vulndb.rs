@@ -3,8 +3,10 @@
 //! (zips made by Python's zipfile) with an `ETag` (answering `If-None-Match` with 304),
 //! `Last-Modified`, and 500s or a non-zip on demand. The root has a gem `gem install`
 //! installed and a Composer `installed.json`; the findings expected are decided by Ruby's
-//! `Gem::Version` and composer/semver's `VersionParser`/`Comparator`.
+//! `Gem::Version` and composer/semver's `VersionParser`/`Comparator`, their CVSS v4.0
+//! score by Red Hat's `cvss` library, the CycloneDX document by cyclonedx-python-lib.
 
+use crate::inspect::{CYCLONEDX_CHECK, assert_python_accepts};
 use crate::oci_common::run;
 use crate::support::*;
 use serde_json::{Value, json};
@@ -319,6 +321,16 @@ fn update_fetches_once_keeps_the_old_database_on_errors_and_inspect_reads_it() {
             "medium"
         }
     );
+
+    // CycloneDX rates them by the v4.0 method, and cyclonedx-python-lib accepts the document.
+    let doc = dc(&["inspect", "--output", "cyclonedx-json", "--vuln-db", &s(&db), &s(&root)]).expect_code(3);
+    assert_python_accepts(t.path(), CYCLONEDX_CHECK, &doc.stdout, "cyclonedx-json");
+    for v in doc.json()["vulnerabilities"].as_array().unwrap() {
+        assert_eq!(
+            (v["ratings"][0]["method"].as_str(), v["ratings"][0]["score"].as_f64()),
+            (Some("CVSSv4"), Some(score))
+        );
+    }
 
     // A changed zip is fetched again; the other stays.
     let mut more = gems.clone();
