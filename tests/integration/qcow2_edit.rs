@@ -309,19 +309,21 @@ fn hostile_snapshot_tables_are_refused_naming_the_cap() {
     let good = qcow2(d.path(), "good.qcow2", "", "4M", &["write -P 0x11 0 1M"]);
     qemu_img(&["snapshot", "-c", "s1", &s(&good)]);
     let table = read_be_u64(&good, 64);
-    // (what is patched, the words the refusal names)
-    let cases: [(&str, Box<dyn Fn(&Path)>, &[&str]); 6] = [
-        ("too many snapshots", Box::new(|p| patch_u32(p, 60, 70_000)), &["70000 snapshots", "65536"]),
-        ("table past EOF", Box::new(|p| patch_u64(p, 64, 1 << 40)), &["snapshot table", "inside the"]),
-        ("entries past EOF", Box::new(|p| patch_u32(p, 60, 60_000)), &["runs past the end of the file"]),
-        ("extra data", Box::new(move |p| patch_u32(p, table + 36, 4096)), &["extra data", "1024"]),
-        ("name past EOF", Box::new(move |p| patch(p, table + 14, &0xffffu16.to_be_bytes())), &["runs past the end"]),
-        ("misaligned L1", Box::new(move |p| patch_u64(p, table, 0x10200)), &["L1 table", "cluster aligned"]),
+    // (what is patched: offset and bytes, the words the refusal names)
+    let be32 = |v: u32| v.to_be_bytes().to_vec();
+    let be64 = |v: u64| v.to_be_bytes().to_vec();
+    let cases: [(&str, u64, Vec<u8>, &[&str]); 6] = [
+        ("too many snapshots", 60, be32(70_000), &["70000 snapshots", "65536"]),
+        ("table past EOF", 64, be64(1 << 40), &["snapshot table", "inside the"]),
+        ("entries past EOF", 60, be32(60_000), &["runs past the end of the file"]),
+        ("extra data", table + 36, be32(4096), &["extra data", "1024"]),
+        ("name past EOF", table + 14, 0xffffu16.to_be_bytes().to_vec(), &["runs past the end"]),
+        ("misaligned L1", table, be64(0x10200), &["L1 table", "cluster aligned"]),
     ];
-    for (what, damage, words) in cases {
+    for (what, at, bytes, words) in cases {
         let p = d.path().join("bad.qcow2");
         std::fs::copy(&good, &p).unwrap();
-        damage(&p);
+        patch(&p, at, &bytes);
         let before = read(&p);
         dc_snapshot(&["-l"], &p).expect_code(1).expect_diskcast_error().expect_stderr_all(words);
         dc_snapshot(&["-a", "s1"], &p).expect_code(1).expect_diskcast_error().expect_stderr_all(words);

@@ -391,6 +391,22 @@ impl<F: Borrow<ImageFile>> Editor<F> {
         self.cs / 8
     }
 
+    /// L1 entry `idx` (`e`, allocated) must name a cluster-aligned L2 table inside the
+    /// file, with its reserved bits clear.
+    fn check_l1_entry(&self, idx: usize, e: u64) -> Result<()> {
+        let host = e & OFFSET_MASK;
+        if e & L1_RESERVED != 0
+            || !host.is_multiple_of(self.cs)
+            || host.checked_add(self.cs).is_none_or(|x| x > self.end)
+        {
+            return Err(Error::corrupt(format!(
+                "L1 entry {idx} ({e:#x}) is not a cluster-aligned L2 table inside the file; run qemu-img check"
+            ))
+            .with_field("l1_entry"));
+        }
+        Ok(())
+    }
+
     /// The L2 table at L1 index `idx` as it is now (`None`: unallocated).
     fn l2_table(&mut self, idx: usize) -> Result<Option<&mut L2>> {
         let e = self.l1.get(idx).copied().unwrap_or(0);
@@ -399,15 +415,7 @@ impl<F: Borrow<ImageFile>> Editor<F> {
             return Ok(None);
         }
         if !self.l2.contains_key(&idx) {
-            if e & L1_RESERVED != 0
-                || !host.is_multiple_of(self.cs)
-                || host.checked_add(self.cs).is_none_or(|x| x > self.end)
-            {
-                return Err(Error::corrupt(format!(
-                    "L1 entry {idx} ({e:#x}) is not a cluster-aligned L2 table inside the file; run qemu-img check"
-                ))
-                .with_field("l1_entry"));
-            }
+            self.check_l1_entry(idx, e)?;
             let entries = read_u64_table(self.file(), host, self.l2_entries(), "l2_table")?;
             self.l2.insert(idx, L2 { host, entries, dirty: false });
         }
@@ -652,15 +660,7 @@ impl<F: Borrow<ImageFile>> Editor<F> {
             if host == 0 {
                 continue;
             }
-            if e & L1_RESERVED != 0
-                || !host.is_multiple_of(self.cs)
-                || host.checked_add(self.cs).is_none_or(|x| x > self.end)
-            {
-                return Err(Error::corrupt(format!(
-                    "L1 entry {i} ({e:#x}) is not a cluster-aligned L2 table inside the file; run qemu-img check"
-                ))
-                .with_field("l1_entry"));
-            }
+            self.check_l1_entry(i, e)?;
             *tables.entry(host).or_default() += 1;
         }
         let file_len = self.file().len()?;
