@@ -37,6 +37,10 @@ use std::collections::BTreeMap;
 /// the reader's L2 cache bound).
 const MAX_CACHED_BYTES: u64 = 32 << 20;
 
+/// What one dropped reference waiting for a flush costs in memory (a B-tree entry of
+/// two u64s with its share of the nodes), counted against [`MAX_CACHED_BYTES`].
+const PENDING_FREE_BYTES: u64 = 64;
+
 /// Header byte offsets of the fields the editor changes (qcow2.txt "Header").
 const SIZE_FIELD: u64 = 24;
 /// `refcount_table_offset` (u64) and `refcount_table_clusters` (u32), written together.
@@ -635,10 +639,11 @@ impl<F: Borrow<ImageFile>> Editor<F> {
         self.file().sync()
     }
 
-    /// Keeps the tables in memory under [`MAX_CACHED_BYTES`]: past it, flushes and
-    /// forgets the clean ones.
+    /// Keeps the tables and the dropped references in memory under
+    /// [`MAX_CACHED_BYTES`]: past it, flushes and forgets the clean tables.
     fn trim_cache(&mut self) -> Result<()> {
-        let held = u64_from_usize(self.l2.len() + self.blocks.len()) * self.cs;
+        let held = u64_from_usize(self.l2.len() + self.blocks.len()) * self.cs
+            + u64_from_usize(self.pending_frees.len()) * PENDING_FREE_BYTES;
         if held > MAX_CACHED_BYTES {
             self.flush()?;
             self.l2.clear();
