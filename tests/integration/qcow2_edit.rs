@@ -333,3 +333,41 @@ fn hostile_snapshot_tables_are_refused_naming_the_cap() {
         assert!(read(&p) == before, "{what}: a refused command changed the image");
     }
 }
+
+#[test]
+fn snapshot_and_convert_n_refuse_encrypted_images_and_images_in_use() {
+    let d = tmp();
+    let src = qcow2(d.path(), "src.qcow2", "", "8M", &["write -P 0x11 0 1M"]);
+    // LUKS-encrypted: diskcast has no key handling, and says so before writing anything.
+    let enc = d.path().join("enc.qcow2");
+    qemu_img(&[
+        "create",
+        "-q",
+        "--object",
+        "secret,id=sec0,data=password",
+        "-f",
+        "qcow2",
+        "-o",
+        "encrypt.format=luks,encrypt.key-secret=sec0",
+        &s(&enc),
+        "8M",
+    ]);
+    let before = read(&enc);
+    dc(&["convert", "-n", "-O", "qcow2", &s(&src), &s(&enc)]).expect_code(1).expect_stderr_all(&["encrypted", "LUKS"]);
+    dc_snapshot(&["-c", "s1"], &enc).expect_code(1).expect_stderr_all(&["encrypted", "LUKS"]);
+    assert!(read(&enc) == before);
+    // An image qemu-io holds open for writing is refused, as qemu-img refuses it.
+    let q = qcow2(d.path(), "busy.qcow2", "", "8M", &[]);
+    let mut qio = std::process::Command::new("qemu-io")
+        .args(["-f", "qcow2", &s(&q)])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until_qemu_sees_lock("qcow2", &q);
+    dc_snapshot(&["-c", "s1"], &q).expect_code(1).expect_stderr_all(&["in use"]);
+    dc(&["convert", "-n", "-O", "qcow2", &s(&src), &s(&q)]).expect_code(1).expect_stderr_all(&["in use"]);
+    drop(qio.stdin.take());
+    qio.wait().unwrap();
+    assert!(qemu_info(&q).get("snapshots").is_none());
+}
