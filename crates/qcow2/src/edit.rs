@@ -88,12 +88,31 @@ pub struct Editor<F: Borrow<ImageFile>> {
     /// References dropped but not yet counted down, by cluster index (applied by
     /// [`Editor::flush`] after the tables that dropped them are on disk).
     pending_frees: BTreeMap<u64, u64>,
+    /// Persistent bitmaps are in use (opened with [`Editor::open_keeping_bitmaps`]):
+    /// guest writes are refused.
+    has_bitmaps: bool,
 }
 
 impl<F: Borrow<ImageFile>> Editor<F> {
     /// Opens the image in `file` for editing, refusing what the editor cannot keep
     /// consistent (see the module documentation).
     pub fn open(file: F) -> Result<Self> {
+        let ed = Self::open_keeping_bitmaps(file)?;
+        if ed.has_bitmaps {
+            return Err(Error::unsupported(
+                "the image has persistent dirty bitmaps, which record every cluster the guest changes; diskcast \
+                 does not update them, so editing would make them lie; remove them (qemu-img bitmap --remove) \
+                 or use qemu-img",
+            )
+            .with_field("bitmaps"));
+        }
+        Ok(ed)
+    }
+
+    /// The same, also for an image with persistent bitmaps, for changes to metadata only
+    /// (the bitmaps themselves): clusters can be allocated and freed (the bitmaps'
+    /// clusters are counted like any other), but guest writes are refused.
+    pub fn open_keeping_bitmaps(file: F) -> Result<Self> {
         let f: &ImageFile = file.borrow();
         let h = Header::read(f)?;
         h.check_supported()?;
@@ -111,14 +130,8 @@ impl<F: Borrow<ImageFile>> Editor<F> {
             )
             .with_field("incompatible_features"));
         }
-        if h.bitmaps.is_some_and(|b| b.nb_bitmaps > 0) && h.autoclear & crate::bitmap::AUTOCLEAR_BITMAPS != 0 {
-            return Err(Error::unsupported(
-                "the image has persistent dirty bitmaps, which record every cluster the guest changes; diskcast \
-                 does not update them, so editing would make them lie; remove them (qemu-img bitmap --remove) \
-                 or use qemu-img",
-            )
-            .with_field("bitmaps"));
-        }
+        let has_bitmaps =
+            h.bitmaps.is_some_and(|b| b.nb_bitmaps > 0) && h.autoclear & crate::bitmap::AUTOCLEAR_BITMAPS != 0;
         let cs = h.cluster_size();
         let rt_entries = u64::from(h.refcount_table_clusters) * cs / 8;
         let rt = read_u64_table(f, h.refcount_table_offset, rt_entries, "refcount_table_offset")?;
@@ -137,6 +150,7 @@ impl<F: Borrow<ImageFile>> Editor<F> {
             end,
             free_hint: 1,
             pending_frees: BTreeMap::new(),
+            has_bitmaps,
         })
     }
 
@@ -828,6 +842,7 @@ impl<F: Borrow<ImageFile>> Editor<F> {
     }
 
     fn write_cluster(&mut self, cluster: u64, within: u64, data: &[u8], below: Option<&dyn BlockRead>) -> Result<()> {
+        self.refuse_guest_writes()?;
         self.trim_cache()?;
         let (idx, slot) = self.guest_slot(cluster)?;
         let entry = self.l2_writable(idx, true)?.and_then(|t| t.entries.get(slot).copied()).unwrap_or(0);
@@ -861,6 +876,18 @@ impl<F: Borrow<ImageFile>> Editor<F> {
         self.release_entry(entry)
     }
 
+    /// Guest data cannot change under persistent bitmaps that would not record it.
+    fn refuse_guest_writes(&self) -> Result<()> {
+        if self.has_bitmaps {
+            return Err(Error::unsupported(
+                "guest writes into an image with persistent dirty bitmaps would not be recorded in them; \
+                 remove the bitmaps (qemu-img bitmap --remove) or use qemu-img",
+            )
+            .with_field("bitmaps"));
+        }
+        Ok(())
+    }
+
     fn set_entry(&mut self, idx: usize, slot: usize, value: u64) -> Result<()> {
         let t = self.l2.get_mut(&idx).ok_or_else(|| Error::corrupt("L2 table vanished from the cache"))?;
         if let Some(e) = t.entries.get_mut(slot)
@@ -886,6 +913,7 @@ impl<F: Borrow<ImageFile>> Editor<F> {
     /// (v3), or unallocated ones (v2 without a backing file; their old clusters are
     /// freed); v2 with a backing file, and parts of clusters, get zeros written.
     pub fn write_zeroes(&mut self, guest: u64, len: u64, below: Option<&dyn BlockRead>) -> Result<()> {
+        self.refuse_guest_writes()?;
         let end = range_end(guest, len, self.h.size)?;
         let backed = self.h.backing_file.is_some();
         let mut pos = guest;

@@ -107,3 +107,30 @@ fn partial_writes_over_a_backing_file_take_its_data() {
         assert!(qemu_raw(&p, dir.path()) == expected, "{opts:?}: qemu reads other bytes than were written");
     }
 }
+
+#[test]
+fn images_with_bitmaps_take_metadata_changes_but_no_guest_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("b.qcow2");
+    create(&p, "4M", "");
+    qemu_io(&p, &["write -P 0x11 0 128K"]);
+    qemu_img(&["bitmap", "--add", p.to_str().unwrap(), "b0"]);
+    let e = Editor::open(ImageFile::open_rw(&p).unwrap()).unwrap_err();
+    assert!(e.message().contains("persistent dirty bitmaps"), "{e}");
+    let mut ed = Editor::open_keeping_bitmaps(ImageFile::open_rw(&p).unwrap()).unwrap();
+    let e = ed.write(0, &[1], None).unwrap_err();
+    assert!(e.message().contains("bitmaps"), "{e}");
+    // The allocator skips the bitmaps' clusters (they are counted): a cluster taken and
+    // given back leaves the image as consistent as qemu left it.
+    let before = qemu_raw(&p, dir.path());
+    let at = ed.allocate(1).unwrap();
+    assert!(ed.refcount(at).unwrap() == 1);
+    ed.flush().unwrap();
+    ed.free(at, 1).unwrap();
+    ed.flush().unwrap();
+    drop(ed);
+    assert_qemu_check_clean(&p);
+    assert!(qemu_raw(&p, dir.path()) == before);
+    let info = qemu_img(&["info", "--output=json", p.to_str().unwrap()]);
+    assert!(info.contains("\"b0\""), "{info}");
+}
