@@ -5,8 +5,10 @@
 //! kernel on the ESP (FAT) means every loader, UEFI or BIOS, reads it the same way.
 #![forbid(unsafe_code)]
 
+pub mod authenticode;
 pub mod grub_bios;
 pub mod grub_efi;
+pub mod secure_boot;
 pub mod systemd_boot;
 
 /// One bootable entry, as every loader sees it.
