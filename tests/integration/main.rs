@@ -55,6 +55,7 @@ mod vm;
 mod vm_bios;
 mod vm_bus;
 mod vm_firstboot;
+mod vm_secureboot;
 mod wim;
 mod write;
 mod writers;

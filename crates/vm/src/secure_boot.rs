@@ -157,7 +157,7 @@ pub fn shim_chain(tree: &Tree, opts: &VmOptions, warnings: &mut Vec<String>) -> 
             data,
             from,
             "MokManager",
-            &format!("install Debian's {} package, or remove the file", sb::MOK_MANAGER_PACKAGE),
+            &format!("use the mmx64.efi.signed of Debian's {} package", sb::MOK_MANAGER_PACKAGE),
         )?),
         None => {
             warnings.push(format!(
