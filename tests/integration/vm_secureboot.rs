@@ -219,3 +219,47 @@ fn unsigned_kernel_grub_shim_or_systemd_boot_are_refused_before_writing() {
     let r = dc(&["check", "--profile", "qemu", "--secure-boot", &s(&out)]).expect_code(4);
     assert!(r.stdout_str().contains("unsigned-loader: EFI/BOOT/BOOTX64.EFI"), "{}", r.describe());
 }
+
+/// Without --shim, --grub-efi and --kernel, the image's own signed files are used (this
+/// machine has no shim-signed installed: setup.sh only unpacks it), and the image's own
+/// kernel is checked like a given one.
+#[test]
+fn the_images_own_shim_grub_and_kernel_are_used_and_checked() {
+    let t = tmp();
+    let kernel = test_kernel();
+    let name = kernel.file_name().unwrap().to_str().unwrap().to_string();
+    let image = |dir: &str, kernel: &Path| {
+        let work = t.path().join(dir);
+        std::fs::create_dir_all(&work).unwrap();
+        let files = [
+            ("/usr/lib/shim/shimx64.efi.signed".to_string(), std::fs::read(shim()).unwrap()),
+            ("/usr/lib/shim/mmx64.efi.signed".into(), std::fs::read(asset("usr/lib/shim/mmx64.efi.signed")).unwrap()),
+            ("/usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed".into(), std::fs::read(grub()).unwrap()),
+            (format!("/boot/{name}"), std::fs::read(kernel).unwrap()),
+        ];
+        let extra: Vec<(&str, &[u8])> = files.iter().map(|(p, b)| (p.as_str(), b.as_slice())).collect();
+        guest(&work, "unused", &extra)
+    };
+    let tar = image("signed", &kernel);
+    let out = t.path().join("vm.qcow2");
+    let summary =
+        dc_ok(&["vm", &s(&tar), "-o", &s(&out), "--profile", "qemu", "--secure-boot", "--output", "json"]).json();
+    let chain = summary["secure-boot"].to_string();
+    for from in [
+        "shim the image's /usr/lib/shim/shimx64.efi.signed",
+        "GRUB the image's /usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed",
+        "MokManager the image's /usr/lib/shim/mmx64.efi.signed",
+        &format!("kernel /boot/{name}"),
+    ] {
+        assert!(chain.contains(from), "{from} not in {chain}");
+    }
+    dc_ok(&["check", "--profile", "qemu", "--secure-boot", &s(&out)]);
+    std::fs::remove_file(&out).unwrap();
+
+    let unsigned = unsigned_copy(&kernel, &t.path().join("vmlinuz.unsigned"));
+    let tar = image("unsigned", &unsigned);
+    dc(&["vm", &s(&tar), "-o", &s(&out), "--secure-boot"])
+        .expect_diskcast_error()
+        .expect_stderr_all(&[&format!("the kernel /boot/{name}"), "carries no Authenticode signature"]);
+    assert_no_output(&out);
+}
