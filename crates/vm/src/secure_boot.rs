@@ -126,7 +126,8 @@ pub fn shim_chain(tree: &Tree, opts: &VmOptions, warnings: &mut Vec<String>) -> 
     );
     let (data, from) = pick(tree, opts.shim.as_deref(), "--shim", sb::SHIM_DIST, "shim")?.ok_or_else(|| {
         Error::unsupported(format!(
-            "--secure-boot: no shim: neither the image nor this machine has {}; {shim_fix}",
+            "--secure-boot: no shim: neither the image nor this machine has {} (systemd-boot, which diskcast \
+             installs otherwise, is not signed by Microsoft: Secure Boot firmware would refuse it); {shim_fix}",
             sb::SHIM_DIST
         ))
     })?;
