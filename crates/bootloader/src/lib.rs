@@ -4,6 +4,8 @@
 //! initramfs stored on the EFI System Partition, with one command line. Keeping the
 //! kernel on the ESP (FAT) means every loader, UEFI or BIOS, reads it the same way.
 #![forbid(unsafe_code)]
+// EFI binaries and GRUB images come from the images diskcast reads: no truncating casts.
+#![cfg_attr(not(test), deny(clippy::as_conversions))]
 
 pub mod authenticode;
 pub mod grub_bios;
