@@ -205,6 +205,16 @@ fn unsigned_kernel_grub_shim_or_systemd_boot_are_refused_before_writing() {
         .expect_diskcast_error()
         .expect_stderr_all(&["--loader", "Microsoft signs shim, not systemd-boot"]);
     assert_no_output(&out);
+    // Signed, then changed: one byte of GRUB's code. The signature no longer covers it.
+    let tampered = t.path().join("tampered.efi");
+    let mut bytes = std::fs::read(self::grub()).unwrap();
+    bytes[0x1100] ^= 0xff;
+    std::fs::write(&tampered, bytes).unwrap();
+    assert!(!sbverify_issuers(&tampered).is_empty(), "the signature is still there, for other bytes");
+    vm(&["--kernel", &kernel, "--shim", &shim, "--grub-efi", &s(&tampered)])
+        .expect_diskcast_error()
+        .expect_stderr_all(&["GRUB", "changed after it was signed"]);
+    assert_no_output(&out);
     // Not an EFI binary at all.
     vm(&["--kernel", &kernel, "--shim", &s(&tar), "--grub-efi", &grub])
         .expect_diskcast_error()

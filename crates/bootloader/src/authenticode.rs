@@ -14,13 +14,15 @@
 //!   `ContentInfo` of type signedData carrying `SpcIndirectDataContent` (Authenticode);
 //!   each signer's issuer name is reported.
 //!
-//! The RSA signature and the image digest are not checked here: the firmware, shim and
-//! GRUB do that at boot against the keys they hold, which diskcast cannot know. A binary
-//! without a well-formed Authenticode signature is one they will refuse.
+//! Each signature's SHA-256 image digest must equal the file's Authenticode hash
+//! ([`Pe::image_digest`]): a binary changed after signing is refused. The RSA signature and
+//! the certificate chain are not checked here: the firmware, shim and GRUB do that at boot
+//! against the keys they hold, which diskcast cannot know. A binary without a well-formed
+//! Authenticode signature over its own bytes is one they will refuse.
 
 use diskcast_block::{Error, Result};
 use diskcast_layout::der::{self, CONTEXT_0, OID, SEQUENCE, SET};
-use diskcast_layout::{FromBytes, Immutable, KnownLayout, Le16, Le32, Unaligned, usize_from};
+use diskcast_layout::{FromBytes, Immutable, KnownLayout, Le16, Le32, Unaligned, u64_from_usize, usize_from};
 use diskcast_tree::FileData;
 
 /// Bytes read from the start of a PE file for its headers: `e_lfanew`, the COFF and
@@ -48,6 +50,8 @@ const WIN_CERT_TYPE_PKCS_SIGNED_DATA: u16 = 0x0002;
 const OID_SIGNED_DATA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x02];
 /// 1.3.6.1.4.1.311.2.1.4 SPC_INDIRECT_DATA_OBJID (Authenticode's content type).
 const OID_SPC_INDIRECT_DATA: &[u8] = &[0x2b, 0x06, 0x01, 0x04, 0x01, 0x82, 0x37, 0x02, 0x01, 0x04];
+/// 2.16.840.1.101.3.4.2.1 SHA-256.
+const OID_SHA256: &[u8] = &[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01];
 /// X.520 attribute types as OpenSSL's one-line names show them (`/C=US/O=.../CN=...`),
 /// which `sbverify --list` prints.
 const NAME_ATTRIBUTES: [(&[u8], &str); 7] = [
@@ -116,6 +120,12 @@ pub struct Pe {
     pub cert_table: (u32, u32),
     /// The section table.
     pub sections: Vec<Section>,
+    /// `SizeOfHeaders`: the headers' bytes, hashed first.
+    size_of_headers: u64,
+    /// File offsets of the optional header's `CheckSum` and of the certificate table's
+    /// data directory entry: both are left out of the image digest.
+    checksum_at: u64,
+    cert_entry_at: Option<u64>,
 }
 
 fn bad(what: &str) -> Error {
@@ -147,16 +157,17 @@ impl Pe {
             m => return Err(bad(&format!("optional header magic {m:#x}"))),
         };
         let count = diskcast_layout::read_copy::<Le32>(&head, opt + count_at, "NumberOfRvaAndSizes")?.get();
-        let cert_table = if count > CERT_DIRECTORY {
+        let size_of_headers = diskcast_layout::read_copy::<Le32>(&head, opt + 60, "SizeOfHeaders")?.get();
+        let (cert_table, cert_entry_at) = if count > CERT_DIRECTORY {
             let at = opt + dirs_at + 8 * usize_from(CERT_DIRECTORY);
             if at + 8 > opt + opt_size {
                 return Err(bad("data directories past the optional header"));
             }
             let addr = diskcast_layout::read_copy::<Le32>(&head, at, "certificate table offset")?.get();
             let size = diskcast_layout::read_copy::<Le32>(&head, at + 4, "certificate table size")?.get();
-            (addr, size)
+            ((addr, size), Some(u64_from_usize(at)))
         } else {
-            (0, 0)
+            ((0, 0), None)
         };
         let n = usize::from(coff.sections.get());
         if n > SECTIONS_MAX {
@@ -169,7 +180,64 @@ impl Pe {
             let name = String::from_utf8_lossy(&s.name).trim_end_matches('\0').to_string();
             sections.push(Section { name, file_offset: u64::from(s.raw_at.get()), size: u64::from(s.raw_size.get()) });
         }
-        Ok(Pe { machine: coff.machine.get(), cert_table, sections })
+        Ok(Pe {
+            machine: coff.machine.get(),
+            cert_table,
+            sections,
+            size_of_headers: u64::from(size_of_headers),
+            checksum_at: u64_from_usize(opt + 64),
+            cert_entry_at,
+        })
+    }
+
+    /// The Authenticode image digest (SHA-256) of `file`, as the PE/COFF specification's
+    /// "Calculating the PE Image Hash" says: the headers but the checksum and the
+    /// certificate table's directory entry, each section's raw data in file order, then
+    /// whatever lies between the hashed length and the certificate table. Hashes each
+    /// byte at most once per section, and refuses sections that claim more than the file.
+    pub fn image_digest(&self, file: &FileData) -> Result<[u8; 32]> {
+        use sha2::Digest;
+        let (table_at, table_len) = (u64::from(self.cert_table.0), u64::from(self.cert_table.1));
+        let data_end = if table_len == 0 { file.size } else { table_at };
+        let mut h = sha2::Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut hash = |from: u64, to: u64| -> Result<()> {
+            if to > file.size || from > to {
+                return Err(Error::invalid(format!(
+                    "PE image: bytes {from}..{to} lie outside the {}-byte file",
+                    file.size
+                )));
+            }
+            let mut at = from;
+            while at < to {
+                let n = usize::try_from((to - at).min(u64_from_usize(buf.len()))).unwrap_or(buf.len());
+                file.read_at(&mut buf[..n], at)?;
+                h.update(&buf[..n]);
+                at += u64_from_usize(n);
+            }
+            Ok(())
+        };
+        let entry = self.cert_entry_at.ok_or_else(|| bad("no certificate table entry"))?;
+        if !(self.checksum_at + 4 <= entry && entry + 8 <= self.size_of_headers) {
+            return Err(bad("SizeOfHeaders does not cover the optional header"));
+        }
+        hash(0, self.checksum_at)?;
+        hash(self.checksum_at + 4, entry)?;
+        hash(entry + 8, self.size_of_headers)?;
+        let mut sections: Vec<&Section> = self.sections.iter().filter(|s| s.size > 0).collect();
+        sections.sort_by_key(|s| s.file_offset);
+        let mut hashed = self.size_of_headers;
+        for s in sections {
+            hashed = hashed.saturating_add(s.size);
+            if hashed > file.size {
+                return Err(bad(&format!("section {} and those before it claim more bytes than the file", s.name)));
+            }
+            hash(s.file_offset, s.file_offset + s.size)?;
+        }
+        if hashed < data_end {
+            hash(hashed, data_end)?;
+        }
+        Ok(h.finalize().into())
     }
 }
 
@@ -199,6 +267,7 @@ pub fn signatures(file: &FileData) -> Result<Vec<Signature>> {
     let mut table = vec![0u8; usize_from(size)];
     file.read_at(&mut table, u64::from(addr))?;
     let mut out = Vec::new();
+    let mut image: Option<[u8; 32]> = None;
     let mut at = 0usize;
     while at + size_of::<WinCertificate>() <= table.len() {
         if out.len() >= CERTS_MAX {
@@ -218,8 +287,20 @@ pub fn signatures(file: &FileData) -> Result<Vec<Signature>> {
                 w.kind.get()
             )));
         }
-        let issuers = signed_data_issuers(body)
+        let (issuers, digest) = signed_data_issuers(body)
             .map_err(|e| Error::invalid(format!("the signature at {at} of the certificate table: {e}")))?;
+        let image = match image {
+            Some(d) => d,
+            None => *image.insert(pe.image_digest(file)?),
+        };
+        if digest != image.as_slice() {
+            return Err(Error::invalid(format!(
+                "the signature at {at} of the certificate table is for another image: its SHA-256 digest {} is not \
+                 the file's {} (the file was changed after it was signed)",
+                hex(digest),
+                hex(&image)
+            )));
+        }
         out.extend(issuers.into_iter().map(|issuer| Signature { issuer }));
         at = at.saturating_add(len.next_multiple_of(8));
     }
@@ -229,8 +310,13 @@ pub fn signatures(file: &FileData) -> Result<Vec<Signature>> {
     Ok(out)
 }
 
-/// The signers' issuers of a PKCS #7 `ContentInfo` holding Authenticode `SignedData`.
-fn signed_data_issuers(body: &[u8]) -> std::result::Result<Vec<String>, &'static str> {
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// The signers' issuers of a PKCS #7 `ContentInfo` holding Authenticode `SignedData`, and
+/// the SHA-256 image digest its `SpcIndirectDataContent` signs.
+fn signed_data_issuers(body: &[u8]) -> std::result::Result<(Vec<String>, &[u8]), &'static str> {
     let (info, _) = der::expect(body, SEQUENCE, "not a ContentInfo")?;
     let (oid, rest) = der::expect(info, OID, "no content type")?;
     if oid != OID_SIGNED_DATA {
@@ -240,12 +326,27 @@ fn signed_data_issuers(body: &[u8]) -> std::result::Result<Vec<String>, &'static
     let (signed, _) = der::expect(explicit, SEQUENCE, "signedData is not a SEQUENCE")?;
     let (_version, rest) = der::expect(signed, der::INTEGER, "no signedData version")?;
     let (_digests, rest) = der::expect(rest, SET, "no digest algorithms")?;
-    let (encap, mut rest) = der::expect(rest, SEQUENCE, "no encapsulated content")?;
-    let (content_type, _) = der::expect(encap, OID, "no encapsulated content type")?;
+    let (encap, after_content) = der::expect(rest, SEQUENCE, "no encapsulated content")?;
+    let (content_type, content) = der::expect(encap, OID, "no encapsulated content type")?;
     if content_type != OID_SPC_INDIRECT_DATA {
         return Err("the signed content is not Authenticode's SpcIndirectDataContent");
     }
+    // [0] EXPLICIT SpcIndirectDataContent { data, messageDigest DigestInfo { algorithm, digest } }
+    let (explicit, _) = der::expect(content, CONTEXT_0, "no SpcIndirectDataContent")?;
+    let (indirect, _) = der::expect(explicit, SEQUENCE, "SpcIndirectDataContent is not a SEQUENCE")?;
+    let (_data, after_data) = der::expect(indirect, SEQUENCE, "no SpcAttributeTypeAndOptionalValue")?;
+    let (digest_info, _) = der::expect(after_data, SEQUENCE, "no DigestInfo")?;
+    let (algorithm, after_algorithm) = der::expect(digest_info, SEQUENCE, "no digest algorithm")?;
+    let (algorithm, _) = der::expect(algorithm, OID, "no digest algorithm OID")?;
+    if algorithm != OID_SHA256 {
+        return Err("the image digest is not SHA-256 (the only one checked)");
+    }
+    let (digest, _) = der::expect(after_algorithm, der::OCTET_STRING, "no image digest")?;
+    if digest.len() != 32 {
+        return Err("the SHA-256 image digest is not 32 bytes");
+    }
     // certificates [0] and crls [1] may come before signerInfos, the SET that ends it.
+    let mut rest = after_content;
     let signers = loop {
         let (tag, body, next) = der::element(rest)?;
         if tag == SET {
@@ -269,7 +370,7 @@ fn signed_data_issuers(body: &[u8]) -> std::result::Result<Vec<String>, &'static
     if issuers.is_empty() {
         return Err("no signer");
     }
-    Ok(issuers)
+    Ok((issuers, digest))
 }
 
 /// An X.501 Name (SEQUENCE OF SET OF AttributeTypeAndValue) as `/C=US/CN=...`;
@@ -346,6 +447,7 @@ mod tests {
         f[0x94..0x96].copy_from_slice(&240u16.to_le_bytes());
         let opt = 0x98;
         f[opt..opt + 2].copy_from_slice(&PE32_PLUS.to_le_bytes());
+        f[opt + 60..opt + 64].copy_from_slice(&0x200u32.to_le_bytes());
         f[opt + 108..opt + 112].copy_from_slice(&16u32.to_le_bytes());
         if !table.is_empty() {
             let at = opt + 112 + 32;
@@ -368,7 +470,17 @@ mod tests {
         v
     }
 
+    /// The image digest of every file [`pe`] makes (the table and its entry are not hashed).
+    fn digest() -> Vec<u8> {
+        let f = file(pe(&[]));
+        Pe::read(&f).unwrap().image_digest(&f).unwrap().to_vec()
+    }
+
     fn signed_data(content_type: &[u8], cn: &str) -> Vec<u8> {
+        signed_digest(content_type, cn, &digest())
+    }
+
+    fn signed_digest(content_type: &[u8], cn: &str, digest: &[u8]) -> Vec<u8> {
         let name =
             tlv(SEQUENCE, &tlv(SET, &tlv(SEQUENCE, &[tlv(OID, &[0x55, 4, 3]), tlv(0x0c, cn.as_bytes())].concat())));
         let signer = tlv(SEQUENCE, &[tlv(2, &[1]), tlv(SEQUENCE, &[name, tlv(2, &[9])].concat())].concat());
@@ -377,7 +489,28 @@ mod tests {
             &[
                 tlv(2, &[1]),
                 tlv(SET, &[]),
-                tlv(SEQUENCE, &tlv(OID, content_type)),
+                tlv(
+                    SEQUENCE,
+                    &[
+                        tlv(OID, content_type),
+                        tlv(
+                            CONTEXT_0,
+                            &tlv(
+                                SEQUENCE,
+                                &[
+                                    tlv(SEQUENCE, &tlv(OID, &[0x2b, 6, 1])),
+                                    tlv(
+                                        SEQUENCE,
+                                        &[tlv(SEQUENCE, &tlv(OID, OID_SHA256)), tlv(der::OCTET_STRING, digest)]
+                                            .concat(),
+                                    ),
+                                ]
+                                .concat(),
+                            ),
+                        ),
+                    ]
+                    .concat(),
+                ),
                 tlv(CONTEXT_0, b"certificates"),
                 tlv(SET, &signer),
             ]
@@ -425,6 +558,17 @@ mod tests {
         let mut short = win_cert(&body, 0x200, 2);
         short[..4].copy_from_slice(&3u32.to_le_bytes());
         assert!(signatures(&file(pe(&short))).is_err());
+        // A byte of the image changed after signing; a signature over another digest.
+        let mut changed = pe(&win_cert(&body, 0x200, 2));
+        changed[0x10] ^= 1;
+        let e = signatures(&file(changed)).unwrap_err();
+        assert!(e.to_string().contains("changed after it was signed"), "{e}");
+        let other = signed_digest(OID_SPC_INDIRECT_DATA, "x", &[7u8; 32]);
+        assert!(signatures(&file(pe(&win_cert(&other, 0x200, 2)))).is_err());
+        // The checksum field is not hashed: a file whose checksum changes still verifies.
+        let mut resummed = pe(&win_cert(&body, 0x200, 2));
+        resummed[0x98 + 64] ^= 0xff;
+        assert_eq!(signatures(&file(resummed)).unwrap().len(), 1);
     }
 
     #[test]
