@@ -132,6 +132,13 @@ pub fn shim_chain(tree: &Tree, opts: &VmOptions, warnings: &mut Vec<String>) -> 
         ))
     })?;
     let shim = signed(data, from, "shim", &shim_fix)?;
+    if !shim.issuers.contains("Microsoft") {
+        warnings.push(format!(
+            "shim {} is signed by {}, not by Microsoft: firmware with only Microsoft's keys in db (Azure, Hyper-V, \
+             most PCs) will refuse it; it boots only where that key is enrolled",
+            shim.from, shim.issuers
+        ));
+    }
     let (data, from) =
         pick(tree, opts.grub_efi.as_deref(), "--grub-efi", sb::GRUB_DIST, "signed GRUB")?.ok_or_else(|| {
             Error::unsupported(format!(
