@@ -53,6 +53,9 @@
 #   wimtools:                 wimlib-imagex: captures the WIMs the WIM splitter reads; its
 #                             split, join and verify judge our .swm parts
 #   bmap-tools:               bmaptool create/copy, what bench/write.sh measures `write` against
+#   sbsigntool:               sbverify --list: the independent judge of the Authenticode signatures
+#                             `vm --secure-boot` checks (shim, GRUB, kernel); sbattach --remove
+#                             makes the unsigned kernel and GRUB of the negative tests
 #   openssl:                  makes the keys and signatures (P-256, Ed25519, RSA) of the
 #                             --verify-key tests and checks them as the reference verifier
 #   systemd, cloud-init:      the judges of `vm`'s first-boot files (tests/integration/vm_firstboot.rs):
@@ -69,7 +72,9 @@
 #
 # It also downloads (never installs) Debian's linux-image-cloud-amd64 and unpacks it under
 # $DISKCAST_TEST_ASSETS (default /var/cache/diskcast-tests)/kernel/cloud-amd64: the kernel
-# the VM boot tests put into their guests.
+# the VM boot tests put into their guests; and shim-signed, shim-helpers-amd64-signed and
+# grub-efi-amd64-signed under $DISKCAST_TEST_ASSETS/secureboot (never into this machine's
+# boot path): the Secure Boot chain `vm --secure-boot` installs in the tests.
 set -euo pipefail
 packages=(
   qemu-utils qemu-system-x86 ovmf seabios procps coreutils time
@@ -86,6 +91,7 @@ packages=(
   wimtools
   bmap-tools
   openssl
+  sbsigntool
   strace
   bash fish zsh elvish groff-base man-db mandoc git
   systemd cloud-init
@@ -158,7 +164,7 @@ for tool in qemu-img qemu-io qemu-system-x86_64 kill timeout xorriso genisoimage
   mkudffs udfinfo mkfs.fat fsck.fat mdir mcopy sgdisk sfdisk mke2fs e2fsck debugfs skopeo umoci \
   docker-registry busybox cpio setfattr getfattr setcap getcap tar gzip xz zstd setpriv mkfifo mknod \
   grub-mkimage mmdebstrap rpm rpmbuild sqlite3 gpg gpg-agent gpgconf \
-  db5.3_load db5.3_dump wimlib-imagex node npm jar go objcopy bmaptool openssl strace \
+  db5.3_load db5.3_dump wimlib-imagex node npm jar go objcopy bmaptool openssl sbverify sbattach strace \
   bash fish zsh elvish groff man mandoc script git systemd-repart cloud-init resize2fs dumpe2fs ruby gem php; do
   command -v "$tool" >/dev/null || { echo "setup: $tool is still missing after install" >&2; exit 1; }
 done
@@ -191,23 +197,42 @@ mke2fs -V 2>&1 | awk 'NR==1 { split($2, v, "."); if (v[1] < 1 || (v[1] == 1 && (
 # and generic-amd64 (linux-image-amd64: ahci, libata and ext4 as modules; the cloud kernel
 # has no AHCI driver at all), which the AHCI boot test (tests/integration/vm_bus.rs) uses.
 assets=${DISKCAST_TEST_ASSETS:-/var/cache/diskcast-tests}
+unpack_debs() { # DIR PACKAGE...: downloaded and unpacked into DIR (replacing it), never installed
+  local dir=$1 dl p
+  shift
+  dl=$(mktemp -d)
+  chmod 777 "$dl"   # apt-get download as root hands the download to the _apt user
+  (cd "$dl" && apt-get download -qq "$@" 2>&1 | grep -v 'unsandboxed' || true)
+  for p in "$@"; do
+    ls "$dl/${p}"_*.deb >/dev/null 2>&1 || { echo "setup: could not download $p" >&2; exit 1; }
+  done
+  $sudo rm -rf "$dir"
+  $sudo mkdir -p "$dir"
+  for p in "$dl"/*.deb; do $sudo dpkg-deb -x "$p" "$dir"; done
+  rm -rf "$dl"
+}
 fetch_kernel() { # META-PACKAGE DIR
-  local kdir=$assets/kernel/$2 kpkg kdl
+  local kdir=$assets/kernel/$2 kpkg
   ls "$kdir"/boot/vmlinuz-* >/dev/null 2>&1 && return 0
   kpkg=$(apt-cache depends "$1" | awk '/Depends: linux-image-[0-9]/{print $2; exit}')
   [ -n "$kpkg" ] || { echo "setup: cannot resolve $1 to a kernel package" >&2; exit 1; }
-  kdl=$(mktemp -d)
-  chmod 777 "$kdl"   # apt-get download as root hands the download to the _apt user
-  (cd "$kdl" && apt-get download -qq "$kpkg" 2>&1 | grep -v 'unsandboxed' || true)
-  ls "$kdl"/*.deb >/dev/null 2>&1 || { echo "setup: could not download $kpkg" >&2; exit 1; }
-  $sudo rm -rf "$kdir"
-  $sudo mkdir -p "$kdir"
-  $sudo dpkg-deb -x "$kdl"/*.deb "$kdir"
-  rm -rf "$kdl"
+  unpack_debs "$kdir" "$kpkg"
   ls "$kdir"/boot/vmlinuz-* >/dev/null 2>&1 || { echo "setup: no kernel under $kdir/boot" >&2; exit 1; }
 }
 fetch_kernel linux-image-cloud-amd64 cloud-amd64
 fetch_kernel linux-image-amd64 generic-amd64
+# Secure Boot (tests/integration/vm_secureboot.rs): shim signed by Microsoft, MokManager and
+# GRUB signed by Debian, booted with OVMF's Secure Boot firmware and Microsoft's keys
+# (OVMF_CODE_4M.secboot.fd, OVMF_VARS_4M.ms.fd, both in package ovmf).
+sb=$assets/secureboot
+[ -e "$sb/usr/lib/shim/shimx64.efi.signed" ] && [ -e "$sb/usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed" ] ||
+  unpack_debs "$sb" shim-signed shim-helpers-amd64-signed grub-efi-amd64-signed
+for f in usr/lib/shim/shimx64.efi.signed usr/lib/shim/mmx64.efi.signed usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed; do
+  [ -e "$sb/$f" ] || { echo "setup: $sb/$f is missing after unpacking" >&2; exit 1; }
+done
+for f in /usr/share/OVMF/OVMF_CODE_4M.secboot.fd /usr/share/OVMF/OVMF_VARS_4M.ms.fd; do
+  [ -e "$f" ] || { echo "setup: $f (package ovmf) is missing: the Secure Boot boot test needs it" >&2; exit 1; }
+done
 [ -e /usr/lib/grub/i386-pc/boot.img ] || { echo "setup: grub-pc-bin's i386-pc images are missing after install" >&2; exit 1; }
 
 command -v cargo >/dev/null || { echo "setup: cargo not found: install Rust (https://rustup.rs) first" >&2; exit 1; }

@@ -56,6 +56,7 @@ mod vm;
 mod vm_bios;
 mod vm_bus;
 mod vm_firstboot;
+mod vm_secureboot;
 mod vulndb;
 mod wim;
 mod write;

@@ -696,6 +696,10 @@ pub fn kernel_in(dir: &Path) -> PathBuf {
 pub enum Firmware {
     /// OVMF (UEFI).
     Uefi,
+    /// OVMF with Secure Boot enforced and Microsoft's KEK and db enrolled
+    /// (`OVMF_CODE_4M.secboot.fd` with `OVMF_VARS_4M.ms.fd`; SMM on, flash writes from
+    /// SMM only, as that firmware requires).
+    SecureBoot,
     /// SeaBIOS, QEMU's default.
     Bios,
     /// SeaBIOS with its serial console: text the BIOS and loaders write to the screen
@@ -734,12 +738,22 @@ pub fn boot_to_marker(
     use std::sync::atomic::{AtomicUsize, Ordering};
     static N: AtomicUsize = AtomicUsize::new(0);
     let mut cmd = Command::new("qemu-system-x86_64");
-    cmd.args(["-machine", "q35", "-accel", "tcg", "-m", "512", "-nodefaults", "-display", "none", "-no-reboot"]);
+    let machine = if fw == Firmware::SecureBoot { "q35,smm=on" } else { "q35" };
+    cmd.args(["-machine", machine, "-accel", "tcg", "-m", "512", "-nodefaults", "-display", "none", "-no-reboot"]);
     cmd.args(["-serial", "stdio", "-monitor", "none"]);
-    if fw == Firmware::Uefi {
+    let ovmf = match fw {
+        Firmware::Uefi => Some(("OVMF_CODE_4M.fd", "OVMF_VARS_4M.fd")),
+        Firmware::SecureBoot => {
+            cmd.args(["-global", "driver=cfi.pflash01,property=secure,value=on"]);
+            Some(("OVMF_CODE_4M.secboot.fd", "OVMF_VARS_4M.ms.fd"))
+        }
+        Firmware::Bios | Firmware::BiosScreen => None,
+    };
+    if let Some((code, vars_template)) = ovmf {
         let vars = scratch.join(format!("ovmf-vars-{}.fd", N.fetch_add(1, Ordering::Relaxed)));
-        std::fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", &vars).expect("OVMF_VARS_4M.fd (ovmf package)");
-        cmd.args(["-drive", "if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd"]);
+        std::fs::copy(Path::new("/usr/share/OVMF").join(vars_template), &vars)
+            .unwrap_or_else(|e| panic!("/usr/share/OVMF/{vars_template} (ovmf package): {e}"));
+        cmd.arg("-drive").arg(format!("if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/{code}"));
         cmd.arg("-drive").arg(format!("if=pflash,format=raw,unit=1,file={}", vars.display()));
     }
     if fw == Firmware::BiosScreen {

@@ -20,6 +20,7 @@
 
 use crate::BootEntry;
 use diskcast_block::{Error, Result};
+use diskcast_layout::u64_from_usize;
 use diskcast_tree::Tree;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -306,7 +307,7 @@ impl GrubBios {
 
     /// The core image's size in 512-byte sectors.
     pub fn core_sectors(&self) -> u64 {
-        self.core.len().div_ceil(SECTOR) as u64
+        u64_from_usize(self.core.len().div_ceil(SECTOR))
     }
 
     /// Patches both images for a core image at LBA `core_lba` in a BIOS boot partition of
@@ -314,7 +315,7 @@ impl GrubBios {
     /// NOPed and "the boot drive" (0xff); diskboot gets the rest's start, count and segment.
     pub fn install(&self, core_lba: u64, room: u64) -> Result<Installed> {
         let sectors = self.core_sectors();
-        let need = sectors * SECTOR as u64;
+        let need = sectors * u64_from_usize(SECTOR);
         if need > room {
             return Err(Error::argument(format!(
                 "the GRUB core image needs {need} bytes ({sectors} sectors); the BIOS boot partition holds {room}"
@@ -330,7 +331,7 @@ impl GrubBios {
         boot[BOOT_DRIVE] = 0xff;
         boot[DRIVE_CHECK..DRIVE_CHECK + 2].copy_from_slice(&[0x90, 0x90]);
         let mut core = self.core.clone();
-        core.resize(need as usize, 0);
+        core.resize(self.core.len().next_multiple_of(SECTOR), 0);
         let b = &mut core[BLOCKLIST..SECTOR];
         b[..8].copy_from_slice(&next.to_le_bytes());
         b[8..10].copy_from_slice(&rest.to_le_bytes());

@@ -324,6 +324,8 @@ pub fn join_u32(hi: u32, lo: u32) -> u64 {
     (u64::from(hi) << 32) | u64::from(lo)
 }
 
+pub mod der;
+
 #[cfg(test)]
 mod tests {
     use super::*;

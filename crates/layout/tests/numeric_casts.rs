@@ -7,8 +7,29 @@ use std::path::{Path, PathBuf};
 
 /// Crates that read or write on-disk layouts from untrusted bytes.
 const PARSER_CRATES: &[&str] = &[
-    "layout", "block", "raw", "qcow2", "vmdk", "vhd", "vhdx", "vdi", "part", "formats", "iso9660", "ext4", "fat",
-    "exfat", "squashfs", "tar", "sqlite", "tree", "inspect", "wim", "ova", "vulns",
+    "layout",
+    "block",
+    "raw",
+    "qcow2",
+    "vmdk",
+    "vhd",
+    "vhdx",
+    "vdi",
+    "part",
+    "formats",
+    "iso9660",
+    "ext4",
+    "fat",
+    "exfat",
+    "squashfs",
+    "tar",
+    "sqlite",
+    "tree",
+    "inspect",
+    "wim",
+    "ova",
+    "vulns",
+    "bootloader",
 ];
 
 const NUMERIC: &[&str] =

@@ -21,6 +21,7 @@ use crate::digest::Digest;
 use crate::source::{Reference, RegistryRef};
 use crate::spec::{Descriptor, Manifest, parse_json};
 use diskcast_block::{Error, Result};
+use diskcast_layout::der::{BIT_STRING, OID, SEQUENCE, expect};
 use std::path::{Path, PathBuf};
 
 /// The media type of a signature layer.
@@ -72,50 +73,12 @@ pub struct PublicKey {
     raw: Vec<u8>,
 }
 
-/// DER tags read here.
-const SEQUENCE: u8 = 0x30;
-const OID: u8 = 0x06;
-const BIT_STRING: u8 = 0x03;
 /// 1.2.840.10045.2.1 id-ecPublicKey, 1.2.840.10045.3.1.7 prime256v1, 1.3.101.112
 /// Ed25519, 1.2.840.113549.1.1.1 rsaEncryption: the encoded OID contents.
 const OID_EC: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
 const OID_P256: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
 const OID_ED25519: &[u8] = &[0x2b, 0x65, 0x70];
 const OID_RSA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01];
-
-/// One DER element of `input`: its tag, contents and what follows. Lengths in short
-/// form or long form of at most 4 bytes, each checked against what is left.
-fn der(input: &[u8]) -> std::result::Result<(u8, &[u8], &[u8]), &'static str> {
-    let (&tag, rest) = input.split_first().ok_or("truncated")?;
-    let (&first, mut rest) = rest.split_first().ok_or("truncated length")?;
-    let len = if first < 0x80 {
-        usize::from(first)
-    } else {
-        let n = usize::from(first & 0x7f);
-        if n == 0 || n > 4 || rest.len() < n {
-            return Err("bad length");
-        }
-        let mut len = 0usize;
-        for &b in &rest[..n] {
-            len = len.checked_mul(256).and_then(|l| l.checked_add(usize::from(b))).ok_or("bad length")?;
-        }
-        rest = &rest[n..];
-        len
-    };
-    if len > rest.len() {
-        return Err("length past the end");
-    }
-    Ok((tag, &rest[..len], &rest[len..]))
-}
-
-/// The contents of the element of `tag` at the start of `input`, and what follows.
-fn expect<'a>(input: &'a [u8], tag: u8, what: &'static str) -> std::result::Result<(&'a [u8], &'a [u8]), &'static str> {
-    let (t, body, rest) = der(input)?;
-    if t != tag {
-        return Err(what);
-    }
-    Ok((body, rest))
-}
 
 impl PublicKey {
     /// Reads a PEM `PUBLIC KEY` file.
@@ -380,15 +343,6 @@ pub fn read_keys(paths: &[PathBuf]) -> Result<Vec<PublicKey>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn der_lengths_are_bounded() {
-        assert!(der(&[0x30]).is_err());
-        assert!(der(&[0x30, 0x05, 1, 2]).is_err());
-        assert!(der(&[0x30, 0x85, 1, 1, 1, 1, 1]).is_err());
-        assert!(der(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff]).is_err());
-        assert_eq!(der(&[0x30, 0x81, 0x01, 7, 9]).unwrap(), (0x30, &[7u8][..], &[9u8][..]));
-    }
 
     #[test]
     fn identities_follow_match_repo_digest_or_exact() {

@@ -13,7 +13,7 @@ use diskcast_block::provenance::Provenance;
 use diskcast_block::size::human;
 use diskcast_block::{BlockRead, Error, Result};
 use diskcast_bootloader::grub_bios::{GrubBios, GrubModules};
-use diskcast_bootloader::{BootEntry, systemd_boot};
+use diskcast_bootloader::{BootEntry, secure_boot, systemd_boot};
 use diskcast_ext4::Ext4Builder;
 use diskcast_fat::FatBuilder;
 use diskcast_part::compose::DiskComposer;
@@ -88,6 +88,12 @@ pub struct VmOptions {
     pub cmdline: Option<String>,
     /// A systemd-boot binary to install instead of the image's or the host's.
     pub loader: Option<PathBuf>,
+    /// Boot under Secure Boot: shim, signed GRUB and a signed kernel (see [`SecureChain`]).
+    pub secure_boot: bool,
+    /// With `secure_boot`: shim to install instead of the image's or the host's.
+    pub shim: Option<PathBuf>,
+    /// With `secure_boot`: the signed GRUB to install instead of the image's or the host's.
+    pub grub_efi: Option<PathBuf>,
     /// The disk's size; `None`: the content plus headroom.
     pub disk_size: Option<u64>,
     /// Without `disk_size`: the smallest disk to write (a sparse format's default, so
@@ -119,11 +125,27 @@ impl VmOptions {
                  machine's /usr/lib/grub/i386-pc)",
             ));
         }
+        if self.secure_boot && self.boot == BootMode::Bios {
+            return Err(Error::argument(
+                "--secure-boot is a UEFI feature; --boot bios disks boot without it (use --boot uefi or hybrid)",
+            ));
+        }
+        if !self.secure_boot && (self.shim.is_some() || self.grub_efi.is_some()) {
+            return Err(Error::argument("--shim and --grub-efi name the Secure Boot chain; add --secure-boot"));
+        }
+        if self.secure_boot && self.loader.is_some() && (self.shim.is_some() || self.grub_efi.is_some()) {
+            return Err(Error::argument(
+                "--loader (a signed systemd-boot the firmware starts itself) and --shim/--grub-efi (shim and GRUB) \
+                 are two different Secure Boot chains; pass one",
+            ));
+        }
         crate::guest::validate(&self.guest)?;
         for (p, what) in [
             (&self.kernel, "kernel (--kernel)"),
             (&self.initrd, "initramfs (--initrd)"),
             (&self.loader, "loader (--loader)"),
+            (&self.shim, "shim (--shim)"),
+            (&self.grub_efi, "GRUB (--grub-efi)"),
         ] {
             if let Some(p) = p {
                 host_file(p, what)?;
@@ -173,6 +195,9 @@ pub struct VmDisk {
     pub initrd_path: Option<String>,
     /// Where the UEFI loader came from.
     pub loader: String,
+    /// With `--secure-boot`: each signed file of the boot chain, where it came from, where
+    /// it went and who signed it, one line each.
+    pub secure_boot: Vec<String>,
     /// What was changed in the guest, one line each.
     pub guest_changes: Vec<String>,
     /// How the root grows to the disk on first boot (`systemd-repart`, `none (why)`).
@@ -271,23 +296,43 @@ fn check_pe(f: &FileData, path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The UEFI side of the disk.
+#[derive(Debug)]
+enum UefiLoader {
+    /// systemd-boot (or a `--loader`) at the removable-media path, with its entry.
+    SystemdBoot(FileData),
+    /// `--secure-boot`: shim, signed GRUB, MokManager and GRUB's configuration.
+    Shim(Box<crate::secure_boot::ShimChain>),
+}
+
 /// The ESP's tree: the UEFI loader and its configuration (none for BIOS-only disks),
 /// kernel and initramfs.
-fn esp_tree(loader: Option<FileData>, entry: &BootEntry, kernel: &FoundKernel, now: i64) -> Result<Tree> {
+fn esp_tree(loader: Option<UefiLoader>, entry: &BootEntry, kernel: &FoundKernel, now: i64) -> Result<Tree> {
     let mut t = Tree::new(Meta::new(0o755, Timestamp::from_secs(now)));
-    if let Some(loader) = loader {
-        t.put_file(
-            format!("/{}", systemd_boot::REMOVABLE_PATH).as_bytes(),
-            loader,
-            Meta::new(0o755, Timestamp::from_secs(now)),
-        )?;
-        for (path, bytes) in systemd_boot::config_files(entry)? {
-            t.put_file(
-                format!("/{path}").as_bytes(),
-                FileData::inline(bytes),
-                Meta::new(0o644, Timestamp::from_secs(now)),
-            )?;
+    let exe = || Meta::new(0o755, Timestamp::from_secs(now));
+    let mut config = Vec::new();
+    match loader {
+        Some(UefiLoader::SystemdBoot(f)) => {
+            t.put_file(format!("/{}", systemd_boot::REMOVABLE_PATH).as_bytes(), f, exe())?;
+            config = systemd_boot::config_files(entry)?;
         }
+        Some(UefiLoader::Shim(c)) => {
+            let c = *c;
+            t.put_file(format!("/{}", systemd_boot::REMOVABLE_PATH).as_bytes(), c.shim.data, exe())?;
+            t.put_file(format!("/{}", secure_boot::GRUB_ESP).as_bytes(), c.grub.data, exe())?;
+            if let Some(m) = c.mok_manager {
+                t.put_file(format!("/{}", secure_boot::MOK_MANAGER_ESP).as_bytes(), m.data, exe())?;
+            }
+            config.push(secure_boot::config_file(&c.prefix, entry)?);
+        }
+        None => {}
+    }
+    for (path, bytes) in config {
+        t.put_file(
+            format!("/{path}").as_bytes(),
+            FileData::inline(bytes),
+            Meta::new(0o644, Timestamp::from_secs(now)),
+        )?;
     }
     t.put_file(ESP_KERNEL.as_bytes(), kernel.kernel.clone(), Meta::new(0o644, Timestamp::from_secs(now)))?;
     if let Some((_, f)) = &kernel.initrd {
@@ -312,14 +357,32 @@ pub fn plan(mut tree: Tree, opts: &VmOptions, prov: &Provenance, seed: &str) -> 
 
     let kernel = choose_kernel(&tree, opts)?;
     let uefi = opts.boot != BootMode::Bios;
-    let (loader, mut loader_from) = match uefi {
-        true => choose_loader(&tree, opts.loader.as_deref()).map(|(f, from)| (Some(f), from))?,
-        false => (None, String::new()),
+    let mut warnings = Vec::new();
+    let mut secure = Vec::new();
+    let (loader, mut loader_from) = match (uefi, opts.secure_boot, opts.loader.as_deref()) {
+        (false, _, _) => (None, String::new()),
+        (true, false, _) => {
+            choose_loader(&tree, opts.loader.as_deref()).map(|(f, from)| (Some(UefiLoader::SystemdBoot(f)), from))?
+        }
+        (true, true, Some(path)) => {
+            let (f, _) = choose_loader(&tree, Some(path))?;
+            let l = crate::secure_boot::signed_loader(f, path)?;
+            secure.push(format!("loader {} -> {}, signed by {}", l.from, systemd_boot::REMOVABLE_PATH, l.issuers));
+            (Some(UefiLoader::SystemdBoot(l.data)), format!("{} (signed)", l.from))
+        }
+        (true, true, None) => {
+            let chain = crate::secure_boot::shim_chain(&tree, opts, &mut warnings)?;
+            secure.extend(chain.describe());
+            let from = format!("{} (shim) and {} (signed GRUB)", chain.shim.from, chain.grub.from);
+            (Some(UefiLoader::Shim(Box::new(chain))), from)
+        }
     };
+    if opts.secure_boot {
+        secure.push(crate::secure_boot::check_kernel(&kernel.kernel, &kernel.kernel_path)?);
+    }
     let ids = crate::guest::Ids { root: root_uuid, esp: esp_uuid };
     let mut kernel = kernel;
     let root_fs_id = *id("root filesystem").as_bytes();
-    let mut warnings = Vec::new();
     let drivers = ensure_drivers(&tree, opts, &mut kernel, &root_fs_id, now, &mut warnings)?;
     let prepared = crate::guest::prepare(&mut tree, &opts.guest, &ids, now)?;
     let mut extra = prepared.cmdline.join(" ");
@@ -493,6 +556,7 @@ pub fn plan(mut tree: Tree, opts: &VmOptions, prov: &Provenance, seed: &str) -> 
         kernel_version: kernel.version.clone(),
         initrd_path: kernel.initrd.as_ref().map(|(p, _)| p.clone()),
         loader: loader_from,
+        secure_boot: secure,
         guest_changes: prepared.changes,
         first_boot_growth: prepared.first_boot_growth,
         drivers,

@@ -34,6 +34,8 @@ const VHD_MAX: u64 = 2040 << 30;
 /// The loader UEFI firmware starts from removable media (and from a disk with no boot
 /// entries, as every freshly imported VM disk is), x86-64 (UEFI 2.10, 3.5.1.1).
 const UEFI_LOADER: [&str; 3] = ["EFI", "BOOT", "BOOTX64.EFI"];
+/// Largest GRUB configuration read for `--secure-boot` (diskcast writes under 1 KiB).
+const GRUB_CFG_MAX: usize = 1 << 20;
 /// The qemu user KubeVirt runs the VM as.
 const QEMU_UID: u32 = 107;
 
@@ -279,27 +281,15 @@ fn boot_rules(profile: Profile, disk: Arc<dyn BlockRead>) -> Result<Vec<Reason>>
         boot.uefi_problem = Some(format!("no EFI System Partition (partitions: {})", table.listing()));
     }
     let mut kernel_found: Option<Tree> = None;
-    for p in esps {
-        let mut esp_tree = None;
-        let what = format!("partition {} (esp)", p.number);
-        let found = PartitionView::new(disk.clone(), p.start, p.len, what.clone())
-            .and_then(|v| {
-                let opts = ReadOptions { label: what.clone(), ..ReadOptions::default() };
-                diskcast_fat::FatReader.read(Arc::new(v), &opts)
-            })
-            .map(|tree| {
-                let has = has_file(&tree, &UEFI_LOADER);
-                esp_tree = Some(tree);
-                has
-            });
+    for (what, found) in esp_trees(&disk, &esps) {
         match found {
-            Ok(true) => {
+            Ok(tree) if has_file(&tree, &UEFI_LOADER) => {
                 boot.uefi = true;
                 if kernel_found.is_none() {
-                    kernel_found = esp_tree.take();
+                    kernel_found = Some(tree);
                 }
             }
-            Ok(false) => boot.uefi_problem = Some(format!("the ESP ({what}) has no {}", UEFI_LOADER.join("/"))),
+            Ok(_) => boot.uefi_problem = Some(format!("the ESP ({what}) has no {}", UEFI_LOADER.join("/"))),
             Err(e) => boot.uefi_problem = Some(format!("the ESP ({what}) holds no readable FAT filesystem: {e}")),
         }
     }
@@ -316,6 +306,92 @@ fn boot_rules(profile: Profile, disk: Arc<dyn BlockRead>) -> Result<Vec<Reason>>
         out.extend(kernel_rules(profile, &esp, &disk, &table));
     }
     Ok(out)
+}
+
+/// Each ESP's name for messages and its FAT tree (or why it cannot be read).
+fn esp_trees(disk: &Arc<dyn BlockRead>, esps: &[&diskcast_part::Partition]) -> Vec<(String, Result<Tree>)> {
+    esps.iter()
+        .map(|p| {
+            let what = format!("partition {} (esp)", p.number);
+            let tree = PartitionView::new(disk.clone(), p.start, p.len, what.clone()).and_then(|v| {
+                let opts = ReadOptions { label: what.clone(), ..ReadOptions::default() };
+                diskcast_fat::FatReader.read(Arc::new(v), &opts)
+            });
+            (what, tree)
+        })
+        .collect()
+}
+
+/// `check --secure-boot`: whether firmware with Secure Boot enforced would start the
+/// disk's boot chain: the ESP's `EFI/BOOT/BOOTX64.EFI` signed; with shim, the GRUB beside
+/// it (`grubx64.efi`) signed; and the kernel that GRUB's configuration (under GRUB's
+/// built-in prefix) or the systemd-boot entry starts from the ESP signed. Signatures are
+/// Authenticode signatures in the PE certificate table
+/// ([`diskcast_bootloader::authenticode`]); whether the firmware trusts their issuer is
+/// its own call. A kernel not on the ESP is not judged.
+pub fn secure_boot_rules(path: &Path, format: Option<&str>, ctx: &OpenContext<'_>) -> Result<Vec<Reason>> {
+    use diskcast_bootloader::authenticode;
+    use diskcast_bootloader::secure_boot as sb;
+    ctx.lock(path)?;
+    let src = diskcast_block::source::open_file(path)?;
+    let driver = match format {
+        Some(f) => ctx.registry.get(f)?,
+        None => ctx.registry.probe_source(src.as_ref())?,
+    };
+    let disk: Arc<dyn BlockRead> = Arc::from(ctx.registry.open_source(src, Some(driver.name()), ctx)?);
+    let Ok(Some(table)) = read_table(disk.as_ref()) else {
+        return Ok(vec![reason("secure-boot-no-loader", "no partition table: nothing for UEFI firmware to start")]);
+    };
+    let esps: Vec<_> = table.partitions.iter().filter(|p| p.known_type() == Some(PartType::Esp)).collect();
+    let Some((what, esp)) = esp_trees(&disk, &esps)
+        .into_iter()
+        .find_map(|(w, t)| t.ok().filter(|t| has_file(t, &UEFI_LOADER)).map(|t| (w, t)))
+    else {
+        return Ok(vec![reason(
+            "secure-boot-no-loader",
+            format!("no ESP holds {}: nothing for UEFI firmware to start", UEFI_LOADER.join("/")),
+        )]);
+    };
+    let fix = "diskcast vm --secure-boot writes shim (signed by Microsoft), the distribution's signed GRUB and a \
+               signed kernel";
+    let unsigned = |code, name: &str, file: &diskcast_tree::FileData| -> Option<Reason> {
+        let why = match authenticode::signatures(file) {
+            Ok(s) if !s.is_empty() => return None,
+            Ok(_) => "carries no Authenticode signature".to_string(),
+            Err(e) => format!("has no valid Authenticode signature ({})", e.message()),
+        };
+        Some(reason(code, format!("{name} on the ESP ({what}) {why}: Secure Boot would refuse to start it; {fix}")))
+    };
+    let mut out = Vec::new();
+    let loader = esp_file(&esp, &UEFI_LOADER.join("/")).unwrap_or_else(|| diskcast_tree::FileData::inline(Vec::new()));
+    out.extend(unsigned("unsigned-loader", &UEFI_LOADER.join("/"), &loader));
+    let grub_path = format!("/{}", sb::GRUB_ESP);
+    let kernel = if let Some(grub) = esp_file(&esp, &grub_path) {
+        out.extend(unsigned("unsigned-loader", sb::GRUB_ESP, &grub));
+        sb::grub_prefix(&grub).ok().and_then(|prefix| esp_file(&esp, &format!("{prefix}/grub.cfg"))).and_then(|f| {
+            let mut cfg = vec![0u8; usize::try_from(f.size).ok().filter(|&n| n <= GRUB_CFG_MAX)?];
+            f.read_at(&mut cfg, 0).ok()?;
+            grub_linux(&String::from_utf8_lossy(&cfg))
+        })
+    } else {
+        loader_entry(&esp).map(|(linux, _)| linux)
+    };
+    if let Some(k) = kernel
+        && let Some(file) = esp_file(&esp, &k)
+    {
+        out.extend(unsigned("unsigned-kernel", &format!("the kernel {k}"), &file));
+    }
+    Ok(out)
+}
+
+/// The kernel path of the first `linux` (or `linuxefi`) command of a GRUB script, quotes
+/// removed.
+fn grub_linux(cfg: &str) -> Option<String> {
+    cfg.lines().find_map(|l| {
+        let mut w = l.split_whitespace();
+        matches!(w.next(), Some("linux" | "linuxefi"))
+            .then(|| w.next().map(|p| p.trim_matches(['\'', '"']).to_string()))?
+    })
 }
 
 /// The kernel the ESP's systemd-boot entry starts, and whether it reaches the root disk

@@ -15,6 +15,7 @@ pub mod gce;
 pub mod guest;
 pub mod kernel;
 pub mod profile;
+pub mod secure_boot;
 
 pub use build::{
     BootMode, ESP_INITRD, ESP_KERNEL, PartSummary, SPARSE_MIN_SIZE, VmDisk, VmOptions, cmdline, host_file, plan,

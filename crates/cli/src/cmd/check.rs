@@ -23,6 +23,12 @@ pub struct CheckArgs {
     /// platform's bus (driver built in or in the initramfs).
     #[arg(long = "profile", value_name = "P")]
     pub profile: Option<String>,
+    /// With --profile: also whether firmware with Secure Boot enforced would start the
+    /// disk (Azure Trusted Launch, Hyper-V generation 2): the ESP's EFI/BOOT/BOOTX64.EFI,
+    /// the grubx64.efi beside it and the kernel its configuration starts must each carry
+    /// an Authenticode signature (`diskcast vm --secure-boot` writes such a disk).
+    #[arg(long = "secure-boot", requires = "profile")]
+    pub secure_boot: bool,
     #[command(flatten)]
     pub container: ContainerArgs,
     #[command(flatten)]
@@ -127,8 +133,20 @@ fn profile_check(profile: Profile, c: &CheckArgs) -> diskcast_block::Result<u8> 
         refuse_stream(&a.file)?;
     }
     let oci = c.container.open_options()?;
-    let reasons =
+    let mut reasons =
         diskcast_vm::check::check_image(profile, &image, a.format.as_deref(), &oci, &images.context(), threads(None)?)?;
+    if c.secure_boot {
+        if diskcast_oci::is_image_ref(&image) {
+            return Err(diskcast_block::Error::argument(
+                "--secure-boot checks a disk image's boot chain, not a container image's",
+            ));
+        }
+        reasons.extend(diskcast_vm::check::secure_boot_rules(
+            std::path::Path::new(image.as_ref()),
+            a.format.as_deref(),
+            &images.context(),
+        )?);
+    }
     match a.output {
         OutputFormat::Json => print_json(&serde_json::to_value(&reasons).unwrap_or_default()),
         OutputFormat::Human if reasons.is_empty() => println!("{image}: {} would accept it", profile.name()),

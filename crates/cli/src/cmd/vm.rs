@@ -70,6 +70,22 @@ pub struct VmArgs {
     /// The systemd-boot EFI binary to install, instead of the image's or this machine's.
     #[arg(long, value_name = "PATH")]
     pub loader: Option<PathBuf>,
+    /// Boot with Secure Boot enforced and Microsoft's keys enrolled (Azure Trusted Launch,
+    /// Hyper-V generation 2): shim signed by Microsoft as EFI/BOOT/BOOTX64.EFI, the
+    /// distribution's signed GRUB and MokManager beside it, and a signed kernel. Each comes
+    /// from the image (/usr/lib/shim, /usr/lib/grub/x86_64-efi-signed), else this machine
+    /// (apt install shim-signed grub-efi-amd64-signed), and must carry an Authenticode
+    /// signature: an unsigned one is refused before anything is written.
+    #[arg(long = "secure-boot")]
+    pub secure_boot: bool,
+    /// With --secure-boot: the shim to install (shimx64.efi signed by Microsoft; an
+    /// mmx64.efi.signed beside it is installed as MokManager).
+    #[arg(long, value_name = "PATH", requires = "secure_boot")]
+    pub shim: Option<PathBuf>,
+    /// With --secure-boot: the signed GRUB to install (grubx64.efi.signed); its
+    /// configuration is written under the prefix built into it.
+    #[arg(long = "grub-efi", value_name = "PATH", requires = "secure_boot")]
+    pub grub_efi: Option<PathBuf>,
     #[command(flatten)]
     pub guest: GuestArgs,
     #[command(flatten)]
@@ -274,10 +290,20 @@ pub fn run(a: VmArgs) -> Result<u8> {
     let mut inputs: Vec<PathBuf> = input_path(&a.src).into_iter().collect();
     let g = &a.guest;
     inputs.extend(
-        [&a.kernel, &a.initrd, &a.loader, &g.ssh_key, &g.cloud_init, &g.meta_data, &g.network_config]
-            .into_iter()
-            .flatten()
-            .cloned(),
+        [
+            &a.kernel,
+            &a.initrd,
+            &a.loader,
+            &a.shim,
+            &a.grub_efi,
+            &g.ssh_key,
+            &g.cloud_init,
+            &g.meta_data,
+            &g.network_config,
+        ]
+        .into_iter()
+        .flatten()
+        .cloned(),
     );
     let (writer, threads) = match package {
         Some((p, _)) => {
@@ -299,6 +325,9 @@ pub fn run(a: VmArgs) -> Result<u8> {
         modules: a.modules.clone(),
         cmdline: a.cmdline.clone(),
         loader: a.loader.clone(),
+        secure_boot: a.secure_boot,
+        shim: a.shim.clone(),
+        grub_efi: a.grub_efi.clone(),
         disk_size: a.size.as_deref().map(parse_size).transpose()?,
         min_disk_size: sparse(&out).then_some(diskcast_vm::SPARSE_MIN_SIZE),
         profile,
@@ -335,6 +364,9 @@ pub fn run(a: VmArgs) -> Result<u8> {
     eprintln!("diskcast: first-boot growth: {}{by_hand}", vm.first_boot_growth);
     for d in &vm.drivers {
         eprintln!("diskcast: drivers: {d}");
+    }
+    for l in &vm.secure_boot {
+        eprintln!("diskcast: secure boot: {l}");
     }
     match writer {
         Sink::Image(w) => w.write(&vm.image)?,
@@ -392,6 +424,7 @@ pub fn run(a: VmArgs) -> Result<u8> {
                 "kernel-version": vm.kernel_version,
                 "initrd": vm.initrd_path,
                 "loader": vm.loader,
+                "secure-boot": vm.secure_boot,
                 "cmdline": vm.entry.cmdline,
                 "guest-changes": vm.guest_changes,
                 "first-boot-growth": vm.first_boot_growth,
