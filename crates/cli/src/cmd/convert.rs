@@ -6,13 +6,12 @@
 //! may write into it) and then writes the target.
 
 mod image;
-mod reads;
 
-use crate::common::args::{OpenArgs, ProgressArgs, WriteArgs};
+use crate::common::args::{CacheMode, OpenArgs, ProgressArgs, WriteArgs};
 use crate::common::args::{OvaArgs, check_gce_output};
 use crate::common::output::{ContainerWriter, ImageWriter, Package, PackageWriter};
 use crate::common::progress::ProgressMode;
-use crate::common::{Images, create_options, image_opts};
+use crate::common::{Images, create_options, image_opts, parse_rate, reads};
 use clap::Args;
 use diskcast_block::filter::Filtered;
 use diskcast_block::io::ImageFile;
@@ -304,16 +303,6 @@ fn refuse_other_formats(images: &Images, spool: &ImageFile) -> Result<()> {
     Ok(())
 }
 
-/// qemu-img's cache modes (`-t`, `-T`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum CacheMode {
-    None,
-    Writeback,
-    Unsafe,
-    Directsync,
-    Writethrough,
-}
-
 /// What qemu-img's compatibility flags change, once checked (see [`QemuFlags::apply`]).
 #[derive(Debug, Default)]
 struct QemuFlags {
@@ -359,16 +348,10 @@ impl QemuFlags {
         if a.target_is_zero && !a.no_create {
             return Err(Error::argument("--target-is-zero requires use of -n flag"));
         }
-        let rate = a
-            .rate
-            .as_deref()
-            .map(|r| {
-                parse_size(r)
-                    .ok()
-                    .filter(|&n| n > 0)
-                    .ok_or_else(|| Error::argument(format!("Invalid rate limit specified: '{r}'.")))
-            })
-            .transpose()?;
+        let rate = a.rate.as_deref().map(parse_rate).transpose()?;
+        if let Some(0) = rate {
+            return Err(Error::argument("Invalid rate limit specified: '0'."));
+        }
         Ok(QemuFlags { rate, unsynced: a.cache == Some(CacheMode::Unsafe) })
     }
 }

@@ -20,6 +20,16 @@ pub enum OutputFormat {
     Json,
 }
 
+/// qemu-img's cache modes (`-t`, `-T`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CacheMode {
+    None,
+    Writeback,
+    Unsafe,
+    Directsync,
+    Writethrough,
+}
+
 /// Options every command that opens images takes.
 #[derive(Debug, Default, Args)]
 pub struct OpenArgs {
