@@ -5,15 +5,14 @@
 //! as a [`Delta`] that leaves every range no image above the base allocates alone.
 
 use crate::common::args::{CacheMode, JobsArgs};
-use crate::common::{chain_image, images_for_edit, parse_rate, write_delta};
+use crate::common::{chain_image, images_for_edit, parse_rate, same_file, write_delta};
 use clap::Args;
 use diskcast_block::delta::{Delta, Scope, scope_ranges};
 use diskcast_block::io::ImageFile;
 use diskcast_block::lock::{ImageLock, LockMode};
 use diskcast_block::registry::{CreateOptions, Preallocation};
 use diskcast_block::{Error, Result, ResultExt};
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 pub fn run(a: CommitArgs) -> Result<u8> {
     let rate = a.rate.as_deref().map(parse_rate).transpose()?.filter(|&r| r > 0);
@@ -84,14 +83,6 @@ pub fn run(a: CommitArgs) -> Result<u8> {
         println!("Image committed.");
     }
     Ok(0)
-}
-
-/// The same file, through any name.
-fn same_file(a: &Path, b: &Path) -> bool {
-    match (std::fs::metadata(a), std::fs::metadata(b)) {
-        (Ok(x), Ok(y)) => (x.dev(), x.ino()) == (y.dev(), y.ino()),
-        _ => false,
-    }
 }
 
 /// `diskcast commit` arguments, as qemu-img commit takes them.

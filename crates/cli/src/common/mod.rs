@@ -144,6 +144,15 @@ impl Images {
     }
 }
 
+/// True when `a` and `b` name the same file, through any names (device and inode).
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => (x.dev(), x.ino()) == (y.dev(), y.ino()),
+        _ => false,
+    }
+}
+
 /// The image `depth` levels below `top` in its opened backing chain (0: `top` itself).
 pub fn chain_image(top: &dyn BlockRead, depth: usize) -> Option<&dyn BlockRead> {
     (0..depth).try_fold(top, |image, _| image.backing())
