@@ -42,6 +42,7 @@ mod pairs;
 mod profiles;
 mod qemu_flags;
 mod qemu_json;
+mod rebase_commit;
 mod registry;
 mod replay_log;
 mod reproducible;
