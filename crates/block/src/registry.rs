@@ -314,10 +314,20 @@ pub trait Driver: Send + Sync {
         false
     }
 
-    /// Writes a new image of `size` guest bytes straight into `file`, an existing file or
-    /// block device holding at least `size` bytes (`convert -n`). Nothing is renamed into
-    /// place and nothing starts out zeroed: the writer must write zeros where the disk
-    /// reads as zero.
+    /// Whether [`write_into`](Self::write_into) works on an existing image of this format
+    /// (qcow2): `convert -n` then writes guest data into that image's clusters, keeping
+    /// its metadata (snapshots, backing file), as qemu-img does.
+    fn edits_in_place(&self) -> bool {
+        false
+    }
+
+    /// Writes a new image of `size` guest bytes straight into `file` (`convert -n`): for
+    /// a format that [`writes_in_place`](Self::writes_in_place), an existing file or block
+    /// device holding at least `size` bytes; for one that
+    /// [`edits_in_place`](Self::edits_in_place), an existing image of the format whose
+    /// virtual size is at least `size`. Nothing is renamed into place and nothing starts
+    /// out zeroed unless the writer says so: it must write zeros where the disk reads as
+    /// zero.
     fn write_into(&self, file: ImageFile, _size: u64, _opts: &CreateOptions) -> Result<Box<dyn BlockWrite>> {
         Err(Error::argument(format!("format {} cannot be written into an existing image (-n)", self.name()))
             .with_file(file.path()))

@@ -14,12 +14,15 @@
 //! - `resize`: in place, growing or (`--shrink`) shrinking, as qemu-img resize does.
 //! - `backing`: the backing file changed in place (`rebase`), an overlay emptied after
 //!   `commit`.
+//! - `edit`: an existing image changed in place (`convert -n`, snapshots): the one
+//!   cluster allocator, copy-on-write, zero clusters, crash-safe write order.
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::as_conversions))]
 
 pub mod backing;
 pub mod bitmap;
 pub mod check;
+pub mod edit;
 pub mod header;
 pub mod measure;
 pub mod reader;
@@ -29,7 +32,7 @@ pub mod writer;
 use diskcast_block::io::ImageFile;
 use diskcast_block::registry::{CreateOptions, Driver, Measure, OpenContext, OptionSpec, Preallocation, ProbeData};
 use diskcast_block::source::Source;
-use diskcast_block::{BlockRead, Extent, PersistentBitmap, Result};
+use diskcast_block::{BlockRead, BlockWrite, Error, Extent, PersistentBitmap, Result};
 
 pub use reader::Qcow2Reader;
 pub use writer::Qcow2Writer;
@@ -65,6 +68,24 @@ impl Driver for Qcow2Driver {
 
     diskcast_block::driver_methods! { options: OPTIONS, params: writer::Params::from_options,
     create: Qcow2Writer::new, check: check::check }
+
+    fn edits_in_place(&self) -> bool {
+        true
+    }
+
+    /// `convert -n`: into the existing image's clusters (its snapshots, backing file and
+    /// format options stay; `-o` and `-c` cannot change them and are refused).
+    fn write_into(&self, file: ImageFile, size: u64, opts: &CreateOptions) -> Result<Box<dyn BlockWrite>> {
+        let name = file.path().to_path_buf();
+        if opts.compress || !opts.options.is_empty() || opts.backing_file.is_some() {
+            return Err(Error::argument(
+                "-n writes into the existing qcow2 image as it is: -c, -o and -B cannot change its format; \
+                 use qemu-img amend for its options, or convert without -n",
+            )
+            .with_file(&name));
+        }
+        Ok(Box::new(edit::EditWriter::new(file, size, opts.target_is_zero).map_err(|e| e.with_file(&name))?))
+    }
 
     fn resize(&self, file: &ImageFile, size: u64, prealloc: Preallocation) -> Result<()> {
         resize::resize(file, size, prealloc)

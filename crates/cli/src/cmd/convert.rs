@@ -228,11 +228,18 @@ impl<'r> Plan<'r> {
             }
             _ => {}
         }
-        if a.no_create && !driver.writes_in_place() {
+        if a.no_create && !driver.writes_in_place() && !driver.edits_in_place() {
             return Err(Error::argument(format!(
-                "-n (write into an existing image) works for raw targets only, not {}",
+                "-n (write into an existing image) works for raw and qcow2 targets only, not {}",
                 driver.name()
             )));
+        }
+        if let (true, false, Target::Device(p)) = (a.no_create, driver.writes_in_place(), &target) {
+            return Err(Error::argument(format!(
+                "-n -O {} writes into an existing image file; a block device is written as raw",
+                driver.name()
+            ))
+            .with_file(p));
         }
         refuse_inputs(&a.dst, &[&a.src])?;
         Ok(Plan { input, driver, create, target, in_place: a.no_create, min_sparse, cluster })
@@ -447,9 +454,11 @@ pub struct ConvertArgs {
     /// Format of BACKING (with -B).
     #[arg(short = 'F', long = "backing-format", value_name = "FMT")]
     pub backing_format: Option<String>,
-    /// Do not create DST: write into it as it is (an existing raw file, or a block device
-    /// such as a disk or an LV), which must hold at least the source's size. Raw only;
-    /// written in place, not through a temporary file.
+    /// Do not create DST: write into it as it is: an existing raw file or block device
+    /// (a disk, an LV) holding at least the source's size, or an existing qcow2 image
+    /// whose virtual size is at least the source's (its snapshots and backing file are
+    /// kept; clusters a snapshot shares are copied first). Written in place, not through
+    /// a temporary file.
     #[arg(short = 'n')]
     pub no_create: bool,
     #[command(flatten)]
