@@ -54,6 +54,64 @@ fn own_bytes(p: &Path) -> u64 {
     own_clusters(p).iter().filter(|e| e.3).map(|e| e.1).sum()
 }
 
+/// base.qcow2 <- mid.qcow2 <- top.qcow2 (10 MiB over 8 MiB), each level writing over the
+/// one below: data, zeros over data, data the level below also holds, and past the base's end.
+fn qcow2_chain(dir: &Path) {
+    let create = |args: &[&str]| qemu_img_in(Some(dir), args).expect_ok();
+    create(&["create", "-q", "-f", "qcow2", "base.qcow2", "8M"]);
+    qemu_io("qcow2", &dir.join("base.qcow2"), &["write -P 0xaa 0 4M", "write -P 0xab 5M 1M"]);
+    create(&["create", "-q", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", "mid.qcow2"]);
+    qemu_io("qcow2", &dir.join("mid.qcow2"), &["write -P 0xbb 1M 1M", "write -z 5M 64K", "write -P 0xaa 3M 64K"]);
+    create(&["create", "-q", "-f", "qcow2", "-b", "mid.qcow2", "-F", "qcow2", "top.qcow2", "10M"]);
+    qemu_io("qcow2", &dir.join("top.qcow2"), &["write -P 0xcc 1536K 64K", "write -P 0xdd 9M 64K", "write -z 0 4K"]);
+    create(&["create", "-q", "-f", "qcow2", "other.qcow2", "8M"]);
+    qemu_io("qcow2", &dir.join("other.qcow2"), &["write -P 0xee 2M 2M", "write -P 0xab 5M 64K"]);
+}
+
+/// qemu-img judges every image of both copies: the same guest content, and clean.
+fn same_chains(ours: &Path, theirs: &Path, names: &[&str]) {
+    for n in names {
+        qemu_compare(&ours.join(n), "qcow2", &theirs.join(n), "qcow2");
+        qemu_check_clean(&ours.join(n));
+        assert_eq!(chain_names(&ours.join(n)), chain_names(&theirs.join(n)), "{n}");
+    }
+}
+
+#[test]
+fn safe_rebase_keeps_the_guest_view() {
+    for args in [
+        &["rebase", "-b", "base.qcow2", "-F", "qcow2", "top.qcow2"][..], // down the chain
+        &["rebase", "-b", "other.qcow2", "-F", "qcow2", "top.qcow2"],    // onto another image
+        &["rebase", "-b", "", "top.qcow2"],                              // standalone
+        &["rebase", "-p", "-b", "other.qcow2", "-F", "qcow2", "mid.qcow2"],
+    ] {
+        let (_d, ours, theirs) = twin(qcow2_chain);
+        let view = ours.join("view.raw");
+        qemu_img(&["convert", "-O", "raw", &s(&ours.join(args[args.len() - 1])), &s(&view)]);
+        both(&ours, &theirs, args);
+        same_chains(&ours, &theirs, &["top.qcow2", "mid.qcow2"]);
+        qemu_compare(&ours.join(args[args.len() - 1]), "qcow2", &view, "raw");
+        let new = chain_names(&ours.join(args[args.len() - 1]));
+        let named = args.iter().skip_while(|a| **a != "-b").nth(1).copied().filter(|b| !b.is_empty());
+        assert_eq!(new[0].1.as_deref(), named, "{args:?}: {new:?}");
+    }
+}
+
+#[test]
+fn commit_into_a_qcow2_base_matches_qemu_img() {
+    let (_d, ours, theirs) = twin(qcow2_chain);
+    let r = both(&ours, &theirs, &["commit", "top.qcow2"]);
+    assert_eq!(r.stdout_str(), "Image committed.\n", "{}", r.describe());
+    same_chains(&ours, &theirs, &["top.qcow2", "mid.qcow2", "base.qcow2"]);
+    assert!(own_clusters(&ours.join("top.qcow2")).is_empty(), "top still holds data");
+    assert_eq!(file_len(&ours.join("top.qcow2")), file_len(&theirs.join("top.qcow2")), "emptied overlay's length");
+    let mid = qemu_info(&ours.join("mid.qcow2"));
+    assert_eq!(mid["virtual-size"], 10 * MIB, "the base grows to the overlay's size: {mid}");
+    // And on down: mid (with top's data now) into base, through -b.
+    both(&ours, &theirs, &["commit", "-b", "base.qcow2", "top.qcow2"]);
+    same_chains(&ours, &theirs, &["top.qcow2", "mid.qcow2", "base.qcow2"]);
+}
+
 #[test]
 fn commit_into_a_raw_base_matches_qemu_img() {
     let (_d, ours, theirs) = twin(make_chain);
