@@ -32,6 +32,15 @@ pub fn run(a: CommitArgs) -> Result<u8> {
             Error::argument(format!("Did not find '{}' in the backing chain of '{}'", base.display(), a.file.display()))
         })?,
     };
+    let base = &chain[depth];
+    let base_driver = images.registry.get(&base.format)?;
+    if !base_driver.writes_in_place() && !base_driver.edits_in_place() {
+        return Err(Error::unsupported(format!(
+            "diskcast writes a commit into raw and qcow2 images in place, not into {} images (qemu-img can)",
+            base_driver.name()
+        ))
+        .with_file(&base.path));
+    }
     // -b implies -d, as in qemu-img: the images between stay as they are, so the top
     // must keep its data for the chain to read as before.
     let empty = !a.drop && a.base.is_none();
@@ -59,8 +68,6 @@ pub fn run(a: CommitArgs) -> Result<u8> {
         }
         false => None,
     };
-    let base = &chain[depth];
-    let base_driver = images.registry.get(&base.format)?;
     let top = images.open(&a.file, a.format.as_deref())?;
     let size = top.size();
     let below = chain_image(top.as_ref(), depth).map(|b| b.size()).unwrap_or_default();
