@@ -4,7 +4,7 @@
 //! in-place writer ([`Driver::write_into`](diskcast_block::registry::Driver::write_into)),
 //! as a [`Delta`] that leaves every range no image above the base allocates alone.
 
-use crate::common::args::{CacheMode, JobsArgs};
+use crate::common::args::{BackingArgs, CacheMode, JobsArgs};
 use crate::common::{chain_image, images_for_edit, parse_rate, same_file, write_delta};
 use clap::Args;
 use diskcast_block::delta::{Delta, Scope, scope_ranges};
@@ -18,7 +18,7 @@ pub fn run(a: CommitArgs) -> Result<u8> {
     let rate = a.rate.as_deref().map(parse_rate).transpose()?.filter(|&r| r > 0);
     let threads = a.jobs.count()?;
     // Every image is locked below, each its own way, before the chain is opened for reading.
-    let images = images_for_edit(&a.allow_backing)?;
+    let images = images_for_edit(&a.backing_args)?;
     if let Some(f) = &a.format {
         images.registry.get(f)?;
     }
@@ -121,10 +121,8 @@ pub struct CommitArgs {
     pub rate: Option<String>,
     #[command(flatten)]
     pub jobs: JobsArgs,
-    /// Allow opening this backing file (or any file under this directory) even though it is
-    /// outside the directory of the image that names it. May be repeated.
-    #[arg(long = "allow-backing", value_name = "PATH")]
-    pub allow_backing: Vec<PathBuf>,
+    #[command(flatten)]
+    pub backing_args: BackingArgs,
     /// The overlay whose data is committed.
     pub file: PathBuf,
 }

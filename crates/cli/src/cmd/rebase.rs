@@ -5,7 +5,7 @@
 //! the overlay (through the copy engine and the format's in-place writer, as a [`Delta`]
 //! comparing the two), and only then the header names the new backing file.
 
-use crate::common::args::{CacheMode, JobsArgs};
+use crate::common::args::{BackingArgs, CacheMode, JobsArgs};
 use crate::common::{images_for_edit, write_delta};
 use clap::Args;
 use diskcast_block::delta::{Delta, Scope, scope_ranges};
@@ -31,7 +31,7 @@ pub fn run(a: RebaseArgs) -> Result<u8> {
         }
         (None, _) => None,
     };
-    let images = images_for_edit(&a.allow_backing)?;
+    let images = images_for_edit(&a.backing_args)?;
     for f in [&a.format, &a.backing_format].into_iter().flatten() {
         images.registry.get(f)?;
     }
@@ -101,10 +101,8 @@ pub struct RebaseArgs {
     pub backing_cache: Option<CacheMode>,
     #[command(flatten)]
     pub jobs: JobsArgs,
-    /// Allow opening this backing file (or any file under this directory) even though it is
-    /// outside the directory of the image that names it. May be repeated.
-    #[arg(long = "allow-backing", value_name = "PATH")]
-    pub allow_backing: Vec<PathBuf>,
+    #[command(flatten)]
+    pub backing_args: BackingArgs,
     /// The overlay to rebase, changed in place.
     pub file: PathBuf,
 }

@@ -51,7 +51,7 @@ pub struct Images {
 impl Images {
     pub fn new(open: &OpenArgs) -> Result<Self> {
         let mut gate = Gate::new();
-        for p in &open.allow_backing {
+        for p in &open.backing.allow_backing {
             gate.allow(p)?;
         }
         // Replaying a log writes to the input, so it is locked as a target is.
@@ -86,9 +86,9 @@ impl Images {
 /// Images opened by a command that changes some of them in place (`commit`, `rebase`):
 /// the command locks each image itself first (a writer's lock on those it writes), so
 /// reading them here takes the lock that lets those stand.
-pub fn images_for_edit(allow_backing: &[std::path::PathBuf]) -> Result<Images> {
+pub fn images_for_edit(backing: &args::BackingArgs) -> Result<Images> {
     Images::new(&OpenArgs {
-        allow_backing: allow_backing.to_vec(),
+        backing: backing.clone(),
         share: args::ShareArgs { force_share: true },
         ..OpenArgs::default()
     })
