@@ -299,15 +299,25 @@ fn refusals_exit_as_qemu_img_does() {
     }
 }
 
-/// An overlay a VM (here qemu-io) has open is refused by both, and left alone.
+/// An overlay, or a backing file, a VM (here qemu-io) has open for writing is refused by
+/// both, and nothing is changed.
 #[test]
 fn an_image_in_use_is_refused() {
-    let (_d, ours, theirs) = twin(make_chain);
-    let _holders =
-        [QemuHolder::start("qcow2", &ours.join("top.qcow2")), QemuHolder::start("qcow2", &theirs.join("top.qcow2"))];
-    let before = read(&ours.join("top.qcow2"));
-    for args in [&["commit", "top.qcow2"][..], &["rebase", "-u", "-b", "base.raw", "-F", "raw", "top.qcow2"]] {
+    let (_d, ours, theirs) = twin(|dir| {
+        make_chain(dir);
+        qemu_img_in(Some(dir), &["create", "-q", "-f", "qcow2", "other.qcow2", "4M"]).expect_ok();
+    });
+    let cases: &[(&str, &[&str])] = &[
+        ("top.qcow2", &["commit", "top.qcow2"]),
+        ("top.qcow2", &["rebase", "-u", "-b", "base.raw", "-F", "raw", "top.qcow2"]),
+        ("mid.qcow2", &["commit", "top.qcow2"]),
+        ("other.qcow2", &["rebase", "-b", "other.qcow2", "-F", "qcow2", "top.qcow2"]),
+        ("mid.qcow2", &["rebase", "-b", "other.qcow2", "-F", "qcow2", "top.qcow2"]),
+    ];
+    for (held, args) in cases {
+        let _holders = [QemuHolder::start("qcow2", &ours.join(held)), QemuHolder::start("qcow2", &theirs.join(held))];
+        let before = [read(&ours.join("top.qcow2")), read(&ours.join("mid.qcow2"))];
         both(&ours, &theirs, args).expect_code(1).expect_stderr_any(&["in use", "lock"]);
+        assert!([read(&ours.join("top.qcow2")), read(&ours.join("mid.qcow2"))] == before, "{args:?} wrote");
     }
-    assert!(read(&ours.join("top.qcow2")) == before);
 }

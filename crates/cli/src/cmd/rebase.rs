@@ -43,20 +43,34 @@ pub fn run(a: RebaseArgs) -> Result<u8> {
         let file = ImageFile::open(&a.file)?;
         return driver.set_backing(&file, backing).map(|()| 0);
     }
-    // Locked as qemu-img rebase locks it: a VM or qemu-io using the image is refused.
-    let _lock = ImageLock::acquire(&a.file, LockMode::Write)?;
+    // Locked as qemu-img rebase locks it: a VM or qemu-io using the image is refused; in
+    // the safe mode the old chain and the new backing file are locked for reading (a VM
+    // writing one of them is refused too), before any of them is read.
+    let mut locks = vec![ImageLock::acquire(&a.file, LockMode::Write)?];
     let file = ImageFile::open_rw(&a.file)?;
     if !a.unsafe_mode {
-        let top = images.open(&a.file, Some(driver.name()))?;
-        let new_image = match backing {
-            Some((name, fmt)) => {
+        for below in images.chain_files(&a.file, Some(driver.name()))?.iter().skip(1) {
+            locks.push(ImageLock::acquire(&below.path, LockMode::Read)?);
+        }
+        let new_path = match backing {
+            Some((name, _)) => {
                 let canonical =
                     a.file.canonicalize().map_err(|e| Error::io("cannot resolve path", e).with_file(&a.file))?;
-                let path = images.gate.resolve(&a.file, name, "backing_file", &[canonical])?;
-                let opened = images.registry.open(&path, Some(fmt), &images.context());
-                Some(opened.map_err(|e| Error::argument(format!("Could not open new backing file '{name}': {e}")))?)
+                let path = images.gate.resolve(&a.file, name, "backing_file", &[canonical]).map_err(|e| {
+                    Error::argument(format!("Could not open new backing file '{name}': {e}")).with_file(&a.file)
+                })?;
+                locks.push(ImageLock::acquire(&path, LockMode::Read)?);
+                Some(path)
             }
             None => None,
+        };
+        let top = images.open(&a.file, Some(driver.name()))?;
+        let new_image = match (backing, &new_path) {
+            (Some((name, fmt)), Some(path)) => {
+                let opened = images.registry.open(path, Some(fmt), &images.context());
+                Some(opened.map_err(|e| Error::argument(format!("Could not open new backing file '{name}': {e}")))?)
+            }
+            _ => None,
         };
         let size = top.size();
         let ranges = scope_ranges(top.as_ref(), Scope::NotAllocated)?;
