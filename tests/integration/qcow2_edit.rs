@@ -147,3 +147,187 @@ fn convert_n_into_qcow2_refuses_what_it_cannot_keep_consistent() {
     qemu_img(&["create", "-q", "-f", "raw", &s(&raw), "8M"]);
     dc(&["convert", "-n", "-O", "qcow2", &s(&src), &s(&raw)]).expect_code(1).expect_stderr_all(&["magic"]);
 }
+
+/// `diskcast snapshot ARGS FILE`.
+fn dc_snapshot(args: &[&str], img: &Path) -> Run {
+    let mut v = vec!["snapshot"];
+    v.extend(args);
+    let p = s(img);
+    v.push(&p);
+    dc(&v)
+}
+
+/// Both tools list the same snapshots: qemu-img's table text, and our JSON equal to
+/// qemu-img info's `snapshots` key for key (ours from `snapshot -l` and from `info`).
+fn same_listing(img: &Path) {
+    let ours = dc_snapshot(&["-l"], img).expect_ok();
+    let theirs = qemu_img(&["snapshot", "-l", &s(img)]);
+    assert_eq!(ours.stdout_str(), theirs.stdout_str(), "snapshot -l differs from qemu-img's");
+    let json = dc_snapshot(&["-l", "--output", "json"], img).expect_ok().json();
+    let qemu = qemu_info(img)["snapshots"].clone();
+    assert_eq!(json, qemu, "snapshot -l --output json differs from qemu-img info's snapshots");
+    assert_eq!(dc_ok(&["info", "--output", "json", &s(img)]).json()["snapshots"], qemu);
+    let text = dc_ok(&["info", &s(img)]).stdout_str();
+    assert!(text.contains(&theirs.stdout_str()), "info does not list the snapshots as qemu-img does:\n{text}");
+}
+
+#[test]
+fn qemu_made_snapshots_are_listed_applied_and_deleted() {
+    let d = tmp();
+    let img = qcow2(d.path(), "a.qcow2", "", "16M", &["write -P 0x11 0 4M"]);
+    qemu_img(&["snapshot", "-c", "s1", &s(&img)]);
+    qemu_io("qcow2", &img, &["write -P 0x22 1M 2M", "write -P 0x24 8M 1M"]);
+    qemu_img(&["snapshot", "-c", "s2", &s(&img)]);
+    qemu_io("qcow2", &img, &["write -P 0x33 0 6M"]);
+    same_listing(&img);
+    // Apply s1 with diskcast, a copy with qemu-img: the same guest view, s1's pattern.
+    let theirs = d.path().join("theirs.qcow2");
+    std::fs::copy(&img, &theirs).unwrap();
+    dc_snapshot(&["-a", "s1"], &img).expect_ok();
+    qemu_img(&["snapshot", "-a", "s1", &s(&theirs)]);
+    qemu_check_clean(&img);
+    qemu_compare(&img, "qcow2", &theirs, "qcow2");
+    qemu_io("qcow2", &img, &["read -P 0x11 0 4M", "read -P 0 4M 12M"]);
+    // By ID too, as qemu-img -a takes it.
+    dc_snapshot(&["-a", "2"], &img).expect_ok();
+    qemu_img(&["snapshot", "-a", "2", &s(&theirs)]);
+    qemu_compare(&img, "qcow2", &theirs, "qcow2");
+    qemu_io("qcow2", &img, &["read -P 0x11 0 1M", "read -P 0x22 1M 2M", "read -P 0x24 8M 1M"]);
+    // Delete s1 (by name): s2 stays readable, nothing leaks, qemu-img lists what we do.
+    dc_snapshot(&["-d", "s1"], &img).expect_ok();
+    qemu_img(&["snapshot", "-d", "s1", &s(&theirs)]);
+    qemu_check_clean(&img);
+    same_listing(&img);
+    assert_eq!(qemu_info(&img)["snapshots"].as_array().map(Vec::len), Some(1));
+    let (ours_raw, qemu_raw) = (d.path().join("o.raw"), d.path().join("q.raw"));
+    for l in ["s2", "2", "snapshot.name=s2", "snapshot.id=2", "snapshot.id=2,snapshot.name=s2"] {
+        dc_ok(&["convert", "-l", l, "-O", "raw", &s(&img), &s(&ours_raw)]);
+        qemu_img(&["convert", "-l", l, "-O", "raw", &s(&img), &s(&qemu_raw)]);
+        assert_same_bytes(&qemu_raw, &ours_raw);
+    }
+    dc_ok(&["convert", "-s", "s2", "-O", "qcow2", &s(&img), &s(&ours_raw)]);
+    qemu_compare(&ours_raw, "qcow2", &qemu_raw, "raw");
+    // What is not there: qemu-img's messages, exit 1, nothing changed.
+    let before = read(&img);
+    dc_snapshot(&["-a", "s1"], &img).expect_code(1).expect_stderr_all(&["Could not apply snapshot 's1'", "not found"]);
+    dc_snapshot(&["-d", "2"], &img).expect_code(1).expect_stderr_all(&["Could not delete snapshot '2'", "not found"]);
+    dc(&["convert", "-l", "snapshot.id=2,snapshot.name=s1", "-O", "raw", &s(&img), &s(&ours_raw)])
+        .expect_code(1)
+        .expect_stderr_all(&["Can't find snapshot"]);
+    dc_snapshot(&["-c", "x", "-d", "s2"], &img).expect_code(1).expect_stderr_all(&["Cannot mix"]);
+    assert!(read(&img) == before);
+    // A format without snapshots lists none and refuses the rest, as qemu-img does.
+    let raw = d.path().join("r.raw");
+    qemu_img(&["create", "-q", "-f", "raw", &s(&raw), "1M"]);
+    assert!(dc_snapshot(&["-l"], &raw).expect_ok().stdout.is_empty());
+    dc_snapshot(&["-c", "x"], &raw).expect_code(1).expect_stderr_all(&["does not support internal snapshots"]);
+}
+
+#[test]
+fn diskcast_made_snapshots_are_read_by_qemu() {
+    let d = tmp();
+    for opts in ["", "compat=0.10", "cluster_size=512,refcount_bits=64", "refcount_bits=2", "cluster_size=4096"] {
+        // Compressed clusters share host clusters, whose refcounts then sit at 2 bits'
+        // maximum: with refcount_bits=2 no snapshot could share them (qemu-img refuses too).
+        let compress = if opts == "refcount_bits=2" { "write -P 0x12 4M 1M" } else { "write -c -P 0x12 4M 1M" };
+        let img = qcow2(d.path(), "b.qcow2", opts, "8M", &["write -P 0x11 0 3M", compress]);
+        let theirs = d.path().join("theirs.qcow2");
+        std::fs::copy(&img, &theirs).unwrap();
+        // Each tool takes the same snapshots of its copy; IDs and names agree.
+        dc_snapshot(&["-c", "first"], &img).expect_ok();
+        qemu_img(&["snapshot", "-c", "first", &s(&theirs)]);
+        qemu_check_clean(&img);
+        // Overwrite (partly, over data, compressed and unallocated clusters) with
+        // qemu-io, and with diskcast convert -n: both copy what the snapshot shares.
+        qemu_io("qcow2", &img, &["write -P 0x21 1M 1M"]);
+        qemu_io("qcow2", &theirs, &["write -P 0x21 1M 1M"]);
+        let src = qcow2(d.path(), "src.qcow2", "", "6M", &["write -P 0x31 2M 3M"]);
+        dc_ok(&["convert", "-n", "-O", "qcow2", &s(&src), &s(&img)]);
+        qemu_img(&["convert", "-n", "-O", "qcow2", &s(&src), &s(&theirs)]);
+        qemu_check_clean(&img);
+        dc_snapshot(&["-c", "second"], &img).expect_ok();
+        qemu_img(&["snapshot", "-c", "second", &s(&theirs)]);
+        qemu_check_clean(&img);
+        let list = |p: &Path| -> Vec<(String, String)> {
+            qemu_info(p)["snapshots"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| (v["id"].as_str().unwrap().to_string(), v["name"].as_str().unwrap().to_string()))
+                .collect()
+        };
+        assert_eq!(list(&img), list(&theirs), "{opts}");
+        // qemu-img reads and applies what diskcast made.
+        let (a, b) = (d.path().join("a.raw"), d.path().join("b.raw"));
+        qemu_img(&["convert", "-l", "first", "-O", "raw", &s(&img), &s(&a)]);
+        qemu_img(&["convert", "-l", "first", "-O", "raw", &s(&theirs), &s(&b)]);
+        assert_same_bytes(&b, &a);
+        qemu_io("raw", &a, &["read -P 0x11 0 3M", "read -P 0x12 4M 1M", "read -P 0 5M 3M"]);
+        let copy = d.path().join("copy.qcow2");
+        std::fs::copy(&img, &copy).unwrap();
+        qemu_img(&["snapshot", "-a", "first", &s(&copy)]);
+        qemu_check_clean(&copy);
+        qemu_io("qcow2", &copy, &["read -P 0x11 0 3M", "read -P 0x12 4M 1M"]);
+        // diskcast applies it the same way, and deletes, leaving no leak.
+        dc_snapshot(&["-a", "first"], &img).expect_ok();
+        qemu_img(&["snapshot", "-a", "first", &s(&theirs)]);
+        qemu_check_clean(&img);
+        qemu_compare(&img, "qcow2", &theirs, "qcow2");
+        dc_snapshot(&["-d", "first"], &img).expect_ok();
+        qemu_check_clean(&img);
+        dc_snapshot(&["-a", "second"], &img).expect_ok();
+        qemu_img(&["snapshot", "-a", "second", &s(&theirs)]);
+        qemu_compare(&img, "qcow2", &theirs, "qcow2");
+        // convert -n wrote all of src, its zeros too.
+        qemu_io("qcow2", &img, &["read -P 0 0 2M", "read -P 0x31 2M 3M", "read -P 0 5M 3M"]);
+        dc_snapshot(&["-d", "second"], &img).expect_ok();
+        qemu_check_clean(&img);
+        assert!(qemu_info(&img).get("snapshots").is_none(), "{opts}");
+        if opts == "refcount_bits=2" {
+            // Refcounts of 2 bits hold 3: a third snapshot (a fourth reference) is
+            // refused, as qemu-img refuses it, and the image stays consistent.
+            std::fs::copy(&img, &theirs).unwrap();
+            for n in ["x", "y"] {
+                dc_snapshot(&["-c", n], &img).expect_ok();
+                qemu_img(&["snapshot", "-c", n, &s(&theirs)]);
+            }
+            qemu_img_status(&["snapshot", "-c", "z", &s(&theirs)]).expect_code(1);
+            dc_snapshot(&["-c", "z"], &img).expect_code(1).expect_stderr_all(&["refcount_bits=2"]);
+            qemu_check_clean(&img);
+            assert_eq!(qemu_info(&img)["snapshots"].as_array().map(Vec::len), Some(2));
+            qemu_compare(&img, "qcow2", &theirs, "qcow2");
+        }
+        for p in [&img, &theirs, &copy, &src, &a, &b] {
+            std::fs::remove_file(p).unwrap();
+        }
+    }
+}
+
+#[test]
+fn hostile_snapshot_tables_are_refused_naming_the_cap() {
+    let d = tmp();
+    let good = qcow2(d.path(), "good.qcow2", "", "4M", &["write -P 0x11 0 1M"]);
+    qemu_img(&["snapshot", "-c", "s1", &s(&good)]);
+    let table = read_be_u64(&good, 64);
+    // (what is patched, the words the refusal names)
+    let cases: [(&str, Box<dyn Fn(&Path)>, &[&str]); 6] = [
+        ("too many snapshots", Box::new(|p| patch_u32(p, 60, 70_000)), &["70000 snapshots", "65536"]),
+        ("table past EOF", Box::new(|p| patch_u64(p, 64, 1 << 40)), &["snapshot table", "inside the"]),
+        ("entries past EOF", Box::new(|p| patch_u32(p, 60, 60_000)), &["runs past the end of the file"]),
+        ("extra data", Box::new(move |p| patch_u32(p, table + 36, 4096)), &["extra data", "1024"]),
+        ("name past EOF", Box::new(move |p| patch(p, table + 14, &0xffffu16.to_be_bytes())), &["runs past the end"]),
+        ("misaligned L1", Box::new(move |p| patch_u64(p, table, 0x10200)), &["L1 table", "cluster aligned"]),
+    ];
+    for (what, damage, words) in cases {
+        let p = d.path().join("bad.qcow2");
+        std::fs::copy(&good, &p).unwrap();
+        damage(&p);
+        let before = read(&p);
+        dc_snapshot(&["-l"], &p).expect_code(1).expect_diskcast_error().expect_stderr_all(words);
+        dc_snapshot(&["-a", "s1"], &p).expect_code(1).expect_diskcast_error().expect_stderr_all(words);
+        dc_snapshot(&["-c", "s2"], &p).expect_code(1).expect_diskcast_error().expect_stderr_all(words);
+        let out = d.path().join("out.raw");
+        dc(&["convert", "-l", "s1", "-O", "raw", &s(&p), &s(&out)]).expect_code(1).expect_diskcast_error();
+        assert!(read(&p) == before, "{what}: a refused command changed the image");
+    }
+}

@@ -639,6 +639,73 @@ impl<F: Borrow<ImageFile>> Editor<F> {
         Ok(())
     }
 
+    /// Adds (`add`) or drops one reference per path from the L1 table `l1` (a snapshot's,
+    /// or the active one before it is replaced) to every L2 table and cluster it reaches,
+    /// as qemu counts them: a data cluster once per L1 entry that reaches its table. Each
+    /// distinct L2 table is read once, so a hostile table naming one L2 table millions of
+    /// times costs one read. Drops are applied by the next [`flush`](Self::flush). Call
+    /// after a flush: L2 tables are read from the file.
+    pub fn adjust_tree(&mut self, l1: &[u64], add: bool) -> Result<()> {
+        let mut tables: BTreeMap<u64, u64> = BTreeMap::new();
+        for (i, &e) in l1.iter().enumerate() {
+            let host = e & OFFSET_MASK;
+            if host == 0 {
+                continue;
+            }
+            if e & L1_RESERVED != 0
+                || !host.is_multiple_of(self.cs)
+                || host.checked_add(self.cs).is_none_or(|x| x > self.end)
+            {
+                return Err(Error::corrupt(format!(
+                    "L1 entry {i} ({e:#x}) is not a cluster-aligned L2 table inside the file; run qemu-img check"
+                ))
+                .with_field("l1_entry"));
+            }
+            *tables.entry(host).or_default() += 1;
+        }
+        let file_len = self.file().len()?;
+        for (table, n) in tables {
+            self.adjust(table, self.cs, n, add)?;
+            for entry in read_u64_table(self.file(), table, self.l2_entries(), "l2_table")? {
+                let (host, len) = if entry & OFLAG_COMPRESSED != 0 {
+                    compressed_range(&self.h, entry)
+                } else {
+                    (entry & OFFSET_MASK, self.cs)
+                };
+                if host == 0 {
+                    continue;
+                }
+                if host < self.cs || host.checked_add(len).is_none_or(|x| x > file_len.next_multiple_of(self.cs)) {
+                    return Err(Error::corrupt(format!(
+                        "L2 table {table:#x} names a cluster at {host:#x} outside the file; run qemu-img check"
+                    ))
+                    .with_field("l2_entry"));
+                }
+                self.adjust(host, len, n, add)?;
+            }
+            self.trim_cache()?;
+        }
+        Ok(())
+    }
+
+    /// `n` more or fewer references to every cluster of `[host, host + len)`.
+    fn adjust(&mut self, host: u64, len: u64, n: u64, add: bool) -> Result<()> {
+        let first = host / self.cs;
+        let last = host.saturating_add(len.max(1) - 1) / self.cs;
+        for c in first..=last {
+            if add {
+                let r = self.refcount(c * self.cs)?;
+                let v = r.checked_add(n).ok_or_else(|| Error::corrupt("refcount overflow"))?;
+                self.set_refcount(c * self.cs, v)?;
+            } else {
+                for _ in 0..n {
+                    self.free(c * self.cs, 1)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Unmaps every guest cluster at or past `size` (for a shrink): their references are
     /// dropped and an L2 table left with nothing is freed. Metadata that contradicts
     /// itself (a cluster in use with refcount 0) is refused here, before anything is

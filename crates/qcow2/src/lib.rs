@@ -27,12 +27,15 @@ pub mod header;
 pub mod measure;
 pub mod reader;
 pub mod resize;
+pub mod snapshot;
 pub mod writer;
 
 use diskcast_block::io::ImageFile;
-use diskcast_block::registry::{CreateOptions, Driver, Measure, OpenContext, OptionSpec, Preallocation, ProbeData};
+use diskcast_block::registry::{
+    CreateOptions, Driver, Measure, OpenContext, OptionSpec, Preallocation, ProbeData, SnapshotOp, SnapshotRef,
+};
 use diskcast_block::source::Source;
-use diskcast_block::{BlockRead, BlockWrite, Error, Extent, PersistentBitmap, Result};
+use diskcast_block::{BlockRead, BlockWrite, Error, Extent, PersistentBitmap, Result, SnapshotInfo};
 
 pub use reader::Qcow2Reader;
 pub use writer::Qcow2Writer;
@@ -85,6 +88,33 @@ impl Driver for Qcow2Driver {
             .with_file(&name));
         }
         Ok(Box::new(edit::EditWriter::new(file, size, opts.target_is_zero).map_err(|e| e.with_file(&name))?))
+    }
+
+    fn snapshots(&self, src: Source) -> Result<Vec<SnapshotInfo>> {
+        let h = header::Header::read(src.as_ref()).map_err(|e| e.with_file(src.name()))?;
+        h.check_supported().map_err(|e| e.with_file(src.name()))?;
+        let table = snapshot::read_table(src.as_ref(), &h).map_err(|e| e.with_file(src.name()))?;
+        Ok(table.iter().map(snapshot::Snapshot::info).collect())
+    }
+
+    fn snapshot(&self, file: &ImageFile, op: &SnapshotOp) -> Result<Option<SnapshotInfo>> {
+        let name = file.path().to_path_buf();
+        let run = || -> Result<Option<SnapshotInfo>> {
+            let mut ed = edit::Editor::open(file)?;
+            match op {
+                SnapshotOp::Create(n) => return snapshot::create(&mut ed, n).map(Some),
+                SnapshotOp::Apply(k) => snapshot::apply(&mut ed, k)?,
+                SnapshotOp::Delete(n) => snapshot::delete(&mut ed, n)?,
+            }
+            Ok(None)
+        };
+        run().map_err(|e| if e.file().is_none() { e.with_file(&name) } else { e })
+    }
+
+    fn open_snapshot(&self, src: Source, ctx: &OpenContext<'_>, which: &SnapshotRef) -> Result<Box<dyn BlockRead>> {
+        let name = src.name().to_path_buf();
+        let r = Qcow2Reader::open(src, ctx)?.at_snapshot(which).map_err(|e| e.with_file(&name))?;
+        Ok(Box::new(r))
     }
 
     fn resize(&self, file: &ImageFile, size: u64, prealloc: Preallocation) -> Result<()> {

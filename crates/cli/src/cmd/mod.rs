@@ -23,6 +23,7 @@ pub mod mkfs;
 pub mod oci;
 pub mod rebase;
 pub mod resize;
+pub mod snapshot;
 pub mod usb;
 pub mod vm;
 pub mod wim;
