@@ -321,3 +321,22 @@ fn an_image_in_use_is_refused() {
         assert!([read(&ours.join("top.qcow2")), read(&ours.join("mid.qcow2"))] == before, "{args:?} wrote");
     }
 }
+
+/// An overlay diskcast cannot empty (qcow2 v2: no dirty bit to make that safe) is refused
+/// before anything is written, where qemu-img discards it cluster by cluster; with -d the
+/// commit is qemu-img's.
+#[test]
+fn commit_of_an_overlay_it_cannot_empty_needs_d() {
+    let (_d, ours, theirs) = twin(|dir| {
+        qemu_img_in(Some(dir), &["create", "-q", "-f", "raw", "base.raw", "2M"]).expect_ok();
+        let v2 = ["create", "-q", "-f", "qcow2", "-o", "compat=0.10", "-b", "base.raw", "-F", "raw", "v2.qcow2"];
+        qemu_img_in(Some(dir), &v2).expect_ok();
+        qemu_io("qcow2", &dir.join("v2.qcow2"), &["write -P 0x42 64K 128K"]);
+    });
+    let before = read(&ours.join("base.raw"));
+    dc_in(Some(&ours), &["commit", "v2.qcow2"]).expect_code(1).expect_diskcast_error().expect_stderr_all(&["-d"]);
+    assert!(read(&ours.join("base.raw")) == before, "a refused commit wrote the base");
+    both(&ours, &theirs, &["commit", "-d", "v2.qcow2"]);
+    qemu_compare(&ours.join("base.raw"), "raw", &theirs.join("base.raw"), "raw");
+    qemu_compare(&ours.join("base.raw"), "raw", &ours.join("v2.qcow2"), "qcow2");
+}
