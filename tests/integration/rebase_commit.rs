@@ -84,6 +84,7 @@ fn safe_rebase_keeps_the_guest_view() {
         &["rebase", "-b", "other.qcow2", "-F", "qcow2", "top.qcow2"],    // onto another image
         &["rebase", "-b", "", "top.qcow2"],                              // standalone
         &["rebase", "-p", "-b", "other.qcow2", "-F", "qcow2", "mid.qcow2"],
+        &["rebase", "-b", "mid.qcow2", "-F", "qcow2", "top.qcow2"], // onto its own backing file
     ] {
         let (_d, ours, theirs) = twin(qcow2_chain);
         let view = ours.join("view.raw");
@@ -95,6 +96,27 @@ fn safe_rebase_keeps_the_guest_view() {
         let named = args.iter().skip_while(|a| **a != "-b").nth(1).copied().filter(|b| !b.is_empty());
         assert_eq!(new[0].1.as_deref(), named, "{args:?}: {new:?}");
     }
+}
+
+/// Onto an image further down its own chain, past the end of a shorter image between:
+/// the old chain reads zeros there, the new backing file data, so zeros are written.
+#[test]
+fn safe_rebase_down_past_a_shorter_image() {
+    let (_d, ours, theirs) = twin(|dir| {
+        let create = |args: &[&str]| qemu_img_in(Some(dir), args).expect_ok();
+        create(&["create", "-q", "-f", "qcow2", "base.qcow2", "4M"]);
+        qemu_io("qcow2", &dir.join("base.qcow2"), &["write -P 0x31 0 4M"]);
+        create(&["create", "-q", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", "mid.qcow2", "2M"]);
+        qemu_io("qcow2", &dir.join("mid.qcow2"), &["write -P 0x32 1M 64K"]);
+        create(&["create", "-q", "-f", "qcow2", "-b", "mid.qcow2", "-F", "qcow2", "top.qcow2", "4M"]);
+        qemu_io("qcow2", &dir.join("top.qcow2"), &["write -P 0x33 3M 64K"]);
+    });
+    let view = ours.join("view.raw");
+    qemu_img(&["convert", "-O", "raw", &s(&ours.join("top.qcow2")), &s(&view)]);
+    both(&ours, &theirs, &["rebase", "-b", "base.qcow2", "-F", "qcow2", "top.qcow2"]);
+    same_chains(&ours, &theirs, &["top.qcow2"]);
+    qemu_compare(&ours.join("top.qcow2"), "qcow2", &view, "raw");
+    qemu_io("qcow2", &ours.join("top.qcow2"), &["read -P 0x31 0 1M", "read -P 0x32 1M 64K", "read -P 0 2M 1M"]);
 }
 
 #[test]

@@ -25,6 +25,10 @@ pub enum Scope {
     AllocatedAbove(usize),
     /// Ranges the top image itself does not allocate (`rebase`: the overlay keeps its own).
     NotAllocated,
+    /// Ranges the top image does not allocate where its chain may read otherwise than the
+    /// chain's image `n` levels down (`rebase` onto that image: elsewhere the old chain
+    /// reads that very image, and so does the new one).
+    NotAllocatedAbove(usize),
     /// The whole disk.
     All,
 }
@@ -43,6 +47,27 @@ pub fn allocated_above(top: &dyn BlockRead, depth: usize, offset: u64, max_len: 
     }
 }
 
+/// Whether the chain under `image` may read otherwise at `offset` than its image `depth`
+/// levels down (`depth` 0: `image` itself), and for how many bytes that holds: an image
+/// above that one allocates the range, or the range lies past the end of one of them
+/// (which then reads zeros where the image below may hold data).
+fn may_differ(image: &dyn BlockRead, depth: usize, offset: u64, max_len: u64) -> Result<(bool, u64)> {
+    if depth == 0 {
+        return Ok((false, max_len));
+    }
+    let e = image.extent_at(offset, max_len)?;
+    match (e.alloc, image.backing()) {
+        (Alloc::Data | Alloc::Zero, _) => Ok((true, e.len)),
+        (Alloc::Backing, Some(below)) => {
+            let (differs, len) = may_differ(below, depth - 1, offset, e.len)?;
+            Ok((differs, len.clamp(1, e.len)))
+        }
+        // Past the end of the image below (or no image below): zeros here, not what the
+        // image `depth` levels down holds, unless that is the image right below.
+        _ => Ok((depth > 1, e.len)),
+    }
+}
+
 /// The ranges of `top` that `scope` covers, as sorted, disjoint `(start, end)` pairs:
 /// walked once, before any write changes the chain.
 pub fn scope_ranges(top: &dyn BlockRead, scope: Scope) -> Result<Vec<(u64, u64)>> {
@@ -55,6 +80,16 @@ pub fn scope_ranges(top: &dyn BlockRead, scope: Scope) -> Result<Vec<(u64, u64)>
     while pos < size {
         let (allocated, len) = match scope {
             Scope::AllocatedAbove(n) => allocated_above(top, n, pos, size - pos)?,
+            Scope::NotAllocatedAbove(n) => match top.extent_at(pos, size - pos)? {
+                e if matches!(e.alloc, Alloc::Data | Alloc::Zero) => (false, e.len),
+                e => {
+                    let (differs, len) = match top.backing() {
+                        Some(below) if e.alloc == Alloc::Backing => may_differ(below, n - 1, pos, e.len)?,
+                        _ => (n > 1, e.len),
+                    };
+                    (differs, len.clamp(1, e.len))
+                }
+            },
             _ => allocated_above(top, 1, pos, size - pos).map(|(a, l)| (!a, l))?,
         };
         let end = pos.saturating_add(len.max(1)).min(size);
@@ -236,6 +271,10 @@ mod tests {
         assert_eq!(scope_ranges(&top, Scope::AllocatedAbove(1)).unwrap(), [(32, 40)]);
         assert_eq!(scope_ranges(&top, Scope::AllocatedAbove(2)).unwrap(), [(8, 16), (32, 40)]);
         assert_eq!(scope_ranges(&top, Scope::NotAllocated).unwrap(), [(0, 32), (40, 80)]);
+        // Onto mid (1 down) nothing can differ; onto base (2 down) what mid holds, and
+        // what lies past mid's end (zeros in the old chain).
+        assert_eq!(scope_ranges(&top, Scope::NotAllocatedAbove(1)).unwrap(), []);
+        assert_eq!(scope_ranges(&top, Scope::NotAllocatedAbove(2)).unwrap(), [(8, 16), (64, 80)]);
         assert_eq!(scope_ranges(&top, Scope::All).unwrap(), [(0, 80)]);
     }
 

@@ -6,7 +6,7 @@
 //! comparing the two), and only then the header names the new backing file.
 
 use crate::common::args::{BackingArgs, CacheMode, JobsArgs};
-use crate::common::{images_for_edit, write_delta};
+use crate::common::{images_for_edit, same_file, write_delta};
 use clap::Args;
 use diskcast_block::delta::{Delta, Scope, scope_ranges};
 use diskcast_block::io::ImageFile;
@@ -49,7 +49,8 @@ pub fn run(a: RebaseArgs) -> Result<u8> {
     let mut locks = vec![ImageLock::acquire(&a.file, LockMode::Write)?];
     let file = ImageFile::open_rw(&a.file)?;
     if !a.unsafe_mode {
-        for below in images.chain_files(&a.file, Some(driver.name()))?.iter().skip(1) {
+        let chain = images.chain_files(&a.file, Some(driver.name()))?;
+        for below in chain.iter().skip(1) {
             locks.push(ImageLock::acquire(&below.path, LockMode::Read)?);
         }
         let new_path = match backing {
@@ -73,7 +74,17 @@ pub fn run(a: RebaseArgs) -> Result<u8> {
             _ => None,
         };
         let size = top.size();
-        let ranges = scope_ranges(top.as_ref(), Scope::NotAllocated)?;
+        // A new backing file already on the chain, read as the chain reads it: only what
+        // the images above it hold (or lack) can differ, as qemu-img compares it.
+        let on_chain = new_path.as_deref().and_then(|p| {
+            chain
+                .iter()
+                .enumerate()
+                .skip(1)
+                .find(|(_, c)| same_file(&c.path, p) && Some(c.format.as_str()) == backing.map(|b| b.1))
+        });
+        let scope = on_chain.map_or(Scope::NotAllocated, |(depth, _)| Scope::NotAllocatedAbove(depth));
+        let ranges = scope_ranges(top.as_ref(), scope)?;
         let writer = driver.write_into(ImageFile::open_rw(&a.file)?, size, &CreateOptions::default()).file(&a.file)?;
         let unit = writer.granularity();
         let delta = Delta::new(size, top.backing(), ranges).comparing(new_image.as_deref(), unit);
