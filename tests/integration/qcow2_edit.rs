@@ -309,19 +309,21 @@ fn hostile_snapshot_tables_are_refused_naming_the_cap() {
     let good = qcow2(d.path(), "good.qcow2", "", "4M", &["write -P 0x11 0 1M"]);
     qemu_img(&["snapshot", "-c", "s1", &s(&good)]);
     let table = read_be_u64(&good, 64);
-    // (what is patched, the words the refusal names)
-    let cases: [(&str, Box<dyn Fn(&Path)>, &[&str]); 6] = [
-        ("too many snapshots", Box::new(|p| patch_u32(p, 60, 70_000)), &["70000 snapshots", "65536"]),
-        ("table past EOF", Box::new(|p| patch_u64(p, 64, 1 << 40)), &["snapshot table", "inside the"]),
-        ("entries past EOF", Box::new(|p| patch_u32(p, 60, 60_000)), &["runs past the end of the file"]),
-        ("extra data", Box::new(move |p| patch_u32(p, table + 36, 4096)), &["extra data", "1024"]),
-        ("name past EOF", Box::new(move |p| patch(p, table + 14, &0xffffu16.to_be_bytes())), &["runs past the end"]),
-        ("misaligned L1", Box::new(move |p| patch_u64(p, table, 0x10200)), &["L1 table", "cluster aligned"]),
+    // (what is patched: offset and bytes, the words the refusal names)
+    let be32 = |v: u32| v.to_be_bytes().to_vec();
+    let be64 = |v: u64| v.to_be_bytes().to_vec();
+    let cases: [(&str, u64, Vec<u8>, &[&str]); 6] = [
+        ("too many snapshots", 60, be32(70_000), &["70000 snapshots", "65536"]),
+        ("table past EOF", 64, be64(1 << 40), &["snapshot table", "inside the"]),
+        ("entries past EOF", 60, be32(60_000), &["runs past the end of the file"]),
+        ("extra data", table + 36, be32(4096), &["extra data", "1024"]),
+        ("name past EOF", table + 14, 0xffffu16.to_be_bytes().to_vec(), &["runs past the end"]),
+        ("misaligned L1", table, be64(0x10200), &["L1 table", "cluster aligned"]),
     ];
-    for (what, damage, words) in cases {
+    for (what, at, bytes, words) in cases {
         let p = d.path().join("bad.qcow2");
         std::fs::copy(&good, &p).unwrap();
-        damage(&p);
+        patch(&p, at, &bytes);
         let before = read(&p);
         dc_snapshot(&["-l"], &p).expect_code(1).expect_diskcast_error().expect_stderr_all(words);
         dc_snapshot(&["-a", "s1"], &p).expect_code(1).expect_diskcast_error().expect_stderr_all(words);
@@ -330,4 +332,42 @@ fn hostile_snapshot_tables_are_refused_naming_the_cap() {
         dc(&["convert", "-l", "s1", "-O", "raw", &s(&p), &s(&out)]).expect_code(1).expect_diskcast_error();
         assert!(read(&p) == before, "{what}: a refused command changed the image");
     }
+}
+
+#[test]
+fn snapshot_and_convert_n_refuse_encrypted_images_and_images_in_use() {
+    let d = tmp();
+    let src = qcow2(d.path(), "src.qcow2", "", "8M", &["write -P 0x11 0 1M"]);
+    // LUKS-encrypted: diskcast has no key handling, and says so before writing anything.
+    let enc = d.path().join("enc.qcow2");
+    qemu_img(&[
+        "create",
+        "-q",
+        "--object",
+        "secret,id=sec0,data=password",
+        "-f",
+        "qcow2",
+        "-o",
+        "encrypt.format=luks,encrypt.key-secret=sec0",
+        &s(&enc),
+        "8M",
+    ]);
+    let before = read(&enc);
+    dc(&["convert", "-n", "-O", "qcow2", &s(&src), &s(&enc)]).expect_code(1).expect_stderr_all(&["encrypted", "LUKS"]);
+    dc_snapshot(&["-c", "s1"], &enc).expect_code(1).expect_stderr_all(&["encrypted", "LUKS"]);
+    assert!(read(&enc) == before);
+    // An image qemu-io holds open for writing is refused, as qemu-img refuses it.
+    let q = qcow2(d.path(), "busy.qcow2", "", "8M", &[]);
+    let mut qio = std::process::Command::new("qemu-io")
+        .args(["-f", "qcow2", &s(&q)])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until_qemu_sees_lock("qcow2", &q);
+    dc_snapshot(&["-c", "s1"], &q).expect_code(1).expect_stderr_all(&["in use"]);
+    dc(&["convert", "-n", "-O", "qcow2", &s(&src), &s(&q)]).expect_code(1).expect_stderr_all(&["in use"]);
+    drop(qio.stdin.take());
+    qio.wait().unwrap();
+    assert!(qemu_info(&q).get("snapshots").is_none());
 }

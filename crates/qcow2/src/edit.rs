@@ -37,6 +37,10 @@ use std::collections::BTreeMap;
 /// the reader's L2 cache bound).
 const MAX_CACHED_BYTES: u64 = 32 << 20;
 
+/// What one dropped reference waiting for a flush costs in memory (a B-tree entry of
+/// two u64s with its share of the nodes), counted against [`MAX_CACHED_BYTES`].
+const PENDING_FREE_BYTES: u64 = 64;
+
 /// Header byte offsets of the fields the editor changes (qcow2.txt "Header").
 const SIZE_FIELD: u64 = 24;
 /// `refcount_table_offset` (u64) and `refcount_table_clusters` (u32), written together.
@@ -84,12 +88,31 @@ pub struct Editor<F: Borrow<ImageFile>> {
     /// References dropped but not yet counted down, by cluster index (applied by
     /// [`Editor::flush`] after the tables that dropped them are on disk).
     pending_frees: BTreeMap<u64, u64>,
+    /// Persistent bitmaps are in use (opened with [`Editor::open_keeping_bitmaps`]):
+    /// guest writes are refused.
+    has_bitmaps: bool,
 }
 
 impl<F: Borrow<ImageFile>> Editor<F> {
     /// Opens the image in `file` for editing, refusing what the editor cannot keep
     /// consistent (see the module documentation).
     pub fn open(file: F) -> Result<Self> {
+        let ed = Self::open_keeping_bitmaps(file)?;
+        if ed.has_bitmaps {
+            return Err(Error::unsupported(
+                "the image has persistent dirty bitmaps, which record every cluster the guest changes; diskcast \
+                 does not update them, so editing would make them lie; remove them (qemu-img bitmap --remove) \
+                 or use qemu-img",
+            )
+            .with_field("bitmaps"));
+        }
+        Ok(ed)
+    }
+
+    /// The same, also for an image with persistent bitmaps, for changes to metadata only
+    /// (the bitmaps themselves): clusters can be allocated and freed (the bitmaps'
+    /// clusters are counted like any other), but guest writes are refused.
+    pub fn open_keeping_bitmaps(file: F) -> Result<Self> {
         let f: &ImageFile = file.borrow();
         let h = Header::read(f)?;
         h.check_supported()?;
@@ -107,14 +130,8 @@ impl<F: Borrow<ImageFile>> Editor<F> {
             )
             .with_field("incompatible_features"));
         }
-        if h.bitmaps.is_some_and(|b| b.nb_bitmaps > 0) && h.autoclear & crate::bitmap::AUTOCLEAR_BITMAPS != 0 {
-            return Err(Error::unsupported(
-                "the image has persistent dirty bitmaps, which record every cluster the guest changes; diskcast \
-                 does not update them, so editing would make them lie; remove them (qemu-img bitmap --remove) \
-                 or use qemu-img",
-            )
-            .with_field("bitmaps"));
-        }
+        let has_bitmaps =
+            h.bitmaps.is_some_and(|b| b.nb_bitmaps > 0) && h.autoclear & crate::bitmap::AUTOCLEAR_BITMAPS != 0;
         let cs = h.cluster_size();
         let rt_entries = u64::from(h.refcount_table_clusters) * cs / 8;
         let rt = read_u64_table(f, h.refcount_table_offset, rt_entries, "refcount_table_offset")?;
@@ -133,6 +150,7 @@ impl<F: Borrow<ImageFile>> Editor<F> {
             end,
             free_hint: 1,
             pending_frees: BTreeMap::new(),
+            has_bitmaps,
         })
     }
 
@@ -391,6 +409,22 @@ impl<F: Borrow<ImageFile>> Editor<F> {
         self.cs / 8
     }
 
+    /// L1 entry `idx` (`e`, allocated) must name a cluster-aligned L2 table inside the
+    /// file, with its reserved bits clear.
+    fn check_l1_entry(&self, idx: usize, e: u64) -> Result<()> {
+        let host = e & OFFSET_MASK;
+        if e & L1_RESERVED != 0
+            || !host.is_multiple_of(self.cs)
+            || host.checked_add(self.cs).is_none_or(|x| x > self.end)
+        {
+            return Err(Error::corrupt(format!(
+                "L1 entry {idx} ({e:#x}) is not a cluster-aligned L2 table inside the file; run qemu-img check"
+            ))
+            .with_field("l1_entry"));
+        }
+        Ok(())
+    }
+
     /// The L2 table at L1 index `idx` as it is now (`None`: unallocated).
     fn l2_table(&mut self, idx: usize) -> Result<Option<&mut L2>> {
         let e = self.l1.get(idx).copied().unwrap_or(0);
@@ -399,15 +433,7 @@ impl<F: Borrow<ImageFile>> Editor<F> {
             return Ok(None);
         }
         if !self.l2.contains_key(&idx) {
-            if e & L1_RESERVED != 0
-                || !host.is_multiple_of(self.cs)
-                || host.checked_add(self.cs).is_none_or(|x| x > self.end)
-            {
-                return Err(Error::corrupt(format!(
-                    "L1 entry {idx} ({e:#x}) is not a cluster-aligned L2 table inside the file; run qemu-img check"
-                ))
-                .with_field("l1_entry"));
-            }
+            self.check_l1_entry(idx, e)?;
             let entries = read_u64_table(self.file(), host, self.l2_entries(), "l2_table")?;
             self.l2.insert(idx, L2 { host, entries, dirty: false });
         }
@@ -627,10 +653,11 @@ impl<F: Borrow<ImageFile>> Editor<F> {
         self.file().sync()
     }
 
-    /// Keeps the tables in memory under [`MAX_CACHED_BYTES`]: past it, flushes and
-    /// forgets the clean ones.
+    /// Keeps the tables and the dropped references in memory under
+    /// [`MAX_CACHED_BYTES`]: past it, flushes and forgets the clean tables.
     fn trim_cache(&mut self) -> Result<()> {
-        let held = u64_from_usize(self.l2.len() + self.blocks.len()) * self.cs;
+        let held = u64_from_usize(self.l2.len() + self.blocks.len()) * self.cs
+            + u64_from_usize(self.pending_frees.len()) * PENDING_FREE_BYTES;
         if held > MAX_CACHED_BYTES {
             self.flush()?;
             self.l2.clear();
@@ -652,15 +679,7 @@ impl<F: Borrow<ImageFile>> Editor<F> {
             if host == 0 {
                 continue;
             }
-            if e & L1_RESERVED != 0
-                || !host.is_multiple_of(self.cs)
-                || host.checked_add(self.cs).is_none_or(|x| x > self.end)
-            {
-                return Err(Error::corrupt(format!(
-                    "L1 entry {i} ({e:#x}) is not a cluster-aligned L2 table inside the file; run qemu-img check"
-                ))
-                .with_field("l1_entry"));
-            }
+            self.check_l1_entry(i, e)?;
             *tables.entry(host).or_default() += 1;
         }
         let file_len = self.file().len()?;
@@ -823,6 +842,7 @@ impl<F: Borrow<ImageFile>> Editor<F> {
     }
 
     fn write_cluster(&mut self, cluster: u64, within: u64, data: &[u8], below: Option<&dyn BlockRead>) -> Result<()> {
+        self.refuse_guest_writes()?;
         self.trim_cache()?;
         let (idx, slot) = self.guest_slot(cluster)?;
         let entry = self.l2_writable(idx, true)?.and_then(|t| t.entries.get(slot).copied()).unwrap_or(0);
@@ -856,6 +876,18 @@ impl<F: Borrow<ImageFile>> Editor<F> {
         self.release_entry(entry)
     }
 
+    /// Guest data cannot change under persistent bitmaps that would not record it.
+    fn refuse_guest_writes(&self) -> Result<()> {
+        if self.has_bitmaps {
+            return Err(Error::unsupported(
+                "guest writes into an image with persistent dirty bitmaps would not be recorded in them; \
+                 remove the bitmaps (qemu-img bitmap --remove) or use qemu-img",
+            )
+            .with_field("bitmaps"));
+        }
+        Ok(())
+    }
+
     fn set_entry(&mut self, idx: usize, slot: usize, value: u64) -> Result<()> {
         let t = self.l2.get_mut(&idx).ok_or_else(|| Error::corrupt("L2 table vanished from the cache"))?;
         if let Some(e) = t.entries.get_mut(slot)
@@ -881,6 +913,7 @@ impl<F: Borrow<ImageFile>> Editor<F> {
     /// (v3), or unallocated ones (v2 without a backing file; their old clusters are
     /// freed); v2 with a backing file, and parts of clusters, get zeros written.
     pub fn write_zeroes(&mut self, guest: u64, len: u64, below: Option<&dyn BlockRead>) -> Result<()> {
+        self.refuse_guest_writes()?;
         let end = range_end(guest, len, self.h.size)?;
         let backed = self.h.backing_file.is_some();
         let mut pos = guest;

@@ -4,7 +4,7 @@
 //! refuse the rest, as qemu-img does.
 
 use crate::common::args::{OpenArgs, OutputFormat, ShareArgs};
-use crate::common::{Images, image_opts, print_json, snapshot_json, snapshot_table};
+use crate::common::{Images, image_and_format, print_json, snapshot_json, snapshot_table};
 use clap::Args;
 use diskcast_block::io::ImageFile;
 use diskcast_block::lock::{LockMode, apply};
@@ -14,14 +14,7 @@ use diskcast_block::{Error, Result};
 use std::path::PathBuf;
 
 pub fn run(a: SnapshotArgs) -> Result<u8> {
-    let (path, format) = match (a.image_opts, &a.format) {
-        (true, Some(_)) => return Err(Error::argument("--image-opts and -f cannot be used together")),
-        (true, None) => {
-            let (p, f) = image_opts(&a.file.to_string_lossy())?;
-            (p, Some(f))
-        }
-        (false, f) => (a.file.clone(), f.clone()),
-    };
+    let (path, format) = image_and_format(&a.file, a.format.as_ref(), a.image_opts)?;
     let op = a.op()?;
     let Some(op) = op else {
         // -l: read, locked as qemu-img reads (-U shares).
@@ -46,10 +39,7 @@ pub fn run(a: SnapshotArgs) -> Result<u8> {
     let file = ImageFile::open_rw(&path)?;
     apply(file.file(), &path, LockMode::Write)?;
     let images = Images::new(&OpenArgs { share: ShareArgs { force_share: true }, ..OpenArgs::default() })?;
-    let driver = match &format {
-        Some(f) => images.registry.get(f)?,
-        None => images.registry.probe(&path)?,
-    };
+    let driver = images.driver(&path, format.as_deref())?;
     let what = match &op {
         SnapshotOp::Create(n) => format!("create snapshot '{n}'"),
         SnapshotOp::Apply(n) => format!("apply snapshot '{n}'"),

@@ -81,11 +81,15 @@ impl Images {
         refuse_stream(path)?;
         let ctx = self.context();
         ctx.lock(path)?;
-        let driver = match format {
-            Some(f) => self.registry.get(f)?,
-            None => self.registry.probe(path)?,
-        };
-        driver.open_snapshot(diskcast_block::source::open_file(path)?, &ctx, which)
+        self.driver(path, format)?.open_snapshot(diskcast_block::source::open_file(path)?, &ctx, which)
+    }
+
+    /// The driver of the image at `path`: `format`, else probed.
+    pub fn driver(&self, path: &Path, format: Option<&str>) -> Result<&dyn diskcast_block::registry::Driver> {
+        match format {
+            Some(f) => self.registry.get(f),
+            None => self.registry.probe(path),
+        }
     }
 
     /// A context that opens backing files through this command's gate.
@@ -277,6 +281,23 @@ pub fn image_opts(spec: &str) -> Result<(std::path::PathBuf, String)> {
         }
         (_, false) => Err(Error::argument(format!("--image-opts {spec:?}: driver={driver} takes file.filename=PATH"))),
         _ => Ok((path, driver)),
+    }
+}
+
+/// The image and its format from `FILE [-f FMT]` or `--image-opts SPEC` (not both), as
+/// every qemu-img verb that takes `--image-opts` reads them.
+pub fn image_and_format(
+    file: &Path,
+    format: Option<&String>,
+    with_image_opts: bool,
+) -> Result<(std::path::PathBuf, Option<String>)> {
+    match (with_image_opts, format) {
+        (true, Some(_)) => Err(Error::argument("--image-opts and -f cannot be used together")),
+        (true, None) => {
+            let (p, f) = image_opts(&file.to_string_lossy())?;
+            Ok((p, Some(f)))
+        }
+        (false, f) => Ok((file.to_path_buf(), f.cloned())),
     }
 }
 
