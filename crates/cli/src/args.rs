@@ -201,7 +201,8 @@ refuses the other formats too). A new backing file outside FILE's directory need
 Examples:
   diskcast rebase -b new-base.qcow2 -F qcow2 overlay.qcow2      # same guest view
   diskcast rebase -b \"\" overlay.qcow2                           # standalone
-  diskcast rebase -u -b /images/base.qcow2 -F qcow2 overlay.qcow2 --allow-backing /images";
+  diskcast rebase -b /images/base.qcow2 -F qcow2 --allow-backing /images overlay.qcow2
+  diskcast rebase -u -b base-v2.qcow2 -F qcow2 overlay.qcow2    # the base was renamed";
 
 const COMMIT_HELP: &str = "\
 Every range FILE (and, with -b BASE, every image between FILE and BASE) holds is written
