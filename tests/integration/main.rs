@@ -43,6 +43,7 @@ mod profiles;
 mod qcow2_edit;
 mod qemu_flags;
 mod qemu_json;
+mod rebase_commit;
 mod registry;
 mod replay_log;
 mod reproducible;

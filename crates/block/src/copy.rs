@@ -35,12 +35,23 @@ pub struct CopyOptions {
     pub chunk_size: u64,
     /// Set by a signal handler to stop the copy with [`crate::ErrorKind::Cancelled`].
     pub cancel: Option<Arc<AtomicBool>>,
+    /// Leave alone what the source leaves to its backing file: ranges it reports as
+    /// [`Alloc::Backing`](crate::Alloc::Backing) are neither read nor written, because the
+    /// target already reads that way there (a [`crate::delta::Delta`]: `commit`, `rebase`,
+    /// `convert -B`). Off, backing chains are flattened into the target.
+    pub skip_backing: bool,
 }
 
 impl CopyOptions {
     /// `threads` workers, `-S 4K`, 2 MiB items, no cancel flag.
     pub fn new(threads: usize) -> Self {
-        CopyOptions { threads, min_sparse: Some(DEFAULT_MIN_SPARSE), chunk_size: DEFAULT_CHUNK, cancel: None }
+        CopyOptions {
+            threads,
+            min_sparse: Some(DEFAULT_MIN_SPARSE),
+            chunk_size: DEFAULT_CHUNK,
+            cancel: None,
+            skip_backing: false,
+        }
     }
 }
 
@@ -89,6 +100,8 @@ struct Planner<'a> {
     chunk: u64,
     allocate_all: bool,
     zero_initialized: bool,
+    /// [`CopyOptions::skip_backing`].
+    skip_backing: bool,
     pos: u64,
     seq: u64,
     /// Last extent looked up, reused while the cursor is still inside it.
@@ -104,12 +117,21 @@ impl Planner<'_> {
         {
             return Ok(Extent { offset, len: e.end() - offset, alloc: e.alloc });
         }
-        let e = resolved_extent(self.src, offset, self.size - offset)?;
+        let e = if self.skip_backing {
+            self.src.extent_at(offset, self.size - offset)?
+        } else {
+            resolved_extent(self.src, offset, self.size - offset)?
+        };
         if e.len == 0 || e.offset != offset {
             return Err(Error::corrupt("driver returned an empty or misplaced extent").with_offset(offset));
         }
         self.cached = Some(e);
         Ok(e)
+    }
+
+    /// A range the target already holds ([`CopyOptions::skip_backing`]).
+    fn skips(&self, e: &Extent) -> bool {
+        self.skip_backing && e.alloc == crate::Alloc::Backing
     }
 
     fn align_down(&self, v: u64) -> u64 {
@@ -130,6 +152,15 @@ impl Planner<'_> {
                 return Ok(Some(self.item(pos, cap - pos, true)));
             }
             let ext = self.extent(pos)?;
+            if self.skips(&ext) {
+                // Whole granules the target already holds: left alone.
+                let keep_end = if ext.end() >= self.size { self.size } else { self.align_down(ext.end()) };
+                if keep_end > pos {
+                    self.pos = keep_end;
+                    self.skipped += keep_end - pos;
+                    continue;
+                }
+            }
             if ext.alloc.reads_zero() {
                 // Whole granules that read as zero need no reading.
                 let zero_end = if ext.end() >= self.size { self.size } else { self.align_down(ext.end()) };
@@ -146,9 +177,8 @@ impl Planner<'_> {
             let mut end = self.align_up(pos + 1).min(cap);
             while end < cap {
                 let e = self.extent(end)?;
-                let whole_zero_granule =
-                    e.alloc.reads_zero() && (e.end() >= self.size || self.align_down(e.end()) > end);
-                if whole_zero_granule {
+                let whole_granule = e.end() >= self.size || self.align_down(e.end()) > end;
+                if whole_granule && (e.alloc.reads_zero() || self.skips(&e)) {
                     break;
                 }
                 end = self.align_up(e.end()).min(cap).max(end + 1);
@@ -195,6 +225,7 @@ pub fn copy(
         chunk,
         allocate_all: opts.min_sparse.is_none(),
         zero_initialized: dst.zero_initialized(),
+        skip_backing: opts.skip_backing,
         pos: 0,
         seq: 0,
         cached: None,

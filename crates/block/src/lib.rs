@@ -11,6 +11,7 @@
 //!   source or of a virtual disk); drivers open images from a [`source::ByteSource`].
 //! - [`gate`]: the only way a driver may open another file (backing files, extents).
 //! - [`copy`]: the parallel, sparse-aware copy engine behind `convert`.
+//! - [`delta`]: what to write so an image reads as another (`commit`, `rebase`, `convert -B`).
 //! - [`output`]: the one output path: targets checked and locked, files put in place only
 //!   when everything succeeded, devices and pipes written in place.
 //! - [`device`]: block devices written only when nothing uses them.
@@ -21,6 +22,7 @@
 pub mod compress;
 pub mod copy;
 pub mod decompress;
+pub mod delta;
 pub mod device;
 pub mod error;
 pub mod filter;

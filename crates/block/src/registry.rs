@@ -372,6 +372,38 @@ pub trait Driver: Send + Sync {
         .with_file(file.path()))
     }
 
+    /// Whether [`set_backing`](Self::set_backing) can change this format's backing file:
+    /// asked before a safe `rebase` writes any data.
+    fn sets_backing(&self) -> bool {
+        false
+    }
+
+    /// Records `backing` (file name as it is to be stored, and its format), or no backing
+    /// file, in the image in `file` (opened for writing and locked as a writer), leaving
+    /// its data alone (`rebase`). Formats qemu-img cannot rebase refuse with its message.
+    fn set_backing(&self, file: &ImageFile, backing: Option<(&str, &str)>) -> Result<()> {
+        Err(Error::unsupported(format!(
+            "Could not change the backing file to '{}': Operation not supported (qemu-img cannot change the \
+             backing file of {} images either)",
+            backing.map_or("", |b| b.0),
+            self.name()
+        ))
+        .with_file(file.path()))
+    }
+
+    /// Why [`make_empty`](Self::make_empty) would refuse the image in `file`, or `None`:
+    /// asked before a `commit` writes anything.
+    fn empty_refusal(&self, _file: &ImageFile) -> Result<Option<String>> {
+        Ok(None)
+    }
+
+    /// Makes every range of the overlay in `file` read from its backing file again, as
+    /// qemu-img empties the image it committed. `Ok(false)`: the format cannot, and the
+    /// image stays as it is (qemu-img leaves those formats alone too).
+    fn make_empty(&self, _file: &ImageFile) -> Result<bool> {
+        Ok(false)
+    }
+
     /// The internal snapshots of the image in `src`, every table entry checked (a broken
     /// table is an error, not an empty list). Formats without them have none, as
     /// `qemu-img snapshot -l` lists none.

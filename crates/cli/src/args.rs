@@ -3,8 +3,8 @@
 //! `common::args`; validation into plans happens in the commands.
 
 use crate::cmd::{
-    cat, check, compare, convert, create, dd, docs, extract, formats, info, inspect, iso, ls, measure, mkdisk, mkfs,
-    oci, resize, snapshot, usb, vm, vulndb, wim, write,
+    cat, check, commit, compare, convert, create, dd, docs, extract, formats, info, inspect, iso, ls, measure, mkdisk,
+    mkfs, oci, rebase, resize, snapshot, usb, vm, vulndb, wim, write,
 };
 use clap::{Parser, Subcommand};
 
@@ -167,6 +167,12 @@ Examples:
     /// Change an image's virtual size in place (raw and qcow2, as qemu-img resize).
     #[command(after_help = RESIZE_HELP)]
     Resize(resize::ResizeArgs),
+    /// Change an overlay's backing file, keeping what its guest sees (as qemu-img rebase).
+    #[command(after_help = REBASE_HELP)]
+    Rebase(rebase::RebaseArgs),
+    /// Write an overlay's data into its backing file, then empty it (as qemu-img commit).
+    #[command(after_help = COMMIT_HELP)]
+    Commit(commit::CommitArgs),
     /// List, create, apply or delete an image's internal snapshots (qcow2, as qemu-img snapshot).
     #[command(after_help = SNAPSHOT_HELP)]
     Snapshot(snapshot::SnapshotArgs),
@@ -184,6 +190,34 @@ Examples:
     #[command(after_help = MAN_HELP)]
     Man(docs::ManArgs),
 }
+
+const REBASE_HELP: &str = "\
+The safe mode (no -u) opens the old and the new backing chain and, for every cluster
+FILE does not hold itself where the two read differently, writes the old data into FILE;
+then the header names the new backing file. The guest sees the same disk before and
+after. -b \"\" makes FILE standalone (all the old backing data it needs copied in).
+-u writes only the new name and format, opening nothing: for a backing file that was
+moved or renamed. Only qcow2 images record a backing file that can be changed (qemu-img
+refuses the other formats too). A new backing file outside FILE's directory needs
+--allow-backing, as reading FILE later will.
+
+Examples:
+  diskcast rebase -b new-base.qcow2 -F qcow2 overlay.qcow2      # same guest view
+  diskcast rebase -b \"\" overlay.qcow2                           # standalone
+  diskcast rebase -b /images/base.qcow2 -F qcow2 --allow-backing /images overlay.qcow2
+  diskcast rebase -u -b base-v2.qcow2 -F qcow2 overlay.qcow2    # the base was renamed";
+
+const COMMIT_HELP: &str = "\
+Every range FILE (and, with -b BASE, every image between FILE and BASE) holds is written
+into the backing file (or BASE), which grows to FILE's size if it is smaller. Then FILE
+is emptied: all its clusters unallocated, the file cut to its metadata, so it reads
+from the backing file again (qemu-img does the same; -d keeps FILE as it is, and so
+does -b). The base is written in place: raw and qcow2 bases.
+
+Examples:
+  diskcast commit -p overlay.qcow2
+  diskcast commit -b base.qcow2 top.qcow2           # through mid.qcow2, keeps both
+  diskcast commit -d -r 100M overlay.qcow2          # keep the overlay, 100 MiB/s";
 
 const COMPLETIONS_HELP: &str = "\
 Examples:

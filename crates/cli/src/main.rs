@@ -63,6 +63,8 @@ fn run(command: Command) -> Result<u8, Failure> {
         Command::Wim(c) => wim::run(c).map_err(Failure::from),
         Command::Write(a) => write::run(a).map_err(Failure::from),
         Command::Resize(a) => resize::run(a).map_err(Failure::from),
+        Command::Rebase(a) => rebase::run(a).map_err(Failure::from),
+        Command::Commit(a) => commit::run(a).map_err(Failure::from),
         Command::Snapshot(a) => snapshot::run(a).map_err(Failure::from),
         Command::Dd(a) => dd::run(a).map_err(Failure::from),
         Command::Usb(a) => usb::run(a).map_err(Failure::from),

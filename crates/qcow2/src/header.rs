@@ -164,6 +164,17 @@ pub struct RawHeader {
     pub padding: [u8; 7],
 }
 
+/// One header extension as stored: its type, where it starts, and its data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Extension {
+    /// The extension's type (`EXT_BACKING_FORMAT`, ...).
+    pub typ: u32,
+    /// File offset of its 8-byte type and length.
+    pub at: u64,
+    /// Its data, without the padding.
+    pub data: Vec<u8>,
+}
+
 /// A header extension's type and length; its data follows, padded to 8 bytes.
 #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Debug, Clone, Copy, Default)]
 #[repr(C)]
@@ -384,6 +395,27 @@ impl Header {
 
     /// Walks the header extensions (between the fixed header and the end of cluster 0).
     fn read_extensions(&mut self, file: &dyn ByteSource, file_len: u64) -> Result<()> {
+        for ext in self.extensions(file, file_len)? {
+            if ext.typ == EXT_BACKING_FORMAT {
+                if ext.data.len() > MAX_FORMAT_NAME {
+                    return Err(Error::invalid("backing format name is too long")
+                        .with_field("backing_format")
+                        .with_offset(ext.at));
+                }
+                let name = String::from_utf8(ext.data).map_err(|_| {
+                    Error::invalid("backing format name is not UTF-8").with_field("backing_format").with_offset(ext.at)
+                })?;
+                self.backing_format = Some(name.trim_end_matches('\0').to_string());
+            } else if ext.typ == crate::bitmap::EXT_BITMAPS {
+                self.bitmaps = Some(crate::bitmap::BitmapsExt::parse(&ext.data).map_err(|e| e.with_offset(ext.at))?);
+            }
+        }
+        Ok(())
+    }
+
+    /// The header extensions as stored, in file order (the end marker not included):
+    /// between the fixed header and the backing file name, or the end of cluster 0.
+    pub fn extensions(&self, file: &dyn ByteSource, file_len: u64) -> Result<Vec<Extension>> {
         let cs = self.cluster_size();
         let start = u64::from(self.header_length);
         // Extensions end at the backing file name when there is one, else at cluster end.
@@ -392,18 +424,19 @@ impl Header {
             end = self.backing_file_offset;
         }
         if end <= start {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let mut buf = vec![0u8; usize_from_u64(end - start, "qcow2 header extensions")?];
         file.read_exact_at(&mut buf, start)?;
+        let mut found = Vec::new();
         let mut pos = 0usize;
         for _ in 0..MAX_EXTENSIONS {
             // Fewer than 8 bytes left before the cluster's end: no further extension fits.
-            let Ok(ext) = read::<ExtensionHeader>(&buf, pos, "qcow2 header extension") else { return Ok(()) };
+            let Ok(ext) = read::<ExtensionHeader>(&buf, pos, "qcow2 header extension") else { return Ok(found) };
             let typ = ext.typ.get();
             let len = usize_from(ext.len.get());
             if typ == 0 {
-                return Ok(());
+                return Ok(found);
             }
             let at = start + u64_from_usize(pos);
             let data_at = pos + size_of::<ExtensionHeader>();
@@ -412,25 +445,23 @@ impl Header {
                     .with_field("header_extension")
                     .with_offset(at));
             };
-            if typ == EXT_BACKING_FORMAT {
-                if len > MAX_FORMAT_NAME {
-                    return Err(Error::invalid("backing format name is too long")
-                        .with_field("backing_format")
-                        .with_offset(at));
-                }
-                let name = String::from_utf8(data.to_vec()).map_err(|_| {
-                    Error::invalid("backing format name is not UTF-8").with_field("backing_format").with_offset(at)
-                })?;
-                self.backing_format = Some(name.trim_end_matches('\0').to_string());
-            }
-            if typ == crate::bitmap::EXT_BITMAPS {
-                self.bitmaps = Some(crate::bitmap::BitmapsExt::parse(data).map_err(|e| e.with_offset(at))?);
-            }
+            found.push(Extension { typ, at, data: data.to_vec() });
             pos = data_at + len.div_ceil(8) * 8;
         }
         Err(Error::invalid(format!("more than {MAX_EXTENSIONS} header extensions"))
             .with_field("header_extension")
             .with_offset(start))
+    }
+
+    /// Refuses an image qemu would not write without repairing it first: marked corrupt, or
+    /// not closed cleanly (dirty, stale refcounts).
+    pub fn refuse_unclean(&self) -> Result<()> {
+        if self.incompatible & (INCOMPAT_CORRUPT | INCOMPAT_DIRTY) != 0 {
+            return Err(Error::refused(
+                "the image is marked corrupt or was not closed cleanly (dirty); run `qemu-img check -r all` first",
+            ));
+        }
+        Ok(())
     }
 
     /// Errors for features a reader or checker cannot handle (encryption, data file,
@@ -523,7 +554,7 @@ impl Header {
     }
 }
 
-fn push_extension(b: &mut Vec<u8>, typ: u32, data: &[u8]) -> Result<()> {
+pub(crate) fn push_extension(b: &mut Vec<u8>, typ: u32, data: &[u8]) -> Result<()> {
     let len = fit::<u32, u64>(u64_from_usize(data.len()), "qcow2 header extension length")?;
     b.extend_from_slice(ExtensionHeader { typ: typ.into(), len: len.into() }.as_bytes());
     b.extend_from_slice(data);

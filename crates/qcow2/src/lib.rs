@@ -12,11 +12,14 @@
 //!   bitmaps, and compares.
 //! - `measure`: qemu-img measure's arithmetic.
 //! - `resize`: in place, growing or (`--shrink`) shrinking, as qemu-img resize does.
+//! - `backing`: the backing file changed in place (`rebase`), an overlay emptied after
+//!   `commit`.
 //! - `edit`: an existing image changed in place (`convert -n`, snapshots): the one
 //!   cluster allocator, copy-on-write, zero clusters, crash-safe write order.
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::as_conversions))]
 
+pub mod backing;
 pub mod bitmap;
 pub mod check;
 pub mod edit;
@@ -116,6 +119,22 @@ impl Driver for Qcow2Driver {
 
     fn resize(&self, file: &ImageFile, size: u64, prealloc: Preallocation) -> Result<()> {
         resize::resize(file, size, prealloc)
+    }
+
+    fn sets_backing(&self) -> bool {
+        true
+    }
+
+    fn set_backing(&self, file: &ImageFile, backing: Option<(&str, &str)>) -> Result<()> {
+        backing::set_backing(file, backing)
+    }
+
+    fn empty_refusal(&self, file: &ImageFile) -> Result<Option<String>> {
+        backing::cannot_empty(file)
+    }
+
+    fn make_empty(&self, file: &ImageFile) -> Result<bool> {
+        backing::make_empty(file).map(|()| true)
     }
 
     fn measure(&self, size: u64, data: &[Extent], opts: &CreateOptions) -> Result<Measure> {

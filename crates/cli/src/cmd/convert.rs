@@ -6,14 +6,14 @@
 //! may write into it) and then writes the target.
 
 mod image;
-mod reads;
 
-use crate::common::args::{OpenArgs, ProgressArgs, WriteArgs};
+use crate::common::args::{CacheMode, OpenArgs, ProgressArgs, WriteArgs};
 use crate::common::args::{OvaArgs, check_gce_output};
 use crate::common::output::{ContainerWriter, ImageWriter, Package, PackageWriter};
 use crate::common::progress::ProgressMode;
-use crate::common::{Images, create_options, image_opts};
+use crate::common::{Images, create_options, image_opts, parse_rate, reads, same_file};
 use clap::Args;
+use diskcast_block::delta::{Delta, Scope, scope_ranges};
 use diskcast_block::filter::Filtered;
 use diskcast_block::io::ImageFile;
 use diskcast_block::output::{Output, Target, parent_dir, refuse_inputs};
@@ -162,6 +162,8 @@ struct Plan<'r> {
     in_place: bool,
     /// `-S`: `None` writes every byte.
     min_sparse: Option<u64>,
+    /// The unit `-B` compares in: the output's cluster size.
+    cluster: u64,
 }
 
 impl<'r> Plan<'r> {
@@ -193,7 +195,35 @@ impl<'r> Plan<'r> {
             )));
         }
         let driver = images.registry.get(&a.output_format)?;
-        let create = create_options(&a.options, a.write.compress)?;
+        let mut create = create_options(&a.options, a.write.compress)?;
+        match (&a.backing, &a.backing_format) {
+            (Some(_), None) => {
+                return Err(Error::argument("Use of backing file requires explicit backing format (-F)"));
+            }
+            (None, Some(_)) => return Err(Error::argument("Backing format cannot be used without backing file (-B)")),
+            (Some(_), Some(_)) if a.no_create => {
+                return Err(Error::argument(
+                    "-B makes a new overlay; -n writes into an existing image as it is (drop one of them)",
+                ));
+            }
+            _ => {}
+        }
+        if a.backing.is_some() && !driver.sets_backing() {
+            return Err(Error::argument(format!("Backing file not supported for file format '{}'", driver.name())));
+        }
+        if let (Some(b), Some(f)) = (&a.backing, &a.backing_format) {
+            images.registry.get(f)?;
+            if create.options.get("backing_file").is_some_and(|o| o != b) {
+                return Err(Error::argument(format!("-B {b} and -o backing_file= name different backing files")));
+            }
+            (create.backing_file, create.backing_format) = (Some(b.clone()), Some(f.clone()));
+            create.options.remove("backing_file");
+            create.options.remove("backing_fmt");
+        }
+        let cluster = match create.options.get("cluster_size") {
+            Some(c) => parse_size(c)?,
+            None => DEFAULT_COMPARE_UNIT,
+        };
         let min_sparse = match parse_size(&a.min_sparse)? {
             0 => None,
             n => Some(n),
@@ -235,7 +265,7 @@ impl<'r> Plan<'r> {
             .with_file(p));
         }
         refuse_inputs(&a.dst, &[&a.src])?;
-        Ok(Plan { input, snapshot, driver, create, target, in_place: a.no_create, min_sparse })
+        Ok(Plan { input, snapshot, driver, create, target, in_place: a.no_create, min_sparse, cluster })
     }
 
     /// Checks and locks the target, opens the source, and writes the target through the
@@ -243,8 +273,10 @@ impl<'r> Plan<'r> {
     fn run(self, images: &Images, a: &ConvertArgs, flags: &QemuFlags) -> Result<()> {
         // The target first: an image a VM uses is refused before the source is opened
         // (and before any log is replayed into it). Held until the new file replaced it.
-        let inputs = [&a.src];
         let (path, format) = (self.target.path(), self.driver.name());
+        // -B: a relative name is relative to DST's directory, as in qemu-img (and create).
+        let backing = a.backing.as_ref().map(|b| parent_dir(path).join(b));
+        let inputs = Vec::from_iter(std::iter::once(a.src.clone()).chain(backing.clone()));
         let create = CreateOptions { target_is_zero: a.target_is_zero, ..self.create.clone() };
         let mut writer = match self.in_place {
             true => ImageWriter::onto(Output::open_in_place(path, &inputs)?, format, create, &a.write)?,
@@ -263,6 +295,29 @@ impl<'r> Plan<'r> {
         };
         let salvaged = Filtered::new(src.as_ref(), reads::Salvage::new(a.src.clone()));
         let src: &dyn BlockRead = if a.salvage { &salvaged } else { src.as_ref() };
+        let below = backing.as_ref().map(|b| images.open(b, a.backing_format.as_deref())).transpose()?;
+        let delta = match (&below, &self.input) {
+            (Some(below), input) => {
+                // Where the source's own chain holds BACKING, only what lies above it can differ.
+                let chain = match input {
+                    Input::File(src_path) => images.chain_files(src_path, a.format.as_deref())?,
+                    Input::Stream(_) => Vec::new(),
+                };
+                let is_backing = |p: &Path| backing.as_deref().is_some_and(|b| same_file(p, b));
+                let on_chain = chain.iter().skip(1).position(|c| is_backing(&c.path));
+                let scope = on_chain.map_or(Scope::All, |i| Scope::AllocatedAbove(i + 1));
+                let ranges = scope_ranges(src, scope)?;
+                Some(Delta::new(src.size(), Some(src), ranges).comparing(Some(below.as_ref()), self.cluster))
+            }
+            (None, _) => None,
+        };
+        let src: &dyn BlockRead = match &delta {
+            Some(d) => {
+                writer = writer.delta();
+                d
+            }
+            None => src,
+        };
         match flags.rate {
             Some(rate) => writer.write(&Filtered::new(src, reads::RateLimited::new(rate))),
             None => writer.write(src),
@@ -292,6 +347,10 @@ impl<'r> Plan<'r> {
         images.registry.open_source(Arc::new(spool), Some("raw"), &images.context())
     }
 }
+
+/// The unit `-B` compares the source and the backing file in when `-o cluster_size=` does
+/// not say: qcow2's default cluster.
+const DEFAULT_COMPARE_UNIT: u64 = 64 << 10;
 
 /// What a stream source is called in messages.
 fn stream_name(input: &Input) -> PathBuf {
@@ -335,16 +394,6 @@ fn refuse_other_formats(images: &Images, spool: &ImageFile) -> Result<()> {
         .with_file(spool.path()));
     }
     Ok(())
-}
-
-/// qemu-img's cache modes (`-t`, `-T`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum CacheMode {
-    None,
-    Writeback,
-    Unsafe,
-    Directsync,
-    Writethrough,
 }
 
 /// What qemu-img's compatibility flags change, once checked (see [`QemuFlags::apply`]).
@@ -392,16 +441,10 @@ impl QemuFlags {
         if a.target_is_zero && !a.no_create {
             return Err(Error::argument("--target-is-zero requires use of -n flag"));
         }
-        let rate = a
-            .rate
-            .as_deref()
-            .map(|r| {
-                parse_size(r)
-                    .ok()
-                    .filter(|&n| n > 0)
-                    .ok_or_else(|| Error::argument(format!("Invalid rate limit specified: '{r}'.")))
-            })
-            .transpose()?;
+        let rate = a.rate.as_deref().map(parse_rate).transpose()?;
+        if let Some(0) = rate {
+            return Err(Error::argument("Invalid rate limit specified: '0'."));
+        }
         Ok(QemuFlags { rate, unsynced: a.cache == Some(CacheMode::Unsafe) })
     }
 }
@@ -430,6 +473,13 @@ pub struct ConvertArgs {
     /// Zero runs at least this long become holes; 0 writes every byte (fully allocated).
     #[arg(short = 'S', value_name = "SIZE", default_value = "4K")]
     pub min_sparse: String,
+    /// Make DST an overlay over BACKING holding only what differs from it (qcow2; needs
+    /// -F). BACKING is recorded as given; a relative name is relative to DST's directory.
+    #[arg(short = 'B', long = "backing", value_name = "BACKING")]
+    pub backing: Option<String>,
+    /// Format of BACKING (with -B).
+    #[arg(short = 'F', long = "backing-format", value_name = "FMT")]
+    pub backing_format: Option<String>,
     /// Do not create DST: write into it as it is: an existing raw file or block device
     /// (a disk, an LV) holding at least the source's size, or an existing qcow2 image
     /// whose virtual size is at least the source's (its snapshots and backing file are

@@ -4,6 +4,7 @@
 
 pub mod cat;
 pub mod check;
+pub mod commit;
 pub mod compare;
 pub mod convert;
 pub mod create;
@@ -20,6 +21,7 @@ pub mod measure;
 pub mod mkdisk;
 pub mod mkfs;
 pub mod oci;
+pub mod rebase;
 pub mod resize;
 pub mod snapshot;
 pub mod usb;

@@ -20,13 +20,32 @@ pub enum OutputFormat {
     Json,
 }
 
-/// Options every command that opens images takes.
-#[derive(Debug, Default, Args)]
-pub struct OpenArgs {
+/// qemu-img's cache modes (`-t`, `-T`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CacheMode {
+    None,
+    Writeback,
+    Unsafe,
+    Directsync,
+    Writethrough,
+}
+
+/// `--allow-backing`: the backing files outside an image's directory the user trusts
+/// (every command that opens images; alone in `rebase` and `commit`, which lock their
+/// images themselves).
+#[derive(Debug, Default, Clone, Args)]
+pub struct BackingArgs {
     /// Allow opening this backing file (or any file under this directory) even though it is
     /// outside the directory of the image that names it. May be repeated.
     #[arg(long = "allow-backing", value_name = "PATH")]
     pub allow_backing: Vec<PathBuf>,
+}
+
+/// Options every command that opens images takes.
+#[derive(Debug, Default, Args)]
+pub struct OpenArgs {
+    #[command(flatten)]
+    pub backing: BackingArgs,
     /// If an image has a pending log (a VHDX that was not closed cleanly), replay the log
     /// into the image file before reading it. This WRITES TO THE INPUT FILE, as Hyper-V and
     /// qemu do when they open it; without this flag such an image is refused.

@@ -1,6 +1,7 @@
 //! What the commands share, below all of them: the argument groups ([`args`]), opening
 //! images ([`Images`]), `-o` parsing, the one thread budget ([`threads`]), progress
-//! ([`progress`]), the one output path ([`output`]), tree sources ([`tree_source`]) and
+//! ([`progress`]), read filters (`-r`, `--salvage`: [`reads`]), the one output path
+//! ([`output`]), tree sources ([`tree_source`]) and
 //! the identities of new filesystems and disks ([`build`]).
 //! Nothing here imports a command, and no command imports another.
 
@@ -8,6 +9,7 @@ pub mod args;
 pub mod build;
 pub mod output;
 pub mod progress;
+pub mod reads;
 pub mod tree_source;
 
 use args::OpenArgs;
@@ -49,7 +51,7 @@ pub struct Images {
 impl Images {
     pub fn new(open: &OpenArgs) -> Result<Self> {
         let mut gate = Gate::new();
-        for p in &open.allow_backing {
+        for p in &open.backing.allow_backing {
             gate.allow(p)?;
         }
         // Replaying a log writes to the input, so it is locked as a target is.
@@ -103,6 +105,81 @@ impl Images {
     }
 }
 
+/// Images opened by a command that changes some of them in place (`commit`, `rebase`):
+/// the command locks each image itself first (a writer's lock on those it writes), so
+/// reading them here takes the lock that lets those stand.
+pub fn images_for_edit(backing: &args::BackingArgs) -> Result<Images> {
+    Images::new(&OpenArgs {
+        backing: backing.clone(),
+        share: args::ShareArgs { force_share: true },
+        ..OpenArgs::default()
+    })
+}
+
+/// Writes `delta` into an existing image through its in-place `writer` with the copy
+/// engine: what the delta reports as held by the target is left alone; reads paced to
+/// `rate` bytes per second; a bar with `progress`; stopped by Ctrl-C. Errors name `path`.
+pub fn write_delta(
+    delta: &dyn BlockRead,
+    writer: Box<dyn diskcast_block::BlockWrite>,
+    threads: usize,
+    rate: Option<u64>,
+    progress: bool,
+    path: &Path,
+) -> Result<()> {
+    use diskcast_block::ResultExt;
+    use diskcast_block::copy::{CopyOptions, copy};
+    let paced = rate.map(|r| diskcast_block::filter::Filtered::new(delta, reads::RateLimited::new(r)));
+    let src: &dyn BlockRead = paced.as_ref().map_or(delta, |p| p);
+    let cancel = Some(output::interrupt_flag()?);
+    let opts = CopyOptions { skip_backing: true, cancel, ..CopyOptions::new(threads) };
+    let mode = if progress { progress::ProgressMode::Bar } else { progress::ProgressMode::None };
+    copy(src, writer.as_ref(), &opts, progress::reporter(mode, false).as_ref()).file(path)?;
+    writer.finish().file(path)
+}
+
+/// One image of a backing chain: its file and its format.
+#[derive(Debug, Clone)]
+pub struct ChainFile {
+    pub path: std::path::PathBuf,
+    pub format: String,
+}
+
+impl Images {
+    /// The files of the backing chain under `top` (itself first), each name resolved
+    /// through the gate as opening the chain resolves it; only headers are read and
+    /// nothing is locked, so a command can lock them its own way before it opens them.
+    pub fn chain_files(&self, top: &Path, format: Option<&str>) -> Result<Vec<ChainFile>> {
+        refuse_stream(top)?;
+        let ctx = OpenContext::without_backing(&self.registry, &self.gate);
+        let (mut path, mut format) = (top.to_path_buf(), format.map(str::to_string));
+        let mut files: Vec<ChainFile> = Vec::new();
+        let mut canonical = Vec::new();
+        loop {
+            let info = self.registry.open(&path, format.as_deref(), &ctx)?.info();
+            files.push(ChainFile { path: path.clone(), format: info.format.clone() });
+            let Some(name) = info.backing_file else { return Ok(files) };
+            let next = self.gate.resolve(&path, &name, "backing_file", &canonical)?;
+            canonical.push(path.canonicalize().map_err(|e| Error::io("cannot resolve path", e).with_file(&path))?);
+            (path, format) = (next, info.backing_format);
+        }
+    }
+}
+
+/// True when `a` and `b` name the same file, through any names (device and inode).
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => (x.dev(), x.ino()) == (y.dev(), y.ino()),
+        _ => false,
+    }
+}
+
+/// The image `depth` levels below `top` in its opened backing chain (0: `top` itself).
+pub fn chain_image(top: &dyn BlockRead, depth: usize) -> Option<&dyn BlockRead> {
+    (0..depth).try_fold(top, |image, _| image.backing())
+}
+
 /// Refuses a pipe, socket or character device where an image is read at any offset:
 /// its length says nothing (a pipe reads as an empty disk). Only `convert` reads them,
 /// whole, as raw.
@@ -135,6 +212,12 @@ pub fn create_options(options: &[String], compress: bool) -> Result<CreateOption
     // The one place SOURCE_DATE_EPOCH is read: every writer gets its clock and ids from here.
     let provenance = Provenance::from_env()?;
     Ok(CreateOptions { options: map, compress, provenance, preallocation, ..CreateOptions::default() })
+}
+
+/// qemu-img's `-r RATE`: bytes per second, with K/M/G suffixes, as qemu-img parses it.
+pub fn parse_rate(text: &str) -> Result<u64> {
+    diskcast_block::size::parse_size(text)
+        .map_err(|_| Error::argument(format!("Invalid rate limit specified: '{text}'.")))
 }
 
 /// The name qemu-img gives a format in its output (`vpc` for VHD), so JSON written for

@@ -92,6 +92,13 @@ impl ImageWriter {
         self
     }
 
+    /// Writes only what the source does not leave to the target's backing file (a
+    /// [`diskcast_block::delta::Delta`] for `convert -B`).
+    pub fn delta(mut self) -> Self {
+        self.copy.skip_backing = true;
+        self
+    }
+
     /// Puts the output in place without syncing it (`-t unsafe`).
     pub fn unsynced(mut self) -> Self {
         self.output = self.output.unsynced();

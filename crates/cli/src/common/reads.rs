@@ -1,4 +1,4 @@
-//! How `convert` reads its source when qemu-img's flags ask: `-r RATE` paces the reads,
+//! How `convert` and `commit` read their source when qemu-img's flags ask: `-r RATE` paces the reads,
 //! `--salvage` turns read errors into zeros with a warning. Both are read filters over the
 //! source image, so the copy engine and every output format are unchanged.
 
