@@ -6,6 +6,7 @@
 //! in one pass.
 #![forbid(unsafe_code)]
 
+pub mod arch;
 mod build;
 pub mod check;
 pub mod container_disk;
@@ -19,4 +20,5 @@ pub mod profile;
 pub use build::{
     BootMode, ESP_INITRD, ESP_KERNEL, PartSummary, SPARSE_MIN_SIZE, VmDisk, VmOptions, cmdline, host_file, plan,
 };
+pub use arch::Arch;
 pub use profile::{Archive, Profile};
