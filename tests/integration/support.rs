@@ -702,6 +702,9 @@ pub enum Firmware {
     /// (GRUB's "Welcome to GRUB!") is copied to the serial port. Not for loaders that
     /// print to the serial port themselves too: both copies would interleave.
     BiosScreen,
+    /// AAVMF (Debian's qemu-efi-aarch64: UEFI for 64-bit ARM) on `qemu-system-aarch64 -M
+    /// virt -cpu max`, whose serial port is a PL011 (`ttyAMA0`).
+    Aavmf,
 }
 
 /// The bus a boot test puts the disk on.
@@ -717,9 +720,21 @@ pub enum Bus {
     Ahci,
 }
 
-/// Boots `disk` (any format QEMU reads; `fmt` names it) under `qemu-system-x86_64` (TCG:
-/// KVM does not work on these machines) and waits up to `timeout` for `marker` on the
-/// serial console. `Ok(console)` when it shows, `Err(last lines)` otherwise. The image is
+/// Where `scripts/setup.sh` unpacks Debian's `linux-image-cloud-arm64` (ext4 and NVMe
+/// built in, virtio as modules).
+pub fn arm64_kernel_dir() -> PathBuf {
+    test_kernel_dir().with_file_name("cloud-arm64")
+}
+
+/// Where `scripts/setup.sh` unpacks Debian's arm64 `busybox-static` and `systemd-boot-efi`
+/// (`bin/busybox`, `usr/lib/systemd/boot/efi/systemd-bootaa64.efi`).
+pub fn arm64_userland_dir() -> PathBuf {
+    test_kernel_dir().parent().unwrap().with_file_name("arm64-userland")
+}
+
+/// Boots `disk` (any format QEMU reads; `fmt` names it) under `qemu-system-x86_64`, or
+/// `qemu-system-aarch64` for [`Firmware::Aavmf`] (TCG: KVM does not work on these
+/// machines) and waits up to `timeout` for `marker` on the serial console. `Ok(console)` when it shows, `Err(last lines)` otherwise. The image is
 /// never written (snapshot=on, or read-only for a CD).
 pub fn boot_to_marker(
     disk: &Path,
@@ -733,9 +748,20 @@ pub fn boot_to_marker(
     use std::io::Read;
     use std::sync::atomic::{AtomicUsize, Ordering};
     static N: AtomicUsize = AtomicUsize::new(0);
-    let mut cmd = Command::new("qemu-system-x86_64");
-    cmd.args(["-machine", "q35", "-accel", "tcg", "-m", "512", "-nodefaults", "-display", "none", "-no-reboot"]);
+    let program = if fw == Firmware::Aavmf { "qemu-system-aarch64" } else { "qemu-system-x86_64" };
+    let mut cmd = Command::new(program);
+    match fw {
+        Firmware::Aavmf => cmd.args(["-machine", "virt", "-cpu", "max"]),
+        _ => cmd.args(["-machine", "q35"]),
+    };
+    cmd.args(["-accel", "tcg", "-m", "512", "-nodefaults", "-display", "none", "-no-reboot"]);
     cmd.args(["-serial", "stdio", "-monitor", "none"]);
+    if fw == Firmware::Aavmf {
+        let vars = scratch.join(format!("aavmf-vars-{}.fd", N.fetch_add(1, Ordering::Relaxed)));
+        std::fs::copy("/usr/share/AAVMF/AAVMF_VARS.fd", &vars).expect("AAVMF_VARS.fd (qemu-efi-aarch64 package)");
+        cmd.args(["-drive", "if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/AAVMF/AAVMF_CODE.fd"]);
+        cmd.arg("-drive").arg(format!("if=pflash,format=raw,unit=1,file={}", vars.display()));
+    }
     if fw == Firmware::Uefi {
         let vars = scratch.join(format!("ovmf-vars-{}.fd", N.fetch_add(1, Ordering::Relaxed)));
         std::fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", &vars).expect("OVMF_VARS_4M.fd (ovmf package)");
@@ -758,8 +784,7 @@ pub fn boot_to_marker(
         Bus::Cdrom => cmd.args(["-device", "ide-cd,drive=d0,bus=ide.0"]),
         Bus::Ahci => cmd.args(["-device", "ahci,id=a0", "-device", "ide-hd,drive=d0,bus=a0.0"]),
     };
-    let mut child =
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("qemu-system-x86_64");
+    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect(program);
     let mut out = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     let m = marker.as_bytes().to_vec();

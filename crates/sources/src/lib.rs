@@ -144,7 +144,14 @@ pub fn open_tree_into(
             diskcast_tar::Compression::None => format!("tar {spec}"),
             c => format!("tar ({}) {spec}", c.name()),
         };
-        return Ok(Opened { tree: t.tree, description, warnings: t.warnings, config: None, platform: None, signatures: Vec::new() });
+        return Ok(Opened {
+            tree: t.tree,
+            description,
+            warnings: t.warnings,
+            config: None,
+            platform: None,
+            signatures: Vec::new(),
+        });
     }
     let registry = diskcast_formats::registry();
     let gate = Gate::new();
@@ -168,7 +175,14 @@ pub fn open_tree_into(
 /// 1 (esp) of GPT table`). The tree fuzzer drives this from memory.
 pub fn read_disk_tree(disk: Arc<dyn BlockRead>, part: Option<&str>, opts: &ReadOptions) -> Result<Opened> {
     let d = disk::read_disk(disk, part, opts)?;
-    Ok(Opened { tree: d.tree, description: d.what, warnings: d.warnings, config: None, platform: None, signatures: Vec::new() })
+    Ok(Opened {
+        tree: d.tree,
+        description: d.what,
+        warnings: d.warnings,
+        config: None,
+        platform: None,
+        signatures: Vec::new(),
+    })
 }
 
 /// The file or directory of this machine that `spec` reads (the disk of `DISK:PART`, the

@@ -7,8 +7,8 @@
 //! named by PARTUUID on the kernel command line). A BIOS boot partition and MBR boot code
 //! go in front for `--boot bios|hybrid` (x86-64 only).
 
-use crate::{Arch, Profile};
 use crate::kernel::{FoundKernel, describe, find_kernel};
+use crate::{Arch, Profile};
 use diskcast_block::provenance::Provenance;
 use diskcast_block::size::human;
 use diskcast_block::{BlockRead, Error, Result};
@@ -358,8 +358,8 @@ fn check_kernel(kernel: &mut FoundKernel, arch: Option<Arch>, warnings: &mut Vec
     let found = Arch::of_kernel(&kernel.kernel);
     match (arch, found) {
         (Some(want), Some(is)) if want != is => Err(Error::refused(format!(
-            "the kernel {} is an {is} kernel, but the disk is for {want}: pass --arch {is}, or a {want} kernel \
-             (--kernel)",
+            "the kernel {} is an {is} kernel, but the disk is for {want}: pass --arch {is}, or a kernel for \
+             {want} (--kernel)",
             kernel.kernel_path
         ))
         .with_field("arch")),

@@ -652,8 +652,13 @@ mod tests {
     }
 
     fn cloud_kernel() -> (PathBuf, String) {
+        cloud_kernel_named("cloud-amd64")
+    }
+
+    /// `lib/modules/VERSION` of a kernel `scripts/setup.sh` unpacked, and VERSION.
+    fn cloud_kernel_named(name: &str) -> (PathBuf, String) {
         let base = std::env::var_os("DISKCAST_TEST_ASSETS").map(PathBuf::from);
-        let dir = base.unwrap_or_else(|| PathBuf::from("/var/cache/diskcast-tests")).join("kernel/cloud-amd64");
+        let dir = base.unwrap_or_else(|| PathBuf::from("/var/cache/diskcast-tests")).join("kernel").join(name);
         let modules = dir.join("lib/modules");
         let v =
             std::fs::read_dir(&modules).expect("scripts/setup.sh fetches the test kernel").flatten().next().unwrap();
@@ -696,6 +701,30 @@ mod tests {
         by_dep.sort();
         by_modinfo.sort();
         assert_eq!(by_dep, by_modinfo);
+    }
+
+    /// The banner is found across the 1 MiB read boundary, past a printk format and an
+    /// empty release; a file without one has no release.
+    #[test]
+    fn kernel_release_from_the_banner() {
+        let mut image = vec![0u8; (1 << 20) - 20];
+        image.extend_from_slice(b"Linux version %s\0Linux version \0Linux version 6.1.0-57-cloud-arm64 (debian)\0");
+        image.resize(3 << 20, 0);
+        assert_eq!(kernel_release(&FileData::inline(image.clone())).as_deref(), Some("6.1.0-57-cloud-arm64"));
+        image.iter_mut().for_each(|b| *b = b'L');
+        assert_eq!(kernel_release(&FileData::inline(image)), None);
+    }
+
+    /// Debian's arm64 cloud kernel (an uncompressed Image, no setup header) names its
+    /// release in its banner, as its package's file name does.
+    #[test]
+    fn arm64_image_names_its_release() {
+        let (modules, v) = cloud_kernel_named("cloud-arm64");
+        let kernel = modules.parent().unwrap().parent().unwrap().parent().unwrap().join(format!("boot/vmlinuz-{v}"));
+        let data = FileData::host(diskcast_tree::HostFile::open_path(&kernel).unwrap());
+        assert_eq!(bzimage_version(&data), None);
+        assert_eq!(kernel_release(&data).as_deref(), Some(v.as_str()));
+        assert_eq!(crate::Arch::of_kernel(&data), Some(crate::Arch::Arm64));
     }
 
     #[test]

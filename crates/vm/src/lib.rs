@@ -17,8 +17,8 @@ pub mod guest;
 pub mod kernel;
 pub mod profile;
 
+pub use arch::Arch;
 pub use build::{
     BootMode, ESP_INITRD, ESP_KERNEL, PartSummary, SPARSE_MIN_SIZE, VmDisk, VmOptions, cmdline, host_file, plan,
 };
-pub use arch::Arch;
 pub use profile::{Archive, Profile};

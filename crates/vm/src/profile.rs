@@ -95,9 +95,9 @@ impl Profile {
     pub fn check_arch(self, arch: crate::Arch) -> Result<()> {
         if self == Profile::Esxi && arch != crate::Arch::Amd64 {
             return Err(Error::argument(format!(
-                "--profile esxi writes x86-64 disks only: VMware ESXi runs x86-64 guests, and its paravirtual SCSI \
-                 driver (vmw_pvscsi) exists only for x86 kernels; for an {arch} disk use --profile qemu, aws, azure, \
-                 hyperv, gce or kubevirt, or no profile"
+                "VMware ESXi (--profile esxi) runs x86-64 guests only, and Linux's paravirtual SCSI driver for it \
+                 (vmw_pvscsi) exists only for x86; for an {arch} disk use --profile qemu, aws, azure, hyperv, gce or \
+                 kubevirt, or no profile"
             ))
             .with_field("arch"));
         }
