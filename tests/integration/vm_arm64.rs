@@ -81,6 +81,9 @@ fn arm64_disk_boots_under_aavmf_on_virtio_blk() {
         "arm64",
         "--profile",
         "qemu",
+        // Small, so the judges' raw copies and cut-outs are quick.
+        "--size",
+        "256M",
         "--kernel",
         &s(&kernel),
         "--output",
@@ -184,6 +187,8 @@ fn arch_picks_the_image_and_refuses_the_other_architecture() {
         "arm64",
         "--kernel",
         &k,
+        "--size",
+        "256M",
         "-o",
         &s(&out),
         "--output",
@@ -196,8 +201,19 @@ fn arch_picks_the_image_and_refuses_the_other_architecture() {
     assert_eq!(debugfs(&root, "cat /etc/which-arch"), "arm64", "the index's arm64 image");
     std::fs::remove_file(&out).unwrap();
     // The arm64 image alone: its config says arm64, so the disk is arm64 without --arch.
-    let summary: Value =
-        dc_ok(&["vm", &format!("oci:{}:arm64", s(&dir)), "--kernel", &k, "-o", &s(&out), "--output", "json"]).json();
+    let summary: Value = dc_ok(&[
+        "vm",
+        &format!("oci:{}:arm64", s(&dir)),
+        "--kernel",
+        &k,
+        "-o",
+        &s(&out),
+        "--size",
+        "256M",
+        "--output",
+        "json",
+    ])
+    .json();
     assert_eq!(summary["arch"], "arm64", "{summary}");
     std::fs::remove_file(&out).unwrap();
     // Requested as amd64: the image is refused by its config, nothing written.
