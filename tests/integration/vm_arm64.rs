@@ -134,7 +134,8 @@ fn arm64_disk_boots_under_aavmf_on_virtio_blk() {
 /// An OCI layout (umoci) holding one image per architecture, each root made by
 /// [`arm64_root`] with its name in /etc/which-arch, tagged `amd64` and `arm64`, plus `multi`:
 /// an image index (written by Python: media type, digests and sizes of umoci's two
-/// manifests, each with its platform, as `docker buildx` lists them) naming both.
+/// manifests, each with its platform, as `docker buildx` lists them) naming both, and
+/// `only-arm64`, an index naming the arm64 one alone.
 fn layout(work: &Path, marker: &str) -> PathBuf {
     let dir = work.join("oci");
     tool_text("umoci", &["init", "--layout", &s(&dir)]);
@@ -158,12 +159,13 @@ entries = []
 for m in idx['manifests']:
     tag = m['annotations']['org.opencontainers.image.ref.name']
     entries.append({'mediaType': m['mediaType'], 'digest': m['digest'], 'size': m['size'], 'platform': plat[tag]})
-body = json.dumps({'schemaVersion': 2, 'mediaType': 'application/vnd.oci.image.index.v1+json',
-                   'manifests': entries}).encode()
-h = hashlib.sha256(body).hexdigest()
-open(os.path.join(d, 'blobs', 'sha256', h), 'wb').write(body)
-idx['manifests'].append({'mediaType': 'application/vnd.oci.image.index.v1+json', 'digest': 'sha256:' + h,
-                         'size': len(body), 'annotations': {'org.opencontainers.image.ref.name': 'multi'}})
+for name, listed in [('multi', entries), ('only-arm64', [e for e in entries if e['platform']['architecture'] == 'arm64'])]:
+    body = json.dumps({'schemaVersion': 2, 'mediaType': 'application/vnd.oci.image.index.v1+json',
+                       'manifests': listed}).encode()
+    h = hashlib.sha256(body).hexdigest()
+    open(os.path.join(d, 'blobs', 'sha256', h), 'wb').write(body)
+    idx['manifests'].append({'mediaType': 'application/vnd.oci.image.index.v1+json', 'digest': 'sha256:' + h,
+                             'size': len(body), 'annotations': {'org.opencontainers.image.ref.name': name}})
 json.dump(idx, open(os.path.join(d, 'index.json'), 'w'))
 "#;
     tool_text("/usr/bin/python3", &["-c", py, &s(&dir)]);
@@ -200,6 +202,17 @@ fn arch_picks_the_image_and_refuses_the_other_architecture() {
     let (root, _) = check_disk(&out, "qcow2", &summary, t.path());
     assert_eq!(debugfs(&root, "cat /etc/which-arch"), "arm64", "the index's arm64 image");
     std::fs::remove_file(&out).unwrap();
+    // An index with only an arm64 image (this machine is amd64): without --arch, the only
+    // platform the image has; as `--arch amd64`, refused.
+    let only = format!("oci:{}:only-arm64", s(&dir));
+    let summary: Value =
+        dc_ok(&["vm", &only, "--kernel", &k, "-o", &s(&out), "--size", "256M", "--output", "json"]).json();
+    assert_eq!(summary["arch"], "arm64", "{summary}");
+    std::fs::remove_file(&out).unwrap();
+    dc(&["vm", &only, "--arch", "amd64", "--kernel", &k, "-o", &s(&out)])
+        .expect_code(1)
+        .expect_stderr_all(&["has no image for linux/amd64", "linux/arm64/v8"]);
+    assert_no_output(&out);
     // The arm64 image alone: its config says arm64, so the disk is arm64 without --arch.
     let summary: Value = dc_ok(&[
         "vm",

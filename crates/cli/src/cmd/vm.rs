@@ -306,6 +306,8 @@ pub fn run(mut a: VmArgs) -> Result<u8> {
     let profile = a.profile.as_deref().map(Profile::parse).transpose()?;
     let boot = BootMode::parse(&a.boot)?;
     let arch = requested_arch(&mut a)?;
+    // Without --arch, an index's only image is the disk's, whatever its architecture.
+    a.source.container.lone_platform = true;
     // kubevirt: the qcow2 goes to a temporary file beside the oci:/oci-archive: target.
     let staged = diskcast_vm::container_disk::Staged::for_output(profile, &a.out.to_string_lossy())?;
     let package = package_of(&a, profile, boot)?;
