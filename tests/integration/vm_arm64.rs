@@ -202,6 +202,12 @@ fn arch_picks_the_image_and_refuses_the_other_architecture() {
     let (root, _) = check_disk(&out, "qcow2", &summary, t.path());
     assert_eq!(debugfs(&root, "cat /etc/which-arch"), "arm64", "the index's arm64 image");
     std::fs::remove_file(&out).unwrap();
+    // A KubeVirt containerDisk of an arm64 disk is an arm64 image (skopeo reads its config).
+    let cd = t.path().join("cd");
+    let cd_ref = format!("oci:{}:disk", s(&cd));
+    dc_ok(&["vm", &format!("oci:{}:arm64", s(&dir)), "--kernel", &k, "--profile", "kubevirt", "-o", &cd_ref]);
+    let inspected: Value = serde_json::from_str(&tool_text("skopeo", &["inspect", &cd_ref])).unwrap();
+    assert_eq!(inspected["Architecture"], "arm64", "{inspected}");
     // An index with only an arm64 image (this machine is amd64): without --arch, the only
     // platform the image has; as `--arch amd64`, refused.
     let only = format!("oci:{}:only-arm64", s(&dir));

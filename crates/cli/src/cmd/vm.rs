@@ -309,7 +309,7 @@ pub fn run(mut a: VmArgs) -> Result<u8> {
     // Without --arch, an index's only image is the disk's, whatever its architecture.
     a.source.container.lone_platform = true;
     // kubevirt: the qcow2 goes to a temporary file beside the oci:/oci-archive: target.
-    let staged = diskcast_vm::container_disk::Staged::for_output(profile, &a.out.to_string_lossy())?;
+    let mut staged = diskcast_vm::container_disk::Staged::for_output(profile, &a.out.to_string_lossy())?;
     let package = package_of(&a, profile, boot)?;
     let mut out = match &package {
         Some((_, planned)) => planned.clone(),
@@ -373,6 +373,9 @@ pub fn run(mut a: VmArgs) -> Result<u8> {
     let prov = Provenance::from_env()?;
     let seed = format!("vm {} {:?} {:?} {:?}", a.src, a.size, a.cmdline, a.boot);
     let vm = diskcast_vm::plan(opened.tree, &opts, &prov, &seed)?;
+    if let Some(s) = &mut staged {
+        s.arch = vm.arch;
+    }
     for w in &vm.warnings {
         eprintln!("diskcast: warning: {w}");
     }
