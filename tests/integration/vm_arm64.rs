@@ -252,6 +252,11 @@ fn arch_picks_the_image_and_refuses_the_other_architecture() {
         (vec!["--arch", "arm64", "--platform", "linux/amd64"], vec!["contradicts --arch arm64"]),
         (vec!["--arch", "arm64", "--profile", "esxi"], vec!["esxi", "x86-64 guests only"]),
         (vec!["--arch", "arm64", "--boot", "hybrid"], vec!["PC BIOS", "arm64 disks boot UEFI"]),
+        // This machine's x86-64 systemd-boot (systemd-boot-efi) cannot start an arm64 disk.
+        (
+            vec!["--arch", "arm64", "--loader", "/usr/lib/systemd/boot/efi/systemd-bootx64.efi"],
+            vec!["a UEFI application for x64 (PE machine 0x8664), not aa64"],
+        ),
     ] {
         let vmdk = t.path().join("vm.vmdk");
         let (src, target) = (format!("oci:{}:multi", s(&dir)), s(&vmdk));

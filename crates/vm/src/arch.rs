@@ -25,7 +25,7 @@ pub enum Arch {
 
 /// Bytes of a kernel read to tell its architecture: the PE header is found through the
 /// DOS header's `e_lfanew`, which real kernels keep within the first KiBs.
-const HEAD_LEN: usize = 4096;
+const HEAD_LEN: u64 = 4096;
 
 impl Arch {
     /// Every architecture, in the order `--help` lists them.
@@ -100,7 +100,7 @@ impl Arch {
     /// (`HdrS`) or the arm64 Image magic. `None`: none of these (a compressed or unknown
     /// file).
     pub fn of_kernel(kernel: &FileData) -> Option<Self> {
-        let len = usize::try_from(kernel.size.min(HEAD_LEN as u64)).ok()?;
+        let len = usize::try_from(kernel.size.min(HEAD_LEN)).ok()?;
         let mut head = vec![0u8; len];
         kernel.read_at(&mut head, 0).ok()?;
         Self::of_kernel_head(&head)
