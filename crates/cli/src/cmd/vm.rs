@@ -58,8 +58,8 @@ pub struct VmArgs {
     /// multi-platform image (linux/ARCH, as --platform does) and refuses an image or a
     /// kernel of another; the ESP gets EFI/BOOT/BOOTX64.EFI or BOOTAA64.EFI, the root
     /// partition the architecture's type, the console ttyS0 or ttyAMA0. Default: the
-    /// container image's architecture (this machine's from a multi-platform index),
-    /// else the kernel's.
+    /// container image's architecture (from a multi-platform index this machine's, or
+    /// the index's only image's), else the kernel's.
     #[arg(long, value_name = "amd64|arm64")]
     pub arch: Option<String>,
     /// Boot this kernel (a file on this machine) instead of the image's.
