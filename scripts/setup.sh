@@ -7,6 +7,11 @@
 # bookworm-backports, which this script adds (same mirror as the main suites).
 #
 #   qemu-utils, qemu-system-x86, ovmf, seabios: qemu-img/qemu-io; boot tests (UEFI and BIOS)
+#   qemu-system-arm, qemu-efi-aarch64: qemu-system-aarch64 (-M virt) and AAVMF, Debian's UEFI
+#                             for 64-bit ARM: the arm64 boot test (tests/integration/vm_arm64.rs).
+#                             On bookworm qemu-system-arm comes from backports too: bookworm's
+#                             7.2 depends on qemu-system-common 7.2, which would take qemu 10's
+#                             away from qemu-system-x86; AAVMF (2022.11) is bookworm's only one
 #   procps, coreutils:        kill (SIGINT tests), timeout (bounds every oracle call)
 #   time:                     GNU time (/usr/bin/time): peak memory of diskcast on hostile inputs
 #   xorriso, genisoimage, libarchive-tools (bsdtar), 7zip, udftools, python3-pycdlib:
@@ -72,12 +77,15 @@
 #
 # It also downloads (never installs) Debian's linux-image-cloud-amd64 and unpacks it under
 # $DISKCAST_TEST_ASSETS (default /var/cache/diskcast-tests)/kernel/cloud-amd64: the kernel
-# the VM boot tests put into their guests; and shim-signed, shim-helpers-amd64-signed and
+# the VM boot tests put into their guests; shim-signed, shim-helpers-amd64-signed and
 # grub-efi-amd64-signed under $DISKCAST_TEST_ASSETS/secureboot (never into this machine's
-# boot path): the Secure Boot chain `vm --secure-boot` installs in the tests.
+# boot path): the Secure Boot chain `vm --secure-boot` installs in the tests; and the arm64
+# guest's parts (kernel/cloud-arm64, arm64-userland), extracted by mmdebstrap, which needs
+# no arm64 architecture in dpkg.
 set -euo pipefail
 packages=(
   qemu-utils qemu-system-x86 ovmf seabios procps coreutils time
+  qemu-system-arm qemu-efi-aarch64
   xorriso genisoimage libarchive-tools 7zip udftools python3-pycdlib
   dosfstools mtools gdisk fdisk e2fsprogs
   skopeo umoci docker-registry
@@ -102,7 +110,7 @@ packages=(
   ruby php-cli php-composer-semver
 )
 # Packages that must come from backports on bookworm (older releases there are too old).
-backports=(qemu-system-x86 qemu-system-common qemu-system-data seabios e2fsprogs libext2fs2)
+backports=(qemu-system-x86 qemu-system-arm qemu-system-common qemu-system-data seabios e2fsprogs libext2fs2)
 
 sudo=""
 [ "$(id -u)" = 0 ] || sudo=sudo
@@ -160,7 +168,7 @@ if [ ${#missing[@]} -gt 0 ] || [ $need_bpo = 1 ]; then
   $sudo apt-get install -y -qq --no-install-recommends "${install[@]}" >/dev/null
 fi
 
-for tool in qemu-img qemu-io qemu-system-x86_64 kill timeout xorriso genisoimage isoinfo bsdtar 7zz \
+for tool in qemu-img qemu-io qemu-system-x86_64 qemu-system-aarch64 kill timeout xorriso genisoimage isoinfo bsdtar 7zz \
   mkudffs udfinfo mkfs.fat fsck.fat mdir mcopy sgdisk sfdisk mke2fs e2fsck debugfs skopeo umoci \
   docker-registry busybox cpio setfattr getfattr setcap getcap tar gzip xz zstd setpriv mkfifo mknod \
   grub-mkimage mmdebstrap rpm rpmbuild sqlite3 gpg gpg-agent gpgconf \
@@ -174,6 +182,8 @@ for iso in /usr/lib/ipxe/ipxe.iso /usr/lib/memtest86+/memtest86+x64.iso; do
 done
 [ -e /usr/share/OVMF/OVMF_CODE_4M.fd ] || [ -e /usr/share/OVMF/OVMF_CODE.fd ] ||
   { echo "setup: OVMF firmware is missing after install" >&2; exit 1; }
+[ -e /usr/share/AAVMF/AAVMF_CODE.fd ] && [ -e /usr/share/AAVMF/AAVMF_VARS.fd ] ||
+  { echo "setup: AAVMF firmware (qemu-efi-aarch64) is missing after install" >&2; exit 1; }
 # SBOM reference validators (tests/integration/inspect.rs): spdx-tools (pyspdxtools and
 # its validator) for SPDX 2.3, cyclonedx-python-lib's JsonStrictValidator for CycloneDX 1.6.
 /usr/bin/python3 -c 'import spdx_tools, cyclonedx' 2>/dev/null ||
@@ -233,6 +243,23 @@ done
 for f in /usr/share/OVMF/OVMF_CODE_4M.secboot.fd /usr/share/OVMF/OVMF_VARS_4M.ms.fd; do
   [ -e "$f" ] || { echo "setup: $f (package ovmf) is missing: the Secure Boot boot test needs it" >&2; exit 1; }
 done
+# The arm64 guest (tests/integration/vm_arm64.rs): Debian's linux-image-cloud-amd64's arm64
+# sibling (ext4 and NVMe built in, virtio as modules) under kernel/cloud-arm64, and a static
+# arm64 busybox (the guest's init and the initramfs's) with systemd-boot's BOOTAA64 binary
+# under arm64-userland. mmdebstrap's extract variant unpacks the packages (and what they
+# depend on) as dpkg-deb -x does, running no maintainer script: no qemu-user or binfmt.
+fetch_arm64() { # PACKAGES DIR CHECK
+  local dir=$assets/$2
+  [ -e "$dir/$3" ] && return 0
+  $sudo rm -rf "$dir"
+  $sudo mkdir -p "$(dirname "$dir")"
+  $sudo mmdebstrap --quiet --mode=root --variant=extract --arch=arm64 --include="$1" bookworm "$dir" ||
+    { echo "setup: mmdebstrap could not extract $1 for arm64" >&2; exit 1; }
+  [ -e "$dir/$3" ] || { echo "setup: $dir/$3 is missing after extracting $1" >&2; exit 1; }
+}
+fetch_arm64 linux-image-cloud-arm64 kernel/cloud-arm64 boot
+ls "$assets"/kernel/cloud-arm64/boot/vmlinuz-* >/dev/null 2>&1 || { echo "setup: no arm64 kernel" >&2; exit 1; }
+fetch_arm64 busybox-static,systemd-boot-efi arm64-userland usr/lib/systemd/boot/efi/systemd-bootaa64.efi
 [ -e /usr/lib/grub/i386-pc/boot.img ] || { echo "setup: grub-pc-bin's i386-pc images are missing after install" >&2; exit 1; }
 
 command -v cargo >/dev/null || { echo "setup: cargo not found: install Rust (https://rustup.rs) first" >&2; exit 1; }

@@ -54,6 +54,7 @@ mod squashfs;
 mod trees;
 mod usb;
 mod vm;
+mod vm_arm64;
 mod vm_bios;
 mod vm_bus;
 mod vm_firstboot;

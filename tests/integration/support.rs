@@ -706,6 +706,9 @@ pub enum Firmware {
     /// (GRUB's "Welcome to GRUB!") is copied to the serial port. Not for loaders that
     /// print to the serial port themselves too: both copies would interleave.
     BiosScreen,
+    /// AAVMF (Debian's qemu-efi-aarch64: UEFI for 64-bit ARM) on `qemu-system-aarch64 -M
+    /// virt -cpu max`, whose serial port is a PL011 (`ttyAMA0`).
+    Aavmf,
 }
 
 /// The bus a boot test puts the disk on.
@@ -721,9 +724,21 @@ pub enum Bus {
     Ahci,
 }
 
-/// Boots `disk` (any format QEMU reads; `fmt` names it) under `qemu-system-x86_64` (TCG:
-/// KVM does not work on these machines) and waits up to `timeout` for `marker` on the
-/// serial console. `Ok(console)` when it shows, `Err(last lines)` otherwise. The image is
+/// Where `scripts/setup.sh` unpacks Debian's `linux-image-cloud-arm64` (ext4 and NVMe
+/// built in, virtio as modules).
+pub fn arm64_kernel_dir() -> PathBuf {
+    test_kernel_dir().with_file_name("cloud-arm64")
+}
+
+/// Where `scripts/setup.sh` unpacks Debian's arm64 `busybox-static` and `systemd-boot-efi`
+/// (`bin/busybox`, `usr/lib/systemd/boot/efi/systemd-bootaa64.efi`).
+pub fn arm64_userland_dir() -> PathBuf {
+    test_kernel_dir().parent().unwrap().with_file_name("arm64-userland")
+}
+
+/// Boots `disk` (any format QEMU reads; `fmt` names it) under `qemu-system-x86_64`, or
+/// `qemu-system-aarch64` for [`Firmware::Aavmf`] (TCG: KVM does not work on these
+/// machines) and waits up to `timeout` for `marker` on the serial console. `Ok(console)` when it shows, `Err(last lines)` otherwise. The image is
 /// never written (snapshot=on, or read-only for a CD).
 pub fn boot_to_marker(
     disk: &Path,
@@ -737,23 +752,29 @@ pub fn boot_to_marker(
     use std::io::Read;
     use std::sync::atomic::{AtomicUsize, Ordering};
     static N: AtomicUsize = AtomicUsize::new(0);
-    let mut cmd = Command::new("qemu-system-x86_64");
-    let machine = if fw == Firmware::SecureBoot { "q35,smm=on" } else { "q35" };
-    cmd.args(["-machine", machine, "-accel", "tcg", "-m", "512", "-nodefaults", "-display", "none", "-no-reboot"]);
-    cmd.args(["-serial", "stdio", "-monitor", "none"]);
-    let ovmf = match fw {
-        Firmware::Uefi => Some(("OVMF_CODE_4M.fd", "OVMF_VARS_4M.fd")),
+    let program = if fw == Firmware::Aavmf { "qemu-system-aarch64" } else { "qemu-system-x86_64" };
+    let mut cmd = Command::new(program);
+    match fw {
+        Firmware::Aavmf => cmd.args(["-machine", "virt", "-cpu", "max"]),
         Firmware::SecureBoot => {
-            cmd.args(["-global", "driver=cfi.pflash01,property=secure,value=on"]);
-            Some(("OVMF_CODE_4M.secboot.fd", "OVMF_VARS_4M.ms.fd"))
+            cmd.args(["-machine", "q35,smm=on", "-global", "driver=cfi.pflash01,property=secure,value=on"])
         }
+        _ => cmd.args(["-machine", "q35"]),
+    };
+    cmd.args(["-accel", "tcg", "-m", "512", "-nodefaults", "-display", "none", "-no-reboot"]);
+    cmd.args(["-serial", "stdio", "-monitor", "none"]);
+    // UEFI firmware: its code and a fresh copy of its variable store, as pflash units 0 and 1.
+    let pflash = match fw {
+        Firmware::Uefi => Some(("/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_VARS_4M.fd")),
+        Firmware::SecureBoot => Some(("/usr/share/OVMF/OVMF_CODE_4M.secboot.fd", "/usr/share/OVMF/OVMF_VARS_4M.ms.fd")),
+        Firmware::Aavmf => Some(("/usr/share/AAVMF/AAVMF_CODE.fd", "/usr/share/AAVMF/AAVMF_VARS.fd")),
         Firmware::Bios | Firmware::BiosScreen => None,
     };
-    if let Some((code, vars_template)) = ovmf {
-        let vars = scratch.join(format!("ovmf-vars-{}.fd", N.fetch_add(1, Ordering::Relaxed)));
-        std::fs::copy(Path::new("/usr/share/OVMF").join(vars_template), &vars)
-            .unwrap_or_else(|e| panic!("/usr/share/OVMF/{vars_template} (ovmf package): {e}"));
-        cmd.arg("-drive").arg(format!("if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/{code}"));
+    if let Some((code, vars_template)) = pflash {
+        let vars = scratch.join(format!("fw-vars-{}.fd", N.fetch_add(1, Ordering::Relaxed)));
+        std::fs::copy(vars_template, &vars)
+            .unwrap_or_else(|e| panic!("{vars_template} (package ovmf or qemu-efi-aarch64): {e}"));
+        cmd.arg("-drive").arg(format!("if=pflash,format=raw,unit=0,readonly=on,file={code}"));
         cmd.arg("-drive").arg(format!("if=pflash,format=raw,unit=1,file={}", vars.display()));
     }
     if fw == Firmware::BiosScreen {
@@ -772,8 +793,7 @@ pub fn boot_to_marker(
         Bus::Cdrom => cmd.args(["-device", "ide-cd,drive=d0,bus=ide.0"]),
         Bus::Ahci => cmd.args(["-device", "ahci,id=a0", "-device", "ide-hd,drive=d0,bus=a0.0"]),
     };
-    let mut child =
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("qemu-system-x86_64");
+    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect(program);
     let mut out = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     let m = marker.as_bytes().to_vec();

@@ -103,14 +103,20 @@ pub(crate) fn cut(raw: &Path, start: u64, len: u64, to: &Path) {
 
 /// What independent tools say of a written disk: sgdisk -v on a raw copy, e2fsck -fn on
 /// the root, fsck.fat -n on the ESP, and the loader entry and files on the ESP (mtools).
+/// The summary's `arch` says which root type (sgdisk's 8304 x86-64, 8305 ARM64) and
+/// removable-media loader (BOOTX64.EFI, BOOTAA64.EFI) to expect.
 /// Returns the paths of the extracted (root, esp) images.
 pub(crate) fn check_disk(disk: &Path, fmt: &str, summary: &Value, work: &Path) -> (PathBuf, PathBuf) {
+    let (root_code, loader) = match summary["arch"].as_str() {
+        Some("arm64") => ("8305", "::/EFI/BOOT/BOOTAA64.EFI"),
+        _ => ("8304", "::/EFI/BOOT/BOOTX64.EFI"),
+    };
     let raw = work.join("check.raw");
     qemu_img(&["convert", "-f", fmt, "-O", "raw", &s(disk), &s(&raw)]);
     let v = tool_text("sgdisk", &["-v", &s(&raw)]);
     assert!(v.contains("No problems found"), "sgdisk -v:\n{v}");
     let p = tool_text("sgdisk", &["-p", &s(&raw)]);
-    assert!(p.contains("EF00") && p.contains("8304"), "ESP and x86-64 root types expected:\n{p}");
+    assert!(p.contains("EF00") && p.contains(root_code), "ESP and {root_code} root types expected:\n{p}");
     let parts = partitions(summary);
     let (_, es, el) = parts.iter().find(|p| p.0 == "esp").cloned().unwrap();
     let (_, rs, rl) = parts.iter().find(|p| p.0 == "root").cloned().unwrap();
@@ -127,9 +133,7 @@ pub(crate) fn check_disk(disk: &Path, fmt: &str, summary: &Value, work: &Path) -
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let listing = mtools(&["mdir", "-/", "-b", "-i", &s(&esp), "::/"]);
-    for f in
-        ["::/EFI/BOOT/BOOTX64.EFI", "::/loader/loader.conf", "::/loader/entries/diskcast.conf", "::/diskcast/vmlinuz"]
-    {
+    for f in [loader, "::/loader/loader.conf", "::/loader/entries/diskcast.conf", "::/diskcast/vmlinuz"] {
         assert!(listing.lines().any(|l| l.eq_ignore_ascii_case(f)), "{f} missing on the ESP:\n{listing}");
     }
     let entry = mtools(&["mtype", "-i", &s(&esp), "::/loader/entries/diskcast.conf"]);
@@ -609,7 +613,7 @@ fn debian_image_with_its_own_kernel_and_initramfs_boots_systemd() {
 }
 
 /// Copies a file out of a FAT image with mtools.
-fn mcopy_out(esp: &Path, path: &str, to: &Path) {
+pub(crate) fn mcopy_out(esp: &Path, path: &str, to: &Path) {
     let out = Command::new("mcopy")
         .args(["-n", "-i", &s(esp), &format!("::{path}"), &s(to)])
         .env("MTOOLS_SKIP_CHECK", "1")

@@ -3,20 +3,14 @@
 //! once, and a Boot Loader Specification (type 1) entry for it.
 //!
 //! diskcast does not build the loader: it comes from the image, the host (Debian's
-//! `systemd-boot-efi`) or `--loader`; this module says where to look and what to write
-//! next to it.
+//! `systemd-boot-efi`) or `--loader` ([`crate::EfiArch`] names its paths per
+//! architecture); this module says what to write next to it.
 
 use crate::BootEntry;
 use diskcast_block::{Error, Result};
 
-/// Where UEFI firmware looks for a loader on removable media (and on any disk without a
-/// boot entry in NVRAM), for x86-64. Relative to the ESP's root.
-pub const REMOVABLE_PATH: &str = "EFI/BOOT/BOOTX64.EFI";
-
-/// Where distributions install the systemd-boot binary, in an image or on the host.
-pub const DIST_PATH: &str = "/usr/lib/systemd/boot/efi/systemd-bootx64.efi";
-
-/// The Debian package that installs [`DIST_PATH`].
+/// The Debian package that installs [`crate::EfiArch::systemd_boot`] (each Debian
+/// architecture's package carries that architecture's binary only).
 pub const PACKAGE: &str = "systemd-boot-efi";
 
 /// The entry's id: the file `loader/entries/diskcast.conf`.

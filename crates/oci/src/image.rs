@@ -27,6 +27,10 @@ const MAX_ARCHIVE_MEMBERS: usize = 1_000_000;
 pub struct OpenOptions {
     /// Which platform to pick from an index; `None`: the host's.
     pub platform: Option<Platform>,
+    /// With no `platform` asked for: an index whose only usable image is for another
+    /// platform gives that image rather than an error (`diskcast vm`, which makes the
+    /// disk for the image's architecture, takes "the only platform the image has").
+    pub lone_platform: bool,
     /// Decompression bounds.
     pub limits: Limits,
     /// Registry access (credentials, TLS, cache).
@@ -43,6 +47,7 @@ impl Default for OpenOptions {
     fn default() -> Self {
         OpenOptions {
             platform: None,
+            lone_platform: false,
             limits: Limits::default(),
             registry: crate::registry::RegistryOptions::default(),
             progress: Arc::new(NoProgress),
@@ -225,7 +230,7 @@ pub(crate) fn from_layout_index(
                         .with_field("reference"));
                 }
                 [one] => (*one).clone(),
-                several => select_platform(several, platform, "the layout")?.clone(),
+                several => select_platform(several, platform, lone(strict, opts), "the layout")?.clone(),
             }
         }
         None => match index.manifests.as_slice() {
@@ -233,7 +238,7 @@ pub(crate) fn from_layout_index(
             [one] => one.clone(),
             several if several.iter().all(|m| m.platform.is_some()) => {
                 let refs: Vec<&Descriptor> = several.iter().collect();
-                select_platform(&refs, platform, "the layout")?.clone()
+                select_platform(&refs, platform, lone(strict, opts), "the layout")?.clone()
             }
             _ => {
                 return Err(Error::argument(format!(
@@ -263,7 +268,8 @@ pub(crate) fn from_descriptor(
             DocKind::Index => {
                 let index: Index = parse_json(&bytes, "image index")?;
                 let all: Vec<&Descriptor> = index.manifests.iter().collect();
-                desc = select_platform(&all, platform, &format!("index {}", desc.digest.short()))?.clone();
+                let what = format!("index {}", desc.digest.short());
+                desc = select_platform(&all, platform, lone(strict, opts), &what)?.clone();
             }
             DocKind::Manifest => {
                 let manifest: Manifest = parse_json(&bytes, "manifest")?;
@@ -274,8 +280,20 @@ pub(crate) fn from_descriptor(
     Err(Error::invalid(format!("image indexes nest deeper than {MAX_INDEX_DEPTH}")))
 }
 
-/// The entry of an index for `want`, or an error listing what the index offers.
-pub(crate) fn select_platform<'a>(entries: &[&'a Descriptor], want: &Platform, what: &str) -> Result<&'a Descriptor> {
+/// Whether an index's lone image is taken whatever its platform: asked for by
+/// [`OpenOptions::lone_platform`], and no platform was named.
+pub(crate) fn lone(strict: bool, opts: &OpenOptions) -> bool {
+    !strict && opts.lone_platform
+}
+
+/// The entry of an index for `want` (with `lone`, else its only usable entry), or an
+/// error listing what the index offers.
+pub(crate) fn select_platform<'a>(
+    entries: &[&'a Descriptor],
+    want: &Platform,
+    lone: bool,
+    what: &str,
+) -> Result<&'a Descriptor> {
     let usable: Vec<&&Descriptor> = entries
         .iter()
         .filter(|d| d.platform.as_ref().is_none_or(|p| p.os != "unknown" && p.architecture != "unknown"))
@@ -287,6 +305,11 @@ pub(crate) fn select_platform<'a>(entries: &[&'a Descriptor], want: &Platform, w
     }
     if let Some(d) = usable.iter().find(|d| d.platform.as_ref().is_some_and(|p| p.matches(want))) {
         return Ok(d);
+    }
+    if let [only] = usable.as_slice()
+        && lone
+    {
+        return Ok(only);
     }
     let offered: Vec<String> = usable
         .iter()

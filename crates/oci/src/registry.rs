@@ -14,7 +14,7 @@
 
 use crate::blobs::{DirStore, read_verified};
 use crate::digest::{Digest, Hasher, Verify};
-use crate::image::{Image, OpenOptions, from_manifest, select_platform};
+use crate::image::{Image, OpenOptions, from_manifest, lone, select_platform};
 use crate::source::{Reference, RegistryRef};
 use crate::spec::{DocKind, Index, MAX_MANIFEST_BYTES, Manifest, Platform, doc_kind, media, parse_json};
 use diskcast_block::progress::Progress;
@@ -119,7 +119,8 @@ pub fn open(r: &RegistryRef, platform: &Platform, strict: bool, opts: &OpenOptio
                 }
                 let index: Index = parse_json(&bytes, "image index")?;
                 let all: Vec<_> = index.manifests.iter().collect();
-                let chosen = select_platform(&all, platform, &format!("{label} (index {})", digest.short()))?;
+                let what = format!("{label} (index {})", digest.short());
+                let chosen = select_platform(&all, platform, lone(strict, opts), &what)?;
                 reference = Reference::Digest(chosen.digest.clone());
             }
             DocKind::Manifest => break (digest, parse_json::<Manifest>(&bytes, "manifest")?),

@@ -65,6 +65,9 @@ pub struct Opened {
     /// A container image's run-time defaults (ENTRYPOINT, CMD, Env...); `None` for other
     /// sources.
     pub config: Option<diskcast_oci::spec::RunConfig>,
+    /// A container image's platform, as its config declares it (`diskcast vm` makes the
+    /// disk for its architecture); `None` for other sources.
+    pub platform: Option<diskcast_oci::spec::Platform>,
     /// A `docker://` image's sigstore signatures, checked because `--verify-key` asked
     /// (at least one verified); empty for other sources.
     pub signatures: Vec<diskcast_oci::sigstore::SignatureCheck>,
@@ -95,9 +98,10 @@ pub fn open_tree_into(
             image.layers.len()
         );
         let config = Some(image.config.config.clone().unwrap_or_default());
+        let platform = Some(image.platform());
         let warnings = image.warnings.into_iter().chain(flat.warnings).collect();
         let signatures = image.signatures;
-        return Ok(Opened { tree: flat.tree, description, warnings, config, signatures });
+        return Ok(Opened { tree: flat.tree, description, warnings, config, platform, signatures });
     }
     if !opts.image.verify_keys.is_empty() {
         return Err(Error::untrusted(format!(
@@ -126,6 +130,7 @@ pub fn open_tree_into(
             description: format!("directory {spec}"),
             warnings: Vec::new(),
             config: None,
+            platform: None,
             signatures: Vec::new(),
         });
     }
@@ -139,7 +144,14 @@ pub fn open_tree_into(
             diskcast_tar::Compression::None => format!("tar {spec}"),
             c => format!("tar ({}) {spec}", c.name()),
         };
-        return Ok(Opened { tree: t.tree, description, warnings: t.warnings, config: None, signatures: Vec::new() });
+        return Ok(Opened {
+            tree: t.tree,
+            description,
+            warnings: t.warnings,
+            config: None,
+            platform: None,
+            signatures: Vec::new(),
+        });
     }
     let registry = diskcast_formats::registry();
     let gate = Gate::new();
@@ -163,7 +175,14 @@ pub fn open_tree_into(
 /// 1 (esp) of GPT table`). The tree fuzzer drives this from memory.
 pub fn read_disk_tree(disk: Arc<dyn BlockRead>, part: Option<&str>, opts: &ReadOptions) -> Result<Opened> {
     let d = disk::read_disk(disk, part, opts)?;
-    Ok(Opened { tree: d.tree, description: d.what, warnings: d.warnings, config: None, signatures: Vec::new() })
+    Ok(Opened {
+        tree: d.tree,
+        description: d.what,
+        warnings: d.warnings,
+        config: None,
+        platform: None,
+        signatures: Vec::new(),
+    })
 }
 
 /// The file or directory of this machine that `spec` reads (the disk of `DISK:PART`, the

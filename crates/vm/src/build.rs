@@ -3,12 +3,12 @@
 //!
 //! Layout (partitions 1 MiB aligned): the ESP (FAT32: the loader at the removable-media
 //! path, its configuration, the kernel and initramfs under `/diskcast/`), then the root
-//! filesystem (ext4, the Discoverable Partitions root type for x86-64, named by PARTUUID
-//! on the kernel command line). A BIOS boot partition and MBR boot code go in front for
-//! `--boot bios|hybrid`.
+//! filesystem (ext4, the Discoverable Partitions root type of the disk's architecture,
+//! named by PARTUUID on the kernel command line). A BIOS boot partition and MBR boot code
+//! go in front for `--boot bios|hybrid` (x86-64 only).
 
-use crate::Profile;
 use crate::kernel::{FoundKernel, describe, find_kernel};
+use crate::{Arch, Profile};
 use diskcast_block::provenance::Provenance;
 use diskcast_block::size::human;
 use diskcast_block::{BlockRead, Error, Result};
@@ -39,6 +39,10 @@ const BIOS_BOOT_SIZE: u64 = 1 << 20;
 pub const SPARSE_MIN_SIZE: u64 = 8 << 30;
 /// Bytes the backup GPT takes at the end of the disk.
 const GPT_TAIL: u64 = 33 * 512;
+/// The largest gzip-compressed kernel decompressed onto the ESP (UEFI starts only PE
+/// images, and Ubuntu's arm64 `vmlinuz` is a gzip'd Image that GRUB unpacks itself):
+/// uncompressed arm64 Images are 30-60 MiB.
+const KERNEL_UNPACKED_MAX: u64 = 256 << 20;
 
 /// How the disk boots.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -78,6 +82,9 @@ impl BootMode {
 pub struct VmOptions {
     /// Firmware the disk boots with.
     pub boot: BootMode,
+    /// The guest's architecture (`--arch`, or the container image's); `None`: the
+    /// kernel's, else this machine's.
+    pub arch: Option<Arch>,
     /// A host kernel to boot instead of the image's.
     pub kernel: Option<PathBuf>,
     /// A host initramfs (with `kernel`, or instead of the image's).
@@ -139,6 +146,9 @@ impl VmOptions {
                  are two different Secure Boot chains; pass one",
             ));
         }
+        if let Some(arch) = self.arch {
+            self.check_arch(arch)?;
+        }
         crate::guest::validate(&self.guest)?;
         for (p, what) in [
             (&self.kernel, "kernel (--kernel)"),
@@ -150,6 +160,32 @@ impl VmOptions {
             if let Some(p) = p {
                 host_file(p, what)?;
             }
+        }
+        Ok(())
+    }
+}
+
+impl VmOptions {
+    /// What `arch` rules out: a profile whose platform does not run it, BIOS boot on
+    /// anything but x86-64 (GRUB's i386-pc images are x86 code).
+    fn check_arch(&self, arch: Arch) -> Result<()> {
+        if let Some(p) = self.profile {
+            p.check_arch(arch)?;
+        }
+        if arch != Arch::Amd64 && self.boot != BootMode::Uefi {
+            return Err(Error::argument(format!(
+                "--boot {} installs GRUB for PC BIOS, which only x86 machines have; {arch} disks boot UEFI \
+                 (--boot uefi, the default)",
+                self.boot.name()
+            ))
+            .with_field("arch"));
+        }
+        if arch != Arch::Amd64 && self.secure_boot && self.loader.is_none() {
+            return Err(Error::argument(format!(
+                "--secure-boot installs shim and GRUB for x86-64 (BOOTX64.EFI); for {arch} pass a signed \
+                 systemd-boot with --loader, or drop --secure-boot"
+            ))
+            .with_field("arch"));
         }
         Ok(())
     }
@@ -198,6 +234,8 @@ pub struct VmDisk {
     /// With `--secure-boot`: each signed file of the boot chain, where it came from, where
     /// it went and who signed it, one line each.
     pub secure_boot: Vec<String>,
+    /// The guest's architecture.
+    pub arch: Arch,
     /// What was changed in the guest, one line each.
     pub guest_changes: Vec<String>,
     /// How the root grows to the disk on first boot (`systemd-repart`, `none (why)`).
@@ -208,11 +246,12 @@ pub struct VmDisk {
     pub warnings: Vec<String>,
 }
 
-/// The kernel command line: the root partition by PARTUUID, the serial console last (so
-/// `/dev/console`, where init and systemd write, is the serial port every platform's
-/// console log shows), then the user's `extra`.
-pub fn cmdline(root: Uuid, extra: Option<&str>) -> String {
-    let mut s = format!("root=PARTUUID={root} rootfstype=ext4 rootwait rw console=tty0 console=ttyS0,115200");
+/// The kernel command line: the root partition by PARTUUID, the architecture's serial
+/// console last (so `/dev/console`, where init and systemd write, is the serial port
+/// every platform's console log shows), then the user's `extra`.
+pub fn cmdline(root: Uuid, arch: Arch, extra: Option<&str>) -> String {
+    let mut s =
+        format!("root=PARTUUID={root} rootfstype=ext4 rootwait rw console=tty0 console={}", arch.serial_console());
     if let Some(e) = extra.map(str::trim).filter(|e| !e.is_empty()) {
         s.push(' ');
         s.push_str(e);
@@ -234,8 +273,10 @@ fn choose_kernel(tree: &Tree, opts: &VmOptions) -> Result<FoundKernel> {
     let initrd =
         opts.initrd.as_deref().map(|p| host_file(p, "initramfs (--initrd)").map(|f| (show(p), f))).transpose()?;
     if let Some(k) = &opts.kernel {
+        // A kernel package's file name says its release (`vmlinuz-6.1.0-57-cloud-arm64`).
+        let named = k.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_prefix("vmlinuz-"));
         return Ok(FoundKernel {
-            version: None,
+            version: named.filter(|v| !v.is_empty()).map(str::to_string),
             kernel_path: show(k),
             kernel: host_file(k, "kernel (--kernel)")?,
             initrd,
@@ -256,44 +297,114 @@ fn show(p: &Path) -> String {
     p.display().to_string()
 }
 
-/// The systemd-boot binary: `--loader`, else the image's, else the host's.
-fn choose_loader(tree: &Tree, explicit: Option<&Path>) -> Result<(FileData, String)> {
+/// The systemd-boot binary for `arch`: `--loader`, else the image's, else the host's.
+fn choose_loader(tree: &Tree, explicit: Option<&Path>, arch: Arch) -> Result<(FileData, String)> {
     if let Some(p) = explicit {
         let f = host_file(p, "loader (--loader)")?;
-        check_pe(&f, p)?;
+        check_pe(&f, &show(p), arch)?;
         return Ok((f, show(p)));
     }
-    let path = systemd_boot::DIST_PATH;
+    let path = arch.efi().systemd_boot;
     if let Ok(id) = tree.resolve(path.as_bytes(), true)
         && let Some(f) = tree.node(id).as_file().filter(|f| f.size > 0)
     {
-        return Ok((f.clone(), format!("the image's {path}")));
+        let what = format!("the image's {path}");
+        check_pe(f, &what, arch)?;
+        return Ok((f.clone(), what));
     }
     let host = Path::new(path);
     if host.is_file() {
         let f = host_file(host, "host's systemd-boot")?;
-        check_pe(&f, host)?;
-        return Ok((f, format!("this machine's {path}")));
+        let what = format!("this machine's {path}");
+        check_pe(&f, &what, arch)?;
+        return Ok((f, what));
     }
+    let package = systemd_boot::PACKAGE;
+    let fix = if Some(arch) == Arch::host() {
+        format!("install Debian's {package} package (apt install {package})")
+    } else {
+        format!(
+            "install {package} in the image (Debian's {package} for {arch}), or pass --loader PATH (a \
+             systemd-boot{}.efi, e.g. from that package unpacked with dpkg-deb -x)",
+            arch.efi().name
+        )
+    };
     Err(Error::unsupported(format!(
-        "no systemd-boot to install: neither the image nor this machine has {path}; install Debian's {} package \
-         (apt install {}) or pass --loader PATH",
-        systemd_boot::PACKAGE,
-        systemd_boot::PACKAGE
+        "no {arch} systemd-boot to install: neither the image nor this machine has {path}; {fix} or pass --loader PATH"
     )))
 }
 
-/// A UEFI application is a PE file: it starts with `MZ`.
-fn check_pe(f: &FileData, path: &Path) -> Result<()> {
-    let mut head = [0u8; 2];
+/// A UEFI application for `arch`: a PE image (`MZ`, then `PE\0\0`) of the
+/// architecture's machine type, so a loader of the wrong architecture (which the
+/// firmware would skip, booting nothing) is refused here. `what` names it.
+fn check_pe(f: &FileData, what: &str, arch: Arch) -> Result<()> {
     if f.size < 64 {
-        return Err(Error::invalid("the loader is too small to be a UEFI application").with_file(path));
+        return Err(Error::invalid(format!("the loader {what} is too small to be a UEFI application")));
     }
+    let mut head = vec![0u8; usize::try_from(f.size.min(4096)).unwrap_or(4096)];
     f.read_at(&mut head, 0)?;
-    if &head != b"MZ" {
-        return Err(Error::invalid("the loader is not a UEFI application (no MZ header)").with_file(path));
+    let want = arch.efi().pe_machine;
+    match crate::arch::pe_machine(&head) {
+        Some(m) if m == want => Ok(()),
+        Some(m) => {
+            let name = diskcast_bootloader::EfiArch::ALL.iter().find(|e| e.pe_machine == m).map(|e| e.name);
+            Err(Error::invalid(format!(
+                "the loader {what} is a UEFI application for {} (PE machine {m:#06x}), not {} ({want:#06x}) as \
+                 an {arch} disk needs",
+                name.unwrap_or("another architecture"),
+                arch.efi().name
+            )))
+        }
+        None => Err(Error::invalid(format!("the loader {what} is not a UEFI application (no MZ/PE header)"))),
     }
-    Ok(())
+}
+
+/// The kernel for `arch`: its headers must not say another architecture; a gzip'd one
+/// (Ubuntu's arm64 `vmlinuz`) is decompressed, since firmware and systemd-boot start
+/// only PE images. Returns the architecture the kernel says, if any.
+fn check_kernel(kernel: &mut FoundKernel, arch: Option<Arch>, warnings: &mut Vec<String>) -> Result<Option<Arch>> {
+    let mut magic = [0u8; 2];
+    if kernel.kernel.size >= 2 {
+        kernel.kernel.read_at(&mut magic, 0)?;
+    }
+    if magic == [0x1f, 0x8b] {
+        let mut out = Vec::new();
+        let read = std::io::Read::read_to_end(
+            &mut std::io::Read::take(
+                flate2::read::GzDecoder::new(kernel.kernel.reader()?),
+                KERNEL_UNPACKED_MAX.saturating_add(1),
+            ),
+            &mut out,
+        );
+        read.map_err(|e| Error::io(format!("cannot decompress the gzip'd kernel {}", kernel.kernel_path), e))?;
+        if diskcast_layout::u64_from_usize(out.len()) > KERNEL_UNPACKED_MAX {
+            return Err(Error::refused(format!(
+                "the gzip'd kernel {} decompresses to more than {} (KERNEL_UNPACKED_MAX)",
+                kernel.kernel_path,
+                human(KERNEL_UNPACKED_MAX)
+            )));
+        }
+        kernel.kernel = FileData::inline(out);
+        kernel.kernel_path = format!("{} (gunzipped)", kernel.kernel_path);
+    }
+    let found = Arch::of_kernel(&kernel.kernel);
+    match (arch, found) {
+        (Some(want), Some(is)) if want != is => Err(Error::refused(format!(
+            "the kernel {} is an {is} kernel, but the disk is for {want}: pass --arch {is}, or a kernel for \
+             {want} (--kernel)",
+            kernel.kernel_path
+        ))
+        .with_field("arch")),
+        (_, None) => {
+            warnings.push(format!(
+                "{}: neither an EFI-stub (PE) kernel nor an x86 bzImage or arm64 Image: its architecture is not \
+                 checked, and UEFI may not start it",
+                kernel.kernel_path
+            ));
+            Ok(None)
+        }
+        (_, found) => Ok(found),
+    }
 }
 
 /// The UEFI side of the disk.
@@ -307,18 +418,19 @@ enum UefiLoader {
 
 /// The ESP's tree: the UEFI loader and its configuration (none for BIOS-only disks),
 /// kernel and initramfs.
-fn esp_tree(loader: Option<UefiLoader>, entry: &BootEntry, kernel: &FoundKernel, now: i64) -> Result<Tree> {
+fn esp_tree(loader: Option<UefiLoader>, arch: Arch, entry: &BootEntry, kernel: &FoundKernel, now: i64) -> Result<Tree> {
     let mut t = Tree::new(Meta::new(0o755, Timestamp::from_secs(now)));
     let exe = || Meta::new(0o755, Timestamp::from_secs(now));
+    let removable = format!("/{}", arch.efi().removable_path);
     let mut config = Vec::new();
     match loader {
         Some(UefiLoader::SystemdBoot(f)) => {
-            t.put_file(format!("/{}", systemd_boot::REMOVABLE_PATH).as_bytes(), f, exe())?;
+            t.put_file(removable.as_bytes(), f, exe())?;
             config = systemd_boot::config_files(entry)?;
         }
         Some(UefiLoader::Shim(c)) => {
             let c = *c;
-            t.put_file(format!("/{}", systemd_boot::REMOVABLE_PATH).as_bytes(), c.shim.data, exe())?;
+            t.put_file(removable.as_bytes(), c.shim.data, exe())?;
             t.put_file(format!("/{}", secure_boot::GRUB_ESP).as_bytes(), c.grub.data, exe())?;
             if let Some(m) = c.mok_manager {
                 t.put_file(format!("/{}", secure_boot::MOK_MANAGER_ESP).as_bytes(), m.data, exe())?;
@@ -355,19 +467,23 @@ pub fn plan(mut tree: Tree, opts: &VmOptions, prov: &Provenance, seed: &str) -> 
     let id = |what: &str| prov.uuid("vm", format!("{seed} {what}").as_bytes(), None);
     let (disk_guid, esp_uuid, root_uuid) = (id("disk"), id("esp partition"), id("root partition"));
 
-    let kernel = choose_kernel(&tree, opts)?;
-    let uefi = opts.boot != BootMode::Bios;
+    let mut kernel = choose_kernel(&tree, opts)?;
     let mut warnings = Vec::new();
+    let arch = match check_kernel(&mut kernel, opts.arch, &mut warnings)?.or(opts.arch) {
+        Some(a) => a,
+        None => Arch::host().unwrap_or(Arch::Amd64),
+    };
+    opts.check_arch(arch)?;
+    let uefi = opts.boot != BootMode::Bios;
     let mut secure = Vec::new();
     let (loader, mut loader_from) = match (uefi, opts.secure_boot, opts.loader.as_deref()) {
         (false, _, _) => (None, String::new()),
-        (true, false, _) => {
-            choose_loader(&tree, opts.loader.as_deref()).map(|(f, from)| (Some(UefiLoader::SystemdBoot(f)), from))?
-        }
+        (true, false, _) => choose_loader(&tree, opts.loader.as_deref(), arch)
+            .map(|(f, from)| (Some(UefiLoader::SystemdBoot(f)), from))?,
         (true, true, Some(path)) => {
-            let (f, _) = choose_loader(&tree, Some(path))?;
+            let (f, _) = choose_loader(&tree, Some(path), arch)?;
             let l = crate::secure_boot::signed_loader(f, path)?;
-            secure.push(format!("loader {} -> {}, signed by {}", l.from, systemd_boot::REMOVABLE_PATH, l.issuers));
+            secure.push(format!("loader {} -> {}, signed by {}", l.from, arch.efi().removable_path, l.issuers));
             (Some(UefiLoader::SystemdBoot(l.data)), format!("{} (signed)", l.from))
         }
         (true, true, None) => {
@@ -380,10 +496,9 @@ pub fn plan(mut tree: Tree, opts: &VmOptions, prov: &Provenance, seed: &str) -> 
     if opts.secure_boot {
         secure.push(crate::secure_boot::check_kernel(&kernel.kernel, &kernel.kernel_path)?);
     }
-    let ids = crate::guest::Ids { root: root_uuid, esp: esp_uuid };
-    let mut kernel = kernel;
+    let ids = crate::guest::Ids { root: root_uuid, esp: esp_uuid, root_type: arch.root_type() };
     let root_fs_id = *id("root filesystem").as_bytes();
-    let drivers = ensure_drivers(&tree, opts, &mut kernel, &root_fs_id, now, &mut warnings)?;
+    let drivers = ensure_drivers(&tree, opts, arch, &mut kernel, &root_fs_id, now, &mut warnings)?;
     let prepared = crate::guest::prepare(&mut tree, &opts.guest, &ids, now)?;
     let mut extra = prepared.cmdline.join(" ");
     if let Some(user) = opts.cmdline.as_deref() {
@@ -393,7 +508,7 @@ pub fn plan(mut tree: Tree, opts: &VmOptions, prov: &Provenance, seed: &str) -> 
         title: "diskcast".into(),
         kernel: ESP_KERNEL.into(),
         initrd: kernel.initrd.as_ref().map(|_| ESP_INITRD.to_string()),
-        cmdline: cmdline(root_uuid, Some(&extra)),
+        cmdline: cmdline(root_uuid, arch, Some(&extra)),
     };
     // --boot bios|hybrid: GRUB's core image (built from the image's GRUB modules when it
     // has them, else the host's) for a BIOS boot partition in front of the ESP, which is
@@ -434,7 +549,7 @@ pub fn plan(mut tree: Tree, opts: &VmOptions, prov: &Provenance, seed: &str) -> 
         descs.push(format!("GRUB i386-pc core image, {} KiB", len.div_ceil(1024)));
     }
 
-    let esp = esp_tree(loader, &entry, &kernel, now)?;
+    let esp = esp_tree(loader, arch, &entry, &kernel, now)?;
     let esp_bytes = esp.stats().file_bytes;
     let esp_start = disk.next_start();
     let esp_opts = BuildOptions {
@@ -520,7 +635,7 @@ pub fn plan(mut tree: Tree, opts: &VmOptions, prov: &Provenance, seed: &str) -> 
     disk.push(
         PartSpec {
             name: "root".into(),
-            kind: PartType::RootX86_64,
+            kind: arch.root_type(),
             size: root_len,
             uuid: root_uuid,
             bootable: false,
@@ -557,6 +672,7 @@ pub fn plan(mut tree: Tree, opts: &VmOptions, prov: &Provenance, seed: &str) -> 
         initrd_path: kernel.initrd.as_ref().map(|(p, _)| p.clone()),
         loader: loader_from,
         secure_boot: secure,
+        arch,
         guest_changes: prepared.changes,
         first_boot_growth: prepared.first_boot_growth,
         drivers,
@@ -571,6 +687,7 @@ pub fn plan(mut tree: Tree, opts: &VmOptions, prov: &Provenance, seed: &str) -> 
 fn ensure_drivers(
     tree: &Tree,
     opts: &VmOptions,
+    arch: Arch,
     kernel: &mut FoundKernel,
     root_fs_id: &[u8; 16],
     now: i64,
@@ -578,7 +695,7 @@ fn ensure_drivers(
 ) -> Result<Vec<String>> {
     use crate::drivers::{self, KernelModules, ModulesDir};
     let mut out = Vec::new();
-    let Some(version) = kernel.version.clone().or_else(|| drivers::bzimage_version(&kernel.kernel)) else {
+    let Some(version) = kernel.version.clone().or_else(|| drivers::kernel_release(&kernel.kernel)) else {
         warnings
             .push(format!("{}: no kernel release in its name or header: bus drivers not checked", kernel.kernel_path));
         return Ok(out);
@@ -627,7 +744,7 @@ fn ensure_drivers(
         },
         None => Default::default(),
     };
-    let (groups, strict) = drivers::buses(opts.profile);
+    let (groups, strict) = drivers::buses(opts.profile, arch);
     let mut chosen = Vec::new();
     let mut missing = Vec::new();
     for group in groups {
@@ -651,7 +768,7 @@ fn ensure_drivers(
     if !missing.is_empty() && (strict || chosen.is_empty()) {
         return Err(Error::refused(format!(
             "kernel {version} ({}) cannot boot {target} on {}: the driver is neither built in nor a module; \
-             use a kernel that has it (--kernel PATH --modules DIR, e.g. Debian's linux-image-amd64)",
+             use a kernel that has it (--kernel PATH --modules DIR, e.g. Debian's linux-image-{arch})",
             k.origin(),
             missing.join(", ")
         )));
@@ -684,7 +801,7 @@ fn ensure_drivers(
     let mut wanted: Vec<&str> = chosen.iter().flat_map(|(b, _)| b.modules().iter().copied()).collect();
     wanted.extend(drivers::root_fs_modules(&k));
     let modules = k.closure(&wanted)?;
-    let (busybox, busybox_from) = drivers::find_busybox(tree)?;
+    let (busybox, busybox_from) = drivers::find_busybox(tree, arch)?;
     let uuid: String = root_fs_id.iter().map(|b| format!("{b:02x}")).collect();
     let spec = drivers::InitSpec {
         root_uuid: format!("{}-{}-{}-{}-{}", &uuid[..8], &uuid[8..12], &uuid[12..16], &uuid[16..20], &uuid[20..]),

@@ -6,7 +6,8 @@
 //!   the 512-byte footer, between 20 MiB and the VHD format's 2040 GiB (managed-disk
 //!   upload limits; Add-AzVhd: "N * MiB + 512 bytes").
 //! - ESXi and AWS VM import: a streamOptimized VMDK (the `createType` of the descriptor).
-//! - Hyper-V generation 2: VHDX, GPT, UEFI (an ESP holding `EFI/BOOT/BOOTX64.EFI`).
+//! - Hyper-V generation 2: VHDX, GPT, UEFI (an ESP holding `EFI/BOOT/BOOTX64.EFI`, or
+//!   `BOOTAA64.EFI` on Arm64).
 //! - KubeVirt: a containerDisk, an image whose layer holds one qcow2 or raw disk under
 //!   `/disk/`, readable by the qemu user (uid/gid 107).
 //! - QEMU/KVM (this project's profile): qcow2 version 3 with zstd compression.
@@ -14,9 +15,10 @@
 //! Every profile that takes a disk also wants a partition table and something to boot
 //! (an ESP with the removable-media loader for UEFI, or MBR boot code for BIOS), and a
 //! clean `check` of the block format (no corruption, no leaked clusters), and a kernel
-//! (the ESP's systemd-boot entry) that drives the platform's disk bus.
+//! (the ESP's systemd-boot entry) that drives the platform's disk bus, on an architecture
+//! the platform runs (the loader's, or the kernel's).
 
-use crate::Profile;
+use crate::{Arch, Profile};
 use diskcast_block::registry::{Driver, OpenContext};
 use diskcast_block::source::Source;
 use diskcast_block::{BlockRead, ErrorKind, Result};
@@ -32,7 +34,8 @@ const AZURE_MIN: u64 = 20 * MIB;
 /// The VHD format's largest disk, as Hyper-V and Azure take it.
 const VHD_MAX: u64 = 2040 << 30;
 /// The loader UEFI firmware starts from removable media (and from a disk with no boot
-/// entries, as every freshly imported VM disk is), x86-64 (UEFI 2.10, 3.5.1.1).
+/// entries, as every freshly imported VM disk is), x86-64 (UEFI 2.10, 3.5.1.1): the one
+/// `--secure-boot`'s shim chain is judged at (it is an x86-64 chain).
 const UEFI_LOADER: [&str; 3] = ["EFI", "BOOT", "BOOTX64.EFI"];
 /// Largest GRUB configuration read for `--secure-boot` (diskcast writes under 1 KiB).
 const GRUB_CFG_MAX: usize = 1 << 20;
@@ -254,6 +257,20 @@ struct Boot {
     bios: bool,
     /// Why UEFI boot would not work, for the message.
     uefi_problem: Option<String>,
+    /// The architecture of the removable-media loader found.
+    arch: Option<Arch>,
+}
+
+/// The architecture whose removable-media loader (the one UEFI firmware starts from a
+/// disk with no boot entries, as every freshly imported VM disk is: UEFI 2.10, 3.5.1.1)
+/// the ESP holds: `EFI/BOOT/BOOTX64.EFI` or `EFI/BOOT/BOOTAA64.EFI`.
+fn uefi_loader(esp: &Tree) -> Option<Arch> {
+    Arch::ALL.into_iter().find(|a| has_file(esp, &a.efi().removable_path.split('/').collect::<Vec<_>>()))
+}
+
+/// The loaders [`uefi_loader`] looks for, for messages.
+fn loader_names() -> String {
+    Arch::ALL.iter().map(|a| a.efi().removable_path).collect::<Vec<_>>().join(" or ")
 }
 
 /// A partition table and a way to boot.
@@ -282,14 +299,15 @@ fn boot_rules(profile: Profile, disk: Arc<dyn BlockRead>) -> Result<Vec<Reason>>
     }
     let mut kernel_found: Option<Tree> = None;
     for (what, found) in esp_trees(&disk, &esps) {
-        match found {
-            Ok(tree) if has_file(&tree, &UEFI_LOADER) => {
+        match found.map(|tree| (uefi_loader(&tree), tree)) {
+            Ok((Some(arch), tree)) => {
                 boot.uefi = true;
                 if kernel_found.is_none() {
                     kernel_found = Some(tree);
+                    boot.arch = Some(arch);
                 }
             }
-            Ok(_) => boot.uefi_problem = Some(format!("the ESP ({what}) has no {}", UEFI_LOADER.join("/"))),
+            Ok((None, _)) => boot.uefi_problem = Some(format!("the ESP ({what}) has no {}", loader_names())),
             Err(e) => boot.uefi_problem = Some(format!("the ESP ({what}) holds no readable FAT filesystem: {e}")),
         }
     }
@@ -303,7 +321,7 @@ fn boot_rules(profile: Profile, disk: Arc<dyn BlockRead>) -> Result<Vec<Reason>>
         ));
     }
     if let Some(esp) = kernel_found {
-        out.extend(kernel_rules(profile, &esp, &disk, &table));
+        out.extend(kernel_rules(profile, boot.arch, &esp, &disk, &table));
     }
     Ok(out)
 }
@@ -397,11 +415,22 @@ fn grub_linux(cfg: &str) -> Option<String> {
 /// The kernel the ESP's systemd-boot entry starts, and whether it reaches the root disk
 /// on the profile's buses: each bus's driver built in (the root filesystem's or the
 /// initramfs's `modules.builtin`) or a module the initramfs carries.
-fn kernel_rules(profile: Profile, esp: &Tree, disk: &Arc<dyn BlockRead>, table: &diskcast_part::Table) -> Vec<Reason> {
+fn kernel_rules(
+    profile: Profile,
+    loader_arch: Option<Arch>,
+    esp: &Tree,
+    disk: &Arc<dyn BlockRead>,
+    table: &diskcast_part::Table,
+) -> Vec<Reason> {
     use crate::drivers;
-    let Some((linux, initrd)) = loader_entry(esp) else { return Vec::new() };
-    let Some(kernel) = esp_file(esp, &linux) else { return Vec::new() };
-    let Some(version) = drivers::bzimage_version(&kernel) else { return Vec::new() };
+    let arch_rule = |arch: Arch| profile.check_arch(arch).err().map(|e| reason("architecture", e.message()));
+    let Some((linux, initrd)) = loader_entry(esp) else { return loader_arch.and_then(arch_rule).into_iter().collect() };
+    let Some(kernel) = esp_file(esp, &linux) else { return loader_arch.and_then(arch_rule).into_iter().collect() };
+    let Some(arch) = Arch::of_kernel(&kernel).or(loader_arch) else { return Vec::new() };
+    if let Some(r) = arch_rule(arch) {
+        return vec![r];
+    }
+    let Some(version) = drivers::kernel_release(&kernel) else { return Vec::new() };
     let mut carried = Default::default();
     let mut builtin = None;
     let mut initrd_note = "no initramfs".to_string();
@@ -442,7 +471,7 @@ fn kernel_rules(profile: Profile, esp: &Tree, disk: &Arc<dyn BlockRead>, table: 
             ),
         )];
     };
-    let (groups, _) = drivers::buses(Some(profile));
+    let (groups, _) = drivers::buses(Some(profile), arch);
     let mut out = Vec::new();
     for group in groups {
         let lacking: Vec<String> = group
@@ -641,9 +670,9 @@ mod tests {
         let meta = Meta::new(0o755, Timestamp::default());
         let mut t = Tree::new(meta.clone());
         let d = t.create_dir_all(b"efi/Boot", &meta).unwrap();
-        assert!(!has_file(&t, &UEFI_LOADER));
-        t.insert(d, b"bootx64.efi", Node::new(meta.clone(), Kind::File(FileData::inline(vec![1])))).unwrap();
-        assert!(has_file(&t, &UEFI_LOADER));
-        assert!(!has_file(&t, &["EFI", "BOOT", "BOOTAA64.EFI"]));
+        assert_eq!(uefi_loader(&t), None);
+        t.insert(d, b"bootaa64.efi", Node::new(meta.clone(), Kind::File(FileData::inline(vec![1])))).unwrap();
+        assert_eq!(uefi_loader(&t), Some(Arch::Arm64));
+        assert!(!has_file(&t, &["EFI", "BOOT", "BOOTX64.EFI"]));
     }
 }

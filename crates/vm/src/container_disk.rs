@@ -7,7 +7,7 @@
 //! writer ([`diskcast_oci::write`]): the disk file stays a reference to the host file and
 //! is streamed once into the gzip layer.
 
-use crate::Profile;
+use crate::{Arch, Profile};
 use diskcast_block::progress::Progress;
 use diskcast_block::provenance::Provenance;
 use diskcast_block::{Error, Result};
@@ -44,7 +44,8 @@ pub fn tree(disk: &Path, format: &str, mtime: u64) -> Result<Tree> {
 }
 
 /// Wraps the disk image at `disk` (`qcow2` or `raw`) into the containerDisk image `dst`
-/// (`oci:DIR:TAG`, `oci-archive:FILE:TAG`): architecture amd64, os linux. Dates come
+/// (`oci:DIR:TAG`, `oci-archive:FILE:TAG`): architecture amd64 (`convert` does not look
+/// into the disk for its architecture), os linux. Dates come
 /// from `clock`, so under `SOURCE_DATE_EPOCH` the same disk gives the same digest.
 /// `how` gives the threads and the Ctrl-C flag; the image config is the containerDisk's.
 pub fn write(
@@ -63,7 +64,7 @@ pub fn write(
     }
     let target = ImageTarget::open(dst_ref, &[disk])?;
     let tree = tree(disk, format, clock.now())?;
-    wrap(&tree, target, clock, how, progress)
+    wrap(&tree, target, clock, how, Arch::Amd64, progress)
 }
 
 /// Writes the one-file tree of a containerDisk as the image `dst_ref`.
@@ -72,11 +73,14 @@ fn wrap(
     target: ImageTarget,
     clock: &Provenance,
     how: WriteConfig,
+    arch: Arch,
     progress: &dyn Progress,
 ) -> Result<WriteReport> {
     let epoch = clock.now();
+    // The image's platform is the disk's guest architecture: KubeVirt nodes of that
+    // architecture pull it.
     let cfg = WriteConfig {
-        architecture: Some("amd64".into()),
+        architecture: Some(arch.name().into()),
         epoch,
         reproducible: clock.is_reproducible(),
         cancel: how.cancel,
@@ -94,6 +98,8 @@ pub struct Staged {
     pub disk: PathBuf,
     /// The image target (`oci:DIR:TAG`, `oci-archive:FILE:TAG`).
     pub target: String,
+    /// The guest's architecture, the image config's (set once the disk is planned).
+    pub arch: Arch,
 }
 
 impl Staged {
@@ -125,7 +131,7 @@ impl Staged {
                 }
                 let name = beside.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
                 let disk = parent.join(format!(".{name}.{}.containerdisk.qcow2", std::process::id()));
-                Ok(Some(Staged { disk, target: out.to_string() }))
+                Ok(Some(Staged { disk, target: out.to_string(), arch: Arch::Amd64 }))
             }
         }
     }
@@ -145,7 +151,7 @@ impl Staged {
         let tree = tree(&self.disk, "qcow2", clock.now())?;
         std::fs::remove_file(&self.disk)
             .map_err(|e| Error::io("cannot remove the staged disk", e).with_file(&self.disk))?;
-        wrap(&tree, target, clock, how, progress)
+        wrap(&tree, target, clock, how, self.arch, progress)
     }
 }
 

@@ -105,15 +105,19 @@ pub fn root_fs_modules(k: &KernelModules<'_>) -> Vec<&'static str> {
     out
 }
 
-/// The buses a disk for `profile` must boot on: every group needs one bus the kernel
-/// drives. Plain outputs (`None`) try QEMU's default, SATA and NVMe, and need one.
-pub fn buses(profile: Option<crate::Profile>) -> (Vec<&'static [Bus]>, bool) {
+/// The buses a disk for `profile` must boot on, on `arch`: every group needs one bus the
+/// kernel drives. Plain outputs (`None`) try QEMU's default, SATA and NVMe, and need one.
+/// Profiles a platform does not offer on `arch` are refused before this
+/// ([`crate::Profile::check_arch`]).
+pub fn buses(profile: Option<crate::Profile>, arch: crate::Arch) -> (Vec<&'static [Bus]>, bool) {
     use crate::Profile::*;
     match profile {
         Some(Qemu | Kubevirt) => (vec![&[Bus::VirtioBlk], &[Bus::VirtioScsi]], true),
         Some(Esxi) => (vec![&[Bus::Pvscsi, Bus::LsiSas]], true),
         Some(Aws) => (vec![&[Bus::Nvme]], true),
-        // Compute Engine attaches boot disks by virtio-scsi (NVMe only on some machine types).
+        // Compute Engine attaches boot disks by virtio-scsi on x86 (NVMe only on some
+        // machine types); its Arm machine series (Tau T2A, Axion C4A) attach them by NVMe.
+        Some(Gce) if arch == crate::Arch::Arm64 => (vec![&[Bus::Nvme]], true),
         Some(Gce) => (vec![&[Bus::VirtioScsi]], true),
         Some(Hyperv | Azure) => (vec![&[Bus::HyperV]], true),
         None => (vec![&[Bus::VirtioBlk], &[Bus::Ahci], &[Bus::Nvme]], false),
@@ -378,10 +382,10 @@ fn modinfo_depends(ko: &[u8]) -> Result<Vec<String>> {
         .collect())
 }
 
-/// Whether `elf` is a statically linked x86-64 program (no PT_INTERP).
-pub fn is_static_x86_64(elf: &[u8]) -> bool {
+/// Whether `elf` is a statically linked 64-bit program (no PT_INTERP) for `arch`.
+pub fn is_static_for(elf: &[u8], arch: crate::Arch) -> bool {
     let check = || -> Result<bool> {
-        if !elf.starts_with(b"\x7fELF\x02\x01") || le16(elf, 0x12, "e_machine")? != 62 {
+        if !elf.starts_with(b"\x7fELF\x02\x01") || le16(elf, 0x12, "e_machine")? != arch.elf_machine() {
             return Ok(false);
         }
         let phoff = usize_from_u64(le64(elf, 0x20, "e_phoff")?, "e_phoff")?;
@@ -414,6 +418,55 @@ pub fn bzimage_version(kernel: &FileData) -> Option<String> {
     kernel.read_at(&mut s, at).ok()?;
     let end = s.iter().position(|&b| b == 0 || b == b' ').unwrap_or(s.len());
     std::str::from_utf8(&s[..end]).ok().filter(|v| !v.is_empty()).map(str::to_string)
+}
+
+/// The most of a kernel file searched for its `Linux version` banner: an uncompressed
+/// arm64 Image is 30-60 MiB.
+const BANNER_SCAN_MAX: u64 = 128 << 20;
+
+/// The kernel release of `kernel`: a bzImage's setup header, else the `Linux version
+/// RELEASE ` banner an uncompressed kernel (an arm64 Image) carries in its data (the
+/// first such string within [`BANNER_SCAN_MAX`] bytes).
+pub fn kernel_release(kernel: &FileData) -> Option<String> {
+    if let Some(v) = bzimage_version(kernel) {
+        return Some(v);
+    }
+    const NEEDLE: &[u8] = b"Linux version ";
+    const CHUNK: u64 = 1 << 20;
+    /// Longest release taken (`utsname.release` is 64 bytes).
+    const TAIL: usize = 65;
+    let end = kernel.size.min(BANNER_SCAN_MAX);
+    let mut at = 0u64;
+    let mut window: Vec<u8> = Vec::new();
+    while at < end {
+        let len = CHUNK.min(end - at);
+        let old = window.len();
+        window.resize(old + usize::try_from(len).ok()?, 0);
+        kernel.read_at(&mut window[old..], at).ok()?;
+        at += len;
+        let mut from = 0;
+        while let Some(i) = window[from..].windows(NEEDLE.len()).position(|w| w == NEEDLE) {
+            let start = from + i + NEEDLE.len();
+            let rest = &window[start..];
+            match rest.iter().take(TAIL).position(|&b| b == b' ' || b == 0) {
+                // A printk format ("Linux version %s") is not the banner.
+                Some(stop) if stop > 0 => {
+                    if let Ok(v) = std::str::from_utf8(&rest[..stop])
+                        && !v.contains('%')
+                    {
+                        return Some(v.to_string());
+                    }
+                }
+                // Cut off by the chunk's end: the next round sees it whole.
+                None if rest.len() < TAIL => break,
+                _ => {}
+            }
+            from = start;
+        }
+        let keep = window.len().saturating_sub(NEEDLE.len() + TAIL);
+        window.drain(..keep);
+    }
+    None
 }
 
 /// The modules an initramfs carries, and the kernel's built-in list when it holds one.
@@ -542,11 +595,12 @@ pub fn build_initramfs(
     gz.finish().map_err(|e| Error::io("cannot compress the initramfs", e))
 }
 
-/// A statically linked busybox: the image's, else this machine's.
-pub fn find_busybox(tree: &Tree) -> Result<(Vec<u8>, String)> {
+/// A statically linked busybox for `arch`: the image's, else this machine's (only when
+/// this machine runs `arch`: Debian's busybox-static is built for its own architecture).
+pub fn find_busybox(tree: &Tree, arch: crate::Arch) -> Result<(Vec<u8>, String)> {
     for p in ["/bin/busybox", "/usr/bin/busybox", "/sbin/busybox"] {
         if let Ok(Some(b)) = tree.read_optional(p.as_bytes(), BUSYBOX_LIMIT)
-            && is_static_x86_64(&b)
+            && is_static_for(&b, arch)
         {
             return Ok((b, format!("the image's {p}")));
         }
@@ -554,14 +608,21 @@ pub fn find_busybox(tree: &Tree) -> Result<(Vec<u8>, String)> {
     for p in ["/usr/bin/busybox", "/bin/busybox"] {
         let Ok(f) = std::fs::File::open(p) else { continue };
         let mut b = Vec::new();
-        if f.take(BUSYBOX_LIMIT).read_to_end(&mut b).is_ok() && is_static_x86_64(&b) {
+        if f.take(BUSYBOX_LIMIT).read_to_end(&mut b).is_ok() && is_static_for(&b, arch) {
             return Ok((b, format!("this machine's {p}")));
         }
     }
-    Err(Error::unsupported(
-        "no statically linked busybox for the initramfs's init: neither the image nor this machine has one \
-         (apt install busybox-static)",
-    ))
+    if Some(arch) == crate::Arch::host() {
+        return Err(Error::unsupported(
+            "no statically linked busybox for the initramfs's init: neither the image nor this machine has one \
+             (apt install busybox-static)",
+        ));
+    }
+    Err(Error::unsupported(format!(
+        "no statically linked {arch} busybox for the initramfs's init: the image has none at /bin/busybox, and this \
+         machine's is not {arch}; add Debian's busybox-static for {arch} to the image (or boot with an initramfs \
+         that has the bus driver: --initrd)"
+    )))
 }
 
 /// The modules directory of release `version` beside a kernel file on this machine:
@@ -591,8 +652,13 @@ mod tests {
     }
 
     fn cloud_kernel() -> (PathBuf, String) {
+        cloud_kernel_named("cloud-amd64")
+    }
+
+    /// `lib/modules/VERSION` of a kernel `scripts/setup.sh` unpacked, and VERSION.
+    fn cloud_kernel_named(name: &str) -> (PathBuf, String) {
         let base = std::env::var_os("DISKCAST_TEST_ASSETS").map(PathBuf::from);
-        let dir = base.unwrap_or_else(|| PathBuf::from("/var/cache/diskcast-tests")).join("kernel/cloud-amd64");
+        let dir = base.unwrap_or_else(|| PathBuf::from("/var/cache/diskcast-tests")).join("kernel").join(name);
         let modules = dir.join("lib/modules");
         let v =
             std::fs::read_dir(&modules).expect("scripts/setup.sh fetches the test kernel").flatten().next().unwrap();
@@ -637,6 +703,30 @@ mod tests {
         assert_eq!(by_dep, by_modinfo);
     }
 
+    /// The banner is found across the 1 MiB read boundary, past a printk format and an
+    /// empty release; a file without one has no release.
+    #[test]
+    fn kernel_release_from_the_banner() {
+        let mut image = vec![0u8; (1 << 20) - 20];
+        image.extend_from_slice(b"Linux version %s\0Linux version \0Linux version 6.1.0-57-cloud-arm64 (debian)\0");
+        image.resize(3 << 20, 0);
+        assert_eq!(kernel_release(&FileData::inline(image.clone())).as_deref(), Some("6.1.0-57-cloud-arm64"));
+        image.iter_mut().for_each(|b| *b = b'L');
+        assert_eq!(kernel_release(&FileData::inline(image)), None);
+    }
+
+    /// Debian's arm64 cloud kernel (an uncompressed Image, no setup header) names its
+    /// release in its banner, as its package's file name does.
+    #[test]
+    fn arm64_image_names_its_release() {
+        let (modules, v) = cloud_kernel_named("cloud-arm64");
+        let kernel = modules.parent().unwrap().parent().unwrap().parent().unwrap().join(format!("boot/vmlinuz-{v}"));
+        let data = FileData::host(diskcast_tree::HostFile::open_path(&kernel).unwrap());
+        assert_eq!(bzimage_version(&data), None);
+        assert_eq!(kernel_release(&data).as_deref(), Some(v.as_str()));
+        assert_eq!(crate::Arch::of_kernel(&data), Some(crate::Arch::Arm64));
+    }
+
     #[test]
     fn hostile_elf_headers_are_errors_not_panics() {
         let mut elf = b"\x7fELF\x02\x01".to_vec();
@@ -645,6 +735,6 @@ mod tests {
         elf[0x3a] = 0x40;
         elf[0x3c] = 0xff;
         assert!(modinfo_depends(&elf).is_err());
-        assert!(!is_static_x86_64(&elf));
+        assert!(!is_static_for(&elf, crate::Arch::Amd64));
     }
 }

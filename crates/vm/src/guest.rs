@@ -7,7 +7,7 @@
 //! password hash) never appear in those lines.
 
 use diskcast_block::{Error, Result};
-use diskcast_part::Uuid;
+use diskcast_part::{PartType, Uuid};
 use diskcast_tree::{FileData, FileType, Kind, Meta, Node, NodeId, Timestamp, Tree};
 
 /// The largest configuration file of the image read for editing (`/etc/shadow`,
@@ -72,6 +72,9 @@ pub struct Ids {
     pub root: Uuid,
     /// The ESP's unique GUID.
     pub esp: Uuid,
+    /// The root partition's type (the architecture's Discoverable Partitions root type),
+    /// which the repart.d file matches.
+    pub root_type: PartType,
 }
 
 /// What [`prepare`] did.
@@ -119,7 +122,7 @@ pub fn validate(opts: &GuestOptions) -> Result<()> {
 pub fn prepare(tree: &mut Tree, opts: &GuestOptions, ids: &Ids, now: i64) -> Result<Prepared> {
     validate(opts)?;
     let mut p = Prepared::default();
-    let grow = growth(tree, now, &mut p)?;
+    let grow = growth(tree, ids.root_type, now, &mut p)?;
     fstab(tree, ids, grow, now, &mut p)?;
     machine_id(tree, now, &mut p)?;
     if let Some(h) = &opts.hostname {
@@ -221,7 +224,7 @@ fn systemd_version(tree: &Tree) -> Option<u32> {
 /// ext4 to the partition). repart.d's own `GrowFileSystem=` acts only on partitions
 /// mounted by systemd-gpt-auto-generator, not on fstab mounts. Returns whether fstab
 /// gets the option; anything else is `none` with the reason, in the summary.
-fn growth(tree: &mut Tree, now: i64, p: &mut Prepared) -> Result<bool> {
+fn growth(tree: &mut Tree, root_type: PartType, now: i64, p: &mut Prepared) -> Result<bool> {
     let none = |p: &mut Prepared, why: String| {
         p.first_boot_growth = format!("none ({why})");
         Ok(false)
@@ -271,18 +274,23 @@ fn growth(tree: &mut Tree, now: i64, p: &mut Prepared) -> Result<bool> {
         ));
         return Ok(true);
     }
+    // repart.d(5)'s type names are the Discoverable Partitions' short names
+    // (root-x86-64, root-arm64), as diskcast_part names them.
+    let ty = root_type.name();
     tree.put_file(
         REPART_CONF.as_bytes(),
         FileData::inline(
-            b"# Written by diskcast vm: systemd-repart grows the root partition (the last one) into\n\
-              # the free space at the end of the disk on boot; x-systemd.growfs in /etc/fstab grows\n\
-              # its ext4.\n[Partition]\nType=root-x86-64\n"
-                .to_vec(),
+            format!(
+                "# Written by diskcast vm: systemd-repart grows the root partition (the last one) into\n\
+                 # the free space at the end of the disk on boot; x-systemd.growfs in /etc/fstab grows\n\
+                 # its ext4.\n[Partition]\nType={ty}\n"
+            )
+            .into_bytes(),
         ),
         Meta::new(0o644, Timestamp::from_secs(now)),
     )?;
     p.changes.push(format!(
-        "first-boot growth: {REPART_CONF} (root-x86-64) for systemd-repart{} and x-systemd.growfs on / ({v})",
+        "first-boot growth: {REPART_CONF} ({ty}) for systemd-repart{} and x-systemd.growfs on / ({v})",
         if wanted { "" } else { ", enabled" }
     ));
     Ok(true)
@@ -692,7 +700,7 @@ mod tests {
     use super::*;
 
     fn ids() -> Ids {
-        Ids { root: Uuid::from_u128(1), esp: Uuid::from_u128(2) }
+        Ids { root: Uuid::from_u128(1), esp: Uuid::from_u128(2), root_type: PartType::RootX86_64 }
     }
 
     fn node(kind: Kind) -> Node {

@@ -6,6 +6,7 @@
 //! in one pass.
 #![forbid(unsafe_code)]
 
+pub mod arch;
 mod build;
 pub mod check;
 pub mod container_disk;
@@ -17,6 +18,7 @@ pub mod kernel;
 pub mod profile;
 pub mod secure_boot;
 
+pub use arch::Arch;
 pub use build::{
     BootMode, ESP_INITRD, ESP_KERNEL, PartSummary, SPARSE_MIN_SIZE, VmDisk, VmOptions, cmdline, host_file, plan,
 };

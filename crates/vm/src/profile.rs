@@ -87,6 +87,23 @@ impl Profile {
         }
     }
 
+    /// Refuses a profile whose platform does not run `arch` guests. VMware ESXi is an
+    /// x86-64 hypervisor (ESXi-Arm is a Fling, not the platform the profile's OVA
+    /// targets) and Linux's vmw_pvscsi builds only for x86. The others run arm64: AWS
+    /// Graviton (NVMe), Azure and Hyper-V on Arm64 (generation 2, hv_storvsc), Compute
+    /// Engine's Arm machines (NVMe), QEMU/KVM and KubeVirt on Arm servers (virtio).
+    pub fn check_arch(self, arch: crate::Arch) -> Result<()> {
+        if self == Profile::Esxi && arch != crate::Arch::Amd64 {
+            return Err(Error::argument(format!(
+                "VMware ESXi (--profile esxi) runs x86-64 guests only, and Linux's paravirtual SCSI driver for it \
+                 (vmw_pvscsi) exists only for x86; for an {arch} disk use --profile qemu, aws, azure, hyperv, gce or \
+                 kubevirt, or no profile"
+            ))
+            .with_field("arch"));
+        }
+        Ok(())
+    }
+
     /// Whether the platform boots only UEFI guests.
     pub fn requires_uefi(self) -> bool {
         matches!(self, Profile::Hyperv)

@@ -18,9 +18,9 @@
 
 use crate::build::{VmOptions, host_file};
 use diskcast_block::{Error, Result};
+use diskcast_bootloader::EfiArch;
 use diskcast_bootloader::authenticode::{self, MACHINE_X86_64, Pe};
 use diskcast_bootloader::secure_boot as sb;
-use diskcast_bootloader::systemd_boot::REMOVABLE_PATH;
 use diskcast_tree::{FileData, Tree};
 use std::path::Path;
 
@@ -53,7 +53,7 @@ impl ShimChain {
     /// One line per file: where from, where to, signed by whom.
     pub fn describe(&self) -> Vec<String> {
         let mut out = vec![
-            format!("shim {} -> {REMOVABLE_PATH}, signed by {}", self.shim.from, self.shim.issuers),
+            format!("shim {} -> {}, signed by {}", self.shim.from, EfiArch::X64.removable_path, self.shim.issuers),
             format!("GRUB {} -> {}, signed by {}", self.grub.from, sb::GRUB_ESP, self.grub.issuers),
         ];
         if let Some(m) = &self.mok_manager {

@@ -20,7 +20,7 @@ use diskcast_oci::spec::RunConfig;
 use diskcast_ova::descriptor::Firmware;
 use diskcast_vm::Archive;
 use diskcast_vm::guest::{CloudInit, Entrypoint, GuestOptions};
-use diskcast_vm::{BootMode, Profile, VmOptions};
+use diskcast_vm::{Arch, BootMode, Profile, VmOptions};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 
@@ -50,9 +50,18 @@ pub struct VmArgs {
     /// sparse format (qcow2, vmdk, vhdx, vdi, dynamic vhd), whose file stays small.
     #[arg(long, value_name = "SIZE")]
     pub size: Option<String>,
-    /// Firmware the disk boots with: uefi (systemd-boot), bios or hybrid (GRUB).
+    /// Firmware the disk boots with: uefi (systemd-boot), bios or hybrid (GRUB; amd64
+    /// only).
     #[arg(long, value_name = "uefi|bios|hybrid", default_value = "uefi")]
     pub boot: String,
+    /// The guest's architecture: amd64 or arm64 (aarch64). Picks that platform from a
+    /// multi-platform image (linux/ARCH, as --platform does) and refuses an image or a
+    /// kernel of another; the ESP gets EFI/BOOT/BOOTX64.EFI or BOOTAA64.EFI, the root
+    /// partition the architecture's type, the console ttyS0 or ttyAMA0. Default: the
+    /// container image's architecture (from a multi-platform index this machine's, or
+    /// the index's only image's), else the kernel's.
+    #[arg(long, value_name = "amd64|arm64")]
+    pub arch: Option<String>,
     /// Boot this kernel (a file on this machine) instead of the image's.
     #[arg(long, value_name = "PATH")]
     pub kernel: Option<PathBuf>,
@@ -273,11 +282,48 @@ fn sparse(out: &DiskTarget) -> bool {
     matches!(out.format.as_str(), "qcow2" | "vmdk" | "vhdx" | "vdi" | "vhd" | "vpc") && !fixed
 }
 
-pub fn run(a: VmArgs) -> Result<u8> {
+/// The architecture `--arch` asks for, made the platform a container image is picked by:
+/// `--platform` (when also given) must name the same architecture.
+fn requested_arch(a: &mut VmArgs) -> Result<Option<Arch>> {
+    let Some(name) = a.arch.as_deref() else { return Ok(None) };
+    let arch = Arch::parse(name)?;
+    let platform = &mut a.source.container.platform;
+    match platform.as_deref().map(diskcast_oci::spec::Platform::parse).transpose()? {
+        Some(p) if Arch::from_oci(&p.architecture) != Some(arch) || p.os != "linux" => {
+            return Err(Error::argument(format!(
+                "--platform {p} contradicts --arch {arch}: drop --platform (--arch picks linux/{arch})"
+            )));
+        }
+        Some(_) => {}
+        None => *platform = Some(format!("linux/{}", arch.name())),
+    }
+    Ok(Some(arch))
+}
+
+/// The architecture of the image `opened` holds: `None` for sources other than container
+/// images; a platform diskcast cannot make a VM of is refused.
+fn image_arch(opened: &diskcast_sources::Opened) -> Result<Option<Arch>> {
+    let Some(p) = &opened.platform else { return Ok(None) };
+    if p.architecture.is_empty() {
+        return Ok(None);
+    }
+    match Arch::from_oci(&p.architecture) {
+        Some(a) if p.os == "linux" || p.os.is_empty() => Ok(Some(a)),
+        _ => Err(Error::unsupported(format!(
+            "the image is for {p}; diskcast vm makes linux/amd64 and linux/arm64 disks (pick another image of an \
+             index with --arch)"
+        ))),
+    }
+}
+
+pub fn run(mut a: VmArgs) -> Result<u8> {
     let profile = a.profile.as_deref().map(Profile::parse).transpose()?;
     let boot = BootMode::parse(&a.boot)?;
+    let arch = requested_arch(&mut a)?;
+    // Without --arch, an index's only image is the disk's, whatever its architecture.
+    a.source.container.lone_platform = true;
     // kubevirt: the qcow2 goes to a temporary file beside the oci:/oci-archive: target.
-    let staged = diskcast_vm::container_disk::Staged::for_output(profile, &a.out.to_string_lossy())?;
+    let mut staged = diskcast_vm::container_disk::Staged::for_output(profile, &a.out.to_string_lossy())?;
     let package = package_of(&a, profile, boot)?;
     let mut out = match &package {
         Some((_, planned)) => planned.clone(),
@@ -320,6 +366,7 @@ pub fn run(a: VmArgs) -> Result<u8> {
     let container = staged.as_ref().map(|s| ContainerWriter::open(&s.target, &inputs, &a.write)).transpose()?;
     let opts = VmOptions {
         boot,
+        arch,
         kernel: a.kernel.clone(),
         initrd: a.initrd.clone(),
         modules: a.modules.clone(),
@@ -340,6 +387,10 @@ pub fn run(a: VmArgs) -> Result<u8> {
     opts.validate()?;
     let opened = open_source(&a.src, &a.source, threads)?;
     let mut opts = opts;
+    // Without --arch, the image's architecture (--arch made open_source refuse another).
+    if opts.arch.is_none() {
+        opts.arch = image_arch(&opened)?;
+    }
     if a.guest.run_entrypoint {
         match &opened.config {
             Some(c) => opts.guest.run_entrypoint = Some(entrypoint(c)),
@@ -349,6 +400,9 @@ pub fn run(a: VmArgs) -> Result<u8> {
     let prov = Provenance::from_env()?;
     let seed = format!("vm {} {:?} {:?} {:?}", a.src, a.size, a.cmdline, a.boot);
     let vm = diskcast_vm::plan(opened.tree, &opts, &prov, &seed)?;
+    if let Some(s) = &mut staged {
+        s.arch = vm.arch;
+    }
     for w in &vm.warnings {
         eprintln!("diskcast: warning: {w}");
     }
@@ -380,11 +434,12 @@ pub fn run(a: VmArgs) -> Result<u8> {
     match a.output {
         OutputFormat::Human => {
             eprintln!(
-                "diskcast: wrote {} ({} {}, GPT, {} boot)",
+                "diskcast: wrote {} ({} {}, GPT, {} boot, {})",
                 a.out.display(),
                 human(disk_size),
                 out.format,
-                boot.name()
+                boot.name(),
+                vm.arch
             );
             for p in &vm.partitions {
                 eprintln!(
@@ -416,6 +471,7 @@ pub fn run(a: VmArgs) -> Result<u8> {
                 "format": out.format,
                 "profile": profile.map(Profile::name),
                 "boot": boot.name(),
+                "arch": vm.arch.name(),
                 "virtual-size": disk_size,
                 "source": opened.description,
                 "partitions": parts,

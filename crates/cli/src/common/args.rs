@@ -281,6 +281,10 @@ pub struct ContainerArgs {
     /// status is 4; other sources are refused with it.
     #[arg(long = "verify-key", value_name = "KEY.pub")]
     pub verify_keys: Vec<PathBuf>,
+    /// Without --platform, take an index's only image whatever its platform (set by
+    /// `vm`, which makes the disk for the image's architecture; not a flag).
+    #[arg(skip)]
+    pub lone_platform: bool,
 }
 
 impl ContainerArgs {
@@ -288,6 +292,7 @@ impl ContainerArgs {
     pub fn open_options(&self) -> Result<OpenOptions> {
         let mut o = OpenOptions {
             platform: self.platform.as_deref().map(Platform::parse).transpose()?,
+            lone_platform: self.lone_platform,
             ..OpenOptions::default()
         };
         o.registry.creds = self.creds.clone();
