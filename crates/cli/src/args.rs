@@ -105,7 +105,7 @@ comes from a backing file (depth says how far down the chain).
 
 Example:
   diskcast map --output json disk.qcow2")]
-    Map(crate::common::args::ImageArgs),
+    Map(crate::cmd::map::MapArgs),
     /// Create a new, empty image.
     #[command(after_help = "\
 SIZE takes K, M, G, T suffixes (powers of 1024). With -b, SIZE may be left out and the

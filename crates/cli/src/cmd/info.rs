@@ -1,7 +1,7 @@
 //! `diskcast info`: what an image is, in human text or JSON.
 
-use crate::common::args::{OpenArgs, OutputFormat};
-use crate::common::{Images, print_json, qemu_format_name, refuse_stream};
+use crate::common::args::{OpenArgs, OutputFormat, TlsArgs};
+use crate::common::{Images, print_json, qemu_format_name};
 use clap::Args;
 use diskcast_block::size::human;
 use diskcast_block::{BlockRead, ImageInfo, Result};
@@ -10,12 +10,11 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 pub fn run(a: InfoArgs) -> Result<u8> {
-    let images = Images::new(&a.open)?;
+    let images = Images::new(&a.open)?.with_tls(a.tls);
     // Like qemu-img info, describe the image without opening its backing file unless the
     // chain is asked for: so an untrusted image can be inspected whatever it names.
     let ctx = if a.backing_chain { images.context() } else { images.context_without_backing() };
-    refuse_stream(&a.file)?;
-    let image = images.registry.open(&a.file, a.format.as_deref(), &ctx)?;
+    let image = images.open_in(&a.file, a.format.as_deref(), &ctx)?;
     // The chain: (display name, image), top first. Backing names resolve against the
     // directory of the image that names them, as the gate resolved them.
     let mut chain: Vec<(PathBuf, &dyn BlockRead)> = vec![(a.file.clone(), image.as_ref())];
@@ -191,6 +190,8 @@ pub struct InfoArgs {
     pub backing_chain: bool,
     #[command(flatten)]
     pub open: OpenArgs,
+    #[command(flatten)]
+    pub tls: TlsArgs,
     /// The image.
     pub file: PathBuf,
 }
