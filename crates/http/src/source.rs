@@ -141,10 +141,9 @@ pub fn open(url: &str, o: &HttpOptions) -> Result<Remote> {
                 return Err(Error::invalid(format!("{what}: asked for the first block, got bytes 0-{}", r.last)));
             }
             let mut data = Vec::new();
-            // A first block cut short is fetched again on its first read.
-            let complete = resp.into_body().into_reader().take(want).read_to_end(&mut data).is_ok()
-                && u64_from_usize(data.len()) == want;
-            (total, complete.then(|| Arc::<[u8]>::from(data)))
+            // A first block cut short is completed below, from the byte where it broke off.
+            let _ = resp.into_body().into_reader().take(want).read_to_end(&mut data);
+            (total, Some(data))
         }
     };
     let inner = Arc::new(Inner {
@@ -159,7 +158,8 @@ pub fn open(url: &str, o: &HttpOptions) -> Result<Remote> {
         options: *o,
     });
     if let Some(data) = first {
-        inner.finish(0, Some(data));
+        let data = inner.complete(0, data)?;
+        inner.finish(0, Some(Arc::from(data)));
     }
     Ok(Remote::Ranged(HttpSource { inner, prefetch: OnceLock::new() }))
 }
@@ -349,11 +349,23 @@ impl Inner {
 
     /// The bytes of block `i`, resumed where an answer broke off.
     fn fetch(&self, i: u64) -> Result<Vec<u8>> {
+        let len = self.block_len(i)?;
+        self.complete(i, Vec::with_capacity(usize_from_u64(len, "block length")?))
+    }
+
+    /// The length of block `i` (the last one may be short).
+    fn block_len(&self, i: u64) -> Result<u64> {
         let start = i.checked_mul(BLOCK).filter(|&s| s < self.len).ok_or_else(|| {
             Error::out_of_bounds(format!("block {i} lies past the {}-byte file", self.len)).with_file(&self.name)
         })?;
-        let len = (self.len - start).min(BLOCK);
-        let mut buf = Vec::with_capacity(usize_from_u64(len, "block length")?);
+        Ok((self.len - start).min(BLOCK))
+    }
+
+    /// Block `i` given its first `buf.len()` bytes: the rest asked for, and asked again
+    /// from where each answer broke off.
+    fn complete(&self, i: u64, mut buf: Vec<u8>) -> Result<Vec<u8>> {
+        let len = self.block_len(i)?;
+        let start = i * BLOCK;
         let (mut wait, mut failures, mut requests) = (RETRY_BACKOFF, 0u32, 0u32);
         while u64_from_usize(buf.len()) < len {
             let before = buf.len();

@@ -1,7 +1,7 @@
 //! `diskcast info`: what an image is, in human text or JSON.
 
 use crate::common::args::{OpenArgs, OutputFormat, TlsArgs};
-use crate::common::{Images, print_json, qemu_format_name};
+use crate::common::{Images, print_json, qemu_format_name, url_of};
 use clap::Args;
 use diskcast_block::size::human;
 use diskcast_block::{BlockRead, ImageInfo, Result};
@@ -26,7 +26,7 @@ pub fn run(a: InfoArgs) -> Result<u8> {
     match a.output {
         OutputFormat::Json => {
             // As qemu-img: one object, or with --backing-chain an array of them, top first.
-            let mut entries: Vec<Value> = chain.iter().map(|(p, img)| entry_json(p, &img.info())).collect();
+            let mut entries: Vec<Value> = chain.iter().map(|(p, img)| entry_json(p, &img.info(), &images)).collect();
             if a.backing_chain {
                 print_json(&Value::Array(entries));
             } else {
@@ -56,7 +56,7 @@ fn disk_usage(path: &Path, info: &ImageInfo) -> Option<u64> {
 /// One image as `qemu-img info --output=json` describes it: the same keys with the same
 /// types (a script written for qemu-img reads ours unchanged), plus diskcast's own facts
 /// under keys qemu does not use.
-fn entry_json(path: &Path, info: &ImageInfo) -> Value {
+fn entry_json(path: &Path, info: &ImageInfo, images: &Images) -> Value {
     let format = qemu_format_name(&info.format);
     let mut m = serde_json::Map::new();
     m.insert("filename".into(), path.display().to_string().into());
@@ -93,7 +93,11 @@ fn entry_json(path: &Path, info: &ImageInfo) -> Value {
         .enumerate()
         .map(|(i, f)| json!({"name": format!("extents.{i}"), "info": file_json(f)}))
         .collect();
-    children.push(json!({"name": "file", "info": file_json(path)}));
+    let file = match url_of(path) {
+        Some(url) => url_json(url, images),
+        None => file_json(path),
+    };
+    children.push(json!({"name": "file", "info": file}));
     m.insert("children".into(), children.into());
     Value::Object(m)
 }
@@ -112,6 +116,24 @@ fn file_json(path: &Path) -> Value {
         // qemu counts a file's length in whole 512-byte sectors.
         obj.insert("virtual-size".into(), m.len().next_multiple_of(512).into());
         obj.insert("actual-size".into(), m.blocks().saturating_mul(512).into());
+    }
+    v
+}
+
+/// A URL as qemu-img info shows its curl protocol layer: the scheme as format, and the
+/// file's length (asked of the server again).
+fn url_json(url: &str, images: &Images) -> Value {
+    let scheme = url.split_once(':').map_or("http", |(s, _)| s).to_ascii_lowercase();
+    let mut v = json!({
+        "children": [],
+        "filename": url,
+        "format": scheme,
+        "format-specific": {"type": scheme, "data": {}},
+        "dirty-flag": false,
+    });
+    if let (Ok(len), Some(obj)) = (images.source(Path::new(url)).and_then(|s| s.len()), v.as_object_mut()) {
+        // As for a file: whole 512-byte sectors.
+        obj.insert("virtual-size".into(), len.next_multiple_of(512).into());
     }
     v
 }
