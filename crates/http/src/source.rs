@@ -107,7 +107,7 @@ pub fn open(url: &str, o: &HttpOptions) -> Result<Remote> {
     let name = PathBuf::from(redact(url));
     let agent = agent(o);
     let t = o.timeouts();
-    let what = format!("GET {}", name.display());
+    let what = "GET".to_string();
     let resp = retry(|| {
         let req = ureq::http::Request::get(url).header("Range", format!("bytes=0-{}", BLOCK - 1));
         let resp = run(&agent, req, ureq::SendBody::none(), &what, t)?;
@@ -127,18 +127,23 @@ pub fn open(url: &str, o: &HttpOptions) -> Result<Remote> {
         // The range starts past the end: an empty file (`bytes */0`).
         416 => match content_range(&resp) {
             Some(ContentRange { total: Some(0), .. }) => (0, None),
-            _ => return Err(Error::invalid(format!("{what} answered 416 for the first byte of a non-empty file"))),
+            _ => {
+                return Err(Error::invalid(format!("{what} answered 416 for the first byte of a non-empty file"))
+                    .with_file(&name));
+            }
         },
         _ => {
-            let r = content_range(&resp)
-                .filter(|r| r.first == 0)
-                .ok_or_else(|| Error::invalid(format!("{what}: the 206 answer has no usable Content-Range")))?;
+            let r = content_range(&resp).filter(|r| r.first == 0).ok_or_else(|| {
+                Error::invalid(format!("{what}: the 206 answer has no usable Content-Range")).with_file(&name)
+            })?;
             let total = r.total.ok_or_else(|| {
                 Error::unsupported(format!("{what}: the server does not say the file's size (Content-Range */...)"))
+                    .with_file(&name)
             })?;
             let want = r.last.saturating_add(1);
             if want != total.min(BLOCK) {
-                return Err(Error::invalid(format!("{what}: asked for the first block, got bytes 0-{}", r.last)));
+                return Err(Error::invalid(format!("{what}: asked for the first block, got bytes 0-{}", r.last))
+                    .with_file(&name));
             }
             let mut data = Vec::new();
             // A first block cut short is completed below, from the byte where it broke off.
@@ -397,7 +402,7 @@ impl Inner {
     fn request(&self, start: u64, len: u64, buf: &mut Vec<u8>) -> Result<()> {
         let from = start + u64_from_usize(buf.len());
         let to = start + len - 1;
-        let what = format!("GET {} bytes {from}-{to}", self.name.display());
+        let what = format!("GET bytes {from}-{to}");
         let mut req = ureq::http::Request::get(&self.url).header("Range", format!("bytes={from}-{to}"));
         if let Some(v) = self.pinned.if_range() {
             req = req.header("If-Range", v);
