@@ -217,6 +217,8 @@ fn every_block_format_reads_over_http() {
     let images = [
         ("sparse.vmdk", "vmdk", "subformat=monolithicSparse"),
         ("stream.vmdk", "vmdk", "subformat=streamOptimized"),
+        ("flat.vmdk", "vmdk", "subformat=monolithicFlat"),
+        ("split.vmdk", "vmdk", "subformat=twoGbMaxExtentSparse"),
         ("dynamic.vhd", "vpc", "subformat=dynamic"),
         ("fixed.vhd", "vpc", "subformat=fixed"),
         ("disk.vhdx", "vhdx", "subformat=dynamic"),

@@ -91,13 +91,9 @@ fn entry_json(path: &Path, info: &ImageInfo, images: &Images) -> Value {
         .iter()
         .filter(|f| f.as_path() != path)
         .enumerate()
-        .map(|(i, f)| json!({"name": format!("extents.{i}"), "info": file_json(f)}))
+        .map(|(i, f)| json!({"name": format!("extents.{i}"), "info": protocol_json(f, images)}))
         .collect();
-    let file = match url_of(path) {
-        Some(url) => url_json(url, images),
-        None => file_json(path),
-    };
-    children.push(json!({"name": "file", "info": file}));
+    children.push(json!({"name": "file", "info": protocol_json(path, images)}));
     m.insert("children".into(), children.into());
     Value::Object(m)
 }
@@ -118,6 +114,14 @@ fn file_json(path: &Path) -> Value {
         obj.insert("actual-size".into(), m.blocks().saturating_mul(512).into());
     }
     v
+}
+
+/// The layer below an image (or extent) as qemu-img info shows it: a file, or a URL.
+fn protocol_json(path: &Path, images: &Images) -> Value {
+    match url_of(path) {
+        Some(url) => url_json(url, images),
+        None => file_json(path),
+    }
 }
 
 /// A URL as qemu-img info shows its curl protocol layer: the scheme as format, and the
