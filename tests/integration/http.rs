@@ -268,14 +268,21 @@ fn a_server_that_ignores_ranges_serves_only_raw_and_stream_optimized_front_to_ba
     }
 }
 
-#[test]
-fn a_connection_dropped_mid_answer_is_resumed_where_it_broke_off() {
-    let t = tmp();
-    let root = t.path().join("www");
+/// `DIR/www/disk.qcow2`, 32 MiB, holding what the qemu-io `writes` put there: the served
+/// directory and the image.
+fn www_qcow2(dir: &Path, writes: &[&str]) -> (PathBuf, PathBuf) {
+    let root = dir.join("www");
     std::fs::create_dir_all(&root).unwrap();
     let img = root.join("disk.qcow2");
     qemu_img(&["create", "-q", "-f", "qcow2", &s(&img), "32M"]);
-    qemu_io("qcow2", &img, &["write -P 0x5a 0 12M", "write -P 0xa5 20M 3M"]);
+    qemu_io("qcow2", &img, writes);
+    (root, img)
+}
+
+#[test]
+fn a_connection_dropped_mid_answer_is_resumed_where_it_broke_off() {
+    let t = tmp();
+    let (root, img) = www_qcow2(t.path(), &["write -P 0x5a 0 12M", "write -P 0xa5 20M 3M"]);
     let server = flaky(t.path(), &root, &["--drop-once"]);
     let out = t.path().join("out.raw");
     dc_ok(&["convert", "-O", "raw", &server.url("disk.qcow2"), &s(&out)]);
@@ -291,11 +298,7 @@ fn a_connection_dropped_mid_answer_is_resumed_where_it_broke_off() {
 #[test]
 fn a_file_replaced_on_the_server_mid_read_is_an_error_not_a_mix() {
     let t = tmp();
-    let root = t.path().join("www");
-    std::fs::create_dir_all(&root).unwrap();
-    let img = root.join("disk.qcow2");
-    qemu_img(&["create", "-q", "-f", "qcow2", &s(&img), "32M"]);
-    qemu_io("qcow2", &img, &["write -P 0x5a 0 16M"]);
+    let (root, _) = www_qcow2(t.path(), &["write -P 0x5a 0 16M"]);
     // The first answers (the first block, the header's metadata) are of one version.
     let server = flaky(t.path(), &root, &["--change-after", "3"]);
     let out = t.path().join("out.raw");
