@@ -74,6 +74,10 @@
 #   groff-base, man-db, mandoc: render (`groff -ww`, `man -l`) and lint (`mandoc -Tlint`) the
 #                             pages of `diskcast man`
 #   git:                      `--version` names the commit; the test builds clones and tarballs
+#   nginx-light:              the HTTP(S) server that honours Range requests (and ETag/If-Range)
+#                             which images over http(s):// are read from (tests/integration/http.rs,
+#                             bench/http.sh); started by the tests on loopback with their own
+#                             config, never as a service
 #
 # It also downloads (never installs) Debian's linux-image-cloud-amd64 and unpacks it under
 # $DISKCAST_TEST_ASSETS (default /var/cache/diskcast-tests)/kernel/cloud-amd64: the kernel
@@ -108,6 +112,7 @@ packages=(
   python3-pip
   python3-packaging libmaven3-core-java
   ruby php-cli php-composer-semver
+  nginx-light
 )
 # Packages that must come from backports on bookworm (older releases there are too old).
 backports=(qemu-system-x86 qemu-system-arm qemu-system-common qemu-system-data seabios e2fsprogs libext2fs2)

@@ -24,6 +24,7 @@ mod ext4;
 mod extract_races;
 mod grammar;
 mod hostile;
+mod http;
 mod info;
 mod inputs;
 mod inspect;

@@ -157,6 +157,21 @@ pub fn dc_in(dir: Option<&Path>, args: &[&str]) -> Run {
     r
 }
 
+/// Runs diskcast with `env` changed: `(name, Some(value))` set, `(name, None)` removed.
+pub fn dc_env(env: &[(&str, Option<&Path>)], args: &[&str]) -> Run {
+    let mut cmd = Command::new(diskcast_bin());
+    cmd.args(args);
+    for (k, v) in env {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    let r = run_cmd(cmd, cmdline("diskcast", args));
+    assert!(!r.stderr.contains("panicked"), "diskcast panicked\n{}", r.describe());
+    r
+}
+
 /// A run of diskcast on hostile input with its time and memory bounded and measured.
 #[derive(Debug)]
 pub struct Bounded {

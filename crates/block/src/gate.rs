@@ -89,16 +89,7 @@ impl Gate {
     /// directory after following symlinks; `--allow-backing` does not widen this.
     pub fn resolve_extent(&self, referrer: &Path, name: &str, field: &'static str) -> Result<PathBuf> {
         let refuse = |why: String| Error::refused(why).with_field(field).with_file(referrer);
-        if name.is_empty() || name.contains('\0') {
-            return Err(refuse(format!("extent file name {name:?} is empty or contains a NUL byte")));
-        }
-        let rel = Path::new(name);
-        if !rel.components().all(|c| matches!(c, Component::Normal(_) | Component::CurDir)) {
-            return Err(refuse(format!(
-                "extent file {name:?} is not a plain name beneath the descriptor's directory; \
-                 extents are opened only there"
-            )));
-        }
+        let rel = plain_extent_name(referrer, name, field)?;
         let dir = referrer.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         let joined = dir.join(rel);
         let canon = joined.canonicalize().map_err(|e| {
@@ -117,6 +108,25 @@ impl Gate {
         }
         Ok(canon)
     }
+}
+
+/// `name`, found in the field `field` of the descriptor `referrer`, as a relative path
+/// that stays beneath the descriptor's directory by its words alone (no `..`, not
+/// absolute, no NUL): the rule for extent files, wherever the descriptor lies (a
+/// directory, or a server: then they are looked up beside it there).
+pub fn plain_extent_name<'n>(referrer: &Path, name: &'n str, field: &'static str) -> Result<&'n Path> {
+    let refuse = |why: String| Error::refused(why).with_field(field).with_file(referrer);
+    if name.is_empty() || name.contains('\0') {
+        return Err(refuse(format!("extent file name {name:?} is empty or contains a NUL byte")));
+    }
+    let rel = Path::new(name);
+    if !rel.components().all(|c| matches!(c, Component::Normal(_) | Component::CurDir)) {
+        return Err(refuse(format!(
+            "extent file {name:?} is not a plain name beneath the descriptor's directory; \
+             extents are opened only there"
+        )));
+    }
+    Ok(rel)
 }
 
 /// The protocol of `name` if it looks like `proto:...` (qemu's protocol syntax).

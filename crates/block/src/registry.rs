@@ -601,7 +601,9 @@ impl<'a> OpenContext<'a> {
 
     /// Opens the file `name` that image `referrer` names in its field `field`, through
     /// the gate. `format` is the format recorded in the image, or `None` to probe. Only an
-    /// image read from a file on disk can name other files: they are looked up beside it.
+    /// image read from a file on disk can name other files: they are looked up beside it;
+    /// or, for a source with a place of its own ([`ByteSource::open_relative`]: a remote
+    /// image), there, with the same depth and loop checks as the gate's.
     pub fn open_referenced(
         &self,
         referrer: &dyn ByteSource,
@@ -609,9 +611,27 @@ impl<'a> OpenContext<'a> {
         format: Option<&str>,
         field: &'static str,
     ) -> Result<Box<dyn BlockRead>> {
-        let Some(referrer) = referrer.file_path() else {
-            return Err(refuse_referenced(referrer, "the file", name, field));
+        let Some(referrer_path) = referrer.file_path() else {
+            let refuse = |why: String| Error::refused(why).with_field(field).with_file(referrer.name());
+            if self.chain.len() >= crate::gate::MAX_CHAIN_DEPTH {
+                return Err(refuse(format!(
+                    "backing chain is deeper than {} images; refusing to open {name:?}",
+                    crate::gate::MAX_CHAIN_DEPTH
+                )));
+            }
+            let src = match referrer.open_relative(name) {
+                Some(src) => src.map_err(|e| e.with_field(field).with_file(referrer.name()))?,
+                None => return Err(refuse_referenced(referrer, "the file", name, field)),
+            };
+            let below = src.name().to_path_buf();
+            if below == referrer.name() || self.chain.contains(&below) {
+                return Err(refuse(format!("backing chain loops back to {}", below.display())));
+            }
+            let mut chain = self.chain.clone();
+            chain.push(referrer.name().to_path_buf());
+            return self.registry.open_source(src, format, &OpenContext { chain, ..*self });
         };
+        let referrer = referrer_path;
         let path = self.gate.resolve(referrer, name, field, &self.chain)?;
         let mut chain = self.chain.clone();
         chain.push(referrer.canonicalize().map_err(|e| Error::io("cannot resolve path", e).with_file(referrer))?);

@@ -51,6 +51,13 @@ pub trait ByteSource: Send + Sync + std::fmt::Debug {
     fn file_path(&self) -> Option<&Path> {
         None
     }
+
+    /// For a source that is not a file but has a place of its own where files it names
+    /// live (an image on an HTTP server), the file `name` opened there (a backing file
+    /// resolved against the image's URL); `None` for every other source.
+    fn open_relative(&self, _name: &str) -> Option<Result<Source>> {
+        None
+    }
 }
 
 /// A `Refused` error for an image that names another file but is not itself a file on

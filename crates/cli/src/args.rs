@@ -33,7 +33,7 @@ pub struct Cli {
 pub enum Command {
     /// Show an image's format, sizes, cluster size, compression and backing chain.
     #[command(
-        after_help = "Examples:\n  diskcast info disk.qcow2\n  diskcast info --backing-chain --output json overlay.qcow2 | jq '.\"backing-chain\"'"
+        after_help = "Examples:\n  diskcast info disk.qcow2\n  diskcast info --backing-chain --output json overlay.qcow2 | jq '.\"backing-chain\"'\n  diskcast info https://host/images/disk.qcow2      # range requests; backing files beside it\n\nFILE may be an http:// or https:// URL of a server that honours Range requests\n(docs/http.md)."
     )]
     Info(info::InfoArgs),
     /// Convert an image to another format (or the same one, compacted).
@@ -56,12 +56,19 @@ Examples:
   diskcast convert -O vdi disk.vhdx disk.vdi                   # Hyper-V -> VirtualBox
   diskcast convert -n -O raw disk.qcow2 /dev/vg0/vm-disk        # into an existing LV or disk
   zcat disk.raw.gz | diskcast convert -f raw -O qcow2 - disk.qcow2   # a pipe is a raw disk
+  diskcast convert -O raw https://host/disk.qcow2 disk.raw     # over HTTP(S), presigned URLs too
 
 Formats: raw, qcow2, vmdk, vhd (also called vpc), vhdx, vdi; `diskcast formats` lists
 each one's -o options. DST `-` is standard output, for raw and streamOptimized VMDK.
 SRC `-` (or a pipe, or a character device) is read whole into an unnamed temporary file
 first, so every target format works; it is a raw disk (a piped image of another format
 is refused: save it to a file). A block device is read and written at its full size.
+SRC may be an http:// or https:// URL: read with range requests (read-ahead, retries
+resumed where an answer broke off, the file's ETag checked on every answer), backing
+files looked up beside it on the server, certificates checked against the system's CA
+store (--tls-verify=false skips that). From a server that ignores ranges only a raw disk
+or a streamOptimized VMDK can be read, front to back into a temporary file beside DST;
+other formats are refused (download them first).
 Images in use by qemu (a running VM) are refused; -U reads a source anyway.
 
 The output is written as an unnamed file beside DST and linked into place only when
@@ -105,7 +112,7 @@ comes from a backing file (depth says how far down the chain).
 
 Example:
   diskcast map --output json disk.qcow2")]
-    Map(crate::common::args::ImageArgs),
+    Map(crate::cmd::map::MapArgs),
     /// Create a new, empty image.
     #[command(after_help = "\
 SIZE takes K, M, G, T suffixes (powers of 1024). With -b, SIZE may be left out and the

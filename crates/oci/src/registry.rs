@@ -19,25 +19,17 @@ use crate::source::{Reference, RegistryRef};
 use crate::spec::{DocKind, Index, MAX_MANIFEST_BYTES, Manifest, Platform, doc_kind, media, parse_json};
 use diskcast_block::progress::Progress;
 use diskcast_block::{Error, Result};
+use diskcast_http::{MAX_ATTEMPTS, RETRY_BACKOFF, Timeouts, body_error, retry, run, transport_error};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// How many times a read (manifest, blob) is tried after a transport error, a timeout or
-/// a corrupt partial file.
-const MAX_ATTEMPTS: u32 = 3;
+/// Default [`RegistryOptions::idle_timeout`] (diskcast-http's).
+pub use diskcast_http::IDLE_TIMEOUT;
 
-/// The wait before the second attempt of a read; it doubles for each later one.
-const RETRY_BACKOFF: Duration = Duration::from_secs(1);
-
-/// Default [`RegistryOptions::idle_timeout`]: a registry that sends nothing for this long
-/// has stalled.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Default [`RegistryOptions::request_timeout`]: one request, body included, never takes
-/// longer (a retry resumes a blob where the last attempt stopped).
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Default [`RegistryOptions::request_timeout`] (diskcast-http's).
+pub use diskcast_http::REQUEST_TIMEOUT;
 
 /// Blobs larger than this are uploaded in `PATCH` chunks of this size (one huge `PUT`
 /// is what proxies and some registries cap).
@@ -279,25 +271,6 @@ struct Client {
     tls_verify: bool,
 }
 
-/// The timeouts the agent was built with, for messages that say which one fired.
-#[derive(Debug, Clone, Copy)]
-struct Timeouts {
-    idle: Duration,
-    total: Duration,
-}
-
-/// Sends one request.
-fn run(
-    agent: &ureq::Agent,
-    req: ureq::http::request::Builder,
-    body: ureq::SendBody<'_>,
-    what: &str,
-    t: Timeouts,
-) -> Result<ureq::http::Response<ureq::Body>> {
-    let req = req.body(body).map_err(|e| Error::argument(format!("{what}: {e}")))?;
-    agent.run(req).map_err(|e| transport_error(what, e, t))
-}
-
 /// What a request sends.
 enum Body<'a> {
     Empty,
@@ -308,79 +281,14 @@ enum Body<'a> {
     Once(&'a mut dyn Read),
 }
 
-/// A transport failure, saying which timeout fired when one did.
-fn transport_error(what: &str, e: ureq::Error, t: Timeouts) -> Error {
-    let msg = match timeout_of(&e) {
-        Some(ureq::Timeout::PerRead) => {
-            format!("{what}: idle timeout: the registry sent nothing for {} s", t.idle.as_secs_f32())
-        }
-        Some(ureq::Timeout::PerCall | ureq::Timeout::Global) => {
-            format!("{what}: total timeout: the request took longer than {} s", t.total.as_secs_f32())
-        }
-        Some(other) => format!("{what}: {other} timeout"),
-        None => format!("{what}: {e}"),
-    };
-    Error::io(msg, std::io::Error::other(e.to_string()))
-}
-
-/// The timeout behind `e`, also when an I/O error carries it.
-fn timeout_of(e: &ureq::Error) -> Option<ureq::Timeout> {
-    match e {
-        ureq::Error::Timeout(t) => Some(*t),
-        ureq::Error::Io(io) => io.get_ref().and_then(|i| i.downcast_ref::<ureq::Error>()).and_then(timeout_of),
-        _ => None,
-    }
-}
-
-/// An error reading a response body: a timeout of the agent named as such.
-fn body_error(what: &str, e: std::io::Error, t: Timeouts) -> Error {
-    if !e.get_ref().is_some_and(|i| i.is::<ureq::Error>()) {
-        return Error::io(what.to_string(), e);
-    }
-    match e.into_inner().map(|i| i.downcast::<ureq::Error>()) {
-        Some(Ok(u)) => transport_error(what, *u, t),
-        _ => Error::io(what.to_string(), std::io::Error::other("read failed")),
-    }
-}
-
-/// Runs `f` up to [`MAX_ATTEMPTS`] times while it fails with an I/O error (transport
-/// errors, timeouts, 5xx answers), waiting [`RETRY_BACKOFF`], then twice that, between.
-/// Only for idempotent reads (GET, HEAD).
-fn retry<T>(mut f: impl FnMut() -> Result<T>) -> Result<T> {
-    let mut wait = RETRY_BACKOFF;
-    let mut attempt = 1;
-    loop {
-        match f() {
-            Err(e) if e.kind() == diskcast_block::ErrorKind::Io && attempt < MAX_ATTEMPTS => {
-                std::thread::sleep(wait);
-                wait = wait.saturating_mul(2);
-                attempt += 1;
-            }
-            Err(e) if e.kind() == diskcast_block::ErrorKind::Io && attempt > 1 => {
-                return Err(Error::io(
-                    format!("{} (after {attempt} attempts)", e.message()),
-                    std::io::Error::other("retries exhausted"),
-                ));
-            }
-            r => return r,
-        }
-    }
-}
-
 impl Client {
     fn connect(r: &RegistryRef, o: &RegistryOptions, actions: &'static str) -> Result<Client> {
-        let tls = ureq::tls::TlsConfig::builder().disable_verification(!o.tls_verify).build();
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .tls_config(tls)
-            .http_status_as_error(false)
-            .timeout_connect(Some(Duration::from_secs(30)))
-            .timeout_recv_response(Some(Duration::from_secs(120)))
-            .timeout_per_read(Some(o.idle_timeout))
-            .timeout_per_call(Some(o.request_timeout))
-            .max_redirects(8)
-            .user_agent(concat!("diskcast/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .into();
+        let http = diskcast_http::HttpOptions {
+            tls_verify: o.tls_verify,
+            idle_timeout: o.idle_timeout,
+            request_timeout: o.request_timeout,
+        };
+        let agent = diskcast_http::agent(&http);
         let label = format!("{}/{}", r.registry, r.repository);
         let mut c = Client {
             agent,
@@ -390,7 +298,7 @@ impl Client {
             auth: Mutex::new(None),
             label,
             actions,
-            timeouts: Timeouts { idle: o.idle_timeout, total: o.request_timeout },
+            timeouts: http.timeouts(),
             registry: r.registry.clone(),
             tls_verify: o.tls_verify,
         };

@@ -272,7 +272,11 @@ fn open_extent(desc: &dyn ByteSource, line: &ExtentLine, len: u64, ctx: &OpenCon
             Error::invalid(format!("{kind} extent has no file name")).with_field("extent").with_file(desc_path)
         })?;
         let Some(desc_file) = desc.file_path() else {
-            return Err(refuse_referenced(desc, "the extent file", name, "extent"));
+            // A remote descriptor: the extent beside it on its server, by the same rule.
+            diskcast_block::gate::plain_extent_name(desc_path, name, "extent")?;
+            return desc
+                .open_relative(name)
+                .unwrap_or_else(|| Err(refuse_referenced(desc, "the extent file", name, "extent")));
         };
         let p = ctx.gate.resolve_extent(desc_file, name, "extent")?;
         Ok(std::sync::Arc::new(ImageFile::open(&p)?))

@@ -55,15 +55,13 @@ pub fn run(c: CheckArgs) -> Result<u8, Failure> {
         return profile_check(profile, &c).map_err(|e| fail(e, CHECK_INCOMPLETE));
     }
     let a = c.image;
-    let images = Images::new(&a.open).map_err(|e| fail(e, CHECK_INCOMPLETE))?;
-    refuse_stream(&a.file).map_err(|e| fail(e, CHECK_INCOMPLETE))?;
-    images.locks.lock(&a.file).map_err(|e| fail(e, CHECK_INCOMPLETE))?;
+    let images = Images::new(&a.open).map_err(|e| fail(e, CHECK_INCOMPLETE))?.with_tls(c.container.tls);
+    let src = images.source(&a.file).map_err(|e| fail(e, CHECK_INCOMPLETE))?;
     let driver = match a.format.as_deref() {
         Some(f) => images.registry.get(f),
-        None => images.registry.probe(&a.file),
+        None => images.registry.probe_source(src.as_ref()),
     }
     .map_err(|e| fail(e, CHECK_INCOMPLETE))?;
-    let src = diskcast_block::source::open_file(&a.file).map_err(|e| fail(e, CHECK_INCOMPLETE))?;
     let report = match driver.check(src, &images.context()) {
         Ok(r) => r,
         // 63 only when the format has no checker; an image the checker cannot read (an

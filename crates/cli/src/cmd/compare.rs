@@ -1,7 +1,7 @@
 //! `diskcast compare`: exit 0 when two images hold the same guest bytes, 1 when not.
 
 use crate::common::Images;
-use crate::common::args::{JobsArgs, OpenArgs};
+use crate::common::args::{JobsArgs, OpenArgs, TlsArgs};
 use crate::common::progress::{ProgressMode, reporter};
 use clap::Args;
 use diskcast_block::Result;
@@ -9,7 +9,7 @@ use diskcast_block::copy::first_difference;
 use std::path::PathBuf;
 
 pub fn run(a: CompareArgs) -> Result<u8> {
-    let images = Images::new(&a.open)?;
+    let images = Images::new(&a.open)?.with_tls(a.tls);
     // Both formats and -j are checked before either image is opened (and a log replayed).
     for f in [&a.format_a, &a.format_b].into_iter().flatten() {
         images.registry.get(f)?;
@@ -61,6 +61,8 @@ pub struct CompareArgs {
     pub quiet: bool,
     #[command(flatten)]
     pub open: OpenArgs,
+    #[command(flatten)]
+    pub tls: TlsArgs,
     pub a: PathBuf,
     pub b: PathBuf,
 }

@@ -11,7 +11,7 @@ use crate::common::args::{CacheMode, OpenArgs, ProgressArgs, WriteArgs};
 use crate::common::args::{OvaArgs, check_gce_output};
 use crate::common::output::{ContainerWriter, ImageWriter, Package, PackageWriter};
 use crate::common::progress::ProgressMode;
-use crate::common::{Images, create_options, image_opts, parse_rate, reads, same_file};
+use crate::common::{Images, create_options, image_opts, parse_rate, reads, same_file, url_of};
 use clap::Args;
 use diskcast_block::delta::{Delta, Scope, scope_ranges};
 use diskcast_block::filter::Filtered;
@@ -20,10 +20,14 @@ use diskcast_block::output::{Output, Target, parent_dir, refuse_inputs};
 use diskcast_block::provenance::Provenance;
 use diskcast_block::registry::{CreateOptions, Driver, PROBE_HEAD, PROBE_TAIL, ProbeData, SnapshotRef};
 use diskcast_block::size::parse_size;
+use diskcast_block::source::MemSource;
 use diskcast_block::{BlockRead, Error, Result};
+use diskcast_http::Remote;
+use diskcast_layout::u64_from_usize;
 use diskcast_vm::Archive;
 use diskcast_vm::Profile;
 use diskcast_vm::container_disk::Staged;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -65,7 +69,7 @@ pub fn run(mut a: ConvertArgs) -> Result<u8> {
         )));
     }
     let flags = QemuFlags::apply(&mut a)?;
-    let images = Images::new(&a.open)?;
+    let images = Images::new(&a.open)?.with_tls(a.image.container.tls);
     let plan = Plan::new(&a, &images)?;
     plan.run(&images, &a, &flags)?;
     if let (Some(s), Some(container)) = (staged, container) {
@@ -109,7 +113,7 @@ fn package_of(a: &ConvertArgs, profile: Option<Profile>) -> Result<Option<Packag
 /// `convert SRC DST` into an archive: DST checked and locked first, then SRC (a file or
 /// block device of any format) read once into it.
 fn convert_package(a: &ConvertArgs, package: Package) -> Result<u8> {
-    let images = Images::new(&a.open)?;
+    let images = Images::new(&a.open)?.with_tls(a.image.container.tls);
     if let Some(f) = &a.format {
         images.registry.get(f)?;
     }
@@ -287,9 +291,15 @@ impl<'r> Plan<'r> {
             writer = writer.unsynced();
         }
         let src: Box<dyn BlockRead> = match &self.input {
-            Input::File(path) => match &self.snapshot {
-                Some(which) => images.open_snapshot(path, a.format.as_deref(), which)?,
-                None => images.open(path, a.format.as_deref())?,
+            Input::File(path) => match (&self.snapshot, url_of(path)) {
+                (Some(which), None) => images.open_snapshot(path, a.format.as_deref(), which)?,
+                (Some(_), Some(_)) => {
+                    return Err(Error::argument(
+                        "-l/-s read an internal snapshot of a local qcow2; an image over HTTP is read as it is",
+                    ));
+                }
+                (None, Some(url)) => self.open_remote(images, url, a.format.as_deref())?,
+                (None, None) => images.open(path, a.format.as_deref())?,
             },
             Input::Stream(_) => self.spool(images, a.format.is_some())?,
         };
@@ -324,16 +334,72 @@ impl<'r> Plan<'r> {
         }
     }
 
+    /// A source URL: read at any offset when the server honours ranges. A server that
+    /// ignores them sends the whole file, which is read front to back into an unnamed
+    /// temporary file as a pipe is; only a raw disk or a streamOptimized VMDK is taken
+    /// that way (the format is checked on the first bytes before the rest is read, and
+    /// again on the whole file).
+    fn open_remote(&self, images: &Images, url: &str, format: Option<&str>) -> Result<Box<dyn BlockRead>> {
+        let whole = match diskcast_http::open(url, &images.http)? {
+            Remote::Ranged(s) => return images.registry.open_source(Arc::new(s), format, &images.context()),
+            Remote::Whole(w) => w,
+        };
+        let refusal = whole.refusal();
+        let refuse = |driver: &str| {
+            Error::unsupported(format!("{} (the file is {driver})", refusal.message())).with_file(&whole.name)
+        };
+        let mut head = Vec::new();
+        let mut reader = whole.reader;
+        (&mut reader)
+            .take(u64_from_usize(PROBE_HEAD))
+            .read_to_end(&mut head)
+            .map_err(|e| Error::io("cannot read the answer", e).with_file(&whole.name))?;
+        let driver = match format {
+            Some(f) => images.registry.get(f)?,
+            None => images.registry.probe_source(&MemSource::new(&whole.name, head.clone()))?,
+        };
+        if !matches!(driver.name(), "raw" | "vmdk") {
+            return Err(refuse(driver.name()));
+        }
+        let spool = ImageFile::spool(&mut std::io::Cursor::new(head).chain(reader), &self.spool_dir(), &whole.name)?;
+        let got = spool.len()?;
+        if whole.len.is_some_and(|n| n != got) {
+            return Err(Error::io(
+                format!("the answer broke off after {got} of {} bytes", whole.len.unwrap_or_default()),
+                std::io::Error::from(std::io::ErrorKind::UnexpectedEof),
+            )
+            .with_file(&whole.name));
+        }
+        let found = match format {
+            Some(_) => driver,
+            None => images.registry.probe_source(&spool)?,
+        };
+        let image = images.registry.open_source(Arc::new(spool), Some(found.name()), &images.context())?;
+        let stream_optimized =
+            image.info().specific.get("create-type").and_then(|v| v.as_str()) == Some("streamOptimized");
+        match found.name() {
+            "raw" => Ok(image),
+            "vmdk" if stream_optimized => Ok(image),
+            other => Err(refuse(other)),
+        }
+    }
+
+    /// Where a stream source is spooled: beside the target, which needs the room anyway;
+    /// in $TMPDIR for standard output or a device.
+    fn spool_dir(&self) -> PathBuf {
+        match &self.target {
+            Target::File(p) if !self.in_place => parent_dir(p).to_path_buf(),
+            _ => std::env::temp_dir(),
+        }
+    }
+
     /// Reads a stream source to its end into an unnamed temporary file (beside the target,
     /// which needs the room anyway; in $TMPDIR for standard output or a device) and opens
     /// that as a raw disk. Unless `-f raw` said so, data that another format's probe
     /// claims is refused rather than copied as raw bytes.
     fn spool(&self, images: &Images, format_given: bool) -> Result<Box<dyn BlockRead>> {
         let name = stream_name(&self.input);
-        let dir = match &self.target {
-            Target::File(p) if !self.in_place => parent_dir(p).to_path_buf(),
-            _ => std::env::temp_dir(),
-        };
+        let dir = self.spool_dir();
         let spool = match &self.input {
             Input::Stream(Some(path)) => {
                 let mut f = std::fs::File::open(path).map_err(|e| Error::io("cannot open", e).with_file(path))?;

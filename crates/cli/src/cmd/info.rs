@@ -1,7 +1,7 @@
 //! `diskcast info`: what an image is, in human text or JSON.
 
-use crate::common::args::{OpenArgs, OutputFormat};
-use crate::common::{Images, print_json, qemu_format_name, refuse_stream, snapshot_json, snapshot_table};
+use crate::common::args::{OpenArgs, OutputFormat, TlsArgs};
+use crate::common::{Images, print_json, qemu_format_name, snapshot_json, snapshot_table, url_of};
 use clap::Args;
 use diskcast_block::size::human;
 use diskcast_block::{BlockRead, ImageInfo, Result};
@@ -10,12 +10,11 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 pub fn run(a: InfoArgs) -> Result<u8> {
-    let images = Images::new(&a.open)?;
+    let images = Images::new(&a.open)?.with_tls(a.tls);
     // Like qemu-img info, describe the image without opening its backing file unless the
     // chain is asked for: so an untrusted image can be inspected whatever it names.
     let ctx = if a.backing_chain { images.context() } else { images.context_without_backing() };
-    refuse_stream(&a.file)?;
-    let image = images.registry.open(&a.file, a.format.as_deref(), &ctx)?;
+    let image = images.open_in(&a.file, a.format.as_deref(), &ctx)?;
     // The chain: (display name, image), top first. Backing names resolve against the
     // directory of the image that names them, as the gate resolved them.
     let mut chain: Vec<(PathBuf, &dyn BlockRead)> = vec![(a.file.clone(), image.as_ref())];
@@ -27,7 +26,7 @@ pub fn run(a: InfoArgs) -> Result<u8> {
     match a.output {
         OutputFormat::Json => {
             // As qemu-img: one object, or with --backing-chain an array of them, top first.
-            let mut entries: Vec<Value> = chain.iter().map(|(p, img)| entry_json(p, &img.info())).collect();
+            let mut entries: Vec<Value> = chain.iter().map(|(p, img)| entry_json(p, &img.info(), &images)).collect();
             if a.backing_chain {
                 print_json(&Value::Array(entries));
             } else {
@@ -57,7 +56,7 @@ fn disk_usage(path: &Path, info: &ImageInfo) -> Option<u64> {
 /// One image as `qemu-img info --output=json` describes it: the same keys with the same
 /// types (a script written for qemu-img reads ours unchanged), plus diskcast's own facts
 /// under keys qemu does not use.
-fn entry_json(path: &Path, info: &ImageInfo) -> Value {
+fn entry_json(path: &Path, info: &ImageInfo, images: &Images) -> Value {
     let format = qemu_format_name(&info.format);
     let mut m = serde_json::Map::new();
     m.insert("filename".into(), path.display().to_string().into());
@@ -95,9 +94,9 @@ fn entry_json(path: &Path, info: &ImageInfo) -> Value {
         .iter()
         .filter(|f| f.as_path() != path)
         .enumerate()
-        .map(|(i, f)| json!({"name": format!("extents.{i}"), "info": file_json(f)}))
+        .map(|(i, f)| json!({"name": format!("extents.{i}"), "info": protocol_json(f, images)}))
         .collect();
-    children.push(json!({"name": "file", "info": file_json(path)}));
+    children.push(json!({"name": "file", "info": protocol_json(path, images)}));
     m.insert("children".into(), children.into());
     Value::Object(m)
 }
@@ -116,6 +115,32 @@ fn file_json(path: &Path) -> Value {
         // qemu counts a file's length in whole 512-byte sectors.
         obj.insert("virtual-size".into(), m.len().next_multiple_of(512).into());
         obj.insert("actual-size".into(), m.blocks().saturating_mul(512).into());
+    }
+    v
+}
+
+/// The layer below an image (or extent) as qemu-img info shows it: a file, or a URL.
+fn protocol_json(path: &Path, images: &Images) -> Value {
+    match url_of(path) {
+        Some(url) => url_json(url, images),
+        None => file_json(path),
+    }
+}
+
+/// A URL as qemu-img info shows its curl protocol layer: the scheme as format, and the
+/// file's length (asked of the server again).
+fn url_json(url: &str, images: &Images) -> Value {
+    let scheme = url.split_once(':').map_or("http", |(s, _)| s).to_ascii_lowercase();
+    let mut v = json!({
+        "children": [],
+        "filename": url,
+        "format": scheme,
+        "format-specific": {"type": scheme, "data": {}},
+        "dirty-flag": false,
+    });
+    if let (Ok(len), Some(obj)) = (images.source(Path::new(url)).and_then(|s| s.len()), v.as_object_mut()) {
+        // As for a file: whole 512-byte sectors.
+        obj.insert("virtual-size".into(), len.next_multiple_of(512).into());
     }
     v
 }
@@ -195,6 +220,8 @@ pub struct InfoArgs {
     pub backing_chain: bool,
     #[command(flatten)]
     pub open: OpenArgs,
+    #[command(flatten)]
+    pub tls: TlsArgs,
     /// The image.
     pub file: PathBuf,
 }

@@ -3,13 +3,23 @@
 //! `compressed`, and `offset` where the data has one place in a file.
 
 use crate::common::Images;
-use crate::common::args::{ImageArgs, OutputFormat};
+use crate::common::args::{ImageArgs, OutputFormat, TlsArgs};
 use diskcast_block::{Alloc, BlockRead, Extent, MapExtent, Result};
 use serde_json::json;
 use std::io::Write;
 
-pub fn run(a: ImageArgs) -> Result<u8> {
-    let images = Images::new(&a.open)?;
+/// `map`'s arguments: the image, and `--tls-verify` for an https:// one.
+#[derive(Debug, clap::Args)]
+pub struct MapArgs {
+    #[command(flatten)]
+    pub image: ImageArgs,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+}
+
+pub fn run(m: MapArgs) -> Result<u8> {
+    let a = m.image;
+    let images = Images::new(&a.open)?.with_tls(m.tls);
     let image = images.open(&a.file, a.format.as_deref())?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let write_err = |e| diskcast_block::Error::io("cannot write to standard output", e);

@@ -1,6 +1,6 @@
 //! `diskcast measure`: the size of an image before writing it.
 
-use crate::common::args::{OpenArgs, OutputFormat};
+use crate::common::args::{OpenArgs, OutputFormat, TlsArgs};
 use crate::common::{Images, create_options, print_json};
 use clap::Args;
 use diskcast_block::copy::extents;
@@ -10,7 +10,7 @@ use serde_json::json;
 use std::path::PathBuf;
 
 pub fn run(a: MeasureArgs) -> Result<u8> {
-    let images = Images::new(&a.open)?;
+    let images = Images::new(&a.open)?.with_tls(a.tls);
     let driver = images.registry.get(&a.output_format)?;
     let opts = create_options(&a.options, a.compress)?;
     driver.validate(&opts)?;
@@ -74,6 +74,8 @@ pub struct MeasureArgs {
     pub output: OutputFormat,
     #[command(flatten)]
     pub open: OpenArgs,
+    #[command(flatten)]
+    pub tls: TlsArgs,
     #[arg(required_unless_present = "size")]
     pub src: Option<PathBuf>,
 }

@@ -256,6 +256,23 @@ pub struct ImageArgs {
     pub file: PathBuf,
 }
 
+/// `--tls-verify`: one flag for registries and `https://` images.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct TlsArgs {
+    /// Verify TLS certificates (of registries and of https:// images) against the system's
+    /// CA store (SSL_CERT_FILE, SSL_CERT_DIR, /etc/ssl/certs: corporate CAs) and the
+    /// bundled Mozilla roots; false accepts any certificate, and for registries also
+    /// allows plain HTTP (local registries).
+    #[arg(long = "tls-verify", value_name = "BOOL", action = ArgAction::Set, default_value_t = true)]
+    pub tls_verify: bool,
+}
+
+impl Default for TlsArgs {
+    fn default() -> Self {
+        TlsArgs { tls_verify: true }
+    }
+}
+
 /// How to read a container image source (`oci:`, `oci-archive:`, `docker-archive:`,
 /// `docker://`).
 #[derive(Debug, Default, Clone, Args)]
@@ -270,9 +287,8 @@ pub struct ContainerArgs {
     /// $XDG_RUNTIME_DIR/containers/auth.json, ~/.docker/config.json).
     #[arg(long = "authfile", value_name = "FILE")]
     pub authfile: Option<std::path::PathBuf>,
-    /// Verify registry TLS certificates; false also allows plain HTTP (local registries).
-    #[arg(long = "tls-verify", value_name = "BOOL", action = ArgAction::Set, default_value_t = true)]
-    pub tls_verify: bool,
+    #[command(flatten)]
+    pub tls: TlsArgs,
     /// Use a docker:// image only when a sigstore signature attached to it in its registry
     /// (tag sha256-DIGEST.sig, as cosign and skopeo --sign-by-sigstore-private-key write
     /// it) verifies with this public key (PEM: ECDSA P-256, Ed25519 or RSA) and names the
@@ -299,7 +315,7 @@ impl ContainerArgs {
         o.registry.auth_file = self.authfile.clone();
         // Downloads show a bar on a terminal.
         o.progress = std::sync::Arc::from(super::progress::reporter(ProgressMode::Auto, false));
-        o.registry.tls_verify = self.tls_verify;
+        o.registry.tls_verify = self.tls.tls_verify;
         o.verify_keys = diskcast_oci::sigstore::read_keys(&self.verify_keys)?;
         Ok(o)
     }

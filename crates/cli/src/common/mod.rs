@@ -18,7 +18,9 @@ use diskcast_block::gate::Gate;
 use diskcast_block::lock::{LockMode, Locks};
 use diskcast_block::provenance::Provenance;
 use diskcast_block::registry::{CreateOptions, OpenContext, Preallocation, Registry};
+use diskcast_block::source::{Source, open_file};
 use diskcast_block::{BlockRead, Error, Result};
+use diskcast_http::HttpOptions;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -46,6 +48,8 @@ pub struct Images {
     pub replay_log: bool,
     /// The qemu-compatible locks on every image opened, held until the command ends.
     pub locks: Locks,
+    /// How `http://` and `https://` images are reached (`--tls-verify`).
+    pub http: HttpOptions,
 }
 
 impl Images {
@@ -61,13 +65,44 @@ impl Images {
             gate,
             replay_log: open.replay_log,
             locks: Locks::new(mode),
+            http: HttpOptions::default(),
         })
     }
 
-    /// Opens `path` as `format` (probed when `None`) with its backing chain.
+    /// Reaches `https://` images with `--tls-verify` as given.
+    pub fn with_tls(self, tls: args::TlsArgs) -> Self {
+        Images { http: HttpOptions { tls_verify: tls.tls_verify, ..self.http }, ..self }
+    }
+
+    /// Opens `path` (a file, or an `http://`/`https://` URL) as `format` (probed when
+    /// `None`) with its backing chain.
     pub fn open(&self, path: &Path, format: Option<&str>) -> Result<Box<dyn BlockRead>> {
-        refuse_stream(path)?;
-        self.registry.open(path, format, &self.context())
+        self.open_in(path, format, &self.context())
+    }
+
+    /// [`open`](Self::open) through `ctx` (one that opens no backing file, say).
+    pub fn open_in(&self, path: &Path, format: Option<&str>, ctx: &OpenContext<'_>) -> Result<Box<dyn BlockRead>> {
+        match url_of(path) {
+            Some(url) => self.registry.open_source(diskcast_http::open(url, &self.http)?.ranged()?, format, ctx),
+            None => {
+                refuse_stream(path)?;
+                self.registry.open(path, format, ctx)
+            }
+        }
+    }
+
+    /// The bytes of the image at `path` (a file, locked as this command locks its
+    /// images, or a URL whose server honours ranges), for commands that read a source
+    /// rather than open a disk (`check`).
+    pub fn source(&self, path: &Path) -> Result<Source> {
+        match url_of(path) {
+            Some(url) => diskcast_http::open(url, &self.http)?.ranged(),
+            None => {
+                refuse_stream(path)?;
+                self.locks.lock(path)?;
+                open_file(path)
+            }
+        }
     }
 
     /// Opens the internal snapshot `which` of the image at `path` (`convert -l`/`-s`),
@@ -178,6 +213,11 @@ pub fn same_file(a: &Path, b: &Path) -> bool {
 /// The image `depth` levels below `top` in its opened backing chain (0: `top` itself).
 pub fn chain_image(top: &dyn BlockRead, depth: usize) -> Option<&dyn BlockRead> {
     (0..depth).try_fold(top, |image, _| image.backing())
+}
+
+/// The URL `path` is, when it is an `http://` or `https://` one rather than a file name.
+pub fn url_of(path: &Path) -> Option<&str> {
+    path.to_str().filter(|s| diskcast_http::is_url(s))
 }
 
 /// Refuses a pipe, socket or character device where an image is read at any offset:
