@@ -10,6 +10,7 @@
 //!   (L2, L1, refcounts) is written by `finish`, with exact refcounts.
 //! - `check`: recomputes every refcount from L1/L2 tables (and snapshots) and persistent
 //!   bitmaps, and compares.
+//! - `repair`: `check -r leaks|all`, in place, as qemu-img check -r repairs.
 //! - `measure`: qemu-img measure's arithmetic.
 //! - `resize`: in place, growing or (`--shrink`) shrinking, as qemu-img resize does.
 #![forbid(unsafe_code)]
@@ -20,11 +21,14 @@ pub mod check;
 pub mod header;
 pub mod measure;
 pub mod reader;
+pub mod repair;
 pub mod resize;
 pub mod writer;
 
 use diskcast_block::io::ImageFile;
-use diskcast_block::registry::{CreateOptions, Driver, Measure, OpenContext, OptionSpec, Preallocation, ProbeData};
+use diskcast_block::registry::{
+    CheckReport, CreateOptions, Driver, Measure, OpenContext, OptionSpec, Preallocation, ProbeData, Repair,
+};
 use diskcast_block::source::Source;
 use diskcast_block::{BlockRead, Extent, PersistentBitmap, Result};
 
@@ -44,7 +48,11 @@ const OPTIONS: &[OptionSpec] = &[
     OptionSpec { name: "backing_fmt", help: "format of the backing file to record" },
     OptionSpec { name: "refcount_bits", help: "refcount width: 1, 2, 4, 8, 16 (default), 32 or 64" },
     OptionSpec { name: "extended_l2", help: "off only: writing extended L2 entries is not implemented" },
-    OptionSpec { name: "preallocation", help: "off only: metadata, falloc and full are not implemented" },
+    OptionSpec {
+        name: "preallocation",
+        help: "off (default); metadata: every cluster allocated in qemu's layout, data left sparse; \
+               falloc: also reserved; full: also written with zeros",
+    },
 ];
 
 impl Driver for Qcow2Driver {
@@ -62,6 +70,10 @@ impl Driver for Qcow2Driver {
 
     diskcast_block::driver_methods! { options: OPTIONS, params: writer::Params::from_options,
     create: Qcow2Writer::new, check: check::check }
+
+    fn repair(&self, file: &ImageFile, fix: Repair) -> Result<CheckReport> {
+        repair::repair(file, fix)
+    }
 
     fn resize(&self, file: &ImageFile, size: u64, prealloc: Preallocation) -> Result<()> {
         resize::resize(file, size, prealloc)

@@ -58,8 +58,8 @@ fn resize_inner(file: &ImageFile, size: u64, prealloc: Preallocation) -> Result<
     if size >= h.size { m.grow(size) } else { m.shrink(size) }
 }
 
-/// The image's tables and refcounts while they change.
-struct Meta<'a> {
+/// The image's tables and refcounts while they change (also `check -r`'s refcount writer).
+pub(crate) struct Meta<'a> {
     file: &'a ImageFile,
     h: &'a Header,
     cs: u64,
@@ -73,7 +73,7 @@ struct Meta<'a> {
 }
 
 impl<'a> Meta<'a> {
-    fn load(file: &'a ImageFile, h: &'a Header) -> Result<Self> {
+    pub(crate) fn load(file: &'a ImageFile, h: &'a Header) -> Result<Self> {
         let cs = h.cluster_size();
         let rt_entries = u64::from(h.refcount_table_clusters) * cs / 8;
         let rt = read_u64_table(file, h.refcount_table_offset, rt_entries, "refcount_table_offset")?;
@@ -116,7 +116,7 @@ impl<'a> Meta<'a> {
 
     /// Sets the refcount of the cluster at `host`, adding a refcount block at the end of
     /// the file where the table has none (the new block counts itself).
-    fn set_refcount(&mut self, host: u64, value: u64) -> Result<()> {
+    pub(crate) fn set_refcount(&mut self, host: u64, value: u64) -> Result<()> {
         let (idx, i) = self.slot(host)?;
         if self.block(idx)?.is_none() {
             if value == 0 {
@@ -176,7 +176,7 @@ impl<'a> Meta<'a> {
     }
 
     /// Writes the changed refcount blocks and table.
-    fn flush_refcounts(&mut self) -> Result<()> {
+    pub(crate) fn flush_refcounts(&mut self) -> Result<()> {
         for (idx, (b, dirty)) in &mut self.blocks {
             if *dirty {
                 let off = self.rt.get(*idx).copied().unwrap_or(0) & OFFSET_MASK;
