@@ -40,6 +40,7 @@ mod ova;
 mod packaging;
 mod pairs;
 mod profiles;
+mod qcow2_edit;
 mod qemu_flags;
 mod qemu_json;
 mod registry;

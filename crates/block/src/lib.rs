@@ -115,6 +115,28 @@ pub struct ImageInfo {
     /// (qcow2 v3). `measure` sizes them for a target that can.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub persistent_bitmaps: Option<Vec<PersistentBitmap>>,
+    /// Internal snapshots (qcow2), as `qemu-img info` and `snapshot -l` list them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub snapshots: Vec<SnapshotInfo>,
+}
+
+/// An internal snapshot of an image (qcow2), with the fields qemu-img shows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SnapshotInfo {
+    /// Its unique ID (qemu's are decimal numbers).
+    pub id: String,
+    /// Its name (tag).
+    pub name: String,
+    /// Bytes of saved VM state (0 for a disk-only snapshot).
+    pub vm_state_size: u64,
+    /// When it was taken: seconds since the epoch.
+    pub date_sec: u32,
+    /// ... and nanoseconds.
+    pub date_nsec: u32,
+    /// The guest's clock when it was taken, in nanoseconds.
+    pub vm_clock_nsec: u64,
+    /// The instruction count (record/replay), if recorded.
+    pub icount: Option<u64>,
 }
 
 /// A persistent dirty bitmap of an image, as `measure` needs it.

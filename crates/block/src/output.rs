@@ -520,7 +520,8 @@ impl Output {
                 Error::argument(format!("{} is written front to back: {e}", self.target.path().display()))
             });
         }
-        if (self.in_place || matches!(self.target, Target::Device(_))) && !driver.writes_in_place() {
+        let editable = self.in_place && matches!(self.target, Target::File(_)) && driver.edits_in_place();
+        if (self.in_place || matches!(self.target, Target::Device(_))) && !driver.writes_in_place() && !editable {
             return Err(Error::argument(format!(
                 "{} is written in place, which only a raw image can be, not {}; write a file instead",
                 self.target.path().display(),
@@ -549,7 +550,8 @@ impl Output {
             }
             Target::File(p) if self.in_place => {
                 let file = ImageFile::open_rw(p)?;
-                if file.len()? < size {
+                // An image being edited (qcow2) has its own virtual size, which its driver checks.
+                if job.driver.writes_in_place() && file.len()? < size {
                     return Err(Error::argument(format!(
                         "the file holds {} bytes, less than the {size}-byte image",
                         file.len()?

@@ -344,10 +344,20 @@ pub trait Driver: Send + Sync {
         false
     }
 
-    /// Writes a new image of `size` guest bytes straight into `file`, an existing file or
-    /// block device holding at least `size` bytes (`convert -n`). Nothing is renamed into
-    /// place and nothing starts out zeroed: the writer must write zeros where the disk
-    /// reads as zero.
+    /// Whether [`write_into`](Self::write_into) works on an existing image of this format
+    /// (qcow2): `convert -n` then writes guest data into that image's clusters, keeping
+    /// its metadata (snapshots, backing file), as qemu-img does.
+    fn edits_in_place(&self) -> bool {
+        false
+    }
+
+    /// Writes a new image of `size` guest bytes straight into `file` (`convert -n`): for
+    /// a format that [`writes_in_place`](Self::writes_in_place), an existing file or block
+    /// device holding at least `size` bytes; for one that
+    /// [`edits_in_place`](Self::edits_in_place), an existing image of the format whose
+    /// virtual size is at least `size`. Nothing is renamed into place and nothing starts
+    /// out zeroed unless the writer says so: it must write zeros where the disk reads as
+    /// zero.
     fn write_into(&self, file: ImageFile, _size: u64, _opts: &CreateOptions) -> Result<Box<dyn BlockWrite>> {
         Err(Error::argument(format!("format {} cannot be written into an existing image (-n)", self.name()))
             .with_file(file.path()))
@@ -399,6 +409,26 @@ pub trait Driver: Send + Sync {
         .with_file(file.path()))
     }
 
+    /// The internal snapshots of the image in `src`, every table entry checked (a broken
+    /// table is an error, not an empty list). Formats without them have none, as
+    /// `qemu-img snapshot -l` lists none.
+    fn snapshots(&self, _src: Source) -> Result<Vec<crate::SnapshotInfo>> {
+        Ok(Vec::new())
+    }
+
+    /// Creates, applies or deletes an internal snapshot of the image in `file` (opened
+    /// for writing and locked as a writer), as `qemu-img snapshot -c/-a/-d` does;
+    /// returns the snapshot made by `Create`. Formats without internal snapshots refuse.
+    fn snapshot(&self, file: &ImageFile, _op: &SnapshotOp) -> Result<Option<crate::SnapshotInfo>> {
+        Err(no_snapshots(self.name()).with_file(file.path()))
+    }
+
+    /// Opens the internal snapshot `which` of the image in `src` for reading, as
+    /// `qemu-img convert -l`/`-s` reads one (backing files through `ctx`).
+    fn open_snapshot(&self, src: Source, _ctx: &OpenContext<'_>, _which: &SnapshotRef) -> Result<Box<dyn BlockRead>> {
+        Err(no_snapshots(self.name()).with_file(src.name()))
+    }
+
     /// How large a new image holding the `data` extents of a `size`-byte disk would be.
     fn measure(&self, size: u64, data: &[Extent], opts: &CreateOptions) -> Result<Measure>;
 
@@ -412,6 +442,91 @@ pub trait Driver: Send + Sync {
         _opts: &CreateOptions,
     ) -> Result<Option<u64>> {
         Ok(None)
+    }
+}
+
+/// qemu-img's refusal for a format without internal snapshots.
+fn no_snapshots(format: &str) -> Error {
+    Error::unsupported(format!("Format driver '{format}' does not support internal snapshots (qcow2 images have them)"))
+}
+
+/// What `snapshot` does to an image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SnapshotOp {
+    /// `-c NAME`: a new snapshot of the active image.
+    Create(String),
+    /// `-a ID_OR_NAME`: the active image reverts to the snapshot.
+    Apply(String),
+    /// `-d NAME`: the snapshot is dropped.
+    Delete(String),
+}
+
+/// Which snapshot `convert -l`/`-s` reads, in qemu-img's forms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SnapshotRef {
+    /// `-l X` or `-s X`: the snapshot whose ID is X, else whose name is X.
+    IdOrName(String),
+    /// `-l snapshot.id=X`.
+    Id(String),
+    /// `-l snapshot.name=X`.
+    Name(String),
+    /// `-l snapshot.id=X,snapshot.name=Y`: both must match.
+    IdAndName(String, String),
+}
+
+impl SnapshotRef {
+    /// Parses `-l`'s argument: `snapshot.id=ID`, `snapshot.name=NAME` (or both, comma
+    /// separated), or a plain ID or name.
+    pub fn parse(text: &str) -> Result<Self> {
+        if !text.starts_with("snapshot.") {
+            return Ok(SnapshotRef::IdOrName(text.to_string()));
+        }
+        let (mut id, mut name) = (None, None);
+        for part in text.split(',') {
+            match part.split_once('=') {
+                Some(("snapshot.id", v)) => id = Some(v.to_string()),
+                Some(("snapshot.name", v)) => name = Some(v.to_string()),
+                _ => {
+                    return Err(Error::argument(format!(
+                        "Invalid snapshot option {part:?}: use snapshot.id=ID, snapshot.name=NAME or a plain ID or name"
+                    )));
+                }
+            }
+        }
+        Ok(match (id, name) {
+            (Some(i), Some(n)) => SnapshotRef::IdAndName(i, n),
+            (Some(i), None) => SnapshotRef::Id(i),
+            (None, Some(n)) => SnapshotRef::Name(n),
+            (None, None) => return Err(Error::argument("snapshot option without an ID or name")),
+        })
+    }
+
+    /// Whether a snapshot with `id` and `name` is the one meant, by ID only (for
+    /// [`IdOrName`](Self::IdOrName), the ID is tried on every snapshot before the name).
+    pub fn matches(&self, id: &str, name: &str, by_name: bool) -> bool {
+        match self {
+            SnapshotRef::IdOrName(k) => {
+                if by_name {
+                    name == k
+                } else {
+                    id == k
+                }
+            }
+            SnapshotRef::Id(k) => !by_name && id == k,
+            SnapshotRef::Name(k) => by_name && name == k,
+            SnapshotRef::IdAndName(i, n) => !by_name && id == i && name == n,
+        }
+    }
+}
+
+impl std::fmt::Display for SnapshotRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SnapshotRef::IdOrName(k) => write!(f, "'{k}'"),
+            SnapshotRef::Id(k) => write!(f, "with ID '{k}'"),
+            SnapshotRef::Name(k) => write!(f, "named '{k}'"),
+            SnapshotRef::IdAndName(i, n) => write!(f, "with ID '{i}' and name '{n}'"),
+        }
     }
 }
 

@@ -4,7 +4,7 @@
 
 use crate::cmd::{
     cat, check, compare, convert, create, dd, docs, extract, formats, info, inspect, iso, ls, measure, mkdisk, mkfs,
-    oci, resize, usb, vm, wim, write,
+    oci, resize, snapshot, usb, vm, wim, write,
 };
 use clap::{Parser, Subcommand};
 
@@ -164,6 +164,9 @@ Examples:
     /// Change an image's virtual size in place (raw and qcow2, as qemu-img resize).
     #[command(after_help = RESIZE_HELP)]
     Resize(resize::ResizeArgs),
+    /// List, create, apply or delete an image's internal snapshots (qcow2, as qemu-img snapshot).
+    #[command(after_help = SNAPSHOT_HELP)]
+    Snapshot(snapshot::SnapshotArgs),
     /// Copy part of an image into a new image, with qemu-img dd's operands.
     #[command(after_help = DD_HELP)]
     Dd(dd::DdArgs),
@@ -231,6 +234,21 @@ Like qemu-img resize: raw and qcow2 images grow, and shrink with --shrink; the o
 formats are refused with qemu-img's message, as qemu-img refuses them. The grown range
 reads as zeros. The image is locked as a writer: one a VM uses is refused. Prints
 \"Image resized.\" unless -q; errors exit 1.";
+
+const SNAPSHOT_HELP: &str = "\
+Examples:
+  diskcast snapshot -c before-upgrade disk.qcow2    # take a snapshot
+  diskcast snapshot -l disk.qcow2                   # list them (qemu-img's table)
+  diskcast snapshot -a before-upgrade disk.qcow2    # revert to it
+  diskcast snapshot -d before-upgrade disk.qcow2    # delete it
+  diskcast convert -l before-upgrade -O qcow2 disk.qcow2 old.qcow2   # read one
+
+Like qemu-img snapshot: -a takes an ID or a name, -d a name; IDs are assigned as qemu
+assigns them, and snapshots either tool makes are read by the other. The image is
+locked as a writer for -c, -a and -d: one a VM uses is refused. Refused, naming the
+reason: images marked corrupt or dirty, encrypted images, external data files and
+images with persistent bitmaps. -l prints nothing for an image without snapshots;
+--output json prints the list qemu-img info --output=json shows. Errors exit 1.";
 
 const DD_HELP: &str = "\
 Examples:

@@ -6,19 +6,17 @@
 //! counts them, so a healthy image with bitmaps has no leaks). Works on images with the
 //! corrupt bit set (that is what it is for).
 
+use crate::edit::Editor;
 use crate::header::{
     Header, L1_RESERVED, MAX_L1_BYTES, OFFSET_MASK, OFLAG_COMPRESSED, OFLAG_COPIED, OFLAG_ZERO, read_u64_table,
 };
 use crate::reader::compressed_range;
-use crate::resize::Meta;
+use crate::snapshot::{ENTRY_FIXED as SNAPSHOT_FIXED, MAX_SNAPSHOTS, RawSnapshot};
 use diskcast_block::io::ImageFile;
 use diskcast_block::registry::CheckReport;
 use diskcast_block::source::{ByteSource, Source};
 use diskcast_block::{Error, Result};
-use diskcast_layout::{
-    Be16, Be32, Be64, FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout, Unaligned, high_u32, low_u8, low_u32,
-    u64_from_usize, usize_from_u64,
-};
+use diskcast_layout::{FromZeros, IntoBytes, high_u32, low_u8, low_u32, u64_from_usize, usize_from_u64};
 use std::collections::BTreeMap;
 
 /// Largest file, in clusters, whose refcounts we recompute: 2^27 16-bit counters are
@@ -26,30 +24,8 @@ use std::collections::BTreeMap;
 /// the default 64 KiB clusters; a (possibly sparse, possibly hostile) larger file is
 /// refused rather than allowed to take gigabytes.
 const MAX_CHECK_CLUSTERS: u64 = 1 << 27;
-/// qemu's QCOW_MAX_SNAPSHOTS.
-const MAX_SNAPSHOTS: u32 = 65536;
 /// Messages kept in the report; counts keep going past it.
 const MAX_MESSAGES: usize = 1000;
-/// Fixed part of a snapshot table entry.
-const SNAPSHOT_FIXED: u64 = 40;
-
-/// The fixed part of a snapshot table entry (qcow2.txt "Snapshot table"); extra data, the
-/// id and the name follow.
-#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Debug, Clone, Copy)]
-#[repr(C)]
-struct RawSnapshot {
-    l1_table_offset: Be64,
-    l1_size: Be32,
-    id_str_size: Be16,
-    name_size: Be16,
-    date_sec: Be32,
-    date_nsec: Be32,
-    vm_clock_nsec: Be64,
-    vm_state_size: Be32,
-    extra_data_size: Be32,
-}
-const _: () = assert!(size_of::<RawSnapshot>() == 40);
-
 pub(crate) struct Checker<'f> {
     file: &'f dyn ByteSource,
     h: Header,
@@ -442,7 +418,7 @@ impl<'f> Checker<'f> {
     /// table entry), as qemu decides it. Refcount blocks for clusters past the end are
     /// counted by [`Self::analyze`] but not read: a table of a million entries naming
     /// one block would otherwise mean a million block scans.
-    pub(crate) fn compare(&mut self, fix: Fix, mut meta: Option<&mut Meta<'_>>) -> Result<bool> {
+    pub(crate) fn compare(&mut self, fix: Fix, mut meta: Option<&mut Editor<&ImageFile>>) -> Result<bool> {
         let cs = self.cs;
         let order = self.h.refcount_order;
         let per_block = (cs * 8) >> order;

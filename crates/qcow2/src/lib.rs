@@ -13,24 +13,29 @@
 //! - `repair`: `check -r leaks|all`, in place, as qemu-img check -r repairs.
 //! - `measure`: qemu-img measure's arithmetic.
 //! - `resize`: in place, growing or (`--shrink`) shrinking, as qemu-img resize does.
+//! - `edit`: an existing image changed in place (`convert -n`, snapshots): the one
+//!   cluster allocator, copy-on-write, zero clusters, crash-safe write order.
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::as_conversions))]
 
 pub mod bitmap;
 pub mod check;
+pub mod edit;
 pub mod header;
 pub mod measure;
 pub mod reader;
 pub mod repair;
 pub mod resize;
+pub mod snapshot;
 pub mod writer;
 
 use diskcast_block::io::ImageFile;
 use diskcast_block::registry::{
-    CheckReport, CreateOptions, Driver, Measure, OpenContext, OptionSpec, Preallocation, ProbeData, Repair,
+    CheckReport, CreateOptions, Driver, Measure, OpenContext, OptionSpec, Preallocation, ProbeData, Repair, SnapshotOp,
+    SnapshotRef,
 };
 use diskcast_block::source::Source;
-use diskcast_block::{BlockRead, Extent, PersistentBitmap, Result};
+use diskcast_block::{BlockRead, BlockWrite, Error, Extent, PersistentBitmap, Result, SnapshotInfo};
 
 pub use reader::Qcow2Reader;
 pub use writer::Qcow2Writer;
@@ -73,6 +78,51 @@ impl Driver for Qcow2Driver {
 
     fn repair(&self, file: &ImageFile, fix: Repair) -> Result<CheckReport> {
         repair::repair(file, fix)
+    }
+
+    fn edits_in_place(&self) -> bool {
+        true
+    }
+
+    /// `convert -n`: into the existing image's clusters (its snapshots, backing file and
+    /// format options stay; `-o` and `-c` cannot change them and are refused).
+    fn write_into(&self, file: ImageFile, size: u64, opts: &CreateOptions) -> Result<Box<dyn BlockWrite>> {
+        let name = file.path().to_path_buf();
+        if opts.compress || !opts.options.is_empty() || opts.backing_file.is_some() {
+            return Err(Error::argument(
+                "-n writes into the existing qcow2 image as it is: -c, -o and -B cannot change its format; \
+                 use qemu-img amend for its options, or convert without -n",
+            )
+            .with_file(&name));
+        }
+        Ok(Box::new(edit::EditWriter::new(file, size, opts.target_is_zero).map_err(|e| e.with_file(&name))?))
+    }
+
+    fn snapshots(&self, src: Source) -> Result<Vec<SnapshotInfo>> {
+        let h = header::Header::read(src.as_ref()).map_err(|e| e.with_file(src.name()))?;
+        h.check_supported().map_err(|e| e.with_file(src.name()))?;
+        let table = snapshot::read_table(src.as_ref(), &h).map_err(|e| e.with_file(src.name()))?;
+        Ok(table.iter().map(snapshot::Snapshot::info).collect())
+    }
+
+    fn snapshot(&self, file: &ImageFile, op: &SnapshotOp) -> Result<Option<SnapshotInfo>> {
+        let name = file.path().to_path_buf();
+        let run = || -> Result<Option<SnapshotInfo>> {
+            let mut ed = edit::Editor::open(file)?;
+            match op {
+                SnapshotOp::Create(n) => return snapshot::create(&mut ed, n).map(Some),
+                SnapshotOp::Apply(k) => snapshot::apply(&mut ed, k)?,
+                SnapshotOp::Delete(n) => snapshot::delete(&mut ed, n)?,
+            }
+            Ok(None)
+        };
+        run().map_err(|e| if e.file().is_none() { e.with_file(&name) } else { e })
+    }
+
+    fn open_snapshot(&self, src: Source, ctx: &OpenContext<'_>, which: &SnapshotRef) -> Result<Box<dyn BlockRead>> {
+        let name = src.name().to_path_buf();
+        let r = Qcow2Reader::open(src, ctx)?.at_snapshot(which).map_err(|e| e.with_file(&name))?;
+        Ok(Box::new(r))
     }
 
     fn resize(&self, file: &ImageFile, size: u64, prealloc: Preallocation) -> Result<()> {

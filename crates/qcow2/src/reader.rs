@@ -102,6 +102,35 @@ impl Qcow2Reader {
         Ok(Qcow2Reader { file, file_len, header, l1, cache: Mutex::new(L2Cache::default()), backing: None })
     }
 
+    /// The same image as its internal snapshot `which` holds it (`convert -l`): that
+    /// snapshot's L1 table and disk size in place of the active ones.
+    pub fn at_snapshot(mut self, which: &diskcast_block::registry::SnapshotRef) -> Result<Self> {
+        let snaps = crate::snapshot::read_table(self.file.as_ref(), &self.header)?;
+        let Some(snap) = crate::snapshot::find(&snaps, which) else {
+            return Err(Error::argument(format!(
+                "Failed to load snapshot: Can't find snapshot {which} (`diskcast snapshot -l` lists them)"
+            ))
+            .with_field("snapshot"));
+        };
+        let l1 = crate::snapshot::read_l1(self.file.as_ref(), snap)?;
+        let size = snap.disk_size().unwrap_or(self.header.size);
+        if u64_from_usize(l1.len())
+            < Header::l1_entries_for(size, self.header.cluster_bits, self.header.l2_entry_size())
+        {
+            return Err(Error::corrupt(format!(
+                "snapshot {which}: its L1 table of {} entries cannot map its disk size of {size} bytes",
+                l1.len()
+            ))
+            .with_field("snapshot_l1_table"));
+        }
+        self.header.size = size;
+        self.header.l1_table_offset = snap.l1_offset();
+        self.header.l1_size = snap.l1_size();
+        self.l1 = l1;
+        self.cache = Mutex::new(L2Cache::default());
+        Ok(self)
+    }
+
     /// The parsed header.
     pub fn header(&self) -> &Header {
         &self.header
@@ -481,6 +510,10 @@ impl FormatRead for Qcow2Reader {
             dirty: h.incompatible & INCOMPAT_DIRTY != 0,
             extent_files: Vec::new(),
             persistent_bitmaps: persistent,
+            // A table that cannot be read is left out; `check` reports why.
+            snapshots: crate::snapshot::read_table(self.file.as_ref(), h)
+                .map(|t| t.iter().map(crate::snapshot::Snapshot::info).collect())
+                .unwrap_or_default(),
         }
     }
 }

@@ -19,8 +19,8 @@
 //! interrupted repair leaves at worst leaked clusters.
 
 use crate::check::{Checker, Fix};
+use crate::edit::Editor;
 use crate::header::{INCOMPAT_CORRUPT, INCOMPAT_DIRTY};
-use crate::resize::Meta;
 use crate::writer::write_refcount_structures;
 use diskcast_block::io::ImageFile;
 use diskcast_block::registry::{CheckReport, Repair};
@@ -71,11 +71,9 @@ fn repair_inner(file: &ImageFile, repair: Repair) -> Result<CheckReport> {
         // now leaks, freed here (qemu does not count them as repairs: it made them).
         c = Checker::analyze(file)?;
         let walk_corruptions = c.report().corruptions;
-        let h = c.header().clone();
-        let mut meta = Meta::load(file, &h)?;
-        let still = c.compare(Fix::Leaks, Some(&mut meta))?;
-        meta.flush_refcounts()?;
-        file.sync()?;
+        let mut edit = Editor::open_unchecked(file)?;
+        let still = c.compare(Fix::Leaks, Some(&mut edit))?;
+        edit.flush()?;
         let r = c.report();
         messages.append(&mut r.messages);
         if still {
@@ -95,11 +93,9 @@ fn repair_inner(file: &ImageFile, repair: Repair) -> Result<CheckReport> {
     } else if c.report().corruptions > walked.0 || c.report().leaks > walked.1 {
         // Once more, repairing: the counts start again from the walk's.
         (c.report().corruptions, c.report().leaks) = walked;
-        let h = c.header().clone();
-        let mut meta = Meta::load(file, &h)?;
-        c.compare(fix, Some(&mut meta))?;
-        meta.flush_refcounts()?;
-        file.sync()?;
+        let mut edit = Editor::open_unchecked(file)?;
+        c.compare(fix, Some(&mut edit))?;
+        edit.flush()?;
     }
     // The flags follow the refcounts, so they are corrected only once no refcount is
     // wrong, but then with -r leaks too: as qemu-img does.

@@ -18,7 +18,7 @@ use diskcast_block::filter::Filtered;
 use diskcast_block::io::ImageFile;
 use diskcast_block::output::{Output, Target, parent_dir, refuse_inputs};
 use diskcast_block::provenance::Provenance;
-use diskcast_block::registry::{CreateOptions, Driver, PROBE_HEAD, PROBE_TAIL, ProbeData};
+use diskcast_block::registry::{CreateOptions, Driver, PROBE_HEAD, PROBE_TAIL, ProbeData, SnapshotRef};
 use diskcast_block::size::parse_size;
 use diskcast_block::{BlockRead, Error, Result};
 use diskcast_vm::Archive;
@@ -29,6 +29,16 @@ use std::sync::Arc;
 
 pub fn run(mut a: ConvertArgs) -> Result<u8> {
     let profile = a.profile.as_deref().map(Profile::parse).transpose()?;
+    let snapshot = a.snapshot.is_some() || a.snapshot_opts.is_some();
+    if snapshot
+        && (diskcast_oci::is_image_ref(&a.dst.to_string_lossy())
+            || package_of(&a, profile)?.is_some()
+            || profile.is_some())
+    {
+        return Err(Error::argument(
+            "-l and -s read a snapshot of a disk image into a disk image; convert the snapshot to a file first",
+        ));
+    }
     if let Some(package) = package_of(&a, profile)? {
         QemuFlags::apply(&mut a)?;
         return convert_package(&a, package);
@@ -143,6 +153,8 @@ enum Input {
 #[derive(Debug)]
 struct Plan<'r> {
     input: Input,
+    /// `-l`/`-s`: the source's internal snapshot to read.
+    snapshot: Option<SnapshotRef>,
     driver: &'r dyn Driver,
     create: CreateOptions,
     target: Target,
@@ -160,6 +172,17 @@ impl<'r> Plan<'r> {
             images.registry.get(f)?;
         }
         let input = classify(&a.src)?;
+        let snapshot = match (&a.snapshot_opts, &a.snapshot) {
+            (Some(l), _) => Some(SnapshotRef::parse(l)?),
+            (None, Some(s)) => Some(SnapshotRef::IdOrName(s.clone())),
+            (None, None) => None,
+        };
+        if let (Input::Stream(_), Some(_)) = (&input, &snapshot) {
+            return Err(Error::argument(format!(
+                "{} is a pipe, read as a raw disk, which has no snapshots (-l/-s)",
+                stream_name(&input).display()
+            )));
+        }
         if let (Input::Stream(_), Some(f)) = (&input, &a.format)
             && images.registry.get(f)?.name() != "raw"
         {
@@ -198,14 +221,21 @@ impl<'r> Plan<'r> {
             }
             _ => {}
         }
-        if a.no_create && !driver.writes_in_place() {
+        if a.no_create && !driver.writes_in_place() && !driver.edits_in_place() {
             return Err(Error::argument(format!(
-                "-n (write into an existing image) works for raw targets only, not {}",
+                "-n (write into an existing image) works for raw and qcow2 targets only, not {}",
                 driver.name()
             )));
         }
+        if let (true, false, Target::Device(p)) = (a.no_create, driver.writes_in_place(), &target) {
+            return Err(Error::argument(format!(
+                "-n -O {} writes into an existing image file; a block device is written as raw",
+                driver.name()
+            ))
+            .with_file(p));
+        }
         refuse_inputs(&a.dst, &[&a.src])?;
-        Ok(Plan { input, driver, create, target, in_place: a.no_create, min_sparse })
+        Ok(Plan { input, snapshot, driver, create, target, in_place: a.no_create, min_sparse })
     }
 
     /// Checks and locks the target, opens the source, and writes the target through the
@@ -225,7 +255,10 @@ impl<'r> Plan<'r> {
             writer = writer.unsynced();
         }
         let src: Box<dyn BlockRead> = match &self.input {
-            Input::File(path) => images.open(path, a.format.as_deref())?,
+            Input::File(path) => match &self.snapshot {
+                Some(which) => images.open_snapshot(path, a.format.as_deref(), which)?,
+                None => images.open(path, a.format.as_deref())?,
+            },
             Input::Stream(_) => self.spool(images, a.format.is_some())?,
         };
         let salvaged = Filtered::new(src.as_ref(), reads::Salvage::new(a.src.clone()));
@@ -397,9 +430,11 @@ pub struct ConvertArgs {
     /// Zero runs at least this long become holes; 0 writes every byte (fully allocated).
     #[arg(short = 'S', value_name = "SIZE", default_value = "4K")]
     pub min_sparse: String,
-    /// Do not create DST: write into it as it is (an existing raw file, or a block device
-    /// such as a disk or an LV), which must hold at least the source's size. Raw only;
-    /// written in place, not through a temporary file.
+    /// Do not create DST: write into it as it is: an existing raw file or block device
+    /// (a disk, an LV) holding at least the source's size, or an existing qcow2 image
+    /// whose virtual size is at least the source's (its snapshots and backing file are
+    /// kept; clusters a snapshot shares are copied first). Written in place, not through
+    /// a temporary file.
     #[arg(short = 'n')]
     pub no_create: bool,
     #[command(flatten)]
@@ -436,6 +471,14 @@ pub struct ConvertArgs {
     /// SRC is qemu's option string driver=FMT,file.filename=PATH (plain forms only).
     #[arg(long = "image-opts")]
     pub image_opts: bool,
+    /// Read SRC's internal snapshot (qcow2) instead of its current data, as qemu-img
+    /// convert -l: snapshot.id=ID, snapshot.name=NAME (both: both must match), or an ID
+    /// or a name.
+    #[arg(short = 'l', value_name = "SNAPSHOT")]
+    pub snapshot_opts: Option<String>,
+    /// The same by ID or name (qemu-img's older -s).
+    #[arg(short = 's', value_name = "SNAPSHOT", conflicts_with = "snapshot_opts")]
+    pub snapshot: Option<String>,
     #[command(flatten)]
     pub image: image::ImageWriteArgs,
     #[command(flatten)]

@@ -1,7 +1,7 @@
 //! `diskcast info`: what an image is, in human text or JSON.
 
 use crate::common::args::{OpenArgs, OutputFormat};
-use crate::common::{Images, print_json, qemu_format_name, refuse_stream};
+use crate::common::{Images, print_json, qemu_format_name, refuse_stream, snapshot_json, snapshot_table};
 use clap::Args;
 use diskcast_block::size::human;
 use diskcast_block::{BlockRead, ImageInfo, Result};
@@ -85,6 +85,9 @@ fn entry_json(path: &Path, info: &ImageInfo) -> Value {
     if !info.specific.is_empty() {
         m.insert("format-specific".into(), json!({"type": format, "data": info.specific}));
     }
+    if !info.snapshots.is_empty() {
+        m.insert("snapshots".into(), info.snapshots.iter().map(snapshot_json).collect::<Vec<_>>().into());
+    }
     // The files below the image, as qemu's block graph shows them: extent files, then the
     // image's own file.
     let mut children: Vec<Value> = info
@@ -136,6 +139,7 @@ fn print_human(path: &Path, info: &ImageInfo) {
     if let Some(b) = &info.backing_format {
         println!("backing file format: {b}");
     }
+    print!("{}", snapshot_table(&info.snapshots));
     if !info.specific.is_empty() {
         println!("Format specific information:");
         print_fields(&info.specific, 1);

@@ -21,6 +21,7 @@ pub mod mkdisk;
 pub mod mkfs;
 pub mod oci;
 pub mod resize;
+pub mod snapshot;
 pub mod usb;
 pub mod vm;
 pub mod wim;

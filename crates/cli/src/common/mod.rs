@@ -68,6 +68,24 @@ impl Images {
         self.registry.open(path, format, &self.context())
     }
 
+    /// Opens the internal snapshot `which` of the image at `path` (`convert -l`/`-s`),
+    /// with its backing chain, locked as [`open`](Self::open) locks.
+    pub fn open_snapshot(
+        &self,
+        path: &Path,
+        format: Option<&str>,
+        which: &diskcast_block::registry::SnapshotRef,
+    ) -> Result<Box<dyn BlockRead>> {
+        refuse_stream(path)?;
+        let ctx = self.context();
+        ctx.lock(path)?;
+        let driver = match format {
+            Some(f) => self.registry.get(f)?,
+            None => self.registry.probe(path)?,
+        };
+        driver.open_snapshot(diskcast_block::source::open_file(path)?, &ctx, which)
+    }
+
     /// A context that opens backing files through this command's gate.
     pub fn context(&self) -> OpenContext<'_> {
         OpenContext::new(&self.registry, &self.gate).with_log_replay(self.replay_log).with_locks(&self.locks)
@@ -199,4 +217,66 @@ pub fn signature_lines(signatures: &[diskcast_oci::sigstore::SignatureCheck]) {
             s.digest.as_deref().unwrap_or("-")
         );
     }
+}
+
+/// Internal snapshots as `qemu-img snapshot -l` and `qemu-img info` print them: the
+/// "Snapshot list:" title, then qemu's columns (dates in UTC, as qemu-img shows them with
+/// `TZ=UTC`). Nothing at all when there are none.
+pub fn snapshot_table(snaps: &[diskcast_block::SnapshotInfo]) -> String {
+    if snaps.is_empty() {
+        return String::new();
+    }
+    let row = |id: &str, tag: &str, size: &str, date: &str, clock: &str, icount: &str| {
+        format!("{id:<7} {tag:<16} {size:>8} {date:>19} {clock:>15} {icount:>10}\n")
+    };
+    let mut out = String::from("Snapshot list:\n");
+    out += &row("ID", "TAG", "VM_SIZE", "DATE", "VM_CLOCK", "ICOUNT");
+    for s in snaps {
+        let c = diskcast_tree::Timestamp::from_secs(i64::from(s.date_sec)).civil();
+        let date = format!("{:04}-{:02}-{:02} {:02}:{:02}:{:02}", c.year, c.month, c.day, c.hour, c.minute, c.second);
+        let ms = s.vm_clock_nsec / 1_000_000;
+        let clock = format!("{:04}:{:02}:{:02}.{:03}", ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60, ms % 1000);
+        let icount = s.icount.map(|n| n.to_string()).unwrap_or_default();
+        out += &row(&s.id, &s.name, &qemu_size(s.vm_state_size), &date, &clock, &icount);
+    }
+    out
+}
+
+/// One snapshot as `qemu-img info --output=json` lists it under `snapshots`, with its keys.
+pub fn snapshot_json(s: &diskcast_block::SnapshotInfo) -> serde_json::Value {
+    let mut v = serde_json::json!({
+        "id": s.id,
+        "name": s.name,
+        "vm-state-size": s.vm_state_size,
+        "date-sec": s.date_sec,
+        "date-nsec": s.date_nsec,
+        "vm-clock-sec": s.vm_clock_nsec / 1_000_000_000,
+        "vm-clock-nsec": s.vm_clock_nsec % 1_000_000_000,
+    });
+    if let (Some(n), Some(m)) = (s.icount, v.as_object_mut()) {
+        m.insert("icount".into(), n.into());
+    }
+    v
+}
+
+/// A size as qemu prints one in tables: three significant digits in the largest binary
+/// unit it reaches (a value from 1000 of a unit on shows in the next: `0.977 KiB`).
+fn qemu_size(bytes: u64) -> String {
+    const UNITS: [&str; 7] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    let mut unit = 0;
+    while unit + 1 < UNITS.len() && u128::from(bytes) * 1024 >= 1000u128 << (10 * (unit + 1)) {
+        unit += 1;
+    }
+    // Precision loss is fine: three significant digits are shown.
+    #[allow(clippy::cast_precision_loss, clippy::as_conversions)]
+    let v = bytes as f64 / (1u64 << (10 * unit)) as f64;
+    let text = if v >= 100.0 {
+        format!("{v:.0}")
+    } else if v >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    };
+    let text = if text.contains('.') { text.trim_end_matches('0').trim_end_matches('.').to_string() } else { text };
+    format!("{text} {}", UNITS[unit])
 }
