@@ -11,6 +11,7 @@ mod support;
 #[path = "../../crates/vhdx/tests/common/mod.rs"]
 mod vhdx_common;
 
+mod amend;
 mod backing;
 mod check;
 mod cli;

@@ -397,6 +397,14 @@ pub trait Driver: Send + Sync {
         Err(Error::not_applicable(format!("format {} has no repair (check -r)", self.name())).with_file(file.path()))
     }
 
+    /// Changes the options `opts` (`-o` keys and values) of the image in `file` (opened
+    /// for writing and locked as a writer) in place, as `qemu-img amend` does. Formats
+    /// that cannot refuse with qemu-img's message.
+    fn amend(&self, file: &ImageFile, _opts: &BTreeMap<String, String>) -> Result<()> {
+        Err(Error::unsupported(format!("Format driver '{}' does not support option amendment", self.name()))
+            .with_file(file.path()))
+    }
+
     /// Changes the virtual size of the image in `file` (opened for writing and locked as a
     /// writer) to `size` in place, as `qemu-img resize` does; `size` below the current
     /// size only when the user passed `--shrink`. Formats qemu-img cannot resize refuse

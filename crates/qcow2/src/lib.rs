@@ -10,6 +10,7 @@
 //!   (L2, L1, refcounts) is written by `finish`, with exact refcounts.
 //! - `check`: recomputes every refcount from L1/L2 tables (and snapshots) and persistent
 //!   bitmaps, and compares.
+//! - `amend`: compat, refcount_bits, lazy_refcounts and size changed in place.
 //! - `repair`: `check -r leaks|all`, in place, as qemu-img check -r repairs.
 //! - `measure`: qemu-img measure's arithmetic.
 //! - `resize`: in place, growing or (`--shrink`) shrinking, as qemu-img resize does.
@@ -18,6 +19,7 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::as_conversions))]
 
+pub mod amend;
 pub mod bitmap;
 pub mod check;
 pub mod edit;
@@ -75,6 +77,10 @@ impl Driver for Qcow2Driver {
 
     diskcast_block::driver_methods! { options: OPTIONS, params: writer::Params::from_options,
     create: Qcow2Writer::new, check: check::check }
+
+    fn amend(&self, file: &ImageFile, opts: &std::collections::BTreeMap<String, String>) -> Result<()> {
+        amend::amend(file, opts)
+    }
 
     fn repair(&self, file: &ImageFile, fix: Repair) -> Result<CheckReport> {
         repair::repair(file, fix)

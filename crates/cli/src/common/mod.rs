@@ -116,8 +116,8 @@ pub fn refuse_stream(path: &Path) -> Result<()> {
     }
 }
 
-/// Parses `-o a=b,c=d` (repeatable) plus the flags that map to options.
-pub fn create_options(options: &[String], compress: bool) -> Result<CreateOptions> {
+/// Parses `-o a=b,c=d` (repeatable) into keys and values.
+pub fn option_map(options: &[String]) -> Result<BTreeMap<String, String>> {
     let mut map = BTreeMap::new();
     for group in options {
         for pair in group.split(',').filter(|p| !p.is_empty()) {
@@ -126,6 +126,12 @@ pub fn create_options(options: &[String], compress: bool) -> Result<CreateOption
             map.insert(k.trim().to_string(), v.trim().to_string());
         }
     }
+    Ok(map)
+}
+
+/// Parses `-o a=b,c=d` (repeatable) plus the flags that map to options.
+pub fn create_options(options: &[String], compress: bool) -> Result<CreateOptions> {
+    let mut map = option_map(options)?;
     // Every format takes preallocation= (qemu-img passes it to the file under the image).
     let preallocation = map.remove("preallocation").map(|p| Preallocation::parse(&p)).transpose()?.unwrap_or_default();
     // The one place SOURCE_DATE_EPOCH is read: every writer gets its clock and ids from here.
