@@ -13,6 +13,7 @@ mod vhdx_common;
 
 mod amend;
 mod backing;
+mod bitmap;
 mod check;
 mod cli;
 mod compare;

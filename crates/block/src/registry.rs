@@ -168,6 +168,45 @@ impl Repair {
     }
 }
 
+/// One `bitmap` operation on a persistent dirty bitmap, with qemu-img bitmap's names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BitmapOp {
+    /// `--add NAME [-g GRANULARITY]`, enabled unless `--disable` comes with it.
+    Add { name: String, granularity: Option<u64>, disabled: bool },
+    /// `--remove NAME`.
+    Remove(String),
+    /// `--clear NAME`: every bit cleared.
+    Clear(String),
+    /// `--enable NAME`: the bitmap records writes again.
+    Enable(String),
+    /// `--disable NAME`.
+    Disable(String),
+    /// `--merge SOURCE [-b FILE] NAME`.
+    Merge { name: String, source: String },
+}
+
+impl BitmapOp {
+    /// qemu-img's word for the operation, for its "Operation X on bitmap N failed" message.
+    pub fn verb(&self) -> &'static str {
+        match self {
+            BitmapOp::Add { .. } => "add",
+            BitmapOp::Remove(_) => "remove",
+            BitmapOp::Clear(_) => "clear",
+            BitmapOp::Enable(_) => "enable",
+            BitmapOp::Disable(_) => "disable",
+            BitmapOp::Merge { .. } => "merge",
+        }
+    }
+
+    /// The bitmap it changes.
+    pub fn name(&self) -> &str {
+        match self {
+            BitmapOp::Add { name, .. } | BitmapOp::Merge { name, .. } => name,
+            BitmapOp::Remove(n) | BitmapOp::Clear(n) | BitmapOp::Enable(n) | BitmapOp::Disable(n) => n,
+        }
+    }
+}
+
 /// How large an image of a format would be, as `qemu-img measure` reports it.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Measure {
@@ -395,6 +434,13 @@ pub trait Driver: Send + Sync {
     /// `corruptions_fixed`) and what is left. Formats without a repair say so.
     fn repair(&self, file: &ImageFile, _fix: Repair) -> Result<CheckReport> {
         Err(Error::not_applicable(format!("format {} has no repair (check -r)", self.name())).with_file(file.path()))
+    }
+
+    /// Applies `ops` in order to the persistent dirty bitmaps of the image in `file`
+    /// (opened for writing and locked as a writer), as `qemu-img bitmap` does.
+    fn bitmap(&self, file: &ImageFile, _ops: &[BitmapOp]) -> Result<()> {
+        Err(Error::unsupported(format!("format {} has no persistent dirty bitmaps (qcow2 has)", self.name()))
+            .with_file(file.path()))
     }
 
     /// Changes the options `opts` (`-o` keys and values) of the image in `file` (opened

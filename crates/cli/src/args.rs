@@ -3,8 +3,8 @@
 //! `common::args`; validation into plans happens in the commands.
 
 use crate::cmd::{
-    amend, cat, check, compare, convert, create, dd, docs, extract, formats, info, inspect, iso, ls, measure, mkdisk,
-    mkfs, oci, resize, snapshot, usb, vm, wim, write,
+    amend, bitmap, cat, check, compare, convert, create, dd, docs, extract, formats, info, inspect, iso, ls, measure,
+    mkdisk, mkfs, oci, resize, snapshot, usb, vm, wim, write,
 };
 use clap::{Parser, Subcommand};
 
@@ -167,6 +167,9 @@ Examples:
     /// Change an image's format options in place (qcow2 compat, refcount_bits,
     /// lazy_refcounts, size), as qemu-img amend.
     Amend(amend::AmendArgs),
+    /// Add, remove, clear, enable or disable a qcow2 image's persistent dirty bitmaps, as
+    /// qemu-img bitmap.
+    Bitmap(bitmap::BitmapArgs),
     /// List, create, apply or delete an image's internal snapshots (qcow2, as qemu-img snapshot).
     #[command(after_help = SNAPSHOT_HELP)]
     Snapshot(snapshot::SnapshotArgs),

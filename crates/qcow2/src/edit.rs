@@ -118,8 +118,8 @@ impl<F: Borrow<ImageFile>> Editor<F> {
     }
 
     /// [`open`](Self::open) without its refusals, for `check -r`, which repairs the very
-    /// images they refuse (dirty, corrupt) and whose refcount changes leave bitmaps,
-    /// snapshots and guest data alone. Only refcounts may be changed through it.
+    /// images they refuse (dirty, corrupt), `amend` and `bitmap`, which change bitmaps
+    /// themselves: refcounts and clusters for metadata only, never guest data through it.
     pub(crate) fn open_unchecked(file: F) -> Result<Self> {
         let f: &ImageFile = file.borrow();
         let h = Header::read(f)?;

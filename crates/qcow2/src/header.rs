@@ -30,7 +30,7 @@ pub const MAX_BACKING_NAME: u32 = 1023;
 /// guest offset and cluster index computation far from overflow).
 pub const MAX_VIRTUAL_SIZE: u64 = 1 << 61;
 /// Header extensions we are willing to walk before calling the file broken.
-const MAX_EXTENSIONS: usize = 1024;
+pub(crate) const MAX_EXTENSIONS: usize = 1024;
 /// Longest backing format name we keep (qemu's format names are short).
 const MAX_FORMAT_NAME: usize = 64;
 
@@ -523,7 +523,7 @@ impl Header {
     }
 }
 
-fn push_extension(b: &mut Vec<u8>, typ: u32, data: &[u8]) -> Result<()> {
+pub(crate) fn push_extension(b: &mut Vec<u8>, typ: u32, data: &[u8]) -> Result<()> {
     let len = fit::<u32, u64>(u64_from_usize(data.len()), "qcow2 header extension length")?;
     b.extend_from_slice(ExtensionHeader { typ: typ.into(), len: len.into() }.as_bytes());
     b.extend_from_slice(data);

@@ -10,6 +10,7 @@
 //!   (L2, L1, refcounts) is written by `finish`, with exact refcounts.
 //! - `check`: recomputes every refcount from L1/L2 tables (and snapshots) and persistent
 //!   bitmaps, and compares.
+//! - `bitmap_edit`: persistent dirty bitmaps added, removed, cleared, enabled, disabled.
 //! - `amend`: compat, refcount_bits, lazy_refcounts and size changed in place.
 //! - `repair`: `check -r leaks|all`, in place, as qemu-img check -r repairs.
 //! - `measure`: qemu-img measure's arithmetic.
@@ -21,6 +22,7 @@
 
 pub mod amend;
 pub mod bitmap;
+pub mod bitmap_edit;
 pub mod check;
 pub mod edit;
 pub mod header;
@@ -77,6 +79,10 @@ impl Driver for Qcow2Driver {
 
     diskcast_block::driver_methods! { options: OPTIONS, params: writer::Params::from_options,
     create: Qcow2Writer::new, check: check::check }
+
+    fn bitmap(&self, file: &ImageFile, ops: &[diskcast_block::registry::BitmapOp]) -> Result<()> {
+        bitmap_edit::edit(file, ops)
+    }
 
     fn amend(&self, file: &ImageFile, opts: &std::collections::BTreeMap<String, String>) -> Result<()> {
         amend::amend(file, opts)

@@ -2,36 +2,20 @@
 //! flags, messages and exit codes. The format's driver does the work (qcow2: compat,
 //! refcount_bits, lazy_refcounts, size); other formats refuse as qemu-img does.
 
-use crate::common::args::{OpenArgs, ShareArgs};
-use crate::common::{Images, image_opts, option_map, refuse_stream};
+use crate::common::{image_and_format, open_to_change, option_map, refuse_stream};
 use clap::Args;
-use diskcast_block::io::ImageFile;
-use diskcast_block::lock::{LockMode, apply};
 use diskcast_block::{Error, Result};
 use std::path::PathBuf;
 
 pub fn run(a: AmendArgs) -> Result<u8> {
-    let (path, format) = match (a.image_opts, &a.format) {
-        (true, Some(_)) => return Err(Error::argument("--image-opts and -f cannot be used together")),
-        (true, None) => {
-            let (p, f) = image_opts(&a.file.to_string_lossy())?;
-            (p, Some(f))
-        }
-        (false, f) => (a.file.clone(), f.clone()),
-    };
+    let (path, format) = image_and_format(&a.file, a.image_opts, a.format.as_ref())?;
     let opts = option_map(&a.options)?;
     if opts.is_empty() {
         return Err(Error::argument("Must specify options (-o)"));
     }
     refuse_stream(&path)?;
-    // Locked as qemu-img amend locks it: a VM or qemu-io using the image is refused.
-    let file = ImageFile::open_rw(&path)?;
-    apply(file.file(), &path, LockMode::Write)?;
-    let images = Images::new(&OpenArgs { share: ShareArgs { force_share: true }, ..OpenArgs::default() })?;
-    let driver = match &format {
-        Some(f) => images.registry.get(f)?,
-        None => images.registry.probe(&path)?,
-    };
+    let (file, images) = open_to_change(&path)?;
+    let driver = images.driver(&path, format.as_deref())?;
     driver.amend(&file, &opts)?;
     Ok(0)
 }
@@ -44,7 +28,7 @@ pub struct AmendArgs {
     pub format: Option<String>,
     /// Options to change, comma separated (qcow2: compat=0.10|1.1, refcount_bits=1..64,
     /// lazy_refcounts=on|off, size=SIZE to grow).
-    #[arg(short = 'o', value_name = "KEY=VALUE,..")]
+    #[arg(short = 'o', long = "format-options", value_name = "KEY=VALUE,..")]
     pub options: Vec<String>,
     /// FILE is qemu's option string `driver=FMT,file.filename=PATH` (plain forms only).
     #[arg(long = "image-opts")]

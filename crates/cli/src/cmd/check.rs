@@ -75,11 +75,7 @@ pub fn run(c: CheckArgs) -> Result<u8, Failure> {
             None
         }
     };
-    let driver = match a.format.as_deref() {
-        Some(f) => images.registry.get(f),
-        None => images.registry.probe(&a.file),
-    }
-    .map_err(|e| fail(e, CHECK_INCOMPLETE))?;
+    let driver = images.driver(&a.file, a.format.as_deref()).map_err(|e| fail(e, CHECK_INCOMPLETE))?;
     // 63 only when the format has no checker; an image the checker cannot read (an
     // encrypted qcow2, an unsupported feature) is an error like any other, as in qemu-img.
     let failed = |e: diskcast_block::Error| match e.kind() {

@@ -47,6 +47,14 @@ pub struct Images {
 }
 
 impl Images {
+    /// The driver for `path`: format `format` when given (`-f`), else probed.
+    pub fn driver(&self, path: &Path, format: Option<&str>) -> Result<&dyn diskcast_block::registry::Driver> {
+        match format {
+            Some(f) => self.registry.get(f),
+            None => self.registry.probe(path),
+        }
+    }
+
     pub fn new(open: &OpenArgs) -> Result<Self> {
         let mut gate = Gate::new();
         for p in &open.allow_backing {
@@ -160,6 +168,33 @@ pub fn print_json(value: &serde_json::Value) {
         eprintln!("diskcast: cannot write to standard output: {e}");
         std::process::exit(1);
     }
+}
+
+/// The image and format a command was given: FILE with `-f FMT`, or with `--image-opts`
+/// FILE is qemu's option string (see [`image_opts`]); both at once is refused.
+pub fn image_and_format(
+    file: &Path,
+    with_image_opts: bool,
+    format: Option<&String>,
+) -> Result<(std::path::PathBuf, Option<String>)> {
+    match (with_image_opts, format) {
+        (true, Some(_)) => Err(Error::argument("--image-opts and -f cannot be used together")),
+        (true, None) => {
+            let (p, f) = image_opts(&file.to_string_lossy())?;
+            Ok((p, Some(f)))
+        }
+        (false, f) => Ok((file.to_path_buf(), f.cloned())),
+    }
+}
+
+/// Opens `path` to change it in place, locked as qemu-img locks an image it writes (a VM
+/// or qemu-io using it is refused), with the images context that reads it through other
+/// handles our own lock must not stop.
+pub fn open_to_change(path: &Path) -> Result<(diskcast_block::io::ImageFile, Images)> {
+    let file = diskcast_block::io::ImageFile::open_rw(path)?;
+    diskcast_block::lock::apply(file.file(), path, LockMode::Write)?;
+    let images = Images::new(&OpenArgs { share: args::ShareArgs { force_share: true }, ..OpenArgs::default() })?;
+    Ok((file, images))
 }
 
 /// An image named by `--image-opts`: qemu's option string, in its plain forms

@@ -1,0 +1,88 @@
+//! bitmap: qemu-img bitmap on a copy of the same image is the reference; qemu-img info
+//! lists what each made, qemu-img check judges the clusters, and qemu-img bitmap --merge
+//! reads ours back.
+
+use crate::support::*;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+fn pair(dir: &Path) -> (PathBuf, PathBuf) {
+    let p = dir.join("ours.qcow2");
+    qemu_img(&["create", "-q", "-f", "qcow2", &s(&p), "64M"]);
+    qemu_io("qcow2", &p, &["write -P 1 0 3M"]);
+    let q = dir.join("qemu.qcow2");
+    std::fs::copy(&p, &q).expect("copy");
+    (p, q)
+}
+
+fn bitmaps(p: &Path) -> Value {
+    qemu_info(p)["format-specific"]["data"]["bitmaps"].clone()
+}
+
+/// Runs `bitmap ARGS FILE NAME` with both tools: same exit code. Returns ours.
+fn bitmap_both(args: &[&str], ours: &Path, theirs: &Path, name: &str) -> Run {
+    let (os, qs) = (s(ours), s(theirs));
+    let mut qa = vec!["bitmap"];
+    qa.extend_from_slice(args);
+    qa.extend([qs.as_str(), name]);
+    let q = qemu_img_status(&qa);
+    let mut oa = vec!["bitmap"];
+    oa.extend_from_slice(args);
+    oa.extend([os.as_str(), name]);
+    let r = dc(&oa);
+    assert_eq!(r.code, q.code, "bitmap {args:?} {name}\nours: {}\nqemu: {}", r.describe(), q.describe());
+    r
+}
+
+/// Bitmaps we add are listed by qemu-img info as qemu's own (name, granularity, flags),
+/// record guest writes when qemu-io writes, merge with qemu-img, and check clean.
+#[test]
+fn bitmaps_we_add_are_what_qemu_img_adds() {
+    let d = tmp();
+    let (p, q) = pair(d.path());
+    bitmap_both(&["--add"], &p, &q, "b0").expect_ok();
+    bitmap_both(&["--add", "-g", "512", "--disable"], &p, &q, "b1").expect_ok();
+    assert_eq!(bitmaps(&p), bitmaps(&q));
+    qemu_check_clean(&p);
+    qemu_io("qcow2", &p, &["write -P 2 8M 1M"]);
+    qemu_check_clean(&p);
+    qemu_img(&["bitmap", "--merge", "b0", &s(&p), "b1"]);
+    qemu_check_clean(&p);
+    dc(&["check", &s(&p)]).expect_ok();
+    bitmap_both(&["--add"], &p, &q, "b0").expect_stderr_all(&["bitmap already exists: b0"]);
+    bitmap_both(&["--enable"], &p, &q, "nope").expect_stderr_all(&["dirty bitmap 'nope' not found"]);
+    let v2 = d.path().join("v2.qcow2");
+    qemu_img(&["create", "-q", "-f", "qcow2", "-o", "compat=0.10", &s(&v2), "1M"]);
+    bitmap_both(&["--add"], &v2, &v2, "b").expect_stderr_all(&["cannot store dirty bitmaps in qcow2 v2 files"]);
+}
+
+/// Bitmaps qemu made and filled, changed by ours step by step as qemu-img changes a copy:
+/// info agrees after every step, check stays clean, and removing the last one leaves no
+/// bitmaps (the extension and autoclear bit gone) and no leaked cluster.
+#[test]
+fn qemu_made_bitmaps_changed_like_qemu_img() {
+    let d = tmp();
+    let (p, q) = pair(d.path());
+    for img in [&p, &q] {
+        qemu_img(&["bitmap", "--add", &s(img), "b0"]);
+        qemu_img(&["bitmap", "--add", "-g", "4096", &s(img), "b1"]);
+        qemu_io("qcow2", img, &["write -P 3 1M 2M", "write -P 4 40M 64K"]);
+    }
+    for (args, name) in [
+        (&["--disable"][..], "b0"),
+        (&["--clear"], "b1"),
+        (&["--enable"], "b0"),
+        (&["--remove"], "b1"),
+        (&["--add", "-g", "1M"], "b2"),
+        (&["--remove"], "b0"),
+        (&["--remove"], "b2"),
+    ] {
+        bitmap_both(args, &p, &q, name).expect_ok();
+        assert_eq!(bitmaps(&p), bitmaps(&q), "after {args:?} {name}");
+        qemu_check_clean(&p);
+    }
+    assert_eq!(bitmaps(&p), Value::Null);
+    assert_eq!(Qcow2Header::read(&p).incompatible, Qcow2Header::read(&q).incompatible);
+    assert_eq!(read_be_u64(&p, 88) & 1, 0, "autoclear bit 0 left set with no bitmaps");
+    qemu_compare(&p, "qcow2", &q, "qcow2");
+}
