@@ -86,3 +86,34 @@ fn qemu_made_bitmaps_changed_like_qemu_img() {
     assert_eq!(read_be_u64(&p, 88) & 1, 0, "autoclear bit 0 left set with no bitmaps");
     qemu_compare(&p, "qcow2", &q, "qcow2");
 }
+
+/// A bitmap whose table size is patched past the file (a hostile or damaged directory):
+/// every operation on the image refuses with a clear error, nothing is written.
+#[test]
+fn bitmap_with_a_table_past_the_file_is_refused() {
+    let d = tmp();
+    let (p, _) = pair(d.path());
+    qemu_img(&["bitmap", "--add", &s(&p), "b0"]);
+    // Find the bitmaps extension (0x23852875) after the fixed header, then the first
+    // directory entry's table_size (bytes 8..12 of the entry).
+    let mut pos = u64::from(read_be_u32(&p, 100));
+    let dir = loop {
+        let (typ, len) = (read_be_u32(&p, pos), u64::from(read_be_u32(&p, pos + 4)));
+        assert_ne!(typ, 0, "no bitmaps extension");
+        if typ == 0x2385_2875 {
+            break read_be_u64(&p, pos + 8 + 16);
+        }
+        pos += 8 + len.div_ceil(8) * 8;
+    };
+    patch_u32(&p, dir + 8, 0x0100_0000);
+    let before = read(&p);
+    for args in [&["--remove"][..], &["--clear"], &["--add"]] {
+        let name = if args == ["--add"] { "b1" } else { "b0" };
+        let mut a = vec!["bitmap"];
+        a.extend_from_slice(args);
+        let ps = s(&p);
+        a.extend([ps.as_str(), name]);
+        dc(&a).expect_code(1).expect_stderr_any(&["past the end of the file", "runs past"]);
+    }
+    assert!(read(&p) == before, "a refused bitmap operation wrote to the image");
+}

@@ -9,7 +9,7 @@ use crate::edit::Editor;
 use crate::header::{Header, INCOMPAT_CORRUPT, INCOMPAT_DIRTY, MAX_EXTENSIONS, push_extension, read_u64_table};
 use diskcast_block::io::ImageFile;
 use diskcast_block::registry::BitmapOp;
-use diskcast_block::{Error, Result};
+use diskcast_block::{Error, Result, range_end};
 use diskcast_layout::{IntoBytes, read, u64_from_usize, usize_from, usize_from_u64};
 
 /// qemu's BME_MAX_NAME_SIZE.
@@ -19,6 +19,9 @@ const MAX_BITMAPS: usize = 65535;
 /// Granularities qemu accepts for a persistent bitmap: 512 B to 2 GiB.
 const MIN_GRANULARITY: u64 = 512;
 const MAX_GRANULARITY: u64 = 1 << 31;
+/// qemu's BME_MAX_TABLE_SIZE: the most entries a bitmap table may have (a 1 GiB
+/// table), which also bounds what one table read or zero-fill here costs.
+const MAX_TABLE_ENTRIES: u64 = 0x0800_0000;
 /// Flag bits of a directory entry.
 const FLAG_IN_USE: u32 = 1;
 const FLAG_AUTO: u32 = 2;
@@ -126,9 +129,21 @@ fn apply(ed: &mut Editor<&ImageFile>, h: &Header, entries: &mut Vec<Entry>, op: 
                 )));
             }
             let table_size = h.size.div_ceil(g).div_ceil(cs * 8);
+            if table_size > MAX_TABLE_ENTRIES {
+                return Err(Error::argument(format!(
+                    "a bitmap of granularity {g} on this image needs a table of {table_size} entries, more than \
+                     qemu's {MAX_TABLE_ENTRIES}; use a larger granularity"
+                )));
+            }
             let clusters = (table_size * 8).div_ceil(cs).max(1);
             let at = ed.allocate(clusters)?;
-            ed.file().write_all_at(&vec![0u8; usize_from_u64(clusters * cs, "bitmap table")?], at)?;
+            // A reused free cluster may hold old bytes: the table must read as zeros. (Zeroing
+            // may punch a hole, which does not extend the file: extend it first.)
+            let end = at + clusters * cs;
+            if ed.file().len()? < end {
+                ed.file().set_len(end)?;
+            }
+            ed.file().write_zeroes(at, clusters * cs)?;
             entries.push(Entry {
                 raw: RawBitmapEntry {
                     table_offset: at.into(),
@@ -174,14 +189,30 @@ fn apply(ed: &mut Editor<&ImageFile>, h: &Header, entries: &mut Vec<Entry>, op: 
 fn free_data(ed: &mut Editor<&ImageFile>, e: &Entry, zero_table: bool) -> Result<()> {
     let cs = ed.cluster_size();
     let (off, n) = (e.raw.table_offset.get(), u64::from(e.raw.table_size.get()));
+    check_table(e, ed.file().len()?)?;
     let table = read_u64_table(ed.file(), off, n, "bitmap_table_offset")?;
     if zero_table {
-        ed.file().write_all_at(&vec![0u8; usize_from_u64(n * 8, "bitmap table")?], off)?;
+        ed.file().write_zeroes(off, n * 8)?;
         ed.file().sync()?;
     }
     for data in table.into_iter().map(|t| t & TABLE_OFFSET_MASK).filter(|&o| o != 0) {
         ed.free(data, cs)?;
     }
+    Ok(())
+}
+
+/// Every entry's table must be at most qemu's size and lie inside the file: an image
+/// whose directory says otherwise is refused before anything is written.
+fn check_table(e: &Entry, file_len: u64) -> Result<()> {
+    let (off, n) = (e.raw.table_offset.get(), u64::from(e.raw.table_size.get()));
+    if n > MAX_TABLE_ENTRIES {
+        return Err(Error::corrupt(format!(
+            "bitmap {:?} has a table of {n} entries, more than qemu's {MAX_TABLE_ENTRIES}",
+            e.name
+        )));
+    }
+    range_end(off, n * 8, file_len)
+        .map_err(|_| Error::corrupt(format!("bitmap {:?}: table at {off:#x} runs past the end of the file", e.name)))?;
     Ok(())
 }
 
@@ -200,7 +231,9 @@ fn read_entries(file: &ImageFile, nb: u32, offset: u64, size: u64) -> Result<Vec
         let name_len = usize::from(raw.name_size.get());
         let extra = diskcast_layout::bytes(&dir, extra_at, extra_len, "bitmap extra data")?.to_vec();
         let name = diskcast_layout::bytes(&dir, extra_at + extra_len, name_len, "bitmap name")?;
-        out.push(Entry { raw, extra, name: String::from_utf8_lossy(name).into_owned() });
+        let e = Entry { raw, extra, name: String::from_utf8_lossy(name).into_owned() };
+        check_table(&e, file.len()?)?;
+        out.push(e);
         pos = (extra_at + extra_len + name_len).next_multiple_of(8);
     }
     Ok(out)

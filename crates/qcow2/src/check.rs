@@ -498,7 +498,8 @@ impl<'f> Checker<'f> {
         let usable = |off: u64| off.is_multiple_of(cs) && off >= cs && off < file_len;
         for (i, e) in l1.iter_mut().enumerate() {
             let off = *e & OFFSET_MASK;
-            if off == 0 || !usable(off) {
+            // A table must lie wholly inside the file (the walk reported one that does not).
+            if off == 0 || !usable(off) || off.checked_add(cs).is_none_or(|end| end > file_len) {
                 continue;
             }
             let rc = self.disk_refcount(off);
