@@ -175,13 +175,66 @@ fn apply(ed: &mut Editor<&ImageFile>, h: &Header, entries: &mut Vec<Entry>, op: 
             let f = entries[i].raw.flags.get() & !FLAG_AUTO;
             entries[i].raw.flags = if matches!(op, BitmapOp::Enable(_)) { f | FLAG_AUTO } else { f }.into();
         }
-        BitmapOp::Merge { .. } => {
-            return Err(Error::unsupported(
-                "--merge is not implemented in diskcast (it would copy bitmap data); use qemu-img bitmap --merge",
-            ));
-        }
+        BitmapOp::Merge { name, source } => merge(ed, entries, name, source)?,
     }
     Ok(())
+}
+
+/// `--merge SOURCE`: every bit set in `source` is set in `name` too (same image, same
+/// granularity). A table entry of SOURCE that is all ones makes the target's all ones; a
+/// data cluster is ORed into the target's (copied to a new cluster where the target has
+/// none). Data is written and its refcounts flushed before the target's table.
+fn merge(ed: &mut Editor<&ImageFile>, entries: &[Entry], name: &str, source: &str) -> Result<()> {
+    let (di, si) = (find(entries, name)?, find(entries, source)?);
+    let (d, s) = (&entries[di], &entries[si]);
+    if d.raw.granularity_bits != s.raw.granularity_bits || d.raw.table_size.get() != s.raw.table_size.get() {
+        return Err(Error::unsupported(
+            "merging bitmaps of different granularities is not implemented in diskcast; use qemu-img bitmap --merge",
+        ));
+    }
+    if di == si {
+        return Ok(());
+    }
+    let cs = ed.cluster_size();
+    let n = u64::from(d.raw.table_size.get());
+    let src = read_u64_table(ed.file(), s.raw.table_offset.get(), n, "bitmap_table_offset")?;
+    let mut dst = read_u64_table(ed.file(), d.raw.table_offset.get(), n, "bitmap_table_offset")?;
+    let (mut sbuf, mut dbuf) =
+        (vec![0u8; usize_from_u64(cs, "cluster size")?], vec![0u8; usize_from_u64(cs, "cluster size")?]);
+    let file_len = ed.file().len()?;
+    let inside = |off: u64| off.is_multiple_of(cs) && off.checked_add(cs).is_some_and(|e| e <= file_len);
+    for (se, de) in src.into_iter().zip(dst.iter_mut()) {
+        let (soff, doff) = (se & TABLE_OFFSET_MASK, *de & TABLE_OFFSET_MASK);
+        let (s_ones, d_ones) = (soff == 0 && se & 1 != 0, doff == 0 && *de & 1 != 0);
+        if (soff == 0 && !s_ones) || d_ones {
+            continue;
+        }
+        if s_ones {
+            if doff != 0 {
+                ed.free(doff, cs)?;
+            }
+            *de = 1;
+            continue;
+        }
+        if !inside(soff) || (doff != 0 && !inside(doff)) {
+            return Err(Error::corrupt(format!("bitmap data cluster {soff:#x} or {doff:#x} lies outside the file")));
+        }
+        ed.file().read_exact_at(&mut sbuf, soff)?;
+        if doff == 0 {
+            let at = ed.allocate(1)?;
+            ed.file().write_all_at(&sbuf, at)?;
+            *de = at;
+        } else {
+            ed.file().read_exact_at(&mut dbuf, doff)?;
+            for (x, y) in dbuf.iter_mut().zip(&sbuf) {
+                *x |= *y;
+            }
+            ed.file().write_all_at(&dbuf, doff)?;
+        }
+    }
+    ed.flush()?;
+    ed.file().write_all_at(&crate::check::table_bytes(&dst), d.raw.table_offset.get())?;
+    ed.file().sync()
 }
 
 /// Frees the data clusters bitmap `e`'s table names; with `zero_table` the table is first

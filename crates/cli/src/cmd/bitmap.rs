@@ -30,6 +30,11 @@ impl BitmapArgs {
         if self.source_file.is_some() && self.merge.is_none() {
             return Err(Error::argument("-b only supported with --merge"));
         }
+        if self.source_file.as_ref().is_some_and(|b| b != &self.file) {
+            return Err(Error::unsupported(
+                "--merge from another image (-b) is not implemented in diskcast; use qemu-img bitmap --merge",
+            ));
+        }
         let mut ops = Vec::new();
         if self.add {
             ops.push(BitmapOp::Add { name: name.clone(), granularity, disabled: self.disable });
@@ -76,7 +81,7 @@ pub struct BitmapArgs {
     /// Stop the bitmap recording guest writes.
     #[arg(long = "disable")]
     pub disable: bool,
-    /// Merge bitmap SOURCE into BITMAP (not implemented: use qemu-img bitmap --merge).
+    /// Set in BITMAP every bit set in SOURCE (a bitmap of the same image and granularity).
     #[arg(long = "merge", value_name = "SOURCE")]
     pub merge: Option<String>,
     /// The image holding --merge's SOURCE (default: FILE).
