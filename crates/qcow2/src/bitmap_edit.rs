@@ -4,7 +4,10 @@
 //! one write of the header cluster, and only then the old directory (and a removed or
 //! cleared bitmap's clusters) freed. Clusters come from the editor's one allocator.
 
-use crate::bitmap::{AUTOCLEAR_BITMAPS, EXT_BITMAPS, RawBitmapEntry, RawBitmapsExt};
+use crate::bitmap::{
+    AUTOCLEAR_BITMAPS, EXT_BITMAPS, FLAG_AUTO, FLAG_IN_USE, MAX_BITMAPS, RawBitmapEntry, RawBitmapsExt,
+    TABLE_OFFSET_MASK,
+};
 use crate::edit::Editor;
 use crate::header::{Header, INCOMPAT_CORRUPT, INCOMPAT_DIRTY, MAX_EXTENSIONS, push_extension, read_u64_table};
 use diskcast_block::io::ImageFile;
@@ -14,21 +17,14 @@ use diskcast_layout::{IntoBytes, read, u64_from_usize, usize_from, usize_from_u6
 
 /// qemu's BME_MAX_NAME_SIZE.
 const MAX_NAME: usize = 1023;
-/// qemu's QCOW2_MAX_BITMAPS.
-const MAX_BITMAPS: usize = 65535;
 /// Granularities qemu accepts for a persistent bitmap: 512 B to 2 GiB.
 const MIN_GRANULARITY: u64 = 512;
 const MAX_GRANULARITY: u64 = 1 << 31;
 /// qemu's BME_MAX_TABLE_SIZE: the most entries a bitmap table may have (a 1 GiB
 /// table), which also bounds what one table read or zero-fill here costs.
 const MAX_TABLE_ENTRIES: u64 = 0x0800_0000;
-/// Flag bits of a directory entry.
-const FLAG_IN_USE: u32 = 1;
-const FLAG_AUTO: u32 = 2;
 /// Bitmap type 1: dirty tracking (the only one qcow2.txt defines).
 const TYPE_DIRTY_TRACKING: u8 = 1;
-/// Bits 9..55 of a bitmap table entry: the data cluster's offset.
-const TABLE_OFFSET_MASK: u64 = 0x00ff_ffff_ffff_fe00;
 /// Header offsets of the backing file name's offset and of the autoclear bits.
 const BACKING_OFFSET_FIELD: usize = 8;
 const AUTOCLEAR_FIELD: usize = 88;
@@ -118,7 +114,7 @@ fn apply(ed: &mut Editor<&ImageFile>, h: &Header, entries: &mut Vec<Entry>, op: 
             if name.is_empty() || name.len() > MAX_NAME {
                 return Err(Error::argument(format!("bitmap names are 1 to {MAX_NAME} bytes long")));
             }
-            if entries.len() >= MAX_BITMAPS {
+            if u64_from_usize(entries.len()) >= u64::from(MAX_BITMAPS) {
                 return Err(Error::argument(format!("the image already has {MAX_BITMAPS} bitmaps, qemu's limit")));
             }
             // qemu's default: the cluster size, at least 4 KiB.
