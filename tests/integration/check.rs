@@ -167,3 +167,118 @@ fn check_on_missing_file_is_1() {
     let d = tmp();
     dc(&["check", &s(&d.path().join("missing.qcow2"))]).expect_code(1).expect_stderr_any(&["missing.qcow2"]);
 }
+
+/// Runs `check -r MODE` on `ours` with diskcast and on `theirs` (a copy) with qemu-img:
+/// same exit code, and qemu's standard output is the end of ours (ours also prints the
+/// finding lines qemu-img writes to standard error).
+fn repair_both(mode: &str, ours: &Path, theirs: &Path) -> (Run, Run) {
+    let q = qemu_img_status(&["check", "-f", "qcow2", "-r", mode, &s(theirs)]);
+    let r = dc(&["check", "-r", mode, &s(ours)]);
+    assert_eq!(r.code, q.code, "exit codes differ\nours: {}\nqemu: {}", r.describe(), q.describe());
+    assert!(r.stdout_str().ends_with(&q.stdout_str()), "ours: {}\nqemu: {}", r.describe(), q.describe());
+    (r, q)
+}
+
+fn copy_of(p: &Path, name: &str) -> std::path::PathBuf {
+    let c = p.with_file_name(name);
+    std::fs::copy(p, &c).expect("copy");
+    c
+}
+
+/// A cluster leaked the way a crash leaks one (its L2 entry cleared, its refcount left):
+/// `check -r leaks` frees it as qemu-img does, and qemu-img check then finds nothing.
+#[test]
+fn repair_leaks_frees_a_leaked_cluster_like_qemu() {
+    let d = tmp();
+    let (p, h) = qemu_qcow2_with_data(d.path(), "leak.qcow2", &[]);
+    patch_u64(&p, h.l2_entry_pos(&p, h.cluster_size()), 0);
+    let q = copy_of(&p, "leak-qemu.qcow2");
+    let j = copy_of(&p, "leak-json.qcow2");
+    dc_check(&p).expect_code(3);
+    let (r, _) = repair_both("leaks", &p, &q);
+    assert_eq!(r.code, Some(0), "{}", r.describe());
+    assert!(r.stdout_str().contains("Repairing cluster"), "{}", r.describe());
+    qemu_check_clean(&p);
+    qemu_compare(&p, "qcow2", &q, "qcow2");
+    let v = dc(&["check", "--output", "json", "-r", "leaks", &s(&j)]).expect_ok().json();
+    assert_eq!(v["leaks-fixed"].as_u64(), Some(1), "{v}");
+    assert_eq!(v["leaks"].as_u64(), Some(0), "{v}");
+    // Nothing left to repair: a second run changes nothing and says so.
+    let before = read(&p);
+    let again = dc(&["check", "-r", "all", &s(&p)]).expect_ok();
+    assert!(again.stdout_str().starts_with("No errors were found"), "{}", again.describe());
+    assert!(read(&p) == before, "a clean image was written to");
+}
+
+/// A used cluster with refcount 0 (and another with one too many): `-r leaks` cannot
+/// repair it (exit 1, as qemu-img), `-r all` rebuilds the refcount structures as qemu
+/// does: same report, same image end, qemu-img check clean, same guest data.
+#[test]
+fn repair_all_rebuilds_refcounts_like_qemu() {
+    let d = tmp();
+    let (p, h) = qemu_qcow2_with_data(d.path(), "rc.qcow2", &[]);
+    let cs = h.cluster_size();
+    let first = read_be_u64(&p, h.l2_entry_pos(&p, 0)) & L1_OFFSET_MASK;
+    let second = read_be_u64(&p, h.l2_entry_pos(&p, cs)) & L1_OFFSET_MASK;
+    patch(&p, h.refcount_entry_pos(&p, first / cs), &0u16.to_be_bytes());
+    patch(&p, h.refcount_entry_pos(&p, second / cs), &2u16.to_be_bytes());
+    let q = copy_of(&p, "rc-qemu.qcow2");
+    let untouched = read(&p);
+    let (r, _) = repair_both("leaks", &p, &q);
+    assert_eq!(r.code, Some(1), "{}", r.describe());
+    assert!(r.stdout_str().contains("need to rebuild refcount structures"), "{}", r.describe());
+    assert!(read(&p) == untouched, "-r leaks wrote to an image it could not repair");
+    let (r, _) = repair_both("all", &p, &q);
+    assert_eq!(r.code, Some(0), "{}", r.describe());
+    assert!(r.stdout_str().contains("Rebuilding refcount structure"), "{}", r.describe());
+    let ours = qemu_check_clean(&p);
+    let theirs = qemu_check_clean(&q);
+    assert_eq!(ours["image-end-offset"], theirs["image-end-offset"], "ours {ours}\nqemu {theirs}");
+    qemu_compare(&p, "qcow2", &q, "qcow2");
+    qemu_io("qcow2", &p, &["read -P 0x5a 0 128K", "read -P 0x6b 1M 64K"]);
+}
+
+/// OFLAG_COPIED cleared on an L1 and an L2 entry, and the dirty bit set: `-r leaks` sets
+/// the flags again and clears the bit (qemu fixes the flags with `leaks` once the
+/// refcounts are right), giving the very file qemu-img check -r leaks gives.
+#[test]
+fn repair_leaks_fixes_copied_flags_and_dirty_bit_like_qemu() {
+    let d = tmp();
+    let (p, h) = qemu_qcow2_with_data(d.path(), "flags.qcow2", &[]);
+    let l1 = h.l1_entry_pos(0);
+    patch_u64(&p, l1, read_be_u64(&p, l1) & !OFLAG_COPIED);
+    let l2 = h.l2_entry_pos(&p, h.cluster_size());
+    patch_u64(&p, l2, read_be_u64(&p, l2) & !OFLAG_COPIED);
+    patch_u64(&p, 72, h.incompatible | 1);
+    let q = copy_of(&p, "flags-qemu.qcow2");
+    let checked = dc_check(&p).expect_code(2);
+    assert!(checked.stdout_str().contains("ERROR OFLAG_COPIED data cluster"), "{}", checked.describe());
+    let (r, _) = repair_both("leaks", &p, &q);
+    assert_eq!(r.code, Some(0), "{}", r.describe());
+    assert!(r.stdout_str().contains("Repairing OFLAG_COPIED L2 cluster"), "{}", r.describe());
+    qemu_check_clean(&p);
+    assert_eq!(Qcow2Header::read(&p).incompatible & 1, 0, "dirty bit still set");
+    assert_same_bytes(&q, &p);
+}
+
+/// A shared cluster (an internal snapshot holds it too) whose refcount says 1: a
+/// corruption `-r leaks` leaves alone, flags included, and `-r all` raises to 2, giving
+/// the very file qemu-img gives.
+#[test]
+fn repair_all_raises_a_shared_clusters_refcount_like_qemu() {
+    let d = tmp();
+    let (p, h) = qemu_qcow2_with_data(d.path(), "snap.qcow2", &[]);
+    qemu_img(&["snapshot", "-c", "s1", &s(&p)]);
+    let host = read_be_u64(&p, h.l2_entry_pos(&p, h.cluster_size())) & L1_OFFSET_MASK;
+    patch(&p, h.refcount_entry_pos(&p, host / h.cluster_size()), &1u16.to_be_bytes());
+    let q = copy_of(&p, "snap-qemu.qcow2");
+    let checked = dc_check(&p).expect_code(2);
+    assert!(!checked.stdout_str().contains("Leaked"), "snapshot references missed: {}", checked.describe());
+    let (r, _) = repair_both("leaks", &p, &q);
+    assert_eq!(r.code, Some(2), "{}", r.describe());
+    assert_same_bytes(&q, &p);
+    let (r, _) = repair_both("all", &p, &q);
+    assert_eq!(r.code, Some(0), "{}", r.describe());
+    qemu_check_clean(&p);
+    assert_same_bytes(&q, &p);
+}

@@ -9,7 +9,7 @@ use diskcast_testkit::{run, run_utc};
 use std::collections::BTreeSet;
 
 /// qemu-img's verbs, where `-o` is format options as in qemu-img.
-const QEMU_VERBS: [&str; 3] = ["convert", "create", "measure"];
+const QEMU_VERBS: [&str; 4] = ["amend", "convert", "create", "measure"];
 
 /// Every command and subcommand, as the words that run it (`["iso", "create"]`).
 fn all_commands() -> Vec<Vec<String>> {

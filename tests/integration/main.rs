@@ -11,7 +11,9 @@ mod support;
 #[path = "../../crates/vhdx/tests/common/mod.rs"]
 mod vhdx_common;
 
+mod amend;
 mod backing;
+mod bitmap;
 mod check;
 mod cli;
 mod compare;

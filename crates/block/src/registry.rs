@@ -118,6 +118,12 @@ pub struct CheckReport {
     pub leaks: u64,
     /// Errors that stopped the check from looking at something.
     pub check_errors: u64,
+    /// `check -r`: leaked clusters whose refcounts were lowered.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub leaks_fixed: u64,
+    /// `check -r all`: corruptions repaired (refcounts raised, OFLAG_COPIED corrected).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub corruptions_fixed: u64,
     /// One line per problem found.
     pub messages: Vec<String>,
     /// Clusters in use / total guest clusters, as qemu-img prints them.
@@ -136,6 +142,69 @@ pub struct CheckReport {
     /// First byte after the last used cluster.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub image_end_offset: Option<u64>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// What `check -r` may repair, with qemu-img's names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Repair {
+    /// `-r leaks`: only clusters whose refcount is higher than their references.
+    Leaks,
+    /// `-r all`: every inconsistency the check finds and can repair.
+    All,
+}
+
+impl Repair {
+    /// Parses qemu-img's `-r` values.
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "leaks" => Ok(Repair::Leaks),
+            "all" => Ok(Repair::All),
+            _ => Err(Error::argument(format!("Unknown option value for -r (expecting 'leaks' or 'all'): {s}"))),
+        }
+    }
+}
+
+/// One `bitmap` operation on a persistent dirty bitmap, with qemu-img bitmap's names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BitmapOp {
+    /// `--add NAME [-g GRANULARITY]`, enabled unless `--disable` comes with it.
+    Add { name: String, granularity: Option<u64>, disabled: bool },
+    /// `--remove NAME`.
+    Remove(String),
+    /// `--clear NAME`: every bit cleared.
+    Clear(String),
+    /// `--enable NAME`: the bitmap records writes again.
+    Enable(String),
+    /// `--disable NAME`.
+    Disable(String),
+    /// `--merge SOURCE [-b FILE] NAME`.
+    Merge { name: String, source: String },
+}
+
+impl BitmapOp {
+    /// qemu-img's word for the operation, for its "Operation X on bitmap N failed" message.
+    pub fn verb(&self) -> &'static str {
+        match self {
+            BitmapOp::Add { .. } => "add",
+            BitmapOp::Remove(_) => "remove",
+            BitmapOp::Clear(_) => "clear",
+            BitmapOp::Enable(_) => "enable",
+            BitmapOp::Disable(_) => "disable",
+            BitmapOp::Merge { .. } => "merge",
+        }
+    }
+
+    /// The bitmap it changes.
+    pub fn name(&self) -> &str {
+        match self {
+            BitmapOp::Add { name, .. } | BitmapOp::Merge { name, .. } => name,
+            BitmapOp::Remove(n) | BitmapOp::Clear(n) | BitmapOp::Enable(n) | BitmapOp::Disable(n) => n,
+        }
+    }
 }
 
 /// How large an image of a format would be, as `qemu-img measure` reports it.
@@ -358,6 +427,28 @@ pub trait Driver: Send + Sync {
     /// other open failure (exit 1).
     fn check(&self, src: Source, _ctx: &OpenContext<'_>) -> Result<CheckReport> {
         Err(Error::not_applicable(format!("format {} has no consistency check", self.name())).with_file(src.name()))
+    }
+
+    /// Repairs the image in `file` (opened for writing and locked as a writer) as
+    /// `qemu-img check -r` does; the report counts what was fixed (`leaks_fixed`,
+    /// `corruptions_fixed`) and what is left. Formats without a repair say so.
+    fn repair(&self, file: &ImageFile, _fix: Repair) -> Result<CheckReport> {
+        Err(Error::not_applicable(format!("format {} has no repair (check -r)", self.name())).with_file(file.path()))
+    }
+
+    /// Applies `ops` in order to the persistent dirty bitmaps of the image in `file`
+    /// (opened for writing and locked as a writer), as `qemu-img bitmap` does.
+    fn bitmap(&self, file: &ImageFile, _ops: &[BitmapOp]) -> Result<()> {
+        Err(Error::unsupported(format!("format {} has no persistent dirty bitmaps (qcow2 has)", self.name()))
+            .with_file(file.path()))
+    }
+
+    /// Changes the options `opts` (`-o` keys and values) of the image in `file` (opened
+    /// for writing and locked as a writer) in place, as `qemu-img amend` does. Formats
+    /// that cannot refuse with qemu-img's message.
+    fn amend(&self, file: &ImageFile, _opts: &BTreeMap<String, String>) -> Result<()> {
+        Err(Error::unsupported(format!("Format driver '{}' does not support option amendment", self.name()))
+            .with_file(file.path()))
     }
 
     /// Changes the virtual size of the image in `file` (opened for writing and locked as a

@@ -3,8 +3,8 @@
 //! `common::args`; validation into plans happens in the commands.
 
 use crate::cmd::{
-    cat, check, commit, compare, convert, create, dd, docs, extract, formats, info, inspect, iso, ls, measure, mkdisk,
-    mkfs, oci, rebase, resize, snapshot, usb, vm, vulndb, wim, write,
+    amend, bitmap, cat, check, commit, compare, convert, create, dd, docs, extract, formats, info, inspect, iso, ls,
+    measure, mkdisk, mkfs, oci, rebase, resize, snapshot, usb, vm, vulndb, wim, write,
 };
 use clap::{Parser, Subcommand};
 
@@ -180,6 +180,12 @@ Examples:
     /// Write an overlay's data into its backing file, then empty it (as qemu-img commit).
     #[command(after_help = COMMIT_HELP)]
     Commit(commit::CommitArgs),
+    /// Change an image's format options in place (qcow2 compat, refcount_bits,
+    /// lazy_refcounts, size), as qemu-img amend.
+    Amend(amend::AmendArgs),
+    /// Add, remove, clear, enable or disable a qcow2 image's persistent dirty bitmaps, as
+    /// qemu-img bitmap.
+    Bitmap(bitmap::BitmapArgs),
     /// List, create, apply or delete an image's internal snapshots (qcow2, as qemu-img snapshot).
     #[command(after_help = SNAPSHOT_HELP)]
     Snapshot(snapshot::SnapshotArgs),

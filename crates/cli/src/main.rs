@@ -65,6 +65,8 @@ fn run(command: Command) -> Result<u8, Failure> {
         Command::Resize(a) => resize::run(a).map_err(Failure::from),
         Command::Rebase(a) => rebase::run(a).map_err(Failure::from),
         Command::Commit(a) => commit::run(a).map_err(Failure::from),
+        Command::Amend(a) => amend::run(a).map_err(Failure::from),
+        Command::Bitmap(a) => bitmap::run(a).map_err(Failure::from),
         Command::Snapshot(a) => snapshot::run(a).map_err(Failure::from),
         Command::Dd(a) => dd::run(a).map_err(Failure::from),
         Command::Usb(a) => usb::run(a).map_err(Failure::from),

@@ -17,14 +17,14 @@ pub const EXT_BITMAPS: u32 = 0x2385_2875;
 /// Autoclear bit 0: the bitmaps extension is consistent.
 pub const AUTOCLEAR_BITMAPS: u64 = 1;
 /// qemu's QCOW2_MAX_BITMAPS.
-const MAX_BITMAPS: u32 = 65535;
+pub(crate) const MAX_BITMAPS: u32 = 65535;
 /// qemu's QCOW2_MAX_BITMAP_DIRECTORY_SIZE (1024 bytes per bitmap).
 const MAX_DIRECTORY_SIZE: u64 = 1024 * 65535;
 /// Directory entry flag bits.
-const FLAG_IN_USE: u32 = 1;
-const FLAG_AUTO: u32 = 2;
+pub(crate) const FLAG_IN_USE: u32 = 1;
+pub(crate) const FLAG_AUTO: u32 = 2;
 /// Bits 9..55 of a bitmap table entry: the data cluster's host offset.
-const TABLE_OFFSET_MASK: u64 = 0x00ff_ffff_ffff_fe00;
+pub(crate) const TABLE_OFFSET_MASK: u64 = 0x00ff_ffff_ffff_fe00;
 
 /// The bitmaps extension's body as stored.
 #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Debug, Clone, Copy, Default)]

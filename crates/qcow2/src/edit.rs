@@ -113,9 +113,8 @@ impl<F: Borrow<ImageFile>> Editor<F> {
     /// (the bitmaps themselves): clusters can be allocated and freed (the bitmaps'
     /// clusters are counted like any other), but guest writes are refused.
     pub fn open_keeping_bitmaps(file: F) -> Result<Self> {
-        let f: &ImageFile = file.borrow();
-        let h = Header::read(f)?;
-        h.check_supported()?;
+        let e = Self::open_unchecked(file)?;
+        let h = &e.h;
         if h.incompatible & (INCOMPAT_CORRUPT | INCOMPAT_DIRTY) != 0 {
             return Err(Error::refused(
                 "the image is marked corrupt or was not closed cleanly (dirty), so its refcounts cannot be \
@@ -130,6 +129,17 @@ impl<F: Borrow<ImageFile>> Editor<F> {
             )
             .with_field("incompatible_features"));
         }
+        Ok(e)
+    }
+
+    /// [`open`](Self::open) without its refusals, for `check -r`, which repairs the very
+    /// images they refuse (dirty, corrupt), `amend` and `bitmap`, which change bitmaps
+    /// themselves: refcounts and clusters for metadata only; guest writes are still
+    /// refused where bitmaps are in use.
+    pub(crate) fn open_unchecked(file: F) -> Result<Self> {
+        let f: &ImageFile = file.borrow();
+        let h = Header::read(f)?;
+        h.check_supported()?;
         let has_bitmaps =
             h.bitmaps.is_some_and(|b| b.nb_bitmaps > 0) && h.autoclear & crate::bitmap::AUTOCLEAR_BITMAPS != 0;
         let cs = h.cluster_size();
@@ -235,7 +245,7 @@ impl<F: Borrow<ImageFile>> Editor<F> {
     /// Sets the refcount of the cluster at `host`, adding a refcount block at the end of
     /// the file where the table has none (the new block counts itself) and growing the
     /// refcount table when it has no entry for it.
-    fn set_refcount(&mut self, host: u64, value: u64) -> Result<()> {
+    pub(crate) fn set_refcount(&mut self, host: u64, value: u64) -> Result<()> {
         let max = self.max_refcount();
         if value > max {
             return Err(Error::unsupported(format!(

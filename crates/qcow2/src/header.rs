@@ -30,7 +30,7 @@ pub const MAX_BACKING_NAME: u32 = 1023;
 /// guest offset and cluster index computation far from overflow).
 pub const MAX_VIRTUAL_SIZE: u64 = 1 << 61;
 /// Header extensions we are willing to walk before calling the file broken.
-const MAX_EXTENSIONS: usize = 1024;
+pub(crate) const MAX_EXTENSIONS: usize = 1024;
 /// Longest backing format name we keep (qemu's format names are short).
 const MAX_FORMAT_NAME: usize = 64;
 

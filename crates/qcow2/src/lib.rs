@@ -10,6 +10,9 @@
 //!   (L2, L1, refcounts) is written by `finish`, with exact refcounts.
 //! - `check`: recomputes every refcount from L1/L2 tables (and snapshots) and persistent
 //!   bitmaps, and compares.
+//! - `bitmap_edit`: persistent dirty bitmaps added, removed, cleared, enabled, disabled.
+//! - `amend`: compat, refcount_bits, lazy_refcounts and size changed in place.
+//! - `repair`: `check -r leaks|all`, in place, as qemu-img check -r repairs.
 //! - `measure`: qemu-img measure's arithmetic.
 //! - `resize`: in place, growing or (`--shrink`) shrinking, as qemu-img resize does.
 //! - `backing`: the backing file changed in place (`rebase`), an overlay emptied after
@@ -19,20 +22,24 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::as_conversions))]
 
+pub mod amend;
 pub mod backing;
 pub mod bitmap;
+pub mod bitmap_edit;
 pub mod check;
 pub mod edit;
 pub mod header;
 pub mod measure;
 pub mod reader;
+pub mod repair;
 pub mod resize;
 pub mod snapshot;
 pub mod writer;
 
 use diskcast_block::io::ImageFile;
 use diskcast_block::registry::{
-    CreateOptions, Driver, Measure, OpenContext, OptionSpec, Preallocation, ProbeData, SnapshotOp, SnapshotRef,
+    CheckReport, CreateOptions, Driver, Measure, OpenContext, OptionSpec, Preallocation, ProbeData, Repair, SnapshotOp,
+    SnapshotRef,
 };
 use diskcast_block::source::Source;
 use diskcast_block::{BlockRead, BlockWrite, Error, Extent, PersistentBitmap, Result, SnapshotInfo};
@@ -53,7 +60,11 @@ const OPTIONS: &[OptionSpec] = &[
     OptionSpec { name: "backing_fmt", help: "format of the backing file to record" },
     OptionSpec { name: "refcount_bits", help: "refcount width: 1, 2, 4, 8, 16 (default), 32 or 64" },
     OptionSpec { name: "extended_l2", help: "off only: writing extended L2 entries is not implemented" },
-    OptionSpec { name: "preallocation", help: "off only: metadata, falloc and full are not implemented" },
+    OptionSpec {
+        name: "preallocation",
+        help: "off (default); metadata: every cluster allocated in qemu's layout, data left sparse; \
+               falloc: also reserved; full: also written with zeros",
+    },
 ];
 
 impl Driver for Qcow2Driver {
@@ -71,6 +82,18 @@ impl Driver for Qcow2Driver {
 
     diskcast_block::driver_methods! { options: OPTIONS, params: writer::Params::from_options,
     create: Qcow2Writer::new, check: check::check }
+
+    fn bitmap(&self, file: &ImageFile, ops: &[diskcast_block::registry::BitmapOp]) -> Result<()> {
+        bitmap_edit::edit(file, ops)
+    }
+
+    fn amend(&self, file: &ImageFile, opts: &std::collections::BTreeMap<String, String>) -> Result<()> {
+        amend::amend(file, opts)
+    }
+
+    fn repair(&self, file: &ImageFile, fix: Repair) -> Result<CheckReport> {
+        repair::repair(file, fix)
+    }
 
     fn edits_in_place(&self) -> bool {
         true

@@ -56,6 +56,9 @@ pub struct Params {
     pub backing_file: Option<String>,
     /// Backing format to record.
     pub backing_format: Option<String>,
+    /// `-o preallocation=`: off, or every guest cluster allocated in qemu's layout
+    /// (metadata), also reserved (falloc) or written with zeros (full).
+    pub preallocation: Preallocation,
     /// `SOURCE_DATE_EPOCH` is set: clusters are allocated in guest order, not in the
     /// order the copy engine's workers happen to deliver them, so the file is the same
     /// every time. (qcow2 records no time or identifier.)
@@ -66,12 +69,6 @@ impl Params {
     /// Parses and validates `-o` options, `-c`, `-b` and `-F`.
     pub fn from_options(size: u64, opts: &CreateOptions) -> Result<Params> {
         let o = &opts.options;
-        if opts.preallocation != Preallocation::Off {
-            return Err(Error::unsupported(format!(
-                "preallocation={} is not implemented for qcow2 (off is); qemu-img can preallocate",
-                opts.preallocation.name()
-            )));
-        }
         let version = match o.get("compat").map(String::as_str) {
             None | Some("1.1") | Some("v3") => 3,
             Some("0.10") | Some("v2") => 2,
@@ -128,6 +125,18 @@ impl Params {
         if backing_format.is_some() && backing_file.is_none() {
             return Err(Error::argument("a backing format was given without a backing file"));
         }
+        // qemu-img's refusals, in its words.
+        if opts.preallocation != Preallocation::Off {
+            if opts.compress {
+                return Err(Error::argument("Compression and preallocation not supported at the same time"));
+            }
+            if backing_file.is_some() {
+                return Err(Error::argument(
+                    "Backing file and preallocation can only be used at the same time if extended_l2 is on \
+                     (diskcast does not write extended L2 entries: drop -o preallocation or the backing file)",
+                ));
+            }
+        }
         // qemu cannot represent sizes that are not whole 512-byte sectors (it drops the
         // tail); like qemu-img, round up.
         let size = size.checked_next_multiple_of(SECTOR).unwrap_or(u64::MAX);
@@ -153,6 +162,7 @@ impl Params {
             extended_l2,
             backing_file,
             backing_format,
+            preallocation: opts.preallocation,
             reproducible: opts.provenance.is_reproducible(),
         })
     }
@@ -182,7 +192,96 @@ pub struct Qcow2Writer {
     l1_entries: u64,
     /// Largest refcount the chosen width holds (capped at u16 for our own tracking).
     max_ref: u16,
+    /// With `-o preallocation=`: where every table and guest cluster lives.
+    layout: Option<Layout>,
     state: Mutex<State>,
+}
+
+/// Where qemu puts everything in an image created with `-o preallocation=` (as its
+/// create and preallocate steps leave it): the header, the refcount table, the first
+/// refcount block, the L1 table, then each L2 table followed by the data clusters it
+/// maps. Another refcount block goes to the first free cluster after the run of clusters
+/// that first needs it. Every cluster below `total` is used exactly once. (When one
+/// refcount table cluster cannot list every block, qemu grows the table later; we size
+/// it up front, which moves everything after it.)
+#[derive(Debug)]
+struct Layout {
+    /// First cluster of the refcount table, and its length in clusters.
+    reftable: u64,
+    reftable_clusters: u64,
+    /// First cluster of the L1 table.
+    l1: u64,
+    /// Cluster of each refcount block, by table index.
+    blocks: Vec<u64>,
+    /// Cluster of each L2 table, by L1 index.
+    l2: Vec<u64>,
+    /// First data cluster mapped by each L2 table (its data clusters follow each other).
+    data: Vec<u64>,
+    /// Clusters in the file.
+    total: u64,
+    /// Guest clusters (entries past them stay unallocated).
+    guest_clusters: u64,
+}
+
+impl Layout {
+    fn new(cs: u64, order: u32, l1_entries: u64, guest_clusters: u64) -> Result<Layout> {
+        let per_l2 = cs / 8;
+        let per_block = (cs * 8) >> order;
+        let l1_clusters = (l1_entries * 8).div_ceil(cs);
+        let n_l2 = guest_clusters.div_ceil(per_l2);
+        let (_, table) = refcount_metadata_clusters(1 + l1_clusters + n_l2 + guest_clusters, cs, order);
+        let reftable_clusters = table.max(1);
+        if reftable_clusters * cs > MAX_REFTABLE_BYTES {
+            return Err(Error::unsupported(format!(
+                "preallocating this image needs a refcount table of {} bytes, more than the {MAX_REFTABLE_BYTES} \
+                 qemu accepts; use a larger cluster_size",
+                reftable_clusters * cs
+            )));
+        }
+        let mut next = 1 + reftable_clusters;
+        let mut blocks: Vec<u64> = Vec::new();
+        // Takes `n` clusters, then the refcount blocks they (and those blocks) need.
+        let mut reserve = |n: u64| {
+            let start = next;
+            next += n;
+            let mut k = start / per_block;
+            while k <= (next - 1) / per_block {
+                if k >= u64_from_usize(blocks.len()) {
+                    blocks.push(next);
+                    next += 1;
+                }
+                k += 1;
+            }
+            start
+        };
+        reserve(0); // the first refcount block, right after the table
+        let l1 = reserve(l1_clusters);
+        let (mut l2, mut data) = (Vec::new(), Vec::new());
+        for i in 0..n_l2 {
+            l2.push(reserve(1));
+            data.push(reserve(per_l2.min(guest_clusters - i * per_l2)));
+        }
+        if u64_from_usize(blocks.len()) > reftable_clusters * cs / 8 {
+            return Err(Error::unsupported("the preallocated image needs more refcount blocks than its table lists"));
+        }
+        Ok(Layout { reftable: 1, reftable_clusters, l1, blocks, l2, data, total: next, guest_clusters })
+    }
+
+    /// The L2 entry of guest cluster `c` (mapped to its preallocated cluster).
+    fn entry(&self, cs: u64, c: u64) -> u64 {
+        let per_l2 = cs / 8;
+        let first = usize::try_from(c / per_l2).ok().and_then(|i| self.data.get(i)).copied();
+        match first {
+            Some(d) if c < self.guest_clusters => ((d + c % per_l2) * cs) | OFLAG_COPIED,
+            _ => 0,
+        }
+    }
+
+    /// An L2 table as the layout fills it.
+    fn table(&self, cs: u64, index: u64) -> Box<[u64]> {
+        let per_l2 = cs / 8;
+        (0..per_l2).map(|j| self.entry(cs, index * per_l2 + j)).collect()
+    }
 }
 
 impl Qcow2Writer {
@@ -195,8 +294,12 @@ impl Qcow2Writer {
         let l1_entries = Header::l1_entries_for(p.size, p.cluster_bits, 8);
         let l1_clusters = (l1_entries * 8).div_ceil(cs);
         // Check the header fits before any data is written.
-        let _ = header_for(&p, l1_entries, 0, 0)?.serialize()?;
-        let first_data = 1 + l1_clusters;
+        let _ = header_for(&p, l1_entries, cs, 0, 0)?.serialize()?;
+        let layout = match p.preallocation {
+            Preallocation::Off => None,
+            _ => Some(Layout::new(cs, p.refcount_order, l1_entries, p.size.div_ceil(cs))?),
+        };
+        let first_data = layout.as_ref().map_or(1 + l1_clusters, |l| l.total);
         let refs = match p.compress {
             true => Some(vec![1u16; usize_from_u64(first_data, "header clusters")?]),
             false => None,
@@ -208,6 +311,7 @@ impl Qcow2Writer {
             cs_bytes: usize_from_u64(cs, "cluster size")?,
             l1_entries,
             max_ref,
+            layout,
             state: Mutex::new(State { next_cluster: first_data, l2: HashMap::new(), byte_pos: first_data * cs, refs }),
             p,
         })
@@ -224,14 +328,21 @@ impl Qcow2Writer {
     /// The L2 entry slot for guest cluster `c`, creating its table.
     fn slot<'a>(&self, st: &'a mut State, c: u64) -> &'a mut u64 {
         let per = self.entries_per_l2();
-        let t = st.l2.entry(c / per).or_insert_with(|| vec![0u64; self.cs_bytes / 8].into_boxed_slice());
+        let t = st.l2.entry(c / per).or_insert_with(|| match &self.layout {
+            Some(l) => l.table(self.cs, c / per),
+            None => vec![0u64; self.cs_bytes / 8].into_boxed_slice(),
+        });
         // Below the entries per table (at most 2^18): fits in 32 bits.
         &mut t[usize_from(low_u32(c % per))]
     }
 
     fn entry(&self, st: &State, c: u64) -> u64 {
         let per = self.entries_per_l2();
-        st.l2.get(&(c / per)).map_or(0, |t| t[usize_from(low_u32(c % per))])
+        match (st.l2.get(&(c / per)), &self.layout) {
+            (Some(t), _) => t[usize_from(low_u32(c % per))],
+            (None, Some(l)) => l.entry(self.cs, c),
+            (None, None) => 0,
+        }
     }
 
     /// Checks a guest range: cluster aligned, inside the disk, ending on a cluster
@@ -382,7 +493,7 @@ impl Qcow2Writer {
         let backing = self.p.backing_file.is_some();
         if e & OFLAG_COMPRESSED != 0 {
             // Drop the compressed cluster's references.
-            let (s, l) = crate::reader::compressed_range(&header_for(&self.p, self.l1_entries, 0, 0)?, e);
+            let (s, l) = crate::reader::compressed_range(&header_for(&self.p, self.l1_entries, self.cs, 0, 0)?, e);
             if let Some(r) = st.refs.as_mut() {
                 for h in s / self.cs..=(s + l - 1) / self.cs {
                     if let Some(x) = r.get_mut(usize_from_u64(h, "host cluster")?) {
@@ -418,7 +529,13 @@ impl Qcow2Writer {
 }
 
 /// The header of an image with these parameters and metadata locations.
-fn header_for(p: &Params, l1_entries: u64, reftable_offset: u64, reftable_clusters: u32) -> Result<Header> {
+fn header_for(
+    p: &Params,
+    l1_entries: u64,
+    l1_offset: u64,
+    reftable_offset: u64,
+    reftable_clusters: u32,
+) -> Result<Header> {
     let mut incompatible = 0;
     if p.compression == Compression::Zstd {
         incompatible |= crate::header::INCOMPAT_COMPRESSION;
@@ -431,7 +548,7 @@ fn header_for(p: &Params, l1_entries: u64, reftable_offset: u64, reftable_cluste
         size: p.size,
         crypt_method: 0,
         l1_size: u32::try_from(l1_entries).map_err(|_| Error::argument("L1 table too large"))?,
-        l1_table_offset: 1 << p.cluster_bits,
+        l1_table_offset: l1_offset,
         refcount_table_offset: reftable_offset,
         refcount_table_clusters: reftable_clusters,
         nb_snapshots: 0,
@@ -446,6 +563,52 @@ fn header_for(p: &Params, l1_entries: u64, reftable_offset: u64, reftable_cluste
         backing_format: p.backing_format.clone(),
         bitmaps: None,
     })
+}
+
+/// Writes refcount blocks and then a refcount table from host cluster `start` on (the end
+/// of the used part of the file), sized by qemu's arithmetic so they also count
+/// themselves: clusters below `start` get `refcount(cluster)`, the new ones 1. Returns the
+/// table's offset and clusters and the clusters the file then holds. The header is left
+/// to the caller, to be switched to the new table once it is written.
+pub(crate) fn write_refcount_structures(
+    file: &ImageFile,
+    cs: u64,
+    order: u32,
+    start: u64,
+    refcount: impl Fn(u64) -> Result<u64>,
+) -> Result<(u64, u32, u64)> {
+    let (blocks, table) = refcount_metadata_clusters(start, cs, order);
+    if table * cs > MAX_REFTABLE_BYTES {
+        return Err(Error::unsupported(format!(
+            "the image needs a refcount table of {} bytes, larger than the {MAX_REFTABLE_BYTES} qemu accepts",
+            table * cs
+        )));
+    }
+    let max = if order >= 6 { u64::MAX } else { (1u64 << (1u32 << order)) - 1 };
+    let rt_start = start + blocks;
+    let total = rt_start + table;
+    let per_block = (cs * 8) >> order;
+    let mut block = vec![0u8; usize_from_u64(cs, "cluster size")?];
+    let mut reftable = vec![0u64; usize_from_u64(table * cs / 8, "refcount table entries")?];
+    for (b, slot) in (0..blocks).zip(reftable.iter_mut()) {
+        block.fill(0);
+        let first = b * per_block;
+        for i in first..(first + per_block).min(total) {
+            let v = if i < start { refcount(i)? } else { 1 };
+            if v > max {
+                return Err(Error::unsupported(format!(
+                    "cluster {i} needs refcount {v}, more than {}-bit refcounts hold",
+                    1u32 << order
+                )));
+            }
+            put_refcount(&mut block, order, usize_from_u64(i - first, "refcount index")?, v);
+        }
+        *slot = (start + b) * cs;
+        file.write_all_at(&block, *slot)?;
+    }
+    file.write_all_at(&crate::check::table_bytes(&reftable), rt_start * cs)?;
+    let clusters = u32::try_from(table).map_err(|_| Error::unsupported("refcount table too large"))?;
+    Ok((rt_start * cs, clusters, total))
 }
 
 /// Stores `value` as refcount entry `i` of a refcount block of `1 << order`-bit entries.
@@ -562,6 +725,9 @@ impl BlockWrite for Qcow2Writer {
         let cs = self.cs;
         let order = self.p.refcount_order;
         let st = self.state.into_inner().unwrap_or_else(|p| p.into_inner());
+        if let Some(layout) = &self.layout {
+            return finish_preallocated(&self.file, &self.p, self.l1_entries, layout, &st.l2);
+        }
         let data_end = st.next_cluster;
         let mut l1_idx: Vec<u64> = st.l2.keys().copied().collect();
         l1_idx.sort_unstable();
@@ -579,43 +745,79 @@ impl BlockWrite for Qcow2Writer {
             l1[i..i + 8].copy_from_slice(&(at | OFLAG_COPIED).to_be_bytes());
         }
         let used = data_end + u64_from_usize(l1_idx.len());
-        let (blocks, table) = refcount_metadata_clusters(used, cs, order);
-        if table * cs > MAX_REFTABLE_BYTES {
-            return Err(Error::unsupported("the image needs a refcount table larger than qemu accepts"));
-        }
-        let rb_start = used;
-        let rt_start = used + blocks;
-        let total = rt_start + table;
-        // Refcount blocks: one cluster at a time.
-        let per_block = (cs * 8) >> order;
-        let mut block = vec![0u8; usize_from_u64(cs, "cluster size")?];
-        let mut reftable = vec![0u8; usize_from_u64(table * cs, "table  cs")?];
-        for b in 0..blocks {
-            block.fill(0);
-            let first = b * per_block;
-            for i in first..(first + per_block).min(total) {
-                let v = match &st.refs {
-                    Some(r) if i < data_end => u64::from(r.get(usize_from_u64(i, "i")?).copied().unwrap_or(0)),
-                    _ => 1,
-                };
-                put_refcount(&mut block, order, usize_from_u64(i - first, "i  first")?, v);
-            }
-            let at = (rb_start + b) * cs;
-            self.file.write_all_at(&block, at)?;
-            reftable[usize_from_u64(b, "b")? * 8..usize_from_u64(b, "b")? * 8 + 8].copy_from_slice(&at.to_be_bytes());
-        }
-        self.file.write_all_at(&reftable, rt_start * cs)?;
+        let refs = st.refs.as_deref();
+        let (rt_offset, rt_clusters, total) = write_refcount_structures(&self.file, cs, order, used, |i| {
+            Ok(match refs {
+                Some(r) if i < data_end => u64::from(r.get(usize_from_u64(i, "cluster index")?).copied().unwrap_or(0)),
+                _ => 1,
+            })
+        })?;
         if !l1_idx.is_empty() {
             self.file.write_all_at(&l1, cs)?;
         }
-        let header = header_for(
-            &self.p,
-            self.l1_entries,
-            rt_start * cs,
-            u32::try_from(table).map_err(|_| Error::unsupported("refcount table too large"))?,
-        )?;
+        let header = header_for(&self.p, self.l1_entries, cs, rt_offset, rt_clusters)?;
         self.file.set_len(total * cs)?;
         // The output layer syncs the file once before renaming it into place.
         self.file.write_all_at(&header.serialize()?, 0)
     }
+}
+
+/// `finish` for a preallocated image: every table at its place in `layout` (L2 tables the
+/// writes did not touch as the layout fills them), refcount 1 for every cluster, the
+/// header last; then, for `falloc` and `full`, the file's holes reserved or zeroed.
+fn finish_preallocated(
+    file: &ImageFile,
+    p: &Params,
+    l1_entries: u64,
+    layout: &Layout,
+    written: &HashMap<u64, Box<[u64]>>,
+) -> Result<()> {
+    let cs = 1u64 << p.cluster_bits;
+    let mut l1 = vec![0u64; usize_from_u64(l1_entries, "L1 entries")?];
+    for ((i, &at), slot) in (0u64..).zip(&layout.l2).zip(l1.iter_mut()) {
+        let table = match written.get(&i) {
+            Some(t) => crate::check::table_bytes(t),
+            None => crate::check::table_bytes(&layout.table(cs, i)),
+        };
+        file.write_all_at(&table, at * cs)?;
+        *slot = (at * cs) | OFLAG_COPIED;
+    }
+    file.write_all_at(&crate::check::table_bytes(&l1), layout.l1 * cs)?;
+    let order = p.refcount_order;
+    let per_block = (cs * 8) >> order;
+    let mut block = vec![0u8; usize_from_u64(cs, "cluster size")?];
+    let mut reftable = vec![0u64; usize_from_u64(layout.reftable_clusters * cs / 8, "refcount table")?];
+    for ((k, &at), slot) in (0u64..).zip(&layout.blocks).zip(reftable.iter_mut()) {
+        block.fill(0);
+        let first = k * per_block;
+        for i in first..(first + per_block).min(layout.total) {
+            put_refcount(&mut block, order, usize_from_u64(i - first, "refcount index")?, 1);
+        }
+        file.write_all_at(&block, at * cs)?;
+        *slot = at * cs;
+    }
+    file.write_all_at(&crate::check::table_bytes(&reftable), layout.reftable * cs)?;
+    let end = layout.total * cs;
+    file.set_len(end)?;
+    match p.preallocation {
+        Preallocation::Falloc => file.preallocate(0, end, false)?,
+        Preallocation::Full => {
+            // Zeros into the holes only: the data written is kept.
+            let mut pos = 0;
+            while pos < end {
+                let hole = file.next_hole(pos)?;
+                if hole >= end {
+                    break;
+                }
+                let data = file.next_data(hole)?.unwrap_or(end).min(end);
+                file.preallocate(hole, data - hole, true)?;
+                pos = data;
+            }
+        }
+        Preallocation::Off | Preallocation::Metadata => {}
+    }
+    let reftable_clusters =
+        u32::try_from(layout.reftable_clusters).map_err(|_| Error::unsupported("refcount table too large"))?;
+    let header = header_for(p, l1_entries, layout.l1 * cs, layout.reftable * cs, reftable_clusters)?;
+    file.write_all_at(&header.serialize()?, 0)
 }

@@ -1,8 +1,11 @@
 //! `diskcast check`: metadata consistency, with qemu-img's exit codes.
 
 use crate::common::args::{ContainerArgs, ImageArgs, OutputFormat};
-use crate::common::{Failure, Images, print_json, qemu_format_name, refuse_stream, threads};
+use crate::common::{Failure, Images, print_json, qemu_format_name, refuse_stream, threads, url_of};
 use diskcast_block::ErrorKind;
+use diskcast_block::io::ImageFile;
+use diskcast_block::lock::{LockMode, apply};
+use diskcast_block::registry::{CheckReport, Repair};
 use diskcast_vm::Profile;
 use serde_json::json;
 
@@ -29,6 +32,12 @@ pub struct CheckArgs {
     /// an Authenticode signature (`diskcast vm --secure-boot` writes such a disk).
     #[arg(long = "secure-boot", requires = "profile")]
     pub secure_boot: bool,
+    /// Repair the image in place, as qemu-img check -r: `leaks` frees clusters nothing
+    /// uses; `all` also fixes refcounts that are too low (rebuilding the refcount
+    /// structures when needed) and OFLAG_COPIED, and clears the dirty bit. The image is
+    /// then checked again; the exit code is that check's. qcow2 only.
+    #[arg(short = 'r', long = "repair", value_name = "leaks|all")]
+    pub repair: Option<String>,
     #[command(flatten)]
     pub container: ContainerArgs,
     #[command(flatten)]
@@ -54,20 +63,71 @@ pub fn run(c: CheckArgs) -> Result<u8, Failure> {
         let profile = Profile::parse(p).map_err(|e| fail(e, CHECK_INCOMPLETE))?;
         return profile_check(profile, &c).map_err(|e| fail(e, CHECK_INCOMPLETE));
     }
-    let a = c.image;
+    let mut a = c.image;
+    let repair = c.repair.as_deref().map(Repair::parse).transpose().map_err(|e| fail(e, CHECK_INCOMPLETE))?;
+    // A repair writes: the image is locked as qemu-img check -r locks it, so a VM or
+    // qemu-io using it is refused; the checker then reads it through a second handle.
+    a.open.share.force_share |= repair.is_some();
     let images = Images::new(&a.open).map_err(|e| fail(e, CHECK_INCOMPLETE))?.with_tls(c.container.tls);
-    let src = images.source(&a.file).map_err(|e| fail(e, CHECK_INCOMPLETE))?;
+    let writable = match repair {
+        Some(_) if url_of(&a.file).is_some() => {
+            let e = diskcast_block::Error::argument(
+                "check -r repairs a local image in place; an image over HTTP is read only",
+            );
+            return Err(fail(e, CHECK_INCOMPLETE));
+        }
+        Some(_) => {
+            refuse_stream(&a.file).map_err(|e| fail(e, CHECK_INCOMPLETE))?;
+            let file = ImageFile::open_rw(&a.file).map_err(|e| fail(e, CHECK_INCOMPLETE))?;
+            apply(file.file(), &a.file, LockMode::Write).map_err(|e| fail(e, CHECK_INCOMPLETE))?;
+            Some(file)
+        }
+        None => None,
+    };
+    let first = images.source(&a.file).map_err(|e| fail(e, CHECK_INCOMPLETE))?;
     let driver = match a.format.as_deref() {
         Some(f) => images.registry.get(f),
-        None => images.registry.probe_source(src.as_ref()),
+        None => images.registry.probe_source(first.as_ref()),
     }
     .map_err(|e| fail(e, CHECK_INCOMPLETE))?;
-    let report = match driver.check(src, &images.context()) {
-        Ok(r) => r,
-        // 63 only when the format has no checker; an image the checker cannot read (an
-        // encrypted qcow2, an unsupported feature) is an error like any other, as in qemu-img.
-        Err(e) if e.kind() == ErrorKind::NotApplicable => return Err(fail(e, NO_CHECK)),
-        Err(e) => return Err(fail(e.with_file(&a.file), CHECK_INCOMPLETE)),
+    // 63 only when the format has no checker; an image the checker cannot read (an
+    // encrypted qcow2, an unsupported feature) is an error like any other, as in qemu-img.
+    let failed = |e: diskcast_block::Error| match e.kind() {
+        ErrorKind::NotApplicable => fail(e, NO_CHECK),
+        _ => fail(e.with_file(&a.file), CHECK_INCOMPLETE),
+    };
+    let check = |src| driver.check(src, &images.context()).map_err(failed);
+    let report = match (repair, &writable) {
+        (Some(fix), Some(file)) => {
+            let r = driver.repair(file, fix).map_err(failed)?;
+            if r.check_errors > 0 {
+                if a.output == OutputFormat::Human {
+                    print_messages(&r);
+                }
+                return Err(fail(
+                    diskcast_block::Error::corrupt(
+                        "Check failed: the refcount structures must be rebuilt, which -r leaks does not do \
+                         (-r all does)",
+                    )
+                    .with_file(&a.file),
+                    CHECK_INCOMPLETE,
+                ));
+            }
+            if r.leaks_fixed == 0 && r.corruptions_fixed == 0 {
+                r
+            } else {
+                if a.output == OutputFormat::Human {
+                    print_messages(&r);
+                    println!("The following inconsistencies were found and repaired:\n");
+                    println!("    {} leaked clusters", r.leaks_fixed);
+                    println!("    {} corruptions\n", r.corruptions_fixed);
+                    println!("Double checking the fixed image now...");
+                }
+                let again = diskcast_block::source::open_file(&a.file).map_err(|e| fail(e, CHECK_INCOMPLETE))?;
+                CheckReport { leaks_fixed: r.leaks_fixed, corruptions_fixed: r.corruptions_fixed, ..check(again)? }
+            }
+        }
+        _ => check(first)?,
     };
     match a.output {
         OutputFormat::Json => {
@@ -79,8 +139,8 @@ pub fn run(c: CheckArgs) -> Result<u8, Failure> {
             print_json(&v);
         }
         OutputFormat::Human => {
-            for m in &report.messages {
-                println!("{m}");
+            if report.leaks_fixed == 0 && report.corruptions_fixed == 0 {
+                print_messages(&report);
             }
             if report.corruptions == 0 && report.leaks == 0 && report.check_errors == 0 {
                 println!("No errors were found on the image.");
@@ -120,6 +180,13 @@ pub fn run(c: CheckArgs) -> Result<u8, Failure> {
     } else {
         0
     })
+}
+
+/// The check's (or repair's) lines, one per finding.
+fn print_messages(r: &CheckReport) {
+    for m in &r.messages {
+        println!("{m}");
+    }
 }
 
 /// `check --profile P IMAGE`: the reasons the platform would refuse IMAGE.

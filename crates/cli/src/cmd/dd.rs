@@ -25,7 +25,7 @@ const SECTOR: u64 = 512;
 
 pub fn run(a: DdArgs) -> Result<u8> {
     let op = Operands::parse(&a.operands)?;
-    let (input, format) = image_and_format(&op.input, a.format.as_ref(), a.image_opts)?;
+    let (input, format) = image_and_format(&op.input, a.image_opts, a.format.as_ref())?;
     let images = Images::new(&a.open)?;
     let registry = &images.registry;
     if let Some(f) = &format {

@@ -2,6 +2,8 @@
 //! other. Each turns its parsed arguments into calls to the libraries and prints the
 //! result; `main` dispatches to them.
 
+pub mod amend;
+pub mod bitmap;
 pub mod cat;
 pub mod check;
 pub mod commit;

@@ -2,11 +2,8 @@
 //! flags, checks, messages and exit codes. Each format's driver does the resizing; those
 //! qemu-img cannot resize (VMDK, VHD, VHDX, VDI) refuse as it does.
 
-use crate::common::args::{OpenArgs, ShareArgs};
-use crate::common::{Images, image_and_format};
+use crate::common::{image_and_format, open_to_change};
 use clap::Args;
-use diskcast_block::io::ImageFile;
-use diskcast_block::lock::{LockMode, apply};
 use diskcast_block::registry::Preallocation;
 use diskcast_block::size::parse_size;
 use diskcast_block::{Error, Result};
@@ -14,13 +11,11 @@ use std::path::PathBuf;
 
 pub fn run(a: ResizeArgs) -> Result<u8> {
     let prealloc = Preallocation::parse(&a.preallocation)?;
-    let (path, format) = image_and_format(&a.file, a.format.as_ref(), a.image_opts)?;
+    let (path, format) = image_and_format(&a.file, a.image_opts, a.format.as_ref())?;
     let change = SizeChange::parse(&a.size)?;
-    // Locked as qemu-img resize locks it: a VM or qemu-io using the image is refused.
-    let file = ImageFile::open_rw(&path)?;
-    apply(file.file(), &path, LockMode::Write)?;
-    // Its size is read through a second handle, which our own write lock must not stop.
-    let images = Images::new(&OpenArgs { share: ShareArgs { force_share: true }, ..OpenArgs::default() })?;
+    // Locked as qemu-img resize locks it: a VM or qemu-io using the image is refused; its
+    // size is read through a second handle.
+    let (file, images) = open_to_change(&path)?;
     let driver = images.driver(&path, format.as_deref())?;
     let current = images.registry.open(&path, Some(driver.name()), &images.context_without_backing())?.size();
     let size = change.apply(current)?;

@@ -4,27 +4,22 @@
 //! refuse the rest, as qemu-img does.
 
 use crate::common::args::{OpenArgs, OutputFormat, ShareArgs};
-use crate::common::{Images, image_and_format, print_json, snapshot_json, snapshot_table};
+use crate::common::{Images, image_and_format, open_to_change, print_json, snapshot_json, snapshot_table};
 use clap::Args;
-use diskcast_block::io::ImageFile;
-use diskcast_block::lock::{LockMode, apply};
 use diskcast_block::registry::SnapshotOp;
 use diskcast_block::source::open_file;
 use diskcast_block::{Error, Result};
 use std::path::PathBuf;
 
 pub fn run(a: SnapshotArgs) -> Result<u8> {
-    let (path, format) = image_and_format(&a.file, a.format.as_ref(), a.image_opts)?;
+    let (path, format) = image_and_format(&a.file, a.image_opts, a.format.as_ref())?;
     let op = a.op()?;
     let Some(op) = op else {
         // -l: read, locked as qemu-img reads (-U shares).
         let images = Images::new(&OpenArgs { share: a.share, ..OpenArgs::default() })?;
         images.locks.lock(&path)?;
         crate::common::refuse_stream(&path)?;
-        let driver = match &format {
-            Some(f) => images.registry.get(f)?,
-            None => images.registry.probe(&path)?,
-        };
+        let driver = images.driver(&path, format.as_deref())?;
         let snaps = driver.snapshots(open_file(&path)?)?;
         match a.output {
             OutputFormat::Json => print_json(&snaps.iter().map(snapshot_json).collect::<Vec<_>>().into()),
@@ -36,9 +31,7 @@ pub fn run(a: SnapshotArgs) -> Result<u8> {
         return Err(Error::argument("-U (force share) only reads; -c, -a and -d write the image"));
     }
     // Locked as qemu-img snapshot locks it: a VM or qemu-io using the image is refused.
-    let file = ImageFile::open_rw(&path)?;
-    apply(file.file(), &path, LockMode::Write)?;
-    let images = Images::new(&OpenArgs { share: ShareArgs { force_share: true }, ..OpenArgs::default() })?;
+    let (file, images) = open_to_change(&path)?;
     let driver = images.driver(&path, format.as_deref())?;
     let what = match &op {
         SnapshotOp::Create(n) => format!("create snapshot '{n}'"),

@@ -53,6 +53,14 @@ pub struct Images {
 }
 
 impl Images {
+    /// The driver for `path`: format `format` when given (`-f`), else probed.
+    pub fn driver(&self, path: &Path, format: Option<&str>) -> Result<&dyn diskcast_block::registry::Driver> {
+        match format {
+            Some(f) => self.registry.get(f),
+            None => self.registry.probe(path),
+        }
+    }
+
     pub fn new(open: &OpenArgs) -> Result<Self> {
         let mut gate = Gate::new();
         for p in &open.backing.allow_backing {
@@ -117,14 +125,6 @@ impl Images {
         let ctx = self.context();
         ctx.lock(path)?;
         self.driver(path, format)?.open_snapshot(diskcast_block::source::open_file(path)?, &ctx, which)
-    }
-
-    /// The driver of the image at `path`: `format`, else probed.
-    pub fn driver(&self, path: &Path, format: Option<&str>) -> Result<&dyn diskcast_block::registry::Driver> {
-        match format {
-            Some(f) => self.registry.get(f),
-            None => self.registry.probe(path),
-        }
     }
 
     /// A context that opens backing files through this command's gate.
@@ -237,8 +237,8 @@ pub fn refuse_stream(path: &Path) -> Result<()> {
     }
 }
 
-/// Parses `-o a=b,c=d` (repeatable) plus the flags that map to options.
-pub fn create_options(options: &[String], compress: bool) -> Result<CreateOptions> {
+/// Parses `-o a=b,c=d` (repeatable) into keys and values.
+pub fn option_map(options: &[String]) -> Result<BTreeMap<String, String>> {
     let mut map = BTreeMap::new();
     for group in options {
         for pair in group.split(',').filter(|p| !p.is_empty()) {
@@ -247,6 +247,12 @@ pub fn create_options(options: &[String], compress: bool) -> Result<CreateOption
             map.insert(k.trim().to_string(), v.trim().to_string());
         }
     }
+    Ok(map)
+}
+
+/// Parses `-o a=b,c=d` (repeatable) plus the flags that map to options.
+pub fn create_options(options: &[String], compress: bool) -> Result<CreateOptions> {
+    let mut map = option_map(options)?;
     // Every format takes preallocation= (qemu-img passes it to the file under the image).
     let preallocation = map.remove("preallocation").map(|p| Preallocation::parse(&p)).transpose()?.unwrap_or_default();
     // The one place SOURCE_DATE_EPOCH is read: every writer gets its clock and ids from here.
@@ -281,6 +287,33 @@ pub fn print_json(value: &serde_json::Value) {
         eprintln!("diskcast: cannot write to standard output: {e}");
         std::process::exit(1);
     }
+}
+
+/// The image and format a command was given: FILE with `-f FMT`, or with `--image-opts`
+/// FILE is qemu's option string (see [`image_opts`]); both at once is refused.
+pub fn image_and_format(
+    file: &Path,
+    with_image_opts: bool,
+    format: Option<&String>,
+) -> Result<(std::path::PathBuf, Option<String>)> {
+    match (with_image_opts, format) {
+        (true, Some(_)) => Err(Error::argument("--image-opts and -f cannot be used together")),
+        (true, None) => {
+            let (p, f) = image_opts(&file.to_string_lossy())?;
+            Ok((p, Some(f)))
+        }
+        (false, f) => Ok((file.to_path_buf(), f.cloned())),
+    }
+}
+
+/// Opens `path` to change it in place, locked as qemu-img locks an image it writes (a VM
+/// or qemu-io using it is refused), with the images context that reads it through other
+/// handles our own lock must not stop.
+pub fn open_to_change(path: &Path) -> Result<(diskcast_block::io::ImageFile, Images)> {
+    let file = diskcast_block::io::ImageFile::open_rw(path)?;
+    diskcast_block::lock::apply(file.file(), path, LockMode::Write)?;
+    let images = Images::new(&OpenArgs { share: args::ShareArgs { force_share: true }, ..OpenArgs::default() })?;
+    Ok((file, images))
 }
 
 /// An image named by `--image-opts`: qemu's option string, in its plain forms
@@ -321,23 +354,6 @@ pub fn image_opts(spec: &str) -> Result<(std::path::PathBuf, String)> {
         }
         (_, false) => Err(Error::argument(format!("--image-opts {spec:?}: driver={driver} takes file.filename=PATH"))),
         _ => Ok((path, driver)),
-    }
-}
-
-/// The image and its format from `FILE [-f FMT]` or `--image-opts SPEC` (not both), as
-/// every qemu-img verb that takes `--image-opts` reads them.
-pub fn image_and_format(
-    file: &Path,
-    format: Option<&String>,
-    with_image_opts: bool,
-) -> Result<(std::path::PathBuf, Option<String>)> {
-    match (with_image_opts, format) {
-        (true, Some(_)) => Err(Error::argument("--image-opts and -f cannot be used together")),
-        (true, None) => {
-            let (p, f) = image_opts(&file.to_string_lossy())?;
-            Ok((p, Some(f)))
-        }
-        (false, f) => Ok((file.to_path_buf(), f.cloned())),
     }
 }
 
