@@ -18,7 +18,6 @@ use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 /// osv.dev's public bucket.
 pub const DEFAULT_BASE_URL: &str = "https://osv-vulnerabilities.storage.googleapis.com/";
@@ -34,18 +33,6 @@ pub const MAX_ECOSYSTEM_BYTES: usize = 128;
 /// Largest `all.zip.headers` read back: it holds a URL and two header values.
 const MAX_HEADERS_FILE_BYTES: u64 = 64 << 10;
 
-/// Tries per download after a transport error, a timeout or a 5xx answer.
-const MAX_ATTEMPTS: u32 = 3;
-
-/// The wait before the second try; it doubles for each later one.
-const RETRY_BACKOFF: Duration = Duration::from_secs(1);
-
-/// A server that sends nothing for this long has stalled (the registry's value).
-const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// One download never takes longer than this (the registry's value).
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(3600);
-
 /// The zip file's name in its directory, as osv.dev names it.
 const ZIP_NAME: &str = "all.zip";
 
@@ -60,11 +47,13 @@ pub struct UpdateOptions {
     pub base_url: String,
     /// Set by Ctrl-C: the download stops at its next read and nothing is put in place.
     pub cancel: Option<Arc<AtomicBool>>,
+    /// TLS and timeouts: the project's one HTTP client (system CA store, `--tls-verify`).
+    pub http: diskcast_http::HttpOptions,
 }
 
 impl Default for UpdateOptions {
     fn default() -> Self {
-        UpdateOptions { base_url: DEFAULT_BASE_URL.to_string(), cancel: None }
+        UpdateOptions { base_url: DEFAULT_BASE_URL.to_string(), cancel: None, http: Default::default() }
     }
 }
 
@@ -151,21 +140,6 @@ pub fn database_url(base: &str, ecosystem: Option<&str>) -> Result<String> {
     Ok(url)
 }
 
-/// The agent: the registry client's timeouts, redirects and user agent; HTTP answers of
-/// any status returned (not errors).
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_connect(Some(Duration::from_secs(30)))
-        .timeout_recv_response(Some(Duration::from_secs(120)))
-        .timeout_per_read(Some(IDLE_TIMEOUT))
-        .timeout_per_call(Some(REQUEST_TIMEOUT))
-        .max_redirects(8)
-        .user_agent(concat!("diskcast/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .into()
-}
-
 /// Reads `all.zip.headers`, without following a symlink; None when missing or unreadable
 /// (the zip is then fetched whole).
 fn read_validators(path: &Path) -> Option<Validators> {
@@ -200,15 +174,6 @@ fn header(resp: &ureq::http::Response<ureq::Body>, name: &str) -> Option<String>
     resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
 }
 
-/// A transport failure as an I/O error (retried), naming the URL.
-fn transport(url: &str, e: ureq::Error) -> Error {
-    let what = match e {
-        ureq::Error::Timeout(t) => format!("GET {url}: {t} timeout"),
-        e => format!("GET {url}: {e}"),
-    };
-    Error::io(what, std::io::Error::other("transport error"))
-}
-
 /// One try: the answer's status and, on 200, the zip written into `file`.
 enum Answer {
     NotModified,
@@ -233,14 +198,16 @@ fn fetch_once(
         }
     }
     let req = req.body(()).map_err(|e| Error::argument(format!("GET {url}: {e}")))?;
-    let resp = agent.run(req).map_err(|e| transport(url, e))?;
+    let resp =
+        agent.run(req).map_err(|e| diskcast_http::transport_error(&format!("GET {url}"), e, opts.http.timeouts()))?;
     let status = resp.status().as_u16();
     match status {
         304 if validators.is_some() => return Ok(Answer::NotModified),
         200 => {}
-        500..=599 => {
+        s if diskcast_http::is_transient(s) => {
+            // An I/O error, so the shared retry tries again.
             return Err(Error::io(
-                format!("GET {url}: the server answered HTTP {status}"),
+                format!("GET {url}: the server answered HTTP {s}"),
                 std::io::Error::other("server error"),
             ));
         }
@@ -317,33 +284,20 @@ pub fn update(dir: &Path, ecosystem: Option<&str>, opts: &UpdateOptions, progres
     let files = OutputFiles::new();
     let zip_file = files.create(&zip_path)?;
     let file = zip_file.file();
-    let agent = agent();
-    let mut wait = RETRY_BACKOFF;
-    let mut attempt = 1;
-    let answer = loop {
+    let agent = diskcast_http::agent(&opts.http);
+    let answer = diskcast_http::retry(|| {
         file.set_len(0).map_err(|e| Error::io("cannot truncate the download", e).with_file(&zip_path))?;
         let mut f = file;
         f.rewind().map_err(|e| Error::io("cannot rewind the download", e).with_file(&zip_path))?;
-        match fetch_once(&agent, &url, validators.as_ref(), file, opts, progress) {
-            Err(e) if e.kind() == ErrorKind::Io && attempt < MAX_ATTEMPTS => {
-                std::thread::sleep(wait);
-                wait = wait.saturating_mul(2);
-                attempt += 1;
-            }
-            Err(e) if e.kind() == ErrorKind::Io && attempt > 1 => {
-                return Err(Error::io(
-                    format!(
-                        "{} (after {attempt} attempts; the database in {} is unchanged)",
-                        e.message(),
-                        sub.display()
-                    ),
-                    std::io::Error::other("retries exhausted"),
-                ));
-            }
-            Err(e) => return Err(e),
-            Ok(a) => break a,
-        }
-    };
+        fetch_once(&agent, &url, validators.as_ref(), file, opts, progress)
+    })
+    .map_err(|e| match e.kind() {
+        ErrorKind::Io => Error::io(
+            format!("{} (the database in {} is unchanged)", e.message(), sub.display()),
+            std::io::Error::other("download failed"),
+        ),
+        _ => e,
+    })?;
     let (etag, last_modified) = match answer {
         Answer::NotModified => {
             let v = validators.unwrap_or_default();

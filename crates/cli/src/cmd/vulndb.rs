@@ -1,7 +1,7 @@
 //! `diskcast vulndb update DIR`: osv.dev's advisory zips fetched into DIR for
 //! `inspect --vuln-db DIR` (crates/vulns/src/update.rs).
 
-use crate::common::args::{OutputFormat, ProgressArgs};
+use crate::common::args::{OutputFormat, ProgressArgs, TlsArgs};
 use crate::common::output::interrupt_flag;
 use crate::common::print_json;
 use clap::{Args, Subcommand};
@@ -52,6 +52,8 @@ pub struct UpdateArgs {
     pub output: OutputFormat,
     #[command(flatten)]
     pub progress: ProgressArgs,
+    #[command(flatten)]
+    pub tls: TlsArgs,
 }
 
 pub fn run(c: VulndbCommand) -> Result<u8> {
@@ -66,7 +68,8 @@ fn run_update(a: UpdateArgs) -> Result<u8> {
         check_ecosystem(e)?;
     }
     diskcast_vulns::update::database_url(&a.url, None)?;
-    let opts = UpdateOptions { base_url: a.url.clone(), cancel: Some(interrupt_flag()?) };
+    let http = diskcast_http::HttpOptions { tls_verify: a.tls.tls_verify, ..Default::default() };
+    let opts = UpdateOptions { base_url: a.url.clone(), cancel: Some(interrupt_flag()?), http };
     let wanted: Vec<Option<&str>> =
         if a.ecosystems.is_empty() { vec![None] } else { a.ecosystems.iter().map(|e| Some(e.as_str())).collect() };
     let mut done = Vec::new();
