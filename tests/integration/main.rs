@@ -12,6 +12,7 @@ mod support;
 mod vhdx_common;
 
 mod backing;
+mod bench;
 mod check;
 mod cli;
 mod compare;
@@ -42,6 +43,7 @@ mod pairs;
 mod profiles;
 mod qemu_flags;
 mod qemu_json;
+mod qemu_script;
 mod registry;
 mod replay_log;
 mod reproducible;

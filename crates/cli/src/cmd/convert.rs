@@ -8,7 +8,7 @@
 mod image;
 mod reads;
 
-use crate::common::args::{OpenArgs, ProgressArgs, WriteArgs};
+use crate::common::args::{CacheMode, OpenArgs, ProgressArgs, WriteArgs};
 use crate::common::args::{OvaArgs, check_gce_output};
 use crate::common::output::{ContainerWriter, ImageWriter, Package, PackageWriter};
 use crate::common::progress::ProgressMode;
@@ -302,16 +302,6 @@ fn refuse_other_formats(images: &Images, spool: &ImageFile) -> Result<()> {
         .with_file(spool.path()));
     }
     Ok(())
-}
-
-/// qemu-img's cache modes (`-t`, `-T`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum CacheMode {
-    None,
-    Writeback,
-    Unsafe,
-    Directsync,
-    Writethrough,
 }
 
 /// What qemu-img's compatibility flags change, once checked (see [`QemuFlags::apply`]).

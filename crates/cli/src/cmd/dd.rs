@@ -7,7 +7,7 @@
 
 use crate::common::args::{OpenArgs, WriteArgs};
 use crate::common::output::ImageWriter;
-use crate::common::{Images, create_options, image_opts};
+use crate::common::{Images, create_options, image_name};
 use clap::Args;
 use diskcast_block::size::parse_size;
 use diskcast_block::{Alloc, BlockRead, Error, Extent, ImageInfo, Result, range_end};
@@ -25,14 +25,7 @@ const SECTOR: u64 = 512;
 
 pub fn run(a: DdArgs) -> Result<u8> {
     let op = Operands::parse(&a.operands)?;
-    let (input, format) = match (a.image_opts, &a.format) {
-        (true, Some(_)) => return Err(Error::argument("--image-opts and -f cannot be used together")),
-        (true, None) => {
-            let (p, f) = image_opts(&op.input.to_string_lossy())?;
-            (p, Some(f))
-        }
-        (false, f) => (op.input.clone(), f.clone()),
-    };
+    let (input, format) = image_name(&op.input, a.format.as_deref(), a.image_opts)?;
     let images = Images::new(&a.open)?;
     let registry = &images.registry;
     if let Some(f) = &format {

@@ -2,6 +2,7 @@
 //! other. Each turns its parsed arguments into calls to the libraries and prints the
 //! result; `main` dispatches to them.
 
+pub mod bench;
 pub mod cat;
 pub mod check;
 pub mod compare;

@@ -3,7 +3,7 @@
 //! qemu-img cannot resize (VMDK, VHD, VHDX, VDI) refuse as it does.
 
 use crate::common::args::{OpenArgs, ShareArgs};
-use crate::common::{Images, image_opts};
+use crate::common::{Images, image_name};
 use clap::Args;
 use diskcast_block::io::ImageFile;
 use diskcast_block::lock::{LockMode, apply};
@@ -14,14 +14,7 @@ use std::path::PathBuf;
 
 pub fn run(a: ResizeArgs) -> Result<u8> {
     let prealloc = Preallocation::parse(&a.preallocation)?;
-    let (path, format) = match (a.image_opts, &a.format) {
-        (true, Some(_)) => return Err(Error::argument("--image-opts and -f cannot be used together")),
-        (true, None) => {
-            let (p, f) = image_opts(&a.file.to_string_lossy())?;
-            (p, Some(f))
-        }
-        (false, f) => (a.file.clone(), f.clone()),
-    };
+    let (path, format) = image_name(&a.file, a.format.as_deref(), a.image_opts)?;
     let change = SizeChange::parse(&a.size)?;
     // Locked as qemu-img resize locks it: a VM or qemu-io using the image is refused.
     let file = ImageFile::open_rw(&path)?;

@@ -56,6 +56,16 @@ impl ShareArgs {
     }
 }
 
+/// qemu-img's cache modes (`-t`, `-T` of `convert`, `-t` of `bench`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CacheMode {
+    None,
+    Writeback,
+    Unsafe,
+    Directsync,
+    Writethrough,
+}
+
 /// `-p` and `--progress`: how a long job reports progress (every writing command,
 /// `extract`).
 #[derive(Debug, Clone, Args)]

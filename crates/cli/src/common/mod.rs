@@ -138,6 +138,24 @@ pub fn print_json(value: &serde_json::Value) {
     }
 }
 
+/// The image a qemu-img verb names and its format: `name` itself with `-f FMT` (probed
+/// when `None`), or with `--image-opts` the path and driver of qemu's option string
+/// ([`image_opts`]), which `-f` cannot accompany.
+pub fn image_name(
+    name: &Path,
+    format: Option<&str>,
+    is_image_opts: bool,
+) -> Result<(std::path::PathBuf, Option<String>)> {
+    match (is_image_opts, format) {
+        (true, Some(_)) => Err(Error::argument("--image-opts and -f cannot be used together")),
+        (true, None) => {
+            let (p, f) = image_opts(&name.to_string_lossy())?;
+            Ok((p, Some(f)))
+        }
+        (false, f) => Ok((name.to_path_buf(), f.map(str::to_string))),
+    }
+}
+
 /// An image named by `--image-opts`: qemu's option string, in its plain forms
 /// `driver=FMT,file.filename=PATH` (with `file.driver=file`, or `driver=file,filename=PATH`
 /// for a raw file). `,,` is a literal comma, as in qemu. Anything else (protocols, nested
