@@ -264,3 +264,31 @@ fn build_script_versions_clones_and_tarballs() {
     tool("tar", &["-xf", &s(&tarball), "-C", &s(&clone)]);
     assert_eq!(run(&clone.join("diskcast-9.8.7/crates/cli")).0, "9.8.7");
 }
+
+/// The workspace's root (where `scripts/` is).
+fn workspace() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+/// README's first command: scripts/demo.sh runs its four jobs (conversion, container
+/// image to a VM disk booted under QEMU, ISO extraction, USB stick), each judged by its
+/// reference tool inside the script; here with this build's binary (DISKCAST), so no
+/// release build is made.
+#[test]
+fn demo_script_runs_every_job() {
+    let ws = workspace();
+    let started = std::time::Instant::now();
+    let out = Command::new("timeout")
+        .args(["-k", "10", "600", "bash"])
+        .arg(ws.join("scripts/demo.sh"))
+        .env("DISKCAST", diskcast_bin())
+        .stdin(Stdio::null())
+        .output()
+        .expect("bash");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "scripts/demo.sh failed ({}):\n{text}", out.status);
+    eprintln!("scripts/demo.sh took {:.0} s", started.elapsed().as_secs_f64());
+    assert_eq!(text.lines().filter(|l| l.starts_with("OK: ")).count(), 4, "{text}");
+    assert!(text.lines().any(|l| l.starts_with("DISKCAST_DEMO_BOOTED kernel=")), "{text}");
+    assert!(text.contains("demo: all 4 jobs done"), "{text}");
+}
