@@ -77,7 +77,7 @@ struct Plan {
     drain: bool,
     /// Flush after every write (`-t writethrough`, `-t directsync`).
     write_through: bool,
-    /// Flushes are ignored and the image is not synced at the end (`-t unsafe`).
+    /// Flushes are ignored (`-t unsafe`); the in-place writer's own final sync stays.
     unsafe_cache: bool,
 }
 
@@ -337,8 +337,9 @@ pub struct BenchArgs {
     #[arg(long = "image-opts")]
     pub image_opts: bool,
     /// Cache mode, as in qemu-img (default writeback): writethrough and directsync flush
-    /// after every write, unsafe never flushes. diskcast goes through the page cache in
-    /// every mode (no O_DIRECT for none and directsync).
+    /// after every write, unsafe ignores flushes (the raw writer still syncs once at the
+    /// end). diskcast goes through the page cache in every mode (no O_DIRECT for none and
+    /// directsync).
     #[arg(short = 't', long = "cache", value_name = "CACHE", value_enum)]
     pub cache: Option<CacheMode>,
     /// AIO back end, as in qemu-img (native needs -t none or directsync, as there);
