@@ -3,6 +3,7 @@
 # pages (diskcast man) and bash, zsh and fish completions (diskcast completions), and the
 # README. Needs cargo-deb (`cargo install cargo-deb --locked`: about 110 s of CPU) and
 # dpkg-dev. PROFILE=dev packages the debug build (quick, for checking the package).
+# tests/integration/packaging.rs runs it (release) and installs the package in a throwaway root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 profile=${PROFILE:-release}
@@ -17,4 +18,6 @@ gzip -9n "$assets"/man/*.1   # Debian policy: man pages compressed, no name or t
 "$out/diskcast" completions bash >"$assets/diskcast.bash"
 "$out/diskcast" completions zsh >"$assets/_diskcast"
 "$out/diskcast" completions fish >"$assets/diskcast.fish"
-cargo deb --locked -p diskcast --no-build --profile "$profile" "$@"
+# Stripped, as Debian ships binaries (lintian: unstripped-binary-or-object): the release
+# profile keeps line tables for backtraces, which cargo-deb would otherwise leave in.
+cargo deb --locked -p diskcast --no-build --profile "$profile" --strip "$@"

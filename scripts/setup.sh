@@ -78,6 +78,9 @@
 #                             which images over http(s):// are read from (tests/integration/http.rs,
 #                             bench/http.sh); started by the tests on loopback with their own
 #                             config, never as a service
+#   dpkg-dev, lintian:        scripts/deb.sh's package (cargo-deb runs dpkg-shlibdeps for
+#                             Depends); lintian judges it, dpkg installs it into a throwaway
+#                             root (tests/integration/packaging.rs)
 #
 # It also downloads (never installs) Debian's linux-image-cloud-amd64 and unpacks it under
 # $DISKCAST_TEST_ASSETS (default /var/cache/diskcast-tests)/kernel/cloud-amd64: the kernel
@@ -105,7 +108,7 @@ packages=(
   openssl
   sbsigntool
   strace
-  bash fish zsh elvish groff-base man-db mandoc git
+  bash fish zsh elvish groff-base man-db mandoc git dpkg-dev lintian
   systemd cloud-init
   nodejs npm default-jdk-headless
   golang-go binutils
@@ -178,7 +181,8 @@ for tool in qemu-img qemu-io qemu-system-x86_64 qemu-system-aarch64 kill timeout
   docker-registry busybox cpio setfattr getfattr setcap getcap tar gzip xz zstd setpriv mkfifo mknod \
   grub-mkimage mmdebstrap rpm rpmbuild sqlite3 gpg gpg-agent gpgconf \
   db5.3_load db5.3_dump wimlib-imagex node npm jar go objcopy bmaptool openssl sbverify sbattach strace \
-  bash fish zsh elvish groff man mandoc script git systemd-repart cloud-init resize2fs dumpe2fs ruby gem php; do
+  bash fish zsh elvish groff man mandoc script git systemd-repart cloud-init resize2fs dumpe2fs ruby gem php \
+  dpkg-shlibdeps lintian; do
   command -v "$tool" >/dev/null || { echo "setup: $tool is still missing after install" >&2; exit 1; }
 done
 [ -e /usr/lib/grub-rescue/grub-rescue-cdrom.iso ] || { echo "setup: grub-rescue-pc's ISO is missing after install" >&2; exit 1; }
@@ -268,4 +272,10 @@ fetch_arm64 busybox-static,systemd-boot-efi arm64-userland usr/lib/systemd/boot/
 [ -e /usr/lib/grub/i386-pc/boot.img ] || { echo "setup: grub-pc-bin's i386-pc images are missing after install" >&2; exit 1; }
 
 command -v cargo >/dev/null || { echo "setup: cargo not found: install Rust (https://rustup.rs) first" >&2; exit 1; }
+# cargo-deb builds the Debian package (scripts/deb.sh, tests/integration/packaging.rs);
+# pinned. Building it takes about 2 min on 2 cores (97 s of CPU, measured).
+CARGO_DEB_VERSION=3.8.0
+cargo deb --version 2>/dev/null | grep -qx "cargo-deb $CARGO_DEB_VERSION" ||
+  cargo install --locked --quiet "cargo-deb@$CARGO_DEB_VERSION"
+cargo deb --version >/dev/null 2>&1 || { echo "setup: cargo-deb is missing after install" >&2; exit 1; }
 echo "setup: $(qemu-img --version | head -1); $(mke2fs -V 2>&1 | head -1); $(cargo --version)"

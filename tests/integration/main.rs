@@ -13,6 +13,7 @@ mod vhdx_common;
 
 mod amend;
 mod backing;
+mod bench;
 mod bitmap;
 mod check;
 mod cli;
@@ -46,6 +47,7 @@ mod profiles;
 mod qcow2_edit;
 mod qemu_flags;
 mod qemu_json;
+mod qemu_script;
 mod rebase_commit;
 mod registry;
 mod replay_log;

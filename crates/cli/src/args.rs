@@ -3,8 +3,8 @@
 //! `common::args`; validation into plans happens in the commands.
 
 use crate::cmd::{
-    amend, bitmap, cat, check, commit, compare, convert, create, dd, docs, extract, formats, info, inspect, iso, ls,
-    measure, mkdisk, mkfs, oci, rebase, resize, snapshot, usb, vm, vulndb, wim, write,
+    amend, bench, bitmap, cat, check, commit, compare, convert, create, dd, docs, extract, formats, info, inspect, iso,
+    ls, measure, mkdisk, mkfs, oci, rebase, resize, snapshot, usb, vm, vulndb, wim, write,
 };
 use clap::{Parser, Subcommand};
 
@@ -192,6 +192,9 @@ Examples:
     /// Copy part of an image into a new image, with qemu-img dd's operands.
     #[command(after_help = DD_HELP)]
     Dd(dd::DdArgs),
+    /// Measure read or write speed on an image, as qemu-img bench does.
+    #[command(after_help = BENCH_HELP)]
+    Bench(bench::BenchArgs),
     /// Make a USB installer stick image from an ISO (dd copy, or GPT + FAT32 bootable by
     /// UEFI and BIOS), or a multi-boot stick with a GRUB menu from several ISOs.
     #[command(after_help = USB_HELP)]
@@ -311,6 +314,16 @@ starting skip*bs bytes in; as in qemu-img, count counts from the input's start, 
 skip the output holds count - skip blocks. A skip past that gives an empty output and a
 warning. The output is written like convert's: sparse, in parallel, put in place only
 when complete.";
+const BENCH_HELP: &str = "\
+Examples:
+  diskcast bench -f qcow2 disk.qcow2                      # 75000 reads of 4 KiB, 64 in flight
+  diskcast bench -c 1000 -s 1M -d 4 disk.vmdk             # 1000 reads of 1 MiB
+  diskcast bench -w -f raw --pattern=0xab --flush-interval=64 scratch.raw   # WRITES INTO THE FILE
+
+The flags, lines printed and exit codes of qemu-img bench: request i starts at OFFSET +
+i * STEP, wrapped to end inside the image; a request past the end fails the run (exit 1).
+-w writes the pattern into FILE through the format's in-place writer: raw only for now,
+other formats are refused before anything is written.";
 const USB_HELP: &str = "\
 Examples:
   diskcast usb debian-12.iso -o stick.img                  # then: diskcast write stick.img /dev/sdX

@@ -69,6 +69,7 @@ fn run(command: Command) -> Result<u8, Failure> {
         Command::Bitmap(a) => bitmap::run(a).map_err(Failure::from),
         Command::Snapshot(a) => snapshot::run(a).map_err(Failure::from),
         Command::Dd(a) => dd::run(a).map_err(Failure::from),
+        Command::Bench(a) => bench::run(a).map_err(Failure::from),
         Command::Usb(a) => usb::run(a).map_err(Failure::from),
         Command::Completions(a) => docs::completions(a, grammar()).map_err(Failure::from),
         Command::Man(a) => docs::man(a, grammar()).map_err(Failure::from),

@@ -3,6 +3,7 @@
 //! result; `main` dispatches to them.
 
 pub mod amend;
+pub mod bench;
 pub mod bitmap;
 pub mod cat;
 pub mod check;

@@ -20,16 +20,6 @@ pub enum OutputFormat {
     Json,
 }
 
-/// qemu-img's cache modes (`-t`, `-T`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum CacheMode {
-    None,
-    Writeback,
-    Unsafe,
-    Directsync,
-    Writethrough,
-}
-
 /// `--allow-backing`: the backing files outside an image's directory the user trusts
 /// (every command that opens images; alone in `rebase` and `commit`, which lock their
 /// images themselves).
@@ -73,6 +63,16 @@ impl ShareArgs {
     pub fn lock_mode(self) -> diskcast_block::lock::LockMode {
         if self.force_share { diskcast_block::lock::LockMode::ReadShared } else { diskcast_block::lock::LockMode::Read }
     }
+}
+
+/// qemu-img's cache modes (`-t`, `-T` of `convert`, `rebase` and `commit`, `-t` of `bench`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CacheMode {
+    None,
+    Writeback,
+    Unsafe,
+    Directsync,
+    Writethrough,
 }
 
 /// `-p` and `--progress`: how a long job reports progress (every writing command,
