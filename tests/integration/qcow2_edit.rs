@@ -358,16 +358,9 @@ fn snapshot_and_convert_n_refuse_encrypted_images_and_images_in_use() {
     assert!(read(&enc) == before);
     // An image qemu-io holds open for writing is refused, as qemu-img refuses it.
     let q = qcow2(d.path(), "busy.qcow2", "", "8M", &[]);
-    let mut qio = std::process::Command::new("qemu-io")
-        .args(["-f", "qcow2", &s(&q)])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_until_qemu_sees_lock("qcow2", &q);
+    let qio = QemuHolder::start("qcow2", &q);
     dc_snapshot(&["-c", "s1"], &q).expect_code(1).expect_stderr_all(&["in use"]);
     dc(&["convert", "-n", "-O", "qcow2", &s(&src), &s(&q)]).expect_code(1).expect_stderr_all(&["in use"]);
-    drop(qio.stdin.take());
-    qio.wait().unwrap();
+    drop(qio);
     assert!(qemu_info(&q).get("snapshots").is_none());
 }

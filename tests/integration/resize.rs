@@ -184,16 +184,9 @@ fn image_opts_and_quiet() {
 fn refuses_an_image_qemu_is_writing() {
     let d = tmp();
     let q = image(d.path(), "q.qcow2", "qcow2", "", "10M", &[]);
-    let mut qio = std::process::Command::new("qemu-io")
-        .args(["-f", "qcow2", &s(&q)])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_until_qemu_sees_lock("qcow2", &q);
+    let qio = QemuHolder::start("qcow2", &q);
     dc(&["resize", &s(&q), "20M"]).expect_code(1).expect_stderr_all(&["in use"]);
-    drop(qio.stdin.take());
-    qio.wait().unwrap();
+    drop(qio);
     assert_eq!(qemu_info_fmt(&q, "qcow2")["virtual-size"].as_u64(), Some(10 * MIB));
 }
 
