@@ -94,8 +94,13 @@ fn no_create_writes_into_an_existing_file() {
     qemu_compare(&q, "qcow2", &target, "raw");
     assert_eq!(std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&target).unwrap()), ino, "written in place");
 
-    // Refusals: not raw, too small, missing, stdout.
-    dc(&["convert", "-n", "-O", "qcow2", &s(&q), &s(&target)]).expect_code(1).expect_stderr_all(&["-n", "raw"]);
+    // Refusals: not the format -O names (qemu-img: "Image is not in qcow2 format"), too
+    // small, missing, stdout.
+    let before = read(&target);
+    dc(&["convert", "-n", "-O", "qcow2", &s(&q), &s(&target)])
+        .expect_code(1)
+        .expect_stderr_all(&["existing.raw", "not a qcow2 image"]);
+    assert!(read(&target) == before, "a refused -n leaves the target as it was");
     let small = d.path().join("small.raw");
     write_file(&small, &[1u8; 4096]);
     dc(&["convert", "-n", "-O", "raw", &s(&q), &s(&small)]).expect_code(1).expect_stderr_all(&["small.raw", "less"]);
