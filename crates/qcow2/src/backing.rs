@@ -15,16 +15,14 @@
 //! repairs on open (`qemu-img check -r all`), never one whose tables point at garbage.
 
 use crate::header::{
-    EXT_BACKING_FORMAT, EXT_FEATURE_TABLE, Header, INCOMPAT_DIRTY, MAX_BACKING_NAME, V2_HEADER_LEN, push_extension,
+    EXT_BACKING_FORMAT, EXT_FEATURE_TABLE, Header, INCOMPAT_DIRTY, MAX_BACKING_NAME, V2_HEADER_LEN, header_cluster,
 };
 use diskcast_block::io::ImageFile;
 use diskcast_block::{Error, Result};
-use diskcast_layout::{u64_from_usize, usize_from, usize_from_u64};
+use diskcast_layout::{usize_from, usize_from_u64};
 
 /// Offset of the incompatible feature bits in a v3 header.
 const INCOMPATIBLE_FIELD: u64 = 72;
-/// Offset of `backing_file_offset` (8 bytes) and `backing_file_size` (4 bytes).
-const BACKING_FIELDS: usize = 8;
 /// Offset of `l1_table_offset`; `refcount_table_offset` and `refcount_table_clusters` follow.
 const L1_OFFSET_FIELD: u64 = 40;
 
@@ -51,26 +49,16 @@ fn set_backing_inner(file: &ImageFile, backing: Option<(&str, &str)>) -> Result<
         )));
     }
     let build = |with_features: bool| -> Result<Vec<u8>> {
-        let mut tail = Vec::new();
+        let mut exts: Vec<(u32, &[u8])> = Vec::new();
         if let Some((_, fmt)) = backing {
-            push_extension(&mut tail, EXT_BACKING_FORMAT, fmt.as_bytes())?;
+            exts.push((EXT_BACKING_FORMAT, fmt.as_bytes()));
         }
-        for e in kept.iter().filter(|e| e.typ != EXT_BACKING_FORMAT && (with_features || e.typ != EXT_FEATURE_TABLE)) {
-            push_extension(&mut tail, e.typ, &e.data)?;
-        }
-        tail.extend_from_slice(&[0u8; 8]); // end of extensions
-        let mut b = fixed.clone();
-        let (offset, size) = match backing {
-            Some((n, _)) => (u64_from_usize(fixed_len + tail.len()), u32::try_from(n.len()).unwrap_or(u32::MAX)),
-            None => (0, 0),
-        };
-        b[BACKING_FIELDS..BACKING_FIELDS + 8].copy_from_slice(&offset.to_be_bytes());
-        b[BACKING_FIELDS + 8..BACKING_FIELDS + 12].copy_from_slice(&size.to_be_bytes());
-        b.extend_from_slice(&tail);
-        if let Some((n, _)) = backing {
-            b.extend_from_slice(n.as_bytes());
-        }
-        Ok(b)
+        exts.extend(
+            kept.iter()
+                .filter(|e| e.typ != EXT_BACKING_FORMAT && (with_features || e.typ != EXT_FEATURE_TABLE))
+                .map(|e| (e.typ, e.data.as_slice())),
+        );
+        header_cluster(fixed.clone(), &exts, backing.map(|b| b.0))
     };
     let mut cluster = build(true)?;
     if cluster.len() > cs {

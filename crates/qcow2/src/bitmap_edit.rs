@@ -9,7 +9,7 @@ use crate::bitmap::{
     TABLE_OFFSET_MASK,
 };
 use crate::edit::Editor;
-use crate::header::{Header, INCOMPAT_CORRUPT, INCOMPAT_DIRTY, MAX_EXTENSIONS, push_extension, read_u64_table};
+use crate::header::{Header, INCOMPAT_CORRUPT, INCOMPAT_DIRTY, header_cluster, read_u64_table};
 use diskcast_block::io::ImageFile;
 use diskcast_block::registry::BitmapOp;
 use diskcast_block::{Error, Result, range_end};
@@ -25,9 +25,8 @@ const MAX_GRANULARITY: u64 = 1 << 31;
 const MAX_TABLE_ENTRIES: u64 = 0x0800_0000;
 /// Bitmap type 1: dirty tracking (the only one qcow2.txt defines).
 const TYPE_DIRTY_TRACKING: u8 = 1;
-/// Header offsets of the backing file name's offset and of the autoclear bits.
-const BACKING_OFFSET_FIELD: usize = 8;
-const AUTOCLEAR_FIELD: usize = 88;
+/// Header offset of the autoclear bits.
+const AUTOCLEAR_FIELD: usize = std::mem::offset_of!(crate::header::RawHeader, autoclear_features);
 
 /// One directory entry as stored: untouched entries are written back as they were read.
 struct Entry {
@@ -303,33 +302,15 @@ fn serialize(entries: &[Entry]) -> Result<Vec<u8>> {
 /// bit 0 to match, every other extension and the backing file name kept.
 fn write_extension(file: &ImageFile, h: &Header, ext: Option<&RawBitmapsExt>) -> Result<()> {
     let cs = usize_from_u64(h.cluster_size(), "cluster size")?;
-    let mut c0 = vec![0u8; cs];
-    file.read_exact_at(&mut c0, 0)?;
-    let hl = usize_from(h.header_length);
-    let mut out = c0.get(..hl).ok_or_else(|| Error::invalid("header_length past the cluster"))?.to_vec();
-    let mut pos = hl;
-    for _ in 0..MAX_EXTENSIONS {
-        let Some(head) = c0.get(pos..pos + 8) else { break };
-        let typ = u32::from_be_bytes(head[..4].try_into().unwrap_or_default());
-        let len = usize_from(u32::from_be_bytes(head[4..].try_into().unwrap_or_default()));
-        if typ == 0 {
-            break;
-        }
-        let data = c0.get(pos + 8..pos + 8 + len).ok_or_else(|| Error::invalid("header extension past the cluster"))?;
-        if typ != EXT_BITMAPS {
-            push_extension(&mut out, typ, data)?;
-        }
-        pos += 8 + len.next_multiple_of(8);
-    }
+    let mut fixed = vec![0u8; usize_from(h.header_length)];
+    file.read_exact_at(&mut fixed, 0)?;
+    let kept = h.extensions(file, file.len()?)?;
+    let mut exts: Vec<(u32, &[u8])> =
+        kept.iter().filter(|e| e.typ != EXT_BITMAPS).map(|e| (e.typ, e.data.as_slice())).collect();
     if let Some(e) = ext {
-        push_extension(&mut out, EXT_BITMAPS, e.as_bytes())?;
+        exts.push((EXT_BITMAPS, e.as_bytes()));
     }
-    out.extend_from_slice(&[0u8; 8]);
-    if let Some(name) = &h.backing_file {
-        let at = u64_from_usize(out.len());
-        out.extend_from_slice(name.as_bytes());
-        out[BACKING_OFFSET_FIELD..BACKING_OFFSET_FIELD + 8].copy_from_slice(&at.to_be_bytes());
-    }
+    let mut out = header_cluster(fixed, &exts, h.backing_file.as_deref())?;
     let autoclear = if ext.is_some() { h.autoclear | AUTOCLEAR_BITMAPS } else { h.autoclear & !AUTOCLEAR_BITMAPS };
     out[AUTOCLEAR_FIELD..AUTOCLEAR_FIELD + 8].copy_from_slice(&autoclear.to_be_bytes());
     if out.len() > cs {

@@ -562,6 +562,45 @@ pub(crate) fn push_extension(b: &mut Vec<u8>, typ: u32, data: &[u8]) -> Result<(
     Ok(())
 }
 
+/// The header cluster's bytes as qemu lays them out: `fixed` (the header's fixed part, as
+/// read), the extensions `(type, data)` in order, the end marker, then the backing file
+/// name, with the backing name's offset and size in the fixed part set to match (both 0
+/// without one). `backing` and `bitmap_edit` rewrite the cluster through this; the caller
+/// checks the result fits in a cluster.
+pub(crate) fn header_cluster(
+    mut fixed: Vec<u8>,
+    extensions: &[(u32, &[u8])],
+    backing_name: Option<&str>,
+) -> Result<Vec<u8>> {
+    const OFFSET_AT: usize = std::mem::offset_of!(RawHeader, backing_file_offset);
+    const SIZE_AT: usize = std::mem::offset_of!(RawHeader, backing_file_size);
+    let mut tail = Vec::new();
+    for &(typ, data) in extensions {
+        push_extension(&mut tail, typ, data)?;
+    }
+    tail.extend_from_slice(&[0u8; 8]); // end of extensions
+    let (offset, size) = match backing_name {
+        Some(n) => (
+            u64_from_usize(fixed.len() + tail.len()),
+            fit::<u32, u64>(u64_from_usize(n.len()), "qcow2 backing file name length")?,
+        ),
+        None => (0, 0),
+    };
+    let field = |b: &mut Vec<u8>, at: usize, bytes: &[u8]| -> Result<()> {
+        b.get_mut(at..at + bytes.len())
+            .ok_or_else(|| Error::invalid("the qcow2 header's fixed part is too short"))?
+            .copy_from_slice(bytes);
+        Ok(())
+    };
+    field(&mut fixed, OFFSET_AT, &offset.to_be_bytes())?;
+    field(&mut fixed, SIZE_AT, &size.to_be_bytes())?;
+    fixed.extend_from_slice(&tail);
+    if let Some(n) = backing_name {
+        fixed.extend_from_slice(n.as_bytes());
+    }
+    Ok(fixed)
+}
+
 /// A table at `offset` of `len` bytes must be cluster aligned, not in the header cluster,
 /// and inside the file.
 fn check_table(offset: u64, len: u64, cs: u64, file_len: u64, field: &'static str, at: u64) -> Result<()> {
