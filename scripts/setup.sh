@@ -41,7 +41,7 @@
 #                             exfat-fuse mounts exFAT where the kernel has no exfat driver
 #   nodejs, npm, default-jdk-headless: npm installs and `jar` makes the Node packages and
 #                             Java archives `inspect` lists (tests/integration/inspect.rs)
-#   binutils:                 objcopy adds and dumps the cargo-auditable `.dep-v0` section of
+#   binutils:                 objcopy dumps the `.dep-v0` section cargo-auditable links into
 #                             the Rust binary `inspect` reads (tests/integration/inspect.rs)
 #   golang-go:                builds a Go program offline (a local `replace`d module) whose
 #                             build info `inspect` lists; `go version -m` is the oracle
@@ -278,4 +278,13 @@ CARGO_DEB_VERSION=3.8.0
 cargo deb --version 2>/dev/null | grep -qx "cargo-deb $CARGO_DEB_VERSION" ||
   cargo install --locked --quiet "cargo-deb@$CARGO_DEB_VERSION"
 cargo deb --version >/dev/null 2>&1 || { echo "setup: cargo-deb is missing after install" >&2; exit 1; }
+# cargo-auditable builds the Rust binary whose `.dep-v0` section inspect reads
+# (tests/integration/inspect.rs); pinned. Building it took 27 s on 2 cores (34 s of CPU).
+CARGO_AUDITABLE_VERSION=0.7.7
+# (`cargo auditable --version` prints cargo's version: the installed one is read from
+# `cargo install --list`.)
+cargo install --list | grep -qx "cargo-auditable v$CARGO_AUDITABLE_VERSION:" ||
+  cargo install --locked --quiet "cargo-auditable@$CARGO_AUDITABLE_VERSION"
+cargo install --list | grep -qx "cargo-auditable v$CARGO_AUDITABLE_VERSION:" ||
+  { echo "setup: cargo-auditable is missing after install" >&2; exit 1; }
 echo "setup: $(qemu-img --version | head -1); $(mke2fs -V 2>&1 | head -1); $(cargo --version)"

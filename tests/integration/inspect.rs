@@ -443,27 +443,41 @@ fn build_go(dir: &Path) -> std::path::PathBuf {
     out
 }
 
-/// A Rust program built by rustc, with the `.dep-v0` section `cargo auditable build`
-/// links into a binary added by objcopy: zlib-compressed JSON in cargo-auditable's
-/// format (`{"packages": [{"name", "version", "source", "kind"?, "dependencies"?,
-/// "root"?}], "format": 1}`, as cargo-auditable 0.7.7 wrote it for a crate depending on
-/// itoa), with a build-time dependency that is not in the binary. cargo-auditable
-/// itself is not installed: `cargo install cargo-auditable --locked` took 8 min here
-/// (two cores shared with other builds), past the two minutes setup may take.
+/// A Rust program built by `cargo auditable build` (cargo-auditable, installed by
+/// scripts/setup.sh): a crate depending on itoa, with a build-time dependency (cfg-if) that
+/// the tool records as `"kind": "build"` and that is not in the binary. Both at the
+/// versions the workspace's Cargo.lock pins, so `--offline` finds them in cargo's cache once
+/// the workspace is built (no network in the test).
 fn build_rust_auditable(dir: &Path) -> std::path::PathBuf {
-    std::fs::create_dir_all(dir).unwrap();
-    write_file(&dir.join("main.rs"), b"fn main() { println!(\"42\"); }\n");
-    let plain = dir.join("plain");
-    run("rustc", &["-O", "-o", &s(&plain), &s(&dir.join("main.rs"))]);
-    let json = r#"{"packages":[{"name":"itoa","version":"1.0.19","source":"crates.io"},{"name":"proc-macro2","version":"1.0.86","source":"crates.io","kind":"build"},{"name":"tiny","version":"0.1.0","source":"local","dependencies":[0,1],"root":true}],"format":1}"#;
-    let deps = dir.join("dep-v0.json");
-    write_file(&deps, json.as_bytes());
-    let z = dir.join("dep-v0.z");
-    let zlib = "import sys, zlib\nopen(sys.argv[2], 'wb').write(zlib.compress(open(sys.argv[1], 'rb').read()))";
-    run("/usr/bin/python3", &["-c", zlib, &s(&deps), &s(&z)]);
-    let out = dir.join("tiny");
-    run("objcopy", &["--add-section", &format!(".dep-v0={}", s(&z)), &s(&plain), &s(&out)]);
-    out
+    std::fs::create_dir_all(dir.join("src")).unwrap();
+    let manifest = format!(
+        "[package]\nname = \"tiny\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n\
+         [dependencies]\nitoa = \"={}\"\n\n[build-dependencies]\ncfg-if = \"={}\"\n",
+        locked_version("itoa"),
+        locked_version("cfg-if")
+    );
+    write_file(&dir.join("Cargo.toml"), manifest.as_bytes());
+    write_file(&dir.join("build.rs"), b"fn main() {}\n");
+    write_file(
+        &dir.join("src/main.rs"),
+        b"fn main() { let mut b = itoa::Buffer::new(); println!(\"{}\", b.format(42)); }\n",
+    );
+    let status = std::process::Command::new("cargo")
+        .args(["auditable", "build", "--release", "--offline", "--quiet"])
+        .current_dir(dir)
+        .env("CARGO_TARGET_DIR", dir.join("target"))
+        .status()
+        .expect("cargo-auditable is required (scripts/setup.sh installs it)");
+    assert!(status.success(), "cargo auditable build failed");
+    dir.join("target/release/tiny")
+}
+
+/// The version of crate `name` in the workspace's Cargo.lock (the first, if several).
+fn locked_version(name: &str) -> String {
+    let lock = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../Cargo.lock")).unwrap();
+    let entry = format!("name = \"{name}\"\nversion = \"");
+    let at = lock.find(&entry).unwrap_or_else(|| panic!("{name} is not in Cargo.lock")) + entry.len();
+    lock[at..].split('"').next().unwrap().to_string()
 }
 
 /// The crates a binary's `.dep-v0` names (build-time ones left out, as cargo-auditable's
