@@ -50,6 +50,8 @@ pub struct Images {
     pub locks: Locks,
     /// How `http://` and `https://` images are reached (`--tls-verify`).
     pub http: HttpOptions,
+    /// `--disk N`: the disk of an OVA read (1-based); `None` the first.
+    pub package_disk: Option<usize>,
 }
 
 impl Images {
@@ -74,6 +76,7 @@ impl Images {
             replay_log: open.replay_log,
             locks: Locks::new(mode),
             http: HttpOptions::default(),
+            package_disk: open.disk.and_then(|n| usize::try_from(n).ok()),
         })
     }
 
@@ -90,12 +93,26 @@ impl Images {
 
     /// [`open`](Self::open) through `ctx` (one that opens no backing file, say).
     pub fn open_in(&self, path: &Path, format: Option<&str>, ctx: &OpenContext<'_>) -> Result<Box<dyn BlockRead>> {
-        match url_of(path) {
-            Some(url) => self.registry.open_source(diskcast_http::open(url, &self.http)?.ranged()?, format, ctx),
+        let image = match url_of(path) {
+            Some(url) => self.registry.open_source(diskcast_http::open(url, &self.http)?.ranged()?, format, ctx)?,
             None => {
                 refuse_stream(path)?;
-                self.registry.open(path, format, ctx)
+                self.registry.open(path, format, ctx)?
             }
+        };
+        self.refuse_disk_choice(path, &image.info().format)?;
+        Ok(image)
+    }
+
+    /// `--disk N` chooses a disk of a package (an OVA); given with any other image it
+    /// would be silently ignored, so it is refused.
+    pub fn refuse_disk_choice(&self, path: &Path, format: &str) -> Result<()> {
+        match self.package_disk {
+            Some(n) if format != "ova" => Err(Error::argument(format!(
+                "--disk {n} chooses a disk of an OVA holding several; {} is a {format} image (drop --disk)",
+                path.display()
+            ))),
+            _ => Ok(()),
         }
     }
 
@@ -129,7 +146,10 @@ impl Images {
 
     /// A context that opens backing files through this command's gate.
     pub fn context(&self) -> OpenContext<'_> {
-        OpenContext::new(&self.registry, &self.gate).with_log_replay(self.replay_log).with_locks(&self.locks)
+        OpenContext::new(&self.registry, &self.gate)
+            .with_log_replay(self.replay_log)
+            .with_locks(&self.locks)
+            .with_package_disk(self.package_disk)
     }
 
     /// A context that opens no backing file (`info` without `--backing-chain`).
@@ -137,6 +157,7 @@ impl Images {
         OpenContext::without_backing(&self.registry, &self.gate)
             .with_log_replay(self.replay_log)
             .with_locks(&self.locks)
+            .with_package_disk(self.package_disk)
     }
 }
 
