@@ -461,6 +461,14 @@ fn kernel_rules(
             })
             .next();
     }
+    if builtin.is_none() {
+        // What `vm` writes beside a kernel from the host booted with no initramfs.
+        builtin = esp
+            .read_optional(crate::ESP_BUILTIN.as_bytes(), drivers::INDEX_LIMIT)
+            .ok()
+            .flatten()
+            .map(|text| drivers::builtin_names(&text));
+    }
     let Some(builtin) = builtin else {
         return vec![reason(
             "kernel-drivers-unknown",
