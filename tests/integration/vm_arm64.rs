@@ -201,6 +201,21 @@ fn arch_picks_the_image_and_refuses_the_other_architecture() {
     assert!(summary["source"].as_str().unwrap().contains("linux/arm64"), "{summary}");
     let (root, _) = check_disk(&out, "qcow2", &summary, t.path());
     assert_eq!(debugfs(&root, "cat /etc/which-arch"), "arm64", "the index's arm64 image");
+    // `convert --profile kubevirt` of that existing disk: the containerDisk's config takes
+    // the architecture from the disk (its ESP's kernel), as skopeo and the config JSON
+    // umoci reads say. Before, it said amd64.
+    let conv = t.path().join("conv");
+    let conv_ref = format!("oci:{}:disk", s(&conv));
+    dc_ok(&["convert", "--profile", "kubevirt", &s(&out), &conv_ref]);
+    let inspected: Value = serde_json::from_str(&tool_text("skopeo", &["inspect", &conv_ref])).unwrap();
+    assert_eq!((inspected["Architecture"].as_str(), inspected["Os"].as_str()), (Some("arm64"), Some("linux")));
+    let config: Value = serde_json::from_str(&tool_text("skopeo", &["inspect", "--config", &conv_ref])).unwrap();
+    assert_eq!(config["architecture"], "arm64", "{config}");
+    let bundle = t.path().join("conv-bundle");
+    tool_text("umoci", &["unpack", "--rootless", "--image", &format!("{}:disk", s(&conv)), &s(&bundle)]);
+    qemu_img(&["compare", "-f", "qcow2", "-F", "qcow2", &s(&out), &s(&bundle.join("rootfs/disk/disk.qcow2"))])
+        .expect_ok();
+    std::fs::remove_dir_all(&bundle).unwrap();
     std::fs::remove_file(&out).unwrap();
     // A KubeVirt containerDisk of an arm64 disk is an arm64 image (skopeo reads its config).
     let cd = t.path().join("cd");
