@@ -83,6 +83,12 @@ pub(crate) fn initramfs_listing(disk: &Path, fmt: &str, summary: &Value, work: &
     tool_text("sh", &["-c", &format!("zcat {} | cpio -t --quiet", s(&initrd))])
 }
 
+/// `vm TAR -o OUT --profile PROFILE --kernel` (the cloud kernel): its JSON summary.
+fn vm_json(tar: &Path, out: &Path, profile: &str) -> Value {
+    let (t, o, k) = (s(tar), s(out), s(&test_kernel()));
+    dc_ok(&["vm", &t, "-o", &o, "--profile", profile, "--kernel", &k, "--output", "json"]).json()
+}
+
 fn boot(disk: &Path, fmt: &str, bus: Bus, marker: &str, work: &Path) -> String {
     let fw = if bus == Bus::Pvscsi { Firmware::Bios } else { Firmware::Uefi };
     let t = Instant::now();
@@ -239,19 +245,7 @@ fn aws_disk_boots_on_nvme() {
     let marker = "DISKCAST_BUS_NVME_OK";
     let tar = guest(t.path(), marker, &[]);
     let disk = t.path().join("vm.vmdk");
-    let summary = dc_ok(&[
-        "vm",
-        &s(&tar),
-        "-o",
-        &s(&disk),
-        "--profile",
-        "aws",
-        "--kernel",
-        &s(&test_kernel()),
-        "--output",
-        "json",
-    ])
-    .json();
+    let summary = vm_json(&tar, &disk, "aws");
     let info = qemu_img(&["info", "--output=json", &s(&disk)]).json();
     assert_eq!(info["format-specific"]["data"]["create-type"], "streamOptimized", "{info}");
     let builtin = esp_copy(&disk, "vmdk", &summary, t.path(), "/diskcast/modules.builtin");
@@ -271,19 +265,7 @@ fn gce_disk_raw_boots_on_virtio_scsi() {
     let marker = "DISKCAST_BUS_GCE_OK";
     let tar = guest(t.path(), marker, &[]);
     let gce = t.path().join("image.tar.gz");
-    let summary = dc_ok(&[
-        "vm",
-        &s(&tar),
-        "-o",
-        &s(&gce),
-        "--profile",
-        "gce",
-        "--kernel",
-        &s(&test_kernel()),
-        "--output",
-        "json",
-    ])
-    .json();
+    let summary = vm_json(&tar, &gce, "gce");
     assert!(summary["drivers"].to_string().contains("virtio_scsi"), "{summary}");
     let x = t.path().join("gce");
     std::fs::create_dir(&x).unwrap();
