@@ -373,6 +373,14 @@ fn disk_n_chooses_a_disk_of_a_multi_disk_ova() {
     ]);
     assert_no_output(&out);
     dc(&["check", "--disk", "2", &s(&first_src)]).expect_code(1).expect_stderr_all(&["drop --disk"]);
+    // With two images, --disk applies to the OVA among them; with none, it is refused.
+    dc_ok(&["compare", "--disk", "2", &s(&ova), &s(&first_src)]);
+    // (compare exits 2 on an error, as qemu-img compare does.)
+    dc(&["compare", "--disk", "2", &s(&first_src), &s(&second_src)]).expect_code(2).expect_stderr_all(&[
+        "src.qcow2 is a qcow2 image",
+        "second.qcow2 is a qcow2 image",
+        "drop --disk",
+    ]);
     dc(&["info", "--disk", "0", &s(&ova)]).expect_code(1).expect_stderr_all(&["--disk", "0 is not in 1.."]);
 }
 

@@ -320,6 +320,7 @@ impl<'r> Plan<'r> {
             },
             Input::Stream(_) => self.spool(images, a.format.is_some())?,
         };
+        images.refuse_unused_disk_choice(&[(&a.src, &src.info().format)])?;
         let salvaged = Filtered::new(src.as_ref(), reads::Salvage::new(a.src.clone()));
         let src: &dyn BlockRead = if a.salvage { &salvaged } else { src.as_ref() };
         let below = backing.as_ref().map(|b| images.open(b, a.backing_format.as_deref())).transpose()?;

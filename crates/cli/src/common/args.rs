@@ -45,7 +45,7 @@ pub struct OpenArgs {
     pub share: ShareArgs,
     /// For an OVA holding several disks: read disk N (1-based, in the order of the OVF
     /// descriptor's DiskSection, as `info` lists them) instead of the first. Applies to
-    /// every OVA the command opens; any other image given with it is refused.
+    /// every OVA the command opens; refused where none of its images is an OVA.
     #[arg(long = "disk", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub disk: Option<u32>,
 }

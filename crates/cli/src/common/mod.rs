@@ -93,25 +93,27 @@ impl Images {
 
     /// [`open`](Self::open) through `ctx` (one that opens no backing file, say).
     pub fn open_in(&self, path: &Path, format: Option<&str>, ctx: &OpenContext<'_>) -> Result<Box<dyn BlockRead>> {
-        let image = match url_of(path) {
-            Some(url) => self.registry.open_source(diskcast_http::open(url, &self.http)?.ranged()?, format, ctx)?,
+        match url_of(path) {
+            Some(url) => self.registry.open_source(diskcast_http::open(url, &self.http)?.ranged()?, format, ctx),
             None => {
                 refuse_stream(path)?;
-                self.registry.open(path, format, ctx)?
+                self.registry.open(path, format, ctx)
             }
-        };
-        self.refuse_disk_choice(path, &image.info().format)?;
-        Ok(image)
+        }
     }
 
-    /// `--disk N` chooses a disk of a package (an OVA); given with any other image it
-    /// would be silently ignored, so it is refused.
-    pub fn refuse_disk_choice(&self, path: &Path, format: &str) -> Result<()> {
+    /// `--disk N` chooses a disk of a package (an OVA); where none of the images a command
+    /// reads (`opened`: each image's name and format) is one, it would be silently
+    /// ignored, so it is refused.
+    pub fn refuse_unused_disk_choice(&self, opened: &[(&Path, &str)]) -> Result<()> {
         match self.package_disk {
-            Some(n) if format != "ova" => Err(Error::argument(format!(
-                "--disk {n} chooses a disk of an OVA holding several; {} is a {format} image (drop --disk)",
-                path.display()
-            ))),
+            Some(n) if !opened.iter().any(|(_, format)| *format == "ova") => {
+                let what: Vec<String> = opened.iter().map(|(p, f)| format!("{} is a {f} image", p.display())).collect();
+                Err(Error::argument(format!(
+                    "--disk {n} chooses a disk of an OVA holding several; {} (drop --disk)",
+                    what.join(", ")
+                )))
+            }
             _ => Ok(()),
         }
     }
