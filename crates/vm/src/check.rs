@@ -329,19 +329,19 @@ fn boot_rules(profile: Profile, disk: Arc<dyn BlockRead>) -> Result<Vec<Reason>>
 /// The guest architecture of a disk, read as `check --profile` reads it: the kernel the
 /// ESP's systemd-boot entry starts (its PE or boot headers), else the ESP's
 /// removable-media loader (`BOOTX64.EFI`, `BOOTAA64.EFI`), else a Discoverable
-/// Partitions root type. `None`: nothing on the disk says (no partition table, or none
-/// of these). `convert --profile kubevirt` names it in the containerDisk's config.
-pub fn disk_arch(disk: Arc<dyn BlockRead>) -> Result<Option<Arch>> {
-    let Some(table) = read_table(disk.as_ref())? else { return Ok(None) };
+/// Partitions root type. `None`: nothing on the disk says (no readable partition table,
+/// or none of these). `convert --profile kubevirt` names it in the containerDisk's config.
+pub fn disk_arch(disk: Arc<dyn BlockRead>) -> Option<Arch> {
+    let Ok(Some(table)) = read_table(disk.as_ref()) else { return None };
     let esps: Vec<_> = table.partitions.iter().filter(|p| p.known_type() == Some(PartType::Esp)).collect();
     for (_, tree) in esp_trees(&disk, &esps) {
         let Ok(esp) = tree else { continue };
         let kernel = loader_entry(&esp).and_then(|(linux, _)| esp_file(&esp, &linux));
         if let Some(arch) = kernel.as_ref().and_then(Arch::of_kernel).or_else(|| uefi_loader(&esp)) {
-            return Ok(Some(arch));
+            return Some(arch);
         }
     }
-    Ok(table.partitions.iter().find_map(|p| Arch::ALL.into_iter().find(|a| p.known_type() == Some(a.root_type()))))
+    table.partitions.iter().find_map(|p| Arch::ALL.into_iter().find(|a| p.known_type() == Some(a.root_type())))
 }
 
 /// Each ESP's name for messages and its FAT tree (or why it cannot be read).

@@ -87,7 +87,7 @@ pub fn run(mut a: ConvertArgs) -> Result<u8> {
 fn staged_arch(images: &Images, s: &Staged) -> Result<diskcast_vm::Arch> {
     let disk: std::sync::Arc<dyn diskcast_block::BlockRead> =
         std::sync::Arc::from(images.open(&s.disk, Some("qcow2"))?);
-    Ok(diskcast_vm::check::disk_arch(disk)?.unwrap_or_else(|| {
+    Ok(diskcast_vm::check::disk_arch(disk).unwrap_or_else(|| {
         eprintln!(
             "diskcast: warning: the disk has no ESP loader, kernel or root partition type that names its \
              architecture; the containerDisk says amd64"
