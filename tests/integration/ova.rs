@@ -283,6 +283,107 @@ fn ovas_made_by_tar_are_read_and_tampered_ones_refused() {
     dc(&["info", &s(&trick)]).expect_code(1).expect_stderr_all(&["../vm-disk1.vmdk", "not a plain file name"]);
 }
 
+/// An OVF 1.0 descriptor for two disks, written by Python's xml.etree (References,
+/// DiskSection with capacities in bytes, one VirtualSystem): the disks in DiskSection
+/// order are `second.vmdk` then `first.vmdk`, the reverse of the member order, so the
+/// choice follows the descriptor, not the tar.
+const TWO_DISK_OVF_PY: &str = r#"
+import os, sys
+import xml.etree.ElementTree as ET
+d, out = sys.argv[1], sys.argv[2]
+OVF = "http://schemas.dmtf.org/ovf/envelope/1"
+ET.register_namespace("ovf", OVF)
+q = lambda t: "{%s}%s" % (OVF, t)
+env = ET.Element(q("Envelope"))
+refs = ET.SubElement(env, q("References"))
+disks = ET.SubElement(env, q("DiskSection"))
+ET.SubElement(disks, q("Info")).text = "Virtual disk information"
+for i, (name, cap) in enumerate([("second.vmdk", sys.argv[4]), ("first.vmdk", sys.argv[3])], 1):
+    ET.SubElement(refs, q("File"), {q("href"): name, q("id"): "file%d" % i, q("size"): str(os.path.getsize(os.path.join(d, name)))})
+    ET.SubElement(disks, q("Disk"), {q("capacity"): cap, q("capacityAllocationUnits"): "byte", q("diskId"): "vmdisk%d" % i, q("fileRef"): "file%d" % i, q("format"): "http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized"})
+vs = ET.SubElement(env, q("VirtualSystem"), {q("id"): "vm"})
+ET.SubElement(vs, q("Info")).text = "A virtual machine"
+ET.ElementTree(env).write(out, xml_declaration=True, encoding="UTF-8")
+"#;
+
+/// `--disk N` reads another disk than the first of a multi-disk OVA: GNU tar packs two
+/// streamOptimized VMDKs made by qemu-img (of different sizes and contents), an OVF
+/// descriptor written by Python and a `sha256sum --tag` manifest. `info` lists both
+/// disks in the descriptor's order; `convert --disk N` gives what `qemu-img compare`
+/// finds equal to each source; `check --disk 2` checks the second; a disk the package
+/// does not have, and `--disk` on an image that is not an OVA, are refused.
+#[test]
+fn disk_n_chooses_a_disk_of_a_multi_disk_ova() {
+    let t = tmp();
+    let d = t.path().join("pkg");
+    std::fs::create_dir(&d).unwrap();
+    let first_src = source(t.path());
+    let second_src = t.path().join("second.qcow2");
+    qemu_img(&["create", "-f", "qcow2", &s(&second_src), "48M"]).expect_ok();
+    qemu_io("qcow2", &second_src, &["write -P 0x77 0 2M", "write -P 0x3c 47M 1M"]);
+    for (src, name) in [(&first_src, "first.vmdk"), (&second_src, "second.vmdk")] {
+        let vmdk = d.join(name);
+        qemu_img(&["convert", "-O", "vmdk", "-o", "subformat=streamOptimized", &s(src), &s(&vmdk)]).expect_ok();
+    }
+    let ovf = d.join("two.ovf");
+    let (cap1, cap2) = ((100 * MIB).to_string(), (48 * MIB).to_string());
+    tool_text("/usr/bin/python3", &["-c", TWO_DISK_OVF_PY, &s(&d), &s(&ovf), &cap1, &cap2]);
+    let manifest = tool_text("sh", &["-c", &format!("cd {} && sha256sum --tag two.ovf second.vmdk first.vmdk", s(&d))]);
+    std::fs::write(d.join("two.mf"), manifest).unwrap();
+    let ova = t.path().join("two.ova");
+    pack("tar", &ova, &d, &["two.ovf", "two.mf", "first.vmdk", "second.vmdk"]);
+
+    let info = dc_ok(&["info", "--output", "json", &s(&ova)]).json();
+    let data = &info["format-specific"]["data"];
+    assert_eq!(data["disk"], "second.vmdk", "the descriptor's first disk: {info}");
+    assert_eq!(info["virtual-size"].as_u64(), Some(48 * MIB), "{info}");
+    let listed: Vec<(u64, &str, u64)> = data["disks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["index"].as_u64().unwrap(), d["file"].as_str().unwrap(), d["capacity"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(listed, [(1, "second.vmdk", 48 * MIB), (2, "first.vmdk", 100 * MIB)], "{info}");
+    let human = dc_ok(&["info", "--disk", "2", &s(&ova)]).stdout_str();
+    assert!(human.contains("disk: first.vmdk") && human.contains("file: second.vmdk"), "{human}");
+
+    for (n, src) in [("1", &second_src), ("2", &first_src)] {
+        let out = t.path().join(format!("disk{n}.qcow2"));
+        dc_ok(&["convert", "--disk", n, "-O", "qcow2", &s(&ova), &s(&out)]);
+        qemu_compare(src, "qcow2", &out, "qcow2");
+    }
+    // Without --disk: the first disk, as before.
+    let plain = t.path().join("plain.qcow2");
+    dc_ok(&["convert", "-O", "qcow2", &s(&ova), &s(&plain)]);
+    qemu_compare(&second_src, "qcow2", &plain, "qcow2");
+    dc_ok(&["check", "--disk", "2", &s(&ova)]);
+
+    let out = t.path().join("none.qcow2");
+    dc(&["convert", "--disk", "3", "-O", "qcow2", &s(&ova), &s(&out)]).expect_code(1).expect_stderr_all(&[
+        "--disk 3",
+        "2 disks",
+        "1 vmdisk1 (second.vmdk)",
+        "2 vmdisk2 (first.vmdk)",
+    ]);
+    assert_no_output(&out);
+    dc(&["convert", "--disk", "2", "-O", "raw", &s(&first_src), &s(&out)]).expect_code(1).expect_stderr_all(&[
+        "--disk 2",
+        "is a qcow2 image",
+        "drop --disk",
+    ]);
+    assert_no_output(&out);
+    dc(&["check", "--disk", "2", &s(&first_src)]).expect_code(1).expect_stderr_all(&["drop --disk"]);
+    // With two images, --disk applies to the OVA among them; with none, it is refused.
+    dc_ok(&["compare", "--disk", "2", &s(&ova), &s(&first_src)]);
+    // (compare exits 2 on an error, as qemu-img compare does.)
+    dc(&["compare", "--disk", "2", &s(&first_src), &s(&second_src)]).expect_code(2).expect_stderr_all(&[
+        "src.qcow2 is a qcow2 image",
+        "second.qcow2 is a qcow2 image",
+        "drop --disk",
+    ]);
+    dc(&["info", "--disk", "0", &s(&ova)]).expect_code(1).expect_stderr_all(&["--disk", "0 is not in 1.."]);
+}
+
 /// `--profile gce`: a gzip'd old GNU tar holding only `disk.raw` (GNU tar's type `S`
 /// sparse member, magic `ustar  `), a whole number of GiB; GNU tar and bsdtar extract
 /// it, qemu-img finds it equal to the source (the tail reads as zeros), and GNU tar

@@ -4,9 +4,10 @@
 //! bus, by GNU cpio listing the initramfs diskcast built, and by `check --profile`.
 
 use crate::support::{
-    Bus, Firmware, assert_no_output, boot_to_marker, dc, dc_ok, generic_kernel_dir, kernel_in, qemu_img, s,
-    test_kernel, test_kernel_dir, tmp, tool_text,
+    Bus, Firmware, assert_no_output, boot_to_marker, dc, dc_ok, generic_kernel_dir, kernel_in, qemu_check_clean,
+    qemu_img, s, test_kernel, test_kernel_dir, tmp, tool_text,
 };
+use crate::vm::check_disk;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -48,8 +49,8 @@ fn version() -> String {
     k.file_name().unwrap().to_str().unwrap().strip_prefix("vmlinuz-").unwrap().to_string()
 }
 
-/// The initramfs on the disk's ESP, listed by GNU cpio (gunzip'd by zcat).
-fn initramfs_listing(disk: &Path, fmt: &str, summary: &Value, work: &Path) -> String {
+/// A copy (by mtools) of the file `path` on the disk's ESP, which the summary places.
+fn esp_copy(disk: &Path, fmt: &str, summary: &Value, work: &Path, path: &str) -> PathBuf {
     let raw = work.join("disk.raw");
     qemu_img(&["convert", "-f", fmt, "-O", "raw", &s(disk), &s(&raw)]).expect_ok();
     let esp = &summary["partitions"][0];
@@ -65,15 +66,27 @@ fn initramfs_listing(disk: &Path, fmt: &str, summary: &Value, work: &Path) -> St
             &format!("count={}", size >> 20),
         ],
     );
-    let initrd = work.join("initrd.img");
+    let to = work.join(path.rsplit('/').next().unwrap());
     let out = Command::new("mcopy")
-        .args(["-n", "-i", &s(&part), "::/diskcast/initrd.img", &s(&initrd)])
+        .args(["-n", "-i", &s(&part), &format!("::{path}"), &s(&to)])
         .env("MTOOLS_SKIP_CHECK", "1")
         .output()
         .unwrap();
     assert!(out.status.success(), "mcopy: {}", String::from_utf8_lossy(&out.stderr));
     std::fs::remove_file(&raw).unwrap();
+    to
+}
+
+/// The initramfs on the disk's ESP, listed by GNU cpio (gunzip'd by zcat).
+pub(crate) fn initramfs_listing(disk: &Path, fmt: &str, summary: &Value, work: &Path) -> String {
+    let initrd = esp_copy(disk, fmt, summary, work, "/diskcast/initrd.img");
     tool_text("sh", &["-c", &format!("zcat {} | cpio -t --quiet", s(&initrd))])
+}
+
+/// `vm TAR -o OUT --profile PROFILE --kernel` (the cloud kernel): its JSON summary.
+fn vm_json(tar: &Path, out: &Path, profile: &str) -> Value {
+    let (t, o, k) = (s(tar), s(out), s(&test_kernel()));
+    dc_ok(&["vm", &t, "-o", &o, "--profile", profile, "--kernel", &k, "--output", "json"]).json()
 }
 
 fn boot(disk: &Path, fmt: &str, bus: Bus, marker: &str, work: &Path) -> String {
@@ -157,24 +170,29 @@ fn esxi_disk_boots_on_pvscsi() {
     assert!(console.contains(&format!("{marker} kernel={} root=/dev/sda3", version())), "{console}");
 }
 
-/// A plain disk's third bus, SATA on AHCI: Debian's generic kernel (linux-image-amd64
-/// by `--kernel`, its modules beside it as the package unpacks) has ahci, libahci,
-/// libata, sd_mod and even ext4 as modules, so the initramfs diskcast builds loads the
-/// whole stack, crc32c first (ext4 asks the crypto API for it, through a modprobe the
-/// initramfs does not have). Booted under OVMF on `-device ahci` + `ide-hd`.
+/// A plain disk's third bus, SATA on AHCI, which is also VirtualBox's default controller:
+/// the VDI output boots there. Debian's generic kernel (linux-image-amd64 by `--kernel`,
+/// its modules beside it as the package unpacks) has ahci, libahci, libata, sd_mod and
+/// even ext4 as modules, so the initramfs diskcast builds loads the whole stack, crc32c
+/// first (ext4 asks the crypto API for it, through a modprobe the initramfs does not
+/// have). qemu-img checks the VDI; booted under OVMF on `-device ahci` + `ide-hd`.
 #[test]
-fn plain_disk_boots_on_ahci_with_the_generic_kernel() {
+fn vdi_disk_boots_on_ahci_with_the_generic_kernel() {
     let t = tmp();
     let marker = "DISKCAST_BUS_AHCI_OK";
     let tar = guest(t.path(), marker, &[]);
-    let disk = t.path().join("vm.qcow2");
+    let disk = t.path().join("vm.vdi");
     let kernel = kernel_in(&generic_kernel_dir());
     let v = kernel.file_name().unwrap().to_str().unwrap().strip_prefix("vmlinuz-").unwrap().to_string();
     let summary = dc_ok(&["vm", &s(&tar), "-o", &s(&disk), "--kernel", &s(&kernel), "--output", "json"]).json();
+    assert_eq!(summary["format"], "vdi", "{summary}");
     let drivers = summary["drivers"].to_string();
     assert!(drivers.contains("initramfs built") && drivers.contains("ahci"), "{summary}");
     assert_eq!(summary["warnings"].as_array().map(Vec::len), Some(0), "every plain bus is driven: {summary}");
-    let listing = initramfs_listing(&disk, "qcow2", &summary, t.path());
+    let r = qemu_img(&["check", "-f", "vdi", &s(&disk)]);
+    assert!(r.stdout_str().contains("No errors were found"), "{}", r.describe());
+    check_disk(&disk, "vdi", &summary, t.path());
+    let listing = initramfs_listing(&disk, "vdi", &summary, t.path());
     let modules: Vec<&str> = listing.lines().filter(|l| l.ends_with(".ko")).collect();
     for m in [
         "ata/ahci.ko",
@@ -188,33 +206,74 @@ fn plain_disk_boots_on_ahci_with_the_generic_kernel() {
     }
     let order = |m: &str| modules.iter().position(|l| l.ends_with(m)).unwrap();
     assert!(order("/libata.ko") < order("/ahci.ko") && order("crc32c_generic.ko") < order("/ext4.ko"), "{listing}");
-    let console = boot(&disk, "qcow2", Bus::Ahci, marker, t.path());
+    let console = boot(&disk, "vdi", Bus::Ahci, marker, t.path());
     assert!(console.contains(&format!("{marker} kernel={v} root=/dev/sda2")), "{console}");
 }
 
+/// KubeVirt runs the containerDisk's qcow2 on virtio-blk (its default) or virtio-scsi
+/// (`bus: scsi`); the qemu profile's virtio-blk boot is above, so this one takes the
+/// disk out of the image as a node would (`umoci unpack`) and boots it on virtio-scsi:
+/// the built initramfs's virtio_scsi and sd_mod reach it.
 #[test]
-#[ignore = "a third boot (~15 s under TCG): virtio-blk already covers the qemu profile by default"]
-fn qemu_disk_boots_on_virtio_scsi() {
+fn kubevirt_container_disk_boots_on_virtio_scsi() {
     let t = tmp();
     let marker = "DISKCAST_BUS_VIRTIO_SCSI_OK";
     let tar = guest(t.path(), marker, &[]);
-    let disk = t.path().join("vm.qcow2");
-    dc_ok(&["vm", &s(&tar), "-o", &s(&disk), "--profile", "qemu", "--kernel", &s(&test_kernel())]);
+    let layout = t.path().join("cd");
+    let target = format!("oci:{}:disk", s(&layout));
+    dc_ok(&["vm", &s(&tar), "-o", &target, "--profile", "kubevirt", "--kernel", &s(&test_kernel())]);
+    let inspected: Value = serde_json::from_str(&tool_text("skopeo", &["inspect", &target])).unwrap();
+    assert_eq!(inspected["Architecture"], "amd64", "{inspected}");
+    let bundle = t.path().join("bundle");
+    tool_text("umoci", &["unpack", "--rootless", "--image", &format!("{}:disk", s(&layout)), &s(&bundle)]);
+    let disk = bundle.join("rootfs/disk/disk.qcow2");
+    qemu_check_clean(&disk);
     let console = boot(&disk, "qcow2", Bus::VirtioScsi, marker, t.path());
     assert!(console.contains(&format!("{marker} kernel={} root=/dev/sda2", version())), "{console}");
 }
 
+/// AWS (Nitro) attaches EBS volumes as NVMe: the aws profile's streamOptimized VMDK
+/// boots there (NVMe and ext4 are built into the cloud kernel, so there is no
+/// initramfs: the kernel mounts the root itself). With no initramfs and the kernel from
+/// this machine, nothing on the disk said which drivers are built in, and `check
+/// --profile aws` refused the disk `vm --profile aws` wrote (kernel-drivers-unknown):
+/// the kernel's modules.builtin now goes beside it on the ESP (mtools reads it back,
+/// equal to the package's).
 #[test]
-#[ignore = "a fourth boot (~15 s under TCG): NVMe is built into the cloud kernel and booted by the vm tests"]
 fn aws_disk_boots_on_nvme() {
     let t = tmp();
     let marker = "DISKCAST_BUS_NVME_OK";
     let tar = guest(t.path(), marker, &[]);
     let disk = t.path().join("vm.vmdk");
-    dc_ok(&["vm", &s(&tar), "-o", &s(&disk), "--profile", "aws", "--kernel", &s(&test_kernel())]);
+    let summary = vm_json(&tar, &disk, "aws");
+    let info = qemu_img(&["info", "--output=json", &s(&disk)]).json();
+    assert_eq!(info["format-specific"]["data"]["create-type"], "streamOptimized", "{info}");
+    let builtin = esp_copy(&disk, "vmdk", &summary, t.path(), "/diskcast/modules.builtin");
+    let package = test_kernel_dir().join(format!("lib/modules/{}/modules.builtin", version()));
+    assert!(std::fs::read(&builtin).unwrap() == std::fs::read(&package).unwrap(), "modules.builtin differs");
+    dc_ok(&["check", "--profile", "aws", &s(&disk)]);
     let console = boot(&disk, "vmdk", Bus::Nvme, marker, t.path());
-    // NVMe and ext4 are built in: no initramfs, the kernel mounts the root itself.
     assert!(console.contains(&format!("{marker} kernel={} root=/dev/root", version())), "{console}");
+}
+
+/// Compute Engine's x86 machines attach the boot disk on virtio-scsi (the default disk
+/// interface; NVMe only on newer machine types): the gce profile's `disk.raw`, taken out
+/// of the tar.gz by GNU tar, boots there with the initramfs that loads virtio_scsi.
+#[test]
+fn gce_disk_raw_boots_on_virtio_scsi() {
+    let t = tmp();
+    let marker = "DISKCAST_BUS_GCE_OK";
+    let tar = guest(t.path(), marker, &[]);
+    let gce = t.path().join("image.tar.gz");
+    let summary = vm_json(&tar, &gce, "gce");
+    assert!(summary["drivers"].to_string().contains("virtio_scsi"), "{summary}");
+    let x = t.path().join("gce");
+    std::fs::create_dir(&x).unwrap();
+    tool_text("tar", &["-xzSf", &s(&gce), "-C", &s(&x)]);
+    let raw = x.join("disk.raw");
+    dc_ok(&["check", "--profile", "gce", &s(&raw)]);
+    let console = boot(&raw, "raw", Bus::VirtioScsi, marker, t.path());
+    assert!(console.contains(&format!("{marker} kernel={} root=/dev/sda2", version())), "{console}");
 }
 
 /// A copy of the kernel's modules directory without the lines of `drop` in its index

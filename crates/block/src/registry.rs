@@ -640,12 +640,23 @@ pub struct OpenContext<'a> {
     /// Where the locks on every image opened through this context are kept, when
     /// images are locked at all (the binary does; library callers may not).
     locks: Option<&'a Locks>,
+    /// `--disk N`: which disk (1-based, in the descriptor's order) of a package holding
+    /// several (an OVA) is read; `None` reads the first.
+    package_disk: Option<usize>,
 }
 
 impl<'a> OpenContext<'a> {
     /// A context for opening a top-level image the user named, with its backing chain.
     pub fn new(registry: &'a Registry, gate: &'a Gate) -> Self {
-        OpenContext { registry, gate, chain: Vec::new(), follow_backing: true, replay_log: false, locks: None }
+        OpenContext {
+            registry,
+            gate,
+            chain: Vec::new(),
+            follow_backing: true,
+            replay_log: false,
+            locks: None,
+            package_disk: None,
+        }
     }
 
     /// A context that opens no backing file: enough to describe an image (as `qemu-img
@@ -664,6 +675,16 @@ impl<'a> OpenContext<'a> {
     /// keeping the locks in `locks`.
     pub fn with_locks(self, locks: &'a Locks) -> Self {
         OpenContext { locks: Some(locks), ..self }
+    }
+
+    /// Reads disk `n` (1-based) of a package of several disks (`--disk N`).
+    pub fn with_package_disk(self, package_disk: Option<usize>) -> Self {
+        OpenContext { package_disk, ..self }
+    }
+
+    /// The disk of a package the user chose (`--disk N`, 1-based), if any.
+    pub fn package_disk(&self) -> Option<usize> {
+        self.package_disk
     }
 
     /// Locks `path` as this context's images are locked (nothing without locks).

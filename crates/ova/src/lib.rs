@@ -279,10 +279,28 @@ pub fn is_package_head(head: &[u8]) -> bool {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct OvaDriver;
 
-/// The disk a package is read as: its first.
-fn first_disk<'p>(p: &'p Package, src: &Source) -> Result<(&'p OvfDisk, &'p PackageFile)> {
-    let d =
-        p.disks.first().ok_or_else(|| Error::unsupported("the OVF descriptor lists no disk").with_file(src.name()))?;
+/// The disk a package is read as: its first, or disk `choice` (1-based, in the
+/// descriptor's `DiskSection` order: `--disk N`).
+fn chosen_disk<'p>(p: &'p Package, src: &Source, choice: Option<usize>) -> Result<(&'p OvfDisk, &'p PackageFile)> {
+    let n = choice.unwrap_or(1);
+    let d = match n.checked_sub(1).and_then(|i| p.disks.get(i)) {
+        Some(d) => d,
+        None if p.disks.is_empty() => {
+            return Err(Error::unsupported("the OVF descriptor lists no disk").with_file(src.name()));
+        }
+        None => {
+            let listed: Vec<String> =
+                p.disks.iter().enumerate().map(|(i, d)| format!("{} {} ({})", i + 1, d.id, d.href)).collect();
+            return Err(Error::argument(format!(
+                "--disk {n}: the package has {} disk{} ({}); give --disk 1 to {}",
+                p.disks.len(),
+                if p.disks.len() == 1 { "" } else { "s" },
+                listed.join(", "),
+                p.disks.len()
+            ))
+            .with_file(src.name()));
+        }
+    };
     if let Some(c) = &d.compression {
         return Err(Error::unsupported(format!(
             "disk {} is stored {c}-compressed (ovf:compression); diskcast reads uncompressed members only",
@@ -318,14 +336,15 @@ impl Driver for OvaDriver {
 
     fn open(&self, src: Source, ctx: &OpenContext<'_>) -> Result<Box<dyn BlockRead>> {
         let p = open_package(&src)?;
-        let (d, f) = first_disk(&p, &src)?;
+        let (d, f) = chosen_disk(&p, &src, ctx.package_disk())?;
         let disk = ctx.registry.open_source(disk_source(&src, f)?, Some("vmdk"), ctx)?;
-        Ok(Box::new(OvaImage { disk, disk_name: d.href.clone(), disks: p.disks.len(), manifest: p.manifest }))
+        let disk_name = d.href.clone();
+        Ok(Box::new(OvaImage { disk, disk_name, disks: p.disks, manifest: p.manifest }))
     }
 
     fn check(&self, src: Source, ctx: &OpenContext<'_>) -> Result<CheckReport> {
         let p = open_package(&src)?;
-        let (_, f) = first_disk(&p, &src)?;
+        let (_, f) = chosen_disk(&p, &src, ctx.package_disk())?;
         ctx.registry.get("vmdk")?.check(disk_source(&src, f)?, ctx)
     }
 
@@ -352,7 +371,8 @@ impl Driver for OvaDriver {
 struct OvaImage {
     disk: Box<dyn BlockRead>,
     disk_name: String,
-    disks: usize,
+    /// Every disk the descriptor lists, for `info`.
+    disks: Vec<OvfDisk>,
     manifest: Option<(String, Algorithm)>,
 }
 
@@ -374,7 +394,26 @@ impl BlockRead for OvaImage {
         let mut specific = serde_json::Map::new();
         specific.insert("disk".into(), self.disk_name.clone().into());
         specific.insert("disk-format".into(), inner.format.clone().into());
-        specific.insert("disks".into(), self.disks.into());
+        let disks: Vec<serde_json::Value> = self
+            .disks
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                let mut m = serde_json::Map::new();
+                m.insert("index".into(), (i + 1).into());
+                m.insert("id".into(), d.id.clone().into());
+                m.insert("file".into(), d.href.clone().into());
+                if let Some(c) = d.capacity {
+                    m.insert("capacity".into(), c.into());
+                }
+                m.insert("ovf-format".into(), d.format.clone().into());
+                if let Some(c) = &d.compression {
+                    m.insert("compression".into(), c.clone().into());
+                }
+                m.into()
+            })
+            .collect();
+        specific.insert("disks".into(), disks.into());
         let verified = self.manifest.as_ref().map(|(n, a)| format!("{n} ({}), every file checked", a.name()));
         specific.insert("manifest".into(), verified.unwrap_or_else(|| "none".into()).into());
         for (k, v) in inner.specific {

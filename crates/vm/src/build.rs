@@ -26,6 +26,10 @@ use std::sync::Arc;
 pub const ESP_KERNEL: &str = "/diskcast/vmlinuz";
 /// See [`ESP_KERNEL`].
 pub const ESP_INITRD: &str = "/diskcast/initrd.img";
+/// The kernel's `modules.builtin` on the ESP, for a kernel from this machine (`--kernel`,
+/// `--modules`) booted with no initramfs: neither the root filesystem nor an initramfs
+/// says which drivers it has built in, and `check --profile` reads it here.
+pub const ESP_BUILTIN: &str = "/diskcast/modules.builtin";
 
 /// Smallest ESP written: FAT32 needs 65525 clusters, and some firmware refuses smaller
 /// ESPs; 64 MiB leaves room for a kernel update.
@@ -280,6 +284,7 @@ fn choose_kernel(tree: &Tree, opts: &VmOptions) -> Result<FoundKernel> {
             kernel_path: show(k),
             kernel: host_file(k, "kernel (--kernel)")?,
             initrd,
+            builtin: None,
         });
     }
     let mut found = find_kernel(tree).ok_or_else(|| {
@@ -449,6 +454,9 @@ fn esp_tree(loader: Option<UefiLoader>, arch: Arch, entry: &BootEntry, kernel: &
     t.put_file(ESP_KERNEL.as_bytes(), kernel.kernel.clone(), Meta::new(0o644, Timestamp::from_secs(now)))?;
     if let Some((_, f)) = &kernel.initrd {
         t.put_file(ESP_INITRD.as_bytes(), f.clone(), Meta::new(0o644, Timestamp::from_secs(now)))?;
+    }
+    if let Some(f) = &kernel.builtin {
+        t.put_file(ESP_BUILTIN.as_bytes(), f.clone(), Meta::new(0o644, Timestamp::from_secs(now)))?;
     }
     Ok(t)
 }
@@ -785,6 +793,11 @@ fn ensure_drivers(
     need.extend(root_missing.iter().map(|m| m.to_string()));
     let names: Vec<&str> = chosen.iter().map(|(b, _)| b.name()).collect();
     if need.is_empty() {
+        // Booted with no initramfs and the kernel's index from this machine: the disk
+        // itself would not say what is built in, so its modules.builtin goes on the ESP.
+        if kernel.initrd.is_none() && k.is_host() {
+            kernel.builtin = k.builtin_file()?.map(FileData::inline);
+        }
         out.push(format!("kernel {version} drives {} (built in or in the initramfs)", names.join(", ")));
         return Ok(out);
     }

@@ -326,6 +326,24 @@ fn boot_rules(profile: Profile, disk: Arc<dyn BlockRead>) -> Result<Vec<Reason>>
     Ok(out)
 }
 
+/// The guest architecture of a disk, read as `check --profile` reads it: the kernel the
+/// ESP's systemd-boot entry starts (its PE or boot headers), else the ESP's
+/// removable-media loader (`BOOTX64.EFI`, `BOOTAA64.EFI`), else a Discoverable
+/// Partitions root type. `None`: nothing on the disk says (no readable partition table,
+/// or none of these). `convert --profile kubevirt` names it in the containerDisk's config.
+pub fn disk_arch(disk: Arc<dyn BlockRead>) -> Option<Arch> {
+    let Ok(Some(table)) = read_table(disk.as_ref()) else { return None };
+    let esps: Vec<_> = table.partitions.iter().filter(|p| p.known_type() == Some(PartType::Esp)).collect();
+    for (_, tree) in esp_trees(&disk, &esps) {
+        let Ok(esp) = tree else { continue };
+        let kernel = loader_entry(&esp).and_then(|(linux, _)| esp_file(&esp, &linux));
+        if let Some(arch) = kernel.as_ref().and_then(Arch::of_kernel).or_else(|| uefi_loader(&esp)) {
+            return Some(arch);
+        }
+    }
+    table.partitions.iter().find_map(|p| Arch::ALL.into_iter().find(|a| p.known_type() == Some(a.root_type())))
+}
+
 /// Each ESP's name for messages and its FAT tree (or why it cannot be read).
 fn esp_trees(disk: &Arc<dyn BlockRead>, esps: &[&diskcast_part::Partition]) -> Vec<(String, Result<Tree>)> {
     esps.iter()
@@ -460,6 +478,14 @@ fn kernel_rules(
                 drivers::tree_builtin(&tree, &version)
             })
             .next();
+    }
+    if builtin.is_none() {
+        // What `vm` writes beside a kernel from the host booted with no initramfs.
+        builtin = esp
+            .read_optional(crate::ESP_BUILTIN.as_bytes(), drivers::INDEX_LIMIT)
+            .ok()
+            .flatten()
+            .map(|text| drivers::builtin_names(&text));
     }
     let Some(builtin) = builtin else {
         return vec![reason(

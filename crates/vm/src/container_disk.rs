@@ -44,8 +44,9 @@ pub fn tree(disk: &Path, format: &str, mtime: u64) -> Result<Tree> {
 }
 
 /// Wraps the disk image at `disk` (`qcow2` or `raw`) into the containerDisk image `dst`
-/// (`oci:DIR:TAG`, `oci-archive:FILE:TAG`): architecture amd64 (`convert` does not look
-/// into the disk for its architecture), os linux. Dates come
+/// (`oci:DIR:TAG`, `oci-archive:FILE:TAG`): architecture amd64 (this does not look into
+/// the disk; `vm` and `convert` go through [`Staged`], whose `arch` is the disk's), os
+/// linux. Dates come
 /// from `clock`, so under `SOURCE_DATE_EPOCH` the same disk gives the same digest.
 /// `how` gives the threads and the Ctrl-C flag; the image config is the containerDisk's.
 pub fn write(

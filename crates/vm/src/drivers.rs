@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 /// The largest `modules.dep`, `modules.order` or `modules.builtin` read: Debian's
 /// modules.dep is ~400 KiB for 4000 modules.
-const INDEX_LIMIT: u64 = 16 << 20;
+pub(crate) const INDEX_LIMIT: u64 = 16 << 20;
 /// The largest kernel module read (decompressed): the biggest in-tree ones are ~20 MiB.
 const MODULE_LIMIT: u64 = 64 << 20;
 /// The largest busybox copied into an initramfs.
@@ -251,6 +251,16 @@ impl<'a> KernelModules<'a> {
         } else {
             Driver::Absent
         }
+    }
+
+    /// Whether the index is a directory of this machine (not of the image).
+    pub fn is_host(&self) -> bool {
+        matches!(self.dir, ModulesDir::Host(_))
+    }
+
+    /// The bytes of its `modules.builtin` (at most [`INDEX_LIMIT`]).
+    pub fn builtin_file(&self) -> Result<Option<Vec<u8>>> {
+        self.dir.read("modules.builtin", INDEX_LIMIT)
     }
 
     /// The names in `modules.builtin`.

@@ -21,6 +21,9 @@ pub struct FoundKernel {
     pub kernel: FileData,
     /// Path and bytes of the matching initramfs.
     pub initrd: Option<(String, FileData)>,
+    /// The kernel's `modules.builtin`, written beside it on the ESP
+    /// ([`crate::ESP_BUILTIN`]) when nothing else on the disk would carry it.
+    pub builtin: Option<FileData>,
 }
 
 /// The newest kernel in `tree`, or `None` when it has none.
@@ -35,7 +38,7 @@ pub fn find_kernel(tree: &Tree) -> Option<FoundKernel> {
         seen.push(id);
         let Some(kernel) = tree.node(id).as_file().cloned() else { return };
         let initrd = version.as_deref().and_then(|v| initrd_for(tree, v));
-        found.push(FoundKernel { version, kernel_path: path, kernel, initrd });
+        found.push(FoundKernel { version, kernel_path: path, kernel, initrd, builtin: None });
     };
     for (dir, versioned) in [("/boot", true), ("/usr/lib/modules", false), ("/lib/modules", false)] {
         for name in entry_names(tree, dir) {

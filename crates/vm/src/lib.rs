@@ -20,6 +20,7 @@ pub mod secure_boot;
 
 pub use arch::Arch;
 pub use build::{
-    BootMode, ESP_INITRD, ESP_KERNEL, PartSummary, SPARSE_MIN_SIZE, VmDisk, VmOptions, cmdline, host_file, plan,
+    BootMode, ESP_BUILTIN, ESP_INITRD, ESP_KERNEL, PartSummary, SPARSE_MIN_SIZE, VmDisk, VmOptions, cmdline, host_file,
+    plan,
 };
 pub use profile::{Archive, Profile};

@@ -90,6 +90,7 @@ pub fn run(c: CheckArgs) -> Result<u8, Failure> {
         None => images.registry.probe_source(first.as_ref()),
     }
     .map_err(|e| fail(e, CHECK_INCOMPLETE))?;
+    images.refuse_unused_disk_choice(&[(&a.file, driver.name())]).map_err(|e| fail(e, CHECK_INCOMPLETE))?;
     // 63 only when the format has no checker; an image the checker cannot read (an
     // encrypted qcow2, an unsupported feature) is an error like any other, as in qemu-img.
     let failed = |e: diskcast_block::Error| match e.kind() {

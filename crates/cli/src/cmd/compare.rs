@@ -17,6 +17,7 @@ pub fn run(a: CompareArgs) -> Result<u8> {
     let threads = a.jobs.count()?;
     let first = images.open(&a.a, a.format_a.as_deref())?;
     let second = images.open(&a.b, a.format_b.as_deref())?;
+    images.refuse_unused_disk_choice(&[(&a.a, &first.info().format), (&a.b, &second.info().format)])?;
     let progress = reporter(if a.progress_bar { ProgressMode::Bar } else { ProgressMode::None }, false);
     let diff = first_difference(first.as_ref(), second.as_ref(), threads, progress.as_ref(), None)?;
     match diff {

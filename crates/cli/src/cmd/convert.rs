@@ -72,11 +72,28 @@ pub fn run(mut a: ConvertArgs) -> Result<u8> {
     let images = Images::new(&a.open)?.with_tls(a.image.container.tls);
     let plan = Plan::new(&a, &images)?;
     plan.run(&images, &a, &flags)?;
-    if let (Some(s), Some(container)) = (staged, container) {
+    if let (Some(mut s), Some(container)) = (staged, container) {
+        s.arch = staged_arch(&images, &s)?;
         let r = container.finish_staged(&s, &Provenance::from_env()?)?;
         eprintln!("diskcast: containerDisk {} (manifest {})", s.target, r.manifest_digest);
     }
     Ok(0)
+}
+
+/// The guest architecture of the disk a containerDisk wraps, for its image config
+/// (KubeVirt nodes pull the image of their own architecture): read from the written
+/// qcow2 as `check --profile` reads it (the ESP's kernel or loader, the root type); a
+/// disk that says nothing is taken as amd64, with a warning.
+fn staged_arch(images: &Images, s: &Staged) -> Result<diskcast_vm::Arch> {
+    let disk: std::sync::Arc<dyn diskcast_block::BlockRead> =
+        std::sync::Arc::from(images.open(&s.disk, Some("qcow2"))?);
+    Ok(diskcast_vm::check::disk_arch(disk).unwrap_or_else(|| {
+        eprintln!(
+            "diskcast: warning: the disk has no ESP loader, kernel or root partition type that names its \
+             architecture; the containerDisk says amd64"
+        );
+        diskcast_vm::Arch::Amd64
+    }))
 }
 
 /// The archive DST is, if any: an OVA (`-O ova`, or a `.ova` DST without `-O`; with
@@ -303,6 +320,7 @@ impl<'r> Plan<'r> {
             },
             Input::Stream(_) => self.spool(images, a.format.is_some())?,
         };
+        images.refuse_unused_disk_choice(&[(&a.src, &src.info().format)])?;
         let salvaged = Filtered::new(src.as_ref(), reads::Salvage::new(a.src.clone()));
         let src: &dyn BlockRead = if a.salvage { &salvaged } else { src.as_ref() };
         let below = backing.as_ref().map(|b| images.open(b, a.backing_format.as_deref())).transpose()?;

@@ -36,6 +36,7 @@ pub fn run(a: DdArgs) -> Result<u8> {
     // The target is checked and locked before the input is read, as in every writing command.
     let writer = ImageWriter::open(&op.output, &[&input], &a.output_format, create, &write)?;
     let src: Arc<dyn BlockRead> = Arc::from(images.open(&input, format.as_deref())?);
+    images.refuse_unused_disk_choice(&[(&input, &src.info().format)])?;
     let mut size = src.size();
     if let Some(count) = op.count
         && let Some(bytes) = count.checked_mul(op.bs)

@@ -15,6 +15,7 @@ pub fn run(a: InfoArgs) -> Result<u8> {
     // chain is asked for: so an untrusted image can be inspected whatever it names.
     let ctx = if a.backing_chain { images.context() } else { images.context_without_backing() };
     let image = images.open_in(&a.file, a.format.as_deref(), &ctx)?;
+    images.refuse_unused_disk_choice(&[(&a.file, &image.info().format)])?;
     // The chain: (display name, image), top first. Backing names resolve against the
     // directory of the image that names them, as the gate resolved them.
     let mut chain: Vec<(PathBuf, &dyn BlockRead)> = vec![(a.file.clone(), image.as_ref())];

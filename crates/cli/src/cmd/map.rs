@@ -21,6 +21,7 @@ pub fn run(m: MapArgs) -> Result<u8> {
     let a = m.image;
     let images = Images::new(&a.open)?.with_tls(m.tls);
     let image = images.open(&a.file, a.format.as_deref())?;
+    images.refuse_unused_disk_choice(&[(&a.file, &image.info().format)])?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let write_err = |e| diskcast_block::Error::io("cannot write to standard output", e);
     if a.output == OutputFormat::Human {

@@ -18,6 +18,7 @@ pub fn run(a: MeasureArgs) -> Result<u8> {
         (_, Some(s)) => (parse_size(s)?, Vec::new(), None),
         (Some(src), None) => {
             let image = images.open(src, a.format.as_deref())?;
+            images.refuse_unused_disk_choice(&[(src, &image.info().format)])?;
             let data = extents(image.as_ref(), true)
                 .filter(|e| e.as_ref().map_or(true, |e| e.alloc == Alloc::Data))
                 .collect::<Result<Vec<_>>>()?;

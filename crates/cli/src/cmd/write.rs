@@ -78,6 +78,7 @@ pub fn run(a: WriteImageArgs) -> Result<u8> {
     let target = DeviceTarget::open(&a.device, &inputs, &write)?;
     let images = Images::new(&a.open)?;
     let image = images.open(&a.image, a.format.as_deref())?;
+    images.refuse_unused_disk_choice(&[(&a.image, &image.info().format)])?;
     let what = format!("{}: {}, {}", a.image.display(), image.info().format, bytes(image.size()));
     target.write(image.as_ref(), &what, &Confirm { yes: a.yes, verify: !a.no_verify }, &images)?;
     Ok(0)

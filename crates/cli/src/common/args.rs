@@ -43,6 +43,11 @@ pub struct OpenArgs {
     pub replay_log: bool,
     #[command(flatten)]
     pub share: ShareArgs,
+    /// For an OVA holding several disks: read disk N (1-based, in the order of the OVF
+    /// descriptor's DiskSection, as `info` lists them) instead of the first. Applies to
+    /// every OVA the command opens; refused where none of its images is an OVA.
+    #[arg(long = "disk", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub disk: Option<u32>,
 }
 
 /// `-U`: the same flag and help for every command that reads images (`info`, `convert`,

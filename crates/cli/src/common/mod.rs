@@ -50,6 +50,8 @@ pub struct Images {
     pub locks: Locks,
     /// How `http://` and `https://` images are reached (`--tls-verify`).
     pub http: HttpOptions,
+    /// `--disk N`: the disk of an OVA read (1-based); `None` the first.
+    pub package_disk: Option<usize>,
 }
 
 impl Images {
@@ -74,6 +76,7 @@ impl Images {
             replay_log: open.replay_log,
             locks: Locks::new(mode),
             http: HttpOptions::default(),
+            package_disk: open.disk.and_then(|n| usize::try_from(n).ok()),
         })
     }
 
@@ -96,6 +99,22 @@ impl Images {
                 refuse_stream(path)?;
                 self.registry.open(path, format, ctx)
             }
+        }
+    }
+
+    /// `--disk N` chooses a disk of a package (an OVA); where none of the images a command
+    /// reads (`opened`: each image's name and format) is one, it would be silently
+    /// ignored, so it is refused.
+    pub fn refuse_unused_disk_choice(&self, opened: &[(&Path, &str)]) -> Result<()> {
+        match self.package_disk {
+            Some(n) if !opened.iter().any(|(_, format)| *format == "ova") => {
+                let what: Vec<String> = opened.iter().map(|(p, f)| format!("{} is a {f} image", p.display())).collect();
+                Err(Error::argument(format!(
+                    "--disk {n} chooses a disk of an OVA holding several; {} (drop --disk)",
+                    what.join(", ")
+                )))
+            }
+            _ => Ok(()),
         }
     }
 
@@ -129,7 +148,10 @@ impl Images {
 
     /// A context that opens backing files through this command's gate.
     pub fn context(&self) -> OpenContext<'_> {
-        OpenContext::new(&self.registry, &self.gate).with_log_replay(self.replay_log).with_locks(&self.locks)
+        OpenContext::new(&self.registry, &self.gate)
+            .with_log_replay(self.replay_log)
+            .with_locks(&self.locks)
+            .with_package_disk(self.package_disk)
     }
 
     /// A context that opens no backing file (`info` without `--backing-chain`).
@@ -137,6 +159,7 @@ impl Images {
         OpenContext::without_backing(&self.registry, &self.gate)
             .with_log_replay(self.replay_log)
             .with_locks(&self.locks)
+            .with_package_disk(self.package_disk)
     }
 }
 
