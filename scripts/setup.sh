@@ -24,6 +24,7 @@
 #                             tar-reader oracles; extraction as an ordinary user
 #   syslinux*, isolinux, systemd-boot-efi, grub-efi-amd64-bin: boot loaders for boot tests
 #   grub-rescue-pc:           a real Debian-made bootable ISO (/usr/lib/grub-rescue) to read
+#   debian-installer-12-netboot-amd64: downloaded and unpacked below, never installed
 #   ipxe, memtest86+:         more Debian-made hybrid ISOs for `iso remaster`: ipxe.iso
 #                             (isohybrid MBR over a cylinder-padded disc), memtest86+x64.iso
 #                             (floppy emulation, ESP appended after the ISO)
@@ -251,6 +252,17 @@ for f in usr/lib/shim/shimx64.efi.signed usr/lib/shim/mmx64.efi.signed usr/lib/g
 done
 for f in /usr/share/OVMF/OVMF_CODE_4M.secboot.fd /usr/share/OVMF/OVMF_VARS_4M.ms.fd; do
   [ -e "$f" ] || { echo "setup: $f (package ovmf) is missing: the Secure Boot boot test needs it" >&2; exit 1; }
+done
+# A real Debian installer (tests/integration/usb.rs, debian_installer_*):
+# debian-installer-12-netboot-amd64 (downloaded, never installed) holds the installer's
+# kernel and initrd and Debian's boot screens and GRUB configuration, which the tests lay
+# out as Debian's netinst ISO lays its own (no netinst ISO is in the archive) and boot
+# from a stick to the installer's first dialog.
+di=$assets/debian-installer
+di_files=usr/lib/debian-installer/images/12/amd64/text/debian-installer/amd64
+[ -e "$di/$di_files/initrd.gz" ] || unpack_debs "$di" debian-installer-12-netboot-amd64
+for f in linux initrd.gz grub/grub.cfg boot-screens/txt.cfg; do
+  [ -e "$di/$di_files/$f" ] || { echo "setup: $di/$di_files/$f is missing after unpacking" >&2; exit 1; }
 done
 # The arm64 guest (tests/integration/vm_arm64.rs): Debian's linux-image-cloud-amd64's arm64
 # sibling (ext4 and NVMe built in, virtio as modules) under kernel/cloud-arm64, and a static

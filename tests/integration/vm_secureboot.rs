@@ -21,8 +21,9 @@ use std::time::{Duration, Instant};
 /// Good boots reach the marker in 20-40 s under TCG; the failing one stops at GRUB sooner.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
 
-/// A file of the unpacked Secure Boot packages.
-fn asset(path: &str) -> PathBuf {
+/// A file of the unpacked Secure Boot packages (also the shim and CD GRUB of usb.rs's
+/// netinst-like ISO).
+pub(crate) fn asset(path: &str) -> PathBuf {
     // $DISKCAST_TEST_ASSETS/kernel/cloud-amd64 -> $DISKCAST_TEST_ASSETS/secureboot
     let assets = test_kernel_dir().parent().and_then(Path::parent).unwrap().to_path_buf();
     let p = assets.join("secureboot").join(path);

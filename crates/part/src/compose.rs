@@ -24,6 +24,7 @@ pub struct DiskComposer {
     starts: Vec<u64>,
     contents: Vec<Option<Arc<dyn BlockRead>>>,
     boot_code: Option<Vec<u8>>,
+    hybrid: Option<u32>,
 }
 
 /// A composed disk: its layout and the image to write.
@@ -38,7 +39,15 @@ pub struct ComposedDisk {
 impl DiskComposer {
     /// An empty disk with a `kind` partition table.
     pub fn new(kind: TableKind) -> Self {
-        DiskComposer { kind, pos: ALIGN, specs: Vec::new(), starts: Vec::new(), contents: Vec::new(), boot_code: None }
+        DiskComposer {
+            kind,
+            pos: ALIGN,
+            specs: Vec::new(),
+            starts: Vec::new(),
+            contents: Vec::new(),
+            boot_code: None,
+            hybrid: None,
+        }
     }
 
     /// Byte offset on the disk where the next partition will start.
@@ -75,12 +84,21 @@ impl DiskComposer {
         self.boot_code = Some(code.to_vec());
     }
 
+    /// Lists partition `number` (active) in a hybrid MBR beside the protective entry;
+    /// [`DiskPlan::set_hybrid_mbr`] checks it and says how.
+    pub fn set_hybrid_mbr(&mut self, number: u32) {
+        self.hybrid = Some(number);
+    }
+
     /// Lays out the table (`disk_size`, when given, must hold the partitions) and places
     /// the table's sectors and every partition's content.
     pub fn finish(self, disk_size: Option<u64>, disk_guid: Uuid) -> Result<ComposedDisk> {
         let mut plan = DiskPlan::new(self.kind, self.specs, disk_size, disk_guid)?;
         if let Some(code) = &self.boot_code {
             plan.set_boot_code(code)?;
+        }
+        if let Some(n) = self.hybrid {
+            plan.set_hybrid_mbr(n)?;
         }
         let mut image = PlannedImage::new(plan.disk_size, format!("{} disk", self.kind.name()));
         for (off, bytes) in plan.table_bytes() {
@@ -138,5 +156,33 @@ mod tests {
         let e = c.finish(None, Uuid::nil()).unwrap_err();
         assert_eq!(e.kind(), diskcast_block::ErrorKind::InvalidArgument, "{e}");
         assert!(e.to_string().contains("room for 440"), "{e}");
+    }
+
+    /// Entry 1 protective from LBA 1 to the first partition, entry 2 the chosen partition
+    /// (its MBR id, active); `sgdisk --hybrid 1:EE` writes the same two entries, except
+    /// the active flag (and it lists them in the other order).
+    #[test]
+    fn a_hybrid_mbr_lists_one_partition_active_beside_the_protective_entry() {
+        let mut c = DiskComposer::new(TableKind::Gpt);
+        c.push(PartSpec { mbr_id: Some(0x0c), ..spec("fat", 40 * ALIGN) }, None).unwrap();
+        c.push(spec("b", ALIGN), None).unwrap();
+        c.set_hybrid_mbr(1);
+        let d = c.finish(None, Uuid::nil()).unwrap();
+        let mut s0 = [0u8; 512];
+        d.image.read_at(&mut s0, 0).unwrap();
+        let e = |i: usize| &s0[446 + 16 * i..462 + 16 * i];
+        let u32_at = |b: &[u8], o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap());
+        assert_eq!((e(0)[0], e(0)[4], u32_at(e(0), 8), u32_at(e(0), 12)), (0, 0xee, 1, 2047));
+        assert_eq!((e(1)[0], e(1)[4], u32_at(e(1), 8), u32_at(e(1), 12)), (0x80, 0x0c, 2048, 40 * 2048));
+        assert!(e(2).iter().chain(e(3)).all(|&b| b == 0));
+        let mut c = DiskComposer::new(TableKind::Gpt);
+        c.push(spec("a", ALIGN), None).unwrap();
+        c.set_hybrid_mbr(2);
+        let e = c.finish(None, Uuid::nil()).unwrap_err();
+        assert!(e.to_string().contains("hybrid MBR: the disk has no partition 2"), "{e}");
+        let mut c = DiskComposer::new(TableKind::Mbr);
+        c.push(spec("a", ALIGN), None).unwrap();
+        c.set_hybrid_mbr(1);
+        assert!(c.finish(None, Uuid::nil()).unwrap_err().to_string().contains("a hybrid MBR is a GPT disk's"));
     }
 }

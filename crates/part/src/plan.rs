@@ -29,7 +29,8 @@ pub struct PartSpec {
     /// attribute (bit 2).
     pub bootable: bool,
     /// MBR system id when the filesystem decides it rather than `kind` (exFAT in a basic
-    /// data partition is 0x07, not FAT32's 0x0c); `None`: `kind`'s id. GPT ignores it.
+    /// data partition is 0x07, not FAT32's 0x0c); `None`: `kind`'s id. GPT uses it only
+    /// for the partition a hybrid MBR lists ([`DiskPlan::set_hybrid_mbr`]).
     pub mbr_id: Option<u8>,
 }
 
@@ -67,6 +68,9 @@ pub struct DiskPlan {
     /// Boot code for the first bytes of sector 0 (the protective MBR of a GPT, or the
     /// MBR): what a BIOS runs when it boots the disk.
     boot_code: Option<Vec<u8>>,
+    /// GPT: the partition (1-based) a hybrid MBR lists beside the protective entry,
+    /// marked active ([`DiskPlan::set_hybrid_mbr`]).
+    hybrid: Option<u32>,
 }
 
 /// Bytes of sector 0 that hold boot code: the disk signature follows at 440.
@@ -119,7 +123,7 @@ impl DiskPlan {
         if kind == TableKind::Mbr && disk_size / SECTOR > u64::from(u32::MAX) {
             return Err(Error::argument("an MBR table addresses at most 2 TiB; use GPT"));
         }
-        Ok(DiskPlan { kind, disk_size, disk_guid, parts, boot_code: None })
+        Ok(DiskPlan { kind, disk_size, disk_guid, parts, boot_code: None, hybrid: None })
     }
 
     /// Puts `code` (at most [`BOOT_CODE_LEN`] bytes, e.g. GRUB's boot.img patched for this
@@ -133,6 +137,32 @@ impl DiskPlan {
             )));
         }
         self.boot_code = Some(code.to_vec());
+        Ok(())
+    }
+
+    /// Makes the protective MBR of a GPT disk hybrid: entry 1 stays the protective one
+    /// (type 0xee), now from LBA 1 to the sector before the first partition (the GPT's
+    /// own sectors, which is where UEFI firmware and Linux look for it: they require it
+    /// to start at LBA 1), and entry 2 lists partition `number` with its MBR id
+    /// ([`PartSpec::mbr_id`]) and the active flag (0x80), for BIOSes that boot a disk
+    /// only through an active MBR partition. The other partitions are in the GPT only,
+    /// as `sgdisk --hybrid` leaves them.
+    pub fn set_hybrid_mbr(&mut self, number: u32) -> Result<()> {
+        if self.kind != TableKind::Gpt {
+            return Err(Error::argument("a hybrid MBR is a GPT disk's; an MBR disk sets the active flag itself"));
+        }
+        let part = self
+            .parts
+            .iter()
+            .find(|p| p.number == number)
+            .ok_or_else(|| Error::argument(format!("hybrid MBR: the disk has no partition {number}")))?;
+        let end = part.start.checked_add(part.len).ok_or_else(|| Error::argument("partitions overflow"))?;
+        if end / SECTOR > u64::from(u32::MAX) {
+            return Err(Error::argument(format!(
+                "hybrid MBR: partition {number} ends past the 2 TiB an MBR entry addresses"
+            )));
+        }
+        self.hybrid = Some(number);
         Ok(())
     }
 
@@ -169,8 +199,27 @@ impl DiskPlan {
                 vec![(0, mbr::sector(signature, &entries))]
             }
             TableKind::Gpt => {
-                let mut prot = mbr::entry(0, 0xee, 1, low_u32((sectors - 1).min(u64::from(u32::MAX))));
-                prot[5..8].copy_from_slice(&[0xff, 0xff, 0xff]);
+                let hybrid = self.hybrid.and_then(|n| self.parts.iter().find(|p| p.number == n));
+                let mut mbr_entries = Vec::with_capacity(2);
+                match hybrid {
+                    Some(h) => {
+                        // Partitions start at 1 MiB or later, and `set_hybrid_mbr`
+                        // checked that `h` ends below 2^32 sectors: both fit.
+                        let first = self.parts.first().map_or(ALIGN, |p| p.start) / SECTOR;
+                        mbr_entries.push(mbr::entry(0, 0xee, 1, low_u32(first - 1)));
+                        mbr_entries.push(mbr::entry(
+                            0x80,
+                            h.spec.mbr_id(),
+                            low_u32(h.start / SECTOR),
+                            low_u32(h.len / SECTOR),
+                        ));
+                    }
+                    None => {
+                        let mut prot = mbr::entry(0, 0xee, 1, low_u32((sectors - 1).min(u64::from(u32::MAX))));
+                        prot[5..8].copy_from_slice(&[0xff, 0xff, 0xff]);
+                        mbr_entries.push(prot);
+                    }
+                }
                 let mut array = Vec::with_capacity(ARRAY_BYTES);
                 for p in &self.parts {
                     let attrs = if p.spec.bootable { 1 << 2 } else { 0 };
@@ -192,7 +241,7 @@ impl DiskPlan {
                 let primary = gpt::header(1, sectors - 1, first_usable, last_usable, self.disk_guid, 2, crc);
                 let backup = gpt::header(sectors - 1, 1, first_usable, last_usable, self.disk_guid, backup_array, crc);
                 vec![
-                    (0, mbr::sector(0, &[prot])),
+                    (0, mbr::sector(0, &mbr_entries)),
                     (SECTOR, primary),
                     (2 * SECTOR, array.clone()),
                     (backup_array * SECTOR, array),

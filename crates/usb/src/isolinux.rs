@@ -7,7 +7,8 @@
 //! `LABEL`, `MENU LABEL`, `KERNEL`/`LINUX`, `INITRD`, `APPEND` (its `initrd=` too),
 //! `DEFAULT`, `MENU DEFAULT`, `TIMEOUT`, `PROMPT`, `UI`, `INCLUDE`/`MENU INCLUDE` and
 //! `CONFIG` (syslinux's documented keywords; paths relative to the configuration's
-//! directory, as isolinux resolves them). Entries that start COM32 modules, boot
+//! directory, as isolinux resolves them; `CONFIG` inside an entry is that entry's
+//! action, left out like a COM32 one). Entries that start COM32 modules, boot
 //! sectors or other loaders (`.c32`, `.com`, `.bin`, `.0`) are left out: GRUB cannot run
 //! them.
 
@@ -21,6 +22,8 @@ const MAX_CONFIG_BYTES: u64 = 1 << 20;
 const MAX_CONFIG_FILES: usize = 64;
 /// Most menu entries kept.
 const MAX_ENTRIES: usize = 256;
+/// Deepest `MENU BEGIN` nesting followed (Debian's is 2).
+const MAX_MENU_DEPTH: usize = 16;
 
 /// One Linux entry of the configuration.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -52,7 +55,14 @@ pub struct Config {
     pub skipped: Vec<String>,
 }
 
-/// Reads the configuration at `path` of `tree` (and what it includes).
+/// Reads the configuration at `path` of `tree` (and what it includes, at the point it
+/// includes it, as isolinux does: an `INCLUDE` inside a `MENU BEGIN` block belongs to
+/// that submenu).
+///
+/// Entries of submenus (`MENU BEGIN` ... `MENU END`) are kept, titled
+/// `Submenu > Entry`; their `DEFAULT` and `MENU DEFAULT` are the submenu's own and do not
+/// choose what the top menu boots (Debian's dark-contrast submenu has `default
+/// installdark`; isolinux still boots the top menu's first entry).
 pub fn read(tree: &Tree, path: &str) -> Result<Config> {
     let mut cfg = Config::default();
     let mut prompt: Option<bool> = None;
@@ -61,105 +71,140 @@ pub fn read(tree: &Tree, path: &str) -> Result<Config> {
     // An APPEND before the first LABEL applies to the entries without their own.
     let mut global_append: Option<String> = None;
     let mut files = 0usize;
-    let mut todo = vec![path.to_string()];
     let mut cur: Option<Entry> = None;
+    // The open submenus' titles, innermost last.
+    let mut menus: Vec<String> = Vec::new();
     let dir = path.rsplit_once('/').map_or("/", |(d, _)| d).to_string();
-    while let Some(file) = todo.pop() {
-        files += 1;
-        if files > MAX_CONFIG_FILES {
-            return Err(Error::refused(format!(
-                "{path}: includes more than {MAX_CONFIG_FILES} files (INCLUDE/CONFIG loop?)"
-            )));
+    // Files being read, innermost (the latest INCLUDE) last: their lines and the next one.
+    let mut stack: Vec<(Vec<String>, usize)> = Vec::new();
+    let mut next_file = Some(path.to_string());
+    loop {
+        if let Some(file) = next_file.take() {
+            files += 1;
+            if files > MAX_CONFIG_FILES {
+                return Err(Error::refused(format!(
+                    "{path}: includes more than {MAX_CONFIG_FILES} files (INCLUDE/CONFIG loop?)"
+                )));
+            }
+            match tree.read(file.as_bytes(), MAX_CONFIG_BYTES) {
+                Ok(t) => stack.push((String::from_utf8_lossy(&t).lines().map(str::to_string).collect(), 0)),
+                // isolinux skips an INCLUDE it cannot open; so does the menu.
+                Err(_) if file != path => {}
+                Err(e) => return Err(Error::invalid(format!("{path}: {}", e.message()))),
+            }
         }
-        let text = match tree.read(file.as_bytes(), MAX_CONFIG_BYTES) {
-            Ok(t) => t,
-            // isolinux skips an INCLUDE it cannot open; so does the menu.
-            Err(_) if file != path => continue,
-            Err(e) => return Err(Error::invalid(format!("{path}: {}", e.message()))),
+        let Some((lines, at)) = stack.last_mut() else { break };
+        let Some(line) = lines.get(*at).cloned() else {
+            stack.pop();
+            continue;
         };
-        let text = String::from_utf8_lossy(&text).into_owned();
-        let mut includes = Vec::new();
-        for line in text.lines() {
-            let line = line.trim();
-            let (word, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
-            let rest = rest.trim();
-            let word = word.to_ascii_lowercase();
-            let (word, rest) = match (word.as_str(), rest.split_once(char::is_whitespace)) {
-                ("menu", Some((w, r))) => (format!("menu {}", w.to_ascii_lowercase()), r.trim()),
-                ("menu", None) => (format!("menu {}", rest.to_ascii_lowercase()), ""),
-                _ => (word, rest),
-            };
-            match word.as_str() {
-                "label" => {
-                    if let Some(e) = cur.take() {
-                        push(&mut cfg, e)?;
-                    }
-                    cur = Some(Entry { label: rest.to_string(), ..Entry::default() });
+        *at += 1;
+        let line = line.trim();
+        let (word, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
+        let rest = rest.trim();
+        let word = word.to_ascii_lowercase();
+        let (word, rest) = match (word.as_str(), rest.split_once(char::is_whitespace)) {
+            ("menu", Some((w, r))) => (format!("menu {}", w.to_ascii_lowercase()), r.trim()),
+            ("menu", None) => (format!("menu {}", rest.to_ascii_lowercase()), ""),
+            _ => (word, rest),
+        };
+        let in_submenu = !menus.is_empty();
+        match word.as_str() {
+            "label" => {
+                if let Some(e) = cur.take() {
+                    push(&mut cfg, e, &menus)?;
                 }
-                "menu label" => {
-                    if let Some(e) = cur.as_mut() {
-                        e.title = Some(rest.replace('^', ""));
+                cur = Some(Entry { label: rest.to_string(), ..Entry::default() });
+            }
+            "menu begin" | "menu end" => {
+                if let Some(e) = cur.take() {
+                    push(&mut cfg, e, &menus)?;
+                }
+                if word == "menu begin" {
+                    if menus.len() >= MAX_MENU_DEPTH {
+                        return Err(Error::refused(format!(
+                            "{path}: submenus nest deeper than {MAX_MENU_DEPTH} (MENU BEGIN without MENU END?)"
+                        )));
+                    }
+                    menus.push(rest.to_string());
+                } else {
+                    menus.pop();
+                }
+            }
+            "menu label" => match cur.as_mut() {
+                Some(e) => e.title = Some(rest.replace('^', "")),
+                // A submenu's own label, before its first entry.
+                None => {
+                    if let Some(m) = menus.last_mut() {
+                        *m = rest.replace('^', "");
                     }
                 }
-                "kernel" | "linux" => {
-                    if let Some(e) = cur.as_mut() {
-                        e.kernel = absolute(&dir, rest);
-                        let l = rest.to_ascii_lowercase();
-                        e.other = word == "kernel"
-                            && [".c32", ".com", ".cbt", ".bin", ".bs", ".bss", ".0"].iter().any(|x| l.ends_with(x));
-                    }
+            },
+            "kernel" | "linux" => {
+                if let Some(e) = cur.as_mut() {
+                    e.kernel = absolute(&dir, rest);
+                    let l = rest.to_ascii_lowercase();
+                    e.other = word == "kernel"
+                        && [".c32", ".com", ".cbt", ".bin", ".bs", ".bss", ".0"].iter().any(|x| l.ends_with(x));
                 }
-                "com32" | "boot" | "bss" | "pxe" | "fdimage" | "comboot" | "localboot" => {
-                    if let Some(e) = cur.as_mut() {
-                        e.other = true;
-                    }
+            }
+            "com32" | "boot" | "bss" | "pxe" | "fdimage" | "comboot" | "localboot" => {
+                if let Some(e) = cur.as_mut() {
+                    e.other = true;
                 }
-                "initrd" => {
-                    if let Some(e) = cur.as_mut() {
-                        e.initrd = rest.split(',').filter(|s| !s.is_empty()).map(|s| absolute(&dir, s)).collect();
-                    }
+            }
+            // Inside an entry, CONFIG is what the entry does (Debian's Help entry loads
+            // prompt.cfg, which includes menu.cfg again): not a Linux entry, and
+            // nothing to read now.
+            "config" if cur.is_some() => {
+                if let Some(e) = cur.as_mut() {
+                    e.other = true;
                 }
-                "append" if cur.is_none() => global_append = Some(rest.to_string()),
-                "append" => {
-                    if let Some(e) = cur.as_mut() {
-                        e.append = rest.to_string();
-                        for w in rest.split_whitespace() {
-                            if let Some(list) = w.strip_prefix("initrd=") {
-                                e.initrd =
-                                    list.split(',').filter(|s| !s.is_empty()).map(|s| absolute(&dir, s)).collect();
-                            }
+            }
+            "initrd" => {
+                if let Some(e) = cur.as_mut() {
+                    e.initrd = rest.split(',').filter(|s| !s.is_empty()).map(|s| absolute(&dir, s)).collect();
+                }
+            }
+            "append" if cur.is_none() => global_append = Some(rest.to_string()),
+            "append" => {
+                if let Some(e) = cur.as_mut() {
+                    e.append = rest.to_string();
+                    for w in rest.split_whitespace() {
+                        if let Some(list) = w.strip_prefix("initrd=") {
+                            e.initrd = list.split(',').filter(|s| !s.is_empty()).map(|s| absolute(&dir, s)).collect();
                         }
                     }
                 }
-                "default" => {
-                    if !rest.to_ascii_lowercase().ends_with(".c32") {
-                        cfg.default = rest.split_whitespace().next().map(str::to_string);
-                    } else {
-                        ui = true;
-                    }
-                }
-                "menu default" => {
-                    if let Some(e) = &cur {
-                        cfg.default = Some(e.label.clone());
-                    }
-                }
-                "ui" => ui = true,
-                "prompt" => prompt = Some(rest != "0"),
-                "timeout" => raw_timeout = rest.parse().ok(),
-                "include" | "menu include" | "config" => {
-                    let f = rest.split_whitespace().next().unwrap_or("");
-                    if !f.is_empty() {
-                        includes.push(absolute(&dir, f));
-                    }
-                }
-                _ => {}
             }
+            "default" if in_submenu => {}
+            "default" => {
+                if !rest.to_ascii_lowercase().ends_with(".c32") {
+                    cfg.default = rest.split_whitespace().next().map(str::to_string);
+                } else {
+                    ui = true;
+                }
+            }
+            "menu default" if in_submenu => {}
+            "menu default" => {
+                if let Some(e) = &cur {
+                    cfg.default = Some(e.label.clone());
+                }
+            }
+            "ui" => ui = true,
+            "prompt" => prompt = Some(rest != "0"),
+            "timeout" => raw_timeout = rest.parse().ok(),
+            "include" | "menu include" | "config" => {
+                let f = rest.split_whitespace().next().unwrap_or("");
+                if !f.is_empty() {
+                    next_file = Some(absolute(&dir, f));
+                }
+            }
+            _ => {}
         }
-        // Included files are read next, in order, before the rest of the stack.
-        todo.extend(includes.into_iter().rev());
     }
     if let Some(e) = cur.take() {
-        push(&mut cfg, e)?;
+        push(&mut cfg, e, &menus)?;
     }
     if let Some(g) = &global_append {
         for e in cfg.entries.iter_mut().filter(|e| e.append.is_empty()) {
@@ -175,7 +220,13 @@ pub fn read(tree: &Tree, path: &str) -> Result<Config> {
     Ok(cfg)
 }
 
-fn push(cfg: &mut Config, e: Entry) -> Result<()> {
+/// Closes entry `e`, read inside the submenus `menus` (outermost first): its title is
+/// prefixed with theirs.
+fn push(cfg: &mut Config, mut e: Entry, menus: &[String]) -> Result<()> {
+    if !menus.is_empty() {
+        let own = e.title.take().unwrap_or_else(|| e.label.clone());
+        e.title = Some(format!("{} > {own}", menus.join(" > ")));
+    }
     if e.other || e.kernel.is_empty() {
         cfg.skipped.push(e.label);
         return Ok(());
@@ -271,6 +322,51 @@ pub(crate) mod tests {
         assert_eq!(c.entries[0].initrd, ["/boot/isolinux/initrd.img", "/boot/isolinux/extra.img"]);
         assert_eq!(c.timeout, Some(0), "PROMPT 0 without a menu boots the default at once");
         assert_eq!((c.entries[0].append.as_str(), c.entries[1].append.as_str()), ("boot=live", "quiet"));
+    }
+
+    /// Debian's netinst menu (its files as debian-installer-12-netboot-amd64 has them,
+    /// shortened): the Help entry's `config prompt.cfg` loads a file that includes
+    /// menu.cfg again (read as an include, that loops to the cap); the dark-contrast
+    /// submenu's `default installdark` is the submenu's (isolinux boots the top menu's
+    /// first entry); included files are read where they are included.
+    #[test]
+    fn debians_netinst_menu_keeps_its_top_default_and_reads_no_entry_action() {
+        let t = tree(&[
+            ("isolinux/isolinux.cfg", "path \ninclude menu.cfg\ndefault vesamenu.c32\nprompt 0\ntimeout 0\n"),
+            (
+                "isolinux/menu.cfg",
+                "menu title Debian GNU/Linux installer menu (BIOS mode)\ninclude txt.cfg\nmenu begin dark\n    menu label Accessible ^dark contrast installer menu\n\tlabel mainmenu\n\t\tmenu label ^Back..\n\t\tmenu exit\n\tinclude drk.cfg\nmenu end\nlabel help\n\tmenu label ^Help\n\ttext help\n   Display help screens\n\tendtext\n\tconfig prompt.cfg\ninclude spk.cfg\n",
+            ),
+            ("isolinux/prompt.cfg", "prompt 1\ndisplay f1.txt\ntimeout 0\ninclude menu.cfg\n"),
+            (
+                "isolinux/txt.cfg",
+                "label install\n\tmenu label ^Install\n\tkernel /install.amd/vmlinuz\n\tappend initrd=/install.amd/initrd.gz\n",
+            ),
+            (
+                "isolinux/drk.cfg",
+                "label installdark\ndefault installdark\n\tmenu label ^Install\n\tmenu default\n\tkernel /install.amd/vmlinuz\n\tappend theme=dark\n",
+            ),
+            (
+                "isolinux/spk.cfg",
+                "label installspk\n\tmenu label Install with ^speech synthesis\n\tkernel /install.amd/vmlinuz\n",
+            ),
+        ]);
+        let c = read(&t, "/isolinux/isolinux.cfg").unwrap();
+        let got: Vec<(&str, &str)> =
+            c.entries.iter().map(|e| (e.label.as_str(), e.title.as_deref().unwrap_or(""))).collect();
+        assert_eq!(
+            got,
+            [
+                ("install", "Install"),
+                ("installdark", "Accessible dark contrast installer menu > Install"),
+                ("installspk", "Install with speech synthesis")
+            ]
+        );
+        assert_eq!(c.default, None, "the submenu's default is not the top menu's");
+        assert_eq!(c.skipped, ["mainmenu", "help"]);
+        assert_eq!(c.timeout, None, "prompt.cfg is not read: its PROMPT 1 is not the menu's");
+        let g = grub_menu(&c).unwrap();
+        assert!(!g.contains("set default") && g.starts_with("menuentry 'Install' --id 'install'"), "{g}");
     }
 
     #[test]

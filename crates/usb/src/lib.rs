@@ -296,7 +296,7 @@ fn plan_fat32(
     };
 
     // Partition 1: FAT32, ESP type (UEFI looks for its loader there).
-    let fat = registry.builder("fat32")?.1;
+    let (fat_fs, fat) = registry.builder("fat32")?;
     let rest = |used: u64| -> Result<u64> {
         let s = opts.size.unwrap_or(0);
         let left = s.checked_sub(fixed).and_then(|l| l.checked_sub(used)).filter(|&l| l >= ALIGN);
@@ -326,7 +326,9 @@ fn plan_fat32(
     notes.extend(built.warnings.iter().map(|w| format!("FAT: {w}")));
     let fat_len = built.image.size();
     let name = if data_tree.is_some() { "boot" } else { "data" };
-    disk.push_fs(name, PartType::Esp, built, None)?;
+    // Its MBR id (FAT32 LBA, 0x0c, as Rufus lists it) is what the hybrid MBR shows when
+    // BIOS boot is installed ([`StickDisk::push_bios`]).
+    disk.push_fs(name, PartType::Esp, built, Some(fat_fs.mbr_id(PartType::Fat)))?;
     let mut file_count = boot_tree.stats().files;
 
     // Partition 2 (exfat layout): everything.
@@ -447,10 +449,14 @@ impl<'a> StickDisk<'a> {
     }
 
     /// Appends the BIOS boot partition holding GRUB's core image, and boot.img's code
-    /// pointing at it in the protective MBR.
+    /// pointing at it in sector 0, whose MBR becomes hybrid: partition 1 (the FAT
+    /// partition) listed beside the protective entry and marked active, since some
+    /// BIOSes boot a USB stick only when its MBR has an active partition (SeaBIOS and
+    /// most PC firmware run sector 0's code whatever the table says).
     fn push_bios(&mut self, grub: &GrubBios) -> Result<()> {
         let installed = grub.install(self.disk.next_start() / 512, BIOS_BOOT_SIZE)?;
         self.disk.set_boot_code(&installed.mbr_code);
+        self.disk.set_hybrid_mbr(1);
         let core_len = diskcast_layout::u64_from_usize(installed.core.len());
         let mut core = PlannedImage::new(core_len, "GRUB core image");
         core.place_bytes(0, installed.core)?;

@@ -314,9 +314,10 @@ pub fn plan(
         disk_offset: disk.next_start(),
         variant: Some("fat32".into()),
     };
-    let built = registry.builder("fat32")?.1.plan(&esp, &o)?;
+    let (boot_fs, boot_builder) = registry.builder("fat32")?;
+    let built = boot_builder.plan(&esp, &o)?;
     let boot_len = built.image.size().next_multiple_of(ALIGN);
-    disk.push_fs("boot", PartType::Esp, built, None)?;
+    disk.push_fs("boot", PartType::Esp, built, Some(boot_fs.mbr_id(PartType::Fat)))?;
 
     let bios_room = if bios_image.is_ok() { crate::BIOS_BOOT_SIZE } else { 0 };
     let size = match opts.size {
