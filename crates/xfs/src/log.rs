@@ -29,7 +29,7 @@ pub fn needs_recovery(why: &str) -> Error {
 
 /// Checks that the log of `len` bytes at byte `at` of `disk` was cleanly unmounted.
 pub fn check_clean(disk: &dyn BlockRead, at: u64, len: u64) -> Result<()> {
-    if len > MAX_LOG_BYTES || len < 64 * 512 {
+    if !(64 * 512..=MAX_LOG_BYTES).contains(&len) {
         return Err(Error::corrupt(format!("XFS log of {len} bytes")).with_field("sb_logblocks"));
     }
     let nbb = len / 512;
