@@ -304,6 +304,7 @@ fn xfs_root_of_a_gpt_disk_in_qcow2_is_listed() {
     let disk = d.path().join("disk.raw");
     std::fs::File::create(&disk).unwrap().set_len(340 * MIB).unwrap();
     tool_text("sgdisk", &["-n", "1:2048:+16M", "-t", "1:ef00", "-n", "2:0:0", "-t", "2:8300", &s(&disk)]);
+    let want_pkgs: Vec<String>;
     {
         let lo = Loop::attach(&disk, false);
         let p2 = lo.part(2);
@@ -312,6 +313,17 @@ fn xfs_root_of_a_gpt_disk_in_qcow2_is_listed() {
         let m = Mount::new(&p2, &d.path().join("m"));
         std::fs::create_dir_all(m.dir.join("etc")).unwrap();
         write_file(&m.dir.join("etc/os-release"), b"ID=rocky\nVERSION_ID=9\n");
+        std::fs::create_dir_all(m.dir.join("var/lib/dpkg")).unwrap();
+        write_file(
+            &m.dir.join("var/lib/dpkg/status"),
+            b"Package: tzdata\nStatus: install ok installed\nArchitecture: all\nVersion: 2024a-1\n\n\
+              Package: old\nStatus: deinstall ok config-files\nArchitecture: amd64\nVersion: 1.0\n\n\
+              Package: zlib1g\nStatus: install ok installed\nArchitecture: amd64\nVersion: 1:1.2.13-1\n",
+        );
+        // What dpkg itself says is installed, for `inspect` below.
+        let admindir = format!("--admindir={}", s(&m.dir.join("var/lib/dpkg")));
+        let listed = tool_text("dpkg-query", &[&admindir, "-W", "-f", "${db:Status-Status} ${Package} ${Version}\n"]);
+        want_pkgs = listed.lines().filter_map(|l| l.strip_prefix("installed ")).map(String::from).collect();
         drop(m);
     }
     let qcow = d.path().join("disk.qcow2");
@@ -322,6 +334,21 @@ fn xfs_root_of_a_gpt_disk_in_qcow2_is_listed() {
     // Without :2 the XFS root is the partition chosen, not the ESP.
     let cat = dc_ok(&["cat", &s(&qcow), "etc/os-release"]).stdout;
     assert_eq!(cat, b"ID=rocky\nVERSION_ID=9\n");
+    // `inspect` reads the XFS root's packages as dpkg-query does.
+    let j: serde_json::Value =
+        serde_json::from_str(&dc_ok(&["inspect", "--output", "json", &s(&qcow)]).stdout_str()).unwrap();
+    let mut got: Vec<String> = j["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["type"] == "deb")
+        .map(|p| format!("{} {}", p["name"].as_str().unwrap(), p["version"].as_str().unwrap()))
+        .collect();
+    got.sort();
+    let mut want = want_pkgs.clone();
+    want.sort();
+    assert_eq!(got, want);
+    assert_eq!(got.len(), 2, "{got:?}");
 }
 
 #[test]
