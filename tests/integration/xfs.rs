@@ -365,12 +365,18 @@ fn a_dirty_log_is_refused_and_read_after_the_kernel_replays_it() {
         sh(&format!("sync -f '{}'", m.dir.join("later/file").display()));
         tool_text("xfs_io", &["-x", "-c", "shutdown -f", &s(&m.dir)]);
     }
+    let before = tool_text("sha256sum", &[&s(&img)]);
     dc(&["ls", &s(&img)]).expect_code(1).expect_stderr_all(&["fs.img", "XFS log needs recovery", "xfs_repair"]);
+    assert_eq!(tool_text("sha256sum", &[&s(&img)]), before, "the image was written");
+    // xfs_logprint agrees that the log is dirty.
+    let log = tool_text("xfs_logprint", &["-t", &s(&img)]);
+    assert!(log.contains("state: <DIRTY>"), "{log}");
     // The kernel replays the log of a copy at mount; then both agree.
     let copy = d.path().join("copy.img");
     tool_text("cp", &["--sparse=always", &s(&img), &s(&copy)]);
     drop(XfsMount::new(&copy, &d.path().join("replay"), "rw"));
     repair_clean(&copy);
+    assert!(tool_text("xfs_logprint", &["-t", &s(&copy)]).contains("state: <CLEAN>"));
     judge_against_kernel(d.path(), &copy, "replayed");
     let ls = dc_ok(&["ls", &s(&copy), "later"]).stdout_str();
     assert!(ls.contains("file"), "{ls}");

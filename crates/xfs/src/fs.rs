@@ -113,9 +113,10 @@ pub struct Fs {
     /// Directory block size in filesystem blocks.
     pub dir_fsbs: u64,
     pub rootino: u64,
-    /// Metadata blocks of all forks' B+trees read so far: each belongs to one fork, so a
-    /// count past the filesystem's blocks means blocks shared between forks (a hostile
-    /// image), and the work of all files together stays linear in the image.
+    /// Metadata blocks read so far (B+tree blocks of every fork, directory, attribute and
+    /// remote symlink blocks): each belongs to one fork, so a count past the filesystem's
+    /// blocks means blocks shared between forks (a hostile image), and the work of all
+    /// files together stays linear in the image.
     walked: Cell<u64>,
 }
 
@@ -514,7 +515,20 @@ impl Fs {
 
     /// Reads the fork's logical blocks `off..off + len`, every one of which must be
     /// mapped and written, as one buffer; with the disk address of the first.
+    ///
+    /// Only directory, attribute and symlink blocks are read this way, and each belongs to
+    /// one inode: all of them together are at most the filesystem's blocks, so inodes
+    /// sharing a hostile fork cannot make the walk quadratic.
     pub fn read_logical(&self, maps: &[Mapping], off: u64, len: u64, what: &dyn Display) -> Result<(Vec<u8>, u64)> {
+        let walked = self.walked.get().saturating_add(len);
+        if walked > self.dblocks {
+            return Err(corrupt(format!(
+                "{what}: the directories, attributes and B+trees read take more blocks than the filesystem's {} \
+                 (blocks shared between inodes)",
+                self.dblocks
+            )));
+        }
+        self.walked.set(walked);
         let mut buf = vec![0u8; idx(len * self.bs)?];
         let mut first = None;
         let mut l = off;
