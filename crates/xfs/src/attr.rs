@@ -4,10 +4,10 @@
 //! (`SGI_ACL_FILE`, `SGI_ACL_DEFAULT` in the root namespace) as `system.posix_acl_*` in
 //! Linux's encoding, which is how the tree models them.
 
-use crate::fs::{ForkKind, Fs, Inode, Mapping, idx};
+use crate::fs::{ForkKind, Fs, Inode, Mapping};
 use crate::layout::*;
 use diskcast_block::{Error, Result};
-use diskcast_layout::{be16, be32, byte, bytes, u64_from_usize, usize_from};
+use diskcast_layout::{be16, be32, byte, bytes, usize_from};
 use diskcast_tree::Xattr;
 use std::collections::HashSet;
 
@@ -137,40 +137,14 @@ fn leaves(fs: &Fs, ino: u64, maps: &[Mapping], out: &mut Vec<Xattr>) -> Result<(
     }
 }
 
-/// A value kept in its own blocks from attribute fork block `blk` (v5: each block starts
-/// with a header naming its part of the value).
+/// A value kept in its own blocks from attribute fork block `blk`.
 fn remote(fs: &Fs, ino: u64, maps: &[Mapping], blk: u64, len: usize) -> Result<Vec<u8>> {
     if len > MAX_VALUE {
         return Err(Error::corrupt(format!(
             "inode {ino}: an attribute value of {len} bytes (Linux allows {MAX_VALUE})"
         )));
     }
-    let per = if fs.v5 { idx(fs.bs)? - hdr::RMT } else { idx(fs.bs)? };
-    let nblocks = u64_from_usize(len.div_ceil(per).max(1));
-    let what = format!("inode {ino}'s attribute value at block {blk}");
-    if !fs.v5 {
-        let (b, _) = fs.read_logical(maps, blk, nblocks, &what)?;
-        return Ok(b[..len].to_vec());
-    }
-    let mut value = Vec::with_capacity(len);
-    for i in 0..nblocks {
-        let cwhat = format!("{what}, part {i}");
-        let (chunk, at) = fs.read_logical(maps, blk + i, 1, &cwhat)?;
-        if be32(&chunk, 0, "XFS remote value")? != ATTR_RMT_MAGIC {
-            return Err(Error::corrupt(format!("{cwhat}: bad magic")));
-        }
-        fs.check_self(&chunk, at, ino, (off::RMT_CRC, off::RMT_UUID, off::RMT_OWNER, off::RMT_BLKNO), &cwhat)?;
-        let offset = usize_from(be32(&chunk, 4, "XFS remote value")?);
-        let n = usize_from(be32(&chunk, 8, "XFS remote value")?);
-        if offset != value.len() || n > per || offset + n > len {
-            return Err(Error::corrupt(format!("{cwhat}: holds bytes {offset}+{n} of a {len}-byte value")));
-        }
-        value.extend_from_slice(&chunk[hdr::RMT..hdr::RMT + n]);
-    }
-    if value.len() != len {
-        return Err(Error::corrupt(format!("{what}: holds {} of its {len} bytes", value.len())));
-    }
-    Ok(value)
+    fs.read_remote(ino, maps, blk, len, ATTR_RMT_MAGIC, &format!("inode {ino}'s attribute value"))
 }
 
 /// One attribute into `out`, named as Linux names it (parent pointers, internal to the

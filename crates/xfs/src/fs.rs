@@ -8,7 +8,7 @@
 use crate::layout::*;
 use crate::log;
 use diskcast_block::{BlockRead, Error, Result};
-use diskcast_layout::{be16, be32, be64, u64_from_usize};
+use diskcast_layout::{be16, be32, be64, u64_from_usize, usize_from};
 use std::cell::Cell;
 use std::collections::HashSet;
 use std::fmt::Display;
@@ -546,5 +546,44 @@ impl Fs {
             l += n;
         }
         Ok((buf, first.unwrap_or(0)))
+    }
+
+    /// `len` bytes kept in the fork's blocks from `blk` on (a remote symlink target or
+    /// attribute value): v4 blocks hold bytes only; v5 blocks each start with a header
+    /// (`magic`, which part of the value they hold, CRC, UUID, owner and address).
+    pub fn read_remote(
+        &self,
+        ino: u64,
+        maps: &[Mapping],
+        blk: u64,
+        len: usize,
+        magic: u32,
+        what: &str,
+    ) -> Result<Vec<u8>> {
+        let per = if self.v5 { idx(self.bs)? - hdr::RMT } else { idx(self.bs)? };
+        let nblocks = u64_from_usize(len.div_ceil(per).max(1));
+        if !self.v5 {
+            let (b, _) = self.read_logical(maps, blk, nblocks, &what)?;
+            return Ok(b[..len].to_vec());
+        }
+        let mut out = Vec::with_capacity(len);
+        for i in 0..nblocks {
+            let part = format!("{what}, block {}", blk + i);
+            let (b, at) = self.read_logical(maps, blk + i, 1, &part)?;
+            if be32(&b, 0, "XFS remote block")? != magic {
+                return Err(corrupt(format!("{part}: bad magic")));
+            }
+            self.check_self(&b, at, ino, (off::RMT_CRC, off::RMT_UUID, off::RMT_OWNER, off::RMT_BLKNO), &part)?;
+            let offset = usize_from(be32(&b, 4, "XFS remote block")?);
+            let n = usize_from(be32(&b, 8, "XFS remote block")?);
+            if offset != out.len() || n > per || offset.saturating_add(n) > len {
+                return Err(corrupt(format!("{part}: holds bytes {offset}+{n} of {len}")));
+            }
+            out.extend_from_slice(&b[hdr::RMT..hdr::RMT + n]);
+        }
+        if out.len() != len {
+            return Err(corrupt(format!("{what}: holds {} of its {len} bytes", out.len())));
+        }
+        Ok(out)
     }
 }

@@ -20,9 +20,9 @@ mod layout;
 mod log;
 
 use crate::fs::{ForkKind, Fs, Inode, idx};
-use crate::layout::{SYMLINK_MAGIC, decode_time, fork, hdr, off};
+use crate::layout::{SYMLINK_MAGIC, decode_time, fork};
 use diskcast_block::{BlockRead, Error, Result};
-use diskcast_layout::{be32, u64_from_usize, usize_from};
+use diskcast_layout::be32;
 use diskcast_tree::{
     FileData, FileExtent, FsReader, Kind, Meta, Node, NodeId, ReadOptions, Timestamp, Tree, check_name, display_name,
 };
@@ -185,29 +185,5 @@ fn symlink(fs: &Fs, inode: &Inode) -> Result<Vec<u8>> {
             .ok_or_else(|| Error::corrupt(format!("symlink inode {ino}: {size} bytes do not fit in the inode")));
     }
     let maps = fs.map(inode, ForkKind::Data)?;
-    let per = if fs.v5 { idx(fs.bs)? - hdr::RMT } else { idx(fs.bs)? };
-    let nblocks = u64_from_usize(len.div_ceil(per));
-    let mut out = Vec::with_capacity(len);
-    for i in 0..nblocks {
-        let what = format!("symlink inode {ino}'s block {i}");
-        let (b, at) = fs.read_logical(&maps, i, 1, &what)?;
-        if !fs.v5 {
-            out.extend_from_slice(&b[..(len - out.len()).min(b.len())]);
-            continue;
-        }
-        if be32(&b, 0, "XFS symlink block")? != SYMLINK_MAGIC {
-            return Err(Error::corrupt(format!("{what}: bad magic")));
-        }
-        fs.check_self(&b, at, ino, (off::RMT_CRC, off::RMT_UUID, off::RMT_OWNER, off::RMT_BLKNO), &what)?;
-        let offset = usize_from(be32(&b, 4, "XFS symlink block")?);
-        let n = usize_from(be32(&b, 8, "XFS symlink block")?);
-        if offset != out.len() || n > per || offset + n > len {
-            return Err(Error::corrupt(format!("{what}: holds bytes {offset}+{n} of a {len}-byte target")));
-        }
-        out.extend_from_slice(&b[hdr::RMT..hdr::RMT + n]);
-    }
-    if out.len() != len {
-        return Err(Error::corrupt(format!("symlink inode {ino}: holds {} of its {len} bytes", out.len())));
-    }
-    Ok(out)
+    fs.read_remote(ino, &maps, 0, len, SYMLINK_MAGIC, &format!("symlink inode {ino}"))
 }
