@@ -25,7 +25,7 @@ pub fn entries(fs: &Fs, inode: &Inode) -> Result<Vec<(Vec<u8>, u64)>> {
             let per = fs.dir_fsbs;
             // Each directory block starts at a multiple of its size in blocks.
             let mut starts: Vec<u64> = Vec::new();
-            for m in maps.iter().filter(|m| !m.unwritten && m.off * fs.bs < LEAF_OFFSET) {
+            for m in maps.iter().filter(|m| !m.unwritten && m.off.saturating_mul(fs.bs) < LEAF_OFFSET) {
                 let first = m.off.next_multiple_of(per);
                 let end = (m.off + m.len).min(LEAF_OFFSET / fs.bs);
                 let mut b = first;
