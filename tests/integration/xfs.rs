@@ -65,22 +65,8 @@ fn inode_field(img: &Path, ino: u64, field: &str) -> String {
 }
 
 /// Loop-mounts `img` at `dir` with `opts`, unmounted when dropped.
-struct XfsMount {
-    dir: PathBuf,
-}
-
-impl XfsMount {
-    fn new(img: &Path, dir: &Path, opts: &str) -> XfsMount {
-        std::fs::create_dir_all(dir).unwrap();
-        tool_text("mount", &["-t", "xfs", "-o", &format!("loop,{opts}"), &s(img), &s(dir)]);
-        XfsMount { dir: dir.to_path_buf() }
-    }
-}
-
-impl Drop for XfsMount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.dir).status();
-    }
+fn xfs_mount(img: &Path, dir: &Path, opts: &str) -> Mount {
+    Mount::with_options(&s(img), dir, &["-t", "xfs", "-o", &format!("loop,{opts}")])
 }
 
 /// Fills a mounted XFS through the kernel with every kind of entry and every fork form.
@@ -180,10 +166,10 @@ fn all_xattrs(root: &Path) -> String {
 /// extracted (diskcast skips them, naming each): `ls` must list them instead.
 fn judge_against_kernel(d: &Path, img: &Path, what: &str) {
     let dst = mkfs(d, &format!("dst-{what}.img"), &[]);
-    let target = XfsMount::new(&dst, &d.join(format!("dst-{what}")), "rw");
+    let target = xfs_mount(&dst, &d.join(format!("dst-{what}")), "rw");
     let ours = target.dir.join("out");
     dc_ok(&["extract", "--privileged", &s(img), &s(&ours)]);
-    let m = XfsMount::new(img, &d.join(format!("kernel-{what}")), "ro,norecovery");
+    let m = xfs_mount(img, &d.join(format!("kernel-{what}")), "ro,norecovery");
     let mut want = manifest(&m.dir);
     let sockets: Vec<Vec<u8>> = want.iter().filter(|(_, e)| e.kind == 's').map(|(p, _)| p.clone()).collect();
     for p in &sockets {
@@ -204,7 +190,7 @@ fn kernel_made_v5_tree_reads_as_the_kernel_shows_it() {
     let d = tmp();
     let img = mkfs(d.path(), "fs.img", &[]);
     {
-        let m = XfsMount::new(&img, &d.path().join("rw"), "rw");
+        let m = xfs_mount(&img, &d.path().join("rw"), "rw");
         populate(&m.dir);
     }
     repair_clean(&img);
@@ -356,7 +342,7 @@ fn a_dirty_log_is_refused_and_read_after_the_kernel_replays_it() {
     let d = tmp();
     let img = mkfs(d.path(), "fs.img", &[]);
     {
-        let m = XfsMount::new(&img, &d.path().join("rw"), "rw");
+        let m = xfs_mount(&img, &d.path().join("rw"), "rw");
         write_file(&m.dir.join("before"), b"synced\n");
         sh("sync");
         std::fs::create_dir(m.dir.join("later")).unwrap();
@@ -374,7 +360,7 @@ fn a_dirty_log_is_refused_and_read_after_the_kernel_replays_it() {
     // The kernel replays the log of a copy at mount; then both agree.
     let copy = d.path().join("copy.img");
     tool_text("cp", &["--sparse=always", &s(&img), &s(&copy)]);
-    drop(XfsMount::new(&copy, &d.path().join("replay"), "rw"));
+    drop(xfs_mount(&copy, &d.path().join("replay"), "rw"));
     repair_clean(&copy);
     assert!(tool_text("xfs_logprint", &["-t", &s(&copy)]).contains("state: <CLEAN>"));
     judge_against_kernel(d.path(), &copy, "replayed");
@@ -386,7 +372,7 @@ fn a_dirty_log_is_refused_and_read_after_the_kernel_replays_it() {
 fn small_image(d: &Path) -> PathBuf {
     let img = mkfs(d, "fs.img", &[]);
     {
-        let m = XfsMount::new(&img, &d.join("rw"), "rw");
+        let m = xfs_mount(&img, &d.join("rw"), "rw");
         std::fs::create_dir_all(m.dir.join("a/b")).unwrap();
         write_file(&m.dir.join("a/b/f"), &pseudo_random(20_000, 9));
     }
