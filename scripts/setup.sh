@@ -56,6 +56,9 @@
 #                             tests/integration/vulndb.rs (whose gem `gem` builds and installs)
 #   squashfs-tools:           mksquashfs (every compressor) makes the squashfs reader's inputs,
 #                             unsquashfs -lln/-d judges its listing and extraction
+#   xfsprogs, acl:            mkfs.xfs (protofiles, v4 and v5), xfs_db, xfs_io (shutdown: a dirty
+#                             log) and xfs_repair -n make and judge the XFS reader's inputs;
+#                             setfacl puts POSIX ACLs on the kernel-made XFS test tree
 #   wimtools:                 wimlib-imagex: captures the WIMs the WIM splitter reads; its
 #                             split, join and verify judge our .swm parts
 #   bmap-tools:               bmaptool create/copy, what bench/write.sh measures `write` against
@@ -104,6 +107,7 @@ packages=(
   rpm sqlite3 gpg gpg-agent db5.3-util
   exfatprogs exfat-fuse
   squashfs-tools
+  xfsprogs acl
   wimtools
   bmap-tools
   openssl

@@ -68,3 +68,4 @@ mod vulndb;
 mod wim;
 mod write;
 mod writers;
+mod xfs;

@@ -454,15 +454,24 @@ fn convert_vm_disk_to_oci_takes_the_root_partition() {
     let mut got = dir_manifest(&bundle.join("rootfs"));
     got.remove("lost+found");
     assert_same_min(&got, &want, "rootfs of DISK:3");
-    // An XFS root (its magic; ext4's wiped) is chosen over the ESP, and refused by name.
+    // A Btrfs root (its magic; ext4's wiped) is chosen over the ESP, and refused by name.
+    let btrfs = d.join("btrfs.raw");
+    std::fs::copy(d.join("vm-8300-false.raw"), &btrfs).unwrap();
+    patch(&btrfs, 21 * MIB + 0x10040, b"_BHRfS_M");
+    patch(&btrfs, 21 * MIB + 1024 + 56, &[0, 0]);
+    let out = format!("oci:{}:latest", s(&d.join("btrfs")));
+    dc(&["convert", &s(&btrfs), &out])
+        .expect_code(1)
+        .expect_stderr_all(&["partition 2", "holds Btrfs, which diskcast cannot read"]);
+    assert!(!d.join("btrfs").exists());
+    // An XFS magic alone (ext4's wiped) is chosen over the ESP too, and read as XFS: its
+    // superblock is named as what is wrong.
     let xfs = d.join("xfs.raw");
     std::fs::copy(d.join("vm-8300-false.raw"), &xfs).unwrap();
     patch(&xfs, 21 * MIB, b"XFSB");
     patch(&xfs, 21 * MIB + 1024 + 56, &[0, 0]);
     let out = format!("oci:{}:latest", s(&d.join("xfs")));
-    dc(&["convert", &s(&xfs), &out])
-        .expect_code(1)
-        .expect_stderr_all(&["partition 2", "holds XFS, which diskcast cannot read"]);
+    dc(&["convert", &s(&xfs), &out]).expect_code(1).expect_stderr_all(&["xfs.raw:2", "XFS"]);
     assert!(!d.join("xfs").exists());
 }
 

@@ -35,7 +35,7 @@ fn formats_lists_every_registered_filesystem_with_its_capabilities() {
         }
     }
     let names: Vec<&str> = registry.iter().map(|f| f.name).collect();
-    assert_eq!(names, ["iso9660", "ext4", "fat", "exfat", "squashfs"]);
+    assert_eq!(names, ["iso9660", "ext4", "fat", "exfat", "squashfs", "xfs"]);
     // Block formats stay as they were, each now saying so.
     assert!(list.iter().any(|f| f["kind"] == "block" && f["name"] == "qcow2"), "{json:#}");
 
@@ -47,6 +47,7 @@ fn formats_lists_every_registered_filesystem_with_its_capabilities() {
     assert!(line("fat").contains("read, write as fat32, fat16; partition type fat, MBR id 0x0c"), "{human}");
     assert!(line("exfat").contains("MBR id 0x07"), "{human}");
     assert!(line("squashfs").ends_with("read; partition type linux, MBR id 0x83"), "{human}");
+    assert!(line("xfs").ends_with("read; partition type linux, MBR id 0x83"), "{human}");
     assert!(line("iso9660").ends_with("read, write"), "{human}");
     // mkfs --help names every builder, so a new one cannot be left out of it.
     let help = dc_ok(&["mkfs", "--help"]).stdout_str();

@@ -946,8 +946,16 @@ pub struct Mount {
 
 impl Mount {
     pub fn new(dev: &str, dir: &Path) -> Mount {
+        Mount::with_options(dev, dir, &[])
+    }
+
+    /// `mount [ARGS] SRC DIR` (`-o loop,ro,norecovery` and the like).
+    pub fn with_options(src: &str, dir: &Path, args: &[&str]) -> Mount {
         std::fs::create_dir_all(dir).unwrap();
-        tool_text("mount", &[dev, &s(dir)]);
+        let d = s(dir);
+        let mut all = args.to_vec();
+        all.extend([src, d.as_str()]);
+        tool_text("mount", &all);
         Mount { dir: dir.to_path_buf() }
     }
 }

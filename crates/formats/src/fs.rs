@@ -96,6 +96,12 @@ pub fn filesystems() -> FsRegistry {
                 builders: Vec::new(),
                 partition: linux,
             },
+            Filesystem {
+                name: "xfs",
+                reader: Some(Box::new(diskcast_xfs::XfsReader)),
+                builders: Vec::new(),
+                partition: linux,
+            },
         ],
     }
 }
@@ -156,7 +162,7 @@ mod tests {
         names.dedup();
         assert_eq!(names.len(), n, "two builders share a name");
         let readers = r.reader_names();
-        assert_eq!(readers, ["iso9660", "ext4", "fat", "exfat", "squashfs"]);
+        assert_eq!(readers, ["iso9660", "ext4", "fat", "exfat", "squashfs", "xfs"]);
         for f in r.iter() {
             if let Some(reader) = &f.reader {
                 assert_eq!(reader.name(), f.name, "reader of {} reports another name", f.name);
@@ -186,6 +192,6 @@ mod tests {
         assert_eq!(fs("exfat").mbr_id(PartType::Linux), 0x83);
         assert_eq!(fs("ext4").mbr_id(PartType::Linux), 0x83);
         assert_eq!(fs("iso9660").mbr_id(PartType::Fat), 0x0c);
-        assert!(fs("ext4").is_linux() && fs("squashfs").is_linux() && !fs("fat").is_linux());
+        assert!(fs("ext4").is_linux() && fs("squashfs").is_linux() && fs("xfs").is_linux() && !fs("fat").is_linux());
     }
 }

@@ -22,6 +22,7 @@ const PARSER_CRATES: &[&str] = &[
     "fat",
     "exfat",
     "squashfs",
+    "xfs",
     "tar",
     "sqlite",
     "tree",

@@ -76,8 +76,8 @@ pub(crate) fn read_disk(disk: Arc<dyn BlockRead>, part: Option<&str>, opts: &Rea
 /// not its ESP. In order:
 /// 1. the one partition whose GPT type is this architecture's root type (UAPI
 ///    Discoverable Partitions Specification), whatever it holds;
-/// 2. else the one partition holding a Linux filesystem (ext2/3/4, squashfs, or XFS or Btrfs,
-///    which then fail to read with a clear error);
+/// 2. else the one partition holding a Linux filesystem (ext2/3/4, squashfs, XFS, or Btrfs,
+///    which then fails to read with a clear error);
 /// 3. else the one partition holding any filesystem diskcast reads.
 ///
 /// Several candidates at the first step that has any is an error listing them and
@@ -132,21 +132,15 @@ fn choose_partition(
     }
 }
 
-/// XFS (`XFSB` at 0) or Btrfs (`_BHRfS_M` at 64 KiB + 64): Linux root filesystems
-/// diskcast does not read, recognised so that they are chosen (and refused by name)
-/// rather than passed over for the ESP.
+/// Btrfs (`_BHRfS_M` at 64 KiB + 64): a Linux root filesystem diskcast does not read,
+/// recognised so that it is chosen (and refused by name) rather than passed over for
+/// the ESP.
 fn other_linux_fs(part: &dyn BlockRead) -> Option<&'static str> {
     let magic_at = |offset: u64, magic: &[u8]| {
         let mut b = vec![0u8; magic.len()];
         offset + magic.len() as u64 <= part.size() && part.read_at(&mut b, offset).is_ok() && b == magic
     };
-    if magic_at(0, b"XFSB") {
-        Some("XFS")
-    } else if magic_at(0x10040, b"_BHRfS_M") {
-        Some("Btrfs")
-    } else {
-        None
-    }
+    magic_at(0x10040, b"_BHRfS_M").then_some("Btrfs")
 }
 
 #[cfg(test)]

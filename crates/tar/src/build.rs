@@ -352,9 +352,34 @@ pub fn read_tar_with(path: &Path, limits: &Limits) -> Result<TarTree> {
 }
 
 /// True when `block` (the first 512 bytes of a decompressed stream) is a tar header
-/// with a valid checksum.
+/// with a valid checksum written as octal digits, as every tar writer writes it (GNU tar
+/// refuses a header without them too). A checksum field of NULs parses as 0, which the
+/// signed sum of a disk's first sector can equal by chance: an XFS superblock with few
+/// free blocks was taken for a tar that way.
 pub fn is_tar_header(block: &[u8]) -> bool {
+    let (a, b) = crate::header::CHKSUM;
     block.len() >= crate::header::BLOCK
         && !block[..crate::header::BLOCK].iter().all(|&c| c == 0)
+        && block[a..b].iter().any(u8::is_ascii_digit)
         && crate::header::check_checksum(&block[..crate::header::BLOCK]).is_ok()
+}
+
+#[cfg(test)]
+mod sniff_tests {
+    use super::is_tar_header;
+
+    #[test]
+    fn a_checksum_field_without_digits_is_not_a_tar() {
+        // Two bytes of 0x80 make the signed sum (the NUL checksum field counted as eight
+        // spaces, 256) exactly 0, which a NUL field parses as.
+        let mut b = [0u8; 512];
+        b[0] = 0x80;
+        b[1] = 0x80;
+        assert!(!is_tar_header(&b));
+        // The same block with its unsigned sum written in octal is one.
+        let sum: u32 = b.iter().map(|&c| u32::from(c)).sum::<u32>() + 8 * u32::from(b' ');
+        b[148..155].copy_from_slice(format!("{sum:06o}\0").as_bytes());
+        b[155] = b' ';
+        assert!(is_tar_header(&b));
+    }
 }
