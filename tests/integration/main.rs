@@ -36,6 +36,7 @@ mod iso;
 mod iso_remaster;
 mod iso_udf;
 mod locking;
+mod lvm;
 mod map_measure;
 mod mutants;
 mod oci;

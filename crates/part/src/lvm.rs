@@ -215,7 +215,10 @@ impl Lvm {
     /// reason it cannot be read.
     pub fn open(&self, disk: Arc<dyn BlockRead>, lv: &LogicalVolume) -> Result<LvView> {
         if let Some(why) = &lv.refusal {
-            return Err(Error::unsupported(format!("LV {}/{} is {why}; diskcast reads linear and striped LVs", lv.vg, lv.name)));
+            return Err(Error::unsupported(format!(
+                "LV {}/{} is {why}; diskcast reads linear and striped LVs",
+                lv.vg, lv.name
+            )));
         }
         let vg = self.vg_of(lv).ok_or_else(|| Error::corrupt(format!("LV {}/{} has no VG", lv.vg, lv.name)))?;
         let mut pieces = Vec::with_capacity(lv.segments.len());
@@ -225,8 +228,11 @@ impl Lvm {
             let mut starts = Vec::with_capacity(s.stripes.len());
             for (key, first) in &s.stripes {
                 let pv = vg.pvs.iter().find(|p| &p.key == key).ok_or_else(|| {
-                    Error::corrupt(format!("LV {}/{}: a segment names PV {key:?}, which the VG does not list", lv.vg, lv.name))
-                        .with_field("stripes")
+                    Error::corrupt(format!(
+                        "LV {}/{}: a segment names PV {key:?}, which the VG does not list",
+                        lv.vg, lv.name
+                    ))
+                    .with_field("stripes")
                 })?;
                 let Some((pv_start, pv_len, _)) = &pv.found else {
                     return Err(Error::unsupported(format!(
@@ -367,7 +373,7 @@ fn read_pv(disk: &dyn BlockRead, start: u64, len: u64, place: &str) -> Result<Op
             return Err(ctx(Error::corrupt(format!("the PV header offset {hdr} is outside the label sector")))
                 .with_field("label_header.offset_xl"));
         }
-        return pv_header(disk, start, len, place, &sector[hdr..]).map_err(|e| e.with_file(place));
+        return pv_header(disk, start, len, place, &sector[hdr..]);
     }
     Ok(None)
 }
@@ -376,7 +382,9 @@ fn read_pv(disk: &dyn BlockRead, start: u64, len: u64, place: &str) -> Result<Op
 fn pv_header(disk: &dyn BlockRead, start: u64, len: u64, place: &str, b: &[u8]) -> Result<Option<FoundPv>> {
     let id: String = String::from_utf8_lossy(&b[..32]).into_owned();
     if !id.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'!' || c == b'#') {
-        return Err(Error::corrupt(format!("LVM PV on {place}: the PV id {id:?} is not an LVM id")).with_field("pv_uuid"));
+        return Err(
+            Error::corrupt(format!("LVM PV on {place}: the PV id {id:?} is not an LVM id")).with_field("pv_uuid")
+        );
     }
     let mut at = 40usize;
     let mut lists: [Vec<(u64, u64)>; 2] = [Vec::new(), Vec::new()];
@@ -384,8 +392,10 @@ fn pv_header(disk: &dyn BlockRead, start: u64, len: u64, place: &str, b: &[u8]) 
     for list in &mut lists {
         loop {
             let Ok(l) = read_at::<RawLocn>(b, at, "disk_locn") else {
-                return Err(Error::corrupt(format!("LVM PV on {place}: the PV header's area lists run past the label sector"))
-                    .with_field("pv_header.disk_areas"));
+                return Err(Error::corrupt(format!(
+                    "LVM PV on {place}: the PV header's area lists run past the label sector"
+                ))
+                .with_field("pv_header.disk_areas"));
             };
             at += 16;
             if l.offset.get() == 0 {
@@ -475,9 +485,9 @@ fn read_mda(disk: &dyn BlockRead, pv: u64, pv_len: u64, off: u64, size: u64) -> 
 
 /// The sector count `key` of `s` in bytes.
 fn sectors(s: &Section, key: &str, what: &str) -> Result<u64> {
-    s.u64(key, what)?.checked_mul(SECTOR).ok_or_else(|| {
-        Error::corrupt(format!("LVM metadata: {what}'s {key} overflows")).with_field("lvm metadata")
-    })
+    s.u64(key, what)?
+        .checked_mul(SECTOR)
+        .ok_or_else(|| Error::corrupt(format!("LVM metadata: {what}'s {key} overflows")).with_field("lvm metadata"))
 }
 
 fn build_vg(top: &Section, seqno: u64, found: &[FoundPv]) -> Result<VolumeGroup> {
@@ -677,7 +687,9 @@ impl BlockRead for LvView {
 
     fn extent_at(&self, offset: u64, max_len: u64) -> Result<Extent> {
         if offset >= self.size {
-            return Err(Error::out_of_bounds(format!("extent query past the end of {}", self.label)).with_offset(offset));
+            return Err(
+                Error::out_of_bounds(format!("extent query past the end of {}", self.label)).with_offset(offset)
+            );
         }
         let (phys, run) = self.piece(offset)?.map(offset);
         let e = resolved_extent(self.disk.as_ref(), phys, max_len.min(run).max(1))?;

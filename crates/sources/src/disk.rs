@@ -17,11 +17,7 @@ pub(crate) fn split_spec(spec: &str) -> (&str, Option<&str>) {
         return (spec, None);
     }
     match spec.rsplit_once(':') {
-        Some((disk, part))
-            if !disk.is_empty() && is_selector(part) && Path::new(disk).exists() =>
-        {
-            (disk, Some(part))
-        }
+        Some((disk, part)) if !disk.is_empty() && is_selector(part) && Path::new(disk).exists() => (disk, Some(part)),
         _ => (spec, None),
     }
 }
@@ -114,8 +110,8 @@ pub(crate) fn read_disk(disk: Arc<dyn BlockRead>, part: Option<&str>, opts: &Rea
             let name = if chosen.name.is_empty() { chosen.type_label() } else { chosen.name.clone() };
             let kind = table.as_ref().map_or("", |t| t.kind.name());
             let where_ = format!("partition {} ({name})", chosen.number);
-            let view = PartitionView::new(disk, chosen.start, chosen.len, where_.clone())
-                .map_err(|e| e.with_file(&label))?;
+            let view =
+                PartitionView::new(disk, chosen.start, chosen.len, where_.clone()).map_err(|e| e.with_file(&label))?;
             (Arc::new(view), format!("{where_} of {kind} table"), format!("{label}:{}", chosen.number))
         }
         Chosen::Lv(l, lv) => {
@@ -157,7 +153,8 @@ fn choose_lv(disk: &Arc<dyn BlockRead>, l: &Lvm, label: &str, registry: &FsRegis
     let mut linux = Vec::new();
     for v in l.lvs() {
         let Ok(view) = l.open(disk.clone(), v) else { continue };
-        if registry.probe(&view).ok().flatten().is_some_and(|(fs, _)| fs.is_linux()) || other_linux_fs(&view).is_some() {
+        if registry.probe(&view).ok().flatten().is_some_and(|(fs, _)| fs.is_linux()) || other_linux_fs(&view).is_some()
+        {
             linux.push(v);
         }
     }
