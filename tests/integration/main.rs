@@ -24,6 +24,7 @@ mod dd;
 mod disks;
 mod exfat;
 mod ext4;
+mod ext4_journal;
 mod extract_races;
 mod grammar;
 mod hostile;
