@@ -328,3 +328,47 @@ fn hostile_and_unsupported_metadata_is_refused_naming_the_field() {
     );
     case("raid", "text.replace('type = \"striped\"', 'type = \"raid1\"', 1)", false, &["dclvm3/root is a RAID volume"]);
 }
+
+#[test]
+fn a_whole_disk_pv_gives_its_one_linux_lv_and_lists_several() {
+    let d = tmp();
+    let raw = d.path().join("pv.raw");
+    std::fs::File::create(&raw).unwrap().set_len(48 * MIB).unwrap();
+    let lo = Loop::attach(&raw, false);
+    let dev = lo.dev.clone();
+    let devs = [dev.as_str()];
+    let na = ["--driverloaded", "n", "-an", "-Zn", "-y"];
+    lvm(&devs, "pvcreate", &devs);
+    lvm(&devs, "vgcreate", &["-s", "1M", "dclvm4", devs[0]]);
+    lvm(&devs, "lvcreate", &[&na[..], &["-L", "12M", "-n", "sys", "dclvm4"]].concat());
+    lvm(&devs, "lvcreate", &[&na[..], &["-L", "12M", "-n", "home", "dclvm4"]].concat());
+    let segs = lvs_segments(&devs, "dclvm4");
+    let pvs: Value = serde_json::from_str(&lvm(
+        &devs,
+        "pvs",
+        &["--reportformat", "json", "--units", "b", "--nosuffix", "-o", "pv_name,pe_start"],
+    ))
+    .unwrap();
+    let pe_start = num(&pvs["report"][0]["pv"][0]["pe_start"]);
+    drop(lo);
+    let src = d.path().join("src");
+    source_tree(&src, 3);
+    let fs = mkfs_ext4(d.path(), &src, "sys.ext4", 12 * MIB);
+    // The loop device is gone; `place` takes its name only to match lvs' ranges.
+    place(&raw, &fs, &segs, "sys", &[(devs[0], 0)], pe_start, MIB);
+    let q = d.path().join("pv.qcow2");
+    qemu_img(&["convert", "-O", "qcow2", &s(&raw), &s(&q)]);
+    // No partition table, no LV named root: the one LV with a Linux filesystem.
+    let out = d.path().join("out");
+    same_tree(&s(&q), &src, &out);
+    // With a second Linux LV the choice is refused, listing both.
+    let home = mkfs_ext4(d.path(), &src, "home.ext4", 12 * MIB);
+    place(&raw, &home, &segs, "home", &[(devs[0], 0)], pe_start, MIB);
+    dc(&["ls", &s(&raw)]).expect_diskcast_error().expect_stderr_all(&[
+        "several LVs with Linux filesystems",
+        "dclvm4/sys",
+        "dclvm4/home",
+        ":VG/LV",
+    ]);
+    assert_eq!(dc_ok(&["cat", &format!("{}:dclvm4/home", s(&raw)), "/link"]).stdout, b"lvm-box-3\n");
+}
