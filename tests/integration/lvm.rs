@@ -16,18 +16,24 @@ use std::process::Command;
 
 const MIB: u64 = 1 << 20;
 
-/// A loop device over one partition of a disk image (lvm2 works on block devices).
-fn part_loop(disk: &Path, n: u32) -> (Loop, u64) {
+/// Partition `n`'s first byte and length, as `sgdisk -i` reports them.
+fn part_range(disk: &Path, n: u32) -> (u64, u64) {
     let info = tool_out("sgdisk", &["-i", &n.to_string(), &s(disk)]);
     let field = |name: &str| -> u64 {
         let line = info.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("sgdisk -i: no {name}: {info}"));
         line.split_whitespace().nth(2).unwrap().parse().unwrap()
     };
     let (first, last) = (field("First sector:"), field("Last sector:"));
-    let (off, len) = ((first * 512).to_string(), ((last - first + 1) * 512).to_string());
-    let dev = tool_out("losetup", &["-f", "--show", "-o", &off, "--sizelimit", &len, &s(disk)]).trim().to_string();
+    (first * 512, (last - first + 1) * 512)
+}
+
+/// A loop device over one partition of a disk image (lvm2 works on block devices).
+fn part_loop(disk: &Path, n: u32) -> (Loop, u64) {
+    let (off, len) = part_range(disk, n);
+    let (o, l) = (off.to_string(), len.to_string());
+    let dev = tool_out("losetup", &["-f", "--show", "-o", &o, "--sizelimit", &l, &s(disk)]).trim().to_string();
     assert!(dev.starts_with("/dev/loop"), "losetup printed {dev:?}");
-    (Loop { dev }, first * 512)
+    (Loop { dev }, off)
 }
 
 /// lvm2 on exactly `devs`, without udev, device-mapper or backup files.
@@ -229,17 +235,7 @@ fn linear_and_striped_lvs_read_where_lvm2_maps_them() {
 fn a_vg_whose_pv_is_missing_refuses_the_lvs_on_it() {
     let t = lvm_disk("dclvm2");
     // Wipe partition 3's PV label: the VG's metadata (on partition 2 too) still names it.
-    let out = tool_out("sgdisk", &["-i", "3", &s(&t.raw)]);
-    let first: u64 = out
-        .lines()
-        .find(|l| l.starts_with("First sector:"))
-        .unwrap()
-        .split_whitespace()
-        .nth(2)
-        .unwrap()
-        .parse()
-        .unwrap();
-    patch(&t.raw, first * 512, &[0u8; 2048]);
+    patch(&t.raw, part_range(&t.raw, 3).0, &[0u8; 2048]);
     let r = s(&t.raw);
     // root lies on partition 2 only and still reads; data is striped onto the lost PV.
     assert_eq!(dc_ok(&["cat", &format!("{r}:dclvm2/root"), "/etc/hostname"]).stdout, b"lvm-box-1\n");
@@ -285,32 +281,13 @@ f.seek(pv + mda); f.write(h)
 #[test]
 fn hostile_and_unsupported_metadata_is_refused_naming_the_field() {
     let t = lvm_disk("dclvm3");
-    let info = tool_out("sgdisk", &["-i", "2", &s(&t.raw)]);
-    let first: u64 = info
-        .lines()
-        .find(|l| l.starts_with("First sector:"))
-        .unwrap()
-        .split_whitespace()
-        .nth(2)
-        .unwrap()
-        .parse()
-        .unwrap();
-    let pv = first * 512;
+    let pv = part_range(&t.raw, 2).0;
     let d = tmp();
     let case = |name: &str, edit: &str, bad: bool, words: &[&str]| {
         let img = d.path().join(format!("{name}.raw"));
         std::fs::copy(&t.raw, &img).unwrap();
         // Partition 3's PV carries the same metadata: wipe its label so ours is the one read.
-        let p3: u64 = tool_out("sgdisk", &["-i", "3", &s(&img)])
-            .lines()
-            .find(|l| l.starts_with("First sector:"))
-            .unwrap()
-            .split_whitespace()
-            .nth(2)
-            .unwrap()
-            .parse()
-            .unwrap();
-        patch(&img, p3 * 512, &[0u8; 2048]);
+        patch(&img, part_range(&img, 3).0, &[0u8; 2048]);
         rewrite_metadata(&img, pv, edit, bad);
         dc_bounded(&["ls", &format!("{}:dclvm3/root", s(&img))], 20, 512 << 20)
             .run
