@@ -217,15 +217,51 @@ fn linear_and_striped_lvs_read_where_lvm2_maps_them() {
     // Without a selector the LV named root is the disk's tree, not the ESP.
     same_tree(&q, &t.src_root, &d.path().join("chosen"));
 
-    // The listing names every LV lvs lists, with lvs' sizes and segment counts.
-    let e = dc(&["ls", &format!("{q}:nothing")]).expect_diskcast_error();
-    let msg = e.stderr.clone();
+    // info lists every LV and segment as lvs does: sizes, types, starts, and each
+    // stripe's PV (by uuid, through pvs) and first extent.
+    let info = dc_ok(&["info", "--output", "json", &q]).json();
+    let ours = info["logical-volumes"].as_array().unwrap();
+    let uuid_of = |dev: &str| {
+        let pvs = t.pvs_json["report"][0]["pv"].as_array().unwrap();
+        pvs.iter().find(|p| p["pv_name"] == dev).unwrap()["pv_uuid"].as_str().unwrap().to_string()
+    };
+    let mut rows = 0;
     for r in &t.segs {
-        let (name, size, count) = (r["lv_name"].as_str().unwrap(), num(&r["lv_size"]), num(&r["seg_count"]));
-        let segs = if count == 1 { "1 segment".to_string() } else { format!("{count} segments") };
-        let human = format!("{} MiB", size / MIB);
-        assert!(msg.contains(&format!("dclvm1/{name} ({human}, {segs}")), "{name} {human} {segs}: {msg}");
+        let lv =
+            ours.iter().find(|l| l["vg"] == "dclvm1" && l["name"] == r["lv_name"]).unwrap_or_else(|| panic!("{r}"));
+        assert_eq!(lv["size"].as_u64().unwrap(), num(&r["lv_size"]), "{r}");
+        let segs = lv["segments"].as_array().unwrap();
+        assert_eq!(segs.len() as u64, num(&r["seg_count"]), "{r}");
+        let seg = segs.iter().find(|x| x["start"].as_u64() == Some(num(&r["seg_start"]))).unwrap();
+        assert_eq!(seg["size"].as_u64().unwrap(), num(&r["seg_size"]), "{r}");
+        assert_eq!(seg["type"], r["segtype"], "{r}");
+        assert_eq!(seg["stripe-size"].as_u64().unwrap(), num(&r["stripe_size"]), "{r}");
+        let ranges: Vec<(String, u64)> = r["seg_pe_ranges"]
+            .as_str()
+            .unwrap()
+            .split_whitespace()
+            .map(|x| {
+                let (dev, ext) = x.split_once(':').unwrap();
+                (uuid_of(dev), ext.split('-').next().unwrap().parse().unwrap())
+            })
+            .collect();
+        let stripes: Vec<(String, u64)> = seg["stripes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| (x["pv-uuid"].as_str().unwrap().to_string(), x["extent"].as_u64().unwrap()))
+            .collect();
+        assert_eq!(stripes, ranges, "{r}");
+        rows += 1;
     }
+    assert_eq!(rows, 4);
+    assert_eq!(ours.len(), 3, "{ours:?}");
+    let human = dc_ok(&["info", &q]).stdout_str();
+    assert!(human.contains("dclvm1/root (16 MiB, 2 segments)"), "{human}");
+    // A wrong name lists the LVs too.
+    dc(&["ls", &format!("{q}:nothing")])
+        .expect_diskcast_error()
+        .expect_stderr_all(&["dclvm1/root (16 MiB, 2 segments)", "dclvm1/data (8 MiB, 1 segment)"]);
     assert_eq!(t.pvs_json["report"][0]["pv"].as_array().unwrap().len(), 2);
     // An LV with no filesystem says so, naming the LV.
     dc(&["ls", &format!("{q}:dclvm1/other")]).expect_diskcast_error().expect_stderr_all(&["dclvm1/other"]);
