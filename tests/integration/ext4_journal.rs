@@ -164,7 +164,10 @@ fn same(got: &View, want: &View, modes: bool, who: &str) {
 }
 
 fn check(mkfs: &str, checksums: bool) {
-    let j = journaled(mkfs, checksums);
+    check_journal(journaled(mkfs, checksums));
+}
+
+fn check_journal(j: Journaled) {
     let before = read(&j.img);
     let q = j.dir.path().join("fs.qcow2");
     qemu_img(&["convert", "-O", "qcow2", &s(&j.img), &s(&q)]);
@@ -184,6 +187,40 @@ fn ext4_with_checksummed_journal_reads_as_the_kernel_and_e2fsck_replay_it() {
 #[test]
 fn ext3_journal_reads_as_the_kernel_and_e2fsck_replay_it() {
     check("mkfs.ext3", false);
+}
+
+/// The log moved so that it starts 40 blocks before the journal's end and wraps to
+/// `s_first`: the blocks are the same (their checksums do not depend on where they sit),
+/// the superblock's `s_start` points at the new start. No checksums here, so the jbd2
+/// superblock needs no new one.
+#[test]
+fn a_log_that_wraps_past_the_journal_end_replays_as_the_kernel_does() {
+    let j = journaled("mkfs.ext4", false);
+    let sb = bmap(&j.img, "<8>", 0);
+    let b = read(&j.img);
+    let be = |at: usize| u32::from_be_bytes(b[at..at + 4].try_into().unwrap()) as u64;
+    let at = sb as usize * BS;
+    let (maxlen, first, start) = (be(at + 0x10), be(at + 0x14), be(at + 0x1C));
+    assert_eq!((first, start), (1, 1));
+    // Every journal block's place on the disk, from one debugfs run.
+    let script = j.dir.path().join("bmaps");
+    let lines: String = (0..maxlen).map(|n| format!("bmap <8> {n}\n")).collect();
+    write_file(&script, lines.as_bytes());
+    let out = debugfs(&j.img, &["-f", &s(&script)]);
+    let phys: Vec<u64> = out.lines().filter_map(|l| l.trim().parse().ok()).collect();
+    assert_eq!(phys.len() as u64, maxlen, "{out}");
+    let new_start = maxlen - 40;
+    let blocks: Vec<Vec<u8>> =
+        (1..200usize).map(|n| b[phys[n] as usize * BS..(phys[n] as usize + 1) * BS].to_vec()).collect();
+    for (i, block) in blocks.iter().enumerate() {
+        let mut pos = new_start + i as u64;
+        if pos >= maxlen {
+            pos = pos - maxlen + first;
+        }
+        patch(&j.img, phys[pos as usize] * BS as u64, block);
+    }
+    patch(&j.img, sb * BS as u64 + 0x1C, &(new_start as u32).to_be_bytes());
+    check_journal(j);
 }
 
 #[test]

@@ -426,3 +426,18 @@ impl BlockRead for Replayed {
         self.disk.info()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transaction_ids_compare_across_the_wrap() {
+        assert!(newer_or_same(5, 5));
+        assert!(newer_or_same(6, 5));
+        assert!(!newer_or_same(5, 6));
+        // 0x0000_0002 follows 0xffff_fff0 once the 32-bit id wraps.
+        assert!(newer_or_same(2, 0xffff_fff0));
+        assert!(!newer_or_same(0xffff_fff0, 2));
+    }
+}
