@@ -351,4 +351,19 @@ mod tests {
             assert!(parse(bad.as_bytes()).is_err(), "{bad}");
         }
     }
+
+    /// Every single-byte change and every truncation of a real metadata text parses or
+    /// fails with an error, never a panic.
+    #[test]
+    fn mutated_text_never_panics() {
+        let t = b"vgt {\nid = \"x\"\nseqno = 4\nstatus = [\"READ\"]\nlogical_volumes {\nroot {\nsegment1 {\nstart_extent = 0\nstripes = [\n\"pv0\", 0\n]\n}\n}\n}\n}\n# c\nversion = 1\n";
+        for i in 0..t.len() {
+            let _ = parse(&t[..i]);
+            for c in [0u8, b'{', b'}', b'[', b']', b'"', b'\\', b'=', b'#', b'-', b'9', 0xff] {
+                let mut m = t.to_vec();
+                m[i] = c;
+                let _ = parse(&m);
+            }
+        }
+    }
 }
