@@ -76,6 +76,16 @@ fn lvs_segments(devs: &[&str], vg: &str) -> Vec<Value> {
     v["report"][0]["lv"].as_array().unwrap().clone()
 }
 
+/// `pvs`' report: each PV's device, VG, first extent's offset and uuid.
+fn pvs_report(devs: &[&str]) -> Value {
+    let j = lvm(
+        devs,
+        "pvs",
+        &["--reportformat", "json", "--units", "b", "--nosuffix", "-o", "pv_name,vg_name,pe_start,pv_uuid"],
+    );
+    serde_json::from_str(&j).unwrap()
+}
+
 fn num(v: &Value) -> u64 {
     v.as_str().unwrap().trim().parse().unwrap()
 }
@@ -157,12 +167,7 @@ fn lvm_disk(vg: &str) -> LvmDisk {
     lvm(&devs, "lvextend", &["--driverloaded", "n", "-L", "16M", &format!("{vg}/root"), devs[0]]);
     lvm(&devs, "lvcreate", &[&na[..], &["-i", "2", "-I", "64k", "-L", "8M", "-n", "data", vg]].concat());
     let segs = lvs_segments(&devs, vg);
-    let pvs_json: Value = serde_json::from_str(&lvm(
-        &devs,
-        "pvs",
-        &["--reportformat", "json", "--units", "b", "--nosuffix", "-o", "pv_name,vg_name,pe_start,pv_uuid"],
-    ))
-    .unwrap();
+    let pvs_json = pvs_report(&devs);
     let pe_start = num(&pvs_json["report"][0]["pv"][0]["pe_start"]);
     assert_eq!(pe_start, num(&pvs_json["report"][0]["pv"][1]["pe_start"]));
     let extent: u64 = lvm(&devs, "vgs", &["--noheadings", "--units", "b", "--nosuffix", "-o", "vg_extent_size", vg])
@@ -356,12 +361,7 @@ fn a_whole_disk_pv_gives_its_one_linux_lv_and_lists_several() {
     lvm(&devs, "lvcreate", &[&na[..], &["-L", "12M", "-n", "sys", "dclvm4"]].concat());
     lvm(&devs, "lvcreate", &[&na[..], &["-L", "12M", "-n", "home", "dclvm4"]].concat());
     let segs = lvs_segments(&devs, "dclvm4");
-    let pvs: Value = serde_json::from_str(&lvm(
-        &devs,
-        "pvs",
-        &["--reportformat", "json", "--units", "b", "--nosuffix", "-o", "pv_name,pe_start"],
-    ))
-    .unwrap();
+    let pvs = pvs_report(&devs);
     let pe_start = num(&pvs["report"][0]["pv"][0]["pe_start"]);
     drop(lo);
     let src = d.path().join("src");
