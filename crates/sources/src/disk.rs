@@ -102,7 +102,7 @@ pub(crate) fn read_disk(disk: Arc<dyn BlockRead>, part: Option<&str>, opts: &Rea
                 });
             }
         },
-        (None, Some(t)) => choose_partition(&disk, t, scan()?, &label, &registry)?,
+        (None, Some(t)) => choose_partition(&disk, t, scan, &label, &registry)?,
     };
     let warnings = table.as_ref().map(|t| t.warnings.clone()).unwrap_or_default();
     let (view, where_, sub_label): (Arc<dyn BlockRead>, String, String) = match chosen {
@@ -181,7 +181,7 @@ fn choose_lv(disk: &Arc<dyn BlockRead>, l: &Lvm, label: &str, registry: &FsRegis
 fn choose_partition(
     disk: &Arc<dyn BlockRead>,
     table: &Table,
-    lvm: Option<Lvm>,
+    lvm: impl FnOnce() -> Result<Option<Lvm>>,
     label: &str,
     registry: &FsRegistry,
 ) -> Result<Chosen> {
@@ -202,7 +202,9 @@ fn choose_partition(
         [] => {}
         many => return several("root partitions", many),
     }
-    if let Some(l) = lvm
+    // PVs are looked into only when no partition has the root type, so a damaged PV
+    // elsewhere on the disk does not stand in the way of a discoverable root.
+    if let Some(l) = lvm()?
         && let Some(lv) = choose_lv(disk, &l, label, registry)?
     {
         return Ok(Chosen::Lv(l, lv));
