@@ -17,6 +17,8 @@
 #   xorriso, genisoimage, libarchive-tools (bsdtar), 7zip, udftools, python3-pycdlib:
 #                             ISO 9660/UDF inputs and readers
 #   dosfstools, mtools, gdisk, fdisk, e2fsprogs: FAT, GPT/MBR and ext4 makers and checkers
+#   lvm2:                     pvcreate/vgcreate/lvcreate/lvextend make the LVM test disks (on loop
+#                             devices, metadata only: --driverloaded n), lvs/pvs judge our listing
 #   skopeo, umoci, docker-registry: OCI images, transports and a registry on loopback
 #   busybox-static, cpio, attr: small root filesystems, initramfs, xattrs in test trees
 #   libcap2-bin:              setcap/getcap: file capabilities in `extract --privileged` tests
@@ -98,7 +100,7 @@ packages=(
   qemu-utils qemu-system-x86 ovmf seabios procps coreutils time
   qemu-system-arm qemu-efi-aarch64
   xorriso genisoimage libarchive-tools 7zip udftools python3-pycdlib
-  dosfstools mtools gdisk fdisk e2fsprogs
+  dosfstools mtools gdisk fdisk e2fsprogs lvm2
   skopeo umoci docker-registry
   busybox-static cpio attr libcap2-bin
   tar gzip xz-utils zstd util-linux
@@ -182,7 +184,7 @@ if [ ${#missing[@]} -gt 0 ] || [ $need_bpo = 1 ]; then
 fi
 
 for tool in qemu-img qemu-io qemu-system-x86_64 qemu-system-aarch64 kill timeout xorriso genisoimage isoinfo bsdtar 7zz \
-  mkudffs udfinfo mkfs.fat fsck.fat mdir mcopy sgdisk sfdisk mke2fs e2fsck debugfs skopeo umoci \
+  mkudffs udfinfo mkfs.fat fsck.fat mdir mcopy sgdisk sfdisk mke2fs e2fsck debugfs pvcreate lvcreate lvs skopeo umoci \
   docker-registry busybox cpio setfattr getfattr setcap getcap tar gzip xz zstd setpriv mkfifo mknod \
   grub-mkimage mmdebstrap rpm rpmbuild sqlite3 gpg gpg-agent gpgconf \
   db5.3_load db5.3_dump wimlib-imagex node npm jar go objcopy bmaptool openssl sbverify sbattach strace \

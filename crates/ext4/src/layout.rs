@@ -4,7 +4,7 @@
 //! Algorithms" (Documentation/filesystems/ext4) and e2fsprogs' `ext2_fs.h`.
 
 use diskcast_layout::{
-    FromBytes, Immutable, IntoBytes, KnownLayout, Le16, Le32, Unaligned, high_u32, low_u16, low_u32,
+    Be32, FromBytes, Immutable, IntoBytes, KnownLayout, Le16, Le32, Unaligned, high_u32, low_u16, low_u32,
 };
 
 /// Block size the writer uses (the reader takes 1 KiB to 64 KiB).
@@ -41,6 +41,43 @@ pub const EXTENT_MAGIC: u16 = 0xF30A;
 pub const XATTR_MAGIC: u32 = 0xEA02_0000;
 /// jbd2 journal magic (big-endian on disk).
 pub const JBD2_MAGIC: u32 = 0xC03B_3998;
+
+/// The jbd2 journal superblock (big-endian), the first 0x100 bytes of the journal's
+/// first block; `s_users` follows. Read by the journal replay (`journal.rs`).
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug)]
+#[repr(C)]
+pub struct JournalSuperblock {
+    pub magic: Be32,
+    pub blocktype: Be32,
+    pub header_sequence: Be32,
+    pub blocksize: Be32,
+    /// Blocks in the journal.
+    pub maxlen: Be32,
+    /// First block of the log.
+    pub first: Be32,
+    /// First transaction expected in the log.
+    pub sequence: Be32,
+    /// Block where the log starts; 0: the journal is empty.
+    pub start: Be32,
+    pub errno: Be32,
+    pub feature_compat: Be32,
+    pub feature_incompat: Be32,
+    pub feature_ro_compat: Be32,
+    pub uuid: [u8; 16],
+    pub nr_users: Be32,
+    pub dynsuper: Be32,
+    pub max_transaction: Be32,
+    pub max_trans_data: Be32,
+    /// 4: crc32c.
+    pub checksum_type: u8,
+    pub padding: [u8; 3],
+    pub num_fc_blks: Be32,
+    pub head: Be32,
+    pub padding2: [u8; 160],
+    /// crc32c of the 1024-byte superblock with this field zero (csum v2/v3).
+    pub checksum: Be32,
+}
+const _: () = assert!(size_of::<JournalSuperblock>() == 0x100);
 
 /// Compat features.
 pub mod compat {

@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::as_conversions))]
 
+mod journal;
 #[allow(dead_code)] // constants kept for the features we name in errors and docs
 mod layout;
 mod reader;

@@ -66,7 +66,13 @@ impl FsReader for Ext4Reader {
     }
 
     fn read(&self, disk: Arc<dyn BlockRead>, opts: &ReadOptions) -> Result<Tree> {
-        let fs = Fs::open(disk).map_err(|e| label(e, opts))?;
+        let fs = Fs::open(disk, false).map_err(|e| label(e, opts))?;
+        // A filesystem that was not cleanly unmounted: its committed transactions are
+        // replayed in memory, and the filesystem is read through them.
+        let fs = match fs.replay_journal().map_err(|e| label(e, opts))? {
+            Some(replayed) => Fs::open(Arc::new(replayed), true).map_err(|e| label(e, opts))?,
+            None => fs,
+        };
         fs.tree().map_err(|e| label(e, opts))
     }
 }
@@ -110,6 +116,11 @@ struct Fs {
     /// this keeps the work of all files together linear in the image.
     walked: Cell<u64>,
     has_extra: bool,
+    /// `needs_recovery` is set and the journal not yet replayed.
+    recover: bool,
+    /// `s_journal_inum`, `s_journal_dev`, and whether `s_journal_uuid` is set (an
+    /// external journal).
+    journal: (u32, u32, bool),
 }
 
 /// A parsed inode: what the tree needs.
@@ -145,7 +156,9 @@ fn idx(v: u64) -> Result<usize> {
 }
 
 impl Fs {
-    fn open(disk: Arc<dyn BlockRead>) -> Result<Fs> {
+    /// Opens the filesystem on `disk`; `replayed` when `disk` is already the journal's
+    /// replay (whose superblock still says `needs_recovery`).
+    fn open(disk: Arc<dyn BlockRead>, replayed: bool) -> Result<Fs> {
         let mut raw = vec![0u8; SB_SIZE];
         disk.read_at(&mut raw, 1024)?;
         let s: &SuperBlock = diskcast_layout::read(&raw, 0, "ext4 superblock")?;
@@ -237,6 +250,13 @@ impl Fs {
         }
         let itb = (ipg * inode_size).div_ceil(bs);
         let has_extra = inode_size > u64_from_usize(INODE_BASE);
+        let recover = incompat_f & incompat::RECOVER != 0 && !replayed;
+        if recover && s.feature_compat.get() & compat::HAS_JOURNAL == 0 {
+            return Err(bad("s_feature_incompat", "needs_recovery is set on a filesystem without a journal".into()));
+        }
+        // s_journal_uuid: 0xD0 in the superblock, 0x48 into the block starting at 0x88.
+        let external = s.mount_and_prealloc[0x48..0x58].iter().any(|&b| b != 0);
+        let journal = (s.journal_inum.get(), s.journal_dev.get(), external);
         Ok(Fs {
             disk,
             bs,
@@ -250,7 +270,34 @@ impl Fs {
             tables: RefCell::new(HashMap::new()),
             walked: Cell::new(0),
             has_extra,
+            recover,
+            journal,
         })
+    }
+
+    /// The journal replayed in memory when the filesystem needs recovery (see
+    /// `journal.rs`); `None` when it does not, or the journal is empty.
+    fn replay_journal(&self) -> Result<Option<crate::journal::Replayed>> {
+        if !self.recover {
+            return Ok(None);
+        }
+        let (inum, dev, external) = self.journal;
+        if inum == 0 || dev != 0 || external {
+            return Err(Error::unsupported(format!(
+                "the filesystem needs recovery and its journal is on an external device (s_journal_dev {dev:#x}, \
+                 s_journal_uuid set: {external}); diskcast replays only a journal inside the filesystem. Run \
+                 e2fsck -fy with the journal device (-j) on a copy"
+            ))
+            .with_field("s_journal_inum"));
+        }
+        let n = u64::from(inum);
+        let inode = self.inode(n)?;
+        if inode.size > self.blocks * self.bs {
+            return Err(Error::corrupt(format!("the journal inode {n} claims {} bytes", inode.size))
+                .with_field("s_journal_inum"));
+        }
+        let runs = self.map(n, &inode, inode.size.div_ceil(self.bs))?;
+        crate::journal::replay(self.disk.clone(), self.bs, self.blocks, &runs)
     }
 
     /// The first block of group `g`'s inode table, from its descriptor.

@@ -10,6 +10,8 @@
 //!   active flag), to be placed into a planned disk image.
 //! - [`compose::DiskComposer`] puts the table and each partition's (planned) content
 //!   into one planned disk image, for `mkdisk` and `vm`.
+//! - [`lvm::scan`] finds LVM2 physical volumes (on the whole disk or a partition) and
+//!   their volume groups; [`lvm::Lvm::open`] reads a linear or striped LV as a disk.
 //! - [`PartitionView`] reads one partition as a disk of its own, so filesystems are read
 //!   from it exactly as from a whole disk.
 //!
@@ -22,6 +24,8 @@ pub mod compose;
 mod crc;
 pub use crc::crc32;
 mod gpt;
+pub mod lvm;
+mod lvm_text;
 mod mbr;
 mod plan;
 mod types;

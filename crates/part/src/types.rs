@@ -22,9 +22,11 @@ pub enum PartType {
     /// BIOS boot partition: raw space where GRUB's core image sits on a GPT disk booted by
     /// a BIOS (GPT only; its MBR id 0xda, "non-FS data", is never written).
     BiosBoot,
+    /// An LVM2 physical volume (sgdisk's 8e00; MBR id 0x8e).
+    Lvm,
 }
 
-const TYPES: [(PartType, &str, &str, u8); 7] = [
+const TYPES: [(PartType, &str, &str, u8); 8] = [
     (PartType::Esp, "esp", "c12a7328-f81f-11d2-ba4b-00a0c93ec93b", 0xef),
     (PartType::RootX86_64, "root-x86-64", "4f68bce3-e8cd-4db1-96e7-fbcaf984b709", 0x83),
     (PartType::RootArm64, "root-arm64", "b921b045-1df0-41c3-af44-4c6f280d3fae", 0x83),
@@ -32,6 +34,7 @@ const TYPES: [(PartType, &str, &str, u8); 7] = [
     (PartType::Swap, "swap", "0657fd6d-a4ab-43c4-84e5-0933c84b4f4f", 0x82),
     (PartType::Fat, "fat", "ebd0a0a2-b9e5-4433-87c0-68b6b72699c7", 0x0c),
     (PartType::BiosBoot, "bios", "21686148-6449-6e6f-744e-656564454649", 0xda),
+    (PartType::Lvm, "lvm", "e6d6d379-f507-44c2-a23c-238f2a3df928", 0x8e),
 ];
 
 impl PartType {
@@ -65,6 +68,7 @@ impl PartType {
             0xef => Some(PartType::Esp),
             0x83 => Some(PartType::Linux),
             0x82 => Some(PartType::Swap),
+            0x8e => Some(PartType::Lvm),
             0x01 | 0x04 | 0x06 | 0x07 | 0x0b | 0x0c | 0x0e => Some(PartType::Fat),
             _ => None,
         }

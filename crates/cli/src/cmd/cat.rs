@@ -12,7 +12,8 @@ use std::os::unix::ffi::OsStrExt;
 pub struct CatArgs {
     #[command(flatten)]
     pub source: SourceArgs,
-    /// The source: directory, tar, or disk image.
+    /// The source: directory, tar, or disk image (DISK, DISK:PART by partition number, name
+    /// or type, DISK:VG/LV for an LVM logical volume).
     pub src: String,
     /// The file inside the tree. Symlinks are followed inside the tree, never out of it.
     pub path: OsString,

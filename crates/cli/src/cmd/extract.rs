@@ -25,7 +25,8 @@ pub struct ExtractArgs {
     pub privileged: bool,
     #[command(flatten)]
     pub source: SourceArgs,
-    /// The source: directory, tar, or disk image.
+    /// The source: directory, tar, or disk image (DISK, DISK:PART by partition number, name
+    /// or type, DISK:VG/LV for an LVM logical volume).
     pub src: String,
     /// The directory to extract into: created, or an existing empty one. Ctrl-C removes
     /// what was extracted (and DIR, when this command created it).

@@ -24,10 +24,14 @@ pub fn run(a: InfoArgs) -> Result<u8> {
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         chain.push((dir.join(name), below));
     }
+    let lvs = logical_volumes(image.as_ref(), &a.file);
     match a.output {
         OutputFormat::Json => {
             // As qemu-img: one object, or with --backing-chain an array of them, top first.
             let mut entries: Vec<Value> = chain.iter().map(|(p, img)| entry_json(p, &img.info(), &images)).collect();
+            if let (Some(lvs), Some(Value::Object(top))) = (&lvs, entries.first_mut()) {
+                top.insert("logical-volumes".into(), lvs.iter().map(|(j, _)| j.clone()).collect::<Vec<_>>().into());
+            }
             if a.backing_chain {
                 print_json(&Value::Array(entries));
             } else {
@@ -40,10 +44,58 @@ pub fn run(a: InfoArgs) -> Result<u8> {
                     println!();
                 }
                 print_human(path, &img.info());
+                if let (0, Some(lvs)) = (i, &lvs) {
+                    println!("Logical volumes (LVM2):");
+                    for (_, line) in lvs {
+                        println!("    {line}");
+                    }
+                }
             }
         }
     }
     Ok(0)
+}
+
+/// The LVM2 logical volumes on the disk (a PV on the whole disk or on a partition), as
+/// `lvs` lists them: one JSON object per LV (vg, name, size, segments with their type,
+/// start, size and stripes) and one human line. `None` when the disk holds no PV; a PV
+/// whose metadata cannot be read is a warning, and the rest of `info` still prints.
+fn logical_volumes(disk: &dyn BlockRead, file: &Path) -> Option<Vec<(Value, String)>> {
+    let table = diskcast_part::read_table(disk).ok()?;
+    let lvm = match diskcast_part::lvm::scan(disk, table.as_ref()) {
+        Ok(l) => l?,
+        Err(e) => {
+            eprintln!("diskcast: warning: {}: {e}", file.display());
+            return None;
+        }
+    };
+    let mut out = Vec::new();
+    for vg in &lvm.vgs {
+        for lv in &vg.lvs {
+            let segments: Vec<Value> = lv
+                .segments
+                .iter()
+                .map(|s| {
+                    let kind = if s.kind == "striped" && s.stripes.len() == 1 { "linear" } else { s.kind.as_str() };
+                    let stripes: Vec<Value> = s
+                        .stripes
+                        .iter()
+                        .map(|(key, extent)| {
+                            let id = vg.pvs.iter().find(|p| &p.key == key).map_or("", |p| p.id.as_str());
+                            json!({"pv": key, "pv-uuid": id, "extent": extent})
+                        })
+                        .collect();
+                    json!({"type": kind, "start": s.start, "size": s.len, "stripe-size": s.stripe_size, "stripes": stripes})
+                })
+                .collect();
+            let mut j = json!({"vg": vg.name, "name": lv.name, "size": lv.size, "segments": segments});
+            if let (Some(why), Some(obj)) = (&lv.refusal, j.as_object_mut()) {
+                obj.insert("unsupported".into(), why.clone().into());
+            }
+            out.push((j, lv.describe()));
+        }
+    }
+    Some(out)
 }
 
 /// Bytes the image takes on disk: its file plus its extent files (allocated blocks),

@@ -87,7 +87,7 @@ pub struct InspectArgs {
     #[arg(long, value_enum, value_name = "SEVERITY", requires = "vuln_db")]
     pub fail_on: Option<FailOn>,
     /// The image: a container image reference (oci:, oci-archive:, docker-archive:,
-    /// docker://), a disk image in any format (DISK or DISK:PART), an ISO (a live ISO's
+    /// docker://), a disk image in any format (DISK, DISK:PART or DISK:VG/LV), an ISO (a live ISO's
     /// squashfs root is read), a directory or a tar.
     pub src: String,
 }

@@ -24,7 +24,8 @@ pub struct LsArgs {
     pub output: OutputFormat,
     #[command(flatten)]
     pub source: SourceArgs,
-    /// The source: directory, tar, or disk image.
+    /// The source: directory, tar, or disk image (DISK, DISK:PART by partition number, name
+    /// or type, DISK:VG/LV for an LVM logical volume).
     pub src: String,
     /// What to list inside the tree (default: its root). Symlinks are followed inside
     /// the tree, never out of it.
