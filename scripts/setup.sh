@@ -46,6 +46,9 @@
 #                             Java archives `inspect` lists (tests/integration/inspect.rs)
 #   binutils:                 objcopy dumps the `.dep-v0` section cargo-auditable links into
 #                             the Rust binary `inspect` reads (tests/integration/inspect.rs)
+#   pigz:                     one of the gzip writers (with gzip, Go's compress/gzip and
+#                             Python's gzip) whose layers must decode byte-equal to
+#                             `gzip -dc` (tests/integration/oci.rs)
 #   golang-go:                builds a Go program offline (a local `replace`d module) whose
 #                             build info `inspect` lists; `go version -m` is the oracle
 #   python3-pip:              installs the SBOM validators below (not packaged by Debian)
@@ -103,7 +106,7 @@ packages=(
   dosfstools mtools gdisk fdisk e2fsprogs lvm2
   skopeo umoci docker-registry
   busybox-static cpio attr libcap2-bin
-  tar gzip xz-utils zstd util-linux
+  tar gzip pigz xz-utils zstd util-linux
   syslinux syslinux-common isolinux extlinux syslinux-efi systemd-boot-efi grub-efi-amd64-bin
   grub-rescue-pc grub-pc-bin grub-common mmdebstrap ipxe memtest86+
   rpm sqlite3 gpg gpg-agent db5.3-util

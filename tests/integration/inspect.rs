@@ -273,6 +273,14 @@ fn each_package_of_a_container_image_names_the_layer_that_added_it() {
         let root = t.path().join(format!("l{i}"));
         std::fs::create_dir_all(root.join("var/lib/dpkg")).unwrap();
         write_file(&root.join("var/lib/dpkg/status"), format!("{}\n", paras.join("\n\n")).as_bytes());
+        if i == 0 {
+            // os-release as Debian lays it out (a symlink to the file under /usr/lib),
+            // this machine's own: the report's `os` is its PRETTY_NAME.
+            std::fs::create_dir_all(root.join("usr/lib")).unwrap();
+            std::fs::create_dir_all(root.join("etc")).unwrap();
+            std::fs::copy("/usr/lib/os-release", root.join("usr/lib/os-release")).unwrap();
+            std::os::unix::fs::symlink("../usr/lib/os-release", root.join("etc/os-release")).unwrap();
+        }
         if let Some(v) = node {
             let dir = root.join("app/node_modules/left-pad");
             std::fs::create_dir_all(&dir).unwrap();
@@ -280,7 +288,7 @@ fn each_package_of_a_container_image_names_the_layer_that_added_it() {
         }
         let image = format!("{}:t", s(&layout));
         let step = format!("step {i}");
-        for top in ["app", "var"].into_iter().filter(|d| root.join(d).exists()) {
+        for top in ["app", "etc", "usr", "var"].into_iter().filter(|d| root.join(d).exists()) {
             run(
                 "umoci",
                 &["insert", "--history.created_by", &step, "--image", &image, &s(&root.join(top)), &format!("/{top}")],
@@ -382,8 +390,13 @@ fn each_package_of_a_container_image_names_the_layer_that_added_it() {
     assert!(table.lines().any(|l| l.contains("left-pad") && l.contains(short)), "{table}");
     assert!(table.contains("step 3"), "{table}");
 
-    // Every layer blob is opened once (strace): the databases as each layer left them
-    // and the Node package's manifest were read as the layers passed, not again.
+    // The OS is os-release's PRETTY_NAME, as the shell reads the file.
+    let pretty = run("sh", &["-c", ". /usr/lib/os-release && printf %s \"$PRETTY_NAME\""]);
+    assert_eq!(j["os"].as_str(), Some(pretty.as_str()));
+
+    // Every layer blob is opened once (strace): the databases as each layer left them,
+    // os-release and the Node package's manifest were read as the layers passed, not
+    // again.
     let trace = t.path().join("strace.out");
     let traced = std::process::Command::new("strace")
         .args([

@@ -610,3 +610,165 @@ fn a_damaged_layer_leaves_no_partial_output() {
     dc(&["extract", &src, &s(&out)]).expect_code(1);
     assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0, "a failed extraction left entries in DIR");
 }
+
+/// The bytes a tool writes on stdout (failing the test if it is missing or fails).
+fn stdout_of(cmd: &mut std::process::Command) -> Vec<u8> {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e} (scripts/setup.sh installs it)"));
+    assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+    out.stdout
+}
+
+/// `gzip -dc` of `blob`: the reference decoding of a layer.
+fn gzip_dc(dir: &Path, blob: &[u8]) -> Vec<u8> {
+    let f = dir.join("blob.gz");
+    std::fs::write(&f, blob).unwrap();
+    stdout_of(std::process::Command::new("gzip").args(["-dc", &s(&f)]))
+}
+
+/// Go's compress/gzip (what skopeo, umoci, containerd and Docker write layers with) at
+/// levels 0-9 and HuffmanOnly (-2): prints nothing, writes `TAR.LEVEL.gz` beside `TAR`.
+const GO_GZIP: &str = r#"package main
+
+import (
+	"compress/gzip"
+	"os"
+	"strconv"
+)
+
+func main() {
+	data, err := os.ReadFile(os.Args[1])
+	if err != nil {
+		panic(err)
+	}
+	for _, a := range os.Args[2:] {
+		level, _ := strconv.Atoi(a)
+		f, err := os.Create(os.Args[1] + "." + a + ".gz")
+		if err != nil {
+			panic(err)
+		}
+		w, err := gzip.NewWriterLevel(f, level)
+		if err != nil {
+			panic(err)
+		}
+		w.Write(data)
+		w.Close()
+		f.Close()
+	}
+}
+"#;
+
+/// Every gzip stream a layer may come as decodes to the bytes `gzip -dc` gives: gzip,
+/// pigz, Go's compress/gzip and Python's gzip at every level (Python's 0 and pigz's -0
+/// are stored blocks, Go's -2 Huffman-only), a multi-member stream (two gzip runs
+/// concatenated, split inside a tar member) and an empty stream. All are layers of one
+/// image whose diff_ids are the SHA-256 of `gzip -dc`'s output: `inspect` checks each
+/// diff_id and reports each layer's size, and `extract` (one thread and the pipeline)
+/// gives the tree `tar -x` gives. A stream with a byte flipped in its deflate data, and
+/// one cut short, which `gzip -t` refuses, are refused naming the layer.
+#[test]
+fn gzip_layers_of_every_writer_decode_as_gzip_dc() {
+    let t = tmp();
+    // Text (dynamic Huffman blocks with long matches), random bytes (stored blocks) and
+    // zeros (the longest runs).
+    let root = t.path().join("root");
+    std::fs::create_dir_all(root.join("text")).unwrap();
+    for e in std::fs::read_dir("/usr/share/common-licenses").unwrap() {
+        let p = e.unwrap().path();
+        if p.is_file() {
+            std::fs::copy(&p, root.join("text").join(p.file_name().unwrap())).unwrap();
+        }
+    }
+    write_file(&root.join("random"), &pseudo_random(1 << 20, 7));
+    write_file(&root.join("zeros"), &vec![0u8; 1 << 20]);
+    let tar = t.path().join("base.tar");
+    run("tar", &["-cf", &s(&tar), "-C", &s(&root), "--sort=name", "."]);
+    let tar_bytes = std::fs::read(&tar).unwrap();
+
+    let mut blobs: Vec<(String, Vec<u8>)> = Vec::new();
+    for level in 1..=9 {
+        let l = format!("-{level}");
+        blobs.push((format!("gzip {l}"), stdout_of(std::process::Command::new("gzip").args([&l, "-c", &s(&tar)]))));
+    }
+    for level in 0..=9 {
+        let l = format!("-{level}");
+        blobs.push((format!("pigz {l}"), stdout_of(std::process::Command::new("pigz").args([&l, "-c", &s(&tar)]))));
+    }
+    for level in 0..=9 {
+        let py = "import gzip, sys; sys.stdout.buffer.write(gzip.compress(open(sys.argv[1], 'rb').read(), int(sys.argv[2])))";
+        blobs.push((
+            format!("python gzip {level}"),
+            stdout_of(std::process::Command::new("python3").args(["-c", py, &s(&tar), &level.to_string()])),
+        ));
+    }
+    let go = t.path().join("gogzip");
+    std::fs::create_dir_all(&go).unwrap();
+    write_file(&go.join("main.go"), GO_GZIP.as_bytes());
+    let levels: Vec<String> = std::iter::once(-2).chain(0..=9).map(|l| l.to_string()).collect();
+    let mut args = vec!["run".to_string(), s(&go.join("main.go")), s(&tar)];
+    args.extend(levels.iter().cloned());
+    stdout_of(
+        std::process::Command::new("go")
+            .args(&args)
+            .env("GOPROXY", "off")
+            .env("GOCACHE", go.join("cache"))
+            .env("GOPATH", go.join("path")),
+    );
+    for l in &levels {
+        blobs.push((format!("go compress/gzip {l}"), std::fs::read(format!("{}.{l}.gz", s(&tar))).unwrap()));
+    }
+    let (front, back) = tar_bytes.split_at(tar_bytes.len() / 3);
+    let (f1, f2) = (t.path().join("front"), t.path().join("back"));
+    std::fs::write(&f1, front).unwrap();
+    std::fs::write(&f2, back).unwrap();
+    let mut two = stdout_of(std::process::Command::new("gzip").args(["-c", &s(&f1)]));
+    two.extend(stdout_of(std::process::Command::new("gzip").args(["-9", "-c", &s(&f2)])));
+    blobs.push(("two gzip members".into(), two));
+    let empty = t.path().join("empty");
+    std::fs::write(&empty, b"").unwrap();
+    blobs.push(("empty".into(), stdout_of(std::process::Command::new("gzip").args(["-c", &s(&empty)]))));
+
+    let decoded: Vec<Vec<u8>> = blobs.iter().map(|(_, b)| gzip_dc(t.path(), b)).collect();
+    for ((what, _), d) in blobs.iter().zip(&decoded) {
+        let want: &[u8] = if what == "empty" { b"" } else { &tar_bytes };
+        assert!(d.as_slice() == want, "{what}: gzip -dc does not give the tar back");
+    }
+    let gz = "application/vnd.oci.image.layer.v1.tar+gzip";
+    let layout = t.path().join("layout");
+    let layers: Vec<(Vec<u8>, &str)> = blobs.iter().map(|(_, b)| (b.clone(), gz)).collect();
+    crate::oci_common::write_layout(&layout, &layers, &decoded);
+    let src = format!("oci:{}:t", s(&layout));
+    let j = dc_ok(&["inspect", "--output", "json", &src]).json();
+    let reported = j["layers"].as_array().unwrap();
+    assert_eq!(reported.len(), blobs.len());
+    for ((what, _), (l, d)) in blobs.iter().zip(reported.iter().zip(&decoded)) {
+        assert_eq!(l["uncompressed_size"].as_u64(), Some(d.len() as u64), "{what}");
+    }
+    let theirs = t.path().join("tar-x");
+    std::fs::create_dir_all(&theirs).unwrap();
+    run("tar", &["-xf", &s(&tar), "-C", &s(&theirs)]);
+    let theirs = dir_manifest(&theirs);
+    for j in ["1", "2", "4"] {
+        let out = t.path().join(format!("out{j}"));
+        dc_ok(&["extract", "-j", j, &src, &s(&out)]);
+        crate::oci_common::assert_same_min(&dir_manifest(&out), &theirs, &format!("extract -j {j}"));
+    }
+
+    // Damaged streams: gzip refuses them, and so do we, naming the layer.
+    let good = &blobs[5].1;
+    let mut flipped = good.clone();
+    // Inside the first file's deflate data (the text), past the gzip header.
+    flipped[good.len() / 10] ^= 0x55;
+    let cut = good[..good.len() / 2].to_vec();
+    for (what, bad) in [("a flipped byte", flipped), ("cut short", cut)] {
+        let f = t.path().join("bad.gz");
+        std::fs::write(&f, &bad).unwrap();
+        let ok = std::process::Command::new("gzip").args(["-t", &s(&f)]).output().unwrap().status.success();
+        assert!(!ok, "{what}: gzip -t accepts it");
+        let lay = t.path().join(format!("bad-{}", what.replace(' ', "-")));
+        crate::oci_common::write_layout(&lay, &[(bad, gz)], std::slice::from_ref(&tar_bytes));
+        let bad_src = format!("oci:{}:t", s(&lay));
+        dc(&["inspect", "--output", "json", &bad_src]).expect_code(1).expect_stderr_all(&["layer sha256:"]);
+        dc(&["extract", &bad_src, &s(&t.path().join("never"))]).expect_code(1).expect_stderr_all(&["layer sha256:"]);
+        assert!(!t.path().join("never").exists(), "{what}");
+    }
+}

@@ -6,7 +6,7 @@
 //! warning naming it, and the rest is still listed.
 
 use crate::purl;
-use crate::{Package, binary, jar, packages};
+use crate::{Package, ReadFile, binary, jar, packages};
 use diskcast_block::Result;
 use diskcast_layout::u64_from_usize;
 use diskcast_tree::{Content, Kind, NodeId, StreamSource, Tree};
@@ -93,13 +93,8 @@ pub struct OsId {
 }
 
 impl OsId {
-    /// `ID` and `VERSION_ID` of the tree's os-release (empty when it has none).
-    pub fn of(tree: &Tree) -> OsId {
-        let bytes = [&b"etc/os-release"[..], b"usr/lib/os-release"]
-            .iter()
-            .find_map(|p| tree.read_optional(p, crate::MAX_OS_RELEASE).ok().flatten())
-            .unwrap_or_default();
-        let text = String::from_utf8_lossy(&bytes);
+    /// `ID` and `VERSION_ID` of an os-release text (empty when it has none).
+    pub fn parse(text: &str) -> OsId {
         let field = |k: &str| {
             text.lines()
                 .find_map(|l| l.strip_prefix(k).and_then(|v| v.strip_prefix('=')))
@@ -120,7 +115,8 @@ impl OsId {
 
 /// The OS and language packages of `tree`.
 pub fn inventory(tree: &Tree) -> Result<Inventory> {
-    inventory_from(tree, packages(tree)?, &|_, _| None)
+    let read = |path: &[u8], max: u64| -> Result<Option<Vec<u8>>> { Ok(tree.read_optional(path, max)?) };
+    inventory_from(tree, packages(tree)?, &|_, _| None, &read)
 }
 
 /// What a file of a stream was found to hold when the stream passed (see
@@ -151,11 +147,14 @@ pub fn scan_member(path: &[u8], mode: u32, bytes: &[u8]) -> Inventory {
 
 /// [`inventory`], with the OS packages already read from the tree's database, and the
 /// files of streams that were scanned as the streams passed (`scanned`; a container
-/// image's layers): those are not read again.
-pub fn inventory_from(tree: &Tree, found: crate::Found, scanned: Scanned<'_>) -> Result<Inventory> {
-    let os = OsId::of(tree);
+/// image's layers): those are not read again. `read` reads os-release (a container
+/// image's inspection keeps its bytes as the layer passes, so that reading it does not
+/// decode the layer again up to it).
+pub fn inventory_from(tree: &Tree, found: crate::Found, scanned: Scanned<'_>, read: ReadFile<'_>) -> Result<Inventory> {
+    let release = crate::os_release_text(read);
+    let os = OsId::parse(&release);
     let mut inv = Inventory {
-        os: crate::os_release(tree),
+        os: crate::pretty_name(&release),
         package_manager: found.manager.clone(),
         os_id: os.clone(),
         ..Inventory::default()

@@ -73,12 +73,24 @@ impl Package {
     }
 }
 
+/// Where os-release is looked for, in order (the first one present counts).
+pub const OS_RELEASE: [&[u8]; 2] = [b"etc/os-release", b"usr/lib/os-release"];
+
 /// `PRETTY_NAME` from the tree's os-release, when it has one.
 pub fn os_release(tree: &Tree) -> Option<String> {
-    let bytes = [&b"etc/os-release"[..], b"usr/lib/os-release"]
-        .iter()
-        .find_map(|p| tree.read_optional(p, MAX_OS_RELEASE).ok().flatten())?;
-    let text = String::from_utf8_lossy(&bytes);
+    let read = |path: &[u8], max: u64| -> Result<Option<Vec<u8>>> { Ok(tree.read_optional(path, max)?) };
+    pretty_name(&os_release_text(&read))
+}
+
+/// The text of the first of [`OS_RELEASE`] that `read` finds (empty when none is
+/// readable): read once, for both `PRETTY_NAME` and the `ID` fields.
+pub(crate) fn os_release_text(read: ReadFile<'_>) -> String {
+    let bytes = OS_RELEASE.iter().find_map(|p| read(p, MAX_OS_RELEASE).ok().flatten()).unwrap_or_default();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// `PRETTY_NAME` of an os-release text.
+pub(crate) fn pretty_name(text: &str) -> Option<String> {
     text.lines().find_map(|l| l.strip_prefix("PRETTY_NAME=")).map(|v| v.trim_matches('"').to_string())
 }
 

@@ -1,8 +1,8 @@
 //! What an image is made of: its manifest, config, layers and history, and the packages
 //! of its root filesystem ([`diskcast_inspect::inventory`]), each package with the layer
 //! that added it. Every layer is read once (measured, its digests checked, its members
-//! listed); the package databases' bytes are kept as they pass, so the database as each
-//! layer left it is read without decoding any layer again.
+//! listed); the package databases' and os-release's bytes are kept as they pass, so the
+//! database as each layer left it, and the OS, are read without decoding any layer again.
 //!
 //! Which layer a package belongs to:
 //! - a file (a language package's metadata, a binary): the layer the flattened file
@@ -20,7 +20,7 @@ use crate::image::Image;
 use crate::spec::{History, Platform, RunConfig};
 use diskcast_block::Result;
 use diskcast_inspect::inventory::{Inventory, MAX_PACKAGES, inventory_from, os_version, reads, scan_member};
-use diskcast_inspect::{DB_FILES, Found, packages_in};
+use diskcast_inspect::{DB_FILES, Found, OS_RELEASE, packages_in};
 use diskcast_tar::{Member, member_components};
 use diskcast_tree::{Content, FileType, Kind, StreamSource, Tree};
 use serde::Serialize;
@@ -149,7 +149,8 @@ pub fn inspect(image: &Image, threads: usize) -> Result<Report> {
     };
     let read_before =
         |stream: &Arc<dyn StreamSource>, offset: u64| kept.scanned.get(&(stream_key(stream), offset)).cloned();
-    let mut inventory = inventory_from(&tree, found, &read_before)?;
+    let read = |path: &[u8], max: u64| read_kept(&tree, &kept, path, max);
+    let mut inventory = inventory_from(&tree, found, &read_before, &read)?;
     for p in &mut inventory.packages {
         let at = if matches!(p.kind.as_str(), "deb" | "apk" | "rpm") {
             db.since.get(&(p.name.clone(), p.architecture.clone().unwrap_or_default())).and_then(|(v, i)| {
@@ -203,7 +204,7 @@ fn file_layer(tree: &Tree, found_in: &str, scanned: &[Arc<ScannedLayer>]) -> Opt
     scanned.iter().rposition(|l| std::ptr::addr_eq(Arc::as_ptr(&l.stream), Arc::as_ptr(stream)))
 }
 
-/// The package database files' bytes, kept as each layer is read: by layer stream and
+/// The package database files' (and os-release's) bytes, kept as each layer is read: by layer stream and
 /// member offset, the key a flattened file's content has.
 #[derive(Default)]
 struct KeepDatabases {
@@ -260,12 +261,13 @@ impl ContentSink for KeepDatabases {
                 elf: None,
             }));
         }
-        // Most members end in no database's name: their path is not split.
-        if !DB_FILES.iter().any(|p| p.rsplit(|&b| b == b'/').next().is_some_and(|name| m.path.ends_with(name))) {
+        // Most members end in no kept file's name: their path is not split.
+        let kept_files = || DB_FILES.iter().chain(&OS_RELEASE);
+        if !kept_files().any(|p| p.rsplit(|&b| b == b'/').next().is_some_and(|name| m.path.ends_with(name))) {
             return None;
         }
         let comps = member_components(&m.path).ok()?;
-        if !DB_FILES.iter().any(|p| p.split(|&b| b == b'/').eq(comps.iter().copied())) {
+        if !kept_files().any(|p| p.split(|&b| b == b'/').eq(comps.iter().copied())) {
             return None;
         }
         let room = {
@@ -408,19 +410,23 @@ fn file_key(tree: &Tree, path: &[u8]) -> Option<FileKey> {
     Some(FileKey::Node(id.index()))
 }
 
+/// The file `path` of `tree` (at most `max` bytes): its kept bytes when its layer kept
+/// them, else read from the tree (decoding its layer again up to it).
+fn read_kept(tree: &Tree, kept: &Kept, path: &[u8], max: u64) -> Result<Option<Vec<u8>>> {
+    let Ok(id) = tree.resolve(path, true) else { return Ok(None) };
+    if let Kind::File(f) = &tree.node(id).kind
+        && f.size <= max
+        && let Content::Stream { stream, offset } = &f.content
+        && let Some(bytes) = kept.get(stream, *offset)
+    {
+        return Ok(Some(bytes.to_vec()));
+    }
+    Ok(tree.read_optional(path, max)?)
+}
+
 /// The packages of the database `tree` holds, its files read from the kept bytes.
 fn read_databases(tree: &Tree, kept: &Kept) -> Result<Found> {
-    let read = |path: &[u8], max: u64| -> Result<Option<Vec<u8>>> {
-        let Ok(id) = tree.resolve(path, true) else { return Ok(None) };
-        if let Kind::File(f) = &tree.node(id).kind
-            && f.size <= max
-            && let Content::Stream { stream, offset } = &f.content
-            && let Some(bytes) = kept.get(stream, *offset)
-        {
-            return Ok(Some(bytes.to_vec()));
-        }
-        Ok(tree.read_optional(path, max)?)
-    };
+    let read = |path: &[u8], max: u64| read_kept(tree, kept, path, max);
     let is_file = |path: &[u8]| tree.metadata(path).is_ok_and(|m| m.file_type == FileType::File);
     packages_in(&read, &is_file)
 }
