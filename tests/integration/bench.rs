@@ -109,7 +109,7 @@ fn bench_takes_qemu_img_flags_and_prints_its_lines() {
 
 /// `-w` writes the pattern where qemu-img writes it: qemu-io reads every request's bytes
 /// back and qemu-img compare finds our image and qemu-img's the same; the step wraps to
-/// keep each request inside the image; qcow2 (no in-place writer yet) is refused untouched.
+/// keep each request inside the image; VHDX (no in-place writer yet) is refused untouched.
 #[test]
 fn bench_write_leaves_the_pattern_qemu_io_reads() {
     let d = tmp();
@@ -136,10 +136,10 @@ fn bench_write_leaves_the_pattern_qemu_io_reads() {
     let reads: Vec<String> = (0..20u64).map(|i| format!("read -P 0x77 {} 4096", (i * 300_000) % span)).collect();
     qemu_io("raw", &wrap, &reads.iter().map(String::as_str).collect::<Vec<_>>());
 
-    let qcow2 = d.path().join("q.qcow2");
-    qemu_img(&["convert", "-q", "-f", "raw", "-O", "qcow2", &s(&base), &s(&qcow2)]);
-    let before = read(&qcow2);
-    dc(&["bench", "-w", "-c", "10", &s(&qcow2)]).expect_code(1).expect_stderr_all(&["qcow2", "in-place writer"]);
-    assert_eq!(read(&qcow2), before, "a refused bench -w changed the image");
-    qemu_check_clean(&qcow2);
+    let vhdx = d.path().join("q.vhdx");
+    qemu_img(&["convert", "-q", "-f", "raw", "-O", "vhdx", &s(&base), &s(&vhdx)]);
+    let before = read(&vhdx);
+    dc(&["bench", "-w", "-c", "10", &s(&vhdx)]).expect_code(1).expect_stderr_all(&["vhdx", "in-place writer"]);
+    assert_eq!(read(&vhdx), before, "a refused bench -w changed the image");
+    qemu_img(&["check", "-q", "-f", "vhdx", &s(&vhdx)]);
 }

@@ -29,6 +29,7 @@ mod grammar;
 mod hostile;
 mod http;
 mod info;
+mod inplace_write;
 mod inputs;
 mod inspect;
 mod inspect_vulns;

@@ -767,6 +767,12 @@ impl Registry {
             .collect()
     }
 
+    /// The formats whose images can be written in place (`commit`, `convert -n`,
+    /// `bench -w`): [`Driver::writes_in_place`] or [`Driver::edits_in_place`].
+    pub fn in_place_formats(&self) -> Vec<&'static str> {
+        self.drivers().filter(|d| d.writes_in_place() || d.edits_in_place()).map(|d| d.name()).collect()
+    }
+
     /// Finds the format of the file at `path` by magic (see [`probe_source`](Self::probe_source)).
     pub fn probe(&self, path: &Path) -> Result<&dyn Driver> {
         self.probe_source(&ImageFile::open(path)?)

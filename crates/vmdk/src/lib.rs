@@ -9,6 +9,8 @@
 //! - Writing: monolithicSparse (qemu's layout, parallel), streamOptimized (sequential,
 //!   parallel compression, never seeks: [`stream_optimized_to`] writes to a pipe) and
 //!   monolithicFlat (descriptor + `<stem>-flat.vmdk`).
+//! - Editing in place (`commit`, `convert -n`, `bench -w`): [`edit`], monolithicSparse
+//!   grains added at the end (tables written last), monolithicFlat written where it lies.
 //! - `check`: every grain table and grain lies inside its file; compressed grain markers.
 //! - `measure`: arithmetic for the uncompressed layouts, an upper bound for streams.
 #![forbid(unsafe_code)]
@@ -16,19 +18,21 @@
 
 pub mod check;
 pub mod descriptor;
+pub mod edit;
 pub mod header;
 pub mod reader;
 pub mod sparse;
 pub mod stream;
 pub mod writer;
 
+use diskcast_block::io::ImageFile;
 use diskcast_block::output::OutputFiles;
 use diskcast_block::registry::units_touched;
 use diskcast_block::registry::{
     CheckReport, CreateOptions, Driver, Measure, OpenContext, OptionSpec, ProbeData, check_named,
 };
 use diskcast_block::source::Source;
-use diskcast_block::{BlockRead, BlockWrite, Error, Extent, Result};
+use diskcast_block::{BlockRead, BlockWrite, Error, Extent, Result, ResultExt};
 use diskcast_layout::u64_from_usize;
 use header::SECTOR;
 use std::path::Path;
@@ -157,6 +161,19 @@ impl Driver for VmdkDriver {
             }
             Subformat::MonolithicFlat => Ok(Box::new(FlatWriter::new(path, p, out)?)),
         }
+    }
+
+    fn edits_in_place(&self) -> bool {
+        true
+    }
+
+    /// `commit`, `convert -n`: into the existing monolithicSparse or monolithicFlat disk
+    /// ([`edit`]).
+    fn write_into(&self, file: ImageFile, size: u64, opts: &CreateOptions) -> Result<Box<dyn BlockWrite>> {
+        let name = file.path().to_path_buf();
+        diskcast_block::unit_edit::refuse_create_options(self.name(), opts)
+            .and_then(|()| edit::editor(file, size, opts.target_is_zero))
+            .file(&name)
     }
 
     fn check(&self, src: Source, ctx: &OpenContext<'_>) -> Result<CheckReport> {

@@ -257,7 +257,8 @@ impl<'r> Plan<'r> {
         }
         if a.no_create && !driver.writes_in_place() && !driver.edits_in_place() {
             return Err(Error::argument(format!(
-                "-n (write into an existing image) works for raw and qcow2 targets only, not {}",
+                "-n (write into an existing image) works for {} targets only, not {}",
+                images.registry.in_place_formats().join(", "),
                 driver.name()
             )));
         }

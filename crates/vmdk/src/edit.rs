@@ -1,0 +1,246 @@
+//! Writing guest data into an existing VMDK in place (`commit`, `convert -n`, `bench -w`)
+//! through [`UnitEditor`]: a monolithicSparse file's new grains go at the end of the
+//! file, a monolithicFlat disk's extent is written where its bytes are.
+//!
+//! Order for a new grain: its data is written past the end of the file; the grain table
+//! entries naming the new grains are written last, the primary table's then the
+//! redundant one's (as qemu updates them). A crash before the table writes leaves grains
+//! nothing names at the end of the file: leaked space, the guest sees the disk as it was.
+//! Pending entries are written out every [`MAX_PENDING`] grains, so memory stays bounded
+//! on any disk.
+//!
+//! Refused, each naming why: streamOptimized files (compressed grains cannot be written
+//! over; qemu refuses that too: "Could not write to allocated cluster for
+//! streamOptimized"), grain tables the file lacks (qemu-img makes them all at create),
+//! split disks of several extents, and delta disks (refused by the reader already).
+
+use crate::header::{GTE_ZEROED, SECTOR, sector_table};
+use crate::reader::{Backing, VmdkReader};
+use crate::sparse::SparseExtent;
+use diskcast_block::gate::Gate;
+use diskcast_block::io::ImageFile;
+use diskcast_block::registry::{OpenContext, Registry};
+use diskcast_block::unit_edit::{DirectMap, UnitEditor, UnitMap, reader_handle, write_entries};
+use diskcast_block::{BlockWrite, Error, Result};
+use diskcast_layout::{u64_from_usize, usize_from_u64};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// New grains whose table entries wait in memory before they are written out (16 MiB of
+/// entries' bookkeeping at most; with 64 KiB grains, one write-out per 16 GiB of data).
+const MAX_PENDING: usize = 1 << 18;
+
+const FORMAT: &str = "vmdk (written in place)";
+
+/// The editor for the VMDK in `file` (opened for writing and locked as a writer), taking
+/// `size` guest bytes.
+pub fn editor(file: ImageFile, size: u64, target_is_zero: bool) -> Result<Box<dyn BlockWrite>> {
+    // Only the extent file of a flat descriptor is opened here, beneath the descriptor's
+    // directory as the reader opens it; no backing file is followed.
+    let (registry, gate) = (Registry::new(Vec::new()), Gate::new());
+    let r = VmdkReader::open(reader_handle(&file)?, &OpenContext::without_backing(&registry, &gate))?;
+    let [extent] = r.extents.as_slice() else {
+        return Err(Error::unsupported(format!(
+            "a VMDK of {} extents (split twoGbMaxExtent files); diskcast writes into monolithicSparse and \
+             monolithicFlat VMDKs only",
+            r.extents.len()
+        )));
+    };
+    match &extent.backing {
+        Backing::Sparse(sp) if sp.header.compressed() => Err(Error::unsupported(
+            "a streamOptimized VMDK holds compressed grains, which cannot be written over in place (qemu refuses \
+             it too: \"Could not write to allocated cluster for streamOptimized\"); convert to a new image instead",
+        )),
+        Backing::Sparse(_) if r.embedded => {
+            Ok(Box::new(UnitEditor::new(SparseMap::open(file)?, size, target_is_zero, FORMAT)?))
+        }
+        Backing::Flat { base, .. } => {
+            let name = extent.line.file.as_deref().unwrap_or_default();
+            let path = gate.resolve_extent(file.path(), name, "extent")?;
+            let data = ImageFile::open_rw_nofollow(&path)?;
+            Ok(Box::new(UnitEditor::new(DirectMap::new(data, *base, extent.len)?, size, target_is_zero, FORMAT)?))
+        }
+        _ => Err(Error::unsupported(
+            "diskcast writes into monolithicSparse and monolithicFlat VMDKs only, not into this one's extent kind",
+        )
+        .with_field("extent")),
+    }
+}
+
+/// A monolithicSparse file's grain tables, as an edit changes them.
+#[derive(Debug)]
+pub struct SparseMap {
+    file: ImageFile,
+    /// The extent as it is on disk (reopened after pending entries are written).
+    sp: SparseExtent,
+    /// Redundant grain directory (empty when the file has none).
+    rgd: Vec<u32>,
+    /// Grains given a place in this edit and not yet written to the tables: sector of
+    /// each, by grain index.
+    pending: BTreeMap<u64, u32>,
+    /// Where the next new grain goes, in sectors.
+    next: u64,
+    /// The tables named a grain when the edit began.
+    has_grains: bool,
+}
+
+impl SparseMap {
+    /// Opens the file for editing, every table checked first: grain tables inside the
+    /// file, every grain inside the file past the metadata, no two grains overlapping,
+    /// and the redundant directory naming a table wherever the primary one does.
+    fn open(file: ImageFile) -> Result<Self> {
+        let (sp, _) = SparseExtent::open(reader_handle(&file)?)?;
+        let h = sp.header;
+        let grain_sectors = h.grain_size;
+        let mut grains: Vec<u32> = Vec::new();
+        for t in 0..u64_from_usize(sp.gd.len()) {
+            let Some(tab) = sp.gt(t)? else { continue };
+            for (i, &gte) in tab.iter().enumerate() {
+                let g = t * sp.per_gt + u64_from_usize(i);
+                if gte == 0 || (gte == GTE_ZEROED && h.zero_grain()) || g * sp.grain >= sp.capacity {
+                    continue;
+                }
+                sp.classify(gte, g)?;
+                grains.push(gte);
+            }
+        }
+        grains.sort_unstable();
+        let mut end = h.overhead;
+        for &s in &grains {
+            if u64::from(s) < end {
+                return Err(Error::corrupt(format!(
+                    "a grain table entry names sector {s}, inside the metadata or another grain (which ends at \
+                     sector {end}); writing it would change both"
+                ))
+                .with_field("grain_table_entry"));
+            }
+            end = u64::from(s) + grain_sectors;
+        }
+        let file_sectors = sp.file_len.div_ceil(SECTOR);
+        if end > file_sectors {
+            return Err(Error::out_of_bounds(format!(
+                "a grain ends at sector {end}, past the end of the {}-byte file",
+                sp.file_len
+            ))
+            .with_field("grain_table_entry"));
+        }
+        let rgd = Self::read_rgd(&sp)?;
+        let has_grains = !grains.is_empty();
+        Ok(SparseMap { next: end.max(file_sectors), file, sp, rgd, pending: BTreeMap::new(), has_grains })
+    }
+
+    fn read_rgd(sp: &SparseExtent) -> Result<Vec<u32>> {
+        let h = &sp.header;
+        if h.rgd_offset == 0 || h.flags & crate::header::FLAG_RGD == 0 {
+            return Ok(Vec::new());
+        }
+        let at = h.rgd_offset * SECTOR;
+        let len = u64_from_usize(sp.gd.len()) * 4;
+        if at.checked_add(len).is_none_or(|e| e > sp.file_len) {
+            return Err(Error::out_of_bounds(format!(
+                "the redundant grain directory at byte {at:#x} runs past the end of the {}-byte file",
+                sp.file_len
+            ))
+            .with_field("rgdOffset"));
+        }
+        let mut raw = vec![0u8; usize_from_u64(len, "grain directory size")?];
+        sp.file.read_exact_at(&mut raw, at)?;
+        let rgd: Vec<u32> = sector_table(&raw).collect();
+        let table_bytes = sp.per_gt * 4;
+        for (t, (&p, &r)) in sp.gd.iter().zip(&rgd).enumerate() {
+            let r_at = u64::from(r) * SECTOR;
+            if (p == 0) != (r == 0) || r_at.saturating_add(table_bytes) > sp.file_len {
+                return Err(Error::corrupt(format!(
+                    "redundant grain directory entry {t} ({r}) does not match the primary one ({p}) or lies past \
+                     the end of the file; run qemu-img check"
+                ))
+                .with_field("rgdOffset"));
+            }
+        }
+        Ok(rgd)
+    }
+
+    /// Where entry `g` of the tables the directory `dir` names lies in the file.
+    fn entry_at(&self, dir: &[u32], g: u64) -> Result<u64> {
+        let t = usize_from_u64(g / self.sp.per_gt, "grain table index")?;
+        let table = dir.get(t).copied().unwrap_or(0);
+        if table == 0 {
+            return Err(Error::corrupt(format!("grain table {t} vanished")));
+        }
+        Ok(u64::from(table) * SECTOR + (g % self.sp.per_gt) * 4)
+    }
+
+    /// Writes the pending entries (primary tables, then redundant ones) and rereads the
+    /// extent, whose cached tables and file length they change.
+    fn write_pending(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let mut grains = BTreeSet::new();
+        for &g in self.pending.keys() {
+            grains.insert(usize_from_u64(g, "grain index")?);
+        }
+        let sector = |i: usize| self.pending.get(&u64_from_usize(i)).copied().unwrap_or(0).to_le_bytes();
+        write_entries(&self.file, &grains, |i| self.entry_at(&self.sp.gd, u64_from_usize(i)), sector)?;
+        if !self.rgd.is_empty() {
+            write_entries(&self.file, &grains, |i| self.entry_at(&self.rgd, u64_from_usize(i)), sector)?;
+        }
+        self.pending.clear();
+        self.sp = SparseExtent::open(reader_handle(&self.file)?)?.0;
+        Ok(())
+    }
+}
+
+impl UnitMap for SparseMap {
+    fn unit(&self) -> u64 {
+        self.sp.grain
+    }
+
+    fn size(&self) -> u64 {
+        self.sp.capacity
+    }
+
+    fn file(&self) -> &ImageFile {
+        &self.file
+    }
+
+    fn host(&mut self, g: u64) -> Result<Option<u64>> {
+        if let Some(&s) = self.pending.get(&g) {
+            return Ok(Some(u64::from(s) * SECTOR));
+        }
+        Ok(match self.sp.lookup(g)? {
+            crate::sparse::GrainMap::Data(at) => Some(at),
+            _ => None,
+        })
+    }
+
+    /// The end of the file, the file grown to hold the grain whole.
+    fn allocate(&mut self, g: u64) -> Result<u64> {
+        if self.pending.len() >= MAX_PENDING {
+            self.write_pending()?;
+        }
+        if self.sp.gt(g / self.sp.per_gt)?.is_none() {
+            return Err(Error::unsupported(format!(
+                "grain {g} has no grain table (its directory entry is 0); diskcast does not add grain tables \
+                 (qemu-img create makes them all)"
+            ))
+            .with_field("grain_directory_entry"));
+        }
+        let sector = self.next;
+        let stored = u32::try_from(sector).map_err(|_| {
+            Error::unsupported(format!("a new grain at sector {sector} is past what a grain table entry can name"))
+        })?;
+        let at = sector * SECTOR;
+        self.file.set_len(at + self.sp.grain)?;
+        self.next = sector + self.sp.header.grain_size;
+        self.pending.insert(g, stored);
+        Ok(at)
+    }
+
+    fn has_data(&self) -> bool {
+        self.has_grains || !self.pending.is_empty()
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        self.write_pending()
+    }
+}
