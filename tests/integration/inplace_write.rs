@@ -1,8 +1,9 @@
-//! Writing into existing VDI, VHD and VMDK images (`commit` into such a base, `convert -n`
+//! Writing into existing VDI, VHD, VHDX and VMDK images (`commit` into such a base, `convert -n`
 //! into such a target): each run by diskcast on one copy of qemu-made images and by
 //! qemu-img on another copy, with the same arguments; qemu-img judges the pair (compare,
 //! check where qemu has one, info's virtual size) and a hostile table entry is refused.
 
+use crate::rebase_commit::twin;
 use crate::support::*;
 use serde_json::Value;
 use std::path::Path;
@@ -16,6 +17,11 @@ const FORMATS: &[(&str, &[&str], &str, bool)] = &[
     ("vpc", &["-o", "subformat=fixed"], "vhd", false),
     ("vmdk", &[], "vmdk", true),
     ("vmdk", &["-o", "subformat=monolithicFlat"], "vmdk", true),
+    ("vmdk", &["-o", "subformat=twoGbMaxExtentSparse"], "vmdk", true),
+    ("vmdk", &["-o", "subformat=twoGbMaxExtentFlat"], "vmdk", true),
+    ("vhdx", &[], "vhdx", true),
+    ("vhdx", &["-o", "block_size=1M"], "vhdx", true),
+    ("vhdx", &["-o", "subformat=fixed"], "vhdx", true),
 ];
 
 /// Guest writes that exercise allocation: part of a block, whole blocks, zeros over data
@@ -31,9 +37,13 @@ const OVERLAY_WRITES: &[&str] = &[
 
 /// `qemu-img create -f FMT OPTS NAME 8M` in `dir`, with data written by qemu-io when `data`.
 fn make_base(dir: &Path, fmt: &str, opts: &[&str], name: &str, data: bool) {
+    make_sized(dir, fmt, opts, name, "8M", data);
+}
+
+fn make_sized(dir: &Path, fmt: &str, opts: &[&str], name: &str, size: &str, data: bool) {
     let mut args = vec!["create", "-q", "-f", fmt];
     args.extend_from_slice(opts);
-    args.extend_from_slice(&[name, "8M"]);
+    args.extend_from_slice(&[name, size]);
     qemu_img_in(Some(dir), &args).expect_ok();
     if data {
         qemu_io(fmt, &dir.join(name), &["write -P 0xaa 0 1536K", "write -P 0xab 5M 64K", "write -P 0xac 6M 512K"]);
@@ -54,17 +64,6 @@ fn judge(img: &Path, reference: &Path, fmt: &str, checkable: bool) {
     }
     let size = |p: &Path| qemu_info_fmt(p, fmt)["virtual-size"].as_u64();
     assert_eq!(size(img), size(reference));
-}
-
-/// Two directories holding the same images: `ours` for diskcast, `theirs` for qemu-img.
-fn twin(build: impl Fn(&Path)) -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
-    let d = tmp();
-    let (ours, theirs) = (d.path().join("ours"), d.path().join("theirs"));
-    for dir in [&ours, &theirs] {
-        std::fs::create_dir(dir).unwrap();
-        build(dir);
-    }
-    (d, ours, theirs)
 }
 
 /// `commit` of a qcow2 overlay into a base of each format, empty and holding data:
@@ -169,19 +168,43 @@ fn vmdk_grain_table_entry_past_the_end_is_refused() {
     );
 }
 
-/// VHDX is not written in place (its BAT may change only through its log, which diskcast
-/// does not write): refused by name, the image untouched.
 #[test]
-fn vhdx_is_refused_untouched() {
-    let d = tmp();
-    make_base(d.path(), "vhdx", &[], "base.vhdx", true);
-    qemu_img_in(Some(d.path()), &["create", "-q", "-f", "qcow2", "-b", "base.vhdx", "-F", "vhdx", "top.qcow2"])
-        .expect_ok();
-    qemu_io("qcow2", &d.path().join("top.qcow2"), OVERLAY_WRITES);
-    let before = read(&d.path().join("base.vhdx"));
-    dc_in(Some(d.path()), &["commit", "top.qcow2"]).expect_code(1).expect_stderr_all(&["vhdx", "vdi"]);
-    dc_in(Some(d.path()), &["convert", "-n", "-O", "vhdx", "top.qcow2", "base.vhdx"])
-        .expect_code(1)
-        .expect_stderr_all(&["-n", "vhdx"]);
-    assert_eq!(read(&d.path().join("base.vhdx")), before);
+fn vhdx_bat_entry_past_the_end_is_refused() {
+    refused_untouched(
+        "vhdx",
+        "vhdx",
+        |p| {
+            // BAT entry 0: block 0 fully present (state 6) 1 TiB into the file.
+            let (bat, _) = crate::vhdx_common::region(p, &crate::vhdx_common::BAT_GUID_LE);
+            patch(p, bat, &((1u64 << 40) | 6).to_le_bytes());
+        },
+        &["block 0", "past the end"],
+    );
+}
+
+/// streamOptimized grains are compressed: refused, as qemu-img refuses writes over them,
+/// and split VMDKs (several extents: over 2 GiB) by name; the images untouched.
+#[test]
+fn stream_optimized_and_split_vmdk_are_refused_untouched() {
+    for (sub, size, words) in [
+        ("streamOptimized", "8M", &["streamOptimized", "Could not write to allocated cluster"][..]),
+        ("twoGbMaxExtentSparse", "3G", &["2 extents", "one extent"][..]),
+    ] {
+        let d = tmp();
+        make_sized(d.path(), "vmdk", &["-o", &format!("subformat={sub}")], "base.vmdk", size, size == "8M");
+        qemu_img_in(Some(d.path()), &["create", "-q", "-f", "qcow2", "-b", "base.vmdk", "-F", "vmdk", "top.qcow2"])
+            .expect_ok();
+        qemu_io("qcow2", &d.path().join("top.qcow2"), OVERLAY_WRITES);
+        let before = read(&d.path().join("base.vmdk"));
+        dc_in(Some(d.path()), &["commit", "top.qcow2"]).expect_code(1).expect_stderr_all(words);
+        write_file(&d.path().join("src.raw"), &vec![0x42u8; 8 << 20]);
+        dc_in(Some(d.path()), &["convert", "-n", "-f", "raw", "-O", "vmdk", "src.raw", "base.vmdk"])
+            .expect_code(1)
+            .expect_stderr_all(words);
+        assert_eq!(read(&d.path().join("base.vmdk")), before, "{sub}");
+        // qemu-img refuses the streamOptimized commit too (exit 1).
+        if sub == "streamOptimized" {
+            qemu_img_in(Some(d.path()), &["commit", "top.qcow2"]).expect_code(1);
+        }
+    }
 }

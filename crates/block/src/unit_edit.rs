@@ -1,5 +1,5 @@
 //! Guest writes into an existing image of a format that maps the disk in fixed-size
-//! units (VDI blocks, VHD blocks, VMDK grains): the one [`BlockWrite`] behind `commit`,
+//! units (VDI, VHD and VHDX blocks, VMDK grains): the one [`BlockWrite`] behind `commit`,
 //! `convert -n` and `bench -w` for those formats. The format supplies a [`UnitMap`]
 //! (where each unit is stored, how a new one is placed, how its table reaches the file);
 //! [`UnitEditor`] cuts writes into units and keeps the order that makes an interrupted
@@ -26,17 +26,38 @@ use diskcast_layout::{u64_from_usize, usize_from_u64};
 use std::collections::BTreeSet;
 use std::sync::{Mutex, MutexGuard};
 
+/// What every [`UnitMap`] has: the file holding the guest data, the virtual size and the
+/// guest bytes per unit.
+#[derive(Debug)]
+pub struct Units {
+    /// The file that holds the guest data.
+    pub file: ImageFile,
+    /// The image's virtual size.
+    pub size: u64,
+    /// Guest bytes per unit.
+    pub unit: u64,
+}
+
+impl Units {
+    /// The index of guest unit `unit` in a table of `entries` entries, refused past it.
+    pub fn index(&self, unit: u64, entries: usize) -> Result<usize> {
+        usize::try_from(unit).ok().filter(|&i| i < entries).ok_or_else(|| {
+            Error::out_of_bounds(format!("guest unit {unit} is outside the {entries}-entry table"))
+                .with_offset(unit.saturating_mul(self.unit))
+        })
+    }
+}
+
 /// A format's map from guest units to the places that hold them, as an in-place edit
 /// changes it.
 pub trait UnitMap: Send + std::fmt::Debug {
-    /// Guest bytes per unit.
-    fn unit(&self) -> u64;
-
-    /// The image's virtual size.
-    fn size(&self) -> u64;
+    /// The file, size and unit.
+    fn units(&self) -> &Units;
 
     /// The file that holds the guest data.
-    fn file(&self) -> &ImageFile;
+    fn file(&self) -> &ImageFile {
+        &self.units().file
+    }
 
     /// Where the first guest byte of unit `unit` is stored, or `None` when the unit is
     /// not stored (it reads as zeros).
@@ -55,6 +76,9 @@ pub trait UnitMap: Send + std::fmt::Debug {
     fn flush(&mut self) -> Result<()>;
 }
 
+/// The copy engine's unit: data runs 4 KiB aligned, as the new-image writers take them.
+const GRANULARITY: u64 = 4096;
+
 /// [`BlockWrite`] over a [`UnitMap`]: `convert -n`, `commit` and `bench -w` into an
 /// existing image, from the copy engine's threads one at a time.
 #[derive(Debug)]
@@ -71,7 +95,7 @@ impl<M: UnitMap> UnitEditor<M> {
     /// size must be at least `size`, as qemu-img requires). `target_is_zero`: the caller
     /// says the image reads as zeros (`--target-is-zero`).
     pub fn new(map: M, size: u64, target_is_zero: bool, format: &'static str) -> Result<Self> {
-        let have = map.size();
+        let have = map.units().size;
         if have < size {
             return Err(Error::argument(format!(
                 "output file is smaller than input file: the {format} image's virtual size is {have} bytes, the \
@@ -79,7 +103,7 @@ impl<M: UnitMap> UnitEditor<M> {
             )));
         }
         let zero_initialized = target_is_zero || !map.has_data();
-        Ok(UnitEditor { unit: map.unit(), map: Mutex::new(map), size, zero_initialized, format })
+        Ok(UnitEditor { unit: map.units().unit, map: Mutex::new(map), size, zero_initialized, format })
     }
 
     fn lock(&self) -> MutexGuard<'_, M> {
@@ -126,8 +150,11 @@ impl<M: UnitMap> BlockWrite for UnitEditor<M> {
         self.size
     }
 
+    /// Pieces smaller than a unit: the copy engine drops all-zero 4 KiB pieces, which in
+    /// a newly placed unit stay holes (it reads as zeros) and in a stored one are written
+    /// as zeros unless the image read as zeros from the start.
     fn granularity(&self) -> u64 {
-        self.unit
+        GRANULARITY.min(self.unit)
     }
 
     fn zero_initialized(&self) -> bool {
@@ -158,9 +185,8 @@ impl<M: UnitMap> BlockWrite for UnitEditor<M> {
 /// `start + x` of the file, nothing to allocate and no metadata to change.
 #[derive(Debug)]
 pub struct DirectMap {
-    file: ImageFile,
+    units: Units,
     start: u64,
-    size: u64,
 }
 
 /// The unit a [`DirectMap`] hands out writes in: large, as nothing is allocated.
@@ -176,19 +202,13 @@ impl DirectMap {
             ))
             .with_file(file.path()));
         }
-        Ok(DirectMap { file, start, size })
+        Ok(DirectMap { units: Units { file, size, unit: DIRECT_UNIT }, start })
     }
 }
 
 impl UnitMap for DirectMap {
-    fn unit(&self) -> u64 {
-        DIRECT_UNIT
-    }
-    fn size(&self) -> u64 {
-        self.size
-    }
-    fn file(&self) -> &ImageFile {
-        &self.file
+    fn units(&self) -> &Units {
+        &self.units
     }
     fn host(&mut self, unit: u64) -> Result<Option<u64>> {
         Ok(Some(self.start + unit * DIRECT_UNIT))
@@ -205,16 +225,26 @@ impl UnitMap for DirectMap {
     }
 }
 
-/// Refuses what `convert -n` cannot change in an existing image of `format`: `-c`, `-o`
-/// options and a backing file belong to a new image.
-pub fn refuse_create_options(format: &str, opts: &CreateOptions) -> Result<()> {
+/// A format driver's [`Driver::write_into`](crate::registry::Driver::write_into) for an
+/// editor that `open(file, size, target_is_zero)` makes: `-c`, `-o` options and a backing
+/// file belong to a new image and are refused (`convert -n` cannot change the existing
+/// image's format), and every error names the file.
+pub fn write_into(
+    format: &str,
+    file: ImageFile,
+    size: u64,
+    opts: &CreateOptions,
+    open: impl FnOnce(ImageFile, u64, bool) -> Result<Box<dyn BlockWrite>>,
+) -> Result<Box<dyn BlockWrite>> {
+    let name = file.path().to_path_buf();
     if opts.compress || !opts.options.is_empty() || opts.backing_file.is_some() {
         return Err(Error::argument(format!(
             "-n writes into the existing {format} image as it is: -c, -o and -B cannot change its format; \
              convert without -n to make a new image"
-        )));
+        ))
+        .with_file(&name));
     }
-    Ok(())
+    open(file, size, opts.target_is_zero).map_err(|e| if e.file().is_none() { e.with_file(&name) } else { e })
 }
 
 /// Writes the 4-byte table entries at the `dirty` indices of a table, entry `i` at file

@@ -367,3 +367,44 @@ pub use hostile::within;
 pub fn all_cores() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get())
 }
+
+/// An in-place edit interrupted before its tables are written (the writer dropped
+/// without `finish`, as a crash leaves it), judged by qemu: the qemu-made image at `path`
+/// (format `fmt`, qemu's name, at least 8 MiB, data at 0..1 MiB, nothing stored at
+/// 3..4 MiB) reads exactly as before, and `qemu-img check` (where `checkable`) finds
+/// nothing wrong; the same edit finished afterwards reads as written, clean too.
+pub fn assert_interrupted_edit_leaks_at_worst(
+    driver: &dyn diskcast_block::registry::Driver,
+    path: &Path,
+    fmt: &str,
+    checkable: bool,
+) {
+    use diskcast_block::{BlockWrite, Encoded, io::ImageFile, registry::CreateOptions};
+    let dir = path.parent().unwrap();
+    let before = qemu_raw(path, fmt, dir);
+    let size = u64::try_from(before.len()).unwrap();
+    let edit = |finish: bool| {
+        let w = driver.write_into(ImageFile::open_rw(path).unwrap(), size, &CreateOptions::default()).unwrap();
+        w.write_encoded(Encoded::Plain { offset: 3 << 20, data: vec![0x77; 100_000] }).unwrap();
+        w.write_zeroes(5 << 20, 1 << 20).unwrap();
+        if finish {
+            BlockWrite::finish(w).unwrap();
+        }
+    };
+    edit(false);
+    assert!(
+        qemu_raw(path, fmt, dir) == before,
+        "{fmt}: an edit cut short before its tables changed what the guest reads"
+    );
+    if checkable {
+        assert_qemu_check_clean(path, fmt);
+    }
+    edit(true);
+    qemu_io(fmt, path, &["read -P 0x77 3M 100000", "read -P 0 5M 1M"]);
+    let after = qemu_raw(path, fmt, dir);
+    let (a, b) = (3 << 20, (3 << 20) + 100_000);
+    assert!(after[..a] == before[..a] && after[b..] == before[b..], "{fmt}: the edit changed more than it wrote");
+    if checkable {
+        assert_qemu_check_clean(path, fmt);
+    }
+}

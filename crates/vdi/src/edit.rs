@@ -14,9 +14,9 @@
 use crate::header::{BLOCK_FREE, BLOCK_ZERO, RawHeader, TYPE_STATIC};
 use crate::reader::{Map, VdiReader};
 use diskcast_block::io::ImageFile;
-use diskcast_block::unit_edit::{UnitMap, reader_handle, write_entries};
+use diskcast_block::unit_edit::{UnitMap, Units, reader_handle, write_entries};
 use diskcast_block::{Error, Result};
-use diskcast_layout::{u64_from_usize, usize_from_u64};
+use diskcast_layout::u64_from_usize;
 use std::collections::BTreeSet;
 
 /// Byte offset of `blocks_allocated` in the header, from its declared layout.
@@ -25,9 +25,7 @@ const BLOCKS_ALLOCATED_AT: usize = std::mem::offset_of!(RawHeader, blocks_alloca
 /// An existing VDI image's block map, as an edit changes it.
 #[derive(Debug)]
 pub struct VdiMap {
-    file: ImageFile,
-    size: u64,
-    block_size: u64,
+    units: Units,
     offset_bmap: u64,
     offset_data: u64,
     bmap: Vec<u32>,
@@ -67,8 +65,7 @@ impl VdiMap {
             }
         }
         let map = VdiMap {
-            size: h.size(),
-            block_size: h.block_size,
+            units: Units { file, size: h.size(), unit: h.block_size },
             offset_bmap: h.offset_bmap,
             offset_data: h.offset_data,
             blocks_in_image: h.blocks_in_image,
@@ -76,7 +73,6 @@ impl VdiMap {
             allocated_on_disk: h.blocks_allocated,
             bmap: r.bmap.clone(),
             dirty: BTreeSet::new(),
-            file,
         };
         if h.image_type == TYPE_STATIC { map.check_static() } else { Ok(map) }
     }
@@ -95,30 +91,18 @@ impl VdiMap {
     }
 
     fn entry(&self, block: u64) -> Result<usize> {
-        let i = usize_from_u64(block, "block index")?;
-        if i >= self.bmap.len() {
-            return Err(Error::out_of_bounds(format!("guest block {block} is outside the block map")));
-        }
-        Ok(i)
+        self.units.index(block, self.bmap.len()).map_err(|e| e.with_field("block_map"))
     }
 }
 
 impl UnitMap for VdiMap {
-    fn unit(&self) -> u64 {
-        self.block_size
-    }
-
-    fn size(&self) -> u64 {
-        self.size
-    }
-
-    fn file(&self) -> &ImageFile {
-        &self.file
+    fn units(&self) -> &Units {
+        &self.units
     }
 
     fn host(&mut self, block: u64) -> Result<Option<u64>> {
         let e = self.bmap[self.entry(block)?];
-        Ok((e != BLOCK_FREE && e != BLOCK_ZERO).then(|| self.offset_data + u64::from(e) * self.block_size))
+        Ok((e != BLOCK_FREE && e != BLOCK_ZERO).then(|| self.offset_data + u64::from(e) * self.units.unit))
     }
 
     /// Data block `allocated`, zeroed where the file already reaches (space an
@@ -133,13 +117,13 @@ impl UnitMap for VdiMap {
             ))
             .with_field("blocks_allocated"));
         }
-        let host = self.offset_data + u64::from(self.allocated) * self.block_size;
-        let len = self.file.len()?;
+        let host = self.offset_data + u64::from(self.allocated) * self.units.unit;
+        let len = self.units.file.len()?;
         if len > host {
-            self.file.write_zeroes(host, (len - host).min(self.block_size))?;
+            self.units.file.write_zeroes(host, (len - host).min(self.units.unit))?;
         }
-        if len < host + self.block_size {
-            self.file.set_len(host + self.block_size)?;
+        if len < host + self.units.unit {
+            self.units.file.set_len(host + self.units.unit)?;
         }
         self.bmap[i] = self.allocated;
         self.allocated += 1;
@@ -154,11 +138,11 @@ impl UnitMap for VdiMap {
     /// The count first, then the map (see the module documentation).
     fn flush(&mut self) -> Result<()> {
         if self.allocated != self.allocated_on_disk {
-            self.file.write_all_at(&self.allocated.to_le_bytes(), u64_from_usize(BLOCKS_ALLOCATED_AT))?;
+            self.units.file.write_all_at(&self.allocated.to_le_bytes(), u64_from_usize(BLOCKS_ALLOCATED_AT))?;
             self.allocated_on_disk = self.allocated;
         }
         let (bmap, base) = (&self.bmap, self.offset_bmap);
-        write_entries(&self.file, &self.dirty, |i| Ok(base + u64_from_usize(i) * 4), |i| bmap[i].to_le_bytes())?;
+        write_entries(&self.units.file, &self.dirty, |i| Ok(base + u64_from_usize(i) * 4), |i| bmap[i].to_le_bytes())?;
         self.dirty.clear();
         Ok(())
     }

@@ -25,8 +25,8 @@ use diskcast_block::io::ImageFile;
 use diskcast_block::registry::units_touched;
 use diskcast_block::registry::{CreateOptions, Driver, Measure, OpenContext, OptionSpec, ProbeData};
 use diskcast_block::source::Source;
-use diskcast_block::unit_edit::{UnitEditor, refuse_create_options};
-use diskcast_block::{BlockRead, BlockWrite, Extent, Result, ResultExt};
+use diskcast_block::unit_edit::{self, UnitEditor};
+use diskcast_block::{BlockRead, BlockWrite, Extent, Result};
 
 pub use reader::VdiReader;
 pub use writer::VdiWriter;
@@ -61,12 +61,9 @@ impl Driver for VdiDriver {
 
     /// `commit`, `convert -n`: into the existing image's blocks ([`edit`]).
     fn write_into(&self, file: ImageFile, size: u64, opts: &CreateOptions) -> Result<Box<dyn BlockWrite>> {
-        let name = file.path().to_path_buf();
-        let open = || {
-            refuse_create_options(self.name(), opts)?;
-            UnitEditor::new(edit::VdiMap::open(file)?, size, opts.target_is_zero, "vdi (written in place)")
-        };
-        Ok(Box::new(open().file(&name)?))
+        unit_edit::write_into(self.name(), file, size, opts, |file, size, zero| {
+            Ok(Box::new(UnitEditor::new(edit::VdiMap::open(file)?, size, zero, "vdi (written in place)")?))
+        })
     }
 
     /// The file our writer makes: header and block map, plus one whole block for every

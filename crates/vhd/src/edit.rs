@@ -18,7 +18,7 @@
 use crate::format::{BAT_UNUSED, FOOTER_SIZE, SECTOR, TYPE_DIFFERENCING, TYPE_FIXED};
 use crate::reader::VhdReader;
 use diskcast_block::io::ImageFile;
-use diskcast_block::unit_edit::{DirectMap, UnitEditor, UnitMap, reader_handle, write_entries};
+use diskcast_block::unit_edit::{DirectMap, UnitEditor, UnitMap, Units, reader_handle, write_entries};
 use diskcast_block::{BlockWrite, Error, Result};
 use diskcast_layout::{u64_from_usize, usize_from_u64};
 use std::collections::BTreeSet;
@@ -42,9 +42,7 @@ pub fn editor(file: ImageFile, size: u64, target_is_zero: bool) -> Result<Box<dy
 /// A dynamic VHD's BAT, as an edit changes it.
 #[derive(Debug)]
 pub struct VhdMap {
-    file: ImageFile,
-    size: u64,
-    block_size: u64,
+    units: Units,
     bitmap_size: u64,
     table_offset: u64,
     bat: Vec<u32>,
@@ -91,8 +89,7 @@ impl VhdMap {
         let mut footer = [0u8; 512];
         file.read_exact_at(&mut footer, 0)?;
         Ok(VhdMap {
-            size: r.size,
-            block_size: s.block_size,
+            units: Units { file, size: r.size, unit: s.block_size },
             bitmap_size: s.bitmap_size,
             table_offset: table,
             bat: s.bat.clone(),
@@ -100,24 +97,19 @@ impl VhdMap {
             whole: BTreeSet::new(),
             next,
             footer,
-            file,
         })
     }
 
     fn index(&self, block: u64) -> Result<usize> {
-        let i = usize_from_u64(block, "block index")?;
-        if i >= self.bat.len() {
-            return Err(Error::out_of_bounds(format!("guest block {block} is outside the BAT")));
-        }
-        Ok(i)
+        self.units.index(block, self.bat.len()).map_err(|e| e.with_field("bat_entry"))
     }
 
     /// Zeroes the sectors whose bitmap bits are clear in the block at `start`, then sets
     /// the whole bitmap (see the module documentation).
     fn make_whole(&self, start: u64) -> Result<()> {
         let mut bitmap = vec![0u8; usize_from_u64(self.bitmap_size, "bitmap size")?];
-        self.file.read_exact_at(&mut bitmap, start)?;
-        let sectors = self.block_size / SECTOR;
+        self.units.file.read_exact_at(&mut bitmap, start)?;
+        let sectors = self.units.unit / SECTOR;
         let clear =
             |n: u64| usize::try_from(n / 8).ok().and_then(|i| bitmap.get(i)).is_none_or(|b| b & (0x80 >> (n % 8)) == 0);
         let mut n = 0;
@@ -131,27 +123,19 @@ impl VhdMap {
             while n < sectors && clear(n) {
                 n += 1;
             }
-            self.file.write_zeroes(start + self.bitmap_size + first * SECTOR, (n - first) * SECTOR)?;
+            self.units.file.write_zeroes(start + self.bitmap_size + first * SECTOR, (n - first) * SECTOR)?;
             changed = true;
         }
         if changed {
-            self.file.write_all_at(&vec![0xffu8; bitmap.len()], start)?;
+            self.units.file.write_all_at(&vec![0xffu8; bitmap.len()], start)?;
         }
         Ok(())
     }
 }
 
 impl UnitMap for VhdMap {
-    fn unit(&self) -> u64 {
-        self.block_size
-    }
-
-    fn size(&self) -> u64 {
-        self.size
-    }
-
-    fn file(&self) -> &ImageFile {
-        &self.file
+    fn units(&self) -> &Units {
+        &self.units
     }
 
     fn host(&mut self, block: u64) -> Result<Option<u64>> {
@@ -174,17 +158,17 @@ impl UnitMap for VhdMap {
             Error::unsupported(format!("a new block at {start:#x} is past what a 32-bit BAT entry can name"))
         })?;
         let data = start + self.bitmap_size;
-        let end = data + self.block_size;
-        let old_len = self.file.len()?;
+        let end = data + self.units.unit;
+        let old_len = self.units.file.len()?;
         // The footer first, past the block: the file ends in a footer at every moment.
         if end + FOOTER_SIZE > old_len {
-            self.file.write_all_at(&self.footer, end)?;
+            self.units.file.write_all_at(&self.footer, end)?;
         }
         // The old footer, or what an interrupted edit left, must not show in the data.
         if old_len > data {
-            self.file.write_zeroes(data, (old_len - data).min(self.block_size))?;
+            self.units.file.write_zeroes(data, (old_len - data).min(self.units.unit))?;
         }
-        self.file.write_all_at(&vec![0xffu8; usize_from_u64(self.bitmap_size, "bitmap size")?], start)?;
+        self.units.file.write_all_at(&vec![0xffu8; usize_from_u64(self.bitmap_size, "bitmap size")?], start)?;
         self.bat[i] = sector;
         self.dirty.insert(i);
         self.whole.insert(i);
@@ -199,7 +183,7 @@ impl UnitMap for VhdMap {
     /// The BAT entries naming the new blocks, after their data.
     fn flush(&mut self) -> Result<()> {
         let (bat, base) = (&self.bat, self.table_offset);
-        write_entries(&self.file, &self.dirty, |i| Ok(base + u64_from_usize(i) * 4), |i| bat[i].to_be_bytes())?;
+        write_entries(&self.units.file, &self.dirty, |i| Ok(base + u64_from_usize(i) * 4), |i| bat[i].to_be_bytes())?;
         self.dirty.clear();
         Ok(())
     }

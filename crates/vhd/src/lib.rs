@@ -26,7 +26,7 @@ use diskcast_block::io::ImageFile;
 use diskcast_block::registry::units_touched;
 use diskcast_block::registry::{CreateOptions, Driver, Measure, OpenContext, OptionSpec, ProbeData};
 use diskcast_block::source::Source;
-use diskcast_block::{BlockRead, BlockWrite, Extent, Result, ResultExt};
+use diskcast_block::{BlockRead, BlockWrite, Extent, Result};
 use diskcast_layout::u64_from_usize;
 use format::{FOOTER_SIZE, Footer, OLD_FOOTER_SIZE, TYPE_FIXED};
 
@@ -95,10 +95,7 @@ impl Driver for VhdDriver {
 
     /// `commit`, `convert -n`: into the existing disk ([`edit`]).
     fn write_into(&self, file: ImageFile, size: u64, opts: &CreateOptions) -> Result<Box<dyn BlockWrite>> {
-        let name = file.path().to_path_buf();
-        diskcast_block::unit_edit::refuse_create_options(self.name(), opts)
-            .and_then(|()| edit::editor(file, size, opts.target_is_zero))
-            .file(&name)
+        diskcast_block::unit_edit::write_into(self.name(), file, size, opts, edit::editor)
     }
 
     /// Fixed: the disk plus its footer either way. Dynamic: the blocks that data extents

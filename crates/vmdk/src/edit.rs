@@ -1,6 +1,8 @@
-//! Writing guest data into an existing VMDK in place (`commit`, `convert -n`, `bench -w`)
-//! through [`UnitEditor`]: a monolithicSparse file's new grains go at the end of the
-//! file, a monolithicFlat disk's extent is written where its bytes are.
+//! Writing guest data into an existing VMDK of one extent in place (`commit`,
+//! `convert -n`, `bench -w`) through [`UnitEditor`]: a hosted sparse extent's new grains
+//! go at the end of its file (monolithicSparse, or the one file of a twoGbMaxExtentSparse
+//! disk up to 2 GiB), a flat extent is written where its bytes are (monolithicFlat,
+//! twoGbMaxExtentFlat up to 2 GiB).
 //!
 //! Order for a new grain: its data is written past the end of the file; the grain table
 //! entries naming the new grains are written last, the primary table's then the
@@ -12,7 +14,7 @@
 //! Refused, each naming why: streamOptimized files (compressed grains cannot be written
 //! over; qemu refuses that too: "Could not write to allocated cluster for
 //! streamOptimized"), grain tables the file lacks (qemu-img makes them all at create),
-//! split disks of several extents, and delta disks (refused by the reader already).
+//! disks of several extents, ZERO extents, and delta disks (refused by the reader).
 
 use crate::header::{GTE_ZEROED, SECTOR, sector_table};
 use crate::reader::{Backing, VmdkReader};
@@ -20,7 +22,7 @@ use crate::sparse::SparseExtent;
 use diskcast_block::gate::Gate;
 use diskcast_block::io::ImageFile;
 use diskcast_block::registry::{OpenContext, Registry};
-use diskcast_block::unit_edit::{DirectMap, UnitEditor, UnitMap, reader_handle, write_entries};
+use diskcast_block::unit_edit::{DirectMap, UnitEditor, UnitMap, Units, reader_handle, write_entries};
 use diskcast_block::{BlockWrite, Error, Result};
 use diskcast_layout::{u64_from_usize, usize_from_u64};
 use std::collections::{BTreeMap, BTreeSet};
@@ -40,8 +42,8 @@ pub fn editor(file: ImageFile, size: u64, target_is_zero: bool) -> Result<Box<dy
     let r = VmdkReader::open(reader_handle(&file)?, &OpenContext::without_backing(&registry, &gate))?;
     let [extent] = r.extents.as_slice() else {
         return Err(Error::unsupported(format!(
-            "a VMDK of {} extents (split twoGbMaxExtent files); diskcast writes into monolithicSparse and \
-             monolithicFlat VMDKs only",
+            "a VMDK of {} extents (split twoGbMaxExtent files over 2 GiB); diskcast writes into VMDKs of one \
+             extent only (monolithicSparse, monolithicFlat, and twoGbMaxExtent ones up to 2 GiB)",
             r.extents.len()
         )));
     };
@@ -53,23 +55,33 @@ pub fn editor(file: ImageFile, size: u64, target_is_zero: bool) -> Result<Box<dy
         Backing::Sparse(_) if r.embedded => {
             Ok(Box::new(UnitEditor::new(SparseMap::open(file)?, size, target_is_zero, FORMAT)?))
         }
+        Backing::Sparse(_) => {
+            let data = open_extent(&file, &gate, extent)?;
+            Ok(Box::new(UnitEditor::new(SparseMap::open(data)?, size, target_is_zero, FORMAT)?))
+        }
         Backing::Flat { base, .. } => {
-            let name = extent.line.file.as_deref().unwrap_or_default();
-            let path = gate.resolve_extent(file.path(), name, "extent")?;
-            let data = ImageFile::open_rw_nofollow(&path)?;
+            let data = open_extent(&file, &gate, extent)?;
             Ok(Box::new(UnitEditor::new(DirectMap::new(data, *base, extent.len)?, size, target_is_zero, FORMAT)?))
         }
-        _ => Err(Error::unsupported(
-            "diskcast writes into monolithicSparse and monolithicFlat VMDKs only, not into this one's extent kind",
+        Backing::Zero => Err(Error::unsupported(
+            "the VMDK's one extent is a ZERO extent, which stores nothing and cannot be written",
         )
         .with_field("extent")),
     }
 }
 
+/// The extent file the descriptor in `desc` names, opened for writing beneath the
+/// descriptor's directory as the reader opens it (the gate's rule), the last component
+/// not followed if it is a symlink.
+fn open_extent(desc: &ImageFile, gate: &Gate, extent: &crate::reader::DiskExtent) -> Result<ImageFile> {
+    let name = extent.line.file.as_deref().unwrap_or_default();
+    ImageFile::open_rw_nofollow(&gate.resolve_extent(desc.path(), name, "extent")?)
+}
+
 /// A monolithicSparse file's grain tables, as an edit changes them.
 #[derive(Debug)]
 pub struct SparseMap {
-    file: ImageFile,
+    units: Units,
     /// The extent as it is on disk (reopened after pending entries are written).
     sp: SparseExtent,
     /// Redundant grain directory (empty when the file has none).
@@ -125,7 +137,8 @@ impl SparseMap {
         }
         let rgd = Self::read_rgd(&sp)?;
         let has_grains = !grains.is_empty();
-        Ok(SparseMap { next: end.max(file_sectors), file, sp, rgd, pending: BTreeMap::new(), has_grains })
+        let units = Units { file, size: sp.capacity, unit: sp.grain };
+        Ok(SparseMap { next: end.max(file_sectors), units, sp, rgd, pending: BTreeMap::new(), has_grains })
     }
 
     fn read_rgd(sp: &SparseExtent) -> Result<Vec<u32>> {
@@ -180,27 +193,19 @@ impl SparseMap {
             grains.insert(usize_from_u64(g, "grain index")?);
         }
         let sector = |i: usize| self.pending.get(&u64_from_usize(i)).copied().unwrap_or(0).to_le_bytes();
-        write_entries(&self.file, &grains, |i| self.entry_at(&self.sp.gd, u64_from_usize(i)), sector)?;
+        write_entries(&self.units.file, &grains, |i| self.entry_at(&self.sp.gd, u64_from_usize(i)), sector)?;
         if !self.rgd.is_empty() {
-            write_entries(&self.file, &grains, |i| self.entry_at(&self.rgd, u64_from_usize(i)), sector)?;
+            write_entries(&self.units.file, &grains, |i| self.entry_at(&self.rgd, u64_from_usize(i)), sector)?;
         }
         self.pending.clear();
-        self.sp = SparseExtent::open(reader_handle(&self.file)?)?.0;
+        self.sp = SparseExtent::open(reader_handle(&self.units.file)?)?.0;
         Ok(())
     }
 }
 
 impl UnitMap for SparseMap {
-    fn unit(&self) -> u64 {
-        self.sp.grain
-    }
-
-    fn size(&self) -> u64 {
-        self.sp.capacity
-    }
-
-    fn file(&self) -> &ImageFile {
-        &self.file
+    fn units(&self) -> &Units {
+        &self.units
     }
 
     fn host(&mut self, g: u64) -> Result<Option<u64>> {
@@ -230,7 +235,7 @@ impl UnitMap for SparseMap {
             Error::unsupported(format!("a new grain at sector {sector} is past what a grain table entry can name"))
         })?;
         let at = sector * SECTOR;
-        self.file.set_len(at + self.sp.grain)?;
+        self.units.file.set_len(at + self.sp.grain)?;
         self.next = sector + self.sp.header.grain_size;
         self.pending.insert(g, stored);
         Ok(at)

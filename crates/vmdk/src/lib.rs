@@ -32,7 +32,7 @@ use diskcast_block::registry::{
     CheckReport, CreateOptions, Driver, Measure, OpenContext, OptionSpec, ProbeData, check_named,
 };
 use diskcast_block::source::Source;
-use diskcast_block::{BlockRead, BlockWrite, Error, Extent, Result, ResultExt};
+use diskcast_block::{BlockRead, BlockWrite, Error, Extent, Result};
 use diskcast_layout::u64_from_usize;
 use header::SECTOR;
 use std::path::Path;
@@ -170,10 +170,7 @@ impl Driver for VmdkDriver {
     /// `commit`, `convert -n`: into the existing monolithicSparse or monolithicFlat disk
     /// ([`edit`]).
     fn write_into(&self, file: ImageFile, size: u64, opts: &CreateOptions) -> Result<Box<dyn BlockWrite>> {
-        let name = file.path().to_path_buf();
-        diskcast_block::unit_edit::refuse_create_options(self.name(), opts)
-            .and_then(|()| edit::editor(file, size, opts.target_is_zero))
-            .file(&name)
+        diskcast_block::unit_edit::write_into(self.name(), file, size, opts, edit::editor)
     }
 
     fn check(&self, src: Source, ctx: &OpenContext<'_>) -> Result<CheckReport> {
