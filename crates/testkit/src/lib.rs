@@ -369,18 +369,21 @@ pub fn all_cores() -> usize {
 }
 
 /// An in-place edit interrupted before its tables are written (the writer dropped
-/// without `finish`, as a crash leaves it), judged by qemu: the qemu-made image at `path`
-/// (format `fmt`, qemu's name, at least 8 MiB, data at 0..1 MiB, nothing stored at
-/// 3..4 MiB) reads exactly as before, and `qemu-img check` (where `checkable`) finds
+/// without `finish`, as a crash leaves it), judged by qemu: an 8 MiB image made in `dir`
+/// by `qemu-img create -f fmt -o opts` (qemu's format name), 1 MiB of data written at 0
+/// by qemu-io, reads exactly as before, and `qemu-img check` (where `checkable`) finds
 /// nothing wrong; the same edit finished afterwards reads as written, clean too.
 pub fn assert_interrupted_edit_leaks_at_worst(
     driver: &dyn diskcast_block::registry::Driver,
-    path: &Path,
+    dir: &Path,
     fmt: &str,
+    opts: &str,
     checkable: bool,
 ) {
     use diskcast_block::{BlockWrite, Encoded, io::ImageFile, registry::CreateOptions};
-    let dir = path.parent().unwrap();
+    let path = &dir.join(format!("edited.{fmt}"));
+    qemu_create(fmt, path, "8M", opts);
+    qemu_io(fmt, path, &["write -P 0x11 0 1M"]);
     let before = qemu_raw(path, fmt, dir);
     let size = u64::try_from(before.len()).unwrap();
     let edit = |finish: bool| {
