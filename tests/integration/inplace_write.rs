@@ -208,3 +208,32 @@ fn stream_optimized_and_split_vmdk_are_refused_untouched() {
         }
     }
 }
+
+/// Places that overlap are refused before anything is written: a write into one would
+/// change the other (two VDI map entries naming one block, a VMDK grain over the header
+/// and tables, a VHDX block over the log, BAT and metadata regions).
+#[test]
+fn overlapping_places_are_refused() {
+    // Entry 1 names data block 0 too.
+    refused_untouched("vdi", "vdi", |p| patch(p, 0x204, &0u32.to_le_bytes()), &["data blocks", "overlap"]);
+    refused_untouched(
+        "vmdk",
+        "vmdk",
+        |p| {
+            let bytes = read(p);
+            let gd = usize::try_from(u64::from_le_bytes(bytes[56..64].try_into().unwrap()) * 512).unwrap();
+            let gt = u64::from(u32::from_le_bytes(bytes[gd..gd + 4].try_into().unwrap())) * 512;
+            patch(p, gt, &1u32.to_le_bytes());
+        },
+        &["grain 0", "metadata"],
+    );
+    refused_untouched(
+        "vhdx",
+        "vhdx",
+        |p| {
+            let (bat, _) = crate::vhdx_common::region(p, &crate::vhdx_common::BAT_GUID_LE);
+            patch(p, bat, &((1u64 << 20) | 6).to_le_bytes());
+        },
+        &["blocks and metadata regions", "overlap"],
+    );
+}

@@ -274,6 +274,26 @@ pub fn write_entries(
     Ok(())
 }
 
+/// Refuses an image whose stored places (file byte ranges `[start, end)`: blocks, grains,
+/// tables, regions) overlap, which a write into one would change through the other;
+/// `what` names them in the error (`"blocks and tables"`). Sorts `places`: linear in
+/// memory, `n log n` in time, for tables the reader already bounds.
+pub fn refuse_overlaps(places: &mut [(u64, u64)], what: &str, field: &'static str) -> Result<()> {
+    places.sort_unstable();
+    for w in places.windows(2) {
+        let (a, b) = (w[0], w[1]);
+        if b.0 < a.1 {
+            return Err(Error::corrupt(format!(
+                "two of the image's {what} overlap ({:#x}..{:#x} and {:#x}..{:#x}): a write into one would \
+                 change the other; run qemu-img check",
+                a.0, a.1, b.0, b.1
+            ))
+            .with_field(field));
+        }
+    }
+    Ok(())
+}
+
 /// A second handle on `file`, for a format's reader to parse and check the image
 /// through (the name is not opened again).
 pub fn reader_handle(file: &ImageFile) -> Result<crate::source::Source> {

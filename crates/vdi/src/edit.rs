@@ -14,7 +14,7 @@
 use crate::header::{BLOCK_FREE, BLOCK_ZERO, RawHeader, TYPE_STATIC};
 use crate::reader::{Map, VdiReader};
 use diskcast_block::io::ImageFile;
-use diskcast_block::unit_edit::{UnitMap, Units, reader_handle, write_entries};
+use diskcast_block::unit_edit::{UnitMap, Units, reader_handle, refuse_overlaps, write_entries};
 use diskcast_block::{Error, Result};
 use diskcast_layout::u64_from_usize;
 use std::collections::BTreeSet;
@@ -46,24 +46,17 @@ impl VdiMap {
     pub fn open(file: ImageFile) -> Result<Self> {
         let r = VdiReader::open(reader_handle(&file)?)?;
         let h = r.header();
-        let mut seen = BTreeSet::new();
-        for (i, &e) in r.bmap.iter().enumerate() {
-            let block = u64_from_usize(i);
-            if u64_from_usize(i) * h.block_size >= h.size() {
-                // Entries past the disk's end are never read or written.
-                continue;
+        let mut places = Vec::new();
+        for block in 0..u64_from_usize(r.bmap.len()) {
+            // Entries past the disk's end are never read or written.
+            if block * h.block_size >= h.size() {
+                break;
             }
-            if let Map::Data(_) = r.map(block)?
-                && !seen.insert(e)
-            {
-                return Err(Error::corrupt(format!(
-                    "block map entry {i} names data block {e}, which an earlier entry names too; writing one \
-                     guest block would change another (qemu-img check reports it)"
-                ))
-                .with_field("block_map")
-                .with_offset(h.offset_bmap + block * 4));
+            if let Map::Data(at) = r.map(block)? {
+                places.push((at, at + h.block_size));
             }
         }
+        refuse_overlaps(&mut places, "data blocks", "block_map")?;
         let map = VdiMap {
             units: Units { file, size: h.size(), unit: h.block_size },
             offset_bmap: h.offset_bmap,

@@ -20,7 +20,7 @@ use crate::format::{Header, MIB, PAYLOAD_FULLY_PRESENT, STATE_MASK, bat_offset};
 use crate::layout::{ActiveHeader, BlockMap, Layout, read_headers};
 use crate::log::{self, Entry, Op, SECTOR};
 use diskcast_block::io::ImageFile;
-use diskcast_block::unit_edit::{UnitEditor, UnitMap, Units, reader_handle};
+use diskcast_block::unit_edit::{UnitEditor, UnitMap, Units, reader_handle, refuse_overlaps};
 use diskcast_block::{BlockWrite, Error, Result};
 use diskcast_layout::{u64_from_usize, usize_from_u64};
 use std::collections::BTreeSet;
@@ -71,6 +71,17 @@ impl VhdxMap {
             )
             .with_field("has_parent"));
         }
+        // Payload blocks, the header area, the regions and the log: a guest write into a
+        // block that overlaps any other would change it.
+        let mut places: Vec<(u64, u64)> = vec![(0, MIB)];
+        places.extend(layout.regions.iter().map(|r| (r.offset, r.offset + u64::from(r.length))));
+        places.extend(layout.log.map(|(at, len)| (at, at + len)));
+        for block in 0..layout.geo.data_blocks {
+            if let BlockMap::Data(at) = layout.block_map(block) {
+                places.push((at, at + layout.geo.block_size));
+            }
+        }
+        refuse_overlaps(&mut places, "blocks and metadata regions", "bat_entry")?;
         let log = layout.log.ok_or_else(|| {
             Error::unsupported("the image has no log region, through which every BAT change must go")
                 .with_field("log_offset")

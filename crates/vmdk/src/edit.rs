@@ -22,7 +22,7 @@ use crate::sparse::SparseExtent;
 use diskcast_block::gate::Gate;
 use diskcast_block::io::ImageFile;
 use diskcast_block::registry::{OpenContext, Registry};
-use diskcast_block::unit_edit::{DirectMap, UnitEditor, UnitMap, Units, reader_handle, write_entries};
+use diskcast_block::unit_edit::{DirectMap, UnitEditor, UnitMap, Units, reader_handle, refuse_overlaps, write_entries};
 use diskcast_block::{BlockWrite, Error, Result};
 use diskcast_layout::{u64_from_usize, usize_from_u64};
 use std::collections::{BTreeMap, BTreeSet};
@@ -97,13 +97,25 @@ pub struct SparseMap {
 
 impl SparseMap {
     /// Opens the file for editing, every table checked first: grain tables inside the
-    /// file, every grain inside the file past the metadata, no two grains overlapping,
-    /// and the redundant directory naming a table wherever the primary one does.
+    /// file, every grain inside the file past the metadata, no two grains or tables
+    /// overlapping, and the redundant directory naming a table wherever the primary one
+    /// does. Time and memory linear in the file: tables are distinct and inside it.
     fn open(file: ImageFile) -> Result<Self> {
         let (sp, _) = SparseExtent::open(reader_handle(&file)?)?;
         let h = sp.header;
-        let grain_sectors = h.grain_size;
-        let mut grains: Vec<u32> = Vec::new();
+        let rgd = Self::read_rgd(&sp)?;
+        // Every grain and table, as byte ranges: none may overlap another (tables named
+        // twice, a grain over a table), every grain past the metadata and inside the file.
+        let table_bytes = sp.per_gt * 4;
+        let mut places: Vec<(u64, u64)> = sp
+            .gd
+            .iter()
+            .chain(&rgd)
+            .filter(|&&t| t != 0)
+            .map(|&t| (u64::from(t) * SECTOR, u64::from(t) * SECTOR + table_bytes))
+            .collect();
+        let mut end = h.overhead * SECTOR;
+        let mut has_grains = false;
         for t in 0..u64_from_usize(sp.gd.len()) {
             let Some(tab) = sp.gt(t)? else { continue };
             for (i, &gte) in tab.iter().enumerate() {
@@ -112,33 +124,24 @@ impl SparseMap {
                     continue;
                 }
                 sp.classify(gte, g)?;
-                grains.push(gte);
+                let at = u64::from(gte) * SECTOR;
+                if at < h.overhead * SECTOR || at + sp.grain > sp.file_len.next_multiple_of(SECTOR) {
+                    return Err(Error::corrupt(format!(
+                        "grain {g} at byte {at:#x} lies inside the metadata (before sector {}) or past the end of \
+                         the {}-byte file; writing it would change the tables",
+                        h.overhead, sp.file_len
+                    ))
+                    .with_field("grain_table_entry"));
+                }
+                places.push((at, at + sp.grain));
+                end = end.max(at + sp.grain);
+                has_grains = true;
             }
         }
-        grains.sort_unstable();
-        let mut end = h.overhead;
-        for &s in &grains {
-            if u64::from(s) < end {
-                return Err(Error::corrupt(format!(
-                    "a grain table entry names sector {s}, inside the metadata or another grain (which ends at \
-                     sector {end}); writing it would change both"
-                ))
-                .with_field("grain_table_entry"));
-            }
-            end = u64::from(s) + grain_sectors;
-        }
-        let file_sectors = sp.file_len.div_ceil(SECTOR);
-        if end > file_sectors {
-            return Err(Error::out_of_bounds(format!(
-                "a grain ends at sector {end}, past the end of the {}-byte file",
-                sp.file_len
-            ))
-            .with_field("grain_table_entry"));
-        }
-        let rgd = Self::read_rgd(&sp)?;
-        let has_grains = !grains.is_empty();
+        refuse_overlaps(&mut places, "grains and grain tables", "grain_table_entry")?;
+        let end = end.div_ceil(SECTOR).max(sp.file_len.div_ceil(SECTOR));
         let units = Units { file, size: sp.capacity, unit: sp.grain };
-        Ok(SparseMap { next: end.max(file_sectors), units, sp, rgd, pending: BTreeMap::new(), has_grains })
+        Ok(SparseMap { next: end, units, sp, rgd, pending: BTreeMap::new(), has_grains })
     }
 
     fn read_rgd(sp: &SparseExtent) -> Result<Vec<u32>> {
