@@ -210,12 +210,20 @@ fn stream_optimized_and_split_vmdk_are_refused_untouched() {
 }
 
 /// Places that overlap are refused before anything is written: a write into one would
-/// change the other (two VDI map entries naming one block, a VMDK grain over the header
-/// and tables, a VHDX block over the log, BAT and metadata regions).
+/// change the other (two VDI map entries naming one block, two VHD BAT entries naming
+/// one block, a VMDK grain over the header and tables, a VHDX block over the log, BAT and
+/// metadata regions).
 #[test]
 fn overlapping_places_are_refused() {
     // Entry 1 names data block 0 too.
     refused_untouched("vdi", "vdi", |p| patch(p, 0x204, &0u32.to_le_bytes()), &["data blocks", "overlap"]);
+    // BAT entry 2 (data at 5 MiB) names block 0's place.
+    refused_untouched(
+        "vpc",
+        "vhd",
+        |p| patch(p, 1544, &read_be_u32(p, 1536).to_be_bytes()),
+        &["blocks and metadata", "overlap"],
+    );
     refused_untouched(
         "vmdk",
         "vmdk",

@@ -18,7 +18,7 @@
 use crate::format::{BAT_UNUSED, FOOTER_SIZE, SECTOR, TYPE_DIFFERENCING, TYPE_FIXED};
 use crate::reader::VhdReader;
 use diskcast_block::io::ImageFile;
-use diskcast_block::unit_edit::{DirectMap, UnitEditor, UnitMap, Units, reader_handle, write_entries};
+use diskcast_block::unit_edit::{DirectMap, UnitEditor, UnitMap, Units, reader_handle, refuse_overlaps, write_entries};
 use diskcast_block::{BlockWrite, Error, Result};
 use diskcast_layout::{u64_from_usize, usize_from_u64};
 use std::collections::BTreeSet;
@@ -65,27 +65,16 @@ impl VhdMap {
         let meta_end = (table + u64::from(s.header.max_table_entries) * 4)
             .max(r.footer.data_offset + crate::format::DYN_HEADER_SIZE)
             .next_multiple_of(SECTOR);
-        let mut blocks: Vec<(u64, usize)> = s
-            .bat
-            .iter()
-            .enumerate()
-            .filter(|&(_, &e)| e != BAT_UNUSED)
-            .map(|(i, &e)| (u64::from(e) * SECTOR, i))
-            .collect();
-        blocks.sort_unstable();
         let stride = s.bitmap_size + s.block_size;
-        let mut next = meta_end;
-        for &(start, i) in &blocks {
-            if start < next {
-                return Err(Error::corrupt(format!(
-                    "BAT entry {i} puts block {i} at {start:#x}, over the metadata or another block (which ends \
-                     at {next:#x}); writing it would change both"
-                ))
-                .with_field("bat_entry")
-                .with_offset(table + u64_from_usize(i) * 4));
-            }
-            next = start + stride;
-        }
+        let mut places: Vec<(u64, u64)> = vec![(0, meta_end)];
+        places.extend(
+            s.bat
+                .iter()
+                .filter(|&&e| e != BAT_UNUSED)
+                .map(|&e| (u64::from(e) * SECTOR, u64::from(e) * SECTOR + stride)),
+        );
+        refuse_overlaps(&mut places, "blocks and metadata (footer copy, header, BAT)", "bat_entry")?;
+        let next = places.iter().map(|p| p.1).max().unwrap_or(meta_end);
         let mut footer = [0u8; 512];
         file.read_exact_at(&mut footer, 0)?;
         Ok(VhdMap {
