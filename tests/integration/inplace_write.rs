@@ -153,19 +153,17 @@ fn vhd_bat_entry_past_the_end_is_refused() {
 
 #[test]
 fn vmdk_grain_table_entry_past_the_end_is_refused() {
-    refused_untouched(
-        "vmdk",
-        "vmdk",
-        |p| {
-            // The grain directory's sector is at byte 56 of the header; its first entry
-            // names grain table 0, whose first entry is grain 0.
-            let bytes = read(p);
-            let gd = usize::try_from(u64::from_le_bytes(bytes[56..64].try_into().unwrap()) * 512).unwrap();
-            let gt = u64::from(u32::from_le_bytes(bytes[gd..gd + 4].try_into().unwrap())) * 512;
-            patch(p, gt, &0x00ff_0000u32.to_le_bytes());
-        },
-        &["grain 0", "past the end"],
-    );
+    refused_untouched("vmdk", "vmdk", |p| set_grain_0(p, 0x00ff_0000), &["grain 0", "past the end"]);
+}
+
+/// Points grain 0 of the monolithicSparse VMDK at `p` to sector `sector`: the grain
+/// directory's sector is at byte 56 of the header; its first entry names grain table 0,
+/// whose first entry is grain 0.
+fn set_grain_0(p: &Path, sector: u32) {
+    let bytes = read(p);
+    let gd = usize::try_from(u64::from_le_bytes(bytes[56..64].try_into().unwrap()) * 512).unwrap();
+    let gt = u64::from(u32::from_le_bytes(bytes[gd..gd + 4].try_into().unwrap())) * 512;
+    patch(p, gt, &sector.to_le_bytes());
 }
 
 #[test]
@@ -224,17 +222,7 @@ fn overlapping_places_are_refused() {
         |p| patch(p, 1544, &read_be_u32(p, 1536).to_be_bytes()),
         &["blocks and metadata", "overlap"],
     );
-    refused_untouched(
-        "vmdk",
-        "vmdk",
-        |p| {
-            let bytes = read(p);
-            let gd = usize::try_from(u64::from_le_bytes(bytes[56..64].try_into().unwrap()) * 512).unwrap();
-            let gt = u64::from(u32::from_le_bytes(bytes[gd..gd + 4].try_into().unwrap())) * 512;
-            patch(p, gt, &1u32.to_le_bytes());
-        },
-        &["grain 0", "metadata"],
-    );
+    refused_untouched("vmdk", "vmdk", |p| set_grain_0(p, 1), &["grain 0", "metadata"]);
     refused_untouched(
         "vhdx",
         "vhdx",
