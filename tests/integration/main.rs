@@ -30,6 +30,7 @@ mod grammar;
 mod hostile;
 mod http;
 mod info;
+mod inplace_write;
 mod inputs;
 mod inspect;
 mod inspect_vulns;

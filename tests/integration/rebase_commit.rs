@@ -8,7 +8,7 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 
 /// Two copies of the chain `build` makes: `ours/` for diskcast, `theirs/` for qemu-img.
-fn twin(build: impl Fn(&Path)) -> (tempfile::TempDir, PathBuf, PathBuf) {
+pub(crate) fn twin(build: impl Fn(&Path)) -> (tempfile::TempDir, PathBuf, PathBuf) {
     let d = tmp();
     let (ours, theirs) = (d.path().join("ours"), d.path().join("theirs"));
     for dir in [&ours, &theirs] {

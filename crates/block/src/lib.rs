@@ -12,6 +12,8 @@
 //! - [`gate`]: the only way a driver may open another file (backing files, extents).
 //! - [`copy`]: the parallel, sparse-aware copy engine behind `convert`.
 //! - [`delta`]: what to write so an image reads as another (`commit`, `rebase`, `convert -B`).
+//! - [`unit_edit`]: guest writes into an existing VDI, VHD, VHDX or VMDK image (its blocks or
+//!   grains allocated on first write, tables written last), for `commit` and `convert -n`.
 //! - [`output`]: the one output path: targets checked and locked, files put in place only
 //!   when everything succeeded, devices and pipes written in place.
 //! - [`device`]: block devices written only when nothing uses them.
@@ -36,6 +38,7 @@ pub mod registry;
 pub mod runs;
 pub mod size;
 pub mod source;
+pub mod unit_edit;
 pub mod verify;
 
 pub use error::{Error, ErrorKind, Result, ResultExt};

@@ -523,7 +523,8 @@ impl Output {
         let editable = self.in_place && matches!(self.target, Target::File(_)) && driver.edits_in_place();
         if (self.in_place || matches!(self.target, Target::Device(_))) && !driver.writes_in_place() && !editable {
             return Err(Error::argument(format!(
-                "{} is written in place, which only a raw image can be, not {}; write a file instead",
+                "{} is written in place, which only a raw image (or, for -n into a file, an existing image of a \
+                 format diskcast edits) can be, not {}; write a file instead",
                 self.target.path().display(),
                 driver.name()
             )));

@@ -384,8 +384,9 @@ pub trait Driver: Send + Sync {
     }
 
     /// Whether [`write_into`](Self::write_into) works on an existing image of this format
-    /// (qcow2): `convert -n` then writes guest data into that image's clusters, keeping
-    /// its metadata (snapshots, backing file), as qemu-img does.
+    /// (qcow2, VDI, VHD, VHDX, VMDK): `convert -n`, `commit` and `bench -w` then write guest
+    /// data into that image's clusters or blocks, keeping its metadata (snapshots,
+    /// backing file), as qemu-img does.
     fn edits_in_place(&self) -> bool {
         false
     }
@@ -786,6 +787,14 @@ impl Registry {
                 o => Some(format!("{} -o {o}", d.name())),
             })
             .collect()
+    }
+
+    /// Why `driver` cannot be written in place (`commit`, `convert -n`, `bench -w`): the
+    /// formats that can ([`Driver::writes_in_place`] or [`Driver::edits_in_place`]).
+    pub fn not_in_place(&self, driver: &dyn Driver) -> String {
+        let can: Vec<_> =
+            self.drivers().filter(|d| d.writes_in_place() || d.edits_in_place()).map(|d| d.name()).collect();
+        format!("diskcast writes {} images in place, not {} images", can.join(", "), driver.name())
     }
 
     /// Finds the format of the file at `path` by magic (see [`probe_source`](Self::probe_source)).

@@ -228,7 +228,9 @@ Every range FILE (and, with -b BASE, every image between FILE and BASE) holds is
 into the backing file (or BASE), which grows to FILE's size if it is smaller. Then FILE
 is emptied: all its clusters unallocated, the file cut to its metadata, so it reads
 from the backing file again (qemu-img does the same; -d keeps FILE as it is, and so
-does -b). The base is written in place: raw and qcow2 bases.
+does -b). The base is written in place: raw, qcow2, VDI, VHD and VHDX (fixed, dynamic)
+and VMDK (monolithicSparse, monolithicFlat) bases; blocks and grains are added on first
+write and their tables written last (a VHDX's through its log).
 
 Examples:
   diskcast commit -p overlay.qcow2
@@ -322,8 +324,9 @@ Examples:
 
 The flags, lines printed and exit codes of qemu-img bench: request i starts at OFFSET +
 i * STEP, wrapped to end inside the image; a request past the end fails the run (exit 1).
--w writes the pattern into FILE through the format's in-place writer: raw only for now,
-other formats are refused before anything is written.";
+-w writes the pattern into FILE through the format's in-place writer: raw, qcow2, VDI,
+VHD, VHDX and VMDK (blocks and grains added on first write, their tables written at the
+end); other formats are refused before anything is written.";
 const USB_HELP: &str = "\
 Examples:
   diskcast usb debian-12.iso -o stick.img                  # then: diskcast write stick.img /dev/sdX

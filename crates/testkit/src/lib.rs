@@ -367,3 +367,47 @@ pub use hostile::within;
 pub fn all_cores() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get())
 }
+
+/// An in-place edit interrupted before its tables are written (the writer dropped
+/// without `finish`, as a crash leaves it), judged by qemu: an 8 MiB image made in `dir`
+/// by `qemu-img create -f fmt -o opts` (qemu's format name), 1 MiB of data written at 0
+/// by qemu-io, reads exactly as before, and `qemu-img check` (where `checkable`) finds
+/// nothing wrong; the same edit finished afterwards reads as written, clean too.
+pub fn assert_interrupted_edit_leaks_at_worst(
+    driver: &dyn diskcast_block::registry::Driver,
+    dir: &Path,
+    fmt: &str,
+    opts: &str,
+    checkable: bool,
+) {
+    use diskcast_block::{BlockWrite, Encoded, io::ImageFile, registry::CreateOptions};
+    let path = &dir.join(format!("edited.{fmt}"));
+    qemu_create(fmt, path, "8M", opts);
+    qemu_io(fmt, path, &["write -P 0x11 0 1M"]);
+    let before = qemu_raw(path, fmt, dir);
+    let size = u64::try_from(before.len()).unwrap();
+    let edit = |finish: bool| {
+        let w = driver.write_into(ImageFile::open_rw(path).unwrap(), size, &CreateOptions::default()).unwrap();
+        w.write_encoded(Encoded::Plain { offset: 3 << 20, data: vec![0x77; 100_000] }).unwrap();
+        w.write_zeroes(5 << 20, 1 << 20).unwrap();
+        if finish {
+            BlockWrite::finish(w).unwrap();
+        }
+    };
+    edit(false);
+    assert!(
+        qemu_raw(path, fmt, dir) == before,
+        "{fmt}: an edit cut short before its tables changed what the guest reads"
+    );
+    if checkable {
+        assert_qemu_check_clean(path, fmt);
+    }
+    edit(true);
+    qemu_io(fmt, path, &["read -P 0x77 3M 100000", "read -P 0 5M 1M"]);
+    let after = qemu_raw(path, fmt, dir);
+    let (a, b) = (3 << 20, (3 << 20) + 100_000);
+    assert!(after[..a] == before[..a] && after[b..] == before[b..], "{fmt}: the edit changed more than it wrote");
+    if checkable {
+        assert_qemu_check_clean(path, fmt);
+    }
+}

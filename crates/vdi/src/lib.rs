@@ -8,20 +8,25 @@
 //!   data are refused as unsupported.
 //! - Writing: dynamic (default) or static (`-o static=on`) images with 1 MiB blocks,
 //!   laid out as qemu lays them out, from many threads at once.
+//! - Editing in place (`commit`, `convert -n`, `bench -w`): [`edit`], blocks allocated on
+//!   first write, the block map written last.
 //! - `check`: qemu-img check's block map checks, counted the same way.
 //! - `measure`: file size arithmetic (qemu-img cannot measure vdi).
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::as_conversions))]
 
 pub mod check;
+pub mod edit;
 pub mod header;
 pub mod reader;
 pub mod writer;
 
+use diskcast_block::io::ImageFile;
 use diskcast_block::registry::units_touched;
 use diskcast_block::registry::{CreateOptions, Driver, Measure, OpenContext, OptionSpec, ProbeData};
 use diskcast_block::source::Source;
-use diskcast_block::{BlockRead, Extent, Result};
+use diskcast_block::unit_edit::{self, UnitEditor};
+use diskcast_block::{BlockRead, BlockWrite, Extent, Result};
 
 pub use reader::VdiReader;
 pub use writer::VdiWriter;
@@ -49,6 +54,17 @@ impl Driver for VdiDriver {
 
     diskcast_block::driver_methods! { options: OPTIONS, params: writer::Params::from_options,
     create: VdiWriter::new, check: check::check }
+
+    fn edits_in_place(&self) -> bool {
+        true
+    }
+
+    /// `commit`, `convert -n`: into the existing image's blocks ([`edit`]).
+    fn write_into(&self, file: ImageFile, size: u64, opts: &CreateOptions) -> Result<Box<dyn BlockWrite>> {
+        unit_edit::write_into(self.name(), file, size, opts, |file, size, zero| {
+            Ok(Box::new(UnitEditor::new(edit::VdiMap::open(file)?, size, zero, "vdi (written in place)")?))
+        })
+    }
 
     /// The file our writer makes: header and block map, plus one whole block for every
     /// block a data extent touches (every block for static images).

@@ -13,7 +13,7 @@ use std::path::Path;
 
 /// What one guest block maps to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Map {
+pub(crate) enum Map {
     /// Never written (`0xffffffff`): reads as zeros, nothing stored.
     Free,
     /// Marked zero (`0xfffffffe`, discarded): reads as zeros.
@@ -29,7 +29,7 @@ pub struct VdiReader {
     file_len: u64,
     header: Header,
     size: u64,
-    bmap: Vec<u32>,
+    pub(crate) bmap: Vec<u32>,
 }
 
 impl VdiReader {
@@ -58,7 +58,7 @@ impl VdiReader {
 
     /// What guest block `block` maps to, with the entry checked against
     /// `blocks_allocated` and the file's length.
-    fn map(&self, block: u64) -> Result<Map> {
+    pub(crate) fn map(&self, block: u64) -> Result<Map> {
         let bs = self.header.block_size;
         let entry_pos = self.header.offset_bmap + block * 4;
         let entry = usize::try_from(block).ok().and_then(|i| self.bmap.get(i)).copied().ok_or_else(|| {

@@ -205,3 +205,11 @@ fn options_are_validated() {
     assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
     assert!(VdiDriver.create(&p, 1 << 20, &opts(&[("static", "on")]), &out).is_ok());
 }
+
+/// Writing into an existing qemu-made VDI: cut short before the block map is written, the
+/// image reads as before and qemu-img check finds it clean; finished, it reads as written.
+#[test]
+fn interrupted_edit_leaks_at_worst() {
+    let d = tempfile::tempdir().unwrap();
+    diskcast_testkit::assert_interrupted_edit_leaks_at_worst(&diskcast_vdi::VdiDriver, d.path(), "vdi", "", true);
+}

@@ -9,20 +9,24 @@
 //!   footer is accepted.
 //! - Writing: dynamic (default, parallel writers, 2 MiB blocks) and fixed, with qemu-img's
 //!   `subformat` and `force_size` options and our `round_size`.
+//! - Editing in place (`commit`, `convert -n`, `bench -w`): [`edit`], fixed disks written
+//!   where their bytes are, dynamic ones' blocks added at the end, the BAT written last.
 //! - `check`: our own (footer copies, BAT entries inside the file, no overlapping blocks).
 //! - `measure`: our own arithmetic for our layout (qemu-img cannot measure vpc).
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::as_conversions))]
 
 pub mod check;
+pub mod edit;
 pub mod format;
 pub mod reader;
 pub mod writer;
 
+use diskcast_block::io::ImageFile;
 use diskcast_block::registry::units_touched;
 use diskcast_block::registry::{CreateOptions, Driver, Measure, OpenContext, OptionSpec, ProbeData};
 use diskcast_block::source::Source;
-use diskcast_block::{BlockRead, Extent, Result};
+use diskcast_block::{BlockRead, BlockWrite, Extent, Result};
 use diskcast_layout::u64_from_usize;
 use format::{FOOTER_SIZE, Footer, OLD_FOOTER_SIZE, TYPE_FIXED};
 
@@ -84,6 +88,15 @@ impl Driver for VhdDriver {
     // `check`: our own consistency check (qemu-img has none for vpc), see [`check`].
     diskcast_block::driver_methods! { options: OPTIONS, params: Params::from_options,
     create: VhdWriter::new, check: check::check }
+
+    fn edits_in_place(&self) -> bool {
+        true
+    }
+
+    /// `commit`, `convert -n`: into the existing disk ([`edit`]).
+    fn write_into(&self, file: ImageFile, size: u64, opts: &CreateOptions) -> Result<Box<dyn BlockWrite>> {
+        diskcast_block::unit_edit::write_into(self.name(), file, size, opts, edit::editor)
+    }
 
     /// Fixed: the disk plus its footer either way. Dynamic: the blocks that data extents
     /// touch, laid out as our writer lays them out.

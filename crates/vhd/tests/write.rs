@@ -270,3 +270,12 @@ fn write_zeroes_clears_data_in_both_subformats() {
         }
     }
 }
+
+/// Writing into an existing qemu-made dynamic VHD: cut short before the BAT is written,
+/// the disk reads as before (the footer moved past the new block already); finished, it
+/// reads as written. qemu-img has no check for vpc.
+#[test]
+fn interrupted_edit_leaks_at_worst() {
+    let d = tempfile::tempdir().unwrap();
+    diskcast_testkit::assert_interrupted_edit_leaks_at_worst(&diskcast_vhd::VhdDriver, d.path(), "vpc", "", false);
+}

@@ -13,6 +13,7 @@
 #![cfg_attr(not(test), deny(clippy::as_conversions))]
 
 pub mod check;
+pub mod edit;
 pub mod format;
 pub mod layout;
 pub mod log;
@@ -42,6 +43,21 @@ const OPTIONS: &[OptionSpec] = &[
 impl Driver for VhdxDriver {
     fn name(&self) -> &'static str {
         "vhdx"
+    }
+
+    fn edits_in_place(&self) -> bool {
+        true
+    }
+
+    /// `commit`, `convert -n`: into the existing image's blocks, its BAT changed through
+    /// the log ([`edit`]).
+    fn write_into(
+        &self,
+        file: diskcast_block::io::ImageFile,
+        size: u64,
+        opts: &CreateOptions,
+    ) -> Result<Box<dyn diskcast_block::BlockWrite>> {
+        diskcast_block::unit_edit::write_into(self.name(), file, size, opts, edit::editor)
     }
 
     fn probe(&self, data: &ProbeData<'_>) -> bool {

@@ -14,7 +14,7 @@ use crate::layout::{ActiveHeader, log_region};
 use diskcast_block::io::ImageFile;
 use diskcast_block::source::ByteSource;
 use diskcast_block::{Error, Result};
-use diskcast_layout::{le32, le64, u64_from_usize, usize_from_u64};
+use diskcast_layout::{fit, high_u32, le32, le64, low_u32, u64_from_usize, usize_from_u64};
 use uuid::Uuid;
 
 /// Log sectors are 4 KiB.
@@ -281,4 +281,56 @@ pub fn clear_log_guid(file: &ImageFile, active: &ActiveHeader) -> Result<()> {
         file.sync()?;
     }
     Ok(())
+}
+
+/// One log entry of `ops` (whole 4 KiB sectors of data, or zeroed ranges) in its on-disk
+/// form, as [`Log::entry`] reads it back: the 64-byte header (CRC-32C over the whole
+/// entry), 32-byte descriptors filling whole sectors, then one data sector per data
+/// descriptor whose first 8 and last 4 bytes live in the descriptor (the sector holds the
+/// "data" signature and the sequence number there). `tail` is the log offset of the
+/// sequence's oldest entry; `flushed` and `last` the file sizes the entry records.
+pub fn encode_entry(guid: Uuid, seq: u64, tail: u64, flushed: u64, last: u64, ops: &[Op]) -> Result<Vec<u8>> {
+    let count = u64_from_usize(ops.len());
+    let desc_sectors = (count + 2).div_ceil(128);
+    let data_sectors = u64_from_usize(ops.iter().filter(|o| matches!(o, Op::Data { .. })).count());
+    let len = (desc_sectors + data_sectors) * SECTOR;
+    let mut b = vec![0u8; usize_from_u64(len, "log entry length")?];
+    let put = |b: &mut [u8], at: usize, v: &[u8]| b[at..at + v.len()].copy_from_slice(v);
+    put(&mut b, 0, b"loge");
+    put(&mut b, 8, &fit::<u32, u64>(len, "log entry length")?.to_le_bytes());
+    put(&mut b, 12, &fit::<u32, u64>(tail, "log tail")?.to_le_bytes());
+    put(&mut b, 16, &seq.to_le_bytes());
+    put(&mut b, 24, &fit::<u32, u64>(count, "log descriptor count")?.to_le_bytes());
+    put(&mut b, 32, &guid.to_bytes_le());
+    put(&mut b, 48, &flushed.to_le_bytes());
+    put(&mut b, 56, &last.to_le_bytes());
+    let mut data_at = usize_from_u64(desc_sectors * SECTOR, "log entry length")?;
+    for (i, op) in ops.iter().enumerate() {
+        let d = 64 + 32 * i;
+        match op {
+            Op::Zero { file_offset, len } => {
+                put(&mut b, d, b"zero");
+                put(&mut b, d + 8, &len.to_le_bytes());
+                put(&mut b, d + 16, &file_offset.to_le_bytes());
+            }
+            Op::Data { file_offset, data } => {
+                if data.len() != 4096 {
+                    return Err(Error::corrupt(format!("a log data sector of {} bytes (4096 wanted)", data.len())));
+                }
+                put(&mut b, d, b"desc");
+                put(&mut b, d + 4, &data[4092..]);
+                put(&mut b, d + 8, &data[..8]);
+                put(&mut b, d + 16, &file_offset.to_le_bytes());
+                put(&mut b, data_at, b"data");
+                put(&mut b, data_at + 4, &high_u32(seq).to_le_bytes());
+                put(&mut b, data_at + 8, &data[8..4092]);
+                put(&mut b, data_at + 4092, &low_u32(seq).to_le_bytes());
+                data_at += 4096;
+            }
+        }
+        put(&mut b, d + 24, &seq.to_le_bytes());
+    }
+    let crc = crc_with_hole(&b, 4);
+    put(&mut b, 4, &crc.to_le_bytes());
+    Ok(b)
 }

@@ -190,3 +190,18 @@ fn vhdx_to_vhdx_through_our_reader_and_block_state_zero() {
         }
     }
 }
+
+/// Writing into an existing qemu-made dynamic VHDX (1 MiB blocks): cut short before the
+/// BAT goes through the log, the image reads as before and qemu-img check finds it clean;
+/// finished (log written, applied, cleared), it reads as written.
+#[test]
+fn interrupted_edit_leaks_at_worst() {
+    let d = tempfile::tempdir().unwrap();
+    diskcast_testkit::assert_interrupted_edit_leaks_at_worst(
+        &diskcast_vhdx::VhdxDriver,
+        d.path(),
+        "vhdx",
+        "block_size=1M",
+        true,
+    );
+}

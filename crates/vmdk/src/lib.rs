@@ -9,6 +9,8 @@
 //! - Writing: monolithicSparse (qemu's layout, parallel), streamOptimized (sequential,
 //!   parallel compression, never seeks: [`stream_optimized_to`] writes to a pipe) and
 //!   monolithicFlat (descriptor + `<stem>-flat.vmdk`).
+//! - Editing in place (`commit`, `convert -n`, `bench -w`): [`edit`], monolithicSparse
+//!   grains added at the end (tables written last), monolithicFlat written where it lies.
 //! - `check`: every grain table and grain lies inside its file; compressed grain markers.
 //! - `measure`: arithmetic for the uncompressed layouts, an upper bound for streams.
 #![forbid(unsafe_code)]
@@ -16,12 +18,14 @@
 
 pub mod check;
 pub mod descriptor;
+pub mod edit;
 pub mod header;
 pub mod reader;
 pub mod sparse;
 pub mod stream;
 pub mod writer;
 
+use diskcast_block::io::ImageFile;
 use diskcast_block::output::OutputFiles;
 use diskcast_block::registry::units_touched;
 use diskcast_block::registry::{
@@ -157,6 +161,16 @@ impl Driver for VmdkDriver {
             }
             Subformat::MonolithicFlat => Ok(Box::new(FlatWriter::new(path, p, out)?)),
         }
+    }
+
+    fn edits_in_place(&self) -> bool {
+        true
+    }
+
+    /// `commit`, `convert -n`: into the existing monolithicSparse or monolithicFlat disk
+    /// ([`edit`]).
+    fn write_into(&self, file: ImageFile, size: u64, opts: &CreateOptions) -> Result<Box<dyn BlockWrite>> {
+        diskcast_block::unit_edit::write_into(self.name(), file, size, opts, edit::editor)
     }
 
     fn check(&self, src: Source, ctx: &OpenContext<'_>) -> Result<CheckReport> {

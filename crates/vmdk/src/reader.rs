@@ -51,7 +51,7 @@ pub struct VmdkReader {
     /// The path the image was opened as: extent file names are shown relative to it.
     path: std::path::PathBuf,
     /// A bare sparse file (its descriptor embedded), not a descriptor naming extents.
-    embedded: bool,
+    pub(crate) embedded: bool,
 }
 
 impl VmdkReader {

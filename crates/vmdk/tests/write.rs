@@ -280,3 +280,12 @@ fn zero_writes_with_and_without_zeroed_grains() {
         }
     }
 }
+
+/// Writing into an existing qemu-made monolithicSparse VMDK: cut short before the grain
+/// tables are written, the disk reads as before and qemu-img check finds it clean;
+/// finished, it reads as written.
+#[test]
+fn interrupted_edit_leaks_at_worst() {
+    let d = tempfile::tempdir().unwrap();
+    diskcast_testkit::assert_interrupted_edit_leaks_at_worst(&diskcast_vmdk::VmdkDriver, d.path(), "vmdk", "", true);
+}

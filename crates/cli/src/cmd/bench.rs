@@ -197,7 +197,7 @@ impl Target {
     }
 
     /// Opens the image for writing in place, locked as qemu locks an image it writes;
-    /// only a format whose image is the guest bytes themselves (raw) has such a writer.
+    /// raw writes the guest bytes themselves, qcow2, VDI, VHD, VHDX and VMDK edit the image.
     fn open_writer(path: &Path, format: Option<&str>) -> Result<Self> {
         let file = ImageFile::open_rw_nofollow(path)?;
         apply(file.file(), path, LockMode::Write)?;
@@ -207,11 +207,11 @@ impl Target {
             Some(f) => images.registry.get(f)?,
             None => images.registry.probe(path)?,
         };
-        if !driver.writes_in_place() {
+        if !driver.writes_in_place() && !driver.edits_in_place() {
             return Err(Error::argument(format!(
-                "bench -w writes through a format's in-place writer, which {} does not have (raw does); \
-                 run the read benchmark (no -w), or bench a raw copy (diskcast convert -O raw)",
-                driver.name()
+                "bench -w writes through a format's in-place writer, and {}; run the read benchmark (no -w), \
+                 or bench a raw copy (diskcast convert -O raw)",
+                images.registry.not_in_place(driver)
             ))
             .with_file(path));
         }

@@ -36,8 +36,8 @@ pub fn run(a: CommitArgs) -> Result<u8> {
     let base_driver = images.registry.get(&base.format)?;
     if !base_driver.writes_in_place() && !base_driver.edits_in_place() {
         return Err(Error::unsupported(format!(
-            "diskcast writes a commit into raw and qcow2 images in place, not into {} images (qemu-img can)",
-            base_driver.name()
+            "cannot commit into the base: {} (qemu-img can)",
+            images.registry.not_in_place(base_driver)
         ))
         .with_file(&base.path));
     }

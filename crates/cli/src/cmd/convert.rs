@@ -274,8 +274,8 @@ impl<'r> Plan<'r> {
         }
         if a.no_create && !driver.writes_in_place() && !driver.edits_in_place() {
             return Err(Error::argument(format!(
-                "-n (write into an existing image) works for raw and qcow2 targets only, not {}",
-                driver.name()
+                "-n writes into an existing image: {}",
+                images.registry.not_in_place(driver)
             )));
         }
         if let (true, false, Target::Device(p)) = (a.no_create, driver.writes_in_place(), &target) {
@@ -565,10 +565,11 @@ pub struct ConvertArgs {
     #[arg(short = 'F', long = "backing-format", value_name = "FMT")]
     pub backing_format: Option<String>,
     /// Do not create DST: write into it as it is: an existing raw file or block device
-    /// (a disk, an LV) holding at least the source's size, or an existing qcow2 image
-    /// whose virtual size is at least the source's (its snapshots and backing file are
-    /// kept; clusters a snapshot shares are copied first). Written in place, not through
-    /// a temporary file.
+    /// (a disk, an LV) holding at least the source's size, or an existing qcow2, VDI, VHD,
+    /// VHDX or VMDK image whose virtual size is at least the source's (a qcow2's snapshots and
+    /// backing file are kept, clusters a snapshot shares copied first; blocks and grains
+    /// are added on first write, their tables written last). Written in place, not
+    /// through a temporary file.
     #[arg(short = 'n')]
     pub no_create: bool,
     #[command(flatten)]
