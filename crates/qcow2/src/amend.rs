@@ -20,7 +20,7 @@ use crate::check::{Checker, Fix};
 use crate::edit::Editor;
 use crate::header::{
     COMPAT_LAZY_REFCOUNTS, Compression, Header, INCOMPAT_CORRUPT, INCOMPAT_DIRTY, OFFSET_MASK, OFLAG_COMPRESSED,
-    OFLAG_ZERO, read_u64_table,
+    OFLAG_ZERO, at, read_u64_table,
 };
 use crate::writer::write_refcount_structures;
 use diskcast_block::io::ImageFile;
@@ -33,9 +33,6 @@ use std::collections::BTreeMap;
 /// Options qemu accepts only when creating an image (qemu-img amend says so).
 const CREATION_ONLY: &[&str] =
     &["cluster_size", "preallocation", "compression_type", "extended_l2", "encryption", "encrypt.format"];
-/// Header bytes from `refcount_table_offset` (48) through `refcount_order` (96..100): one
-/// write switches the table, its width and the feature bits together.
-const REFCOUNT_FIELDS: u64 = 48;
 
 /// What the options ask for.
 struct Wanted {
@@ -203,7 +200,9 @@ fn write_refcount_fields(file: &ImageFile, h: &Header) -> Result<()> {
     b.extend_from_slice(&h.autoclear.to_be_bytes());
     b.extend_from_slice(&h.refcount_order.to_be_bytes());
     file.sync()?;
-    file.write_all_at(&b, REFCOUNT_FIELDS)?;
+    // From `refcount_table_offset` through `refcount_order`: one write switches the table,
+    // its width and the feature bits together.
+    file.write_all_at(&b, u64_from_usize(at::REFCOUNT_TABLE_OFFSET))?;
     file.sync()
 }
 

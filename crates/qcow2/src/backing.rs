@@ -15,16 +15,11 @@
 //! repairs on open (`qemu-img check -r all`), never one whose tables point at garbage.
 
 use crate::header::{
-    EXT_BACKING_FORMAT, EXT_FEATURE_TABLE, Header, INCOMPAT_DIRTY, MAX_BACKING_NAME, V2_HEADER_LEN, header_cluster,
+    EXT_BACKING_FORMAT, EXT_FEATURE_TABLE, Header, INCOMPAT_DIRTY, MAX_BACKING_NAME, V2_HEADER_LEN, at, header_cluster,
 };
 use diskcast_block::io::ImageFile;
 use diskcast_block::{Error, Result};
-use diskcast_layout::{usize_from, usize_from_u64};
-
-/// Offset of the incompatible feature bits in a v3 header.
-const INCOMPATIBLE_FIELD: u64 = 72;
-/// Offset of `l1_table_offset`; `refcount_table_offset` and `refcount_table_clusters` follow.
-const L1_OFFSET_FIELD: u64 = 40;
+use diskcast_layout::{u64_from_usize, usize_from, usize_from_u64};
 
 /// Records `backing` (name and format) as the backing file of the qcow2 image in `file`,
 /// or none; the image's data is not touched. Errors name the file.
@@ -127,7 +122,8 @@ fn make_empty_inner(file: &ImageFile) -> Result<()> {
     let cs = h.cluster_size();
     let l1_bytes = u64::from(h.l1_size) * 8;
     let l1_clusters = l1_bytes.div_ceil(cs);
-    let set_incompatible = |bits: u64| file.write_all_at(&bits.to_be_bytes(), INCOMPATIBLE_FIELD);
+    let set_incompatible =
+        |bits: u64| file.write_all_at(&bits.to_be_bytes(), u64_from_usize(at::INCOMPATIBLE_FEATURES));
     // From here until the bit is cleared the refcounts may be stale; the tables never are.
     set_incompatible(h.incompatible | INCOMPAT_DIRTY)?;
     file.sync()?;
@@ -148,7 +144,7 @@ fn make_empty_inner(file: &ImageFile) -> Result<()> {
     let new_l1 = 3 * cs;
     zeros(new_l1, l1_clusters * cs)?;
     file.sync()?;
-    file.write_all_at(&new_l1.to_be_bytes(), L1_OFFSET_FIELD)?;
+    file.write_all_at(&new_l1.to_be_bytes(), u64_from_usize(at::L1_TABLE_OFFSET))?;
     file.sync()?;
     // One refcount block at cluster 2 counting clusters 0..3+L1 once, the table at cluster 1.
     let mut block = vec![0u8; usize_from_u64(cs, "cluster")?];
@@ -163,7 +159,7 @@ fn make_empty_inner(file: &ImageFile) -> Result<()> {
     fields.extend_from_slice(&new_l1.to_be_bytes());
     fields.extend_from_slice(&cs.to_be_bytes());
     fields.extend_from_slice(&1u32.to_be_bytes());
-    file.write_all_at(&fields, L1_OFFSET_FIELD)?;
+    file.write_all_at(&fields, u64_from_usize(at::L1_TABLE_OFFSET))?;
     file.set_len((3 + l1_clusters) * cs)?;
     file.sync()?;
     set_incompatible(h.incompatible & !INCOMPAT_DIRTY)?;

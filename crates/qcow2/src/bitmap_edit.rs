@@ -9,7 +9,7 @@ use crate::bitmap::{
     TABLE_OFFSET_MASK,
 };
 use crate::edit::Editor;
-use crate::header::{Header, INCOMPAT_CORRUPT, INCOMPAT_DIRTY, header_cluster, read_u64_table};
+use crate::header::{Header, INCOMPAT_CORRUPT, INCOMPAT_DIRTY, at, header_cluster, read_u64_table};
 use diskcast_block::io::ImageFile;
 use diskcast_block::registry::BitmapOp;
 use diskcast_block::{Error, Result, range_end};
@@ -25,8 +25,6 @@ const MAX_GRANULARITY: u64 = 1 << 31;
 const MAX_TABLE_ENTRIES: u64 = 0x0800_0000;
 /// Bitmap type 1: dirty tracking (the only one qcow2.txt defines).
 const TYPE_DIRTY_TRACKING: u8 = 1;
-/// Header offset of the autoclear bits.
-const AUTOCLEAR_FIELD: usize = std::mem::offset_of!(crate::header::RawHeader, autoclear_features);
 
 /// One directory entry as stored: untouched entries are written back as they were read.
 struct Entry {
@@ -312,7 +310,7 @@ fn write_extension(file: &ImageFile, h: &Header, ext: Option<&RawBitmapsExt>) ->
     }
     let mut out = header_cluster(fixed, &exts, h.backing_file.as_deref())?;
     let autoclear = if ext.is_some() { h.autoclear | AUTOCLEAR_BITMAPS } else { h.autoclear & !AUTOCLEAR_BITMAPS };
-    out[AUTOCLEAR_FIELD..AUTOCLEAR_FIELD + 8].copy_from_slice(&autoclear.to_be_bytes());
+    out[at::AUTOCLEAR_FEATURES..at::AUTOCLEAR_FEATURES + 8].copy_from_slice(&autoclear.to_be_bytes());
     if out.len() > cs {
         return Err(Error::argument("the header extensions no longer fit in the header cluster"));
     }

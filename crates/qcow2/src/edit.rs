@@ -21,7 +21,7 @@
 use crate::check::get_refcount;
 use crate::header::{
     Header, INCOMPAT_CORRUPT, INCOMPAT_DIRTY, L1_RESERVED, MAX_L1_BYTES, MAX_REFTABLE_BYTES, OFFSET_MASK,
-    OFLAG_COMPRESSED, OFLAG_COPIED, OFLAG_ZERO, read_u64_table,
+    OFLAG_COMPRESSED, OFLAG_COPIED, OFLAG_ZERO, at, read_u64_table,
 };
 use crate::reader::{compressed_range, decompress};
 use crate::writer::put_refcount;
@@ -40,13 +40,6 @@ const MAX_CACHED_BYTES: u64 = 32 << 20;
 /// What one dropped reference waiting for a flush costs in memory (a B-tree entry of
 /// two u64s with its share of the nodes), counted against [`MAX_CACHED_BYTES`].
 const PENDING_FREE_BYTES: u64 = 64;
-
-/// Header byte offsets of the fields the editor changes (qcow2.txt "Header").
-const SIZE_FIELD: u64 = 24;
-/// `refcount_table_offset` (u64) and `refcount_table_clusters` (u32), written together.
-const REFTABLE_FIELD: u64 = 48;
-/// `nb_snapshots` (u32) and `snapshots_offset` (u64), written together.
-const SNAPSHOTS_FIELD: u64 = 60;
 
 /// An L2 table of the active image held in memory.
 #[derive(Debug)]
@@ -390,7 +383,7 @@ impl<F: Borrow<ImageFile>> Editor<F> {
         let mut b = [0u8; 12];
         b[..8].copy_from_slice(&at.to_be_bytes());
         b[8..].copy_from_slice(&self.h.refcount_table_clusters.to_be_bytes());
-        self.file().write_all_at(&b, REFTABLE_FIELD)?;
+        self.file().write_all_at(&b, u64_from_usize(at::REFCOUNT_TABLE_OFFSET))?;
         self.file().sync()?;
         self.free(old.0, old.1)
     }
@@ -612,7 +605,7 @@ impl<F: Borrow<ImageFile>> Editor<F> {
         b[12..16].copy_from_slice(&self.h.l1_size.to_be_bytes());
         b[16..24].copy_from_slice(&self.h.l1_table_offset.to_be_bytes());
         self.file().sync()?;
-        self.file().write_all_at(&b, SIZE_FIELD)?;
+        self.file().write_all_at(&b, u64_from_usize(at::SIZE))?;
         self.file().sync()
     }
 
@@ -625,7 +618,7 @@ impl<F: Borrow<ImageFile>> Editor<F> {
         b[..4].copy_from_slice(&count.to_be_bytes());
         b[4..].copy_from_slice(&offset.to_be_bytes());
         self.file().sync()?;
-        self.file().write_all_at(&b, SNAPSHOTS_FIELD)?;
+        self.file().write_all_at(&b, u64_from_usize(at::NB_SNAPSHOTS))?;
         self.file().sync()
     }
 
