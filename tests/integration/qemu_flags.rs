@@ -209,17 +209,7 @@ fn qcow2_preallocation_is_laid_out_as_qemu_img_does() {
     qemu_img(&["create", "-q", "-f", "raw", &s(&src), "20M"]);
     qemu_io("raw", &src, &["write -P 7 1M 64K", "write -P 9 9M 3M"]);
     let map = |p: &Path| qemu_img(&["map", "--output=json", "-f", "qcow2", &s(p)]).stdout_str();
-    // The guest's view of a map: ranges of the same kind merged, host offsets left out.
-    let view = |p: &Path| {
-        let mut out: Vec<(u64, u64, u64, bool, bool, bool)> = Vec::new();
-        for e in map_entries(&qemu_img(&["map", "--output=json", "-f", "qcow2", &s(p)]).json()) {
-            match out.last_mut() {
-                Some(l) if (l.2, l.3, l.4, l.5) == (e.2, e.3, e.4, e.5) => l.1 += e.1,
-                _ => out.push(e),
-            }
-        }
-        out
-    };
+    let view = |p: &Path| qemu_map_view(p, "qcow2");
     let same_map = |p: &Path, q: &Path, mode: &str, what: &str| match mode {
         "metadata" => assert_eq!(map(p), map(q), "{what}"),
         _ => assert_eq!(view(p), view(q), "{what}"),

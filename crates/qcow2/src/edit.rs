@@ -952,6 +952,46 @@ impl<F: Borrow<ImageFile>> Editor<F> {
     }
 }
 
+impl<F: Borrow<ImageFile>> Editor<F> {
+    /// Makes every zero cluster of the active image an ordinary one, as qemu does before
+    /// it writes a version 2 header (which has no zero flag): one with a host cluster gets
+    /// zeros written there and keeps it; one without becomes a new cluster of zeros when
+    /// a backing file would show through, else unallocated (which reads as zeros). Through
+    /// [`write`](Self::write), so the one allocator places every new cluster. Then flushed.
+    pub fn expand_zero_clusters(&mut self) -> Result<()> {
+        let backed = self.h.backing_file.is_some();
+        let per_table = self.l2_entries();
+        let zeros = vec![0u8; self.cs_bytes()?];
+        for idx in 0..self.l1.len() {
+            // A copy of the entries: the writes below may evict the cached table.
+            let Some(entries) = self.l2_table(idx)?.map(|t| t.entries.clone()) else { continue };
+            let first =
+                u64_from_usize(idx).checked_mul(per_table).ok_or_else(|| Error::corrupt("L1 index overflow"))?;
+            for (slot, &e) in entries.iter().enumerate() {
+                if e & OFLAG_ZERO == 0 || e & OFLAG_COMPRESSED != 0 {
+                    continue;
+                }
+                let cluster = (first + u64_from_usize(slot)).checked_mul(self.cs).filter(|&c| c < self.h.size);
+                match cluster {
+                    Some(c) if e & OFFSET_MASK != 0 || backed => {
+                        let len = usize_from_u64((self.h.size - c).min(self.cs), "cluster")?;
+                        self.write(c, &zeros[..len], None)?;
+                    }
+                    // Unallocated reads as zeros; past the disk's end nothing reads it.
+                    _ => {
+                        self.trim_cache()?;
+                        if self.l2_writable(idx, false)?.is_some() {
+                            self.set_entry(idx, slot, 0)?;
+                            self.release_entry(e)?;
+                        }
+                    }
+                }
+            }
+        }
+        self.flush()
+    }
+}
+
 /// `convert -n SRC existing.qcow2`: guest data written into an existing image through an
 /// [`Editor`], from the copy engine's threads (one at a time, under a lock).
 #[derive(Debug)]

@@ -26,8 +26,9 @@ pub struct AmendArgs {
     /// Format of FILE (probed if not given).
     #[arg(short = 'f', long = "format", value_name = "FMT")]
     pub format: Option<String>,
-    /// Options to change, comma separated (qcow2: compat=0.10|1.1, refcount_bits=1..64,
-    /// lazy_refcounts=on|off, size=SIZE to grow).
+    /// Options to change, comma separated (qcow2: compat=0.10|1.1, zero clusters expanded
+    /// going down; refcount_bits=1..64, lazy_refcounts=on|off, size=SIZE to grow;
+    /// backing_file=,backing_fmt= only as they are: `rebase` changes the backing file).
     #[arg(short = 'o', long = "format-options", value_name = "KEY=VALUE,..")]
     pub options: Vec<String>,
     /// FILE is qemu's option string `driver=FMT,file.filename=PATH` (plain forms only).
