@@ -98,6 +98,46 @@ fn safe_rebase_keeps_the_guest_view() {
     }
 }
 
+/// `rebase -c`: the clusters the safe mode copies are written compressed, as qemu-img
+/// writes them: the guest view kept, both results identical and clean, `qemu-img map`
+/// reports the same ranges compressed in each (the overlay's own clusters untouched);
+/// with `-u` it is accepted and copies nothing; a raw FILE is refused as qemu-img refuses it.
+#[test]
+fn rebase_c_writes_compressed_clusters_like_qemu_img() {
+    for args in [
+        &["rebase", "-c", "-b", "other.qcow2", "-F", "qcow2", "top.qcow2"][..],
+        &["rebase", "-c", "-b", "", "mid.qcow2"],
+        &["rebase", "-c", "-u", "-b", "other.qcow2", "-F", "qcow2", "top.qcow2"],
+    ] {
+        let (_d, ours, theirs) = twin(qcow2_chain);
+        let file = args[args.len() - 1];
+        let view = ours.join("view.raw");
+        qemu_img(&["convert", "-O", "raw", &s(&ours.join(file)), &s(&view)]);
+        both(&ours, &theirs, args).expect_ok();
+        same_chains(&ours, &theirs, &[file]);
+        if !args.contains(&"-u") {
+            qemu_compare(&ours.join(file), "qcow2", &view, "raw");
+        }
+        let compressed = |p: &Path| {
+            let v = qemu_img(&["map", "--output=json", "-f", "qcow2", &s(p)]).json();
+            let e = v.as_array().cloned().unwrap_or_default();
+            e.iter()
+                .filter(|e| e["compressed"] == true)
+                .map(|e| (e["start"].as_u64(), e["length"].as_u64()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(compressed(&ours.join(file)), compressed(&theirs.join(file)), "{args:?}");
+        assert_eq!(compressed(&ours.join(file)).is_empty(), args.contains(&"-u"), "{args:?}");
+    }
+    let (_d, ours, theirs) = twin(|dir| {
+        qemu_img_in(Some(dir), &["create", "-q", "-f", "raw", "r.raw", "1M"]).expect_ok();
+        qcow2_chain(dir);
+    });
+    both(&ours, &theirs, &["rebase", "-c", "-f", "raw", "-b", "base.qcow2", "-F", "qcow2", "r.raw"])
+        .expect_code(1)
+        .expect_stderr_all(&["compression not supported for this file format"]);
+}
+
 /// Onto an image further down its own chain, past the end of a shorter image between:
 /// the old chain reads zeros there, the new backing file data, so zeros are written.
 #[test]
