@@ -9,11 +9,13 @@
 //! does the same), and when they still do not fit the change is refused.
 //!
 //! [`make_empty`] is qemu's `make_completely_empty` for v3 images without internal
-//! snapshots or bitmaps: every cluster unallocated, the file cut to the header, a
+//! snapshots (others get every cluster discarded, as qemu falls back to), refusing
+//! images with persistent bitmaps: every cluster unallocated, the file cut to the header, a
 //! one-cluster refcount table, one refcount block and the L1 table (clusters 0, 1, 2,
 //! 3..). The dirty bit is set while it works, so an interrupted run leaves an image qemu
 //! repairs on open (`qemu-img check -r all`), never one whose tables point at garbage.
 
+use crate::edit::Editor;
 use crate::header::{
     EXT_BACKING_FORMAT, EXT_FEATURE_TABLE, Header, INCOMPAT_DIRTY, MAX_BACKING_NAME, V2_HEADER_LEN, at, header_cluster,
 };
@@ -88,27 +90,25 @@ pub fn cannot_empty(file: &ImageFile) -> Result<Option<String>> {
 }
 
 fn empty_refusal(h: &Header) -> Option<String> {
+    h.bitmaps.is_some().then(|| "it has persistent dirty bitmaps, which would have to record the emptying".into())
+}
+
+/// Whether the image can be emptied completely (its file cut to the header and tables):
+/// v3 (a dirty bit keeps an interruption safe), no internal snapshots sharing its
+/// clusters, and an L1 table that fits beside one refcount block. Otherwise every
+/// cluster is discarded instead, as qemu does.
+fn completely_emptiable(h: &Header) -> bool {
     let cs = h.cluster_size();
     let l1_clusters = (u64::from(h.l1_size) * 8).div_ceil(cs);
     let per_block = cs * 8 / u64::from(h.refcount_bits());
-    if h.version < 3 {
-        Some(
-            "it is a version 2 (compat=0.10) image, which has no dirty bit to keep an interrupted emptying safe".into(),
-        )
-    } else if h.nb_snapshots != 0 {
-        Some(format!("it has {} internal snapshots, which share its clusters", h.nb_snapshots))
-    } else if h.bitmaps.is_some() {
-        Some("it has persistent dirty bitmaps".into())
-    } else if 3 + l1_clusters > per_block {
-        Some(format!("its L1 table of {l1_clusters} clusters does not fit beside one refcount block"))
-    } else {
-        None
-    }
+    h.version >= 3 && h.nb_snapshots == 0 && 3 + l1_clusters <= per_block
 }
 
 /// Makes every cluster of the qcow2 image in `file` unallocated (reading from its backing
-/// file again) and cuts the file to its metadata, as qemu empties an overlay after
-/// `qemu-img commit`. Only v3 images without snapshots or bitmaps ([`cannot_empty`]).
+/// file again), as qemu empties an overlay after `qemu-img commit`: the file cut to its
+/// metadata where it can be ([`completely_emptiable`]), else every cluster discarded
+/// through the editor (v2 images, internal snapshots). Images with persistent bitmaps
+/// are refused ([`cannot_empty`]).
 pub fn make_empty(file: &ImageFile) -> Result<()> {
     let name = file.path().to_path_buf();
     make_empty_inner(file).map_err(|e| if e.file().is_none() { e.with_file(&name) } else { e })
@@ -118,6 +118,13 @@ fn make_empty_inner(file: &ImageFile) -> Result<()> {
     let h = writable_header(file)?;
     if let Some(why) = empty_refusal(&h) {
         return Err(Error::unsupported(format!("cannot empty the image: {why}")));
+    }
+    if !completely_emptiable(&h) {
+        // qemu's fallback: every cluster of the active image discarded (unallocated, so
+        // the backing file shows through); snapshots keep theirs, the file its length.
+        let mut ed = Editor::open(file)?;
+        ed.discard_past(0)?;
+        return ed.flush();
     }
     let cs = h.cluster_size();
     let l1_bytes = u64::from(h.l1_size) * 8;
