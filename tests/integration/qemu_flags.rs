@@ -346,3 +346,62 @@ fn cache_unsafe_skips_the_sync_other_modes_keep_it() {
         assert!(syncs(d.path(), &src, mode, name) >= 1, "{mode:?} did not sync the output");
     }
 }
+
+/// The progress lines of `-p` in `text`: each `    (NN.NN/100%)` ended by `\r`, the whole
+/// ended by `\r\n` (and what follows it, such as commit's "Image committed."), checked
+/// to be qemu-img's format. Returns the percentages.
+fn qemu_progress(text: &str, what: &str) -> Vec<f64> {
+    let (lines, _) = text.split_once("\r\n").unwrap_or_else(|| panic!("{what}: no \\r\\n ending: {text:?}"));
+    lines
+        .split('\r')
+        .map(|l| {
+            let n = l
+                .strip_prefix("    (")
+                .and_then(|l| l.strip_suffix("/100%)"))
+                .unwrap_or_else(|| panic!("{what}: {l:?}"));
+            assert!(n.split_once('.').is_some_and(|(_, f)| f.len() == 2), "{what}: {l:?} has not two decimals");
+            n.parse::<f64>().unwrap_or_else(|_| panic!("{what}: {l:?}"))
+        })
+        .collect()
+}
+
+/// `-p` of convert, commit, rebase and amend prints what qemu-img prints, on standard
+/// output even when it is not a terminal: `    (0.00/100%)\r` first, rising, the last
+/// `    (100.00/100%)\r` then a newline (checked on both tools' output on the same input);
+/// with the image on standard output (`convert ... -`) the lines go to standard error.
+#[test]
+fn progress_lines_like_qemu_img() {
+    let d = tmp();
+    let (ours, theirs) = (d.path().join("ours"), d.path().join("theirs"));
+    for dir in [&ours, &theirs] {
+        std::fs::create_dir(dir).unwrap();
+        let create = |args: &[&str]| qemu_img_in(Some(dir), args).expect_ok();
+        create(&["create", "-q", "-f", "raw", "src.raw", "16M"]);
+        qemu_io("raw", &dir.join("src.raw"), &["write -P 1 0 4M", "write -P 2 8M 4M"]);
+        create(&["create", "-q", "-f", "qcow2", "base.qcow2", "16M"]);
+        for top in ["top.qcow2", "re.qcow2"] {
+            create(&["create", "-q", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", top]);
+            qemu_io("qcow2", &dir.join(top), &["write -P 3 0 2M"]);
+        }
+    }
+    for args in [
+        &["convert", "-p", "-f", "raw", "-O", "qcow2", "src.raw", "out.qcow2"][..],
+        &["commit", "-p", "top.qcow2"],
+        &["rebase", "-p", "-b", "", "re.qcow2"],
+        &["amend", "-p", "-o", "refcount_bits=8", "base.qcow2"],
+    ] {
+        let q = qemu_img_in(Some(&theirs), args).expect_ok();
+        let r = dc_in(Some(&ours), args).expect_ok();
+        for (who, run) in [("qemu-img", &q), ("diskcast", &r)] {
+            let what = format!("{who} {args:?}");
+            let p = qemu_progress(&run.stdout_str(), &what);
+            assert_eq!(p.first(), Some(&0.0), "{what}");
+            assert_eq!(p.last(), Some(&100.0), "{what}");
+            assert!(p.windows(2).all(|w| w[0] <= w[1]), "{what}: {p:?}");
+        }
+        assert_eq!(r.stdout_str().split_once("\r\n").map(|x| x.1), q.stdout_str().split_once("\r\n").map(|x| x.1));
+    }
+    let r = dc_in(Some(&ours), &["convert", "-p", "-f", "raw", "-O", "raw", "src.raw", "-"]).expect_ok();
+    assert!(r.stdout == read(&ours.join("src.raw")), "the image on standard output is not the source");
+    qemu_progress(&r.stderr, "convert -p to standard output");
+}

@@ -10,7 +10,7 @@ mod image;
 use crate::common::args::{CacheMode, OpenArgs, ProgressArgs, WriteArgs};
 use crate::common::args::{OvaArgs, check_gce_output};
 use crate::common::output::{ContainerWriter, ImageWriter, Package, PackageWriter};
-use crate::common::progress::ProgressMode;
+use crate::common::progress::{ProgressMode, QemuProgress};
 use crate::common::{Images, create_options, image_opts, parse_rate, reads, same_file, url_of};
 use clap::Args;
 use diskcast_block::copy::DEFAULT_MIN_SPARSE;
@@ -72,6 +72,11 @@ pub fn run(mut a: ConvertArgs) -> Result<u8> {
     let flags = QemuFlags::apply(&mut a)?;
     let images = Images::new(&a.open)?.with_tls(a.image.container.tls);
     let plan = Plan::new(&a, &images)?;
+    // -p prints qemu-img's progress lines, on standard output unless the image goes there.
+    a.write.progress.qemu = Some(match plan.target.is_stream() {
+        true => QemuProgress::Stderr,
+        false => QemuProgress::Stdout,
+    });
     plan.run(&images, &a, &flags)?;
     if let (Some(s), Some(container)) = (staged, container) {
         let r = container.finish_staged(&s, &Provenance::from_env()?)?;
@@ -497,7 +502,7 @@ impl QemuFlags {
             a.write.jobs.threads.get_or_insert(n);
         }
         if a.quiet {
-            a.write.progress = ProgressArgs { bar: false, mode: ProgressMode::None };
+            a.write.progress = ProgressArgs { bar: false, mode: ProgressMode::None, qemu: None };
         }
         // qemu-img's checks, in its order, with its messages.
         if a.copy_offload && a.write.compress {
