@@ -910,7 +910,8 @@ impl<F: Borrow<ImageFile>> Editor<F> {
             .with_offset(cluster));
         }
         let pos = self.compressed_pos;
-        let fits = pos % self.cs != 0 && pos % self.cs + len <= self.cs && self.refcount(pos)? < self.max_refcount();
+        let fits =
+            !pos.is_multiple_of(self.cs) && pos % self.cs + len <= self.cs && self.refcount(pos)? < self.max_refcount();
         let start = if fits {
             self.incref(pos)?;
             pos

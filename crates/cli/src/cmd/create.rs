@@ -34,10 +34,13 @@ pub fn run(a: CreateArgs) -> Result<u8> {
     Ok(0)
 }
 
+/// One format's options as `qemu-img create` prints them: `(name, printed default)`.
+type FormatOptions = &'static [(&'static str, Option<&'static str>)];
+
 /// The options `qemu-img create` prints after `fmt=`, per format, in its order: each with
 /// the value it prints when the option is not given (`None`: printed only when given).
 /// `size` is the virtual size, `backing_file`/`backing_fmt` are -b/-F.
-const FORMATTING: &[(&str, &[(&str, Option<&str>)])] = &[
+const FORMATTING: &[(&str, FormatOptions)] = &[
     ("raw", &[("size", None), ("preallocation", None)]),
     (
         "qcow2",
