@@ -140,3 +140,46 @@ fn create_over_existing_file_replaces_it() {
     assert_eq!(qemu_info(&p)["virtual-size"].as_u64(), Some(16 * MIB));
     assert!(stray_temps(d.path()).is_empty());
 }
+
+/// The "Formatting 'FILE', fmt=..." line is qemu-img create's, byte for byte (options in
+/// qemu's order per format, defaults it prints, sizes as byte counts, -b/-F); `-q` prints
+/// nothing, as qemu-img.
+#[test]
+fn create_prints_qemu_img_formatting_line() {
+    let d = tmp();
+    let (ours, theirs) = (d.path().join("ours"), d.path().join("theirs"));
+    for dir in [&ours, &theirs] {
+        std::fs::create_dir(dir).unwrap();
+        qemu_img_in(Some(dir), &["create", "-q", "-f", "qcow2", "base.qcow2", "16M"]).expect_ok();
+    }
+    let cases: &[&[&str]] = &[
+        &["-f", "raw", "x.raw", "1536"],
+        &["-f", "raw", "-o", "preallocation=falloc", "x.raw", "1M"],
+        &["-f", "qcow2", "x.qcow2", "1G"],
+        &["-f", "qcow2", "-o", "compat=1.1,refcount_bits=8,compression_type=zstd,cluster_size=128k", "x.qcow2", "1M"],
+        &["-f", "qcow2", "-o", "compat=0.10,preallocation=metadata", "x.qcow2", "10M"],
+        &["-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", "x.qcow2"],
+        &["-f", "vmdk", "-o", "subformat=monolithicFlat,adapter_type=lsilogic", "x.vmdk", "1M"],
+        &["-f", "vpc", "-o", "subformat=dynamic,force_size=on", "x.vpc", "1M"],
+        &["-f", "vhdx", "-o", "subformat=fixed,block_size=8M,log_size=2M", "x.vhdx", "8M"],
+        &["-f", "vdi", "-o", "static=on", "x.vdi", "1M"],
+    ];
+    for case in cases {
+        for quiet in [false, true] {
+            let mut args = vec!["create"];
+            if quiet {
+                args.push("-q");
+            }
+            args.extend(*case);
+            let q = qemu_img_in(Some(&theirs), &args).expect_ok();
+            let r = dc_in(Some(&ours), &args).expect_ok();
+            assert_eq!(r.stdout_str(), q.stdout_str(), "{args:?}");
+            assert_eq!(r.stdout_str().is_empty(), quiet, "{args:?}");
+            for dir in [&ours, &theirs] {
+                for ext in ["raw", "qcow2", "vmdk", "vpc", "vhdx", "vdi"] {
+                    let _ = std::fs::remove_file(dir.join(format!("x.{ext}")));
+                }
+            }
+        }
+    }
+}

@@ -163,7 +163,8 @@ fn flags_refused_as_qemu_img_refuses_them() {
             true,
             "compression and preallocation not supported at the same time",
         ),
-        (vec!["-C"], false, "copy offloading (-c) is not implemented"),
+        (vec!["-C", "-S", "64k"], true, "cannot enable copy offloading when -s is used"),
+        (vec!["-C", "--salvage"], true, "cannot use copy offloading in salvaging mode"),
     ] {
         let mut v = vec!["convert"];
         v.extend(&args);
@@ -208,17 +209,7 @@ fn qcow2_preallocation_is_laid_out_as_qemu_img_does() {
     qemu_img(&["create", "-q", "-f", "raw", &s(&src), "20M"]);
     qemu_io("raw", &src, &["write -P 7 1M 64K", "write -P 9 9M 3M"]);
     let map = |p: &Path| qemu_img(&["map", "--output=json", "-f", "qcow2", &s(p)]).stdout_str();
-    // The guest's view of a map: ranges of the same kind merged, host offsets left out.
-    let view = |p: &Path| {
-        let mut out: Vec<(u64, u64, u64, bool, bool, bool)> = Vec::new();
-        for e in map_entries(&qemu_img(&["map", "--output=json", "-f", "qcow2", &s(p)]).json()) {
-            match out.last_mut() {
-                Some(l) if (l.2, l.3, l.4, l.5) == (e.2, e.3, e.4, e.5) => l.1 += e.1,
-                _ => out.push(e),
-            }
-        }
-        out
-    };
+    let view = |p: &Path| qemu_map_view(p, "qcow2");
     let same_map = |p: &Path, q: &Path, mode: &str, what: &str| match mode {
         "metadata" => assert_eq!(map(p), map(q), "{what}"),
         _ => assert_eq!(view(p), view(q), "{what}"),
@@ -272,21 +263,74 @@ fn qcow2_preallocation_is_laid_out_as_qemu_img_does() {
     assert!(!p.exists());
 }
 
-/// The sync calls diskcast makes converting `src` with `extra` flags, as strace counts them.
-fn syncs(dir: &Path, src: &Path, extra: &[&str], name: &str) -> usize {
-    let trace = dir.join(format!("{name}.trace"));
-    let out = dir.join(name);
-    let mut args: Vec<String> =
-        ["-f", "-qq", "-e", "trace=fsync,fdatasync,syncfs,sync", "-o", &s(&trace), diskcast_bin(), "convert"]
-            .iter()
-            .map(|a| (*a).to_string())
-            .collect();
-    args.extend(extra.iter().map(|a| (*a).to_string()));
-    args.extend(["-O".into(), "qcow2".into(), s(src), s(&out)]);
+/// The `calls` system calls `diskcast convert ARGS` makes (strace's lines, one a call).
+fn traced_convert(trace: &Path, calls: &str, convert_args: &[&str]) -> Vec<String> {
+    let mut args = vec!["-f", "-qq", "-e", calls, "-o"];
+    let trace_name = s(trace);
+    args.extend([trace_name.as_str(), diskcast_bin(), "convert"]);
+    args.extend(convert_args);
     let r = std::process::Command::new("strace").args(&args).output().expect("strace is required (scripts/setup.sh)");
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    String::from_utf8_lossy(&read(trace)).lines().map(str::to_string).collect()
+}
+
+/// The sync calls diskcast makes converting `src` with `extra` flags, as strace counts them.
+fn syncs(dir: &Path, src: &Path, extra: &[&str], name: &str) -> usize {
+    let out = dir.join(name);
+    let (i, o) = (s(src), s(&out));
+    let mut args = extra.to_vec();
+    args.extend(["-O", "qcow2", i.as_str(), o.as_str()]);
+    let lines = traced_convert(&dir.join(format!("{name}.trace")), "trace=fsync,fdatasync,syncfs,sync", &args);
     qemu_compare(src, "raw", &out, "qcow2");
-    String::from_utf8_lossy(&read(&trace)).lines().filter(|l| l.contains("sync")).count()
+    lines.iter().filter(|l| l.contains("sync")).count()
+}
+
+/// `convert -C`: the data of a raw source reaches a raw target by copy_file_range (strace
+/// sees it), holes stay holes, and a zero block inside data is copied as data: `qemu-img
+/// map` of the result is exactly that of `qemu-img convert -C` on the same input (without
+/// -C both tools make the zero block a hole). Where offloading cannot work (a qcow2
+/// target, a target on another filesystem) both tools copy through memory and succeed.
+#[test]
+fn copy_offloading_like_qemu_img() {
+    let d = tmp();
+    let src = d.path().join("src.raw");
+    qemu_img(&["create", "-q", "-f", "raw", &s(&src), "16M"]);
+    qemu_io("raw", &src, &["write -P 0x11 0 1M", "write -P 0 4M 64k", "write -P 0x22 8M 64k"]);
+    let map = |p: &Path| qemu_img(&["map", "--output=json", "-f", "raw", &s(p)]).stdout_str();
+    let i = s(&src);
+    for offload in [true, false] {
+        let flags: &[&str] = if offload { &["-C"] } else { &[] };
+        let (ours, theirs) = (d.path().join("ours.raw"), d.path().join("theirs.raw"));
+        let (o, t) = (s(&ours), s(&theirs));
+        let mut args = flags.to_vec();
+        args.extend(["-f", "raw", "-O", "raw"]);
+        let mut q = vec!["convert"];
+        q.extend(&args);
+        q.extend([i.as_str(), t.as_str()]);
+        qemu_img(&q);
+        args.extend([i.as_str(), o.as_str()]);
+        let calls = traced_convert(&d.path().join("cfr.trace"), "trace=copy_file_range", &args);
+        let copied = calls.iter().filter(|l| l.contains("copy_file_range(") && !l.contains("= -1")).count();
+        assert_eq!(copied > 0, offload, "copy_file_range calls with {flags:?}: {calls:?}");
+        qemu_compare(&src, "raw", &ours, "raw");
+        assert_eq!(map(&ours), map(&theirs), "{flags:?}: the map differs from qemu-img's");
+        assert!(allocated(&ours) < 4 * MIB, "holes not kept: {} bytes", allocated(&ours));
+        std::fs::remove_file(&ours).unwrap();
+        std::fs::remove_file(&theirs).unwrap();
+    }
+    // No offloading possible: a qcow2 target, and a raw target on another filesystem.
+    let shm = Path::new("/dev/shm");
+    let other_fs = if shm.is_dir() { tempfile::tempdir_in(shm).unwrap() } else { tmp() };
+    for (fmt, out) in [("qcow2", d.path().join("out.qcow2")), ("raw", other_fs.path().join("out.raw"))] {
+        let theirs = out.with_extension("qemu");
+        qemu_img(&["convert", "-C", "-f", "raw", "-O", fmt, &s(&src), &s(&theirs)]);
+        dc_ok(&["convert", "-C", "-f", "raw", "-O", fmt, &s(&src), &s(&out)]);
+        qemu_compare(&src, "raw", &out, fmt);
+        qemu_compare(&theirs, fmt, &out, fmt);
+        if fmt == "qcow2" {
+            qemu_check_clean(&out);
+        }
+    }
 }
 
 #[test]
@@ -301,4 +345,63 @@ fn cache_unsafe_skips_the_sync_other_modes_keep_it() {
     {
         assert!(syncs(d.path(), &src, mode, name) >= 1, "{mode:?} did not sync the output");
     }
+}
+
+/// The progress lines of `-p` in `text`: each `    (NN.NN/100%)` ended by `\r`, the whole
+/// ended by `\r\n` (and what follows it, such as commit's "Image committed."), checked
+/// to be qemu-img's format. Returns the percentages.
+fn qemu_progress(text: &str, what: &str) -> Vec<f64> {
+    let (lines, _) = text.split_once("\r\n").unwrap_or_else(|| panic!("{what}: no \\r\\n ending: {text:?}"));
+    lines
+        .split('\r')
+        .map(|l| {
+            let n = l
+                .strip_prefix("    (")
+                .and_then(|l| l.strip_suffix("/100%)"))
+                .unwrap_or_else(|| panic!("{what}: {l:?}"));
+            assert!(n.split_once('.').is_some_and(|(_, f)| f.len() == 2), "{what}: {l:?} has not two decimals");
+            n.parse::<f64>().unwrap_or_else(|_| panic!("{what}: {l:?}"))
+        })
+        .collect()
+}
+
+/// `-p` of convert, commit, rebase and amend prints what qemu-img prints, on standard
+/// output even when it is not a terminal: `    (0.00/100%)\r` first, rising, the last
+/// `    (100.00/100%)\r` then a newline (checked on both tools' output on the same input);
+/// with the image on standard output (`convert ... -`) the lines go to standard error.
+#[test]
+fn progress_lines_like_qemu_img() {
+    let d = tmp();
+    let (ours, theirs) = (d.path().join("ours"), d.path().join("theirs"));
+    for dir in [&ours, &theirs] {
+        std::fs::create_dir(dir).unwrap();
+        let create = |args: &[&str]| qemu_img_in(Some(dir), args).expect_ok();
+        create(&["create", "-q", "-f", "raw", "src.raw", "16M"]);
+        qemu_io("raw", &dir.join("src.raw"), &["write -P 1 0 4M", "write -P 2 8M 4M"]);
+        create(&["create", "-q", "-f", "qcow2", "base.qcow2", "16M"]);
+        for top in ["top.qcow2", "re.qcow2"] {
+            create(&["create", "-q", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", top]);
+            qemu_io("qcow2", &dir.join(top), &["write -P 3 0 2M"]);
+        }
+    }
+    for args in [
+        &["convert", "-p", "-f", "raw", "-O", "qcow2", "src.raw", "out.qcow2"][..],
+        &["commit", "-p", "top.qcow2"],
+        &["rebase", "-p", "-b", "", "re.qcow2"],
+        &["amend", "-p", "-o", "refcount_bits=8", "base.qcow2"],
+    ] {
+        let q = qemu_img_in(Some(&theirs), args).expect_ok();
+        let r = dc_in(Some(&ours), args).expect_ok();
+        for (who, run) in [("qemu-img", &q), ("diskcast", &r)] {
+            let what = format!("{who} {args:?}");
+            let p = qemu_progress(&run.stdout_str(), &what);
+            assert_eq!(p.first(), Some(&0.0), "{what}");
+            assert_eq!(p.last(), Some(&100.0), "{what}");
+            assert!(p.windows(2).all(|w| w[0] <= w[1]), "{what}: {p:?}");
+        }
+        assert_eq!(r.stdout_str().split_once("\r\n").map(|x| x.1), q.stdout_str().split_once("\r\n").map(|x| x.1));
+    }
+    let r = dc_in(Some(&ours), &["convert", "-p", "-f", "raw", "-O", "raw", "src.raw", "-"]).expect_ok();
+    assert!(r.stdout == read(&ours.join("src.raw")), "the image on standard output is not the source");
+    qemu_progress(&r.stderr, "convert -p to standard output");
 }

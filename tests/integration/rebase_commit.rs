@@ -98,6 +98,46 @@ fn safe_rebase_keeps_the_guest_view() {
     }
 }
 
+/// `rebase -c`: the clusters the safe mode copies are written compressed, as qemu-img
+/// writes them: the guest view kept, both results identical and clean, `qemu-img map`
+/// reports the same ranges compressed in each (the overlay's own clusters untouched);
+/// with `-u` it is accepted and copies nothing; a raw FILE is refused as qemu-img refuses it.
+#[test]
+fn rebase_c_writes_compressed_clusters_like_qemu_img() {
+    for args in [
+        &["rebase", "-c", "-b", "other.qcow2", "-F", "qcow2", "top.qcow2"][..],
+        &["rebase", "-c", "-b", "", "mid.qcow2"],
+        &["rebase", "-c", "-u", "-b", "other.qcow2", "-F", "qcow2", "top.qcow2"],
+    ] {
+        let (_d, ours, theirs) = twin(qcow2_chain);
+        let file = args[args.len() - 1];
+        let view = ours.join("view.raw");
+        qemu_img(&["convert", "-O", "raw", &s(&ours.join(file)), &s(&view)]);
+        both(&ours, &theirs, args).expect_ok();
+        same_chains(&ours, &theirs, &[file]);
+        if !args.contains(&"-u") {
+            qemu_compare(&ours.join(file), "qcow2", &view, "raw");
+        }
+        let compressed = |p: &Path| {
+            let v = qemu_img(&["map", "--output=json", "-f", "qcow2", &s(p)]).json();
+            let e = v.as_array().cloned().unwrap_or_default();
+            e.iter()
+                .filter(|e| e["compressed"] == true)
+                .map(|e| (e["start"].as_u64(), e["length"].as_u64()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(compressed(&ours.join(file)), compressed(&theirs.join(file)), "{args:?}");
+        assert_eq!(compressed(&ours.join(file)).is_empty(), args.contains(&"-u"), "{args:?}");
+    }
+    let (_d, ours, theirs) = twin(|dir| {
+        qemu_img_in(Some(dir), &["create", "-q", "-f", "raw", "r.raw", "1M"]).expect_ok();
+        qcow2_chain(dir);
+    });
+    both(&ours, &theirs, &["rebase", "-c", "-f", "raw", "-b", "base.qcow2", "-F", "qcow2", "r.raw"])
+        .expect_code(1)
+        .expect_stderr_all(&["compression not supported for this file format"]);
+}
+
 /// Onto an image further down its own chain, past the end of a shorter image between:
 /// the old chain reads zeros there, the new backing file data, so zeros are written.
 #[test]
@@ -344,21 +384,48 @@ fn an_image_in_use_is_refused() {
     }
 }
 
-/// An overlay diskcast cannot empty (qcow2 v2: no dirty bit to make that safe) is refused
-/// before anything is written, where qemu-img discards it cluster by cluster; with -d the
-/// commit is qemu-img's.
+/// Overlays qemu cannot empty completely (qcow2 v2, internal snapshots) are emptied as
+/// qemu-img empties them, every cluster discarded: the bases identical, each overlay
+/// reading through to its base (`qemu-img map` the same, host offsets aside), check
+/// clean, the snapshot kept and readable. An overlay with persistent bitmaps (which
+/// qemu-img marks dirty while it empties it) is refused unless -d, before anything is
+/// written; with -d the commit is qemu-img's.
 #[test]
-fn commit_of_an_overlay_it_cannot_empty_needs_d() {
+fn commit_empties_v2_and_snapshotted_overlays_like_qemu_img() {
     let (_d, ours, theirs) = twin(|dir| {
         qemu_img_in(Some(dir), &["create", "-q", "-f", "raw", "base.raw", "2M"]).expect_ok();
+        qemu_img_in(Some(dir), &["create", "-q", "-f", "qcow2", "base2.qcow2", "2M"]).expect_ok();
         let v2 = ["create", "-q", "-f", "qcow2", "-o", "compat=0.10", "-b", "base.raw", "-F", "raw", "v2.qcow2"];
         qemu_img_in(Some(dir), &v2).expect_ok();
         qemu_io("qcow2", &dir.join("v2.qcow2"), &["write -P 0x42 64K 128K"]);
+        let sn = ["create", "-q", "-f", "qcow2", "-b", "base2.qcow2", "-F", "qcow2", "sn.qcow2"];
+        qemu_img_in(Some(dir), &sn).expect_ok();
+        qemu_io("qcow2", &dir.join("sn.qcow2"), &["write -P 0x43 0 1M"]);
+        qemu_img_in(Some(dir), &["snapshot", "-c", "s1", "sn.qcow2"]).expect_ok();
+        qemu_io("qcow2", &dir.join("sn.qcow2"), &["write -P 0x44 512K 64K"]);
+    });
+    for (top, base, fmt) in [("v2.qcow2", "base.raw", "raw"), ("sn.qcow2", "base2.qcow2", "qcow2")] {
+        both(&ours, &theirs, &["commit", top]).expect_ok();
+        qemu_compare(&ours.join(base), fmt, &theirs.join(base), fmt);
+        qemu_compare(&ours.join(top), "qcow2", &theirs.join(top), "qcow2");
+        qemu_check_clean(&ours.join(top));
+        assert_eq!(qemu_map_view(&ours.join(top), "qcow2"), qemu_map_view(&theirs.join(top), "qcow2"), "{top}");
+    }
+    let (a, b) = (ours.join("s1-ours.raw"), ours.join("s1-qemu.raw"));
+    qemu_img(&["convert", "-l", "s1", "-O", "raw", &s(&ours.join("sn.qcow2")), &s(&a)]);
+    qemu_img(&["convert", "-l", "s1", "-O", "raw", &s(&theirs.join("sn.qcow2")), &s(&b)]);
+    qemu_compare(&a, "raw", &b, "raw");
+    let (_d, ours, theirs) = twin(|dir| {
+        qemu_img_in(Some(dir), &["create", "-q", "-f", "raw", "base.raw", "2M"]).expect_ok();
+        let bm = ["create", "-q", "-f", "qcow2", "-b", "base.raw", "-F", "raw", "bm.qcow2"];
+        qemu_img_in(Some(dir), &bm).expect_ok();
+        qemu_io("qcow2", &dir.join("bm.qcow2"), &["write -P 0x42 64K 128K"]);
+        qemu_img_in(Some(dir), &["bitmap", "--add", "bm.qcow2", "b0"]).expect_ok();
     });
     let before = read(&ours.join("base.raw"));
-    dc_in(Some(&ours), &["commit", "v2.qcow2"]).expect_code(1).expect_diskcast_error().expect_stderr_all(&["-d"]);
+    dc_in(Some(&ours), &["commit", "bm.qcow2"]).expect_code(1).expect_diskcast_error().expect_stderr_all(&["-d"]);
     assert!(read(&ours.join("base.raw")) == before, "a refused commit wrote the base");
-    both(&ours, &theirs, &["commit", "-d", "v2.qcow2"]);
+    both(&ours, &theirs, &["commit", "-d", "bm.qcow2"]).expect_ok();
     qemu_compare(&ours.join("base.raw"), "raw", &theirs.join("base.raw"), "raw");
-    qemu_compare(&ours.join("base.raw"), "raw", &ours.join("v2.qcow2"), "qcow2");
+    qemu_compare(&ours.join("base.raw"), "raw", &ours.join("bm.qcow2"), "qcow2");
 }

@@ -588,6 +588,20 @@ pub fn map_entries(v: &Value) -> Vec<(u64, u64, u64, bool, bool, bool)> {
         .collect()
 }
 
+/// The guest's view of `qemu-img map --output=json` of `p`: (start, length, depth,
+/// present, zero, data), ranges of the same kind merged, host offsets left out, so two
+/// images that place their clusters differently compare equal.
+pub fn qemu_map_view(p: &Path, fmt: &str) -> Vec<(u64, u64, u64, bool, bool, bool)> {
+    let mut out: Vec<(u64, u64, u64, bool, bool, bool)> = Vec::new();
+    for e in map_entries(&qemu_img(&["map", "--output=json", "-f", fmt, &s(p)]).json()) {
+        match out.last_mut() {
+            Some(l) if (l.2, l.3, l.4, l.5) == (e.2, e.3, e.4, e.5) => l.1 += e.1,
+            _ => out.push(e),
+        }
+    }
+    out
+}
+
 /// The map entry covering guest offset `off`.
 pub fn map_at(entries: &[(u64, u64, u64, bool, bool, bool)], off: u64) -> (u64, bool, bool, bool) {
     let e = entries

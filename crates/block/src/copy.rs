@@ -40,6 +40,11 @@ pub struct CopyOptions {
     /// target already reads that way there (a [`crate::delta::Delta`]: `commit`, `rebase`,
     /// `convert -B`). Off, backing chains are flattened into the target.
     pub skip_backing: bool,
+    /// Copy offloading (`convert -C`): data ranges the source stores as they are in a
+    /// local file are copied by the kernel ([`BlockWrite::copy_range`]) as a whole, zero
+    /// blocks inside them included (as qemu-img, which skips its zero detection there).
+    /// The first range that cannot be offloaded turns it off for the rest of the copy.
+    pub offload: bool,
 }
 
 impl CopyOptions {
@@ -51,6 +56,7 @@ impl CopyOptions {
             chunk_size: DEFAULT_CHUNK,
             cancel: None,
             skip_backing: false,
+            offload: false,
         }
     }
 }
@@ -232,6 +238,7 @@ pub fn copy(
         skipped: 0,
     });
     let turn = (Mutex::new(Turn::default()), Condvar::new());
+    let offload = AtomicBool::new(opts.offload && !sequential);
     let stats = [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)]; // read, written, zeroed
     let first_error: Mutex<Option<Error>> = Mutex::new(None);
     let cancelled = || opts.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed));
@@ -253,6 +260,14 @@ pub fn copy(
                 item
             };
             let Some(item) = item else { return Ok(()) };
+            if item.data && offload.load(Ordering::Relaxed) {
+                if offloaded(src, dst, item)? {
+                    stats[1].fetch_add(item.len, Ordering::Relaxed);
+                    progress.advance(item.len);
+                    continue;
+                }
+                offload.store(false, Ordering::Relaxed);
+            }
             let writes = prepare(src, dst, item, sparse_block, &stats)?;
             if sequential {
                 let (m, cv) = &turn;
@@ -304,6 +319,15 @@ pub fn copy(
 enum Write {
     Data(Encoded),
     Zeroes(u64, u64),
+}
+
+/// Copy offloading: true when the kernel copied the data item from the source's file
+/// into the target; false when either cannot (the item is then read and written).
+fn offloaded(src: &dyn BlockRead, dst: &dyn BlockWrite, item: Item) -> Result<bool> {
+    match src.host_range(item.offset, item.len) {
+        Some((file, host)) => dst.copy_range(file, host, item.offset, item.len),
+        None => Ok(false),
+    }
 }
 
 /// Reads an item, drops all-zero blocks, and encodes the data runs (the parallel part).

@@ -299,6 +299,39 @@ impl ImageFile {
         Ok(())
     }
 
+    /// Has the kernel copy `len` bytes of `from` at `from_offset` to `offset` in this file
+    /// (copy_file_range: no trip through memory; on filesystems that share extents, no
+    /// copy at all). `Ok(false)` when the kernel cannot do it for these two files (other
+    /// filesystems, no support): the caller copies through memory, as qemu-img falls back.
+    /// Short copies are resumed; a source that ends early is an error.
+    pub fn copy_range(&self, from: &ImageFile, from_offset: u64, offset: u64, len: u64) -> Result<bool> {
+        use rustix::io::Errno;
+        let (mut off_in, mut off_out, end) = (from_offset, offset, offset.saturating_add(len));
+        while off_out < end {
+            let want = usize::try_from(end - off_out).unwrap_or(COPY_RANGE_MAX).min(COPY_RANGE_MAX);
+            match rustix::fs::copy_file_range(&from.file, Some(&mut off_in), &self.file, Some(&mut off_out), want) {
+                Ok(0) => {
+                    return Err(Error::out_of_bounds(format!(
+                        "the source ended {} bytes short of the range being copied",
+                        end - off_out
+                    ))
+                    .with_offset(off_in)
+                    .with_file(&from.path));
+                }
+                Ok(_) => {}
+                Err(Errno::XDEV | Errno::OPNOTSUPP | Errno::NOSYS | Errno::INVAL | Errno::BADF | Errno::TXTBSY) => {
+                    return Ok(false);
+                }
+                Err(e) => {
+                    return Err(Error::io(format!("copy_file_range from {} failed", from.path.display()), e.into())
+                        .with_offset(off_out)
+                        .with_file(&self.path));
+                }
+            }
+        }
+        Ok(true)
+    }
+
     /// Sets the file length (extending with a hole, or truncating).
     pub fn set_len(&self, len: u64) -> Result<()> {
         self.file.set_len(len).map_err(|e| Error::io("cannot set length", e).with_file(&self.path))
@@ -336,6 +369,10 @@ impl ImageFile {
             .map_err(|e| Error::io("cannot punch hole", e.into()).with_offset(offset).with_file(&self.path))
     }
 }
+
+/// Most bytes one copy_file_range call is asked for: the kernel copies at most about
+/// 2 GiB per call anyway, and a bounded request keeps Ctrl-C responsive.
+const COPY_RANGE_MAX: usize = 64 << 20;
 
 /// True when every byte of `buf` is zero (fast path over 16-byte words).
 pub fn is_zero(buf: &[u8]) -> bool {

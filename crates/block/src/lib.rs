@@ -189,6 +189,14 @@ pub trait BlockRead: Send + Sync + std::fmt::Debug {
     fn map_extent(&self, offset: u64, max_len: u64) -> Result<MapExtent> {
         Ok(MapExtent { extent: self.extent_at(offset, max_len)?, host: None, compressed: false })
     }
+
+    /// Where the guest range `[offset, offset+len)` is stored unchanged and in one piece in
+    /// a local file (the file and the range's offset in it), for copy offloading
+    /// (`convert -C`): a raw image's own bytes. `None` (the default) makes the copy read
+    /// the range instead.
+    fn host_range(&self, _offset: u64, _len: u64) -> Option<(&io::ImageFile, u64)> {
+        None
+    }
 }
 
 /// The reading side of a format driver, written once for every format that reads its
@@ -345,6 +353,14 @@ pub trait BlockWrite: Send + Sync + std::fmt::Debug {
 
     /// Makes `[offset, offset+len)` read as zeros.
     fn write_zeroes(&self, offset: u64, len: u64) -> Result<()>;
+
+    /// Copy offloading (`convert -C`): stores the `len` guest bytes at `offset` by having
+    /// the kernel copy them from `from` at `from_offset` (copy_file_range), without
+    /// reading them into memory. `Ok(false)`: this writer, or this pair of files, cannot
+    /// offload, and the caller copies through memory instead, as qemu-img falls back.
+    fn copy_range(&self, _from: &io::ImageFile, _from_offset: u64, _offset: u64, _len: u64) -> Result<bool> {
+        Ok(false)
+    }
 
     /// Writes the remaining metadata. Syncing is not the writer's job: [`output::OutputFiles::commit`]
     /// syncs every output file once, before renaming it into place.

@@ -181,8 +181,9 @@ pub enum BitmapOp {
     Enable(String),
     /// `--disable NAME`.
     Disable(String),
-    /// `--merge SOURCE [-b FILE] NAME`.
-    Merge { name: String, source: String },
+    /// `--merge SOURCE [-b FILE] NAME`: `image` is FILE when it is another image (of the
+    /// same format; read only), `None` for a bitmap of the image being changed.
+    Merge { name: String, source: String, image: Option<std::path::PathBuf> },
 }
 
 impl BitmapOp {

@@ -58,6 +58,12 @@ pub trait ByteSource: Send + Sync + std::fmt::Debug {
     fn open_relative(&self, _name: &str) -> Option<Result<Source>> {
         None
     }
+
+    /// The local file whose bytes this source is, offset for offset, for copy offloading
+    /// (`convert -C`); `None` for memory, ranges and remote sources.
+    fn host_file(&self) -> Option<&ImageFile> {
+        None
+    }
 }
 
 /// A `Refused` error for an image that names another file but is not itself a file on
@@ -94,6 +100,9 @@ impl ByteSource for ImageFile {
     }
     fn file_path(&self) -> Option<&Path> {
         Some(self.path())
+    }
+    fn host_file(&self) -> Option<&ImageFile> {
+        Some(self)
     }
 }
 

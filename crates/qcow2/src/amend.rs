@@ -5,12 +5,15 @@
 //!   end of the file from the references `check` counts (the repair's rebuild), the header
 //!   is switched to them in one write, and the old structures are then freed.
 //! - `compat=1.1` on a v2 image: the header is rewritten as version 3.
-//! - `compat=0.10`: the header is rewritten as version 2 when nothing in the image needs
-//!   version 3. qemu-img rewrites zero clusters as it goes; diskcast refuses images that
-//!   have them, and images with snapshots, persistent bitmaps, zstd compression or
-//!   extended L2 entries, each naming the reason.
+//! - `compat=0.10`: zero clusters are expanded as qemu expands them ([`Editor::expand_zero_clusters`]:
+//!   zeros written into a preallocated one, a new zeroed cluster where a backing file
+//!   would show through, else unallocated), then the header is rewritten as version 2.
+//!   Images with snapshots, persistent bitmaps, zstd compression or extended L2 entries
+//!   are refused, each naming the reason.
 //! - `lazy_refcounts`: the compatible feature bit (v3 only, as qemu).
 //! - `size`: grows the image as `resize` does (shrinking is left to `resize --shrink`).
+//! - `backing_file`, `backing_fmt`: as qemu, taken only when both say what the image
+//!   already records (a no-op); any change is refused, pointing at `rebase`.
 //!
 //! The image must be clean (`check` finds nothing): a rebuild from wrong references
 //! would make the damage permanent.
@@ -18,10 +21,7 @@
 use crate::bitmap::AUTOCLEAR_BITMAPS;
 use crate::check::{Checker, Fix};
 use crate::edit::Editor;
-use crate::header::{
-    COMPAT_LAZY_REFCOUNTS, Compression, Header, INCOMPAT_CORRUPT, INCOMPAT_DIRTY, OFFSET_MASK, OFLAG_COMPRESSED,
-    OFLAG_ZERO, read_u64_table,
-};
+use crate::header::{COMPAT_LAZY_REFCOUNTS, Compression, Header, INCOMPAT_CORRUPT, INCOMPAT_DIRTY, at};
 use crate::writer::write_refcount_structures;
 use diskcast_block::io::ImageFile;
 use diskcast_block::registry::Preallocation;
@@ -33,9 +33,6 @@ use std::collections::BTreeMap;
 /// Options qemu accepts only when creating an image (qemu-img amend says so).
 const CREATION_ONLY: &[&str] =
     &["cluster_size", "preallocation", "compression_type", "extended_l2", "encryption", "encrypt.format"];
-/// Header bytes from `refcount_table_offset` (48) through `refcount_order` (96..100): one
-/// write switches the table, its width and the feature bits together.
-const REFCOUNT_FIELDS: u64 = 48;
 
 /// What the options ask for.
 struct Wanted {
@@ -43,10 +40,12 @@ struct Wanted {
     refcount_order: Option<u32>,
     lazy: Option<bool>,
     size: Option<u64>,
+    /// `backing_file`, `backing_fmt`: accepted only as the image already has them.
+    backing: Option<(Option<String>, Option<String>)>,
 }
 
 fn parse(opts: &BTreeMap<String, String>) -> Result<Wanted> {
-    let mut w = Wanted { version: None, refcount_order: None, lazy: None, size: None };
+    let mut w = Wanted { version: None, refcount_order: None, lazy: None, size: None, backing: None };
     for (k, v) in opts {
         match k.as_str() {
             "compat" => {
@@ -76,11 +75,15 @@ fn parse(opts: &BTreeMap<String, String>) -> Result<Wanted> {
                     "Invalid parameter '{k}'\nThis option is only supported for image creation"
                 )));
             }
-            "backing_file" | "backing_fmt" | "data_file" | "data_file_raw" => {
-                return Err(Error::unsupported(format!(
-                    "amend -o {k} is not implemented in diskcast (qemu-img rebase -u changes the backing file)"
-                )));
+            "backing_file" | "backing_fmt" => {
+                let (file, fmt) = w.backing.get_or_insert((None, None));
+                *(if k == "backing_file" { file } else { fmt }) = Some(v.clone());
             }
+            // qemu-img's words; diskcast reads no external data files either.
+            "data_file" => {
+                return Err(Error::argument("data-file can only be set for images that use an external data file"));
+            }
+            "data_file_raw" => return Err(Error::argument("data-file-raw cannot be set on existing images")),
             _ => return Err(Error::argument(format!("Invalid parameter '{k}'"))),
         }
     }
@@ -102,6 +105,12 @@ fn amend_inner(file: &ImageFile, opts: &BTreeMap<String, String>) -> Result<()> 
             "the image is marked corrupt or was not closed cleanly (dirty); run `diskcast check -r all` first",
         ));
     }
+    // As qemu: the backing file is changed by `rebase`, so amend takes only what it is.
+    if let Some((file, fmt)) = &w.backing
+        && (*file != h.backing_file || *fmt != h.backing_format)
+    {
+        return Err(Error::argument("Cannot amend the backing file\nYou can use 'qemu-img rebase' instead."));
+    }
     let version = w.version.unwrap_or(h.version);
     let order = w.refcount_order.unwrap_or(h.refcount_order);
     let lazy = w.lazy.unwrap_or(h.compatible & COMPAT_LAZY_REFCOUNTS != 0);
@@ -122,7 +131,7 @@ fn amend_inner(file: &ImageFile, opts: &BTreeMap<String, String>) -> Result<()> 
         ));
     }
     if version == 2 && h.version == 3 {
-        refuse_downgrade(file, &h)?;
+        refuse_downgrade(&h)?;
     }
     // Up first (v3 is needed for other widths), the width, then down.
     if version == 3 && h.version == 2 {
@@ -142,6 +151,9 @@ fn amend_inner(file: &ImageFile, opts: &BTreeMap<String, String>) -> Result<()> 
         write_refcount_fields(file, &Header { compatible: bits, ..h.clone() })?;
     }
     if version == 2 && h.version == 3 {
+        // Version 2 has no zero flag: zero clusters become data or unallocated first.
+        Editor::open(file)?.expand_zero_clusters()?;
+        let h = Header::read(file)?;
         let mut v2 = h.clone();
         v2.version = 2;
         (v2.incompatible, v2.compatible, v2.autoclear) = (0, 0, 0);
@@ -154,7 +166,7 @@ fn amend_inner(file: &ImageFile, opts: &BTreeMap<String, String>) -> Result<()> 
 }
 
 /// Why a v3 image cannot become v2 here, or `Ok`.
-fn refuse_downgrade(file: &ImageFile, h: &Header) -> Result<()> {
+fn refuse_downgrade(h: &Header) -> Result<()> {
     let why = if h.bitmaps.is_some() && h.autoclear & AUTOCLEAR_BITMAPS != 0 {
         Some("it has persistent dirty bitmaps, which version 2 cannot store (remove them with `bitmap --remove`)")
     } else if h.compression == Compression::Zstd {
@@ -168,17 +180,6 @@ fn refuse_downgrade(file: &ImageFile, h: &Header) -> Result<()> {
     };
     if let Some(why) = why {
         return Err(Error::unsupported(format!("cannot downgrade the image to compat=0.10: {why}")));
-    }
-    let cs = h.cluster_size();
-    let l1 = read_u64_table(file, h.l1_table_offset, u64::from(h.l1_size), "l1_table_offset")?;
-    for off in l1.into_iter().map(|e| e & OFFSET_MASK).filter(|&o| o != 0) {
-        let l2 = read_u64_table(file, off, cs / 8, "l2_table")?;
-        if l2.iter().any(|&e| e & OFLAG_COMPRESSED == 0 && e & OFLAG_ZERO != 0) {
-            return Err(Error::unsupported(
-                "cannot downgrade the image to compat=0.10: it has zero clusters, which diskcast does not \
-                 expand into data (qemu-img amend does)",
-            ));
-        }
     }
     Ok(())
 }
@@ -203,7 +204,9 @@ fn write_refcount_fields(file: &ImageFile, h: &Header) -> Result<()> {
     b.extend_from_slice(&h.autoclear.to_be_bytes());
     b.extend_from_slice(&h.refcount_order.to_be_bytes());
     file.sync()?;
-    file.write_all_at(&b, REFCOUNT_FIELDS)?;
+    // From `refcount_table_offset` through `refcount_order`: one write switches the table,
+    // its width and the feature bits together.
+    file.write_all_at(&b, u64_from_usize(at::REFCOUNT_TABLE_OFFSET))?;
     file.sync()
 }
 

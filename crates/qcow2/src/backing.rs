@@ -9,22 +9,19 @@
 //! does the same), and when they still do not fit the change is refused.
 //!
 //! [`make_empty`] is qemu's `make_completely_empty` for v3 images without internal
-//! snapshots or bitmaps: every cluster unallocated, the file cut to the header, a
+//! snapshots (others get every cluster discarded, as qemu falls back to), refusing
+//! images with persistent bitmaps: every cluster unallocated, the file cut to the header, a
 //! one-cluster refcount table, one refcount block and the L1 table (clusters 0, 1, 2,
 //! 3..). The dirty bit is set while it works, so an interrupted run leaves an image qemu
 //! repairs on open (`qemu-img check -r all`), never one whose tables point at garbage.
 
+use crate::edit::Editor;
 use crate::header::{
-    EXT_BACKING_FORMAT, EXT_FEATURE_TABLE, Header, INCOMPAT_DIRTY, MAX_BACKING_NAME, V2_HEADER_LEN, header_cluster,
+    EXT_BACKING_FORMAT, EXT_FEATURE_TABLE, Header, INCOMPAT_DIRTY, MAX_BACKING_NAME, V2_HEADER_LEN, at, header_cluster,
 };
 use diskcast_block::io::ImageFile;
 use diskcast_block::{Error, Result};
-use diskcast_layout::{usize_from, usize_from_u64};
-
-/// Offset of the incompatible feature bits in a v3 header.
-const INCOMPATIBLE_FIELD: u64 = 72;
-/// Offset of `l1_table_offset`; `refcount_table_offset` and `refcount_table_clusters` follow.
-const L1_OFFSET_FIELD: u64 = 40;
+use diskcast_layout::{u64_from_usize, usize_from, usize_from_u64};
 
 /// Records `backing` (name and format) as the backing file of the qcow2 image in `file`,
 /// or none; the image's data is not touched. Errors name the file.
@@ -93,27 +90,25 @@ pub fn cannot_empty(file: &ImageFile) -> Result<Option<String>> {
 }
 
 fn empty_refusal(h: &Header) -> Option<String> {
+    h.bitmaps.is_some().then(|| "it has persistent dirty bitmaps, which would have to record the emptying".into())
+}
+
+/// Whether the image can be emptied completely (its file cut to the header and tables):
+/// v3 (a dirty bit keeps an interruption safe), no internal snapshots sharing its
+/// clusters, and an L1 table that fits beside one refcount block. Otherwise every
+/// cluster is discarded instead, as qemu does.
+fn completely_emptiable(h: &Header) -> bool {
     let cs = h.cluster_size();
     let l1_clusters = (u64::from(h.l1_size) * 8).div_ceil(cs);
     let per_block = cs * 8 / u64::from(h.refcount_bits());
-    if h.version < 3 {
-        Some(
-            "it is a version 2 (compat=0.10) image, which has no dirty bit to keep an interrupted emptying safe".into(),
-        )
-    } else if h.nb_snapshots != 0 {
-        Some(format!("it has {} internal snapshots, which share its clusters", h.nb_snapshots))
-    } else if h.bitmaps.is_some() {
-        Some("it has persistent dirty bitmaps".into())
-    } else if 3 + l1_clusters > per_block {
-        Some(format!("its L1 table of {l1_clusters} clusters does not fit beside one refcount block"))
-    } else {
-        None
-    }
+    h.version >= 3 && h.nb_snapshots == 0 && 3 + l1_clusters <= per_block
 }
 
 /// Makes every cluster of the qcow2 image in `file` unallocated (reading from its backing
-/// file again) and cuts the file to its metadata, as qemu empties an overlay after
-/// `qemu-img commit`. Only v3 images without snapshots or bitmaps ([`cannot_empty`]).
+/// file again), as qemu empties an overlay after `qemu-img commit`: the file cut to its
+/// metadata where it can be ([`completely_emptiable`]), else every cluster discarded
+/// through the editor (v2 images, internal snapshots). Images with persistent bitmaps
+/// are refused ([`cannot_empty`]).
 pub fn make_empty(file: &ImageFile) -> Result<()> {
     let name = file.path().to_path_buf();
     make_empty_inner(file).map_err(|e| if e.file().is_none() { e.with_file(&name) } else { e })
@@ -124,10 +119,18 @@ fn make_empty_inner(file: &ImageFile) -> Result<()> {
     if let Some(why) = empty_refusal(&h) {
         return Err(Error::unsupported(format!("cannot empty the image: {why}")));
     }
+    if !completely_emptiable(&h) {
+        // qemu's fallback: every cluster of the active image discarded (unallocated, so
+        // the backing file shows through); snapshots keep theirs, the file its length.
+        let mut ed = Editor::open(file)?;
+        ed.discard_past(0)?;
+        return ed.flush();
+    }
     let cs = h.cluster_size();
     let l1_bytes = u64::from(h.l1_size) * 8;
     let l1_clusters = l1_bytes.div_ceil(cs);
-    let set_incompatible = |bits: u64| file.write_all_at(&bits.to_be_bytes(), INCOMPATIBLE_FIELD);
+    let set_incompatible =
+        |bits: u64| file.write_all_at(&bits.to_be_bytes(), u64_from_usize(at::INCOMPATIBLE_FEATURES));
     // From here until the bit is cleared the refcounts may be stale; the tables never are.
     set_incompatible(h.incompatible | INCOMPAT_DIRTY)?;
     file.sync()?;
@@ -148,7 +151,7 @@ fn make_empty_inner(file: &ImageFile) -> Result<()> {
     let new_l1 = 3 * cs;
     zeros(new_l1, l1_clusters * cs)?;
     file.sync()?;
-    file.write_all_at(&new_l1.to_be_bytes(), L1_OFFSET_FIELD)?;
+    file.write_all_at(&new_l1.to_be_bytes(), u64_from_usize(at::L1_TABLE_OFFSET))?;
     file.sync()?;
     // One refcount block at cluster 2 counting clusters 0..3+L1 once, the table at cluster 1.
     let mut block = vec![0u8; usize_from_u64(cs, "cluster")?];
@@ -163,7 +166,7 @@ fn make_empty_inner(file: &ImageFile) -> Result<()> {
     fields.extend_from_slice(&new_l1.to_be_bytes());
     fields.extend_from_slice(&cs.to_be_bytes());
     fields.extend_from_slice(&1u32.to_be_bytes());
-    file.write_all_at(&fields, L1_OFFSET_FIELD)?;
+    file.write_all_at(&fields, u64_from_usize(at::L1_TABLE_OFFSET))?;
     file.set_len((3 + l1_clusters) * cs)?;
     file.sync()?;
     set_incompatible(h.incompatible & !INCOMPAT_DIRTY)?;

@@ -1,4 +1,4 @@
-//! `bitmap --add|--remove|--clear|--enable|--disable`: persistent dirty bitmaps changed in
+//! `bitmap --add|--remove|--clear|--enable|--disable|--merge`: persistent dirty bitmaps changed in
 //! place as qemu keeps them: each bitmap's table in clusters of its own, the directory
 //! rewritten to new clusters, the header extension and autoclear bit 0 switched to it in
 //! one write of the header cluster, and only then the old directory (and a removed or
@@ -9,7 +9,7 @@ use crate::bitmap::{
     TABLE_OFFSET_MASK,
 };
 use crate::edit::Editor;
-use crate::header::{Header, INCOMPAT_CORRUPT, INCOMPAT_DIRTY, header_cluster, read_u64_table};
+use crate::header::{Header, INCOMPAT_CORRUPT, INCOMPAT_DIRTY, at, header_cluster, read_u64_table};
 use diskcast_block::io::ImageFile;
 use diskcast_block::registry::BitmapOp;
 use diskcast_block::{Error, Result, range_end};
@@ -25,8 +25,6 @@ const MAX_GRANULARITY: u64 = 1 << 31;
 const MAX_TABLE_ENTRIES: u64 = 0x0800_0000;
 /// Bitmap type 1: dirty tracking (the only one qcow2.txt defines).
 const TYPE_DIRTY_TRACKING: u8 = 1;
-/// Header offset of the autoclear bits.
-const AUTOCLEAR_FIELD: usize = std::mem::offset_of!(crate::header::RawHeader, autoclear_features);
 
 /// One directory entry as stored: untouched entries are written back as they were read.
 struct Entry {
@@ -170,66 +168,186 @@ fn apply(ed: &mut Editor<&ImageFile>, h: &Header, entries: &mut Vec<Entry>, op: 
             let f = entries[i].raw.flags.get() & !FLAG_AUTO;
             entries[i].raw.flags = if matches!(op, BitmapOp::Enable(_)) { f | FLAG_AUTO } else { f }.into();
         }
-        BitmapOp::Merge { name, source } => merge(ed, entries, name, source)?,
+        BitmapOp::Merge { name, source, image } => merge(ed, h, entries, name, source, image.as_deref())?,
     }
     Ok(())
 }
 
-/// `--merge SOURCE`: every bit set in `source` is set in `name` too (same image, same
-/// granularity). A table entry of SOURCE that is all ones makes the target's all ones; a
-/// data cluster is ORed into the target's (copied to a new cluster where the target has
-/// none). Data is written and its refcounts flushed before the target's table.
-fn merge(ed: &mut Editor<&ImageFile>, entries: &[Entry], name: &str, source: &str) -> Result<()> {
-    let (di, si) = (find(entries, name)?, find(entries, source)?);
-    let (d, s) = (&entries[di], &entries[si]);
-    if d.raw.granularity_bits != s.raw.granularity_bits || d.raw.table_size.get() != s.raw.table_size.get() {
-        return Err(Error::unsupported(
-            "merging bitmaps of different granularities is not implemented in diskcast; use qemu-img bitmap --merge",
-        ));
+/// `--merge SOURCE [-b IMAGE]`: every guest byte `source` marks dirty is marked in `name`
+/// too, as qemu merges: bitmaps of the same granularity bit for bit, others by the guest
+/// ranges their bits cover (a target bit is set when any byte of its range is dirty in
+/// the source). The source is a bitmap of this image or of `image` (another qcow2, read
+/// only), of a disk of the same size. The target's data clusters are ORed in place, new
+/// ones allocated where its table has none; data is written and refcounts flushed
+/// before the target's table.
+fn merge(
+    ed: &mut Editor<&ImageFile>,
+    h: &Header,
+    entries: &[Entry],
+    name: &str,
+    source: &str,
+    image: Option<&std::path::Path>,
+) -> Result<()> {
+    let di = find(entries, name)?;
+    // The source's file: the other image, or this one through a second descriptor (the
+    // same open file, not its name looked up again), read while the editor writes.
+    let other = match image {
+        Some(p) => {
+            // Read as qemu-img reads it: nobody may write it meanwhile (a VM using it is refused).
+            let f = ImageFile::open(p)?;
+            diskcast_block::lock::apply(f.file(), p, diskcast_block::lock::LockMode::Read)?;
+            f
+        }
+        None => {
+            let dup = ed.file().file().try_clone().map_err(|e| Error::io("cannot duplicate the descriptor", e))?;
+            ImageFile::from_file(dup, ed.file().path())
+        }
+    };
+    let (src_header, src_entries) = match image {
+        Some(_) => {
+            let sh = Header::read(&other)?;
+            sh.check_supported()?;
+            let ext = sh.bitmaps.filter(|_| sh.autoclear & AUTOCLEAR_BITMAPS != 0);
+            let list = match ext {
+                Some(x) => read_entries(&other, x.nb_bitmaps, x.directory_offset, x.directory_size)?,
+                None => Vec::new(),
+            };
+            (sh, Some(list))
+        }
+        None => (h.clone(), None),
+    };
+    let src_list = src_entries.as_deref().unwrap_or(entries);
+    let s = &src_list[find(src_list, source)?];
+    if src_header.size != h.size {
+        return Err(Error::argument(format!(
+            "Bitmaps are of different sizes (destination size is {}, source size is {}) and can't be merged",
+            h.size, src_header.size
+        )));
     }
-    if di == si {
+    if image.is_none() && s.name == entries[di].name {
         return Ok(());
     }
     let cs = ed.cluster_size();
+    let mut src = Bits::open(&other, s, src_header.cluster_size())?;
+    let d = &entries[di];
+    let dst_gran = granularity(d)?;
     let n = u64::from(d.raw.table_size.get());
-    let src = read_u64_table(ed.file(), s.raw.table_offset.get(), n, "bitmap_table_offset")?;
-    let mut dst = read_u64_table(ed.file(), d.raw.table_offset.get(), n, "bitmap_table_offset")?;
-    let (mut sbuf, mut dbuf) =
-        (vec![0u8; usize_from_u64(cs, "cluster size")?], vec![0u8; usize_from_u64(cs, "cluster size")?]);
+    let mut table = read_u64_table(ed.file(), d.raw.table_offset.get(), n, "bitmap_table_offset")?;
+    let bits_per_cluster = cs * 8;
+    let total_bits = h.size.div_ceil(dst_gran);
+    let mut buf = vec![0u8; usize_from_u64(cs, "cluster size")?];
     let file_len = ed.file().len()?;
-    let inside = |off: u64| off.is_multiple_of(cs) && off.checked_add(cs).is_some_and(|e| e <= file_len);
-    for (se, de) in src.into_iter().zip(dst.iter_mut()) {
-        let (soff, doff) = (se & TABLE_OFFSET_MASK, *de & TABLE_OFFSET_MASK);
-        let (s_ones, d_ones) = (soff == 0 && se & 1 != 0, doff == 0 && *de & 1 != 0);
-        if (soff == 0 && !s_ones) || d_ones {
-            continue;
+    for (j, de) in (0u64..).zip(table.iter_mut()) {
+        let doff = *de & TABLE_OFFSET_MASK;
+        if doff == 0 && *de & 1 != 0 {
+            continue; // already all ones
         }
-        if s_ones {
-            if doff != 0 {
-                ed.free(doff, cs)?;
+        buf.fill(0);
+        let first = j * bits_per_cluster;
+        let mut any = false;
+        for bit in first..(first + bits_per_cluster).min(total_bits) {
+            let start = bit * dst_gran;
+            if src.any(start, (start + dst_gran).min(h.size))? {
+                let k = usize_from_u64(bit - first, "bitmap bit")?;
+                buf[k / 8] |= 1 << (k % 8);
+                any = true;
             }
-            *de = 1;
+        }
+        if !any {
             continue;
         }
-        if !inside(soff) || (doff != 0 && !inside(doff)) {
-            return Err(Error::corrupt(format!("bitmap data cluster {soff:#x} or {doff:#x} lies outside the file")));
-        }
-        ed.file().read_exact_at(&mut sbuf, soff)?;
         if doff == 0 {
             let at = ed.allocate(1)?;
-            ed.file().write_all_at(&sbuf, at)?;
+            ed.file().write_all_at(&buf, at)?;
             *de = at;
-        } else {
-            ed.file().read_exact_at(&mut dbuf, doff)?;
-            for (x, y) in dbuf.iter_mut().zip(&sbuf) {
-                *x |= *y;
-            }
-            ed.file().write_all_at(&dbuf, doff)?;
+            continue;
         }
+        if !doff.is_multiple_of(cs) || doff.checked_add(cs).is_none_or(|e| e > file_len) {
+            return Err(Error::corrupt(format!("bitmap data cluster {doff:#x} lies outside the file")));
+        }
+        let mut old = vec![0u8; buf.len()];
+        ed.file().read_exact_at(&mut old, doff)?;
+        for (x, y) in old.iter_mut().zip(&buf) {
+            *x |= *y;
+        }
+        ed.file().write_all_at(&old, doff)?;
     }
     ed.flush()?;
-    ed.file().write_all_at(&crate::check::table_bytes(&dst), d.raw.table_offset.get())?;
+    ed.file().write_all_at(&crate::check::table_bytes(&table), d.raw.table_offset.get())?;
     ed.file().sync()
+}
+
+/// Guest bytes per bit of bitmap `e`, as its directory entry says (checked against
+/// qemu's range, since another image's entry is read here too).
+fn granularity(e: &Entry) -> Result<u64> {
+    let bits = u32::from(e.raw.granularity_bits);
+    let g = 1u64.checked_shl(bits).unwrap_or(0);
+    if !(MIN_GRANULARITY..=MAX_GRANULARITY).contains(&g) {
+        return Err(Error::corrupt(format!("bitmap {:?} has granularity 2^{bits}, outside qemu's range", e.name)));
+    }
+    Ok(g)
+}
+
+/// A stored bitmap's bits, read a data cluster at a time (the last one kept): bit `i`
+/// covers guest bytes `[i * granularity, (i + 1) * granularity)`, least significant
+/// bit first in each byte, as qcow2.txt lays them out.
+struct Bits<'a> {
+    file: &'a ImageFile,
+    table: Vec<u64>,
+    cs: u64,
+    granularity: u64,
+    file_len: u64,
+    /// The table index and bytes of the data cluster read last.
+    cached: Option<(u64, Vec<u8>)>,
+}
+
+impl<'a> Bits<'a> {
+    fn open(file: &'a ImageFile, e: &Entry, cs: u64) -> Result<Self> {
+        let file_len = file.len()?;
+        check_table(e, file_len)?;
+        let table =
+            read_u64_table(file, e.raw.table_offset.get(), u64::from(e.raw.table_size.get()), "bitmap_table_offset")?;
+        Ok(Bits { file, table, cs, granularity: granularity(e)?, file_len, cached: None })
+    }
+
+    /// Whether any bit covering guest bytes `[start, end)` is set. Whole table entries
+    /// that are all zeros or all ones are answered without reading, so the work is at
+    /// most one step per stored bit.
+    fn any(&mut self, start: u64, end: u64) -> Result<bool> {
+        let per_cluster = self.cs * 8;
+        let mut bit = start / self.granularity;
+        let last = end.saturating_sub(1) / self.granularity;
+        while bit <= last {
+            let idx = bit / per_cluster;
+            let Some(&entry) = self.table.get(usize_from_u64(idx, "bitmap table index")?) else {
+                return Ok(false);
+            };
+            let off = entry & TABLE_OFFSET_MASK;
+            if off == 0 {
+                if entry & 1 != 0 {
+                    return Ok(true);
+                }
+                bit = (idx + 1) * per_cluster;
+                continue;
+            }
+            if self.cached.as_ref().is_none_or(|(i, _)| *i != idx) {
+                if !off.is_multiple_of(self.cs) || off.checked_add(self.cs).is_none_or(|e| e > self.file_len) {
+                    return Err(Error::corrupt(format!("bitmap data cluster {off:#x} lies outside the file"))
+                        .with_file(self.file.path()));
+                }
+                let mut data = vec![0u8; usize_from_u64(self.cs, "cluster size")?];
+                self.file.read_exact_at(&mut data, off)?;
+                self.cached = Some((idx, data));
+            }
+            let data = self.cached.as_ref().map(|(_, d)| d.as_slice()).unwrap_or_default();
+            let k = usize_from_u64(bit - idx * per_cluster, "bitmap bit")?;
+            if data.get(k / 8).is_some_and(|b| b & (1 << (k % 8)) != 0) {
+                return Ok(true);
+            }
+            bit += 1;
+        }
+        Ok(false)
+    }
 }
 
 /// Frees the data clusters bitmap `e`'s table names; with `zero_table` the table is first
@@ -312,7 +430,7 @@ fn write_extension(file: &ImageFile, h: &Header, ext: Option<&RawBitmapsExt>) ->
     }
     let mut out = header_cluster(fixed, &exts, h.backing_file.as_deref())?;
     let autoclear = if ext.is_some() { h.autoclear | AUTOCLEAR_BITMAPS } else { h.autoclear & !AUTOCLEAR_BITMAPS };
-    out[AUTOCLEAR_FIELD..AUTOCLEAR_FIELD + 8].copy_from_slice(&autoclear.to_be_bytes());
+    out[at::AUTOCLEAR_FEATURES..at::AUTOCLEAR_FEATURES + 8].copy_from_slice(&autoclear.to_be_bytes());
     if out.len() > cs {
         return Err(Error::argument("the header extensions no longer fit in the header cluster"));
     }

@@ -21,7 +21,7 @@
 use crate::check::get_refcount;
 use crate::header::{
     Header, INCOMPAT_CORRUPT, INCOMPAT_DIRTY, L1_RESERVED, MAX_L1_BYTES, MAX_REFTABLE_BYTES, OFFSET_MASK,
-    OFLAG_COMPRESSED, OFLAG_COPIED, OFLAG_ZERO, read_u64_table,
+    OFLAG_COMPRESSED, OFLAG_COPIED, OFLAG_ZERO, at, read_u64_table,
 };
 use crate::reader::{compressed_range, decompress};
 use crate::writer::put_refcount;
@@ -40,13 +40,6 @@ const MAX_CACHED_BYTES: u64 = 32 << 20;
 /// What one dropped reference waiting for a flush costs in memory (a B-tree entry of
 /// two u64s with its share of the nodes), counted against [`MAX_CACHED_BYTES`].
 const PENDING_FREE_BYTES: u64 = 64;
-
-/// Header byte offsets of the fields the editor changes (qcow2.txt "Header").
-const SIZE_FIELD: u64 = 24;
-/// `refcount_table_offset` (u64) and `refcount_table_clusters` (u32), written together.
-const REFTABLE_FIELD: u64 = 48;
-/// `nb_snapshots` (u32) and `snapshots_offset` (u64), written together.
-const SNAPSHOTS_FIELD: u64 = 60;
 
 /// An L2 table of the active image held in memory.
 #[derive(Debug)]
@@ -91,6 +84,9 @@ pub struct Editor<F: Borrow<ImageFile>> {
     /// Persistent bitmaps are in use (opened with [`Editor::open_keeping_bitmaps`]):
     /// guest writes are refused.
     has_bitmaps: bool,
+    /// The next free byte inside the host cluster that compressed clusters written in this
+    /// edit are packed into (0: none yet).
+    compressed_pos: u64,
 }
 
 impl<F: Borrow<ImageFile>> Editor<F> {
@@ -161,6 +157,7 @@ impl<F: Borrow<ImageFile>> Editor<F> {
             free_hint: 1,
             pending_frees: BTreeMap::new(),
             has_bitmaps,
+            compressed_pos: 0,
         })
     }
 
@@ -390,7 +387,7 @@ impl<F: Borrow<ImageFile>> Editor<F> {
         let mut b = [0u8; 12];
         b[..8].copy_from_slice(&at.to_be_bytes());
         b[8..].copy_from_slice(&self.h.refcount_table_clusters.to_be_bytes());
-        self.file().write_all_at(&b, REFTABLE_FIELD)?;
+        self.file().write_all_at(&b, u64_from_usize(at::REFCOUNT_TABLE_OFFSET))?;
         self.file().sync()?;
         self.free(old.0, old.1)
     }
@@ -612,7 +609,7 @@ impl<F: Borrow<ImageFile>> Editor<F> {
         b[12..16].copy_from_slice(&self.h.l1_size.to_be_bytes());
         b[16..24].copy_from_slice(&self.h.l1_table_offset.to_be_bytes());
         self.file().sync()?;
-        self.file().write_all_at(&b, SIZE_FIELD)?;
+        self.file().write_all_at(&b, u64_from_usize(at::SIZE))?;
         self.file().sync()
     }
 
@@ -625,7 +622,7 @@ impl<F: Borrow<ImageFile>> Editor<F> {
         b[..4].copy_from_slice(&count.to_be_bytes());
         b[4..].copy_from_slice(&offset.to_be_bytes());
         self.file().sync()?;
-        self.file().write_all_at(&b, SNAPSHOTS_FIELD)?;
+        self.file().write_all_at(&b, u64_from_usize(at::NB_SNAPSHOTS))?;
         self.file().sync()
     }
 
@@ -886,6 +883,47 @@ impl<F: Borrow<ImageFile>> Editor<F> {
         self.release_entry(entry)
     }
 
+    /// Stores guest cluster `cluster` as the compressed bytes `stored` (see
+    /// [`crate::writer::compress_cluster`]), packed after the previous compressed cluster
+    /// of this edit while they fit in its host cluster (each host cluster counts one
+    /// reference per compressed cluster in it, as qemu counts them), else at the start of
+    /// a newly allocated one. The references of the cluster's old entry are dropped.
+    pub fn write_compressed(&mut self, cluster: u64, stored: &[u8]) -> Result<()> {
+        self.refuse_guest_writes()?;
+        let len = u64_from_usize(stored.len());
+        if !cluster.is_multiple_of(self.cs) || len == 0 || len >= self.cs {
+            return Err(
+                Error::argument("a compressed cluster is one whole cluster stored in fewer bytes").with_offset(cluster)
+            );
+        }
+        range_end(cluster, 1, self.h.size)?;
+        self.trim_cache()?;
+        let (idx, slot) = self.guest_slot(cluster)?;
+        let entry = self.l2_writable(idx, true)?.and_then(|t| t.entries.get(slot).copied()).unwrap_or(0);
+        if entry & (OFFSET_MASK | OFLAG_COMPRESSED) != 0 {
+            // qemu stores compressed clusters only where none is allocated and fails the
+            // write otherwise (qemu-img convert -n -c into an image with data: EIO).
+            return Err(Error::unsupported(
+                "a compressed cluster can only be written where the image has none allocated, as in qemu; \
+                 convert without -n, or without -c",
+            )
+            .with_offset(cluster));
+        }
+        let pos = self.compressed_pos;
+        let fits =
+            !pos.is_multiple_of(self.cs) && pos % self.cs + len <= self.cs && self.refcount(pos)? < self.max_refcount();
+        let start = if fits {
+            self.incref(pos)?;
+            pos
+        } else {
+            self.allocate(1)?
+        };
+        self.compressed_pos = start + len;
+        self.file().write_all_at(stored, start)?;
+        self.set_entry(idx, slot, crate::writer::compressed_entry(start, start + len, self.h.cluster_bits))?;
+        self.release_entry(entry)
+    }
+
     /// Guest data cannot change under persistent bitmaps that would not record it.
     fn refuse_guest_writes(&self) -> Result<()> {
         if self.has_bitmaps {
@@ -959,6 +997,46 @@ impl<F: Borrow<ImageFile>> Editor<F> {
     }
 }
 
+impl<F: Borrow<ImageFile>> Editor<F> {
+    /// Makes every zero cluster of the active image an ordinary one, as qemu does before
+    /// it writes a version 2 header (which has no zero flag): one with a host cluster gets
+    /// zeros written there and keeps it; one without becomes a new cluster of zeros when
+    /// a backing file would show through, else unallocated (which reads as zeros). Through
+    /// [`write`](Self::write), so the one allocator places every new cluster. Then flushed.
+    pub fn expand_zero_clusters(&mut self) -> Result<()> {
+        let backed = self.h.backing_file.is_some();
+        let per_table = self.l2_entries();
+        let zeros = vec![0u8; self.cs_bytes()?];
+        for idx in 0..self.l1.len() {
+            // A copy of the entries: the writes below may evict the cached table.
+            let Some(entries) = self.l2_table(idx)?.map(|t| t.entries.clone()) else { continue };
+            let first =
+                u64_from_usize(idx).checked_mul(per_table).ok_or_else(|| Error::corrupt("L1 index overflow"))?;
+            for (slot, &e) in entries.iter().enumerate() {
+                if e & OFLAG_ZERO == 0 || e & OFLAG_COMPRESSED != 0 {
+                    continue;
+                }
+                let cluster = (first + u64_from_usize(slot)).checked_mul(self.cs).filter(|&c| c < self.h.size);
+                match cluster {
+                    Some(c) if e & OFFSET_MASK != 0 || backed => {
+                        let len = usize_from_u64((self.h.size - c).min(self.cs), "cluster")?;
+                        self.write(c, &zeros[..len], None)?;
+                    }
+                    // Unallocated reads as zeros; past the disk's end nothing reads it.
+                    _ => {
+                        self.trim_cache()?;
+                        if self.l2_writable(idx, false)?.is_some() {
+                            self.set_entry(idx, slot, 0)?;
+                            self.release_entry(e)?;
+                        }
+                    }
+                }
+            }
+        }
+        self.flush()
+    }
+}
+
 /// `convert -n SRC existing.qcow2`: guest data written into an existing image through an
 /// [`Editor`], from the copy engine's threads (one at a time, under a lock).
 #[derive(Debug)]
@@ -967,6 +1045,8 @@ pub struct EditWriter {
     size: u64,
     cs: u64,
     zero_initialized: bool,
+    /// Clusters are written compressed (`rebase -c`) in the image's compression type.
+    compress: Option<crate::header::Compression>,
 }
 
 impl EditWriter {
@@ -984,7 +1064,15 @@ impl EditWriter {
         // Ranges never written read as zeros only in an image with nothing mapped and
         // nothing below it.
         let zero_initialized = target_is_zero || (!ed.has_data() && ed.header().backing_file.is_none());
-        Ok(EditWriter { cs: ed.cluster_size(), ed: std::sync::Mutex::new(ed), size, zero_initialized })
+        Ok(EditWriter { cs: ed.cluster_size(), ed: std::sync::Mutex::new(ed), size, zero_initialized, compress: None })
+    }
+
+    /// Writes whole clusters compressed (as `qemu-img rebase -c`), each one that gets
+    /// smaller; the rest as they are.
+    pub fn compressed(mut self) -> Self {
+        let kind = self.lock().header().compression;
+        self.compress = Some(kind);
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Editor<ImageFile>> {
@@ -1005,16 +1093,72 @@ impl diskcast_block::BlockWrite for EditWriter {
         self.zero_initialized
     }
 
+    /// With [`compressed`](EditWriter::compressed): each cluster compressed, here on the
+    /// copy engine's threads.
+    fn encode(&self, offset: u64, data: Vec<u8>) -> Result<diskcast_block::Encoded> {
+        let Some(kind) = self.compress else { return Ok(diskcast_block::Encoded::Plain { offset, data }) };
+        range_end(offset, u64_from_usize(data.len()), self.size)?;
+        let cs = usize_from_u64(self.cs, "cluster size")?;
+        let units = (0u64..)
+            .zip(data.chunks(cs))
+            .map(|(i, chunk)| {
+                let (stored, compressed) = match crate::writer::compress_cluster(kind, chunk, cs) {
+                    Some(c) => (c, true),
+                    None => (chunk.to_vec(), false),
+                };
+                diskcast_block::EncodedUnit {
+                    offset: offset + i * self.cs,
+                    len: u64_from_usize(chunk.len()),
+                    stored,
+                    compressed,
+                }
+            })
+            .collect();
+        Ok(diskcast_block::Encoded::Units(units))
+    }
+
     fn write_encoded(&self, encoded: diskcast_block::Encoded) -> Result<()> {
+        if let diskcast_block::Encoded::Units(units) = &encoded
+            && units.iter().any(|u| u.compressed)
+        {
+            let mut ed = self.lock();
+            for u in units {
+                range_end(u.offset, u.len, self.size)?;
+                if u.compressed {
+                    ed.write_compressed(u.offset, &u.stored)?;
+                } else {
+                    ed.write(u.offset, &u.stored, None)?;
+                }
+            }
+            return Ok(());
+        }
         encoded.for_each_plain("qcow2 (written in place)", |offset, data| {
             range_end(offset, u64_from_usize(data.len()), self.size)?;
             self.lock().write(offset, data, None)
         })
     }
 
+    /// Zero clusters; in compressed mode whole clusters of zeros are stored compressed
+    /// instead, as qemu-img compresses every cluster it writes then.
     fn write_zeroes(&self, offset: u64, len: u64) -> Result<()> {
-        range_end(offset, len, self.size)?;
-        self.lock().write_zeroes(offset, len, None)
+        let end = range_end(offset, len, self.size)?;
+        let Some(kind) = self.compress else { return self.lock().write_zeroes(offset, len, None) };
+        let cs = usize_from_u64(self.cs, "cluster size")?;
+        let stored = crate::writer::compress_cluster(kind, &vec![0u8; cs], cs)
+            .ok_or_else(|| Error::argument("a cluster of zeros did not compress"))?;
+        let mut ed = self.lock();
+        let mut pos = offset;
+        while pos < end {
+            let next = (pos / self.cs + 1) * self.cs;
+            let stop = next.min(end);
+            if pos.is_multiple_of(self.cs) && (stop == next || stop == self.size) {
+                ed.write_compressed(pos, &stored)?;
+            } else {
+                ed.write_zeroes(pos, stop - pos, None)?;
+            }
+            pos = stop;
+        }
+        Ok(())
     }
 
     /// Writes the tables in the safe order and syncs (nothing else syncs an image

@@ -103,14 +103,16 @@ impl Driver for Qcow2Driver {
     /// format options stay; `-o` and `-c` cannot change them and are refused).
     fn write_into(&self, file: ImageFile, size: u64, opts: &CreateOptions) -> Result<Box<dyn BlockWrite>> {
         let name = file.path().to_path_buf();
-        if opts.compress || !opts.options.is_empty() || opts.backing_file.is_some() {
+        if !opts.options.is_empty() || opts.backing_file.is_some() {
             return Err(Error::argument(
-                "-n writes into the existing qcow2 image as it is: -c, -o and -B cannot change its format; \
+                "-n writes into the existing qcow2 image as it is: -o and -B cannot change its format; \
                  use qemu-img amend for its options, or convert without -n",
             )
             .with_file(&name));
         }
-        Ok(Box::new(edit::EditWriter::new(file, size, opts.target_is_zero).map_err(|e| e.with_file(&name))?))
+        let writer = edit::EditWriter::new(file, size, opts.target_is_zero).map_err(|e| e.with_file(&name))?;
+        // -c (convert -n -c, rebase -c): clusters compressed in the image's own type, as qemu-img.
+        Ok(Box::new(if opts.compress { writer.compressed() } else { writer }))
     }
 
     fn snapshots(&self, src: Source) -> Result<Vec<SnapshotInfo>> {

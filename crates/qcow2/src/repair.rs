@@ -20,18 +20,12 @@
 
 use crate::check::{Checker, Fix};
 use crate::edit::Editor;
-use crate::header::{INCOMPAT_CORRUPT, INCOMPAT_DIRTY};
+use crate::header::{INCOMPAT_CORRUPT, INCOMPAT_DIRTY, at};
 use crate::writer::write_refcount_structures;
 use diskcast_block::io::ImageFile;
 use diskcast_block::registry::{CheckReport, Repair};
 use diskcast_block::{Error, Result};
 use diskcast_layout::{u64_from_usize, usize_from_u64};
-
-/// Header offset of `refcount_table_offset`; `refcount_table_clusters` follows it, so one
-/// 12-byte write switches to a new table.
-const REFTABLE_FIELDS: u64 = 48;
-/// Header offset of the incompatible feature bits (v3).
-const INCOMPATIBLE_FIELD: u64 = 72;
 
 /// Repairs the qcow2 image in `file` (open for writing, locked by the caller).
 pub fn repair(file: &ImageFile, fix: Repair) -> Result<CheckReport> {
@@ -106,7 +100,7 @@ fn repair_inner(file: &ImageFile, repair: Repair) -> Result<CheckReport> {
     if r.corruptions == 0 && r.check_errors == 0 && h.incompatible & (INCOMPAT_DIRTY | INCOMPAT_CORRUPT) != 0 {
         file.sync()?;
         let bits = h.incompatible & !(INCOMPAT_DIRTY | INCOMPAT_CORRUPT);
-        file.write_all_at(&bits.to_be_bytes(), INCOMPATIBLE_FIELD)?;
+        file.write_all_at(&bits.to_be_bytes(), u64_from_usize(at::INCOMPATIBLE_FEATURES))?;
     }
     file.sync()?;
     Ok(r)
@@ -128,6 +122,6 @@ fn rebuild_refcounts(file: &ImageFile, c: &Checker<'_>) -> Result<()> {
     let mut fields = [0u8; 12];
     fields[..8].copy_from_slice(&offset.to_be_bytes());
     fields[8..].copy_from_slice(&clusters.to_be_bytes());
-    file.write_all_at(&fields, REFTABLE_FIELDS)?;
+    file.write_all_at(&fields, u64_from_usize(at::REFCOUNT_TABLE_OFFSET))?;
     file.sync()
 }

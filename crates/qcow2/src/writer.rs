@@ -455,35 +455,10 @@ impl Qcow2Writer {
                 }
             }
             st.byte_pos = e;
-            let extra_sectors = (e - 1) / SECTOR - s / SECTOR;
-            *self.slot(&mut st, c) = OFLAG_COMPRESSED | (extra_sectors << (62 - (self.p.cluster_bits - 8))) | s;
+            *self.slot(&mut st, c) = compressed_entry(s, e, self.p.cluster_bits);
             start = s;
         }
         self.file.write_all_at(&unit.stored, start)
-    }
-
-    /// Compresses one cluster; `None` if it does not get smaller (stored as is).
-    fn compress(&self, data: &[u8]) -> Option<Vec<u8>> {
-        if diskcast_block::compress::looks_incompressible(data) {
-            return None;
-        }
-        let cs = self.cs_bytes;
-        let mut input = data.to_vec();
-        input.resize(cs, 0); // the last cluster of an unaligned disk is zero-padded
-        let mut out = vec![0u8; cs - 1];
-        let n = match self.p.compression {
-            Compression::Zlib => {
-                let mut c =
-                    flate2::Compress::new_with_window_bits(flate2::Compression::default(), false, ZLIB_WINDOW_BITS);
-                match c.compress(&input, &mut out, flate2::FlushCompress::Finish) {
-                    Ok(flate2::Status::StreamEnd) => usize::try_from(c.total_out()).ok()?,
-                    _ => return None,
-                }
-            }
-            Compression::Zstd => zstd::bulk::compress_to_buffer(&input, &mut out, ZSTD_LEVEL).ok()?,
-        };
-        out.truncate(n);
-        Some(out)
     }
 
     /// Makes guest cluster `c` read as zeros when the whole cluster is being zeroed.
@@ -563,6 +538,37 @@ fn header_for(
         backing_format: p.backing_format.clone(),
         bitmaps: None,
     })
+}
+
+/// Compresses one guest cluster of a `cs`-byte-cluster image (the last cluster of an
+/// unaligned disk is zero-padded) as qemu does; `None` when it does not get smaller, so
+/// it is stored as it is. The one compressor of the image writer and the in-place editor.
+pub(crate) fn compress_cluster(kind: Compression, data: &[u8], cs: usize) -> Option<Vec<u8>> {
+    if diskcast_block::compress::looks_incompressible(data) {
+        return None;
+    }
+    let mut input = data.to_vec();
+    input.resize(cs, 0);
+    let mut out = vec![0u8; cs - 1];
+    let n = match kind {
+        Compression::Zlib => {
+            let mut c = flate2::Compress::new_with_window_bits(flate2::Compression::default(), false, ZLIB_WINDOW_BITS);
+            match c.compress(&input, &mut out, flate2::FlushCompress::Finish) {
+                Ok(flate2::Status::StreamEnd) => usize::try_from(c.total_out()).ok()?,
+                _ => return None,
+            }
+        }
+        Compression::Zstd => zstd::bulk::compress_to_buffer(&input, &mut out, ZSTD_LEVEL).ok()?,
+    };
+    out.truncate(n);
+    Some(out)
+}
+
+/// The L2 entry of a compressed cluster whose bytes are `[start, end)` in the file: the
+/// descriptor counts the 512-byte sectors they touch past the first (qcow2.txt).
+pub(crate) fn compressed_entry(start: u64, end: u64, cluster_bits: u32) -> u64 {
+    let extra_sectors = (end - 1) / SECTOR - start / SECTOR;
+    OFLAG_COMPRESSED | (extra_sectors << (62 - (cluster_bits - 8))) | start
 }
 
 /// Writes refcount blocks and then a refcount table from host cluster `start` on (the end
@@ -656,7 +662,7 @@ impl BlockWrite for Qcow2Writer {
         let mut units = Vec::with_capacity(data.len().div_ceil(self.cs_bytes));
         for (i, chunk) in data.chunks(self.cs_bytes).enumerate() {
             let off = offset + u64_from_usize(i) * self.cs;
-            let unit = match self.compress(chunk) {
+            let unit = match compress_cluster(self.p.compression, chunk, self.cs_bytes) {
                 Some(stored) => EncodedUnit { offset: off, len: u64_from_usize(chunk.len()), stored, compressed: true },
                 None => EncodedUnit {
                     offset: off,

@@ -171,6 +171,12 @@ impl BlockRead for RawReader {
     fn info(&self) -> ImageInfo {
         ImageInfo { format: "raw".into(), virtual_size: self.size, ..ImageInfo::default() }
     }
+
+    /// Every guest byte sits at its own offset in the file.
+    fn host_range(&self, offset: u64, len: u64) -> Option<(&ImageFile, u64)> {
+        range_end(offset, len, self.size).ok()?;
+        Some((self.file.host_file()?, offset))
+    }
 }
 
 /// A raw image being written to a file: sparse, any order.
@@ -200,6 +206,11 @@ impl BlockWrite for RawWriter {
     fn write_zeroes(&self, offset: u64, len: u64) -> Result<()> {
         range_end(offset, len, self.size)?;
         if self.in_place { self.file.write_zeroes(offset, len) } else { self.file.punch_hole(offset, len) }
+    }
+
+    fn copy_range(&self, from: &ImageFile, from_offset: u64, offset: u64, len: u64) -> Result<bool> {
+        range_end(offset, len, self.size)?;
+        self.file.copy_range(from, from_offset, offset, len)
     }
 
     /// Nothing left to write: the data is in place and holes are holes. Written in

@@ -1,7 +1,7 @@
 //! `diskcast bitmap`: persistent dirty bitmaps of a qcow2 image added, removed, cleared,
 //! enabled or disabled in place, with qemu-img bitmap's flags, messages and exit codes.
 
-use crate::common::{image_and_format, open_to_change, refuse_stream};
+use crate::common::{image_and_format, open_to_change, refuse_stream, same_file};
 use clap::Args;
 use diskcast_block::registry::BitmapOp;
 use diskcast_block::size::parse_size;
@@ -10,10 +10,24 @@ use std::path::PathBuf;
 
 pub fn run(a: BitmapArgs) -> Result<u8> {
     let (path, format) = image_and_format(&a.file, a.image_opts, a.format.as_ref())?;
-    let ops = a.ops()?;
+    let mut ops = a.ops()?;
     refuse_stream(&path)?;
     let (file, images) = open_to_change(&path)?;
     let driver = images.driver(&path, format.as_deref())?;
+    // -b: another image holds the source bitmap. Only an image of the same format can
+    // hold one; in any other qemu-img finds no bitmap of that name, and says so.
+    let merge = ops.iter_mut().find(|op| matches!(op, BitmapOp::Merge { .. }));
+    if let (Some(src), Some(BitmapOp::Merge { name, source, image })) = (&a.source_file, merge)
+        && !same_file(src, &path)
+    {
+        refuse_stream(src)?;
+        if images.driver(src, a.source_format.as_deref())?.name() != driver.name() {
+            return Err(Error::argument(format!(
+                "Operation merge on bitmap {name} failed: Dirty bitmap '{source}' not found"
+            )));
+        }
+        *image = Some(src.clone());
+    }
     driver.bitmap(&file, &ops)?;
     Ok(0)
 }
@@ -30,10 +44,8 @@ impl BitmapArgs {
         if self.source_file.is_some() && self.merge.is_none() {
             return Err(Error::argument("-b only supported with --merge"));
         }
-        if self.source_file.as_ref().is_some_and(|b| b != &self.file) {
-            return Err(Error::unsupported(
-                "--merge from another image (-b) is not implemented in diskcast; use qemu-img bitmap --merge",
-            ));
+        if self.source_format.is_some() && self.source_file.is_none() {
+            return Err(Error::argument("-F only supported with -b"));
         }
         let mut ops = Vec::new();
         if self.add {
@@ -49,7 +61,7 @@ impl BitmapArgs {
             ops.push(BitmapOp::Disable(name.clone()));
         }
         if let Some(source) = &self.merge {
-            ops.push(BitmapOp::Merge { name: name.clone(), source: source.clone() });
+            ops.push(BitmapOp::Merge { name: name.clone(), source: source.clone(), image: None });
         }
         if self.remove {
             ops.push(BitmapOp::Remove(name));
@@ -81,10 +93,11 @@ pub struct BitmapArgs {
     /// Stop the bitmap recording guest writes.
     #[arg(long = "disable")]
     pub disable: bool,
-    /// Set in BITMAP every bit set in SOURCE (a bitmap of the same image and granularity).
+    /// Mark dirty in BITMAP every guest byte SOURCE marks dirty (a bitmap of FILE, or of
+    /// SRC_FILE with -b; any granularity; the disks must be the same size).
     #[arg(long = "merge", value_name = "SOURCE")]
     pub merge: Option<String>,
-    /// The image holding --merge's SOURCE (default: FILE).
+    /// The image holding --merge's SOURCE (default: FILE), read only.
     #[arg(short = 'b', value_name = "SRC_FILE")]
     pub source_file: Option<PathBuf>,
     /// Format of SRC_FILE.

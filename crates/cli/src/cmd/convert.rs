@@ -10,9 +10,10 @@ mod image;
 use crate::common::args::{CacheMode, OpenArgs, ProgressArgs, WriteArgs};
 use crate::common::args::{OvaArgs, check_gce_output};
 use crate::common::output::{ContainerWriter, ImageWriter, Package, PackageWriter};
-use crate::common::progress::ProgressMode;
+use crate::common::progress::{ProgressMode, QemuProgress};
 use crate::common::{Images, create_options, image_opts, parse_rate, reads, same_file, url_of};
 use clap::Args;
+use diskcast_block::copy::DEFAULT_MIN_SPARSE;
 use diskcast_block::delta::{Delta, Scope, scope_ranges};
 use diskcast_block::filter::Filtered;
 use diskcast_block::io::ImageFile;
@@ -71,6 +72,11 @@ pub fn run(mut a: ConvertArgs) -> Result<u8> {
     let flags = QemuFlags::apply(&mut a)?;
     let images = Images::new(&a.open)?.with_tls(a.image.container.tls);
     let plan = Plan::new(&a, &images)?;
+    // -p prints qemu-img's progress lines, on standard output unless the image goes there.
+    a.write.progress.qemu = Some(match plan.target.is_stream() {
+        true => QemuProgress::Stderr,
+        false => QemuProgress::Stdout,
+    });
     plan.run(&images, &a, &flags)?;
     if let (Some(mut s), Some(container)) = (staged, container) {
         s.arch = staged_arch(&images, &s)?;
@@ -245,7 +251,7 @@ impl<'r> Plan<'r> {
             Some(c) => parse_size(c)?,
             None => DEFAULT_COMPARE_UNIT,
         };
-        let min_sparse = match parse_size(&a.min_sparse)? {
+        let min_sparse = match a.min_sparse.as_deref().map(parse_size).transpose()?.unwrap_or(DEFAULT_MIN_SPARSE) {
             0 => None,
             n => Some(n),
         };
@@ -306,6 +312,9 @@ impl<'r> Plan<'r> {
         .min_sparse(self.min_sparse);
         if flags.unsynced {
             writer = writer.unsynced();
+        }
+        if a.copy_offload {
+            writer = writer.offload();
         }
         let src: Box<dyn BlockRead> = match &self.input {
             Input::File(path) => match (&self.snapshot, url_of(path)) {
@@ -511,16 +520,17 @@ impl QemuFlags {
             a.write.jobs.threads.get_or_insert(n);
         }
         if a.quiet {
-            a.write.progress = ProgressArgs { bar: false, mode: ProgressMode::None };
+            a.write.progress = ProgressArgs { bar: false, mode: ProgressMode::None, qemu: None };
         }
+        // qemu-img's checks, in its order, with its messages.
         if a.copy_offload && a.write.compress {
             return Err(Error::argument("Cannot enable copy offloading when -c is used"));
         }
-        if a.copy_offload {
-            return Err(Error::unsupported(
-                "copy offloading (-C) is not implemented: diskcast copies through memory, in parallel, \
-                 skipping holes; drop -C",
-            ));
+        if a.copy_offload && a.min_sparse.is_some() {
+            return Err(Error::argument("Cannot enable copy offloading when -S is used"));
+        }
+        if a.copy_offload && a.salvage {
+            return Err(Error::argument("Cannot use copy offloading in salvaging mode"));
         }
         if a.target_is_zero && !a.no_create {
             return Err(Error::argument("--target-is-zero requires use of -n flag"));
@@ -554,9 +564,10 @@ pub struct ConvertArgs {
     pub options: Vec<String>,
     #[command(flatten)]
     pub write: WriteArgs,
-    /// Zero runs at least this long become holes; 0 writes every byte (fully allocated).
-    #[arg(short = 'S', value_name = "SIZE", default_value = "4K")]
-    pub min_sparse: String,
+    /// Zero runs at least this long become holes (default 4K); 0 writes every byte (fully
+    /// allocated).
+    #[arg(short = 'S', value_name = "SIZE")]
+    pub min_sparse: Option<String>,
     /// Make DST an overlay over BACKING holding only what differs from it (qcow2; needs
     /// -F). BACKING is recorded as given; a relative name is relative to DST's directory.
     #[arg(short = 'B', long = "backing", value_name = "BACKING")]
@@ -591,8 +602,12 @@ pub struct ConvertArgs {
     /// qemu-img's parallel coroutines (1 to 16): the thread budget when -j is not given.
     #[arg(short = 'm', value_name = "N")]
     pub coroutines: Option<String>,
-    /// Copy offloading (qemu-img -C): refused, with qemu-img's message for -c.
-    #[arg(short = 'C')]
+    /// Try copy offloading, as qemu-img -C: data a raw source holds is copied by the kernel
+    /// (copy_file_range, no trip through memory; on filesystems that share extents, no copy)
+    /// into a raw target; holes stay holes, zero blocks inside data are copied as data.
+    /// Where the kernel cannot (other filesystems, other formats) the copy goes through
+    /// memory, as qemu-img falls back. Not with -c, -S or --salvage.
+    #[arg(short = 'C', long = "copy-range-offloading")]
     pub copy_offload: bool,
     /// Copy at most RATE bytes per second (suffixes K, M, G).
     #[arg(short = 'r', value_name = "RATE")]

@@ -3,7 +3,8 @@
 //! safe mode first keeps the guest's view: every cluster the overlay does not allocate and
 //! where the old and new backing chains read differently gets the old data written into
 //! the overlay (through the copy engine and the format's in-place writer, as a [`Delta`]
-//! comparing the two), and only then the header names the new backing file.
+//! comparing the two; with `-c` written as compressed clusters), and only then the header
+//! names the new backing file.
 
 use crate::common::args::{BackingArgs, CacheMode, JobsArgs};
 use crate::common::{images_for_edit, same_file, write_delta};
@@ -39,6 +40,10 @@ pub fn run(a: RebaseArgs) -> Result<u8> {
         Some(f) => images.registry.get(f)?,
         None => images.registry.probe(&a.file)?,
     };
+    // -c: qemu-img refuses it, in either mode, for a format it cannot compress in place.
+    if a.compress && !driver.edits_in_place() {
+        return Err(Error::argument("Compression not supported for this file format").with_file(&a.file));
+    }
     if !driver.sets_backing() {
         let file = ImageFile::open(&a.file)?;
         return driver.set_backing(&file, backing).map(|()| 0);
@@ -85,7 +90,8 @@ pub fn run(a: RebaseArgs) -> Result<u8> {
         });
         let scope = on_chain.map_or(Scope::NotAllocated, |(depth, _)| Scope::NotAllocatedAbove(depth));
         let ranges = scope_ranges(top.as_ref(), scope)?;
-        let writer = driver.write_into(ImageFile::open_rw(&a.file)?, size, &CreateOptions::default()).file(&a.file)?;
+        let opts = CreateOptions { compress: a.compress, ..CreateOptions::default() };
+        let writer = driver.write_into(ImageFile::open_rw(&a.file)?, size, &opts).file(&a.file)?;
         let unit = writer.granularity();
         let delta = Delta::new(size, top.backing(), ranges).comparing(new_image.as_deref(), unit);
         write_delta(&delta, writer, threads, None, a.progress && !a.quiet, &a.file)?;
@@ -112,6 +118,10 @@ pub struct RebaseArgs {
     /// file (for a backing file that was moved or renamed); without -b, drop the backing file.
     #[arg(short = 'u', long = "backing-unsafe")]
     pub unsafe_mode: bool,
+    /// Write the clusters the safe mode copies into FILE compressed (qcow2), as qemu-img
+    /// rebase -c; ignored with -u, which copies nothing.
+    #[arg(short = 'c', long = "compress")]
+    pub compress: bool,
     /// Show a progress bar.
     #[arg(short = 'p', long = "progress")]
     pub progress: bool,

@@ -90,12 +90,18 @@ pub struct ProgressArgs {
     /// How to report progress.
     #[arg(long = "progress", value_name = "PROGRESS", value_enum, default_value = "auto")]
     pub mode: ProgressMode,
+    /// Set by qemu-img's verbs: `-p` prints qemu-img's lines there.
+    #[arg(skip)]
+    pub qemu: Option<super::progress::QemuProgress>,
 }
 
 impl ProgressArgs {
     /// The reporter these flags ask for.
     pub fn reporter(&self) -> Box<dyn Progress> {
-        super::progress::reporter(self.mode, self.bar)
+        match self.qemu {
+            Some(to) if self.bar && self.mode == ProgressMode::Auto => super::progress::qemu_reporter(to),
+            _ => super::progress::reporter(self.mode, self.bar),
+        }
     }
 }
 
@@ -145,7 +151,7 @@ impl Default for WriteArgs {
     fn default() -> Self {
         WriteArgs {
             compress: false,
-            progress: ProgressArgs { bar: false, mode: ProgressMode::None },
+            progress: ProgressArgs { bar: false, mode: ProgressMode::None, qemu: None },
             jobs: JobsArgs::default(),
         }
     }

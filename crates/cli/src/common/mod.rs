@@ -176,7 +176,8 @@ pub fn images_for_edit(backing: &args::BackingArgs) -> Result<Images> {
 
 /// Writes `delta` into an existing image through its in-place `writer` with the copy
 /// engine: what the delta reports as held by the target is left alone; reads paced to
-/// `rate` bytes per second; a bar with `progress`; stopped by Ctrl-C. Errors name `path`.
+/// `rate` bytes per second; qemu-img's progress lines with `progress`; stopped by Ctrl-C.
+/// Errors name `path`.
 pub fn write_delta(
     delta: &dyn BlockRead,
     writer: Box<dyn diskcast_block::BlockWrite>,
@@ -191,8 +192,12 @@ pub fn write_delta(
     let src: &dyn BlockRead = paced.as_ref().map_or(delta, |p| p);
     let cancel = Some(output::interrupt_flag()?);
     let opts = CopyOptions { skip_backing: true, cancel, ..CopyOptions::new(threads) };
-    let mode = if progress { progress::ProgressMode::Bar } else { progress::ProgressMode::None };
-    copy(src, writer.as_ref(), &opts, progress::reporter(mode, false).as_ref()).file(path)?;
+    // `commit -p`, `rebase -p`: qemu-img's lines on standard output.
+    let reporter = match progress {
+        true => progress::qemu_reporter(progress::QemuProgress::Stdout),
+        false => progress::reporter(progress::ProgressMode::None, false),
+    };
+    copy(src, writer.as_ref(), &opts, reporter.as_ref()).file(path)?;
     writer.finish().file(path)
 }
 

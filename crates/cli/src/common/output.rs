@@ -99,6 +99,13 @@ impl ImageWriter {
         self
     }
 
+    /// Copy offloading (`convert -C`): data the source stores as it is in a local file is
+    /// copied by the kernel (copy_file_range) where the target can take it that way.
+    pub fn offload(mut self) -> Self {
+        self.copy.offload = true;
+        self
+    }
+
     /// Puts the output in place without syncing it (`-t unsafe`).
     pub fn unsynced(mut self) -> Self {
         self.output = self.output.unsynced();

@@ -34,6 +34,74 @@ pub fn reporter(mode: ProgressMode, force_bar: bool) -> Box<dyn Progress> {
     }
 }
 
+/// Where qemu-img's progress lines go ([`qemu_reporter`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QemuProgress {
+    /// Standard output, where qemu-img prints them.
+    Stdout,
+    /// Standard error, when standard output carries the image (`convert ... -`).
+    Stderr,
+}
+
+/// qemu-img's `-p` progress, for its verbs (`convert`, `commit`, `rebase`, `amend`):
+/// `    (NN.NN/100%)` and a carriage return, terminal or not, at the start, whenever a
+/// percent more is done (qemu's step), and at the end, then a newline.
+pub fn qemu_reporter(to: QemuProgress) -> Box<dyn Progress> {
+    Box::new(QemuLines { to, total: AtomicU64::new(0), done: AtomicU64::new(0), shown: Mutex::new(None) })
+}
+
+/// qemu's smallest step between two progress lines, in percent.
+const QEMU_MIN_STEP: f64 = 1.0;
+
+struct QemuLines {
+    to: QemuProgress,
+    total: AtomicU64,
+    done: AtomicU64,
+    /// The percentage printed last.
+    shown: Mutex<Option<f64>>,
+}
+
+impl QemuLines {
+    fn percent(&self) -> f64 {
+        let total = self.total.load(Ordering::Relaxed).max(1);
+        let done = self.done.load(Ordering::Relaxed).min(total);
+        (done as f64) * 100.0 / (total as f64)
+    }
+
+    fn print(&self, text: &str) {
+        let _ = match self.to {
+            QemuProgress::Stdout => {
+                std::io::stdout().lock().write_all(text.as_bytes()).and_then(|()| std::io::stdout().flush())
+            }
+            QemuProgress::Stderr => std::io::stderr().lock().write_all(text.as_bytes()),
+        };
+    }
+
+    fn show(&self, force: bool) {
+        let pct = self.percent();
+        let mut shown = self.shown.lock().unwrap_or_else(|p| p.into_inner());
+        if force || shown.is_none_or(|last| pct >= last + QEMU_MIN_STEP) {
+            *shown = Some(pct);
+            self.print(&format!("    ({pct:.2}/100%)\r"));
+        }
+    }
+}
+
+impl Progress for QemuLines {
+    fn start(&self, total: u64) {
+        self.total.store(total, Ordering::Relaxed);
+        self.show(true);
+    }
+    fn advance(&self, bytes: u64) {
+        self.done.fetch_add(bytes, Ordering::Relaxed);
+        self.show(false);
+    }
+    fn finish(&self) {
+        self.show(true);
+        self.print("\n");
+    }
+}
+
 /// `(42/100%)` lines on stderr, one per percent, for logs.
 #[derive(Default)]
 struct Percent {
