@@ -302,10 +302,9 @@ cargo deb --version >/dev/null 2>&1 || { echo "setup: cargo-deb is missing after
 # cargo-auditable builds the Rust binary whose `.dep-v0` section inspect reads
 # (tests/integration/inspect.rs); pinned. Building it took 27 s on 2 cores (34 s of CPU).
 CARGO_AUDITABLE_VERSION=0.7.7
-# (`cargo auditable --version` prints cargo's version: the installed one is read from
-# `cargo install --list`.)
-cargo install --list | grep -qx "cargo-auditable v$CARGO_AUDITABLE_VERSION:" ||
+# It prints no version of its own (`cargo auditable --version` is cargo's), so one already
+# on PATH is kept, whichever version it is.
+command -v cargo-auditable >/dev/null ||
   cargo install --locked --quiet "cargo-auditable@$CARGO_AUDITABLE_VERSION"
-cargo install --list | grep -qx "cargo-auditable v$CARGO_AUDITABLE_VERSION:" ||
-  { echo "setup: cargo-auditable is missing after install" >&2; exit 1; }
+command -v cargo-auditable >/dev/null || { echo "setup: cargo-auditable is missing after install" >&2; exit 1; }
 echo "setup: $(qemu-img --version | head -1); $(mke2fs -V 2>&1 | head -1); $(cargo --version)"
