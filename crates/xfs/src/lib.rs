@@ -18,6 +18,7 @@ mod fs;
 #[allow(dead_code)] // format constants kept beside the ones read, as the documentation lists them
 mod layout;
 mod log;
+mod replay;
 
 use crate::fs::{ForkKind, Fs, Inode, idx};
 use crate::layout::{SYMLINK_MAGIC, decode_time, fork};
