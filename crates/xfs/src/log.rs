@@ -53,7 +53,8 @@ pub fn needs_recovery(why: &str) -> Error {
     .with_field("log")
 }
 
-fn bad(what: impl std::fmt::Display) -> Error {
+/// A damaged log, naming what is wrong.
+pub fn bad(what: impl std::fmt::Display) -> Error {
     Error::corrupt(format!("XFS log: {what}")).with_field("log")
 }
 

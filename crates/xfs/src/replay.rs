@@ -22,7 +22,7 @@
 
 use crate::fs::Fs;
 use crate::layout::*;
-use crate::log::needs_recovery;
+use crate::log::{bad, needs_recovery};
 use diskcast_block::{Alloc, BlockRead, Error, Extent, ImageInfo, Result};
 use diskcast_layout::{u64_from_usize, usize_from};
 use std::collections::{BTreeMap, HashMap};
@@ -79,6 +79,9 @@ mod ilog {
     pub const ADATA: u32 = 0x40;
     pub const AEXT: u32 = 0x80;
     pub const ABROOT: u32 = 0x100;
+    /// The fork's B+tree blocks change owner (an extent swap): the kernel rewrites their
+    /// owner fields at replay; refused.
+    pub const OWNER: u32 = 0x200 | 0x400;
     pub const DFORK: u32 = DDATA | DEXT | DBROOT;
     pub const AFORK: u32 = ADATA | AEXT | ABROOT;
 }
@@ -181,10 +184,6 @@ fn le64(b: &[u8], at: usize) -> u64 {
 }
 fn be32(b: &[u8], at: usize) -> u32 {
     b.get(at..at + 4).map_or(0, |s| u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
-}
-
-fn bad(what: impl std::fmt::Display) -> Error {
-    Error::corrupt(format!("XFS log: {what}")).with_field("log")
 }
 
 /// Applies the committed transactions (each a list of items, in commit order) over the
@@ -412,6 +411,11 @@ fn inode(fs: &Fs, ov: &mut Overlay, it: &Item, cancels: &HashMap<(u64, u64), u32
     if cancels.contains_key(&(blkno, u64::from(len))) {
         return Ok(());
     }
+    if fields & ilog::OWNER != 0 {
+        return Err(needs_recovery(&format!(
+            "{what} changes the owner of its B+tree blocks (an extent swap), which diskcast does not replay"
+        )));
+    }
     sectors(fs, blkno, u64::from(len), &what)?;
     let isize = fs.inodesize();
     if u64::from(boffset) + isize > u64::from(len) * 512 {
@@ -425,7 +429,10 @@ fn inode(fs: &Fs, ov: &mut Overlay, it: &Item, cancels: &HashMap<(u64, u64), u32
     if log.len() < core || le16(log, 0) != INODE_MAGIC {
         return Err(bad(format!("{what}: a logged core of {} bytes without the inode magic", log.len())));
     }
-    let v3 = fs.v5 && log[4] == 3;
+    let v3 = log[4] == 3;
+    if v3 != fs.v5 {
+        return Err(bad(format!("{what}: a version {} inode on a v{} filesystem", log[4], if fs.v5 { 5 } else { 4 })));
+    }
     let flags2 = if v3 { le64(log, 120) } else { 0 };
     for &(o, w) in CORE_INTS.iter().chain(if v3 { CORE3_INTS } else { &[] }) {
         swap_into(&mut raw, log, o, w);
