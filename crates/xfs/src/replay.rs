@@ -276,7 +276,7 @@ fn cancelled(cancels: &mut HashMap<(u64, u64), u32>, key: (u64, u64), is_cancel:
 
 /// Sector range of the data device, checked.
 fn sectors(fs: &Fs, blkno: u64, count: u64, what: &str) -> Result<()> {
-    if count == 0 || blkno.checked_add(count).is_none_or(|e| e * 512 > fs.dblocks * fs.bs) {
+    if count == 0 || blkno.checked_add(count).is_none_or(|e| e > fs.dblocks * (fs.bs / 512)) {
         return Err(bad(format!("{what}: {count} sectors at sector {blkno} lie outside the filesystem")));
     }
     Ok(())
