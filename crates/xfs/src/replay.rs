@@ -561,3 +561,25 @@ fn icreate(fs: &Fs, ov: &mut Overlay, it: &Item, cancels: &HashMap<(u64, u64), u
     }
     ov.store(s0, &chunk)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use diskcast_testkit::VecDisk;
+
+    /// Replayed sectors win over the disk in reads that start and end inside sectors,
+    /// and the rest reads through.
+    #[test]
+    fn overlay_reads_replayed_sectors_over_the_disk() {
+        let disk: Vec<u8> = (0..4096u32).map(|i| u8::try_from(i % 251).unwrap()).collect();
+        let mut ov = Overlay::new(Arc::new(VecDisk(disk.clone())));
+        ov.store(2, &[0xaa; 1024]).unwrap();
+        let mut want = disk;
+        want[1024..2048].fill(0xaa);
+        for (at, len) in [(0usize, 4096usize), (1000, 100), (1500, 1000), (2047, 2), (3000, 1000)] {
+            let mut b = vec![0u8; len];
+            ov.read_at(&mut b, u64_from_usize(at)).unwrap();
+            assert_eq!(b, want[at..at + len], "{len} bytes at {at}");
+        }
+    }
+}
