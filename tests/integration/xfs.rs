@@ -4,8 +4,8 @@
 //! kernel shows (`mount -o ro,norecovery`: content, modes, owners, nanosecond times up to
 //! 2100, every xattr and ACL through getfattr, symlinks, devices, hard links), by
 //! `xfs_db -r` (which forks are B+trees, directories node form) and by `xfs_repair -n`
-//! (every test image is sound). A dirty log (xfs_io's shutdown) is refused, and read
-//! after the kernel replayed it; hostile images made with `xfs_db -x` fail with a clear
+//! (every test image is sound). A dirty log (xfs_io's shutdown) is replayed in memory and
+//! read as the kernel reads a copy after its own replay; hostile images and logs made with `xfs_db -x` fail with a clear
 //! error within bounds. Runs as root (loop devices, mounts, owners, devices).
 
 use crate::support::*;
@@ -165,11 +165,16 @@ fn all_xattrs(root: &Path) -> String {
 /// per file) and compares it with what the kernel shows of `img`. Sockets are never
 /// extracted (diskcast skips them, naming each): `ls` must list them instead.
 fn judge_against_kernel(d: &Path, img: &Path, what: &str) {
+    judge_against(d, img, img, what)
+}
+
+/// Extracts `img` with diskcast and compares it with what the kernel shows of `kernel`.
+fn judge_against(d: &Path, img: &Path, kernel: &Path, what: &str) {
     let dst = mkfs(d, &format!("dst-{what}.img"), &[]);
     let target = xfs_mount(&dst, &d.join(format!("dst-{what}")), "rw");
     let ours = target.dir.join("out");
     dc_ok(&["extract", "--privileged", &s(img), &s(&ours)]);
-    let m = xfs_mount(img, &d.join(format!("kernel-{what}")), "ro,norecovery");
+    let m = xfs_mount(kernel, &d.join(format!("kernel-{what}")), "ro,norecovery");
     let mut want = manifest(&m.dir);
     let sockets: Vec<Vec<u8>> = want.iter().filter(|(_, e)| e.kind == 's').map(|(p, _)| p.clone()).collect();
     for p in &sockets {
@@ -337,35 +342,207 @@ fn xfs_root_of_a_gpt_disk_in_qcow2_is_listed() {
     assert_eq!(got.len(), 2, "{got:?}");
 }
 
-#[test]
-fn a_dirty_log_is_refused_and_read_after_the_kernel_replays_it() {
-    let d = tmp();
-    let img = mkfs(d.path(), "fs.img", &[]);
+/// A v5 image whose log is dirty: the kernel's driver wrote files, rewrote one, deleted
+/// one, made a directory (more entries than fit in the inode), xattrs (in the inode and a
+/// remote value) and a symlink after a sync, flushed one file's data, then `xfs_io`'s
+/// `shutdown -f` stopped the filesystem with that metadata only in the log.
+fn dirty_image(d: &Path) -> PathBuf {
+    let img = mkfs(d, "fs.img", &[]);
     {
-        let m = xfs_mount(&img, &d.path().join("rw"), "rw");
-        write_file(&m.dir.join("before"), b"synced\n");
+        let m = xfs_mount(&img, &d.join("rw"), "rw");
+        let p = |rel: &str| m.dir.join(rel);
+        write_file(&p("before"), b"synced\n");
+        write_file(&p("rewritten"), b"old content\n");
+        write_file(&p("deleted"), b"gone\n");
         sh("sync");
-        std::fs::create_dir(m.dir.join("later")).unwrap();
-        write_file(&m.dir.join("later/file"), &pseudo_random(50_000, 3));
+        std::fs::create_dir(p("later")).unwrap();
+        write_file(&p("later/file"), &pseudo_random(50_000, 3));
+        for i in 0..40 {
+            write_file(&p(&format!("later/f{i:02}")), format!("{i}\n").as_bytes());
+        }
+        write_file(&p("rewritten"), b"new content, longer than before\n");
+        std::fs::remove_file(p("deleted")).unwrap();
+        std::os::unix::fs::symlink("later/file", p("link")).unwrap();
+        let big = "v".repeat(3000);
+        sh(&format!(
+            "setfattr -n user.small -v hello '{0}/before' && setfattr -n user.big -v {big} '{0}/later/file' \
+             && setfattr -n trusted.t -v 0x0102 '{0}/later'",
+            m.dir.display()
+        ));
         // Metadata in the log, not yet in place; the data flushed.
-        sh(&format!("sync -f '{}'", m.dir.join("later/file").display()));
+        sh(&format!("sync -f '{}'", p("later/file").display()));
+        sh(&format!("sync -f '{}'", p("rewritten").display()));
         tool_text("xfs_io", &["-x", "-c", "shutdown -f", &s(&m.dir)]);
     }
+    img
+}
+
+/// The log's first sector on the disk, its tail and head blocks, as xfs_logprint reads them.
+fn log_geometry(img: &Path) -> (u64, u64, u64) {
+    let log = tool_text("xfs_logprint", &["-t", &s(img)]);
+    let num = |key: &str| -> u64 {
+        let at = log.find(key).unwrap_or_else(|| panic!("{key} in {log}")) + key.len();
+        log[at..].trim_start().split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap()
+    };
+    (num("daddr:"), num("log tail:"), num("head:"))
+}
+
+#[test]
+fn a_dirty_log_is_replayed_in_memory_as_the_kernel_replays_it() {
+    let d = tmp();
+    let img = dirty_image(d.path());
     let before = tool_text("sha256sum", &[&s(&img)]);
-    dc(&["ls", &s(&img)]).expect_code(1).expect_stderr_all(&["fs.img", "XFS log needs recovery", "xfs_repair"]);
-    assert_eq!(tool_text("sha256sum", &[&s(&img)]), before, "the image was written");
     // xfs_logprint agrees that the log is dirty.
     let log = tool_text("xfs_logprint", &["-t", &s(&img)]);
     assert!(log.contains("state: <DIRTY>"), "{log}");
-    // The kernel replays the log of a copy at mount; then both agree.
+    // Without replay the directory and files written after the sync would not be there.
+    let ls = dc_ok(&["ls", &s(&img), "later"]).stdout_str();
+    assert!(ls.contains("file") && ls.contains("f39"), "{ls}");
+    // The kernel replays the log of a copy at mount; our view of the dirty image equals it.
     let copy = d.path().join("copy.img");
     tool_text("cp", &["--sparse=always", &s(&img), &s(&copy)]);
     drop(xfs_mount(&copy, &d.path().join("replay"), "rw"));
     repair_clean(&copy);
     assert!(tool_text("xfs_logprint", &["-t", &s(&copy)]).contains("state: <CLEAN>"));
-    judge_against_kernel(d.path(), &copy, "replayed");
-    let ls = dc_ok(&["ls", &s(&copy), "later"]).stdout_str();
-    assert!(ls.contains("file"), "{ls}");
+    judge_against(d.path(), &img, &copy, "replayed");
+    assert_eq!(dc_ok(&["cat", &s(&img), "rewritten"]).stdout, b"new content, longer than before\n");
+    dc(&["cat", &s(&img), "deleted"]).expect_code(1);
+    assert_eq!(tool_text("sha256sum", &[&s(&img)]), before, "the image was written");
+}
+
+#[test]
+fn a_dirty_log_wrapping_round_its_end_is_replayed() {
+    // The smallest log mkfs.xfs makes (its test-suite override allows one under 64 MiB):
+    // rounds of 2500 new files and 1250 deletions, each synced, until the log's tail lies
+    // after its head (the active part wraps round the ring's end).
+    let d = tmp();
+    let img = d.path().join("fs.img");
+    std::fs::File::create(&img).unwrap().set_len(300 * MIB).unwrap();
+    sh(&format!("TEST_DIR=/tmp TEST_DEV=x QA_CHECK_FS=1 mkfs.xfs -q -f -l size=1368b '{}'", img.display()));
+    let mut wrapped = false;
+    {
+        let m = xfs_mount(&img, &d.path().join("rw"), "rw");
+        for round in 0..30 {
+            for i in 0..2500 {
+                write_file(&m.dir.join(format!("r{round}-{i}")), b"x");
+            }
+            for i in (0..2500).step_by(2) {
+                std::fs::remove_file(m.dir.join(format!("r{round}-{i}"))).unwrap();
+            }
+            sh("sync");
+            let (_, tail, head) = log_geometry(&img);
+            if tail > head {
+                wrapped = true;
+                break;
+            }
+        }
+        tool_text("xfs_io", &["-x", "-c", "shutdown -f", &s(&m.dir)]);
+    }
+    let (_, tail, head) = log_geometry(&img);
+    assert!(wrapped && tail > head, "the log wraps: tail {tail}, head {head}");
+    let before = tool_text("sha256sum", &[&s(&img)]);
+    let copy = d.path().join("copy.img");
+    tool_text("cp", &["--sparse=always", &s(&img), &s(&copy)]);
+    drop(xfs_mount(&copy, &d.path().join("replay"), "rw"));
+    judge_against(d.path(), &img, &copy, "wrapped");
+    assert_eq!(tool_text("sha256sum", &[&s(&img)]), before, "the image was written");
+}
+
+/// Rewrites the CRC of the log record at sector `rec` (its header's CRC field as zero,
+/// then its data: one header block, records under 32 KiB as mkfs.xfs's default log makes).
+fn fix_record_crc(img: &Path, rec: u64) {
+    let mut f = std::fs::File::open(img).unwrap();
+    let mut h = vec![0u8; 512];
+    use std::io::{Read, Seek, SeekFrom};
+    f.seek(SeekFrom::Start(rec * 512)).unwrap();
+    f.read_exact(&mut h).unwrap();
+    let len = usize::try_from(u32::from_be_bytes(h[12..16].try_into().unwrap())).unwrap();
+    let mut data = vec![0u8; len];
+    f.read_exact(&mut data).unwrap();
+    h[32..36].fill(0);
+    let c = crc32c::crc32c_append(crc32c::crc32c(&h[..328]), &data);
+    patch(img, rec * 512 + 32, &c.to_le_bytes());
+}
+
+#[test]
+fn hostile_logs_fail_with_a_clear_error() {
+    // A byte of a log record changed: its CRC no longer matches.
+    let d = tmp();
+    let img = dirty_image(d.path());
+    let (start, tail, head) = log_geometry(&img);
+    let rec = start + tail;
+    patch(&img, rec * 512 + 512 + 100, &[0x5a]);
+    hostile_ls(&img, &["fs.img", "XFS log", &format!("record at block {tail}"), "CRC mismatch"]);
+
+    // An operation whose length runs past its record (CRC kept right).
+    let d = tmp();
+    let img = dirty_image(d.path());
+    patch_u32(&img, rec * 512 + 512 + 4, 0x7fff_ffff);
+    fix_record_crc(&img, rec);
+    hostile_ls(&img, &["fs.img", "XFS log", "runs past the record"]);
+
+    // A record whose length runs past the head, so a walk would go round the ring.
+    let d = tmp();
+    let img = dirty_image(d.path());
+    let (_, _, head2) = log_geometry(&img);
+    assert_eq!(head2, head, "the same writes make the same log");
+    patch_u32(&img, rec * 512 + 12, u32::try_from((head - tail + 10) * 512).unwrap());
+    fix_record_crc(&img, rec);
+    hostile_ls(&img, &["fs.img", "XFS log", "past the head"]);
+
+    // Mutants: 1 to 4 bytes of one record changed (a header field or its data), the CRC
+    // kept right so the walk and the replay see them: each is read or a clear error, in
+    // bounded time, never a panic.
+    let d = tmp();
+    let img = dirty_image(d.path());
+    let (start, tail, head) = log_geometry(&img);
+    let rec = start + tail;
+    let read = |at: u64, len: usize| {
+        let mut b = vec![0u8; len];
+        std::os::unix::fs::FileExt::read_exact_at(&std::fs::File::open(&img).unwrap(), &mut b, at).unwrap();
+        b
+    };
+    let (lo, hi) = (rec * 512, (start + head + 1) * 512);
+    let orig = read(lo, usize::try_from(hi - lo).unwrap());
+    let mut recs = Vec::new();
+    let mut b = tail;
+    while b < head {
+        let h = read((start + b) * 512, 512);
+        let len = u64::from(u32::from_be_bytes(h[12..16].try_into().unwrap()));
+        recs.push((b, len));
+        b += 1 + len.div_ceil(512);
+    }
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = |n: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % n
+    };
+    let (mut read_ok, mut refused) = (0, 0);
+    for k in 0..60 {
+        patch(&img, lo, &orig);
+        let (rb, len) = recs[usize::try_from(next(u64::try_from(recs.len()).unwrap())).unwrap()];
+        let r = (start + rb) * 512;
+        for _ in 0..=next(4) {
+            let at = if next(10) == 0 { [12, 24, 40, 320][usize::try_from(next(4)).unwrap()] } else { next(512 + len) };
+            patch(&img, r + at, &[u8::try_from(next(256)).unwrap()]);
+        }
+        if u32::from_be_bytes(read(r + 12, 4).try_into().unwrap()) <= 256 * 1024 {
+            fix_record_crc(&img, r / 512);
+        }
+        let run = dc(&["ls", "-R", &s(&img)]);
+        assert!(!run.stderr.contains("panicked") && run.elapsed.as_secs() < HOSTILE_SECS, "mutant {k}: {}", run.stderr);
+        match run.code {
+            Some(0) => read_ok += 1,
+            Some(1) => {
+                run.expect_diskcast_error();
+                refused += 1;
+            }
+            c => panic!("mutant {k}: exit {c:?}"),
+        }
+    }
+    assert!(refused > 0, "{read_ok} mutants read, none refused");
 }
 
 /// A small v5 image with a few files, made by the kernel, for hostile patches.

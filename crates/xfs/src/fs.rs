@@ -227,7 +227,7 @@ impl Fs {
         }
         let ftype = if v5 { incompat_f & incompat::FTYPE != 0 } else { s.features2.get() & VERSION2_FTYPE != 0 };
         let uuid = if incompat_f & incompat::META_UUID != 0 { s.meta_uuid } else { s.uuid };
-        let fs = Fs {
+        let mut fs = Fs {
             disk,
             bs,
             dblocks,
@@ -243,7 +243,6 @@ impl Fs {
             rootino: s.rootino.get(),
             walked: Cell::new(0),
         };
-        fs.check_ags(sectsize)?;
         let logstart = s.logstart.get();
         if logstart == 0 {
             return Err(Error::unsupported(
@@ -254,8 +253,25 @@ impl Fs {
         }
         let log_len = u64::from(s.logblocks.get());
         let (at, _) = fs.extent_bytes(logstart, log_len, &"the log")?;
-        log::check_clean(fs.disk.as_ref(), at, log_len * bs)?;
+        if let Some(overlay) = log::recover(&fs, at, log_len * bs)? {
+            fs.disk = Arc::new(overlay);
+        }
+        fs.check_ags(sectsize)?;
         Ok(fs)
+    }
+
+    pub fn inodesize(&self) -> u64 {
+        self.inodesize
+    }
+    pub fn agblklog(&self) -> u32 {
+        self.agblklog
+    }
+    pub fn inopblog(&self) -> u32 {
+        self.inopblog
+    }
+    /// The UUID metadata carries.
+    pub fn meta_uuid(&self) -> [u8; 16] {
+        self.uuid
     }
 
     /// Blocks in AG `ag` (the last one may be short).

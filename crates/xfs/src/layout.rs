@@ -22,6 +22,11 @@ pub const DIR_BLOCK_MAGIC: u32 = 0x5844_3242;
 pub const DIR3_BLOCK_MAGIC: u32 = 0x5844_4233;
 pub const DIR_DATA_MAGIC: u32 = 0x5844_3244;
 pub const DIR3_DATA_MAGIC: u32 = 0x5844_4433;
+/// Directory free-space index block (v5) `XDF3`, and v5 leaf blocks (16-bit magics in the
+/// block info); the reader does not read them, log replay recomputes their CRCs.
+pub const DIR3_FREE_MAGIC: u32 = 0x5844_4633;
+pub const DIR3_LEAF1_MAGIC: u16 = 0x3df1;
+pub const DIR3_LEAFN_MAGIC: u16 = 0x3dff;
 /// Remote symlink block (v5 only) `XSLM`.
 pub const SYMLINK_MAGIC: u32 = 0x5853_4c4d;
 /// Attribute leaf blocks (16-bit magic in the block info): v4 and v5.

@@ -6,8 +6,8 @@
 //! is checked (superblock, AGF, AGI, inodes, block map, directory and attribute blocks,
 //! remote values and symlinks, with their owner, address and UUID), every count, offset
 //! and depth is bounded by the image or a named cap, and a block or directory reached
-//! twice is a loop. A log that needs recovery is refused (see [`log`]): the image is
-//! never written. The format: "XFS Algorithms & Data Structures" (kernel.org
+//! twice is a loop. A log that needs recovery is replayed in memory (see `log.rs` and
+//! `replay.rs`), what replay does not support refused by name: the image is never written. The format: "XFS Algorithms & Data Structures" (kernel.org
 //! xfs-documentation); docs/xfs.md says what is read and what is refused.
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::as_conversions))]
@@ -18,6 +18,7 @@ mod fs;
 #[allow(dead_code)] // format constants kept beside the ones read, as the documentation lists them
 mod layout;
 mod log;
+mod replay;
 
 use crate::fs::{ForkKind, Fs, Inode, idx};
 use crate::layout::{SYMLINK_MAGIC, decode_time, fork};
