@@ -826,6 +826,13 @@ pub fn boot_to_marker(
     let mut out = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     let m = marker.as_bytes().to_vec();
+    // The marker counts once its line is complete (what follows it on the line, such as
+    // `kernel=... root=...`, arrives in a later read as often as not), or once the guest
+    // stops (EOF), or, for a marker no newline follows (a full-screen dialog),
+    // `LINE_GRACE` after it was seen.
+    const LINE_GRACE: Duration = Duration::from_secs(3);
+    let marker_seen = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen_flag = marker_seen.clone();
     // SeaBIOS's serial console moves the cursor with escape sequences in mid-word; the
     // marker is looked for in the text without them.
     let screen = fw == Firmware::BiosScreen;
@@ -835,6 +842,7 @@ pub fn boot_to_marker(
         let mut in_escape = false;
         let mut buf = [0u8; 4096];
         let mut sent = false;
+        let mut marker_end: Option<usize> = None;
         while let Ok(n) = out.read(&mut buf) {
             if n == 0 {
                 break;
@@ -848,18 +856,42 @@ pub fn boot_to_marker(
                     (false, _) => text.push(b),
                 }
             }
-            if !sent && text.windows(m.len()).any(|w| w == m) {
+            if marker_end.is_none() {
+                marker_end = text.windows(m.len()).position(|w| w == m).map(|at| at + m.len());
+                if marker_end.is_some() {
+                    seen_flag.store(true, std::sync::atomic::Ordering::SeqCst);
+                }
+            }
+            if let Some(end) = marker_end
+                && !sent
+                && text[end..].contains(&b'\n')
+            {
                 let _ = tx.send(true);
                 sent = true;
-                // Give the guest a moment to print what follows (e.g. a power-off).
             }
         }
         if !sent {
-            let _ = tx.send(false);
+            let _ = tx.send(marker_end.is_some());
         }
         seen
     });
-    let found = rx.recv_timeout(timeout).unwrap_or(false);
+    let deadline = Instant::now() + timeout;
+    let mut grace_from: Option<Instant> = None;
+    let found = loop {
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(found) => break found,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break false,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                let seen = marker_seen.load(std::sync::atomic::Ordering::SeqCst);
+                if seen && grace_from.get_or_insert_with(Instant::now).elapsed() >= LINE_GRACE {
+                    break true;
+                }
+                if Instant::now() >= deadline {
+                    break seen;
+                }
+            }
+        }
+    };
     let _ = child.kill();
     let _ = child.wait();
     let seen = String::from_utf8_lossy(&reader.join().unwrap_or_default()).replace('\r', "");
