@@ -18,7 +18,9 @@
 //! within the block; the overlay holds one entry per filesystem block (at most the
 //! journal's blocks), pointing at the copy rather than holding it.
 
-use crate::layout::{JBD2_MAGIC, JournalSuperblock, csum};
+use crate::layout::{
+    JBD2_MAGIC, JBD2_SUPERBLOCK_V1 as SUPERBLOCK_V1, JBD2_SUPERBLOCK_V2 as SUPERBLOCK_V2, JournalSuperblock, csum,
+};
 use diskcast_block::{Alloc, BlockRead, Error, Extent, ImageInfo, Result, range_end};
 use diskcast_layout::{be16, be32, read as read_at, u64_from_usize, usize_from_u64};
 use std::collections::{BTreeMap, HashMap};
@@ -26,8 +28,6 @@ use std::sync::Arc;
 
 const DESCRIPTOR: u32 = 1;
 const COMMIT: u32 = 2;
-const SUPERBLOCK_V1: u32 = 3;
-const SUPERBLOCK_V2: u32 = 4;
 const REVOKE: u32 = 5;
 
 mod feature {

@@ -41,9 +41,13 @@ pub const EXTENT_MAGIC: u16 = 0xF30A;
 pub const XATTR_MAGIC: u32 = 0xEA02_0000;
 /// jbd2 journal magic (big-endian on disk).
 pub const JBD2_MAGIC: u32 = 0xC03B_3998;
+/// jbd2 superblock block types (`h_blocktype`): version 1 and version 2.
+pub const JBD2_SUPERBLOCK_V1: u32 = 3;
+pub const JBD2_SUPERBLOCK_V2: u32 = 4;
 
 /// The jbd2 journal superblock (big-endian), the first 0x100 bytes of the journal's
-/// first block; `s_users` follows. Read by the journal replay (`journal.rs`).
+/// first block; `s_users` follows. Written by the writer (an empty journal) and read by
+/// the journal replay (`journal.rs`).
 #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug)]
 #[repr(C)]
 pub struct JournalSuperblock {

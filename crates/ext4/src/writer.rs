@@ -11,7 +11,7 @@
 use crate::layout::*;
 use diskcast_block::{Error, Result};
 use diskcast_layout::{
-    FromZeros, IntoBytes, Le16, Le32, fit, high_u32, low_u8, low_u16, low_u32, u64_from_usize, usize_from,
+    Be32, FromZeros, IntoBytes, Le16, Le32, fit, high_u32, low_u8, low_u16, low_u32, u64_from_usize, usize_from,
 };
 use diskcast_tree::{
     BuildOptions, BuiltFs, FileData, FsBuilder, Kind, Meta, NodeId, Piece, PlannedImage, Schedule, Timestamp, Tree,
@@ -1036,18 +1036,20 @@ fn xattr_block(attrs: &[Attr]) -> Vec<u8> {
     b
 }
 
-/// The jbd2 superblock of an empty journal of `blocks` blocks (big-endian, version 2).
+/// The jbd2 superblock of an empty journal of `blocks` blocks (big-endian, version 2),
+/// laid out by [`JournalSuperblock`], the struct the journal replay reads.
 fn journal_superblock(blocks: u64, uuid: &[u8; 16]) -> Vec<u8> {
+    let mut sb = JournalSuperblock::new_zeroed();
+    sb.magic = Be32::new(JBD2_MAGIC);
+    sb.blocktype = Be32::new(JBD2_SUPERBLOCK_V2);
+    sb.blocksize = Be32::new(BLOCK_U32);
+    sb.maxlen = Be32::new(low_u32(blocks));
+    sb.first = Be32::new(1);
+    sb.sequence = Be32::new(1);
+    sb.uuid = *uuid;
+    sb.nr_users = Be32::new(1);
     let mut b = vec![0u8; BLOCK_BYTES];
-    let be = |b: &mut [u8], at: usize, v: u32| b[at..at + 4].copy_from_slice(&v.to_be_bytes());
-    be(&mut b, 0x0, JBD2_MAGIC);
-    be(&mut b, 0x4, 4); // superblock v2
-    be(&mut b, 0xC, BLOCK_U32);
-    be(&mut b, 0x10, low_u32(blocks));
-    be(&mut b, 0x14, 1); // s_first
-    be(&mut b, 0x18, 1); // s_sequence
-    b[0x30..0x40].copy_from_slice(uuid);
-    be(&mut b, 0x40, 1); // s_nr_users
+    b[..size_of::<JournalSuperblock>()].copy_from_slice(sb.as_bytes());
     b
 }
 
