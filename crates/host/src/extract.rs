@@ -1217,7 +1217,7 @@ impl Written {
             return Err(Error::cancelled());
         }
         let n = diskcast_layout::u64_from_usize(chunk.len());
-        if !chunk.iter().all(|&b| b == 0) {
+        if !diskcast_block::io::is_zero(chunk) {
             file.write_all_at(chunk, pos)?;
             self.written += n;
             self.end = pos + n;

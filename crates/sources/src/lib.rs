@@ -139,7 +139,7 @@ pub fn open_tree_into(
             return Err(tree_not_applicable("a tar"));
         }
         // The decompression cap OCI layers obey, from the same options.
-        let t = diskcast_tar::read_tar_with(path, &opts.image.limits)?;
+        let t = diskcast_tar::read_tar_with(path, &opts.image.limits, opts.threads)?;
         let description = match t.compression {
             diskcast_tar::Compression::None => format!("tar {spec}"),
             c => format!("tar ({}) {spec}", c.name()),

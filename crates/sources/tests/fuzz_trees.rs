@@ -248,7 +248,7 @@ fn drive_tar(bytes: Arc<[u8]>, name: &str) -> Report {
             return r;
         }
     };
-    match diskcast_tar::read_tar_stream(diskcast_tar::TarReader::new(input, name), stream, compression) {
+    match diskcast_tar::read_tar_stream(diskcast_tar::TarReader::new(input, name), stream, compression, 2) {
         Ok(t) => walk_tree(&t.tree, &mut r),
         Err(e) => r.err(e),
     }

@@ -7,8 +7,8 @@ use crate::reader::{Member, MemberKind, TarReader};
 use crate::sparse::SparseContent;
 use diskcast_block::{Error, ErrorKind, Result};
 use diskcast_tree::{
-    Content, FileData, Kind, MAX_SYMLINK_HOPS, Meta, Node, NodeId, StreamSource, Timestamp, Tree, check_name,
-    display_name, split_path,
+    Content, FileData, FileExtent, Kind, MAX_SYMLINK_HOPS, Meta, Node, NodeId, StreamSource, Timestamp, Tree,
+    check_name, display_name, split_path,
 };
 use std::collections::HashSet;
 use std::path::Path;
@@ -298,7 +298,18 @@ fn file_data(m: &Member, stream: &Arc<dyn StreamSource>) -> Result<FileData> {
     let content = match &m.sparse {
         _ if m.size == 0 => Content::Zero,
         Some(runs) => Content::Reader(Arc::new(SparseContent::new(stream.clone(), m.data_offset, runs)?)),
-        None => Content::Stream { stream: stream.clone(), offset: m.data_offset },
+        // A plain tar file: the member is a range of it. One that runs past the file's
+        // end stays a stream offset, so the reader reports the truncation, as it does
+        // for a compressed archive.
+        None => {
+            match stream.random_access().filter(|f| m.data_offset.checked_add(m.size).is_some_and(|e| e <= f.size())) {
+                Some(file) => {
+                    let whole = FileExtent { file_offset: 0, source_offset: m.data_offset, len: m.size };
+                    return FileData::blocks(m.size, file, vec![whole]);
+                }
+                None => Content::Stream { stream: stream.clone(), offset: m.data_offset },
+            }
+        }
     };
     Ok(FileData { size: m.size, content })
 }
@@ -306,22 +317,80 @@ fn file_data(m: &Member, stream: &Arc<dyn StreamSource>) -> Result<FileData> {
 /// Reads every member from `reader` into a new tree under [`MemberPolicy::ARCHIVE`];
 /// content points into `stream`. Members that cannot be taken over are skipped and
 /// reported; a damaged archive or one over [`diskcast_tree::MAX_NODES`] is an error.
+/// With `threads` above 1 the headers are read and parsed on a second thread while
+/// this one builds the tree (each is about half the work).
 pub fn read_tar_stream(
-    mut reader: TarReader,
+    reader: TarReader,
     stream: Arc<dyn StreamSource>,
     compression: Compression,
+    threads: usize,
 ) -> Result<TarTree> {
     let mut members = MemberTree::new(MemberPolicy::ARCHIVE);
     let mut warnings = Vec::new();
-    while let Some(m) = reader.next_member()? {
+    each_member(reader, threads, |m| {
         if let Err(e) = members.insert(&m, &stream) {
             if e.kind() == ErrorKind::OutOfBounds {
                 return Err(e);
             }
             warnings.push(skipped(&m, &e));
         }
-    }
+        Ok(())
+    })?;
     Ok(TarTree { tree: members.into_tree(), warnings, compression })
+}
+
+/// Members handed from the reading thread to the building one at a time.
+const MEMBER_BATCH: usize = 256;
+
+/// Batches in flight between the two: bounds the members held to `4 * MEMBER_BATCH`.
+const BATCHES_QUEUED: usize = 4;
+
+/// Calls `each` with every member of `reader` in archive order, until the archive ends
+/// or either fails (the reader's error comes after the members before it). With
+/// `threads` above 1 the reader runs on its own thread.
+fn each_member(mut reader: TarReader, threads: usize, mut each: impl FnMut(Member) -> Result<()>) -> Result<()> {
+    if threads < 2 {
+        while let Some(m) = reader.next_member()? {
+            each(m)?;
+        }
+        return Ok(());
+    }
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<Member>>>(BATCHES_QUEUED);
+    std::thread::scope(|s| {
+        diskcast_block::copy::spawn_worker(s, "dc-tar-read", move || {
+            let mut batch = Vec::with_capacity(MEMBER_BATCH);
+            loop {
+                let (next, last) = match reader.next_member() {
+                    Ok(Some(m)) => {
+                        batch.push(m);
+                        if batch.len() < MEMBER_BATCH {
+                            continue;
+                        }
+                        (None, false)
+                    }
+                    Ok(None) => (None, true),
+                    Err(e) => (Some(e), true),
+                };
+                // A send fails once the builder stopped: then so does the reader.
+                if tx.send(Ok(std::mem::replace(&mut batch, Vec::with_capacity(MEMBER_BATCH)))).is_err() {
+                    return;
+                }
+                if let Some(e) = next {
+                    let _ = tx.send(Err(e));
+                }
+                if last {
+                    return;
+                }
+            }
+        });
+        // `rx` is dropped on return, which stops the reader at its next batch.
+        for batch in rx {
+            for m in batch? {
+                each(m)?;
+            }
+        }
+        Ok(())
+    })
 }
 
 /// The warning for a member [`MemberTree::insert`] refused.
@@ -331,24 +400,28 @@ pub fn skipped(m: &Member, e: &Error) -> String {
 
 /// Reads the tar file at `path` (plain, gzip or zstd) into a tree. File content stays
 /// in the archive: sinks reopen it (and decompress) when they need the bytes. A
-/// compressed one is bounded by the default [`Limits`].
+/// compressed one is bounded by the default [`Limits`]. Read on two threads (see
+/// [`read_tar_stream`]).
 pub fn read_tar(path: &Path) -> Result<TarTree> {
-    read_tar_with(path, &Limits::default())
+    read_tar_with(path, &Limits::default(), 2)
 }
 
-/// [`read_tar`] with other decompression bounds.
-pub fn read_tar_with(path: &Path, limits: &Limits) -> Result<TarTree> {
+/// [`read_tar`] with other decompression bounds, read by `threads` threads (1 or 2:
+/// see [`read_tar_stream`]).
+pub fn read_tar_with(path: &Path, limits: &Limits, threads: usize) -> Result<TarTree> {
     let fs = FileStream::open(path)?.with_limits(limits);
     let compression = fs.compression();
-    let stream: Arc<dyn StreamSource> = Arc::new(fs);
     let name = path.display().to_string();
-    let reader = if compression == Compression::None {
+    let (reader, stream): (_, Arc<dyn StreamSource>) = if compression == Compression::None {
+        // One descriptor for the headers and the members' bytes.
         let f = std::fs::File::open(path).map_err(|e| Error::io("cannot open", e).with_file(path))?;
-        TarReader::from_file(f, name)?
+        let stream = Arc::new(fs.read_through(&f)?);
+        (TarReader::from_file(f, name)?, stream)
     } else {
-        TarReader::new(stream.open()?, name)
+        let stream = Arc::new(fs);
+        (TarReader::new(stream.open()?, name), stream)
     };
-    read_tar_stream(reader, stream, compression)
+    read_tar_stream(reader, stream, compression, threads)
 }
 
 /// True when `block` (the first 512 bytes of a decompressed stream) is a tar header

@@ -3,11 +3,14 @@
 //! that reopens and decompresses a file (or a byte range of one) each time a sink reads
 //! it.
 
-use diskcast_block::{Error, Result};
+use diskcast_block::io::ImageFile;
+use diskcast_block::{BlockRead, Error, Result};
+use diskcast_raw::RawReader;
 use diskcast_tree::StreamSource;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 pub use diskcast_block::decompress::{Limits, MAX_DECOMPRESSED, MAX_RATIO, RATIO_SLACK};
 
@@ -123,6 +126,9 @@ impl Compression {
 #[derive(Debug, Clone)]
 pub struct FileStream {
     path: PathBuf,
+    /// The file read at any offset (see [`StreamSource::random_access`]), through a
+    /// descriptor the caller opened once: [`FileStream::read_through`].
+    plain: Option<Arc<dyn BlockRead>>,
     start: u64,
     len: Option<u64>,
     compression: Compression,
@@ -148,14 +154,34 @@ impl FileStream {
                 .len()
                 .saturating_sub(start),
         };
-        let mut s =
-            FileStream { path: path.to_path_buf(), start, len, compression: Compression::None, cap: 0, compressed };
+        let mut s = FileStream {
+            path: path.to_path_buf(),
+            plain: None,
+            start,
+            len,
+            compression: Compression::None,
+            cap: 0,
+            compressed,
+        };
         s = s.with_limits(&Limits::default());
         let mut head = [0u8; 8];
         let mut r = s.raw()?;
         let n = read_full(&mut r, &mut head).map_err(|e| Error::io("cannot read", e).with_file(path))?;
         s.compression = Compression::detect(&head[..n]).map_err(|e| e.with_file(path))?;
         Ok(s)
+    }
+
+    /// The same stream, read at any offset through `file` when it is stored uncompressed
+    /// as a whole file (else unchanged). `file` is the caller's descriptor of this
+    /// stream's file, the one it reads the headers through, so the bytes read later are
+    /// those of the file indexed even if its name is given to another file meanwhile.
+    pub fn read_through(mut self, file: &File) -> Result<FileStream> {
+        if self.compression == Compression::None && self.start == 0 && self.len.is_none() {
+            let dup = file.try_clone().map_err(|e| Error::io("cannot open", e).with_file(&self.path))?;
+            let raw = RawReader::new(Arc::new(ImageFile::from_file(dup, &self.path)))?;
+            self.plain = Some(Arc::new(raw));
+        }
+        Ok(self)
     }
 
     /// The same stream with other decompression bounds.
@@ -210,6 +236,10 @@ impl StreamSource for FileStream {
         let inner = self.compression.decoder(raw)?;
         // The cap's and the decompressor's errors name the file.
         Ok(capped(inner, self.cap, &self.name()))
+    }
+
+    fn random_access(&self) -> Option<Arc<dyn BlockRead>> {
+        self.plain.clone()
     }
 }
 

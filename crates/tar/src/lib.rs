@@ -7,8 +7,10 @@
 //! Streams may be plain, gzip or zstd, recognised by their magic, and decompress to at
 //! most [`Limits::layer_cap`] of their compressed size (the rule OCI layers obey too).
 //!
-//! Reading never copies file content: a member is a [`diskcast_tree::Content::Stream`]
-//! offset into the decompressed stream, which a sink reads when it needs the bytes.
+//! Reading never copies file content: a member of a plain tar file is a range of that
+//! file ([`diskcast_tree::Content::Blocks`], read at any offset, so sinks spread members
+//! over threads), one of a compressed tar a [`diskcast_tree::Content::Stream`] offset
+//! into the decompressed stream; a sink reads the bytes when it needs them.
 //!
 //! - [`TarReader`] yields one [`Member`] at a time (header, metadata, data offset).
 //! - [`MemberTree`] adds members to a tree under a [`MemberPolicy`] (path checks,

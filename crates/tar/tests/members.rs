@@ -119,3 +119,71 @@ fn member_policy_choices_are_each_applied() {
     assert!(e.to_string().contains("no such file or directory"), "{e}");
     assert!(tree.resolve(b"d/in", false).is_ok());
 }
+
+/// A plain tar file's members are ranges of the file (read at any offset, so sinks
+/// spread them over threads); a compressed one's are offsets in its stream. Both give
+/// the bytes GNU tar extracts; a sparse member stays a stream reader either way.
+#[test]
+fn a_plain_tar_gives_ranges_of_the_file_a_compressed_one_stream_offsets() {
+    use diskcast_tree::Content;
+    let d = tempfile::tempdir().unwrap();
+    let src = d.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    let files: Vec<(String, Vec<u8>)> =
+        (0..4).map(|i| (format!("f{i}"), (0..(i * 70_000 + 13)).map(|b| (b * 7 + i) as u8).collect())).collect();
+    for (n, data) in &files {
+        std::fs::write(src.join(n), data).unwrap();
+    }
+    run("truncate", &["-s", "1M", src.join("sparse").to_str().unwrap()]);
+    run("sh", &["-c", &format!("printf tail >> {}", src.join("sparse").display())]);
+    let out = d.path().join("gnu");
+    std::fs::create_dir(&out).unwrap();
+    for (name, flag) in [("a.tar", "-cS"), ("a.tar.zst", "--zstd")] {
+        let tar = d.path().join(name);
+        let mut args = vec!["--format=pax", "-cf", tar.to_str().unwrap(), "-C", src.to_str().unwrap(), "."];
+        if flag == "--zstd" {
+            args.insert(1, flag);
+            args.insert(2, "-S");
+        } else {
+            args.insert(1, "-S");
+        }
+        run("tar", &args);
+        run("tar", &["-xf", tar.to_str().unwrap(), "-C", out.to_str().unwrap()]);
+        let t = diskcast_tar::read_tar(&tar).unwrap().tree;
+        for n in files.iter().map(|f| f.0.as_str()).chain(["sparse"]) {
+            let f = t.node(t.resolve(n.as_bytes(), false).unwrap()).as_file().unwrap().clone();
+            let plain = name == "a.tar";
+            match (&f.content, n) {
+                (Content::Reader(_), "sparse") => {}
+                (c, "sparse") => panic!("{name}: the sparse member is {c:?}"),
+                (Content::Blocks { extents, .. }, _) if plain => assert_eq!(extents.len(), 1, "{name} {n}"),
+                (Content::Stream { .. }, _) if !plain => {}
+                (c, _) => panic!("{name} {n}: {c:?}"),
+            }
+            let mut got = vec![0u8; usize::try_from(f.size).unwrap()];
+            f.read_at(&mut got, 0).unwrap();
+            assert_eq!(got, std::fs::read(out.join(n)).unwrap(), "{name} {n}");
+        }
+    }
+}
+
+/// A plain tar's members are read through the descriptor its headers were read from:
+/// another file renamed over its name afterwards changes nothing.
+#[test]
+fn a_plain_tar_is_read_through_the_descriptor_it_was_indexed_from() {
+    let d = tempfile::tempdir().unwrap();
+    let src = d.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("f"), b"original bytes").unwrap();
+    let tar = d.path().join("a.tar");
+    run("tar", &["-cf", tar.to_str().unwrap(), "-C", src.to_str().unwrap(), "f"]);
+    let t = diskcast_tar::read_tar(&tar).unwrap().tree;
+    std::fs::write(src.join("f"), b"replaced bytes").unwrap();
+    let other = d.path().join("b.tar");
+    run("tar", &["-cf", other.to_str().unwrap(), "-C", src.to_str().unwrap(), "f"]);
+    std::fs::rename(&other, &tar).unwrap();
+    let f = t.node(t.resolve(b"f", false).unwrap()).as_file().unwrap();
+    let mut got = vec![0u8; 14];
+    f.read_at(&mut got, 0).unwrap();
+    assert_eq!(&got, b"original bytes");
+}

@@ -124,6 +124,13 @@ pub trait StreamSource: Send + Sync + std::fmt::Debug {
     fn name(&self) -> String;
     /// A fresh reader positioned at byte 0 of the (decompressed) stream.
     fn open(&self) -> Result<Box<dyn Read + Send>>;
+    /// The stream's bytes readable at any offset, where they are stored as they are (an
+    /// uncompressed tar file): a reader then makes each file a range of it
+    /// ([`Content::Blocks`]), which sinks read in any order and on every thread rather
+    /// than front to back on one. `None` (the default): front to back only.
+    fn random_access(&self) -> Option<Arc<dyn BlockRead>> {
+        None
+    }
 }
 
 /// File content with its own positional reader (zisofs-compressed ISO files, FAT cluster
@@ -232,15 +239,19 @@ impl FileData {
             Content::Host(h) => read_host(h, buf, offset)?,
             Content::Blocks { source, extents } => {
                 let end = offset + u64_len(buf);
-                buf.fill(0);
+                let n = buf.len();
+                // Only the gaps between extents are zeroed: most reads are one extent.
+                let mut done = 0;
                 let first = extents.partition_point(|e| e.file_offset + e.len <= offset);
                 for e in extents[first..].iter().take_while(|e| e.file_offset < end) {
                     let lo = e.file_offset.max(offset);
                     let hi = (e.file_offset + e.len).min(end);
-                    let n = buf.len();
-                    let dst = &mut buf[within(lo - offset, n)..within(hi - offset, n)];
-                    source.read_at(dst, e.source_offset + (lo - e.file_offset))?;
+                    let (a, b) = (within(lo - offset, n), within(hi - offset, n));
+                    buf[done.min(a)..a].fill(0);
+                    source.read_at(&mut buf[a..b], e.source_offset + (lo - e.file_offset))?;
+                    done = done.max(b);
                 }
+                buf[done..].fill(0);
             }
             Content::Stream { stream, offset: start } => {
                 let mut r = stream.open()?;
