@@ -4,8 +4,7 @@
 //! it.
 
 use diskcast_block::io::ImageFile;
-use diskcast_block::{BlockRead, Error, Result};
-use diskcast_raw::RawReader;
+use diskcast_block::{Alloc, BlockRead, Error, Extent, ImageInfo, Result, range_end};
 use diskcast_tree::StreamSource;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
@@ -178,8 +177,8 @@ impl FileStream {
     pub fn read_through(mut self, file: &File) -> Result<FileStream> {
         if self.compression == Compression::None && self.start == 0 && self.len.is_none() {
             let dup = file.try_clone().map_err(|e| Error::io("cannot open", e).with_file(&self.path))?;
-            let raw = RawReader::new(Arc::new(ImageFile::from_file(dup, &self.path)))?;
-            self.plain = Some(Arc::new(raw));
+            let file = ImageFile::from_file(dup, &self.path);
+            self.plain = Some(Arc::new(PlainTar { size: file.len()?, file }));
         }
         Ok(self)
     }
@@ -210,6 +209,37 @@ impl FileStream {
             Some(len) => Box::new(f.take(len)),
             None => Box::new(f),
         })
+    }
+}
+
+/// An uncompressed tar file read at any offset, for its members' bytes: every byte is
+/// data (a member is one range of the file; holes come from sparse headers, not the
+/// file's own), so no hole search. The tar crate's own, as format crates do not share
+/// drivers.
+#[derive(Debug)]
+struct PlainTar {
+    file: ImageFile,
+    /// Fixed when opened: a file that shrinks later fails the reads past its new end.
+    size: u64,
+}
+
+impl BlockRead for PlainTar {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        range_end(offset, diskcast_layout::u64_from_usize(buf.len()), self.size)?;
+        self.file.read_exact_at(buf, offset)
+    }
+
+    fn extent_at(&self, offset: u64, max_len: u64) -> Result<Extent> {
+        range_end(offset, 1, self.size)?;
+        Ok(Extent { offset, len: max_len.min(self.size - offset).max(1), alloc: Alloc::Data })
+    }
+
+    fn info(&self) -> ImageInfo {
+        ImageInfo { format: "tar".into(), virtual_size: self.size, ..ImageInfo::default() }
     }
 }
 
