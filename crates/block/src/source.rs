@@ -273,6 +273,75 @@ impl ByteSource for DiskSource {
     }
 }
 
+/// Reads `[start, end)` of a source front to back: a blob or a member read as a stream,
+/// through the one descriptor the source holds (many readers share it: reads are by
+/// position). A source that shrank meanwhile fails the read instead of ending early.
+#[derive(Debug)]
+pub struct RangeReader {
+    src: Source,
+    pos: u64,
+    end: u64,
+}
+
+impl RangeReader {
+    /// The `len` bytes at `start` of `src`.
+    pub fn new(src: Source, start: u64, len: u64) -> Self {
+        RangeReader { src, pos: start, end: start.saturating_add(len) }
+    }
+}
+
+impl std::io::Read for RangeReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.end - self.pos;
+        // At most `buf.len()`, so it fits in usize.
+        let n = usize::try_from(left.min(u64_from_usize(buf.len()))).unwrap_or(buf.len());
+        if n == 0 {
+            return Ok(0);
+        }
+        self.src.read_exact_at(&mut buf[..n], self.pos).map_err(std::io::Error::other)?;
+        self.pos += u64_from_usize(n);
+        Ok(n)
+    }
+}
+
+/// A source read as a disk of its length whose every byte is data: the file of a tar or
+/// an archive whose members are ranges of it (a member's holes come from its sparse
+/// header, never from the file's own), so reading a member asks nothing about holes.
+/// The size is fixed when made: a file that shrinks later fails the reads past its end.
+#[derive(Debug)]
+pub struct DataDisk {
+    src: Source,
+    size: u64,
+    format: &'static str,
+}
+
+impl DataDisk {
+    /// `src` as a disk, described as `format` (`tar`).
+    pub fn new(src: Source, format: &'static str) -> Result<Self> {
+        Ok(DataDisk { size: src.len()?, src, format })
+    }
+}
+
+impl BlockRead for DataDisk {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        range_end(offset, u64_from_usize(buf.len()), self.size)?;
+        self.src.read_exact_at(buf, offset)
+    }
+
+    fn extent_at(&self, offset: u64, max_len: u64) -> Result<crate::Extent> {
+        range_end(offset, 1, self.size)?;
+        Ok(crate::Extent { offset, len: max_len.min(self.size - offset).max(1), alloc: crate::Alloc::Data })
+    }
+
+    fn info(&self) -> crate::ImageInfo {
+        crate::ImageInfo { format: self.format.into(), virtual_size: self.size, ..crate::ImageInfo::default() }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -294,6 +363,25 @@ mod tests {
         assert_eq!(m.next_data(5).unwrap(), None);
         assert_eq!(m.next_hole(1).unwrap(), 5);
         assert!(m.file_path().is_none());
+    }
+
+    #[test]
+    fn a_range_reader_reads_its_range_and_fails_on_a_shrunk_source() {
+        use std::io::Read;
+        let m: Source = Arc::new(MemSource::new("mem", (0u8..100).collect::<Vec<_>>()));
+        let mut v = Vec::new();
+        RangeReader::new(m.clone(), 90, 10).read_to_end(&mut v).unwrap();
+        assert_eq!(v, (90u8..100).collect::<Vec<_>>());
+        // A range claiming more than the source holds is an error, not a short read.
+        let e = RangeReader::new(m.clone(), 95, 10).read_to_end(&mut Vec::new()).unwrap_err();
+        let inner = e.into_inner().unwrap().downcast::<Error>().unwrap();
+        assert_eq!(inner.kind(), ErrorKind::OutOfBounds);
+        let d = DataDisk::new(m, "tar").unwrap();
+        assert_eq!(d.size(), 100);
+        let x = d.extent_at(40, 1000).unwrap();
+        assert_eq!((x.offset, x.len, x.alloc), (40, 60, Alloc::Data));
+        assert_eq!(d.read_at(&mut [0u8; 2], 99).unwrap_err().kind(), ErrorKind::OutOfBounds);
+        assert_eq!(d.info().format, "tar");
     }
 
     #[test]

@@ -4,12 +4,12 @@
 
 use crate::digest::{Digest, Verify, from_io};
 use crate::spec::{Compression, Descriptor};
+use diskcast_block::source::{RangeReader, Source};
 use diskcast_block::{Error, Result};
 use diskcast_tree::StreamSource;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -88,51 +88,27 @@ impl BlobStore for DirStore {
 /// read in place, never copied out.
 #[derive(Debug)]
 pub struct ArchiveStore {
-    file: Arc<File>,
-    path: PathBuf,
+    file: Source,
     members: HashMap<Digest, (u64, u64)>,
 }
 
 impl ArchiveStore {
     /// A store over `file` whose blob `d` is at `members[d] = (offset, len)`.
-    pub fn new(file: Arc<File>, path: &Path, members: HashMap<Digest, (u64, u64)>) -> Self {
-        ArchiveStore { file, path: path.to_path_buf(), members }
+    pub fn new(file: Source, members: HashMap<Digest, (u64, u64)>) -> Self {
+        ArchiveStore { file, members }
     }
 }
 
 impl BlobStore for ArchiveStore {
     fn open_raw(&self, digest: &Digest) -> Result<Box<dyn Read + Send>> {
         let &(offset, len) = self.members.get(digest).ok_or_else(|| {
-            Error::corrupt(format!("blob {digest} is missing from the archive")).with_file(&self.path)
+            Error::corrupt(format!("blob {digest} is missing from the archive")).with_file(self.file.name())
         })?;
-        Ok(Box::new(FileRange { file: self.file.clone(), pos: offset, end: offset + len }))
+        Ok(Box::new(RangeReader::new(self.file.clone(), offset, len)))
     }
 
     fn stored_size(&self, digest: &Digest) -> Option<u64> {
         self.members.get(digest).map(|m| m.1)
-    }
-}
-
-/// Reads `pos..end` of a shared file with `pread`, so many readers share one handle.
-#[derive(Debug)]
-pub struct FileRange {
-    /// The file.
-    pub file: Arc<File>,
-    /// Next byte to read.
-    pub pos: u64,
-    /// End of the range.
-    pub end: u64,
-}
-
-impl Read for FileRange {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = (buf.len() as u64).min(self.end.saturating_sub(self.pos)) as usize;
-        if n == 0 {
-            return Ok(0);
-        }
-        let got = self.file.read_at(&mut buf[..n], self.pos)?;
-        self.pos += got as u64;
-        Ok(got)
     }
 }
 

@@ -1,15 +1,17 @@
 //! Opening an image: from a reference to a checked manifest, config and layer list,
 //! whatever the transport. Indexes are resolved to one platform here.
 
-use crate::blobs::{ArchiveStore, BlobStore, DirStore, FileRange, Limits, read_verified, sniff};
+use crate::blobs::{ArchiveStore, BlobStore, DirStore, Limits, read_verified, sniff};
 use crate::digest::{Digest, Hasher, from_io};
 use crate::source::ImageRef;
 use crate::spec::{
     Compression, Descriptor, DocKind, DockerArchiveEntry, ImageConfig, Index, MAX_CONFIG_BYTES, MAX_LAYERS,
     MAX_MANIFEST_BYTES, Manifest, Platform, REF_NAME, doc_kind, media, parse_json,
 };
+use diskcast_block::io::ImageFile;
 use diskcast_block::progress::{NoProgress, Progress};
 use diskcast_block::size::count;
+use diskcast_block::source::{RangeReader, Source};
 use diskcast_block::{Error, Result};
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -393,7 +395,7 @@ pub(crate) fn from_manifest(
 /// The regular files (and symbolic links) of an uncompressed tar, indexed by name.
 #[derive(Debug)]
 pub(crate) struct Archive {
-    file: Arc<File>,
+    file: Source,
     path: PathBuf,
     members: HashMap<String, (u64, u64)>,
     links: HashMap<String, String>,
@@ -406,8 +408,9 @@ fn clean(name: &[u8]) -> String {
 
 impl Archive {
     pub(crate) fn index(path: &Path) -> Result<Self> {
-        let file = Arc::new(File::open(path).map_err(|e| Error::io("cannot open", e).with_file(path))?);
-        let handle = file.try_clone().map_err(|e| Error::io("cannot open", e).with_file(path))?;
+        let image = ImageFile::open(path)?;
+        let handle = image.file().try_clone().map_err(|e| Error::io("cannot open", e).with_file(path))?;
+        let file: Source = Arc::new(image);
         let mut tar = diskcast_tar::TarReader::from_file(handle, path.display().to_string())?;
         let mut members = HashMap::new();
         let mut links = HashMap::new();
@@ -453,7 +456,7 @@ impl Archive {
             return Err(Error::out_of_bounds(format!("archive member {name} is {len} bytes (limit {max})")));
         }
         let mut v = Vec::new();
-        FileRange { file: self.file.clone(), pos: off, end: off + len }
+        RangeReader::new(self.file.clone(), off, len)
             .read_to_end(&mut v)
             .map_err(|e| Error::io(format!("cannot read {name}"), e).with_file(&self.path))?;
         Ok(Some(v))
@@ -469,7 +472,7 @@ impl Archive {
                 map.insert(d, loc);
             }
         }
-        ArchiveStore::new(self.file.clone(), &self.path, map)
+        ArchiveStore::new(self.file.clone(), map)
     }
 }
 
@@ -618,9 +621,7 @@ impl Archive {
                 .locate(lname)
                 .ok_or_else(|| Error::corrupt(format!("layer {lname} named by manifest.json is missing")))?;
             let mut head = [0u8; 8];
-            let n = FileRange { file: self.file.clone(), pos: off, end: off + len }
-                .read(&mut head)
-                .map_err(|e| from_io(e, lname))?;
+            let n = RangeReader::new(self.file.clone(), off, len).read(&mut head).map_err(|e| from_io(e, lname))?;
             let compression = sniff(&head[..n]).map_err(|e| e.with_file(lname))?;
             let digest = match (name_digest(lname), compression, config.rootfs.diff_ids.get(i)) {
                 (Some(d), _, _) => d,
@@ -628,7 +629,7 @@ impl Archive {
                 _ => {
                     // A compressed layer under a legacy name: its digest is its content's.
                     let mut h = Hasher::new(crate::digest::Algorithm::Sha256);
-                    let mut r = FileRange { file: self.file.clone(), pos: off, end: off + len };
+                    let mut r = RangeReader::new(self.file.clone(), off, len);
                     let mut buf = vec![0u8; 1 << 20];
                     loop {
                         let n = r.read(&mut buf).map_err(|e| from_io(e, lname))?;
@@ -660,12 +661,7 @@ impl Archive {
                 platform: None,
             });
         }
-        Ok(DockerStore {
-            inner: ArchiveStore::new(self.file.clone(), &self.path, map),
-            config_digest,
-            config_size: clen,
-            layers,
-        })
+        Ok(DockerStore { inner: ArchiveStore::new(self.file.clone(), map), config_digest, config_size: clen, layers })
     }
 }
 

@@ -16,7 +16,7 @@ pub mod manifest;
 use descriptor::{DESCRIPTOR_MAX, DiskFile, Hardware, OvfDisk};
 use diskcast_block::progress::Progress;
 use diskcast_block::registry::{CheckReport, CreateOptions, Driver, Measure, OpenContext, ProbeData};
-use diskcast_block::source::{SliceSource, Source};
+use diskcast_block::source::{RangeReader, SliceSource, Source};
 use diskcast_block::{BlockRead, Error, Extent, ImageInfo, MapExtent, Result};
 use diskcast_layout::{u64_from_usize, usize_from_u64};
 use diskcast_tar::{MemberKind, MemberWriter, TarReader};
@@ -59,25 +59,6 @@ impl Package {
     }
 }
 
-/// Reads `[offset, end)` of a source front to back.
-struct SourceReader {
-    src: Source,
-    pos: u64,
-    end: u64,
-}
-
-impl Read for SourceReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = usize::try_from((self.end - self.pos).min(u64_from_usize(buf.len()))).unwrap_or(buf.len());
-        if n == 0 {
-            return Ok(0);
-        }
-        self.src.read_exact_at(&mut buf[..n], self.pos).map_err(std::io::Error::other)?;
-        self.pos += u64_from_usize(n);
-        Ok(n)
-    }
-}
-
 /// The one path component a member may be called: no directories, no `..`, no NUL,
 /// UTF-8 (a leading `./`, as some tars write, is dropped). Anything else is a path
 /// trick: an importer extracting the package would write outside its directory.
@@ -112,7 +93,7 @@ fn read_small(src: &Source, f: &PackageFile, cap: u64, cap_name: &str) -> Result
 /// The digest of a member's bytes.
 fn digest(src: &Source, f: &PackageFile, algorithm: Algorithm) -> Result<String> {
     let mut h = algorithm.hasher();
-    let mut r = SourceReader { src: src.clone(), pos: f.offset, end: f.offset + f.size };
+    let mut r = RangeReader::new(src.clone(), f.offset, f.size);
     let mut buf = vec![0u8; 1 << 20];
     loop {
         let n = r.read(&mut buf).map_err(|e| Error::io(format!("cannot read {}", f.name), e).with_file(src.name()))?;
@@ -130,7 +111,7 @@ fn digest(src: &Source, f: &PackageFile, algorithm: Algorithm) -> Result<String>
 pub fn open_package(src: &Source) -> Result<Package> {
     let name = src.name().to_path_buf();
     let len = src.len()?;
-    let reader = SourceReader { src: src.clone(), pos: 0, end: len };
+    let reader = RangeReader::new(src.clone(), 0, len);
     let mut tar = TarReader::new(Box::new(reader), name.display().to_string());
     let mut files: Vec<PackageFile> = Vec::new();
     while let Some(m) = tar.next_member()? {

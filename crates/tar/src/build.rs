@@ -412,16 +412,13 @@ pub fn read_tar_with(path: &Path, limits: &Limits, threads: usize) -> Result<Tar
     let fs = FileStream::open(path)?.with_limits(limits);
     let compression = fs.compression();
     let name = path.display().to_string();
-    let (reader, stream): (_, Arc<dyn StreamSource>) = if compression == Compression::None {
-        // One descriptor for the headers and the members' bytes.
-        let f = std::fs::File::open(path).map_err(|e| Error::io("cannot open", e).with_file(path))?;
-        let stream = Arc::new(fs.read_through(&f)?);
-        (TarReader::from_file(f, name)?, stream)
+    // The headers are read through the descriptor the members' bytes are read through.
+    let reader = if compression == Compression::None {
+        TarReader::from_file(fs.file()?, name)?
     } else {
-        let stream = Arc::new(fs);
-        (TarReader::new(stream.open()?, name), stream)
+        TarReader::new(fs.open()?, name)
     };
-    read_tar_stream(reader, stream, compression, threads)
+    read_tar_stream(reader, Arc::new(fs), compression, threads)
 }
 
 /// True when `block` (the first 512 bytes of a decompressed stream) is a tar header

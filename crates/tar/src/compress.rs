@@ -1,14 +1,15 @@
 //! Which compression wraps a tar, by magic; the one decompression cap every compressed
 //! tree source obeys (a `.tar.gz`/`.tar.zst` file, an OCI layer); and a stream source
-//! that reopens and decompresses a file (or a byte range of one) each time a sink reads
-//! it.
+//! over a file opened once that decompresses it (or a byte range of it) again each time
+//! a sink reads it.
 
 use diskcast_block::io::ImageFile;
-use diskcast_block::{Alloc, BlockRead, Error, Extent, ImageInfo, Result, range_end};
+use diskcast_block::source::{DataDisk, RangeReader, Source};
+use diskcast_block::{BlockRead, Error, Result};
 use diskcast_tree::StreamSource;
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
-use std::path::{Path, PathBuf};
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
 use std::sync::Arc;
 
 pub use diskcast_block::decompress::{Limits, MAX_DECOMPRESSED, MAX_RATIO, RATIO_SLACK};
@@ -118,23 +119,24 @@ impl Compression {
 }
 
 /// The decompressed bytes of a file, or of `len` bytes at `start` of it (a layer blob
-/// inside an outer archive). Each [`open`](StreamSource::open) reopens the file, so the
-/// tree holds no file handle and no decompressed copy.
-/// A compressed one decompresses to at most [`Limits::layer_cap`] of its compressed size
-/// (default [`Limits`]; [`FileStream::with_limits`] sets others).
+/// inside an outer archive). The file is opened once, by [`FileStream::open`] or
+/// [`FileStream::range`], and every later read goes through that descriptor (by
+/// position, so readers share it): a file put at the same name meanwhile is never read.
+/// Each [`open`](StreamSource::open) decompresses again, so the tree holds no
+/// decompressed copy. A compressed one decompresses to at most [`Limits::layer_cap`] of
+/// its compressed size (default [`Limits`]; [`FileStream::with_limits`] sets others).
 #[derive(Debug, Clone)]
 pub struct FileStream {
-    path: PathBuf,
-    /// The file read at any offset (see [`StreamSource::random_access`]), through a
-    /// descriptor the caller opened once: [`FileStream::read_through`].
+    file: Arc<ImageFile>,
+    /// The file read at any offset (see [`StreamSource::random_access`]) when it is a
+    /// whole uncompressed file.
     plain: Option<Arc<dyn BlockRead>>,
     start: u64,
-    len: Option<u64>,
+    /// Compressed bytes (the range, or the file from `start` as it was when opened).
+    compressed: u64,
     compression: Compression,
     /// Most bytes one [`open`](StreamSource::open) may decompress to.
     cap: u64,
-    /// Compressed bytes (the range, or the file from `start`).
-    compressed: u64,
 }
 
 impl FileStream {
@@ -146,41 +148,22 @@ impl FileStream {
     /// `len` bytes (to the end when `None`) at `start` of the file at `path`,
     /// compression recognised from their magic.
     pub fn range(path: &Path, start: u64, len: Option<u64>) -> Result<FileStream> {
+        let file = Arc::new(ImageFile::open(path)?);
+        let size = file.len()?;
         let compressed = match len {
             Some(l) => l,
-            None => std::fs::metadata(path)
-                .map_err(|e| Error::io("cannot stat", e).with_file(path))?
-                .len()
-                .saturating_sub(start),
+            None => size.saturating_sub(start),
         };
-        let mut s = FileStream {
-            path: path.to_path_buf(),
-            plain: None,
-            start,
-            len,
-            compression: Compression::None,
-            cap: 0,
-            compressed,
-        };
+        let mut s = FileStream { file, plain: None, start, compressed, compression: Compression::None, cap: 0 };
         s = s.with_limits(&Limits::default());
         let mut head = [0u8; 8];
-        let mut r = s.raw()?;
-        let n = read_full(&mut r, &mut head).map_err(|e| Error::io("cannot read", e).with_file(path))?;
+        let n = read_full(&mut s.raw(), &mut head).map_err(|e| from_io(e, "the file").with_file(path))?;
         s.compression = Compression::detect(&head[..n]).map_err(|e| e.with_file(path))?;
-        Ok(s)
-    }
-
-    /// The same stream, read at any offset through `file` when it is stored uncompressed
-    /// as a whole file (else unchanged). `file` is the caller's descriptor of this
-    /// stream's file, the one it reads the headers through, so the bytes read later are
-    /// those of the file indexed even if its name is given to another file meanwhile.
-    pub fn read_through(mut self, file: &File) -> Result<FileStream> {
-        if self.compression == Compression::None && self.start == 0 && self.len.is_none() {
-            let dup = file.try_clone().map_err(|e| Error::io("cannot open", e).with_file(&self.path))?;
-            let file = ImageFile::from_file(dup, &self.path);
-            self.plain = Some(Arc::new(PlainTar { size: file.len()?, file }));
+        if s.compression == Compression::None && start == 0 && len.is_none() {
+            let src: Source = s.file.clone();
+            s.plain = Some(Arc::new(DataDisk::new(src, "tar")?));
         }
-        Ok(self)
+        Ok(s)
     }
 
     /// The same stream with other decompression bounds.
@@ -196,50 +179,21 @@ impl FileStream {
 
     /// The file.
     pub fn path(&self) -> &Path {
-        &self.path
+        self.file.path()
+    }
+
+    /// Another descriptor of the file opened (not of its name): for a reader that
+    /// seeks, such as [`crate::TarReader::from_file`].
+    pub fn file(&self) -> Result<File> {
+        self.file
+            .file()
+            .try_clone()
+            .map_err(|e| Error::io("cannot duplicate the descriptor of", e).with_file(self.path()))
     }
 
     /// The raw (still compressed) bytes.
-    fn raw(&self) -> Result<Box<dyn Read + Send>> {
-        let mut f = File::open(&self.path).map_err(|e| Error::io("cannot open", e).with_file(&self.path))?;
-        if self.start > 0 {
-            f.seek(SeekFrom::Start(self.start)).map_err(|e| Error::io("cannot seek", e).with_file(&self.path))?;
-        }
-        Ok(match self.len {
-            Some(len) => Box::new(f.take(len)),
-            None => Box::new(f),
-        })
-    }
-}
-
-/// An uncompressed tar file read at any offset, for its members' bytes: every byte is
-/// data (a member is one range of the file; holes come from sparse headers, not the
-/// file's own), so no hole search. The tar crate's own, as format crates do not share
-/// drivers.
-#[derive(Debug)]
-struct PlainTar {
-    file: ImageFile,
-    /// Fixed when opened: a file that shrinks later fails the reads past its new end.
-    size: u64,
-}
-
-impl BlockRead for PlainTar {
-    fn size(&self) -> u64 {
-        self.size
-    }
-
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        range_end(offset, diskcast_layout::u64_from_usize(buf.len()), self.size)?;
-        self.file.read_exact_at(buf, offset)
-    }
-
-    fn extent_at(&self, offset: u64, max_len: u64) -> Result<Extent> {
-        range_end(offset, 1, self.size)?;
-        Ok(Extent { offset, len: max_len.min(self.size - offset).max(1), alloc: Alloc::Data })
-    }
-
-    fn info(&self) -> ImageInfo {
-        ImageInfo { format: "tar".into(), virtual_size: self.size, ..ImageInfo::default() }
+    fn raw(&self) -> RangeReader {
+        RangeReader::new(self.file.clone(), self.start, self.compressed)
     }
 }
 
@@ -248,9 +202,9 @@ const STREAM_BUFFER: usize = 256 * 1024;
 
 impl StreamSource for FileStream {
     fn name(&self) -> String {
-        match (self.start, self.len) {
-            (0, None) => self.path.display().to_string(),
-            (s, _) => format!("{} at offset {s}", self.path.display()),
+        match self.start {
+            0 => self.path().display().to_string(),
+            s => format!("{} at offset {s}", self.path().display()),
         }
     }
 
@@ -259,7 +213,7 @@ impl StreamSource for FileStream {
         // bytes, its padding and the next header as separate small reads (three syscalls
         // a member, 127 000 for /usr/share's tar, unbuffered); reads as large as the
         // buffer still go straight to the file.
-        let raw = BufReader::with_capacity(STREAM_BUFFER, self.raw()?);
+        let raw = BufReader::with_capacity(STREAM_BUFFER, self.raw());
         if self.compression == Compression::None {
             return Ok(Box::new(raw));
         }

@@ -5,6 +5,7 @@
 use diskcast_tar::{FileStream, MemberKind, TarReader};
 use diskcast_tree::StreamSource;
 use std::io::Read;
+use std::path::Path;
 use std::process::Command;
 
 fn run(tool: &str, args: &[&str]) -> String {
@@ -162,23 +163,33 @@ fn a_plain_tar_gives_ranges_of_the_file_a_compressed_one_stream_offsets() {
     }
 }
 
-/// A plain tar's members are read through the descriptor its headers were read from:
-/// another file renamed over its name afterwards changes nothing.
+/// A tar's members are read through the descriptor its headers were read from, plain or
+/// compressed: another file renamed over its name afterwards changes nothing.
 #[test]
-fn a_plain_tar_is_read_through_the_descriptor_it_was_indexed_from() {
-    let d = tempfile::tempdir().unwrap();
-    let src = d.path().join("src");
-    std::fs::create_dir(&src).unwrap();
-    std::fs::write(src.join("f"), b"original bytes").unwrap();
-    let tar = d.path().join("a.tar");
-    run("tar", &["-cf", tar.to_str().unwrap(), "-C", src.to_str().unwrap(), "f"]);
-    let t = diskcast_tar::read_tar(&tar).unwrap().tree;
-    std::fs::write(src.join("f"), b"replaced bytes").unwrap();
-    let other = d.path().join("b.tar");
-    run("tar", &["-cf", other.to_str().unwrap(), "-C", src.to_str().unwrap(), "f"]);
-    std::fs::rename(&other, &tar).unwrap();
-    let f = t.node(t.resolve(b"f", false).unwrap()).as_file().unwrap();
-    let mut got = vec![0u8; 14];
-    f.read_at(&mut got, 0).unwrap();
-    assert_eq!(&got, b"original bytes");
+fn a_tar_is_read_through_the_descriptor_it_was_indexed_from() {
+    for (name, flag) in [("a.tar", "-cf"), ("a.tar.gz", "-czf"), ("a.tar.zst", "--zstd")] {
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("src");
+        std::fs::create_dir(&src).unwrap();
+        std::fs::write(src.join("f"), b"original bytes").unwrap();
+        let tar = d.path().join(name);
+        let make = |out: &Path| {
+            let mut args = vec![flag];
+            if flag == "--zstd" {
+                args.push("-cf");
+            }
+            args.extend([out.to_str().unwrap(), "-C", src.to_str().unwrap(), "f"]);
+            run("tar", &args);
+        };
+        make(&tar);
+        let t = diskcast_tar::read_tar(&tar).unwrap().tree;
+        std::fs::write(src.join("f"), b"replaced bytes").unwrap();
+        let other = d.path().join("b");
+        make(&other);
+        std::fs::rename(&other, &tar).unwrap();
+        let f = t.node(t.resolve(b"f", false).unwrap()).as_file().unwrap();
+        let mut got = vec![0u8; 14];
+        f.read_at(&mut got, 0).unwrap();
+        assert_eq!(&got, b"original bytes", "{name}");
+    }
 }
