@@ -246,7 +246,7 @@ fn extract_into(
     // metadata is set at the end, and to know who owns the entries made in it.
     let made_dirs: Mutex<HashMap<usize, MadeDir>> = Mutex::new(HashMap::new());
     let queue = WorkQueue::new(threads, 0);
-    std::thread::scope(|s| {
+    let planned = std::thread::scope(|s| {
         for t in 0..threads {
             let (queue, kids, entries, made_dirs, x) = (&queue, &kids, &entries, &made_dirs, &x);
             diskcast_block::copy::spawn_worker(s, "dc-extract", move || {
@@ -258,30 +258,14 @@ fn extract_into(
                 }
             });
         }
+        // Meanwhile this thread plans stage 2.
+        plan_files(&x, tree, &entries, &files)
     });
     let made_dirs = made_dirs.into_inner().unwrap_or_else(|p| p.into_inner());
 
-    // 2. File content, in parallel: one job per stream (files in offset order), one per
-    //    other file. A file's hard links are made from its descriptor
-    //    right after it is written.
-    let size = |i: usize| tree.node(entries[i].1).as_file().map_or(0, |f| f.size);
-    // Staged files are only renamed into place: loose, like files not in a stream.
-    let mut schedule = Schedule::new();
-    let mut staged_files = Vec::new();
-    for &i in &files {
-        let f = tree.node(entries[i].1).as_file().ok_or_else(|| Error::invalid("not a file"))?;
-        if x.staged_file(f).is_some() {
-            staged_files.push(i);
-        } else {
-            schedule.push(f, i);
-        }
-    }
-    let (loose, runs) = schedule.into_runs();
-    let mut jobs: Vec<(u64, Vec<usize>)> = staged_files.into_iter().chain(loose).map(|i| (size(i), vec![i])).collect();
-    for run in runs {
-        jobs.push((run.files.iter().map(|&i| size(i)).sum(), run.files));
-    }
-    let batches = batch_jobs(&mut jobs, &entries, &|i| x.reads_stream(tree.node(entries[i].1)));
+    // 2. File content, in parallel (see `plan_files`). A file's hard links are made
+    //    from its descriptor right after it is written.
+    let (jobs, batches) = planned?;
     let files_stage = FileStage {
         x: &x,
         entries: &entries,
@@ -1570,15 +1554,47 @@ impl Parts {
         Parts(Mutex::new((0..threads).map(|t| n * t / threads..n * (t + 1) / threads).collect()))
     }
 
-    fn take(&self, t: usize) -> Option<usize> {
+    /// The next of thread `t`'s share, else the last of the largest share left when
+    /// `steal`.
+    fn take(&self, t: usize, steal: bool) -> Option<usize> {
         let mut parts = self.0.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(r) = parts.get_mut(t)
             && let Some(i) = r.next()
         {
             return Some(i);
         }
+        if !steal {
+            return None;
+        }
         parts.iter_mut().max_by_key(|r| r.len()).and_then(|r| r.next_back())
     }
+}
+
+/// File jobs (bytes, entries) and the batches they are cut into.
+type Jobs = (Vec<(u64, Vec<usize>)>, Vec<Range<usize>>);
+
+/// Stage 2's work: one job per stream (its files in offset order), one per other file
+/// (a staged one is only renamed into place: loose, like files not in a stream), cut
+/// into batches by [`batch_jobs`].
+fn plan_files(x: &Extractor<'_>, tree: &Tree, entries: &[(Vec<u8>, NodeId)], files: &[usize]) -> Result<Jobs> {
+    let size = |i: usize| tree.node(entries[i].1).as_file().map_or(0, |f| f.size);
+    let mut schedule = Schedule::new();
+    let mut staged_files = Vec::new();
+    for &i in files {
+        let f = tree.node(entries[i].1).as_file().ok_or_else(|| Error::invalid("not a file"))?;
+        if x.staged_file(f).is_some() {
+            staged_files.push(i);
+        } else {
+            schedule.push(f, i);
+        }
+    }
+    let (loose, runs) = schedule.into_runs();
+    let mut jobs: Vec<(u64, Vec<usize>)> = staged_files.into_iter().chain(loose).map(|i| (size(i), vec![i])).collect();
+    for run in runs {
+        jobs.push((run.files.iter().map(|&i| size(i)).sum(), run.files));
+    }
+    let batches = batch_jobs(&mut jobs, entries, &|i| x.reads_stream(tree.node(entries[i].1)));
+    Ok((jobs, batches))
 }
 
 /// Orders the file jobs and cuts them into batches a thread takes at once: each stream
@@ -1636,14 +1652,35 @@ impl FileStage<'_> {
     fn run(&self, jobs: &[(u64, Vec<usize>)], batches: &[Range<usize>], threads: usize) {
         // As many threads as files at most: one batch of a stream is shared out too.
         let threads = threads.min(jobs.iter().map(|j| j.1.len()).sum::<usize>().max(1));
-        let parts = Parts::new(batches.len(), threads);
+        // A large file is written bypassing the page cache, so its writer waits on the
+        // device for every chunk. With two threads or more, and other files to make,
+        // one thread more writes the large files: its waits overlap the others' file
+        // creation (CPU work) instead of leaving a core idle. It takes only large
+        // files (a third thread creating files would contend with the two); the others
+        // take from any share once their own is done, so none waits while work is left.
+        let direct: Vec<bool> = batches.iter().map(|b| self.writes_direct(&jobs[b.clone()])).collect();
+        let order: Vec<usize> =
+            (0..batches.len()).filter(|&b| !direct[b]).chain((0..batches.len()).filter(|&b| direct[b])).collect();
+        let others = direct.iter().filter(|&&d| !d).count();
+        let io_thread = threads > 1 && others > 0 && others < order.len();
+        let parts = if io_thread {
+            let mut shares: Vec<Range<usize>> =
+                (0..threads).map(|t| others * t / threads..others * (t + 1) / threads).collect();
+            shares.push(others..order.len());
+            Parts(Mutex::new(shares))
+        } else {
+            Parts::new(order.len(), threads)
+        };
+        // The large files' thread is the last.
+        let io = threads;
+        let threads = threads + usize::from(io_thread);
         let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, Vec<u8>)>(QUEUED_FILES);
         let rx = Mutex::new(rx);
         let share = threads > 1;
         std::thread::scope(|s| {
             for t in 0..threads {
                 let tx = tx.clone();
-                let (parts, rx) = (&parts, &rx);
+                let (parts, rx, order) = (&parts, &rx, &order);
                 diskcast_block::copy::spawn_worker(s, "dc-extract", move || {
                     let mut w =
                         Worker { parents: ParentCache::default(), cursor: StreamCursor::new(), buf: vec![0u8; CHUNK] };
@@ -1651,7 +1688,13 @@ impl FileStage<'_> {
                         while let Some(item) = take(rx, false) {
                             self.write_one(&mut w, item.0, Some(&item.1));
                         }
-                        let Some(b) = parts.take(t).and_then(|b| batches.get(b)) else { break };
+                        let Some(b) = parts
+                            .take(t, !(io_thread && t == io))
+                            .and_then(|p| order.get(p))
+                            .and_then(|&b| batches.get(b))
+                        else {
+                            break;
+                        };
                         for job in &jobs[b.clone()] {
                             for &i in &job.1 {
                                 self.file(&mut w, i, share.then_some(&tx));
@@ -1667,6 +1710,16 @@ impl FileStage<'_> {
             }
             drop(tx);
         });
+    }
+
+    /// Whether `batch` is one file written bypassing the page cache: a large one, not
+    /// read from a stream (its stream's reader writes it) nor staged (only renamed).
+    fn writes_direct(&self, batch: &[(u64, Vec<usize>)]) -> bool {
+        let [(_, files)] = batch else { return false };
+        let [i] = files.as_slice() else { return false };
+        let node = self.tree.node(self.entries[*i].1);
+        node.as_file()
+            .is_some_and(|f| f.size >= DIRECT_FILE_MIN && !self.x.reads_stream(node) && self.x.staged_file(f).is_none())
     }
 
     /// Entry `i`, a file: a small one of a stream is read and queued (written here when

@@ -74,3 +74,40 @@ fn directories_are_made_by_every_thread() {
     assert_eq!(threads.len(), 2, "the directories were made by {} thread(s)", threads.len());
     assert!(!threads.contains(&std::thread::current().id()), "directories made on the calling thread");
 }
+
+/// Large files (written bypassing the page cache, by a thread of their own first) among
+/// small ones: every byte, every hole and every hard link is what GNU tar extracts.
+#[test]
+fn large_files_among_small_ones_are_written_whole_with_their_holes_and_links() {
+    use std::os::unix::fs::MetadataExt;
+    let d = tempfile::tempdir().unwrap();
+    let src = d.path().join("src");
+    for a in 0..4 {
+        let dir = src.join(format!("d{a}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in 0..50 {
+            std::fs::write(dir.join(format!("f{f}")), format!("{a}/{f}\n")).unwrap();
+        }
+        // 3 MiB and 2 bytes: data, a 1 MiB hole, data, and an unaligned tail.
+        let big = dir.join("big");
+        let mut bytes: Vec<u8> = (0..(3u32 << 20) + 2).map(|i| (i % 251) as u8 ^ a).collect();
+        bytes[1 << 20..2 << 20].fill(0);
+        std::fs::write(&big, &bytes).unwrap();
+        std::fs::hard_link(&big, dir.join("big-link")).unwrap();
+    }
+    let tar = d.path().join("big.tar");
+    shs("tar", &["--format=pax", "-S", "-cf", tar.to_str().unwrap(), "-C", src.to_str().unwrap(), "."]);
+    let out = d.path().join("out");
+    let made = created_by(&tar, &out);
+    assert_eq!(made.iter().filter(|(p, _)| p.ends_with("/big")).count(), 4);
+    let want = d.path().join("gnu");
+    std::fs::create_dir(&want).unwrap();
+    shs("tar", &["-xf", tar.to_str().unwrap(), "-C", want.to_str().unwrap()]);
+    shs("diff", &["-r", want.to_str().unwrap(), out.to_str().unwrap()]);
+    for a in 0..4 {
+        let big = std::fs::metadata(out.join(format!("d{a}/big"))).unwrap();
+        let link = std::fs::metadata(out.join(format!("d{a}/big-link"))).unwrap();
+        assert_eq!(big.ino(), link.ino(), "d{a}/big-link is not a hard link");
+        assert!(big.blocks() * 512 < big.len(), "d{a}/big lost its hole: {} blocks", big.blocks());
+    }
+}

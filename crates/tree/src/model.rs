@@ -405,13 +405,18 @@ impl Tree {
     pub fn stats(&self) -> TreeStats {
         let mut s = TreeStats::default();
         let mut seen = vec![false; self.nodes.len()];
-        for (_, id) in self.walk(NodeId::ROOT) {
+        // Node ids only: counting needs no paths.
+        let mut stack = vec![NodeId::ROOT];
+        while let Some(id) = stack.pop() {
             if std::mem::replace(&mut seen[id.index()], true) {
                 s.hardlinks += 1;
                 continue;
             }
             match &self.node(id).kind {
-                Kind::Dir(_) => s.dirs += 1,
+                Kind::Dir(d) => {
+                    s.dirs += 1;
+                    stack.extend(d.entries.values().copied());
+                }
                 Kind::File(f) => {
                     s.files += 1;
                     s.file_bytes = s.file_bytes.saturating_add(f.size);
@@ -439,7 +444,9 @@ impl Iterator for Walk<'_> {
         if let Kind::Dir(d) = &self.tree.node(id).kind {
             // Pushed in reverse so they pop in name order.
             for (name, child) in d.entries.iter().rev() {
-                let mut p = path.clone();
+                // Made at its final size: growing a clone reallocates every path.
+                let mut p = Vec::with_capacity(path.len() + 1 + name.len());
+                p.extend_from_slice(&path);
                 if !p.is_empty() {
                     p.push(b'/');
                 }
