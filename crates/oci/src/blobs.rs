@@ -4,6 +4,7 @@
 
 use crate::digest::{Digest, Verify, from_io};
 use crate::spec::{Compression, Descriptor};
+use diskcast_block::io::ImageFile;
 use diskcast_block::source::{RangeReader, Source};
 use diskcast_block::{Error, Result};
 use diskcast_tree::StreamSource;
@@ -48,39 +49,67 @@ fn check_stored_size(store: &dyn BlobStore, desc: &Descriptor, what: &str) -> Re
     }
 }
 
-/// Blobs of an OCI layout directory (`blobs/ALG/HEX`) or of the download cache.
+/// Blobs of an OCI layout directory (`blobs/ALG/HEX`) or of the download cache. Each
+/// blob is opened by name once, when first read, and every later read (a layer decoded
+/// again by a sink) goes through that descriptor: a file put at the blob's name
+/// meanwhile is never read.
 #[derive(Debug)]
 pub struct DirStore {
     root: PathBuf,
+    opened: std::sync::Mutex<HashMap<Digest, Source>>,
 }
 
 impl DirStore {
     /// Blobs under `root/blobs`.
     pub fn new(root: &Path) -> Self {
-        DirStore { root: root.to_path_buf() }
+        DirStore { root: root.to_path_buf(), opened: std::sync::Mutex::new(HashMap::new()) }
     }
 
     /// Where the blob `d` lives. The digest was validated, so this stays under `blobs/`.
     pub fn path(&self, d: &Digest) -> PathBuf {
         self.root.join("blobs").join(d.algorithm_name()).join(d.hex())
     }
+
+    /// The blob `d`, opened on first use.
+    fn blob(&self, digest: &Digest) -> Result<Source> {
+        self.opened_blob(digest)?.ok_or_else(|| {
+            Error::corrupt(format!("blob {digest} is missing from the layout")).with_file(self.path(digest))
+        })
+    }
+
+    /// The blob `d`, opened on first use; `None` when there is none.
+    pub fn opened_blob(&self, digest: &Digest) -> Result<Option<Source>> {
+        let mut opened = self.opened.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(src) = opened.get(digest) {
+            return Ok(Some(src.clone()));
+        }
+        let p = self.path(digest);
+        let f = match File::open(&p) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io(format!("cannot open blob {digest}"), e).with_file(&p)),
+        };
+        let src: Source = Arc::new(ImageFile::from_file(f, &p));
+        opened.insert(digest.clone(), src.clone());
+        Ok(Some(src))
+    }
+
+    /// Closes the blob `d` (a damaged one about to be deleted and fetched again), so the
+    /// next read opens the file then at its name.
+    pub fn forget(&self, digest: &Digest) {
+        self.opened.lock().unwrap_or_else(|p| p.into_inner()).remove(digest);
+    }
 }
 
 impl BlobStore for DirStore {
     fn open_raw(&self, digest: &Digest) -> Result<Box<dyn Read + Send>> {
-        let p = self.path(digest);
-        let f = File::open(&p).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                Error::corrupt(format!("blob {digest} is missing from the layout")).with_file(&p)
-            } else {
-                Error::io(format!("cannot open blob {digest}"), e).with_file(&p)
-            }
-        })?;
-        Ok(Box::new(f))
+        let src = self.blob(digest)?;
+        let len = src.len()?;
+        Ok(Box::new(RangeReader::new(src, 0, len)))
     }
 
     fn stored_size(&self, digest: &Digest) -> Option<u64> {
-        std::fs::metadata(self.path(digest)).ok().map(|m| m.len())
+        self.blob(digest).ok()?.len().ok()
     }
 }
 

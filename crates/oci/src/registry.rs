@@ -183,15 +183,12 @@ impl crate::sigstore::Fetch for Client {
 
 /// Checks the cached copy of `d` (size and digest) by reading it whole: `Ok(true)` when
 /// it is good, `Ok(false)` when there is none, an error saying what is wrong otherwise.
+/// The blob stays open in `store`: the bytes checked are the ones read later.
 fn check_cached(store: &DirStore, d: &crate::spec::Descriptor) -> Result<bool> {
-    let path = store.path(&d.digest);
-    let file = match std::fs::File::open(&path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-        Err(e) => return Err(Error::io("cannot open a cached blob", e).with_file(&path)),
-    };
+    let Some(src) = store.opened_blob(&d.digest)? else { return Ok(false) };
     let what = format!("cached blob {}", d.digest);
-    Verify::new(std::io::BufReader::with_capacity(1 << 20, file), &d.digest, d.size, what).finish()?;
+    let raw = diskcast_block::source::RangeReader::new(src.clone(), 0, src.len()?);
+    Verify::new(std::io::BufReader::with_capacity(1 << 20, raw), &d.digest, d.size, what).finish()?;
     Ok(true)
 }
 
@@ -532,6 +529,7 @@ impl Client {
                 Some(Ok(true)) => {}
                 Some(Ok(false)) | None => todo.push(d),
                 Some(Err(e)) if e.kind() == diskcast_block::ErrorKind::Corrupt => {
+                    store.forget(&d.digest);
                     let path = store.path(&d.digest);
                     std::fs::remove_file(&path)
                         .map_err(|e| Error::io("cannot delete a damaged cached blob", e).with_file(&path))?;

@@ -215,3 +215,29 @@ fn members_of_all_layers_together_are_capped() {
     assert!(msg.contains("1001 layers (1 distinct blobs) hold more than the 10000000 members"), "{msg}");
     assert!(msg.contains("MAX_IMAGE_MEMBERS") && msg.contains(&layout.display().to_string()), "{msg}");
 }
+
+/// A layer blob is opened by name once: a file renamed over the blob's name after the
+/// image was read is never read (a sink reading a file's bytes decodes the layer again
+/// through the descriptor opened first).
+#[test]
+fn a_blob_replaced_after_reading_is_never_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut tar = tar_member(b"f", b'0', b"original", b"");
+    tar.extend(tar_end());
+    write_plain_layout(tmp.path(), &[tar.clone()]);
+    let blob = std::fs::read_dir(tmp.path().join("blobs/sha256"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| std::fs::read(p).unwrap() == tar)
+        .unwrap();
+    let tree = flatten_dir(tmp.path()).unwrap();
+    let mut other = tar.clone();
+    other[512..520].copy_from_slice(b"replaced");
+    let swap = tmp.path().join("swap");
+    std::fs::write(&swap, &other).unwrap();
+    std::fs::rename(&swap, &blob).unwrap();
+    let f = tree.node(tree.resolve(b"f", false).unwrap()).as_file().unwrap();
+    let mut got = vec![0u8; 8];
+    f.read_at(&mut got, 0).unwrap();
+    assert_eq!(&got, b"original");
+}

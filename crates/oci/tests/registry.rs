@@ -84,6 +84,19 @@ fn pull_from_a_local_registry_matches_umoci_and_caches() {
     open(&src, &options(&cache, &Arc::new(Count::default()))).unwrap();
     assert_eq!(std::fs::read(&path).unwrap(), bytes);
 
+    // A cached blob damaged in place (same size, one byte changed) is deleted and fetched
+    // again, and what is read afterwards is the new download, not the damaged file that
+    // the cache check opened.
+    let mut damaged = bytes.clone();
+    damaged[half] ^= 0xff;
+    std::fs::write(&path, &damaged).unwrap();
+    let count = Arc::new(Count::default());
+    let fixed = open(&src, &options(&cache, &count)).unwrap();
+    assert_eq!(count.0.load(Ordering::Relaxed), bytes.len() as u64);
+    assert!(fixed.warnings.iter().any(|w| w.contains("downloaded again")), "{:?}", fixed.warnings);
+    assert_eq!(std::fs::read(&path).unwrap(), bytes);
+    assert_same(&tree_manifest(&flatten(&fixed, 2).unwrap().tree, Devices::AsEmptyFiles), &theirs, "re-fetched pull");
+
     // By digest.
     let by_digest = format!("docker://{}/test/img@{}", reg.addr, image.manifest_digest);
     assert_eq!(
