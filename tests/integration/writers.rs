@@ -86,6 +86,34 @@ fn j_reaches_layer_decoding_and_extraction() {
     assert_same_bytes(&d.path().join("one/p2/data.bin"), &d.path().join("two/p2/data.bin"));
 }
 
+/// Extracting a tar (GNU tar's) of small files and large ones: `-j 1` creates files on
+/// one worker and no other; `-j 2` on at most two, plus at most one writer of the large
+/// files (`dc-extract-big`, which bypasses the page cache and mostly waits on the
+/// device); the trees are the same.
+#[test]
+fn j_caps_extraction_and_large_files_get_at_most_one_writer_more() {
+    let d = tmp();
+    let src = d.path().join("src");
+    for a in 0..8 {
+        let dir = src.join(format!("d{a}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in 0..200 {
+            write_file(&dir.join(format!("f{f}")), format!("{a}/{f}").as_bytes());
+        }
+        write_file(&dir.join("big.bin"), &pseudo_random(8 << 20, 60 + a));
+    }
+    let tar = d.path().join("t.tar");
+    run("tar", &["-cf", &s(&tar), "-C", &s(&src), "."]);
+    let one = peak_threads(&["extract", "-j", "1", &s(&tar), &s(&d.path().join("one"))]);
+    assert!(peak(&one, "dc-extract") <= 1, "-j 1 extracted on several threads: {one:?}");
+    assert_eq!(peak(&one, "dc-extract-big"), 0, "-j 1 started a writer of large files: {one:?}");
+    let two = peak_threads(&["extract", "-j", "2", &s(&tar), &s(&d.path().join("two"))]);
+    assert!(peak(&two, "dc-extract") <= 2, "-j 2 extracted on more than two threads: {two:?}");
+    assert!(peak(&two, "dc-extract-big") <= 1, "more than one writer of large files: {two:?}");
+    run("diff", &["-r", &s(&src), &s(&d.path().join("one"))]);
+    run("diff", &["-r", &s(&src), &s(&d.path().join("two"))]);
+}
+
 /// Gzipping a layer: `-j 1` compresses on one thread, `-j 3` on up to three, never more;
 /// the layer's bytes do not depend on it.
 #[test]

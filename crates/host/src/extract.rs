@@ -27,7 +27,8 @@ use std::sync::{Condvar, Mutex};
 /// How to extract. No `Default`: the thread count is the caller's (the CLI's `-j`).
 #[derive(Debug, Clone)]
 pub struct ExtractOptions {
-    /// Threads writing files.
+    /// Threads writing files (one more writes the large files, written bypassing the
+    /// page cache, when there are other files too: it mostly waits on the device).
     pub threads: usize,
     /// Recreate what only root can and an untrusted image should not get: device nodes,
     /// setuid/setgid bits of files, and `security.capability` and `trusted.*` xattrs
@@ -137,7 +138,7 @@ const QUEUED_FILES: usize = 64;
 /// created); a symlink is refused. DIR is opened once and everything is made beneath
 /// that descriptor (on ext2/3/4 in a staging directory in DIR, placed away from inodes
 /// just deleted, whose entries are moved into DIR at the end: see `Stage`). Files are
-/// written by `opts.threads` threads; the files of one
+/// written by `opts.threads` threads (and large files by one more); the files of one
 /// stream (a tar) are written in stream order by one thread, so each stream is read
 /// once. Holes stay holes. Owners are set only when running as root; device nodes,
 /// setuid/setgid bits of files, `security.capability` and `trusted.*` xattrs only as
@@ -1671,7 +1672,8 @@ impl FileStage<'_> {
         } else {
             Parts::new(order.len(), threads)
         };
-        // The large files' thread is the last.
+        // The large files' thread is the last (named `dc-extract-big`, beside the
+        // `threads` of the budget).
         let io = threads;
         let threads = threads + usize::from(io_thread);
         let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, Vec<u8>)>(QUEUED_FILES);
@@ -1681,17 +1683,16 @@ impl FileStage<'_> {
             for t in 0..threads {
                 let tx = tx.clone();
                 let (parts, rx, order) = (&parts, &rx, &order);
-                diskcast_block::copy::spawn_worker(s, "dc-extract", move || {
+                let large = io_thread && t == io;
+                let name = if large { "dc-extract-big" } else { "dc-extract" };
+                diskcast_block::copy::spawn_worker(s, name, move || {
                     let mut w =
                         Worker { parents: ParentCache::default(), cursor: StreamCursor::new(), buf: vec![0u8; CHUNK] };
                     loop {
                         while let Some(item) = take(rx, false) {
                             self.write_one(&mut w, item.0, Some(&item.1));
                         }
-                        let Some(b) = parts
-                            .take(t, !(io_thread && t == io))
-                            .and_then(|p| order.get(p))
-                            .and_then(|&b| batches.get(b))
+                        let Some(b) = parts.take(t, !large).and_then(|p| order.get(p)).and_then(|&b| batches.get(b))
                         else {
                             break;
                         };
