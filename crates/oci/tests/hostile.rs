@@ -116,18 +116,25 @@ fn whiteout_of_dot_dot_is_refused() {
     assert_err(r, ErrorKind::Corrupt, "whiteout");
 }
 
-#[test]
-fn digest_mismatch_is_refused() {
+/// A one-layer layout whose file `f` holds `original`: the layout, the layer's tar and
+/// the path of its blob.
+fn original_layout() -> (tempfile::TempDir, Vec<u8>, std::path::PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
     let mut tar = tar_member(b"f", b'0', b"original", b"");
     tar.extend(tar_end());
     write_plain_layout(tmp.path(), &[tar.clone()]);
-    // Same size, one byte changed: only the digest can tell.
     let blob = std::fs::read_dir(tmp.path().join("blobs/sha256"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .find(|p| std::fs::read(p).unwrap() == tar)
         .unwrap();
+    (tmp, tar, blob)
+}
+
+#[test]
+fn digest_mismatch_is_refused() {
+    let (tmp, tar, blob) = original_layout();
+    // Same size, one byte changed: only the digest can tell.
     let mut bad = tar.clone();
     bad[512] = b'O';
     std::fs::write(&blob, &bad).unwrap();
@@ -221,15 +228,7 @@ fn members_of_all_layers_together_are_capped() {
 /// through the descriptor opened first).
 #[test]
 fn a_blob_replaced_after_reading_is_never_read() {
-    let tmp = tempfile::tempdir().unwrap();
-    let mut tar = tar_member(b"f", b'0', b"original", b"");
-    tar.extend(tar_end());
-    write_plain_layout(tmp.path(), &[tar.clone()]);
-    let blob = std::fs::read_dir(tmp.path().join("blobs/sha256"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| std::fs::read(p).unwrap() == tar)
-        .unwrap();
+    let (tmp, tar, blob) = original_layout();
     let tree = flatten_dir(tmp.path()).unwrap();
     let mut other = tar.clone();
     other[512..520].copy_from_slice(b"replaced");
