@@ -382,12 +382,25 @@ impl Tree {
         Walk { tree: self, stack: vec![(Vec::new(), start)] }
     }
 
+    /// What [`Tree::walk`] visits, without building paths (for counting): every node
+    /// reachable from `start`, once per name.
+    fn reachable(&self, start: NodeId) -> impl Iterator<Item = NodeId> + '_ {
+        let mut stack = vec![start];
+        std::iter::from_fn(move || {
+            let id = stack.pop()?;
+            if let Kind::Dir(d) = &self.node(id).kind {
+                stack.extend(d.entries.values().copied());
+            }
+            Some(id)
+        })
+    }
+
     /// How many names each node has, indexed by [`NodeId::index`]: what `st_nlink` should
     /// be for files. Directories get 2 plus their subdirectories, as on Linux.
     pub fn link_counts(&self) -> Vec<u32> {
         let mut counts = vec![0u32; self.nodes.len()];
         counts[0] = 2;
-        for (_, id) in self.walk(NodeId::ROOT) {
+        for id in self.reachable(NodeId::ROOT) {
             if let Kind::Dir(d) = &self.node(id).kind {
                 for (_, child) in d.entries() {
                     let c = &mut counts[child.index()];
@@ -405,18 +418,13 @@ impl Tree {
     pub fn stats(&self) -> TreeStats {
         let mut s = TreeStats::default();
         let mut seen = vec![false; self.nodes.len()];
-        // Node ids only: counting needs no paths.
-        let mut stack = vec![NodeId::ROOT];
-        while let Some(id) = stack.pop() {
+        for id in self.reachable(NodeId::ROOT) {
             if std::mem::replace(&mut seen[id.index()], true) {
                 s.hardlinks += 1;
                 continue;
             }
             match &self.node(id).kind {
-                Kind::Dir(d) => {
-                    s.dirs += 1;
-                    stack.extend(d.entries.values().copied());
-                }
+                Kind::Dir(_) => s.dirs += 1,
                 Kind::File(f) => {
                     s.files += 1;
                     s.file_bytes = s.file_bytes.saturating_add(f.size);
