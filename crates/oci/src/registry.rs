@@ -12,7 +12,7 @@
 //! interrupted one resumes with a `Range` request. A blob enters the cache only after its
 //! size and digest were checked; layers download in parallel.
 
-use crate::blobs::{DirStore, read_verified};
+use crate::blobs::{BlobStore, DirStore, read_verified};
 use crate::digest::{Digest, Hasher, Verify};
 use crate::image::{Image, OpenOptions, from_manifest, lone, select_platform};
 use crate::source::{Reference, RegistryRef};
@@ -185,9 +185,11 @@ impl crate::sigstore::Fetch for Client {
 /// it is good, `Ok(false)` when there is none, an error saying what is wrong otherwise.
 /// The blob stays open in `store`: the bytes checked are the ones read later.
 fn check_cached(store: &DirStore, d: &crate::spec::Descriptor) -> Result<bool> {
-    let Some(src) = store.opened_blob(&d.digest)? else { return Ok(false) };
+    if store.opened_blob(&d.digest)?.is_none() {
+        return Ok(false);
+    }
     let what = format!("cached blob {}", d.digest);
-    let raw = diskcast_block::source::RangeReader::new(src.clone(), 0, src.len()?);
+    let raw = store.open_raw(&d.digest)?;
     Verify::new(std::io::BufReader::with_capacity(1 << 20, raw), &d.digest, d.size, what).finish()?;
     Ok(true)
 }

@@ -399,7 +399,8 @@ pub fn skipped(m: &Member, e: &Error) -> String {
 }
 
 /// Reads the tar file at `path` (plain, gzip or zstd) into a tree. File content stays
-/// in the archive: sinks reopen it (and decompress) when they need the bytes. A
+/// in the archive, opened once: sinks read it through that descriptor (and decompress
+/// again) when they need the bytes. A
 /// compressed one is bounded by the default [`Limits`]. Read on two threads (see
 /// [`read_tar_stream`]).
 pub fn read_tar(path: &Path) -> Result<TarTree> {
