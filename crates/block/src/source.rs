@@ -292,9 +292,7 @@ impl RangeReader {
 
 impl std::io::Read for RangeReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let left = self.end - self.pos;
-        // At most `buf.len()`, so it fits in usize.
-        let n = usize::try_from(left.min(u64_from_usize(buf.len()))).unwrap_or(buf.len());
+        let n = diskcast_layout::within(self.end - self.pos, buf.len());
         if n == 0 {
             return Ok(0);
         }

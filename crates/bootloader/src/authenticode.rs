@@ -210,7 +210,7 @@ impl Pe {
             }
             let mut at = from;
             while at < to {
-                let n = usize::try_from((to - at).min(u64_from_usize(buf.len()))).unwrap_or(buf.len());
+                let n = diskcast_layout::within(to - at, buf.len());
                 file.read_at(&mut buf[..n], at)?;
                 h.update(&buf[..n]);
                 at += u64_from_usize(n);

@@ -263,6 +263,12 @@ pub fn u64_from_usize(v: usize) -> u64 {
     u64::try_from(v).unwrap_or(u64::MAX)
 }
 
+/// `v` clamped to `len`, as a usize: how much of a `len`-byte buffer `v` bytes (left to
+/// read, an offset known to lie inside it) fill.
+pub fn within(v: u64, len: usize) -> usize {
+    usize::try_from(v).map_or(len, |v| v.min(len))
+}
+
 /// A u64 as usize when it fits (always on 64-bit targets), else `TooLarge` naming `what`.
 pub fn usize_from_u64(v: u64, what: &'static str) -> Result<usize> {
     usize::try_from(v).map_err(|_| too_large(what, u128::from(v), u128::from(u64_from_usize(usize::MAX))))

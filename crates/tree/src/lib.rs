@@ -105,8 +105,4 @@ pub(crate) fn u64_len(b: &[u8]) -> u64 {
     diskcast_layout::u64_from_usize(b.len())
 }
 
-/// `v` as an index into something `len` long, clamped to `len`: for offsets already
-/// known to lie inside a buffer.
-pub(crate) fn within(v: u64, len: usize) -> usize {
-    usize::try_from(v).map_or(len, |v| v.min(len))
-}
+pub(crate) use diskcast_layout::within;

@@ -83,7 +83,7 @@ impl Read for RunsReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         while let Some(r) = self.runs.get(self.run) {
             if self.done < r.len {
-                let n = usize::try_from((r.len - self.done).min(u64_from_usize(buf.len()))).unwrap_or(buf.len());
+                let n = diskcast_layout::within(r.len - self.done, buf.len());
                 self.image.read_at(&mut buf[..n], r.offset + self.done).map_err(std::io::Error::other)?;
                 self.done += u64_from_usize(n);
                 return Ok(n);
