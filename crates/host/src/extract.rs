@@ -189,28 +189,45 @@ fn extract_into(
         staged,
         cancel: opts.cancel.clone(),
     };
-    let entries: Vec<(Vec<u8>, NodeId)> = tree.walk(NodeId::ROOT).collect();
+    // Sized up front: growing it copied the whole list at every doubling.
+    let mut entries: Vec<(Vec<u8>, NodeId)> = Vec::with_capacity(tree.node_count());
+    entries.extend(tree.walk(NodeId::ROOT));
     progress.start(tree.stats().file_bytes);
     let threads = opts.threads.clamp(1, 64);
 
     // 1. Directories, symlinks, specials, one task per directory on every thread (a
     //    directory's task makes its entries, then queues its subdirectories); files
-    //    and hard links collected.
-    let mut first: HashMap<NodeId, usize> = HashMap::new();
+    //    and hard links collected. Lists indexed by node and by entry, not maps: this
+    //    runs on one thread before any other work starts.
+    let mut first: Vec<Option<usize>> = vec![None; tree.node_count()];
     let mut files: Vec<usize> = Vec::new();
     let mut links: HashMap<usize, Vec<usize>> = HashMap::new();
-    let mut dir_index: HashMap<&[u8], usize> = HashMap::from([(&[][..], 0)]);
+    // The directory each entry is in (an index into `entries`; the root's is itself).
+    let mut parents: Vec<usize> = vec![0; entries.len()];
+    // The directories from the root down to the last entry's: the walk is depth first,
+    // so an entry's directory is on it, and entries of a directory come after it.
+    let mut open_dirs: Vec<usize> = vec![0];
     let mut kids: HashMap<usize, Vec<usize>> = HashMap::new();
     for (i, (path, id)) in entries.iter().enumerate().skip(1) {
+        let dir = split(path).0;
+        while open_dirs.last().is_some_and(|&d| entries[d].0 != dir) {
+            open_dirs.pop();
+        }
+        let parent = *open_dirs.last().ok_or_else(|| Error::invalid("entry before its directory"))?;
+        parents[i] = parent;
         let node = tree.node(*id);
         if let Kind::File(_) = &node.kind {
-            if let Some(&f) = first.get(id) {
-                links.entry(f).or_default().push(i);
-            } else {
-                first.insert(*id, i);
-                files.push(i);
+            match &mut first[id.index()] {
+                Some(f) => links.entry(*f).or_default().push(i),
+                none => {
+                    *none = Some(i);
+                    files.push(i);
+                }
             }
             continue;
+        }
+        if let Kind::Dir(_) = &node.kind {
+            open_dirs.push(i);
         }
         if let Kind::Socket = &node.kind {
             x.skip(format!("{}: socket not created", display_name(path)));
@@ -226,13 +243,7 @@ fn extract_into(
                 continue;
             }
         }
-        // The walk is depth first, so a parent is always indexed before its entries.
-        let parent =
-            dir_index.get(split(path).0).copied().ok_or_else(|| Error::invalid("entry before its directory"))?;
         kids.entry(parent).or_default().push(i);
-        if let Kind::Dir(_) = &node.kind {
-            dir_index.insert(path, i);
-        }
     }
     // Stages 1 and 2 write into the staging directory where there is one (see
     // `Stage`); its entries move into DIR before stage 3.
@@ -267,15 +278,8 @@ fn extract_into(
     // 2. File content, in parallel (see `plan_files`). A file's hard links are made
     //    from its descriptor right after it is written.
     let (jobs, batches) = planned?;
-    let files_stage = FileStage {
-        x: &x,
-        entries: &entries,
-        tree,
-        links: &links,
-        dir_index: &dir_index,
-        made_dirs: &made_dirs,
-        progress,
-    };
+    let files_stage =
+        FileStage { x: &x, entries: &entries, tree, links: &links, parents: &parents, made_dirs: &made_dirs, progress };
     files_stage.run(&jobs, &batches, threads);
     if let Some((st, dir_fd)) = stage {
         let stage_fd = std::mem::replace(&mut x.root, dir_fd);
@@ -1635,7 +1639,8 @@ struct FileStage<'a> {
     entries: &'a [(Vec<u8>, NodeId)],
     tree: &'a Tree,
     links: &'a HashMap<usize, Vec<usize>>,
-    dir_index: &'a HashMap<&'a [u8], usize>,
+    /// The directory each entry is in (see `extract_into`).
+    parents: &'a [usize],
     made_dirs: &'a HashMap<usize, MadeDir>,
     progress: &'a dyn Progress,
 }
@@ -1758,7 +1763,7 @@ impl FileStage<'_> {
         let (path, id) = &self.entries[i];
         let node = self.tree.node(*id);
         let names = self.links.get(&i).map(Vec::as_slice).unwrap_or(&[]);
-        let owner = self.dir_index.get(split(path).0).and_then(|d| self.made_dirs.get(d)).map(|m| (m.uid, m.gid));
+        let owner = self.made_dirs.get(&self.parents[i]).map(|m| (m.uid, m.gid));
         if let Some((st, sf)) = node.as_file().and_then(|f| self.x.staged_file(f)) {
             let placed = self.x.place_staged(st, sf, node, path, &mut w.parents, self.progress, !names.is_empty());
             return self.linked(i, names, placed);

@@ -69,6 +69,10 @@ pub fn run(a: ExtractArgs) -> Result<u8> {
         Some(t) => t.extract(&opened.tree, &opts, progress.as_ref())?,
         None => diskcast_host::extract(&opened.tree, dir, &opts, progress.as_ref())?,
     };
+    // The process ends next: freeing a large tree node by node only delays that (15 ms
+    // for 73 000 entries). Nothing in a tree cleans up when dropped; its descriptors
+    // close at exit.
+    std::mem::forget(opened);
     for s in &r.skipped {
         eprintln!("diskcast: skipped {s}");
     }
