@@ -117,7 +117,12 @@ pub fn open_tree_into(
     let (disk_path, part) = disk::split_spec(spec);
     let path = Path::new(disk_path);
     let md = std::fs::metadata(path).map_err(|e| Error::io("cannot open", e).with_file(path))?;
-    if part.is_some() && (md.is_dir() || (opts.format.is_none() && looks_like_tar(path)?)) {
+    // A tar is read through the descriptor its first block was looked at through.
+    let tar = match opts.format {
+        None if !md.is_dir() => open_tar(path, &opts.image.limits)?,
+        _ => None,
+    };
+    if part.is_some() && (md.is_dir() || tar.is_some()) {
         return Err(Error::argument(format!("{disk_path} is not a disk image, so :PART names nothing")));
     }
     if md.is_dir() {
@@ -134,12 +139,11 @@ pub fn open_tree_into(
             signatures: Vec::new(),
         });
     }
-    if opts.format.is_none() && looks_like_tar(path)? {
+    if let Some(stream) = tar {
         if opts.tree.is_some() {
             return Err(tree_not_applicable("a tar"));
         }
-        // The decompression cap OCI layers obey, from the same options.
-        let t = diskcast_tar::read_tar_with(path, &opts.image.limits, opts.threads)?;
+        let t = diskcast_tar::read_tar_file(stream, opts.threads)?;
         let description = match t.compression {
             diskcast_tar::Compression::None => format!("tar {spec}"),
             c => format!("tar ({}) {spec}", c.name()),
@@ -219,28 +223,24 @@ fn tree_not_applicable(what: &str) -> Error {
     Error::argument(format!("--tree chooses between the trees of a disc; {what} has only one"))
 }
 
-/// True when the file is a tar: its first block (decompressed when it starts with a
-/// gzip or zstd magic) is a tar header with a valid checksum.
-fn looks_like_tar(path: &Path) -> Result<bool> {
+/// The file opened as a tar stream (under `limits`, the decompression cap OCI layers
+/// obey) when it is a tar: its first block (decompressed when it starts with a gzip or
+/// zstd magic) is a tar header with a valid checksum; `None` for anything else.
+fn open_tar(path: &Path, limits: &diskcast_tar::Limits) -> Result<Option<diskcast_tar::FileStream>> {
+    // xz/bzip2/lz4: nothing else of ours starts like that: the error says why it cannot be read.
+    let stream = diskcast_tar::FileStream::open(path)?.with_limits(limits);
     let mut head = [0u8; 512];
-    let mut f = std::fs::File::open(path).map_err(|e| Error::io("cannot open", e).with_file(path))?;
-    let n = read_up_to(&mut f, &mut head).map_err(|e| Error::io("cannot read", e).with_file(path))?;
-    let compression = match diskcast_tar::Compression::detect(&head[..n]) {
-        Ok(c) => c,
-        // xz/bzip2/lz4: nothing else of ours starts like that: say why it cannot be read.
-        Err(e) => return Err(e.with_file(path)),
-    };
-    if compression == diskcast_tar::Compression::None {
-        // An OVA is a tar too, but it is read as the disk it carries.
-        return Ok(n == 512 && diskcast_tar::is_tar_header(&head) && !diskcast_ova::is_package_head(&head));
-    }
-    let stream = diskcast_tar::FileStream::open(path)?;
     let mut r = diskcast_tree::StreamSource::open(&stream)?;
-    let n = read_up_to(&mut r, &mut head).map_err(|e| Error::io("cannot decompress", e).with_file(path))?;
-    if n == 512 && diskcast_tar::is_tar_header(&head) {
-        return Ok(true);
+    let verb =
+        if stream.compression() == diskcast_tar::Compression::None { "cannot read" } else { "cannot decompress" };
+    let n = read_up_to(&mut r, &mut head).map_err(|e| Error::io(verb, e).with_file(path))?;
+    let is_tar = n == 512 && diskcast_tar::is_tar_header(&head);
+    match stream.compression() {
+        // An OVA is a tar too, but it is read as the disk it carries.
+        diskcast_tar::Compression::None => Ok((is_tar && !diskcast_ova::is_package_head(&head)).then_some(stream)),
+        _ if is_tar => Ok(Some(stream)),
+        c => Err(Error::unsupported(format!("{} data that is not a tar", c.name())).with_file(path)),
     }
-    Err(Error::unsupported(format!("{} data that is not a tar", compression.name())).with_file(path))
 }
 
 fn read_up_to(r: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
@@ -270,5 +270,38 @@ mod tests {
         let e = open_tree(p.to_str().unwrap(), &SourceOptions::new(1)).unwrap_err();
         assert!(e.to_string().contains("no filesystem diskcast can read found in"), "{e}");
         assert!(e.to_string().contains("(tried: "), "{e}");
+    }
+
+    fn run(cmd: &mut std::process::Command) {
+        let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+        assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Plain and gzip tars (made by GNU tar and gzip) are known by their first block,
+    /// read through the descriptor that looked at it; a tar has no partitions; gzip
+    /// data that is not a tar says so.
+    #[test]
+    fn a_tar_is_known_by_its_first_block() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.txt"), "hello").unwrap();
+        let tar = dir.path().join("t.tar");
+        run(std::process::Command::new("tar").arg("-cf").arg(&tar).arg("-C").arg(dir.path()).arg("a.txt"));
+        run(std::process::Command::new("gzip").arg("-k").arg(&tar));
+        std::fs::write(dir.path().join("note"), "not a tar").unwrap();
+        run(std::process::Command::new("gzip").arg("-k").arg(dir.path().join("note")));
+        let spec = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+
+        for (name, what) in [("t.tar", "tar "), ("t.tar.gz", "tar (gzip) ")] {
+            let o = open_tree(&spec(name), &SourceOptions::new(2)).unwrap();
+            assert!(o.description.starts_with(what), "{}", o.description);
+            assert_eq!(o.tree.read(b"a.txt", 100).unwrap(), b"hello");
+            // A tar has no partitions.
+            let e = open_tree(&format!("{}:1", spec(name)), &SourceOptions::new(1)).unwrap_err();
+            assert_eq!(e.kind(), diskcast_block::ErrorKind::InvalidArgument, "{e}");
+            assert!(e.to_string().contains("is not a disk image, so :PART names nothing"), "{e}");
+        }
+        let e = open_tree(&spec("note.gz"), &SourceOptions::new(1)).unwrap_err();
+        assert_eq!(e.kind(), diskcast_block::ErrorKind::Unsupported, "{e}");
+        assert!(e.to_string().contains("gzip data that is not a tar"), "{e}");
     }
 }

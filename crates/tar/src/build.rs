@@ -425,9 +425,14 @@ pub fn read_tar(path: &Path) -> Result<TarTree> {
 /// [`read_tar`] with other decompression bounds, read by `threads` threads (1 or 2:
 /// see [`read_tar_stream`]).
 pub fn read_tar_with(path: &Path, limits: &Limits, threads: usize) -> Result<TarTree> {
-    let fs = FileStream::open(path)?.with_limits(limits);
+    read_tar_file(FileStream::open(path)?.with_limits(limits), threads)
+}
+
+/// [`read_tar_with`] of a file already opened (a caller that looked at its first block
+/// to see that it is a tar reads the same file, not its name again).
+pub fn read_tar_file(fs: FileStream, threads: usize) -> Result<TarTree> {
     let compression = fs.compression();
-    let name = path.display().to_string();
+    let name = fs.path().display().to_string();
     // The headers are read through the descriptor the members' bytes are read through.
     let reader = if compression == Compression::None {
         TarReader::from_file(fs.file()?, name)?

@@ -32,7 +32,7 @@ mod writer;
 
 pub use build::{
     MemberPolicy, MemberTree, OverDirectory, ParentSymlink, TarTree, is_tar_header, member_components, normalize_path,
-    read_tar, read_tar_stream, read_tar_with, skipped,
+    read_tar, read_tar_file, read_tar_stream, read_tar_with, skipped,
 };
 pub use compress::{Compression, FileStream, Limits, MAX_DECOMPRESSED, MAX_RATIO, RATIO_SLACK, capped, from_io};
 pub use reader::{Member, MemberKind, SparseRun, TarReader};
