@@ -557,14 +557,18 @@ mod tests {
         assert!(signatures(&file(pe(&long))).unwrap_err().to_string().contains("claims 100000 bytes"));
         let mut short = win_cert(&body, 0x200, 2);
         short[..4].copy_from_slice(&3u32.to_le_bytes());
-        assert!(signatures(&file(pe(&short))).is_err());
+        let e = signatures(&file(pe(&short))).unwrap_err();
+        assert_eq!(e.kind(), diskcast_block::ErrorKind::InvalidFormat, "{e}");
+        assert!(e.to_string().contains("claims 3 bytes"), "{e}");
         // A byte of the image changed after signing; a signature over another digest.
         let mut changed = pe(&win_cert(&body, 0x200, 2));
         changed[0x10] ^= 1;
         let e = signatures(&file(changed)).unwrap_err();
         assert!(e.to_string().contains("changed after it was signed"), "{e}");
         let other = signed_digest(OID_SPC_INDIRECT_DATA, "x", &[7u8; 32]);
-        assert!(signatures(&file(pe(&win_cert(&other, 0x200, 2)))).is_err());
+        let e = signatures(&file(pe(&win_cert(&other, 0x200, 2)))).unwrap_err();
+        assert_eq!(e.kind(), diskcast_block::ErrorKind::InvalidFormat, "{e}");
+        assert!(e.to_string().contains("is for another image"), "{e}");
         // The checksum field is not hashed: a file whose checksum changes still verifies.
         let mut resummed = pe(&win_cert(&body, 0x200, 2));
         resummed[0x98 + 64] ^= 0xff;

@@ -217,7 +217,9 @@ mod tests {
             Err(Error::corrupt("bad"))
         });
         assert_eq!(calls, 1, "only I/O errors are tried again");
-        assert!(r.is_err());
+        let e = r.unwrap_err();
+        assert_eq!(e.kind(), diskcast_block::ErrorKind::Corrupt, "{e}");
+        assert!(e.to_string().contains("bad"), "{e}");
     }
 
     #[test]

@@ -58,10 +58,10 @@ mod tests {
 
     #[test]
     fn lengths_are_bounded() {
-        assert!(element(&[0x30]).is_err());
-        assert!(element(&[0x30, 0x05, 1, 2]).is_err());
-        assert!(element(&[0x30, 0x85, 1, 1, 1, 1, 1]).is_err());
-        assert!(element(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff]).is_err());
+        assert_eq!(element(&[0x30]).unwrap_err(), "truncated length");
+        assert_eq!(element(&[0x30, 0x05, 1, 2]).unwrap_err(), "length past the end");
+        assert_eq!(element(&[0x30, 0x85, 1, 1, 1, 1, 1]).unwrap_err(), "bad length");
+        assert_eq!(element(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff]).unwrap_err(), "length past the end");
         assert_eq!(element(&[0x30, 0x81, 0x01, 7, 9]).unwrap(), (0x30, &[7u8][..], &[9u8][..]));
         assert_eq!(expect(&[0x02, 0x01, 5], SEQUENCE, "not a sequence"), Err("not a sequence"));
     }

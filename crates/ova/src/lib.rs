@@ -414,7 +414,9 @@ mod tests {
         assert_eq!(member_names("../x y/z").2, "..xyz-disk1.vmdk");
         assert_eq!(member_names("...").0, "vm.ovf");
         for bad in [&b"../a.ovf"[..], b"/a.ovf", b"a/b.vmdk", b"", b".."] {
-            assert!(member_name(bad, Path::new("p.ova")).is_err(), "{:?}", String::from_utf8_lossy(bad));
+            let e = member_name(bad, Path::new("p.ova")).unwrap_err();
+            assert_eq!(e.kind(), diskcast_block::ErrorKind::Corrupt, "{e}: {}", String::from_utf8_lossy(bad));
+            assert!(e.to_string().contains("is not a plain file name"), "{e}");
         }
         assert_eq!(member_name(b"./a.ovf", Path::new("p")).unwrap(), "a.ovf");
     }

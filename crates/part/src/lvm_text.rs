@@ -334,7 +334,9 @@ mod tests {
         assert_eq!(vg.strings("status"), ["READ", "WRITE"]);
         assert_eq!(vg.value("stripes"), Some(&Value::List(vec![Value::Str("pv0".into()), Value::Num(0)])));
         assert_eq!(vg.section("sub").unwrap().value("x"), Some(&Value::Num(-1)));
-        assert!(vg.section("sub").unwrap().u64("x", "sub").is_err());
+        let e = vg.section("sub").unwrap().u64("x", "sub").unwrap_err();
+        assert_eq!(e.kind(), diskcast_block::ErrorKind::Corrupt, "{e}");
+        assert!(e.to_string().contains("expected a number of at least 0"), "{e}");
         assert_eq!(s.value("version"), Some(&Value::Num(1)));
     }
 
@@ -348,7 +350,9 @@ mod tests {
         let long = format!("a = [{}]", "1,".repeat(MAX_LIST + 1));
         assert!(parse(long.as_bytes()).unwrap_err().to_string().contains("MAX_LIST"));
         for bad in ["a = \"open", "a {", "}", "a = 99999999999999999999", "a b", "a = [1", "= 1", "a = 1\0x"] {
-            assert!(parse(bad.as_bytes()).is_err(), "{bad}");
+            let e = parse(bad.as_bytes()).unwrap_err();
+            assert_eq!(e.kind(), diskcast_block::ErrorKind::Corrupt, "{bad}: {e}");
+            assert!(e.to_string().contains("LVM metadata text"), "{bad}: {e}");
         }
     }
 

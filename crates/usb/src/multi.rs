@@ -391,8 +391,12 @@ mod tests {
         assert_eq!(stick_name("debian-live-12.5.0-amd64-xfce.iso").unwrap(), "debian-live-12.5.0-amd64-xfce.iso");
         assert_eq!(stick_name("My Distro (beta).ISO").unwrap(), "My_Distro__beta_.ISO");
         assert_eq!(stick_name("disc.qcow2").unwrap(), "disc.qcow2.iso");
-        assert!(stick_name(".iso").is_err());
-        assert!(stick_name(&"a".repeat(200)).is_err());
+        let e = stick_name(".iso").unwrap_err();
+        assert_eq!(e.kind(), diskcast_block::ErrorKind::InvalidArgument, "{e}");
+        assert!(e.to_string().contains("must be 1 to 124 characters"), "{e}");
+        let e = stick_name(&"a".repeat(200)).unwrap_err();
+        assert_eq!(e.kind(), diskcast_block::ErrorKind::InvalidArgument, "{e}");
+        assert!(e.to_string().contains("must be 1 to 124 characters"), "{e}");
     }
 
     #[test]

@@ -744,7 +744,9 @@ mod tests {
         elf[0x28..0x30].copy_from_slice(&u64::MAX.to_le_bytes());
         elf[0x3a] = 0x40;
         elf[0x3c] = 0xff;
-        assert!(modinfo_depends(&elf).is_err());
+        let e = modinfo_depends(&elf).unwrap_err();
+        assert_eq!(e.kind(), diskcast_block::ErrorKind::InvalidFormat, "{e}");
+        assert!(e.to_string().contains("truncated sh_name"), "{e}");
         assert!(!is_static_for(&elf, crate::Arch::Amd64));
     }
 }

@@ -444,8 +444,14 @@ mod tests {
         let limit = [ev("i", "0"), ev("lim", "3.0")];
         assert!(in_range(Scheme::Pep440, &limit, "2.9").unwrap().affected);
         assert!(!in_range(Scheme::Pep440, &limit, "3.0").unwrap().affected);
-        assert!(in_range(Scheme::Semver, &[ev("f", "1.0")], "0.1.0").is_err());
-        assert!(in_range(Scheme::Semver, &[Event::default()], "0.1.0").is_err());
+        assert_eq!(
+            in_range(Scheme::Semver, &[ev("f", "1.0")], "0.1.0").unwrap_err(),
+            "a range without an introduced event"
+        );
+        assert_eq!(
+            in_range(Scheme::Semver, &[Event::default()], "0.1.0").unwrap_err(),
+            "an event must set exactly one of introduced, fixed, last_affected, limit"
+        );
     }
 
     #[test]
@@ -456,6 +462,6 @@ mod tests {
         )
         .unwrap();
         assert!(a.aliases.is_empty() && a.affected[0].ranges.is_empty() && a.severity[0].score.is_empty());
-        assert!(parse(b"{\"id\": \"\"}").is_err());
+        assert_eq!(parse(b"{\"id\": \"\"}").unwrap_err(), "an advisory without an id");
     }
 }

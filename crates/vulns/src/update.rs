@@ -368,10 +368,14 @@ mod tests {
             database_url("https://x/y/", Some("Ubuntu:22.04:LTS")).unwrap(),
             "https://x/y/Ubuntu%3A22.04%3ALTS/all.zip"
         );
-        assert!(database_url("ftp://x/", None).is_err());
+        let e = database_url("ftp://x/", None).unwrap_err();
+        assert_eq!(e.kind(), diskcast_block::ErrorKind::InvalidArgument, "{e}");
+        assert!(e.to_string().contains("not an http:// or https:// URL"), "{e}");
         assert!(check_ecosystem("Debian").is_ok());
         for bad in ["", "..", "../etc", "a/b", ".hidden", "a\nb"] {
-            assert!(check_ecosystem(bad).is_err(), "{bad:?}");
+            let e = check_ecosystem(bad).unwrap_err();
+            assert_eq!(e.kind(), diskcast_block::ErrorKind::InvalidArgument, "{bad:?}: {e}");
+            assert!(e.to_string().contains("--ecosystem"), "{bad:?}: {e}");
         }
     }
 }
