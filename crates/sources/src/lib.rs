@@ -231,16 +231,19 @@ fn open_tar(path: &Path, limits: &diskcast_tar::Limits) -> Result<Option<diskcas
     let stream = diskcast_tar::FileStream::open(path)?.with_limits(limits);
     let mut head = [0u8; 512];
     let mut r = diskcast_tree::StreamSource::open(&stream)?;
-    let verb =
-        if stream.compression() == diskcast_tar::Compression::None { "cannot read" } else { "cannot decompress" };
+    let compression = stream.compression();
+    let plain = compression == diskcast_tar::Compression::None;
+    let verb = if plain { "cannot read" } else { "cannot decompress" };
     let n = read_up_to(&mut r, &mut head).map_err(|e| Error::io(verb, e).with_file(path))?;
     let is_tar = n == 512 && diskcast_tar::is_tar_header(&head);
-    match stream.compression() {
+    if plain {
         // An OVA is a tar too, but it is read as the disk it carries.
-        diskcast_tar::Compression::None => Ok((is_tar && !diskcast_ova::is_package_head(&head)).then_some(stream)),
-        _ if is_tar => Ok(Some(stream)),
-        c => Err(Error::unsupported(format!("{} data that is not a tar", c.name())).with_file(path)),
+        return Ok((is_tar && !diskcast_ova::is_package_head(&head)).then_some(stream));
     }
+    if !is_tar {
+        return Err(Error::unsupported(format!("{} data that is not a tar", compression.name())).with_file(path));
+    }
+    Ok(Some(stream))
 }
 
 fn read_up_to(r: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
@@ -272,11 +275,6 @@ mod tests {
         assert!(e.to_string().contains("(tried: "), "{e}");
     }
 
-    fn run(cmd: &mut std::process::Command) {
-        let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-        assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
-    }
-
     /// Plain and gzip tars (made by GNU tar and gzip) are known by their first block,
     /// read through the descriptor that looked at it; a tar has no partitions; gzip
     /// data that is not a tar says so.
@@ -284,12 +282,11 @@ mod tests {
     fn a_tar_is_known_by_its_first_block() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("a.txt"), "hello").unwrap();
-        let tar = dir.path().join("t.tar");
-        run(std::process::Command::new("tar").arg("-cf").arg(&tar).arg("-C").arg(dir.path()).arg("a.txt"));
-        run(std::process::Command::new("gzip").arg("-k").arg(&tar));
         std::fs::write(dir.path().join("note"), "not a tar").unwrap();
-        run(std::process::Command::new("gzip").arg("-k").arg(dir.path().join("note")));
         let spec = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+        diskcast_testkit::run("tar", &["-cf", &spec("t.tar"), "-C", &spec(""), "a.txt"]);
+        diskcast_testkit::run("gzip", &["-k", &spec("t.tar")]);
+        diskcast_testkit::run("gzip", &["-k", &spec("note")]);
 
         for (name, what) in [("t.tar", "tar "), ("t.tar.gz", "tar (gzip) ")] {
             let o = open_tree(&spec(name), &SourceOptions::new(2)).unwrap();
